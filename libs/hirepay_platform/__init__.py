@@ -1,0 +1,1 @@
+"""Hirepay platform library: the one place for server bootstrap, errors, settings, DB, metrics, tracing."""

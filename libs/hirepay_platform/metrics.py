@@ -1,0 +1,27 @@
+"""Prometheus metrics shared by every service: RPC counts and latency, and the /metrics endpoint."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram, start_http_server
+
+RPC_REQUESTS = Counter(
+    "hirepay_rpc_requests_total",
+    "gRPC calls handled, by service, method and status code.",
+    ["service", "method", "code"],
+)
+RPC_LATENCY = Histogram(
+    "hirepay_rpc_duration_seconds",
+    "gRPC handling latency, by service and method.",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+CLIENT_REQUESTS = Counter(
+    "hirepay_rpc_client_requests_total",
+    "Outgoing gRPC calls, by target service, method and status code.",
+    ["target", "method", "code"],
+)
+
+
+def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
+    """Expose /metrics on its own port (a daemon thread; scraping never blocks the event loop)."""
+    start_http_server(port, addr=host)

@@ -1,0 +1,230 @@
+"""gRPC server bootstrap shared by every service: health, reflection, interceptors, metrics, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+
+from hirepay_platform import grpc_status, metrics, tracing
+from hirepay_platform.errors import HirepayError
+from hirepay_platform.logs import configure_logging
+from hirepay_platform.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+Worker = Callable[[asyncio.Event], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+
+
+class PlatformInterceptor(grpc.aio.ServerInterceptor):
+    """Around every RPC: a server span from the caller's W3C context, RPC metrics, and the one
+    mapping of errors to statuses (domain error -> its code + ErrorInfo; anything else -> INTERNAL
+    with a generic message, the trace logged here and never sent to the client)."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._domain = f"{service}.hirepay"
+        self._tracer = tracing.tracer(f"hirepay.{service}")
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(("/grpc.health", "/grpc.reflection")):
+            return handler
+        method = details.method.rsplit("/", 1)[-1]
+        parent = tracing.extract_context(details.invocation_metadata)
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, parent),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, parent),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    async def _fail(self, context: grpc.aio.ServicerContext, method: str, exc: Exception) -> str:
+        """Abort the call with the mapped status; return the code name for metrics."""
+        if isinstance(exc, HirepayError):
+            code, message, trailing = grpc_status.to_status(exc, self._domain)
+            trace.get_current_span().set_attribute("hirepay.error_reason", exc.reason)
+        else:
+            log.exception("unhandled error in %s", method)
+            code, message, trailing = grpc_status.to_status(
+                HirepayError("internal error", reason="INTERNAL"), self._domain
+            )
+        trace.get_current_span().set_status(trace.StatusCode.ERROR)
+        context.set_trailing_metadata(trailing)
+        context.set_code(code)
+        context.set_details(message)
+        return code.name
+
+    def _wrap_unary(self, inner: Any, method: str, parent: Any) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            token = otel_context.attach(parent)
+            try:
+                with self._tracer.start_as_current_span(
+                    f"{self._service}/{method}", kind=trace.SpanKind.SERVER
+                ):
+                    try:
+                        return await inner(request, context)
+                    except asyncio.CancelledError:
+                        code = "CANCELLED"
+                        raise
+                    except grpc.aio.AbortError:
+                        code = context.code().name if context.code() else "UNKNOWN"
+                        raise
+                    except Exception as exc:  # the one place that maps every failure
+                        code = await self._fail(context, method, exc)
+                        return None
+            finally:
+                otel_context.detach(token)
+                self._observe(method, code, started)
+
+        return wrapper
+
+    def _wrap_stream(self, inner: Any, method: str, parent: Any) -> Any:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = "OK"
+            token = otel_context.attach(parent)
+            try:
+                with self._tracer.start_as_current_span(
+                    f"{self._service}/{method}", kind=trace.SpanKind.SERVER
+                ):
+                    try:
+                        async for item in inner(request, context):
+                            yield item
+                    except asyncio.CancelledError:
+                        code = "CANCELLED"
+                        raise
+                    except Exception as exc:
+                        code = await self._fail(context, method, exc)
+            finally:
+                with contextlib.suppress(ValueError):
+                    otel_context.detach(token)
+                self._observe(method, code, started)
+
+        return wrapper
+
+    def _observe(self, method: str, code: str, started: float) -> None:
+        metrics.RPC_REQUESTS.labels(self._service, method, code).inc()
+        metrics.RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
+
+
+class GrpcApp:
+    """One service process: its servicers, background workers and lifecycle hooks."""
+
+    def __init__(self, name: str, settings: ServiceSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
+        self._workers: list[Worker] = []
+        self._startup: list[Hook] = []
+        self._shutdown: list[Hook] = []
+        self.health = health.aio.HealthServicer()
+        self.server: grpc.aio.Server | None = None
+        self.port: int | None = None
+
+    def add_service(
+        self, add_fn: Callable[[Any, grpc.aio.Server], None], servicer: Any, full_name: str
+    ) -> None:
+        """Register a servicer, e.g. (add_WalletServiceServicer_to_server, servicer, 'hirepay.wallet.v1.WalletService')."""
+        self._services.append((add_fn, servicer, full_name))
+
+    def add_worker(self, worker: Worker) -> None:
+        """A background loop; it must return soon after the stop event is set."""
+        self._workers.append(worker)
+
+    def on_startup(self, hook: Hook) -> None:
+        self._startup.append(hook)
+
+    def on_shutdown(self, hook: Hook) -> None:
+        self._shutdown.append(hook)
+
+    async def _set_serving(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        await self.health.set("", status)
+        for _, _, full_name in self._services:
+            await self.health.set(full_name, status)
+
+    async def serve(self, stop: asyncio.Event | None = None) -> None:
+        """Run until `stop` is set (or SIGTERM/SIGINT), then shut down gracefully."""
+        stop = stop or asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        for hook in self._startup:
+            await hook()
+        server = grpc.aio.server(
+            interceptors=[PlatformInterceptor(self.name)],
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self.server = server
+        for add_fn, servicer, _ in self._services:
+            add_fn(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = [full for _, _, full in self._services]
+        reflection.enable_server_reflection(
+            [
+                *names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
+        await server.start()
+        await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
+        workers = [asyncio.create_task(w(stop), name=f"{self.name}-worker") for w in self._workers]
+        log.info(
+            "%s listening on %s:%s (metrics on :%s)",
+            self.name,
+            self.settings.grpc_host,
+            self.port,
+            self.settings.metrics_port,
+        )
+        await stop.wait()
+        log.info("%s shutting down", self.name)
+        # Stop advertising first so load balancers drain us, then let in-flight calls finish.
+        await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.stop(self.settings.shutdown_grace_seconds)
+        # Workers watch the stop event; one that does not return within the grace period is cancelled.
+        _, pending = (
+            await asyncio.wait(workers, timeout=self.settings.shutdown_grace_seconds)
+            if workers
+            else (set(), set())
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        for hook in self._shutdown:
+            await hook()
+        log.info("%s stopped", self.name)
+
+    def run(self) -> None:
+        """Process entry point: logs, tracing, metrics port, then serve until signalled."""
+        configure_logging(self.name, self.settings.log_level)
+        tracing.setup_tracing(self.name, self.settings.traces)
+        metrics.serve_metrics(self.settings.metrics_port)
+        asyncio.run(self.serve())

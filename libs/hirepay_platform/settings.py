@@ -1,0 +1,47 @@
+"""Typed settings from the environment, one object per service, failing fast on missing values."""
+
+from __future__ import annotations
+
+import sys
+from typing import TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every gRPC service has. Subclass with `env_prefix` (e.g. WALLET_) and add fields."""
+
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int
+    metrics_port: int
+    # Required: a service without its database refuses to start.
+    database_url: SecretStr
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    log_level: str = "INFO"
+    shutdown_grace_seconds: float = 10.0
+    # Where spans go: "none", "console", or "file:/path/spans.jsonl" (shared by all services).
+    traces: str = Field(
+        default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")
+    )
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """Build settings from the environment; on a missing or bad value, say which and exit."""
+    try:
+        return cls()
+    except PydanticValidationError as exc:
+        prefix = cls.model_config.get("env_prefix", "")
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"])
+            problems.append(f"  {prefix}{name.upper()}: {err['msg']}")
+        sys.stderr.write(f"{cls.__name__}: invalid configuration\n" + "\n".join(problems) + "\n")
+        raise SystemExit(2) from None
