@@ -41,6 +41,10 @@ def embedded_server_url() -> str:
     global _EMBEDDED_URL
     if _EMBEDDED_URL is not None:
         return _EMBEDDED_URL
+    import warnings
+
+    # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+    warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR", category=Warning)
     import pgserver
     from pgserver._commands import pg_ctl
 

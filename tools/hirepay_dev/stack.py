@@ -1,0 +1,222 @@
+"""The whole system on one machine: PostgreSQL, the Stripe sandbox, every service and the gateway.
+
+`make run` calls main(); end-to-end tests and benchmarks use Stack on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from hirepay_dev import pg
+from hirepay_dev.procs import REPO_ROOT, Process, free_port, http_ready, python_module
+from hirepay_dev.services import (
+    JOBS,
+    PAYMENTS,
+    WALLET,
+    RunningService,
+    ServiceSpec,
+    prepare_database,
+    start_service,
+)
+
+# Development-only secrets: the sandbox signs webhooks with this, payments verifies with it.
+DEV_WEBHOOK_SECRET = "whsec_hirepaydevonly0000000000000000"
+DEV_STRIPE_KEY = "sk_test_hirepaydevonly"
+
+
+def service_exists(spec: ServiceSpec) -> bool:
+    """A service is started once its package has an entry point and migrations."""
+    package = REPO_ROOT / "services" / spec.name / spec.module
+    return (package / "__main__.py").exists() and spec.migrations.exists()
+
+
+@dataclass
+class Ports:
+    """Where each process listens."""
+
+    sandbox: int
+    gateway: int
+    wallet: tuple[int, int]
+    payments: tuple[int, int]
+    jobs: tuple[int, int]
+
+    @classmethod
+    def defaults(cls) -> Ports:
+        env = os.environ.get
+        return cls(
+            sandbox=int(env("SANDBOX_PORT", "12111")),
+            gateway=int(env("GATEWAY_PORT", "8080")),
+            wallet=(int(env("WALLET_GRPC_PORT", "50051")), int(env("WALLET_METRICS_PORT", "9101"))),
+            payments=(
+                int(env("PAYMENTS_GRPC_PORT", "50052")),
+                int(env("PAYMENTS_METRICS_PORT", "9102")),
+            ),
+            jobs=(int(env("JOBS_GRPC_PORT", "50053")), int(env("JOBS_METRICS_PORT", "9103"))),
+        )
+
+    @classmethod
+    def free(cls) -> Ports:
+        return cls(
+            sandbox=free_port(),
+            gateway=free_port(),
+            wallet=(free_port(), free_port()),
+            payments=(free_port(), free_port()),
+            jobs=(free_port(), free_port()),
+        )
+
+
+@dataclass
+class Stack:
+    """Starts and stops every part of the system in dependency order."""
+
+    server_url: str
+    ports: Ports
+    db_suffix: str = ""
+    fresh: bool = False
+    extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    sandbox: Process | None = None
+    gateway: Process | None = None
+    services: dict[str, RunningService] = field(default_factory=dict)
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.sandbox}"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.gateway}"
+
+    def _env(self, name: str, base: dict[str, str]) -> dict[str, str]:
+        return {**base, **self.extra_env.get(name, {})}
+
+    def start(self) -> Stack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        gateway_url = self.gateway_url
+        if (REPO_ROOT / "sandbox" / "stripe_sandbox" / "__main__.py").exists():
+            self.sandbox = Process(
+                name=f"sandbox{self.db_suffix}",
+                argv=python_module("stripe_sandbox", "--port", str(self.ports.sandbox)),
+                env=self._env(
+                    "sandbox",
+                    {
+                        "SANDBOX_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/stripe",
+                        "SANDBOX_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
+                    },
+                ),
+                ready=http_ready(f"{self.sandbox_url}/_sandbox/health"),
+            ).start()
+        targets: dict[str, str] = {}
+        per_service_env = {
+            "wallet": {},
+            "payments": {
+                "PAYMENTS_STRIPE_API_KEY": DEV_STRIPE_KEY,
+                "PAYMENTS_STRIPE_API_BASE": self.sandbox_url,
+                "PAYMENTS_STRIPE_WEBHOOK_SECRETS": DEV_WEBHOOK_SECRET,
+                "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
+                "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
+            },
+            "jobs": {
+                "JOBS_PAYMENTS_TARGET": f"127.0.0.1:{self.ports.payments[0]}",
+                "JOBS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
+            },
+        }
+        for spec, (grpc_port, metrics_port) in (
+            (WALLET, self.ports.wallet),
+            (PAYMENTS, self.ports.payments),
+            (JOBS, self.ports.jobs),
+        ):
+            if not service_exists(spec):
+                continue
+            db_url = prepare_database(
+                spec, self.server_url, name=spec.database + self.db_suffix, fresh=self.fresh
+            )
+            running = start_service(
+                spec,
+                db_url,
+                env=self._env(spec.name, per_service_env[spec.name]),
+                grpc_port=grpc_port,
+                metrics_port=metrics_port,
+                log_name=spec.name + self.db_suffix,
+            )
+            self.services[spec.name] = running
+            targets[spec.name] = running.target
+        if (REPO_ROOT / "services" / "gateway" / "gateway" / "__main__.py").exists():
+            self.gateway = Process(
+                name=f"gateway{self.db_suffix}",
+                argv=python_module("gateway"),
+                env=self._env(
+                    "gateway",
+                    {
+                        "GATEWAY_PORT": str(self.ports.gateway),
+                        "GATEWAY_PUBLIC_URL": gateway_url,
+                        "GATEWAY_JOBS_TARGET": targets.get("jobs", ""),
+                        "GATEWAY_PAYMENTS_TARGET": targets.get("payments", ""),
+                        "GATEWAY_WALLET_TARGET": targets.get("wallet", ""),
+                    },
+                ),
+                ready=http_ready(f"{gateway_url}/healthz"),
+            ).start()
+
+    def stop(self) -> None:
+        """Stop in reverse dependency order (graceful SIGTERM, then SIGKILL)."""
+        if self.gateway is not None:
+            self.gateway.stop()
+        for name in ("jobs", "payments", "wallet"):
+            if name in self.services:
+                self.services[name].stop()
+        if self.sandbox is not None:
+            self.sandbox.stop()
+
+    def describe(self) -> str:
+        lines = []
+        if self.gateway is not None:
+            lines.append(f"  gateway   {self.gateway_url}  (OpenAPI: {self.gateway_url}/docs)")
+        for name, svc in self.services.items():
+            lines.append(
+                f"  {name:<9} grpc {svc.target}  metrics http://127.0.0.1:{svc.metrics_port}/metrics"
+            )
+        if self.sandbox is not None:
+            lines.append(f"  sandbox   {self.sandbox_url}  (Stripe-compatible, offline)")
+        return "\n".join(lines)
+
+
+def main() -> None:
+    """`make run`: start everything on the default ports and wait for Ctrl-C."""
+    server_url = pg.server_url()
+    where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL (.data/pg)"
+    print(f"PostgreSQL: {where}", flush=True)
+    stack = Stack(server_url=server_url, ports=Ports.defaults())
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stack.start()
+    except Exception as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print("Hirepay is running:\n" + stack.describe(), flush=True)
+    print(f"Logs: {REPO_ROOT / '.data' / 'logs'}   Stop with Ctrl-C.", flush=True)
+    while not stop.is_set():
+        for name, svc in stack.services.items():
+            if not svc.process.running:
+                print(f"{name} exited; see its log. Stopping.", file=sys.stderr)
+                stop.set()
+        stop.wait(1.0)
+    print("stopping...", flush=True)
+    stack.stop()
+    print("stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    main()
