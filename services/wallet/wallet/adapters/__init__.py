@@ -1,0 +1,1 @@
+"""Storage of the wallet: ORM tables, repositories, the SQLAlchemy unit of work."""

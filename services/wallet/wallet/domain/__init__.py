@@ -1,0 +1,1 @@
+"""The ledger domain: plain Python entities, rules and errors."""

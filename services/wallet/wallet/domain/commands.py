@@ -1,0 +1,103 @@
+"""Commands and queries: what a caller asks the wallet to do, in domain types (no protobuf)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from wallet.domain.model import AccountKind, Leg, TccBranch
+from wallet.domain.splits import Share
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAccount:
+    """Open an account, or return the one this owner already has for the unit and kind."""
+
+    owner_id: str
+    unit: str
+    kind: AccountKind
+    allow_negative: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """Move money along one or more legs atomically; `transfer_id` is the idempotency key."""
+
+    transfer_id: str
+    legs: tuple[Leg, ...]
+    description: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SplitTransfer:
+    """Move `total` from one account to several, split by basis points."""
+
+    transfer_id: str
+    from_account_id: str
+    total: int
+    unit: str
+    shares: tuple[Share, ...]
+    remainder_account_id: str
+    description: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveHold:
+    """Try: reserve `amount` on an account for a branch of a global transaction."""
+
+    branch: TccBranch
+    account_id: str
+    destination_account_id: str
+    amount: int
+    unit: str
+    expires_in_seconds: int = 0
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmHold:
+    """Confirm: post `amount` (0 = all) of the branch's hold, optionally split; release the rest."""
+
+    branch: TccBranch
+    amount: int = 0
+    shares: tuple[Share, ...] = ()
+    remainder_account_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelHold:
+    """Cancel: release the branch's hold (or record the Cancel if no Try ever arrived)."""
+
+    branch: TccBranch
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetAccount:
+    account_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListAccounts:
+    owner_id: str
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetTransfer:
+    transfer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListEntries:
+    account_id: str
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetHold:
+    branch: TccBranch

@@ -1,0 +1,1 @@
+"""How the wallet is reached: the gRPC servicer, the hold-expiry worker, the process main."""
