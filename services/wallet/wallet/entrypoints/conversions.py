@@ -1,0 +1,206 @@
+"""Named conversions between the contract's protobuf messages and the wallet's domain types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hirepay.common.v1 import common_pb2
+from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from wallet.domain import commands
+from wallet.domain.errors import invalid
+from wallet.domain.model import (
+    Account,
+    AccountKind,
+    Entry,
+    Hold,
+    HoldState,
+    Leg,
+    TccBranch,
+    TransferRecord,
+)
+from wallet.domain.splits import Share
+from wallet.service_layer.handlers import HoldResult, TransferResult
+
+_KIND_FROM_PB: dict[int, AccountKind] = {
+    pb.ACCOUNT_KIND_USER: AccountKind.USER,
+    pb.ACCOUNT_KIND_PLATFORM_REVENUE: AccountKind.PLATFORM_REVENUE,
+    pb.ACCOUNT_KIND_ESCROW: AccountKind.ESCROW,
+    pb.ACCOUNT_KIND_PROVIDER_CLEARING: AccountKind.PROVIDER_CLEARING,
+    pb.ACCOUNT_KIND_PAYOUTS: AccountKind.PAYOUTS,
+    pb.ACCOUNT_KIND_ISSUANCE: AccountKind.ISSUANCE,
+}
+_KIND_TO_PB = {kind: number for number, kind in _KIND_FROM_PB.items()}
+
+_STATE_TO_PB: dict[HoldState, pb.Hold.State.ValueType] = {
+    HoldState.PENDING: pb.Hold.PENDING,
+    HoldState.CONFIRMED: pb.Hold.CONFIRMED,
+    HoldState.CANCELLED: pb.Hold.CANCELLED,
+    HoldState.EXPIRED: pb.Hold.EXPIRED,
+}
+
+
+def _timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _money(amount: int, unit: str) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount, currency=unit)
+
+
+# --- requests -> commands --------------------------------------------------------------------
+
+
+def account_kind_from_pb(kind: int) -> AccountKind:
+    try:
+        return _KIND_FROM_PB[kind]
+    except KeyError:
+        raise invalid("kind", "must be a known account kind") from None
+
+
+def branch_from_pb(branch: common_pb2.TccBranch) -> TccBranch:
+    return TccBranch(branch.global_tx_id, branch.branch_id)
+
+
+def shares_from_pb(shares: list[pb.SplitShare]) -> tuple[Share, ...]:
+    return tuple(Share(s.to_account_id, s.basis_points) for s in shares)
+
+
+def open_account_from_pb(request: pb.OpenAccountRequest) -> commands.OpenAccount:
+    return commands.OpenAccount(
+        owner_id=request.owner_id,
+        unit=request.currency,
+        kind=account_kind_from_pb(request.kind),
+        allow_negative=request.allow_negative,
+    )
+
+
+def transfer_from_pb(request: pb.TransferRequest) -> commands.Transfer:
+    return commands.Transfer(
+        transfer_id=request.transfer_id,
+        legs=tuple(
+            Leg(
+                leg.from_account_id, leg.to_account_id, leg.amount.amount_minor, leg.amount.currency
+            )
+            for leg in request.legs
+        ),
+        description=request.description,
+        metadata=dict(request.metadata),
+    )
+
+
+def split_transfer_from_pb(request: pb.SplitTransferRequest) -> commands.SplitTransfer:
+    return commands.SplitTransfer(
+        transfer_id=request.transfer_id,
+        from_account_id=request.from_account_id,
+        total=request.total.amount_minor,
+        unit=request.total.currency,
+        shares=shares_from_pb(list(request.shares)),
+        remainder_account_id=request.remainder_account_id,
+        description=request.description,
+        metadata=dict(request.metadata),
+    )
+
+
+def reserve_hold_from_pb(request: pb.ReserveHoldRequest) -> commands.ReserveHold:
+    return commands.ReserveHold(
+        branch=branch_from_pb(request.branch),
+        account_id=request.account_id,
+        destination_account_id=request.destination_account_id,
+        amount=request.amount.amount_minor,
+        unit=request.amount.currency,
+        expires_in_seconds=request.expires_in_seconds,
+        description=request.description,
+    )
+
+
+def confirm_hold_from_pb(request: pb.ConfirmHoldRequest) -> commands.ConfirmHold:
+    return commands.ConfirmHold(
+        branch=branch_from_pb(request.branch),
+        amount=request.amount_minor,
+        shares=shares_from_pb(list(request.shares)),
+        remainder_account_id=request.remainder_account_id,
+    )
+
+
+def cancel_hold_from_pb(request: pb.CancelHoldRequest) -> commands.CancelHold:
+    return commands.CancelHold(branch=branch_from_pb(request.branch), reason=request.reason)
+
+
+# --- domain -> responses ---------------------------------------------------------------------
+
+
+def account_to_pb(account: Account) -> pb.Account:
+    ref = account.ref
+    return pb.Account(
+        account_id=ref.id,
+        owner_id=ref.owner_id,
+        currency=ref.unit,
+        kind=_KIND_TO_PB[ref.kind],
+        allow_negative=ref.allow_negative,
+        balance=pb.Balance(
+            posted_minor=account.balance.posted,
+            pending_minor=account.balance.pending,
+            available_minor=account.balance.available,
+            currency=ref.unit,
+        ),
+        created_at=_timestamp(account.created_at),
+    )
+
+
+def entry_to_pb(entry: Entry) -> pb.Entry:
+    return pb.Entry(
+        entry_id=entry.id,
+        transfer_id=entry.transfer_id,
+        account_id=entry.account_id,
+        amount=_money(entry.amount, entry.unit),
+        created_at=_timestamp(entry.created_at),
+        description=entry.description,
+    )
+
+
+def transfer_record_to_pb(record: TransferRecord) -> pb.TransferRecord:
+    return pb.TransferRecord(
+        transfer_id=record.id,
+        entries=[entry_to_pb(e) for e in record.entries],
+        description=record.description,
+        metadata=record.metadata,
+        created_at=_timestamp(record.created_at),
+    )
+
+
+def transfer_result_to_pb(result: TransferResult) -> pb.TransferResponse:
+    return pb.TransferResponse(
+        transfer=transfer_record_to_pb(result.transfer), replayed=result.replayed
+    )
+
+
+def hold_to_pb(hold: Hold) -> pb.Hold:
+    return pb.Hold(
+        branch=common_pb2.TccBranch(
+            global_tx_id=hold.branch.global_tx_id, branch_id=hold.branch.branch_id
+        ),
+        account_id=hold.account_id,
+        destination_account_id=hold.destination_account_id,
+        amount=_money(hold.amount, hold.unit),
+        confirmed_minor=hold.confirmed_amount,
+        state=_STATE_TO_PB[hold.state],
+        expires_at=_timestamp(hold.expires_at),
+        transfer_id=hold.transfer_id or "",
+        created_at=_timestamp(hold.created_at),
+        resolved_at=_timestamp(hold.resolved_at),
+    )
+
+
+def hold_result_to_pb(result: HoldResult) -> pb.HoldResponse:
+    return pb.HoldResponse(
+        hold=hold_to_pb(result.hold) if result.hold else None,
+        null_compensation=result.null_compensation,
+        replayed=result.replayed,
+        transfer=transfer_record_to_pb(result.transfer) if result.transfer else None,
+    )

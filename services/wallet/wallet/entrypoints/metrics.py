@@ -1,0 +1,20 @@
+"""The wallet's business metrics (the platform already counts and times every RPC)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+TRANSFERS = Counter(
+    "hirepay_wallet_transfers_total",
+    "Transfers requested, by operation and outcome (posted, replayed, or the error reason).",
+    ["operation", "outcome"],
+)
+HOLD_TRANSITIONS = Counter(
+    "hirepay_wallet_hold_transitions_total",
+    "Hold state transitions (from 'none' for a new hold or a null compensation).",
+    ["from_state", "to_state"],
+)
+EXPIRED_HOLDS_RELEASED = Counter(
+    "hirepay_wallet_expired_holds_released_total",
+    "Pending holds released by the expiry worker after their expiry passed.",
+)

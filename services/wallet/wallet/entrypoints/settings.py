@@ -1,0 +1,18 @@
+"""The wallet's settings, read from WALLET_* environment variables (WALLET_DATABASE_URL required)."""
+
+from __future__ import annotations
+
+from pydantic_settings import SettingsConfigDict
+
+from hirepay_platform.settings import ServiceSettings
+
+
+class WalletSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="WALLET_", extra="ignore", frozen=True)
+
+    grpc_port: int = 50051
+    metrics_port: int = 9101
+    # How often the expiry worker looks for pending holds past their expiry, and how many it
+    # releases per transaction.
+    hold_expiry_interval_seconds: float = 1.0
+    hold_expiry_batch_size: int = 200
