@@ -1,0 +1,29 @@
+"""`python -m stripe_sandbox --host 127.0.0.1 --port 12111`: serve the sandbox with uvicorn."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from stripe_sandbox.app import create_app
+from stripe_sandbox.config import load_config
+
+
+def main() -> None:
+    config = load_config()
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    )
+    uvicorn.run(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        http="h11",  # the fault middleware drops connections through h11's transport
+        log_level=config.log_level,
+        timeout_graceful_shutdown=1,
+    )
+
+
+if __name__ == "__main__":
+    main()

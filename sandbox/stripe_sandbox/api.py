@@ -1,0 +1,218 @@
+"""The `/v1/` API: authentication, form decoding, idempotency keys, the store lock, expansion
+and Stripe-shaped responses around the operations in `resources/`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from stripe_sandbox import ids
+from stripe_sandbox.errors import StripeAPIError, api_error, authentication_error
+from stripe_sandbox.idempotency import SavedResponse, fingerprint
+from stripe_sandbox.params import Params, parse_form
+from stripe_sandbox.resources import (
+    checkout,
+    connect,
+    customers,
+    events,
+    payment_intents,
+    payment_methods,
+    refunds,
+    webhook_endpoints,
+)
+from stripe_sandbox.runtime import Sandbox
+from stripe_sandbox.store import DEFAULT_API_VERSION, Context, StripeObject
+
+log = logging.getLogger("stripe_sandbox.api")
+
+Operation = Callable[..., StripeObject]
+
+_API_KEY = re.compile(r"(sk|rk)_test_[A-Za-z0-9_]+")
+
+# (method, path, operation): path parameters are passed to the operation by name.
+OPERATIONS: list[tuple[str, str, Operation]] = [
+    ("POST", "/v1/payment_intents", payment_intents.create),
+    ("GET", "/v1/payment_intents", payment_intents.list_),
+    ("GET", "/v1/payment_intents/{intent}", payment_intents.retrieve),
+    ("POST", "/v1/payment_intents/{intent}", payment_intents.update),
+    ("POST", "/v1/payment_intents/{intent}/confirm", payment_intents.confirm),
+    ("POST", "/v1/payment_intents/{intent}/capture", payment_intents.capture),
+    ("POST", "/v1/payment_intents/{intent}/cancel", payment_intents.cancel),
+    ("GET", "/v1/charges", payment_intents.list_charges),
+    ("GET", "/v1/charges/{charge}", payment_intents.retrieve_charge),
+    ("GET", "/v1/payment_methods/{payment_method}", payment_methods.retrieve),
+    ("POST", "/v1/refunds", refunds.create),
+    ("GET", "/v1/refunds", refunds.list_),
+    ("GET", "/v1/refunds/{refund}", refunds.retrieve),
+    ("POST", "/v1/refunds/{refund}", refunds.update),
+    ("POST", "/v1/customers", customers.create),
+    ("GET", "/v1/customers", customers.list_),
+    ("GET", "/v1/customers/{customer}", customers.retrieve),
+    ("POST", "/v1/customers/{customer}", customers.update),
+    ("DELETE", "/v1/customers/{customer}", customers.delete),
+    ("POST", "/v1/checkout/sessions", checkout.create),
+    ("GET", "/v1/checkout/sessions", checkout.list_),
+    ("GET", "/v1/checkout/sessions/{session}", checkout.retrieve),
+    ("POST", "/v1/checkout/sessions/{session}/expire", checkout.expire),
+    ("GET", "/v1/checkout/sessions/{session}/line_items", checkout.list_line_items),
+    ("POST", "/v1/accounts", connect.create_account),
+    ("GET", "/v1/accounts", connect.list_accounts),
+    ("GET", "/v1/accounts/{account}", connect.retrieve_account),
+    ("POST", "/v1/accounts/{account}", connect.update_account),
+    ("POST", "/v1/transfers", connect.create_transfer),
+    ("GET", "/v1/transfers", connect.list_transfers),
+    ("GET", "/v1/transfers/{transfer}", connect.retrieve_transfer),
+    ("POST", "/v1/transfers/{transfer}", connect.update_transfer),
+    ("POST", "/v1/payouts", connect.create_payout),
+    ("GET", "/v1/payouts", connect.list_payouts),
+    ("GET", "/v1/payouts/{payout}", connect.retrieve_payout),
+    ("POST", "/v1/payouts/{payout}/cancel", connect.cancel_payout),
+    ("GET", "/v1/events", events.list_),
+    ("GET", "/v1/events/{event}", events.retrieve),
+    ("POST", "/v1/webhook_endpoints", webhook_endpoints.create),
+    ("GET", "/v1/webhook_endpoints", webhook_endpoints.list_),
+    ("GET", "/v1/webhook_endpoints/{webhook_endpoint}", webhook_endpoints.retrieve),
+    ("POST", "/v1/webhook_endpoints/{webhook_endpoint}", webhook_endpoints.update),
+    ("DELETE", "/v1/webhook_endpoints/{webhook_endpoint}", webhook_endpoints.delete),
+]
+
+
+def _mask(key: str) -> str:
+    return key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
+
+
+def authenticate(request: Request) -> str:
+    """The secret key from `Authorization: Bearer sk_test_...` or HTTP basic auth (`key:`)."""
+    header = request.headers.get("authorization", "")
+    if not header.strip():
+        raise authentication_error(
+            "You did not provide an API key. You need to provide your API key in the "
+            "Authorization header, using Bearer auth (e.g. 'Authorization: Bearer "
+            "YOUR_SECRET_KEY'). See https://stripe.com/docs/api#authentication for details."
+        )
+    scheme, _, value = header.strip().partition(" ")
+    key = value.strip()
+    if scheme.lower() == "basic":
+        try:
+            key = base64.b64decode(key, validate=True).decode().partition(":")[0]
+        except (binascii.Error, UnicodeDecodeError):
+            key = ""
+    elif scheme.lower() != "bearer":
+        key = ""
+    if not _API_KEY.fullmatch(key):
+        raise authentication_error(f"Invalid API Key provided: {_mask(key)}")
+    return key
+
+
+def base_url(request: Request, sb: Sandbox) -> str:
+    """Where links to the sandbox's own pages point."""
+    if sb.config.public_url:
+        return sb.config.public_url
+    host = request.headers.get("host") or f"{sb.config.host}:{sb.config.port}"
+    return f"{request.url.scheme}://{host}"
+
+
+def _response(
+    status: int, body: bytes, request_id: str, extra: dict[str, str] | None = None
+) -> Response:
+    headers = {"Request-Id": request_id, "Stripe-Version": DEFAULT_API_VERSION, **(extra or {})}
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2).encode()
+
+
+async def handle(request: Request, operation: Operation) -> Response:
+    """Run one API operation as Stripe would answer it."""
+    sb: Sandbox = request.app.state.sandbox
+    request_id = ids.new_id("req")
+    method = request.method
+    try:
+        api_key = authenticate(request)
+    except StripeAPIError as error:
+        return _response(error.status, _dump(error.body()), request_id, error.headers)
+
+    raw = (await request.body()).decode() if method == "POST" else request.url.query
+    idempotency_key = request.headers.get("idempotency-key") if method == "POST" else None
+    echo = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    if idempotency_key:
+        try:
+            saved = sb.idempotency.begin(
+                api_key, idempotency_key, fingerprint(method, request.url.path, raw)
+            )
+        except StripeAPIError as error:
+            return _response(error.status, _dump(error.body()), request_id, echo)
+        if saved is not None:
+            replay = {**echo, "Idempotent-Replayed": "true", "Original-Request": saved.request_id}
+            return _response(saved.status, saved.body, request_id, replay)
+
+    ctx = Context(
+        account=request.headers.get("stripe-account"),
+        request_id=request_id,
+        idempotency_key=idempotency_key,
+        api_version=request.headers.get("stripe-version") or DEFAULT_API_VERSION,
+        base_url=base_url(request, sb),
+    )
+    kept: SavedResponse | None = None
+    try:
+        status, body, cacheable = await _execute(sb, ctx, operation, raw, request.path_params)
+        if cacheable:
+            kept = SavedResponse(status, body, request_id)
+    finally:
+        if idempotency_key:
+            sb.idempotency.finish(api_key, idempotency_key, kept)
+    return _response(status, body, request_id, echo)
+
+
+async def _execute(
+    sb: Sandbox, ctx: Context, operation: Operation, raw: str, path_params: dict[str, str]
+) -> tuple[int, bytes, bool]:
+    """(status, body, keep-for-idempotency) of running `operation` under the store lock."""
+    async with sb.store.lock:
+        try:
+            params = Params(parse_form(raw))
+            expand = params.strings("expand")
+            connect.require_account(sb, ctx.account)
+            result = operation(sb, ctx, params, **path_params)
+            return 200, _dump(sb.store.expand(result, expand) if expand else result), True
+        except StripeAPIError as error:
+            return error.status, _dump(error.body()), error.cacheable
+        except Exception:
+            log.exception("unexpected error in %s", getattr(operation, "__qualname__", operation))
+            return 500, _dump(api_error(500, "Unexpected sandbox error.").body()), False
+
+
+def _endpoint(operation: Operation) -> Callable[[Request], Any]:
+    async def endpoint(request: Request) -> Response:
+        return await handle(request, operation)
+
+    endpoint.__name__ = operation.__name__
+    return endpoint
+
+
+async def unknown_url(request: Request) -> Response:
+    error = StripeAPIError(
+        f"Unrecognized request URL ({request.method}: {request.url.path}). Please see "
+        "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+        status=404,
+    )
+    return _response(404, _dump(error.body()), ids.new_id("req"))
+
+
+def routes() -> list[BaseRoute]:
+    table: list[BaseRoute] = [
+        Route(path, _endpoint(operation), methods=[method])
+        for method, path, operation in OPERATIONS
+    ]
+    table.append(Route("/v1/{rest:path}", unknown_url, methods=["GET", "POST", "DELETE"]))
+    return table

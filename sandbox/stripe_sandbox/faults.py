@@ -1,0 +1,345 @@
+"""Faults on demand: slow, failing, hanging or dropped API calls, lost/duplicated/reordered
+webhooks and failing payouts, armed through the admin API for tests.
+
+API faults run in `FaultMiddleware`, outside the API itself: a fault "before" the operation means
+nothing happened at the provider; a fault "after commit" lets the operation take effect (and be
+saved for its idempotency key) and then loses or breaks the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stripe_sandbox import ids
+from stripe_sandbox.errors import api_error
+
+log = logging.getLogger("stripe_sandbox.faults")
+
+
+class _Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int | None = Field(default=None, ge=1, description="uses left; None: until cleared")
+
+
+class _ApiFault(_Fault):
+    path_prefix: str | None = Field(
+        default=None,
+        description="path prefix, `*` wildcards allowed: /v1/payment_intents/*/capture",
+    )
+    method: str | None = Field(default=None, description="HTTP method, e.g. POST")
+
+
+class LatencyFault(_ApiFault):
+    kind: Literal["latency"]
+    ms: int = Field(ge=0)
+
+
+class TimeoutFault(_ApiFault):
+    """Hang before doing anything; if the client is still waiting afterwards, carry on."""
+
+    kind: Literal["timeout"]
+    seconds: float = Field(default=30.0, ge=0)
+
+
+class ErrorFault(_ApiFault):
+    kind: Literal["error"]
+    status: Literal[500, 502, 503, 504] = 500
+    message: str | None = None
+
+
+class DownFault(_ApiFault):
+    """Close the TCP connection without answering; nothing happens."""
+
+    kind: Literal["down"]
+
+
+class TimeoutAfterCommitFault(_ApiFault):
+    """Do the operation, then hold the answer for `seconds` and close without answering."""
+
+    kind: Literal["timeout_after_commit"]
+    seconds: float = Field(default=30.0, ge=0)
+
+
+class DownAfterCommitFault(_ApiFault):
+    """Do the operation, then close the connection without answering."""
+
+    kind: Literal["down_after_commit"]
+
+
+class ErrorAfterCommitFault(_ApiFault):
+    """Do the operation, then answer a 5xx instead of its result."""
+
+    kind: Literal["error_after_commit"]
+    status: Literal[500, 502, 503, 504] = 500
+
+
+class _WebhookFault(_Fault):
+    event_type: str | None = Field(default=None, description="only events of this type (glob)")
+
+
+class WebhookDropFault(_WebhookFault):
+    """The next events are never delivered (to any endpoint)."""
+
+    kind: Literal["webhook_drop"]
+
+
+class WebhookDuplicateFault(_WebhookFault):
+    """The next events are each delivered `times` times."""
+
+    kind: Literal["webhook_duplicate"]
+    times: int = Field(default=2, ge=2)
+
+
+class WebhookReorderFault(_Fault):
+    """Hold the next `count` events (or all until flushed), then deliver them newest first."""
+
+    kind: Literal["webhook_reorder"]
+
+
+class PayoutFailureFault(_Fault):
+    """The next payouts fail with `failure_code` instead of being paid."""
+
+    kind: Literal["payout_failure"]
+    failure_code: str = "account_closed"
+
+
+FaultSpec = Annotated[
+    LatencyFault
+    | TimeoutFault
+    | ErrorFault
+    | DownFault
+    | TimeoutAfterCommitFault
+    | DownAfterCommitFault
+    | ErrorAfterCommitFault
+    | WebhookDropFault
+    | WebhookDuplicateFault
+    | WebhookReorderFault
+    | PayoutFailureFault,
+    Field(discriminator="kind"),
+]
+FAULT_SPEC: TypeAdapter[Any] = TypeAdapter(FaultSpec)
+
+_BEFORE = (TimeoutFault, ErrorFault, DownFault)
+_AFTER = (TimeoutAfterCommitFault, DownAfterCommitFault, ErrorAfterCommitFault)
+
+
+@dataclass
+class ActiveFault:
+    """An armed fault and how many more times it fires."""
+
+    spec: Any
+    id: str = field(default_factory=lambda: ids.new_id("flt"))
+    remaining: int | None = None
+    fired: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            **self.spec.model_dump(exclude_none=True),
+            "remaining": self.remaining,
+            "fired": self.fired,
+        }
+
+
+class FaultRegistry:
+    """The armed faults, in the order they were added."""
+
+    def __init__(self) -> None:
+        self._faults: list[ActiveFault] = []
+
+    def add(self, spec: Any) -> ActiveFault:
+        fault = ActiveFault(spec=spec, remaining=spec.count)
+        self._faults.append(fault)
+        log.info("fault armed: %s", fault.describe())
+        return fault
+
+    def clear(self) -> None:
+        self._faults.clear()
+
+    def remove(self, fault_id: str) -> bool:
+        before = len(self._faults)
+        self._faults = [f for f in self._faults if f.id != fault_id]
+        return len(self._faults) != before
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [f.describe() for f in self._faults]
+
+    def _fire(self, fault: ActiveFault) -> Any:
+        fault.fired += 1
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                self._faults.remove(fault)
+        return fault.spec
+
+    def take_api(self, kinds: tuple[type, ...], method: str, path: str) -> Any | None:
+        """Fire the first armed API fault of one of `kinds` that matches the request."""
+        for fault in list(self._faults):
+            if isinstance(fault.spec, kinds) and _api_matches(fault.spec, method, path):
+                return self._fire(fault)
+        return None
+
+    def take_latency_ms(self, method: str, path: str) -> int:
+        """Fire every matching latency fault; their delays add up."""
+        total = 0
+        for fault in list(self._faults):
+            if isinstance(fault.spec, LatencyFault) and _api_matches(fault.spec, method, path):
+                total += self._fire(fault).ms
+        return total
+
+    def take_webhook(self, kind: type, event_type: str) -> Any | None:
+        for fault in list(self._faults):
+            spec = fault.spec
+            if isinstance(spec, kind) and (
+                getattr(spec, "event_type", None) is None
+                or fnmatch.fnmatchcase(event_type, spec.event_type)
+            ):
+                return self._fire(fault)
+        return None
+
+    def reorder(self) -> ActiveFault | None:
+        """The armed reorder fault, if any (the dispatcher counts held events itself)."""
+        return next((f for f in self._faults if isinstance(f.spec, WebhookReorderFault)), None)
+
+    def take_payout_failure(self) -> PayoutFailureFault | None:
+        for fault in list(self._faults):
+            if isinstance(fault.spec, PayoutFailureFault):
+                return self._fire(fault)
+        return None
+
+
+def _api_matches(spec: _ApiFault, method: str, path: str) -> bool:
+    if spec.method and spec.method.upper() != method.upper():
+        return False
+    if spec.path_prefix:
+        pattern = spec.path_prefix if spec.path_prefix.endswith("*") else spec.path_prefix + "*"
+        return fnmatch.fnmatchcase(path, pattern)
+    return True
+
+
+async def drop_connection(send: Send) -> None:
+    """Close the client's TCP connection without an HTTP response.
+
+    uvicorn hands the application the `send` of its request cycle, which holds the transport; an
+    outer middleware receives it unwrapped. If that is not available (another server), start a
+    response and fail it, which makes the server close the connection mid-response.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and hasattr(transport, "abort"):
+        transport.abort()
+        for _ in range(3):  # let the server notice the connection is gone
+            await asyncio.sleep(0)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    raise ConnectionAbortedError("sandbox fault: connection dropped")
+
+
+async def _read_body(receive: Receive) -> list[Message]:
+    messages: list[Message] = []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return messages
+
+
+async def _wait_for_disconnect(receive: Receive, seconds: float) -> bool:
+    """True if the client went away within `seconds`; unread request body is skipped."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while (left := deadline - loop.time()) > 0:
+        try:
+            message = await asyncio.wait_for(receive(), timeout=left)
+        except TimeoutError:
+            return False
+        if message["type"] == "http.disconnect":
+            return True
+    return False
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
+
+
+async def _send_api_error(send: Send, status: int, message: str | None = None) -> None:
+    body = json.dumps(api_error(status, message).body(), indent=2).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"request-id", ids.new_id("req").encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class FaultMiddleware:
+    """Applies armed API faults to `/v1/` requests; must wrap the app outermost."""
+
+    def __init__(self, app: ASGIApp, registry: FaultRegistry) -> None:
+        self.app = app
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        method, path = scope["method"], scope["path"]
+
+        delay_ms = self.registry.take_latency_ms(method, path)
+        if delay_ms:
+            await asyncio.sleep(delay_ms / 1000)
+
+        before = self.registry.take_api(_BEFORE, method, path)
+        if isinstance(before, ErrorFault):
+            await _send_api_error(send, before.status, before.message)
+            return
+        if isinstance(before, DownFault):
+            await drop_connection(send)
+            return
+        if isinstance(before, TimeoutFault):
+            body = await _read_body(receive)
+            if await _wait_for_disconnect(receive, before.seconds):
+                log.info("timeout fault: client gave up on %s %s; nothing done", method, path)
+                return
+            receive = _replaying(body, receive)
+
+        after = self.registry.take_api(_AFTER, method, path)
+        if after is None:
+            await self.app(scope, receive, send)
+            return
+
+        held: list[Message] = []
+
+        async def hold(message: Message) -> None:
+            held.append(message)
+
+        await self.app(scope, receive, hold)
+        log.info("%s fault after %s %s committed", after.kind, method, path)
+        if isinstance(after, ErrorAfterCommitFault):
+            await _send_api_error(send, after.status)
+        elif isinstance(after, TimeoutAfterCommitFault):
+            if not await _wait_for_disconnect(receive, after.seconds):
+                await drop_connection(send)
+        else:
+            await drop_connection(send)

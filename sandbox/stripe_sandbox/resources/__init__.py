@@ -1,0 +1,1 @@
+"""Stripe API operations, one module per resource; each function expects the store lock held."""

@@ -1,0 +1,56 @@
+"""The running sandbox: configuration, state, faults, webhooks and idempotency in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stripe_sandbox import ids
+from stripe_sandbox.background import Background
+from stripe_sandbox.config import SandboxConfig
+from stripe_sandbox.faults import FaultRegistry
+from stripe_sandbox.idempotency import IdempotencyCache
+from stripe_sandbox.resources.webhook_endpoints import register_configured
+from stripe_sandbox.store import Store
+from stripe_sandbox.webhooks import WebhookDispatcher
+
+
+@dataclass
+class Sandbox:
+    """Everything one sandbox process holds; built at start-up, inside the event loop."""
+
+    config: SandboxConfig
+    store: Store
+    faults: FaultRegistry
+    background: Background
+    webhooks: WebhookDispatcher
+    idempotency: IdempotencyCache
+    webhook_secret: str  # signs deliveries to the configured URLs; stable across resets
+
+    @classmethod
+    def create(cls, config: SandboxConfig) -> Sandbox:
+        store = Store()
+        faults = FaultRegistry()
+        background = Background(store.lock)
+        webhooks = WebhookDispatcher(config, store, faults, background)
+        store.listeners.append(webhooks.publish)
+        secret = config.webhook_secret or ids.new_id("whsec")
+        sandbox = cls(config, store, faults, background, webhooks, IdempotencyCache(), secret)
+        register_configured(sandbox)
+        return sandbox
+
+    async def reset(self) -> None:
+        """Forget all objects, events, deliveries, keys and faults; stop background work.
+
+        The caller must not hold the store lock (background changes wait on it).
+        """
+        await self.background.cancel_all()
+        async with self.store.lock:
+            self.store.reset()
+            self.webhooks.reset()
+            self.idempotency.reset()
+            self.faults.clear()
+            register_configured(self)
+
+    async def shutdown(self) -> None:
+        await self.background.cancel_all()
+        await self.webhooks.close()
