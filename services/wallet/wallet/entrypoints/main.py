@@ -55,6 +55,7 @@ def build_app(settings: WalletSettings) -> GrpcApp:
     app.add_service(
         pb_grpc.add_WalletServiceServicer_to_server, WalletServicer(database.uow), SERVICE_NAME
     )
+
     async def expiry_worker(stop: asyncio.Event) -> None:
         await run_hold_expiry(
             database.uow,

@@ -1,0 +1,249 @@
+"""An in-memory fake of the wallet's unit of work, faithful to the ports' contracts.
+
+The fake copies the whole store when a unit of work starts and swaps it in on commit, so a handler
+that raises (or forgets to commit) leaves no trace, exactly like a rolled-back transaction.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from wallet.domain.fingerprint import Fingerprint
+from wallet.domain.model import (
+    Account,
+    AccountKind,
+    AccountRef,
+    Balance,
+    Entry,
+    Hold,
+    HoldState,
+    NewAccount,
+    Posting,
+    TccBranch,
+    TccOp,
+    TransferRecord,
+)
+from wallet.service_layer.unit_of_work import (
+    BarrierRecord,
+    PostOutcome,
+    StoredTransfer,
+    TransferHeader,
+)
+
+
+@dataclass
+class Store:
+    refs: dict[str, AccountRef] = field(default_factory=dict)
+    posted: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    seq: dict[str, int] = field(default_factory=dict)
+    shards: dict[tuple[str, int], int] = field(default_factory=dict)
+    transfers: dict[str, StoredTransfer] = field(default_factory=dict)
+    entries: list[Entry] = field(default_factory=list)
+    holds: dict[TccBranch, Hold] = field(default_factory=dict)
+    barriers: dict[tuple[TccBranch, TccOp], BarrierRecord] = field(default_factory=dict)
+    counter: Any = field(default_factory=lambda: itertools.count(1))
+
+    def balance(self, account_id: str) -> Balance:
+        sharded = sum(v for (a, _), v in self.shards.items() if a == account_id)
+        return Balance(self.posted[account_id] + sharded, self.pending[account_id])
+
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+class FakeAccounts:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    def _account(self, account_id: str) -> Account:
+        return Account(self.s.refs[account_id], self.s.balance(account_id), T0)
+
+    async def add(self, account: NewAccount) -> Account | None:
+        for ref in self.s.refs.values():
+            if (ref.owner_id, ref.unit, ref.kind) == (account.owner_id, account.unit, account.kind):
+                return None
+        ref = AccountRef(
+            account.id,
+            account.owner_id,
+            account.unit,
+            account.kind,
+            account.allow_negative,
+            account.shards,
+        )
+        self.s.refs[ref.id] = ref
+        self.s.posted[ref.id] = self.s.pending[ref.id] = 0
+        self.s.seq[ref.id] = next(self.s.counter)
+        for shard in range(ref.shards):
+            self.s.shards[(ref.id, shard)] = 0
+        return self._account(ref.id)
+
+    async def get(self, account_id: str) -> Account | None:
+        return self._account(account_id) if account_id in self.s.refs else None
+
+    async def find(self, owner_id: str, unit: str, kind: AccountKind) -> Account | None:
+        for ref in self.s.refs.values():
+            if (ref.owner_id, ref.unit, ref.kind) == (owner_id, unit, kind):
+                return self._account(ref.id)
+        return None
+
+    async def refs(self, account_ids: Collection[str]) -> dict[str, AccountRef]:
+        return {a: self.s.refs[a] for a in account_ids if a in self.s.refs}
+
+    async def list_by_owner(
+        self, owner_id: str, after: int | None, limit: int
+    ) -> list[tuple[int, Account]]:
+        mine = sorted(
+            (self.s.seq[r.id], self._account(r.id))
+            for r in self.s.refs.values()
+            if r.owner_id == owner_id and (after is None or self.s.seq[r.id] > after)
+        )
+        return mine[:limit]
+
+
+class FakeLedger:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def claim_transfer(self, header: TransferHeader) -> datetime | None:
+        if header.id in self.s.transfers:
+            return None
+        record = TransferRecord(header.id, header.description, dict(header.metadata), T0, ())
+        self.s.transfers[header.id] = StoredTransfer(record, header.kind, dict(header.fingerprint))
+        return T0
+
+    async def get_transfer(self, transfer_id: str) -> StoredTransfer | None:
+        return self.s.transfers.get(transfer_id)
+
+    async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
+        return {a: self.s.balance(a) for a in account_ids}
+
+    async def post(self, transfer_id: str | None, posting: Posting) -> PostOutcome:
+        rejected = []
+        for change in posting.row_changes:
+            ref = self.s.refs[change.account_id]
+            after = self.s.posted[ref.id] + change.posted - self.s.pending[ref.id] - change.pending
+            if not (ref.allow_negative or ref.sharded or change.available >= 0 or after >= 0):
+                rejected.append(ref.id)
+        if rejected:
+            return PostOutcome(rejected=tuple(rejected))
+        for change in posting.row_changes:
+            self.s.posted[change.account_id] += change.posted
+            self.s.pending[change.account_id] += change.pending
+        for shard in posting.shard_changes:
+            self.s.shards[(shard.account_id, shard.shard)] += shard.posted
+        written = tuple(
+            Entry(next(self.s.counter), transfer_id or "", e.account_id, e.unit, e.amount, T0)
+            for e in posting.entries
+        )
+        self.s.entries.extend(written)
+        if transfer_id is not None and written:
+            stored = self.s.transfers[transfer_id]
+            described = tuple(replace(e, description=stored.record.description) for e in written)
+            record = replace(stored.record, entries=stored.record.entries + described)
+            self.s.transfers[transfer_id] = replace(stored, record=record)
+        return PostOutcome(entries=written)
+
+    async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
+        mine = [
+            e
+            for e in reversed(self.s.entries)
+            if e.account_id == account_id and (before_id is None or e.id < before_id)
+        ]
+        return mine[:limit]
+
+
+class FakeHolds:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def add(self, hold: Hold) -> None:
+        assert hold.branch not in self.s.holds
+        self.s.holds[hold.branch] = copy.deepcopy(hold)
+
+    async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
+        return copy.deepcopy(self.s.holds.get(branch))
+
+    async def save(self, holds: Collection[Hold]) -> None:
+        for hold in holds:
+            self.s.holds[hold.branch] = copy.deepcopy(hold)
+
+    async def lock_expired(self, now: datetime, limit: int) -> list[Hold]:
+        due = [
+            h for h in self.s.holds.values() if h.state is HoldState.PENDING and h.expires_at <= now
+        ]
+        return copy.deepcopy(sorted(due, key=lambda h: h.expires_at)[:limit])
+
+
+class FakeBarriers:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def insert(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+    ) -> bool:
+        if (branch, op) in self.s.barriers:
+            return False
+        self.s.barriers[(branch, op)] = BarrierRecord(branch, op, origin, dict(fingerprint))
+        return True
+
+    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
+        return self.s.barriers.get((branch, op))
+
+
+class FakeUnitOfWork:
+    """Works on a copy of the store; commit swaps the copy in."""
+
+    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.clock = clock
+        self.committed = False
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self.working = copy.deepcopy(self.store)
+        self.accounts = FakeAccounts(self.working)
+        self.ledger = FakeLedger(self.working)
+        self.holds = FakeHolds(self.working)
+        self.barriers = FakeBarriers(self.working)
+        self.committed = False
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        del self.working
+
+    async def commit(self) -> None:
+        self.store.__dict__.update(self.working.__dict__)
+        self.committed = True
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def store() -> Store:
+    return Store()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def uow(store: Store, clock: Clock) -> Callable[[], FakeUnitOfWork]:
+    return lambda: FakeUnitOfWork(store, clock)
