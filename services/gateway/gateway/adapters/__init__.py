@@ -1,0 +1,1 @@
+"""gRPC clients of the services behind the gateway."""

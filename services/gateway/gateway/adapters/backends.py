@@ -1,0 +1,139 @@
+"""Typed gRPC clients of jobs, payments and wallet, built on the platform's ServiceClient.
+
+Every call has a deadline, carries the current trace context and raises RemoteError on failure
+(mapped to HTTP once, in gateway.errors). Retries happen only for requests with a request_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.settings import GatewaySettings
+from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from hirepay.payments.v1 import payments_service_pb2 as pay_pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
+from hirepay_platform.client import ServiceClient
+
+
+class JobsClient:
+    """The jobs service: drafts, postings and the pay-to-post saga."""
+
+    def __init__(self, client: ServiceClient, saga_timeout: float) -> None:
+        self.client = client
+        self.stub = jobs_grpc.JobsServiceStub(client.channel)
+        self.saga_timeout = saga_timeout
+
+    async def create_draft(self, request: jobs_pb.CreateDraftRequest) -> jobs_pb.JobResponse:
+        return await self.client.call(self.stub.CreateDraft, request)
+
+    async def update_draft(self, request: jobs_pb.UpdateDraftRequest) -> jobs_pb.JobResponse:
+        return await self.client.call(self.stub.UpdateDraft, request)
+
+    async def get_job(self, request: jobs_pb.GetJobRequest) -> jobs_pb.JobResponse:
+        return await self.client.call(self.stub.GetJob, request)
+
+    async def preview_job(self, request: jobs_pb.PreviewJobRequest) -> jobs_pb.PreviewJobResponse:
+        return await self.client.call(self.stub.PreviewJob, request)
+
+    async def list_active_jobs(
+        self, request: jobs_pb.ListActiveJobsRequest
+    ) -> jobs_pb.ListJobsResponse:
+        return await self.client.call(self.stub.ListActiveJobs, request)
+
+    async def list_my_jobs(self, request: jobs_pb.ListMyJobsRequest) -> jobs_pb.ListJobsResponse:
+        return await self.client.call(self.stub.ListMyJobs, request)
+
+    async def create_job_with_payment(
+        self, request: jobs_pb.CreateJobWithPaymentRequest
+    ) -> jobs_pb.CreateJobWithPaymentResponse:
+        # The saga talks to the provider; it gets a longer budget than a read.
+        return await self.client.call(
+            self.stub.CreateJobWithPayment, request, timeout=self.saga_timeout
+        )
+
+    async def cancel_job(self, request: jobs_pb.CancelJobRequest) -> jobs_pb.JobResponse:
+        return await self.client.call(self.stub.CancelJob, request, timeout=self.saga_timeout)
+
+    async def list_job_transitions(
+        self, request: jobs_pb.ListJobTransitionsRequest
+    ) -> jobs_pb.ListJobTransitionsResponse:
+        return await self.client.call(self.stub.ListJobTransitions, request)
+
+
+class PaymentsClient:
+    """The payments service: subscriptions, transactions, checkout and provider webhooks."""
+
+    def __init__(self, client: ServiceClient, slow_timeout: float) -> None:
+        self.client = client
+        self.stub = pay_grpc.PaymentsServiceStub(client.channel)
+        self.slow_timeout = slow_timeout
+
+    async def subscribe(self, request: pay_pb.SubscribeRequest) -> pay_pb.TransactionResponse:
+        # Creating the checkout session is a provider call.
+        return await self.client.call(self.stub.Subscribe, request, timeout=self.slow_timeout)
+
+    async def get_transaction(
+        self, request: pay_pb.GetTransactionRequest
+    ) -> pay_pb.TransactionResponse:
+        return await self.client.call(self.stub.GetTransaction, request)
+
+    async def cancel_checkout(
+        self, request: pay_pb.CancelCheckoutRequest
+    ) -> pay_pb.CancelCheckoutResponse:
+        return await self.client.call(self.stub.CancelCheckout, request, timeout=self.slow_timeout)
+
+    async def handle_provider_event(
+        self, request: pay_pb.HandleProviderEventRequest
+    ) -> pay_pb.HandleProviderEventResponse:
+        return await self.client.call(self.stub.HandleProviderEvent, request)
+
+
+@dataclass
+class Backends:
+    """Every client the gateway holds; built at start-up inside the event loop, closed at shutdown."""
+
+    jobs: JobsClient
+    payments: PaymentsClient
+    raw: dict[str, ServiceClient]
+
+    @classmethod
+    def connect(cls, settings: GatewaySettings) -> Backends:
+        timeout = settings.rpc_timeout_seconds
+        raw = {
+            "jobs": ServiceClient("jobs", settings.jobs_target, timeout=timeout),
+            "payments": ServiceClient("payments", settings.payments_target, timeout=timeout),
+            "wallet": ServiceClient("wallet", settings.wallet_target, timeout=timeout),
+        }
+        return cls(
+            jobs=JobsClient(raw["jobs"], settings.saga_timeout_seconds),
+            payments=PaymentsClient(raw["payments"], settings.saga_timeout_seconds),
+            raw=raw,
+        )
+
+    async def health(self, timeout: float) -> dict[str, str]:
+        """Each backend's gRPC health status (SERVING, NOT_SERVING, UNREACHABLE...)."""
+
+        async def check(client: ServiceClient) -> str:
+            stub = health_pb2_grpc.HealthStub(client.channel)
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                return (
+                    "UNREACHABLE"
+                    if exc.code()
+                    in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+                    else exc.code().name
+                )
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+        names = list(self.raw)
+        results = await asyncio.gather(*(check(self.raw[n]) for n in names))
+        return dict(zip(names, results, strict=True))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(c.close() for c in self.raw.values()), return_exceptions=True)

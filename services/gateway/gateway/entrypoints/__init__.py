@@ -1,0 +1,1 @@
+"""HTTP entrypoints: the app factory, the routers and the process main."""

@@ -1,0 +1,352 @@
+"""Pay-to-post over HTTP: drafts, preview, the public list, create-with-payment, cancel, audit."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from gateway.api import convert, models
+from gateway.auth import AnyUser, Company, OptionalUser, Principal
+from gateway.entrypoints.deps import BackendsDep, LimiterDep
+from gateway.errors import (
+    ApiError,
+    api_error_from_reason,
+    api_error_from_remote,
+    error_responses,
+    not_found,
+    validation_failed,
+)
+from gateway.idempotency import fingerprint, optional_key, require_key, scoped_request_id
+from gateway.observability import CWP_FAILED, CWP_STARTED, CWP_SUCCEEDED, FUNNEL, RATE_LIMITED
+from hirepay.common.v1 import common_pb2
+from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from hirepay_platform.errors import ErrorKind, RemoteError
+from hirepay_platform.ids import new_id
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(min_length=1, max_length=200)]
+IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+PageSize = Annotated[int | None, Query(ge=1, le=200, description="Items per page (max 200).")]
+PageToken = Annotated[
+    str | None, Query(max_length=2000, description="next_page_token of the last page.")
+]
+
+_PROVIDER_TOKEN = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
+_CARD_NUMBER = re.compile(r"^[\d\s-]{12,23}$")
+
+
+async def _load_owned_job(backends: BackendsDep, principal: Principal, job_id: str) -> jobs_pb.Job:
+    """The job if the caller owns it (or is admin); otherwise 404, existence not revealed (SEC-2)."""
+    try:
+        response = await backends.jobs.get_job(
+            jobs_pb.GetJobRequest(actor=convert.actor_to_proto(principal), job_id=job_id)
+        )
+    except RemoteError as exc:
+        if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.PERMISSION_DENIED):
+            raise not_found("job") from None
+        raise
+    if not principal.owns(response.job.company_id):
+        raise not_found("job")
+    return response.job
+
+
+def _request_id(principal: Principal, operation: str, key: str | None) -> str:
+    """The caller's Idempotency-Key bound to them, or a fresh id (still safe for client retries)."""
+    return scoped_request_id(principal.user_id, operation, key) if key else new_id(operation)
+
+
+@router.post(
+    "/drafts",
+    status_code=201,
+    response_model=models.JobOut,
+    summary="Save a job draft (PAY-1)",
+    responses=error_responses(400, 401, 403, 503),
+)
+async def create_draft(
+    body: models.JobFieldsIn,
+    principal: Company,
+    backends: BackendsDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> models.JobOut:
+    """Saves a draft; the jobs service answers field-level errors (400 VALIDATION_FAILED)."""
+    key = optional_key(idempotency_key)
+    response = await backends.jobs.create_draft(
+        jobs_pb.CreateDraftRequest(
+            request_id=_request_id(principal, "draft", key),
+            actor=convert.actor_to_proto(principal),
+            fields=convert.job_fields_to_proto(body),
+        )
+    )
+    FUNNEL.labels("draft_saved").inc()
+    return convert.job_to_http(response.job)
+
+
+@router.patch(
+    "/drafts/{job_id}",
+    response_model=models.JobOut,
+    summary="Edit a draft (or a payment_failed job)",
+    responses=error_responses(400, 401, 403, 404, 409, 503),
+)
+async def update_draft(
+    job_id: JobId,
+    body: models.JobFieldsIn,
+    principal: Company,
+    backends: BackendsDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> models.JobOut:
+    """Replaces exactly the fields sent (JSON merge semantics per top-level field)."""
+    if not body.model_fields_set:
+        raise validation_failed({"body": "no fields to update"})
+    key = optional_key(idempotency_key)
+    await _load_owned_job(backends, principal, job_id)
+    response = await backends.jobs.update_draft(
+        jobs_pb.UpdateDraftRequest(
+            request_id=_request_id(principal, "update", key),
+            actor=convert.actor_to_proto(principal),
+            job_id=job_id,
+            fields=convert.job_fields_to_proto(body),
+            update_mask=convert.update_mask_for(body),
+        )
+    )
+    return convert.job_to_http(response.job)
+
+
+@router.get(
+    "",
+    response_model=models.JobListOut,
+    summary="Public list of active jobs, newest first",
+    responses=error_responses(400, 503),
+)
+async def list_active_jobs(
+    principal: OptionalUser,
+    backends: BackendsDep,
+    page_size: PageSize = None,
+    page_token: PageToken = None,
+    category: Annotated[str | None, Query(max_length=100)] = None,
+) -> models.JobListOut:
+    """Only `active` jobs are listed (PAY-5); no token needed."""
+    response = await backends.jobs.list_active_jobs(
+        jobs_pb.ListActiveJobsRequest(
+            page=common_pb2.PageRequest(page_size=page_size or 0, page_token=page_token or ""),
+            category=category or "",
+        )
+    )
+    # Defence in depth: whatever the backend answers, the public list shows active jobs only.
+    visible = [j for j in response.jobs if j.status == jobs_pb.Job.ACTIVE]
+    del response.jobs[:]
+    response.jobs.extend(visible)
+    return convert.job_list_to_http(response, principal)
+
+
+@router.get(
+    "/mine",
+    response_model=models.JobListOut,
+    summary="The caller's own jobs, any status",
+    responses=error_responses(400, 401, 403, 503),
+)
+async def list_my_jobs(
+    principal: Company,
+    backends: BackendsDep,
+    page_size: PageSize = None,
+    page_token: PageToken = None,
+) -> models.JobListOut:
+    response = await backends.jobs.list_my_jobs(
+        jobs_pb.ListMyJobsRequest(
+            actor=convert.actor_to_proto(principal),
+            page=common_pb2.PageRequest(page_size=page_size or 0, page_token=page_token or ""),
+        )
+    )
+    mine = [j for j in response.jobs if principal.owns(j.company_id)]
+    del response.jobs[:]
+    response.jobs.extend(mine)
+    return convert.job_list_to_http(response, principal)
+
+
+@router.post(
+    "/create-with-payment",
+    status_code=201,
+    response_model=models.CreateWithPaymentOut,
+    summary="Post a job and pay for it in one step (PAY-4)",
+    responses={
+        202: {
+            "model": models.CreateWithPaymentOut,
+            "description": "pending_payment: follow `next_action` (bank transfer, 3-D Secure, checkout)",
+        },
+        **error_responses(400, 401, 402, 403, 404, 409, 422, 429, 502, 503, 504),
+    },
+)
+async def create_with_payment(
+    request: Request,
+    body: models.CreateWithPaymentIn,
+    principal: Company,
+    backends: BackendsDep,
+    limiter: LimiterDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> JSONResponse:
+    """Runs the pay-to-post saga: no job goes live without money.
+
+    `Idempotency-Key` is required (1-255 printable characters, scoped to the caller): a repeat with
+    the same body answers the first response again (header `Idempotent-Replayed: true`), the same key
+    with another body is refused (422), a twin still running gets 409. Card data never reaches
+    Hirepay: send a provider token (`pm_...`). Rate limited per user (`RateLimit` headers).
+    """
+    key = require_key(idempotency_key)
+    _check_subject_and_payment(body)
+    decision = limiter.take(principal.user_id, attempt=key)
+    request.state.response_headers = decision.headers()
+    if not decision.allowed:
+        RATE_LIMITED.labels(limiter.policy).inc()
+        CWP_FAILED.labels("RATE_LIMITED").inc()
+        raise ApiError(
+            429,
+            "RATE_LIMITED",
+            "Too many posting attempts; retry after the time in Retry-After",
+            retry=True,
+        )
+    parsed_body = json.loads(await request.body())
+    CWP_STARTED.inc()
+    FUNNEL.labels("payment_started").inc()
+    try:
+        response = await backends.jobs.create_job_with_payment(
+            convert.create_with_payment_to_proto(
+                body,
+                principal=principal,
+                idempotency_key=key,
+                request_fingerprint=fingerprint(parsed_body),
+            )
+        )
+    except RemoteError as exc:
+        mapped = api_error_from_remote(exc)
+        CWP_FAILED.labels(mapped.error).inc()
+        FUNNEL.labels("failed").inc()
+        raise mapped from None
+    if response.job.status == jobs_pb.Job.PAYMENT_FAILED:
+        # A saga that ended failed without an error (e.g. a replayed failed twin): same contract.
+        mapped = api_error_from_reason(response.job.failure_reason or "PAYMENT_DECLINED")
+        CWP_FAILED.labels(mapped.error).inc()
+        FUNNEL.labels("failed").inc()
+        raise mapped
+    status, out = convert.create_with_payment_to_http(response, body.payment.method)
+    step = "active" if status == 201 else "pending_payment"
+    FUNNEL.labels(step).inc()
+    CWP_SUCCEEDED.labels(step, str(response.replayed).lower()).inc()
+    headers = dict(decision.headers())
+    if response.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(out.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
+    """What the gateway can refuse before any money moves (the jobs service checks the rest)."""
+    if (body.job is None) == (body.draft_id is None):
+        raise validation_failed({"draft_id": "give exactly one of draft_id or job"})
+    pay = body.payment
+    if pay.method == "card":
+        token = pay.payment_method or ""
+        if not token:
+            raise ApiError(
+                400,
+                "INVALID_PAYMENT_DETAILS",
+                "A card payment needs a provider payment method token (pm_...)",
+                fields={"payment.payment_method": "required for card"},
+            )
+        if not _PROVIDER_TOKEN.match(token):
+            problem = (
+                "never send a card number; tokenize it with the provider (pm_...)"
+                if _CARD_NUMBER.match(token)
+                else "must be a provider payment method token (pm_...)"
+            )
+            raise ApiError(
+                400,
+                "INVALID_PAYMENT_DETAILS",
+                "The payment method is not a provider token",
+                fields={"payment.payment_method": problem},
+            )
+    elif pay.payment_method:
+        raise validation_failed({"payment.payment_method": f"not used with method {pay.method}"})
+
+
+@router.get(
+    "/{job_id}",
+    response_model=models.JobOut,
+    summary="Read one job",
+    responses=error_responses(401, 404, 503),
+)
+async def get_job(job_id: JobId, principal: OptionalUser, backends: BackendsDep) -> models.JobOut:
+    """Anyone may read an active job; other statuses only its owner or an admin (others: 404).
+    Payment fields are shown only to the owner and admins."""
+    try:
+        response = await backends.jobs.get_job(
+            jobs_pb.GetJobRequest(actor=convert.actor_to_proto(principal), job_id=job_id)
+        )
+    except RemoteError as exc:
+        if exc.kind in (ErrorKind.NOT_FOUND, ErrorKind.PERMISSION_DENIED):
+            raise not_found("job") from None
+        raise
+    if not convert.job_visible_to(response.job, principal):
+        raise not_found("job")
+    return convert.job_for_viewer(response.job, principal)
+
+
+@router.get(
+    "/{job_id}/preview",
+    response_model=models.PreviewOut,
+    summary="Preview a draft with its fee and terms (PAY-2)",
+    responses=error_responses(401, 403, 404, 503),
+)
+async def preview_job(
+    job_id: JobId, principal: Company, backends: BackendsDep
+) -> models.PreviewOut:
+    await _load_owned_job(backends, principal, job_id)
+    response = await backends.jobs.preview_job(
+        jobs_pb.PreviewJobRequest(actor=convert.actor_to_proto(principal), job_id=job_id)
+    )
+    FUNNEL.labels("preview").inc()
+    return convert.preview_to_http(response)
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=models.JobOut,
+    summary="Cancel a posting (refunded per policy)",
+    responses=error_responses(400, 401, 403, 404, 409, 502, 503, 504),
+)
+async def cancel_job(
+    job_id: JobId,
+    principal: Company,
+    backends: BackendsDep,
+    body: models.CancelJobIn | None = None,
+    idempotency_key: IdempotencyHeader = None,
+) -> models.JobOut:
+    key = optional_key(idempotency_key)
+    await _load_owned_job(backends, principal, job_id)
+    response = await backends.jobs.cancel_job(
+        jobs_pb.CancelJobRequest(
+            request_id=_request_id(principal, "cancel", key),
+            actor=convert.actor_to_proto(principal),
+            job_id=job_id,
+            reason=(body.reason if body else "") or "cancelled by the company",
+        )
+    )
+    return convert.job_to_http(response.job)
+
+
+@router.get(
+    "/{job_id}/transitions",
+    response_model=models.TransitionListOut,
+    summary="A job's recorded status changes (PAY-15)",
+    responses=error_responses(401, 403, 404, 503),
+)
+async def list_transitions(
+    job_id: JobId, principal: AnyUser, backends: BackendsDep
+) -> models.TransitionListOut:
+    await _load_owned_job(backends, principal, job_id)
+    response = await backends.jobs.list_job_transitions(
+        jobs_pb.ListJobTransitionsRequest(actor=convert.actor_to_proto(principal), job_id=job_id)
+    )
+    return convert.transitions_to_http(response)

@@ -1,0 +1,44 @@
+"""Operations endpoints: liveness, readiness of every backend, Prometheus metrics (OPS-2, OPS-1)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from gateway.entrypoints.deps import BackendsDep
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: every backend's gRPC health says SERVING",
+    responses={503: {"description": "SERVICE_UNAVAILABLE, with `down` listing the backends"}},
+)
+async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
+    timeout = request.app.state.settings.readiness_timeout_seconds
+    statuses = await backends.health(timeout)
+    down = sorted(name for name, status in statuses.items() if status != "SERVING")
+    if down:
+        return JSONResponse(
+            {
+                "error": "SERVICE_UNAVAILABLE",
+                "message": "Not ready: " + ", ".join(down) + " unavailable",
+                "down": down,
+                "backends": statuses,
+            },
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+    return JSONResponse({"status": "ready", "backends": statuses})
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

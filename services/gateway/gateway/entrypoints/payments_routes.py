@@ -1,0 +1,162 @@
+"""The shared Payment API (seed 004): subscribe, verify, hosted-checkout cancel, Stripe webhooks."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+
+from gateway.api import convert, models
+from gateway.auth import AnyUser
+from gateway.entrypoints.deps import BackendsDep, read_raw_body
+from gateway.errors import (
+    ApiError,
+    api_error_from_remote,
+    error_responses,
+    forbidden,
+    not_found,
+    validation_failed,
+)
+from gateway.idempotency import optional_key, scoped_request_id
+from gateway.observability import WEBHOOKS
+from hirepay.payments.v1 import payments_service_pb2 as pay_pb
+from hirepay_platform.errors import ErrorKind, RemoteError
+from hirepay_platform.ids import new_id
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/api/payments", tags=["payments"])
+
+_USER_TYPE_OF_ROLE = {"company": "COMPANY", "applicant": "APPLICANT"}
+
+
+@router.post(
+    "/subscribe",
+    response_model=models.SubscribeOut,
+    summary="Start a premium subscription (API-1)",
+    responses=error_responses(400, 401, 403, 409, 502, 503, 504),
+)
+async def subscribe(
+    body: models.SubscribeIn,
+    principal: AnyUser,
+    backends: BackendsDep,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+) -> models.SubscribeOut:
+    """Creates a PENDING transaction and a hosted checkout; pay at `checkoutUrl`.
+
+    `userId` must be the caller (admins may act for anyone) and `userType` must fit the role.
+    An optional `Idempotency-Key` makes retries return the same transaction.
+    """
+    if not principal.is_admin:
+        expected = _USER_TYPE_OF_ROLE.get(principal.role)
+        if expected is None:
+            raise forbidden("Only companies and applicants can subscribe")
+        if body.userType != expected:
+            raise forbidden(f"userType must be {expected} for your account")
+        if body.userId != principal.user_id:
+            raise forbidden("userId must be your own user id")
+    if body.paymentMethod == "PAYPAL":
+        raise validation_failed({"paymentMethod": "PAYPAL is not supported yet; use STRIPE"})
+    key = optional_key(idempotency_key)
+    request_id = scoped_request_id(body.userId, "subscribe", key) if key else new_id("sub")
+    response = await backends.payments.subscribe(convert.subscribe_to_proto(body, request_id))
+    return convert.subscribe_to_http(response.transaction)
+
+
+@router.get(
+    "/verify/{transaction_id}",
+    response_model=models.VerifyOut,
+    summary="Read a transaction (API-2)",
+    responses=error_responses(401, 404, 503),
+)
+async def verify(
+    transaction_id: Annotated[str, Path(min_length=1, max_length=200)],
+    principal: AnyUser,
+    backends: BackendsDep,
+) -> models.VerifyOut:
+    """Status, amount and subscription dates; only for the transaction's owner or an admin."""
+    try:
+        response = await backends.payments.get_transaction(
+            pay_pb.GetTransactionRequest(transaction_id=transaction_id)
+        )
+    except RemoteError as exc:
+        if exc.kind == ErrorKind.NOT_FOUND:
+            raise not_found("transaction") from None
+        raise
+    txn = response.transaction
+    # Someone else's transaction is answered exactly like a missing one (SEC-2).
+    if not principal.owns(txn.user_id):
+        raise not_found("transaction")
+    return convert.verify_to_http(txn)
+
+
+@router.get(
+    "/checkout/cancel",
+    status_code=303,
+    summary="The customer cancelled on the hosted checkout page",
+    responses={303: {"description": "Redirect to the subsystem's cancel URL"}}
+    | error_responses(400, 404, 503),
+)
+async def cancel_checkout(
+    ref: Annotated[str, Query(min_length=1, max_length=200)],
+    backends: BackendsDep,
+) -> Response:
+    """Where the provider sends a customer who cancels; settles the transaction as CANCELLED and
+    redirects to the cancel URL given at subscribe time. The unguessable `ref` is the capability."""
+    if ref.startswith("txn_"):
+        request = pay_pb.CancelCheckoutRequest(request_id=f"cancel_{ref}", transaction_id=ref)
+    elif ref.startswith("pay_"):
+        request = pay_pb.CancelCheckoutRequest(request_id=f"cancel_{ref}", payment_id=ref)
+    else:
+        raise validation_failed({"ref": "must be a transaction (txn_...) or payment (pay_...) id"})
+    response = await backends.payments.cancel_checkout(request)
+    url = response.redirect_url
+    if url and urlsplit(url).scheme in ("http", "https"):
+        return RedirectResponse(url, status_code=303)
+    status = (
+        convert.subscribe_to_http(response.transaction).status
+        if response.HasField("transaction")
+        else "CANCELLED"
+    )
+    return JSONResponse({"cancelled": True, "ref": ref, "status": status})
+
+
+@router.post(
+    "/webhook/stripe",
+    response_model=models.WebhookAck,
+    summary="Stripe webhook deliveries (API-3)",
+    responses=error_responses(400, 413, 503),
+)
+async def stripe_webhook(request: Request, backends: BackendsDep) -> models.WebhookAck:
+    """Forwards the raw body and the `Stripe-Signature` header, byte for byte, to payments, which
+    verifies and applies the event once. 400: bad or stale signature (nothing applied);
+    503: not applicable yet, deliver again later. No bearer token: the signature is the auth."""
+    try:
+        ack = await _forward_webhook(request, backends)
+    except ApiError as exc:
+        WEBHOOKS.labels("stripe", str(exc.status)).inc()
+        if exc.status == 400:
+            log.warning("webhook refused", extra={"fields": {"reason": exc.error}})
+        raise
+    WEBHOOKS.labels("stripe", "200").inc()
+    return ack
+
+
+async def _forward_webhook(request: Request, backends: BackendsDep) -> models.WebhookAck:
+    settings = request.app.state.settings
+    payload = await read_raw_body(request, settings.max_body_bytes)
+    signature = request.headers.get("stripe-signature", "")
+    if not signature:
+        raise ApiError(400, "INVALID_SIGNATURE", "The Stripe-Signature header is missing")
+    try:
+        response = await backends.payments.handle_provider_event(
+            pay_pb.HandleProviderEventRequest(
+                provider="stripe", payload=payload, signature=signature
+            )
+        )
+    except RemoteError as exc:
+        raise api_error_from_remote(exc) from None
+    return models.WebhookAck(received=True, duplicate=response.duplicate)

@@ -1,0 +1,90 @@
+"""Per-user token-bucket rate limit for posting attempts (PAY-14), with IETF RateLimit headers.
+
+The buckets live in this process's memory, so the limit holds per gateway replica: with N replicas
+behind a load balancer a user gets at most N times the quota. A shared store (Redis) would make it
+global; per-replica is the documented trade-off for now.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The outcome of one take: allowed or not, and what the headers must say."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int
+    window_seconds: int
+    policy: str
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit-Policy / RateLimit (draft-ietf-httpapi-ratelimit-headers), Retry-After on 429."""
+        out = {
+            "RateLimit-Policy": f'"{self.policy}";q={self.limit};w={self.window_seconds}',
+            "RateLimit": f'"{self.policy}";r={self.remaining};t={self.reset_seconds}',
+        }
+        if not self.allowed:
+            out["Retry-After"] = str(self.retry_after_seconds)
+        return out
+
+
+class TokenBucketLimiter:
+    """`per_minute` tokens per key, refilled continuously; the bucket starts full (burst = quota)."""
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        policy: str = "default",
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.capacity = per_minute
+        self.rate = per_minute / 60.0
+        self.policy = policy
+        self.max_keys = max_keys
+        self._clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Attempts already charged: a retry with the same Idempotency-Key is the same attempt, so
+        # replays and concurrent twins never spend a second token (and get the same answer).
+        self._charged: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, key: str, attempt: str | None = None) -> Decision:
+        """Spend one token for `key` if there is one; a repeated `attempt` of `key` spends none."""
+        with self._lock:
+            now = self._clock()
+            tokens, last = self._buckets.get(key, (float(self.capacity), now))
+            tokens = min(float(self.capacity), tokens + (now - last) * self.rate)
+            repeat = attempt is not None and (key, attempt) in self._charged
+            allowed = repeat or tokens >= 1.0
+            if allowed and not repeat:
+                tokens -= 1.0
+                if attempt is not None:
+                    self._charged[(key, attempt)] = now
+            self._buckets[key] = (tokens, now)
+            self._buckets.move_to_end(key)
+            while len(self._buckets) > self.max_keys:  # bounded memory: forget the idlest
+                self._buckets.popitem(last=False)
+            while len(self._charged) > self.max_keys:
+                self._charged.popitem(last=False)
+        missing_for_one = max(0.0, 1.0 - tokens)
+        return Decision(
+            allowed=allowed,
+            limit=self.capacity,
+            remaining=int(tokens),
+            reset_seconds=math.ceil((self.capacity - tokens) / self.rate),
+            retry_after_seconds=max(1, math.ceil(missing_for_one / self.rate)),
+            window_seconds=60,
+            policy=self.policy,
+        )
