@@ -1,0 +1,68 @@
+"""Fixtures for the Stripe sandbox tests: the sandbox as a real process, a webhook receiver,
+the official SDK pointed at the sandbox, and the admin client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import stripe
+from sandbox_receiver import WebhookReceiver
+
+from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
+
+WEBHOOK_SECRET = "whsec_sandboxtestsecret0000000000000"
+MAX_ATTEMPTS = 5
+
+
+@pytest.fixture(scope="session")
+def receiver() -> Iterator[WebhookReceiver]:
+    server = WebhookReceiver().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox_url(receiver: WebhookReceiver) -> Iterator[str]:
+    process, url = start_sandbox(
+        name="sandbox-tests",
+        env={
+            "SANDBOX_WEBHOOK_URL": receiver.url,
+            "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SANDBOX_WEBHOOK_RETRY_BASE": "0.05",
+            "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "0.2",
+            "SANDBOX_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+            "SANDBOX_PAYOUT_SETTLE_AFTER": "0.1",
+        },
+    )
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def admin(sandbox_url: str) -> Iterator[SandboxAdmin]:
+    client = SandboxAdmin(sandbox_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(admin: SandboxAdmin) -> Iterator[None]:
+    """Every test starts and ends without armed faults."""
+    admin.clear_faults()
+    yield
+    admin.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def client(sandbox_url: str) -> stripe.StripeClient:
+    """The SDK as the payments service configures it (async methods)."""
+    sdk: stripe.StripeClient = stripe_client(sandbox_url)
+    return sdk
+
+
+@pytest.fixture(scope="session")
+def sync_client(sandbox_url: str) -> stripe.StripeClient:
+    """The SDK with synchronous methods enabled."""
+    sdk: stripe.StripeClient = stripe_client(sandbox_url, allow_sync=True)
+    return sdk

@@ -1,0 +1,125 @@
+"""A webhook receiver for the sandbox tests: an HTTP server in a thread that records every
+delivery and can answer errors for chosen objects."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from hirepay_dev.procs import free_port
+
+
+@dataclass
+class Received:
+    """One webhook POST as the receiver saw it."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    answered: int
+
+    @property
+    def event(self) -> dict[str, Any]:
+        event: dict[str, Any] = json.loads(self.body)
+        return event
+
+    @property
+    def type(self) -> str:
+        return str(self.event["type"])
+
+    @property
+    def object_id(self) -> str:
+        return str(self.event["data"]["object"]["id"])
+
+
+class WebhookReceiver:
+    """A tiny HTTP server recording webhook deliveries; can answer errors for chosen objects."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/webhooks"
+        self.received: list[Received] = []
+        self._failures: dict[str, list[int]] = {}  # object id -> status codes to answer first
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                status = receiver._answer_for(body)
+                with receiver._lock:
+                    receiver.received.append(
+                        Received(self.path, dict(self.headers.items()), body, status)
+                    )
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def fail(self, object_id: str, *statuses: int) -> None:
+        """Answer these statuses, in order, to the next deliveries about `object_id`."""
+        with self._lock:
+            self._failures[object_id] = list(statuses)
+
+    def _answer_for(self, body: bytes) -> int:
+        try:
+            object_id = json.loads(body)["data"]["object"]["id"]
+        except (ValueError, KeyError, TypeError):
+            return 400
+        with self._lock:
+            pending = self._failures.get(object_id)
+            if pending:
+                return pending.pop(0)
+        return 200
+
+    def matching(self, predicate: Callable[[Received], bool]) -> list[Received]:
+        with self._lock:
+            return [r for r in self.received if predicate(r)]
+
+    def about(self, object_id: str, event_type: str | None = None) -> list[Received]:
+        """Deliveries about one object (and of one type), in arrival order."""
+        return self.matching(
+            lambda r: r.object_id == object_id and (event_type is None or r.type == event_type)
+        )
+
+    def wait_for(
+        self, predicate: Callable[[Received], bool], count: int = 1, timeout: float = 5.0
+    ) -> list[Received]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.matching(predicate)
+            if len(found) >= count:
+                return found
+            time.sleep(0.02)
+        raise AssertionError(f"expected {count} webhook(s), got {len(self.matching(predicate))}")
+
+    def wait_about(
+        self, object_id: str, event_type: str, count: int = 1, timeout: float = 5.0
+    ) -> list[Received]:
+        return self.wait_for(
+            lambda r: r.object_id == object_id and r.type == event_type, count, timeout
+        )
+
+    async def wait_about_async(
+        self, object_id: str, event_type: str, count: int = 1, timeout: float = 5.0
+    ) -> list[Received]:
+        return await asyncio.to_thread(self.wait_about, object_id, event_type, count, timeout)

@@ -1,0 +1,168 @@
+"""Drive the Stripe sandbox from tests: start it, configure the official SDK against it, and use
+its admin API (faults, settlement, payouts, webhook deliveries, clock) and hosted pages."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from hirepay_dev.procs import Process, free_port, http_ready, python_module
+
+DEFAULT_API_KEY = "sk_test_hirepaysandbox"
+
+
+def start_sandbox(
+    name: str = "sandbox", port: int | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Process, str]:
+    """Start `python -m stripe_sandbox` on a free port; returns the process and its base URL.
+
+    `env` takes the SANDBOX_* settings, e.g. SANDBOX_WEBHOOK_URL, SANDBOX_WEBHOOK_SECRET,
+    SANDBOX_WEBHOOK_RETRY_BASE, SANDBOX_SETTLE_AFTER. Stop it with `process.stop()`.
+    """
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = Process(
+        name=name,
+        argv=python_module("stripe_sandbox", "--port", str(port)),
+        env=dict(env or {}),
+        ready=http_ready(f"{url}/_sandbox/health"),
+    ).start()
+    return process, url
+
+
+def stripe_client(
+    base_url: str,
+    api_key: str = DEFAULT_API_KEY,
+    *,
+    timeout: float = 80.0,
+    allow_sync: bool = False,
+) -> Any:
+    """The official SDK client pointed at the sandbox, configured as the payments service is.
+
+    Use its `_async` methods (`await client.v1.payment_intents.create_async(params=...,
+    options={"idempotency_key": ...})`); pass `allow_sync=True` to also use the sync ones.
+    """
+    import stripe
+
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": base_url},
+        http_client=stripe.HTTPXClient(timeout=timeout, allow_sync_methods=allow_sync),
+        max_network_retries=0,
+    )
+
+
+class SandboxAdmin:
+    """The sandbox's `/_sandbox/` admin API and its hosted pages, over plain HTTP."""
+
+    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(self, method: str, path: str, json: Any = None) -> Any:
+        response = self.http.request(method, path, json=json)
+        response.raise_for_status()
+        return response.json()
+
+    # -- state -----------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return bool(self._call("GET", "/_sandbox/health")["status"] == "ok")
+
+    def reset(self) -> None:
+        """Forget every object, event, idempotency key, delivery and fault."""
+        self._call("POST", "/_sandbox/reset")
+
+    def advance_clock(self, seconds: float) -> int:
+        """Move the sandbox clock forward (expires Checkout Sessions that are due)."""
+        return int(self._call("POST", "/_sandbox/clock/advance", {"seconds": seconds})["now"])
+
+    # -- faults ----------------------------------------------------------------------------
+
+    def add_fault(self, kind: str, **spec: Any) -> dict[str, Any]:
+        """Arm a fault, e.g. `add_fault("error", status=503, count=2)`,
+        `add_fault("timeout_after_commit", seconds=5, path_prefix="/v1/payment_intents")`."""
+        fault: dict[str, Any] = self._call("POST", "/_sandbox/faults", {"kind": kind, **spec})
+        return fault
+
+    def faults(self) -> list[dict[str, Any]]:
+        faults: list[dict[str, Any]] = self._call("GET", "/_sandbox/faults")["faults"]
+        return faults
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/_sandbox/faults")
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def deliveries(
+        self, event_id: str | None = None, event_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {k: v for k, v in {"event_id": event_id, "type": event_type}.items() if v}
+        response = self.http.get("/_sandbox/webhooks/deliveries", params=params)
+        response.raise_for_status()
+        deliveries: list[dict[str, Any]] = response.json()["deliveries"]
+        return deliveries
+
+    def flush_webhooks(self) -> int:
+        """Release webhooks held by a `webhook_reorder` fault (newest first)."""
+        return int(self._call("POST", "/_sandbox/webhooks/flush")["released"])
+
+    def webhook_endpoints(self) -> list[dict[str, Any]]:
+        """Every endpoint, with its signing secret."""
+        endpoints: list[dict[str, Any]] = self._call("GET", "/_sandbox/webhooks/endpoints")[
+            "endpoints"
+        ]
+        return endpoints
+
+    # -- completing payments ---------------------------------------------------------------
+
+    def settle_payment_intent(
+        self, intent: str, outcome: str = "succeeded", failure_code: str | None = None
+    ) -> dict[str, Any]:
+        """Clear (`succeeded`) or bounce (`failed`) a bank debit that is `processing`."""
+        body = {"outcome": outcome, **({"failure_code": failure_code} if failure_code else {})}
+        result: dict[str, Any] = self._call(
+            "POST", f"/_sandbox/payment_intents/{intent}/settle", body
+        )
+        return result
+
+    def authenticate_payment_intent(
+        self, intent: str, outcome: str = "succeeded"
+    ) -> dict[str, Any]:
+        """Complete (`succeeded`) or fail a 3-D Secure challenge without the page."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/_sandbox/payment_intents/{intent}/authenticate", {"outcome": outcome}
+        )
+        return result
+
+    def settle_payout(
+        self, payout: str, outcome: str = "paid", failure_code: str | None = None
+    ) -> dict[str, Any]:
+        body = {"outcome": outcome, **({"failure_code": failure_code} if failure_code else {})}
+        result: dict[str, Any] = self._call("POST", f"/_sandbox/payouts/{payout}/settle", body)
+        return result
+
+    # -- hosted pages, as a person would use them ------------------------------------------
+
+    def pay_checkout(
+        self,
+        session_url: str,
+        card_number: str = "4242 4242 4242 4242",
+        exp: str = "12 / 34",
+        cvc: str = "123",
+    ) -> httpx.Response:
+        """Press Pay on a Checkout page; a 303 redirect is success (or a 3-D Secure step)."""
+        form = {"card_number": card_number, "exp": exp, "cvc": cvc}
+        return self.http.post(f"{session_url.rstrip('/')}/pay", data=form)
+
+    def cancel_checkout(self, session_url: str) -> httpx.Response:
+        return self.http.get(f"{session_url.rstrip('/')}/cancel")
+
+    def answer_3ds(self, redirect_url: str, approve: bool = True) -> httpx.Response:
+        """Complete or fail the challenge at `next_action.redirect_to_url.url`."""
+        return self.http.post(redirect_url, data={"action": "approve" if approve else "fail"})
