@@ -3,6 +3,7 @@ and Stripe-shaped responses around the operations in `resources/`."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
@@ -17,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from stripe_sandbox import ids
 from stripe_sandbox.errors import StripeAPIError, api_error, authentication_error
+from stripe_sandbox.faults import wait_for_disconnect
 from stripe_sandbox.idempotency import SavedResponse, fingerprint
 from stripe_sandbox.params import Params, parse_form
 from stripe_sandbox.resources import (
@@ -156,15 +158,23 @@ async def handle(request: Request, operation: Operation) -> Response:
             replay = {**echo, "Idempotent-Replayed": "true", "Original-Request": saved.request_id}
             return _response(saved.status, saved.body, request_id, replay)
 
-    ctx = Context(
-        account=request.headers.get("stripe-account"),
-        request_id=request_id,
-        idempotency_key=idempotency_key,
-        api_version=request.headers.get("stripe-version") or DEFAULT_API_VERSION,
-        base_url=base_url(request, sb),
-    )
     kept: SavedResponse | None = None
     try:
+        latency, hang = sb.faults.take_slowness(method, request.url.path)
+        if latency:
+            await asyncio.sleep(latency)
+        if hang is not None and await wait_for_disconnect(request.receive, hang):
+            log.info(
+                "timeout fault: client gave up on %s %s; nothing done", method, request.url.path
+            )
+            return _response(499, b"", request_id)  # nobody is listening any more
+        ctx = Context(
+            account=request.headers.get("stripe-account"),
+            request_id=request_id,
+            idempotency_key=idempotency_key,
+            api_version=request.headers.get("stripe-version") or DEFAULT_API_VERSION,
+            base_url=base_url(request, sb),
+        )
         status, body, cacheable = await _execute(sb, ctx, operation, raw, request.path_params)
         if cacheable:
             kept = SavedResponse(status, body, request_id)

@@ -1,9 +1,11 @@
 """Faults on demand: slow, failing, hanging or dropped API calls, lost/duplicated/reordered
 webhooks and failing payouts, armed through the admin API for tests.
 
-API faults run in `FaultMiddleware`, outside the API itself: a fault "before" the operation means
-nothing happened at the provider; a fault "after commit" lets the operation take effect (and be
-saved for its idempotency key) and then loses or breaks the answer.
+Network faults (`error`, `down` and the `*_after_commit` kinds) run in `FaultMiddleware`, outside
+the API: `error`/`down` mean nothing happened at the provider; a fault "after commit" lets the
+operation take effect (and be saved for its idempotency key) and then loses or breaks the answer.
+Slowness (`latency`, `timeout`) is applied by the API itself once the request holds its
+idempotency key, so a retry sent while the first attempt still hangs gets Stripe's 409.
 """
 
 from __future__ import annotations
@@ -44,7 +46,8 @@ class LatencyFault(_ApiFault):
 
 
 class TimeoutFault(_ApiFault):
-    """Hang before doing anything; if the client is still waiting afterwards, carry on."""
+    """Hang before doing anything; if the client gave up meanwhile nothing is done, else the
+    request then runs normally (just late)."""
 
     kind: Literal["timeout"]
     seconds: float = Field(default=30.0, ge=0)
@@ -128,7 +131,7 @@ FaultSpec = Annotated[
 ]
 FAULT_SPEC: TypeAdapter[Any] = TypeAdapter(FaultSpec)
 
-_BEFORE = (TimeoutFault, ErrorFault, DownFault)
+_BEFORE = (ErrorFault, DownFault)
 _AFTER = (TimeoutAfterCommitFault, DownAfterCommitFault, ErrorAfterCommitFault)
 
 
@@ -188,13 +191,17 @@ class FaultRegistry:
                 return self._fire(fault)
         return None
 
-    def take_latency_ms(self, method: str, path: str) -> int:
-        """Fire every matching latency fault; their delays add up."""
-        total = 0
+    def take_slowness(self, method: str, path: str) -> tuple[float, float | None]:
+        """(seconds of latency, seconds to hang or None) for a request about to run.
+
+        Every matching latency fault fires and their delays add up; one timeout fault fires.
+        """
+        latency = 0.0
         for fault in list(self._faults):
             if isinstance(fault.spec, LatencyFault) and _api_matches(fault.spec, method, path):
-                total += self._fire(fault).ms
-        return total
+                latency += self._fire(fault).ms / 1000
+        timeout = self.take_api((TimeoutFault,), method, path)
+        return latency, timeout.seconds if timeout is not None else None
 
     def take_webhook(self, kind: type, event_type: str) -> Any | None:
         for fault in list(self._faults):
@@ -243,16 +250,7 @@ async def drop_connection(send: Send) -> None:
     raise ConnectionAbortedError("sandbox fault: connection dropped")
 
 
-async def _read_body(receive: Receive) -> list[Message]:
-    messages: list[Message] = []
-    while True:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request" or not message.get("more_body", False):
-            return messages
-
-
-async def _wait_for_disconnect(receive: Receive, seconds: float) -> bool:
+async def wait_for_disconnect(receive: Receive, seconds: float) -> bool:
     """True if the client went away within `seconds`; unread request body is skipped."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
@@ -264,17 +262,6 @@ async def _wait_for_disconnect(receive: Receive, seconds: float) -> bool:
         if message["type"] == "http.disconnect":
             return True
     return False
-
-
-def _replaying(messages: list[Message], receive: Receive) -> Receive:
-    pending = list(messages)
-
-    async def replay() -> Message:
-        if pending:
-            return pending.pop(0)
-        return await receive()
-
-    return replay
 
 
 async def _send_api_error(send: Send, status: int, message: str | None = None) -> None:
@@ -306,10 +293,6 @@ class FaultMiddleware:
             return
         method, path = scope["method"], scope["path"]
 
-        delay_ms = self.registry.take_latency_ms(method, path)
-        if delay_ms:
-            await asyncio.sleep(delay_ms / 1000)
-
         before = self.registry.take_api(_BEFORE, method, path)
         if isinstance(before, ErrorFault):
             await _send_api_error(send, before.status, before.message)
@@ -317,12 +300,6 @@ class FaultMiddleware:
         if isinstance(before, DownFault):
             await drop_connection(send)
             return
-        if isinstance(before, TimeoutFault):
-            body = await _read_body(receive)
-            if await _wait_for_disconnect(receive, before.seconds):
-                log.info("timeout fault: client gave up on %s %s; nothing done", method, path)
-                return
-            receive = _replaying(body, receive)
 
         after = self.registry.take_api(_AFTER, method, path)
         if after is None:
@@ -339,7 +316,7 @@ class FaultMiddleware:
         if isinstance(after, ErrorAfterCommitFault):
             await _send_api_error(send, after.status)
         elif isinstance(after, TimeoutAfterCommitFault):
-            if not await _wait_for_disconnect(receive, after.seconds):
+            if not await wait_for_disconnect(receive, after.seconds):
                 await drop_connection(send)
         else:
             await drop_connection(send)
