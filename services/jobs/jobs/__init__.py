@@ -1,1 +1,1 @@
-"""Package marker."""
+"""The jobs service: job drafts and postings, and the pay-to-post saga that orchestrates payment."""

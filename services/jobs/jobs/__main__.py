@@ -1,0 +1,5 @@
+"""`python -m jobs`: run the jobs service."""
+
+from jobs.entrypoints.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The jobs domain: plain Python entities, state machines and rules (standard library only)."""

@@ -1,0 +1,110 @@
+"""Commands: what callers ask the jobs service to do, in domain terms (built by the entrypoints)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hirepay_platform.money import Money
+from jobs.domain.model import JobFields
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who calls, as authenticated by the gateway; an empty user_id is anonymous."""
+
+    user_id: str = ""
+    role: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def is_company(self) -> bool:
+        return self.role == "company" and bool(self.user_id)
+
+    @property
+    def name(self) -> str:
+        return self.user_id or "anonymous"
+
+
+@dataclass(frozen=True, slots=True)
+class CreateDraft:
+    actor: Actor
+    fields: JobFields
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateDraft:
+    actor: Actor
+    job_id: str
+    fields: JobFields
+    paths: tuple[str, ...] = ()
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetJob:
+    actor: Actor
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewJob:
+    actor: Actor
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListActiveJobs:
+    page_size: int = 0
+    page_token: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListMyJobs:
+    actor: Actor
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelJob:
+    actor: Actor
+    job_id: str
+    reason: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobTransitions:
+    actor: Actor
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentChoice:
+    """How the posting is paid; `expected_amount` (optional) is checked against the fee."""
+
+    method: str
+    payment_method_token: str = ""
+    return_url: str = ""
+    cancel_url: str = ""
+    expected_amount: Money | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateJobWithPayment:
+    """Run the pay-to-post saga for a draft (`draft_id`) or for new fields (`fields`)."""
+
+    request_id: str
+    actor: Actor
+    payment: PaymentChoice
+    accept_terms: bool
+    fingerprint: str
+    draft_id: str = ""
+    fields: JobFields | None = None
+    terms_version: str = ""
+    email: str = ""

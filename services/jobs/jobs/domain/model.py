@@ -1,0 +1,288 @@
+"""Jobs and their lifecycle: fields, validation with field-level errors, and the PAY-5 state machine."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+from hirepay_platform import money
+from hirepay_platform.errors import ValidationError
+from jobs.domain.errors import InvalidTransition
+
+TITLE_MIN, TITLE_MAX = 3, 200
+DESCRIPTION_MIN, DESCRIPTION_MAX = 20, 20_000
+LOCATION_MAX = 200
+
+
+class JobStatus(enum.StrEnum):
+    """Statuses of a job posting (PAY-5)."""
+
+    DRAFT = "draft"
+    PENDING_PAYMENT = "pending_payment"
+    PAYMENT_FAILED = "payment_failed"
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+
+
+class PaymentStatus(enum.StrEnum):
+    """Payment status carried by a job (PAY-5)."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+class EmploymentType(enum.StrEnum):
+    """Employment types a job may have."""
+
+    FULL_TIME = "full_time"
+    PART_TIME = "part_time"
+    CONTRACT = "contract"
+    INTERNSHIP = "internship"
+    TEMPORARY = "temporary"
+
+
+# The explicit transition table of PAY-5. `None` is "not yet existing" (creation of a draft).
+# active -> payment_failed exists only for the system: a Confirm that can never succeed (the
+# authorization or hold expired) takes the job down again, since no job may stay live without money.
+TRANSITIONS: dict[JobStatus | None, frozenset[JobStatus]] = {
+    None: frozenset({JobStatus.DRAFT}),
+    JobStatus.DRAFT: frozenset({JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED}),
+    JobStatus.PENDING_PAYMENT: frozenset({JobStatus.ACTIVE, JobStatus.PAYMENT_FAILED}),
+    JobStatus.PAYMENT_FAILED: frozenset({JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED}),
+    JobStatus.ACTIVE: frozenset(
+        {JobStatus.EXPIRED, JobStatus.FILLED, JobStatus.CANCELLED, JobStatus.PAYMENT_FAILED}
+    ),
+    JobStatus.EXPIRED: frozenset(),
+    JobStatus.FILLED: frozenset(),
+    JobStatus.CANCELLED: frozenset(),
+}
+
+# Statuses whose fields may still be edited: the draft is kept after a failed payment (PAY-6).
+EDITABLE: frozenset[JobStatus] = frozenset({JobStatus.DRAFT, JobStatus.PAYMENT_FAILED})
+# Statuses from which a posting may be paid for.
+POSTABLE: frozenset[JobStatus] = frozenset({JobStatus.DRAFT, JobStatus.PAYMENT_FAILED})
+
+
+def can_transition(from_status: JobStatus | None, to_status: JobStatus) -> bool:
+    """Whether the table allows going from `from_status` to `to_status`."""
+    return to_status in TRANSITIONS.get(from_status, frozenset())
+
+
+@dataclass(frozen=True, slots=True)
+class JobFields:
+    """The editable fields of a job; salary bounds are minor units (0 = not set)."""
+
+    title: str = ""
+    description: str = ""
+    location: str = ""
+    employment_type: str = ""
+    category: str = ""
+    salary_min_minor: int = 0
+    salary_max_minor: int = 0
+    salary_currency: str = ""
+
+    FIELD_NAMES = (
+        "title",
+        "description",
+        "location",
+        "employment_type",
+        "category",
+        "salary_min_minor",
+        "salary_max_minor",
+        "salary_currency",
+    )
+
+    def normalized(self) -> JobFields:
+        """Trim whitespace and upper-case the currency, so what is validated is what is stored."""
+        return replace(
+            self,
+            title=self.title.strip(),
+            description=self.description.strip(),
+            location=self.location.strip(),
+            employment_type=self.employment_type.strip().lower(),
+            category=self.category.strip().lower(),
+            salary_currency=self.salary_currency.strip().upper(),
+        )
+
+    def merged(self, other: JobFields, paths: Collection[str]) -> JobFields:
+        """These fields with those named in `paths` taken from `other` (all when `paths` is empty)."""
+        unknown = [p for p in paths if p not in self.FIELD_NAMES]
+        if unknown:
+            raise ValidationError(
+                "update_mask names unknown fields",
+                fields={"update_mask": f"unknown field {unknown[0]}"},
+            )
+        if not paths:
+            return other
+        return replace(self, **{p: getattr(other, p) for p in paths})
+
+
+def validate_fields(fields: JobFields, categories: Collection[str]) -> JobFields:
+    """Normalize and validate job fields; every problem is reported at once, by field (PAY-1)."""
+    f = fields.normalized()
+    problems: dict[str, str] = {}
+    if len(f.title) < TITLE_MIN:
+        problems["title"] = f"must be at least {TITLE_MIN} characters"
+    elif len(f.title) > TITLE_MAX:
+        problems["title"] = f"must be at most {TITLE_MAX} characters"
+    if len(f.description) < DESCRIPTION_MIN:
+        problems["description"] = f"must be at least {DESCRIPTION_MIN} characters"
+    elif len(f.description) > DESCRIPTION_MAX:
+        problems["description"] = f"must be at most {DESCRIPTION_MAX} characters"
+    if not f.location:
+        problems["location"] = "is required"
+    elif len(f.location) > LOCATION_MAX:
+        problems["location"] = f"must be at most {LOCATION_MAX} characters"
+    if not f.employment_type:
+        problems["employment_type"] = "is required"
+    elif f.employment_type not in {e.value for e in EmploymentType}:
+        problems["employment_type"] = "must be one of " + ", ".join(e.value for e in EmploymentType)
+    if not f.category:
+        problems["category"] = "is required"
+    elif f.category not in categories:
+        problems["category"] = "must be one of " + ", ".join(sorted(categories))
+    problems.update(_salary_problems(f))
+    if problems:
+        raise ValidationError("the job has invalid fields", fields=problems)
+    return f
+
+
+def _salary_problems(f: JobFields) -> dict[str, str]:
+    """Problems of the optional salary range (minor units, min <= max, currency with a bound)."""
+    problems: dict[str, str] = {}
+    for name in ("salary_min_minor", "salary_max_minor"):
+        value = getattr(f, name)
+        if value < 0:
+            problems[name] = "must not be negative"
+        elif value > money.MAX_AMOUNT_MINOR:
+            problems[name] = "is too large"
+    has_bound = f.salary_min_minor > 0 or f.salary_max_minor > 0
+    if (
+        f.salary_min_minor > 0
+        and f.salary_max_minor > 0
+        and f.salary_min_minor > f.salary_max_minor
+        and "salary_min_minor" not in problems
+    ):
+        problems["salary_min_minor"] = "must not exceed salary_max_minor"
+    if has_bound and not f.salary_currency:
+        problems["salary_currency"] = "is required with a salary bound"
+    elif f.salary_currency and not money.is_cash(f.salary_currency):
+        problems["salary_currency"] = "must be an ISO 4217 currency code"
+    return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One recorded status change of a job (append-only audit trail, PAY-15)."""
+
+    job_id: str
+    from_status: JobStatus | None
+    to_status: JobStatus
+    actor: str
+    reason: str
+    at: datetime
+
+
+@dataclass(slots=True)
+class Job:
+    """A job posting: its fields, status and payment facts."""
+
+    id: str
+    company_id: str
+    fields: JobFields
+    status: JobStatus
+    created_at: datetime
+    updated_at: datetime
+    payment_id: str = ""
+    payment_status: PaymentStatus | None = None
+    payment_amount_minor: int = 0
+    payment_currency: str = ""
+    payment_method: str = ""
+    posted_at: datetime | None = None
+    expires_at: datetime | None = None
+    terms_version: str = ""
+    failure_reason: str = ""
+    saga_id: str = ""
+    pending: list[Transition] = field(default_factory=list, repr=False, compare=False)
+
+    @classmethod
+    def new_draft(
+        cls, job_id: str, company_id: str, fields: JobFields, actor: str, now: datetime
+    ) -> Job:
+        """A new draft, with its creation recorded as the first transition."""
+        job = cls(
+            id=job_id,
+            company_id=company_id,
+            fields=fields,
+            status=JobStatus.DRAFT,
+            created_at=now,
+            updated_at=now,
+        )
+        job.pending.append(Transition(job_id, None, JobStatus.DRAFT, actor, "draft created", now))
+        return job
+
+    def transition(self, to_status: JobStatus, *, actor: str, reason: str, now: datetime) -> None:
+        """Change status if the table allows it, recording who, when and why."""
+        if not can_transition(self.status, to_status):
+            raise InvalidTransition(self.id, self.status.value, to_status.value)
+        self.pending.append(Transition(self.id, self.status, to_status, actor, reason, now))
+        self.status = to_status
+        self.updated_at = now
+
+    def edit(self, fields: JobFields, now: datetime) -> None:
+        """Replace the fields of a draft (or of a job whose payment failed)."""
+        if self.status not in EDITABLE:
+            raise InvalidTransition(self.id, self.status.value, "edited")
+        self.fields = fields
+        self.updated_at = now
+
+    def start_payment(
+        self,
+        *,
+        saga_id: str,
+        method: str,
+        amount_minor: int,
+        currency: str,
+        terms_version: str,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """Move to pending_payment for one saga; the job records what it is being paid with."""
+        self.transition(JobStatus.PENDING_PAYMENT, actor=actor, reason=f"saga {saga_id}", now=now)
+        self.saga_id = saga_id
+        self.payment_id = ""
+        self.payment_status = PaymentStatus.PENDING
+        self.payment_method = method
+        self.payment_amount_minor = amount_minor
+        self.payment_currency = currency
+        self.terms_version = terms_version
+        self.failure_reason = ""
+
+    def activate(self, *, payment_id: str, posting_days: int, actor: str, now: datetime) -> None:
+        """Go live: the saga's Try succeeded and Confirm is being driven (PAY-4)."""
+        self.transition(JobStatus.ACTIVE, actor=actor, reason="payment reserved", now=now)
+        self.payment_id = payment_id or self.payment_id
+        self.posted_at = now
+        self.expires_at = now + timedelta(days=posting_days)
+
+    def fail_payment(
+        self, *, reason: str, refunded: bool, actor: str, now: datetime, payment_id: str = ""
+    ) -> None:
+        """The payment did not go through (or was returned): the job is kept, not posted (PAY-6)."""
+        self.transition(JobStatus.PAYMENT_FAILED, actor=actor, reason=reason, now=now)
+        self.payment_status = PaymentStatus.REFUNDED if refunded else PaymentStatus.FAILED
+        self.failure_reason = reason
+        self.payment_id = payment_id or self.payment_id
+        self.posted_at = None
+        self.expires_at = None
+
+    def drain_transitions(self) -> list[Transition]:
+        """The transitions not yet stored (repositories persist and clear them)."""
+        out, self.pending = self.pending, []
+        return out

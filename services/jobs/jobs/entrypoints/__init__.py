@@ -1,0 +1,1 @@
+"""Entrypoints of the jobs service: the gRPC servicer, background workers and the process main."""

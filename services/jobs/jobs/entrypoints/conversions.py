@@ -1,0 +1,229 @@
+"""Named conversions between the jobs contract (protobuf) and the domain."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from hirepay.common.v1 import common_pb2
+from hirepay.jobs.v1 import jobs_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay_platform.money import Money
+from jobs.adapters.participants import try_result_from_payment
+from jobs.domain import commands
+from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
+from jobs.domain.saga import TryResult, TryState
+from jobs.service_layer.answers import SagaAnswer
+from jobs.service_layer.handlers import JobPage, Preview
+from jobs.service_layer.saga import SettlementEvent
+
+_EMPLOYMENT_TO_DOMAIN = {
+    pb.FULL_TIME: EmploymentType.FULL_TIME.value,
+    pb.PART_TIME: EmploymentType.PART_TIME.value,
+    pb.CONTRACT: EmploymentType.CONTRACT.value,
+    pb.INTERNSHIP: EmploymentType.INTERNSHIP.value,
+    pb.TEMPORARY: EmploymentType.TEMPORARY.value,
+}
+_EMPLOYMENT_TO_PROTO = {v: k for k, v in _EMPLOYMENT_TO_DOMAIN.items()}
+_STATUS_TO_PROTO = {
+    JobStatus.DRAFT: pb.Job.DRAFT,
+    JobStatus.PENDING_PAYMENT: pb.Job.PENDING_PAYMENT,
+    JobStatus.PAYMENT_FAILED: pb.Job.PAYMENT_FAILED,
+    JobStatus.ACTIVE: pb.Job.ACTIVE,
+    JobStatus.EXPIRED: pb.Job.EXPIRED,
+    JobStatus.FILLED: pb.Job.FILLED,
+    JobStatus.CANCELLED: pb.Job.CANCELLED,
+}
+_PAYMENT_STATUS_TO_PROTO = {
+    PaymentStatus.PENDING: pb.Job.PENDING,
+    PaymentStatus.COMPLETED: pb.Job.COMPLETED,
+    PaymentStatus.FAILED: pb.Job.FAILED,
+    PaymentStatus.REFUNDED: pb.Job.REFUNDED,
+}
+# Settlement event types of the payments service and what they say about the branch.
+_EVENT_STATES = {
+    "payment.authorized": TryState.RESERVED,
+    "payment.captured": TryState.CAPTURED,
+    "payment.failed": TryState.FAILED,
+    "payment.voided": TryState.CANCELLED,
+    "payment.refunded": TryState.REFUNDED,
+}
+
+
+def timestamp(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def actor_from_proto(actor: common_pb2.Actor) -> commands.Actor:
+    return commands.Actor(user_id=actor.user_id.strip(), role=actor.role.strip().lower())
+
+
+def fields_from_proto(fields: pb.JobFields) -> JobFields:
+    """Domain fields; an unspecified or unknown employment type becomes "" (refused by validation)."""
+    return JobFields(
+        title=fields.title,
+        description=fields.description,
+        location=fields.location,
+        employment_type=_EMPLOYMENT_TO_DOMAIN.get(fields.employment_type, ""),
+        category=fields.category,
+        salary_min_minor=fields.salary_min_minor,
+        salary_max_minor=fields.salary_max_minor,
+        salary_currency=fields.salary_currency,
+    )
+
+
+def fields_to_proto(fields: JobFields) -> pb.JobFields:
+    return pb.JobFields(
+        title=fields.title,
+        description=fields.description,
+        location=fields.location,
+        employment_type=_EMPLOYMENT_TO_PROTO.get(
+            fields.employment_type, pb.EMPLOYMENT_TYPE_UNSPECIFIED
+        ),
+        category=fields.category,
+        salary_min_minor=fields.salary_min_minor,
+        salary_max_minor=fields.salary_max_minor,
+        salary_currency=fields.salary_currency,
+    )
+
+
+def money_to_proto(money: Money) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=money.amount_minor, currency=money.currency)
+
+
+def job_to_proto(job: Job) -> pb.Job:
+    """The contract's Job from a domain job."""
+    message = pb.Job(
+        job_id=job.id,
+        company_id=job.company_id,
+        fields=fields_to_proto(job.fields),
+        status=_STATUS_TO_PROTO[job.status],
+        payment_id=job.payment_id,
+        payment_status=_PAYMENT_STATUS_TO_PROTO.get(
+            job.payment_status, pb.Job.PAYMENT_STATUS_UNSPECIFIED
+        )
+        if job.payment_status
+        else pb.Job.PAYMENT_STATUS_UNSPECIFIED,
+        payment_method=job.payment_method,
+        terms_version=job.terms_version,
+        failure_reason=job.failure_reason,
+    )
+    if job.payment_currency:
+        message.payment_amount.CopyFrom(
+            common_pb2.Money(amount_minor=job.payment_amount_minor, currency=job.payment_currency)
+        )
+    for name, value in (
+        ("posted_at", job.posted_at),
+        ("expires_at", job.expires_at),
+        ("created_at", job.created_at),
+        ("updated_at", job.updated_at),
+    ):
+        ts = timestamp(value)
+        if ts is not None:
+            getattr(message, name).CopyFrom(ts)
+    return message
+
+
+def transition_to_proto(t: Transition) -> pb.JobTransition:
+    return pb.JobTransition(
+        from_status=_STATUS_TO_PROTO[t.from_status] if t.from_status else pb.Job.STATUS_UNSPECIFIED,
+        to_status=_STATUS_TO_PROTO[t.to_status],
+        actor=t.actor,
+        reason=t.reason,
+        at=timestamp(t.at),
+    )
+
+
+def page_to_proto(page: JobPage) -> pb.ListJobsResponse:
+    return pb.ListJobsResponse(
+        jobs=[job_to_proto(j) for j in page.jobs], next_page_token=page.next_page_token
+    )
+
+
+def preview_to_proto(preview: Preview) -> pb.PreviewJobResponse:
+    return pb.PreviewJobResponse(
+        job=job_to_proto(preview.job),
+        fee=money_to_proto(preview.fee),
+        fee_credits=preview.fee_credits,
+        terms_version=preview.terms_version,
+        posting_days=preview.posting_days,
+    )
+
+
+def request_fingerprint(request: pb.CreateJobWithPaymentRequest) -> str:
+    """The caller's body fingerprint, or one computed from the request without its key and actor."""
+    if request.request_fingerprint:
+        return request.request_fingerprint
+    body = pb.CreateJobWithPaymentRequest()
+    body.CopyFrom(request)
+    body.ClearField("request_id")
+    body.ClearField("actor")
+    return "sha256:" + hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
+
+
+def create_with_payment_from_proto(
+    request: pb.CreateJobWithPaymentRequest,
+) -> commands.CreateJobWithPayment:
+    payment = request.payment
+    expected = None
+    if payment.HasField("expected_amount"):
+        expected = Money(
+            payment.expected_amount.amount_minor, payment.expected_amount.currency.upper()
+        )
+    subject = request.WhichOneof("subject")
+    return commands.CreateJobWithPayment(
+        request_id=request.request_id.strip(),
+        actor=actor_from_proto(request.actor),
+        payment=commands.PaymentChoice(
+            method=payment.method,
+            payment_method_token=payment.payment_method,
+            return_url=payment.return_url,
+            cancel_url=payment.cancel_url,
+            expected_amount=expected,
+        ),
+        accept_terms=request.accept_terms,
+        fingerprint=request_fingerprint(request),
+        draft_id=request.draft_id if subject == "draft_id" else "",
+        fields=fields_from_proto(request.job) if subject == "job" else None,
+        terms_version=request.terms_version.strip(),
+        email=request.email,
+    )
+
+
+def answer_to_proto(answer: SagaAnswer) -> pb.CreateJobWithPaymentResponse:
+    return pb.CreateJobWithPaymentResponse(
+        job=job_to_proto(answer.job),
+        payment_id=answer.payment_id,
+        payment_state=answer.payment_state,
+        next_action_url=answer.next_action_url,
+        replayed=answer.replayed,
+        saga_id=answer.saga_id,
+    )
+
+
+def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:
+    """A payments settlement event in the saga's terms (the event type says what happened)."""
+    if event.HasField("payment"):
+        seen = try_result_from_payment(event.payment)
+        state = _EVENT_STATES.get(event.type, seen.state)
+        result = TryResult(
+            state=state,
+            payment_id=seen.payment_id,
+            provider_state=seen.provider_state,
+            next_action_url=seen.next_action_url,
+            failure_reason=seen.failure_reason,
+            failure_code=seen.failure_code,
+        )
+        branch = event.payment.branch
+        return SettlementEvent(
+            event.event_id, event.cursor, event.type, branch.global_tx_id, branch.branch_id, result
+        )
+    return SettlementEvent(
+        event.event_id, event.cursor, event.type, "", "", TryResult(state=TryState.ABSENT)
+    )

@@ -1,0 +1,107 @@
+"""The JobsService gRPC servicer: request -> command -> handler -> response, nothing more."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from hirepay.jobs.v1 import jobs_service_pb2 as pb
+from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+from jobs.domain import commands
+from jobs.entrypoints import conversions as conv
+from jobs.service_layer import handlers, saga
+from jobs.service_layer.ports import JobsUnitOfWork
+
+
+class JobsServicer(pb_grpc.JobsServiceServicer):
+    """Thin adapter from the contract to the use cases."""
+
+    def __init__(self, uow_factory: Callable[[], JobsUnitOfWork], deps: saga.SagaDeps) -> None:
+        self._uow = uow_factory
+        self._deps = deps
+        self._config = deps.config
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def CreateDraft(self, request: pb.CreateDraftRequest, context: Any) -> pb.JobResponse:
+        cmd = commands.CreateDraft(
+            actor=conv.actor_from_proto(request.actor),
+            fields=conv.fields_from_proto(request.fields),
+            request_id=request.request_id,
+        )
+        job = await handlers.create_draft(cmd, self._uow(), self._config)
+        return pb.JobResponse(job=conv.job_to_proto(job))
+
+    async def UpdateDraft(self, request: pb.UpdateDraftRequest, context: Any) -> pb.JobResponse:
+        cmd = commands.UpdateDraft(
+            actor=conv.actor_from_proto(request.actor),
+            job_id=request.job_id,
+            fields=conv.fields_from_proto(request.fields),
+            paths=tuple(request.update_mask.paths),
+            request_id=request.request_id,
+        )
+        job = await handlers.update_draft(cmd, self._uow(), self._config)
+        return pb.JobResponse(job=conv.job_to_proto(job))
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.JobResponse:
+        cmd = commands.GetJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
+        job = await handlers.get_job(cmd, self._uow())
+        return pb.JobResponse(job=conv.job_to_proto(job))
+
+    async def PreviewJob(
+        self, request: pb.PreviewJobRequest, context: Any
+    ) -> pb.PreviewJobResponse:
+        cmd = commands.PreviewJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
+        preview = await handlers.preview_job(cmd, self._uow(), self._config)
+        return conv.preview_to_proto(preview)
+
+    async def ListActiveJobs(
+        self, request: pb.ListActiveJobsRequest, context: Any
+    ) -> pb.ListJobsResponse:
+        cmd = commands.ListActiveJobs(
+            page_size=request.page.page_size,
+            page_token=request.page.page_token,
+            category=request.category,
+        )
+        return conv.page_to_proto(await handlers.list_active_jobs(cmd, self._uow()))
+
+    async def ListMyJobs(self, request: pb.ListMyJobsRequest, context: Any) -> pb.ListJobsResponse:
+        cmd = commands.ListMyJobs(
+            actor=conv.actor_from_proto(request.actor),
+            page_size=request.page.page_size,
+            page_token=request.page.page_token,
+        )
+        return conv.page_to_proto(await handlers.list_my_jobs(cmd, self._uow()))
+
+    async def CreateJobWithPayment(
+        self, request: pb.CreateJobWithPaymentRequest, context: Any
+    ) -> pb.CreateJobWithPaymentResponse:
+        cmd = conv.create_with_payment_from_proto(request)
+        answer = await saga.create_job_with_payment(cmd, self._uow(), self._deps)
+        return conv.answer_to_proto(answer)
+
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.JobResponse:
+        cmd = commands.CancelJob(
+            actor=conv.actor_from_proto(request.actor),
+            job_id=request.job_id,
+            reason=request.reason,
+            request_id=request.request_id,
+        )
+        job, saga_id = await handlers.cancel_job(cmd, self._uow(), self._config)
+        if saga_id:
+            # The refund is persisted as a saga step; drive it now, recovery retries on failure.
+            task = asyncio.create_task(saga.drive(saga_id, self._uow(), self._deps, poll=False))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return pb.JobResponse(job=conv.job_to_proto(job))
+
+    async def ListJobTransitions(
+        self, request: pb.ListJobTransitionsRequest, context: Any
+    ) -> pb.ListJobTransitionsResponse:
+        cmd = commands.ListJobTransitions(
+            actor=conv.actor_from_proto(request.actor), job_id=request.job_id
+        )
+        transitions = await handlers.list_transitions(cmd, self._uow())
+        return pb.ListJobTransitionsResponse(
+            transitions=[conv.transition_to_proto(t) for t in transitions]
+        )

@@ -1,0 +1,134 @@
+"""Background workers of the jobs service, each safe with several replicas running.
+
+- recovery: leases due sagas (FOR UPDATE SKIP LOCKED + lease expiry) and drives them to an end;
+- expiry: expires active postings past their period (FOR UPDATE SKIP LOCKED);
+- settlement: consumes the payments settlement stream from a cursor kept in the jobs database;
+  one replica at a time holds a PostgreSQL advisory lock on a dedicated connection (released by
+  the server if the process dies), and handlers are idempotent, so redelivery is harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+import grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
+from hirepay_platform.client import ServiceClient
+from hirepay_platform.grpc_status import from_rpc_error
+from jobs.entrypoints.conversions import settlement_event_from_proto
+from jobs.service_layer import handlers, saga
+from jobs.service_layer.ports import JobsUnitOfWork
+
+log = logging.getLogger(__name__)
+
+CONSUMER = "jobs-settlement"
+# Key of the advisory lock that elects the one settlement consumer (any constant unique in the DB).
+SETTLEMENT_LOCK_KEY = 0x4A4F4253  # "JOBS"
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+def recovery_worker(
+    uow_factory: Callable[[], JobsUnitOfWork], deps: saga.SagaDeps, interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Drive unfinished sagas after crashes, lost answers and transient participant failures."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                taken = await saga.recover_due(uow_factory(), deps)
+            except Exception:
+                log.exception("recovery tick failed")
+                taken = 0
+            if not taken:
+                await _sleep(stop, interval)
+
+    return run
+
+
+def expiry_worker(
+    uow_factory: Callable[[], JobsUnitOfWork], interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Expire postings past their period."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                expired = await handlers.expire_due(uow_factory())
+            except Exception:
+                log.exception("expiry tick failed")
+                expired = 0
+            if not expired:
+                await _sleep(stop, interval)
+
+    return run
+
+
+def settlement_worker(
+    engine: AsyncEngine,
+    uow_factory: Callable[[], JobsUnitOfWork],
+    deps: saga.SagaDeps,
+    payments: ServiceClient,
+    reconnect: float,
+) -> Callable[[asyncio.Event], object]:
+    """Consume payments' settlement events (PAY-9) while holding the consumer lock."""
+    stub = ppb_grpc.PaymentsServiceStub(payments.channel)
+
+    async def consume(stop: asyncio.Event) -> None:
+        async with uow_factory() as uow:
+            cursor = await uow.settlements.cursor(CONSUMER)
+        call = stub.StreamSettlementEvents(
+            ppb.StreamSettlementEventsRequest(after_cursor=cursor, follow=True, subsystem="jobs")
+        )
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            while not stop.is_set():
+                read = asyncio.create_task(call.read())
+                done, _ = await asyncio.wait({read, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:
+                    read.cancel()
+                    break
+                message = read.result()
+                if message is grpc.aio.EOF:
+                    break
+                event = settlement_event_from_proto(message)
+                await saga.apply_settlement_event(event, uow_factory(), deps, consumer=CONSUMER)
+        finally:
+            stopper.cancel()
+            call.cancel()
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with engine.connect() as conn:
+                    locked = await conn.scalar(
+                        text("SELECT pg_try_advisory_lock(:k)"), {"k": SETTLEMENT_LOCK_KEY}
+                    )
+                    await conn.commit()
+                    if locked:
+                        try:
+                            await consume(stop)
+                        finally:
+                            with contextlib.suppress(Exception):
+                                await conn.execute(
+                                    text("SELECT pg_advisory_unlock(:k)"),
+                                    {"k": SETTLEMENT_LOCK_KEY},
+                                )
+                                await conn.commit()
+            except grpc.aio.AioRpcError as exc:
+                log.info("settlement stream interrupted: %r", from_rpc_error(exc, "payments"))
+            except Exception:
+                log.exception("settlement consumer failed")
+            await _sleep(stop, reconnect)
+
+    return run

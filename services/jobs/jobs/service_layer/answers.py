@@ -1,0 +1,109 @@
+"""The stored answer of a saga: a snapshot of what CreateJobWithPayment returned, for replays."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any
+
+from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
+from jobs.domain.saga import Saga
+
+
+@dataclass(frozen=True, slots=True)
+class SagaAnswer:
+    """What CreateJobWithPayment answers: the job as it was, and the payment's state."""
+
+    job: Job
+    saga_id: str
+    payment_id: str
+    payment_state: str
+    next_action_url: str
+    replayed: bool = False
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def job_to_snapshot(job: Job) -> dict[str, Any]:
+    """A job as plain JSON values."""
+    return {
+        "id": job.id,
+        "company_id": job.company_id,
+        "fields": asdict(job.fields),
+        "status": job.status.value,
+        "created_at": _ts(job.created_at),
+        "updated_at": _ts(job.updated_at),
+        "payment_id": job.payment_id,
+        "payment_status": job.payment_status.value if job.payment_status else None,
+        "payment_amount_minor": job.payment_amount_minor,
+        "payment_currency": job.payment_currency,
+        "payment_method": job.payment_method,
+        "posted_at": _ts(job.posted_at),
+        "expires_at": _ts(job.expires_at),
+        "terms_version": job.terms_version,
+        "failure_reason": job.failure_reason,
+        "saga_id": job.saga_id,
+    }
+
+
+def job_from_snapshot(data: dict[str, Any]) -> Job:
+    """The job of a snapshot made by job_to_snapshot."""
+    created = _dt(data["created_at"])
+    updated = _dt(data["updated_at"])
+    assert created is not None and updated is not None
+    return Job(
+        id=data["id"],
+        company_id=data["company_id"],
+        fields=JobFields(**data["fields"]),
+        status=JobStatus(data["status"]),
+        created_at=created,
+        updated_at=updated,
+        payment_id=data["payment_id"],
+        payment_status=PaymentStatus(data["payment_status"]) if data["payment_status"] else None,
+        payment_amount_minor=data["payment_amount_minor"],
+        payment_currency=data["payment_currency"],
+        payment_method=data["payment_method"],
+        posted_at=_dt(data["posted_at"]),
+        expires_at=_dt(data["expires_at"]),
+        terms_version=data["terms_version"],
+        failure_reason=data["failure_reason"],
+        saga_id=data["saga_id"],
+    )
+
+
+def answer_to_snapshot(answer: SagaAnswer) -> dict[str, Any]:
+    return {
+        "job": job_to_snapshot(answer.job),
+        "saga_id": answer.saga_id,
+        "payment_id": answer.payment_id,
+        "payment_state": answer.payment_state,
+        "next_action_url": answer.next_action_url,
+    }
+
+
+def answer_from_snapshot(data: dict[str, Any], *, replayed: bool) -> SagaAnswer:
+    return SagaAnswer(
+        job=job_from_snapshot(data["job"]),
+        saga_id=data["saga_id"],
+        payment_id=data["payment_id"],
+        payment_state=data["payment_state"],
+        next_action_url=data["next_action_url"],
+        replayed=replayed,
+    )
+
+
+def answer_for(saga: Saga, job: Job) -> SagaAnswer:
+    """The answer describing a saga's job now."""
+    return SagaAnswer(
+        job=job,
+        saga_id=saga.id,
+        payment_id=saga.payment_id or job.payment_id,
+        payment_state=saga.provider_state,
+        next_action_url=saga.next_action_url if job.status is JobStatus.PENDING_PAYMENT else "",
+    )

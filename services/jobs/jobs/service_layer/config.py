@@ -1,0 +1,58 @@
+"""What the use cases need to know from configuration, as a plain value (built from settings)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from jobs.domain.pricing import PriceList, RefundPolicy
+
+
+def _never_crash(step: str) -> None:
+    """The default crash hook: production never crashes on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """Business and saga parameters of the jobs service."""
+
+    price_list: PriceList
+    terms_version: str
+    posting_days: int = 30
+    refund_policy: RefundPolicy = field(default_factory=RefundPolicy)
+    # Identity of this process in leases (several replicas may run).
+    instance_id: str = "jobs"
+    # How long a saga's holder may work on it before another replica may take over.
+    lease_seconds: float = 30.0
+    # A saga that has not reached activation by then is cancelled.
+    saga_deadline_seconds: float = 900.0
+    # A payment that settles later (bank transfer, 3-D Secure, checkout) may take this long.
+    settlement_deadline_seconds: float = 86_400.0
+    # How often recovery polls a saga waiting for settlement (a backstop for missed events).
+    settlement_poll_seconds: float = 60.0
+    # Backoff of retried Confirm / Cancel / Refund calls.
+    retry_base_seconds: float = 0.5
+    retry_max_seconds: float = 60.0
+    # How long a twin request waits for the first one to answer (PAY-8).
+    idempotency_wait_seconds: float = 10.0
+    idempotency_poll_seconds: float = 0.05
+    # A credits hold outlives the saga deadline so a recovered saga can still confirm it.
+    hold_expiry_seconds: int = 3_600
+    # Test-only fault: activation fails for jobs whose title contains this marker (PAY-7 tests).
+    fail_activation_marker: str = ""
+    # Test-only crash hook: called with each saga step name ("pending", "try", "activate",
+    # "confirm"); the process exits there when configured (crash-recovery tests).
+    crash_point: Callable[[str], None] = _never_crash
+
+
+def crash_hook(step_name: str) -> Callable[[str], None]:
+    """A crash hook that kills the process (exit 137, as kill -9 would) right after `step_name`."""
+    if not step_name:
+        return _never_crash
+
+    def crash(step: str) -> None:
+        if step == step_name:
+            os._exit(137)
+
+    return crash

@@ -1,0 +1,115 @@
+"""The ports the handlers need: repositories, the unit of work, and the saga's participants.
+
+Adapters implement them against PostgreSQL and gRPC; unit tests implement them in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol, Self
+
+from jobs.domain.model import Job, Transition
+from jobs.domain.saga import PaymentMethod, Saga, TryResult
+
+
+class JobRepository(Protocol):
+    async def add(self, job: Job) -> None:
+        """Insert a new job and its pending transitions."""
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        """One job; `for_update` locks it until the transaction ends."""
+
+    async def save(self, job: Job) -> None:
+        """Persist the job's current values and append its pending transitions."""
+
+    async def list_active(
+        self, category: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        """Active jobs, newest posting first, strictly after the (posted_at, id) cursor."""
+
+    async def list_by_company(
+        self, company_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        """A company's jobs in any status, newest first, strictly after the (created_at, id) cursor."""
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        """A job's recorded transitions, oldest first."""
+
+    async def lock_expired(self, now: datetime, limit: int) -> list[Job]:
+        """Up to `limit` active jobs past their expiry, locked, skipping rows other workers hold."""
+
+
+class SagaRepository(Protocol):
+    async def insert(self, saga: Saga) -> bool:
+        """Insert-first on (company_id, request_id): True if inserted, False if the key exists."""
+
+    async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
+
+    async def get_by_key(self, company_id: str, request_id: str) -> Saga | None: ...
+
+    async def save(self, saga: Saga) -> None:
+        """Persist the saga's current values."""
+
+    async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
+        """Append one entry to the saga's durable log (append-only)."""
+
+    async def claim_due(
+        self, now: datetime, owner: str, lease_until: datetime, limit: int
+    ) -> list[Saga]:
+        """Lease up to `limit` unfinished sagas that nobody holds and that are due, skipping rows
+        another worker is claiming (FOR UPDATE SKIP LOCKED): no two workers take the same saga."""
+
+    async def count_stuck(self, now: datetime) -> int:
+        """Unfinished sagas past their deadline."""
+
+
+class SettlementRepository(Protocol):
+    async def cursor(self, consumer: str) -> int:
+        """The last settlement-event cursor the consumer has applied (0 if none)."""
+
+    async def advance(self, consumer: str, cursor: int) -> None:
+        """Record that events up to `cursor` are applied (in the same transaction as their effect)."""
+
+
+class JobsUnitOfWork(Protocol):
+    """One local transaction over the jobs repositories; rolls back unless committed.
+
+    Entering it again after it exits opens a new transaction (a saga spans several)."""
+
+    jobs: JobRepository
+    sagas: SagaRepository
+    settlements: SettlementRepository
+    clock: Callable[[], datetime]
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def commit(self) -> None: ...
+
+
+class Participant(Protocol):
+    """One Try-Confirm-Cancel participant (payments for money, the wallet for credits).
+
+    Every call is idempotent on the saga's branch; errors are HirepayError with the participant's
+    reason (RemoteError from the gRPC adapters)."""
+
+    async def try_(self, saga: Saga) -> TryResult:
+        """Reserve the saga's amount (Authorize / ReserveHold)."""
+
+    async def confirm(self, saga: Saga) -> TryResult:
+        """Take the reserved money (Capture / ConfirmHold)."""
+
+    async def cancel(self, saga: Saga, reason: str) -> TryResult:
+        """Release the reservation (Void / CancelHold); succeeds even if no Try ever arrived."""
+
+    async def refund(self, saga: Saga, amount_minor: int, reason: str) -> None:
+        """Return taken money (Refund / a reversal transfer)."""
+
+    async def inspect(self, saga: Saga) -> TryResult:
+        """Read the branch's state (GetPaymentByBranch / GetHold); ABSENT if no Try is recorded."""
+
+
+class Participants(Protocol):
+    def for_method(self, method: PaymentMethod) -> Participant: ...
