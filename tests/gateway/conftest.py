@@ -1,0 +1,137 @@
+"""Gateway test fixtures: fake gRPC backends in this process and the gateway as a real process.
+
+The gateway runs as `python -m gateway` (uvicorn) on a free port and is called over HTTP with httpx.
+Its backends are fake gRPC servers in the test's event loop, so tests must call the gateway with
+the async client (a blocking call would stall the fakes it is waiting on).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from gateway_fakes import (
+    FakeJobs,
+    FakePayments,
+    FakeServer,
+    start_jobs,
+    start_payments,
+    start_wallet,
+)
+
+from gateway.auth import issue_token
+from hirepay_dev.procs import Process, free_port, http_ready, python_module
+
+KEYS = {
+    "k1": "gateway-test-key-one-0123456789abcdef",
+    "k2": "gateway-test-key-two-0123456789abcdef",
+}
+ISSUER = "hirepay-test"
+AUDIENCE = "hirepay-api"
+RATE_LIMIT = 3
+
+
+def token(role: str, user: str, *, kid: str = "k1", **kwargs: Any) -> str:
+    """A token the test gateway accepts (unless the arguments say otherwise)."""
+    kwargs.setdefault("issuer", ISSUER)
+    kwargs.setdefault("audience", AUDIENCE)
+    return issue_token(user_id=user, role=role, kid=kid, secret=KEYS.get(kid, "x" * 40), **kwargs)
+
+
+def bearer(role: str, user: str, **kwargs: Any) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(role, user, **kwargs)}"}
+
+
+@dataclass
+class Backends:
+    jobs: FakeJobs
+    payments: FakePayments
+    jobs_server: FakeServer
+    payments_server: FakeServer
+    wallet_server: FakeServer
+
+
+@dataclass
+class Gateway:
+    url: str
+    process: Process
+    spans_path: Path
+
+    def log_text(self) -> str:
+        assert self.process.log_path is not None
+        return self.process.log_path.read_text(errors="replace")
+
+    def spans(self) -> list[dict[str, Any]]:
+        if not self.spans_path.exists():
+            return []
+        return [json.loads(line) for line in self.spans_path.read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="session")
+async def backends() -> AsyncIterator[Backends]:
+    jobs, payments = FakeJobs(), FakePayments()
+    servers = [await start_jobs(jobs), await start_payments(payments), await start_wallet()]
+    yield Backends(jobs, payments, *servers)
+    for server in servers:
+        await server.server.stop(0)
+
+
+def start_gateway(name: str, env: dict[str, str]) -> tuple[Process, str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = Process(
+        name=name,
+        argv=python_module("gateway"),
+        env={"GATEWAY_PORT": str(port), "GATEWAY_PUBLIC_URL": url, **env},
+        ready=http_ready(f"{url}/healthz"),
+    ).start(timeout=30)
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def gateway(backends: Backends, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The production-configured gateway: two rotation keys, no development key."""
+    spans = tmp_path_factory.mktemp("traces") / "spans.jsonl"
+    process, url = start_gateway(
+        "gateway-tests",
+        {
+            "GATEWAY_ENV": "production",
+            "GATEWAY_JWT_KEYS": json.dumps(KEYS),
+            "GATEWAY_JWT_ISSUER": ISSUER,
+            "GATEWAY_JWT_AUDIENCE": AUDIENCE,
+            "GATEWAY_JOBS_TARGET": backends.jobs_server.target,
+            "GATEWAY_PAYMENTS_TARGET": backends.payments_server.target,
+            "GATEWAY_WALLET_TARGET": backends.wallet_server.target,
+            "GATEWAY_RATE_LIMIT_PER_MINUTE": str(RATE_LIMIT),
+            "GATEWAY_RPC_TIMEOUT_SECONDS": "2",
+            "GATEWAY_SAGA_TIMEOUT_SECONDS": "3",
+            "HIREPAY_TRACES": f"file:{spans}",
+        },
+    )
+    yield Gateway(url, process, spans)
+    process.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_scripts(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts with the fakes' default behaviour and no recorded calls."""
+    if "backends" not in request.fixturenames:
+        yield
+        return
+    fakes: Backends = request.getfixturevalue("backends")
+    fakes.jobs.reset()
+    fakes.payments.reset()
+    yield
+    fakes.jobs.reset()
+    fakes.payments.reset()
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as http:
+        yield http

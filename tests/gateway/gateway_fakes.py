@@ -1,0 +1,269 @@
+"""Fake jobs, payments and wallet gRPC servers for the gateway tests.
+
+Each fake is a real grpc.aio server in the test process behind the platform's PlatformInterceptor,
+so a domain error raised by a scripted handler reaches the gateway exactly as a real service would
+send it (status code + google.rpc.ErrorInfo). Every call is recorded with its request and metadata.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+from hirepay.common.v1 import common_pb2
+from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from hirepay.payments.v1 import payments_service_pb2 as pay_pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
+from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.server import PlatformInterceptor
+
+Handler = Callable[[Any], Any]
+
+
+def ts(seconds: int = 1_790_000_000) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds)
+
+
+def domain_error(reason: str, kind: ErrorKind, **metadata: str) -> HirepayError:
+    """An error as a service raises it (the interceptor turns it into status + ErrorInfo)."""
+    return HirepayError(
+        f"{reason.lower()} (from the fake)", reason=reason, kind=kind, metadata=metadata
+    )
+
+
+def make_job(
+    job_id: str = "job_1",
+    company_id: str = "company-a",
+    status: int = jobs_pb.Job.ACTIVE,
+    **overrides: Any,
+) -> jobs_pb.Job:
+    job = jobs_pb.Job(
+        job_id=job_id,
+        company_id=company_id,
+        status=status,
+        fields=jobs_pb.JobFields(
+            title="Senior Python Engineer",
+            description="Build the payment backbone of a job marketplace.",
+            location="Remote",
+            employment_type=jobs_pb.FULL_TIME,
+            category="engineering",
+            salary_min_minor=9_000_000,
+            salary_max_minor=12_000_000,
+            salary_currency="USD",
+        ),
+        terms_version="2026-01",
+        created_at=ts(1_790_000_000),
+        updated_at=ts(1_790_000_100),
+    )
+    if status in (jobs_pb.Job.ACTIVE, jobs_pb.Job.PENDING_PAYMENT):
+        job.payment_id = "pay_123"
+        job.payment_method = "card"
+        job.payment_amount.CopyFrom(common_pb2.Money(amount_minor=4900, currency="USD"))
+        job.payment_status = (
+            jobs_pb.Job.COMPLETED if status == jobs_pb.Job.ACTIVE else jobs_pb.Job.PENDING
+        )
+    if status == jobs_pb.Job.ACTIVE:
+        job.posted_at.CopyFrom(ts(1_790_000_100))
+        job.expires_at.CopyFrom(ts(1_792_592_100))
+    _apply(job, overrides)
+    return job
+
+
+def make_transaction(
+    transaction_id: str = "txn_abc123", user_id: str = "company-a", **overrides: Any
+) -> pay_pb.Transaction:
+    txn = pay_pb.Transaction(
+        transaction_id=transaction_id,
+        status=pay_pb.Transaction.SUCCESS,
+        user_type=pay_pb.USER_TYPE_COMPANY,
+        user_id=user_id,
+        email="company@example.com",
+        amount=common_pb2.Money(amount_minor=3000, currency="USD"),
+        payment_method="STRIPE",
+        provider="stripe",
+        plan="MONTHLY",
+        subscription_start_date="2026-01-10",
+        subscription_end_date="2026-02-10",
+        created_at=ts(1_768_040_400),
+        updated_at=ts(1_768_040_700),
+    )
+    _apply(txn, overrides)
+    return txn
+
+
+def _apply(message: Message, overrides: dict[str, Any]) -> None:
+    for key, value in overrides.items():
+        if isinstance(value, Message):
+            getattr(message, key).CopyFrom(value)
+        else:
+            setattr(message, key, value)
+
+
+@dataclass
+class Call:
+    """One RPC the fake received."""
+
+    method: str
+    request: Any
+    metadata: dict[str, str]
+
+
+@dataclass
+class Scripted:
+    """Base of the fakes: per-method handlers a test may replace, and the calls received."""
+
+    defaults: dict[str, Handler] = field(default_factory=dict)
+    handlers: dict[str, Handler] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+
+    def reset(self) -> None:
+        self.handlers.clear()
+        self.calls.clear()
+
+    def on(self, method: str, handler: Handler | BaseException | Any) -> None:
+        """Script `method`: a callable(request), an exception to raise, or a response to return."""
+        if isinstance(handler, BaseException):
+            error = handler
+
+            def raise_it(_request: Any) -> Any:
+                raise error
+
+            self.handlers[method] = raise_it
+        elif callable(handler):
+            self.handlers[method] = handler
+        else:
+            self.handlers[method] = lambda _request: handler
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def dispatch(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        metadata = {m.key: m.value for m in context.invocation_metadata() or ()}
+        self.calls.append(Call(method, request, metadata))
+        handler = self.handlers.get(method) or self.defaults.get(method)
+        if handler is None:
+            raise HirepayError("not scripted", reason="UNIMPLEMENTED_IN_FAKE")
+        result = handler(request)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+
+def _servicer(base: type, fake: Scripted, methods: list[str]) -> Any:
+    """A servicer subclass whose every RPC goes through `fake.dispatch`."""
+
+    def make(name: str) -> Callable[..., Any]:
+        async def rpc(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+            return await fake.dispatch(name, request, context)
+
+        return rpc
+
+    return type(f"Fake{base.__name__}", (base,), {m: make(m) for m in methods})()
+
+
+class FakeJobs(Scripted):
+    def __init__(self) -> None:
+        super().__init__()
+        self.defaults.update(
+            {
+                "GetJob": lambda r: jobs_pb.JobResponse(job=make_job(r.job_id)),
+                "CreateDraft": lambda r: jobs_pb.JobResponse(
+                    job=make_job("job_draft", r.actor.user_id, jobs_pb.Job.DRAFT, fields=r.fields)
+                ),
+                "ListActiveJobs": lambda r: jobs_pb.ListJobsResponse(jobs=[make_job()]),
+                "ListMyJobs": lambda r: jobs_pb.ListJobsResponse(
+                    jobs=[make_job("job_m", r.actor.user_id, jobs_pb.Job.DRAFT)]
+                ),
+            }
+        )
+
+
+class FakePayments(Scripted):
+    pass
+
+
+JOBS_METHODS = [
+    "CreateDraft",
+    "UpdateDraft",
+    "GetJob",
+    "PreviewJob",
+    "ListActiveJobs",
+    "ListMyJobs",
+    "CreateJobWithPayment",
+    "CancelJob",
+    "ListJobTransitions",
+]
+PAYMENTS_METHODS = [
+    "Authorize",
+    "Capture",
+    "Void",
+    "Refund",
+    "GetPayment",
+    "GetPaymentByBranch",
+    "ListPaymentAttempts",
+    "Subscribe",
+    "GetTransaction",
+    "CancelCheckout",
+    "ListPlans",
+    "HandleProviderEvent",
+]
+
+
+@dataclass
+class FakeServer:
+    """One fake service listening on loopback, with its own health servicer."""
+
+    name: str
+    server: grpc.aio.Server
+    port: int
+    health: health.aio.HealthServicer
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        await self.health.set("", status)
+
+
+async def start_fake(
+    name: str, add: Callable[[Any, grpc.aio.Server], None] | None, servicer: Any
+) -> FakeServer:
+    server = grpc.aio.server(interceptors=[PlatformInterceptor(name)])
+    if add is not None:
+        add(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    fake = FakeServer(name, server, port, health_servicer)
+    await fake.set_serving(True)
+    return fake
+
+
+async def start_jobs(fake: FakeJobs) -> FakeServer:
+    servicer = _servicer(jobs_grpc.JobsServiceServicer, fake, JOBS_METHODS)
+    return await start_fake("jobs", jobs_grpc.add_JobsServiceServicer_to_server, servicer)
+
+
+async def start_payments(fake: FakePayments) -> FakeServer:
+    servicer = _servicer(pay_grpc.PaymentsServiceServicer, fake, PAYMENTS_METHODS)
+    return await start_fake("payments", pay_grpc.add_PaymentsServiceServicer_to_server, servicer)
+
+
+async def start_wallet() -> FakeServer:
+    """The wallet is only health-checked by the gateway."""
+    return await start_fake("wallet", None, None)
