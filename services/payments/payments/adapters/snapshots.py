@@ -1,0 +1,98 @@
+"""JSON snapshots of payments and transactions as they were when a settlement event was written."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from payments.domain.model import (
+    Method,
+    Payment,
+    PaymentState,
+    PendingOp,
+    TccBranch,
+    Transaction,
+    TxnStatus,
+    UserType,
+)
+
+# Internal bookkeeping (keys, tokens, fingerprints) stays out of published events.
+_PAYMENT_PRIVATE = {
+    "fingerprint",
+    "payment_method_token",
+    "authorize_key",
+    "capture_key",
+    "void_key",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return value
+
+
+def dump(payment: Payment | None, txn: Transaction | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if payment is not None:
+        p = {
+            name: _jsonable(getattr(payment, name))
+            for name in Payment.__slots__  # type: ignore[attr-defined]
+            if name not in _PAYMENT_PRIVATE and name != "branch"
+        }
+        p["branch"] = [payment.branch.global_tx_id, payment.branch.branch_id]
+        out["payment"] = p
+    if txn is not None:
+        out["transaction"] = {
+            name: _jsonable(getattr(txn, name))
+            for name in Transaction.__slots__  # type: ignore[attr-defined]
+            if name not in ("checkout_key", "expire_key")
+        }
+        out["transaction"]["metadata"] = {
+            k: v for k, v in txn.metadata.items() if k != "fingerprint"
+        }
+    return out
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _d(value: str | None) -> date | None:
+    return date.fromisoformat(value) if value else None
+
+
+def load(snapshot: dict[str, Any]) -> tuple[Payment | None, Transaction | None]:
+    payment = txn = None
+    if "payment" in snapshot:
+        p = dict(snapshot["payment"])
+        g, b = p.pop("branch")
+        payment = Payment(
+            **{
+                **p,
+                "branch": TccBranch(g, b),
+                "method": Method(p["method"]),
+                "state": PaymentState(p["state"]),
+                "pending_op": PendingOp(p["pending_op"]) if p.get("pending_op") else None,
+                "created_at": _dt(p["created_at"]),
+                "updated_at": _dt(p["updated_at"]),
+                "next_poll_at": _dt(p.get("next_poll_at")),
+            }
+        )
+    if "transaction" in snapshot:
+        x = dict(snapshot["transaction"])
+        txn = Transaction(
+            **{
+                **x,
+                "status": TxnStatus(x["status"]),
+                "user_type": UserType(x["user_type"]),
+                "created_at": _dt(x["created_at"]),
+                "updated_at": _dt(x["updated_at"]),
+                "expires_at": _dt(x.get("expires_at")),
+                "subscription_start": _d(x.get("subscription_start")),
+                "subscription_end": _d(x.get("subscription_end")),
+            }
+        )
+    return payment, txn

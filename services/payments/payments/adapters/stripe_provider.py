@@ -1,0 +1,368 @@
+"""The Stripe adapter: the PaymentProvider port over the official `stripe` SDK (async methods).
+
+Stripe objects and exceptions stop here: intents, sessions and events are mapped to the domain's
+provider types, and SDK errors to CardDeclined / InvalidRequest / OutcomeUnknown. Every call has a
+deadline (PROVIDER_TIMEOUT_SECONDS) and no SDK-level retries: retries are ours, with the same
+idempotency key, so a retry can never charge twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import httpx
+import stripe
+
+from payments.domain.provider import (
+    AuthorizeIntent,
+    CardDeclined,
+    CheckoutRequest,
+    CheckoutStatus,
+    IntentStatus,
+    InvalidRequest,
+    OutcomeUnknown,
+    ProviderCheckout,
+    ProviderErrorInfo,
+    ProviderEvent,
+    ProviderIntent,
+    ProviderRefund,
+    SignatureInvalid,
+)
+
+T = TypeVar("T")
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+def _plain(obj: Any) -> dict[str, Any]:
+    """A Stripe object (or dict) as plain JSON-like data."""
+    if obj is None:
+        return {}
+    if isinstance(obj, dict) and not hasattr(obj, "to_dict"):
+        return obj
+    if hasattr(obj, "to_dict"):
+        return obj.to_dict(recursive=True)
+    return dict(obj)
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in (value or {}).items()}
+
+
+def _id(value: Any) -> str:
+    """An expandable field: either an id or an object with an id."""
+    if isinstance(value, dict):
+        return str(value.get("id") or "")
+    return str(value or "")
+
+
+def _ts(value: Any) -> datetime | None:
+    return datetime.fromtimestamp(int(value), UTC) if value else None
+
+
+def intent_from(data: Mapping[str, Any]) -> ProviderIntent:
+    error = data.get("last_payment_error") or None
+    next_action = data.get("next_action") or {}
+    url = ""
+    if next_action:
+        redirect = next_action.get("redirect_to_url") or {}
+        url = redirect.get("url") or next_action.get("url") or ""
+        if not url:
+            sdk = next_action.get("use_stripe_sdk") or {}
+            url = sdk.get("stripe_js") or sdk.get("url") or ""
+    return ProviderIntent(
+        id=str(data["id"]),
+        status=IntentStatus(data["status"]),
+        amount_minor=int(data.get("amount") or 0),
+        currency=str(data.get("currency") or "").upper(),
+        amount_capturable=int(data.get("amount_capturable") or 0),
+        amount_received=int(data.get("amount_received") or 0),
+        customer_id=_id(data.get("customer")),
+        next_action_url=str(url),
+        last_error=(
+            ProviderErrorInfo(
+                code=str(error.get("code") or ""),
+                decline_code=str(error.get("decline_code") or ""),
+                message=str(error.get("message") or ""),
+                param=str(error.get("param") or ""),
+            )
+            if error
+            else None
+        ),
+        metadata=_str_map(data.get("metadata")),
+        cancellation_reason=str(data.get("cancellation_reason") or ""),
+    )
+
+
+def checkout_from(data: Mapping[str, Any]) -> ProviderCheckout:
+    return ProviderCheckout(
+        id=str(data["id"]),
+        status=CheckoutStatus(data.get("status") or "open"),
+        payment_status=str(data.get("payment_status") or "unpaid"),
+        url=str(data.get("url") or ""),
+        expires_at=_ts(data.get("expires_at")),
+        payment_intent_id=_id(data.get("payment_intent")),
+        customer_id=_id(data.get("customer")),
+        amount_minor=int(data.get("amount_total") or 0),
+        currency=str(data.get("currency") or "").upper(),
+        metadata=_str_map(data.get("metadata")),
+    )
+
+
+def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
+    body = exc.json_body if isinstance(exc.json_body, dict) else {}
+    error = body.get("error")
+    return error if isinstance(error, dict) else {}
+
+
+def map_error(exc: BaseException) -> BaseException:
+    """The domain failure for an SDK (or transport) exception."""
+    if isinstance(exc, stripe.CardError):
+        err = _error_body(exc)
+        info = ProviderErrorInfo(
+            code=str(err.get("code") or exc.code or "card_declined"),
+            decline_code=str(err.get("decline_code") or ""),
+            message=str(err.get("message") or exc.user_message or "Your card was declined."),
+            param=str(err.get("param") or ""),
+        )
+        return CardDeclined(info, intent_id=_id(err.get("payment_intent")))
+    if isinstance(exc, stripe.IdempotencyError):
+        return InvalidRequest(str(exc.user_message or exc), code="idempotency_error", status=400)
+    if isinstance(exc, stripe.InvalidRequestError):
+        err = _error_body(exc)
+        return InvalidRequest(
+            str(err.get("message") or exc.user_message or exc),
+            code=str(err.get("code") or exc.code or ""),
+            param=str(err.get("param") or exc.param or ""),
+            status=int(exc.http_status or 400),
+        )
+    if isinstance(exc, stripe.APIConnectionError):
+        timeout = isinstance(exc.__cause__, httpx.TimeoutException)
+        return OutcomeUnknown(
+            "provider timed out" if timeout else "provider unreachable", timeout=timeout
+        )
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return OutcomeUnknown("provider timed out", timeout=True)
+    if isinstance(exc, stripe.StripeError):
+        # 5xx, 409 (a concurrent request with the same key), 429, auth problems: no usable answer.
+        return OutcomeUnknown(f"provider error (HTTP {exc.http_status})", timeout=False)
+    if isinstance(exc, httpx.TimeoutException):
+        return OutcomeUnknown("provider timed out", timeout=True)
+    if isinstance(exc, httpx.HTTPError | OSError):
+        return OutcomeUnknown("provider unreachable", timeout=False)
+    return exc
+
+
+class StripeProvider:
+    """PaymentProvider backed by Stripe (or the Stripe-compatible sandbox)."""
+
+    name = "stripe"
+
+    def __init__(
+        self,
+        api_key: str,
+        *,
+        api_base: str = "",
+        webhook_secrets: list[str] | None = None,
+        timeout: float = 8.0,
+    ) -> None:
+        self._timeout = timeout
+        self._webhook_secrets = list(webhook_secrets or [])
+        self.client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base.rstrip("/")} if api_base else None,
+            http_client=stripe.HTTPXClient(timeout=timeout),
+            max_network_retries=0,
+        )
+
+    async def _run(self, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+        try:
+            result = await asyncio.wait_for(fn(), timeout=self._timeout)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            mapped = map_error(exc)
+            if mapped is exc:
+                raise
+            raise mapped from None
+        return _plain(result)
+
+    # --- payments ---------------------------------------------------------------------------
+
+    async def create_customer(self, email: str, idempotency_key: str) -> str:
+        data = await self._run(
+            lambda: self.client.v1.customers.create_async(
+                params={"email": email}, options={"idempotency_key": idempotency_key}
+            )
+        )
+        return str(data["id"])
+
+    async def authorize(self, request: AuthorizeIntent, idempotency_key: str) -> ProviderIntent:
+        params: dict[str, Any] = {
+            "amount": request.amount_minor,
+            "currency": request.currency.lower(),
+            "payment_method": request.payment_method,
+            "confirm": True,
+            "capture_method": "manual" if request.manual_capture else "automatic",
+            "metadata": dict(request.metadata),
+        }
+        if request.manual_capture:
+            params["payment_method_types"] = ["card"]
+        else:
+            params["payment_method_types"] = ["us_bank_account"]
+        if request.description:
+            params["description"] = request.description
+        if request.return_url:
+            params["return_url"] = request.return_url
+        if request.email:
+            params["receipt_email"] = request.email
+        data = await self._run(
+            lambda: self.client.v1.payment_intents.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        return intent_from(data)
+
+    async def capture(
+        self, intent_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProviderIntent:
+        params: dict[str, Any] = {"amount_to_capture": amount_minor} if amount_minor else {}
+        data = await self._run(
+            lambda: self.client.v1.payment_intents.capture_async(
+                intent_id,
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        return intent_from(data)
+
+    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderIntent:
+        data = await self._run(
+            lambda: self.client.v1.payment_intents.cancel_async(
+                intent_id, options={"idempotency_key": idempotency_key}
+            )
+        )
+        return intent_from(data)
+
+    async def refund(
+        self,
+        intent_id: str,
+        amount_minor: int,
+        reason: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ProviderRefund:
+        params: dict[str, Any] = {
+            "payment_intent": intent_id,
+            "amount": amount_minor,
+            "metadata": dict(metadata),
+        }
+        if reason:
+            params["reason"] = reason
+        data = await self._run(
+            lambda: self.client.v1.refunds.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        return ProviderRefund(
+            id=str(data["id"]),
+            status=str(data.get("status") or "succeeded"),
+            amount_minor=int(data.get("amount") or amount_minor),
+        )
+
+    async def retrieve_payment(self, intent_id: str) -> ProviderIntent:
+        data = await self._run(lambda: self.client.v1.payment_intents.retrieve_async(intent_id))
+        return intent_from(data)
+
+    # --- hosted checkout ----------------------------------------------------------------------
+
+    async def create_checkout(
+        self, request: CheckoutRequest, idempotency_key: str
+    ) -> ProviderCheckout:
+        intent_data: dict[str, Any] = {"metadata": dict(request.metadata)}
+        if request.manual_capture:
+            intent_data["capture_method"] = "manual"
+        params: dict[str, Any] = {
+            "mode": "payment",
+            "line_items": [
+                {
+                    "quantity": 1,
+                    "price_data": {
+                        "currency": request.currency.lower(),
+                        "unit_amount": request.amount_minor,
+                        "product_data": {"name": request.product_name},
+                    },
+                }
+            ],
+            "success_url": request.success_url,
+            "cancel_url": request.cancel_url,
+            "client_reference_id": request.client_reference_id,
+            "metadata": dict(request.metadata),
+            "payment_intent_data": intent_data,
+        }
+        if request.email:
+            params["customer_email"] = request.email
+        if request.expires_at is not None:
+            params["expires_at"] = int(request.expires_at.timestamp())
+        data = await self._run(
+            lambda: self.client.v1.checkout.sessions.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        return checkout_from(data)
+
+    async def expire_checkout(self, session_id: str, idempotency_key: str) -> ProviderCheckout:
+        data = await self._run(
+            lambda: self.client.v1.checkout.sessions.expire_async(
+                session_id, options={"idempotency_key": idempotency_key}
+            )
+        )
+        return checkout_from(data)
+
+    async def retrieve_checkout(self, session_id: str) -> ProviderCheckout:
+        data = await self._run(lambda: self.client.v1.checkout.sessions.retrieve_async(session_id))
+        return checkout_from(data)
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    def construct_event(self, payload: bytes, signature: str) -> ProviderEvent:
+        """Verify the Stripe-Signature over the raw bytes with any configured secret (rotation),
+        within the 300 s tolerance; only then parse the body."""
+        if not self._webhook_secrets:
+            raise SignatureInvalid("no webhook secret is configured")
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SignatureInvalid("body is not UTF-8") from None
+        last: Exception | None = None
+        for secret in self._webhook_secrets:
+            try:
+                stripe.WebhookSignature.verify_header(
+                    text, signature, secret, WEBHOOK_TOLERANCE_SECONDS
+                )
+                break
+            except stripe.SignatureVerificationError as exc:
+                last = exc
+        else:
+            reason = str(getattr(last, "user_message", "") or last or "signature mismatch")
+            raise SignatureInvalid(reason.split(".")[0])
+        try:
+            body = json.loads(text)
+            obj = body["data"]["object"]
+            return ProviderEvent(
+                id=str(body["id"]),
+                type=str(body["type"]),
+                created=_ts(body.get("created")) or datetime.now(UTC),
+                object_type=str(obj.get("object") or ""),
+                object_id=str(obj.get("id") or ""),
+                metadata=_str_map(obj.get("metadata")),
+                payment_intent_id=_id(obj.get("payment_intent")),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SignatureInvalid("signed body is not a Stripe event") from None

@@ -1,0 +1,41 @@
+"""The payments service's settings, from PAYMENTS_* environment variables (fails fast when invalid)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from hirepay_platform.settings import ServiceSettings
+
+
+class PaymentsSettings(ServiceSettings):
+    """Everything the payments process reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PAYMENTS_", extra="ignore", frozen=True)
+
+    grpc_port: int = 50052
+    metrics_port: int = 9102
+    # The provider: the local sandbox by default; an empty base means real Stripe.
+    stripe_api_key: SecretStr = SecretStr("sk_test_sandbox")
+    stripe_api_base: str = "http://127.0.0.1:12111"
+    # Comma-separated webhook signing secrets; several are accepted during a rotation.
+    stripe_webhook_secrets: SecretStr = SecretStr("")
+    provider_timeout_seconds: float = 8.0
+    # Backoff of the poller that resolves UNKNOWN payments and pending refunds.
+    poll_interval_seconds: float = 1.0
+    poll_max_interval_seconds: float = 60.0
+    poll_batch_size: int = 20
+    # Where a customer who cancels a hosted checkout lands first ({ref} = our transaction/payment id).
+    checkout_cancel_url: str = "http://127.0.0.1:8080/api/payments/checkout/cancel?ref={ref}"
+    checkout_ttl_seconds: int = 3600
+    # Optional JSON file overriding the default plans.
+    plans_file: str = ""
+    # Optional signed HTTP callbacks of settlement events: "subsystem=url,subsystem2=url2" or JSON.
+    callback_urls: str = ""
+    callback_secret: SecretStr = SecretStr("")
+    callback_timeout_seconds: float = 5.0
+
+    @property
+    def webhook_secrets(self) -> list[str]:
+        raw = self.stripe_webhook_secrets.get_secret_value()
+        return [s.strip() for s in raw.split(",") if s.strip()]

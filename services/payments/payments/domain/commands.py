@@ -1,0 +1,72 @@
+"""Commands the payments service handles: what each use case is asked, in domain terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from payments.domain.model import Method, TccBranch, UserType
+
+
+@dataclass(frozen=True, slots=True)
+class Authorize:
+    request_id: str
+    branch: TccBranch
+    owner_id: str
+    amount_minor: int
+    currency: str
+    method: Method | None
+    payment_method_token: str = ""
+    description: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    return_url: str = ""
+    cancel_url: str = ""
+    email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    request_id: str
+    branch: TccBranch
+    amount_minor: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Void:
+    request_id: str
+    branch: TccBranch
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Refund:
+    request_id: str
+    payment_id: str
+    amount_minor: int = 0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    request_id: str
+    user_type: UserType | None
+    user_id: str
+    email: str
+    plan: str
+    payment_method: str
+    return_url: str
+    cancel_url: str
+    currency: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CancelCheckout:
+    request_id: str
+    transaction_id: str = ""
+    payment_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderEventDelivery:
+    provider: str
+    payload: bytes
+    signature: str

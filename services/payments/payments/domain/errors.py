@@ -1,0 +1,200 @@
+"""The payments service's domain errors, each with its kind and the reason named in the contract."""
+
+from __future__ import annotations
+
+from hirepay_platform.errors import (
+    AlreadyExists,
+    ErrorKind,
+    HirepayError,
+    NotFound,
+    PreconditionFailed,
+    Unavailable,
+    ValidationError,
+)
+
+__all__ = [
+    "AlreadySubscribed",
+    "CheckoutNotCancellable",
+    "EventNotApplicableYet",
+    "IdempotencyMismatch",
+    "InsufficientFunds",
+    "InvalidPaymentDetails",
+    "InvalidSignature",
+    "PaymentDeclined",
+    "PaymentNotCapturable",
+    "PaymentNotFound",
+    "PaymentNotRefundable",
+    "PaymentNotVoidable",
+    "PaymentTimeout",
+    "PaymentVoided",
+    "PlanNotFound",
+    "ProviderUnavailable",
+    "RefundExceedsCaptured",
+    "TransactionNotFound",
+    "ValidationError",
+    "invalid",
+]
+
+
+def invalid(field: str, problem: str) -> ValidationError:
+    """A VALIDATION_FAILED error about one field."""
+    return ValidationError(f"{field} {problem}", fields={field: problem})
+
+
+class PaymentDeclined(PreconditionFailed):
+    """The provider declined the payment (card_declined, expired_card, incorrect_cvc, ...)."""
+
+    reason = "PAYMENT_DECLINED"
+
+
+class InsufficientFunds(PreconditionFailed):
+    """The card or account has insufficient funds."""
+
+    reason = "INSUFFICIENT_FUNDS"
+
+
+class InvalidPaymentDetails(HirepayError):
+    """The payment method token is unknown, malformed or unusable."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+    reason = "INVALID_PAYMENT_DETAILS"
+
+
+class PaymentTimeout(HirepayError):
+    """The provider did not answer in time: the outcome is UNKNOWN and the payment is polled."""
+
+    kind = ErrorKind.DEADLINE_EXCEEDED
+    reason = "PAYMENT_TIMEOUT"
+
+
+class ProviderUnavailable(Unavailable):
+    """The provider is down or answered 5xx; the outcome (if any) is polled."""
+
+    reason = "PAYMENT_PROVIDER_UNAVAILABLE"
+
+
+class PaymentNotFound(NotFound):
+    reason = "PAYMENT_NOT_FOUND"
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"payment {what} not found", metadata={"payment": what})
+
+
+class TransactionNotFound(NotFound):
+    reason = "TRANSACTION_NOT_FOUND"
+
+    def __init__(self, transaction_id: str) -> None:
+        super().__init__(
+            f"transaction {transaction_id} not found", metadata={"transaction_id": transaction_id}
+        )
+
+
+class PlanNotFound(NotFound):
+    reason = "PLAN_NOT_FOUND"
+
+    def __init__(self, plan: str, user_type: str, currency: str) -> None:
+        super().__init__(
+            f"no plan {plan} for {user_type} in {currency or 'the default currency'}",
+            metadata={"plan": plan, "user_type": user_type, "currency": currency},
+        )
+
+
+class PaymentVoided(PreconditionFailed):
+    """The branch was voided (or its Void came first): nothing may be authorized or captured."""
+
+    reason = "PAYMENT_VOIDED"
+
+    def __init__(self, global_tx_id: str, branch_id: str, payment_id: str = "") -> None:
+        super().__init__(
+            f"payment of branch {global_tx_id}/{branch_id} was voided",
+            metadata={
+                "global_tx_id": global_tx_id,
+                "branch_id": branch_id,
+                **({"payment_id": payment_id} if payment_id else {}),
+            },
+        )
+
+
+class PaymentNotCapturable(PreconditionFailed):
+    reason = "PAYMENT_NOT_CAPTURABLE"
+
+    def __init__(self, payment_id: str, state: str, why: str = "") -> None:
+        super().__init__(
+            why or f"payment {payment_id} cannot be captured in state {state}",
+            metadata={"payment_id": payment_id, "state": state},
+        )
+
+
+class PaymentNotVoidable(PreconditionFailed):
+    """A Void of a payment already captured: refund it instead."""
+
+    reason = "PAYMENT_NOT_VOIDABLE"
+
+    def __init__(self, payment_id: str, state: str) -> None:
+        super().__init__(
+            f"payment {payment_id} cannot be voided in state {state}; refund it instead",
+            metadata={"payment_id": payment_id, "state": state},
+        )
+
+
+class PaymentNotRefundable(PreconditionFailed):
+    reason = "PAYMENT_NOT_REFUNDABLE"
+
+    def __init__(self, payment_id: str, state: str, why: str = "") -> None:
+        super().__init__(
+            why or f"payment {payment_id} cannot be refunded in state {state}",
+            metadata={"payment_id": payment_id, "state": state},
+        )
+
+
+class RefundExceedsCaptured(PreconditionFailed):
+    reason = "REFUND_EXCEEDS_CAPTURED"
+
+    def __init__(self, payment_id: str, requested: int, refundable: int) -> None:
+        super().__init__(
+            f"refund of {requested} exceeds the {refundable} still refundable on {payment_id}",
+            metadata={
+                "payment_id": payment_id,
+                "requested_minor": str(requested),
+                "refundable_minor": str(refundable),
+            },
+        )
+
+
+class IdempotencyMismatch(AlreadyExists):
+    """The same idempotency key (request id or branch) was used with a different request."""
+
+    reason = "IDEMPOTENCY_MISMATCH"
+
+    def __init__(self, key: str, field: str) -> None:
+        super().__init__(
+            f"{key} was used before with a different {field}",
+            metadata={"key": key, "field": field},
+        )
+
+
+class AlreadySubscribed(AlreadyExists):
+    reason = "ALREADY_SUBSCRIBED"
+
+    def __init__(self, expires_at: str, transaction_id: str) -> None:
+        super().__init__(
+            f"an active subscription runs until {expires_at}",
+            metadata={"expires_at": expires_at, "transaction_id": transaction_id},
+        )
+
+
+class CheckoutNotCancellable(PreconditionFailed):
+    reason = "CHECKOUT_NOT_CANCELLABLE"
+
+
+class InvalidSignature(HirepayError):
+    """A webhook whose signature is missing, forged or stale: nothing is stored."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+    reason = "INVALID_SIGNATURE"
+
+
+class EventNotApplicableYet(Unavailable):
+    """A webhook about a payment we do not know yet: answer non-2xx so the provider retries."""
+
+    reason = "EVENT_NOT_APPLICABLE_YET"

@@ -1,0 +1,599 @@
+"""Payments, refunds and subscription transactions, and how provider facts move their states.
+
+Plain Python: the state machines decide what a provider's answer means for a payment and which
+settlement events it causes; handlers only load, call, apply and save.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from payments.domain import errors
+from payments.domain.provider import (
+    CheckoutStatus,
+    IntentStatus,
+    ProviderCheckout,
+    ProviderErrorInfo,
+    ProviderIntent,
+)
+
+MAX_METADATA_KEYS = 40
+MAX_METADATA_VALUE = 500
+
+
+class TccOp(enum.StrEnum):
+    """The three operations of a branch, each recorded once in the barrier table."""
+
+    TRY = "try"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True, slots=True)
+class TccBranch:
+    """One participant branch of a global (saga) transaction."""
+
+    global_tx_id: str
+    branch_id: str
+
+    def validated(self) -> TccBranch:
+        for name, value in (("global_tx_id", self.global_tx_id), ("branch_id", self.branch_id)):
+            if not value or len(value) > 200:
+                raise errors.invalid(f"branch.{name}", "is required (at most 200 characters)")
+            if ":" in value:
+                raise errors.invalid(f"branch.{name}", "must not contain ':'")
+        return self
+
+    def key(self, op: str) -> str:
+        """The provider idempotency key of an operation on this branch."""
+        return f"{self.global_tx_id}:{self.branch_id}:{op}"
+
+    def __str__(self) -> str:
+        return f"{self.global_tx_id}/{self.branch_id}"
+
+
+class Method(enum.StrEnum):
+    CARD = "CARD"
+    BANK_TRANSFER = "BANK_TRANSFER"
+    CHECKOUT = "CHECKOUT"
+
+
+class PaymentState(enum.StrEnum):
+    REQUIRES_ACTION = "REQUIRES_ACTION"
+    PROCESSING = "PROCESSING"
+    AUTHORIZED = "AUTHORIZED"
+    CAPTURED = "CAPTURED"
+    VOIDED = "VOIDED"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+    PARTIALLY_REFUNDED = "PARTIALLY_REFUNDED"
+    UNKNOWN = "UNKNOWN"
+
+
+class PendingOp(enum.StrEnum):
+    """A provider operation requested but whose outcome is not recorded yet."""
+
+    AUTHORIZE = "authorize"
+    CAPTURE = "capture"
+    VOID = "void"
+
+
+TAKEN = frozenset({PaymentState.CAPTURED, PaymentState.REFUNDED, PaymentState.PARTIALLY_REFUNDED})
+# States in which an authorization (or a request for one) still holds money or may yet do so.
+VOIDABLE = frozenset(
+    {
+        PaymentState.REQUIRES_ACTION,
+        PaymentState.PROCESSING,
+        PaymentState.AUTHORIZED,
+        PaymentState.UNKNOWN,
+    }
+)
+
+
+# How far along a payment is; the provider's answers only ever move it forward. A failed payment
+# may still succeed (a customer retrying on a hosted page), so FAILED ranks with the open states.
+_RANK: dict[PaymentState, int] = {
+    PaymentState.UNKNOWN: 0,
+    PaymentState.REQUIRES_ACTION: 1,
+    PaymentState.PROCESSING: 1,
+    PaymentState.FAILED: 1,
+    PaymentState.AUTHORIZED: 2,
+    PaymentState.CAPTURED: 3,
+    PaymentState.VOIDED: 3,
+    PaymentState.PARTIALLY_REFUNDED: 4,
+    PaymentState.REFUNDED: 4,
+}
+_INTENT_STATE: dict[IntentStatus, PaymentState] = {
+    IntentStatus.REQUIRES_PAYMENT_METHOD: PaymentState.FAILED,
+    IntentStatus.REQUIRES_CONFIRMATION: PaymentState.REQUIRES_ACTION,
+    IntentStatus.REQUIRES_ACTION: PaymentState.REQUIRES_ACTION,
+    IntentStatus.PROCESSING: PaymentState.PROCESSING,
+    IntentStatus.REQUIRES_CAPTURE: PaymentState.AUTHORIZED,
+    IntentStatus.CANCELED: PaymentState.VOIDED,
+    IntentStatus.SUCCEEDED: PaymentState.CAPTURED,
+}
+
+
+class EventType(enum.StrEnum):
+    """Settlement events published through the outbox (API-5)."""
+
+    PAYMENT_AUTHORIZED = "payment.authorized"
+    PAYMENT_CAPTURED = "payment.captured"
+    PAYMENT_FAILED = "payment.failed"
+    PAYMENT_VOIDED = "payment.voided"
+    PAYMENT_REFUNDED = "payment.refunded"
+    TRANSACTION_SUCCEEDED = "transaction.succeeded"
+    TRANSACTION_FAILED = "transaction.failed"
+    TRANSACTION_CANCELLED = "transaction.cancelled"
+
+
+def decline_reason(error: ProviderErrorInfo) -> str:
+    """The contract's reason for a provider decline."""
+    if "insufficient_funds" in (error.code, error.decline_code):
+        return "INSUFFICIENT_FUNDS"
+    return "PAYMENT_DECLINED"
+
+
+def decline_error(error: ProviderErrorInfo, payment_id: str) -> errors.HirepayError:
+    """The domain error a caller gets for a decline, with the provider's codes."""
+    metadata = {
+        "payment_id": payment_id,
+        "code": error.code,
+        "decline_code": error.decline_code,
+    }
+    message = error.message or "Your payment method was declined"
+    if decline_reason(error) == "INSUFFICIENT_FUNDS":
+        return errors.InsufficientFunds(message, metadata=metadata)
+    return errors.PaymentDeclined(message, metadata=metadata)
+
+
+def validate_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise errors.invalid("metadata", f"has more than {MAX_METADATA_KEYS} keys")
+    for key, value in metadata.items():
+        if not key or len(key) > 40:
+            raise errors.invalid("metadata", "keys must have 1..40 characters")
+        if len(value) > MAX_METADATA_VALUE:
+            raise errors.invalid(f"metadata.{key}", f"is longer than {MAX_METADATA_VALUE}")
+    return dict(metadata)
+
+
+@dataclass(slots=True)
+class Payment:
+    """A payment with the provider for one TCC branch."""
+
+    id: str
+    branch: TccBranch
+    owner_id: str
+    amount_minor: int
+    currency: str
+    method: Method
+    provider: str
+    state: PaymentState
+    created_at: datetime
+    updated_at: datetime
+    fingerprint: str = ""
+    payment_method_token: str = ""
+    description: str = ""
+    email: str = ""
+    return_url: str = ""
+    cancel_url: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    captured_minor: int = 0
+    refunded_minor: int = 0  # includes refunds reserved and not yet settled
+    provider_payment_id: str = ""
+    provider_checkout_id: str = ""
+    provider_customer_id: str = ""
+    next_action_url: str = ""
+    failure_reason: str = ""
+    failure_code: str = ""
+    decline_code: str = ""
+    failure_message: str = ""
+    authorize_key: str = ""
+    capture_key: str = ""
+    void_key: str = ""
+    capture_amount_minor: int = 0
+    pending_op: PendingOp | None = None
+    void_requested: bool = False
+    void_reason: str = ""
+    next_poll_at: datetime | None = None
+    poll_attempts: int = 0
+
+    # --- what the service asks --------------------------------------------------------------
+
+    @property
+    def subsystem(self) -> str:
+        return self.metadata.get("subsystem", "")
+
+    @property
+    def provider_metadata(self) -> dict[str, str]:
+        """Metadata sent to the provider: the caller's plus our own ids (never secrets)."""
+        return {
+            **self.metadata,
+            "hirepay_payment_id": self.id,
+            "global_tx_id": self.branch.global_tx_id,
+            "branch_id": self.branch.branch_id,
+        }
+
+    def lease(self, now: datetime, seconds: float) -> None:
+        """Keep other workers off this payment while one provider call is in flight."""
+        self.next_poll_at = now + timedelta(seconds=seconds)
+
+    def request_capture(self, amount_minor: int, now: datetime) -> None:
+        if self.void_requested or self.state is PaymentState.VOIDED:
+            raise errors.PaymentVoided(self.branch.global_tx_id, self.branch.branch_id, self.id)
+        if self.state is not PaymentState.AUTHORIZED:
+            raise errors.PaymentNotCapturable(self.id, self.state.value)
+        amount = amount_minor or self.amount_minor
+        if amount > self.amount_minor:
+            raise errors.PaymentNotCapturable(
+                self.id,
+                self.state.value,
+                f"cannot capture {amount}: only {self.amount_minor} was authorized",
+            )
+        self.capture_amount_minor = amount
+        self.capture_key = self.branch.key("capture")
+        self.pending_op = PendingOp.CAPTURE
+        self.updated_at = now
+
+    def request_void(self, reason: str, now: datetime) -> bool:
+        """Record a Void; True if the provider must still be told (cancel or expire)."""
+        if self.state in TAKEN:
+            raise errors.PaymentNotVoidable(self.id, self.state.value)
+        self.void_requested = True
+        self.void_reason = reason
+        self.void_key = self.branch.key("void")
+        self.updated_at = now
+        if self.state in VOIDABLE:
+            if self.pending_op is None:
+                self.pending_op = PendingOp.VOID
+            return True
+        return False
+
+    # --- what the provider says ---------------------------------------------------------------
+
+    def apply_intent(self, intent: ProviderIntent, now: datetime) -> list[EventType]:
+        """Take the provider's current view of the payment; return the settlement events caused."""
+        before = self.state
+        if intent.id:
+            self.provider_payment_id = intent.id
+        if intent.customer_id:
+            self.provider_customer_id = intent.customer_id
+        status = intent.status
+        if _RANK[_INTENT_STATE[status]] < _RANK[self.state]:
+            # A stale view (an older answer or event arriving late) never moves a payment back.
+            return []
+        if status is IntentStatus.REQUIRES_CAPTURE:
+            self._set(PaymentState.AUTHORIZED)
+        elif status is IntentStatus.SUCCEEDED:
+            self.captured_minor = intent.amount_received or intent.amount_minor
+            if self.state not in TAKEN:
+                self._set(PaymentState.CAPTURED)
+        elif status is IntentStatus.PROCESSING:
+            self._set(PaymentState.PROCESSING)
+        elif status in (IntentStatus.REQUIRES_ACTION, IntentStatus.REQUIRES_CONFIRMATION):
+            self._set(PaymentState.REQUIRES_ACTION)
+            if intent.next_action_url:
+                self.next_action_url = intent.next_action_url
+        elif status is IntentStatus.REQUIRES_PAYMENT_METHOD:
+            if intent.last_error is not None:
+                self.fail(intent.last_error)
+            elif self.state is PaymentState.UNKNOWN:
+                self._set(PaymentState.REQUIRES_ACTION)
+        elif status is IntentStatus.CANCELED:
+            self._set(PaymentState.VOIDED)
+        self._settle_pending()
+        self.updated_at = now
+        return self._events(before)
+
+    def apply_checkout(self, session: ProviderCheckout, now: datetime) -> list[EventType]:
+        """Take a checkout session's state (when no payment intent settles it by itself)."""
+        before = self.state
+        self.provider_checkout_id = session.id
+        if session.customer_id:
+            self.provider_customer_id = session.customer_id
+        if session.status is CheckoutStatus.OPEN:
+            if self.state is PaymentState.UNKNOWN:
+                self._set(PaymentState.REQUIRES_ACTION)
+            self.next_action_url = session.url
+        elif session.status is CheckoutStatus.EXPIRED and self.state not in (
+            *TAKEN,
+            PaymentState.AUTHORIZED,
+        ):
+            self._set(PaymentState.VOIDED)
+        self._settle_pending()
+        self.updated_at = now
+        return self._events(before)
+
+    def fail(self, error: ProviderErrorInfo, reason: str = "") -> None:
+        self._set(PaymentState.FAILED)
+        self.failure_reason = reason or decline_reason(error)
+        self.failure_code = error.code
+        self.decline_code = error.decline_code
+        self.failure_message = error.message
+
+    def decline(self, error: ProviderErrorInfo, now: datetime, reason: str = "") -> list[EventType]:
+        before = self.state
+        self.fail(error, reason)
+        self._settle_pending()
+        self.updated_at = now
+        return self._events(before)
+
+    def mark_unknown(self, *, timeout: bool, message: str, now: datetime) -> None:
+        """The provider did not answer: the state is UNKNOWN until a poll learns the outcome."""
+        self.state = PaymentState.UNKNOWN
+        self.failure_reason = "PAYMENT_TIMEOUT" if timeout else "PAYMENT_PROVIDER_UNAVAILABLE"
+        self.failure_code = ""
+        self.decline_code = ""
+        self.failure_message = message
+        self.updated_at = now
+
+    def schedule_poll(self, now: datetime, base: float, maximum: float) -> None:
+        """Back off exponentially before the next poll."""
+        delay = min(maximum, base * (2 ** min(self.poll_attempts, 20)))
+        self.poll_attempts += 1
+        self.next_poll_at = now + timedelta(seconds=delay)
+
+    def needs_provider_work(self) -> bool:
+        """Whether the provider must still be asked something (a pending op or a void to do)."""
+        if self.pending_op is not None or self.state is PaymentState.UNKNOWN:
+            return True
+        return self.void_requested and self.state in VOIDABLE
+
+    def finish_step(self, now: datetime) -> None:
+        """After recording an outcome: stop polling if nothing is left to do."""
+        if not self.needs_provider_work():
+            self.next_poll_at = None
+            self.poll_attempts = 0
+
+    # --- refunds --------------------------------------------------------------------------------
+
+    @property
+    def refundable_minor(self) -> int:
+        return self.captured_minor - self.refunded_minor
+
+    def reserve_refund(self, amount_minor: int, now: datetime) -> int:
+        """Reserve an amount for a refund (0 = everything left) before the provider call."""
+        if self.state not in TAKEN:
+            raise errors.PaymentNotRefundable(self.id, self.state.value)
+        amount = amount_minor or self.refundable_minor
+        if amount <= 0 or amount > self.refundable_minor:
+            raise errors.RefundExceedsCaptured(self.id, amount, self.refundable_minor)
+        self.refunded_minor += amount
+        self.updated_at = now
+        return amount
+
+    def release_refund(self, amount_minor: int, now: datetime) -> None:
+        """The provider refused a refund: give its reservation back."""
+        self.refunded_minor -= amount_minor
+        self.updated_at = now
+
+    def settle_refund(self, settled_refunded_minor: int, now: datetime) -> list[EventType]:
+        """A refund succeeded; `settled_refunded_minor` is the total of succeeded refunds."""
+        if settled_refunded_minor >= self.captured_minor:
+            self.state = PaymentState.REFUNDED
+        elif settled_refunded_minor > 0:
+            self.state = PaymentState.PARTIALLY_REFUNDED
+        self.updated_at = now
+        return [EventType.PAYMENT_REFUNDED]
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _set(self, state: PaymentState) -> None:
+        if state is not PaymentState.FAILED:
+            self.failure_reason = self.failure_code = self.decline_code = ""
+            self.failure_message = ""
+        if state is not PaymentState.REQUIRES_ACTION:
+            self.next_action_url = ""
+        self.state = state
+
+    def _settle_pending(self) -> None:
+        """Clear the pending operation once the state shows its outcome."""
+        op = self.pending_op
+        if op is PendingOp.AUTHORIZE and self.state is not PaymentState.UNKNOWN:
+            self.pending_op = None
+        elif op is PendingOp.CAPTURE and self.state is not PaymentState.AUTHORIZED:
+            self.pending_op = None if self.state is not PaymentState.UNKNOWN else op
+        elif op is PendingOp.VOID and self.state not in VOIDABLE:
+            self.pending_op = None
+        if self.pending_op is None and self.void_requested and self.state in VOIDABLE:
+            self.pending_op = PendingOp.VOID
+
+    def _events(self, before: PaymentState) -> list[EventType]:
+        if before is self.state:
+            return []
+        return {
+            PaymentState.AUTHORIZED: [EventType.PAYMENT_AUTHORIZED],
+            PaymentState.CAPTURED: [EventType.PAYMENT_CAPTURED],
+            PaymentState.FAILED: [EventType.PAYMENT_FAILED],
+            PaymentState.VOIDED: [EventType.PAYMENT_VOIDED],
+        }.get(self.state, [])
+
+
+class RefundStatus(enum.StrEnum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+
+
+@dataclass(slots=True)
+class Refund:
+    id: str
+    payment_id: str
+    request_id: str
+    amount_minor: int
+    currency: str
+    reason: str
+    status: RefundStatus
+    idempotency_key: str
+    created_at: datetime
+    updated_at: datetime
+    requested_minor: int = 0  # as asked (0 = everything left), for replay checks
+    provider_refund_id: str = ""
+    failure_message: str = ""
+    next_poll_at: datetime | None = None
+    poll_attempts: int = 0
+
+
+# --- subscriptions --------------------------------------------------------------------------
+
+
+class UserType(enum.StrEnum):
+    COMPANY = "COMPANY"
+    APPLICANT = "APPLICANT"
+
+
+class TxnStatus(enum.StrEnum):
+    SUCCESS = "SUCCESS"
+    PENDING = "PENDING"
+    FAILED = "FAILED"
+    REFUNDED = "REFUNDED"
+    CANCELLED = "CANCELLED"
+
+
+@dataclass(slots=True)
+class Transaction:
+    """A payment transaction of the shared Payment API (API-4): one subscription purchase."""
+
+    id: str
+    status: TxnStatus
+    user_type: UserType
+    user_id: str
+    email: str
+    amount_minor: int
+    currency: str
+    payment_method: str
+    provider: str
+    plan: str
+    period_days: int
+    request_id: str
+    return_url: str
+    cancel_url: str
+    created_at: datetime
+    updated_at: datetime
+    checkout_key: str = ""
+    expire_key: str = ""
+    provider_transaction_id: str = ""  # the checkout session (cs_...)
+    provider_payment_intent_id: str = ""
+    provider_customer_id: str = ""
+    checkout_url: str = ""
+    expires_at: datetime | None = None
+    subscription_start: date | None = None
+    subscription_end: date | None = None
+    failure_reason: str = ""
+    failure_code: str = ""
+    decline_code: str = ""
+    failure_message: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def subsystem(self) -> str:
+        return self.metadata.get("subsystem", "")
+
+    def is_active(self, today: date) -> bool:
+        """Premium is active from the start date until (not including) the end date."""
+        return (
+            self.status is TxnStatus.SUCCESS
+            and self.subscription_start is not None
+            and self.subscription_end is not None
+            and self.subscription_start <= today < self.subscription_end
+        )
+
+    def apply_checkout(
+        self,
+        session: ProviderCheckout,
+        intent: ProviderIntent | None,
+        today: date,
+        starts_after: date | None,
+        now: datetime,
+    ) -> list[EventType]:
+        """Take the provider's current view; the verified payment always wins."""
+        before = self.status
+        self.provider_transaction_id = session.id
+        if session.customer_id:
+            self.provider_customer_id = session.customer_id
+        if session.payment_intent_id:
+            self.provider_payment_intent_id = session.payment_intent_id
+        paid = session.payment_status == "paid" or (
+            intent is not None and intent.status is IntentStatus.SUCCEEDED
+        )
+        if paid:
+            self.succeed(today, starts_after)
+        elif self.status is TxnStatus.SUCCESS or self.status is TxnStatus.REFUNDED:
+            pass
+        elif session.status is CheckoutStatus.EXPIRED:
+            self.status = TxnStatus.CANCELLED
+            self.checkout_url = ""
+        elif intent is not None and intent.status is IntentStatus.CANCELED:
+            self.status = TxnStatus.CANCELLED
+        elif (
+            intent is not None
+            and intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD
+            and intent.last_error is not None
+        ):
+            self.status = TxnStatus.FAILED
+            self.failure_reason = decline_reason(intent.last_error)
+            self.failure_code = intent.last_error.code
+            self.decline_code = intent.last_error.decline_code
+            self.failure_message = intent.last_error.message
+        self.updated_at = now
+        return self._events(before)
+
+    def succeed(self, today: date, starts_after: date | None) -> None:
+        if self.status is TxnStatus.SUCCESS or self.status is TxnStatus.REFUNDED:
+            return
+        start = max(today, starts_after) if starts_after else today
+        self.status = TxnStatus.SUCCESS
+        self.subscription_start = start
+        self.subscription_end = start + timedelta(days=self.period_days)
+        self.failure_reason = self.failure_code = self.decline_code = self.failure_message = ""
+        self.checkout_url = ""
+
+    def cancel(self, now: datetime) -> list[EventType]:
+        before = self.status
+        if self.status in (TxnStatus.PENDING, TxnStatus.FAILED):
+            self.status = TxnStatus.CANCELLED
+            self.checkout_url = ""
+        self.updated_at = now
+        return self._events(before)
+
+    def _events(self, before: TxnStatus) -> list[EventType]:
+        if before is self.status:
+            return []
+        return {
+            TxnStatus.SUCCESS: [EventType.TRANSACTION_SUCCEEDED],
+            TxnStatus.FAILED: [EventType.TRANSACTION_FAILED],
+            TxnStatus.CANCELLED: [EventType.TRANSACTION_CANCELLED],
+        }.get(self.status, [])
+
+
+# --- audit and outbox -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One append-only audit record (PAY-15): never secrets or card data."""
+
+    action: str  # attempt | provider_call | transition | webhook | refund
+    actor: str
+    reason: str
+    details: dict[str, str]
+    payment_id: str = ""
+    transaction_id: str = ""
+    id: int = 0
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """A settlement event written in the same transaction as the state change it reports."""
+
+    event_id: str
+    type: EventType
+    occurred_at: datetime
+    subsystem: str
+    payment: Payment | None = None
+    transaction: Transaction | None = None
+    cursor: int = 0

@@ -1,0 +1,82 @@
+"""Subscription plans: the defaults and the JSON format that overrides them (PLANS_FILE)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hirepay_platform import money
+from payments.domain import errors
+from payments.domain.model import UserType
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A plan one user type can buy: a price per currency and a period."""
+
+    code: str
+    user_type: UserType
+    name: str
+    prices: dict[str, int]  # currency -> amount in minor units; the first is the default
+    period_days: int
+
+    @property
+    def default_currency(self) -> str:
+        return next(iter(self.prices))
+
+    def price(self, currency: str) -> tuple[int, str]:
+        """(amount_minor, currency) for a currency ('' = the plan's default)."""
+        cur = currency or self.default_currency
+        if cur not in self.prices:
+            raise errors.PlanNotFound(self.code, self.user_type.value, cur)
+        return self.prices[cur], cur
+
+
+DEFAULT_PLANS: tuple[Plan, ...] = (
+    Plan("MONTHLY", UserType.COMPANY, "Company Premium (monthly)", {"USD": 3000, "EUR": 2800}, 30),
+    Plan(
+        "MONTHLY", UserType.APPLICANT, "Applicant Premium (monthly)", {"USD": 1000, "EUR": 900}, 30
+    ),
+)
+
+
+def parse_plans(raw: str) -> tuple[Plan, ...]:
+    """Plans from JSON: [{"code", "user_type", "name", "prices": {"USD": 3000}, "period_days"}]."""
+    try:
+        items: Any = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"plans file is not JSON: {exc}") from None
+    if not isinstance(items, list) or not items:
+        raise ValueError("plans file must hold a non-empty JSON list")
+    plans = []
+    seen = set()
+    for i, item in enumerate(items):
+        try:
+            prices = {str(c): int(a) for c, a in dict(item["prices"]).items()}
+            plan = Plan(
+                code=str(item["code"]).upper(),
+                user_type=UserType(str(item["user_type"]).upper()),
+                name=str(item.get("name") or item["code"]),
+                prices=prices,
+                period_days=int(item["period_days"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"plan #{i} is invalid: {exc}") from None
+        if not prices or plan.period_days <= 0:
+            raise ValueError(f"plan #{i} needs prices and a positive period_days")
+        for currency, amount in prices.items():
+            money.validate_unit(currency, cash_only=True)
+            money.validate_amount(amount)
+        if (plan.code, plan.user_type) in seen:
+            raise ValueError(f"plan {plan.code} for {plan.user_type} is defined twice")
+        seen.add((plan.code, plan.user_type))
+        plans.append(plan)
+    return tuple(plans)
+
+
+def find_plan(plans: tuple[Plan, ...], code: str, user_type: UserType) -> Plan:
+    for plan in plans:
+        if plan.code == code.upper() and plan.user_type is user_type:
+            return plan
+    raise errors.PlanNotFound(code, user_type.value, "")

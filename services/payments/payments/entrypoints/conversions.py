@@ -1,0 +1,170 @@
+"""Named conversions between the contract's protobuf messages and the domain's types."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+
+from hirepay.common.v1 import common_pb2
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from payments.domain import commands
+from payments.domain.model import (
+    AuditEntry,
+    Method,
+    OutboxEvent,
+    Payment,
+    Refund,
+    TccBranch,
+    Transaction,
+    UserType,
+)
+from payments.domain.plans import Plan
+
+_METHODS = {
+    pb.PAYMENT_METHOD_TYPE_CARD: Method.CARD,
+    pb.PAYMENT_METHOD_TYPE_BANK_TRANSFER: Method.BANK_TRANSFER,
+    pb.PAYMENT_METHOD_TYPE_CHECKOUT: Method.CHECKOUT,
+}
+_METHODS_OUT = {v: k for k, v in _METHODS.items()}
+_USER_TYPES = {pb.USER_TYPE_COMPANY: UserType.COMPANY, pb.USER_TYPE_APPLICANT: UserType.APPLICANT}
+_USER_TYPES_OUT = {v: k for k, v in _USER_TYPES.items()}
+
+
+def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def branch_from(msg: common_pb2.TccBranch) -> TccBranch:
+    return TccBranch(msg.global_tx_id, msg.branch_id)
+
+
+def user_type_from(value: int) -> UserType | None:
+    return _USER_TYPES.get(value)  # type: ignore[call-overload]
+
+
+def authorize_command(req: pb.AuthorizeRequest) -> commands.Authorize:
+    return commands.Authorize(
+        request_id=req.request_id,
+        branch=branch_from(req.branch),
+        owner_id=req.owner_id,
+        amount_minor=req.amount.amount_minor,
+        currency=req.amount.currency,
+        method=_METHODS.get(req.method),  # type: ignore[call-overload]
+        payment_method_token=req.payment_method_token,
+        description=req.description,
+        metadata=dict(req.metadata),
+        return_url=req.return_url,
+        cancel_url=req.cancel_url,
+        email=req.email,
+    )
+
+
+def subscribe_command(req: pb.SubscribeRequest) -> commands.Subscribe:
+    return commands.Subscribe(
+        request_id=req.request_id,
+        user_type=user_type_from(req.user_type),
+        user_id=req.user_id,
+        email=req.email,
+        plan=req.plan or "MONTHLY",
+        payment_method=req.payment_method or "STRIPE",
+        return_url=req.return_url,
+        cancel_url=req.cancel_url,
+        currency=req.currency,
+    )
+
+
+def payment_msg(p: Payment) -> pb.Payment:
+    return pb.Payment(
+        payment_id=p.id,
+        branch=common_pb2.TccBranch(
+            global_tx_id=p.branch.global_tx_id, branch_id=p.branch.branch_id
+        ),
+        owner_id=p.owner_id,
+        amount=common_pb2.Money(amount_minor=p.amount_minor, currency=p.currency),
+        captured_minor=p.captured_minor,
+        refunded_minor=p.refunded_minor,
+        state=pb.Payment.State.Value(p.state.value),
+        method=_METHODS_OUT[p.method],
+        provider=p.provider,
+        provider_payment_id=p.provider_payment_id,
+        next_action_url=p.next_action_url,
+        failure_reason=p.failure_reason,
+        failure_code=p.failure_code,
+        decline_code=p.decline_code,
+        failure_message=p.failure_message,
+        metadata=p.metadata,
+        created_at=timestamp(p.created_at),
+        updated_at=timestamp(p.updated_at),
+    )
+
+
+def refund_msg(r: Refund) -> pb.RefundRecord:
+    return pb.RefundRecord(
+        refund_id=r.id,
+        payment_id=r.payment_id,
+        amount=common_pb2.Money(amount_minor=r.amount_minor, currency=r.currency),
+        reason=r.reason,
+        provider_refund_id=r.provider_refund_id,
+        status=r.status.value,
+        created_at=timestamp(r.created_at),
+    )
+
+
+def transaction_msg(x: Transaction) -> pb.Transaction:
+    return pb.Transaction(
+        transaction_id=x.id,
+        status=pb.Transaction.Status.Value(x.status.value),
+        user_type=_USER_TYPES_OUT[x.user_type],
+        user_id=x.user_id,
+        email=x.email,
+        amount=common_pb2.Money(amount_minor=x.amount_minor, currency=x.currency),
+        payment_method=x.payment_method,
+        provider=x.provider,
+        provider_transaction_id=x.provider_transaction_id,
+        provider_customer_id=x.provider_customer_id,
+        plan=x.plan,
+        checkout_url=x.checkout_url,
+        expires_at=timestamp(x.expires_at),
+        subscription_start_date=x.subscription_start.isoformat() if x.subscription_start else "",
+        subscription_end_date=x.subscription_end.isoformat() if x.subscription_end else "",
+        created_at=timestamp(x.created_at),
+        updated_at=timestamp(x.updated_at),
+        metadata={k: v for k, v in x.metadata.items() if k != "fingerprint"},
+    )
+
+
+def plan_msg(p: Plan) -> pb.Plan:
+    return pb.Plan(
+        code=p.code,
+        user_type=_USER_TYPES_OUT[p.user_type],
+        name=p.name,
+        prices=[common_pb2.Money(amount_minor=a, currency=c) for c, a in p.prices.items()],
+        period_days=p.period_days,
+    )
+
+
+def audit_msg(a: AuditEntry) -> common_pb2.AuditRecord:
+    return common_pb2.AuditRecord(
+        id=a.id,
+        action=a.action,
+        actor=a.actor,
+        reason=a.reason,
+        details=a.details,
+        created_at=timestamp(a.created_at),
+    )
+
+
+def event_msg(e: OutboxEvent) -> pb.SettlementEvent:
+    return pb.SettlementEvent(
+        event_id=e.event_id,
+        cursor=e.cursor,
+        type=e.type.value,
+        payment=payment_msg(e.payment) if e.payment else None,
+        transaction=transaction_msg(e.transaction) if e.transaction else None,
+        occurred_at=timestamp(e.occurred_at),
+    )

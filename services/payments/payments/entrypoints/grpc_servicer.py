@@ -1,0 +1,149 @@
+"""The PaymentsService servicer: request -> command -> handler -> response. No rule lives here;
+domain errors are mapped to statuses (with ErrorInfo) by the platform interceptor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from payments.domain import commands
+from payments.entrypoints import conversions as conv
+from payments.service_layer import handlers, subscriptions, webhooks
+from payments.service_layer.handlers import Deps, PaymentResult
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+STREAM_POLL_SECONDS = 0.15
+STREAM_BATCH = 200
+
+
+def _payment_response(result: PaymentResult) -> pb.PaymentResponse:
+    return pb.PaymentResponse(
+        payment=conv.payment_msg(result.payment) if result.payment else None,
+        null_compensation=result.null_compensation,
+        replayed=result.replayed,
+    )
+
+
+class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
+    """Each call gets its own Deps (a fresh unit of work) from the factory."""
+
+    def __init__(self, deps: Callable[[], Deps], stopping: asyncio.Event | None = None) -> None:
+        self._deps = deps
+        self._stopping = stopping or asyncio.Event()
+
+    async def Authorize(
+        self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PaymentResponse:
+        result = await handlers.authorize(conv.authorize_command(request), self._deps())
+        return _payment_response(result)
+
+    async def Capture(
+        self, request: pb.CaptureRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PaymentResponse:
+        cmd = commands.Capture(
+            request.request_id, conv.branch_from(request.branch), request.amount_minor
+        )
+        return _payment_response(await handlers.capture(cmd, self._deps()))
+
+    async def Void(
+        self, request: pb.VoidRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PaymentResponse:
+        cmd = commands.Void(request.request_id, conv.branch_from(request.branch), request.reason)
+        return _payment_response(await handlers.void(cmd, self._deps()))
+
+    async def Refund(
+        self, request: pb.RefundRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefundResponse:
+        cmd = commands.Refund(
+            request.request_id, request.payment_id, request.amount_minor, request.reason
+        )
+        result = await handlers.refund(cmd, self._deps())
+        return pb.RefundResponse(
+            refund=conv.refund_msg(result.refund),
+            payment=conv.payment_msg(result.payment),
+            replayed=result.replayed,
+        )
+
+    async def GetPayment(
+        self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PaymentResponse:
+        payment = await handlers.get_payment(request.payment_id, self._deps())
+        return pb.PaymentResponse(payment=conv.payment_msg(payment))
+
+    async def GetPaymentByBranch(
+        self, request: pb.GetPaymentByBranchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PaymentResponse:
+        result = await handlers.get_payment_by_branch(
+            conv.branch_from(request.branch), self._deps()
+        )
+        return _payment_response(result)
+
+    async def ListPaymentAttempts(
+        self, request: pb.ListPaymentAttemptsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaymentAttemptsResponse:
+        records = await handlers.list_attempts(request.payment_id, self._deps())
+        return pb.ListPaymentAttemptsResponse(records=[conv.audit_msg(r) for r in records])
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TransactionResponse:
+        txn = await subscriptions.subscribe(conv.subscribe_command(request), self._deps())
+        return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
+
+    async def GetTransaction(
+        self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TransactionResponse:
+        txn = await subscriptions.get_transaction(request.transaction_id, self._deps())
+        return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
+
+    async def CancelCheckout(
+        self, request: pb.CancelCheckoutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelCheckoutResponse:
+        cmd = commands.CancelCheckout(
+            request.request_id, request.transaction_id, request.payment_id
+        )
+        result = await subscriptions.cancel_checkout(cmd, self._deps())
+        return pb.CancelCheckoutResponse(
+            transaction=conv.transaction_msg(result.transaction) if result.transaction else None,
+            payment=conv.payment_msg(result.payment) if result.payment else None,
+            redirect_url=result.redirect_url,
+        )
+
+    async def ListPlans(
+        self, request: pb.ListPlansRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPlansResponse:
+        plans = subscriptions.list_plans(self._deps(), conv.user_type_from(request.user_type))
+        return pb.ListPlansResponse(plans=[conv.plan_msg(p) for p in plans])
+
+    async def HandleProviderEvent(
+        self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HandleProviderEventResponse:
+        cmd = commands.ProviderEventDelivery(request.provider, request.payload, request.signature)
+        outcome = await webhooks.handle_provider_event(cmd, self._deps())
+        return pb.HandleProviderEventResponse(
+            event_id=outcome.event_id,
+            event_type=outcome.event_type,
+            applied=outcome.applied,
+            duplicate=outcome.duplicate,
+        )
+
+    async def StreamSettlementEvents(
+        self, request: pb.StreamSettlementEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SettlementEvent]:
+        cursor = request.after_cursor
+        while True:
+            events = await handlers.settlement_events_after(
+                self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
+            )
+            for event in events:
+                yield conv.event_msg(event)
+                cursor = event.cursor
+            if len(events) == STREAM_BATCH:
+                continue
+            if not request.follow or self._stopping.is_set():
+                return
+            await asyncio.sleep(STREAM_POLL_SECONDS)

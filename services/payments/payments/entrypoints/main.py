@@ -1,0 +1,122 @@
+"""The payments process: settings, database, the Stripe provider, the gRPC servicer and workers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.server import GrpcApp
+from hirepay_platform.settings import load_settings
+from payments.adapters.callbacks import CallbackSender, parse_callback_urls
+from payments.adapters.stripe_provider import StripeProvider
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.config import PaymentsSettings
+from payments.domain.plans import DEFAULT_PLANS, parse_plans
+from payments.entrypoints.grpc_servicer import SERVICE_NAME, PaymentsServicer
+from payments.entrypoints.workers import run_callback_relay, run_poller
+from payments.service_layer.handlers import Deps, Policy
+
+
+class Database:
+    """The engine and session factory, built at start-up (never at import) and disposed at exit."""
+
+    def __init__(self, settings: PaymentsSettings) -> None:
+        self._settings = settings
+        self.engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    async def start(self) -> None:
+        s = self._settings
+        self.engine = create_engine(
+            s.database_url.get_secret_value(),
+            pool_size=s.db_pool_size,
+            max_overflow=s.db_max_overflow,
+        )
+        self._sessions = make_session_factory(self.engine)
+        # Fail fast: a service that cannot reach its (migrated) database must not report SERVING.
+        async with self.engine.connect() as connection:
+            await connection.execute(text("SELECT 1 FROM payments LIMIT 1"))
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    def uow(self) -> SqlPaymentsUnitOfWork:
+        if self._sessions is None:
+            raise RuntimeError("database not started")
+        return SqlPaymentsUnitOfWork(self._sessions)
+
+
+def build_app(settings: PaymentsSettings) -> GrpcApp:
+    plans = DEFAULT_PLANS
+    if settings.plans_file:
+        plans = parse_plans(Path(settings.plans_file).read_text())
+    callback_urls = parse_callback_urls(settings.callback_urls)
+    if callback_urls and not settings.callback_secret.get_secret_value():
+        raise SystemExit("PAYMENTS_CALLBACK_SECRET is required when PAYMENTS_CALLBACK_URLS is set")
+    policy = Policy(
+        provider_timeout=settings.provider_timeout_seconds,
+        poll_base=settings.poll_interval_seconds,
+        poll_max=settings.poll_max_interval_seconds,
+        poll_batch=settings.poll_batch_size,
+        checkout_cancel_url=settings.checkout_cancel_url,
+        checkout_ttl_seconds=settings.checkout_ttl_seconds,
+        plans=plans,
+        callback_subsystems=frozenset(callback_urls),
+    )
+    provider = StripeProvider(
+        settings.stripe_api_key.get_secret_value(),
+        api_base=settings.stripe_api_base,
+        webhook_secrets=settings.webhook_secrets,
+        timeout=settings.provider_timeout_seconds,
+    )
+    database = Database(settings)
+
+    def deps() -> Deps:
+        return Deps(database.uow(), provider, policy)
+
+    app = GrpcApp("payments", settings)
+    stopping = asyncio.Event()
+    app.on_startup(database.start)
+    app.add_service(
+        pb_grpc.add_PaymentsServiceServicer_to_server,
+        PaymentsServicer(deps, stopping),
+        SERVICE_NAME,
+    )
+
+    async def poller(stop: asyncio.Event) -> None:
+        await run_poller(deps, stop, interval=min(settings.poll_interval_seconds, 1.0))
+
+    app.add_worker(poller)
+    if callback_urls:
+        sender = CallbackSender(
+            callback_urls,
+            settings.callback_secret.get_secret_value(),
+            settings.callback_timeout_seconds,
+        )
+
+        async def relay(stop: asyncio.Event) -> None:
+            stopping_task = asyncio.create_task(stop.wait())
+            try:
+                await run_callback_relay(deps, sender, stop)
+            finally:
+                stopping_task.cancel()
+                await sender.close()
+
+        app.add_worker(relay)
+
+    async def on_stop() -> None:
+        stopping.set()
+        await database.stop()
+
+    app.on_shutdown(on_stop)
+    return app
+
+
+def main() -> None:
+    build_app(load_settings(PaymentsSettings)).run()

@@ -1,0 +1,78 @@
+"""Background loops of the payments process: the UNKNOWN/refund poller (with stale checkouts) and
+the outbox relay that delivers signed settlement callbacks. Each is safe with several replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import timedelta
+
+from google.protobuf import json_format
+
+from payments.adapters.callbacks import CallbackSender
+from payments.entrypoints import conversions as conv
+from payments.service_layer import handlers, metrics, subscriptions
+from payments.service_layer.handlers import Deps
+
+log = logging.getLogger(__name__)
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def run_poller(deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float) -> None:
+    """Resolve UNKNOWN payments, pending refunds and expired checkouts until stopped."""
+    while not stop.is_set():
+        worked = 0
+        try:
+            worked = await handlers.poll_due(deps())
+            await subscriptions.sync_stale_transactions(deps())
+        except Exception:
+            log.exception("poller round failed")
+        await _sleep(stop, 0.05 if worked else interval)
+
+
+async def run_callback_relay(
+    deps: Callable[[], Deps],
+    sender: CallbackSender,
+    stop: asyncio.Event,
+    *,
+    interval: float = 0.5,
+    max_delay: float = 300.0,
+) -> None:
+    """Deliver outbox events to subsystems' callback URLs, at least once, with backoff."""
+    while not stop.is_set():
+        delivered = 0
+        try:
+            d = deps()
+            async with d.uow as uow:
+                now = uow.clock()
+                batch = await uow.outbox.lease_callbacks(now, 50, 30.0)
+                await uow.commit()
+            for event in batch:
+                body = json.dumps(
+                    json_format.MessageToDict(conv.event_msg(event)), sort_keys=True
+                ).encode()
+                ok = await sender.send(event.subsystem, event.event_id, body)
+                async with d.uow as uow:
+                    now = uow.clock()
+                    if ok:
+                        await uow.outbox.callback_done(event.cursor, now)
+                        delivered += 1
+                    else:
+                        attempts = await uow.outbox.callback_attempts(event.cursor)
+                        delay = min(max_delay, interval * 2 ** min(attempts, 16))
+                        await uow.outbox.callback_retry(
+                            event.cursor, now + timedelta(seconds=delay)
+                        )
+                    await uow.commit()
+            async with d.uow as uow:
+                metrics.OUTBOX_BACKLOG.set(await uow.outbox.backlog())
+        except Exception:
+            log.exception("callback relay round failed")
+        await _sleep(stop, 0.05 if delivered else interval)

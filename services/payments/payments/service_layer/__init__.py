@@ -1,0 +1,1 @@
+"""Payments: the service_layer layer."""

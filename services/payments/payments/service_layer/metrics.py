@@ -1,0 +1,58 @@
+"""Business metrics of the payments service (OPS-1), module-level Prometheus collectors."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+PAYMENT_ATTEMPTS = Counter(
+    "hirepay_payment_attempts_total",
+    "Payment authorizations by outcome (authorized, requires_action, processing, failed, unknown)"
+    " and failure reason.",
+    ["method", "outcome", "reason"],
+)
+REVENUE = Counter(
+    "hirepay_payment_revenue_minor_total",
+    "Money captured, in minor units, by currency.",
+    ["currency"],
+)
+REFUNDS = Counter(
+    "hirepay_payment_refunds_total",
+    "Refunds by reason and outcome.",
+    ["reason", "outcome"],
+)
+REFUNDED = Counter(
+    "hirepay_payment_refunded_minor_total",
+    "Money refunded, in minor units, by currency.",
+    ["currency"],
+)
+WEBHOOK_EVENTS = Counter(
+    "hirepay_webhook_events_total",
+    "Provider webhook deliveries by event type and result"
+    " (applied, no_effect, duplicate, invalid_signature, not_applicable_yet, provider_error).",
+    ["type", "result"],
+)
+WEBHOOK_LAG = Histogram(
+    "hirepay_webhook_lag_seconds",
+    "Delay between an event's creation at the provider and its ingestion.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800, 3600),
+)
+OUTBOX_BACKLOG = Gauge(
+    "hirepay_payments_outbox_backlog",
+    "Settlement callbacks written to the outbox and not yet delivered.",
+)
+PROVIDER_LATENCY = Histogram(
+    "hirepay_provider_call_duration_seconds",
+    "Latency of provider calls by operation and outcome.",
+    ["operation", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+UNKNOWN_RESOLVED = Counter(
+    "hirepay_payment_unknown_resolved_total",
+    "Payments whose UNKNOWN outcome the poller resolved, by final state.",
+    ["state"],
+)
+SUBSCRIPTIONS = Counter(
+    "hirepay_subscription_transactions_total",
+    "Subscription transactions by final status.",
+    ["user_type", "status"],
+)

@@ -1,0 +1,155 @@
+"""The ports the handlers need: repositories and the unit of work holding one local transaction.
+
+Adapters implement them against PostgreSQL. Repositories never commit; `async with uow:` rolls back
+unless `await uow.commit()` was called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any, Protocol, Self
+
+from payments.domain.model import (
+    AuditEntry,
+    OutboxEvent,
+    Payment,
+    Refund,
+    TccBranch,
+    TccOp,
+    Transaction,
+    UserType,
+)
+
+
+class PaymentRepository(Protocol):
+    async def add(self, payment: Payment) -> None: ...
+
+    async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None: ...
+
+    async def get_by_branch(
+        self, branch: TccBranch, *, for_update: bool = False
+    ) -> Payment | None: ...
+
+    async def find_by_provider(
+        self, *, payment_intent_id: str = "", checkout_id: str = ""
+    ) -> Payment | None: ...
+
+    async def save(self, payment: Payment) -> None: ...
+
+    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
+        """Payments whose next poll is due, locked with SKIP LOCKED and leased (next poll moved
+        past the lease) so that several workers share them without doing one twice at once."""
+
+
+class BarrierRepository(Protocol):
+    async def insert(self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: str) -> bool:
+        """Insert-first on (global_tx_id, branch_id, op): True if inserted, False if it existed."""
+
+    async def get(self, branch: TccBranch, op: TccOp) -> tuple[TccOp, str] | None:
+        """(origin, fingerprint) of a barrier row."""
+
+
+class RefundRepository(Protocol):
+    async def add(self, refund: Refund) -> None: ...
+
+    async def get(self, refund_id: str, *, for_update: bool = False) -> Refund | None: ...
+
+    async def get_by_request(self, payment_id: str, request_id: str) -> Refund | None: ...
+
+    async def save(self, refund: Refund) -> None: ...
+
+    async def succeeded_total(self, payment_id: str) -> int: ...
+
+    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]: ...
+
+
+class TransactionRepository(Protocol):
+    async def add(self, txn: Transaction) -> None: ...
+
+    async def get(self, transaction_id: str, *, for_update: bool = False) -> Transaction | None: ...
+
+    async def get_by_request(
+        self, user_type: UserType, user_id: str, request_id: str
+    ) -> Transaction | None: ...
+
+    async def find_by_provider(
+        self, *, checkout_id: str = "", payment_intent_id: str = ""
+    ) -> Transaction | None: ...
+
+    async def lock_user(self, user_type: UserType, user_id: str) -> None:
+        """Serialise subscription purchases of one user until the transaction ends."""
+
+    async def latest_active(
+        self, user_type: UserType, user_id: str, today: date
+    ) -> Transaction | None: ...
+
+    async def save(self, txn: Transaction) -> None: ...
+
+    async def list_stale_pending(self, now: datetime, limit: int) -> list[Transaction]:
+        """PENDING transactions whose checkout has expired (missed webhooks), locked SKIP LOCKED."""
+
+
+class EventRepository(Protocol):
+    async def exists(self, event_id: str) -> bool: ...
+
+    async def add(
+        self,
+        *,
+        provider: str,
+        event_id: str,
+        event_type: str,
+        object_id: str,
+        payload: dict[str, Any],
+        applied: bool,
+        provider_created_at: datetime,
+        received_at: datetime,
+    ) -> bool:
+        """Insert-first on the event id: False if it was stored before."""
+
+
+class OutboxRepository(Protocol):
+    async def add(self, event: OutboxEvent, *, callback: bool) -> None:
+        """Append an event; cursors commit in order (writers of the outbox are serialised)."""
+
+    async def list_after(
+        self, cursor: int, limit: int, subsystem: str = ""
+    ) -> list[OutboxEvent]: ...
+
+    async def backlog(self) -> int:
+        """Callbacks not delivered yet."""
+
+    async def lease_callbacks(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEvent]: ...
+
+    async def callback_done(self, cursor: int, now: datetime) -> None: ...
+
+    async def callback_retry(self, cursor: int, next_at: datetime) -> None: ...
+
+
+class AuditRepository(Protocol):
+    async def add(self, entry: AuditEntry) -> None: ...
+
+    async def list_for_payment(self, payment_id: str) -> list[AuditEntry]: ...
+
+    async def list_for_transaction(self, transaction_id: str) -> list[AuditEntry]: ...
+
+
+class PaymentsUnitOfWork(Protocol):
+    """One local transaction over the payments repositories."""
+
+    payments: PaymentRepository
+    barriers: BarrierRepository
+    refunds: RefundRepository
+    transactions: TransactionRepository
+    events: EventRepository
+    outbox: OutboxRepository
+    audit: AuditRepository
+    clock: Callable[[], datetime]
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def commit(self) -> None: ...

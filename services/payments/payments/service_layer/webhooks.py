@@ -1,0 +1,223 @@
+"""Provider webhook ingestion (API-3, SEC-3): verify the signature on the raw bytes, then apply the
+provider's CURRENT state of the object (re-fetched, never the event's payload) once per event id.
+
+An event about a payment or transaction we do not know yet is refused with EVENT_NOT_APPLICABLE_YET
+and nothing is stored, so the provider delivers it again later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from payments.domain import commands, errors
+from payments.domain.model import AuditEntry, Payment, Transaction
+from payments.domain.provider import (
+    InvalidRequest,
+    OutcomeUnknown,
+    ProviderCheckout,
+    ProviderEvent,
+    ProviderIntent,
+    SignatureInvalid,
+)
+from payments.service_layer import metrics
+from payments.service_layer.handlers import Deps, drive, publish
+from payments.service_layer.provider_calls import CallRecord, call
+from payments.service_layer.subscriptions import apply_to_transaction
+
+log = logging.getLogger(__name__)
+
+HANDLED_OBJECTS = frozenset({"payment_intent", "checkout.session"})
+
+
+@dataclass(frozen=True, slots=True)
+class EventOutcome:
+    event_id: str
+    event_type: str
+    applied: bool
+    duplicate: bool
+
+
+async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps) -> EventOutcome:
+    if cmd.provider and cmd.provider != deps.provider.name:
+        raise errors.invalid("provider", f"must be {deps.provider.name}")
+    try:
+        event = deps.provider.construct_event(cmd.payload, cmd.signature)
+    except SignatureInvalid as exc:
+        metrics.WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        raise errors.InvalidSignature(f"webhook signature refused: {exc.message}") from None
+    metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
+    async with deps.uow as uow:
+        if await uow.events.exists(event.id):
+            metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
+            return EventOutcome(event.id, event.type, applied=False, duplicate=True)
+        payment, txn = await _subject(uow, event)
+    payload = json.loads(cmd.payload)
+    if event.object_type not in HANDLED_OBJECTS:
+        return await _store(deps, event, payload, applied=False)
+    if payment is None and txn is None:
+        metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
+        raise errors.EventNotApplicableYet(
+            f"{event.object_type} {event.object_id} is not known yet; retry later",
+            metadata={"event_id": event.id, "object_id": event.object_id},
+        )
+    records: list[CallRecord] = []
+    try:
+        session, intent = await _refetch(deps, records, event, payment, txn)
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        metrics.WEBHOOK_EVENTS.labels(event.type, "provider_error").inc()
+        raise errors.ProviderUnavailable(
+            f"could not re-fetch {event.object_id} from the provider: {exc.message}",
+            metadata={"event_id": event.id},
+        ) from None
+    async with deps.uow as uow:
+        now = uow.clock()
+        inserted = await uow.events.add(
+            provider=deps.provider.name,
+            event_id=event.id,
+            event_type=event.type,
+            object_id=event.object_id,
+            payload=payload,
+            applied=True,
+            provider_created_at=event.created,
+            received_at=now,
+        )
+        if not inserted:
+            metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
+            return EventOutcome(event.id, event.type, applied=False, duplicate=True)
+        changed = False
+        follow_up: Payment | None = None
+        if payment is not None:
+            p = await uow.payments.get(payment.id, for_update=True)
+            assert p is not None
+            before = (p.state, p.captured_minor)
+            events = []
+            if session is not None:
+                events += p.apply_checkout(session, now)
+            if intent is not None:
+                events += p.apply_intent(intent, now)
+            changed = before != (p.state, p.captured_minor)
+            if p.needs_provider_work():
+                if p.next_poll_at is None or p.next_poll_at > now:
+                    p.next_poll_at = now
+                follow_up = p if p.pending_op is not None and p.void_requested else None
+            else:
+                p.finish_step(now)
+            await uow.payments.save(p)
+            await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
+            for record in records:
+                await uow.audit.add(record.audit("webhook", payment_id=p.id))
+            await publish(uow, deps.policy, events, now, payment=p)
+        elif txn is not None:
+            before_status = txn.status
+            t = await apply_to_transaction(uow, deps, txn.id, session, intent, actor="webhook")
+            changed = before_status is not t.status
+            await uow.audit.add(
+                _webhook_audit(event, "", t.id, before_status.value, t.status.value)
+            )
+            for record in records:
+                await uow.audit.add(record.audit("webhook", transaction_id=t.id))
+        await uow.commit()
+    metrics.WEBHOOK_EVENTS.labels(event.type, "applied" if changed else "no_effect").inc()
+    if follow_up is not None:
+        # e.g. 3-D Secure completed after the saga voided: cancel the authorization now.
+        try:
+            await drive(deps, follow_up, actor="webhook", direct=False)
+        except Exception:
+            log.exception("follow-up of payment %s failed; the poller will retry", follow_up.id)
+    return EventOutcome(event.id, event.type, applied=changed, duplicate=False)
+
+
+def _webhook_audit(
+    event: ProviderEvent, payment_id: str, transaction_id: str, before: str, after: str
+) -> AuditEntry:
+    return AuditEntry(
+        action="webhook",
+        actor="provider",
+        reason=f"{event.type}: {before} -> {after}",
+        details={
+            "event_id": event.id,
+            "event_type": event.type,
+            "object_id": event.object_id,
+            "from": before,
+            "to": after,
+        },
+        payment_id=payment_id,
+        transaction_id=transaction_id,
+    )
+
+
+async def _store(deps: Deps, event: ProviderEvent, payload: dict, *, applied: bool) -> EventOutcome:
+    async with deps.uow as uow:
+        inserted = await uow.events.add(
+            provider=deps.provider.name,
+            event_id=event.id,
+            event_type=event.type,
+            object_id=event.object_id,
+            payload=payload,
+            applied=applied,
+            provider_created_at=event.created,
+            received_at=uow.clock(),
+        )
+        await uow.commit()
+    metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if inserted else "duplicate").inc()
+    return EventOutcome(event.id, event.type, applied=False, duplicate=not inserted)
+
+
+async def _subject(uow, event: ProviderEvent) -> tuple[Payment | None, Transaction | None]:  # type: ignore[no-untyped-def]
+    """The payment or transaction an event is about (looked up by provider ids, then by the ids
+    we put in the object's metadata ourselves)."""
+    meta = event.metadata
+    payment: Payment | None = None
+    txn: Transaction | None = None
+    if event.object_type == "payment_intent":
+        payment = await uow.payments.find_by_provider(payment_intent_id=event.object_id)
+        if payment is None and meta.get("hirepay_payment_id"):
+            payment = await uow.payments.get(meta["hirepay_payment_id"])
+        if payment is None:
+            txn = await uow.transactions.find_by_provider(payment_intent_id=event.object_id)
+        if payment is None and txn is None and meta.get("transaction_id"):
+            txn = await uow.transactions.get(meta["transaction_id"])
+    elif event.object_type == "checkout.session":
+        payment = await uow.payments.find_by_provider(checkout_id=event.object_id)
+        if payment is None and meta.get("hirepay_payment_id"):
+            payment = await uow.payments.get(meta["hirepay_payment_id"])
+        if payment is None:
+            txn = await uow.transactions.find_by_provider(checkout_id=event.object_id)
+        if payment is None and txn is None and meta.get("transaction_id"):
+            txn = await uow.transactions.get(meta["transaction_id"])
+    return payment, txn
+
+
+async def _refetch(
+    deps: Deps,
+    records: list[CallRecord],
+    event: ProviderEvent,
+    payment: Payment | None,
+    txn: Transaction | None,
+) -> tuple[ProviderCheckout | None, ProviderIntent | None]:
+    """The provider's current view of the event's object (never the event's own copy)."""
+    provider = deps.provider
+    session: ProviderCheckout | None = None
+    intent: ProviderIntent | None = None
+    if event.object_type == "checkout.session":
+        cs = event.object_id
+        session = await call(
+            records, "retrieve_checkout", "", lambda: provider.retrieve_checkout(cs)
+        )
+        pi = session.payment_intent_id
+        if pi:
+            intent = await call(
+                records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)
+            )
+    else:
+        pi = event.object_id
+        intent = await call(records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi))
+        cs = txn.provider_transaction_id if txn is not None else ""
+        if txn is not None and cs:
+            session = await call(
+                records, "retrieve_checkout", "", lambda: provider.retrieve_checkout(cs)
+            )
+    return session, intent
