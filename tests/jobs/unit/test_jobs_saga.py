@@ -1,0 +1,665 @@
+"""Unit tests of the pay-to-post saga against fake participants and an in-memory unit of work."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+from jobs_fakes import Clock, FakeParticipants, FakeUnitOfWork, Store, make_config
+
+from hirepay_platform.errors import ErrorKind, HirepayError, ValidationError
+from hirepay_platform.money import Money
+from jobs.domain import commands
+from jobs.domain.model import JobFields, JobStatus, PaymentStatus
+from jobs.domain.saga import SagaState, TryResult, TryState
+from jobs.service_layer import handlers, saga
+
+COMPANY = commands.Actor("co_1", "company")
+FIELDS = JobFields(
+    title="Senior Payments Engineer",
+    description="Build the payment backbone of a job marketplace.",
+    location="Remote",
+    employment_type="full_time",
+    category="engineering",
+)
+
+
+class Crash(BaseException):
+    """Stands for the process dying at a saga step."""
+
+
+class World:
+    def __init__(self, **config) -> None:
+        self.store = Store()
+        self.clock = Clock()
+        self.participants = FakeParticipants()
+        self.crash_at = ""
+
+        def crash_point(step: str) -> None:
+            if step == self.crash_at:
+                raise Crash(step)
+
+        self.config = make_config(crash_point=crash_point, **config)
+        self.deps = saga.SagaDeps(self.participants, self.config)
+
+    @property
+    def payments(self):
+        return self.participants.payments
+
+    @property
+    def credits(self):
+        return self.participants.credits
+
+    def uow(self) -> FakeUnitOfWork:
+        return FakeUnitOfWork(self.store, self.clock)
+
+    async def post(self, key="key-1", method="card", **kw) -> saga.SagaAnswer:
+        cmd = commands.CreateJobWithPayment(
+            request_id=key,
+            actor=kw.pop("actor", COMPANY),
+            payment=commands.PaymentChoice(
+                method=method,
+                payment_method_token=kw.pop("token", "pm_card_visa" if method == "card" else ""),
+                expected_amount=kw.pop("expected", None),
+            ),
+            accept_terms=kw.pop("accept_terms", True),
+            fingerprint=kw.pop("fingerprint", "fp-1"),
+            fields=kw.pop("fields", None if "draft_id" in kw else FIELDS),
+            **kw,
+        )
+        return await saga.create_job_with_payment(cmd, self.uow(), self.deps)
+
+    def job(self, job_id: str):
+        return self.store.jobs[job_id]
+
+    def only_saga(self):
+        (s,) = self.store.sagas.values()
+        return s
+
+    async def recover(self) -> int:
+        return await saga.recover_due(self.uow(), self.deps)
+
+
+def declined(code="card_declined") -> HirepayError:
+    return HirepayError(
+        "declined",
+        reason="PAYMENT_DECLINED",
+        kind=ErrorKind.FAILED_PRECONDITION,
+        metadata={"code": code, "payment_id": "pay_1"},
+    )
+
+
+async def test_card_success_activates_and_captures():
+    w = World()
+    answer = await w.post()
+    job = w.job(answer.job.id)
+    assert answer.job.status is JobStatus.ACTIVE
+    assert answer.job.payment_status is PaymentStatus.COMPLETED
+    assert answer.job.payment_amount_minor == 14900 and answer.job.payment_currency == "USD"
+    assert answer.job.posted_at is not None and answer.replayed is False
+    assert job.status is JobStatus.ACTIVE and job.payment_id == "pay_1"
+    assert w.payments.taken(answer.saga_id)
+    assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
+    assert w.only_saga().state is SagaState.COMPLETED
+    statuses = [(t.from_status, t.to_status) for t in w.store.transitions]
+    assert statuses == [
+        (None, JobStatus.DRAFT),
+        (JobStatus.DRAFT, JobStatus.PENDING_PAYMENT),
+        (JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (declined(), "PAYMENT_DECLINED"),
+        (
+            HirepayError("nsf", reason="INSUFFICIENT_FUNDS", kind=ErrorKind.FAILED_PRECONDITION),
+            "INSUFFICIENT_FUNDS",
+        ),
+        (
+            HirepayError("bad", reason="INVALID_PAYMENT_DETAILS", kind=ErrorKind.INVALID_ARGUMENT),
+            "INVALID_PAYMENT_DETAILS",
+        ),
+        (
+            HirepayError("down", reason="PAYMENT_PROVIDER_UNAVAILABLE", kind=ErrorKind.UNAVAILABLE),
+            "PAYMENT_PROVIDER_UNAVAILABLE",
+        ),
+        (
+            HirepayError("conn", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE),
+            "PAYMENT_PROVIDER_UNAVAILABLE",
+        ),
+    ],
+)
+async def test_failed_try_posts_nothing_and_cancels(error, reason):
+    w = World()
+    w.payments.try_outcome = error
+    with pytest.raises(HirepayError) as info:
+        await w.post()
+    assert info.value.reason == reason
+    s = w.only_saga()
+    assert info.value.metadata["transaction_id"] == s.id
+    job = w.job(s.job_id)
+    assert job.status is JobStatus.PAYMENT_FAILED
+    assert job.payment_status is PaymentStatus.FAILED
+    assert job.fields == FIELDS  # the draft is kept
+    assert ("cancel", s.id) in w.payments.calls  # Cancel even when the Try failed
+    assert s.state is SagaState.FAILED
+    assert not w.payments.taken(s.id) and not w.payments.held(s.id)
+
+
+async def test_decline_keeps_provider_code():
+    w = World()
+    w.payments.try_outcome = declined("expired_card")
+    with pytest.raises(HirepayError) as info:
+        await w.post()
+    assert info.value.metadata["code"] == "expired_card"
+    assert info.value.kind is ErrorKind.FAILED_PRECONDITION
+
+
+async def test_timeout_is_unknown_never_charged_twice():
+    w = World()
+    w.payments.try_outcome = HirepayError(
+        "slow",
+        reason="PAYMENT_TIMEOUT",
+        kind=ErrorKind.DEADLINE_EXCEEDED,
+        metadata={"payment_id": "pay_9"},
+    )
+    with pytest.raises(HirepayError) as info:
+        await w.post()
+    err = info.value
+    assert err.reason == "PAYMENT_TIMEOUT" and err.kind is ErrorKind.DEADLINE_EXCEEDED
+    assert err.metadata["payment_id"] == "pay_9" and err.metadata["retry"] == "true"
+    s = w.only_saga()
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert [c for c, _ in w.payments.calls] == ["try", "cancel"]
+    # Nothing re-sends the Try: recovery has nothing left to do.
+    w.clock.advance(hours=1)
+    await w.recover()
+    assert [c for c, _ in w.payments.calls].count("try") == 1
+
+
+async def test_client_side_deadline_is_reported_as_payment_timeout():
+    w = World()
+    w.payments.try_outcome = HirepayError(
+        "payments did not answer", reason="DEADLINE_EXCEEDED", kind=ErrorKind.DEADLINE_EXCEEDED
+    )
+    with pytest.raises(HirepayError) as info:
+        await w.post()
+    assert info.value.reason == "PAYMENT_TIMEOUT"
+    assert "payment_id" in info.value.metadata
+
+
+async def test_credits_insufficient_maps_to_insufficient_credits():
+    w = World()
+    w.credits.try_outcome = HirepayError(
+        "nsf", reason="INSUFFICIENT_FUNDS", kind=ErrorKind.FAILED_PRECONDITION
+    )
+    with pytest.raises(HirepayError) as info:
+        await w.post(method="credits")
+    assert info.value.reason == "INSUFFICIENT_CREDITS"
+    s = w.only_saga()
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert w.payments.calls == []
+
+
+async def test_credits_success_costs_500_credits():
+    w = World()
+    w.credits.try_outcome = TryResult(TryState.RESERVED, "s/payment", "PENDING")
+    answer = await w.post(method="credits")
+    assert answer.job.status is JobStatus.ACTIVE
+    assert (answer.job.payment_amount_minor, answer.job.payment_currency) == (500, "JOB_CREDIT")
+    assert w.credits.taken(answer.saga_id)
+
+
+async def test_activation_failure_voids_the_authorization():
+    w = World(fail_activation_marker="[boom]")
+    with pytest.raises(HirepayError) as info:
+        await w.post(fields=replace(FIELDS, title="Engineer [boom]"))
+    assert info.value.reason == "ACTIVATION_FAILED"
+    assert info.value.metadata["refunded"] == "true"
+    s = w.only_saga()
+    job = w.job(s.job_id)
+    assert job.status is JobStatus.PAYMENT_FAILED
+    assert job.payment_status is PaymentStatus.REFUNDED
+    assert s.state is SagaState.REFUNDED
+    assert w.payments.state[s.id] is TryState.CANCELLED
+    assert ("confirm", s.id) not in w.payments.calls
+
+
+async def test_money_captured_but_job_not_postable_is_refunded():
+    """A bank transfer settles (captured) after the job went away: the money goes back."""
+    w = World()
+    w.payments.try_outcome = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
+    answer = await w.post(method="bank_transfer")
+    assert answer.job.status is JobStatus.PENDING_PAYMENT
+    s = w.only_saga()
+    # The job was taken out of pending_payment behind the saga's back (e.g. an operator).
+    w.store.jobs[s.job_id].status = JobStatus.PAYMENT_FAILED
+    w.payments.state[s.id] = TryState.CAPTURED
+    event = saga.SettlementEvent(
+        "ev1",
+        7,
+        "payment.captured",
+        s.id,
+        "payment",
+        TryResult(TryState.CAPTURED, "pay_1", "CAPTURED"),
+    )
+    await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    s = w.only_saga()
+    assert s.state is SagaState.REFUNDED
+    assert w.payments.refunded[s.id] == 14900
+    assert w.job(s.job_id).payment_status is PaymentStatus.REFUNDED
+    assert w.store.cursors["c"] == 7
+
+
+async def test_settles_later_then_event_activates():
+    w = World()
+    w.payments.try_outcome = TryResult(
+        TryState.ACTION_REQUIRED, "pay_1", "REQUIRES_ACTION", next_action_url="https://pay/3ds"
+    )
+    answer = await w.post()
+    assert answer.job.status is JobStatus.PENDING_PAYMENT
+    assert answer.next_action_url == "https://pay/3ds"
+    assert answer.payment_state == "REQUIRES_ACTION"
+    s = w.only_saga()
+    assert s.state is SagaState.AWAITING_SETTLEMENT
+    w.payments.state[s.id] = TryState.RESERVED
+    event = saga.SettlementEvent(
+        "ev1", 1, "payment.authorized", s.id, "payment", TryResult(TryState.RESERVED, "pay_1")
+    )
+    assert await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    # Redelivery changes nothing.
+    assert not await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    job = w.job(s.job_id)
+    assert job.status is JobStatus.ACTIVE and job.payment_status is PaymentStatus.COMPLETED
+    assert w.payments.taken(s.id)
+    assert [c for c, _ in w.payments.calls].count("confirm") == 1
+
+
+async def test_settlement_failure_event_fails_the_job():
+    w = World()
+    w.payments.try_outcome = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
+    await w.post(method="bank_transfer")
+    s = w.only_saga()
+    event = saga.SettlementEvent(
+        "ev2",
+        2,
+        "payment.failed",
+        s.id,
+        "payment",
+        TryResult(TryState.FAILED, "pay_1", "FAILED", failure_reason="PAYMENT_DECLINED"),
+    )
+    await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert w.only_saga().state is SagaState.FAILED
+
+
+async def test_unpaid_checkout_is_cancelled_after_settlement_deadline():
+    w = World(settlement_deadline_seconds=3600)
+    w.payments.try_outcome = TryResult(TryState.ACTION_REQUIRED, "pay_1", "REQUIRES_ACTION")
+    await w.post(method="checkout")
+    s = w.only_saga()
+    w.clock.advance(hours=2)
+    await w.recover()
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert w.only_saga().state is SagaState.FAILED
+    assert w.payments.state[s.id] is TryState.CANCELLED
+
+
+async def test_replay_returns_the_same_answer():
+    w = World()
+    first = await w.post()
+    second = await w.post()
+    assert second.replayed is True
+    assert (second.job, second.saga_id, second.payment_id) == (
+        first.job,
+        first.saga_id,
+        first.payment_id,
+    )
+    assert len(w.store.sagas) == 1 and len(w.store.jobs) == 1
+    assert [c for c, _ in w.payments.calls].count("try") == 1
+
+
+async def test_same_key_other_body_is_refused():
+    w = World()
+    await w.post()
+    with pytest.raises(HirepayError) as info:
+        await w.post(fingerprint="fp-other")
+    assert info.value.reason == "IDEMPOTENCY_MISMATCH"
+    assert info.value.kind is ErrorKind.ALREADY_EXISTS
+
+
+async def test_keys_are_scoped_to_the_caller():
+    w = World()
+    a = await w.post()
+    b = await w.post(actor=commands.Actor("co_2", "company"))
+    assert a.saga_id != b.saga_id and not b.replayed
+
+
+async def test_failed_saga_replays_the_same_error():
+    w = World()
+    w.payments.try_outcome = declined()
+    with pytest.raises(HirepayError) as first:
+        await w.post()
+    with pytest.raises(HirepayError) as again:
+        await w.post()
+    assert (again.value.reason, again.value.metadata) == (first.value.reason, first.value.metadata)
+    assert [c for c, _ in w.payments.calls].count("try") == 1
+
+
+async def test_twin_in_progress_waits_then_gets_request_in_progress():
+    w = World(idempotency_wait_seconds=0.1)
+    release = asyncio.Event()
+    original = w.payments.try_
+
+    async def slow_try(saga_obj):
+        await release.wait()
+        return await original(saga_obj)
+
+    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    first = asyncio.create_task(w.post())
+    await asyncio.sleep(0.02)
+    with pytest.raises(HirepayError) as info:
+        await w.post()
+    assert info.value.reason == "REQUEST_IN_PROGRESS" and info.value.kind is ErrorKind.ABORTED
+    release.set()
+    answer = await first
+    assert answer.job.status is JobStatus.ACTIVE
+
+
+async def test_twin_waiting_gets_the_answer_when_it_arrives():
+    w = World(idempotency_wait_seconds=2)
+    release = asyncio.Event()
+    original = w.payments.try_
+
+    async def slow_try(saga_obj):
+        await release.wait()
+        return await original(saga_obj)
+
+    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    first = asyncio.create_task(w.post())
+    await asyncio.sleep(0.02)
+    twins = [asyncio.create_task(w.post()) for _ in range(5)]
+    await asyncio.sleep(0.05)
+    release.set()
+    answers = [await first, *[await t for t in twins]]
+    assert all(a.job == answers[0].job for a in answers)
+    assert [a.replayed for a in answers] == [False, True, True, True, True, True]
+
+
+async def test_validation_failure_does_not_consume_the_key():
+    w = World()
+    with pytest.raises(ValidationError) as info:
+        await w.post(fields=JobFields(title="x"))
+    assert "title" in info.value.fields
+    assert w.store.sagas == {}
+    answer = await w.post()
+    assert answer.job.status is JobStatus.ACTIVE
+
+
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"accept_terms": False}, "TERMS_NOT_ACCEPTED"),
+        ({"terms_version": "2020-01"}, "TERMS_OUTDATED"),
+        ({"expected": Money(100, "USD")}, "FEE_MISMATCH"),
+        ({"method": "bitcoin"}, "VALIDATION_FAILED"),
+        ({"token": ""}, "VALIDATION_FAILED"),
+    ],
+)
+async def test_refused_before_any_payment(kw, reason):
+    w = World()
+    with pytest.raises(HirepayError) as info:
+        await w.post(**kw)
+    assert info.value.reason == reason
+    assert w.payments.calls == []
+    assert w.store.jobs == {}
+
+
+async def test_only_companies_may_post():
+    w = World()
+    with pytest.raises(HirepayError) as info:
+        await w.post(actor=commands.Actor("u1", "applicant"))
+    assert info.value.kind is ErrorKind.PERMISSION_DENIED
+
+
+async def test_retry_after_failure_with_new_key_posts_the_draft():
+    w = World()
+    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    w.payments.try_outcome = declined()
+    with pytest.raises(HirepayError):
+        await w.post(key="k1", draft_id=draft.id)
+    assert w.job(draft.id).status is JobStatus.PAYMENT_FAILED
+    w.payments.try_outcome = TryResult(TryState.RESERVED, "pay_2", "AUTHORIZED")
+    answer = await w.post(key="k2", draft_id=draft.id, fingerprint="fp-2")
+    assert answer.job.id == draft.id and answer.job.status is JobStatus.ACTIVE
+    # The earlier attempt does not interfere: its late events change nothing.
+    (old,) = [s for s in w.store.sagas.values() if s.request_id == "k1"]
+    event = saga.SettlementEvent(
+        "e", 3, "payment.voided", old.id, "payment", TryResult(TryState.CANCELLED, "pay_1")
+    )
+    await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    assert w.job(draft.id).status is JobStatus.ACTIVE
+
+
+async def test_active_job_cannot_be_posted_again():
+    w = World()
+    answer = await w.post()
+    with pytest.raises(HirepayError) as info:
+        await w.post(key="k2", draft_id=answer.job.id, fingerprint="fp-2")
+    assert info.value.reason == "INVALID_TRANSITION"
+
+
+async def test_crash_after_try_is_recovered_to_active_and_captured():
+    w = World(lease_seconds=5)
+    w.crash_at = "try"
+    with pytest.raises(Crash):
+        await w.post()
+    s = w.only_saga()
+    assert s.state is SagaState.TRYING and w.payments.held(s.id)
+    w.crash_at = ""
+    assert await w.recover() == 0  # the dead holder's lease still runs
+    w.clock.advance(seconds=6)
+    assert await w.recover() == 1
+    s = w.only_saga()
+    assert s.state is SagaState.COMPLETED
+    assert w.job(s.job_id).status is JobStatus.ACTIVE
+    assert w.payments.taken(s.id)
+    # The client retrying with its key now gets the answer.
+    answer = await w.post()
+    assert answer.replayed and answer.job.status is JobStatus.ACTIVE
+
+
+async def test_crash_after_activation_confirms_on_recovery():
+    w = World(lease_seconds=5)
+    w.crash_at = "activate"
+    with pytest.raises(Crash):
+        await w.post()
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING
+    assert w.job(s.job_id).status is JobStatus.ACTIVE
+    assert w.job(s.job_id).payment_status is PaymentStatus.PENDING
+    w.crash_at = ""
+    w.clock.advance(seconds=6)
+    await w.recover()
+    assert w.only_saga().state is SagaState.COMPLETED
+    assert w.job(s.job_id).payment_status is PaymentStatus.COMPLETED
+    assert w.payments.taken(s.id)
+
+
+async def test_stuck_saga_past_deadline_is_cancelled():
+    w = World(lease_seconds=5, saga_deadline_seconds=60)
+    w.crash_at = "pending"
+    with pytest.raises(Crash):
+        await w.post()
+    s = w.only_saga()
+    w.crash_at = ""
+    w.clock.advance(seconds=120)
+    await w.recover()
+    s = w.only_saga()
+    assert s.state is SagaState.FAILED
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert ("try", s.id) not in w.payments.calls
+    assert ("cancel", s.id) in w.payments.calls  # null compensation recorded
+
+
+async def test_confirm_is_retried_until_it_succeeds():
+    w = World()
+    w.payments.confirm_errors = [
+        HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
+    ] * 2
+    answer = await w.post()
+    assert answer.job.status is JobStatus.ACTIVE
+    assert answer.job.payment_status is PaymentStatus.PENDING
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING
+    for _ in range(3):
+        w.clock.advance(seconds=120)
+        await w.recover()
+    assert w.only_saga().state is SagaState.COMPLETED
+    assert w.job(s.job_id).payment_status is PaymentStatus.COMPLETED
+
+
+async def test_confirm_refused_for_good_takes_the_job_down():
+    w = World()
+    w.payments.confirm_errors = [
+        HirepayError("expired", reason="PAYMENT_VOIDED", kind=ErrorKind.FAILED_PRECONDITION)
+    ]
+    with pytest.raises(HirepayError) as info:
+        await w.post()
+    assert info.value.reason == "PAYMENT_VOIDED"
+    s = w.only_saga()
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert s.state is SagaState.FAILED
+    assert not w.payments.taken(s.id) and not w.payments.held(s.id)
+
+
+async def test_cancel_is_retried_until_it_succeeds():
+    w = World()
+    w.payments.try_outcome = declined()
+    w.payments.cancel_errors = [
+        HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
+    ]
+    with pytest.raises(HirepayError):
+        await w.post()
+    assert w.only_saga().state is SagaState.CANCELLING
+    w.clock.advance(seconds=120)
+    await w.recover()
+    assert w.only_saga().state is SagaState.FAILED
+
+
+async def test_cancel_within_policy_refunds():
+    w = World()
+    answer = await w.post()
+    w.clock.advance(hours=1)
+    job, saga_id = await handlers.cancel_job(
+        commands.CancelJob(COMPANY, answer.job.id, "position closed"), w.uow(), w.config
+    )
+    assert job.status is JobStatus.CANCELLED and saga_id == answer.saga_id
+    await saga.drive(saga_id, w.uow(), w.deps, poll=False)
+    assert w.payments.refunded[saga_id] == 14900
+    assert w.job(job.id).payment_status is PaymentStatus.REFUNDED
+
+
+async def test_cancel_after_policy_window_refunds_nothing():
+    w = World()
+    answer = await w.post()
+    w.clock.advance(days=3)
+    job, saga_id = await handlers.cancel_job(
+        commands.CancelJob(COMPANY, answer.job.id), w.uow(), w.config
+    )
+    assert job.status is JobStatus.CANCELLED and saga_id == ""
+    assert w.payments.refunded == {}
+
+
+async def test_expiry_worker_expires_due_postings():
+    w = World()
+    answer = await w.post()
+    assert await handlers.expire_due(w.uow()) == 0
+    w.clock.advance(days=31)
+    assert await handlers.expire_due(w.uow()) == 1
+    assert w.job(answer.job.id).status is JobStatus.EXPIRED
+    assert w.store.transitions[-1].actor == "system"
+
+
+async def test_object_level_authorization():
+    w = World()
+    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    other = commands.Actor("co_2", "company")
+    anonymous = commands.Actor()
+    admin = commands.Actor("root", "admin")
+    for actor in (other, anonymous):
+        with pytest.raises(HirepayError) as info:
+            await handlers.get_job(commands.GetJob(actor, draft.id), w.uow())
+        assert info.value.reason == "JOB_NOT_FOUND"
+    with pytest.raises(HirepayError):
+        await handlers.update_draft(
+            commands.UpdateDraft(other, draft.id, JobFields(title="Stolen"), ("title",)),
+            w.uow(),
+            w.config,
+        )
+    assert (await handlers.get_job(commands.GetJob(admin, draft.id), w.uow())).id == draft.id
+    answer = await w.post(key="k", draft_id=draft.id)
+    assert (
+        await handlers.get_job(commands.GetJob(anonymous, answer.job.id), w.uow())
+    ).status is JobStatus.ACTIVE
+    page = await handlers.list_active_jobs(commands.ListActiveJobs(), w.uow())
+    assert [j.id for j in page.jobs] == [draft.id]
+
+
+async def test_public_list_pages_through_active_jobs_only():
+    w = World()
+    ids = []
+    for i in range(5):
+        w.clock.advance(seconds=1)
+        ids.append((await w.post(key=f"k{i}", fingerprint=f"f{i}")).job.id)
+    await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    seen, token = [], ""
+    while True:
+        page = await handlers.list_active_jobs(
+            commands.ListActiveJobs(page_size=2, page_token=token), w.uow()
+        )
+        seen += [j.id for j in page.jobs]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(ids))
+
+
+async def test_preview_shows_fee_and_terms():
+    w = World()
+    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    preview = await handlers.preview_job(commands.PreviewJob(COMPANY, draft.id), w.uow(), w.config)
+    assert preview.fee == Money(14900, "USD")
+    assert (preview.fee_credits, preview.terms_version, preview.posting_days) == (
+        500,
+        "2026-11",
+        30,
+    )
+
+
+async def test_update_draft_validates_and_keeps_payment_failed_editable():
+    w = World()
+    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    with pytest.raises(ValidationError) as info:
+        await handlers.update_draft(
+            commands.UpdateDraft(
+                COMPANY, draft.id, JobFields(description="short"), ("description",)
+            ),
+            w.uow(),
+            w.config,
+        )
+    assert "description" in info.value.fields
+    job = await handlers.update_draft(
+        commands.UpdateDraft(COMPANY, draft.id, JobFields(title="Staff Engineer"), ("title",)),
+        w.uow(),
+        w.config,
+    )
+    assert job.fields.title == "Staff Engineer" and job.fields.location == "Remote"
+
+
+def test_deadline_constant_sane():
+    assert timedelta(seconds=make_config().saga_deadline_seconds) > timedelta(0)
