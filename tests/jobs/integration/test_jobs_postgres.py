@@ -1,0 +1,207 @@
+"""Integration tests against real PostgreSQL: insert-first idempotency under concurrency, leases of
+the recovery worker, the expiry worker, the append-only audit trail."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from jobs_fakes import FakeParticipants, make_config
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from hirepay_platform.db import create_engine, make_session_factory
+from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
+from jobs.domain import commands
+from jobs.domain.model import Job, JobFields, JobStatus
+from jobs.domain.saga import PaymentMethod, Saga, SagaState
+from jobs.service_layer import handlers, saga
+
+COMPANY = commands.Actor("co_1", "company")
+FIELDS = JobFields(
+    title="Senior Payments Engineer",
+    description="Build the payment backbone of a job marketplace.",
+    location="Remote",
+    employment_type="full_time",
+    category="engineering",
+)
+
+
+@pytest.fixture
+async def sessions(make_service_database):
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=30, max_overflow=10)
+    yield make_session_factory(engine)
+    await engine.dispose()
+
+
+def post_cmd(key: str, fingerprint: str = "fp") -> commands.CreateJobWithPayment:
+    return commands.CreateJobWithPayment(
+        request_id=key,
+        actor=COMPANY,
+        payment=commands.PaymentChoice(method="card", payment_method_token="pm_card_visa"),
+        accept_terms=True,
+        fingerprint=fingerprint,
+        fields=FIELDS,
+    )
+
+
+async def test_twenty_concurrent_calls_with_one_key_give_one_charge_one_job(sessions):
+    participants = FakeParticipants()
+    original = participants.payments.try_
+
+    async def slow_try(s):
+        await asyncio.sleep(0.2)  # keep the first request in flight while the twins arrive
+        return await original(s)
+
+    participants.payments.try_ = slow_try  # type: ignore[method-assign]
+    deps = saga.SagaDeps(participants, make_config(idempotency_wait_seconds=10))
+    answers = await asyncio.gather(
+        *[
+            saga.create_job_with_payment(post_cmd("same-key"), SqlJobsUnitOfWork(sessions), deps)
+            for _ in range(20)
+        ]
+    )
+    assert len({a.saga_id for a in answers}) == 1
+    assert len({a.job.id for a in answers}) == 1
+    assert all(replace(a, replayed=False) == replace(answers[0], replayed=False) for a in answers)
+    assert sorted(a.replayed for a in answers) == [False] + [True] * 19
+    assert [c for c, _ in participants.payments.calls] == ["try", "confirm"]
+    async with sessions() as s:
+        assert (await s.execute(text("SELECT count(*) FROM sagas"))).scalar_one() == 1
+        assert (await s.execute(text("SELECT count(*) FROM jobs"))).scalar_one() == 1
+
+
+async def test_same_key_different_body_is_refused(sessions):
+    deps = saga.SagaDeps(FakeParticipants(), make_config())
+    await saga.create_job_with_payment(post_cmd("k"), SqlJobsUnitOfWork(sessions), deps)
+    with pytest.raises(Exception) as info:
+        await saga.create_job_with_payment(
+            post_cmd("k", "other"), SqlJobsUnitOfWork(sessions), deps
+        )
+    assert info.value.reason == "IDEMPOTENCY_MISMATCH"
+
+
+def _saga(i: int, now: datetime) -> Saga:
+    return Saga(
+        id=f"saga_{i}",
+        company_id="co_1",
+        request_id=f"k{i}",
+        fingerprint="fp",
+        actor="co_1",
+        state=SagaState.CONFIRMING,
+        method=PaymentMethod.CARD,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + timedelta(minutes=15),
+    )
+
+
+async def test_two_recovery_workers_never_take_the_same_saga(sessions):
+    now = datetime.now(UTC)
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        for i in range(30):
+            await uow.sagas.insert(_saga(i, now))
+        # One leased by a live holder, one not yet due: neither may be taken.
+        held = _saga(100, now)
+        held.lease_owner, held.lease_until = "alive", now + timedelta(minutes=1)
+        await uow.sagas.insert(held)
+        later = _saga(101, now)
+        later.next_attempt_at = now + timedelta(minutes=1)
+        await uow.sagas.insert(later)
+        await uow.commit()
+
+    async def claim(owner: str) -> list[str]:
+        taken: list[str] = []
+        for _ in range(10):
+            async with SqlJobsUnitOfWork(sessions) as uow:
+                got = await uow.sagas.claim_due(
+                    uow.clock(), owner, uow.clock() + timedelta(minutes=5), 4
+                )
+                await asyncio.sleep(0.01)  # hold the row locks while the other worker claims
+                await uow.commit()
+            taken += [s.id for s in got]
+        return taken
+
+    a, b = await asyncio.gather(claim("A"), claim("B"))
+    assert not set(a) & set(b)
+    assert set(a) | set(b) == {f"saga_{i}" for i in range(30)}
+    # An expired lease is taken over.
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        got = await uow.sagas.claim_due(
+            now + timedelta(minutes=2), "C", now + timedelta(minutes=10), 100
+        )
+    assert {s.id for s in got} == {"saga_100", "saga_101"}
+
+
+async def test_expiry_worker_in_several_replicas(sessions):
+    config = make_config()
+    now = datetime.now(UTC)
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        for i in range(25):
+            job = Job(f"job_{i}", "co_1", FIELDS, JobStatus.ACTIVE, now, now, saga_id=f"saga_{i}")
+            job.posted_at = now - timedelta(days=31)
+            job.expires_at = now - timedelta(days=1) if i < 20 else now + timedelta(days=1)
+            await uow.jobs.add(job)
+        await uow.commit()
+    counts = await asyncio.gather(
+        *[handlers.expire_due(SqlJobsUnitOfWork(sessions), limit=3) for _ in range(4)]
+    )
+    total = sum(counts)
+    while True:
+        more = await handlers.expire_due(SqlJobsUnitOfWork(sessions), limit=3)
+        if not more:
+            break
+        total += more
+    assert total == 20
+    page = await handlers.list_active_jobs(commands.ListActiveJobs(), SqlJobsUnitOfWork(sessions))
+    assert len(page.jobs) == 5
+    async with sessions() as s:
+        rows = (
+            await s.execute(text("SELECT count(*) FROM job_transitions WHERE to_status='expired'"))
+        ).scalar_one()
+    assert rows == 20
+    assert config.posting_days == 30
+
+
+async def test_transitions_are_append_only(sessions):
+    job = await handlers.create_draft(
+        commands.CreateDraft(COMPANY, FIELDS), SqlJobsUnitOfWork(sessions), make_config()
+    )
+    for statement in (
+        "UPDATE job_transitions SET reason = 'rewritten'",
+        "DELETE FROM job_transitions",
+    ):
+        async with sessions() as s:
+            with pytest.raises(DBAPIError, match="append-only"):
+                await s.execute(text(statement))
+    trail = await handlers.list_transitions(
+        commands.ListJobTransitions(COMPANY, job.id), SqlJobsUnitOfWork(sessions)
+    )
+    assert [(t.from_status, t.to_status) for t in trail] == [(None, JobStatus.DRAFT)]
+
+
+async def test_crash_after_try_recovered_from_the_database(sessions):
+    class Crash(BaseException):
+        pass
+
+    def crash(step: str) -> None:
+        if step == "try":
+            raise Crash
+
+    participants = FakeParticipants()
+    config = make_config(lease_seconds=0.2, crash_point=crash)
+    with pytest.raises(Crash):
+        await saga.create_job_with_payment(
+            post_cmd("crash"), SqlJobsUnitOfWork(sessions), saga.SagaDeps(participants, config)
+        )
+    await asyncio.sleep(0.3)
+    deps = saga.SagaDeps(participants, make_config(lease_seconds=5))
+    assert await saga.recover_due(SqlJobsUnitOfWork(sessions), deps) == 1
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        s = await uow.sagas.get_by_key("co_1", "crash")
+        job = await uow.jobs.get(s.job_id)
+    assert s.state is SagaState.COMPLETED and job.status is JobStatus.ACTIVE
+    assert participants.payments.taken(s.id)
