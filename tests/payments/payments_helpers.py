@@ -1,0 +1,74 @@
+"""Helpers shared by the payments tests: request builders, error details and polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from hirepay.common.v1 import common_pb2
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay_platform.grpc_status import error_info
+
+CARD = pb.PAYMENT_METHOD_TYPE_CARD
+BANK = pb.PAYMENT_METHOD_TYPE_BANK_TRANSFER
+CHECKOUT = pb.PAYMENT_METHOD_TYPE_CHECKOUT
+State = pb.Payment.State
+
+
+def branch(gtx: str, branch_id: str = "payment") -> common_pb2.TccBranch:
+    return common_pb2.TccBranch(global_tx_id=gtx, branch_id=branch_id)
+
+
+def authorize_request(
+    gtx: str,
+    *,
+    amount: int = 2500,
+    currency: str = "USD",
+    token: str = "pm_card_visa",
+    method: int = CARD,
+    **extra: Any,
+) -> pb.AuthorizeRequest:
+    return pb.AuthorizeRequest(
+        request_id=f"req-{gtx}",
+        branch=branch(gtx),
+        owner_id="company-1",
+        amount=common_pb2.Money(amount_minor=amount, currency=currency),
+        method=method,  # type: ignore[arg-type]
+        payment_method_token=token,
+        description="Job posting fee",
+        metadata={"job_id": f"job-{gtx}", "subsystem": "jobs"},
+        **extra,
+    )
+
+
+async def rpc_error(call: Awaitable[Any]) -> grpc.aio.AioRpcError:
+    """Await a call that must fail; return its error."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as exc:
+        return exc
+    raise AssertionError("the call succeeded but an error was expected")
+
+
+def reason(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, str]]:
+    info = error_info(exc)
+    assert info is not None, f"no ErrorInfo on {exc.code()}: {exc.details()}"
+    return exc.code(), info.reason, dict(info.metadata)
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1
+) -> Any:
+    """Poll an async probe until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
