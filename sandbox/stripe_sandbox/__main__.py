@@ -15,6 +15,7 @@ def main() -> None:
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # deliveries are logged by webhooks.py
     uvicorn.run(
         create_app(config),
         host=config.host,

@@ -102,7 +102,7 @@ class WebhookDuplicateFault(_WebhookFault):
     times: int = Field(default=2, ge=2)
 
 
-class WebhookReorderFault(_Fault):
+class WebhookReorderFault(_WebhookFault):
     """Hold the next `count` events (or all until flushed), then deliver them newest first."""
 
     kind: Literal["webhook_reorder"]
@@ -213,9 +213,18 @@ class FaultRegistry:
                 return self._fire(fault)
         return None
 
-    def reorder(self) -> ActiveFault | None:
-        """The armed reorder fault, if any (the dispatcher counts held events itself)."""
-        return next((f for f in self._faults if isinstance(f.spec, WebhookReorderFault)), None)
+    def reorder(self, event_type: str | None = None) -> ActiveFault | None:
+        """The armed reorder fault for this event type, if any (the dispatcher counts held
+        events itself)."""
+        for fault in self._faults:
+            spec = fault.spec
+            if isinstance(spec, WebhookReorderFault) and (
+                event_type is None
+                or spec.event_type is None
+                or fnmatch.fnmatchcase(event_type, spec.event_type)
+            ):
+                return fault
+        return None
 
     def take_payout_failure(self) -> PayoutFailureFault | None:
         for fault in list(self._faults):
@@ -294,6 +303,8 @@ class FaultMiddleware:
         method, path = scope["method"], scope["path"]
 
         before = self.registry.take_api(_BEFORE, method, path)
+        if before is not None:
+            log.info("%s fault on %s %s", before.kind, method, path)
         if isinstance(before, ErrorFault):
             await _send_api_error(send, before.status, before.message)
             return

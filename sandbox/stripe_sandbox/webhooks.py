@@ -159,7 +159,7 @@ class WebhookDispatcher:
         ]
         self.deliveries.extend(batch)
 
-        reorder = self.faults.reorder()
+        reorder = self.faults.reorder(event["type"])
         if reorder is not None:
             for delivery in batch:
                 delivery.status = "held"
@@ -184,9 +184,8 @@ class WebhookDispatcher:
         return count
 
     def flush(self) -> int:
-        """Release held events and disarm the reorder fault."""
-        reorder = self.faults.reorder()
-        if reorder is not None:
+        """Release held events and disarm the reorder faults."""
+        while (reorder := self.faults.reorder()) is not None:
             self.faults.remove(reorder.id)
         return self.release_held()
 

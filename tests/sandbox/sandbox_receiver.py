@@ -45,7 +45,8 @@ class WebhookReceiver:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/webhooks"
         self.received: list[Received] = []
-        self._failures: dict[str, list[int]] = {}  # object id -> status codes to answer first
+        # (object id, event type or None) -> status codes to answer first
+        self._failures: dict[tuple[str, str | None], list[int]] = {}
         self._lock = threading.Lock()
         receiver = self
 
@@ -75,20 +76,23 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail(self, object_id: str, *statuses: int) -> None:
-        """Answer these statuses, in order, to the next deliveries about `object_id`."""
+    def fail(self, object_id: str, *statuses: int, event_type: str | None = None) -> None:
+        """Answer these statuses, in order, to the next deliveries about `object_id` (of
+        `event_type` only, when given)."""
         with self._lock:
-            self._failures[object_id] = list(statuses)
+            self._failures[(object_id, event_type)] = list(statuses)
 
     def _answer_for(self, body: bytes) -> int:
         try:
-            object_id = json.loads(body)["data"]["object"]["id"]
+            event = json.loads(body)
+            object_id, event_type = event["data"]["object"]["id"], event["type"]
         except (ValueError, KeyError, TypeError):
             return 400
         with self._lock:
-            pending = self._failures.get(object_id)
-            if pending:
-                return pending.pop(0)
+            for key in ((object_id, event_type), (object_id, None)):
+                pending = self._failures.get(key)
+                if pending:
+                    return pending.pop(0)
         return 200
 
     def matching(self, predicate: Callable[[Received], bool]) -> list[Received]:
