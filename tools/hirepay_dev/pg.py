@@ -50,6 +50,8 @@ def embedded_server_url() -> str:
 
     pgdata = _pgdata_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # Another process (make run, a parallel test run) may own a running server: leave it running.
+    started_here = not _running(pgdata)
     server = pgserver.get_server(pgdata, cleanup_mode=None)
     uri = server.get_uri()
     current = int(server.psql("SHOW max_connections;").split("\n")[2].strip())
@@ -66,10 +68,21 @@ def embedded_server_url() -> str:
             **_as_user(server.system_user),
         )
 
-    if os.environ.get("HIREPAY_KEEP_PG") != "1":
+    if started_here and os.environ.get("HIREPAY_KEEP_PG") != "1":
         atexit.register(stop)
     _EMBEDDED_URL = uri
     return uri
+
+
+def _running(pgdata: Path) -> bool:
+    """True when a postmaster is alive for this data directory."""
+    pid_file = pgdata / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _as_user(user: str | None) -> dict[str, object]:
