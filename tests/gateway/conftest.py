@@ -76,8 +76,10 @@ class Gateway:
 async def backends() -> AsyncIterator[Backends]:
     jobs, payments = FakeJobs(), FakePayments()
     servers = [await start_jobs(jobs), await start_payments(payments), await start_wallet()]
-    yield Backends(jobs, payments, *servers)
-    for server in servers:
+    fakes = Backends(jobs, payments, *servers)
+    yield fakes
+    # A test may have replaced a server (stopped and restarted it): stop the current ones.
+    for server in (fakes.jobs_server, fakes.payments_server, fakes.wallet_server):
         await server.server.stop(0)
 
 

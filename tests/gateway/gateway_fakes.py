@@ -240,23 +240,27 @@ class FakeServer:
 
 
 async def start_fake(
-    name: str, add: Callable[[Any, grpc.aio.Server], None] | None, servicer: Any
+    name: str,
+    add: Callable[[Any, grpc.aio.Server], None] | None,
+    servicer: Any,
+    port: int = 0,
 ) -> FakeServer:
     server = grpc.aio.server(interceptors=[PlatformInterceptor(name)])
     if add is not None:
         add(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     fake = FakeServer(name, server, port, health_servicer)
     await fake.set_serving(True)
     return fake
 
 
-async def start_jobs(fake: FakeJobs) -> FakeServer:
+async def start_jobs(fake: FakeJobs, port: int = 0) -> FakeServer:
+    """The jobs fake; `port` to come back where a stopped one listened."""
     servicer = _servicer(jobs_grpc.JobsServiceServicer, fake, JOBS_METHODS)
-    return await start_fake("jobs", jobs_grpc.add_JobsServiceServicer_to_server, servicer)
+    return await start_fake("jobs", jobs_grpc.add_JobsServiceServicer_to_server, servicer, port)
 
 
 async def start_payments(fake: FakePayments) -> FakeServer:

@@ -43,6 +43,15 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         description=DESCRIPTION,
         lifespan=lifespan,
         servers=[{"url": settings.public_url}],
+        # FastAPI's own telemetry would add a second SERVER span per request and its own exception
+        # logging; the edge middleware below is the one span, metric and log per request.
+        telemetry={
+            "tracing": False,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "auto_configure": False,
+        },
     )
     app.state.settings = settings
     app.state.authenticator = Authenticator(
