@@ -599,6 +599,10 @@ async def capture(cmd: commands.Capture, deps: Deps, *, actor: str = "saga") -> 
             if try_row is not None and try_row[0] is TccOp.CANCEL:
                 raise errors.PaymentVoided(branch.global_tx_id, branch.branch_id)
             raise errors.PaymentNotFound(str(branch))
+        if payment.state in TAKEN and not payment.void_requested:
+            # An automatic payment (bank transfer) already settled: confirming it is a success.
+            await uow.commit()
+            return PaymentResult(payment)
         payment.request_capture(cmd.amount_minor, now)
         payment.lease(now, deps.policy.lease_seconds)
         await uow.payments.save(payment)
