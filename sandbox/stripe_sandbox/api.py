@@ -29,6 +29,7 @@ from stripe_sandbox.resources import (
     payment_intents,
     payment_methods,
     refunds,
+    search,
     webhook_endpoints,
 )
 from stripe_sandbox.runtime import Sandbox
@@ -44,12 +45,14 @@ _API_KEY = re.compile(r"(sk|rk)_test_[A-Za-z0-9_]+")
 OPERATIONS: list[tuple[str, str, Operation]] = [
     ("POST", "/v1/payment_intents", payment_intents.create),
     ("GET", "/v1/payment_intents", payment_intents.list_),
+    ("GET", "/v1/payment_intents/search", search.payment_intents),
     ("GET", "/v1/payment_intents/{intent}", payment_intents.retrieve),
     ("POST", "/v1/payment_intents/{intent}", payment_intents.update),
     ("POST", "/v1/payment_intents/{intent}/confirm", payment_intents.confirm),
     ("POST", "/v1/payment_intents/{intent}/capture", payment_intents.capture),
     ("POST", "/v1/payment_intents/{intent}/cancel", payment_intents.cancel),
     ("GET", "/v1/charges", payment_intents.list_charges),
+    ("GET", "/v1/charges/search", search.charges),
     ("GET", "/v1/charges/{charge}", payment_intents.retrieve_charge),
     ("GET", "/v1/payment_methods/{payment_method}", payment_methods.retrieve),
     ("POST", "/v1/refunds", refunds.create),
@@ -58,6 +61,7 @@ OPERATIONS: list[tuple[str, str, Operation]] = [
     ("POST", "/v1/refunds/{refund}", refunds.update),
     ("POST", "/v1/customers", customers.create),
     ("GET", "/v1/customers", customers.list_),
+    ("GET", "/v1/customers/search", search.customers),
     ("GET", "/v1/customers/{customer}", customers.retrieve),
     ("POST", "/v1/customers/{customer}", customers.update),
     ("DELETE", "/v1/customers/{customer}", customers.delete),
@@ -126,7 +130,7 @@ def base_url(request: Request, sb: Sandbox) -> str:
 def _response(
     status: int, body: bytes, request_id: str, extra: dict[str, str] | None = None
 ) -> Response:
-    headers = {"Request-Id": request_id, "Stripe-Version": DEFAULT_API_VERSION, **(extra or {})}
+    headers = {"Request-Id": request_id, **(extra or {})}
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
@@ -146,7 +150,10 @@ async def handle(request: Request, operation: Operation) -> Response:
 
     raw = (await request.body()).decode() if method == "POST" else request.url.query
     idempotency_key = request.headers.get("idempotency-key") if method == "POST" else None
-    echo = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    version = request.headers.get("stripe-version") or DEFAULT_API_VERSION
+    echo = {"Stripe-Version": version}
+    if idempotency_key:
+        echo["Idempotency-Key"] = idempotency_key
     if idempotency_key:
         try:
             saved = sb.idempotency.begin(
@@ -172,7 +179,7 @@ async def handle(request: Request, operation: Operation) -> Response:
             account=request.headers.get("stripe-account"),
             request_id=request_id,
             idempotency_key=idempotency_key,
-            api_version=request.headers.get("stripe-version") or DEFAULT_API_VERSION,
+            api_version=version,
             base_url=base_url(request, sb),
         )
         status, body, cacheable = await _execute(sb, ctx, operation, raw, request.path_params)

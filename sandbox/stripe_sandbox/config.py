@@ -19,7 +19,9 @@ class SandboxConfig:
     webhook_secret: str | None = None  # fixed whsec_ for the configured URLs; random when unset
     webhook_retry_base: float = 0.5  # first retry delay, doubled each attempt
     webhook_retry_max_delay: float = 3600.0
-    webhook_max_attempts: int = 16
+    # With the default delays (0.5 s doubling, capped at an hour), 85 attempts span about three
+    # days, as Stripe retries in live mode; tests shorten the delays instead.
+    webhook_max_attempts: int = 85
     webhook_timeout: float = 10.0  # per delivery attempt
     settle_after: float | None = None  # auto-settle bank debits after N seconds; None: admin only
     payout_settle_after: float | None = 0.5  # pay out after N seconds; None: admin only

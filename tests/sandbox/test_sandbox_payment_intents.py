@@ -495,3 +495,36 @@ async def test_update_metadata_merges_and_unsets(client: stripe.StripeClient) ->
         pi.id, params={"metadata": {"b": "", "c": "3"}}
     )
     assert pi.metadata.to_dict() == {"a": "1", "c": "3"}
+
+
+async def test_search_by_metadata_and_status(client: stripe.StripeClient) -> None:
+    order = uuid.uuid4().hex
+    paid = await client.v1.payment_intents.create_async(
+        params={
+            "amount": 1_100,
+            "currency": "usd",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "metadata": {"order_id": order},
+            "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+        }
+    )
+    assert paid.automatic_payment_methods.allow_redirects == "never"
+    await client.v1.payment_intents.create_async(
+        params={"amount": 1_200, "currency": "usd", "metadata": {"order_id": order}}
+    )
+    both = await client.v1.payment_intents.search_async(
+        params={"query": f"metadata['order_id']:'{order}'"}
+    )
+    assert sorted(pi.amount for pi in both.data) == [1_100, 1_200]
+    assert both.object == "search_result"
+    only_paid = await client.v1.payment_intents.search_async(
+        params={"query": f"metadata['order_id']:'{order}' AND status:'succeeded'"}
+    )
+    assert [pi.id for pi in only_paid.data] == [paid.id]
+    bigger = await client.v1.payment_intents.search_async(
+        params={"query": f"metadata['order_id']:'{order}' AND amount>1150"}
+    )
+    assert [pi.amount for pi in bigger.data] == [1_200]
+    with pytest.raises(stripe.InvalidRequestError):
+        await client.v1.payment_intents.search_async(params={"query": "status = 'x'"})

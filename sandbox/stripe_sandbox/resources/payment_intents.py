@@ -394,6 +394,14 @@ def create(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     )
     for name in ("statement_descriptor", "statement_descriptor_suffix", "transfer_group"):
         pi[name] = p.text(name)
+    automatic = p.sub("automatic_payment_methods")
+    if "enabled" in automatic:
+        pi["automatic_payment_methods"] = {
+            "allow_redirects": automatic.enum(
+                "allow_redirects", ("always", "never"), default="always"
+            ),
+            "enabled": automatic.boolean("enabled"),
+        }
     if return_url is not None:
         sb.store.meta(pi["id"])["return_url"] = return_url
     if pm is not None:
