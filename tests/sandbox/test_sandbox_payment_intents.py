@@ -387,6 +387,7 @@ async def test_bank_debit_refuses_manual_capture(client: stripe.StripeClient) ->
 
 
 async def test_payment_method_types_are_enforced(client: stripe.StripeClient) -> None:
+    tag = uuid.uuid4().hex
     with pytest.raises(stripe.InvalidRequestError) as raised:
         await client.v1.payment_intents.create_async(
             params={
@@ -395,9 +396,14 @@ async def test_payment_method_types_are_enforced(client: stripe.StripeClient) ->
                 "payment_method": "pm_usBankAccount",
                 "payment_method_types": ["card"],
                 "confirm": True,
+                "metadata": {"tag": tag},
             }
         )
     assert raised.value.code == "payment_intent_incompatible_payment_method"
+    found = await client.v1.payment_intents.search_async(
+        params={"query": f"metadata['tag']:'{tag}'"}
+    )
+    assert found.data == []  # refused before anything was created
 
 
 async def test_unknown_payment_method_is_resource_missing(client: stripe.StripeClient) -> None:

@@ -213,6 +213,23 @@ def _fail(
     return error
 
 
+def _check_compatible(pm: StripeObject, allowed: list[str] | None, manual: bool) -> None:
+    """Refuse a payment method the intent cannot use (its types, manual capture)."""
+    if allowed and pm["type"] not in allowed:
+        raise invalid_request(
+            f"The PaymentMethod provided ({pm['type']}) is not allowed for this PaymentIntent. "
+            f"Please attach a PaymentMethod of one of the following types: {', '.join(allowed)}.",
+            code="payment_intent_incompatible_payment_method",
+            param="payment_method",
+        )
+    if pm["type"] != "card" and manual:
+        raise invalid_request(
+            f"The PaymentMethod type {pm['type']} does not support capture_method=manual.",
+            code="payment_intent_invalid_parameter",
+            param="capture_method",
+        )
+
+
 def _confirm(
     sb: Sandbox, ctx: Context, pi: StripeObject, off_session: bool = False
 ) -> StripeObject:
@@ -226,22 +243,9 @@ def _confirm(
         )
     pm = sb.store.get("payment_method", pi["payment_method"], sb.store.owner.get(pi["id"]))
     method = payment_methods.test_method_of(sb, pm)
-    allowed = sb.store.meta(pi["id"]).get("explicit_types")
-    if allowed and pm["type"] not in allowed:
-        raise invalid_request(
-            f"The PaymentMethod provided ({pm['type']}) is not allowed for this PaymentIntent. "
-            f"Please attach a PaymentMethod of one of the following types: {', '.join(allowed)}.",
-            code="payment_intent_incompatible_payment_method",
-            param="payment_method",
-        )
+    _check_compatible(pm, sb.store.meta(pi["id"]).get("explicit_types"), manual=_is_manual(pi))
     if pm["type"] not in pi["payment_method_types"]:
         pi["payment_method_types"].append(pm["type"])
-    if method.outcome is Outcome.SETTLE_LATER and _is_manual(pi):
-        raise invalid_request(
-            f"The PaymentMethod type {pm['type']} does not support capture_method=manual.",
-            code="payment_intent_invalid_parameter",
-            param="capture_method",
-        )
 
     if method.outcome is Outcome.SUCCEED:
         _succeed(sb, ctx, pi, _new_charge(sb, pi, pm, "pending"))
@@ -379,6 +383,9 @@ def create(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     if confirm and not pm_id:
         raise missing_param("payment_method")
     pm = payment_methods.resolve(sb, ctx, pm_id) if pm_id else None
+    types = p.strings("payment_method_types") or None
+    if pm is not None and confirm:  # refused before anything is created, as Stripe does
+        _check_compatible(pm, types, manual=capture_method == "manual")
 
     pi = new_intent(
         sb,
@@ -389,7 +396,7 @@ def create(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
         capture_method=capture_method or "automatic_async",
         metadata=metadata,
         description=p.text("description"),
-        payment_method_types=p.strings("payment_method_types") or None,
+        payment_method_types=types,
         receipt_email=p.text("receipt_email"),
     )
     for name in ("statement_descriptor", "statement_descriptor_suffix", "transfer_group"):
