@@ -136,6 +136,32 @@ _REASONS: dict[str, tuple[int, str, str]] = {
     "FEE_MISMATCH": (400, "FEE_MISMATCH", "The amount does not match the posting fee"),
     "INVALID_TRANSITION": (409, "INVALID_TRANSITION", "The job cannot change to that status now"),
     "PLAN_NOT_FOUND": (400, "VALIDATION_FAILED", "The plan does not exist"),
+    "PAYMENT_CANCELLED": (
+        402,
+        "PAYMENT_CANCELLED",
+        "The payment was cancelled; nothing was charged",
+    ),
+    "PAYMENT_EXPIRED": (
+        402,
+        "PAYMENT_EXPIRED",
+        "The payment was not completed in time; nothing was posted",
+    ),
+    "ACTIVATION_FAILED": (
+        409,
+        "ACTIVATION_FAILED",
+        "The job could not be activated; any money taken is refunded automatically",
+    ),
+}
+
+# Provider decline codes -> what to tell the customer (Stripe's codes).
+_DECLINE_MESSAGES = {
+    "card_declined": "Your card was declined",
+    "expired_card": "Your card has expired",
+    "incorrect_cvc": "Your card's security code is incorrect",
+    "processing_error": "An error occurred while processing your card; try again",
+    "incorrect_number": "Your card number is incorrect",
+    "lost_card": "Your card was declined",
+    "stolen_card": "Your card was declined",
 }
 
 # Fallbacks by kind, for reasons the gateway does not know by name.
@@ -168,8 +194,40 @@ _SAFE_MESSAGE_KINDS = {
 }
 
 
+# ErrorInfo metadata keys that identify things rather than name a bad field.
+_NOT_FIELDS = frozenset(
+    {
+        "transaction_id",
+        "payment_id",
+        "saga_id",
+        "retry",
+        "code",
+        "decline_code",
+        "message",
+        "key",
+        "field",
+        "refunded",
+        "expires_at",
+    }
+)
+# Contract (proto) field names -> the names the HTTP API uses.
+_HTTP_FIELD_NAMES = {
+    "salary_min_minor": "salary_range.min_minor",
+    "salary_max_minor": "salary_range.max_minor",
+    "salary_currency": "salary_range.currency",
+    "payment_method_token": "payment.payment_method",
+    "request_id": "Idempotency-Key",
+}
+
+
+def _http_field(name: str) -> str:
+    if name.startswith("payment.expected_amount"):
+        return "payment.amount" + name.removeprefix("payment.expected_amount")
+    return _HTTP_FIELD_NAMES.get(name, name)
+
+
 def _fields(metadata: Mapping[str, str]) -> dict[str, str]:
-    """Field problems from ErrorInfo metadata: either a JSON `fields` entry or the map itself."""
+    """Field problems from ErrorInfo metadata: a JSON `fields` entry, or the field entries."""
     raw = metadata.get("fields")
     if raw:
         try:
@@ -177,8 +235,10 @@ def _fields(metadata: Mapping[str, str]) -> dict[str, str]:
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):
-            return {str(k): str(v) for k, v in parsed.items()}
-    return {k: v for k, v in metadata.items() if k != "fields"}
+            return {_http_field(str(k)): str(v) for k, v in parsed.items()}
+    return {
+        _http_field(k): v for k, v in metadata.items() if k != "fields" and k not in _NOT_FIELDS
+    }
 
 
 def _has_error_info(error: RemoteError) -> bool:
@@ -199,7 +259,9 @@ def api_error_from_remote(error: RemoteError) -> ApiError:
             message = error.message
     if reason == "PAYMENT_DECLINED":
         provider_code = meta.get("code") or meta.get("decline_code") or "card_declined"
-        return ApiError(status, code, meta.get("message") or message, code=provider_code)
+        return ApiError(
+            status, code, _DECLINE_MESSAGES.get(provider_code, message), code=provider_code
+        )
     if reason == "INSUFFICIENT_FUNDS":
         return ApiError(status, code, message, code="insufficient_funds")
     if reason == "PAYMENT_TIMEOUT":
@@ -220,13 +282,12 @@ def api_error_from_remote(error: RemoteError) -> ApiError:
         fields = _fields(meta)
         return ApiError(status, code, error.message or message, fields=fields or None)
     if reason == "INVALID_PAYMENT_DETAILS":
-        return ApiError(
-            status,
-            code,
-            meta.get("message") or message,
-            code=meta.get("code") or None,
-            fields=_fields({k: v for k, v in meta.items() if k not in ("code", "message")}) or None,
-        )
+        fields = _fields(meta)
+        if meta.get("field"):
+            fields.setdefault(_http_field(meta["field"]), "invalid")
+        return ApiError(status, code, message, code=meta.get("code") or None, fields=fields or None)
+    if reason == "ACTIVATION_FAILED":
+        return ApiError(status, code, message, refunded=meta.get("refunded") == "true" or None)
     if status == 503:
         return ApiError(status, code, message, retry=True, headers={"Retry-After": "1"})
     if status == 504:

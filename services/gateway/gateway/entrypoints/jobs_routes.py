@@ -201,7 +201,6 @@ async def create_with_payment(
     request.state.response_headers = decision.headers()
     if not decision.allowed:
         RATE_LIMITED.labels(limiter.policy).inc()
-        CWP_FAILED.labels("RATE_LIMITED").inc()
         raise ApiError(
             429,
             "RATE_LIMITED",
