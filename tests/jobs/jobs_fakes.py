@@ -182,6 +182,8 @@ class FakeParticipant:
             TryState.RESERVED, "pay_1", "AUTHORIZED"
         )
         self.confirm_errors: list[HirepayError] = []
+        # The branch's state after a scripted Confirm error (e.g. CANCELLED: the auth expired).
+        self.state_after_confirm_error: TryState | None = None
         self.cancel_errors: list[HirepayError] = []
         self.refund_errors: list[HirepayError] = []
         self.state: dict[str, TryState] = {}
@@ -205,6 +207,8 @@ class FakeParticipant:
     async def confirm(self, saga: Saga) -> TryResult:
         self.calls.append(("confirm", saga.id))
         if self.confirm_errors:
+            if self.state_after_confirm_error is not None:
+                self.state[saga.id] = self.state_after_confirm_error
             raise self.confirm_errors.pop(0)
         assert self.state.get(saga.id) in (TryState.RESERVED, TryState.CAPTURED), self.state
         self.state[saga.id] = TryState.CAPTURED

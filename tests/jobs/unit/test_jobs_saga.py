@@ -528,6 +528,7 @@ async def test_confirm_refused_for_good_takes_the_job_down():
     w.payments.confirm_errors = [
         HirepayError("expired", reason="PAYMENT_VOIDED", kind=ErrorKind.FAILED_PRECONDITION)
     ]
+    w.payments.state_after_confirm_error = TryState.CANCELLED
     with pytest.raises(HirepayError) as info:
         await w.post()
     assert info.value.reason == "PAYMENT_VOIDED"
@@ -535,6 +536,21 @@ async def test_confirm_refused_for_good_takes_the_job_down():
     assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
     assert s.state is SagaState.FAILED
     assert not w.payments.taken(s.id) and not w.payments.held(s.id)
+
+
+async def test_confirm_refused_while_still_reserved_is_retried():
+    w = World()
+    w.payments.confirm_errors = [
+        HirepayError("busy", reason="PAYMENT_NOT_CAPTURABLE", kind=ErrorKind.FAILED_PRECONDITION)
+    ]
+    answer = await w.post()
+    assert answer.job.status is JobStatus.ACTIVE
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING
+    w.clock.advance(seconds=120)
+    await w.recover()
+    assert w.only_saga().state is SagaState.COMPLETED
+    assert w.payments.taken(s.id)
 
 
 async def test_cancel_is_retried_until_it_succeeds():

@@ -76,13 +76,36 @@ def try_result_from_hold(hold: wpb.Hold, saga: Saga) -> TryResult:
     )
 
 
-class PaymentsParticipant:
+class _LazyClient:
+    """Opens its gRPC channel on first use, inside the running event loop (aio channels bind to
+    the loop that creates them, and the process builds its wiring before the loop starts)."""
+
+    def __init__(self, name: str, target: str, timeout: float) -> None:
+        self.name = name
+        self.target = target
+        self.timeout = timeout
+        self._client: ServiceClient | None = None
+
+    @property
+    def client(self) -> ServiceClient:
+        if self._client is None:
+            self._client = ServiceClient(self.name, self.target, timeout=self.timeout)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
+class PaymentsParticipant(_LazyClient):
     """Payments as the TCC participant: Authorize / Capture / Void, Refund, GetPaymentByBranch."""
 
-    def __init__(self, client: ServiceClient, timeout: float) -> None:
-        self.client = client
-        self.stub = ppb_grpc.PaymentsServiceStub(client.channel)
-        self.timeout = timeout
+    def __init__(self, target: str, timeout: float) -> None:
+        super().__init__("payments", target, timeout)
+
+    @property
+    def stub(self) -> ppb_grpc.PaymentsServiceStub:
+        return ppb_grpc.PaymentsServiceStub(self.client.channel)
 
     async def try_(self, saga: Saga) -> TryResult:
         request = ppb.AuthorizeRequest(
@@ -148,17 +171,19 @@ class PaymentsParticipant:
         return try_result_from_payment(reply.payment)
 
 
-class CreditsParticipant:
+class CreditsParticipant(_LazyClient):
     """The wallet as the TCC participant for job credits: ReserveHold / ConfirmHold / CancelHold.
 
     The hold moves the company's JOB_CREDIT toward the platform's JOB_CREDIT revenue account; a
     refund after Confirm is a reversal transfer with a deterministic id (idempotent)."""
 
-    def __init__(self, client: ServiceClient, timeout: float, hold_expiry_seconds: int) -> None:
-        self.client = client
-        self.stub = wpb_grpc.WalletServiceStub(client.channel)
-        self.timeout = timeout
+    def __init__(self, target: str, timeout: float, hold_expiry_seconds: int) -> None:
+        super().__init__("wallet", target, timeout)
         self.hold_expiry_seconds = hold_expiry_seconds
+
+    @property
+    def stub(self) -> wpb_grpc.WalletServiceStub:
+        return wpb_grpc.WalletServiceStub(self.client.channel)
 
     async def _account(self, owner_id: str, kind: int) -> str:
         request = wpb.OpenAccountRequest(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
-from hirepay_platform.client import ServiceClient
 from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
@@ -36,12 +35,9 @@ def build_app(settings: JobsSettings) -> GrpcApp:
         return SqlJobsUnitOfWork(sessions)
 
     timeout = settings.rpc_timeout_seconds
-    payments = ServiceClient("payments", settings.payments_target, timeout=timeout)
-    wallet = ServiceClient("wallet", settings.wallet_target, timeout=timeout)
-    participants = GrpcParticipants(
-        PaymentsParticipant(payments, timeout),
-        CreditsParticipant(wallet, timeout, settings.hold_expiry_seconds),
-    )
+    payments = PaymentsParticipant(settings.payments_target, timeout)
+    wallet = CreditsParticipant(settings.wallet_target, timeout, settings.hold_expiry_seconds)
+    participants = GrpcParticipants(payments, wallet)
     deps = SagaDeps(participants=participants, config=config)
     app.add_service(
         pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(uow_factory, deps), SERVICE_NAME

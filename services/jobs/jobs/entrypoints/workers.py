@@ -19,9 +19,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
-from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
-from hirepay_platform.client import ServiceClient
 from hirepay_platform.grpc_status import from_rpc_error
+from jobs.adapters.participants import PaymentsParticipant
 from jobs.entrypoints.conversions import settlement_event_from_proto
 from jobs.service_layer import handlers, saga
 from jobs.service_layer.ports import JobsUnitOfWork
@@ -78,13 +77,13 @@ def settlement_worker(
     engine: AsyncEngine,
     uow_factory: Callable[[], JobsUnitOfWork],
     deps: saga.SagaDeps,
-    payments: ServiceClient,
+    payments: PaymentsParticipant,
     reconnect: float,
 ) -> Callable[[asyncio.Event], object]:
     """Consume payments' settlement events (PAY-9) while holding the consumer lock."""
-    stub = ppb_grpc.PaymentsServiceStub(payments.channel)
 
     async def consume(stop: asyncio.Event) -> None:
+        stub = payments.stub
         async with uow_factory() as uow:
             cursor = await uow.settlements.cursor(CONSUMER)
         call = stub.StreamSettlementEvents(

@@ -496,6 +496,18 @@ async def _confirm(saga: Saga, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
         if not is_permanent_confirm_error(exc):
             await _retry_later(saga.id, "confirm", exc, uow, deps)
             return False
+        # Refused: look at the branch before deciding. Still reserved means the refusal may pass
+        # (retry); already taken means Confirm is done; only a released reservation is final.
+        try:
+            seen = await participant.inspect(saga)
+        except HirepayError as inner:
+            await _retry_later(saga.id, "confirm", inner, uow, deps)
+            return False
+        if seen.state in (TryState.RESERVED, TryState.UNKNOWN, TryState.ACTION_REQUIRED):
+            await _retry_later(saga.id, "confirm", exc, uow, deps)
+            return False
+        if seen.state is TryState.CAPTURED:
+            return await _confirmed(saga, seen, uow, deps)
         # The reservation is gone for good (voided, expired): the job must not stay live.
         metrics.PARTICIPANT_FAILURES.labels("confirm", exc.reason).inc()
         transitions: list[Transition] = []
@@ -520,6 +532,11 @@ async def _confirm(saga: Saga, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
         record_transitions(transitions)
         return True
     deps.config.crash_point("confirm")
+    return await _confirmed(saga, result, uow, deps)
+
+
+async def _confirmed(saga: Saga, result: TryResult, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
+    """Record a successful Confirm: the job's payment is completed (or a requested refund starts)."""
     async with uow:
         now = uow.clock()
         current = await uow.sagas.get(saga.id, for_update=True)
