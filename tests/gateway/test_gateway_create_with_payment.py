@@ -136,7 +136,11 @@ async def test_pending_payment_answers_202_with_next_action(
         )
 
     backends.jobs.on("CreateJobWithPayment", pending)
-    payload = body(draft_id="job_draft_7", job=None, payment={"method": "bank_transfer"})
+    payload = body(
+        draft_id="job_draft_7",
+        job=None,
+        payment={"method": "bank_transfer", "payment_method": "pm_bank_transfer"},
+    )
     del payload["job"]
     resp = await client.post(URL, json=payload, headers=headers(user))
     assert resp.status_code == 202, resp.text
@@ -153,6 +157,8 @@ async def test_pending_payment_answers_202_with_next_action(
     [call] = backends.jobs.calls_to("CreateJobWithPayment")
     assert call.request.WhichOneof("subject") == "draft_id"
     assert call.request.draft_id == "job_draft_7"
+    assert call.request.payment.method == "bank_transfer"
+    assert call.request.payment.payment_method == "pm_bank_transfer"
 
 
 async def test_replayed_twin_gives_the_same_status_and_body(
@@ -391,6 +397,10 @@ async def test_failed_job_without_error_still_answers_pay_11(
         (json.dumps({**body(), "draft_id": "job_1"}), "draft_id"),
         (
             json.dumps(body(payment={"method": "credits", "payment_method": "pm_card_visa"})),
+            "payment.payment_method",
+        ),
+        (
+            json.dumps(body(payment={"method": "checkout", "payment_method": "pm_card_visa"})),
             "payment.payment_method",
         ),
     ],

@@ -121,7 +121,11 @@ class CancelJobIn(Strict):
 
 
 class PaymentIn(Strict):
-    """How the posting is paid. Card data never reaches Hirepay: send a provider token (pm_...)."""
+    """How the posting is paid. Card data never reaches Hirepay: send a provider token (pm_...).
+
+    `payment_method` is required for `card`, optional for `bank_transfer` (e.g. pm_bank_transfer)
+    and refused for `credits` and `checkout` (the customer pays on the provider's page).
+    """
 
     method: Literal["card", "credits", "bank_transfer", "checkout"]
     payment_method: str | None = Field(default=None, max_length=255)

@@ -245,29 +245,35 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
     if (body.job is None) == (body.draft_id is None):
         raise validation_failed({"draft_id": "give exactly one of draft_id or job"})
     pay = body.payment
-    if pay.method == "card":
-        token = pay.payment_method or ""
-        if not token:
+    token = pay.payment_method or ""
+    if pay.method in ("credits", "checkout"):
+        if token:
+            raise validation_failed(
+                {"payment.payment_method": f"not used with method {pay.method}"}
+            )
+        return
+    # card (required) and bank_transfer (optional, e.g. pm_bank_transfer): a provider token only.
+    if not token:
+        if pay.method == "card":
             raise ApiError(
                 400,
                 "INVALID_PAYMENT_DETAILS",
                 "A card payment needs a provider payment method token (pm_...)",
                 fields={"payment.payment_method": "required for card"},
             )
-        if not _PROVIDER_TOKEN.match(token):
-            problem = (
-                "never send a card number; tokenize it with the provider (pm_...)"
-                if _CARD_NUMBER.match(token)
-                else "must be a provider payment method token (pm_...)"
-            )
-            raise ApiError(
-                400,
-                "INVALID_PAYMENT_DETAILS",
-                "The payment method is not a provider token",
-                fields={"payment.payment_method": problem},
-            )
-    elif pay.payment_method:
-        raise validation_failed({"payment.payment_method": f"not used with method {pay.method}"})
+        return
+    if not _PROVIDER_TOKEN.match(token):
+        problem = (
+            "never send a card number; tokenize it with the provider (pm_...)"
+            if _CARD_NUMBER.match(token)
+            else "must be a provider payment method token (pm_...)"
+        )
+        raise ApiError(
+            400,
+            "INVALID_PAYMENT_DETAILS",
+            "The payment method is not a provider token",
+            fields={"payment.payment_method": problem},
+        )
 
 
 @router.get(
