@@ -1,0 +1,120 @@
+"""Subscriptions through the sandbox's hosted checkout page (API-1, API-2, API-6): paying with
+4242... makes the transaction SUCCESS with its dates; 4000...0002 makes it FAILED with nothing
+active; cancelling makes it CANCELLED; an active subscription refuses a second purchase."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import grpc
+import httpx
+from payments_helpers import reason, rpc_error, wait_for
+
+from hirepay.payments.v1 import payments_service_pb2 as pb
+
+Status = pb.Transaction.Status
+
+
+def subscribe_request(user_id: str, request_id: str = "s1", **extra) -> pb.SubscribeRequest:
+    fields = {
+        "request_id": request_id,
+        "user_type": pb.USER_TYPE_COMPANY,
+        "user_id": user_id,
+        "email": "hr@acme.example",
+        "plan": "MONTHLY",
+        "payment_method": "STRIPE",
+        "return_url": "https://app.example/subscription/success",
+        "cancel_url": "https://app.example/subscription/cancel",
+    }
+    fields.update(extra)
+    return pb.SubscribeRequest(**fields)
+
+
+async def _status(stub, txn_id: str, wanted: int) -> pb.Transaction | None:
+    txn = (await stub.GetTransaction(pb.GetTransactionRequest(transaction_id=txn_id))).transaction
+    return txn if txn.status == wanted else None
+
+
+async def test_pay_on_hosted_page_makes_the_subscription_active(stub, admin, unique) -> None:
+    user = unique("company")
+    txn = (await stub.Subscribe(subscribe_request(user))).transaction
+    assert txn.status == Status.PENDING and txn.transaction_id.startswith("txn_")
+    assert (txn.amount.amount_minor, txn.amount.currency) == (3000, "USD")
+    assert txn.checkout_url and txn.provider_transaction_id.startswith("cs_")
+    assert txn.expires_at.ToDatetime(UTC) > datetime.now(UTC)
+    page = httpx.get(txn.checkout_url)
+    assert page.status_code == 200
+    paid = admin.pay_checkout(txn.checkout_url, "4242 4242 4242 4242")
+    assert paid.status_code == 303
+    assert paid.headers["location"].startswith("https://app.example/subscription/success")
+
+    done = await wait_for(lambda: _status(stub, txn.transaction_id, Status.SUCCESS))
+    today = datetime.now(UTC).date()
+    assert date.fromisoformat(done.subscription_start_date) == today
+    assert date.fromisoformat(done.subscription_end_date) == today + timedelta(days=30)
+    assert done.email == "hr@acme.example" and done.amount.amount_minor == 3000
+    assert done.checkout_url == ""
+
+    exc = await rpc_error(stub.Subscribe(subscribe_request(user, request_id="s2")))
+    code, why, meta = reason(exc)
+    assert (code, why) == (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_SUBSCRIBED")
+    assert meta["expires_at"] == done.subscription_end_date
+    # The first request id still answers with its transaction (idempotent).
+    again = (await stub.Subscribe(subscribe_request(user))).transaction
+    assert again.transaction_id == txn.transaction_id and again.status == Status.SUCCESS
+
+
+async def test_declined_card_fails_and_nothing_is_active(stub, admin, unique) -> None:
+    user = unique("company")
+    txn = (await stub.Subscribe(subscribe_request(user))).transaction
+    declined = admin.pay_checkout(txn.checkout_url, "4000 0000 0000 0002")
+    assert declined.status_code == 402
+    done = await wait_for(lambda: _status(stub, txn.transaction_id, Status.FAILED))
+    assert done.subscription_start_date == "" and done.subscription_end_date == ""
+    # Nothing active: a new purchase is allowed.
+    second = (await stub.Subscribe(subscribe_request(user, request_id="s2"))).transaction
+    assert second.status == Status.PENDING and second.transaction_id != txn.transaction_id
+
+
+async def test_cancel_checkout_cancels_and_redirects_to_the_subsystem(stub, admin, unique) -> None:
+    user = unique("applicant")
+    txn = (
+        await stub.Subscribe(
+            subscribe_request(user, user_type=pb.USER_TYPE_APPLICANT, currency="EUR")
+        )
+    ).transaction
+    assert (txn.amount.amount_minor, txn.amount.currency) == (900, "EUR")
+    cancel = admin.cancel_checkout(txn.checkout_url)
+    assert cancel.status_code == 303
+    assert txn.transaction_id in cancel.headers["location"]  # our cancel URL, then the gateway
+    result = await stub.CancelCheckout(
+        pb.CancelCheckoutRequest(request_id="cc", transaction_id=txn.transaction_id)
+    )
+    assert result.transaction.status == Status.CANCELLED
+    assert result.redirect_url == "https://app.example/subscription/cancel"
+    # The session is expired at the provider: the page can no longer take money.
+    late = admin.pay_checkout(txn.checkout_url, "4242 4242 4242 4242")
+    assert late.status_code == 410
+    after = await stub.GetTransaction(pb.GetTransactionRequest(transaction_id=txn.transaction_id))
+    assert after.transaction.status == Status.CANCELLED
+
+
+async def test_unknown_plan_and_bad_input_are_refused(stub, unique) -> None:
+    exc = await rpc_error(stub.Subscribe(subscribe_request(unique("c"), plan="YEARLY")))
+    assert reason(exc)[:2] == (grpc.StatusCode.NOT_FOUND, "PLAN_NOT_FOUND")
+    exc = await rpc_error(stub.Subscribe(subscribe_request(unique("c"), email="nope")))
+    code, why, meta = reason(exc)
+    assert (code, why) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
+    assert "email" in meta
+    exc = await rpc_error(stub.Subscribe(subscribe_request(unique("c"), payment_method="PAYPAL")))
+    assert reason(exc)[1] == "VALIDATION_FAILED"
+    missing = await rpc_error(stub.GetTransaction(pb.GetTransactionRequest(transaction_id="txn_x")))
+    assert reason(missing)[:2] == (grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND")
+
+
+async def test_plans_are_listed_per_user_type(stub) -> None:
+    plans = (await stub.ListPlans(pb.ListPlansRequest(user_type=pb.USER_TYPE_APPLICANT))).plans
+    assert [(p.code, p.period_days) for p in plans] == [("MONTHLY", 30)]
+    assert {(m.currency, m.amount_minor) for m in plans[0].prices} == {("USD", 1000), ("EUR", 900)}
+    every = (await stub.ListPlans(pb.ListPlansRequest())).plans
+    assert len(every) == 2
