@@ -175,13 +175,12 @@ class WebhookDispatcher:
     def release_held(self) -> int:
         """Send every held event, newest first (the reorder fault)."""
         held, self._held = self._held, []
-        count = 0
-        for batch in reversed(held):
-            for delivery in batch:
-                delivery.status = "pending"
-                self._start(delivery)
-                count += 1
-        return count
+        ordered = [delivery for batch in reversed(held) for delivery in batch]
+        for delivery in ordered:
+            delivery.status = "pending"
+        if ordered:
+            self.background.spawn(self._deliver_in_order(ordered), name="webhooks reordered")
+        return len(ordered)
 
     def flush(self) -> int:
         """Release held events and disarm the reorder faults."""
@@ -220,23 +219,48 @@ class WebhookDispatcher:
 
     # -- delivery (background) -------------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery) -> None:
-        config = self.config
-        for number in range(1, config.webhook_max_attempts + 1):
-            delivery.next_attempt_at = None
-            attempt = await self._attempt(delivery, number)
-            delivery.attempts.append(attempt)
-            if attempt.status_code is not None and 200 <= attempt.status_code < 300:
-                delivery.status = "succeeded"
-                self._settled(delivery)
+    async def _deliver(self, delivery: Delivery, number: int = 1) -> None:
+        """Attempt `number` and the retries after it, with exponential backoff."""
+        while not await self._try(delivery, number):
+            if number >= self.config.webhook_max_attempts:
+                self._give_up(delivery)
                 return
-            if number == config.webhook_max_attempts:
-                break
-            delay = min(
-                config.webhook_retry_base * 2 ** (number - 1), config.webhook_retry_max_delay
-            )
-            delivery.next_attempt_at = time.time() + delay
-            await asyncio.sleep(delay)
+            await self._wait_before_retry(delivery, number)
+            number += 1
+
+    async def _deliver_in_order(self, deliveries: list[Delivery]) -> None:
+        """First attempts one after the other, so that the receiver sees this order; retries
+        continue independently."""
+        for delivery in deliveries:
+            if await self._try(delivery, 1):
+                continue
+            if self.config.webhook_max_attempts <= 1:
+                self._give_up(delivery)
+            else:
+                self.background.spawn(self._retry(delivery), name=f"webhook {delivery.id}")
+
+    async def _retry(self, delivery: Delivery) -> None:
+        await self._wait_before_retry(delivery, 1)
+        await self._deliver(delivery, 2)
+
+    async def _wait_before_retry(self, delivery: Delivery, number: int) -> None:
+        config = self.config
+        delay = min(config.webhook_retry_base * 2 ** (number - 1), config.webhook_retry_max_delay)
+        delivery.next_attempt_at = time.time() + delay
+        await asyncio.sleep(delay)
+        delivery.next_attempt_at = None
+
+    async def _try(self, delivery: Delivery, number: int) -> bool:
+        """One attempt, recorded; True when the endpoint answered 2xx."""
+        attempt = await self._attempt(delivery, number)
+        delivery.attempts.append(attempt)
+        if attempt.status_code is not None and 200 <= attempt.status_code < 300:
+            delivery.status = "succeeded"
+            self._settled(delivery)
+            return True
+        return False
+
+    def _give_up(self, delivery: Delivery) -> None:
         delivery.status = "failed"
         self._settled(delivery)
         log.warning(

@@ -57,12 +57,10 @@ def _no_faults_left(admin: SandboxAdmin) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def client(sandbox_url: str) -> stripe.StripeClient:
     """The SDK as the payments service configures it (async methods)."""
-    sdk: stripe.StripeClient = stripe_client(sandbox_url)
-    return sdk
+    return stripe_client(sandbox_url)
 
 
 @pytest.fixture(scope="session")
 def sync_client(sandbox_url: str) -> stripe.StripeClient:
     """The SDK with synchronous methods enabled."""
-    sdk: stripe.StripeClient = stripe_client(sandbox_url, allow_sync=True)
-    return sdk
+    return stripe_client(sandbox_url, allow_sync=True)

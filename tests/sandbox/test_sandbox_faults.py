@@ -32,7 +32,7 @@ async def test_latency_slows_matching_requests(
     await client.v1.customers.create_async(params={"email": _email()})
     fast = time.monotonic() - started
     assert slow >= 0.4
-    assert fast < 0.3
+    assert fast < slow - 0.2
 
 
 async def test_timeout_the_client_gives_up_and_nothing_happens(

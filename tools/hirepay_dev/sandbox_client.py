@@ -4,11 +4,14 @@ its admin API (faults, settlement, payouts, webhook deliveries, clock) and hoste
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from hirepay_dev.procs import Process, free_port, http_ready, python_module
+
+if TYPE_CHECKING:
+    import stripe
 
 DEFAULT_API_KEY = "sk_test_hirepaysandbox"
 
@@ -38,7 +41,7 @@ def stripe_client(
     *,
     timeout: float = 80.0,
     allow_sync: bool = False,
-) -> Any:
+) -> stripe.StripeClient:
     """The official SDK client pointed at the sandbox, configured as the payments service is.
 
     Use its `_async` methods (`await client.v1.payment_intents.create_async(params=...,
