@@ -317,12 +317,10 @@ class FaultMiddleware:
             await self.app(scope, receive, send)
             return
 
-        held: list[Message] = []
+        async def lose_answer(message: Message) -> None:
+            """The operation's response never reaches the client."""
 
-        async def hold(message: Message) -> None:
-            held.append(message)
-
-        await self.app(scope, receive, hold)
+        await self.app(scope, receive, lose_answer)
         log.info("%s fault after %s %s committed", after.kind, method, path)
         if isinstance(after, ErrorAfterCommitFault):
             await _send_api_error(send, after.status)
