@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import grpc
-import httpx
 from payments_helpers import reason, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
@@ -42,7 +41,7 @@ async def test_pay_on_hosted_page_makes_the_subscription_active(stub, admin, uni
     assert (txn.amount.amount_minor, txn.amount.currency) == (3000, "USD")
     assert txn.checkout_url and txn.provider_transaction_id.startswith("cs_")
     assert txn.expires_at.ToDatetime(UTC) > datetime.now(UTC)
-    page = httpx.get(txn.checkout_url)
+    page = admin.http.get(txn.checkout_url)
     assert page.status_code == 200
     paid = admin.pay_checkout(txn.checkout_url, "4242 4242 4242 4242")
     assert paid.status_code == 303

@@ -1,0 +1,154 @@
+"""The payments schema on real PostgreSQL: the audit log is append-only, barriers are insert-first,
+outbox cursors commit in order, and leases share due payments between workers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+
+from hirepay_platform.db import create_engine, make_session_factory
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain.model import (
+    AuditEntry,
+    EventType,
+    Method,
+    OutboxEvent,
+    Payment,
+    PaymentState,
+    PendingOp,
+    TccBranch,
+    TccOp,
+)
+
+
+@pytest.fixture(scope="module")
+def database_url(make_service_database) -> str:
+    return make_service_database("payments")
+
+
+@pytest.fixture(scope="module")
+async def sessions(database_url: str) -> AsyncIterator:
+    engine = create_engine(database_url)
+    yield make_session_factory(engine)
+    await engine.dispose()
+
+
+def _payment(pid: str, gtx: str, *, due: datetime | None = None) -> Payment:
+    now = datetime.now(UTC)
+    return Payment(
+        id=pid,
+        branch=TccBranch(gtx, "payment"),
+        owner_id="o",
+        amount_minor=100,
+        currency="USD",
+        method=Method.CARD,
+        provider="stripe",
+        state=PaymentState.UNKNOWN,
+        created_at=now,
+        updated_at=now,
+        pending_op=PendingOp.AUTHORIZE,
+        next_poll_at=due,
+        metadata={"subsystem": "jobs"},
+    )
+
+
+async def test_audit_log_refuses_update_and_delete(sessions) -> None:
+    uow = SqlPaymentsUnitOfWork(sessions)
+    async with uow:
+        await uow.audit.add(
+            AuditEntry("attempt", "saga", "authorize requested", {"k": "v"}, payment_id="pay_a")
+        )
+        await uow.commit()
+    for statement in (
+        "UPDATE audit_log SET reason = 'rewritten'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+    ):
+        async with uow:
+            with pytest.raises(DBAPIError, match="append-only"):
+                await uow.session.execute(text(statement))
+    async with uow:
+        records = await uow.audit.list_for_payment("pay_a")
+    assert [r.reason for r in records] == ["authorize requested"]
+
+
+async def test_barrier_rows_are_insert_first(sessions) -> None:
+    uow = SqlPaymentsUnitOfWork(sessions)
+    branch = TccBranch("gtx-barrier", "payment")
+    async with uow:
+        assert await uow.barriers.insert(branch, TccOp.TRY, TccOp.CANCEL, "")
+        assert not await uow.barriers.insert(branch, TccOp.TRY, TccOp.TRY, "{}")
+        assert await uow.barriers.get(branch, TccOp.TRY) == (TccOp.CANCEL, "")
+        await uow.commit()
+
+
+async def test_concurrent_outbox_writers_commit_cursors_in_order(sessions) -> None:
+    """A reader that resumes after cursor N never misses an event committed later with a smaller
+    cursor: writers are serialised, so visible cursors always form a prefix."""
+    seen_gap = False
+
+    async def writer(i: int) -> None:
+        uow = SqlPaymentsUnitOfWork(sessions)
+        async with uow:
+            p = _payment(f"pay_w{i}", f"gtx-w{i}")
+            await uow.payments.add(p)
+            await uow.outbox.add(
+                OutboxEvent(
+                    f"evt_w{i}", EventType.PAYMENT_AUTHORIZED, p.created_at, "jobs", payment=p
+                ),
+                callback=False,
+            )
+            await asyncio.sleep(0.01 * (i % 3))
+            await uow.commit()
+
+    async def reader() -> None:
+        nonlocal seen_gap
+        seen: set[int] = set()
+        last = 0
+        for _ in range(60):
+            uow = SqlPaymentsUnitOfWork(sessions)
+            async with uow:
+                cursors = [e.cursor for e in await uow.outbox.list_after(0, 1000)]
+            # A cursor appearing at or below one already read would be skipped by a resume.
+            if any(c <= last and c not in seen for c in cursors):
+                seen_gap = True
+            seen.update(cursors)
+            last = max(cursors, default=last)
+            await asyncio.sleep(0.002)
+
+    await asyncio.gather(reader(), *(writer(i) for i in range(20)))
+    uow = SqlPaymentsUnitOfWork(sessions)
+    async with uow:
+        events = await uow.outbox.list_after(0, 1000)
+    mine = [e for e in events if e.event_id.startswith("evt_w")]
+    assert len(mine) == 20 and not seen_gap
+    assert mine[0].payment is not None and mine[0].payment.metadata == {"subsystem": "jobs"}
+
+
+async def test_leases_share_due_payments_without_overlap(sessions) -> None:
+    past = datetime.now(UTC) - timedelta(seconds=5)
+    uow = SqlPaymentsUnitOfWork(sessions)
+    async with uow:
+        for i in range(10):
+            await uow.payments.add(_payment(f"pay_l{i}", f"gtx-l{i}", due=past))
+        await uow.commit()
+
+    async def worker() -> list[str]:
+        w = SqlPaymentsUnitOfWork(sessions)
+        async with w:
+            leased = await w.payments.lease_due(datetime.now(UTC), 4, 30)
+            await asyncio.sleep(0.05)  # hold the row locks while the others look
+            await w.commit()
+        return [p.id for p in leased if p.id.startswith("pay_l")]
+
+    results = await asyncio.gather(*(worker() for _ in range(4)))
+    leased = [pid for r in results for pid in r]
+    assert len(leased) == len(set(leased)) == 10
+    async with uow:
+        again = await uow.payments.lease_due(datetime.now(UTC), 50, 30)
+    assert not [p for p in again if p.id.startswith("pay_l")]
