@@ -58,6 +58,8 @@ class JobsSettings(ServiceSettings):
     settlement_reconnect_seconds: float = 1.0
     idempotency_wait_seconds: float = 10.0
     hold_expiry_seconds: int = 3_600
+    # Provider payment method of a bank transfer when the client sends none (the sandbox's debit).
+    bank_transfer_payment_method: str = "pm_bank_transfer"
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     )
@@ -104,6 +106,7 @@ class JobsSettings(ServiceSettings):
             retry_max_seconds=self.retry_max_seconds,
             idempotency_wait_seconds=self.idempotency_wait_seconds,
             hold_expiry_seconds=self.hold_expiry_seconds,
+            bank_transfer_token=self.bank_transfer_payment_method,
             fail_activation_marker=self.fail_activation_marker,
             crash_point=crash_hook(self.crash_after_step),
         )

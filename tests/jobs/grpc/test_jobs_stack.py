@@ -3,180 +3,30 @@ sandbox: card success, decline, credits, idempotent twins, and kill -9 crash rec
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import grpc
 import pytest
+from jobs_stack import (
+    CREDITS_FEE,
+    FEE,
+    FIELDS,
+    balance,
+    company,
+    credits_account,
+    grant_credits,
+    payment_of_saga,
+    post_request,
+    reason_of,
+    start_jobs,
+    wait_for,
+)
 
-from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay.payments.v1 import payments_service_pb2 as ppb
-from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
-from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
-from hirepay_dev.procs import Process
-from hirepay_dev.sandbox_client import start_sandbox
-from hirepay_dev.services import JOBS, PAYMENTS, WALLET, RunningService, start_service
-from hirepay_platform.grpc_status import error_info
-
-FEE = 14900  # engineering, USD, from the default price list
-CREDITS_FEE = 500
-
-
-@dataclass
-class Stack:
-    payments: RunningService
-    wallet: RunningService
-    sandbox: Process
-    payments_stub: ppb_grpc.PaymentsServiceStub
-    wallet_stub: wpb_grpc.WalletServiceStub
-
-
-@pytest.fixture(scope="module")
-def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
-    sandbox, sandbox_url = start_sandbox(name="jobs-tests-sandbox")
-    payments = start_service(
-        PAYMENTS,
-        make_service_database("payments"),
-        env={
-            "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-            "PAYMENTS_STRIPE_API_KEY": "sk_test_jobstests",
-            "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-            "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-        },
-        log_name="jobs-tests-payments",
-    )
-    wallet = start_service(WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet")
-    pch = grpc.insecure_channel(payments.target)
-    wch = grpc.insecure_channel(wallet.target)
-    yield Stack(
-        payments,
-        wallet,
-        sandbox,
-        ppb_grpc.PaymentsServiceStub(pch),
-        wpb_grpc.WalletServiceStub(wch),
-    )
-    pch.close()
-    wch.close()
-    for proc in (payments, wallet):
-        proc.stop()
-    sandbox.stop()
-
-
-def start_jobs(stack: Stack, database_url: str, **env: str) -> RunningService:
-    return start_service(
-        JOBS,
-        database_url,
-        env={
-            "JOBS_PAYMENTS_TARGET": stack.payments.target,
-            "JOBS_WALLET_TARGET": stack.wallet.target,
-            "JOBS_RPC_TIMEOUT_SECONDS": "8",
-            "JOBS_LEASE_SECONDS": "2",
-            "JOBS_RECOVERY_INTERVAL_SECONDS": "0.2",
-            "JOBS_RETRY_BASE_SECONDS": "0.1",
-            "JOBS_RETRY_MAX_SECONDS": "1",
-            "JOBS_SETTLEMENT_POLL_SECONDS": "1",
-            **env,
-        },
-        log_name=f"jobs-tests-jobs-{uuid.uuid4().hex[:6]}",
-    )
-
-
-@pytest.fixture(scope="module")
-def jobs_db(make_service_database: Callable[[str], str]) -> str:
-    return make_service_database("jobs")
-
-
-@pytest.fixture(scope="module")
-def jobs(stack: Stack, jobs_db: str) -> Iterator[pb_grpc.JobsServiceStub]:
-    service = start_jobs(stack, jobs_db)
-    channel = grpc.insecure_channel(service.target)
-    yield pb_grpc.JobsServiceStub(channel)
-    channel.close()
-    service.stop()
-
-
-def company() -> common_pb2.Actor:
-    return common_pb2.Actor(user_id=f"co_{uuid.uuid4().hex[:10]}", role="company")
-
-
-FIELDS = pb.JobFields(
-    title="Senior Payments Engineer",
-    description="Build the payment backbone of a job marketplace.",
-    location="Remote",
-    employment_type=pb.FULL_TIME,
-    category="engineering",
-)
-
-
-def post_request(actor, method="card", token="pm_card_visa", key=None, **kw):
-    return pb.CreateJobWithPaymentRequest(
-        request_id=key or uuid.uuid4().hex,
-        actor=actor,
-        job=kw.pop("job", FIELDS),
-        payment=pb.PaymentChoice(method=method, payment_method=token),
-        accept_terms=True,
-        terms_version="2026-11",
-        **kw,
-    )
-
-
-def reason_of(exc: grpc.RpcError) -> tuple[str, dict[str, str]]:
-    info = error_info(exc)
-    assert info is not None, exc
-    return info.reason, dict(info.metadata)
-
-
-def payment_of_saga(stack: Stack, saga_id: str) -> ppb.Payment:
-    branch = common_pb2.TccBranch(global_tx_id=saga_id, branch_id="payment")
-    return stack.payments_stub.GetPaymentByBranch(
-        ppb.GetPaymentByBranchRequest(branch=branch), timeout=5
-    ).payment
-
-
-def credits_account(stack: Stack, owner: str, kind=wpb.ACCOUNT_KIND_USER, allow_negative=False):
-    return stack.wallet_stub.OpenAccount(
-        wpb.OpenAccountRequest(
-            request_id=uuid.uuid4().hex,
-            owner_id=owner,
-            currency="JOB_CREDIT",
-            kind=kind,
-            allow_negative=allow_negative,
-        ),
-        timeout=5,
-    ).account
-
-
-def balance(stack: Stack, account_id: str) -> wpb.Balance:
-    return stack.wallet_stub.GetAccount(
-        wpb.GetAccountRequest(account_id=account_id), timeout=5
-    ).account.balance
-
-
-def grant_credits(stack: Stack, owner: str, amount: int) -> str:
-    issuance = credits_account(stack, "platform", wpb.ACCOUNT_KIND_ISSUANCE, allow_negative=True)
-    target = credits_account(stack, owner)
-    stack.wallet_stub.Transfer(
-        wpb.TransferRequest(
-            request_id=uuid.uuid4().hex,
-            transfer_id=f"grant-{uuid.uuid4().hex}",
-            legs=[
-                wpb.TransferLeg(
-                    from_account_id=issuance.account_id,
-                    to_account_id=target.account_id,
-                    amount=common_pb2.Money(amount_minor=amount, currency="JOB_CREDIT"),
-                )
-            ],
-            description="test grant",
-        ),
-        timeout=5,
-    )
-    return target.account_id
 
 
 def test_card_success_is_active_and_captured_once(stack, jobs):
@@ -321,15 +171,6 @@ def test_concurrent_twins_give_one_charge_one_job(stack, jobs):
         jobs.CreateJobWithPayment(other, timeout=30)
     assert info.value.code() == grpc.StatusCode.ALREADY_EXISTS
     assert reason_of(info.value)[0] == "IDEMPOTENCY_MISMATCH"
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.mark.slow

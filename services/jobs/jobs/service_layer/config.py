@@ -39,6 +39,8 @@ class JobsConfig:
     idempotency_poll_seconds: float = 0.05
     # A credits hold outlives the saga deadline so a recovered saga can still confirm it.
     hold_expiry_seconds: int = 3_600
+    # The provider payment method used for a bank transfer when the client sends none.
+    bank_transfer_token: str = "pm_bank_transfer"
     # Test-only fault: activation fails for jobs whose title contains this marker (PAY-7 tests).
     fail_activation_marker: str = ""
     # Test-only crash hook: called with each saga step name ("pending", "try", "activate",

@@ -134,7 +134,8 @@ async def create_job_with_payment(
             created_at=now,
             updated_at=now,
             deadline_at=now + timedelta(seconds=config.saga_deadline_seconds),
-            payment_token=cmd.payment.payment_method_token.strip(),
+            payment_token=cmd.payment.payment_method_token.strip()
+            or (config.bank_transfer_token if method is PaymentMethod.BANK_TRANSFER else ""),
             return_url=cmd.payment.return_url,
             cancel_url=cmd.payment.cancel_url,
             email=cmd.email,

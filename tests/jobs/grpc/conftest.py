@@ -1,0 +1,88 @@
+"""Fixtures of the jobs gRPC tests: one stack of real participants shared by the session."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+from jobs_stack import WEBHOOK_SECRET, Stack, WebhookRelay, start_jobs
+
+from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
+from hirepay_dev.services import PAYMENTS, WALLET, start_service
+
+PROVIDER_TIMEOUT = "1.5"
+
+
+@pytest.fixture(scope="session")
+def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
+    relay = WebhookRelay()
+    sandbox, sandbox_url = start_sandbox(
+        name="jobs-tests-sandbox",
+        env={
+            "SANDBOX_WEBHOOK_URL": relay.url,
+            "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SANDBOX_WEBHOOK_RETRY_BASE": "0.2",
+            "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "1",
+            "SANDBOX_WEBHOOK_MAX_ATTEMPTS": "30",
+        },
+    )
+    payments = start_service(
+        PAYMENTS,
+        make_service_database("payments"),
+        env={
+            "PAYMENTS_STRIPE_API_BASE": sandbox_url,
+            "PAYMENTS_STRIPE_API_KEY": "sk_test_jobstests",
+            "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+            "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": PROVIDER_TIMEOUT,
+            "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
+            "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
+        },
+        log_name="jobs-tests-payments",
+    )
+    relay.target = payments.target
+    wallet = start_service(WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet")
+    admin = SandboxAdmin(sandbox_url)
+    pch = grpc.insecure_channel(payments.target)
+    wch = grpc.insecure_channel(wallet.target)
+    yield Stack(
+        sandbox,
+        admin,
+        payments,
+        wallet,
+        ppb_grpc.PaymentsServiceStub(pch),
+        wpb_grpc.WalletServiceStub(wch),
+    )
+    pch.close()
+    wch.close()
+    admin.close()
+    relay.target = ""
+    relay.server.shutdown()
+    for service in (payments, wallet):
+        service.stop()
+    sandbox.stop()
+
+
+@pytest.fixture(scope="session")
+def jobs(
+    stack: Stack, make_service_database: Callable[[str], str]
+) -> Iterator[pb_grpc.JobsServiceStub]:
+    service = start_jobs(stack, make_service_database("jobs"))
+    channel = grpc.insecure_channel(service.target)
+    yield pb_grpc.JobsServiceStub(channel)
+    channel.close()
+    service.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "stack" not in request.fixturenames:
+        yield
+        return
+    stack: Stack = request.getfixturevalue("stack")
+    stack.admin.clear_faults()
+    yield
+    stack.admin.clear_faults()
