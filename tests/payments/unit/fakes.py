@@ -1,0 +1,430 @@
+"""In-memory fakes of the payments unit of work and of the provider, for handler unit tests.
+
+The fake unit of work keeps a committed state and gives each `async with` a private copy, so a
+handler that raises (or never commits) leaves nothing behind, as a real transaction would.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from payments.domain.model import (
+    AuditEntry,
+    OutboxEvent,
+    Payment,
+    Refund,
+    RefundStatus,
+    TccBranch,
+    TccOp,
+    Transaction,
+    TxnStatus,
+    UserType,
+)
+from payments.domain.provider import (
+    AuthorizeIntent,
+    CardDeclined,
+    CheckoutRequest,
+    CheckoutStatus,
+    IntentStatus,
+    InvalidRequest,
+    OutcomeUnknown,
+    ProviderCheckout,
+    ProviderErrorInfo,
+    ProviderEvent,
+    ProviderIntent,
+    ProviderRefund,
+    SignatureInvalid,
+)
+
+
+@dataclass
+class State:
+    payments: dict[str, Payment] = field(default_factory=dict)
+    barriers: dict[tuple[str, str, str], tuple[TccOp, str]] = field(default_factory=dict)
+    refunds: dict[str, Refund] = field(default_factory=dict)
+    transactions: dict[str, Transaction] = field(default_factory=dict)
+    events: set[str] = field(default_factory=set)
+    outbox: list[OutboxEvent] = field(default_factory=list)
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 1, 10, 10, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+class _Repo:
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self.uow = uow
+
+    @property
+    def st(self) -> State:
+        return self.uow.working
+
+
+class FakePayments(_Repo):
+    async def add(self, payment: Payment) -> None:
+        self.st.payments[payment.id] = copy.deepcopy(payment)
+
+    async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
+        return copy.deepcopy(self.st.payments.get(payment_id))
+
+    async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
+        for p in self.st.payments.values():
+            if p.branch == branch:
+                return copy.deepcopy(p)
+        return None
+
+    async def find_by_provider(
+        self, *, payment_intent_id: str = "", checkout_id: str = ""
+    ) -> Payment | None:
+        for p in self.st.payments.values():
+            if payment_intent_id and p.provider_payment_id == payment_intent_id:
+                return copy.deepcopy(p)
+            if checkout_id and p.provider_checkout_id == checkout_id:
+                return copy.deepcopy(p)
+        return None
+
+    async def save(self, payment: Payment) -> None:
+        self.st.payments[payment.id] = copy.deepcopy(payment)
+
+    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
+        due = [p for p in self.st.payments.values() if p.next_poll_at and p.next_poll_at <= now]
+        for p in due[:limit]:
+            p.next_poll_at = now + timedelta(seconds=lease_seconds)
+        return [copy.deepcopy(p) for p in due[:limit]]
+
+
+class FakeBarriers(_Repo):
+    async def insert(self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: str) -> bool:
+        key = (branch.global_tx_id, branch.branch_id, op.value)
+        if key in self.st.barriers:
+            return False
+        self.st.barriers[key] = (origin, fingerprint)
+        return True
+
+    async def get(self, branch: TccBranch, op: TccOp) -> tuple[TccOp, str] | None:
+        return self.st.barriers.get((branch.global_tx_id, branch.branch_id, op.value))
+
+
+class FakeRefunds(_Repo):
+    async def add(self, refund: Refund) -> None:
+        self.st.refunds[refund.id] = copy.deepcopy(refund)
+
+    async def get(self, refund_id: str, *, for_update: bool = False) -> Refund | None:
+        return copy.deepcopy(self.st.refunds.get(refund_id))
+
+    async def get_by_request(self, payment_id: str, request_id: str) -> Refund | None:
+        for r in self.st.refunds.values():
+            if (r.payment_id, r.request_id) == (payment_id, request_id):
+                return copy.deepcopy(r)
+        return None
+
+    async def save(self, refund: Refund) -> None:
+        self.st.refunds[refund.id] = copy.deepcopy(refund)
+
+    async def succeeded_total(self, payment_id: str) -> int:
+        return sum(
+            r.amount_minor
+            for r in self.st.refunds.values()
+            if r.payment_id == payment_id and r.status is RefundStatus.SUCCEEDED
+        )
+
+    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
+        due = [
+            r
+            for r in self.st.refunds.values()
+            if r.status is RefundStatus.PENDING and r.next_poll_at and r.next_poll_at <= now
+        ]
+        for r in due:
+            r.next_poll_at = now + timedelta(seconds=lease_seconds)
+        return [copy.deepcopy(r) for r in due[:limit]]
+
+
+class FakeTransactions(_Repo):
+    async def add(self, txn: Transaction) -> None:
+        self.st.transactions[txn.id] = copy.deepcopy(txn)
+
+    async def get(self, transaction_id: str, *, for_update: bool = False) -> Transaction | None:
+        return copy.deepcopy(self.st.transactions.get(transaction_id))
+
+    async def get_by_request(
+        self, user_type: UserType, user_id: str, request_id: str
+    ) -> Transaction | None:
+        for x in self.st.transactions.values():
+            if (x.user_type, x.user_id, x.request_id) == (user_type, user_id, request_id):
+                return copy.deepcopy(x)
+        return None
+
+    async def find_by_provider(
+        self, *, checkout_id: str = "", payment_intent_id: str = ""
+    ) -> Transaction | None:
+        for x in self.st.transactions.values():
+            if checkout_id and x.provider_transaction_id == checkout_id:
+                return copy.deepcopy(x)
+            if payment_intent_id and x.provider_payment_intent_id == payment_intent_id:
+                return copy.deepcopy(x)
+        return None
+
+    async def lock_user(self, user_type: UserType, user_id: str) -> None:
+        return None
+
+    async def latest_active(
+        self, user_type: UserType, user_id: str, today: date
+    ) -> Transaction | None:
+        active = [
+            x
+            for x in self.st.transactions.values()
+            if (x.user_type, x.user_id) == (user_type, user_id)
+            and x.status is TxnStatus.SUCCESS
+            and x.subscription_end is not None
+            and x.subscription_end > today
+        ]
+        return copy.deepcopy(max(active, key=lambda x: x.subscription_end)) if active else None
+
+    async def save(self, txn: Transaction) -> None:
+        self.st.transactions[txn.id] = copy.deepcopy(txn)
+
+    async def list_stale_pending(self, now: datetime, limit: int) -> list[Transaction]:
+        return []
+
+
+class FakeEvents(_Repo):
+    async def exists(self, event_id: str) -> bool:
+        return event_id in self.st.events
+
+    async def add(self, *, event_id: str, **_: Any) -> bool:
+        if event_id in self.st.events:
+            return False
+        self.st.events.add(event_id)
+        return True
+
+
+class FakeOutbox(_Repo):
+    async def add(self, event: OutboxEvent, *, callback: bool) -> None:
+        cursor = len(self.st.outbox) + 1
+        self.st.outbox.append(
+            replace(
+                event,
+                cursor=cursor,
+                payment=copy.deepcopy(event.payment),
+                transaction=copy.deepcopy(event.transaction),
+            )
+        )
+
+    async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
+        return [
+            e
+            for e in self.st.outbox
+            if e.cursor > cursor and (not subsystem or e.subsystem == subsystem)
+        ][:limit]
+
+    async def backlog(self) -> int:
+        return 0
+
+
+class FakeAudit(_Repo):
+    async def add(self, entry: AuditEntry) -> None:
+        self.st.audit.append(replace(entry, id=len(self.st.audit) + 1))
+
+    async def list_for_payment(self, payment_id: str) -> list[AuditEntry]:
+        return [a for a in self.st.audit if a.payment_id == payment_id]
+
+    async def list_for_transaction(self, transaction_id: str) -> list[AuditEntry]:
+        return [a for a in self.st.audit if a.transaction_id == transaction_id]
+
+
+class FakeUnitOfWork:
+    def __init__(self, clock: Clock | None = None) -> None:
+        self.committed = State()
+        self.working = State()
+        self.clock = clock or Clock()
+        self.payments = FakePayments(self)
+        self.barriers = FakeBarriers(self)
+        self.refunds = FakeRefunds(self)
+        self.transactions = FakeTransactions(self)
+        self.events = FakeEvents(self)
+        self.outbox = FakeOutbox(self)
+        self.audit = FakeAudit(self)
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self.working = copy.deepcopy(self.committed)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.working = State()
+
+    async def commit(self) -> None:
+        self.committed = copy.deepcopy(self.working)
+
+
+class Crash(BaseException):
+    """The process dies here (not an exception any handler catches)."""
+
+
+DECLINES = {
+    "pm_card_chargeDeclined": ProviderErrorInfo("card_declined", "generic_decline", "declined"),
+    "pm_card_chargeDeclinedInsufficientFunds": ProviderErrorInfo(
+        "card_declined", "insufficient_funds", "insufficient funds"
+    ),
+}
+
+
+class FakeProvider:
+    """A Stripe-like provider with idempotency keys and scripted failures.
+
+    `script` holds what the next calls do: an exception to raise before doing anything, `Crash()`
+    to die before the call, or ("after", exc) to perform the call and then raise `exc`."""
+
+    name = "stripe"
+
+    def __init__(self) -> None:
+        self.intents: dict[str, ProviderIntent] = {}
+        self.saved: dict[str, Any] = {}
+        self.script: list[Any] = []
+        self.calls: list[tuple[str, str]] = []
+        self.refunded: dict[str, int] = {}
+        self._ids = itertools.count(1)
+
+    def _next(self) -> Any:
+        return self.script.pop(0) if self.script else None
+
+    async def _idempotent(self, op: str, key: str, fn: Any) -> Any:
+        self.calls.append((op, key))
+        step = self._next()
+        if isinstance(step, BaseException):
+            raise step
+        if key and key in self.saved:
+            result = self.saved[key]
+        else:
+            try:
+                result = fn()
+            except (CardDeclined, InvalidRequest) as exc:
+                result = exc
+            if key:
+                self.saved[key] = result
+        if isinstance(step, tuple) and step[0] == "after":
+            raise step[1]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def create_customer(self, email: str, idempotency_key: str) -> str:
+        return await self._idempotent("customer", idempotency_key, lambda: f"cus_{next(self._ids)}")
+
+    async def authorize(self, request: AuthorizeIntent, idempotency_key: str) -> ProviderIntent:
+        def create() -> ProviderIntent:
+            pid = f"pi_{next(self._ids)}"
+            if request.payment_method in DECLINES:
+                self.intents[pid] = ProviderIntent(
+                    pid,
+                    IntentStatus.REQUIRES_PAYMENT_METHOD,
+                    request.amount_minor,
+                    request.currency,
+                    last_error=DECLINES[request.payment_method],
+                    metadata=request.metadata,
+                )
+                raise CardDeclined(DECLINES[request.payment_method], pid)
+            if not request.payment_method.startswith("pm_card"):
+                raise InvalidRequest(
+                    "No such PaymentMethod", code="resource_missing", param="payment_method"
+                )
+            intent = ProviderIntent(
+                pid,
+                IntentStatus.REQUIRES_CAPTURE,
+                request.amount_minor,
+                request.currency,
+                amount_capturable=request.amount_minor,
+                metadata=request.metadata,
+            )
+            self.intents[pid] = intent
+            return intent
+
+        return await self._idempotent("authorize", idempotency_key, create)
+
+    async def capture(
+        self, intent_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProviderIntent:
+        def run() -> ProviderIntent:
+            pi = self.intents[intent_id]
+            if pi.status is not IntentStatus.REQUIRES_CAPTURE:
+                raise InvalidRequest("cannot capture", code="payment_intent_unexpected_state")
+            pi = replace(
+                pi,
+                status=IntentStatus.SUCCEEDED,
+                amount_received=amount_minor or pi.amount_minor,
+                amount_capturable=0,
+            )
+            self.intents[intent_id] = pi
+            return pi
+
+        return await self._idempotent("capture", idempotency_key, run)
+
+    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderIntent:
+        def run() -> ProviderIntent:
+            pi = self.intents[intent_id]
+            if pi.status is IntentStatus.SUCCEEDED:
+                raise InvalidRequest("cannot cancel", code="payment_intent_unexpected_state")
+            pi = replace(pi, status=IntentStatus.CANCELED, amount_capturable=0)
+            self.intents[intent_id] = pi
+            return pi
+
+        return await self._idempotent("cancel", idempotency_key, run)
+
+    async def refund(
+        self,
+        intent_id: str,
+        amount_minor: int,
+        reason: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ProviderRefund:
+        def run() -> ProviderRefund:
+            pi = self.intents[intent_id]
+            done = self.refunded.get(intent_id, 0)
+            if done + amount_minor > pi.amount_received:
+                raise InvalidRequest(
+                    "Refund amount exceeds the amount captured", code="amount_too_large"
+                )
+            self.refunded[intent_id] = done + amount_minor
+            return ProviderRefund(f"re_{next(self._ids)}", "succeeded", amount_minor)
+
+        return await self._idempotent("refund", idempotency_key, run)
+
+    async def retrieve_payment(self, intent_id: str) -> ProviderIntent:
+        return await self._idempotent("retrieve", "", lambda: self.intents[intent_id])
+
+    async def create_checkout(
+        self, request: CheckoutRequest, idempotency_key: str
+    ) -> ProviderCheckout:
+        def run() -> ProviderCheckout:
+            cid = f"cs_{next(self._ids)}"
+            return ProviderCheckout(
+                cid, CheckoutStatus.OPEN, "unpaid", f"https://pay/{cid}", request.expires_at
+            )
+
+        return await self._idempotent("checkout", idempotency_key, run)
+
+    async def expire_checkout(self, session_id: str, idempotency_key: str) -> ProviderCheckout:
+        return await self._idempotent(
+            "expire",
+            idempotency_key,
+            lambda: ProviderCheckout(session_id, CheckoutStatus.EXPIRED, "unpaid", "", None),
+        )
+
+    async def retrieve_checkout(self, session_id: str) -> ProviderCheckout:
+        raise OutcomeUnknown("not scripted", timeout=False)
+
+    def construct_event(self, payload: bytes, signature: str) -> ProviderEvent:
+        raise SignatureInvalid("fake provider accepts no events")

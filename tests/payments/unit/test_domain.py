@@ -1,0 +1,207 @@
+"""The domain's state machines and rules, in plain Python."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import pytest
+
+from payments.domain import errors
+from payments.domain.model import (
+    EventType,
+    Method,
+    Payment,
+    PaymentState,
+    PendingOp,
+    TccBranch,
+    Transaction,
+    TxnStatus,
+    UserType,
+    decline_reason,
+)
+from payments.domain.plans import DEFAULT_PLANS, find_plan, parse_plans
+from payments.domain.provider import (
+    CheckoutStatus,
+    IntentStatus,
+    ProviderCheckout,
+    ProviderErrorInfo,
+    ProviderIntent,
+)
+
+NOW = datetime(2026, 1, 10, 10, 25, tzinfo=UTC)
+
+
+def payment(state: PaymentState = PaymentState.UNKNOWN, **kw) -> Payment:
+    return Payment(
+        id="pay_1",
+        branch=TccBranch("g", "payment"),
+        owner_id="o",
+        amount_minor=3000,
+        currency="USD",
+        method=Method.CARD,
+        provider="stripe",
+        state=state,
+        created_at=NOW,
+        updated_at=NOW,
+        **kw,
+    )
+
+
+def intent(status: IntentStatus, **kw) -> ProviderIntent:
+    return ProviderIntent("pi_1", status, 3000, "USD", **kw)
+
+
+def test_authorization_then_capture_emit_events_once() -> None:
+    p = payment(pending_op=PendingOp.AUTHORIZE)
+    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == [
+        EventType.PAYMENT_AUTHORIZED
+    ]
+    assert p.pending_op is None and p.state is PaymentState.AUTHORIZED
+    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == []
+    p.request_capture(2000, NOW)
+    events = p.apply_intent(intent(IntentStatus.SUCCEEDED, amount_received=2000), NOW)
+    assert events == [EventType.PAYMENT_CAPTURED] and p.captured_minor == 2000
+
+
+def test_a_stale_view_never_moves_a_payment_back() -> None:
+    p = payment(PaymentState.CAPTURED, captured_minor=3000)
+    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == []
+    assert p.state is PaymentState.CAPTURED
+    v = payment(PaymentState.VOIDED)
+    v.apply_intent(
+        intent(IntentStatus.REQUIRES_PAYMENT_METHOD, last_error=ProviderErrorInfo("x")), NOW
+    )
+    assert v.state is PaymentState.VOIDED
+
+
+def test_a_failed_checkout_payment_may_still_succeed() -> None:
+    p = payment(PaymentState.FAILED, failure_reason="PAYMENT_DECLINED")
+    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == [
+        EventType.PAYMENT_AUTHORIZED
+    ]
+    assert p.failure_reason == ""
+
+
+def test_void_rules() -> None:
+    p = payment(PaymentState.AUTHORIZED)
+    assert p.request_void("r", NOW) and p.pending_op is PendingOp.VOID
+    with pytest.raises(errors.PaymentVoided):
+        p.request_capture(0, NOW)
+    captured = payment(PaymentState.CAPTURED)
+    with pytest.raises(errors.PaymentNotVoidable):
+        captured.request_void("r", NOW)
+    failed = payment(PaymentState.FAILED)
+    assert not failed.request_void("r", NOW)
+
+
+def test_capture_cannot_exceed_the_authorization() -> None:
+    p = payment(PaymentState.AUTHORIZED)
+    with pytest.raises(errors.PaymentNotCapturable):
+        p.request_capture(3001, NOW)
+    p.request_capture(0, NOW)
+    assert p.capture_amount_minor == 3000
+
+
+def test_refund_reservations() -> None:
+    p = payment(PaymentState.CAPTURED, captured_minor=1000)
+    assert p.reserve_refund(400, NOW) == 400
+    assert p.reserve_refund(0, NOW) == 600 and p.refundable_minor == 0
+    with pytest.raises(errors.RefundExceedsCaptured):
+        p.reserve_refund(1, NOW)
+    p.release_refund(600, NOW)
+    assert p.refundable_minor == 600
+    assert p.settle_refund(400, NOW) == [EventType.PAYMENT_REFUNDED]
+    assert p.state is PaymentState.PARTIALLY_REFUNDED
+    with pytest.raises(errors.PaymentNotRefundable):
+        payment(PaymentState.AUTHORIZED).reserve_refund(1, NOW)
+
+
+def test_unknown_and_backoff() -> None:
+    p = payment(pending_op=PendingOp.AUTHORIZE)
+    p.mark_unknown(timeout=True, message="slow", now=NOW)
+    assert p.failure_reason == "PAYMENT_TIMEOUT" and p.needs_provider_work()
+    delays = []
+    for _ in range(5):
+        p.schedule_poll(NOW, 1.0, 8.0)
+        delays.append((p.next_poll_at - NOW).total_seconds())
+    assert delays == [1, 2, 4, 8, 8]
+
+
+def test_decline_reasons() -> None:
+    assert (
+        decline_reason(ProviderErrorInfo("card_declined", "insufficient_funds"))
+        == "INSUFFICIENT_FUNDS"
+    )
+    assert (
+        decline_reason(ProviderErrorInfo("card_declined", "generic_decline")) == "PAYMENT_DECLINED"
+    )
+    assert decline_reason(ProviderErrorInfo("expired_card", "expired_card")) == "PAYMENT_DECLINED"
+
+
+def txn(status: TxnStatus = TxnStatus.PENDING) -> Transaction:
+    return Transaction(
+        id="txn_1", status=status, user_type=UserType.COMPANY, user_id="u", email="a@b.c",
+        amount_minor=3000, currency="USD", payment_method="STRIPE", provider="stripe",
+        plan="MONTHLY", period_days=30, request_id="r", return_url="https://x", cancel_url="https://y",
+        created_at=NOW, updated_at=NOW,
+    )  # fmt: skip
+
+
+def session(status: CheckoutStatus, paid: bool = False) -> ProviderCheckout:
+    return ProviderCheckout("cs_1", status, "paid" if paid else "unpaid", "", None, "pi_1")
+
+
+def test_transaction_success_sets_the_period_and_expires_at_its_end() -> None:
+    t = txn()
+    events = t.apply_checkout(
+        session(CheckoutStatus.COMPLETE, paid=True), None, NOW.date(), None, NOW
+    )
+    assert events == [EventType.TRANSACTION_SUCCEEDED]
+    assert (t.subscription_start, t.subscription_end) == (date(2026, 1, 10), date(2026, 2, 9))
+    assert t.is_active(date(2026, 2, 8)) and not t.is_active(date(2026, 2, 9))
+    # A purchase racing an active subscription starts when the current one ends.
+    second = txn()
+    second.apply_checkout(
+        session(CheckoutStatus.COMPLETE, paid=True), None, NOW.date(), t.subscription_end, NOW
+    )
+    assert second.subscription_start == date(2026, 2, 9)
+
+
+def test_transaction_failure_cancel_and_late_success() -> None:
+    t = txn()
+    failed = intent(
+        IntentStatus.REQUIRES_PAYMENT_METHOD,
+        last_error=ProviderErrorInfo("card_declined", "generic_decline", "declined"),
+    )
+    assert t.apply_checkout(session(CheckoutStatus.OPEN), failed, NOW.date(), None, NOW) == [
+        EventType.TRANSACTION_FAILED
+    ]
+    assert t.subscription_end is None
+    assert t.apply_checkout(
+        session(CheckoutStatus.COMPLETE, paid=True), None, NOW.date(), None, NOW
+    )
+    assert t.status is TxnStatus.SUCCESS
+    c = txn()
+    assert c.apply_checkout(session(CheckoutStatus.EXPIRED), None, NOW.date(), None, NOW) == [
+        EventType.TRANSACTION_CANCELLED
+    ]
+    assert c.cancel(NOW) == []
+
+
+def test_plans() -> None:
+    company = find_plan(DEFAULT_PLANS, "monthly", UserType.COMPANY)
+    assert company.price("") == (3000, "USD") and company.price("EUR") == (2800, "EUR")
+    with pytest.raises(errors.PlanNotFound):
+        company.price("JPY")
+    plans = parse_plans(
+        '[{"code": "YEARLY", "user_type": "applicant", "prices": {"JPY": 12000}, "period_days": 365}]'
+    )
+    assert plans[0].price("") == (12000, "JPY")
+    for bad in (
+        "[]",
+        "{}",
+        '[{"code": "X"}]',
+        '[{"code":"X","user_type":"COMPANY","prices":{"XXX":1},"period_days":1}]',
+    ):
+        with pytest.raises((ValueError, errors.ValidationError)):
+            parse_plans(bad)

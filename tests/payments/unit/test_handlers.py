@@ -1,0 +1,154 @@
+"""Handler behaviour against in-memory fakes: the TCC guard, outcomes of provider failures, crash
+recovery by replaying the stored idempotency key, and refund reservations."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import Crash, FakeProvider, FakeUnitOfWork
+
+from payments.domain import commands, errors
+from payments.domain.model import EventType, Method, PaymentState, TccBranch
+from payments.domain.provider import OutcomeUnknown
+from payments.service_layer import handlers
+from payments.service_layer.handlers import Deps, Policy
+
+BRANCH = TccBranch("gtx-1", "payment")
+
+
+@pytest.fixture
+def deps() -> Deps:
+    return Deps(
+        FakeUnitOfWork(), FakeProvider(), Policy(provider_timeout=1, poll_base=1, poll_max=4)
+    )
+
+
+def authorize_cmd(token: str = "pm_card_visa", amount: int = 2500) -> commands.Authorize:
+    return commands.Authorize(
+        request_id="r1",
+        branch=BRANCH,
+        owner_id="company-1",
+        amount_minor=amount,
+        currency="USD",
+        method=Method.CARD,
+        payment_method_token=token,
+        metadata={"subsystem": "jobs"},
+    )
+
+
+def outbox_types(deps: Deps) -> list[str]:
+    return [e.type.value for e in deps.uow.committed.outbox]  # type: ignore[attr-defined]
+
+
+async def test_authorize_records_payment_barrier_audit_and_event(deps: Deps) -> None:
+    result = await handlers.authorize(authorize_cmd(), deps)
+    p = result.payment
+    assert p is not None and p.state is PaymentState.AUTHORIZED and p.pending_op is None
+    assert p.next_poll_at is None and p.provider_payment_id == "pi_1"
+    assert deps.provider.calls == [("authorize", "gtx-1:payment:authorize")]  # type: ignore[attr-defined]
+    assert outbox_types(deps) == [EventType.PAYMENT_AUTHORIZED.value]
+    actions = [a.action for a in deps.uow.committed.audit]  # type: ignore[attr-defined]
+    assert actions == ["attempt", "provider_call", "transition"]
+    again = await handlers.authorize(authorize_cmd(), deps)
+    assert again.replayed and again.payment.id == p.id
+    assert len(deps.provider.calls) == 1  # type: ignore[attr-defined]
+
+
+async def test_decline_is_stored_and_repeated(deps: Deps) -> None:
+    with pytest.raises(errors.InsufficientFunds) as caught:
+        await handlers.authorize(authorize_cmd("pm_card_chargeDeclinedInsufficientFunds"), deps)
+    assert caught.value.metadata["decline_code"] == "insufficient_funds"
+    with pytest.raises(errors.InsufficientFunds):
+        await handlers.authorize(authorize_cmd("pm_card_chargeDeclinedInsufficientFunds"), deps)
+    (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
+    assert payment.state is PaymentState.FAILED and payment.provider_payment_id == "pi_1"
+    assert outbox_types(deps) == ["payment.failed"]
+
+
+async def test_crash_before_the_provider_call_is_healed_by_the_poller(deps: Deps) -> None:
+    deps.provider.script = [Crash()]  # type: ignore[attr-defined]
+    with pytest.raises(Crash):
+        await handlers.authorize(authorize_cmd(), deps)
+    (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
+    assert payment.state is PaymentState.UNKNOWN and payment.authorize_key
+    assert await handlers.poll_due(deps) == 0  # leased: the poller waits for the lease to end
+    deps.uow.clock.advance(deps.policy.lease_seconds + 1)  # type: ignore[attr-defined]
+    assert await handlers.poll_due(deps) == 1
+    healed = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]
+    assert healed.state is PaymentState.AUTHORIZED and healed.next_poll_at is None
+    assert len(deps.provider.intents) == 1  # type: ignore[attr-defined]
+
+
+async def test_crash_after_the_provider_did_it_replays_without_a_second_intent(deps: Deps) -> None:
+    deps.provider.script = [("after", Crash())]  # type: ignore[attr-defined]
+    with pytest.raises(Crash):
+        await handlers.authorize(authorize_cmd(), deps)
+    deps.uow.clock.advance(deps.policy.lease_seconds + 1)  # type: ignore[attr-defined]
+    await handlers.poll_due(deps)
+    (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
+    assert payment.state is PaymentState.AUTHORIZED
+    assert len(deps.provider.intents) == 1  # type: ignore[attr-defined]
+    keys = {k for op, k in deps.provider.calls if op == "authorize"}  # type: ignore[attr-defined]
+    assert keys == {"gtx-1:payment:authorize"}
+
+
+async def test_timeout_then_void_ends_voided_by_the_poller(deps: Deps) -> None:
+    deps.provider.script = [("after", OutcomeUnknown("slow", timeout=True))]  # type: ignore[attr-defined]
+    with pytest.raises(errors.PaymentTimeout) as caught:
+        await handlers.authorize(authorize_cmd(), deps)
+    payment_id = caught.value.metadata["payment_id"]
+    voided = await handlers.void(commands.Void("v1", BRANCH, "saga gave up"), deps)
+    assert voided.payment is not None and voided.payment.void_requested
+    for _ in range(5):
+        deps.uow.clock.advance(5)  # type: ignore[attr-defined]
+        await handlers.poll_due(deps)
+    final = deps.uow.committed.payments[payment_id]  # type: ignore[attr-defined]
+    assert final.state is PaymentState.VOIDED and final.captured_minor == 0
+    assert deps.provider.intents["pi_1"].status.value == "canceled"  # type: ignore[attr-defined]
+    assert outbox_types(deps)[-1] == "payment.voided"
+
+
+async def test_void_first_is_null_compensation_and_authorize_then_hangs(deps: Deps) -> None:
+    result = await handlers.void(commands.Void("v1", BRANCH), deps)
+    assert result.null_compensation and result.payment is None
+    with pytest.raises(errors.PaymentVoided):
+        await handlers.authorize(authorize_cmd(), deps)
+    assert deps.provider.calls == []  # type: ignore[attr-defined]
+    assert deps.uow.committed.payments == {}  # type: ignore[attr-defined]
+
+
+async def test_capture_after_void_is_refused_and_void_after_capture_too(deps: Deps) -> None:
+    await handlers.authorize(authorize_cmd(), deps)
+    await handlers.void(commands.Void("v1", BRANCH), deps)
+    with pytest.raises(errors.PaymentVoided):
+        await handlers.capture(commands.Capture("c1", BRANCH), deps)
+    other = TccBranch("gtx-2", "payment")
+    await handlers.authorize(
+        commands.Authorize("r2", other, "o", 100, "USD", Method.CARD, "pm_card_visa"), deps
+    )
+    captured = await handlers.capture(commands.Capture("c2", other, 60), deps)
+    assert captured.payment.captured_minor == 60
+    with pytest.raises(errors.PaymentNotVoidable):
+        await handlers.void(commands.Void("v2", other), deps)
+
+
+async def test_refunds_reserve_and_never_exceed_the_capture(deps: Deps) -> None:
+    await handlers.authorize(authorize_cmd(amount=1000), deps)
+    p = (await handlers.capture(commands.Capture("c1", BRANCH), deps)).payment
+    first = await handlers.refund(commands.Refund("r1", p.id, 600), deps)
+    assert (
+        first.payment.refunded_minor == 600
+        and first.payment.state is PaymentState.PARTIALLY_REFUNDED
+    )
+    with pytest.raises(errors.RefundExceedsCaptured):
+        await handlers.refund(commands.Refund("r2", p.id, 600), deps)
+    # A provider failure with unknown outcome keeps the reservation until the poller settles it.
+    deps.provider.script = [OutcomeUnknown("down", timeout=False)]  # type: ignore[attr-defined]
+    with pytest.raises(errors.ProviderUnavailable):
+        await handlers.refund(commands.Refund("r3", p.id, 400), deps)
+    with pytest.raises(errors.RefundExceedsCaptured):
+        await handlers.refund(commands.Refund("r4", p.id, 1), deps)
+    deps.uow.clock.advance(10)  # type: ignore[attr-defined]
+    await handlers.poll_due(deps)
+    final = deps.uow.committed.payments[p.id]  # type: ignore[attr-defined]
+    assert final.state is PaymentState.REFUNDED and final.refunded_minor == 1000
+    assert sum(deps.provider.refunded.values()) == 1000  # type: ignore[attr-defined]

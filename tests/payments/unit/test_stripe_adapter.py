@@ -1,0 +1,138 @@
+"""The Stripe adapter's translations: SDK errors to domain failures, wire objects to domain types,
+and webhook signature checks (raw bytes, tolerance, several secrets)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+import stripe
+
+from payments.adapters.callbacks import parse_callback_urls, sign
+from payments.adapters.stripe_provider import StripeProvider, checkout_from, intent_from, map_error
+from payments.domain.provider import (
+    CardDeclined,
+    CheckoutStatus,
+    IntentStatus,
+    InvalidRequest,
+    OutcomeUnknown,
+    SignatureInvalid,
+)
+
+NEW, OLD = "whsec_newsecret", "whsec_oldsecret"
+
+
+def card_error(code: str, decline_code: str) -> stripe.CardError:
+    body = {
+        "error": {
+            "type": "card_error",
+            "code": code,
+            "decline_code": decline_code,
+            "message": "Your card was declined.",
+            "payment_intent": {"id": "pi_9", "object": "payment_intent"},
+        }
+    }
+    return stripe.CardError("declined", None, code, json.dumps(body), 402, body)
+
+
+def test_card_errors_keep_code_decline_code_and_intent() -> None:
+    mapped = map_error(card_error("card_declined", "insufficient_funds"))
+    assert isinstance(mapped, CardDeclined)
+    assert (mapped.error.code, mapped.error.decline_code, mapped.intent_id) == (
+        "card_declined",
+        "insufficient_funds",
+        "pi_9",
+    )
+
+
+def test_invalid_requests_and_transport_failures() -> None:
+    body = {
+        "error": {
+            "type": "invalid_request_error",
+            "code": "resource_missing",
+            "param": "payment_method",
+            "message": "No such PaymentMethod",
+        }
+    }
+    bad = map_error(
+        stripe.InvalidRequestError(
+            "x", "payment_method", "resource_missing", json.dumps(body), 400, body
+        )
+    )
+    assert isinstance(bad, InvalidRequest) and bad.about_payment_method
+    timeout = stripe.APIConnectionError("net")
+    timeout.__cause__ = httpx.ReadTimeout("slow")
+    assert isinstance(map_error(timeout), OutcomeUnknown) and map_error(timeout).timeout
+    down = stripe.APIConnectionError("net")
+    down.__cause__ = httpx.RemoteProtocolError("closed")
+    assert not map_error(down).timeout
+    server = map_error(stripe.APIError("boom", None, 503))
+    assert isinstance(server, OutcomeUnknown) and not server.timeout
+    assert map_error(TimeoutError()).timeout
+
+
+def test_wire_objects_map_to_domain_types() -> None:
+    pi = intent_from(
+        {
+            "id": "pi_1", "status": "requires_action", "amount": 500, "currency": "usd",
+            "next_action": {"type": "redirect_to_url", "redirect_to_url": {"url": "https://3ds"}},
+            "customer": {"id": "cus_1"}, "metadata": {"a": 1},
+        }
+    )  # fmt: skip
+    assert (pi.status, pi.currency, pi.next_action_url, pi.customer_id) == (
+        IntentStatus.REQUIRES_ACTION, "USD", "https://3ds", "cus_1"
+    )  # fmt: skip
+    assert pi.metadata == {"a": "1"}
+    cs = checkout_from(
+        {"id": "cs_1", "status": "expired", "payment_status": "unpaid", "expires_at": 1}
+    )
+    assert cs.status is CheckoutStatus.EXPIRED and cs.expires_at is not None
+
+
+def event_body(**extra) -> bytes:
+    event = {
+        "id": "evt_1", "type": "payment_intent.succeeded", "created": int(time.time()),
+        "data": {"object": {"id": "pi_1", "object": "payment_intent", "metadata": {"hirepay_payment_id": "pay_1"}}},
+    }  # fmt: skip
+    event.update(extra)
+    return json.dumps(event).encode()
+
+
+def header(body: bytes, secret: str, ts: int | None = None) -> str:
+    return stripe.WebhookSignature.generate_signature_header(body.decode(), secret, ts)
+
+
+def test_signature_rotation_tolerance_and_raw_bytes() -> None:
+    provider = StripeProvider(
+        "sk_test_x", api_base="http://127.0.0.1:1", webhook_secrets=[NEW, OLD]
+    )
+    body = event_body()
+    for secret in (NEW, OLD):
+        event = provider.construct_event(body, header(body, secret))
+        assert (event.id, event.object_type, event.object_id) == ("evt_1", "payment_intent", "pi_1")
+        assert event.metadata["hirepay_payment_id"] == "pay_1"
+    refused = [
+        (body, header(body, "whsec_other")),
+        (body, header(body, NEW, int(time.time()) - 301)),
+        (json.dumps(json.loads(body), indent=1).encode(), header(body, NEW)),
+        (body, ""),
+    ]
+    for payload, signature in refused:
+        with pytest.raises(SignatureInvalid):
+            provider.construct_event(payload, signature)
+    no_secret = StripeProvider("sk_test_x", webhook_secrets=[])
+    with pytest.raises(SignatureInvalid):
+        no_secret.construct_event(body, header(body, NEW))
+
+
+def test_callback_urls_and_signature() -> None:
+    assert parse_callback_urls("jobs=http://a/cb, applicant=http://b/cb") == {
+        "jobs": "http://a/cb",
+        "applicant": "http://b/cb",
+    }
+    assert parse_callback_urls('{"jobs": "http://a"}') == {"jobs": "http://a"}
+    with pytest.raises(ValueError):
+        parse_callback_urls("nonsense")
+    assert sign(b"{}", "s", 1) == sign(b"{}", "s", 1) != sign(b"{} ", "s", 1)
