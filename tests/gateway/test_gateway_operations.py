@@ -156,6 +156,13 @@ async def test_openapi_documents_routes_errors_and_security(client: httpx.AsyncC
     assert "Idempotency-Key" in params
 
 
+async def test_api_responses_are_never_cached(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/api/jobs")
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Cache-Control" not in (await client.get("/healthz")).headers
+
+
 async def test_framework_errors_use_the_error_shape(client: httpx.AsyncClient) -> None:
     missing = await client.get("/api/nothing-here")
     assert missing.status_code == 404

@@ -86,6 +86,7 @@ class EdgeMiddleware:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         parent = propagate.extract(headers)
         method = scope["method"]
+        is_api = scope.get("path", "").startswith("/api/")
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500, "started": False}
         token = otel_context.attach(parent)
@@ -100,11 +101,14 @@ class EdgeMiddleware:
                     if message["type"] == "http.response.start":
                         status_holder["status"] = message["status"]
                         status_holder["started"] = True
-                        message.setdefault("headers", [])
-                        message["headers"] = [
-                            *message["headers"],
-                            (b"x-trace-id", trace_id.encode()),
-                        ]
+                        headers = list(message.get("headers", []))
+                        headers.append((b"x-trace-id", trace_id.encode()))
+                        headers.append((b"x-content-type-options", b"nosniff"))
+                        names = {name.lower() for name, _ in headers}
+                        # Payment and job data must never sit in a shared or browser cache.
+                        if is_api and b"cache-control" not in names:
+                            headers.append((b"cache-control", b"no-store"))
+                        message["headers"] = headers
                     await send(message)
 
                 try:
