@@ -135,3 +135,34 @@ def test_cancel_within_the_window_refunds_the_fee(stack, jobs):
     with pytest.raises(grpc.RpcError) as info:
         jobs.CancelJob(pb.CancelJobRequest(actor=company(), job_id=reply.job.job_id), timeout=5)
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_hosted_checkout_paid_activates(stack, jobs):
+    actor = company()
+    request = post_request(actor, method="checkout", token="")
+    request.payment.return_url = "https://hirepay.test/return"
+    request.payment.cancel_url = "https://hirepay.test/cancel"
+    reply = jobs.CreateJobWithPayment(request, timeout=30)
+    assert reply.job.status == pb.Job.PENDING_PAYMENT and reply.next_action_url
+    response = stack.admin.pay_checkout(reply.next_action_url)
+    assert response.status_code in (200, 302, 303), response.text
+    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
+    assert job_of(jobs, actor, reply.job.job_id).status == pb.Job.ACTIVE
+    assert payment_of_saga(stack, reply.saga_id).captured_minor == FEE
+
+
+def test_hosted_checkout_cancelled_by_the_user_posts_nothing(stack, jobs):
+    actor = company()
+    request = post_request(actor, method="checkout", token="")
+    request.payment.return_url = "https://hirepay.test/return"
+    request.payment.cancel_url = "https://hirepay.test/cancel"
+    reply = jobs.CreateJobWithPayment(request, timeout=30)
+    # The user presses cancel on the checkout page; the gateway tells payments.
+    stack.payments_stub.CancelCheckout(
+        ppb.CancelCheckoutRequest(request_id=reply.saga_id, payment_id=reply.payment_id),
+        timeout=10,
+    )
+    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).status == pb.Job.PAYMENT_FAILED)
+    job = job_of(jobs, actor, reply.job.job_id)
+    assert job.payment_status == pb.Job.FAILED
+    assert payment_of_saga(stack, reply.saga_id).captured_minor == 0

@@ -157,6 +157,8 @@ async def create_job_with_payment(
     config.crash_point("pending")
     await _try(saga, uow, deps)
     await drive(saga.id, uow, deps, poll=False)
+    # What is left (a retried Confirm, a settlement poll) is for whichever replica is due first.
+    await release(saga.id, uow, config.instance_id)
     return await _answer(saga.id, uow, deps)
 
 
