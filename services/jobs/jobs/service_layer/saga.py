@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from hirepay_platform.errors import ErrorKind, HirepayError, ValidationError
+from hirepay_platform.errors import Conflict, ErrorKind, HirepayError, ValidationError
 from hirepay_platform.ids import new_id
 from jobs import metrics
 from jobs.domain import commands
@@ -150,6 +150,8 @@ async def create_job_with_payment(
             await uow.commit()
         else:
             existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
+            if existing is None:  # the key's holder rolled back between our two statements
+                raise Conflict("the idempotency key is being claimed; retry")
     if existing is not None:
         return await _replay(existing, cmd, uow, config)
     record_transitions(transitions)
