@@ -403,6 +403,10 @@ async def test_failed_job_without_error_still_answers_pay_11(
             json.dumps(body(payment={"method": "checkout", "payment_method": "pm_card_visa"})),
             "payment.payment_method",
         ),
+        (
+            json.dumps(body(payment={"method": "checkout", "return_url": "data:text/html,hi"})),
+            "payment.return_url",
+        ),
     ],
 )
 async def test_bad_bodies_are_400_validation_failed_with_fields(

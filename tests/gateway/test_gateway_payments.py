@@ -120,6 +120,8 @@ async def test_already_subscribed_is_409_with_expiry(
         ("company", "company-a", {"paymentMethod": "BITCOIN"}, 400),
         ("company", "company-a", {"email": "not-an-email"}, 400),
         ("company", "company-a", {"userType": None}, 400),
+        ("company", "company-a", {"returnUrl": "javascript:alert(1)"}, 400),
+        ("company", "company-a", {"cancelUrl": "/relative/path"}, 400),
     ],
 )
 async def test_subscribe_refusals(

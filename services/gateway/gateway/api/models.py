@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 EmploymentType = Literal["full_time", "part_time", "contract", "internship", "temporary"]
 JobStatus = Literal[
     "draft", "pending_payment", "payment_failed", "active", "expired", "filled", "cancelled"
 ]
 JobPaymentStatus = Literal["pending", "completed", "failed", "refunded"]
+
+
+def _absolute_http_url(value: str) -> str:
+    """Redirect targets handed to the provider must be absolute http(s) URLs."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+RedirectUrl = Annotated[str, Field(max_length=2048), AfterValidator(_absolute_http_url)]
 
 
 class Strict(BaseModel):
@@ -129,8 +141,8 @@ class PaymentIn(Strict):
 
     method: Literal["card", "credits", "bank_transfer", "checkout"]
     payment_method: str | None = Field(default=None, max_length=255)
-    return_url: str | None = Field(default=None, max_length=2048)
-    cancel_url: str | None = Field(default=None, max_length=2048)
+    return_url: RedirectUrl | None = None
+    cancel_url: RedirectUrl | None = None
     amount: MoneyIn | None = None
 
 
@@ -179,8 +191,8 @@ class SubscribeIn(Strict):
     email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     plan: str = Field(min_length=1, max_length=64)
     paymentMethod: Literal["STRIPE", "PAYPAL"] = "STRIPE"
-    returnUrl: str | None = Field(default=None, max_length=2048)
-    cancelUrl: str | None = Field(default=None, max_length=2048)
+    returnUrl: RedirectUrl | None = None
+    cancelUrl: RedirectUrl | None = None
     currency: str | None = Field(default=None, min_length=3, max_length=3)
 
 
