@@ -40,6 +40,7 @@ async def test_pay_on_hosted_page_makes_the_subscription_active(stub, admin, uni
     assert txn.status == Status.PENDING and txn.transaction_id.startswith("txn_")
     assert (txn.amount.amount_minor, txn.amount.currency) == (3000, "USD")
     assert txn.checkout_url and txn.provider_transaction_id.startswith("cs_")
+    assert txn.provider_customer_id.startswith("cus_")
     assert txn.expires_at.ToDatetime(UTC) > datetime.now(UTC)
     page = admin.http.get(txn.checkout_url)
     assert page.status_code == 200
@@ -117,3 +118,31 @@ async def test_plans_are_listed_per_user_type(stub) -> None:
     assert {(m.currency, m.amount_minor) for m in plans[0].prices} == {("USD", 1000), ("EUR", 900)}
     every = (await stub.ListPlans(pb.ListPlansRequest())).plans
     assert len(every) == 2
+
+
+async def test_subscribe_timeout_then_retry_with_the_same_request_id(stub, admin, unique) -> None:
+    user = unique("company")
+    admin.add_fault(
+        "timeout_after_commit",
+        seconds=3,
+        path_prefix="/v1/checkout/sessions",
+        method="POST",
+        count=1,
+    )
+    exc = await rpc_error(stub.Subscribe(subscribe_request(user)))
+    code, why, meta = reason(exc)
+    assert (code, why) == (grpc.StatusCode.DEADLINE_EXCEEDED, "PAYMENT_TIMEOUT")
+    pending = await stub.GetTransaction(
+        pb.GetTransactionRequest(transaction_id=meta["transaction_id"])
+    )
+    assert pending.transaction.status == Status.PENDING and pending.transaction.checkout_url == ""
+    retried = (await stub.Subscribe(subscribe_request(user))).transaction
+    assert retried.transaction_id == meta["transaction_id"]
+    assert retried.checkout_url and retried.provider_transaction_id.startswith("cs_")
+    sessions = admin.http.get(
+        "/v1/checkout/sessions",
+        params={"limit": 100},
+        headers={"Authorization": "Bearer sk_test_paymentstests"},
+    ).json()["data"]
+    mine = [s for s in sessions if s.get("client_reference_id") == retried.transaction_id]
+    assert len(mine) == 1  # the replayed key returned the session created the first time

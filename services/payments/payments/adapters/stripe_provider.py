@@ -305,7 +305,9 @@ class StripeProvider:
             "metadata": dict(request.metadata),
             "payment_intent_data": intent_data,
         }
-        if request.email:
+        if request.customer_id:
+            params["customer"] = request.customer_id
+        elif request.email:
             params["customer_email"] = request.email
         if request.expires_at is not None:
             params["expires_at"] = int(request.expires_at.timestamp())

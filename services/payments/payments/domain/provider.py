@@ -123,6 +123,7 @@ class CheckoutRequest:
     manual_capture: bool
     expires_at: datetime | None = None
     email: str = ""
+    customer_id: str = ""  # the provider's customer record; else `email` prefills the page
 
 
 # --- failures ---------------------------------------------------------------------------------

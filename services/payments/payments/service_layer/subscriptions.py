@@ -126,6 +126,22 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
                 )
             )
             await uow.commit()
+    records: list[CallRecord] = []
+    failure: Exception | None = None
+    session: ProviderCheckout | None = None
+    customer_id = txn.provider_customer_id
+    customer_key = f"customer:{txn.id}"
+    try:
+        if not customer_id:
+            # API-4 keeps the provider's customer id; one customer record per purchase attempt.
+            customer_id = await call(
+                records,
+                "create_customer",
+                customer_key,
+                lambda: deps.provider.create_customer(txn.email, customer_key),
+            )
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        failure = exc
     request = CheckoutRequest(
         amount_minor=txn.amount_minor,
         currency=txn.currency,
@@ -143,23 +159,26 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
         manual_capture=False,
         expires_at=txn.expires_at,
         email=txn.email,
+        customer_id=customer_id,
     )
-    records: list[CallRecord] = []
-    failure: Exception | None = None
-    session: ProviderCheckout | None = None
     try:
-        session = await call(
-            records,
-            "create_checkout",
-            txn.checkout_key,
-            lambda: deps.provider.create_checkout(request, txn.checkout_key),
-        )
+        if failure is None:
+            session = await call(
+                records,
+                "create_checkout",
+                txn.checkout_key,
+                lambda: deps.provider.create_checkout(request, txn.checkout_key),
+            )
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc
     async with deps.uow as uow:
         now = uow.clock()
         stored = await uow.transactions.get(txn.id, for_update=True)
         assert stored is not None
+        if customer_id and not stored.provider_customer_id:
+            stored.provider_customer_id = customer_id
+            stored.updated_at = now
+            await uow.transactions.save(stored)
         if session is not None:
             stored.provider_transaction_id = session.id
             stored.checkout_url = session.url
