@@ -1,0 +1,132 @@
+"""Operations: business metrics on /metrics (OPS-1), no secret in the logs (SEC-4), and signed
+settlement callbacks to a subsystem's URL (API-5) from a second, independently configured replica."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from conftest import WEBHOOK_SECRET
+from payments_helpers import authorize_request, branch, rpc_error, wait_for
+
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay_dev.procs import free_port
+from hirepay_dev.services import PAYMENTS, RunningService, start_service
+
+CALLBACK_SECRET = "callback-secret-for-tests"
+
+
+async def test_business_metrics_are_exported(stub, payments_service, unique) -> None:
+    gtx = unique("gtx")
+    await stub.Authorize(authorize_request(gtx, amount=1111, currency="EUR"))
+    await stub.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
+    await rpc_error(
+        stub.Authorize(authorize_request(unique("gtx"), token="pm_card_chargeDeclined"))
+    )
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"http://127.0.0.1:{payments_service.metrics_port}/metrics")).text
+    assert 'hirepay_payment_revenue_minor_total{currency="EUR"}' in text
+    assert (
+        'hirepay_payment_attempts_total{method="CARD",outcome="failed",reason="PAYMENT_DECLINED"}'
+        in text
+    )
+    assert (
+        'hirepay_provider_call_duration_seconds_count{operation="authorize",outcome="ok"}' in text
+    )
+    for name in (
+        "hirepay_webhook_events_total",
+        "hirepay_webhook_lag_seconds",
+        "hirepay_payments_outbox_backlog",
+        "hirepay_payment_refunds_total",
+    ):
+        assert name in text
+
+
+def test_no_secret_reaches_the_logs(payments_service) -> None:
+    log = payments_service.process.log_path.read_text(errors="replace")
+    assert log, "the service logged nothing"
+    for secret in (WEBHOOK_SECRET, "sk_test_paymentstests", "4242424242424242"):
+        assert secret not in log
+
+
+class CallbackReceiver:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.received: list[tuple[dict[str, Any], bool]] = []
+        self.fail_first = 2
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                sig = dict(p.split("=", 1) for p in self.headers["X-Hirepay-Signature"].split(","))
+                mac = hmac.new(
+                    CALLBACK_SECRET.encode(), f"{sig['t']}.".encode() + body, hashlib.sha256
+                ).hexdigest()
+                if receiver.fail_first > 0:
+                    receiver.fail_first -= 1
+                    self.send_response(503)
+                else:
+                    receiver.received.append(
+                        (json.loads(body), hmac.compare_digest(mac, sig["v1"]))
+                    )
+                    self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture(scope="module")
+def callback_replica(
+    make_service_database, sandbox_url
+) -> Iterator[tuple[RunningService, CallbackReceiver]]:
+    receiver = CallbackReceiver()
+    service = start_service(
+        PAYMENTS,
+        make_service_database("payments"),
+        env={
+            "PAYMENTS_STRIPE_API_BASE": sandbox_url,
+            "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
+            "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+            "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "2",
+            "PAYMENTS_CALLBACK_URLS": f"jobs=http://127.0.0.1:{receiver.port}/payments/events",
+            "PAYMENTS_CALLBACK_SECRET": CALLBACK_SECRET,
+        },
+        log_name="payments-callbacks",
+    )
+    yield service, receiver
+    service.stop()
+    receiver.server.shutdown()
+
+
+async def test_settlement_callbacks_are_signed_and_retried(callback_replica, unique) -> None:
+    service, receiver = callback_replica
+    async with grpc.aio.insecure_channel(service.target) as channel:
+        stub = pb_grpc.PaymentsServiceStub(channel)
+        gtx = unique("gtx")
+        await stub.Authorize(authorize_request(gtx, amount=1700))
+        await stub.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
+
+        async def both():
+            mine = [b for b, _ in receiver.received if b["payment"]["branch"]["globalTxId"] == gtx]
+            return mine if len(mine) >= 2 else None
+
+        mine = await wait_for(both, timeout=20)
+    assert [b["type"] for b in mine[:2]] == ["payment.authorized", "payment.captured"]
+    assert mine[1]["payment"]["capturedMinor"] == "1700"
+    assert all(ok for _, ok in receiver.received)
+    assert len({b["eventId"] for b in mine}) == 2
