@@ -145,3 +145,28 @@ async def test_bank_transfer_that_bounces_fails(stub, admin, unique) -> None:
 
     done = await wait_for(failed)
     assert done.captured_minor == 0 and done.failure_code
+
+
+async def test_bank_transfer_voided_while_processing_is_refunded_when_it_settles(
+    stub, admin, unique
+) -> None:
+    gtx = unique("gtx")
+    p = (
+        await stub.Authorize(authorize_request(gtx, token="pm_usBankAccount", method=BANK))
+    ).payment
+    voided = await stub.Void(pb.VoidRequest(request_id=f"v-{gtx}", branch=branch(gtx), reason="x"))
+    assert voided.payment.state == State.PROCESSING  # cannot be cancelled while processing
+    admin.settle_payment_intent(p.provider_payment_id, "succeeded")
+
+    async def refunded():
+        got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=p.payment_id))).payment
+        return got if got.state == State.REFUNDED else None
+
+    done = await wait_for(refunded, timeout=20)
+    assert done.captured_minor == 2500 and done.refunded_minor == 2500
+    refunds = admin.http.get(
+        "/v1/refunds",
+        params={"payment_intent": p.provider_payment_id},
+        headers={"Authorization": "Bearer sk_test_paymentstests"},
+    ).json()["data"]
+    assert [r["amount"] for r in refunds] == [2500]

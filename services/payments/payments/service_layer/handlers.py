@@ -66,6 +66,7 @@ CANCELLABLE = frozenset(
     }
 )
 STRIPE_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+VOID_REFUND_REQUEST = "void"  # request id of the automatic refund of money settled after a Void
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +229,44 @@ def _checkout_request(p: Payment, policy: Policy) -> CheckoutRequest:
         client_reference_id=p.id,
         manual_capture=True,
         email=p.email,
+    )
+
+
+async def refund_if_voided(uow: PaymentsUnitOfWork, p: Payment, now: datetime, actor: str) -> None:
+    """A Void was accepted but the money settled anyway (a bank transfer cannot be cancelled
+    while processing): schedule a full refund, in the caller's transaction, for the poller."""
+    if not (p.void_requested and p.state is PaymentState.CAPTURED and p.refundable_minor > 0):
+        return
+    if await uow.refunds.get_by_request(p.id, VOID_REFUND_REQUEST) is not None:
+        return
+    amount = p.reserve_refund(0, now)
+    ref = Refund(
+        id=new_id("rfd"),
+        payment_id=p.id,
+        request_id=VOID_REFUND_REQUEST,
+        amount_minor=amount,
+        requested_minor=0,
+        currency=p.currency,
+        reason="voided_after_settlement",
+        status=RefundStatus.PENDING,
+        idempotency_key=f"refund:{p.id}:{VOID_REFUND_REQUEST}",
+        created_at=now,
+        updated_at=now,
+        next_poll_at=now,
+    )
+    await uow.refunds.add(ref)
+    await uow.audit.add(
+        AuditEntry(
+            action="attempt",
+            actor=actor,
+            reason="refund of money settled after its void",
+            details={
+                "refund_id": ref.id,
+                "amount_minor": str(amount),
+                "idempotency_key": ref.idempotency_key,
+            },
+            payment_id=p.id,
+        )
     )
 
 
@@ -426,6 +465,7 @@ async def _record_step(
                 p.next_poll_at = now  # more to do at once (e.g. a void after authorization)
         else:
             p.finish_step(now)
+        await refund_if_voided(uow, p, now, actor)
         await uow.payments.save(p)
         for record in records:
             await uow.audit.add(record.audit(actor, payment_id=p.id))

@@ -23,7 +23,7 @@ from payments.domain.provider import (
     SignatureInvalid,
 )
 from payments.service_layer import metrics
-from payments.service_layer.handlers import Deps, drive, publish
+from payments.service_layer.handlers import Deps, drive, publish, refund_if_voided
 from payments.service_layer.provider_calls import CallRecord, call
 from payments.service_layer.subscriptions import apply_to_transaction
 
@@ -105,6 +105,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
                 follow_up = p if p.pending_op is not None and p.void_requested else None
             else:
                 p.finish_step(now)
+            await refund_if_voided(uow, p, now, "webhook")
             await uow.payments.save(p)
             await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
             for record in records:
