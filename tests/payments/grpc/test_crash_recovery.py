@@ -1,0 +1,117 @@
+"""kill -9 of the payments process while a provider call is in flight: after a restart the poller
+replays the stored idempotency key, so the payment reaches its final state with one PaymentIntent.
+Two replicas share one database and resolve UNKNOWN payments without stepping on each other."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from conftest import WEBHOOK_SECRET
+from payments_helpers import State, authorize_request, reason, rpc_error, wait_for
+
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay_dev.services import PAYMENTS, RunningService, start_service
+
+AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
+
+
+def _env(sandbox_url: str) -> dict[str, str]:
+    return {
+        "PAYMENTS_STRIPE_API_BASE": sandbox_url,
+        "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
+        "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1",
+        "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
+        "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
+    }
+
+
+@pytest.fixture(scope="module")
+def replicas(make_service_database, sandbox_url) -> Iterator[list[RunningService]]:
+    url = make_service_database("payments")
+    services = [
+        start_service(PAYMENTS, url, env=_env(sandbox_url), log_name=f"payments-replica-{i}")
+        for i in range(2)
+    ]
+    yield services
+    for service in services:
+        service.stop()
+
+
+def _intents(admin, gtx: str) -> list[dict]:
+    data = admin.http.get("/v1/payment_intents", params={"limit": 100}, headers=AUTH).json()["data"]
+    return [i for i in data if i.get("metadata", {}).get("global_tx_id") == gtx]
+
+
+async def test_kill_during_the_provider_call_is_healed_after_restart(
+    replicas, admin, unique
+) -> None:
+    first, second = replicas
+    second.stop()  # only the victim may poll, so the restart is what heals it
+    try:
+        gtx = unique("gtx")
+        admin.add_fault("webhook_drop", event_type="payment_intent.*")
+        admin.add_fault(
+            "latency", ms=1500, path_prefix="/v1/payment_intents", method="POST", count=1
+        )
+        async with grpc.aio.insecure_channel(first.target) as channel:
+            stub = pb_grpc.PaymentsServiceStub(channel)
+            call = asyncio.ensure_future(stub.Authorize(authorize_request(gtx, amount=990)))
+            await asyncio.sleep(0.7)  # the row and its key are committed; the call is in flight
+            first.kill()
+            exc = await rpc_error(call)
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE
+        await asyncio.sleep(1.2)  # the sandbox finishes the create nobody hears about
+        assert len(_intents(admin, gtx)) == 1
+        first.restart()
+        async with grpc.aio.insecure_channel(first.target) as channel:
+            stub = pb_grpc.PaymentsServiceStub(channel)
+
+            async def authorized():
+                reply = await stub.GetPaymentByBranch(
+                    pb.GetPaymentByBranchRequest(branch=authorize_request(gtx).branch)
+                )
+                return reply.payment if reply.payment.state == State.AUTHORIZED else None
+
+            done = await wait_for(authorized, timeout=30)
+        mine = _intents(admin, gtx)
+        assert len(mine) == 1 and done.provider_payment_id == mine[0]["id"]
+        assert done.amount.amount_minor == 990
+    finally:
+        if not second.process.running:
+            second.restart()
+
+
+async def test_two_replicas_resolve_unknown_payments_once(replicas, admin, unique) -> None:
+    first, second = replicas
+    gtxs = [unique("gtx") for _ in range(4)]
+    admin.add_fault("webhook_drop", event_type="payment_intent.*")
+    admin.add_fault(
+        "timeout_after_commit", seconds=2, path_prefix="/v1/payment_intents", method="POST", count=4
+    )
+    async with (
+        grpc.aio.insecure_channel(first.target) as a,
+        grpc.aio.insecure_channel(second.target) as b,
+    ):
+        stubs = [pb_grpc.PaymentsServiceStub(a), pb_grpc.PaymentsServiceStub(b)]
+        errors = await asyncio.gather(
+            *(rpc_error(stubs[i % 2].Authorize(authorize_request(g))) for i, g in enumerate(gtxs))
+        )
+        assert {reason(e)[1] for e in errors} == {"PAYMENT_TIMEOUT"}
+
+        async def all_authorized():
+            states = []
+            for g in gtxs:
+                reply = await stubs[0].GetPaymentByBranch(
+                    pb.GetPaymentByBranchRequest(branch=authorize_request(g).branch)
+                )
+                states.append(reply.payment.state)
+            return all(s == State.AUTHORIZED for s in states)
+
+        await wait_for(all_authorized, timeout=30)
+    for g in gtxs:
+        assert len(_intents(admin, g)) == 1
