@@ -9,67 +9,19 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from gateway_fakes import (
-    FakeJobs,
-    FakePayments,
-    FakeServer,
-    start_jobs,
-    start_payments,
-    start_wallet,
+from gateway_fakes import FakeJobs, FakePayments, start_jobs, start_payments, start_wallet
+from gateway_support import (
+    AUDIENCE,
+    ISSUER,
+    KEYS,
+    RATE_LIMIT,
+    Backends,
+    Gateway,
+    start_gateway,
 )
-
-from gateway.auth import issue_token
-from hirepay_dev.procs import Process, free_port, http_ready, python_module
-
-KEYS = {
-    "k1": "gateway-test-key-one-0123456789abcdef",
-    "k2": "gateway-test-key-two-0123456789abcdef",
-}
-ISSUER = "hirepay-test"
-AUDIENCE = "hirepay-api"
-RATE_LIMIT = 3
-
-
-def token(role: str, user: str, *, kid: str = "k1", **kwargs: Any) -> str:
-    """A token the test gateway accepts (unless the arguments say otherwise)."""
-    kwargs.setdefault("issuer", ISSUER)
-    kwargs.setdefault("audience", AUDIENCE)
-    return issue_token(user_id=user, role=role, kid=kid, secret=KEYS.get(kid, "x" * 40), **kwargs)
-
-
-def bearer(role: str, user: str, **kwargs: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(role, user, **kwargs)}"}
-
-
-@dataclass
-class Backends:
-    jobs: FakeJobs
-    payments: FakePayments
-    jobs_server: FakeServer
-    payments_server: FakeServer
-    wallet_server: FakeServer
-
-
-@dataclass
-class Gateway:
-    url: str
-    process: Process
-    spans_path: Path
-
-    def log_text(self) -> str:
-        assert self.process.log_path is not None
-        return self.process.log_path.read_text(errors="replace")
-
-    def spans(self) -> list[dict[str, Any]]:
-        if not self.spans_path.exists():
-            return []
-        return [json.loads(line) for line in self.spans_path.read_text().splitlines() if line]
 
 
 @pytest.fixture(scope="session")
@@ -81,18 +33,6 @@ async def backends() -> AsyncIterator[Backends]:
     # A test may have replaced a server (stopped and restarted it): stop the current ones.
     for server in (fakes.jobs_server, fakes.payments_server, fakes.wallet_server):
         await server.server.stop(0)
-
-
-def start_gateway(name: str, env: dict[str, str]) -> tuple[Process, str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = Process(
-        name=name,
-        argv=python_module("gateway"),
-        env={"GATEWAY_PORT": str(port), "GATEWAY_PUBLIC_URL": url, **env},
-        ready=http_ready(f"{url}/healthz"),
-    ).start(timeout=30)
-    return process, url
 
 
 @pytest.fixture(scope="session")

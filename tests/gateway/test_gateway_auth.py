@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from conftest import AUDIENCE, ISSUER, KEYS, Backends, bearer, start_gateway, token
+from gateway_support import AUDIENCE, ISSUER, KEYS, Backends, bearer, start_gateway, token
 
 from hirepay_dev.procs import REPO_ROOT, Process, free_port, python_module
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RATE_LIMIT, Backends, bearer
 from gateway_fakes import domain_error, make_job
+from gateway_support import RATE_LIMIT, Backends, bearer
 
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind

@@ -7,8 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Backends, bearer
 from gateway_fakes import domain_error, make_job, ts
+from gateway_support import Backends, bearer
 
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb

@@ -9,8 +9,8 @@ import secrets
 from typing import Any
 
 import httpx
-from conftest import Backends, Gateway, bearer
 from gateway_fakes import make_job, start_jobs
+from gateway_support import Backends, Gateway, bearer
 
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 
