@@ -152,3 +152,11 @@ async def test_refunds_reserve_and_never_exceed_the_capture(deps: Deps) -> None:
     final = deps.uow.committed.payments[p.id]  # type: ignore[attr-defined]
     assert final.state is PaymentState.REFUNDED and final.refunded_minor == 1000
     assert sum(deps.provider.refunded.values()) == 1000  # type: ignore[attr-defined]
+
+
+async def test_a_twin_of_an_in_flight_call_is_told_to_retry(deps: Deps) -> None:
+    deps.provider.script = [Crash()]  # type: ignore[attr-defined]
+    with pytest.raises(Crash):
+        await handlers.authorize(authorize_cmd(), deps)
+    with pytest.raises(errors.OperationInProgress):
+        await handlers.authorize(authorize_cmd(), deps)

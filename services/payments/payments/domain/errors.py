@@ -20,6 +20,7 @@ __all__ = [
     "InsufficientFunds",
     "InvalidPaymentDetails",
     "InvalidSignature",
+    "OperationInProgress",
     "PaymentDeclined",
     "PaymentNotCapturable",
     "PaymentNotFound",
@@ -192,6 +193,18 @@ class InvalidSignature(HirepayError):
 
     kind = ErrorKind.INVALID_ARGUMENT
     reason = "INVALID_SIGNATURE"
+
+
+class OperationInProgress(Unavailable):
+    """A twin of this call is talking to the provider right now; retry shortly (same request)."""
+
+    reason = "OPERATION_IN_PROGRESS"
+
+    def __init__(self, payment_id: str, operation: str) -> None:
+        super().__init__(
+            f"{operation} of payment {payment_id} is in progress; retry shortly",
+            metadata={"payment_id": payment_id, "operation": operation},
+        )
 
 
 class EventNotApplicableYet(Unavailable):

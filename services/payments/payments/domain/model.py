@@ -524,7 +524,9 @@ class Transaction:
         elif self.status is TxnStatus.SUCCESS or self.status is TxnStatus.REFUNDED:
             pass
         elif session.status is CheckoutStatus.EXPIRED:
-            self.status = TxnStatus.CANCELLED
+            # An expired checkout cancels what was pending; a declined one stays FAILED.
+            if self.status is TxnStatus.PENDING:
+                self.status = TxnStatus.CANCELLED
             self.checkout_url = ""
         elif intent is not None and intent.status is IntentStatus.CANCELED:
             self.status = TxnStatus.CANCELLED

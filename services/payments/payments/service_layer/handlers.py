@@ -174,6 +174,8 @@ def outcome_error(payment: Payment) -> HirepayError | None:
     """The error a caller of Authorize gets for the payment's recorded outcome, if any."""
     meta = {"payment_id": payment.id}
     if payment.state is PaymentState.UNKNOWN:
+        if not payment.failure_reason:  # the first call has not come back yet
+            return errors.OperationInProgress(payment.id, "authorize")
         if payment.failure_reason == "PAYMENT_PROVIDER_UNAVAILABLE":
             return errors.ProviderUnavailable(
                 "the payment provider is unavailable; the payment is being resolved",
@@ -671,6 +673,8 @@ async def capture(cmd: commands.Capture, deps: Deps, *, actor: str = "saga") -> 
 def _capture_outcome(payment: Payment, *, replayed: bool) -> PaymentResult:
     if payment.state in TAKEN:
         return PaymentResult(payment, replayed=replayed)
+    if payment.pending_op is PendingOp.CAPTURE and payment.state is PaymentState.AUTHORIZED:
+        raise errors.OperationInProgress(payment.id, "capture")
     if payment.state is PaymentState.UNKNOWN:
         raise outcome_error(payment) or errors.PaymentTimeout("capture outcome unknown")
     if payment.state is PaymentState.VOIDED:
