@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
+from gateway.adapters.backends import Backends
 from gateway.api import convert, models
 from gateway.auth import AnyUser, Company, OptionalUser, Principal
 from gateway.entrypoints.deps import BackendsDep, LimiterDep
@@ -40,7 +41,7 @@ _PROVIDER_TOKEN = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
 _CARD_NUMBER = re.compile(r"^[\d\s-]{12,23}$")
 
 
-async def _load_owned_job(backends: BackendsDep, principal: Principal, job_id: str) -> jobs_pb.Job:
+async def _load_owned_job(backends: Backends, principal: Principal, job_id: str) -> jobs_pb.Job:
     """The job if the caller owns it (or is admin); otherwise 404, existence not revealed (SEC-2)."""
     try:
         response = await backends.jobs.get_job(
@@ -56,7 +57,8 @@ async def _load_owned_job(backends: BackendsDep, principal: Principal, job_id: s
 
 
 def _request_id(principal: Principal, operation: str, key: str | None) -> str:
-    """The caller's Idempotency-Key bound to them, or a fresh id (still safe for client retries)."""
+    """The caller's Idempotency-Key bound to them, or a fresh id (enough for the client library's
+    own retries of one call; a client that retries the HTTP request should send a key)."""
     return scoped_request_id(principal.user_id, operation, key) if key else new_id(operation)
 
 

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from gateway.adapters.backends import Backends
 from gateway.api import convert, models
 from gateway.auth import AnyUser
 from gateway.entrypoints.deps import BackendsDep, read_raw_body
@@ -145,7 +146,7 @@ async def stripe_webhook(request: Request, backends: BackendsDep) -> models.Webh
     return ack
 
 
-async def _forward_webhook(request: Request, backends: BackendsDep) -> models.WebhookAck:
+async def _forward_webhook(request: Request, backends: Backends) -> models.WebhookAck:
     settings = request.app.state.settings
     payload = await read_raw_body(request, settings.max_body_bytes)
     signature = request.headers.get("stripe-signature", "")
