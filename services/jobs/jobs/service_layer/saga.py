@@ -252,11 +252,16 @@ async def _answer(saga_id: str, uow: JobsUnitOfWork, deps: SagaDeps) -> SagaAnsw
     raise saga.failure.to_error()
 
 
-async def _ensure_answer(saga_id: str, uow: JobsUnitOfWork) -> None:
-    """Store the answer describing the job now, unless one (or an error) is stored already."""
+async def _ensure_answer(saga_id: str, uow: JobsUnitOfWork, *, settled_only: bool = False) -> None:
+    """Store the answer describing the job now, unless one (or an error) is stored already.
+
+    `settled_only`: only once the saga is final or waiting for settlement (a driver other than
+    the request, e.g. recovery after a crash, must not answer for a request still in flight)."""
     async with uow:
         saga = await uow.sagas.get(saga_id, for_update=True)
         if saga is None or saga.answered:
+            return
+        if settled_only and not (saga.state.final or saga.state is SagaState.AWAITING_SETTLEMENT):
             return
         job = await uow.jobs.get(saga.job_id)
         if job is None:
@@ -695,7 +700,7 @@ async def drive(saga_id: str, uow: JobsUnitOfWork, deps: SagaDeps, *, poll: bool
             if not await observe(saga.id, result, uow, deps, source="poll"):
                 await _schedule_poll(saga.id, uow, config)
                 break
-    await _ensure_answer(saga_id, uow)
+    await _ensure_answer(saga_id, uow, settled_only=True)
 
 
 async def _schedule_poll(saga_id: str, uow: JobsUnitOfWork, config: JobsConfig) -> None:
