@@ -63,12 +63,9 @@ async def test_subscribe_returns_pending_checkout(
     assert req.request_id
 
 
-async def test_subscribe_works_without_urls_as_in_the_seed_examples(
-    client: httpx.AsyncClient, backends: Backends
-) -> None:
+async def test_subscribe_for_an_applicant(client: httpx.AsyncClient, backends: Backends) -> None:
     backends.payments.on("Subscribe", pending_txn)
-    payload = {k: v for k, v in SUBSCRIBE.items() if k not in ("returnUrl", "cancelUrl")}
-    payload.update(userType="APPLICANT", userId="app-1")
+    payload = {**SUBSCRIBE, "userType": "APPLICANT", "userId": "app-1"}
     resp = await client.post(
         "/api/payments/subscribe", json=payload, headers=bearer("applicant", "app-1")
     )
@@ -76,6 +73,18 @@ async def test_subscribe_works_without_urls_as_in_the_seed_examples(
     assert (
         backends.payments.calls_to("Subscribe")[0].request.user_type == pay_pb.USER_TYPE_APPLICANT
     )
+
+
+async def test_subscribe_needs_the_redirect_urls(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    payload = {k: v for k, v in SUBSCRIBE.items() if k not in ("returnUrl", "cancelUrl")}
+    resp = await client.post(
+        "/api/payments/subscribe", json=payload, headers=bearer("company", "company-a")
+    )
+    assert resp.status_code == 400
+    assert resp.json()["fields"] == {"returnUrl": "required", "cancelUrl": "required"}
+    assert backends.payments.calls_to("Subscribe") == []
 
 
 async def test_subscribe_key_gives_the_same_request_id_per_user(

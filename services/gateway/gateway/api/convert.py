@@ -242,8 +242,8 @@ def subscribe_to_proto(body: models.SubscribeIn, request_id: str) -> pay_pb.Subs
         email=body.email,
         plan=body.plan,
         payment_method=body.paymentMethod,
-        return_url=body.returnUrl or "",
-        cancel_url=body.cancelUrl or "",
+        return_url=body.returnUrl,
+        cancel_url=body.cancelUrl,
         currency=(body.currency or "").upper(),
     )
 

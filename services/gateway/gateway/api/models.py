@@ -191,8 +191,8 @@ class SubscribeIn(Strict):
     email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     plan: str = Field(min_length=1, max_length=64)
     paymentMethod: Literal["STRIPE", "PAYPAL"] = "STRIPE"
-    returnUrl: RedirectUrl | None = None
-    cancelUrl: RedirectUrl | None = None
+    returnUrl: RedirectUrl
+    cancelUrl: RedirectUrl
     currency: str | None = Field(default=None, min_length=3, max_length=3)
 
 
