@@ -13,6 +13,10 @@ from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_platform.grpc_status import error_info
 
+# Webhook signing secrets: the sandbox signs with the current one; both are accepted (rotation).
+WEBHOOK_SECRET = "whsec_paymentstestcurrent000000000000"
+OLD_WEBHOOK_SECRET = "whsec_paymentstestprevious00000000000"
+
 CARD = pb.PAYMENT_METHOD_TYPE_CARD
 BANK = pb.PAYMENT_METHOD_TYPE_BANK_TRANSFER
 CHECKOUT = pb.PAYMENT_METHOD_TYPE_CHECKOUT

@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from conftest import WEBHOOK_SECRET
-from payments_helpers import State, authorize_request, reason, rpc_error, wait_for
+from payments_helpers import WEBHOOK_SECRET, State, authorize_request, reason, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc

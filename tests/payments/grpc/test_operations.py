@@ -14,8 +14,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from conftest import WEBHOOK_SECRET
-from payments_helpers import authorize_request, branch, rpc_error, wait_for
+from payments_helpers import WEBHOOK_SECRET, authorize_request, branch, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc

@@ -10,8 +10,16 @@ import time
 
 import grpc
 import stripe
-from conftest import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
-from payments_helpers import BANK, State, authorize_request, reason, rpc_error, wait_for
+from payments_helpers import (
+    BANK,
+    OLD_WEBHOOK_SECRET,
+    WEBHOOK_SECRET,
+    State,
+    authorize_request,
+    reason,
+    rpc_error,
+    wait_for,
+)
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 

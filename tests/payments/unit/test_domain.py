@@ -209,6 +209,8 @@ def test_plans() -> None:
 
 def test_an_expired_checkout_cancels_pending_but_keeps_a_decline() -> None:
     declined = txn(TxnStatus.FAILED)
-    assert declined.apply_checkout(session(CheckoutStatus.EXPIRED), None, NOW.date(), None, NOW) == []
+    assert (
+        declined.apply_checkout(session(CheckoutStatus.EXPIRED), None, NOW.date(), None, NOW) == []
+    )
     assert declined.status is TxnStatus.FAILED
     assert declined.cancel(NOW) == [EventType.TRANSACTION_CANCELLED]  # the user gave up explicitly

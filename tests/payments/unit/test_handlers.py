@@ -4,7 +4,7 @@ recovery by replaying the stored idempotency key, and refund reservations."""
 from __future__ import annotations
 
 import pytest
-from fakes import Crash, FakeProvider, FakeUnitOfWork
+from payments_fakes import Crash, FakeProvider, FakeUnitOfWork
 
 from payments.domain import commands, errors
 from payments.domain.model import EventType, Method, PaymentState, TccBranch
