@@ -57,7 +57,11 @@ def real(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         ports=Ports.free(),
         db_suffix=f"_gw{uuid.uuid4().hex[:6]}",
         fresh=True,
-        extra_env={name: traced for name in ("gateway", "jobs", "payments", "wallet")},
+        extra_env={
+            **{name: traced for name in ("gateway", "jobs", "wallet")},
+            # A short provider deadline so the timeout scenario stays quick.
+            "payments": {**traced, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1"},
+        },
     ).start()
     try:
         yield Real(stack, spans)
@@ -202,6 +206,36 @@ def test_subscription_cancelled_on_the_hosted_page(real: Real) -> None:
     assert landed.headers["location"] == "https://app.example/subscription/cancel"
     status = real.http.get(f"/api/payments/verify/{txn['transactionId']}", headers=headers).json()
     assert status["status"] == "CANCELLED"
+
+
+@pytest.fixture
+def faults(real: Real) -> Iterator[SandboxAdmin]:
+    real.sandbox.clear_faults()
+    yield real.sandbox
+    real.sandbox.clear_faults()
+
+
+def test_provider_down_is_502_and_posts_nothing(real: Real, faults: SandboxAdmin) -> None:
+    faults.add_fault("down", path_prefix="/v1/payment_intents", method="POST")
+    _, headers = company()
+    started = time.monotonic()
+    resp = post_job(real, headers, "down", {"method": "card", "payment_method": "pm_card_visa"})
+    assert resp.status_code == 502, resp.text
+    assert resp.json()["error"] == "PAYMENT_PROVIDER_UNAVAILABLE"
+    assert time.monotonic() - started < 20
+    mine = real.http.get("/api/jobs/mine", headers=headers).json()["jobs"]
+    assert all(j["status"] != "active" for j in mine)
+
+
+def test_provider_timeout_is_504_with_the_payment_id(real: Real, faults: SandboxAdmin) -> None:
+    faults.add_fault("timeout", seconds=5, path_prefix="/v1/payment_intents", method="POST")
+    _, headers = company()
+    resp = post_job(real, headers, "slow", {"method": "card", "payment_method": "pm_card_visa"})
+    assert resp.status_code == 504, resp.text
+    data = resp.json()
+    assert data["error"] == "PAYMENT_TIMEOUT"
+    assert data["retry"] is True
+    assert data["transactionId"]
 
 
 def test_forged_webhook_is_refused(real: Real) -> None:
