@@ -2,13 +2,15 @@
 expiries and repeated requests against the real service layer and PostgreSQL, checked after every
 step against a simple model and the ledger audit.
 
-Hypothesis drives a synchronous state machine; each step runs its coroutine on a dedicated event
-loop that owns the engine (asyncpg connections belong to the loop that opened them).
+Hypothesis drives a synchronous state machine; each step hands its coroutine to a dedicated event
+loop that runs all the time in its own thread and owns the engine (asyncpg connections belong to
+the loop that opened them, and their background work must keep running between steps).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -84,7 +86,7 @@ class WalletMachine(RuleBasedStateMachine):
     # --- plumbing ----------------------------------------------------------------------------
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coroutine)
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
     def uow(self) -> SqlWalletUnitOfWork:
         return SqlWalletUnitOfWork(self.sessions, lambda: self.now)
@@ -408,9 +410,13 @@ class WalletMachine(RuleBasedStateMachine):
 @pytest.fixture(scope="module")
 def loop_and_engine(wallet_db_url: str):
     loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="state-machine-loop", daemon=True)
+    thread.start()
     engine = create_engine(wallet_db_url, pool_size=5, max_overflow=0)
     yield loop, engine
-    loop.run_until_complete(engine.dispose())
+    asyncio.run_coroutine_threadsafe(engine.dispose(), loop).result(timeout=30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
     loop.close()
 
 

@@ -125,7 +125,11 @@ class FakeLedger:
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         return {a: self.s.balance(a) for a in account_ids}
 
-    async def post(self, transfer_id: str | None, posting: Posting) -> PostOutcome:
+    async def post(
+        self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
+    ) -> PostOutcome:
+        if claim is not None and await self.claim_transfer(claim) is None:
+            return PostOutcome(claimed=False)
         rejected = []
         for change in posting.row_changes:
             ref = self.s.refs[change.account_id]
@@ -149,7 +153,7 @@ class FakeLedger:
             described = tuple(replace(e, description=stored.record.description) for e in written)
             record = replace(stored.record, entries=stored.record.entries + described)
             self.s.transfers[transfer_id] = replace(stored, record=record)
-        return PostOutcome(entries=written)
+        return PostOutcome(entries=written, created_at=T0)
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         mine = [

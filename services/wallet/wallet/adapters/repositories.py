@@ -7,6 +7,7 @@ depend on the number of legs, so asyncpg's prepared-statement cache serves every
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any
@@ -271,6 +272,8 @@ class SqlAccountRepository:
 
 # Applies a whole posting in one round trip, in a fixed lock order (account rows by id, then shard
 # rows by (account, shard)) so that concurrent postings cannot deadlock:
+#  0. with :claim, insert the transfer first (ON CONFLICT DO NOTHING waits for an in-flight twin);
+#     if the id is taken, `go` is false and nothing below happens;
 #  1. lock the account rows to change, ascending id (a MATERIALIZED CTE with ORDER BY ... FOR
 #     UPDATE locks in that order);
 #  2. apply each row change only if the account may go negative, is sharded (checked by the caller
@@ -278,16 +281,26 @@ class SqlAccountRepository:
 #     COMMITTED the UPDATE re-evaluates that condition on the newest row version;
 #  3. only if every row change applied (the scalar subquery reads all of step 2 first, so shard
 #     locks are always taken after row locks): lock and change the shards, and write the entries;
-#  4. report rejected accounts (then the caller rolls back) and the new entry ids.
+#  4. report whether the id was claimed, the rejected accounts (then the caller rolls back) and
+#     the new entry ids.
 _POST = text(
     """
-    WITH row_change AS (
+    WITH claimed AS (
+        INSERT INTO transfers (id, kind, description, metadata, fingerprint)
+        SELECT CAST(:transfer_id AS text), CAST(:kind AS text), CAST(:description AS text),
+               CAST(:metadata AS jsonb), CAST(:fingerprint AS jsonb)
+         WHERE CAST(:claim AS boolean)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    ), go AS (
+        SELECT NOT CAST(:claim AS boolean) OR EXISTS (SELECT 1 FROM claimed) AS ok
+    ), row_change AS (
         SELECT * FROM unnest(
             CAST(:row_ids AS uuid[]), CAST(:row_posted AS bigint[]), CAST(:row_pending AS bigint[])
         ) AS c(account_id, posted, pending)
     ), locked AS MATERIALIZED (
         SELECT a.id FROM accounts a
-         WHERE a.id IN (SELECT account_id FROM row_change)
+         WHERE a.id IN (SELECT account_id FROM row_change) AND (SELECT ok FROM go)
          ORDER BY a.id
            FOR NO KEY UPDATE
     ), changed AS (
@@ -299,7 +312,8 @@ _POST = text(
                 OR a.posted + c.posted - (a.pending + c.pending) >= 0)
         RETURNING a.id
     ), verdict AS (
-        SELECT count(*) = cardinality(CAST(:row_ids AS uuid[])) AS ok FROM changed
+        SELECT (SELECT ok FROM go) AND count(*) = cardinality(CAST(:row_ids AS uuid[])) AS ok
+          FROM changed
     ), shard_change AS (
         SELECT * FROM unnest(
             CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
@@ -329,7 +343,8 @@ _POST = text(
          ORDER BY e.n
         RETURNING id
     )
-    SELECT (SELECT ok FROM verdict) AS ok,
+    SELECT (SELECT ok FROM go) AS claimed,
+           (SELECT ok FROM verdict) AS ok,
            ARRAY(SELECT CAST(c.account_id AS text) FROM row_change c
                   WHERE c.account_id NOT IN (SELECT id FROM changed)
                   ORDER BY c.account_id) AS rejected,
@@ -390,13 +405,22 @@ class SqlLedgerRepository:
         rows = await self._session.execute(_READ_BALANCES, {"ids": ids})
         return {row.id: Balance(int(row.posted), row.pending) for row in rows}
 
-    async def post(self, transfer_id: str | None, posting: Posting) -> PostOutcome:
-        if posting.entries and transfer_id is None:
+    async def post(
+        self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
+    ) -> PostOutcome:
+        if (posting.entries or claim) and transfer_id is None:
             raise ValueError("entries need a transfer")
+        if claim is not None and claim.id != transfer_id:
+            raise ValueError("the claimed transfer must be the one posted")
         rows, shards, entries = posting.row_changes, posting.shard_changes, posting.entries
         result = await self._session.execute(
             _POST,
             {
+                "claim": claim is not None,
+                "kind": claim.kind if claim else None,
+                "description": claim.description if claim else None,
+                "metadata": json.dumps(dict(claim.metadata)) if claim else None,
+                "fingerprint": json.dumps(dict(claim.fingerprint)) if claim else None,
                 "row_ids": [c.account_id for c in rows],
                 "row_posted": [c.posted for c in rows],
                 "row_pending": [c.pending for c in rows],
@@ -410,11 +434,14 @@ class SqlLedgerRepository:
             },
         )
         row = result.one()
+        if not row.claimed:
+            return PostOutcome(claimed=False)
         if not row.ok:
             return PostOutcome(rejected=tuple(row.rejected) or ("?",))
         if row.shards_changed != len(shards) or len(row.entry_ids) != len(entries):
             raise RuntimeError("posting applied partially")  # a missing shard row: never expected
         return PostOutcome(
+            created_at=row.created_at,
             entries=tuple(
                 Entry(
                     id=entry_id,
@@ -425,7 +452,7 @@ class SqlLedgerRepository:
                     created_at=row.created_at,
                 )
                 for entry_id, line in zip(row.entry_ids, entries, strict=True)
-            )
+            ),
         )
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:

@@ -51,7 +51,7 @@ from wallet.domain.model import (
     validate_metadata,
 )
 from wallet.domain.splits import Part, Share, split_amount, validate_shares
-from wallet.service_layer.unit_of_work import TransferHeader, WalletUnitOfWork
+from wallet.service_layer.unit_of_work import PostOutcome, TransferHeader, WalletUnitOfWork
 
 T = TypeVar("T")
 
@@ -88,15 +88,27 @@ class Page(Generic[T]):
 
 
 async def apply_posting(
-    uow: WalletUnitOfWork, transfer_id: str | None, posting: Posting
-) -> tuple[Entry, ...]:
+    uow: WalletUnitOfWork,
+    transfer_id: str | None,
+    posting: Posting,
+    claim: TransferHeader | None = None,
+) -> PostOutcome | None:
     """Apply a posting, or raise INSUFFICIENT_FUNDS (the unit of work then rolls everything back).
+
+    With `claim`, the transfer id is claimed first (insert-first on its unique key); None means the
+    id was already taken and nothing was applied. On the hot path the claim and the posting are one
+    statement, one round trip.
 
     Ordinary accounts are checked by the conditional UPDATE itself. A sharded account that may not
     go negative keeps its balance in shards, so a debit of it first locks its row (serialising such
-    debits; credits never take that lock) and checks the shard sum read after the lock.
+    debits; credits never take that lock) and checks the shard sum read after the lock. That slow
+    path claims the id on its own first, so a twin request waits on the id, never on a row lock.
     """
     if posting.guarded_sharded:
+        if claim is not None:
+            if await uow.ledger.claim_transfer(claim) is None:
+                return None
+            claim = None
         # Lock every row the posting touches, in id order, so the order matches post()'s.
         balances = await uow.ledger.lock_balances([c.account_id for c in posting.row_changes])
         for account_id in posting.guarded_sharded:
@@ -104,10 +116,12 @@ async def apply_posting(
             change -= sum(c.pending for c in posting.row_changes if c.account_id == account_id)
             if balances[account_id].available + change < 0:
                 raise InsufficientFunds(account_id)
-    outcome = await uow.ledger.post(transfer_id, posting)
+    outcome = await uow.ledger.post(transfer_id, posting, claim)
+    if not outcome.claimed:
+        return None
     if outcome.rejected:
         raise InsufficientFunds(outcome.rejected[0])
-    return outcome.entries
+    return outcome
 
 
 def _record(
@@ -128,14 +142,13 @@ async def _post_transfer(
     lines: list[EntryLine],
     refs: dict[str, AccountRef],
 ) -> TransferResult:
-    """Claim the transfer id, then post; a claimed id answers with the stored transfer instead."""
+    """Claim the transfer id and post; a taken id answers with the stored transfer instead."""
     posting = plan_posting(header.id, lines, refs)
-    created_at = await uow.ledger.claim_transfer(header)
-    if created_at is None:
+    outcome = await apply_posting(uow, header.id, posting, claim=header)
+    if outcome is None:
         return await _replay_transfer(uow, header)
-    entries = await apply_posting(uow, header.id, posting)
     await uow.commit()
-    return TransferResult(_record(header, created_at, entries))
+    return TransferResult(_record(header, outcome.created_at or uow.clock(), outcome.entries))
 
 
 async def _replay_transfer(uow: WalletUnitOfWork, header: TransferHeader) -> TransferResult:
@@ -449,13 +462,13 @@ async def confirm_hold(cmd: commands.ConfirmHold, uow: WalletUnitOfWork) -> Hold
             fingerprint=print_,
         )
         posting = plan_posting(header.id, lines, refs, [hold.release()])
-        created_at = await uow.ledger.claim_transfer(header)
-        if created_at is None:  # only a Confirm writes this id, and the barrier admits one
+        outcome = await apply_posting(uow, header.id, posting, claim=header)
+        if outcome is None:  # only a Confirm writes this id, and the barrier admits one
             raise HirepayError(f"transfer {header.id} already exists", reason="TCC_INCONSISTENT")
-        entries = await apply_posting(uow, header.id, posting)
         await uow.holds.save([hold])
         await uow.commit()
-    return HoldResult(hold, transfer=_record(header, created_at, entries))
+    created_at = outcome.created_at or uow.clock()
+    return HoldResult(hold, transfer=_record(header, created_at, outcome.entries))
 
 
 async def _replay_confirm(

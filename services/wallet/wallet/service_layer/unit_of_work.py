@@ -6,7 +6,7 @@ Adapters implement them against PostgreSQL; unit tests implement them in memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, Self
 
@@ -53,10 +53,13 @@ class StoredTransfer:
 @dataclass(frozen=True, slots=True)
 class PostOutcome:
     """What applying a posting did: the entries written, or the accounts whose check failed (then
-    nothing may be committed: the caller raises, and the unit of work rolls back)."""
+    nothing may be committed: the caller raises, and the unit of work rolls back), or - when the
+    posting was to claim its transfer id first - that the id was taken and nothing was applied."""
 
     entries: tuple[Entry, ...] = ()
-    rejected: tuple[str, ...] = field(default_factory=tuple)
+    rejected: tuple[str, ...] = ()
+    claimed: bool = True
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,9 +98,12 @@ class LedgerRepository(Protocol):
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         """Lock the account rows (ascending id) and read their balances after the lock."""
 
-    async def post(self, transfer_id: str | None, posting: Posting) -> PostOutcome:
+    async def post(
+        self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
+    ) -> PostOutcome:
         """Apply a posting: row changes with the no-overdraft condition, then shards and entries
-        only if every row change passed."""
+        only if every row change passed. With `claim`, the transfer is inserted first, in the same
+        statement, unless its id exists (then nothing is applied and `claimed` is False)."""
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         """An account's entries, newest first, with ids below `before_id`."""
