@@ -154,6 +154,10 @@ async def test_openapi_documents_routes_errors_and_security(client: httpx.AsyncC
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     params = {p["name"] for p in cwp["parameters"]}
     assert "Idempotency-Key" in params
+    webhook = paths["/api/payments/webhook/stripe"]["post"]
+    assert webhook["parameters"][0]["name"] == "Stripe-Signature"
+    assert "security" not in webhook  # the signature is the auth
+    assert "requestBody" in webhook
 
 
 async def test_api_responses_are_never_cached(client: httpx.AsyncClient) -> None:

@@ -130,6 +130,23 @@ async def cancel_checkout(
     response_model=models.WebhookAck,
     summary="Stripe webhook deliveries (API-3)",
     responses=error_responses(400, 413, 503),
+    # The body is read raw (the signature covers its exact bytes), so document it by hand.
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "Stripe-Signature",
+                "in": "header",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": "t=<unix time>,v1=<HMAC-SHA256 of 't.body'>[,v1=...]",
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": "A Stripe event, exactly as Stripe sent it.",
+        },
+    },
 )
 async def stripe_webhook(request: Request, backends: BackendsDep) -> models.WebhookAck:
     """Forwards the raw body and the `Stripe-Signature` header, byte for byte, to payments, which
