@@ -203,3 +203,30 @@ def test_fingerprint_and_scoped_ids() -> None:
     assert scoped_request_id("u1", "draft", "k") == scoped_request_id("u1", "draft", "k")
     assert scoped_request_id("u1", "draft", "k") != scoped_request_id("u2", "draft", "k")
     assert len(scoped_request_id("u", "op", "k" * 255)) < 64
+
+
+def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.settings import DEV_JWT_KID, GatewaySettings
+
+    for name in ("GATEWAY_ENV", "GATEWAY_JWT_KEYS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GATEWAY_JOBS_TARGET", "")  # the dev stack passes "" for a missing service
+    monkeypatch.setenv("GATEWAY_PAYMENTS_TARGET", "payments:50052")
+    monkeypatch.setenv("GATEWAY_PUBLIC_URL", "https://api.example/")
+    settings = GatewaySettings()
+    assert settings.jobs_target == "127.0.0.1:50053"
+    assert settings.payments_target == "payments:50052"
+    assert settings.public_url == "https://api.example"
+    assert settings.signing_keys() == {
+        DEV_JWT_KID: pytest.approx(settings.signing_keys()[DEV_JWT_KID])
+    }
+
+    monkeypatch.setenv("GATEWAY_ENV", "production")
+    monkeypatch.setenv("GATEWAY_JWT_KEYS", '{"2026-11": "' + "s" * 32 + '"}')
+    assert GatewaySettings().signing_keys() == {"2026-11": "s" * 32}
+    monkeypatch.setenv("GATEWAY_JWT_KEYS", '{"' + DEV_JWT_KID + '": "' + "s" * 32 + '"}')
+    with pytest.raises(ValueError, match="refused outside development"):
+        GatewaySettings()
+    monkeypatch.setenv("GATEWAY_JWT_KEYS", "[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        GatewaySettings()
