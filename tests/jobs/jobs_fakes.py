@@ -52,6 +52,18 @@ class FakeJobs:
         self._append(job)
         self.tx.jobs[job.id] = copy.deepcopy(job)
 
+    async def add_if_absent(self, job: Job) -> bool:
+        if await self.get_by_create_request(job.company_id, job.create_request_id):
+            return False
+        await self.add(job)
+        return True
+
+    async def get_by_create_request(self, company_id: str, request_id: str) -> Job | None:
+        for j in self.tx.jobs.values():
+            if (j.company_id, j.create_request_id) == (company_id, request_id):
+                return copy.deepcopy(j)
+        return None
+
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         job = self.tx.jobs.get(job_id)
         return copy.deepcopy(job) if job else None

@@ -205,3 +205,15 @@ async def test_crash_after_try_recovered_from_the_database(sessions):
         job = await uow.jobs.get(s.job_id)
     assert s.state is SagaState.COMPLETED and job.status is JobStatus.ACTIVE
     assert participants.payments.taken(s.id)
+
+
+async def test_concurrent_create_draft_retries_make_one_draft(sessions):
+    config = make_config()
+    cmd = commands.CreateDraft(COMPANY, FIELDS, request_id="draft-key")
+    drafts = await asyncio.gather(
+        *[handlers.create_draft(cmd, SqlJobsUnitOfWork(sessions), config) for _ in range(10)]
+    )
+    assert len({d.id for d in drafts}) == 1
+    async with sessions() as s:
+        assert (await s.execute(text("SELECT count(*) FROM jobs"))).scalar_one() == 1
+        assert (await s.execute(text("SELECT count(*) FROM job_transitions"))).scalar_one() == 1

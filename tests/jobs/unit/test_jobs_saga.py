@@ -657,6 +657,34 @@ async def test_preview_shows_fee_and_terms():
     )
 
 
+async def test_create_draft_is_idempotent_on_request_id():
+    w = World()
+    first = await handlers.create_draft(
+        commands.CreateDraft(COMPANY, FIELDS, request_id="d1"), w.uow(), w.config
+    )
+    again = await handlers.create_draft(
+        commands.CreateDraft(COMPANY, FIELDS, request_id="d1"), w.uow(), w.config
+    )
+    assert again.id == first.id and len(w.store.jobs) == 1
+    with pytest.raises(HirepayError) as info:
+        await handlers.create_draft(
+            commands.CreateDraft(COMPANY, replace(FIELDS, title="Other"), request_id="d1"),
+            w.uow(),
+            w.config,
+        )
+    assert info.value.reason == "IDEMPOTENCY_MISMATCH"
+
+
+async def test_cancel_is_idempotent():
+    w = World()
+    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    cmd = commands.CancelJob(COMPANY, draft.id, "changed our mind")
+    first, _ = await handlers.cancel_job(cmd, w.uow(), w.config)
+    again, saga_id = await handlers.cancel_job(cmd, w.uow(), w.config)
+    assert first.status is again.status is JobStatus.CANCELLED and saga_id == ""
+    assert [t.to_status for t in w.store.transitions].count(JobStatus.CANCELLED) == 1
+
+
 async def test_update_draft_validates_and_keeps_payment_failed_editable():
     w = World()
     draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)

@@ -55,6 +55,7 @@ class JobRow(JobsBase):
     terms_version: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     failure_reason: Mapped[str] = mapped_column(String(64), nullable=False, default="")
     saga_id: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    create_request_id: Mapped[str] = mapped_column(String(255), nullable=False, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
@@ -69,6 +70,14 @@ class JobRow(JobsBase):
             postgresql_where=text("status = 'active'"),
         ),
         Index("ix_jobs_company_created", "company_id", "created_at", "id"),
+        # CreateDraft is idempotent on the caller's request_id (insert-first on this key).
+        Index(
+            "uq_jobs_company_create_request",
+            "company_id",
+            "create_request_id",
+            unique=True,
+            postgresql_where=text("create_request_id <> ''"),
+        ),
         # The expiry worker's scan.
         Index("ix_jobs_active_expires", "expires_at", postgresql_where=text("status = 'active'")),
     )

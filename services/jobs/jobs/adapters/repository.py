@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, or_, select, tuple_, update
+from sqlalchemy import and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -46,6 +46,7 @@ def job_from_row(row: JobRow) -> Job:
         terms_version=row.terms_version,
         failure_reason=row.failure_reason,
         saga_id=row.saga_id,
+        create_request_id=row.create_request_id,
     )
 
 
@@ -74,6 +75,7 @@ def job_to_values(job: Job) -> dict[str, object]:
         "terms_version": job.terms_version,
         "failure_reason": job.failure_reason,
         "saga_id": job.saga_id,
+        "create_request_id": job.create_request_id,
         "created_at": job.created_at,
         "updated_at": job.updated_at,
     }
@@ -196,6 +198,28 @@ class SqlJobRepository:
     async def add(self, job: Job) -> None:
         await self.session.execute(insert(JobRow).values(**job_to_values(job)))
         await self._append(job)
+
+    async def add_if_absent(self, job: Job) -> bool:
+        stmt = (
+            pg_insert(JobRow)
+            .values(**job_to_values(job))
+            .on_conflict_do_nothing(
+                index_elements=["company_id", "create_request_id"],
+                index_where=text("create_request_id <> ''"),
+            )
+            .returning(JobRow.id)
+        )
+        if (await self.session.execute(stmt)).scalar_one_or_none() is None:
+            return False
+        await self._append(job)
+        return True
+
+    async def get_by_create_request(self, company_id: str, request_id: str) -> Job | None:
+        stmt = select(JobRow).where(
+            JobRow.company_id == company_id, JobRow.create_request_id == request_id
+        )
+        row = (await self.session.execute(stmt)).scalar_one_or_none()
+        return job_from_row(row) if row else None
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = select(JobRow).where(JobRow.id == job_id)

@@ -209,11 +209,20 @@ class Job:
     terms_version: str = ""
     failure_reason: str = ""
     saga_id: str = ""
+    # The caller's request_id of CreateDraft (AIP-155): a retried create returns this job.
+    create_request_id: str = ""
     pending: list[Transition] = field(default_factory=list, repr=False, compare=False)
 
     @classmethod
     def new_draft(
-        cls, job_id: str, company_id: str, fields: JobFields, actor: str, now: datetime
+        cls,
+        job_id: str,
+        company_id: str,
+        fields: JobFields,
+        actor: str,
+        now: datetime,
+        *,
+        create_request_id: str = "",
     ) -> Job:
         """A new draft, with its creation recorded as the first transition."""
         job = cls(
@@ -223,6 +232,7 @@ class Job:
             status=JobStatus.DRAFT,
             created_at=now,
             updated_at=now,
+            create_request_id=create_request_id,
         )
         job.pending.append(Transition(job_id, None, JobStatus.DRAFT, actor, "draft created", now))
         return job

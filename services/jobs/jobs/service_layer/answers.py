@@ -49,6 +49,7 @@ def job_to_snapshot(job: Job) -> dict[str, Any]:
         "terms_version": job.terms_version,
         "failure_reason": job.failure_reason,
         "saga_id": job.saga_id,
+        "create_request_id": job.create_request_id,
     }
 
 
@@ -74,6 +75,7 @@ def job_from_snapshot(data: dict[str, Any]) -> Job:
         terms_version=data["terms_version"],
         failure_reason=data["failure_reason"],
         saga_id=data["saga_id"],
+        create_request_id=data.get("create_request_id", ""),
     )
 
 

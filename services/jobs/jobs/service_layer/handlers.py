@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from hirepay_platform import paging
-from hirepay_platform.errors import ValidationError
+from hirepay_platform.errors import Conflict, ValidationError
 from hirepay_platform.ids import new_id
 from hirepay_platform.money import Money
 from jobs import metrics
 from jobs.domain import commands
 from jobs.domain.commands import Actor
-from jobs.domain.errors import JobNotFound, NotAllowed
+from jobs.domain.errors import IdempotencyMismatch, JobNotFound, NotAllowed
 from jobs.domain.model import Job, JobStatus, PaymentStatus, Transition, validate_fields
 from jobs.domain.pricing import CREDITS_UNIT
 from jobs.domain.saga import SagaState
@@ -68,9 +68,28 @@ async def create_draft(cmd: commands.CreateDraft, uow: JobsUnitOfWork, config: J
     fields = validate_fields(cmd.fields, config.price_list.categories)
     async with uow:
         now = uow.clock()
-        job = Job.new_draft(new_id("job"), cmd.actor.user_id, fields, cmd.actor.name, now)
+        job = Job.new_draft(
+            new_id("job"),
+            cmd.actor.user_id,
+            fields,
+            cmd.actor.name,
+            now,
+            create_request_id=cmd.request_id.strip(),
+        )
         transitions = list(job.pending)
-        await uow.jobs.add(job)
+        if not job.create_request_id:
+            await uow.jobs.add(job)
+        elif not await uow.jobs.add_if_absent(job):
+            # A retry of a create that happened (AIP-155): the same draft, unless the body differs.
+            existing = await uow.jobs.get_by_create_request(job.company_id, job.create_request_id)
+            if existing is None:
+                raise Conflict("the request id is being claimed; retry")
+            if existing.fields != fields:
+                raise IdempotencyMismatch(
+                    "this request id was used with different fields",
+                    metadata={"request_id": job.create_request_id, "job_id": existing.id},
+                )
+            return existing
         await uow.commit()
     record_transitions(transitions)
     metrics.FUNNEL.labels("draft_created").inc()
@@ -183,6 +202,8 @@ async def cancel_job(
                 raise JobNotFound(cmd.job_id)
         else:
             job = await load_own(uow, cmd.actor, cmd.job_id, for_update=True)
+        if job.status is JobStatus.CANCELLED:
+            return job, ""  # cancelling a cancelled job changes nothing (a retried request)
         was_active = job.status is JobStatus.ACTIVE
         reason = cmd.reason.strip() or "cancelled by the company"
         job.transition(JobStatus.CANCELLED, actor=cmd.actor.name, reason=reason, now=now)

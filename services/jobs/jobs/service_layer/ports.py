@@ -17,6 +17,11 @@ class JobRepository(Protocol):
     async def add(self, job: Job) -> None:
         """Insert a new job and its pending transitions."""
 
+    async def add_if_absent(self, job: Job) -> bool:
+        """Insert-first on (company_id, create_request_id): False if that create happened before."""
+
+    async def get_by_create_request(self, company_id: str, request_id: str) -> Job | None: ...
+
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         """One job; `for_update` locks it until the transaction ends."""
 
