@@ -122,6 +122,15 @@ def test_transport_failures_never_leak_their_details() -> None:
     )
     body = api_error_from_remote(raw).body()
     assert "10.0.0.7" not in str(body)
+    bad_request = RemoteError(
+        "Exception deserializing request at /srv/jobs/x.py",
+        reason="INVALID_ARGUMENT",
+        kind=ErrorKind.INVALID_ARGUMENT,
+    )
+    assert api_error_from_remote(bad_request).body() == {
+        "error": "VALIDATION_FAILED",
+        "message": "The request is invalid",
+    }
     internal = RemoteError("Traceback ... sk_live_abc", reason="INTERNAL", kind=ErrorKind.INTERNAL)
     assert api_error_from_remote(internal).body() == {
         "error": "INTERNAL_ERROR",

@@ -280,7 +280,9 @@ def api_error_from_remote(error: RemoteError) -> ApiError:
         return ApiError(status, code, error.message or message, fields=fields)
     if code == "VALIDATION_FAILED" or reason in ("TERMS_NOT_ACCEPTED", "TERMS_OUTDATED"):
         fields = _fields(meta)
-        return ApiError(status, code, error.message or message, fields=fields or None)
+        if _has_error_info(error) and error.message:
+            message = error.message
+        return ApiError(status, code, message, fields=fields or None)
     if reason == "INVALID_PAYMENT_DETAILS":
         fields = _fields(meta)
         if meta.get("field"):
