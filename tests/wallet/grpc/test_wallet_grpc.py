@@ -121,6 +121,7 @@ async def test_health_is_serving_and_metrics_are_exposed(wallet, channel, client
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
     alice = await client.open("alice")
     await client.fund(alice, 100)
+    assert await client.balance(alice) == (100, 0, 100)
     async with httpx.AsyncClient() as http:
         body = (await http.get(f"http://127.0.0.1:{wallet.metrics_port}/metrics")).text
     assert 'hirepay_wallet_transfers_total{operation="Transfer",outcome="posted"}' in body

@@ -1,0 +1,205 @@
+"""Wallet benchmark: transfers per second and latency through gRPC against the real wallet process,
+beside pgbench's TPC-B on the same PostgreSQL server.
+
+Cases, each at concurrency 1, 8 and 32 (closed loop, every worker with its own payer and payee so
+that what is measured is the wallet, not one customer's row lock):
+  - Reserve + Confirm (the two-phase handshake; one operation = both calls);
+  - plain transfers;
+  - the same two, with every transfer also paying a fee into the one platform revenue account;
+  - a contrast: the fee paid into one unsharded account, to show what sharding the revenue balance
+    saves (every fee would otherwise queue on one row lock).
+
+Run: `make bench` (the lead's runner calls run()), or `python -m hirepay_dev.bench_wallet`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
+
+import grpc
+
+from hirepay.common.v1 import common_pb2
+from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+from hirepay_dev import pg
+from hirepay_dev.benchlib import Result, closed_loop, pgbench_tpcb
+from hirepay_dev.services import WALLET, prepare_database, start_service
+
+CONCURRENCY = (1, 8, 32)
+SECONDS = 4.0
+AMOUNT = 100
+FEE = 10
+TIMEOUT = 10.0
+
+
+def _money(amount: int) -> common_pb2.Money:
+    return common_pb2.Money(amount_minor=amount, currency="USD")
+
+
+def _id() -> str:
+    return uuid.uuid4().hex
+
+
+class Fixture:
+    """Accounts of the benchmark: a funding source, the revenue account, payer/payee pairs."""
+
+    def __init__(self, stub: pb_grpc.WalletServiceStub, pairs: int) -> None:
+        self.stub = stub
+        self.pairs = pairs
+        self.tag = _id()[:8]
+        self.payers: list[str] = []
+        self.payees: list[str] = []
+        self.revenue = ""
+        self.hot_unsharded = ""
+
+    async def _open(self, owner: str, kind: int, allow_negative: bool = False) -> str:
+        reply = await self.stub.OpenAccount(
+            pb.OpenAccountRequest(
+                request_id=_id(),
+                owner_id=f"{owner}-{self.tag}",
+                currency="USD",
+                kind=kind,
+                allow_negative=allow_negative,
+            ),
+            timeout=TIMEOUT,
+        )
+        return reply.account.account_id
+
+    async def setup(self) -> None:
+        clearing = await self._open("clearing", pb.ACCOUNT_KIND_PROVIDER_CLEARING, True)
+        self.revenue = await self._open("platform", pb.ACCOUNT_KIND_PLATFORM_REVENUE)
+        # An ordinary (unsharded) account standing in for a revenue account without shards.
+        self.hot_unsharded = await self._open("platform-unsharded", pb.ACCOUNT_KIND_ESCROW)
+        for i in range(self.pairs):
+            self.payers.append(await self._open(f"payer{i}", pb.ACCOUNT_KIND_USER))
+            self.payees.append(await self._open(f"payee{i}", pb.ACCOUNT_KIND_USER))
+        await asyncio.gather(
+            *(
+                self.stub.Transfer(
+                    pb.TransferRequest(
+                        request_id=_id(),
+                        transfer_id=f"fund-{_id()}",
+                        legs=[
+                            pb.TransferLeg(
+                                from_account_id=clearing,
+                                to_account_id=payer,
+                                amount=_money(10**12),
+                            )
+                        ],
+                    ),
+                    timeout=TIMEOUT,
+                )
+                for payer in self.payers
+            )
+        )
+
+    # --- the operations measured -------------------------------------------------------------
+
+    def transfer(self, fee_to: str | None) -> Callable[[int, int], Awaitable[None]]:
+        async def op(worker: int, _: int) -> None:
+            payer, payee = self.payers[worker], self.payees[worker]
+            legs = [
+                pb.TransferLeg(from_account_id=payer, to_account_id=payee, amount=_money(AMOUNT))
+            ]
+            if fee_to:
+                legs.append(
+                    pb.TransferLeg(from_account_id=payer, to_account_id=fee_to, amount=_money(FEE))
+                )
+            await self.stub.Transfer(
+                pb.TransferRequest(request_id=_id(), transfer_id=f"b-{_id()}", legs=legs),
+                timeout=TIMEOUT,
+            )
+
+        return op
+
+    def reserve_confirm(self, with_fee: bool) -> Callable[[int, int], Awaitable[None]]:
+        async def op(worker: int, _: int) -> None:
+            payer, payee = self.payers[worker], self.payees[worker]
+            branch = common_pb2.TccBranch(global_tx_id=f"saga-{_id()}", branch_id="payment")
+            await self.stub.ReserveHold(
+                pb.ReserveHoldRequest(
+                    request_id=_id(),
+                    branch=branch,
+                    account_id=payer,
+                    destination_account_id=payee,
+                    amount=_money(AMOUNT),
+                ),
+                timeout=TIMEOUT,
+            )
+            shares = []
+            if with_fee:  # a 10% platform fee, the rest to the payee
+                shares = [
+                    pb.SplitShare(to_account_id=self.revenue, basis_points=1000),
+                    pb.SplitShare(to_account_id=payee, basis_points=9000),
+                ]
+            await self.stub.ConfirmHold(
+                pb.ConfirmHoldRequest(
+                    request_id=_id(),
+                    branch=branch,
+                    shares=shares,
+                    remainder_account_id=payee if with_fee else "",
+                ),
+                timeout=TIMEOUT,
+            )
+
+        return op
+
+
+async def run(pg_url: str, out: Callable[[str], None]) -> dict[str, Any]:
+    """Start the wallet on a fresh database of the server at `pg_url`, measure, print, return."""
+    out("wallet benchmark: pgbench TPC-B baseline (8 clients, 10 s) ...")
+    baseline = await asyncio.to_thread(pgbench_tpcb, pg_url, clients=8, seconds=10)
+    out(f"pgbench TPC-B                      c=8   {baseline:8.1f} tps")
+
+    db_url = await asyncio.to_thread(
+        prepare_database, WALLET, pg_url, name="hirepay_bench_wallet", fresh=True
+    )
+    service = await asyncio.to_thread(
+        start_service,
+        WALLET,
+        db_url,
+        env={
+            "WALLET_DB_POOL_SIZE": "40",
+            "WALLET_DB_MAX_OVERFLOW": "10",
+            "WALLET_LOG_LEVEL": "WARNING",
+        },
+        log_name="wallet-bench",
+    )
+    results: list[Result] = []
+    try:
+        async with grpc.aio.insecure_channel(service.target) as channel:
+            fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(CONCURRENCY))
+            await fixture.setup()
+            cases: list[tuple[str, Callable[[int, int], Awaitable[None]], tuple[int, ...]]] = [
+                ("reserve+confirm", fixture.reserve_confirm(False), CONCURRENCY),
+                ("transfer", fixture.transfer(None), CONCURRENCY),
+                ("reserve+confirm, fee to revenue", fixture.reserve_confirm(True), CONCURRENCY),
+                ("transfer, fee to revenue", fixture.transfer(fixture.revenue), CONCURRENCY),
+                (
+                    "transfer, fee to unsharded acct",
+                    fixture.transfer(fixture.hot_unsharded),
+                    (8, 32),
+                ),
+            ]
+            for name, op, levels in cases:
+                for concurrency in levels:
+                    result = await closed_loop(name, op, concurrency=concurrency, seconds=SECONDS)
+                    results.append(result)
+                    out(result.line(baseline))
+    finally:
+        await asyncio.to_thread(service.stop)
+    return {
+        "pgbench_tps": baseline,
+        "cases": [
+            {**asdict(r), "per_second": r.per_second, "ratio_to_pgbench": r.per_second / baseline}
+            for r in results
+        ],
+    }
+
+
+if __name__ == "__main__":
+    asyncio.run(run(pg.server_url(), print))
