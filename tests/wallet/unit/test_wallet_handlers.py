@@ -59,6 +59,11 @@ async def test_open_account_is_idempotent_on_owner_unit_and_kind(uow):
     assert caught.value.metadata["field"] == "allow_negative"
     with pytest.raises(ValidationError):
         await h.open_account(c.OpenAccount("carol", "XXX", AccountKind.USER), uow())
+    # owners are upstream user ids, e.g. JWT subjects
+    assert (await h.open_account(c.OpenAccount("auth0|42", "USD", AccountKind.USER), uow())).created
+    for bad in ("", "has space", "x" * 129):
+        with pytest.raises(ValidationError):
+            await h.open_account(c.OpenAccount(bad, "USD", AccountKind.USER), uow())
 
 
 async def test_transfer_moves_money_and_a_retry_replays_it(uow, accounts):

@@ -91,6 +91,14 @@ def validate_client_id(value: str, field: str) -> str:
     return value
 
 
+def validate_owner_id(value: str, field: str = "owner_id") -> str:
+    """An owner: a user id as authenticated upstream (e.g. a JWT subject such as "auth0|42"), or
+    "platform"; any 1-128 printable characters without spaces."""
+    if not 0 < len(value) <= 128 or not value.isprintable() or any(ch.isspace() for ch in value):
+        raise invalid(field, "must be 1-128 printable characters without spaces")
+    return value
+
+
 def validate_description(value: str, field: str = "description") -> str:
     if len(value) > 500:
         raise invalid(field, "must be at most 500 characters")

@@ -49,6 +49,7 @@ from wallet.domain.model import (
     validate_client_id,
     validate_description,
     validate_metadata,
+    validate_owner_id,
 )
 from wallet.domain.splits import Part, Share, split_amount, validate_shares
 from wallet.service_layer.unit_of_work import PostOutcome, TransferHeader, WalletUnitOfWork
@@ -182,7 +183,7 @@ def _share_fields(shares: Iterable[Share]) -> list[list[object]]:
 
 async def open_account(cmd: commands.OpenAccount, uow: WalletUnitOfWork) -> OpenAccountResult:
     """Open an account; idempotent on (owner, unit, kind)."""
-    owner_id = validate_client_id(cmd.owner_id, "owner_id")
+    owner_id = validate_owner_id(cmd.owner_id)
     unit = money.validate_unit(cmd.unit, field="currency")
     new = NewAccount(str(uuid.uuid4()), owner_id, unit, cmd.kind, cmd.allow_negative)
     async with uow:
@@ -208,7 +209,7 @@ async def get_account(query: commands.GetAccount, uow: WalletUnitOfWork) -> Acco
 
 
 async def list_accounts(query: commands.ListAccounts, uow: WalletUnitOfWork) -> Page[Account]:
-    owner_id = validate_client_id(query.owner_id, "owner_id")
+    owner_id = validate_owner_id(query.owner_id)
     size = paging.page_size(query.page_size)
     cursor = paging.decode_token(query.page_token)
     after = _cursor_position(cursor, scope=f"accounts:{owner_id}")
