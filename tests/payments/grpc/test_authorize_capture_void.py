@@ -25,6 +25,23 @@ async def test_authorize_then_capture_in_full(stub, admin, unique) -> None:
         headers={"Authorization": "Bearer sk_test_paymentstests"},
     ).json()
     assert intent["status"] == "succeeded" and intent["amount_received"] == 4200
+    trail = await stub.ListPaymentAttempts(pb.ListPaymentAttemptsRequest(payment_id=p.payment_id))
+    mine = [
+        (r.action, r.details.get("operation", ""), r.details.get("outcome", ""))
+        for r in trail.records
+        if r.actor == "saga"
+    ]
+    assert mine == [
+        ("attempt", "", ""),
+        ("provider_call", "authorize", "ok"),
+        ("transition", "", ""),
+        ("attempt", "", ""),
+        ("provider_call", "capture", "ok"),
+        ("transition", "", ""),
+    ]
+    ids = [r.id for r in trail.records]
+    assert ids == sorted(ids)
+    assert all("pm_card" not in str(r.details) for r in trail.records)  # no payment data
 
 
 async def test_partial_capture_takes_only_that_amount(stub, unique) -> None:

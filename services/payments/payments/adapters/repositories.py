@@ -455,6 +455,8 @@ class SqlTransactionRepository:
             .where(
                 t.transactions.c.status == TxnStatus.PENDING.value,
                 t.transactions.c.expires_at < now - timedelta(seconds=30),
+                # checked at most once a minute each (the provider may expire it a little late)
+                t.transactions.c.updated_at < now - timedelta(seconds=60),
             )
             .order_by(t.transactions.c.expires_at)
             .limit(limit)

@@ -372,9 +372,13 @@ async def sync_stale_transactions(deps: Deps, *, limit: int = 20) -> int:
             log.warning("could not refresh transaction %s", txn.id)
             continue
         async with deps.uow as uow:
-            expired_or_paid = session.status is not CheckoutStatus.OPEN
-            if expired_or_paid:
+            if session.status is not CheckoutStatus.OPEN:
                 await apply_to_transaction(uow, deps, txn.id, session, intent, actor="poller")
+            else:
+                fresh = await uow.transactions.get(txn.id, for_update=True)
+                if fresh is not None:
+                    fresh.updated_at = uow.clock()  # look again in a minute
+                    await uow.transactions.save(fresh)
             for record in records:
                 await uow.audit.add(record.audit("poller", transaction_id=txn.id))
             await uow.commit()
