@@ -155,7 +155,9 @@ def test_concurrent_twins_give_one_charge_one_job(stack, jobs):
         r.replayed = False
         assert r == first
     mine = jobs.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
-    assert len(mine) == 1
+    assert len(mine) == 1 and mine[0].status == pb.Job.ACTIVE
+    # One charge: the saga's one payment is captured once, for the fee (Confirm may be retried).
+    wait_for(lambda: payment_of_saga(stack, first.saga_id).state == ppb.Payment.CAPTURED)
     assert payment_of_saga(stack, first.saga_id).captured_minor == FEE
     other = post_request(
         actor,
