@@ -491,6 +491,21 @@ async def _record_step(
         await uow.commit()
     if before is PaymentState.UNKNOWN and p.state is not PaymentState.UNKNOWN:
         metrics.UNKNOWN_RESOLVED.labels(p.state.value).inc()
+    if before is not p.state:
+        log.info(
+            "payment %s: %s -> %s",
+            p.id,
+            before.value,
+            p.state.value,
+            extra={"fields": {"payment_id": p.id, "actor": actor, "reason": p.failure_reason}},
+        )
+    elif unknown is not None:
+        log.warning(
+            "payment %s: provider outcome unknown (%s); next poll at %s",
+            p.id,
+            unknown.message,
+            p.next_poll_at.isoformat() if p.next_poll_at else "-",
+        )
     return Step(p, declined, refused, unknown)
 
 

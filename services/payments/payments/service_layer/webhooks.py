@@ -47,6 +47,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
         event = deps.provider.construct_event(cmd.payload, cmd.signature)
     except SignatureInvalid as exc:
         metrics.WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        log.warning("webhook refused: %s", exc.message)
         raise errors.InvalidSignature(f"webhook signature refused: {exc.message}") from None
     metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
     async with deps.uow as uow:
