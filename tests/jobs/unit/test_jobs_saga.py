@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
 
 import pytest
 from jobs_fakes import Clock, FakeParticipants, FakeUnitOfWork, Store, make_config
@@ -703,7 +702,3 @@ async def test_update_draft_validates_and_keeps_payment_failed_editable():
         w.config,
     )
     assert job.fields.title == "Staff Engineer" and job.fields.location == "Remote"
-
-
-def test_deadline_constant_sane():
-    assert timedelta(seconds=make_config().saga_deadline_seconds) > timedelta(0)

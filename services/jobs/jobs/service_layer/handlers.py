@@ -13,8 +13,7 @@ from jobs import metrics
 from jobs.domain import commands
 from jobs.domain.commands import Actor
 from jobs.domain.errors import IdempotencyMismatch, JobNotFound, NotAllowed
-from jobs.domain.model import Job, JobStatus, PaymentStatus, Transition, validate_fields
-from jobs.domain.pricing import CREDITS_UNIT
+from jobs.domain.model import Job, JobStatus, Transition, validate_fields
 from jobs.domain.saga import SagaState
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.ports import JobsUnitOfWork
@@ -247,24 +246,3 @@ async def expire_due(uow: JobsUnitOfWork, limit: int = 100) -> int:
     record_transitions(transitions)
     metrics.EXPIRED_JOBS.inc(len(jobs))
     return len(jobs)
-
-
-def credits_fee_money(config: JobsConfig) -> Money:
-    """The credits price of a posting as Money in JOB_CREDIT units (CR-3)."""
-    return Money(config.price_list.credits_fee, CREDITS_UNIT)
-
-
-__all__ = [
-    "JobPage",
-    "PaymentStatus",
-    "Preview",
-    "cancel_job",
-    "create_draft",
-    "expire_due",
-    "get_job",
-    "list_active_jobs",
-    "list_my_jobs",
-    "list_transitions",
-    "preview_job",
-    "update_draft",
-]
