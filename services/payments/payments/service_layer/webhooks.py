@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from payments.domain import commands, errors
 from payments.domain.model import AuditEntry, Payment, Transaction
@@ -26,6 +27,7 @@ from payments.service_layer import metrics
 from payments.service_layer.handlers import Deps, drive, publish, refund_if_voided
 from payments.service_layer.provider_calls import CallRecord, call
 from payments.service_layer.subscriptions import apply_to_transaction
+from payments.service_layer.unit_of_work import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +153,9 @@ def _webhook_audit(
     )
 
 
-async def _store(deps: Deps, event: ProviderEvent, payload: dict, *, applied: bool) -> EventOutcome:
+async def _store(
+    deps: Deps, event: ProviderEvent, payload: dict[str, Any], *, applied: bool
+) -> EventOutcome:
     async with deps.uow as uow:
         inserted = await uow.events.add(
             provider=deps.provider.name,
@@ -168,7 +172,9 @@ async def _store(deps: Deps, event: ProviderEvent, payload: dict, *, applied: bo
     return EventOutcome(event.id, event.type, applied=False, duplicate=not inserted)
 
 
-async def _subject(uow, event: ProviderEvent) -> tuple[Payment | None, Transaction | None]:  # type: ignore[no-untyped-def]
+async def _subject(
+    uow: PaymentsUnitOfWork, event: ProviderEvent
+) -> tuple[Payment | None, Transaction | None]:
     """The payment or transaction an event is about (looked up by provider ids, then by the ids
     we put in the object's metadata ourselves)."""
     meta = event.metadata
