@@ -141,6 +141,16 @@ class FakeSagas:
             out.append(copy.deepcopy(s))
         return out[:limit]
 
+    async def count_failures(self, company_id, since, reasons):
+        return sum(
+            1
+            for s in self.tx.sagas.values()
+            if s.company_id == company_id
+            and s.created_at >= since
+            and s.failure is not None
+            and s.failure.reason in reasons
+        )
+
     async def count_stuck(self, now):
         return sum(
             1 for s in self.tx.sagas.values() if s.state not in FINAL_STATES and s.deadline_at < now

@@ -39,4 +39,8 @@ SETTLEMENT_EVENTS = Counter(
     "Settlement events consumed from payments, by type and whether they changed a saga.",
     ["type", "applied"],
 )
+BLOCKED_POSTINGS = Counter(
+    "hirepay_jobs_blocked_postings_total",
+    "Posting attempts refused because the company had too many failed payments (PAY-14).",
+)
 EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")

@@ -58,6 +58,9 @@ class JobsSettings(ServiceSettings):
     settlement_reconnect_seconds: float = 1.0
     idempotency_wait_seconds: float = 10.0
     hold_expiry_seconds: int = 3_600
+    # PAY-14: failed payments of one company within the window that block posting (0 = off).
+    max_failed_payments: int = 10
+    failed_payments_window_seconds: float = 3_600.0
     # Provider payment method of a bank transfer when the client sends none (the sandbox's debit).
     bank_transfer_payment_method: str = "pm_bank_transfer"
     instance_id: str = Field(
@@ -107,6 +110,8 @@ class JobsSettings(ServiceSettings):
             idempotency_wait_seconds=self.idempotency_wait_seconds,
             hold_expiry_seconds=self.hold_expiry_seconds,
             bank_transfer_token=self.bank_transfer_payment_method,
+            max_failed_payments=self.max_failed_payments,
+            failed_payments_window_seconds=self.failed_payments_window_seconds,
             fail_activation_marker=self.fail_activation_marker,
             crash_point=crash_hook(self.crash_after_step),
         )

@@ -217,3 +217,28 @@ async def test_concurrent_create_draft_retries_make_one_draft(sessions):
     async with sessions() as s:
         assert (await s.execute(text("SELECT count(*) FROM jobs"))).scalar_one() == 1
         assert (await s.execute(text("SELECT count(*) FROM job_transitions"))).scalar_one() == 1
+
+
+async def test_failed_payments_are_counted_per_company_and_window(sessions):
+    from jobs.domain.saga import ABUSE_REASONS, SagaError
+
+    now = datetime.now(UTC)
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        for i, (company, reason, age) in enumerate(
+            [
+                ("co_1", "PAYMENT_DECLINED", 10),
+                ("co_1", "INSUFFICIENT_FUNDS", 20),
+                ("co_1", "PAYMENT_TIMEOUT", 30),  # a provider fault is not the customer's doing
+                ("co_1", "PAYMENT_DECLINED", 7200),  # outside the window
+                ("co_2", "PAYMENT_DECLINED", 10),
+            ]
+        ):
+            s = _saga(i, now - timedelta(seconds=age))
+            s.company_id, s.state = company, SagaState.FAILED
+            s.failure = SagaError("FAILED_PRECONDITION", reason, "x")
+            await uow.sagas.insert(s)
+        await uow.commit()
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        since = now - timedelta(hours=1)
+        assert await uow.sagas.count_failures("co_1", since, ABUSE_REASONS) == 2
+        assert await uow.sagas.count_failures("co_2", since, ABUSE_REASONS) == 1

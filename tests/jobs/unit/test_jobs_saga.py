@@ -702,3 +702,23 @@ async def test_update_draft_validates_and_keeps_payment_failed_editable():
         w.config,
     )
     assert job.fields.title == "Staff Engineer" and job.fields.location == "Remote"
+
+
+async def test_many_declines_block_posting_for_a_while():
+    w = World(max_failed_payments=3, failed_payments_window_seconds=3600)
+    w.payments.try_outcome = declined()
+    for i in range(3):
+        with pytest.raises(HirepayError):
+            await w.post(key=f"k{i}", fingerprint=f"f{i}")
+    with pytest.raises(HirepayError) as info:
+        await w.post(key="k-next", fingerprint="f-next")
+    assert info.value.reason == "POSTING_BLOCKED"
+    assert info.value.kind is ErrorKind.RESOURCE_EXHAUSTED
+    assert [c for c, _ in w.payments.calls].count("try") == 3
+    # Another company is not affected; the block lifts once the window has passed.
+    w.payments.try_outcome = TryResult(TryState.RESERVED, "pay_2", "AUTHORIZED")
+    assert (
+        await w.post(key="x", actor=commands.Actor("co_2", "company"))
+    ).job.status is JobStatus.ACTIVE
+    w.clock.advance(hours=2)
+    assert (await w.post(key="k-later", fingerprint="f-later")).job.status is JobStatus.ACTIVE

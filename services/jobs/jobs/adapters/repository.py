@@ -350,6 +350,16 @@ class SqlSagaRepository:
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
+    async def count_failures(
+        self, company_id: str, since: datetime, reasons: frozenset[str]
+    ) -> int:
+        stmt = select(func.count()).where(
+            SagaRow.company_id == company_id,
+            SagaRow.created_at >= since,
+            SagaRow.failure["reason"].astext.in_(sorted(reasons)),
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
 
 class SqlSettlementRepository:
     """The settlement stream cursor of each consumer."""

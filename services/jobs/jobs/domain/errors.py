@@ -20,6 +20,7 @@ __all__ = [
     "InvalidTransition",
     "JobNotFound",
     "NotAllowed",
+    "PostingBlocked",
     "RequestInProgress",
     "TermsNotAccepted",
     "TermsOutdated",
@@ -85,6 +86,13 @@ class RequestInProgress(Conflict):
     """A request with the same idempotency key is still running (PAY-8)."""
 
     reason = "REQUEST_IN_PROGRESS"
+
+
+class PostingBlocked(HirepayError):
+    """Too many failed payments in a short time: posting is blocked for review (PAY-14)."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+    reason = "POSTING_BLOCKED"
 
 
 class ActivationFailed(PreconditionFailed):

@@ -154,6 +154,11 @@ class Saga:
         return self.response is not None or self.failure is not None
 
 
+# Failures that count as suspicious when they pile up for one company (PAY-14).
+ABUSE_REASONS = frozenset(
+    {"PAYMENT_DECLINED", "INSUFFICIENT_FUNDS", "INVALID_PAYMENT_DETAILS", "INSUFFICIENT_CREDITS"}
+)
+
 # The reasons the client sees (PAY-11), from what a participant answered.
 _WALLET_REASONS = {"INSUFFICIENT_FUNDS": "INSUFFICIENT_CREDITS"}
 _DEFINITE_FAILURES = frozenset(

@@ -41,6 +41,10 @@ class JobsConfig:
     hold_expiry_seconds: int = 3_600
     # The provider payment method used for a bank transfer when the client sends none.
     bank_transfer_token: str = "pm_bank_transfer"
+    # PAY-14: this many failed payments (declines, insufficient funds, ...) of one company within
+    # the window block further postings until the window passes; 0 disables the rule.
+    max_failed_payments: int = 10
+    failed_payments_window_seconds: float = 3_600.0
     # Test-only fault: activation fails for jobs whose title contains this marker (PAY-7 tests).
     fail_activation_marker: str = ""
     # Test-only crash hook: called with each saga step name ("pending", "try", "activate",

@@ -68,6 +68,11 @@ class SagaRepository(Protocol):
     async def count_stuck(self, now: datetime) -> int:
         """Unfinished sagas past their deadline."""
 
+    async def count_failures(
+        self, company_id: str, since: datetime, reasons: frozenset[str]
+    ) -> int:
+        """A company's sagas started since `since` that failed with one of `reasons`."""
+
 
 class SettlementRepository(Protocol):
     async def cursor(self, consumer: str) -> int:

@@ -24,6 +24,7 @@ from jobs.domain.errors import (
     ActivationFailed,
     IdempotencyMismatch,
     InvalidTransition,
+    PostingBlocked,
     RequestInProgress,
 )
 from jobs.domain.model import (
@@ -36,6 +37,7 @@ from jobs.domain.model import (
 )
 from jobs.domain.pricing import check_expected_amount, check_terms
 from jobs.domain.saga import (
+    ABUSE_REASONS,
     BEFORE_ACTIVATION,
     PaymentMethod,
     Saga,
@@ -188,6 +190,7 @@ async def _prepare_job(
             "a draft id or the job is required", fields={"job": "draft_id or job is required"}
         )
     check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
+    await _check_abuse(cmd.actor.user_id, uow, config, now)
     expected = cmd.payment.expected_amount
     fee = config.price_list.fee_for_method(
         fields.category, saga.method, expected.currency if expected else ""
@@ -211,6 +214,26 @@ async def _prepare_job(
     else:
         await uow.jobs.save(job)
     return job
+
+
+async def _check_abuse(
+    company_id: str, uow: JobsUnitOfWork, config: JobsConfig, now: datetime
+) -> None:
+    """Many failed payments in a short time look like card testing: block posting (PAY-14)."""
+    if config.max_failed_payments <= 0:
+        return
+    window = timedelta(seconds=config.failed_payments_window_seconds)
+    failures = await uow.sagas.count_failures(company_id, now - window, ABUSE_REASONS)
+    if failures >= config.max_failed_payments:
+        metrics.BLOCKED_POSTINGS.inc()
+        log.warning("company %s blocked: %d failed payments", company_id, failures)
+        raise PostingBlocked(
+            "too many failed payments; posting is blocked for review",
+            metadata={
+                "failed_payments": str(failures),
+                "retry_after_seconds": str(int(window.total_seconds())),
+            },
+        )
 
 
 async def _replay(
