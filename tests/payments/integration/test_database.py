@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.errors import Unavailable
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.model import (
     AuditEntry,
@@ -152,3 +153,13 @@ async def test_leases_share_due_payments_without_overlap(sessions) -> None:
     async with uow:
         again = await uow.payments.lease_due(datetime.now(UTC), 50, 30)
     assert not [p for p in again if p.id.startswith("pay_l")]
+
+
+async def test_an_unreachable_database_is_a_retryable_unavailable() -> None:
+    engine = create_engine("postgresql://postgres@/postgres?host=/nonexistent-socket-dir")
+    uow = SqlPaymentsUnitOfWork(make_session_factory(engine))
+    with pytest.raises(Unavailable) as caught:
+        async with uow:
+            await uow.payments.get("pay_x")
+    assert caught.value.reason == "DATABASE_UNAVAILABLE"
+    await engine.dispose()
