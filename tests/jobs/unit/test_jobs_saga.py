@@ -722,3 +722,31 @@ async def test_many_declines_block_posting_for_a_while():
     ).job.status is JobStatus.ACTIVE
     w.clock.advance(hours=2)
     assert (await w.post(key="k-later", fingerprint="f-later")).job.status is JobStatus.ACTIVE
+
+
+async def test_a_late_try_after_the_deadline_cancel_reserves_nothing():
+    """The request's Try hangs; recovery cancels the saga past its deadline (a Cancel before the
+    Try: null compensation); the Try arriving afterwards is refused by the participant."""
+    w = World(lease_seconds=1, saga_deadline_seconds=2)
+    release = asyncio.Event()
+    original = w.payments.try_
+
+    async def hanging_try(s):
+        await release.wait()
+        return await original(s)
+
+    w.payments.try_ = hanging_try  # type: ignore[method-assign]
+    request = asyncio.create_task(w.post())
+    await asyncio.sleep(0.01)
+    w.clock.advance(seconds=10)
+    await w.recover()
+    s = w.only_saga()
+    assert s.state is SagaState.FAILED
+    assert w.payments.state[s.id] is TryState.CANCELLED
+    release.set()
+    with pytest.raises(HirepayError) as info:
+        await request
+    assert info.value.reason == "PAYMENT_TIMEOUT"
+    assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
+    assert not w.payments.held(s.id) and not w.payments.taken(s.id)
+    assert ("confirm", s.id) not in w.payments.calls
