@@ -762,11 +762,16 @@ async def get_payment_by_branch(branch: TccBranch, deps: Deps) -> PaymentResult:
     raise errors.PaymentNotFound(str(branch))
 
 
-async def list_attempts(payment_id: str, deps: Deps) -> list[AuditEntry]:
+async def list_attempts(subject_id: str, deps: Deps) -> list[AuditEntry]:
+    """The audit trail of a payment (pay_...) or of a subscription transaction (txn_...)."""
     async with deps.uow as uow:
-        if await uow.payments.get(payment_id) is None:
-            raise errors.PaymentNotFound(payment_id)
-        return await uow.audit.list_for_payment(payment_id)
+        if subject_id.startswith("txn_"):
+            if await uow.transactions.get(subject_id) is None:
+                raise errors.TransactionNotFound(subject_id)
+            return await uow.audit.list_for_transaction(subject_id)
+        if await uow.payments.get(subject_id) is None:
+            raise errors.PaymentNotFound(subject_id)
+        return await uow.audit.list_for_payment(subject_id)
 
 
 # --- refunds ----------------------------------------------------------------------------------
