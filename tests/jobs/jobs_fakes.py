@@ -10,7 +10,7 @@ from typing import Any
 from hirepay_platform.errors import HirepayError
 from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.pricing import PriceList, RefundPolicy
-from jobs.domain.saga import FINAL_STATES, PaymentMethod, Saga, TryResult, TryState
+from jobs.domain.saga import FINAL_STATES, PaymentMethod, Saga, SagaState, TryResult, TryState
 from jobs.service_layer.config import JobsConfig
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -153,7 +153,11 @@ class FakeSagas:
 
     async def count_stuck(self, now):
         return sum(
-            1 for s in self.tx.sagas.values() if s.state not in FINAL_STATES and s.deadline_at < now
+            1
+            for s in self.tx.sagas.values()
+            if s.state not in FINAL_STATES
+            and s.state is not SagaState.AWAITING_SETTLEMENT
+            and s.deadline_at < now
         )
 
 

@@ -242,3 +242,24 @@ async def test_failed_payments_are_counted_per_company_and_window(sessions):
         since = now - timedelta(hours=1)
         assert await uow.sagas.count_failures("co_1", since, ABUSE_REASONS) == 2
         assert await uow.sagas.count_failures("co_2", since, ABUSE_REASONS) == 1
+
+
+async def test_stuck_sagas_are_those_past_deadline_not_waiting_for_settlement(sessions):
+    now = datetime.now(UTC)
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        for i, state in enumerate(
+            [
+                SagaState.CONFIRMING,
+                SagaState.CANCELLING,
+                SagaState.AWAITING_SETTLEMENT,
+                SagaState.COMPLETED,
+            ]
+        ):
+            s = _saga(i, now - timedelta(hours=1))
+            s.state = state
+            await uow.sagas.insert(s)
+        fresh = _saga(9, now)
+        await uow.sagas.insert(fresh)
+        await uow.commit()
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        assert await uow.sagas.count_stuck(now) == 2

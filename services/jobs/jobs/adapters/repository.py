@@ -345,8 +345,13 @@ class SqlSagaRepository:
         return [saga_from_row(r) for r in rows]
 
     async def count_stuck(self, now: datetime) -> int:
+        # Waiting for a settle-later payment is bounded by its own (longer) deadline, not stuck.
+        waiting = SagaState.AWAITING_SETTLEMENT.value
         stmt = select(func.count()).where(
-            and_(SagaRow.state.not_in(_FINAL), SagaRow.deadline_at < now)
+            and_(
+                SagaRow.state.not_in([*_FINAL, waiting]),
+                SagaRow.deadline_at < now,
+            )
         )
         return int((await self.session.execute(stmt)).scalar_one())
 

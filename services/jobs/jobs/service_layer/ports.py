@@ -66,7 +66,7 @@ class SagaRepository(Protocol):
         another worker is claiming (FOR UPDATE SKIP LOCKED): no two workers take the same saga."""
 
     async def count_stuck(self, now: datetime) -> int:
-        """Unfinished sagas past their deadline."""
+        """Unfinished sagas past their deadline (not counting those waiting for settlement)."""
 
     async def count_failures(
         self, company_id: str, since: datetime, reasons: frozenset[str]
