@@ -199,7 +199,7 @@ async def test_crash_after_try_recovered_from_the_database(sessions):
         )
     await asyncio.sleep(0.3)
     deps = saga.SagaDeps(participants, make_config(lease_seconds=5))
-    assert await saga.recover_due(SqlJobsUnitOfWork(sessions), deps) == 1
+    assert await saga.recover_due(lambda: SqlJobsUnitOfWork(sessions), deps) == 1
     async with SqlJobsUnitOfWork(sessions) as uow:
         s = await uow.sagas.get_by_key("co_1", "crash")
         job = await uow.jobs.get(s.job_id)

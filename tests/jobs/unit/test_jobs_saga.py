@@ -78,7 +78,7 @@ class World:
         return s
 
     async def recover(self) -> int:
-        return await saga.recover_due(self.uow(), self.deps)
+        return await saga.recover_due(self.uow, self.deps)
 
 
 def declined(code="card_declined") -> HirepayError:

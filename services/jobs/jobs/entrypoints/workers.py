@@ -45,7 +45,7 @@ def recovery_worker(
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                taken = await saga.recover_due(uow_factory(), deps)
+                taken = await saga.recover_due(uow_factory, deps)
             except Exception:
                 log.exception("recovery tick failed")
                 taken = 0

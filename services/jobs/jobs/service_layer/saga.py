@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -752,25 +753,34 @@ async def release(saga_id: str, uow: JobsUnitOfWork, owner: str) -> None:
 # --------------------------------------------------------------------------- the workers
 
 
-async def recover_due(uow: JobsUnitOfWork, deps: SagaDeps, limit: int = 20) -> int:
+async def recover_due(
+    uow_factory: Callable[[], JobsUnitOfWork], deps: SagaDeps, limit: int = 20
+) -> int:
     """Lease the unfinished sagas that are due and drive each one (the recovery worker's tick).
 
     Leases are taken with FOR UPDATE SKIP LOCKED and expire, so several replicas share the work and
     a crashed holder's sagas are taken over once its lease runs out."""
     config = deps.config
+    uow = uow_factory()
     async with uow:
         now = uow.clock()
         sagas = await uow.sagas.claim_due(
             now, config.instance_id, now + timedelta(seconds=config.lease_seconds), limit
         )
         await uow.commit()
-    for saga in sagas:
+
+    async def recover(saga_id: str) -> None:
+        # Each saga gets its own unit of work: they are driven concurrently, so one slow
+        # participant call does not hold the others past their leases.
+        own = uow_factory()
         try:
-            await drive(saga.id, uow, deps, poll=True)
+            await drive(saga_id, own, deps, poll=True)
         except Exception:
-            log.exception("saga %s: recovery failed; will retry", saga.id)
+            log.exception("saga %s: recovery failed; will retry", saga_id)
         finally:
-            await release(saga.id, uow, config.instance_id)
+            await release(saga_id, own, config.instance_id)
+
+    await asyncio.gather(*(recover(s.id) for s in sagas))
     async with uow:
         metrics.STUCK_SAGAS.set(await uow.sagas.count_stuck(uow.clock()))
     return len(sagas)
