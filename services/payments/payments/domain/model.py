@@ -217,6 +217,14 @@ class Payment:
             "branch_id": self.branch.branch_id,
         }
 
+    @property
+    def voidable(self) -> bool:
+        """Whether money may still be reserved or taken: an open authorization, or a hosted
+        checkout whose page is still open (a declined attempt there can be retried)."""
+        return self.state in VOIDABLE or (
+            self.method is Method.CHECKOUT and self.state is PaymentState.FAILED
+        )
+
     def lease(self, now: datetime, seconds: float) -> None:
         """Keep other workers off this payment while one provider call is in flight."""
         self.next_poll_at = now + timedelta(seconds=seconds)
@@ -246,7 +254,7 @@ class Payment:
         self.void_reason = reason
         self.void_key = self.branch.key("void")
         self.updated_at = now
-        if self.state in VOIDABLE:
+        if self.voidable:
             if self.pending_op is None:
                 self.pending_op = PendingOp.VOID
             return True
@@ -340,7 +348,7 @@ class Payment:
         """Whether the provider must still be asked something (a pending op or a void to do)."""
         if self.pending_op is not None or self.state is PaymentState.UNKNOWN:
             return True
-        return self.void_requested and self.state in VOIDABLE
+        return self.void_requested and self.voidable
 
     def finish_step(self, now: datetime) -> None:
         """After recording an outcome: stop polling if nothing is left to do."""
@@ -396,9 +404,9 @@ class Payment:
             self.pending_op = None
         elif op is PendingOp.CAPTURE and self.state is not PaymentState.AUTHORIZED:
             self.pending_op = None if self.state is not PaymentState.UNKNOWN else op
-        elif op is PendingOp.VOID and self.state not in VOIDABLE:
+        elif op is PendingOp.VOID and not self.voidable:
             self.pending_op = None
-        if self.pending_op is None and self.void_requested and self.state in VOIDABLE:
+        if self.pending_op is None and self.void_requested and self.voidable:
             self.pending_op = PendingOp.VOID
 
     def _events(self, before: PaymentState) -> list[EventType]:

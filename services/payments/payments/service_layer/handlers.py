@@ -317,7 +317,12 @@ async def advance_payment(deps: Deps, payment: Payment, *, actor: str, direct: b
                         p.provider_payment_id, p.capture_amount_minor, p.capture_key
                     ),
                 )
-            elif direct and p.pending_op is PendingOp.VOID and p.provider_payment_id:
+            elif (
+                direct
+                and p.pending_op is PendingOp.VOID
+                and p.provider_payment_id
+                and p.method is not Method.CHECKOUT  # a session's intent: expire the session
+            ):
                 intent = await call(
                     records,
                     "cancel",
@@ -347,15 +352,15 @@ async def _retrieve(
     records: list[CallRecord], provider: PaymentProvider, p: Payment
 ) -> tuple[ProviderIntent | None, ProviderCheckout | None]:
     intent = checkout = None
-    if p.provider_checkout_id and not p.provider_payment_id:
+    if p.provider_checkout_id and (not p.provider_payment_id or p.void_requested):
         checkout = await call(
             records,
             "retrieve_checkout",
             "",
             lambda: provider.retrieve_checkout(p.provider_checkout_id),
         )
-        if checkout.payment_intent_id:
-            pi = checkout.payment_intent_id
+        pi = checkout.payment_intent_id or p.provider_payment_id
+        if pi:
             intent = await call(
                 records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)
             )
@@ -376,16 +381,21 @@ async def _follow_up(
     intent: ProviderIntent | None,
     checkout: ProviderCheckout | None,
 ) -> tuple[ProviderIntent | None, ProviderCheckout | None]:
-    """Given the provider's current view, do what is still owed: a requested void or capture."""
+    """Given the provider's current view, do what is still owed: a requested void or capture.
+
+    A void of a hosted checkout first expires the session (so the page can no longer take money;
+    Stripe cancels an open session's intent only that way), then cancels an authorization."""
+    expire_key = f"{p.void_key}:expire"  # its own key: one idempotency key, one operation
     if p.void_requested:
         if intent is not None and intent.status in CANCELLABLE:
             iid = intent.id
             if checkout is not None and checkout.status is CheckoutStatus.OPEN:
+                cid = checkout.id
                 checkout = await call(
                     records,
                     "expire_checkout",
-                    p.void_key,
-                    lambda: provider.expire_checkout(checkout.id, p.void_key),
+                    expire_key,
+                    lambda: provider.expire_checkout(cid, expire_key),
                 )
                 intent = await call(
                     records, "retrieve_payment", "", lambda: provider.retrieve_payment(iid)
@@ -399,8 +409,8 @@ async def _follow_up(
             checkout = await call(
                 records,
                 "expire_checkout",
-                p.void_key,
-                lambda: provider.expire_checkout(cid, p.void_key),
+                expire_key,
+                lambda: provider.expire_checkout(cid, expire_key),
             )
     elif (
         p.pending_op is PendingOp.CAPTURE
