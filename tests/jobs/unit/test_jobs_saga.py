@@ -750,3 +750,30 @@ async def test_a_late_try_after_the_deadline_cancel_reserves_nothing():
     assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
     assert not w.payments.held(s.id) and not w.payments.taken(s.id)
     assert ("confirm", s.id) not in w.payments.calls
+
+
+async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twice():
+    w = World()
+    release = asyncio.Event()
+    original = w.payments.try_
+
+    async def slow_try(s):
+        result = await original(s)
+        await release.wait()  # the provider's webhook overtakes the Try's answer
+        return result
+
+    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    request = asyncio.create_task(w.post())
+    await asyncio.sleep(0.01)
+    s = w.only_saga()
+    event = saga.SettlementEvent(
+        "e", 1, "payment.authorized", s.id, "payment", TryResult(TryState.RESERVED, "pay_1")
+    )
+    assert await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    assert w.only_saga().state is SagaState.CONFIRMING  # activated by the event ...
+    assert ("confirm", s.id) not in w.payments.calls  # ... but the request confirms
+    release.set()
+    answer = await request
+    assert answer.job.status is JobStatus.ACTIVE
+    assert [c for c, _ in w.payments.calls].count("confirm") == 1
+    assert w.only_saga().state is SagaState.COMPLETED

@@ -62,6 +62,8 @@ from jobs.service_layer.ports import JobsUnitOfWork, Participants
 log = logging.getLogger(__name__)
 
 SAGA_ACTOR = "saga"
+# Lease owners ending with this are requests in flight (of any replica), which drive their saga.
+REQUEST_HOLDER_SUFFIX = "/request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +108,11 @@ def parse_method(choice: commands.PaymentChoice) -> PaymentMethod:
     return method
 
 
+def request_holder(config: JobsConfig) -> str:
+    """Lease owner of a saga while its request drives it (distinct from this process's workers)."""
+    return f"{config.instance_id}{REQUEST_HOLDER_SUFFIX}"
+
+
 async def create_job_with_payment(
     cmd: commands.CreateJobWithPayment, uow: JobsUnitOfWork, deps: SagaDeps
 ) -> SagaAnswer:
@@ -142,7 +149,7 @@ async def create_job_with_payment(
             return_url=cmd.payment.return_url,
             cancel_url=cmd.payment.cancel_url,
             email=cmd.email,
-            lease_owner=config.instance_id,
+            lease_owner=request_holder(config),
             lease_until=now + timedelta(seconds=config.lease_seconds),
         )
         if await uow.sagas.insert(saga):
@@ -163,7 +170,7 @@ async def create_job_with_payment(
     await _try(saga, uow, deps)
     await drive(saga.id, uow, deps, poll=False)
     # What is left (a retried Confirm, a settlement poll) is for whichever replica is due first.
-    await release(saga.id, uow, config.instance_id)
+    await release(saga.id, uow, request_holder(config))
     return await _answer(saga.id, uow, deps)
 
 
@@ -796,7 +803,18 @@ async def apply_settlement_event(
             saga = await uow.sagas.get(event.global_tx_id)
         if saga is not None and event.result.state is not TryState.REFUNDED:
             applied = await observe(saga.id, event.result, uow, deps, source=event.type)
-            await drive(saga.id, uow, deps, poll=False)
+            async with uow:
+                current = await uow.sagas.get(saga.id)
+                now = uow.clock()
+            # A live holder (the request itself) drives its own saga: no second Confirm racing it.
+            held = (
+                current is not None
+                and current.lease_until is not None
+                and current.lease_until > now
+                and current.lease_owner.endswith(REQUEST_HOLDER_SUFFIX)
+            )
+            if not held:
+                await drive(saga.id, uow, deps, poll=False)
     async with uow:
         await uow.settlements.advance(consumer, event.cursor)
         await uow.commit()
