@@ -105,6 +105,7 @@ _RANK: dict[PaymentState, int] = {
     PaymentState.PARTIALLY_REFUNDED: 4,
     PaymentState.REFUNDED: 4,
 }
+_SETTLED = frozenset({PaymentState.CAPTURED, PaymentState.VOIDED})
 _INTENT_STATE: dict[IntentStatus, PaymentState] = {
     IntentStatus.REQUIRES_PAYMENT_METHOD: PaymentState.FAILED,
     IntentStatus.REQUIRES_CONFIRMATION: PaymentState.REQUIRES_ACTION,
@@ -270,8 +271,14 @@ class Payment:
         if intent.customer_id:
             self.provider_customer_id = intent.customer_id
         status = intent.status
-        if _RANK[_INTENT_STATE[status]] < _RANK[self.state]:
-            # A stale view (an older answer or event arriving late) never moves a payment back.
+        target = _INTENT_STATE[status]
+        if _RANK[target] < _RANK[self.state] or (
+            self.state in _SETTLED
+            and target is not self.state
+            and _RANK[target] == _RANK[self.state]
+        ):
+            # A stale view (an older answer or event arriving late) never moves a payment back,
+            # and a settled payment (captured or voided) never flips to the other outcome.
             return []
         if status is IntentStatus.REQUIRES_CAPTURE:
             self._set(PaymentState.AUTHORIZED)
