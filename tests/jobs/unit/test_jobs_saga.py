@@ -263,6 +263,7 @@ async def test_settles_later_then_event_activates():
     assert answer.job.status is JobStatus.PENDING_PAYMENT
     assert answer.next_action_url == "https://pay/3ds"
     assert answer.payment_state == "REQUIRES_ACTION"
+    assert answer.job.payment_id == "pay_1" == answer.payment_id
     s = w.only_saga()
     assert s.state is SagaState.AWAITING_SETTLEMENT
     w.payments.state[s.id] = TryState.RESERVED

@@ -372,6 +372,9 @@ async def observe(
         if result.provider_state:
             saga.provider_state = result.provider_state
         job = await uow.jobs.get(saga.job_id, for_update=True) if saga.job_id else None
+        if job is not None and job.saga_id == saga.id and saga.payment_id and not job.payment_id:
+            # The job names its payment as soon as it is known, so a client can resume (PAY-12).
+            job.payment_id = saga.payment_id
         if saga.state in BEFORE_ACTIVATION:
             if result.state in (TryState.RESERVED, TryState.CAPTURED):
                 saga.captured = result.state is TryState.CAPTURED
