@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -19,51 +20,53 @@ PROVIDER_TIMEOUT = "1.5"
 
 @pytest.fixture(scope="session")
 def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
-    relay = WebhookRelay()
-    sandbox, sandbox_url = start_sandbox(
-        name="jobs-tests-sandbox",
-        env={
-            "SANDBOX_WEBHOOK_URL": relay.url,
-            "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SANDBOX_WEBHOOK_RETRY_BASE": "0.2",
-            "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "1",
-            "SANDBOX_WEBHOOK_MAX_ATTEMPTS": "30",
-        },
-    )
-    payments = start_service(
-        PAYMENTS,
-        make_service_database("payments"),
-        env={
-            "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-            "PAYMENTS_STRIPE_API_KEY": "sk_test_jobstests",
-            "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-            "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": PROVIDER_TIMEOUT,
-            "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-            "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-        },
-        log_name="jobs-tests-payments",
-    )
-    relay.target = payments.target
-    wallet = start_service(WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet")
-    admin = SandboxAdmin(sandbox_url)
-    pch = grpc.insecure_channel(payments.target)
-    wch = grpc.insecure_channel(wallet.target)
-    yield Stack(
-        sandbox,
-        admin,
-        payments,
-        wallet,
-        ppb_grpc.PaymentsServiceStub(pch),
-        wpb_grpc.WalletServiceStub(wch),
-    )
-    pch.close()
-    wch.close()
-    admin.close()
-    relay.target = ""
-    relay.server.shutdown()
-    for service in (payments, wallet):
-        service.stop()
-    sandbox.stop()
+    # Every process is registered for stopping as soon as it starts, so a failed start-up of a
+    # later one leaves nothing running.
+    with contextlib.ExitStack() as cleanup:
+        relay = WebhookRelay()
+        cleanup.callback(relay.server.shutdown)
+        sandbox, sandbox_url = start_sandbox(
+            name="jobs-tests-sandbox",
+            env={
+                "SANDBOX_WEBHOOK_URL": relay.url,
+                "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "SANDBOX_WEBHOOK_RETRY_BASE": "0.2",
+                "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "1",
+                "SANDBOX_WEBHOOK_MAX_ATTEMPTS": "30",
+            },
+        )
+        cleanup.callback(sandbox.stop)
+        payments = start_service(
+            PAYMENTS,
+            make_service_database("payments"),
+            env={
+                "PAYMENTS_STRIPE_API_BASE": sandbox_url,
+                "PAYMENTS_STRIPE_API_KEY": "sk_test_jobstests",
+                "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+                "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": PROVIDER_TIMEOUT,
+                "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
+                "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
+            },
+            log_name="jobs-tests-payments",
+        )
+        cleanup.callback(payments.stop)
+        relay.target = payments.target
+        wallet = start_service(
+            WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet"
+        )
+        cleanup.callback(wallet.stop)
+        admin = SandboxAdmin(sandbox_url)
+        cleanup.callback(admin.close)
+        pch = cleanup.enter_context(grpc.insecure_channel(payments.target))
+        wch = cleanup.enter_context(grpc.insecure_channel(wallet.target))
+        yield Stack(
+            sandbox,
+            admin,
+            payments,
+            wallet,
+            ppb_grpc.PaymentsServiceStub(pch),
+            wpb_grpc.WalletServiceStub(wch),
+        )
 
 
 @pytest.fixture(scope="session")

@@ -180,6 +180,13 @@ def test_concurrent_twins_give_one_charge_one_job(stack, jobs):
 def test_kill_9_at_a_saga_step_then_recovery_is_consistent(stack, make_service_database, step):
     database = make_service_database("jobs")
     service = start_jobs(stack, database, JOBS_CRASH_AFTER_STEP=step)
+    try:
+        _crash_then_recover(stack, service, step)
+    finally:
+        service.stop()
+
+
+def _crash_then_recover(stack, service, step: str) -> None:
     actor = company()
     request = post_request(actor)
     with grpc.insecure_channel(service.target) as channel:
@@ -195,32 +202,30 @@ def test_kill_9_at_a_saga_step_then_recovery_is_consistent(stack, make_service_d
     }
     service.process.popen = None
     service.process.start(30)
-    try:
-        with grpc.insecure_channel(service.target) as channel:
-            stub = pb_grpc.JobsServiceStub(channel)
+    with grpc.insecure_channel(service.target) as channel:
+        stub = pb_grpc.JobsServiceStub(channel)
 
-            def settled() -> bool:
-                jobs_now = stub.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
-                return len(jobs_now) == 1 and jobs_now[0].payment_status in (
-                    pb.Job.COMPLETED,
-                    pb.Job.FAILED,
-                    pb.Job.REFUNDED,
-                )
+        def settled() -> bool:
+            jobs_now = stub.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
+            return len(jobs_now) == 1 and jobs_now[0].payment_status in (
+                pb.Job.COMPLETED,
+                pb.Job.FAILED,
+                pb.Job.REFUNDED,
+            )
 
-            wait_for(settled)
-            (job,) = stub.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
-            # The client retrying with its key gets the recovered answer.
-            reply = stub.CreateJobWithPayment(request, timeout=30)
-            assert reply.replayed and reply.job.job_id == job.job_id
-            payment = payment_of_saga(stack, reply.saga_id)
-            if job.status == pb.Job.ACTIVE:
-                assert job.payment_status == pb.Job.COMPLETED
-                assert payment.state == ppb.Payment.CAPTURED and payment.captured_minor == FEE
-            else:
-                assert job.status == pb.Job.PAYMENT_FAILED
-                assert payment.captured_minor == payment.refunded_minor
-                assert payment.state != ppb.Payment.AUTHORIZED
-            # Within the saga's deadline, recovery finishes the posting (re-sending a lost Try).
-            assert job.status == pb.Job.ACTIVE
-    finally:
-        service.stop()
+        wait_for(settled)
+        (job,) = stub.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
+        # The client retrying with its key gets the recovered answer.
+        reply = stub.CreateJobWithPayment(request, timeout=30)
+        assert reply.replayed and reply.job.job_id == job.job_id
+        payment = payment_of_saga(stack, reply.saga_id)
+        # Consistent: active exactly when the money was captured, else nothing held or taken.
+        if job.status == pb.Job.ACTIVE:
+            assert job.payment_status == pb.Job.COMPLETED
+            assert payment.state == ppb.Payment.CAPTURED and payment.captured_minor == FEE
+        else:
+            assert job.status == pb.Job.PAYMENT_FAILED
+            assert payment.captured_minor == payment.refunded_minor
+            assert payment.state != ppb.Payment.AUTHORIZED
+        # Within the saga's deadline, recovery finishes the posting (re-sending a lost Try).
+        assert job.status == pb.Job.ACTIVE

@@ -575,12 +575,12 @@ async def _confirm(saga: Saga, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
             await uow.commit()
         record_transitions(transitions)
         return True
-    deps.config.crash_point("confirm")
     return await _confirmed(saga, result, uow, deps)
 
 
 async def _confirmed(saga: Saga, result: TryResult, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
     """Record a successful Confirm: the job's payment is completed (or a requested refund starts)."""
+    deps.config.crash_point("confirm")
     async with uow:
         now = uow.clock()
         current = await uow.sagas.get(saga.id, for_update=True)
