@@ -91,9 +91,19 @@ class CallbackReceiver:
 
 @pytest.fixture(scope="module")
 def callback_replica(
-    make_service_database, sandbox_url
+    make_service_database, sandbox_url, tmp_path_factory
 ) -> Iterator[tuple[RunningService, CallbackReceiver]]:
     receiver = CallbackReceiver()
+    plans = tmp_path_factory.mktemp("plans") / "plans.json"
+    plans.write_text(
+        json.dumps(
+            [
+                {"code": "YEARLY", "user_type": "COMPANY", "name": "Company Premium (yearly)",
+                 "prices": {"USD": 30000, "JPY": 4500000}, "period_days": 365},
+                {"code": "MONTHLY", "user_type": "APPLICANT", "prices": {"EUR": 900}, "period_days": 30},
+            ]
+        )
+    )  # fmt: skip
     service = start_service(
         PAYMENTS,
         make_service_database("payments"),
@@ -104,6 +114,7 @@ def callback_replica(
             "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "2",
             "PAYMENTS_CALLBACK_URLS": f"jobs=http://127.0.0.1:{receiver.port}/payments/events",
             "PAYMENTS_CALLBACK_SECRET": CALLBACK_SECRET,
+            "PAYMENTS_PLANS_FILE": str(plans),
         },
         log_name="payments-callbacks",
     )
@@ -129,3 +140,31 @@ async def test_settlement_callbacks_are_signed_and_retried(callback_replica, uni
     assert mine[1]["payment"]["capturedMinor"] == "1700"
     assert all(ok for _, ok in receiver.received)
     assert len({b["eventId"] for b in mine}) == 2
+
+
+async def test_plans_file_replaces_the_default_plans(callback_replica) -> None:
+    service, _ = callback_replica
+    async with grpc.aio.insecure_channel(service.target) as channel:
+        stub = pb_grpc.PaymentsServiceStub(channel)
+        plans = (await stub.ListPlans(pb.ListPlansRequest(user_type=pb.USER_TYPE_COMPANY))).plans
+        assert [(p.code, p.period_days) for p in plans] == [("YEARLY", 365)]
+        assert {(m.currency, m.amount_minor) for m in plans[0].prices} == {
+            ("USD", 30000),
+            ("JPY", 4500000),
+        }
+        txn = (
+            await stub.Subscribe(
+                pb.SubscribeRequest(
+                    request_id="y1",
+                    user_type=pb.USER_TYPE_COMPANY,
+                    user_id="company-yearly",
+                    email="a@b.example",
+                    plan="YEARLY",
+                    payment_method="STRIPE",
+                    currency="JPY",
+                    return_url="https://app.example/ok",
+                    cancel_url="https://app.example/cancel",
+                )
+            )
+        ).transaction
+        assert (txn.amount.amount_minor, txn.amount.currency) == (4500000, "JPY")

@@ -54,9 +54,14 @@ class Database:
 
 def build_app(settings: PaymentsSettings) -> GrpcApp:
     plans = DEFAULT_PLANS
-    if settings.plans_file:
-        plans = parse_plans(Path(settings.plans_file).read_text())
-    callback_urls = parse_callback_urls(settings.callback_urls)
+    try:
+        if settings.plans_file:
+            plans = parse_plans(Path(settings.plans_file).read_text())
+        callback_urls = parse_callback_urls(settings.callback_urls)
+    except (OSError, ValueError) as exc:  # fail fast, saying which setting is wrong
+        raise SystemExit(
+            f"payments: invalid PAYMENTS_PLANS_FILE or PAYMENTS_CALLBACK_URLS: {exc}"
+        ) from None
     if callback_urls and not settings.callback_secret.get_secret_value():
         raise SystemExit("PAYMENTS_CALLBACK_SECRET is required when PAYMENTS_CALLBACK_URLS is set")
     policy = Policy(
