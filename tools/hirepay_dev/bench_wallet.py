@@ -149,11 +149,17 @@ class Fixture:
         return op
 
 
-async def run(pg_url: str, out: Callable[[str], None]) -> dict[str, Any]:
-    """Start the wallet on a fresh database of the server at `pg_url`, measure, print, return."""
-    out("wallet benchmark: pgbench TPC-B baseline (8 clients, 10 s) ...")
-    baseline = await asyncio.to_thread(pgbench_tpcb, pg_url, clients=8, seconds=10)
-    out(f"pgbench TPC-B                      c=8   {baseline:8.1f} tps")
+async def run(
+    pg_url: str, out: Callable[[str], None], baseline: float | None = None
+) -> dict[str, Any]:
+    """Start the wallet on a fresh database of the server at `pg_url`, measure, print, return.
+
+    `baseline` is pgbench's TPC-B tps from the same run; measured here when not given.
+    """
+    if baseline is None:
+        out("wallet benchmark: pgbench TPC-B baseline (8 clients, 10 s) ...")
+        baseline = await asyncio.to_thread(pgbench_tpcb, pg_url, clients=8, seconds=10)
+        out(f"pgbench TPC-B                      c=8   {baseline:8.1f} tps")
 
     db_url = await asyncio.to_thread(
         prepare_database, WALLET, pg_url, name="hirepay_bench_wallet", fresh=True

@@ -1,0 +1,80 @@
+"""Crash recovery through HTTP: the jobs service dies (SIGKILL-like exit) at each step of the saga,
+is restarted, and its recovery worker drives the posting to a consistent end: the job is active
+exactly when its money was captured; otherwise nothing is held and nothing is taken."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e.conftest import System, eventually, job_fields, new_company
+
+FEE_MINOR = 14900
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        ("pending", {"payment_failed", "active"}),  # before any money moved
+        ("try", {"payment_failed", "active"}),  # authorized, not yet activated
+        ("activate", {"active"}),  # activated: Confirm must be driven to success
+        ("confirm", {"active"}),  # Confirm was sent: it must be seen through
+    ],
+)
+def test_jobs_killed_at_each_saga_step_recovers_consistently(
+    system: System, step: str, expected: set[str]
+) -> None:
+    jobs = system.stack.services["jobs"]
+    normal_env = dict(jobs.process.env)
+    company = new_company()
+    try:
+        jobs.process.env = {**normal_env, "JOBS_CRASH_AFTER_STEP": step}
+        jobs.restart()
+        response = system.http.post(
+            "/api/jobs/create-with-payment",
+            json={
+                "job": job_fields(),
+                "payment": {"method": "card", "payment_method": "pm_card_visa"},
+                "accept_terms": True,
+            },
+            headers=system.headers(company, key=f"crash-{step}"),
+        )
+        # The jobs process died mid-request: the client gets a retryable error, never a 2xx.
+        assert response.status_code in (502, 503, 504), response.text
+        assert jobs.process.popen is not None
+        jobs.process.popen.wait(timeout=15)
+        assert jobs.process.popen.returncode == 137
+    finally:
+        jobs.process.env = normal_env
+        jobs.restart()
+
+    def consistent() -> dict:
+        mine = system.my_jobs(company)
+        assert len(mine) == 1, mine
+        job = mine[0]
+        assert job["status"] in {"active", "payment_failed"}, job
+        money = system.money(company)
+        assert money.held == 0, money  # nothing left reserved
+        if job["status"] == "active":
+            assert job["payment_status"] == "completed", job
+            assert money.taken == FEE_MINOR, money
+        else:
+            assert money.taken == 0, money
+        return job
+
+    job = eventually(consistent, timeout=60, interval=0.5)
+    assert job["status"] in expected
+    assert (job["id"] in system.public_job_ids()) == (job["status"] == "active")
+    # The client resumes with the same key and gets the final answer, not a second charge.
+    replay = system.http.post(
+        "/api/jobs/create-with-payment",
+        json={
+            "job": job_fields(),
+            "payment": {"method": "card", "payment_method": "pm_card_visa"},
+            "accept_terms": True,
+        },
+        headers=system.headers(company, key=f"crash-{step}"),
+    )
+    assert replay.status_code in (201, 402, 409, 502, 504), replay.text
+    assert system.money(company).intents <= 1
+    if job["status"] == "active":
+        assert replay.status_code == 201 and replay.json()["job"]["id"] == job["id"]
