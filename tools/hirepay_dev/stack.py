@@ -78,6 +78,8 @@ class Stack:
     db_suffix: str = ""
     fresh: bool = False
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Real Stripe: PAYMENTS_STRIPE_* come from the environment and no sandbox is started.
+    real_stripe: bool = False
     sandbox: Process | None = None
     gateway: Process | None = None
     services: dict[str, RunningService] = field(default_factory=dict)
@@ -103,7 +105,7 @@ class Stack:
 
     def _start(self) -> None:
         gateway_url = self.gateway_url
-        if (REPO_ROOT / "sandbox" / "stripe_sandbox" / "__main__.py").exists():
+        if not self.real_stripe:
             self.sandbox = Process(
                 name=f"sandbox{self.db_suffix}",
                 argv=python_module("stripe_sandbox", "--port", str(self.ports.sandbox)),
@@ -120,11 +122,16 @@ class Stack:
         per_service_env = {
             "wallet": {},
             "payments": {
-                "PAYMENTS_STRIPE_API_KEY": DEV_STRIPE_KEY,
-                "PAYMENTS_STRIPE_API_BASE": self.sandbox_url,
-                "PAYMENTS_STRIPE_WEBHOOK_SECRETS": DEV_WEBHOOK_SECRET,
                 "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
-                "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
+                **(
+                    {}
+                    if self.real_stripe
+                    else {
+                        "PAYMENTS_STRIPE_API_KEY": DEV_STRIPE_KEY,
+                        "PAYMENTS_STRIPE_API_BASE": self.sandbox_url,
+                        "PAYMENTS_STRIPE_WEBHOOK_SECRETS": DEV_WEBHOOK_SECRET,
+                    }
+                ),
             },
             "jobs": {
                 "JOBS_PAYMENTS_TARGET": f"127.0.0.1:{self.ports.payments[0]}",
@@ -196,7 +203,12 @@ def main() -> None:
     server_url = pg.server_url()
     where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL (.data/pg)"
     print(f"PostgreSQL: {where}", flush=True)
-    stack = Stack(server_url=server_url, ports=Ports.defaults())
+    real_stripe = bool(os.environ.get("PAYMENTS_STRIPE_API_KEY"))
+    if real_stripe:
+        # An empty base address makes the official SDK talk to api.stripe.com.
+        os.environ.setdefault("PAYMENTS_STRIPE_API_BASE", "")
+        print("Stripe: real API (PAYMENTS_STRIPE_API_KEY is set); no sandbox", flush=True)
+    stack = Stack(server_url=server_url, ports=Ports.defaults(), real_stripe=real_stripe)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
