@@ -213,6 +213,8 @@ class StripeProvider:
             params["payment_method_types"] = ["card"]
         else:
             params["payment_method_types"] = ["us_bank_account"]
+            # Stripe requires the debit mandate's acceptance when confirming a bank debit.
+            params["mandate_data"] = {"customer_acceptance": {"type": "offline"}}
         if request.description:
             params["description"] = request.description
         if request.return_url:
