@@ -14,7 +14,6 @@ from hirepay_platform.errors import (
 
 __all__ = [
     "AlreadySubscribed",
-    "CheckoutNotCancellable",
     "EventNotApplicableYet",
     "IdempotencyMismatch",
     "InsufficientFunds",
@@ -182,10 +181,6 @@ class AlreadySubscribed(AlreadyExists):
             f"an active subscription runs until {expires_at}",
             metadata={"expires_at": expires_at, "transaction_id": transaction_id},
         )
-
-
-class CheckoutNotCancellable(PreconditionFailed):
-    reason = "CHECKOUT_NOT_CANCELLABLE"
 
 
 class InvalidSignature(HirepayError):
