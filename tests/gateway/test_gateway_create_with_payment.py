@@ -498,3 +498,25 @@ async def test_rate_limit_headers_also_on_errors(
     resp = await client.post(URL, json=body(), headers=headers(new_user()))
     assert resp.status_code == 402
     assert "RateLimit" in resp.headers
+
+
+async def test_posting_blocked_answers_429_with_retry_after(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    """PAY-14: jobs blocks a company after many failed payments; the client learns when to retry."""
+    backends.jobs.on(
+        "CreateJobWithPayment",
+        domain_error(
+            "POSTING_BLOCKED",
+            ErrorKind.RESOURCE_EXHAUSTED,
+            failed_payments="10",
+            retry_after_seconds="3600",
+        ),
+    )
+    resp = await client.post(URL, json=body(), headers=headers(new_user()))
+    assert resp.status_code == 429, resp.text
+    assert resp.headers["Retry-After"] == "3600"  # the block's window, not the rate limiter's
+    data = resp.json()
+    assert data["error"] == "POSTING_BLOCKED" and data["retry"] is True
+    assert data["message"] and "fake" not in data["message"]
+    assert resp.headers["RateLimit"].startswith('"create-with-payment";')

@@ -239,3 +239,32 @@ def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GATEWAY_JWT_KEYS", "[1, 2]")
     with pytest.raises(ValueError, match="JSON object"):
         GatewaySettings()
+
+
+def test_posting_blocked_is_429_with_retry_after_from_the_block_window() -> None:
+    err = api_error_from_remote(
+        remote(
+            "POSTING_BLOCKED",
+            ErrorKind.RESOURCE_EXHAUSTED,
+            "too many failed payments; posting is blocked for review",
+            failed_payments="10",
+            retry_after_seconds="3600",
+        )
+    )
+    assert (err.status, err.error) == (429, "POSTING_BLOCKED")
+    assert err.headers == {"Retry-After": "3600"}
+    body = err.body()
+    assert body["retry"] is True and body["message"]
+    assert set(body) == {"error", "message", "retry"}  # nothing else leaks from the metadata
+
+
+@pytest.mark.parametrize(
+    ("raw", "header"),
+    [("90.2", "91"), ("", None), ("0", None), ("-5", None), ("soon", None), ("nan", None)],
+)
+def test_posting_blocked_retry_after_is_whole_positive_seconds_or_absent(raw, header) -> None:
+    err = api_error_from_remote(
+        remote("POSTING_BLOCKED", ErrorKind.RESOURCE_EXHAUSTED, retry_after_seconds=raw)
+    )
+    assert (err.status, err.error, err.body()["retry"]) == (429, "POSTING_BLOCKED", True)
+    assert err.headers.get("Retry-After") == header

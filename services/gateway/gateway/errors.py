@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -151,6 +152,12 @@ _REASONS: dict[str, tuple[int, str, str]] = {
         "ACTIVATION_FAILED",
         "The job could not be activated; any money taken is refunded automatically",
     ),
+    "POSTING_BLOCKED": (
+        429,
+        "POSTING_BLOCKED",
+        "Posting is blocked for review after too many failed payments; "
+        "retry after the time in Retry-After",
+    ),
 }
 
 # Provider decline codes -> what to tell the customer (Stripe's codes).
@@ -241,6 +248,15 @@ def _fields(metadata: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def _retry_after(raw: str | None) -> str | None:
+    """A Retry-After value (whole seconds, rounded up) from metadata; None if missing or unusable."""
+    try:
+        seconds = math.ceil(float(raw or ""))
+    except (ValueError, OverflowError):  # not a number, NaN or infinite
+        return None
+    return str(seconds) if seconds > 0 else None
+
+
 def _has_error_info(error: RemoteError) -> bool:
     # from_rpc_error falls back to the status code name when the callee sent no ErrorInfo,
     # which means a transport fault (connection refused, deadline) rather than a domain answer.
@@ -290,6 +306,11 @@ def api_error_from_remote(error: RemoteError) -> ApiError:
         return ApiError(status, code, message, code=meta.get("code") or None, fields=fields or None)
     if reason == "ACTIVATION_FAILED":
         return ApiError(status, code, message, refunded=meta.get("refunded") == "true" or None)
+    if reason == "POSTING_BLOCKED":
+        # PAY-14: the block lifts once the failed-payments window has passed.
+        retry_after = _retry_after(meta.get("retry_after_seconds"))
+        headers = {"Retry-After": retry_after} if retry_after else None
+        return ApiError(status, code, message, retry=True, headers=headers)
     if status == 503:
         return ApiError(status, code, message, retry=True, headers={"Retry-After": "1"})
     if status == 504:
@@ -417,7 +438,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         409: "ALREADY_SUBSCRIBED (with `expiresAt`), IDEMPOTENCY_KEY_IN_USE, INVALID_TRANSITION",
         422: "IDEMPOTENCY_KEY_REUSED (same key, other body)",
         413: "PAYLOAD_TOO_LARGE",
-        429: "RATE_LIMITED (see Retry-After)",
+        429: "RATE_LIMITED, POSTING_BLOCKED (see Retry-After)",
         500: "INTERNAL_ERROR",
         502: "PAYMENT_PROVIDER_UNAVAILABLE",
         503: "SERVICE_UNAVAILABLE (retry later)",
