@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -13,6 +17,35 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+
+from hirepay_platform.errors import Conflict, Unavailable
+from hirepay_platform.settings import ServiceSettings
+
+# SQLSTATEs of a lost race: deadlock detected, serialization failure, lock not available.
+_RACE_STATES = frozenset({"40P01", "40001", "55P03"})
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    for candidate in (getattr(error, "orig", None), error.__cause__, error):
+        state = getattr(candidate, "sqlstate", None)
+        if isinstance(state, str):
+            return state
+    return None
+
+
+def lost_race(error: BaseException | None) -> bool:
+    """A concurrent transaction won (deadlock, serialization failure, lock timeout): retryable."""
+    return isinstance(error, sa_exc.DBAPIError) and _sqlstate(error) in _RACE_STATES
+
+
+def database_down(error: BaseException | None) -> bool:
+    """The database cannot be reached (transient), as opposed to a refused statement (a bug or a
+    constraint), which must surface as it is."""
+    if isinstance(error, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        return bool(error.connection_invalidated) or "shutting down" in str(error.orig)
+    return isinstance(error, ConnectionError | OSError)
 
 
 def async_url(url: str) -> str:
@@ -46,7 +79,9 @@ class Base(DeclarativeBase):
 class SqlAlchemyUnitOfWork:
     """One local transaction. `async with uow:` rolls back unless `await uow.commit()` was called.
 
-    Services subclass it and attach their repositories in `_attach(session)`.
+    Services subclass it and attach their repositories in `_attach(session)`. Storage failures are
+    mapped here, once for every service: a lost race becomes CONFLICT (ABORTED: retry the operation)
+    and an unreachable database UNAVAILABLE / DATABASE_UNAVAILABLE (retryable), never INTERNAL.
     """
 
     session: AsyncSession
@@ -70,11 +105,20 @@ class SqlAlchemyUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            if not self._committed:
-                await self.session.rollback()
-        finally:
-            await self.session.close()
+        down = database_down(exc)
+        # When the server is gone the rollback fails too; the original error is what matters.
+        with contextlib.suppress(Exception) if down else contextlib.nullcontext():
+            try:
+                if not self._committed:
+                    await self.session.rollback()
+            finally:
+                await self.session.close()
+        if lost_race(exc):
+            raise Conflict("a concurrent transaction touched the same rows; retry") from exc
+        if down:
+            raise Unavailable(
+                "the database is unavailable; retry", reason="DATABASE_UNAVAILABLE"
+            ) from exc
 
     async def commit(self) -> None:
         await self.session.commit()
@@ -82,3 +126,60 @@ class SqlAlchemyUnitOfWork:
 
     async def rollback(self) -> None:
         await self.session.rollback()
+
+
+U = TypeVar("U", bound=SqlAlchemyUnitOfWork)
+
+
+class Database(Generic[U]):
+    """A service's engine and session factory: built at start-up (never at import), checked before
+    the service reports SERVING, disposed at shutdown. `uow()` makes a unit of work."""
+
+    def __init__(
+        self,
+        url: str,
+        make_uow: Callable[[async_sessionmaker[AsyncSession]], U],
+        *,
+        probe_table: str,
+        pool_size: int = 10,
+        max_overflow: int = 10,
+    ) -> None:
+        self._url = url
+        self._make_uow = make_uow
+        self._probe_table = probe_table
+        self._pool = (pool_size, max_overflow)
+        self.engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: ServiceSettings,
+        make_uow: Callable[[async_sessionmaker[AsyncSession]], U],
+        *,
+        probe_table: str,
+    ) -> Database[U]:
+        """The database named by a service's settings (URL and pool sizes)."""
+        return cls(
+            settings.database_url.get_secret_value(),
+            make_uow,
+            probe_table=probe_table,
+            pool_size=settings.db_pool_size,
+            max_overflow=settings.db_max_overflow,
+        )
+
+    async def start(self) -> None:
+        self.engine = create_engine(self._url, pool_size=self._pool[0], max_overflow=self._pool[1])
+        self._sessions = make_session_factory(self.engine)
+        # Fail fast: a service that cannot reach its migrated database must not report SERVING.
+        async with self.engine.connect() as connection:
+            await connection.execute(text(f"SELECT 1 FROM {self._probe_table} LIMIT 1"))
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.dispose()
+
+    def uow(self) -> U:
+        if self._sessions is None:
+            raise RuntimeError("database not started")
+        return self._make_uow(self._sessions)

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from types import TracebackType
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import SqlAlchemyUnitOfWork
-from hirepay_platform.errors import Unavailable
 from payments.adapters.repositories import (
     SqlAuditRepository,
     SqlBarrierRepository,
@@ -25,16 +21,6 @@ from payments.adapters.repositories import (
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _database_down(error: BaseException | None) -> bool:
-    """Whether a storage error means the database cannot be reached (transient), rather than a
-    refused statement (a bug or a constraint, which must surface as it is)."""
-    if isinstance(error, sa_exc.TimeoutError | sa_exc.OperationalError | sa_exc.InterfaceError):
-        return True
-    if isinstance(error, sa_exc.DBAPIError):
-        return bool(error.connection_invalidated) or "shutting down" in str(error.orig)
-    return isinstance(error, ConnectionError | OSError)
 
 
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
@@ -55,22 +41,6 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     ) -> None:
         super().__init__(session_factory)
         self.clock = clock
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if not _database_down(exc):
-            await super().__aexit__(exc_type, exc, tb)
-            return
-        with contextlib.suppress(Exception):  # the rollback fails too when the server is gone
-            await super().__aexit__(exc_type, exc, tb)
-        # storage error -> domain error: retryable UNAVAILABLE instead of INTERNAL
-        raise Unavailable(
-            "the payments database is unavailable; retry", reason="DATABASE_UNAVAILABLE"
-        ) from exc
 
     def _attach(self, session: AsyncSession) -> None:
         self.payments = SqlPaymentRepository(session)

@@ -5,11 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.db import Database
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from payments.adapters.callbacks import CallbackSender, parse_callback_urls
@@ -20,36 +17,6 @@ from payments.domain.plans import DEFAULT_PLANS, parse_plans
 from payments.entrypoints.grpc_servicer import SERVICE_NAME, PaymentsServicer
 from payments.entrypoints.workers import run_callback_relay, run_poller
 from payments.service_layer.handlers import Deps, Policy
-
-
-class Database:
-    """The engine and session factory, built at start-up (never at import) and disposed at exit."""
-
-    def __init__(self, settings: PaymentsSettings) -> None:
-        self._settings = settings
-        self.engine: AsyncEngine | None = None
-        self._sessions: async_sessionmaker[AsyncSession] | None = None
-
-    async def start(self) -> None:
-        s = self._settings
-        self.engine = create_engine(
-            s.database_url.get_secret_value(),
-            pool_size=s.db_pool_size,
-            max_overflow=s.db_max_overflow,
-        )
-        self._sessions = make_session_factory(self.engine)
-        # Fail fast: a service that cannot reach its (migrated) database must not report SERVING.
-        async with self.engine.connect() as connection:
-            await connection.execute(text("SELECT 1 FROM payments LIMIT 1"))
-
-    async def stop(self) -> None:
-        if self.engine is not None:
-            await self.engine.dispose()
-
-    def uow(self) -> SqlPaymentsUnitOfWork:
-        if self._sessions is None:
-            raise RuntimeError("database not started")
-        return SqlPaymentsUnitOfWork(self._sessions)
 
 
 def build_app(settings: PaymentsSettings) -> GrpcApp:
@@ -80,7 +47,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         webhook_secrets=settings.webhook_secrets,
         timeout=settings.provider_timeout_seconds,
     )
-    database = Database(settings)
+    database = Database.from_settings(settings, SqlPaymentsUnitOfWork, probe_table="payments")
 
     def deps() -> Deps:
         return Deps(database.uow(), provider, policy)
