@@ -256,6 +256,11 @@ class FakeParticipant:
         self.calls.append(("refund", saga.id))
         if self.refund_errors:
             raise self.refund_errors.pop(0)
+        if (
+            self.refunded.get(saga.id) == amount_minor
+            and self.state.get(saga.id) is TryState.REFUNDED
+        ):
+            return  # a repeat of the saga's one refund request answers it again (idempotent)
         assert self.state.get(saga.id) is TryState.CAPTURED
         self.refunded[saga.id] = amount_minor
         self.state[saga.id] = TryState.REFUNDED

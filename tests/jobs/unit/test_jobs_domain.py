@@ -120,6 +120,7 @@ ALLOWED = {
     (JobStatus.DRAFT, JobStatus.CANCELLED),
     (JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE),
     (JobStatus.PENDING_PAYMENT, JobStatus.PAYMENT_FAILED),
+    (JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED),  # the company gives up while it is pending
     (JobStatus.PAYMENT_FAILED, JobStatus.PENDING_PAYMENT),
     (JobStatus.PAYMENT_FAILED, JobStatus.CANCELLED),
     (JobStatus.ACTIVE, JobStatus.EXPIRED),
@@ -156,6 +157,22 @@ def test_every_transition_allowed_or_refused(from_status, to_status):
         assert info.value.reason == "INVALID_TRANSITION"
         assert job.status is from_status
         assert job.drain_transitions() == []
+
+
+def test_a_job_cancelled_while_its_payment_is_pending_never_goes_live():
+    job = Job("job_1", "co_1", GOOD, JobStatus.PENDING_PAYMENT, NOW, NOW)
+    job.transition(JobStatus.CANCELLED, actor="co_1", reason="changed my mind", now=NOW)
+    with pytest.raises(InvalidTransition):
+        job.activate(payment_id="pay_1", posting_days=30, actor="saga", now=NOW)
+    with pytest.raises(InvalidTransition):
+        job.fail_payment(reason="PAYMENT_DECLINED", refunded=False, actor="saga", now=NOW)
+    assert job.status is JobStatus.CANCELLED and job.posted_at is None
+    (recorded,) = job.drain_transitions()
+    assert (recorded.from_status, recorded.to_status, recorded.reason) == (
+        JobStatus.PENDING_PAYMENT,
+        JobStatus.CANCELLED,
+        "changed my mind",
+    )
 
 
 def test_only_drafts_and_failed_payments_are_editable():

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidTransition",
     "JobNotFound",
     "NotAllowed",
+    "PaymentCancelled",
     "PostingBlocked",
     "RequestInProgress",
     "TermsNotAccepted",
@@ -99,3 +100,9 @@ class ActivationFailed(PreconditionFailed):
     """Money was reserved but the job could not be activated (PAY-7: the money goes back)."""
 
     reason = "ACTIVATION_FAILED"
+
+
+class PaymentCancelled(PreconditionFailed):
+    """The payment was cancelled (by the customer, or because the company cancelled the job)."""
+
+    reason = "PAYMENT_CANCELLED"

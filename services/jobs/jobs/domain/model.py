@@ -50,10 +50,15 @@ class EmploymentType(enum.StrEnum):
 # The explicit transition table of PAY-5. `None` is "not yet existing" (creation of a draft).
 # active -> payment_failed exists only for the system: a Confirm that can never succeed (the
 # authorization or hold expired) takes the job down again, since no job may stay live without money.
+# pending_payment -> cancelled is the company (or an admin) giving up while the payment is still
+# pending (a bank transfer processing, 3-D Secure or checkout not completed): the saga is cancelled
+# with it, money that settles anyway is returned (PAY-7), and the job never goes live.
 TRANSITIONS: dict[JobStatus | None, frozenset[JobStatus]] = {
     None: frozenset({JobStatus.DRAFT}),
     JobStatus.DRAFT: frozenset({JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED}),
-    JobStatus.PENDING_PAYMENT: frozenset({JobStatus.ACTIVE, JobStatus.PAYMENT_FAILED}),
+    JobStatus.PENDING_PAYMENT: frozenset(
+        {JobStatus.ACTIVE, JobStatus.PAYMENT_FAILED, JobStatus.CANCELLED}
+    ),
     JobStatus.PAYMENT_FAILED: frozenset({JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED}),
     JobStatus.ACTIVE: frozenset(
         {JobStatus.EXPIRED, JobStatus.FILLED, JobStatus.CANCELLED, JobStatus.PAYMENT_FAILED}

@@ -89,8 +89,9 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         )
         job, saga_id = await handlers.cancel_job(cmd, self._uow(), self._config)
         if saga_id:
-            # The refund is persisted as a saga step; drive it now, recovery retries on failure.
-            task = asyncio.create_task(saga.drive(saga_id, self._uow(), self._deps, poll=False))
+            # The Cancel (pending payment) or the refund (live posting) is persisted as a saga
+            # step and leased to this request: drive it now; recovery retries on failure.
+            task = asyncio.create_task(saga.drive_cancellation(saga_id, self._uow(), self._deps))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return pb.JobResponse(job=conv.job_to_proto(job))

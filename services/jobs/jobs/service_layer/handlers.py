@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hirepay_platform import paging
 from hirepay_platform.errors import Conflict, ValidationError
@@ -12,11 +12,27 @@ from hirepay_platform.money import Money
 from jobs import metrics
 from jobs.domain import commands
 from jobs.domain.commands import Actor
-from jobs.domain.errors import IdempotencyMismatch, JobNotFound, NotAllowed
+from jobs.domain.errors import IdempotencyMismatch, JobNotFound, NotAllowed, PaymentCancelled
 from jobs.domain.model import Job, JobStatus, Transition, validate_fields
-from jobs.domain.saga import SagaState
+from jobs.domain.saga import BEFORE_ACTIVATION, Saga, SagaError, SagaState
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.ports import JobsUnitOfWork
+
+# Lease owners ending with this are requests in flight (of any replica), which drive their saga:
+# a settlement event arriving meanwhile only records what it says (no second driver racing them).
+REQUEST_HOLDER_SUFFIX = "/request"
+# How often a cancel re-reads a job whose payment attempt changed under it before giving up.
+CANCEL_ATTEMPTS = 5
+
+
+def request_holder(config: JobsConfig) -> str:
+    """Lease owner of a saga while its request drives it (distinct from this process's workers)."""
+    return f"{config.instance_id}{REQUEST_HOLDER_SUFFIX}"
+
+
+def cancel_holder(config: JobsConfig) -> str:
+    """Lease owner of a saga while a CancelJob request drives its Cancel or refund."""
+    return f"{config.instance_id}/cancel{REQUEST_HOLDER_SUFFIX}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,48 +202,124 @@ async def list_transitions(
 async def cancel_job(
     cmd: commands.CancelJob, uow: JobsUnitOfWork, config: JobsConfig
 ) -> tuple[Job, str]:
-    """Cancel a draft or a posting; an active posting is refunded per the policy (PAY-13).
+    """Cancel a draft, a posting whose payment is still pending, or a live posting.
 
-    The refund itself is a saga step (REFUNDING) committed with the cancellation, so it is retried
-    until it succeeds; returns the job and the id of the saga to drive ("" when nothing to refund).
+    - draft / payment_failed: the job is cancelled; nothing else moves.
+    - pending_payment (bank transfer processing, 3-D Secure or checkout not completed): the saga
+      goes to CANCELLING in the same transaction, so its Cancel (Void / CancelHold) is driven until
+      it succeeds; money that settles anyway is refunded (PAY-7) and the job never goes live.
+    - active: the refund per the policy (PAY-13) becomes a saga step (REFUNDING), retried until it
+      succeeds.
+
+    The saga row is locked before the job row, in the same order as every saga step, so a cancel
+    racing a settlement event (or the recovery worker) is serialized with it: whichever commits
+    first decides, and the other sees its outcome (an activation first makes this the cancel of
+    an active posting; a cancel first makes the activation impossible).
+
+    Returns the job and the id of the saga this call leased and should drive now (`drive_leased`);
+    "" when there is nothing to drive, or when another live holder (the request still running,
+    a recovery worker) already drives it — the saga is due at once, so recovery takes it next.
     """
     if not (cmd.actor.is_company or cmd.actor.is_admin):
         raise NotAllowed("only the owning company may cancel a job")
-    async with uow:
-        now = uow.clock()
-        if cmd.actor.is_admin:
-            job = await uow.jobs.get(cmd.job_id, for_update=True) if cmd.job_id else None
-            if job is None:
-                raise JobNotFound(cmd.job_id)
-        else:
-            job = await load_own(uow, cmd.actor, cmd.job_id, for_update=True)
-        if job.status is JobStatus.CANCELLED:
-            return job, ""  # cancelling a cancelled job changes nothing (a retried request)
-        was_active = job.status is JobStatus.ACTIVE
-        reason = cmd.reason.strip() or "cancelled by the company"
-        job.transition(JobStatus.CANCELLED, actor=cmd.actor.name, reason=reason, now=now)
-        transitions = list(job.pending)
-        saga_to_drive = ""
-        if was_active and job.saga_id:
-            saga = await uow.sagas.get(job.saga_id, for_update=True)
-            amount = config.refund_policy.refund_amount(
-                job.payment_amount_minor, job.posted_at, now
-            )
-            if saga is not None and amount > 0:
-                saga.refund_amount_minor = amount
-                saga.refund_reason = "requested_by_customer"
-                if saga.state is SagaState.COMPLETED:
-                    saga.state = SagaState.REFUNDING
-                    saga.finished_at = None
-                    saga.next_attempt_at = now
-                saga.updated_at = now
-                await uow.sagas.save(saga)
-                await uow.sagas.log(saga.id, "refund_requested", f"{amount} on cancel", now)
-                saga_to_drive = saga.id
-        await uow.jobs.save(job)
-        await uow.commit()
-    record_transitions(transitions)
-    return job, saga_to_drive
+    for _ in range(CANCEL_ATTEMPTS):
+        async with uow:
+            seen = await _load_for_cancel(uow, cmd.actor, cmd.job_id, for_update=False)
+            saga = await uow.sagas.get(seen.saga_id, for_update=True) if seen.saga_id else None
+            job = await _load_for_cancel(uow, cmd.actor, cmd.job_id, for_update=True)
+            if job.saga_id != seen.saga_id:
+                # A new payment attempt started between the two reads: roll back (no lock is
+                # kept out of order) and lock that attempt's saga first.
+                continue
+            # The time of the cancel is when it holds the locks: after an activation it waited
+            # for (the trail stays in order, and the refund window counts from the posting).
+            now = uow.clock()
+            if job.status is JobStatus.CANCELLED:
+                return job, ""  # cancelling a cancelled job changes nothing (a retried request)
+            was = job.status
+            reason = cmd.reason.strip() or "cancelled by the company"
+            job.transition(JobStatus.CANCELLED, actor=cmd.actor.name, reason=reason, now=now)
+            transitions = list(job.pending)
+            saga_to_drive = ""
+            if saga is not None and saga.id == job.saga_id:
+                step: tuple[str, str] | None = None
+                if was is JobStatus.PENDING_PAYMENT:
+                    step = _cancel_pending_saga(saga, job, cmd.actor.name, reason, now)
+                elif was is JobStatus.ACTIVE:
+                    step = _request_refund(saga, job, config, now)
+                if step is not None:
+                    if _take_lease(saga, cancel_holder(config), config, now):
+                        saga_to_drive = saga.id
+                    await uow.sagas.save(saga)
+                    await uow.sagas.log(saga.id, *step, now)
+            await uow.jobs.save(job)
+            await uow.commit()
+        record_transitions(transitions)
+        return job, saga_to_drive
+    raise Conflict("the job is changing (a payment attempt is starting); retry")
+
+
+async def _load_for_cancel(
+    uow: JobsUnitOfWork, actor: Actor, job_id: str, *, for_update: bool
+) -> Job:
+    """The job to cancel: the caller's own, or any job for an admin."""
+    if not actor.is_admin:
+        return await load_own(uow, actor, job_id, for_update=for_update)
+    job = await uow.jobs.get(job_id, for_update=for_update) if job_id else None
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def _cancel_pending_saga(
+    saga: Saga, job: Job, actor: str, reason: str, now: datetime
+) -> tuple[str, str] | None:
+    """Turn a saga that has not reached activation toward its Cancel (caller holds its row lock).
+
+    The job keeps payment_status pending until the Cancel says what happened: failed when nothing
+    was taken, refunded when money that arrived anyway was returned."""
+    if saga.state not in BEFORE_ACTIVATION:
+        return None  # already cancelling or refunding: that path ends it
+    saga.state = SagaState.CANCELLING
+    saga.failure = saga.failure or SagaError.of(
+        PaymentCancelled(
+            "the job was cancelled while its payment was pending; any money taken is returned",
+            metadata={
+                "job_id": job.id,
+                "payment_id": saga.payment_id or job.payment_id,
+                "transaction_id": saga.id,
+            },
+        )
+    )
+    saga.next_attempt_at = now
+    saga.updated_at = now
+    return "cancelling", f"job cancelled by {actor}: {reason}"
+
+
+def _request_refund(
+    saga: Saga, job: Job, config: JobsConfig, now: datetime
+) -> tuple[str, str] | None:
+    """Schedule the refund of a cancelled live posting per the policy (PAY-13)."""
+    amount = config.refund_policy.refund_amount(job.payment_amount_minor, job.posted_at, now)
+    if amount <= 0:
+        return None
+    saga.refund_amount_minor = amount
+    saga.refund_reason = "requested_by_customer"
+    if saga.state is SagaState.COMPLETED:
+        saga.state = SagaState.REFUNDING
+        saga.finished_at = None
+        saga.next_attempt_at = now
+    saga.updated_at = now
+    return "refund_requested", f"{amount} on cancel"
+
+
+def _take_lease(saga: Saga, owner: str, config: JobsConfig, now: datetime) -> bool:
+    """Lease the saga to `owner` unless a live holder has it (caller holds the row lock)."""
+    if saga.lease_owner and saga.lease_until is not None and saga.lease_until > now:
+        return saga.lease_owner == owner
+    saga.lease_owner = owner
+    saga.lease_until = now + timedelta(seconds=config.lease_seconds)
+    return True
 
 
 async def expire_due(uow: JobsUnitOfWork, limit: int = 100) -> int:

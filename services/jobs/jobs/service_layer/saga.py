@@ -56,14 +56,19 @@ from jobs.service_layer.answers import (
     answer_to_snapshot,
 )
 from jobs.service_layer.config import JobsConfig
-from jobs.service_layer.handlers import load_own, record_transitions, require_company
+from jobs.service_layer.handlers import (
+    REQUEST_HOLDER_SUFFIX,
+    cancel_holder,
+    load_own,
+    record_transitions,
+    request_holder,
+    require_company,
+)
 from jobs.service_layer.ports import JobsUnitOfWork, Participants
 
 log = logging.getLogger(__name__)
 
 SAGA_ACTOR = "saga"
-# Lease owners ending with this are requests in flight (of any replica), which drive their saga.
-REQUEST_HOLDER_SUFFIX = "/request"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,11 +111,6 @@ def parse_method(choice: commands.PaymentChoice) -> PaymentMethod:
             fields={"payment.payment_method": "is required for card (a pm_... token)"},
         )
     return method
-
-
-def request_holder(config: JobsConfig) -> str:
-    """Lease owner of a saga while its request drives it (distinct from this process's workers)."""
-    return f"{config.instance_id}{REQUEST_HOLDER_SUFFIX}"
 
 
 async def create_job_with_payment(
@@ -623,7 +623,12 @@ async def _cancel(saga: Saga, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
         except HirepayError as inner:
             await _retry_later(saga.id, "cancel", inner, uow, deps)
             return False
-        if result.state not in (TryState.CAPTURED, TryState.CANCELLED, TryState.FAILED):
+        if result.state not in (
+            TryState.CAPTURED,
+            TryState.CANCELLED,
+            TryState.FAILED,
+            TryState.REFUNDED,
+        ):
             await _retry_later(saga.id, "cancel", exc, uow, deps)
             return False
     async with uow:
@@ -639,12 +644,19 @@ async def _cancel(saga: Saga, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
             current.refund_reason = current.refund_reason or "job_not_activated"
             current.updated_at = now
         else:
+            # Money that settled after the Void and was returned by payments counts as refunded.
+            refunded = bool(current.refund_reason) or result.state is TryState.REFUNDED
             job = await uow.jobs.get(current.job_id, for_update=True)
-            if current.refund_reason and job is not None and job.saga_id == current.id:
-                job.payment_status = PaymentStatus.REFUNDED
+            if job is not None and job.saga_id == current.id:
+                if refunded:
+                    job.payment_status = PaymentStatus.REFUNDED
+                elif job.payment_status is PaymentStatus.PENDING:
+                    # A job cancelled while its payment was pending: nothing was taken (if money
+                    # still arrives, the saga reopens to refund it, see observe).
+                    job.payment_status = PaymentStatus.FAILED
                 job.updated_at = now
                 await uow.jobs.save(job)
-            _finish(current, SagaState.REFUNDED if current.refund_reason else SagaState.FAILED, now)
+            _finish(current, SagaState.REFUNDED if refunded else SagaState.FAILED, now)
         await uow.sagas.save(current)
         await uow.sagas.log(current.id, current.state.value, f"cancel: {result.state}", now)
         await uow.commit()
@@ -658,8 +670,20 @@ async def _refund(saga: Saga, uow: JobsUnitOfWork, deps: SagaDeps) -> bool:
     try:
         await participant.refund(saga, amount, saga.refund_reason or "job_not_activated")
     except HirepayError as exc:
-        await _retry_later(saga.id, "refund", exc, uow, deps)
-        return False
+        if exc.kind is not ErrorKind.FAILED_PRECONDITION:
+            await _retry_later(saga.id, "refund", exc, uow, deps)
+            return False
+        # Refused (nothing left to refund): payments refunds by itself money that a bank transfer
+        # settled after its Void, so the capture may already be (being) returned. Done once the
+        # payment is refunded; until then wait (its payment.refunded event drives us again).
+        try:
+            seen = await participant.inspect(saga)
+        except HirepayError as inner:
+            await _retry_later(saga.id, "refund", inner, uow, deps)
+            return False
+        if seen.state is not TryState.REFUNDED:
+            await _retry_later(saga.id, "refund", exc, uow, deps)
+            return False
     async with uow:
         now = uow.clock()
         current = await uow.sagas.get(saga.id, for_update=True)
@@ -760,6 +784,22 @@ async def release(saga_id: str, uow: JobsUnitOfWork, owner: str) -> None:
         await uow.commit()
 
 
+async def drive_leased(saga_id: str, uow: JobsUnitOfWork, deps: SagaDeps, owner: str) -> None:
+    """Drive a saga whose lease `owner` took (e.g. CancelJob), then give the lease up; a failure
+    is left to the recovery worker (the saga is due, and the lease expires if we die)."""
+    try:
+        await drive(saga_id, uow, deps, poll=False)
+    except Exception:
+        log.exception("saga %s: driving for %s failed; recovery retries", saga_id, owner)
+    finally:
+        await release(saga_id, uow, owner)
+
+
+async def drive_cancellation(saga_id: str, uow: JobsUnitOfWork, deps: SagaDeps) -> None:
+    """Drive the saga of a cancelled job (its Cancel, or its refund) under CancelJob's lease."""
+    await drive_leased(saga_id, uow, deps, cancel_holder(deps.config))
+
+
 # --------------------------------------------------------------------------- the workers
 
 
@@ -804,19 +844,23 @@ async def apply_settlement_event(
     if event.branch_id in ("", "payment") and event.global_tx_id:
         async with uow:
             saga = await uow.sagas.get(event.global_tx_id)
-        if saga is not None and event.result.state is not TryState.REFUNDED:
-            applied = await observe(saga.id, event.result, uow, deps, source=event.type)
+        refund_event = event.result.state is TryState.REFUNDED
+        if saga is not None:
+            if not refund_event:
+                applied = await observe(saga.id, event.result, uow, deps, source=event.type)
             async with uow:
                 current = await uow.sagas.get(saga.id)
                 now = uow.clock()
-            # A live holder (the request itself) drives its own saga: no second Confirm racing it.
+            # A live holder (a request) drives its own saga: no second Confirm racing it.
             held = (
                 current is not None
                 and current.lease_until is not None
                 and current.lease_until > now
                 and current.lease_owner.endswith(REQUEST_HOLDER_SUFFIX)
             )
-            if not held:
+            # A refund event only matters to a saga waiting for its money to be returned.
+            waiting = current is not None and current.state is SagaState.REFUNDING
+            if not held and (waiting or not refund_event):
                 await drive(saga.id, uow, deps, poll=False)
     async with uow:
         await uow.settlements.advance(consumer, event.cursor)
