@@ -4,6 +4,7 @@ the recovery worker, the expiry worker, the append-only audit trail."""
 from __future__ import annotations
 
 import asyncio
+import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -263,3 +264,136 @@ async def test_stuck_sagas_are_those_past_deadline_not_waiting_for_settlement(se
         await uow.commit()
     async with SqlJobsUnitOfWork(sessions) as uow:
         assert await uow.sagas.count_stuck(now) == 2
+
+
+# --------------------------------------------------------------------------- cancel vs. settlement
+
+
+def _bank_transfer_cmd(key: str) -> commands.CreateJobWithPayment:
+    return commands.CreateJobWithPayment(
+        request_id=key,
+        actor=COMPANY,
+        payment=commands.PaymentChoice(method="bank_transfer"),
+        accept_terms=True,
+        fingerprint=key,
+        fields=FIELDS,
+    )
+
+
+class _SlowParticipants(FakeParticipants):
+    """Fake participants that yield on every call like an RPC, so transactions interleave."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("try_", "confirm", "cancel", "refund", "inspect"):
+            method = getattr(self.payments, name)
+
+            async def slow(*args, _method=method):
+                await asyncio.sleep(random.uniform(0, 0.003))
+                return await _method(*args)
+
+            setattr(self.payments, name, slow)
+
+
+@pytest.mark.parametrize("refund_window_hours", [24, 0])
+async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_outcome(
+    sessions, refund_window_hours
+):
+    """A company cancels its pending bank-transfer job while the transfer settles: the cancel,
+    the settlement event that would activate the job and a recovery worker run concurrently on
+    real row locks. Every round ends in exactly one of: the activation won (the job went live,
+    then the cancel of the live posting was refunded per the policy), or the cancel won (the job
+    never went live and the money that arrived went back in full)."""
+    from jobs.domain.pricing import RefundPolicy
+    from jobs.domain.saga import TryResult, TryState
+
+    participants = _SlowParticipants()
+    participants.payments.try_outcome = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
+    config = make_config(
+        lease_seconds=5,
+        retry_base_seconds=0.01,
+        retry_max_seconds=0.05,
+        refund_policy=RefundPolicy(full_refund_within_hours=refund_window_hours),
+    )
+    deps = saga.SagaDeps(participants, config)
+    recovery = saga.SagaDeps(participants, replace(config, instance_id="other-replica"))
+
+    def uow() -> SqlJobsUnitOfWork:
+        return SqlJobsUnitOfWork(sessions)
+
+    answers = [
+        await saga.create_job_with_payment(_bank_transfer_cmd(f"race-{i}"), uow(), deps)
+        for i in range(12)
+    ]
+    assert {a.job.status for a in answers} == {JobStatus.PENDING_PAYMENT}
+
+    async def warm(session_factory=sessions) -> None:
+        async with session_factory() as session:
+            await session.execute(text("SELECT 1"))
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*[warm() for _ in range(30)])  # open the pool: no connect skews the race
+
+    async def cancel_and_drive(job_id: str) -> None:
+        await asyncio.sleep(random.uniform(0, 0.02))
+        cmd = commands.CancelJob(COMPANY, job_id, "changed my mind")
+        _, saga_id = await handlers.cancel_job(cmd, uow(), config)
+        if saga_id:
+            await saga.drive_cancellation(saga_id, uow(), deps)
+
+    async def settle(saga_id: str, cursor: int) -> None:
+        await asyncio.sleep(random.uniform(0, 0.02))
+        participants.payments.state[saga_id] = TryState.CAPTURED  # the transfer arrived
+        settled = saga.SettlementEvent(
+            f"ev{cursor}",
+            cursor,
+            "payment.captured",
+            saga_id,
+            "payment",
+            TryResult(TryState.CAPTURED, "pay_1", "CAPTURED"),
+        )
+        await saga.apply_settlement_event(settled, uow(), deps, consumer="race")
+
+    await asyncio.gather(
+        *[cancel_and_drive(a.job.id) for a in answers],
+        *[settle(a.saga_id, i + 1) for i, a in enumerate(answers)],
+        *[saga.recover_due(uow, recovery) for _ in range(3)],
+    )
+    for _ in range(100):  # whatever is left (retries) is recovery's
+        await saga.recover_due(uow, recovery)
+        async with uow() as u:
+            left = [a for a in answers if not (await u.sagas.get(a.saga_id)).state.final]
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    assert not left
+
+    outcomes = set()
+    for a in answers:
+        async with uow() as u:
+            job = await u.jobs.get(a.job.id)
+            s = await u.sagas.get(a.saga_id)
+            trail = [t.to_status for t in await u.jobs.transitions(a.job.id)]
+        refunds = [c for c in participants.payments.calls if c == ("refund", s.id)]
+        assert job.status is JobStatus.CANCELLED
+        assert trail.count(JobStatus.CANCELLED) == 1
+        if JobStatus.ACTIVE in trail:  # the activation won; the cancel met a live posting
+            outcomes.add("activated, then cancelled")
+            assert trail[-3:] == [JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE, JobStatus.CANCELLED]
+            if refund_window_hours:
+                assert s.state is SagaState.REFUNDED and refunds
+                assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
+                assert job.payment_status.value == "refunded"
+            else:  # past the policy's window: the posting was paid for and stays paid
+                assert s.state is SagaState.COMPLETED and not refunds
+                assert participants.payments.taken(s.id)
+                assert job.payment_status.value == "completed"
+        else:  # the cancel won: the job never went live and nothing is kept
+            outcomes.add("cancelled while pending")
+            assert trail[-2:] == [JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED]
+            assert job.posted_at is None
+            assert s.state is SagaState.REFUNDED and refunds
+            assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
+            assert job.payment_status.value == "refunded"
+        assert not participants.payments.held(s.id)
+    assert outcomes  # (which one wins each round is up to the scheduler)
