@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hirepay_platform.clock import utc_now
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from jobs.adapters.repository import (
     SqlJobRepository,
     SqlSagaRepository,
     SqlSettlementRepository,
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):

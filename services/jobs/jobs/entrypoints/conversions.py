@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay_platform.money import Money
+from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
 from jobs.domain import commands
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
@@ -50,14 +48,6 @@ _EVENT_STATES = {
     "payment.voided": TryState.CANCELLED,
     "payment.refunded": TryState.REFUNDED,
 }
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    ts = Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def actor_from_proto(actor: common_pb2.Actor) -> commands.Actor:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hirepay_platform.clock import utc_now
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from payments.adapters.repositories import (
     SqlAuditRepository,
@@ -17,10 +18,6 @@ from payments.adapters.repositories import (
     SqlRefundRepository,
     SqlTransactionRepository,
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf import timestamp_pb2
-
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay_platform.wire import timestamp
 from payments.domain import commands
 from payments.domain.model import (
     AuditEntry,
@@ -29,14 +26,6 @@ _METHODS = {
 _METHODS_OUT = {v: k for k, v in _METHODS.items()}
 _USER_TYPES = {pb.USER_TYPE_COMPANY: UserType.COMPANY, pb.USER_TYPE_APPLICANT: UserType.APPLICANT}
 _USER_TYPES_OUT = {v: k for k, v in _USER_TYPES.items()}
-
-
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
 
 
 def branch_from(msg: common_pb2.TccBranch) -> TccBranch:

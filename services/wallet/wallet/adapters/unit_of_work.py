@@ -7,6 +7,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hirepay_platform.clock import utc_now
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from wallet.adapters.repositories import (
     SqlAccountRepository,
@@ -14,7 +15,6 @@ from wallet.adapters.repositories import (
     SqlHoldRepository,
     SqlLedgerRepository,
 )
-from wallet.service_layer.unit_of_work import utc_now
 
 
 class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):

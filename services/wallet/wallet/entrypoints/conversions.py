@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from hirepay_platform.wire import timestamp
 from wallet.domain import commands
 from wallet.domain.errors import invalid
 from wallet.domain.model import (
@@ -39,14 +36,6 @@ _STATE_TO_PB: dict[HoldState, pb.Hold.State.ValueType] = {
     HoldState.CANCELLED: pb.Hold.CANCELLED,
     HoldState.EXPIRED: pb.Hold.EXPIRED,
 }
-
-
-def _timestamp(value: datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _money(amount: int, unit: str) -> common_pb2.Money:
@@ -149,7 +138,7 @@ def account_to_pb(account: Account) -> pb.Account:
             available_minor=account.balance.available,
             currency=ref.unit,
         ),
-        created_at=_timestamp(account.created_at),
+        created_at=timestamp(account.created_at),
     )
 
 
@@ -159,7 +148,7 @@ def entry_to_pb(entry: Entry) -> pb.Entry:
         transfer_id=entry.transfer_id,
         account_id=entry.account_id,
         amount=_money(entry.amount, entry.unit),
-        created_at=_timestamp(entry.created_at),
+        created_at=timestamp(entry.created_at),
         description=entry.description,
     )
 
@@ -170,7 +159,7 @@ def transfer_record_to_pb(record: TransferRecord) -> pb.TransferRecord:
         entries=[entry_to_pb(e) for e in record.entries],
         description=record.description,
         metadata=record.metadata,
-        created_at=_timestamp(record.created_at),
+        created_at=timestamp(record.created_at),
     )
 
 
@@ -190,10 +179,10 @@ def hold_to_pb(hold: Hold) -> pb.Hold:
         amount=_money(hold.amount, hold.unit),
         confirmed_minor=hold.confirmed_amount,
         state=_STATE_TO_PB[hold.state],
-        expires_at=_timestamp(hold.expires_at),
+        expires_at=timestamp(hold.expires_at),
         transfer_id=hold.transfer_id or "",
-        created_at=_timestamp(hold.created_at),
-        resolved_at=_timestamp(hold.resolved_at),
+        created_at=timestamp(hold.created_at),
+        resolved_at=timestamp(hold.resolved_at),
     )
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol, Self
 
 from wallet.domain.fingerprint import Fingerprint
@@ -24,10 +24,6 @@ from wallet.domain.model import (
     TccOp,
     TransferRecord,
 )
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
