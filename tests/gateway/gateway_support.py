@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway_fakes import FakeJobs, FakePayments, FakeServer
 
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.procs import Process, free_port, http_ready, python_module
 
 KEYS = {

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.stack import JOBS, PAYMENTS, WALLET, Ports, Stack, service_exists
 

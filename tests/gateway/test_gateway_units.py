@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import api_error_from_remote, api_error_from_validation
-from gateway.idempotency import fingerprint, scoped_request_id
-from gateway.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.api.errors import api_error_from_remote, api_error_from_validation
+from gateway.service_layer.idempotency import fingerprint, scoped_request_id
 from hirepay_platform.errors import ErrorKind, RemoteError
 
 
@@ -215,7 +215,7 @@ def test_fingerprint_and_scoped_ids() -> None:
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.settings import DEV_JWT_KID, GatewaySettings
+    from gateway.entrypoints.settings import DEV_JWT_KID, GatewaySettings
 
     for name in ("GATEWAY_ENV", "GATEWAY_JWT_KEYS"):
         monkeypatch.delenv(name, raising=False)

@@ -1,7 +1,7 @@
 """Typed gRPC clients of jobs, payments and wallet, built on the platform's ServiceClient.
 
 Every call has a deadline, carries the current trace context and raises RemoteError on failure
-(mapped to HTTP once, in gateway.errors). Retries happen only for requests with a request_id.
+(mapped to HTTP once, in gateway.api.errors). Retries happen only for requests with a request_id.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.settings import GatewaySettings
+from gateway.entrypoints.settings import GatewaySettings
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb

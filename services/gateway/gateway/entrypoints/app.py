@@ -10,12 +10,12 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.adapters.backends import Backends
-from gateway.auth import Authenticator
+from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.api.errors import ErrorBody, install_error_handlers
 from gateway.entrypoints import jobs_routes, ops_routes, payments_routes
-from gateway.errors import ErrorBody, install_error_handlers
-from gateway.observability import EdgeMiddleware
-from gateway.ratelimit import TokenBucketLimiter
-from gateway.settings import GatewaySettings
+from gateway.entrypoints.observability import EdgeMiddleware
+from gateway.entrypoints.settings import GatewaySettings
+from gateway.service_layer.auth import Authenticator
 
 DESCRIPTION = """\
 Hirepay's HTTP API: pay-to-post job ads, premium subscriptions and provider webhooks.

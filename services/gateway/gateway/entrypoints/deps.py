@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.adapters.backends import Backends
-from gateway.errors import ApiError
-from gateway.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.api.errors import ApiError
 
 
 def get_backends(request: Request) -> Backends:

@@ -11,9 +11,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.adapters.backends import Backends
 from gateway.api import convert, models
-from gateway.auth import AnyUser, Company, OptionalUser, Principal
-from gateway.entrypoints.deps import BackendsDep, LimiterDep
-from gateway.errors import (
+from gateway.api.errors import (
     ApiError,
     api_error_from_reason,
     api_error_from_remote,
@@ -21,8 +19,21 @@ from gateway.errors import (
     not_found,
     validation_failed,
 )
-from gateway.idempotency import fingerprint, optional_key, require_key, scoped_request_id
-from gateway.observability import CWP_FAILED, CWP_STARTED, CWP_SUCCEEDED, FUNNEL, RATE_LIMITED
+from gateway.entrypoints.deps import BackendsDep, LimiterDep
+from gateway.entrypoints.observability import (
+    CWP_FAILED,
+    CWP_STARTED,
+    CWP_SUCCEEDED,
+    FUNNEL,
+    RATE_LIMITED,
+)
+from gateway.service_layer.auth import AnyUser, Company, OptionalUser, Principal
+from gateway.service_layer.idempotency import (
+    fingerprint,
+    optional_key,
+    require_key,
+    scoped_request_id,
+)
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind, RemoteError

@@ -11,9 +11,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gateway.adapters.backends import Backends
 from gateway.api import convert, models
-from gateway.auth import AnyUser
-from gateway.entrypoints.deps import BackendsDep, read_raw_body
-from gateway.errors import (
+from gateway.api.errors import (
     ApiError,
     api_error_from_remote,
     error_responses,
@@ -21,8 +19,10 @@ from gateway.errors import (
     not_found,
     validation_failed,
 )
-from gateway.idempotency import optional_key, scoped_request_id
-from gateway.observability import WEBHOOKS
+from gateway.entrypoints.deps import BackendsDep, read_raw_body
+from gateway.entrypoints.observability import WEBHOOKS
+from gateway.service_layer.auth import AnyUser
+from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.ids import new_id

@@ -16,8 +16,13 @@ import jwt
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.errors import forbidden, unauthenticated
-from gateway.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_JWT_KID, DEV_JWT_SECRET
+from gateway.api.errors import forbidden, unauthenticated
+from gateway.entrypoints.settings import (
+    DEFAULT_AUDIENCE,
+    DEFAULT_ISSUER,
+    DEV_JWT_KID,
+    DEV_JWT_SECRET,
+)
 
 ALGORITHMS = ["HS256"]
 ROLES = frozenset({"company", "applicant", "customer", "contractor", "admin"})

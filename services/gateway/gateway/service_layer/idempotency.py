@@ -12,7 +12,7 @@ import json
 import re
 from typing import Any
 
-from gateway.errors import ApiError, validation_failed
+from gateway.api.errors import ApiError, validation_failed
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
