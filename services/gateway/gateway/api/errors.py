@@ -93,7 +93,7 @@ def unauthenticated(problem: str | None = None) -> ApiError:
     return ApiError(401, "UNAUTHENTICATED", message, headers={"WWW-Authenticate": challenge})
 
 
-# --- Framework and request validation errors ---------------------------------------------------------------------------
+# --- Framework and request validation errors ------------------------------------------------------
 
 
 def _field_name(loc: Sequence[str | int]) -> str:

@@ -13,9 +13,17 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from gateway_support import AUDIENCE, ISSUER, KEYS, Backends, bearer, start_gateway, token
 
 from hirepay_dev.procs import REPO_ROOT, Process, free_port, python_module
+from tests.support.gateway_harness import (
+    AUDIENCE,
+    ISSUER,
+    KEYS,
+    Backends,
+    bearer,
+    start_gateway,
+    token,
+)
 
 PROTECTED = "/api/jobs/mine"
 
