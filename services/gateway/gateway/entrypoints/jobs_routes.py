@@ -22,11 +22,7 @@ from gateway.entrypoints.observability import (
     RATE_LIMITED,
 )
 from gateway.service_layer.auth import Principal
-from gateway.service_layer.idempotency import (
-    optional_key,
-    require_key,
-    scoped_request_id,
-)
+from gateway.service_layer.idempotency import optional_key, require_key, scoped_request_id
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
