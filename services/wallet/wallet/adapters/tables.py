@@ -5,6 +5,8 @@ Constraint names are written out in full, exactly as the Alembic revisions creat
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -31,7 +33,7 @@ from hirepay_platform.barrier import barrier_table
 metadata = MetaData()
 
 
-def _created_at() -> Column[object]:
+def _created_at() -> Column[datetime]:
     return Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False)
 
 
