@@ -105,6 +105,10 @@ class FakeLedger:
         self.s.transfers[header.id] = StoredTransfer(record, header.kind, dict(header.fingerprint))
         return T0
 
+    async def release_claim(self, transfer_id: str) -> None:
+        stored = self.s.transfers.pop(transfer_id)
+        assert not stored.record.entries, "only a transfer that posted nothing may be released"
+
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None:
         return self.s.transfers.get(transfer_id)
 

@@ -71,6 +71,10 @@ class LedgerRepository(Protocol):
     async def claim_transfer(self, header: TransferHeader) -> datetime | None:
         """Insert the transfer unless its id exists; its creation time, or None if it existed."""
 
+    async def release_claim(self, transfer_id: str) -> None:
+        """Undo the claim of a transfer this transaction claimed but whose posting was refused (a
+        refused posting changes no balance), so a batch can go on with its other transfers."""
+
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None: ...
 
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
@@ -80,7 +84,7 @@ class LedgerRepository(Protocol):
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
     ) -> PostOutcome:
         """Apply a posting: row changes with the no-overdraft condition, then shards and entries
-        only if every row change passed. With `claim`, the transfer is inserted first, in the same
+        only if every row change passed; a refused posting changes nothing but its claim. With `claim`, the transfer is inserted first, in the same
         statement, unless its id exists (then nothing is applied and `claimed` is False)."""
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,14 +39,17 @@ def _entry_from_row(row: Any, description: str) -> Entry:
 #  0. with :claim, insert the transfer first (ON CONFLICT DO NOTHING waits for an in-flight twin);
 #     if the id is taken, `go` is false and nothing below happens;
 #  1. lock the account rows to change, ascending id (a MATERIALIZED CTE with ORDER BY ... FOR
-#     UPDATE locks in that order);
-#  2. apply each row change only if the account may go negative, is sharded (checked by the caller
-#     under the lock), does not lose availability, or keeps posted - pending >= 0. In READ
-#     COMMITTED the UPDATE re-evaluates that condition on the newest row version;
+#     UPDATE locks in that order), and judge each on the row version the lock returns (in READ
+#     COMMITTED a locking read sees the newest committed version): the change may apply if the
+#     account may go negative, is sharded (checked by the caller under the lock), does not lose
+#     availability, or keeps posted - pending >= 0;
+#  2. only if every row change may apply, apply them all (the UPDATE keeps the same condition as a
+#     guard); a refused posting therefore changes no balance, so a batch can go on after it with
+#     nothing to undo but its claimed transfer row (see release_claim);
 #  3. only if every row change applied (the scalar subquery reads all of step 2 first, so shard
 #     locks are always taken after row locks): lock and change the shards, and write the entries;
-#  4. report whether the id was claimed, the rejected accounts (then the caller rolls back) and
-#     the new entry ids.
+#  4. report whether the id was claimed, the refused accounts (then the caller rolls back or
+#     releases the claim) and the new entry ids.
 _POST = text(
     """
     WITH claimed AS (
@@ -63,20 +66,27 @@ _POST = text(
             CAST(:row_ids AS uuid[]), CAST(:row_posted AS bigint[]), CAST(:row_pending AS bigint[])
         ) AS c(account_id, posted, pending)
     ), locked AS MATERIALIZED (
-        SELECT a.id FROM accounts a
-         WHERE a.id IN (SELECT account_id FROM row_change) AND (SELECT ok FROM go)
+        SELECT a.id,
+               (a.allow_negative OR a.shards > 0 OR c.posted - c.pending >= 0
+                OR a.posted + c.posted - (a.pending + c.pending) >= 0) AS fine
+          FROM accounts a JOIN row_change c ON c.account_id = a.id
+         WHERE (SELECT ok FROM go)
          ORDER BY a.id
-           FOR NO KEY UPDATE
+           FOR NO KEY UPDATE OF a
+    ), judged AS (
+        SELECT (SELECT ok FROM go)
+               AND count(*) FILTER (WHERE fine) = cardinality(CAST(:row_ids AS uuid[])) AS ok
+          FROM locked
     ), changed AS (
         UPDATE accounts a
            SET posted = a.posted + c.posted, pending = a.pending + c.pending
           FROM locked l JOIN row_change c ON c.account_id = l.id
-         WHERE a.id = l.id
+         WHERE a.id = l.id AND (SELECT ok FROM judged)
            AND (a.allow_negative OR a.shards > 0 OR c.posted - c.pending >= 0
                 OR a.posted + c.posted - (a.pending + c.pending) >= 0)
         RETURNING a.id
     ), verdict AS (
-        SELECT (SELECT ok FROM go) AND count(*) = cardinality(CAST(:row_ids AS uuid[])) AS ok
+        SELECT (SELECT ok FROM judged) AND count(*) = cardinality(CAST(:row_ids AS uuid[])) AS ok
           FROM changed
     ), shard_change AS (
         SELECT * FROM unnest(
@@ -110,7 +120,7 @@ _POST = text(
     SELECT (SELECT ok FROM go) AS claimed,
            (SELECT ok FROM verdict) AS ok,
            ARRAY(SELECT CAST(c.account_id AS text) FROM row_change c
-                  WHERE c.account_id NOT IN (SELECT id FROM changed)
+                  WHERE c.account_id NOT IN (SELECT id FROM locked WHERE fine)
                   ORDER BY c.account_id) AS rejected,
            ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids,
            (SELECT count(*) FROM shards_changed) AS shards_changed,
@@ -157,6 +167,11 @@ class SqlLedgerRepository:
             .returning(T.c.created_at)
         )
         return (await self._session.execute(statement)).scalar_one_or_none()
+
+    async def release_claim(self, transfer_id: str) -> None:
+        # Only a transfer this transaction claimed and never posted: it has no entries (an entry
+        # would make the DELETE fail on their foreign key, which is what we want).
+        await self._session.execute(delete(T).where(T.c.id == transfer_id))
 
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None:
         row = (await self._session.execute(select(T).where(T.c.id == transfer_id))).one_or_none()
