@@ -12,11 +12,14 @@ from typing import Any
 import httpx
 
 from gateway.service_layer.auth import issue_token
+from hirepay_dev.benchcpu import CpuMeter
 from hirepay_dev.benchlib import Result, closed_loop
 from hirepay_dev.stack import Ports, Stack
 
 CONCURRENCY = (1, 8, 32)
 SECONDS = 15.0
+QUICK_CONCURRENCY = (1, 8)
+QUICK_SECONDS = 5.0
 
 
 def _stack(pg_url: str) -> Stack:
@@ -29,8 +32,27 @@ def _stack(pg_url: str) -> Stack:
     return Stack(pg_url, Ports.free(), db_suffix="_bench", fresh=True, extra_env=env)
 
 
-async def run(pg_url: str, out: Callable[[str], None], baseline: float | None) -> dict[str, Any]:
-    """Start the whole system on fresh databases, post paid jobs by card, print and return figures."""
+def _meter(pg_url: str, stack: Stack) -> CpuMeter:
+    """CPU of every process of the stack and of the PostgreSQL backends of each service's database."""
+    processes: dict[str, int] = {}
+    for name, process in (("gateway", stack.gateway), ("sandbox", stack.sandbox)):
+        if process is not None and process.popen is not None:
+            processes[name] = process.popen.pid
+    databases: dict[str, str] = {}
+    for name, service in stack.services.items():
+        if service.process.popen is not None:
+            processes[name] = service.process.popen.pid
+        databases[service.database_url.rsplit("/", 1)[-1].split("?")[0]] = name
+    return CpuMeter(pg_url, processes, databases)
+
+
+async def run(
+    pg_url: str, out: Callable[[str], None], baseline: float | None, *, quick: bool = False
+) -> dict[str, Any]:
+    """Start the whole system on fresh databases, post paid jobs by card, print and return figures
+    (throughput, latency, CPU per posting of each process)."""
+    levels = QUICK_CONCURRENCY if quick else CONCURRENCY
+    seconds = QUICK_SECONDS if quick else SECONDS
     stack = await asyncio.to_thread(lambda: _stack(pg_url).start())
     results: list[Result] = []
     run_id = uuid.uuid4().hex[:6]
@@ -42,7 +64,7 @@ async def run(pg_url: str, out: Callable[[str], None], baseline: float | None) -
                 w: {
                     "Authorization": f"Bearer {issue_token(user_id=f'bench-{run_id}-{w}', role='company')}"
                 }
-                for w in range(max(CONCURRENCY))
+                for w in range(max(levels))
             }
             body = {
                 "job": {
@@ -67,12 +89,13 @@ async def run(pg_url: str, out: Callable[[str], None], baseline: float | None) -
                         f"posting failed: {response.status_code} {response.text[:200]}"
                     )
 
-            for concurrency in CONCURRENCY:
+            for concurrency in levels:
                 result = await closed_loop(
                     "pay-to-post (card) via gateway",
                     post_job,
                     concurrency=concurrency,
-                    seconds=SECONDS,
+                    seconds=seconds,
+                    meter=_meter(pg_url, stack),
                 )
                 results.append(result)
                 out(result.line(baseline))

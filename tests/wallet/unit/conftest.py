@@ -145,6 +145,16 @@ class FakeLedger:
             self.s.transfers[transfer_id] = replace(stored, record=record)
         return PostOutcome(entries=written, created_at=T0)
 
+    async def post_many(self, items: list[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+        outcomes = []
+        for header, posting in items:
+            assert not posting.guarded_sharded
+            outcome = await self.post(header.id, posting, header)
+            if outcome.rejected:
+                await self.release_claim(header.id)
+            outcomes.append(outcome)
+        return outcomes
+
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         mine = [
             e

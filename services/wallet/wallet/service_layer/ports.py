@@ -6,7 +6,7 @@ configuration are not here: handlers get them from `Deps` (service_layer/deps.py
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, Self
@@ -86,6 +86,11 @@ class LedgerRepository(Protocol):
         """Apply a posting: row changes with the no-overdraft condition, then shards and entries
         only if every row change passed; a refused posting changes nothing but its claim. With `claim`, the transfer is inserted first, in the same
         statement, unless its id exists (then nothing is applied and `claimed` is False)."""
+
+    async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+        """Claim and post each transfer in order, in one round trip: an outcome per item. Postings
+        with `guarded_sharded` accounts are not allowed here (they need the checked slow path). A
+        refused item changes nothing, its claim included; a taken id applies nothing."""
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         """An account's entries, newest first, with ids below `before_id`."""

@@ -7,7 +7,7 @@ number of legs, so asyncpg's prepared-statement cache serves every call).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -128,6 +128,12 @@ _POST = text(
     """
 )
 
+# A batch of postings in one round trip (migration 0003 defines the function).
+_POST_MANY = text(
+    "SELECT n, status, rejected, entry_ids, created_at"
+    " FROM wallet_post_transfers(CAST(:items AS jsonb)) ORDER BY n"
+)
+
 _LOCK_ACCOUNTS = text(
     "SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
 )
@@ -245,6 +251,48 @@ class SqlLedgerRepository:
                 for entry_id, line in zip(row.entry_ids, entries, strict=True)
             ),
         )
+
+    async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+        if any(posting.guarded_sharded for _, posting in items):
+            raise ValueError("a guarded debit of a sharded account needs the checked slow path")
+        payload = [
+            {
+                "id": header.id,
+                "kind": header.kind,
+                "description": header.description,
+                "metadata": dict(header.metadata),
+                "fingerprint": dict(header.fingerprint),
+                "rows": [[c.account_id, c.posted, c.pending] for c in posting.row_changes],
+                "shards": [[c.account_id, c.shard, c.posted] for c in posting.shard_changes],
+                "entries": [[e.account_id, e.unit, e.amount] for e in posting.entries],
+            }
+            for header, posting in items
+        ]
+        result = await self._session.execute(_POST_MANY, {"items": json.dumps(payload)})
+        outcomes = []
+        for row, (header, posting) in zip(result, items, strict=True):
+            if row.status == "taken":
+                outcomes.append(PostOutcome(claimed=False))
+            elif row.status == "refused":
+                outcomes.append(PostOutcome(rejected=tuple(row.rejected) or ("?",)))
+            else:
+                outcomes.append(
+                    PostOutcome(
+                        created_at=row.created_at,
+                        entries=tuple(
+                            Entry(
+                                id=entry_id,
+                                transfer_id=header.id,
+                                account_id=line.account_id,
+                                unit=line.unit,
+                                amount=line.amount,
+                                created_at=row.created_at,
+                            )
+                            for entry_id, line in zip(row.entry_ids, posting.entries, strict=True)
+                        ),
+                    )
+                )
+        return outcomes
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         query = (

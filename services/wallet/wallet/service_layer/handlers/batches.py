@@ -2,23 +2,23 @@
 its own outcome (the CreateTransfers RPC, and concurrent Transfer calls grouped by the batcher).
 
 One transaction per batch means one BEGIN, one COMMIT and one WAL flush for all of them instead of
-one each. A transfer refused by a business rule fails alone: a refused posting changes no balance
-(the posting statement judges every row before changing any), so all there is to undo is its claimed
-transfer id. A lost race (deadlock) aborts the whole transaction: nothing was committed, so the
+one each, and the postings themselves go to the database in one round trip (the repository's
+`post_many`). A transfer refused by a business rule fails alone: a refused posting changes no
+balance (every account row is judged before any is changed) and its claimed id is given back. A lost race (deadlock) aborts the whole transaction: nothing was committed, so the
 batch is run again; transfer ids keep every retry idempotent.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
 
 from hirepay_platform.errors import Conflict, HirepayError
 from wallet.domain import commands
 from wallet.domain.errors import InsufficientFunds, invalid
-from wallet.domain.ledger import EntryLine, Leg, entries_for_legs, plan_posting
-from wallet.domain.model import AccountRef
+from wallet.domain.ledger import Leg, Posting, entries_for_legs, plan_posting
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.common import apply_posting, transfer_record
 from wallet.service_layer.handlers.transfers import (
@@ -73,7 +73,7 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
     # Every sharded account gets one shard for the whole batch, so a batch locks one shard row per
     # such account (concurrent batches then rarely lock shards in opposite orders).
     shard_key = uuid.uuid4().hex
-    outcomes: list[BatchOutcome] = []
+    outcomes: list[BatchOutcome | None] = [None] * len(prepared)
     async with deps.uow() as uow:
         wanted: set[str] = set()
         for item in prepared:
@@ -81,32 +81,65 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
                 wanted |= legs_accounts(item[1])
         refs = await uow.accounts.refs(wanted)
         now = deps.clock()
-        for item in prepared:
+        # Consecutive ordinary postings go to the database together (one round trip); a guarded
+        # debit of a sharded account takes the checked slow path on its own, in its turn.
+        run: list[tuple[int, TransferHeader, Posting]] = []
+        for i, item in enumerate(prepared):
             if isinstance(item, HirepayError):
-                outcomes.append(BatchOutcome(error=item))
+                outcomes[i] = BatchOutcome(error=item)
                 continue
             header, legs = item
             try:
-                lines = entries_for_legs(legs, refs)
-                result = await _post_one(uow, header, lines, refs, now, shard_key)
+                posting = plan_posting(shard_key, entries_for_legs(legs, refs), refs)
             except HirepayError as exc:
-                outcomes.append(BatchOutcome(error=exc))
-            else:
-                outcomes.append(BatchOutcome(result=result))
+                outcomes[i] = BatchOutcome(error=exc)
+                continue
+            if not posting.guarded_sharded:
+                run.append((i, header, posting))
+                continue
+            await _post_run(uow, run, outcomes, now)
+            run = []
+            outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
+        await _post_run(uow, run, outcomes, now)
         await uow.commit()
-    return outcomes
+    return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
 
 
-async def _post_one(
+def _lost() -> HirepayError:
+    return HirepayError("a transfer of the batch has no outcome", reason="INTERNAL")
+
+
+async def _outcome(call: Awaitable[TransferResult]) -> BatchOutcome:
+    try:
+        return BatchOutcome(result=await call)
+    except HirepayError as exc:
+        return BatchOutcome(error=exc)
+
+
+async def _post_run(
     uow: WalletUnitOfWork,
-    header: TransferHeader,
-    lines: list[EntryLine],
-    refs: dict[str, AccountRef],
+    run: list[tuple[int, TransferHeader, Posting]],
+    outcomes: list[BatchOutcome | None],
     now: datetime,
-    shard_key: str,
+) -> None:
+    """Post ordinary postings in one round trip; replay those whose id was taken."""
+    if not run:
+        return
+    posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run])
+    for (i, header, _), outcome in zip(run, posted, strict=True):
+        if not outcome.claimed:
+            outcomes[i] = await _outcome(replay_transfer(uow, header))
+        elif outcome.rejected:
+            outcomes[i] = BatchOutcome(error=InsufficientFunds(outcome.rejected[0]))
+        else:
+            record = transfer_record(header, outcome.created_at or now, outcome.entries)
+            outcomes[i] = BatchOutcome(result=TransferResult(record))
+
+
+async def _post_checked(
+    uow: WalletUnitOfWork, header: TransferHeader, posting: Posting, now: datetime
 ) -> TransferResult:
-    """Claim and post one transfer of the batch, or replay it; a refusal leaves nothing behind."""
-    posting = plan_posting(shard_key, lines, refs)
+    """One posting on the checked slow path, or its replay; a refusal leaves nothing behind."""
     try:
         outcome = await apply_posting(uow, header.id, posting, claim=header)
     except InsufficientFunds:
