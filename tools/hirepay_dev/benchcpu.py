@@ -71,8 +71,13 @@ async def _query(server_url: str, sql: str) -> list[asyncpg.Record]:
 
 async def local_postmaster(server_url: str) -> int | None:
     """The postmaster's pid when the server runs on this machine (a backend's parent), else None."""
-    rows = await _query(server_url, "SELECT pg_backend_pid() AS pid")
-    parent = parent_pid(rows[0]["pid"])
+    connection = await asyncpg.connect(pg.libpq_url(server_url))
+    try:
+        # Read while connected: the backend exits with the connection.
+        backend = await connection.fetchval("SELECT pg_backend_pid()")
+        parent = parent_pid(backend)
+    finally:
+        await connection.close()
     if parent is None or parent_pid(parent) is None:
         return None  # a remote server: its processes are not ours to see
     return parent
