@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import httpx
 
@@ -49,7 +50,7 @@ def _meter(pg_url: str, stack: Stack) -> CpuMeter:
     for name, service in stack.services.items():
         if service.process.popen is not None:
             processes[name] = service.process.popen.pid
-        databases[service.database_url.rsplit("/", 1)[-1].split("?")[0]] = name
+        databases[urlparse(service.database_url).path.lstrip("/")] = name
     return CpuMeter(pg_url, processes, databases)
 
 

@@ -2,8 +2,8 @@
 
 Each span's own time is its duration less its children's (a child may run in another process: the
 W3C context crosses gRPC), summed per service over a trace, then the median over the traces.
-Provider calls and database commits have no spans of their own: they are part of the own time of
-the service that makes them (payments for the provider; every service for its commits).
+Each service's database COMMITs have their own spans ("db.commit", shown as "<service> commit");
+provider calls have none yet: they are part of payments' own time.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def own_time_by_hop(trace: Iterable[dict[str, Any]]) -> dict[str, float]:
     for span in spans:
         duration = span["end_ns"] - span["start_ns"]
         own = max(0.0, duration - children.get(span["span_id"], 0.0))
-        hops[f"{span['service']}"] += own / 1e6
+        hop = f"{span['service']} commit" if span["name"] == "db.commit" else span["service"]
+        hops[hop] += own / 1e6
         if not span["parent_span_id"] or span["parent_span_id"] not in ids:
             hops["total"] = max(hops.get("total", 0.0), duration / 1e6)
     hops["calls"] = float(len(spans))
@@ -83,6 +84,6 @@ def budget_line(result: dict[str, float]) -> str:
     return (
         f"    latency budget by hop, median ms over {int(result['traces'])} postings (c=1, traced): "
         f"total {result.get('total', 0.0):.1f} = {hops}  "
-        f"(spans per posting {result.get('calls', 0.0):.0f}; provider calls are inside payments, "
-        "database commits inside each service: they have no spans)"
+        f"(spans per posting {result.get('calls', 0.0):.0f}; provider calls have no spans: "
+        "they are inside payments)"
     )
