@@ -88,9 +88,10 @@ class LedgerRepository(Protocol):
         statement, unless its id exists (then nothing is applied and `claimed` is False)."""
 
     async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
-        """Claim and post each transfer in order, in one round trip: an outcome per item. Postings
-        with `guarded_sharded` accounts are not allowed here (they need the checked slow path). A
-        refused item changes nothing, its claim included; a taken id applies nothing."""
+        """Claim and post each transfer in order, set-based (a few round trips for the lot): an
+        outcome per item. Ids must be distinct, and postings with `guarded_sharded` accounts are
+        not allowed here (they need the checked slow path). A refused item changes nothing, its
+        claim included; a taken id applies nothing."""
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         """An account's entries, newest first, with ids below `before_id`."""

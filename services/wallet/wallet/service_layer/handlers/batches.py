@@ -2,8 +2,8 @@
 its own outcome (the CreateTransfers RPC, and concurrent Transfer calls grouped by the batcher).
 
 One transaction per batch means one BEGIN, one COMMIT and one WAL flush for all of them instead of
-one each, and the postings themselves go to the database in one round trip (the repository's
-`post_many`). A transfer refused by a business rule fails alone: a refused posting changes no
+one each; and the postings themselves are written set-based (the repository's `post_many`: claim
+every id, lock every account row once, apply each account's net change once). A transfer refused by a business rule fails alone: a refused posting changes no
 balance (every account row is judged before any is changed) and its claimed id is given back. A lost race (deadlock) aborts the whole transaction: nothing was committed, so the
 batch is run again; transfer ids keep every retry idempotent.
 """
@@ -94,6 +94,10 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
             except HirepayError as exc:
                 outcomes[i] = BatchOutcome(error=exc)
                 continue
+            if any(header.id == other.id for _, other, _ in run):
+                # A repeated id waits for the outcome of its first occurrence (posted: replayed).
+                await _post_run(uow, run, outcomes, now)
+                run = []
             if not posting.guarded_sharded:
                 run.append((i, header, posting))
                 continue
@@ -122,8 +126,13 @@ async def _post_run(
     outcomes: list[BatchOutcome | None],
     now: datetime,
 ) -> None:
-    """Post ordinary postings in one round trip; replay those whose id was taken."""
+    """Post ordinary postings set-based; replay those whose id was taken. A lone posting takes the
+    one-statement path (one round trip instead of two)."""
     if not run:
+        return
+    if len(run) == 1:
+        i, header, posting = run[0]
+        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
         return
     posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run])
     for (i, header, _), outcome in zip(run, posted, strict=True):
@@ -139,7 +148,8 @@ async def _post_run(
 async def _post_checked(
     uow: WalletUnitOfWork, header: TransferHeader, posting: Posting, now: datetime
 ) -> TransferResult:
-    """One posting on the checked slow path, or its replay; a refusal leaves nothing behind."""
+    """One posting on its own (the checked slow path when it debits a sharded account), or its
+    replay; a refusal leaves nothing behind."""
     try:
         outcome = await apply_posting(uow, header.id, posting, claim=header)
     except InsufficientFunds:
