@@ -10,6 +10,7 @@ from wallet.domain import commands
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
 from wallet.service_layer.handlers.transfers import TransferResult
+from wallet.service_layer.metrics import GROUPED_BATCH_SIZE
 
 _Waiting = tuple[commands.Transfer, "asyncio.Future[TransferResult]"]
 RunBatch = Callable[[commands.CreateTransfers, Deps], Awaitable[list[BatchOutcome]]]
@@ -73,6 +74,7 @@ class TransferBatcher:
             return
         batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
         self._in_flight += 1
+        GROUPED_BATCH_SIZE.observe(len(batch))
         task = asyncio.get_running_loop().create_task(self._post(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
