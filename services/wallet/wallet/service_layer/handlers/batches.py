@@ -70,8 +70,8 @@ async def create_transfers(cmd: commands.CreateTransfers, deps: Deps) -> list[Ba
 
 
 async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcome]:
-    # Every sharded account gets one shard for the whole batch, so a batch locks one shard row per
-    # such account (concurrent batches then rarely lock shards in opposite orders).
+    # Every sharded account gets one shard for the whole batch, so a batch changes one shard row per
+    # such account, once (concurrent batches then rarely lock shards in opposite orders).
     shard_key = uuid.uuid4().hex
     outcomes: list[BatchOutcome | None] = [None] * len(prepared)
     async with deps.uow() as uow:
@@ -81,9 +81,10 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
                 wanted |= legs_accounts(item[1])
         refs = await uow.accounts.refs(wanted)
         now = deps.clock()
-        # Consecutive ordinary postings go to the database together (one round trip); a guarded
-        # debit of a sharded account takes the checked slow path on its own, in its turn.
+        # Consecutive ordinary postings are written together, set-based; a guarded debit of a
+        # sharded account takes the checked slow path on its own, in its turn.
         run: list[tuple[int, TransferHeader, Posting]] = []
+        run_ids: set[str] = set()
         for i, item in enumerate(prepared):
             if isinstance(item, HirepayError):
                 outcomes[i] = BatchOutcome(error=item)
@@ -94,15 +95,16 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
             except HirepayError as exc:
                 outcomes[i] = BatchOutcome(error=exc)
                 continue
-            if any(header.id == other.id for _, other, _ in run):
+            if header.id in run_ids:
                 # A repeated id waits for the outcome of its first occurrence (posted: replayed).
                 await _post_run(uow, run, outcomes, now)
-                run = []
+                run, run_ids = [], set()
             if not posting.guarded_sharded:
                 run.append((i, header, posting))
+                run_ids.add(header.id)
                 continue
             await _post_run(uow, run, outcomes, now)
-            run = []
+            run, run_ids = [], set()
             outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
         await _post_run(uow, run, outcomes, now)
         await uow.commit()
