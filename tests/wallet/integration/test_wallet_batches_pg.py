@@ -152,36 +152,60 @@ async def test_a_hundred_grouped_transfers_take_exactly_what_is_affordable(ledge
     assert await ledger.balances(alice, bob) == [(10, 0), (990 + 20 * 10, 0)]
 
 
-class CommitKiller:
-    """Makes units of work whose commit, for the chosen batches, first has the database connection
-    terminated by the server (as a crash or a failover would), so the COMMIT never completes."""
+class ConnectionKiller:
+    """Makes units of work whose database connection, for the chosen batches, is terminated by the
+    server (as a crash or a failover would) either mid-batch (before its postings are written) or
+    at COMMIT (the COMMIT never completes)."""
 
-    def __init__(self, sessions, kill_batches: set[int]) -> None:
+    def __init__(self, sessions, kill_batches: set[int], where: str) -> None:
         self.sessions = sessions
         self.kill_batches = kill_batches
+        self.where = where
         self.count = 0
+
+    async def kill(self, session) -> None:
+        pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar()
+        async with self.sessions() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
 
     def __call__(self) -> SqlWalletUnitOfWork:
         self.count += 1
-        number, killer = self.count, self
+        doomed = self.count in self.kill_batches
+        killer = self
 
-        class KilledAtCommit(SqlWalletUnitOfWork):
+        class Killed(SqlWalletUnitOfWork):
+            def _attach(self, session) -> None:
+                super()._attach(session)
+                post_many, post = self.ledger.post_many, self.ledger.post
+
+                async def post_many_then_die(items):
+                    if doomed and killer.where == "mid-batch":
+                        await killer.kill(session)
+                    return await post_many(items)
+
+                async def post_then_die(*args, **kwargs):
+                    if doomed and killer.where == "mid-batch":
+                        await killer.kill(session)
+                    return await post(*args, **kwargs)
+
+                self.ledger.post_many = post_many_then_die
+                self.ledger.post = post_then_die
+
             async def commit(self) -> None:
-                if number in killer.kill_batches:
-                    pid = (await self.session.execute(text("SELECT pg_backend_pid()"))).scalar()
-                    async with killer.sessions() as admin:
-                        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                if doomed and killer.where == "commit":
+                    await killer.kill(self.session)
                 await super().commit()
 
-        return KilledAtCommit(self.sessions)
+        return Killed(self.sessions)
 
 
-async def test_nothing_is_acknowledged_before_commit(ledger, sessions, clock):
-    """Batches whose connection dies at COMMIT fail every caller in them; every caller told
-    "posted" has a committed transfer, and no refused caller's transfer exists."""
+@pytest.mark.parametrize("where", ["mid-batch", "commit"])
+async def test_nothing_is_acknowledged_before_commit(ledger, sessions, clock, where):
+    """Batches whose connection dies fail every caller in them; every caller told "posted" has a
+    committed transfer, and no refused caller's transfer exists."""
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 10_000)
-    killer = CommitKiller(sessions, kill_batches={2, 4})
+    killer = ConnectionKiller(sessions, kill_batches={2, 4}, where=where)
     batcher = TransferBatcher(
         Deps(uow=killer, clock=clock), max_items=10, window_seconds=0.002, max_in_flight=2
     )
