@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hirepay_platform.tcc import TccBranch
+from payments.domain.events import EventType
 from payments.domain.model import (
     _RANK,
-    EventType,
     Method,
     Payment,
     PaymentState,
     PendingOp,
-    TccBranch,
 )
 from payments.domain.provider import IntentStatus, ProviderErrorInfo, ProviderIntent
 

@@ -12,8 +12,9 @@ from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from payments.domain import commands
 from payments.entrypoints import conversions as conv
-from payments.service_layer import handlers, subscriptions, webhooks
-from payments.service_layer.handlers import Deps, PaymentResult
+from payments.service_layer import handlers
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers import PaymentResult, subscriptions, webhooks
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 STREAM_POLL_SECONDS = 0.15

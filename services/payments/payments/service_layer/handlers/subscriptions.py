@@ -10,16 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from hirepay_platform import money
+from hirepay_platform.fingerprint import decode, encode, fingerprint, first_mismatch
 from hirepay_platform.ids import new_id
+from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
-from payments.domain.model import (
-    AuditEntry,
-    EventType,
-    Payment,
-    Transaction,
-    TxnStatus,
-    UserType,
-)
+from payments.domain.events import AuditEntry, EventType
+from payments.domain.model import Payment
 from payments.domain.plans import Plan, find_plan
 from payments.domain.provider import (
     CheckoutRequest,
@@ -29,10 +25,13 @@ from payments.domain.provider import (
     ProviderCheckout,
     ProviderIntent,
 )
+from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer import metrics
-from payments.service_layer.handlers import Deps, drive, fingerprint, first_mismatch, publish
-from payments.service_layer.provider_calls import CallRecord, call
-from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.engine import drive
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.shared import publish
+from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ SUPPORTED_METHODS = frozenset({"STRIPE"})
 
 
 def list_plans(deps: Deps, user_type: UserType | None = None) -> list[Plan]:
-    return [p for p in deps.policy.plans if user_type is None or p.user_type is user_type]
+    return [p for p in deps.config.plans if user_type is None or p.user_type is user_type]
 
 
 def _validate(cmd: commands.Subscribe) -> UserType:
@@ -68,17 +67,18 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
     """Start a purchase: a PENDING transaction and a hosted checkout session; refused while the
     user has an active subscription. A repeat (same request_id) returns the same transaction."""
     user_type = _validate(cmd)
-    plan = find_plan(deps.policy.plans, cmd.plan, user_type)
+    plan = find_plan(deps.config.plans, cmd.plan, user_type)
     amount, currency = plan.price(cmd.currency)
-    print_ = fingerprint({"plan": plan.code, "currency": currency, "email": cmd.email})
+    # Fields in name order: a reused request id is refused naming the first field that differs.
+    print_ = fingerprint({"currency": currency, "email": cmd.email, "plan": plan.code})
     async with deps.uow as uow:
-        now = uow.clock()
+        now = deps.clock()
         await uow.transactions.lock_user(user_type, cmd.user_id)
         txn = await uow.transactions.get_by_request(user_type, cmd.user_id, cmd.request_id)
         if txn is not None:
-            mismatch = first_mismatch(txn.metadata.get("fingerprint", "{}"), print_)
+            mismatch = first_mismatch(decode(txn.metadata.get("fingerprint", "")), print_)
             if mismatch:
-                raise errors.IdempotencyMismatch(f"request {cmd.request_id}", mismatch)
+                raise IdempotencyMismatch(f"request {cmd.request_id}", mismatch)
             if txn.checkout_url or txn.status is not TxnStatus.PENDING:
                 return txn
         else:
@@ -104,9 +104,9 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
                 created_at=now,
                 updated_at=now,
                 checkout_key=f"subscribe:{txn_id}",
-                expires_at=now + timedelta(seconds=deps.policy.checkout_ttl_seconds),
+                expires_at=now + timedelta(seconds=deps.config.checkout_ttl_seconds),
                 metadata={
-                    "fingerprint": print_,
+                    "fingerprint": encode(print_),
                     "subsystem": "job_manager" if user_type is UserType.COMPANY else "applicant",
                 },
             )
@@ -147,7 +147,7 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
         currency=txn.currency,
         product_name=f"{plan.name}",
         success_url=txn.return_url,
-        cancel_url=deps.policy.cancel_url(txn.id),
+        cancel_url=deps.config.cancel_url(txn.id),
         metadata={
             "type": "subscription",
             "transaction_id": txn.id,
@@ -172,7 +172,7 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc
     async with deps.uow as uow:
-        now = uow.clock()
+        now = deps.clock()
         stored = await uow.transactions.get(txn.id, for_update=True)
         assert stored is not None
         if customer_id and not stored.provider_customer_id:
@@ -227,7 +227,7 @@ async def apply_to_transaction(
     cancel: bool = False,
 ) -> Transaction:
     """Apply the provider's current view to a transaction (in the caller's transaction)."""
-    now = uow.clock()
+    now = deps.clock()
     txn = await uow.transactions.get(txn_id, for_update=True)
     if txn is None:
         raise errors.TransactionNotFound(txn_id)
@@ -261,7 +261,7 @@ async def apply_to_transaction(
                 transaction_id=txn.id,
             )
         )
-    await publish(uow, deps.policy, events, now, txn=txn)
+    await publish(uow, deps.config, events, now, txn=txn)
     return txn
 
 
@@ -317,14 +317,14 @@ async def cancel_checkout(cmd: commands.CancelCheckout, deps: Deps) -> CancelRes
 async def _cancel_payment_checkout(payment_id: str, deps: Deps) -> CancelResult:
     """A job-posting checkout cancelled by the customer: void the payment (expire the session)."""
     async with deps.uow as uow:
-        now = uow.clock()
+        now = deps.clock()
         payment = await uow.payments.get(payment_id, for_update=True)
         if payment is None:
             raise errors.PaymentNotFound(payment_id)
         must_call = False
         if not payment.void_requested:
             must_call = payment.request_void("checkout cancelled by the customer", now)
-            payment.lease(now, deps.policy.lease_seconds)
+            payment.lease(now, deps.config.lease_seconds)
             await uow.payments.save(payment)
             await uow.audit.add(
                 AuditEntry(
@@ -344,7 +344,7 @@ async def _cancel_payment_checkout(payment_id: str, deps: Deps) -> CancelResult:
 async def sync_stale_transactions(deps: Deps, *, limit: int = 20) -> int:
     """Settle PENDING transactions whose checkout expired without a webhook reaching us."""
     async with deps.uow as uow:
-        stale = await uow.transactions.list_stale_pending(uow.clock(), limit)
+        stale = await uow.transactions.list_stale_pending(deps.clock(), limit)
     for txn in stale:
         if not txn.provider_transaction_id:
             async with deps.uow as uow:
@@ -377,7 +377,7 @@ async def sync_stale_transactions(deps: Deps, *, limit: int = 20) -> int:
             else:
                 fresh = await uow.transactions.get(txn.id, for_update=True)
                 if fresh is not None:
-                    fresh.updated_at = uow.clock()  # look again in a minute
+                    fresh.updated_at = deps.clock()  # look again in a minute
                     await uow.transactions.save(fresh)
             for record in records:
                 await uow.audit.add(record.audit("poller", transaction_id=txn.id))

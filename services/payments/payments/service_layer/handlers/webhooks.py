@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from payments.domain import commands, errors
-from payments.domain.model import AuditEntry, Payment, Transaction
+from payments.domain.events import AuditEntry
+from payments.domain.model import Payment
 from payments.domain.provider import (
     InvalidRequest,
     OutcomeUnknown,
@@ -23,11 +24,14 @@ from payments.domain.provider import (
     ProviderIntent,
     SignatureInvalid,
 )
+from payments.domain.transactions import Transaction
 from payments.service_layer import metrics
-from payments.service_layer.handlers import Deps, drive, publish, refund_if_voided
-from payments.service_layer.provider_calls import CallRecord, call
-from payments.service_layer.subscriptions import apply_to_transaction
-from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.engine import drive
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.shared import publish, refund_if_voided
+from payments.service_layer.handlers.subscriptions import apply_to_transaction
+from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +80,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             metadata={"event_id": event.id},
         ) from None
     async with deps.uow as uow:
-        now = uow.clock()
+        now = deps.clock()
         inserted = await uow.events.add(
             provider=deps.provider.name,
             event_id=event.id,
@@ -113,7 +117,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
             for record in records:
                 await uow.audit.add(record.audit("webhook", payment_id=p.id))
-            await publish(uow, deps.policy, events, now, payment=p)
+            await publish(uow, deps.config, events, now, payment=p)
         elif txn is not None:
             before_status = txn.status
             t = await apply_to_transaction(uow, deps, txn.id, session, intent, actor="webhook")
@@ -165,7 +169,7 @@ async def _store(
             payload=payload,
             applied=applied,
             provider_created_at=event.created,
-            received_at=uow.clock(),
+            received_at=deps.clock(),
         )
         await uow.commit()
     metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if inserted else "duplicate").inc()
