@@ -9,13 +9,7 @@ import pytest
 from hirepay_platform.tcc import TccBranch
 from payments.domain import errors
 from payments.domain.events import EventType
-from payments.domain.model import (
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-    decline_reason,
-)
+from payments.domain.model import Method, Payment, PaymentState, PendingOp, decline_reason
 from payments.domain.plans import DEFAULT_PLANS, find_plan, parse_plans
 from payments.domain.provider import (
     CheckoutStatus,

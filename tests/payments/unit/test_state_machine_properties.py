@@ -10,13 +10,7 @@ from hypothesis import strategies as st
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain.events import EventType
-from payments.domain.model import (
-    _RANK,
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-)
+from payments.domain.model import _RANK, Method, Payment, PaymentState, PendingOp
 from payments.domain.provider import IntentStatus, ProviderErrorInfo, ProviderIntent
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -88,6 +88,13 @@ _INTENT_STATE: dict[IntentStatus, PaymentState] = {
     IntentStatus.SUCCEEDED: PaymentState.CAPTURED,
 }
 
+# Intent statuses that move a payment to one state with nothing else to record.
+_DIRECT_STATE: dict[IntentStatus, PaymentState] = {
+    IntentStatus.REQUIRES_CAPTURE: PaymentState.AUTHORIZED,
+    IntentStatus.PROCESSING: PaymentState.PROCESSING,
+    IntentStatus.CANCELED: PaymentState.VOIDED,
+}
+
 
 def decline_reason(error: ProviderErrorInfo) -> FailureReason:
     """The contract's reason for a provider decline."""
@@ -346,14 +353,12 @@ class Payment:
     def _take_intent_status(self, intent: ProviderIntent) -> None:
         """Move to the state an intent's (not stale) status means."""
         status = intent.status
-        if status is IntentStatus.REQUIRES_CAPTURE:
-            self._set(PaymentState.AUTHORIZED)
+        if status in _DIRECT_STATE:
+            self._set(_DIRECT_STATE[status])
         elif status is IntentStatus.SUCCEEDED:
             self.captured_minor = intent.amount_received or intent.amount_minor
             if self.state not in TAKEN:
                 self._set(PaymentState.CAPTURED)
-        elif status is IntentStatus.PROCESSING:
-            self._set(PaymentState.PROCESSING)
         elif status in (IntentStatus.REQUIRES_ACTION, IntentStatus.REQUIRES_CONFIRMATION):
             self._set(PaymentState.REQUIRES_ACTION)
             if intent.next_action_url:
@@ -363,8 +368,6 @@ class Payment:
                 self.fail(intent.last_error)
             elif self.state is PaymentState.UNKNOWN:
                 self._set(PaymentState.REQUIRES_ACTION)
-        elif status is IntentStatus.CANCELED:
-            self._set(PaymentState.VOIDED)
 
     def _set(self, state: PaymentState) -> None:
         if state is not PaymentState.FAILED:

@@ -16,7 +16,7 @@ from payments.adapters.callbacks import CallbackSender
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers, metrics
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import subscriptions
+from payments.service_layer.handlers import checkouts
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ async def run_poller(deps: Callable[[], Deps], stop: asyncio.Event, *, interval:
         worked = 0
         try:
             worked = await handlers.poll_due(deps())
-            await subscriptions.sync_stale_transactions(deps())
+            await checkouts.sync_stale_transactions(deps())
         except Exception:
             log.exception("poller round failed")
         await _sleep(stop, 0.05 if worked else interval)

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from hirepay_platform.errors import HirepayError
+from hirepay_platform.reasons import FailureReason
 from payments.domain.events import AuditEntry, EventType
-from payments.domain.model import (
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-)
+from payments.domain.model import Method, Payment, PaymentState, PendingOp
 from payments.domain.provider import (
     AuthorizeIntent,
     CardDeclined,
@@ -37,10 +34,7 @@ from payments.service_layer import metrics
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
-from payments.service_layer.handlers.shared import (
-    publish,
-    refund_if_voided,
-)
+from payments.service_layer.handlers.shared import publish, refund_if_voided
 
 log = logging.getLogger(__name__)
 
@@ -255,6 +249,7 @@ async def _record_step(
     refused: InvalidRequest | None,
     unknown: OutcomeUnknown | None,
 ) -> Step:
+    """Record what one round of provider work learnt, in one local transaction."""
     config = deps.config
     async with deps.uow as uow:
         now = deps.clock()
@@ -271,51 +266,73 @@ async def _record_step(
             if declined.intent_id and not p.provider_payment_id:
                 p.provider_payment_id = declined.intent_id
             events += p.decline(declined.error, now)
-        if refused is not None and intent is None and checkout is None:
-            if p.pending_op is PendingOp.AUTHORIZE:
-                reason = (
-                    "INVALID_PAYMENT_DETAILS"
-                    if refused.about_payment_method
-                    else "VALIDATION_FAILED"
-                )
-                err = ProviderErrorInfo(refused.code, "", refused.message, refused.param)
-                events += p.decline(err, now, reason)
-            else:
-                p.pending_op = None
-        elif refused is not None and p.pending_op in (PendingOp.CAPTURE, PendingOp.VOID):
-            # The provider's current state was applied; what it refused cannot be done.
-            p.pending_op = None if not p.void_requested else p.pending_op
+        if refused is not None:
+            events += _apply_refusal(p, refused, intent is None and checkout is None, now)
         if unknown is not None and (p.pending_op is not None or p.state is PaymentState.UNKNOWN):
             p.mark_unknown(timeout=unknown.timeout, message=unknown.message, now=now)
-        if p.needs_provider_work():
-            if unknown is not None or refused is not None:
-                p.schedule_poll(now, config.poll_base, config.poll_max)
-            else:
-                p.next_poll_at = now  # more to do at once (e.g. a void after authorization)
-        else:
-            p.finish_step(now)
+        _schedule_next(p, config, now, retry_later=unknown is not None or refused is not None)
         await refund_if_voided(uow, p, now, actor)
         await uow.payments.save(p)
         for record in records:
             await uow.audit.add(record.audit(actor, payment_id=p.id))
         if before is not p.state or pending is not p.pending_op:
-            await uow.audit.add(
-                AuditEntry(
-                    action="transition",
-                    actor=actor,
-                    reason=f"{before.value} -> {p.state.value}",
-                    details={
-                        "from": before.value,
-                        "to": p.state.value,
-                        "pending_op": p.pending_op.value if p.pending_op else "",
-                        "failure_reason": p.failure_reason,
-                        "failure_code": p.failure_code,
-                    },
-                    payment_id=p.id,
-                )
-            )
+            await uow.audit.add(_transition_audit(p, before, actor))
         await publish(uow, config, events, now, payment=p)
         await uow.commit()
+    _report_step(p, before, unknown, actor)
+    return Step(p, declined, refused, unknown)
+
+
+def _apply_refusal(
+    p: Payment, refused: InvalidRequest, unanswered: bool, now: datetime
+) -> list[EventType]:
+    """The provider refused the call. `unanswered`: no current view of the payment was learnt."""
+    if unanswered:
+        if p.pending_op is PendingOp.AUTHORIZE:
+            reason = (
+                FailureReason.INVALID_PAYMENT_DETAILS
+                if refused.about_payment_method
+                else FailureReason.VALIDATION_FAILED
+            )
+            err = ProviderErrorInfo(refused.code, "", refused.message, refused.param)
+            return p.decline(err, now, reason)
+        p.pending_op = None
+    elif p.pending_op in (PendingOp.CAPTURE, PendingOp.VOID):
+        # The provider's current state was applied; what it refused cannot be done.
+        p.pending_op = None if not p.void_requested else p.pending_op
+    return []
+
+
+def _schedule_next(p: Payment, config: Policy, now: datetime, *, retry_later: bool) -> None:
+    """When the poller looks at the payment again (never, if nothing is left to do)."""
+    if not p.needs_provider_work():
+        p.finish_step(now)
+    elif retry_later:
+        p.schedule_poll(now, config.poll_base, config.poll_max)
+    else:
+        p.next_poll_at = now  # more to do at once (e.g. a void after authorization)
+
+
+def _transition_audit(p: Payment, before: PaymentState, actor: str) -> AuditEntry:
+    return AuditEntry(
+        action="transition",
+        actor=actor,
+        reason=f"{before.value} -> {p.state.value}",
+        details={
+            "from": before.value,
+            "to": p.state.value,
+            "pending_op": p.pending_op.value if p.pending_op else "",
+            "failure_reason": p.failure_reason,
+            "failure_code": p.failure_code,
+        },
+        payment_id=p.id,
+    )
+
+
+def _report_step(
+    p: Payment, before: PaymentState, unknown: OutcomeUnknown | None, actor: str
+) -> None:
+    """Metrics and logs of a recorded step (after its commit)."""
     if before is PaymentState.UNKNOWN and p.state is not PaymentState.UNKNOWN:
         metrics.UNKNOWN_RESOLVED.labels(p.state.value).inc()
     if before is not p.state:
@@ -333,7 +350,6 @@ async def _record_step(
             unknown.message,
             p.next_poll_at.isoformat() if p.next_poll_at else "-",
         )
-    return Step(p, declined, refused, unknown)
 
 
 async def drive(deps: Deps, payment: Payment, *, actor: str, direct: bool) -> Step:

@@ -7,26 +7,16 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from hirepay_platform.ids import new_id
-from hirepay_platform.tcc import (
-    IdempotencyMismatch,
-)
+from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
 from payments.domain.events import AuditEntry, EventType
-from payments.domain.model import (
-    Payment,
-)
-from payments.domain.provider import (
-    CardDeclined,
-    InvalidRequest,
-    OutcomeUnknown,
-)
+from payments.domain.model import Payment
+from payments.domain.provider import CardDeclined, InvalidRequest, OutcomeUnknown
 from payments.domain.refunds import Refund, RefundStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
-from payments.service_layer.handlers.shared import (
-    publish,
-)
+from payments.service_layer.handlers.shared import publish
 
 log = logging.getLogger(__name__)
 

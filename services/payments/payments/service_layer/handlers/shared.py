@@ -11,14 +11,8 @@ from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.ids import new_id
 from payments.domain import errors
 from payments.domain.events import AuditEntry, EventType, OutboxEvent
-from payments.domain.model import (
-    Payment,
-    PaymentState,
-    decline_error,
-)
-from payments.domain.provider import (
-    ProviderErrorInfo,
-)
+from payments.domain.model import Payment, PaymentState, decline_error
+from payments.domain.provider import ProviderErrorInfo
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction
 from payments.service_layer import metrics

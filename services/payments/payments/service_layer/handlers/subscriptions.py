@@ -1,12 +1,10 @@
-"""Subscription use cases of the shared Payment API (API-1, API-2, API-6): plans, Subscribe through
-a hosted checkout, verification, cancellation, and settling a transaction from the provider's view.
-"""
+"""Subscription use cases of the shared Payment API (API-1, API-2): plans, Subscribe through a
+hosted checkout, and reading a transaction (settling it lives in handlers/checkouts.py)."""
 
 from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 
 from hirepay_platform import money
@@ -14,24 +12,17 @@ from hirepay_platform.fingerprint import decode, encode, fingerprint, first_mism
 from hirepay_platform.ids import new_id
 from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
-from payments.domain.events import AuditEntry, EventType
-from payments.domain.model import Payment
+from payments.domain.events import AuditEntry
 from payments.domain.plans import Plan, find_plan
 from payments.domain.provider import (
     CheckoutRequest,
-    CheckoutStatus,
     InvalidRequest,
     OutcomeUnknown,
     ProviderCheckout,
-    ProviderIntent,
 )
 from payments.domain.transactions import Transaction, TxnStatus, UserType
-from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.provider_calls import CallRecord, call
-from payments.service_layer.handlers.shared import publish
-from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +59,22 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
     user has an active subscription. A repeat (same request_id) returns the same transaction."""
     user_type = _validate(cmd)
     plan = find_plan(deps.config.plans, cmd.plan, user_type)
+    txn, done = await _find_or_start(cmd, deps, user_type, plan, actor)
+    if done:
+        return txn
+    records: list[CallRecord] = []
+    customer_id, session, failure = await _open_checkout(deps, txn, plan, records)
+    stored = await _record_checkout(deps, txn, customer_id, session, records, actor)
+    if failure is not None:
+        _raise_checkout_failure(failure, txn.id)
+    return stored
+
+
+async def _find_or_start(
+    cmd: commands.Subscribe, deps: Deps, user_type: UserType, plan: Plan, actor: str
+) -> tuple[Transaction, bool]:
+    """The request's transaction: the stored one (True if it needs nothing more), or a new
+    PENDING one, committed before any provider call."""
     amount, currency = plan.price(cmd.currency)
     # Fields in name order: a reused request id is refused naming the first field that differs.
     print_ = fingerprint({"currency": currency, "email": cmd.email, "plan": plan.code})
@@ -80,7 +87,7 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
             if mismatch:
                 raise IdempotencyMismatch(f"request {cmd.request_id}", mismatch)
             if txn.checkout_url or txn.status is not TxnStatus.PENDING:
-                return txn
+                return txn, True
         else:
             active = await uow.transactions.latest_active(user_type, cmd.user_id, now.date())
             if active is not None and active.subscription_end is not None:
@@ -126,7 +133,14 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
                 )
             )
             await uow.commit()
-    records: list[CallRecord] = []
+    return txn, False
+
+
+async def _open_checkout(
+    deps: Deps, txn: Transaction, plan: Plan, records: list[CallRecord]
+) -> tuple[str, ProviderCheckout | None, Exception | None]:
+    """The provider's customer and hosted checkout session (each keyed, so a repeat reuses them);
+    returns the customer id, the session and what went wrong, if anything."""
     failure: Exception | None = None
     session: ProviderCheckout | None = None
     customer_id = txn.provider_customer_id
@@ -171,6 +185,18 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
             )
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc
+    return customer_id, session, failure
+
+
+async def _record_checkout(
+    deps: Deps,
+    txn: Transaction,
+    customer_id: str,
+    session: ProviderCheckout | None,
+    records: list[CallRecord],
+    actor: str,
+) -> Transaction:
+    """Store what the provider gave (customer, session) and the audit of its calls."""
     async with deps.uow as uow:
         now = deps.clock()
         stored = await uow.transactions.get(txn.id, for_update=True)
@@ -189,8 +215,13 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
         for record in records:
             await uow.audit.add(record.audit(actor or txn.user_id, transaction_id=txn.id))
         await uow.commit()
+    return stored
+
+
+def _raise_checkout_failure(failure: Exception, transaction_id: str) -> None:
+    """The error a caller gets when the checkout could not be opened."""
     if isinstance(failure, OutcomeUnknown):
-        meta = {"transaction_id": txn.id, "retry": "true"}
+        meta = {"transaction_id": transaction_id, "retry": "true"}
         if failure.timeout:
             raise errors.PaymentTimeout(
                 "the payment provider did not respond in time", metadata=meta
@@ -198,7 +229,6 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
         raise errors.ProviderUnavailable("the payment provider is unavailable", metadata=meta)
     if isinstance(failure, InvalidRequest):
         raise errors.ValidationError(f"the provider refused the checkout: {failure.message}")
-    return stored
 
 
 async def get_transaction(transaction_id: str, deps: Deps) -> Transaction:
@@ -207,179 +237,3 @@ async def get_transaction(transaction_id: str, deps: Deps) -> Transaction:
     if txn is None:
         raise errors.TransactionNotFound(transaction_id)
     return txn
-
-
-@dataclass(frozen=True, slots=True)
-class CancelResult:
-    transaction: Transaction | None
-    payment: Payment | None
-    redirect_url: str
-
-
-async def apply_to_transaction(
-    uow: PaymentsUnitOfWork,
-    deps: Deps,
-    txn_id: str,
-    session: ProviderCheckout | None,
-    intent: ProviderIntent | None,
-    *,
-    actor: str,
-    cancel: bool = False,
-) -> Transaction:
-    """Apply the provider's current view to a transaction (in the caller's transaction)."""
-    now = deps.clock()
-    txn = await uow.transactions.get(txn_id, for_update=True)
-    if txn is None:
-        raise errors.TransactionNotFound(txn_id)
-    before = txn.status
-    events: list[EventType] = []
-    if session is not None:
-        starts_after = None
-        if txn.status is not TxnStatus.SUCCESS:
-            active = await uow.transactions.latest_active(txn.user_type, txn.user_id, now.date())
-            if active is not None and active.id != txn.id:
-                starts_after = active.subscription_end
-        events += txn.apply_checkout(session, intent, now.date(), starts_after, now)
-    if cancel:
-        events += txn.cancel(now)
-    await uow.transactions.save(txn)
-    if before is not txn.status:
-        metrics.SUBSCRIPTIONS.labels(txn.user_type.value, txn.status.value).inc()
-        await uow.audit.add(
-            AuditEntry(
-                action="transition",
-                actor=actor,
-                reason=f"{before.value} -> {txn.status.value}",
-                details={
-                    "from": before.value,
-                    "to": txn.status.value,
-                    "failure_code": txn.failure_code,
-                    "subscription_end_date": (
-                        txn.subscription_end.isoformat() if txn.subscription_end else ""
-                    ),
-                },
-                transaction_id=txn.id,
-            )
-        )
-    await publish(uow, deps.config, events, now, txn=txn)
-    return txn
-
-
-async def cancel_checkout(cmd: commands.CancelCheckout, deps: Deps) -> CancelResult:
-    """The customer cancelled on the hosted page: expire the session at the provider, then settle
-    as cancelled (unless the provider says it was paid after all)."""
-    if cmd.payment_id:
-        return await _cancel_payment_checkout(cmd.payment_id, deps)
-    txn = await get_transaction(cmd.transaction_id, deps)
-    if txn.status is not TxnStatus.PENDING and txn.status is not TxnStatus.FAILED:
-        return CancelResult(txn, None, txn.cancel_url)
-    records: list[CallRecord] = []
-    session: ProviderCheckout | None = None
-    intent: ProviderIntent | None = None
-    provider = deps.provider
-    key = f"{txn.id}:expire"
-    if txn.provider_transaction_id:
-        cs = txn.provider_transaction_id
-        try:
-            try:
-                session = await call(
-                    records, "expire_checkout", key, lambda: provider.expire_checkout(cs, key)
-                )
-            except InvalidRequest:  # already complete or expired: read what it is
-                session = await call(
-                    records, "retrieve_checkout", "", lambda: provider.retrieve_checkout(cs)
-                )
-            if session.payment_intent_id and session.status is CheckoutStatus.COMPLETE:
-                pi = session.payment_intent_id
-                intent = await call(
-                    records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)
-                )
-        except OutcomeUnknown as exc:
-            async with deps.uow as uow:
-                for record in records:
-                    await uow.audit.add(record.audit(txn.user_id, transaction_id=txn.id))
-                await uow.commit()
-            meta = {"transaction_id": txn.id, "retry": "true"}
-            if exc.timeout:
-                raise errors.PaymentTimeout("the provider did not answer", metadata=meta) from None
-            raise errors.ProviderUnavailable("the provider is unavailable", metadata=meta) from None
-    async with deps.uow as uow:
-        for record in records:
-            await uow.audit.add(record.audit(txn.user_id, transaction_id=txn.id))
-        paid = session is not None and session.payment_status == "paid"
-        txn = await apply_to_transaction(
-            uow, deps, txn.id, session, intent, actor=txn.user_id, cancel=not paid
-        )
-        await uow.commit()
-    return CancelResult(txn, None, txn.cancel_url)
-
-
-async def _cancel_payment_checkout(payment_id: str, deps: Deps) -> CancelResult:
-    """A job-posting checkout cancelled by the customer: void the payment (expire the session)."""
-    async with deps.uow as uow:
-        now = deps.clock()
-        payment = await uow.payments.get(payment_id, for_update=True)
-        if payment is None:
-            raise errors.PaymentNotFound(payment_id)
-        must_call = False
-        if not payment.void_requested:
-            must_call = payment.request_void("checkout cancelled by the customer", now)
-            payment.lease(now, deps.config.lease_seconds)
-            await uow.payments.save(payment)
-            await uow.audit.add(
-                AuditEntry(
-                    action="attempt",
-                    actor=payment.owner_id,
-                    reason="checkout cancelled by the customer",
-                    details={"idempotency_key": payment.void_key},
-                    payment_id=payment.id,
-                )
-            )
-        await uow.commit()
-    if must_call:
-        payment = (await drive(deps, payment, actor=payment.owner_id, direct=False)).payment
-    return CancelResult(None, payment, payment.cancel_url)
-
-
-async def sync_stale_transactions(deps: Deps, *, limit: int = 20) -> int:
-    """Settle PENDING transactions whose checkout expired without a webhook reaching us."""
-    async with deps.uow as uow:
-        stale = await uow.transactions.list_stale_pending(deps.clock(), limit)
-    for txn in stale:
-        if not txn.provider_transaction_id:
-            async with deps.uow as uow:
-                await apply_to_transaction(
-                    uow, deps, txn.id, None, None, actor="poller", cancel=True
-                )
-                await uow.commit()
-            continue
-        records: list[CallRecord] = []
-        cs = txn.provider_transaction_id
-        try:
-            session = await call(
-                records, "retrieve_checkout", "", lambda cs=cs: deps.provider.retrieve_checkout(cs)
-            )
-            intent = None
-            if session.payment_intent_id:
-                pi = session.payment_intent_id
-                intent = await call(
-                    records,
-                    "retrieve_payment",
-                    "",
-                    lambda pi=pi: deps.provider.retrieve_payment(pi),
-                )
-        except (OutcomeUnknown, InvalidRequest):
-            log.warning("could not refresh transaction %s", txn.id)
-            continue
-        async with deps.uow as uow:
-            if session.status is not CheckoutStatus.OPEN:
-                await apply_to_transaction(uow, deps, txn.id, session, intent, actor="poller")
-            else:
-                fresh = await uow.transactions.get(txn.id, for_update=True)
-                if fresh is not None:
-                    fresh.updated_at = deps.clock()  # look again in a minute
-                    await uow.transactions.save(fresh)
-            for record in records:
-                await uow.audit.add(record.audit("poller", transaction_id=txn.id))
-            await uow.commit()
-    return len(stale)

@@ -24,21 +24,11 @@ from hirepay_platform.tcc import (
 )
 from payments.domain import commands, errors
 from payments.domain.events import AuditEntry
-from payments.domain.model import (
-    TAKEN,
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-    validate_metadata,
-)
+from payments.domain.model import TAKEN, Method, Payment, PaymentState, PendingOp, validate_metadata
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.engine import drive
-from payments.service_layer.handlers.shared import (
-    PaymentResult,
-    outcome_error,
-)
+from payments.service_layer.handlers.shared import PaymentResult, outcome_error
 
 log = logging.getLogger(__name__)
 
