@@ -9,6 +9,7 @@ from datetime import datetime
 
 from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.ids import new_id
+from hirepay_platform.reasons import FailureReason
 from payments.domain import errors
 from payments.domain.events import AuditEntry, EventType, OutboxEvent
 from payments.domain.model import Payment, PaymentState, decline_error
@@ -65,7 +66,7 @@ def outcome_error(payment: Payment) -> HirepayError | None:
     if payment.state is PaymentState.UNKNOWN:
         if not payment.failure_reason:  # the first call has not come back yet
             return errors.OperationInProgress(payment.id, "authorize")
-        if payment.failure_reason == "PAYMENT_PROVIDER_UNAVAILABLE":
+        if payment.failure_reason == FailureReason.PAYMENT_PROVIDER_UNAVAILABLE:
             return errors.ProviderUnavailable(
                 "the payment provider is unavailable; the payment is being resolved",
                 metadata={**meta, "retry": "true"},
@@ -81,14 +82,17 @@ def outcome_error(payment: Payment) -> HirepayError | None:
     if payment.state is not PaymentState.FAILED:
         return None
     info = ProviderErrorInfo(payment.failure_code, payment.decline_code, payment.failure_message)
-    if payment.failure_reason in ("PAYMENT_DECLINED", "INSUFFICIENT_FUNDS"):
+    if payment.failure_reason in (
+        FailureReason.PAYMENT_DECLINED,
+        FailureReason.INSUFFICIENT_FUNDS,
+    ):
         return decline_error(info, payment.id)
-    if payment.failure_reason == "INVALID_PAYMENT_DETAILS":
+    if payment.failure_reason == FailureReason.INVALID_PAYMENT_DETAILS:
         return errors.InvalidPaymentDetails(
             payment.failure_message or "the payment method is invalid",
             metadata={**meta, "code": payment.failure_code, "field": "payment_method_token"},
         )
-    if payment.failure_reason == "VALIDATION_FAILED":
+    if payment.failure_reason == FailureReason.VALIDATION_FAILED:
         return ValidationError(payment.failure_message or "the provider refused the request")
     return errors.PaymentDeclined(
         payment.failure_message or "the payment failed",
