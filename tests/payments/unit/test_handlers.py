@@ -4,7 +4,6 @@ recovery by replaying the stored idempotency key, and refund reservations."""
 from __future__ import annotations
 
 import pytest
-from payments_fakes import Clock, Crash, FakeProvider, FakeUnitOfWork
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands, errors
@@ -14,6 +13,7 @@ from payments.domain.provider import OutcomeUnknown
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
+from tests.support.payments_fakes import Clock, Crash, FakeProvider, FakeUnitOfWork
 
 BRANCH = TccBranch("gtx-1", "payment")
 
