@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 from hirepay_platform.tcc import TccBranch, cancelled_before_try
 from payments.domain import errors
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Payment
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.shared import PaymentResult
-
-log = logging.getLogger(__name__)
 
 
 async def get_payment(payment_id: str, deps: Deps) -> Payment:

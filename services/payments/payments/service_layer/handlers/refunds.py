@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,14 +17,13 @@ from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import publish
 
-log = logging.getLogger(__name__)
-
-
 STRIPE_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 
 
 @dataclass(frozen=True, slots=True)
 class RefundResult:
+    """A Refund's answer: the refund and the payment it reserved its amount on."""
+
     refund: Refund
     payment: Payment
     replayed: bool = False

@@ -3,7 +3,6 @@ outcome means, and the automatic refund of money settled after its Void."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,11 +19,11 @@ from payments.service_layer import metrics
 from payments.service_layer.config import Policy
 from payments.service_layer.ports import PaymentsUnitOfWork
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True, slots=True)
 class PaymentResult:
+    """A payment use case's answer: the payment (None after a lone Void) and how it came about."""
+
     payment: Payment | None
     replayed: bool = False
     null_compensation: bool = False

@@ -3,7 +3,6 @@ hosted checkout, and reading a transaction (settling it lives in handlers/checko
 
 from __future__ import annotations
 
-import logging
 import re
 from datetime import timedelta
 
@@ -23,8 +22,6 @@ from payments.domain.provider import (
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
-
-log = logging.getLogger(__name__)
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 SUPPORTED_METHODS = frozenset({"STRIPE"})

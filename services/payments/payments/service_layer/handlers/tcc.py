@@ -7,8 +7,6 @@ a null compensation, and an Authorize after its Void reserves nothing (hanging T
 
 from __future__ import annotations
 
-import logging
-
 from hirepay_platform import money
 from hirepay_platform.errors import Conflict, HirepayError
 from hirepay_platform.fingerprint import encode, fingerprint
@@ -29,8 +27,6 @@ from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.shared import PaymentResult, outcome_error
-
-log = logging.getLogger(__name__)
 
 
 def _method(cmd: commands.Authorize) -> Method:
