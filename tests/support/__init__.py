@@ -1,1 +1,1 @@
-"""Helpers shared by the tests: import as `from tests.support.<module> import ...`."""
+"""Helpers shared by the test suites (import as `tests.support.<module>`)."""
