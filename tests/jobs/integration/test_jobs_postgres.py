@@ -17,7 +17,7 @@ from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.model import Job, JobFields, JobStatus
-from jobs.domain.saga import PaymentMethod, Saga, SagaState
+from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState
 from jobs.service_layer import handlers, saga
 
 COMPANY = commands.Actor("co_1", "company")
@@ -221,7 +221,7 @@ async def test_concurrent_create_draft_retries_make_one_draft(sessions):
 
 
 async def test_failed_payments_are_counted_per_company_and_window(sessions):
-    from jobs.domain.saga import ABUSE_REASONS, SagaError
+    from jobs.domain.posting_saga import ABUSE_REASONS, SagaError
 
     now = datetime.now(UTC)
     async with SqlJobsUnitOfWork(sessions) as uow:
@@ -305,7 +305,7 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
     then the cancel of the live posting was refunded per the policy), or the cancel won (the job
     never went live and the money that arrived went back in full)."""
     from jobs.domain.pricing import RefundPolicy
-    from jobs.domain.saga import TryResult, TryState
+    from jobs.domain.posting_saga import TryResult, TryState
 
     participants = _SlowParticipants()
     participants.payments.try_outcome = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")

@@ -279,6 +279,12 @@ class Job:
         self.terms_version = terms_version
         self.failure_reason = ""
 
+    def activation_problem(self, saga_id: str) -> str:
+        """Why the job cannot go live for the saga `saga_id` now ("" when it can)."""
+        if self.status is not JobStatus.PENDING_PAYMENT or self.saga_id != saga_id:
+            return f"the job is {self.status.value}, no longer waiting for this payment"
+        return ""
+
     def activate(self, *, payment_id: str, posting_days: int, actor: str, now: datetime) -> None:
         """Go live: the saga's Try succeeded and Confirm is being driven (PAY-4)."""
         self.transition(JobStatus.ACTIVE, actor=actor, reason="payment reserved", now=now)
