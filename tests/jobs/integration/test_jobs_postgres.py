@@ -391,26 +391,32 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
             job = await u.jobs.get(a.job.id)
             s = await u.sagas.get(a.saga_id)
             trail = [t.to_status for t in await u.jobs.transitions(a.job.id)]
-        refunds = [c for c in participants.payments.calls if c == ("refund", s.id)]
-        assert job.status is JobStatus.CANCELLED
-        assert trail.count(JobStatus.CANCELLED) == 1
-        if JobStatus.ACTIVE in trail:  # the activation won; the cancel met a live posting
-            outcomes.add("activated, then cancelled")
-            assert trail[-3:] == [JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE, JobStatus.CANCELLED]
-            if refund_window_hours:
-                assert s.state is SagaState.REFUNDED and refunds
-                assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
-                assert job.payment_status.value == "refunded"
-            else:  # past the policy's window: the posting was paid for and stays paid
-                assert s.state is SagaState.COMPLETED and not refunds
-                assert participants.payments.taken(s.id)
-                assert job.payment_status.value == "completed"
-        else:  # the cancel won: the job never went live and nothing is kept
-            outcomes.add("cancelled while pending")
-            assert trail[-2:] == [JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED]
-            assert job.posted_at is None
+        outcomes.add(_check_one_outcome(a, job, s, trail, participants, refund_window_hours))
+    assert outcomes  # (which one wins each round is up to the scheduler)
+
+
+def _check_one_outcome(a, job, s, trail, participants, refund_window_hours) -> str:
+    """One round of the cancel/settlement race ended consistently; which outcome it was."""
+    refunds = [c for c in participants.payments.calls if c == ("refund", s.id)]
+    assert job.status is JobStatus.CANCELLED
+    assert trail.count(JobStatus.CANCELLED) == 1
+    if JobStatus.ACTIVE in trail:  # the activation won; the cancel met a live posting
+        outcome = "activated, then cancelled"
+        assert trail[-3:] == [JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE, JobStatus.CANCELLED]
+        if refund_window_hours:
             assert s.state is SagaState.REFUNDED and refunds
             assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
             assert job.payment_status.value == "refunded"
-        assert not participants.payments.held(s.id)
-    assert outcomes  # (which one wins each round is up to the scheduler)
+        else:  # past the policy's window: the posting was paid for and stays paid
+            assert s.state is SagaState.COMPLETED and not refunds
+            assert participants.payments.taken(s.id)
+            assert job.payment_status.value == "completed"
+    else:  # the cancel won: the job never went live and nothing is kept
+        outcome = "cancelled while pending"
+        assert trail[-2:] == [JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED]
+        assert job.posted_at is None
+        assert s.state is SagaState.REFUNDED and refunds
+        assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
+        assert job.payment_status.value == "refunded"
+    assert not participants.payments.held(s.id)
+    return outcome
