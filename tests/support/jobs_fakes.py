@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.posting_saga import (
     FINAL_STATES,
@@ -282,8 +282,6 @@ class FakeParticipant:
     def taken(self, saga_id: str) -> bool:
         return self.state.get(saga_id) is TryState.CAPTURED
 
-
-from hirepay_platform.errors import ErrorKind  # noqa: E402
 
 _FP = ErrorKind.FAILED_PRECONDITION
 
