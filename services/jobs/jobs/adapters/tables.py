@@ -61,7 +61,8 @@ jobs = Table(
     _str("terms_version", 64),
     _str("failure_reason", 64),
     _str("saga_id", 64),
-    _str("create_request_id", 255),
+    # Added by migration 0002 with a server default, so rows that existed then read as "no key".
+    Column("create_request_id", String(255), nullable=False, default="", server_default=""),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     # The public list: active jobs, newest posting first.
