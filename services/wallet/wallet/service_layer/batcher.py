@@ -93,16 +93,21 @@ class TransferBatcher:
                 if not future.done():
                     future.set_exception(exc)
         else:
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
-                if future.done():
-                    continue
-                if outcome.error is not None:
-                    future.set_exception(outcome.error)
-                elif outcome.result is not None:
-                    future.set_result(outcome.result)
+            _answer(batch, outcomes)
         finally:
             self._in_flight -= 1
             if len(self._queue) >= self._max_items:
                 self._flush()
             else:
                 self._schedule()
+
+
+def _answer(batch: list[_Waiting], outcomes: list[BatchOutcome]) -> None:
+    """Each caller still waiting gets its own transfer's result or error (after the COMMIT)."""
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if outcome.error is not None:
+            future.set_exception(outcome.error)
+        elif outcome.result is not None:
+            future.set_result(outcome.result)
