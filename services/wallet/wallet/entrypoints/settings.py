@@ -19,4 +19,4 @@ class WalletSettings(ServiceSettings):
     # Grouping of concurrent single Transfer calls into one transaction (1 item = no grouping).
     transfer_batch_max_items: int = 64
     transfer_batch_window_ms: float = 1.0
-    transfer_batches_in_flight: int = 4
+    transfer_batches_in_flight: int = 2

@@ -33,7 +33,7 @@ class TransferBatcher:
         *,
         max_items: int = 64,
         window_seconds: float = 0.001,
-        max_in_flight: int = 4,
+        max_in_flight: int = 2,
         run: RunBatch = create_transfers,
     ) -> None:
         if max_items < 1 or max_in_flight < 1:
