@@ -117,6 +117,30 @@ async def test_a_batch_with_a_guarded_debit_of_a_sharded_account(ledger, deps):
     assert await ledger.balances(alice, bob, revenue) == [(45, 0), (45, 0), (10, 0)]
 
 
+async def test_batched_transfers_keep_their_description_and_metadata(ledger, deps):
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 100)
+    items = tuple(
+        c.Transfer(
+            f"m{i}-{ledger.tag}",
+            (Leg(alice, bob, 10, "USD"),),
+            f"rent {i}",
+            {"invoice": f"inv-{i}", "note": 'quotes " and \\ survive'},
+        )
+        for i in range(3)
+    )
+    outcomes = await h.create_transfers(c.CreateTransfers(items), deps)
+    assert summary(outcomes) == ["posted"] * 3
+    for i, item in enumerate(items):
+        stored = await h.get_transfer(c.GetTransfer(item.transfer_id), deps)
+        assert stored.description == f"rent {i}" and stored.metadata == dict(item.metadata)
+        assert outcomes[i].result is not None
+        assert outcomes[i].result.transfer.metadata == dict(item.metadata)
+        assert [e.description for e in stored.entries] == [f"rent {i}"] * 2
+    again = await h.create_transfers(c.CreateTransfers(items), deps)
+    assert summary(again) == ["replayed"] * 3  # the stored fingerprints match the requests
+
+
 async def test_batch_limits(deps):
     with pytest.raises(HirepayError) as caught:
         await h.create_transfers(c.CreateTransfers(()), deps)
