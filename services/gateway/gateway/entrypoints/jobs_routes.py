@@ -39,8 +39,8 @@ PageToken = Annotated[
     str | None, Query(max_length=2000, description="next_page_token of the last page.")
 ]
 
-_PROVIDER_TOKEN = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
-_CARD_NUMBER = re.compile(r"^[\d\s-]{12,23}$")
+_PROVIDER_TOKEN = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
+_CARD_NUMBER = re.compile(r"[\d\s-]{12,23}")
 
 
 async def _load_owned_job(backends: Backends, principal: Principal, job_id: str) -> jobs_pb.Job:
@@ -268,10 +268,10 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
                 fields={"payment.payment_method": "required for card"},
             )
         return
-    if not _PROVIDER_TOKEN.match(token):
+    if not _PROVIDER_TOKEN.fullmatch(token):
         problem = (
             "never send a card number; tokenize it with the provider (pm_...)"
-            if _CARD_NUMBER.match(token)
+            if _CARD_NUMBER.fullmatch(token)
             else "must be a provider payment method token (pm_...)"
         )
         raise ApiError(

@@ -34,7 +34,7 @@ MAX_HOLD_TTL = timedelta(days=30)
 
 # Ids chosen by clients (transfer ids, global transaction and branch ids). No "/" so the ids the
 # wallet derives from them (see confirm_transfer_id) can never collide with a client's own.
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 class AccountKind(enum.StrEnum):
@@ -86,7 +86,7 @@ def validate_account_id(value: str, field: str = "account_id") -> str:
 
 def validate_client_id(value: str, field: str) -> str:
     """A client-chosen id: 1-128 characters of letters, digits and . _ : @ -."""
-    if not _CLIENT_ID.match(value or ""):
+    if not _CLIENT_ID.fullmatch(value or ""):
         raise invalid(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
     return value
 
