@@ -31,11 +31,12 @@ _BRACKETS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 
 
 class UntrustedInputError(ValueError):
-    """Input refused; `problem` says why in words safe to return to the caller."""
+    """Input refused; `problem` says why in words safe to return, `field` where (dotted path)."""
 
-    def __init__(self, problem: str) -> None:
-        super().__init__(problem)
+    def __init__(self, problem: str, field: str = "body") -> None:
+        super().__init__(f"{field}: {problem}")
         self.problem = problem
+        self.field = field
 
 
 def text_problem(value: str) -> str | None:
@@ -79,7 +80,7 @@ def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     for path, text in iter_json_strings(value):
         problem = text_problem(text)
         if problem is not None:
-            raise UntrustedInputError(f"{path or 'body'} {problem}")
+            raise UntrustedInputError(problem, (path or "body").replace("\x00", ""))
     return value
 
 

@@ -58,7 +58,8 @@ def real(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         db_suffix=f"_gw{uuid.uuid4().hex[:6]}",
         fresh=True,
         extra_env={
-            **{name: traced for name in ("gateway", "jobs", "wallet")},
+            **{name: traced for name in ("jobs", "wallet")},
+            "gateway": {**traced, "GATEWAY_ALLOWED_REDIRECT_ORIGINS": "https://app.example"},
             # A short provider deadline so the timeout scenario stays quick.
             "payments": {**traced, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1"},
         },
