@@ -223,7 +223,11 @@ def test_subscription_cancelled_on_the_hosted_page(real: Real) -> None:
     # The hosted page sends the customer to the gateway, which settles and redirects onwards.
     target = page.headers.get("location", "")
     assert "/api/payments/checkout/cancel" in target, (page.status_code, page.text[:200])
-    landed = real.http.get(target, follow_redirects=False)
+    page = real.http.get(target, follow_redirects=False)
+    assert page.status_code == 200 and 'method="post"' in page.text  # a GET changes nothing
+    landed = real.http.post(
+        "/api/payments/checkout/cancel", data={"ref": txn["transactionId"]}, follow_redirects=False
+    )
     assert landed.status_code == 303
     assert landed.headers["location"] == "https://app.example/subscription/cancel"
     status = real.http.get(f"/api/payments/verify/{txn['transactionId']}", headers=headers).json()
