@@ -83,7 +83,7 @@ def test_cancelling_on_the_checkout_page_cancels_the_transaction(system: System)
     page = system.http.get(cancelled.headers["location"])
     assert page.status_code == 200 and 'method="post"' in page.text
     assert verify(system, user, body["transactionId"])["status"] == "PENDING"
-    back = system.http.post("/api/payments/checkout/cancel", data={"ref": body["transactionId"]})
+    back = system.http.post("/api/payments/checkout/cancel", data={"ref": page.url.params["ref"]})
     assert back.status_code == 303
     assert back.headers["location"] == "https://app.example/subscription/cancel"
     done = eventually(

@@ -226,7 +226,9 @@ def test_subscription_cancelled_on_the_hosted_page(real: Real) -> None:
     page = real.http.get(target, follow_redirects=False)
     assert page.status_code == 200 and 'method="post"' in page.text  # a GET changes nothing
     landed = real.http.post(
-        "/api/payments/checkout/cancel", data={"ref": txn["transactionId"]}, follow_redirects=False
+        "/api/payments/checkout/cancel",
+        data={"ref": page.url.params["ref"]},
+        follow_redirects=False,
     )
     assert landed.status_code == 303
     assert landed.headers["location"] == "https://app.example/subscription/cancel"
