@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
@@ -20,7 +22,7 @@ from hirepay_platform import grpc_status, metrics, tracing
 from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.settings import ServiceSettings
-from hirepay_platform.untrusted import message_text_problem
+from hirepay_platform.untrusted import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,40 @@ def _refuse_bad_text(request: Any) -> None:
     if found is not None:
         field, problem = found
         raise ValidationError(f"{field} {problem}", fields={field: problem})
+
+
+def message_text_problem(message: Message, prefix: str = "") -> tuple[str, str] | None:
+    """The first string field of a protobuf message (nested messages, repeated fields and maps
+    included) holding text that may not enter the system, as (field path, problem)."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.type == FieldDescriptor.TYPE_STRING:
+            values = value if _is_repeated(field) else [value]
+            for text in values:
+                problem = text_problem(text)
+                if problem is not None:
+                    return name, problem
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            if field.message_type.GetOptions().map_entry:
+                for key, item in value.items():
+                    for text in (key, item):
+                        if isinstance(text, str) and text_problem(text):
+                            return name, text_problem(text) or ""
+                    if isinstance(item, Message):
+                        found = message_text_problem(item, f"{name}.")
+                        if found:
+                            return found
+                continue
+            items = value if _is_repeated(field) else [value]
+            for item in items:
+                found = message_text_problem(item, f"{name}.")
+                if found:
+                    return found
+    return None
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
 
 
 class GrpcApp:

@@ -1,9 +1,10 @@
 """The one set of checks for untrusted input: text that PostgreSQL, protobuf and logs can hold,
-JSON parsed with a nesting limit, visible-text lengths, and the 64-bit integer range.
+JSON parsed with a nesting limit, and visible-text lengths (standard library only, so domain
+models may use it too).
 
-Every edge (the gateway's HTTP middleware and models, the gRPC interceptor of every service, the
-Stripe webhook parser) uses these, so one rule decides what "bad input" is and it is refused with a
-field error (400 / INVALID_ARGUMENT) instead of failing deep inside a driver with a 500.
+Every edge (the gateway's HTTP middleware and models, the gRPC interceptor of every service in
+server.py, the Stripe webhook parser) uses these, so one rule decides what "bad input" is and it
+is refused with a field error (400 / INVALID_ARGUMENT) instead of failing deep in a driver (500).
 """
 
 from __future__ import annotations
@@ -13,13 +14,6 @@ import re
 import unicodedata
 from collections.abc import Iterator
 from typing import Any
-
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
-
-# protobuf int64 / PostgreSQL bigint.
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
 
 # Deeper JSON than this is refused before parsing; no Hirepay body or Stripe event comes close.
 MAX_JSON_DEPTH = 64
@@ -96,37 +90,3 @@ def iter_json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from iter_json_strings(item, f"{path}[{index}]")
-
-
-def message_text_problem(message: Message, prefix: str = "") -> tuple[str, str] | None:
-    """The first string field of a protobuf message (nested messages, repeated fields and maps
-    included) holding text that may not enter the system, as (field path, problem)."""
-    for field, value in message.ListFields():
-        name = f"{prefix}{field.name}"
-        if field.type == FieldDescriptor.TYPE_STRING:
-            values = value if _is_repeated(field) else [value]
-            for text in values:
-                problem = text_problem(text)
-                if problem is not None:
-                    return name, problem
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
-                for key, item in value.items():
-                    for text in (key, item):
-                        if isinstance(text, str) and text_problem(text):
-                            return name, text_problem(text) or ""
-                    if isinstance(item, Message):
-                        found = message_text_problem(item, f"{name}.")
-                        if found:
-                            return found
-                continue
-            items = value if _is_repeated(field) else [value]
-            for item in items:
-                found = message_text_problem(item, f"{name}.")
-                if found:
-                    return found
-    return None
-
-
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(field.is_repeated)

@@ -14,11 +14,11 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_dev.procs import REPO_ROOT
 from hirepay_platform import money, paging
 from hirepay_platform.errors import ValidationError
+from hirepay_platform.server import message_text_problem
 from hirepay_platform.untrusted import (
     MAX_JSON_DEPTH,
     UntrustedInputError,
     loads_json,
-    message_text_problem,
     text_problem,
     visible_length,
 )
