@@ -7,11 +7,10 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -149,35 +148,31 @@ def _refuse_bad_text(request: Any) -> None:
 def message_text_problem(message: Message, prefix: str = "") -> tuple[str, str] | None:
     """The first string field of a protobuf message (nested messages, repeated fields and maps
     included) holding text that may not enter the system, as (field path, problem)."""
-    for field, value in message.ListFields():
-        name = f"{prefix}{field.name}"
-        if field.type == FieldDescriptor.TYPE_STRING:
-            values = value if _is_repeated(field) else [value]
-            for text in values:
-                problem = text_problem(text)
-                if problem is not None:
-                    return name, problem
-        elif field.type == FieldDescriptor.TYPE_MESSAGE:
-            if field.message_type.GetOptions().map_entry:
-                for key, item in value.items():
-                    for text in (key, item):
-                        if isinstance(text, str) and text_problem(text):
-                            return name, text_problem(text) or ""
-                    if isinstance(item, Message):
-                        found = message_text_problem(item, f"{name}.")
-                        if found:
-                            return found
-                continue
-            items = value if _is_repeated(field) else [value]
-            for item in items:
-                found = message_text_problem(item, f"{name}.")
-                if found:
-                    return found
+    for name, value in _field_values(message, prefix):
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                return name, problem
+        elif isinstance(value, Message):
+            found = message_text_problem(value, f"{name}.")
+            if found is not None:
+                return found
     return None
 
 
-def _is_repeated(field: FieldDescriptor) -> bool:
-    return bool(field.is_repeated)
+def _field_values(message: Message, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every set field; repeated fields and maps (keys too) one item at a time."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                yield name, key
+                yield name, item
+        elif field.is_repeated:
+            for item in value:
+                yield name, item
+        else:
+            yield name, value
 
 
 class GrpcApp:
