@@ -46,9 +46,9 @@ Description = _text(20, 20_000)
 Location = _text(1, 200)
 Category = _text(1, 100)
 Reason = _text(0, 500)
-ProviderToken = _text(1, 255)
+ProviderToken = _text(0, 255)
 Identifier = _text(1, 200)
-TermsVersion = _text(1, 100)
+TermsVersion = _text(0, 100)
 PlanName = _text(1, 64)
 Email = Annotated[
     str,
@@ -82,6 +82,8 @@ RedirectUrl = Annotated[
 # MAX_AMOUNT_MINOR, the bound the services check.
 AmountMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
 CurrencyCode = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")]
+# An ISO 4217 code or a non-cash unit such as JOB_CREDIT (hirepay_platform.money).
+MoneyUnit = Annotated[str, Field(min_length=3, max_length=16, pattern=r"^[A-Za-z_]{3,16}$")]
 
 
 class Strict(BaseModel):
@@ -97,7 +99,7 @@ class MoneyIn(Strict):
     """An amount in minor units (cents) and an ISO 4217 code."""
 
     amount_minor: AmountMinor
-    currency: CurrencyCode
+    currency: MoneyUnit
 
 
 class MoneyOut(BaseModel):
