@@ -107,7 +107,9 @@ def verify_token(
         raise InvalidToken(f"missing claim {exc.claim}") from None
     except jwt.PyJWTError as exc:
         raise InvalidToken(_decode_problem(exc)) from None
-    sub, role, email = claims.get("sub"), claims.get("role"), claims.get("email", "")
+    sub, role = claims.get("sub"), claims.get("role")
+    email = claims.get("email")
+    email = "" if email is None else email
     if not isinstance(sub, str) or not sub.strip() or len(sub) > 200 or text_problem(sub):
         raise InvalidToken("invalid subject")
     if not isinstance(role, str) or role not in ROLES:
