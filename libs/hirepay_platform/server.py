@@ -7,19 +7,21 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from hirepay_platform import grpc_status, metrics, tracing
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.settings import ServiceSettings
+from hirepay_platform.untrusted import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                     f"{self._service}/{method}", kind=trace.SpanKind.SERVER
                 ):
                     try:
+                        _refuse_bad_text(request)
                         return await inner(request, context)
                     except asyncio.CancelledError:
                         code = "CANCELLED"
@@ -113,6 +116,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                     f"{self._service}/{method}", kind=trace.SpanKind.SERVER
                 ):
                     try:
+                        _refuse_bad_text(request)
                         async for item in inner(request, context):
                             yield item
                     except asyncio.CancelledError:
@@ -130,6 +134,45 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
     def _observe(self, method: str, code: str, started: float) -> None:
         metrics.RPC_REQUESTS.labels(self._service, method, code).inc()
         metrics.RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
+
+
+def _refuse_bad_text(request: Any) -> None:
+    """A direct gRPC call is as untrusted as an HTTP one: NUL or lone surrogates in any string
+    field are INVALID_ARGUMENT here, before a handler could pass them to the database."""
+    found = message_text_problem(request)
+    if found is not None:
+        field, problem = found
+        raise ValidationError(f"{field} {problem}", fields={field: problem})
+
+
+def message_text_problem(message: Message, prefix: str = "") -> tuple[str, str] | None:
+    """The first string field of a protobuf message (nested messages, repeated fields and maps
+    included) holding text that may not enter the system, as (field path, problem)."""
+    for name, value in _field_values(message, prefix):
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                return name, problem
+        elif isinstance(value, Message):
+            found = message_text_problem(value, f"{name}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _field_values(message: Message, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every set field; repeated fields and maps (keys too) one item at a time."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                yield name, key
+                yield name, item
+        elif field.is_repeated:
+            for item in value:
+                yield name, item
+        else:
+            yield name, value
 
 
 class GrpcApp:
