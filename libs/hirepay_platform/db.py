@@ -60,6 +60,9 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=10,
+        # Statement parameters carry customer data (e-mails, names): keep them out of every error
+        # message and log line; the SQL text alone says which statement failed.
+        hide_parameters=True,
         # Statements are short; a stuck one should fail rather than hold a pooled connection forever.
         connect_args={"command_timeout": 30, "server_settings": {"application_name": "hirepay"}},
     )

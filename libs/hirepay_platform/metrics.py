@@ -22,6 +22,8 @@ CLIENT_REQUESTS = Counter(
 )
 
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Expose /metrics on its own port (a daemon thread; scraping never blocks the event loop)."""
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on its own port (a daemon thread; scraping never blocks the event loop).
+
+    Loopback unless told otherwise: a pod sets <PREFIX>METRICS_HOST=0.0.0.0 for its scraper."""
     start_http_server(port, addr=host)

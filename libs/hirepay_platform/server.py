@@ -198,10 +198,11 @@ class GrpcApp:
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         workers = [asyncio.create_task(w(stop), name=f"{self.name}-worker") for w in self._workers]
         log.info(
-            "%s listening on %s:%s (metrics on :%s)",
+            "%s listening on %s:%s (metrics on %s:%s)",
             self.name,
             self.settings.grpc_host,
             self.port,
+            self.settings.metrics_host,
             self.settings.metrics_port,
         )
         await stop.wait()
@@ -226,5 +227,5 @@ class GrpcApp:
         """Process entry point: logs, tracing, metrics port, then serve until signalled."""
         configure_logging(self.name, self.settings.log_level)
         tracing.setup_tracing(self.name, self.settings.traces)
-        metrics.serve_metrics(self.settings.metrics_port)
+        metrics.serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
         asyncio.run(self.serve())

@@ -18,6 +18,8 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int
     metrics_port: int
+    # Loopback by default (a developer's machine); a pod sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
     # Required: a service without its database refuses to start.
     database_url: SecretStr
     db_pool_size: int = 10
