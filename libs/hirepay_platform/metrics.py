@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RPC_REQUESTS = Counter(
     "hirepay_rpc_requests_total",
@@ -19,6 +19,12 @@ CLIENT_REQUESTS = Counter(
     "hirepay_rpc_client_requests_total",
     "Outgoing gRPC calls, by target service, method and status code.",
     ["target", "method", "code"],
+)
+
+DEPENDENCY_UP = Gauge(
+    "hirepay_dependency_up",
+    "1 while the service's dependency (its database) passes the periodic readiness check, else 0.",
+    ["service", "dependency"],
 )
 
 

@@ -26,6 +26,10 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = 10
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 10.0
+    # Readiness is re-checked over time, not only at start-up: each dependency (the database)
+    # every interval, each check given the timeout; a failure turns gRPC health NOT_SERVING.
+    readiness_interval_seconds: float = Field(default=5.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     # Where spans go: "none", "console", or "file:/path/spans.jsonl" (shared by all services).
     traces: str = Field(
         default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")

@@ -18,6 +18,7 @@ def build_app(settings: WalletSettings) -> GrpcApp:
     app = GrpcApp("wallet", settings)
     database = Database.from_settings(settings, SqlWalletUnitOfWork, probe_table="accounts")
     app.on_startup(database.start)
+    app.add_readiness_check("database", database.readiness_check())
     app.on_shutdown(database.stop)
     app.add_service(
         pb_grpc.add_WalletServiceServicer_to_server, WalletServicer(database.uow), SERVICE_NAME

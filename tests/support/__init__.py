@@ -1,0 +1,1 @@
+"""Helpers shared by test areas (import as `from tests.support.x import ...`)."""
