@@ -28,6 +28,8 @@ class SandboxConfig:
     settle_after: float | None = None  # auto-settle bank debits after N seconds; None: admin only
     payout_settle_after: float | None = 0.5  # pay out after N seconds; None: admin only
     log_level: str = "info"
+    # Where the state is kept across restarts (JSON, rewritten after changes); None: memory only.
+    state_file: str | None = None
 
 
 def _float(value: str | None, default: float | None) -> float | None:
@@ -68,6 +70,7 @@ def load_config(
     parser.add_argument("--settle-after", default=env.get("SANDBOX_SETTLE_AFTER"))
     parser.add_argument("--payout-settle-after", default=env.get("SANDBOX_PAYOUT_SETTLE_AFTER"))
     parser.add_argument("--log-level", default=env.get("SANDBOX_LOG_LEVEL", "info"))
+    parser.add_argument("--state-file", default=env.get("SANDBOX_STATE_FILE"))
     args = parser.parse_args(argv)
 
     raw_urls = args.webhook_url or [env.get("SANDBOX_WEBHOOK_URL", "")]
@@ -94,4 +97,5 @@ def load_config(
         settle_after=_float(args.settle_after, None),
         payout_settle_after=_float(args.payout_settle_after, defaults.payout_settle_after),
         log_level=args.log_level,
+        state_file=args.state_file or None,
     )
