@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, Ports, Stack
 

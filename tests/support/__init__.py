@@ -1,1 +1,1 @@
-"""Helpers shared by test areas (import as `from tests.support.x import ...`)."""
+"""Helpers shared by the test suites (import as `tests.support.<module>`)."""

@@ -1,4 +1,4 @@
-"""Shared helpers of the gateway tests: test keys and tokens, and starting the gateway process."""
+"""The gateway test harness: test keys and tokens, the fake backends' handles, starting the gateway."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway_fakes import FakeJobs, FakePayments, FakeServer
-
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.procs import Process, free_port, http_ready, python_module
+from tests.support.gateway_fakes import FakeJobs, FakePayments, FakeServer
 
 KEYS = {
     "k1": "gateway-test-key-one-0123456789abcdef",

@@ -10,11 +10,11 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_fakes import domain_error, make_job
-from gateway_support import RATE_LIMIT, Backends, bearer
 
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind
+from tests.support.gateway_fakes import domain_error, make_job
+from tests.support.gateway_harness import RATE_LIMIT, Backends, bearer
 
 URL = "/api/jobs/create-with-payment"
 

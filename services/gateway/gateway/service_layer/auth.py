@@ -1,23 +1,26 @@
-"""JWT bearer authentication and role checks (SEC-1); token signing shared with `make token`.
+"""JWT verification and roles (SEC-1); token signing shared with `make token`.
 
 Only HS256 is accepted (a fixed list: `none` and every other algorithm are refused), `iss`, `aud`,
 `exp` and `sub` are required and checked, and the key is chosen by the token's `kid` header so that
-several keys are valid at once while keys rotate.
+several keys are valid at once while keys rotate. The FastAPI dependencies that apply these rules
+to a request live in entrypoints/deps.py.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import jwt
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from gateway.errors import forbidden, unauthenticated
-from gateway.settings import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_JWT_KID, DEV_JWT_SECRET
+# Development-only signing key: accepted only when GATEWAY_ENV=development (entrypoints/settings.py
+# refuses its kid elsewhere), so a token minted by `make token` can never open a production gateway.
+DEV_JWT_KID = "dev-only"
+DEV_JWT_SECRET = "hirepay-dev-only-jwt-signing-key-never-use-in-production"
+DEFAULT_ISSUER = "hirepay-dev"
+DEFAULT_AUDIENCE = "hirepay"
 
 ALGORITHMS = ["HS256"]
 ROLES = frozenset({"company", "applicant", "customer", "contractor", "admin"})
@@ -83,6 +86,31 @@ def verify_token(
 ) -> Principal:
     """Check a bearer token and return its principal, or raise InvalidToken."""
     try:
+        claims = jwt.decode(
+            token,
+            _signing_key(token, keys),
+            algorithms=ALGORITHMS,
+            audience=audience,
+            issuer=issuer,
+            leeway=leeway,
+            options={"require": ["exp", "iss", "aud", "sub"]},
+        )
+    except jwt.MissingRequiredClaimError as exc:
+        raise InvalidToken(f"missing claim {exc.claim}") from None
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(_decode_problem(exc)) from None
+    sub, role = claims.get("sub"), claims.get("role")
+    if not isinstance(sub, str) or not sub or len(sub) > 200:
+        raise InvalidToken("invalid subject")
+    if role not in ROLES:
+        raise InvalidToken("unknown role")
+    email = claims.get("email")
+    return Principal(user_id=sub, role=role, email=email if isinstance(email, str) else "")
+
+
+def _signing_key(token: str, keys: Mapping[str, str]) -> str:
+    """The key named by the token's `kid`, once its header names an allowed algorithm."""
+    try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
         raise InvalidToken("malformed token") from None
@@ -91,33 +119,22 @@ def verify_token(
     kid = header.get("kid")
     if not isinstance(kid, str) or kid not in keys:
         raise InvalidToken("unknown key id")
-    try:
-        claims = jwt.decode(
-            token,
-            keys[kid],
-            algorithms=ALGORITHMS,
-            audience=audience,
-            issuer=issuer,
-            leeway=leeway,
-            options={"require": ["exp", "iss", "aud", "sub"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise InvalidToken("token expired") from None
-    except jwt.InvalidAudienceError:
-        raise InvalidToken("wrong audience") from None
-    except jwt.InvalidIssuerError:
-        raise InvalidToken("wrong issuer") from None
-    except jwt.MissingRequiredClaimError as exc:
-        raise InvalidToken(f"missing claim {exc.claim}") from None
-    except jwt.PyJWTError:
-        raise InvalidToken("signature or claims invalid") from None
-    sub, role = claims.get("sub"), claims.get("role")
-    if not isinstance(sub, str) or not sub or len(sub) > 200:
-        raise InvalidToken("invalid subject")
-    if role not in ROLES:
-        raise InvalidToken("unknown role")
-    email = claims.get("email")
-    return Principal(user_id=sub, role=role, email=email if isinstance(email, str) else "")
+    return keys[kid]
+
+
+# What a refused decode tells the caller; any other PyJWTError gets the generic answer.
+_DECODE_PROBLEMS: tuple[tuple[type[jwt.PyJWTError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.InvalidAudienceError, "wrong audience"),
+    (jwt.InvalidIssuerError, "wrong issuer"),
+)
+
+
+def _decode_problem(exc: jwt.PyJWTError) -> str:
+    for kind, problem in _DECODE_PROBLEMS:
+        if isinstance(exc, kind):
+            return problem
+    return "signature or claims invalid"
 
 
 class Authenticator:
@@ -133,50 +150,3 @@ class Authenticator:
         return verify_token(
             token, keys=self.keys, issuer=self.issuer, audience=self.audience, leeway=self.leeway
         )
-
-
-_bearer = HTTPBearer(auto_error=False, description="A JWT signed with HS256 (`make token`).")
-
-
-async def optional_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal | None:
-    """The caller, or None when no Authorization header was sent; a bad token is refused."""
-    if request.headers.get("authorization") is None:
-        return None
-    if credentials is None or credentials.scheme.lower() != "bearer":
-        raise unauthenticated("expected a bearer token")
-    authenticator: Authenticator = request.app.state.authenticator
-    try:
-        return authenticator.verify(credentials.credentials)
-    except InvalidToken as exc:
-        raise unauthenticated(str(exc)) from None
-
-
-async def current_principal(
-    principal: Annotated[Principal | None, Depends(optional_principal)],
-) -> Principal:
-    """The caller; 401 without a token."""
-    if principal is None:
-        raise unauthenticated()
-    return principal
-
-
-def require_roles(*roles: str) -> Callable[..., Any]:
-    """Dependency: the caller, who must have one of `roles` (admin always passes); else 403."""
-    allowed = frozenset(roles) | {"admin"}
-
-    async def dependency(
-        principal: Annotated[Principal, Depends(current_principal)],
-    ) -> Principal:
-        if principal.role not in allowed:
-            raise forbidden(f"This requires the role {' or '.join(sorted(allowed))}")
-        return principal
-
-    return dependency
-
-
-OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
-AnyUser = Annotated[Principal, Depends(current_principal)]
-Company = Annotated[Principal, Depends(require_roles("company"))]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.errors import api_error_from_remote, api_error_from_validation
-from gateway.idempotency import fingerprint, scoped_request_id
-from gateway.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.api.backend_errors import api_error_from_remote
+from gateway.api.errors import api_error_from_validation
+from gateway.service_layer.idempotency import scoped_request_id
 from hirepay_platform.errors import ErrorKind, RemoteError
+from hirepay_platform.fingerprint import digest
 
 
 def remote(
@@ -207,15 +209,16 @@ def test_bucket_memory_is_bounded() -> None:
 
 
 def test_fingerprint_and_scoped_ids() -> None:
-    assert fingerprint({"a": 1, "b": [1, 2]}) == fingerprint({"b": [1, 2], "a": 1})
-    assert fingerprint({"a": 1}) != fingerprint({"a": 2})
+    assert digest({"a": 1, "b": [1, 2]}) == digest({"b": [1, 2], "a": 1})
+    assert digest({"a": 1}) != digest({"a": 2})
     assert scoped_request_id("u1", "draft", "k") == scoped_request_id("u1", "draft", "k")
     assert scoped_request_id("u1", "draft", "k") != scoped_request_id("u2", "draft", "k")
     assert len(scoped_request_id("u", "op", "k" * 255)) < 64
 
 
 def test_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.settings import DEV_JWT_KID, GatewaySettings
+    from gateway.entrypoints.settings import GatewaySettings
+    from gateway.service_layer.auth import DEV_JWT_KID
 
     for name in ("GATEWAY_ENV", "GATEWAY_JWT_KEYS"):
         monkeypatch.delenv(name, raising=False)

@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_fakes import domain_error, make_transaction, ts
-from gateway_support import Backends, bearer
 
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind
+from tests.support.gateway_fakes import domain_error, make_transaction, ts
+from tests.support.gateway_harness import Backends, bearer
 
 SUBSCRIBE = {
     "userType": "COMPANY",

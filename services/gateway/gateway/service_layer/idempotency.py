@@ -2,17 +2,16 @@
 
 The key itself is stored and enforced by the service that owns the operation (jobs scopes it to the
 caller and records the response); the gateway checks the header, forwards it as `request_id`, and
-sends a fingerprint of the body so that the same key with another body is refused (PAY-8).
+sends the body's fingerprint (`hirepay_platform.fingerprint.digest`, sha256 of its canonical JSON)
+so that the same key with another body is refused (PAY-8).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
-from typing import Any
 
-from gateway.errors import ApiError, validation_failed
+from gateway.api.errors import ApiError, validation_failed
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
@@ -39,16 +38,6 @@ def _checked(value: str) -> str:
     if len(value) > MAX_KEY_LENGTH or not _PRINTABLE.match(value) or not value.strip():
         raise validation_failed({HEADER: f"must be 1-{MAX_KEY_LENGTH} printable ASCII characters"})
     return value
-
-
-def canonical_json(value: Any) -> bytes:
-    """One byte form per JSON value: sorted keys, no insignificant whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def fingerprint(body: Any) -> str:
-    """sha256 (hex) of the canonical JSON of a parsed request body."""
-    return hashlib.sha256(canonical_json(body)).hexdigest()
 
 
 def scoped_request_id(user_id: str, operation: str, key: str) -> str:

@@ -5,7 +5,7 @@ No rule lives here; errors are raised as domain errors and mapped to statuses by
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import grpc
@@ -14,16 +14,15 @@ from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_platform.errors import HirepayError
 from wallet.domain import commands
-from wallet.domain.model import HoldState
+from wallet.domain.holds import HoldState
 from wallet.entrypoints import conversions as conv
-from wallet.entrypoints.metrics import HOLD_TRANSITIONS, TRANSFERS
 from wallet.service_layer import handlers
+from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import HoldResult, TransferResult
-from wallet.service_layer.unit_of_work import WalletUnitOfWork
+from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
 
-UowFactory = Callable[[], WalletUnitOfWork]
 R = TypeVar("R", TransferResult, HoldResult)
 
 
@@ -53,13 +52,15 @@ def _count_hold_transition(result: HoldResult, from_state: str) -> None:
 
 
 class WalletServicer(pb_grpc.WalletServiceServicer):
-    def __init__(self, uow: UowFactory) -> None:
-        self._uow = uow
+    """One method per RPC of wallet_service.proto; each calls one handler with the shared deps."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
 
     async def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.OpenAccountResponse:
-        result = await handlers.open_account(conv.open_account_from_pb(request), self._uow())
+        result = await handlers.open_account(conv.open_account_from_pb(request), self._deps)
         return pb.OpenAccountResponse(
             account=conv.account_to_pb(result.account), created=result.created
         )
@@ -67,7 +68,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def GetAccount(
         self, request: pb.GetAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetAccountResponse:
-        account = await handlers.get_account(commands.GetAccount(request.account_id), self._uow())
+        account = await handlers.get_account(commands.GetAccount(request.account_id), self._deps)
         return pb.GetAccountResponse(account=conv.account_to_pb(account))
 
     async def ListAccounts(
@@ -76,7 +77,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         query = commands.ListAccounts(
             request.owner_id, request.page.page_size, request.page.page_token
         )
-        page = await handlers.list_accounts(query, self._uow())
+        page = await handlers.list_accounts(query, self._deps)
         return pb.ListAccountsResponse(
             accounts=[conv.account_to_pb(a) for a in page.items],
             next_page_token=page.next_page_token,
@@ -86,21 +87,21 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
         cmd = conv.transfer_from_pb(request)
-        result = await _counted("Transfer", handlers.transfer(cmd, self._uow()))
+        result = await _counted("Transfer", handlers.transfer(cmd, self._deps))
         return conv.transfer_result_to_pb(result)
 
     async def SplitTransfer(
         self, request: pb.SplitTransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
         cmd = conv.split_transfer_from_pb(request)
-        result = await _counted("SplitTransfer", handlers.split_transfer(cmd, self._uow()))
+        result = await _counted("SplitTransfer", handlers.split_transfer(cmd, self._deps))
         return conv.transfer_result_to_pb(result)
 
     async def GetTransfer(
         self, request: pb.GetTransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
         query = commands.GetTransfer(request.transfer_id)
-        record = await handlers.get_transfer(query, self._uow())
+        record = await handlers.get_transfer(query, self._deps)
         return pb.TransferResponse(transfer=conv.transfer_record_to_pb(record))
 
     async def ListEntries(
@@ -109,7 +110,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         query = commands.ListEntries(
             request.account_id, request.page.page_size, request.page.page_token
         )
-        page = await handlers.list_entries(query, self._uow())
+        page = await handlers.list_entries(query, self._deps)
         return pb.ListEntriesResponse(
             entries=[conv.entry_to_pb(e) for e in page.items],
             next_page_token=page.next_page_token,
@@ -118,7 +119,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def ReserveHold(
         self, request: pb.ReserveHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
-        result = await handlers.reserve_hold(conv.reserve_hold_from_pb(request), self._uow())
+        result = await handlers.reserve_hold(conv.reserve_hold_from_pb(request), self._deps)
         _count_hold_transition(result, "none")
         return conv.hold_result_to_pb(result)
 
@@ -126,14 +127,14 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self, request: pb.ConfirmHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
         cmd = conv.confirm_hold_from_pb(request)
-        result = await _counted("ConfirmHold", handlers.confirm_hold(cmd, self._uow()))
+        result = await _counted("ConfirmHold", handlers.confirm_hold(cmd, self._deps))
         _count_hold_transition(result, "pending")
         return conv.hold_result_to_pb(result)
 
     async def CancelHold(
         self, request: pb.CancelHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
-        result = await handlers.cancel_hold(conv.cancel_hold_from_pb(request), self._uow())
+        result = await handlers.cancel_hold(conv.cancel_hold_from_pb(request), self._deps)
         _count_hold_transition(result, "pending")
         return conv.hold_result_to_pb(result)
 
@@ -141,4 +142,4 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self, request: pb.GetHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
         query = commands.GetHold(conv.branch_from_pb(request.branch))
-        return conv.hold_result_to_pb(await handlers.get_hold(query, self._uow()))
+        return conv.hold_result_to_pb(await handlers.get_hold(query, self._deps))

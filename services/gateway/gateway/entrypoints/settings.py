@@ -8,12 +8,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Development-only signing key: accepted only when GATEWAY_ENV=development, so a token minted by
-# `make token` can never open a production gateway. Shared with tools/hirepay_dev/token.py.
-DEV_JWT_KID = "dev-only"
-DEV_JWT_SECRET = "hirepay-dev-only-jwt-signing-key-never-use-in-production"
-DEFAULT_ISSUER = "hirepay-dev"
-DEFAULT_AUDIENCE = "hirepay"
+from gateway.service_layer.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_JWT_KID, DEV_JWT_SECRET
+
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 section 3.2).
 MIN_KEY_BYTES = 32
 

@@ -9,10 +9,10 @@ import secrets
 from typing import Any
 
 import httpx
-from gateway_fakes import make_job, start_jobs
-from gateway_support import Backends, Gateway, bearer
 
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from tests.support.gateway_fakes import make_job, start_jobs
+from tests.support.gateway_harness import Backends, Gateway, bearer
 
 
 def traceparent() -> tuple[str, str, str]:

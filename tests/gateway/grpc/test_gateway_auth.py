@@ -13,9 +13,17 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from gateway_support import AUDIENCE, ISSUER, KEYS, Backends, bearer, start_gateway, token
 
 from hirepay_dev.procs import REPO_ROOT, Process, free_port, python_module
+from tests.support.gateway_harness import (
+    AUDIENCE,
+    ISSUER,
+    KEYS,
+    Backends,
+    bearer,
+    start_gateway,
+    token,
+)
 
 PROTECTED = "/api/jobs/mine"
 
@@ -103,7 +111,7 @@ async def test_both_rotation_keys_are_accepted(
 
 
 async def test_development_key_is_refused_outside_development(client: httpx.AsyncClient) -> None:
-    from gateway.auth import issue_token  # signs with the development key by default
+    from gateway.service_layer.auth import issue_token  # signs with the development key by default
 
     dev = issue_token(user_id="company-a", role="company", issuer=ISSUER, audience=AUDIENCE)
     resp = await client.get(PROTECTED, headers={"Authorization": f"Bearer {dev}"})

@@ -7,12 +7,12 @@ from typing import Any
 
 import httpx
 import pytest
-from gateway_fakes import domain_error, make_job, ts
-from gateway_support import Backends, bearer
 
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind
+from tests.support.gateway_fakes import domain_error, make_job, ts
+from tests.support.gateway_harness import Backends, bearer
 
 A = bearer("company", "company-a")
 B = bearer("company", "company-b")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.stack import JOBS, PAYMENTS, WALLET, Ports, Stack, service_exists
 
@@ -125,6 +125,27 @@ def test_paid_posting_replay_and_mismatch(real: Real) -> None:
     assert public["status"] == "active" and public["payment_id"] is None
     _, stranger = company()
     assert real.http.get(f"/api/jobs/{job['id']}/transitions", headers=stranger).status_code == 404
+
+
+def test_admins_read_postings_but_only_companies_manage_them(real: Real) -> None:
+    """What the gateway README's API table says: an admin passes the edge's role check, then the
+    jobs service refuses drafts, the own-jobs list and paying (403); reading a draft works."""
+    _, headers = company()
+    draft = real.http.post("/api/jobs/drafts", json=JOB, headers=headers)
+    assert draft.status_code == 201, draft.text
+    job_id = draft.json()["id"]
+    admin_token = issue_token(user_id="ops-admin", role="admin")
+    admin = {"Authorization": f"Bearer {admin_token}"}
+    assert real.http.get(f"/api/jobs/{job_id}", headers=admin).status_code == 200
+    refused = [
+        real.http.post("/api/jobs/drafts", json=JOB, headers=admin),
+        real.http.patch(
+            f"/api/jobs/drafts/{job_id}", json={"title": "Staff Engineer"}, headers=admin
+        ),
+        real.http.get("/api/jobs/mine", headers=admin),
+        post_job(real, admin, "admin-1", {"method": "card", "payment_method": "pm_card_visa"}),
+    ]
+    assert [(r.status_code, r.json()["error"]) for r in refused] == [(403, "FORBIDDEN")] * 4
 
 
 def test_one_trace_from_the_edge_through_jobs_and_payments(real: Real) -> None:

@@ -1,29 +1,21 @@
 """The ports the handlers need: repositories and the unit of work that holds one local transaction.
 
-Adapters implement them against PostgreSQL; unit tests implement them in memory.
+Adapters implement them against PostgreSQL; unit tests implement them in memory. The clock and the
+configuration are not here: handlers get them from `Deps` (service_layer/deps.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, Self
 
-from wallet.domain.fingerprint import Fingerprint
-from wallet.domain.model import (
-    Account,
-    AccountKind,
-    AccountRef,
-    Balance,
-    Entry,
-    Hold,
-    NewAccount,
-    Posting,
-    TccBranch,
-    TccOp,
-    TransferRecord,
-)
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRepository, TccBranch
+from wallet.domain.holds import Hold
+from wallet.domain.ledger import Entry, Posting, TransferRecord
+from wallet.domain.model import Account, AccountKind, AccountRef, Balance, NewAccount
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +48,6 @@ class PostOutcome:
     rejected: tuple[str, ...] = ()
     claimed: bool = True
     created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BarrierRecord:
-    """One row of the TCC barrier: which operation of a branch happened, and who wrote it."""
-
-    branch: TccBranch
-    op: TccOp
-    origin: TccOp  # for a "try" row: TRY if a Reserve wrote it, CANCEL if a Cancel came first
-    fingerprint: Fingerprint
 
 
 class AccountRepository(Protocol):
@@ -119,23 +101,14 @@ class HoldRepository(Protocol):
         transaction holds (so several expiry workers share the work instead of queueing)."""
 
 
-class BarrierRepository(Protocol):
-    async def insert(
-        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
-    ) -> bool:
-        """Insert-first on (global_tx_id, branch_id, op): True if inserted, False if it existed."""
-
-    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None: ...
-
-
 class WalletUnitOfWork(Protocol):
     """One local transaction over the wallet's repositories; rolls back unless committed."""
 
     accounts: AccountRepository
     ledger: LedgerRepository
     holds: HoldRepository
+    # The platform's TCC barrier table (hirepay_platform.barrier implements it in SQL).
     barriers: BarrierRepository
-    clock: Callable[[], datetime]
 
     async def __aenter__(self) -> Self: ...
 

@@ -1,0 +1,57 @@
+"""The one request fingerprint: a digest per field, so a reused key with another request is refused
+naming the first field that differs (PAY-8), and a digest of a whole body for the edge."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+# Field name -> digest of its canonical value. Stored as JSON (JSONB column or text).
+Fingerprint = dict[str, str]
+
+
+def canonical_json(value: Any) -> bytes:
+    """One byte form per JSON value: sorted keys, no insignificant whitespace, UTF-8.
+
+    Amounts are integers, never floats, so the form is stable across processes and languages."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(value: Any) -> str:
+    """sha256 (hex) of the canonical JSON of a value, e.g. a whole parsed request body."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def fingerprint(fields: Mapping[str, Any]) -> Fingerprint:
+    """Digest of each field of a request (the order of `fields` is the order of comparison)."""
+    return {name: digest(value)[:32] for name, value in fields.items()}
+
+
+def first_mismatch(stored: Mapping[str, str], current: Mapping[str, str]) -> str | None:
+    """The first field whose digest differs between the stored and the current request."""
+    for name, value in current.items():
+        if stored.get(name) != value:
+            return name
+    for name in stored:
+        if name not in current:
+            return name
+    return None
+
+
+def encode(print_: Mapping[str, str]) -> str:
+    """A fingerprint as text, for a text column or a metadata value."""
+    return json.dumps(dict(print_), sort_keys=True, separators=(",", ":"))
+
+
+def decode(text: str) -> Fingerprint:
+    """The fingerprint `encode` wrote; an empty or unreadable value is the empty fingerprint (so it
+    differs from any real request's)."""
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): str(v) for k, v in value.items()}
