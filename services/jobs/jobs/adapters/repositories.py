@@ -1,16 +1,16 @@
-"""PostgreSQL repositories of the jobs service and the named conversions between ORM rows and domain."""
+"""PostgreSQL repositories of the jobs service and the named conversions between rows and domain."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Row, and_, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.adapters.orm import JobRow, JobTransitionRow, SagaLogRow, SagaRow, SettlementCursorRow
+from jobs.adapters.tables import job_transitions, jobs, saga_log, sagas, settlement_cursors
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
-from jobs.domain.saga import FINAL_STATES, PaymentMethod, Saga, SagaError, SagaState
+from jobs.domain.posting_saga import FINAL_STATES, PaymentMethod, Saga, SagaError, SagaState
 
 _FINAL = [s.value for s in FINAL_STATES]
 
@@ -18,7 +18,7 @@ _FINAL = [s.value for s in FINAL_STATES]
 # --------------------------------------------------------------------------- conversions
 
 
-def job_from_row(row: JobRow) -> Job:
+def job_from_row(row: Row) -> Job:
     """Domain job from its row."""
     return Job(
         id=row.id,
@@ -92,7 +92,7 @@ def transition_to_values(t: Transition) -> dict[str, object]:
     }
 
 
-def transition_from_row(row: JobTransitionRow) -> Transition:
+def transition_from_row(row: Row) -> Transition:
     return Transition(
         job_id=row.job_id,
         from_status=JobStatus(row.from_status) if row.from_status else None,
@@ -103,7 +103,7 @@ def transition_from_row(row: JobTransitionRow) -> Transition:
     )
 
 
-def saga_from_row(row: SagaRow) -> Saga:
+def saga_from_row(row: Row) -> Saga:
     """Domain saga from its row."""
     return Saga(
         id=row.id,
@@ -192,22 +192,22 @@ class SqlJobRepository:
         transitions = job.drain_transitions()
         if transitions:
             await self.session.execute(
-                insert(JobTransitionRow), [transition_to_values(t) for t in transitions]
+                insert(job_transitions), [transition_to_values(t) for t in transitions]
             )
 
     async def add(self, job: Job) -> None:
-        await self.session.execute(insert(JobRow).values(**job_to_values(job)))
+        await self.session.execute(insert(jobs).values(**job_to_values(job)))
         await self._append(job)
 
     async def add_if_absent(self, job: Job) -> bool:
         stmt = (
-            pg_insert(JobRow)
+            pg_insert(jobs)
             .values(**job_to_values(job))
             .on_conflict_do_nothing(
                 index_elements=["company_id", "create_request_id"],
                 index_where=text("create_request_id <> ''"),
             )
-            .returning(JobRow.id)
+            .returning(jobs.c.id)
         )
         if (await self.session.execute(stmt)).scalar_one_or_none() is None:
             return False
@@ -215,64 +215,62 @@ class SqlJobRepository:
         return True
 
     async def get_by_create_request(self, company_id: str, request_id: str) -> Job | None:
-        stmt = select(JobRow).where(
-            JobRow.company_id == company_id, JobRow.create_request_id == request_id
+        stmt = select(jobs).where(
+            jobs.c.company_id == company_id, jobs.c.create_request_id == request_id
         )
-        row = (await self.session.execute(stmt)).scalar_one_or_none()
+        row = (await self.session.execute(stmt)).one_or_none()
         return job_from_row(row) if row else None
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
-        stmt = select(JobRow).where(JobRow.id == job_id)
+        stmt = select(jobs).where(jobs.c.id == job_id)
         if for_update:
             stmt = stmt.with_for_update()
-        row = (
-            await self.session.execute(stmt.execution_options(populate_existing=True))
-        ).scalar_one_or_none()
+        row = (await self.session.execute(stmt)).one_or_none()
         return job_from_row(row) if row else None
 
     async def save(self, job: Job) -> None:
         values = job_to_values(job)
         values.pop("id")
-        await self.session.execute(update(JobRow).where(JobRow.id == job.id).values(**values))
+        await self.session.execute(update(jobs).where(jobs.c.id == job.id).values(**values))
         await self._append(job)
 
     async def list_active(
         self, category: str, after: tuple[datetime, str] | None, limit: int
     ) -> list[Job]:
-        stmt = select(JobRow).where(JobRow.status == JobStatus.ACTIVE.value)
+        stmt = select(jobs).where(jobs.c.status == JobStatus.ACTIVE.value)
         if category:
-            stmt = stmt.where(JobRow.category == category)
+            stmt = stmt.where(jobs.c.category == category)
         if after is not None:
-            stmt = stmt.where(tuple_(JobRow.posted_at, JobRow.id) < tuple_(*after))
-        stmt = stmt.order_by(JobRow.posted_at.desc(), JobRow.id.desc()).limit(limit)
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).scalars()]
+            stmt = stmt.where(tuple_(jobs.c.posted_at, jobs.c.id) < tuple_(*after))
+        stmt = stmt.order_by(jobs.c.posted_at.desc(), jobs.c.id.desc()).limit(limit)
+        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
 
     async def list_by_company(
         self, company_id: str, after: tuple[datetime, str] | None, limit: int
     ) -> list[Job]:
-        stmt = select(JobRow).where(JobRow.company_id == company_id)
+        stmt = select(jobs).where(jobs.c.company_id == company_id)
         if after is not None:
-            stmt = stmt.where(tuple_(JobRow.created_at, JobRow.id) < tuple_(*after))
-        stmt = stmt.order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit)
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).scalars()]
+            stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*after))
+        stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
 
     async def transitions(self, job_id: str) -> list[Transition]:
         stmt = (
-            select(JobTransitionRow)
-            .where(JobTransitionRow.job_id == job_id)
-            .order_by(JobTransitionRow.id)
+            select(job_transitions)
+            .where(job_transitions.c.job_id == job_id)
+            .order_by(job_transitions.c.id)
         )
-        return [transition_from_row(r) for r in (await self.session.execute(stmt)).scalars()]
+        return [transition_from_row(r) for r in (await self.session.execute(stmt)).all()]
 
     async def lock_expired(self, now: datetime, limit: int) -> list[Job]:
         stmt = (
-            select(JobRow)
-            .where(JobRow.status == JobStatus.ACTIVE.value, JobRow.expires_at <= now)
-            .order_by(JobRow.expires_at)
+            select(jobs)
+            .where(jobs.c.status == JobStatus.ACTIVE.value, jobs.c.expires_at <= now)
+            .order_by(jobs.c.expires_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).scalars()]
+        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
 
 
 class SqlSagaRepository:
@@ -283,50 +281,48 @@ class SqlSagaRepository:
 
     async def insert(self, saga: Saga) -> bool:
         stmt = (
-            pg_insert(SagaRow)
+            pg_insert(sagas)
             .values(**saga_to_values(saga))
             .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
-            .returning(SagaRow.id)
+            .returning(sagas.c.id)
         )
         return (await self.session.execute(stmt)).scalar_one_or_none() is not None
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
-        stmt = select(SagaRow).where(SagaRow.id == saga_id)
+        stmt = select(sagas).where(sagas.c.id == saga_id)
         if for_update:
             stmt = stmt.with_for_update()
-        row = (
-            await self.session.execute(stmt.execution_options(populate_existing=True))
-        ).scalar_one_or_none()
+        row = (await self.session.execute(stmt)).one_or_none()
         return saga_from_row(row) if row else None
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
-        stmt = select(SagaRow).where(
-            SagaRow.company_id == company_id, SagaRow.request_id == request_id
+        stmt = select(sagas).where(
+            sagas.c.company_id == company_id, sagas.c.request_id == request_id
         )
-        row = (await self.session.execute(stmt)).scalar_one_or_none()
+        row = (await self.session.execute(stmt)).one_or_none()
         return saga_from_row(row) if row else None
 
     async def save(self, saga: Saga) -> None:
         values = saga_to_values(saga)
         values.pop("id")
-        await self.session.execute(update(SagaRow).where(SagaRow.id == saga.id).values(**values))
+        await self.session.execute(update(sagas).where(sagas.c.id == saga.id).values(**values))
 
     async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
         await self.session.execute(
-            insert(SagaLogRow).values(saga_id=saga_id, step=step, detail=detail[:2000], at=at)
+            insert(saga_log).values(saga_id=saga_id, step=step, detail=detail[:2000], at=at)
         )
 
     async def claim_due(
         self, now: datetime, owner: str, lease_until: datetime, limit: int
     ) -> list[Saga]:
         due = (
-            select(SagaRow.id)
+            select(sagas.c.id)
             .where(
-                SagaRow.state.not_in(_FINAL),
-                or_(SagaRow.lease_until.is_(None), SagaRow.lease_until < now),
-                or_(SagaRow.next_attempt_at.is_(None), SagaRow.next_attempt_at <= now),
+                sagas.c.state.not_in(_FINAL),
+                or_(sagas.c.lease_until.is_(None), sagas.c.lease_until < now),
+                or_(sagas.c.next_attempt_at.is_(None), sagas.c.next_attempt_at <= now),
             )
-            .order_by(SagaRow.next_attempt_at.nulls_first())
+            .order_by(sagas.c.next_attempt_at.nulls_first())
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
@@ -334,14 +330,12 @@ class SqlSagaRepository:
         if not ids:
             return []
         stmt = (
-            update(SagaRow)
-            .where(SagaRow.id.in_(ids))
+            update(sagas)
+            .where(sagas.c.id.in_(ids))
             .values(lease_owner=owner, lease_until=lease_until)
-            .returning(SagaRow)
+            .returning(*sagas.c)
         )
-        rows = (
-            await self.session.execute(stmt.execution_options(populate_existing=True))
-        ).scalars()
+        rows = (await self.session.execute(stmt)).all()
         return [saga_from_row(r) for r in rows]
 
     async def count_stuck(self, now: datetime) -> int:
@@ -349,8 +343,8 @@ class SqlSagaRepository:
         waiting = SagaState.AWAITING_SETTLEMENT.value
         stmt = select(func.count()).where(
             and_(
-                SagaRow.state.not_in([*_FINAL, waiting]),
-                SagaRow.deadline_at < now,
+                sagas.c.state.not_in([*_FINAL, waiting]),
+                sagas.c.deadline_at < now,
             )
         )
         return int((await self.session.execute(stmt)).scalar_one())
@@ -359,9 +353,9 @@ class SqlSagaRepository:
         self, company_id: str, since: datetime, reasons: frozenset[str]
     ) -> int:
         stmt = select(func.count()).where(
-            SagaRow.company_id == company_id,
-            SagaRow.created_at >= since,
-            SagaRow.failure["reason"].astext.in_(sorted(reasons)),
+            sagas.c.company_id == company_id,
+            sagas.c.created_at >= since,
+            sagas.c.failure["reason"].astext.in_(sorted(reasons)),
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
@@ -373,17 +367,17 @@ class SqlSettlementRepository:
         self.session = session
 
     async def cursor(self, consumer: str) -> int:
-        stmt = select(SettlementCursorRow.cursor).where(SettlementCursorRow.consumer == consumer)
+        stmt = select(settlement_cursors.c.cursor).where(settlement_cursors.c.consumer == consumer)
         return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)
 
     async def advance(self, consumer: str, cursor: int) -> None:
-        stmt = pg_insert(SettlementCursorRow).values(
+        stmt = pg_insert(settlement_cursors).values(
             consumer=consumer, cursor=cursor, updated_at=func.now()
         )
         stmt = stmt.on_conflict_do_update(
             index_elements=["consumer"],
             set_={
-                "cursor": func.greatest(SettlementCursorRow.cursor, stmt.excluded.cursor),
+                "cursor": func.greatest(settlement_cursors.c.cursor, stmt.excluded.cursor),
                 "updated_at": func.now(),
             },
         )

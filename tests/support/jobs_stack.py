@@ -23,6 +23,7 @@ from hirepay_dev.procs import Process, free_port
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.services import JOBS, RunningService, start_service
 from hirepay_platform.grpc_status import error_info
+from tests.support import jobs_process
 
 FEE = 14900  # engineering, USD, from the default price list
 CREDITS_FEE = 500
@@ -92,11 +93,19 @@ class Stack:
     wallet_stub: wpb_grpc.WalletServiceStub
 
 
-def start_jobs(stack: Stack, database_url: str, **env: str) -> RunningService:
-    """The jobs service as a real process wired to the stack, with fast workers for tests."""
+# Jobs whose title contains this cannot be activated (PAY-7 tests; see tests.support.jobs_faults).
+REFUSE_ACTIVATION_MARKER = "[fail-activation]"
+
+
+def start_jobs(
+    stack: Stack, database_url: str, *, crash_after: str = "", **env: str
+) -> RunningService:
+    """The jobs service as a real process wired to the stack, with fast workers for tests, and
+    faults injected from tests: it dies (exit 137) right after the saga step `crash_after`."""
     return start_service(
         JOBS,
         database_url,
+        module=jobs_process.MODULE,
         env={
             "JOBS_PAYMENTS_TARGET": stack.payments.target,
             "JOBS_WALLET_TARGET": stack.wallet.target,
@@ -106,7 +115,8 @@ def start_jobs(stack: Stack, database_url: str, **env: str) -> RunningService:
             "JOBS_RETRY_BASE_SECONDS": "0.1",
             "JOBS_RETRY_MAX_SECONDS": "1",
             "JOBS_SETTLEMENT_POLL_SECONDS": "1",
-            "JOBS_FAIL_ACTIVATION_MARKER": "[fail-activation]",
+            jobs_process.REFUSE_ACTIVATION_MARKER: REFUSE_ACTIVATION_MARKER,
+            jobs_process.CRASH_AFTER_STEP: crash_after,
             **env,
         },
         log_name=f"jobs-tests-jobs-{uuid.uuid4().hex[:6]}",

@@ -1,8 +1,9 @@
-"""The pay-to-post saga: its states, its payment methods, and how participant failures are read.
+"""The pay-to-post saga: its state machine, its payment methods, and how participant failures read.
 
 The saga is a Try-Confirm-Cancel global transaction with one branch ("payment"). Its row in the
 jobs database is the durable log: each step is persisted before it acts, so after a crash the
-recovery worker resumes from the last persisted state.
+recovery worker resumes from the last persisted state. Its states change only through the methods
+of `Saga`, each checked against the transition table `Saga.TRANSITIONS`.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.reasons import PAYMENT_METHOD_FAILURES, FailureReason
+from jobs.domain.errors import InvalidSagaTransition
 
 BRANCH_ID = "payment"
+# Lease owners ending with this are requests in flight (of any replica), which drive their saga:
+# a settlement event arriving meanwhile only records what it says (no second driver racing them).
+REQUEST_HOLDER_SUFFIX = "/request"
 
 
 class SagaState(enum.StrEnum):
@@ -37,6 +43,30 @@ class SagaState(enum.StrEnum):
 FINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.FAILED, SagaState.REFUNDED})
 # States before activation: a deadline may still cancel these.
 BEFORE_ACTIVATION = frozenset({SagaState.TRYING, SagaState.AWAITING_SETTLEMENT})
+
+# Where each state may go. Before activation the Try's outcome decides (a further "still pending"
+# answer keeps the saga waiting); a Confirm that can never succeed cancels; money found taken after
+# the saga gave up (a late bank transfer) or a cancelled live posting is refunded (PAY-7, PAY-13).
+_UNSETTLED = frozenset(
+    {
+        SagaState.AWAITING_SETTLEMENT,
+        SagaState.CONFIRMING,
+        SagaState.CANCELLING,
+        SagaState.REFUNDING,
+    }
+)
+SAGA_TRANSITIONS: dict[SagaState, frozenset[SagaState]] = {
+    SagaState.TRYING: _UNSETTLED,
+    SagaState.AWAITING_SETTLEMENT: _UNSETTLED,
+    SagaState.CONFIRMING: frozenset(
+        {SagaState.COMPLETED, SagaState.REFUNDING, SagaState.CANCELLING}
+    ),
+    SagaState.CANCELLING: frozenset({SagaState.FAILED, SagaState.REFUNDED, SagaState.REFUNDING}),
+    SagaState.REFUNDING: frozenset({SagaState.REFUNDED}),
+    SagaState.COMPLETED: frozenset({SagaState.REFUNDING}),
+    SagaState.FAILED: frozenset({SagaState.REFUNDING}),
+    SagaState.REFUNDED: frozenset(),
+}
 
 
 class PaymentMethod(enum.StrEnum):
@@ -107,9 +137,23 @@ class SagaError:
         return cls(data["kind"], data["reason"], data["message"], dict(data.get("metadata", {})))
 
 
+@dataclass(frozen=True, slots=True)
+class SettlementEvent:
+    """A settlement event of the payments service, in the saga's terms."""
+
+    event_id: str
+    cursor: int
+    type: str
+    global_tx_id: str
+    branch_id: str
+    result: TryResult
+
+
 @dataclass(slots=True)
 class Saga:
     """One pay-to-post attempt: the durable log row of its global transaction."""
+
+    TRANSITIONS: ClassVar[dict[SagaState, frozenset[SagaState]]] = SAGA_TRANSITIONS
 
     id: str
     company_id: str
@@ -153,23 +197,89 @@ class Saga:
         """Whether the request has its final answer (a response or an error) stored."""
         return self.response is not None or self.failure is not None
 
+    def _move(self, to: SagaState, now: datetime) -> None:
+        """Change state if the table allows it."""
+        if to not in self.TRANSITIONS[self.state]:
+            raise InvalidSagaTransition(self.id, self.state.value, to.value)
+        self.state = to
+        self.updated_at = now
+
+    def await_settlement(self, next_action_url: str, poll_at: datetime, now: datetime) -> None:
+        """The Try was accepted but settles later (3-D Secure, checkout, bank transfer)."""
+        self._move(SagaState.AWAITING_SETTLEMENT, now)
+        self.next_action_url = next_action_url or self.next_action_url
+        self.next_attempt_at = poll_at
+
+    def start_confirming(self, now: datetime) -> None:
+        """The job went live: Confirm is driven from now on until it succeeds (PAY-4)."""
+        self._move(SagaState.CONFIRMING, now)
+        self.activated = True
+        self.next_attempt_at = now
+
+    def start_cancelling(self, failure: SagaError, now: datetime) -> None:
+        """Give up: Cancel the branch; the first failure recorded is the one the client sees."""
+        self._move(SagaState.CANCELLING, now)
+        self.failure = self.failure or failure
+
+    def start_refunding(self, now: datetime, *, reason: str = "") -> None:
+        """Money was taken and goes back (a refund reason already recorded is kept)."""
+        self._move(SagaState.REFUNDING, now)
+        self.refund_reason = self.refund_reason or reason
+        self.finished_at = None
+
+    def request_refund(self, amount_minor: int, reason: str, now: datetime) -> None:
+        """A refund of a live posting: driven now if the saga is done, else after its Confirm."""
+        self.refund_amount_minor = amount_minor
+        self.refund_reason = reason
+        if self.state is SagaState.COMPLETED:
+            self.start_refunding(now)
+            self.next_attempt_at = now
+        self.updated_at = now
+
+    def finish(self, state: SagaState, now: datetime) -> None:
+        """Move to a final state: nothing is left to drive."""
+        if not state.final:
+            raise InvalidSagaTransition(self.id, self.state.value, state.value)
+        self._move(state, now)
+        self.finished_at = now
+        self.next_attempt_at = None
+
+    def take_lease(self, owner: str, until: datetime, now: datetime) -> bool:
+        """Lease the saga to `owner` unless another live holder has it (caller holds the row)."""
+        if self.lease_owner and self.lease_until is not None and self.lease_until > now:
+            return self.lease_owner == owner
+        self.lease_owner = owner
+        self.lease_until = until
+        return True
+
+    def release_lease(self, owner: str) -> bool:
+        """Give up `owner`'s lease; False when someone else holds it now."""
+        if self.lease_owner != owner:
+            return False
+        self.lease_owner = ""
+        self.lease_until = None
+        return True
+
+    def held_by_live_request(self, now: datetime) -> bool:
+        """A request in flight (of any replica) holds the saga and drives it itself."""
+        return (
+            self.lease_until is not None
+            and self.lease_until > now
+            and self.lease_owner.endswith(REQUEST_HOLDER_SUFFIX)
+        )
+
 
 # Failures that count as suspicious when they pile up for one company (PAY-14).
-ABUSE_REASONS = frozenset(
-    {"PAYMENT_DECLINED", "INSUFFICIENT_FUNDS", "INVALID_PAYMENT_DETAILS", "INSUFFICIENT_CREDITS"}
-)
+ABUSE_REASONS: frozenset[str] = PAYMENT_METHOD_FAILURES
 
 # The reasons the client sees (PAY-11), from what a participant answered.
-_WALLET_REASONS = {"INSUFFICIENT_FUNDS": "INSUFFICIENT_CREDITS"}
+_WALLET_REASONS = {FailureReason.INSUFFICIENT_FUNDS: FailureReason.INSUFFICIENT_CREDITS}
 _DEFINITE_FAILURES = frozenset(
     {
-        "PAYMENT_DECLINED",
-        "INSUFFICIENT_FUNDS",
-        "INSUFFICIENT_CREDITS",
-        "INVALID_PAYMENT_DETAILS",
-        "VALIDATION_FAILED",
-        "PAYMENT_VOIDED",
-        "HOLD_CANCELLED",
+        *PAYMENT_METHOD_FAILURES,
+        FailureReason.VALIDATION_FAILED,
+        FailureReason.PAYMENT_VOIDED,
+        FailureReason.HOLD_CANCELLED,
     }
 )
 
@@ -189,13 +299,13 @@ def client_error(error: HirepayError, method: PaymentMethod, saga_id: str) -> Hi
         reason = _WALLET_REASONS[reason]
         kind = ErrorKind.FAILED_PRECONDITION
         message = "not enough job credits to post this job"
-    elif reason == "PAYMENT_TIMEOUT" or kind is ErrorKind.DEADLINE_EXCEEDED:
-        reason, kind = "PAYMENT_TIMEOUT", ErrorKind.DEADLINE_EXCEEDED
+    elif reason == FailureReason.PAYMENT_TIMEOUT or kind is ErrorKind.DEADLINE_EXCEEDED:
+        reason, kind = FailureReason.PAYMENT_TIMEOUT, ErrorKind.DEADLINE_EXCEEDED
         metadata.setdefault("payment_id", "")
         metadata["retry"] = "true"
         message = "the payment provider did not answer in time; nothing was posted"
-    elif reason == "PAYMENT_PROVIDER_UNAVAILABLE" or kind is ErrorKind.UNAVAILABLE:
-        reason, kind = "PAYMENT_PROVIDER_UNAVAILABLE", ErrorKind.UNAVAILABLE
+    elif reason == FailureReason.PAYMENT_PROVIDER_UNAVAILABLE or kind is ErrorKind.UNAVAILABLE:
+        reason, kind = FailureReason.PAYMENT_PROVIDER_UNAVAILABLE, ErrorKind.UNAVAILABLE
         metadata["retry"] = "true"
     return HirepayError(message, reason=reason, kind=kind, metadata=metadata)
 

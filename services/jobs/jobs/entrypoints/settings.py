@@ -12,7 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from hirepay_platform.settings import ServiceSettings
 from jobs.domain.pricing import PriceList, RefundPolicy
-from jobs.service_layer.config import JobsConfig, crash_hook
+from jobs.service_layer.config import JobsConfig
 
 DEFAULT_POSTING_FEES: dict[str, dict[str, int]] = {
     "default": {"USD": 9900, "EUR": 8900, "GBP": 7900},
@@ -66,10 +66,6 @@ class JobsSettings(ServiceSettings):
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     )
-    # Test-only: crash (exit 137) right after this saga step: pending, try, activate, confirm.
-    crash_after_step: str = ""
-    # Test-only: activation fails for jobs whose title contains this marker (PAY-7 tests).
-    fail_activation_marker: str = ""
 
     @field_validator("posting_fees")
     @classmethod
@@ -112,8 +108,6 @@ class JobsSettings(ServiceSettings):
             bank_transfer_token=self.bank_transfer_payment_method,
             max_failed_payments=self.max_failed_payments,
             failed_payments_window_seconds=self.failed_payments_window_seconds,
-            fail_activation_marker=self.fail_activation_marker,
-            crash_point=crash_hook(self.crash_after_step),
         )
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from jobs.domain.model import Transition
+
 FUNNEL = Counter(
     "hirepay_jobs_funnel_total",
     "Pay-to-post funnel steps: draft_created, previewed, payment_started, paid, activated.",
@@ -44,3 +46,9 @@ BLOCKED_POSTINGS = Counter(
     "Posting attempts refused because the company had too many failed payments (PAY-14).",
 )
 EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")
+
+
+def record_transitions(transitions: list[Transition]) -> None:
+    """Count transitions once they are committed."""
+    for t in transitions:
+        TRANSITIONS.labels(t.from_status.value if t.from_status else "", t.to_status).inc()

@@ -7,10 +7,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain.model import Job, JobStatus, Transition
+from jobs.domain.posting_saga import (
+    FINAL_STATES,
+    PaymentMethod,
+    Saga,
+    SagaState,
+    TryResult,
+    TryState,
+)
 from jobs.domain.pricing import PriceList, RefundPolicy
-from jobs.domain.saga import FINAL_STATES, PaymentMethod, Saga, SagaState, TryResult, TryState
 from jobs.service_layer.config import JobsConfig
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -175,9 +182,8 @@ class FakeSettlements:
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.clock = clock
         self.commits = 0
 
     async def __aenter__(self) -> FakeUnitOfWork:
@@ -276,8 +282,6 @@ class FakeParticipant:
     def taken(self, saga_id: str) -> bool:
         return self.state.get(saga_id) is TryState.CAPTURED
 
-
-from hirepay_platform.errors import ErrorKind  # noqa: E402
 
 _FP = ErrorKind.FAILED_PRECONDITION
 
