@@ -33,6 +33,7 @@ def build_app(settings: WalletSettings) -> GrpcApp:
     app = GrpcApp("wallet", settings)
     database = Database.from_settings(settings, SqlWalletUnitOfWork, probe_table="accounts")
     app.on_startup(database.start)
+    app.add_readiness_check("database", database.readiness_check())
     app.on_shutdown(database.stop)
     config = wallet_config(settings)
     deps = Deps(uow=database.uow, config=config, clock=utc_now)
