@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
+from tests.support.stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
+from tests.support.webhook_receiver import WebhookReceiver
 
-WEBHOOK_SECRET = "whsec_sandboxtestsecret0000000000000"
-MAX_ATTEMPTS = 5
 HERE = Path(__file__).parent
 
 # stripe-python's HTTPXClient posts the form as `data=<str>`, which httpx deprecates; not ours.

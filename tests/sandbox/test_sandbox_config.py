@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
 from stripe_sandbox.config import load_config
 from stripe_sandbox.params import parse_form
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,11 @@ import uuid
 
 import pytest
 import stripe
-from conftest import MAX_ATTEMPTS, WEBHOOK_SECRET
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin
+from tests.support.stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def _customer(client: stripe.StripeClient, **params: str) -> stripe.Customer:
