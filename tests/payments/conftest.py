@@ -4,77 +4,19 @@ and gRPC stubs."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import grpc
 import pytest
 
-from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
 from tests.support.payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
+from tests.support.webhook_relay import WebhookRelay
 
 PROVIDER_TIMEOUT = 1.5
-
-
-class WebhookRelay:
-    """An HTTP endpoint for the sandbox's webhooks that forwards each delivery, byte for byte, to
-    the payments service and answers as the gateway would (2xx applied, 400 bad signature, 503
-    to be retried)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.target = ""
-        self.statuses: list[int] = []
-        relay = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = relay.forward(body, self.headers.get("Stripe-Signature", ""))
-                relay.statuses.append(status)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhook/stripe"
-
-    def forward(self, body: bytes, signature: str) -> int:
-        if not self.target:
-            return 503
-        with grpc.insecure_channel(self.target) as channel:
-            stub = pb_grpc.PaymentsServiceStub(channel)
-            try:
-                stub.HandleProviderEvent(
-                    pb.HandleProviderEventRequest(
-                        provider="stripe", payload=body, signature=signature
-                    ),
-                    timeout=10,
-                )
-            except grpc.RpcError as exc:
-                return 400 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 503
-        return 200
-
-    def start(self) -> WebhookRelay:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,8 @@ from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
 from hirepay_dev.services import PAYMENTS, WALLET, start_service
-from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, WebhookRelay, start_jobs
+from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, start_jobs
+from tests.support.webhook_relay import WebhookRelay
 
 PROVIDER_TIMEOUT = "1.5"
 
@@ -23,8 +24,8 @@ def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
     # Every process is registered for stopping as soon as it starts, so a failed start-up of a
     # later one leaves nothing running.
     with contextlib.ExitStack() as cleanup:
-        relay = WebhookRelay()
-        cleanup.callback(relay.server.shutdown)
+        relay = WebhookRelay().start()
+        cleanup.callback(relay.stop)
         sandbox, sandbox_url = start_sandbox(
             name="jobs-tests-sandbox",
             env={
