@@ -3,9 +3,7 @@ and the wallet (the webhook relay standing in for the gateway is tests.support.w
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -145,12 +143,3 @@ def grant_credits(stack: Stack, owner: str, amount: int) -> str:
         timeout=5,
     )
     return target.account_id
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")

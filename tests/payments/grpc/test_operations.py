@@ -24,8 +24,8 @@ from tests.support.payments_helpers import (
     authorize_request,
     branch,
     rpc_error,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 CALLBACK_SECRET = "callback-secret-for-tests"
 
