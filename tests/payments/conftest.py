@@ -11,9 +11,10 @@ import grpc
 import pytest
 
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
-from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from hirepay_dev.sandbox_client import SandboxAdmin
+from hirepay_dev.services import RunningService
 from tests.support.payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
+from tests.support.stripe_stack import start_payments, start_stripe_sandbox
 from tests.support.webhook_relay import WebhookRelay
 
 PROVIDER_TIMEOUT = 1.5
@@ -28,16 +29,7 @@ def relay() -> Iterator[WebhookRelay]:
 
 @pytest.fixture(scope="session")
 def sandbox_url(relay: WebhookRelay) -> Iterator[str]:
-    process, url = start_sandbox(
-        name="payments-sandbox",
-        env={
-            "SANDBOX_WEBHOOK_URL": relay.url,
-            "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SANDBOX_WEBHOOK_RETRY_BASE": "0.2",
-            "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "1",
-            "SANDBOX_WEBHOOK_MAX_ATTEMPTS": "30",
-        },
-    )
+    process, url = start_stripe_sandbox("payments-sandbox", relay.url, WEBHOOK_SECRET)
     yield url
     process.stop()
 
@@ -66,19 +58,14 @@ def payments_service(
     make_service_database: Callable[[str], str], sandbox_url: str, relay: WebhookRelay
 ) -> Iterator[RunningService]:
     url = make_service_database("payments")
-    service = start_service(
-        PAYMENTS,
+    service = start_payments(
         url,
-        env={
-            "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-            "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
-            "PAYMENTS_STRIPE_WEBHOOK_SECRETS": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
-            "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": str(PROVIDER_TIMEOUT),
-            "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-            "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-            "PAYMENTS_LOG_LEVEL": "INFO",
-        },
+        sandbox_url,
+        api_key="sk_test_paymentstests",
+        webhook_secrets=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        provider_timeout=PROVIDER_TIMEOUT,
         log_name="payments-tests",
+        PAYMENTS_LOG_LEVEL="INFO",
     )
     relay.target = service.target
     yield service

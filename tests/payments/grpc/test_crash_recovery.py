@@ -20,20 +20,14 @@ from tests.support.payments_helpers import (
     reason,
     rpc_error,
 )
+from tests.support.stripe_stack import payments_env
 from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 
 
 def _env(sandbox_url: str) -> dict[str, str]:
-    return {
-        "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-        "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
-        "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-        "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1",
-        "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-        "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-    }
+    return payments_env(sandbox_url, "sk_test_paymentstests", WEBHOOK_SECRET, provider_timeout=1)
 
 
 @pytest.fixture(scope="module")
