@@ -47,6 +47,7 @@ class IdempotentRequest:
     conflict: Callable[[IdempotencyConflict], Reply]
     replay_headers: Callable[[SavedResponse], dict[str, str]] = lambda saved: {}
     strict: bool = True  # False: a different request under a used key replays the first answer
+    replay_status: Callable[[int], int] = lambda status: status  # PayPal answers replays 200
 
 
 async def perform(
@@ -71,7 +72,7 @@ async def perform(
         if saved is not None:
             return Response(
                 saved.body,
-                status_code=saved.status,
+                status_code=idempotent.replay_status(saved.status),
                 headers={**saved.headers, **idempotent.replay_headers(saved)},
             )
 
