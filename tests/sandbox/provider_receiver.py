@@ -46,7 +46,8 @@ class ProviderReceiver:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/webhooks"
         self.received: list[Delivery] = []
-        self._failures: dict[str, list[int]] = {}
+        # (object id, event type or None) -> status codes to answer first
+        self._failures: dict[tuple[str, str | None], list[int]] = {}
         self._lock = threading.Lock()
         receiver = self
 
@@ -58,8 +59,7 @@ class ProviderReceiver:
                 except (ValueError, KeyError, TypeError):
                     event_type, object_id = "?", "?"
                 with receiver._lock:
-                    pending = receiver._failures.get(object_id)
-                    status = pending.pop(0) if pending else 200
+                    status = receiver._answer_for(object_id, event_type)
                     receiver.received.append(
                         Delivery(dict(self.headers.items()), body, status, event_type, object_id)
                     )
@@ -81,10 +81,18 @@ class ProviderReceiver:
         self._server.shutdown()
         self._server.server_close()
 
-    def fail(self, object_id: str, *statuses: int) -> None:
-        """Answer these statuses, in order, to the next deliveries about `object_id`."""
+    def fail(self, object_id: str, *statuses: int, event_type: str | None = None) -> None:
+        """Answer these statuses, in order, to the next deliveries about `object_id` (of
+        `event_type` only, when given)."""
         with self._lock:
-            self._failures[object_id] = list(statuses)
+            self._failures[(object_id, event_type)] = list(statuses)
+
+    def _answer_for(self, object_id: str, event_type: str) -> int:
+        for key in ((object_id, event_type), (object_id, None)):
+            pending = self._failures.get(key)
+            if pending:
+                return pending.pop(0)
+        return 200
 
     def about(self, object_id: str, event_type: str | None = None) -> list[Delivery]:
         with self._lock:

@@ -3,6 +3,7 @@ official SDK at it (PayPal, Razorpay), and use the `/_sandbox/` admin API they s
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -139,6 +140,20 @@ class KitAdmin:
         response.raise_for_status()
         deliveries: list[dict[str, Any]] = response.json()["deliveries"]
         return deliveries
+
+    def wait_for_deliveries(
+        self, event_id: str, status: str = "succeeded", timeout: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The deliveries of an event once all have reached `status` (the sandbox records an
+        attempt's answer just after the receiver has seen the request)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.deliveries(event_id=event_id)
+            if found and all(d["status"] == status for d in found):
+                return found
+            if time.monotonic() > deadline:
+                raise AssertionError(f"deliveries of {event_id} not all {status}: {found}")
+            time.sleep(0.02)
 
     def flush_webhooks(self) -> int:
         return int(self.call("POST", "/_sandbox/webhooks/flush")["released"])

@@ -7,14 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 from provider_receiver import ProviderReceiver
 
 from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client, start_provider_sandbox
-
-WEBHOOK_SECRET = "paypal-test-webhook-secret"
-WEBHOOK_ID = "1JE4291016473214C"
-MAX_ATTEMPTS = 4
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

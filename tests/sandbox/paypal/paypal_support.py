@@ -15,6 +15,10 @@ from paypalserversdk.models.order_request import OrderRequest
 from paypalserversdk.models.purchase_unit_request import PurchaseUnitRequest
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
+# The sandbox under test signs with these (conftest starts it with them).
+WEBHOOK_SECRET = "paypal-test-webhook-secret"
+WEBHOOK_ID = "1JE4291016473214C"
+MAX_ATTEMPTS = 4
 RETURN_URL = "https://hirepay.example/paypal/return"
 CANCEL_URL = "https://hirepay.example/paypal/cancel"
 

@@ -12,8 +12,7 @@ import zlib
 from typing import Any
 
 import httpx
-from conftest import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET
-from paypal_support import approved_order
+from paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET, approved_order
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 from provider_receiver import Delivery, ProviderReceiver
 
@@ -179,7 +178,7 @@ def test_failed_deliveries_are_retried_until_2xx(
     assert len({d.body for d in tries}) == 1  # the same bytes every attempt
     # Each attempt is a new transmission with its own id and signature.
     assert len({d.header("PAYPAL-TRANSMISSION-ID") for d in tries}) == 3
-    (record,) = paypal_admin.deliveries(event_id=tries[0].event["id"])
+    (record,) = paypal_admin.wait_for_deliveries(tries[0].event["id"])
     assert record["status"] == "succeeded"
     assert [a["status_code"] for a in record["attempts"]] == [500, 503, 200]
     assert len(record["attempts"]) <= MAX_ATTEMPTS

@@ -9,11 +9,9 @@ from typing import Any
 import pytest
 import razorpay
 from provider_receiver import ProviderReceiver
+from razorpay_support import MAX_ATTEMPTS, WEBHOOK_SECRET
 
 from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client, start_provider_sandbox
-
-WEBHOOK_SECRET = "razorpay-test-webhook-secret"
-MAX_ATTEMPTS = 4
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

@@ -11,6 +11,9 @@ from typing import Any
 import httpx
 import razorpay
 
+# The sandbox under test signs webhooks with this (conftest starts it with it).
+WEBHOOK_SECRET = "razorpay-test-webhook-secret"
+MAX_ATTEMPTS = 4
 VISA = "4111 1111 1111 1111"
 MASTERCARD = "5267 3181 8797 5449"
 CALLBACK_URL = "https://hirepay.example/razorpay/callback"

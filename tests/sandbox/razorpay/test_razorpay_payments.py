@@ -30,7 +30,7 @@ def test_wrong_key_secret_is_refused(razorpay_url: str) -> None:
 
 
 def test_order_validation_and_unknown_ids(rzp: razorpay.Client) -> None:
-    with pytest.raises(BadRequestError, match="atleast INR 1.00"):
+    with pytest.raises(BadRequestError, match=r"atleast INR 1\.00"):
         rzp.order.create({"amount": 99, "currency": "INR"})
     with pytest.raises(BadRequestError, match="currency field is required"):
         rzp.order.create({"amount": 1000})
