@@ -12,9 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, Ports, Stack
+from tests.support import jobs_process
+
+# Jobs whose title contains this cannot be activated (PAY-7; injected by tests.support.jobs_faults).
+REFUSE_ACTIVATION_MARKER = "[activation-fails]"
 
 # Short provider timeout so timeout scenarios run quickly; a generous rate limit except where tested.
 E2E_ENV: dict[str, dict[str, str]] = {
@@ -25,7 +29,7 @@ E2E_ENV: dict[str, dict[str, str]] = {
         "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "1",
     },
     "jobs": {
-        "JOBS_FAIL_ACTIVATION_MARKER": "[activation-fails]",
+        jobs_process.REFUSE_ACTIVATION_MARKER: REFUSE_ACTIVATION_MARKER,
         "JOBS_RECOVERY_INTERVAL_SECONDS": "0.3",
         "JOBS_RETRY_BASE_SECONDS": "0.2",
         "JOBS_RETRY_MAX_SECONDS": "1",
@@ -149,6 +153,8 @@ def system(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         db_suffix=f"_e2e_{uuid.uuid4().hex[:6]}",
         fresh=True,
         extra_env=env,
+        # The real jobs service, with faults injected from tests by wrapping its ports.
+        modules={"jobs": jobs_process.MODULE},
     ).start()
     assert stack.gateway is not None and set(stack.services) == {"wallet", "payments", "jobs"}
     http = httpx.Client(base_url=stack.gateway_url, timeout=60.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.e2e.conftest import System, eventually, job_fields, new_company
+from tests.support import jobs_process
 
 FEE_MINOR = 14900
 
@@ -27,7 +28,7 @@ def test_jobs_killed_at_each_saga_step_recovers_consistently(
     normal_env = dict(jobs.process.env)
     company = new_company()
     try:
-        jobs.process.env = {**normal_env, "JOBS_CRASH_AFTER_STEP": step}
+        jobs.process.env = {**normal_env, jobs_process.CRASH_AFTER_STEP: step}
         jobs.restart()
         response = system.http.post(
             "/api/jobs/create-with-payment",

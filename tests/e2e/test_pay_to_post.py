@@ -13,7 +13,13 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e.conftest import System, eventually, job_fields, new_company
+from tests.e2e.conftest import (
+    REFUSE_ACTIVATION_MARKER,
+    System,
+    eventually,
+    job_fields,
+    new_company,
+)
 
 FEE = {"amount_minor": 14900, "currency": "USD"}  # engineering category, default price list
 
@@ -180,7 +186,7 @@ def test_money_taken_but_activation_impossible_is_refunded(system: System) -> No
         company,
         "k1",
         {"method": "card", "payment_method": "pm_card_visa"},
-        job=job_fields("Data engineer [activation-fails]"),
+        job=job_fields(f"Data engineer {REFUSE_ACTIVATION_MARKER}"),
     )
     assert response.status_code in (409, 500), response.text
     assert response.json()["error"] == "ACTIVATION_FAILED"

@@ -12,8 +12,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-from gateway_fakes import FakeJobs, FakePayments, start_jobs, start_payments, start_wallet
-from gateway_support import (
+
+from tests.support.gateway_fakes import (
+    FakeJobs,
+    FakePayments,
+    start_jobs,
+    start_payments,
+    start_wallet,
+)
+from tests.support.gateway_harness import (
     AUDIENCE,
     ISSUER,
     KEYS,

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from gateway.auth import issue_token
+from gateway.service_layer.auth import issue_token
 from hirepay_dev.benchlib import Result, closed_loop
 from hirepay_dev.stack import Ports, Stack
 

@@ -80,8 +80,12 @@ def start_service(
     metrics_port: int | None = None,
     log_name: str | None = None,
     timeout: float = 30.0,
+    module: str | None = None,
 ) -> RunningService:
-    """Start the service as a real process and wait until its gRPC health says SERVING."""
+    """Start the service as a real process and wait until its gRPC health says SERVING.
+
+    `module` runs another entry module instead of the service's own (tests start the real service
+    with faults injected into its ports this way)."""
     grpc_port = grpc_port or free_port()
     metrics_port = metrics_port or free_port()
     p = spec.env_prefix
@@ -93,7 +97,7 @@ def start_service(
     }
     process = Process(
         name=log_name or spec.name,
-        argv=python_module(spec.module),
+        argv=python_module(module or spec.module),
         env=full_env,
         ready=grpc_ready(f"127.0.0.1:{grpc_port}"),
     ).start(timeout)

@@ -78,6 +78,8 @@ class Stack:
     db_suffix: str = ""
     fresh: bool = False
     extra_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Entry modules run instead of a service's own, by service name (tests inject faults so).
+    modules: dict[str, str] = field(default_factory=dict)
     # Real Stripe: PAYMENTS_STRIPE_* come from the environment and no sandbox is started.
     real_stripe: bool = False
     sandbox: Process | None = None
@@ -155,6 +157,7 @@ class Stack:
                 grpc_port=grpc_port,
                 metrics_port=metrics_port,
                 log_name=spec.name + self.db_suffix,
+                module=self.modules.get(spec.name),
             )
             self.services[spec.name] = running
             targets[spec.name] = running.target

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gateway.auth import ROLES, issue_token
+from gateway.service_layer.auth import ROLES, issue_token
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,13 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from jobs_stack import WEBHOOK_SECRET, Stack, WebhookRelay, start_jobs
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
 from hirepay_dev.services import PAYMENTS, WALLET, start_service
+from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, WebhookRelay, start_jobs
 
 PROVIDER_TIMEOUT = "1.5"
 

@@ -6,17 +6,24 @@ from __future__ import annotations
 import grpc
 import httpx
 import pytest
-from jobs_stack import FEE, company, payment_of_saga, post_request, start_jobs, wait_for
 
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from tests.support.jobs_stack import (
+    FEE,
+    company,
+    payment_of_saga,
+    post_request,
+    start_jobs,
+    wait_for,
+)
 
 
 @pytest.fixture
 def replicas(stack, make_service_database):
     database = make_service_database("jobs")
-    doomed = start_jobs(stack, database, JOBS_CRASH_AFTER_STEP="try", JOBS_INSTANCE_ID="doomed")
+    doomed = start_jobs(stack, database, crash_after="try", JOBS_INSTANCE_ID="doomed")
     survivor = start_jobs(stack, database, JOBS_INSTANCE_ID="survivor")
     yield doomed, survivor
     for service in (doomed, survivor):

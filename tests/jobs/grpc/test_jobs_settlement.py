@@ -6,18 +6,19 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from jobs_stack import (
+
+from hirepay.jobs.v1 import jobs_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2 as ppb
+from tests.support.jobs_stack import (
     FEE,
     FIELDS,
+    REFUSE_ACTIVATION_MARKER,
     company,
     payment_of_saga,
     post_request,
     reason_of,
     wait_for,
 )
-
-from hirepay.jobs.v1 import jobs_service_pb2 as pb
-from hirepay.payments.v1 import payments_service_pb2 as ppb
 
 
 def job_of(jobs, actor, job_id: str) -> pb.Job:
@@ -108,7 +109,7 @@ def test_activation_failure_returns_the_money(stack, jobs):
     actor = company()
     fields = pb.JobFields()
     fields.CopyFrom(FIELDS)
-    fields.title = "Payments Engineer [fail-activation]"
+    fields.title = f"Payments Engineer {REFUSE_ACTIVATION_MARKER}"
     with pytest.raises(grpc.RpcError) as info:
         jobs.CreateJobWithPayment(post_request(actor, job=fields), timeout=30)
     reason, metadata = reason_of(info.value)

@@ -8,7 +8,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from jobs_stack import (
+
+from hirepay.jobs.v1 import jobs_service_pb2 as pb
+from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
+from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay.wallet.v1 import wallet_service_pb2 as wpb
+from tests.support import jobs_process
+from tests.support.jobs_stack import (
     CREDITS_FEE,
     FEE,
     FIELDS,
@@ -22,11 +28,6 @@ from jobs_stack import (
     start_jobs,
     wait_for,
 )
-
-from hirepay.jobs.v1 import jobs_service_pb2 as pb
-from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
-from hirepay.payments.v1 import payments_service_pb2 as ppb
-from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 
 
 def test_card_success_is_active_and_captured_once(stack, jobs):
@@ -179,7 +180,7 @@ def test_concurrent_twins_give_one_charge_one_job(stack, jobs):
 @pytest.mark.parametrize("step", ["pending", "try", "activate", "confirm"])
 def test_kill_9_at_a_saga_step_then_recovery_is_consistent(stack, make_service_database, step):
     database = make_service_database("jobs")
-    service = start_jobs(stack, database, JOBS_CRASH_AFTER_STEP=step)
+    service = start_jobs(stack, database, crash_after=step)
     try:
         _crash_then_recover(stack, service, step)
     finally:
@@ -197,9 +198,7 @@ def _crash_then_recover(stack, service, step: str) -> None:
     assert service.process.popen is not None
     assert service.process.popen.wait(10) == 137
     # Restart the same service (same ports and database) without the crash switch.
-    service.process.env = {
-        k: v for k, v in service.process.env.items() if k != "JOBS_CRASH_AFTER_STEP"
-    }
+    service.process.env = {**service.process.env, jobs_process.CRASH_AFTER_STEP: ""}
     service.process.popen = None
     service.process.start(30)
     with grpc.insecure_channel(service.target) as channel:

@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from jobs_stack import FEE, company, payment_of_saga, post_request, wait_for
-
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from tests.support.jobs_stack import FEE, company, payment_of_saga, post_request, wait_for
 
 
 def job_of(jobs, actor, job_id: str) -> pb.Job:

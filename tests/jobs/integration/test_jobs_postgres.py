@@ -9,16 +9,21 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from jobs_fakes import FakeParticipants, make_config
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from hirepay_platform.clock import utc_now
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.model import Job, JobFields, JobStatus
-from jobs.domain.saga import PaymentMethod, Saga, SagaState
-from jobs.service_layer import handlers, saga
+from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import cancellation, pay_to_post, settlement
+from jobs.service_layer.handlers import drafts as draft_handlers
+from jobs.service_layer.ports import Participants
+from tests.support.jobs_fakes import FakeParticipants, make_config
+from tests.support.jobs_faults import CrashingParticipants
 
 COMPANY = commands.Actor("co_1", "company")
 FIELDS = JobFields(
@@ -36,6 +41,15 @@ async def sessions(make_service_database):
     engine = create_engine(url, pool_size=30, max_overflow=10)
     yield make_session_factory(engine)
     await engine.dispose()
+
+
+def deps_of(sessions, config=None, participants: Participants | None = None) -> Deps:
+    """The handlers' dependencies over the real database (each call gets its own unit of work)."""
+    return Deps.build(
+        lambda: SqlJobsUnitOfWork(sessions),
+        config or make_config(),
+        participants or FakeParticipants(),
+    )
 
 
 def post_cmd(key: str, fingerprint: str = "fp") -> commands.CreateJobWithPayment:
@@ -58,10 +72,10 @@ async def test_twenty_concurrent_calls_with_one_key_give_one_charge_one_job(sess
         return await original(s)
 
     participants.payments.try_ = slow_try  # type: ignore[method-assign]
-    deps = saga.SagaDeps(participants, make_config(idempotency_wait_seconds=10))
+    deps = deps_of(sessions, make_config(idempotency_wait_seconds=10), participants)
     answers = await asyncio.gather(
         *[
-            saga.create_job_with_payment(post_cmd("same-key"), SqlJobsUnitOfWork(sessions), deps)
+            pay_to_post.create_job_with_payment(post_cmd("same-key"), deps.fresh())
             for _ in range(20)
         ]
     )
@@ -76,12 +90,10 @@ async def test_twenty_concurrent_calls_with_one_key_give_one_charge_one_job(sess
 
 
 async def test_same_key_different_body_is_refused(sessions):
-    deps = saga.SagaDeps(FakeParticipants(), make_config())
-    await saga.create_job_with_payment(post_cmd("k"), SqlJobsUnitOfWork(sessions), deps)
+    deps = deps_of(sessions)
+    await pay_to_post.create_job_with_payment(post_cmd("k"), deps.fresh())
     with pytest.raises(Exception) as info:
-        await saga.create_job_with_payment(
-            post_cmd("k", "other"), SqlJobsUnitOfWork(sessions), deps
-        )
+        await pay_to_post.create_job_with_payment(post_cmd("k", "other"), deps.fresh())
     assert info.value.reason == "IDEMPOTENCY_MISMATCH"
 
 
@@ -119,7 +131,7 @@ async def test_two_recovery_workers_never_take_the_same_saga(sessions):
         for _ in range(10):
             async with SqlJobsUnitOfWork(sessions) as uow:
                 got = await uow.sagas.claim_due(
-                    uow.clock(), owner, uow.clock() + timedelta(minutes=5), 4
+                    utc_now(), owner, utc_now() + timedelta(minutes=5), 4
                 )
                 await asyncio.sleep(0.01)  # hold the row locks while the other worker claims
                 await uow.commit()
@@ -148,16 +160,19 @@ async def test_expiry_worker_in_several_replicas(sessions):
             await uow.jobs.add(job)
         await uow.commit()
     counts = await asyncio.gather(
-        *[handlers.expire_due(SqlJobsUnitOfWork(sessions), limit=3) for _ in range(4)]
+        *[
+            cancellation.expire_due(commands.ExpirePostings(limit=3), deps_of(sessions))
+            for _ in range(4)
+        ]
     )
     total = sum(counts)
     while True:
-        more = await handlers.expire_due(SqlJobsUnitOfWork(sessions), limit=3)
+        more = await cancellation.expire_due(commands.ExpirePostings(limit=3), deps_of(sessions))
         if not more:
             break
         total += more
     assert total == 20
-    page = await handlers.list_active_jobs(commands.ListActiveJobs(), SqlJobsUnitOfWork(sessions))
+    page = await draft_handlers.list_active_jobs(commands.ListActiveJobs(), deps_of(sessions))
     assert len(page.jobs) == 5
     async with sessions() as s:
         rows = (
@@ -168,8 +183,8 @@ async def test_expiry_worker_in_several_replicas(sessions):
 
 
 async def test_transitions_are_append_only(sessions):
-    job = await handlers.create_draft(
-        commands.CreateDraft(COMPANY, FIELDS), SqlJobsUnitOfWork(sessions), make_config()
+    job = await draft_handlers.create_draft(
+        commands.CreateDraft(COMPANY, FIELDS), deps_of(sessions)
     )
     for statement in (
         "UPDATE job_transitions SET reason = 'rewritten'",
@@ -178,8 +193,8 @@ async def test_transitions_are_append_only(sessions):
         async with sessions() as s:
             with pytest.raises(DBAPIError, match="append-only"):
                 await s.execute(text(statement))
-    trail = await handlers.list_transitions(
-        commands.ListJobTransitions(COMPANY, job.id), SqlJobsUnitOfWork(sessions)
+    trail = await draft_handlers.list_transitions(
+        commands.ListJobTransitions(COMPANY, job.id), deps_of(sessions)
     )
     assert [(t.from_status, t.to_status) for t in trail] == [(None, JobStatus.DRAFT)]
 
@@ -188,19 +203,19 @@ async def test_crash_after_try_recovered_from_the_database(sessions):
     class Crash(BaseException):
         pass
 
-    def crash(step: str) -> None:
-        if step == "try":
-            raise Crash
+    def crash() -> None:
+        raise Crash
 
     participants = FakeParticipants()
-    config = make_config(lease_seconds=0.2, crash_point=crash)
+    config = make_config(lease_seconds=0.2)
     with pytest.raises(Crash):
-        await saga.create_job_with_payment(
-            post_cmd("crash"), SqlJobsUnitOfWork(sessions), saga.SagaDeps(participants, config)
+        await pay_to_post.create_job_with_payment(
+            post_cmd("crash"),
+            deps_of(sessions, config, CrashingParticipants(participants, "try", crash)),
         )
     await asyncio.sleep(0.3)
-    deps = saga.SagaDeps(participants, make_config(lease_seconds=5))
-    assert await saga.recover_due(lambda: SqlJobsUnitOfWork(sessions), deps) == 1
+    deps = deps_of(sessions, make_config(lease_seconds=5), participants)
+    assert await settlement.recover_due(commands.RecoverSagas(), deps) == 1
     async with SqlJobsUnitOfWork(sessions) as uow:
         s = await uow.sagas.get_by_key("co_1", "crash")
         job = await uow.jobs.get(s.job_id)
@@ -212,7 +227,7 @@ async def test_concurrent_create_draft_retries_make_one_draft(sessions):
     config = make_config()
     cmd = commands.CreateDraft(COMPANY, FIELDS, request_id="draft-key")
     drafts = await asyncio.gather(
-        *[handlers.create_draft(cmd, SqlJobsUnitOfWork(sessions), config) for _ in range(10)]
+        *[draft_handlers.create_draft(cmd, deps_of(sessions, config)) for _ in range(10)]
     )
     assert len({d.id for d in drafts}) == 1
     async with sessions() as s:
@@ -221,7 +236,7 @@ async def test_concurrent_create_draft_retries_make_one_draft(sessions):
 
 
 async def test_failed_payments_are_counted_per_company_and_window(sessions):
-    from jobs.domain.saga import ABUSE_REASONS, SagaError
+    from jobs.domain.posting_saga import ABUSE_REASONS, SagaError
 
     now = datetime.now(UTC)
     async with SqlJobsUnitOfWork(sessions) as uow:
@@ -304,8 +319,8 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
     real row locks. Every round ends in exactly one of: the activation won (the job went live,
     then the cancel of the live posting was refunded per the policy), or the cancel won (the job
     never went live and the money that arrived went back in full)."""
+    from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
     from jobs.domain.pricing import RefundPolicy
-    from jobs.domain.saga import TryResult, TryState
 
     participants = _SlowParticipants()
     participants.payments.try_outcome = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
@@ -315,14 +330,14 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
         retry_max_seconds=0.05,
         refund_policy=RefundPolicy(full_refund_within_hours=refund_window_hours),
     )
-    deps = saga.SagaDeps(participants, config)
-    recovery = saga.SagaDeps(participants, replace(config, instance_id="other-replica"))
+    deps = deps_of(sessions, config, participants)
+    recovery = deps_of(sessions, replace(config, instance_id="other-replica"), participants)
 
     def uow() -> SqlJobsUnitOfWork:
         return SqlJobsUnitOfWork(sessions)
 
     answers = [
-        await saga.create_job_with_payment(_bank_transfer_cmd(f"race-{i}"), uow(), deps)
+        await pay_to_post.create_job_with_payment(_bank_transfer_cmd(f"race-{i}"), deps.fresh())
         for i in range(12)
     ]
     assert {a.job.status for a in answers} == {JobStatus.PENDING_PAYMENT}
@@ -337,14 +352,14 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
     async def cancel_and_drive(job_id: str) -> None:
         await asyncio.sleep(random.uniform(0, 0.02))
         cmd = commands.CancelJob(COMPANY, job_id, "changed my mind")
-        _, saga_id = await handlers.cancel_job(cmd, uow(), config)
+        _, saga_id = await cancellation.cancel_job(cmd, deps.fresh())
         if saga_id:
-            await saga.drive_cancellation(saga_id, uow(), deps)
+            await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), deps.fresh())
 
     async def settle(saga_id: str, cursor: int) -> None:
         await asyncio.sleep(random.uniform(0, 0.02))
         participants.payments.state[saga_id] = TryState.CAPTURED  # the transfer arrived
-        settled = saga.SettlementEvent(
+        settled = SettlementEvent(
             f"ev{cursor}",
             cursor,
             "payment.captured",
@@ -352,15 +367,17 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
             "payment",
             TryResult(TryState.CAPTURED, "pay_1", "CAPTURED"),
         )
-        await saga.apply_settlement_event(settled, uow(), deps, consumer="race")
+        await settlement.apply_settlement_event(
+            commands.ApplySettlementEvent(settled, "race"), deps.fresh()
+        )
 
     await asyncio.gather(
         *[cancel_and_drive(a.job.id) for a in answers],
         *[settle(a.saga_id, i + 1) for i, a in enumerate(answers)],
-        *[saga.recover_due(uow, recovery) for _ in range(3)],
+        *[settlement.recover_due(commands.RecoverSagas(), recovery.fresh()) for _ in range(3)],
     )
     for _ in range(100):  # whatever is left (retries) is recovery's
-        await saga.recover_due(uow, recovery)
+        await settlement.recover_due(commands.RecoverSagas(), recovery.fresh())
         async with uow() as u:
             left = [a for a in answers if not (await u.sagas.get(a.saga_id)).state.final]
         if not left:
@@ -374,26 +391,32 @@ async def test_cancel_racing_the_activating_settlement_ends_in_one_consistent_ou
             job = await u.jobs.get(a.job.id)
             s = await u.sagas.get(a.saga_id)
             trail = [t.to_status for t in await u.jobs.transitions(a.job.id)]
-        refunds = [c for c in participants.payments.calls if c == ("refund", s.id)]
-        assert job.status is JobStatus.CANCELLED
-        assert trail.count(JobStatus.CANCELLED) == 1
-        if JobStatus.ACTIVE in trail:  # the activation won; the cancel met a live posting
-            outcomes.add("activated, then cancelled")
-            assert trail[-3:] == [JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE, JobStatus.CANCELLED]
-            if refund_window_hours:
-                assert s.state is SagaState.REFUNDED and refunds
-                assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
-                assert job.payment_status.value == "refunded"
-            else:  # past the policy's window: the posting was paid for and stays paid
-                assert s.state is SagaState.COMPLETED and not refunds
-                assert participants.payments.taken(s.id)
-                assert job.payment_status.value == "completed"
-        else:  # the cancel won: the job never went live and nothing is kept
-            outcomes.add("cancelled while pending")
-            assert trail[-2:] == [JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED]
-            assert job.posted_at is None
+        outcomes.add(_check_one_outcome(a, job, s, trail, participants, refund_window_hours))
+    assert outcomes  # (which one wins each round is up to the scheduler)
+
+
+def _check_one_outcome(a, job, s, trail, participants, refund_window_hours) -> str:
+    """One round of the cancel/settlement race ended consistently; which outcome it was."""
+    refunds = [c for c in participants.payments.calls if c == ("refund", s.id)]
+    assert job.status is JobStatus.CANCELLED
+    assert trail.count(JobStatus.CANCELLED) == 1
+    if JobStatus.ACTIVE in trail:  # the activation won; the cancel met a live posting
+        outcome = "activated, then cancelled"
+        assert trail[-3:] == [JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE, JobStatus.CANCELLED]
+        if refund_window_hours:
             assert s.state is SagaState.REFUNDED and refunds
             assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
             assert job.payment_status.value == "refunded"
-        assert not participants.payments.held(s.id)
-    assert outcomes  # (which one wins each round is up to the scheduler)
+        else:  # past the policy's window: the posting was paid for and stays paid
+            assert s.state is SagaState.COMPLETED and not refunds
+            assert participants.payments.taken(s.id)
+            assert job.payment_status.value == "completed"
+    else:  # the cancel won: the job never went live and nothing is kept
+        outcome = "cancelled while pending"
+        assert trail[-2:] == [JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED]
+        assert job.posted_at is None
+        assert s.state is SagaState.REFUNDED and refunds
+        assert participants.payments.refunded[s.id] == a.job.payment_amount_minor
+        assert job.payment_status.value == "refunded"
+    assert not participants.payments.held(s.id)
+    return outcome

@@ -7,19 +7,21 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from test_jobs_saga import COMPANY, World
 
 from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain import commands
 from jobs.domain.model import JobStatus, PaymentStatus
-from jobs.domain.saga import SagaState, TryResult, TryState
-from jobs.service_layer import handlers, saga
+from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryState
+from jobs.service_layer.answers import SagaAnswer
+from jobs.service_layer.handlers import cancellation, drafts, settlement
+from jobs.service_layer.posting import leases
+from tests.support.jobs_world import COMPANY, Crash, World
 
 PROCESSING = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
 ADMIN = commands.Actor("root", "admin")
 
 
-def event(s, state: TryState, cursor: int = 1, kind: str = "") -> saga.SettlementEvent:
+def event(s, state: TryState, cursor: int = 1, kind: str = "") -> SettlementEvent:
     kind = (
         kind
         or {
@@ -30,12 +32,12 @@ def event(s, state: TryState, cursor: int = 1, kind: str = "") -> saga.Settlemen
             TryState.FAILED: "payment.failed",
         }[state]
     )
-    return saga.SettlementEvent(
+    return SettlementEvent(
         f"ev{cursor}", cursor, kind, s.id, "payment", TryResult(state, "pay_1", state.name)
     )
 
 
-async def pending_bank_transfer(w: World) -> saga.SagaAnswer:
+async def pending_bank_transfer(w: World) -> SagaAnswer:
     w.payments.try_outcome = PROCESSING
     answer = await w.post(method="bank_transfer")
     assert answer.job.status is JobStatus.PENDING_PAYMENT
@@ -44,7 +46,7 @@ async def pending_bank_transfer(w: World) -> saga.SagaAnswer:
 
 
 async def cancel(w: World, job_id: str, actor=COMPANY, reason="changed my mind"):
-    return await handlers.cancel_job(commands.CancelJob(actor, job_id, reason), w.uow(), w.config)
+    return await cancellation.cancel_job(commands.CancelJob(actor, job_id, reason), w.deps)
 
 
 def assert_never_live(w: World, job_id: str) -> None:
@@ -61,10 +63,10 @@ async def test_cancel_while_pending_voids_the_payment_and_nothing_is_taken():
     # Job and saga change in one transaction; the saga is leased to the cancel, which drives it.
     s = w.only_saga()
     assert s.state is SagaState.CANCELLING
-    assert s.lease_owner == handlers.cancel_holder(w.config)
+    assert s.lease_owner == leases.cancel_holder(w.config)
     assert s.failure is not None and s.failure.reason == "PAYMENT_CANCELLED"
     assert w.job(job.id).payment_status is PaymentStatus.PENDING  # not known before the Void
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     s = w.only_saga()
     assert s.state is SagaState.FAILED and s.lease_owner == "" and s.lease_until is None
     assert ("cancel", s.id) in w.payments.calls
@@ -88,18 +90,18 @@ async def test_money_settling_after_the_cancellation_is_refunded():
     w = World()
     answer = await pending_bank_transfer(w)
     _, saga_id = await cancel(w, answer.job.id)
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     # The transfer settles anyway (the provider could not stop it).
     w.payments.state[saga_id] = TryState.CAPTURED
-    await saga.apply_settlement_event(
-        event(w.only_saga(), TryState.CAPTURED), w.uow(), w.deps, consumer="c"
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event(w.only_saga(), TryState.CAPTURED), "c"), w.deps
     )
     s = w.only_saga()
     assert s.state is SagaState.REFUNDED
     assert w.payments.refunded[saga_id] == 14900  # all of it: the job never went live
     assert w.job(answer.job.id).payment_status is PaymentStatus.REFUNDED
     assert_never_live(w, answer.job.id)
-    page = await handlers.list_active_jobs(commands.ListActiveJobs(), w.uow())
+    page = await drafts.list_active_jobs(commands.ListActiveJobs(), w.deps)
     assert page.jobs == []
 
 
@@ -109,7 +111,7 @@ async def test_payments_automatic_refund_after_the_void_is_not_refunded_twice():
     w = World()
     answer = await pending_bank_transfer(w)
     _, saga_id = await cancel(w, answer.job.id)
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     w.payments.state[saga_id] = TryState.CAPTURED  # settled; payments' refund is pending
     w.payments.refund_errors = [
         HirepayError(
@@ -118,15 +120,17 @@ async def test_payments_automatic_refund_after_the_void_is_not_refunded_twice():
             kind=ErrorKind.FAILED_PRECONDITION,
         )
     ] * 3
-    await saga.apply_settlement_event(
-        event(w.only_saga(), TryState.CAPTURED, 1), w.uow(), w.deps, consumer="c"
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event(w.only_saga(), TryState.CAPTURED, 1), "c"), w.deps
     )
     s = w.only_saga()
     assert s.state is SagaState.REFUNDING and s.next_attempt_at is not None
     assert w.job(answer.job.id).payment_status is PaymentStatus.PENDING
     # Payments completes its refund and says so.
     w.payments.state[saga_id] = TryState.REFUNDED
-    await saga.apply_settlement_event(event(s, TryState.REFUNDED, 2), w.uow(), w.deps, consumer="c")
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event(s, TryState.REFUNDED, 2), "c"), w.deps
+    )
     assert w.only_saga().state is SagaState.REFUNDED
     assert w.job(answer.job.id).payment_status is PaymentStatus.REFUNDED
     assert w.payments.refunded == {}  # the saga never refunded a second time
@@ -138,7 +142,9 @@ async def test_a_refund_event_does_not_disturb_other_sagas():
     w = World()
     answer = await pending_bank_transfer(w)
     s = w.only_saga()
-    await saga.apply_settlement_event(event(s, TryState.REFUNDED), w.uow(), w.deps, consumer="c")
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event(s, TryState.REFUNDED), "c"), w.deps
+    )
     assert w.only_saga().state is SagaState.AWAITING_SETTLEMENT
     assert w.job(answer.job.id).status is JobStatus.PENDING_PAYMENT
     assert [c for c, _ in w.payments.calls] == ["try"]
@@ -153,7 +159,7 @@ async def test_void_answering_the_refunded_payment_ends_refunded():
     w.payments.cancel_errors = [
         HirepayError("refunded", reason="PAYMENT_NOT_VOIDABLE", kind=ErrorKind.FAILED_PRECONDITION)
     ]
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     assert w.only_saga().state is SagaState.REFUNDED
     assert w.job(answer.job.id).payment_status is PaymentStatus.REFUNDED
     assert_never_live(w, answer.job.id)
@@ -170,9 +176,11 @@ async def test_three_d_secure_completed_after_the_cancellation_never_activates()
     # but the saga is cancelling, so nothing activates and the Void releases it.
     w.payments.state[saga_id] = TryState.RESERVED
     s = w.only_saga()
-    await saga.apply_settlement_event(event(s, TryState.RESERVED), w.uow(), w.deps, consumer="c")
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event(s, TryState.RESERVED), "c"), w.deps
+    )
     assert w.only_saga().state is SagaState.CANCELLING  # the cancel holds the lease: it drives
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     assert w.only_saga().state is SagaState.FAILED
     assert not w.payments.held(saga_id) and not w.payments.taken(saga_id)
     assert ("confirm", saga_id) not in w.payments.calls
@@ -187,7 +195,7 @@ async def test_cancel_is_retried_by_recovery_until_it_succeeds():
         HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
     ] * 2
     _, saga_id = await cancel(w, answer.job.id)
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     s = w.only_saga()
     assert s.state is SagaState.CANCELLING and s.lease_owner == ""  # handed to recovery
     for _ in range(3):
@@ -233,7 +241,6 @@ async def test_cancel_during_the_request_lets_the_request_drive_and_answer():
 async def test_saga_of_a_crashed_request_is_cancelled_by_recovery_without_a_new_try():
     w = World(lease_seconds=5)
     w.crash_at = "pending"
-    from test_jobs_saga import Crash
 
     with pytest.raises(Crash):
         await w.post()
@@ -274,13 +281,13 @@ async def test_settlement_first_then_cancel_is_the_cancel_of_a_live_posting():
     w = World()
     answer = await pending_bank_transfer(w)
     w.payments.state[answer.saga_id] = TryState.CAPTURED
-    await saga.apply_settlement_event(
-        event(w.only_saga(), TryState.CAPTURED), w.uow(), w.deps, consumer="c"
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event(w.only_saga(), TryState.CAPTURED), "c"), w.deps
     )
     assert w.job(answer.job.id).status is JobStatus.ACTIVE
     job, saga_id = await cancel(w, answer.job.id)
     assert job.status is JobStatus.CANCELLED and saga_id == answer.saga_id
-    await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+    await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
     assert w.only_saga().state is SagaState.REFUNDED
     assert w.payments.refunded[saga_id] == 14900
     assert w.job(job.id).payment_status is PaymentStatus.REFUNDED
@@ -300,12 +307,14 @@ async def test_cancel_racing_the_activating_event_ends_in_one_consistent_outcome
     async def cancel_and_drive():
         job, saga_id = await cancel(w, answer.job.id)
         if saga_id:
-            await saga.drive_cancellation(saga_id, w.uow(), w.deps)
+            await cancellation.drive_cancellation(commands.DriveCancellation(saga_id), w.deps)
         return job
 
     job, _ = await asyncio.gather(
         cancel_and_drive(),
-        saga.apply_settlement_event(event(s, settled), w.uow(), w.deps, consumer="c"),
+        settlement.apply_settlement_event(
+            commands.ApplySettlementEvent(event(s, settled), "c"), w.deps
+        ),
     )
     for _ in range(3):  # whatever is left is recovery's
         w.clock.advance(seconds=120)

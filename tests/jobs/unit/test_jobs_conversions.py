@@ -8,7 +8,7 @@ from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
-from jobs.domain.saga import TryState
+from jobs.domain.posting_saga import TryState
 from jobs.entrypoints import conversions as conv
 from jobs.service_layer.answers import job_from_snapshot, job_to_snapshot
 

@@ -9,7 +9,13 @@ import pytest
 
 from hirepay_platform.errors import ValidationError
 from hirepay_platform.money import Money
-from jobs.domain.errors import FeeMismatch, InvalidTransition, TermsNotAccepted, TermsOutdated
+from jobs.domain.errors import (
+    FeeMismatch,
+    InvalidSagaTransition,
+    InvalidTransition,
+    TermsNotAccepted,
+    TermsOutdated,
+)
 from jobs.domain.model import (
     TRANSITIONS,
     Job,
@@ -18,6 +24,7 @@ from jobs.domain.model import (
     can_transition,
     validate_fields,
 )
+from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
 from jobs.domain.pricing import PriceList, RefundPolicy, check_expected_amount, check_terms
 
 CATEGORIES = frozenset({"engineering", "design"})
@@ -233,3 +240,34 @@ def test_refund_policy():
     assert policy.refund_amount(9900, NOW, NOW + timedelta(hours=25)) == 4950
     assert RefundPolicy(24, 0).refund_amount(9900, NOW, NOW + timedelta(days=2)) == 0
     assert policy.refund_amount(0, NOW, NOW) == 0
+
+
+def _saga(state):
+    return Saga("saga_1", "co_1", "key", "fp", "co_1", state, PaymentMethod.CARD, NOW, NOW, NOW)
+
+
+def test_saga_moves_only_along_its_transition_table():
+    failure = SagaError("failed_precondition", "PAYMENT_DECLINED", "declined")
+    saga = _saga(SagaState.TRYING)
+    saga.start_confirming(NOW)
+    assert saga.state is SagaState.CONFIRMING and saga.activated
+    saga.finish(SagaState.COMPLETED, NOW)
+    assert saga.state.final and saga.finished_at == NOW and saga.next_attempt_at is None
+    with pytest.raises(InvalidSagaTransition) as info:
+        saga.start_cancelling(failure, NOW)
+    assert info.value.reason == "INVALID_SAGA_TRANSITION"
+    assert saga.state is SagaState.COMPLETED and saga.failure is None
+    with pytest.raises(InvalidSagaTransition):
+        _saga(SagaState.CANCELLING).finish(SagaState.CONFIRMING, NOW)
+    for state, allowed in _saga(SagaState.TRYING).TRANSITIONS.items():
+        if state.final:
+            assert allowed <= {SagaState.REFUNDING}  # only money found taken reopens a saga
+
+
+def test_saga_refund_of_a_live_posting_waits_for_its_confirm():
+    confirming = _saga(SagaState.CONFIRMING)
+    confirming.request_refund(100, "requested_by_customer", NOW)
+    assert confirming.state is SagaState.CONFIRMING and confirming.refund_amount_minor == 100
+    done = _saga(SagaState.COMPLETED)
+    done.request_refund(100, "requested_by_customer", NOW)
+    assert done.state is SagaState.REFUNDING and done.next_attempt_at == NOW

@@ -6,79 +6,15 @@ import asyncio
 from dataclasses import replace
 
 import pytest
-from jobs_fakes import Clock, FakeParticipants, FakeUnitOfWork, Store, make_config
 
 from hirepay_platform.errors import ErrorKind, HirepayError, ValidationError
 from hirepay_platform.money import Money
 from jobs.domain import commands
 from jobs.domain.model import JobFields, JobStatus, PaymentStatus
-from jobs.domain.saga import SagaState, TryResult, TryState
-from jobs.service_layer import handlers, saga
-
-COMPANY = commands.Actor("co_1", "company")
-FIELDS = JobFields(
-    title="Senior Payments Engineer",
-    description="Build the payment backbone of a job marketplace.",
-    location="Remote",
-    employment_type="full_time",
-    category="engineering",
-)
-
-
-class Crash(BaseException):
-    """Stands for the process dying at a saga step."""
-
-
-class World:
-    def __init__(self, **config) -> None:
-        self.store = Store()
-        self.clock = Clock()
-        self.participants = FakeParticipants()
-        self.crash_at = ""
-
-        def crash_point(step: str) -> None:
-            if step == self.crash_at:
-                raise Crash(step)
-
-        self.config = make_config(crash_point=crash_point, **config)
-        self.deps = saga.SagaDeps(self.participants, self.config)
-
-    @property
-    def payments(self):
-        return self.participants.payments
-
-    @property
-    def credits(self):
-        return self.participants.credits
-
-    def uow(self) -> FakeUnitOfWork:
-        return FakeUnitOfWork(self.store, self.clock)
-
-    async def post(self, key="key-1", method="card", **kw) -> saga.SagaAnswer:
-        cmd = commands.CreateJobWithPayment(
-            request_id=key,
-            actor=kw.pop("actor", COMPANY),
-            payment=commands.PaymentChoice(
-                method=method,
-                payment_method_token=kw.pop("token", "pm_card_visa" if method == "card" else ""),
-                expected_amount=kw.pop("expected", None),
-            ),
-            accept_terms=kw.pop("accept_terms", True),
-            fingerprint=kw.pop("fingerprint", "fp-1"),
-            fields=kw.pop("fields", None if "draft_id" in kw else FIELDS),
-            **kw,
-        )
-        return await saga.create_job_with_payment(cmd, self.uow(), self.deps)
-
-    def job(self, job_id: str):
-        return self.store.jobs[job_id]
-
-    def only_saga(self):
-        (s,) = self.store.sagas.values()
-        return s
-
-    async def recover(self) -> int:
-        return await saga.recover_due(self.uow, self.deps)
+from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryState
+from jobs.service_layer.handlers import cancellation, drafts, settlement
+from jobs.service_layer.posting import driver
+from tests.support.jobs_world import COMPANY, FIELDS, Crash, World
 
 
 def declined(code="card_declined") -> HirepayError:
@@ -214,7 +150,7 @@ async def test_credits_success_costs_500_credits():
 
 
 async def test_activation_failure_voids_the_authorization():
-    w = World(fail_activation_marker="[boom]")
+    w = World(refuse_activation_marker="[boom]")
     with pytest.raises(HirepayError) as info:
         await w.post(fields=replace(FIELDS, title="Engineer [boom]"))
     assert info.value.reason == "ACTIVATION_FAILED"
@@ -238,7 +174,7 @@ async def test_money_captured_but_job_not_postable_is_refunded():
     # The job was taken out of pending_payment behind the saga's back (e.g. an operator).
     w.store.jobs[s.job_id].status = JobStatus.PAYMENT_FAILED
     w.payments.state[s.id] = TryState.CAPTURED
-    event = saga.SettlementEvent(
+    event = SettlementEvent(
         "ev1",
         7,
         "payment.captured",
@@ -246,7 +182,7 @@ async def test_money_captured_but_job_not_postable_is_refunded():
         "payment",
         TryResult(TryState.CAPTURED, "pay_1", "CAPTURED"),
     )
-    await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(event, "c"), w.deps)
     s = w.only_saga()
     assert s.state is SagaState.REFUNDED
     assert w.payments.refunded[s.id] == 14900
@@ -267,12 +203,16 @@ async def test_settles_later_then_event_activates():
     s = w.only_saga()
     assert s.state is SagaState.AWAITING_SETTLEMENT
     w.payments.state[s.id] = TryState.RESERVED
-    event = saga.SettlementEvent(
+    event = SettlementEvent(
         "ev1", 1, "payment.authorized", s.id, "payment", TryResult(TryState.RESERVED, "pay_1")
     )
-    assert await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    assert await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event, "c"), w.deps
+    )
     # Redelivery changes nothing.
-    assert not await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    assert not await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event, "c"), w.deps
+    )
     job = w.job(s.job_id)
     assert job.status is JobStatus.ACTIVE and job.payment_status is PaymentStatus.COMPLETED
     assert w.payments.taken(s.id)
@@ -284,7 +224,7 @@ async def test_settlement_failure_event_fails_the_job():
     w.payments.try_outcome = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
     await w.post(method="bank_transfer")
     s = w.only_saga()
-    event = saga.SettlementEvent(
+    event = SettlementEvent(
         "ev2",
         2,
         "payment.failed",
@@ -292,7 +232,7 @@ async def test_settlement_failure_event_fails_the_job():
         "payment",
         TryResult(TryState.FAILED, "pay_1", "FAILED", failure_reason="PAYMENT_DECLINED"),
     )
-    await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(event, "c"), w.deps)
     assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
     assert w.only_saga().state is SagaState.FAILED
 
@@ -428,7 +368,7 @@ async def test_only_companies_may_post():
 
 async def test_retry_after_failure_with_new_key_posts_the_draft():
     w = World()
-    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    draft = await drafts.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.deps)
     w.payments.try_outcome = declined()
     with pytest.raises(HirepayError):
         await w.post(key="k1", draft_id=draft.id)
@@ -438,10 +378,10 @@ async def test_retry_after_failure_with_new_key_posts_the_draft():
     assert answer.job.id == draft.id and answer.job.status is JobStatus.ACTIVE
     # The earlier attempt does not interfere: its late events change nothing.
     (old,) = [s for s in w.store.sagas.values() if s.request_id == "k1"]
-    event = saga.SettlementEvent(
+    event = SettlementEvent(
         "e", 3, "payment.voided", old.id, "payment", TryResult(TryState.CANCELLED, "pay_1")
     )
-    await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(event, "c"), w.deps)
     assert w.job(draft.id).status is JobStatus.ACTIVE
 
 
@@ -571,11 +511,11 @@ async def test_cancel_within_policy_refunds():
     w = World()
     answer = await w.post()
     w.clock.advance(hours=1)
-    job, saga_id = await handlers.cancel_job(
-        commands.CancelJob(COMPANY, answer.job.id, "position closed"), w.uow(), w.config
+    job, saga_id = await cancellation.cancel_job(
+        commands.CancelJob(COMPANY, answer.job.id, "position closed"), w.deps
     )
     assert job.status is JobStatus.CANCELLED and saga_id == answer.saga_id
-    await saga.drive(saga_id, w.uow(), w.deps, poll=False)
+    await driver.drive(saga_id, w.deps, poll=False)
     assert w.payments.refunded[saga_id] == 14900
     assert w.job(job.id).payment_status is PaymentStatus.REFUNDED
 
@@ -584,9 +524,7 @@ async def test_cancel_after_policy_window_refunds_nothing():
     w = World()
     answer = await w.post()
     w.clock.advance(days=3)
-    job, saga_id = await handlers.cancel_job(
-        commands.CancelJob(COMPANY, answer.job.id), w.uow(), w.config
-    )
+    job, saga_id = await cancellation.cancel_job(commands.CancelJob(COMPANY, answer.job.id), w.deps)
     assert job.status is JobStatus.CANCELLED and saga_id == ""
     assert w.payments.refunded == {}
 
@@ -594,35 +532,34 @@ async def test_cancel_after_policy_window_refunds_nothing():
 async def test_expiry_worker_expires_due_postings():
     w = World()
     answer = await w.post()
-    assert await handlers.expire_due(w.uow()) == 0
+    assert await cancellation.expire_due(commands.ExpirePostings(), w.deps) == 0
     w.clock.advance(days=31)
-    assert await handlers.expire_due(w.uow()) == 1
+    assert await cancellation.expire_due(commands.ExpirePostings(), w.deps) == 1
     assert w.job(answer.job.id).status is JobStatus.EXPIRED
     assert w.store.transitions[-1].actor == "system"
 
 
 async def test_object_level_authorization():
     w = World()
-    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    draft = await drafts.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.deps)
     other = commands.Actor("co_2", "company")
     anonymous = commands.Actor()
     admin = commands.Actor("root", "admin")
     for actor in (other, anonymous):
         with pytest.raises(HirepayError) as info:
-            await handlers.get_job(commands.GetJob(actor, draft.id), w.uow())
+            await drafts.get_job(commands.GetJob(actor, draft.id), w.deps)
         assert info.value.reason == "JOB_NOT_FOUND"
     with pytest.raises(HirepayError):
-        await handlers.update_draft(
+        await drafts.update_draft(
             commands.UpdateDraft(other, draft.id, JobFields(title="Stolen"), ("title",)),
-            w.uow(),
-            w.config,
+            w.deps,
         )
-    assert (await handlers.get_job(commands.GetJob(admin, draft.id), w.uow())).id == draft.id
+    assert (await drafts.get_job(commands.GetJob(admin, draft.id), w.deps)).id == draft.id
     answer = await w.post(key="k", draft_id=draft.id)
     assert (
-        await handlers.get_job(commands.GetJob(anonymous, answer.job.id), w.uow())
+        await drafts.get_job(commands.GetJob(anonymous, answer.job.id), w.deps)
     ).status is JobStatus.ACTIVE
-    page = await handlers.list_active_jobs(commands.ListActiveJobs(), w.uow())
+    page = await drafts.list_active_jobs(commands.ListActiveJobs(), w.deps)
     assert [j.id for j in page.jobs] == [draft.id]
 
 
@@ -632,11 +569,11 @@ async def test_public_list_pages_through_active_jobs_only():
     for i in range(5):
         w.clock.advance(seconds=1)
         ids.append((await w.post(key=f"k{i}", fingerprint=f"f{i}")).job.id)
-    await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    await drafts.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.deps)
     seen, token = [], ""
     while True:
-        page = await handlers.list_active_jobs(
-            commands.ListActiveJobs(page_size=2, page_token=token), w.uow()
+        page = await drafts.list_active_jobs(
+            commands.ListActiveJobs(page_size=2, page_token=token), w.deps
         )
         seen += [j.id for j in page.jobs]
         token = page.next_page_token
@@ -647,8 +584,8 @@ async def test_public_list_pages_through_active_jobs_only():
 
 async def test_preview_shows_fee_and_terms():
     w = World()
-    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
-    preview = await handlers.preview_job(commands.PreviewJob(COMPANY, draft.id), w.uow(), w.config)
+    draft = await drafts.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.deps)
+    preview = await drafts.preview_job(commands.PreviewJob(COMPANY, draft.id), w.deps)
     assert preview.fee == Money(14900, "USD")
     assert (preview.fee_credits, preview.terms_version, preview.posting_days) == (
         500,
@@ -659,48 +596,45 @@ async def test_preview_shows_fee_and_terms():
 
 async def test_create_draft_is_idempotent_on_request_id():
     w = World()
-    first = await handlers.create_draft(
-        commands.CreateDraft(COMPANY, FIELDS, request_id="d1"), w.uow(), w.config
+    first = await drafts.create_draft(
+        commands.CreateDraft(COMPANY, FIELDS, request_id="d1"), w.deps
     )
-    again = await handlers.create_draft(
-        commands.CreateDraft(COMPANY, FIELDS, request_id="d1"), w.uow(), w.config
+    again = await drafts.create_draft(
+        commands.CreateDraft(COMPANY, FIELDS, request_id="d1"), w.deps
     )
     assert again.id == first.id and len(w.store.jobs) == 1
     with pytest.raises(HirepayError) as info:
-        await handlers.create_draft(
+        await drafts.create_draft(
             commands.CreateDraft(COMPANY, replace(FIELDS, title="Other"), request_id="d1"),
-            w.uow(),
-            w.config,
+            w.deps,
         )
     assert info.value.reason == "IDEMPOTENCY_MISMATCH"
 
 
 async def test_cancel_is_idempotent():
     w = World()
-    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    draft = await drafts.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.deps)
     cmd = commands.CancelJob(COMPANY, draft.id, "changed our mind")
-    first, _ = await handlers.cancel_job(cmd, w.uow(), w.config)
-    again, saga_id = await handlers.cancel_job(cmd, w.uow(), w.config)
+    first, _ = await cancellation.cancel_job(cmd, w.deps)
+    again, saga_id = await cancellation.cancel_job(cmd, w.deps)
     assert first.status is again.status is JobStatus.CANCELLED and saga_id == ""
     assert [t.to_status for t in w.store.transitions].count(JobStatus.CANCELLED) == 1
 
 
 async def test_update_draft_validates_and_keeps_payment_failed_editable():
     w = World()
-    draft = await handlers.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.uow(), w.config)
+    draft = await drafts.create_draft(commands.CreateDraft(COMPANY, FIELDS), w.deps)
     with pytest.raises(ValidationError) as info:
-        await handlers.update_draft(
+        await drafts.update_draft(
             commands.UpdateDraft(
                 COMPANY, draft.id, JobFields(description="short"), ("description",)
             ),
-            w.uow(),
-            w.config,
+            w.deps,
         )
     assert "description" in info.value.fields
-    job = await handlers.update_draft(
+    job = await drafts.update_draft(
         commands.UpdateDraft(COMPANY, draft.id, JobFields(title="Staff Engineer"), ("title",)),
-        w.uow(),
-        w.config,
+        w.deps,
     )
     assert job.fields.title == "Staff Engineer" and job.fields.location == "Remote"
 
@@ -767,10 +701,12 @@ async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twic
     request = asyncio.create_task(w.post())
     await asyncio.sleep(0.01)
     s = w.only_saga()
-    event = saga.SettlementEvent(
+    event = SettlementEvent(
         "e", 1, "payment.authorized", s.id, "payment", TryResult(TryState.RESERVED, "pay_1")
     )
-    assert await saga.apply_settlement_event(event, w.uow(), w.deps, consumer="c")
+    assert await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event, "c"), w.deps
+    )
     assert w.only_saga().state is SagaState.CONFIRMING  # activated by the event ...
     assert ("confirm", s.id) not in w.payments.calls  # ... but the request confirms
     release.set()

@@ -11,8 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from hirepay_platform.db import create_engine, make_session_factory
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.domain import commands as c
-from wallet.domain.model import AccountKind, Balance, Leg
+from wallet.domain.ledger import Leg
+from wallet.domain.model import AccountKind, Balance
 from wallet.service_layer import handlers as h
+from wallet.service_layer.deps import Deps
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +31,21 @@ def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 
 @pytest.fixture
-def uow(sessions, clock) -> Callable[[], SqlWalletUnitOfWork]:
-    return lambda: SqlWalletUnitOfWork(sessions, clock)
+def uow(sessions) -> Callable[[], SqlWalletUnitOfWork]:
+    return lambda: SqlWalletUnitOfWork(sessions)
+
+
+@pytest.fixture
+def deps(uow, clock) -> Deps:
+    """What every handler gets: a fresh unit of work per call, and the test's clock."""
+    return Deps(uow=uow, clock=clock)
 
 
 class Ledger:
     """Shortcuts for arranging a test: open accounts, fund them, read balances."""
 
-    def __init__(self, uow: Callable[[], SqlWalletUnitOfWork]) -> None:
-        self.uow = uow
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
         self.tag = uuid.uuid4().hex[:8]  # owners unique per test, so tests share a database
         self.clearing = ""
 
@@ -45,15 +53,15 @@ class Ledger:
         self, owner: str, kind: AccountKind = AccountKind.USER, unit: str = "USD", neg=False
     ) -> str:
         cmd = c.OpenAccount(f"{owner}-{self.tag}", unit, kind, neg)
-        return (await h.open_account(cmd, self.uow())).account.id
+        return (await h.open_account(cmd, self.deps)).account.id
 
     async def fund(self, account_id: str, amount: int, unit: str = "USD") -> None:
         source = await self.open(f"clearing-{unit}", AccountKind.PROVIDER_CLEARING, unit, True)
         leg = Leg(source, account_id, amount, unit)
-        await h.transfer(c.Transfer(f"fund-{uuid.uuid4().hex}", (leg,)), self.uow())
+        await h.transfer(c.Transfer(f"fund-{uuid.uuid4().hex}", (leg,)), self.deps)
 
     async def balance(self, account_id: str) -> Balance:
-        return (await h.get_account(c.GetAccount(account_id), self.uow())).balance
+        return (await h.get_account(c.GetAccount(account_id), self.deps)).balance
 
     async def balances(self, *account_ids: str) -> list[tuple[int, int]]:
         """(posted, pending) of each account."""
@@ -61,8 +69,8 @@ class Ledger:
 
 
 @pytest.fixture
-def ledger(uow) -> Ledger:
-    return Ledger(uow)
+def ledger(deps) -> Ledger:
+    return Ledger(deps)
 
 
 @pytest.fixture

@@ -8,15 +8,17 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from hirepay_platform.tcc import IdempotencyMismatch, TccBranch
 from wallet.domain import commands as c
 from wallet.domain.errors import (
     HoldAlreadyResolved,
     HoldCancelled,
     HoldExpired,
-    IdempotencyMismatch,
     InsufficientFunds,
 )
-from wallet.domain.model import AccountKind, HoldState, Leg, TccBranch
+from wallet.domain.holds import HoldState
+from wallet.domain.ledger import Leg
+from wallet.domain.model import AccountKind
 from wallet.domain.splits import Share
 from wallet.service_layer import handlers as h
 
@@ -27,121 +29,123 @@ def _branch() -> TccBranch:
     return TccBranch(f"saga-{uuid.uuid4().hex[:12]}", "payment")
 
 
-async def test_reserve_then_partial_confirm_with_fee_split(ledger, uow):
+async def test_reserve_then_partial_confirm_with_fee_split(ledger, deps):
     customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
     revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
     await ledger.fund(customer, 10_000)
     branch = _branch()
     reserve = c.ReserveHold(branch, customer, contractor, 5000, "USD", 300, "offer 7")
-    held = await h.reserve_hold(reserve, uow())
+    held = await h.reserve_hold(reserve, deps)
     assert held.hold.state is HoldState.PENDING
     assert await ledger.balances(customer) == [(10_000, 5000)]
     assert (await ledger.balance(customer)).available == 5000
     shares = (Share(revenue, 1000), Share(contractor, 9000))
     confirm = c.ConfirmHold(branch, 4001, shares, contractor)
-    done = await h.confirm_hold(confirm, uow())
+    done = await h.confirm_hold(confirm, deps)
     assert (done.hold.state, done.hold.confirmed_amount) == (HoldState.CONFIRMED, 4001)
     # 10% fee floor(400.1)=400, 90% floor(3600.9)=3600, remainder 1 to the contractor
     assert await ledger.balances(customer, revenue, contractor) == [(5999, 0), (400, 0), (3601, 0)]
-    repeat = await h.confirm_hold(confirm, uow())
+    repeat = await h.confirm_hold(confirm, deps)
     assert repeat.replayed and repeat.transfer == done.transfer
-    fetched = await h.get_hold(c.GetHold(branch), uow())
+    fetched = await h.get_hold(c.GetHold(branch), deps)
     assert fetched.hold == done.hold and fetched.transfer == done.transfer
     with pytest.raises(HoldAlreadyResolved):
-        await h.cancel_hold(c.CancelHold(branch), uow())
+        await h.cancel_hold(c.CancelHold(branch), deps)
 
 
-async def test_reserve_is_idempotent_and_refuses_a_changed_repeat(ledger, uow):
+async def test_reserve_is_idempotent_and_refuses_a_changed_repeat(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 1000)
     branch = _branch()
     reserve = c.ReserveHold(branch, alice, bob, 700, "USD")
-    first = await h.reserve_hold(reserve, uow())
-    again = await h.reserve_hold(reserve, uow())
+    first = await h.reserve_hold(reserve, deps)
+    again = await h.reserve_hold(reserve, deps)
     assert again.replayed and again.hold == first.hold
     changed = c.ReserveHold(branch, alice, bob, 701, "USD")
     with pytest.raises(IdempotencyMismatch) as caught:
-        await h.reserve_hold(changed, uow())
+        await h.reserve_hold(changed, deps)
     assert caught.value.metadata["field"] == "amount"
     assert await ledger.balances(alice) == [(1000, 700)]
     # the held 700 is not available to anyone else
     with pytest.raises(InsufficientFunds):
-        await h.transfer(c.Transfer(f"t-{ledger.tag}", (Leg(alice, bob, 301, "USD"),)), uow())
+        await h.transfer(c.Transfer(f"t-{ledger.tag}", (Leg(alice, bob, 301, "USD"),)), deps)
     with pytest.raises(InsufficientFunds):
-        await h.reserve_hold(c.ReserveHold(_branch(), alice, bob, 301, "USD"), uow())
+        await h.reserve_hold(c.ReserveHold(_branch(), alice, bob, 301, "USD"), deps)
 
 
-async def test_cancel_releases_once(ledger, uow):
+async def test_cancel_releases_once(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 1000)
     branch = _branch()
-    await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), uow())
-    cancelled = await h.cancel_hold(c.CancelHold(branch, "offer rejected"), uow())
+    await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), deps)
+    cancelled = await h.cancel_hold(c.CancelHold(branch, "offer rejected"), deps)
     assert cancelled.hold.state is HoldState.CANCELLED and not cancelled.replayed
-    repeat = await h.cancel_hold(c.CancelHold(branch), uow())
+    repeat = await h.cancel_hold(c.CancelHold(branch), deps)
     assert repeat.replayed and repeat.hold.state is HoldState.CANCELLED
     with pytest.raises(HoldAlreadyResolved):
-        await h.confirm_hold(c.ConfirmHold(branch), uow())
+        await h.confirm_hold(c.ConfirmHold(branch), deps)
     assert await ledger.balances(alice, bob) == [(1000, 0), (0, 0)]
 
 
-async def test_null_compensation_and_hanging_try(ledger, uow):
+async def test_null_compensation_and_hanging_try(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 1000)
     branch = _branch()
-    early = await h.cancel_hold(c.CancelHold(branch, "saga timed out"), uow())
+    early = await h.cancel_hold(c.CancelHold(branch, "saga timed out"), deps)
     assert early.null_compensation and early.hold is None and not early.replayed
     with pytest.raises(HoldCancelled):
-        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), uow())
+        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), deps)
     assert await ledger.balances(alice) == [(1000, 0)]
-    repeat = await h.cancel_hold(c.CancelHold(branch), uow())
+    repeat = await h.cancel_hold(c.CancelHold(branch), deps)
     assert repeat.null_compensation and repeat.replayed
 
 
-async def test_a_failed_try_can_be_cancelled_and_then_never_reserves(ledger, uow):
+async def test_a_failed_try_can_be_cancelled_and_then_never_reserves(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     branch = _branch()
     with pytest.raises(InsufficientFunds):  # the Try failed: nothing recorded for it
-        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), uow())
-    assert (await h.cancel_hold(c.CancelHold(branch), uow())).null_compensation
+        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), deps)
+    assert (await h.cancel_hold(c.CancelHold(branch), deps)).null_compensation
     await ledger.fund(alice, 1000)
     with pytest.raises(HoldCancelled):
-        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), uow())
+        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 400, "USD"), deps)
     assert await ledger.balances(alice) == [(1000, 0)]
 
 
-async def test_expiry_worker_releases_expired_holds_only(ledger, uow, clock):
+async def test_expiry_worker_releases_expired_holds_only(ledger, deps, clock):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 1000)
     short, long_ = _branch(), _branch()
-    await h.reserve_hold(c.ReserveHold(short, alice, bob, 100, "USD", 60), uow())
-    await h.reserve_hold(c.ReserveHold(long_, alice, bob, 200, "USD", 3600), uow())
+    await h.reserve_hold(c.ReserveHold(short, alice, bob, 100, "USD", 60), deps)
+    await h.reserve_hold(c.ReserveHold(long_, alice, bob, 200, "USD", 3600), deps)
     clock.advance(61)
     with pytest.raises(HoldExpired):
-        await h.confirm_hold(c.ConfirmHold(short), uow())
+        await h.confirm_hold(c.ConfirmHold(short), deps)
     released = 0
-    while n := await h.release_expired_holds(uow(), batch_size=50):
+    while n := await h.release_expired_holds(c.ReleaseExpiredHolds(batch_size=50), deps):
         released += n
     assert released >= 1
-    assert (await h.get_hold(c.GetHold(short), uow())).hold.state is HoldState.EXPIRED
-    assert (await h.get_hold(c.GetHold(long_), uow())).hold.state is HoldState.PENDING
+    assert (await h.get_hold(c.GetHold(short), deps)).hold.state is HoldState.EXPIRED
+    assert (await h.get_hold(c.GetHold(long_), deps)).hold.state is HoldState.PENDING
     assert await ledger.balances(alice) == [(1000, 200)]
-    late_cancel = await h.cancel_hold(c.CancelHold(short), uow())
+    late_cancel = await h.cancel_hold(c.CancelHold(short), deps)
     assert late_cancel.hold.state is HoldState.EXPIRED
     assert await ledger.balances(alice) == [(1000, 200)]
 
 
-async def test_concurrent_expiry_workers_release_each_hold_exactly_once(ledger, uow, clock, engine):
+async def test_concurrent_expiry_workers_release_each_hold_exactly_once(
+    ledger, deps, clock, engine
+):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 10_000)
     branches = [_branch() for _ in range(60)]
     for branch in branches:
-        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 10, "USD", 30), uow())
+        await h.reserve_hold(c.ReserveHold(branch, alice, bob, 10, "USD", 30), deps)
     clock.advance(31)
 
     async def worker() -> int:
         total = 0
-        while n := await h.release_expired_holds(uow(), batch_size=7):
+        while n := await h.release_expired_holds(c.ReleaseExpiredHolds(batch_size=7), deps):
             total += n
         return total
 

@@ -8,21 +8,22 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from hirepay_platform.errors import ValidationError
+from hirepay_platform.tcc import IdempotencyMismatch
 from wallet.domain import commands as c
 from wallet.domain.errors import (
     AccountNotFound,
-    IdempotencyMismatch,
     InsufficientFunds,
     UnitMismatch,
 )
-from wallet.domain.model import BALANCE_SHARDS, AccountKind, Leg
+from wallet.domain.ledger import Leg
+from wallet.domain.model import BALANCE_SHARDS, AccountKind
 from wallet.domain.splits import Share
 from wallet.service_layer import handlers as h
 
 pytestmark = pytest.mark.usefixtures("sound")
 
 
-async def test_transfer_posts_two_entries_per_leg_and_moves_balances(ledger, uow):
+async def test_transfer_posts_two_entries_per_leg_and_moves_balances(ledger, deps):
     alice, bob, carol = (
         await ledger.open("alice"),
         await ledger.open("bob"),
@@ -30,7 +31,7 @@ async def test_transfer_posts_two_entries_per_leg_and_moves_balances(ledger, uow
     )
     await ledger.fund(alice, 10_000)
     legs = (Leg(alice, bob, 3000, "USD"), Leg(alice, carol, 1000, "USD"))
-    result = await h.transfer(c.Transfer(f"t-{ledger.tag}", legs, "lunch", {"order": "42"}), uow())
+    result = await h.transfer(c.Transfer(f"t-{ledger.tag}", legs, "lunch", {"order": "42"}), deps)
     assert [(e.account_id, e.amount) for e in result.transfer.entries] == [
         (alice, -3000),
         (bob, 3000),
@@ -39,46 +40,46 @@ async def test_transfer_posts_two_entries_per_leg_and_moves_balances(ledger, uow
     ]
     assert all(e.description == "lunch" for e in result.transfer.entries)
     assert await ledger.balances(alice, bob, carol) == [(6000, 0), (3000, 0), (1000, 0)]
-    stored = await h.get_transfer(c.GetTransfer(f"t-{ledger.tag}"), uow())
+    stored = await h.get_transfer(c.GetTransfer(f"t-{ledger.tag}"), deps)
     assert stored == result.transfer
 
 
-async def test_identical_retry_replays_and_changed_retry_is_refused(ledger, uow):
+async def test_identical_retry_replays_and_changed_retry_is_refused(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 5000)
     cmd = c.Transfer(f"t-{ledger.tag}", (Leg(alice, bob, 100, "USD"),), "x", {"a": "1"})
-    first = await h.transfer(cmd, uow())
-    again = await h.transfer(cmd, uow())
+    first = await h.transfer(cmd, deps)
+    again = await h.transfer(cmd, deps)
     assert again.replayed and again.transfer == first.transfer
     changed = c.Transfer(cmd.transfer_id, cmd.legs, cmd.description, {"a": "2"})
     with pytest.raises(IdempotencyMismatch) as caught:
-        await h.transfer(changed, uow())
+        await h.transfer(changed, deps)
     assert caught.value.metadata["field"] == "metadata"
     split = c.SplitTransfer(cmd.transfer_id, alice, 100, "USD", (Share(bob, 10000),), bob, "x")
     with pytest.raises(IdempotencyMismatch) as caught:
-        await h.split_transfer(split, uow())
+        await h.split_transfer(split, deps)
     assert caught.value.metadata["field"] == "operation"
     assert await ledger.balances(alice, bob) == [(4900, 0), (100, 0)]
 
 
-async def test_refusals_leave_every_balance_untouched(ledger, uow):
+async def test_refusals_leave_every_balance_untouched(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     euro = await ledger.open("alice-eur", unit="EUR")
     await ledger.fund(alice, 1000)
     with pytest.raises(InsufficientFunds):
         legs = (Leg(alice, bob, 600, "USD"), Leg(alice, bob, 401, "USD"))
-        await h.transfer(c.Transfer(f"t1-{ledger.tag}", legs), uow())
+        await h.transfer(c.Transfer(f"t1-{ledger.tag}", legs), deps)
     with pytest.raises(UnitMismatch):
-        await h.transfer(c.Transfer(f"t2-{ledger.tag}", (Leg(alice, euro, 1, "USD"),)), uow())
+        await h.transfer(c.Transfer(f"t2-{ledger.tag}", (Leg(alice, euro, 1, "USD"),)), deps)
     with pytest.raises(AccountNotFound):
         ghost = "00000000-0000-4000-8000-000000000001"
-        await h.transfer(c.Transfer(f"t3-{ledger.tag}", (Leg(ghost, bob, 1, "USD"),)), uow())
+        await h.transfer(c.Transfer(f"t3-{ledger.tag}", (Leg(ghost, bob, 1, "USD"),)), deps)
     with pytest.raises(ValidationError):
-        await h.transfer(c.Transfer(f"t4-{ledger.tag}", (Leg(alice, bob, 0, "USD"),)), uow())
+        await h.transfer(c.Transfer(f"t4-{ledger.tag}", (Leg(alice, bob, 0, "USD"),)), deps)
     assert await ledger.balances(alice, bob, euro) == [(1000, 0), (0, 0), (0, 0)]
 
 
-async def test_split_transfer_with_remainder_rule(ledger, uow):
+async def test_split_transfer_with_remainder_rule(ledger, deps):
     customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
     escrow = await ledger.open("job", AccountKind.ESCROW)
     revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
@@ -92,18 +93,18 @@ async def test_split_transfer_with_remainder_rule(ledger, uow):
         (Share(revenue, 2000), Share(contractor, 7000), Share(escrow, 1000)),
         contractor,
     )
-    await h.split_transfer(cmd, uow())
+    await h.split_transfer(cmd, deps)
     balances = await ledger.balances(customer, revenue, contractor, escrow)
     assert balances == [(0, 0), (2000, 0), (7001, 0), (1000, 0)]
 
 
-async def test_fees_spread_over_revenue_shards_and_sum_to_the_balance(ledger, uow, engine):
+async def test_fees_spread_over_revenue_shards_and_sum_to_the_balance(ledger, deps, engine):
     payer = await ledger.open("payer")
     revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
     await ledger.fund(payer, 100_000)
     for i in range(40):
         cmd = c.Transfer(f"fee-{i}-{ledger.tag}", (Leg(payer, revenue, i + 1, "USD"),))
-        await h.transfer(cmd, uow())
+        await h.transfer(cmd, deps)
     async with engine.connect() as db:
         shards = (
             await db.execute(
@@ -120,30 +121,30 @@ async def test_fees_spread_over_revenue_shards_and_sum_to_the_balance(ledger, uo
     assert (await ledger.balance(revenue)).posted == sum(range(1, 41)) == sum(p for _, p in shards)
 
 
-async def test_debits_of_the_revenue_account_never_overdraw_it(ledger, uow):
+async def test_debits_of_the_revenue_account_never_overdraw_it(ledger, deps):
     payer, refunded = await ledger.open("payer"), await ledger.open("refunded")
     revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
     await ledger.fund(payer, 1000)
     for i in range(10):
         await h.transfer(
-            c.Transfer(f"fee-{i}-{ledger.tag}", (Leg(payer, revenue, 10, "USD"),)), uow()
+            c.Transfer(f"fee-{i}-{ledger.tag}", (Leg(payer, revenue, 10, "USD"),)), deps
         )
     with pytest.raises(InsufficientFunds):
         await h.transfer(
-            c.Transfer(f"r1-{ledger.tag}", (Leg(revenue, refunded, 101, "USD"),)), uow()
+            c.Transfer(f"r1-{ledger.tag}", (Leg(revenue, refunded, 101, "USD"),)), deps
         )
-    await h.transfer(c.Transfer(f"r2-{ledger.tag}", (Leg(revenue, refunded, 100, "USD"),)), uow())
+    await h.transfer(c.Transfer(f"r2-{ledger.tag}", (Leg(revenue, refunded, 100, "USD"),)), deps)
     assert await ledger.balances(revenue, refunded) == [(0, 0), (100, 0)]
 
 
-async def test_history_pages_with_an_opaque_token(ledger, uow):
+async def test_history_pages_with_an_opaque_token(ledger, deps):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 1000)
     for i in range(7):
-        await h.transfer(c.Transfer(f"h{i}-{ledger.tag}", (Leg(alice, bob, i + 1, "USD"),)), uow())
+        await h.transfer(c.Transfer(f"h{i}-{ledger.tag}", (Leg(alice, bob, i + 1, "USD"),)), deps)
     amounts, token, pages = [], "", 0
     while True:
-        page = await h.list_entries(c.ListEntries(alice, 3, token), uow())
+        page = await h.list_entries(c.ListEntries(alice, 3, token), deps)
         amounts += [e.amount for e in page.items]
         pages += 1
         if not (token := page.next_page_token):
@@ -151,15 +152,15 @@ async def test_history_pages_with_an_opaque_token(ledger, uow):
     assert pages == 3
     assert amounts == [-7, -6, -5, -4, -3, -2, -1, 1000]
     with pytest.raises(ValidationError):
-        await h.list_entries(c.ListEntries(alice, 3, "garbage!"), uow())
+        await h.list_entries(c.ListEntries(alice, 3, "garbage!"), deps)
 
 
-async def test_list_accounts_of_an_owner(ledger, uow):
+async def test_list_accounts_of_an_owner(ledger, deps):
     for unit in ("USD", "EUR", "JPY", "COIN"):
         await ledger.open("multi", unit=unit)
-    page1 = await h.list_accounts(c.ListAccounts(f"multi-{ledger.tag}", 3), uow())
+    page1 = await h.list_accounts(c.ListAccounts(f"multi-{ledger.tag}", 3), deps)
     page2 = await h.list_accounts(
-        c.ListAccounts(f"multi-{ledger.tag}", 3, page1.next_page_token), uow()
+        c.ListAccounts(f"multi-{ledger.tag}", 3, page1.next_page_token), deps
     )
     assert [a.ref.unit for a in page1.items + page2.items] == ["USD", "EUR", "JPY", "COIN"]
     assert page2.next_page_token == ""

@@ -35,11 +35,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.errors import HirepayError
+from hirepay_platform.tcc import TccBranch
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.domain import commands as c
-from wallet.domain.model import AccountKind, HoldState, Leg, TccBranch
+from wallet.domain.holds import HoldState
+from wallet.domain.ledger import Leg
+from wallet.domain.model import AccountKind
 from wallet.domain.splits import Share
 from wallet.service_layer import handlers as h
+from wallet.service_layer.deps import Deps
 
 T = TypeVar("T")
 
@@ -88,8 +92,8 @@ class WalletMachine(RuleBasedStateMachine):
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=60)
 
-    def uow(self) -> SqlWalletUnitOfWork:
-        return SqlWalletUnitOfWork(self.sessions, lambda: self.now)
+    def deps(self) -> Deps:
+        return Deps(uow=lambda: SqlWalletUnitOfWork(self.sessions), clock=lambda: self.now)
 
     def call(self, coroutine: Coroutine[Any, Any, T]) -> T | str:
         """Run a handler; a domain error comes back as its reason."""
@@ -120,7 +124,7 @@ class WalletMachine(RuleBasedStateMachine):
         }
         for name, (kind, negative) in kinds.items():
             cmd = c.OpenAccount(f"{name}-{self.tag}", "USD", kind, negative)
-            self.ids[name] = self.run(h.open_account(cmd, self.uow())).account.id
+            self.ids[name] = self.run(h.open_account(cmd, self.deps())).account.id
             self.posted[name] = self.pending[name] = 0
         for user in USERS:  # start with money, so early steps reserve and spend
             self.fund(user, 5000)
@@ -130,7 +134,7 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS), amount=st.integers(1, 5000))
     def fund(self, user: str, amount: int) -> None:
         leg = Leg(self.ids["clearing"], self.ids[user], amount, "USD")
-        result = self.call(h.transfer(c.Transfer(self.next_id("fund"), (leg,)), self.uow()))
+        result = self.call(h.transfer(c.Transfer(self.next_id("fund"), (leg,)), self.deps()))
         assert not isinstance(result, str), result
         self.move("clearing", -amount)
         self.move(user, amount)
@@ -147,7 +151,7 @@ class WalletMachine(RuleBasedStateMachine):
         cmd = c.Transfer(
             self.next_id("t"), (Leg(self.ids[src], self.ids[dst], amount, "USD"),), "move"
         )
-        result = self.call(h.transfer(cmd, self.uow()))
+        result = self.call(h.transfer(cmd, self.deps()))
         if self.available(src) < amount:
             assert result == "INSUFFICIENT_FUNDS"
             return multiple()
@@ -177,7 +181,7 @@ class WalletMachine(RuleBasedStateMachine):
             (Share(revenue, fee_bp), Share(payee, 10_000 - fee_bp)),
             revenue if remainder_to_fee else payee,
         )
-        result = self.call(h.split_transfer(cmd, self.uow()))
+        result = self.call(h.split_transfer(cmd, self.deps()))
         if self.available(src) < total:
             assert result == "INSUFFICIENT_FUNDS"
             return multiple()
@@ -195,7 +199,7 @@ class WalletMachine(RuleBasedStateMachine):
     def repeat_transfer(self, transfer_id: str) -> None:
         cmd, first = self.sent[transfer_id]
         handler = h.transfer if isinstance(cmd, c.Transfer) else h.split_transfer
-        again = self.call(handler(cmd, self.uow()))
+        again = self.call(handler(cmd, self.deps()))
         assert not isinstance(again, str), again
         assert again.replayed and again.transfer == first.transfer
 
@@ -204,7 +208,7 @@ class WalletMachine(RuleBasedStateMachine):
         changed = c.Transfer(
             transfer_id, (Leg(self.ids["u0"], self.ids["u1"], 1, "USD"),), "a different request"
         )
-        result = self.call(h.transfer(changed, self.uow()))
+        result = self.call(h.transfer(changed, self.deps()))
         assert result == "IDEMPOTENCY_MISMATCH"
 
     # --- holds -------------------------------------------------------------------------------
@@ -228,7 +232,7 @@ class WalletMachine(RuleBasedStateMachine):
     def _try(self, branch: TccBranch) -> None:
         model = self.holds[branch]
         src = self._name(model.reserve.account_id)
-        result = self.call(h.reserve_hold(model.reserve, self.uow()))
+        result = self.call(h.reserve_hold(model.reserve, self.deps()))
         if model.null_compensation:
             assert result == "HOLD_CANCELLED"  # a Try after its Cancel reserves nothing
         elif model.state is not None:
@@ -283,7 +287,7 @@ class WalletMachine(RuleBasedStateMachine):
             shares = (Share(self.ids["revenue"], fee_bp), Share(dst, 10_000 - fee_bp))
             remainder = dst
         cmd = c.ConfirmHold(branch, amount, shares, remainder)
-        result = self.call(h.confirm_hold(cmd, self.uow()))
+        result = self.call(h.confirm_hold(cmd, self.deps()))
         if model.confirm is not None:
             if cmd == model.confirm:
                 assert not isinstance(result, str) and result.replayed
@@ -317,7 +321,7 @@ class WalletMachine(RuleBasedStateMachine):
     @rule(branch=branches)
     def cancel(self, branch: TccBranch) -> None:
         model = self.holds[branch]
-        result = self.call(h.cancel_hold(c.CancelHold(branch, "test"), self.uow()))
+        result = self.call(h.cancel_hold(c.CancelHold(branch, "test"), self.deps()))
         if model.cancelled:
             assert not isinstance(result, str) and result.replayed
             assert result.null_compensation == model.null_compensation
@@ -352,7 +356,7 @@ class WalletMachine(RuleBasedStateMachine):
 
     @rule()
     def expire(self) -> None:
-        while self.run(h.release_expired_holds(self.uow(), batch_size=5)):
+        while self.run(h.release_expired_holds(c.ReleaseExpiredHolds(batch_size=5), self.deps())):
             pass
         for model in self.holds.values():
             if model.state is HoldState.PENDING and model.expires_at <= self.now:

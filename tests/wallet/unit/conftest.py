@@ -15,27 +15,13 @@ from typing import Any
 
 import pytest
 
-from wallet.domain.fingerprint import Fingerprint
-from wallet.domain.model import (
-    Account,
-    AccountKind,
-    AccountRef,
-    Balance,
-    Entry,
-    Hold,
-    HoldState,
-    NewAccount,
-    Posting,
-    TccBranch,
-    TccOp,
-    TransferRecord,
-)
-from wallet.service_layer.unit_of_work import (
-    BarrierRecord,
-    PostOutcome,
-    StoredTransfer,
-    TransferHeader,
-)
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from wallet.domain.holds import Hold, HoldState
+from wallet.domain.ledger import Entry, Posting, TransferRecord
+from wallet.domain.model import Account, AccountKind, AccountRef, Balance, NewAccount
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.ports import PostOutcome, StoredTransfer, TransferHeader
 
 
 @dataclass
@@ -205,9 +191,8 @@ class FakeBarriers:
 class FakeUnitOfWork:
     """Works on a copy of the store; commit swaps the copy in."""
 
-    def __init__(self, store: Store, clock: Callable[[], datetime]) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
-        self.clock = clock
         self.committed = False
 
     async def __aenter__(self) -> FakeUnitOfWork:
@@ -249,5 +234,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def uow(store: Store, clock: Clock) -> Callable[[], FakeUnitOfWork]:
-    return lambda: FakeUnitOfWork(store, clock)
+def uow(store: Store) -> Callable[[], FakeUnitOfWork]:
+    return lambda: FakeUnitOfWork(store)
+
+
+@pytest.fixture
+def deps(uow: Callable[[], FakeUnitOfWork], clock: Clock) -> Deps:
+    """What every handler gets: a fresh fake unit of work per call, and the test's clock."""
+    return Deps(uow=uow, clock=clock)

@@ -10,27 +10,20 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hirepay_platform.errors import HirepayError, ValidationError
+from hirepay_platform.fingerprint import fingerprint, first_mismatch
+from hirepay_platform.tcc import TccBranch
 from wallet.domain.errors import (
     AccountNotFound,
     HoldAlreadyResolved,
     HoldExpired,
     UnitMismatch,
 )
-from wallet.domain.fingerprint import fingerprint, first_mismatch
+from wallet.domain.holds import Hold, HoldState, confirm_transfer_id, hold_ttl
+from wallet.domain.ledger import BalanceChange, EntryLine, Leg, entries_for_legs, plan_posting
 from wallet.domain.model import (
     BALANCE_SHARDS,
     AccountKind,
     AccountRef,
-    BalanceChange,
-    EntryLine,
-    Hold,
-    HoldState,
-    Leg,
-    TccBranch,
-    confirm_transfer_id,
-    entries_for_legs,
-    hold_ttl,
-    plan_posting,
     shard_count_for,
     shard_for,
     validate_client_id,

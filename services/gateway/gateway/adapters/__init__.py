@@ -1,1 +1,1 @@
-"""gRPC clients of the services behind the gateway."""
+"""Outside the edge: gRPC clients of the services behind it, the rate-limit store."""

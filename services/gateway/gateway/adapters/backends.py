@@ -1,18 +1,18 @@
 """Typed gRPC clients of jobs, payments and wallet, built on the platform's ServiceClient.
 
 Every call has a deadline, carries the current trace context and raises RemoteError on failure
-(mapped to HTTP once, in gateway.errors). Retries happen only for requests with a request_id.
+(mapped to HTTP once, in gateway.api.errors). Retries happen only for requests with a request_id.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.settings import GatewaySettings
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
@@ -102,16 +102,18 @@ class Backends:
     raw: dict[str, ServiceClient]
 
     @classmethod
-    def connect(cls, settings: GatewaySettings) -> Backends:
-        timeout = settings.rpc_timeout_seconds
+    def connect(
+        cls, targets: Mapping[str, str], *, rpc_timeout: float, saga_timeout: float
+    ) -> Backends:
+        """Clients of `targets` ({"jobs": host:port, "payments": ..., "wallet": ...}); reads and quick
+        calls get `rpc_timeout`, the saga-driving calls `saga_timeout`."""
         raw = {
-            "jobs": ServiceClient("jobs", settings.jobs_target, timeout=timeout),
-            "payments": ServiceClient("payments", settings.payments_target, timeout=timeout),
-            "wallet": ServiceClient("wallet", settings.wallet_target, timeout=timeout),
+            name: ServiceClient(name, targets[name], timeout=rpc_timeout)
+            for name in ("jobs", "payments", "wallet")
         }
         return cls(
-            jobs=JobsClient(raw["jobs"], settings.saga_timeout_seconds),
-            payments=PaymentsClient(raw["payments"], settings.saga_timeout_seconds),
+            jobs=JobsClient(raw["jobs"], saga_timeout),
+            payments=PaymentsClient(raw["payments"], saga_timeout),
             raw=raw,
         )
 

@@ -1,1 +1,1 @@
-"""HTTP request/response models and their named conversions to and from the gRPC contracts."""
+"""The HTTP contract: request/response models, conversions to and from gRPC, the PAY-11 errors."""

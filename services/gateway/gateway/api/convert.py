@@ -8,7 +8,7 @@ from typing import Any
 from google.protobuf import field_mask_pb2, timestamp_pb2
 
 from gateway.api import models
-from gateway.auth import Principal
+from gateway.service_layer.auth import Principal
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb

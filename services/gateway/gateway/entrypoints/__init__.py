@@ -1,1 +1,1 @@
-"""HTTP entrypoints: the app factory, the routers and the process main."""
+"""HTTP entrypoints: the app factory, routers, dependencies, settings, edge middleware, main."""

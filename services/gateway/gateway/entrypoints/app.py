@@ -10,12 +10,13 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.adapters.backends import Backends
-from gateway.auth import Authenticator
+from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.api.errors import ErrorBody
 from gateway.entrypoints import jobs_routes, ops_routes, payments_routes
-from gateway.errors import ErrorBody, install_error_handlers
-from gateway.observability import EdgeMiddleware
-from gateway.ratelimit import TokenBucketLimiter
-from gateway.settings import GatewaySettings
+from gateway.entrypoints.error_handlers import install_error_handlers
+from gateway.entrypoints.observability import EdgeMiddleware
+from gateway.entrypoints.settings import GatewaySettings
+from gateway.service_layer.auth import Authenticator
 
 DESCRIPTION = """\
 Hirepay's HTTP API: pay-to-post job ads, premium subscriptions and provider webhooks.
@@ -31,7 +32,15 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.backends = backends or Backends.connect(settings)
+        app.state.backends = backends or Backends.connect(
+            {
+                "jobs": settings.jobs_target,
+                "payments": settings.payments_target,
+                "wallet": settings.wallet_target,
+            },
+            rpc_timeout=settings.rpc_timeout_seconds,
+            saga_timeout=settings.saga_timeout_seconds,
+        )
         try:
             yield
         finally:

@@ -1,14 +1,64 @@
-"""FastAPI dependencies shared by the routers: the backends, the limiter, body reading."""
+"""FastAPI dependencies shared by the routers: the caller (SEC-1), the backends, the limiter, body
+reading."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.adapters.backends import Backends
-from gateway.errors import ApiError
-from gateway.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.api.errors import ApiError, forbidden, unauthenticated
+from gateway.service_layer.auth import Authenticator, InvalidToken, Principal
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT signed with HS256 (`make token`).")
+
+
+async def optional_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal | None:
+    """The caller, or None when no Authorization header was sent; a bad token is refused."""
+    if request.headers.get("authorization") is None:
+        return None
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthenticated("expected a bearer token")
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        return authenticator.verify(credentials.credentials)
+    except InvalidToken as exc:
+        raise unauthenticated(str(exc)) from None
+
+
+async def current_principal(
+    principal: Annotated[Principal | None, Depends(optional_principal)],
+) -> Principal:
+    """The caller; 401 without a token."""
+    if principal is None:
+        raise unauthenticated()
+    return principal
+
+
+def require_roles(*roles: str) -> Callable[..., Any]:
+    """Dependency: the caller, who must have one of `roles` (admin always passes); else 403."""
+    allowed = frozenset(roles) | {"admin"}
+
+    async def dependency(
+        principal: Annotated[Principal, Depends(current_principal)],
+    ) -> Principal:
+        if principal.role not in allowed:
+            raise forbidden(f"This requires the role {' or '.join(sorted(allowed))}")
+        return principal
+
+    return dependency
+
+
+OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
+AnyUser = Annotated[Principal, Depends(current_principal)]
+Company = Annotated[Principal, Depends(require_roles("company"))]
 
 
 def get_backends(request: Request) -> Backends:

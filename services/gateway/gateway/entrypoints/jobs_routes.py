@@ -11,22 +11,24 @@ from fastapi.responses import JSONResponse
 
 from gateway.adapters.backends import Backends
 from gateway.api import convert, models
-from gateway.auth import AnyUser, Company, OptionalUser, Principal
-from gateway.entrypoints.deps import BackendsDep, LimiterDep
-from gateway.errors import (
-    ApiError,
-    api_error_from_reason,
-    api_error_from_remote,
-    error_responses,
-    not_found,
-    validation_failed,
+from gateway.api.backend_errors import api_error_from_reason, api_error_from_remote
+from gateway.api.errors import ApiError, error_responses, not_found, validation_failed
+from gateway.entrypoints.deps import AnyUser, BackendsDep, Company, LimiterDep, OptionalUser
+from gateway.entrypoints.observability import (
+    CWP_FAILED,
+    CWP_STARTED,
+    CWP_SUCCEEDED,
+    FUNNEL,
+    RATE_LIMITED,
 )
-from gateway.idempotency import fingerprint, optional_key, require_key, scoped_request_id
-from gateway.observability import CWP_FAILED, CWP_STARTED, CWP_SUCCEEDED, FUNNEL, RATE_LIMITED
+from gateway.service_layer.auth import Principal
+from gateway.service_layer.idempotency import optional_key, require_key, scoped_request_id
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
+from hirepay_platform.fingerprint import digest
 from hirepay_platform.ids import new_id
+from hirepay_platform.reasons import FailureReason
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -218,7 +220,7 @@ async def create_with_payment(
                 body,
                 principal=principal,
                 idempotency_key=key,
-                request_fingerprint=fingerprint(parsed_body),
+                request_fingerprint=digest(parsed_body),
             )
         )
     except RemoteError as exc:
@@ -228,7 +230,9 @@ async def create_with_payment(
         raise mapped from None
     if response.job.status == jobs_pb.Job.PAYMENT_FAILED:
         # A saga that ended failed without an error (e.g. a replayed failed twin): same contract.
-        mapped = api_error_from_reason(response.job.failure_reason or "PAYMENT_DECLINED")
+        mapped = api_error_from_reason(
+            response.job.failure_reason or FailureReason.PAYMENT_DECLINED
+        )
         CWP_FAILED.labels(mapped.error).inc()
         FUNNEL.labels("failed").inc()
         raise mapped
@@ -259,7 +263,7 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
         if pay.method == "card":
             raise ApiError(
                 400,
-                "INVALID_PAYMENT_DETAILS",
+                FailureReason.INVALID_PAYMENT_DETAILS,
                 "A card payment needs a provider payment method token (pm_...)",
                 fields={"payment.payment_method": "required for card"},
             )
@@ -272,7 +276,7 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
         )
         raise ApiError(
             400,
-            "INVALID_PAYMENT_DETAILS",
+            FailureReason.INVALID_PAYMENT_DETAILS,
             "The payment method is not a provider token",
             fields={"payment.payment_method": problem},
         )

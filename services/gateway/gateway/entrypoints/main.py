@@ -7,7 +7,8 @@ import logging
 import uvicorn
 
 from gateway.entrypoints.app import create_app
-from gateway.settings import DEV_JWT_KID, GatewaySettings
+from gateway.entrypoints.settings import GatewaySettings
+from gateway.service_layer.auth import DEV_JWT_KID
 from hirepay_platform import tracing
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.settings import load_settings

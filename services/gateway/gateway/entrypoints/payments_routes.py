@@ -11,18 +11,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from gateway.adapters.backends import Backends
 from gateway.api import convert, models
-from gateway.auth import AnyUser
-from gateway.entrypoints.deps import BackendsDep, read_raw_body
-from gateway.errors import (
-    ApiError,
-    api_error_from_remote,
-    error_responses,
-    forbidden,
-    not_found,
-    validation_failed,
-)
-from gateway.idempotency import optional_key, scoped_request_id
-from gateway.observability import WEBHOOKS
+from gateway.api.backend_errors import api_error_from_remote
+from gateway.api.errors import ApiError, error_responses, forbidden, not_found, validation_failed
+from gateway.entrypoints.deps import AnyUser, BackendsDep, read_raw_body
+from gateway.entrypoints.observability import WEBHOOKS
+from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.ids import new_id

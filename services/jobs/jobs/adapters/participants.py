@@ -13,8 +13,8 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.errors import HirepayError
+from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult, TryState
 from jobs.domain.pricing import CREDITS_UNIT
-from jobs.domain.saga import PaymentMethod, Saga, TryResult, TryState
 from jobs.service_layer.ports import Participant
 
 PLATFORM_OWNER = "platform"

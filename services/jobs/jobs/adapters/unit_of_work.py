@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from hirepay_platform.clock import utc_now
 from hirepay_platform.db import SqlAlchemyUnitOfWork
-from jobs.adapters.repository import (
+from jobs.adapters.repositories import (
     SqlJobRepository,
     SqlSagaRepository,
     SqlSettlementRepository,
@@ -22,14 +18,6 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     jobs: SqlJobRepository
     sagas: SqlSagaRepository
     settlements: SqlSettlementRepository
-
-    def __init__(
-        self,
-        session_factory: async_sessionmaker[AsyncSession],
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        super().__init__(session_factory)
-        self.clock = clock
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from hirepay_platform.money import Money
 from jobs.domain.model import JobFields
+from jobs.domain.posting_saga import SettlementEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +109,32 @@ class CreateJobWithPayment:
     fields: JobFields | None = None
     terms_version: str = ""
     email: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DriveCancellation:
+    """Drive the Cancel or refund of a cancelled job's saga, under CancelJob's lease."""
+
+    saga_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ApplySettlementEvent:
+    """Apply one event of the payments settlement stream and advance `consumer`'s cursor (PAY-9)."""
+
+    event: SettlementEvent
+    consumer: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverSagas:
+    """Lease up to `limit` unfinished sagas that are due and drive each (the recovery tick)."""
+
+    limit: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class ExpirePostings:
+    """Expire up to `limit` active postings past their period (the expiry tick)."""
+
+    limit: int = 100

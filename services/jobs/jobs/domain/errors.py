@@ -12,15 +12,19 @@ from hirepay_platform.errors import (
     PreconditionFailed,
     ValidationError,
 )
+from hirepay_platform.reasons import FailureReason
 
 __all__ = [
     "ActivationFailed",
     "FeeMismatch",
     "IdempotencyMismatch",
+    "InvalidSagaTransition",
     "InvalidTransition",
     "JobNotFound",
     "NotAllowed",
     "PaymentCancelled",
+    "PaymentExpired",
+    "PaymentTimedOut",
     "PostingBlocked",
     "RequestInProgress",
     "TermsNotAccepted",
@@ -53,6 +57,19 @@ class InvalidTransition(PreconditionFailed):
         super().__init__(
             f"job {job_id} cannot go from {from_status} to {to_status}",
             metadata={"job_id": job_id, "from_status": from_status, "to_status": to_status},
+        )
+
+
+class InvalidSagaTransition(HirepayError):
+    """A saga step the saga's transition table does not allow: a bug, never a client's mistake."""
+
+    kind = ErrorKind.INTERNAL
+    reason = "INVALID_SAGA_TRANSITION"
+
+    def __init__(self, saga_id: str, from_state: str, to_state: str) -> None:
+        super().__init__(
+            f"saga {saga_id} cannot go from {from_state} to {to_state}",
+            metadata={"saga_id": saga_id, "from_state": from_state, "to_state": to_state},
         )
 
 
@@ -99,10 +116,23 @@ class PostingBlocked(HirepayError):
 class ActivationFailed(PreconditionFailed):
     """Money was reserved but the job could not be activated (PAY-7: the money goes back)."""
 
-    reason = "ACTIVATION_FAILED"
+    reason = FailureReason.ACTIVATION_FAILED
 
 
 class PaymentCancelled(PreconditionFailed):
     """The payment was cancelled (by the customer, or because the company cancelled the job)."""
 
-    reason = "PAYMENT_CANCELLED"
+    reason = FailureReason.PAYMENT_CANCELLED
+
+
+class PaymentTimedOut(HirepayError):
+    """The payment did not reach activation before the saga's deadline; nothing was posted."""
+
+    kind = ErrorKind.DEADLINE_EXCEEDED
+    reason = FailureReason.PAYMENT_TIMEOUT
+
+
+class PaymentExpired(PreconditionFailed):
+    """A payment that settles later (bank transfer, checkout) was not completed in time."""
+
+    reason = "PAYMENT_EXPIRED"

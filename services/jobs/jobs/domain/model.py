@@ -131,31 +131,46 @@ class JobFields:
 def validate_fields(fields: JobFields, categories: Collection[str]) -> JobFields:
     """Normalize and validate job fields; every problem is reported at once, by field (PAY-1)."""
     f = fields.normalized()
+    problems = {**_text_problems(f), **_choice_problems(f, categories), **_salary_problems(f)}
+    if problems:
+        raise ValidationError("the job has invalid fields", fields=problems)
+    return f
+
+
+def _length_problem(value: str, low: int, high: int) -> str:
+    """What is wrong with the length of a required text ("" if nothing)."""
+    if len(value) < low:
+        # A lower bound of one character is plain "required".
+        return "is required" if low == 1 else f"must be at least {low} characters"
+    if len(value) > high:
+        return f"must be at most {high} characters"
+    return ""
+
+
+def _text_problems(f: JobFields) -> dict[str, str]:
+    """Problems of the free-text fields (title, description, location)."""
+    limits = {
+        "title": (TITLE_MIN, TITLE_MAX),
+        "description": (DESCRIPTION_MIN, DESCRIPTION_MAX),
+        "location": (1, LOCATION_MAX),
+    }
+    problems = {name: _length_problem(getattr(f, name), *limits[name]) for name in limits}
+    return {name: problem for name, problem in problems.items() if problem}
+
+
+def _choice_problems(f: JobFields, categories: Collection[str]) -> dict[str, str]:
+    """Problems of the fields chosen from a list (employment type, category)."""
     problems: dict[str, str] = {}
-    if len(f.title) < TITLE_MIN:
-        problems["title"] = f"must be at least {TITLE_MIN} characters"
-    elif len(f.title) > TITLE_MAX:
-        problems["title"] = f"must be at most {TITLE_MAX} characters"
-    if len(f.description) < DESCRIPTION_MIN:
-        problems["description"] = f"must be at least {DESCRIPTION_MIN} characters"
-    elif len(f.description) > DESCRIPTION_MAX:
-        problems["description"] = f"must be at most {DESCRIPTION_MAX} characters"
-    if not f.location:
-        problems["location"] = "is required"
-    elif len(f.location) > LOCATION_MAX:
-        problems["location"] = f"must be at most {LOCATION_MAX} characters"
+    employment_types = [e.value for e in EmploymentType]
     if not f.employment_type:
         problems["employment_type"] = "is required"
-    elif f.employment_type not in {e.value for e in EmploymentType}:
-        problems["employment_type"] = "must be one of " + ", ".join(e.value for e in EmploymentType)
+    elif f.employment_type not in employment_types:
+        problems["employment_type"] = "must be one of " + ", ".join(employment_types)
     if not f.category:
         problems["category"] = "is required"
     elif f.category not in categories:
         problems["category"] = "must be one of " + ", ".join(sorted(categories))
-    problems.update(_salary_problems(f))
-    if problems:
-        raise ValidationError("the job has invalid fields", fields=problems)
-    return f
+    return problems
 
 
 def _salary_problems(f: JobFields) -> dict[str, str]:
@@ -278,6 +293,12 @@ class Job:
         self.payment_currency = currency
         self.terms_version = terms_version
         self.failure_reason = ""
+
+    def activation_problem(self, saga_id: str) -> str:
+        """Why the job cannot go live for the saga `saga_id` now ("" when it can)."""
+        if self.status is not JobStatus.PENDING_PAYMENT or self.saga_id != saga_id:
+            return f"the job is {self.status.value}, no longer waiting for this payment"
+        return ""
 
     def activate(self, *, payment_id: str, posting_days: int, actor: str, now: datetime) -> None:
         """Go live: the saga's Try succeeded and Confirm is being driven (PAY-4)."""

@@ -12,10 +12,9 @@ from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
 from jobs.domain import commands
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
-from jobs.domain.saga import TryResult, TryState
+from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.answers import SagaAnswer
-from jobs.service_layer.handlers import JobPage, Preview
-from jobs.service_layer.saga import SettlementEvent
+from jobs.service_layer.handlers.drafts import JobPage, Preview
 
 _EMPLOYMENT_TO_DOMAIN = {
     pb.FULL_TIME: EmploymentType.FULL_TIME.value,

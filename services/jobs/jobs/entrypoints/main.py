@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, make_session_factory
@@ -12,18 +16,28 @@ from jobs.adapters.participants import CreditsParticipant, GrpcParticipants, Pay
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
-from jobs.service_layer.saga import SagaDeps
-from jobs.settings import JobsSettings, describe
+from jobs.entrypoints.settings import JobsSettings, describe
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.ports import JobsUnitOfWork, Participants
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "hirepay.jobs.v1.JobsService"
 
 
-def build_app(settings: JobsSettings) -> GrpcApp:
-    """Wire the service; the engine and clients are created here, at start-up, never at import."""
-    app = GrpcApp("jobs", settings)
-    config = settings.jobs_config()
+@dataclass(frozen=True)
+class Adapters:
+    """The process's adapters: the database engine, units of work and the participants' clients."""
+
+    engine: AsyncEngine
+    uow_factory: Callable[[], JobsUnitOfWork]
+    payments: PaymentsParticipant
+    wallet: CreditsParticipant
+    participants: Participants
+
+
+def build_adapters(settings: JobsSettings) -> Adapters:
+    """Create the engine and clients at start-up, never at import."""
     engine = create_engine(
         settings.database_url.get_secret_value(),
         pool_size=settings.db_pool_size,
@@ -37,16 +51,25 @@ def build_app(settings: JobsSettings) -> GrpcApp:
     timeout = settings.rpc_timeout_seconds
     payments = PaymentsParticipant(settings.payments_target, timeout)
     wallet = CreditsParticipant(settings.wallet_target, timeout, settings.hold_expiry_seconds)
-    participants = GrpcParticipants(payments, wallet)
-    deps = SagaDeps(participants=participants, config=config)
+    return Adapters(engine, uow_factory, payments, wallet, GrpcParticipants(payments, wallet))
+
+
+def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
+    """Wire the servicer and the workers over the adapters."""
+    app = GrpcApp("jobs", settings)
+    config = settings.jobs_config()
+
+    def make_deps() -> Deps:
+        return Deps.build(adapters.uow_factory, config, adapters.participants)
+
     app.add_service(
-        pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(uow_factory, deps), SERVICE_NAME
+        pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(make_deps), SERVICE_NAME
     )
-    app.add_worker(workers.recovery_worker(uow_factory, deps, settings.recovery_interval_seconds))
-    app.add_worker(workers.expiry_worker(uow_factory, settings.expiry_interval_seconds))
+    app.add_worker(workers.recovery_worker(make_deps, settings.recovery_interval_seconds))
+    app.add_worker(workers.expiry_worker(make_deps, settings.expiry_interval_seconds))
     app.add_worker(
         workers.settlement_worker(
-            engine, uow_factory, deps, payments, settings.settlement_reconnect_seconds
+            adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds
         )
     )
 
@@ -54,9 +77,9 @@ def build_app(settings: JobsSettings) -> GrpcApp:
         log.info("jobs settings: %s", describe(settings))
 
     async def stopped() -> None:
-        await payments.close()
-        await wallet.close()
-        await engine.dispose()
+        await adapters.payments.close()
+        await adapters.wallet.close()
+        await adapters.engine.dispose()
 
     app.on_startup(started)
     app.on_shutdown(stopped)
@@ -64,4 +87,5 @@ def build_app(settings: JobsSettings) -> GrpcApp:
 
 
 def main() -> None:
-    build_app(load_settings(JobsSettings)).run()
+    settings = load_settings(JobsSettings)
+    build_app(settings, build_adapters(settings)).run()

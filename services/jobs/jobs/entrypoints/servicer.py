@@ -10,17 +10,16 @@ from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
-from jobs.service_layer import handlers, saga
-from jobs.service_layer.ports import JobsUnitOfWork
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import cancellation, drafts, pay_to_post
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
     """Thin adapter from the contract to the use cases."""
 
-    def __init__(self, uow_factory: Callable[[], JobsUnitOfWork], deps: saga.SagaDeps) -> None:
-        self._uow = uow_factory
-        self._deps = deps
-        self._config = deps.config
+    def __init__(self, make_deps: Callable[[], Deps]) -> None:
+        # Each call gets its own dependencies (its own unit of work).
+        self._deps = make_deps
         self._background: set[asyncio.Task[Any]] = set()
 
     async def CreateDraft(self, request: pb.CreateDraftRequest, context: Any) -> pb.JobResponse:
@@ -29,7 +28,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             fields=conv.fields_from_proto(request.fields),
             request_id=request.request_id,
         )
-        job = await handlers.create_draft(cmd, self._uow(), self._config)
+        job = await drafts.create_draft(cmd, self._deps())
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def UpdateDraft(self, request: pb.UpdateDraftRequest, context: Any) -> pb.JobResponse:
@@ -40,19 +39,19 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             paths=tuple(request.update_mask.paths),
             request_id=request.request_id,
         )
-        job = await handlers.update_draft(cmd, self._uow(), self._config)
+        job = await drafts.update_draft(cmd, self._deps())
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.JobResponse:
         cmd = commands.GetJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
-        job = await handlers.get_job(cmd, self._uow())
+        job = await drafts.get_job(cmd, self._deps())
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def PreviewJob(
         self, request: pb.PreviewJobRequest, context: Any
     ) -> pb.PreviewJobResponse:
         cmd = commands.PreviewJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
-        preview = await handlers.preview_job(cmd, self._uow(), self._config)
+        preview = await drafts.preview_job(cmd, self._deps())
         return conv.preview_to_proto(preview)
 
     async def ListActiveJobs(
@@ -63,7 +62,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             page_token=request.page.page_token,
             category=request.category,
         )
-        return conv.page_to_proto(await handlers.list_active_jobs(cmd, self._uow()))
+        return conv.page_to_proto(await drafts.list_active_jobs(cmd, self._deps()))
 
     async def ListMyJobs(self, request: pb.ListMyJobsRequest, context: Any) -> pb.ListJobsResponse:
         cmd = commands.ListMyJobs(
@@ -71,13 +70,13 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             page_size=request.page.page_size,
             page_token=request.page.page_token,
         )
-        return conv.page_to_proto(await handlers.list_my_jobs(cmd, self._uow()))
+        return conv.page_to_proto(await drafts.list_my_jobs(cmd, self._deps()))
 
     async def CreateJobWithPayment(
         self, request: pb.CreateJobWithPaymentRequest, context: Any
     ) -> pb.CreateJobWithPaymentResponse:
         cmd = conv.create_with_payment_from_proto(request)
-        answer = await saga.create_job_with_payment(cmd, self._uow(), self._deps)
+        answer = await pay_to_post.create_job_with_payment(cmd, self._deps())
         return conv.answer_to_proto(answer)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.JobResponse:
@@ -87,11 +86,13 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             reason=request.reason,
             request_id=request.request_id,
         )
-        job, saga_id = await handlers.cancel_job(cmd, self._uow(), self._config)
+        job, saga_id = await cancellation.cancel_job(cmd, self._deps())
         if saga_id:
             # The Cancel (pending payment) or the refund (live posting) is persisted as a saga
             # step and leased to this request: drive it now; recovery retries on failure.
-            task = asyncio.create_task(saga.drive_cancellation(saga_id, self._uow(), self._deps))
+            task = asyncio.create_task(
+                cancellation.drive_cancellation(commands.DriveCancellation(saga_id), self._deps())
+            )
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         return pb.JobResponse(job=conv.job_to_proto(job))
@@ -102,7 +103,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         cmd = commands.ListJobTransitions(
             actor=conv.actor_from_proto(request.actor), job_id=request.job_id
         )
-        transitions = await handlers.list_transitions(cmd, self._uow())
+        transitions = await drafts.list_transitions(cmd, self._deps())
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]
         )

@@ -21,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay_platform.grpc_status import from_rpc_error
 from jobs.adapters.participants import PaymentsParticipant
+from jobs.domain import commands
 from jobs.entrypoints.conversions import settlement_event_from_proto
-from jobs.service_layer import handlers, saga
-from jobs.service_layer.ports import JobsUnitOfWork
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import cancellation, settlement
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +39,14 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 
 def recovery_worker(
-    uow_factory: Callable[[], JobsUnitOfWork], deps: saga.SagaDeps, interval: float
+    make_deps: Callable[[], Deps], interval: float
 ) -> Callable[[asyncio.Event], object]:
     """Drive unfinished sagas after crashes, lost answers and transient participant failures."""
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                taken = await saga.recover_due(uow_factory, deps)
+                taken = await settlement.recover_due(commands.RecoverSagas(), make_deps())
             except Exception:
                 log.exception("recovery tick failed")
                 taken = 0
@@ -56,14 +57,14 @@ def recovery_worker(
 
 
 def expiry_worker(
-    uow_factory: Callable[[], JobsUnitOfWork], interval: float
+    make_deps: Callable[[], Deps], interval: float
 ) -> Callable[[asyncio.Event], object]:
     """Expire postings past their period."""
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                expired = await handlers.expire_due(uow_factory())
+                expired = await cancellation.expire_due(commands.ExpirePostings(), make_deps())
             except Exception:
                 log.exception("expiry tick failed")
                 expired = 0
@@ -75,8 +76,7 @@ def expiry_worker(
 
 def settlement_worker(
     engine: AsyncEngine,
-    uow_factory: Callable[[], JobsUnitOfWork],
-    deps: saga.SagaDeps,
+    make_deps: Callable[[], Deps],
     payments: PaymentsParticipant,
     reconnect: float,
 ) -> Callable[[asyncio.Event], object]:
@@ -84,7 +84,7 @@ def settlement_worker(
 
     async def consume(stop: asyncio.Event) -> None:
         stub = payments.stub
-        async with uow_factory() as uow:
+        async with make_deps().uow as uow:
             cursor = await uow.settlements.cursor(CONSUMER)
         call = stub.StreamSettlementEvents(
             ppb.StreamSettlementEventsRequest(after_cursor=cursor, follow=True, subsystem="jobs")
@@ -101,7 +101,9 @@ def settlement_worker(
                 if message is grpc.aio.EOF:
                     break
                 event = settlement_event_from_proto(message)
-                await saga.apply_settlement_event(event, uow_factory(), deps, consumer=CONSUMER)
+                await settlement.apply_settlement_event(
+                    commands.ApplySettlementEvent(event, CONSUMER), make_deps()
+                )
         finally:
             stopper.cancel()
             call.cancel()

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
-from jobs.domain.saga import Saga
+from jobs.domain.posting_saga import Saga
 
 
 @dataclass(frozen=True, slots=True)

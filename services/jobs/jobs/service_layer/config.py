@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from jobs.domain.pricing import PriceList, RefundPolicy
-
-
-def _never_crash(step: str) -> None:
-    """The default crash hook: production never crashes on purpose."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,20 +39,3 @@ class JobsConfig:
     # the window block further postings until the window passes; 0 disables the rule.
     max_failed_payments: int = 10
     failed_payments_window_seconds: float = 3_600.0
-    # Test-only fault: activation fails for jobs whose title contains this marker (PAY-7 tests).
-    fail_activation_marker: str = ""
-    # Test-only crash hook: called with each saga step name ("pending", "try", "activate",
-    # "confirm"); the process exits there when configured (crash-recovery tests).
-    crash_point: Callable[[str], None] = _never_crash
-
-
-def crash_hook(step_name: str) -> Callable[[str], None]:
-    """A crash hook that kills the process (exit 137, as kill -9 would) right after `step_name`."""
-    if not step_name:
-        return _never_crash
-
-    def crash(step: str) -> None:
-        if step == step_name:
-            os._exit(137)
-
-    return crash

@@ -5,12 +5,11 @@ Adapters implement them against PostgreSQL and gRPC; unit tests implement them i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol, Self
 
 from jobs.domain.model import Job, Transition
-from jobs.domain.saga import PaymentMethod, Saga, TryResult
+from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 
 
 class JobRepository(Protocol):
@@ -90,7 +89,6 @@ class JobsUnitOfWork(Protocol):
     jobs: JobRepository
     sagas: SagaRepository
     settlements: SettlementRepository
-    clock: Callable[[], datetime]
 
     async def __aenter__(self) -> Self: ...
 

@@ -1,1 +1,1 @@
-"""Storage of the wallet: ORM tables, repositories, the SQLAlchemy unit of work."""
+"""Storage of the wallet: Core tables, repositories, the SQLAlchemy unit of work."""

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from hirepay_platform.clock import utc_now
+from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from wallet.adapters.repositories import (
     SqlAccountRepository,
-    SqlBarrierRepository,
     SqlHoldRepository,
     SqlLedgerRepository,
 )
+from wallet.adapters.tables import tcc_barriers
 
 
 class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
@@ -25,16 +22,8 @@ class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
     holds: SqlHoldRepository
     barriers: SqlBarrierRepository
 
-    def __init__(
-        self,
-        session_factory: async_sessionmaker[AsyncSession],
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        super().__init__(session_factory)
-        self.clock = clock
-
     def _attach(self, session: AsyncSession) -> None:
         self.accounts = SqlAccountRepository(session)
         self.ledger = SqlLedgerRepository(session)
         self.holds = SqlHoldRepository(session)
-        self.barriers = SqlBarrierRepository(session)
+        self.barriers = SqlBarrierRepository(session, tcc_barriers)

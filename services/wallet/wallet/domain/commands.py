@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from wallet.domain.model import AccountKind, Leg, TccBranch
+from hirepay_platform.tcc import TccBranch
+from wallet.domain.ledger import Leg
+from wallet.domain.model import AccountKind
 from wallet.domain.splits import Share
 
 
@@ -101,3 +103,10 @@ class ListEntries:
 @dataclass(frozen=True, slots=True)
 class GetHold:
     branch: TccBranch
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseExpiredHolds:
+    """Release up to `batch_size` pending holds whose expiry has passed (the expiry worker)."""
+
+    batch_size: int = 100

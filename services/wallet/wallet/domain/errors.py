@@ -1,9 +1,12 @@
-"""The wallet's domain errors: each carries its kind and the stable reason named in the contract."""
+"""The wallet's domain errors: each carries its kind and the stable reason named in the contract.
+
+A reused idempotency key (transfer id or branch) is the platform's IdempotencyMismatch
+(`hirepay_platform.tcc`, reason IDEMPOTENCY_MISMATCH); shared reasons come from FailureReason.
+"""
 
 from __future__ import annotations
 
 from hirepay_platform.errors import (
-    AlreadyExists,
     Conflict,
     ErrorKind,
     HirepayError,
@@ -11,6 +14,7 @@ from hirepay_platform.errors import (
     PreconditionFailed,
     ValidationError,
 )
+from hirepay_platform.reasons import FailureReason
 
 __all__ = [
     "AccountNotFound",
@@ -19,7 +23,6 @@ __all__ = [
     "HoldCancelled",
     "HoldExpired",
     "HoldNotFound",
-    "IdempotencyMismatch",
     "InsufficientFunds",
     "TransferNotFound",
     "UnitMismatch",
@@ -67,23 +70,11 @@ class HoldNotFound(NotFound):
 class InsufficientFunds(PreconditionFailed):
     """A debit or reservation would take a non-negative account below zero."""
 
-    reason = "INSUFFICIENT_FUNDS"
+    reason = FailureReason.INSUFFICIENT_FUNDS
 
     def __init__(self, account_id: str) -> None:
         super().__init__(
             f"insufficient funds on account {account_id}", metadata={"account_id": account_id}
-        )
-
-
-class IdempotencyMismatch(AlreadyExists):
-    """An idempotency key was reused with a different request; metadata names the first field."""
-
-    reason = "IDEMPOTENCY_MISMATCH"
-
-    def __init__(self, key: str, field: str) -> None:
-        super().__init__(
-            f"{key} was already used with a different {field}",
-            metadata={"key": key, "field": field},
         )
 
 
@@ -102,7 +93,7 @@ class HoldAlreadyResolved(PreconditionFailed):
 class HoldCancelled(PreconditionFailed):
     """The branch was cancelled before any Try reached the wallet: a late Try reserves nothing."""
 
-    reason = "HOLD_CANCELLED"
+    reason = FailureReason.HOLD_CANCELLED
 
     def __init__(self, global_tx_id: str, branch_id: str) -> None:
         super().__init__(

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from hirepay_platform.tcc import TccBranch
 from hirepay_platform.wire import timestamp
 from wallet.domain import commands
 from wallet.domain.errors import invalid
-from wallet.domain.model import (
-    Account,
-    AccountKind,
-    Entry,
-    Hold,
-    HoldState,
-    Leg,
-    TccBranch,
-    TransferRecord,
-)
+from wallet.domain.holds import Hold, HoldState
+from wallet.domain.ledger import Entry, Leg, TransferRecord
+from wallet.domain.model import Account, AccountKind
 from wallet.domain.splits import Share
 from wallet.service_layer.handlers import HoldResult, TransferResult
 

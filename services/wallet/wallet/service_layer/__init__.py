@@ -1,1 +1,1 @@
-"""Use cases of the wallet and the unit of work they run in."""
+"""Use cases of the wallet (handlers), their ports, configuration, dependencies and metrics."""

@@ -1,0 +1,384 @@
+"""PostgreSQL repositories of the jobs service and the named conversions between rows and domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Row, and_, func, insert, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from jobs.adapters.tables import job_transitions, jobs, saga_log, sagas, settlement_cursors
+from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
+from jobs.domain.posting_saga import FINAL_STATES, PaymentMethod, Saga, SagaError, SagaState
+
+_FINAL = [s.value for s in FINAL_STATES]
+
+
+# --------------------------------------------------------------------------- conversions
+
+
+def job_from_row(row: Row) -> Job:
+    """Domain job from its row."""
+    return Job(
+        id=row.id,
+        company_id=row.company_id,
+        fields=JobFields(
+            title=row.title,
+            description=row.description,
+            location=row.location,
+            employment_type=row.employment_type,
+            category=row.category,
+            salary_min_minor=row.salary_min_minor,
+            salary_max_minor=row.salary_max_minor,
+            salary_currency=row.salary_currency,
+        ),
+        status=JobStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        payment_id=row.payment_id,
+        payment_status=PaymentStatus(row.payment_status) if row.payment_status else None,
+        payment_amount_minor=row.payment_amount_minor,
+        payment_currency=row.payment_currency,
+        payment_method=row.payment_method,
+        posted_at=row.posted_at,
+        expires_at=row.expires_at,
+        terms_version=row.terms_version,
+        failure_reason=row.failure_reason,
+        saga_id=row.saga_id,
+        create_request_id=row.create_request_id,
+    )
+
+
+def job_to_values(job: Job) -> dict[str, object]:
+    """Column values of a domain job."""
+    f = job.fields
+    return {
+        "id": job.id,
+        "company_id": job.company_id,
+        "title": f.title,
+        "description": f.description,
+        "location": f.location,
+        "employment_type": f.employment_type,
+        "category": f.category,
+        "salary_min_minor": f.salary_min_minor,
+        "salary_max_minor": f.salary_max_minor,
+        "salary_currency": f.salary_currency,
+        "status": job.status.value,
+        "payment_id": job.payment_id,
+        "payment_status": job.payment_status.value if job.payment_status else None,
+        "payment_amount_minor": job.payment_amount_minor,
+        "payment_currency": job.payment_currency,
+        "payment_method": job.payment_method,
+        "posted_at": job.posted_at,
+        "expires_at": job.expires_at,
+        "terms_version": job.terms_version,
+        "failure_reason": job.failure_reason,
+        "saga_id": job.saga_id,
+        "create_request_id": job.create_request_id,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def transition_to_values(t: Transition) -> dict[str, object]:
+    return {
+        "job_id": t.job_id,
+        "from_status": t.from_status.value if t.from_status else None,
+        "to_status": t.to_status.value,
+        "actor": t.actor,
+        "reason": t.reason,
+        "at": t.at,
+    }
+
+
+def transition_from_row(row: Row) -> Transition:
+    return Transition(
+        job_id=row.job_id,
+        from_status=JobStatus(row.from_status) if row.from_status else None,
+        to_status=JobStatus(row.to_status),
+        actor=row.actor,
+        reason=row.reason,
+        at=row.at,
+    )
+
+
+def saga_from_row(row: Row) -> Saga:
+    """Domain saga from its row."""
+    return Saga(
+        id=row.id,
+        company_id=row.company_id,
+        request_id=row.request_id,
+        fingerprint=row.fingerprint,
+        actor=row.actor,
+        state=SagaState(row.state),
+        method=PaymentMethod(row.method),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        deadline_at=row.deadline_at,
+        job_id=row.job_id,
+        amount_minor=row.amount_minor,
+        currency=row.currency,
+        terms_version=row.terms_version,
+        payment_token=row.payment_token,
+        return_url=row.return_url,
+        cancel_url=row.cancel_url,
+        email=row.email,
+        payment_id=row.payment_id,
+        provider_state=row.provider_state,
+        next_action_url=row.next_action_url,
+        activated=row.activated,
+        captured=row.captured,
+        refund_amount_minor=row.refund_amount_minor,
+        refund_reason=row.refund_reason,
+        failure=SagaError.from_dict(row.failure) if row.failure else None,
+        response=row.response,
+        attempts=row.attempts,
+        next_attempt_at=row.next_attempt_at,
+        lease_owner=row.lease_owner,
+        lease_until=row.lease_until,
+        finished_at=row.finished_at,
+    )
+
+
+def saga_to_values(saga: Saga) -> dict[str, object]:
+    """Column values of a domain saga."""
+    return {
+        "id": saga.id,
+        "company_id": saga.company_id,
+        "request_id": saga.request_id,
+        "fingerprint": saga.fingerprint,
+        "actor": saga.actor,
+        "state": saga.state.value,
+        "method": saga.method.value,
+        "job_id": saga.job_id,
+        "amount_minor": saga.amount_minor,
+        "currency": saga.currency,
+        "terms_version": saga.terms_version,
+        "payment_token": saga.payment_token,
+        "return_url": saga.return_url,
+        "cancel_url": saga.cancel_url,
+        "email": saga.email,
+        "payment_id": saga.payment_id,
+        "provider_state": saga.provider_state,
+        "next_action_url": saga.next_action_url,
+        "activated": saga.activated,
+        "captured": saga.captured,
+        "refund_amount_minor": saga.refund_amount_minor,
+        "refund_reason": saga.refund_reason,
+        "failure": saga.failure.to_dict() if saga.failure else None,
+        "response": saga.response,
+        "attempts": saga.attempts,
+        "next_attempt_at": saga.next_attempt_at,
+        "lease_owner": saga.lease_owner,
+        "lease_until": saga.lease_until,
+        "deadline_at": saga.deadline_at,
+        "created_at": saga.created_at,
+        "updated_at": saga.updated_at,
+        "finished_at": saga.finished_at,
+    }
+
+
+# --------------------------------------------------------------------------- repositories
+
+
+class SqlJobRepository:
+    """Jobs and their append-only transitions."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def _append(self, job: Job) -> None:
+        transitions = job.drain_transitions()
+        if transitions:
+            await self.session.execute(
+                insert(job_transitions), [transition_to_values(t) for t in transitions]
+            )
+
+    async def add(self, job: Job) -> None:
+        await self.session.execute(insert(jobs).values(**job_to_values(job)))
+        await self._append(job)
+
+    async def add_if_absent(self, job: Job) -> bool:
+        stmt = (
+            pg_insert(jobs)
+            .values(**job_to_values(job))
+            .on_conflict_do_nothing(
+                index_elements=["company_id", "create_request_id"],
+                index_where=text("create_request_id <> ''"),
+            )
+            .returning(jobs.c.id)
+        )
+        if (await self.session.execute(stmt)).scalar_one_or_none() is None:
+            return False
+        await self._append(job)
+        return True
+
+    async def get_by_create_request(self, company_id: str, request_id: str) -> Job | None:
+        stmt = select(jobs).where(
+            jobs.c.company_id == company_id, jobs.c.create_request_id == request_id
+        )
+        row = (await self.session.execute(stmt)).one_or_none()
+        return job_from_row(row) if row else None
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        stmt = select(jobs).where(jobs.c.id == job_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).one_or_none()
+        return job_from_row(row) if row else None
+
+    async def save(self, job: Job) -> None:
+        values = job_to_values(job)
+        values.pop("id")
+        await self.session.execute(update(jobs).where(jobs.c.id == job.id).values(**values))
+        await self._append(job)
+
+    async def list_active(
+        self, category: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        stmt = select(jobs).where(jobs.c.status == JobStatus.ACTIVE.value)
+        if category:
+            stmt = stmt.where(jobs.c.category == category)
+        if after is not None:
+            stmt = stmt.where(tuple_(jobs.c.posted_at, jobs.c.id) < tuple_(*after))
+        stmt = stmt.order_by(jobs.c.posted_at.desc(), jobs.c.id.desc()).limit(limit)
+        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def list_by_company(
+        self, company_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Job]:
+        stmt = select(jobs).where(jobs.c.company_id == company_id)
+        if after is not None:
+            stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*after))
+        stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        stmt = (
+            select(job_transitions)
+            .where(job_transitions.c.job_id == job_id)
+            .order_by(job_transitions.c.id)
+        )
+        return [transition_from_row(r) for r in (await self.session.execute(stmt)).all()]
+
+    async def lock_expired(self, now: datetime, limit: int) -> list[Job]:
+        stmt = (
+            select(jobs)
+            .where(jobs.c.status == JobStatus.ACTIVE.value, jobs.c.expires_at <= now)
+            .order_by(jobs.c.expires_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+
+
+class SqlSagaRepository:
+    """Saga rows (insert-first on the caller's idempotency key) and the saga log."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def insert(self, saga: Saga) -> bool:
+        stmt = (
+            pg_insert(sagas)
+            .values(**saga_to_values(saga))
+            .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
+            .returning(sagas.c.id)
+        )
+        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+
+    async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
+        stmt = select(sagas).where(sagas.c.id == saga_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        row = (await self.session.execute(stmt)).one_or_none()
+        return saga_from_row(row) if row else None
+
+    async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
+        stmt = select(sagas).where(
+            sagas.c.company_id == company_id, sagas.c.request_id == request_id
+        )
+        row = (await self.session.execute(stmt)).one_or_none()
+        return saga_from_row(row) if row else None
+
+    async def save(self, saga: Saga) -> None:
+        values = saga_to_values(saga)
+        values.pop("id")
+        await self.session.execute(update(sagas).where(sagas.c.id == saga.id).values(**values))
+
+    async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
+        await self.session.execute(
+            insert(saga_log).values(saga_id=saga_id, step=step, detail=detail[:2000], at=at)
+        )
+
+    async def claim_due(
+        self, now: datetime, owner: str, lease_until: datetime, limit: int
+    ) -> list[Saga]:
+        due = (
+            select(sagas.c.id)
+            .where(
+                sagas.c.state.not_in(_FINAL),
+                or_(sagas.c.lease_until.is_(None), sagas.c.lease_until < now),
+                or_(sagas.c.next_attempt_at.is_(None), sagas.c.next_attempt_at <= now),
+            )
+            .order_by(sagas.c.next_attempt_at.nulls_first())
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = list((await self.session.execute(due)).scalars())
+        if not ids:
+            return []
+        stmt = (
+            update(sagas)
+            .where(sagas.c.id.in_(ids))
+            .values(lease_owner=owner, lease_until=lease_until)
+            .returning(*sagas.c)
+        )
+        rows = (await self.session.execute(stmt)).all()
+        return [saga_from_row(r) for r in rows]
+
+    async def count_stuck(self, now: datetime) -> int:
+        # Waiting for a settle-later payment is bounded by its own (longer) deadline, not stuck.
+        waiting = SagaState.AWAITING_SETTLEMENT.value
+        stmt = select(func.count()).where(
+            and_(
+                sagas.c.state.not_in([*_FINAL, waiting]),
+                sagas.c.deadline_at < now,
+            )
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+    async def count_failures(
+        self, company_id: str, since: datetime, reasons: frozenset[str]
+    ) -> int:
+        stmt = select(func.count()).where(
+            sagas.c.company_id == company_id,
+            sagas.c.created_at >= since,
+            sagas.c.failure["reason"].astext.in_(sorted(reasons)),
+        )
+        return int((await self.session.execute(stmt)).scalar_one())
+
+
+class SqlSettlementRepository:
+    """The settlement stream cursor of each consumer."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def cursor(self, consumer: str) -> int:
+        stmt = select(settlement_cursors.c.cursor).where(settlement_cursors.c.consumer == consumer)
+        return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)
+
+    async def advance(self, consumer: str, cursor: int) -> None:
+        stmt = pg_insert(settlement_cursors).values(
+            consumer=consumer, cursor=cursor, updated_at=func.now()
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["consumer"],
+            set_={
+                "cursor": func.greatest(settlement_cursors.c.cursor, stmt.excluded.cursor),
+                "updated_at": func.now(),
+            },
+        )
+        await self.session.execute(stmt)

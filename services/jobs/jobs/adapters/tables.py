@@ -1,0 +1,161 @@
+"""Tables of the jobs database as SQLAlchemy Core `Table`s (the schema itself lives in migrations).
+
+Core tables, not ORM classes: repositories build plain statements and read rows, which keeps
+statement building off the ORM's per-object work on the saga's hot path.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+
+def _at(name: str, *, nullable: bool = True) -> Column:
+    """A timezone-aware timestamp column."""
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def _str(name: str, length: int) -> Column:
+    """A required string column that defaults to empty."""
+    return Column(name, String(length), nullable=False, default="")
+
+
+# A job draft or posting.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("company_id", String(128), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("location", String(200), nullable=False),
+    Column("employment_type", String(32), nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("salary_min_minor", BigInteger, nullable=False, default=0),
+    Column("salary_max_minor", BigInteger, nullable=False, default=0),
+    _str("salary_currency", 3),
+    Column("status", String(32), nullable=False),
+    _str("payment_id", 128),
+    Column("payment_status", String(16)),
+    Column("payment_amount_minor", BigInteger, nullable=False, default=0),
+    _str("payment_currency", 16),
+    _str("payment_method", 32),
+    _at("posted_at"),
+    _at("expires_at"),
+    _str("terms_version", 64),
+    _str("failure_reason", 64),
+    _str("saga_id", 64),
+    # Added by migration 0002 with a server default, so rows that existed then read as "no key".
+    Column("create_request_id", String(255), nullable=False, default="", server_default=""),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    # The public list: active jobs, newest posting first.
+    Index("ix_jobs_active_posted", "posted_at", "id", postgresql_where=text("status = 'active'")),
+    Index("ix_jobs_company_created", "company_id", "created_at", "id"),
+    # CreateDraft is idempotent on the caller's request_id (insert-first on this key).
+    Index(
+        "uq_jobs_company_create_request",
+        "company_id",
+        "create_request_id",
+        unique=True,
+        postgresql_where=text("create_request_id <> ''"),
+    ),
+    # The expiry worker's scan.
+    Index("ix_jobs_active_expires", "expires_at", postgresql_where=text("status = 'active'")),
+)
+
+# One status change of a job (append-only; a trigger refuses UPDATE and DELETE).
+job_transitions = Table(
+    "job_transitions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("job_id", ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("from_status", String(32)),
+    Column("to_status", String(32), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    _at("at", nullable=False),
+)
+
+# The durable log row of one pay-to-post saga (its global transaction).
+sagas = Table(
+    "sagas",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("company_id", String(128), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("fingerprint", String(128), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("state", String(32), nullable=False),
+    Column("method", String(32), nullable=False),
+    _str("job_id", 64),
+    Column("amount_minor", BigInteger, nullable=False, default=0),
+    _str("currency", 16),
+    _str("terms_version", 64),
+    # A provider token (pm_...), never card data (SAQ A); needed to re-send a lost Try.
+    _str("payment_token", 255),
+    Column("return_url", Text, nullable=False, default=""),
+    Column("cancel_url", Text, nullable=False, default=""),
+    _str("email", 320),
+    _str("payment_id", 128),
+    _str("provider_state", 32),
+    Column("next_action_url", Text, nullable=False, default=""),
+    Column("activated", Boolean, nullable=False, default=False),
+    Column("captured", Boolean, nullable=False, default=False),
+    Column("refund_amount_minor", BigInteger, nullable=False, default=0),
+    _str("refund_reason", 64),
+    Column("failure", JSONB),
+    Column("response", JSONB),
+    Column("attempts", Integer, nullable=False, default=0),
+    _at("next_attempt_at"),
+    _str("lease_owner", 128),
+    _at("lease_until"),
+    _at("deadline_at", nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    _at("finished_at"),
+    # Idempotency keys are scoped to the caller (PAY-8); insert-first on this key.
+    UniqueConstraint("company_id", "request_id", name="uq_sagas_company_request"),
+    # The recovery worker's scan of unfinished sagas.
+    Index(
+        "ix_sagas_unfinished",
+        "next_attempt_at",
+        postgresql_where=text("state NOT IN ('completed', 'failed', 'refunded')"),
+    ),
+)
+
+# One step of a saga as it happened (append-only audit of the saga log).
+saga_log = Table(
+    "saga_log",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("saga_id", ForeignKey("sagas.id"), nullable=False, index=True),
+    Column("step", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+    _at("at", nullable=False),
+)
+
+# How far a consumer of the payments settlement stream has applied events.
+settlement_cursors = Table(
+    "settlement_cursors",
+    metadata,
+    Column("consumer", String(64), primary_key=True),
+    Column("cursor", BigInteger, nullable=False, default=0),
+    _at("updated_at", nullable=False),
+)

@@ -1,0 +1,326 @@
+"""The pay-to-post saga: its state machine, its payment methods, and how participant failures read.
+
+The saga is a Try-Confirm-Cancel global transaction with one branch ("payment"). Its row in the
+jobs database is the durable log: each step is persisted before it acts, so after a crash the
+recovery worker resumes from the last persisted state. Its states change only through the methods
+of `Saga`, each checked against the transition table `Saga.TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.reasons import PAYMENT_METHOD_FAILURES, FailureReason
+from jobs.domain.errors import InvalidSagaTransition
+
+BRANCH_ID = "payment"
+# Lease owners ending with this are requests in flight (of any replica), which drive their saga:
+# a settlement event arriving meanwhile only records what it says (no second driver racing them).
+REQUEST_HOLDER_SUFFIX = "/request"
+
+
+class SagaState(enum.StrEnum):
+    """Where a saga is. Non-final states are driven forward by requests, events and recovery."""
+
+    TRYING = "trying"  # job pending_payment; Try sent or about to be sent
+    AWAITING_SETTLEMENT = "awaiting_settlement"  # Try accepted; the provider settles later
+    CONFIRMING = "confirming"  # job active; Confirm is driven until it succeeds
+    CANCELLING = "cancelling"  # job payment_failed; Cancel is driven until it succeeds
+    REFUNDING = "refunding"  # money was taken and must go back (PAY-7, PAY-13)
+    COMPLETED = "completed"  # final: paid and active
+    FAILED = "failed"  # final: nothing held, nothing taken
+    REFUNDED = "refunded"  # final: money returned
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.FAILED, SagaState.REFUNDED})
+# States before activation: a deadline may still cancel these.
+BEFORE_ACTIVATION = frozenset({SagaState.TRYING, SagaState.AWAITING_SETTLEMENT})
+
+# Where each state may go. Before activation the Try's outcome decides (a further "still pending"
+# answer keeps the saga waiting); a Confirm that can never succeed cancels; money found taken after
+# the saga gave up (a late bank transfer) or a cancelled live posting is refunded (PAY-7, PAY-13).
+_UNSETTLED = frozenset(
+    {
+        SagaState.AWAITING_SETTLEMENT,
+        SagaState.CONFIRMING,
+        SagaState.CANCELLING,
+        SagaState.REFUNDING,
+    }
+)
+SAGA_TRANSITIONS: dict[SagaState, frozenset[SagaState]] = {
+    SagaState.TRYING: _UNSETTLED,
+    SagaState.AWAITING_SETTLEMENT: _UNSETTLED,
+    SagaState.CONFIRMING: frozenset(
+        {SagaState.COMPLETED, SagaState.REFUNDING, SagaState.CANCELLING}
+    ),
+    SagaState.CANCELLING: frozenset({SagaState.FAILED, SagaState.REFUNDED, SagaState.REFUNDING}),
+    SagaState.REFUNDING: frozenset({SagaState.REFUNDED}),
+    SagaState.COMPLETED: frozenset({SagaState.REFUNDING}),
+    SagaState.FAILED: frozenset({SagaState.REFUNDING}),
+    SagaState.REFUNDED: frozenset(),
+}
+
+
+class PaymentMethod(enum.StrEnum):
+    """How a posting is paid (PaymentChoice.method)."""
+
+    CARD = "card"
+    CREDITS = "credits"
+    BANK_TRANSFER = "bank_transfer"
+    CHECKOUT = "checkout"
+
+
+class TryState(enum.StrEnum):
+    """What a participant says about the Try of a branch, in the saga's words."""
+
+    RESERVED = "reserved"  # authorized / hold pending: Confirm may capture
+    CAPTURED = "captured"  # money already taken (bank transfer, checkout): Confirm is a formality
+    ACTION_REQUIRED = "action_required"  # waiting for the customer (3-D Secure, checkout)
+    PROCESSING = "processing"  # waiting for the provider (bank transfer)
+    UNKNOWN = "unknown"  # the provider did not answer; being polled
+    FAILED = "failed"  # declined / failed: nothing taken
+    CANCELLED = "cancelled"  # voided or released: nothing taken
+    REFUNDED = "refunded"  # money was taken and returned
+    ABSENT = "absent"  # no Try was ever recorded for the branch
+
+
+@dataclass(frozen=True, slots=True)
+class TryResult:
+    """A participant's view of the branch after a Try or a read."""
+
+    state: TryState
+    payment_id: str = ""
+    provider_state: str = ""
+    next_action_url: str = ""
+    failure_reason: str = ""
+    failure_code: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SagaError:
+    """A failure stored with the saga, so a replay fails exactly like the original request."""
+
+    kind: str
+    reason: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, error: HirepayError) -> SagaError:
+        return cls(error.kind.value, error.reason, error.message, dict(error.metadata))
+
+    def to_error(self) -> HirepayError:
+        try:
+            kind = ErrorKind(self.kind)
+        except ValueError:
+            kind = ErrorKind.INTERNAL
+        return HirepayError(self.message, reason=self.reason, kind=kind, metadata=self.metadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "reason": self.reason,
+            "message": self.message,
+            "metadata": self.metadata,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SagaError:
+        return cls(data["kind"], data["reason"], data["message"], dict(data.get("metadata", {})))
+
+
+@dataclass(frozen=True, slots=True)
+class SettlementEvent:
+    """A settlement event of the payments service, in the saga's terms."""
+
+    event_id: str
+    cursor: int
+    type: str
+    global_tx_id: str
+    branch_id: str
+    result: TryResult
+
+
+@dataclass(slots=True)
+class Saga:
+    """One pay-to-post attempt: the durable log row of its global transaction."""
+
+    TRANSITIONS: ClassVar[dict[SagaState, frozenset[SagaState]]] = SAGA_TRANSITIONS
+
+    id: str
+    company_id: str
+    request_id: str
+    fingerprint: str
+    actor: str
+    state: SagaState
+    method: PaymentMethod
+    created_at: datetime
+    updated_at: datetime
+    deadline_at: datetime
+    job_id: str = ""
+    amount_minor: int = 0
+    currency: str = ""
+    terms_version: str = ""
+    payment_token: str = ""
+    return_url: str = ""
+    cancel_url: str = ""
+    email: str = ""
+    payment_id: str = ""
+    provider_state: str = ""
+    next_action_url: str = ""
+    activated: bool = False
+    captured: bool = False
+    refund_amount_minor: int = 0
+    refund_reason: str = ""
+    failure: SagaError | None = None
+    response: dict[str, Any] | None = None
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def branch_id(self) -> str:
+        return BRANCH_ID
+
+    @property
+    def answered(self) -> bool:
+        """Whether the request has its final answer (a response or an error) stored."""
+        return self.response is not None or self.failure is not None
+
+    def _move(self, to: SagaState, now: datetime) -> None:
+        """Change state if the table allows it."""
+        if to not in self.TRANSITIONS[self.state]:
+            raise InvalidSagaTransition(self.id, self.state.value, to.value)
+        self.state = to
+        self.updated_at = now
+
+    def await_settlement(self, next_action_url: str, poll_at: datetime, now: datetime) -> None:
+        """The Try was accepted but settles later (3-D Secure, checkout, bank transfer)."""
+        self._move(SagaState.AWAITING_SETTLEMENT, now)
+        self.next_action_url = next_action_url or self.next_action_url
+        self.next_attempt_at = poll_at
+
+    def start_confirming(self, now: datetime) -> None:
+        """The job went live: Confirm is driven from now on until it succeeds (PAY-4)."""
+        self._move(SagaState.CONFIRMING, now)
+        self.activated = True
+        self.next_attempt_at = now
+
+    def start_cancelling(self, failure: SagaError, now: datetime) -> None:
+        """Give up: Cancel the branch; the first failure recorded is the one the client sees."""
+        self._move(SagaState.CANCELLING, now)
+        self.failure = self.failure or failure
+
+    def start_refunding(self, now: datetime, *, reason: str = "") -> None:
+        """Money was taken and goes back (a refund reason already recorded is kept)."""
+        self._move(SagaState.REFUNDING, now)
+        self.refund_reason = self.refund_reason or reason
+        self.finished_at = None
+
+    def request_refund(self, amount_minor: int, reason: str, now: datetime) -> None:
+        """A refund of a live posting: driven now if the saga is done, else after its Confirm."""
+        self.refund_amount_minor = amount_minor
+        self.refund_reason = reason
+        if self.state is SagaState.COMPLETED:
+            self.start_refunding(now)
+            self.next_attempt_at = now
+        self.updated_at = now
+
+    def finish(self, state: SagaState, now: datetime) -> None:
+        """Move to a final state: nothing is left to drive."""
+        if not state.final:
+            raise InvalidSagaTransition(self.id, self.state.value, state.value)
+        self._move(state, now)
+        self.finished_at = now
+        self.next_attempt_at = None
+
+    def take_lease(self, owner: str, until: datetime, now: datetime) -> bool:
+        """Lease the saga to `owner` unless another live holder has it (caller holds the row)."""
+        if self.lease_owner and self.lease_until is not None and self.lease_until > now:
+            return self.lease_owner == owner
+        self.lease_owner = owner
+        self.lease_until = until
+        return True
+
+    def release_lease(self, owner: str) -> bool:
+        """Give up `owner`'s lease; False when someone else holds it now."""
+        if self.lease_owner != owner:
+            return False
+        self.lease_owner = ""
+        self.lease_until = None
+        return True
+
+    def held_by_live_request(self, now: datetime) -> bool:
+        """A request in flight (of any replica) holds the saga and drives it itself."""
+        return (
+            self.lease_until is not None
+            and self.lease_until > now
+            and self.lease_owner.endswith(REQUEST_HOLDER_SUFFIX)
+        )
+
+
+# Failures that count as suspicious when they pile up for one company (PAY-14).
+ABUSE_REASONS: frozenset[str] = PAYMENT_METHOD_FAILURES
+
+# The reasons the client sees (PAY-11), from what a participant answered.
+_WALLET_REASONS = {FailureReason.INSUFFICIENT_FUNDS: FailureReason.INSUFFICIENT_CREDITS}
+_DEFINITE_FAILURES = frozenset(
+    {
+        *PAYMENT_METHOD_FAILURES,
+        FailureReason.VALIDATION_FAILED,
+        FailureReason.PAYMENT_VOIDED,
+        FailureReason.HOLD_CANCELLED,
+    }
+)
+
+
+def client_error(error: HirepayError, method: PaymentMethod, saga_id: str) -> HirepayError:
+    """The error the caller gets for a failed Try, keeping the participant's reason and metadata.
+
+    A timeout is UNKNOWN, never a decline: PAYMENT_TIMEOUT with the payment and transaction ids so
+    the client can read the state and retry. A participant that is down is
+    PAYMENT_PROVIDER_UNAVAILABLE. Wallet's INSUFFICIENT_FUNDS on credits is INSUFFICIENT_CREDITS.
+    """
+    metadata = {**error.metadata, "transaction_id": saga_id}
+    reason = error.reason
+    kind = error.kind
+    message = error.message
+    if method is PaymentMethod.CREDITS and reason in _WALLET_REASONS:
+        reason = _WALLET_REASONS[reason]
+        kind = ErrorKind.FAILED_PRECONDITION
+        message = "not enough job credits to post this job"
+    elif reason == FailureReason.PAYMENT_TIMEOUT or kind is ErrorKind.DEADLINE_EXCEEDED:
+        reason, kind = FailureReason.PAYMENT_TIMEOUT, ErrorKind.DEADLINE_EXCEEDED
+        metadata.setdefault("payment_id", "")
+        metadata["retry"] = "true"
+        message = "the payment provider did not answer in time; nothing was posted"
+    elif reason == FailureReason.PAYMENT_PROVIDER_UNAVAILABLE or kind is ErrorKind.UNAVAILABLE:
+        reason, kind = FailureReason.PAYMENT_PROVIDER_UNAVAILABLE, ErrorKind.UNAVAILABLE
+        metadata["retry"] = "true"
+    return HirepayError(message, reason=reason, kind=kind, metadata=metadata)
+
+
+def try_is_definitely_absent(error: HirepayError) -> bool:
+    """True when a failed Try certainly reserved nothing (a refusal, not a timeout or a fault).
+
+    The saga cancels the branch in every case anyway; this only tells metrics and logs apart.
+    """
+    return error.reason in _DEFINITE_FAILURES or error.kind in (
+        ErrorKind.INVALID_ARGUMENT,
+        ErrorKind.FAILED_PRECONDITION,
+    )
+
+
+def is_permanent_confirm_error(error: HirepayError) -> bool:
+    """A Confirm that can never succeed (authorization voided or expired, hold released)."""
+    return error.kind in (ErrorKind.FAILED_PRECONDITION, ErrorKind.NOT_FOUND)

@@ -1,0 +1,40 @@
+"""What every jobs use case works with: a unit of work, the configuration, the participants, a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from hirepay_platform.clock import utc_now
+from jobs.service_layer.config import JobsConfig
+from jobs.service_layer.ports import JobsUnitOfWork, Participants
+
+
+@dataclass(frozen=True, slots=True)
+class Deps:
+    """The dependencies of a handler: `async def name(cmd, deps)`.
+
+    `uow` is entered once per local transaction (a saga spans several); work driven concurrently
+    (recovery drives several sagas at once) takes a unit of work of its own with `fresh()`."""
+
+    uow: JobsUnitOfWork
+    config: JobsConfig
+    participants: Participants
+    new_uow: Callable[[], JobsUnitOfWork]
+    clock: Callable[[], datetime] = utc_now
+
+    @classmethod
+    def build(
+        cls,
+        new_uow: Callable[[], JobsUnitOfWork],
+        config: JobsConfig,
+        participants: Participants,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> Deps:
+        """Dependencies with a new unit of work (one per request or worker tick)."""
+        return cls(new_uow(), config, participants, new_uow, clock)
+
+    def fresh(self) -> Deps:
+        """The same dependencies with a unit of work of their own."""
+        return replace(self, uow=self.new_uow())

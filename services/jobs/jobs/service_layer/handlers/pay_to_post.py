@@ -1,0 +1,226 @@
+"""CreateJobWithPayment: validate, persist the saga and the pending job, then run the saga (PAY-4).
+
+Every step is persisted in the saga row before the step acts, so whoever drives the saga next (the
+request, a settlement event, or the recovery worker of any replica after a crash) resumes from the
+last persisted state. Twins of one request (same caller and key) get the same answer (PAY-8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta
+
+from hirepay_platform.errors import Conflict, ValidationError
+from hirepay_platform.ids import new_id
+from jobs.domain import commands
+from jobs.domain.errors import (
+    IdempotencyMismatch,
+    InvalidTransition,
+    PostingBlocked,
+    RequestInProgress,
+)
+from jobs.domain.model import POSTABLE, Job, JobStatus, Transition, validate_fields
+from jobs.domain.posting_saga import ABUSE_REASONS, PaymentMethod, Saga, SagaState
+from jobs.domain.pricing import check_expected_amount, check_terms
+from jobs.service_layer import metrics
+from jobs.service_layer.access import load_own, require_company
+from jobs.service_layer.answers import SagaAnswer, answer_from_snapshot
+from jobs.service_layer.config import JobsConfig
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.posting.activation import send_try
+from jobs.service_layer.posting.driver import drive, ensure_answer
+from jobs.service_layer.posting.leases import release, request_holder
+
+log = logging.getLogger(__name__)
+
+
+def parse_method(choice: commands.PaymentChoice) -> PaymentMethod:
+    """The payment method of a request, with field-level errors."""
+    try:
+        method = PaymentMethod(choice.method.strip().lower())
+    except ValueError:
+        raise ValidationError(
+            "unknown payment method",
+            fields={
+                "payment.method": "must be one of " + ", ".join(m.value for m in PaymentMethod)
+            },
+        ) from None
+    if method is PaymentMethod.CARD and not choice.payment_method_token.strip():
+        raise ValidationError(
+            "a card payment needs a payment method token",
+            fields={"payment.payment_method": "is required for card (a pm_... token)"},
+        )
+    return method
+
+
+def _new_saga(
+    cmd: commands.CreateJobWithPayment, method: PaymentMethod, config: JobsConfig, now: datetime
+) -> Saga:
+    """The saga row of a request, leased to the request while it drives the saga."""
+    return Saga(
+        id=new_id("saga"),
+        company_id=cmd.actor.user_id,
+        request_id=cmd.request_id,
+        fingerprint=cmd.fingerprint,
+        actor=cmd.actor.name,
+        state=SagaState.TRYING,
+        method=method,
+        created_at=now,
+        updated_at=now,
+        deadline_at=now + timedelta(seconds=config.saga_deadline_seconds),
+        payment_token=cmd.payment.payment_method_token.strip()
+        or (config.bank_transfer_token if method is PaymentMethod.BANK_TRANSFER else ""),
+        return_url=cmd.payment.return_url,
+        cancel_url=cmd.payment.cancel_url,
+        email=cmd.email,
+        lease_owner=request_holder(config),
+        lease_until=now + timedelta(seconds=config.lease_seconds),
+    )
+
+
+async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
+    """Run the saga for one request; twins of the same caller and key get the same answer (PAY-8).
+
+    The saga row is inserted first on UNIQUE(company_id, request_id): the first request owns the
+    key, concurrent twins block on the insert, then wait for the stored answer. A request refused by
+    validation rolls back with its row, so fixing the draft and retrying with the key works.
+    """
+    require_company(cmd.actor)
+    if not cmd.request_id.strip():
+        raise ValidationError(
+            "an idempotency key is required", fields={"request_id": "is required"}
+        )
+    method = parse_method(cmd.payment)
+    config = deps.config
+    uow = deps.uow
+    existing: Saga | None = None
+    transitions: list[Transition] = []
+    async with uow:
+        now = deps.clock()
+        saga = _new_saga(cmd, method, config, now)
+        if await uow.sagas.insert(saga):
+            job = await _prepare_job(cmd, saga, deps, now)
+            transitions = list(job.pending)
+            await uow.sagas.save(saga)
+            await uow.sagas.log(saga.id, "pending_payment", f"job {job.id} {method}", now)
+            await uow.commit()
+        else:
+            existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
+            if existing is None:  # the key's holder rolled back between our two statements
+                raise Conflict("the idempotency key is being claimed; retry")
+    if existing is not None:
+        return await _replay(existing, cmd, deps)
+    metrics.record_transitions(transitions)
+    metrics.FUNNEL.labels("payment_started").inc()
+    await send_try(saga, deps)
+    await drive(saga.id, deps, poll=False)
+    # What is left (a retried Confirm, a settlement poll) is for whichever replica is due first.
+    await release(saga.id, deps, request_holder(config))
+    return await _answer(saga.id, deps)
+
+
+async def _prepare_job(
+    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps, now: datetime
+) -> Job:
+    """Validate the request and move the job to pending_payment, in the saga's first transaction."""
+    config = deps.config
+    uow = deps.uow
+    categories = config.price_list.categories
+    if cmd.draft_id:
+        job = await load_own(uow, cmd.actor, cmd.draft_id, for_update=True)
+        fields = validate_fields(job.fields, categories)
+        if job.status not in POSTABLE:
+            raise InvalidTransition(job.id, job.status.value, JobStatus.PENDING_PAYMENT.value)
+        is_new = False
+    elif cmd.fields is not None:
+        fields = validate_fields(cmd.fields, categories)
+        job = Job.new_draft(new_id("job"), cmd.actor.user_id, fields, cmd.actor.name, now)
+        is_new = True
+    else:
+        raise ValidationError(
+            "a draft id or the job is required", fields={"job": "draft_id or job is required"}
+        )
+    check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
+    await _check_abuse(cmd.actor.user_id, deps, now)
+    expected = cmd.payment.expected_amount
+    fee = config.price_list.fee_for_method(
+        fields.category, saga.method, expected.currency if expected else ""
+    )
+    check_expected_amount(fee, expected)
+    job.start_payment(
+        saga_id=saga.id,
+        method=saga.method.value,
+        amount_minor=fee.amount_minor,
+        currency=fee.currency,
+        terms_version=config.terms_version,
+        actor=cmd.actor.name,
+        now=now,
+    )
+    saga.job_id = job.id
+    saga.amount_minor = fee.amount_minor
+    saga.currency = fee.currency
+    saga.terms_version = config.terms_version
+    if is_new:
+        await uow.jobs.add(job)
+    else:
+        await uow.jobs.save(job)
+    return job
+
+
+async def _check_abuse(company_id: str, deps: Deps, now: datetime) -> None:
+    """Many failed payments in a short time look like card testing: block posting (PAY-14)."""
+    config = deps.config
+    if config.max_failed_payments <= 0:
+        return
+    window = timedelta(seconds=config.failed_payments_window_seconds)
+    failures = await deps.uow.sagas.count_failures(company_id, now - window, ABUSE_REASONS)
+    if failures >= config.max_failed_payments:
+        metrics.BLOCKED_POSTINGS.inc()
+        log.warning("company %s blocked: %d failed payments", company_id, failures)
+        raise PostingBlocked(
+            "too many failed payments; posting is blocked for review",
+            metadata={
+                "failed_payments": str(failures),
+                "retry_after_seconds": str(int(window.total_seconds())),
+            },
+        )
+
+
+async def _replay(existing: Saga, cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
+    """The answer of the first request with this key: wait while it runs, then the same answer."""
+    if existing.fingerprint != cmd.fingerprint:
+        raise IdempotencyMismatch(
+            "this idempotency key was used with a different request",
+            metadata={"request_id": cmd.request_id, "saga_id": existing.id},
+        )
+    config = deps.config
+    saga: Saga | None = existing
+    give_up = time.monotonic() + config.idempotency_wait_seconds
+    while saga is not None and not saga.answered:
+        if time.monotonic() >= give_up:
+            raise RequestInProgress(
+                "a request with this idempotency key is still in progress",
+                metadata={"request_id": cmd.request_id, "saga_id": existing.id},
+            )
+        await asyncio.sleep(config.idempotency_poll_seconds)
+        async with deps.uow as uow:
+            saga = await uow.sagas.get(existing.id)
+    assert saga is not None
+    if saga.response is not None:
+        return answer_from_snapshot(saga.response, replayed=True)
+    assert saga.failure is not None
+    raise saga.failure.to_error()
+
+
+async def _answer(saga_id: str, deps: Deps) -> SagaAnswer:
+    """The answer of the first request: stored once, so every twin gets the same one."""
+    await ensure_answer(saga_id, deps)
+    async with deps.uow as uow:
+        saga = await uow.sagas.get(saga_id)
+    assert saga is not None
+    if saga.response is not None:
+        return answer_from_snapshot(saga.response, replayed=False)
+    assert saga.failure is not None
+    raise saga.failure.to_error()

@@ -1,0 +1,82 @@
+"""Use cases of the saga's background drivers: settlement events (PAY-9) and crash recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from jobs.domain import commands
+from jobs.domain.posting_saga import BRANCH_ID, SagaState, SettlementEvent, TryState
+from jobs.service_layer import metrics
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.posting.activation import observe
+from jobs.service_layer.posting.driver import drive
+from jobs.service_layer.posting.leases import release
+
+log = logging.getLogger(__name__)
+
+
+async def apply_settlement_event(cmd: commands.ApplySettlementEvent, deps: Deps) -> bool:
+    """Apply one settlement event (PAY-9) and record its cursor; safe to apply twice."""
+    event = cmd.event
+    applied = False
+    if event.branch_id in ("", BRANCH_ID) and event.global_tx_id:
+        applied = await _apply(event, deps)
+    async with deps.uow as uow:
+        await uow.settlements.advance(cmd.consumer, event.cursor)
+        await uow.commit()
+    metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
+    return applied
+
+
+async def _apply(event: SettlementEvent, deps: Deps) -> bool:
+    """What the event says about its saga, then drive the saga unless its request does."""
+    async with deps.uow as uow:
+        saga = await uow.sagas.get(event.global_tx_id)
+    if saga is None:
+        return False
+    refund_event = event.result.state is TryState.REFUNDED
+    applied = False
+    if not refund_event:
+        applied = await observe(saga.id, event.result, deps, source=event.type)
+    async with deps.uow as uow:
+        current = await uow.sagas.get(saga.id)
+        now = deps.clock()
+    # A live holder (a request) drives its own saga: no second Confirm racing it.
+    held = current is not None and current.held_by_live_request(now)
+    # A refund event only matters to a saga waiting for its money to be returned.
+    waiting = current is not None and current.state is SagaState.REFUNDING
+    if not held and (waiting or not refund_event):
+        await drive(saga.id, deps, poll=False)
+    return applied
+
+
+async def recover_due(cmd: commands.RecoverSagas, deps: Deps) -> int:
+    """Lease the unfinished sagas that are due and drive each one (the recovery worker's tick).
+
+    Leases are taken with FOR UPDATE SKIP LOCKED and expire, so several replicas share the work and
+    a crashed holder's sagas are taken over once its lease runs out."""
+    config = deps.config
+    async with deps.uow as uow:
+        now = deps.clock()
+        sagas = await uow.sagas.claim_due(
+            now, config.instance_id, now + timedelta(seconds=config.lease_seconds), cmd.limit
+        )
+        await uow.commit()
+
+    async def recover(saga_id: str) -> None:
+        # Each saga gets its own unit of work: they are driven concurrently, so one slow
+        # participant call does not hold the others past their leases.
+        own = deps.fresh()
+        try:
+            await drive(saga_id, own, poll=True)
+        except Exception:
+            log.exception("saga %s: recovery failed; will retry", saga_id)
+        finally:
+            await release(saga_id, own, config.instance_id)
+
+    await asyncio.gather(*(recover(s.id) for s in sagas))
+    async with deps.uow as uow:
+        metrics.STUCK_SAGAS.set(await uow.sagas.count_stuck(deps.clock()))
+    return len(sagas)

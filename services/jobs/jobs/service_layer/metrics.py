@@ -1,0 +1,54 @@
+"""The jobs service's Prometheus metrics (OPS-1): the posting funnel, saga outcomes, transitions."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from jobs.domain.model import Transition
+
+FUNNEL = Counter(
+    "hirepay_jobs_funnel_total",
+    "Pay-to-post funnel steps: draft_created, previewed, payment_started, paid, activated.",
+    ["step"],
+)
+SAGA_OUTCOMES = Counter(
+    "hirepay_jobs_saga_outcomes_total",
+    "Finished pay-to-post sagas by result (completed, failed, refunded) and reason.",
+    ["result", "reason", "method"],
+)
+SAGA_DURATION = Histogram(
+    "hirepay_jobs_saga_duration_seconds",
+    "Time from a saga's start to its final state, by result.",
+    ["result"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400),
+)
+TRANSITIONS = Counter(
+    "hirepay_jobs_transitions_total",
+    "Job status transitions by from and to status.",
+    ["from_status", "to_status"],
+)
+STUCK_SAGAS = Gauge(
+    "hirepay_jobs_stuck_sagas",
+    "Unfinished pay-to-post sagas past their deadline (alert when above zero for long).",
+)
+PARTICIPANT_FAILURES = Counter(
+    "hirepay_jobs_participant_failures_total",
+    "Failed participant calls of the saga by step and reason (retried when transient).",
+    ["step", "reason"],
+)
+SETTLEMENT_EVENTS = Counter(
+    "hirepay_jobs_settlement_events_total",
+    "Settlement events consumed from payments, by type and whether they changed a saga.",
+    ["type", "applied"],
+)
+BLOCKED_POSTINGS = Counter(
+    "hirepay_jobs_blocked_postings_total",
+    "Posting attempts refused because the company had too many failed payments (PAY-14).",
+)
+EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")
+
+
+def record_transitions(transitions: list[Transition]) -> None:
+    """Count transitions once they are committed."""
+    for t in transitions:
+        TRANSITIONS.labels(t.from_status.value if t.from_status else "", t.to_status).inc()

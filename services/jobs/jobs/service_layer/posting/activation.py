@@ -1,0 +1,210 @@
+"""The saga up to activation: send the Try, apply what the participant says, or give up.
+
+Activation happens in one local transaction with the saga's move to CONFIRMING, so the job is never
+active without its saga driving Confirm (invariant: job active => Confirm is being driven).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.reasons import FailureReason
+from jobs.domain.errors import ActivationFailed, PaymentCancelled
+from jobs.domain.model import Job, PaymentStatus, Transition
+from jobs.domain.posting_saga import (
+    BEFORE_ACTIVATION,
+    Saga,
+    SagaError,
+    SagaState,
+    TryResult,
+    TryState,
+    client_error,
+)
+from jobs.service_layer import metrics
+from jobs.service_layer.answers import answer_for, answer_to_snapshot
+from jobs.service_layer.config import JobsConfig
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.ports import JobsUnitOfWork
+from jobs.service_layer.posting.records import SAGA_ACTOR, fail_job
+
+log = logging.getLogger(__name__)
+
+# What the refund of money taken for a job that never went live is called (PAY-7).
+NOT_ACTIVATED = "job_not_activated"
+
+_RESERVED = frozenset({TryState.RESERVED, TryState.CAPTURED})
+_PENDING = frozenset({TryState.ACTION_REQUIRED, TryState.PROCESSING, TryState.UNKNOWN})
+_FAILED = frozenset({TryState.FAILED, TryState.CANCELLED, TryState.REFUNDED})
+
+
+async def send_try(saga: Saga, deps: Deps) -> None:
+    """Send the Try; whatever comes back (or does not) is persisted before anything else."""
+    participant = deps.participants.for_method(saga.method)
+    try:
+        result = await participant.try_(saga)
+    except HirepayError as exc:
+        metrics.PARTICIPANT_FAILURES.labels("try", exc.reason).inc()
+        log.info("saga %s: try failed: %r", saga.id, exc)
+        await fail_before_activation(
+            saga.id, client_error(exc, saga.method, saga.id), deps, step="try_failed"
+        )
+        return
+    await observe(saga.id, result, deps, source="try")
+
+
+def failure_error(result: TryResult, saga: Saga) -> HirepayError:
+    """The client's error for a payment the participant reports failed or cancelled."""
+    metadata = {"payment_id": result.payment_id or saga.payment_id, "transaction_id": saga.id}
+    if result.failure_code:
+        metadata["code"] = result.failure_code
+    if result.state is TryState.CANCELLED:
+        return PaymentCancelled("the payment was cancelled; nothing was charged", metadata=metadata)
+    return HirepayError(
+        "the payment failed; nothing was charged",
+        reason=result.failure_reason or FailureReason.PAYMENT_DECLINED,
+        kind=ErrorKind.FAILED_PRECONDITION,
+        metadata=metadata,
+    )
+
+
+async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -> bool:
+    """Apply what a participant says about the branch (a Try answer, an event or a poll).
+
+    Returns True when the saga changed state.
+    """
+    uow = deps.uow
+    activated = False
+    transitions: list[Transition] = []
+    async with uow:
+        now = deps.clock()
+        saga = await uow.sagas.get(saga_id, for_update=True)
+        if saga is None:
+            return False
+        before = saga.state
+        job = await _note_payment(saga, result, uow)
+        if saga.state in BEFORE_ACTIVATION:
+            activated = _apply_try_outcome(saga, job, result, deps.config, now)
+        elif saga.state in (SagaState.CANCELLING, SagaState.FAILED) and (
+            result.state is TryState.CAPTURED
+        ):
+            _refund_late_money(saga, job, now)
+        changed = saga.state is not before
+        if changed or result.payment_id:
+            saga.updated_at = now
+            if job is not None:
+                transitions = list(job.pending)
+                await uow.jobs.save(job)
+            await uow.sagas.save(saga)
+            if changed:
+                await uow.sagas.log(saga.id, saga.state.value, f"{source}: {result.state}", now)
+            await uow.commit()
+    metrics.record_transitions(transitions)
+    if activated:
+        metrics.FUNNEL.labels("paid").inc()
+        metrics.FUNNEL.labels("activated").inc()
+    return changed
+
+
+async def _note_payment(saga: Saga, result: TryResult, uow: JobsUnitOfWork) -> Job | None:
+    """Record the payment's id and provider state; the saga's job, locked (None if gone)."""
+    if result.payment_id and not saga.payment_id:
+        saga.payment_id = result.payment_id
+    if result.provider_state:
+        saga.provider_state = result.provider_state
+    job = await uow.jobs.get(saga.job_id, for_update=True) if saga.job_id else None
+    if job is not None and job.saga_id == saga.id and saga.payment_id and not job.payment_id:
+        # The job names its payment as soon as it is known, so a client can resume (PAY-12).
+        job.payment_id = saga.payment_id
+    return job
+
+
+def _apply_try_outcome(
+    saga: Saga, job: Job | None, result: TryResult, config: JobsConfig, now: datetime
+) -> bool:
+    """Move a saga that has not reached activation by the Try's outcome; True if it activated."""
+    if result.state in _RESERVED:
+        saga.captured = result.state is TryState.CAPTURED
+        return _activate(saga, job, config, now)
+    if result.state in _PENDING:
+        poll_at = now + timedelta(seconds=config.settlement_poll_seconds)
+        saga.await_settlement(result.next_action_url, poll_at, now)
+        if not saga.answered and job is not None:
+            saga.response = answer_to_snapshot(answer_for(saga, job))
+    elif result.state in _FAILED:
+        error = failure_error(result, saga)
+        fail_job(job, saga, error.reason, refunded=False, now=now)
+        saga.start_cancelling(SagaError.of(error), now)
+        saga.next_attempt_at = now
+    return False
+
+
+def _activate(saga: Saga, job: Job | None, config: JobsConfig, now: datetime) -> bool:
+    """Put the job live, or (it cannot go live) return the money (PAY-7); True if activated."""
+    problem = "the job no longer exists" if job is None else job.activation_problem(saga.id)
+    if not problem:
+        assert job is not None
+        job.activate(
+            payment_id=saga.payment_id,
+            posting_days=config.posting_days,
+            actor=SAGA_ACTOR,
+            now=now,
+        )
+        saga.start_confirming(now)
+        return True
+    error = ActivationFailed(
+        f"the job could not be activated: {problem}; the payment is returned",
+        metadata={
+            "job_id": saga.job_id,
+            "payment_id": saga.payment_id,
+            "transaction_id": saga.id,
+            "refunded": "true",
+        },
+    )
+    fail_job(job, saga, error.reason, refunded=True, now=now)
+    if saga.captured:
+        saga.start_refunding(now, reason=NOT_ACTIVATED)
+        saga.failure = saga.failure or SagaError.of(error)
+    else:
+        saga.start_cancelling(SagaError.of(error), now)
+    saga.refund_reason = NOT_ACTIVATED
+    saga.next_attempt_at = now
+    return False
+
+
+def _refund_late_money(saga: Saga, job: Job | None, now: datetime) -> None:
+    """Money arrived after the saga gave up (a late bank transfer): give it back (PAY-7)."""
+    saga.start_refunding(now, reason=NOT_ACTIVATED)
+    saga.captured = True
+    saga.next_attempt_at = now
+    if job is not None and job.saga_id == saga.id:
+        job.payment_status = PaymentStatus.PENDING
+
+
+async def fail_before_activation(
+    saga_id: str, error: HirepayError, deps: Deps, *, step: str
+) -> None:
+    """Give up a saga that never reached activation: job payment_failed, then Cancel the Try.
+
+    The Cancel is sent even when the Try failed or timed out, because the Try may have happened."""
+    uow = deps.uow
+    transitions: list[Transition] = []
+    async with uow:
+        now = deps.clock()
+        saga = await uow.sagas.get(saga_id, for_update=True)
+        if saga is None or saga.state not in BEFORE_ACTIVATION:
+            return
+        job = await uow.jobs.get(saga.job_id, for_update=True) if saga.job_id else None
+        if not saga.payment_id:
+            saga.payment_id = error.metadata.get("payment_id", "")
+        fail_job(job, saga, error.reason, refunded=False, now=now)
+        saga.start_cancelling(SagaError.of(error), now)
+        saga.next_attempt_at = now
+        if job is not None:
+            transitions = list(job.pending)
+            await uow.jobs.save(job)
+        await uow.sagas.save(saga)
+        await uow.sagas.log(saga.id, "cancelling", f"{step}: {error.reason}", now)
+        await uow.commit()
+    metrics.record_transitions(transitions)

@@ -1,0 +1,124 @@
+"""Drive a saga as far as it can go now, from its last persisted state (requests, events, recovery).
+
+Every step re-reads the saga row under `FOR UPDATE` and checks its state, so two drivers racing on
+one saga cannot apply a step twice; participant calls are idempotent on the saga's branch.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from hirepay_platform.errors import HirepayError
+from jobs.domain.errors import PaymentExpired, PaymentTimedOut
+from jobs.domain.posting_saga import Saga, SagaState, client_error
+from jobs.service_layer.answers import answer_for, answer_to_snapshot
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.posting.activation import fail_before_activation, observe, send_try
+from jobs.service_layer.posting.completion import cancel, confirm, refund
+from jobs.service_layer.posting.leases import release
+from jobs.service_layer.posting.records import retry_later, schedule_poll
+
+log = logging.getLogger(__name__)
+
+# At most this many steps per drive: what is left is for the next driver that is due.
+MAX_STEPS = 8
+
+
+async def drive(saga_id: str, deps: Deps, *, poll: bool) -> None:
+    """Advance a saga as far as it can go now (at most a few steps); `poll` also asks the
+    participant about a saga waiting for settlement (recovery), and re-sends a lost Try."""
+    uow = deps.uow
+    for _ in range(MAX_STEPS):
+        async with uow:
+            saga = await uow.sagas.get(saga_id)
+            now = deps.clock()
+        if saga is None or saga.state.final:
+            break
+        if not await _step(saga, now, deps, poll=poll):
+            break
+    await ensure_answer(saga_id, deps, settled_only=True)
+
+
+async def _step(saga: Saga, now: datetime, deps: Deps, *, poll: bool) -> bool:
+    """One step of the saga from its state; False when it cannot go further now."""
+    if saga.state is SagaState.CONFIRMING:
+        return await confirm(saga, deps)
+    if saga.state is SagaState.CANCELLING:
+        return await cancel(saga, deps)
+    if saga.state is SagaState.REFUNDING:
+        return await refund(saga, deps)
+    if not poll:
+        return False
+    if saga.state is SagaState.TRYING:
+        await _resume_try(saga, now, deps)
+        return True
+    return await _poll_settlement(saga, now, deps)
+
+
+async def _resume_try(saga: Saga, now: datetime, deps: Deps) -> None:
+    """A saga left in TRYING (its request died): past its deadline it is cancelled, else the
+    Try is sent again (idempotent on the branch) to learn its answer."""
+    if now >= saga.deadline_at:
+        timeout = PaymentTimedOut(
+            "the payment did not complete in time; nothing was posted",
+            metadata={"payment_id": saga.payment_id},
+        )
+        await fail_before_activation(
+            saga.id, client_error(timeout, saga.method, saga.id), deps, step="deadline"
+        )
+    else:
+        await send_try(saga, deps)
+
+
+async def _poll_settlement(saga: Saga, now: datetime, deps: Deps) -> bool:
+    """Ask the participant about a saga waiting for settlement (a backstop for missed events)."""
+    deadline = saga.created_at + timedelta(seconds=deps.config.settlement_deadline_seconds)
+    if now >= deadline:
+        expired = PaymentExpired(
+            "the payment was not completed in time; nothing was posted",
+            metadata={"payment_id": saga.payment_id, "transaction_id": saga.id},
+        )
+        await fail_before_activation(saga.id, expired, deps, step="settlement_deadline")
+        return True
+    try:
+        result = await deps.participants.for_method(saga.method).inspect(saga)
+    except HirepayError as exc:
+        await retry_later(saga.id, "poll", exc, deps)
+        return False
+    if not await observe(saga.id, result, deps, source="poll"):
+        await schedule_poll(saga.id, deps)
+        return False
+    return True
+
+
+async def ensure_answer(saga_id: str, deps: Deps, *, settled_only: bool = False) -> None:
+    """Store the answer describing the job now, unless one (or an error) is stored already.
+
+    `settled_only`: only once the saga is final or waiting for settlement (a driver other than
+    the request, e.g. recovery after a crash, must not answer for a request still in flight)."""
+    uow = deps.uow
+    async with uow:
+        saga = await uow.sagas.get(saga_id, for_update=True)
+        if saga is None or saga.answered:
+            return
+        if settled_only and not (saga.state.final or saga.state is SagaState.AWAITING_SETTLEMENT):
+            return
+        job = await uow.jobs.get(saga.job_id)
+        if job is None:
+            return
+        saga.response = answer_to_snapshot(answer_for(saga, job))
+        saga.updated_at = deps.clock()
+        await uow.sagas.save(saga)
+        await uow.commit()
+
+
+async def drive_leased(saga_id: str, deps: Deps, owner: str) -> None:
+    """Drive a saga whose lease `owner` took (e.g. CancelJob), then give the lease up; a failure
+    is left to the recovery worker (the saga is due, and the lease expires if we die)."""
+    try:
+        await drive(saga_id, deps, poll=False)
+    except Exception:
+        log.exception("saga %s: driving for %s failed; recovery retries", saga_id, owner)
+    finally:
+        await release(saga_id, deps, owner)

@@ -1,0 +1,75 @@
+"""What every saga step records: the job's failed payment, a final outcome, a retry's backoff."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from hirepay_platform.errors import HirepayError
+from jobs.domain.model import Job, JobStatus
+from jobs.domain.posting_saga import Saga, SagaState
+from jobs.service_layer import metrics
+from jobs.service_layer.deps import Deps
+
+log = logging.getLogger(__name__)
+
+# The actor of the transitions the saga makes.
+SAGA_ACTOR = "saga"
+
+
+def fail_job(job: Job | None, saga: Saga, reason: str, *, refunded: bool, now: datetime) -> None:
+    """Mark the saga's job payment_failed (the draft is kept), if it still belongs to this saga."""
+    if job is None or job.saga_id != saga.id:
+        return
+    if job.status in (JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE):
+        job.fail_payment(
+            reason=reason,
+            refunded=refunded,
+            actor=SAGA_ACTOR,
+            now=now,
+            payment_id=saga.payment_id,
+        )
+
+
+def finish(saga: Saga, state: SagaState, now: datetime) -> None:
+    """Move a saga to a final state and count its outcome."""
+    saga.finish(state, now)
+    reason = saga.failure.reason if saga.failure else ""
+    metrics.SAGA_OUTCOMES.labels(state.value, reason, saga.method.value).inc()
+    metrics.SAGA_DURATION.labels(state.value).observe(
+        max(0.0, (now - saga.created_at).total_seconds())
+    )
+
+
+async def retry_later(saga_id: str, step: str, error: HirepayError, deps: Deps) -> None:
+    """A transient failure of a participant call: back off; the recovery worker retries."""
+    metrics.PARTICIPANT_FAILURES.labels(step, error.reason).inc()
+    log.warning("saga %s: %s failed, will retry: %r", saga_id, step, error)
+    config = deps.config
+    uow = deps.uow
+    async with uow:
+        now = deps.clock()
+        saga = await uow.sagas.get(saga_id, for_update=True)
+        if saga is None:
+            return
+        saga.attempts += 1
+        delay = min(
+            config.retry_max_seconds, config.retry_base_seconds * 2 ** min(saga.attempts, 20)
+        )
+        saga.next_attempt_at = now + timedelta(seconds=delay)
+        saga.updated_at = now
+        await uow.sagas.save(saga)
+        await uow.sagas.log(saga.id, f"{step}_retry", error.reason, now)
+        await uow.commit()
+
+
+async def schedule_poll(saga_id: str, deps: Deps) -> None:
+    """Look at a saga waiting for settlement again later."""
+    uow = deps.uow
+    async with uow:
+        saga = await uow.sagas.get(saga_id, for_update=True)
+        if saga is None or saga.state is not SagaState.AWAITING_SETTLEMENT:
+            return
+        saga.next_attempt_at = deps.clock() + timedelta(seconds=deps.config.settlement_poll_seconds)
+        await uow.sagas.save(saga)
+        await uow.commit()

@@ -1,0 +1,155 @@
+"""The wallet's storage model: SQLAlchemy Core tables of the ledger (the migrations create them).
+
+Constraint names are written out in full, exactly as the Alembic revisions created them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Identity,
+    Index,
+    MetaData,
+    PrimaryKeyConstraint,
+    SmallInteger,
+    Table,
+    Text,
+    UniqueConstraint,
+    Uuid,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from hirepay_platform.barrier import barrier_table
+
+metadata = MetaData()
+
+
+def _created_at() -> Column[datetime]:
+    return Column("created_at", DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+# An account. Ordinary accounts keep their posted balance here; sharded accounts (shards > 0) keep
+# it in `account_shards` and only their pending balance here.
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Uuid(as_uuid=False), nullable=False),
+    # Keyset order for listings (uuids have none).
+    Column("seq", BigInteger, Identity(always=True), nullable=False),
+    Column("owner_id", Text, nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("allow_negative", Boolean, nullable=False),
+    Column("shards", SmallInteger, server_default=text("0"), nullable=False),
+    Column("posted", BigInteger, server_default=text("0"), nullable=False),
+    Column("pending", BigInteger, server_default=text("0"), nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("id", name="pk_accounts"),
+    UniqueConstraint("owner_id", "unit", "kind", name="uq_accounts_owner_id_unit_kind"),
+    UniqueConstraint("seq", name="uq_accounts_seq"),
+    CheckConstraint("pending >= 0", name="ck_accounts_pending_not_negative"),
+    # The last line of defence against an overdraft the application would let through.
+    CheckConstraint(
+        "allow_negative OR shards > 0 OR posted - pending >= 0", name="ck_accounts_no_overdraft"
+    ),
+    CheckConstraint("shards >= 0", name="ck_accounts_shards_not_negative"),
+)
+
+# One slice of a sharded account's posted balance; the balance is the sum of its shards.
+account_shards = Table(
+    "account_shards",
+    metadata,
+    Column("account_id", Uuid(as_uuid=False), nullable=False),
+    Column("shard", SmallInteger, nullable=False),
+    Column("posted", BigInteger, server_default=text("0"), nullable=False),
+    PrimaryKeyConstraint("account_id", "shard", name="pk_account_shards"),
+    ForeignKeyConstraint(
+        ["account_id"], ["accounts.id"], name="fk_account_shards_account_id_accounts"
+    ),
+)
+
+# A posted transfer; its client-chosen id is the idempotency key.
+transfers = Table(
+    "transfers",
+    metadata,
+    Column("id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("description", Text, server_default=text("''"), nullable=False),
+    Column("metadata", JSONB, server_default=text("'{}'"), nullable=False),
+    # One digest per request field, to name the field of a mismatched retry.
+    Column("fingerprint", JSONB, nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("id", name="pk_transfers"),
+    CheckConstraint("kind IN ('transfer', 'split', 'hold')", name="ck_transfers_kind"),
+)
+
+# One side of a transfer on one account (append-only; a trigger checks the zero sum at commit).
+entries = Table(
+    "entries",
+    metadata,
+    Column("id", BigInteger, Identity(always=False), nullable=False),
+    Column("transfer_id", Text, nullable=False),
+    Column("account_id", Uuid(as_uuid=False), nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    _created_at(),
+    PrimaryKeyConstraint("id", name="pk_entries"),
+    ForeignKeyConstraint(
+        ["transfer_id"], ["transfers.id"], name="fk_entries_transfer_id_transfers"
+    ),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_entries_account_id_accounts"),
+    CheckConstraint("amount <> 0", name="ck_entries_amount_not_zero"),
+    # An account's history, newest first (keyset pagination on id).
+    Index("ix_entries_account_history", "account_id", text("id DESC")),
+    Index("ix_entries_transfer_id", "transfer_id"),
+)
+
+# A reservation of one branch of a global transaction.
+holds = Table(
+    "holds",
+    metadata,
+    Column("global_tx_id", Text, nullable=False),
+    Column("branch_id", Text, nullable=False),
+    Column("account_id", Uuid(as_uuid=False), nullable=False),
+    Column("destination_account_id", Uuid(as_uuid=False), nullable=False),
+    Column("unit", Text, nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("confirmed_amount", BigInteger, server_default=text("0"), nullable=False),
+    Column("state", Text, nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("transfer_id", Text, nullable=True),
+    Column("description", Text, server_default=text("''"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("resolved_at", DateTime(timezone=True), nullable=True),
+    PrimaryKeyConstraint("global_tx_id", "branch_id", name="pk_holds"),
+    ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_holds_account_id_accounts"),
+    ForeignKeyConstraint(
+        ["destination_account_id"],
+        ["accounts.id"],
+        name="fk_holds_destination_account_id_accounts",
+    ),
+    ForeignKeyConstraint(["transfer_id"], ["transfers.id"], name="fk_holds_transfer_id_transfers"),
+    CheckConstraint("amount > 0", name="ck_holds_amount_positive"),
+    CheckConstraint("confirmed_amount BETWEEN 0 AND amount", name="ck_holds_confirmed_within_hold"),
+    CheckConstraint(
+        "state IN ('pending', 'confirmed', 'cancelled', 'expired')", name="ck_holds_state"
+    ),
+    CheckConstraint(
+        "(state = 'pending') = (resolved_at IS NULL)", name="ck_holds_resolved_iff_not_pending"
+    ),
+    # The expiry worker scans only pending holds by expiry.
+    Index("ix_holds_pending_expiry", "expires_at", postgresql_where=text("state = 'pending'")),
+)
+
+# The platform's TCC barrier: one row per (branch, operation), written in the same local
+# transaction as the business change it guards (revision 0002 aligned the columns with it).
+tcc_barriers = barrier_table(metadata)

@@ -1,0 +1,145 @@
+"""The WalletService servicer: request -> command -> handler -> response, and business metrics.
+
+No rule lives here; errors are raised as domain errors and mapped to statuses by the platform.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TypeVar
+
+import grpc
+
+from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
+from hirepay_platform.errors import HirepayError
+from wallet.domain import commands
+from wallet.domain.holds import HoldState
+from wallet.entrypoints import conversions as conv
+from wallet.service_layer import handlers
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers import HoldResult, TransferResult
+from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
+
+R = TypeVar("R", TransferResult, HoldResult)
+
+
+async def _counted(operation: str, call: Awaitable[R]) -> R:
+    """Count a money-moving call by outcome: posted, replayed, or the error's reason."""
+    try:
+        result = await call
+    except HirepayError as exc:
+        TRANSFERS.labels(operation, exc.reason.lower()).inc()
+        raise
+    except Exception:
+        TRANSFERS.labels(operation, "internal").inc()
+        raise
+    TRANSFERS.labels(operation, "replayed" if result.replayed else "posted").inc()
+    return result
+
+
+def _count_hold_transition(result: HoldResult, from_state: str) -> None:
+    """Count the transition a TCC call made (repeats and a Cancel of an expired hold make none)."""
+    if result.replayed:
+        return
+    if result.null_compensation:
+        HOLD_TRANSITIONS.labels("none", HoldState.CANCELLED.value).inc()
+    elif result.hold is not None and result.hold.state is not HoldState.EXPIRED:
+        # A Cancel that found the hold expired changed nothing; the worker counted the expiry.
+        HOLD_TRANSITIONS.labels(from_state, result.hold.state.value).inc()
+
+
+class WalletServicer(pb_grpc.WalletServiceServicer):
+    """One method per RPC of wallet_service.proto; each calls one handler with the shared deps."""
+
+    def __init__(self, deps: Deps) -> None:
+        self._deps = deps
+
+    async def OpenAccount(
+        self, request: pb.OpenAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.OpenAccountResponse:
+        result = await handlers.open_account(conv.open_account_from_pb(request), self._deps)
+        return pb.OpenAccountResponse(
+            account=conv.account_to_pb(result.account), created=result.created
+        )
+
+    async def GetAccount(
+        self, request: pb.GetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAccountResponse:
+        account = await handlers.get_account(commands.GetAccount(request.account_id), self._deps)
+        return pb.GetAccountResponse(account=conv.account_to_pb(account))
+
+    async def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAccountsResponse:
+        query = commands.ListAccounts(
+            request.owner_id, request.page.page_size, request.page.page_token
+        )
+        page = await handlers.list_accounts(query, self._deps)
+        return pb.ListAccountsResponse(
+            accounts=[conv.account_to_pb(a) for a in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def Transfer(
+        self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TransferResponse:
+        cmd = conv.transfer_from_pb(request)
+        result = await _counted("Transfer", handlers.transfer(cmd, self._deps))
+        return conv.transfer_result_to_pb(result)
+
+    async def SplitTransfer(
+        self, request: pb.SplitTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TransferResponse:
+        cmd = conv.split_transfer_from_pb(request)
+        result = await _counted("SplitTransfer", handlers.split_transfer(cmd, self._deps))
+        return conv.transfer_result_to_pb(result)
+
+    async def GetTransfer(
+        self, request: pb.GetTransferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TransferResponse:
+        query = commands.GetTransfer(request.transfer_id)
+        record = await handlers.get_transfer(query, self._deps)
+        return pb.TransferResponse(transfer=conv.transfer_record_to_pb(record))
+
+    async def ListEntries(
+        self, request: pb.ListEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListEntriesResponse:
+        query = commands.ListEntries(
+            request.account_id, request.page.page_size, request.page.page_token
+        )
+        page = await handlers.list_entries(query, self._deps)
+        return pb.ListEntriesResponse(
+            entries=[conv.entry_to_pb(e) for e in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ReserveHold(
+        self, request: pb.ReserveHoldRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HoldResponse:
+        result = await handlers.reserve_hold(conv.reserve_hold_from_pb(request), self._deps)
+        _count_hold_transition(result, "none")
+        return conv.hold_result_to_pb(result)
+
+    async def ConfirmHold(
+        self, request: pb.ConfirmHoldRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HoldResponse:
+        cmd = conv.confirm_hold_from_pb(request)
+        result = await _counted("ConfirmHold", handlers.confirm_hold(cmd, self._deps))
+        _count_hold_transition(result, "pending")
+        return conv.hold_result_to_pb(result)
+
+    async def CancelHold(
+        self, request: pb.CancelHoldRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HoldResponse:
+        result = await handlers.cancel_hold(conv.cancel_hold_from_pb(request), self._deps)
+        _count_hold_transition(result, "pending")
+        return conv.hold_result_to_pb(result)
+
+    async def GetHold(
+        self, request: pb.GetHoldRequest, context: grpc.aio.ServicerContext
+    ) -> pb.HoldResponse:
+        query = commands.GetHold(conv.branch_from_pb(request.branch))
+        return conv.hold_result_to_pb(await handlers.get_hold(query, self._deps))

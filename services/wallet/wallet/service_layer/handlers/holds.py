@@ -1,0 +1,245 @@
+"""Use cases of holds, the wallet's side of the two-phase handshake: Try (reserve), Confirm (post),
+Cancel (release), each behind the platform's TCC barrier in the same local transaction.
+
+The gates (`hirepay_platform.tcc`) answer the three anomalies: a repeated call is a replay (its
+fingerprint must match), a Cancel before its Try is a null compensation (recorded, succeeds, does
+nothing), and a Try after its Cancel reserves nothing (hanging Try: HOLD_CANCELLED).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hirepay_platform import money
+from hirepay_platform.errors import HirepayError
+from hirepay_platform.fingerprint import Fingerprint, fingerprint
+from hirepay_platform.tcc import (
+    CancelGate,
+    ConfirmGate,
+    TccBranch,
+    TryGate,
+    cancelled_before_try,
+    enter_cancel,
+    enter_confirm,
+    enter_try,
+)
+from wallet.domain import commands
+from wallet.domain.errors import HoldCancelled, HoldNotFound, invalid
+from wallet.domain.holds import Hold, confirm_transfer_id, hold_ttl
+from wallet.domain.ledger import EntryLine, TransferRecord, plan_posting
+from wallet.domain.model import (
+    AccountRef,
+    require_accounts,
+    validate_account_id,
+    validate_description,
+)
+from wallet.domain.splits import Part, Share, split_amount, validate_shares
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.common import (
+    apply_posting,
+    check_unit,
+    share_fields,
+    transfer_record,
+    validated_shares,
+)
+from wallet.service_layer.ports import TransferHeader, WalletUnitOfWork
+
+
+@dataclass(frozen=True, slots=True)
+class HoldResult:
+    """A hold after a TCC call; `hold` is None after a null compensation."""
+
+    hold: Hold | None
+    replayed: bool = False
+    null_compensation: bool = False
+    transfer: TransferRecord | None = None
+
+
+async def reserve_hold(cmd: commands.ReserveHold, deps: Deps) -> HoldResult:
+    """Try: reserve the amount (it stops being available) under the TCC barrier.
+
+    The barrier row (branch, "try") is inserted first. If it already exists, either this is a
+    repeat (answered with the hold) or a Cancel got there first (hanging Try): reserve nothing.
+    """
+    branch = cmd.branch.validated()
+    account_id = validate_account_id(cmd.account_id)
+    destination_id = validate_account_id(cmd.destination_account_id, "destination_account_id")
+    if destination_id == account_id:
+        raise invalid("destination_account_id", "must differ from account_id")
+    money.validate_amount(cmd.amount, field="amount.amount_minor")
+    money.validate_unit(cmd.unit, field="amount.currency")
+    ttl = hold_ttl(cmd.expires_in_seconds)
+    description = validate_description(cmd.description)
+    print_ = fingerprint(
+        {
+            "account_id": account_id,
+            "destination_account_id": destination_id,
+            "amount": [cmd.amount, cmd.unit],
+            "expires_in_seconds": cmd.expires_in_seconds,
+            "description": description,
+        }
+    )
+    async with deps.uow() as uow:
+        refs = await uow.accounts.refs([account_id, destination_id])
+        require_accounts(
+            refs, [(account_id, "account_id"), (destination_id, "destination_account_id")]
+        )
+        check_unit(refs[account_id], cmd.unit, "amount.currency")
+        check_unit(refs[destination_id], cmd.unit, "amount.currency")
+        gate = await enter_try(uow.barriers, branch, print_)
+        if gate is TryGate.CANCELLED:
+            raise HoldCancelled(branch.global_tx_id, branch.branch_id)
+        if gate is TryGate.REPLAY:
+            return HoldResult(await uow.holds.get(branch), replayed=True)
+        now = deps.clock()
+        hold = Hold(
+            branch=branch,
+            account_id=account_id,
+            destination_account_id=destination_id,
+            unit=cmd.unit,
+            amount=cmd.amount,
+            expires_at=now + ttl,
+            created_at=now,
+            description=description,
+        )
+        await apply_posting(uow, None, plan_posting(str(branch), [], refs, [hold.reservation()]))
+        await uow.holds.add(hold)
+        await uow.commit()
+    return HoldResult(hold)
+
+
+def _confirm_split(cmd: commands.ConfirmHold) -> tuple[tuple[Share, ...], str]:
+    """The Confirm's validated shares and remainder account (both empty: all to the destination)."""
+    if cmd.amount < 0:
+        raise invalid("amount_minor", "must not be negative")
+    shares = validated_shares(cmd.shares)
+    if shares:
+        remainder_id = validate_account_id(cmd.remainder_account_id, "remainder_account_id")
+        validate_shares(shares, remainder_id)
+        return shares, remainder_id
+    if cmd.remainder_account_id:
+        raise invalid("remainder_account_id", "is only allowed with shares")
+    return shares, ""
+
+
+def _confirm_lines(
+    hold: Hold, posted: int, credits: list[Part], refs: dict[str, AccountRef], split: bool
+) -> list[EntryLine]:
+    """The debit of the hold's account and one credit per non-zero part, each part checked."""
+    for i, part in enumerate(credits):
+        where = f"shares[{i}].to_account_id" if split else "destination_account_id"
+        require_accounts(refs, [(part.account_id, where)])
+        check_unit(refs[part.account_id], hold.unit, where)
+        if part.account_id == hold.account_id:
+            raise invalid(where, "must differ from the hold's account")
+    lines = [EntryLine(hold.account_id, hold.unit, -posted)]
+    lines += [EntryLine(p.account_id, hold.unit, p.amount) for p in credits if p.amount]
+    return lines
+
+
+async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
+    """Confirm: post the hold (all or part, optionally split) and release the rest, once.
+
+    The hold row is locked, so a racing Cancel or expiry resolves it before or after us, never both.
+    """
+    branch = cmd.branch.validated()
+    shares, remainder_id = _confirm_split(cmd)
+    print_ = fingerprint(
+        {
+            "amount_minor": cmd.amount,
+            "shares": share_fields(shares),
+            "remainder_account_id": remainder_id,
+        }
+    )
+    async with deps.uow() as uow:
+        if await enter_confirm(uow.barriers, branch, print_) is ConfirmGate.REPLAY:
+            return await _replay_confirm(uow, branch)
+        hold = await uow.holds.get(branch, for_update=True)
+        if hold is None:
+            raise await _missing_hold(uow, branch)
+        posted = hold.confirm(cmd.amount, deps.clock())
+        credits = [Part(hold.destination_account_id, posted)]
+        if shares:
+            credits = split_amount(posted, shares, remainder_id)
+        refs = await uow.accounts.refs(
+            {hold.account_id, hold.destination_account_id, *(p.account_id for p in credits)}
+        )
+        lines = _confirm_lines(hold, posted, credits, refs, bool(shares))
+        header = _confirm_header(hold, print_)
+        posting = plan_posting(header.id, lines, refs, [hold.release()])
+        outcome = await apply_posting(uow, header.id, posting, claim=header)
+        if outcome is None:  # only a Confirm writes this id, and the barrier admits one
+            raise HirepayError(f"transfer {header.id} already exists", reason="TCC_INCONSISTENT")
+        await uow.holds.save([hold])
+        await uow.commit()
+    created_at = outcome.created_at or deps.clock()
+    return HoldResult(hold, transfer=transfer_record(header, created_at, outcome.entries))
+
+
+def _confirm_header(hold: Hold, print_: Fingerprint) -> TransferHeader:
+    """The transfer a Confirm posts: its id is derived from the branch (never a client's id)."""
+    branch = hold.branch
+    return TransferHeader(
+        id=confirm_transfer_id(branch),
+        kind="hold",
+        description=hold.description,
+        metadata={"global_tx_id": branch.global_tx_id, "branch_id": branch.branch_id},
+        fingerprint=print_,
+    )
+
+
+async def _replay_confirm(uow: WalletUnitOfWork, branch: TccBranch) -> HoldResult:
+    """A repeated Confirm (its fingerprint already checked by the gate): the stored outcome."""
+    hold = await uow.holds.get(branch)
+    stored = await uow.ledger.get_transfer(confirm_transfer_id(branch))
+    return HoldResult(hold, replayed=True, transfer=stored.record if stored else None)
+
+
+async def _missing_hold(uow: WalletUnitOfWork, branch: TccBranch) -> HirepayError:
+    """Why a branch has no hold: it was cancelled before any Try, or it never existed."""
+    if await cancelled_before_try(uow.barriers, branch):
+        return HoldCancelled(branch.global_tx_id, branch.branch_id)
+    return HoldNotFound(branch.global_tx_id, branch.branch_id)
+
+
+async def cancel_hold(cmd: commands.CancelHold, deps: Deps) -> HoldResult:
+    """Cancel: release the hold; a Cancel before its Try is recorded and succeeds doing nothing.
+
+    The gate first writes the branch's "try" row itself: if that succeeds, no Try ever ran (null
+    compensation), and the row makes any late Try refuse (hanging). Then its own "cancel" row: if
+    that exists, this is a repeat (whatever its reason) and the stored outcome is returned.
+    """
+    branch = cmd.branch.validated()
+    async with deps.uow() as uow:
+        gate = await enter_cancel(uow.barriers, branch)
+        if gate is CancelGate.NULL_COMPENSATION:
+            await uow.commit()
+            return HoldResult(None, null_compensation=True)
+        if gate is CancelGate.REPLAY:
+            hold = await uow.holds.get(branch)
+            return HoldResult(hold, replayed=True, null_compensation=hold is None)
+        hold = await uow.holds.get(branch, for_update=True)
+        if hold is None:  # a Reserve wrote "try" and its hold in one transaction
+            raise HirepayError(f"branch {branch} has a Try but no hold", reason="TCC_INCONSISTENT")
+        if hold.cancel(deps.clock()):
+            refs = await uow.accounts.refs([hold.account_id])
+            await apply_posting(uow, None, plan_posting(str(branch), [], refs, [hold.release()]))
+            await uow.holds.save([hold])
+        await uow.commit()
+    return HoldResult(hold)
+
+
+async def get_hold(query: commands.GetHold, deps: Deps) -> HoldResult:
+    """A branch's hold (with its posted transfer once confirmed), or its null compensation."""
+    branch = query.branch.validated()
+    async with deps.uow() as uow:
+        hold = await uow.holds.get(branch)
+        if hold is not None:
+            stored = None
+            if hold.transfer_id:
+                stored = await uow.ledger.get_transfer(hold.transfer_id)
+            return HoldResult(hold, transfer=stored.record if stored else None)
+        error = await _missing_hold(uow, branch)
+    if isinstance(error, HoldCancelled):
+        return HoldResult(None, null_compensation=True)
+    raise error

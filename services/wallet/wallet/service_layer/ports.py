@@ -1,0 +1,117 @@
+"""The ports the handlers need: repositories and the unit of work that holds one local transaction.
+
+Adapters implement them against PostgreSQL; unit tests implement them in memory. The clock and the
+configuration are not here: handlers get them from `Deps` (service_layer/deps.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol, Self
+
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRepository, TccBranch
+from wallet.domain.holds import Hold
+from wallet.domain.ledger import Entry, Posting, TransferRecord
+from wallet.domain.model import Account, AccountKind, AccountRef, Balance, NewAccount
+
+
+@dataclass(frozen=True, slots=True)
+class TransferHeader:
+    """A transfer about to be claimed: its id is unique, so inserting it first claims the id."""
+
+    id: str
+    kind: str  # "transfer", "split" or "hold" (posted by a Confirm)
+    description: str
+    metadata: Mapping[str, str]
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTransfer:
+    """A transfer as stored: the record plus what idempotency checks need."""
+
+    record: TransferRecord
+    kind: str
+    fingerprint: Fingerprint
+
+
+@dataclass(frozen=True, slots=True)
+class PostOutcome:
+    """What applying a posting did: the entries written, or the accounts whose check failed (then
+    nothing may be committed: the caller raises, and the unit of work rolls back), or - when the
+    posting was to claim its transfer id first - that the id was taken and nothing was applied."""
+
+    entries: tuple[Entry, ...] = ()
+    rejected: tuple[str, ...] = ()
+    claimed: bool = True
+    created_at: datetime | None = None
+
+
+class AccountRepository(Protocol):
+    async def add(self, account: NewAccount) -> Account | None:
+        """Insert-first on (owner, unit, kind): the new account, or None if one exists."""
+
+    async def get(self, account_id: str) -> Account | None: ...
+
+    async def find(self, owner_id: str, unit: str, kind: AccountKind) -> Account | None: ...
+
+    async def refs(self, account_ids: Collection[str]) -> dict[str, AccountRef]:
+        """The immutable attributes of those of `account_ids` that exist."""
+
+    async def list_by_owner(
+        self, owner_id: str, after: int | None, limit: int
+    ) -> list[tuple[int, Account]]:
+        """Accounts of an owner, oldest first, each with its keyset cursor."""
+
+
+class LedgerRepository(Protocol):
+    async def claim_transfer(self, header: TransferHeader) -> datetime | None:
+        """Insert the transfer unless its id exists; its creation time, or None if it existed."""
+
+    async def get_transfer(self, transfer_id: str) -> StoredTransfer | None: ...
+
+    async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
+        """Lock the account rows (ascending id) and read their balances after the lock."""
+
+    async def post(
+        self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
+    ) -> PostOutcome:
+        """Apply a posting: row changes with the no-overdraft condition, then shards and entries
+        only if every row change passed. With `claim`, the transfer is inserted first, in the same
+        statement, unless its id exists (then nothing is applied and `claimed` is False)."""
+
+    async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
+        """An account's entries, newest first, with ids below `before_id`."""
+
+
+class HoldRepository(Protocol):
+    async def add(self, hold: Hold) -> None: ...
+
+    async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
+        """The hold of a branch; `for_update` locks it until the transaction ends."""
+
+    async def save(self, holds: Collection[Hold]) -> None:
+        """Persist the resolution (state, amounts, transfer, time) of holds."""
+
+    async def lock_expired(self, now: datetime, limit: int) -> list[Hold]:
+        """Up to `limit` pending holds past their expiry, locked, skipping those another
+        transaction holds (so several expiry workers share the work instead of queueing)."""
+
+
+class WalletUnitOfWork(Protocol):
+    """One local transaction over the wallet's repositories; rolls back unless committed."""
+
+    accounts: AccountRepository
+    ledger: LedgerRepository
+    holds: HoldRepository
+    # The platform's TCC barrier table (hirepay_platform.barrier implements it in SQL).
+    barriers: BarrierRepository
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def commit(self) -> None: ...

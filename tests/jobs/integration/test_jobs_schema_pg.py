@@ -1,0 +1,31 @@
+"""The jobs tables as the code declares them (adapters/tables.py) are exactly what its Alembic
+revisions create: no drift between code and database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
+
+from hirepay_platform.db import create_engine
+from jobs.adapters.tables import metadata
+
+
+def _differences(connection: Connection) -> list[object]:
+    context = MigrationContext.configure(
+        connection, opts={"compare_type": True, "compare_server_default": True}
+    )
+    return list(compare_metadata(context, metadata))
+
+
+async def test_declared_tables_match_the_migrated_database(make_service_database) -> None:
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            differences = await connection.run_sync(_differences)
+    finally:
+        await engine.dispose()
+    assert differences == []

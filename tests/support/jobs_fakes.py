@@ -1,0 +1,312 @@
+"""In-memory fakes of the jobs unit of work and of the saga's participants (for unit tests)."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from hirepay_platform.errors import ErrorKind, HirepayError
+from jobs.domain.model import Job, JobStatus, Transition
+from jobs.domain.posting_saga import (
+    FINAL_STATES,
+    PaymentMethod,
+    Saga,
+    SagaState,
+    TryResult,
+    TryState,
+)
+from jobs.domain.pricing import PriceList, RefundPolicy
+from jobs.service_layer.config import JobsConfig
+
+START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, now: datetime = START) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **kwargs: float) -> None:
+        self.now += timedelta(**kwargs)
+
+
+@dataclass
+class Store:
+    """The fake database: committed state only."""
+
+    jobs: dict[str, Job] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    sagas: dict[str, Saga] = field(default_factory=dict)
+    log: list[tuple[str, str, str]] = field(default_factory=list)
+    cursors: dict[str, int] = field(default_factory=dict)
+
+
+class FakeJobs:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    def _append(self, job: Job) -> None:
+        self.tx.transitions.extend(job.drain_transitions())
+
+    async def add(self, job: Job) -> None:
+        assert job.id not in self.tx.jobs
+        self._append(job)
+        self.tx.jobs[job.id] = copy.deepcopy(job)
+
+    async def add_if_absent(self, job: Job) -> bool:
+        if await self.get_by_create_request(job.company_id, job.create_request_id):
+            return False
+        await self.add(job)
+        return True
+
+    async def get_by_create_request(self, company_id: str, request_id: str) -> Job | None:
+        for j in self.tx.jobs.values():
+            if (j.company_id, j.create_request_id) == (company_id, request_id):
+                return copy.deepcopy(j)
+        return None
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        job = self.tx.jobs.get(job_id)
+        return copy.deepcopy(job) if job else None
+
+    async def save(self, job: Job) -> None:
+        assert job.id in self.tx.jobs
+        self._append(job)
+        self.tx.jobs[job.id] = copy.deepcopy(job)
+
+    async def list_active(self, category, after, limit):
+        jobs = [j for j in self.tx.jobs.values() if j.status is JobStatus.ACTIVE]
+        if category:
+            jobs = [j for j in jobs if j.fields.category == category]
+        jobs.sort(key=lambda j: (j.posted_at, j.id), reverse=True)
+        if after:
+            jobs = [j for j in jobs if (j.posted_at, j.id) < after]
+        return [copy.deepcopy(j) for j in jobs[:limit]]
+
+    async def list_by_company(self, company_id, after, limit):
+        jobs = [j for j in self.tx.jobs.values() if j.company_id == company_id]
+        jobs.sort(key=lambda j: (j.created_at, j.id), reverse=True)
+        if after:
+            jobs = [j for j in jobs if (j.created_at, j.id) < after]
+        return [copy.deepcopy(j) for j in jobs[:limit]]
+
+    async def transitions(self, job_id: str) -> list[Transition]:
+        return [t for t in self.tx.transitions if t.job_id == job_id]
+
+    async def lock_expired(self, now, limit):
+        jobs = [
+            j
+            for j in self.tx.jobs.values()
+            if j.status is JobStatus.ACTIVE and j.expires_at and j.expires_at <= now
+        ]
+        return [copy.deepcopy(j) for j in jobs[:limit]]
+
+
+class FakeSagas:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def insert(self, saga: Saga) -> bool:
+        for s in self.tx.sagas.values():
+            if (s.company_id, s.request_id) == (saga.company_id, saga.request_id):
+                return False
+        self.tx.sagas[saga.id] = copy.deepcopy(saga)
+        return True
+
+    async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
+        saga = self.tx.sagas.get(saga_id)
+        return copy.deepcopy(saga) if saga else None
+
+    async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
+        for s in self.tx.sagas.values():
+            if (s.company_id, s.request_id) == (company_id, request_id):
+                return copy.deepcopy(s)
+        return None
+
+    async def save(self, saga: Saga) -> None:
+        self.tx.sagas[saga.id] = copy.deepcopy(saga)
+
+    async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
+        self.tx.log.append((saga_id, step, detail))
+
+    async def claim_due(self, now, owner, lease_until, limit):
+        out = []
+        for s in self.tx.sagas.values():
+            if s.state in FINAL_STATES:
+                continue
+            if s.lease_until is not None and s.lease_until >= now:
+                continue
+            if s.next_attempt_at is not None and s.next_attempt_at > now:
+                continue
+            s.lease_owner, s.lease_until = owner, lease_until
+            out.append(copy.deepcopy(s))
+        return out[:limit]
+
+    async def count_failures(self, company_id, since, reasons):
+        return sum(
+            1
+            for s in self.tx.sagas.values()
+            if s.company_id == company_id
+            and s.created_at >= since
+            and s.failure is not None
+            and s.failure.reason in reasons
+        )
+
+    async def count_stuck(self, now):
+        return sum(
+            1
+            for s in self.tx.sagas.values()
+            if s.state not in FINAL_STATES
+            and s.state is not SagaState.AWAITING_SETTLEMENT
+            and s.deadline_at < now
+        )
+
+
+class FakeSettlements:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def cursor(self, consumer: str) -> int:
+        return self.tx.cursors.get(consumer, 0)
+
+    async def advance(self, consumer: str, cursor: int) -> None:
+        self.tx.cursors[consumer] = max(cursor, self.tx.cursors.get(consumer, 0))
+
+
+class FakeUnitOfWork:
+    """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.commits = 0
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        self._tx = copy.deepcopy(self.store)
+        self.jobs = FakeJobs(self._tx)
+        self.sagas = FakeSagas(self._tx)
+        self.settlements = FakeSettlements(self._tx)
+        self._committed = False
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._tx = None  # type: ignore[assignment]
+
+    async def commit(self) -> None:
+        for name in ("jobs", "transitions", "sagas", "log", "cursors"):
+            setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
+        self.commits += 1
+        self._committed = True
+
+
+class FakeParticipant:
+    """A participant whose answers tests script; it keeps the branch's state like the real ones."""
+
+    def __init__(self, name: str = "payments") -> None:
+        self.name = name
+        self.calls: list[tuple[str, str]] = []
+        self.try_outcome: TryResult | HirepayError = TryResult(
+            TryState.RESERVED, "pay_1", "AUTHORIZED"
+        )
+        self.confirm_errors: list[HirepayError] = []
+        # The branch's state after a scripted Confirm error (e.g. CANCELLED: the auth expired).
+        self.state_after_confirm_error: TryState | None = None
+        self.cancel_errors: list[HirepayError] = []
+        self.refund_errors: list[HirepayError] = []
+        self.state: dict[str, TryState] = {}
+        self.refunded: dict[str, int] = {}
+        self.on_try: Any = None
+
+    async def try_(self, saga: Saga) -> TryResult:
+        self.calls.append(("try", saga.id))
+        if self.on_try:
+            self.on_try(saga)
+        if self.state.get(saga.id) is TryState.CANCELLED:
+            raise HirepayError("cancelled before try", reason="PAYMENT_VOIDED")
+        outcome = self.try_outcome
+        if isinstance(outcome, HirepayError):
+            if outcome.reason == "PAYMENT_TIMEOUT":
+                self.state[saga.id] = TryState.UNKNOWN
+            raise outcome
+        self.state.setdefault(saga.id, outcome.state)
+        return replace(outcome, state=self.state[saga.id])
+
+    async def confirm(self, saga: Saga) -> TryResult:
+        self.calls.append(("confirm", saga.id))
+        if self.confirm_errors:
+            if self.state_after_confirm_error is not None:
+                self.state[saga.id] = self.state_after_confirm_error
+            raise self.confirm_errors.pop(0)
+        assert self.state.get(saga.id) in (TryState.RESERVED, TryState.CAPTURED), self.state
+        self.state[saga.id] = TryState.CAPTURED
+        return TryResult(TryState.CAPTURED, "pay_1", "CAPTURED")
+
+    async def cancel(self, saga: Saga, reason: str) -> TryResult:
+        self.calls.append(("cancel", saga.id))
+        if self.cancel_errors:
+            raise self.cancel_errors.pop(0)
+        before = self.state.get(saga.id)
+        if before is TryState.CAPTURED:
+            raise HirepayError("captured", reason="PAYMENT_NOT_VOIDABLE", kind=_FP)
+        self.state[saga.id] = TryState.CANCELLED
+        if before is None:
+            return TryResult(TryState.ABSENT)
+        return TryResult(TryState.CANCELLED, "pay_1", "VOIDED")
+
+    async def refund(self, saga: Saga, amount_minor: int, reason: str) -> None:
+        self.calls.append(("refund", saga.id))
+        if self.refund_errors:
+            raise self.refund_errors.pop(0)
+        if (
+            self.refunded.get(saga.id) == amount_minor
+            and self.state.get(saga.id) is TryState.REFUNDED
+        ):
+            return  # a repeat of the saga's one refund request answers it again (idempotent)
+        assert self.state.get(saga.id) is TryState.CAPTURED
+        self.refunded[saga.id] = amount_minor
+        self.state[saga.id] = TryState.REFUNDED
+
+    async def inspect(self, saga: Saga) -> TryResult:
+        self.calls.append(("inspect", saga.id))
+        state = self.state.get(saga.id)
+        return TryResult(state or TryState.ABSENT, "pay_1" if state else "", str(state or ""))
+
+    def held(self, saga_id: str) -> bool:
+        return self.state.get(saga_id) in (TryState.RESERVED, TryState.UNKNOWN)
+
+    def taken(self, saga_id: str) -> bool:
+        return self.state.get(saga_id) is TryState.CAPTURED
+
+
+_FP = ErrorKind.FAILED_PRECONDITION
+
+
+class FakeParticipants:
+    def __init__(self) -> None:
+        self.payments = FakeParticipant("payments")
+        self.credits = FakeParticipant("wallet")
+
+    def for_method(self, method: PaymentMethod) -> FakeParticipant:
+        return self.credits if method is PaymentMethod.CREDITS else self.payments
+
+
+def make_config(**overrides: Any) -> JobsConfig:
+    values: dict[str, Any] = {
+        "price_list": PriceList(
+            fees={"default": {"USD": 9900}, "engineering": {"USD": 14900, "EUR": 13900}},
+            categories=frozenset({"engineering", "design", "sales"}),
+        ),
+        "terms_version": "2026-11",
+        "posting_days": 30,
+        "refund_policy": RefundPolicy(full_refund_within_hours=24),
+        "instance_id": "test",
+        "idempotency_wait_seconds": 0.5,
+        "idempotency_poll_seconds": 0.01,
+    }
+    values.update(overrides)
+    return JobsConfig(**values)

@@ -1,0 +1,152 @@
+"""Faults injected into the jobs service from tests, by wrapping its ports (production has no hooks).
+
+- `CrashingParticipants` / `FaultyUnitOfWork(crash_after=...)`: the process "dies" right after a saga
+  step: `pending` (the request's first transaction committed), `try` (the Try answered or failed),
+  `activate` (the activation committed) or `confirm` (the Confirm answered).
+- `FaultyUnitOfWork(refuse_activation_marker=...)`: jobs whose title contains the marker cannot be
+  activated, as if they had changed under the saga (PAY-7: the money goes back).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from jobs.domain.model import Job, JobStatus
+from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
+from jobs.service_layer.ports import JobsUnitOfWork, Participant, Participants
+
+CRASH_STEPS = ("pending", "try", "activate", "confirm")
+
+
+class _RefusesActivation(Job):
+    """A job that cannot go live (the injected activation failure)."""
+
+    __slots__ = ()
+
+    def activation_problem(self, saga_id: str) -> str:
+        return "activation failed (injected fault)"
+
+
+def refusing_activation(job: Job) -> Job:
+    """The same job, refusing activation."""
+    return _RefusesActivation(**{f.name: getattr(job, f.name) for f in dataclasses.fields(job)})
+
+
+class CrashingParticipant:
+    """A participant that crashes the process right after its Try (answered or failed) or after a
+    successful Confirm, when that is the chosen step."""
+
+    def __init__(self, inner: Participant, crash_after: str, crash: Callable[[], Any]) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.crash = crash
+
+    async def try_(self, saga: Saga) -> TryResult:
+        try:
+            return await self.inner.try_(saga)
+        finally:
+            if self.crash_after == "try":
+                self.crash()
+
+    async def confirm(self, saga: Saga) -> TryResult:
+        result = await self.inner.confirm(saga)
+        if self.crash_after == "confirm":
+            self.crash()
+        return result
+
+    async def cancel(self, saga: Saga, reason: str) -> TryResult:
+        return await self.inner.cancel(saga, reason)
+
+    async def refund(self, saga: Saga, amount_minor: int, reason: str) -> None:
+        await self.inner.refund(saga, amount_minor, reason)
+
+    async def inspect(self, saga: Saga) -> TryResult:
+        return await self.inner.inspect(saga)
+
+
+class CrashingParticipants:
+    """Every participant of `inner`, crashing after the chosen step."""
+
+    def __init__(self, inner: Participants, crash_after: str, crash: Callable[[], Any]) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.crash = crash
+
+    def for_method(self, method: PaymentMethod) -> Participant:
+        return CrashingParticipant(self.inner.for_method(method), self.crash_after, self.crash)
+
+
+class _WatchedJobs:
+    def __init__(self, inner: Any, uow: FaultyUnitOfWork) -> None:
+        self._inner = inner
+        self._uow = uow
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
+        job = await self._inner.get(job_id, for_update=for_update)
+        marker = self._uow.refuse_activation_marker
+        if job is not None and marker and marker in job.fields.title:
+            return refusing_activation(job)
+        return job
+
+    async def save(self, job: Job) -> None:
+        if self._uow.crash_after == "activate" and any(
+            t.to_status is JobStatus.ACTIVE for t in job.pending
+        ):
+            self._uow.crash_on_commit = True
+        await self._inner.save(job)
+
+
+class _WatchedSagas:
+    def __init__(self, inner: Any, uow: FaultyUnitOfWork) -> None:
+        self._inner = inner
+        self._uow = uow
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def insert(self, saga: Saga) -> bool:
+        inserted = await self._inner.insert(saga)
+        if inserted and self._uow.crash_after == "pending":
+            self._uow.crash_on_commit = True
+        return bool(inserted)
+
+
+class FaultyUnitOfWork:
+    """A unit of work that crashes right after committing the chosen step, and/or makes marked
+    jobs refuse activation."""
+
+    def __init__(
+        self,
+        inner: JobsUnitOfWork,
+        *,
+        crash_after: str = "",
+        crash: Callable[[], Any] = lambda: None,
+        refuse_activation_marker: str = "",
+    ) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.crash = crash
+        self.refuse_activation_marker = refuse_activation_marker
+        self.crash_on_commit = False
+
+    async def __aenter__(self) -> FaultyUnitOfWork:
+        await self.inner.__aenter__()
+        self.jobs = _WatchedJobs(self.inner.jobs, self)
+        self.sagas = _WatchedSagas(self.inner.sagas, self)
+        self.settlements = self.inner.settlements
+        self.crash_on_commit = False
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.inner.__aexit__(*exc_info)
+
+    async def commit(self) -> None:
+        await self.inner.commit()
+        if self.crash_on_commit:
+            self.crash_on_commit = False
+            self.crash()
