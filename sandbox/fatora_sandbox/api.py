@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from fatora_sandbox.state import FatoraError, FatoraState
-from sandbox_kit.api import Reply, perform
+from sandbox_kit.api import Reply, json_object, perform
 
 Operation = Callable[[FatoraState, dict[str, Any], str], dict[str, Any]]
 
@@ -29,15 +29,12 @@ def endpoint(operation: Operation) -> Callable[[Request], Any]:
         if request.headers.get("api_key", "").strip() != st.config.api_key:
             return JSONResponse(FatoraError("Invalid API Key", 401).body(), status_code=401)
         raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            body = None
+        body = json_object(raw)
         base = st.kit.base_url(request)
 
         def run() -> Reply:
             try:
-                if not isinstance(body, dict):
+                if body is None:
                     raise FatoraError("The request body must be a JSON object", keep=False)
                 result = operation(st, body, base)
             except FatoraError as error:

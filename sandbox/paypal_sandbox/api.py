@@ -20,7 +20,7 @@ from paypal_sandbox import orders, payments
 from paypal_sandbox.errors import PayPalError, debug_id, invalid, missing, not_found
 from paypal_sandbox.orders import Call
 from paypal_sandbox.state import PayPalObject, PayPalState
-from sandbox_kit.api import IdempotentRequest, Reply, perform
+from sandbox_kit.api import IdempotentRequest, Reply, json_object, perform
 from sandbox_kit.idempotency import IdempotencyConflict
 
 # An operation answers (HTTP status, object or None for no content).
@@ -140,65 +140,64 @@ def _conflict(conflict: IdempotencyConflict) -> Reply:
     return Reply(error.status, _dump(error.body()), keep=False)
 
 
-def endpoint(operation: Operation, *, minimal_ok: bool = True) -> Callable[[Request], Any]:
-    """An API route: bearer token, JSON body, idempotency, `Prefer`, PayPal-shaped errors.
+def _reply(status: int, obj: PayPalObject | None, request: Request, minimal_ok: bool) -> Reply:
+    """The answer's body as `Prefer` asks: POSTs give `{id, status, links}` (void: 204) unless
+    `return=representation`."""
+    headers = {"Paypal-Debug-Id": debug_id()}
+    representation = "return=representation" in request.headers.get("prefer", "")
+    minimal = request.method == "POST" and minimal_ok and not representation
+    if obj is None or (minimal and status == 204):
+        return Reply(204, b"", headers)
+    if minimal:
+        obj = _minimal(obj)
+    return Reply(200 if status == 204 else status, _dump(obj), headers)
 
-    With `minimal_ok`, a POST answers `{id, status, links}` unless `Prefer:
-    return=representation` asks for the whole resource, as PayPal does.
-    """
+
+def _idempotent(st: PayPalState, request: Request) -> IdempotentRequest | None:
+    request_id = request.headers.get("paypal-request-id") if request.method == "POST" else None
+    if not request_id:
+        return None
+    return IdempotentRequest(
+        scope=st.config.client_id,
+        key=request_id,
+        conflict=_conflict,
+        # "A successful response to an idempotent request returns 200 OK."
+        replay_status=lambda status: 200 if status == 201 else status,
+    )
+
+
+def endpoint(operation: Operation, *, minimal_ok: bool = True) -> Callable[[Request], Any]:
+    """An API route: bearer token, JSON body, `PayPal-Request-Id`, `Prefer`, PayPal errors."""
 
     async def handle(request: Request) -> Response:
         st = state_of(request)
         if (denied := _bearer_error(st, request)) is not None:
             return denied
         raw = await request.body() if request.method == "POST" else b""
-        body: dict[str, Any] = {}
-        bad_json: PayPalError | None = None
-        if raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                body = parsed
-            else:
-                bad_json = PayPalError(
-                    400,
-                    "MALFORMED_REQUEST_JSON",
-                    "The request JSON is not well formed.",
-                    keep=False,
-                )
-        call = Call(base=st.kit.base_url(request), body=body, mock=_mock_code(request))
-        representation = "return=representation" in request.headers.get("prefer", "")
+        body = json_object(raw)
+        call = Call(base=st.kit.base_url(request), body=body or {}, mock=_mock_code(request))
 
         def run() -> Reply:
             st.base_url = call.base
-            headers = {"Paypal-Debug-Id": debug_id()}
             try:
-                if bad_json is not None:
-                    raise bad_json
+                if body is None:
+                    raise PayPalError(
+                        400,
+                        "MALFORMED_REQUEST_JSON",
+                        "The request JSON is not well formed.",
+                        keep=False,
+                    )
                 status, obj = operation(st, call, dict(request.path_params))
             except PayPalError as error:
-                return Reply(error.status, _dump(error.body()), headers, keep=error.keep)
-            if obj is None or (
-                request.method == "POST" and minimal_ok and not representation and status == 204
-            ):
-                return Reply(204, b"", headers)
-            if request.method == "POST" and minimal_ok and not representation:
-                obj = _minimal(obj)
-            return Reply(200 if status == 204 else status, _dump(obj), headers)
+                return Reply(
+                    error.status,
+                    _dump(error.body()),
+                    {"Paypal-Debug-Id": debug_id()},
+                    keep=error.keep,
+                )
+            return _reply(status, obj, request, minimal_ok)
 
-        request_id = request.headers.get("paypal-request-id") if request.method == "POST" else None
-        idempotent = None
-        if request_id:
-            idempotent = IdempotentRequest(
-                scope=st.config.client_id,
-                key=request_id,
-                conflict=_conflict,
-                # "A successful response to an idempotent request returns 200 OK."
-                replay_status=lambda status: 200 if status == 201 else status,
-            )
-        return await perform(st.kit, request, run, idempotent, raw)
+        return await perform(st.kit, request, run, _idempotent(st, request), raw)
 
     handle.__name__ = getattr(operation, "__name__", "operation")
     return handle

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from razorpay_sandbox import resources
 from razorpay_sandbox.errors import RazorpayError, invalid
 from razorpay_sandbox.state import Entity, RazorpayState
-from sandbox_kit.api import IdempotentRequest, Reply, perform
+from sandbox_kit.api import IdempotentRequest, Reply, json_object, perform
 from sandbox_kit.idempotency import IdempotencyConflict
 
 Operation = Callable[[RazorpayState, dict[str, Any], dict[str, str], dict[str, str]], Entity]
@@ -62,43 +62,42 @@ def _conflict(conflict: IdempotencyConflict) -> Reply:
     return Reply(error.status, json.dumps(error.body()).encode(), keep=False)
 
 
+def _idempotent(
+    st: RazorpayState, request: Request, header: str | None
+) -> IdempotentRequest | RazorpayError | None:
+    """The request's idempotency key (refunds only, as at Razorpay), or why it is refused."""
+    key = request.headers.get(header) if header else None
+    if key is None:
+        return None
+    if not IDEMPOTENCY_KEY.fullmatch(key):
+        return invalid(
+            "The idempotency key must be at least 10 characters of letters, digits, hyphens "
+            "and underscores.",
+            header,
+        )
+    return IdempotentRequest(scope=st.config.key_id, key=key, conflict=_conflict)
+
+
 def endpoint(
     operation: Operation, *, idempotency_header: str | None = None
 ) -> Callable[[Request], Any]:
+    """An API route: basic auth, JSON body, the idempotency header if any, Razorpay errors."""
+
     async def handle(request: Request) -> Response:
         st = state_of(request)
         if (denied := _authenticate(st, request)) is not None:
             return _error_response(denied)
+        idempotent = _idempotent(st, request, idempotency_header)
+        if isinstance(idempotent, RazorpayError):
+            return _error_response(idempotent)
         raw = await request.body() if request.method in ("POST", "PATCH") else b""
-        body: dict[str, Any] = {}
-        problem: RazorpayError | None = None
-        if raw.strip():
-            try:
-                parsed = json.loads(raw)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                body = parsed
-            else:
-                problem = invalid("The request body is not valid JSON.")
-        idempotent = None
-        key = request.headers.get(idempotency_header) if idempotency_header else None
-        if key is not None:
-            if not IDEMPOTENCY_KEY.fullmatch(key):
-                return _error_response(
-                    invalid(
-                        "The idempotency key must be at least 10 characters of letters, digits, "
-                        "hyphens and underscores.",
-                        idempotency_header,
-                    )
-                )
-            idempotent = IdempotentRequest(scope=st.config.key_id, key=key, conflict=_conflict)
+        body = json_object(raw)
         query = dict(request.query_params)
 
         def run() -> Reply:
             try:
-                if problem is not None:
-                    raise problem
+                if body is None:
+                    raise invalid("The request body is not valid JSON.")
                 result = operation(st, body, dict(request.path_params), query)
             except RazorpayError as error:
                 return Reply(error.status, json.dumps(error.body()).encode(), keep=error.keep)

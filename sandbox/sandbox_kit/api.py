@@ -4,9 +4,11 @@ the state lock, and never a crash on the wire."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +18,17 @@ from sandbox_kit.idempotency import IdempotencyConflict, SavedResponse, fingerpr
 from sandbox_kit.runtime import Kit
 
 log = logging.getLogger("sandbox_kit.api")
+
+
+def json_object(raw: bytes) -> dict[str, Any] | None:
+    """A JSON request body as a dict: `{}` when empty, None when it is not a JSON object."""
+    if not raw.strip():
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except ValueError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
 
 
 @dataclass
