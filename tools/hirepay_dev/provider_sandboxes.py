@@ -29,26 +29,39 @@ SANDBOXES = {
 }
 
 
+def provider_sandbox_process(
+    module: str,
+    port: int,
+    env: Mapping[str, str] | None = None,
+    name: str | None = None,
+) -> Process:
+    """`python -m <module> --port <port>` as a not yet started `Process` that is ready when its
+    `/_sandbox/health` answers (for `make run`'s stack and for tests).
+
+    `env` takes the `<PREFIX>_*` settings of `SANDBOXES[module]`, e.g.
+    PAYPAL_SANDBOX_WEBHOOK_URL and PAYPAL_SANDBOX_WEBHOOK_SECRET.
+    """
+    return Process(
+        name=name or module.replace("_", "-"),
+        argv=python_module(module, "--port", str(port)),
+        env=dict(env or {}),
+        ready=http_ready(f"http://127.0.0.1:{port}/_sandbox/health"),
+    )
+
+
 def start_provider_sandbox(
     module: str,
     name: str | None = None,
     port: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> tuple[Process, str]:
-    """Start `python -m <module> --port N` on a free port; returns the process and base URL.
+    """Start `python -m <module>` on a free port; returns the process and its base URL.
 
-    `env` takes the `<PREFIX>_*` settings, e.g. PAYPAL_SANDBOX_WEBHOOK_URL. Stop it with
-    `process.stop()`.
+    Stop it with `process.stop()`.
     """
     port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = Process(
-        name=name or module.replace("_", "-"),
-        argv=python_module(module, "--port", str(port)),
-        env=dict(env or {}),
-        ready=http_ready(f"{url}/_sandbox/health"),
-    ).start()
-    return process, url
+    process = provider_sandbox_process(module, port, env, name).start()
+    return process, f"http://127.0.0.1:{port}"
 
 
 def paypal_client(
