@@ -303,3 +303,43 @@ def test_zero_decimal_currency_refuses_decimals(paypal: PaypalServersdkClient) -
     with pytest.raises(ErrorException) as raised:
         paypal.orders.create_order({"body": order_request("100.50", currency="JPY")})
     assert _issue(raised.value) == "DECIMAL_PRECISION"
+
+
+def test_paypal_payment_source_asks_for_payer_action(paypal: PaypalServersdkClient) -> None:
+    from paypalserversdk.models.payment_source import PaymentSource
+    from paypalserversdk.models.paypal_wallet import PaypalWallet
+    from paypalserversdk.models.paypal_wallet_experience_context import (
+        PaypalWalletExperienceContext,
+    )
+
+    body = order_request("19.99")
+    body.application_context = None
+    body.payment_source = PaymentSource(
+        paypal=PaypalWallet(
+            experience_context=PaypalWalletExperienceContext(
+                return_url=RETURN_URL, cancel_url=CANCEL_URL
+            )
+        )
+    )
+    order = paypal.orders.create_order({"body": body, "prefer": "return=representation"}).body
+    assert order.status == "PAYER_ACTION_REQUIRED"
+    action = link(order, "payer-action")
+    assert action.endswith(f"/checkoutnow?token={order.id}")
+    approved = httpx.post(
+        action.replace(f"/checkoutnow?token={order.id}", f"/checkoutnow/{order.id}/approve"),
+        data={"funding": "balance"},
+    )
+    assert redirect_query(approved)["token"] == order.id
+    assert paypal.orders.capture_order({"id": order.id}).body.status == "COMPLETED"
+
+
+def test_expired_access_token_is_refused(paypal_url: str, paypal_admin: KitAdmin) -> None:
+    client = paypal_client(paypal_url)
+    client.orders.create_order({"body": order_request("2.00")})  # fetches and caches a token
+    paypal_admin.advance_clock(32400 + 1)  # the sandbox's clock passes the token's expiry
+    try:
+        with pytest.raises(ErrorException) as raised:
+            client.orders.create_order({"body": order_request("2.00")})
+        assert raised.value.response_code == 401
+    finally:
+        paypal_admin.reset()  # the clock back to real time (objects of other tests are not needed)
