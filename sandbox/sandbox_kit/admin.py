@@ -102,6 +102,11 @@ async def deliveries(request: Request) -> JSONResponse:
     return JSONResponse({"deliveries": items})
 
 
+async def webhook_backlog(request: Request) -> JSONResponse:
+    """Deliveries by status and how many wait in the schedule: is the sender keeping up?"""
+    return JSONResponse(kit_of(request).webhooks.backlog())
+
+
 async def flush_webhooks(request: Request) -> JSONResponse:
     kit = kit_of(request)
     async with kit.lock:
@@ -172,6 +177,7 @@ def routes(extra: Sequence[tuple[str, str, Handler]] = ()) -> list[BaseRoute]:
         ("DELETE", "/_sandbox/faults", clear_faults),
         ("DELETE", "/_sandbox/faults/{fault_id}", delete_fault),
         ("GET", "/_sandbox/webhooks/deliveries", deliveries),
+        ("GET", "/_sandbox/webhooks/backlog", webhook_backlog),
         ("POST", "/_sandbox/webhooks/flush", flush_webhooks),
         ("GET", "/_sandbox/webhooks/endpoints", list_endpoints),
         ("POST", "/_sandbox/webhooks/endpoints", add_endpoint),

@@ -1,12 +1,23 @@
 """Webhook delivery: POSTs of events to registered endpoints, signed by the provider's signer,
-retried with exponential backoff until a 2xx, a bounded number at a time, with the webhook faults
-(drop, duplicate, reorder) applied."""
+retried with jittered exponential backoff until a 2xx, with the webhook faults (drop, duplicate,
+reorder) applied.
+
+Deliveries wait in one schedule (a heap by due time) served by a fixed pool of workers, each
+holding at most one connection of an HTTP client sized to the pool: a flood of events or a slow
+receiver lengthens the backlog, never the number of requests in flight, so the client's pool
+cannot run dry. When an endpoint that was failing answers 2xx again, the deliveries waiting to
+retry to it are due at once, so a backlog drains as soon as the receiver is back. (The same
+design as the Stripe sandbox's dispatcher, which predates this kit.)"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
+import heapq
+import itertools
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +40,7 @@ class WebhookSettings:
     retry_max_delay: float = 3600.0
     max_attempts: int = 25
     timeout: float = 10.0  # per attempt
-    max_concurrency: int = 16  # attempts in flight at once, across endpoints
+    max_concurrency: int = 8  # workers, and attempts in flight at once across endpoints
 
 
 @dataclass
@@ -149,7 +160,16 @@ class WebhookDispatcher:
         self.deliveries: list[Delivery] = []
         self._held: list[list[Delivery]] = []
         self._client: httpx.AsyncClient | None = None
-        self._slots = asyncio.Semaphore(max(1, settings.max_concurrency))
+        self._size = max(1, settings.max_concurrency)
+        # Every attempt holds a slot, so requests in flight never exceed the client's connections
+        # (the workers, plus the reorder fault's in-order sender).
+        self._slots = asyncio.Semaphore(self._size)
+        # (due time, tie-breaker, delivery, attempt number), earliest first.
+        self._schedule: list[tuple[float, int, Delivery, int]] = []
+        self._order = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._failing_urls: set[str] = set()
 
     async def close(self) -> None:
         if self._client is not None:
@@ -160,6 +180,8 @@ class WebhookDispatcher:
         """Forget deliveries, held events and endpoints that were not configured at start-up."""
         self.deliveries.clear()
         self._held.clear()
+        self._schedule.clear()
+        self._failing_urls.clear()
         self.endpoints = {k: e for k, e in self.endpoints.items() if e.source == "config"}
 
     # -- endpoints -------------------------------------------------------------------------
@@ -178,6 +200,13 @@ class WebhookDispatcher:
             if (event_id is None or d.event.id == event_id)
             and (event_type is None or fnmatch.fnmatchcase(d.event.type, event_type))
         ]
+
+    def backlog(self) -> dict[str, int]:
+        """Deliveries by status, and how many wait in the schedule (due now or for a retry)."""
+        counts: dict[str, int] = {}
+        for delivery in self.deliveries:
+            counts[delivery.status] = counts.get(delivery.status, 0) + 1
+        return {**counts, "scheduled": len(self._schedule)}
 
     def find(self, predicate: Callable[[Delivery], bool]) -> Delivery | None:
         return next((d for d in self.deliveries if predicate(d)), None)
@@ -217,8 +246,9 @@ class WebhookDispatcher:
                 self.faults.remove(reorder.id)
                 self.release_held()
             return batch
+        now = time.monotonic()
         for delivery in batch:
-            self.background.spawn(self._deliver(delivery), name=f"webhook {delivery.id}")
+            self._schedule_attempt(delivery, 1, now)
         return batch
 
     def release_held(self) -> int:
@@ -237,49 +267,98 @@ class WebhookDispatcher:
             self.faults.remove(reorder.id)
         return self.release_held()
 
-    # -- delivery (background) -------------------------------------------------------------
+    # -- the schedule and its workers (background) ------------------------------------------
 
-    async def _deliver(self, delivery: Delivery, number: int = 1) -> None:
-        """Attempt `number` and the retries after it, with exponential backoff."""
-        while not await self._try(delivery, number):
-            if number >= self.settings.max_attempts:
-                self._give_up(delivery)
-                return
-            await self._wait_before_retry(delivery, number)
-            number += 1
+    def _schedule_attempt(self, delivery: Delivery, number: int, due: float) -> None:
+        self._ensure_workers()
+        heapq.heappush(self._schedule, (due, next(self._order), delivery, number))
+        self._wakeup.set()
+
+    def _ensure_workers(self) -> None:
+        """Start the pool (again after a reset cancelled it)."""
+        self._workers = [task for task in self._workers if not task.done()]
+        for n in range(len(self._workers), self._size):
+            self._workers.append(self.background.spawn(self._work(), name=f"webhook worker {n}"))
+
+    async def _next_due(self) -> tuple[Delivery, int]:
+        while True:
+            now = time.monotonic()
+            if self._schedule and self._schedule[0][0] <= now:
+                _, _, delivery, number = heapq.heappop(self._schedule)
+                return delivery, number
+            wait = self._schedule[0][0] - now if self._schedule else None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    async def _work(self) -> None:
+        while True:
+            delivery, number = await self._next_due()
+            if delivery.status != "pending":  # reset or settled meanwhile
+                continue
+            try:
+                await self._attempt_and_follow_up(delivery, number)
+            except Exception:  # one bad delivery must not stop the worker
+                log.exception("webhook %s: delivery attempt failed unexpectedly", delivery.id)
+
+    async def _attempt_and_follow_up(self, delivery: Delivery, number: int) -> None:
+        if await self._try(delivery, number):
+            return
+        if number >= self.settings.max_attempts:
+            self._give_up(delivery)
+            return
+        self._retry_later(delivery, number)
+
+    def _retry_later(self, delivery: Delivery, number: int) -> None:
+        """Attempt `number` failed: schedule the next after a jittered exponential delay."""
+        s = self.settings
+        delay = min(s.retry_base * 2 ** (number - 1), s.retry_max_delay)
+        # Jitter spreads retries that failed together, so they do not come back in lockstep.
+        delay *= random.uniform(0.75, 1.25)
+        delivery.next_attempt_at = time.time() + delay
+        self._schedule_attempt(delivery, number + 1, time.monotonic() + delay)
+
+    def _endpoint_recovered(self, url: str) -> None:
+        """A failing endpoint answered 2xx: everything waiting to retry to it is due now."""
+        now = time.monotonic()
+        promoted = 0
+        for index, (due, order, delivery, number) in enumerate(self._schedule):
+            if delivery.endpoint.url == url and due > now:
+                self._schedule[index] = (now, order, delivery, number)
+                delivery.next_attempt_at = None
+                promoted += 1
+        if promoted:
+            heapq.heapify(self._schedule)
+            self._wakeup.set()
+            log.info("webhook endpoint %s recovered; %d retries due now", url, promoted)
 
     async def _deliver_in_order(self, deliveries: list[Delivery]) -> None:
         """First attempts one after the other, so that the receiver sees this order; retries
-        continue independently."""
+        go through the schedule."""
         for delivery in deliveries:
             if await self._try(delivery, 1):
                 continue
             if self.settings.max_attempts <= 1:
                 self._give_up(delivery)
             else:
-                self.background.spawn(self._retry(delivery), name=f"webhook {delivery.id}")
-
-    async def _retry(self, delivery: Delivery) -> None:
-        await self._wait_before_retry(delivery, 1)
-        await self._deliver(delivery, 2)
-
-    async def _wait_before_retry(self, delivery: Delivery, number: int) -> None:
-        s = self.settings
-        delay = min(s.retry_base * 2 ** (number - 1), s.retry_max_delay)
-        delivery.next_attempt_at = time.time() + delay
-        await asyncio.sleep(delay)
-        delivery.next_attempt_at = None
+                self._retry_later(delivery, 1)
 
     async def _try(self, delivery: Delivery, number: int) -> bool:
         """One attempt, recorded; True when the endpoint answered 2xx."""
         async with self._slots:
             attempt = await self._attempt(delivery, number)
         delivery.attempts.append(attempt)
+        url = delivery.endpoint.url
         if attempt.status_code is not None and 200 <= attempt.status_code < 300:
             delivery.status = "succeeded"
+            delivery.next_attempt_at = None
             if self.on_settled is not None:
                 self.on_settled(delivery)
+            if url in self._failing_urls:
+                self._failing_urls.discard(url)
+                self._endpoint_recovered(url)
             return True
+        self._failing_urls.add(url)
         return False
 
     def _give_up(self, delivery: Delivery) -> None:
@@ -295,7 +374,9 @@ class WebhookDispatcher:
 
     async def _attempt(self, delivery: Delivery, number: int) -> Attempt:
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            # One connection per slot: an attempt never waits for the pool (no PoolTimeout).
+            limits = httpx.Limits(max_connections=self._size, max_keepalive_connections=self._size)
+            self._client = httpx.AsyncClient(limits=limits)
         started = time.time()
         headers = self.signer(delivery, number)
         status_code: int | None = None

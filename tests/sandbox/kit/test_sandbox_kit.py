@@ -107,7 +107,7 @@ def test_config_reads_flags_then_prefixed_environment() -> None:
     assert (defaults.port, defaults.webhook_urls, defaults.webhooks.max_concurrency) == (
         12345,
         (),
-        16,
+        8,
     )
 
 
@@ -182,4 +182,33 @@ async def test_dispatcher_gives_up_and_drops() -> None:
     assert failing.status == "failed" and len(failing.attempts) == 2
     described: list[Any] = dispatcher.describe(event_id="evt_2")
     assert described[0]["attempts"][0]["error"].startswith("ConnectError")
+    await dispatcher.background.cancel_all()
+
+
+async def test_a_recovered_endpoint_gets_its_waiting_retries_at_once() -> None:
+    dispatcher = _dispatcher(WebhookSettings(retry_base=30.0, retry_max_delay=60.0, max_attempts=5))
+    dispatcher.register(Endpoint(url="http://receiver.test/hook", secret="s"))
+    down = True
+
+    async def flaky(delivery: Delivery, number: int) -> Attempt:
+        return Attempt(number, 0.0, 503 if down else 200, None, 0)
+
+    dispatcher._attempt = flaky  # type: ignore[method-assign]
+    first = dispatcher.publish(WebhookEvent("evt_1", "a", "{}", "o"))[0]
+    second = dispatcher.publish(WebhookEvent("evt_2", "a", "{}", "o"))[0]
+    for _ in range(100):
+        if first.attempts and second.attempts:
+            break
+        await asyncio.sleep(0.01)
+    assert first.next_attempt_at is not None  # waiting ~30 s for its retry
+    assert dispatcher.backlog() == {"pending": 2, "scheduled": 2}
+    down = False
+    third = dispatcher.publish(WebhookEvent("evt_3", "a", "{}", "o"))[0]
+    for _ in range(100):
+        if all(d.status == "succeeded" for d in (first, second, third)):
+            break
+        await asyncio.sleep(0.01)
+    assert [d.status for d in (first, second, third)] == ["succeeded"] * 3
+    assert [a.status_code for a in first.attempts] == [503, 200]
+    assert dispatcher.backlog() == {"succeeded": 3, "scheduled": 0}
     await dispatcher.background.cancel_all()
