@@ -158,3 +158,16 @@ def test_error_after_commit_on_capture(
         rzp.payment.capture(payment_id, 7_000, {"currency": "INR"})
     # Capture carries no idempotency key at Razorpay: the caller reads the payment to learn the outcome.
     assert rzp.payment.fetch(payment_id)["status"] == "captured"
+
+
+def test_timeout_fault_client_gives_up_and_no_order_is_made(
+    rzp: razorpay.Client, razorpay_admin: KitAdmin
+) -> None:
+    receipt = f"timeout-{time.monotonic_ns()}"
+    razorpay_admin.add_fault("timeout", seconds=5, count=1, method="POST", path_prefix="/v1/orders")
+    started = time.monotonic()
+    with pytest.raises(requests.exceptions.Timeout):
+        rzp.order.create({"amount": 1_000, "currency": "INR", "receipt": receipt}, timeout=1)
+    assert time.monotonic() - started < 3
+    time.sleep(0.2)
+    assert [o for o in rzp.order.all({"count": 100})["items"] if o["receipt"] == receipt] == []
