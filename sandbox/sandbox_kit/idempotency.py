@@ -8,7 +8,7 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qsl
 
 
@@ -60,6 +60,39 @@ class IdempotencyCache:
 
     def reset(self) -> None:
         self._entries.clear()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The finished entries as JSON-ready data, with their age (for a state file)."""
+        now = time.monotonic()
+        return [
+            {
+                "scope": scope,
+                "key": key,
+                "fingerprint": entry.fingerprint,
+                "status": entry.saved.status,
+                "body": entry.saved.body.decode("utf-8", "surrogateescape"),
+                "headers": entry.saved.headers,
+                "age": now - entry.created,
+            }
+            for (scope, key), entry in self._entries.items()
+            if entry.saved is not None
+        ]
+
+    def restore(self, items: list[dict[str, Any]]) -> None:
+        """Replace the entries with a `snapshot()` taken earlier."""
+        now = time.monotonic()
+        self._entries = {
+            (str(item["scope"]), str(item["key"])): _Entry(
+                fingerprint=str(item["fingerprint"]),
+                saved=SavedResponse(
+                    int(item["status"]),
+                    str(item["body"]).encode("utf-8", "surrogateescape"),
+                    dict(item.get("headers") or {}),
+                ),
+                created=now - float(item["age"]),
+            )
+            for item in items
+        }
 
     def begin(
         self, scope: str, key: str, print_: str, *, strict: bool = True

@@ -19,7 +19,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,8 @@ class WebhookEvent:
     type: str
     payload: str
     object_id: str | None = None
+    # Facts a router may need that are not worth parsing the payload for (e.g. an account).
+    context: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,6 +151,7 @@ class WebhookDispatcher:
         signer: Signer,
         router: Router | None = None,
         on_settled: Callable[[Delivery], None] | None = None,
+        endpoint_source: Callable[[], Iterable[Endpoint]] | None = None,
     ) -> None:
         self.settings = settings
         self.faults = faults
@@ -156,6 +159,9 @@ class WebhookDispatcher:
         self.signer = signer
         self.router = router
         self.on_settled = on_settled
+        # Where endpoints come from when the provider keeps them as its own objects (Stripe's
+        # webhook_endpoint); otherwise the dispatcher's own registry.
+        self.endpoint_source = endpoint_source
         self.endpoints: dict[str, Endpoint] = {}
         self.deliveries: list[Delivery] = []
         self._held: list[list[Delivery]] = []
@@ -213,13 +219,22 @@ class WebhookDispatcher:
 
     # -- publishing (called under the state lock) ------------------------------------------
 
-    def publish(self, event: WebhookEvent) -> list[Delivery]:
-        """Queue `event` for every endpoint that wants it, applying the webhook faults."""
-        targets = [
+    def all_endpoints(self) -> list[Endpoint]:
+        if self.endpoint_source is not None:
+            return list(self.endpoint_source())
+        return list(self.endpoints.values())
+
+    def targets(self, event: WebhookEvent) -> list[Endpoint]:
+        """The endpoints `event` goes to (a provider may count them into its payload first)."""
+        return [
             endpoint
-            for endpoint in self.endpoints.values()
+            for endpoint in self.all_endpoints()
             if endpoint.wants(event.type) and (self.router is None or self.router(endpoint, event))
         ]
+
+    def publish(self, event: WebhookEvent) -> list[Delivery]:
+        """Queue `event` for every endpoint that wants it, applying the webhook faults."""
+        targets = self.targets(event)
         if not targets:
             return []
         if self.faults.take_webhook(WebhookDropFault, event.type) is not None:

@@ -87,6 +87,10 @@ def test_idempotency_replay_mismatch_in_flight_and_forget() -> None:
     assert cache.begin("key_2", "k", other) is None  # keys are scoped
     cache.finish("key_2", "k", None)  # not kept (5xx): the key is free again
     assert cache.begin("key_2", "k", same) is None
+    restored = IdempotencyCache()
+    restored.restore(cache.snapshot())  # finished entries survive a state file round trip
+    assert restored.begin("key_1", "k", same) == SavedResponse(201, b"{}")
+    assert restored.begin("key_2", "k", same) is None
 
 
 def test_config_reads_flags_then_prefixed_environment() -> None:
