@@ -125,7 +125,7 @@ async def test_already_subscribed_is_409_with_expiry(
         ("company", "company-b", {}, 403),  # someone else's userId
         ("company", "company-a", {"userType": "APPLICANT"}, 403),  # type does not fit the role
         ("customer", "company-a", {}, 403),
-        ("company", "company-a", {"paymentMethod": "PAYPAL"}, 400),
+        ("company", "company-a", {"paymentMethod": "paypal"}, 400),  # the enum's spelling only
         ("company", "company-a", {"paymentMethod": "BITCOIN"}, 400),
         ("company", "company-a", {"email": "not-an-email"}, 400),
         ("company", "company-a", {"userType": None}, 400),
@@ -146,6 +146,47 @@ async def test_subscribe_refusals(
     resp = await client.post("/api/payments/subscribe", json=payload, headers=bearer(role, user))
     assert resp.status_code == status, resp.text
     assert backends.payments.calls_to("Subscribe") == []
+
+
+@pytest.mark.parametrize("method", ["STRIPE", "PAYPAL", "RAZORPAY"])
+async def test_every_api_1_method_is_forwarded_to_payments(
+    client: httpx.AsyncClient, backends: Backends, method: str
+) -> None:
+    backends.payments.on("Subscribe", pending_txn)
+    resp = await client.post(
+        "/api/payments/subscribe",
+        json={**SUBSCRIBE, "paymentMethod": method},
+        headers=bearer("company", "company-a"),
+    )
+    assert resp.status_code == 200, resp.text
+    assert [c.request.payment_method for c in backends.payments.calls_to("Subscribe")] == [method]
+
+
+async def test_a_provider_not_offered_is_400_naming_it(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    backends.payments.on(
+        "Subscribe",
+        domain_error(
+            "PROVIDER_NOT_AVAILABLE",
+            ErrorKind.INVALID_ARGUMENT,
+            provider="paypal",
+            offered="stripe",
+        ),
+    )
+    resp = await client.post(
+        "/api/payments/subscribe",
+        json={**SUBSCRIBE, "paymentMethod": "PAYPAL"},
+        headers=bearer("company", "company-a"),
+    )
+    assert resp.status_code == 400
+    body = resp.json()
+    assert (body["error"], body["provider"], body["offered"]) == (
+        "PROVIDER_NOT_AVAILABLE",
+        "PAYPAL",
+        ["STRIPE"],
+    )
+    assert "PAYPAL" in body["message"]
 
 
 async def test_admin_may_subscribe_for_a_user(

@@ -190,7 +190,7 @@ class SubscribeIn(Strict):
     userId: str = Field(min_length=1, max_length=200)
     email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
     plan: str = Field(min_length=1, max_length=64)
-    paymentMethod: Literal["STRIPE", "PAYPAL"] = "STRIPE"
+    paymentMethod: Literal["STRIPE", "PAYPAL", "RAZORPAY"] = "STRIPE"
     returnUrl: RedirectUrl
     cancelUrl: RedirectUrl
     currency: str | None = Field(default=None, min_length=3, max_length=3)
