@@ -148,6 +148,8 @@ def payment_from(order: Mapping[str, Any]) -> ProviderPayment:
             error = ProviderErrorInfo(code="authorization_denied", message="PayPal denied it")
     elif order.get("status") == "VOIDED":
         status = ProviderStatus.CANCELED
+    elif isinstance(order.get("_declined"), ProviderErrorInfo):
+        status, error = ProviderStatus.FAILED, order["_declined"]
     return ProviderPayment(
         id=str(order["id"]),
         status=status,
@@ -176,8 +178,12 @@ def checkout_from(order: Mapping[str, Any]) -> ProviderCheckout:
         paid=any(c.get("status") == "COMPLETED" for c in captures),
         url=_link(order, "approve", "payer-action"),
         expires_at=None,
-        # The order is the payment once the buyer approved it and it was completed.
-        payment_id=str(order["id"]) if status in ("COMPLETED", "APPROVED") else "",
+        # The order is the payment once the buyer approved it (completed, or declined).
+        payment_id=(
+            str(order["id"])
+            if status in ("COMPLETED", "APPROVED") or order.get("_declined")
+            else ""
+        ),
         amount_minor=_minor(str(amount.get("value") or "0"), currency),
         currency=currency,
         metadata=_metadata(unit),
@@ -231,6 +237,7 @@ class PayPalProvider:
         )
         self._http = httpx.AsyncClient(timeout=calls.timeout)
         self._token: tuple[str, float] = ("", 0.0)
+        self._declines: dict[str, ProviderErrorInfo] = {}
 
     async def _run(self, fn: Callable[[], Any], order_id: str = "") -> dict[str, Any]:
         try:
@@ -260,18 +267,39 @@ class PayPalProvider:
         )
 
     async def _order(self, order_id: str) -> dict[str, Any]:
-        """The order, completed first if the buyer approved it (keyed by the order)."""
+        """The order, completed first if the buyer approved it. Each approval is completed under
+        its own key (the order and the payer's approval), so a repeat never completes it twice
+        and a new approval after a declined funding source is tried anew. A decline is kept on
+        the re-read order as `_declined` (PayPal sends the buyer back to approve again)."""
         order = await self._run(lambda: self.client.orders.get_order({"id": order_id}), order_id)
         if order.get("status") != "APPROVED":
+            # PayPal forgets a declined funding source once the order is back to CREATED; the
+            # decline this process saw is kept until the buyer approves again.
+            declined = self._declines.get(order_id)
+            if declined is not None and order.get("status") == "CREATED":
+                order["_declined"] = declined
+            else:
+                self._declines.pop(order_id, None)
             return order
+        approval = str(order.get("update_time") or order.get("create_time") or "")
         options = {
             "id": order_id,
-            "paypal_request_id": f"{order_id}:complete",
+            "paypal_request_id": f"{order_id}:complete:{approval}"[:108],
             "prefer": "return=representation",
         }
-        if order.get("intent") == "AUTHORIZE":
-            return await self._run(lambda: self.client.orders.authorize_order(options), order_id)
-        return await self._run(lambda: self.client.orders.capture_order(options), order_id)
+        complete = (
+            self.client.orders.authorize_order
+            if order.get("intent") == "AUTHORIZE"
+            else self.client.orders.capture_order
+        )
+        try:
+            return await self._run(lambda: complete(options), order_id)
+        except Declined as declined:
+            again = await self._run(
+                lambda: self.client.orders.get_order({"id": order_id}), order_id
+            )
+            again["_declined"] = self._declines[order_id] = declined.error
+            return again
 
     async def retrieve_payment(self, payment_id: str) -> ProviderPayment:
         return payment_from(await self._order(payment_id))
