@@ -24,8 +24,10 @@ from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-# API-1: the payment methods of a subscription, each the provider of the same name.
-SUPPORTED_METHODS = frozenset({"STRIPE", "PAYPAL", "RAZORPAY"})
+# The payment methods of a transaction, each the provider of the same name: API-1 offers STRIPE,
+# PAYPAL and RAZORPAY at the gateway; FATORA serves coin and job payments (seed 001) through the
+# same transaction checkout.
+SUPPORTED_METHODS = frozenset({"STRIPE", "PAYPAL", "RAZORPAY", "FATORA"})
 
 
 def list_plans(deps: Deps, user_type: UserType | None = None) -> list[Plan]:
@@ -43,7 +45,7 @@ def _validate(cmd: commands.Subscribe) -> UserType:
         raise errors.invalid("email", "is not a valid email address")
     method = (cmd.payment_method or "STRIPE").upper()
     if method not in SUPPORTED_METHODS:
-        raise errors.invalid("payment_method", "must be STRIPE, PAYPAL or RAZORPAY")
+        raise errors.invalid("payment_method", "must be STRIPE, PAYPAL, RAZORPAY or FATORA")
     for name, url in (("return_url", cmd.return_url), ("cancel_url", cmd.cancel_url)):
         if not url.startswith(("http://", "https://")):
             raise errors.invalid(name, "must be an http(s) URL")
