@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -20,6 +19,7 @@ from typing import Any
 import httpx
 
 from hirepay_platform import money
+from hirepay_platform.untrusted import loads_json
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -263,7 +263,7 @@ class FatoraProvider:
         if not hmac.compare_digest(expected, signature):
             raise SignatureInvalid("Fatora webhook signature mismatch")
         try:
-            body = json.loads(payload)
+            body = loads_json(payload)  # depth-limited: still untrusted
             result = body.get("result") or {}
             order_id = str(result["order_id"])
         except (ValueError, KeyError, TypeError, AttributeError):

@@ -33,6 +33,7 @@ from paypalserversdk.models.refund_request import RefundRequest
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
 from hirepay_platform import money
+from hirepay_platform.untrusted import loads_json
 from payments.adapters.blocking import BlockingCalls
 from payments.domain.provider import (
     AuthorizeRequest,
@@ -472,7 +473,7 @@ class PayPalProvider:
             raise SignatureInvalid("missing PayPal transmission headers or webhook id")
         try:
             text = payload.decode("utf-8")
-            event = json.loads(text)
+            event = loads_json(text)  # depth-limited: still untrusted
         except (UnicodeDecodeError, ValueError):
             raise SignatureInvalid("body is not a JSON event") from None
         fields = {

@@ -20,6 +20,7 @@ import razorpay
 import requests
 from razorpay.errors import BadRequestError, GatewayError, ServerError, SignatureVerificationError
 
+from hirepay_platform.untrusted import loads_json
 from payments.adapters.blocking import BlockingCalls
 from payments.domain.provider import (
     AuthorizeRequest,
@@ -335,7 +336,7 @@ class RazorpayProvider:
         try:
             text = payload.decode("utf-8")
             self.client.utility.verify_webhook_signature(text, signature, self._webhook_secret)
-            body = json.loads(text)
+            body = loads_json(text)  # depth-limited: still untrusted
         except (UnicodeDecodeError, SignatureVerificationError):
             raise SignatureInvalid("Razorpay webhook signature mismatch") from None
         except ValueError:
