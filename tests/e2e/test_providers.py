@@ -13,7 +13,7 @@ import httpx
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import System, eventually, new_company
-from tests.support.provider_harnesses import _hidden
+from tests.support.provider_harnesses import hidden_fields
 
 RETURN_URL = "https://app.example/subscription/success"
 CANCEL_URL = "https://app.example/subscription/cancel"
@@ -93,7 +93,7 @@ def test_razorpay_order_paid_verified_by_signature_forgery_refused(system: Syste
     )
     assert started.status_code == 303, started.text
     bank = httpx.post(f"{razorpay}{started.headers['location']}", data={"action": "success"})
-    signed = _hidden(bank.text)
+    signed = hidden_fields(bank.text)
     assert signed["razorpay_order_id"] == order and signed["razorpay_signature"]
 
     tampered = {**signed, "razorpay_signature": "f" * 64}

@@ -7,10 +7,8 @@ A fifth provider is proven by adding one harness here: the suite runs every test
 
 from __future__ import annotations
 
-import json
 import re
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -72,17 +70,6 @@ class Receiver:
     def stop(self) -> None:
         self._server.shutdown()
 
-    def wait(
-        self, match: Callable[[dict[str, str], bytes], bool], timeout: float = 15.0
-    ) -> list[tuple[dict[str, str], bytes]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [d for d in list(self.received) if match(*d)]
-            if found:
-                return found
-            time.sleep(0.05)
-        raise AssertionError("no matching webhook delivery arrived")
-
 
 @dataclass
 class Running:
@@ -104,7 +91,7 @@ def _query(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
 
 
-def _hidden(html: str) -> dict[str, str]:
+def hidden_fields(html: str) -> dict[str, str]:
     pattern = r"<input type='hidden' name='([^']*)' value='([^']*)'>"
     return {unescape(k): unescape(v) for k, v in re.findall(pattern, html)}
 
@@ -224,7 +211,7 @@ def _pay_razorpay(run: Running, checkout: ProviderCheckout, succeed: bool) -> di
     bank = f"{run.base_url}{started.headers['location']}"
     answer = run.http.post(bank, data={"action": "success" if succeed else "failure", "otp": ""})
     assert answer.status_code == 200, answer.text
-    return _hidden(answer.text)
+    return hidden_fields(answer.text)
 
 
 # --- Fatora ------------------------------------------------------------------------------------
@@ -293,10 +280,3 @@ def running(harness: Harness, receiver: Receiver) -> Iterator[Running]:
     finally:
         run.http.close()
         run.process.stop()
-
-
-def describe(body: bytes) -> dict[str, Any]:
-    try:
-        return dict(json.loads(body))
-    except ValueError:
-        return {}

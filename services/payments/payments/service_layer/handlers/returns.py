@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from payments.domain import commands, errors
 from payments.domain.model import Payment
 from payments.domain.provider import (
+    Declined,
     InvalidRequest,
     OutcomeUnknown,
     PaymentProvider,
@@ -74,7 +75,7 @@ async def refresh_transaction(
             intent = await call(
                 records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)
             )
-    except (OutcomeUnknown, InvalidRequest) as exc:
+    except (OutcomeUnknown, InvalidRequest, Declined) as exc:
         meta = {"transaction_id": txn.id, "retry": "true"}
         async with deps.uow as uow:
             for record in records:
