@@ -214,6 +214,7 @@ PAYMENTS_METHODS = [
     "CancelCheckout",
     "ListPlans",
     "HandleProviderEvent",
+    "ConfirmCheckoutReturn",
 ]
 
 
