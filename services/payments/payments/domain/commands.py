@@ -72,3 +72,13 @@ class ProviderEventDelivery:
     provider: str
     payload: bytes
     signature: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTransaction:
+    """An admin refunds a subscription purchase in full (its unused credits are revoked)."""
+
+    request_id: str
+    transaction_id: str
+    reason: str = "requested_by_customer"
+    actor: str = ""

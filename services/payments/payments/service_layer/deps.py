@@ -10,15 +10,16 @@ from datetime import datetime
 from hirepay_platform.clock import utc_now
 from payments.domain.provider import PaymentProvider
 from payments.service_layer.config import Policy
-from payments.service_layer.ports import PaymentsUnitOfWork
+from payments.service_layer.ports import CreditsLedger, PaymentsUnitOfWork
 
 
 @dataclass
 class Deps:
     """The use cases' ports: a unit of work (entered once per local transaction), the provider,
-    the configuration and the clock."""
+    the configuration, the clock and the wallet's ledger (plan credits; None: not wired)."""
 
     uow: PaymentsUnitOfWork
     provider: PaymentProvider
     config: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utc_now
+    ledger: CreditsLedger | None = None
