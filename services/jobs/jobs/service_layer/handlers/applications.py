@@ -70,7 +70,7 @@ async def apply(cmd: commands.Apply, deps: Deps) -> ApplicationView:
             first = await uow.applications.get_for(job.id, cmd.actor.user_id)
             raise AlreadyApplied(job.id, first.id if first else "")
         await uow.commit()
-    return ApplicationView(application, job.title, details_included=True)
+    return ApplicationView(application, job.fields.title, details_included=True)
 
 
 async def list_my_applications(
@@ -94,7 +94,7 @@ async def list_job_applications(
         viewed = await uow.candidate_views.viewed(
             cmd.actor.user_id, sorted({a.applicant_id for a in found})
         )
-    return [ApplicationView(a, job.title, a.applicant_id in viewed) for a in found]
+    return [ApplicationView(a, job.fields.title, a.applicant_id in viewed) for a in found]
 
 
 async def decide_application(cmd: commands.DecideApplication, deps: Deps) -> ApplicationView:
@@ -165,5 +165,5 @@ async def _titles(uow: JobsUnitOfWork, job_ids: set[str]) -> dict[str, str]:
     for job_id in sorted(job_ids):
         job = await uow.jobs.get(job_id)
         if job is not None:
-            titles[job_id] = job.title
+            titles[job_id] = job.fields.title
     return titles
