@@ -218,6 +218,12 @@ class VerifyOut(BaseModel):
     timestamp: str | None
     subscriptionStartDate: str | None
     subscriptionEndDate: str | None
+    # Seed 003: the subscription is on Hold (paymentStatus created) until a verified payment makes
+    # it Active (paid); Failed/failed, Cancelled/cancelled, Refunded/refunded, Scheduled, Expired.
+    subscriptionStatus: str | None = None
+    paymentStatus: str | None = None
+    jobCredits: int = 0  # credits the purchase issues once paid (CR-2)
+    candidateCredits: int = 0
 
 
 class WebhookAck(BaseModel):
