@@ -197,6 +197,11 @@ async def test_verify_for_the_owner_in_the_seed_shape(
         "timestamp": "2026-01-10T10:25:00Z",
         "subscriptionStartDate": "2026-01-10",
         "subscriptionEndDate": "2026-02-10",
+        # Seed 003's view of the purchase: paid, and its period is over.
+        "subscriptionStatus": "Expired",
+        "paymentStatus": "paid",
+        "jobCredits": 0,
+        "candidateCredits": 0,
     }
 
 
