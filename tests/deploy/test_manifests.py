@@ -250,6 +250,9 @@ def test_grpc_service_config(service: str) -> None:
     assert config[f"{prefix}GRPC_HOST"] == "0.0.0.0"
     assert config[f"{prefix}GRPC_PORT"] == str(grpc_port)
     assert config[f"{prefix}METRICS_PORT"] == str(metrics_port)
+    # The platform's default metrics host is loopback too (safe for `make run`); Prometheus
+    # scrapes the pod IP.
+    assert config[f"{prefix}METRICS_HOST"] == "0.0.0.0"
     assert "HIREPAY_TRACES" in config
     env_from = main_container(service)["envFrom"]
     assert {"configMapRef": {"name": f"{service}-config"}} in env_from

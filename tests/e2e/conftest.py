@@ -35,7 +35,11 @@ E2E_ENV: dict[str, dict[str, str]] = {
         "JOBS_RETRY_MAX_SECONDS": "1",
         "JOBS_SETTLEMENT_POLL_SECONDS": "2",
     },
-    "gateway": {"GATEWAY_RATE_LIMIT_PER_MINUTE": "1000"},
+    "gateway": {
+        "GATEWAY_RATE_LIMIT_PER_MINUTE": "1000",
+        # The subsystems' return and cancel pages the tests use.
+        "GATEWAY_ALLOWED_REDIRECT_ORIGINS": "https://app.example,https://a.example",
+    },
 }
 
 

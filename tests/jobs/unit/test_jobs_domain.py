@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -271,3 +272,17 @@ def test_saga_refund_of_a_live_posting_waits_for_its_confirm():
     done = _saga(SagaState.COMPLETED)
     done.request_refund(100, "requested_by_customer", NOW)
     assert done.state is SagaState.REFUNDING and done.next_attempt_at == NOW
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("title", "\u200b\u200b\u200b"),
+        ("title", "a\u200b\u200db"),
+        ("description", "\u200b" * 40),
+        ("location", "\ufeff\u2060"),
+    ],
+)
+def test_invisible_characters_do_not_count_toward_a_minimum_length(name: str, value: str):
+    # A direct gRPC caller gets the same rule as the gateway: zero-width text is not text.
+    assert name in problems(replace(GOOD, **{name: value}))
