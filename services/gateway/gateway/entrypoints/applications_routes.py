@@ -61,7 +61,7 @@ async def apply(
     "/api/applications/mine",
     response_model=m.ApplicationsOut,
     summary="The caller's applications",
-    responses=error_responses(401, 403, 503),
+    responses=error_responses(400, 401, 403, 503),
 )
 async def my_applications(principal: Applicant, backends: BackendsDep) -> m.ApplicationsOut:
     reply = await backends.jobs.list_my_applications(
@@ -74,7 +74,7 @@ async def my_applications(principal: Applicant, backends: BackendsDep) -> m.Appl
     "/api/jobs/{job_id}/applications",
     response_model=m.ApplicationsOut,
     summary="Applications to one of the caller's jobs (free, without details)",
-    responses=error_responses(401, 403, 404, 503),
+    responses=error_responses(400, 401, 403, 404, 503),
 )
 async def job_applications(
     job_id: JobId, principal: Company, backends: BackendsDep
@@ -94,7 +94,7 @@ async def job_applications(
     "/api/applications/{application_id}/view",
     response_model=m.ViewOut,
     summary="Open an applicant's details: 1 candidate credit, once per applicant (CR-3)",
-    responses=error_responses(401, 402, 403, 404, 503),
+    responses=error_responses(400, 401, 402, 403, 404, 503),
 )
 async def view_applicant(
     application_id: ApplicationId, principal: Company, backends: BackendsDep

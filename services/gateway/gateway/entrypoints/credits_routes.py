@@ -28,7 +28,7 @@ CREDITS_PER_POST = 500  # shown per plan as maxJobPosts; the account's own comes
     "/api/payments/plans",
     response_model=m.PlansOut,
     summary="The plan catalogue (CR-1, API-1)",
-    responses=error_responses(503),
+    responses=error_responses(400, 401, 503),
 )
 async def list_plans(
     principal: OptionalUser,
@@ -61,7 +61,7 @@ async def _status(
     "/api/credits",
     response_model=m.CreditsOut,
     summary="A company's credits and subscription (CR-3)",
-    responses=error_responses(401, 403, 503),
+    responses=error_responses(400, 401, 403, 503),
 )
 async def my_credits(principal: Company, backends: BackendsDep) -> m.CreditsOut:
     """Job credits, candidate credits, max job posts (job credits / 500, rounded down), and the
@@ -75,7 +75,7 @@ async def my_credits(principal: Company, backends: BackendsDep) -> m.CreditsOut:
     "/api/payments/status",
     response_model=m.StatusOut,
     summary="The caller's subscription and premium status (API-6)",
-    responses=error_responses(401, 403, 503),
+    responses=error_responses(400, 401, 403, 503),
 )
 async def my_status(principal: AnyUser, backends: BackendsDep) -> m.StatusOut:
     """For the caller only (a company or an applicant); premium is on only after a verified
