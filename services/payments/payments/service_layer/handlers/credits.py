@@ -240,7 +240,6 @@ class SubscriptionStatus:
     job_credits: int
     candidate_credits: int
     max_job_posts: int
-    credits_known: bool  # False when no wallet is wired (credits shown as 0)
 
 
 async def subscription_status(user_type: UserType, user_id: str, deps: Deps) -> SubscriptionStatus:
@@ -258,7 +257,6 @@ async def subscription_status(user_type: UserType, user_id: str, deps: Deps) -> 
         job_credits=balances[JOB_CREDIT],
         candidate_credits=balances[CANDIDATE_CREDIT],
         max_job_posts=balances[JOB_CREDIT] // per_post,
-        credits_known=deps.ledger is not None,
     )
 
 
