@@ -5,6 +5,7 @@ spent by posting; failed, forged and replayed payments; one subscription at a ti
 from __future__ import annotations
 
 import json
+import time
 
 from tests.e2e.conftest import System, new_company
 from tests.e2e.credits_support import (
@@ -224,3 +225,25 @@ def test_a_refunded_subscription_revokes_its_unused_credits(system: System) -> N
     assert ledger(system, company) == {("USER", JOB): 0, ("USER", CANDIDATE): 0}
     # The refunded company may buy again.
     assert subscribe(system, company, "SWIFT_HIRE").status_code == 200
+
+
+def test_credits_owed_while_the_wallet_is_down_are_issued_once_it_is_back(
+    system: System,
+) -> None:
+    """The settlement records what the purchase owes the ledger in its own transaction; the grant
+    worker retries until the wallet acknowledges, and the transfer's id makes it happen once."""
+    company = new_company()
+    wallet = system.stack.services["wallet"]
+    started = subscribe(system, company, "SWIFT_HIRE").json()
+    try:
+        wallet.stop()
+        system.admin.pay_checkout(started["checkoutUrl"])
+        wait_status(system, company, started["transactionId"], "SUCCESS")
+        down = system.http.get("/api/credits", headers=system.headers(company))
+        assert down.status_code == 503, down.text  # credits cannot be read, none were lost
+    finally:
+        wallet.restart()
+    body = wait_credits(system, company, 2500, 50)
+    assert body["maxJobPosts"] == 5
+    time.sleep(3)  # a few more worker rounds: nothing is issued twice
+    assert ledger(system, company) == {("USER", JOB): 2500, ("USER", CANDIDATE): 50}
