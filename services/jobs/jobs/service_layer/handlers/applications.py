@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hirepay_platform.errors import Unavailable
 from hirepay_platform.ids import new_id
 from jobs.domain import commands
 from jobs.domain.applications import (
@@ -119,6 +120,9 @@ async def view_applicant(cmd: commands.ViewApplicant, deps: Deps) -> Application
     same transfer, which the wallet performs once. Only then is the view marked CHARGED. A refused
     debit (no credits) forgets the claim and shows nothing."""
     require_company(cmd.actor)
+    credits = deps.candidate_credits
+    if credits is None:  # not wired: never show details that could not be paid for
+        raise Unavailable("candidate credits are not available")
     company = cmd.actor.user_id
     async with deps.uow as uow:
         application = await _own_application(uow, cmd.actor, cmd.application_id, for_update=False)
@@ -130,10 +134,8 @@ async def view_applicant(cmd: commands.ViewApplicant, deps: Deps) -> Application
     title = titles.get(application.job_id, "")
     if state is ViewState.CHARGED:
         return ApplicationView(application, title, details_included=True, charged=False)
-    if deps.candidate_credits is None:
-        raise InsufficientCredits("candidate credits are not available")
     try:
-        await deps.candidate_credits.debit_view(company, applicant, transfer_id)
+        await credits.debit_view(company, applicant, transfer_id)
     except InsufficientCredits:
         async with deps.uow as uow:
             await uow.candidate_views.release(company, applicant)

@@ -91,6 +91,7 @@ async def settle_grant(grant_id: str, deps: Deps) -> CreditGrant | None:
         if fresh is not None and fresh.status is GrantStatus.PENDING:
             fresh.done(deps.clock())
             await uow.credit_grants.save(fresh)
+            metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
             await uow.audit.add(
                 AuditEntry(
                     action="transition",
@@ -120,6 +121,7 @@ async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> Non
         fresh.retry_later(deps.clock(), delay, f"{exc.reason}: {exc}")
         await uow.credit_grants.save(fresh)
         await uow.commit()
+    metrics.CREDIT_GRANTS.labels(grant.kind.value, "retry").inc()
     log.warning(
         "credit grant not booked yet",
         extra={"fields": {"grant": grant.id, "reason": exc.reason, "attempts": grant.attempts}},
