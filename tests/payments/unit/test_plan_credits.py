@@ -207,3 +207,27 @@ async def test_only_a_paid_purchase_can_be_refunded(deps: Deps) -> None:
         await credits.refund_transaction(commands.RefundTransaction("rf", txn.id), deps)
     with pytest.raises(errors.TransactionNotFound):
         await credits.refund_transaction(commands.RefundTransaction("rf", "txn_nope"), deps)
+
+
+async def test_a_refund_before_the_issuance_is_booked_waits_for_it(deps: Deps) -> None:
+    txn = await subscriptions.subscribe(buy("SWIFT_HIRE"), deps)
+    await settle(deps, txn.id)
+    ledger(deps).fail = [Unavailable("wallet down")] * 3
+    cmd = commands.RefundTransaction("rf-1", txn.id, "requested_by_customer", "admin-1")
+    refunded = await credits.refund_transaction(cmd, deps)
+    # Neither the issuance nor the revocation could be booked: both stay owed, in order.
+    assert refunded.transaction.status is TxnStatus.REFUNDED
+    assert refunded.grant is not None and not refunded.grant.done
+    assert ledger(deps).balances == {}
+    for _ in range(4):
+        deps.clock.now += timedelta(seconds=10)  # type: ignore[attr-defined]
+        await credits.settle_due_grants(deps)
+    # The issuance was booked first, then all of it revoked: nothing leaks to the company.
+    assert ledger(deps).balances == {
+        (COMPANY, JOB_CREDIT): 0,
+        (COMPANY, CANDIDATE_CREDIT): 0,
+        ("platform", "USD"): 0,
+    }
+    grants = {g.kind: g for g in await credits.transaction_grants(txn.id, deps)}
+    assert grants[GrantKind.REVOKE].done and grants[GrantKind.ISSUE].done
+    assert grants[GrantKind.REVOKE].used == {JOB_CREDIT: 0, CANDIDATE_CREDIT: 0}

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import HirepayError, Unavailable
 from hirepay_platform.reasons import FailureReason
 from payments.domain import commands, errors
 from payments.domain.credits import (
@@ -70,6 +70,11 @@ async def settle_grant(grant_id: str, deps: Deps) -> CreditGrant | None:
         grant = await uow.credit_grants.get(grant_id)
     if grant is None or grant.status is GrantStatus.DONE:
         return grant
+    if grant.kind is GrantKind.REVOKE and not await _issued(grant, deps):
+        # Revoking before the purchase's credits are issued would take back nothing and let the
+        # issuance land afterwards: the revocation waits for its issuance.
+        await _retry_later(grant, deps, Unavailable("the purchase's credits are not issued yet"))
+        return grant
     try:
         if grant.amounts is None:
             # A revocation is planned once, from what is unused now, and kept: every retry then
@@ -106,6 +111,16 @@ async def settle_grant(grant_id: str, deps: Deps) -> CreditGrant | None:
             )
             await uow.commit()
         return fresh
+
+
+async def _issued(revocation: CreditGrant, deps: Deps) -> bool:
+    """Whether the purchase's issuance is booked (booking it now if it is still owed)."""
+    issue_id = f"{GrantKind.ISSUE.value}:{revocation.transaction_id}"
+    async with deps.uow as uow:
+        issue = await uow.credit_grants.get(issue_id)
+    if issue is not None and issue.status is GrantStatus.PENDING:
+        issue = await settle_grant(issue_id, deps)
+    return issue is None or issue.status is GrantStatus.DONE
 
 
 async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> None:
