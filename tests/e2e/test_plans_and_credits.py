@@ -72,6 +72,10 @@ def test_buy_swift_hire_then_post_five_jobs_and_the_sixth_is_refused(system: Sys
     started = subscribe(system, company, "SWIFT_HIRE")
     assert started.status_code == 200, started.text
     txn = started.json()["transactionId"]
+    assert (started.json()["subscriptionStatus"], started.json()["paymentStatus"]) == (
+        "Hold",
+        "created",
+    )
     held = verify(system, company, txn)
     # Seed 003: the order's subscription is on Hold until a verified payment.
     assert (held["status"], held["subscriptionStatus"], held["paymentStatus"]) == (

@@ -48,6 +48,8 @@ async def test_subscribe_returns_pending_checkout(
         "status": "PENDING",
         "checkoutUrl": "https://checkout.sandbox.test/c/cs_1",
         "expiresAt": "2026-01-10T10:30:00Z",
+        "subscriptionStatus": "Hold",
+        "paymentStatus": "created",
     }
     [call] = backends.payments.calls_to("Subscribe")
     req = call.request

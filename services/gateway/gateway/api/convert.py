@@ -253,11 +253,14 @@ def _transaction_status(txn: pay_pb.Transaction) -> str:
 
 
 def subscribe_to_http(txn: pay_pb.Transaction) -> models.SubscribeOut:
+    subscription_status, payment_status = subscription_state(txn)
     return models.SubscribeOut(
         transactionId=txn.transaction_id,
         status=_transaction_status(txn),
         checkoutUrl=txn.checkout_url or None,
         expiresAt=timestamp_to_iso(txn.expires_at, txn.HasField("expires_at")),
+        subscriptionStatus=subscription_status,
+        paymentStatus=payment_status,
     )
 
 

@@ -279,6 +279,9 @@ class SubscribeOut(BaseModel):
     status: str
     checkoutUrl: str | None
     expiresAt: str | None
+    # Seed 003: the order's subscription is on Hold (paymentStatus created) until paid.
+    subscriptionStatus: str | None = None
+    paymentStatus: str | None = None
 
 
 class VerifyOut(BaseModel):
