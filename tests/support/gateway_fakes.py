@@ -221,6 +221,7 @@ PAYMENTS_METHODS = [
     "HandleProviderEvent",
     "GetSubscriptionStatus",
     "RefundTransaction",
+    "ConfirmCheckoutReturn",
 ]
 
 

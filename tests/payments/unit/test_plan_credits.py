@@ -13,16 +13,17 @@ from payments.domain import commands, errors
 from payments.domain.credits import CANDIDATE_CREDIT, JOB_CREDIT, GrantKind, GrantStatus
 from payments.domain.plans import DEFAULT_PLANS, find_plan, parse_plans
 from payments.domain.provider import (
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutState,
     ProviderCheckout,
     ProviderErrorInfo,
-    ProviderIntent,
+    ProviderPayment,
+    ProviderStatus,
 )
 from payments.domain.transactions import TxnStatus, UserType
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import checkouts, credits, subscriptions
+from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, FakeLedger, FakeProvider, FakeUnitOfWork
 
 COMPANY = "co-1"
@@ -32,11 +33,17 @@ COMPANY = "co-1"
 def deps() -> Deps:
     return Deps(
         FakeUnitOfWork(),
-        FakeProvider(),
+        ProviderRegistry([FakeProvider()]),
         Policy(plans=DEFAULT_PLANS, grant_retry_base=1, grant_retry_max=4),
         clock=Clock(),
         ledger=FakeLedger(),
     )
+
+
+def provider(deps: Deps) -> FakeProvider:
+    found = deps.providers.default
+    assert isinstance(found, FakeProvider)
+    return found
 
 
 def ledger(deps: Deps) -> FakeLedger:
@@ -64,22 +71,22 @@ async def settle(deps: Deps, txn_id: str, *, paid: bool = True) -> None:
         assert txn is not None
         intent_id = f"pi_{txn_id}"
         error = None if paid else ProviderErrorInfo("card_declined", "generic_decline", "no")
-        intent = ProviderIntent(
+        intent = ProviderPayment(
             intent_id,
-            IntentStatus.SUCCEEDED if paid else IntentStatus.REQUIRES_PAYMENT_METHOD,
+            ProviderStatus.CAPTURED if paid else ProviderStatus.FAILED,
             txn.amount_minor,
             txn.currency,
             amount_received=txn.amount_minor if paid else 0,
             last_error=error,
         )
-        deps.provider.intents[intent_id] = intent  # type: ignore[attr-defined]
+        provider(deps).intents[intent_id] = intent
         session = ProviderCheckout(
             txn.provider_transaction_id,
-            CheckoutStatus.COMPLETE if paid else CheckoutStatus.OPEN,
-            "paid" if paid else "unpaid",
+            CheckoutState.COMPLETE if paid else CheckoutState.OPEN,
+            paid,
             "",
             None,
-            payment_intent_id=intent_id,
+            payment_id=intent_id,
         )
         await checkouts.apply_to_transaction(uow, deps, txn_id, session, intent, actor="webhook")
         await uow.commit()
@@ -194,7 +201,7 @@ async def test_a_refund_revokes_the_unused_credits_and_reports_the_used(deps: De
     }
     again = await credits.refund_transaction(cmd, deps)  # a repeat refunds nothing more
     assert again.grant == refunded.grant
-    assert deps.provider.refunded == {f"pi_{txn.id}": 4_900}  # type: ignore[attr-defined]
+    assert provider(deps).refunded == {f"pi_{txn.id}": 4_900}  # type: ignore[attr-defined]
     status = await credits.subscription_status(UserType.COMPANY, COMPANY, deps)
     assert status.active is None
     types = [e.type.value for e in deps.uow.committed.outbox]  # type: ignore[attr-defined]

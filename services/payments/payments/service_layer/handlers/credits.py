@@ -216,11 +216,13 @@ async def _refund_at_provider(
     records: list[CallRecord] = []
     intent_id = txn.provider_payment_intent_id
     try:
+        # The provider the purchase was paid with (never the default: see ProviderRegistry).
+        provider = deps.providers.of_existing(txn.provider)
         await call(
             records,
             "refund",
             key,
-            lambda: deps.provider.refund(
+            lambda: provider.refund(
                 intent_id,
                 txn.amount_minor,
                 cmd.reason,

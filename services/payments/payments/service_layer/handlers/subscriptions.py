@@ -25,7 +25,10 @@ from payments.service_layer.handlers.credits import plan_metadata
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-SUPPORTED_METHODS = frozenset({"STRIPE"})
+# The payment methods of a transaction, each the provider of the same name: API-1 offers STRIPE,
+# PAYPAL and RAZORPAY at the gateway; FATORA serves coin and job payments (seed 001) through the
+# same transaction checkout.
+SUPPORTED_METHODS = frozenset({"STRIPE", "PAYPAL", "RAZORPAY", "FATORA"})
 
 
 def list_plans(deps: Deps, user_type: UserType | None = None) -> list[Plan]:
@@ -43,7 +46,7 @@ def _validate(cmd: commands.Subscribe) -> UserType:
         raise errors.invalid("email", "is not a valid email address")
     method = (cmd.payment_method or "STRIPE").upper()
     if method not in SUPPORTED_METHODS:
-        raise errors.invalid("payment_method", "is not supported (only STRIPE)")
+        raise errors.invalid("payment_method", "must be STRIPE, PAYPAL, RAZORPAY or FATORA")
     for name, url in (("return_url", cmd.return_url), ("cancel_url", cmd.cancel_url)):
         if not url.startswith(("http://", "https://")):
             raise errors.invalid(name, "must be an http(s) URL")
@@ -59,6 +62,8 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
     plan = find_plan(deps.config.plans, cmd.plan, user_type)
     if plan.free:
         raise errors.invalid("plan", "is free: there is nothing to buy")
+    # A provider without credentials is not offered: PROVIDER_NOT_AVAILABLE, nothing created.
+    deps.providers.get((cmd.payment_method or "STRIPE").lower())
     txn, done = await _find_or_start(cmd, deps, user_type, plan, actor)
     if done:
         return txn
@@ -102,7 +107,7 @@ async def _find_or_start(
                 amount_minor=amount,
                 currency=currency,
                 payment_method=(cmd.payment_method or "STRIPE").upper(),
-                provider=deps.provider.name,
+                provider=(cmd.payment_method or "STRIPE").lower(),
                 plan=plan.code,
                 period_days=plan.period_days,
                 request_id=cmd.request_id,
@@ -146,6 +151,7 @@ async def _open_checkout(
     session: ProviderCheckout | None = None
     customer_id = txn.provider_customer_id
     customer_key = f"customer:{txn.id}"
+    provider = deps.providers.get(txn.provider)
     try:
         if not customer_id:
             # API-4 keeps the provider's customer id; one customer record per purchase attempt.
@@ -153,7 +159,7 @@ async def _open_checkout(
                 records,
                 "create_customer",
                 customer_key,
-                lambda: deps.provider.create_customer(txn.email, customer_key),
+                lambda: provider.create_customer(txn.email, customer_key),
             )
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc
@@ -175,6 +181,7 @@ async def _open_checkout(
         expires_at=txn.expires_at,
         email=txn.email,
         customer_id=customer_id,
+        confirm_url=deps.config.return_url(provider.name, txn.id),
     )
     try:
         if failure is None:
@@ -182,7 +189,7 @@ async def _open_checkout(
                 records,
                 "create_checkout",
                 txn.checkout_key,
-                lambda: deps.provider.create_checkout(request, txn.checkout_key),
+                lambda: provider.create_checkout(request, txn.checkout_key),
             )
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc
