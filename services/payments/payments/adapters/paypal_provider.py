@@ -59,6 +59,7 @@ _DECLINES = frozenset({"INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED", "TRANSACT
 # Issues that mean "a twin with this PayPal-Request-Id is still running": no usable answer yet.
 _IN_FLIGHT = frozenset({"PREVIOUS_REQUEST_IN_PROGRESS"})
 _CHECKOUT_EVENTS = frozenset({"checkout-order", "capture", "authorization"})
+MAX_REMEMBERED_DECLINES = 10_000
 
 
 def _minor(value: str, currency: str) -> int:
@@ -299,6 +300,8 @@ class PayPalProvider:
             again = await self._run(
                 lambda: self.client.orders.get_order({"id": order_id}), order_id
             )
+            if len(self._declines) >= MAX_REMEMBERED_DECLINES:  # bounded: drop the oldest
+                self._declines.pop(next(iter(self._declines)))
             again["_declined"] = self._declines[order_id] = declined.error
             return again
 
