@@ -135,6 +135,7 @@ def payments_service(
             "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
             "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
             "PAYMENTS_LOG_LEVEL": "INFO",
+            "PAYMENTS_WALLET_TARGET": "",  # no wallet here: purchases stay owed to the ledger
         },
         log_name="payments-tests",
     )

@@ -200,6 +200,11 @@ JOBS_METHODS = [
     "CreateJobWithPayment",
     "CancelJob",
     "ListJobTransitions",
+    "Apply",
+    "ListMyApplications",
+    "ListJobApplications",
+    "ViewApplicant",
+    "DecideApplication",
 ]
 PAYMENTS_METHODS = [
     "Authorize",
@@ -214,6 +219,8 @@ PAYMENTS_METHODS = [
     "CancelCheckout",
     "ListPlans",
     "HandleProviderEvent",
+    "GetSubscriptionStatus",
+    "RefundTransaction",
     "ConfirmCheckoutReturn",
 ]
 

@@ -162,6 +162,7 @@ class Stack:
             "wallet": {},
             "payments": {
                 "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
+                "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
                 "PAYMENTS_CHECKOUT_RETURN_URL": (
                     f"{gateway_url}/api/payments/return/{{provider}}?ref={{ref}}"
                 ),

@@ -30,6 +30,7 @@ def _env(sandbox_url: str) -> dict[str, str]:
         "PAYMENTS_STRIPE_API_BASE": sandbox_url,
         "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
         "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "PAYMENTS_WALLET_TARGET": "",
         "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1",
         "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
         "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",

@@ -12,7 +12,13 @@ from fastapi.openapi.utils import get_openapi
 from gateway.adapters.backends import Backends
 from gateway.adapters.ratelimit import TokenBucketLimiter
 from gateway.api.errors import ErrorBody, error_responses
-from gateway.entrypoints import jobs_routes, ops_routes, payments_routes
+from gateway.entrypoints import (
+    applications_routes,
+    credits_routes,
+    jobs_routes,
+    ops_routes,
+    payments_routes,
+)
 from gateway.entrypoints.error_handlers import install_error_handlers
 from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
@@ -84,6 +90,8 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(ops_routes.router)
     app.include_router(payments_routes.router)
     app.include_router(jobs_routes.router)
+    app.include_router(credits_routes.router)
+    app.include_router(applications_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -11,9 +11,11 @@ from hirepay_platform.money import Money
 from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
 from jobs.domain import commands
+from jobs.domain.applications import ApplicationStatus
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.answers import SagaAnswer
+from jobs.service_layer.handlers.applications import ApplicationView
 from jobs.service_layer.handlers.drafts import JobPage, Preview
 
 _EMPLOYMENT_TO_DOMAIN = {
@@ -216,3 +218,40 @@ def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:
     return SettlementEvent(
         event.event_id, event.cursor, event.type, "", "", TryResult(state=TryState.ABSENT)
     )
+
+
+_APPLICATION_STATUSES = {
+    ApplicationStatus.PENDING: pb.Application.PENDING,
+    ApplicationStatus.ACCEPTED: pb.Application.ACCEPTED,
+    ApplicationStatus.REJECTED: pb.Application.REJECTED,
+}
+
+
+def application_to_proto(view: ApplicationView) -> pb.Application:
+    """An application; the applicant's identity and details only when the reader may see them."""
+    a = view.application
+    message = pb.Application(
+        application_id=a.id,
+        job_id=a.job_id,
+        job_title=view.job_title,
+        status=_APPLICATION_STATUSES[a.status],
+        created_at=timestamp(a.created_at),
+        details_included=view.details_included,
+    )
+    if a.decided_at is not None:
+        message.decided_at.CopyFrom(timestamp(a.decided_at))
+    if view.details_included:
+        message.applicant_id = a.applicant_id
+        message.applicant_name = a.details.name
+        message.applicant_email = a.details.email
+        message.cover_letter = a.details.cover_letter
+        message.resume_url = a.details.resume_url
+    return message
+
+
+def application_response(view: ApplicationView) -> pb.ApplicationResponse:
+    return pb.ApplicationResponse(application=application_to_proto(view), charged=view.charged)
+
+
+def applications_response(views: list[ApplicationView]) -> pb.ListApplicationsResponse:
+    return pb.ListApplicationsResponse(applications=[application_to_proto(v) for v in views])

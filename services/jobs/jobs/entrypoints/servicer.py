@@ -11,7 +11,7 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import cancellation, drafts, pay_to_post
+from jobs.service_layer.handlers import applications, cancellation, drafts, pay_to_post
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -107,3 +107,49 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]
         )
+
+    async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplicationResponse:
+        cmd = commands.Apply(
+            actor=conv.actor_from_proto(request.actor),
+            job_id=request.job_id,
+            name=request.name,
+            email=request.email,
+            cover_letter=request.cover_letter,
+            resume_url=request.resume_url,
+        )
+        return conv.application_response(await applications.apply(cmd, self._deps()))
+
+    async def ListMyApplications(
+        self, request: pb.ListMyApplicationsRequest, context: Any
+    ) -> pb.ListApplicationsResponse:
+        cmd = commands.ListMyApplications(actor=conv.actor_from_proto(request.actor))
+        views = await applications.list_my_applications(cmd, self._deps())
+        return conv.applications_response(views)
+
+    async def ListJobApplications(
+        self, request: pb.ListJobApplicationsRequest, context: Any
+    ) -> pb.ListApplicationsResponse:
+        cmd = commands.ListJobApplications(
+            actor=conv.actor_from_proto(request.actor), job_id=request.job_id
+        )
+        views = await applications.list_job_applications(cmd, self._deps())
+        return conv.applications_response(views)
+
+    async def ViewApplicant(
+        self, request: pb.ViewApplicantRequest, context: Any
+    ) -> pb.ApplicationResponse:
+        cmd = commands.ViewApplicant(
+            actor=conv.actor_from_proto(request.actor), application_id=request.application_id
+        )
+        return conv.application_response(await applications.view_applicant(cmd, self._deps()))
+
+    async def DecideApplication(
+        self, request: pb.DecideApplicationRequest, context: Any
+    ) -> pb.ApplicationResponse:
+        cmd = commands.DecideApplication(
+            actor=conv.actor_from_proto(request.actor),
+            application_id=request.application_id,
+            accept=request.accept,
+        )
+        view = await applications.decide_application(cmd, self._deps())
+        return conv.application_response(view)

@@ -10,13 +10,14 @@ import grpc
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from payments.domain import commands
+from payments.domain import commands, errors
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import (
     PaymentResult,
     checkouts,
+    credits,
     returns,
     subscriptions,
     webhooks,
@@ -136,6 +137,27 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.ListPlansResponse:
         plans = subscriptions.list_plans(self._deps(), conv.user_type_from(request.user_type))
         return pb.ListPlansResponse(plans=[conv.plan_msg(p) for p in plans])
+
+    async def GetSubscriptionStatus(
+        self, request: pb.GetSubscriptionStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSubscriptionStatusResponse:
+        deps = self._deps()
+        user_type = conv.user_type_from(request.user_type)
+        if user_type is None:
+            raise errors.invalid("user_type", "must be COMPANY or APPLICANT")
+        status = await credits.subscription_status(user_type, request.user_id, deps)
+        return conv.subscription_status_msg(status, deps.config.job_credits_per_post)
+
+    async def RefundTransaction(
+        self, request: pb.RefundTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefundTransactionResponse:
+        cmd = commands.RefundTransaction(
+            request.request_id,
+            request.transaction_id,
+            request.reason or "requested_by_customer",
+            request.actor,
+        )
+        return conv.refunded_purchase_msg(await credits.refund_transaction(cmd, self._deps()))
 
     async def HandleProviderEvent(
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext
