@@ -22,7 +22,9 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
+from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.identity import ServiceAuthenticator
 from hirepay_platform.server import PlatformInterceptor
 
 Handler = Callable[[Any], Any]
@@ -245,7 +247,9 @@ async def start_fake(
     servicer: Any,
     port: int = 0,
 ) -> FakeServer:
-    server = grpc.aio.server(interceptors=[PlatformInterceptor(name)])
+    # The fakes authenticate the gateway exactly as the real services do.
+    authenticator = ServiceAuthenticator(name, ensure_service_token_secret())
+    server = grpc.aio.server(interceptors=[PlatformInterceptor(name, authenticator)])
     if add is not None:
         add(servicer, server)
     health_servicer = health.aio.HealthServicer()

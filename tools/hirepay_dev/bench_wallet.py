@@ -27,7 +27,10 @@ from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev import pg
 from hirepay_dev.benchlib import Result, closed_loop, pgbench_tpcb
+from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_dev.services import WALLET, prepare_database, start_service
+from hirepay_platform.client import SigningInterceptor
+from hirepay_platform.identity import TokenMinter
 
 CONCURRENCY = (1, 8, 32)
 SECONDS = 4.0
@@ -177,7 +180,9 @@ async def run(
     )
     results: list[Result] = []
     try:
-        async with grpc.aio.insecure_channel(service.target) as channel:
+        # The benchmark calls the wallet as jobs does (a signed service token on every call).
+        signer = SigningInterceptor("wallet", TokenMinter("jobs", ensure_service_token_secret()))
+        async with grpc.aio.insecure_channel(service.target, interceptors=[signer]) as channel:
             fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(CONCURRENCY))
             await fixture.setup()
             cases: list[tuple[str, Callable[[int, int], Awaitable[None]], tuple[int, ...]]] = [

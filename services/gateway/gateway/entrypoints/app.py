@@ -18,6 +18,7 @@ from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import Authenticator
+from hirepay_platform import identity
 
 DESCRIPTION = """\
 Hirepay's HTTP API: pay-to-post job ads, premium subscriptions and provider webhooks.
@@ -30,6 +31,9 @@ development). Every error has the shape
 
 def create_app(settings: GatewaySettings, backends: Backends | None = None) -> FastAPI:
     """Build the gateway; gRPC channels open at start-up inside the server's event loop."""
+
+    # Every backend call is signed as the gateway; a user's calls also carry their actor assertion.
+    identity.configure(identity.EDGE, settings.service_token_secret.get_secret_value())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -14,6 +14,7 @@ from gateway.adapters.ratelimit import TokenBucketLimiter
 from gateway.api.errors import ApiError, forbidden, unauthenticated, validation_failed
 from gateway.api.redirects import is_allowed_redirect
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal
+from hirepay_platform import identity
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with HS256 (`make token`).")
 
@@ -22,16 +23,24 @@ async def optional_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal | None:
-    """The caller, or None when no Authorization header was sent; a bad token is refused."""
+    """The caller, or None when no Authorization header was sent; a bad token is refused.
+
+    The verified caller becomes the actor of every backend call made for this request: the
+    platform client sends it as an assertion signed by the gateway, which the services trust
+    instead of any actor field of a request (this runs in the request's own task, so the
+    context variable it sets never reaches another request)."""
+    identity.act_for(None)
     if request.headers.get("authorization") is None:
         return None
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthenticated("expected a bearer token")
     authenticator: Authenticator = request.app.state.authenticator
     try:
-        return authenticator.verify(credentials.credentials)
+        principal = authenticator.verify(credentials.credentials)
     except InvalidToken as exc:
         raise unauthenticated(str(exc)) from None
+    identity.act_for(identity.Actor(principal.user_id, principal.role))
+    return principal
 
 
 async def current_principal(

@@ -24,7 +24,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def CreateDraft(self, request: pb.CreateDraftRequest, context: Any) -> pb.JobResponse:
         cmd = commands.CreateDraft(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             fields=conv.fields_from_proto(request.fields),
             request_id=request.request_id,
         )
@@ -33,7 +33,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def UpdateDraft(self, request: pb.UpdateDraftRequest, context: Any) -> pb.JobResponse:
         cmd = commands.UpdateDraft(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             job_id=request.job_id,
             fields=conv.fields_from_proto(request.fields),
             paths=tuple(request.update_mask.paths),
@@ -43,14 +43,14 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.JobResponse:
-        cmd = commands.GetJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
+        cmd = commands.GetJob(actor=conv.caller_actor(), job_id=request.job_id)
         job = await drafts.get_job(cmd, self._deps())
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def PreviewJob(
         self, request: pb.PreviewJobRequest, context: Any
     ) -> pb.PreviewJobResponse:
-        cmd = commands.PreviewJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
+        cmd = commands.PreviewJob(actor=conv.caller_actor(), job_id=request.job_id)
         preview = await drafts.preview_job(cmd, self._deps())
         return conv.preview_to_proto(preview)
 
@@ -66,7 +66,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def ListMyJobs(self, request: pb.ListMyJobsRequest, context: Any) -> pb.ListJobsResponse:
         cmd = commands.ListMyJobs(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             page_size=request.page.page_size,
             page_token=request.page.page_token,
         )
@@ -81,7 +81,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.JobResponse:
         cmd = commands.CancelJob(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             job_id=request.job_id,
             reason=request.reason,
             request_id=request.request_id,
@@ -100,9 +100,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
     async def ListJobTransitions(
         self, request: pb.ListJobTransitionsRequest, context: Any
     ) -> pb.ListJobTransitionsResponse:
-        cmd = commands.ListJobTransitions(
-            actor=conv.actor_from_proto(request.actor), job_id=request.job_id
-        )
+        cmd = commands.ListJobTransitions(actor=conv.caller_actor(), job_id=request.job_id)
         transitions = await drafts.list_transitions(cmd, self._deps())
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]

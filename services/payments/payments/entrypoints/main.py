@@ -7,6 +7,7 @@ from pathlib import Path
 
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import Database
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from payments.adapters.callbacks import CallbackSender, parse_callback_urls
@@ -18,6 +19,24 @@ from payments.entrypoints.settings import PaymentsSettings
 from payments.entrypoints.workers import run_callback_relay, run_poller
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
+
+# Who may call what: the gateway (subscriptions, checkout, webhooks, reads for its users) and jobs
+# (the saga's Try/Confirm/Cancel, refunds, settlement events); object rules in service_layer/access.py.
+ACCESS = AccessPolicy.of(
+    {"gateway", "jobs"},
+    {
+        name: {"jobs"}
+        for name in (
+            "Authorize",
+            "Capture",
+            "Void",
+            "GetPayment",
+            "GetPaymentByBranch",
+            "ListPaymentAttempts",
+            "StreamSettlementEvents",
+        )
+    },
+)
 
 
 def build_app(settings: PaymentsSettings) -> GrpcApp:
@@ -53,7 +72,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     def deps() -> Deps:
         return Deps(database.uow(), provider, config)
 
-    app = GrpcApp("payments", settings)
+    app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
     app.on_startup(database.start)
     app.add_readiness_check("database", database.readiness_check())
