@@ -75,7 +75,6 @@ class ServiceClient:
         deadline = time.monotonic() + budget
         name = getattr(method, "_method", b"")
         method_name = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else "call"
-        minter = self._minter or identity.process_minter()
         attempt = 0
         while True:
             attempt += 1
@@ -92,7 +91,7 @@ class ServiceClient:
                 response = await method(
                     request,
                     timeout=remaining,
-                    metadata=tracing.inject_metadata(minter.metadata(self.name)),
+                    metadata=self.metadata(),
                 )
                 metrics.CLIENT_REQUESTS.labels(self.name, method_name, "OK").inc()
                 return response
@@ -104,6 +103,12 @@ class ServiceClient:
                     await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                     continue
                 raise from_rpc_error(exc, self.name) from None
+
+    def metadata(self) -> list[tuple[str, str]]:
+        """What `call` sends with a call (trace context, signed service token, the actor), for
+        calls it cannot wrap, such as a long-lived stream."""
+        minter = self._minter or identity.process_minter()
+        return tracing.inject_metadata(minter.metadata(self.name))
 
     async def close(self) -> None:
         await self.channel.close()

@@ -1,11 +1,15 @@
-"""OpenTelemetry tracing: provider set-up and W3C trace context carried in gRPC metadata."""
+"""OpenTelemetry tracing: provider set-up, exporters (OTLP by the standard OTEL_* variables, a JSON
+file for local runs and tests, the console), library instrumentation, and W3C trace context
+carried in gRPC metadata."""
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -20,6 +24,8 @@ from opentelemetry.sdk.trace.export import (
 )
 
 _configured = False
+# True once spans leave the process: only then is library instrumentation worth its cost.
+_exporting = False
 
 
 class JsonFileSpanExporter(SpanExporter):
@@ -54,18 +60,55 @@ class JsonFileSpanExporter(SpanExporter):
 
 
 def setup_tracing(service: str, exporter: str = "none") -> None:
-    """Install the tracer provider once per process. exporter: none | console | file:/path."""
-    global _configured
+    """Install the tracer provider once per process.
+
+    `exporter` (HIREPAY_TRACES, else OTEL_TRACES_EXPORTER): a comma-separated list of `none`,
+    `otlp` (OTLP/gRPC; endpoint, headers, TLS and batching from the standard
+    OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables), `console`, `file:/path/spans.jsonl`.
+    OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) name the process when set."""
+    global _configured, _exporting
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    if exporter == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    elif exporter.startswith("file:"):
-        # Simple (synchronous) so spans are on disk when a test reads them.
-        provider.add_span_processor(SimpleSpanProcessor(JsonFileSpanExporter(exporter[5:])))
+    name = os.environ.get("OTEL_SERVICE_NAME") or service
+    provider = TracerProvider(resource=Resource.create({"service.name": name}))
+    for item in (part.strip() for part in exporter.split(",")):
+        if item == "otlp":
+            # Imported here: a process that does not export pays nothing for the gRPC exporter.
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        elif item == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        elif item.startswith("file:"):
+            # Simple (synchronous) so spans are on disk when a test reads them.
+            provider.add_span_processor(SimpleSpanProcessor(JsonFileSpanExporter(item[5:])))
+        else:
+            continue
+        _exporting = True
     trace.set_tracer_provider(provider)
+    if _exporting:
+        # Outgoing HTTP (provider calls, signed callbacks) gets CLIENT spans with W3C context.
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor().instrument()
     _configured = True
+
+
+def instrument_engine(engine: Any) -> None:
+    """Spans for every SQL statement of `engine` (an AsyncEngine), when spans are exported."""
+    if not _exporting:
+        return
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    # No SQL commenter: statement text stays exactly what the code wrote (and parameters, which
+    # may carry customer data, are never recorded by the instrumentation).
+    SQLAlchemyInstrumentor().instrument(
+        engine=engine.sync_engine,
+        enable_commenter=False,
+        # The package declares sqlalchemy < 2.1; the engine events it hooks are unchanged in 2.1
+        # (tests/platform/test_otlp_export.py checks the SQL spans arrive).
+        skip_dep_check=True,
+    )
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -72,7 +72,7 @@ class _SignSync(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercep
         return continuation(self._details(details, request), request)
 
 
-class _SignAio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
+class _SignAio:
     def __init__(self, caller: str, service: str) -> None:
         self._minter = minter(caller)
         self._caller = caller
@@ -88,9 +88,14 @@ class _SignAio(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientI
             details.wait_for_ready,
         )
 
+
+# grpc.aio files each interceptor under one call type only, so each type gets its own class.
+class _SignAioUnary(_SignAio, grpc.aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details, request), request)
 
+
+class _SignAioStream(_SignAio, grpc.aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details, request), request)
 
@@ -102,4 +107,6 @@ def signed_channel(target: str, *, caller: str, service: str) -> grpc.Channel:
 
 def signed_aio_channel(target: str, *, caller: str, service: str) -> grpc.aio.Channel:
     """An asyncio channel to `service` at `target` whose calls are signed as `caller`."""
-    return grpc.aio.insecure_channel(target, interceptors=[_SignAio(caller, service)])
+    return grpc.aio.insecure_channel(
+        target, interceptors=[_SignAioUnary(caller, service), _SignAioStream(caller, service)]
+    )

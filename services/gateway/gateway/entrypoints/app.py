@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.adapters.backends import Backends
-from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import jobs_routes, ops_routes, payments_routes
 from gateway.entrypoints.error_handlers import install_error_handlers
@@ -46,6 +46,10 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
             rpc_timeout=settings.rpc_timeout_seconds,
             saga_timeout=settings.saga_timeout_seconds,
         )
+        # The posting rate limit is kept by jobs: it holds across every gateway replica.
+        app.state.limiter = SharedPostingLimiter(
+            app.state.backends.jobs, settings.rate_limit_per_minute, policy="create-with-payment"
+        )
         try:
             yield
         finally:
@@ -77,9 +81,6 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         audience=settings.jwt_audience,
         leeway=settings.jwt_leeway_seconds,
         max_lifetime=settings.jwt_max_lifetime_seconds,
-    )
-    app.state.limiter = TokenBucketLimiter(
-        settings.rate_limit_per_minute, policy="create-with-payment"
     )
     install_error_handlers(app)
     # Added last = outermost: the edge middleware sees (and measures) the guard's refusals too.

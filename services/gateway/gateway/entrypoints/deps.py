@@ -10,7 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.adapters.backends import Backends
-from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ApiError, forbidden, unauthenticated, validation_failed
 from gateway.api.redirects import is_allowed_redirect
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal
@@ -75,12 +75,12 @@ def get_backends(request: Request) -> Backends:
     return request.app.state.backends
 
 
-def get_limiter(request: Request) -> TokenBucketLimiter:
+def get_limiter(request: Request) -> SharedPostingLimiter:
     return request.app.state.limiter
 
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
-LimiterDep = Annotated[TokenBucketLimiter, Depends(get_limiter)]
+LimiterDep = Annotated[SharedPostingLimiter, Depends(get_limiter)]
 
 
 def check_redirects(request: Request, urls: dict[str, str | None]) -> None:

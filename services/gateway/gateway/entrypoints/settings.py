@@ -35,7 +35,7 @@ class GatewaySettings(BaseSettings):
     jwt_leeway_seconds: int = 30
     # The longest lifetime (exp - iat, and exp - now) a token may have; longer ones are refused.
     jwt_max_lifetime_seconds: int = Field(default=86_400, ge=60)
-    # create-with-payment attempts per user per minute (token bucket, in memory, per replica).
+    # create-with-payment attempts per user per minute (token bucket kept by jobs: all replicas).
     rate_limit_per_minute: int = Field(default=10, ge=1)
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
     # The saga (provider authorization, activation, capture) gets a longer budget than a read.

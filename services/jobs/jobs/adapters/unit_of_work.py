@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from jobs.adapters.repositories import (
     SqlJobRepository,
+    SqlPostingRateRepository,
     SqlSagaRepository,
     SqlSettlementRepository,
 )
@@ -18,8 +19,10 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     jobs: SqlJobRepository
     sagas: SqlSagaRepository
     settlements: SqlSettlementRepository
+    rate_limits: SqlPostingRateRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
         self.sagas = SqlSagaRepository(session)
         self.settlements = SqlSettlementRepository(session)
+        self.rate_limits = SqlPostingRateRepository(session)

@@ -138,3 +138,13 @@ class ExpirePostings:
     """Expire up to `limit` active postings past their period (the expiry tick)."""
 
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class TakePostingAttempt:
+    """Spend one posting attempt of the actor's rate limit; a repeated `attempt_id` spends none."""
+
+    actor: Actor
+    attempt_id: str
+    limit: int
+    window_seconds: int

@@ -11,7 +11,7 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import cancellation, drafts, pay_to_post
+from jobs.service_layer.handlers import cancellation, drafts, pay_to_post, rate_limits
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -104,4 +104,22 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         transitions = await drafts.list_transitions(cmd, self._deps())
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]
+        )
+
+    async def TakePostingAttempt(
+        self, request: pb.TakePostingAttemptRequest, context: Any
+    ) -> pb.TakePostingAttemptResponse:
+        cmd = commands.TakePostingAttempt(
+            actor=conv.caller_actor(),
+            attempt_id=request.attempt_id,
+            limit=request.limit,
+            window_seconds=request.window_seconds,
+        )
+        decision = await rate_limits.take_posting_attempt(cmd, self._deps())
+        return pb.TakePostingAttemptResponse(
+            allowed=decision.allowed,
+            limit=decision.limit,
+            remaining=decision.remaining,
+            reset_seconds=decision.reset_seconds,
+            retry_after_seconds=decision.retry_after_seconds,
         )

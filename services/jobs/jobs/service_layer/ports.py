@@ -81,6 +81,19 @@ class SettlementRepository(Protocol):
         """Record that events up to `cursor` are applied (in the same transaction as their effect)."""
 
 
+class PostingRateRepository(Protocol):
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        """(tokens, updated_at) of the user's bucket (created with `full` tokens), locked."""
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None: ...
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool: ...
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None: ...
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
+
+
 class JobsUnitOfWork(Protocol):
     """One local transaction over the jobs repositories; rolls back unless committed.
 
@@ -89,6 +102,7 @@ class JobsUnitOfWork(Protocol):
     jobs: JobRepository
     sagas: SagaRepository
     settlements: SettlementRepository
+    rate_limits: PostingRateRepository
 
     async def __aenter__(self) -> Self: ...
 
