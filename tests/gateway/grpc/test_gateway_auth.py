@@ -14,7 +14,14 @@ import httpx
 import jwt
 import pytest
 
-from hirepay_dev.procs import REPO_ROOT, Process, free_port, python_module
+from hirepay_dev.procs import (
+    REPO_ROOT,
+    Process,
+    ensure_service_token_secret,
+    free_port,
+    python_module,
+)
+from hirepay_platform.identity import SECRET_ENV
 from tests.support.gateway_harness import (
     AUDIENCE,
     ISSUER,
@@ -150,7 +157,12 @@ def test_production_without_keys_fails_fast() -> None:
     port = free_port()
     result = subprocess.run(
         python_module("gateway"),
-        env={"PATH": "/usr/bin:/bin", "GATEWAY_ENV": "production", "GATEWAY_PORT": str(port)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "GATEWAY_ENV": "production",
+            "GATEWAY_PORT": str(port),
+            SECRET_ENV: ensure_service_token_secret(),
+        },
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -160,10 +172,34 @@ def test_production_without_keys_fails_fast() -> None:
     assert "GATEWAY_JWT_KEYS is required" in result.stderr
 
 
+def test_without_the_service_token_secret_the_gateway_fails_fast() -> None:
+    """Issue 12 §3: no built-in service-token secret in any mode; a short one is refused too."""
+    for secret in (None, "too-short"):
+        result = subprocess.run(
+            python_module("gateway"),
+            env={
+                "PATH": "/usr/bin:/bin",
+                "GATEWAY_ENV": "production",
+                "GATEWAY_JWT_KEYS": json.dumps(KEYS),
+                **({SECRET_ENV: secret} if secret else {}),
+            },
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2
+        assert SECRET_ENV in result.stderr
+
+
 def test_short_keys_are_refused() -> None:
     result = subprocess.run(
         python_module("gateway"),
-        env={"PATH": "/usr/bin:/bin", "GATEWAY_JWT_KEYS": '{"k": "short"}'},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "GATEWAY_JWT_KEYS": '{"k": "short"}',
+            SECRET_ENV: ensure_service_token_secret(),
+        },
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
