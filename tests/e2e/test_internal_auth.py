@@ -82,7 +82,7 @@ def test_a_direct_get_job_needs_a_service_token_and_a_signed_actor(system, chann
     # The owner and a real admin (as the gateway signed them) read it.
     for actor in (Actor(owner, "company"), Actor("ops-1", "admin")):
         reply = get_job(request, metadata=call_metadata("gateway", "jobs", actor), timeout=10)
-        assert reply.job.id == draft
+        assert reply.job.job_id == draft
 
 
 def test_payments_reads_and_refunds_only_for_the_owner_or_an_internal_caller(
