@@ -21,7 +21,7 @@ from hirepay_dev.procs import (
     free_port,
     python_module,
 )
-from hirepay_platform.identity import SECRET_ENV
+from hirepay_platform.identity import ACTOR_HEADER, SECRET_ENV, SERVICE_TOKEN_HEADER
 from tests.support.gateway_harness import (
     AUDIENCE,
     ISSUER,
@@ -115,6 +115,30 @@ async def test_both_rotation_keys_are_accepted(
         assert resp.status_code == 200, resp.text
     actors = [c.request.actor for c in backends.jobs.calls_to("ListMyJobs")]
     assert [(a.user_id, a.role) for a in actors] == [("company-rot", "company")] * 2
+
+
+async def test_backend_calls_carry_the_gateway_signed_actor_of_a_signed_in_user(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    """Issue 12 §3: the services trust the actor assertion the gateway signs, not request fields."""
+    resp = await client.get(PROTECTED, headers=bearer("company", "company-signed"))
+    assert resp.status_code == 200, resp.text
+    [call] = backends.jobs.calls_to("ListMyJobs")
+    assert SERVICE_TOKEN_HEADER in call.metadata
+    actor = jwt.decode(call.metadata[ACTOR_HEADER], options={"verify_signature": False})
+    assert (actor["iss"], actor["aud"], actor["sub"], actor["role"], actor["typ"]) == (
+        "gateway",
+        "jobs",
+        "company-signed",
+        "company",
+        "actor",
+    )
+    assert actor["exp"] - actor["iat"] <= 60
+    # An anonymous request is signed as the gateway, with no actor at all.
+    assert (await client.get("/api/jobs")).status_code == 200
+    [anonymous] = backends.jobs.calls_to("ListActiveJobs")
+    assert SERVICE_TOKEN_HEADER in anonymous.metadata
+    assert ACTOR_HEADER not in anonymous.metadata
 
 
 async def test_development_key_is_refused_outside_development(client: httpx.AsyncClient) -> None:
