@@ -24,8 +24,9 @@ from opentelemetry.sdk.trace.export import (
 )
 
 _configured = False
-# True once spans leave the process: only then is library instrumentation worth its cost.
-_exporting = False
+# True once spans go to an OTLP collector: only then are SQL statements and outgoing HTTP calls
+# traced (the JSON file of local runs and tests keeps the RPC-level spans its readers expect).
+_instrument_libraries = False
 
 
 class JsonFileSpanExporter(SpanExporter):
@@ -51,6 +52,9 @@ class JsonFileSpanExporter(SpanExporter):
                         "parent_span_id": format(parent.span_id, "016x") if parent else None,
                         "attributes": {k: str(v) for k, v in (span.attributes or {}).items()},
                         "status": span.status.status_code.name,
+                        # Wall-clock nanoseconds: with them a trace tells where its time went.
+                        "start_ns": span.start_time,
+                        "end_ns": span.end_time,
                     }
                 )
             )
@@ -66,7 +70,7 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
     `otlp` (OTLP/gRPC; endpoint, headers, TLS and batching from the standard
     OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables), `console`, `file:/path/spans.jsonl`.
     OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) name the process when set."""
-    global _configured, _exporting
+    global _configured, _instrument_libraries
     if _configured:
         return
     name = os.environ.get("OTEL_SERVICE_NAME") or service
@@ -77,16 +81,14 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+            _instrument_libraries = True
         elif item == "console":
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
         elif item.startswith("file:"):
             # Simple (synchronous) so spans are on disk when a test reads them.
             provider.add_span_processor(SimpleSpanProcessor(JsonFileSpanExporter(item[5:])))
-        else:
-            continue
-        _exporting = True
     trace.set_tracer_provider(provider)
-    if _exporting:
+    if _instrument_libraries:
         # Outgoing HTTP (provider calls, signed callbacks) gets CLIENT spans with W3C context.
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -95,8 +97,8 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
 
 
 def instrument_engine(engine: Any) -> None:
-    """Spans for every SQL statement of `engine` (an AsyncEngine), when spans are exported."""
-    if not _exporting:
+    """Spans for every SQL statement of `engine` (an AsyncEngine), when spans go over OTLP."""
+    if not _instrument_libraries:
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
