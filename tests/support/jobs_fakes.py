@@ -45,6 +45,9 @@ class Store:
     sagas: dict[str, Saga] = field(default_factory=dict)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     cursors: dict[str, int] = field(default_factory=dict)
+    # The posting rate limit: user -> (tokens, updated_at), and (user, attempt) -> charged_at.
+    buckets: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+    charges: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 class FakeJobs:
@@ -179,6 +182,28 @@ class FakeSettlements:
         self.tx.cursors[consumer] = max(cursor, self.tx.cursors.get(consumer, 0))
 
 
+class FakePostingRates:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        return self.tx.buckets.setdefault(user_id, (full, now))
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
+        self.tx.buckets[user_id] = (tokens, now)
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
+        return (user_id, attempt_id) in self.tx.charges
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
+        self.tx.charges.setdefault((user_id, attempt_id), now)
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
+        for key, at in list(self.tx.charges.items()):
+            if key[0] == user_id and at < before:
+                del self.tx.charges[key]
+
+
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
@@ -191,6 +216,7 @@ class FakeUnitOfWork:
         self.jobs = FakeJobs(self._tx)
         self.sagas = FakeSagas(self._tx)
         self.settlements = FakeSettlements(self._tx)
+        self.rate_limits = FakePostingRates(self._tx)
         self._committed = False
         return self
 
@@ -198,7 +224,7 @@ class FakeUnitOfWork:
         self._tx = None  # type: ignore[assignment]
 
     async def commit(self) -> None:
-        for name in ("jobs", "transitions", "sagas", "log", "cursors"):
+        for name in ("jobs", "transitions", "sagas", "log", "cursors", "buckets", "charges"):
             setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
         self.commits += 1
         self._committed = True

@@ -54,7 +54,7 @@ def caller_actor() -> commands.Actor:
     """The end user behind the call, as the gateway signed it (verified by the platform
     interceptor); anonymous when none. The requests' deprecated `actor` fields are never read."""
     user = current_caller().user
-    return commands.Actor(user_id=user.user_id, role=user.role)
+    return commands.Actor(user_id=user.user_id.strip(), role=user.role.strip().lower())
 
 
 def fields_from_proto(fields: pb.JobFields) -> JobFields:
