@@ -113,3 +113,8 @@ def test_create_command_from_proto(signed_caller):
     assert cmd.fields == FIELDS and cmd.draft_id == ""
     assert cmd.payment.expected_amount is not None
     assert cmd.payment.expected_amount.currency == "USD"
+
+
+def test_the_deprecated_actor_conversion_also_returns_the_verified_caller(signed_caller):
+    actor = conv.actor_from_proto(common_pb2.Actor(user_id="root", role="admin"))
+    assert (actor.user_id, actor.role) == ("co_1", "company")

@@ -57,6 +57,12 @@ def caller_actor() -> commands.Actor:
     return commands.Actor(user_id=user.user_id.strip(), role=user.role.strip().lower())
 
 
+def actor_from_proto(_ignored: common_pb2.Actor) -> commands.Actor:
+    """Deprecated: the request's `actor` field is never read; this is `caller_actor()`, kept so
+    that call sites written before issue 12 (other branches' new RPCs) stay correct when merged."""
+    return caller_actor()
+
+
 def fields_from_proto(fields: pb.JobFields) -> JobFields:
     """Domain fields; an unspecified or unknown employment type becomes "" (refused by validation)."""
     return JobFields(
