@@ -237,6 +237,7 @@ PAYMENTS_METHODS = [
     "CancelCheckout",
     "ListPlans",
     "HandleProviderEvent",
+    "ConfirmCheckoutReturn",
 ]
 
 

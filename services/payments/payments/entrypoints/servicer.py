@@ -15,7 +15,13 @@ from payments.domain import commands
 from payments.entrypoints import conversions as conv
 from payments.service_layer import access, handlers
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import PaymentResult, checkouts, subscriptions, webhooks
+from payments.service_layer.handlers import (
+    PaymentResult,
+    checkouts,
+    returns,
+    subscriptions,
+    webhooks,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 STREAM_POLL_SECONDS = 0.15
@@ -101,8 +107,21 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransactionResponse:
-        txn = await access.get_transaction(current_caller(), request.transaction_id, self._deps())
+        txn = await access.verify_transaction(
+            current_caller(), request.transaction_id, self._deps()
+        )
         return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
+
+    async def ConfirmCheckoutReturn(
+        self, request: pb.ConfirmCheckoutReturnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmCheckoutReturnResponse:
+        cmd = commands.ConfirmReturn(request.provider, dict(request.params))
+        result = await returns.confirm_return(cmd, self._deps())
+        return pb.ConfirmCheckoutReturnResponse(
+            transaction=conv.transaction_msg(result.transaction) if result.transaction else None,
+            payment=conv.payment_msg(result.payment) if result.payment else None,
+            redirect_url=result.redirect_url,
+        )
 
     async def CancelCheckout(
         self, request: pb.CancelCheckoutRequest, context: grpc.aio.ServicerContext
@@ -126,7 +145,9 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def HandleProviderEvent(
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.HandleProviderEventResponse:
-        cmd = commands.ProviderEventDelivery(request.provider, request.payload, request.signature)
+        cmd = commands.ProviderEventDelivery(
+            request.provider, request.payload, request.signature, dict(request.headers)
+        )
         outcome = await webhooks.handle_provider_event(cmd, self._deps())
         return pb.HandleProviderEventResponse(
             event_id=outcome.event_id,

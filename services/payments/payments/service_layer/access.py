@@ -8,15 +8,22 @@ from hirepay_platform.identity import Caller
 from payments.domain import commands, errors
 from payments.domain.transactions import Transaction
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import RefundResult, get_payment, refund, subscriptions
+from payments.service_layer.handlers import (
+    RefundResult,
+    get_payment,
+    refund,
+    returns,
+    subscriptions,
+)
 
 
-async def get_transaction(caller: Caller, transaction_id: str, deps: Deps) -> Transaction:
-    """The transaction, if the caller reaches its owner's objects."""
+async def verify_transaction(caller: Caller, transaction_id: str, deps: Deps) -> Transaction:
+    """The transaction, brought up to date with the provider, if the caller reaches its owner's
+    objects; ownership is checked first, so a stranger's id triggers nothing and answers absent."""
     txn = await subscriptions.get_transaction(transaction_id, deps)
     if not caller.reaches(txn.user_id):
         raise errors.TransactionNotFound(transaction_id)
-    return txn
+    return await returns.verify_transaction(transaction_id, deps)
 
 
 async def refund_payment(caller: Caller, cmd: commands.Refund, deps: Deps) -> RefundResult:
