@@ -373,7 +373,10 @@ class WebhookDispatcher:
                 self._failing_urls.discard(url)
                 self._endpoint_recovered(url)
             return True
-        self._failing_urls.add(url)
+        if attempt.status_code is None or attempt.status_code >= 500:
+            # The endpoint itself is down or overloaded (not refusing this one event): once it
+            # answers 2xx again, its waiting retries need not sit out their backoff.
+            self._failing_urls.add(url)
         return False
 
     def _give_up(self, delivery: Delivery) -> None:

@@ -216,3 +216,29 @@ async def test_a_recovered_endpoint_gets_its_waiting_retries_at_once() -> None:
     assert [a.status_code for a in first.attempts] == [503, 200]
     assert dispatcher.backlog() == {"succeeded": 3, "scheduled": 0}
     await dispatcher.background.cancel_all()
+
+
+async def test_a_4xx_refuses_one_event_without_marking_the_endpoint_failing() -> None:
+    dispatcher = _dispatcher(WebhookSettings(retry_base=30.0, retry_max_delay=60.0, max_attempts=5))
+    dispatcher.register(Endpoint(url="http://receiver.test/hook", secret="s"))
+
+    async def refuse_first(delivery: Delivery, number: int) -> Attempt:
+        return Attempt(number, 0.0, 400 if delivery.event.id == "evt_1" else 200, None, 0)
+
+    dispatcher._attempt = refuse_first  # type: ignore[method-assign]
+    refused = dispatcher.publish(WebhookEvent("evt_1", "a", "{}", "o"))[0]
+    for _ in range(100):
+        if refused.attempts:
+            break
+        await asyncio.sleep(0.01)
+    later = dispatcher.publish(WebhookEvent("evt_2", "a", "{}", "o"))[0]
+    for _ in range(100):
+        if later.status == "succeeded":
+            break
+        await asyncio.sleep(0.01)
+    assert later.status == "succeeded"
+    await asyncio.sleep(0.05)
+    # The refused event keeps its backoff: the endpoint was never down.
+    assert [a.status_code for a in refused.attempts] == [400]
+    assert refused.next_attempt_at is not None
+    await dispatcher.background.cancel_all()
