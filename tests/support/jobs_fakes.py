@@ -49,6 +49,9 @@ class Store:
     cursors: dict[str, int] = field(default_factory=dict)
     applications: dict[str, Application] = field(default_factory=dict)
     views: dict[tuple[str, str], ViewState] = field(default_factory=dict)
+    # The posting rate limit: user -> (tokens, updated_at), and (user, attempt) -> charged_at.
+    buckets: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+    charges: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 class FakeJobs:
@@ -264,6 +267,28 @@ class FakeCandidateCredits:
             raise Unavailable("the wallet's answer was lost")
 
 
+class FakePostingRates:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        return self.tx.buckets.setdefault(user_id, (full, now))
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
+        self.tx.buckets[user_id] = (tokens, now)
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
+        return (user_id, attempt_id) in self.tx.charges
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
+        self.tx.charges.setdefault((user_id, attempt_id), now)
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
+        for key, at in list(self.tx.charges.items()):
+            if key[0] == user_id and at < before:
+                del self.tx.charges[key]
+
+
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
@@ -278,6 +303,7 @@ class FakeUnitOfWork:
         self.settlements = FakeSettlements(self._tx)
         self.applications = FakeApplications(self._tx)
         self.candidate_views = FakeCandidateViews(self._tx)
+        self.rate_limits = FakePostingRates(self._tx)
         self._committed = False
         return self
 
@@ -285,7 +311,17 @@ class FakeUnitOfWork:
         self._tx = None  # type: ignore[assignment]
 
     async def commit(self) -> None:
-        for name in ("jobs", "transitions", "sagas", "log", "cursors", "applications", "views"):
+        for name in (
+            "jobs",
+            "transitions",
+            "sagas",
+            "log",
+            "cursors",
+            "applications",
+            "views",
+            "buckets",
+            "charges",
+        ):
             setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
         self.commits += 1
         self._committed = True

@@ -141,6 +141,7 @@ class FaultyUnitOfWork:
         self.settlements = self.inner.settlements
         self.applications = self.inner.applications
         self.candidate_views = self.inner.candidate_views
+        self.rate_limits = self.inner.rate_limits
         self.crash_on_commit = False
         return self
 

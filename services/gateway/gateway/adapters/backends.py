@@ -88,6 +88,11 @@ class JobsClient:
     ) -> jobs_pb.ApplicationResponse:
         return await self.client.call(self.stub.DecideApplication, request)
 
+    async def take_posting_attempt(
+        self, request: jobs_pb.TakePostingAttemptRequest
+    ) -> jobs_pb.TakePostingAttemptResponse:
+        return await self.client.call(self.stub.TakePostingAttempt, request)
+
 
 class PaymentsClient:
     """The payments service: subscriptions, transactions, checkout and provider webhooks."""

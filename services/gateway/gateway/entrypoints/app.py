@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.adapters.backends import Backends
-from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import (
     applications_routes,
@@ -24,6 +24,7 @@ from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import Authenticator
+from hirepay_platform import identity
 
 DESCRIPTION = """\
 Hirepay's HTTP API: pay-to-post job ads, premium subscriptions and provider webhooks.
@@ -37,6 +38,9 @@ development). Every error has the shape
 def create_app(settings: GatewaySettings, backends: Backends | None = None) -> FastAPI:
     """Build the gateway; gRPC channels open at start-up inside the server's event loop."""
 
+    # Every backend call is signed as the gateway; a user's calls also carry their actor assertion.
+    identity.configure(identity.EDGE, settings.service_token_secret.get_secret_value())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = backends or Backends.connect(
@@ -47,6 +51,10 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
             },
             rpc_timeout=settings.rpc_timeout_seconds,
             saga_timeout=settings.saga_timeout_seconds,
+        )
+        # The posting rate limit is kept by jobs: it holds across every gateway replica.
+        app.state.limiter = SharedPostingLimiter(
+            app.state.backends.jobs, settings.rate_limit_per_minute, policy="create-with-payment"
         )
         try:
             yield
@@ -79,9 +87,6 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         audience=settings.jwt_audience,
         leeway=settings.jwt_leeway_seconds,
         max_lifetime=settings.jwt_max_lifetime_seconds,
-    )
-    app.state.limiter = TokenBucketLimiter(
-        settings.rate_limit_per_minute, policy="create-with-payment"
     )
     install_error_handlers(app)
     # Added last = outermost: the edge middleware sees (and measures) the guard's refusals too.

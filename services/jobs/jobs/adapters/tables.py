@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -192,4 +193,22 @@ candidate_views = Table(
     Column("transfer_id", String(128), nullable=False),
     _at("created_at", nullable=False),
     _at("charged_at"),
+)
+
+# The posting rate limit's token bucket per user (PAY-14), shared by every gateway replica.
+posting_rate_buckets = Table(
+    "posting_rate_buckets",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    _at("updated_at", nullable=False),
+)
+
+# Attempts already charged to a bucket: a retry with the same Idempotency-Key spends nothing.
+posting_rate_attempts = Table(
+    "posting_rate_attempts",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("attempt_id", String(255), primary_key=True),
+    _at("charged_at", nullable=False),
 )

@@ -11,6 +11,7 @@ from jobs.adapters.application_repository import (
 )
 from jobs.adapters.repositories import (
     SqlJobRepository,
+    SqlPostingRateRepository,
     SqlSagaRepository,
     SqlSettlementRepository,
 )
@@ -24,6 +25,7 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     settlements: SqlSettlementRepository
     applications: SqlApplicationRepository
     candidate_views: SqlCandidateViewRepository
+    rate_limits: SqlPostingRateRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
@@ -31,3 +33,4 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.settlements = SqlSettlementRepository(session)
         self.applications = SqlApplicationRepository(session)
         self.candidate_views = SqlCandidateViewRepository(session)
+        self.rate_limits = SqlPostingRateRepository(session)

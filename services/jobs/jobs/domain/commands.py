@@ -183,3 +183,13 @@ class DecideApplication:
     actor: Actor
     application_id: str
     accept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TakePostingAttempt:
+    """Spend one posting attempt of the actor's rate limit; a repeated `attempt_id` spends none."""
+
+    actor: Actor
+    attempt_id: str
+    limit: int
+    window_seconds: int

@@ -7,6 +7,7 @@ import hashlib
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay_platform.identity import current_caller
 from hirepay_platform.money import Money
 from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
@@ -51,8 +52,17 @@ _EVENT_STATES = {
 }
 
 
-def actor_from_proto(actor: common_pb2.Actor) -> commands.Actor:
-    return commands.Actor(user_id=actor.user_id.strip(), role=actor.role.strip().lower())
+def caller_actor() -> commands.Actor:
+    """The end user behind the call, as the gateway signed it (verified by the platform
+    interceptor); anonymous when none. The requests' deprecated `actor` fields are never read."""
+    user = current_caller().user
+    return commands.Actor(user_id=user.user_id.strip(), role=user.role.strip().lower())
+
+
+def actor_from_proto(_ignored: common_pb2.Actor) -> commands.Actor:
+    """Deprecated: the request's `actor` field is never read; this is `caller_actor()`, kept so
+    that call sites written before issue 12 (other branches' new RPCs) stay correct when merged."""
+    return caller_actor()
 
 
 def fields_from_proto(fields: pb.JobFields) -> JobFields:
@@ -170,7 +180,7 @@ def create_with_payment_from_proto(
     subject = request.WhichOneof("subject")
     return commands.CreateJobWithPayment(
         request_id=request.request_id.strip(),
-        actor=actor_from_proto(request.actor),
+        actor=caller_actor(),
         payment=commands.PaymentChoice(
             method=payment.method,
             payment_method_token=payment.payment_method,

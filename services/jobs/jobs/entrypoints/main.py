@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, database_check, make_session_factory
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.participants import (
@@ -68,9 +69,13 @@ def build_adapters(settings: JobsSettings) -> Adapters:
     )
 
 
+# Jobs serves the HTTP edge; the user behind each call is the gateway's signed actor assertion.
+ACCESS = AccessPolicy.of({"gateway"})
+
+
 def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     """Wire the servicer and the workers over the adapters."""
-    app = GrpcApp("jobs", settings)
+    app = GrpcApp("jobs", settings, ACCESS)
     config = settings.jobs_config()
 
     def make_deps() -> Deps:

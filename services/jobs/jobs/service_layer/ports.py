@@ -123,6 +123,19 @@ class CandidateCredits(Protocol):
         """Take 1 CANDIDATE_CREDIT; InsufficientCredits when the company has none left."""
 
 
+class PostingRateRepository(Protocol):
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        """(tokens, updated_at) of the user's bucket (created with `full` tokens), locked."""
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None: ...
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool: ...
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None: ...
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
+
+
 class JobsUnitOfWork(Protocol):
     """One local transaction over the jobs repositories; rolls back unless committed.
 
@@ -133,6 +146,8 @@ class JobsUnitOfWork(Protocol):
     settlements: SettlementRepository
     applications: ApplicationRepository
     candidate_views: CandidateViewRepository
+
+    rate_limits: PostingRateRepository
 
     async def __aenter__(self) -> Self: ...
 

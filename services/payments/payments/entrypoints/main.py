@@ -9,6 +9,7 @@ from pathlib import Path
 
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import Database
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from payments.adapters.blocking import BlockingCalls
@@ -82,6 +83,25 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
         ) from None
 
 
+# Who may call what: the gateway (subscriptions, checkout, webhooks, reads for its users) and jobs
+# (the saga's Try/Confirm/Cancel, refunds, settlement events); object rules in service_layer/access.py.
+ACCESS = AccessPolicy.of(
+    {"gateway", "jobs"},
+    {
+        name: {"jobs"}
+        for name in (
+            "Authorize",
+            "Capture",
+            "Void",
+            "GetPayment",
+            "GetPaymentByBranch",
+            "ListPaymentAttempts",
+            "StreamSettlementEvents",
+        )
+    },
+)
+
+
 def _parsed(settings: PaymentsSettings) -> tuple[tuple[Plan, ...], dict[str, str]]:
     """The plan catalogue and the callback URLs; a bad value stops start-up naming the setting."""
     plans = DEFAULT_PLANS
@@ -120,7 +140,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     def deps() -> Deps:
         return Deps(database.uow(), providers, config, ledger=ledger)
 
-    app = GrpcApp("payments", settings)
+    app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
     app.on_startup(database.start)
     app.add_readiness_check("database", database.readiness_check())

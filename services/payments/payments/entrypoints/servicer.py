@@ -10,9 +10,10 @@ import grpc
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay_platform.identity import current_caller
 from payments.domain import commands, errors
 from payments.entrypoints import conversions as conv
-from payments.service_layer import handlers
+from payments.service_layer import access, handlers
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import (
     PaymentResult,
@@ -69,7 +70,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         cmd = commands.Refund(
             request.request_id, request.payment_id, request.amount_minor, request.reason
         )
-        result = await handlers.refund(cmd, self._deps())
+        result = await access.refund_payment(current_caller(), cmd, self._deps())
         return pb.RefundResponse(
             refund=conv.refund_msg(result.refund),
             payment=conv.payment_msg(result.payment),
@@ -99,13 +100,17 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransactionResponse:
-        txn = await subscriptions.subscribe(conv.subscribe_command(request), self._deps())
+        cmd = conv.subscribe_command(request)
+        access.check_subscriber(current_caller(), cmd)
+        txn = await subscriptions.subscribe(cmd, self._deps())
         return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransactionResponse:
-        txn = await returns.verify_transaction(request.transaction_id, self._deps())
+        txn = await access.verify_transaction(
+            current_caller(), request.transaction_id, self._deps()
+        )
         return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
 
     async def ConfirmCheckoutReturn(
