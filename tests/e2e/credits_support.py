@@ -11,7 +11,6 @@ import uuid
 from collections import Counter
 from typing import Any
 
-import grpc
 import httpx
 
 from hirepay.common.v1 import common_pb2
@@ -20,6 +19,7 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, DEV_WEBHOOK_SECRET
 from tests.e2e.conftest import System, eventually, job_fields
+from tests.support.service_auth import signed_channel
 
 JOB, CANDIDATE = "JOB_CREDIT", "CANDIDATE_CREDIT"
 SWIFT_HIRE_USD = 4900
@@ -92,7 +92,9 @@ def buy(system: System, company: str, plan: str = "SWIFT_HIRE", card: str = "424
 def ledger(system: System, owner: str) -> Counter[tuple[str, str]]:
     """Posted balances of an owner's accounts: (kind, unit) -> amount (no account: absent)."""
     found: Counter[tuple[str, str]] = Counter()
-    with grpc.insecure_channel(system.stack.services["wallet"].target) as channel:
+    with signed_channel(
+        system.stack.services["wallet"].target, caller="payments", service="wallet"
+    ) as channel:
         stub = wpb_grpc.WalletServiceStub(channel)
         token = ""
         while True:

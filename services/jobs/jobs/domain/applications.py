@@ -11,7 +11,7 @@ from datetime import datetime
 
 from jobs.domain.errors import InvalidApplicationTransition, ValidationError
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 MAX_COVER_LETTER = 5_000
 
 
@@ -42,7 +42,7 @@ class ApplicantDetails:
         problems: dict[str, str] = {}
         if not 1 <= len(self.name.strip()) <= 200:
             problems["name"] = "must be 1-200 characters"
-        if len(self.email) > 320 or not _EMAIL.match(self.email):
+        if len(self.email) > 320 or not _EMAIL.fullmatch(self.email):
             problems["email"] = "is not a valid email address"
         if len(self.cover_letter) > MAX_COVER_LETTER:
             problems["cover_letter"] = f"must be at most {MAX_COVER_LETTER} characters"

@@ -146,6 +146,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetSubscriptionStatus(
         self, request: pb.GetSubscriptionStatusRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetSubscriptionStatusResponse:
+        access.check_reaches(current_caller(), request.user_id)
         deps = self._deps()
         user_type = conv.user_type_from(request.user_type)
         if user_type is None:
@@ -156,11 +157,14 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def RefundTransaction(
         self, request: pb.RefundTransactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.RefundTransactionResponse:
+        caller = current_caller()
+        access.check_admin(caller)
         cmd = commands.RefundTransaction(
             request.request_id,
             request.transaction_id,
             request.reason or "requested_by_customer",
-            request.actor,
+            # Audited as the verified admin, never a name the request declares.
+            caller.user.user_id or caller.service,
         )
         return conv.refunded_purchase_msg(await credits.refund_transaction(cmd, self._deps()))
 

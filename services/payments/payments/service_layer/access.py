@@ -38,3 +38,16 @@ def check_subscriber(caller: Caller, cmd: commands.Subscribe) -> None:
     """Through the gateway a user subscribes only themselves (an admin may act for anyone)."""
     if not caller.reaches(cmd.user_id):
         raise PermissionDenied("a user may subscribe only themselves")
+
+
+def check_admin(caller: Caller) -> None:
+    """Admin functions (a subscription refund): through the gateway only for admins; an internal
+    caller's access is granted by the RPC's policy."""
+    if caller.is_edge and not caller.user.is_admin:
+        raise PermissionDenied("admins only")
+
+
+def check_reaches(caller: Caller, user_id: str) -> None:
+    """A user's own data (subscription status): the user, an admin, or an internal caller."""
+    if not caller.reaches(user_id):
+        raise PermissionDenied("a user may read only their own subscription status")
