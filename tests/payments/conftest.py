@@ -7,13 +7,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
-import grpc
 import pytest
 
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.services import RunningService
 from tests.support.payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
+from tests.support.service_auth import signed_aio_channel
 from tests.support.stripe_stack import start_payments, start_stripe_sandbox
 from tests.support.webhook_relay import WebhookRelay
 
@@ -66,6 +66,7 @@ def payments_service(
         provider_timeout=PROVIDER_TIMEOUT,
         log_name="payments-tests",
         PAYMENTS_LOG_LEVEL="INFO",
+        PAYMENTS_WALLET_TARGET="",  # no wallet here: purchases stay owed to the ledger
     )
     relay.target = service.target
     yield service
@@ -75,7 +76,7 @@ def payments_service(
 
 @pytest.fixture(scope="session")
 async def stub(payments_service: RunningService) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    channel = grpc.aio.insecure_channel(payments_service.target)
+    channel = signed_aio_channel(payments_service.target, caller="jobs", service="payments")
     yield pb_grpc.PaymentsServiceStub(channel)
     await channel.close()
 

@@ -12,6 +12,7 @@ import grpc
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import free_port
+from tests.support.service_auth import signed_channel
 
 
 class WebhookRelay:
@@ -47,7 +48,7 @@ class WebhookRelay:
     def forward(self, body: bytes, signature: str) -> int:
         if not self.target:
             return 503
-        with grpc.insecure_channel(self.target) as channel:
+        with signed_channel(self.target, caller="gateway", service="payments") as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
             try:
                 stub.HandleProviderEvent(

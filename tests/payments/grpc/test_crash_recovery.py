@@ -20,6 +20,7 @@ from tests.support.payments_helpers import (
     reason,
     rpc_error,
 )
+from tests.support.service_auth import signed_aio_channel
 from tests.support.stripe_stack import payments_env
 from tests.support.waiting import wait_for
 
@@ -27,7 +28,8 @@ AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 
 
 def _env(sandbox_url: str) -> dict[str, str]:
-    return payments_env(sandbox_url, "sk_test_paymentstests", WEBHOOK_SECRET, provider_timeout=1)
+    env = payments_env(sandbox_url, "sk_test_paymentstests", WEBHOOK_SECRET, provider_timeout=1)
+    return {**env, "PAYMENTS_WALLET_TARGET": ""}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +66,7 @@ async def test_kill_during_the_provider_call_is_healed_after_restart(
             # the payment row and its key were committed before the call left payments.
             return all(f["id"] != slow["id"] for f in admin.faults())
 
-        async with grpc.aio.insecure_channel(first.target) as channel:
+        async with signed_aio_channel(first.target, caller="jobs", service="payments") as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
             call = asyncio.ensure_future(stub.Authorize(authorize_request(gtx, amount=990)))
             await wait_for(create_in_flight, timeout=30, interval=0.02)
@@ -79,7 +81,7 @@ async def test_kill_during_the_provider_call_is_healed_after_restart(
         await wait_for(created_unheard, timeout=30)
         assert len(_intents(admin, gtx)) == 1
         first.restart()
-        async with grpc.aio.insecure_channel(first.target) as channel:
+        async with signed_aio_channel(first.target, caller="jobs", service="payments") as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
 
             async def authorized():
@@ -107,8 +109,8 @@ async def test_two_replicas_resolve_unknown_payments_once(replicas, admin, uniqu
         "timeout_after_commit", seconds=2, path_prefix="/v1/payment_intents", method="POST", count=4
     )
     async with (
-        grpc.aio.insecure_channel(first.target) as a,
-        grpc.aio.insecure_channel(second.target) as b,
+        signed_aio_channel(first.target, caller="jobs", service="payments") as a,
+        signed_aio_channel(second.target, caller="jobs", service="payments") as b,
     ):
         stubs = [pb_grpc.PaymentsServiceStub(a), pb_grpc.PaymentsServiceStub(b)]
         errors = await asyncio.gather(

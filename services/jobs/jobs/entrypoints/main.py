@@ -10,9 +10,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, database_check, make_session_factory
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
-from jobs.adapters.participants import CreditsParticipant, GrpcParticipants, PaymentsParticipant
+from jobs.adapters.participants import (
+    CreditsParticipant,
+    GrpcParticipants,
+    PaymentsParticipant,
+    WalletCandidateCredits,
+)
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
@@ -34,6 +40,7 @@ class Adapters:
     payments: PaymentsParticipant
     wallet: CreditsParticipant
     participants: Participants
+    candidate_credits: WalletCandidateCredits
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -51,16 +58,33 @@ def build_adapters(settings: JobsSettings) -> Adapters:
     timeout = settings.rpc_timeout_seconds
     payments = PaymentsParticipant(settings.payments_target, timeout)
     wallet = CreditsParticipant(settings.wallet_target, timeout, settings.hold_expiry_seconds)
-    return Adapters(engine, uow_factory, payments, wallet, GrpcParticipants(payments, wallet))
+    candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
+    return Adapters(
+        engine,
+        uow_factory,
+        payments,
+        wallet,
+        GrpcParticipants(payments, wallet),
+        candidate_credits,
+    )
+
+
+# Jobs serves the HTTP edge; the user behind each call is the gateway's signed actor assertion.
+ACCESS = AccessPolicy.of({"gateway"})
 
 
 def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     """Wire the servicer and the workers over the adapters."""
-    app = GrpcApp("jobs", settings)
+    app = GrpcApp("jobs", settings, ACCESS)
     config = settings.jobs_config()
 
     def make_deps() -> Deps:
-        return Deps.build(adapters.uow_factory, config, adapters.participants)
+        return Deps.build(
+            adapters.uow_factory,
+            config,
+            adapters.participants,
+            candidate_credits=adapters.candidate_credits,
+        )
 
     app.add_service(
         pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(make_deps), SERVICE_NAME
@@ -79,6 +103,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     async def stopped() -> None:
         await adapters.payments.close()
         await adapters.wallet.close()
+        await adapters.candidate_credits.close()
         await adapters.engine.dispose()
 
     app.on_startup(started)

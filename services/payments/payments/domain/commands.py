@@ -91,3 +91,13 @@ class ConfirmReturn:
 
     provider: str
     params: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTransaction:
+    """An admin refunds a subscription purchase in full (its unused credits are revoked)."""
+
+    request_id: str
+    transaction_id: str
+    reason: str = "requested_by_customer"
+    actor: str = ""

@@ -56,3 +56,9 @@ SUBSCRIPTIONS = Counter(
     "Subscription transactions by final status.",
     ["user_type", "status"],
 )
+CREDIT_GRANTS = Counter(
+    "hirepay_credit_grants_total",
+    "Plan purchases' bookings on the wallet (issue on payment, revoke on refund), by outcome: "
+    "booked, or retry (the wallet did not acknowledge; the grant stays owed).",
+    ["kind", "outcome"],
+)
