@@ -51,6 +51,8 @@ class JobsSettings(ServiceSettings):
     settlement_poll_seconds: float = 60.0
     lease_seconds: float = 30.0
     rpc_timeout_seconds: float = 10.0
+    # A Confirm refused this many times in a way waiting cannot fix is final (the job is never live).
+    capture_max_refusals: int = 3
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0
     recovery_interval_seconds: float = 1.0
@@ -101,6 +103,7 @@ class JobsSettings(ServiceSettings):
             saga_deadline_seconds=self.saga_deadline_seconds,
             settlement_deadline_seconds=self.settlement_deadline_seconds,
             settlement_poll_seconds=self.settlement_poll_seconds,
+            capture_max_refusals=self.capture_max_refusals,
             retry_base_seconds=self.retry_base_seconds,
             retry_max_seconds=self.retry_max_seconds,
             idempotency_wait_seconds=self.idempotency_wait_seconds,
