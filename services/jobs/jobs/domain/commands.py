@@ -138,3 +138,10 @@ class ExpirePostings:
     """Expire up to `limit` active postings past their period (the expiry tick)."""
 
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RunAudit:
+    """Cross-check the services' data and the provider's once (the consistency auditor, OPS-3)."""
+
+    page_size: int = 200
