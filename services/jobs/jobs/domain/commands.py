@@ -145,3 +145,10 @@ class RunAudit:
     """Cross-check the services' data and the provider's once (the consistency auditor, OPS-3)."""
 
     page_size: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class GetConsistencyReport:
+    """An audit round on demand, for an admin."""
+
+    actor: Actor

@@ -11,7 +11,7 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import cancellation, drafts, pay_to_post
+from jobs.service_layer.handlers import audit, cancellation, drafts, pay_to_post
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -107,3 +107,9 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]
         )
+
+    async def GetConsistencyReport(
+        self, request: pb.GetConsistencyReportRequest, context: Any
+    ) -> pb.ConsistencyReport:
+        cmd = commands.GetConsistencyReport(actor=conv.actor_from_proto(request.actor))
+        return conv.audit_report_to_proto(await audit.get_consistency_report(cmd, self._deps()))

@@ -22,6 +22,7 @@ from jobs.domain.audit import (
     captured_payment_violation,
     payment_deadline_violation,
 )
+from jobs.domain.errors import NotAllowed
 from jobs.domain.model import Job
 from jobs.domain.posting_saga import TryResult
 from jobs.service_layer import metrics
@@ -53,6 +54,13 @@ async def run_audit(cmd: commands.RunAudit, deps: Deps) -> AuditReport:
     for v in violations:
         log.warning("consistency violation %s: %s (%s)", v.check.value, v.subject_id, v.detail)
     return report
+
+
+async def get_consistency_report(cmd: commands.GetConsistencyReport, deps: Deps) -> AuditReport:
+    """An audit round on demand (the gRPC report and the admin endpoint): admins only."""
+    if not cmd.actor.is_admin:
+        raise NotAllowed("only admins read the consistency report")
+    return await run_audit(commands.RunAudit(), deps)
 
 
 async def _active_jobs(deps: Deps, page_size: int) -> list[Violation]:
