@@ -12,13 +12,13 @@ from typing import Any
 
 import grpc
 import pytest
-from payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from tests.support.payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
 
 PROVIDER_TIMEOUT = 1.5
 

@@ -4,9 +4,9 @@ three TCC anomalies (repeat, null compensation, hanging)."""
 from __future__ import annotations
 
 import grpc
-from payments_helpers import State, authorize_request, branch, reason, rpc_error
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import State, authorize_request, branch, reason, rpc_error
 
 
 async def test_authorize_then_capture_in_full(stub, admin, unique) -> None:

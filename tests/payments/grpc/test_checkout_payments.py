@@ -3,9 +3,8 @@ declined attempt expires the session and cancels its intent; voiding after payme
 
 from __future__ import annotations
 
-from payments_helpers import CHECKOUT, State, authorize_request, branch, wait_for
-
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import CHECKOUT, State, authorize_request, branch, wait_for
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from payments_helpers import State, authorize_request, branch, reason
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import State, authorize_request, branch, reason
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

@@ -9,11 +9,18 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from payments_helpers import WEBHOOK_SECRET, State, authorize_request, reason, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from tests.support.payments_helpers import (
+    WEBHOOK_SECRET,
+    State,
+    authorize_request,
+    reason,
+    rpc_error,
+    wait_for,
+)
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

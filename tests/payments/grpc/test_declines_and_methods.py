@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from payments_helpers import (
+
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import (
     BANK,
     State,
     authorize_request,
@@ -14,8 +16,6 @@ from payments_helpers import (
     rpc_error,
     wait_for,
 )
-
-from hirepay.payments.v1 import payments_service_pb2 as pb
 
 DECLINES = [
     ("pm_card_chargeDeclined", "PAYMENT_DECLINED", "card_declined", "generic_decline"),

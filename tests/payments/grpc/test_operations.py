@@ -14,12 +14,18 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from payments_helpers import WEBHOOK_SECRET, authorize_request, branch, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import free_port
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from tests.support.payments_helpers import (
+    WEBHOOK_SECRET,
+    authorize_request,
+    branch,
+    rpc_error,
+    wait_for,
+)
 
 CALLBACK_SECRET = "callback-secret-for-tests"
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from payments_helpers import State, authorize_request, branch, reason, rpc_error
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import State, authorize_request, branch, reason, rpc_error
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

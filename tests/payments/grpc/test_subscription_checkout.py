@@ -7,9 +7,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import grpc
-from payments_helpers import reason, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import reason, rpc_error, wait_for
 
 Status = pb.Transaction.Status
 

@@ -5,9 +5,16 @@ the provider gives a final state — voided if a Void was requested meanwhile, a
 from __future__ import annotations
 
 import grpc
-from payments_helpers import State, authorize_request, branch, reason, rpc_error, wait_for
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import (
+    State,
+    authorize_request,
+    branch,
+    reason,
+    rpc_error,
+    wait_for,
+)
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

@@ -10,7 +10,9 @@ import time
 
 import grpc
 import stripe
-from payments_helpers import (
+
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from tests.support.payments_helpers import (
     BANK,
     OLD_WEBHOOK_SECRET,
     WEBHOOK_SECRET,
@@ -20,8 +22,6 @@ from payments_helpers import (
     rpc_error,
     wait_for,
 )
-
-from hirepay.payments.v1 import payments_service_pb2 as pb
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

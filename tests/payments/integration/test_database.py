@@ -13,18 +13,10 @@ from sqlalchemy.exc import DBAPIError
 
 from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.errors import Unavailable
+from hirepay_platform.tcc import TccBranch, TccOp
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
-from payments.domain.model import (
-    AuditEntry,
-    EventType,
-    Method,
-    OutboxEvent,
-    Payment,
-    PaymentState,
-    PendingOp,
-    TccBranch,
-    TccOp,
-)
+from payments.domain.events import AuditEntry, EventType, OutboxEvent
+from payments.domain.model import Method, Payment, PaymentState, PendingOp
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +74,10 @@ async def test_barrier_rows_are_insert_first(sessions) -> None:
     uow = SqlPaymentsUnitOfWork(sessions)
     branch = TccBranch("gtx-barrier", "payment")
     async with uow:
-        assert await uow.barriers.insert(branch, TccOp.TRY, TccOp.CANCEL, "")
-        assert not await uow.barriers.insert(branch, TccOp.TRY, TccOp.TRY, "{}")
-        assert await uow.barriers.get(branch, TccOp.TRY) == (TccOp.CANCEL, "")
+        assert await uow.barriers.insert(branch, TccOp.TRY, TccOp.CANCEL, {})
+        assert not await uow.barriers.insert(branch, TccOp.TRY, TccOp.TRY, {"amount": "x"})
+        record = await uow.barriers.get(branch, TccOp.TRY)
+        assert record is not None and (record.origin, record.fingerprint) == (TccOp.CANCEL, {})
         await uow.commit()
 
 

@@ -6,19 +6,10 @@ from datetime import UTC, date, datetime
 
 import pytest
 
+from hirepay_platform.tcc import TccBranch
 from payments.domain import errors
-from payments.domain.model import (
-    EventType,
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-    TccBranch,
-    Transaction,
-    TxnStatus,
-    UserType,
-    decline_reason,
-)
+from payments.domain.events import EventType
+from payments.domain.model import Method, Payment, PaymentState, PendingOp, decline_reason
 from payments.domain.plans import DEFAULT_PLANS, find_plan, parse_plans
 from payments.domain.provider import (
     CheckoutStatus,
@@ -27,6 +18,7 @@ from payments.domain.provider import (
     ProviderErrorInfo,
     ProviderIntent,
 )
+from payments.domain.transactions import Transaction, TxnStatus, UserType
 
 NOW = datetime(2026, 1, 10, 10, 25, tzinfo=UTC)
 

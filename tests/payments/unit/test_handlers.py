@@ -4,13 +4,16 @@ recovery by replaying the stored idempotency key, and refund reservations."""
 from __future__ import annotations
 
 import pytest
-from payments_fakes import Crash, FakeProvider, FakeUnitOfWork
 
+from hirepay_platform.tcc import TccBranch
 from payments.domain import commands, errors
-from payments.domain.model import EventType, Method, PaymentState, TccBranch
+from payments.domain.events import EventType
+from payments.domain.model import Method, PaymentState
 from payments.domain.provider import OutcomeUnknown
 from payments.service_layer import handlers
-from payments.service_layer.handlers import Deps, Policy
+from payments.service_layer.config import Policy
+from payments.service_layer.deps import Deps
+from tests.support.payments_fakes import Clock, Crash, FakeProvider, FakeUnitOfWork
 
 BRANCH = TccBranch("gtx-1", "payment")
 
@@ -18,7 +21,10 @@ BRANCH = TccBranch("gtx-1", "payment")
 @pytest.fixture
 def deps() -> Deps:
     return Deps(
-        FakeUnitOfWork(), FakeProvider(), Policy(provider_timeout=1, poll_base=1, poll_max=4)
+        FakeUnitOfWork(),
+        FakeProvider(),
+        Policy(provider_timeout=1, poll_base=1, poll_max=4),
+        clock=Clock(),
     )
 
 
@@ -71,7 +77,7 @@ async def test_crash_before_the_provider_call_is_healed_by_the_poller(deps: Deps
     (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
     assert payment.state is PaymentState.UNKNOWN and payment.authorize_key
     assert await handlers.poll_due(deps) == 0  # leased: the poller waits for the lease to end
-    deps.uow.clock.advance(deps.policy.lease_seconds + 1)  # type: ignore[attr-defined]
+    deps.clock.advance(deps.config.lease_seconds + 1)  # type: ignore[attr-defined]
     assert await handlers.poll_due(deps) == 1
     healed = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]
     assert healed.state is PaymentState.AUTHORIZED and healed.next_poll_at is None
@@ -82,7 +88,7 @@ async def test_crash_after_the_provider_did_it_replays_without_a_second_intent(d
     deps.provider.script = [("after", Crash())]  # type: ignore[attr-defined]
     with pytest.raises(Crash):
         await handlers.authorize(authorize_cmd(), deps)
-    deps.uow.clock.advance(deps.policy.lease_seconds + 1)  # type: ignore[attr-defined]
+    deps.clock.advance(deps.config.lease_seconds + 1)  # type: ignore[attr-defined]
     await handlers.poll_due(deps)
     (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
     assert payment.state is PaymentState.AUTHORIZED
@@ -99,7 +105,7 @@ async def test_timeout_then_void_ends_voided_by_the_poller(deps: Deps) -> None:
     voided = await handlers.void(commands.Void("v1", BRANCH, "saga gave up"), deps)
     assert voided.payment is not None and voided.payment.void_requested
     for _ in range(5):
-        deps.uow.clock.advance(5)  # type: ignore[attr-defined]
+        deps.clock.advance(5)  # type: ignore[attr-defined]
         await handlers.poll_due(deps)
     final = deps.uow.committed.payments[payment_id]  # type: ignore[attr-defined]
     assert final.state is PaymentState.VOIDED and final.captured_minor == 0
@@ -147,7 +153,7 @@ async def test_refunds_reserve_and_never_exceed_the_capture(deps: Deps) -> None:
         await handlers.refund(commands.Refund("r3", p.id, 400), deps)
     with pytest.raises(errors.RefundExceedsCaptured):
         await handlers.refund(commands.Refund("r4", p.id, 1), deps)
-    deps.uow.clock.advance(10)  # type: ignore[attr-defined]
+    deps.clock.advance(10)  # type: ignore[attr-defined]
     await handlers.poll_due(deps)
     final = deps.uow.committed.payments[p.id]  # type: ignore[attr-defined]
     assert final.state is PaymentState.REFUNDED and final.refunded_minor == 1000

@@ -8,15 +8,9 @@ from datetime import UTC, datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from payments.domain.model import (
-    _RANK,
-    EventType,
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-    TccBranch,
-)
+from hirepay_platform.tcc import TccBranch
+from payments.domain.events import EventType
+from payments.domain.model import _RANK, Method, Payment, PaymentState, PendingOp
 from payments.domain.provider import IntentStatus, ProviderErrorInfo, ProviderIntent
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -5,16 +5,9 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from payments.domain.model import (
-    Method,
-    Payment,
-    PaymentState,
-    PendingOp,
-    TccBranch,
-    Transaction,
-    TxnStatus,
-    UserType,
-)
+from hirepay_platform.tcc import TccBranch
+from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from payments.domain.transactions import Transaction, TxnStatus, UserType
 
 # Internal bookkeeping (keys, tokens, fingerprints) stays out of published events.
 _PAYMENT_PRIVATE = {

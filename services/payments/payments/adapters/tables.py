@@ -12,13 +12,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
-    PrimaryKeyConstraint,
     String,
     Table,
     Text,
     UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from hirepay_platform.barrier import barrier_table
 
 metadata = MetaData()
 
@@ -71,17 +72,8 @@ payments = Table(
     Index("ix_payments_next_poll_at", "next_poll_at", postgresql_where="next_poll_at IS NOT NULL"),
 )
 
-tcc_barriers = Table(
-    "tcc_barriers",
-    metadata,
-    Column("global_tx_id", String(200), nullable=False),
-    Column("branch_id", String(200), nullable=False),
-    Column("op", String(16), nullable=False),
-    Column("origin", String(16), nullable=False),
-    Column("fingerprint", Text, nullable=False, server_default=""),
-    _ts("created_at"),
-    PrimaryKeyConstraint("global_tx_id", "branch_id", "op", name="pk_tcc_barriers"),
-)
+# The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).
+tcc_barriers = barrier_table(metadata)
 
 refunds = Table(
     "refunds",

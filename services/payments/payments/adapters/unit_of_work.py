@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from hirepay_platform.clock import utc_now
+from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
+from payments.adapters import tables
+from payments.adapters.event_repositories import SqlEventRepository, SqlOutboxRepository
 from payments.adapters.repositories import (
     SqlAuditRepository,
-    SqlBarrierRepository,
-    SqlEventRepository,
-    SqlOutboxRepository,
     SqlPaymentRepository,
     SqlRefundRepository,
-    SqlTransactionRepository,
 )
+from payments.adapters.transaction_repository import SqlTransactionRepository
 
 
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
@@ -31,17 +27,9 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     outbox: SqlOutboxRepository
     audit: SqlAuditRepository
 
-    def __init__(
-        self,
-        session_factory: async_sessionmaker[AsyncSession],
-        clock: Callable[[], datetime] = utc_now,
-    ) -> None:
-        super().__init__(session_factory)
-        self.clock = clock
-
     def _attach(self, session: AsyncSession) -> None:
         self.payments = SqlPaymentRepository(session)
-        self.barriers = SqlBarrierRepository(session)
+        self.barriers = SqlBarrierRepository(session, tables.tcc_barriers)
         self.refunds = SqlRefundRepository(session)
         self.transactions = SqlTransactionRepository(session)
         self.events = SqlEventRepository(session)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from payments.domain.model import Method, TccBranch, UserType
+from hirepay_platform.tcc import TccBranch
+from payments.domain.model import Method
+from payments.domain.transactions import UserType
 
 
 @dataclass(frozen=True, slots=True)

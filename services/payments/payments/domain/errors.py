@@ -11,11 +11,11 @@ from hirepay_platform.errors import (
     Unavailable,
     ValidationError,
 )
+from hirepay_platform.reasons import FailureReason
 
 __all__ = [
     "AlreadySubscribed",
     "EventNotApplicableYet",
-    "IdempotencyMismatch",
     "InsufficientFunds",
     "InvalidPaymentDetails",
     "InvalidSignature",
@@ -44,33 +44,33 @@ def invalid(field: str, problem: str) -> ValidationError:
 class PaymentDeclined(PreconditionFailed):
     """The provider declined the payment (card_declined, expired_card, incorrect_cvc, ...)."""
 
-    reason = "PAYMENT_DECLINED"
+    reason = FailureReason.PAYMENT_DECLINED
 
 
 class InsufficientFunds(PreconditionFailed):
     """The card or account has insufficient funds."""
 
-    reason = "INSUFFICIENT_FUNDS"
+    reason = FailureReason.INSUFFICIENT_FUNDS
 
 
 class InvalidPaymentDetails(HirepayError):
     """The payment method token is unknown, malformed or unusable."""
 
     kind = ErrorKind.INVALID_ARGUMENT
-    reason = "INVALID_PAYMENT_DETAILS"
+    reason = FailureReason.INVALID_PAYMENT_DETAILS
 
 
 class PaymentTimeout(HirepayError):
     """The provider did not answer in time: the outcome is UNKNOWN and the payment is polled."""
 
     kind = ErrorKind.DEADLINE_EXCEEDED
-    reason = "PAYMENT_TIMEOUT"
+    reason = FailureReason.PAYMENT_TIMEOUT
 
 
 class ProviderUnavailable(Unavailable):
     """The provider is down or answered 5xx; the outcome (if any) is polled."""
 
-    reason = "PAYMENT_PROVIDER_UNAVAILABLE"
+    reason = FailureReason.PAYMENT_PROVIDER_UNAVAILABLE
 
 
 class PaymentNotFound(NotFound):
@@ -102,7 +102,7 @@ class PlanNotFound(NotFound):
 class PaymentVoided(PreconditionFailed):
     """The branch was voided (or its Void came first): nothing may be authorized or captured."""
 
-    reason = "PAYMENT_VOIDED"
+    reason = FailureReason.PAYMENT_VOIDED
 
     def __init__(self, global_tx_id: str, branch_id: str, payment_id: str = "") -> None:
         super().__init__(
@@ -158,18 +158,6 @@ class RefundExceedsCaptured(PreconditionFailed):
                 "requested_minor": str(requested),
                 "refundable_minor": str(refundable),
             },
-        )
-
-
-class IdempotencyMismatch(AlreadyExists):
-    """The same idempotency key (request id or branch) was used with a different request."""
-
-    reason = "IDEMPOTENCY_MISMATCH"
-
-    def __init__(self, key: str, field: str) -> None:
-        super().__init__(
-            f"{key} was used before with a different {field}",
-            metadata={"key": key, "field": field},
         )
 
 

@@ -1,6 +1,6 @@
-"""Payments, refunds and subscription transactions, and how provider facts move their states.
+"""Payments and how provider facts move their states.
 
-Plain Python: the state machines decide what a provider's answer means for a payment and which
+Plain Python: the state machine decides what a provider's answer means for a payment and which
 settlement events it causes; handlers only load, call, apply and save.
 """
 
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
+from hirepay_platform.reasons import FailureReason
+from hirepay_platform.tcc import TccBranch
 from payments.domain import errors
+from payments.domain.events import EventType
 from payments.domain.provider import (
     CheckoutStatus,
     IntentStatus,
@@ -21,37 +24,6 @@ from payments.domain.provider import (
 
 MAX_METADATA_KEYS = 40
 MAX_METADATA_VALUE = 500
-
-
-class TccOp(enum.StrEnum):
-    """The three operations of a branch, each recorded once in the barrier table."""
-
-    TRY = "try"
-    CONFIRM = "confirm"
-    CANCEL = "cancel"
-
-
-@dataclass(frozen=True, slots=True)
-class TccBranch:
-    """One participant branch of a global (saga) transaction."""
-
-    global_tx_id: str
-    branch_id: str
-
-    def validated(self) -> TccBranch:
-        for name, value in (("global_tx_id", self.global_tx_id), ("branch_id", self.branch_id)):
-            if not value or len(value) > 200:
-                raise errors.invalid(f"branch.{name}", "is required (at most 200 characters)")
-            if ":" in value:
-                raise errors.invalid(f"branch.{name}", "must not contain ':'")
-        return self
-
-    def key(self, op: str) -> str:
-        """The provider idempotency key of an operation on this branch."""
-        return f"{self.global_tx_id}:{self.branch_id}:{op}"
-
-    def __str__(self) -> str:
-        return f"{self.global_tx_id}/{self.branch_id}"
 
 
 class Method(enum.StrEnum):
@@ -116,25 +88,19 @@ _INTENT_STATE: dict[IntentStatus, PaymentState] = {
     IntentStatus.SUCCEEDED: PaymentState.CAPTURED,
 }
 
-
-class EventType(enum.StrEnum):
-    """Settlement events published through the outbox (API-5)."""
-
-    PAYMENT_AUTHORIZED = "payment.authorized"
-    PAYMENT_CAPTURED = "payment.captured"
-    PAYMENT_FAILED = "payment.failed"
-    PAYMENT_VOIDED = "payment.voided"
-    PAYMENT_REFUNDED = "payment.refunded"
-    TRANSACTION_SUCCEEDED = "transaction.succeeded"
-    TRANSACTION_FAILED = "transaction.failed"
-    TRANSACTION_CANCELLED = "transaction.cancelled"
+# Intent statuses that move a payment to one state with nothing else to record.
+_DIRECT_STATE: dict[IntentStatus, PaymentState] = {
+    IntentStatus.REQUIRES_CAPTURE: PaymentState.AUTHORIZED,
+    IntentStatus.PROCESSING: PaymentState.PROCESSING,
+    IntentStatus.CANCELED: PaymentState.VOIDED,
+}
 
 
-def decline_reason(error: ProviderErrorInfo) -> str:
+def decline_reason(error: ProviderErrorInfo) -> FailureReason:
     """The contract's reason for a provider decline."""
     if "insufficient_funds" in (error.code, error.decline_code):
-        return "INSUFFICIENT_FUNDS"
-    return "PAYMENT_DECLINED"
+        return FailureReason.INSUFFICIENT_FUNDS
+    return FailureReason.PAYMENT_DECLINED
 
 
 def decline_error(error: ProviderErrorInfo, payment_id: str) -> errors.HirepayError:
@@ -145,7 +111,7 @@ def decline_error(error: ProviderErrorInfo, payment_id: str) -> errors.HirepayEr
         "decline_code": error.decline_code,
     }
     message = error.message or "Your payment method was declined"
-    if decline_reason(error) == "INSUFFICIENT_FUNDS":
+    if decline_reason(error) is FailureReason.INSUFFICIENT_FUNDS:
         return errors.InsufficientFunds(message, metadata=metadata)
     return errors.PaymentDeclined(message, metadata=metadata)
 
@@ -270,35 +236,11 @@ class Payment:
             self.provider_payment_id = intent.id
         if intent.customer_id:
             self.provider_customer_id = intent.customer_id
-        status = intent.status
-        target = _INTENT_STATE[status]
-        if _RANK[target] < _RANK[self.state] or (
-            self.state in _SETTLED
-            and target is not self.state
-            and _RANK[target] == _RANK[self.state]
-        ):
+        if self._is_stale(_INTENT_STATE[intent.status]):
             # A stale view (an older answer or event arriving late) never moves a payment back,
             # and a settled payment (captured or voided) never flips to the other outcome.
             return []
-        if status is IntentStatus.REQUIRES_CAPTURE:
-            self._set(PaymentState.AUTHORIZED)
-        elif status is IntentStatus.SUCCEEDED:
-            self.captured_minor = intent.amount_received or intent.amount_minor
-            if self.state not in TAKEN:
-                self._set(PaymentState.CAPTURED)
-        elif status is IntentStatus.PROCESSING:
-            self._set(PaymentState.PROCESSING)
-        elif status in (IntentStatus.REQUIRES_ACTION, IntentStatus.REQUIRES_CONFIRMATION):
-            self._set(PaymentState.REQUIRES_ACTION)
-            if intent.next_action_url:
-                self.next_action_url = intent.next_action_url
-        elif status is IntentStatus.REQUIRES_PAYMENT_METHOD:
-            if intent.last_error is not None:
-                self.fail(intent.last_error)
-            elif self.state is PaymentState.UNKNOWN:
-                self._set(PaymentState.REQUIRES_ACTION)
-        elif status is IntentStatus.CANCELED:
-            self._set(PaymentState.VOIDED)
+        self._take_intent_status(intent)
         self._settle_pending()
         self.updated_at = now
         return self._events(before)
@@ -322,14 +264,16 @@ class Payment:
         self.updated_at = now
         return self._events(before)
 
-    def fail(self, error: ProviderErrorInfo, reason: str = "") -> None:
+    def fail(self, error: ProviderErrorInfo, reason: FailureReason | None = None) -> None:
         self._set(PaymentState.FAILED)
         self.failure_reason = reason or decline_reason(error)
         self.failure_code = error.code
         self.decline_code = error.decline_code
         self.failure_message = error.message
 
-    def decline(self, error: ProviderErrorInfo, now: datetime, reason: str = "") -> list[EventType]:
+    def decline(
+        self, error: ProviderErrorInfo, now: datetime, reason: FailureReason | None = None
+    ) -> list[EventType]:
         before = self.state
         self.fail(error, reason)
         self._settle_pending()
@@ -339,7 +283,9 @@ class Payment:
     def mark_unknown(self, *, timeout: bool, message: str, now: datetime) -> None:
         """The provider did not answer: the state is UNKNOWN until a poll learns the outcome."""
         self.state = PaymentState.UNKNOWN
-        self.failure_reason = "PAYMENT_TIMEOUT" if timeout else "PAYMENT_PROVIDER_UNAVAILABLE"
+        self.failure_reason = (
+            FailureReason.PAYMENT_TIMEOUT if timeout else FailureReason.PAYMENT_PROVIDER_UNAVAILABLE
+        )
         self.failure_code = ""
         self.decline_code = ""
         self.failure_message = message
@@ -396,6 +342,33 @@ class Payment:
 
     # --- internals ------------------------------------------------------------------------------
 
+    def _is_stale(self, target: PaymentState) -> bool:
+        """Whether moving to `target` would go backwards (or flip a settled outcome)."""
+        return _RANK[target] < _RANK[self.state] or (
+            self.state in _SETTLED
+            and target is not self.state
+            and _RANK[target] == _RANK[self.state]
+        )
+
+    def _take_intent_status(self, intent: ProviderIntent) -> None:
+        """Move to the state an intent's (not stale) status means."""
+        status = intent.status
+        if status in _DIRECT_STATE:
+            self._set(_DIRECT_STATE[status])
+        elif status is IntentStatus.SUCCEEDED:
+            self.captured_minor = intent.amount_received or intent.amount_minor
+            if self.state not in TAKEN:
+                self._set(PaymentState.CAPTURED)
+        elif status in (IntentStatus.REQUIRES_ACTION, IntentStatus.REQUIRES_CONFIRMATION):
+            self._set(PaymentState.REQUIRES_ACTION)
+            if intent.next_action_url:
+                self.next_action_url = intent.next_action_url
+        elif status is IntentStatus.REQUIRES_PAYMENT_METHOD:
+            if intent.last_error is not None:
+                self.fail(intent.last_error)
+            elif self.state is PaymentState.UNKNOWN:
+                self._set(PaymentState.REQUIRES_ACTION)
+
     def _set(self, state: PaymentState) -> None:
         if state is not PaymentState.FAILED:
             self.failure_reason = self.failure_code = self.decline_code = ""
@@ -425,192 +398,3 @@ class Payment:
             PaymentState.FAILED: [EventType.PAYMENT_FAILED],
             PaymentState.VOIDED: [EventType.PAYMENT_VOIDED],
         }.get(self.state, [])
-
-
-class RefundStatus(enum.StrEnum):
-    PENDING = "PENDING"
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
-
-
-@dataclass(slots=True)
-class Refund:
-    id: str
-    payment_id: str
-    request_id: str
-    amount_minor: int
-    currency: str
-    reason: str
-    status: RefundStatus
-    idempotency_key: str
-    created_at: datetime
-    updated_at: datetime
-    requested_minor: int = 0  # as asked (0 = everything left), for replay checks
-    provider_refund_id: str = ""
-    failure_message: str = ""
-    next_poll_at: datetime | None = None
-    poll_attempts: int = 0
-
-
-# --- subscriptions --------------------------------------------------------------------------
-
-
-class UserType(enum.StrEnum):
-    COMPANY = "COMPANY"
-    APPLICANT = "APPLICANT"
-
-
-class TxnStatus(enum.StrEnum):
-    SUCCESS = "SUCCESS"
-    PENDING = "PENDING"
-    FAILED = "FAILED"
-    REFUNDED = "REFUNDED"
-    CANCELLED = "CANCELLED"
-
-
-@dataclass(slots=True)
-class Transaction:
-    """A payment transaction of the shared Payment API (API-4): one subscription purchase."""
-
-    id: str
-    status: TxnStatus
-    user_type: UserType
-    user_id: str
-    email: str
-    amount_minor: int
-    currency: str
-    payment_method: str
-    provider: str
-    plan: str
-    period_days: int
-    request_id: str
-    return_url: str
-    cancel_url: str
-    created_at: datetime
-    updated_at: datetime
-    checkout_key: str = ""
-    expire_key: str = ""
-    provider_transaction_id: str = ""  # the checkout session (cs_...)
-    provider_payment_intent_id: str = ""
-    provider_customer_id: str = ""
-    checkout_url: str = ""
-    expires_at: datetime | None = None
-    subscription_start: date | None = None
-    subscription_end: date | None = None
-    failure_reason: str = ""
-    failure_code: str = ""
-    decline_code: str = ""
-    failure_message: str = ""
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def subsystem(self) -> str:
-        return self.metadata.get("subsystem", "")
-
-    def is_active(self, today: date) -> bool:
-        """Premium is active from the start date until (not including) the end date."""
-        return (
-            self.status is TxnStatus.SUCCESS
-            and self.subscription_start is not None
-            and self.subscription_end is not None
-            and self.subscription_start <= today < self.subscription_end
-        )
-
-    def apply_checkout(
-        self,
-        session: ProviderCheckout,
-        intent: ProviderIntent | None,
-        today: date,
-        starts_after: date | None,
-        now: datetime,
-    ) -> list[EventType]:
-        """Take the provider's current view; the verified payment always wins."""
-        before = self.status
-        self.provider_transaction_id = session.id
-        if session.customer_id:
-            self.provider_customer_id = session.customer_id
-        if session.payment_intent_id:
-            self.provider_payment_intent_id = session.payment_intent_id
-        paid = session.payment_status == "paid" or (
-            intent is not None and intent.status is IntentStatus.SUCCEEDED
-        )
-        if paid:
-            self.succeed(today, starts_after)
-        elif self.status is TxnStatus.SUCCESS or self.status is TxnStatus.REFUNDED:
-            pass
-        elif session.status is CheckoutStatus.EXPIRED:
-            # An expired checkout cancels what was pending; a declined one stays FAILED.
-            if self.status is TxnStatus.PENDING:
-                self.status = TxnStatus.CANCELLED
-            self.checkout_url = ""
-        elif intent is not None and intent.status is IntentStatus.CANCELED:
-            self.status = TxnStatus.CANCELLED
-        elif (
-            intent is not None
-            and intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD
-            and intent.last_error is not None
-        ):
-            self.status = TxnStatus.FAILED
-            self.failure_reason = decline_reason(intent.last_error)
-            self.failure_code = intent.last_error.code
-            self.decline_code = intent.last_error.decline_code
-            self.failure_message = intent.last_error.message
-        self.updated_at = now
-        return self._events(before)
-
-    def succeed(self, today: date, starts_after: date | None) -> None:
-        if self.status is TxnStatus.SUCCESS or self.status is TxnStatus.REFUNDED:
-            return
-        start = max(today, starts_after) if starts_after else today
-        self.status = TxnStatus.SUCCESS
-        self.subscription_start = start
-        self.subscription_end = start + timedelta(days=self.period_days)
-        self.failure_reason = self.failure_code = self.decline_code = self.failure_message = ""
-        self.checkout_url = ""
-
-    def cancel(self, now: datetime) -> list[EventType]:
-        before = self.status
-        if self.status in (TxnStatus.PENDING, TxnStatus.FAILED):
-            self.status = TxnStatus.CANCELLED
-            self.checkout_url = ""
-        self.updated_at = now
-        return self._events(before)
-
-    def _events(self, before: TxnStatus) -> list[EventType]:
-        if before is self.status:
-            return []
-        return {
-            TxnStatus.SUCCESS: [EventType.TRANSACTION_SUCCEEDED],
-            TxnStatus.FAILED: [EventType.TRANSACTION_FAILED],
-            TxnStatus.CANCELLED: [EventType.TRANSACTION_CANCELLED],
-        }.get(self.status, [])
-
-
-# --- audit and outbox -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class AuditEntry:
-    """One append-only audit record (PAY-15): never secrets or card data."""
-
-    action: str  # attempt | provider_call | transition | webhook | refund
-    actor: str
-    reason: str
-    details: dict[str, str]
-    payment_id: str = ""
-    transaction_id: str = ""
-    id: int = 0
-    created_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """A settlement event written in the same transaction as the state change it reports."""
-
-    event_id: str
-    type: EventType
-    occurred_at: datetime
-    subsystem: str
-    payment: Payment | None = None
-    transaction: Transaction | None = None
-    cursor: int = 0

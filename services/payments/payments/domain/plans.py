@@ -8,7 +8,7 @@ from typing import Any
 
 from hirepay_platform import money
 from payments.domain import errors
-from payments.domain.model import UserType
+from payments.domain.transactions import UserType
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay_platform.tcc import TccBranch
 from hirepay_platform.wire import timestamp
 from payments.domain import commands
-from payments.domain.model import (
-    AuditEntry,
-    Method,
-    OutboxEvent,
-    Payment,
-    Refund,
-    TccBranch,
-    Transaction,
-    UserType,
-)
+from payments.domain.events import AuditEntry, OutboxEvent
+from payments.domain.model import Method, Payment
 from payments.domain.plans import Plan
+from payments.domain.refunds import Refund
+from payments.domain.transactions import Transaction, UserType
 
 _METHODS = {
     pb.PAYMENT_METHOD_TYPE_CARD: Method.CARD,

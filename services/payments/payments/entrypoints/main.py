@@ -12,11 +12,12 @@ from hirepay_platform.settings import load_settings
 from payments.adapters.callbacks import CallbackSender, parse_callback_urls
 from payments.adapters.stripe_provider import StripeProvider
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
-from payments.config import PaymentsSettings
 from payments.domain.plans import DEFAULT_PLANS, parse_plans
-from payments.entrypoints.grpc_servicer import SERVICE_NAME, PaymentsServicer
+from payments.entrypoints.servicer import SERVICE_NAME, PaymentsServicer
+from payments.entrypoints.settings import PaymentsSettings
 from payments.entrypoints.workers import run_callback_relay, run_poller
-from payments.service_layer.handlers import Deps, Policy
+from payments.service_layer.config import Policy
+from payments.service_layer.deps import Deps
 
 
 def build_app(settings: PaymentsSettings) -> GrpcApp:
@@ -31,7 +32,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         ) from None
     if callback_urls and not settings.callback_secret.get_secret_value():
         raise SystemExit("PAYMENTS_CALLBACK_SECRET is required when PAYMENTS_CALLBACK_URLS is set")
-    policy = Policy(
+    config = Policy(
         provider_timeout=settings.provider_timeout_seconds,
         poll_base=settings.poll_interval_seconds,
         poll_max=settings.poll_max_interval_seconds,
@@ -50,7 +51,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     database = Database.from_settings(settings, SqlPaymentsUnitOfWork, probe_table="payments")
 
     def deps() -> Deps:
-        return Deps(database.uow(), provider, policy)
+        return Deps(database.uow(), provider, config)
 
     app = GrpcApp("payments", settings)
     stopping = asyncio.Event()

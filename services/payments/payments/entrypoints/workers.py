@@ -14,8 +14,9 @@ from google.protobuf import json_format
 
 from payments.adapters.callbacks import CallbackSender
 from payments.entrypoints import conversions as conv
-from payments.service_layer import handlers, metrics, subscriptions
-from payments.service_layer.handlers import Deps
+from payments.service_layer import handlers, metrics
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers import checkouts
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ async def run_poller(deps: Callable[[], Deps], stop: asyncio.Event, *, interval:
         worked = 0
         try:
             worked = await handlers.poll_due(deps())
-            await subscriptions.sync_stale_transactions(deps())
+            await checkouts.sync_stale_transactions(deps())
         except Exception:
             log.exception("poller round failed")
         await _sleep(stop, 0.05 if worked else interval)
@@ -51,7 +52,7 @@ async def run_callback_relay(
         try:
             d = deps()
             async with d.uow as uow:
-                now = uow.clock()
+                now = d.clock()
                 batch = await uow.outbox.lease_callbacks(now, 50, 30.0)
                 await uow.commit()
             for event in batch:
@@ -60,7 +61,7 @@ async def run_callback_relay(
                 ).encode()
                 ok = await sender.send(event.subsystem, event.event_id, body)
                 async with d.uow as uow:
-                    now = uow.clock()
+                    now = d.clock()
                     if ok:
                         await uow.outbox.callback_done(event.cursor, now)
                         delivered += 1

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from payments.domain.model import AuditEntry
+from payments.domain.events import AuditEntry
 from payments.domain.provider import CardDeclined, InvalidRequest, OutcomeUnknown
 from payments.service_layer import metrics
 

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from payments.domain import commands, errors
-from payments.domain.model import AuditEntry, Payment, Transaction
+from payments.domain.events import AuditEntry
+from payments.domain.model import Payment
 from payments.domain.provider import (
     InvalidRequest,
     OutcomeUnknown,
@@ -23,11 +24,14 @@ from payments.domain.provider import (
     ProviderIntent,
     SignatureInvalid,
 )
+from payments.domain.transactions import Transaction
 from payments.service_layer import metrics
-from payments.service_layer.handlers import Deps, drive, publish, refund_if_voided
-from payments.service_layer.provider_calls import CallRecord, call
-from payments.service_layer.subscriptions import apply_to_transaction
-from payments.service_layer.unit_of_work import PaymentsUnitOfWork
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.checkouts import apply_to_transaction
+from payments.service_layer.handlers.engine import drive
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.shared import publish, refund_if_voided
+from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -43,14 +47,8 @@ class EventOutcome:
 
 
 async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps) -> EventOutcome:
-    if cmd.provider and cmd.provider != deps.provider.name:
-        raise errors.invalid("provider", f"must be {deps.provider.name}")
-    try:
-        event = deps.provider.construct_event(cmd.payload, cmd.signature)
-    except SignatureInvalid as exc:
-        metrics.WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
-        log.warning("webhook refused: %s", exc.message)
-        raise errors.InvalidSignature(f"webhook signature refused: {exc.message}") from None
+    """Verify a delivery, then apply the provider's current view of its object once per event."""
+    event = _verified(cmd, deps)
     metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
     async with deps.uow as uow:
         if await uow.events.exists(event.id):
@@ -76,7 +74,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             metadata={"event_id": event.id},
         ) from None
     async with deps.uow as uow:
-        now = uow.clock()
+        now = deps.clock()
         inserted = await uow.events.add(
             provider=deps.provider.name,
             event_id=event.id,
@@ -93,45 +91,90 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
         changed = False
         follow_up: Payment | None = None
         if payment is not None:
-            p = await uow.payments.get(payment.id, for_update=True)
-            assert p is not None
-            before = (p.state, p.captured_minor)
-            events = []
-            if session is not None:
-                events += p.apply_checkout(session, now)
-            if intent is not None:
-                events += p.apply_intent(intent, now)
-            changed = before != (p.state, p.captured_minor)
-            if p.needs_provider_work():
-                if p.next_poll_at is None or p.next_poll_at > now:
-                    p.next_poll_at = now
-                follow_up = p if p.pending_op is not None and p.void_requested else None
-            else:
-                p.finish_step(now)
-            await refund_if_voided(uow, p, now, "webhook")
-            await uow.payments.save(p)
-            await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
-            for record in records:
-                await uow.audit.add(record.audit("webhook", payment_id=p.id))
-            await publish(uow, deps.policy, events, now, payment=p)
-        elif txn is not None:
-            before_status = txn.status
-            t = await apply_to_transaction(uow, deps, txn.id, session, intent, actor="webhook")
-            changed = before_status is not t.status
-            await uow.audit.add(
-                _webhook_audit(event, "", t.id, before_status.value, t.status.value)
+            changed, follow_up = await _apply_to_payment(
+                uow, deps, event, payment.id, session, intent, records, now
             )
-            for record in records:
-                await uow.audit.add(record.audit("webhook", transaction_id=t.id))
+        elif txn is not None:
+            changed = await _apply_to_transaction(uow, deps, event, txn, session, intent, records)
         await uow.commit()
     metrics.WEBHOOK_EVENTS.labels(event.type, "applied" if changed else "no_effect").inc()
     if follow_up is not None:
-        # e.g. 3-D Secure completed after the saga voided: cancel the authorization now.
-        try:
-            await drive(deps, follow_up, actor="webhook", direct=False)
-        except Exception:
-            log.exception("follow-up of payment %s failed; the poller will retry", follow_up.id)
+        await _follow_up(deps, follow_up)
     return EventOutcome(event.id, event.type, applied=changed, duplicate=False)
+
+
+def _verified(cmd: commands.ProviderEventDelivery, deps: Deps) -> ProviderEvent:
+    """The event a delivery carries, or INVALID_SIGNATURE (nothing stored)."""
+    if cmd.provider and cmd.provider != deps.provider.name:
+        raise errors.invalid("provider", f"must be {deps.provider.name}")
+    try:
+        return deps.provider.construct_event(cmd.payload, cmd.signature)
+    except SignatureInvalid as exc:
+        metrics.WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        log.warning("webhook refused: %s", exc.message)
+        raise errors.InvalidSignature(f"webhook signature refused: {exc.message}") from None
+
+
+async def _apply_to_payment(
+    uow: PaymentsUnitOfWork,
+    deps: Deps,
+    event: ProviderEvent,
+    payment_id: str,
+    session: ProviderCheckout | None,
+    intent: ProviderIntent | None,
+    records: list[CallRecord],
+    now: datetime,
+) -> tuple[bool, Payment | None]:
+    """Apply the provider's view to a payment (in the caller's transaction); returns whether it
+    changed and the payment if a Void must be completed at the provider right away."""
+    p = await uow.payments.get(payment_id, for_update=True)
+    assert p is not None
+    before = (p.state, p.captured_minor)
+    events = []
+    if session is not None:
+        events += p.apply_checkout(session, now)
+    if intent is not None:
+        events += p.apply_intent(intent, now)
+    follow_up: Payment | None = None
+    if p.needs_provider_work():
+        if p.next_poll_at is None or p.next_poll_at > now:
+            p.next_poll_at = now
+        follow_up = p if p.pending_op is not None and p.void_requested else None
+    else:
+        p.finish_step(now)
+    await refund_if_voided(uow, p, now, "webhook")
+    await uow.payments.save(p)
+    await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
+    for record in records:
+        await uow.audit.add(record.audit("webhook", payment_id=p.id))
+    await publish(uow, deps.config, events, now, payment=p)
+    return before != (p.state, p.captured_minor), follow_up
+
+
+async def _apply_to_transaction(
+    uow: PaymentsUnitOfWork,
+    deps: Deps,
+    event: ProviderEvent,
+    txn: Transaction,
+    session: ProviderCheckout | None,
+    intent: ProviderIntent | None,
+    records: list[CallRecord],
+) -> bool:
+    """Apply the provider's view to a subscription transaction; returns whether it changed."""
+    before_status = txn.status
+    t = await apply_to_transaction(uow, deps, txn.id, session, intent, actor="webhook")
+    await uow.audit.add(_webhook_audit(event, "", t.id, before_status.value, t.status.value))
+    for record in records:
+        await uow.audit.add(record.audit("webhook", transaction_id=t.id))
+    return before_status is not t.status
+
+
+async def _follow_up(deps: Deps, payment: Payment) -> None:
+    """e.g. 3-D Secure completed after the saga voided: cancel the authorization now."""
+    try:
+        await drive(deps, payment, actor="webhook", direct=False)
+    except Exception:
+        log.exception("follow-up of payment %s failed; the poller will retry", payment.id)
 
 
 def _webhook_audit(
@@ -165,7 +208,7 @@ async def _store(
             payload=payload,
             applied=applied,
             provider_created_at=event.created,
-            received_at=uow.clock(),
+            received_at=deps.clock(),
         )
         await uow.commit()
     metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if inserted else "duplicate").inc()

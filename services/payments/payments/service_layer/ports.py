@@ -1,4 +1,5 @@
-"""The ports the handlers need: repositories and the unit of work holding one local transaction.
+"""The ports the handlers need: repositories and the unit of work holding one local transaction
+(the provider's port is payments.domain.provider.PaymentProvider).
 
 Adapters implement them against PostgreSQL. Repositories never commit; `async with uow:` rolls back
 unless `await uow.commit()` was called.
@@ -6,20 +7,14 @@ unless `await uow.commit()` was called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any, Protocol, Self
 
-from payments.domain.model import (
-    AuditEntry,
-    OutboxEvent,
-    Payment,
-    Refund,
-    TccBranch,
-    TccOp,
-    Transaction,
-    UserType,
-)
+from hirepay_platform.tcc import BarrierRepository, TccBranch
+from payments.domain.events import AuditEntry, OutboxEvent
+from payments.domain.model import Payment
+from payments.domain.refunds import Refund
+from payments.domain.transactions import Transaction, UserType
 
 
 class PaymentRepository(Protocol):
@@ -40,14 +35,6 @@ class PaymentRepository(Protocol):
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
         """Payments whose next poll is due, locked with SKIP LOCKED and leased (next poll moved
         past the lease) so that several workers share them without doing one twice at once."""
-
-
-class BarrierRepository(Protocol):
-    async def insert(self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: str) -> bool:
-        """Insert-first on (global_tx_id, branch_id, op): True if inserted, False if it existed."""
-
-    async def get(self, branch: TccBranch, op: TccOp) -> tuple[TccOp, str] | None:
-        """(origin, fingerprint) of a barrier row."""
 
 
 class RefundRepository(Protocol):
@@ -127,6 +114,8 @@ class OutboxRepository(Protocol):
 
     async def callback_retry(self, cursor: int, next_at: datetime) -> None: ...
 
+    async def callback_attempts(self, cursor: int) -> int: ...
+
 
 class AuditRepository(Protocol):
     async def add(self, entry: AuditEntry) -> None: ...
@@ -146,7 +135,6 @@ class PaymentsUnitOfWork(Protocol):
     events: EventRepository
     outbox: OutboxRepository
     audit: AuditRepository
-    clock: Callable[[], datetime]
 
     async def __aenter__(self) -> Self: ...
 

@@ -13,18 +13,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from payments.domain.model import (
-    AuditEntry,
-    OutboxEvent,
-    Payment,
-    Refund,
-    RefundStatus,
-    TccBranch,
-    TccOp,
-    Transaction,
-    TxnStatus,
-    UserType,
-)
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from payments.domain.events import AuditEntry, OutboxEvent
+from payments.domain.model import Payment
 from payments.domain.provider import (
     AuthorizeIntent,
     CardDeclined,
@@ -40,12 +32,14 @@ from payments.domain.provider import (
     ProviderRefund,
     SignatureInvalid,
 )
+from payments.domain.refunds import Refund, RefundStatus
+from payments.domain.transactions import Transaction, TxnStatus, UserType
 
 
 @dataclass
 class State:
     payments: dict[str, Payment] = field(default_factory=dict)
-    barriers: dict[tuple[str, str, str], tuple[TccOp, str]] = field(default_factory=dict)
+    barriers: dict[tuple[str, str, str], BarrierRecord] = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
     transactions: dict[str, Transaction] = field(default_factory=dict)
     events: set[str] = field(default_factory=set)
@@ -107,14 +101,16 @@ class FakePayments(_Repo):
 
 
 class FakeBarriers(_Repo):
-    async def insert(self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: str) -> bool:
+    async def insert(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+    ) -> bool:
         key = (branch.global_tx_id, branch.branch_id, op.value)
         if key in self.st.barriers:
             return False
-        self.st.barriers[key] = (origin, fingerprint)
+        self.st.barriers[key] = BarrierRecord(branch, op, origin, dict(fingerprint))
         return True
 
-    async def get(self, branch: TccBranch, op: TccOp) -> tuple[TccOp, str] | None:
+    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
         return self.st.barriers.get((branch.global_tx_id, branch.branch_id, op.value))
 
 
@@ -246,10 +242,9 @@ class FakeAudit(_Repo):
 
 
 class FakeUnitOfWork:
-    def __init__(self, clock: Clock | None = None) -> None:
+    def __init__(self) -> None:
         self.committed = State()
         self.working = State()
-        self.clock = clock or Clock()
         self.payments = FakePayments(self)
         self.barriers = FakeBarriers(self)
         self.refunds = FakeRefunds(self)

@@ -12,8 +12,9 @@ from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from payments.domain import commands
 from payments.entrypoints import conversions as conv
-from payments.service_layer import handlers, subscriptions, webhooks
-from payments.service_layer.handlers import Deps, PaymentResult
+from payments.service_layer import handlers
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers import PaymentResult, checkouts, subscriptions, webhooks
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 STREAM_POLL_SECONDS = 0.15
@@ -106,7 +107,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         cmd = commands.CancelCheckout(
             request.request_id, request.transaction_id, request.payment_id
         )
-        result = await subscriptions.cancel_checkout(cmd, self._deps())
+        result = await checkouts.cancel_checkout(cmd, self._deps())
         return pb.CancelCheckoutResponse(
             transaction=conv.transaction_msg(result.transaction) if result.transaction else None,
             payment=conv.payment_msg(result.payment) if result.payment else None,

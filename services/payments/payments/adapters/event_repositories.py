@@ -1,0 +1,155 @@
+"""PostgreSQL repositories of received provider events and of the settlement outbox. Never commit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from payments.adapters import snapshots
+from payments.adapters import tables as t
+from payments.domain.events import EventType, OutboxEvent
+
+# Writers of the outbox take this lock until commit, so cursors become visible in order and a
+# reader resuming "after cursor N" can never skip an event committed late with a smaller cursor.
+OUTBOX_LOCK_KEY = 7_310_001
+
+
+# --- provider events, outbox -----------------------------------------------------------
+
+
+class SqlEventRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def exists(self, event_id: str) -> bool:
+        found = await self.s.scalar(
+            select(t.provider_events.c.id).where(t.provider_events.c.event_id == event_id)
+        )
+        return found is not None
+
+    async def add(
+        self,
+        *,
+        provider: str,
+        event_id: str,
+        event_type: str,
+        object_id: str,
+        payload: dict[str, Any],
+        applied: bool,
+        provider_created_at: datetime,
+        received_at: datetime,
+    ) -> bool:
+        stmt = (
+            insert(t.provider_events)
+            .values(
+                provider=provider,
+                event_id=event_id,
+                event_type=event_type,
+                object_id=object_id,
+                payload=payload,
+                applied=applied,
+                provider_created_at=provider_created_at,
+                received_at=received_at,
+            )
+            .on_conflict_do_nothing(index_elements=["event_id"])
+            .returning(t.provider_events.c.id)
+        )
+        return (await self.s.execute(stmt)).first() is not None
+
+
+def _snapshot(event: OutboxEvent) -> dict[str, Any]:
+    return snapshots.dump(event.payment, event.transaction)
+
+
+class SqlOutboxRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def add(self, event: OutboxEvent, *, callback: bool) -> None:
+        await self.s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
+        await self.s.execute(
+            insert(t.outbox).values(
+                event_id=event.event_id,
+                type=event.type.value,
+                subsystem=event.subsystem,
+                payment_id=event.payment.id if event.payment else None,
+                transaction_id=event.transaction.id if event.transaction else None,
+                snapshot=_snapshot(event),
+                occurred_at=event.occurred_at,
+                callback_next_at=event.occurred_at if callback else None,
+            )
+        )
+
+    async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
+        stmt = select(t.outbox).where(t.outbox.c.cursor > cursor)
+        if subsystem:
+            stmt = stmt.where(t.outbox.c.subsystem == subsystem)
+        stmt = stmt.order_by(t.outbox.c.cursor).limit(limit)
+        return [_outbox(r) for r in (await self.s.execute(stmt)).all()]
+
+    async def backlog(self) -> int:
+        n = await self.s.scalar(
+            select(func.count())
+            .select_from(t.outbox)
+            .where(t.outbox.c.callback_next_at.is_not(None))
+        )
+        return int(n or 0)
+
+    async def lease_callbacks(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[OutboxEvent]:
+        stmt = (
+            select(t.outbox)
+            .where(t.outbox.c.callback_next_at <= now)
+            .order_by(t.outbox.c.cursor)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        rows = (await self.s.execute(stmt)).all()
+        events = [_outbox(r) for r in rows]
+        if events:
+            await self.s.execute(
+                update(t.outbox)
+                .where(t.outbox.c.cursor.in_([e.cursor for e in events]))
+                .values(
+                    callback_next_at=now + timedelta(seconds=lease_seconds),
+                    callback_attempts=t.outbox.c.callback_attempts + 1,
+                )
+            )
+        return events
+
+    async def callback_done(self, cursor: int, now: datetime) -> None:
+        await self.s.execute(
+            update(t.outbox)
+            .where(t.outbox.c.cursor == cursor)
+            .values(callback_next_at=None, callback_delivered_at=now)
+        )
+
+    async def callback_retry(self, cursor: int, next_at: datetime) -> None:
+        await self.s.execute(
+            update(t.outbox).where(t.outbox.c.cursor == cursor).values(callback_next_at=next_at)
+        )
+
+    async def callback_attempts(self, cursor: int) -> int:
+        n = await self.s.scalar(
+            select(t.outbox.c.callback_attempts).where(t.outbox.c.cursor == cursor)
+        )
+        return int(n or 0)
+
+
+def _outbox(row: Any) -> OutboxEvent:
+    m = row._mapping
+    payment, txn = snapshots.load(m["snapshot"])
+    return OutboxEvent(
+        event_id=m["event_id"],
+        type=EventType(m["type"]),
+        occurred_at=m["occurred_at"],
+        subsystem=m["subsystem"],
+        payment=payment,
+        transaction=txn,
+        cursor=m["cursor"],
+    )

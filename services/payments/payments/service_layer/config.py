@@ -1,0 +1,29 @@
+"""The payments use cases' configuration (built from the settings in entrypoints/main.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from payments.domain.plans import Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The service's configuration as the use cases need it."""
+
+    provider_timeout: float = 8.0
+    poll_base: float = 1.0
+    poll_max: float = 60.0
+    poll_batch: int = 20
+    checkout_cancel_url: str = "http://127.0.0.1:8080/api/payments/checkout/cancel?ref={ref}"
+    checkout_ttl_seconds: int = 3600
+    plans: tuple[Plan, ...] = ()
+    callback_subsystems: frozenset[str] = frozenset()
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long one in-flight provider step keeps other workers off a payment."""
+        return self.provider_timeout * 2 + 5
+
+    def cancel_url(self, ref: str) -> str:
+        return self.checkout_cancel_url.replace("{ref}", ref)

@@ -1,0 +1,237 @@
+"""Try / Confirm / Cancel: the payment side of the two-phase handshake (Authorize, Capture, Void).
+
+The guard is the platform's TCC barrier, written insert-first in the same local transaction as the
+payment: a repeat is a replay (same request or IDEMPOTENCY_MISMATCH), a Void before its Authorize is
+a null compensation, and an Authorize after its Void reserves nothing (hanging Try).
+"""
+
+from __future__ import annotations
+
+from hirepay_platform import money
+from hirepay_platform.errors import Conflict, HirepayError
+from hirepay_platform.fingerprint import encode, fingerprint
+from hirepay_platform.ids import new_id
+from hirepay_platform.tcc import (
+    CancelGate,
+    ConfirmGate,
+    TryGate,
+    cancelled_before_try,
+    enter_cancel,
+    enter_confirm,
+    enter_try,
+)
+from payments.domain import commands, errors
+from payments.domain.events import AuditEntry
+from payments.domain.model import TAKEN, Method, Payment, PaymentState, PendingOp, validate_metadata
+from payments.service_layer import metrics
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.engine import drive
+from payments.service_layer.handlers.shared import PaymentResult, outcome_error
+
+
+def _method(cmd: commands.Authorize) -> Method:
+    if cmd.method is None:
+        raise errors.invalid("method", "is required (CARD, BANK_TRANSFER or CHECKOUT)")
+    if cmd.method is not Method.CHECKOUT and not cmd.payment_method_token:
+        raise errors.invalid("payment_method_token", "is required for CARD and BANK_TRANSFER")
+    if cmd.payment_method_token and not cmd.payment_method_token.startswith("pm_"):
+        # SAQ A: only provider tokens, never anything that could be a card number.
+        raise errors.InvalidPaymentDetails(
+            "payment_method_token must be a provider token (pm_...)",
+            metadata={"field": "payment_method_token"},
+        )
+    if cmd.method is Method.CHECKOUT and not cmd.return_url:
+        raise errors.invalid("return_url", "is required for CHECKOUT")
+    return cmd.method
+
+
+async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga") -> PaymentResult:
+    """Try: reserve the amount with the provider (manual capture), once per branch.
+
+    A repeat answers with the stored outcome; a Try after its branch's Cancel reserves nothing."""
+    branch = cmd.branch.validated()
+    method = _method(cmd)
+    money.validate_amount(cmd.amount_minor, field="amount.amount_minor")
+    currency = money.validate_unit(cmd.currency, field="amount.currency", cash_only=True)
+    if not cmd.owner_id:
+        raise errors.invalid("owner_id", "is required")
+    metadata = validate_metadata(cmd.metadata)
+    # Fields in name order: a reused branch is refused naming the first field that differs.
+    print_ = fingerprint(
+        {
+            "amount": [cmd.amount_minor, currency],
+            "method": method.value,
+            "owner_id": cmd.owner_id,
+            "payment_method_token": cmd.payment_method_token,
+        }
+    )
+    async with deps.uow as uow:
+        now = deps.clock()
+        gate = await enter_try(uow.barriers, branch, print_)
+        if gate is TryGate.CANCELLED:
+            raise errors.PaymentVoided(branch.global_tx_id, branch.branch_id)
+        if gate is TryGate.REPLAY:
+            payment = await uow.payments.get_by_branch(branch)
+            if payment is None:
+                raise Conflict(f"branch {branch} is being written; retry")
+            replay = True
+        else:
+            replay = False
+            payment = Payment(
+                id=new_id("pay"),
+                branch=branch,
+                owner_id=cmd.owner_id,
+                amount_minor=cmd.amount_minor,
+                currency=currency,
+                method=method,
+                provider=deps.provider.name,
+                state=PaymentState.UNKNOWN,
+                created_at=now,
+                updated_at=now,
+                fingerprint=encode(print_),
+                payment_method_token=cmd.payment_method_token,
+                description=cmd.description[:500],
+                email=cmd.email,
+                return_url=cmd.return_url,
+                cancel_url=cmd.cancel_url,
+                metadata=metadata,
+                authorize_key=branch.key("authorize"),
+                pending_op=PendingOp.AUTHORIZE,
+            )
+            payment.lease(now, deps.config.lease_seconds)
+            await uow.payments.add(payment)
+            await uow.audit.add(
+                AuditEntry(
+                    action="attempt",
+                    actor=actor,
+                    reason="authorize requested",
+                    details={
+                        "request_id": cmd.request_id,
+                        "amount_minor": str(cmd.amount_minor),
+                        "currency": currency,
+                        "method": method.value,
+                        "idempotency_key": payment.authorize_key,
+                        "owner_id": cmd.owner_id,
+                    },
+                    payment_id=payment.id,
+                )
+            )
+            await uow.commit()
+    if replay:
+        error = outcome_error(payment)
+        if error is not None:
+            raise error
+        return PaymentResult(payment, replayed=True)
+    step = await drive(deps, payment, actor=actor, direct=True)
+    p = step.payment
+    metrics.PAYMENT_ATTEMPTS.labels(
+        method.value, p.state.value.lower(), p.failure_reason or "none"
+    ).inc()
+    error = outcome_error(p)
+    if error is not None:
+        raise error
+    return PaymentResult(p)
+
+
+async def capture(cmd: commands.Capture, deps: Deps, *, actor: str = "saga") -> PaymentResult:
+    """Confirm: capture the authorization (all, or part), once per branch."""
+    branch = cmd.branch.validated()
+    if cmd.amount_minor < 0:
+        raise errors.invalid("amount_minor", "must not be negative")
+    print_ = fingerprint({"amount_minor": cmd.amount_minor})
+    async with deps.uow as uow:
+        now = deps.clock()
+        if await enter_confirm(uow.barriers, branch, print_) is ConfirmGate.REPLAY:
+            payment = await uow.payments.get_by_branch(branch)
+            if payment is None:
+                raise Conflict(f"branch {branch} is being written; retry")
+            return _capture_outcome(payment, replayed=True)
+        payment = await uow.payments.get_by_branch(branch, for_update=True)
+        if payment is None:
+            if await cancelled_before_try(uow.barriers, branch):
+                raise errors.PaymentVoided(branch.global_tx_id, branch.branch_id)
+            raise errors.PaymentNotFound(str(branch))
+        if payment.state in TAKEN and not payment.void_requested:
+            # An automatic payment (bank transfer) already settled: confirming it is a success.
+            await uow.commit()
+            return PaymentResult(payment)
+        payment.request_capture(cmd.amount_minor, now)
+        payment.lease(now, deps.config.lease_seconds)
+        await uow.payments.save(payment)
+        await uow.audit.add(
+            AuditEntry(
+                action="attempt",
+                actor=actor,
+                reason="capture requested",
+                details={
+                    "request_id": cmd.request_id,
+                    "amount_minor": str(payment.capture_amount_minor),
+                    "idempotency_key": payment.capture_key,
+                },
+                payment_id=payment.id,
+            )
+        )
+        await uow.commit()
+    step = await drive(deps, payment, actor=actor, direct=True)
+    if step.refused is not None and step.payment.state not in TAKEN:
+        raise errors.PaymentNotCapturable(
+            step.payment.id, step.payment.state.value, step.refused.message
+        )
+    return _capture_outcome(step.payment, replayed=False)
+
+
+def _capture_outcome(payment: Payment, *, replayed: bool) -> PaymentResult:
+    if payment.state in TAKEN:
+        return PaymentResult(payment, replayed=replayed)
+    if payment.pending_op is PendingOp.CAPTURE and payment.state is PaymentState.AUTHORIZED:
+        raise errors.OperationInProgress(payment.id, "capture")
+    if payment.state is PaymentState.UNKNOWN:
+        raise outcome_error(payment) or errors.PaymentTimeout("capture outcome unknown")
+    if payment.state is PaymentState.VOIDED:
+        raise errors.PaymentVoided(
+            payment.branch.global_tx_id, payment.branch.branch_id, payment.id
+        )
+    raise errors.PaymentNotCapturable(payment.id, payment.state.value)
+
+
+async def void(cmd: commands.Void, deps: Deps, *, actor: str = "saga") -> PaymentResult:
+    """Cancel: release the authorization. A Void before its Authorize is recorded and succeeds
+    doing nothing (and makes a late Authorize refuse). A Void never fails because the provider is
+    slow: it is recorded, and the poller completes it (then payment.voided is published)."""
+    branch = cmd.branch.validated()
+    async with deps.uow as uow:
+        now = deps.clock()
+        gate = await enter_cancel(uow.barriers, branch)
+        if gate is CancelGate.NULL_COMPENSATION:
+            await uow.commit()
+            return PaymentResult(None, null_compensation=True)
+        if gate is CancelGate.REPLAY:
+            payment = await uow.payments.get_by_branch(branch)
+            return PaymentResult(payment, replayed=True, null_compensation=payment is None)
+        payment = await uow.payments.get_by_branch(branch, for_update=True)
+        if payment is None:
+            raise HirepayError(
+                f"branch {branch} has a Try but no payment", reason="TCC_INCONSISTENT"
+            )
+        must_call = payment.request_void(cmd.reason[:500], now)
+        in_flight = (
+            payment.pending_op is PendingOp.AUTHORIZE
+            and payment.next_poll_at is not None
+            and payment.next_poll_at > now
+        )
+        if must_call and not in_flight:
+            payment.lease(now, deps.config.lease_seconds)
+        await uow.payments.save(payment)
+        await uow.audit.add(
+            AuditEntry(
+                action="attempt",
+                actor=actor,
+                reason=f"void requested: {cmd.reason[:200]}",
+                details={"request_id": cmd.request_id, "idempotency_key": payment.void_key},
+                payment_id=payment.id,
+            )
+        )
+        await uow.commit()
+    if must_call and not in_flight:
+        payment = (await drive(deps, payment, actor=actor, direct=True)).payment
+    return PaymentResult(payment)
