@@ -134,6 +134,9 @@ def payments_service(
             "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": str(PROVIDER_TIMEOUT),
             "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
             "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
+            # Payments waiting for the provider are re-fetched within a second (lost webhooks).
+            "PAYMENTS_WATCH_INTERVAL_SECONDS": "0.2",
+            "PAYMENTS_WATCH_MAX_INTERVAL_SECONDS": "1",
             "PAYMENTS_LOG_LEVEL": "INFO",
         },
         log_name="payments-tests",

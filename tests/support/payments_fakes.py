@@ -295,6 +295,17 @@ class FakeProvider:
     def _next(self) -> Any:
         return self.script.pop(0) if self.script else None
 
+    def forget(self, intent_id: str) -> None:
+        """The provider loses the intent (e.g. after an incident): it answers 404 from now on."""
+        del self.intents[intent_id]
+
+    def _intent(self, intent_id: str) -> ProviderIntent:
+        if intent_id not in self.intents:
+            raise InvalidRequest(
+                f"No such payment_intent: '{intent_id}'", code="resource_missing", status=404
+            )
+        return self.intents[intent_id]
+
     async def _idempotent(self, op: str, key: str, fn: Any) -> Any:
         self.calls.append((op, key))
         step = self._next()
@@ -352,7 +363,7 @@ class FakeProvider:
         self, intent_id: str, amount_minor: int, idempotency_key: str
     ) -> ProviderIntent:
         def run() -> ProviderIntent:
-            pi = self.intents[intent_id]
+            pi = self._intent(intent_id)
             if pi.status is not IntentStatus.REQUIRES_CAPTURE:
                 raise InvalidRequest("cannot capture", code="payment_intent_unexpected_state")
             pi = replace(
@@ -368,7 +379,7 @@ class FakeProvider:
 
     async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderIntent:
         def run() -> ProviderIntent:
-            pi = self.intents[intent_id]
+            pi = self._intent(intent_id)
             if pi.status is IntentStatus.SUCCEEDED:
                 raise InvalidRequest("cannot cancel", code="payment_intent_unexpected_state")
             pi = replace(pi, status=IntentStatus.CANCELED, amount_capturable=0)
@@ -398,7 +409,7 @@ class FakeProvider:
         return await self._idempotent("refund", idempotency_key, run)
 
     async def retrieve_payment(self, intent_id: str) -> ProviderIntent:
-        return await self._idempotent("retrieve", "", lambda: self.intents[intent_id])
+        return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))
 
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str

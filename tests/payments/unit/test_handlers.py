@@ -166,3 +166,18 @@ async def test_a_twin_of_an_in_flight_call_is_told_to_retry(deps: Deps) -> None:
         await handlers.authorize(authorize_cmd(), deps)
     with pytest.raises(errors.OperationInProgress):
         await handlers.authorize(authorize_cmd(), deps)
+
+
+async def test_a_capture_the_provider_does_not_know_is_final_not_retried(deps: Deps) -> None:
+    """Issue 11 §1: the provider answers 404 for the intent (it lost it). Nothing is held
+    there, so the payment is voided at once (an event tells the saga), never polled again."""
+    payment = (await handlers.authorize(authorize_cmd(), deps)).payment
+    deps.provider.forget(payment.provider_payment_id)  # type: ignore[attr-defined]
+    with pytest.raises(errors.PaymentNotCapturable):
+        await handlers.capture(commands.Capture("c1", BRANCH), deps)
+    stored = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]
+    assert stored.state is PaymentState.VOIDED and stored.failure_code == "resource_missing"
+    assert stored.pending_op is None and stored.next_poll_at is None
+    assert outbox_types(deps)[-1] == EventType.PAYMENT_VOIDED.value
+    deps.clock.advance(3600)  # type: ignore[attr-defined]
+    assert await handlers.poll_due(deps) == 0

@@ -287,6 +287,10 @@ def _apply_refusal(
     p: Payment, refused: InvalidRequest, unanswered: bool, now: datetime
 ) -> list[EventType]:
     """The provider refused the call. `unanswered`: no current view of the payment was learnt."""
+    if unanswered and refused.status == 404 and p.provider_payment_id:
+        # Neither the call nor the re-read found the payment: the provider does not know it
+        # (e.g. it lost the intent). Nothing is held or taken there: final, never retried.
+        return p.vanish(now)
     if unanswered:
         if p.pending_op is PendingOp.AUTHORIZE:
             reason = (
@@ -306,7 +310,7 @@ def _apply_refusal(
 def _schedule_next(p: Payment, config: Policy, now: datetime, *, retry_later: bool) -> None:
     """When the poller looks at the payment again (never, if nothing is left to do)."""
     if not p.needs_provider_work():
-        p.finish_step(now)
+        p.finish_step(now, watch_base=config.watch_base, watch_max=config.watch_max)
     elif retry_later:
         p.schedule_poll(now, config.poll_base, config.poll_max)
     else:

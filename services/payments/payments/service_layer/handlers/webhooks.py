@@ -1,8 +1,9 @@
 """Provider webhook ingestion (API-3, SEC-3): verify the signature on the raw bytes, then apply the
 provider's CURRENT state of the object (re-fetched, never the event's payload) once per event id.
 
-An event about a payment or transaction we do not know yet is refused with EVENT_NOT_APPLICABLE_YET
-and nothing is stored, so the provider delivers it again later.
+An event about an object that carries our ids but is not recorded yet is refused with
+EVENT_NOT_APPLICABLE_YET and nothing is stored, so the provider delivers it again later; one about
+an object Hirepay never created (no ids of ours) is acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -58,7 +59,19 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     payload = json.loads(cmd.payload)
     if event.object_type not in HANDLED_OBJECTS:
         return await _store(deps, event, payload, applied=False)
+    if payment is None and txn is None and not _created_by_hirepay(event):
+        # An object Hirepay never created (another integration on the account, a dashboard
+        # test): no retry could ever apply it, so it is acknowledged (stored, not applied).
+        log.info(
+            "webhook %s about %s %s: not ours, ignored",
+            event.id,
+            event.object_type,
+            event.object_id,
+        )
+        return await _store(deps, event, payload, applied=False)
     if payment is None and txn is None:
+        # Ours (it carries our ids) but not recorded yet: the answer that names it is being
+        # committed. Refused, so the provider delivers it again.
         metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
         raise errors.EventNotApplicableYet(
             f"{event.object_type} {event.object_id} is not known yet; retry later",
@@ -141,7 +154,8 @@ async def _apply_to_payment(
             p.next_poll_at = now
         follow_up = p if p.pending_op is not None and p.void_requested else None
     else:
-        p.finish_step(now)
+        config = deps.config
+        p.finish_step(now, watch_base=config.watch_base, watch_max=config.watch_max)
     await refund_if_voided(uow, p, now, "webhook")
     await uow.payments.save(p)
     await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
@@ -194,6 +208,15 @@ def _webhook_audit(
         payment_id=payment_id,
         transaction_id=transaction_id,
     )
+
+
+# Metadata keys Hirepay puts on every provider object it creates (payments, checkouts).
+OUR_METADATA_KEYS = ("hirepay_payment_id", "transaction_id", "global_tx_id")
+
+
+def _created_by_hirepay(event: ProviderEvent) -> bool:
+    """Whether the event's object carries the ids Hirepay puts on what it creates."""
+    return any(event.metadata.get(key) for key in OUR_METADATA_KEYS)
 
 
 async def _store(
