@@ -308,6 +308,16 @@ class Payment:
         return self.void_requested and self.voidable
 
     @property
+    def final(self) -> bool:
+        """Whether the payment reached its outcome: money taken (captured, maybe refunded since),
+        or nothing taken and nothing held any more (voided, failed for good)."""
+        return (
+            self.state in TAKEN
+            or self.state is PaymentState.VOIDED
+            or (self.state is PaymentState.FAILED and not self.voidable)
+        )
+
+    @property
     def awaiting_provider(self) -> bool:
         """Not final and waiting for the provider or the customer (a bank transfer processing,
         3-D Secure or a checkout page open): only the provider can say when it settles."""

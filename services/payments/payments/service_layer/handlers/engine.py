@@ -256,7 +256,7 @@ async def _record_step(
         p = await uow.payments.get(payment_id, for_update=True)
         if p is None:  # the row was committed before any provider call
             raise HirepayError(f"payment {payment_id} vanished", reason="INTERNAL")
-        before, pending = p.state, p.pending_op
+        before, pending, was_final = p.state, p.pending_op, p.final
         events: list[EventType] = []
         if checkout is not None:
             events += p.apply_checkout(checkout, now)
@@ -280,6 +280,7 @@ async def _record_step(
         await publish(uow, config, events, now, payment=p)
         await uow.commit()
     _report_step(p, before, unknown, actor)
+    metrics.observe_final(p, was_final)
     return Step(p, declined, refused, unknown)
 
 

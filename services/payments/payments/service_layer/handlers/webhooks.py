@@ -40,6 +40,16 @@ HANDLED_OBJECTS = frozenset({"payment_intent", "checkout.session"})
 
 
 @dataclass(frozen=True, slots=True)
+class _Applied:
+    """What applying an event to a payment did."""
+
+    changed: bool
+    follow_up: Payment | None
+    payment: Payment
+    was_final: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EventOutcome:
     event_id: str
     event_type: str
@@ -59,24 +69,8 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     payload = json.loads(cmd.payload)
     if event.object_type not in HANDLED_OBJECTS:
         return await _store(deps, event, payload, applied=False)
-    if payment is None and txn is None and not _created_by_hirepay(event):
-        # An object Hirepay never created (another integration on the account, a dashboard
-        # test): no retry could ever apply it, so it is acknowledged (stored, not applied).
-        log.info(
-            "webhook %s about %s %s: not ours, ignored",
-            event.id,
-            event.object_type,
-            event.object_id,
-        )
-        return await _store(deps, event, payload, applied=False)
     if payment is None and txn is None:
-        # Ours (it carries our ids) but not recorded yet: the answer that names it is being
-        # committed. Refused, so the provider delivers it again.
-        metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
-        raise errors.EventNotApplicableYet(
-            f"{event.object_type} {event.object_id} is not known yet; retry later",
-            metadata={"event_id": event.id, "object_id": event.object_id},
-        )
+        return await _unrecorded(deps, event, payload)
     records: list[CallRecord] = []
     try:
         session, intent = await _refetch(deps, records, event, payment, txn)
@@ -103,13 +97,17 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         changed = False
         follow_up: Payment | None = None
+        applied: _Applied | None = None
         if payment is not None:
-            changed, follow_up = await _apply_to_payment(
+            applied = await _apply_to_payment(
                 uow, deps, event, payment.id, session, intent, records, now
             )
+            changed, follow_up = applied.changed, applied.follow_up
         elif txn is not None:
             changed = await _apply_to_transaction(uow, deps, event, txn, session, intent, records)
         await uow.commit()
+    if applied is not None:
+        metrics.observe_final(applied.payment, applied.was_final)
     metrics.WEBHOOK_EVENTS.labels(event.type, "applied" if changed else "no_effect").inc()
     if follow_up is not None:
         await _follow_up(deps, follow_up)
@@ -137,12 +135,13 @@ async def _apply_to_payment(
     intent: ProviderIntent | None,
     records: list[CallRecord],
     now: datetime,
-) -> tuple[bool, Payment | None]:
-    """Apply the provider's view to a payment (in the caller's transaction); returns whether it
-    changed and the payment if a Void must be completed at the provider right away."""
+) -> _Applied:
+    """Apply the provider's view to a payment (in the caller's transaction): whether it changed,
+    and the payment if a Void must be completed at the provider right away."""
     p = await uow.payments.get(payment_id, for_update=True)
     assert p is not None
     before = (p.state, p.captured_minor)
+    was_final = p.final
     events = []
     if session is not None:
         events += p.apply_checkout(session, now)
@@ -162,7 +161,7 @@ async def _apply_to_payment(
     for record in records:
         await uow.audit.add(record.audit("webhook", payment_id=p.id))
     await publish(uow, deps.config, events, now, payment=p)
-    return before != (p.state, p.captured_minor), follow_up
+    return _Applied(before != (p.state, p.captured_minor), follow_up, p, was_final)
 
 
 async def _apply_to_transaction(
@@ -207,6 +206,25 @@ def _webhook_audit(
         },
         payment_id=payment_id,
         transaction_id=transaction_id,
+    )
+
+
+async def _unrecorded(deps: Deps, event: ProviderEvent, payload: dict[str, Any]) -> EventOutcome:
+    """An event about an object with no local record: acknowledged if Hirepay never created it,
+    else refused so that the provider delivers it again (its record is being committed)."""
+    if not _created_by_hirepay(event):
+        # Another integration on the account, a dashboard test: no retry could ever apply it.
+        log.info(
+            "webhook %s about %s %s: not ours, ignored",
+            event.id,
+            event.object_type,
+            event.object_id,
+        )
+        return await _store(deps, event, payload, applied=False)
+    metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
+    raise errors.EventNotApplicableYet(
+        f"{event.object_type} {event.object_id} is not known yet; retry later",
+        metadata={"event_id": event.id, "object_id": event.object_id},
     )
 
 
