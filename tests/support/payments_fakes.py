@@ -93,6 +93,21 @@ class FakePayments(_Repo):
     async def save(self, payment: Payment) -> None:
         self.st.payments[payment.id] = copy.deepcopy(payment)
 
+    async def list_by_states(
+        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+    ) -> list[Payment]:
+        found = [
+            p
+            for p in self.st.payments.values()
+            if p.id > after_id
+            and (not states or p.state.value in states)
+            and (not subsystem or p.metadata.get("subsystem") == subsystem)
+        ]
+        return sorted(found, key=lambda p: p.id)[:limit]
+
+    async def recently_changed(self, limit: int) -> list[Payment]:
+        return sorted(self.st.payments.values(), key=lambda p: p.updated_at, reverse=True)[:limit]
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
         due = [p for p in self.st.payments.values() if p.next_poll_at and p.next_poll_at <= now]
         for p in due[:limit]:

@@ -12,13 +12,14 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
+from jobs.adapters.consistency import GrpcConsistencySources
 from jobs.adapters.participants import CreditsParticipant, GrpcParticipants, PaymentsParticipant
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
 from jobs.entrypoints.settings import JobsSettings, describe
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import JobsUnitOfWork, Participants
+from jobs.service_layer.ports import ConsistencySources, JobsUnitOfWork, Participants
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class Adapters:
     payments: PaymentsParticipant
     wallet: CreditsParticipant
     participants: Participants
+    sources: ConsistencySources
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -51,7 +53,15 @@ def build_adapters(settings: JobsSettings) -> Adapters:
     timeout = settings.rpc_timeout_seconds
     payments = PaymentsParticipant(settings.payments_target, timeout)
     wallet = CreditsParticipant(settings.wallet_target, timeout, settings.hold_expiry_seconds)
-    return Adapters(engine, uow_factory, payments, wallet, GrpcParticipants(payments, wallet))
+    sources = GrpcConsistencySources(
+        payments,
+        wallet,
+        hold_grace_seconds=settings.audit_hold_grace_seconds,
+        reconcile_limit=settings.audit_reconcile_limit,
+    )
+    return Adapters(
+        engine, uow_factory, payments, wallet, GrpcParticipants(payments, wallet), sources
+    )
 
 
 def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
@@ -60,13 +70,19 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     config = settings.jobs_config()
 
     def make_deps() -> Deps:
-        return Deps.build(adapters.uow_factory, config, adapters.participants)
+        return Deps.build(
+            adapters.uow_factory, config, adapters.participants, sources=adapters.sources
+        )
 
     app.add_service(
         pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(make_deps), SERVICE_NAME
     )
     app.add_worker(workers.recovery_worker(make_deps, settings.recovery_interval_seconds))
     app.add_worker(workers.expiry_worker(make_deps, settings.expiry_interval_seconds))
+    if settings.audit_interval_seconds > 0:
+        app.add_worker(
+            workers.auditor_worker(adapters.engine, make_deps, settings.audit_interval_seconds)
+        )
     app.add_worker(
         workers.settlement_worker(
             adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds

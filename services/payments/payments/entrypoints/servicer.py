@@ -14,7 +14,13 @@ from payments.domain import commands
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import PaymentResult, checkouts, subscriptions, webhooks
+from payments.service_layer.handlers import (
+    PaymentResult,
+    audit,
+    checkouts,
+    subscriptions,
+    webhooks,
+)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
 STREAM_POLL_SECONDS = 0.15
@@ -74,6 +80,18 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.PaymentResponse:
         payment = await handlers.get_payment(request.payment_id, self._deps())
         return pb.PaymentResponse(payment=conv.payment_msg(payment))
+
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaymentsResponse:
+        page = await audit.list_payments(conv.list_payments_command(request), self._deps())
+        return conv.payment_page_msg(page)
+
+    async def ReconcileProvider(
+        self, request: pb.ReconcileProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReconcileProviderResponse:
+        cmd = commands.ReconcileProvider(limit=request.limit or 100)
+        return conv.reconciliation_msg(await audit.reconcile_provider(cmd, self._deps()))
 
     async def GetPaymentByBranch(
         self, request: pb.GetPaymentByBranchRequest, context: grpc.aio.ServicerContext
