@@ -194,6 +194,15 @@ def test_each_injected_violation_is_reported(system: System) -> None:
         return found
 
     eventually(reported, timeout=30)
+    # The admin HTTP endpoint names the same offenders (and is for admins only).
+    http = system.http.get("/api/admin/consistency", headers=system.headers("ops-1", "admin"))
+    assert http.status_code == 200, http.text
+    named = {(v["check"], v["subjectId"]) for v in http.json()["violations"]}
+    assert ("active_job_without_payment", live) in named
+    assert ("unbalanced_transaction", transfer) in named
+    assert http.json()["counts"]["active_job_without_payment"] >= 1
+    refused = system.http.get("/api/admin/consistency", headers=system.headers(company))
+    assert refused.status_code == 403
     eventually(lambda: metric(system, "active_job_without_payment") >= 1, timeout=30)
     # Repaired: the job's payment completed again, the bad entry and transfer removed.
     _sql(jobs_db, "UPDATE jobs SET payment_status = 'completed' WHERE id = $1", live)
