@@ -10,7 +10,7 @@ PROTO_SRC := protos
 PROTO_OUT := gen
 PROTO_FILES := $(shell find $(PROTO_SRC) -name '*.proto' | sort)
 
-.PHONY: help install protos run test test-fast lint format bench token clean
+.PHONY: help install system-deps protos run test test-fast lint format bench token clean
 
 help:
 	@echo "make run      start the whole system (embedded PostgreSQL + Stripe sandbox by default)"
@@ -31,6 +31,10 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 
 install: $(VENV)/.synced $(PROTO_OUT)/.generated
 
+# Debian packages the tests use (promtool into .tools/bin, Chromium); quick when already present.
+system-deps:
+	bash tools/system_deps.sh $(TOOLS)/bin
+
 $(PROTO_OUT)/.generated: $(VENV)/.synced $(PROTO_FILES)
 	rm -rf $(PROTO_OUT) && mkdir -p $(PROTO_OUT)
 	$(PY) -m grpc_tools.protoc -I $(PROTO_SRC) -I $$($(PY) -c 'import grpc_tools, os; print(os.path.join(os.path.dirname(grpc_tools.__file__), "_proto"))') \
@@ -45,10 +49,10 @@ protos:
 run: install
 	$(PY) -m hirepay_dev.stack
 
-test: install
+test: install system-deps
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-test-fast: install
+test-fast: install system-deps
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 lint: install

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Generic, Self, TypeVar
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import text
+from sqlalchemy import pool, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -60,9 +60,34 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=10,
+        # Statement parameters carry customer data (e-mails, names): keep them out of every error
+        # message and log line; the SQL text alone says which statement failed.
+        hide_parameters=True,
         # Statements are short; a stuck one should fail rather than hold a pooled connection forever.
         connect_args={"command_timeout": 30, "server_settings": {"application_name": "hirepay"}},
     )
+
+
+def database_check(url: str) -> Callable[[], Awaitable[None]]:
+    """A readiness check (GrpcApp.add_readiness_check): one `SELECT 1` on a fresh connection.
+
+    It never borrows from the service's pool, so a busy pool is not mistaken for a dead database,
+    and a stale pooled connection cannot hide that the server is back."""
+    engine: AsyncEngine | None = None
+
+    async def check() -> None:
+        nonlocal engine
+        if engine is None:
+            engine = create_async_engine(
+                async_url(url),
+                poolclass=pool.NullPool,
+                hide_parameters=True,
+                connect_args={"timeout": 5, "server_settings": {"application_name": "hirepay"}},
+            )
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    return check
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -178,6 +203,10 @@ class Database(Generic[U]):
     async def stop(self) -> None:
         if self.engine is not None:
             await self.engine.dispose()
+
+    def readiness_check(self) -> Callable[[], Awaitable[None]]:
+        """This database as a readiness check for GrpcApp.add_readiness_check."""
+        return database_check(self._url)
 
     def uow(self) -> U:
         if self._sessions is None:

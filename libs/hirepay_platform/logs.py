@@ -17,6 +17,10 @@ _SECRET_PATTERNS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:\d[ -]?){12,18}\d\b"), "***pan***"),
     (re.compile(r"(?i)(password|secret|cvc|cvv)(['\"]?\s*[:=]\s*['\"]?)[^\s'\",&]+"), r"\1\2***"),
     (re.compile(r"(postgres(?:ql)?(?:\+\w+)?://[^:/@\s]*:)[^@\s]+@"), r"\1***@"),
+    # PostgreSQL's DETAIL lines quote the row's values (a duplicate e-mail, a whole failing row);
+    # the engines hide statement parameters, and these must not bring them back.
+    (re.compile(r"(Key \([^)]*\)=\().*?(\) (?:already exists|is not present))"), r"\1***\2"),
+    (re.compile(r"(Failing row contains \().*(\)\.?)"), r"\1***\2"),
 ]
 
 

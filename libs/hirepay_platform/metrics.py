@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 RPC_REQUESTS = Counter(
     "hirepay_rpc_requests_total",
@@ -21,7 +21,15 @@ CLIENT_REQUESTS = Counter(
     ["target", "method", "code"],
 )
 
+DEPENDENCY_UP = Gauge(
+    "hirepay_dependency_up",
+    "1 while the service's dependency (its database) passes the periodic readiness check, else 0.",
+    ["service", "dependency"],
+)
 
-def serve_metrics(port: int, host: str = "0.0.0.0") -> None:
-    """Expose /metrics on its own port (a daemon thread; scraping never blocks the event loop)."""
+
+def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on its own port (a daemon thread; scraping never blocks the event loop).
+
+    Loopback unless told otherwise: a pod sets <PREFIX>METRICS_HOST=0.0.0.0 for its scraper."""
     start_http_server(port, addr=host)

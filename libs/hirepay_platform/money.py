@@ -180,7 +180,7 @@ ISO_CURRENCIES: frozenset[str] = frozenset(
     ]
 )
 
-_CODE = re.compile(r"^[A-Z]{3}$")
+_CODE = re.compile(r"[A-Z]{3}")
 # Keep amounts well inside int64 and PostgreSQL bigint, with room for sums.
 MAX_AMOUNT_MINOR = 10**15
 
@@ -201,7 +201,7 @@ def validate_unit(unit: str, *, field: str = "currency", cash_only: bool = False
     """Return the unit if it is a known ISO 4217 code (or non-cash unit), else raise."""
     if unit in NON_CASH_UNITS and not cash_only:
         return unit
-    if not _CODE.match(unit or "") or unit not in ISO_CURRENCIES:
+    if not _CODE.fullmatch(unit or "") or unit not in ISO_CURRENCIES:
         allowed = (
             "an ISO 4217 code"
             if cash_only

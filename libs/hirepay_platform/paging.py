@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from hirepay_platform.errors import ValidationError
+from hirepay_platform.untrusted import loads_json
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -31,7 +32,8 @@ def decode_token(token: str) -> dict[str, Any] | None:
         return None
     try:
         padded = token + "=" * (-len(token) % 4)
-        cursor = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        # A client's token is untrusted: a crafted one must not nest deep enough to blow the stack.
+        cursor = loads_json(base64.urlsafe_b64decode(padded.encode()))
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("page_token is invalid", fields={"page_token": "invalid"}) from exc
     if not isinstance(cursor, dict):

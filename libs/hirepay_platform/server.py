@@ -7,19 +7,22 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from hirepay_platform import grpc_status, metrics, tracing
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.logs import configure_logging
+from hirepay_platform.readiness import Check, DependencyHealthServicer, ReadinessWatcher
 from hirepay_platform.settings import ServiceSettings
+from hirepay_platform.untrusted import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +90,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                     f"{self._service}/{method}", kind=trace.SpanKind.SERVER
                 ):
                     try:
+                        _refuse_bad_text(request)
                         return await inner(request, context)
                     except asyncio.CancelledError:
                         code = "CANCELLED"
@@ -113,6 +117,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                     f"{self._service}/{method}", kind=trace.SpanKind.SERVER
                 ):
                     try:
+                        _refuse_bad_text(request)
                         async for item in inner(request, context):
                             yield item
                     except asyncio.CancelledError:
@@ -132,6 +137,45 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         metrics.RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
 
 
+def _refuse_bad_text(request: Any) -> None:
+    """A direct gRPC call is as untrusted as an HTTP one: NUL or lone surrogates in any string
+    field are INVALID_ARGUMENT here, before a handler could pass them to the database."""
+    found = message_text_problem(request)
+    if found is not None:
+        field, problem = found
+        raise ValidationError(f"{field} {problem}", fields={field: problem})
+
+
+def message_text_problem(message: Message, prefix: str = "") -> tuple[str, str] | None:
+    """The first string field of a protobuf message (nested messages, repeated fields and maps
+    included) holding text that may not enter the system, as (field path, problem)."""
+    for name, value in _field_values(message, prefix):
+        if isinstance(value, str):
+            problem = text_problem(value)
+            if problem is not None:
+                return name, problem
+        elif isinstance(value, Message):
+            found = message_text_problem(value, f"{name}.")
+            if found is not None:
+                return found
+    return None
+
+
+def _field_values(message: Message, prefix: str) -> Iterator[tuple[str, Any]]:
+    """(path, value) of every set field; repeated fields and maps (keys too) one item at a time."""
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                yield name, key
+                yield name, item
+        elif field.is_repeated:
+            for item in value:
+                yield name, item
+        else:
+            yield name, value
+
+
 class GrpcApp:
     """One service process: its servicers, background workers and lifecycle hooks."""
 
@@ -142,7 +186,8 @@ class GrpcApp:
         self._workers: list[Worker] = []
         self._startup: list[Hook] = []
         self._shutdown: list[Hook] = []
-        self.health = health.aio.HealthServicer()
+        self._checks: dict[str, Check] = {}
+        self.health = DependencyHealthServicer()
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
 
@@ -156,11 +201,25 @@ class GrpcApp:
         """A background loop; it must return soon after the stop event is set."""
         self._workers.append(worker)
 
+    def add_readiness_check(self, dependency: str, check: Check) -> None:
+        """A dependency re-checked every `readiness_interval_seconds` while serving; when `check`
+        raises (or hangs past `readiness_timeout_seconds`) the service reports NOT_SERVING and
+        names `dependency` in its health replies, until the check passes again."""
+        self._checks[dependency] = check
+
     def on_startup(self, hook: Hook) -> None:
         self._startup.append(hook)
 
     def on_shutdown(self, hook: Hook) -> None:
         self._shutdown.append(hook)
+
+    async def _set_ready(self, unavailable: tuple[str, ...]) -> None:
+        self.health.unavailable = unavailable
+        await self._set_serving(
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if unavailable
+            else health_pb2.HealthCheckResponse.SERVING
+        )
 
     async def _set_serving(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
         await self.health.set("", status)
@@ -197,15 +256,27 @@ class GrpcApp:
         await server.start()
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         workers = [asyncio.create_task(w(stop), name=f"{self.name}-worker") for w in self._workers]
+        readiness = ReadinessWatcher(
+            self.name,
+            self._checks,
+            self._set_ready,
+            interval=self.settings.readiness_interval_seconds,
+            timeout=self.settings.readiness_timeout_seconds,
+        )
+        watcher = asyncio.create_task(readiness.run(stop), name=f"{self.name}-readiness")
         log.info(
-            "%s listening on %s:%s (metrics on :%s)",
+            "%s listening on %s:%s (metrics on %s:%s)",
             self.name,
             self.settings.grpc_host,
             self.port,
+            self.settings.metrics_host,
             self.settings.metrics_port,
         )
         await stop.wait()
         log.info("%s shutting down", self.name)
+        # The watcher must not report SERVING again once draining has begun.
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
         # Stop advertising first so load balancers drain us, then let in-flight calls finish.
         await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.stop(self.settings.shutdown_grace_seconds)
@@ -226,5 +297,5 @@ class GrpcApp:
         """Process entry point: logs, tracing, metrics port, then serve until signalled."""
         configure_logging(self.name, self.settings.log_level)
         tracing.setup_tracing(self.name, self.settings.traces)
-        metrics.serve_metrics(self.settings.metrics_port)
+        metrics.serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
         asyncio.run(self.serve())

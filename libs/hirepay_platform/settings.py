@@ -18,12 +18,18 @@ class ServiceSettings(BaseSettings):
     grpc_host: str = "127.0.0.1"
     grpc_port: int
     metrics_port: int
+    # Loopback by default (a developer's machine); a pod sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
     # Required: a service without its database refuses to start.
     database_url: SecretStr
     db_pool_size: int = 10
     db_max_overflow: int = 10
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 10.0
+    # Readiness is re-checked over time, not only at start-up: each dependency (the database)
+    # every interval, each check given the timeout; a failure turns gRPC health NOT_SERVING.
+    readiness_interval_seconds: float = Field(default=5.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     # Where spans go: "none", "console", or "file:/path/spans.jsonl" (shared by all services).
     traces: str = Field(
         default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")

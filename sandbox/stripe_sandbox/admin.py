@@ -112,6 +112,11 @@ async def deliveries(request: Request) -> JSONResponse:
     return JSONResponse({"deliveries": items})
 
 
+async def webhook_backlog(request: Request) -> JSONResponse:
+    """Deliveries by status and how many wait in the schedule: is the sender keeping up?"""
+    return JSONResponse(_sandbox(request).webhooks.backlog())
+
+
 async def flush_webhooks(request: Request) -> JSONResponse:
     sb = _sandbox(request)
     async with sb.store.lock:
@@ -206,6 +211,7 @@ def routes() -> list[BaseRoute]:
         ("DELETE", "/_sandbox/faults", clear_faults),
         ("DELETE", "/_sandbox/faults/{fault_id}", delete_fault),
         ("GET", "/_sandbox/webhooks/deliveries", deliveries),
+        ("GET", "/_sandbox/webhooks/backlog", webhook_backlog),
         ("POST", "/_sandbox/webhooks/flush", flush_webhooks),
         ("GET", "/_sandbox/webhooks/endpoints", webhook_endpoints),
         ("POST", "/_sandbox/payment_intents/{intent}/settle", settle_intent),

@@ -37,14 +37,21 @@ def create_app(config: SandboxConfig) -> ASGIApp:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         sweeper = asyncio.create_task(_expire_sessions(sandbox), name="expire sessions")
+        saver = None
+        if sandbox.state_file is not None:
+            saver = asyncio.create_task(
+                sandbox.state_file.run(sandbox.store, sandbox.idempotency), name="save state"
+            )
         for url in config.webhook_urls:
             log.info("webhooks for every event go to %s", url)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in (sweeper, saver):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await sandbox.shutdown()
 
     app = Starlette(routes=[*api.routes(), *hosted.routes(), *admin.routes()], lifespan=lifespan)

@@ -23,9 +23,13 @@ class SandboxConfig:
     # days, as Stripe retries in live mode; tests shorten the delays instead.
     webhook_max_attempts: int = 85
     webhook_timeout: float = 10.0  # per delivery attempt
+    # Deliveries in flight at once (the worker pool and its HTTP connections); the rest wait.
+    webhook_concurrency: int = 8
     settle_after: float | None = None  # auto-settle bank debits after N seconds; None: admin only
     payout_settle_after: float | None = 0.5  # pay out after N seconds; None: admin only
     log_level: str = "info"
+    # Where the state is kept across restarts (JSON, rewritten after changes); None: memory only.
+    state_file: str | None = None
 
 
 def _float(value: str | None, default: float | None) -> float | None:
@@ -60,9 +64,13 @@ def load_config(
     )
     parser.add_argument("--webhook-max-attempts", default=env.get("SANDBOX_WEBHOOK_MAX_ATTEMPTS"))
     parser.add_argument("--webhook-timeout", default=env.get("SANDBOX_WEBHOOK_TIMEOUT"))
+    parser.add_argument(
+        "--webhook-concurrency", type=int, default=env.get("SANDBOX_WEBHOOK_CONCURRENCY")
+    )
     parser.add_argument("--settle-after", default=env.get("SANDBOX_SETTLE_AFTER"))
     parser.add_argument("--payout-settle-after", default=env.get("SANDBOX_PAYOUT_SETTLE_AFTER"))
     parser.add_argument("--log-level", default=env.get("SANDBOX_LOG_LEVEL", "info"))
+    parser.add_argument("--state-file", default=env.get("SANDBOX_STATE_FILE"))
     args = parser.parse_args(argv)
 
     raw_urls = args.webhook_url or [env.get("SANDBOX_WEBHOOK_URL", "")]
@@ -85,7 +93,9 @@ def load_config(
         webhook_max_attempts=int(args.webhook_max_attempts or defaults.webhook_max_attempts),
         webhook_timeout=_float(args.webhook_timeout, defaults.webhook_timeout)
         or defaults.webhook_timeout,
+        webhook_concurrency=max(1, int(args.webhook_concurrency or defaults.webhook_concurrency)),
         settle_after=_float(args.settle_after, None),
         payout_settle_after=_float(args.payout_settle_after, defaults.payout_settle_after),
         log_level=args.log_level,
+        state_file=args.state_file or None,
     )

@@ -46,6 +46,38 @@ class IdempotencyCache:
     def reset(self) -> None:
         self._entries.clear()
 
+    def snapshot(self) -> list[dict[str, object]]:
+        """The finished entries as JSON-ready data, with their age (for a restart)."""
+        now = time.monotonic()
+        return [
+            {
+                "api_key": api_key,
+                "key": key,
+                "fingerprint": entry.fingerprint,
+                "status": entry.saved.status,
+                "body": entry.saved.body.decode("utf-8", "surrogateescape"),
+                "request_id": entry.saved.request_id,
+                "age": now - entry.created,
+            }
+            for (api_key, key), entry in self._entries.items()
+            if entry.saved is not None
+        ]
+
+    def restore(self, items: list[dict[str, object]]) -> None:
+        now = time.monotonic()
+        self._entries = {
+            (str(item["api_key"]), str(item["key"])): _Entry(
+                fingerprint=str(item["fingerprint"]),
+                saved=SavedResponse(
+                    int(item["status"]),  # type: ignore[call-overload]
+                    str(item["body"]).encode("utf-8", "surrogateescape"),
+                    str(item["request_id"]),
+                ),
+                created=now - float(item["age"]),  # type: ignore[arg-type]
+            )
+            for item in items
+        }
+
     def begin(self, api_key: str, key: str, print_: str) -> SavedResponse | None:
         """The saved response to replay, or None after marking the key as in flight.
 

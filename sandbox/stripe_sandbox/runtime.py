@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from stripe_sandbox import ids
 from stripe_sandbox.background import Background
 from stripe_sandbox.config import SandboxConfig
 from stripe_sandbox.faults import FaultRegistry
 from stripe_sandbox.idempotency import IdempotencyCache
+from stripe_sandbox.persistence import ChangeCountingLock, StateFile
 from stripe_sandbox.resources.webhook_endpoints import register_configured
 from stripe_sandbox.store import Store
 from stripe_sandbox.webhooks import WebhookDispatcher
@@ -25,16 +27,24 @@ class Sandbox:
     webhooks: WebhookDispatcher
     idempotency: IdempotencyCache
     webhook_secret: str  # signs deliveries to the configured URLs; stable across resets
+    state_file: StateFile | None = None
 
     @classmethod
     def create(cls, config: SandboxConfig) -> Sandbox:
-        store = Store()
+        store = Store(lock=ChangeCountingLock())
         faults = FaultRegistry()
         background = Background(store.lock)
         webhooks = WebhookDispatcher(config, store, faults, background)
         store.listeners.append(webhooks.publish)
         secret = config.webhook_secret or ids.new_id("whsec")
-        sandbox = cls(config, store, faults, background, webhooks, IdempotencyCache(), secret)
+        idempotency = IdempotencyCache()
+        state = StateFile(Path(config.state_file)) if config.state_file else None
+        sandbox = cls(config, store, faults, background, webhooks, idempotency, secret, state)
+        if state is not None and state.load(store, idempotency):
+            # Configured endpoints follow this start's configuration, not the saved one.
+            for endpoint in list(store.all("webhook_endpoint")):
+                if store.meta(endpoint["id"]).get("source") == "config":
+                    del store.objects["webhook_endpoint"][endpoint["id"]]
         register_configured(sandbox)
         return sandbox
 

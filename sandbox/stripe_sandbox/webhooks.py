@@ -1,14 +1,26 @@
 """Webhook delivery: Stripe-signed POSTs of events to endpoints, retried with exponential
-backoff until a 2xx, with the webhook faults (drop, duplicate, reorder) applied."""
+backoff until a 2xx, with the webhook faults (drop, duplicate, reorder) applied.
+
+Deliveries wait in one schedule (a heap by due time) served by a fixed pool of workers, each
+holding at most one connection of an HTTP client sized to the pool: a flood of events or a slow
+receiver makes the backlog longer, never the number of requests in flight, so the client's
+connection pool cannot run dry (the jam seen with one task per delivery: PoolTimeout on every
+attempt, retries in lockstep, never recovering). Retry delays are jittered; when an endpoint that
+was failing answers 2xx again, the deliveries waiting to retry to it are due at once, so the
+backlog drains as soon as the receiver is back."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import hashlib
+import heapq
 import hmac
+import itertools
 import json
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,7 +109,8 @@ class Delivery:
 
 
 class WebhookDispatcher:
-    """Sends every new event to the endpoints that subscribe to it, in background tasks."""
+    """Sends every new event to the endpoints that subscribe to it, through a bounded pool of
+    background workers."""
 
     def __init__(
         self,
@@ -113,6 +126,15 @@ class WebhookDispatcher:
         self.deliveries: list[Delivery] = []
         self._held: list[list[Delivery]] = []
         self._client: httpx.AsyncClient | None = None
+        # (due time, tie-breaker, delivery, attempt number), earliest first.
+        self._schedule: list[tuple[float, int, Delivery, int]] = []
+        self._order = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        # Every attempt holds one of these slots, so requests in flight never exceed the client's
+        # connections (the workers, plus the reorder fault's in-order sender).
+        self._slots = asyncio.Semaphore(config.webhook_concurrency)
+        self._failing_urls: set[str] = set()
 
     async def close(self) -> None:
         if self._client is not None:
@@ -122,6 +144,15 @@ class WebhookDispatcher:
     def reset(self) -> None:
         self.deliveries.clear()
         self._held.clear()
+        self._schedule.clear()
+        self._failing_urls.clear()
+
+    def backlog(self) -> dict[str, int]:
+        """Deliveries by status, and how many wait in the schedule (due now or for a retry)."""
+        counts: dict[str, int] = {}
+        for delivery in self.deliveries:
+            counts[delivery.status] = counts.get(delivery.status, 0) + 1
+        return {**counts, "scheduled": len(self._schedule)}
 
     def describe(self, event_id: str | None = None, event_type: str | None = None) -> list[Any]:
         return [
@@ -215,18 +246,72 @@ class WebhookDispatcher:
         )
 
     def _start(self, delivery: Delivery) -> None:
-        self.background.spawn(self._deliver(delivery), name=f"webhook {delivery.id}")
+        self._schedule_attempt(delivery, 1, time.monotonic())
 
-    # -- delivery (background) -------------------------------------------------------------
+    # -- the schedule and its workers (background) ------------------------------------------
 
-    async def _deliver(self, delivery: Delivery, number: int = 1) -> None:
-        """Attempt `number` and the retries after it, with exponential backoff."""
-        while not await self._try(delivery, number):
-            if number >= self.config.webhook_max_attempts:
-                self._give_up(delivery)
-                return
-            await self._wait_before_retry(delivery, number)
-            number += 1
+    def _schedule_attempt(self, delivery: Delivery, number: int, due: float) -> None:
+        self._ensure_workers()
+        heapq.heappush(self._schedule, (due, next(self._order), delivery, number))
+        self._wakeup.set()
+
+    def _ensure_workers(self) -> None:
+        """Start the pool (again after a reset cancelled it)."""
+        self._workers = [task for task in self._workers if not task.done()]
+        for n in range(len(self._workers), self.config.webhook_concurrency):
+            self._workers.append(self.background.spawn(self._work(), name=f"webhook worker {n}"))
+
+    async def _next_due(self) -> tuple[Delivery, int]:
+        while True:
+            now = time.monotonic()
+            if self._schedule and self._schedule[0][0] <= now:
+                _, _, delivery, number = heapq.heappop(self._schedule)
+                return delivery, number
+            wait = self._schedule[0][0] - now if self._schedule else None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+
+    async def _work(self) -> None:
+        while True:
+            delivery, number = await self._next_due()
+            if delivery.status != "pending":  # reset or settled meanwhile
+                continue
+            try:
+                await self._attempt_and_follow_up(delivery, number)
+            except Exception:  # one bad delivery must not stop the worker
+                log.exception("webhook %s: delivery attempt failed unexpectedly", delivery.id)
+
+    async def _attempt_and_follow_up(self, delivery: Delivery, number: int) -> None:
+        if await self._try(delivery, number):
+            return
+        if number >= self.config.webhook_max_attempts:
+            self._give_up(delivery)
+            return
+        self._retry_later(delivery, number)
+
+    def _retry_later(self, delivery: Delivery, number: int) -> None:
+        """Attempt `number` failed: schedule the next one after a jittered exponential delay."""
+        config = self.config
+        delay = min(config.webhook_retry_base * 2 ** (number - 1), config.webhook_retry_max_delay)
+        # Jitter spreads retries that failed together, so they do not come back in lockstep.
+        delay *= random.uniform(0.75, 1.25)
+        delivery.next_attempt_at = time.time() + delay
+        self._schedule_attempt(delivery, number + 1, time.monotonic() + delay)
+
+    def _endpoint_recovered(self, url: str) -> None:
+        """A failing endpoint answered 2xx: everything waiting to retry to it is due now."""
+        now = time.monotonic()
+        promoted = 0
+        for index, (due, order, delivery, number) in enumerate(self._schedule):
+            if delivery.url == url and due > now:
+                self._schedule[index] = (now, order, delivery, number)
+                delivery.next_attempt_at = None
+                promoted += 1
+        if promoted:
+            heapq.heapify(self._schedule)
+            self._wakeup.set()
+            log.info("webhook endpoint %s recovered; %d retries due now", url, promoted)
 
     async def _deliver_in_order(self, deliveries: list[Delivery]) -> None:
         """First attempts one after the other, so that the receiver sees this order; retries
@@ -237,27 +322,24 @@ class WebhookDispatcher:
             if self.config.webhook_max_attempts <= 1:
                 self._give_up(delivery)
             else:
-                self.background.spawn(self._retry(delivery), name=f"webhook {delivery.id}")
-
-    async def _retry(self, delivery: Delivery) -> None:
-        await self._wait_before_retry(delivery, 1)
-        await self._deliver(delivery, 2)
-
-    async def _wait_before_retry(self, delivery: Delivery, number: int) -> None:
-        config = self.config
-        delay = min(config.webhook_retry_base * 2 ** (number - 1), config.webhook_retry_max_delay)
-        delivery.next_attempt_at = time.time() + delay
-        await asyncio.sleep(delay)
-        delivery.next_attempt_at = None
+                self._retry_later(delivery, 1)
 
     async def _try(self, delivery: Delivery, number: int) -> bool:
         """One attempt, recorded; True when the endpoint answered 2xx."""
-        attempt = await self._attempt(delivery, number)
+        async with self._slots:
+            attempt = await self._attempt(delivery, number)
         delivery.attempts.append(attempt)
         if attempt.status_code is not None and 200 <= attempt.status_code < 300:
             delivery.status = "succeeded"
             self._settled(delivery)
+            if delivery.url in self._failing_urls:
+                self._failing_urls.discard(delivery.url)
+                self._endpoint_recovered(delivery.url)
             return True
+        if attempt.status_code is None or attempt.status_code >= 500:
+            # The endpoint itself is down or overloaded (not refusing this one event): once it
+            # answers 2xx again, its waiting retries need not sit out their backoff.
+            self._failing_urls.add(delivery.url)
         return False
 
     def _give_up(self, delivery: Delivery) -> None:
@@ -272,7 +354,11 @@ class WebhookDispatcher:
 
     async def _attempt(self, delivery: Delivery, number: int) -> Attempt:
         if self._client is None:
-            self._client = httpx.AsyncClient()
+            # One connection per slot: an attempt never waits for the pool (no PoolTimeout).
+            size = self.config.webhook_concurrency
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=size, max_keepalive_connections=size)
+            )
         started = time.time()
         headers = {
             "Content-Type": "application/json; charset=utf-8",

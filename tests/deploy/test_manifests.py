@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -254,6 +252,9 @@ def test_grpc_service_config(service: str) -> None:
     assert config[f"{prefix}GRPC_HOST"] == "0.0.0.0"
     assert config[f"{prefix}GRPC_PORT"] == str(grpc_port)
     assert config[f"{prefix}METRICS_PORT"] == str(metrics_port)
+    # The platform's default metrics host is loopback too (safe for `make run`); Prometheus
+    # scrapes the pod IP.
+    assert config[f"{prefix}METRICS_HOST"] == "0.0.0.0"
     assert "HIREPAY_TRACES" in config
     env_from = main_container(service)["envFrom"]
     assert {"configMapRef": {"name": f"{service}-config"}} in env_from
@@ -599,17 +600,3 @@ def test_the_auditor_checks_are_the_declared_labels() -> None:
     assert declared == {c.value for c in Check}
     tested = re.findall(r'check="(\w+)"', (PROMETHEUS / "alerts.test.yml").read_text())
     assert tested and set(tested) <= declared
-
-
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
-def test_alert_rules_pass_their_promtool_unit_tests() -> None:
-    """`promtool test rules` runs alerts.test.yml (the consistency violation case included)."""
-    result = subprocess.run(
-        ["promtool", "test", "rules", "alerts.test.yml"],
-        cwd=PROMETHEUS,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr

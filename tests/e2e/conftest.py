@@ -37,7 +37,11 @@ E2E_ENV: dict[str, dict[str, str]] = {
         "JOBS_AUDIT_INTERVAL_SECONDS": "1",
         "JOBS_AUDIT_GRACE_SECONDS": "5",
     },
-    "gateway": {"GATEWAY_RATE_LIMIT_PER_MINUTE": "1000"},
+    "gateway": {
+        "GATEWAY_RATE_LIMIT_PER_MINUTE": "1000",
+        # The subsystems' return and cancel pages the tests use.
+        "GATEWAY_ALLOWED_REDIRECT_ORIGINS": "https://app.example,https://a.example",
+    },
 }
 
 

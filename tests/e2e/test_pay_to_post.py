@@ -321,7 +321,11 @@ def test_user_cancelling_on_the_checkout_page_is_no_charge_no_job(system: System
     assert page.status_code == 200 and "card" in page.text.lower()
     cancelled = system.admin.cancel_checkout(checkout_url)
     assert cancelled.status_code in (302, 303)
-    back = system.http.get(cancelled.headers["location"])  # the provider sends the person to us
+    page = system.http.get(cancelled.headers["location"])  # the provider sends the person to us
+    assert page.status_code == 200 and 'method="post"' in page.text  # a bare GET changes nothing
+    back = system.http.post(
+        "/api/payments/checkout/cancel", data={"ref": page.url.params["ref"]}
+    )  # the page's form
     assert back.status_code == 303 and back.headers["location"] == "https://app.example/cancelled"
     eventually(lambda: _status(system, company, body["job"]["id"], "payment_failed"), timeout=30)
     assert body["job"]["id"] not in system.public_job_ids()

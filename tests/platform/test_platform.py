@@ -231,3 +231,22 @@ def test_money_rules() -> None:
     for bad_amount in (0, -1, 10**16, True, 1.5):
         with pytest.raises(ValidationError):
             money.validate_amount(bad_amount)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", ["acc\x00ount", "\x00"])
+async def test_nul_in_any_string_field_is_invalid_argument_before_the_servicer(
+    app_server, bad: str
+) -> None:
+    # A direct gRPC call is as untrusted as an HTTP request: the one interceptor refuses text the
+    # database could not hold, so no servicer (and no SQL) ever sees it.
+    _, servicer, target, _ = app_server
+    client = ServiceClient("wallet", target)
+    stub = pb_grpc.WalletServiceStub(client.channel)
+    servicer.calls = 0
+    with pytest.raises(RemoteError) as caught:
+        await client.call(stub.GetAccount, pb.GetAccountRequest(account_id=bad))
+    assert caught.value.kind is ErrorKind.INVALID_ARGUMENT
+    assert caught.value.reason == "VALIDATION_FAILED"
+    assert caught.value.metadata == {"account_id": "must not contain NUL characters"}
+    assert servicer.calls == 0
+    await client.close()

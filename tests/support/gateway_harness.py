@@ -18,6 +18,8 @@ KEYS = {
 ISSUER = "hirepay-test"
 AUDIENCE = "hirepay-api"
 RATE_LIMIT = 3
+# The subsystem pages the tests redirect to (GATEWAY_ALLOWED_REDIRECT_ORIGINS).
+REDIRECT_ORIGINS = "https://app.devision.com,https://app.example"
 
 
 def token(role: str, user: str, *, kid: str = "k1", **kwargs: Any) -> str:

@@ -111,6 +111,11 @@ class SandboxAdmin:
         deliveries: list[dict[str, Any]] = response.json()["deliveries"]
         return deliveries
 
+    def webhook_backlog(self) -> dict[str, int]:
+        """Deliveries by status (pending, succeeded, failed...) and `scheduled`: waiting to go."""
+        backlog: dict[str, int] = self._call("GET", "/_sandbox/webhooks/backlog")
+        return backlog
+
     def flush_webhooks(self) -> int:
         """Release webhooks held by a `webhook_reorder` fault (newest first)."""
         return int(self._call("POST", "/_sandbox/webhooks/flush")["released"])

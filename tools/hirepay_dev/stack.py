@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from hirepay_dev import pg
 from hirepay_dev.procs import REPO_ROOT, Process, free_port, http_ready, python_module
@@ -22,6 +23,7 @@ from hirepay_dev.services import (
     prepare_database,
     start_service,
 )
+from hirepay_dev.supervisor import Supervisor
 
 # Development-only secrets: the sandbox signs webhooks with this, payments verifies with it.
 DEV_WEBHOOK_SECRET = "whsec_hirepaydevonly0000000000000000"
@@ -82,6 +84,8 @@ class Stack:
     modules: dict[str, str] = field(default_factory=dict)
     # Real Stripe: PAYMENTS_STRIPE_* come from the environment and no sandbox is started.
     real_stripe: bool = False
+    # Where the sandbox keeps its state across restarts; None: in memory only.
+    sandbox_state: Path | None = None
     sandbox: Process | None = None
     gateway: Process | None = None
     services: dict[str, RunningService] = field(default_factory=dict)
@@ -116,6 +120,11 @@ class Stack:
                     {
                         "SANDBOX_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/stripe",
                         "SANDBOX_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
+                        **(
+                            {"SANDBOX_STATE_FILE": str(self.sandbox_state)}
+                            if self.sandbox_state
+                            else {}
+                        ),
                     },
                 ),
                 ready=http_ready(f"{self.sandbox_url}/_sandbox/health"),
@@ -188,6 +197,17 @@ class Stack:
         if self.sandbox is not None:
             self.sandbox.stop()
 
+    def processes(self) -> dict[str, Process]:
+        """Every started process by name, in start order."""
+        found: dict[str, Process] = {}
+        if self.sandbox is not None:
+            found["sandbox"] = self.sandbox
+        for name, svc in self.services.items():
+            found[name] = svc.process
+        if self.gateway is not None:
+            found["gateway"] = self.gateway
+        return found
+
     def describe(self) -> str:
         lines = []
         if self.gateway is not None:
@@ -202,7 +222,11 @@ class Stack:
 
 
 def main() -> None:
-    """`make run`: start everything on the default ports and wait for Ctrl-C."""
+    """`make run`: start everything on the default ports, keep it running until Ctrl-C/SIGTERM.
+
+    A process that dies is restarted with backoff (see supervisor.py); the sandbox keeps its
+    state in .data/sandbox-state.json (SANDBOX_STATE_FILE), so a restart forgets no payment.
+    """
     server_url = pg.server_url()
     where = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "embedded PostgreSQL (.data/pg)"
     print(f"PostgreSQL: {where}", flush=True)
@@ -211,7 +235,13 @@ def main() -> None:
         # An empty base address makes the official SDK talk to api.stripe.com.
         os.environ.setdefault("PAYMENTS_STRIPE_API_BASE", "")
         print("Stripe: real API (PAYMENTS_STRIPE_API_KEY is set); no sandbox", flush=True)
-    stack = Stack(server_url=server_url, ports=Ports.defaults(), real_stripe=real_stripe)
+    state = Path(os.environ.get("SANDBOX_STATE_FILE") or REPO_ROOT / ".data" / "sandbox-state.json")
+    stack = Stack(
+        server_url=server_url,
+        ports=Ports.defaults(),
+        real_stripe=real_stripe,
+        sandbox_state=state,
+    )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -222,12 +252,7 @@ def main() -> None:
         raise SystemExit(1) from None
     print("Hirepay is running:\n" + stack.describe(), flush=True)
     print(f"Logs: {REPO_ROOT / '.data' / 'logs'}   Stop with Ctrl-C.", flush=True)
-    while not stop.is_set():
-        for name, svc in stack.services.items():
-            if not svc.process.running:
-                print(f"{name} exited; see its log. Stopping.", file=sys.stderr)
-                stop.set()
-        stop.wait(1.0)
+    Supervisor(stack.processes()).run(stop)
     print("stopping...", flush=True)
     stack.stop()
     print("stopped.", flush=True)

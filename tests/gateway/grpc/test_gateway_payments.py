@@ -244,7 +244,15 @@ async def test_checkout_cancel_redirects_to_the_subsystem(
             redirect_url="https://app.devision.com/subscription/cancel",
         ),
     )
-    resp = await client.get("/api/payments/checkout/cancel", params={"ref": "txn_abc123"})
+    # The provider's GET only shows a confirmation page: nothing is cancelled by a bare GET.
+    page = await client.get("/api/payments/checkout/cancel", params={"ref": "txn_abc123"})
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'name="ref" value="txn_abc123"' in page.text and 'method="post"' in page.text
+    assert (
+        "form-action 'self' https://app.devision.com:443" in page.headers["content-security-policy"]
+    )
+    assert backends.payments.calls_to("CancelCheckout") == []
+    resp = await client.post("/api/payments/checkout/cancel", data={"ref": "txn_abc123"})
     assert resp.status_code == 303
     assert resp.headers["location"] == "https://app.devision.com/subscription/cancel"
     [call] = backends.payments.calls_to("CancelCheckout")
@@ -259,7 +267,7 @@ async def test_checkout_cancel_of_a_job_payment(
     backends.payments.on(
         "CancelCheckout", pay_pb.CancelCheckoutResponse(redirect_url="javascript:alert(1)")
     )
-    resp = await client.get("/api/payments/checkout/cancel", params={"ref": "pay_77"})
+    resp = await client.post("/api/payments/checkout/cancel", data={"ref": "pay_77"})
     assert resp.status_code == 200  # a non-http redirect target is never followed
     assert resp.json()["cancelled"] is True
     assert backends.payments.calls_to("CancelCheckout")[0].request.payment_id == "pay_77"
@@ -272,6 +280,9 @@ async def test_checkout_cancel_needs_a_known_ref(
         await client.get("/api/payments/checkout/cancel", params={"ref": "../etc"})
     ).status_code == 400
     assert (await client.get("/api/payments/checkout/cancel")).status_code == 400
+    for data in ({"ref": "../etc"}, {"ref": "txn_\n"}, {}):
+        resp = await client.post("/api/payments/checkout/cancel", data=data)
+        assert resp.status_code == 400, (data, resp.text)
     assert backends.payments.calls_to("CancelCheckout") == []
 
 

@@ -58,7 +58,8 @@ def real(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         db_suffix=f"_gw{uuid.uuid4().hex[:6]}",
         fresh=True,
         extra_env={
-            **{name: traced for name in ("gateway", "jobs", "wallet")},
+            **{name: traced for name in ("jobs", "wallet")},
+            "gateway": {**traced, "GATEWAY_ALLOWED_REDIRECT_ORIGINS": "https://app.example"},
             # A short provider deadline so the timeout scenario stays quick.
             "payments": {**traced, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1"},
         },
@@ -222,7 +223,13 @@ def test_subscription_cancelled_on_the_hosted_page(real: Real) -> None:
     # The hosted page sends the customer to the gateway, which settles and redirects onwards.
     target = page.headers.get("location", "")
     assert "/api/payments/checkout/cancel" in target, (page.status_code, page.text[:200])
-    landed = real.http.get(target, follow_redirects=False)
+    page = real.http.get(target, follow_redirects=False)
+    assert page.status_code == 200 and 'method="post"' in page.text  # a GET changes nothing
+    landed = real.http.post(
+        "/api/payments/checkout/cancel",
+        data={"ref": page.url.params["ref"]},
+        follow_redirects=False,
+    )
     assert landed.status_code == 303
     assert landed.headers["location"] == "https://app.example/subscription/cancel"
     status = real.http.get(f"/api/payments/verify/{txn['transactionId']}", headers=headers).json()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -328,3 +329,17 @@ def test_each_saga_state_counts_its_own_attempts():
     saga.attempts = 4
     saga.start_confirming(NOW)
     assert saga.attempts == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("title", "\u200b\u200b\u200b"),
+        ("title", "a\u200b\u200db"),
+        ("description", "\u200b" * 40),
+        ("location", "\ufeff\u2060"),
+    ],
+)
+def test_invisible_characters_do_not_count_toward_a_minimum_length(name: str, value: str):
+    # A direct gRPC caller gets the same rule as the gateway: zero-width text is not text.
+    assert name in problems(replace(GOOD, **{name: value}))

@@ -61,17 +61,28 @@ async def test_kill_during_the_provider_call_is_healed_after_restart(
     try:
         gtx = unique("gtx")
         admin.add_fault("webhook_drop", event_type="payment_intent.*")
-        admin.add_fault(
+        slow = admin.add_fault(
             "latency", ms=1500, path_prefix="/v1/payment_intents", method="POST", count=1
         )
+
+        async def create_in_flight() -> bool:
+            # The sandbox takes the latency fault once the create holds its idempotency key, so
+            # the payment row and its key were committed before the call left payments.
+            return all(f["id"] != slow["id"] for f in admin.faults())
+
         async with grpc.aio.insecure_channel(first.target) as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
             call = asyncio.ensure_future(stub.Authorize(authorize_request(gtx, amount=990)))
-            await asyncio.sleep(0.7)  # the row and its key are committed; the call is in flight
+            await wait_for(create_in_flight, timeout=30, interval=0.02)
             first.kill()
             exc = await rpc_error(call)
             assert exc.code() == grpc.StatusCode.UNAVAILABLE
-        await asyncio.sleep(1.2)  # the sandbox finishes the create nobody hears about
+
+        async def created_unheard() -> bool:
+            # The sandbox finishes the create nobody hears about.
+            return len(_intents(admin, gtx)) == 1
+
+        await wait_for(created_unheard, timeout=30)
         assert len(_intents(admin, gtx)) == 1
         first.restart()
         async with grpc.aio.insecure_channel(first.target) as channel:
@@ -88,8 +99,10 @@ async def test_kill_during_the_provider_call_is_healed_after_restart(
         assert len(mine) == 1 and done.provider_payment_id == mine[0]["id"]
         assert done.amount.amount_minor == 990
     finally:
-        if not second.process.running:
-            second.restart()
+        # A failure above must not leave the next test without its replicas.
+        for service in (first, second):
+            if not service.process.running:
+                service.restart()
 
 
 async def test_two_replicas_resolve_unknown_payments_once(replicas, admin, unique) -> None:

@@ -136,3 +136,13 @@ def test_callback_urls_and_signature() -> None:
     with pytest.raises(ValueError):
         parse_callback_urls("nonsense")
     assert sign(b"{}", "s", 1) == sign(b"{}", "s", 1) != sign(b"{} ", "s", 1)
+
+
+@pytest.mark.parametrize("depth", [100, 5_000])
+def test_a_correctly_signed_but_deeply_nested_body_is_refused_not_a_crash(depth: int) -> None:
+    # The signature proves who sent the bytes, not that they are safe to parse recursively.
+    provider = StripeProvider("sk_test_x", api_base="http://127.0.0.1:1", webhook_secrets=[NEW])
+    body = event_body()
+    deep = body[:-1] + b', "nested": ' + b"[" * depth + b"]" * depth + b"}"
+    with pytest.raises(SignatureInvalid, match="not a Stripe event"):
+        provider.construct_event(deep, header(deep, NEW))

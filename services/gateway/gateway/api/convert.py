@@ -94,10 +94,10 @@ def _payment_status_to_http(status: int) -> Any:
     return jobs_pb.Job.PaymentStatus.Name(status).lower()
 
 
-def _salary_to_http(fields: jobs_pb.JobFields) -> models.SalaryRange | None:
+def _salary_to_http(fields: jobs_pb.JobFields) -> models.SalaryRangeOut | None:
     if not (fields.salary_min_minor or fields.salary_max_minor or fields.salary_currency):
         return None
-    return models.SalaryRange(
+    return models.SalaryRangeOut(
         min_minor=fields.salary_min_minor or None,
         max_minor=fields.salary_max_minor or None,
         currency=fields.salary_currency or None,

@@ -154,18 +154,19 @@ def api_error_from_http(exc: StarletteHTTPException) -> ApiError:
 # Documented on every route that can fail (OpenAPI).
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
-        400: "VALIDATION_FAILED (with `fields`), INVALID_PAYMENT_DETAILS, IDEMPOTENCY_KEY_REQUIRED, ...",
+        400: "VALIDATION_FAILED (with `fields`; also NUL or invalid Unicode anywhere in the request,"
+        " JSON nested too deeply), INVALID_PAYMENT_DETAILS, IDEMPOTENCY_KEY_REQUIRED, ...",
         401: "UNAUTHENTICATED (missing, expired or invalid bearer token)",
         402: "PAYMENT_DECLINED (with `code`), INSUFFICIENT_FUNDS, INSUFFICIENT_CREDITS",
         403: "FORBIDDEN (the role may not do this)",
         404: "NOT_FOUND (also for objects of other users)",
         409: "ALREADY_SUBSCRIBED (with `expiresAt`), IDEMPOTENCY_KEY_IN_USE, INVALID_TRANSITION",
         422: "IDEMPOTENCY_KEY_REUSED (same key, other body)",
-        413: "PAYLOAD_TOO_LARGE",
+        413: "PAYLOAD_TOO_LARGE (the body is above GATEWAY_MAX_BODY_BYTES)",
         429: "RATE_LIMITED, POSTING_BLOCKED (see Retry-After)",
         500: "INTERNAL_ERROR",
         502: "PAYMENT_PROVIDER_UNAVAILABLE",
         503: "SERVICE_UNAVAILABLE (retry later)",
-        504: "PAYMENT_TIMEOUT (with `transactionId`, `retry: true`)",
+        504: "PAYMENT_TIMEOUT (with `transactionId`, `retry: true`), UPSTREAM_TIMEOUT",
     }
     return {s: {"model": ErrorBody, "description": descriptions[s]} for s in statuses}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from hirepay_platform.money import MAX_AMOUNT_MINOR
+from hirepay_platform.untrusted import text_problem, visible_length
 
 EmploymentType = Literal["full_time", "part_time", "contract", "internship", "temporary"]
 JobStatus = Literal[
@@ -14,15 +17,73 @@ JobStatus = Literal[
 JobPaymentStatus = Literal["pending", "completed", "failed", "refunded"]
 
 
+def _clean_text(min_visible: int) -> AfterValidator:
+    """The one check of free text: no NUL or lone surrogate, and at least `min_visible` characters
+    a person can see (zero-width and other invisible characters do not count)."""
+
+    def check(value: str) -> str:
+        problem = text_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        if visible_length(value) < min_visible:
+            raise ValueError(f"must have at least {min_visible} visible characters")
+        return value
+
+    return AfterValidator(check)
+
+
+def _text(min_length: int, max_length: int) -> Any:
+    """A text field: its length bounds are in the OpenAPI schema, and the visible-character
+    minimum is checked too (so "\u200b\u200b\u200b" is not a 3-character title)."""
+    return Annotated[
+        str, Field(min_length=min_length, max_length=max_length), _clean_text(min_length)
+    ]
+
+
+# The jobs service's bounds (domain/model.py), stated in the schema and checked at the edge.
+Title = _text(3, 200)
+Description = _text(20, 20_000)
+Location = _text(1, 200)
+Category = _text(1, 100)
+Reason = _text(0, 500)
+ProviderToken = _text(0, 255)
+Identifier = _text(1, 200)
+TermsVersion = _text(0, 100)
+PlanName = _text(1, 64)
+Email = Annotated[
+    str,
+    Field(
+        min_length=5,
+        max_length=254,
+        pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$",
+        json_schema_extra={"format": "email"},
+    ),
+    _clean_text(5),
+]
+
+
 def _absolute_http_url(value: str) -> str:
-    """Redirect targets handed to the provider must be absolute http(s) URLs."""
+    """Redirect targets handed to the provider must be absolute http(s) URLs; whether their origin
+    is allowed is the gateway's setting (entrypoints/redirects.py)."""
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http(s) URL")
+    if text_problem(value) is not None or any(ch.isspace() for ch in value):
         raise ValueError("must be an absolute http(s) URL")
     return value
 
 
-RedirectUrl = Annotated[str, Field(max_length=2048), AfterValidator(_absolute_http_url)]
+RedirectUrl = Annotated[
+    str,
+    Field(min_length=8, max_length=2048, json_schema_extra={"format": "uri"}),
+    AfterValidator(_absolute_http_url),
+]
+# Every integer the API takes fits a protobuf int64 / PostgreSQL bigint; money is at most
+# MAX_AMOUNT_MINOR, the bound the services check.
+AmountMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
+CurrencyCode = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")]
+# An ISO 4217 code or a non-cash unit such as JOB_CREDIT (hirepay_platform.money).
+MoneyUnit = Annotated[str, Field(min_length=3, max_length=16, pattern=r"^[A-Za-z_]{3,16}$")]
 
 
 class Strict(BaseModel):
@@ -37,8 +98,8 @@ class Strict(BaseModel):
 class MoneyIn(Strict):
     """An amount in minor units (cents) and an ISO 4217 code."""
 
-    amount_minor: int = Field(ge=0, le=10**15)
-    currency: str = Field(min_length=3, max_length=16)
+    amount_minor: AmountMinor
+    currency: MoneyUnit
 
 
 class MoneyOut(BaseModel):
@@ -54,20 +115,35 @@ class MoneyOut(BaseModel):
 class SalaryRange(Strict):
     """Optional salary range, minor units."""
 
-    min_minor: int | None = Field(default=None, ge=0)
-    max_minor: int | None = Field(default=None, ge=0)
-    currency: str | None = Field(default=None, max_length=3)
+    min_minor: AmountMinor | None = None
+    max_minor: AmountMinor | None = None
+    currency: CurrencyCode | None = None
+
+
+class SalaryRangeOut(BaseModel):
+    """A stored salary range, minor units."""
+
+    min_minor: int | None = None
+    max_minor: int | None = None
+    currency: str | None = None
 
 
 class JobFieldsIn(Strict):
-    """A job's editable fields; the jobs service checks them (title 3-200, description >= 20...)."""
+    """A job's editable fields, with the jobs service's bounds (which also checks the category and
+    that the fields required to post are present)."""
 
-    title: str | None = Field(default=None, max_length=1000)
-    description: str | None = Field(default=None, max_length=20000)
-    location: str | None = Field(default=None, max_length=1000)
+    title: Title | None = None
+    description: Description | None = None
+    location: Location | None = None
     employment_type: EmploymentType | None = None
-    category: str | None = Field(default=None, max_length=100)
+    category: Category | None = None
     salary_range: SalaryRange | None = None
+
+
+class JobPatchIn(JobFieldsIn):
+    """A PATCH of a draft: the fields to replace (at least one)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
 
 class JobOut(BaseModel):
@@ -80,7 +156,7 @@ class JobOut(BaseModel):
     location: str
     employment_type: EmploymentType | None
     category: str
-    salary_range: SalaryRange | None = None
+    salary_range: SalaryRangeOut | None = None
     payment_id: str | None = None
     payment_status: JobPaymentStatus | None = None
     payment_amount: MoneyOut | None = None
@@ -129,7 +205,7 @@ class TransitionListOut(BaseModel):
 class CancelJobIn(Strict):
     """Why a posting is cancelled."""
 
-    reason: str = Field(default="", max_length=500)
+    reason: Reason = ""
 
 
 class PaymentIn(Strict):
@@ -140,7 +216,7 @@ class PaymentIn(Strict):
     """
 
     method: Literal["card", "credits", "bank_transfer", "checkout"]
-    payment_method: str | None = Field(default=None, max_length=255)
+    payment_method: ProviderToken | None = None
     return_url: RedirectUrl | None = None
     cancel_url: RedirectUrl | None = None
     amount: MoneyIn | None = None
@@ -150,10 +226,10 @@ class CreateWithPaymentIn(Strict):
     """`POST /api/jobs/create-with-payment` (PAY-4): a draft id or the job itself, and the payment."""
 
     job: JobFieldsIn | None = None
-    draft_id: str | None = Field(default=None, min_length=1, max_length=200)
+    draft_id: Identifier | None = None
     payment: PaymentIn
     accept_terms: bool = False
-    terms_version: str | None = Field(default=None, max_length=100)
+    terms_version: TermsVersion | None = None
 
 
 class PaymentOut(BaseModel):
@@ -187,13 +263,13 @@ class SubscribeIn(Strict):
     """`POST /api/payments/subscribe` (API-1)."""
 
     userType: Literal["COMPANY", "APPLICANT"]
-    userId: str = Field(min_length=1, max_length=200)
-    email: str = Field(min_length=3, max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    plan: str = Field(min_length=1, max_length=64)
+    userId: Identifier
+    email: Email
+    plan: PlanName
     paymentMethod: Literal["STRIPE", "PAYPAL"] = "STRIPE"
     returnUrl: RedirectUrl
     cancelUrl: RedirectUrl
-    currency: str | None = Field(default=None, min_length=3, max_length=3)
+    currency: CurrencyCode | None = None
 
 
 class SubscribeOut(BaseModel):

@@ -11,9 +11,10 @@ from fastapi.openapi.utils import get_openapi
 
 from gateway.adapters.backends import Backends
 from gateway.adapters.ratelimit import TokenBucketLimiter
-from gateway.api.errors import ErrorBody
+from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import jobs_routes, ops_routes, payments_routes
 from gateway.entrypoints.error_handlers import install_error_handlers
+from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import Authenticator
@@ -52,6 +53,9 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         description=DESCRIPTION,
         lifespan=lifespan,
         servers=[{"url": settings.public_url}],
+        # The interactive pages are for developers: off in production unless GATEWAY_DOCS_ENABLED.
+        docs_url="/docs" if settings.docs_on() else None,
+        redoc_url="/redoc" if settings.docs_on() else None,
         # FastAPI's own telemetry would add a second SERVER span per request and its own exception
         # logging; the edge middleware below is the one span, metric and log per request.
         telemetry={
@@ -68,12 +72,15 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway=settings.jwt_leeway_seconds,
+        max_lifetime=settings.jwt_max_lifetime_seconds,
     )
     app.state.limiter = TokenBucketLimiter(
         settings.rate_limit_per_minute, policy="create-with-payment"
     )
     install_error_handlers(app)
-    app.add_middleware(EdgeMiddleware)
+    # Added last = outermost: the edge middleware sees (and measures) the guard's refusals too.
+    app.add_middleware(InputGuardMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(EdgeMiddleware, behind_tls=settings.behind_tls)
     app.include_router(ops_routes.router)
     app.include_router(payments_routes.router)
     app.include_router(jobs_routes.router)
@@ -82,7 +89,8 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
 
 
 def _openapi(app: FastAPI) -> dict[str, Any]:
-    """FastAPI's schema, with its default 422 validation answers replaced by our 400 ErrorBody."""
+    """FastAPI's schema, with its default 422 validation answers replaced by our 400 ErrorBody
+    and the answers the edge itself gives on every operation documented there too."""
     if app.openapi_schema:
         return app.openapi_schema
     schema = get_openapi(
@@ -92,20 +100,9 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         routes=app.routes,
         servers=app.servers,
     )
-    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
     for operations in schema.get("paths", {}).values():
         for operation in operations.values():
-            responses = operation.get("responses", {})
-            auto = responses.get("422", {})
-            if "HTTPValidationError" in str(auto):
-                del responses["422"]
-                responses.setdefault(
-                    "400",
-                    {
-                        "description": "VALIDATION_FAILED (with `fields`)",
-                        "content": {"application/json": {"schema": error_ref}},
-                    },
-                )
+            _document_edge_answers(operation)
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components.pop("HTTPValidationError", None)
     components.pop("ValidationError", None)
@@ -114,3 +111,27 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     )
     app.openapi_schema = schema
     return schema
+
+
+def _document_edge_answers(operation: dict[str, Any]) -> None:
+    """What any operation may answer before its route runs: 400 from request validation and the
+    input guard, 413 for a body above the limit, 401 for a bad token where a token is read."""
+    responses = operation.setdefault("responses", {})
+    if "HTTPValidationError" in str(responses.get("422", {})):
+        del responses["422"]
+    edge = [400]
+    if "requestBody" in operation:
+        edge.append(413)
+    if operation.get("security"):
+        edge.append(401)
+    for status, answer in error_responses(*edge).items():
+        responses.setdefault(
+            str(status),
+            {
+                "description": answer["description"],
+                "content": {"application/json": {"schema": _ERROR_REF}},
+            },
+        )
+
+
+_ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}

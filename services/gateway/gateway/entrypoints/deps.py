@@ -11,7 +11,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.adapters.backends import Backends
 from gateway.adapters.ratelimit import TokenBucketLimiter
-from gateway.api.errors import ApiError, forbidden, unauthenticated
+from gateway.api.errors import ApiError, forbidden, unauthenticated, validation_failed
+from gateway.api.redirects import is_allowed_redirect
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with HS256 (`make token`).")
@@ -71,6 +72,18 @@ def get_limiter(request: Request) -> TokenBucketLimiter:
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
 LimiterDep = Annotated[TokenBucketLimiter, Depends(get_limiter)]
+
+
+def check_redirects(request: Request, urls: dict[str, str | None]) -> None:
+    """Every redirect target a client gave must be on an allowed origin (no open redirect)."""
+    allowed = request.app.state.settings.redirect_origins()
+    bad = {
+        name: "must be a URL on an allowed origin (GATEWAY_ALLOWED_REDIRECT_ORIGINS)"
+        for name, url in urls.items()
+        if url is not None and not is_allowed_redirect(url, allowed)
+    }
+    if bad:
+        raise validation_failed(bad)
 
 
 async def read_raw_body(request: Request, limit: int) -> bytes:

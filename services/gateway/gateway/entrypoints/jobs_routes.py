@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated
 
@@ -13,7 +12,14 @@ from gateway.adapters.backends import Backends
 from gateway.api import convert, models
 from gateway.api.backend_errors import api_error_from_reason, api_error_from_remote
 from gateway.api.errors import ApiError, error_responses, not_found, validation_failed
-from gateway.entrypoints.deps import AnyUser, BackendsDep, Company, LimiterDep, OptionalUser
+from gateway.entrypoints.deps import (
+    AnyUser,
+    BackendsDep,
+    Company,
+    LimiterDep,
+    OptionalUser,
+    check_redirects,
+)
 from gateway.entrypoints.observability import (
     CWP_FAILED,
     CWP_STARTED,
@@ -29,6 +35,7 @@ from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.fingerprint import digest
 from hirepay_platform.ids import new_id
 from hirepay_platform.reasons import FailureReason
+from hirepay_platform.untrusted import loads_json
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -36,11 +43,16 @@ JobId = Annotated[str, Path(min_length=1, max_length=200)]
 IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
 PageSize = Annotated[int | None, Query(ge=1, le=200, description="Items per page (max 200).")]
 PageToken = Annotated[
-    str | None, Query(max_length=2000, description="next_page_token of the last page.")
+    str | None,
+    Query(
+        max_length=2000,
+        pattern=r"^[A-Za-z0-9_-]*$",
+        description="next_page_token of the last page (opaque, URL-safe base64).",
+    ),
 ]
 
-_PROVIDER_TOKEN = re.compile(r"^pm_[A-Za-z0-9_]{1,250}$")
-_CARD_NUMBER = re.compile(r"^[\d\s-]{12,23}$")
+_PROVIDER_TOKEN = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
+_CARD_NUMBER = re.compile(r"[\d\s-]{12,23}")
 
 
 async def _load_owned_job(backends: Backends, principal: Principal, job_id: str) -> jobs_pb.Job:
@@ -69,7 +81,7 @@ def _request_id(principal: Principal, operation: str, key: str | None) -> str:
     status_code=201,
     response_model=models.JobOut,
     summary="Save a job draft (PAY-1)",
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(400, 401, 403, 503, 504),
 )
 async def create_draft(
     body: models.JobFieldsIn,
@@ -94,11 +106,11 @@ async def create_draft(
     "/drafts/{job_id}",
     response_model=models.JobOut,
     summary="Edit a draft (or a payment_failed job)",
-    responses=error_responses(400, 401, 403, 404, 409, 503),
+    responses=error_responses(400, 401, 403, 404, 409, 503, 504),
 )
 async def update_draft(
     job_id: JobId,
-    body: models.JobFieldsIn,
+    body: models.JobPatchIn,
     principal: Company,
     backends: BackendsDep,
     idempotency_key: IdempotencyHeader = None,
@@ -124,14 +136,14 @@ async def update_draft(
     "",
     response_model=models.JobListOut,
     summary="Public list of active jobs, newest first",
-    responses=error_responses(400, 503),
+    responses=error_responses(400, 503, 504),
 )
 async def list_active_jobs(
     principal: OptionalUser,
     backends: BackendsDep,
     page_size: PageSize = None,
     page_token: PageToken = None,
-    category: Annotated[str | None, Query(max_length=100)] = None,
+    category: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
 ) -> models.JobListOut:
     """Only `active` jobs are listed (PAY-5); no token needed."""
     response = await backends.jobs.list_active_jobs(
@@ -151,7 +163,7 @@ async def list_active_jobs(
     "/mine",
     response_model=models.JobListOut,
     summary="The caller's own jobs, any status",
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(400, 401, 403, 503, 504),
 )
 async def list_my_jobs(
     principal: Company,
@@ -201,6 +213,13 @@ async def create_with_payment(
     """
     key = require_key(idempotency_key)
     _check_subject_and_payment(body)
+    check_redirects(
+        request,
+        {
+            "payment.return_url": body.payment.return_url,
+            "payment.cancel_url": body.payment.cancel_url,
+        },
+    )
     decision = limiter.take(principal.user_id, attempt=key)
     request.state.response_headers = decision.headers()
     if not decision.allowed:
@@ -211,7 +230,7 @@ async def create_with_payment(
             "Too many posting attempts; retry after the time in Retry-After",
             retry=True,
         )
-    parsed_body = json.loads(await request.body())
+    parsed_body = loads_json(await request.body())
     CWP_STARTED.inc()
     FUNNEL.labels("payment_started").inc()
     try:
@@ -268,10 +287,10 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
                 fields={"payment.payment_method": "required for card"},
             )
         return
-    if not _PROVIDER_TOKEN.match(token):
+    if not _PROVIDER_TOKEN.fullmatch(token):
         problem = (
             "never send a card number; tokenize it with the provider (pm_...)"
-            if _CARD_NUMBER.match(token)
+            if _CARD_NUMBER.fullmatch(token)
             else "must be a provider payment method token (pm_...)"
         )
         raise ApiError(
@@ -286,7 +305,7 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
     "/{job_id}",
     response_model=models.JobOut,
     summary="Read one job",
-    responses=error_responses(401, 404, 503),
+    responses=error_responses(401, 404, 503, 504),
 )
 async def get_job(job_id: JobId, principal: OptionalUser, backends: BackendsDep) -> models.JobOut:
     """Anyone may read an active job; other statuses only its owner or an admin (others: 404).
@@ -308,7 +327,7 @@ async def get_job(job_id: JobId, principal: OptionalUser, backends: BackendsDep)
     "/{job_id}/preview",
     response_model=models.PreviewOut,
     summary="Preview a draft with its fee and terms (PAY-2)",
-    responses=error_responses(401, 403, 404, 503),
+    responses=error_responses(401, 403, 404, 503, 504),
 )
 async def preview_job(
     job_id: JobId, principal: Company, backends: BackendsDep
@@ -351,7 +370,7 @@ async def cancel_job(
     "/{job_id}/transitions",
     response_model=models.TransitionListOut,
     summary="A job's recorded status changes (PAY-15)",
-    responses=error_responses(401, 403, 404, 503),
+    responses=error_responses(401, 403, 404, 503, 504),
 )
 async def list_transitions(
     job_id: JobId, principal: AnyUser, backends: BackendsDep

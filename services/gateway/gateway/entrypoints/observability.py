@@ -1,5 +1,6 @@
 """The gateway's edge observability: one SERVER span per HTTP request, HTTP and funnel metrics,
-access logs, and the last-resort 500 for unexpected failures (generic body, trace only in the log).
+access logs, the security headers of every response, and the last-resort 500 for unexpected
+failures (generic body, trace only in the log).
 
 Implemented as a pure ASGI middleware so the span's context is the one the route handlers (and the
 gRPC calls they make through ServiceClient) run in: one trace from the HTTP edge through every hop.
@@ -67,16 +68,61 @@ _INTERNAL_ERROR = json.dumps(
 ).encode()
 
 
+# Any other method name a client sends is one label value, so a client cannot mint series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "OTHER"
+
+# JSON answers are never framed and load nothing; the HTML pages (Swagger UI, ReDoc) load their
+# bundles from the CDN FastAPI uses, and pages may set a stricter policy of their own.
+API_CSP = b"default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+HTML_CSP = (
+    b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis.com; "
+    b"font-src https://fonts.gstatic.com; img-src 'self' data: https://fastapi.tiangolo.com "
+    b"https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; "
+    b"base-uri 'none'; form-action 'self'"
+)
+HSTS = b"max-age=31536000; includeSubDomains"
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     return getattr(route, "path", None) or "unmatched"
 
 
-class EdgeMiddleware:
-    """Span + metrics + access log around every HTTP request; last-resort 500 mapping."""
+def method_label(method: str) -> str:
+    """The metric and span label of an HTTP method: unknown names collapse to OTHER."""
+    return method if method in KNOWN_METHODS else OTHER_METHOD
 
-    def __init__(self, app: ASGIApp) -> None:
+
+def security_headers(
+    headers: list[tuple[bytes, bytes]], *, is_api: bool, tls: bool
+) -> list[tuple[bytes, bytes]]:
+    """The response headers with the security headers every answer carries (kept when a route
+    set its own, e.g. a page's stricter CSP)."""
+    names = {name.lower() for name, _ in headers}
+    content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")
+    html = content_type.startswith(b"text/html")
+    wanted = [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", HTML_CSP if html else API_CSP),
+    ]
+    if tls:
+        wanted.append((b"strict-transport-security", HSTS))
+    # Payment and job data must never sit in a shared or browser cache.
+    if is_api:
+        wanted.append((b"cache-control", b"no-store"))
+    return headers + [(name, value) for name, value in wanted if name not in names]
+
+
+class EdgeMiddleware:
+    """Span + metrics + access log + security headers around every HTTP request; last-resort 500."""
+
+    def __init__(self, app: ASGIApp, behind_tls: bool = False) -> None:
         self.app = app
+        self.behind_tls = behind_tls
         self.tracer = tracing.tracer("hirepay.gateway")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -85,8 +131,9 @@ class EdgeMiddleware:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         parent = propagate.extract(headers)
-        method = scope["method"]
+        method = method_label(scope["method"])
         is_api = scope.get("path", "").startswith("/api/")
+        tls = self.behind_tls or scope.get("scheme") == "https"
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500, "started": False}
         token = otel_context.attach(parent)
@@ -103,12 +150,7 @@ class EdgeMiddleware:
                         status_holder["started"] = True
                         headers = list(message.get("headers", []))
                         headers.append((b"x-trace-id", trace_id.encode()))
-                        headers.append((b"x-content-type-options", b"nosniff"))
-                        names = {name.lower() for name, _ in headers}
-                        # Payment and job data must never sit in a shared or browser cache.
-                        if is_api and b"cache-control" not in names:
-                            headers.append((b"cache-control", b"no-store"))
-                        message["headers"] = headers
+                        message["headers"] = security_headers(headers, is_api=is_api, tls=tls)
                     await send(message)
 
                 try:

@@ -13,6 +13,7 @@ from gateway.api.convert import actor_to_proto, timestamp_to_iso
 from gateway.entrypoints.deps import BackendsDep, require_roles
 from gateway.service_layer.auth import Principal
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from hirepay_platform.readiness import unavailable_dependencies
 
 router = APIRouter(tags=["operations"])
 
@@ -25,19 +26,35 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: every backend's gRPC health says SERVING",
-    responses={503: {"description": "SERVICE_UNAVAILABLE, with `down` listing the backends"}},
+    responses={
+        503: {
+            "description": "SERVICE_UNAVAILABLE: `down` lists the backends, `dependencies` what"
+            " each NOT_SERVING backend says is down (e.g. its database)"
+        }
+    },
 )
 async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
     timeout = request.app.state.settings.readiness_timeout_seconds
     statuses = await backends.health(timeout)
     down = sorted(name for name, status in statuses.items() if status != "SERVING")
     if down:
+        # A backend that answers NOT_SERVING names its own missing dependency (OPS-2).
+        dependencies = {
+            name: await unavailable_dependencies(backends.raw[name].channel, timeout)
+            for name in down
+            if statuses[name] == "NOT_SERVING"
+        }
+        named = [
+            f"{name} ({', '.join(dependencies[name])} down)" if dependencies.get(name) else name
+            for name in down
+        ]
         return JSONResponse(
             {
                 "error": "SERVICE_UNAVAILABLE",
-                "message": "Not ready: " + ", ".join(down) + " unavailable",
+                "message": "Not ready: " + ", ".join(named) + " unavailable",
                 "down": down,
                 "backends": statuses,
+                "dependencies": {name: deps for name, deps in dependencies.items() if deps},
             },
             status_code=503,
             headers={"Retry-After": "1"},

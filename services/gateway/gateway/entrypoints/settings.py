@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.api.redirects import normalize_origin
 from gateway.service_layer.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_JWT_KID, DEV_JWT_SECRET
 
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 section 3.2).
@@ -31,6 +32,8 @@ class GatewaySettings(BaseSettings):
     jwt_issuer: str = DEFAULT_ISSUER
     jwt_audience: str = DEFAULT_AUDIENCE
     jwt_leeway_seconds: int = 30
+    # The longest lifetime (exp - iat, and exp - now) a token may have; longer ones are refused.
+    jwt_max_lifetime_seconds: int = Field(default=86_400, ge=60)
     # create-with-payment attempts per user per minute (token bucket, in memory, per replica).
     rate_limit_per_minute: int = Field(default=10, ge=1)
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
@@ -39,6 +42,15 @@ class GatewaySettings(BaseSettings):
     readiness_timeout_seconds: float = Field(default=1.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     log_level: str = "INFO"
+    # Origins (scheme://host[:port], comma-separated) that returnUrl / cancelUrl may point to: the
+    # customer is sent there after paying, so any other target would be an open redirect.
+    allowed_redirect_origins: str = (
+        "http://localhost:3000,http://127.0.0.1:3000,http://localhost:8080,http://127.0.0.1:8080"
+    )
+    # Swagger UI (/docs) and ReDoc (/redoc): on outside production, off in production unless enabled.
+    docs_enabled: bool | None = None
+    # The gateway is reached over TLS (directly or behind a TLS-terminating proxy): send HSTS.
+    behind_tls: bool = False
     # Where spans go: "none", "console", or "file:/path/spans.jsonl" (shared by all services).
     traces: str = Field(
         default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")
@@ -52,6 +64,22 @@ class GatewaySettings(BaseSettings):
             field = cls.model_fields[info.field_name]  # type: ignore[attr-defined]
             return field.default
         return value
+
+    @field_validator("allowed_redirect_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        for origin in value.split(","):
+            if origin.strip() and normalize_origin(origin.strip()) is None:
+                raise ValueError(f"{origin.strip()!r} is not an origin (scheme://host[:port])")
+        return value
+
+    def redirect_origins(self) -> frozenset[tuple[str, str, int]]:
+        """The allowed redirect origins, normalized (scheme, host, port)."""
+        origins = {normalize_origin(o.strip()) for o in self.allowed_redirect_origins.split(",")}
+        return frozenset(o for o in origins if o is not None)
+
+    def docs_on(self) -> bool:
+        return self.docs_enabled if self.docs_enabled is not None else self.env != "production"
 
     @field_validator("public_url")
     @classmethod

@@ -15,6 +15,8 @@ from typing import Any
 
 import jwt
 
+from hirepay_platform.untrusted import text_problem
+
 # Development-only signing key: accepted only when GATEWAY_ENV=development (entrypoints/settings.py
 # refuses its kid elsewhere), so a token minted by `make token` can never open a production gateway.
 DEV_JWT_KID = "dev-only"
@@ -83,8 +85,14 @@ def verify_token(
     issuer: str,
     audience: str,
     leeway: int = 30,
+    max_lifetime: int = 86_400,
+    now: float | None = None,
 ) -> Principal:
-    """Check a bearer token and return its principal, or raise InvalidToken."""
+    """Check a bearer token and return its principal, or raise InvalidToken.
+
+    A correctly signed token is still untrusted input: every claim's type is checked (a `role`
+    that is a list or an object is refused, not compared), and a token may not live longer than
+    `max_lifetime` seconds (from its `iat`, and from now)."""
     try:
         claims = jwt.decode(
             token,
@@ -100,12 +108,26 @@ def verify_token(
     except jwt.PyJWTError as exc:
         raise InvalidToken(_decode_problem(exc)) from None
     sub, role = claims.get("sub"), claims.get("role")
-    if not isinstance(sub, str) or not sub or len(sub) > 200:
-        raise InvalidToken("invalid subject")
-    if role not in ROLES:
-        raise InvalidToken("unknown role")
     email = claims.get("email")
-    return Principal(user_id=sub, role=role, email=email if isinstance(email, str) else "")
+    email = "" if email is None else email
+    if not isinstance(sub, str) or not sub.strip() or len(sub) > 200 or text_problem(sub):
+        raise InvalidToken("invalid subject")
+    if not isinstance(role, str) or role not in ROLES:
+        raise InvalidToken("unknown role")
+    if not isinstance(email, str) or len(email) > 254 or text_problem(email):
+        raise InvalidToken("invalid email")
+    _check_lifetime(claims, max_lifetime, leeway, time.time() if now is None else now)
+    return Principal(user_id=sub, role=role, email=email)
+
+
+def _check_lifetime(claims: Mapping[str, Any], max_lifetime: int, leeway: int, now: float) -> None:
+    """Refuse tokens minted to live longer than allowed (a leaked long-lived token is a standing
+    key); pyjwt has already checked that `exp` and `iat` are numbers."""
+    exp, iat = claims["exp"], claims.get("iat")
+    if iat is not None and exp - iat > max_lifetime:
+        raise InvalidToken("token lifetime too long")
+    if exp - now > max_lifetime + leeway:
+        raise InvalidToken("token lifetime too long")
 
 
 def _signing_key(token: str, keys: Mapping[str, str]) -> str:
@@ -140,13 +162,26 @@ def _decode_problem(exc: jwt.PyJWTError) -> str:
 class Authenticator:
     """Verifies tokens with the gateway's configured keys."""
 
-    def __init__(self, keys: Mapping[str, str], issuer: str, audience: str, leeway: int) -> None:
+    def __init__(
+        self,
+        keys: Mapping[str, str],
+        issuer: str,
+        audience: str,
+        leeway: int,
+        max_lifetime: int = 86_400,
+    ) -> None:
         self.keys = dict(keys)
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
+        self.max_lifetime = max_lifetime
 
     def verify(self, token: str) -> Principal:
         return verify_token(
-            token, keys=self.keys, issuer=self.issuer, audience=self.audience, leeway=self.leeway
+            token,
+            keys=self.keys,
+            issuer=self.issuer,
+            audience=self.audience,
+            leeway=self.leeway,
+            max_lifetime=self.max_lifetime,
         )

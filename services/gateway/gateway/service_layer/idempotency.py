@@ -15,7 +15,7 @@ from gateway.api.errors import ApiError, validation_failed
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
-_PRINTABLE = re.compile(r"^[\x20-\x7e]+$")
+_PRINTABLE = re.compile(r"[\x20-\x7e]+")
 
 
 def require_key(value: str | None) -> str:
@@ -35,7 +35,7 @@ def optional_key(value: str | None) -> str | None:
 
 
 def _checked(value: str) -> str:
-    if len(value) > MAX_KEY_LENGTH or not _PRINTABLE.match(value) or not value.strip():
+    if len(value) > MAX_KEY_LENGTH or not _PRINTABLE.fullmatch(value) or not value.strip():
         raise validation_failed({HEADER: f"must be 1-{MAX_KEY_LENGTH} printable ASCII characters"})
     return value
 

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from hirepay_platform import money
 from hirepay_platform.errors import ValidationError
+from hirepay_platform.untrusted import visible_length
 from jobs.domain.errors import InvalidTransition
 
 TITLE_MIN, TITLE_MAX = 3, 200
@@ -137,7 +138,8 @@ def validate_fields(fields: JobFields, categories: Collection[str]) -> JobFields
 
 def _length_problem(value: str, low: int, high: int) -> str:
     """What is wrong with the length of a required text ("" if nothing)."""
-    if len(value) < low:
+    # Invisible characters (zero-width spaces, joiners, BOMs) do not count toward the minimum.
+    if visible_length(value) < low:
         # A lower bound of one character is plain "required".
         return "is required" if low == 1 else f"must be at least {low} characters"
     if len(value) > high:

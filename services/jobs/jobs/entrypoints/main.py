@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
-from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.db import create_engine, database_check, make_session_factory
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.consistency import GrpcConsistencySources
@@ -98,6 +98,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         await adapters.engine.dispose()
 
     app.on_startup(started)
+    app.add_readiness_check("database", database_check(settings.database_url.get_secret_value()))
     app.on_shutdown(stopped)
     return app
 

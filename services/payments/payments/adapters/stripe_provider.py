@@ -9,7 +9,6 @@ idempotency key, so a retry can never charge twice.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 import httpx
 import stripe
 
+from hirepay_platform.untrusted import loads_json
 from payments.domain.provider import (
     AuthorizeIntent,
     CardDeclined,
@@ -357,7 +357,7 @@ class StripeProvider:
             reason = str(getattr(last, "user_message", "") or last or "signature mismatch")
             raise SignatureInvalid(reason.split(".")[0])
         try:
-            body = json.loads(text)
+            body = loads_json(text)  # depth-limited: a signed body is still untrusted
             obj = body["data"]["object"]
             return ProviderEvent(
                 id=str(body["id"]),

@@ -58,6 +58,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     app = GrpcApp("payments", settings)
     stopping = asyncio.Event()
     app.on_startup(database.start)
+    app.add_readiness_check("database", database.readiness_check())
     app.add_service(
         pb_grpc.add_PaymentsServiceServicer_to_server,
         PaymentsServicer(deps, stopping),

@@ -23,7 +23,7 @@ BALANCE_SHARDS = 16
 # Transfer ids chosen by clients. No "/" so the ids the wallet derives from branches (see
 # holds.confirm_transfer_id) can never collide with a client's own. Branch ids follow the platform's
 # TccBranch rule (which also leaves out ":").
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+_CLIENT_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 class AccountKind(enum.StrEnum):
@@ -75,7 +75,7 @@ def validate_account_id(value: str, field: str = "account_id") -> str:
 
 def validate_client_id(value: str, field: str) -> str:
     """A client-chosen id: 1-128 characters of letters, digits and . _ : @ -."""
-    if not _CLIENT_ID.match(value or ""):
+    if not _CLIENT_ID.fullmatch(value or ""):
         raise invalid(field, "must be 1-128 characters of A-Z a-z 0-9 . _ : @ -")
     return value
 

@@ -29,6 +29,7 @@ def build_app(settings: WalletSettings) -> GrpcApp:
     app = GrpcApp("wallet", settings)
     database = Database.from_settings(settings, SqlWalletUnitOfWork, probe_table="accounts")
     app.on_startup(database.start)
+    app.add_readiness_check("database", database.readiness_check())
     app.on_shutdown(database.stop)
     deps = Deps(uow=database.uow, config=wallet_config(settings), clock=utc_now)
     app.add_service(pb_grpc.add_WalletServiceServicer_to_server, WalletServicer(deps), SERVICE_NAME)

@@ -23,7 +23,7 @@ from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 SUPPORTED_METHODS = frozenset({"STRIPE"})
 
 
@@ -38,7 +38,7 @@ def _validate(cmd: commands.Subscribe) -> UserType:
         raise errors.invalid("request_id", "is required")
     if not cmd.user_id:
         raise errors.invalid("user_id", "is required")
-    if not _EMAIL.match(cmd.email or "") or len(cmd.email) > 320:
+    if not _EMAIL.fullmatch(cmd.email or "") or len(cmd.email) > 320:
         raise errors.invalid("email", "is not a valid email address")
     method = (cmd.payment_method or "STRIPE").upper()
     if method not in SUPPORTED_METHODS:

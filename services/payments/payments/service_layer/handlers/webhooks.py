@@ -8,12 +8,12 @@ an object Hirepay never created (no ids of ours) is acknowledged and ignored.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from hirepay_platform.untrusted import loads_json
 from payments.domain import commands, errors
 from payments.domain.events import AuditEntry
 from payments.domain.model import Payment
@@ -66,7 +66,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         payment, txn = await _subject(uow, event)
-    payload = json.loads(cmd.payload)
+    payload = loads_json(cmd.payload)  # construct_event already refused a deep or bad body
     if event.object_type not in HANDLED_OBJECTS:
         return await _store(deps, event, payload, applied=False)
     if payment is None and txn is None:

@@ -1,0 +1,92 @@
+"""The one set of checks for untrusted input: text that PostgreSQL, protobuf and logs can hold,
+JSON parsed with a nesting limit, and visible-text lengths (standard library only, so domain
+models may use it too).
+
+Every edge (the gateway's HTTP middleware and models, the gRPC interceptor of every service in
+server.py, the Stripe webhook parser) uses these, so one rule decides what "bad input" is and it
+is refused with a field error (400 / INVALID_ARGUMENT) instead of failing deep in a driver (500).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Iterator
+from typing import Any
+
+# Deeper JSON than this is refused before parsing; no Hirepay body or Stripe event comes close.
+MAX_JSON_DEPTH = 64
+
+# NUL (PostgreSQL text refuses it) and UTF-16 surrogates (not encodable as UTF-8, so protobuf and
+# the database refuse them); either one anywhere in a string makes the whole input invalid.
+_FORBIDDEN = re.compile(r"[\x00\ud800-\udfff]")
+_BRACKETS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+class UntrustedInputError(ValueError):
+    """Input refused; `problem` says why in words safe to return, `field` where (dotted path)."""
+
+    def __init__(self, problem: str, field: str = "body") -> None:
+        super().__init__(f"{field}: {problem}")
+        self.problem = problem
+        self.field = field
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string may not enter the system (a NUL or a lone surrogate), or None when it may."""
+    match = _FORBIDDEN.search(value)
+    if match is None:
+        return None
+    return "must not contain NUL characters" if match.group() == "\x00" else "invalid Unicode"
+
+
+def visible_length(value: str) -> int:
+    """The number of characters a person sees: whitespace, controls and invisible format
+    characters (zero-width space and joiners, BOM, bidi marks: Unicode categories Cc, Cf, Z*) do
+    not count, so a title of only zero-width characters is empty."""
+    return sum(1 for ch in value if not ch.isspace() and unicodedata.category(ch)[0] not in "CZ")
+
+
+def json_depth_problem(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a JSON document nests too deeply, found without parsing it (a recursive parser would
+    blow the stack on `[[[[...`); None when it is shallow enough or not JSON-like at all."""
+    data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    depth = 0
+    for match in _BRACKETS.finditer(data):
+        token = match.group()
+        if token in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                return f"nested deeper than {max_depth} levels"
+        elif token in (b"]", b"}"):
+            depth -= 1
+    return None
+
+
+def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """`json.loads` for untrusted input: too deep, NUL or lone surrogates anywhere (keys included)
+    raise UntrustedInputError; malformed JSON raises ValueError as json does."""
+    problem = json_depth_problem(raw, max_depth)
+    if problem is not None:
+        raise UntrustedInputError(problem)
+    value = json.loads(raw)
+    for path, text in iter_json_strings(value):
+        problem = text_problem(text)
+        if problem is not None:
+            raise UntrustedInputError(problem, (path or "body").replace("\x00", ""))
+    return value
+
+
+def iter_json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string (object keys included) of a parsed JSON value with its dotted path."""
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            yield sub, key
+            yield from iter_json_strings(item, sub)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from iter_json_strings(item, f"{path}[{index}]")

@@ -1,0 +1,68 @@
+"""The sandbox keeps its state across a crash: a payment created before `kill -9` is still there
+after a restart, and its idempotency key still answers the same payment (no second charge)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from hirepay_dev.procs import free_port
+from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
+
+
+def test_state_survives_a_crash_and_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "sandbox-state.json"
+    port = free_port()
+    env = {"SANDBOX_STATE_FILE": str(state)}
+    process, url = start_sandbox(name="sandbox-persistence", port=port, env=env)
+    try:
+        sdk = stripe_client(url, allow_sync=True)
+        params = {
+            "amount": 4200,
+            "currency": "usd",
+            "payment_method": "pm_card_visa",
+            "confirm": True,
+            "capture_method": "manual",
+            "payment_method_types": ["card"],
+        }
+        intent = sdk.v1.payment_intents.create(
+            params=params, options={"idempotency_key": "persist-1"}
+        )
+        assert intent.status == "requires_capture"
+        time.sleep(0.5)  # the state is written within 0.1 s of a change
+        process.kill()  # a crash: no graceful shutdown, nothing saved at exit
+    finally:
+        process.stop()
+    assert state.exists()
+
+    process, url = start_sandbox(name="sandbox-persistence", port=port, env=env)
+    try:
+        sdk = stripe_client(url, allow_sync=True)
+        again = sdk.v1.payment_intents.retrieve(intent.id)
+        assert again.status == "requires_capture" and again.amount == 4200
+        replay = sdk.v1.payment_intents.create(
+            params=params, options={"idempotency_key": "persist-1"}
+        )
+        assert replay.id == intent.id  # the saved response, not a second payment
+        captured = sdk.v1.payment_intents.capture(intent.id)
+        assert captured.status == "succeeded"
+        process.stop()  # graceful: saved at shutdown too
+        process, url = start_sandbox(name="sandbox-persistence", port=port, env=env)
+        sdk = stripe_client(url, allow_sync=True)
+        assert sdk.v1.payment_intents.retrieve(intent.id).status == "succeeded"
+        listed = sdk.v1.payment_intents.list(params={"limit": 10})
+        assert [p.id for p in listed.data] == [intent.id]
+        admin = SandboxAdmin(url)
+        try:
+            admin.reset()  # a reset is kept too: the next start is empty
+        finally:
+            admin.close()
+        time.sleep(0.5)
+    finally:
+        process.stop()
+    process, url = start_sandbox(name="sandbox-persistence", port=port, env=env)
+    try:
+        sdk = stripe_client(url, allow_sync=True)
+        assert sdk.v1.payment_intents.list(params={"limit": 10}).data == []
+    finally:
+        process.stop()
