@@ -182,6 +182,9 @@ class FakeJobs(Scripted):
                 "ListMyJobs": lambda r: jobs_pb.ListJobsResponse(
                     jobs=[make_job("job_m", r.actor.user_id, jobs_pb.Job.DRAFT)]
                 ),
+                "GetConsistencyReport": lambda r: jobs_pb.ConsistencyReport(
+                    counts={"active_job_without_payment": 0}
+                ),
             }
         )
 
@@ -200,6 +203,7 @@ JOBS_METHODS = [
     "CreateJobWithPayment",
     "CancelJob",
     "ListJobTransitions",
+    "GetConsistencyReport",
 ]
 PAYMENTS_METHODS = [
     "Authorize",

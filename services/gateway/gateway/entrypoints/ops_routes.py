@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway.api.convert import actor_to_proto, timestamp_to_iso
+from gateway.api.errors import error_responses
 from gateway.entrypoints.deps import BackendsDep, require_roles
 from gateway.service_layer.auth import Principal
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
@@ -73,7 +74,7 @@ Admin = Annotated[Principal, Depends(require_roles("admin"))]
 @router.get(
     "/api/admin/consistency",
     summary="The consistency auditor's report now (OPS-3): violations by check, offending ids",
-    responses={403: {"description": "PERMISSION_DENIED: admins only"}},
+    responses=error_responses(401, 403, 502, 503, 504),
 )
 async def consistency_report(principal: Admin, backends: BackendsDep) -> dict[str, Any]:
     report = await backends.jobs.get_consistency_report(
