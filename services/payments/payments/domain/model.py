@@ -244,10 +244,24 @@ class Payment:
             # A stale view (an older answer or event arriving late) never moves a payment back,
             # and a settled payment (captured or voided) never flips to the other outcome.
             return []
+        seen = self._facts()
         self._take_intent_status(intent)
         self._settle_pending()
-        self.updated_at = now
+        if self._facts() != seen:
+            # Only a change counts: re-reading an unchanged payment (the watch poller) does not
+            # make it "recently changed" (reconciliation picks the most recently changed).
+            self.updated_at = now
         return self._events(before)
+
+    def _facts(self) -> tuple[object, ...]:
+        """What a provider answer can change."""
+        return (
+            self.state,
+            self.captured_minor,
+            self.pending_op,
+            self.next_action_url,
+            self.failure_reason,
+        )
 
     def apply_checkout(self, session: ProviderCheckout, now: datetime) -> list[EventType]:
         """Take a checkout session's state (when no payment intent settles it by itself)."""
