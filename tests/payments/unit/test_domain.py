@@ -238,3 +238,13 @@ def test_a_payment_the_provider_does_not_know_is_final() -> None:
     assert processing.state is PaymentState.FAILED and processing.failure_reason
     captured = payment(PaymentState.CAPTURED)
     assert captured.vanish(NOW) == [] and captured.state is PaymentState.CAPTURED
+
+
+def test_re_reading_an_unchanged_payment_does_not_make_it_recently_changed() -> None:
+    """The watch poller re-reads waiting payments; only a change moves `updated_at`."""
+    p = payment(PaymentState.PROCESSING, provider_payment_id="pi_1")
+    later = datetime(2026, 1, 10, 11, 0, tzinfo=UTC)
+    assert p.apply_intent(intent(IntentStatus.PROCESSING), later) == []
+    assert p.updated_at == NOW
+    p.apply_intent(intent(IntentStatus.SUCCEEDED, amount_received=3000), later)
+    assert p.state is PaymentState.CAPTURED and p.updated_at == later

@@ -266,6 +266,7 @@ class Payment:
     def apply_checkout(self, session: ProviderCheckout, now: datetime) -> list[EventType]:
         """Take a checkout session's state (when no payment intent settles it by itself)."""
         before = self.state
+        seen = self._facts()
         self.provider_checkout_id = session.id
         if session.customer_id:
             self.provider_customer_id = session.customer_id
@@ -279,7 +280,8 @@ class Payment:
         ):
             self._set(PaymentState.VOIDED)
         self._settle_pending()
-        self.updated_at = now
+        if self._facts() != seen:
+            self.updated_at = now
         return self._events(before)
 
     def fail(self, error: ProviderErrorInfo, reason: FailureReason | None = None) -> None:
