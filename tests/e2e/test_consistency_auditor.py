@@ -86,6 +86,7 @@ def test_only_admins_read_the_report(system: System) -> None:
 
 
 def test_no_violation_after_normal_flows_and_faults(system: System) -> None:
+    system.admin.clear_faults()  # no fault another test left armed
     company = new_company()
     post_card(system, company, "ok-1")
     declined = system.http.post(
@@ -127,6 +128,7 @@ def test_no_violation_after_normal_flows_and_faults(system: System) -> None:
 
 
 def test_each_injected_violation_is_reported(system: System) -> None:
+    system.admin.clear_faults()  # no fault another test left armed
     company = new_company()
     live = post_card(system, company, "live-1")["job"]["id"]
     jobs_db = system.stack.services["jobs"].database_url
@@ -177,6 +179,20 @@ def test_each_injected_violation_is_reported(system: System) -> None:
             ),
             timeout=30,
         ).payment
+        # Wait until payments knows it authorized (a slow provider may leave it UNKNOWN a moment).
+        authorized = eventually(
+            lambda: (
+                got
+                if (
+                    got := payments.GetPayment(
+                        ppb.GetPaymentRequest(payment_id=authorized.payment_id), timeout=10
+                    ).payment
+                ).state
+                == ppb.Payment.AUTHORIZED
+                else None
+            ),
+            timeout=30,
+        )
     client = stripe_client(system.stack.sandbox_url, DEV_STRIPE_KEY, allow_sync=True)
     system.admin.add_fault("webhook_drop")  # and its webhook lost: payments never hears of it
     try:
