@@ -18,8 +18,11 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 
+from hirepay_platform import tracing
 from hirepay_platform.errors import Conflict, Unavailable
 from hirepay_platform.settings import ServiceSettings
+
+_TRACER = tracing.tracer("hirepay.db")
 
 # SQLSTATEs of a lost race: deadlock detected, serialization failure, lock not available.
 _RACE_STATES = frozenset({"40P01", "40001", "55P03"})
@@ -146,7 +149,9 @@ class SqlAlchemyUnitOfWork:
             ) from exc
 
     async def commit(self) -> None:
-        await self.session.commit()
+        # Its own span, so a trace shows what the durable COMMIT (the WAL flush) costs each hop.
+        with _TRACER.start_as_current_span("db.commit"):
+            await self.session.commit()
         self._committed = True
 
     async def rollback(self) -> None:

@@ -1,4 +1,5 @@
-"""`make bench`: wallet and pay-to-post throughput/latency beside pgbench TPC-B on the same server."""
+"""`make bench`: wallet and pay-to-post throughput, latency and CPU per operation (per process)
+beside pgbench TPC-B on the same server; `--quick` for a short smoke run."""
 
 from __future__ import annotations
 
@@ -12,15 +13,18 @@ from hirepay_dev import bench_posting, bench_wallet, pg
 from hirepay_dev.benchlib import pgbench_tpcb
 
 
-async def main(only: str, out_file: str | None) -> None:
+async def main(only: str, out_file: str | None, quick: bool = False) -> None:
     server = pg.server_url()
     print(
         f"PostgreSQL: {'DATABASE_URL' if os.environ.get('DATABASE_URL') else 'embedded'}; "
         f"{os.cpu_count()} CPUs",
         flush=True,
     )
-    print("pgbench TPC-B baseline (8 clients, 10 s) ...", flush=True)
-    baseline = await asyncio.to_thread(pgbench_tpcb, server, clients=8, seconds=10)
+    load = os.getloadavg()
+    print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    seconds = 3 if quick else 10
+    print(f"pgbench TPC-B baseline (8 clients, {seconds} s) ...", flush=True)
+    baseline = await asyncio.to_thread(pgbench_tpcb, server, clients=8, seconds=seconds)
     print(f"{'pgbench TPC-B':<34} c=8   {baseline:8.1f} tps", flush=True)
     report: dict[str, object] = {"pgbench_tps": baseline}
 
@@ -28,9 +32,11 @@ async def main(only: str, out_file: str | None) -> None:
         print(line, flush=True)
 
     if only in ("all", "wallet"):
-        report["wallet"] = await bench_wallet.run(server, out, baseline)
+        report["wallet"] = await bench_wallet.run(server, out, baseline, quick=quick)
     if only in ("all", "posting"):
-        report["posting"] = await bench_posting.run(server, out, baseline)
+        report["posting"] = await bench_posting.run(server, out, baseline, quick=quick)
+    load = os.getloadavg()
+    print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     if out_file:
         await asyncio.to_thread(Path(out_file).write_text, json.dumps(report, indent=2))
 
@@ -39,5 +45,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="make bench")
     parser.add_argument("--only", choices=["all", "wallet", "posting"], default="all")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer concurrency levels, shorter cases (a smoke run)"
+    )
     args = parser.parse_args()
-    asyncio.run(main(args.only, args.json))
+    asyncio.run(main(args.only, args.json, args.quick))

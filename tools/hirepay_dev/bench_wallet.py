@@ -4,7 +4,9 @@ beside pgbench's TPC-B on the same PostgreSQL server.
 Cases, each at concurrency 1, 8 and 32 (closed loop, every worker with its own payer and payee so
 that what is measured is the wallet, not one customer's row lock):
   - Reserve + Confirm (the two-phase handshake; one operation = both calls);
-  - plain transfers;
+  - plain transfers, concurrent calls grouped into one transaction by the wallet (the default);
+  - the same against a second wallet process with grouping off (one transaction per call);
+  - CreateTransfers: batches of 100 transfers per call (one operation = one transfer);
   - the same two, with every transfer also paying a fee into the one platform revenue account;
   - a contrast: the fee paid into one unsharded account, to show what sharding the revenue balance
     saves (every fee would otherwise queue on one row lock).
@@ -26,11 +28,15 @@ from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev import pg
+from hirepay_dev.benchcpu import CpuMeter
 from hirepay_dev.benchlib import Result, closed_loop, pgbench_tpcb
-from hirepay_dev.services import WALLET, prepare_database, start_service
+from hirepay_dev.services import WALLET, RunningService, prepare_database, start_service
 
 CONCURRENCY = (1, 8, 32)
 SECONDS = 4.0
+QUICK_CONCURRENCY = (1, 8)
+QUICK_SECONDS = 1.5
+BATCH = 100
 AMOUNT = 100
 FEE = 10
 TIMEOUT = 10.0
@@ -99,7 +105,11 @@ class Fixture:
 
     # --- the operations measured -------------------------------------------------------------
 
-    def transfer(self, fee_to: str | None) -> Callable[[int, int], Awaitable[None]]:
+    def transfer(
+        self, fee_to: str | None, stub: pb_grpc.WalletServiceStub | None = None
+    ) -> Callable[[int, int], Awaitable[None]]:
+        call = (stub or self.stub).Transfer
+
         async def op(worker: int, _: int) -> None:
             payer, payee = self.payers[worker], self.payees[worker]
             legs = [
@@ -109,10 +119,32 @@ class Fixture:
                 legs.append(
                     pb.TransferLeg(from_account_id=payer, to_account_id=fee_to, amount=_money(FEE))
                 )
-            await self.stub.Transfer(
+            await call(
                 pb.TransferRequest(request_id=_id(), transfer_id=f"b-{_id()}", legs=legs),
                 timeout=TIMEOUT,
             )
+
+        return op
+
+    def batch(self, size: int) -> Callable[[int, int], Awaitable[None]]:
+        """One CreateTransfers call of `size` transfers from the worker's payer to its payee."""
+
+        async def op(worker: int, _: int) -> None:
+            payer, payee = self.payers[worker], self.payees[worker]
+            leg = pb.TransferLeg(from_account_id=payer, to_account_id=payee, amount=_money(AMOUNT))
+            reply = await self.stub.CreateTransfers(
+                pb.CreateTransfersRequest(
+                    request_id=_id(),
+                    transfers=[
+                        pb.TransferRequest(transfer_id=f"bb-{_id()}", legs=[leg])
+                        for _ in range(size)
+                    ],
+                ),
+                timeout=TIMEOUT,
+            )
+            refused = [r.error.reason for r in reply.results if r.HasField("error")]
+            if refused:
+                raise RuntimeError(f"{len(refused)} transfers refused: {refused[0]}")
 
         return op
 
@@ -149,55 +181,113 @@ class Fixture:
         return op
 
 
-async def run(
-    pg_url: str, out: Callable[[str], None], baseline: float | None = None
-) -> dict[str, Any]:
-    """Start the wallet on a fresh database of the server at `pg_url`, measure, print, return.
-
-    `baseline` is pgbench's TPC-B tps from the same run; measured here when not given.
-    """
-    if baseline is None:
-        out("wallet benchmark: pgbench TPC-B baseline (8 clients, 10 s) ...")
-        baseline = await asyncio.to_thread(pgbench_tpcb, pg_url, clients=8, seconds=10)
-        out(f"pgbench TPC-B                      c=8   {baseline:8.1f} tps")
-
-    db_url = await asyncio.to_thread(
-        prepare_database, WALLET, pg_url, name="hirepay_bench_wallet", fresh=True
-    )
-    service = await asyncio.to_thread(
-        start_service,
+def _start_wallet(db_url: str, name: str, env: dict[str, str]) -> RunningService:
+    return start_service(
         WALLET,
         db_url,
         env={
             "WALLET_DB_POOL_SIZE": "40",
             "WALLET_DB_MAX_OVERFLOW": "10",
             "WALLET_LOG_LEVEL": "WARNING",
+            **env,
         },
-        log_name="wallet-bench",
+        log_name=name,
     )
+
+
+async def run(
+    pg_url: str,
+    out: Callable[[str], None],
+    baseline: float | None = None,
+    *,
+    quick: bool = False,
+) -> dict[str, Any]:
+    """Start the wallet on a fresh database of the server at `pg_url`, measure, print, return.
+
+    `baseline` is pgbench's TPC-B tps from the same run; measured here when not given. `quick`
+    runs fewer concurrency levels for a shorter time (a smoke run, not figures to publish).
+    """
+    levels = QUICK_CONCURRENCY if quick else CONCURRENCY
+    seconds = QUICK_SECONDS if quick else SECONDS
+    if baseline is None:
+        out("wallet benchmark: pgbench TPC-B baseline (8 clients) ...")
+        baseline = await asyncio.to_thread(
+            pgbench_tpcb, pg_url, clients=8, seconds=3 if quick else 10
+        )
+        out(f"pgbench TPC-B                      c=8   {baseline:8.1f} tps")
+
+    database = "hirepay_bench_wallet"
+    db_url = await asyncio.to_thread(prepare_database, WALLET, pg_url, name=database, fresh=True)
+    grouped = await asyncio.to_thread(_start_wallet, db_url, "wallet-bench", {})
     results: list[Result] = []
+    ungrouped: RunningService | None = None
     try:
-        async with grpc.aio.insecure_channel(service.target) as channel:
-            fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(CONCURRENCY))
+        # A second replica on the same database with grouping off: one transaction per call.
+        ungrouped = await asyncio.to_thread(
+            _start_wallet,
+            db_url,
+            "wallet-bench-ungrouped",
+            {"WALLET_TRANSFER_BATCH_MAX_ITEMS": "1"},
+        )
+        assert grouped.process.popen is not None and ungrouped.process.popen is not None
+
+        def meter(service: RunningService) -> CpuMeter:
+            assert service.process.popen is not None
+            return CpuMeter(pg_url, {"wallet": service.process.popen.pid}, {database: "wallet"})
+
+        async with (
+            grpc.aio.insecure_channel(grouped.target) as channel,
+            grpc.aio.insecure_channel(ungrouped.target) as channel_ungrouped,
+        ):
+            fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(levels))
             await fixture.setup()
-            cases: list[tuple[str, Callable[[int, int], Awaitable[None]], tuple[int, ...]]] = [
-                ("reserve+confirm", fixture.reserve_confirm(False), CONCURRENCY),
-                ("transfer", fixture.transfer(None), CONCURRENCY),
-                ("reserve+confirm, fee to revenue", fixture.reserve_confirm(True), CONCURRENCY),
-                ("transfer, fee to revenue", fixture.transfer(fixture.revenue), CONCURRENCY),
+            single = pb_grpc.WalletServiceStub(channel_ungrouped)
+            Case = tuple[
+                str, Callable[[int, int], Awaitable[None]], tuple[int, ...], RunningService, int
+            ]
+            cases: list[Case] = [
+                ("reserve+confirm", fixture.reserve_confirm(False), levels, grouped, 1),
+                ("transfer (grouped)", fixture.transfer(None), levels, grouped, 1),
+                (
+                    "transfer (one txn per call)",
+                    fixture.transfer(None, single),
+                    levels,
+                    ungrouped,
+                    1,
+                ),
+                (f"transfers, batch of {BATCH}", fixture.batch(BATCH), levels, grouped, BATCH),
+                (
+                    "reserve+confirm, fee to revenue",
+                    fixture.reserve_confirm(True),
+                    levels,
+                    grouped,
+                    1,
+                ),
+                ("transfer, fee to revenue", fixture.transfer(fixture.revenue), levels, grouped, 1),
                 (
                     "transfer, fee to unsharded acct",
                     fixture.transfer(fixture.hot_unsharded),
-                    (8, 32),
+                    tuple(c for c in levels if c > 1),
+                    grouped,
+                    1,
                 ),
             ]
-            for name, op, levels in cases:
-                for concurrency in levels:
-                    result = await closed_loop(name, op, concurrency=concurrency, seconds=SECONDS)
+            for name, op, case_levels, service, per_call in cases:
+                for concurrency in case_levels:
+                    result = await closed_loop(
+                        name,
+                        op,
+                        concurrency=concurrency,
+                        seconds=seconds,
+                        meter=meter(service),
+                        per_call=per_call,
+                    )
                     results.append(result)
                     out(result.line(baseline))
     finally:
-        await asyncio.to_thread(service.stop)
+        await asyncio.to_thread(grouped.stop)
+        if ungrouped is not None:
+            await asyncio.to_thread(ungrouped.stop)
     return {
         "pgbench_tps": baseline,
         "cases": [

@@ -7,9 +7,10 @@ import re
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from hirepay_dev import pg
+from hirepay_dev.benchcpu import CpuMeter, per_op_line
 
 
 @dataclass(frozen=True)
@@ -23,18 +24,26 @@ class Result:
     seconds: float
     p50_ms: float
     p99_ms: float
+    # CPU seconds each process used during the measured interval (empty when not measured).
+    cpu_seconds: dict[str, float] = field(default_factory=dict)
+    # Operations one call performs (a batch call of 100 transfers is 100 operations).
+    per_call: int = 1
 
     @property
     def per_second(self) -> float:
         return self.ops / self.seconds if self.seconds else 0.0
 
     def line(self, baseline_tps: float | None = None) -> str:
+        """The throughput line (latencies are per call), then CPU per operation when measured."""
         ratio = f"  ours/pgbench {self.per_second / baseline_tps:5.2f}" if baseline_tps else ""
-        return (
+        text = (
             f"{self.name:<34} c={self.concurrency:<3} {self.per_second:8.1f} ops/s  "
             f"p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  "
             f"(n={self.ops}, errors={self.errors}){ratio}"
         )
+        if self.cpu_seconds:
+            text += "\n" + per_op_line(self.cpu_seconds, self.ops)
+        return text
 
 
 def percentile(sorted_values: list[float], pct: float) -> float:
@@ -52,13 +61,16 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     warmup: int = 5,
+    meter: CpuMeter | None = None,
+    per_call: int = 1,
 ) -> Result:
-    """Run `op(worker, i)` from `concurrency` workers back to back for `seconds`; time each call."""
+    """Run `op(worker, i)` from `concurrency` workers back to back for `seconds`; time each call.
+    With `meter`, the CPU of each process over the measured interval is recorded too; a call
+    counts as `per_call` operations."""
     for i in range(warmup):
         await op(0, -1 - i)
     latencies: list[float] = []
     errors = 0
-    deadline = time.perf_counter() + seconds
 
     async def worker(w: int) -> None:
         nonlocal errors
@@ -72,18 +84,24 @@ async def closed_loop(
                 errors += 1
             i += 1
 
+    if meter is not None:
+        await meter.start()
+    deadline = time.perf_counter() + seconds
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu = await meter.stop() if meter is not None else {}
     latencies.sort()
     return Result(
         name,
         concurrency,
-        len(latencies),
+        len(latencies) * per_call,
         errors,
         elapsed,
         percentile(latencies, 50) * 1000,
         percentile(latencies, 99) * 1000,
+        cpu,
+        per_call,
     )
 
 

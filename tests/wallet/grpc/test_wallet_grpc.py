@@ -408,3 +408,51 @@ async def test_a_crash_loses_nothing_and_retries_replay(wallet, client, channel)
     again = await client.transfer(f"c-{client.tag}", (alice, bob, 250))
     assert again.replayed and again.transfer == first.transfer
     assert await client.balance(alice) == (750, 0, 750)
+
+
+async def test_create_transfers_over_grpc(client, stub):
+    """A batch call: one result per transfer in order, a refused transfer fails alone with the
+    status code and reason its single call would have had; a repeat is answered as replays."""
+    alice, bob = await client.open("alice"), await client.open("bob")
+    await client.fund(alice, 100)
+
+    def item(transfer_id: str, amount: int, to: str = bob) -> pb.TransferRequest:
+        leg = pb.TransferLeg(from_account_id=alice, to_account_id=to, amount=money(amount))
+        return pb.TransferRequest(transfer_id=transfer_id, legs=[leg])
+
+    request = pb.CreateTransfersRequest(
+        request_id=uid(),
+        transfers=[
+            item(f"x1-{client.tag}", 70),
+            item(f"x2-{client.tag}", 70),
+            item(f"x3-{client.tag}", 30),
+            item(f"x4-{client.tag}", 1, to=str(uuid.uuid4())),
+        ],
+    )
+    reply = await stub.CreateTransfers(request, timeout=5)
+    assert [r.index for r in reply.results] == [0, 1, 2, 3]
+    assert [r.WhichOneof("outcome") for r in reply.results] == [
+        "transfer",
+        "error",
+        "transfer",
+        "error",
+    ]
+    assert (reply.results[1].error.code, reply.results[1].error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION.value[0],
+        "INSUFFICIENT_FUNDS",
+    )
+    assert reply.results[1].error.metadata["account_id"] == alice
+    assert (reply.results[3].error.code, reply.results[3].error.reason) == (
+        grpc.StatusCode.NOT_FOUND.value[0],
+        "ACCOUNT_NOT_FOUND",
+    )
+    assert [e.amount.amount_minor for e in reply.results[0].transfer.transfer.entries] == [-70, 70]
+    assert await client.balance(alice) == (0, 0, 0)
+
+    again = await stub.CreateTransfers(request, timeout=5)
+    assert [r.transfer.replayed for r in again.results if r.HasField("transfer")] == [True, True]
+    assert await client.balance(bob) == (100, 0, 100)
+    code, reason, _ = await refused(
+        stub.CreateTransfers(pb.CreateTransfersRequest(request_id=uid()), timeout=5)
+    )
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")

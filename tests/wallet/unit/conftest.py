@@ -105,6 +105,10 @@ class FakeLedger:
         self.s.transfers[header.id] = StoredTransfer(record, header.kind, dict(header.fingerprint))
         return T0
 
+    async def release_claim(self, transfer_id: str) -> None:
+        stored = self.s.transfers.pop(transfer_id)
+        assert not stored.record.entries, "only a transfer that posted nothing may be released"
+
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None:
         return self.s.transfers.get(transfer_id)
 
@@ -140,6 +144,16 @@ class FakeLedger:
             record = replace(stored.record, entries=stored.record.entries + described)
             self.s.transfers[transfer_id] = replace(stored, record=record)
         return PostOutcome(entries=written, created_at=T0)
+
+    async def post_many(self, items: list[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+        outcomes = []
+        for header, posting in items:
+            assert not posting.guarded_sharded
+            outcome = await self.post(header.id, posting, header)
+            if outcome.rejected:
+                await self.release_claim(header.id)
+            outcomes.append(outcome)
+        return outcomes
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         mine = [

@@ -32,6 +32,14 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateTransfers:
+    """Post many independent transfers in one local transaction, each with its own id and outcome
+    (a refused transfer fails alone); applied in the given order."""
+
+    transfers: tuple[Transfer, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SplitTransfer:
     """Move `total` from one account to several, split by basis points."""
 

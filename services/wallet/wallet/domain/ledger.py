@@ -11,7 +11,7 @@ from datetime import datetime
 from hirepay_platform import money
 from hirepay_platform.errors import HirepayError
 from wallet.domain.errors import AccountNotFound, UnitMismatch, invalid
-from wallet.domain.model import AccountRef, shard_for
+from wallet.domain.model import AccountRef, Balance, shard_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +94,20 @@ class Posting:
     row_changes: tuple[BalanceChange, ...] = ()
     shard_changes: tuple[ShardChange, ...] = ()
     guarded_sharded: tuple[str, ...] = ()
+
+
+def change_allowed(
+    balance: Balance, change: BalanceChange, *, allow_negative: bool, sharded: bool
+) -> bool:
+    """The no-overdraft rule for one row change: an account that may go negative, a sharded one
+    (checked on its slow path), a change that does not lower availability, or one that leaves
+    posted - pending >= 0. The posting statement applies the same rule in SQL."""
+    return (
+        allow_negative
+        or sharded
+        or change.available >= 0
+        or balance.available + change.available >= 0
+    )
 
 
 def entries_for_legs(legs: Sequence[Leg], accounts: Mapping[str, AccountRef]) -> list[EntryLine]:

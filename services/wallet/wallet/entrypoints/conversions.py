@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from hirepay_platform import grpc_status
+from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
 from hirepay_platform.wire import timestamp
 from wallet.domain import commands
@@ -12,7 +14,7 @@ from wallet.domain.holds import Hold, HoldState
 from wallet.domain.ledger import Entry, Leg, TransferRecord
 from wallet.domain.model import Account, AccountKind
 from wallet.domain.splits import Share
-from wallet.service_layer.handlers import HoldResult, TransferResult
+from wallet.service_layer.handlers import BatchOutcome, HoldResult, TransferResult
 
 _KIND_FROM_PB: dict[int, AccountKind] = {
     pb.ACCOUNT_KIND_USER: AccountKind.USER,
@@ -75,6 +77,10 @@ def transfer_from_pb(request: pb.TransferRequest) -> commands.Transfer:
         description=request.description,
         metadata=dict(request.metadata),
     )
+
+
+def create_transfers_from_pb(request: pb.CreateTransfersRequest) -> commands.CreateTransfers:
+    return commands.CreateTransfers(tuple(transfer_from_pb(t) for t in request.transfers))
 
 
 def split_transfer_from_pb(request: pb.SplitTransferRequest) -> commands.SplitTransfer:
@@ -161,6 +167,30 @@ def transfer_result_to_pb(result: TransferResult) -> pb.TransferResponse:
     return pb.TransferResponse(
         transfer=transfer_record_to_pb(result.transfer), replayed=result.replayed
     )
+
+
+def transfer_error_to_pb(error: HirepayError) -> pb.TransferError:
+    """A refused transfer of a batch, as the single call's status would have carried it."""
+    return pb.TransferError(
+        code=grpc_status.status_code(error.kind).value[0],
+        reason=error.reason,
+        message=error.message,
+        metadata=error.metadata,
+    )
+
+
+def create_transfers_to_pb(outcomes: list[BatchOutcome]) -> pb.CreateTransfersResponse:
+    results = []
+    for i, outcome in enumerate(outcomes):
+        if outcome.result is not None:
+            results.append(
+                pb.CreateTransfersResult(index=i, transfer=transfer_result_to_pb(outcome.result))
+            )
+        elif outcome.error is not None:
+            results.append(
+                pb.CreateTransfersResult(index=i, error=transfer_error_to_pb(outcome.error))
+            )
+    return pb.CreateTransfersResponse(results=results)
 
 
 def hold_to_pb(hold: Hold) -> pb.Hold:

@@ -13,6 +13,7 @@ from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.entrypoints.servicer import SERVICE_NAME, WalletServicer
 from wallet.entrypoints.settings import WalletSettings
 from wallet.entrypoints.workers import run_hold_expiry
+from wallet.service_layer.batcher import TransferBatcher
 from wallet.service_layer.config import WalletConfig
 from wallet.service_layer.deps import Deps
 
@@ -22,6 +23,9 @@ def wallet_config(settings: WalletSettings) -> WalletConfig:
     return WalletConfig(
         hold_expiry_interval_seconds=settings.hold_expiry_interval_seconds,
         hold_expiry_batch_size=settings.hold_expiry_batch_size,
+        transfer_batch_max_items=settings.transfer_batch_max_items,
+        transfer_batch_window_seconds=settings.transfer_batch_window_ms / 1000,
+        transfer_batches_in_flight=settings.transfer_batches_in_flight,
     )
 
 
@@ -31,8 +35,18 @@ def build_app(settings: WalletSettings) -> GrpcApp:
     app.on_startup(database.start)
     app.add_readiness_check("database", database.readiness_check())
     app.on_shutdown(database.stop)
-    deps = Deps(uow=database.uow, config=wallet_config(settings), clock=utc_now)
-    app.add_service(pb_grpc.add_WalletServiceServicer_to_server, WalletServicer(deps), SERVICE_NAME)
+    config = wallet_config(settings)
+    deps = Deps(uow=database.uow, config=config, clock=utc_now)
+    batcher = None
+    if config.transfer_batch_max_items > 1:
+        batcher = TransferBatcher(
+            deps,
+            max_items=config.transfer_batch_max_items,
+            window_seconds=config.transfer_batch_window_seconds,
+            max_in_flight=config.transfer_batches_in_flight,
+        )
+    servicer = WalletServicer(deps, batcher)
+    app.add_service(pb_grpc.add_WalletServiceServicer_to_server, servicer, SERVICE_NAME)
 
     async def expiry_worker(stop: asyncio.Event) -> None:
         await run_hold_expiry(deps, stop)

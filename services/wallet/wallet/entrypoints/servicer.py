@@ -17,6 +17,7 @@ from wallet.domain import commands
 from wallet.domain.holds import HoldState
 from wallet.entrypoints import conversions as conv
 from wallet.service_layer import handlers
+from wallet.service_layer.batcher import TransferBatcher
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import HoldResult, TransferResult, audit
 from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
@@ -54,8 +55,10 @@ def _count_hold_transition(result: HoldResult, from_state: str) -> None:
 class WalletServicer(pb_grpc.WalletServiceServicer):
     """One method per RPC of wallet_service.proto; each calls one handler with the shared deps."""
 
-    def __init__(self, deps: Deps) -> None:
+    def __init__(self, deps: Deps, batcher: TransferBatcher | None = None) -> None:
         self._deps = deps
+        # Groups concurrent Transfer calls into one transaction; None posts each on its own.
+        self._batcher = batcher
 
     async def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.aio.ServicerContext
@@ -87,8 +90,25 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self, request: pb.TransferRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransferResponse:
         cmd = conv.transfer_from_pb(request)
-        result = await _counted("Transfer", handlers.transfer(cmd, self._deps))
+        if self._batcher is not None:
+            call = self._batcher.transfer(cmd)
+        else:
+            call = handlers.transfer(cmd, self._deps)
+        result = await _counted("Transfer", call)
         return conv.transfer_result_to_pb(result)
+
+    async def CreateTransfers(
+        self, request: pb.CreateTransfersRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateTransfersResponse:
+        cmd = conv.create_transfers_from_pb(request)
+        outcomes = await handlers.create_transfers(cmd, self._deps)
+        for outcome in outcomes:
+            if outcome.result is not None:
+                label = "replayed" if outcome.result.replayed else "posted"
+            else:
+                label = outcome.error.reason.lower() if outcome.error else "internal"
+            TRANSFERS.labels("CreateTransfers", label).inc()
+        return conv.create_transfers_to_pb(outcomes)
 
     async def SplitTransfer(
         self, request: pb.SplitTransferRequest, context: grpc.aio.ServicerContext

@@ -16,3 +16,7 @@ class WalletSettings(ServiceSettings):
     # releases per transaction.
     hold_expiry_interval_seconds: float = 1.0
     hold_expiry_batch_size: int = 200
+    # Grouping of concurrent single Transfer calls into one transaction (1 item = no grouping).
+    transfer_batch_max_items: int = 64
+    transfer_batch_window_ms: float = 1.0
+    transfer_batches_in_flight: int = 2

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 TRANSFERS = Counter(
     "hirepay_wallet_transfers_total",
@@ -17,4 +17,9 @@ HOLD_TRANSITIONS = Counter(
 EXPIRED_HOLDS_RELEASED = Counter(
     "hirepay_wallet_expired_holds_released_total",
     "Pending holds released by the expiry worker after their expiry passed.",
+)
+GROUPED_BATCH_SIZE = Histogram(
+    "hirepay_wallet_grouped_transfers_per_batch",
+    "Single Transfer calls the batcher posted together in one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )

@@ -6,7 +6,7 @@ configuration are not here: handlers get them from `Deps` (service_layer/deps.py
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol, Self
@@ -72,6 +72,10 @@ class LedgerRepository(Protocol):
     async def claim_transfer(self, header: TransferHeader) -> datetime | None:
         """Insert the transfer unless its id exists; its creation time, or None if it existed."""
 
+    async def release_claim(self, transfer_id: str) -> None:
+        """Undo the claim of a transfer this transaction claimed but whose posting was refused (a
+        refused posting changes no balance), so a batch can go on with its other transfers."""
+
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None: ...
 
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
@@ -81,8 +85,14 @@ class LedgerRepository(Protocol):
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
     ) -> PostOutcome:
         """Apply a posting: row changes with the no-overdraft condition, then shards and entries
-        only if every row change passed. With `claim`, the transfer is inserted first, in the same
+        only if every row change passed; a refused posting changes nothing but its claim. With `claim`, the transfer is inserted first, in the same
         statement, unless its id exists (then nothing is applied and `claimed` is False)."""
+
+    async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+        """Claim and post each transfer in order, set-based (a few round trips for the lot): an
+        outcome per item. Ids must be distinct, and postings with `guarded_sharded` accounts are
+        not allowed here (they need the checked slow path). A refused item changes nothing, its
+        claim included; a taken id applies nothing."""
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         """An account's entries, newest first, with ids below `before_id`."""

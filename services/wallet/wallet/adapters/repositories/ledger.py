@@ -7,17 +7,18 @@ number of legs, so asyncpg's prepared-statement cache serves every call).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from wallet.adapters.repositories import ledger_sql as sql
 from wallet.adapters.tables import entries as E
 from wallet.adapters.tables import transfers as T
-from wallet.domain.ledger import Entry, Posting, TransferRecord
+from wallet.domain.ledger import Entry, Posting, TransferRecord, change_allowed
 from wallet.domain.model import Balance
 from wallet.service_layer.ports import PostOutcome, StoredTransfer, TransferHeader
 
@@ -32,105 +33,6 @@ def _entry_from_row(row: Any, description: str) -> Entry:
         created_at=row.created_at,
         description=description,
     )
-
-
-# Applies a whole posting in one round trip, in a fixed lock order (account rows by id, then shard
-# rows by (account, shard)) so that concurrent postings cannot deadlock:
-#  0. with :claim, insert the transfer first (ON CONFLICT DO NOTHING waits for an in-flight twin);
-#     if the id is taken, `go` is false and nothing below happens;
-#  1. lock the account rows to change, ascending id (a MATERIALIZED CTE with ORDER BY ... FOR
-#     UPDATE locks in that order);
-#  2. apply each row change only if the account may go negative, is sharded (checked by the caller
-#     under the lock), does not lose availability, or keeps posted - pending >= 0. In READ
-#     COMMITTED the UPDATE re-evaluates that condition on the newest row version;
-#  3. only if every row change applied (the scalar subquery reads all of step 2 first, so shard
-#     locks are always taken after row locks): lock and change the shards, and write the entries;
-#  4. report whether the id was claimed, the rejected accounts (then the caller rolls back) and
-#     the new entry ids.
-_POST = text(
-    """
-    WITH claimed AS (
-        INSERT INTO transfers (id, kind, description, metadata, fingerprint)
-        SELECT CAST(:transfer_id AS text), CAST(:kind AS text), CAST(:description AS text),
-               CAST(:metadata AS jsonb), CAST(:fingerprint AS jsonb)
-         WHERE CAST(:claim AS boolean)
-        ON CONFLICT (id) DO NOTHING
-        RETURNING id
-    ), go AS (
-        SELECT NOT CAST(:claim AS boolean) OR EXISTS (SELECT 1 FROM claimed) AS ok
-    ), row_change AS (
-        SELECT * FROM unnest(
-            CAST(:row_ids AS uuid[]), CAST(:row_posted AS bigint[]), CAST(:row_pending AS bigint[])
-        ) AS c(account_id, posted, pending)
-    ), locked AS MATERIALIZED (
-        SELECT a.id FROM accounts a
-         WHERE a.id IN (SELECT account_id FROM row_change) AND (SELECT ok FROM go)
-         ORDER BY a.id
-           FOR NO KEY UPDATE
-    ), changed AS (
-        UPDATE accounts a
-           SET posted = a.posted + c.posted, pending = a.pending + c.pending
-          FROM locked l JOIN row_change c ON c.account_id = l.id
-         WHERE a.id = l.id
-           AND (a.allow_negative OR a.shards > 0 OR c.posted - c.pending >= 0
-                OR a.posted + c.posted - (a.pending + c.pending) >= 0)
-        RETURNING a.id
-    ), verdict AS (
-        SELECT (SELECT ok FROM go) AND count(*) = cardinality(CAST(:row_ids AS uuid[])) AS ok
-          FROM changed
-    ), shard_change AS (
-        SELECT * FROM unnest(
-            CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
-            CAST(:shard_posted AS bigint[])
-        ) AS c(account_id, shard, posted)
-    ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
-          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
-         WHERE (SELECT ok FROM verdict)
-         ORDER BY s.account_id, s.shard
-           FOR NO KEY UPDATE OF s
-    ), shards_changed AS (
-        UPDATE account_shards s
-           SET posted = s.posted + c.posted
-          FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
-         WHERE s.account_id = l.account_id AND s.shard = l.shard
-        RETURNING 1
-    ), written AS (
-        INSERT INTO entries (transfer_id, account_id, unit, amount)
-        SELECT CAST(:transfer_id AS text), e.account_id, e.unit, e.amount
-          FROM unnest(
-                CAST(:entry_accounts AS uuid[]), CAST(:entry_units AS text[]),
-                CAST(:entry_amounts AS bigint[])
-               ) WITH ORDINALITY AS e(account_id, unit, amount, n)
-         WHERE (SELECT ok FROM verdict)
-         ORDER BY e.n
-        RETURNING id
-    )
-    SELECT (SELECT ok FROM go) AS claimed,
-           (SELECT ok FROM verdict) AS ok,
-           ARRAY(SELECT CAST(c.account_id AS text) FROM row_change c
-                  WHERE c.account_id NOT IN (SELECT id FROM changed)
-                  ORDER BY c.account_id) AS rejected,
-           ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids,
-           (SELECT count(*) FROM shards_changed) AS shards_changed,
-           now() AS created_at
-    """
-)
-
-_LOCK_ACCOUNTS = text(
-    "SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
-)
-# A separate statement after the lock, so its snapshot includes every debit committed before it.
-_READ_BALANCES = text(
-    """
-    SELECT CAST(a.id AS text) AS id, a.pending,
-           a.posted + coalesce((SELECT sum(s.posted) FROM account_shards s
-                                 WHERE s.account_id = a.id), 0) AS posted
-      FROM accounts a
-     WHERE a.id = ANY(CAST(:ids AS uuid[]))
-    """
-)
 
 
 class SqlLedgerRepository:
@@ -158,6 +60,11 @@ class SqlLedgerRepository:
         )
         return (await self._session.execute(statement)).scalar_one_or_none()
 
+    async def release_claim(self, transfer_id: str) -> None:
+        # Only a transfer this transaction claimed and never posted: it has no entries (an entry
+        # would make the DELETE fail on their foreign key, which is what we want).
+        await self._session.execute(delete(T).where(T.c.id == transfer_id))
+
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None:
         row = (await self._session.execute(select(T).where(T.c.id == transfer_id))).one_or_none()
         if row is None:
@@ -177,8 +84,8 @@ class SqlLedgerRepository:
 
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         ids = sorted(account_ids)
-        await self._session.execute(_LOCK_ACCOUNTS, {"ids": ids})
-        rows = await self._session.execute(_READ_BALANCES, {"ids": ids})
+        await self._session.execute(sql.LOCK_ACCOUNTS, {"ids": ids})
+        rows = await self._session.execute(sql.READ_BALANCES, {"ids": ids})
         return {row.id: Balance(int(row.posted), row.pending) for row in rows}
 
     async def post(
@@ -190,7 +97,7 @@ class SqlLedgerRepository:
             raise ValueError("the claimed transfer must be the one posted")
         rows, shards, entries = posting.row_changes, posting.shard_changes, posting.entries
         result = await self._session.execute(
-            _POST,
+            sql.POST,
             {
                 "claim": claim is not None,
                 "kind": claim.kind if claim else None,
@@ -230,6 +137,146 @@ class SqlLedgerRepository:
                 for entry_id, line in zip(row.entry_ids, entries, strict=True)
             ),
         )
+
+    async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+        if any(posting.guarded_sharded for _, posting in items):
+            raise ValueError("a guarded debit of a sharded account needs the checked slow path")
+        if len({header.id for header, _ in items}) != len(items):
+            raise ValueError("a transfer id may appear once per call")
+        if not items:
+            return []
+        account_ids = sorted({c.account_id for _, p in items for c in p.row_changes})
+        row = (
+            await self._session.execute(
+                sql.CLAIM_AND_LOCK,
+                {
+                    "ids": [h.id for h, _ in items],
+                    "kinds": [h.kind for h, _ in items],
+                    "descriptions": [h.description for h, _ in items],
+                    "metadata": [json.dumps(dict(h.metadata)) for h, _ in items],
+                    "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
+                    "account_ids": account_ids,
+                },
+            )
+        ).one()
+        # now() is the transaction's start: one creation time for every transfer of it.
+        claimed = {transfer_id: row.created_at for transfer_id in row.claimed}
+        balances = {
+            a: Balance(posted, pending)
+            for a, posted, pending in zip(row.account_ids, row.posted, row.pending, strict=True)
+        }
+        flags = {
+            a: (negative, sharded)
+            for a, negative, sharded in zip(
+                row.account_ids, row.allow_negative, row.sharded, strict=True
+            )
+        }
+        outcomes, accepted, released = self._judge(items, claimed, balances, flags)
+        await self._apply(items, accepted, released, outcomes, claimed)
+        return [o if o is not None else PostOutcome(claimed=False) for o in outcomes]
+
+    @staticmethod
+    def _judge(
+        items: Sequence[tuple[TransferHeader, Posting]],
+        claimed: dict[str, datetime],
+        balances: dict[str, Balance],
+        flags: dict[str, tuple[bool, bool]],
+    ) -> tuple[list[PostOutcome | None], list[int], list[str]]:
+        """Apply the no-overdraft rule to each claimed posting in order, on running balances
+        (this transaction holds every row's lock): the accepted items, the refused ids."""
+        outcomes: list[PostOutcome | None] = [None] * len(items)
+        accepted: list[int] = []
+        released: list[str] = []
+        for i, (header, posting) in enumerate(items):
+            if header.id not in claimed:
+                outcomes[i] = PostOutcome(claimed=False)
+                continue
+            refused = sorted(
+                c.account_id
+                for c in posting.row_changes
+                if c.account_id not in balances
+                or not change_allowed(
+                    balances[c.account_id],
+                    c,
+                    allow_negative=flags[c.account_id][0],
+                    sharded=flags[c.account_id][1],
+                )
+            )
+            if refused:
+                outcomes[i] = PostOutcome(rejected=tuple(refused))
+                released.append(header.id)
+                continue
+            for c in posting.row_changes:
+                b = balances[c.account_id]
+                balances[c.account_id] = Balance(b.posted + c.posted, b.pending + c.pending)
+            accepted.append(i)
+        return outcomes, accepted, released
+
+    async def _apply(
+        self,
+        items: Sequence[tuple[TransferHeader, Posting]],
+        accepted: list[int],
+        released: list[str],
+        outcomes: list[PostOutcome | None],
+        claimed: dict[str, datetime],
+    ) -> None:
+        """Give back the refused ids and write the accepted postings: each account row and shard
+        once (their net change), every entry in order."""
+        rows: dict[str, list[int]] = {}
+        shards: dict[tuple[str, int], int] = {}
+        entry_owners: list[tuple[int, int]] = []
+        for i in accepted:
+            _, posting = items[i]
+            for c in posting.row_changes:
+                net = rows.setdefault(c.account_id, [0, 0])
+                net[0] += c.posted
+                net[1] += c.pending
+            for s in posting.shard_changes:
+                shards[(s.account_id, s.shard)] = shards.get((s.account_id, s.shard), 0) + s.posted
+            entry_owners += [(i, k) for k in range(len(posting.entries))]
+        row_ids = sorted(rows)
+        shard_keys = sorted(shards)
+        entries = [items[i][1].entries[k] for i, k in entry_owners]
+        result = await self._session.execute(
+            sql.APPLY_MANY,
+            {
+                "released": released,
+                "row_ids": row_ids,
+                "row_posted": [rows[a][0] for a in row_ids],
+                "row_pending": [rows[a][1] for a in row_ids],
+                "shard_ids": [a for a, _ in shard_keys],
+                "shard_nos": [n for _, n in shard_keys],
+                "shard_posted": [shards[k] for k in shard_keys],
+                "entry_transfers": [items[i][0].id for i, _ in entry_owners],
+                "entry_accounts": [e.account_id for e in entries],
+                "entry_units": [e.unit for e in entries],
+                "entry_amounts": [e.amount for e in entries],
+            },
+        )
+        row = result.one()
+        if (
+            row.released != len(released)
+            or row.rows_changed != len(row_ids)
+            or row.shards_changed != len(shard_keys)
+            or len(row.entry_ids) != len(entries)
+        ):
+            raise RuntimeError("batch applied partially")  # a missing row: never expected
+        written: dict[int, list[Entry]] = {i: [] for i in accepted}
+        for entry_id, (i, _), line in zip(row.entry_ids, entry_owners, entries, strict=True):
+            header = items[i][0]
+            written[i].append(
+                Entry(
+                    id=entry_id,
+                    transfer_id=header.id,
+                    account_id=line.account_id,
+                    unit=line.unit,
+                    amount=line.amount,
+                    created_at=claimed[header.id],
+                )
+            )
+        for i in accepted:
+            header = items[i][0]
+            outcomes[i] = PostOutcome(entries=tuple(written[i]), created_at=claimed[header.id])
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         query = (

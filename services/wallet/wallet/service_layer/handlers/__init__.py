@@ -6,6 +6,7 @@ from wallet.service_layer.handlers.accounts import (
     list_accounts,
     open_account,
 )
+from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
 from wallet.service_layer.handlers.common import Page, apply_posting
 from wallet.service_layer.handlers.expiry import release_expired_holds
 from wallet.service_layer.handlers.holds import (
@@ -24,6 +25,7 @@ from wallet.service_layer.handlers.transfers import (
 )
 
 __all__ = [
+    "BatchOutcome",
     "HoldResult",
     "OpenAccountResult",
     "Page",
@@ -31,6 +33,7 @@ __all__ = [
     "apply_posting",
     "cancel_hold",
     "confirm_hold",
+    "create_transfers",
     "get_account",
     "get_hold",
     "get_transfer",

@@ -3,6 +3,7 @@ transfer, read an account's history."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -61,12 +62,12 @@ async def _post_transfer(
     posting = plan_posting(header.id, lines, refs)
     outcome = await apply_posting(uow, header.id, posting, claim=header)
     if outcome is None:
-        return await _replay_transfer(uow, header)
+        return await replay_transfer(uow, header)
     await uow.commit()
     return TransferResult(transfer_record(header, outcome.created_at or now, outcome.entries))
 
 
-async def _replay_transfer(uow: WalletUnitOfWork, header: TransferHeader) -> TransferResult:
+async def replay_transfer(uow: WalletUnitOfWork, header: TransferHeader) -> TransferResult:
     stored = await uow.ledger.get_transfer(header.id)
     if stored is None:  # the claim conflicted, so a committed row exists; never expected
         raise Conflict(f"transfer {header.id} is being written; retry")
@@ -76,9 +77,8 @@ async def _replay_transfer(uow: WalletUnitOfWork, header: TransferHeader) -> Tra
     return TransferResult(stored.record, replayed=True)
 
 
-async def transfer(cmd: commands.Transfer, deps: Deps) -> TransferResult:
-    """Post a multi-leg transfer atomically; a retry with the same id and fields is answered with
-    the original transfer (replayed), the same id with other fields is refused."""
+def transfer_header(cmd: commands.Transfer) -> tuple[TransferHeader, tuple[Leg, ...]]:
+    """A Transfer's validated header (id, description, metadata, fingerprint) and legs."""
     transfer_id = validate_client_id(cmd.transfer_id, "transfer_id")
     legs = tuple(
         Leg(
@@ -103,9 +103,20 @@ async def transfer(cmd: commands.Transfer, deps: Deps) -> TransferResult:
             }
         ),
     )
+    return header, legs
+
+
+def legs_accounts(legs: Iterable[Leg]) -> set[str]:
+    """Every account a transfer's legs name."""
+    return {a for g in legs for a in (g.from_account_id, g.to_account_id)}
+
+
+async def transfer(cmd: commands.Transfer, deps: Deps) -> TransferResult:
+    """Post a multi-leg transfer atomically; a retry with the same id and fields is answered with
+    the original transfer (replayed), the same id with other fields is refused."""
+    header, legs = transfer_header(cmd)
     async with deps.uow() as uow:
-        ids = {g.from_account_id for g in legs} | {g.to_account_id for g in legs}
-        refs = await uow.accounts.refs(ids)
+        refs = await uow.accounts.refs(legs_accounts(legs))
         lines = entries_for_legs(legs, refs)
         return await _post_transfer(uow, header, lines, refs, deps.clock())
 

@@ -1,0 +1,191 @@
+"""The ledger's SQL statements: the one-statement posting and the batch claim/apply pair.
+
+Each statement's text does not depend on the number of legs or items (array parameters), so
+asyncpg's prepared-statement cache serves every call.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+
+# Applies a whole posting in one round trip, in a fixed lock order (account rows by id, then shard
+# rows by (account, shard)) so that concurrent postings cannot deadlock:
+#  0. with :claim, insert the transfer first (ON CONFLICT DO NOTHING waits for an in-flight twin);
+#     if the id is taken, `go` is false and nothing below happens;
+#  1. lock the account rows to change, ascending id (a MATERIALIZED CTE with ORDER BY ... FOR
+#     UPDATE locks in that order), and judge each on the row version the lock returns (in READ
+#     COMMITTED a locking read sees the newest committed version): the change may apply if the
+#     account may go negative, is sharded (checked by the caller under the lock), does not lose
+#     availability, or keeps posted - pending >= 0;
+#  2. only if every row change may apply, apply them all (the UPDATE keeps the same condition as a
+#     guard); a refused posting therefore changes no balance, so a batch can go on after it with
+#     nothing to undo but its claimed transfer row (see release_claim);
+#  3. only if every row change applied (the scalar subquery reads all of step 2 first, so shard
+#     locks are always taken after row locks): lock and change the shards, and write the entries;
+#  4. report whether the id was claimed, the refused accounts (then the caller rolls back or
+#     releases the claim) and the new entry ids.
+POST = text(
+    """
+    WITH claimed AS (
+        INSERT INTO transfers (id, kind, description, metadata, fingerprint)
+        SELECT CAST(:transfer_id AS text), CAST(:kind AS text), CAST(:description AS text),
+               CAST(:metadata AS jsonb), CAST(:fingerprint AS jsonb)
+         WHERE CAST(:claim AS boolean)
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    ), go AS (
+        SELECT NOT CAST(:claim AS boolean) OR EXISTS (SELECT 1 FROM claimed) AS ok
+    ), row_change AS (
+        SELECT * FROM unnest(
+            CAST(:row_ids AS uuid[]), CAST(:row_posted AS bigint[]), CAST(:row_pending AS bigint[])
+        ) AS c(account_id, posted, pending)
+    ), locked AS MATERIALIZED (
+        SELECT a.id,
+               (a.allow_negative OR a.shards > 0 OR c.posted - c.pending >= 0
+                OR a.posted + c.posted - (a.pending + c.pending) >= 0) AS fine
+          FROM accounts a JOIN row_change c ON c.account_id = a.id
+         WHERE (SELECT ok FROM go)
+         ORDER BY a.id
+           FOR NO KEY UPDATE OF a
+    ), judged AS (
+        SELECT (SELECT ok FROM go)
+               AND count(*) FILTER (WHERE fine) = cardinality(CAST(:row_ids AS uuid[])) AS ok
+          FROM locked
+    ), changed AS (
+        UPDATE accounts a
+           SET posted = a.posted + c.posted, pending = a.pending + c.pending
+          FROM locked l JOIN row_change c ON c.account_id = l.id
+         WHERE a.id = l.id AND (SELECT ok FROM judged)
+           AND (a.allow_negative OR a.shards > 0 OR c.posted - c.pending >= 0
+                OR a.posted + c.posted - (a.pending + c.pending) >= 0)
+        RETURNING a.id
+    ), verdict AS (
+        SELECT (SELECT ok FROM judged) AND count(*) = cardinality(CAST(:row_ids AS uuid[])) AS ok
+          FROM changed
+    ), shard_change AS (
+        SELECT * FROM unnest(
+            CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
+            CAST(:shard_posted AS bigint[])
+        ) AS c(account_id, shard, posted)
+    ), shard_locked AS MATERIALIZED (
+        SELECT s.account_id, s.shard FROM account_shards s
+          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
+         WHERE (SELECT ok FROM verdict)
+         ORDER BY s.account_id, s.shard
+           FOR NO KEY UPDATE OF s
+    ), shards_changed AS (
+        UPDATE account_shards s
+           SET posted = s.posted + c.posted
+          FROM shard_locked l
+          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
+         WHERE s.account_id = l.account_id AND s.shard = l.shard
+        RETURNING 1
+    ), written AS (
+        INSERT INTO entries (transfer_id, account_id, unit, amount)
+        SELECT CAST(:transfer_id AS text), e.account_id, e.unit, e.amount
+          FROM unnest(
+                CAST(:entry_accounts AS uuid[]), CAST(:entry_units AS text[]),
+                CAST(:entry_amounts AS bigint[])
+               ) WITH ORDINALITY AS e(account_id, unit, amount, n)
+         WHERE (SELECT ok FROM verdict)
+         ORDER BY e.n
+        RETURNING id
+    )
+    SELECT (SELECT ok FROM go) AS claimed,
+           (SELECT ok FROM verdict) AS ok,
+           ARRAY(SELECT CAST(c.account_id AS text) FROM row_change c
+                  WHERE c.account_id NOT IN (SELECT id FROM locked WHERE fine)
+                  ORDER BY c.account_id) AS rejected,
+           ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids,
+           (SELECT count(*) FROM shards_changed) AS shards_changed,
+           now() AS created_at
+    """
+)
+
+# A batch ("run") of postings in two set-based round trips, each account row changed once: claim
+# every id (ON CONFLICT DO NOTHING waits for an in-flight twin) and lock every account row in id
+# order, reading it after the lock (a locking read sees the newest committed version); then - after
+# the no-overdraft rule was applied to each posting in order, in Python, on the balances read under
+# the locks - give back the refused ids and apply the accepted postings' net changes.
+CLAIM_AND_LOCK = text(
+    """
+    WITH claimed AS (
+        INSERT INTO transfers (id, kind, description, metadata, fingerprint)
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:kinds AS text[]), CAST(:descriptions AS text[]),
+            CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[]))
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, created_at
+    ), locked AS MATERIALIZED (
+        SELECT CAST(id AS text) AS id, posted, pending, allow_negative, shards
+          FROM accounts WHERE id = ANY(CAST(:account_ids AS uuid[]))
+         ORDER BY id
+           FOR NO KEY UPDATE
+    )
+    SELECT ARRAY(SELECT id FROM claimed) AS claimed,
+           (SELECT min(created_at) FROM claimed) AS created_at,
+           ARRAY(SELECT id FROM locked ORDER BY id) AS account_ids,
+           ARRAY(SELECT posted FROM locked ORDER BY id) AS posted,
+           ARRAY(SELECT pending FROM locked ORDER BY id) AS pending,
+           ARRAY(SELECT allow_negative FROM locked ORDER BY id) AS allow_negative,
+           ARRAY(SELECT shards > 0 FROM locked ORDER BY id) AS sharded
+    """
+)
+APPLY_MANY = text(
+    """
+    WITH released AS (
+        DELETE FROM transfers WHERE id = ANY(CAST(:released AS text[])) RETURNING 1
+    ), row_changed AS (
+        UPDATE accounts a
+           SET posted = a.posted + c.posted, pending = a.pending + c.pending
+          FROM unnest(CAST(:row_ids AS uuid[]), CAST(:row_posted AS bigint[]),
+                      CAST(:row_pending AS bigint[])) AS c(account_id, posted, pending)
+         WHERE a.id = c.account_id
+        RETURNING 1
+    ), shard_change AS (
+        SELECT * FROM unnest(
+            CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
+            CAST(:shard_posted AS bigint[])
+        ) AS c(account_id, shard, posted)
+    ), shard_locked AS MATERIALIZED (
+        SELECT s.account_id, s.shard FROM account_shards s
+          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
+         ORDER BY s.account_id, s.shard
+           FOR NO KEY UPDATE OF s
+    ), shards_changed AS (
+        UPDATE account_shards s
+           SET posted = s.posted + c.posted
+          FROM shard_locked l
+          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
+         WHERE s.account_id = l.account_id AND s.shard = l.shard
+        RETURNING 1
+    ), written AS (
+        INSERT INTO entries (transfer_id, account_id, unit, amount)
+        SELECT e.transfer_id, e.account_id, e.unit, e.amount
+          FROM unnest(
+                CAST(:entry_transfers AS text[]), CAST(:entry_accounts AS uuid[]),
+                CAST(:entry_units AS text[]), CAST(:entry_amounts AS bigint[])
+               ) WITH ORDINALITY AS e(transfer_id, account_id, unit, amount, n)
+         ORDER BY e.n
+        RETURNING id
+    )
+    SELECT (SELECT count(*) FROM released) AS released,
+           (SELECT count(*) FROM row_changed) AS rows_changed,
+           (SELECT count(*) FROM shards_changed) AS shards_changed,
+           ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids
+    """
+)
+
+LOCK_ACCOUNTS = text(
+    "SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
+)
+# A separate statement after the lock, so its snapshot includes every debit committed before it.
+READ_BALANCES = text(
+    """
+    SELECT CAST(a.id AS text) AS id, a.pending,
+           a.posted + coalesce((SELECT sum(s.posted) FROM account_shards s
+                                 WHERE s.account_id = a.id), 0) AS posted
+      FROM accounts a
+     WHERE a.id = ANY(CAST(:ids AS uuid[]))
+    """
+)

@@ -1,0 +1,113 @@
+"""Groups concurrent single Transfer calls into batches, each one local transaction, and answers
+every call only after its batch's transaction has committed (durable before acknowledged)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from wallet.domain import commands
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
+from wallet.service_layer.handlers.transfers import TransferResult
+from wallet.service_layer.metrics import GROUPED_BATCH_SIZE
+
+_Waiting = tuple[commands.Transfer, "asyncio.Future[TransferResult]"]
+RunBatch = Callable[[commands.CreateTransfers, Deps], Awaitable[list[BatchOutcome]]]
+
+
+class TransferBatcher:
+    """Collects Transfer commands and posts them together with `create_transfers`.
+
+    When no batch is running, the calls that arrived in the same turn of the event loop go at once
+    (a lone caller waits for nothing); while batches run, calls gather for up to `window_seconds` or
+    `max_items`, and at most `max_in_flight` batches run at a time (each holds one connection).
+    Each caller gets its own transfer's outcome: a refused transfer fails only its caller; a batch
+    whose transaction failed (database down, repeated lost races) fails every caller in it, none of
+    whose transfers was committed.
+    """
+
+    def __init__(
+        self,
+        deps: Deps,
+        *,
+        max_items: int = 64,
+        window_seconds: float = 0.001,
+        max_in_flight: int = 2,
+        run: RunBatch = create_transfers,
+    ) -> None:
+        if max_items < 1 or max_in_flight < 1:
+            raise ValueError("max_items and max_in_flight must be at least 1")
+        self._deps = deps
+        self._max_items = max_items
+        self._window = window_seconds
+        self._max_in_flight = max_in_flight
+        self._run = run
+        self._queue: list[_Waiting] = []
+        self._in_flight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def transfer(self, cmd: commands.Transfer) -> TransferResult:
+        """Post one transfer as part of a batch; returns (or raises) once its batch committed."""
+        future: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
+        self._queue.append((cmd, future))
+        if len(self._queue) >= self._max_items and self._in_flight < self._max_in_flight:
+            self._flush()
+        else:
+            self._schedule()
+        return await future
+
+    def _schedule(self) -> None:
+        if self._timer is not None or not self._queue or self._in_flight >= self._max_in_flight:
+            return
+        delay = 0.0 if self._in_flight == 0 else self._window
+        self._timer = asyncio.get_running_loop().call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        # Callers whose call was cancelled (deadline) are left out: nobody waits for them.
+        self._queue = [(cmd, f) for cmd, f in self._queue if not f.done()]
+        if not self._queue or self._in_flight >= self._max_in_flight:
+            return
+        batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
+        self._in_flight += 1
+        GROUPED_BATCH_SIZE.observe(len(batch))
+        task = asyncio.get_running_loop().create_task(self._post(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _post(self, batch: list[_Waiting]) -> None:
+        try:
+            outcomes = await self._run(
+                commands.CreateTransfers(tuple(cmd for cmd, _ in batch)), self._deps
+            )
+        except asyncio.CancelledError:  # shutting down: its callers are not answered either
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # the transaction failed: nothing of this batch was committed
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            _answer(batch, outcomes)
+        finally:
+            self._in_flight -= 1
+            if len(self._queue) >= self._max_items:
+                self._flush()
+            else:
+                self._schedule()
+
+
+def _answer(batch: list[_Waiting], outcomes: list[BatchOutcome]) -> None:
+    """Each caller still waiting gets its own transfer's result or error (after the COMMIT)."""
+    for (_, future), outcome in zip(batch, outcomes, strict=True):
+        if future.done():
+            continue
+        if outcome.error is not None:
+            future.set_exception(outcome.error)
+        elif outcome.result is not None:
+            future.set_result(outcome.result)

@@ -1,0 +1,163 @@
+"""Use case of a batch of transfers: many independent transfers in one local transaction, each with
+its own outcome (the CreateTransfers RPC, and concurrent Transfer calls grouped by the batcher).
+
+One transaction per batch means one BEGIN, one COMMIT and one WAL flush for all of them instead of
+one each; and the postings themselves are written set-based (the repository's `post_many`: claim
+every id, lock every account row once, apply each account's net change once). A transfer refused by a business rule fails alone: a refused posting changes no
+balance (every account row is judged before any is changed) and its claimed id is given back. A lost race (deadlock) aborts the whole transaction: nothing was committed, so the
+batch is run again; transfer ids keep every retry idempotent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+
+from hirepay_platform.errors import Conflict, HirepayError
+from wallet.domain import commands
+from wallet.domain.errors import InsufficientFunds, invalid
+from wallet.domain.ledger import Leg, Posting, entries_for_legs, plan_posting
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.common import apply_posting, transfer_record
+from wallet.service_layer.handlers.transfers import (
+    TransferResult,
+    legs_accounts,
+    replay_transfer,
+    transfer_header,
+)
+from wallet.service_layer.ports import TransferHeader, WalletUnitOfWork
+
+# Transfers per CreateTransfers call (each is one statement in the batch's transaction).
+MAX_BATCH = 1000
+# Runs of a batch whose transaction lost a race (deadlock) before its callers are told to retry.
+_ATTEMPTS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """One transfer of a batch: its result, or the error that refused it (and only it)."""
+
+    result: TransferResult | None = None
+    error: HirepayError | None = None
+
+
+_Prepared = tuple[TransferHeader, tuple[Leg, ...]] | HirepayError
+
+
+async def create_transfers(cmd: commands.CreateTransfers, deps: Deps) -> list[BatchOutcome]:
+    """Post every transfer of the batch in order in one transaction; outcomes in the same order,
+    known only after COMMIT. Each transfer is idempotent on its id, also within the batch (a repeat
+    of an id posted earlier in the batch is answered as a replay)."""
+    if not cmd.transfers:
+        raise invalid("transfers", "at least one transfer is required")
+    if len(cmd.transfers) > MAX_BATCH:
+        raise invalid("transfers", f"at most {MAX_BATCH} transfers")
+    prepared: list[_Prepared] = []
+    for item in cmd.transfers:
+        try:
+            prepared.append(transfer_header(item))
+        except HirepayError as exc:
+            prepared.append(exc)
+    for attempt in range(1, _ATTEMPTS + 1):
+        try:
+            return await _post_batch(prepared, deps)
+        except Conflict:
+            if attempt == _ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcome]:
+    # Every sharded account gets one shard for the whole batch, so a batch changes one shard row per
+    # such account, once (concurrent batches then rarely lock shards in opposite orders).
+    shard_key = uuid.uuid4().hex
+    outcomes: list[BatchOutcome | None] = [None] * len(prepared)
+    async with deps.uow() as uow:
+        wanted: set[str] = set()
+        for item in prepared:
+            if not isinstance(item, HirepayError):
+                wanted |= legs_accounts(item[1])
+        refs = await uow.accounts.refs(wanted)
+        now = deps.clock()
+        # Consecutive ordinary postings are written together, set-based; a guarded debit of a
+        # sharded account takes the checked slow path on its own, in its turn.
+        run: list[tuple[int, TransferHeader, Posting]] = []
+        run_ids: set[str] = set()
+        for i, item in enumerate(prepared):
+            if isinstance(item, HirepayError):
+                outcomes[i] = BatchOutcome(error=item)
+                continue
+            header, legs = item
+            try:
+                posting = plan_posting(shard_key, entries_for_legs(legs, refs), refs)
+            except HirepayError as exc:
+                outcomes[i] = BatchOutcome(error=exc)
+                continue
+            if header.id in run_ids:
+                # A repeated id waits for the outcome of its first occurrence (posted: replayed).
+                await _post_run(uow, run, outcomes, now)
+                run, run_ids = [], set()
+            if not posting.guarded_sharded:
+                run.append((i, header, posting))
+                run_ids.add(header.id)
+                continue
+            await _post_run(uow, run, outcomes, now)
+            run, run_ids = [], set()
+            outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
+        await _post_run(uow, run, outcomes, now)
+        await uow.commit()
+    return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
+
+
+def _lost() -> HirepayError:
+    return HirepayError("a transfer of the batch has no outcome", reason="INTERNAL")
+
+
+async def _outcome(call: Awaitable[TransferResult]) -> BatchOutcome:
+    try:
+        return BatchOutcome(result=await call)
+    except HirepayError as exc:
+        return BatchOutcome(error=exc)
+
+
+async def _post_run(
+    uow: WalletUnitOfWork,
+    run: list[tuple[int, TransferHeader, Posting]],
+    outcomes: list[BatchOutcome | None],
+    now: datetime,
+) -> None:
+    """Post ordinary postings set-based; replay those whose id was taken. A lone posting takes the
+    one-statement path (one round trip instead of two)."""
+    if not run:
+        return
+    if len(run) == 1:
+        i, header, posting = run[0]
+        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
+        return
+    posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run])
+    for (i, header, _), outcome in zip(run, posted, strict=True):
+        if not outcome.claimed:
+            outcomes[i] = await _outcome(replay_transfer(uow, header))
+        elif outcome.rejected:
+            outcomes[i] = BatchOutcome(error=InsufficientFunds(outcome.rejected[0]))
+        else:
+            record = transfer_record(header, outcome.created_at or now, outcome.entries)
+            outcomes[i] = BatchOutcome(result=TransferResult(record))
+
+
+async def _post_checked(
+    uow: WalletUnitOfWork, header: TransferHeader, posting: Posting, now: datetime
+) -> TransferResult:
+    """One posting on its own (the checked slow path when it debits a sharded account), or its
+    replay; a refusal leaves nothing behind."""
+    try:
+        outcome = await apply_posting(uow, header.id, posting, claim=header)
+    except InsufficientFunds:
+        # Raised only after the id was claimed; the refused posting changed no balance.
+        await uow.ledger.release_claim(header.id)
+        raise
+    if outcome is None:
+        return await replay_transfer(uow, header)
+    return TransferResult(transfer_record(header, outcome.created_at or now, outcome.entries))

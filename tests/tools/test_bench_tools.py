@@ -1,0 +1,65 @@
+"""The benchmark's measuring tools: CPU per process from /proc and the latency budget from spans."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import asyncpg
+
+from hirepay_dev import pg
+from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
+from hirepay_dev.benchtrace import budget, own_time_by_hop
+
+MS = 1_000_000
+
+
+def span(service, name, span_id, parent, start_ms, end_ms, **attributes):
+    return {
+        "service": service,
+        "name": name,
+        "trace_id": "t1",
+        "span_id": span_id,
+        "parent_span_id": parent,
+        "start_ns": start_ms * MS,
+        "end_ns": end_ms * MS,
+        "attributes": attributes,
+    }
+
+
+def test_own_time_is_duration_less_children_per_hop():
+    trace = [
+        span("gateway", "HTTP POST", "g", None, 0, 100, **{"http.route": "/x/create"}),
+        span("jobs", "jobs/Create", "j", "g", 10, 90),
+        span("payments", "payments/Authorize", "p", "j", 20, 50),
+        span("payments", "db.commit", "pc", "p", 40, 45),
+        span("wallet", "wallet/Transfer", "w", "j", 60, 70),
+    ]
+    hops = own_time_by_hop(trace)
+    assert hops["total"] == 100
+    assert hops["gateway"] == 20 and hops["jobs"] == 40 and hops["wallet"] == 10
+    assert hops["payments"] == 25 and hops["payments commit"] == 5
+    assert budget(trace, "create")["traces"] == 1
+    assert budget(trace, "webhook") == {}
+
+
+def test_process_cpu_reads_proc():
+    busy = sum(i * i for i in range(200_000))
+    assert busy and (process_cpu(os.getpid()) or 0) > 0
+    assert process_cpu(2**22 + 12345) is None  # no such process
+
+
+async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url):
+    name = pg.create_database(pg_server_url, "hirepay_benchcpu_test", drop_existing=True)
+    database = urlparse(name).path.lstrip("/")
+    connection = await asyncpg.connect(pg.libpq_url(name))
+    try:
+        meter = CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
+        await meter.start()
+        await connection.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
+        used = await meter.stop()
+    finally:
+        await connection.close()
+    assert used[PG_TOTAL] >= used["pg:test"] > 0
+    assert LOADGEN in used and "me" in used
+    assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
