@@ -16,10 +16,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from sandbox_kit.faults import wait_for_disconnect
+from sandbox_kit.idempotency import IdempotencyConflict, SavedResponse, fingerprint
 from stripe_sandbox import ids
-from stripe_sandbox.errors import StripeAPIError, api_error, authentication_error
-from stripe_sandbox.faults import wait_for_disconnect
-from stripe_sandbox.idempotency import SavedResponse, fingerprint
+from stripe_sandbox.errors import (
+    StripeAPIError,
+    api_error,
+    authentication_error,
+    idempotency_in_flight,
+    idempotency_mismatch,
+    invalid_param,
+)
 from stripe_sandbox.params import Params, parse_form
 from stripe_sandbox.resources import (
     checkout,
@@ -39,6 +46,8 @@ log = logging.getLogger("stripe_sandbox.api")
 
 Operation = Callable[..., StripeObject]
 
+# Stripe refuses longer Idempotency-Key values.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
 _API_KEY = re.compile(r"(sk|rk)_test_[A-Za-z0-9_]+")
 
 # (method, path, operation): path parameters are passed to the operation by name.
@@ -138,6 +147,22 @@ def _dump(obj: Any) -> bytes:
     return json.dumps(obj, indent=2).encode()
 
 
+def _begin(sb: Sandbox, api_key: str, key: str, print_: str) -> SavedResponse | None:
+    """The saved answer for (API key, Idempotency-Key), or None with the key now in flight;
+    Stripe's errors for a key too long, used with other parameters, or still running."""
+    if len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise invalid_param(
+            f"Idempotency-Key must be at most {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+            param="Idempotency-Key",
+        )
+    try:
+        return sb.idempotency.begin(api_key, key, print_)
+    except IdempotencyConflict as conflict:
+        if conflict.reason == "mismatch":
+            raise idempotency_mismatch(key) from None
+        raise idempotency_in_flight() from None
+
+
 async def handle(request: Request, operation: Operation) -> Response:
     """Run one API operation as Stripe would answer it."""
     sb: Sandbox = request.app.state.sandbox
@@ -156,13 +181,12 @@ async def handle(request: Request, operation: Operation) -> Response:
         echo["Idempotency-Key"] = idempotency_key
     if idempotency_key:
         try:
-            saved = sb.idempotency.begin(
-                api_key, idempotency_key, fingerprint(method, request.url.path, raw)
-            )
+            saved = _begin(sb, api_key, idempotency_key, fingerprint(method, request.url.path, raw))
         except StripeAPIError as error:
             return _response(error.status, _dump(error.body()), request_id, echo)
         if saved is not None:
-            replay = {**echo, "Idempotent-Replayed": "true", "Original-Request": saved.request_id}
+            original = saved.headers.get("Request-Id", "")
+            replay = {**echo, "Idempotent-Replayed": "true", "Original-Request": original}
             return _response(saved.status, saved.body, request_id, replay)
 
     kept: SavedResponse | None = None
@@ -184,7 +208,7 @@ async def handle(request: Request, operation: Operation) -> Response:
         )
         status, body, cacheable = await _execute(sb, ctx, operation, raw, request.path_params)
         if cacheable:
-            kept = SavedResponse(status, body, request_id)
+            kept = SavedResponse(status, body, {"Request-Id": request_id})
     finally:
         if idempotency_key:
             sb.idempotency.finish(api_key, idempotency_key, kept)

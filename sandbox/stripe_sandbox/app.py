@@ -11,9 +11,10 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.types import ASGIApp
 
+from sandbox_kit.faults import FaultMiddleware
 from stripe_sandbox import admin, api, hosted
 from stripe_sandbox.config import SandboxConfig
-from stripe_sandbox.faults import FaultMiddleware
+from stripe_sandbox.faults import render_error
 from stripe_sandbox.resources import checkout
 from stripe_sandbox.runtime import Sandbox
 
@@ -56,4 +57,4 @@ def create_app(config: SandboxConfig) -> ASGIApp:
 
     app = Starlette(routes=[*api.routes(), *hosted.routes(), *admin.routes()], lifespan=lifespan)
     app.state.sandbox = sandbox
-    return FaultMiddleware(app, sandbox.faults)
+    return FaultMiddleware(app, sandbox.faults, render_error, ("/v1/",))

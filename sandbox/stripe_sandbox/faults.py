@@ -1,331 +1,37 @@
-"""Faults on demand: slow, failing, hanging or dropped API calls, lost/duplicated/reordered
-webhooks and failing payouts, armed through the admin API for tests.
-
-Network faults (`error`, `down` and the `*_after_commit` kinds) run in `FaultMiddleware`, outside
-the API: `error`/`down` mean nothing happened at the provider; a fault "after commit" lets the
-operation take effect (and be saved for its idempotency key) and then loses or breaks the answer.
-Slowness (`latency`, `timeout`) is applied by the API itself once the request holds its
-idempotency key, so a retry sent while the first attempt still hangs gets Stripe's 409.
-"""
+"""Stripe's faults: the kit's (slow, failing, hanging or dropped API calls; lost, duplicated or
+reordered webhooks) plus payouts that fail, and the 5xx body Stripe answers for them."""
 
 from __future__ import annotations
 
-import asyncio
-import fnmatch
 import json
-import logging
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import TypeAdapter
 
+from sandbox_kit.faults import ErrorReply, Fault, FaultRegistry, fault_adapter
 from stripe_sandbox import ids
 from stripe_sandbox.errors import api_error
 
-log = logging.getLogger("stripe_sandbox.faults")
 
-
-class _Fault(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    count: int | None = Field(default=None, ge=1, description="uses left; None: until cleared")
-
-
-class _ApiFault(_Fault):
-    path_prefix: str | None = Field(
-        default=None,
-        description="path prefix, `*` wildcards allowed: /v1/payment_intents/*/capture",
-    )
-    method: str | None = Field(default=None, description="HTTP method, e.g. POST")
-
-
-class LatencyFault(_ApiFault):
-    kind: Literal["latency"]
-    ms: int = Field(ge=0)
-
-
-class TimeoutFault(_ApiFault):
-    """Hang before doing anything; if the client gave up meanwhile nothing is done, else the
-    request then runs normally (just late)."""
-
-    kind: Literal["timeout"]
-    seconds: float = Field(default=30.0, ge=0)
-
-
-class ErrorFault(_ApiFault):
-    kind: Literal["error"]
-    status: Literal[500, 502, 503, 504] = 500
-    message: str | None = None
-
-
-class DownFault(_ApiFault):
-    """Close the TCP connection without answering; nothing happens."""
-
-    kind: Literal["down"]
-
-
-class TimeoutAfterCommitFault(_ApiFault):
-    """Do the operation, then hold the answer for `seconds` and close without answering."""
-
-    kind: Literal["timeout_after_commit"]
-    seconds: float = Field(default=30.0, ge=0)
-
-
-class DownAfterCommitFault(_ApiFault):
-    """Do the operation, then close the connection without answering."""
-
-    kind: Literal["down_after_commit"]
-
-
-class ErrorAfterCommitFault(_ApiFault):
-    """Do the operation, then answer a 5xx instead of its result."""
-
-    kind: Literal["error_after_commit"]
-    status: Literal[500, 502, 503, 504] = 500
-
-
-class _WebhookFault(_Fault):
-    event_type: str | None = Field(default=None, description="only events of this type (glob)")
-
-
-class WebhookDropFault(_WebhookFault):
-    """The next events are never delivered (to any endpoint)."""
-
-    kind: Literal["webhook_drop"]
-
-
-class WebhookDuplicateFault(_WebhookFault):
-    """The next events are each delivered `times` times."""
-
-    kind: Literal["webhook_duplicate"]
-    times: int = Field(default=2, ge=2)
-
-
-class WebhookReorderFault(_WebhookFault):
-    """Hold the next `count` events (or all until flushed), then deliver them newest first."""
-
-    kind: Literal["webhook_reorder"]
-
-
-class PayoutFailureFault(_Fault):
+class PayoutFailureFault(Fault):
     """The next payouts fail with `failure_code` instead of being paid."""
 
     kind: Literal["payout_failure"]
     failure_code: str = "account_closed"
 
 
-FaultSpec = Annotated[
-    LatencyFault
-    | TimeoutFault
-    | ErrorFault
-    | DownFault
-    | TimeoutAfterCommitFault
-    | DownAfterCommitFault
-    | ErrorAfterCommitFault
-    | WebhookDropFault
-    | WebhookDuplicateFault
-    | WebhookReorderFault
-    | PayoutFailureFault,
-    Field(discriminator="kind"),
-]
-FAULT_SPEC: TypeAdapter[Any] = TypeAdapter(FaultSpec)
-
-_BEFORE = (ErrorFault, DownFault)
-_AFTER = (TimeoutAfterCommitFault, DownAfterCommitFault, ErrorAfterCommitFault)
+FAULT_SPEC: TypeAdapter[Any] = fault_adapter(PayoutFailureFault)
 
 
-@dataclass
-class ActiveFault:
-    """An armed fault and how many more times it fires."""
-
-    spec: Any
-    id: str = field(default_factory=lambda: ids.new_id("flt"))
-    remaining: int | None = None
-    fired: int = 0
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            **self.spec.model_dump(exclude_none=True),
-            "remaining": self.remaining,
-            "fired": self.fired,
-        }
-
-
-class FaultRegistry:
-    """The armed faults, in the order they were added."""
-
-    def __init__(self) -> None:
-        self._faults: list[ActiveFault] = []
-
-    def add(self, spec: Any) -> ActiveFault:
-        fault = ActiveFault(spec=spec, remaining=spec.count)
-        self._faults.append(fault)
-        log.info("fault armed: %s", fault.describe())
-        return fault
-
-    def clear(self) -> None:
-        self._faults.clear()
-
-    def remove(self, fault_id: str) -> bool:
-        before = len(self._faults)
-        self._faults = [f for f in self._faults if f.id != fault_id]
-        return len(self._faults) != before
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [f.describe() for f in self._faults]
-
-    def _fire(self, fault: ActiveFault) -> Any:
-        fault.fired += 1
-        if fault.remaining is not None:
-            fault.remaining -= 1
-            if fault.remaining <= 0:
-                self._faults.remove(fault)
-        return fault.spec
-
-    def take_api(self, kinds: tuple[type, ...], method: str, path: str) -> Any | None:
-        """Fire the first armed API fault of one of `kinds` that matches the request."""
-        for fault in list(self._faults):
-            if isinstance(fault.spec, kinds) and _api_matches(fault.spec, method, path):
-                return self._fire(fault)
-        return None
-
-    def take_slowness(self, method: str, path: str) -> tuple[float, float | None]:
-        """(seconds of latency, seconds to hang or None) for a request about to run.
-
-        Every matching latency fault fires and their delays add up; one timeout fault fires.
-        """
-        latency = 0.0
-        for fault in list(self._faults):
-            if isinstance(fault.spec, LatencyFault) and _api_matches(fault.spec, method, path):
-                latency += self._fire(fault).ms / 1000
-        timeout = self.take_api((TimeoutFault,), method, path)
-        return latency, timeout.seconds if timeout is not None else None
-
-    def take_webhook(self, kind: type, event_type: str) -> Any | None:
-        for fault in list(self._faults):
-            spec = fault.spec
-            if isinstance(spec, kind) and (
-                getattr(spec, "event_type", None) is None
-                or fnmatch.fnmatchcase(event_type, spec.event_type)
-            ):
-                return self._fire(fault)
-        return None
-
-    def reorder(self, event_type: str | None = None) -> ActiveFault | None:
-        """The armed reorder fault for this event type, if any (the dispatcher counts held
-        events itself)."""
-        for fault in self._faults:
-            spec = fault.spec
-            if isinstance(spec, WebhookReorderFault) and (
-                event_type is None
-                or spec.event_type is None
-                or fnmatch.fnmatchcase(event_type, spec.event_type)
-            ):
-                return fault
-        return None
+class StripeFaults(FaultRegistry):
+    """The kit's registry, with the payout fault Stripe's Connect resources ask for."""
 
     def take_payout_failure(self) -> PayoutFailureFault | None:
-        for fault in list(self._faults):
-            if isinstance(fault.spec, PayoutFailureFault):
-                return self._fire(fault)
-        return None
+        failure: PayoutFailureFault | None = self.take(PayoutFailureFault)
+        return failure
 
 
-def _api_matches(spec: _ApiFault, method: str, path: str) -> bool:
-    if spec.method and spec.method.upper() != method.upper():
-        return False
-    if spec.path_prefix:
-        pattern = spec.path_prefix if spec.path_prefix.endswith("*") else spec.path_prefix + "*"
-        return fnmatch.fnmatchcase(path, pattern)
-    return True
-
-
-async def drop_connection(send: Send) -> None:
-    """Close the client's TCP connection without an HTTP response.
-
-    uvicorn hands the application the `send` of its request cycle, which holds the transport; an
-    outer middleware receives it unwrapped. If that is not available (another server), start a
-    response and fail it, which makes the server close the connection mid-response.
-    """
-    transport = getattr(getattr(send, "__self__", None), "transport", None)
-    if transport is not None and hasattr(transport, "abort"):
-        transport.abort()
-        for _ in range(3):  # let the server notice the connection is gone
-            await asyncio.sleep(0)
-        return
-    await send({"type": "http.response.start", "status": 200, "headers": []})
-    raise ConnectionAbortedError("sandbox fault: connection dropped")
-
-
-async def wait_for_disconnect(receive: Receive, seconds: float) -> bool:
-    """True if the client went away within `seconds`; unread request body is skipped."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while (left := deadline - loop.time()) > 0:
-        try:
-            message = await asyncio.wait_for(receive(), timeout=left)
-        except TimeoutError:
-            return False
-        if message["type"] == "http.disconnect":
-            return True
-    return False
-
-
-async def _send_api_error(send: Send, status: int, message: str | None = None) -> None:
+def render_error(status: int, message: str | None) -> ErrorReply:
+    """Stripe's `api_error` body and a `Request-Id`, for 5xx faults."""
     body = json.dumps(api_error(status, message).body(), indent=2).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"request-id", ids.new_id("req").encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
-
-
-class FaultMiddleware:
-    """Applies armed API faults to `/v1/` requests; must wrap the app outermost."""
-
-    def __init__(self, app: ASGIApp, registry: FaultRegistry) -> None:
-        self.app = app
-        self.registry = registry
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
-            await self.app(scope, receive, send)
-            return
-        method, path = scope["method"], scope["path"]
-
-        before = self.registry.take_api(_BEFORE, method, path)
-        if before is not None:
-            log.info("%s fault on %s %s", before.kind, method, path)
-        if isinstance(before, ErrorFault):
-            await _send_api_error(send, before.status, before.message)
-            return
-        if isinstance(before, DownFault):
-            await drop_connection(send)
-            return
-
-        after = self.registry.take_api(_AFTER, method, path)
-        if after is None:
-            await self.app(scope, receive, send)
-            return
-
-        async def lose_answer(message: Message) -> None:
-            """The operation's response never reaches the client."""
-
-        await self.app(scope, receive, lose_answer)
-        log.info("%s fault after %s %s committed", after.kind, method, path)
-        if isinstance(after, ErrorAfterCommitFault):
-            await _send_api_error(send, after.status)
-        elif isinstance(after, TimeoutAfterCommitFault):
-            if not await wait_for_disconnect(receive, after.seconds):
-                await drop_connection(send)
-        else:
-            await drop_connection(send)
+    return ErrorReply(body, (("Request-Id", ids.new_id("req")),))

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sandbox_kit.idempotency import IdempotencyCache
 from stripe_sandbox import cards
-from stripe_sandbox.idempotency import IdempotencyCache
 from stripe_sandbox.store import Store
 
 log = logging.getLogger("stripe_sandbox.persistence")
@@ -93,7 +93,16 @@ def restore(data: dict[str, Any], store: Store, idempotency: IdempotencyCache) -
     store.owner = data["owner"]
     store.internal = data["internal"]
     store.clock_offset = float(data["clock_offset"])
-    idempotency.restore(data["idempotency"])
+    idempotency.restore([_saved_entry(item) for item in data["idempotency"]])
+
+
+def _saved_entry(item: dict[str, Any]) -> dict[str, Any]:
+    """A saved idempotency entry in the kit's shape; files written before the kit kept the
+    API key and request id as fields of their own."""
+    if "api_key" not in item:
+        return item
+    rest = {k: v for k, v in item.items() if k not in ("api_key", "request_id")}
+    return {**rest, "scope": item["api_key"], "headers": {"Request-Id": item["request_id"]}}
 
 
 class StateFile:

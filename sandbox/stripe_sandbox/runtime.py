@@ -5,15 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox_kit.background import Background
+from sandbox_kit.idempotency import IdempotencyCache
+from sandbox_kit.webhooks import WebhookDispatcher
 from stripe_sandbox import ids
-from stripe_sandbox.background import Background
 from stripe_sandbox.config import SandboxConfig
-from stripe_sandbox.faults import FaultRegistry
-from stripe_sandbox.idempotency import IdempotencyCache
+from stripe_sandbox.faults import StripeFaults
 from stripe_sandbox.persistence import ChangeCountingLock, StateFile
 from stripe_sandbox.resources.webhook_endpoints import register_configured
 from stripe_sandbox.store import Store
-from stripe_sandbox.webhooks import WebhookDispatcher
+from stripe_sandbox.webhooks import create_dispatcher
 
 
 @dataclass
@@ -22,7 +23,7 @@ class Sandbox:
 
     config: SandboxConfig
     store: Store
-    faults: FaultRegistry
+    faults: StripeFaults
     background: Background
     webhooks: WebhookDispatcher
     idempotency: IdempotencyCache
@@ -32,10 +33,9 @@ class Sandbox:
     @classmethod
     def create(cls, config: SandboxConfig) -> Sandbox:
         store = Store(lock=ChangeCountingLock())
-        faults = FaultRegistry()
+        faults = StripeFaults()
         background = Background(store.lock)
-        webhooks = WebhookDispatcher(config, store, faults, background)
-        store.listeners.append(webhooks.publish)
+        webhooks = create_dispatcher(config, store, faults, background)
         secret = config.webhook_secret or ids.new_id("whsec")
         idempotency = IdempotencyCache()
         state = StateFile(Path(config.state_file)) if config.state_file else None

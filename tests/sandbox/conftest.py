@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import stripe
 from sandbox_receiver import WebhookReceiver
+from stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
 
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
 
-WEBHOOK_SECRET = "whsec_sandboxtestsecret0000000000000"
-MAX_ATTEMPTS = 5
 HERE = Path(__file__).parent
 
 # stripe-python's HTTPXClient posts the form as `data=<str>`, which httpx deprecates; not ours.

@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 import stripe
-from conftest import MAX_ATTEMPTS, WEBHOOK_SECRET
 from sandbox_receiver import WebhookReceiver
+from stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
 
 from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin

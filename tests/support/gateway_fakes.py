@@ -218,6 +218,7 @@ PAYMENTS_METHODS = [
     "CancelCheckout",
     "ListPlans",
     "HandleProviderEvent",
+    "ConfirmCheckoutReturn",
 ]
 
 

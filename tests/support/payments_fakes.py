@@ -18,18 +18,20 @@ from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Payment
 from payments.domain.provider import (
-    AuthorizeIntent,
-    CardDeclined,
+    AuthorizeRequest,
     CheckoutRequest,
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutReturn,
+    CheckoutState,
+    Declined,
     InvalidRequest,
     OutcomeUnknown,
     ProviderCheckout,
     ProviderErrorInfo,
     ProviderEvent,
-    ProviderIntent,
+    ProviderPayment,
     ProviderRefund,
+    ProviderStatus,
+    RefundState,
     SignatureInvalid,
 )
 from payments.domain.refunds import Refund, RefundStatus
@@ -299,8 +301,11 @@ class FakeProvider:
 
     name = "stripe"
 
+    def accepts_payment_method(self, token: str) -> bool:
+        return token.startswith("pm_")
+
     def __init__(self) -> None:
-        self.intents: dict[str, ProviderIntent] = {}
+        self.intents: dict[str, ProviderPayment] = {}
         self.saved: dict[str, Any] = {}
         self.script: list[Any] = []
         self.calls: list[tuple[str, str]] = []
@@ -314,7 +319,7 @@ class FakeProvider:
         """The provider loses the intent (e.g. after an incident): it answers 404 from now on."""
         del self.intents[intent_id]
 
-    def _intent(self, intent_id: str) -> ProviderIntent:
+    def _intent(self, intent_id: str) -> ProviderPayment:
         if intent_id not in self.intents:
             raise InvalidRequest(
                 f"No such payment_intent: '{intent_id}'", code="resource_missing", status=404
@@ -331,7 +336,7 @@ class FakeProvider:
         else:
             try:
                 result = fn()
-            except (CardDeclined, InvalidRequest) as exc:
+            except (Declined, InvalidRequest) as exc:
                 result = exc
             if key:
                 self.saved[key] = result
@@ -344,26 +349,26 @@ class FakeProvider:
     async def create_customer(self, email: str, idempotency_key: str) -> str:
         return await self._idempotent("customer", idempotency_key, lambda: f"cus_{next(self._ids)}")
 
-    async def authorize(self, request: AuthorizeIntent, idempotency_key: str) -> ProviderIntent:
-        def create() -> ProviderIntent:
+    async def authorize(self, request: AuthorizeRequest, idempotency_key: str) -> ProviderPayment:
+        def create() -> ProviderPayment:
             pid = f"pi_{next(self._ids)}"
             if request.payment_method in DECLINES:
-                self.intents[pid] = ProviderIntent(
+                self.intents[pid] = ProviderPayment(
                     pid,
-                    IntentStatus.REQUIRES_PAYMENT_METHOD,
+                    ProviderStatus.FAILED,
                     request.amount_minor,
                     request.currency,
                     last_error=DECLINES[request.payment_method],
                     metadata=request.metadata,
                 )
-                raise CardDeclined(DECLINES[request.payment_method], pid)
+                raise Declined(DECLINES[request.payment_method], pid)
             if not request.payment_method.startswith("pm_card"):
                 raise InvalidRequest(
                     "No such PaymentMethod", code="resource_missing", param="payment_method"
                 )
-            intent = ProviderIntent(
+            intent = ProviderPayment(
                 pid,
-                IntentStatus.REQUIRES_CAPTURE,
+                ProviderStatus.AUTHORIZED,
                 request.amount_minor,
                 request.currency,
                 amount_capturable=request.amount_minor,
@@ -376,14 +381,14 @@ class FakeProvider:
 
     async def capture(
         self, intent_id: str, amount_minor: int, idempotency_key: str
-    ) -> ProviderIntent:
-        def run() -> ProviderIntent:
+    ) -> ProviderPayment:
+        def run() -> ProviderPayment:
             pi = self._intent(intent_id)
-            if pi.status is not IntentStatus.REQUIRES_CAPTURE:
+            if pi.status is not ProviderStatus.AUTHORIZED:
                 raise InvalidRequest("cannot capture", code="payment_intent_unexpected_state")
             pi = replace(
                 pi,
-                status=IntentStatus.SUCCEEDED,
+                status=ProviderStatus.CAPTURED,
                 amount_received=amount_minor or pi.amount_minor,
                 amount_capturable=0,
             )
@@ -392,12 +397,12 @@ class FakeProvider:
 
         return await self._idempotent("capture", idempotency_key, run)
 
-    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderIntent:
-        def run() -> ProviderIntent:
+    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderPayment:
+        def run() -> ProviderPayment:
             pi = self._intent(intent_id)
-            if pi.status is IntentStatus.SUCCEEDED:
+            if pi.status is ProviderStatus.CAPTURED:
                 raise InvalidRequest("cannot cancel", code="payment_intent_unexpected_state")
-            pi = replace(pi, status=IntentStatus.CANCELED, amount_capturable=0)
+            pi = replace(pi, status=ProviderStatus.CANCELED, amount_capturable=0)
             self.intents[intent_id] = pi
             return pi
 
@@ -419,11 +424,11 @@ class FakeProvider:
                     "Refund amount exceeds the amount captured", code="amount_too_large"
                 )
             self.refunded[intent_id] = done + amount_minor
-            return ProviderRefund(f"re_{next(self._ids)}", "succeeded", amount_minor)
+            return ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor)
 
         return await self._idempotent("refund", idempotency_key, run)
 
-    async def retrieve_payment(self, intent_id: str) -> ProviderIntent:
+    async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))
 
     async def create_checkout(
@@ -432,7 +437,7 @@ class FakeProvider:
         def run() -> ProviderCheckout:
             cid = f"cs_{next(self._ids)}"
             return ProviderCheckout(
-                cid, CheckoutStatus.OPEN, "unpaid", f"https://pay/{cid}", request.expires_at
+                cid, CheckoutState.OPEN, False, f"https://pay/{cid}", request.expires_at
             )
 
         return await self._idempotent("checkout", idempotency_key, run)
@@ -441,11 +446,14 @@ class FakeProvider:
         return await self._idempotent(
             "expire",
             idempotency_key,
-            lambda: ProviderCheckout(session_id, CheckoutStatus.EXPIRED, "unpaid", "", None),
+            lambda: ProviderCheckout(session_id, CheckoutState.EXPIRED, False, "", None),
         )
 
     async def retrieve_checkout(self, session_id: str) -> ProviderCheckout:
         raise OutcomeUnknown("not scripted", timeout=False)
 
-    def construct_event(self, payload: bytes, signature: str) -> ProviderEvent:
+    async def verify_event(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
         raise SignatureInvalid("fake provider accepts no events")
+
+    async def verify_return(self, params: Mapping[str, str]) -> CheckoutReturn:
+        raise SignatureInvalid("fake provider accepts no returns")

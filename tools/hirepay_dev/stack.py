@@ -1,4 +1,5 @@
-"""The whole system on one machine: PostgreSQL, the Stripe sandbox, every service and the gateway.
+"""The whole system on one machine: PostgreSQL, the provider sandboxes (Stripe, PayPal, Razorpay,
+Fatora), every service and the gateway.
 
 `make run` calls main(); end-to-end tests and benchmarks use Stack on free ports.
 """
@@ -14,6 +15,14 @@ from pathlib import Path
 
 from hirepay_dev import pg
 from hirepay_dev.procs import REPO_ROOT, Process, free_port, http_ready, python_module
+from hirepay_dev.provider_sandboxes import (
+    FATORA_API_KEY,
+    PAYPAL_CLIENT_ID,
+    PAYPAL_CLIENT_SECRET,
+    RAZORPAY_KEY_ID,
+    RAZORPAY_KEY_SECRET,
+    provider_sandbox_process,
+)
 from hirepay_dev.services import (
     JOBS,
     PAYMENTS,
@@ -28,6 +37,14 @@ from hirepay_dev.supervisor import Supervisor
 # Development-only secrets: the sandbox signs webhooks with this, payments verifies with it.
 DEV_WEBHOOK_SECRET = "whsec_hirepaydevonly0000000000000000"
 DEV_STRIPE_KEY = "sk_test_hirepaydevonly"
+DEV_PROVIDER_WEBHOOK_SECRET = "hirepay-dev-only-provider-webhook-secret"
+DEV_PAYPAL_WEBHOOK_ID = "HIREPAYDEVWEBHOOK01"
+# provider -> (sandbox module, the PAYMENTS_* variable whose presence means "the real provider")
+PROVIDER_SANDBOXES = {
+    "paypal": ("paypal_sandbox", "PAYMENTS_PAYPAL_CLIENT_ID"),
+    "razorpay": ("razorpay_sandbox", "PAYMENTS_RAZORPAY_KEY_ID"),
+    "fatora": ("fatora_sandbox", "PAYMENTS_FATORA_API_KEY"),
+}
 
 
 def service_exists(spec: ServiceSpec) -> bool:
@@ -42,6 +59,7 @@ class Ports:
 
     sandbox: int
     gateway: int
+    providers: dict[str, int]  # paypal, razorpay, fatora sandboxes
     wallet: tuple[int, int]
     payments: tuple[int, int]
     jobs: tuple[int, int]
@@ -52,6 +70,11 @@ class Ports:
         return cls(
             sandbox=int(env("SANDBOX_PORT", "12111")),
             gateway=int(env("GATEWAY_PORT", "8080")),
+            providers={
+                "paypal": int(env("PAYPAL_SANDBOX_PORT", "12112")),
+                "razorpay": int(env("RAZORPAY_SANDBOX_PORT", "12113")),
+                "fatora": int(env("FATORA_SANDBOX_PORT", "12114")),
+            },
             wallet=(int(env("WALLET_GRPC_PORT", "50051")), int(env("WALLET_METRICS_PORT", "9101"))),
             payments=(
                 int(env("PAYMENTS_GRPC_PORT", "50052")),
@@ -65,6 +88,7 @@ class Ports:
         return cls(
             sandbox=free_port(),
             gateway=free_port(),
+            providers={name: free_port() for name in PROVIDER_SANDBOXES},
             wallet=(free_port(), free_port()),
             payments=(free_port(), free_port()),
             jobs=(free_port(), free_port()),
@@ -84,9 +108,12 @@ class Stack:
     modules: dict[str, str] = field(default_factory=dict)
     # Real Stripe: PAYMENTS_STRIPE_* come from the environment and no sandbox is started.
     real_stripe: bool = False
+    # Providers used for real (their PAYMENTS_* credentials come from the environment): no sandbox.
+    real_providers: frozenset[str] = frozenset()
     # Where the sandbox keeps its state across restarts; None: in memory only.
     sandbox_state: Path | None = None
     sandbox: Process | None = None
+    provider_sandboxes: dict[str, Process] = field(default_factory=dict)
     gateway: Process | None = None
     services: dict[str, RunningService] = field(default_factory=dict)
 
@@ -129,11 +156,16 @@ class Stack:
                 ),
                 ready=http_ready(f"{self.sandbox_url}/_sandbox/health"),
             ).start()
+        provider_env = self._start_provider_sandboxes(gateway_url)
         targets: dict[str, str] = {}
         per_service_env = {
             "wallet": {},
             "payments": {
                 "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
+                "PAYMENTS_CHECKOUT_RETURN_URL": (
+                    f"{gateway_url}/api/payments/return/{{provider}}?ref={{ref}}"
+                ),
+                **provider_env,
                 **(
                     {}
                     if self.real_stripe
@@ -187,6 +219,58 @@ class Stack:
                 ready=http_ready(f"{gateway_url}/healthz"),
             ).start()
 
+    def provider_url(self, provider: str) -> str:
+        return f"http://127.0.0.1:{self.ports.providers[provider]}"
+
+    def _start_provider_sandboxes(self, gateway_url: str) -> dict[str, str]:
+        """Start the PayPal, Razorpay and Fatora sandboxes (each delivering its webhooks to the
+        gateway); returns the payments service's settings for them."""
+        env: dict[str, str] = {}
+        for provider, (module, _) in PROVIDER_SANDBOXES.items():
+            if provider in self.real_providers:
+                continue
+            prefix = module.upper()
+            process = provider_sandbox_process(
+                module,
+                self.ports.providers[provider],
+                self._env(
+                    module,
+                    {
+                        f"{prefix}_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/{provider}",
+                        f"{prefix}_WEBHOOK_SECRET": DEV_PROVIDER_WEBHOOK_SECRET,
+                        **(
+                            {f"{prefix}_WEBHOOK_ID": DEV_PAYPAL_WEBHOOK_ID}
+                            if provider == "paypal"
+                            else {}
+                        ),
+                    },
+                ),
+                name=f"{provider}-sandbox{self.db_suffix}",
+            )
+            self.provider_sandboxes[provider] = process.start()
+        urls = {p: self.provider_url(p) for p in self.provider_sandboxes}
+        if "paypal" in urls:
+            env |= {
+                "PAYMENTS_PAYPAL_CLIENT_ID": PAYPAL_CLIENT_ID,
+                "PAYMENTS_PAYPAL_CLIENT_SECRET": PAYPAL_CLIENT_SECRET,
+                "PAYMENTS_PAYPAL_API_BASE": urls["paypal"],
+                "PAYMENTS_PAYPAL_WEBHOOK_ID": DEV_PAYPAL_WEBHOOK_ID,
+            }
+        if "razorpay" in urls:
+            env |= {
+                "PAYMENTS_RAZORPAY_KEY_ID": RAZORPAY_KEY_ID,
+                "PAYMENTS_RAZORPAY_KEY_SECRET": RAZORPAY_KEY_SECRET,
+                "PAYMENTS_RAZORPAY_API_BASE": urls["razorpay"],
+                "PAYMENTS_RAZORPAY_WEBHOOK_SECRET": DEV_PROVIDER_WEBHOOK_SECRET,
+            }
+        if "fatora" in urls:
+            env |= {
+                "PAYMENTS_FATORA_API_KEY": FATORA_API_KEY,
+                "PAYMENTS_FATORA_API_BASE": urls["fatora"],
+                "PAYMENTS_FATORA_WEBHOOK_SECRET": DEV_PROVIDER_WEBHOOK_SECRET,
+            }
+        return env
+
     def stop(self) -> None:
         """Stop in reverse dependency order (graceful SIGTERM, then SIGKILL)."""
         if self.gateway is not None:
@@ -196,12 +280,16 @@ class Stack:
                 self.services[name].stop()
         if self.sandbox is not None:
             self.sandbox.stop()
+        for process in self.provider_sandboxes.values():
+            process.stop()
 
     def processes(self) -> dict[str, Process]:
         """Every started process by name, in start order."""
         found: dict[str, Process] = {}
         if self.sandbox is not None:
             found["sandbox"] = self.sandbox
+        for provider, process in self.provider_sandboxes.items():
+            found[f"{provider}-sandbox"] = process
         for name, svc in self.services.items():
             found[name] = svc.process
         if self.gateway is not None:
@@ -218,6 +306,8 @@ class Stack:
             )
         if self.sandbox is not None:
             lines.append(f"  sandbox   {self.sandbox_url}  (Stripe-compatible, offline)")
+        for provider in self.provider_sandboxes:
+            lines.append(f"  {provider:<9} {self.provider_url(provider)}  (sandbox, offline)")
         return "\n".join(lines)
 
 
@@ -235,11 +325,17 @@ def main() -> None:
         # An empty base address makes the official SDK talk to api.stripe.com.
         os.environ.setdefault("PAYMENTS_STRIPE_API_BASE", "")
         print("Stripe: real API (PAYMENTS_STRIPE_API_KEY is set); no sandbox", flush=True)
+    real_providers = frozenset(
+        name for name, (_, variable) in PROVIDER_SANDBOXES.items() if os.environ.get(variable)
+    )
+    for name in sorted(real_providers):
+        print(f"{name}: real API ({PROVIDER_SANDBOXES[name][1]} is set); no sandbox", flush=True)
     state = Path(os.environ.get("SANDBOX_STATE_FILE") or REPO_ROOT / ".data" / "sandbox-state.json")
     stack = Stack(
         server_url=server_url,
         ports=Ports.defaults(),
         real_stripe=real_stripe,
+        real_providers=real_providers,
         sandbox_state=state,
     )
     stop = threading.Event()

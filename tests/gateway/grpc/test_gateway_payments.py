@@ -125,7 +125,7 @@ async def test_already_subscribed_is_409_with_expiry(
         ("company", "company-b", {}, 403),  # someone else's userId
         ("company", "company-a", {"userType": "APPLICANT"}, 403),  # type does not fit the role
         ("customer", "company-a", {}, 403),
-        ("company", "company-a", {"paymentMethod": "PAYPAL"}, 400),
+        ("company", "company-a", {"paymentMethod": "paypal"}, 400),  # the enum's spelling only
         ("company", "company-a", {"paymentMethod": "BITCOIN"}, 400),
         ("company", "company-a", {"email": "not-an-email"}, 400),
         ("company", "company-a", {"userType": None}, 400),
@@ -146,6 +146,47 @@ async def test_subscribe_refusals(
     resp = await client.post("/api/payments/subscribe", json=payload, headers=bearer(role, user))
     assert resp.status_code == status, resp.text
     assert backends.payments.calls_to("Subscribe") == []
+
+
+@pytest.mark.parametrize("method", ["STRIPE", "PAYPAL", "RAZORPAY"])
+async def test_every_api_1_method_is_forwarded_to_payments(
+    client: httpx.AsyncClient, backends: Backends, method: str
+) -> None:
+    backends.payments.on("Subscribe", pending_txn)
+    resp = await client.post(
+        "/api/payments/subscribe",
+        json={**SUBSCRIBE, "paymentMethod": method},
+        headers=bearer("company", "company-a"),
+    )
+    assert resp.status_code == 200, resp.text
+    assert [c.request.payment_method for c in backends.payments.calls_to("Subscribe")] == [method]
+
+
+async def test_a_provider_not_offered_is_400_naming_it(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    backends.payments.on(
+        "Subscribe",
+        domain_error(
+            "PROVIDER_NOT_AVAILABLE",
+            ErrorKind.INVALID_ARGUMENT,
+            provider="paypal",
+            offered="stripe",
+        ),
+    )
+    resp = await client.post(
+        "/api/payments/subscribe",
+        json={**SUBSCRIBE, "paymentMethod": "PAYPAL"},
+        headers=bearer("company", "company-a"),
+    )
+    assert resp.status_code == 400
+    body = resp.json()
+    assert (body["error"], body["provider"], body["offered"]) == (
+        "PROVIDER_NOT_AVAILABLE",
+        "PAYPAL",
+        ["STRIPE"],
+    )
+    assert "PAYPAL" in body["message"]
 
 
 async def test_admin_may_subscribe_for_a_user(
@@ -359,3 +400,88 @@ async def test_webhook_body_is_bounded(client: httpx.AsyncClient, backends: Back
     )
     assert resp.status_code == 413
     assert backends.payments.calls_to("HandleProviderEvent") == []
+
+
+@pytest.mark.parametrize(
+    ("provider", "headers"),
+    [
+        (
+            "paypal",
+            {
+                "PAYPAL-TRANSMISSION-ID": "t-1",
+                "PAYPAL-TRANSMISSION-TIME": "2026-01-10T10:25:00Z",
+                "PAYPAL-TRANSMISSION-SIG": "c2ln",
+                "PAYPAL-CERT-URL": "https://api.paypal.example/cert",
+                "PAYPAL-AUTH-ALGO": "SHA256withRSA",
+            },
+        ),
+        ("razorpay", {"X-Razorpay-Signature": "ab" * 32, "X-Razorpay-Event-Id": "evt_r1"}),
+        ("fatora", {"X-Fatora-Signature": "cd" * 32, "X-Fatora-Event-Id": "evt_f1"}),
+    ],
+)
+async def test_each_providers_webhook_is_forwarded_raw_with_its_signing_headers(
+    client: httpx.AsyncClient, backends: Backends, provider: str, headers: dict[str, str]
+) -> None:
+    backends.payments.on(
+        "HandleProviderEvent", pay_pb.HandleProviderEventResponse(event_id="e", applied=True)
+    )
+    resp = await client.post(
+        f"/api/payments/webhook/{provider}",
+        content=RAW_EVENT,
+        headers={**headers, "Authorization": "Bearer not-forwarded", "Cookie": "c=1"},
+    )
+    assert resp.status_code == 200, resp.text
+    [call] = backends.payments.calls_to("HandleProviderEvent")
+    assert call.request.provider == provider and call.request.payload == RAW_EVENT
+    assert dict(call.request.headers) == {k.lower(): v for k, v in headers.items()}
+
+
+async def test_an_unknown_providers_webhook_is_refused_before_payments(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    resp = await client.post(
+        "/api/payments/webhook/bitpay", content=RAW_EVENT, headers={"Stripe-Signature": SIGNATURE}
+    )
+    assert resp.status_code in (400, 404, 422) and resp.status_code != 200
+    assert backends.payments.calls_to("HandleProviderEvent") == []
+
+
+SIGNED = {
+    "razorpay_order_id": "order_abc",
+    "razorpay_payment_id": "pay_abc",
+    "razorpay_signature": "ab" * 32,
+}
+
+
+async def test_razorpay_verify_forwards_the_signed_fields_and_answers_the_transaction(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    backends.payments.on(
+        "ConfirmCheckoutReturn",
+        pay_pb.ConfirmCheckoutReturnResponse(
+            transaction=make_transaction(payment_method="RAZORPAY", provider="razorpay"),
+            redirect_url="https://app.example/ok",
+        ),
+    )
+    resp = await client.post("/api/payments/razorpay/verify", json=SIGNED)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["status"] == "SUCCESS"
+    [call] = backends.payments.calls_to("ConfirmCheckoutReturn")
+    assert call.request.provider == "razorpay" and dict(call.request.params) == SIGNED
+    # Checkout's own callback is a browser form post: the customer is sent on to the caller.
+    form = await client.post("/api/payments/return/razorpay?ref=txn_abc123", data=SIGNED)
+    assert form.status_code == 303 and form.headers["location"] == "https://app.example/ok"
+    assert dict(backends.payments.calls_to("ConfirmCheckoutReturn")[1].request.params) == {
+        **SIGNED,
+        "ref": "txn_abc123",
+    }
+
+
+async def test_a_forged_razorpay_signature_is_400_invalid_signature(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    backends.payments.on(
+        "ConfirmCheckoutReturn", domain_error("INVALID_SIGNATURE", ErrorKind.INVALID_ARGUMENT)
+    )
+    resp = await client.post("/api/payments/razorpay/verify", json=SIGNED)
+    assert resp.status_code == 400 and resp.json()["error"] == "INVALID_SIGNATURE"

@@ -92,6 +92,17 @@ async def test_card_number_instead_of_token_is_refused_before_the_provider(stub,
     assert missing.code() == grpc.StatusCode.NOT_FOUND
 
 
+async def test_another_providers_token_format_is_refused_by_the_adapter(stub, unique) -> None:
+    # The token format is the Stripe adapter's business (the gateway no longer checks pm_).
+    gtx = unique("gtx")
+    exc = await rpc_error(stub.Authorize(authorize_request(gtx, token="tok_visa")))
+    assert reason(exc)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAYMENT_DETAILS")
+    missing = await rpc_error(
+        stub.GetPaymentByBranch(pb.GetPaymentByBranchRequest(branch=branch(gtx)))
+    )
+    assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_three_d_secure_requires_action_then_webhook_authorizes(stub, admin, unique) -> None:
     gtx = unique("gtx")
     auth = await stub.Authorize(

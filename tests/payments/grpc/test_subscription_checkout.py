@@ -116,8 +116,14 @@ async def test_unknown_plan_and_bad_input_are_refused(stub, unique) -> None:
     code, why, meta = reason(exc)
     assert (code, why) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
     assert "email" in meta
-    exc = await rpc_error(stub.Subscribe(subscribe_request(unique("c"), payment_method="PAYPAL")))
+    exc = await rpc_error(stub.Subscribe(subscribe_request(unique("c"), payment_method="BITCOIN")))
     assert reason(exc)[1] == "VALIDATION_FAILED"
+    # This process has no PayPal credentials: PayPal is not offered, and nothing is created.
+    user = unique("c")
+    exc = await rpc_error(stub.Subscribe(subscribe_request(user, payment_method="PAYPAL")))
+    code, why, meta = reason(exc)
+    assert (code, why) == (grpc.StatusCode.INVALID_ARGUMENT, "PROVIDER_NOT_AVAILABLE")
+    assert meta["provider"] == "paypal" and "stripe" in meta["offered"]
     missing = await rpc_error(stub.GetTransaction(pb.GetTransactionRequest(transaction_id="txn_x")))
     assert reason(missing)[:2] == (grpc.StatusCode.NOT_FOUND, "TRANSACTION_NOT_FOUND")
 

@@ -12,11 +12,11 @@ from payments.domain.events import EventType
 from payments.domain.model import Method, Payment, PaymentState, PendingOp, decline_reason
 from payments.domain.plans import DEFAULT_PLANS, find_plan, parse_plans
 from payments.domain.provider import (
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutState,
     ProviderCheckout,
     ProviderErrorInfo,
-    ProviderIntent,
+    ProviderPayment,
+    ProviderStatus,
 )
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 
@@ -39,38 +39,32 @@ def payment(state: PaymentState = PaymentState.UNKNOWN, **kw) -> Payment:
     )
 
 
-def intent(status: IntentStatus, **kw) -> ProviderIntent:
-    return ProviderIntent("pi_1", status, 3000, "USD", **kw)
+def intent(status: ProviderStatus, **kw) -> ProviderPayment:
+    return ProviderPayment("pi_1", status, 3000, "USD", **kw)
 
 
 def test_authorization_then_capture_emit_events_once() -> None:
     p = payment(pending_op=PendingOp.AUTHORIZE)
-    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == [
-        EventType.PAYMENT_AUTHORIZED
-    ]
+    assert p.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW) == [EventType.PAYMENT_AUTHORIZED]
     assert p.pending_op is None and p.state is PaymentState.AUTHORIZED
-    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == []
+    assert p.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW) == []
     p.request_capture(2000, NOW)
-    events = p.apply_intent(intent(IntentStatus.SUCCEEDED, amount_received=2000), NOW)
+    events = p.apply_intent(intent(ProviderStatus.CAPTURED, amount_received=2000), NOW)
     assert events == [EventType.PAYMENT_CAPTURED] and p.captured_minor == 2000
 
 
 def test_a_stale_view_never_moves_a_payment_back() -> None:
     p = payment(PaymentState.CAPTURED, captured_minor=3000)
-    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == []
+    assert p.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW) == []
     assert p.state is PaymentState.CAPTURED
     v = payment(PaymentState.VOIDED)
-    v.apply_intent(
-        intent(IntentStatus.REQUIRES_PAYMENT_METHOD, last_error=ProviderErrorInfo("x")), NOW
-    )
+    v.apply_intent(intent(ProviderStatus.FAILED, last_error=ProviderErrorInfo("x")), NOW)
     assert v.state is PaymentState.VOIDED
 
 
 def test_a_failed_checkout_payment_may_still_succeed() -> None:
     p = payment(PaymentState.FAILED, failure_reason="PAYMENT_DECLINED")
-    assert p.apply_intent(intent(IntentStatus.REQUIRES_CAPTURE), NOW) == [
-        EventType.PAYMENT_AUTHORIZED
-    ]
+    assert p.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW) == [EventType.PAYMENT_AUTHORIZED]
     assert p.failure_reason == ""
 
 
@@ -139,14 +133,14 @@ def txn(status: TxnStatus = TxnStatus.PENDING) -> Transaction:
     )  # fmt: skip
 
 
-def session(status: CheckoutStatus, paid: bool = False) -> ProviderCheckout:
-    return ProviderCheckout("cs_1", status, "paid" if paid else "unpaid", "", None, "pi_1")
+def session(status: CheckoutState, paid: bool = False) -> ProviderCheckout:
+    return ProviderCheckout("cs_1", status, paid, "", None, "pi_1")
 
 
 def test_transaction_success_sets_the_period_and_expires_at_its_end() -> None:
     t = txn()
     events = t.apply_checkout(
-        session(CheckoutStatus.COMPLETE, paid=True), None, NOW.date(), None, NOW
+        session(CheckoutState.COMPLETE, paid=True), None, NOW.date(), None, NOW
     )
     assert events == [EventType.TRANSACTION_SUCCEEDED]
     assert (t.subscription_start, t.subscription_end) == (date(2026, 1, 10), date(2026, 2, 9))
@@ -154,7 +148,7 @@ def test_transaction_success_sets_the_period_and_expires_at_its_end() -> None:
     # A purchase racing an active subscription starts when the current one ends.
     second = txn()
     second.apply_checkout(
-        session(CheckoutStatus.COMPLETE, paid=True), None, NOW.date(), t.subscription_end, NOW
+        session(CheckoutState.COMPLETE, paid=True), None, NOW.date(), t.subscription_end, NOW
     )
     assert second.subscription_start == date(2026, 2, 9)
 
@@ -162,19 +156,17 @@ def test_transaction_success_sets_the_period_and_expires_at_its_end() -> None:
 def test_transaction_failure_cancel_and_late_success() -> None:
     t = txn()
     failed = intent(
-        IntentStatus.REQUIRES_PAYMENT_METHOD,
+        ProviderStatus.FAILED,
         last_error=ProviderErrorInfo("card_declined", "generic_decline", "declined"),
     )
-    assert t.apply_checkout(session(CheckoutStatus.OPEN), failed, NOW.date(), None, NOW) == [
+    assert t.apply_checkout(session(CheckoutState.OPEN), failed, NOW.date(), None, NOW) == [
         EventType.TRANSACTION_FAILED
     ]
     assert t.subscription_end is None
-    assert t.apply_checkout(
-        session(CheckoutStatus.COMPLETE, paid=True), None, NOW.date(), None, NOW
-    )
+    assert t.apply_checkout(session(CheckoutState.COMPLETE, paid=True), None, NOW.date(), None, NOW)
     assert t.status is TxnStatus.SUCCESS
     c = txn()
-    assert c.apply_checkout(session(CheckoutStatus.EXPIRED), None, NOW.date(), None, NOW) == [
+    assert c.apply_checkout(session(CheckoutState.EXPIRED), None, NOW.date(), None, NOW) == [
         EventType.TRANSACTION_CANCELLED
     ]
     assert c.cancel(NOW) == []
@@ -202,7 +194,7 @@ def test_plans() -> None:
 def test_an_expired_checkout_cancels_pending_but_keeps_a_decline() -> None:
     declined = txn(TxnStatus.FAILED)
     assert (
-        declined.apply_checkout(session(CheckoutStatus.EXPIRED), None, NOW.date(), None, NOW) == []
+        declined.apply_checkout(session(CheckoutState.EXPIRED), None, NOW.date(), None, NOW) == []
     )
     assert declined.status is TxnStatus.FAILED
     assert declined.cancel(NOW) == [EventType.TRANSACTION_CANCELLED]  # the user gave up explicitly
@@ -244,7 +236,7 @@ def test_re_reading_an_unchanged_payment_does_not_make_it_recently_changed() -> 
     """The watch poller re-reads waiting payments; only a change moves `updated_at`."""
     p = payment(PaymentState.PROCESSING, provider_payment_id="pi_1")
     later = datetime(2026, 1, 10, 11, 0, tzinfo=UTC)
-    assert p.apply_intent(intent(IntentStatus.PROCESSING), later) == []
+    assert p.apply_intent(intent(ProviderStatus.PROCESSING), later) == []
     assert p.updated_at == NOW
-    p.apply_intent(intent(IntentStatus.SUCCEEDED, amount_received=3000), later)
+    p.apply_intent(intent(ProviderStatus.CAPTURED, amount_received=3000), later)
     assert p.state is PaymentState.CAPTURED and p.updated_at == later

@@ -14,6 +14,7 @@ from payments.domain.provider import OutcomeUnknown
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
+from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, Crash, FakeProvider, FakeUnitOfWork
 
 BRANCH = TccBranch("gtx-1", "payment")
@@ -23,7 +24,7 @@ BRANCH = TccBranch("gtx-1", "payment")
 def deps() -> Deps:
     return Deps(
         FakeUnitOfWork(),
-        FakeProvider(),
+        ProviderRegistry([FakeProvider()]),
         Policy(provider_timeout=1, poll_base=1, poll_max=4),
         clock=Clock(),
     )
@@ -51,13 +52,13 @@ async def test_authorize_records_payment_barrier_audit_and_event(deps: Deps) -> 
     p = result.payment
     assert p is not None and p.state is PaymentState.AUTHORIZED and p.pending_op is None
     assert p.next_poll_at is None and p.provider_payment_id == "pi_1"
-    assert deps.provider.calls == [("authorize", "gtx-1:payment:authorize")]  # type: ignore[attr-defined]
+    assert deps.providers.default.calls == [("authorize", "gtx-1:payment:authorize")]  # type: ignore[attr-defined]
     assert outbox_types(deps) == [EventType.PAYMENT_AUTHORIZED.value]
     actions = [a.action for a in deps.uow.committed.audit]  # type: ignore[attr-defined]
     assert actions == ["attempt", "provider_call", "transition"]
     again = await handlers.authorize(authorize_cmd(), deps)
     assert again.replayed and again.payment.id == p.id
-    assert len(deps.provider.calls) == 1  # type: ignore[attr-defined]
+    assert len(deps.providers.default.calls) == 1  # type: ignore[attr-defined]
 
 
 async def test_decline_is_stored_and_repeated(deps: Deps) -> None:
@@ -72,7 +73,7 @@ async def test_decline_is_stored_and_repeated(deps: Deps) -> None:
 
 
 async def test_crash_before_the_provider_call_is_healed_by_the_poller(deps: Deps) -> None:
-    deps.provider.script = [Crash()]  # type: ignore[attr-defined]
+    deps.providers.default.script = [Crash()]  # type: ignore[attr-defined]
     with pytest.raises(Crash):
         await handlers.authorize(authorize_cmd(), deps)
     (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
@@ -82,24 +83,24 @@ async def test_crash_before_the_provider_call_is_healed_by_the_poller(deps: Deps
     assert await handlers.poll_due(deps) == 1
     healed = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]
     assert healed.state is PaymentState.AUTHORIZED and healed.next_poll_at is None
-    assert len(deps.provider.intents) == 1  # type: ignore[attr-defined]
+    assert len(deps.providers.default.intents) == 1  # type: ignore[attr-defined]
 
 
 async def test_crash_after_the_provider_did_it_replays_without_a_second_intent(deps: Deps) -> None:
-    deps.provider.script = [("after", Crash())]  # type: ignore[attr-defined]
+    deps.providers.default.script = [("after", Crash())]  # type: ignore[attr-defined]
     with pytest.raises(Crash):
         await handlers.authorize(authorize_cmd(), deps)
     deps.clock.advance(deps.config.lease_seconds + 1)  # type: ignore[attr-defined]
     await handlers.poll_due(deps)
     (payment,) = deps.uow.committed.payments.values()  # type: ignore[attr-defined]
     assert payment.state is PaymentState.AUTHORIZED
-    assert len(deps.provider.intents) == 1  # type: ignore[attr-defined]
-    keys = {k for op, k in deps.provider.calls if op == "authorize"}  # type: ignore[attr-defined]
+    assert len(deps.providers.default.intents) == 1  # type: ignore[attr-defined]
+    keys = {k for op, k in deps.providers.default.calls if op == "authorize"}  # type: ignore[attr-defined]
     assert keys == {"gtx-1:payment:authorize"}
 
 
 async def test_timeout_then_void_ends_voided_by_the_poller(deps: Deps) -> None:
-    deps.provider.script = [("after", OutcomeUnknown("slow", timeout=True))]  # type: ignore[attr-defined]
+    deps.providers.default.script = [("after", OutcomeUnknown("slow", timeout=True))]  # type: ignore[attr-defined]
     with pytest.raises(errors.PaymentTimeout) as caught:
         await handlers.authorize(authorize_cmd(), deps)
     payment_id = caught.value.metadata["payment_id"]
@@ -110,7 +111,7 @@ async def test_timeout_then_void_ends_voided_by_the_poller(deps: Deps) -> None:
         await handlers.poll_due(deps)
     final = deps.uow.committed.payments[payment_id]  # type: ignore[attr-defined]
     assert final.state is PaymentState.VOIDED and final.captured_minor == 0
-    assert deps.provider.intents["pi_1"].status.value == "canceled"  # type: ignore[attr-defined]
+    assert deps.providers.default.intents["pi_1"].status.value == "canceled"  # type: ignore[attr-defined]
     assert outbox_types(deps)[-1] == "payment.voided"
 
 
@@ -119,7 +120,7 @@ async def test_void_first_is_null_compensation_and_authorize_then_hangs(deps: De
     assert result.null_compensation and result.payment is None
     with pytest.raises(errors.PaymentVoided):
         await handlers.authorize(authorize_cmd(), deps)
-    assert deps.provider.calls == []  # type: ignore[attr-defined]
+    assert deps.providers.default.calls == []  # type: ignore[attr-defined]
     assert deps.uow.committed.payments == {}  # type: ignore[attr-defined]
 
 
@@ -149,7 +150,7 @@ async def test_refunds_reserve_and_never_exceed_the_capture(deps: Deps) -> None:
     with pytest.raises(errors.RefundExceedsCaptured):
         await handlers.refund(commands.Refund("r2", p.id, 600), deps)
     # A provider failure with unknown outcome keeps the reservation until the poller settles it.
-    deps.provider.script = [OutcomeUnknown("down", timeout=False)]  # type: ignore[attr-defined]
+    deps.providers.default.script = [OutcomeUnknown("down", timeout=False)]  # type: ignore[attr-defined]
     with pytest.raises(errors.ProviderUnavailable):
         await handlers.refund(commands.Refund("r3", p.id, 400), deps)
     with pytest.raises(errors.RefundExceedsCaptured):
@@ -158,11 +159,11 @@ async def test_refunds_reserve_and_never_exceed_the_capture(deps: Deps) -> None:
     await handlers.poll_due(deps)
     final = deps.uow.committed.payments[p.id]  # type: ignore[attr-defined]
     assert final.state is PaymentState.REFUNDED and final.refunded_minor == 1000
-    assert sum(deps.provider.refunded.values()) == 1000  # type: ignore[attr-defined]
+    assert sum(deps.providers.default.refunded.values()) == 1000  # type: ignore[attr-defined]
 
 
 async def test_a_twin_of_an_in_flight_call_is_told_to_retry(deps: Deps) -> None:
-    deps.provider.script = [Crash()]  # type: ignore[attr-defined]
+    deps.providers.default.script = [Crash()]  # type: ignore[attr-defined]
     with pytest.raises(Crash):
         await handlers.authorize(authorize_cmd(), deps)
     with pytest.raises(errors.OperationInProgress):
@@ -173,7 +174,7 @@ async def test_a_capture_the_provider_does_not_know_is_final_not_retried(deps: D
     """Issue 11 §1: the provider answers 404 for the intent (it lost it). Nothing is held
     there, so the payment is voided at once (an event tells the saga), never polled again."""
     payment = (await handlers.authorize(authorize_cmd(), deps)).payment
-    deps.provider.forget(payment.provider_payment_id)  # type: ignore[attr-defined]
+    deps.providers.get(payment.provider).forget(payment.provider_payment_id)  # type: ignore[attr-defined]
     with pytest.raises(errors.PaymentNotCapturable):
         await handlers.capture(commands.Capture("c1", BRANCH), deps)
     stored = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]

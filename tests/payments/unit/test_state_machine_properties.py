@@ -11,20 +11,20 @@ from hypothesis import strategies as st
 from hirepay_platform.tcc import TccBranch
 from payments.domain.events import EventType
 from payments.domain.model import _RANK, Method, Payment, PaymentState, PendingOp
-from payments.domain.provider import IntentStatus, ProviderErrorInfo, ProviderIntent
+from payments.domain.provider import ProviderErrorInfo, ProviderPayment, ProviderStatus
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 views = st.sampled_from(
     [
-        ProviderIntent("pi_1", IntentStatus.REQUIRES_ACTION, 1000, "USD", next_action_url="u"),
-        ProviderIntent("pi_1", IntentStatus.PROCESSING, 1000, "USD"),
-        ProviderIntent("pi_1", IntentStatus.REQUIRES_CAPTURE, 1000, "USD", amount_capturable=1000),
-        ProviderIntent("pi_1", IntentStatus.SUCCEEDED, 1000, "USD", amount_received=1000),
-        ProviderIntent("pi_1", IntentStatus.CANCELED, 1000, "USD"),
-        ProviderIntent(
+        ProviderPayment("pi_1", ProviderStatus.ACTION_REQUIRED, 1000, "USD", next_action_url="u"),
+        ProviderPayment("pi_1", ProviderStatus.PROCESSING, 1000, "USD"),
+        ProviderPayment("pi_1", ProviderStatus.AUTHORIZED, 1000, "USD", amount_capturable=1000),
+        ProviderPayment("pi_1", ProviderStatus.CAPTURED, 1000, "USD", amount_received=1000),
+        ProviderPayment("pi_1", ProviderStatus.CANCELED, 1000, "USD"),
+        ProviderPayment(
             "pi_1",
-            IntentStatus.REQUIRES_PAYMENT_METHOD,
+            ProviderStatus.FAILED,
             1000,
             "USD",
             last_error=ProviderErrorInfo("card_declined", "generic_decline"),
@@ -35,7 +35,7 @@ views = st.sampled_from(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(views, min_size=1, max_size=12))
-def test_views_in_any_order_never_move_a_payment_back(sequence: list[ProviderIntent]) -> None:
+def test_views_in_any_order_never_move_a_payment_back(sequence: list[ProviderPayment]) -> None:
     p = Payment(
         id="pay_1",
         branch=TccBranch("g", "b"),

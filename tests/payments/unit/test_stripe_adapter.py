@@ -13,11 +13,12 @@ import stripe
 from payments.adapters.callbacks import parse_callback_urls, sign
 from payments.adapters.stripe_provider import StripeProvider, checkout_from, intent_from, map_error
 from payments.domain.provider import (
-    CardDeclined,
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutState,
+    Declined,
+    EventSubject,
     InvalidRequest,
     OutcomeUnknown,
+    ProviderStatus,
     SignatureInvalid,
 )
 
@@ -39,8 +40,8 @@ def card_error(code: str, decline_code: str) -> stripe.CardError:
 
 def test_card_errors_keep_code_decline_code_and_intent() -> None:
     mapped = map_error(card_error("card_declined", "insufficient_funds"))
-    assert isinstance(mapped, CardDeclined)
-    assert (mapped.error.code, mapped.error.decline_code, mapped.intent_id) == (
+    assert isinstance(mapped, Declined)
+    assert (mapped.error.code, mapped.error.decline_code, mapped.payment_id) == (
         "card_declined",
         "insufficient_funds",
         "pi_9",
@@ -82,13 +83,13 @@ def test_wire_objects_map_to_domain_types() -> None:
         }
     )  # fmt: skip
     assert (pi.status, pi.currency, pi.next_action_url, pi.customer_id) == (
-        IntentStatus.REQUIRES_ACTION, "USD", "https://3ds", "cus_1"
+        ProviderStatus.ACTION_REQUIRED, "USD", "https://3ds", "cus_1"
     )  # fmt: skip
     assert pi.metadata == {"a": "1"}
     cs = checkout_from(
         {"id": "cs_1", "status": "expired", "payment_status": "unpaid", "expires_at": 1}
     )
-    assert cs.status is CheckoutStatus.EXPIRED and cs.expires_at is not None
+    assert cs.state is CheckoutState.EXPIRED and cs.expires_at is not None
 
 
 def event_body(**extra) -> bytes:
@@ -111,7 +112,7 @@ def test_signature_rotation_tolerance_and_raw_bytes() -> None:
     body = event_body()
     for secret in (NEW, OLD):
         event = provider.construct_event(body, header(body, secret))
-        assert (event.id, event.object_type, event.object_id) == ("evt_1", "payment_intent", "pi_1")
+        assert (event.id, event.subject, event.object_id) == ("evt_1", EventSubject.PAYMENT, "pi_1")
         assert event.metadata["hirepay_payment_id"] == "pay_1"
     refused = [
         (body, header(body, "whsec_other")),

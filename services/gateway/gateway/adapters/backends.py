@@ -100,6 +100,14 @@ class PaymentsClient:
     ) -> pay_pb.HandleProviderEventResponse:
         return await self.client.call(self.stub.HandleProviderEvent, request)
 
+    async def confirm_checkout_return(
+        self, request: pay_pb.ConfirmCheckoutReturnRequest
+    ) -> pay_pb.ConfirmCheckoutReturnResponse:
+        # Re-reading the checkout (and completing an approved PayPal order) is a provider call.
+        return await self.client.call(
+            self.stub.ConfirmCheckoutReturn, request, timeout=self.slow_timeout
+        )
+
 
 @dataclass
 class Backends:

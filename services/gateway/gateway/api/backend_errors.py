@@ -37,6 +37,11 @@ _REASONS: dict[str, tuple[int, str, str]] = {
         "A request with this Idempotency-Key is still being processed; retry shortly",
     ),
     "INVALID_SIGNATURE": (400, "INVALID_SIGNATURE", "The webhook signature is invalid or stale"),
+    "PROVIDER_NOT_AVAILABLE": (
+        400,
+        "PROVIDER_NOT_AVAILABLE",
+        "This payment provider is not available here",
+    ),
     "EVENT_NOT_APPLICABLE_YET": (
         503,
         "SERVICE_UNAVAILABLE",
@@ -235,6 +240,14 @@ def _invalid_payment_details(error: RemoteError, answer: _Answer) -> ApiError:
     return ApiError(*answer, code=meta.get("code") or None, fields=fields or None)
 
 
+def _provider_not_available(error: RemoteError, answer: _Answer) -> ApiError:
+    status, code, _ = answer
+    provider = error.metadata.get("provider", "")
+    offered = [p.upper() for p in error.metadata.get("offered", "").split(",") if p]
+    message = f"The payment provider {provider.upper()} is not available here"
+    return ApiError(status, code, message, provider=provider.upper(), offered=offered)
+
+
 def _activation_failed(error: RemoteError, answer: _Answer) -> ApiError:
     return ApiError(*answer, refunded=error.metadata.get("refunded") == "true" or None)
 
@@ -259,6 +272,7 @@ _BUILDERS: dict[str, _Builder] = {
     "TERMS_OUTDATED": _invalid_fields,
     R.INVALID_PAYMENT_DETAILS: _invalid_payment_details,
     R.ACTIVATION_FAILED: _activation_failed,
+    "PROVIDER_NOT_AVAILABLE": _provider_not_available,
     "POSTING_BLOCKED": _posting_blocked,
 }
 

@@ -266,7 +266,7 @@ class SubscribeIn(Strict):
     userId: Identifier
     email: Email
     plan: PlanName
-    paymentMethod: Literal["STRIPE", "PAYPAL"] = "STRIPE"
+    paymentMethod: Literal["STRIPE", "PAYPAL", "RAZORPAY"] = "STRIPE"
     returnUrl: RedirectUrl
     cancelUrl: RedirectUrl
     currency: CurrencyCode | None = None

@@ -51,7 +51,9 @@ PageToken = Annotated[
     ),
 ]
 
-_PROVIDER_TOKEN = re.compile(r"pm_[A-Za-z0-9_]{1,250}")
+# A payment method is the provider's opaque token: its format is the provider adapter's business
+# (payments); here only its shape (one word of token characters) and never a card number (API-7).
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_.:-]{1,255}")
 _CARD_NUMBER = re.compile(r"[\d\s-]{12,23}")
 
 
@@ -283,15 +285,15 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
             raise ApiError(
                 400,
                 FailureReason.INVALID_PAYMENT_DETAILS,
-                "A card payment needs a provider payment method token (pm_...)",
+                "A card payment needs the provider's payment method token",
                 fields={"payment.payment_method": "required for card"},
             )
         return
-    if not _PROVIDER_TOKEN.fullmatch(token):
+    if _CARD_NUMBER.fullmatch(token) or not _TOKEN_SHAPE.fullmatch(token):
         problem = (
-            "never send a card number; tokenize it with the provider (pm_...)"
+            "never send a card number; tokenize it with the provider"
             if _CARD_NUMBER.fullmatch(token)
-            else "must be a provider payment method token (pm_...)"
+            else "must be a provider payment method token"
         )
         raise ApiError(
             400,

@@ -1,4 +1,5 @@
-"""The shared Payment API (seed 004): subscribe, verify, hosted-checkout cancel, Stripe webhooks."""
+"""The shared Payment API (seed 004): subscribe, verify, hosted-checkout cancel and return, and every
+provider's webhooks."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import html
 import logging
 import re
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Form, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -56,8 +57,6 @@ async def subscribe(
             raise forbidden(f"userType must be {expected} for your account")
         if body.userId != principal.user_id:
             raise forbidden("userId must be your own user id")
-    if body.paymentMethod == "PAYPAL":
-        raise validation_failed({"paymentMethod": "PAYPAL is not supported yet; use STRIPE"})
     check_redirects(request, {"returnUrl": body.returnUrl, "cancelUrl": body.cancelUrl})
     key = optional_key(idempotency_key)
     request_id = scoped_request_id(body.userId, "subscribe", key) if key else new_id("sub")
@@ -185,6 +184,23 @@ def _confirm_page(ref: str) -> str:
 """
 
 
+# Providers whose webhooks and returns are accepted here (payments says which are configured).
+Provider = Literal["stripe", "paypal", "razorpay", "fatora"]
+# Headers each provider signs with or names its events by; only these are forwarded.
+_SIGNING_HEADERS = (
+    "stripe-signature",
+    "paypal-transmission-id",
+    "paypal-transmission-time",
+    "paypal-transmission-sig",
+    "paypal-cert-url",
+    "paypal-auth-algo",
+    "x-razorpay-signature",
+    "x-razorpay-event-id",
+    "x-fatora-signature",
+    "x-fatora-event-id",
+)
+
+
 @router.post(
     "/webhook/stripe",
     response_model=models.WebhookAck,
@@ -209,32 +225,130 @@ def _confirm_page(ref: str) -> str:
     },
 )
 async def stripe_webhook(request: Request, backends: BackendsDep) -> models.WebhookAck:
-    """Forwards the raw body and the `Stripe-Signature` header, byte for byte, to payments, which
-    verifies and applies the event once. 400: bad or stale signature (nothing applied);
+    """Stripe's deliveries (its documented address, kept): as `/webhook/{provider}`."""
+    return await provider_webhook("stripe", request, backends)
+
+
+@router.post(
+    "/webhook/{provider}",
+    response_model=models.WebhookAck,
+    summary="Provider webhook deliveries (API-1, API-3)",
+    responses=error_responses(400, 413, 503),
+    # The body is read raw (the signature covers its exact bytes), so document it by hand.
+    openapi_extra={
+        "parameters": [
+            {
+                "name": "Stripe-Signature",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Stripe: t=<unix time>,v1=<HMAC-SHA256 of 't.body'>[,v1=...]; "
+                "PayPal: PAYPAL-TRANSMISSION-*; Razorpay: X-Razorpay-Signature; "
+                "Fatora: X-Fatora-Signature",
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"type": "object"}}},
+            "description": "The provider's event, exactly as it sent it.",
+        },
+    },
+)
+async def provider_webhook(
+    provider: Provider, request: Request, backends: BackendsDep
+) -> models.WebhookAck:
+    """Forwards the raw body and the provider's signing headers, byte for byte, to payments,
+    which verifies the delivery the provider's own way and applies the event once. 400: bad or
+    stale signature (nothing applied), or a provider not offered (`PROVIDER_NOT_AVAILABLE`);
     503: not applicable yet, deliver again later. No bearer token: the signature is the auth."""
     try:
-        ack = await _forward_webhook(request, backends)
+        ack = await _forward_webhook(provider, request, backends)
     except ApiError as exc:
-        WEBHOOKS.labels("stripe", str(exc.status)).inc()
+        WEBHOOKS.labels(provider, str(exc.status)).inc()
         if exc.status == 400:
             log.warning("webhook refused", extra={"fields": {"reason": exc.error}})
         raise
-    WEBHOOKS.labels("stripe", "200").inc()
+    WEBHOOKS.labels(provider, "200").inc()
     return ack
 
 
-async def _forward_webhook(request: Request, backends: Backends) -> models.WebhookAck:
+async def _forward_webhook(
+    provider: str, request: Request, backends: Backends
+) -> models.WebhookAck:
     settings = request.app.state.settings
     payload = await read_raw_body(request, settings.max_body_bytes)
-    signature = request.headers.get("stripe-signature", "")
-    if not signature:
-        raise ApiError(400, "INVALID_SIGNATURE", "The Stripe-Signature header is missing")
+    headers = {name: request.headers[name] for name in _SIGNING_HEADERS if name in request.headers}
+    if not headers:
+        raise ApiError(400, "INVALID_SIGNATURE", "The delivery carries no signature header")
     try:
         response = await backends.payments.handle_provider_event(
             pay_pb.HandleProviderEventRequest(
-                provider="stripe", payload=payload, signature=signature
+                provider=provider,
+                payload=payload,
+                signature=headers.get("stripe-signature", ""),
+                headers=headers,
             )
         )
     except RemoteError as exc:
         raise api_error_from_remote(exc) from None
     return models.WebhookAck(received=True, duplicate=response.duplicate)
+
+
+@router.api_route(
+    "/return/{provider}",
+    methods=["GET", "POST"],
+    summary="A customer back from a provider's page (Razorpay's callback, Fatora's redirect)",
+    responses={303: {"description": "Redirect to the caller's return or cancel URL"}}
+    | error_responses(400, 404, 502, 503, 504),
+)
+async def provider_return(provider: Provider, request: Request, backends: BackendsDep) -> Response:
+    """The provider hands the outcome back here (query or form fields); payments verifies them
+    the provider's way (Razorpay: `razorpay_signature`; a forged one is `400 INVALID_SIGNATURE`
+    and changes nothing), settles from the provider's own view, and the customer is redirected
+    (a browser form post or redirect) or answered the transaction as JSON."""
+    return await _confirm_return(provider, request, backends)
+
+
+@router.post(
+    "/razorpay/verify",
+    summary="Verify a Razorpay Checkout payment (order id, payment id, signature)",
+    responses=error_responses(400, 404, 502, 503, 504),
+)
+async def razorpay_verify(request: Request, backends: BackendsDep) -> Response:
+    """`{razorpay_order_id, razorpay_payment_id, razorpay_signature}` as Checkout.js hands them
+    to the client (JSON or form): a valid signature settles the order's transaction from
+    Razorpay's view; a forged one is `400 INVALID_SIGNATURE` and changes nothing."""
+    return await _confirm_return("razorpay", request, backends)
+
+
+async def _confirm_return(provider: str, request: Request, backends: Backends) -> Response:
+    params = {k: v for k, v in request.query_params.items()}
+    is_form = False
+    if request.method == "POST":
+        content_type = request.headers.get("content-type", "")
+        if content_type.startswith("application/json"):
+            try:
+                body = await request.json()
+            except ValueError:
+                raise validation_failed({"body": "is not JSON"}) from None
+            if not isinstance(body, dict):
+                raise validation_failed({"body": "must be a JSON object"})
+            params.update({str(k): str(v) for k, v in body.items()})
+        else:
+            is_form = True
+            form = await request.form()
+            params.update({k: str(v) for k, v in form.items()})
+    try:
+        response = await backends.payments.confirm_checkout_return(
+            pay_pb.ConfirmCheckoutReturnRequest(provider=provider, params=params)
+        )
+    except RemoteError as exc:
+        raise api_error_from_remote(exc) from None
+    url = response.redirect_url
+    wants_page = request.method == "GET" or is_form
+    allowed = request.app.state.settings.redirect_origins()
+    if wants_page and url and is_allowed_redirect(url, allowed):  # never an open redirect
+        return RedirectResponse(url, status_code=303)
+    if response.HasField("transaction"):
+        return JSONResponse(convert.verify_to_http(response.transaction).model_dump(mode="json"))
+    return JSONResponse({"payment_id": response.payment.id, "redirect_url": url})

@@ -1,7 +1,8 @@
 """The Stripe adapter: the PaymentProvider port over the official `stripe` SDK (async methods).
 
-Stripe objects and exceptions stop here: intents, sessions and events are mapped to the domain's
-provider types, and SDK errors to CardDeclined / InvalidRequest / OutcomeUnknown. Every call has a
+Stripe's vocabulary stops here: PaymentIntent and Checkout Session statuses, refund reasons and
+event object types are mapped to the domain's provider types, and SDK errors to Declined /
+InvalidRequest / OutcomeUnknown. Every call has a
 deadline (PROVIDER_TIMEOUT_SECONDS) and no SDK-level retries: retries are ours, with the same
 idempotency key, so a retry can never charge twice.
 """
@@ -9,6 +10,7 @@ idempotency key, so a retry can never charge twice.
 from __future__ import annotations
 
 import asyncio
+import enum
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -18,23 +20,67 @@ import stripe
 
 from hirepay_platform.untrusted import loads_json
 from payments.domain.provider import (
-    AuthorizeIntent,
-    CardDeclined,
+    AuthorizeRequest,
     CheckoutRequest,
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutReturn,
+    CheckoutState,
+    Declined,
+    EventSubject,
     InvalidRequest,
     OutcomeUnknown,
     ProviderCheckout,
     ProviderErrorInfo,
     ProviderEvent,
-    ProviderIntent,
+    ProviderPayment,
     ProviderRefund,
+    ProviderStatus,
+    RefundState,
     SignatureInvalid,
 )
 
 T = TypeVar("T")
 WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+class IntentStatus(enum.StrEnum):
+    """Where a Stripe PaymentIntent stands (Stripe's words)."""
+
+    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
+    REQUIRES_CONFIRMATION = "requires_confirmation"
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    REQUIRES_CAPTURE = "requires_capture"
+    CANCELED = "canceled"
+    SUCCEEDED = "succeeded"
+
+
+class CheckoutStatus(enum.StrEnum):
+    """Where a Stripe Checkout Session stands."""
+
+    OPEN = "open"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+
+
+# Stripe's statuses in the domain's words (requires_payment_method: FAILED when Stripe says why).
+_STATUS: dict[IntentStatus, ProviderStatus] = {
+    IntentStatus.REQUIRES_PAYMENT_METHOD: ProviderStatus.AWAITING_PAYMENT,
+    IntentStatus.REQUIRES_CONFIRMATION: ProviderStatus.ACTION_REQUIRED,
+    IntentStatus.REQUIRES_ACTION: ProviderStatus.ACTION_REQUIRED,
+    IntentStatus.PROCESSING: ProviderStatus.PROCESSING,
+    IntentStatus.REQUIRES_CAPTURE: ProviderStatus.AUTHORIZED,
+    IntentStatus.CANCELED: ProviderStatus.CANCELED,
+    IntentStatus.SUCCEEDED: ProviderStatus.CAPTURED,
+}
+_CHECKOUT_STATE: dict[CheckoutStatus, CheckoutState] = {
+    CheckoutStatus.OPEN: CheckoutState.OPEN,
+    CheckoutStatus.COMPLETE: CheckoutState.COMPLETE,
+    CheckoutStatus.EXPIRED: CheckoutState.EXPIRED,
+}
+# The refund reasons Stripe accepts; any other domain reason is sent as metadata only.
+REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
+# Stripe event objects and what they are about in the domain.
+_SUBJECTS = {"payment_intent": EventSubject.PAYMENT, "checkout.session": EventSubject.CHECKOUT}
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -63,7 +109,7 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if value else None
 
 
-def intent_from(data: Mapping[str, Any]) -> ProviderIntent:
+def intent_from(data: Mapping[str, Any]) -> ProviderPayment:
     error = data.get("last_payment_error") or None
     next_action = data.get("next_action") or {}
     url = ""
@@ -73,9 +119,12 @@ def intent_from(data: Mapping[str, Any]) -> ProviderIntent:
         if not url:
             sdk = next_action.get("use_stripe_sdk") or {}
             url = sdk.get("stripe_js") or sdk.get("url") or ""
-    return ProviderIntent(
+    status = _STATUS[IntentStatus(data["status"])]
+    if status is ProviderStatus.AWAITING_PAYMENT and error:
+        status = ProviderStatus.FAILED
+    return ProviderPayment(
         id=str(data["id"]),
-        status=IntentStatus(data["status"]),
+        status=status,
         amount_minor=int(data.get("amount") or 0),
         currency=str(data.get("currency") or "").upper(),
         amount_capturable=int(data.get("amount_capturable") or 0),
@@ -100,11 +149,11 @@ def intent_from(data: Mapping[str, Any]) -> ProviderIntent:
 def checkout_from(data: Mapping[str, Any]) -> ProviderCheckout:
     return ProviderCheckout(
         id=str(data["id"]),
-        status=CheckoutStatus(data.get("status") or "open"),
-        payment_status=str(data.get("payment_status") or "unpaid"),
+        state=_CHECKOUT_STATE[CheckoutStatus(data.get("status") or "open")],
+        paid=data.get("payment_status") == "paid",
         url=str(data.get("url") or ""),
         expires_at=_ts(data.get("expires_at")),
-        payment_intent_id=_id(data.get("payment_intent")),
+        payment_id=_id(data.get("payment_intent")),
         customer_id=_id(data.get("customer")),
         amount_minor=int(data.get("amount_total") or 0),
         currency=str(data.get("currency") or "").upper(),
@@ -128,7 +177,7 @@ def map_error(exc: BaseException) -> BaseException:
             message=str(err.get("message") or exc.user_message or "Your card was declined."),
             param=str(err.get("param") or ""),
         )
-        return CardDeclined(info, intent_id=_id(err.get("payment_intent")))
+        return Declined(info, payment_id=_id(err.get("payment_intent")))
     if isinstance(exc, stripe.IdempotencyError):
         return InvalidRequest(str(exc.user_message or exc), code="idempotency_error", status=400)
     if isinstance(exc, stripe.InvalidRequestError):
@@ -160,6 +209,10 @@ class StripeProvider:
     """PaymentProvider backed by Stripe (or the Stripe-compatible sandbox)."""
 
     name = "stripe"
+
+    def accepts_payment_method(self, token: str) -> bool:
+        """Stripe PaymentMethod ids (`pm_...`); the SDK refuses unknown ones itself."""
+        return token.startswith("pm_") and len(token) <= 255
 
     def __init__(
         self,
@@ -200,7 +253,7 @@ class StripeProvider:
         )
         return str(data["id"])
 
-    async def authorize(self, request: AuthorizeIntent, idempotency_key: str) -> ProviderIntent:
+    async def authorize(self, request: AuthorizeRequest, idempotency_key: str) -> ProviderPayment:
         params: dict[str, Any] = {
             "amount": request.amount_minor,
             "currency": request.currency.lower(),
@@ -231,7 +284,7 @@ class StripeProvider:
 
     async def capture(
         self, intent_id: str, amount_minor: int, idempotency_key: str
-    ) -> ProviderIntent:
+    ) -> ProviderPayment:
         params: dict[str, Any] = {"amount_to_capture": amount_minor} if amount_minor else {}
         data = await self._run(
             lambda: self.client.v1.payment_intents.capture_async(
@@ -242,7 +295,7 @@ class StripeProvider:
         )
         return intent_from(data)
 
-    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderIntent:
+    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderPayment:
         data = await self._run(
             lambda: self.client.v1.payment_intents.cancel_async(
                 intent_id, options={"idempotency_key": idempotency_key}
@@ -263,7 +316,7 @@ class StripeProvider:
             "amount": amount_minor,
             "metadata": dict(metadata),
         }
-        if reason:
+        if reason in REFUND_REASONS:
             params["reason"] = reason
         data = await self._run(
             lambda: self.client.v1.refunds.create_async(
@@ -271,13 +324,20 @@ class StripeProvider:
                 options={"idempotency_key": idempotency_key},
             )
         )
+        status = str(data.get("status") or "succeeded")
         return ProviderRefund(
             id=str(data["id"]),
-            status=str(data.get("status") or "succeeded"),
+            state=(
+                RefundState.FAILED
+                if status in ("failed", "canceled")
+                else RefundState.PENDING
+                if status in ("pending", "requires_action")
+                else RefundState.SUCCEEDED
+            ),
             amount_minor=int(data.get("amount") or amount_minor),
         )
 
-    async def retrieve_payment(self, intent_id: str) -> ProviderIntent:
+    async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         data = await self._run(lambda: self.client.v1.payment_intents.retrieve_async(intent_id))
         return intent_from(data)
 
@@ -335,6 +395,17 @@ class StripeProvider:
 
     # --- webhooks -----------------------------------------------------------------------------
 
+    async def verify_return(self, params: Mapping[str, str]) -> CheckoutReturn:
+        """Stripe's success URL carries the session id (`{CHECKOUT_SESSION_ID}`); nothing is
+        signed, so the session is trusted only as re-fetched from Stripe."""
+        session_id = params.get("session_id", "")
+        if not session_id.startswith("cs_"):
+            raise SignatureInvalid("no checkout session id")
+        return CheckoutReturn(checkout_id=session_id)
+
+    async def verify_event(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        return self.construct_event(payload, headers.get("stripe-signature", ""))
+
     def construct_event(self, payload: bytes, signature: str) -> ProviderEvent:
         """Verify the Stripe-Signature over the raw bytes with any configured secret (rotation),
         within the 300 s tolerance; only then parse the body."""
@@ -363,10 +434,10 @@ class StripeProvider:
                 id=str(body["id"]),
                 type=str(body["type"]),
                 created=_ts(body.get("created")) or datetime.now(UTC),
-                object_type=str(obj.get("object") or ""),
+                subject=_SUBJECTS.get(str(obj.get("object") or ""), EventSubject.OTHER),
                 object_id=str(obj.get("id") or ""),
                 metadata=_str_map(obj.get("metadata")),
-                payment_intent_id=_id(obj.get("payment_intent")),
+                payment_id=_id(obj.get("payment_intent")),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SignatureInvalid("signed body is not a Stripe event") from None

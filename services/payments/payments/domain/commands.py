@@ -23,6 +23,7 @@ class Authorize:
     return_url: str = ""
     cancel_url: str = ""
     email: str = ""
+    provider: str = ""  # empty: the service's default provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +70,27 @@ class CancelCheckout:
 
 @dataclass(frozen=True, slots=True)
 class ProviderEventDelivery:
+    """One webhook delivery: the raw body and the headers the provider signs with."""
+
     provider: str
     payload: bytes
-    signature: str
+    signature: str = ""  # the Stripe-Signature header (older callers); see `headers`
+    headers: dict[str, str] = field(default_factory=dict)  # lower-cased names
+
+    def signing_headers(self) -> dict[str, str]:
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if self.signature and "stripe-signature" not in headers:
+            headers["stripe-signature"] = self.signature
+        return headers
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmReturn:
+    """A customer back from a provider's page with its parameters (e.g. Razorpay's signed
+    `razorpay_order_id`, `razorpay_payment_id`, `razorpay_signature`)."""
+
+    provider: str
+    params: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ __all__ = [
     "PaymentTimeout",
     "PaymentVoided",
     "PlanNotFound",
+    "ProviderNotAvailable",
     "ProviderUnavailable",
     "RefundExceedsCaptured",
     "TransactionNotFound",
@@ -194,3 +195,17 @@ class EventNotApplicableYet(Unavailable):
     """A webhook about a payment we do not know yet: answer non-2xx so the provider retries."""
 
     reason = "EVENT_NOT_APPLICABLE_YET"
+
+
+class ProviderNotAvailable(HirepayError):
+    """A provider this service is not configured for (no credentials): it is not offered."""
+
+    kind = ErrorKind.INVALID_ARGUMENT
+    reason = "PROVIDER_NOT_AVAILABLE"
+
+    def __init__(self, provider: str, offered: list[str]) -> None:
+        super().__init__(
+            f"payment provider {provider or '(none)'} is not available here"
+            f" (offered: {', '.join(offered) or 'none'})",
+            metadata={"provider": provider, "offered": ",".join(offered)},
+        )

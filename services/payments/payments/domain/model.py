@@ -15,11 +15,11 @@ from hirepay_platform.tcc import TccBranch
 from payments.domain import errors
 from payments.domain.events import EventType
 from payments.domain.provider import (
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutState,
     ProviderCheckout,
     ProviderErrorInfo,
-    ProviderIntent,
+    ProviderPayment,
+    ProviderStatus,
 )
 
 MAX_METADATA_KEYS = 40
@@ -82,21 +82,21 @@ _RANK: dict[PaymentState, int] = {
     PaymentState.REFUNDED: 4,
 }
 _SETTLED = frozenset({PaymentState.CAPTURED, PaymentState.VOIDED})
-_INTENT_STATE: dict[IntentStatus, PaymentState] = {
-    IntentStatus.REQUIRES_PAYMENT_METHOD: PaymentState.FAILED,
-    IntentStatus.REQUIRES_CONFIRMATION: PaymentState.REQUIRES_ACTION,
-    IntentStatus.REQUIRES_ACTION: PaymentState.REQUIRES_ACTION,
-    IntentStatus.PROCESSING: PaymentState.PROCESSING,
-    IntentStatus.REQUIRES_CAPTURE: PaymentState.AUTHORIZED,
-    IntentStatus.CANCELED: PaymentState.VOIDED,
-    IntentStatus.SUCCEEDED: PaymentState.CAPTURED,
+_INTENT_STATE: dict[ProviderStatus, PaymentState] = {
+    ProviderStatus.AWAITING_PAYMENT: PaymentState.REQUIRES_ACTION,
+    ProviderStatus.FAILED: PaymentState.FAILED,
+    ProviderStatus.ACTION_REQUIRED: PaymentState.REQUIRES_ACTION,
+    ProviderStatus.PROCESSING: PaymentState.PROCESSING,
+    ProviderStatus.AUTHORIZED: PaymentState.AUTHORIZED,
+    ProviderStatus.CANCELED: PaymentState.VOIDED,
+    ProviderStatus.CAPTURED: PaymentState.CAPTURED,
 }
 
 # Intent statuses that move a payment to one state with nothing else to record.
-_DIRECT_STATE: dict[IntentStatus, PaymentState] = {
-    IntentStatus.REQUIRES_CAPTURE: PaymentState.AUTHORIZED,
-    IntentStatus.PROCESSING: PaymentState.PROCESSING,
-    IntentStatus.CANCELED: PaymentState.VOIDED,
+_DIRECT_STATE: dict[ProviderStatus, PaymentState] = {
+    ProviderStatus.AUTHORIZED: PaymentState.AUTHORIZED,
+    ProviderStatus.PROCESSING: PaymentState.PROCESSING,
+    ProviderStatus.CANCELED: PaymentState.VOIDED,
 }
 
 
@@ -233,7 +233,7 @@ class Payment:
 
     # --- what the provider says ---------------------------------------------------------------
 
-    def apply_intent(self, intent: ProviderIntent, now: datetime) -> list[EventType]:
+    def apply_intent(self, intent: ProviderPayment, now: datetime) -> list[EventType]:
         """Take the provider's current view of the payment; return the settlement events caused."""
         before = self.state
         if intent.id:
@@ -270,11 +270,11 @@ class Payment:
         self.provider_checkout_id = session.id
         if session.customer_id:
             self.provider_customer_id = session.customer_id
-        if session.status is CheckoutStatus.OPEN:
+        if session.state is CheckoutState.OPEN:
             if self.state is PaymentState.UNKNOWN:
                 self._set(PaymentState.REQUIRES_ACTION)
             self.next_action_url = session.url
-        elif session.status is CheckoutStatus.EXPIRED and self.state not in (
+        elif session.state is CheckoutState.EXPIRED and self.state not in (
             *TAKEN,
             PaymentState.AUTHORIZED,
         ):
@@ -413,24 +413,23 @@ class Payment:
             and _RANK[target] == _RANK[self.state]
         )
 
-    def _take_intent_status(self, intent: ProviderIntent) -> None:
+    def _take_intent_status(self, intent: ProviderPayment) -> None:
         """Move to the state an intent's (not stale) status means."""
         status = intent.status
         if status in _DIRECT_STATE:
             self._set(_DIRECT_STATE[status])
-        elif status is IntentStatus.SUCCEEDED:
+        elif status is ProviderStatus.CAPTURED:
             self.captured_minor = intent.amount_received or intent.amount_minor
             if self.state not in TAKEN:
                 self._set(PaymentState.CAPTURED)
-        elif status in (IntentStatus.REQUIRES_ACTION, IntentStatus.REQUIRES_CONFIRMATION):
+        elif status is ProviderStatus.ACTION_REQUIRED:
             self._set(PaymentState.REQUIRES_ACTION)
             if intent.next_action_url:
                 self.next_action_url = intent.next_action_url
-        elif status is IntentStatus.REQUIRES_PAYMENT_METHOD:
-            if intent.last_error is not None:
-                self.fail(intent.last_error)
-            elif self.state is PaymentState.UNKNOWN:
-                self._set(PaymentState.REQUIRES_ACTION)
+        elif status is ProviderStatus.FAILED and intent.last_error is not None:
+            self.fail(intent.last_error)
+        elif self.state is PaymentState.UNKNOWN:  # awaiting payment (or failed, no reason)
+            self._set(PaymentState.REQUIRES_ACTION)
 
     def _set(self, state: PaymentState) -> None:
         if state is not PaymentState.FAILED:

@@ -1,33 +1,58 @@
-"""The payment provider port: what the service asks of a provider, in the service's own types.
+"""The payment provider port: what the service asks of any provider, in the service's own words.
 
-Adapters (Stripe) implement `PaymentProvider` and translate their wire objects and exceptions into
-these types, so no provider type ever reaches the handlers.
+Adapters (Stripe, PayPal, Razorpay, Fatora) implement `PaymentProvider` and translate their wire
+objects, statuses and exceptions into these types, so no provider vocabulary reaches the handlers.
+A provider knows two kinds of object: a *payment* (money authorized, captured, cancelled,
+refunded) and a *checkout* (a page where the customer pays, which ends in a payment).
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 
-class IntentStatus(enum.StrEnum):
-    """Where a provider payment (PaymentIntent) stands."""
+class ProviderStatus(enum.StrEnum):
+    """Where a provider payment stands, in the domain's words."""
 
-    REQUIRES_PAYMENT_METHOD = "requires_payment_method"
-    REQUIRES_CONFIRMATION = "requires_confirmation"
-    REQUIRES_ACTION = "requires_action"
-    PROCESSING = "processing"
-    REQUIRES_CAPTURE = "requires_capture"
-    CANCELED = "canceled"
+    AWAITING_PAYMENT = "awaiting_payment"  # nothing paid and nothing refused yet
+    ACTION_REQUIRED = "action_required"  # the customer must act (3-D Secure, an approval, a bank)
+    PROCESSING = "processing"  # settling by itself (a bank debit, a capture under review)
+    AUTHORIZED = "authorized"  # money reserved, to be captured
+    CAPTURED = "captured"  # money taken
+    CANCELED = "canceled"  # the reservation is released; nothing taken
+    FAILED = "failed"  # the last attempt was refused (`last_error`); a page may allow another
+
+
+class CheckoutState(enum.StrEnum):
+    """Where a checkout (a page the customer pays on) stands."""
+
+    OPEN = "open"
+    COMPLETE = "complete"
+    EXPIRED = "expired"
+
+
+class RefundState(enum.StrEnum):
+    PENDING = "pending"
     SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class EventSubject(enum.StrEnum):
+    """What a webhook event is about."""
+
+    PAYMENT = "payment"
+    CHECKOUT = "checkout"
+    OTHER = "other"  # refunds, customers, ...: recorded, not applied
 
 
 @dataclass(frozen=True, slots=True)
 class ProviderErrorInfo:
-    """The provider's last error on a payment (a decline)."""
+    """Why the provider declined a payment: its code, finer reason and message."""
 
     code: str = ""
     decline_code: str = ""
@@ -36,11 +61,11 @@ class ProviderErrorInfo:
 
 
 @dataclass(frozen=True, slots=True)
-class ProviderIntent:
+class ProviderPayment:
     """A provider payment as the service sees it."""
 
     id: str
-    status: IntentStatus
+    status: ProviderStatus
     amount_minor: int
     currency: str
     amount_capturable: int = 0
@@ -53,22 +78,16 @@ class ProviderIntent:
     cancellation_reason: str = ""
 
 
-class CheckoutStatus(enum.StrEnum):
-    OPEN = "open"
-    COMPLETE = "complete"
-    EXPIRED = "expired"
-
-
 @dataclass(frozen=True, slots=True)
 class ProviderCheckout:
-    """A provider hosted checkout session."""
+    """A provider checkout: where the customer pays; `payment_id` once a payment exists."""
 
     id: str
-    status: CheckoutStatus
-    payment_status: str  # paid | unpaid | no_payment_required
+    state: CheckoutState
+    paid: bool
     url: str
     expires_at: datetime | None
-    payment_intent_id: str = ""
+    payment_id: str = ""
     customer_id: str = ""
     amount_minor: int = 0
     currency: str = ""
@@ -78,7 +97,7 @@ class ProviderCheckout:
 @dataclass(frozen=True, slots=True)
 class ProviderRefund:
     id: str
-    status: str  # pending | succeeded | failed | canceled
+    state: RefundState
     amount_minor: int
 
 
@@ -89,19 +108,28 @@ class ProviderEvent:
     id: str
     type: str
     created: datetime
-    object_type: str  # payment_intent | checkout.session | charge | ...
-    object_id: str
+    subject: EventSubject
+    object_id: str  # the payment's or the checkout's provider id (per `subject`)
     metadata: Mapping[str, str] = field(default_factory=dict)
-    payment_intent_id: str = ""
+    payment_id: str = ""  # a checkout event's payment, when the provider names it
 
 
 @dataclass(frozen=True, slots=True)
-class AuthorizeIntent:
-    """What to create for a CARD or BANK_TRANSFER payment."""
+class CheckoutReturn:
+    """A customer back from a provider's page, its parameters verified by the adapter."""
+
+    checkout_id: str
+    payment_id: str = ""
+    reference: str = ""  # our own id the page was opened for, when the provider echoes it
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizeRequest:
+    """What to create for a payment with a token (CARD or BANK_TRANSFER)."""
 
     amount_minor: int
     currency: str
-    payment_method: str
+    payment_method: str  # an opaque provider token; only the adapter knows its format
     manual_capture: bool
     description: str
     metadata: Mapping[str, str]
@@ -111,7 +139,11 @@ class AuthorizeIntent:
 
 @dataclass(frozen=True, slots=True)
 class CheckoutRequest:
-    """A hosted checkout for one amount."""
+    """A checkout for one amount.
+
+    `success_url` is where the customer finally lands (the caller's page); `confirm_url` is ours,
+    for providers whose page hands the outcome back to the merchant's server first (Razorpay's
+    signed callback, Fatora's redirect before verify)."""
 
     amount_minor: int
     currency: str
@@ -124,6 +156,7 @@ class CheckoutRequest:
     expires_at: datetime | None = None
     email: str = ""
     customer_id: str = ""  # the provider's customer record; else `email` prefills the page
+    confirm_url: str = ""
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -137,13 +170,14 @@ class ProviderFailure(Exception):
         self.message = message
 
 
-class CardDeclined(ProviderFailure):
-    """A definite refusal: nothing was taken. `intent_id` names the failed intent if one exists."""
+class Declined(ProviderFailure):
+    """A definite refusal with its reason: nothing was taken. `payment_id` names the failed
+    provider payment if one exists."""
 
-    def __init__(self, error: ProviderErrorInfo, intent_id: str = "") -> None:
+    def __init__(self, error: ProviderErrorInfo, payment_id: str = "") -> None:
         super().__init__(error.message or "declined")
         self.error = error
-        self.intent_id = intent_id
+        self.payment_id = payment_id
 
 
 class InvalidRequest(ProviderFailure):
@@ -166,7 +200,7 @@ class InvalidRequest(ProviderFailure):
 
 class OutcomeUnknown(ProviderFailure):
     """No usable answer (timeout, connection lost, 5xx, concurrent twin): it may or may not have
-    happened. The same idempotency key must be replayed to learn which."""
+    happened. The same idempotency key must be replayed (or the object read) to learn which."""
 
     def __init__(self, message: str, *, timeout: bool) -> None:
         super().__init__(message)
@@ -174,7 +208,19 @@ class OutcomeUnknown(ProviderFailure):
 
 
 class SignatureInvalid(ProviderFailure):
-    """A webhook signature that does not verify (forged, stale, re-serialised, missing)."""
+    """A webhook or return signature that does not verify (forged, stale, re-serialised)."""
+
+
+# --- the port ---------------------------------------------------------------------------------
+
+# Anything that could be a card number (13-19 digits, optionally grouped) is refused before any
+# provider sees it, whatever the provider's token format (API-7).
+_CARD_NUMBER = re.compile(r"^[\d\s-]{13,23}$")
+
+
+def looks_like_card_number(token: str) -> bool:
+    digits = re.sub(r"[\s-]", "", token)
+    return bool(_CARD_NUMBER.match(token)) and 13 <= len(digits) <= 19 and digits.isdigit()
 
 
 class PaymentProvider(Protocol):
@@ -183,33 +229,51 @@ class PaymentProvider(Protocol):
 
     name: str
 
-    async def create_customer(self, email: str, idempotency_key: str) -> str: ...
+    def accepts_payment_method(self, token: str) -> bool:
+        """Whether `token` is one of this provider's payment method tokens (format only)."""
+        ...
 
-    async def authorize(self, request: AuthorizeIntent, idempotency_key: str) -> ProviderIntent: ...
+    async def create_customer(self, email: str, idempotency_key: str) -> str:
+        """The provider's customer record for `email` ("" when the provider keeps none)."""
+        ...
+
+    async def authorize(
+        self, request: AuthorizeRequest, idempotency_key: str
+    ) -> ProviderPayment: ...
 
     async def capture(
-        self, intent_id: str, amount_minor: int, idempotency_key: str
-    ) -> ProviderIntent: ...
+        self, payment_id: str, amount_minor: int, idempotency_key: str
+    ) -> ProviderPayment: ...
 
-    async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderIntent: ...
+    async def cancel(self, payment_id: str, idempotency_key: str) -> ProviderPayment: ...
 
     async def refund(
         self,
-        intent_id: str,
+        payment_id: str,
         amount_minor: int,
         reason: str,
         metadata: Mapping[str, str],
         idempotency_key: str,
-    ) -> ProviderRefund: ...
+    ) -> ProviderRefund:
+        """Refund `amount_minor`; `reason` is the domain's (the adapter maps it to its own)."""
+        ...
 
-    async def retrieve_payment(self, intent_id: str) -> ProviderIntent: ...
+    async def retrieve_payment(self, payment_id: str) -> ProviderPayment: ...
 
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str
     ) -> ProviderCheckout: ...
 
-    async def expire_checkout(self, session_id: str, idempotency_key: str) -> ProviderCheckout: ...
+    async def expire_checkout(self, checkout_id: str, idempotency_key: str) -> ProviderCheckout: ...
 
-    async def retrieve_checkout(self, session_id: str) -> ProviderCheckout: ...
+    async def retrieve_checkout(self, checkout_id: str) -> ProviderCheckout: ...
 
-    def construct_event(self, payload: bytes, signature: str) -> ProviderEvent: ...
+    async def verify_event(self, payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        """The event of a webhook delivery, verified the provider's own way over the raw body
+        (`headers` lower-cased); SignatureInvalid otherwise."""
+        ...
+
+    async def verify_return(self, params: Mapping[str, str]) -> CheckoutReturn:
+        """The checkout a customer came back from (the page's parameters), verified the
+        provider's own way; SignatureInvalid otherwise."""
+        ...

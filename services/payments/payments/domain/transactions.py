@@ -9,7 +9,12 @@ from datetime import date, datetime, timedelta
 
 from payments.domain.events import EventType
 from payments.domain.model import decline_reason
-from payments.domain.provider import CheckoutStatus, IntentStatus, ProviderCheckout, ProviderIntent
+from payments.domain.provider import (
+    CheckoutState,
+    ProviderCheckout,
+    ProviderPayment,
+    ProviderStatus,
+)
 
 
 class UserType(enum.StrEnum):
@@ -48,7 +53,7 @@ class Transaction:
     checkout_key: str = ""
     expire_key: str = ""
     provider_transaction_id: str = ""  # the checkout session (cs_...)
-    provider_payment_intent_id: str = ""
+    provider_payment_intent_id: str = ""  # the provider's payment id (column name kept)
     provider_customer_id: str = ""
     checkout_url: str = ""
     expires_at: datetime | None = None
@@ -76,7 +81,7 @@ class Transaction:
     def apply_checkout(
         self,
         session: ProviderCheckout,
-        intent: ProviderIntent | None,
+        intent: ProviderPayment | None,
         today: date,
         starts_after: date | None,
         now: datetime,
@@ -86,25 +91,23 @@ class Transaction:
         self.provider_transaction_id = session.id
         if session.customer_id:
             self.provider_customer_id = session.customer_id
-        if session.payment_intent_id:
-            self.provider_payment_intent_id = session.payment_intent_id
-        paid = session.payment_status == "paid" or (
-            intent is not None and intent.status is IntentStatus.SUCCEEDED
-        )
+        if session.payment_id:
+            self.provider_payment_intent_id = session.payment_id
+        paid = session.paid or (intent is not None and intent.status is ProviderStatus.CAPTURED)
         if paid:
             self.succeed(today, starts_after)
         elif self.status is TxnStatus.SUCCESS or self.status is TxnStatus.REFUNDED:
             pass
-        elif session.status is CheckoutStatus.EXPIRED:
+        elif session.state is CheckoutState.EXPIRED:
             # An expired checkout cancels what was pending; a declined one stays FAILED.
             if self.status is TxnStatus.PENDING:
                 self.status = TxnStatus.CANCELLED
             self.checkout_url = ""
-        elif intent is not None and intent.status is IntentStatus.CANCELED:
+        elif intent is not None and intent.status is ProviderStatus.CANCELED:
             self.status = TxnStatus.CANCELLED
         elif (
             intent is not None
-            and intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD
+            and intent.status is ProviderStatus.FAILED
             and intent.last_error is not None
         ):
             self.status = TxnStatus.FAILED

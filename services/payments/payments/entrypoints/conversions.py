@@ -46,6 +46,7 @@ def authorize_command(req: pb.AuthorizeRequest) -> commands.Authorize:
         return_url=req.return_url,
         cancel_url=req.cancel_url,
         email=req.email,
+        provider=req.provider.lower(),
     )
 
 

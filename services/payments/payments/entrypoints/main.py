@@ -1,4 +1,4 @@
-"""The payments process: settings, database, the Stripe provider, the gRPC servicer and workers."""
+"""The payments process: settings, database, the providers, the gRPC servicer and workers."""
 
 from __future__ import annotations
 
@@ -9,15 +9,74 @@ from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import Database
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
+from payments.adapters.blocking import BlockingCalls
 from payments.adapters.callbacks import CallbackSender, parse_callback_urls
+from payments.adapters.fatora_provider import FatoraProvider
+from payments.adapters.paypal_provider import PayPalProvider
+from payments.adapters.razorpay_provider import RazorpayProvider
 from payments.adapters.stripe_provider import StripeProvider
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.plans import DEFAULT_PLANS, parse_plans
+from payments.domain.provider import PaymentProvider
 from payments.entrypoints.servicer import SERVICE_NAME, PaymentsServicer
 from payments.entrypoints.settings import PaymentsSettings
 from payments.entrypoints.workers import run_callback_relay, run_poller
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
+from payments.service_layer.providers import ProviderRegistry
+
+
+def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
+    """One registration per provider: offered only when its credentials are set."""
+    timeout = settings.provider_timeout_seconds
+    threads = BlockingCalls(settings.provider_sdk_threads, timeout)
+    offered: list[PaymentProvider] = []
+    if settings.stripe_api_key.get_secret_value():
+        offered.append(
+            StripeProvider(
+                settings.stripe_api_key.get_secret_value(),
+                api_base=settings.stripe_api_base,
+                webhook_secrets=settings.webhook_secrets,
+                timeout=timeout,
+            )
+        )
+    if settings.paypal_client_id and settings.paypal_client_secret.get_secret_value():
+        offered.append(
+            PayPalProvider(
+                settings.paypal_client_id,
+                settings.paypal_client_secret.get_secret_value(),
+                threads,
+                environment=settings.paypal_environment,
+                api_base=settings.paypal_api_base,
+                webhook_id=settings.paypal_webhook_id,
+            )
+        )
+    if settings.razorpay_key_id and settings.razorpay_key_secret.get_secret_value():
+        offered.append(
+            RazorpayProvider(
+                settings.razorpay_key_id,
+                settings.razorpay_key_secret.get_secret_value(),
+                threads,
+                api_base=settings.razorpay_api_base,
+                webhook_secret=settings.razorpay_webhook_secret.get_secret_value(),
+                checkout_url=settings.razorpay_checkout_url,
+            )
+        )
+    if settings.fatora_api_key.get_secret_value():
+        offered.append(
+            FatoraProvider(
+                settings.fatora_api_key.get_secret_value(),
+                api_base=settings.fatora_api_base,
+                webhook_secret=settings.fatora_webhook_secret.get_secret_value(),
+                timeout=timeout,
+            )
+        )
+    try:
+        return ProviderRegistry(offered, settings.default_provider)
+    except ValueError as exc:  # fail fast, naming the setting
+        raise SystemExit(
+            f"payments: PAYMENTS_DEFAULT_PROVIDER / provider credentials: {exc}"
+        ) from None
 
 
 def build_app(settings: PaymentsSettings) -> GrpcApp:
@@ -41,19 +100,15 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         watch_max=settings.watch_max_interval_seconds,
         checkout_cancel_url=settings.checkout_cancel_url,
         checkout_ttl_seconds=settings.checkout_ttl_seconds,
+        checkout_return_url=settings.checkout_return_url,
         plans=plans,
         callback_subsystems=frozenset(callback_urls),
     )
-    provider = StripeProvider(
-        settings.stripe_api_key.get_secret_value(),
-        api_base=settings.stripe_api_base,
-        webhook_secrets=settings.webhook_secrets,
-        timeout=settings.provider_timeout_seconds,
-    )
+    providers = build_providers(settings)
     database = Database.from_settings(settings, SqlPaymentsUnitOfWork, probe_table="payments")
 
     def deps() -> Deps:
-        return Deps(database.uow(), provider, config)
+        return Deps(database.uow(), providers, config)
 
     app = GrpcApp("payments", settings)
     stopping = asyncio.Event()

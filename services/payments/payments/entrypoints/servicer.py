@@ -18,6 +18,7 @@ from payments.service_layer.handlers import (
     PaymentResult,
     audit,
     checkouts,
+    returns,
     subscriptions,
     webhooks,
 )
@@ -116,8 +117,19 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransactionResponse:
-        txn = await subscriptions.get_transaction(request.transaction_id, self._deps())
+        txn = await returns.verify_transaction(request.transaction_id, self._deps())
         return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
+
+    async def ConfirmCheckoutReturn(
+        self, request: pb.ConfirmCheckoutReturnRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConfirmCheckoutReturnResponse:
+        cmd = commands.ConfirmReturn(request.provider, dict(request.params))
+        result = await returns.confirm_return(cmd, self._deps())
+        return pb.ConfirmCheckoutReturnResponse(
+            transaction=conv.transaction_msg(result.transaction) if result.transaction else None,
+            payment=conv.payment_msg(result.payment) if result.payment else None,
+            redirect_url=result.redirect_url,
+        )
 
     async def CancelCheckout(
         self, request: pb.CancelCheckoutRequest, context: grpc.aio.ServicerContext
@@ -141,7 +153,9 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def HandleProviderEvent(
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.HandleProviderEventResponse:
-        cmd = commands.ProviderEventDelivery(request.provider, request.payload, request.signature)
+        cmd = commands.ProviderEventDelivery(
+            request.provider, request.payload, request.signature, dict(request.headers)
+        )
         outcome = await webhooks.handle_provider_event(cmd, self._deps())
         return pb.HandleProviderEventResponse(
             event_id=outcome.event_id,

@@ -15,11 +15,35 @@ class PaymentsSettings(ServiceSettings):
 
     grpc_port: int = 50052
     metrics_port: int = 9102
-    # The provider: the local sandbox by default; an empty base means real Stripe.
+    # The provider of new payments that do not name one (a payment keeps the one that made it).
+    default_provider: str = "stripe"
+    # Each provider is offered only when its credentials are set (an empty key: not offered).
+    # Stripe: the local sandbox by default; an empty base means real Stripe.
     stripe_api_key: SecretStr = SecretStr("sk_test_sandbox")
     stripe_api_base: str = "http://127.0.0.1:12111"
     # Comma-separated webhook signing secrets; several are accepted during a rotation.
     stripe_webhook_secrets: SecretStr = SecretStr("")
+    # PayPal (Orders v2 through paypal-server-sdk): an empty base means PayPal's own host for
+    # `paypal_environment` (sandbox or production); the webhook id verifies deliveries.
+    paypal_client_id: str = ""
+    paypal_client_secret: SecretStr = SecretStr("")
+    paypal_environment: str = "sandbox"
+    paypal_api_base: str = ""
+    paypal_webhook_id: str = ""
+    # Razorpay (the razorpay SDK): an empty base means api.razorpay.com. The checkout page URL
+    # ({order_id}, {callback_url}): the local sandbox's page, or your page running Checkout.js.
+    razorpay_key_id: str = ""
+    razorpay_key_secret: SecretStr = SecretStr("")
+    razorpay_api_base: str = ""
+    razorpay_webhook_secret: SecretStr = SecretStr("")
+    razorpay_checkout_url: str = ""
+    # Fatora (its REST API over httpx).
+    fatora_api_key: SecretStr = SecretStr("")
+    fatora_api_base: str = "https://api.fatora.io"
+    fatora_webhook_secret: SecretStr = SecretStr("")
+    # Threads for the providers whose official SDKs block (PayPal, Razorpay), so they never run
+    # on the event loop.
+    provider_sdk_threads: int = 8
     provider_timeout_seconds: float = 8.0
     # Backoff of the poller that resolves UNKNOWN payments and pending refunds.
     poll_interval_seconds: float = 1.0
@@ -32,6 +56,8 @@ class PaymentsSettings(ServiceSettings):
     # Where a customer who cancels a hosted checkout lands first ({ref} = our transaction/payment id).
     checkout_cancel_url: str = "http://127.0.0.1:8080/api/payments/checkout/cancel?ref={ref}"
     checkout_ttl_seconds: int = 3600
+    # Where Razorpay's and Fatora's pages hand the outcome back ({provider}, {ref}).
+    checkout_return_url: str = "http://127.0.0.1:8080/api/payments/return/{provider}?ref={ref}"
     # Optional JSON file overriding the default plans.
     plans_file: str = ""
     # Optional signed HTTP callbacks of settlement events: "subsystem=url,subsystem2=url2" or JSON.

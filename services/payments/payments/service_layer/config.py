@@ -20,6 +20,8 @@ class Policy:
     watch_max: float = 60.0
     checkout_cancel_url: str = "http://127.0.0.1:8080/api/payments/checkout/cancel?ref={ref}"
     checkout_ttl_seconds: int = 3600
+    # Where a provider's page hands the outcome back to us first (Razorpay, Fatora); {provider}.
+    checkout_return_url: str = "http://127.0.0.1:8080/api/payments/return/{provider}?ref={ref}"
     plans: tuple[Plan, ...] = ()
     callback_subsystems: frozenset[str] = frozenset()
 
@@ -30,3 +32,6 @@ class Policy:
 
     def cancel_url(self, ref: str) -> str:
         return self.checkout_cancel_url.replace("{ref}", ref)
+
+    def return_url(self, provider: str, ref: str) -> str:
+        return self.checkout_return_url.replace("{provider}", provider).replace("{ref}", ref)

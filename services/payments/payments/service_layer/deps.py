@@ -1,4 +1,4 @@
-"""What every payments handler gets besides its command: the unit of work, the provider, the
+"""What every payments handler gets besides its command: the unit of work, the providers, the
 configuration and the clock."""
 
 from __future__ import annotations
@@ -8,17 +8,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from hirepay_platform.clock import utc_now
-from payments.domain.provider import PaymentProvider
 from payments.service_layer.config import Policy
 from payments.service_layer.ports import PaymentsUnitOfWork
+from payments.service_layer.providers import ProviderRegistry
 
 
 @dataclass
 class Deps:
-    """The use cases' ports: a unit of work (entered once per local transaction), the provider,
-    the configuration and the clock."""
+    """The use cases' ports: a unit of work (entered once per local transaction), the registry of
+    providers, the configuration and the clock."""
 
     uow: PaymentsUnitOfWork
-    provider: PaymentProvider
+    providers: ProviderRegistry
     config: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utc_now

@@ -48,8 +48,9 @@ async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
 
 
 async def reconcile_provider(cmd: commands.ReconcileProvider, deps: Deps) -> Reconciliation:
-    """Re-fetch the most recently changed payments from the provider and name every record that
-    disagrees. Payments with a provider call in flight are skipped (they may differ a moment)."""
+    """Re-fetch the most recently changed payments, each from the provider that made it, and name
+    every record that disagrees. Payments with a provider call in flight are skipped (they may
+    differ a moment), as are those whose provider is unreachable or no longer configured here."""
     limit = min(max(cmd.limit, 1), MAX_RECONCILE)
     async with deps.uow as uow:
         recent = await uow.payments.recently_changed(limit)
@@ -59,7 +60,9 @@ async def reconcile_provider(cmd: commands.ReconcileProvider, deps: Deps) -> Rec
         if not payment.provider_payment_id or in_flight(payment):
             continue
         try:
-            intent = await deps.provider.retrieve_payment(payment.provider_payment_id)
+            # Always the provider that made the payment, never the default (issue 8).
+            provider = deps.providers.of_existing(payment.provider)
+            intent = await provider.retrieve_payment(payment.provider_payment_id)
         except InvalidRequest as exc:
             mismatches.append(
                 Mismatch(payment.id, payment.provider_payment_id, f"provider: {exc.message}")

@@ -10,11 +10,11 @@ from payments.domain import commands, errors
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
 from payments.domain.provider import (
-    CheckoutStatus,
+    CheckoutState,
     InvalidRequest,
     OutcomeUnknown,
     ProviderCheckout,
-    ProviderIntent,
+    ProviderPayment,
 )
 from payments.domain.transactions import Transaction, TxnStatus
 from payments.service_layer import metrics
@@ -40,7 +40,7 @@ async def apply_to_transaction(
     deps: Deps,
     txn_id: str,
     session: ProviderCheckout | None,
-    intent: ProviderIntent | None,
+    intent: ProviderPayment | None,
     *,
     actor: str,
     cancel: bool = False,
@@ -94,8 +94,8 @@ async def cancel_checkout(cmd: commands.CancelCheckout, deps: Deps) -> CancelRes
         return CancelResult(txn, None, txn.cancel_url)
     records: list[CallRecord] = []
     session: ProviderCheckout | None = None
-    intent: ProviderIntent | None = None
-    provider = deps.provider
+    intent: ProviderPayment | None = None
+    provider = deps.providers.get(txn.provider)
     key = f"{txn.id}:expire"
     if txn.provider_transaction_id:
         cs = txn.provider_transaction_id
@@ -108,8 +108,8 @@ async def cancel_checkout(cmd: commands.CancelCheckout, deps: Deps) -> CancelRes
                 session = await call(
                     records, "retrieve_checkout", "", lambda: provider.retrieve_checkout(cs)
                 )
-            if session.payment_intent_id and session.status is CheckoutStatus.COMPLETE:
-                pi = session.payment_intent_id
+            if session.payment_id and session.state is CheckoutState.COMPLETE:
+                pi = session.payment_id
                 intent = await call(
                     records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)
                 )
@@ -125,7 +125,7 @@ async def cancel_checkout(cmd: commands.CancelCheckout, deps: Deps) -> CancelRes
     async with deps.uow as uow:
         for record in records:
             await uow.audit.add(record.audit(txn.user_id, transaction_id=txn.id))
-        paid = session is not None and session.payment_status == "paid"
+        paid = session is not None and session.paid
         txn = await apply_to_transaction(
             uow, deps, txn.id, session, intent, actor=txn.user_id, cancel=not paid
         )
@@ -175,23 +175,27 @@ async def sync_stale_transactions(deps: Deps, *, limit: int = 20) -> int:
         records: list[CallRecord] = []
         cs = txn.provider_transaction_id
         try:
+            provider = deps.providers.of_existing(txn.provider)
             session = await call(
-                records, "retrieve_checkout", "", lambda cs=cs: deps.provider.retrieve_checkout(cs)
+                records,
+                "retrieve_checkout",
+                "",
+                lambda cs=cs, pr=provider: pr.retrieve_checkout(cs),
             )
             intent = None
-            if session.payment_intent_id:
-                pi = session.payment_intent_id
+            if session.payment_id:
+                pi = session.payment_id
                 intent = await call(
                     records,
                     "retrieve_payment",
                     "",
-                    lambda pi=pi: deps.provider.retrieve_payment(pi),
+                    lambda pi=pi, pr=provider: pr.retrieve_payment(pi),
                 )
         except (OutcomeUnknown, InvalidRequest):
             log.warning("could not refresh transaction %s", txn.id)
             continue
         async with deps.uow as uow:
-            if session.status is not CheckoutStatus.OPEN:
+            if session.state is not CheckoutState.OPEN:
                 await apply_to_transaction(uow, deps, txn.id, session, intent, actor="poller")
             else:
                 fresh = await uow.transactions.get(txn.id, for_update=True)

@@ -18,17 +18,17 @@ from hirepay_platform.reasons import FailureReason
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
 from payments.domain.provider import (
-    AuthorizeIntent,
-    CardDeclined,
+    AuthorizeRequest,
     CheckoutRequest,
-    CheckoutStatus,
-    IntentStatus,
+    CheckoutState,
+    Declined,
     InvalidRequest,
     OutcomeUnknown,
     PaymentProvider,
     ProviderCheckout,
     ProviderErrorInfo,
-    ProviderIntent,
+    ProviderPayment,
+    ProviderStatus,
 )
 from payments.service_layer import metrics
 from payments.service_layer.config import Policy
@@ -41,10 +41,10 @@ log = logging.getLogger(__name__)
 
 CANCELLABLE = frozenset(
     {
-        IntentStatus.REQUIRES_CAPTURE,
-        IntentStatus.REQUIRES_ACTION,
-        IntentStatus.REQUIRES_CONFIRMATION,
-        IntentStatus.REQUIRES_PAYMENT_METHOD,
+        ProviderStatus.AUTHORIZED,
+        ProviderStatus.ACTION_REQUIRED,
+        ProviderStatus.AWAITING_PAYMENT,
+        ProviderStatus.FAILED,
     }
 )
 
@@ -54,13 +54,13 @@ class Step:
     """What one round of provider work did."""
 
     payment: Payment
-    declined: CardDeclined | None = None
+    declined: Declined | None = None
     refused: InvalidRequest | None = None
     unknown: OutcomeUnknown | None = None
 
 
-def _authorize_request(p: Payment) -> AuthorizeIntent:
-    return AuthorizeIntent(
+def _authorize_request(p: Payment) -> AuthorizeRequest:
+    return AuthorizeRequest(
         amount_minor=p.amount_minor,
         currency=p.currency,
         payment_method=p.payment_method_token,
@@ -72,7 +72,7 @@ def _authorize_request(p: Payment) -> AuthorizeIntent:
     )
 
 
-def _checkout_request(p: Payment, config: Policy) -> CheckoutRequest:
+def _checkout_request(p: Payment, config: Policy, provider: str) -> CheckoutRequest:
     return CheckoutRequest(
         amount_minor=p.amount_minor,
         currency=p.currency,
@@ -83,6 +83,7 @@ def _checkout_request(p: Payment, config: Policy) -> CheckoutRequest:
         client_reference_id=p.id,
         manual_capture=True,
         email=p.email,
+        confirm_url=config.return_url(provider, p.id),
     )
 
 
@@ -94,18 +95,20 @@ async def advance_payment(deps: Deps, payment: Payment, *, actor: str, direct: b
     authorization is always replayed with its stored key: it returns the original answer if the
     first call went through, or performs it now.
     """
-    provider, p = deps.provider, payment
+    p = payment
     records: list[CallRecord] = []
-    intent: ProviderIntent | None = None
+    intent: ProviderPayment | None = None
     checkout: ProviderCheckout | None = None
     declined = refused = unknown = None
     try:
         try:
+            # Always the provider that made the payment, whatever the default is now.
+            provider = deps.providers.of_existing(p.provider)
             if p.pending_op is PendingOp.AUTHORIZE and not (
                 p.provider_payment_id or p.provider_checkout_id
             ):
                 if p.method is Method.CHECKOUT:
-                    request = _checkout_request(p, deps.config)
+                    request = _checkout_request(p, deps.config, provider.name)
                     checkout = await call(
                         records,
                         "create_checkout",
@@ -147,8 +150,10 @@ async def advance_payment(deps: Deps, payment: Payment, *, actor: str, direct: b
             refused = exc
             if p.pending_op is not PendingOp.AUTHORIZE or p.provider_payment_id:
                 # The provider refused a capture or cancel: learn what state it is really in.
-                intent, checkout = await _retrieve(records, provider, p)
-    except CardDeclined as exc:
+                intent, checkout = await _retrieve(
+                    records, deps.providers.of_existing(p.provider), p
+                )
+    except Declined as exc:
         declined = exc
     except InvalidRequest as exc:
         refused = refused or exc
@@ -161,7 +166,7 @@ async def advance_payment(deps: Deps, payment: Payment, *, actor: str, direct: b
 
 async def _retrieve(
     records: list[CallRecord], provider: PaymentProvider, p: Payment
-) -> tuple[ProviderIntent | None, ProviderCheckout | None]:
+) -> tuple[ProviderPayment | None, ProviderCheckout | None]:
     intent = checkout = None
     if p.provider_checkout_id and (not p.provider_payment_id or p.void_requested):
         checkout = await call(
@@ -170,7 +175,7 @@ async def _retrieve(
             "",
             lambda: provider.retrieve_checkout(p.provider_checkout_id),
         )
-        pi = checkout.payment_intent_id or p.provider_payment_id
+        pi = checkout.payment_id or p.provider_payment_id
         if pi:
             intent = await call(
                 records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)
@@ -189,9 +194,9 @@ async def _follow_up(
     records: list[CallRecord],
     provider: PaymentProvider,
     p: Payment,
-    intent: ProviderIntent | None,
+    intent: ProviderPayment | None,
     checkout: ProviderCheckout | None,
-) -> tuple[ProviderIntent | None, ProviderCheckout | None]:
+) -> tuple[ProviderPayment | None, ProviderCheckout | None]:
     """Given the provider's current view, do what is still owed: a requested void or capture.
 
     A void of a hosted checkout first expires the session (so the page can no longer take money;
@@ -200,7 +205,7 @@ async def _follow_up(
     if p.void_requested:
         if intent is not None and intent.status in CANCELLABLE:
             iid = intent.id
-            if checkout is not None and checkout.status is CheckoutStatus.OPEN:
+            if checkout is not None and checkout.state is CheckoutState.OPEN:
                 cid = checkout.id
                 checkout = await call(
                     records,
@@ -215,7 +220,7 @@ async def _follow_up(
                 intent = await call(
                     records, "cancel", p.void_key, lambda: provider.cancel(iid, p.void_key)
                 )
-        elif intent is None and checkout is not None and checkout.status is CheckoutStatus.OPEN:
+        elif intent is None and checkout is not None and checkout.state is CheckoutState.OPEN:
             cid = checkout.id
             checkout = await call(
                 records,
@@ -226,7 +231,7 @@ async def _follow_up(
     elif (
         p.pending_op is PendingOp.CAPTURE
         and intent is not None
-        and intent.status is IntentStatus.REQUIRES_CAPTURE
+        and intent.status is ProviderStatus.AUTHORIZED
     ):
         iid = intent.id
         intent = await call(
@@ -243,9 +248,9 @@ async def _record_step(
     payment_id: str,
     actor: str,
     records: list[CallRecord],
-    intent: ProviderIntent | None,
+    intent: ProviderPayment | None,
     checkout: ProviderCheckout | None,
-    declined: CardDeclined | None,
+    declined: Declined | None,
     refused: InvalidRequest | None,
     unknown: OutcomeUnknown | None,
 ) -> Step:
@@ -263,8 +268,8 @@ async def _record_step(
         if intent is not None:
             events += p.apply_intent(intent, now)
         if declined is not None:
-            if declined.intent_id and not p.provider_payment_id:
-                p.provider_payment_id = declined.intent_id
+            if declined.payment_id and not p.provider_payment_id:
+                p.provider_payment_id = declined.payment_id
             events += p.decline(declined.error, now)
         if refused is not None:
             events += _apply_refusal(p, refused, intent is None and checkout is None, now)

@@ -32,7 +32,7 @@ async def poll_due(deps: Deps, *, actor: str = "poller") -> int:
             async with deps.uow as uow:
                 payment = await uow.payments.get(ref.payment_id)
             if payment is not None:
-                await advance_refund(deps, ref, payment.provider_payment_id, actor=actor)
+                await advance_refund(deps, ref, payment, actor=actor)
         except Exception:
             log.exception("polling refund %s failed", ref.id)
     return len(due) + len(refunds)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from payments.domain.events import AuditEntry
-from payments.domain.provider import CardDeclined, InvalidRequest, OutcomeUnknown
+from payments.domain.provider import Declined, InvalidRequest, OutcomeUnknown
 from payments.service_layer import metrics
 
 T = TypeVar("T")
@@ -63,8 +63,8 @@ async def call(
         result = await fn()
         object_id = str(getattr(result, "id", "") or "")
         return result
-    except CardDeclined as exc:
-        outcome, code, object_id = "declined", exc.error.code, exc.intent_id
+    except Declined as exc:
+        outcome, code, object_id = "declined", exc.error.code, exc.payment_id
         raise
     except InvalidRequest as exc:
         outcome, code = "refused", exc.code or f"http_{exc.status}"

@@ -10,14 +10,12 @@ from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
-from payments.domain.provider import CardDeclined, InvalidRequest, OutcomeUnknown
+from payments.domain.provider import Declined, InvalidRequest, OutcomeUnknown, RefundState
 from payments.domain.refunds import Refund, RefundStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import publish
-
-STRIPE_REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +77,7 @@ async def refund(cmd: commands.Refund, deps: Deps, *, actor: str = "saga") -> Re
             )
         )
         await uow.commit()
-    ref, payment = await advance_refund(deps, ref, payment.provider_payment_id, actor=actor)
+    ref, payment = await advance_refund(deps, ref, payment, actor=actor)
     return _refund_outcome(ref, payment, replayed=False)
 
 
@@ -105,30 +103,31 @@ def _refund_outcome(ref: Refund, payment: Payment, *, replayed: bool) -> RefundR
 
 
 async def advance_refund(
-    deps: Deps, ref: Refund, intent_id: str, *, actor: str
+    deps: Deps, ref: Refund, payment: Payment, *, actor: str
 ) -> tuple[Refund, Payment]:
-    """Send (or replay, with the same key) a refund to the provider and record what it says."""
+    """Send (or replay, with the same key) a refund to the provider that took the payment and
+    record what it says."""
     records: list[CallRecord] = []
-    provider = deps.provider
-    stripe_reason = ref.reason if ref.reason in STRIPE_REFUND_REASONS else ""
+    payment_id = payment.provider_payment_id
     outcome: str
     provider_refund = None
     message = ""
     try:
+        provider = deps.providers.of_existing(payment.provider)
         provider_refund = await call(
             records,
             "refund",
             ref.idempotency_key,
             lambda: provider.refund(
-                intent_id,
+                payment_id,
                 ref.amount_minor,
-                stripe_reason,
+                ref.reason,
                 {"hirepay_refund_id": ref.id, "reason": ref.reason},
                 ref.idempotency_key,
             ),
         )
-        outcome = "failed" if provider_refund.status in ("failed", "canceled") else "succeeded"
-    except (InvalidRequest, CardDeclined) as exc:
+        outcome = "failed" if provider_refund.state is RefundState.FAILED else "succeeded"
+    except (InvalidRequest, Declined) as exc:
         outcome, message = "failed", exc.message
     except OutcomeUnknown as exc:
         outcome = "unknown"

@@ -24,7 +24,10 @@ from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-SUPPORTED_METHODS = frozenset({"STRIPE"})
+# The payment methods of a transaction, each the provider of the same name: API-1 offers STRIPE,
+# PAYPAL and RAZORPAY at the gateway; FATORA serves coin and job payments (seed 001) through the
+# same transaction checkout.
+SUPPORTED_METHODS = frozenset({"STRIPE", "PAYPAL", "RAZORPAY", "FATORA"})
 
 
 def list_plans(deps: Deps, user_type: UserType | None = None) -> list[Plan]:
@@ -42,7 +45,7 @@ def _validate(cmd: commands.Subscribe) -> UserType:
         raise errors.invalid("email", "is not a valid email address")
     method = (cmd.payment_method or "STRIPE").upper()
     if method not in SUPPORTED_METHODS:
-        raise errors.invalid("payment_method", "is not supported (only STRIPE)")
+        raise errors.invalid("payment_method", "must be STRIPE, PAYPAL, RAZORPAY or FATORA")
     for name, url in (("return_url", cmd.return_url), ("cancel_url", cmd.cancel_url)):
         if not url.startswith(("http://", "https://")):
             raise errors.invalid(name, "must be an http(s) URL")
@@ -56,6 +59,8 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
     user has an active subscription. A repeat (same request_id) returns the same transaction."""
     user_type = _validate(cmd)
     plan = find_plan(deps.config.plans, cmd.plan, user_type)
+    # A provider without credentials is not offered: PROVIDER_NOT_AVAILABLE, nothing created.
+    deps.providers.get((cmd.payment_method or "STRIPE").lower())
     txn, done = await _find_or_start(cmd, deps, user_type, plan, actor)
     if done:
         return txn
@@ -99,7 +104,7 @@ async def _find_or_start(
                 amount_minor=amount,
                 currency=currency,
                 payment_method=(cmd.payment_method or "STRIPE").upper(),
-                provider=deps.provider.name,
+                provider=(cmd.payment_method or "STRIPE").lower(),
                 plan=plan.code,
                 period_days=plan.period_days,
                 request_id=cmd.request_id,
@@ -142,6 +147,7 @@ async def _open_checkout(
     session: ProviderCheckout | None = None
     customer_id = txn.provider_customer_id
     customer_key = f"customer:{txn.id}"
+    provider = deps.providers.get(txn.provider)
     try:
         if not customer_id:
             # API-4 keeps the provider's customer id; one customer record per purchase attempt.
@@ -149,7 +155,7 @@ async def _open_checkout(
                 records,
                 "create_customer",
                 customer_key,
-                lambda: deps.provider.create_customer(txn.email, customer_key),
+                lambda: provider.create_customer(txn.email, customer_key),
             )
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc
@@ -171,6 +177,7 @@ async def _open_checkout(
         expires_at=txn.expires_at,
         email=txn.email,
         customer_id=customer_id,
+        confirm_url=deps.config.return_url(provider.name, txn.id),
     )
     try:
         if failure is None:
@@ -178,7 +185,7 @@ async def _open_checkout(
                 records,
                 "create_checkout",
                 txn.checkout_key,
-                lambda: deps.provider.create_checkout(request, txn.checkout_key),
+                lambda: provider.create_checkout(request, txn.checkout_key),
             )
     except (OutcomeUnknown, InvalidRequest) as exc:
         failure = exc

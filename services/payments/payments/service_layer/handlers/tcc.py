@@ -23,21 +23,24 @@ from hirepay_platform.tcc import (
 from payments.domain import commands, errors
 from payments.domain.events import AuditEntry
 from payments.domain.model import TAKEN, Method, Payment, PaymentState, PendingOp, validate_metadata
+from payments.domain.provider import PaymentProvider, looks_like_card_number
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.shared import PaymentResult, outcome_error
 
 
-def _method(cmd: commands.Authorize) -> Method:
+def _method(cmd: commands.Authorize, provider: PaymentProvider) -> Method:
     if cmd.method is None:
         raise errors.invalid("method", "is required (CARD, BANK_TRANSFER or CHECKOUT)")
     if cmd.method is not Method.CHECKOUT and not cmd.payment_method_token:
         raise errors.invalid("payment_method_token", "is required for CARD and BANK_TRANSFER")
-    if cmd.payment_method_token and not cmd.payment_method_token.startswith("pm_"):
-        # SAQ A: only provider tokens, never anything that could be a card number.
+    token = cmd.payment_method_token
+    # SAQ A (API-7): only the provider's own tokens, never anything that could be a card number.
+    if token and (looks_like_card_number(token) or not provider.accepts_payment_method(token)):
         raise errors.InvalidPaymentDetails(
-            "payment_method_token must be a provider token (pm_...)",
+            f"payment_method_token must be a {provider.name} payment method token"
+            " (never a card number)",
             metadata={"field": "payment_method_token"},
         )
     if cmd.method is Method.CHECKOUT and not cmd.return_url:
@@ -50,7 +53,8 @@ async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga")
 
     A repeat answers with the stored outcome; a Try after its branch's Cancel reserves nothing."""
     branch = cmd.branch.validated()
-    method = _method(cmd)
+    provider = deps.providers.for_new(cmd.provider)
+    method = _method(cmd, provider)
     money.validate_amount(cmd.amount_minor, field="amount.amount_minor")
     currency = money.validate_unit(cmd.currency, field="amount.currency", cash_only=True)
     if not cmd.owner_id:
@@ -84,7 +88,7 @@ async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga")
                 amount_minor=cmd.amount_minor,
                 currency=currency,
                 method=method,
-                provider=deps.provider.name,
+                provider=provider.name,
                 state=PaymentState.UNKNOWN,
                 created_at=now,
                 updated_at=now,

@@ -18,11 +18,13 @@ from payments.domain import commands, errors
 from payments.domain.events import AuditEntry
 from payments.domain.model import Payment
 from payments.domain.provider import (
+    EventSubject,
     InvalidRequest,
     OutcomeUnknown,
+    PaymentProvider,
     ProviderCheckout,
     ProviderEvent,
-    ProviderIntent,
+    ProviderPayment,
     SignatureInvalid,
 )
 from payments.domain.transactions import Transaction
@@ -36,7 +38,7 @@ from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
-HANDLED_OBJECTS = frozenset({"payment_intent", "checkout.session"})
+HANDLED_SUBJECTS = frozenset({EventSubject.PAYMENT, EventSubject.CHECKOUT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,21 +61,22 @@ class EventOutcome:
 
 async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps) -> EventOutcome:
     """Verify a delivery, then apply the provider's current view of its object once per event."""
-    event = _verified(cmd, deps)
+    provider = deps.providers.get(cmd.provider or "stripe")
+    event = await _verified(cmd, provider)
     metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
     async with deps.uow as uow:
         if await uow.events.exists(event.id):
             metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         payment, txn = await _subject(uow, event)
-    payload = loads_json(cmd.payload)  # construct_event already refused a deep or bad body
-    if event.object_type not in HANDLED_OBJECTS:
-        return await _store(deps, event, payload, applied=False)
+    payload = loads_json(cmd.payload)  # verify_event already refused a deep or bad body
+    if event.subject not in HANDLED_SUBJECTS or not _made_by(provider, payment, txn):
+        return await _store(deps, provider, event, payload, applied=False)
     if payment is None and txn is None:
-        return await _unrecorded(deps, event, payload)
+        return await _unrecorded(deps, provider, event, payload)
     records: list[CallRecord] = []
     try:
-        session, intent = await _refetch(deps, records, event, payment, txn)
+        session, intent = await _refetch(provider, records, event, txn)
     except (OutcomeUnknown, InvalidRequest) as exc:
         metrics.WEBHOOK_EVENTS.labels(event.type, "provider_error").inc()
         raise errors.ProviderUnavailable(
@@ -83,7 +86,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     async with deps.uow as uow:
         now = deps.clock()
         inserted = await uow.events.add(
-            provider=deps.provider.name,
+            provider=provider.name,
             event_id=event.id,
             event_type=event.type,
             object_id=event.object_id,
@@ -114,12 +117,19 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     return EventOutcome(event.id, event.type, applied=changed, duplicate=False)
 
 
-def _verified(cmd: commands.ProviderEventDelivery, deps: Deps) -> ProviderEvent:
-    """The event a delivery carries, or INVALID_SIGNATURE (nothing stored)."""
-    if cmd.provider and cmd.provider != deps.provider.name:
-        raise errors.invalid("provider", f"must be {deps.provider.name}")
+def _made_by(provider: PaymentProvider, payment: Payment | None, txn: Transaction | None) -> bool:
+    """Whether the event's provider made the payment: another provider's event never moves it."""
+    made_with = payment.provider if payment is not None else txn.provider if txn else ""
+    return not made_with or made_with == provider.name
+
+
+async def _verified(
+    cmd: commands.ProviderEventDelivery, provider: PaymentProvider
+) -> ProviderEvent:
+    """The event a delivery carries, verified the provider's way, or INVALID_SIGNATURE (nothing
+    stored)."""
     try:
-        return deps.provider.construct_event(cmd.payload, cmd.signature)
+        return await provider.verify_event(cmd.payload, cmd.signing_headers())
     except SignatureInvalid as exc:
         metrics.WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
         log.warning("webhook refused: %s", exc.message)
@@ -132,7 +142,7 @@ async def _apply_to_payment(
     event: ProviderEvent,
     payment_id: str,
     session: ProviderCheckout | None,
-    intent: ProviderIntent | None,
+    intent: ProviderPayment | None,
     records: list[CallRecord],
     now: datetime,
 ) -> _Applied:
@@ -170,7 +180,7 @@ async def _apply_to_transaction(
     event: ProviderEvent,
     txn: Transaction,
     session: ProviderCheckout | None,
-    intent: ProviderIntent | None,
+    intent: ProviderPayment | None,
     records: list[CallRecord],
 ) -> bool:
     """Apply the provider's view to a subscription transaction; returns whether it changed."""
@@ -209,21 +219,23 @@ def _webhook_audit(
     )
 
 
-async def _unrecorded(deps: Deps, event: ProviderEvent, payload: dict[str, Any]) -> EventOutcome:
+async def _unrecorded(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
+) -> EventOutcome:
     """An event about an object with no local record: acknowledged if Hirepay never created it,
     else refused so that the provider delivers it again (its record is being committed)."""
-    if not _created_by_hirepay(event):
+    if _created_elsewhere(event):
         # Another integration on the account, a dashboard test: no retry could ever apply it.
         log.info(
             "webhook %s about %s %s: not ours, ignored",
             event.id,
-            event.object_type,
+            event.subject.value,
             event.object_id,
         )
-        return await _store(deps, event, payload, applied=False)
+        return await _store(deps, provider, event, payload, applied=False)
     metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
     raise errors.EventNotApplicableYet(
-        f"{event.object_type} {event.object_id} is not known yet; retry later",
+        f"{event.subject.value} {event.object_id} is not known yet; retry later",
         metadata={"event_id": event.id, "object_id": event.object_id},
     )
 
@@ -232,17 +244,24 @@ async def _unrecorded(deps: Deps, event: ProviderEvent, payload: dict[str, Any])
 OUR_METADATA_KEYS = ("hirepay_payment_id", "transaction_id", "global_tx_id")
 
 
-def _created_by_hirepay(event: ProviderEvent) -> bool:
-    """Whether the event's object carries the ids Hirepay puts on what it creates."""
-    return any(event.metadata.get(key) for key in OUR_METADATA_KEYS)
+def _created_elsewhere(event: ProviderEvent) -> bool:
+    """Whether the event's object visibly was not created by Hirepay: it carries metadata, none of
+    it ours. An event without metadata (PayPal's and Fatora's carry none) proves nothing, so it is
+    retried rather than dropped."""
+    return bool(event.metadata) and not any(event.metadata.get(k) for k in OUR_METADATA_KEYS)
 
 
 async def _store(
-    deps: Deps, event: ProviderEvent, payload: dict[str, Any], *, applied: bool
+    deps: Deps,
+    provider: PaymentProvider,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    *,
+    applied: bool,
 ) -> EventOutcome:
     async with deps.uow as uow:
         inserted = await uow.events.add(
-            provider=deps.provider.name,
+            provider=provider.name,
             event_id=event.id,
             event_type=event.type,
             object_id=event.object_id,
@@ -264,7 +283,7 @@ async def _subject(
     meta = event.metadata
     payment: Payment | None = None
     txn: Transaction | None = None
-    if event.object_type == "payment_intent":
+    if event.subject is EventSubject.PAYMENT:
         payment = await uow.payments.find_by_provider(payment_intent_id=event.object_id)
         if payment is None and meta.get("hirepay_payment_id"):
             payment = await uow.payments.get(meta["hirepay_payment_id"])
@@ -272,7 +291,7 @@ async def _subject(
             txn = await uow.transactions.find_by_provider(payment_intent_id=event.object_id)
         if payment is None and txn is None and meta.get("transaction_id"):
             txn = await uow.transactions.get(meta["transaction_id"])
-    elif event.object_type == "checkout.session":
+    elif event.subject is EventSubject.CHECKOUT:
         payment = await uow.payments.find_by_provider(checkout_id=event.object_id)
         if payment is None and meta.get("hirepay_payment_id"):
             payment = await uow.payments.get(meta["hirepay_payment_id"])
@@ -284,22 +303,20 @@ async def _subject(
 
 
 async def _refetch(
-    deps: Deps,
+    provider: PaymentProvider,
     records: list[CallRecord],
     event: ProviderEvent,
-    payment: Payment | None,
     txn: Transaction | None,
-) -> tuple[ProviderCheckout | None, ProviderIntent | None]:
+) -> tuple[ProviderCheckout | None, ProviderPayment | None]:
     """The provider's current view of the event's object (never the event's own copy)."""
-    provider = deps.provider
     session: ProviderCheckout | None = None
-    intent: ProviderIntent | None = None
-    if event.object_type == "checkout.session":
+    intent: ProviderPayment | None = None
+    if event.subject is EventSubject.CHECKOUT:
         cs = event.object_id
         session = await call(
             records, "retrieve_checkout", "", lambda: provider.retrieve_checkout(cs)
         )
-        pi = session.payment_intent_id
+        pi = session.payment_id
         if pi:
             intent = await call(
                 records, "retrieve_payment", "", lambda: provider.retrieve_payment(pi)

@@ -1,5 +1,5 @@
-"""Background work of the sandbox: webhook deliveries and delayed state changes (settlement,
-payouts), each a tracked asyncio task so that reset and shutdown can cancel them."""
+"""Background work of a sandbox: webhook deliveries and delayed state changes, each a tracked
+asyncio task so that reset and shutdown can cancel them."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-log = logging.getLogger("stripe_sandbox")
+log = logging.getLogger("sandbox_kit")
 
 
 class Background:
-    """Tracked asyncio tasks; `call_later` runs a state change under the store lock."""
+    """Tracked asyncio tasks; `call_later` runs a state change under the state lock."""
 
     def __init__(self, lock: asyncio.Lock) -> None:
         self._lock = lock
@@ -25,7 +25,7 @@ class Background:
         return task
 
     def call_later(self, delay: float, change: Callable[[], None], name: str | None = None) -> None:
-        """Run `change()` holding the store lock after `delay` seconds."""
+        """Run `change()` holding the state lock after `delay` seconds."""
 
         async def run() -> None:
             await asyncio.sleep(delay)

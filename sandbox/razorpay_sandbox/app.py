@@ -1,0 +1,51 @@
+"""The Razorpay sandbox application: the REST API, the hosted checkout and mock bank pages and
+the `/_sandbox/` admin API (the kit's plus deciding a pending payment without the page),
+wrapped in the fault middleware."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp
+
+from razorpay_sandbox import api, hosted, resources
+from razorpay_sandbox.config import RazorpayConfig
+from razorpay_sandbox.state import RazorpayState
+from sandbox_kit.admin import AdminBody, parse, problem
+from sandbox_kit.app import build_app
+
+AUTO_REFUND_SWEEP_SECONDS = 1.0
+
+
+class DecidePayment(AdminBody):
+    outcome: Literal["success", "failure"] = "success"
+
+
+async def decide_payment(request: Request) -> JSONResponse:
+    """Answer the mock bank page for a `created` (pending) payment."""
+    st: RazorpayState = request.app.state.sandbox
+    body = await parse(request, DecidePayment)
+    async with st.kit.lock:
+        payment = st.entities.get("payment", {}).get(request.path_params["payment_id"])
+        if payment is None:
+            return problem(404, "No such payment.")
+        if payment["status"] != "created":
+            return problem(409, f"The payment is {payment['status']}, not created.")
+        hosted.decide(st, payment, body.outcome)
+        return JSONResponse(payment)
+
+
+def create_app(config: RazorpayConfig) -> ASGIApp:
+    """Build the application for `config`; state lives in `app.state.sandbox`."""
+    st = RazorpayState.create(config)
+    st.kit.on_clock.append(lambda: resources.refund_uncaptured(st))
+    return build_app(
+        st.kit,
+        st,
+        [*api.routes(), *hosted.routes()],
+        admin_routes=[("POST", "/_sandbox/payments/{payment_id}/decide", decide_payment)],
+        api_prefixes=("/v1/",),
+        sweeps=[(AUTO_REFUND_SWEEP_SECONDS, lambda: resources.refund_uncaptured(st))],
+    )

@@ -1,0 +1,64 @@
+"""Fixtures for the Razorpay sandbox tests: the sandbox as a real process with a webhook
+receiver, the official `razorpay` client pointed at it, and the admin client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import razorpay
+from provider_receiver import ProviderReceiver
+from razorpay_support import MAX_ATTEMPTS, WEBHOOK_SECRET
+
+from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client, start_provider_sandbox
+
+
+def _describe(event: dict[str, Any]) -> tuple[str, str]:
+    first = event["contains"][0]
+    return str(event["event"]), str(event["payload"][first]["entity"]["id"])
+
+
+@pytest.fixture(scope="session")
+def razorpay_receiver() -> Iterator[ProviderReceiver]:
+    server = ProviderReceiver(_describe).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def razorpay_url(razorpay_receiver: ProviderReceiver) -> Iterator[str]:
+    process, url = start_provider_sandbox(
+        "razorpay_sandbox",
+        name="razorpay-sandbox-tests",
+        env={
+            "RAZORPAY_SANDBOX_WEBHOOK_URL": razorpay_receiver.url,
+            "RAZORPAY_SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "RAZORPAY_SANDBOX_WEBHOOK_RETRY_BASE": "0.05",
+            "RAZORPAY_SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "0.2",
+            "RAZORPAY_SANDBOX_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
+        },
+    )
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def razorpay_admin(razorpay_url: str) -> Iterator[KitAdmin]:
+    client = KitAdmin(razorpay_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(razorpay_admin: KitAdmin) -> Iterator[None]:
+    """Every test starts and ends without armed faults (replaces the Stripe sandbox's own)."""
+    razorpay_admin.clear_faults()
+    yield
+    razorpay_admin.clear_faults()
+
+
+@pytest.fixture(scope="session")
+def rzp(razorpay_url: str) -> razorpay.Client:
+    """The official SDK as the payments service would configure it."""
+    return razorpay_client(razorpay_url)
