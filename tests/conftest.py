@@ -8,7 +8,12 @@ from collections.abc import Callable
 import pytest
 
 from hirepay_dev import pg
+from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_dev.services import SPECS, prepare_database
+
+# One service-token secret per test run, shared by every process the tests start (and by the
+# settings objects tests build in this process): generated, never a fixed value.
+ensure_service_token_secret()
 
 
 @pytest.fixture(scope="session")

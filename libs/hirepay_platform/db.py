@@ -57,8 +57,8 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
-    """An asyncpg engine with a bounded pool."""
-    return create_async_engine(
+    """An asyncpg engine with a bounded pool (its statements traced when spans are exported)."""
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
@@ -69,6 +69,8 @@ def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> A
         # Statements are short; a stuck one should fail rather than hold a pooled connection forever.
         connect_args={"command_timeout": 30, "server_settings": {"application_name": "hirepay"}},
     )
+    tracing.instrument_engine(engine)
+    return engine
 
 
 def database_check(url: str) -> Callable[[], Awaitable[None]]:

@@ -17,7 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from hirepay_platform import grpc_status, metrics, tracing
+from hirepay_platform import grpc_status, identity, metrics, tracing
 from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.readiness import Check, DependencyHealthServicer, ReadinessWatcher
@@ -27,16 +27,20 @@ from hirepay_platform.untrusted import text_problem
 log = logging.getLogger(__name__)
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
+Metadata = tuple[tuple[str, str | bytes], ...]
 Hook = Callable[[], Awaitable[None]]
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):
-    """Around every RPC: a server span from the caller's W3C context, RPC metrics, and the one
-    mapping of errors to statuses (domain error -> its code + ErrorInfo; anything else -> INTERNAL
-    with a generic message, the trace logged here and never sent to the client)."""
+    """Around every RPC: a server span from the caller's W3C context, RPC metrics, the caller's
+    authentication (service token, gateway-signed actor, access policy: see identity.py) before
+    any servicer runs, and the one mapping of errors to statuses (domain error -> its code +
+    ErrorInfo; anything else -> INTERNAL with a generic message, the trace logged here and never
+    sent to the client). Health and reflection need no token (probes and tooling)."""
 
-    def __init__(self, service: str) -> None:
+    def __init__(self, service: str, authenticator: identity.ServiceAuthenticator) -> None:
         self._service = service
+        self._auth = authenticator
         self._domain = f"{service}.hirepay"
         self._tracer = tracing.tracer(f"hirepay.{service}")
 
@@ -49,16 +53,17 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or details.method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
         method = details.method.rsplit("/", 1)[-1]
-        parent = tracing.extract_context(details.invocation_metadata)
+        metadata = tuple(details.invocation_metadata or ())
+        parent = tracing.extract_context(metadata)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, parent),
+                self._wrap_unary(handler.unary_unary, method, parent, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, parent),
+                self._wrap_stream(handler.unary_stream, method, parent, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -80,16 +85,18 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         context.set_details(message)
         return code.name
 
-    def _wrap_unary(self, inner: Any, method: str, parent: Any) -> Any:
+    def _wrap_unary(self, inner: Any, method: str, parent: Any, metadata: Metadata) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
             token = otel_context.attach(parent)
+            caller_token = identity.set_current_caller(None)
             try:
                 with self._tracer.start_as_current_span(
                     f"{self._service}/{method}", kind=trace.SpanKind.SERVER
                 ):
                     try:
+                        identity.set_current_caller(self._auth.authenticate(metadata, method))
                         _refuse_bad_text(request)
                         return await inner(request, context)
                     except asyncio.CancelledError:
@@ -102,21 +109,24 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                         code = await self._fail(context, method, exc)
                         return None
             finally:
+                identity.reset_current_caller(caller_token)
                 otel_context.detach(token)
                 self._observe(method, code, started)
 
         return wrapper
 
-    def _wrap_stream(self, inner: Any, method: str, parent: Any) -> Any:
+    def _wrap_stream(self, inner: Any, method: str, parent: Any, metadata: Metadata) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = "OK"
             token = otel_context.attach(parent)
+            caller_token = identity.set_current_caller(None)
             try:
                 with self._tracer.start_as_current_span(
                     f"{self._service}/{method}", kind=trace.SpanKind.SERVER
                 ):
                     try:
+                        identity.set_current_caller(self._auth.authenticate(metadata, method))
                         _refuse_bad_text(request)
                         async for item in inner(request, context):
                             yield item
@@ -126,6 +136,8 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                     except Exception as exc:
                         code = await self._fail(context, method, exc)
             finally:
+                with contextlib.suppress(ValueError):
+                    identity.reset_current_caller(caller_token)
                 with contextlib.suppress(ValueError):
                     otel_context.detach(token)
                 self._observe(method, code, started)
@@ -179,9 +191,13 @@ def _field_values(message: Message, prefix: str) -> Iterator[tuple[str, Any]]:
 class GrpcApp:
     """One service process: its servicers, background workers and lifecycle hooks."""
 
-    def __init__(self, name: str, settings: ServiceSettings) -> None:
+    def __init__(
+        self, name: str, settings: ServiceSettings, access: identity.AccessPolicy | None = None
+    ) -> None:
+        """`access`: which calling services may call which RPCs (None: any authenticated one)."""
         self.name = name
         self.settings = settings
+        self.access = access
         self._services: list[tuple[Callable[[Any, grpc.aio.Server], None], Any, str]] = []
         self._workers: list[Worker] = []
         self._startup: list[Hook] = []
@@ -233,10 +249,14 @@ class GrpcApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
+        secret = self.settings.service_token_secret.get_secret_value()
+        # Clients this process opens sign as this service; its server verifies its callers.
+        identity.configure(self.name, secret)
+        authenticator = identity.ServiceAuthenticator(self.name, secret, self.access)
         for hook in self._startup:
             await hook()
         server = grpc.aio.server(
-            interceptors=[PlatformInterceptor(self.name)],
+            interceptors=[PlatformInterceptor(self.name, authenticator)],
             options=[("grpc.so_reuseport", 0)],
         )
         self.server = server

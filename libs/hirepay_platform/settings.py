@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from typing import TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hirepay_platform.identity import SECRET_ENV, check_secret
 
 
 class ServiceSettings(BaseSettings):
@@ -34,6 +36,15 @@ class ServiceSettings(BaseSettings):
     traces: str = Field(
         default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")
     )
+    # Signs and verifies the service tokens and actor assertions of every gRPC call (identity.py).
+    # Required in every mode, never defaulted: `make run` and the tests generate one per run.
+    service_token_secret: SecretStr = Field(validation_alias=SECRET_ENV)
+
+    @field_validator("service_token_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value
 
 
 S = TypeVar("S", bound=BaseSettings)
@@ -48,6 +59,8 @@ def load_settings(cls: type[S]) -> S:
         problems = []
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"])
-            problems.append(f"  {prefix}{name.upper()}: {err['msg']}")
+            # An alias such as HIREPAY_SERVICE_TOKEN_SECRET is already the variable's full name.
+            variable = name if name.isupper() else f"{prefix}{name.upper()}"
+            problems.append(f"  {variable}: {err['msg']}")
         sys.stderr.write(f"{cls.__name__}: invalid configuration\n" + "\n".join(problems) + "\n")
         raise SystemExit(2) from None

@@ -22,12 +22,15 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY
 from tests.e2e.conftest import System, eventually, job_fields, new_company
+from tests.support.service_auth import signed_channel
 
 ADMIN = common_pb2.Actor(user_id="ops-1", role="admin")
 
 
 def report(system: System) -> pb.ConsistencyReport:
-    with grpc.insecure_channel(system.stack.services["jobs"].target) as channel:
+    with signed_channel(
+        system.stack.services["jobs"].target, caller="gateway", service="jobs"
+    ) as channel:
         stub = pb_grpc.JobsServiceStub(channel)
         return stub.GetConsistencyReport(pb.GetConsistencyReportRequest(actor=ADMIN), timeout=60)
 
@@ -73,7 +76,9 @@ def _sql(url: str, statement: str, *params: object, past_triggers: bool = False)
 
 
 def test_only_admins_read_the_report(system: System) -> None:
-    with grpc.insecure_channel(system.stack.services["jobs"].target) as channel:
+    with signed_channel(
+        system.stack.services["jobs"].target, caller="gateway", service="jobs"
+    ) as channel:
         stub = pb_grpc.JobsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.GetConsistencyReport(
@@ -142,7 +147,9 @@ def test_each_injected_violation_is_reported(system: System) -> None:
         "INSERT INTO transfers (id, kind, fingerprint) VALUES ($1, 'transfer', '{}'::jsonb)",
         transfer,
     )
-    with grpc.insecure_channel(system.stack.services["wallet"].target) as channel:
+    with signed_channel(
+        system.stack.services["wallet"].target, caller="jobs", service="wallet"
+    ) as channel:
         account = (
             wpb_grpc.WalletServiceStub(channel)
             .OpenAccount(
@@ -165,7 +172,9 @@ def test_each_injected_violation_is_reported(system: System) -> None:
         past_triggers=True,
     )
     # 3. Money the provider took behind payments' back (reconciliation through the provider).
-    with grpc.insecure_channel(system.stack.services["payments"].target) as channel:
+    with signed_channel(
+        system.stack.services["payments"].target, caller="jobs", service="payments"
+    ) as channel:
         payments = ppb_grpc.PaymentsServiceStub(channel)
         authorized = payments.Authorize(
             ppb.AuthorizeRequest(

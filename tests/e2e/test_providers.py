@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
-import grpc
 import httpx
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import System, eventually, new_company
 from tests.support.provider_harnesses import hidden_fields
+from tests.support.service_auth import signed_aio_channel
 
 RETURN_URL = "https://app.example/subscription/success"
 CANCEL_URL = "https://app.example/subscription/cancel"
@@ -112,7 +112,7 @@ def test_razorpay_order_paid_verified_by_signature_forgery_refused(system: Syste
 async def test_fatora_checkout_paid_and_confirmed_by_its_callback_once(system: System) -> None:
     user = new_company()
     target = system.stack.services["payments"].target
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with signed_aio_channel(target, caller="jobs", service="payments") as channel:
         stub = pb_grpc.PaymentsServiceStub(channel)
         started = await stub.Subscribe(
             pb.SubscribeRequest(

@@ -19,6 +19,7 @@ from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
 from tests.support.payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
+from tests.support.service_auth import signed_aio_channel, signed_channel
 
 PROVIDER_TIMEOUT = 1.5
 
@@ -56,7 +57,7 @@ class WebhookRelay:
     def forward(self, body: bytes, signature: str) -> int:
         if not self.target:
             return 503
-        with grpc.insecure_channel(self.target) as channel:
+        with signed_channel(self.target, caller="gateway", service="payments") as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
             try:
                 stub.HandleProviderEvent(
@@ -138,6 +139,7 @@ def payments_service(
             "PAYMENTS_WATCH_INTERVAL_SECONDS": "0.2",
             "PAYMENTS_WATCH_MAX_INTERVAL_SECONDS": "1",
             "PAYMENTS_LOG_LEVEL": "INFO",
+            "PAYMENTS_WALLET_TARGET": "",  # no wallet here: purchases stay owed to the ledger
         },
         log_name="payments-tests",
     )
@@ -149,7 +151,7 @@ def payments_service(
 
 @pytest.fixture(scope="session")
 async def stub(payments_service: RunningService) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    channel = grpc.aio.insecure_channel(payments_service.target)
+    channel = signed_aio_channel(payments_service.target, caller="jobs", service="payments")
     yield pb_grpc.PaymentsServiceStub(channel)
     await channel.close()
 

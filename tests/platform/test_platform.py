@@ -21,6 +21,7 @@ from hirepay_platform.logs import JsonFormatter, mask_secrets
 from hirepay_platform.metrics import RPC_REQUESTS
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import ServiceSettings, load_settings
+from tests.support.service_auth import signed_aio_channel
 
 
 class _Settings(ServiceSettings):
@@ -81,7 +82,7 @@ async def app_server():
 
 async def test_domain_error_becomes_status_with_error_info(app_server) -> None:
     _, _, target, _ = app_server
-    client = ServiceClient("wallet", target)
+    client = ServiceClient("fakewallet", target)
     stub = pb_grpc.WalletServiceStub(client.channel)
     with pytest.raises(RemoteError) as caught:
         await client.call(stub.GetAccount, pb.GetAccountRequest(account_id="missing"))
@@ -95,7 +96,7 @@ async def test_domain_error_becomes_status_with_error_info(app_server) -> None:
 
 async def test_unknown_error_is_internal_with_generic_message(app_server, caplog) -> None:
     _, _, target, _ = app_server
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with signed_aio_channel(target, caller="jobs", service="fakewallet") as channel:
         stub = pb_grpc.WalletServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetAccount(pb.GetAccountRequest(account_id="boom"), timeout=5)
@@ -106,7 +107,7 @@ async def test_unknown_error_is_internal_with_generic_message(app_server, caplog
 
 async def test_retry_only_with_request_id(app_server) -> None:
     _, servicer, target, _ = app_server
-    client = ServiceClient("wallet", target, backoff=0.01)
+    client = ServiceClient("fakewallet", target, backoff=0.01)
     stub = pb_grpc.WalletServiceStub(client.channel)
     servicer.unavailable_left, servicer.calls = 2, 0
     reply = await client.call(
@@ -122,7 +123,7 @@ async def test_retry_only_with_request_id(app_server) -> None:
 
 async def test_every_call_has_a_deadline(app_server) -> None:
     _, _, target, _ = app_server
-    client = ServiceClient("wallet", target, timeout=0.1)
+    client = ServiceClient("fakewallet", target, timeout=0.1)
     stub = pb_grpc.WalletServiceStub(client.channel)
     with pytest.raises(RemoteError) as caught:
         await client.call(stub.GetAccount, pb.GetAccountRequest(account_id="slow"))
@@ -132,7 +133,7 @@ async def test_every_call_has_a_deadline(app_server) -> None:
 
 async def test_health_serving_then_not_serving_and_inflight_call_finishes(app_server) -> None:
     app, _, target, stop = app_server
-    async with grpc.aio.insecure_channel(target) as channel:
+    async with signed_aio_channel(target, caller="jobs", service="fakewallet") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(
             health_pb2.HealthCheckRequest(service="hirepay.wallet.v1.WalletService"), timeout=2
@@ -240,7 +241,7 @@ async def test_nul_in_any_string_field_is_invalid_argument_before_the_servicer(
     # A direct gRPC call is as untrusted as an HTTP request: the one interceptor refuses text the
     # database could not hold, so no servicer (and no SQL) ever sees it.
     _, servicer, target, _ = app_server
-    client = ServiceClient("wallet", target)
+    client = ServiceClient("fakewallet", target)
     stub = pb_grpc.WalletServiceStub(client.channel)
     servicer.calls = 0
     with pytest.raises(RemoteError) as caught:

@@ -17,12 +17,15 @@ from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from gateway.adapters.ratelimit import TokenBucketLimiter
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
+from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.identity import ServiceAuthenticator, current_caller
 from hirepay_platform.server import PlatformInterceptor
 
 Handler = Callable[[Any], Any]
@@ -172,8 +175,11 @@ def _servicer(base: type, fake: Scripted, methods: list[str]) -> Any:
 class FakeJobs(Scripted):
     def __init__(self) -> None:
         super().__init__()
+        # The real jobs keeps the posting buckets in PostgreSQL; the fake keeps them in memory.
+        self.buckets: dict[int, TokenBucketLimiter] = {}
         self.defaults.update(
             {
+                "TakePostingAttempt": self._take_posting_attempt,
                 "GetJob": lambda r: jobs_pb.JobResponse(job=make_job(r.job_id)),
                 "CreateDraft": lambda r: jobs_pb.JobResponse(
                     job=make_job("job_draft", r.actor.user_id, jobs_pb.Job.DRAFT, fields=r.fields)
@@ -186,6 +192,22 @@ class FakeJobs(Scripted):
                     counts={"active_job_without_payment": 0}
                 ),
             }
+        )
+
+    def _take_posting_attempt(
+        self, request: jobs_pb.TakePostingAttemptRequest
+    ) -> jobs_pb.TakePostingAttemptResponse:
+        limiter = self.buckets.setdefault(
+            request.limit, TokenBucketLimiter(request.limit, policy="fake")
+        )
+        # The bucket is the signed actor's, as in the real service.
+        decision = limiter.take(current_caller().user.user_id, attempt=request.attempt_id)
+        return jobs_pb.TakePostingAttemptResponse(
+            allowed=decision.allowed,
+            limit=decision.limit,
+            remaining=decision.remaining,
+            reset_seconds=decision.reset_seconds,
+            retry_after_seconds=decision.retry_after_seconds,
         )
 
 
@@ -204,6 +226,12 @@ JOBS_METHODS = [
     "CancelJob",
     "ListJobTransitions",
     "GetConsistencyReport",
+    "Apply",
+    "ListMyApplications",
+    "ListJobApplications",
+    "ViewApplicant",
+    "DecideApplication",
+    "TakePostingAttempt",
 ]
 PAYMENTS_METHODS = [
     "Authorize",
@@ -218,6 +246,8 @@ PAYMENTS_METHODS = [
     "CancelCheckout",
     "ListPlans",
     "HandleProviderEvent",
+    "GetSubscriptionStatus",
+    "RefundTransaction",
     "ConfirmCheckoutReturn",
 ]
 
@@ -250,7 +280,9 @@ async def start_fake(
     servicer: Any,
     port: int = 0,
 ) -> FakeServer:
-    server = grpc.aio.server(interceptors=[PlatformInterceptor(name)])
+    # The fakes authenticate the gateway exactly as the real services do.
+    authenticator = ServiceAuthenticator(name, ensure_service_token_secret())
+    server = grpc.aio.server(interceptors=[PlatformInterceptor(name, authenticator)])
     if add is not None:
         add(servicer, server)
     health_servicer = health.aio.HealthServicer()

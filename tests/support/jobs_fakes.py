@@ -7,7 +7,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hirepay_platform.errors import ErrorKind, HirepayError
+from hirepay_platform.errors import ErrorKind, HirepayError, Unavailable
+from jobs.domain.applications import Application, ViewState
+from jobs.domain.errors import InsufficientCredits
 from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.posting_saga import (
     FINAL_STATES,
@@ -45,6 +47,11 @@ class Store:
     sagas: dict[str, Saga] = field(default_factory=dict)
     log: list[tuple[str, str, str]] = field(default_factory=list)
     cursors: dict[str, int] = field(default_factory=dict)
+    applications: dict[str, Application] = field(default_factory=dict)
+    views: dict[tuple[str, str], ViewState] = field(default_factory=dict)
+    # The posting rate limit: user -> (tokens, updated_at), and (user, attempt) -> charged_at.
+    buckets: dict[str, tuple[float, datetime]] = field(default_factory=dict)
+    charges: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 class FakeJobs:
@@ -179,6 +186,109 @@ class FakeSettlements:
         self.tx.cursors[consumer] = max(cursor, self.tx.cursors.get(consumer, 0))
 
 
+class FakeApplications:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def add_if_absent(self, application: Application) -> bool:
+        key = (application.job_id, application.applicant_id)
+        if any((a.job_id, a.applicant_id) == key for a in self.tx.applications.values()):
+            return False
+        self.tx.applications[application.id] = copy.deepcopy(application)
+        return True
+
+    async def get(self, application_id: str, *, for_update: bool = False) -> Application | None:
+        return copy.deepcopy(self.tx.applications.get(application_id))
+
+    async def get_for(self, job_id: str, applicant_id: str) -> Application | None:
+        for a in self.tx.applications.values():
+            if (a.job_id, a.applicant_id) == (job_id, applicant_id):
+                return copy.deepcopy(a)
+        return None
+
+    async def save(self, application: Application) -> None:
+        self.tx.applications[application.id] = copy.deepcopy(application)
+
+    def _newest(self, found: list[Application], limit: int) -> list[Application]:
+        return copy.deepcopy(
+            sorted(found, key=lambda a: (a.created_at, a.id), reverse=True)[:limit]
+        )
+
+    async def list_by_applicant(self, applicant_id: str, limit: int) -> list[Application]:
+        found = [a for a in self.tx.applications.values() if a.applicant_id == applicant_id]
+        return self._newest(found, limit)
+
+    async def list_by_job(self, job_id: str, limit: int) -> list[Application]:
+        return self._newest([a for a in self.tx.applications.values() if a.job_id == job_id], limit)
+
+
+class FakeCandidateViews:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def claim(
+        self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
+    ) -> ViewState:
+        return self.tx.views.setdefault((company_id, applicant_id), ViewState.CHARGING)
+
+    async def state(self, company_id: str, applicant_id: str) -> ViewState | None:
+        return self.tx.views.get((company_id, applicant_id))
+
+    async def mark_charged(
+        self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
+    ) -> None:
+        self.tx.views[(company_id, applicant_id)] = ViewState.CHARGED
+
+    async def release(self, company_id: str, applicant_id: str) -> None:
+        if self.tx.views.get((company_id, applicant_id)) is ViewState.CHARGING:
+            del self.tx.views[(company_id, applicant_id)]
+
+    async def viewed(self, company_id: str, applicant_ids: list[str]) -> set[str]:
+        return {a for a in applicant_ids if self.tx.views.get((company_id, a)) is ViewState.CHARGED}
+
+
+class FakeCandidateCredits:
+    """The wallet's candidate credits: one debit per transfer id; `fail_after_debit` loses the
+    answer after the debit was made (the caller sees an error, the credit is taken)."""
+
+    def __init__(self, balances: dict[str, int] | None = None) -> None:
+        self.balances = dict(balances or {})
+        self.transfers: set[str] = set()
+        self.fail_after_debit = False
+
+    async def debit_view(self, company_id: str, applicant_id: str, transfer_id: str) -> None:
+        if transfer_id not in self.transfers:
+            if self.balances.get(company_id, 0) < 1:
+                raise InsufficientCredits("no candidate credits left")
+            self.balances[company_id] -= 1
+            self.transfers.add(transfer_id)
+        if self.fail_after_debit:
+            self.fail_after_debit = False
+            raise Unavailable("the wallet's answer was lost")
+
+
+class FakePostingRates:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        return self.tx.buckets.setdefault(user_id, (full, now))
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
+        self.tx.buckets[user_id] = (tokens, now)
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
+        return (user_id, attempt_id) in self.tx.charges
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
+        self.tx.charges.setdefault((user_id, attempt_id), now)
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
+        for key, at in list(self.tx.charges.items()):
+            if key[0] == user_id and at < before:
+                del self.tx.charges[key]
+
+
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
@@ -191,6 +301,9 @@ class FakeUnitOfWork:
         self.jobs = FakeJobs(self._tx)
         self.sagas = FakeSagas(self._tx)
         self.settlements = FakeSettlements(self._tx)
+        self.applications = FakeApplications(self._tx)
+        self.candidate_views = FakeCandidateViews(self._tx)
+        self.rate_limits = FakePostingRates(self._tx)
         self._committed = False
         return self
 
@@ -198,7 +311,17 @@ class FakeUnitOfWork:
         self._tx = None  # type: ignore[assignment]
 
     async def commit(self) -> None:
-        for name in ("jobs", "transitions", "sagas", "log", "cursors"):
+        for name in (
+            "jobs",
+            "transitions",
+            "sagas",
+            "log",
+            "cursors",
+            "applications",
+            "views",
+            "buckets",
+            "charges",
+        ):
             setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
         self.commits += 1
         self._committed = True

@@ -146,6 +146,9 @@ class FaultyUnitOfWork:
         self.jobs = _WatchedJobs(self.inner.jobs, self)
         self.sagas = _WatchedSagas(self.inner.sagas, self)
         self.settlements = self.inner.settlements
+        self.applications = self.inner.applications
+        self.candidate_views = self.inner.candidate_views
+        self.rate_limits = self.inner.rate_limits
         self.crash_on_commit = False
         return self
 

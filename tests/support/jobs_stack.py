@@ -24,6 +24,7 @@ from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.services import JOBS, RunningService, start_service
 from hirepay_platform.grpc_status import error_info
 from tests.support import jobs_process
+from tests.support.service_auth import signed_channel
 
 FEE = 14900  # engineering, USD, from the default price list
 CREDITS_FEE = 500
@@ -68,7 +69,7 @@ class WebhookRelay:
     def forward(self, body: bytes, signature: str) -> int:
         if not self.target:
             return 503
-        with grpc.insecure_channel(self.target) as channel:
+        with signed_channel(self.target, caller="gateway", service="payments") as channel:
             try:
                 ppb_grpc.PaymentsServiceStub(channel).HandleProviderEvent(
                     ppb.HandleProviderEventRequest(

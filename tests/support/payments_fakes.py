@@ -13,8 +13,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from hirepay_platform.errors import PreconditionFailed
 from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.reasons import FailureReason
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from payments.domain.credits import CREDIT_UNITS, CreditGrant, GrantKind, GrantStatus
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Payment
 from payments.domain.provider import (
@@ -47,6 +50,7 @@ class State:
     events: set[str] = field(default_factory=set)
     outbox: list[OutboxEvent] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
+    grants: dict[str, CreditGrant] = field(default_factory=dict)
 
 
 class Clock:
@@ -258,6 +262,74 @@ class FakeAudit(_Repo):
         return [a for a in self.st.audit if a.transaction_id == transaction_id]
 
 
+class FakeCreditGrants(_Repo):
+    async def add(self, grant: CreditGrant) -> bool:
+        if grant.id in self.st.grants:
+            return False
+        self.st.grants[grant.id] = copy.deepcopy(grant)
+        return True
+
+    async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:
+        return copy.deepcopy(self.st.grants.get(grant_id))
+
+    async def for_transaction(self, transaction_id: str) -> list[CreditGrant]:
+        found = [g for g in self.st.grants.values() if g.transaction_id == transaction_id]
+        return copy.deepcopy(found)
+
+    async def save(self, grant: CreditGrant) -> None:
+        self.st.grants[grant.id] = copy.deepcopy(grant)
+
+    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[CreditGrant]:
+        due = [
+            g
+            for g in self.st.grants.values()
+            if g.status is GrantStatus.PENDING and g.next_attempt_at <= now
+        ][:limit]
+        for g in due:
+            g.next_attempt_at = now + timedelta(seconds=lease_seconds)
+        return copy.deepcopy(due)
+
+
+class LedgerInsufficientFunds(PreconditionFailed):
+    """The wallet's refusal of a debit below zero, as the client raises it."""
+
+    reason = FailureReason.INSUFFICIENT_FUNDS
+
+
+class FakeLedger:
+    """The wallet's ledger for plan credits: balances per (owner, unit), transfers once by id,
+    never below zero for users; `fail` makes the next calls raise (the wallet down)."""
+
+    def __init__(self) -> None:
+        self.balances: dict[tuple[str, str], int] = {}
+        self.transfers: dict[str, dict[str, int]] = {}
+        self.fail: list[Exception] = []
+
+    async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
+        if self.fail:
+            raise self.fail.pop(0)
+        if grant.transfer_id in self.transfers:
+            return  # replayed: moves nothing
+        sign = 1 if grant.kind is GrantKind.ISSUE else -1
+        owner_of = {unit: grant.user_id if unit in CREDIT_UNITS else "platform" for unit in amounts}
+        for unit, n in amounts.items():
+            too_low = self.balances.get((owner_of[unit], unit), 0) < n
+            if sign < 0 and unit in CREDIT_UNITS and too_low:
+                raise LedgerInsufficientFunds(f"{unit} balance too low")
+        for unit, n in amounts.items():
+            key = (owner_of[unit], unit)
+            self.balances[key] = self.balances.get(key, 0) + sign * n
+        self.transfers[grant.transfer_id] = dict(amounts)
+
+    async def available(self, user_id: str) -> dict[str, int]:
+        if self.fail:
+            raise self.fail.pop(0)
+        return {unit: self.balances.get((user_id, unit), 0) for unit in CREDIT_UNITS}
+
+    def spend(self, user_id: str, unit: str, n: int) -> None:
+        self.balances[(user_id, unit)] -= n
+
+
 class FakeUnitOfWork:
     def __init__(self) -> None:
         self.committed = State()
@@ -269,6 +341,7 @@ class FakeUnitOfWork:
         self.events = FakeEvents(self)
         self.outbox = FakeOutbox(self)
         self.audit = FakeAudit(self)
+        self.credit_grants = FakeCreditGrants(self)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.working = copy.deepcopy(self.committed)

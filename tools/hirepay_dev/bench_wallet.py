@@ -30,7 +30,10 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import CpuMeter
 from hirepay_dev.benchlib import Result, closed_loop, pgbench_tpcb
+from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_dev.services import WALLET, RunningService, prepare_database, start_service
+from hirepay_platform.client import SigningInterceptor
+from hirepay_platform.identity import TokenMinter
 
 CONCURRENCY = (1, 8, 32)
 SECONDS = 4.0
@@ -235,9 +238,11 @@ async def run(
             assert service.process.popen is not None
             return CpuMeter(pg_url, {"wallet": service.process.popen.pid}, {database: "wallet"})
 
+        # The benchmark calls the wallet as jobs does (a signed service token on every call).
+        signer = SigningInterceptor("wallet", TokenMinter("jobs", ensure_service_token_secret()))
         async with (
-            grpc.aio.insecure_channel(grouped.target) as channel,
-            grpc.aio.insecure_channel(ungrouped.target) as channel_ungrouped,
+            grpc.aio.insecure_channel(grouped.target, interceptors=[signer]) as channel,
+            grpc.aio.insecure_channel(ungrouped.target, interceptors=[signer]) as channel_ungrouped,
         ):
             fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(levels))
             await fixture.setup()

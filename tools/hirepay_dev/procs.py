@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -12,8 +13,21 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hirepay_platform.identity import SECRET_ENV
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO_ROOT / ".data" / "logs"
+
+
+def ensure_service_token_secret() -> str:
+    """The secret every process of this run signs its gRPC calls with: the environment's
+    HIREPAY_SERVICE_TOKEN_SECRET, else a random one generated once for this run (never a fixed
+    value) and put in the environment, so every child process started from here shares it."""
+    secret = os.environ.get(SECRET_ENV)
+    if not secret:
+        secret = secrets.token_urlsafe(48)
+        os.environ[SECRET_ENV] = secret
+    return secret
 
 
 def free_port() -> int:
@@ -80,6 +94,7 @@ class Process:
     def start(self, timeout: float = 30.0) -> Process:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name}.log"
+        ensure_service_token_secret()
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hirepay_dev import pg
-from hirepay_dev.procs import REPO_ROOT, Process, free_port, http_ready, python_module
+from hirepay_dev.procs import (
+    REPO_ROOT,
+    Process,
+    ensure_service_token_secret,
+    free_port,
+    http_ready,
+    python_module,
+)
 from hirepay_dev.provider_sandboxes import (
     FATORA_API_KEY,
     PAYPAL_CLIENT_ID,
@@ -33,6 +40,7 @@ from hirepay_dev.services import (
     start_service,
 )
 from hirepay_dev.supervisor import Supervisor
+from hirepay_platform.identity import SECRET_ENV
 
 # Development-only secrets: the sandbox signs webhooks with this, payments verifies with it.
 DEV_WEBHOOK_SECRET = "whsec_hirepaydevonly0000000000000000"
@@ -162,6 +170,7 @@ class Stack:
             "wallet": {},
             "payments": {
                 "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
+                "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
                 "PAYMENTS_CHECKOUT_RETURN_URL": (
                     f"{gateway_url}/api/payments/return/{{provider}}?ref={{ref}}"
                 ),
@@ -330,6 +339,11 @@ def main() -> None:
     )
     for name in sorted(real_providers):
         print(f"{name}: real API ({PROVIDER_SANDBOXES[name][1]} is set); no sandbox", flush=True)
+    # Every process signs its gRPC calls with one secret: the environment's, else a random one for
+    # this run (restarted processes inherit it; there is no built-in value).
+    if not os.environ.get(SECRET_ENV):
+        ensure_service_token_secret()
+        print(f"{SECRET_ENV}: generated for this run", flush=True)
     state = Path(os.environ.get("SANDBOX_STATE_FILE") or REPO_ROOT / ".data" / "sandbox-state.json")
     stack = Stack(
         server_url=server_url,

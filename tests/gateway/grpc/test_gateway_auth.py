@@ -14,7 +14,14 @@ import httpx
 import jwt
 import pytest
 
-from hirepay_dev.procs import REPO_ROOT, Process, free_port, python_module
+from hirepay_dev.procs import (
+    REPO_ROOT,
+    Process,
+    ensure_service_token_secret,
+    free_port,
+    python_module,
+)
+from hirepay_platform.identity import ACTOR_HEADER, SECRET_ENV, SERVICE_TOKEN_HEADER
 from tests.support.gateway_harness import (
     AUDIENCE,
     ISSUER,
@@ -110,6 +117,30 @@ async def test_both_rotation_keys_are_accepted(
     assert [(a.user_id, a.role) for a in actors] == [("company-rot", "company")] * 2
 
 
+async def test_backend_calls_carry_the_gateway_signed_actor_of_a_signed_in_user(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    """Issue 12 §3: the services trust the actor assertion the gateway signs, not request fields."""
+    resp = await client.get(PROTECTED, headers=bearer("company", "company-signed"))
+    assert resp.status_code == 200, resp.text
+    [call] = backends.jobs.calls_to("ListMyJobs")
+    assert SERVICE_TOKEN_HEADER in call.metadata
+    actor = jwt.decode(call.metadata[ACTOR_HEADER], options={"verify_signature": False})
+    assert (actor["iss"], actor["aud"], actor["sub"], actor["role"], actor["typ"]) == (
+        "gateway",
+        "jobs",
+        "company-signed",
+        "company",
+        "actor",
+    )
+    assert actor["exp"] - actor["iat"] <= 60
+    # An anonymous request is signed as the gateway, with no actor at all.
+    assert (await client.get("/api/jobs")).status_code == 200
+    [anonymous] = backends.jobs.calls_to("ListActiveJobs")
+    assert SERVICE_TOKEN_HEADER in anonymous.metadata
+    assert ACTOR_HEADER not in anonymous.metadata
+
+
 async def test_development_key_is_refused_outside_development(client: httpx.AsyncClient) -> None:
     from gateway.service_layer.auth import issue_token  # signs with the development key by default
 
@@ -150,7 +181,12 @@ def test_production_without_keys_fails_fast() -> None:
     port = free_port()
     result = subprocess.run(
         python_module("gateway"),
-        env={"PATH": "/usr/bin:/bin", "GATEWAY_ENV": "production", "GATEWAY_PORT": str(port)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "GATEWAY_ENV": "production",
+            "GATEWAY_PORT": str(port),
+            SECRET_ENV: ensure_service_token_secret(),
+        },
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -160,10 +196,34 @@ def test_production_without_keys_fails_fast() -> None:
     assert "GATEWAY_JWT_KEYS is required" in result.stderr
 
 
+def test_without_the_service_token_secret_the_gateway_fails_fast() -> None:
+    """Issue 12 §3: no built-in service-token secret in any mode; a short one is refused too."""
+    for secret in (None, "too-short"):
+        result = subprocess.run(
+            python_module("gateway"),
+            env={
+                "PATH": "/usr/bin:/bin",
+                "GATEWAY_ENV": "production",
+                "GATEWAY_JWT_KEYS": json.dumps(KEYS),
+                **({SECRET_ENV: secret} if secret else {}),
+            },
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2
+        assert SECRET_ENV in result.stderr
+
+
 def test_short_keys_are_refused() -> None:
     result = subprocess.run(
         python_module("gateway"),
-        env={"PATH": "/usr/bin:/bin", "GATEWAY_JWT_KEYS": '{"k": "short"}'},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "GATEWAY_JWT_KEYS": '{"k": "short"}',
+            SECRET_ENV: ensure_service_token_secret(),
+        },
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

@@ -48,6 +48,8 @@ async def test_subscribe_returns_pending_checkout(
         "status": "PENDING",
         "checkoutUrl": "https://checkout.sandbox.test/c/cs_1",
         "expiresAt": "2026-01-10T10:30:00Z",
+        "subscriptionStatus": "Hold",
+        "paymentStatus": "created",
     }
     [call] = backends.payments.calls_to("Subscribe")
     req = call.request
@@ -238,6 +240,11 @@ async def test_verify_for_the_owner_in_the_seed_shape(
         "timestamp": "2026-01-10T10:25:00Z",
         "subscriptionStartDate": "2026-01-10",
         "subscriptionEndDate": "2026-02-10",
+        # Seed 003's view of the purchase: paid, and its period is over.
+        "subscriptionStatus": "Expired",
+        "paymentStatus": "paid",
+        "jobCredits": 0,
+        "candidateCredits": 0,
     }
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
-import grpc
 import pytest
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
@@ -14,6 +13,7 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
 from hirepay_dev.services import PAYMENTS, WALLET, start_service
 from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, WebhookRelay, start_jobs
+from tests.support.service_auth import signed_channel
 
 PROVIDER_TIMEOUT = "1.5"
 
@@ -57,8 +57,10 @@ def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
         cleanup.callback(wallet.stop)
         admin = SandboxAdmin(sandbox_url)
         cleanup.callback(admin.close)
-        pch = cleanup.enter_context(grpc.insecure_channel(payments.target))
-        wch = cleanup.enter_context(grpc.insecure_channel(wallet.target))
+        pch = cleanup.enter_context(
+            signed_channel(payments.target, caller="jobs", service="payments")
+        )
+        wch = cleanup.enter_context(signed_channel(wallet.target, caller="jobs", service="wallet"))
         yield Stack(
             sandbox,
             admin,
@@ -74,7 +76,7 @@ def jobs(
     stack: Stack, make_service_database: Callable[[str], str]
 ) -> Iterator[pb_grpc.JobsServiceStub]:
     service = start_jobs(stack, make_service_database("jobs"))
-    channel = grpc.insecure_channel(service.target)
+    channel = signed_channel(service.target, caller="gateway", service="jobs")
     yield pb_grpc.JobsServiceStub(channel)
     channel.close()
     service.stop()

@@ -18,6 +18,7 @@ from tests.support.jobs_stack import (
     start_jobs,
     wait_for,
 )
+from tests.support.service_auth import signed_channel
 
 
 @pytest.fixture
@@ -34,11 +35,11 @@ def test_a_surviving_replica_finishes_the_saga_of_a_dead_one(stack, replicas):
     doomed, survivor = replicas
     actor = company()
     request = post_request(actor)
-    with grpc.insecure_channel(doomed.target) as channel:
+    with signed_channel(doomed.target, caller="gateway", service="jobs") as channel:
         with pytest.raises(grpc.RpcError) as info:
             pb_grpc.JobsServiceStub(channel).CreateJobWithPayment(request, timeout=30)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-    with grpc.insecure_channel(survivor.target) as channel:
+    with signed_channel(survivor.target, caller="gateway", service="jobs") as channel:
         stub = pb_grpc.JobsServiceStub(channel)
 
         def paid() -> bool:

@@ -28,6 +28,7 @@ from tests.support.jobs_stack import (
     start_jobs,
     wait_for,
 )
+from tests.support.service_auth import signed_channel
 
 
 def test_card_success_is_active_and_captured_once(stack, jobs):
@@ -190,7 +191,7 @@ def test_kill_9_at_a_saga_step_then_recovery_is_consistent(stack, make_service_d
 def _crash_then_recover(stack, service, step: str) -> None:
     actor = company()
     request = post_request(actor)
-    with grpc.insecure_channel(service.target) as channel:
+    with signed_channel(service.target, caller="gateway", service="jobs") as channel:
         stub = pb_grpc.JobsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.CreateJobWithPayment(request, timeout=30)
@@ -201,7 +202,7 @@ def _crash_then_recover(stack, service, step: str) -> None:
     service.process.env = {**service.process.env, jobs_process.CRASH_AFTER_STEP: ""}
     service.process.popen = None
     service.process.start(30)
-    with grpc.insecure_channel(service.target) as channel:
+    with signed_channel(service.target, caller="gateway", service="jobs") as channel:
         stub = pb_grpc.JobsServiceStub(channel)
 
         def settled() -> bool:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
+
+import pytest
 
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay_platform import identity
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
 from jobs.domain.posting_saga import TryState
 from jobs.entrypoints import conversions as conv
@@ -74,7 +78,25 @@ def test_settlement_event_type_decides_the_state():
     assert other.global_tx_id == ""
 
 
-def test_create_command_from_proto():
+@pytest.fixture
+def signed_caller() -> Iterator[None]:
+    """The caller the platform interceptor verified (the gateway vouching for company co_1)."""
+    token = identity.set_current_caller(
+        identity.Caller("gateway", identity.Actor("co_1", "Company"))
+    )
+    yield
+    identity.reset_current_caller(token)
+
+
+def test_the_request_actor_field_is_ignored(signed_caller):
+    request = pb.CreateJobWithPaymentRequest(
+        request_id="k", actor=common_pb2.Actor(user_id="root", role="admin"), accept_terms=True
+    )
+    cmd = conv.create_with_payment_from_proto(request)
+    assert (cmd.actor.user_id, cmd.actor.role) == ("co_1", "company")
+
+
+def test_create_command_from_proto(signed_caller):
     request = pb.CreateJobWithPaymentRequest(
         request_id=" k ",
         actor=common_pb2.Actor(user_id="co_1", role="Company"),
@@ -91,3 +113,8 @@ def test_create_command_from_proto():
     assert cmd.fields == FIELDS and cmd.draft_id == ""
     assert cmd.payment.expected_amount is not None
     assert cmd.payment.expected_amount.currency == "USD"
+
+
+def test_the_deprecated_actor_conversion_also_returns_the_verified_caller(signed_caller):
+    actor = conv.actor_from_proto(common_pb2.Actor(user_id="root", role="admin"))
+    assert (actor.user_id, actor.role) == ("co_1", "company")

@@ -21,6 +21,7 @@ from tests.support.payments_helpers import (
     rpc_error,
     wait_for,
 )
+from tests.support.service_auth import signed_aio_channel
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 
@@ -30,6 +31,7 @@ def _env(sandbox_url: str) -> dict[str, str]:
         "PAYMENTS_STRIPE_API_BASE": sandbox_url,
         "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
         "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
+        "PAYMENTS_WALLET_TARGET": "",
         "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1",
         "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
         "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
@@ -70,7 +72,7 @@ async def test_kill_during_the_provider_call_is_healed_after_restart(
             # the payment row and its key were committed before the call left payments.
             return all(f["id"] != slow["id"] for f in admin.faults())
 
-        async with grpc.aio.insecure_channel(first.target) as channel:
+        async with signed_aio_channel(first.target, caller="jobs", service="payments") as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
             call = asyncio.ensure_future(stub.Authorize(authorize_request(gtx, amount=990)))
             await wait_for(create_in_flight, timeout=30, interval=0.02)
@@ -85,7 +87,7 @@ async def test_kill_during_the_provider_call_is_healed_after_restart(
         await wait_for(created_unheard, timeout=30)
         assert len(_intents(admin, gtx)) == 1
         first.restart()
-        async with grpc.aio.insecure_channel(first.target) as channel:
+        async with signed_aio_channel(first.target, caller="jobs", service="payments") as channel:
             stub = pb_grpc.PaymentsServiceStub(channel)
 
             async def authorized():
@@ -113,8 +115,8 @@ async def test_two_replicas_resolve_unknown_payments_once(replicas, admin, uniqu
         "timeout_after_commit", seconds=2, path_prefix="/v1/payment_intents", method="POST", count=4
     )
     async with (
-        grpc.aio.insecure_channel(first.target) as a,
-        grpc.aio.insecure_channel(second.target) as b,
+        signed_aio_channel(first.target, caller="jobs", service="payments") as a,
+        signed_aio_channel(second.target, caller="jobs", service="payments") as b,
     ):
         stubs = [pb_grpc.PaymentsServiceStub(a), pb_grpc.PaymentsServiceStub(b)]
         errors = await asyncio.gather(

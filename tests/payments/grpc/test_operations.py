@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import grpc
 import httpx
 import pytest
 
@@ -26,6 +25,7 @@ from tests.support.payments_helpers import (
     rpc_error,
     wait_for,
 )
+from tests.support.service_auth import signed_aio_channel
 
 CALLBACK_SECRET = "callback-secret-for-tests"
 
@@ -131,7 +131,7 @@ def callback_replica(
 
 async def test_settlement_callbacks_are_signed_and_retried(callback_replica, unique) -> None:
     service, receiver = callback_replica
-    async with grpc.aio.insecure_channel(service.target) as channel:
+    async with signed_aio_channel(service.target, caller="jobs", service="payments") as channel:
         stub = pb_grpc.PaymentsServiceStub(channel)
         gtx = unique("gtx")
         await stub.Authorize(authorize_request(gtx, amount=1700))
@@ -150,7 +150,7 @@ async def test_settlement_callbacks_are_signed_and_retried(callback_replica, uni
 
 async def test_plans_file_replaces_the_default_plans(callback_replica) -> None:
     service, _ = callback_replica
-    async with grpc.aio.insecure_channel(service.target) as channel:
+    async with signed_aio_channel(service.target, caller="jobs", service="payments") as channel:
         stub = pb_grpc.PaymentsServiceStub(channel)
         plans = (await stub.ListPlans(pb.ListPlansRequest(user_type=pb.USER_TYPE_COMPANY))).plans
         assert [(p.code, p.period_days) for p in plans] == [("YEARLY", 365)]

@@ -19,6 +19,7 @@ from hirepay_dev.provider_sandboxes import (
 )
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
 from tests.support.payments_helpers import authorize_request, branch, rpc_error
+from tests.support.service_auth import signed_aio_channel
 
 CHECKOUT = pb.PAYMENT_METHOD_TYPE_CHECKOUT
 State = pb.Payment.State
@@ -92,12 +93,12 @@ async def test_a_payment_is_refunded_through_its_provider_after_the_default_chan
 ) -> None:
     gtx = unique("gtx")
     first = start_payments("paypal")
-    async with grpc.aio.insecure_channel(first.target) as channel:
+    async with signed_aio_channel(first.target, caller="jobs", service="payments") as channel:
         order = await _paypal_captured(pb_grpc.PaymentsServiceStub(channel), paypal_url, gtx)
 
     # A restart with Stripe as the default: the PayPal payment still goes to PayPal.
     second = start_payments("stripe")
-    async with grpc.aio.insecure_channel(second.target) as channel:
+    async with signed_aio_channel(second.target, caller="jobs", service="payments") as channel:
         stub = pb_grpc.PaymentsServiceStub(channel)
         stored = (
             await stub.GetPaymentByBranch(pb.GetPaymentByBranchRequest(branch=branch(gtx)))
@@ -131,7 +132,7 @@ async def test_a_provider_without_credentials_is_not_offered(
     start_payments: Callable[..., RunningService], unique
 ) -> None:
     service = start_payments("stripe", paypal=False)
-    async with grpc.aio.insecure_channel(service.target) as channel:
+    async with signed_aio_channel(service.target, caller="jobs", service="payments") as channel:
         stub = pb_grpc.PaymentsServiceStub(channel)
         gtx = unique("gtx")
         exc = await rpc_error(

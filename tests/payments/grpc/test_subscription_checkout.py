@@ -133,7 +133,20 @@ async def test_plans_are_listed_per_user_type(stub) -> None:
     assert [(p.code, p.period_days) for p in plans] == [("MONTHLY", 30)]
     assert {(m.currency, m.amount_minor) for m in plans[0].prices} == {("USD", 1000), ("EUR", 900)}
     every = (await stub.ListPlans(pb.ListPlansRequest())).plans
-    assert len(every) == 2
+    # Seed 003's recruiter plans and seed 004's MONTHLY for both audiences (CR-1).
+    assert [(p.code, p.user_type) for p in every] == [
+        ("FREE_LAUNCHPAD", pb.USER_TYPE_COMPANY),
+        ("SWIFT_HIRE", pb.USER_TYPE_COMPANY),
+        ("GROWTH_ENGINE", pb.USER_TYPE_COMPANY),
+        ("ENTERPRISE_ELITE", pb.USER_TYPE_COMPANY),
+        ("MONTHLY", pb.USER_TYPE_COMPANY),
+        ("MONTHLY", pb.USER_TYPE_APPLICANT),
+    ]
+    credits = {p.code: (p.job_credits, p.candidate_credits, p.free) for p in every}
+    assert credits["FREE_LAUNCHPAD"] == (0, 0, True)
+    assert credits["SWIFT_HIRE"] == (2_500, 50, False)
+    assert credits["GROWTH_ENGINE"] == (7_500, 300, False)
+    assert credits["ENTERPRISE_ELITE"] == (999_999, 1_500, False)
 
 
 async def test_subscribe_timeout_then_retry_with_the_same_request_id(stub, admin, unique) -> None:

@@ -19,6 +19,7 @@ from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev.services import WALLET, RunningService, start_service
 from hirepay_platform.grpc_status import error_info
+from tests.support.service_auth import signed_aio_channel
 
 USD = "USD"
 
@@ -37,7 +38,7 @@ def wallet(wallet_db_url: str) -> Iterator[RunningService]:
 
 @pytest.fixture(scope="module")
 async def channel(wallet: RunningService) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(wallet.target) as channel:
+    async with signed_aio_channel(wallet.target, caller="jobs", service="wallet") as channel:
         yield channel
 
 

@@ -72,6 +72,35 @@ class JobsClient:
             self.stub.GetConsistencyReport, request, timeout=self.saga_timeout
         )
 
+    async def apply(self, request: jobs_pb.ApplyRequest) -> jobs_pb.ApplicationResponse:
+        return await self.client.call(self.stub.Apply, request)
+
+    async def list_my_applications(
+        self, request: jobs_pb.ListMyApplicationsRequest
+    ) -> jobs_pb.ListApplicationsResponse:
+        return await self.client.call(self.stub.ListMyApplications, request)
+
+    async def list_job_applications(
+        self, request: jobs_pb.ListJobApplicationsRequest
+    ) -> jobs_pb.ListApplicationsResponse:
+        return await self.client.call(self.stub.ListJobApplications, request)
+
+    async def view_applicant(
+        self, request: jobs_pb.ViewApplicantRequest
+    ) -> jobs_pb.ApplicationResponse:
+        # A debit on the wallet: the longer budget.
+        return await self.client.call(self.stub.ViewApplicant, request, timeout=self.saga_timeout)
+
+    async def decide_application(
+        self, request: jobs_pb.DecideApplicationRequest
+    ) -> jobs_pb.ApplicationResponse:
+        return await self.client.call(self.stub.DecideApplication, request)
+
+    async def take_posting_attempt(
+        self, request: jobs_pb.TakePostingAttemptRequest
+    ) -> jobs_pb.TakePostingAttemptResponse:
+        return await self.client.call(self.stub.TakePostingAttempt, request)
+
 
 class PaymentsClient:
     """The payments service: subscriptions, transactions, checkout and provider webhooks."""
@@ -99,6 +128,22 @@ class PaymentsClient:
         self, request: pay_pb.HandleProviderEventRequest
     ) -> pay_pb.HandleProviderEventResponse:
         return await self.client.call(self.stub.HandleProviderEvent, request)
+
+    async def list_plans(self, request: pay_pb.ListPlansRequest) -> pay_pb.ListPlansResponse:
+        return await self.client.call(self.stub.ListPlans, request)
+
+    async def get_subscription_status(
+        self, request: pay_pb.GetSubscriptionStatusRequest
+    ) -> pay_pb.GetSubscriptionStatusResponse:
+        return await self.client.call(self.stub.GetSubscriptionStatus, request)
+
+    async def refund_transaction(
+        self, request: pay_pb.RefundTransactionRequest
+    ) -> pay_pb.RefundTransactionResponse:
+        # A provider refund and a wallet revocation.
+        return await self.client.call(
+            self.stub.RefundTransaction, request, timeout=self.slow_timeout
+        )
 
     async def confirm_checkout_return(
         self, request: pay_pb.ConfirmCheckoutReturnRequest

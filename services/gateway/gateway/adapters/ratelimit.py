@@ -1,8 +1,9 @@
-"""Per-user token-bucket rate limit for posting attempts (PAY-14), with IETF RateLimit headers.
+"""Per-user rate limit of posting attempts (PAY-14), with IETF RateLimit headers.
 
-The buckets live in this process's memory, so the limit holds per gateway replica: with N replicas
-behind a load balancer a user gets at most N times the quota. A shared store (Redis) would make it
-global; per-replica is the documented trade-off for now.
+`SharedPostingLimiter` is what the gateway uses: the token bucket lives in the jobs service's
+database (TakePostingAttempt), so every gateway replica spends from the same bucket and a user gets
+the quota once, not once per replica. `TokenBucketLimiter` is the same bucket in one process's
+memory (the test fakes of jobs keep their buckets with it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,14 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+
+if TYPE_CHECKING:
+    from gateway.adapters.backends import JobsClient
+
+WINDOW_SECONDS = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,5 +95,33 @@ class TokenBucketLimiter:
             reset_seconds=math.ceil((self.capacity - tokens) / self.rate),
             retry_after_seconds=max(1, math.ceil(missing_for_one / self.rate)),
             window_seconds=60,
+            policy=self.policy,
+        )
+
+
+class SharedPostingLimiter:
+    """`per_minute` posting attempts per user, the bucket kept by the jobs service for all replicas.
+
+    The user is the signed actor of the call (the gateway's verified caller), never a field."""
+
+    def __init__(self, jobs: JobsClient, per_minute: int, *, policy: str = "default") -> None:
+        self._jobs = jobs
+        self.capacity = per_minute
+        self.policy = policy
+
+    async def take(self, attempt: str) -> Decision:
+        """Spend one attempt (an `attempt` already charged spends none)."""
+        reply = await self._jobs.take_posting_attempt(
+            jobs_pb.TakePostingAttemptRequest(
+                attempt_id=attempt, limit=self.capacity, window_seconds=WINDOW_SECONDS
+            )
+        )
+        return Decision(
+            allowed=reply.allowed,
+            limit=reply.limit,
+            remaining=reply.remaining,
+            reset_seconds=reply.reset_seconds,
+            retry_after_seconds=reply.retry_after_seconds,
+            window_seconds=WINDOW_SECONDS,
             policy=self.policy,
         )

@@ -17,7 +17,12 @@ R = FailureReason  # short name for the tables below
 _REASONS: dict[str, tuple[int, str, str]] = {
     R.PAYMENT_DECLINED: (402, R.PAYMENT_DECLINED, "Your payment method was declined"),
     R.INSUFFICIENT_FUNDS: (402, R.INSUFFICIENT_FUNDS, "Insufficient funds in account"),
-    R.INSUFFICIENT_CREDITS: (402, R.INSUFFICIENT_CREDITS, "Not enough job credits to post"),
+    R.INSUFFICIENT_CREDITS: (
+        402,
+        R.INSUFFICIENT_CREDITS,
+        "Not enough credits (a job post takes 500 job credits, an applicant view 1 candidate "
+        "credit); buy a plan to get more",
+    ),
     R.PAYMENT_TIMEOUT: (504, R.PAYMENT_TIMEOUT, "Payment provider did not respond in time"),
     R.PAYMENT_PROVIDER_UNAVAILABLE: (
         502,
@@ -26,6 +31,7 @@ _REASONS: dict[str, tuple[int, str, str]] = {
     ),
     R.INVALID_PAYMENT_DETAILS: (400, R.INVALID_PAYMENT_DETAILS, "The payment details are invalid"),
     "ALREADY_SUBSCRIBED": (409, "ALREADY_SUBSCRIBED", "User already has an active subscription"),
+    "ALREADY_APPLIED": (409, "ALREADY_APPLIED", "You have already applied to this job"),
     "IDEMPOTENCY_MISMATCH": (
         422,
         "IDEMPOTENCY_KEY_REUSED",

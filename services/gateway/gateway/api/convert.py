@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC
+from datetime import UTC, date, datetime
 from typing import Any
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -253,18 +253,42 @@ def _transaction_status(txn: pay_pb.Transaction) -> str:
 
 
 def subscribe_to_http(txn: pay_pb.Transaction) -> models.SubscribeOut:
+    subscription_status, payment_status = subscription_state(txn)
     return models.SubscribeOut(
         transactionId=txn.transaction_id,
         status=_transaction_status(txn),
         checkoutUrl=txn.checkout_url or None,
         expiresAt=timestamp_to_iso(txn.expires_at, txn.HasField("expires_at")),
+        subscriptionStatus=subscription_status,
+        paymentStatus=payment_status,
     )
+
+
+def subscription_state(txn: pay_pb.Transaction) -> tuple[str, str]:
+    """Seed 003's (subscription status, paymentStatus) of a purchase: Hold/created until a
+    verified payment makes it Active/paid; a failed payment leaves it Failed/failed."""
+    status = txn.status
+    if status == pay_pb.Transaction.PENDING:
+        return "Hold", "created"
+    if status == pay_pb.Transaction.FAILED:
+        return "Failed", "failed"
+    if status == pay_pb.Transaction.CANCELLED:
+        return "Cancelled", "cancelled"
+    if status == pay_pb.Transaction.REFUNDED:
+        return "Refunded", "refunded"
+    today = datetime.now(UTC).date()
+    if txn.subscription_end_date and date.fromisoformat(txn.subscription_end_date) <= today:
+        return "Expired", "paid"
+    if txn.subscription_start_date and date.fromisoformat(txn.subscription_start_date) > today:
+        return "Scheduled", "paid"
+    return "Active", "paid"
 
 
 def verify_to_http(txn: pay_pb.Transaction) -> models.VerifyOut:
     """API-2: the amount as a decimal string with the currency's exponent (3000 USD -> "30.00")."""
     amount = Money(txn.amount.amount_minor, txn.amount.currency or "USD")
     when = txn.updated_at if txn.HasField("updated_at") else txn.created_at
+    subscription_status, payment_status = subscription_state(txn)
     return models.VerifyOut(
         transactionId=txn.transaction_id,
         status=_transaction_status(txn),
@@ -276,6 +300,10 @@ def verify_to_http(txn: pay_pb.Transaction) -> models.VerifyOut:
         timestamp=timestamp_to_iso(when),
         subscriptionStartDate=txn.subscription_start_date or None,
         subscriptionEndDate=txn.subscription_end_date or None,
+        subscriptionStatus=subscription_status,
+        paymentStatus=payment_status,
+        jobCredits=int(txn.metadata.get("job_credits") or 0),
+        candidateCredits=int(txn.metadata.get("candidate_credits") or 0),
     )
 
 

@@ -279,6 +279,9 @@ class SubscribeOut(BaseModel):
     status: str
     checkoutUrl: str | None
     expiresAt: str | None
+    # Seed 003: the order's subscription is on Hold (paymentStatus created) until paid.
+    subscriptionStatus: str | None = None
+    paymentStatus: str | None = None
 
 
 class VerifyOut(BaseModel):
@@ -294,6 +297,12 @@ class VerifyOut(BaseModel):
     timestamp: str | None
     subscriptionStartDate: str | None
     subscriptionEndDate: str | None
+    # Seed 003: the subscription is on Hold (paymentStatus created) until a verified payment makes
+    # it Active (paid); Failed/failed, Cancelled/cancelled, Refunded/refunded, Scheduled, Expired.
+    subscriptionStatus: str | None = None
+    paymentStatus: str | None = None
+    jobCredits: int = 0  # credits the purchase issues once paid (CR-2)
+    candidateCredits: int = 0
 
 
 class WebhookAck(BaseModel):

@@ -10,14 +10,21 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from gateway.adapters.backends import Backends
-from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ErrorBody, error_responses
-from gateway.entrypoints import jobs_routes, ops_routes, payments_routes
+from gateway.entrypoints import (
+    applications_routes,
+    credits_routes,
+    jobs_routes,
+    ops_routes,
+    payments_routes,
+)
 from gateway.entrypoints.error_handlers import install_error_handlers
 from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import Authenticator
+from hirepay_platform import identity
 
 DESCRIPTION = """\
 Hirepay's HTTP API: pay-to-post job ads, premium subscriptions and provider webhooks.
@@ -31,6 +38,9 @@ development). Every error has the shape
 def create_app(settings: GatewaySettings, backends: Backends | None = None) -> FastAPI:
     """Build the gateway; gRPC channels open at start-up inside the server's event loop."""
 
+    # Every backend call is signed as the gateway; a user's calls also carry their actor assertion.
+    identity.configure(identity.EDGE, settings.service_token_secret.get_secret_value())
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backends = backends or Backends.connect(
@@ -41,6 +51,10 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
             },
             rpc_timeout=settings.rpc_timeout_seconds,
             saga_timeout=settings.saga_timeout_seconds,
+        )
+        # The posting rate limit is kept by jobs: it holds across every gateway replica.
+        app.state.limiter = SharedPostingLimiter(
+            app.state.backends.jobs, settings.rate_limit_per_minute, policy="create-with-payment"
         )
         try:
             yield
@@ -74,9 +88,6 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         leeway=settings.jwt_leeway_seconds,
         max_lifetime=settings.jwt_max_lifetime_seconds,
     )
-    app.state.limiter = TokenBucketLimiter(
-        settings.rate_limit_per_minute, policy="create-with-payment"
-    )
     install_error_handlers(app)
     # Added last = outermost: the edge middleware sees (and measures) the guard's refusals too.
     app.add_middleware(InputGuardMiddleware, max_body_bytes=settings.max_body_bytes)
@@ -84,6 +95,8 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(ops_routes.router)
     app.include_router(payments_routes.router)
     app.include_router(jobs_routes.router)
+    app.include_router(credits_routes.router)
+    app.include_router(applications_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -10,10 +10,11 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from gateway.adapters.backends import Backends
-from gateway.adapters.ratelimit import TokenBucketLimiter
+from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ApiError, forbidden, unauthenticated, validation_failed
 from gateway.api.redirects import is_allowed_redirect
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal
+from hirepay_platform import identity
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with HS256 (`make token`).")
 
@@ -22,16 +23,24 @@ async def optional_principal(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal | None:
-    """The caller, or None when no Authorization header was sent; a bad token is refused."""
+    """The caller, or None when no Authorization header was sent; a bad token is refused.
+
+    The verified caller becomes the actor of every backend call made for this request: the
+    platform client sends it as an assertion signed by the gateway, which the services trust
+    instead of any actor field of a request (this runs in the request's own task, so the
+    context variable it sets never reaches another request)."""
+    identity.act_for(None)
     if request.headers.get("authorization") is None:
         return None
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthenticated("expected a bearer token")
     authenticator: Authenticator = request.app.state.authenticator
     try:
-        return authenticator.verify(credentials.credentials)
+        principal = authenticator.verify(credentials.credentials)
     except InvalidToken as exc:
         raise unauthenticated(str(exc)) from None
+    identity.act_for(identity.Actor(principal.user_id, principal.role))
+    return principal
 
 
 async def current_principal(
@@ -66,12 +75,12 @@ def get_backends(request: Request) -> Backends:
     return request.app.state.backends
 
 
-def get_limiter(request: Request) -> TokenBucketLimiter:
+def get_limiter(request: Request) -> SharedPostingLimiter:
     return request.app.state.limiter
 
 
 BackendsDep = Annotated[Backends, Depends(get_backends)]
-LimiterDep = Annotated[TokenBucketLimiter, Depends(get_limiter)]
+LimiterDep = Annotated[SharedPostingLimiter, Depends(get_limiter)]
 
 
 def check_redirects(request: Request, urls: dict[str, str | None]) -> None:

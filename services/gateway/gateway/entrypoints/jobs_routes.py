@@ -222,7 +222,8 @@ async def create_with_payment(
             "payment.cancel_url": body.payment.cancel_url,
         },
     )
-    decision = limiter.take(principal.user_id, attempt=key)
+    # Spent from the user's bucket in jobs (the signed actor), shared by every gateway replica.
+    decision = await limiter.take(attempt=key)
     request.state.response_headers = decision.headers()
     if not decision.allowed:
         RATE_LIMITED.labels(limiter.policy).inc()

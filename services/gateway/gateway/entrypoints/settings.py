@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.api.redirects import normalize_origin
 from gateway.service_layer.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_JWT_KID, DEV_JWT_SECRET
+from hirepay_platform.identity import SECRET_ENV, check_secret
 
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 section 3.2).
 MIN_KEY_BYTES = 32
@@ -34,7 +35,7 @@ class GatewaySettings(BaseSettings):
     jwt_leeway_seconds: int = 30
     # The longest lifetime (exp - iat, and exp - now) a token may have; longer ones are refused.
     jwt_max_lifetime_seconds: int = Field(default=86_400, ge=60)
-    # create-with-payment attempts per user per minute (token bucket, in memory, per replica).
+    # create-with-payment attempts per user per minute (token bucket kept by jobs: all replicas).
     rate_limit_per_minute: int = Field(default=10, ge=1)
     rpc_timeout_seconds: float = Field(default=5.0, gt=0)
     # The saga (provider authorization, activation, capture) gets a longer budget than a read.
@@ -55,6 +56,16 @@ class GatewaySettings(BaseSettings):
     traces: str = Field(
         default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")
     )
+
+    # Signs the gateway's service tokens and the actor assertions of its users (identity.py);
+    # required in every mode: `make run` and the tests generate one per run.
+    service_token_secret: SecretStr = Field(validation_alias=SECRET_ENV)
+
+    @field_validator("service_token_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        check_secret(value.get_secret_value())
+        return value
 
     @field_validator("jobs_target", "payments_target", "wallet_target", mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""The saga's participants over gRPC: payments (money) and the wallet (job credits).
+"""The saga's participants over gRPC: payments (money) and the wallet (job credits); and the
+wallet's candidate credits for paid candidate views.
 
 Provider and wire types stay here: each adapter translates its service's payment or hold into the
 saga's TryResult, and errors arrive as RemoteError with the participant's reason and metadata.
@@ -13,11 +14,14 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.errors import HirepayError
+from hirepay_platform.reasons import FailureReason
+from jobs.domain.errors import InsufficientCredits
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult, TryState
 from jobs.domain.pricing import CREDITS_UNIT
 from jobs.service_layer.ports import Participant
 
 PLATFORM_OWNER = "platform"
+CANDIDATE_CREDIT_UNIT = "CANDIDATE_CREDIT"
 
 _METHODS = {
     PaymentMethod.CARD: ppb.PAYMENT_METHOD_TYPE_CARD,
@@ -274,3 +278,51 @@ class GrpcParticipants:
 
     def for_method(self, method: PaymentMethod) -> Participant:
         return self.credits if method is PaymentMethod.CREDITS else self.payments
+
+
+class WalletCandidateCredits(_LazyClient):
+    """The wallet's CANDIDATE_CREDIT ledger for paid candidate views (CR-3): one transfer per
+    (company, applicant) from the company's account to the platform's, keyed by its transfer id."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        super().__init__("wallet", target, timeout)
+        self._accounts: dict[tuple[str, int], str] = {}
+
+    @property
+    def stub(self) -> wpb_grpc.WalletServiceStub:
+        return wpb_grpc.WalletServiceStub(self.client.channel)
+
+    async def _account(self, owner_id: str, kind: int) -> str:
+        if (owner_id, kind) not in self._accounts:
+            request = wpb.OpenAccountRequest(
+                request_id=f"open:{owner_id}:{CANDIDATE_CREDIT_UNIT}:{kind}",
+                owner_id=owner_id,
+                currency=CANDIDATE_CREDIT_UNIT,
+                kind=kind,  # type: ignore[arg-type]
+            )
+            reply = await self.client.call(self.stub.OpenAccount, request, timeout=self.timeout)
+            self._accounts[(owner_id, kind)] = str(reply.account.account_id)
+        return self._accounts[(owner_id, kind)]
+
+    async def debit_view(self, company_id: str, applicant_id: str, transfer_id: str) -> None:
+        company = await self._account(company_id, wpb.ACCOUNT_KIND_USER)
+        platform = await self._account(PLATFORM_OWNER, wpb.ACCOUNT_KIND_PLATFORM_REVENUE)
+        request = wpb.TransferRequest(
+            request_id=transfer_id,
+            transfer_id=transfer_id,
+            legs=[
+                wpb.TransferLeg(
+                    from_account_id=company,
+                    to_account_id=platform,
+                    amount=common_pb2.Money(amount_minor=1, currency=CANDIDATE_CREDIT_UNIT),
+                )
+            ],
+            description="Candidate view",
+            metadata={"company_id": company_id, "applicant_id": applicant_id},
+        )
+        try:
+            await self.client.call(self.stub.Transfer, request, timeout=self.timeout)
+        except HirepayError as exc:
+            if exc.reason == FailureReason.INSUFFICIENT_FUNDS:
+                raise InsufficientCredits("no candidate credits left") from None
+            raise

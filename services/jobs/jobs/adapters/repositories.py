@@ -8,7 +8,15 @@ from sqlalchemy import Row, and_, func, insert, or_, select, text, tuple_, updat
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from jobs.adapters.tables import job_transitions, jobs, saga_log, sagas, settlement_cursors
+from jobs.adapters.tables import (
+    job_transitions,
+    jobs,
+    posting_rate_attempts,
+    posting_rate_buckets,
+    saga_log,
+    sagas,
+    settlement_cursors,
+)
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import FINAL_STATES, PaymentMethod, Saga, SagaError, SagaState
 
@@ -382,3 +390,56 @@ class SqlSettlementRepository:
             },
         )
         await self.session.execute(stmt)
+
+
+class SqlPostingRateRepository:
+    """The posting rate limit's buckets (one row per user, locked while one attempt is decided)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        """(tokens, updated_at) of the user's bucket, created full if absent, locked until the
+        transaction ends so concurrent attempts (from any gateway replica) are decided one by one."""
+        await self.session.execute(
+            pg_insert(posting_rate_buckets)
+            .values(user_id=user_id, tokens=full, updated_at=now)
+            .on_conflict_do_nothing(index_elements=["user_id"])
+        )
+        stmt = (
+            select(posting_rate_buckets.c.tokens, posting_rate_buckets.c.updated_at)
+            .where(posting_rate_buckets.c.user_id == user_id)
+            .with_for_update()
+        )
+        row = (await self.session.execute(stmt)).one()
+        return float(row.tokens), row.updated_at
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
+        await self.session.execute(
+            update(posting_rate_buckets)
+            .where(posting_rate_buckets.c.user_id == user_id)
+            .values(tokens=tokens, updated_at=now)
+        )
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
+        stmt = select(posting_rate_attempts.c.attempt_id).where(
+            posting_rate_attempts.c.user_id == user_id,
+            posting_rate_attempts.c.attempt_id == attempt_id,
+        )
+        return (await self.session.execute(stmt)).first() is not None
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
+        await self.session.execute(
+            pg_insert(posting_rate_attempts)
+            .values(user_id=user_id, attempt_id=attempt_id, charged_at=now)
+            .on_conflict_do_nothing()
+        )
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
+        """Bounded storage: an attempt older than the idempotency horizon is no longer remembered."""
+        await self.session.execute(
+            posting_rate_attempts.delete().where(
+                posting_rate_attempts.c.user_id == user_id,
+                posting_rate_attempts.c.charged_at < before,
+            )
+        )

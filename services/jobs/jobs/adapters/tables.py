@@ -11,6 +11,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -158,4 +159,56 @@ settlement_cursors = Table(
     Column("consumer", String(64), primary_key=True),
     Column("cursor", BigInteger, nullable=False, default=0),
     _at("updated_at", nullable=False),
+)
+
+# Applications of applicants to job postings (ESC-10): one per job and applicant.
+applications = Table(
+    "applications",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), ForeignKey("jobs.id"), nullable=False),
+    Column("company_id", String(128), nullable=False),
+    Column("applicant_id", String(128), nullable=False),
+    Column("applicant_name", String(200), nullable=False),
+    Column("applicant_email", String(320), nullable=False),
+    Column("cover_letter", Text, nullable=False, default=""),
+    Column("resume_url", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    _at("decided_at"),
+    UniqueConstraint("job_id", "applicant_id", name="uq_applications_job_applicant"),
+    Index("ix_applications_applicant", "applicant_id", "created_at"),
+    Index("ix_applications_job", "job_id", "created_at"),
+)
+
+# Candidate views (CR-3): the one paid view of an applicant by a company, recorded before the
+# credit is debited (state charging) and marked charged once the wallet has taken it.
+candidate_views = Table(
+    "candidate_views",
+    metadata,
+    Column("company_id", String(128), primary_key=True),
+    Column("applicant_id", String(128), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("transfer_id", String(128), nullable=False),
+    _at("created_at", nullable=False),
+    _at("charged_at"),
+)
+
+# The posting rate limit's token bucket per user (PAY-14), shared by every gateway replica.
+posting_rate_buckets = Table(
+    "posting_rate_buckets",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("tokens", Float, nullable=False),
+    _at("updated_at", nullable=False),
+)
+
+# Attempts already charged to a bucket: a retry with the same Idempotency-Key spends nothing.
+posting_rate_attempts = Table(
+    "posting_rate_attempts",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("attempt_id", String(255), primary_key=True),
+    _at("charged_at", nullable=False),
 )

@@ -5,8 +5,13 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import SqlAlchemyUnitOfWork
+from jobs.adapters.application_repository import (
+    SqlApplicationRepository,
+    SqlCandidateViewRepository,
+)
 from jobs.adapters.repositories import (
     SqlJobRepository,
+    SqlPostingRateRepository,
     SqlSagaRepository,
     SqlSettlementRepository,
 )
@@ -18,8 +23,14 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     jobs: SqlJobRepository
     sagas: SqlSagaRepository
     settlements: SqlSettlementRepository
+    applications: SqlApplicationRepository
+    candidate_views: SqlCandidateViewRepository
+    rate_limits: SqlPostingRateRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
         self.sagas = SqlSagaRepository(session)
         self.settlements = SqlSettlementRepository(session)
+        self.applications = SqlApplicationRepository(session)
+        self.candidate_views = SqlCandidateViewRepository(session)
+        self.rate_limits = SqlPostingRateRepository(session)

@@ -152,3 +152,58 @@ class GetConsistencyReport:
     """An audit round on demand, for an admin."""
 
     actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
+class Apply:
+    """An applicant applies to an active job posting (ESC-10)."""
+
+    actor: Actor
+    job_id: str
+    name: str
+    email: str
+    cover_letter: str = ""
+    resume_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListMyApplications:
+    """An applicant's own applications, newest first."""
+
+    actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobApplications:
+    """A company lists the applications to its job: free, without the applicants' details."""
+
+    actor: Actor
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ViewApplicant:
+    """A company opens an application's applicant details: 1 candidate credit per applicant
+    per company, the first time (CR-3)."""
+
+    actor: Actor
+    application_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecideApplication:
+    """A company accepts or rejects a pending application to its job."""
+
+    actor: Actor
+    application_id: str
+    accept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TakePostingAttempt:
+    """Spend one posting attempt of the actor's rate limit; a repeated `attempt_id` spends none."""
+
+    actor: Actor
+    attempt_id: str
+    limit: int
+    window_seconds: int

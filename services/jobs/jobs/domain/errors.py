@@ -16,8 +16,12 @@ from hirepay_platform.reasons import FailureReason
 
 __all__ = [
     "ActivationFailed",
+    "AlreadyApplied",
+    "ApplicationNotFound",
     "FeeMismatch",
     "IdempotencyMismatch",
+    "InsufficientCredits",
+    "InvalidApplicationTransition",
     "InvalidSagaTransition",
     "InvalidTransition",
     "JobNotFound",
@@ -136,3 +140,48 @@ class PaymentExpired(PreconditionFailed):
     """A payment that settles later (bank transfer, checkout) was not completed in time."""
 
     reason = "PAYMENT_EXPIRED"
+
+
+class ApplicationNotFound(NotFound):
+    """No application with this id is visible to the caller (others' look absent too)."""
+
+    reason = "APPLICATION_NOT_FOUND"
+
+    def __init__(self, application_id: str) -> None:
+        super().__init__(
+            f"application {application_id} not found", metadata={"application_id": application_id}
+        )
+
+
+class AlreadyApplied(AlreadyExists):
+    """The applicant has applied to this job before (one application per job and applicant)."""
+
+    reason = "ALREADY_APPLIED"
+
+    def __init__(self, job_id: str, application_id: str) -> None:
+        super().__init__(
+            f"you have already applied to job {job_id}",
+            metadata={"job_id": job_id, "application_id": application_id},
+        )
+
+
+class InvalidApplicationTransition(PreconditionFailed):
+    """An application is decided once: pending -> accepted | rejected (ESC-10)."""
+
+    reason = "INVALID_TRANSITION"
+
+    def __init__(self, application_id: str, from_status: str, to_status: str) -> None:
+        super().__init__(
+            f"application {application_id} cannot go from {from_status} to {to_status}",
+            metadata={
+                "application_id": application_id,
+                "from_status": from_status,
+                "to_status": to_status,
+            },
+        )
+
+
+class InsufficientCredits(PreconditionFailed):
+    """Not enough candidate credits to open an applicant's details (CR-3)."""
+
+    reason = FailureReason.INSUFFICIENT_CREDITS

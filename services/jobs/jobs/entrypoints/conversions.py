@@ -7,14 +7,17 @@ import hashlib
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay_platform.identity import current_caller
 from hirepay_platform.money import Money
 from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
 from jobs.domain import commands
+from jobs.domain.applications import ApplicationStatus
 from jobs.domain.audit import AuditReport
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.answers import SagaAnswer
+from jobs.service_layer.handlers.applications import ApplicationView
 from jobs.service_layer.handlers.drafts import JobPage, Preview
 
 _EMPLOYMENT_TO_DOMAIN = {
@@ -50,8 +53,17 @@ _EVENT_STATES = {
 }
 
 
-def actor_from_proto(actor: common_pb2.Actor) -> commands.Actor:
-    return commands.Actor(user_id=actor.user_id.strip(), role=actor.role.strip().lower())
+def caller_actor() -> commands.Actor:
+    """The end user behind the call, as the gateway signed it (verified by the platform
+    interceptor); anonymous when none. The requests' deprecated `actor` fields are never read."""
+    user = current_caller().user
+    return commands.Actor(user_id=user.user_id.strip(), role=user.role.strip().lower())
+
+
+def actor_from_proto(_ignored: common_pb2.Actor) -> commands.Actor:
+    """Deprecated: the request's `actor` field is never read; this is `caller_actor()`, kept so
+    that call sites written before issue 12 (other branches' new RPCs) stay correct when merged."""
+    return caller_actor()
 
 
 def fields_from_proto(fields: pb.JobFields) -> JobFields:
@@ -169,7 +181,7 @@ def create_with_payment_from_proto(
     subject = request.WhichOneof("subject")
     return commands.CreateJobWithPayment(
         request_id=request.request_id.strip(),
-        actor=actor_from_proto(request.actor),
+        actor=caller_actor(),
         payment=commands.PaymentChoice(
             method=payment.method,
             payment_method_token=payment.payment_method,
@@ -229,3 +241,40 @@ def audit_report_to_proto(report: AuditReport) -> pb.ConsistencyReport:
             for v in report.violations
         ],
     )
+
+
+_APPLICATION_STATUSES = {
+    ApplicationStatus.PENDING: pb.Application.PENDING,
+    ApplicationStatus.ACCEPTED: pb.Application.ACCEPTED,
+    ApplicationStatus.REJECTED: pb.Application.REJECTED,
+}
+
+
+def application_to_proto(view: ApplicationView) -> pb.Application:
+    """An application; the applicant's identity and details only when the reader may see them."""
+    a = view.application
+    message = pb.Application(
+        application_id=a.id,
+        job_id=a.job_id,
+        job_title=view.job_title,
+        status=_APPLICATION_STATUSES[a.status],
+        created_at=timestamp(a.created_at),
+        details_included=view.details_included,
+    )
+    if a.decided_at is not None:
+        message.decided_at.CopyFrom(timestamp(a.decided_at))
+    if view.details_included:
+        message.applicant_id = a.applicant_id
+        message.applicant_name = a.details.name
+        message.applicant_email = a.details.email
+        message.cover_letter = a.details.cover_letter
+        message.resume_url = a.details.resume_url
+    return message
+
+
+def application_response(view: ApplicationView) -> pb.ApplicationResponse:
+    return pb.ApplicationResponse(application=application_to_proto(view), charged=view.charged)
+
+
+def applications_response(views: list[ApplicationView]) -> pb.ListApplicationsResponse:
+    return pb.ListApplicationsResponse(applications=[application_to_proto(v) for v in views])

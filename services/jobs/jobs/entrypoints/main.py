@@ -10,10 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, database_check, make_session_factory
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.consistency import GrpcConsistencySources
-from jobs.adapters.participants import CreditsParticipant, GrpcParticipants, PaymentsParticipant
+from jobs.adapters.participants import (
+    CreditsParticipant,
+    GrpcParticipants,
+    PaymentsParticipant,
+    WalletCandidateCredits,
+)
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
@@ -36,6 +42,7 @@ class Adapters:
     wallet: CreditsParticipant
     participants: Participants
     sources: ConsistencySources
+    candidate_credits: WalletCandidateCredits
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -59,19 +66,34 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         hold_grace_seconds=settings.audit_hold_grace_seconds,
         reconcile_limit=settings.audit_reconcile_limit,
     )
+    candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
     return Adapters(
-        engine, uow_factory, payments, wallet, GrpcParticipants(payments, wallet), sources
+        engine,
+        uow_factory,
+        payments,
+        wallet,
+        GrpcParticipants(payments, wallet),
+        sources,
+        candidate_credits,
     )
+
+
+# Jobs serves the HTTP edge; the user behind each call is the gateway's signed actor assertion.
+ACCESS = AccessPolicy.of({"gateway"})
 
 
 def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     """Wire the servicer and the workers over the adapters."""
-    app = GrpcApp("jobs", settings)
+    app = GrpcApp("jobs", settings, ACCESS)
     config = settings.jobs_config()
 
     def make_deps() -> Deps:
         return Deps.build(
-            adapters.uow_factory, config, adapters.participants, sources=adapters.sources
+            adapters.uow_factory,
+            config,
+            adapters.participants,
+            sources=adapters.sources,
+            candidate_credits=adapters.candidate_credits,
         )
 
     app.add_service(
@@ -95,6 +117,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     async def stopped() -> None:
         await adapters.payments.close()
         await adapters.wallet.close()
+        await adapters.candidate_credits.close()
         await adapters.engine.dispose()
 
     app.on_startup(started)

@@ -11,7 +11,14 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import audit, cancellation, drafts, pay_to_post
+from jobs.service_layer.handlers import (
+    applications,
+    audit,
+    cancellation,
+    drafts,
+    pay_to_post,
+    rate_limits,
+)
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -24,7 +31,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def CreateDraft(self, request: pb.CreateDraftRequest, context: Any) -> pb.JobResponse:
         cmd = commands.CreateDraft(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             fields=conv.fields_from_proto(request.fields),
             request_id=request.request_id,
         )
@@ -33,7 +40,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def UpdateDraft(self, request: pb.UpdateDraftRequest, context: Any) -> pb.JobResponse:
         cmd = commands.UpdateDraft(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             job_id=request.job_id,
             fields=conv.fields_from_proto(request.fields),
             paths=tuple(request.update_mask.paths),
@@ -43,14 +50,14 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.JobResponse:
-        cmd = commands.GetJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
+        cmd = commands.GetJob(actor=conv.caller_actor(), job_id=request.job_id)
         job = await drafts.get_job(cmd, self._deps())
         return pb.JobResponse(job=conv.job_to_proto(job))
 
     async def PreviewJob(
         self, request: pb.PreviewJobRequest, context: Any
     ) -> pb.PreviewJobResponse:
-        cmd = commands.PreviewJob(actor=conv.actor_from_proto(request.actor), job_id=request.job_id)
+        cmd = commands.PreviewJob(actor=conv.caller_actor(), job_id=request.job_id)
         preview = await drafts.preview_job(cmd, self._deps())
         return conv.preview_to_proto(preview)
 
@@ -66,7 +73,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def ListMyJobs(self, request: pb.ListMyJobsRequest, context: Any) -> pb.ListJobsResponse:
         cmd = commands.ListMyJobs(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             page_size=request.page.page_size,
             page_token=request.page.page_token,
         )
@@ -81,7 +88,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.JobResponse:
         cmd = commands.CancelJob(
-            actor=conv.actor_from_proto(request.actor),
+            actor=conv.caller_actor(),
             job_id=request.job_id,
             reason=request.reason,
             request_id=request.request_id,
@@ -100,9 +107,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
     async def ListJobTransitions(
         self, request: pb.ListJobTransitionsRequest, context: Any
     ) -> pb.ListJobTransitionsResponse:
-        cmd = commands.ListJobTransitions(
-            actor=conv.actor_from_proto(request.actor), job_id=request.job_id
-        )
+        cmd = commands.ListJobTransitions(actor=conv.caller_actor(), job_id=request.job_id)
         transitions = await drafts.list_transitions(cmd, self._deps())
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]
@@ -111,5 +116,69 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
     async def GetConsistencyReport(
         self, request: pb.GetConsistencyReportRequest, context: Any
     ) -> pb.ConsistencyReport:
-        cmd = commands.GetConsistencyReport(actor=conv.actor_from_proto(request.actor))
+        cmd = commands.GetConsistencyReport(actor=conv.caller_actor())
         return conv.audit_report_to_proto(await audit.get_consistency_report(cmd, self._deps()))
+
+    async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplicationResponse:
+        cmd = commands.Apply(
+            actor=conv.actor_from_proto(request.actor),
+            job_id=request.job_id,
+            name=request.name,
+            email=request.email,
+            cover_letter=request.cover_letter,
+            resume_url=request.resume_url,
+        )
+        return conv.application_response(await applications.apply(cmd, self._deps()))
+
+    async def ListMyApplications(
+        self, request: pb.ListMyApplicationsRequest, context: Any
+    ) -> pb.ListApplicationsResponse:
+        cmd = commands.ListMyApplications(actor=conv.actor_from_proto(request.actor))
+        views = await applications.list_my_applications(cmd, self._deps())
+        return conv.applications_response(views)
+
+    async def ListJobApplications(
+        self, request: pb.ListJobApplicationsRequest, context: Any
+    ) -> pb.ListApplicationsResponse:
+        cmd = commands.ListJobApplications(
+            actor=conv.actor_from_proto(request.actor), job_id=request.job_id
+        )
+        views = await applications.list_job_applications(cmd, self._deps())
+        return conv.applications_response(views)
+
+    async def ViewApplicant(
+        self, request: pb.ViewApplicantRequest, context: Any
+    ) -> pb.ApplicationResponse:
+        cmd = commands.ViewApplicant(
+            actor=conv.actor_from_proto(request.actor), application_id=request.application_id
+        )
+        return conv.application_response(await applications.view_applicant(cmd, self._deps()))
+
+    async def DecideApplication(
+        self, request: pb.DecideApplicationRequest, context: Any
+    ) -> pb.ApplicationResponse:
+        cmd = commands.DecideApplication(
+            actor=conv.actor_from_proto(request.actor),
+            application_id=request.application_id,
+            accept=request.accept,
+        )
+        view = await applications.decide_application(cmd, self._deps())
+        return conv.application_response(view)
+
+    async def TakePostingAttempt(
+        self, request: pb.TakePostingAttemptRequest, context: Any
+    ) -> pb.TakePostingAttemptResponse:
+        cmd = commands.TakePostingAttempt(
+            actor=conv.caller_actor(),
+            attempt_id=request.attempt_id,
+            limit=request.limit,
+            window_seconds=request.window_seconds,
+        )
+        decision = await rate_limits.take_posting_attempt(cmd, self._deps())
+        return pb.TakePostingAttemptResponse(
+            allowed=decision.allowed,
+            limit=decision.limit,
+            remaining=decision.remaining,
+            reset_seconds=decision.reset_seconds,
+            retry_after_seconds=decision.retry_after_seconds,
+        )

@@ -91,7 +91,9 @@ def settlement_worker(
         async with make_deps().uow as uow:
             cursor = await uow.settlements.cursor(CONSUMER)
         call = stub.StreamSettlementEvents(
-            ppb.StreamSettlementEventsRequest(after_cursor=cursor, follow=True, subsystem="jobs")
+            ppb.StreamSettlementEventsRequest(after_cursor=cursor, follow=True, subsystem="jobs"),
+            # Signed like every call (checked once, when the stream opens).
+            metadata=payments.client.metadata(),
         )
         stopper = asyncio.create_task(stop.wait())
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Protocol, Self
 
+from jobs.domain.applications import Application, ViewState
 from jobs.domain.audit import PaymentFact, Violation
 from jobs.domain.model import Job, Transition
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
@@ -82,6 +83,60 @@ class SettlementRepository(Protocol):
         """Record that events up to `cursor` are applied (in the same transaction as their effect)."""
 
 
+class ApplicationRepository(Protocol):
+    async def add_if_absent(self, application: Application) -> bool:
+        """Insert-first on (job, applicant): False if this applicant applied to the job before."""
+
+    async def get(self, application_id: str, *, for_update: bool = False) -> Application | None: ...
+
+    async def get_for(self, job_id: str, applicant_id: str) -> Application | None: ...
+
+    async def save(self, application: Application) -> None: ...
+
+    async def list_by_applicant(self, applicant_id: str, limit: int) -> list[Application]: ...
+
+    async def list_by_job(self, job_id: str, limit: int) -> list[Application]: ...
+
+
+class CandidateViewRepository(Protocol):
+    async def claim(
+        self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
+    ) -> ViewState:
+        """Insert-first the view as CHARGING; the row's state afterwards (CHARGED: paid before)."""
+
+    async def state(self, company_id: str, applicant_id: str) -> ViewState | None: ...
+
+    async def mark_charged(
+        self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
+    ) -> None: ...
+
+    async def release(self, company_id: str, applicant_id: str) -> None:
+        """Forget a CHARGING claim whose debit the wallet refused (it took nothing)."""
+
+    async def viewed(self, company_id: str, applicant_ids: list[str]) -> set[str]: ...
+
+
+class CandidateCredits(Protocol):
+    """The wallet's candidate credits (CR-3). The debit is one idempotent transfer per
+    (company, applicant): a repeat is answered with the first and takes nothing more."""
+
+    async def debit_view(self, company_id: str, applicant_id: str, transfer_id: str) -> None:
+        """Take 1 CANDIDATE_CREDIT; InsufficientCredits when the company has none left."""
+
+
+class PostingRateRepository(Protocol):
+    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
+        """(tokens, updated_at) of the user's bucket (created with `full` tokens), locked."""
+
+    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None: ...
+
+    async def was_charged(self, user_id: str, attempt_id: str) -> bool: ...
+
+    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None: ...
+
+    async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
+
+
 class JobsUnitOfWork(Protocol):
     """One local transaction over the jobs repositories; rolls back unless committed.
 
@@ -90,6 +145,10 @@ class JobsUnitOfWork(Protocol):
     jobs: JobRepository
     sagas: SagaRepository
     settlements: SettlementRepository
+    applications: ApplicationRepository
+    candidate_views: CandidateViewRepository
+
+    rate_limits: PostingRateRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -187,3 +187,29 @@ audit_log = Table(
     Index("ix_audit_log_payment", "payment_id", "id"),
     Index("ix_audit_log_transaction", "transaction_id", "id"),
 )
+
+# Credits a settled plan purchase owes on the wallet's ledger (issue on payment, revoke on refund),
+# written in the same transaction as the settlement and retried until the wallet acknowledges.
+credit_grants = Table(
+    "credit_grants",
+    metadata,
+    Column("id", String(100), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("transaction_id", String(64), nullable=False),
+    Column("user_type", String(16), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("granted", JSONB, nullable=False),
+    Column("amounts", JSONB, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    _ts("next_attempt_at"),
+    _ts("created_at"),
+    _ts("done_at", nullable=True),
+    Column("last_error", Text, nullable=False, server_default=""),
+    Index(
+        "ix_credit_grants_due",
+        "next_attempt_at",
+        postgresql_where="status = 'pending'",
+    ),
+    Index("ix_credit_grants_transaction", "transaction_id"),
+)

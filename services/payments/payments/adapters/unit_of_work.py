@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from payments.adapters import tables
+from payments.adapters.credit_repository import SqlCreditGrantRepository
 from payments.adapters.event_repositories import SqlEventRepository, SqlOutboxRepository
 from payments.adapters.repositories import (
     SqlAuditRepository,
@@ -26,6 +27,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     events: SqlEventRepository
     outbox: SqlOutboxRepository
     audit: SqlAuditRepository
+    credit_grants: SqlCreditGrantRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.payments = SqlPaymentRepository(session)
@@ -35,3 +37,4 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         self.events = SqlEventRepository(session)
         self.outbox = SqlOutboxRepository(session)
         self.audit = SqlAuditRepository(session)
+        self.credit_grants = SqlCreditGrantRepository(session)

@@ -108,3 +108,13 @@ class ReconcileProvider:
     """Compare the `limit` most recently changed payments with the provider's records."""
 
     limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class RefundTransaction:
+    """An admin refunds a subscription purchase in full (its unused credits are revoked)."""
+
+    request_id: str
+    transaction_id: str
+    reason: str = "requested_by_customer"
+    actor: str = ""

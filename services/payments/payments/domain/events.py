@@ -24,6 +24,7 @@ class EventType(enum.StrEnum):
     TRANSACTION_SUCCEEDED = "transaction.succeeded"
     TRANSACTION_FAILED = "transaction.failed"
     TRANSACTION_CANCELLED = "transaction.cancelled"
+    TRANSACTION_REFUNDED = "transaction.refunded"
 
 
 @dataclass(frozen=True, slots=True)

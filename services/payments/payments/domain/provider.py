@@ -215,12 +215,12 @@ class SignatureInvalid(ProviderFailure):
 
 # Anything that could be a card number (13-19 digits, optionally grouped) is refused before any
 # provider sees it, whatever the provider's token format (API-7).
-_CARD_NUMBER = re.compile(r"^[\d\s-]{13,23}$")
+_CARD_NUMBER = re.compile(r"[\d\s-]{13,23}")
 
 
 def looks_like_card_number(token: str) -> bool:
     digits = re.sub(r"[\s-]", "", token)
-    return bool(_CARD_NUMBER.match(token)) and 13 <= len(digits) <= 19 and digits.isdigit()
+    return bool(_CARD_NUMBER.fullmatch(token)) and 13 <= len(digits) <= 19 and digits.isdigit()
 
 
 class PaymentProvider(Protocol):

@@ -7,12 +7,14 @@ from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_platform.tcc import TccBranch
 from hirepay_platform.wire import timestamp
 from payments.domain import commands
+from payments.domain.credits import CREDIT_UNITS
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Method, Payment
 from payments.domain.plans import Plan
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 from payments.service_layer.handlers.audit import PaymentPage, Reconciliation
+from payments.service_layer.handlers.credits import RefundedPurchase, SubscriptionStatus
 
 _METHODS = {
     pb.PAYMENT_METHOD_TYPE_CARD: Method.CARD,
@@ -131,6 +133,41 @@ def plan_msg(p: Plan) -> pb.Plan:
         name=p.name,
         prices=[common_pb2.Money(amount_minor=a, currency=c) for c, a in p.prices.items()],
         period_days=p.period_days,
+        job_credits=p.job_credits,
+        candidate_credits=p.candidate_credits,
+        free=p.free,
+    )
+
+
+def credit_amounts(amounts: dict[str, int]) -> list[pb.CreditAmount]:
+    """Credit units of a grant (the purchase's money is left out: it is not a credit)."""
+    return [
+        pb.CreditAmount(unit=unit, amount=n)
+        for unit, n in sorted(amounts.items())
+        if unit in CREDIT_UNITS
+    ]
+
+
+def subscription_status_msg(
+    status: SubscriptionStatus, per_post: int
+) -> pb.GetSubscriptionStatusResponse:
+    return pb.GetSubscriptionStatusResponse(
+        active=transaction_msg(status.active) if status.active else None,
+        premium=status.active is not None,
+        job_credits=status.job_credits,
+        candidate_credits=status.candidate_credits,
+        max_job_posts=status.max_job_posts,
+        job_credits_per_post=per_post,
+    )
+
+
+def refunded_purchase_msg(result: RefundedPurchase) -> pb.RefundTransactionResponse:
+    grant = result.grant
+    return pb.RefundTransactionResponse(
+        transaction=transaction_msg(result.transaction),
+        revocation_done=bool(grant and grant.done),
+        revoked=credit_amounts(grant.amounts) if grant and grant.done else [],
+        used=credit_amounts(grant.used) if grant and grant.done else [],
     )
 
 

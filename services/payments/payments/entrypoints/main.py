@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import Database
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from payments.adapters.blocking import BlockingCalls
@@ -16,11 +19,12 @@ from payments.adapters.paypal_provider import PayPalProvider
 from payments.adapters.razorpay_provider import RazorpayProvider
 from payments.adapters.stripe_provider import StripeProvider
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
-from payments.domain.plans import DEFAULT_PLANS, parse_plans
+from payments.adapters.wallet_ledger import WalletLedger
+from payments.domain.plans import DEFAULT_PLANS, Plan, parse_plans
 from payments.domain.provider import PaymentProvider
 from payments.entrypoints.servicer import SERVICE_NAME, PaymentsServicer
 from payments.entrypoints.settings import PaymentsSettings
-from payments.entrypoints.workers import run_callback_relay, run_poller
+from payments.entrypoints.workers import run_callback_relay, run_credit_grants, run_poller
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.providers import ProviderRegistry
@@ -79,7 +83,30 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
         ) from None
 
 
-def build_app(settings: PaymentsSettings) -> GrpcApp:
+# Who may call what: the gateway (subscriptions, checkout, webhooks, reads for its users) and jobs
+# (the saga's Try/Confirm/Cancel, refunds, settlement events, and the consistency auditor's
+# read-only ListPayments / ReconcileProvider); object rules in service_layer/access.py.
+ACCESS = AccessPolicy.of(
+    {"gateway", "jobs"},
+    {
+        name: {"jobs"}
+        for name in (
+            "Authorize",
+            "Capture",
+            "Void",
+            "GetPayment",
+            "GetPaymentByBranch",
+            "ListPaymentAttempts",
+            "StreamSettlementEvents",
+            "ListPayments",
+            "ReconcileProvider",
+        )
+    },
+)
+
+
+def _parsed(settings: PaymentsSettings) -> tuple[tuple[Plan, ...], dict[str, str]]:
+    """The plan catalogue and the callback URLs; a bad value stops start-up naming the setting."""
     plans = DEFAULT_PLANS
     try:
         if settings.plans_file:
@@ -91,6 +118,11 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         ) from None
     if callback_urls and not settings.callback_secret.get_secret_value():
         raise SystemExit("PAYMENTS_CALLBACK_SECRET is required when PAYMENTS_CALLBACK_URLS is set")
+    return plans, callback_urls
+
+
+def build_app(settings: PaymentsSettings) -> GrpcApp:
+    plans, callback_urls = _parsed(settings)
     config = Policy(
         provider_timeout=settings.provider_timeout_seconds,
         poll_base=settings.poll_interval_seconds,
@@ -103,14 +135,17 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         checkout_return_url=settings.checkout_return_url,
         plans=plans,
         callback_subsystems=frozenset(callback_urls),
+        job_credits_per_post=settings.job_credits_per_post,
     )
     providers = build_providers(settings)
     database = Database.from_settings(settings, SqlPaymentsUnitOfWork, probe_table="payments")
 
-    def deps() -> Deps:
-        return Deps(database.uow(), providers, config)
+    ledger = _ledger(settings)
 
-    app = GrpcApp("payments", settings)
+    def deps() -> Deps:
+        return Deps(database.uow(), providers, config, ledger=ledger)
+
+    app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
     app.on_startup(database.start)
     app.add_readiness_check("database", database.readiness_check())
@@ -124,6 +159,8 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         await run_poller(deps, stop, interval=min(settings.poll_interval_seconds, 1.0))
 
     app.add_worker(poller)
+    if ledger is not None:
+        app.add_worker(functools.partial(_grants, deps, settings.grant_interval_seconds))
     if callback_urls:
         sender = CallbackSender(
             callback_urls,
@@ -143,10 +180,23 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
 
     async def on_stop() -> None:
         stopping.set()
+        if ledger is not None:
+            await ledger.close()
         await database.stop()
 
     app.on_shutdown(on_stop)
     return app
+
+
+def _ledger(settings: PaymentsSettings) -> WalletLedger | None:
+    """The wallet's ledger for plan purchases; None when PAYMENTS_WALLET_TARGET is empty."""
+    if not settings.wallet_target:
+        return None
+    return WalletLedger(settings.wallet_target, settings.rpc_timeout_seconds)
+
+
+async def _grants(deps: Callable[[], Deps], interval: float, stop: asyncio.Event) -> None:
+    await run_credit_grants(deps, stop, interval=interval)
 
 
 def main() -> None:

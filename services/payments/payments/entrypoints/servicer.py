@@ -10,14 +10,16 @@ import grpc
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from payments.domain import commands
+from hirepay_platform.identity import current_caller
+from payments.domain import commands, errors
 from payments.entrypoints import conversions as conv
-from payments.service_layer import handlers
+from payments.service_layer import access, handlers
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import (
     PaymentResult,
     audit,
     checkouts,
+    credits,
     returns,
     subscriptions,
     webhooks,
@@ -69,7 +71,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         cmd = commands.Refund(
             request.request_id, request.payment_id, request.amount_minor, request.reason
         )
-        result = await handlers.refund(cmd, self._deps())
+        result = await access.refund_payment(current_caller(), cmd, self._deps())
         return pb.RefundResponse(
             refund=conv.refund_msg(result.refund),
             payment=conv.payment_msg(result.payment),
@@ -111,13 +113,17 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def Subscribe(
         self, request: pb.SubscribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransactionResponse:
-        txn = await subscriptions.subscribe(conv.subscribe_command(request), self._deps())
+        cmd = conv.subscribe_command(request)
+        access.check_subscriber(current_caller(), cmd)
+        txn = await subscriptions.subscribe(cmd, self._deps())
         return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
 
     async def GetTransaction(
         self, request: pb.GetTransactionRequest, context: grpc.aio.ServicerContext
     ) -> pb.TransactionResponse:
-        txn = await returns.verify_transaction(request.transaction_id, self._deps())
+        txn = await access.verify_transaction(
+            current_caller(), request.transaction_id, self._deps()
+        )
         return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
 
     async def ConfirmCheckoutReturn(
@@ -149,6 +155,31 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.ListPlansResponse:
         plans = subscriptions.list_plans(self._deps(), conv.user_type_from(request.user_type))
         return pb.ListPlansResponse(plans=[conv.plan_msg(p) for p in plans])
+
+    async def GetSubscriptionStatus(
+        self, request: pb.GetSubscriptionStatusRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSubscriptionStatusResponse:
+        access.check_reaches(current_caller(), request.user_id)
+        deps = self._deps()
+        user_type = conv.user_type_from(request.user_type)
+        if user_type is None:
+            raise errors.invalid("user_type", "must be COMPANY or APPLICANT")
+        status = await credits.subscription_status(user_type, request.user_id, deps)
+        return conv.subscription_status_msg(status, deps.config.job_credits_per_post)
+
+    async def RefundTransaction(
+        self, request: pb.RefundTransactionRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RefundTransactionResponse:
+        caller = current_caller()
+        access.check_admin(caller)
+        cmd = commands.RefundTransaction(
+            request.request_id,
+            request.transaction_id,
+            request.reason or "requested_by_customer",
+            # Audited as the verified admin, never a name the request declares.
+            caller.user.user_id or caller.service,
+        )
+        return conv.refunded_purchase_msg(await credits.refund_transaction(cmd, self._deps()))
 
     async def HandleProviderEvent(
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext

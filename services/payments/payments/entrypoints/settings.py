@@ -64,6 +64,12 @@ class PaymentsSettings(ServiceSettings):
     callback_urls: str = ""
     callback_secret: SecretStr = SecretStr("")
     callback_timeout_seconds: float = 5.0
+    # The wallet (plan credits and purchases are booked on its ledger); empty = not wired.
+    wallet_target: str = "127.0.0.1:50051"
+    rpc_timeout_seconds: float = 10.0
+    # What one job post costs in JOB_CREDIT (shown as "max job posts", CR-3).
+    job_credits_per_post: int = 500
+    grant_interval_seconds: float = 0.5
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -1,5 +1,6 @@
-"""Background loops of the payments process: the UNKNOWN/refund poller (with stale checkouts) and
-the outbox relay that delivers signed settlement callbacks. Each is safe with several replicas."""
+"""Background loops of the payments process: the UNKNOWN/refund poller (with stale checkouts), the
+outbox relay that delivers signed settlement callbacks, and the worker that books plan purchases'
+credits on the wallet. Each is safe with several replicas."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from payments.adapters.callbacks import CallbackSender
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers, metrics
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import checkouts
+from payments.service_layer.handlers import checkouts, credits
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +78,16 @@ async def run_callback_relay(
         except Exception:
             log.exception("callback relay round failed")
         await _sleep(stop, 0.05 if delivered else interval)
+
+
+async def run_credit_grants(
+    deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float
+) -> None:
+    """Book settled purchases' credits (and refunds' revocations) on the wallet until acknowledged."""
+    while not stop.is_set():
+        worked = 0
+        try:
+            worked = await credits.settle_due_grants(deps())
+        except Exception:
+            log.exception("credit grant round failed")
+        await _sleep(stop, 0.05 if worked else interval)

@@ -24,6 +24,9 @@ class Policy:
     checkout_return_url: str = "http://127.0.0.1:8080/api/payments/return/{provider}?ref={ref}"
     plans: tuple[Plan, ...] = ()
     callback_subsystems: frozenset[str] = frozenset()
+    job_credits_per_post: int = 500  # CR-3: what one job post costs, for "max job posts"
+    grant_retry_base: float = 0.5  # backoff of a credit grant the wallet did not acknowledge
+    grant_retry_max: float = 60.0
 
     @property
     def lease_seconds(self) -> float:

@@ -1,5 +1,5 @@
 """What every payments handler gets besides its command: the unit of work, the providers, the
-configuration and the clock."""
+configuration, the clock and the wallet's ledger."""
 
 from __future__ import annotations
 
@@ -9,16 +9,18 @@ from datetime import datetime
 
 from hirepay_platform.clock import utc_now
 from payments.service_layer.config import Policy
-from payments.service_layer.ports import PaymentsUnitOfWork
+from payments.service_layer.ports import CreditsLedger, PaymentsUnitOfWork
 from payments.service_layer.providers import ProviderRegistry
 
 
 @dataclass
 class Deps:
     """The use cases' ports: a unit of work (entered once per local transaction), the registry of
-    providers, the configuration and the clock."""
+    providers, the configuration, the clock and the wallet's ledger (plan credits; None: not
+    wired)."""
 
     uow: PaymentsUnitOfWork
     providers: ProviderRegistry
     config: Policy = field(default_factory=Policy)
     clock: Callable[[], datetime] = utc_now
+    ledger: CreditsLedger | None = None

@@ -76,3 +76,11 @@ def observe_final(payment: Payment, was_final: bool) -> None:
         return
     elapsed = (payment.updated_at - payment.created_at).total_seconds()
     TIME_TO_FINAL.labels(payment.method.value, payment.state.value).observe(max(0.0, elapsed))
+
+
+CREDIT_GRANTS = Counter(
+    "hirepay_credit_grants_total",
+    "Plan purchases' bookings on the wallet (issue on payment, revoke on refund), by outcome: "
+    "booked, or retry (the wallet did not acknowledge; the grant stays owed).",
+    ["kind", "outcome"],
+)

@@ -11,6 +11,7 @@ from datetime import date, datetime
 from typing import Any, Protocol, Self
 
 from hirepay_platform.tcc import BarrierRepository, TccBranch
+from payments.domain.credits import CreditGrant
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Payment
 from payments.domain.refunds import Refund
@@ -134,6 +135,32 @@ class AuditRepository(Protocol):
     async def list_for_transaction(self, transaction_id: str) -> list[AuditEntry]: ...
 
 
+class CreditGrantRepository(Protocol):
+    async def add(self, grant: CreditGrant) -> bool:
+        """Insert-first on the grant id: False if that grant was recorded before."""
+
+    async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None: ...
+
+    async def for_transaction(self, transaction_id: str) -> list[CreditGrant]: ...
+
+    async def save(self, grant: CreditGrant) -> None: ...
+
+    async def lease_due(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[CreditGrant]: ...
+
+
+class CreditsLedger(Protocol):
+    """The wallet's ledger as payments needs it for plan credits (CR-2). Every movement carries
+    the grant's transfer id, so a repeat is answered with the first transfer and moves nothing."""
+
+    async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
+        """Issue (ISSUANCE -> user) or revoke (user -> ISSUANCE) `amounts` per credit unit."""
+
+    async def available(self, user_id: str) -> dict[str, int]:
+        """The user's available credits per unit (0 for units without an account)."""
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
@@ -144,6 +171,7 @@ class PaymentsUnitOfWork(Protocol):
     events: EventRepository
     outbox: OutboxRepository
     audit: AuditRepository
+    credit_grants: CreditGrantRepository
 
     async def __aenter__(self) -> Self: ...
 

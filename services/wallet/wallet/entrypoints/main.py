@@ -7,6 +7,7 @@ import asyncio
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_platform.clock import utc_now
 from hirepay_platform.db import Database
+from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
@@ -29,8 +30,13 @@ def wallet_config(settings: WalletSettings) -> WalletConfig:
     )
 
 
+# The ledger is internal: only jobs and payments move money; the gateway reaches it for health only.
+# AuditLedger is the consistency auditor's (a jobs worker) only.
+ACCESS = AccessPolicy.of({"jobs", "payments"}, {"AuditLedger": {"jobs"}})
+
+
 def build_app(settings: WalletSettings) -> GrpcApp:
-    app = GrpcApp("wallet", settings)
+    app = GrpcApp("wallet", settings, ACCESS)
     database = Database.from_settings(settings, SqlWalletUnitOfWork, probe_table="accounts")
     app.on_startup(database.start)
     app.add_readiness_check("database", database.readiness_check())

@@ -19,6 +19,7 @@ from payments.domain.provider import (
 from payments.domain.transactions import Transaction, TxnStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.credits import record_settlement
 from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import publish
@@ -63,6 +64,8 @@ async def apply_to_transaction(
         events += txn.cancel(now)
     await uow.transactions.save(txn)
     if before is not txn.status:
+        # A paid purchase owes its booking on the ledger, recorded with its settlement (CR-2).
+        await record_settlement(uow, txn, deps)
         metrics.SUBSCRIPTIONS.labels(txn.user_type.value, txn.status.value).inc()
         await uow.audit.add(
             AuditEntry(

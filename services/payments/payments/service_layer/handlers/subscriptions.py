@@ -21,6 +21,7 @@ from payments.domain.provider import (
 )
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.credits import plan_metadata
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -59,6 +60,8 @@ async def subscribe(cmd: commands.Subscribe, deps: Deps, *, actor: str = "") -> 
     user has an active subscription. A repeat (same request_id) returns the same transaction."""
     user_type = _validate(cmd)
     plan = find_plan(deps.config.plans, cmd.plan, user_type)
+    if plan.free:
+        raise errors.invalid("plan", "is free: there is nothing to buy")
     # A provider without credentials is not offered: PROVIDER_NOT_AVAILABLE, nothing created.
     deps.providers.get((cmd.payment_method or "STRIPE").lower())
     txn, done = await _find_or_start(cmd, deps, user_type, plan, actor)
@@ -117,6 +120,7 @@ async def _find_or_start(
                 metadata={
                     "fingerprint": encode(print_),
                     "subsystem": "job_manager" if user_type is UserType.COMPANY else "applicant",
+                    **plan_metadata(plan),
                 },
             )
             await uow.transactions.add(txn)

@@ -1,0 +1,307 @@
+"""Who is calling: signed service tokens between processes and the gateway's signed actor assertions.
+
+Every gRPC call between Hirepay processes carries, in its metadata,
+
+- `x-hirepay-service-token`: a short-lived HS256 JWT (`iss` = calling service, `aud` = callee,
+  `iat`, `exp`, `typ: service`) minted by the platform client from the deployment secret
+  `HIREPAY_SERVICE_TOKEN_SECRET`;
+- when the call is made for an end user, `x-hirepay-actor`: a short-lived HS256 JWT minted only
+  by the gateway after it verified the user's own JWT (`iss: gateway`, `aud` = callee, `sub`,
+  `role`, `typ: actor`).
+
+The platform server interceptor verifies both before any servicer runs (UNAUTHENTICATED
+otherwise), checks the caller against the service's `AccessPolicy` (PERMISSION_DENIED), and exposes
+the verified `Caller` through `current_caller()`. Request fields naming an actor are never trusted.
+
+Each token type is signed with its own key derived from the secret, so a service token can never
+pass as an actor assertion. All holders of the secret can mint both (a shared-secret scheme): the
+secret is a deployment secret given to Hirepay's own processes only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import jwt
+
+from hirepay_platform.errors import ErrorKind, HirepayError, PermissionDenied
+
+SECRET_ENV = "HIREPAY_SERVICE_TOKEN_SECRET"
+SERVICE_TOKEN_HEADER = "x-hirepay-service-token"
+ACTOR_HEADER = "x-hirepay-actor"
+# The one process that turns an end user's verified JWT into an actor assertion.
+EDGE = "gateway"
+MIN_SECRET_BYTES = 32
+TOKEN_TTL_SECONDS = 60
+# A token living longer than this is refused even when correctly signed (limits a leaked token).
+MAX_TOKEN_LIFETIME_SECONDS = 300
+LEEWAY_SECONDS = 5
+_ALGORITHM = "HS256"
+
+
+class Unauthenticated(HirepayError):
+    """The call carries no valid service token, or a bad actor assertion."""
+
+    kind = ErrorKind.UNAUTHENTICATED
+    reason = "UNAUTHENTICATED"
+
+
+class CallerNotAllowed(PermissionDenied):
+    """The calling service may not call this RPC."""
+
+    reason = "CALLER_NOT_ALLOWED"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """An end user as the gateway vouched for them; an empty user_id is anonymous."""
+
+    user_id: str = ""
+    role: str = ""
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+ANONYMOUS = Actor()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The verified caller of the current RPC."""
+
+    # The calling service (the service token's `iss`).
+    service: str
+    # The end user the gateway vouched for; None when the call carries no actor assertion.
+    actor: Actor | None = None
+
+    @property
+    def is_edge(self) -> bool:
+        """The call came through the gateway: it acts for an (maybe anonymous) end user."""
+        return self.service == EDGE
+
+    @property
+    def user(self) -> Actor:
+        """The end user behind the call (anonymous when none was vouched for)."""
+        return self.actor or ANONYMOUS
+
+    def reaches(self, owner_id: str) -> bool:
+        """SEC-2: may this caller reach an object owned by `owner_id`? An internal service acting
+        for itself may (its access is granted by the RPC's policy); through the gateway only the
+        owner or an admin."""
+        if not self.is_edge and self.actor is None:
+            return True
+        user = self.user
+        return user.is_admin or (bool(owner_id) and owner_id == user.user_id)
+
+
+_CALLER: contextvars.ContextVar[Caller | None] = contextvars.ContextVar(
+    "hirepay_caller", default=None
+)
+# The end user the current task acts for (set by the gateway per HTTP request); the client sends
+# it as an actor assertion on every call made in this context.
+_OUTGOING_ACTOR: contextvars.ContextVar[Actor | None] = contextvars.ContextVar(
+    "hirepay_outgoing_actor", default=None
+)
+
+
+def current_caller() -> Caller:
+    """The verified caller of the RPC being served (set by the platform interceptor)."""
+    caller = _CALLER.get()
+    if caller is None:
+        # Reached only when code that needs a caller runs outside an intercepted RPC.
+        raise Unauthenticated("no verified caller for this call")
+    return caller
+
+
+def set_current_caller(caller: Caller | None) -> contextvars.Token[Caller | None]:
+    """Bind the verified caller for the current task (the interceptor's job)."""
+    return _CALLER.set(caller)
+
+
+def reset_current_caller(token: contextvars.Token[Caller | None]) -> None:
+    _CALLER.reset(token)
+
+
+def act_for(actor: Actor | None) -> None:
+    """Calls made from now on in this context carry `actor` as a signed assertion (gateway only:
+    set once the user's own token has been verified)."""
+    _OUTGOING_ACTOR.set(actor)
+
+
+def outgoing_actor() -> Actor | None:
+    return _OUTGOING_ACTOR.get()
+
+
+def _derive(secret: str, purpose: str) -> bytes:
+    """A key per token type, so one type can never be presented as the other."""
+    return hmac.new(secret.encode(), f"hirepay/{purpose}/v1".encode(), hashlib.sha256).digest()
+
+
+def check_secret(secret: str) -> str:
+    """The secret if it is long enough; else ValueError naming the variable."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(f"{SECRET_ENV} must be at least {MIN_SECRET_BYTES} bytes")
+    return secret
+
+
+@dataclass
+class TokenMinter:
+    """Mints this process's service tokens (and, at the edge, actor assertions)."""
+
+    service: str
+    secret: str
+    ttl: int = TOKEN_TTL_SECONDS
+    _service_key: bytes = field(init=False, repr=False)
+    _actor_key: bytes = field(init=False, repr=False)
+    # (audience) -> (token, expires at): a token is reused for half its life.
+    _cache: dict[str, tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_secret(self.secret)
+        self._service_key = _derive(self.secret, "service-token")
+        self._actor_key = _derive(self.secret, "actor-assertion")
+
+    def service_token(self, audience: str, *, now: float | None = None) -> str:
+        at = time.time() if now is None else now
+        cached = self._cache.get(audience)
+        if now is None and cached is not None and cached[1] - at > self.ttl / 2:
+            return cached[0]
+        claims = {
+            "iss": self.service,
+            "aud": audience,
+            "iat": int(at),
+            "exp": int(at) + self.ttl,
+            "typ": "service",
+        }
+        token = jwt.encode(claims, self._service_key, algorithm=_ALGORITHM)
+        if now is None:
+            self._cache[audience] = (token, at + self.ttl)
+        return token
+
+    def actor_assertion(self, audience: str, actor: Actor, *, now: float | None = None) -> str:
+        at = int(time.time() if now is None else now)
+        claims = {
+            "iss": self.service,
+            "aud": audience,
+            "sub": actor.user_id,
+            "role": actor.role,
+            "iat": at,
+            "exp": at + self.ttl,
+            "typ": "actor",
+        }
+        return jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
+
+    def metadata(self, audience: str, actor: Actor | None = None) -> list[tuple[str, str]]:
+        """The metadata of one call to `audience`: the service token, and the actor assertion
+        when `actor` (default: the context's outgoing actor) is set."""
+        items = [(SERVICE_TOKEN_HEADER, self.service_token(audience))]
+        who = actor if actor is not None else outgoing_actor()
+        if who is not None:
+            items.append((ACTOR_HEADER, self.actor_assertion(audience, who)))
+        return items
+
+
+_minter: TokenMinter | None = None
+
+
+def configure(service: str, secret: str) -> TokenMinter:
+    """Set this process's identity (at start-up): the clients it opens sign as `service`."""
+    global _minter
+    _minter = TokenMinter(service, secret)
+    return _minter
+
+
+def process_minter() -> TokenMinter:
+    """This process's minter; a process that calls others without an identity is a bug."""
+    if _minter is None:
+        raise RuntimeError(
+            "service identity not configured: call hirepay_platform.identity.configure() at start-up"
+        )
+    return _minter
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """Which calling services may call which RPCs: `per_method` by RPC name, else `default`."""
+
+    default: frozenset[str]
+    per_method: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, default: Collection[str], per_method: Mapping[str, Collection[str]] | None = None
+    ) -> AccessPolicy:
+        return cls(
+            frozenset(default),
+            {name: frozenset(callers) for name, callers in (per_method or {}).items()},
+        )
+
+    def allows(self, service: str, method: str) -> bool:
+        return service in self.per_method.get(method, self.default)
+
+
+class ServiceAuthenticator:
+    """The server side: verifies the tokens of an incoming call to service `service`."""
+
+    def __init__(self, service: str, secret: str, policy: AccessPolicy | None = None) -> None:
+        check_secret(secret)
+        self.service = service
+        self.policy = policy
+        self._service_key = _derive(secret, "service-token")
+        self._actor_key = _derive(secret, "actor-assertion")
+
+    def _decode(
+        self, token: str, key: bytes, typ: str, required: Sequence[str]
+    ) -> dict[str, object]:
+        try:
+            claims = jwt.decode(
+                token,
+                key,
+                algorithms=[_ALGORITHM],
+                audience=self.service,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["iss", "aud", "iat", "exp", *required]},
+            )
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated(f"invalid {typ} token: {exc}") from None
+        if claims.get("typ") != typ:
+            raise Unauthenticated(f"invalid {typ} token: wrong type")
+        lifetime = int(claims["exp"]) - int(claims["iat"])
+        if lifetime > MAX_TOKEN_LIFETIME_SECONDS:
+            raise Unauthenticated(f"invalid {typ} token: lives too long")
+        return claims
+
+    def authenticate(
+        self, metadata: Sequence[tuple[str, str | bytes]] | None, method: str
+    ) -> Caller:
+        """The verified caller of `method`; Unauthenticated or CallerNotAllowed otherwise."""
+        values: dict[str, list[str]] = {}
+        for key, value in metadata or ():
+            if isinstance(value, str):
+                values.setdefault(key.lower(), []).append(value)
+        tokens = values.get(SERVICE_TOKEN_HEADER, [])
+        if len(tokens) != 1:
+            raise Unauthenticated("a service token is required")
+        claims = self._decode(tokens[0], self._service_key, "service", ())
+        service = str(claims["iss"])
+        if self.policy is not None and not self.policy.allows(service, method):
+            raise CallerNotAllowed(f"{service} may not call {self.service}.{method}")
+        assertions = values.get(ACTOR_HEADER, [])
+        if not assertions:
+            return Caller(service)
+        if len(assertions) > 1 or service != EDGE:
+            raise Unauthenticated("only the gateway vouches for an end user")
+        actor = self._decode(assertions[0], self._actor_key, "actor", ("sub", "role"))
+        if actor["iss"] != EDGE:
+            raise Unauthenticated("invalid actor token: wrong issuer")
+        sub, role = actor["sub"], actor["role"]
+        if not isinstance(sub, str) or not isinstance(role, str):
+            raise Unauthenticated("invalid actor token: bad claims")
+        return Caller(service, Actor(sub, role))

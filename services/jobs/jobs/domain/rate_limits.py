@@ -1,0 +1,47 @@
+"""The posting rate limit (PAY-14) as a token bucket: pure arithmetic over a stored bucket.
+
+The bucket lives in the jobs database, so every gateway replica spends from the same one."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """One attempt's outcome and what the caller's RateLimit headers must say."""
+
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_seconds: int
+    retry_after_seconds: int
+
+
+def take_token(
+    tokens: float,
+    last: datetime,
+    now: datetime,
+    *,
+    limit: int,
+    window_seconds: int,
+    repeat: bool,
+) -> tuple[float, RateDecision]:
+    """Refill the bucket (`limit` tokens per `window_seconds`, continuously, never above `limit`)
+    and spend one token unless the attempt was charged before (`repeat`): (new tokens, decision)."""
+    rate = limit / window_seconds
+    elapsed = max(0.0, (now - last).total_seconds())
+    tokens = min(float(limit), tokens + elapsed * rate)
+    allowed = repeat or tokens >= 1.0
+    if allowed and not repeat:
+        tokens -= 1.0
+    missing_for_one = max(0.0, 1.0 - tokens)
+    return tokens, RateDecision(
+        allowed=allowed,
+        limit=limit,
+        remaining=int(tokens),
+        reset_seconds=math.ceil((limit - tokens) / rate),
+        retry_after_seconds=max(1, math.ceil(missing_for_one / rate)),
+    )

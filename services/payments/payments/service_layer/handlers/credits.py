@@ -1,0 +1,285 @@
+"""Plan credits on the ledger (CR-2, CR-3): the grant a settled purchase owes (recorded with the
+settlement), the worker that books it on the wallet until acknowledged, an admin refund that
+revokes a purchase's unused credits, and a user's subscription and credit status."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from hirepay_platform.errors import HirepayError, Unavailable
+from hirepay_platform.reasons import FailureReason
+from payments.domain import commands, errors
+from payments.domain.credits import (
+    CANDIDATE_CREDIT,
+    CANDIDATE_CREDITS_KEY,
+    JOB_CREDIT,
+    JOB_CREDITS_KEY,
+    CreditGrant,
+    GrantKind,
+    GrantStatus,
+)
+from payments.domain.events import AuditEntry, EventType
+from payments.domain.plans import Plan
+from payments.domain.provider import InvalidRequest, OutcomeUnknown
+from payments.domain.transactions import Transaction, TxnStatus, UserType
+from payments.service_layer import metrics
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.shared import publish
+from payments.service_layer.ports import PaymentsUnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+def plan_metadata(plan: Plan) -> dict[str, str]:
+    """What a purchase records of its plan's credits when it is opened (a snapshot)."""
+    return {
+        JOB_CREDITS_KEY: str(plan.job_credits),
+        CANDIDATE_CREDITS_KEY: str(plan.candidate_credits),
+    }
+
+
+async def record_settlement(uow: PaymentsUnitOfWork, txn: Transaction, deps: Deps) -> None:
+    """In the settlement's own local transaction: a purchase that just became SUCCESS owes its
+    booking on the ledger. Insert-first on the grant id, so settling twice records one grant."""
+    if txn.status is TxnStatus.SUCCESS:
+        await uow.credit_grants.add(CreditGrant.issue(txn, deps.clock()))
+
+
+@dataclass(frozen=True, slots=True)
+class GrantView:
+    """A grant as callers see it: what it moved, and for a revocation what had been spent."""
+
+    kind: GrantKind
+    done: bool
+    amounts: dict[str, int] = field(default_factory=dict)
+    used: dict[str, int] = field(default_factory=dict)
+
+
+def _view(grant: CreditGrant) -> GrantView:
+    return GrantView(grant.kind, grant.status is GrantStatus.DONE, grant.amounts or {}, grant.used)
+
+
+async def settle_grant(grant_id: str, deps: Deps) -> CreditGrant | None:
+    """Book one grant on the wallet (a repeat moves nothing: the transfer id is the grant's)."""
+    ledger = deps.ledger
+    if ledger is None:
+        return None
+    async with deps.uow as uow:
+        grant = await uow.credit_grants.get(grant_id)
+    if grant is None or grant.status is GrantStatus.DONE:
+        return grant
+    if grant.kind is GrantKind.REVOKE and not await _issued(grant, deps):
+        # Revoking before the purchase's credits are issued would take back nothing and let the
+        # issuance land afterwards: the revocation waits for its issuance.
+        await _retry_later(grant, deps, Unavailable("the purchase's credits are not issued yet"))
+        return grant
+    try:
+        if grant.amounts is None:
+            # A revocation is planned once, from what is unused now, and kept: every retry then
+            # sends the same transfer, which the wallet answers once.
+            planned = grant.plan_revocation(await ledger.available(grant.user_id))
+            async with deps.uow as uow:
+                fresh = await uow.credit_grants.get(grant_id, for_update=True)
+                if fresh is not None and fresh.amounts is None:
+                    fresh.amounts = planned
+                    await uow.credit_grants.save(fresh)
+                    await uow.commit()
+                grant = fresh or grant
+        await ledger.move(grant, grant.amounts or {})
+    except HirepayError as exc:
+        await _retry_later(grant, deps, exc)
+        return grant
+    async with deps.uow as uow:
+        fresh = await uow.credit_grants.get(grant_id, for_update=True)
+        if fresh is not None and fresh.status is GrantStatus.PENDING:
+            fresh.done(deps.clock())
+            await uow.credit_grants.save(fresh)
+            metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
+            await uow.audit.add(
+                AuditEntry(
+                    action="transition",
+                    actor="ledger",
+                    reason=f"credits {fresh.kind.value} booked on the wallet",
+                    details={
+                        "transfer_id": fresh.transfer_id,
+                        **{unit: str(n) for unit, n in (fresh.amounts or {}).items()},
+                    },
+                    transaction_id=fresh.transaction_id,
+                )
+            )
+            await uow.commit()
+        return fresh
+
+
+async def _issued(revocation: CreditGrant, deps: Deps) -> bool:
+    """Whether the purchase's issuance is booked (booking it now if it is still owed)."""
+    issue_id = f"{GrantKind.ISSUE.value}:{revocation.transaction_id}"
+    async with deps.uow as uow:
+        issue = await uow.credit_grants.get(issue_id)
+    if issue is not None and issue.status is GrantStatus.PENDING:
+        issue = await settle_grant(issue_id, deps)
+    return issue is None or issue.status is GrantStatus.DONE
+
+
+async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> None:
+    async with deps.uow as uow:
+        fresh = await uow.credit_grants.get(grant.id, for_update=True)
+        if fresh is None or fresh.status is GrantStatus.DONE:
+            return
+        if fresh.kind is GrantKind.REVOKE and exc.reason == FailureReason.INSUFFICIENT_FUNDS:
+            # Credits were spent between planning and moving: plan again from the new balance.
+            fresh.amounts = None
+        cfg = deps.config
+        delay = min(cfg.grant_retry_max, cfg.grant_retry_base * 2 ** min(fresh.attempts, 16))
+        fresh.retry_later(deps.clock(), delay, f"{exc.reason}: {exc}")
+        await uow.credit_grants.save(fresh)
+        await uow.commit()
+    metrics.CREDIT_GRANTS.labels(grant.kind.value, "retry").inc()
+    log.warning(
+        "credit grant not booked yet",
+        extra={"fields": {"grant": grant.id, "reason": exc.reason, "attempts": grant.attempts}},
+    )
+
+
+async def settle_due_grants(deps: Deps, *, limit: int = 20, lease_seconds: float = 30.0) -> int:
+    """One round of the grant worker: book every grant whose attempt is due (safe in replicas:
+    grants are leased with SKIP LOCKED)."""
+    async with deps.uow as uow:
+        due = await uow.credit_grants.lease_due(deps.clock(), limit, lease_seconds)
+        await uow.commit()
+    for grant in due:
+        await settle_grant(grant.id, deps)
+    return len(due)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundedPurchase:
+    transaction: Transaction
+    grant: GrantView | None
+
+
+async def refund_transaction(cmd: commands.RefundTransaction, deps: Deps) -> RefundedPurchase:
+    """An admin refunds a paid purchase in full: the provider refunds the payment (one refund per
+    transaction, keyed by it), then in one local transaction the transaction becomes REFUNDED and
+    owes the revocation of its unused credits, which is booked at once if the wallet answers,
+    else by the worker."""
+    if not cmd.request_id:
+        raise errors.invalid("request_id", "is required")
+    async with deps.uow as uow:
+        txn = await uow.transactions.get(cmd.transaction_id)
+    if txn is None:
+        raise errors.TransactionNotFound(cmd.transaction_id)
+    if txn.status is TxnStatus.REFUNDED:
+        return await _refunded(txn, deps)
+    if txn.status is not TxnStatus.SUCCESS or not txn.provider_payment_intent_id:
+        raise errors.PaymentNotRefundable(
+            txn.id,
+            txn.status.value,
+            f"transaction {txn.id} is {txn.status.value}: nothing to refund",
+        )
+    key = f"txn-refund:{txn.id}"
+    records = await _refund_at_provider(txn, cmd, key, deps)
+    async with deps.uow as uow:
+        now = deps.clock()
+        stored = await uow.transactions.get(txn.id, for_update=True)
+        assert stored is not None
+        for record in records:
+            await uow.audit.add(record.audit(cmd.actor or "admin", transaction_id=txn.id))
+        if stored.status is TxnStatus.SUCCESS:
+            stored.status = TxnStatus.REFUNDED
+            stored.updated_at = now
+            stored.metadata = {**stored.metadata, "refund_reason": cmd.reason[:200]}
+            await uow.transactions.save(stored)
+            await uow.credit_grants.add(CreditGrant.revoke(stored, now))
+            metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc()
+            await uow.audit.add(
+                AuditEntry(
+                    action="refund",
+                    actor=cmd.actor or "admin",
+                    reason=cmd.reason,
+                    details={"from": "SUCCESS", "to": "REFUNDED", "idempotency_key": key},
+                    transaction_id=stored.id,
+                )
+            )
+            await publish(uow, deps.config, [EventType.TRANSACTION_REFUNDED], now, txn=stored)
+        await uow.commit()
+    await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+    return await _refunded(stored, deps)
+
+
+async def _refund_at_provider(
+    txn: Transaction, cmd: commands.RefundTransaction, key: str, deps: Deps
+) -> list[CallRecord]:
+    """The provider's refund of the purchase's payment (keyed by the transaction: one refund)."""
+    records: list[CallRecord] = []
+    intent_id = txn.provider_payment_intent_id
+    try:
+        # The provider the purchase was paid with (never the default: see ProviderRegistry).
+        provider = deps.providers.of_existing(txn.provider)
+        await call(
+            records,
+            "refund",
+            key,
+            lambda: provider.refund(
+                intent_id,
+                txn.amount_minor,
+                cmd.reason,
+                {"transaction_id": txn.id, "type": "subscription_refund"},
+                key,
+            ),
+        )
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        async with deps.uow as uow:
+            for record in records:
+                await uow.audit.add(record.audit(cmd.actor or "admin", transaction_id=txn.id))
+            await uow.commit()
+        meta = {"transaction_id": txn.id, "retry": "true"}
+        if isinstance(exc, InvalidRequest):
+            raise errors.PaymentNotRefundable(txn.id, txn.status.value, exc.message) from None
+        if exc.timeout:
+            raise errors.PaymentTimeout("the provider did not answer", metadata=meta) from None
+        raise errors.ProviderUnavailable("the provider is unavailable", metadata=meta) from None
+    return records
+
+
+async def _refunded(txn: Transaction, deps: Deps) -> RefundedPurchase:
+    async with deps.uow as uow:
+        grant = await uow.credit_grants.get(f"{GrantKind.REVOKE.value}:{txn.id}")
+        fresh = await uow.transactions.get(txn.id)
+    return RefundedPurchase(fresh or txn, _view(grant) if grant else None)
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionStatus:
+    """A user's premium status and credits (CR-3, API-6)."""
+
+    active: Transaction | None
+    job_credits: int
+    candidate_credits: int
+    max_job_posts: int
+
+
+async def subscription_status(user_type: UserType, user_id: str, deps: Deps) -> SubscriptionStatus:
+    """The active subscription (None: the free plan) and the credits the user can spend."""
+    if not user_id:
+        raise errors.invalid("user_id", "is required")
+    async with deps.uow as uow:
+        active = await uow.transactions.latest_active(user_type, user_id, deps.clock().date())
+    balances = {JOB_CREDIT: 0, CANDIDATE_CREDIT: 0}
+    if deps.ledger is not None:
+        balances.update(await deps.ledger.available(user_id))
+    per_post = max(1, deps.config.job_credits_per_post)
+    return SubscriptionStatus(
+        active=active,
+        job_credits=balances[JOB_CREDIT],
+        candidate_credits=balances[CANDIDATE_CREDIT],
+        max_job_posts=balances[JOB_CREDIT] // per_post,
+    )
+
+
+async def transaction_grants(transaction_id: str, deps: Deps) -> list[GrantView]:
+    """The ledger bookings of one purchase (issue and, after a refund, revoke)."""
+    async with deps.uow as uow:
+        return [_view(g) for g in await uow.credit_grants.for_transaction(transaction_id)]
