@@ -9,6 +9,7 @@ from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
 from payments.domain.model import Method
 from payments.domain.provider import ProviderStatus
+from payments.entrypoints.main import ACCESS
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
@@ -76,3 +77,11 @@ async def test_a_payment_whose_provider_is_not_configured_is_skipped_not_misrepo
     without_stripe = _deps(uow, ProviderRegistry([OtherProvider()]))
     result = await audit.reconcile_provider(commands.ReconcileProvider(), without_stripe)
     assert result.checked == 0 and result.mismatches == []
+
+
+def test_only_jobs_may_call_the_auditors_reads() -> None:
+    """Issue 12: the auditor is a jobs worker; the edge never reads every payment."""
+    for rpc in ("ListPayments", "ReconcileProvider"):
+        assert ACCESS.allows("jobs", rpc)
+        assert not ACCESS.allows("gateway", rpc)
+        assert not ACCESS.allows("wallet", rpc)
