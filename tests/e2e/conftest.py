@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,22 +42,6 @@ E2E_ENV: dict[str, dict[str, str]] = {
         "GATEWAY_ALLOWED_REDIRECT_ORIGINS": "https://app.example,https://a.example",
     },
 }
-
-
-def eventually(check: Callable[[], Any], *, timeout: float = 20.0, interval: float = 0.2) -> Any:
-    """Poll `check` until it returns a truthy value (returned) or raise its last AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            result = check()
-            if result:
-                return result
-            last: BaseException = AssertionError(f"condition still false: {result!r}")
-        except AssertionError as exc:
-            last = exc
-        if time.monotonic() > deadline:
-            raise last
-        time.sleep(interval)
 
 
 @dataclass

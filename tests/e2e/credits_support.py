@@ -18,8 +18,9 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, DEV_WEBHOOK_SECRET
-from tests.e2e.conftest import System, eventually, job_fields
+from tests.e2e.conftest import System, job_fields
 from tests.support.service_auth import signed_channel
+from tests.support.waiting import eventually
 
 JOB, CANDIDATE = "JOB_CREDIT", "CANDIDATE_CREDIT"
 SWIFT_HIRE_USD = 4900

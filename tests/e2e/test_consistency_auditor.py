@@ -21,8 +21,9 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY
-from tests.e2e.conftest import System, eventually, job_fields, new_company
+from tests.e2e.conftest import System, job_fields, new_company
 from tests.support.service_auth import signed_channel
+from tests.support.waiting import eventually
 
 ADMIN = common_pb2.Actor(user_id="ops-1", role="admin")
 

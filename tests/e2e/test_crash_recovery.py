@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import System, eventually, job_fields, new_company
+from tests.e2e.conftest import System, job_fields, new_company
 from tests.support import jobs_process
+from tests.support.waiting import eventually
 
 FEE_MINOR = 14900
 

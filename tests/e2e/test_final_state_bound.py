@@ -10,7 +10,8 @@ import httpx
 
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY
-from tests.e2e.conftest import System, eventually, job_fields, new_company
+from tests.e2e.conftest import System, job_fields, new_company
+from tests.support.waiting import eventually
 
 BOUND_SECONDS = 120.0
 FEE_MINOR = 14900

@@ -16,10 +16,10 @@ import pytest
 from tests.e2e.conftest import (
     REFUSE_ACTIVATION_MARKER,
     System,
-    eventually,
     job_fields,
     new_company,
 )
+from tests.support.waiting import eventually
 
 FEE = {"amount_minor": 14900, "currency": "USD"}  # engineering category, default price list
 

@@ -11,9 +11,10 @@ import httpx
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from tests.e2e.conftest import System, eventually, new_company
+from tests.e2e.conftest import System, new_company
 from tests.support.provider_harnesses import hidden_fields
 from tests.support.service_auth import signed_aio_channel
+from tests.support.waiting import eventually
 
 RETURN_URL = "https://app.example/subscription/success"
 CANCEL_URL = "https://app.example/subscription/cancel"

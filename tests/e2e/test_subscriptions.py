@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-from tests.e2e.conftest import System, eventually, new_company
+from tests.e2e.conftest import System, new_company
+from tests.support.waiting import eventually
 
 PLAN_PRICE_USD = 3000  # COMPANY MONTHLY
 

@@ -4,78 +4,20 @@ and gRPC stubs."""
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
-import grpc
 import pytest
 
-from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from hirepay_dev.procs import free_port
-from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
-from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from hirepay_dev.sandbox_client import SandboxAdmin
+from hirepay_dev.services import RunningService
 from tests.support.payments_helpers import OLD_WEBHOOK_SECRET, WEBHOOK_SECRET
-from tests.support.service_auth import signed_aio_channel, signed_channel
+from tests.support.service_auth import signed_aio_channel
+from tests.support.stripe_stack import start_payments, start_stripe_sandbox
+from tests.support.webhook_relay import WebhookRelay
 
 PROVIDER_TIMEOUT = 1.5
-
-
-class WebhookRelay:
-    """An HTTP endpoint for the sandbox's webhooks that forwards each delivery, byte for byte, to
-    the payments service and answers as the gateway would (2xx applied, 400 bad signature, 503
-    to be retried)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.target = ""
-        self.statuses: list[int] = []
-        relay = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = relay.forward(body, self.headers.get("Stripe-Signature", ""))
-                relay.statuses.append(status)
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhook/stripe"
-
-    def forward(self, body: bytes, signature: str) -> int:
-        if not self.target:
-            return 503
-        with signed_channel(self.target, caller="gateway", service="payments") as channel:
-            stub = pb_grpc.PaymentsServiceStub(channel)
-            try:
-                stub.HandleProviderEvent(
-                    pb.HandleProviderEventRequest(
-                        provider="stripe", payload=body, signature=signature
-                    ),
-                    timeout=10,
-                )
-            except grpc.RpcError as exc:
-                return 400 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 503
-        return 200
-
-    def start(self) -> WebhookRelay:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -87,16 +29,7 @@ def relay() -> Iterator[WebhookRelay]:
 
 @pytest.fixture(scope="session")
 def sandbox_url(relay: WebhookRelay) -> Iterator[str]:
-    process, url = start_sandbox(
-        name="payments-sandbox",
-        env={
-            "SANDBOX_WEBHOOK_URL": relay.url,
-            "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SANDBOX_WEBHOOK_RETRY_BASE": "0.2",
-            "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "1",
-            "SANDBOX_WEBHOOK_MAX_ATTEMPTS": "30",
-        },
-    )
+    process, url = start_stripe_sandbox("payments-sandbox", relay.url, WEBHOOK_SECRET)
     yield url
     process.stop()
 
@@ -125,23 +58,18 @@ def payments_service(
     make_service_database: Callable[[str], str], sandbox_url: str, relay: WebhookRelay
 ) -> Iterator[RunningService]:
     url = make_service_database("payments")
-    service = start_service(
-        PAYMENTS,
+    service = start_payments(
         url,
-        env={
-            "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-            "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
-            "PAYMENTS_STRIPE_WEBHOOK_SECRETS": f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
-            "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": str(PROVIDER_TIMEOUT),
-            "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-            "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-            # Payments waiting for the provider are re-fetched within a second (lost webhooks).
-            "PAYMENTS_WATCH_INTERVAL_SECONDS": "0.2",
-            "PAYMENTS_WATCH_MAX_INTERVAL_SECONDS": "1",
-            "PAYMENTS_LOG_LEVEL": "INFO",
-            "PAYMENTS_WALLET_TARGET": "",  # no wallet here: purchases stay owed to the ledger
-        },
+        sandbox_url,
+        api_key="sk_test_paymentstests",
+        webhook_secrets=f"{WEBHOOK_SECRET},{OLD_WEBHOOK_SECRET}",
+        provider_timeout=PROVIDER_TIMEOUT,
         log_name="payments-tests",
+        PAYMENTS_LOG_LEVEL="INFO",
+        PAYMENTS_WALLET_TARGET="",  # no wallet here: purchases stay owed to the ledger
+        # Payments waiting for the provider are re-fetched within a second (lost webhooks).
+        PAYMENTS_WATCH_INTERVAL_SECONDS="0.2",
+        PAYMENTS_WATCH_MAX_INTERVAL_SECONDS="1",
     )
     relay.target = service.target
     yield service

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 
@@ -34,6 +35,9 @@ class FakeWallet(pb_grpc.WalletServiceServicer):
     def __init__(self) -> None:
         self.unavailable_left = 0
         self.calls = 0
+        # The slow call is held until the test lets it go (at most 5 s, so every test ends).
+        self.slow_entered = asyncio.Event()
+        self.slow_release = asyncio.Event()
 
     async def GetAccount(self, request, context):
         self.calls += 1
@@ -44,7 +48,9 @@ class FakeWallet(pb_grpc.WalletServiceServicer):
         if request.account_id == "boom":
             raise RuntimeError("secret sk_test_abc123 leaked in a crash")
         if request.account_id == "slow":
-            await asyncio.sleep(0.5)
+            self.slow_entered.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.slow_release.wait(), 5)
         return pb.GetAccountResponse(account=pb.Account(account_id=request.account_id))
 
     async def OpenAccount(self, request, context):
@@ -122,17 +128,18 @@ async def test_retry_only_with_request_id(app_server) -> None:
 
 
 async def test_every_call_has_a_deadline(app_server) -> None:
-    _, _, target, _ = app_server
+    _, servicer, target, _ = app_server
     client = ServiceClient("fakewallet", target, timeout=0.1)
     stub = pb_grpc.WalletServiceStub(client.channel)
     with pytest.raises(RemoteError) as caught:
         await client.call(stub.GetAccount, pb.GetAccountRequest(account_id="slow"))
     assert caught.value.kind is ErrorKind.DEADLINE_EXCEEDED
+    servicer.slow_release.set()
     await client.close()
 
 
 async def test_health_serving_then_not_serving_and_inflight_call_finishes(app_server) -> None:
-    app, _, target, stop = app_server
+    app, servicer, target, stop = app_server
     async with signed_aio_channel(target, caller="jobs", service="fakewallet") as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(
@@ -143,11 +150,16 @@ async def test_health_serving_then_not_serving_and_inflight_call_finishes(app_se
         inflight = asyncio.ensure_future(
             stub.GetAccount(pb.GetAccountRequest(account_id="slow"), timeout=5)
         )
-        await asyncio.sleep(0.1)
+        await asyncio.wait_for(servicer.slow_entered.wait(), 5)
         stop.set()
-        await asyncio.sleep(0.05)
-        status = await app.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+        for _ in range(100):
+            status = await app.health.Check(health_pb2.HealthCheckRequest(service=""), None)
+            if status.status == health_pb2.HealthCheckResponse.NOT_SERVING:
+                break
+            await asyncio.sleep(0.02)
         assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        assert not inflight.done()
+        servicer.slow_release.set()
         reply = await inflight  # graceful: the in-flight call completes
         assert reply.account.account_id == "slow"
 

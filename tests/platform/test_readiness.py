@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import grpc
 import httpx
@@ -18,19 +17,13 @@ from hirepay_platform.readiness import unavailable_dependencies
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import ServiceSettings
 from tests.support.pg_proxy import PostgresProxy
+from tests.support.waiting import eventually
 
 FAST_READINESS = {"READINESS_INTERVAL_SECONDS": "0.2", "READINESS_TIMEOUT_SECONDS": "1"}
 
 
 class _Settings(ServiceSettings):
     pass
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def dependencies_down(target: str) -> list[str]:

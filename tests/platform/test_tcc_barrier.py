@@ -25,24 +25,7 @@ from hirepay_platform.tcc import (
     enter_confirm,
     enter_try,
 )
-
-
-class MemoryBarriers:
-    """An in-memory barrier table with the same insert-first contract."""
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str, TccOp], BarrierRecord] = {}
-
-    async def insert(self, branch: TccBranch, op: TccOp, origin: TccOp, print_: dict) -> bool:
-        key = (branch.global_tx_id, branch.branch_id, op)
-        if key in self.rows:
-            return False
-        self.rows[key] = BarrierRecord(branch, op, origin, dict(print_))
-        return True
-
-    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
-        return self.rows.get((branch.global_tx_id, branch.branch_id, op))
-
+from tests.support.barrier_fakes import MemoryBarriers
 
 B = TccBranch("gtx-1", "payment")
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
-from stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
 
-from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
+from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
+from tests.support.stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
+from tests.support.stripe_stack import start_stripe_sandbox
+from tests.support.webhook_receiver import WebhookReceiver
 
 HERE = Path(__file__).parent
 
@@ -34,16 +35,14 @@ def receiver() -> Iterator[WebhookReceiver]:
 
 @pytest.fixture(scope="session")
 def sandbox_url(receiver: WebhookReceiver) -> Iterator[str]:
-    process, url = start_sandbox(
-        name="sandbox-tests",
-        env={
-            "SANDBOX_WEBHOOK_URL": receiver.url,
-            "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "SANDBOX_WEBHOOK_RETRY_BASE": "0.05",
-            "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "0.2",
-            "SANDBOX_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-            "SANDBOX_PAYOUT_SETTLE_AFTER": "0.1",
-        },
+    process, url = start_stripe_sandbox(
+        "sandbox-tests",
+        receiver.url,
+        WEBHOOK_SECRET,
+        retry_base=0.05,
+        retry_max_delay=0.2,
+        max_attempts=MAX_ATTEMPTS,
+        SANDBOX_PAYOUT_SETTLE_AFTER="0.1",
     )
     yield url
     process.stop()

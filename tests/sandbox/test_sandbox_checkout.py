@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.sandbox_client import SandboxAdmin
+from tests.support.webhook_receiver import WebhookReceiver
 
 SUCCESS_URL = "https://hirepay.test/paid?session={CHECKOUT_SESSION_ID}"
 CANCEL_URL = "https://hirepay.test/canceled"

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import stripe
 from playwright.sync_api import Browser, Page, Route, sync_playwright
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.procs import free_port
+from tests.support.webhook_receiver import WebhookReceiver
 
 CHROMIUM = Path("/usr/bin/chromium")
 # As the machine notes say: headless, no sandbox as root, and no background traffic (the

@@ -3,16 +3,15 @@ settled by hand, reset, and Stripe's form encoding."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
 from stripe_sandbox.config import load_config
 from stripe_sandbox.params import parse_form
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +76,17 @@ def test_payouts_wait_for_the_admin(
     url, admin = other
     sdk = stripe_client(url, allow_sync=True)
     payout = sdk.v1.payouts.create(params={"amount": 4_000, "currency": "usd"})
-    time.sleep(0.3)
+    # A bank debit made after the payout settles by itself (SANDBOX_SETTLE_AFTER): the sandbox's
+    # delayed changes have run past that point, and the payout is still waiting for the admin.
+    debit = sdk.v1.payment_intents.create(
+        params={
+            "amount": 1_000,
+            "currency": "usd",
+            "payment_method": "pm_usBankAccount",
+            "confirm": True,
+        }
+    )
+    receiver.wait_about(debit.id, "payment_intent.succeeded")
     assert sdk.v1.payouts.retrieve(payout.id).status == "pending"
     failed = admin.settle_payout(payout.id, "failed", failure_code="account_closed")
     assert (failed["status"], failed["failure_code"]) == ("failed", "account_closed")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.sandbox_client import SandboxAdmin
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
+
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 def test_customer_lifecycle(sync_client: stripe.StripeClient, receiver: WebhookReceiver) -> None:

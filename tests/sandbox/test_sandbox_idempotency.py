@@ -81,14 +81,20 @@ async def test_same_key_other_parameters_is_an_idempotency_error(
 
 
 async def test_concurrent_twin_gets_409(client: stripe.StripeClient, admin: SandboxAdmin) -> None:
-    admin.add_fault("latency", ms=600, count=1, method="POST", path_prefix="/v1/payment_intents")
+    admin.add_fault("latency", ms=1500, count=1, method="POST", path_prefix="/v1/payment_intents")
     key = _key()
     params = {"amount": 1_000, "currency": "usd", "payment_method": "pm_card_visa", "confirm": True}
 
     first = asyncio.create_task(
         client.v1.payment_intents.create_async(params=params, options={"idempotency_key": key})  # type: ignore[arg-type]
     )
-    await asyncio.sleep(0.2)
+    # The sandbox takes the key before the latency fault fires: once the fault is used up, the
+    # first request is in flight with its key.
+    for _ in range(250):
+        if not await asyncio.to_thread(admin.faults):
+            break
+        await asyncio.sleep(0.02)
+    assert await asyncio.to_thread(admin.faults) == []
     with pytest.raises(stripe.APIError) as raised:
         await client.v1.payment_intents.create_async(
             params=params, options={"idempotency_key": key}

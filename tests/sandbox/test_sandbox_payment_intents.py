@@ -8,9 +8,9 @@ import uuid
 import httpx
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
 
 from hirepay_dev.sandbox_client import SandboxAdmin
+from tests.support.webhook_receiver import WebhookReceiver
 
 DECLINES = [
     # (test payment method, code, decline_code, message)

@@ -3,11 +3,17 @@ after a restart, and its idempotency key still answers the same payment (no seco
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox, stripe_client
+from tests.support.waiting import eventually
+
+
+def _saved(state: Path, *needles: str) -> bool:
+    """Whether the sandbox's state file exists and mentions every one of `needles`."""
+    text = state.read_text() if state.exists() else ""
+    return bool(text) and all(needle in text for needle in needles)
 
 
 def test_state_survives_a_crash_and_a_restart(tmp_path: Path) -> None:
@@ -29,7 +35,8 @@ def test_state_survives_a_crash_and_a_restart(tmp_path: Path) -> None:
             params=params, options={"idempotency_key": "persist-1"}
         )
         assert intent.status == "requires_capture"
-        time.sleep(0.5)  # the state is written within 0.1 s of a change
+        # The state file is replaced atomically soon after a change: wait for it to hold both.
+        eventually(lambda: _saved(state, intent.id, "persist-1"), 10, "state saved", interval=0.05)
         process.kill()  # a crash: no graceful shutdown, nothing saved at exit
     finally:
         process.stop()
@@ -57,7 +64,7 @@ def test_state_survives_a_crash_and_a_restart(tmp_path: Path) -> None:
             admin.reset()  # a reset is kept too: the next start is empty
         finally:
             admin.close()
-        time.sleep(0.5)
+        eventually(lambda: not _saved(state, intent.id), 10, "reset saved", interval=0.05)
     finally:
         process.stop()
     process, url = start_sandbox(name="sandbox-persistence", port=port, env=env)

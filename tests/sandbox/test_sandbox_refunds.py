@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
+
+from tests.support.webhook_receiver import WebhookReceiver
 
 
 async def _paid(client: stripe.StripeClient, amount: int, **extra: object) -> stripe.PaymentIntent:

@@ -5,14 +5,40 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import stripe
-from sandbox_receiver import WebhookReceiver
-from stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
 
 from hirepay_dev.procs import free_port
 from hirepay_dev.sandbox_client import SandboxAdmin
+from tests.support.stripe_settings import MAX_ATTEMPTS, WEBHOOK_SECRET
+from tests.support.webhook_receiver import WebhookReceiver
+
+# Delivery states with no attempt to come (a held one waits for a flush).
+_FINAL = ("succeeded", "failed", "dropped")
+
+
+def _settled(
+    admin: SandboxAdmin,
+    event_id: str,
+    which: Callable[[dict[str, Any]], bool] = lambda d: True,
+    timeout: float = 10.0,
+) -> list[dict[str, Any]]:
+    """The event's deliveries (`which` of them) once none has an attempt to come.
+
+    The sandbox records every delivery of an event (each copy, each endpoint) when it publishes
+    it, and each attempt after the endpoint answered: once all are final, no POST is on its way.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        deliveries = [d for d in admin.deliveries(event_id=event_id) if which(d)]
+        if deliveries and all(d["status"] in _FINAL for d in deliveries):
+            return deliveries
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deliveries of {event_id} not settled: {deliveries}")
+        time.sleep(0.02)
 
 
 def _customer(client: stripe.StripeClient, **params: str) -> stripe.Customer:
@@ -53,6 +79,10 @@ def test_retried_with_backoff_until_2xx(
 ) -> None:
     email = f"{uuid.uuid4().hex[:8]}@hirepay.test"
     customer = _customer(sync_client, email=email)
+    # A 2xx to the same URL while a retry waits makes it due at once (the endpoint recovered):
+    # the customer.created delivery is done before the failures start, so the backoff shows.
+    created = receiver.wait_about(customer.id, "customer.created")
+    _settled(admin, created[0].event["id"])
     receiver.fail(customer.id, 500, 503, event_type="customer.updated")
     sync_client.v1.customers.update(customer.id, params={"name": "Retry Co"})
     received = receiver.wait_about(customer.id, "customer.updated", count=3)
@@ -60,12 +90,14 @@ def test_retried_with_backoff_until_2xx(
     assert len({r.event["id"] for r in received}) == 1  # the same event each time
     assert received[0].body == received[2].body
 
-    delivery = admin.deliveries(event_id=received[0].event["id"])[0]
+    # The receiver records a POST before answering it; the sandbox records the answer after.
+    delivery = _settled(admin, received[0].event["id"])[0]
     assert delivery["status"] == "succeeded"
     attempts = delivery["attempts"]
     assert [a["status_code"] for a in attempts] == [500, 503, 200]
-    assert attempts[1]["at"] - attempts[0]["at"] >= 0.05
-    assert attempts[2]["at"] - attempts[1]["at"] >= 0.1  # exponential backoff
+    # Exponential backoff from the 0.05 s base (conftest), each delay jittered by +-25 %.
+    assert attempts[1]["at"] - attempts[0]["at"] >= 0.05 * 0.75
+    assert attempts[2]["at"] - attempts[1]["at"] >= 0.1 * 0.75
     event = sync_client.v1.events.retrieve(received[0].event["id"])
     assert event.data.previous_attributes.name is None
     assert event.pending_webhooks == 0
@@ -86,12 +118,12 @@ def test_gives_up_after_the_maximum_attempts(
         time.sleep(0.05)
     assert delivery["status"] == "failed"
     assert len(delivery["attempts"]) == MAX_ATTEMPTS
-    time.sleep(0.3)
+    # "failed" is final and each attempt is recorded after the receiver answered it.
     assert len(receiver.about(customer.id, "customer.updated")) == MAX_ATTEMPTS
 
 
 def test_api_created_endpoint_has_its_own_secret_and_event_filter(
-    sync_client: stripe.StripeClient, receiver: WebhookReceiver
+    sync_client: stripe.StripeClient, receiver: WebhookReceiver, admin: SandboxAdmin
 ) -> None:
     url = receiver.url.replace("/webhooks", "/api-endpoint")
     endpoint = sync_client.v1.webhook_endpoints.create(
@@ -114,8 +146,12 @@ def test_api_created_endpoint_has_its_own_secret_and_event_filter(
             stripe.Webhook.construct_event(
                 mine[0].body, mine[0].headers["Stripe-Signature"], WEBHOOK_SECRET
             )
-        receiver.wait_about(customer.id, "customer.updated")  # the configured URL gets all
-        time.sleep(0.2)
+        updated = receiver.wait_about(
+            customer.id, "customer.updated"
+        )  # the configured URL gets all
+        _settled(admin, updated[0].event["id"])
+        created = receiver.about(customer.id, "customer.created")[0].event["id"]
+        _settled(admin, created)
         api_types = [r.type for r in receiver.about(customer.id) if r.path == "/api-endpoint"]
         assert api_types == ["customer.created"]
     finally:
@@ -136,8 +172,7 @@ def test_unreachable_endpoint_records_connection_errors(
         customer = _customer(sync_client)
         event = sync_client.v1.events.list(params={"type": "customer.created", "limit": 1}).data[0]
         assert event.data.object.id == customer.id
-        time.sleep(0.3)
-        mine = [d for d in admin.deliveries(event_id=event.id) if d["endpoint_id"] == endpoint.id]
+        mine = _settled(admin, event.id, lambda d: d["endpoint_id"] == endpoint.id)
         assert mine[0]["attempts"][0]["status_code"] is None
         assert "ConnectError" in mine[0]["attempts"][0]["error"]
     finally:
@@ -151,11 +186,10 @@ def test_webhook_drop(
     lost = _customer(sync_client)
     kept = _customer(sync_client)
     receiver.wait_about(kept.id, "customer.created")
-    time.sleep(0.2)
-    assert receiver.about(lost.id, "customer.created") == []
     event = sync_client.v1.events.list(params={"type": "customer.created", "limit": 2}).data[1]
     assert event.data.object.id == lost.id  # the event exists; only its webhook was lost
-    assert admin.deliveries(event_id=event.id)[0]["status"] == "dropped"
+    assert _settled(admin, event.id)[0]["status"] == "dropped"
+    assert receiver.about(lost.id, "customer.created") == []
 
 
 def test_webhook_duplicate(
@@ -168,7 +202,7 @@ def test_webhook_duplicate(
     assert len({c.body for c in copies}) == 1
     for copy in copies:
         stripe.Webhook.construct_event(copy.body, copy.headers["Stripe-Signature"], WEBHOOK_SECRET)
-    time.sleep(0.2)
+    _settled(admin, copies[0].event["id"])
     assert len(receiver.about(customer.id, "customer.created")) == 3
 
 
@@ -188,7 +222,11 @@ def test_webhook_reorder_until_flushed(
 ) -> None:
     admin.add_fault("webhook_reorder", event_type="customer.created")
     first, second = _customer(sync_client), _customer(sync_client)
-    time.sleep(0.3)
+    # Both created events are recorded, held, when the API answers: nothing is on its way.
+    events = sync_client.v1.events.list(params={"type": "customer.created", "limit": 2}).data
+    assert {e.data.object.id for e in events} == {first.id, second.id}
+    for event in events:
+        assert [d["status"] for d in admin.deliveries(event_id=event.id)] == ["held"]
     assert receiver.about(first.id) == [] and receiver.about(second.id) == []
     assert admin.flush_webhooks() == 2
     arrived = receiver.wait_for(lambda r: r.object_id in {first.id, second.id}, count=2)

@@ -1,15 +1,10 @@
-"""Helpers of the jobs gRPC tests: the real participants' processes, a webhook relay standing in
-for the gateway, and small clients of payments and the wallet."""
+"""Helpers of the jobs gRPC tests: the real participants' processes and small clients of payments
+and the wallet (the webhook relay standing in for the gateway is tests.support.webhook_relay)."""
 
 from __future__ import annotations
 
-import threading
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import grpc
 
@@ -19,12 +14,11 @@ from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
-from hirepay_dev.procs import Process, free_port
+from hirepay_dev.procs import Process
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.services import JOBS, RunningService, start_service
 from hirepay_platform.grpc_status import error_info
 from tests.support import jobs_process
-from tests.support.service_auth import signed_channel
 
 FEE = 14900  # engineering, USD, from the default price list
 CREDITS_FEE = 500
@@ -37,49 +31,6 @@ FIELDS = pb.JobFields(
     employment_type=pb.FULL_TIME,
     category="engineering",
 )
-
-
-class WebhookRelay:
-    """Receives the sandbox's webhooks and hands the raw body and signature to payments'
-    HandleProviderEvent, answering as the gateway would (2xx applied, else retry)."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.target = ""
-        relay = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                status = relay.forward(body, self.headers.get("Stripe-Signature", ""))
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/webhooks/stripe"
-
-    def forward(self, body: bytes, signature: str) -> int:
-        if not self.target:
-            return 503
-        with signed_channel(self.target, caller="gateway", service="payments") as channel:
-            try:
-                ppb_grpc.PaymentsServiceStub(channel).HandleProviderEvent(
-                    ppb.HandleProviderEventRequest(
-                        provider="stripe", payload=body, signature=signature
-                    ),
-                    timeout=10,
-                )
-            except grpc.RpcError as exc:
-                return 400 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 503
-        return 200
 
 
 @dataclass
@@ -192,12 +143,3 @@ def grant_credits(stack: Stack, owner: str, amount: int) -> str:
         timeout=5,
     )
     return target.account_id
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError("condition not reached in time")

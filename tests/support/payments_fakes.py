@@ -14,9 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from hirepay_platform.errors import PreconditionFailed
-from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.reasons import FailureReason
-from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from hirepay_platform.tcc import TccBranch
 from payments.domain.credits import CREDIT_UNITS, CreditGrant, GrantKind, GrantStatus
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Payment
@@ -39,12 +38,13 @@ from payments.domain.provider import (
 )
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
+from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 
 
 @dataclass
 class State:
     payments: dict[str, Payment] = field(default_factory=dict)
-    barriers: dict[tuple[str, str, str], BarrierRecord] = field(default_factory=dict)
+    barriers: BarrierRows = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
     transactions: dict[str, Transaction] = field(default_factory=dict)
     events: set[str] = field(default_factory=set)
@@ -119,20 +119,6 @@ class FakePayments(_Repo):
         for p in due[:limit]:
             p.next_poll_at = now + timedelta(seconds=lease_seconds)
         return [copy.deepcopy(p) for p in due[:limit]]
-
-
-class FakeBarriers(_Repo):
-    async def insert(
-        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
-    ) -> bool:
-        key = (branch.global_tx_id, branch.branch_id, op.value)
-        if key in self.st.barriers:
-            return False
-        self.st.barriers[key] = BarrierRecord(branch, op, origin, dict(fingerprint))
-        return True
-
-    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
-        return self.st.barriers.get((branch.global_tx_id, branch.branch_id, op.value))
 
 
 class FakeRefunds(_Repo):
@@ -335,7 +321,7 @@ class FakeUnitOfWork:
         self.committed = State()
         self.working = State()
         self.payments = FakePayments(self)
-        self.barriers = FakeBarriers(self)
+        self.barriers = MemoryBarriers(lambda: self.working.barriers)
         self.refunds = FakeRefunds(self)
         self.transactions = FakeTransactions(self)
         self.events = FakeEvents(self)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import grpc
@@ -62,17 +60,3 @@ def reason(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, s
     info = error_info(exc)
     assert info is not None, f"no ErrorInfo on {exc.code()}: {exc.details()}"
     return exc.code(), info.reason, dict(info.metadata)
-
-
-async def wait_for(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1
-) -> Any:
-    """Poll an async probe until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = await probe()
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")

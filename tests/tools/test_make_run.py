@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,17 +19,11 @@ import pytest
 from hirepay_dev.procs import REPO_ROOT, free_port, grpc_ready
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.supervisor import Supervisor
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 # stripe-python's HTTPXClient posts the form as `data=<str>`, which httpx deprecates; not ours.
 _SDK_WARNING = "ignore:Use 'content=<...>' to upload raw bytes/text content.:DeprecationWarning"
-
-
-def eventually(condition: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached in {timeout}s: {what}"
-        time.sleep(0.2)
 
 
 def children(pid: int) -> dict[str, int]:

@@ -213,8 +213,15 @@ async def test_logs_carry_trace_ids_but_no_tokens_or_card_numbers(
         headers={**auth, "Idempotency-Key": "log-1", "traceparent": header},
     )
     await client.get("/api/jobs/mine", headers={"Authorization": "Bearer eyJhbGciOiJub25lIn0.e30."})
-    await asyncio.sleep(0.2)
-    logs = gateway.log_text()
+    # A last request marks the end: once its trace id is logged, the lines before it are too.
+    marker, marker_trace_id, _ = traceparent()
+    await client.get("/api/jobs/mine", headers={**auth, "traceparent": marker})
+    for _ in range(100):
+        logs = gateway.log_text()
+        if f'"trace_id": "{marker_trace_id}"' in logs:
+            break
+        await asyncio.sleep(0.05)
+    assert f'"trace_id": "{marker_trace_id}"' in logs
     assert auth["Authorization"].split()[1] not in logs
     assert "4242424242424242" not in logs
     assert "eyJhbGciOiJub25lIn0" not in logs

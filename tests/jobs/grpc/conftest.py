@@ -10,12 +10,14 @@ import pytest
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
-from hirepay_dev.sandbox_client import SandboxAdmin, start_sandbox
-from hirepay_dev.services import PAYMENTS, WALLET, start_service
-from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, WebhookRelay, start_jobs
+from hirepay_dev.sandbox_client import SandboxAdmin
+from hirepay_dev.services import WALLET, start_service
+from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, start_jobs
 from tests.support.service_auth import signed_channel
+from tests.support.stripe_stack import start_payments, start_stripe_sandbox
+from tests.support.webhook_relay import WebhookRelay
 
-PROVIDER_TIMEOUT = "1.5"
+PROVIDER_TIMEOUT = 1.5
 
 
 @pytest.fixture(scope="session")
@@ -23,30 +25,16 @@ def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
     # Every process is registered for stopping as soon as it starts, so a failed start-up of a
     # later one leaves nothing running.
     with contextlib.ExitStack() as cleanup:
-        relay = WebhookRelay()
-        cleanup.callback(relay.server.shutdown)
-        sandbox, sandbox_url = start_sandbox(
-            name="jobs-tests-sandbox",
-            env={
-                "SANDBOX_WEBHOOK_URL": relay.url,
-                "SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-                "SANDBOX_WEBHOOK_RETRY_BASE": "0.2",
-                "SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "1",
-                "SANDBOX_WEBHOOK_MAX_ATTEMPTS": "30",
-            },
-        )
+        relay = WebhookRelay().start()
+        cleanup.callback(relay.stop)
+        sandbox, sandbox_url = start_stripe_sandbox("jobs-tests-sandbox", relay.url, WEBHOOK_SECRET)
         cleanup.callback(sandbox.stop)
-        payments = start_service(
-            PAYMENTS,
+        payments = start_payments(
             make_service_database("payments"),
-            env={
-                "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-                "PAYMENTS_STRIPE_API_KEY": "sk_test_jobstests",
-                "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-                "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": PROVIDER_TIMEOUT,
-                "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-                "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-            },
+            sandbox_url,
+            api_key="sk_test_jobstests",
+            webhook_secrets=WEBHOOK_SECRET,
+            provider_timeout=PROVIDER_TIMEOUT,
             log_name="jobs-tests-payments",
         )
         cleanup.callback(payments.stop)

@@ -16,9 +16,9 @@ from tests.support.jobs_stack import (
     payment_of_saga,
     post_request,
     start_jobs,
-    wait_for,
 )
 from tests.support.service_auth import signed_channel
+from tests.support.waiting import eventually
 
 
 @pytest.fixture
@@ -46,7 +46,7 @@ def test_a_surviving_replica_finishes_the_saga_of_a_dead_one(stack, replicas):
             mine = stub.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
             return len(mine) == 1 and mine[0].payment_status == pb.Job.COMPLETED
 
-        wait_for(paid)
+        eventually(paid)
         # The client retries against any replica and gets the finished answer, charged once.
         reply = stub.CreateJobWithPayment(request, timeout=30)
         assert reply.replayed and reply.job.status == pb.Job.ACTIVE
@@ -65,7 +65,7 @@ def test_a_surviving_replica_finishes_the_saga_of_a_dead_one(stack, replicas):
             job = stub.GetJob(pb.GetJobRequest(actor=actor, job_id=pending.job.job_id), timeout=5)
             return job.job.payment_status == pb.Job.COMPLETED
 
-        wait_for(active)
+        eventually(active)
         trail = stub.ListJobTransitions(
             pb.ListJobTransitionsRequest(actor=actor, job_id=pending.job.job_id), timeout=5
         ).transitions

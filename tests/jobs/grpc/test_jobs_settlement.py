@@ -17,8 +17,8 @@ from tests.support.jobs_stack import (
     payment_of_saga,
     post_request,
     reason_of,
-    wait_for,
 )
+from tests.support.waiting import eventually
 
 
 def job_of(jobs, actor, job_id: str) -> pb.Job:
@@ -44,7 +44,7 @@ def test_three_d_secure_waits_then_the_settlement_event_activates(stack, jobs):
     public = jobs.ListActiveJobs(pb.ListActiveJobsRequest(), timeout=5).jobs
     assert reply.job.job_id not in {j.job_id for j in public}
     stack.admin.authenticate_payment_intent(provider_id(stack, reply.payment_id))
-    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
+    eventually(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
     job = job_of(jobs, actor, reply.job.job_id)
     assert job.status == pb.Job.ACTIVE
     payment = payment_of_saga(stack, reply.saga_id)
@@ -60,11 +60,11 @@ def test_bank_transfer_is_settled_by_the_provider(stack, jobs, outcome):
     assert reply.job.status == pb.Job.PENDING_PAYMENT
     assert reply.payment_state == "PROCESSING"
     stack.admin.settle_payment_intent(provider_id(stack, reply.payment_id), outcome)
-    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).status != pb.Job.PENDING_PAYMENT)
+    eventually(lambda: job_of(jobs, actor, reply.job.job_id).status != pb.Job.PENDING_PAYMENT)
     job = job_of(jobs, actor, reply.job.job_id)
     payment = payment_of_saga(stack, reply.saga_id)
     if outcome == "succeeded":
-        wait_for(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
+        eventually(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
         assert job.status == pb.Job.ACTIVE
         assert payment.captured_minor == FEE
     else:
@@ -87,7 +87,7 @@ def test_provider_timeout_is_unknown_posts_nothing_charges_nothing(stack, jobs):
     (job,) = jobs.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
     assert job.status == pb.Job.PAYMENT_FAILED
     # The unknown payment is resolved by payments and released: nothing held, nothing taken.
-    wait_for(
+    eventually(
         lambda: payment_of_saga(stack, saga_id).state in (ppb.Payment.VOIDED, ppb.Payment.FAILED),
         timeout=40,
     )
@@ -130,8 +130,8 @@ def test_cancel_within_the_window_refunds_the_fee(stack, jobs):
         timeout=10,
     ).job
     assert cancelled.status == pb.Job.CANCELLED
-    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.REFUNDED)
-    wait_for(lambda: payment_of_saga(stack, reply.saga_id).refunded_minor == FEE)
+    eventually(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.REFUNDED)
+    eventually(lambda: payment_of_saga(stack, reply.saga_id).refunded_minor == FEE)
     public = jobs.ListActiveJobs(pb.ListActiveJobsRequest(), timeout=5).jobs
     assert reply.job.job_id not in {j.job_id for j in public}
     with pytest.raises(grpc.RpcError) as info:
@@ -148,7 +148,7 @@ def test_hosted_checkout_paid_activates(stack, jobs):
     assert reply.job.status == pb.Job.PENDING_PAYMENT and reply.next_action_url
     response = stack.admin.pay_checkout(reply.next_action_url)
     assert response.status_code in (200, 302, 303), response.text
-    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
+    eventually(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.COMPLETED)
     assert job_of(jobs, actor, reply.job.job_id).status == pb.Job.ACTIVE
     assert payment_of_saga(stack, reply.saga_id).captured_minor == FEE
 
@@ -164,7 +164,7 @@ def test_hosted_checkout_cancelled_by_the_user_posts_nothing(stack, jobs):
         ppb.CancelCheckoutRequest(request_id=reply.saga_id, payment_id=reply.payment_id),
         timeout=10,
     )
-    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).status == pb.Job.PAYMENT_FAILED)
+    eventually(lambda: job_of(jobs, actor, reply.job.job_id).status == pb.Job.PAYMENT_FAILED)
     job = job_of(jobs, actor, reply.job.job_id)
     assert job.payment_status == pb.Job.FAILED
     assert payment_of_saga(stack, reply.saga_id).captured_minor == 0

@@ -26,9 +26,9 @@ from tests.support.jobs_stack import (
     post_request,
     reason_of,
     start_jobs,
-    wait_for,
 )
 from tests.support.service_auth import signed_channel
+from tests.support.waiting import eventually
 
 
 def test_card_success_is_active_and_captured_once(stack, jobs):
@@ -159,7 +159,7 @@ def test_concurrent_twins_give_one_charge_one_job(stack, jobs):
     mine = jobs.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
     assert len(mine) == 1 and mine[0].status == pb.Job.ACTIVE
     # One charge: the saga's one payment is captured once, for the fee (Confirm may be retried).
-    wait_for(lambda: payment_of_saga(stack, first.saga_id).state == ppb.Payment.CAPTURED)
+    eventually(lambda: payment_of_saga(stack, first.saga_id).state == ppb.Payment.CAPTURED)
     assert payment_of_saga(stack, first.saga_id).captured_minor == FEE
     other = post_request(
         actor,
@@ -213,7 +213,7 @@ def _crash_then_recover(stack, service, step: str) -> None:
                 pb.Job.REFUNDED,
             )
 
-        wait_for(settled)
+        eventually(settled)
         (job,) = stub.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
         # The client retrying with its key gets the recovered answer.
         reply = stub.CreateJobWithPayment(request, timeout=30)

@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2 as ppb
-from tests.support.jobs_stack import FEE, company, payment_of_saga, post_request, wait_for
+from tests.support.jobs_stack import FEE, company, payment_of_saga, post_request
+from tests.support.waiting import eventually
 
 
 def job_of(jobs, actor, job_id: str) -> pb.Job:
@@ -55,10 +56,10 @@ def test_bank_transfer_settling_after_the_cancellation_is_refunded(stack, jobs):
     job = cancel(jobs, actor, reply.job.job_id)
     assert job.status == pb.Job.CANCELLED
     # The Void is recorded (a processing transfer cannot be stopped at the provider): nothing taken.
-    wait_for(lambda: job_of(jobs, actor, job.job_id).payment_status == pb.Job.FAILED)
+    eventually(lambda: job_of(jobs, actor, job.job_id).payment_status == pb.Job.FAILED)
     stack.admin.settle_payment_intent(provider_id(stack, reply.payment_id), "succeeded")
     # The money arrives anyway: it is returned, once, and the job ends refunded, never live.
-    wait_for(lambda: job_of(jobs, actor, job.job_id).payment_status == pb.Job.REFUNDED, 40)
+    eventually(lambda: job_of(jobs, actor, job.job_id).payment_status == pb.Job.REFUNDED, 40)
     payment = payment_of_saga(stack, reply.saga_id)
     assert payment.state == ppb.Payment.REFUNDED
     assert payment.captured_minor == FEE and payment.refunded_minor == FEE
@@ -77,9 +78,9 @@ def test_bank_transfer_bouncing_after_the_cancellation_takes_nothing(stack, jobs
     actor = company()
     reply = pending_bank_transfer(jobs, actor)
     cancel(jobs, actor, reply.job.job_id)
-    wait_for(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.FAILED)
+    eventually(lambda: job_of(jobs, actor, reply.job.job_id).payment_status == pb.Job.FAILED)
     stack.admin.settle_payment_intent(provider_id(stack, reply.payment_id), "failed")
-    wait_for(
+    eventually(
         lambda: (
             payment_of_saga(stack, reply.saga_id).state in (ppb.Payment.FAILED, ppb.Payment.VOIDED)
         )
@@ -97,8 +98,8 @@ def test_three_d_secure_not_completed_is_voided_on_cancellation(stack, jobs):
     assert reply.job.status == pb.Job.PENDING_PAYMENT and reply.next_action_url
     job = cancel(jobs, actor, reply.job.job_id)
     assert job.status == pb.Job.CANCELLED
-    wait_for(lambda: payment_of_saga(stack, reply.saga_id).state == ppb.Payment.VOIDED)
-    wait_for(lambda: job_of(jobs, actor, job.job_id).payment_status == pb.Job.FAILED)
+    eventually(lambda: payment_of_saga(stack, reply.saga_id).state == ppb.Payment.VOIDED)
+    eventually(lambda: job_of(jobs, actor, job.job_id).payment_status == pb.Job.FAILED)
     payment = payment_of_saga(stack, reply.saga_id)
     assert payment.captured_minor == 0
     assert job_of(jobs, actor, job.job_id).status == pb.Job.CANCELLED
@@ -134,10 +135,10 @@ def test_cancel_racing_the_settlement_ends_in_one_consistent_outcome(stack, jobs
     assert {job.status for job in answers} == {pb.Job.CANCELLED}
     for reply in replies:
         job_id = reply.job.job_id
-        wait_for(
+        eventually(
             lambda job_id=job_id: job_of(jobs, actor, job_id).payment_status == pb.Job.REFUNDED, 40
         )
-        wait_for(
+        eventually(
             lambda reply=reply: payment_of_saga(stack, reply.saga_id).refunded_minor == FEE, 40
         )
         payment = payment_of_saga(stack, reply.saga_id)

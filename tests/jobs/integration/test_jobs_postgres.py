@@ -66,13 +66,37 @@ def post_cmd(key: str, fingerprint: str = "fp") -> commands.CreateJobWithPayment
 async def test_twenty_concurrent_calls_with_one_key_give_one_charge_one_job(sessions):
     participants = FakeParticipants()
     original = participants.payments.try_
+    twins_in = 0
+    all_twins_in = asyncio.Event()
+
+    class CountingUnitOfWork(SqlJobsUnitOfWork):
+        """Counts the twins that found the first request's saga by its key."""
+
+        def _attach(self, session) -> None:
+            super()._attach(session)
+            get_by_key = self.sagas.get_by_key
+
+            async def counted(company_id: str, request_id: str) -> Saga | None:
+                nonlocal twins_in
+                found = await get_by_key(company_id, request_id)
+                twins_in += 1
+                if twins_in == 19:
+                    all_twins_in.set()
+                return found
+
+            self.sagas.get_by_key = counted  # type: ignore[method-assign]
 
     async def slow_try(s):
-        await asyncio.sleep(0.2)  # keep the first request in flight while the twins arrive
+        # Keep the first request in flight until all 19 twins have found its saga.
+        await asyncio.wait_for(all_twins_in.wait(), timeout=30)
         return await original(s)
 
     participants.payments.try_ = slow_try  # type: ignore[method-assign]
-    deps = deps_of(sessions, make_config(idempotency_wait_seconds=10), participants)
+    deps = Deps.build(
+        lambda: CountingUnitOfWork(sessions),
+        make_config(idempotency_wait_seconds=30),
+        participants,
+    )
     answers = await asyncio.gather(
         *[
             pay_to_post.create_job_with_payment(post_cmd("same-key"), deps.fresh())
@@ -213,8 +237,13 @@ async def test_crash_after_try_recovered_from_the_database(sessions):
             post_cmd("crash"),
             deps_of(sessions, config, CrashingParticipants(participants, "try", crash)),
         )
-    await asyncio.sleep(0.3)
-    deps = deps_of(sessions, make_config(lease_seconds=5), participants)
+    # Recovery runs on a clock past the crashed request's 0.2 s lease instead of sleeping it out.
+    deps = Deps.build(
+        lambda: SqlJobsUnitOfWork(sessions),
+        make_config(lease_seconds=5),
+        participants,
+        clock=lambda: utc_now() + timedelta(seconds=1),
+    )
     assert await settlement.recover_due(commands.RecoverSagas(), deps) == 1
     async with SqlJobsUnitOfWork(sessions) as uow:
         s = await uow.sagas.get_by_key("co_1", "crash")

@@ -15,6 +15,7 @@ from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryS
 from jobs.service_layer.answers import SagaAnswer
 from jobs.service_layer.handlers import cancellation, drafts, settlement
 from jobs.service_layer.posting import leases
+from tests.support.gates import Gate
 from tests.support.jobs_world import COMPANY, Crash, World
 
 PROCESSING = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
@@ -211,22 +212,16 @@ async def test_cancel_during_the_request_lets_the_request_drive_and_answer():
     """The cancel lands while the request's Try is in flight: the request keeps its lease, sees
     the saga cancelling when the Try answers, voids, and answers PAYMENT_CANCELLED."""
     w = World()
-    release = asyncio.Event()
-    original = w.payments.try_
-
-    async def slow_try(s):
-        await release.wait()
-        return await original(s)
-
-    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    gate = Gate()
+    w.payments.try_ = gate.hold(w.payments.try_)  # type: ignore[method-assign]
     request = asyncio.create_task(w.post())
-    await asyncio.sleep(0.01)
+    await gate.entered()
     s = w.only_saga()
     assert s.state is SagaState.TRYING
     job, saga_id = await cancel(w, s.job_id)
     assert job.status is JobStatus.CANCELLED
     assert saga_id == ""  # the request holds the lease and drives the Cancel itself
-    release.set()
+    gate.release()
     with pytest.raises(HirepayError) as info:
         await request
     assert info.value.reason == "PAYMENT_CANCELLED"

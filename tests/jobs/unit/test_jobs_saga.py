@@ -14,6 +14,8 @@ from jobs.domain.model import JobFields, JobStatus, PaymentStatus
 from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryState
 from jobs.service_layer.handlers import cancellation, drafts, settlement
 from jobs.service_layer.posting import driver
+from tests.support.gates import Gate
+from tests.support.jobs_fakes import FakeSagas
 from tests.support.jobs_world import COMPANY, FIELDS, Crash, World
 
 
@@ -294,39 +296,41 @@ async def test_failed_saga_replays_the_same_error():
 
 async def test_twin_in_progress_waits_then_gets_request_in_progress():
     w = World(idempotency_wait_seconds=0.1)
-    release = asyncio.Event()
-    original = w.payments.try_
-
-    async def slow_try(saga_obj):
-        await release.wait()
-        return await original(saga_obj)
-
-    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    gate = Gate()
+    w.payments.try_ = gate.hold(w.payments.try_)  # type: ignore[method-assign]
     first = asyncio.create_task(w.post())
-    await asyncio.sleep(0.02)
+    await gate.entered()
     with pytest.raises(HirepayError) as info:
         await w.post()
     assert info.value.reason == "REQUEST_IN_PROGRESS" and info.value.kind is ErrorKind.ABORTED
-    release.set()
+    gate.release()
     answer = await first
     assert answer.job.status is JobStatus.ACTIVE
 
 
-async def test_twin_waiting_gets_the_answer_when_it_arrives():
-    w = World(idempotency_wait_seconds=2)
-    release = asyncio.Event()
-    original = w.payments.try_
+async def test_twin_waiting_gets_the_answer_when_it_arrives(monkeypatch: pytest.MonkeyPatch):
+    w = World(idempotency_wait_seconds=10)
+    # Each twin looks the first request's saga up by its key before it waits for the answer.
+    twins_in = 0
+    all_twins_in = asyncio.Event()
+    get_by_key = FakeSagas.get_by_key
 
-    async def slow_try(saga_obj):
-        await release.wait()
-        return await original(saga_obj)
+    async def counted(self: FakeSagas, company_id: str, request_id: str):
+        nonlocal twins_in
+        found = await get_by_key(self, company_id, request_id)
+        twins_in += 1
+        if twins_in == 5:
+            all_twins_in.set()
+        return found
 
-    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    monkeypatch.setattr(FakeSagas, "get_by_key", counted)
+    gate = Gate()
+    w.payments.try_ = gate.hold(w.payments.try_)  # type: ignore[method-assign]
     first = asyncio.create_task(w.post())
-    await asyncio.sleep(0.02)
+    await gate.entered()
     twins = [asyncio.create_task(w.post()) for _ in range(5)]
-    await asyncio.sleep(0.05)
-    release.set()
+    await asyncio.wait_for(all_twins_in.wait(), timeout=10)
+    gate.release()
     answers = [await first, *[await t for t in twins]]
     assert all(a.job == answers[0].job for a in answers)
     assert [a.replayed for a in answers] == [False, True, True, True, True, True]
@@ -746,22 +750,16 @@ async def test_a_late_try_after_the_deadline_cancel_reserves_nothing():
     """The request's Try hangs; recovery cancels the saga past its deadline (a Cancel before the
     Try: null compensation); the Try arriving afterwards is refused by the participant."""
     w = World(lease_seconds=1, saga_deadline_seconds=2)
-    release = asyncio.Event()
-    original = w.payments.try_
-
-    async def hanging_try(s):
-        await release.wait()
-        return await original(s)
-
-    w.payments.try_ = hanging_try  # type: ignore[method-assign]
+    gate = Gate()
+    w.payments.try_ = gate.hold(w.payments.try_)  # type: ignore[method-assign]
     request = asyncio.create_task(w.post())
-    await asyncio.sleep(0.01)
+    await gate.entered()
     w.clock.advance(seconds=10)
     await w.recover()
     s = w.only_saga()
     assert s.state is SagaState.FAILED
     assert w.payments.state[s.id] is TryState.CANCELLED
-    release.set()
+    gate.release()
     with pytest.raises(HirepayError) as info:
         await request
     assert info.value.reason == "PAYMENT_TIMEOUT"
@@ -772,17 +770,11 @@ async def test_a_late_try_after_the_deadline_cancel_reserves_nothing():
 
 async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twice():
     w = World()
-    release = asyncio.Event()
-    original = w.payments.try_
-
-    async def slow_try(s):
-        result = await original(s)
-        await release.wait()  # the provider's webhook overtakes the Try's answer
-        return result
-
-    w.payments.try_ = slow_try  # type: ignore[method-assign]
+    gate = Gate()
+    # The provider's webhook overtakes the Try's answer: the Try is held once it has run.
+    w.payments.try_ = gate.hold(w.payments.try_, after=True)  # type: ignore[method-assign]
     request = asyncio.create_task(w.post())
-    await asyncio.sleep(0.01)
+    await gate.entered()
     s = w.only_saga()
     event = SettlementEvent(
         "e", 1, "payment.authorized", s.id, "payment", TryResult(TryState.RESERVED, "pay_1")
@@ -792,7 +784,7 @@ async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twic
     )
     assert w.only_saga().state is SagaState.CONFIRMING  # activated by the event ...
     assert ("confirm", s.id) not in w.payments.calls  # ... but the request confirms
-    release.set()
+    gate.release()
     answer = await request
     assert answer.job.status is JobStatus.ACTIVE
     assert [c for c, _ in w.payments.calls].count("confirm") == 1

@@ -4,7 +4,8 @@ declined attempt expires the session and cancels its intent; voiding after payme
 from __future__ import annotations
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
-from tests.support.payments_helpers import CHECKOUT, State, authorize_request, branch, wait_for
+from tests.support.payments_helpers import CHECKOUT, State, authorize_request, branch
+from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

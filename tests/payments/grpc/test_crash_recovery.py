@@ -19,23 +19,17 @@ from tests.support.payments_helpers import (
     authorize_request,
     reason,
     rpc_error,
-    wait_for,
 )
 from tests.support.service_auth import signed_aio_channel
+from tests.support.stripe_stack import payments_env
+from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 
 
 def _env(sandbox_url: str) -> dict[str, str]:
-    return {
-        "PAYMENTS_STRIPE_API_BASE": sandbox_url,
-        "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
-        "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
-        "PAYMENTS_WALLET_TARGET": "",
-        "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1",
-        "PAYMENTS_POLL_INTERVAL_SECONDS": "0.2",
-        "PAYMENTS_POLL_MAX_INTERVAL_SECONDS": "0.5",
-    }
+    env = payments_env(sandbox_url, "sk_test_paymentstests", WEBHOOK_SECRET, provider_timeout=1)
+    return {**env, "PAYMENTS_WALLET_TARGET": ""}
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ from tests.support.payments_helpers import (
     branch,
     reason,
     rpc_error,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 DECLINES = [
     ("pm_card_chargeDeclined", "PAYMENT_DECLINED", "card_declined", "generic_decline"),

@@ -23,9 +23,9 @@ from tests.support.payments_helpers import (
     authorize_request,
     branch,
     rpc_error,
-    wait_for,
 )
 from tests.support.service_auth import signed_aio_channel
+from tests.support.waiting import wait_for
 
 CALLBACK_SECRET = "callback-secret-for-tests"
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
-from tests.support.payments_helpers import CHECKOUT, State, authorize_request, branch, wait_for
+from tests.support.payments_helpers import CHECKOUT, State, authorize_request, branch
+from tests.support.waiting import wait_for
 
 
 async def _all(stub, after: int = 0, subsystem: str = "") -> list[pb.SettlementEvent]:

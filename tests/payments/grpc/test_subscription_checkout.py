@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime, timedelta
 import grpc
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
-from tests.support.payments_helpers import reason, rpc_error, wait_for
+from tests.support.payments_helpers import reason, rpc_error
+from tests.support.waiting import wait_for
 
 Status = pb.Transaction.Status
 

@@ -13,8 +13,8 @@ from tests.support.payments_helpers import (
     branch,
     reason,
     rpc_error,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

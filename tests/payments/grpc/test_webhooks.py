@@ -21,8 +21,8 @@ from tests.support.payments_helpers import (
     authorize_request,
     reason,
     rpc_error,
-    wait_for,
 )
+from tests.support.waiting import wait_for
 
 AUTH = {"Authorization": "Bearer sk_test_paymentstests"}
 

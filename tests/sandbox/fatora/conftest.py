@@ -8,10 +8,10 @@ from typing import Any
 
 import httpx
 import pytest
-from fatora_support import WEBHOOK_SECRET, api
-from provider_receiver import ProviderReceiver
 
 from hirepay_dev.provider_sandboxes import KitAdmin, start_provider_sandbox
+from tests.support.fatora_support import WEBHOOK_SECRET, api
+from tests.support.provider_receiver import ProviderReceiver
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

@@ -9,7 +9,9 @@ import time
 
 import httpx
 import pytest
-from fatora_support import (
+
+from hirepay_dev.provider_sandboxes import KitAdmin
+from tests.support.fatora_support import (
     DECLINED,
     EXPIRED,
     FAILURE_URL,
@@ -21,9 +23,7 @@ from fatora_support import (
     pay,
     redirect,
 )
-from provider_receiver import ProviderReceiver
-
-from hirepay_dev.provider_sandboxes import KitAdmin
+from tests.support.provider_receiver import ProviderReceiver
 
 
 def _verify(fatora: httpx.Client, order_id: str, transaction_id: str | None = None) -> dict:

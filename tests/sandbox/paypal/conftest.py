@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
-from provider_receiver import ProviderReceiver
 
 from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client, start_provider_sandbox
+from tests.support.paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET
+from tests.support.provider_receiver import ProviderReceiver
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

@@ -10,13 +10,13 @@ import httpx
 import pytest
 import requests
 from apimatic_core.exceptions.auth_validation_exception import AuthValidationException
-from paypal_support import approved_order, order_request
 from paypalserversdk.exceptions.error_exception import ErrorException
 from paypalserversdk.models.money import Money
 from paypalserversdk.models.refund_request import RefundRequest
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
 from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client
+from tests.support.paypal_support import approved_order, order_request
 
 
 def _request_id() -> str:

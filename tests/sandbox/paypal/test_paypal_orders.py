@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from paypal_support import (
+from paypalserversdk.exceptions.error_exception import ErrorException
+from paypalserversdk.models.capture_request import CaptureRequest
+from paypalserversdk.models.money import Money
+from paypalserversdk.models.refund_request import RefundRequest
+from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
+
+from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client
+from tests.support.paypal_support import (
     CANCEL_URL,
     RETURN_URL,
     approve_on_page,
@@ -15,13 +22,6 @@ from paypal_support import (
     order_request,
     redirect_query,
 )
-from paypalserversdk.exceptions.error_exception import ErrorException
-from paypalserversdk.models.capture_request import CaptureRequest
-from paypalserversdk.models.money import Money
-from paypalserversdk.models.refund_request import RefundRequest
-from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
-
-from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client
 
 
 def _issue(error: ErrorException) -> str:

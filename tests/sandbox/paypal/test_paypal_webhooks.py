@@ -12,11 +12,11 @@ import zlib
 from typing import Any
 
 import httpx
-from paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET, approved_order
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
-from provider_receiver import Delivery, ProviderReceiver
 
 from hirepay_dev.provider_sandboxes import KitAdmin
+from tests.support.paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET, approved_order
+from tests.support.provider_receiver import Delivery, ProviderReceiver
 
 
 def _token(paypal_url: str) -> str:

@@ -10,7 +10,9 @@ import httpx
 import pytest
 import razorpay
 from razorpay.errors import BadRequestError, SignatureVerificationError
-from razorpay_support import (
+
+from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client
+from tests.support.razorpay_support import (
     MASTERCARD,
     bank_answer,
     create_order,
@@ -18,8 +20,6 @@ from razorpay_support import (
     pay_by_upi,
     start_card_payment,
 )
-
-from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client
 
 
 def test_wrong_key_secret_is_refused(razorpay_url: str) -> None:

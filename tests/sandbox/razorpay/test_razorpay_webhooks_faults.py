@@ -10,11 +10,11 @@ import time
 import pytest
 import razorpay
 import requests
-from provider_receiver import ProviderReceiver
 from razorpay.errors import ServerError, SignatureVerificationError
-from razorpay_support import WEBHOOK_SECRET, create_order, pay_by_card
 
 from hirepay_dev.provider_sandboxes import KitAdmin
+from tests.support.provider_receiver import ProviderReceiver
+from tests.support.razorpay_support import WEBHOOK_SECRET, create_order, pay_by_card
 
 
 def test_payment_events_are_signed_and_verify(

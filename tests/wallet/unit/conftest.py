@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from hirepay_platform.fingerprint import Fingerprint
-from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from hirepay_platform.tcc import TccBranch
+from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 from wallet.domain.holds import Hold, HoldState
 from wallet.domain.ledger import Entry, Posting, TransferRecord
 from wallet.domain.model import Account, AccountKind, AccountRef, Balance, NewAccount
@@ -34,7 +34,7 @@ class Store:
     transfers: dict[str, StoredTransfer] = field(default_factory=dict)
     entries: list[Entry] = field(default_factory=list)
     holds: dict[TccBranch, Hold] = field(default_factory=dict)
-    barriers: dict[tuple[TccBranch, TccOp], BarrierRecord] = field(default_factory=dict)
+    barriers: BarrierRows = field(default_factory=dict)
     counter: Any = field(default_factory=lambda: itertools.count(1))
 
     def balance(self, account_id: str) -> Balance:
@@ -186,22 +186,6 @@ class FakeHolds:
         return copy.deepcopy(sorted(due, key=lambda h: h.expires_at)[:limit])
 
 
-class FakeBarriers:
-    def __init__(self, store: Store) -> None:
-        self.s = store
-
-    async def insert(
-        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
-    ) -> bool:
-        if (branch, op) in self.s.barriers:
-            return False
-        self.s.barriers[(branch, op)] = BarrierRecord(branch, op, origin, dict(fingerprint))
-        return True
-
-    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
-        return self.s.barriers.get((branch, op))
-
-
 class FakeUnitOfWork:
     """Works on a copy of the store; commit swaps the copy in."""
 
@@ -214,7 +198,7 @@ class FakeUnitOfWork:
         self.accounts = FakeAccounts(self.working)
         self.ledger = FakeLedger(self.working)
         self.holds = FakeHolds(self.working)
-        self.barriers = FakeBarriers(self.working)
+        self.barriers = MemoryBarriers(self.working.barriers)
         self.committed = False
         return self
 

@@ -1,0 +1,45 @@
+"""The one in-memory Try-Confirm-Cancel barrier table of the unit tests (insert-first, unique key)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+
+# (global transaction id, branch id, operation): the unique key of the SQL barrier table.
+BarrierKey = tuple[str, str, TccOp]
+BarrierRows = dict[BarrierKey, BarrierRecord]
+
+
+class MemoryBarriers:
+    """The contract of hirepay_platform.barrier.SqlBarrierRepository over a dict.
+
+    `rows` is the dict itself, or a function returning it when a fake unit of work swaps its
+    working copy on every transaction.
+    """
+
+    def __init__(self, rows: BarrierRows | Callable[[], BarrierRows] | None = None) -> None:
+        if rows is None:
+            rows = {}
+        self._rows = rows if callable(rows) else (lambda: rows)
+
+    @property
+    def rows(self) -> BarrierRows:
+        return self._rows()
+
+    async def insert(
+        self,
+        branch: TccBranch,
+        op: TccOp,
+        origin: TccOp,
+        fingerprint: Mapping[str, str] | Fingerprint,
+    ) -> bool:
+        key = (branch.global_tx_id, branch.branch_id, op)
+        if key in self.rows:
+            return False
+        self.rows[key] = BarrierRecord(branch, op, origin, dict(fingerprint))
+        return True
+
+    async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
+        return self.rows.get((branch.global_tx_id, branch.branch_id, op))

@@ -1,0 +1,46 @@
+"""The one way tests wait for something: poll a positive condition until it holds or time runs out."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def eventually(
+    check: Callable[[], Any], timeout: float = 30.0, what: str = "", *, interval: float = 0.2
+) -> Any:
+    """Poll `check` until it returns a truthy value (returned), else raise its last AssertionError.
+
+    The generous default timeout only bounds a failing test: a passing one returns as soon as the
+    condition holds, also on a loaded machine.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            result = check()
+            if result:
+                return result
+            last: BaseException = AssertionError(
+                f"not reached in {timeout}s: {what or 'condition'} (last: {result!r})"
+            )
+        except AssertionError as exc:
+            last = exc
+        if time.monotonic() > deadline:
+            raise last
+        time.sleep(interval)
+
+
+async def wait_for(
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1
+) -> Any:
+    """Poll an async probe until it returns something truthy (returned)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = await probe()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")
