@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -14,3 +14,8 @@ def timestamp(value: datetime | None) -> Timestamp | None:
     stamp = Timestamp()
     stamp.FromDatetime(value)
     return stamp
+
+
+def to_datetime(stamp: Timestamp) -> datetime:
+    """The aware (UTC) datetime of a protobuf Timestamp."""
+    return stamp.ToDatetime(tzinfo=UTC)

@@ -33,6 +33,8 @@ E2E_ENV: dict[str, dict[str, str]] = {
         "JOBS_RETRY_BASE_SECONDS": "0.2",
         "JOBS_RETRY_MAX_SECONDS": "1",
         "JOBS_SETTLEMENT_POLL_SECONDS": "2",
+        "JOBS_AUDIT_INTERVAL_SECONDS": "1",
+        "JOBS_AUDIT_GRACE_SECONDS": "5",
     },
     "gateway": {
         "GATEWAY_RATE_LIMIT_PER_MINUTE": "1000",

@@ -1,6 +1,7 @@
 """Crash recovery through HTTP: the jobs service dies (SIGKILL-like exit) at each step of the saga,
-is restarted, and its recovery worker drives the posting to a consistent end: the job is active
-exactly when its money was captured; otherwise nothing is held and nothing is taken."""
+in its order (pending, Try, checks passed, capture, activation), is restarted, and its recovery
+worker drives the posting to a consistent end: the job is active exactly when its money was
+captured; otherwise nothing is held and nothing is taken."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ FEE_MINOR = 14900
     ("step", "expected"),
     [
         ("pending", {"payment_failed", "active"}),  # before any money moved
-        ("try", {"payment_failed", "active"}),  # authorized, not yet activated
-        ("activate", {"active"}),  # activated: Confirm must be driven to success
-        ("confirm", {"active"}),  # Confirm was sent: it must be seen through
+        ("try", {"payment_failed", "active"}),  # authorized, not yet checked
+        ("confirming", {"active"}),  # checked, not yet captured: the capture is driven
+        ("confirm", {"active"}),  # captured, not yet live: recovery activates
+        ("activate", {"active"}),  # captured and live in one transaction
     ],
 )
 def test_jobs_killed_at_each_saga_step_recovers_consistently(

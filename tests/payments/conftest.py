@@ -67,6 +67,9 @@ def payments_service(
         log_name="payments-tests",
         PAYMENTS_LOG_LEVEL="INFO",
         PAYMENTS_WALLET_TARGET="",  # no wallet here: purchases stay owed to the ledger
+        # Payments waiting for the provider are re-fetched within a second (lost webhooks).
+        PAYMENTS_WATCH_INTERVAL_SECONDS="0.2",
+        PAYMENTS_WATCH_MAX_INTERVAL_SECONDS="1",
     )
     relay.target = service.target
     yield service

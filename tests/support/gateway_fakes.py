@@ -188,6 +188,9 @@ class FakeJobs(Scripted):
                 "ListMyJobs": lambda r: jobs_pb.ListJobsResponse(
                     jobs=[make_job("job_m", r.actor.user_id, jobs_pb.Job.DRAFT)]
                 ),
+                "GetConsistencyReport": lambda r: jobs_pb.ConsistencyReport(
+                    counts={"active_job_without_payment": 0}
+                ),
             }
         )
 
@@ -222,6 +225,7 @@ JOBS_METHODS = [
     "CreateJobWithPayment",
     "CancelJob",
     "ListJobTransitions",
+    "GetConsistencyReport",
     "Apply",
     "ListMyApplications",
     "ListJobApplications",

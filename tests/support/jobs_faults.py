@@ -1,8 +1,10 @@
 """Faults injected into the jobs service from tests, by wrapping its ports (production has no hooks).
 
 - `CrashingParticipants` / `FaultyUnitOfWork(crash_after=...)`: the process "dies" right after a saga
-  step: `pending` (the request's first transaction committed), `try` (the Try answered or failed),
-  `activate` (the activation committed) or `confirm` (the Confirm answered).
+  step, in the saga's order: `pending` (the request's first transaction committed), `try` (the Try
+  answered or failed), `confirming` (the activation checks passed, the move to CONFIRMING
+  committed), `confirm` (the Confirm answered: money taken, job not live yet) or `activate` (the
+  activation committed with the saga's completion).
 - `FaultyUnitOfWork(refuse_activation_marker=...)`: jobs whose title contains the marker cannot be
   activated, as if they had changed under the saga (PAY-7: the money goes back).
 """
@@ -14,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from jobs.domain.model import Job, JobStatus
-from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
+from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState, TryResult
 from jobs.service_layer.ports import JobsUnitOfWork, Participant, Participants
 
-CRASH_STEPS = ("pending", "try", "activate", "confirm")
+CRASH_STEPS = ("pending", "try", "confirming", "confirm", "activate")
 
 
 class _RefusesActivation(Job):
@@ -114,6 +116,11 @@ class _WatchedSagas:
         if inserted and self._uow.crash_after == "pending":
             self._uow.crash_on_commit = True
         return bool(inserted)
+
+    async def save(self, saga: Saga) -> None:
+        if self._uow.crash_after == "confirming" and saga.state is SagaState.CONFIRMING:
+            self._uow.crash_on_commit = True
+        await self._inner.save(saga)
 
 
 class FaultyUnitOfWork:

@@ -99,6 +99,21 @@ class FakePayments(_Repo):
     async def save(self, payment: Payment) -> None:
         self.st.payments[payment.id] = copy.deepcopy(payment)
 
+    async def list_by_states(
+        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+    ) -> list[Payment]:
+        found = [
+            p
+            for p in self.st.payments.values()
+            if p.id > after_id
+            and (not states or p.state.value in states)
+            and (not subsystem or p.metadata.get("subsystem") == subsystem)
+        ]
+        return sorted(found, key=lambda p: p.id)[:limit]
+
+    async def recently_changed(self, limit: int) -> list[Payment]:
+        return sorted(self.st.payments.values(), key=lambda p: p.updated_at, reverse=True)[:limit]
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
         due = [p for p in self.st.payments.values() if p.next_poll_at and p.next_poll_at <= now]
         for p in due[:limit]:
@@ -359,6 +374,17 @@ class FakeProvider:
     def _next(self) -> Any:
         return self.script.pop(0) if self.script else None
 
+    def forget(self, intent_id: str) -> None:
+        """The provider loses the intent (e.g. after an incident): it answers 404 from now on."""
+        del self.intents[intent_id]
+
+    def _intent(self, intent_id: str) -> ProviderPayment:
+        if intent_id not in self.intents:
+            raise InvalidRequest(
+                f"No such payment_intent: '{intent_id}'", code="resource_missing", status=404
+            )
+        return self.intents[intent_id]
+
     async def _idempotent(self, op: str, key: str, fn: Any) -> Any:
         self.calls.append((op, key))
         step = self._next()
@@ -416,7 +442,7 @@ class FakeProvider:
         self, intent_id: str, amount_minor: int, idempotency_key: str
     ) -> ProviderPayment:
         def run() -> ProviderPayment:
-            pi = self.intents[intent_id]
+            pi = self._intent(intent_id)
             if pi.status is not ProviderStatus.AUTHORIZED:
                 raise InvalidRequest("cannot capture", code="payment_intent_unexpected_state")
             pi = replace(
@@ -432,7 +458,7 @@ class FakeProvider:
 
     async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderPayment:
         def run() -> ProviderPayment:
-            pi = self.intents[intent_id]
+            pi = self._intent(intent_id)
             if pi.status is ProviderStatus.CAPTURED:
                 raise InvalidRequest("cannot cancel", code="payment_intent_unexpected_state")
             pi = replace(pi, status=ProviderStatus.CANCELED, amount_capturable=0)
@@ -462,7 +488,7 @@ class FakeProvider:
         return await self._idempotent("refund", idempotency_key, run)
 
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
-        return await self._idempotent("retrieve", "", lambda: self.intents[intent_id])
+        return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))
 
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str

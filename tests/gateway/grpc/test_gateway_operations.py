@@ -226,3 +226,32 @@ async def test_logs_carry_trace_ids_but_no_tokens_or_card_numbers(
     assert "4242424242424242" not in logs
     assert "eyJhbGciOiJub25lIn0" not in logs
     assert f'"trace_id": "{trace_id}"' in logs
+
+
+async def test_the_consistency_report_is_for_admins(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    """OPS-3: GET /api/admin/consistency answers the auditor's report, naming offending ids."""
+    backends.jobs.on(
+        "GetConsistencyReport",
+        jobs_pb.ConsistencyReport(
+            counts={"active_job_without_payment": 1, "provider_mismatch": 0},
+            violations=[
+                jobs_pb.ConsistencyViolation(
+                    check="active_job_without_payment", subject_id="job_1", detail="pending"
+                )
+            ],
+        ),
+    )
+    report = await client.get("/api/admin/consistency", headers=bearer("admin", "ops-1"))
+    assert report.status_code == 200, report.text
+    assert report.json()["counts"] == {"active_job_without_payment": 1, "provider_mismatch": 0}
+    assert report.json()["violations"] == [
+        {"check": "active_job_without_payment", "subjectId": "job_1", "detail": "pending"}
+    ]
+    (call,) = backends.jobs.calls_to("GetConsistencyReport")
+    assert (call.request.actor.user_id, call.request.actor.role) == ("ops-1", "admin")
+    company = await client.get("/api/admin/consistency", headers=bearer("company", "co-1"))
+    assert company.status_code == 403
+    assert (await client.get("/api/admin/consistency")).status_code == 401
+    assert len(backends.jobs.calls_to("GetConsistencyReport")) == 1

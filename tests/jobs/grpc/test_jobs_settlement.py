@@ -105,7 +105,8 @@ def test_provider_down_posts_nothing(stack, jobs):
     assert job.status == pb.Job.PAYMENT_FAILED
 
 
-def test_activation_failure_returns_the_money(stack, jobs):
+def test_activation_failure_voids_and_never_charges(stack, jobs):
+    """The activation checks run before the capture (PAY-4): the authorization is voided."""
     actor = company()
     fields = pb.JobFields()
     fields.CopyFrom(FIELDS)
@@ -113,10 +114,10 @@ def test_activation_failure_returns_the_money(stack, jobs):
     with pytest.raises(grpc.RpcError) as info:
         jobs.CreateJobWithPayment(post_request(actor, job=fields), timeout=30)
     reason, metadata = reason_of(info.value)
-    assert reason == "ACTIVATION_FAILED" and metadata["refunded"] == "true"
+    assert reason == "ACTIVATION_FAILED" and metadata["refunded"] == "false"
     (job,) = jobs.ListMyJobs(pb.ListMyJobsRequest(actor=actor), timeout=5).jobs
     assert job.status == pb.Job.PAYMENT_FAILED
-    assert job.payment_status == pb.Job.REFUNDED
+    assert job.payment_status == pb.Job.FAILED
     payment = payment_of_saga(stack, metadata["transaction_id"])
     assert payment.state == ppb.Payment.VOIDED and payment.captured_minor == 0
 

@@ -22,10 +22,18 @@ from jobs.domain.model import (
     Job,
     JobFields,
     JobStatus,
+    PaymentStatus,
     can_transition,
+    may_be_live,
     validate_fields,
 )
-from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
+from jobs.domain.posting_saga import (
+    PaymentMethod,
+    Saga,
+    SagaError,
+    SagaState,
+    confirm_exhausted,
+)
 from jobs.domain.pricing import PriceList, RefundPolicy, check_expected_amount, check_terms
 
 CATEGORIES = frozenset({"engineering", "design"})
@@ -134,7 +142,6 @@ ALLOWED = {
     (JobStatus.ACTIVE, JobStatus.EXPIRED),
     (JobStatus.ACTIVE, JobStatus.FILLED),
     (JobStatus.ACTIVE, JobStatus.CANCELLED),
-    (JobStatus.ACTIVE, JobStatus.PAYMENT_FAILED),
 }
 
 
@@ -251,8 +258,10 @@ def test_saga_moves_only_along_its_transition_table():
     failure = SagaError("failed_precondition", "PAYMENT_DECLINED", "declined")
     saga = _saga(SagaState.TRYING)
     saga.start_confirming(NOW)
-    assert saga.state is SagaState.CONFIRMING and saga.activated
-    saga.finish(SagaState.COMPLETED, NOW)
+    # Confirming: the money is being taken; the job goes live only once it is (PAY-4).
+    assert saga.state is SagaState.CONFIRMING and not saga.activated and not saga.captured
+    saga.complete(NOW)
+    assert saga.activated and saga.captured
     assert saga.state.final and saga.finished_at == NOW and saga.next_attempt_at is None
     with pytest.raises(InvalidSagaTransition) as info:
         saga.start_cancelling(failure, NOW)
@@ -272,6 +281,54 @@ def test_saga_refund_of_a_live_posting_waits_for_its_confirm():
     done = _saga(SagaState.COMPLETED)
     done.request_refund(100, "requested_by_customer", NOW)
     assert done.state is SagaState.REFUNDING and done.next_attempt_at == NOW
+
+
+def _pending_job() -> Job:
+    job = Job("job_1", "co_1", GOOD, JobStatus.PENDING_PAYMENT, NOW, NOW, saga_id="saga_1")
+    job.payment_status = PaymentStatus.PENDING
+    return job
+
+
+def test_a_job_may_be_live_only_with_its_money_taken():
+    job = _pending_job()
+    assert not may_be_live(job)
+    job.payment_id = "pay_1"
+    assert not may_be_live(job)  # authorized is not paid
+    job.payment_status = PaymentStatus.COMPLETED
+    assert may_be_live(job)
+    job.payment_status = PaymentStatus.REFUNDED
+    assert not may_be_live(job)
+
+
+def test_activate_records_the_completed_payment_and_refuses_without_one():
+    job = _pending_job()
+    job.activate(payment_id="pay_1", posting_days=30, actor="saga", now=NOW)
+    assert job.status is JobStatus.ACTIVE and may_be_live(job)
+    assert (job.payment_id, job.payment_status) == ("pay_1", PaymentStatus.COMPLETED)
+    nameless = _pending_job()
+    with pytest.raises(InvalidTransition):
+        nameless.activate(payment_id="", posting_days=30, actor="saga", now=NOW)
+    assert nameless.status is JobStatus.PENDING_PAYMENT and not nameless.pending
+
+
+def test_a_refused_confirm_ends_after_a_bounded_number_of_refusals():
+    saga = _saga(SagaState.CONFIRMING)
+    later = NOW + timedelta(days=1)
+    kw = {"max_refusals": 3, "give_up_at": later, "now": NOW}
+    assert not confirm_exhausted(saga, permanent=True, **kw)
+    saga.attempts = 2  # two refusals so far: the third ends it
+    assert confirm_exhausted(saga, permanent=True, **kw)
+    # A transient failure is retried however often, until the payment's deadline.
+    saga.attempts = 50
+    assert not confirm_exhausted(saga, permanent=False, **kw)
+    assert confirm_exhausted(saga, permanent=False, **{**kw, "now": later})
+
+
+def test_each_saga_state_counts_its_own_attempts():
+    saga = _saga(SagaState.TRYING)
+    saga.attempts = 4
+    saga.start_confirming(NOW)
+    assert saga.attempts == 0
 
 
 @pytest.mark.parametrize(

@@ -152,18 +152,20 @@ async def test_credits_success_costs_500_credits():
 
 
 async def test_activation_failure_voids_the_authorization():
+    """Whatever could stop the activation is checked before the capture: voided, never charged."""
     w = World(refuse_activation_marker="[boom]")
     with pytest.raises(HirepayError) as info:
         await w.post(fields=replace(FIELDS, title="Engineer [boom]"))
     assert info.value.reason == "ACTIVATION_FAILED"
-    assert info.value.metadata["refunded"] == "true"
+    assert info.value.metadata["refunded"] == "false"  # nothing was taken to refund
     s = w.only_saga()
     job = w.job(s.job_id)
     assert job.status is JobStatus.PAYMENT_FAILED
-    assert job.payment_status is PaymentStatus.REFUNDED
-    assert s.state is SagaState.REFUNDED
+    assert job.payment_status is PaymentStatus.FAILED
+    assert s.state is SagaState.FAILED and not s.captured
     assert w.payments.state[s.id] is TryState.CANCELLED
     assert ("confirm", s.id) not in w.payments.calls
+    assert ("refund", s.id) not in w.payments.calls
 
 
 async def test_money_captured_but_job_not_postable_is_refunded():
@@ -417,21 +419,44 @@ async def test_crash_after_try_is_recovered_to_active_and_captured():
     assert answer.replayed and answer.job.status is JobStatus.ACTIVE
 
 
-async def test_crash_after_activation_confirms_on_recovery():
+@pytest.mark.parametrize("step", ["confirming", "confirm"])
+async def test_crash_before_activation_captures_then_activates_on_recovery(step):
+    """Checked (confirming) or captured (confirm), then the process died: the job is not live
+    until recovery has the money taken, then it goes live."""
+    w = World(lease_seconds=5)
+    w.crash_at = step
+    with pytest.raises(Crash):
+        await w.post()
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING
+    job = w.job(s.job_id)
+    assert job.status is JobStatus.PENDING_PAYMENT and job.payment_status is PaymentStatus.PENDING
+    assert w.payments.taken(s.id) is (step == "confirm")
+    w.crash_at = ""
+    w.clock.advance(seconds=6)
+    await w.recover()
+    assert w.only_saga().state is SagaState.COMPLETED
+    assert w.job(s.job_id).status is JobStatus.ACTIVE
+    assert w.job(s.job_id).payment_status is PaymentStatus.COMPLETED
+    assert w.payments.taken(s.id)
+
+
+async def test_crash_after_activation_leaves_a_paid_live_job():
     w = World(lease_seconds=5)
     w.crash_at = "activate"
     with pytest.raises(Crash):
         await w.post()
     s = w.only_saga()
-    assert s.state is SagaState.CONFIRMING
+    assert s.state is SagaState.COMPLETED and w.payments.taken(s.id)
     assert w.job(s.job_id).status is JobStatus.ACTIVE
-    assert w.job(s.job_id).payment_status is PaymentStatus.PENDING
+    assert w.job(s.job_id).payment_status is PaymentStatus.COMPLETED
     w.crash_at = ""
     w.clock.advance(seconds=6)
     await w.recover()
-    assert w.only_saga().state is SagaState.COMPLETED
-    assert w.job(s.job_id).payment_status is PaymentStatus.COMPLETED
-    assert w.payments.taken(s.id)
+    # The client resumes with its key: the live job, no second charge.
+    replay = await w.post()
+    assert replay.replayed and replay.job.status is JobStatus.ACTIVE
+    assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
 
 
 async def test_stuck_saga_past_deadline_is_cancelled():
@@ -450,24 +475,39 @@ async def test_stuck_saga_past_deadline_is_cancelled():
     assert ("cancel", s.id) in w.payments.calls  # null compensation recorded
 
 
+async def _public(w: World) -> set[str]:
+    async with w.deps.uow as uow:
+        return {j.id for j in await uow.jobs.list_active("", None, 100)}
+
+
 async def test_confirm_is_retried_until_it_succeeds():
+    """A capture answered 503: the job is not live (202 pending) until the money is taken."""
     w = World()
     w.payments.confirm_errors = [
         HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
     ] * 2
     answer = await w.post()
-    assert answer.job.status is JobStatus.ACTIVE
+    assert answer.job.status is JobStatus.PENDING_PAYMENT
     assert answer.job.payment_status is PaymentStatus.PENDING
     s = w.only_saga()
     assert s.state is SagaState.CONFIRMING
+    assert answer.job.id not in await _public(w)
     for _ in range(3):
         w.clock.advance(seconds=120)
         await w.recover()
     assert w.only_saga().state is SagaState.COMPLETED
+    assert w.job(s.job_id).status is JobStatus.ACTIVE
     assert w.job(s.job_id).payment_status is PaymentStatus.COMPLETED
+    assert answer.job.id in await _public(w)
 
 
-async def test_confirm_refused_for_good_takes_the_job_down():
+def _never_active(w: World, job_id: str) -> bool:
+    return all(
+        t.to_status is not JobStatus.ACTIVE for t in w.store.transitions if t.job_id == job_id
+    )
+
+
+async def test_confirm_refused_for_good_never_publishes():
     w = World()
     w.payments.confirm_errors = [
         HirepayError("expired", reason="PAYMENT_VOIDED", kind=ErrorKind.FAILED_PRECONDITION)
@@ -475,26 +515,69 @@ async def test_confirm_refused_for_good_takes_the_job_down():
     w.payments.state_after_confirm_error = TryState.CANCELLED
     with pytest.raises(HirepayError) as info:
         await w.post()
-    assert info.value.reason == "PAYMENT_VOIDED"
+    assert info.value.reason == "PAYMENT_EXPIRED"
+    assert info.value.metadata["cause"] == "PAYMENT_VOIDED"
     s = w.only_saga()
     assert w.job(s.job_id).status is JobStatus.PAYMENT_FAILED
-    assert s.state is SagaState.FAILED
+    assert _never_active(w, s.job_id)
+    assert s.state is SagaState.FAILED and s.failure is not None
     assert not w.payments.taken(s.id) and not w.payments.held(s.id)
 
 
-async def test_confirm_refused_while_still_reserved_is_retried():
+async def test_capture_of_a_payment_the_provider_does_not_know_ends_after_bounded_attempts():
+    """The incident: the provider answers 404 on capture while payments still says authorized.
+    Three refusals end the saga (recorded reason); the job is never published."""
+    w = World(capture_max_refusals=3)
+    gone = HirepayError("no such intent", reason="PAYMENT_NOT_FOUND", kind=ErrorKind.NOT_FOUND)
+    w.payments.confirm_errors = [gone] * 10
+    answer = await w.post()
+    assert answer.job.status is JobStatus.PENDING_PAYMENT
+    s = w.only_saga()
+    for _ in range(5):
+        w.clock.advance(seconds=120)
+        await w.recover()
+    s = w.only_saga()
+    assert s.state is SagaState.FAILED
+    assert s.failure is not None and s.failure.reason == "PAYMENT_EXPIRED"
+    assert s.failure.metadata["cause"] == "PAYMENT_NOT_FOUND"
+    assert [c for c, _ in w.payments.calls].count("confirm") == 3
+    job = w.job(s.job_id)
+    assert job.status is JobStatus.PAYMENT_FAILED and job.payment_status is PaymentStatus.FAILED
+    assert _never_active(w, s.job_id)
+    assert ("cancel", s.id) in w.payments.calls and not w.payments.held(s.id)
+
+
+async def test_capture_failing_past_the_payment_deadline_ends_the_saga():
+    w = World(settlement_deadline_seconds=600)
+    w.payments.confirm_errors = [
+        HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
+    ] * 100
+    await w.post()
+    for _ in range(12):
+        w.clock.advance(seconds=61)
+        await w.recover()
+    s = w.only_saga()
+    assert s.state is SagaState.FAILED
+    assert _never_active(w, s.job_id)
+
+
+async def test_cancel_while_capturing_never_publishes_and_returns_the_money():
     w = World()
     w.payments.confirm_errors = [
-        HirepayError("busy", reason="PAYMENT_NOT_CAPTURABLE", kind=ErrorKind.FAILED_PRECONDITION)
+        HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
     ]
     answer = await w.post()
-    assert answer.job.status is JobStatus.ACTIVE
+    assert w.only_saga().state is SagaState.CONFIRMING
+    job, to_drive = await cancellation.cancel_job(
+        commands.CancelJob(COMPANY, answer.job.id, "changed my mind"), w.deps
+    )
+    assert job.status is JobStatus.CANCELLED and to_drive
+    await cancellation.drive_cancellation(commands.DriveCancellation(to_drive), w.deps)
     s = w.only_saga()
-    assert s.state is SagaState.CONFIRMING
-    w.clock.advance(seconds=120)
-    await w.recover()
-    assert w.only_saga().state is SagaState.COMPLETED
-    assert w.payments.taken(s.id)
+    assert s.state is SagaState.FAILED
+    assert not w.payments.taken(s.id) and not w.payments.held(s.id)
+    assert _never_active(w, s.job_id)
+    assert w.job(s.job_id).payment_status is PaymentStatus.FAILED
 
 
 async def test_cancel_is_retried_until_it_succeeds():

@@ -143,6 +143,33 @@ async def test_bank_transfer_processes_then_settles_by_webhook(stub, admin, uniq
     assert again.payment.state == State.CAPTURED and again.payment.captured_minor == 2500
 
 
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+async def test_bank_transfer_settled_with_its_webhooks_lost_is_found_by_the_poller(
+    stub, admin, unique, outcome
+) -> None:
+    """Issue 11 §2: every non-final payment is re-fetched from the provider on a schedule, so a
+    lost webhook only delays the settlement (by at most the watch interval's maximum)."""
+    before = {d["id"] for d in admin.deliveries()}
+    admin.add_fault("webhook_drop")  # every webhook of this test is lost
+    gtx = unique("gtx")
+    p = (
+        await stub.Authorize(authorize_request(gtx, token="pm_usBankAccount", method=BANK))
+    ).payment
+    assert p.state == State.PROCESSING
+    admin.settle_payment_intent(p.provider_payment_id, outcome)
+    want = State.CAPTURED if outcome == "succeeded" else State.FAILED
+
+    async def settled():
+        got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=p.payment_id))).payment
+        return got if got.state == want else None
+
+    done = await wait_for(settled, timeout=10)
+    assert done.captured_minor == (2500 if outcome == "succeeded" else 0)
+    # Nothing was delivered: the poller, not a webhook, settled it.
+    new = [d for d in admin.deliveries() if d["id"] not in before]
+    assert new and {d["status"] for d in new} == {"dropped"}
+
+
 async def test_bank_transfer_that_bounces_fails(stub, admin, unique) -> None:
     gtx = unique("gtx")
     p = (

@@ -1,6 +1,7 @@
 """Webhook ingestion (API-3, SEC-3): the signature is checked on the raw bytes with a 5-minute
 tolerance and any configured secret; each event is applied once, whatever the order; the object is
-re-fetched instead of trusting the payload; unknown objects are answered "retry later"."""
+re-fetched instead of trusting the payload; an object of ours not recorded yet is answered "retry
+later", one Hirepay never created is acknowledged and ignored."""
 
 from __future__ import annotations
 
@@ -143,11 +144,24 @@ async def test_old_and_new_secrets_are_both_accepted_during_rotation(stub, uniqu
         assert not outcome.duplicate
 
 
-async def test_event_for_an_unknown_payment_is_retried_later_and_not_stored(stub) -> None:
-    body = fake_event("pi_notknownyet000000")
+async def test_event_for_a_payment_about_to_be_recorded_is_retried_later_and_not_stored(
+    stub,
+) -> None:
+    """It carries our ids (we created it) but is not recorded yet: retried, never dropped."""
+    body = fake_event("pi_notknownyet000000", metadata={"hirepay_payment_id": "pay_in_flight"})
     for _ in range(2):
         exc = await rpc_error(deliver(stub, body, sign(body)))
         assert reason(exc)[:2] == (grpc.StatusCode.UNAVAILABLE, "EVENT_NOT_APPLICABLE_YET")
+
+
+async def test_event_for_an_object_hirepay_never_created_is_acknowledged_and_ignored(
+    stub,
+) -> None:
+    """Real Stripe would retry a 503 for three days: an object with none of our ids is acked."""
+    body = fake_event("pi_someoneelses00000", metadata={"order": "shop-42"})
+    first = await deliver(stub, body, sign(body))
+    assert not first.applied and not first.duplicate
+    assert (await deliver(stub, body, sign(body))).duplicate  # stored once, like any event
 
 
 async def test_events_about_other_objects_are_acknowledged_once(stub) -> None:

@@ -198,3 +198,45 @@ def test_an_expired_checkout_cancels_pending_but_keeps_a_decline() -> None:
     )
     assert declined.status is TxnStatus.FAILED
     assert declined.cancel(NOW) == [EventType.TRANSACTION_CANCELLED]  # the user gave up explicitly
+
+
+@pytest.mark.parametrize("state", [PaymentState.PROCESSING, PaymentState.REQUIRES_ACTION])
+def test_a_payment_waiting_for_the_provider_is_watched_with_bounded_backoff(state) -> None:
+    """Issue 11 §2: nothing but the provider moves these on, and its webhook may be lost."""
+    p = payment(state)
+    delays = []
+    for _ in range(8):
+        p.finish_step(NOW, watch_base=5, watch_max=60)
+        assert p.next_poll_at is not None
+        delays.append((p.next_poll_at - NOW).total_seconds())
+    assert delays[:4] == [5, 10, 20, 40] and set(delays[4:]) == {60}
+
+
+@pytest.mark.parametrize(
+    "state", [PaymentState.AUTHORIZED, PaymentState.CAPTURED, PaymentState.FAILED]
+)
+def test_a_payment_not_waiting_for_the_provider_is_not_polled(state) -> None:
+    p = payment(state, next_poll_at=NOW, poll_attempts=3)
+    p.finish_step(NOW, watch_base=5, watch_max=60)
+    assert p.next_poll_at is None and p.poll_attempts == 0
+
+
+def test_a_payment_the_provider_does_not_know_is_final() -> None:
+    authorized = payment(PaymentState.AUTHORIZED)
+    assert authorized.vanish(NOW) == [EventType.PAYMENT_VOIDED]
+    assert authorized.state is PaymentState.VOIDED
+    processing = payment(PaymentState.PROCESSING)
+    assert processing.vanish(NOW) == [EventType.PAYMENT_FAILED]
+    assert processing.state is PaymentState.FAILED and processing.failure_reason
+    captured = payment(PaymentState.CAPTURED)
+    assert captured.vanish(NOW) == [] and captured.state is PaymentState.CAPTURED
+
+
+def test_re_reading_an_unchanged_payment_does_not_make_it_recently_changed() -> None:
+    """The watch poller re-reads waiting payments; only a change moves `updated_at`."""
+    p = payment(PaymentState.PROCESSING, provider_payment_id="pi_1")
+    later = datetime(2026, 1, 10, 11, 0, tzinfo=UTC)
+    assert p.apply_intent(intent(ProviderStatus.PROCESSING), later) == []
+    assert p.updated_at == NOW
+    p.apply_intent(intent(ProviderStatus.CAPTURED, amount_received=3000), later)
+    assert p.state is PaymentState.CAPTURED and p.updated_at == later

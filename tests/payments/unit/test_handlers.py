@@ -4,6 +4,7 @@ recovery by replaying the stored idempotency key, and refund reservations."""
 from __future__ import annotations
 
 import pytest
+from prometheus_client import REGISTRY
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands, errors
@@ -167,3 +168,53 @@ async def test_a_twin_of_an_in_flight_call_is_told_to_retry(deps: Deps) -> None:
         await handlers.authorize(authorize_cmd(), deps)
     with pytest.raises(errors.OperationInProgress):
         await handlers.authorize(authorize_cmd(), deps)
+
+
+async def test_a_capture_the_provider_does_not_know_is_final_not_retried(deps: Deps) -> None:
+    """Issue 11 §1: the provider answers 404 for the intent (it lost it). Nothing is held
+    there, so the payment is voided at once (an event tells the saga), never polled again."""
+    payment = (await handlers.authorize(authorize_cmd(), deps)).payment
+    deps.providers.get(payment.provider).forget(payment.provider_payment_id)  # type: ignore[attr-defined]
+    with pytest.raises(errors.PaymentNotCapturable):
+        await handlers.capture(commands.Capture("c1", BRANCH), deps)
+    stored = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]
+    assert stored.state is PaymentState.VOIDED and stored.failure_code == "resource_missing"
+    assert stored.pending_op is None and stored.next_poll_at is None
+    assert outbox_types(deps)[-1] == EventType.PAYMENT_VOIDED.value
+    deps.clock.advance(3600)  # type: ignore[attr-defined]
+    assert await handlers.poll_due(deps) == 0
+
+
+def _final_count(method: str, state: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "hirepay_payment_time_to_final_seconds_count", {"method": method, "state": state}
+    )
+    return value or 0.0
+
+
+async def test_the_time_to_a_final_state_is_measured_once_per_payment(deps: Deps) -> None:
+    """Issue 11 §4: the histogram from a payment's start to its final state, per method."""
+    captured_before = _final_count("CARD", "CAPTURED")
+    await handlers.authorize(authorize_cmd(), deps)
+    assert _final_count("CARD", "CAPTURED") == captured_before  # authorized is not final
+    deps.clock.advance(30)  # type: ignore[attr-defined]
+    await handlers.capture(commands.Capture("c1", BRANCH), deps)
+    assert _final_count("CARD", "CAPTURED") == captured_before + 1
+    await handlers.capture(commands.Capture("c1", BRANCH), deps)  # a replay counts nothing
+    assert _final_count("CARD", "CAPTURED") == captured_before + 1
+    failed_before = _final_count("CARD", "FAILED")
+    with pytest.raises(errors.PaymentDeclined):
+        await handlers.authorize(
+            commands.Authorize(
+                request_id="r2",
+                branch=TccBranch("gtx-2", "payment"),
+                owner_id="company-1",
+                amount_minor=2500,
+                currency="USD",
+                method=Method.CARD,
+                payment_method_token="pm_card_chargeDeclined",
+                metadata={"subsystem": "jobs"},
+            ),
+            deps,
+        )
+    assert _final_count("CARD", "FAILED") == failed_before + 1

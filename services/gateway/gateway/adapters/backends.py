@@ -64,6 +64,14 @@ class JobsClient:
     ) -> jobs_pb.ListJobTransitionsResponse:
         return await self.client.call(self.stub.ListJobTransitions, request)
 
+    async def get_consistency_report(
+        self, request: jobs_pb.GetConsistencyReportRequest
+    ) -> jobs_pb.ConsistencyReport:
+        # An audit round reads every service and the provider: a longer budget than a read.
+        return await self.client.call(
+            self.stub.GetConsistencyReport, request, timeout=self.saga_timeout
+        )
+
     async def apply(self, request: jobs_pb.ApplyRequest) -> jobs_pb.ApplicationResponse:
         return await self.client.call(self.stub.Apply, request)
 

@@ -1,12 +1,19 @@
-"""Operations endpoints: liveness, readiness of every backend, Prometheus metrics (OPS-2, OPS-1)."""
+"""Operations endpoints: liveness, readiness of every backend, Prometheus metrics (OPS-2, OPS-1),
+and the consistency auditor's report for admins (OPS-3)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from gateway.entrypoints.deps import BackendsDep
+from gateway.api.convert import actor_to_proto, timestamp_to_iso
+from gateway.api.errors import error_responses
+from gateway.entrypoints.deps import BackendsDep, require_roles
+from gateway.service_layer.auth import Principal
+from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.readiness import unavailable_dependencies
 
 router = APIRouter(tags=["operations"])
@@ -59,3 +66,25 @@ async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+
+Admin = Annotated[Principal, Depends(require_roles("admin"))]
+
+
+@router.get(
+    "/api/admin/consistency",
+    summary="The consistency auditor's report now (OPS-3): violations by check, offending ids",
+    responses=error_responses(401, 403, 502, 503, 504),
+)
+async def consistency_report(principal: Admin, backends: BackendsDep) -> dict[str, Any]:
+    report = await backends.jobs.get_consistency_report(
+        jobs_pb.GetConsistencyReportRequest(actor=actor_to_proto(principal))
+    )
+    return {
+        "checkedAt": timestamp_to_iso(report.checked_at),
+        "counts": dict(report.counts),
+        "violations": [
+            {"check": v.check, "subjectId": v.subject_id, "detail": v.detail}
+            for v in report.violations
+        ],
+    }

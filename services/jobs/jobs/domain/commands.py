@@ -141,6 +141,20 @@ class ExpirePostings:
 
 
 @dataclass(frozen=True, slots=True)
+class RunAudit:
+    """Cross-check the services' data and the provider's once (the consistency auditor, OPS-3)."""
+
+    page_size: int = 200
+
+
+@dataclass(frozen=True, slots=True)
+class GetConsistencyReport:
+    """An audit round on demand, for an admin."""
+
+    actor: Actor
+
+
+@dataclass(frozen=True, slots=True)
 class Apply:
     """An applicant applies to an active job posting (ESC-10)."""
 

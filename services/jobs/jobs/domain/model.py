@@ -49,8 +49,8 @@ class EmploymentType(enum.StrEnum):
 
 
 # The explicit transition table of PAY-5. `None` is "not yet existing" (creation of a draft).
-# active -> payment_failed exists only for the system: a Confirm that can never succeed (the
-# authorization or hold expired) takes the job down again, since no job may stay live without money.
+# A job reaches active only from pending_payment and only once `may_be_live` holds (its money is
+# captured), so nothing ever has to take a live job down for want of money.
 # pending_payment -> cancelled is the company (or an admin) giving up while the payment is still
 # pending (a bank transfer processing, 3-D Secure or checkout not completed): the saga is cancelled
 # with it, money that settles anyway is returned (PAY-7), and the job never goes live.
@@ -61,9 +61,7 @@ TRANSITIONS: dict[JobStatus | None, frozenset[JobStatus]] = {
         {JobStatus.ACTIVE, JobStatus.PAYMENT_FAILED, JobStatus.CANCELLED}
     ),
     JobStatus.PAYMENT_FAILED: frozenset({JobStatus.PENDING_PAYMENT, JobStatus.CANCELLED}),
-    JobStatus.ACTIVE: frozenset(
-        {JobStatus.EXPIRED, JobStatus.FILLED, JobStatus.CANCELLED, JobStatus.PAYMENT_FAILED}
-    ),
+    JobStatus.ACTIVE: frozenset({JobStatus.EXPIRED, JobStatus.FILLED, JobStatus.CANCELLED}),
     JobStatus.EXPIRED: frozenset(),
     JobStatus.FILLED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
@@ -297,15 +295,23 @@ class Job:
         self.failure_reason = ""
 
     def activation_problem(self, saga_id: str) -> str:
-        """Why the job cannot go live for the saga `saga_id` now ("" when it can)."""
+        """Why the job cannot go live for the saga `saga_id` ("" when it can, once paid).
+
+        The saga asks this before it captures (a job that cannot go live is voided, never
+        charged) and again when it activates after the capture."""
         if self.status is not JobStatus.PENDING_PAYMENT or self.saga_id != saga_id:
             return f"the job is {self.status.value}, no longer waiting for this payment"
         return ""
 
     def activate(self, *, payment_id: str, posting_days: int, actor: str, now: datetime) -> None:
-        """Go live: the saga's Try succeeded and Confirm is being driven (PAY-4)."""
-        self.transition(JobStatus.ACTIVE, actor=actor, reason="payment reserved", now=now)
+        """Go live once the saga's money is taken: captured, or the credits hold posted (PAY-4).
+
+        Records the completed payment first; `may_be_live` must hold for the job to go live."""
         self.payment_id = payment_id or self.payment_id
+        self.payment_status = PaymentStatus.COMPLETED
+        if not may_be_live(self):
+            raise InvalidTransition(self.id, self.status.value, JobStatus.ACTIVE.value)
+        self.transition(JobStatus.ACTIVE, actor=actor, reason="payment captured", now=now)
         self.posted_at = now
         self.expires_at = now + timedelta(days=posting_days)
 
@@ -324,3 +330,14 @@ class Job:
         """The transitions not yet stored (repositories persist and clear them)."""
         out, self.pending = self.pending, []
         return out
+
+
+def may_be_live(job: Job) -> bool:
+    """PAY-4, promise 1: a job may be active (and publicly listed) only once its money is taken.
+
+    "Taken" is the saga's Confirm having succeeded: the card payment captured, the settled payment
+    confirmed, or the credits hold posted; the job then carries `payment_status=completed` and
+    the id of the payment (or hold) that paid for it. The saga activates only when this holds,
+    and the consistency auditor reports every active job for which it does not (OPS-3).
+    """
+    return job.payment_status is PaymentStatus.COMPLETED and bool(job.payment_id)

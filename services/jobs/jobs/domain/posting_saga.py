@@ -28,7 +28,10 @@ class SagaState(enum.StrEnum):
 
     TRYING = "trying"  # job pending_payment; Try sent or about to be sent
     AWAITING_SETTLEMENT = "awaiting_settlement"  # Try accepted; the provider settles later
-    CONFIRMING = "confirming"  # job active; Confirm is driven until it succeeds
+    # Reserved and checked: the job (still pending_payment) can go live. Confirm is driven until
+    # it takes the money, and the job goes live in the transaction that records it; a Confirm
+    # that cannot succeed (a bounded number of refusals) cancels instead.
+    CONFIRMING = "confirming"
     CANCELLING = "cancelling"  # job payment_failed; Cancel is driven until it succeeds
     REFUNDING = "refunding"  # money was taken and must go back (PAY-7, PAY-13)
     COMPLETED = "completed"  # final: paid and active
@@ -41,10 +44,12 @@ class SagaState(enum.StrEnum):
 
 
 FINAL_STATES = frozenset({SagaState.COMPLETED, SagaState.FAILED, SagaState.REFUNDED})
-# States before activation: a deadline may still cancel these.
+# States before the activation checks passed: a deadline may still cancel these.
 BEFORE_ACTIVATION = frozenset({SagaState.TRYING, SagaState.AWAITING_SETTLEMENT})
+# States in which the job waits, pending_payment, for its money: a cancel of the job cancels these.
+BEFORE_LIVE = BEFORE_ACTIVATION | {SagaState.CONFIRMING}
 
-# Where each state may go. Before activation the Try's outcome decides (a further "still pending"
+# Where each state may go. Before the Confirm the Try's outcome decides (a further "still pending"
 # answer keeps the saga waiting); a Confirm that can never succeed cancels; money found taken after
 # the saga gave up (a late bank transfer) or a cancelled live posting is refunded (PAY-7, PAY-13).
 _UNSETTLED = frozenset(
@@ -198,9 +203,11 @@ class Saga:
         return self.response is not None or self.failure is not None
 
     def _move(self, to: SagaState, now: datetime) -> None:
-        """Change state if the table allows it."""
+        """Change state if the table allows it; each state counts its own failed attempts."""
         if to not in self.TRANSITIONS[self.state]:
             raise InvalidSagaTransition(self.id, self.state.value, to.value)
+        if to is not self.state:
+            self.attempts = 0
         self.state = to
         self.updated_at = now
 
@@ -211,10 +218,20 @@ class Saga:
         self.next_attempt_at = poll_at
 
     def start_confirming(self, now: datetime) -> None:
-        """The job went live: Confirm is driven from now on until it succeeds (PAY-4)."""
+        """Reserved, and nothing stops the job going live: take the money (PAY-4)."""
         self._move(SagaState.CONFIRMING, now)
-        self.activated = True
         self.next_attempt_at = now
+
+    def complete(self, now: datetime) -> None:
+        """The money is taken and the job went live (same transaction); a refund the company
+        asked for meanwhile starts now, else the saga is done."""
+        self.captured = True
+        self.activated = True
+        if self.refund_amount_minor > 0:
+            self.start_refunding(now)
+            self.next_attempt_at = now
+        else:
+            self.finish(SagaState.COMPLETED, now)
 
     def start_cancelling(self, failure: SagaError, now: datetime) -> None:
         """Give up: Cancel the branch; the first failure recorded is the one the client sees."""
@@ -322,5 +339,20 @@ def try_is_definitely_absent(error: HirepayError) -> bool:
 
 
 def is_permanent_confirm_error(error: HirepayError) -> bool:
-    """A Confirm that can never succeed (authorization voided or expired, hold released)."""
+    """A Confirm refusal that will not pass by waiting: the authorization voided or expired, the
+    hold released, the provider knowing no such payment. Retried only a bounded number of times
+    (the branch is read each time: money may have been taken after all)."""
     return error.kind in (ErrorKind.FAILED_PRECONDITION, ErrorKind.NOT_FOUND)
+
+
+def confirm_exhausted(
+    saga: Saga, *, permanent: bool, max_refusals: int, give_up_at: datetime, now: datetime
+) -> bool:
+    """Whether a failed Confirm ends the saga instead of being retried.
+
+    A refusal that will not pass by waiting ends it on its `max_refusals`-th occurrence; any
+    failure ends it at `give_up_at` (the payment must reach a final state in bounded time,
+    promise 4). `saga.attempts` counts the Confirm's failures so far."""
+    if permanent and saga.attempts + 1 >= max_refusals:
+        return True
+    return now >= give_up_at

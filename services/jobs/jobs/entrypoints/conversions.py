@@ -13,6 +13,7 @@ from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
 from jobs.domain import commands
 from jobs.domain.applications import ApplicationStatus
+from jobs.domain.audit import AuditReport
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.answers import SagaAnswer
@@ -227,6 +228,18 @@ def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:
         )
     return SettlementEvent(
         event.event_id, event.cursor, event.type, "", "", TryResult(state=TryState.ABSENT)
+    )
+
+
+def audit_report_to_proto(report: AuditReport) -> pb.ConsistencyReport:
+    """An audit round on the wire."""
+    return pb.ConsistencyReport(
+        checked_at=timestamp(report.checked_at),
+        counts={check.value: count for check, count in report.counts().items()},
+        violations=[
+            pb.ConsistencyViolation(check=v.check.value, subject_id=v.subject_id, detail=v.detail)
+            for v in report.violations
+        ],
     )
 
 

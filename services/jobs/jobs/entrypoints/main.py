@@ -13,6 +13,7 @@ from hirepay_platform.db import create_engine, database_check, make_session_fact
 from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
+from jobs.adapters.consistency import GrpcConsistencySources
 from jobs.adapters.participants import (
     CreditsParticipant,
     GrpcParticipants,
@@ -24,7 +25,7 @@ from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
 from jobs.entrypoints.settings import JobsSettings, describe
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import JobsUnitOfWork, Participants
+from jobs.service_layer.ports import ConsistencySources, JobsUnitOfWork, Participants
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ class Adapters:
     payments: PaymentsParticipant
     wallet: CreditsParticipant
     participants: Participants
+    sources: ConsistencySources
     candidate_credits: WalletCandidateCredits
 
 
@@ -58,6 +60,12 @@ def build_adapters(settings: JobsSettings) -> Adapters:
     timeout = settings.rpc_timeout_seconds
     payments = PaymentsParticipant(settings.payments_target, timeout)
     wallet = CreditsParticipant(settings.wallet_target, timeout, settings.hold_expiry_seconds)
+    sources = GrpcConsistencySources(
+        payments,
+        wallet,
+        hold_grace_seconds=settings.audit_hold_grace_seconds,
+        reconcile_limit=settings.audit_reconcile_limit,
+    )
     candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
     return Adapters(
         engine,
@@ -65,6 +73,7 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         payments,
         wallet,
         GrpcParticipants(payments, wallet),
+        sources,
         candidate_credits,
     )
 
@@ -83,6 +92,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             adapters.uow_factory,
             config,
             adapters.participants,
+            sources=adapters.sources,
             candidate_credits=adapters.candidate_credits,
         )
 
@@ -91,6 +101,10 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     )
     app.add_worker(workers.recovery_worker(make_deps, settings.recovery_interval_seconds))
     app.add_worker(workers.expiry_worker(make_deps, settings.expiry_interval_seconds))
+    if settings.audit_interval_seconds > 0:
+        app.add_worker(
+            workers.auditor_worker(adapters.engine, make_deps, settings.audit_interval_seconds)
+        )
     app.add_worker(
         workers.settlement_worker(
             adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds

@@ -13,6 +13,7 @@ from jobs.entrypoints import conversions as conv
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import (
     applications,
+    audit,
     cancellation,
     drafts,
     pay_to_post,
@@ -111,6 +112,12 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         return pb.ListJobTransitionsResponse(
             transitions=[conv.transition_to_proto(t) for t in transitions]
         )
+
+    async def GetConsistencyReport(
+        self, request: pb.GetConsistencyReportRequest, context: Any
+    ) -> pb.ConsistencyReport:
+        cmd = commands.GetConsistencyReport(actor=conv.caller_actor())
+        return conv.audit_report_to_proto(await audit.get_consistency_report(cmd, self._deps()))
 
     async def Apply(self, request: pb.ApplyRequest, context: Any) -> pb.ApplicationResponse:
         cmd = commands.Apply(

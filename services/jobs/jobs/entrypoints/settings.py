@@ -51,9 +51,17 @@ class JobsSettings(ServiceSettings):
     settlement_poll_seconds: float = 60.0
     lease_seconds: float = 30.0
     rpc_timeout_seconds: float = 10.0
+    # A Confirm refused this many times in a way waiting cannot fix is final (the job is never live).
+    capture_max_refusals: int = 3
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0
     recovery_interval_seconds: float = 1.0
+    # The consistency auditor (OPS-3): a round every so often (0 = no auditor in this process),
+    # the slack before an in-flight payment or an expired hold counts, payments reconciled.
+    audit_interval_seconds: float = 60.0
+    audit_grace_seconds: float = 600.0
+    audit_hold_grace_seconds: int = 300
+    audit_reconcile_limit: int = 100
     expiry_interval_seconds: float = 30.0
     settlement_reconnect_seconds: float = 1.0
     idempotency_wait_seconds: float = 10.0
@@ -101,6 +109,8 @@ class JobsSettings(ServiceSettings):
             saga_deadline_seconds=self.saga_deadline_seconds,
             settlement_deadline_seconds=self.settlement_deadline_seconds,
             settlement_poll_seconds=self.settlement_poll_seconds,
+            capture_max_refusals=self.capture_max_refusals,
+            audit_grace_seconds=self.audit_grace_seconds,
             retry_base_seconds=self.retry_base_seconds,
             retry_max_seconds=self.retry_max_seconds,
             idempotency_wait_seconds=self.idempotency_wait_seconds,

@@ -4,7 +4,9 @@
 - expiry: expires active postings past their period (FOR UPDATE SKIP LOCKED);
 - settlement: consumes the payments settlement stream from a cursor kept in the jobs database;
   one replica at a time holds a PostgreSQL advisory lock on a dedicated connection (released by
-  the server if the process dies), and handlers are idempotent, so redelivery is harmless.
+  the server if the process dies), and handlers are idempotent, so redelivery is harmless;
+- auditor: the consistency auditor (OPS-3); its rounds are read-only and idempotent, and one
+  replica at a time runs them (the same kind of advisory lock) to keep the load bounded.
 """
 
 from __future__ import annotations
@@ -23,14 +25,16 @@ from hirepay_platform.grpc_status import from_rpc_error
 from jobs.adapters.participants import PaymentsParticipant
 from jobs.domain import commands
 from jobs.entrypoints.conversions import settlement_event_from_proto
+from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import cancellation, settlement
+from jobs.service_layer.handlers import audit, cancellation, settlement
 
 log = logging.getLogger(__name__)
 
 CONSUMER = "jobs-settlement"
 # Key of the advisory lock that elects the one settlement consumer (any constant unique in the DB).
 SETTLEMENT_LOCK_KEY = 0x4A4F4253  # "JOBS"
+AUDITOR_LOCK_KEY = 0x41554454  # "AUDT"
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -133,5 +137,45 @@ def settlement_worker(
             except Exception:
                 log.exception("settlement consumer failed")
             await _sleep(stop, reconnect)
+
+    return run
+
+
+def auditor_worker(
+    engine: AsyncEngine, make_deps: Callable[[], Deps], interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Run an audit round every `interval` seconds while holding the auditor lock."""
+
+    async def rounds(stop: asyncio.Event) -> None:
+        # Should the lock's connection drop, another replica may run rounds too: harmless, they
+        # only read and publish the same counts.
+        while not stop.is_set():
+            try:
+                await audit.run_audit(commands.RunAudit(), make_deps())
+            except Exception:
+                metrics.AUDIT_RUNS.labels("failed").inc()
+                log.exception("audit round failed; next round retries")
+            await _sleep(stop, interval)
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with engine.connect() as conn:
+                    locked = await conn.scalar(
+                        text("SELECT pg_try_advisory_lock(:k)"), {"k": AUDITOR_LOCK_KEY}
+                    )
+                    await conn.commit()
+                    if locked:
+                        try:
+                            await rounds(stop)
+                        finally:
+                            with contextlib.suppress(Exception):
+                                await conn.execute(
+                                    text("SELECT pg_advisory_unlock(:k)"), {"k": AUDITOR_LOCK_KEY}
+                                )
+                                await conn.commit()
+            except Exception:
+                log.exception("auditor failed")
+            await _sleep(stop, interval)
 
     return run

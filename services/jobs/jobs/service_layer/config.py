@@ -25,6 +25,12 @@ class JobsConfig:
     settlement_deadline_seconds: float = 86_400.0
     # How often recovery polls a saga waiting for settlement (a backstop for missed events).
     settlement_poll_seconds: float = 60.0
+    # A Confirm refused this many times in a way waiting will not fix (the provider knows no such
+    # payment, the authorization expired) is final: the job is never published, the saga cancels.
+    capture_max_refusals: int = 3
+    # The consistency auditor: a payment changed this recently may still be on its way (not yet
+    # a violation); a payment not final after `settlement_deadline_seconds` plus this is one.
+    audit_grace_seconds: float = 600.0
     # Backoff of retried Confirm / Cancel / Refund calls.
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0

@@ -8,7 +8,12 @@ from datetime import datetime
 
 from hirepay_platform.clock import utc_now
 from jobs.service_layer.config import JobsConfig
-from jobs.service_layer.ports import CandidateCredits, JobsUnitOfWork, Participants
+from jobs.service_layer.ports import (
+    CandidateCredits,
+    ConsistencySources,
+    JobsUnitOfWork,
+    Participants,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +28,8 @@ class Deps:
     participants: Participants
     new_uow: Callable[[], JobsUnitOfWork]
     clock: Callable[[], datetime] = utc_now
+    # The other services as the consistency auditor reads them (None where no auditor runs).
+    sources: ConsistencySources | None = None
     candidate_credits: CandidateCredits | None = None  # the wallet, for paid candidate views
 
     @classmethod
@@ -32,10 +39,19 @@ class Deps:
         config: JobsConfig,
         participants: Participants,
         clock: Callable[[], datetime] = utc_now,
+        sources: ConsistencySources | None = None,
         candidate_credits: CandidateCredits | None = None,
     ) -> Deps:
         """Dependencies with a new unit of work (one per request or worker tick)."""
-        return cls(new_uow(), config, participants, new_uow, clock, candidate_credits)
+        return cls(
+            new_uow(),
+            config,
+            participants,
+            new_uow,
+            clock,
+            sources=sources,
+            candidate_credits=candidate_credits,
+        )
 
     def fresh(self) -> Deps:
         """The same dependencies with a unit of work of their own."""

@@ -45,6 +45,16 @@ BLOCKED_POSTINGS = Counter(
     "hirepay_jobs_blocked_postings_total",
     "Posting attempts refused because the company had too many failed payments (PAY-14).",
 )
+CONSISTENCY_VIOLATIONS = Gauge(
+    "hirepay_consistency_violations",
+    "Current violations of Hirepay's promises found by the consistency auditor (OPS-3), by check.",
+    ["check"],
+)
+AUDIT_RUNS = Counter(
+    "hirepay_consistency_audits_total",
+    "Consistency audit rounds by outcome (ok, or the source that could not be read).",
+    ["outcome"],
+)
 EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Protocol, Self
 
 from jobs.domain.applications import Application, ViewState
+from jobs.domain.audit import PaymentFact, Violation
 from jobs.domain.model import Job, Transition
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 
@@ -180,3 +181,18 @@ class Participant(Protocol):
 
 class Participants(Protocol):
     def for_method(self, method: PaymentMethod) -> Participant: ...
+
+
+class ConsistencySources(Protocol):
+    """What the consistency auditor reads from the other services, through their gRPC contracts
+    only (read-only calls; no service reads another's tables)."""
+
+    async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
+        """Payments of the jobs subsystem in one of `states` (payments' ListPayments)."""
+
+    async def ledger(self, now: datetime) -> list[Violation]:
+        """The wallet's own ledger checks (AuditLedger): unbalanced transfers, balances past their
+        limits, expired holds still reserving money."""
+
+    async def provider(self) -> list[Violation]:
+        """Payments' reconciliation of its records with the provider's (ReconcileProvider)."""

@@ -144,6 +144,21 @@ class SqlPaymentRepository:
         values.pop("id")
         await self.s.execute(update(t.payments).where(t.payments.c.id == payment.id).values(values))
 
+    async def list_by_states(
+        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+    ) -> list[Payment]:
+        stmt = select(t.payments).where(t.payments.c.id > after_id)
+        if states:
+            stmt = stmt.where(t.payments.c.state.in_(sorted(states)))
+        if subsystem:
+            stmt = stmt.where(t.payments.c.metadata["subsystem"].astext == subsystem)
+        stmt = stmt.order_by(t.payments.c.id).limit(limit)
+        return [_payment(r) for r in (await self.s.execute(stmt)).all()]
+
+    async def recently_changed(self, limit: int) -> list[Payment]:
+        stmt = select(t.payments).order_by(t.payments.c.updated_at.desc()).limit(limit)
+        return [_payment(r) for r in (await self.s.execute(stmt)).all()]
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
         stmt = (
             select(t.payments)

@@ -94,6 +94,23 @@ class ConfirmReturn:
 
 
 @dataclass(frozen=True, slots=True)
+class ListPayments:
+    """Payments in some states (all when empty), of one subsystem (all when empty), by id."""
+
+    states: frozenset[str] = frozenset()
+    subsystem: str = ""
+    page_size: int = 200
+    after_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileProvider:
+    """Compare the `limit` most recently changed payments with the provider's records."""
+
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class RefundTransaction:
     """An admin refunds a subscription purchase in full (its unused credits are revoked)."""
 

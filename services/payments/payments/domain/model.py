@@ -53,6 +53,10 @@ class PendingOp(enum.StrEnum):
 
 
 TAKEN = frozenset({PaymentState.CAPTURED, PaymentState.REFUNDED, PaymentState.PARTIALLY_REFUNDED})
+# Not final, and only the provider (or the customer there) moves them on: watched by the poller.
+AWAITING_PROVIDER = frozenset({PaymentState.REQUIRES_ACTION, PaymentState.PROCESSING})
+# The provider's error code for an object it does not know (Stripe's resource_missing, HTTP 404).
+PROVIDER_OBJECT_MISSING = "resource_missing"
 # States in which an authorization (or a request for one) still holds money or may yet do so.
 VOIDABLE = frozenset(
     {
@@ -240,14 +244,29 @@ class Payment:
             # A stale view (an older answer or event arriving late) never moves a payment back,
             # and a settled payment (captured or voided) never flips to the other outcome.
             return []
+        seen = self._facts()
         self._take_intent_status(intent)
         self._settle_pending()
-        self.updated_at = now
+        if self._facts() != seen:
+            # Only a change counts: re-reading an unchanged payment (the watch poller) does not
+            # make it "recently changed" (reconciliation picks the most recently changed).
+            self.updated_at = now
         return self._events(before)
+
+    def _facts(self) -> tuple[object, ...]:
+        """What a provider answer can change."""
+        return (
+            self.state,
+            self.captured_minor,
+            self.pending_op,
+            self.next_action_url,
+            self.failure_reason,
+        )
 
     def apply_checkout(self, session: ProviderCheckout, now: datetime) -> list[EventType]:
         """Take a checkout session's state (when no payment intent settles it by itself)."""
         before = self.state
+        seen = self._facts()
         self.provider_checkout_id = session.id
         if session.customer_id:
             self.provider_customer_id = session.customer_id
@@ -261,7 +280,8 @@ class Payment:
         ):
             self._set(PaymentState.VOIDED)
         self._settle_pending()
-        self.updated_at = now
+        if self._facts() != seen:
+            self.updated_at = now
         return self._events(before)
 
     def fail(self, error: ProviderErrorInfo, reason: FailureReason | None = None) -> None:
@@ -303,11 +323,54 @@ class Payment:
             return True
         return self.void_requested and self.voidable
 
-    def finish_step(self, now: datetime) -> None:
-        """After recording an outcome: stop polling if nothing is left to do."""
-        if not self.needs_provider_work():
-            self.next_poll_at = None
-            self.poll_attempts = 0
+    @property
+    def final(self) -> bool:
+        """Whether the payment reached its outcome: money taken (captured, maybe refunded since),
+        or nothing taken and nothing held any more (voided, failed for good)."""
+        return (
+            self.state in TAKEN
+            or self.state is PaymentState.VOIDED
+            or (self.state is PaymentState.FAILED and not self.voidable)
+        )
+
+    @property
+    def awaiting_provider(self) -> bool:
+        """Not final and waiting for the provider or the customer (a bank transfer processing,
+        3-D Secure or a checkout page open): only the provider can say when it settles."""
+        return self.state in AWAITING_PROVIDER
+
+    def finish_step(self, now: datetime, *, watch_base: float, watch_max: float) -> None:
+        """After recording an outcome: poll again when a provider call is still owed (the
+        caller's backoff), watch a payment that waits for the provider, else stop polling.
+
+        Watching re-fetches the payment with backoff from `watch_base` up to `watch_max`
+        seconds, so a lost webhook delays its settlement by at most about `watch_max`."""
+        if self.needs_provider_work():
+            return
+        if self.awaiting_provider:
+            delay = min(watch_max, watch_base * (2 ** min(self.poll_attempts, 20)))
+            self.poll_attempts += 1
+            self.next_poll_at = now + timedelta(seconds=delay)
+            return
+        self.next_poll_at = None
+        self.poll_attempts = 0
+
+    def vanish(self, now: datetime) -> list[EventType]:
+        """The provider says it knows no such payment: nothing is held or taken there, so the
+        payment is final now (voided if it was authorized, else failed), never retried."""
+        before = self.state
+        if self.state in TAKEN or self.state in (PaymentState.VOIDED, PaymentState.FAILED):
+            return []
+        if self.state is PaymentState.AUTHORIZED:
+            self._set(PaymentState.VOIDED)
+        else:
+            self._set(PaymentState.FAILED)
+            self.failure_reason = FailureReason.PAYMENT_CANCELLED
+            self.failure_message = "the provider does not know this payment"
+        self.failure_code = PROVIDER_OBJECT_MISSING
+        self.pending_op = None
+        self.updated_at = now
+        return self._events(before)
 
     # --- refunds --------------------------------------------------------------------------------
 

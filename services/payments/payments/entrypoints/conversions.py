@@ -13,6 +13,7 @@ from payments.domain.model import Method, Payment
 from payments.domain.plans import Plan
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
+from payments.service_layer.handlers.audit import PaymentPage, Reconciliation
 from payments.service_layer.handlers.credits import RefundedPurchase, SubscriptionStatus
 
 _METHODS = {
@@ -189,4 +190,34 @@ def event_msg(e: OutboxEvent) -> pb.SettlementEvent:
         payment=payment_msg(e.payment) if e.payment else None,
         transaction=transaction_msg(e.transaction) if e.transaction else None,
         occurred_at=timestamp(e.occurred_at),
+    )
+
+
+def list_payments_command(req: pb.ListPaymentsRequest) -> commands.ListPayments:
+    """ListPayments on the wire -> the query (the page token is the last payment id)."""
+    return commands.ListPayments(
+        states=frozenset(pb.Payment.State.Name(state) for state in req.states),
+        subsystem=req.subsystem,
+        page_size=req.page_size or 200,
+        after_id=req.page_token,
+    )
+
+
+def payment_page_msg(page: PaymentPage) -> pb.ListPaymentsResponse:
+    return pb.ListPaymentsResponse(
+        payments=[payment_msg(p) for p in page.payments], next_page_token=page.next_after_id
+    )
+
+
+def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
+    return pb.ReconcileProviderResponse(
+        checked=result.checked,
+        mismatches=[
+            pb.ProviderMismatch(
+                payment_id=m.payment_id,
+                provider_payment_id=m.provider_payment_id,
+                detail=m.detail,
+            )
+            for m in result.mismatches
+        ],
     )

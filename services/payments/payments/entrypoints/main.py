@@ -84,7 +84,8 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
 
 
 # Who may call what: the gateway (subscriptions, checkout, webhooks, reads for its users) and jobs
-# (the saga's Try/Confirm/Cancel, refunds, settlement events); object rules in service_layer/access.py.
+# (the saga's Try/Confirm/Cancel, refunds, settlement events, and the consistency auditor's
+# read-only ListPayments / ReconcileProvider); object rules in service_layer/access.py.
 ACCESS = AccessPolicy.of(
     {"gateway", "jobs"},
     {
@@ -97,6 +98,8 @@ ACCESS = AccessPolicy.of(
             "GetPaymentByBranch",
             "ListPaymentAttempts",
             "StreamSettlementEvents",
+            "ListPayments",
+            "ReconcileProvider",
         )
     },
 )
@@ -125,6 +128,8 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         poll_base=settings.poll_interval_seconds,
         poll_max=settings.poll_max_interval_seconds,
         poll_batch=settings.poll_batch_size,
+        watch_base=settings.watch_interval_seconds,
+        watch_max=settings.watch_max_interval_seconds,
         checkout_cancel_url=settings.checkout_cancel_url,
         checkout_ttl_seconds=settings.checkout_ttl_seconds,
         checkout_return_url=settings.checkout_return_url,

@@ -17,6 +17,7 @@ from payments.service_layer import access, handlers
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import (
     PaymentResult,
+    audit,
     checkouts,
     credits,
     returns,
@@ -82,6 +83,18 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.PaymentResponse:
         payment = await handlers.get_payment(request.payment_id, self._deps())
         return pb.PaymentResponse(payment=conv.payment_msg(payment))
+
+    async def ListPayments(
+        self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPaymentsResponse:
+        page = await audit.list_payments(conv.list_payments_command(request), self._deps())
+        return conv.payment_page_msg(page)
+
+    async def ReconcileProvider(
+        self, request: pb.ReconcileProviderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReconcileProviderResponse:
+        cmd = commands.ReconcileProvider(limit=request.limit or 100)
+        return conv.reconciliation_msg(await audit.reconcile_provider(cmd, self._deps()))
 
     async def GetPaymentByBranch(
         self, request: pb.GetPaymentByBranchRequest, context: grpc.aio.ServicerContext

@@ -49,6 +49,10 @@ class PaymentsSettings(ServiceSettings):
     poll_interval_seconds: float = 1.0
     poll_max_interval_seconds: float = 60.0
     poll_batch_size: int = 20
+    # Watching payments that wait for the provider (PROCESSING, REQUIRES_ACTION): re-fetched with
+    # backoff from the first to the second value, so a lost webhook delays settlement <= the max.
+    watch_interval_seconds: float = 5.0
+    watch_max_interval_seconds: float = 60.0
     # Where a customer who cancels a hosted checkout lands first ({ref} = our transaction/payment id).
     checkout_cancel_url: str = "http://127.0.0.1:8080/api/payments/checkout/cancel?ref={ref}"
     checkout_ttl_seconds: int = 3600

@@ -15,6 +15,9 @@ class Policy:
     poll_base: float = 1.0
     poll_max: float = 60.0
     poll_batch: int = 20
+    # Re-fetch of payments waiting for the provider (a backstop for lost webhooks).
+    watch_base: float = 5.0
+    watch_max: float = 60.0
     checkout_cancel_url: str = "http://127.0.0.1:8080/api/payments/checkout/cancel?ref={ref}"
     checkout_ttl_seconds: int = 3600
     # Where a provider's page hands the outcome back to us first (Razorpay, Fatora); {provider}.

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from payments.domain.model import Payment
 
 PAYMENT_ATTEMPTS = Counter(
     "hirepay_payment_attempts_total",
@@ -56,6 +61,23 @@ SUBSCRIPTIONS = Counter(
     "Subscription transactions by final status.",
     ["user_type", "status"],
 )
+TIME_TO_FINAL = Histogram(
+    "hirepay_payment_time_to_final_seconds",
+    "Time from a payment's start to its final state (promise 4), by method and final state"
+    " (CAPTURED, VOIDED, FAILED).",
+    ["method", "state"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600, 21600, 86400),
+)
+
+
+def observe_final(payment: Payment, was_final: bool) -> None:
+    """Count a payment that just reached its final state (after the commit that recorded it)."""
+    if was_final or not payment.final:
+        return
+    elapsed = (payment.updated_at - payment.created_at).total_seconds()
+    TIME_TO_FINAL.labels(payment.method.value, payment.state.value).observe(max(0.0, elapsed))
+
+
 CREDIT_GRANTS = Counter(
     "hirepay_credit_grants_total",
     "Plan purchases' bookings on the wallet (issue on payment, revoke on refund), by outcome: "

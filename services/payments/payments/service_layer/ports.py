@@ -33,6 +33,15 @@ class PaymentRepository(Protocol):
 
     async def save(self, payment: Payment) -> None: ...
 
+    async def list_by_states(
+        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+    ) -> list[Payment]:
+        """Payments in one of `states` (any when empty) of `subsystem` (any when empty), by id,
+        strictly after `after_id`."""
+
+    async def recently_changed(self, limit: int) -> list[Payment]:
+        """The `limit` most recently changed payments."""
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
         """Payments whose next poll is due, locked with SKIP LOCKED and leased (next poll moved
         past the lease) so that several workers share them without doing one twice at once."""

@@ -1,4 +1,4 @@
-"""The wallet's unit of work on PostgreSQL: one session, one local transaction, four repositories."""
+"""The wallet's unit of work on PostgreSQL: one session, one local transaction, its repositories."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from wallet.adapters.repositories import (
     SqlHoldRepository,
     SqlLedgerRepository,
 )
+from wallet.adapters.repositories.audit import SqlLedgerAuditRepository
 from wallet.adapters.tables import tcc_barriers
 
 
@@ -21,9 +22,11 @@ class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
     ledger: SqlLedgerRepository
     holds: SqlHoldRepository
     barriers: SqlBarrierRepository
+    audit: SqlLedgerAuditRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.accounts = SqlAccountRepository(session)
         self.ledger = SqlLedgerRepository(session)
         self.holds = SqlHoldRepository(session)
         self.barriers = SqlBarrierRepository(session, tcc_barriers)
+        self.audit = SqlLedgerAuditRepository(session)

@@ -118,3 +118,11 @@ class ReleaseExpiredHolds:
     """Release up to `batch_size` pending holds whose expiry has passed (the expiry worker)."""
 
     batch_size: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLedger:
+    """Check the ledger's invariants: at most `limit` findings per kind."""
+
+    limit: int = 100
+    hold_grace_seconds: int = 300

@@ -31,7 +31,8 @@ def wallet_config(settings: WalletSettings) -> WalletConfig:
 
 
 # The ledger is internal: only jobs and payments move money; the gateway reaches it for health only.
-ACCESS = AccessPolicy.of({"jobs", "payments"})
+# AuditLedger is the consistency auditor's (a jobs worker) only.
+ACCESS = AccessPolicy.of({"jobs", "payments"}, {"AuditLedger": {"jobs"}})
 
 
 def build_app(settings: WalletSettings) -> GrpcApp:

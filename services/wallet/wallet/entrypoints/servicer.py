@@ -19,7 +19,7 @@ from wallet.entrypoints import conversions as conv
 from wallet.service_layer import handlers
 from wallet.service_layer.batcher import TransferBatcher
 from wallet.service_layer.deps import Deps
-from wallet.service_layer.handlers import HoldResult, TransferResult
+from wallet.service_layer.handlers import HoldResult, TransferResult, audit
 from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
@@ -163,3 +163,17 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     ) -> pb.HoldResponse:
         query = commands.GetHold(conv.branch_from_pb(request.branch))
         return conv.hold_result_to_pb(await handlers.get_hold(query, self._deps))
+
+    async def AuditLedger(
+        self, request: pb.AuditLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditLedgerResponse:
+        query = commands.AuditLedger(
+            limit=request.limit or 100, hold_grace_seconds=request.hold_grace_seconds
+        )
+        findings = await audit.audit_ledger(query, self._deps)
+        return pb.AuditLedgerResponse(
+            findings=[
+                pb.LedgerFinding(kind=f.kind.value, subject_id=f.subject_id, detail=f.detail)
+                for f in findings
+            ]
+        )

@@ -13,6 +13,7 @@ from typing import Protocol, Self
 
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import BarrierRepository, TccBranch
+from wallet.domain.audit import LedgerFinding
 from wallet.domain.holds import Hold
 from wallet.domain.ledger import Entry, Posting, TransferRecord
 from wallet.domain.model import Account, AccountKind, AccountRef, Balance, NewAccount
@@ -111,6 +112,11 @@ class HoldRepository(Protocol):
         transaction holds (so several expiry workers share the work instead of queueing)."""
 
 
+class LedgerAuditRepository(Protocol):
+    async def findings(self, hold_cutoff: datetime, limit: int) -> list[LedgerFinding]:
+        """Broken ledger invariants (at most `limit` per kind); holds expired before the cutoff."""
+
+
 class WalletUnitOfWork(Protocol):
     """One local transaction over the wallet's repositories; rolls back unless committed."""
 
@@ -119,6 +125,7 @@ class WalletUnitOfWork(Protocol):
     holds: HoldRepository
     # The platform's TCC barrier table (hirepay_platform.barrier implements it in SQL).
     barriers: BarrierRepository
+    audit: LedgerAuditRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -9,7 +9,7 @@ from jobs.domain import commands
 from jobs.domain.commands import Actor
 from jobs.domain.errors import JobNotFound, NotAllowed, PaymentCancelled
 from jobs.domain.model import Job, JobStatus, Transition
-from jobs.domain.posting_saga import BEFORE_ACTIVATION, Saga, SagaError
+from jobs.domain.posting_saga import BEFORE_LIVE, Saga, SagaError
 from jobs.service_layer import metrics
 from jobs.service_layer.access import load_own
 from jobs.service_layer.deps import Deps
@@ -119,11 +119,13 @@ async def _load_for_cancel(
 def _cancel_pending_saga(
     saga: Saga, job: Job, actor: str, reason: str, now: datetime
 ) -> tuple[str, str] | None:
-    """Turn a saga that has not reached activation toward its Cancel (caller holds its row lock).
+    """Turn a saga whose job is not live yet toward its Cancel (caller holds its row lock).
 
+    Also a saga in CONFIRMING: a capture racing this cancel is found by the Cancel (the Void is
+    refused, the branch reads captured) and refunded, since the job can no longer go live.
     The job keeps payment_status pending until the Cancel says what happened: failed when nothing
     was taken, refunded when money that arrived anyway was returned."""
-    if saga.state not in BEFORE_ACTIVATION:
+    if saga.state not in BEFORE_LIVE:
         return None  # already cancelling or refunding: that path ends it
     cancelled = PaymentCancelled(
         "the job was cancelled while its payment was pending; any money taken is returned",

@@ -199,6 +199,10 @@ async def _replay(existing: Saga, cmd: commands.CreateJobWithPayment, deps: Deps
     saga: Saga | None = existing
     give_up = time.monotonic() + config.idempotency_wait_seconds
     while saga is not None and not saga.answered:
+        if saga.state.final:
+            # Its request died after the saga's last step (e.g. right after the activation):
+            # the answer describes the job as the saga left it.
+            await ensure_answer(saga.id, deps, settled_only=True)
         if time.monotonic() >= give_up:
             raise RequestInProgress(
                 "a request with this idempotency key is still in progress",

@@ -1,7 +1,8 @@
-"""The saga up to activation: send the Try, apply what the participant says, or give up.
+"""The saga up to its Confirm: send the Try, apply what the participant says, or give up.
 
-Activation happens in one local transaction with the saga's move to CONFIRMING, so the job is never
-active without its saga driving Confirm (invariant: job active => Confirm is being driven).
+A reservation is checked against everything that could stop the job going live before any money is
+taken: a job that cannot go live has its reservation voided (never charged); one that can moves the
+saga to CONFIRMING, and the job goes live only after the Confirm took the money (completion.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from jobs.service_layer.answers import answer_for, answer_to_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.ports import JobsUnitOfWork
-from jobs.service_layer.posting.records import SAGA_ACTOR, fail_job
+from jobs.service_layer.posting.records import fail_job
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,6 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
     Returns True when the saga changed state.
     """
     uow = deps.uow
-    activated = False
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
@@ -85,7 +85,7 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
         before = saga.state
         job = await _note_payment(saga, result, uow)
         if saga.state in BEFORE_ACTIVATION:
-            activated = _apply_try_outcome(saga, job, result, deps.config, now)
+            _apply_try_outcome(saga, job, result, deps.config, now)
         elif saga.state in (SagaState.CANCELLING, SagaState.FAILED) and (
             result.state is TryState.CAPTURED
         ):
@@ -101,9 +101,6 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
                 await uow.sagas.log(saga.id, saga.state.value, f"{source}: {result.state}", now)
             await uow.commit()
     metrics.record_transitions(transitions)
-    if activated:
-        metrics.FUNNEL.labels("paid").inc()
-        metrics.FUNNEL.labels("activated").inc()
     return changed
 
 
@@ -122,11 +119,12 @@ async def _note_payment(saga: Saga, result: TryResult, uow: JobsUnitOfWork) -> J
 
 def _apply_try_outcome(
     saga: Saga, job: Job | None, result: TryResult, config: JobsConfig, now: datetime
-) -> bool:
-    """Move a saga that has not reached activation by the Try's outcome; True if it activated."""
+) -> None:
+    """Move a saga that has not reached its Confirm by the Try's outcome."""
     if result.state in _RESERVED:
         saga.captured = result.state is TryState.CAPTURED
-        return _activate(saga, job, config, now)
+        _check_before_confirm(saga, job, now)
+        return
     if result.state in _PENDING:
         poll_at = now + timedelta(seconds=config.settlement_poll_seconds)
         saga.await_settlement(result.next_action_url, poll_at, now)
@@ -137,40 +135,32 @@ def _apply_try_outcome(
         fail_job(job, saga, error.reason, refunded=False, now=now)
         saga.start_cancelling(SagaError.of(error), now)
         saga.next_attempt_at = now
-    return False
 
 
-def _activate(saga: Saga, job: Job | None, config: JobsConfig, now: datetime) -> bool:
-    """Put the job live, or (it cannot go live) return the money (PAY-7); True if activated."""
+def _check_before_confirm(saga: Saga, job: Job | None, now: datetime) -> None:
+    """Reserved: take the money only if the job can then go live (PAY-4). A job that cannot is
+    voided, never charged; money a settled payment already took is refunded (PAY-7)."""
     problem = "the job no longer exists" if job is None else job.activation_problem(saga.id)
     if not problem:
-        assert job is not None
-        job.activate(
-            payment_id=saga.payment_id,
-            posting_days=config.posting_days,
-            actor=SAGA_ACTOR,
-            now=now,
-        )
         saga.start_confirming(now)
-        return True
+        return
     error = ActivationFailed(
-        f"the job could not be activated: {problem}; the payment is returned",
+        f"the job could not be activated: {problem}; "
+        + ("the payment is refunded" if saga.captured else "the payment is voided, nothing taken"),
         metadata={
             "job_id": saga.job_id,
             "payment_id": saga.payment_id,
             "transaction_id": saga.id,
-            "refunded": "true",
+            "refunded": str(saga.captured).lower(),
         },
     )
-    fail_job(job, saga, error.reason, refunded=True, now=now)
+    fail_job(job, saga, error.reason, refunded=saga.captured, now=now)
     if saga.captured:
         saga.start_refunding(now, reason=NOT_ACTIVATED)
         saga.failure = saga.failure or SagaError.of(error)
     else:
         saga.start_cancelling(SagaError.of(error), now)
-    saga.refund_reason = NOT_ACTIVATED
     saga.next_attempt_at = now
-    return False
 
 
 def _refund_late_money(saga: Saga, job: Job | None, now: datetime) -> None:

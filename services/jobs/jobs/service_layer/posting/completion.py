@@ -1,4 +1,4 @@
-"""The saga after the Try: Confirm, Cancel and Refund, each driven until it succeeds.
+"""The saga after the Try: Confirm (then activation), Cancel and Refund, each driven to an end.
 
 A refused call is never taken at its word alone: the branch is read first (money may have settled
 meanwhile, or already been returned), and only a state that ends the step moves the saga on.
@@ -6,9 +6,10 @@ meanwhile, or already been returned), and only a state that ends the step moves 
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hirepay_platform.errors import ErrorKind, HirepayError
+from jobs.domain.errors import PaymentExpired
 from jobs.domain.model import Job, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
     Saga,
@@ -16,13 +17,19 @@ from jobs.domain.posting_saga import (
     SagaState,
     TryResult,
     TryState,
-    client_error,
+    confirm_exhausted,
     is_permanent_confirm_error,
 )
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.activation import NOT_ACTIVATED
-from jobs.service_layer.posting.records import fail_job, finish, retry_later
+from jobs.service_layer.posting.records import (
+    SAGA_ACTOR,
+    fail_job,
+    finish,
+    record_outcome,
+    retry_later,
+)
 
 # Branch states after which a refused Cancel is done (nothing held any more).
 _CANCEL_DONE = frozenset(
@@ -62,72 +69,107 @@ async def confirm(saga: Saga, deps: Deps) -> bool:
 
 
 async def _confirm_refused(saga: Saga, error: HirepayError, deps: Deps) -> bool:
-    """Look at the branch before deciding: still reserved means the refusal may pass (retry);
-    already taken means Confirm is done; only a released reservation is final."""
-    if not is_permanent_confirm_error(error):
-        await retry_later(saga.id, "confirm", error, deps)
-        return False
+    """Look at the branch before deciding: money already taken means Confirm is done; a refusal
+    may pass (still reserved) only so many times; a released reservation is final at once."""
+    permanent = is_permanent_confirm_error(error)
     try:
         seen = await deps.participants.for_method(saga.method).inspect(saga)
     except HirepayError as inner:
-        await retry_later(saga.id, "confirm", inner, deps)
-        return False
-    if seen.state in _CONFIRM_MAY_PASS:
-        await retry_later(saga.id, "confirm", error, deps)
-        return False
-    if seen.state is TryState.CAPTURED:
+        seen, error = None, (error if permanent else inner)
+    if seen is not None and seen.state is TryState.CAPTURED:
         return await _confirmed(saga, seen, deps)
-    # The reservation is gone for good (voided, expired): the job must not stay live.
+    if permanent and seen is not None and seen.state not in _CONFIRM_MAY_PASS:
+        # The reservation is gone for good (voided, expired, never recorded).
+        return await _give_up_confirm(saga, error, deps)
+    config = deps.config
+    give_up_at = saga.created_at + timedelta(seconds=config.settlement_deadline_seconds)
+    if confirm_exhausted(
+        saga,
+        permanent=permanent,
+        max_refusals=config.capture_max_refusals,
+        give_up_at=give_up_at,
+        now=deps.clock(),
+    ):
+        return await _give_up_confirm(saga, error, deps)
+    await retry_later(saga.id, "confirm", error, deps)
+    return False
+
+
+async def _give_up_confirm(saga: Saga, error: HirepayError, deps: Deps) -> bool:
+    """A Confirm that cannot succeed: the job (never live) ends payment_failed, Cancel follows and
+    the saga ends with the refusal recorded as its reason."""
     metrics.PARTICIPANT_FAILURES.labels("confirm", error.reason).inc()
-    await _take_down(saga, error, deps)
-    return True
-
-
-async def _take_down(saga: Saga, error: HirepayError, deps: Deps) -> None:
-    """A Confirm that can never succeed: the live job goes back to payment_failed, Cancel follows."""
+    expired = PaymentExpired(
+        "the payment could not be captured; nothing was posted",
+        metadata={
+            "payment_id": saga.payment_id,
+            "transaction_id": saga.id,
+            "cause": error.reason,
+        },
+    )
     uow = deps.uow
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
         current = await uow.sagas.get(saga.id, for_update=True)
         if current is None or current.state is not SagaState.CONFIRMING:
-            return
+            return True
         job = await uow.jobs.get(current.job_id, for_update=True)
-        fail_job(job, current, error.reason, refunded=False, now=now)
-        current.start_cancelling(SagaError.of(client_error(error, current.method, current.id)), now)
+        fail_job(job, current, expired.reason, refunded=False, now=now)
+        current.start_cancelling(SagaError.of(expired), now)
+        current.next_attempt_at = now
         if job is not None:
             transitions = list(job.pending)
             await uow.jobs.save(job)
         await uow.sagas.save(current)
-        await uow.sagas.log(current.id, "cancelling", f"confirm refused: {error.reason}", now)
+        await uow.sagas.log(current.id, "cancelling", f"confirm given up: {error.reason}", now)
         await uow.commit()
     metrics.record_transitions(transitions)
+    return True
 
 
 async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> bool:
-    """Record a successful Confirm: the job's payment is completed (or a requested refund starts)."""
+    """The money is taken: the job goes live in the same transaction (PAY-4). A job that can no
+    longer go live (cancelled meanwhile) gets its money back instead (PAY-7)."""
     uow = deps.uow
+    transitions: list[Transition] = []
+    activated = False
     async with uow:
         now = deps.clock()
         current = await uow.sagas.get(saga.id, for_update=True)
         if current is None or current.state is not SagaState.CONFIRMING:
             return True
         job = await uow.jobs.get(current.job_id, for_update=True)
-        current.captured = True
         if result.provider_state:
             current.provider_state = result.provider_state
-        if job is not None and job.saga_id == current.id:
-            job.payment_status = PaymentStatus.COMPLETED
-            job.payment_id = job.payment_id or current.payment_id
-            job.updated_at = now
-            await uow.jobs.save(job)
-        if current.refund_amount_minor > 0:
-            current.start_refunding(now)
+        problem = "the job no longer exists" if job is None else job.activation_problem(current.id)
+        if problem:
+            current.captured = True
+            current.start_refunding(now, reason=NOT_ACTIVATED)
+            current.next_attempt_at = now
+            detail = f"confirmed, not activated: {problem}"
         else:
-            finish(current, SagaState.COMPLETED, now)
+            assert job is not None
+            job.activate(
+                payment_id=current.payment_id or result.payment_id,
+                posting_days=deps.config.posting_days,
+                actor=SAGA_ACTOR,
+                now=now,
+            )
+            transitions = list(job.pending)
+            await uow.jobs.save(job)
+            current.complete(now)
+            if current.state.final:
+                record_outcome(current, now)
+            activated = True
+            detail = "confirmed, job active"
         await uow.sagas.save(current)
-        await uow.sagas.log(current.id, current.state.value, "confirmed", now)
+        await uow.sagas.log(current.id, current.state.value, detail, now)
         await uow.commit()
+    metrics.record_transitions(transitions)
+    if activated:
+        metrics.FUNNEL.labels("paid").inc()
+        metrics.FUNNEL.labels("activated").inc()
     return True
 
 

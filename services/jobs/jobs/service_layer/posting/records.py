@@ -18,10 +18,10 @@ SAGA_ACTOR = "saga"
 
 
 def fail_job(job: Job | None, saga: Saga, reason: str, *, refunded: bool, now: datetime) -> None:
-    """Mark the saga's job payment_failed (the draft is kept), if it still belongs to this saga."""
+    """Mark the saga's job payment_failed (the draft is kept), if it still waits for this saga."""
     if job is None or job.saga_id != saga.id:
         return
-    if job.status in (JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE):
+    if job.status is JobStatus.PENDING_PAYMENT:
         job.fail_payment(
             reason=reason,
             refunded=refunded,
@@ -34,6 +34,12 @@ def fail_job(job: Job | None, saga: Saga, reason: str, *, refunded: bool, now: d
 def finish(saga: Saga, state: SagaState, now: datetime) -> None:
     """Move a saga to a final state and count its outcome."""
     saga.finish(state, now)
+    record_outcome(saga, now)
+
+
+def record_outcome(saga: Saga, now: datetime) -> None:
+    """Count a saga that just reached its final state."""
+    state = saga.state
     reason = saga.failure.reason if saga.failure else ""
     metrics.SAGA_OUTCOMES.labels(state.value, reason, saga.method.value).inc()
     metrics.SAGA_DURATION.labels(state.value).observe(

@@ -261,7 +261,7 @@ async def _record_step(
         p = await uow.payments.get(payment_id, for_update=True)
         if p is None:  # the row was committed before any provider call
             raise HirepayError(f"payment {payment_id} vanished", reason="INTERNAL")
-        before, pending = p.state, p.pending_op
+        before, pending, was_final = p.state, p.pending_op, p.final
         events: list[EventType] = []
         if checkout is not None:
             events += p.apply_checkout(checkout, now)
@@ -285,6 +285,7 @@ async def _record_step(
         await publish(uow, config, events, now, payment=p)
         await uow.commit()
     _report_step(p, before, unknown, actor)
+    metrics.observe_final(p, was_final)
     return Step(p, declined, refused, unknown)
 
 
@@ -292,6 +293,10 @@ def _apply_refusal(
     p: Payment, refused: InvalidRequest, unanswered: bool, now: datetime
 ) -> list[EventType]:
     """The provider refused the call. `unanswered`: no current view of the payment was learnt."""
+    if unanswered and refused.status == 404 and p.provider_payment_id:
+        # Neither the call nor the re-read found the payment: the provider does not know it
+        # (e.g. it lost the intent). Nothing is held or taken there: final, never retried.
+        return p.vanish(now)
     if unanswered:
         if p.pending_op is PendingOp.AUTHORIZE:
             reason = (
@@ -311,7 +316,7 @@ def _apply_refusal(
 def _schedule_next(p: Payment, config: Policy, now: datetime, *, retry_later: bool) -> None:
     """When the poller looks at the payment again (never, if nothing is left to do)."""
     if not p.needs_provider_work():
-        p.finish_step(now)
+        p.finish_step(now, watch_base=config.watch_base, watch_max=config.watch_max)
     elif retry_later:
         p.schedule_poll(now, config.poll_base, config.poll_max)
     else:

@@ -1,8 +1,9 @@
 """Provider webhook ingestion (API-3, SEC-3): verify the signature on the raw bytes, then apply the
 provider's CURRENT state of the object (re-fetched, never the event's payload) once per event id.
 
-An event about a payment or transaction we do not know yet is refused with EVENT_NOT_APPLICABLE_YET
-and nothing is stored, so the provider delivers it again later.
+An event about an object that carries our ids but is not recorded yet is refused with
+EVENT_NOT_APPLICABLE_YET and nothing is stored, so the provider delivers it again later; one about
+an object Hirepay never created (no ids of ours) is acknowledged and ignored.
 """
 
 from __future__ import annotations
@@ -41,6 +42,16 @@ HANDLED_SUBJECTS = frozenset({EventSubject.PAYMENT, EventSubject.CHECKOUT})
 
 
 @dataclass(frozen=True, slots=True)
+class _Applied:
+    """What applying an event to a payment did."""
+
+    changed: bool
+    follow_up: Payment | None
+    payment: Payment
+    was_final: bool
+
+
+@dataclass(frozen=True, slots=True)
 class EventOutcome:
     event_id: str
     event_type: str
@@ -62,11 +73,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     if event.subject not in HANDLED_SUBJECTS or not _made_by(provider, payment, txn):
         return await _store(deps, provider, event, payload, applied=False)
     if payment is None and txn is None:
-        metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
-        raise errors.EventNotApplicableYet(
-            f"{event.subject.value} {event.object_id} is not known yet; retry later",
-            metadata={"event_id": event.id, "object_id": event.object_id},
-        )
+        return await _unrecorded(deps, provider, event, payload)
     records: list[CallRecord] = []
     try:
         session, intent = await _refetch(provider, records, event, txn)
@@ -93,13 +100,17 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         changed = False
         follow_up: Payment | None = None
+        applied: _Applied | None = None
         if payment is not None:
-            changed, follow_up = await _apply_to_payment(
+            applied = await _apply_to_payment(
                 uow, deps, event, payment.id, session, intent, records, now
             )
+            changed, follow_up = applied.changed, applied.follow_up
         elif txn is not None:
             changed = await _apply_to_transaction(uow, deps, event, txn, session, intent, records)
         await uow.commit()
+    if applied is not None:
+        metrics.observe_final(applied.payment, applied.was_final)
     metrics.WEBHOOK_EVENTS.labels(event.type, "applied" if changed else "no_effect").inc()
     if follow_up is not None:
         await _follow_up(deps, follow_up)
@@ -134,12 +145,13 @@ async def _apply_to_payment(
     intent: ProviderPayment | None,
     records: list[CallRecord],
     now: datetime,
-) -> tuple[bool, Payment | None]:
-    """Apply the provider's view to a payment (in the caller's transaction); returns whether it
-    changed and the payment if a Void must be completed at the provider right away."""
+) -> _Applied:
+    """Apply the provider's view to a payment (in the caller's transaction): whether it changed,
+    and the payment if a Void must be completed at the provider right away."""
     p = await uow.payments.get(payment_id, for_update=True)
     assert p is not None
     before = (p.state, p.captured_minor)
+    was_final = p.final
     events = []
     if session is not None:
         events += p.apply_checkout(session, now)
@@ -151,14 +163,15 @@ async def _apply_to_payment(
             p.next_poll_at = now
         follow_up = p if p.pending_op is not None and p.void_requested else None
     else:
-        p.finish_step(now)
+        config = deps.config
+        p.finish_step(now, watch_base=config.watch_base, watch_max=config.watch_max)
     await refund_if_voided(uow, p, now, "webhook")
     await uow.payments.save(p)
     await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
     for record in records:
         await uow.audit.add(record.audit("webhook", payment_id=p.id))
     await publish(uow, deps.config, events, now, payment=p)
-    return before != (p.state, p.captured_minor), follow_up
+    return _Applied(before != (p.state, p.captured_minor), follow_up, p, was_final)
 
 
 async def _apply_to_transaction(
@@ -204,6 +217,38 @@ def _webhook_audit(
         payment_id=payment_id,
         transaction_id=transaction_id,
     )
+
+
+async def _unrecorded(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
+) -> EventOutcome:
+    """An event about an object with no local record: acknowledged if Hirepay never created it,
+    else refused so that the provider delivers it again (its record is being committed)."""
+    if _created_elsewhere(event):
+        # Another integration on the account, a dashboard test: no retry could ever apply it.
+        log.info(
+            "webhook %s about %s %s: not ours, ignored",
+            event.id,
+            event.subject.value,
+            event.object_id,
+        )
+        return await _store(deps, provider, event, payload, applied=False)
+    metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
+    raise errors.EventNotApplicableYet(
+        f"{event.subject.value} {event.object_id} is not known yet; retry later",
+        metadata={"event_id": event.id, "object_id": event.object_id},
+    )
+
+
+# Metadata keys Hirepay puts on every provider object it creates (payments, checkouts).
+OUR_METADATA_KEYS = ("hirepay_payment_id", "transaction_id", "global_tx_id")
+
+
+def _created_elsewhere(event: ProviderEvent) -> bool:
+    """Whether the event's object visibly was not created by Hirepay: it carries metadata, none of
+    it ours. An event without metadata (PayPal's and Fatora's carry none) proves nothing, so it is
+    retried rather than dropped."""
+    return bool(event.metadata) and not any(event.metadata.get(k) for k in OUR_METADATA_KEYS)
 
 
 async def _store(

@@ -1,0 +1,72 @@
+"""The consistency auditor's sources over gRPC: payments' ListPayments and ReconcileProvider, the
+wallet's AuditLedger (read-only calls through the services' contracts, never their tables)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay.wallet.v1 import wallet_service_pb2 as wpb
+from hirepay_platform.wire import to_datetime
+from jobs.adapters.participants import CreditsParticipant, PaymentsParticipant
+from jobs.domain.audit import Check, PaymentFact, Violation
+
+# How many payments one ListPayments page carries.
+PAGE_SIZE = 500
+
+
+class GrpcConsistencySources:
+    """ConsistencySources over the participants' gRPC clients."""
+
+    def __init__(
+        self,
+        payments: PaymentsParticipant,
+        wallet: CreditsParticipant,
+        *,
+        hold_grace_seconds: int,
+        reconcile_limit: int,
+    ) -> None:
+        self._payments = payments
+        self._wallet = wallet
+        self._hold_grace_seconds = hold_grace_seconds
+        self._reconcile_limit = reconcile_limit
+
+    async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
+        request = ppb.ListPaymentsRequest(
+            states=[ppb.Payment.State.Value(s) for s in sorted(states)],
+            subsystem="jobs",
+            page_size=PAGE_SIZE,
+        )
+        client = self._payments.client
+        facts: list[PaymentFact] = []
+        while True:
+            reply = await client.call(self._payments.stub.ListPayments, request)
+            facts += [_fact(p) for p in reply.payments]
+            if not reply.next_page_token:
+                return facts
+            request.page_token = reply.next_page_token
+
+    async def ledger(self, now: datetime) -> list[Violation]:
+        request = wpb.AuditLedgerRequest(hold_grace_seconds=self._hold_grace_seconds)
+        reply = await self._wallet.client.call(self._wallet.stub.AuditLedger, request)
+        return [Violation(Check(f.kind), f.subject_id, f.detail) for f in reply.findings]
+
+    async def provider(self) -> list[Violation]:
+        request = ppb.ReconcileProviderRequest(limit=self._reconcile_limit)
+        reply = await self._payments.client.call(self._payments.stub.ReconcileProvider, request)
+        return [
+            Violation(Check.PROVIDER_MISMATCH, m.payment_id, m.detail) for m in reply.mismatches
+        ]
+
+
+def _fact(p: ppb.Payment) -> PaymentFact:
+    return PaymentFact(
+        payment_id=p.payment_id,
+        global_tx_id=p.branch.global_tx_id,
+        subsystem=p.metadata.get("subsystem", ""),
+        state=ppb.Payment.State.Name(p.state),
+        captured_minor=p.captured_minor,
+        refunded_minor=p.refunded_minor,
+        created_at=to_datetime(p.created_at),
+        updated_at=to_datetime(p.updated_at),
+    )

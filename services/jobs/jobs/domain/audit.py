@@ -1,0 +1,136 @@
+"""The consistency auditor's rules (OPS-3): pure checks of Hirepay's promises over facts read from
+the jobs database and, through their gRPC contracts, from payments and the wallet."""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from jobs.domain.model import Job, JobStatus, may_be_live
+from jobs.domain.posting_saga import Saga, TryResult, TryState
+
+
+class Check(enum.StrEnum):
+    """One promise the auditor checks; the `check` label of `hirepay_consistency_violations`."""
+
+    # An active job whose money is not taken (promise 1, PAY-4).
+    ACTIVE_JOB_WITHOUT_PAYMENT = "active_job_without_payment"
+    # Money taken for a posting that is neither live (or was live) nor refunded (promise 3).
+    CAPTURED_PAYMENT_WITHOUT_JOB = "captured_payment_without_job"
+    # A payment still not final past its deadline (promise 4).
+    PAYMENT_PAST_DEADLINE = "payment_past_deadline"
+    # A ledger transfer whose entries do not sum to zero per unit (ESC-1).
+    UNBALANCED_TRANSACTION = "unbalanced_transaction"
+    # An account below zero that may not be, or whose holds exceed its balance (ESC-1).
+    BALANCE_LIMIT_BREACH = "balance_limit_breach"
+    # A hold past its expiry still reserving money (ESC-2).
+    EXPIRED_HOLD_UNRELEASED = "expired_hold_unreleased"
+    # The provider's charges or refunds differ from the local records.
+    PROVIDER_MISMATCH = "provider_mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """One broken promise and the id of what breaks it."""
+
+    check: Check
+    subject_id: str
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentFact:
+    """What payments says about one of its payments (read through ListPayments)."""
+
+    payment_id: str
+    global_tx_id: str
+    subsystem: str
+    state: str  # the payments contract's state name, e.g. CAPTURED
+    captured_minor: int
+    refunded_minor: int
+    created_at: datetime
+    updated_at: datetime
+
+
+# Payment states that are not final: the payment still waits for someone (promise 4).
+NON_FINAL_PAYMENT_STATES = frozenset({"REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "UNKNOWN"})
+# Job statuses a posting reaches only after it was live.
+_WAS_LIVE = frozenset({JobStatus.ACTIVE, JobStatus.EXPIRED, JobStatus.FILLED})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditReport:
+    """One audit round: every violation found, and when."""
+
+    checked_at: datetime
+    violations: tuple[Violation, ...] = field(default_factory=tuple)
+
+    def counts(self) -> dict[Check, int]:
+        """Violations per check, every check present (0 when it holds)."""
+        found = Counter(v.check for v in self.violations)
+        return {check: found.get(check, 0) for check in Check}
+
+
+def active_job_violation(job: Job, branch: TryResult | None) -> Violation | None:
+    """An active job must satisfy `may_be_live`, and its branch must show the money taken
+    (`branch` is the participant's view; None when it could not be read this round)."""
+    if job.status is not JobStatus.ACTIVE:
+        return None
+    if not may_be_live(job):
+        return Violation(
+            Check.ACTIVE_JOB_WITHOUT_PAYMENT,
+            job.id,
+            f"payment_status={job.payment_status} payment_id={job.payment_id or '-'}",
+        )
+    if branch is not None and branch.state is not TryState.CAPTURED:
+        return Violation(
+            Check.ACTIVE_JOB_WITHOUT_PAYMENT,
+            job.id,
+            f"payment {job.payment_id} is {branch.provider_state or branch.state.value}",
+        )
+    return None
+
+
+def captured_payment_violation(
+    payment: PaymentFact, saga: Saga | None, job: Job | None, *, now: datetime, grace: timedelta
+) -> Violation | None:
+    """Money taken for a posting must end attached to it (live now or before) or returned.
+
+    A payment that changed within `grace` may still be on its way (a capture whose activation
+    is being committed, a refund in flight) and is looked at again next round."""
+    if payment.subsystem != "jobs" or payment.captured_minor <= 0:
+        return None
+    if payment.refunded_minor >= payment.captured_minor or now - payment.updated_at < grace:
+        return None
+    if saga is None:
+        return Violation(
+            Check.CAPTURED_PAYMENT_WITHOUT_JOB, payment.payment_id, "no saga for this payment"
+        )
+    # Live, or was live and then expired, filled or cancelled (refunded per the policy).
+    if (
+        saga.activated
+        and job is not None
+        and job.saga_id == saga.id
+        and (job.status in _WAS_LIVE or job.status is JobStatus.CANCELLED)
+    ):
+        return None
+    return Violation(
+        Check.CAPTURED_PAYMENT_WITHOUT_JOB,
+        payment.payment_id,
+        f"saga {saga.id} is {saga.state.value}, job "
+        f"{job.status.value if job is not None else 'missing'}",
+    )
+
+
+def payment_deadline_violation(
+    payment: PaymentFact, *, now: datetime, deadline: timedelta
+) -> Violation | None:
+    """A payment must reach a final state within its deadline (promise 4)."""
+    if payment.state not in NON_FINAL_PAYMENT_STATES or now - payment.created_at <= deadline:
+        return None
+    age = int((now - payment.created_at).total_seconds())
+    return Violation(
+        Check.PAYMENT_PAST_DEADLINE, payment.payment_id, f"{payment.state} for {age} s"
+    )

@@ -1,0 +1,160 @@
+"""The consistency auditor's rounds (OPS-3) against fakes: 0 after normal flows, each kind of
+violation reported (injected straight into the fake database or the fake sources)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+import pytest
+
+from hirepay_platform.errors import ErrorKind, HirepayError
+from jobs.domain import commands
+from jobs.domain.audit import Check, PaymentFact, Violation
+from jobs.domain.model import JobStatus, PaymentStatus
+from jobs.domain.posting_saga import TryState
+from jobs.service_layer import metrics
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import audit
+from tests.support.jobs_world import World
+
+
+@dataclass
+class FakeSources:
+    """Payments' ListPayments, the wallet's AuditLedger and payments' ReconcileProvider."""
+
+    facts: list[PaymentFact] = field(default_factory=list)
+    ledger_violations: list[Violation] = field(default_factory=list)
+    provider_violations: list[Violation] = field(default_factory=list)
+
+    async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
+        return [f for f in self.facts if f.state in states]
+
+    async def ledger(self, now: datetime) -> list[Violation]:
+        return list(self.ledger_violations)
+
+    async def provider(self) -> list[Violation]:
+        return list(self.provider_violations)
+
+
+def _deps(w: World, sources: FakeSources) -> Deps:
+    return replace(w.deps, sources=sources)
+
+
+def _fact(saga_id: str, state: str, at: datetime, **kw) -> PaymentFact:
+    values = {
+        "payment_id": "pay_1",
+        "global_tx_id": saga_id,
+        "subsystem": "jobs",
+        "state": state,
+        "captured_minor": 14900 if state in ("CAPTURED", "PARTIALLY_REFUNDED") else 0,
+        "refunded_minor": 0,
+        "created_at": at,
+        "updated_at": at,
+    }
+    values.update(kw)
+    return PaymentFact(**values)
+
+
+def _gauge(check: Check) -> float:
+    return metrics.CONSISTENCY_VIOLATIONS.labels(check.value)._value.get()
+
+
+async def test_no_violation_after_normal_flows_and_faults():
+    w = World()
+    paid = await w.post(key="k1")
+    w.payments.confirm_errors = [
+        HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
+    ]
+    pending = await w.post(key="k2")  # captured later: not live meanwhile
+    assert pending.job.status is JobStatus.PENDING_PAYMENT
+    sources = FakeSources(facts=[_fact(paid.saga_id, "CAPTURED", w.clock.now)])
+    w.clock.advance(hours=1)
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    assert report.violations == ()
+    assert all(_gauge(check) == 0 for check in Check)
+
+
+async def test_an_active_job_without_captured_money_is_reported():
+    w = World()
+    answer = await w.post()
+    # Injected: the payment taken back behind the job's back, and a job set live by hand.
+    w.payments.state[answer.saga_id] = TryState.RESERVED
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, FakeSources()))
+    assert [(v.check, v.subject_id) for v in report.violations] == [
+        (Check.ACTIVE_JOB_WITHOUT_PAYMENT, answer.job.id)
+    ]
+    job = w.store.jobs[answer.job.id]
+    job.payment_status = PaymentStatus.PENDING
+    w.payments.state[answer.saga_id] = TryState.CAPTURED
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, FakeSources()))
+    assert [v.check for v in report.violations] == [Check.ACTIVE_JOB_WITHOUT_PAYMENT]
+    assert _gauge(Check.ACTIVE_JOB_WITHOUT_PAYMENT) == 1
+
+
+async def test_captured_money_without_its_job_is_reported_after_the_grace():
+    w = World(audit_grace_seconds=60)
+    w.payments.try_outcome = HirepayError(
+        "declined", reason="PAYMENT_DECLINED", kind=ErrorKind.FAILED_PRECONDITION
+    )
+    with pytest.raises(HirepayError):
+        await w.post()
+    (saga,) = w.store.sagas.values()
+    # Injected: payments says the failed posting's money was captured.
+    sources = FakeSources(facts=[_fact(saga.id, "CAPTURED", w.clock.now)])
+    early = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    assert early.violations == ()  # may still be on its way
+    w.clock.advance(seconds=120)
+    late = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    assert [(v.check, v.subject_id) for v in late.violations] == [
+        (Check.CAPTURED_PAYMENT_WITHOUT_JOB, "pay_1")
+    ]
+    refunded = FakeSources(facts=[_fact(saga.id, "CAPTURED", w.clock.now, refunded_minor=14900)])
+    w.clock.advance(seconds=120)
+    assert (await audit.run_audit(commands.RunAudit(), _deps(w, refunded))).violations == ()
+
+
+async def test_a_payment_not_final_past_its_deadline_is_reported():
+    w = World(settlement_deadline_seconds=3600, audit_grace_seconds=60)
+    start = w.clock.now
+    sources = FakeSources(
+        facts=[
+            _fact("saga_x", "PROCESSING", start, payment_id="pay_slow"),
+            _fact("saga_y", "AUTHORIZED", start + timedelta(hours=1), payment_id="pay_young"),
+        ]
+    )
+    w.clock.advance(hours=2)
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    assert [(v.check, v.subject_id) for v in report.violations] == [
+        (Check.PAYMENT_PAST_DEADLINE, "pay_slow")
+    ]
+
+
+async def test_ledger_and_provider_findings_are_reported_by_check():
+    w = World()
+    sources = FakeSources(
+        ledger_violations=[
+            Violation(Check.UNBALANCED_TRANSACTION, "tr_1", "sums to 5 USD"),
+            Violation(Check.EXPIRED_HOLD_UNRELEASED, "hold_1", "expired 2 h ago"),
+        ],
+        provider_violations=[Violation(Check.PROVIDER_MISMATCH, "pay_9", "provider captured")],
+    )
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    counts = report.counts()
+    assert counts[Check.UNBALANCED_TRANSACTION] == 1
+    assert counts[Check.EXPIRED_HOLD_UNRELEASED] == 1
+    assert counts[Check.PROVIDER_MISMATCH] == 1
+    assert counts[Check.BALANCE_LIMIT_BREACH] == 0
+    assert _gauge(Check.PROVIDER_MISMATCH) == 1
+
+
+async def test_an_unreadable_participant_is_not_a_violation():
+    w = World()
+    await w.post()
+
+    async def down(saga):
+        raise HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
+
+    w.payments.inspect = down  # type: ignore[method-assign]
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, FakeSources()))
+    assert report.violations == ()

@@ -1,0 +1,12 @@
+"""Who may call the wallet (issue 12): the consistency auditor's AuditLedger is for jobs only."""
+
+from __future__ import annotations
+
+from wallet.entrypoints.main import ACCESS
+
+
+def test_audit_ledger_is_for_the_jobs_auditor_only() -> None:
+    assert ACCESS.allows("jobs", "AuditLedger")
+    assert not ACCESS.allows("payments", "AuditLedger")
+    assert not ACCESS.allows("gateway", "AuditLedger")
+    assert ACCESS.allows("payments", "Transfer") and not ACCESS.allows("gateway", "Transfer")
