@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -211,4 +212,29 @@ posting_rate_attempts = Table(
     Column("user_id", String(255), primary_key=True),
     Column("attempt_id", String(255), primary_key=True),
     _at("charged_at", nullable=False),
+)
+
+# Marketplace events to tell subsystems (issue 9 point 9): written in the transaction of the change
+# (insert-first on the event id, so a replayed change writes nothing), delivered as signed
+# callbacks by the notifier relay (hirepay_platform.notifier).
+marketplace_events = Table(
+    "marketplace_events",
+    metadata,
+    Column("cursor", BigInteger, Identity(), primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("subsystem", String(64), nullable=False),
+    Column("data", JSONB, nullable=False),
+    _at("occurred_at", nullable=False),
+    # NULL once nothing is due (delivered); the relay leases rows by moving it forward.
+    _at("callback_next_at"),
+    Column("callback_attempts", Integer, nullable=False, server_default="0"),
+    _at("callback_delivered_at"),
+    Index("ix_marketplace_events_subject", "subject_id", "cursor"),
+    Index(
+        "ix_marketplace_events_due",
+        "callback_next_at",
+        postgresql_where=text("callback_next_at IS NOT NULL"),
+    ),
 )

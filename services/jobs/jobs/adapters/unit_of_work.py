@@ -9,6 +9,7 @@ from jobs.adapters.application_repository import (
     SqlApplicationRepository,
     SqlCandidateViewRepository,
 )
+from jobs.adapters.event_repository import SqlMarketplaceOutbox
 from jobs.adapters.repositories import (
     SqlJobRepository,
     SqlPostingRateRepository,
@@ -26,6 +27,7 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     applications: SqlApplicationRepository
     candidate_views: SqlCandidateViewRepository
     rate_limits: SqlPostingRateRepository
+    outbox: SqlMarketplaceOutbox
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
@@ -34,3 +36,4 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.applications = SqlApplicationRepository(session)
         self.candidate_views = SqlCandidateViewRepository(session)
         self.rate_limits = SqlPostingRateRepository(session)
+        self.outbox = SqlMarketplaceOutbox(session)

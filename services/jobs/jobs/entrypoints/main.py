@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, database_check, make_session_factory
 from hirepay_platform.identity import AccessPolicy
+from hirepay_platform.notifier import CallbackSender, parse_callback_urls
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.consistency import GrpcConsistencySources
@@ -106,6 +107,11 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             workers.auditor_worker(adapters.engine, make_deps, settings.audit_interval_seconds)
         )
     app.add_worker(
+        workers.notifier_worker(
+            make_deps, _callback_sender(settings), settings.notify_interval_seconds
+        )
+    )
+    app.add_worker(
         workers.settlement_worker(
             adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds
         )
@@ -124,6 +130,18 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     app.add_readiness_check("database", database_check(settings.database_url.get_secret_value()))
     app.on_shutdown(stopped)
     return app
+
+
+def _callback_sender(settings: JobsSettings) -> CallbackSender:
+    """The notifier's sender; a bad JOBS_CALLBACK_URLS or a missing secret stops start-up."""
+    secret = settings.callback_secret.get_secret_value()
+    try:
+        urls = parse_callback_urls(settings.callback_urls)
+    except ValueError as exc:
+        raise SystemExit(f"jobs: invalid JOBS_CALLBACK_URLS: {exc}") from None
+    if urls and not secret:
+        raise SystemExit("JOBS_CALLBACK_SECRET is required when JOBS_CALLBACK_URLS is set")
+    return CallbackSender(urls, secret, settings.callback_timeout_seconds)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import socket
 import uuid
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from hirepay_platform.settings import ServiceSettings
@@ -71,6 +71,12 @@ class JobsSettings(ServiceSettings):
     failed_payments_window_seconds: float = 3_600.0
     # Provider payment method of a bank transfer when the client sends none (the sandbox's debit).
     bank_transfer_payment_method: str = "pm_bank_transfer"
+    # Signed callbacks of marketplace events (issue 9 point 9, API-5): "marketplace=url" (or a JSON
+    # object {subsystem: url}); the secret signs them (X-Hirepay-Signature), required with URLs.
+    callback_urls: str = ""
+    callback_secret: SecretStr = SecretStr("")
+    callback_timeout_seconds: float = 5.0
+    notify_interval_seconds: float = 0.5
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     )

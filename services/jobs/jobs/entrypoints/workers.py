@@ -5,6 +5,9 @@
 - settlement: consumes the payments settlement stream from a cursor kept in the jobs database;
   one replica at a time holds a PostgreSQL advisory lock on a dedicated connection (released by
   the server if the process dies), and handlers are idempotent, so redelivery is harmless;
+- notifier: delivers marketplace events from the outbox as signed callbacks (the platform
+  notifier leases rows FOR UPDATE SKIP LOCKED with a lease time, so replicas never send one row
+  at the same time; receivers deduplicate the rare resend after a crash by the event id);
 - auditor: the consistency auditor (OPS-3); its rounds are read-only and idempotent, and one
   replica at a time runs them (the same kind of advisory lock) to keep the load bounded.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 
@@ -22,8 +26,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay_platform.grpc_status import from_rpc_error
+from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
 from jobs.adapters.participants import PaymentsParticipant
 from jobs.domain import commands
+from jobs.domain.events import MarketplaceEvent
 from jobs.entrypoints.conversions import settlement_event_from_proto
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
@@ -137,6 +143,29 @@ def settlement_worker(
             except Exception:
                 log.exception("settlement consumer failed")
             await _sleep(stop, reconnect)
+
+    return run
+
+
+def notifier_worker(
+    make_deps: Callable[[], Deps], sender: CallbackSender, interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Deliver recorded marketplace events to the subsystems' callback URLs."""
+
+    def encode(event: MarketplaceEvent) -> bytes:
+        return json.dumps(event.body(), sort_keys=True).encode()
+
+    async def round_() -> int:
+        deps = make_deps()
+        return await deliver_due(
+            deps.uow, lambda uow: uow.outbox, sender, encode, deps.clock, base_delay=interval
+        )
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            await relay_loop(round_, stop, interval=interval)
+        finally:
+            await sender.close()
 
     return run
 

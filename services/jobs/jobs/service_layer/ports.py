@@ -10,6 +10,7 @@ from typing import Protocol, Self
 
 from jobs.domain.applications import Application, ViewState
 from jobs.domain.audit import PaymentFact, Violation
+from jobs.domain.events import MarketplaceEvent
 from jobs.domain.model import Job, Transition
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 
@@ -137,6 +138,16 @@ class PostingRateRepository(Protocol):
     async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
 
 
+class MarketplaceOutbox(Protocol):
+    """Marketplace events to tell subsystems (the notifier relay delivers them)."""
+
+    async def add(self, event: MarketplaceEvent) -> bool:
+        """Insert-first on the event id: False if this event was recorded before."""
+
+    async def for_subject(self, subject_id: str) -> list[MarketplaceEvent]:
+        """The events about one offer or engagement, oldest first."""
+
+
 class JobsUnitOfWork(Protocol):
     """One local transaction over the jobs repositories; rolls back unless committed.
 
@@ -149,6 +160,7 @@ class JobsUnitOfWork(Protocol):
     candidate_views: CandidateViewRepository
 
     rate_limits: PostingRateRepository
+    outbox: MarketplaceOutbox
 
     async def __aenter__(self) -> Self: ...
 
