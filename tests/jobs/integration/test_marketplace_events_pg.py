@@ -59,6 +59,7 @@ async def test_the_notifier_delivers_signed_events_once_each(deps: Deps) -> None
         for _ in range(2)
     ]  # two replicas
     try:
+
         async def both() -> bool:
             return len(receiver.bodies()) >= 2
 
