@@ -9,6 +9,7 @@ from jobs.adapters.application_repository import (
     SqlApplicationRepository,
     SqlCandidateViewRepository,
 )
+from jobs.adapters.escrow_repository import SqlDisputeRepository, SqlMoneyStepRepository
 from jobs.adapters.event_repository import SqlMarketplaceOutbox
 from jobs.adapters.repositories import (
     SqlJobRepository,
@@ -28,6 +29,8 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     candidate_views: SqlCandidateViewRepository
     rate_limits: SqlPostingRateRepository
     outbox: SqlMarketplaceOutbox
+    money_steps: SqlMoneyStepRepository
+    disputes: SqlDisputeRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
@@ -37,3 +40,5 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.candidate_views = SqlCandidateViewRepository(session)
         self.rate_limits = SqlPostingRateRepository(session)
         self.outbox = SqlMarketplaceOutbox(session)
+        self.money_steps = SqlMoneyStepRepository(session)
+        self.disputes = SqlDisputeRepository(session)
