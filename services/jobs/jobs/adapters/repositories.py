@@ -370,6 +370,7 @@ class SqlSagaRepository:
         self, company_id: str, since: datetime, reasons: frozenset[str]
     ) -> int:
         stmt = select(func.count()).where(
+            sagas.c.kind == SagaKind.POSTING.value,
             sagas.c.company_id == company_id,
             sagas.c.created_at >= since,
             sagas.c.failure["reason"].astext.in_(sorted(reasons)),

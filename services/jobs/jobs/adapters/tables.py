@@ -287,6 +287,8 @@ offers = Table(
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     _at("decided_at"),
+    # When its reservation was released (void / hold cancelled); unset while held or captured.
+    _at("released_at"),
     UniqueConstraint("customer_id", "request_id", name="uq_offers_customer_request"),
     UniqueConstraint("saga_id", name="uq_offers_saga"),
     Index("ix_offers_job", "job_id", "created_at"),

@@ -11,6 +11,12 @@ from jobs.adapters.application_repository import (
 )
 from jobs.adapters.escrow_repository import SqlDisputeRepository, SqlMoneyStepRepository
 from jobs.adapters.event_repository import SqlMarketplaceOutbox
+from jobs.adapters.marketplace_repository import (
+    SqlEngagementRepository,
+    SqlJobRequestRepository,
+    SqlMarketJobRepository,
+    SqlOfferRepository,
+)
 from jobs.adapters.repositories import (
     SqlJobRepository,
     SqlPostingRateRepository,
@@ -28,6 +34,10 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     applications: SqlApplicationRepository
     candidate_views: SqlCandidateViewRepository
     rate_limits: SqlPostingRateRepository
+    market_jobs: SqlMarketJobRepository
+    job_requests: SqlJobRequestRepository
+    offers: SqlOfferRepository
+    engagements: SqlEngagementRepository
     outbox: SqlMarketplaceOutbox
     money_steps: SqlMoneyStepRepository
     disputes: SqlDisputeRepository
@@ -39,6 +49,10 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.applications = SqlApplicationRepository(session)
         self.candidate_views = SqlCandidateViewRepository(session)
         self.rate_limits = SqlPostingRateRepository(session)
+        self.market_jobs = SqlMarketJobRepository(session)
+        self.job_requests = SqlJobRequestRepository(session)
+        self.offers = SqlOfferRepository(session)
+        self.engagements = SqlEngagementRepository(session)
         self.outbox = SqlMarketplaceOutbox(session)
         self.money_steps = SqlMoneyStepRepository(session)
         self.disputes = SqlDisputeRepository(session)

@@ -65,6 +65,51 @@ class JobTaken(HirepayError):
         )
 
 
+class MarketJobNotFound(HirepayError):
+    """No marketplace job with this id is visible to the caller (others' look absent too)."""
+
+    kind = ErrorKind.NOT_FOUND
+    reason = "MARKET_JOB_NOT_FOUND"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} not found", metadata={"job_id": job_id})
+
+
+class JobRequestNotFound(HirepayError):
+    """No job request with this id is visible to the caller."""
+
+    kind = ErrorKind.NOT_FOUND
+    reason = "JOB_REQUEST_NOT_FOUND"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(
+            f"job request {request_id} not found", metadata={"job_request_id": request_id}
+        )
+
+
+class AlreadyRequested(HirepayError):
+    """The contractor has asked for this job before (one request per job and contractor)."""
+
+    kind = ErrorKind.ALREADY_EXISTS
+    reason = "ALREADY_REQUESTED"
+
+    def __init__(self, job_id: str, request_id: str) -> None:
+        super().__init__(
+            f"you have already asked for job {job_id}",
+            metadata={"job_id": job_id, "job_request_id": request_id},
+        )
+
+
+class OfferExpired(HirepayError):
+    """The offer was not accepted within its validity; its money is released."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    reason = "OFFER_EXPIRED"
+
+    def __init__(self, offer_id: str) -> None:
+        super().__init__(f"offer {offer_id} has expired", metadata={"offer_id": offer_id})
+
+
 # --------------------------------------------------------------------------- money rules
 
 
@@ -141,6 +186,12 @@ def refund_transfer_id(payment_id: str, refund_id: str) -> str:
 def engagement_transfer_id(engagement_id: str, step: str) -> str:
     """The ledger transfer of one engagement step: fund, complete, cancel, resolve."""
     return f"engagement:{engagement_id}:{step}"
+
+
+def engagement_id_for(offer_id: str) -> str:
+    """The engagement an accepted offer creates: one per offer, named after it, so every retry
+    of the acceptance funds the same escrow account."""
+    return f"eng_{offer_id.removeprefix('offer_')}"
 
 
 def validate_unit(unit: str) -> str:
@@ -416,10 +467,16 @@ class Offer:
     engagement_id: str = ""
     reason: str = ""  # why it ended (rejected_by_contractor, another_offer_accepted, ...)
     decided_at: datetime | None = None
+    released_at: datetime | None = None
 
     @property
     def final(self) -> bool:
         return self.state in OFFER_FINAL
+
+    @property
+    def visible_to_contractor(self) -> bool:
+        """The contractor sees an offer once its money is reserved (never a failed one)."""
+        return self.state not in (OfferState.RESERVING, OfferState.FAILED)
 
     def _move(self, to: OfferState, now: datetime, reason: str = "") -> None:
         if to not in OFFER_TRANSITIONS[self.state]:

@@ -269,6 +269,17 @@ class Saga:
         self._move(SagaState.CONFIRMING, now)
         self.next_attempt_at = now
 
+    def hold_offer(self, due_at: datetime, now: datetime) -> None:
+        """Kind offer: the money is reserved; due again at the offer's expiry."""
+        self._move(SagaState.OFFERED, now)
+        self.next_attempt_at = due_at
+
+    def start_booking(self, now: datetime) -> None:
+        """Kind offer: captured; the fee and escrow are booked and the job assigned next."""
+        self._move(SagaState.BOOKING, now)
+        self.captured = True
+        self.next_attempt_at = now
+
     def complete(self, now: datetime) -> None:
         """The money is taken and the job went live (same transaction); a refund the company
         asked for meanwhile starts now, else the saga is done."""

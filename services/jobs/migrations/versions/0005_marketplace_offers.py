@@ -103,6 +103,7 @@ def upgrade() -> None:
         _at("created_at", nullable=False),
         _at("updated_at", nullable=False),
         _at("decided_at"),
+        _at("released_at"),
         sa.UniqueConstraint("customer_id", "request_id", name="uq_offers_customer_request"),
         sa.UniqueConstraint("saga_id", name="uq_offers_saga"),
         sa.CheckConstraint("amount_minor > 0", name="ck_offers_amount"),
