@@ -8,8 +8,18 @@ from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_platform.client import ServiceClient
+from hirepay_platform.errors import HirepayError
+from jobs.adapters.offer_funds import WalletAccounts
 from jobs.adapters.participants import _LazyClient
-from jobs.domain.escrow import AccountKind, AccountRef, Leg, RefundOutcome
+from jobs.domain.escrow import (
+    AccountKind,
+    AccountRef,
+    JobPaymentCheckout,
+    JobPaymentSession,
+    Leg,
+    RefundOutcome,
+)
 
 _KINDS = {
     AccountKind.USER: wpb.ACCOUNT_KIND_USER,
@@ -19,29 +29,31 @@ _KINDS = {
 }
 
 
-class WalletEscrowLedger(_LazyClient):
-    """OpenAccount (cached per process: an account's id never changes) and Transfer."""
+class WalletEscrowLedger:
+    """Accounts through the marketplace's WalletAccounts (opened once per process) and Transfer."""
 
-    def __init__(self, target: str, timeout: float) -> None:
-        super().__init__("wallet", target, timeout)
-        self._ids: dict[AccountRef, str] = {}
+    def __init__(self, accounts: WalletAccounts) -> None:
+        self.accounts = accounts
+
+    @property
+    def client(self) -> ServiceClient:
+        return self.accounts.client
+
+    @property
+    def timeout(self) -> float:
+        return self.accounts.timeout
 
     @property
     def stub(self) -> wpb_grpc.WalletServiceStub:
-        return wpb_grpc.WalletServiceStub(self.client.channel)
+        return self.accounts.stub
 
     async def account_id(self, ref: AccountRef) -> str:
-        if ref not in self._ids:
-            request = wpb.OpenAccountRequest(
-                request_id=f"open:{ref.owner}:{ref.unit}:{ref.kind.value}",
-                owner_id=ref.owner,
-                currency=ref.unit,
-                kind=_KINDS[ref.kind],  # type: ignore[arg-type]
-                allow_negative=ref.kind is AccountKind.PROVIDER_CLEARING,
-            )
-            reply = await self.client.call(self.stub.OpenAccount, request, timeout=self.timeout)
-            self._ids[ref] = str(reply.account.account_id)
-        return self._ids[ref]
+        return await self.accounts.open(
+            ref.owner,
+            ref.unit,
+            _KINDS[ref.kind],
+            allow_negative=ref.kind is AccountKind.PROVIDER_CLEARING,
+        )
 
     async def post(self, transfer_id: str, legs: tuple[Leg, ...], metadata: dict[str, str]) -> None:
         if not legs:
@@ -62,6 +74,22 @@ class WalletEscrowLedger(_LazyClient):
             metadata={k: v for k, v in metadata.items() if k != "description"},
         )
         await self.client.call(self.stub.Transfer, request, timeout=self.timeout)
+
+    async def credits_of(self, transfer_id: str) -> dict[str, int]:
+        request = wpb.GetTransferRequest(transfer_id=transfer_id)
+        try:
+            reply = await self.client.call(self.stub.GetTransfer, request, timeout=self.timeout)
+        except HirepayError as exc:
+            if exc.reason in ("TRANSFER_NOT_FOUND", "NOT_FOUND"):
+                return {}
+            raise
+        credits: dict[str, int] = {}
+        for entry in reply.transfer.entries:
+            if entry.amount.amount_minor > 0:
+                credits[entry.account_id] = (
+                    credits.get(entry.account_id, 0) + entry.amount.amount_minor
+                )
+        return credits
 
 
 class PaymentsCardRefunds(_LazyClient):
@@ -87,3 +115,40 @@ class PaymentsCardRefunds(_LazyClient):
         request = ppb.GetPaymentRequest(payment_id=payment_id)
         reply = await self.client.call(self.stub.GetPayment, request, timeout=self.timeout)
         return str(reply.payment.provider) or "stripe"
+
+
+class PaymentsJobPayments(_LazyClient):
+    """Payments' CreateJobPaymentCheckout (ESC-5), idempotent on the engagement.
+
+    The RPC and its messages come with the payments side of issue 9 (mk-ledger); they are looked
+    up when called, so this module loads with either version of the generated code."""
+
+    def __init__(self, target: str, timeout: float) -> None:
+        super().__init__("payments", target, timeout)
+
+    async def create_checkout(self, request: JobPaymentCheckout) -> JobPaymentSession:
+        stub = ppb_grpc.PaymentsServiceStub(self.client.channel)
+        wire = ppb.CreateJobPaymentCheckoutRequest(  # type: ignore[attr-defined]
+            request_id=f"job-payment:{request.engagement_id}",
+            engagement_id=request.engagement_id,
+            job_id=request.job_id,
+            freelancer_id=request.freelancer_id,
+            payer_id=request.customer_id,
+            amount=common_pb2.Money(amount_minor=request.amount_minor, currency=request.currency),
+            provider=request.provider,
+            email=request.email,
+            return_url=request.return_url,
+            cancel_url=request.cancel_url,
+        )
+        reply = await self.client.call(
+            stub.CreateJobPaymentCheckout,  # type: ignore[attr-defined]
+            wire,
+            timeout=self.timeout,
+        )
+        return JobPaymentSession(
+            payment_id=reply.payment.payment_id,
+            checkout_url=reply.checkout_url,
+            coins=reply.coins,
+            fee_coins=reply.fee_coins,
+            escrow_coins=reply.escrow_coins,
+        )

@@ -420,3 +420,43 @@ class RefundOutcome:
 
     refund_id: str
     status: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaymentCheckout:
+    """What payments needs to open a direct job payment's checkout (ESC-5)."""
+
+    engagement_id: str
+    job_id: str
+    customer_id: str
+    freelancer_id: str
+    amount_minor: int
+    currency: str
+    return_url: str = ""
+    cancel_url: str = ""
+    email: str = ""
+    provider: str = ""
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """MARKETPLACE.md: the payment's metadata, carried to its settlement event."""
+        return {
+            "type": "job_payment",
+            "purpose": "job_payment",
+            "subsystem": "jobs",
+            "engagement_id": self.engagement_id,
+            "job_id": self.job_id,
+            "freelancer_id": self.freelancer_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaymentSession:
+    """Payments' answer: the payment and where the customer pays."""
+
+    payment_id: str
+    checkout_url: str
+    # The coins the payment issues at payments' rate: the funding fee and the escrow.
+    coins: int = 0
+    fee_coins: int = 0
+    escrow_coins: int = 0

@@ -15,6 +15,12 @@ from hirepay_platform.notifier import CallbackSender, parse_callback_urls
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.consistency import GrpcConsistencySources
+from jobs.adapters.escrow_ledger import (
+    PaymentsCardRefunds,
+    PaymentsJobPayments,
+    WalletEscrowLedger,
+)
+from jobs.adapters.offer_funds import WalletAccounts
 from jobs.adapters.participants import (
     CreditsParticipant,
     GrpcParticipants,
@@ -44,6 +50,9 @@ class Adapters:
     participants: Participants
     sources: ConsistencySources
     candidate_credits: WalletCandidateCredits
+    escrow: WalletEscrowLedger
+    card_refunds: PaymentsCardRefunds
+    job_payments: PaymentsJobPayments
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -68,6 +77,9 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         reconcile_limit=settings.audit_reconcile_limit,
     )
     candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
+    escrow = WalletEscrowLedger(WalletAccounts(settings.wallet_target, timeout))
+    card_refunds = PaymentsCardRefunds(settings.payments_target, timeout)
+    job_payments = PaymentsJobPayments(settings.payments_target, timeout)
     return Adapters(
         engine,
         uow_factory,
@@ -76,6 +88,9 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         GrpcParticipants(payments, wallet),
         sources,
         candidate_credits,
+        escrow,
+        card_refunds,
+        job_payments,
     )
 
 
@@ -95,12 +110,16 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             adapters.participants,
             sources=adapters.sources,
             candidate_credits=adapters.candidate_credits,
+            escrow=adapters.escrow,
+            card_refunds=adapters.card_refunds,
+            job_payments=adapters.job_payments,
         )
 
     app.add_service(
         pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(make_deps), SERVICE_NAME
     )
     app.add_worker(workers.recovery_worker(make_deps, settings.recovery_interval_seconds))
+    app.add_worker(workers.escrow_worker(make_deps, settings.recovery_interval_seconds))
     app.add_worker(workers.expiry_worker(make_deps, settings.expiry_interval_seconds))
     if settings.audit_interval_seconds > 0:
         app.add_worker(
@@ -124,6 +143,9 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         await adapters.payments.close()
         await adapters.wallet.close()
         await adapters.candidate_credits.close()
+        await adapters.escrow.accounts.close()
+        await adapters.card_refunds.close()
+        await adapters.job_payments.close()
         await adapters.engine.dispose()
 
     app.on_startup(started)

@@ -1,6 +1,8 @@
 """Background workers of the jobs service, each safe with several replicas running.
 
 - recovery: leases due sagas (FOR UPDATE SKIP LOCKED + lease expiry) and drives them to an end;
+- escrow: drives engagements' money steps (complete, cancel, resolve, coin funding) left pending
+  by a crash or a participant down (FOR UPDATE SKIP LOCKED + a lease; each call idempotent);
 - expiry: expires active postings past their period (FOR UPDATE SKIP LOCKED);
 - settlement: consumes the payments settlement stream from a cursor kept in the jobs database;
   one replica at a time holds a PostgreSQL advisory lock on a dedicated connection (released by
@@ -34,6 +36,7 @@ from jobs.entrypoints.conversions import settlement_event_from_proto
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit, cancellation, settlement
+from jobs.service_layer.marketplace import money_steps
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,24 @@ def recovery_worker(
                 taken = await settlement.recover_due(commands.RecoverSagas(), make_deps())
             except Exception:
                 log.exception("recovery tick failed")
+                taken = 0
+            if not taken:
+                await _sleep(stop, interval)
+
+    return run
+
+
+def escrow_worker(
+    make_deps: Callable[[], Deps], interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Drive engagements' money steps left pending (leased FOR UPDATE SKIP LOCKED)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                taken = await money_steps.recover_due(make_deps())
+            except Exception:
+                log.exception("escrow recovery tick failed")
                 taken = 0
             if not taken:
                 await _sleep(stop, interval)

@@ -14,6 +14,8 @@ from jobs.domain.escrow import (
     AccountRef,
     Dispute,
     DisputeState,
+    JobPaymentCheckout,
+    JobPaymentSession,
     Leg,
     MoneyStep,
     RefundOutcome,
@@ -260,6 +262,9 @@ class EscrowLedger(Protocol):
     async def account_id(self, ref: AccountRef) -> str:
         """The account's id (opened idempotently)."""
 
+    async def credits_of(self, transfer_id: str) -> dict[str, int]:
+        """What a posted transfer credited, by account id (empty if no such transfer)."""
+
 
 class CardRefunds(Protocol):
     """Payments' Refund of a card-funded engagement."""
@@ -271,6 +276,14 @@ class CardRefunds(Protocol):
 
     async def provider_of(self, payment_id: str) -> str:
         """The provider that took the payment (its clearing account books the refund)."""
+
+
+class JobPayments(Protocol):
+    """Payments' direct job payment (ESC-5): a provider checkout whose success books the coins
+    and the escrow on the ledger and publishes `payment.captured` with the engagement id."""
+
+    async def create_checkout(self, request: JobPaymentCheckout) -> JobPaymentSession:
+        """Open (idempotently on the engagement) the checkout of one engagement's payment."""
 
 
 class JobsUnitOfWork(Protocol):
