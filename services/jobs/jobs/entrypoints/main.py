@@ -31,7 +31,12 @@ from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
 from jobs.entrypoints.settings import JobsSettings, describe
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import ConsistencySources, JobsUnitOfWork, Participants
+from jobs.service_layer.ports import (
+    ConsistencySources,
+    JobsUnitOfWork,
+    OfferFundsByMethod,
+    Participants,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ class Adapters:
     sources: ConsistencySources
     candidate_credits: WalletCandidateCredits
     accounts: WalletAccounts
-    offer_funds: GrpcOfferFunds
+    offer_funds: OfferFundsByMethod
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
