@@ -20,7 +20,12 @@ from jobs.adapters.escrow_ledger import (
     PaymentsJobPayments,
     WalletEscrowLedger,
 )
-from jobs.adapters.offer_funds import WalletAccounts
+from jobs.adapters.offer_funds import (
+    CardOfferFunds,
+    CoinOfferFunds,
+    GrpcOfferFunds,
+    WalletAccounts,
+)
 from jobs.adapters.participants import (
     CreditsParticipant,
     GrpcParticipants,
@@ -32,7 +37,12 @@ from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
 from jobs.entrypoints.settings import JobsSettings, describe
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import ConsistencySources, JobsUnitOfWork, Participants
+from jobs.service_layer.ports import (
+    ConsistencySources,
+    JobsUnitOfWork,
+    OfferFundsByMethod,
+    Participants,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +60,8 @@ class Adapters:
     participants: Participants
     sources: ConsistencySources
     candidate_credits: WalletCandidateCredits
+    accounts: WalletAccounts
+    offer_funds: OfferFundsByMethod
     escrow: WalletEscrowLedger
     card_refunds: PaymentsCardRefunds
     job_payments: PaymentsJobPayments
@@ -77,7 +89,9 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         reconcile_limit=settings.audit_reconcile_limit,
     )
     candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
-    escrow = WalletEscrowLedger(WalletAccounts(settings.wallet_target, timeout))
+    accounts = WalletAccounts(settings.wallet_target, timeout)
+    offer_funds = GrpcOfferFunds(CardOfferFunds(payments, accounts), CoinOfferFunds(accounts))
+    escrow = WalletEscrowLedger(accounts)
     card_refunds = PaymentsCardRefunds(settings.payments_target, timeout)
     job_payments = PaymentsJobPayments(settings.payments_target, timeout)
     return Adapters(
@@ -88,6 +102,8 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         GrpcParticipants(payments, wallet),
         sources,
         candidate_credits,
+        accounts,
+        offer_funds,
         escrow,
         card_refunds,
         job_payments,
@@ -110,6 +126,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             adapters.participants,
             sources=adapters.sources,
             candidate_credits=adapters.candidate_credits,
+            offer_funds=adapters.offer_funds,
             escrow=adapters.escrow,
             card_refunds=adapters.card_refunds,
             job_payments=adapters.job_payments,
@@ -143,7 +160,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         await adapters.payments.close()
         await adapters.wallet.close()
         await adapters.candidate_credits.close()
-        await adapters.escrow.accounts.close()
+        await adapters.accounts.close()
         await adapters.card_refunds.close()
         await adapters.job_payments.close()
         await adapters.engine.dispose()
