@@ -15,6 +15,7 @@ from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import (
     applications_routes,
     credits_routes,
+    engagement_routes,
     jobs_routes,
     ops_routes,
     payments_routes,
@@ -97,6 +98,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(jobs_routes.router)
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
+    app.include_router(engagement_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 
