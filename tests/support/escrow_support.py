@@ -242,3 +242,27 @@ async def card_funded_engagement(
         await uow.commit()
     parties.engagement_id, parties.job_id = engagement_id, job_id
     return engagement_id
+
+
+async def issue_and_fund(
+    ledger: WalletEscrowLedger, parties: Parties, payment_id: str, coins: int
+) -> None:
+    """Payments' booking of a captured direct job payment (ESC-5) as one transfer
+    `payment:<pid>:capture`: coins issued to the payer, fee1 to revenue(COIN), the rest to the
+    engagement's escrow (the cash side of it is payments' and not needed here)."""
+    fee = coins * 1000 // 10000
+    issuance = await ledger.accounts.open(
+        "platform", COIN_UNIT, wpb.ACCOUNT_KIND_ISSUANCE, allow_negative=True
+    )
+    payer = await ledger.account_id(AccountRef.user(parties.customer, COIN_UNIT))
+    revenue = await ledger.account_id(AccountRef.revenue(COIN_UNIT))
+    escrow = await ledger.account_id(AccountRef.escrow(parties.engagement_id, COIN_UNIT))
+    await _transfer(
+        ledger,
+        f"payment:{payment_id}:capture",
+        [
+            (issuance, payer, coins, COIN_UNIT),
+            (payer, revenue, fee, COIN_UNIT),
+            (payer, escrow, coins - fee, COIN_UNIT),
+        ],
+    )

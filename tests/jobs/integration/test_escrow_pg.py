@@ -24,7 +24,9 @@ from jobs.domain import commands
 from jobs.domain.escrow import CancelPolicy, StepKind, StepState
 from jobs.domain.events import EventType
 from jobs.domain.marketplace import COIN_UNIT, EngagementState, MarketJobStatus
+from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import settlement
 from jobs.service_layer.marketplace import escrow, job_payments, money_steps
 from tests.support.escrow_support import (
     FakeCardRefunds,
@@ -34,6 +36,7 @@ from tests.support.escrow_support import (
     balances,
     card_funded_engagement,
     issue,
+    issue_and_fund,
     new_parties,
     post_job,
 )
@@ -324,3 +327,74 @@ async def test_policy_may_forbid_cancelling_once_work_started(deps, ledger) -> N
         await escrow.cancel(on(p, customer_of(p)), strict)
     assert refused.value.reason == "INVALID_TRANSITION"
     assert (await balances(ledger, p))["escrow"] == 9_000
+
+
+async def _book_job_payment(ledger: WalletEscrowLedger, p: Parties, payment_id: str, coins: int):
+    """What payments books when a direct job payment is captured (MARKETPLACE.md, ESC-5): the
+    coins issued to the payer and, in the same transfer, fee1 to revenue and the rest to escrow."""
+    await issue_and_fund(ledger, p, payment_id, coins)
+
+
+def captured(engagement_id: str, payment_id: str, cursor: int) -> SettlementEvent:
+    return SettlementEvent(
+        f"evt_{cursor}",
+        cursor,
+        "payment.captured",
+        f"gtx_{payment_id}",
+        "payment",
+        TryResult(state=TryState.CAPTURED, payment_id=payment_id),
+        {"type": "job_payment", "purpose": "job_payment", "engagement_id": engagement_id},
+    )
+
+
+async def test_direct_job_payment_is_assigned_once_by_its_captured_event(deps, ledger) -> None:
+    p = await new_parties(ledger, COIN_UNIT)
+    p.job_id = await post_job(deps, p.customer)
+    view, session = await job_payments.start_job_payment(
+        commands.StartJobPayment(
+            customer_of(p), p.job_id, p.contractor, 100_000, "USD", request_id="jp-1"
+        ),
+        deps,
+    )
+    p.engagement_id = view.engagement.id
+    assert view.engagement.state is EngagementState.OPEN
+    assert session.checkout_url and view.engagement.payment_id == session.payment_id
+    # Another payment cannot take the job meanwhile.
+    with pytest.raises(HirepayError) as held:
+        await job_payments.pay_with_coins(
+            commands.PayJobWithCoins(customer_of(p), p.job_id, "ctr_other", 10), deps
+        )
+    assert held.value.reason == "JOB_NOT_OPEN"
+    await _book_job_payment(ledger, p, session.payment_id, 100_000)
+    event = captured(p.engagement_id, session.payment_id, 1)
+    consume = commands.ApplySettlementEvent
+    assert await settlement.apply_settlement_event(consume(event, "escrow-tests"), deps)
+    # The same event again (a redelivery) changes nothing.
+    assert not await settlement.apply_settlement_event(consume(event, "escrow-tests"), deps)
+    got = await escrow.get_engagement(on(p, customer_of(p)), deps)
+    e = got.engagement
+    assert e.state is EngagementState.ASSIGNED and e.escrow_account_id
+    assert (e.amount_minor, e.fee1_minor, e.escrow_minor) == (100_000, 10_000, 90_000)
+    await escrow.start_work(on(p, contractor_of(p)), deps)
+    await escrow.complete(on(p, customer_of(p)), deps)
+    assert await balances(ledger, p) == {
+        "customer": 0, "contractor": 70_000, "revenue": 30_000, "escrow": 0,
+    }  # fmt: skip
+
+
+async def test_a_job_payment_captured_after_cancellation_goes_back(deps, ledger) -> None:
+    p = await new_parties(ledger, COIN_UNIT)
+    p.job_id = await post_job(deps, p.customer)
+    view, session = await job_payments.start_job_payment(
+        commands.StartJobPayment(customer_of(p), p.job_id, p.contractor, 5_000, "USD"), deps
+    )
+    p.engagement_id = view.engagement.id
+    cancelled = await escrow.cancel(on(p, customer_of(p)), deps)
+    assert cancelled.engagement.state is EngagementState.CANCELLED and not cancelled.steps
+    await _book_job_payment(ledger, p, session.payment_id, 5_000)
+    event = captured(p.engagement_id, session.payment_id, 2)
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(event, "x"), deps)
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(event, "x"), deps)
+    assert await balances(ledger, p) == {
+        "customer": 5_000, "contractor": 0, "revenue": 0, "escrow": 0,
+    }  # fmt: skip

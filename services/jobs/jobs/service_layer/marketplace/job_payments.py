@@ -42,6 +42,7 @@ from jobs.domain.marketplace import (
     EngagementTransition,
     FundingSource,
     FundingState,
+    MarketJob,
     MarketJobNotFound,
     capture_transfer_id,
     funding_split,
@@ -92,6 +93,23 @@ def _validate(actor: commands.Actor, job_id: str, freelancer_id: str, amount_min
     return money.validate_amount(amount_minor, field="amount")
 
 
+async def _hold_job(
+    actor: commands.Actor, job_id: str, engagement_id: str, deps: Deps
+) -> MarketJob:
+    """The caller's job, locked, held for `engagement_id` (its acceptance lock); a repeat for the
+    same engagement finds it held already."""
+    async with deps.uow as uow:
+        job = await uow.market_jobs.get(job_id, for_update=True)
+        if job is None or job.customer_id != actor.user_id:
+            raise MarketJobNotFound(job_id)
+        if job.accepting_offer_id != engagement_id and job.engagement_id != engagement_id:
+            job.ensure_open()
+            job.lock_for(engagement_id, deps.clock())
+            await uow.market_jobs.save(job)
+            await uow.commit()
+    return job
+
+
 async def _open(
     actor: commands.Actor,
     job_id: str,
@@ -107,8 +125,9 @@ async def _open(
         existing = await uow.engagements.get(engagement.id)
         if existing is not None:
             return existing
-        job.ensure_open()
-        job.lock_for(engagement.id, deps.clock())
+        if job.accepting_offer_id != engagement.id:
+            job.ensure_open()
+            job.lock_for(engagement.id, deps.clock())
         engagement.pending.append(
             EngagementTransition(
                 engagement.id, None, EngagementState.OPEN, actor.name, "job payment", deps.clock()
@@ -130,8 +149,13 @@ def _new_engagement(
     funding: FundingSource,
     amount_minor: int,
     deps: Deps,
+    split: tuple[int, int] | None = None,
 ) -> Engagement:
-    split = funding_split(amount_minor, deps.config.acceptance_fee_bps) if amount_minor else None
+    """A new open engagement in COIN: fee1 and escrow by the acceptance fee, or as given
+    (payments' terms of a direct job payment)."""
+    if split is None:
+        parts = funding_split(amount_minor, deps.config.acceptance_fee_bps)
+        split = (parts.fee_minor, parts.escrow_minor)
     now = deps.clock()
     return Engagement(
         id=engagement_id,
@@ -139,9 +163,9 @@ def _new_engagement(
         customer_id=actor.user_id,
         contractor_id=freelancer_id,
         unit=COIN_UNIT,
-        amount_minor=split.amount_minor if split else 0,
-        fee1_minor=split.fee_minor if split else 0,
-        escrow_minor=split.escrow_minor if split else 0,
+        amount_minor=amount_minor,
+        fee1_minor=split[0],
+        escrow_minor=split[1],
         funding=funding,
         state=EngagementState.OPEN,
         created_at=now,
@@ -231,22 +255,16 @@ money_steps.on_settled(StepKind.FUND, _funded)
 async def start_job_payment(
     cmd: commands.StartJobPayment, deps: Deps
 ) -> tuple[EngagementView, JobPaymentSession]:
-    """ESC-5: the engagement (open, funding pending, the job held) and payments' checkout."""
+    """ESC-5: the job held for a new engagement, payments' checkout (which fixes the coins at its
+    rate, the fee and the escrow), then the engagement open with those terms, funding pending.
+    A repeat (same request id) answers the same engagement and checkout."""
     amount = _validate(cmd.actor, cmd.job_id, cmd.freelancer_id, cmd.amount_minor)
     currency = money.validate_unit(cmd.currency, field="currency", cash_only=True)
     assert deps.job_payments is not None, "direct job payments need payments (Deps.job_payments)"
-    engagement = _new_engagement(
-        _engagement_id(cmd.actor.user_id, cmd.request_id),
-        cmd.actor,
-        cmd.job_id,
-        cmd.freelancer_id,
-        FundingSource.JOB_PAYMENT,
-        0,  # in COIN once paid: payments issues the coins at its rate and books the escrow
-        deps,
-    )
-    engagement = await _open(cmd.actor, cmd.job_id, engagement, deps)
+    engagement_id = _engagement_id(cmd.actor.user_id, cmd.request_id)
+    await _hold_job(cmd.actor, cmd.job_id, engagement_id, deps)
     request = JobPaymentCheckout(
-        engagement_id=engagement.id,
+        engagement_id=engagement_id,
         job_id=cmd.job_id,
         customer_id=cmd.actor.user_id,
         freelancer_id=cmd.freelancer_id,
@@ -261,40 +279,31 @@ async def start_job_payment(
         session = await deps.job_payments.create_checkout(request)
     except HirepayError as exc:
         if exc.kind in (ErrorKind.INVALID_ARGUMENT, ErrorKind.FAILED_PRECONDITION):
-            await _abandon(engagement.id, f"checkout refused: {exc.reason}", deps)
+            await _release_hold(cmd.job_id, engagement_id, deps)
         raise
-    async with deps.uow as uow:
-        current = await uow.engagements.get(engagement.id, for_update=True)
-        if current is not None and not current.payment_id:
-            current.payment_id = session.payment_id
-            if current.funding_state is FundingState.PENDING and session.coins:
-                # The terms payments fixed (its rate and fee); the capture's booking confirms them.
-                current.amount_minor = session.coins
-                current.fee1_minor = session.fee_coins
-                current.escrow_minor = session.escrow_coins
-            current.updated_at = deps.clock()
-            await uow.engagements.save(current)
-            await uow.commit()
-    return await _view(engagement.id, deps), session
+    engagement = _new_engagement(
+        engagement_id,
+        cmd.actor,
+        cmd.job_id,
+        cmd.freelancer_id,
+        FundingSource.JOB_PAYMENT,
+        session.coins,
+        deps,
+        split=(session.fee_coins, session.escrow_coins),
+    )
+    engagement.payment_id = session.payment_id
+    await _open(cmd.actor, cmd.job_id, engagement, deps)
+    return await _view(engagement_id, deps), session
 
 
-async def _abandon(engagement_id: str, reason: str, deps: Deps) -> None:
-    """Cancel an engagement whose funding never started and free its job."""
+async def _release_hold(job_id: str, engagement_id: str, deps: Deps) -> None:
+    """Free a job held for an engagement whose checkout payments refused."""
     async with deps.uow as uow:
-        now = deps.clock()
-        peek = await uow.engagements.get(engagement_id)
-        if peek is None:
-            return
-        job = await uow.market_jobs.get(peek.job_id, for_update=True)
-        engagement = await uow.engagements.get(engagement_id, for_update=True)
-        if engagement is None or engagement.state is not EngagementState.OPEN:
-            return
-        engagement.move(EngagementState.CANCELLED, "jobs", reason[:200], now)
-        await uow.engagements.save(engagement)
-        if job is not None:
-            job.unlock(engagement.id, now)
+        job = await uow.market_jobs.get(job_id, for_update=True)
+        if job is not None and await uow.engagements.get(engagement_id) is None:
+            job.unlock(engagement_id, deps.clock())
             await uow.market_jobs.save(job)
-        await uow.commit()
+            await uow.commit()
 
 
 async def apply_job_payment_event(event: SettlementEvent, deps: Deps) -> bool:
