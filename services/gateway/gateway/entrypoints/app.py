@@ -17,6 +17,7 @@ from gateway.entrypoints import (
     credits_routes,
     engagement_routes,
     jobs_routes,
+    marketplace_routes,
     ops_routes,
     payments_routes,
 )
@@ -98,6 +99,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(jobs_routes.router)
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
+    app.include_router(marketplace_routes.router)
     app.include_router(engagement_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
