@@ -12,10 +12,12 @@ from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.notifier import CallbackSender
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain.events import EventType, event_id_for
+from jobs.domain.marketplace import FundingSource, Offer, OfferState
 from jobs.entrypoints.workers import notifier_worker
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.notifications import record_event
 from tests.support.callback_receiver import CallbackReceiver
+from tests.support.escrow_support import post_job
 from tests.support.jobs_fakes import START, FakeParticipants, make_config
 from tests.support.waiting import wait_for
 
@@ -75,3 +77,41 @@ async def test_the_notifier_delivers_signed_events_once_each(deps: Deps) -> None
     assert all(ok for _, ok in receiver.received)
     assert all(b["data"] == {"engagementId": "eng_1"} for b in bodies)
     assert receiver.idempotency_keys == [b["eventId"] for b in bodies]
+
+
+async def test_offers_tell_each_change_once_in_the_transaction_of_the_change(deps: Deps) -> None:
+    job_id = await post_job(deps, "cust_ev")
+    offer = Offer(
+        id="offer_ev1",
+        job_id=job_id,
+        customer_id="cust_ev",
+        contractor_id="ctr_ev",
+        amount_minor=100_000,
+        unit="USD",
+        funding=FundingSource.CARD,
+        state=OfferState.RESERVING,
+        saga_id="saga_ev1",
+        request_id="rq-ev1",
+        expires_at=START,
+        created_at=START,
+        updated_at=START,
+    )
+    async with deps.uow as uow:
+        await uow.offers.add(offer)  # reserving: nothing to tell yet
+        await uow.commit()
+    for step in (
+        lambda o: o.reserved("pay_ev1", START),
+        lambda o: o.reserved("pay_ev1", START) if o.state is OfferState.RESERVING else None,
+        lambda o: o.close(OfferState.REJECTED, "rejected_by_contractor", START),
+    ):
+        async with deps.uow as uow:
+            current = await uow.offers.get(offer.id, for_update=True)
+            assert current is not None
+            step(current)
+            await uow.offers.save(current)  # saved twice as pending: told once
+            await uow.commit()
+    async with deps.uow as uow:
+        events = await uow.outbox.for_subject(offer.id)
+    assert [e.type for e in events] == [EventType.OFFER_RECEIVED, EventType.OFFER_REJECTED]
+    assert events[1].data["reason"] == "rejected_by_contractor"
+    assert events[0].data["contractorId"] == "ctr_ev"

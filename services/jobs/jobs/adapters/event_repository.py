@@ -12,7 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.notifier import SqlCallbackQueue
 from jobs.adapters import tables as t
-from jobs.domain.events import EventType, MarketplaceEvent
+from jobs.adapters.marketplace_repository import SqlOfferRepository
+from jobs.domain.events import EventType, MarketplaceEvent, offer_event
+from jobs.domain.marketplace import Offer
 
 
 class SqlMarketplaceOutbox(SqlCallbackQueue):
@@ -61,3 +63,26 @@ def _event(row: Any) -> MarketplaceEvent:
         subsystem=m["subsystem"],
         cursor=m["cursor"],
     )
+
+
+class NotifyingOfferRepository(SqlOfferRepository):
+    """The marketplace's offer repository that records the offer's event (offer.received /
+    accepted / rejected / expired) in the same transaction as the state it reaches, whichever use
+    case or recovery step wrote it: every change is told exactly once."""
+
+    def __init__(self, session: AsyncSession, outbox: SqlMarketplaceOutbox) -> None:
+        super().__init__(session)
+        self._outbox = outbox
+
+    async def _tell(self, offer: Offer) -> None:
+        event = offer_event(offer, offer.updated_at)
+        if event is not None:
+            await self._outbox.add(event)
+
+    async def add(self, offer: Offer) -> None:
+        await super().add(offer)
+        await self._tell(offer)
+
+    async def save(self, offer: Offer) -> None:
+        await super().save(offer)
+        await self._tell(offer)

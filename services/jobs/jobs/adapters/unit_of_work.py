@@ -10,7 +10,7 @@ from jobs.adapters.application_repository import (
     SqlCandidateViewRepository,
 )
 from jobs.adapters.escrow_repository import SqlDisputeRepository, SqlMoneyStepRepository
-from jobs.adapters.event_repository import SqlMarketplaceOutbox
+from jobs.adapters.event_repository import NotifyingOfferRepository, SqlMarketplaceOutbox
 from jobs.adapters.marketplace_repository import (
     SqlEngagementRepository,
     SqlJobRequestRepository,
@@ -51,8 +51,9 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.rate_limits = SqlPostingRateRepository(session)
         self.market_jobs = SqlMarketJobRepository(session)
         self.job_requests = SqlJobRequestRepository(session)
-        self.offers = SqlOfferRepository(session)
         self.engagements = SqlEngagementRepository(session)
         self.outbox = SqlMarketplaceOutbox(session)
+        # Offers tell their changes through the outbox (offer.received / accepted / ...).
+        self.offers = NotifyingOfferRepository(session, self.outbox)
         self.money_steps = SqlMoneyStepRepository(session)
         self.disputes = SqlDisputeRepository(session)

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from jobs.domain.marketplace import Offer, OfferState
+
 # The audience of marketplace events (a callback URL is configured per subsystem).
 MARKETPLACE = "marketplace"
 
@@ -68,3 +70,38 @@ class MarketplaceEvent:
             "occurredAt": self.occurred_at.isoformat().replace("+00:00", "Z"),
             "data": self.data,
         }
+
+
+# The offer states that tell the contractor and the customer something (a withdrawn or failed
+# offer was never, or is no longer, the contractor's to decide: nothing to tell).
+_OFFER_EVENTS = {
+    OfferState.PENDING: EventType.OFFER_RECEIVED,
+    OfferState.ACCEPTED: EventType.OFFER_ACCEPTED,
+    OfferState.REJECTED: EventType.OFFER_REJECTED,
+    OfferState.EXPIRED: EventType.OFFER_EXPIRED,
+}
+
+
+def offer_event(offer: Offer, now: datetime) -> MarketplaceEvent | None:
+    """The event an offer's current state tells, if any (one per state: its id is derived from
+    the type and the offer, so saving the offer again in that state tells nothing new)."""
+    event_type = _OFFER_EVENTS.get(offer.state)
+    if event_type is None:
+        return None
+    return MarketplaceEvent.of(
+        event_type,
+        offer.id,
+        now,
+        {
+            "offerId": offer.id,
+            "jobId": offer.job_id,
+            "customerId": offer.customer_id,
+            "contractorId": offer.contractor_id,
+            "amountMinor": offer.amount_minor,
+            "unit": offer.unit,
+            "funding": offer.funding.value,
+            "state": offer.state.value,
+            "reason": offer.reason,
+            "engagementId": offer.engagement_id,
+        },
+    )
