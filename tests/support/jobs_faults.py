@@ -186,6 +186,17 @@ class _WatchedSagas:
         await self._inner.save(saga)
 
 
+_PASSED_THROUGH = (
+    "market_jobs",
+    "job_requests",
+    "offers",
+    "engagements",
+    "outbox",
+    "money_steps",
+    "disputes",
+)
+
+
 class FaultyUnitOfWork:
     """A unit of work that crashes right after committing the chosen step, and/or makes marked
     jobs refuse activation."""
@@ -212,10 +223,11 @@ class FaultyUnitOfWork:
         self.applications = self.inner.applications
         self.candidate_views = self.inner.candidate_views
         self.rate_limits = self.inner.rate_limits
-        self.market_jobs = self.inner.market_jobs
-        self.job_requests = self.inner.job_requests
-        self.offers = self.inner.offers
-        self.engagements = self.inner.engagements
+        # The marketplace's and the escrow's repositories pass through unwatched (the in-memory
+        # unit of work of the unit tests has none of them).
+        for name in _PASSED_THROUGH:
+            if hasattr(self.inner, name):
+                setattr(self, name, getattr(self.inner, name))
         self.crash_on_commit = False
         return self
 
