@@ -212,15 +212,15 @@ class FaultyUnitOfWork:
         self.applications = self.inner.applications
         self.candidate_views = self.inner.candidate_views
         self.rate_limits = self.inner.rate_limits
-        self.market_jobs = self.inner.market_jobs
-        self.job_requests = self.inner.job_requests
-        self.offers = self.inner.offers
-        self.engagements = self.inner.engagements
         self.crash_on_commit = False
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.inner.__aexit__(*exc_info)
+
+    def __getattr__(self, name: str) -> Any:
+        # The repositories no fault is injected into (the marketplace's) are the inner ones.
+        return getattr(self.inner, name)
 
     async def commit(self) -> None:
         await self.inner.commit()
