@@ -186,17 +186,6 @@ class _WatchedSagas:
         await self._inner.save(saga)
 
 
-_PASSED_THROUGH = (
-    "market_jobs",
-    "job_requests",
-    "offers",
-    "engagements",
-    "outbox",
-    "money_steps",
-    "disputes",
-)
-
-
 class FaultyUnitOfWork:
     """A unit of work that crashes right after committing the chosen step, and/or makes marked
     jobs refuse activation."""
@@ -223,16 +212,15 @@ class FaultyUnitOfWork:
         self.applications = self.inner.applications
         self.candidate_views = self.inner.candidate_views
         self.rate_limits = self.inner.rate_limits
-        # The marketplace's and the escrow's repositories pass through unwatched (the in-memory
-        # unit of work of the unit tests has none of them).
-        for name in _PASSED_THROUGH:
-            if hasattr(self.inner, name):
-                setattr(self, name, getattr(self.inner, name))
         self.crash_on_commit = False
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.inner.__aexit__(*exc_info)
+
+    def __getattr__(self, name: str) -> Any:
+        # The repositories no fault is injected into (the marketplace's) are the inner ones.
+        return getattr(self.inner, name)
 
     async def commit(self) -> None:
         await self.inner.commit()

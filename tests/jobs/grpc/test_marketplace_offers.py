@@ -447,3 +447,78 @@ async def test_offers_expire_and_are_released(
     finally:
         await client.close()
         service.stop()
+
+
+# --------------------------------------------------------------------------- crash and recovery
+
+
+@pytest.mark.parametrize(("step", "funding"), [("offer_capture", "card"), ("offer_book", "coins")])
+async def test_an_acceptance_killed_mid_way_is_finished_by_recovery(
+    stack: Stack,
+    make_service_database: Callable[[str], str],
+    ledger: Ledger,
+    step: str,
+    funding: str,
+) -> None:
+    """kill -9 right after the capture (nothing recorded) or after the booking (job not assigned):
+    the restarted service's recovery worker finishes the acceptance, booking the money once."""
+    from tests.support import jobs_process
+
+    database = await asyncio.to_thread(make_service_database, "jobs")
+    service = await asyncio.to_thread(start_jobs, stack, database, crash_after=step)
+    client = JobsAs(service.target)
+    try:
+        customer, winner, loser = (
+            User.new("customer"),
+            User.new("contractor"),
+            User.new("contractor"),
+        )
+        unit = "COIN" if funding == "coins" else "USD"
+        if funding == "coins":
+            wallet = ledger.grant_coins(customer.user_id, 50_000)
+        job = await client.post_job(customer)
+        kind = COINS if funding == "coins" else pb.FUNDING_SOURCE_CARD
+        offer = (
+            await client.send_offer(customer, job.job_id, winner, 20_000, unit, funding=kind)
+        ).offer
+        other = (
+            await client.send_offer(customer, job.job_id, loser, 30_000, unit, funding=kind)
+        ).offer
+        revenue = ledger.revenue(unit)
+        revenue_before = ledger.balance(revenue).posted_minor
+        with pytest.raises(grpc.RpcError) as died:
+            await client.call(winner, "AcceptOffer", pb.AcceptOfferRequest(offer_id=offer.offer_id))
+        assert died.value.code() is grpc.StatusCode.UNAVAILABLE
+        await client.close()
+        assert service.process.popen is not None
+        assert await asyncio.to_thread(service.process.popen.wait, 10) == 137
+        service.process.env = {**service.process.env, jobs_process.CRASH_AFTER_STEP: ""}
+        service.process.popen = None
+        await asyncio.to_thread(service.process.start, 30)
+        client = JobsAs(service.target)
+
+        done = await wait_offer(
+            client, customer, offer.offer_id, lambda o: o.state == pb.Offer.ACCEPTED, 30
+        )
+        assert done.state == pb.Offer.ACCEPTED
+        lost = await wait_offer(client, customer, other.offer_id, lambda o: o.released, 30)
+        assert (lost.state, lost.released) == (pb.Offer.REJECTED, True)
+        escrow = ledger.escrow(done.engagement_id, unit)
+        assert ledger.balance(escrow).posted_minor == 18_000
+        assert ledger.balance(revenue).posted_minor - revenue_before == 2_000
+        if funding == "coins":
+            balance = ledger.balance(wallet)
+            assert (balance.posted_minor, balance.pending_minor) == (30_000, 0)
+        else:
+            assert payment(stack, offer.payment_id).captured_minor == 20_000
+            assert payment(stack, other.payment_id).state == ppb.Payment.VOIDED
+        assigned = (
+            await client.call(customer, "GetMarketJob", pb.GetMarketJobRequest(job_id=job.job_id))
+        ).job
+        assert (assigned.status, assigned.engagement_id) == (
+            pb.MarketJob.ASSIGNED,
+            done.engagement_id,
+        )
+    finally:
+        await client.close()
+        service.stop()
