@@ -294,17 +294,16 @@ async def _cancel_unfunded(cmd: commands.EngagementCommand, deps: Deps) -> Engag
     async with deps.uow as uow:
         now = deps.clock()
         job, engagement = await _lock(uow, cmd.actor, cmd.engagement_id)
-        if engagement.state is EngagementState.OPEN:
-            if engagement.funding is not FundingSource.JOB_PAYMENT:
-                raise Conflict(f"engagement {engagement.id} is being funded; retry")
-            engagement.move(
-                EngagementState.CANCELLED, cmd.actor.name, "cancelled before payment", now
-            )
-            await uow.engagements.save(engagement)
-            if job is not None:
-                job.unlock(engagement.id, now)
-                await uow.market_jobs.save(job)
-            await uow.commit()
+        if engagement.state is not EngagementState.OPEN:
+            raise Conflict(f"engagement {engagement.id} changed meanwhile; retry")
+        if engagement.funding is not FundingSource.JOB_PAYMENT:
+            raise Conflict(f"engagement {engagement.id} is being funded; retry")
+        engagement.move(EngagementState.CANCELLED, cmd.actor.name, "cancelled before payment", now)
+        await uow.engagements.save(engagement)
+        if job is not None:
+            job.unlock(engagement.id, now)
+            await uow.market_jobs.save(job)
+        await uow.commit()
     return await _view(cmd.engagement_id, deps)
 
 
