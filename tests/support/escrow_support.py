@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
@@ -265,4 +265,32 @@ async def issue_and_fund(
             (payer, revenue, fee, COIN_UNIT),
             (payer, escrow, coins - fee, COIN_UNIT),
         ],
+    )
+
+
+UNIT_NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
+
+
+def unit_engagement(  # a funded engagement for the pure rules
+    amount: int,
+    state: EngagementState = EngagementState.IN_PROGRESS,
+    funding: FundingSource = FundingSource.COINS,
+    unit: str = "COIN",
+) -> Engagement:
+    split = funding_split(amount, 1_000)
+    return Engagement(
+        id="eng_1",
+        job_id="mjob_1",
+        customer_id="cust",
+        contractor_id="ctr",
+        unit=unit,
+        amount_minor=amount,
+        fee1_minor=split.fee_minor,
+        escrow_minor=split.escrow_minor,
+        funding=funding,
+        state=state,
+        created_at=UNIT_NOW,
+        updated_at=UNIT_NOW,
+        funding_state=FundingState.FUNDED,
+        payment_id="pay_1",
     )

@@ -23,40 +23,10 @@ from jobs.domain.escrow import (
     plan_step,
     resolution_payout,
 )
-from jobs.domain.marketplace import (
-    Engagement,
-    EngagementState,
-    FundingSource,
-    FundingState,
-    funding_split,
-)
+from jobs.domain.marketplace import EngagementState, FundingSource, funding_split
+from tests.support.escrow_support import unit_engagement as engagement
 
 NOW = datetime(2026, 11, 30, 12, tzinfo=UTC)
-
-
-def engagement(
-    amount: int,
-    state: EngagementState = EngagementState.IN_PROGRESS,
-    funding: FundingSource = FundingSource.COINS,
-    unit: str = "COIN",
-) -> Engagement:
-    split = funding_split(amount, 1_000)
-    return Engagement(
-        id="eng_1",
-        job_id="mjob_1",
-        customer_id="cust",
-        contractor_id="ctr",
-        unit=unit,
-        amount_minor=amount,
-        fee1_minor=split.fee_minor,
-        escrow_minor=split.escrow_minor,
-        funding=funding,
-        state=state,
-        created_at=NOW,
-        updated_at=NOW,
-        funding_state=FundingState.FUNDED,
-        payment_id="pay_1",
-    )
 
 
 def test_the_seed_example_to_the_cent() -> None:
