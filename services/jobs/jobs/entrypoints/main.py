@@ -142,11 +142,10 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         app.add_worker(
             workers.auditor_worker(adapters.engine, make_deps, settings.audit_interval_seconds)
         )
-    app.add_worker(
-        workers.notifier_worker(
-            make_deps, _callback_sender(settings), settings.notify_interval_seconds
-        )
-    )
+    sender = _callback_sender(settings)
+    if sender.subsystems:
+        # Without subscribers the events stay recorded (and are sent once one is configured).
+        app.add_worker(workers.notifier_worker(make_deps, sender, settings.notify_interval_seconds))
     app.add_worker(
         workers.settlement_worker(
             adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds
