@@ -143,7 +143,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             workers.auditor_worker(adapters.engine, make_deps, settings.audit_interval_seconds)
         )
     sender = _callback_sender(settings)
-    if sender.subsystems:
+    if sender is not None:
         # Without subscribers the events stay recorded (and are sent once one is configured).
         app.add_worker(workers.notifier_worker(make_deps, sender, settings.notify_interval_seconds))
     app.add_worker(
@@ -170,8 +170,9 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     return app
 
 
-def _callback_sender(settings: JobsSettings) -> CallbackSender:
-    """The notifier's sender; a bad JOBS_CALLBACK_URLS or a missing secret stops start-up."""
+def _callback_sender(settings: JobsSettings) -> CallbackSender | None:
+    """The notifier's sender (None without subscribers); a bad JOBS_CALLBACK_URLS or a missing
+    secret stops start-up."""
     secret = settings.callback_secret.get_secret_value()
     try:
         urls = parse_callback_urls(settings.callback_urls)
@@ -179,6 +180,8 @@ def _callback_sender(settings: JobsSettings) -> CallbackSender:
         raise SystemExit(f"jobs: invalid JOBS_CALLBACK_URLS: {exc}") from None
     if urls and not secret:
         raise SystemExit("JOBS_CALLBACK_SECRET is required when JOBS_CALLBACK_URLS is set")
+    if not urls:
+        return None
     return CallbackSender(urls, secret, settings.callback_timeout_seconds)
 
 
