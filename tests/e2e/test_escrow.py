@@ -18,6 +18,7 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from tests.e2e.conftest import System
 from tests.e2e.credits_support import ledger, platform_delta
 from tests.support.service_auth import signed_channel
+from tests.support.waiting import eventually
 
 USD_REVENUE = ("PLATFORM_REVENUE", "USD")
 COIN_REVENUE = ("PLATFORM_REVENUE", "COIN")
@@ -51,20 +52,20 @@ def _job(system: System, customer: str) -> str:
 def _card_engagement(system: System, customer: str, contractor: str, amount: int) -> str:
     """A card offer sent and accepted: the engagement assigned and funded."""
     job_id = _job(system, customer)
-    offer = _ok(
-        system.http.post(
-            "/api/bidding",
-            json={
-                "jobId": job_id,
-                "contractorId": contractor,
-                "amount": {"amount_minor": amount, "currency": "USD"},
-                "funding": "card",
-                "paymentMethod": "pm_card_visa",
-            },
-            headers=system.headers(customer, "customer", key=uuid.uuid4().hex),
-        ),
-        201,
-    )["offer"]
+    body = {
+        "jobId": job_id,
+        "contractorId": contractor,
+        "amount": {"amount_minor": amount, "currency": "USD"},
+        "funding": "card",
+        "paymentMethod": "pm_card_visa",
+    }
+    headers = system.headers(customer, "customer", key=uuid.uuid4().hex)
+
+    def sent() -> dict[str, Any]:
+        # A slow provider answers 504 (retry: true); the same key picks the same offer up.
+        return _ok(system.http.post("/api/bidding", json=body, headers=headers), 201)
+
+    offer = eventually(sent, timeout=60)["offer"]
     accepted = _ok(
         system.http.post(
             f"/api/bidding/{offer['id']}/accept", headers=system.headers(contractor, "contractor")
