@@ -5,6 +5,7 @@ offer) or rejects; the customer may withdraw; an offer not accepted in time expi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -293,7 +294,10 @@ async def withdraw_offer(cmd: commands.OfferCommand, deps: Deps) -> OfferView:
     return await _close(cmd.offer_id, visible, OfferState.WITHDRAWN, "withdrawn", deps)
 
 
-async def _close(offer_id: str, visible, to: OfferState, reason: str, deps: Deps) -> OfferView:  # type: ignore[no-untyped-def]
+async def _close(
+    offer_id: str, visible: Callable[[Offer], bool], to: OfferState, reason: str, deps: Deps
+) -> OfferView:
+    """Close an open offer (rejected or withdrawn) and release its money."""
     async with deps.uow as uow:
         now = deps.clock()
         peek = await uow.offers.get(offer_id) if offer_id else None
