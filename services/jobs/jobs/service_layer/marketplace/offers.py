@@ -18,6 +18,7 @@ from jobs.domain.marketplace import (
     COIN_UNIT,
     Engagement,
     FundingSource,
+    JobNotOpen,
     MarketJobNotFound,
     Offer,
     OfferExpired,
@@ -179,6 +180,9 @@ async def send_offer(cmd: commands.SendOffer, deps: Deps) -> OfferView:
     view = await _load(offer_id, deps)
     if view.offer.state is OfferState.FAILED:
         raise await _failure(saga.id, deps)
+    if view.offer.state is OfferState.REJECTED and view.offer.reason == "job_not_open":
+        # The job went to another offer while this one's money was being reserved (released).
+        raise JobNotOpen(view.offer.job_id, "assigned")
     return view
 
 
