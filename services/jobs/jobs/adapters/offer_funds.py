@@ -4,6 +4,8 @@ the acceptance fee and the escrow (MARKETPLACE.md ledger conventions and transfe
 
 from __future__ import annotations
 
+from typing import Any
+
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
@@ -173,7 +175,7 @@ class CoinOfferFunds:
     def _stub(self) -> wpb_grpc.WalletServiceStub:
         return self.accounts.stub
 
-    async def _call(self, method, request):  # type: ignore[no-untyped-def]
+    async def _call(self, method: Any, request: Any) -> Any:
         return await self.accounts.client.call(method, request, timeout=self.accounts.timeout)
 
     async def reserve(self, saga: Saga, offer: Offer, hold_seconds: int) -> TryResult:

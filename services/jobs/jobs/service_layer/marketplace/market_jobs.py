@@ -26,6 +26,7 @@ from jobs.service_layer.marketplace.access import (
     require_contractor,
     require_customer,
 )
+from jobs.service_layer.ports import JobsUnitOfWork
 
 LIST_LIMIT = 200
 
@@ -147,7 +148,7 @@ async def decide_job_request(cmd: commands.DecideJobRequest, deps: Deps) -> JobR
     return JobRequestView(request, job.fields.title if job else "")
 
 
-async def _titles(uow, job_ids: set[str]) -> dict[str, str]:  # type: ignore[no-untyped-def]
+async def _titles(uow: JobsUnitOfWork, job_ids: set[str]) -> dict[str, str]:
     titles: dict[str, str] = {}
     for job_id in sorted(job_ids):
         job = await uow.market_jobs.get(job_id)

@@ -5,6 +5,7 @@ offer) or rejects; the customer may withdraw; an offer not accepted in time expi
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -17,6 +18,7 @@ from jobs.domain.marketplace import (
     COIN_UNIT,
     Engagement,
     FundingSource,
+    JobNotOpen,
     MarketJobNotFound,
     Offer,
     OfferExpired,
@@ -178,6 +180,9 @@ async def send_offer(cmd: commands.SendOffer, deps: Deps) -> OfferView:
     view = await _load(offer_id, deps)
     if view.offer.state is OfferState.FAILED:
         raise await _failure(saga.id, deps)
+    if view.offer.state is OfferState.REJECTED and view.offer.reason == "job_not_open":
+        # The job went to another offer while this one's money was being reserved (released).
+        raise JobNotOpen(view.offer.job_id, "assigned")
     return view
 
 
@@ -293,7 +298,10 @@ async def withdraw_offer(cmd: commands.OfferCommand, deps: Deps) -> OfferView:
     return await _close(cmd.offer_id, visible, OfferState.WITHDRAWN, "withdrawn", deps)
 
 
-async def _close(offer_id: str, visible, to: OfferState, reason: str, deps: Deps) -> OfferView:  # type: ignore[no-untyped-def]
+async def _close(
+    offer_id: str, visible: Callable[[Offer], bool], to: OfferState, reason: str, deps: Deps
+) -> OfferView:
+    """Close an open offer (rejected or withdrawn) and release its money."""
     async with deps.uow as uow:
         now = deps.clock()
         peek = await uow.offers.get(offer_id) if offer_id else None
