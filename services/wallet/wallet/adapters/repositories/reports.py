@@ -41,10 +41,11 @@ SELECT p.id, p.transfer_id, CAST(p.account_id AS text) AS account_id, p.unit, p.
  ORDER BY p.id DESC
 """
 
-# One owner's entries: the newest `limit` of each of their accounts (ix_entries_account_history,
-# one short backward index scan per account), merged and cut to `limit`. The cost is bounded by
-# the owner's few accounts times the page size, however long their history is.
-_OWNER_PAGE = """
+# The entries of a few accounts (an owner's, or the few of a kind such as platform revenue): the
+# newest `limit` of each account (ix_entries_account_history, one short backward index scan per
+# account), merged and cut to `limit`. The cost is bounded by the number of accounts times the page
+# size, however long their histories are.
+_ACCOUNTS_PAGE = """
 SELECT e.id, e.transfer_id, e.account_id, e.unit, e.amount, e.created_at, a.owner_id, a.kind
   FROM accounts a
  CROSS JOIN LATERAL (
@@ -54,12 +55,16 @@ SELECT e.id, e.transfer_id, e.account_id, e.unit, e.amount, e.created_at, a.owne
          ORDER BY e.id DESC
          LIMIT :limit
  ) e
- WHERE a.owner_id = :owner_id {account_conditions}
+ WHERE a.id = ANY(CAST(:account_ids AS uuid[]))
  ORDER BY e.id DESC
  LIMIT :limit
 """
+# At most this many accounts are paged through _ACCOUNTS_PAGE; filters matching more (every user's
+# USD wallet) walk the entries' key backwards instead (_ALL_PAGE).
+FEW_ACCOUNTS = 64
 
-# Every owner's entries: the entries' key backwards, each joined to its account by key.
+# Entries of many accounts: the entries' key backwards (pk_entries), each joined to its account by
+# key and kept if it matches.
 _ALL_PAGE = """
 SELECT e.id, e.transfer_id, e.account_id, e.unit, e.amount, e.created_at, a.owner_id, a.kind
   FROM entries e
@@ -102,35 +107,51 @@ def _line_from_row(row: Any) -> LedgerLine:
     )
 
 
-def _lines_statement(
-    where: EntryFilter, before_id: int | None, limit: int
-) -> tuple[str, dict[str, Any]]:
-    """The statement and parameters of one page: fixed SQL fragments, one per given filter."""
-    params: dict[str, Any] = {"limit": limit}
-    entry_conditions, account_conditions = [], []
+def _entry_conditions(
+    where: EntryFilter, before_id: int | None, params: dict[str, Any]
+) -> list[str]:
+    conditions = []
     if before_id is not None:
-        entry_conditions.append("AND e.id < :before_id")
+        conditions.append("AND e.id < :before_id")
         params["before_id"] = before_id
     if where.since is not None:
-        entry_conditions.append("AND e.created_at >= :since")
+        conditions.append("AND e.created_at >= :since")
         params["since"] = where.since
     if where.until is not None:
-        entry_conditions.append("AND e.created_at < :until")
+        conditions.append("AND e.created_at < :until")
         params["until"] = where.until
+    return conditions
+
+
+def _account_conditions(where: EntryFilter, params: dict[str, Any]) -> list[str]:
+    conditions = []
+    if where.owner_id is not None:
+        conditions.append("AND a.owner_id = :owner_id")
+        params["owner_id"] = where.owner_id
     if where.unit is not None:
-        account_conditions.append("AND a.unit = :unit")
+        conditions.append("AND a.unit = :unit")
         params["unit"] = where.unit
     if where.kind is not None:
-        account_conditions.append("AND a.kind = :kind")
+        conditions.append("AND a.kind = :kind")
         params["kind"] = where.kind.value
-    template = _ALL_PAGE
-    if where.owner_id is not None:
-        template = _OWNER_PAGE
-        params["owner_id"] = where.owner_id
-    page = template.format(
-        entry_conditions=" ".join(entry_conditions),
-        account_conditions=" ".join(account_conditions),
-    )
+    return conditions
+
+
+def _lines_statement(
+    where: EntryFilter, before_id: int | None, limit: int, account_ids: list[str] | None
+) -> tuple[str, dict[str, Any]]:
+    """The statement and parameters of one page (fixed SQL fragments, one per given filter): over
+    `account_ids` when the filter matched only those, else over every account."""
+    params: dict[str, Any] = {"limit": limit}
+    entry_conditions = " ".join(_entry_conditions(where, before_id, params))
+    if account_ids is not None:
+        params["account_ids"] = account_ids
+        page = _ACCOUNTS_PAGE.format(entry_conditions=entry_conditions)
+    else:
+        account_conditions = " ".join(_account_conditions(where, params))
+        page = _ALL_PAGE.format(
+            entry_conditions=entry_conditions, account_conditions=account_conditions
+        )
     return _LINES.format(page=page), params
 
 
@@ -152,10 +173,27 @@ class SqlLedgerReadRepository:
     async def lines(
         self, where: EntryFilter, before_id: int | None, limit: int
     ) -> list[LedgerLine]:
-        """Entries matching `where` with ids below `before_id`, newest first."""
-        statement, params = _lines_statement(where, before_id, limit)
+        """Entries matching `where` with ids below `before_id`, newest first. An account filter
+        that matches few accounts (an owner's; platform revenue) pages through those accounts'
+        own histories; one that matches many, or none given, walks every entry newest first."""
+        account_ids = await self._few_accounts(where)
+        statement, params = _lines_statement(where, before_id, limit, account_ids)
         rows = await self._session.execute(text(statement), params)
         return [_line_from_row(row) for row in rows]
+
+    async def _few_accounts(self, where: EntryFilter) -> list[str] | None:
+        """The ids of the accounts `where` names, if there are at most FEW_ACCOUNTS; else None."""
+        if where.owner_id is None and where.kind is None and where.unit is None:
+            return None
+        query = select(A.c.id)
+        if where.owner_id is not None:
+            query = query.where(A.c.owner_id == where.owner_id)
+        if where.kind is not None:
+            query = query.where(A.c.kind == where.kind.value)
+        if where.unit is not None:
+            query = query.where(A.c.unit == where.unit)
+        ids = [str(i) for i in (await self._session.scalars(query.limit(FEW_ACCOUNTS + 1)))]
+        return ids if len(ids) <= FEW_ACCOUNTS else None
 
     async def balances(
         self, where: AccountFilter, after: int | None, limit: int
