@@ -31,7 +31,11 @@ def ledger(system: System) -> Iterator[wpb_grpc.WalletServiceStub]:
 def _open(stub, owner: str, unit: str, kind=wpb.ACCOUNT_KIND_USER, neg: bool = False) -> str:
     return stub.OpenAccount(
         wpb.OpenAccountRequest(
-            request_id=uuid.uuid4().hex, owner_id=owner, currency=unit, kind=kind, allow_negative=neg
+            request_id=uuid.uuid4().hex,
+            owner_id=owner,
+            currency=unit,
+            kind=kind,
+            allow_negative=neg,
         ),
         timeout=5,
     ).account.account_id
@@ -85,7 +89,10 @@ def test_a_company_sees_its_plan_credits_and_their_spending_in_its_wallet(system
     )
     assert resp.status_code == 200, resp.text
     lines = resp.json()["transactions"]
-    assert [(x["amountMinor"], x["direction"]) for x in lines] == [(-500, "debit"), (2_500, "credit")]
+    assert [(x["amountMinor"], x["direction"]) for x in lines] == [
+        (-500, "debit"),
+        (2_500, "credit"),
+    ]
     assert all(x["ownerId"] == company and x["accountKind"] == "user" for x in lines)
 
 
@@ -131,7 +138,11 @@ def test_a_users_wallet_after_ledger_operations_and_who_may_read_what(
     }
     resp = system.http.get("/api/wallet", headers=system.headers(contractor, "contractor"))
     usd_out = next(b for b in resp.json()["balances"] if b["unit"] == "USD")
-    assert (usd_out["category"], usd_out["available"], usd_out["held"]) == ("cash", "485.00", "200.00")
+    assert (usd_out["category"], usd_out["available"], usd_out["held"]) == (
+        "cash",
+        "485.00",
+        "200.00",
+    )
 
     # The history, newest first, two a page, across both units.
     seen, cursor = [], None
@@ -144,7 +155,9 @@ def test_a_users_wallet_after_ledger_operations_and_who_may_read_what(
         )
         assert resp.status_code == 200, resp.text
         body = resp.json()
-        seen += [(x["transferId"], x["amountMinor"], x["counterparty"]) for x in body["transactions"]]
+        seen += [
+            (x["transferId"], x["amountMinor"], x["counterparty"]) for x in body["transactions"]
+        ]
         cursor = body["nextCursor"]
         if cursor is None:
             break
@@ -156,9 +169,7 @@ def test_a_users_wallet_after_ledger_operations_and_who_may_read_what(
 
     # Another user sees only their own (empty) wallet and history; nothing names another owner.
     assert _balances(system, stranger, "customer") == {}
-    resp = system.http.get(
-        "/api/wallet/transactions", headers=system.headers(stranger, "customer")
-    )
+    resp = system.http.get("/api/wallet/transactions", headers=system.headers(stranger, "customer"))
     assert resp.json() == {"transactions": [], "nextCursor": None}
 
     # The admin reports: 403 for users, the whole ledger for an admin.
