@@ -189,6 +189,8 @@ async def test_transactions_refusals_read_as_the_query_parameters(
         ({"limit": 201}, "limit"),
         ({"unit": "usd"}, "unit"),
         ({"since": "yesterday"}, "since"),
+        # Past the last instant a time can name once in UTC.
+        ({"until": "9999-12-31T23:00:00-05:00"}, "until"),
     ):
         resp = await client.get("/api/wallet/transactions", params=params, headers=headers)
         assert resp.status_code == 400, (params, resp.text)

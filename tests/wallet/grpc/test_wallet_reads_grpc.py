@@ -565,3 +565,13 @@ async def test_admin_lists_transactions_with_filters(client: Client) -> None:
         client.stub.ListTransactions(pb.ListTransactionsRequest(account_kind=99))
     )
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED")
+    code, reason, meta = await refused(
+        client.stub.ListTransactions(
+            pb.ListTransactionsRequest(since=Timestamp(seconds=10**13))  # past year 9999
+        )
+    )
+    assert (code, reason, list(meta)) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "VALIDATION_FAILED",
+        ["since"],
+    )

@@ -9,6 +9,7 @@ from google.protobuf import timestamp_pb2
 
 from gateway.api import wallet_models as m
 from gateway.api.convert import timestamp_to_iso
+from gateway.api.errors import validation_failed
 from hirepay.wallet.v1 import wallet_service_pb2 as wallet_pb
 from hirepay_platform.money import NON_CASH_UNITS, Money, is_cash
 
@@ -24,14 +25,18 @@ _KIND_FROM_PROTO = {number: name for name, number in KIND_TO_PROTO.items()}
 PERIOD_TO_PROTO = {"day": wallet_pb.EARNINGS_PERIOD_DAY, "month": wallet_pb.EARNINGS_PERIOD_MONTH}
 
 
-def timestamp(value: datetime | None) -> timestamp_pb2.Timestamp | None:
-    """A query's time as a protobuf Timestamp; a time without a zone is UTC."""
+def timestamp(value: datetime | None, field: str) -> timestamp_pb2.Timestamp | None:
+    """A query's time as a protobuf Timestamp; a time without a zone is UTC. A time that leaves
+    the years 1-9999 once in UTC is a 400 naming the parameter."""
     if value is None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
     stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
+    try:
+        stamp.FromDatetime(value.astimezone(UTC))
+    except (OverflowError, ValueError):
+        raise validation_failed({field: "out of range"}) from None
     return stamp
 
 

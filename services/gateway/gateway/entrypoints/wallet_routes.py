@@ -106,8 +106,8 @@ async def my_transactions(
         owner_id=principal.user_id,
         page=_page(cursor, limit),
         unit=unit or "",
-        since=wc.timestamp(since),
-        until=wc.timestamp(until),
+        since=wc.timestamp(since, "since"),
+        until=wc.timestamp(until, "until"),
     )
     reply = await _asked(backends.wallet.list_wallet_transactions(request))
     return wc.transactions_to_http(reply)
@@ -132,7 +132,9 @@ async def earnings(
     and COIN): fees and commissions credited, refunded fees debited, and the net. At most 400
     periods per request."""
     request = wallet_pb.GetCommissionEarningsRequest(
-        since=wc.timestamp(since), until=wc.timestamp(until), period=wc.PERIOD_TO_PROTO[period]
+        since=wc.timestamp(since, "from"),
+        until=wc.timestamp(until, "to"),
+        period=wc.PERIOD_TO_PROTO[period],
     )
     names = {"since": "from", "until": "to"}
     reply = await _asked(backends.wallet.get_commission_earnings(request), names)
@@ -189,8 +191,8 @@ async def transactions(
         owner_id=owner or "",
         unit=unit or "",
         account_kind=wc.KIND_TO_PROTO[kind] if kind else wallet_pb.ACCOUNT_KIND_UNSPECIFIED,
-        since=wc.timestamp(since),
-        until=wc.timestamp(until),
+        since=wc.timestamp(since, "since"),
+        until=wc.timestamp(until, "until"),
         page=_page(cursor, limit),
     )
     return wc.transactions_to_http(await _asked(backends.wallet.list_transactions(request)))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from google.protobuf.message import Message
+
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay_platform import grpc_status
@@ -141,14 +145,24 @@ def cancel_hold_from_pb(request: pb.CancelHoldRequest) -> commands.CancelHold:
     return commands.CancelHold(branch=branch_from_pb(request.branch), reason=request.reason)
 
 
+def _optional_time(request: Message, field: str) -> datetime | None:
+    """An optional Timestamp field as an aware datetime; a value outside years 1-9999 is refused."""
+    if not request.HasField(field):
+        return None
+    try:
+        return to_datetime(getattr(request, field))
+    except (OverflowError, ValueError):
+        raise invalid(field, "must be a time within years 1-9999") from None
+
+
 def list_wallet_transactions_from_pb(
     request: pb.ListWalletTransactionsRequest,
 ) -> commands.ListWalletTransactions:
     return commands.ListWalletTransactions(
         owner_id=request.owner_id,
         unit=request.unit,
-        since=to_datetime(request.since) if request.HasField("since") else None,
-        until=to_datetime(request.until) if request.HasField("until") else None,
+        since=_optional_time(request, "since"),
+        until=_optional_time(request, "until"),
         page_size=request.page.page_size,
         page_token=request.page.page_token,
     )
@@ -159,8 +173,8 @@ def list_transactions_from_pb(request: pb.ListTransactionsRequest) -> commands.L
         owner_id=request.owner_id,
         unit=request.unit,
         kind=optional_kind_from_pb(request.account_kind),
-        since=to_datetime(request.since) if request.HasField("since") else None,
-        until=to_datetime(request.until) if request.HasField("until") else None,
+        since=_optional_time(request, "since"),
+        until=_optional_time(request, "until"),
         page_size=request.page.page_size,
         page_token=request.page.page_token,
     )
@@ -180,8 +194,8 @@ def commission_earnings_from_pb(
     request: pb.GetCommissionEarningsRequest,
 ) -> commands.GetCommissionEarnings:
     return commands.GetCommissionEarnings(
-        since=to_datetime(request.since) if request.HasField("since") else None,
-        until=to_datetime(request.until) if request.HasField("until") else None,
+        since=_optional_time(request, "since"),
+        until=_optional_time(request, "until"),
         period=period_from_pb(request.period),
     )
 
