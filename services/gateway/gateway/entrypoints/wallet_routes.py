@@ -72,7 +72,7 @@ def _page(cursor: str | None, limit: int) -> common_pb2.PageRequest:
     tags=["wallet"],
     response_model=m.WalletOut,
     summary="The caller's wallet: available and held, per currency, coins and credits",
-    responses=error_responses(400, 401, 503),
+    responses=error_responses(400, 401, 503, 504),
 )
 async def my_wallet(principal: AnyUser, backends: BackendsDep) -> m.WalletOut:
     """Every unit the caller holds: cash per currency, coins, job and candidate credits. `held`
@@ -88,7 +88,7 @@ async def my_wallet(principal: AnyUser, backends: BackendsDep) -> m.WalletOut:
     tags=["wallet"],
     response_model=m.TransactionsOut,
     summary="The caller's wallet history, newest first (paged)",
-    responses=error_responses(400, 401, 503),
+    responses=error_responses(400, 401, 503, 504),
 )
 async def my_transactions(
     principal: AnyUser,
@@ -119,7 +119,7 @@ async def my_transactions(
     response_model=m.EarningsOut,
     response_model_by_alias=True,
     summary="Commission earnings by period and currency, net of refunds (admin)",
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(400, 401, 403, 503, 504),
 )
 async def earnings(
     principal: Admin,
@@ -146,7 +146,7 @@ async def earnings(
     tags=["admin"],
     response_model=m.AdminWalletsOut,
     summary="Every wallet with its balance, filtered (admin)",
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(400, 401, 403, 503, 504),
 )
 async def wallets(
     principal: Admin,
@@ -173,7 +173,7 @@ async def wallets(
     tags=["admin"],
     response_model=m.TransactionsOut,
     summary="Every ledger entry, filtered, newest first (admin)",
-    responses=error_responses(400, 401, 403, 503),
+    responses=error_responses(400, 401, 403, 503, 504),
 )
 async def transactions(
     principal: Admin,
