@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from hirepay_platform.errors import Unavailable
-
 from payments.domain import commands, ledger
 from payments.domain.model import Payment
 from payments.domain.provider import InvalidRequest, OutcomeUnknown
