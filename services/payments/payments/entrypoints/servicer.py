@@ -186,7 +186,9 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.PurchaseCoinsRequest, context: grpc.aio.ServicerContext
     ) -> pb.CoinCheckoutResponse:
         cmd = conv.purchase_coins_command(request)
-        access.check_reaches(current_caller(), cmd.payer_id, "a user buys coins only for themselves")
+        access.check_reaches(
+            current_caller(), cmd.payer_id, "a user buys coins only for themselves"
+        )
         return conv.coin_checkout_msg(await coins.purchase_coins(cmd, self._deps()))
 
     async def CreateJobPaymentCheckout(

@@ -63,9 +63,7 @@ async def purchase_coins(cmd: commands.CoinCheckout, deps: Deps) -> CoinCheckout
     return await _open(cmd, branch, metadata, f"{coins} coins", coins, 0, deps)
 
 
-async def create_job_payment_checkout(
-    cmd: commands.CoinCheckout, deps: Deps
-) -> CoinCheckoutResult:
+async def create_job_payment_checkout(cmd: commands.CoinCheckout, deps: Deps) -> CoinCheckoutResult:
     """Open the checkout of a direct job payment: its coins, the platform's funding fee in coins
     and the escrow of the engagement (`engagement:<id>`) are fixed now; one per engagement."""
     _required(cmd.request_id, "request_id")

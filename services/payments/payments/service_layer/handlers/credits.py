@@ -184,9 +184,7 @@ async def book_payments(grants: list[CreditGrant], deps: Deps) -> None:
         await _payments_booked(booked, escrows, deps)
 
 
-async def _payments_booked(
-    grants: list[CreditGrant], escrows: dict[str, str], deps: Deps
-) -> None:
+async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], deps: Deps) -> None:
     """Mark bookings done, in one local transaction; a direct job payment's capture is published
     now, naming the escrow its booking funded (the jobs service assigns the engagement on it)."""
     async with deps.uow as uow:
