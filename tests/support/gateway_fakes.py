@@ -249,6 +249,7 @@ PAYMENTS_METHODS = [
     "GetSubscriptionStatus",
     "RefundTransaction",
     "ConfirmCheckoutReturn",
+    "PurchaseCoins",
 ]
 
 
