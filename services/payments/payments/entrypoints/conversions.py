@@ -225,31 +225,34 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
 
 
 def purchase_coins_command(request: pb.PurchaseCoinsRequest) -> commands.CoinCheckout:
-    return commands.CoinCheckout(
-        request_id=request.request_id,
-        payer_id=request.buyer_id,
-        amount_minor=request.amount.amount_minor,
-        currency=request.amount.currency,
-        provider=request.provider,
-        email=request.email,
-        return_url=request.return_url,
-        cancel_url=request.cancel_url,
-    )
+    return _coin_checkout(request, request.buyer_id)
 
 
 def job_payment_command(request: pb.CreateJobPaymentCheckoutRequest) -> commands.CoinCheckout:
+    return _coin_checkout(
+        request,
+        request.payer_id,
+        engagement_id=request.engagement_id,
+        job_id=request.job_id,
+        freelancer_id=request.freelancer_id,
+    )
+
+
+def _coin_checkout(
+    request: pb.PurchaseCoinsRequest | pb.CreateJobPaymentCheckoutRequest,
+    payer_id: str,
+    **parties: str,
+) -> commands.CoinCheckout:
     return commands.CoinCheckout(
         request_id=request.request_id,
-        payer_id=request.payer_id,
+        payer_id=payer_id,
         amount_minor=request.amount.amount_minor,
         currency=request.amount.currency,
         provider=request.provider,
         email=request.email,
         return_url=request.return_url,
         cancel_url=request.cancel_url,
-        engagement_id=request.engagement_id,
-        job_id=request.job_id,
-        freelancer_id=request.freelancer_id,
+        **parties,
     )
 
 
