@@ -254,6 +254,7 @@ PAYMENTS_METHODS = [
     "GetSubscriptionStatus",
     "RefundTransaction",
     "ConfirmCheckoutReturn",
+    "PurchaseCoins",
 ]
 
 WALLET_METHODS = [

@@ -14,6 +14,7 @@ from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import (
     applications_routes,
+    coins_routes,
     credits_routes,
     jobs_routes,
     ops_routes,
@@ -99,6 +100,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(jobs_routes.router)
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
+    app.include_router(coins_routes.router)
     app.include_router(wallet_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
