@@ -106,7 +106,13 @@ class Process:
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop children ourselves
         )
         log.close()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except TimeoutError:
+            # Never leave a process that did not come up running on its own (an orphan keeps
+            # its ports, database connections and CPU after the caller gave up on it).
+            self.stop()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -17,6 +17,7 @@ from gateway.entrypoints import (
     coins_routes,
     credits_routes,
     jobs_routes,
+    marketplace_routes,
     ops_routes,
     payments_routes,
     wallet_routes,
@@ -101,6 +102,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
     app.include_router(coins_routes.router)
+    app.include_router(marketplace_routes.router)
     app.include_router(wallet_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
