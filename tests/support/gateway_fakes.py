@@ -267,6 +267,7 @@ PAYMENTS_METHODS = [
     "GetSubscriptionStatus",
     "RefundTransaction",
     "ConfirmCheckoutReturn",
+    "PurchaseCoins",
 ]
 
 WALLET_METHODS = [

@@ -201,6 +201,12 @@ class PaymentsClient:
             self.stub.RefundTransaction, request, timeout=self.slow_timeout
         )
 
+    async def purchase_coins(
+        self, request: pay_pb.PurchaseCoinsRequest
+    ) -> pay_pb.CoinCheckoutResponse:
+        # Creating the checkout is a provider call.
+        return await self.client.call(self.stub.PurchaseCoins, request, timeout=self.slow_timeout)
+
     async def confirm_checkout_return(
         self, request: pay_pb.ConfirmCheckoutReturnRequest
     ) -> pay_pb.ConfirmCheckoutReturnResponse:

@@ -14,6 +14,7 @@ from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import (
     applications_routes,
+    coins_routes,
     credits_routes,
     engagement_routes,
     jobs_routes,
@@ -101,6 +102,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(jobs_routes.router)
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
+    app.include_router(coins_routes.router)
     app.include_router(marketplace_routes.router)
     app.include_router(engagement_routes.router)
     app.include_router(wallet_routes.router)

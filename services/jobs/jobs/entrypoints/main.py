@@ -87,6 +87,7 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         wallet,
         hold_grace_seconds=settings.audit_hold_grace_seconds,
         reconcile_limit=settings.audit_reconcile_limit,
+        booking_grace_seconds=int(settings.audit_grace_seconds),
     )
     candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
     accounts = WalletAccounts(settings.wallet_target, timeout)

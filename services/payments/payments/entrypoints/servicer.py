@@ -19,6 +19,7 @@ from payments.service_layer.handlers import (
     PaymentResult,
     audit,
     checkouts,
+    coins,
     credits,
     returns,
     subscriptions,
@@ -180,6 +181,33 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             caller.user.user_id or caller.service,
         )
         return conv.refunded_purchase_msg(await credits.refund_transaction(cmd, self._deps()))
+
+    async def PurchaseCoins(
+        self, request: pb.PurchaseCoinsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CoinCheckoutResponse:
+        cmd = conv.purchase_coins_command(request)
+        access.check_reaches(
+            current_caller(), cmd.payer_id, "a user buys coins only for themselves"
+        )
+        return conv.coin_checkout_msg(await coins.purchase_coins(cmd, self._deps()))
+
+    async def CreateJobPaymentCheckout(
+        self, request: pb.CreateJobPaymentCheckoutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CoinCheckoutResponse:
+        cmd = conv.job_payment_command(request)
+        return conv.coin_checkout_msg(await coins.create_job_payment_checkout(cmd, self._deps()))
+
+    async def AuditLedgerBookings(
+        self, request: pb.AuditLedgerBookingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditLedgerBookingsResponse:
+        found = await audit.audit_ledger_bookings(request.grace_seconds, self._deps())
+        return pb.AuditLedgerBookingsResponse(
+            checked=found.checked,
+            findings=[
+                pb.LedgerFinding(kind=f.kind, subject_id=f.subject_id, detail=f.detail)
+                for f in found.findings
+            ],
+        )
 
     async def HandleProviderEvent(
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext

@@ -47,7 +47,12 @@ def check_admin(caller: Caller) -> None:
         raise PermissionDenied("admins only")
 
 
-def check_reaches(caller: Caller, user_id: str) -> None:
-    """A user's own data (subscription status): the user, an admin, or an internal caller."""
+def check_reaches(
+    caller: Caller,
+    user_id: str,
+    refusal: str = "a user may read only their own subscription status",
+) -> None:
+    """A user's own data or money (subscription status, a coin purchase): the user, an admin, or
+    an internal caller."""
     if not caller.reaches(user_id):
-        raise PermissionDenied("a user may read only their own subscription status")
+        raise PermissionDenied(refusal)
