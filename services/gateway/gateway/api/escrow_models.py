@@ -3,12 +3,13 @@ payments (ESC-4, ESC-7, ESC-8, ESC-11), and their conversions from the jobs cont
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field
 
-from gateway.api.models import Strict
+from gateway.api.models import CurrencyCode, Email, RedirectUrl, Strict
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
+from hirepay_platform.money import MAX_AMOUNT_MINOR
 
 _STATES = {
     pb.Engagement.OPEN: "open",
@@ -168,4 +169,35 @@ def disputes_to_http(reply: pb.ListDisputesResponse) -> DisputesOut:
     return DisputesOut(
         disputes=[dispute_to_http(d) for d in reply.disputes],
         nextPageToken=reply.next_page_token or None,
+    )
+
+
+class JobPaymentIn(Strict):
+    """ESC-5 `POST /api/payments/job-payment`: pay a freelancer for a job through a provider
+    checkout; `amount` in the currency's minor units (the coins it buys go into escrow)."""
+
+    jobId: str = Field(min_length=1, max_length=64)
+    freelancerId: str = Field(min_length=1, max_length=128)
+    amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR)]
+    currency: CurrencyCode = "USD"
+    provider: Literal["STRIPE", "FATORA"] | None = None
+    email: Email | None = None
+    returnUrl: RedirectUrl
+    cancelUrl: RedirectUrl
+
+
+class JobPaymentOut(BaseModel):
+    """The open checkout and the engagement it funds (`open` until the payment succeeds, then
+    `assigned` with its escrow)."""
+
+    engagement: EngagementOut
+    paymentId: str
+    checkoutUrl: str
+
+
+def job_payment_to_http(reply: pb.StartJobPaymentResponse) -> JobPaymentOut:
+    return JobPaymentOut(
+        engagement=engagement_to_http(pb.EngagementResponse(engagement=reply.engagement)),
+        paymentId=reply.payment_id,
+        checkoutUrl=reply.checkout_url,
     )

@@ -7,11 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 
 from gateway.api import escrow_models as m
 from gateway.api.errors import error_responses
-from gateway.entrypoints.deps import BackendsDep, require_roles
+from gateway.entrypoints.deps import BackendsDep, check_redirects, require_roles
 from gateway.service_layer.auth import Principal
 from gateway.service_layer.idempotency import optional_key
 from hirepay.common.v1 import common_pb2
@@ -179,3 +179,37 @@ async def coin_job_payment(
     )
     reply = await _call(backends, backends.jobs.stub.PayJobWithCoins, request, True)
     return m.engagement_to_http(reply)
+
+
+@router.post(
+    "/api/payments/job-payment",
+    status_code=201,
+    response_model=m.JobPaymentOut,
+    summary="Pay a job through a provider checkout: coins issued into escrow on success (ESC-5)",
+    responses=error_responses(400, 401, 403, 404, 409, 502, 503, 504),
+)
+async def direct_job_payment(
+    request: Request,
+    body: m.JobPaymentIn,
+    principal: Customer,
+    backends: BackendsDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> m.JobPaymentOut:
+    """Opens the checkout (metadata `type: job_payment`); the engagement is `open` and the job
+    held for it. When the provider confirms the payment, payments issues the coins at the
+    configured rate and funds the escrow in one ledger transfer, and the engagement becomes
+    `assigned` to the freelancer with its escrow id; a failed or duplicate webhook changes
+    nothing. The same `Idempotency-Key` answers the same checkout."""
+    check_redirects(request, {"returnUrl": body.returnUrl, "cancelUrl": body.cancelUrl})
+    wire = pb.StartJobPaymentRequest(
+        request_id=optional_key(idempotency_key) or "",
+        job_id=body.jobId,
+        freelancer_id=body.freelancerId,
+        amount=common_pb2.Money(amount_minor=body.amount, currency=body.currency.upper()),
+        return_url=body.returnUrl,
+        cancel_url=body.cancelUrl,
+        email=body.email or "",
+        provider=(body.provider or "").lower(),
+    )
+    reply = await _call(backends, backends.jobs.stub.StartJobPayment, wire, True)
+    return m.job_payment_to_http(reply)

@@ -118,17 +118,14 @@ class PaymentsCardRefunds(_LazyClient):
 
 
 class PaymentsJobPayments(_LazyClient):
-    """Payments' CreateJobPaymentCheckout (ESC-5), idempotent on the engagement.
-
-    The RPC and its messages come with the payments side of issue 9 (mk-ledger); they are looked
-    up when called, so this module loads with either version of the generated code."""
+    """Payments' CreateJobPaymentCheckout (ESC-5), idempotent on the engagement."""
 
     def __init__(self, target: str, timeout: float) -> None:
         super().__init__("payments", target, timeout)
 
     async def create_checkout(self, request: JobPaymentCheckout) -> JobPaymentSession:
         stub = ppb_grpc.PaymentsServiceStub(self.client.channel)
-        wire = ppb.CreateJobPaymentCheckoutRequest(  # type: ignore[attr-defined]
+        wire = ppb.CreateJobPaymentCheckoutRequest(
             request_id=f"job-payment:{request.engagement_id}",
             engagement_id=request.engagement_id,
             job_id=request.job_id,
@@ -141,7 +138,7 @@ class PaymentsJobPayments(_LazyClient):
             cancel_url=request.cancel_url,
         )
         reply = await self.client.call(
-            stub.CreateJobPaymentCheckout,  # type: ignore[attr-defined]
+            stub.CreateJobPaymentCheckout,
             wire,
             timeout=self.timeout,
         )
