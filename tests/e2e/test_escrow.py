@@ -281,3 +281,54 @@ def test_disputes_freeze_the_escrow_and_are_resolved_once_each_way(system: Syste
     }
     for engagement_id in ids:
         assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 0}
+
+
+def test_a_direct_job_payment_issues_coins_into_escrow_once(system: System) -> None:
+    """ESC-5 through every process: the checkout opened for the job, paid on the provider's page
+    while every webhook arrives several times; the coins issued and the escrow funded in one
+    ledger transfer, the engagement assigned with its escrow id once; then the usual completion."""
+    customer, contractor = _user("customer"), _user("contractor")
+    job_id = _job(system, customer)
+    platform_before = ledger(system, "platform")
+    opened = _ok(
+        system.http.post(
+            "/api/payments/job-payment",
+            json={
+                "jobId": job_id,
+                "freelancerId": contractor,
+                "amount": 10_000,  # $100.00 = 10,000 coins at the default rate
+                "returnUrl": "https://app.example/paid",
+                "cancelUrl": "https://app.example/cancelled",
+            },
+            headers=system.headers(customer, "customer", key=uuid.uuid4().hex),
+        ),
+        201,
+    )
+    engagement_id = opened["engagement"]["id"]
+    assert opened["engagement"]["state"] == "open" and opened["checkoutUrl"]
+    system.admin.add_fault("webhook_duplicate", times=5, event_type="checkout.session.*")
+    system.admin.add_fault("webhook_duplicate", times=5, event_type="payment_intent.*")
+    try:
+        assert system.admin.pay_checkout(opened["checkoutUrl"]).status_code == 303
+
+        def assigned() -> dict[str, Any]:
+            got = _ok(
+                system.http.get(
+                    f"/api/engagements/{engagement_id}",
+                    headers=system.headers(customer, "customer"),
+                )
+            )
+            assert got["state"] == "assigned", got
+            return got
+
+        funded = eventually(assigned, timeout=60)
+    finally:
+        system.admin.clear_faults()
+    assert funded["escrowAccountId"] and funded["paymentId"] == opened["paymentId"]
+    assert (funded["unit"], funded["amountMinor"], funded["escrowMinor"]) == ("COIN", 10_000, 9_000)
+    assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 9_000}
+    assert dict(ledger(system, customer)) == {("USER", "COIN"): 0}
+    _ok(_act(system, engagement_id, "start", contractor, "contractor"))
+    _ok(_act(system, engagement_id, "complete", customer, "customer"))
+    assert dict(ledger(system, contractor)) == {("USER", "COIN"): 7_000}
+    assert platform_delta(platform_before, ledger(system, "platform"))[COIN_REVENUE] == 3_000
