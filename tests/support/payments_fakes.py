@@ -144,6 +144,10 @@ class FakeRefunds(_Repo):
             if r.payment_id == payment_id and r.status is RefundStatus.SUCCEEDED
         )
 
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        found = [r for r in self.st.refunds.values() if r.payment_id == payment_id]
+        return [copy.deepcopy(r) for r in sorted(found, key=lambda r: (r.created_at, r.id))]
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
         due = [
             r
@@ -369,6 +373,8 @@ class FakeProvider:
         self.script: list[Any] = []
         self.calls: list[tuple[str, str]] = []
         self.refunded: dict[str, int] = {}
+        # Every refund made at this provider, per payment (reconciliation lists them).
+        self.refunds: dict[str, list[ProviderRefund]] = {}
         self._ids = itertools.count(1)
 
     def _next(self) -> Any:
@@ -483,12 +489,19 @@ class FakeProvider:
                     "Refund amount exceeds the amount captured", code="amount_too_large"
                 )
             self.refunded[intent_id] = done + amount_minor
-            return ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor)
+            made = ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor)
+            self.refunds.setdefault(intent_id, []).append(made)
+            return made
 
         return await self._idempotent("refund", idempotency_key, run)
 
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))
+
+    async def list_refunds(self, intent_id: str) -> list[ProviderRefund]:
+        return await self._idempotent(
+            "list_refunds", "", lambda: list(self.refunds.get(intent_id, []))
+        )
 
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str

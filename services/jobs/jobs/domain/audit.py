@@ -27,8 +27,11 @@ class Check(enum.StrEnum):
     BALANCE_LIMIT_BREACH = "balance_limit_breach"
     # A hold past its expiry still reserving money (ESC-2).
     EXPIRED_HOLD_UNRELEASED = "expired_hold_unreleased"
-    # The provider's charges or refunds differ from the local records.
+    # The provider's charge (money taken or held) differs from the local record.
     PROVIDER_MISMATCH = "provider_mismatch"
+    # A provider refund unknown locally, a local refund unknown to the provider, or one whose
+    # amount or outcome differs.
+    PROVIDER_REFUND_MISMATCH = "provider_refund_mismatch"
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,9 @@ _STATUS = {
     "failed": ProviderStatus.FAILED,
 }
 MAX_NOTES = 15
+# Refund lists are read 100 at a time (Razorpay's largest `count`), 10 pages at most.
+REFUND_PAGE = 100
+MAX_REFUND_PAGES = 10
 
 
 def map_error(exc: BaseException) -> BaseException:
@@ -95,6 +98,17 @@ def payment_from(data: Mapping[str, Any]) -> ProviderPayment:
         amount_refunded=int(data.get("amount_refunded") or 0),
         last_error=error,
         metadata=_notes(data.get("notes")),
+    )
+
+
+def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefund:
+    """A Razorpay refund (`processed`, `pending` or `failed`) in the domain's words."""
+    status = str(data.get("status") or "processed")
+    state = {"processed": RefundState.SUCCEEDED, "pending": RefundState.PENDING}.get(
+        status, RefundState.FAILED
+    )
+    return ProviderRefund(
+        id=str(data["id"]), state=state, amount_minor=int(data.get("amount") or amount_minor)
     )
 
 
@@ -217,13 +231,23 @@ class RazorpayProvider:
                 timeout=self._timeout(),
             )
         )
-        status = str(data.get("status") or "processed")
-        state = {"processed": RefundState.SUCCEEDED, "pending": RefundState.PENDING}.get(
-            status, RefundState.FAILED
-        )
-        return ProviderRefund(
-            id=str(data["id"]), state=state, amount_minor=int(data.get("amount") or amount_minor)
-        )
+        return refund_from(data, amount_minor)
+
+    async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
+        """The payment's refunds (`GET /v1/payments/:id/refunds`), every page."""
+        found: list[ProviderRefund] = []
+        for page in range(MAX_REFUND_PAGES):
+            query = {"count": REFUND_PAGE, "skip": page * REFUND_PAGE}
+            data = await self._run(
+                lambda q=query: self.client.payment.fetch_multiple_refund(  # type: ignore[misc]
+                    payment_id, q, timeout=self._timeout()
+                )
+            )
+            items = list(data.get("items") or [])
+            found += [refund_from(item) for item in items]
+            if len(items) < REFUND_PAGE:
+                return found
+        raise OutcomeUnknown("too many refunds to list", timeout=False)
 
     # --- checkout -------------------------------------------------------------------------------
 

@@ -250,6 +250,14 @@ class SqlRefundRepository:
         )
         return int(total or 0)
 
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        stmt = (
+            select(t.refunds)
+            .where(t.refunds.c.payment_id == payment_id)
+            .order_by(t.refunds.c.created_at, t.refunds.c.id)
+        )
+        return [_refund(r) for r in (await self.s.execute(stmt)).all()]
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
         stmt = (
             select(t.refunds)

@@ -260,6 +260,10 @@ class PaymentProvider(Protocol):
 
     async def retrieve_payment(self, payment_id: str) -> ProviderPayment: ...
 
+    async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
+        """Every refund the provider holds for the payment, whoever made it (reconciliation)."""
+        ...
+
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str
     ) -> ProviderCheckout: ...

@@ -11,6 +11,7 @@ from payments.domain.credits import CREDIT_UNITS
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Method, Payment
 from payments.domain.plans import Plan
+from payments.domain.reconciliation import MismatchKind
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 from payments.service_layer.handlers.audit import PaymentPage, Reconciliation
@@ -209,6 +210,12 @@ def payment_page_msg(page: PaymentPage) -> pb.ListPaymentsResponse:
     )
 
 
+_MISMATCH_KINDS = {
+    MismatchKind.CHARGE: pb.ProviderMismatch.KIND_CHARGE,
+    MismatchKind.REFUND: pb.ProviderMismatch.KIND_REFUND,
+}
+
+
 def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
     return pb.ReconcileProviderResponse(
         checked=result.checked,
@@ -217,6 +224,7 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
                 payment_id=m.payment_id,
                 provider_payment_id=m.provider_payment_id,
                 detail=m.detail,
+                kind=_MISMATCH_KINDS[m.kind],
             )
             for m in result.mismatches
         ],

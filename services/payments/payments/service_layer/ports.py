@@ -58,6 +58,9 @@ class RefundRepository(Protocol):
 
     async def succeeded_total(self, payment_id: str) -> int: ...
 
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        """Every refund record of the payment, oldest first."""
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]: ...
 
 
