@@ -76,6 +76,9 @@ class ProviderPayment:
     last_error: ProviderErrorInfo | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     cancellation_reason: str = ""
+    # An authorization the provider releases by itself by this time (a provider without a void,
+    # e.g. Razorpay's auto-refund): until then it reads AUTHORIZED although we cancelled it.
+    release_due: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 
 from payments.domain.model import TAKEN, Payment, PaymentState
 from payments.domain.provider import ProviderPayment, ProviderRefund, ProviderStatus, RefundState
 from payments.domain.refunds import Refund, RefundStatus
+
+# How late a provider's own release of an authorization may be before it counts as held.
+RELEASE_GRACE = timedelta(hours=6)
 
 
 def in_flight(payment: Payment) -> bool:
@@ -19,7 +23,7 @@ def in_flight(payment: Payment) -> bool:
     return payment.pending_op is not None or payment.state is PaymentState.UNKNOWN
 
 
-def provider_mismatch(payment: Payment, intent: ProviderPayment) -> str:
+def provider_mismatch(payment: Payment, intent: ProviderPayment, now: datetime) -> str:
     """What differs between our record and the provider's ("" when they agree)."""
     taken_there = intent.status is ProviderStatus.CAPTURED
     taken_here = payment.state in TAKEN
@@ -33,8 +37,16 @@ def provider_mismatch(payment: Payment, intent: ProviderPayment) -> str:
         return f"provider captured {intent.amount_received}, local {payment.captured_minor}"
     held_there = intent.status is ProviderStatus.AUTHORIZED
     if held_there and payment.state in (PaymentState.VOIDED, PaymentState.FAILED):
+        if releasing(intent, now):
+            return ""
         return f"provider still holds {intent.amount_capturable}, local {payment.state.value}"
     return ""
+
+
+def releasing(intent: ProviderPayment, now: datetime) -> bool:
+    """The provider releases this authorization by itself (it has no void) and its time has not
+    passed yet: a cancelled payment may read as held until then, never after."""
+    return intent.release_due is not None and now < intent.release_due + RELEASE_GRACE
 
 
 class MismatchKind(enum.StrEnum):

@@ -92,7 +92,7 @@ async def _reconcile_one(payment: Payment, deps: Deps) -> list[Mismatch]:
     provider = deps.providers.of_existing(payment.provider)
     intent = await provider.retrieve_payment(payment.provider_payment_id)
     found: list[Mismatch] = []
-    detail = provider_mismatch(payment, intent)
+    detail = provider_mismatch(payment, intent, deps.clock())
     if detail:
         found.append(Mismatch(payment.id, payment.provider_payment_id, detail))
     if payment.state in TAKEN or intent.status is ProviderStatus.CAPTURED:
