@@ -100,12 +100,18 @@ class FakePayments(_Repo):
         self.st.payments[payment.id] = copy.deepcopy(payment)
 
     async def list_by_states(
-        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+        self,
+        states: frozenset[str],
+        subsystem: str,
+        after_id: str,
+        limit: int,
+        global_tx_ids: frozenset[str] = frozenset(),
     ) -> list[Payment]:
         found = [
             p
             for p in self.st.payments.values()
             if p.id > after_id
+            and (not global_tx_ids or p.branch.global_tx_id in global_tx_ids)
             and (not states or p.state.value in states)
             and (not subsystem or p.metadata.get("subsystem") == subsystem)
         ]

@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime
 
+import pytest
+
+from hirepay_platform.errors import ValidationError
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
 from payments.domain.model import Method
@@ -165,3 +168,17 @@ def test_refund_rules() -> None:
     assert refund_mismatches([local(RefundStatus.FAILED)], []) == []
     assert refunds_in_flight([local(RefundStatus.PENDING, pid="")])
     assert not refunds_in_flight([local(RefundStatus.PENDING)])
+
+
+async def test_list_payments_filters_by_transactions_for_the_auditors_batched_read() -> None:
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    deps = _deps(uow, ProviderRegistry([stripe]))
+    ids = {gtx: await _captured(uow, deps, gtx) for gtx in ("gtx-a", "gtx-b", "gtx-c")}
+    page = await audit.list_payments(
+        commands.ListPayments(global_tx_ids=frozenset({"gtx-a", "gtx-c", "gtx-unknown"})), deps
+    )
+    assert sorted(p.id for p in page.payments) == sorted([ids["gtx-a"], ids["gtx-c"]])
+    with pytest.raises(ValidationError):
+        await audit.list_payments(
+            commands.ListPayments(global_tx_ids=frozenset(f"g{n}" for n in range(1001))), deps
+        )

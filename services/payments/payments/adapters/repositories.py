@@ -145,9 +145,16 @@ class SqlPaymentRepository:
         await self.s.execute(update(t.payments).where(t.payments.c.id == payment.id).values(values))
 
     async def list_by_states(
-        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+        self,
+        states: frozenset[str],
+        subsystem: str,
+        after_id: str,
+        limit: int,
+        global_tx_ids: frozenset[str] = frozenset(),
     ) -> list[Payment]:
         stmt = select(t.payments).where(t.payments.c.id > after_id)
+        if global_tx_ids:
+            stmt = stmt.where(t.payments.c.global_tx_id.in_(sorted(global_tx_ids)))
         if states:
             stmt = stmt.where(t.payments.c.state.in_(sorted(states)))
         if subsystem:

@@ -201,6 +201,7 @@ def list_payments_command(req: pb.ListPaymentsRequest) -> commands.ListPayments:
         subsystem=req.subsystem,
         page_size=req.page_size or 200,
         after_id=req.page_token,
+        global_tx_ids=frozenset(req.global_tx_ids),
     )
 
 

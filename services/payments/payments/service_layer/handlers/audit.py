@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from payments.domain import commands
+from payments.domain import commands, errors
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
     InvalidRequest,
@@ -54,8 +54,12 @@ class Reconciliation:
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
     """One page of payments in the given states, by id."""
     size = min(max(cmd.page_size, 1), MAX_PAGE)
+    if len(cmd.global_tx_ids) > MAX_PAGE:
+        raise errors.invalid("global_tx_ids", f"at most {MAX_PAGE} per call")
     async with deps.uow as uow:
-        found = await uow.payments.list_by_states(cmd.states, cmd.subsystem, cmd.after_id, size + 1)
+        found = await uow.payments.list_by_states(
+            cmd.states, cmd.subsystem, cmd.after_id, size + 1, cmd.global_tx_ids
+        )
     more = len(found) > size
     page = found[:size]
     return PaymentPage(page, page[-1].id if more and page else "")
