@@ -169,18 +169,9 @@ class FatoraProvider:
         """Fatora has nothing to cancel: an unpaid checkout is abandoned (reported cancelled,
         so it is never taken for payable again); a paid one must be refunded."""
         current = await self.retrieve_payment(payment_id)
-        if current.status in (
-            ProviderStatus.AWAITING_PAYMENT,
-            ProviderStatus.FAILED,
-            ProviderStatus.ACTION_REQUIRED,
-        ):
-            return ProviderPayment(
-                id=current.id,
-                status=ProviderStatus.CANCELED,
-                amount_minor=current.amount_minor,
-                currency=current.currency,
-            )
-        return current
+        return current.abandoned(
+            ProviderStatus.AWAITING_PAYMENT, ProviderStatus.FAILED, ProviderStatus.ACTION_REQUIRED
+        )
 
     async def refund(
         self,

@@ -351,16 +351,7 @@ class PayPalProvider:
                 payment_id,
             )
             return payment_from(await self._order(payment_id))
-        current = payment_from(order)
-        if current.status in (ProviderStatus.ACTION_REQUIRED, ProviderStatus.FAILED):
-            return ProviderPayment(
-                id=current.id,
-                status=ProviderStatus.CANCELED,
-                amount_minor=current.amount_minor,
-                currency=current.currency,
-                metadata=current.metadata,
-            )
-        return current
+        return payment_from(order).abandoned(ProviderStatus.ACTION_REQUIRED, ProviderStatus.FAILED)
 
     async def refund(
         self,

@@ -227,20 +227,12 @@ class RazorpayProvider:
         """Razorpay has no void: an authorization never captured is refunded to the customer by
         Razorpay itself. Not capturing it is the cancel, so it is reported cancelled."""
         current = await self.retrieve_payment(payment_id)
-        if current.status in (
+        return current.abandoned(
             ProviderStatus.AUTHORIZED,
             ProviderStatus.ACTION_REQUIRED,
             ProviderStatus.AWAITING_PAYMENT,
             ProviderStatus.FAILED,
-        ):
-            return ProviderPayment(
-                id=current.id,
-                status=ProviderStatus.CANCELED,
-                amount_minor=current.amount_minor,
-                currency=current.currency,
-                metadata=current.metadata,
-            )
-        return current
+        )
 
     async def refund(
         self,

@@ -80,6 +80,20 @@ class ProviderPayment:
     # e.g. Razorpay's auto-refund): until then it reads AUTHORIZED although we cancelled it.
     release_due: datetime | None = None
 
+    def abandoned(self, *still_open: ProviderStatus) -> ProviderPayment:
+        """For a provider with nothing to call to cancel: a payment in one of `still_open`
+        states is abandoned (never taken for payable again) and reported CANCELED, nothing held
+        or taken; any other is returned as it is (a captured one must be refunded)."""
+        if self.status not in still_open:
+            return self
+        return ProviderPayment(
+            id=self.id,
+            status=ProviderStatus.CANCELED,
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            metadata=self.metadata,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ProviderCheckout:
