@@ -23,14 +23,14 @@ from payments.adapters.blocking import BlockingCalls
 from payments.adapters.razorpay_provider import RazorpayProvider
 from payments.domain import commands, errors
 from payments.domain.model import Method, PaymentState
-from payments.domain.provider import InvalidRequest, ProviderStatus
+from payments.domain.provider import CheckoutState, InvalidRequest, ProviderCheckout, ProviderStatus
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import audit
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, FakeUnitOfWork
-from tests.support.provider_harnesses import HARNESSES, Receiver, Running, hidden_fields, running
+from tests.support.provider_harnesses import HARNESSES, Receiver, Running, running
 
 FIVE_DAYS = 5 * 24 * 3600
 
@@ -61,29 +61,6 @@ def _deps(run: Running) -> Deps:
     )
 
 
-def _pay(run: Running, url: str) -> None:
-    """The buyer pays the order on the sandbox's checkout page, then the mock bank approves."""
-    order_id = url.split("/checkout/", 1)[1].split("?", 1)[0]
-    page = run.http.get(url)
-    assert page.status_code == 200, page.text
-    callback = url.split("callback_url=", 1)[1]
-    started = run.http.post(
-        f"{run.base_url}/checkout/{order_id}/pay",
-        data={
-            "method": "card",
-            "card_number": "4111 1111 1111 1111",
-            "expiry": "12/34",
-            "cvv": "123",
-            "callback_url": callback,
-        },
-    )
-    assert started.status_code == 303, started.text
-    answer = run.http.post(
-        f"{run.base_url}{started.headers['location']}", data={"action": "success", "otp": ""}
-    )
-    assert answer.status_code == 200 and hidden_fields(answer.text), answer.text
-
-
 async def _authorized(run: Running, deps: Deps, gtx: str) -> str:
     """A Razorpay checkout payment, paid on the page and read back as AUTHORIZED."""
     started = await handlers.authorize(
@@ -101,7 +78,9 @@ async def _authorized(run: Running, deps: Deps, gtx: str) -> str:
     )
     payment = started.payment
     assert payment.state is PaymentState.REQUIRES_ACTION and payment.next_action_url
-    _pay(run, payment.next_action_url)
+    order_id = payment.next_action_url.split("/checkout/", 1)[1].split("?", 1)[0]
+    page = ProviderCheckout(order_id, CheckoutState.OPEN, False, payment.next_action_url, None)
+    assert HARNESSES["razorpay"].pay(run, page, True)  # paid on the page, the bank approved
     deps.clock.advance(60)  # type: ignore[attr-defined]
     await handlers.poll_due(deps)
     stored = deps.uow.committed.payments[payment.id]  # type: ignore[attr-defined]

@@ -30,16 +30,10 @@ class OtherProvider(FakeProvider):
     name = "paypal"
 
 
-def _deps(uow: FakeUnitOfWork, providers: ProviderRegistry) -> Deps:
-    return Deps(uow, providers, Policy(provider_timeout=1), clock=Clock())
-
-
-async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None:
-    uow, stripe, other = FakeUnitOfWork(), FakeProvider(), OtherProvider()
-    deps = _deps(uow, ProviderRegistry([stripe, other], default="stripe"))
-    cmd = commands.Authorize(
-        request_id="r1",
-        branch=TccBranch("gtx-1", "payment"),
+def _authorize_cmd(gtx: str, request_id: str) -> commands.Authorize:
+    return commands.Authorize(
+        request_id=request_id,
+        branch=TccBranch(gtx, "payment"),
         owner_id="company-1",
         amount_minor=2500,
         currency="USD",
@@ -47,6 +41,16 @@ async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None
         payment_method_token="pm_card_visa",
         metadata={"subsystem": "jobs"},
     )
+
+
+def _deps(uow: FakeUnitOfWork, providers: ProviderRegistry) -> Deps:
+    return Deps(uow, providers, Policy(provider_timeout=1), clock=Clock())
+
+
+async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None:
+    uow, stripe, other = FakeUnitOfWork(), FakeProvider(), OtherProvider()
+    deps = _deps(uow, ProviderRegistry([stripe, other], default="stripe"))
+    cmd = _authorize_cmd("gtx-1", "r1")
     payment = (await handlers.authorize(cmd, deps)).payment
     assert payment.provider == "stripe"
     clean = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
@@ -69,16 +73,7 @@ async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None
 async def test_a_payment_whose_provider_is_not_configured_is_skipped_not_misreported() -> None:
     uow, stripe = FakeUnitOfWork(), FakeProvider()
     deps = _deps(uow, ProviderRegistry([stripe]))
-    cmd = commands.Authorize(
-        request_id="r1",
-        branch=TccBranch("gtx-1", "payment"),
-        owner_id="company-1",
-        amount_minor=2500,
-        currency="USD",
-        method=Method.CARD,
-        payment_method_token="pm_card_visa",
-        metadata={"subsystem": "jobs"},
-    )
+    cmd = _authorize_cmd("gtx-1", "r1")
     await handlers.authorize(cmd, deps)
     without_stripe = _deps(uow, ProviderRegistry([OtherProvider()]))
     result = await audit.reconcile_provider(commands.ReconcileProvider(), without_stripe)
@@ -94,17 +89,7 @@ def test_only_jobs_may_call_the_auditors_reads() -> None:
 
 
 async def _captured(uow: FakeUnitOfWork, deps: Deps, gtx: str = "gtx-r") -> str:
-    cmd = commands.Authorize(
-        request_id=f"auth-{gtx}",
-        branch=TccBranch(gtx, "payment"),
-        owner_id="company-1",
-        amount_minor=2500,
-        currency="USD",
-        method=Method.CARD,
-        payment_method_token="pm_card_visa",
-        metadata={"subsystem": "jobs"},
-    )
-    payment = (await handlers.authorize(cmd, deps)).payment
+    payment = (await handlers.authorize(_authorize_cmd(gtx, f"auth-{gtx}"), deps)).payment
     await handlers.capture(commands.Capture(f"cap-{gtx}", TccBranch(gtx, "payment")), deps)
     return payment.id
 
