@@ -74,6 +74,10 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
         return await _store(deps, provider, event, payload, applied=False)
     if payment is None and txn is None:
         return await _unrecorded(deps, provider, event, payload)
+    if payment is not None and event.view is not None and payment.tells_nothing_new(event.view):
+        # Most events announce a step whose answer the request recorded already: storing the
+        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
+        return await _store(deps, provider, event, payload, applied=False)
     records: list[CallRecord] = []
     try:
         session, intent = await _refetch(provider, records, event, txn)
