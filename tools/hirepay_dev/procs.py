@@ -106,7 +106,13 @@ class Process:
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop children ourselves
         )
         log.close()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            # Nobody else holds it (its own session): never leave it running, e.g. polling a
+            # database its test already dropped.
+            self.kill()
+            raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:
