@@ -120,7 +120,10 @@ class ProviderRefund:
 
 @dataclass(frozen=True, slots=True)
 class ProviderEvent:
-    """A verified webhook event: only its identity is trusted; the object is re-fetched."""
+    """A verified webhook event: only its identity is trusted; the object is re-fetched.
+
+    `view`: the payment as the event carries it (it may be stale), when the adapter can read it;
+    never applied, only used to tell an event that brings nothing new (Payment.tells_nothing_new)."""
 
     id: str
     type: str
@@ -129,6 +132,7 @@ class ProviderEvent:
     object_id: str  # the payment's or the checkout's provider id (per `subject`)
     metadata: Mapping[str, str] = field(default_factory=dict)
     payment_id: str = ""  # a checkout event's payment, when the provider names it
+    view: ProviderPayment | None = None
 
 
 @dataclass(frozen=True, slots=True)
