@@ -32,15 +32,39 @@ def test_own_time_is_duration_less_children_per_hop():
         span("gateway", "HTTP POST", "g", None, 0, 100, **{"http.route": "/x/create"}),
         span("jobs", "jobs/Create", "j", "g", 10, 90),
         span("payments", "payments/Authorize", "p", "j", 20, 50),
+        span("payments", "provider.authorize", "pp", "p", 22, 34),
         span("payments", "db.commit", "pc", "p", 40, 45),
         span("wallet", "wallet/Transfer", "w", "j", 60, 70),
     ]
     hops = own_time_by_hop(trace)
     assert hops["total"] == 100
     assert hops["gateway"] == 20 and hops["jobs"] == 40 and hops["wallet"] == 10
-    assert hops["payments"] == 25 and hops["payments commit"] == 5
+    assert hops["payments"] == 13 and hops["payments commit"] == 5 and hops["provider"] == 12
     assert budget(trace, "create")["traces"] == 1
     assert budget(trace, "webhook") == {}
+
+
+def test_client_spans_are_the_wire_between_services_and_the_http_calls_out():
+    """The OpenTelemetry instrumentations' spans: a gRPC CLIENT span less the callee's SERVER
+    span is the wire between them; an httpx CLIENT span is a call out (the provider's time)."""
+    rpc = {"rpc.system": "grpc", "rpc.service": "hirepay.payments.v1.PaymentsService"}
+    trace = [
+        span("jobs", "/hirepay.jobs.v1.JobsService/Create", "j", None, 0, 100),
+        {
+            **span(
+                "jobs", "/hirepay.payments.v1.PaymentsService/Authorize", "jc", "j", 10, 70, **rpc
+            ),
+            "kind": "CLIENT",
+        },
+        span("payments", "/hirepay.payments.v1.PaymentsService/Authorize", "p", "jc", 15, 65),
+        {
+            **span("payments", "POST", "ph", "p", 20, 50, **{"http.request.method": "POST"}),
+            "kind": "CLIENT",
+        },
+    ]
+    hops = own_time_by_hop(trace)
+    assert hops["jobs"] == 40 and hops["jobs->payments wire"] == 10
+    assert hops["payments"] == 20 and hops["payments http out"] == 30
 
 
 def test_process_cpu_reads_proc():

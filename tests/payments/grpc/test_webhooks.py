@@ -5,7 +5,6 @@ later", one Hirepay never created is acknowledged and ignored."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -76,7 +75,13 @@ async def test_event_delivered_ten_times_out_of_order_is_applied_once(stub, admi
     admin.add_fault("webhook_reorder", event_type="payment_intent.*")
     admin.add_fault("webhook_duplicate", times=10, event_type="payment_intent.*")
     admin.settle_payment_intent(p.provider_payment_id, "succeeded")
-    await asyncio.sleep(0.3)
+
+    async def held() -> bool:  # the ten copies of the success wait, held by the reorder fault
+        found = admin.deliveries(event_type="payment_intent.succeeded")
+        mine = [d for d in found if d["object_id"] == p.provider_payment_id]
+        return len(mine) >= 10 and all(d["status"] == "held" for d in mine)
+
+    await wait_for(held, timeout=20)
     admin.flush_webhooks()
 
     async def captured():
@@ -178,3 +183,32 @@ async def test_events_about_other_objects_are_acknowledged_once(stub) -> None:
     assert not first.applied and not first.duplicate
     second = await deliver(stub, body, sign(body))
     assert second.duplicate
+
+
+async def test_an_event_the_payment_already_reflects_is_stored_without_a_refetch(
+    stub, admin, unique
+) -> None:
+    """The event of a step whose answer is recorded (most events: the request's own call came
+    back first) is stored without asking the provider again; one whose object would change
+    anything is still re-fetched, never taken from the payload."""
+    gtx = unique("gtx")
+    p = (await stub.Authorize(authorize_request(gtx))).payment
+    assert p.state == State.AUTHORIZED
+    # From here every re-fetch of the object fails.
+    admin.add_fault("down", path_prefix="/v1/payment_intents", method="GET")
+    as_recorded = fake_event(
+        p.provider_payment_id,
+        "payment_intent.amount_capturable_updated",
+        status="requires_capture",
+        amount=2500,
+        amount_capturable=2500,
+        currency="usd",
+    )
+    outcome = await deliver(stub, as_recorded, sign(as_recorded))
+    assert not outcome.applied and not outcome.duplicate
+    assert (await deliver(stub, as_recorded, sign(as_recorded))).duplicate
+    news = fake_event(p.provider_payment_id, amount=2500, amount_received=2500, currency="usd")
+    exc = await rpc_error(deliver(stub, news, sign(news)))
+    assert exc.code() == grpc.StatusCode.UNAVAILABLE  # re-fetch refused: delivered again later
+    got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=p.payment_id))).payment
+    assert got.state == State.AUTHORIZED and got.captured_minor == 0
