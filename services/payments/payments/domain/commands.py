@@ -118,3 +118,29 @@ class RefundTransaction:
     transaction_id: str
     reason: str = "requested_by_customer"
     actor: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePayoutAccount:
+    """Connect a payout account for `user_id` (idempotent: one per user)."""
+
+    user_id: str
+    email: str = ""
+    country: str = ""  # empty: the configured default
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWithdrawal:
+    """Withdraw available wallet money to the user's payout account (ESC-9)."""
+
+    request_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListWithdrawals:
+    user_id: str
+    page_size: int = 50
+    page_token: str = ""

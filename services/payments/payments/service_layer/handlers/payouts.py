@@ -1,0 +1,588 @@
+"""Payouts (ESC-9): a contractor's payout account and their withdrawals.
+
+A withdrawal is recorded first (REQUESTED), then every step is idempotent and resumable: the
+wallet hold (branch `payout:<id>`, refused with INSUFFICIENT_FUNDS when the available balance is
+short, so concurrent withdrawals never overdraw), the provider transfer and payout (idempotency
+keys derived from the withdrawal), and the ledger's follow-up once the provider has spoken (the
+hold posted to provider clearing, or released after the transfer is reversed). Provider calls never
+run inside a database transaction. The request drives the steps inline; whatever a crash or an
+outage interrupts, the recovery worker (`advance_due`, several replicas share it with SKIP LOCKED
+leases) finishes; `payout.paid` / `payout.failed` webhooks settle it (deduplicated by event id).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from hirepay_platform.errors import HirepayError, Unavailable
+from hirepay_platform.ids import new_id
+from hirepay_platform.reasons import FailureReason
+from payments.domain import commands, errors
+from payments.domain.events import EventType, OutboxEvent
+from payments.domain.payouts import (
+    PayoutAccount,
+    PayoutAccountState,
+    ProviderOutcome,
+    Withdrawal,
+    WithdrawalState,
+    validate_request,
+)
+from payments.domain.provider import (
+    InvalidRequest,
+    OutcomeUnknown,
+    PayoutAccountRequest,
+    PayoutStatus,
+    ProviderEvent,
+    ProviderFailure,
+    ProviderPayout,
+)
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.ports import PaymentsUnitOfWork, PayoutLedger
+
+log = logging.getLogger(__name__)
+
+MAX_PAGE_SIZE = 200
+# Metadata on every provider object a withdrawal creates (webhooks find the withdrawal by it).
+WITHDRAWAL_KEY = "hirepay_withdrawal_id"
+
+
+def _provider_error(exc: ProviderFailure) -> HirepayError:
+    """A provider failure of an account call, as the caller's error."""
+    if isinstance(exc, InvalidRequest):
+        return errors.invalid(exc.param or "payout_account", exc.message)
+    return errors.ProviderUnavailable(f"the payout provider is unavailable: {exc.message}")
+
+
+async def _call(operation: str, key: str, fn: Any) -> Any:
+    """One provider call with its latency metric (the records are not kept: no payment id)."""
+    records: list[CallRecord] = []
+    return await call(records, operation, key, fn)
+
+
+# --- payout accounts ----------------------------------------------------------------------
+
+
+def _account_request(cmd: commands.CreatePayoutAccount, deps: Deps) -> PayoutAccountRequest:
+    config = deps.config
+    country = (cmd.country or config.payout_country).upper()
+    if len(country) != 2 or not country.isalpha():
+        raise errors.invalid("country", "must be an ISO 3166-1 alpha-2 code")
+    if len(cmd.email) > 320:
+        raise errors.invalid("email", "is too long")
+    return PayoutAccountRequest(
+        user_id=cmd.user_id,
+        email=cmd.email,
+        country=country,
+        return_url=config.payout_return_url,
+        refresh_url=config.payout_refresh_url,
+    )
+
+
+async def create_payout_account(cmd: commands.CreatePayoutAccount, deps: Deps) -> PayoutAccount:
+    """The user's payout account, opened at the provider on the first call (one per user)."""
+    if not cmd.user_id:
+        raise errors.invalid("user_id", "is required")
+    request = _account_request(cmd, deps)
+    async with deps.uow as uow:
+        existing = await uow.payouts.get_account(cmd.user_id)
+    if existing is not None:
+        return await _refreshed(existing, deps, request)
+    provider = deps.providers.payouts()
+    try:
+        opened = await _call(
+            "create_payout_account",
+            f"payout-account:{cmd.user_id}",
+            lambda: provider.create_payout_account(request, f"payout-account:{cmd.user_id}"),
+        )
+        url = "" if opened.payouts_enabled else await provider.onboarding_link(opened.id, request)
+    except (InvalidRequest, OutcomeUnknown) as exc:
+        raise _provider_error(exc) from None
+    now = deps.clock()
+    account = PayoutAccount(
+        user_id=cmd.user_id,
+        provider=provider.name,
+        provider_account_id=opened.id,
+        state=PayoutAccountState.ONBOARDING,
+        onboarding_url=url,
+        created_at=now,
+        updated_at=now,
+    )
+    account.refresh(opened.payouts_enabled, now)
+    async with deps.uow as uow:
+        if not await uow.payouts.add_account(account):  # a concurrent twin recorded it first
+            stored = await uow.payouts.get_account(cmd.user_id)
+            assert stored is not None
+            return stored
+        await uow.commit()
+    return account
+
+
+async def _refreshed(
+    account: PayoutAccount, deps: Deps, request: PayoutAccountRequest | None = None
+) -> PayoutAccount:
+    """An account still onboarding, with the provider's current word (and, when asked, a fresh
+    onboarding link: the provider's links are single-use and short-lived)."""
+    if account.state is PayoutAccountState.ACTIVE:
+        return account
+    provider = deps.providers.payouts(account.provider)
+    try:
+        current = await provider.retrieve_payout_account(account.provider_account_id)
+        url = account.onboarding_url
+        if not current.payouts_enabled and request is not None:
+            url = await provider.onboarding_link(account.provider_account_id, request)
+    except (InvalidRequest, OutcomeUnknown) as exc:
+        if request is not None:
+            raise _provider_error(exc) from None
+        return account  # a read answers what we know
+    async with deps.uow as uow:
+        stored = await uow.payouts.get_account(account.user_id, for_update=True)
+        assert stored is not None
+        changed = stored.refresh(current.payouts_enabled, deps.clock())
+        if url != stored.onboarding_url:
+            stored.onboarding_url, changed = url, True
+        if changed:
+            await uow.payouts.save_account(stored)
+            await uow.commit()
+    return stored
+
+
+async def get_payout_account(user_id: str, deps: Deps) -> PayoutAccount:
+    async with deps.uow as uow:
+        account = await uow.payouts.get_account(user_id)
+    if account is None:
+        raise errors.NoPayoutAccount(user_id)
+    return await _refreshed(account, deps)
+
+
+# --- withdrawals: the request -------------------------------------------------------------
+
+
+def _ledger(deps: Deps) -> PayoutLedger:
+    if deps.payout_ledger is None:
+        raise Unavailable("withdrawals need the wallet (PAYMENTS_WALLET_TARGET is empty)")
+    return deps.payout_ledger
+
+
+async def request_withdrawal(cmd: commands.RequestWithdrawal, deps: Deps) -> Withdrawal:
+    """Record the withdrawal, then hold, transfer and pay it out (inline as far as it goes).
+
+    Idempotent on (user, request id): a repeat answers the recorded withdrawal. Bad input, no
+    payout account or not enough available money change nothing (INSUFFICIENT_FUNDS)."""
+    request = validate_request(cmd.user_id, cmd.amount_minor, cmd.currency, cmd.request_id)
+    _ledger(deps)
+    async with deps.uow as uow:
+        existing = await uow.payouts.get_by_request(request.user_id, request.request_id)
+        account = await uow.payouts.get_account(request.user_id)
+    if existing is not None:
+        return existing
+    if account is None:
+        raise errors.PayoutAccountNotFound(request.user_id)
+    account = await _refreshed(account, deps)
+    if account.state is not PayoutAccountState.ACTIVE:
+        raise errors.PayoutAccountNotReady(request.user_id, account.onboarding_url)
+    now = deps.clock()
+    withdrawal = Withdrawal(
+        id=new_id("wd"),
+        user_id=request.user_id,
+        request_id=request.request_id,
+        amount_minor=request.amount_minor,
+        currency=request.currency,
+        provider=account.provider,
+        provider_account_id=account.provider_account_id,
+        state=WithdrawalState.REQUESTED,
+        created_at=now,
+        updated_at=now,
+        # The request drives it now: the worker keeps off for a lease.
+        next_attempt_at=now + timedelta(seconds=deps.config.lease_seconds),
+    )
+    async with deps.uow as uow:
+        if not await uow.payouts.add(withdrawal):
+            twin = await uow.payouts.get_by_request(request.user_id, request.request_id)
+            assert twin is not None
+            return twin
+        await uow.commit()
+    try:
+        return await advance(withdrawal.id, deps, inline=True)
+    except WithdrawalRefused:
+        raise errors.InsufficientFunds(
+            "the wallet's available balance is less than the withdrawal",
+            metadata={"currency": request.currency, "amount_minor": str(request.amount_minor)},
+        ) from None
+    except (HirepayError, ProviderFailure) as exc:
+        # Recorded and resumable: the worker finishes it; the caller sees where it stands.
+        await _retry_later(withdrawal.id, deps, exc)
+        return await get_withdrawal(withdrawal.id, deps)
+
+
+async def get_withdrawal(withdrawal_id: str, deps: Deps) -> Withdrawal:
+    async with deps.uow as uow:
+        withdrawal = await uow.payouts.get(withdrawal_id)
+    if withdrawal is None:
+        raise errors.WithdrawalNotFound(withdrawal_id)
+    return withdrawal
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawalPage:
+    withdrawals: list[Withdrawal]
+    next_page_token: str
+
+
+def _cursor(token: str) -> tuple[datetime, str] | None:
+    if not token:
+        return None
+    created, _, wid = token.partition("|")
+    try:
+        return datetime.fromisoformat(created), wid
+    except ValueError:
+        raise errors.invalid("page_token", "is not a token this service issued") from None
+
+
+async def list_withdrawals(query: commands.ListWithdrawals, deps: Deps) -> WithdrawalPage:
+    """A user's withdrawals, newest first, paged."""
+    if query.page_size < 0:
+        raise errors.invalid("page_size", "must not be negative")
+    size = min(query.page_size or 50, MAX_PAGE_SIZE)
+    before = _cursor(query.page_token)
+    async with deps.uow as uow:
+        rows = await uow.payouts.list_for_user(query.user_id, size + 1, before)
+    page, more = rows[:size], len(rows) > size
+    token = f"{page[-1].created_at.isoformat()}|{page[-1].id}" if more and page else ""
+    return WithdrawalPage(page, token)
+
+
+# --- withdrawals: the steps ---------------------------------------------------------------
+
+
+class WithdrawalRefused(Exception):
+    """The wallet refused the hold for lack of available money (the withdrawal is undone)."""
+
+
+async def advance(withdrawal_id: str, deps: Deps, *, inline: bool = False) -> Withdrawal:
+    """Take the withdrawal through every step it can take now; returns where it stands.
+
+    Provider failures that leave the outcome unknown and wallet errors propagate (the caller
+    schedules a retry); a refused hold raises WithdrawalRefused when `inline` (the request is
+    undone), else the withdrawal fails with `insufficient_funds`."""
+    while True:
+        w = await get_withdrawal(withdrawal_id, deps)
+        if w.final:
+            return w
+        if w.outcome is not ProviderOutcome.NONE:
+            return await _follow_outcome(w, deps)
+        if w.state is WithdrawalState.REQUESTED:
+            await _hold(w, deps, inline=inline)
+        elif w.state is WithdrawalState.SENDING:
+            await _send(w, deps)
+        else:  # in transit: the bank has not answered yet
+            return w
+
+
+async def _hold(w: Withdrawal, deps: Deps, *, inline: bool) -> None:
+    ledger = _ledger(deps)
+    try:
+        await ledger.hold(w)
+    except HirepayError as exc:
+        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
+            raise
+        # Release first: any hold a racing worker made goes back, and a later Try is refused.
+        await ledger.release(w, "insufficient funds")
+        if inline:
+            async with deps.uow as uow:
+                fresh = await uow.payouts.get(w.id, for_update=True)
+                if fresh is not None and fresh.state is WithdrawalState.REQUESTED:
+                    await uow.payouts.remove(w.id)
+                    await uow.commit()
+            raise WithdrawalRefused() from None
+        await _record(w.id, deps, lambda x, now: x.provider_failed("insufficient_funds", "", now))
+        return
+    await _record(w.id, deps, lambda x, now: x.held(now))
+
+
+async def _send(w: Withdrawal, deps: Deps) -> None:
+    """The Connect transfer to the user's account, then the payout to their bank."""
+    provider = deps.providers.payouts(w.provider)
+    metadata = {WITHDRAWAL_KEY: w.id, "hirepay_user_id": w.user_id}
+    transfer_id = w.transfer_id
+    if not transfer_id:
+        try:
+            transfer = await _call(
+                "transfer",
+                w.key("transfer"),
+                lambda: provider.transfer(
+                    w.provider_account_id, w.amount_minor, w.currency, metadata, w.key("transfer")
+                ),
+            )
+        except InvalidRequest as exc:  # refused: nothing moved at the provider
+            await _record(w.id, deps, _failed(exc, "transfer_failed"))
+            return
+        transfer_id = transfer.id
+
+        def transferred(x: Withdrawal, now: datetime) -> None:
+            x.transfer_id = transfer_id
+
+        await _record(w.id, deps, transferred)
+    try:
+        payout = await _call(
+            "payout",
+            w.key("payout"),
+            lambda: provider.payout(
+                w.provider_account_id, w.amount_minor, w.currency, metadata, w.key("payout")
+            ),
+        )
+    except InvalidRequest as exc:  # the money sits on the connected account: reversed next
+        await _record(w.id, deps, _failed(exc, "payout_failed"))
+        return
+
+    def sent(x: Withdrawal, now: datetime) -> None:
+        x.sent(transfer_id, payout.id, now)
+        _observe(x, payout, now)
+        x.next_attempt_at = now + timedelta(seconds=deps.config.payout_watch_seconds)
+
+    await _record(w.id, deps, sent)
+
+
+def _failed(exc: InvalidRequest, default_code: str) -> Any:
+    """The change recording a refused transfer or payout as the withdrawal's failure."""
+
+    def change(w: Withdrawal, now: datetime) -> None:
+        w.provider_failed(exc.code or default_code, exc.message, now)
+
+    return change
+
+
+def _observe(w: Withdrawal, payout: ProviderPayout, now: datetime) -> bool:
+    """Take the provider's current view of the payout; whether it settled the outcome."""
+    if payout.status is PayoutStatus.PAID:
+        return w.provider_paid(now)
+    if payout.status in (PayoutStatus.FAILED, PayoutStatus.CANCELED):
+        code = payout.failure_code or f"payout_{payout.status.value}"
+        return w.provider_failed(code, payout.failure_message, now)
+    return False
+
+
+async def _follow_outcome(w: Withdrawal, deps: Deps) -> Withdrawal:
+    """The ledger follows the provider: post the hold (paid), or reverse the transfer and
+    release the hold (failed); then the withdrawal is final and its notification is written."""
+    ledger = _ledger(deps)
+    if w.outcome is ProviderOutcome.PAID:
+        await ledger.post(w)
+    else:
+        await _reverse_transfer(w, deps)
+        await ledger.release(w, f"payout failed: {w.failure_code}")
+    async with deps.uow as uow:
+        fresh = await uow.payouts.get(w.id, for_update=True)
+        assert fresh is not None
+        if fresh.final:  # a twin (webhook or worker) finished it
+            return fresh
+        now = deps.clock()
+        fresh.settled(now)
+        await uow.payouts.save(fresh)
+        await _notify(uow, deps, fresh, now)
+        await uow.commit()
+    log.info("withdrawal %s %s", fresh.id, fresh.state.value)
+    return fresh
+
+
+async def _reverse_transfer(w: Withdrawal, deps: Deps) -> None:
+    """A failed payout leaves the money on the user's provider account: take it back to the
+    platform's balance (the other side of provider clearing) before the wallet gets it back."""
+    transfer_id = w.transfer_id
+    if not transfer_id and w.payout_id:
+        # A payout exists, so its transfer does: the transfer's key replays it and names it.
+        provider = deps.providers.payouts(w.provider)
+        transfer = await provider.transfer(
+            w.provider_account_id,
+            w.amount_minor,
+            w.currency,
+            {WITHDRAWAL_KEY: w.id},
+            w.key("transfer"),
+        )
+        transfer_id = transfer.id
+    if not transfer_id or w.reversal_id:
+        return
+    provider = deps.providers.payouts(w.provider)
+    try:
+        reversed_ = await _call(
+            "reverse_transfer",
+            w.key("reverse"),
+            lambda: provider.reverse_transfer(
+                transfer_id, {WITHDRAWAL_KEY: w.id}, w.key("reverse")
+            ),
+        )
+    except InvalidRequest as exc:
+        if exc.param != "amount":  # "nothing left to reverse" means it was reversed already
+            raise
+        reversed_ = None
+
+    def done(x: Withdrawal, now: datetime) -> None:
+        x.transfer_id = transfer_id
+        x.reversal_id = reversed_.id if reversed_ is not None else transfer_id
+
+    await _record(w.id, deps, done)
+
+
+async def _notify(uow: PaymentsUnitOfWork, deps: Deps, w: Withdrawal, now: datetime) -> None:
+    """payout.paid / payout.failed through the settlement outbox, in the final transition's
+    own transaction (exactly once per withdrawal)."""
+    event_type = (
+        EventType.PAYOUT_PAID if w.state is WithdrawalState.PAID else EventType.PAYOUT_FAILED
+    )
+    subsystem = deps.config.payout_subsystem
+    await uow.outbox.add(
+        OutboxEvent(
+            event_id=new_id("evt"),
+            type=event_type,
+            occurred_at=now,
+            subsystem=subsystem,
+            withdrawal=w,
+        ),
+        callback=subsystem in deps.config.callback_subsystems,
+    )
+
+
+async def _record(withdrawal_id: str, deps: Deps, change: Any) -> None:
+    """Apply `change(withdrawal, now)` to the locked, current row (never to a stale copy)."""
+    async with deps.uow as uow:
+        fresh = await uow.payouts.get(withdrawal_id, for_update=True)
+        if fresh is None or fresh.final:
+            return
+        change(fresh, deps.clock())
+        await uow.payouts.save(fresh)
+        await uow.commit()
+
+
+async def _retry_later(withdrawal_id: str, deps: Deps, exc: BaseException) -> None:
+    config = deps.config
+
+    def later(w: Withdrawal, now: datetime) -> None:
+        delay = min(config.payout_retry_max, config.payout_retry_base * 2 ** min(w.attempts, 16))
+        w.retry_later(now, delay, f"{type(exc).__name__}: {exc}")
+
+    await _record(withdrawal_id, deps, later)
+    log.warning("withdrawal %s: %s; retried later", withdrawal_id, exc)
+
+
+# --- the recovery worker and the webhooks -------------------------------------------------
+
+
+async def advance_due(deps: Deps, limit: int = 20) -> int:
+    """One round of the recovery worker: every unfinished withdrawal whose step is due (leased,
+    so replicas share them) is taken as far as it goes; one in transit is re-fetched."""
+    async with deps.uow as uow:
+        due = await uow.payouts.lease_due(deps.clock(), limit, deps.config.lease_seconds)
+        await uow.commit()
+    for w in due:
+        try:
+            if w.state is WithdrawalState.IN_TRANSIT and w.outcome is ProviderOutcome.NONE:
+                await _watch(w, deps)
+            await advance(w.id, deps)
+        except (HirepayError, ProviderFailure) as exc:
+            await _retry_later(w.id, deps, exc)
+        except Exception as exc:
+            log.exception("withdrawal %s step failed", w.id)
+            await _retry_later(w.id, deps, exc)
+    return len(due)
+
+
+async def _watch(w: Withdrawal, deps: Deps) -> None:
+    """A payout in transit, re-fetched (a backstop for a lost webhook)."""
+    provider = deps.providers.payouts(w.provider)
+    payout = await provider.retrieve_payout(w.provider_account_id, w.payout_id)
+
+    def seen(x: Withdrawal, now: datetime) -> None:
+        if not _observe(x, payout, now):
+            x.next_attempt_at = now + timedelta(seconds=deps.config.payout_watch_seconds)
+
+    await _record(w.id, deps, seen)
+
+
+async def _subject(uow: PaymentsUnitOfWork, event: ProviderEvent) -> Withdrawal | None:
+    found = await uow.payouts.find_by_payout(event.object_id)
+    if found is None and event.metadata.get(WITHDRAWAL_KEY):
+        found = await uow.payouts.get(event.metadata[WITHDRAWAL_KEY])
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutEventOutcome:
+    applied: bool
+    duplicate: bool
+
+
+async def apply_payout_event(
+    deps: Deps, provider_name: str, event: ProviderEvent, payload: dict[str, Any]
+) -> PayoutEventOutcome:
+    """A payout webhook: the payout re-fetched (never the event's copy) settles the withdrawal's
+    outcome once per event id; the ledger follows right away (or the worker, after a crash)."""
+    async with deps.uow as uow:
+        withdrawal = await _subject(uow, event)
+    if withdrawal is None:
+        if event.metadata.get(WITHDRAWAL_KEY):  # ours, its record not committed yet: retry
+            raise errors.EventNotApplicableYet(
+                f"payout {event.object_id} is not known yet; retry later",
+                metadata={"event_id": event.id, "object_id": event.object_id},
+            )
+        return await _store(deps, provider_name, event, payload, applied=False)
+    provider = deps.providers.payouts(withdrawal.provider)
+    account = event.account or withdrawal.provider_account_id
+    try:
+        payout = await provider.retrieve_payout(account, event.object_id)
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        raise errors.ProviderUnavailable(
+            f"could not re-fetch {event.object_id} from the provider: {exc.message}",
+            metadata={"event_id": event.id},
+        ) from None
+    async with deps.uow as uow:
+        inserted = await uow.events.add(
+            provider=provider_name,
+            event_id=event.id,
+            event_type=event.type,
+            object_id=event.object_id,
+            payload=payload,
+            applied=True,
+            provider_created_at=event.created,
+            received_at=deps.clock(),
+        )
+        if not inserted:
+            return PayoutEventOutcome(applied=False, duplicate=True)
+        fresh = await uow.payouts.get(withdrawal.id, for_update=True)
+        assert fresh is not None
+        now = deps.clock()
+        if not fresh.payout_id:
+            fresh.payout_id = payout.id
+        changed = not fresh.final and _observe(fresh, payout, now)
+        if changed:
+            fresh.next_attempt_at = now
+        await uow.payouts.save(fresh)
+        await uow.commit()
+    if changed:
+        try:
+            await advance(withdrawal.id, deps)
+        except Exception:
+            log.exception(
+                "withdrawal %s: settling after %s failed; retried", withdrawal.id, event.id
+            )
+    return PayoutEventOutcome(applied=changed, duplicate=False)
+
+
+async def _store(
+    deps: Deps, provider_name: str, event: ProviderEvent, payload: dict[str, Any], *, applied: bool
+) -> PayoutEventOutcome:
+    async with deps.uow as uow:
+        inserted = await uow.events.add(
+            provider=provider_name,
+            event_id=event.id,
+            event_type=event.type,
+            object_id=event.object_id,
+            payload=payload,
+            applied=applied,
+            provider_created_at=event.created,
+            received_at=deps.clock(),
+        )
+        await uow.commit()
+    return PayoutEventOutcome(applied=False, duplicate=not inserted)
