@@ -1,0 +1,480 @@
+"""Payouts (ESC-9) with every process real: the Stripe sandbox (Connect), the wallet and payments.
+
+A contractor connects a payout account and withdraws: the wallet holds the money (branch
+`payout:<id>`), payments sends a Connect transfer and payout, and the hold is posted to provider
+clearing once the payout is paid, or released (the transfer reversed) when it fails. Balances are
+asserted to the cent; concurrent withdrawals never overdraw; a crash mid-withdrawal is finished by
+the recovery worker; a duplicated webhook changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import grpc
+import pytest
+
+from hirepay.common.v1 import common_pb2
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay.wallet.v1 import wallet_service_pb2 as wpb
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_dev.procs import Process
+from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
+from hirepay_dev.services import WALLET, RunningService, start_service
+from hirepay_platform.identity import Actor
+from tests.support.payments_helpers import WEBHOOK_SECRET, reason, rpc_error
+from tests.support.service_auth import call_metadata, signed_aio_channel
+from tests.support.stripe_stack import start_payments, start_stripe_sandbox
+from tests.support.waiting import wait_for
+from tests.support.webhook_relay import WebhookRelay
+
+USD = "USD"
+State = pb.Withdrawal.State
+
+
+@dataclass
+class Stack:
+    sandbox: Process
+    sandbox_url: str
+    admin: SandboxAdmin
+    wallet: RunningService
+    payments: RunningService
+
+
+@pytest.fixture(scope="module")
+def stack(make_service_database) -> Iterator[Stack]:
+    with contextlib.ExitStack() as cleanup:
+        relay = WebhookRelay().start()
+        cleanup.callback(relay.stop)
+        sandbox, sandbox_url = start_stripe_sandbox("payouts-sandbox", relay.url, WEBHOOK_SECRET)
+        cleanup.callback(sandbox.stop)
+        wallet = start_service(WALLET, make_service_database("wallet"), log_name="payouts-wallet")
+        cleanup.callback(wallet.stop)
+        payments = start_payments(
+            make_service_database("payments"),
+            sandbox_url,
+            api_key="sk_test_payoutstests",
+            webhook_secrets=WEBHOOK_SECRET,
+            provider_timeout=1.5,
+            log_name="payouts-payments",
+            PAYMENTS_WALLET_TARGET=wallet.target,
+            PAYMENTS_PAYOUT_INTERVAL_SECONDS="0.2",
+            PAYMENTS_PAYOUT_WATCH_SECONDS="1",
+        )
+        cleanup.callback(payments.stop)
+        relay.target = payments.target
+        admin = SandboxAdmin(sandbox_url)
+        cleanup.callback(admin.close)
+        yield Stack(sandbox, sandbox_url, admin, wallet, payments)
+
+
+@pytest.fixture(autouse=True)
+def _no_faults_left(stack: Stack) -> Iterator[None]:
+    stack.admin.clear_faults()
+    yield
+    stack.admin.clear_faults()
+
+
+@pytest.fixture
+async def payments(stack: Stack) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
+    async with grpc.aio.insecure_channel(stack.payments.target) as channel:
+        yield pb_grpc.PaymentsServiceStub(channel)
+
+
+@pytest.fixture
+async def wallet(stack: Stack) -> AsyncIterator[wpb_grpc.WalletServiceStub]:
+    async with signed_aio_channel(stack.wallet.target, caller="payments", service="wallet") as ch:
+        yield wpb_grpc.WalletServiceStub(ch)
+
+
+def as_user(user: str, role: str = "contractor") -> list[tuple[str, str]]:
+    """The metadata the gateway sends for a verified user."""
+    return call_metadata("gateway", "payments", Actor(user, role))
+
+
+def new_user() -> str:
+    return f"pro-{uuid.uuid4().hex[:10]}"
+
+
+async def _account(wallet: wpb_grpc.WalletServiceStub, owner: str, kind: int) -> str:
+    system = kind in (wpb.ACCOUNT_KIND_ISSUANCE, wpb.ACCOUNT_KIND_PROVIDER_CLEARING)
+    reply = await wallet.OpenAccount(
+        wpb.OpenAccountRequest(
+            request_id=f"open:{owner}:{USD}:{kind}",
+            owner_id=owner,
+            currency=USD,
+            kind=kind,
+            allow_negative=system,
+        )
+    )
+    return str(reply.account.account_id)
+
+
+async def fund(wallet: wpb_grpc.WalletServiceStub, user: str, amount: int) -> None:
+    """Test set-up only: credit the user's cash wallet from the platform's issuance account."""
+    source = await _account(wallet, "platform", wpb.ACCOUNT_KIND_ISSUANCE)
+    target = await _account(wallet, user, wpb.ACCOUNT_KIND_USER)
+    transfer_id = f"fund-{uuid.uuid4().hex}"
+    await wallet.Transfer(
+        wpb.TransferRequest(
+            request_id=transfer_id,
+            transfer_id=transfer_id,
+            legs=[
+                wpb.TransferLeg(
+                    from_account_id=source,
+                    to_account_id=target,
+                    amount=common_pb2.Money(amount_minor=amount, currency=USD),
+                )
+            ],
+        )
+    )
+
+
+async def balance(
+    wallet: wpb_grpc.WalletServiceStub, owner: str, kind: int
+) -> tuple[int, int, int]:
+    """(posted, pending, available) of an account."""
+    account_id = await _account(wallet, owner, kind)
+    reply = await wallet.GetAccount(wpb.GetAccountRequest(account_id=account_id))
+    b = reply.account.balance
+    return (b.posted_minor, b.pending_minor, b.available_minor)
+
+
+async def user_balance(wallet: wpb_grpc.WalletServiceStub, user: str) -> tuple[int, int, int]:
+    return await balance(wallet, user, wpb.ACCOUNT_KIND_USER)
+
+
+async def clearing(wallet: wpb_grpc.WalletServiceStub) -> int:
+    return (await balance(wallet, "provider:stripe", wpb.ACCOUNT_KIND_PROVIDER_CLEARING))[0]
+
+
+async def connect(payments: pb_grpc.PaymentsServiceStub, user: str) -> pb.PayoutAccount:
+    reply = await payments.CreatePayoutAccount(
+        pb.CreatePayoutAccountRequest(request_id=f"connect-{user}", user_id=user),
+        metadata=as_user(user),
+    )
+    return reply.account
+
+
+def withdraw_request(user: str, amount: int, request_id: str = "", currency: str = USD):
+    return pb.RequestWithdrawalRequest(
+        request_id=request_id or f"wd-{uuid.uuid4().hex[:12]}",
+        user_id=user,
+        amount=common_pb2.Money(amount_minor=amount, currency=currency),
+    )
+
+
+async def withdraw(
+    payments: pb_grpc.PaymentsServiceStub, user: str, amount: int, request_id: str = ""
+) -> pb.Withdrawal:
+    reply = await payments.RequestWithdrawal(
+        withdraw_request(user, amount, request_id), metadata=as_user(user)
+    )
+    return reply.withdrawal
+
+
+async def settled(
+    payments: pb_grpc.PaymentsServiceStub, user: str, withdrawal_id: str, timeout: float = 30
+) -> pb.Withdrawal:
+    async def final() -> pb.Withdrawal | None:
+        reply = await payments.GetWithdrawal(
+            pb.GetWithdrawalRequest(withdrawal_id=withdrawal_id), metadata=as_user(user)
+        )
+        w = reply.withdrawal
+        return w if w.state in (State.PAID, State.FAILED) else None
+
+    return await wait_for(final, timeout=timeout, interval=0.1)
+
+
+async def hold_of(wallet: wpb_grpc.WalletServiceStub, withdrawal_id: str) -> wpb.HoldResponse:
+    branch = common_pb2.TccBranch(global_tx_id="payout", branch_id=withdrawal_id)
+    return await wallet.GetHold(wpb.GetHoldRequest(branch=branch))
+
+
+async def payout_events(stack: Stack, withdrawal_id: str) -> list[str]:
+    """The settlement events published about one withdrawal (read as jobs reads the stream)."""
+    async with signed_aio_channel(stack.payments.target, caller="jobs", service="payments") as ch:
+        stub = pb_grpc.PaymentsServiceStub(ch)
+        events = stub.StreamSettlementEvents(pb.StreamSettlementEventsRequest(follow=False))
+        return [e.type async for e in events if e.withdrawal.withdrawal_id == withdrawal_id]
+
+
+# --- payout accounts ----------------------------------------------------------------------
+
+
+async def test_connect_a_payout_account(payments: pb_grpc.PaymentsServiceStub) -> None:
+    user = new_user()
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await payments.GetPayoutAccount(
+            pb.GetPayoutAccountRequest(user_id=user), metadata=as_user(user)
+        )
+    assert reason(missing.value)[:2] == (grpc.StatusCode.NOT_FOUND, "PAYOUT_ACCOUNT_NOT_FOUND")
+
+    account = await connect(payments, user)
+    assert account.provider_account_id.startswith("acct_")
+    assert (account.user_id, account.provider) == (user, "stripe")
+    # The sandbox's accounts are usable at once (real Stripe answers ONBOARDING and a link).
+    assert account.state == pb.PayoutAccount.ACTIVE
+    again = await connect(payments, user)
+    assert again.provider_account_id == account.provider_account_id  # one per user
+    read = await payments.GetPayoutAccount(
+        pb.GetPayoutAccountRequest(user_id=user), metadata=as_user(user)
+    )
+    assert read.account.provider_account_id == account.provider_account_id
+
+    stranger = new_user()
+    exc = await rpc_error(
+        payments.GetPayoutAccount(
+            pb.GetPayoutAccountRequest(user_id=user), metadata=as_user(stranger)
+        )
+    )
+    assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+    admin = await payments.GetPayoutAccount(
+        pb.GetPayoutAccountRequest(user_id=user), metadata=as_user("ops", "admin")
+    )
+    assert admin.account.provider_account_id == account.provider_account_id
+
+
+# --- withdrawals ----------------------------------------------------------------------------
+
+
+async def test_a_paid_withdrawal_posts_the_hold_to_clearing(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    account = await connect(payments, user)
+    await fund(wallet, user, 10_000)
+    clearing_before = await clearing(wallet)
+
+    started = await withdraw(payments, user, 7_550)
+    assert started.state in (State.SENDING, State.IN_TRANSIT, State.PAID)
+    assert (started.amount.amount_minor, started.amount.currency) == (7_550, USD)
+    assert await user_balance(wallet, user) in ((10_000, 7_550, 2_450), (2_450, 0, 2_450))
+
+    done = await settled(payments, user, started.withdrawal_id)
+    assert done.state == State.PAID
+    assert done.transfer_id.startswith("tr_") and done.payout_id.startswith("po_")
+    assert await user_balance(wallet, user) == (2_450, 0, 2_450)
+    assert await clearing(wallet) - clearing_before == 7_550
+    hold = await hold_of(wallet, started.withdrawal_id)
+    assert (hold.hold.state, hold.hold.confirmed_minor) == (wpb.Hold.CONFIRMED, 7_550)
+    assert hold.transfer.transfer_id == f"hold/payout/{started.withdrawal_id}"
+
+    client = stripe_client(stack.sandbox_url)
+    transfer = await client.v1.transfers.retrieve_async(done.transfer_id)
+    assert (transfer.amount, transfer.destination, transfer.reversed) == (
+        7_550,
+        account.provider_account_id,
+        False,
+    )
+    payout = await client.v1.payouts.retrieve_async(
+        done.payout_id, options={"stripe_account": account.provider_account_id}
+    )
+    assert (payout.status, payout.amount) == ("paid", 7_550)
+    assert await payout_events(stack, started.withdrawal_id) == ["payout.paid"]
+
+    listed = await payments.ListWithdrawals(
+        pb.ListWithdrawalsRequest(user_id=user), metadata=as_user(user)
+    )
+    assert [w.withdrawal_id for w in listed.withdrawals] == [started.withdrawal_id]
+
+
+async def test_a_failed_payout_returns_the_money(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    account = await connect(payments, user)
+    # The contractor's bank is Stripe's test account that fails payouts with `no_account`.
+    client = stripe_client(stack.sandbox_url)
+    await client.v1.accounts.update_async(
+        account.provider_account_id,
+        params={"external_account": {"object": "bank_account", "account_number": "000111111116"}},
+    )
+    await fund(wallet, user, 5_001)
+    clearing_before = await clearing(wallet)
+
+    started = await withdraw(payments, user, 5_000)
+    done = await settled(payments, user, started.withdrawal_id)
+    assert done.state == State.FAILED
+    assert done.failure_code == "no_account"
+    assert "No bank account" in done.failure_message
+    assert await user_balance(wallet, user) == (5_001, 0, 5_001)
+    assert await clearing(wallet) == clearing_before
+    hold = await hold_of(wallet, started.withdrawal_id)
+    assert hold.hold.state == wpb.Hold.CANCELLED
+    transfer = await client.v1.transfers.retrieve_async(done.transfer_id)
+    assert (transfer.reversed, transfer.amount_reversed) == (True, 5_000)
+    assert await payout_events(stack, started.withdrawal_id) == ["payout.failed"]
+
+
+async def test_concurrent_withdrawals_never_overdraw(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 10_000)
+
+    calls = [
+        payments.RequestWithdrawal(withdraw_request(user, 3_000), metadata=as_user(user))
+        for _ in range(5)
+    ]
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    accepted = [r.withdrawal for r in results if isinstance(r, pb.WithdrawalResponse)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(accepted) == 3 and len(refused) == 2, results
+    for exc in refused:
+        assert reason(exc)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    for w in accepted:
+        assert (await settled(payments, user, w.withdrawal_id)).state == State.PAID
+    assert await user_balance(wallet, user) == (1_000, 0, 1_000)
+    listed = await payments.ListWithdrawals(
+        pb.ListWithdrawalsRequest(user_id=user), metadata=as_user(user)
+    )
+    assert sorted(w.withdrawal_id for w in listed.withdrawals) == sorted(
+        w.withdrawal_id for w in accepted
+    )
+
+
+async def test_a_repeated_request_withdraws_once(
+    payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 4_000)
+    first = await withdraw(payments, user, 1_500, request_id="same-request")
+    again = await withdraw(payments, user, 1_500, request_id="same-request")
+    assert again.withdrawal_id == first.withdrawal_id
+    await settled(payments, user, first.withdrawal_id)
+    assert await user_balance(wallet, user) == (2_500, 0, 2_500)
+
+
+async def test_bad_requests_change_nothing(
+    payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    exc = await rpc_error(
+        payments.RequestWithdrawal(withdraw_request(user, 100), metadata=as_user(user))
+    )
+    assert reason(exc)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "PAYOUT_ACCOUNT_REQUIRED")
+    await connect(payments, user)
+    await fund(wallet, user, 2_000)
+    for amount, currency, field in [
+        (0, USD, "amount_minor"),
+        (-5, USD, "amount_minor"),
+        (100, "XYZ", "currency"),
+        (100, "COIN", "currency"),
+        (100, "", "currency"),
+    ]:
+        exc = await rpc_error(
+            payments.RequestWithdrawal(
+                withdraw_request(user, amount, currency=currency), metadata=as_user(user)
+            )
+        )
+        code, why, meta = reason(exc)
+        assert (code, why) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_FAILED"), (
+            amount,
+            currency,
+        )
+        assert field in exc.details() or field in str(meta)
+    exc = await rpc_error(
+        payments.RequestWithdrawal(withdraw_request(user, 2_001), metadata=as_user(user))
+    )
+    assert reason(exc)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "INSUFFICIENT_FUNDS")
+    # Someone else's wallet cannot be withdrawn from.
+    exc = await rpc_error(
+        payments.RequestWithdrawal(withdraw_request(user, 100), metadata=as_user(new_user()))
+    )
+    assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert await user_balance(wallet, user) == (2_000, 0, 2_000)
+    listed = await payments.ListWithdrawals(
+        pb.ListWithdrawalsRequest(user_id=user), metadata=as_user(user)
+    )
+    assert list(listed.withdrawals) == []
+
+
+async def test_others_see_no_withdrawal(
+    payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 1_000)
+    w = await withdraw(payments, user, 1_000)
+    request = pb.GetWithdrawalRequest(withdrawal_id=w.withdrawal_id)
+    exc = await rpc_error(payments.GetWithdrawal(request, metadata=as_user(new_user())))
+    assert reason(exc)[:2] == (grpc.StatusCode.NOT_FOUND, "WITHDRAWAL_NOT_FOUND")
+    seen = await payments.GetWithdrawal(request, metadata=as_user("ops", "admin"))
+    assert seen.withdrawal.user_id == user
+    exc = await rpc_error(
+        payments.ListWithdrawals(
+            pb.ListWithdrawalsRequest(user_id=user), metadata=as_user(new_user())
+        )
+    )
+    assert exc.code() == grpc.StatusCode.PERMISSION_DENIED
+    await settled(payments, user, w.withdrawal_id)
+
+
+async def test_duplicated_webhooks_settle_once(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 3_000)
+    clearing_before = await clearing(wallet)
+    stack.admin.add_fault("webhook_duplicate", times=3, event_type="payout.*")
+    w = await withdraw(payments, user, 3_000)
+    done = await settled(payments, user, w.withdrawal_id)
+    assert done.state == State.PAID
+
+    async def delivered() -> bool:
+        sent = stack.admin.deliveries(event_type="payout.paid")
+        mine = [
+            d for d in sent if d.get("object_id") == done.payout_id and d["status"] == "succeeded"
+        ]
+        return len(mine) >= 2  # the event and its duplicates all answered 2xx
+
+    await wait_for(delivered, timeout=15)
+    await asyncio.sleep(0.5)
+    assert await user_balance(wallet, user) == (0, 0, 0)
+    assert await clearing(wallet) - clearing_before == 3_000
+    assert await payout_events(stack, w.withdrawal_id) == ["payout.paid"]
+
+
+async def test_a_crash_mid_withdrawal_is_finished_by_the_worker(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 6_000)
+    slow = stack.admin.add_fault(
+        "latency", ms=2_000, path_prefix="/v1/transfers", method="POST", count=1
+    )
+    call = asyncio.ensure_future(
+        payments.RequestWithdrawal(withdraw_request(user, 6_000), metadata=as_user(user))
+    )
+
+    async def transfer_in_flight() -> bool:
+        return all(f["id"] != slow["id"] for f in stack.admin.faults())
+
+    await wait_for(transfer_in_flight, timeout=30, interval=0.02)
+    stack.payments.kill()  # the wallet holds the money; the transfer is in flight
+    exc = await rpc_error(call)
+    assert exc.code() == grpc.StatusCode.UNAVAILABLE
+    assert await user_balance(wallet, user) == (6_000, 6_000, 0)
+
+    stack.payments.restart()
+    listed = await payments.ListWithdrawals(
+        pb.ListWithdrawalsRequest(user_id=user), metadata=as_user(user)
+    )
+    (w,) = listed.withdrawals
+    done = await settled(payments, user, w.withdrawal_id, timeout=60)
+    assert done.state == State.PAID
+    assert await user_balance(wallet, user) == (0, 0, 0)
+    client = stripe_client(stack.sandbox_url)
+    transfers = await client.v1.transfers.list_async(
+        params={"destination": done.provider_account_id}
+    )
+    assert [t.id for t in transfers.data] == [done.transfer_id]  # one transfer, replayed
