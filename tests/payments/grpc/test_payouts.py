@@ -348,6 +348,12 @@ async def test_a_repeated_request_withdraws_once(
     first = await withdraw(payments, user, 1_500, request_id="same-request")
     again = await withdraw(payments, user, 1_500, request_id="same-request")
     assert again.withdrawal_id == first.withdrawal_id
+    other = await rpc_error(
+        payments.RequestWithdrawal(
+            withdraw_request(user, 1_600, "same-request"), metadata=as_user(user)
+        )
+    )
+    assert reason(other)[:2] == (grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_MISMATCH")
     await settled(payments, user, first.withdrawal_id)
     assert await user_balance(wallet, user) == (2_500, 0, 2_500)
 

@@ -18,6 +18,7 @@ from gateway.entrypoints import (
     jobs_routes,
     ops_routes,
     payments_routes,
+    payout_routes,
 )
 from gateway.entrypoints.error_handlers import install_error_handlers
 from gateway.entrypoints.input_guard import InputGuardMiddleware
@@ -97,6 +98,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(jobs_routes.router)
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
+    app.include_router(payout_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

@@ -20,6 +20,7 @@ from typing import Any
 from hirepay_platform.errors import HirepayError, Unavailable
 from hirepay_platform.ids import new_id
 from hirepay_platform.reasons import FailureReason
+from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
 from payments.domain.events import EventType, OutboxEvent
 from payments.domain.payouts import (
@@ -178,7 +179,7 @@ async def request_withdrawal(cmd: commands.RequestWithdrawal, deps: Deps) -> Wit
         existing = await uow.payouts.get_by_request(request.user_id, request.request_id)
         account = await uow.payouts.get_account(request.user_id)
     if existing is not None:
-        return existing
+        return _replayed(existing, request.amount_minor, request.currency)
     if account is None:
         raise errors.PayoutAccountNotFound(request.user_id)
     account = await _refreshed(account, deps)
@@ -203,7 +204,7 @@ async def request_withdrawal(cmd: commands.RequestWithdrawal, deps: Deps) -> Wit
         if not await uow.payouts.add(withdrawal):
             twin = await uow.payouts.get_by_request(request.user_id, request.request_id)
             assert twin is not None
-            return twin
+            return _replayed(twin, request.amount_minor, request.currency)
         await uow.commit()
     try:
         return await advance(withdrawal.id, deps, inline=True)
@@ -216,6 +217,15 @@ async def request_withdrawal(cmd: commands.RequestWithdrawal, deps: Deps) -> Wit
         # Recorded and resumable: the worker finishes it; the caller sees where it stands.
         await _retry_later(withdrawal.id, deps, exc)
         return await get_withdrawal(withdrawal.id, deps)
+
+
+def _replayed(withdrawal: Withdrawal, amount_minor: int, currency: str) -> Withdrawal:
+    """The recorded withdrawal for a repeated request id, which must ask for the same money."""
+    if withdrawal.amount_minor != amount_minor:
+        raise IdempotencyMismatch(withdrawal.request_id, "amount_minor")
+    if withdrawal.currency != currency:
+        raise IdempotencyMismatch(withdrawal.request_id, "currency")
+    return withdrawal
 
 
 async def get_withdrawal(withdrawal_id: str, deps: Deps) -> Withdrawal:
