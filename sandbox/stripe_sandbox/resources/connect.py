@@ -357,14 +357,30 @@ def create_payout(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     elif bank_failure is not None:
         sb.store.meta(payout["id"])["failure_code"] = bank_failure
     sb.store.emit("payout.created", payout, ctx)
+    _schedule_settlement(sb, payout["id"])
+    return payout
+
+
+def _schedule_settlement(sb: Sandbox, payout_id: str) -> None:
     if sb.config.payout_settle_after is not None:
-        payout_id = payout["id"]
         sb.background.call_later(
             sb.config.payout_settle_after,
             lambda: _auto_settle(sb, payout_id),
             name=f"payout {payout_id}",
         )
-    return payout
+
+
+def resume_payouts(sb: Sandbox) -> int:
+    """After a restart from the state file: payouts still on their way settle as they would
+    have (the bank does not forget them because the sandbox process restarted)."""
+    waiting = [
+        payout_id
+        for payout_id, payout in sb.store.objects.get("payout", {}).items()
+        if payout["status"] in ("pending", "in_transit")
+    ]
+    for payout_id in waiting:
+        _schedule_settlement(sb, payout_id)
+    return len(waiting)
 
 
 def _auto_settle(sb: Sandbox, payout_id: str) -> None:

@@ -16,6 +16,8 @@ import pytest
 
 from gateway.service_layer.auth import issue_token
 from hirepay.common.v1 import common_pb2
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
@@ -215,9 +217,6 @@ def test_the_api_is_documented(http: httpx.Client) -> None:
 
 def test_grpc_is_not_reachable_unsigned(stack: Stack) -> None:
     with grpc.insecure_channel(f"127.0.0.1:{stack.ports.payments[0]}") as channel:
-        from hirepay.payments.v1 import payments_service_pb2 as pb
-        from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-
         stub = pb_grpc.PaymentsServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
             stub.ListWithdrawals(pb.ListWithdrawalsRequest(user_id="anyone"))
