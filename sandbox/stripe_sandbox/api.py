@@ -83,6 +83,7 @@ OPERATIONS: list[tuple[str, str, Operation]] = [
     ("GET", "/v1/accounts", connect.list_accounts),
     ("GET", "/v1/accounts/{account}", connect.retrieve_account),
     ("POST", "/v1/accounts/{account}", connect.update_account),
+    ("DELETE", "/v1/accounts/{account}", connect.delete_account),
     ("POST", "/v1/account_links", connect.create_account_link),
     ("POST", "/v1/transfers", connect.create_transfer),
     ("GET", "/v1/transfers", connect.list_transfers),

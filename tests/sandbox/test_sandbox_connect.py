@@ -30,6 +30,17 @@ async def test_accounts(client: stripe.StripeClient, account: stripe.Account) ->
     assert updated.metadata["contractor"] == "c_1"
 
 
+async def test_a_closed_account_takes_no_transfers(client: stripe.StripeClient) -> None:
+    closing = await client.v1.accounts.create_async(params={"type": "express"})
+    deleted = await client.v1.accounts.delete_async(closing.id)
+    assert (deleted.id, deleted.deleted) == (closing.id, True)
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        await client.v1.transfers.create_async(
+            params={"amount": 100, "currency": "usd", "destination": closing.id}
+        )
+    assert (raised.value.code, raised.value.param) == ("resource_missing", "destination")
+
+
 async def test_transfers(
     client: stripe.StripeClient, account: stripe.Account, receiver: WebhookReceiver
 ) -> None:

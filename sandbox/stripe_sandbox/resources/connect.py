@@ -139,6 +139,13 @@ def update_account(sb: Sandbox, ctx: Context, p: Params, account: str) -> Stripe
     return obj
 
 
+def delete_account(sb: Sandbox, ctx: Context, p: Params, account: str) -> StripeObject:
+    """Close a connected account: transfers to it and requests on its behalf are refused."""
+    obj = sb.store.get("account", account)
+    del sb.store.objects["account"][obj["id"]]
+    return {"id": obj["id"], "object": "account", "deleted": True}
+
+
 def create_account_link(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     """An onboarding link. In the sandbox the account is usable at once; the page at the link
     redirects to `return_url`, as Stripe's does once the person has finished."""

@@ -24,7 +24,7 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.procs import Process
 from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
-from hirepay_dev.services import WALLET, RunningService, start_service
+from hirepay_dev.services import PAYMENTS, WALLET, RunningService, start_service
 from hirepay_platform.identity import Actor
 from tests.support.payments_helpers import WEBHOOK_SECRET, reason, rpc_error
 from tests.support.service_auth import call_metadata, signed_aio_channel
@@ -484,3 +484,50 @@ async def test_a_crash_mid_withdrawal_is_finished_by_the_worker(
         params={"destination": done.provider_account_id}
     )
     assert [t.id for t in transfers.data] == [done.transfer_id]  # one transfer, replayed
+
+
+async def test_a_refused_transfer_fails_at_once_and_returns_the_money(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    user = new_user()
+    account = await connect(payments, user)
+    await fund(wallet, user, 1_234)
+    # The contractor's Connect account was closed at Stripe: the transfer is refused.
+    await stripe_client(stack.sandbox_url).v1.accounts.delete_async(account.provider_account_id)
+    refused = await withdraw(payments, user, 1_234)
+    assert refused.state == State.FAILED
+    assert (refused.failure_code, refused.transfer_id, refused.payout_id) == (
+        "resource_missing",
+        "",
+        "",
+    )
+    assert await user_balance(wallet, user) == (1_234, 0, 1_234)
+    assert (await hold_of(wallet, refused.withdrawal_id)).hold.state == wpb.Hold.CANCELLED
+    assert await payout_events(stack, refused.withdrawal_id) == ["payout.failed"]
+
+
+async def test_replicas_share_the_recovery_worker_when_webhooks_are_lost(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    """No payout webhook arrives: both replicas' workers re-fetch the payouts in transit and
+    settle each withdrawal exactly once."""
+    ports = {"PAYMENTS_GRPC_PORT", "PAYMENTS_METRICS_PORT", "PAYMENTS_DATABASE_URL"}
+    env = {k: v for k, v in stack.payments.env.items() if k not in ports}
+    second = start_service(
+        PAYMENTS, stack.payments.database_url, env=env, log_name="payouts-payments-2"
+    )
+    try:
+        stack.admin.add_fault("webhook_drop", event_type="payout.*")
+        users = [new_user() for _ in range(4)]
+        for user in users:
+            await connect(payments, user)
+            await fund(wallet, user, 2_000)
+        clearing_before = await clearing(wallet)
+        started = await asyncio.gather(*(withdraw(payments, user, 1_999) for user in users))
+        for user, w in zip(users, started, strict=True):
+            assert (await settled(payments, user, w.withdrawal_id)).state == State.PAID
+            assert await user_balance(wallet, user) == (1, 0, 1)
+            assert await payout_events(stack, w.withdrawal_id) == ["payout.paid"]
+        assert await clearing(wallet) - clearing_before == 4 * 1_999
+    finally:
+        second.stop()

@@ -13,7 +13,7 @@ leases) finishes; `payout.paid` / `payout.failed` webhooks settle it (deduplicat
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +22,7 @@ from hirepay_platform.ids import new_id
 from hirepay_platform.reasons import FailureReason
 from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
-from payments.domain.events import EventType, OutboxEvent
+from payments.domain.events import AuditEntry, EventType, OutboxEvent
 from payments.domain.payouts import (
     PayoutAccount,
     PayoutAccountState,
@@ -40,6 +40,7 @@ from payments.domain.provider import (
     ProviderFailure,
     ProviderPayout,
 )
+from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.ports import PaymentsUnitOfWork, PayoutLedger
@@ -317,10 +318,12 @@ async def _send(w: Withdrawal, deps: Deps) -> None:
     """The Connect transfer to the user's account, then the payout to their bank."""
     provider = deps.providers.payouts(w.provider)
     metadata = {WITHDRAWAL_KEY: w.id, "hirepay_user_id": w.user_id}
+    records: list[CallRecord] = []
     transfer_id = w.transfer_id
     if not transfer_id:
         try:
-            transfer = await _call(
+            transfer = await call(
+                records,
                 "transfer",
                 w.key("transfer"),
                 lambda: provider.transfer(
@@ -328,16 +331,18 @@ async def _send(w: Withdrawal, deps: Deps) -> None:
                 ),
             )
         except InvalidRequest as exc:  # refused: nothing moved at the provider
-            await _record(w.id, deps, _failed(exc, "transfer_failed"))
+            await _record(w.id, deps, _failed(exc, "transfer_failed"), records)
             return
         transfer_id = transfer.id
 
         def transferred(x: Withdrawal, now: datetime) -> None:
             x.transfer_id = transfer_id
 
-        await _record(w.id, deps, transferred)
+        await _record(w.id, deps, transferred, records)
+        records = []
     try:
-        payout = await _call(
+        payout = await call(
+            records,
             "payout",
             w.key("payout"),
             lambda: provider.payout(
@@ -345,7 +350,7 @@ async def _send(w: Withdrawal, deps: Deps) -> None:
             ),
         )
     except InvalidRequest as exc:  # the money sits on the connected account: reversed next
-        await _record(w.id, deps, _failed(exc, "payout_failed"))
+        await _record(w.id, deps, _failed(exc, "payout_failed"), records)
         return
 
     def sent(x: Withdrawal, now: datetime) -> None:
@@ -353,7 +358,7 @@ async def _send(w: Withdrawal, deps: Deps) -> None:
         _observe(x, payout, now)
         x.next_attempt_at = now + timedelta(seconds=deps.config.payout_watch_seconds)
 
-    await _record(w.id, deps, sent)
+    await _record(w.id, deps, sent, records)
 
 
 def _failed(exc: InvalidRequest, default_code: str) -> Any:
@@ -390,8 +395,11 @@ async def _follow_outcome(w: Withdrawal, deps: Deps) -> Withdrawal:
         if fresh.final:  # a twin (webhook or worker) finished it
             return fresh
         now = deps.clock()
+        before = (fresh.state, fresh.outcome)
         fresh.settled(now)
         await uow.payouts.save(fresh)
+        await uow.audit.add(_transition(fresh, before))
+        metrics.WITHDRAWALS.labels(fresh.state.value, fresh.currency).inc()
         await _notify(uow, deps, fresh, now)
         await uow.commit()
     log.info("withdrawal %s %s", fresh.id, fresh.state.value)
@@ -416,8 +424,10 @@ async def _reverse_transfer(w: Withdrawal, deps: Deps) -> None:
     if not transfer_id or w.reversal_id:
         return
     provider = deps.providers.payouts(w.provider)
+    records: list[CallRecord] = []
     try:
-        reversed_ = await _call(
+        reversed_ = await call(
+            records,
             "reverse_transfer",
             w.key("reverse"),
             lambda: provider.reverse_transfer(
@@ -433,7 +443,7 @@ async def _reverse_transfer(w: Withdrawal, deps: Deps) -> None:
         x.transfer_id = transfer_id
         x.reversal_id = reversed_.id if reversed_ is not None else transfer_id
 
-    await _record(w.id, deps, done)
+    await _record(w.id, deps, done, records)
 
 
 async def _notify(uow: PaymentsUnitOfWork, deps: Deps, w: Withdrawal, now: datetime) -> None:
@@ -455,15 +465,48 @@ async def _notify(uow: PaymentsUnitOfWork, deps: Deps, w: Withdrawal, now: datet
     )
 
 
-async def _record(withdrawal_id: str, deps: Deps, change: Any) -> None:
-    """Apply `change(withdrawal, now)` to the locked, current row (never to a stale copy)."""
+async def _record(
+    withdrawal_id: str, deps: Deps, change: Any, records: list[CallRecord] | None = None
+) -> None:
+    """Apply `change(withdrawal, now)` to the locked, current row (never to a stale copy), with
+    the audit records (PAY-15) of the provider calls behind it and of the transition."""
     async with deps.uow as uow:
         fresh = await uow.payouts.get(withdrawal_id, for_update=True)
         if fresh is None or fresh.final:
             return
+        before = (fresh.state, fresh.outcome)
         change(fresh, deps.clock())
         await uow.payouts.save(fresh)
+        for record in records or []:
+            await uow.audit.add(_about(record.audit("withdrawal"), fresh))
+        if before != (fresh.state, fresh.outcome):
+            await uow.audit.add(_transition(fresh, before))
         await uow.commit()
+
+
+def _about(entry: AuditEntry, w: Withdrawal) -> AuditEntry:
+    """An audit entry naming the withdrawal (the audit log's own columns name payments)."""
+    return replace(entry, details={**entry.details, "withdrawal_id": w.id, "user_id": w.user_id})
+
+
+def _transition(w: Withdrawal, before: tuple[WithdrawalState, ProviderOutcome]) -> AuditEntry:
+    state, outcome = before
+    details = {
+        "from": state.value,
+        "to": w.state.value,
+        "outcome": w.outcome.value,
+        "failure_code": w.failure_code,
+    }
+    return _about(
+        AuditEntry(
+            action="transition",
+            actor="payouts",
+            reason=f"withdrawal {state.value}{'/' + outcome.value if outcome.value else ''}"
+            f" -> {w.state.value}{'/' + w.outcome.value if w.outcome.value else ''}",
+            details=details,
+        ),
+        w,
+    )
 
 
 async def _retry_later(withdrawal_id: str, deps: Deps, exc: BaseException) -> None:
@@ -565,10 +608,20 @@ async def apply_payout_event(
         now = deps.clock()
         if not fresh.payout_id:
             fresh.payout_id = payout.id
+        before = (fresh.state, fresh.outcome)
         changed = not fresh.final and _observe(fresh, payout, now)
         if changed:
             fresh.next_attempt_at = now
         await uow.payouts.save(fresh)
+        webhook = AuditEntry(
+            action="webhook",
+            actor="provider",
+            reason=f"{event.type}: payout {payout.status.value}",
+            details={"event_id": event.id, "event_type": event.type, "object_id": payout.id},
+        )
+        await uow.audit.add(_about(webhook, fresh))
+        if changed:
+            await uow.audit.add(_transition(fresh, before))
         await uow.commit()
     if changed:
         try:
