@@ -20,6 +20,7 @@ from payments.service_layer.handlers import (
     audit,
     checkouts,
     credits,
+    payout_accounts,
     payouts,
     returns,
     subscriptions,
@@ -187,14 +188,14 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     ) -> pb.PayoutAccountResponse:
         access.check_payout_user(current_caller(), request.user_id)
         cmd = commands.CreatePayoutAccount(request.user_id, request.email, request.country)
-        account = await payouts.create_payout_account(cmd, self._deps())
+        account = await payout_accounts.create_payout_account(cmd, self._deps())
         return pb.PayoutAccountResponse(account=conv.payout_account_msg(account))
 
     async def GetPayoutAccount(
         self, request: pb.GetPayoutAccountRequest, context: grpc.aio.ServicerContext
     ) -> pb.PayoutAccountResponse:
         access.check_payout_user(current_caller(), request.user_id)
-        account = await payouts.get_payout_account(request.user_id, self._deps())
+        account = await payout_accounts.get_payout_account(request.user_id, self._deps())
         return pb.PayoutAccountResponse(account=conv.payout_account_msg(account))
 
     async def RequestWithdrawal(

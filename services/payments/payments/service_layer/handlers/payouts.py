@@ -1,4 +1,4 @@
-"""Payouts (ESC-9): a contractor's payout account and their withdrawals.
+"""Withdrawals (ESC-9): a contractor's available wallet money paid out to their bank.
 
 A withdrawal is recorded first (REQUESTED), then every step is idempotent and resumable: the
 wallet hold (branch `payout:<id>`, refused with INSUFFICIENT_FUNDS when the available balance is
@@ -24,7 +24,6 @@ from hirepay_platform.tcc import IdempotencyMismatch
 from payments.domain import commands, errors
 from payments.domain.events import AuditEntry, EventType, OutboxEvent
 from payments.domain.payouts import (
-    PayoutAccount,
     PayoutAccountState,
     ProviderOutcome,
     Withdrawal,
@@ -34,7 +33,6 @@ from payments.domain.payouts import (
 from payments.domain.provider import (
     InvalidRequest,
     OutcomeUnknown,
-    PayoutAccountRequest,
     PayoutStatus,
     ProviderEvent,
     ProviderFailure,
@@ -42,6 +40,7 @@ from payments.domain.provider import (
 )
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.payout_accounts import refreshed
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.ports import PaymentsUnitOfWork, PayoutLedger
 
@@ -50,114 +49,6 @@ log = logging.getLogger(__name__)
 MAX_PAGE_SIZE = 200
 # Metadata on every provider object a withdrawal creates (webhooks find the withdrawal by it).
 WITHDRAWAL_KEY = "hirepay_withdrawal_id"
-
-
-def _provider_error(exc: ProviderFailure) -> HirepayError:
-    """A provider failure of an account call, as the caller's error."""
-    if isinstance(exc, InvalidRequest):
-        return errors.invalid(exc.param or "payout_account", exc.message)
-    return errors.ProviderUnavailable(f"the payout provider is unavailable: {exc.message}")
-
-
-async def _call(operation: str, key: str, fn: Any) -> Any:
-    """One provider call with its latency metric (the records are not kept: no payment id)."""
-    records: list[CallRecord] = []
-    return await call(records, operation, key, fn)
-
-
-# --- payout accounts ----------------------------------------------------------------------
-
-
-def _account_request(cmd: commands.CreatePayoutAccount, deps: Deps) -> PayoutAccountRequest:
-    config = deps.config
-    country = (cmd.country or config.payout_country).upper()
-    if len(country) != 2 or not country.isalpha():
-        raise errors.invalid("country", "must be an ISO 3166-1 alpha-2 code")
-    if len(cmd.email) > 320:
-        raise errors.invalid("email", "is too long")
-    return PayoutAccountRequest(
-        user_id=cmd.user_id,
-        email=cmd.email,
-        country=country,
-        return_url=config.payout_return_url,
-        refresh_url=config.payout_refresh_url,
-    )
-
-
-async def create_payout_account(cmd: commands.CreatePayoutAccount, deps: Deps) -> PayoutAccount:
-    """The user's payout account, opened at the provider on the first call (one per user)."""
-    if not cmd.user_id:
-        raise errors.invalid("user_id", "is required")
-    request = _account_request(cmd, deps)
-    async with deps.uow as uow:
-        existing = await uow.payouts.get_account(cmd.user_id)
-    if existing is not None:
-        return await _refreshed(existing, deps, request)
-    provider = deps.providers.payouts()
-    try:
-        opened = await _call(
-            "create_payout_account",
-            f"payout-account:{cmd.user_id}",
-            lambda: provider.create_payout_account(request, f"payout-account:{cmd.user_id}"),
-        )
-        url = "" if opened.payouts_enabled else await provider.onboarding_link(opened.id, request)
-    except (InvalidRequest, OutcomeUnknown) as exc:
-        raise _provider_error(exc) from None
-    now = deps.clock()
-    account = PayoutAccount(
-        user_id=cmd.user_id,
-        provider=provider.name,
-        provider_account_id=opened.id,
-        state=PayoutAccountState.ONBOARDING,
-        onboarding_url=url,
-        created_at=now,
-        updated_at=now,
-    )
-    account.refresh(opened.payouts_enabled, now)
-    async with deps.uow as uow:
-        if not await uow.payouts.add_account(account):  # a concurrent twin recorded it first
-            stored = await uow.payouts.get_account(cmd.user_id)
-            assert stored is not None
-            return stored
-        await uow.commit()
-    return account
-
-
-async def _refreshed(
-    account: PayoutAccount, deps: Deps, request: PayoutAccountRequest | None = None
-) -> PayoutAccount:
-    """An account still onboarding, with the provider's current word (and, when asked, a fresh
-    onboarding link: the provider's links are single-use and short-lived)."""
-    if account.state is PayoutAccountState.ACTIVE:
-        return account
-    provider = deps.providers.payouts(account.provider)
-    try:
-        current = await provider.retrieve_payout_account(account.provider_account_id)
-        url = account.onboarding_url
-        if not current.payouts_enabled and request is not None:
-            url = await provider.onboarding_link(account.provider_account_id, request)
-    except (InvalidRequest, OutcomeUnknown) as exc:
-        if request is not None:
-            raise _provider_error(exc) from None
-        return account  # a read answers what we know
-    async with deps.uow as uow:
-        stored = await uow.payouts.get_account(account.user_id, for_update=True)
-        assert stored is not None
-        changed = stored.refresh(current.payouts_enabled, deps.clock())
-        if url != stored.onboarding_url:
-            stored.onboarding_url, changed = url, True
-        if changed:
-            await uow.payouts.save_account(stored)
-            await uow.commit()
-    return stored
-
-
-async def get_payout_account(user_id: str, deps: Deps) -> PayoutAccount:
-    async with deps.uow as uow:
-        account = await uow.payouts.get_account(user_id)
-    if account is None:
-        raise errors.NoPayoutAccount(user_id)
-    return await _refreshed(account, deps)
 
 
 # --- withdrawals: the request -------------------------------------------------------------
@@ -183,7 +74,7 @@ async def request_withdrawal(cmd: commands.RequestWithdrawal, deps: Deps) -> Wit
         return _replayed(existing, request.amount_minor, request.currency)
     if account is None:
         raise errors.PayoutAccountNotFound(request.user_id)
-    account = await _refreshed(account, deps)
+    account = await refreshed(account, deps)
     if account.state is not PayoutAccountState.ACTIVE:
         raise errors.PayoutAccountNotReady(request.user_id, account.onboarding_url)
     now = deps.clock()
@@ -569,9 +460,10 @@ class PayoutEventOutcome:
 
 async def apply_payout_event(
     deps: Deps, provider_name: str, event: ProviderEvent, payload: dict[str, Any]
-) -> PayoutEventOutcome:
+) -> PayoutEventOutcome | None:
     """A payout webhook: the payout re-fetched (never the event's copy) settles the withdrawal's
-    outcome once per event id; the ledger follows right away (or the worker, after a crash)."""
+    outcome once per event id; the ledger follows right away (or the worker, after a crash).
+    None for a payout Hirepay did not make (the caller records the event, unapplied)."""
     async with deps.uow as uow:
         withdrawal = await _subject(uow, event)
     if withdrawal is None:
@@ -580,7 +472,7 @@ async def apply_payout_event(
                 f"payout {event.object_id} is not known yet; retry later",
                 metadata={"event_id": event.id, "object_id": event.object_id},
             )
-        return await _store(deps, provider_name, event, payload, applied=False)
+        return None
     provider = deps.providers.payouts(withdrawal.provider)
     account = event.account or withdrawal.provider_account_id
     try:
@@ -631,21 +523,3 @@ async def apply_payout_event(
                 "withdrawal %s: settling after %s failed; retried", withdrawal.id, event.id
             )
     return PayoutEventOutcome(applied=changed, duplicate=False)
-
-
-async def _store(
-    deps: Deps, provider_name: str, event: ProviderEvent, payload: dict[str, Any], *, applied: bool
-) -> PayoutEventOutcome:
-    async with deps.uow as uow:
-        inserted = await uow.events.add(
-            provider=provider_name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=applied,
-            provider_created_at=event.created,
-            received_at=deps.clock(),
-        )
-        await uow.commit()
-    return PayoutEventOutcome(applied=False, duplicate=not inserted)

@@ -122,9 +122,11 @@ async def _not_a_payment(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
 ) -> EventOutcome:
     """A withdrawal's payout (ESC-9) is applied to it; anything else is only recorded."""
-    if event.subject is not EventSubject.PAYOUT:
+    done = None
+    if event.subject is EventSubject.PAYOUT:
+        done = await apply_payout_event(deps, provider.name, event, payload)
+    if done is None:
         return await _store(deps, provider, event, payload, applied=False)
-    done = await apply_payout_event(deps, provider.name, event, payload)
     outcome = "duplicate" if done.duplicate else "applied" if done.applied else "no_effect"
     metrics.WEBHOOK_EVENTS.labels(event.type, outcome).inc()
     return EventOutcome(event.id, event.type, applied=done.applied, duplicate=done.duplicate)
