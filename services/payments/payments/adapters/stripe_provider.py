@@ -430,7 +430,14 @@ class StripeProvider:
         params: dict[str, Any] = {
             "type": "express",
             "country": request.country,
-            "capabilities": {"transfers": {"requested": True}},
+            # Stripe's own Express accounts in the platform's country take both capabilities.
+            "capabilities": {
+                "card_payments": {"requested": True},
+                "transfers": {"requested": True},
+            },
+            # Payouts are made by the platform, one per withdrawal (Stripe refuses manual payouts
+            # on an automatic schedule).
+            "settings": {"payouts": {"schedule": {"interval": "manual"}}},
             "metadata": {"hirepay_user_id": request.user_id},
         }
         if request.email:
