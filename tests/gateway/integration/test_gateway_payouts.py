@@ -184,6 +184,12 @@ def test_connect_and_withdraw(http: httpx.Client, wallet: wpb_grpc.WalletService
     assert [w["id"] for w in theirs.json()["withdrawals"]] == [withdrawal["id"]]
     spying = http.get("/api/wallet/withdrawals", params={"userId": contractor}, headers=stranger)
     assert spying.status_code == 403
+    their_account = http.get(
+        "/api/wallet/payout-account", params={"userId": contractor}, headers=admin
+    )
+    assert their_account.json()["providerAccountId"] == account["providerAccountId"]
+    spying = http.get("/api/wallet/payout-account", params={"userId": contractor}, headers=stranger)
+    assert spying.status_code == 403
 
 
 def test_a_failed_payout_returns_the_money(

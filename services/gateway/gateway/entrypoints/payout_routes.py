@@ -21,6 +21,8 @@ from hirepay_platform.ids import new_id
 router = APIRouter(prefix="/api/wallet", tags=["payouts"])
 
 Contractor = Annotated[Principal, Depends(require_roles("contractor"))]
+# An admin reads a contractor's payout account and withdrawals by naming them.
+UserQuery = Annotated[str | None, Query(alias="userId", min_length=1, max_length=200)]
 
 
 def _own(principal: Principal) -> str:
@@ -28,6 +30,15 @@ def _own(principal: Principal) -> str:
     if principal.is_admin:
         raise forbidden("Payout accounts and withdrawals belong to a contractor; act as them")
     return principal.user_id
+
+
+def _whose(principal: Principal, user_id: str | None) -> str:
+    """The contractor a read is about: the caller, or for an admin the one `userId` names."""
+    if user_id is None or user_id == principal.user_id:
+        return principal.user_id
+    if not principal.is_admin:
+        raise forbidden("userId must be your own user id")
+    return user_id
 
 
 @router.post(
@@ -61,11 +72,14 @@ async def connect_payout_account(
     summary="The caller's payout account",
     responses=error_responses(401, 403, 404, 503),
 )
-async def get_payout_account(principal: Contractor, backends: BackendsDep) -> m.PayoutAccountOut:
-    """The account and its state (an `onboarding` one is re-read from the provider, with a
-    fresh link when asked again through POST). 404 when none is connected."""
+async def get_payout_account(
+    principal: Contractor, backends: BackendsDep, user_id: UserQuery = None
+) -> m.PayoutAccountOut:
+    """The account and its state (an `onboarding` one is re-read from the provider; POST again
+    for a fresh onboarding link). 404 when none is connected. An admin names the contractor
+    with `userId`."""
     reply = await backends.payments.get_payout_account(
-        pay_pb.GetPayoutAccountRequest(user_id=_own(principal))
+        pay_pb.GetPayoutAccountRequest(user_id=_whose(principal, user_id))
     )
     return pc.payout_account_to_http(reply.account)
 
@@ -111,14 +125,12 @@ async def list_withdrawals(
     backends: BackendsDep,
     page_size: Annotated[int, Query(ge=1, le=200)] = 50,
     page_token: Annotated[str, Query(max_length=200)] = "",
-    user_id: Annotated[str | None, Query(alias="userId", min_length=1, max_length=200)] = None,
+    user_id: UserQuery = None,
 ) -> m.WithdrawalsOut:
     """A contractor's own withdrawals; an admin names the contractor with `userId`."""
-    if user_id is not None and not principal.is_admin and user_id != principal.user_id:
-        raise forbidden("userId must be your own user id")
     reply = await backends.payments.list_withdrawals(
         pay_pb.ListWithdrawalsRequest(
-            user_id=user_id or principal.user_id,
+            user_id=_whose(principal, user_id),
             page=common_pb2.PageRequest(page_size=page_size, page_token=page_token),
         )
     )
