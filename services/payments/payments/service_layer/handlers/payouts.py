@@ -185,24 +185,35 @@ async def advance(withdrawal_id: str, deps: Deps, *, inline: bool = False) -> Wi
 
 
 async def _hold(w: Withdrawal, deps: Deps, *, inline: bool) -> None:
+    """Reserve the amount on the wallet. Refused for lack of money: a request is undone (its row
+    removed, then the branch cancelled so that any hold goes back and no late Try can reserve);
+    for the worker the withdrawal fails (`insufficient_funds`) and the ledger step releases it.
+    Only a withdrawal still REQUESTED is undone or failed: one another actor has moved on holds
+    its money legitimately."""
     ledger = _ledger(deps)
     try:
         await ledger.hold(w)
     except HirepayError as exc:
         if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
             raise
-        # Release first: any hold a racing worker made goes back, and a later Try is refused.
+        if not inline:
+            await _record(w.id, deps, _refused)
+            return
+        async with deps.uow as uow:
+            fresh = await uow.payouts.get(w.id, for_update=True)
+            if fresh is not None and fresh.state is not WithdrawalState.REQUESTED:
+                return  # held by a twin meanwhile: carry on from where it stands
+            if fresh is not None:
+                await uow.payouts.remove(w.id)
+                await uow.commit()
         await ledger.release(w, "insufficient funds")
-        if inline:
-            async with deps.uow as uow:
-                fresh = await uow.payouts.get(w.id, for_update=True)
-                if fresh is not None and fresh.state is WithdrawalState.REQUESTED:
-                    await uow.payouts.remove(w.id)
-                    await uow.commit()
-            raise WithdrawalRefused() from None
-        await _record(w.id, deps, lambda x, now: x.provider_failed("insufficient_funds", "", now))
-        return
+        raise WithdrawalRefused() from None
     await _record(w.id, deps, lambda x, now: x.held(now))
+
+
+def _refused(w: Withdrawal, now: datetime) -> None:
+    if w.state is WithdrawalState.REQUESTED:
+        w.provider_failed("insufficient_funds", "", now)
 
 
 async def _send(w: Withdrawal, deps: Deps) -> None:
