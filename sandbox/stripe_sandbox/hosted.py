@@ -138,11 +138,12 @@ async def three_ds_submit(request: Request) -> Response:
 
 
 async def onboarding_page(request: Request) -> Response:
-    """Connect onboarding: the sandbox's accounts are complete at once, so the page sends the
-    person straight back to the link's `return_url` (a page saying so when there is none)."""
+    """Connect onboarding: the sandbox asks nothing, so visiting the page completes the account
+    and sends the person straight back to the link's `return_url` (a page saying so when there
+    is none)."""
     sb = _sandbox(request)
     async with sb.store.lock:
-        target = connect.onboarding_redirect(sb, request.path_params["link"])
+        target = connect.complete_onboarding(sb, request.path_params["link"])
     if target is None:
         return _not_found("account link")
     if target:

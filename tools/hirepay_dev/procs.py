@@ -106,7 +106,11 @@ class Process:
             start_new_session=True,  # Ctrl-C in a terminal goes to us; we stop children ourselves
         )
         log.close()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.kill()  # never leave a process that did not come up running unowned
+            raise
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 from stripe_sandbox import ids
@@ -45,6 +46,8 @@ PAYOUT_FAILURES["invalid_currency"] += "currency."
 DEFAULT_TEST_ACCOUNT_NUMBER = "000123456789"
 DEFAULT_ROUTING_NUMBER = "110000000"
 ACCOUNT_LINK_TYPES = ("account_onboarding", "account_update")
+# What an express/standard account lacks until onboarding (SANDBOX_CONNECT_ONBOARDING=hosted).
+ONBOARDING_REQUIREMENTS = ("business_type", "external_account", "tos_acceptance.date")
 ACCOUNT_LINK_TTL = 300  # Stripe's account links expire after a few minutes
 
 # -- accounts --------------------------------------------------------------------------------
@@ -114,6 +117,10 @@ def create_account(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
         "type": account_type,
     }
     _set_external_account(sb, account, p.sub("external_account"))
+    if sb.config.connect_onboarding == "hosted" and account_type != "custom":
+        # Like Stripe: the person must go through the account link's page before payouts.
+        account.update(charges_enabled=False, details_submitted=False, payouts_enabled=False)
+        account["requirements"]["currently_due"] = list(ONBOARDING_REQUIREMENTS)
     return sb.store.add("account", account)
 
 
@@ -168,11 +175,21 @@ def create_account_link(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     }
 
 
-def onboarding_redirect(sb: Sandbox, token: str) -> str | None:
-    """Where an onboarding link's page sends the person (None for an unknown link)."""
+def complete_onboarding(sb: Sandbox, token: str) -> str | None:
+    """The person went through an account link's page: the account is complete (payouts
+    enabled, `account.updated` emitted). Where the page sends them (None: an unknown link)."""
     meta = sb.store.internal.get(token)
     if not meta or "account" not in meta:
         return None
+    account = sb.store.objects.get("account", {}).get(meta["account"])
+    if account is not None and not account["payouts_enabled"]:
+        previous = {
+            "payouts_enabled": False,
+            "requirements": copy.deepcopy(account["requirements"]),
+        }
+        account.update(charges_enabled=True, details_submitted=True, payouts_enabled=True)
+        account["requirements"]["currently_due"] = []
+        sb.store.emit("account.updated", account, None, previous)
     return str(meta.get("return_url") or "")
 
 
