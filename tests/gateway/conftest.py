@@ -16,6 +16,7 @@ import pytest
 from tests.support.gateway_fakes import (
     FakeJobs,
     FakePayments,
+    FakeWallet,
     start_jobs,
     start_payments,
     start_wallet,
@@ -34,9 +35,9 @@ from tests.support.gateway_harness import (
 
 @pytest.fixture(scope="session")
 async def backends() -> AsyncIterator[Backends]:
-    jobs, payments = FakeJobs(), FakePayments()
-    servers = [await start_jobs(jobs), await start_payments(payments), await start_wallet()]
-    fakes = Backends(jobs, payments, *servers)
+    jobs, payments, wallet = FakeJobs(), FakePayments(), FakeWallet()
+    servers = [await start_jobs(jobs), await start_payments(payments), await start_wallet(wallet)]
+    fakes = Backends(jobs, payments, *servers, wallet=wallet)
     yield fakes
     # A test may have replaced a server (stopped and restarted it): stop the current ones.
     for server in (fakes.jobs_server, fakes.payments_server, fakes.wallet_server):
@@ -75,11 +76,11 @@ def _fresh_scripts(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
         return
     fakes: Backends = request.getfixturevalue("backends")
-    fakes.jobs.reset()
-    fakes.payments.reset()
+    for fake in (fakes.jobs, fakes.payments, fakes.wallet):
+        fake.reset()
     yield
-    fakes.jobs.reset()
-    fakes.payments.reset()
+    for fake in (fakes.jobs, fakes.payments, fakes.wallet):
+        fake.reset()
 
 
 @pytest.fixture

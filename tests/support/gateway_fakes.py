@@ -23,6 +23,7 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as wallet_grpc
 from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_platform.errors import ErrorKind, HirepayError
 from hirepay_platform.identity import ServiceAuthenticator, current_caller
@@ -215,6 +216,10 @@ class FakePayments(Scripted):
     pass
 
 
+class FakeWallet(Scripted):
+    """The wallet's reads (the gateway calls no other wallet RPC)."""
+
+
 JOBS_METHODS = [
     "CreateDraft",
     "UpdateDraft",
@@ -249,6 +254,14 @@ PAYMENTS_METHODS = [
     "GetSubscriptionStatus",
     "RefundTransaction",
     "ConfirmCheckoutReturn",
+]
+
+WALLET_METHODS = [
+    "GetWalletSummary",
+    "ListWalletTransactions",
+    "GetCommissionEarnings",
+    "ListBalances",
+    "ListTransactions",
 ]
 
 
@@ -305,6 +318,9 @@ async def start_payments(fake: FakePayments) -> FakeServer:
     return await start_fake("payments", pay_grpc.add_PaymentsServiceServicer_to_server, servicer)
 
 
-async def start_wallet() -> FakeServer:
-    """The wallet is only health-checked by the gateway."""
-    return await start_fake("wallet", None, None)
+async def start_wallet(fake: FakeWallet | None = None) -> FakeServer:
+    """The wallet's reads (scripted by `fake`), or only its health when no fake is given."""
+    if fake is None:
+        return await start_fake("wallet", None, None)
+    servicer = _servicer(wallet_grpc.WalletServiceServicer, fake, WALLET_METHODS)
+    return await start_fake("wallet", wallet_grpc.add_WalletServiceServicer_to_server, servicer)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gateway.service_layer.auth import issue_token
 from hirepay_dev.procs import Process, free_port, http_ready, python_module
-from tests.support.gateway_fakes import FakeJobs, FakePayments, FakeServer
+from tests.support.gateway_fakes import FakeJobs, FakePayments, FakeServer, FakeWallet
 
 KEYS = {
     "k1": "gateway-test-key-one-0123456789abcdef",
@@ -40,6 +40,7 @@ class Backends:
     jobs_server: FakeServer
     payments_server: FakeServer
     wallet_server: FakeServer
+    wallet: FakeWallet = field(default_factory=FakeWallet)
 
 
 @dataclass

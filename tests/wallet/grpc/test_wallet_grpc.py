@@ -7,112 +7,15 @@ import asyncio
 import random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import httpx
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
-from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
-from hirepay_dev.services import WALLET, RunningService, start_service
 from hirepay_platform.grpc_status import error_info
-from tests.support.service_auth import signed_aio_channel
-
-USD = "USD"
-
-
-@pytest.fixture(scope="module")
-def wallet(wallet_db_url: str) -> Iterator[RunningService]:
-    service = start_service(
-        WALLET,
-        wallet_db_url,
-        env={"WALLET_HOLD_EXPIRY_INTERVAL_SECONDS": "0.2", "WALLET_DB_POOL_SIZE": "20"},
-        log_name="wallet-grpc-test",
-    )
-    yield service
-    service.stop()
-
-
-@pytest.fixture(scope="module")
-async def channel(wallet: RunningService) -> AsyncIterator[grpc.aio.Channel]:
-    async with signed_aio_channel(wallet.target, caller="jobs", service="wallet") as channel:
-        yield channel
-
-
-@pytest.fixture(scope="module")
-def stub(channel: grpc.aio.Channel) -> pb_grpc.WalletServiceStub:
-    return pb_grpc.WalletServiceStub(channel)
-
-
-def money(amount: int, unit: str = USD) -> common_pb2.Money:
-    return common_pb2.Money(amount_minor=amount, currency=unit)
-
-
-def branch(gtx: str, branch_id: str = "payment") -> common_pb2.TccBranch:
-    return common_pb2.TccBranch(global_tx_id=gtx, branch_id=branch_id)
-
-
-def uid() -> str:
-    return uuid.uuid4().hex[:12]
-
-
-class Client:
-    """Arranging helpers over the stub; every call has a deadline."""
-
-    def __init__(self, stub: pb_grpc.WalletServiceStub) -> None:
-        self.stub = stub
-        self.tag = uid()
-
-    async def open(self, owner: str, kind=pb.ACCOUNT_KIND_USER, unit=USD, neg=False) -> str:
-        reply = await self.stub.OpenAccount(
-            pb.OpenAccountRequest(
-                request_id=uid(),
-                owner_id=f"{owner}-{self.tag}",
-                currency=unit,
-                kind=kind,
-                allow_negative=neg,
-            ),
-            timeout=5,
-        )
-        return reply.account.account_id
-
-    async def fund(self, account_id: str, amount: int) -> None:
-        source = await self.open("clearing", pb.ACCOUNT_KIND_PROVIDER_CLEARING, neg=True)
-        await self.transfer(f"fund-{uid()}", (source, account_id, amount))
-
-    async def transfer(self, transfer_id: str, *legs: tuple[str, str, int], **extra):
-        request = pb.TransferRequest(
-            request_id=uid(),
-            transfer_id=transfer_id,
-            legs=[
-                pb.TransferLeg(from_account_id=f, to_account_id=t, amount=money(a))
-                for f, t, a in legs
-            ],
-            **extra,
-        )
-        return await self.stub.Transfer(request, timeout=5)
-
-    async def balance(self, account_id: str) -> tuple[int, int, int]:
-        reply = await self.stub.GetAccount(pb.GetAccountRequest(account_id=account_id), timeout=5)
-        b = reply.account.balance
-        return b.posted_minor, b.pending_minor, b.available_minor
-
-
-@pytest.fixture
-def client(stub) -> Client:
-    return Client(stub)
-
-
-async def refused(call) -> tuple[grpc.StatusCode, str, dict[str, str]]:
-    """The status code, ErrorInfo reason and metadata of a call that must fail."""
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    info = error_info(caught.value)
-    assert info is not None and info.domain == "wallet.hirepay"
-    return caught.value.code(), info.reason, dict(info.metadata)
+from tests.support.wallet_grpc import USD, branch, money, refused, uid
 
 
 async def test_health_is_serving_and_metrics_are_exposed(wallet, channel, client):

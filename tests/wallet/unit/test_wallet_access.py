@@ -10,3 +10,25 @@ def test_audit_ledger_is_for_the_jobs_auditor_only() -> None:
     assert not ACCESS.allows("payments", "AuditLedger")
     assert not ACCESS.allows("gateway", "AuditLedger")
     assert ACCESS.allows("payments", "Transfer") and not ACCESS.allows("gateway", "Transfer")
+
+
+def test_the_gateway_may_call_the_reads_only() -> None:
+    reads = (
+        "GetWalletSummary",
+        "ListWalletTransactions",
+        "GetCommissionEarnings",
+        "ListBalances",
+        "ListTransactions",
+    )
+    for name in reads:
+        assert ACCESS.allows("gateway", name) and ACCESS.allows("payments", name), name
+        assert ACCESS.allows("jobs", name) and not ACCESS.allows("sandbox", name), name
+    for name in (
+        "OpenAccount",
+        "Transfer",
+        "ReserveHold",
+        "ConfirmHold",
+        "GetAccount",
+        "ListEntries",
+    ):
+        assert not ACCESS.allows("gateway", name), name

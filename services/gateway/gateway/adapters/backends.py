@@ -17,6 +17,8 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
+from hirepay.wallet.v1 import wallet_service_pb2 as wallet_pb
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as wallet_grpc
 from hirepay_platform.client import ServiceClient
 
 
@@ -188,12 +190,47 @@ class PaymentsClient:
         return await self.client.call(self.stub.ListWithdrawals, request)
 
 
+class WalletClient:
+    """The wallet's reads (ESC-11): a user's wallet and history, the admin reports. The gateway
+    never moves money on the ledger: the wallet's policy refuses it every other RPC."""
+
+    def __init__(self, client: ServiceClient) -> None:
+        self.client = client
+        self.stub = wallet_grpc.WalletServiceStub(client.channel)
+
+    async def get_wallet_summary(
+        self, request: wallet_pb.GetWalletSummaryRequest
+    ) -> wallet_pb.GetWalletSummaryResponse:
+        return await self.client.call(self.stub.GetWalletSummary, request)
+
+    async def list_wallet_transactions(
+        self, request: wallet_pb.ListWalletTransactionsRequest
+    ) -> wallet_pb.ListLedgerLinesResponse:
+        return await self.client.call(self.stub.ListWalletTransactions, request)
+
+    async def get_commission_earnings(
+        self, request: wallet_pb.GetCommissionEarningsRequest
+    ) -> wallet_pb.GetCommissionEarningsResponse:
+        return await self.client.call(self.stub.GetCommissionEarnings, request)
+
+    async def list_balances(
+        self, request: wallet_pb.ListBalancesRequest
+    ) -> wallet_pb.ListBalancesResponse:
+        return await self.client.call(self.stub.ListBalances, request)
+
+    async def list_transactions(
+        self, request: wallet_pb.ListTransactionsRequest
+    ) -> wallet_pb.ListLedgerLinesResponse:
+        return await self.client.call(self.stub.ListTransactions, request)
+
+
 @dataclass
 class Backends:
     """Every client the gateway holds; built at start-up inside the event loop, closed at shutdown."""
 
     jobs: JobsClient
     payments: PaymentsClient
+    wallet: WalletClient
     raw: dict[str, ServiceClient]
 
     @classmethod
@@ -209,6 +246,7 @@ class Backends:
         return cls(
             jobs=JobsClient(raw["jobs"], saga_timeout),
             payments=PaymentsClient(raw["payments"], saga_timeout),
+            wallet=WalletClient(raw["wallet"]),
             raw=raw,
         )
 

@@ -19,6 +19,7 @@ from gateway.entrypoints import (
     ops_routes,
     payments_routes,
     payout_routes,
+    wallet_routes,
 )
 from gateway.entrypoints.error_handlers import install_error_handlers
 from gateway.entrypoints.input_guard import InputGuardMiddleware
@@ -28,7 +29,8 @@ from gateway.service_layer.auth import Authenticator
 from hirepay_platform import identity
 
 DESCRIPTION = """\
-Hirepay's HTTP API: pay-to-post job ads, premium subscriptions and provider webhooks.
+Hirepay's HTTP API: pay-to-post job ads, premium subscriptions, provider webhooks, and each user's
+wallet (balances and history) with the admin reports of the ledger.
 
 Authenticate with `Authorization: Bearer <JWT>` (HS256; `make token ROLE=company USER=<id>` in
 development). Every error has the shape
@@ -99,6 +101,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
     app.include_router(payout_routes.router)
+    app.include_router(wallet_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

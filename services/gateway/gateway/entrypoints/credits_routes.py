@@ -5,20 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from gateway.api import credit_convert as cc
 from gateway.api import credit_models as m
 from gateway.api.errors import error_responses, forbidden, not_found
-from gateway.entrypoints.deps import AnyUser, BackendsDep, Company, OptionalUser, require_roles
-from gateway.service_layer.auth import Principal
+from gateway.entrypoints.deps import Admin, AnyUser, BackendsDep, Company, OptionalUser
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.ids import new_id
 
 router = APIRouter(tags=["plans and credits"])
 
-Admin = Annotated[Principal, Depends(require_roles())]
 _USER_TYPES = {"COMPANY": pay_pb.USER_TYPE_COMPANY, "APPLICANT": pay_pb.USER_TYPE_APPLICANT}
 _USER_TYPE_OF_ROLE = {"company": "COMPANY", "applicant": "APPLICANT"}
 CREDITS_PER_POST = 500  # shown per plan as maxJobPosts; the account's own comes from payments

@@ -69,6 +69,8 @@ def require_roles(*roles: str) -> Callable[..., Any]:
 OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
 AnyUser = Annotated[Principal, Depends(current_principal)]
 Company = Annotated[Principal, Depends(require_roles("company"))]
+# Admin functions: 403 for everyone else.
+Admin = Annotated[Principal, Depends(require_roles())]
 
 
 def get_backends(request: Request) -> Backends:

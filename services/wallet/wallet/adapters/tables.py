@@ -62,6 +62,8 @@ accounts = Table(
         "allow_negative OR shards > 0 OR posted - pending >= 0", name="ck_accounts_no_overdraft"
     ),
     CheckConstraint("shards >= 0", name="ck_accounts_shards_not_negative"),
+    # The admin balance listing filtered by kind, in opening order.
+    Index("ix_accounts_kind_seq", "kind", "seq"),
 )
 
 # One slice of a sharded account's posted balance; the balance is the sum of its shards.
@@ -111,6 +113,8 @@ entries = Table(
     # An account's history, newest first (keyset pagination on id).
     Index("ix_entries_account_history", "account_id", text("id DESC")),
     Index("ix_entries_transfer_id", "transfer_id"),
+    # An account's entries in a time range (commission earnings: platform revenue by period).
+    Index("ix_entries_account_time", "account_id", "created_at"),
 )
 
 # A reservation of one branch of a global transaction.

@@ -12,6 +12,7 @@ from wallet.adapters.repositories import (
     SqlLedgerRepository,
 )
 from wallet.adapters.repositories.audit import SqlLedgerAuditRepository
+from wallet.adapters.repositories.reports import SqlLedgerReadRepository
 from wallet.adapters.tables import tcc_barriers
 
 
@@ -23,6 +24,7 @@ class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
     holds: SqlHoldRepository
     barriers: SqlBarrierRepository
     audit: SqlLedgerAuditRepository
+    reports: SqlLedgerReadRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.accounts = SqlAccountRepository(session)
@@ -30,3 +32,4 @@ class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
         self.holds = SqlHoldRepository(session)
         self.barriers = SqlBarrierRepository(session, tcc_barriers)
         self.audit = SqlLedgerAuditRepository(session)
+        self.reports = SqlLedgerReadRepository(session)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from hirepay_platform.tcc import TccBranch
 from wallet.domain.ledger import Leg
 from wallet.domain.model import AccountKind
+from wallet.domain.reports import Period
 from wallet.domain.splits import Share
 
 
@@ -126,3 +128,58 @@ class AuditLedger:
 
     limit: int = 100
     hold_grace_seconds: int = 300
+
+
+# --- reads for users and admins (ESC-11) ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GetWalletSummary:
+    """A user's wallet: their USER accounts with balances."""
+
+    owner_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListWalletTransactions:
+    """A user's history across their USER accounts, newest first; `unit` empty: every unit."""
+
+    owner_id: str
+    unit: str = ""
+    since: datetime | None = None
+    until: datetime | None = None
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetCommissionEarnings:
+    """What platform revenue earned in [since, until), per period and unit, net of debits."""
+
+    since: datetime | None
+    until: datetime | None
+    period: Period = Period.DAY
+
+
+@dataclass(frozen=True, slots=True)
+class ListBalances:
+    """Every account with its balance; empty filters: no restriction."""
+
+    kind: AccountKind | None = None
+    unit: str = ""
+    owner_id: str = ""
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListTransactions:
+    """Every entry, newest first; empty filters: no restriction."""
+
+    owner_id: str = ""
+    unit: str = ""
+    kind: AccountKind | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    page_size: int = 0
+    page_token: str = ""

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from google.protobuf.message import Message
+
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay_platform import grpc_status
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
-from hirepay_platform.wire import timestamp
+from hirepay_platform.wire import timestamp, to_datetime
 from wallet.domain import commands
 from wallet.domain.errors import invalid
 from wallet.domain.holds import Hold, HoldState
 from wallet.domain.ledger import Entry, Leg, TransferRecord
 from wallet.domain.model import Account, AccountKind
+from wallet.domain.reports import Earnings, EarningsBucket, LedgerLine, Period
 from wallet.domain.splits import Share
 from wallet.service_layer.handlers import BatchOutcome, HoldResult, TransferResult
 
@@ -46,6 +51,25 @@ def account_kind_from_pb(kind: int) -> AccountKind:
         return _KIND_FROM_PB[kind]
     except KeyError:
         raise invalid("kind", "must be a known account kind") from None
+
+
+def optional_kind_from_pb(kind: int) -> AccountKind | None:
+    """A kind filter: unspecified means every kind."""
+    return None if kind == pb.ACCOUNT_KIND_UNSPECIFIED else account_kind_from_pb(kind)
+
+
+_PERIOD_FROM_PB: dict[int, Period] = {
+    pb.EARNINGS_PERIOD_UNSPECIFIED: Period.DAY,
+    pb.EARNINGS_PERIOD_DAY: Period.DAY,
+    pb.EARNINGS_PERIOD_MONTH: Period.MONTH,
+}
+
+
+def period_from_pb(period: int) -> Period:
+    try:
+        return _PERIOD_FROM_PB[period]
+    except KeyError:
+        raise invalid("period", "must be a known period") from None
 
 
 def branch_from_pb(branch: common_pb2.TccBranch) -> TccBranch:
@@ -119,6 +143,61 @@ def confirm_hold_from_pb(request: pb.ConfirmHoldRequest) -> commands.ConfirmHold
 
 def cancel_hold_from_pb(request: pb.CancelHoldRequest) -> commands.CancelHold:
     return commands.CancelHold(branch=branch_from_pb(request.branch), reason=request.reason)
+
+
+def _optional_time(request: Message, field: str) -> datetime | None:
+    """An optional Timestamp field as an aware datetime; a value outside years 1-9999 is refused."""
+    if not request.HasField(field):
+        return None
+    try:
+        return to_datetime(getattr(request, field))
+    except (OverflowError, ValueError):
+        raise invalid(field, "must be a time within years 1-9999") from None
+
+
+def list_wallet_transactions_from_pb(
+    request: pb.ListWalletTransactionsRequest,
+) -> commands.ListWalletTransactions:
+    return commands.ListWalletTransactions(
+        owner_id=request.owner_id,
+        unit=request.unit,
+        since=_optional_time(request, "since"),
+        until=_optional_time(request, "until"),
+        page_size=request.page.page_size,
+        page_token=request.page.page_token,
+    )
+
+
+def list_transactions_from_pb(request: pb.ListTransactionsRequest) -> commands.ListTransactions:
+    return commands.ListTransactions(
+        owner_id=request.owner_id,
+        unit=request.unit,
+        kind=optional_kind_from_pb(request.account_kind),
+        since=_optional_time(request, "since"),
+        until=_optional_time(request, "until"),
+        page_size=request.page.page_size,
+        page_token=request.page.page_token,
+    )
+
+
+def list_balances_from_pb(request: pb.ListBalancesRequest) -> commands.ListBalances:
+    return commands.ListBalances(
+        kind=optional_kind_from_pb(request.kind),
+        unit=request.unit,
+        owner_id=request.owner_id,
+        page_size=request.page.page_size,
+        page_token=request.page.page_token,
+    )
+
+
+def commission_earnings_from_pb(
+    request: pb.GetCommissionEarningsRequest,
+) -> commands.GetCommissionEarnings:
+    return commands.GetCommissionEarnings(
+        since=_optional_time(request, "since"),
+        until=_optional_time(request, "until"),
+        period=period_from_pb(request.period),
+    )
 
 
 # --- domain -> responses ---------------------------------------------------------------------
@@ -216,4 +295,46 @@ def hold_result_to_pb(result: HoldResult) -> pb.HoldResponse:
         null_compensation=result.null_compensation,
         replayed=result.replayed,
         transfer=transfer_record_to_pb(result.transfer) if result.transfer else None,
+    )
+
+
+def ledger_line_to_pb(line: LedgerLine) -> pb.LedgerLine:
+    return pb.LedgerLine(
+        entry_id=line.entry_id,
+        transfer_id=line.transfer_id,
+        account_id=line.account_id,
+        owner_id=line.owner_id,
+        account_kind=_KIND_TO_PB[line.account_kind],
+        amount=_money(line.amount, line.unit),
+        counterparty_kind=(
+            _KIND_TO_PB[line.counterparty_kind]
+            if line.counterparty_kind
+            else pb.ACCOUNT_KIND_UNSPECIFIED
+        ),
+        description=line.description,
+        metadata=line.metadata,
+        created_at=timestamp(line.created_at),
+    )
+
+
+def ledger_lines_to_pb(lines: list[LedgerLine], next_page_token: str) -> pb.ListLedgerLinesResponse:
+    return pb.ListLedgerLinesResponse(
+        lines=[ledger_line_to_pb(line) for line in lines], next_page_token=next_page_token
+    )
+
+
+def _bucket_to_pb(bucket: EarningsBucket) -> pb.EarningsBucket:
+    return pb.EarningsBucket(
+        period_start=timestamp(bucket.period_start),
+        unit=bucket.unit,
+        credited_minor=bucket.credited,
+        debited_minor=bucket.debited,
+        net_minor=bucket.net,
+    )
+
+
+def earnings_to_pb(earnings: Earnings) -> pb.GetCommissionEarningsResponse:
+    return pb.GetCommissionEarningsResponse(
+        buckets=[_bucket_to_pb(b) for b in earnings.buckets],
+        totals=[_bucket_to_pb(b) for b in earnings.totals],
     )

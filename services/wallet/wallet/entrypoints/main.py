@@ -30,9 +30,20 @@ def wallet_config(settings: WalletSettings) -> WalletConfig:
     )
 
 
-# The ledger is internal: only jobs and payments move money; the gateway reaches it for health only.
+# The ledger is internal: only jobs and payments move money. The gateway may call the reads of
+# users' wallets and the admin reports (ESC-11), whose object rules are in service_layer/access.py.
 # AuditLedger is the consistency auditor's (a jobs worker) only.
-ACCESS = AccessPolicy.of({"jobs", "payments"}, {"AuditLedger": {"jobs"}})
+READS = (
+    "GetWalletSummary",
+    "ListWalletTransactions",
+    "GetCommissionEarnings",
+    "ListBalances",
+    "ListTransactions",
+)
+ACCESS = AccessPolicy.of(
+    {"jobs", "payments"},
+    {"AuditLedger": {"jobs"}, **{name: {"gateway", "jobs", "payments"} for name in READS}},
+)
 
 
 def build_app(settings: WalletSettings) -> GrpcApp:

@@ -13,13 +13,14 @@ import grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_platform.errors import HirepayError
+from hirepay_platform.identity import current_caller
 from wallet.domain import commands
 from wallet.domain.holds import HoldState
 from wallet.entrypoints import conversions as conv
-from wallet.service_layer import handlers
+from wallet.service_layer import access, handlers
 from wallet.service_layer.batcher import TransferBatcher
 from wallet.service_layer.deps import Deps
-from wallet.service_layer.handlers import HoldResult, TransferResult, audit
+from wallet.service_layer.handlers import HoldResult, TransferResult, audit, reports
 from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
@@ -177,3 +178,43 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 for f in findings
             ]
         )
+
+    # --- reads for users and admins (ESC-11); object rules in service_layer/access.py (SEC-2) ---
+
+    async def GetWalletSummary(
+        self, request: pb.GetWalletSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetWalletSummaryResponse:
+        query = commands.GetWalletSummary(request.owner_id)
+        accounts = await access.wallet_summary(current_caller(), query, self._deps)
+        return pb.GetWalletSummaryResponse(accounts=[conv.account_to_pb(a) for a in accounts])
+
+    async def ListWalletTransactions(
+        self, request: pb.ListWalletTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLedgerLinesResponse:
+        query = conv.list_wallet_transactions_from_pb(request)
+        page = await access.wallet_transactions(current_caller(), query, self._deps)
+        return conv.ledger_lines_to_pb(page.items, page.next_page_token)
+
+    async def GetCommissionEarnings(
+        self, request: pb.GetCommissionEarningsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetCommissionEarningsResponse:
+        access.check_admin(current_caller())
+        query = conv.commission_earnings_from_pb(request)
+        return conv.earnings_to_pb(await reports.commission_earnings(query, self._deps))
+
+    async def ListBalances(
+        self, request: pb.ListBalancesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListBalancesResponse:
+        access.check_admin(current_caller())
+        page = await reports.list_balances(conv.list_balances_from_pb(request), self._deps)
+        return pb.ListBalancesResponse(
+            accounts=[conv.account_to_pb(a) for a in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListLedgerLinesResponse:
+        access.check_admin(current_caller())
+        page = await reports.list_transactions(conv.list_transactions_from_pb(request), self._deps)
+        return conv.ledger_lines_to_pb(page.items, page.next_page_token)

@@ -17,6 +17,7 @@ from wallet.domain.audit import LedgerFinding
 from wallet.domain.holds import Hold
 from wallet.domain.ledger import Entry, Posting, TransferRecord
 from wallet.domain.model import Account, AccountKind, AccountRef, Balance, NewAccount
+from wallet.domain.reports import AccountFilter, EarningsBucket, EntryFilter, LedgerLine, Period
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +118,29 @@ class LedgerAuditRepository(Protocol):
         """Broken ledger invariants (at most `limit` per kind); holds expired before the cutoff."""
 
 
+class LedgerReadRepository(Protocol):
+    """The readers' queries (ESC-11): a user's wallet and history, admin listings and reports."""
+
+    async def wallet_accounts(self, owner_id: str) -> list[Account]:
+        """The owner's USER accounts with their balances, by unit."""
+
+    async def lines(
+        self, where: EntryFilter, before_id: int | None, limit: int
+    ) -> list[LedgerLine]:
+        """Entries matching `where` with ids below `before_id` (None: from the newest), newest
+        first, each with its transfer's description and metadata and its counter-party's kind."""
+
+    async def balances(
+        self, where: AccountFilter, after: int | None, limit: int
+    ) -> list[tuple[int, Account]]:
+        """Accounts matching `where`, oldest first, each with its keyset cursor."""
+
+    async def earnings(
+        self, since: datetime, until: datetime, period: Period
+    ) -> list[EarningsBucket]:
+        """Platform revenue's credits and debits in [since, until) per period and unit."""
+
+
 class WalletUnitOfWork(Protocol):
     """One local transaction over the wallet's repositories; rolls back unless committed."""
 
@@ -126,6 +150,7 @@ class WalletUnitOfWork(Protocol):
     # The platform's TCC barrier table (hirepay_platform.barrier implements it in SQL).
     barriers: BarrierRepository
     audit: LedgerAuditRepository
+    reports: LedgerReadRepository
 
     async def __aenter__(self) -> Self: ...
 

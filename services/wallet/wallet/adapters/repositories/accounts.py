@@ -24,8 +24,8 @@ def _ref_from_row(row: Any) -> AccountRef:
     )
 
 
-def _account_from_row(row: Any) -> Account:
-    """A row of _ACCOUNT_COLUMNS: the account with its balance (shards summed)."""
+def account_from_row(row: Any) -> Account:
+    """A row of ACCOUNT_COLUMNS: the account with its balance (shards summed)."""
     return Account(
         ref=_ref_from_row(row),
         balance=Balance(posted=int(row.balance_posted), pending=row.pending),
@@ -34,7 +34,7 @@ def _account_from_row(row: Any) -> Account:
 
 
 # An account's posted balance is its own column plus the sum of its shards (none if unsharded).
-_ACCOUNT_COLUMNS = (
+ACCOUNT_COLUMNS = (
     A.c.id,
     A.c.owner_id,
     A.c.unit,
@@ -133,16 +133,16 @@ class SqlAccountRepository:
 
     async def get(self, account_id: str) -> Account | None:
         row = (
-            await self._session.execute(select(*_ACCOUNT_COLUMNS).where(A.c.id == account_id))
+            await self._session.execute(select(*ACCOUNT_COLUMNS).where(A.c.id == account_id))
         ).one_or_none()
-        return _account_from_row(row) if row else None
+        return account_from_row(row) if row else None
 
     async def find(self, owner_id: str, unit: str, kind: AccountKind) -> Account | None:
-        query = select(*_ACCOUNT_COLUMNS).where(
+        query = select(*ACCOUNT_COLUMNS).where(
             A.c.owner_id == owner_id, A.c.unit == unit, A.c.kind == kind.value
         )
         row = (await self._session.execute(query)).one_or_none()
-        return _account_from_row(row) if row else None
+        return account_from_row(row) if row else None
 
     async def refs(self, account_ids: Collection[str]) -> dict[str, AccountRef]:
         found, missing = self._cache.get_many(account_ids)
@@ -164,8 +164,8 @@ class SqlAccountRepository:
     async def list_by_owner(
         self, owner_id: str, after: int | None, limit: int
     ) -> list[tuple[int, Account]]:
-        query = select(*_ACCOUNT_COLUMNS).where(A.c.owner_id == owner_id)
+        query = select(*ACCOUNT_COLUMNS).where(A.c.owner_id == owner_id)
         if after is not None:
             query = query.where(A.c.seq > after)
         rows = await self._session.execute(query.order_by(A.c.seq).limit(limit))
-        return [(row.seq, _account_from_row(row)) for row in rows]
+        return [(row.seq, account_from_row(row)) for row in rows]
