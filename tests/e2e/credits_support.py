@@ -13,17 +13,16 @@ from typing import Any
 
 import httpx
 
-from hirepay.common.v1 import common_pb2
-from hirepay.wallet.v1 import wallet_service_pb2 as wpb
-from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, DEV_WEBHOOK_SECRET
 from tests.e2e.conftest import System, job_fields
-from tests.support.service_auth import signed_channel
+from tests.support import wallet_reads
 from tests.support.waiting import eventually
 
 JOB, CANDIDATE = "JOB_CREDIT", "CANDIDATE_CREDIT"
 SWIFT_HIRE_USD = 4900
+# Whose clearing account the Stripe sandbox's money goes through (ESC-1).
+STRIPE_CLEARING = "provider:stripe"
 
 
 def subscribe(
@@ -92,30 +91,10 @@ def buy(system: System, company: str, plan: str = "SWIFT_HIRE", card: str = "424
 
 def ledger(system: System, owner: str) -> Counter[tuple[str, str]]:
     """Posted balances of an owner's accounts: (kind, unit) -> amount (no account: absent)."""
-    found: Counter[tuple[str, str]] = Counter()
-    with signed_channel(
-        system.stack.services["wallet"].target, caller="payments", service="wallet"
-    ) as channel:
-        stub = wpb_grpc.WalletServiceStub(channel)
-        token = ""
-        while True:
-            reply = stub.ListAccounts(
-                wpb.ListAccountsRequest(
-                    owner_id=owner, page=common_pb2.PageRequest(page_size=200, page_token=token)
-                ),
-                timeout=5,
-            )
-            for account in reply.accounts:
-                kind = wpb.AccountKind.Name(account.kind).removeprefix("ACCOUNT_KIND_")
-                found[(kind, account.currency)] = account.balance.posted_minor
-            token = reply.next_page_token
-            if not token:
-                return found
+    return wallet_reads.balances(system.stack.services["wallet"].target, owner)
 
 
-def platform_delta(before: Counter, after: Counter) -> dict[tuple[str, str], int]:
-    keys = set(before) | set(after)
-    return {k: after[k] - before[k] for k in sorted(keys) if after[k] != before[k]}
+platform_delta = wallet_reads.delta
 
 
 # --- provider events ---------------------------------------------------------------------------

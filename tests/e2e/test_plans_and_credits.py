@@ -11,6 +11,7 @@ from tests.e2e.conftest import System, new_company
 from tests.e2e.credits_support import (
     CANDIDATE,
     JOB,
+    STRIPE_CLEARING,
     SWIFT_HIRE_USD,
     buy,
     checkout_events,
@@ -69,6 +70,7 @@ def test_free_launchpad_company_has_nothing_and_cannot_post_by_credits(system: S
 def test_buy_swift_hire_then_post_five_jobs_and_the_sixth_is_refused(system: System) -> None:
     company = new_company()
     platform_before = ledger(system, "platform")
+    clearing_before = ledger(system, STRIPE_CLEARING)
     started = subscribe(system, company, "SWIFT_HIRE")
     assert started.status_code == 200, started.text
     txn = started.json()["transactionId"]
@@ -92,12 +94,14 @@ def test_buy_swift_hire_then_post_five_jobs_and_the_sixth_is_refused(system: Sys
     assert body["maxJobPosts"] == 5 and body["plan"] == "SWIFT_HIRE"
     assert body["subscription"]["transactionId"] == txn
     assert body["subscription"]["endDate"] == paid["subscriptionEndDate"]
-    # The ledger: credits from issuance to the company, the money from clearing to revenue.
+    # The ledger: credits from issuance to the company, the money from the provider's clearing
+    # account to revenue.
     assert ledger(system, company) == {("USER", JOB): 2500, ("USER", CANDIDATE): 50}
     delta = platform_delta(platform_before, ledger(system, "platform"))
     assert delta[("ISSUANCE", JOB)] == -2500 and delta[("ISSUANCE", CANDIDATE)] == -50
-    assert delta[("PROVIDER_CLEARING", "USD")] == -SWIFT_HIRE_USD
     assert delta[("PLATFORM_REVENUE", "USD")] == SWIFT_HIRE_USD
+    clearing = platform_delta(clearing_before, ledger(system, STRIPE_CLEARING))
+    assert clearing == {("PROVIDER_CLEARING", "USD"): -SWIFT_HIRE_USD}
 
     revenue_before = ledger(system, "platform")[("PLATFORM_REVENUE", JOB)]
     for n in range(5):
@@ -200,6 +204,7 @@ def test_a_refunded_subscription_revokes_its_unused_credits(system: System) -> N
     for n in range(2):
         assert post_by_credits(system, company, n).status_code == 201
     platform_before = ledger(system, "platform")
+    clearing_before = ledger(system, STRIPE_CLEARING)
     path = f"/api/payments/transactions/{txn}/refund"
     assert system.http.post(path, headers=system.headers(company)).status_code == 403
     refunded = system.http.post(
@@ -222,7 +227,8 @@ def test_a_refunded_subscription_revokes_its_unused_credits(system: System) -> N
     delta = platform_delta(platform_before, ledger(system, "platform"))
     assert delta[("ISSUANCE", JOB)] == 1500 and delta[("ISSUANCE", CANDIDATE)] == 50
     assert delta[("PLATFORM_REVENUE", "USD")] == -SWIFT_HIRE_USD
-    assert delta[("PROVIDER_CLEARING", "USD")] == SWIFT_HIRE_USD
+    clearing = platform_delta(clearing_before, ledger(system, STRIPE_CLEARING))
+    assert clearing == {("PROVIDER_CLEARING", "USD"): SWIFT_HIRE_USD}
     # The provider refunded the payment once; a repeat refunds nothing more.
     repeat = system.http.post(path, headers=system.headers("ops", "admin"))
     assert repeat.status_code == 200 and repeat.json()["revoked"] == body["revoked"]

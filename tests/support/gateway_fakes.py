@@ -237,6 +237,19 @@ JOBS_METHODS = [
     "ViewApplicant",
     "DecideApplication",
     "TakePostingAttempt",
+    "PostMarketJob",
+    "GetMarketJob",
+    "ListMyMarketJobs",
+    "ListOpenMarketJobs",
+    "RequestJob",
+    "ListJobRequests",
+    "DecideJobRequest",
+    "SendOffer",
+    "GetOffer",
+    "ListOffers",
+    "AcceptOffer",
+    "RejectOffer",
+    "WithdrawOffer",
 ]
 PAYMENTS_METHODS = [
     "Authorize",
@@ -254,6 +267,7 @@ PAYMENTS_METHODS = [
     "GetSubscriptionStatus",
     "RefundTransaction",
     "ConfirmCheckoutReturn",
+    "PurchaseCoins",
 ]
 
 WALLET_METHODS = [

@@ -4,7 +4,9 @@
   step, in the saga's order: `pending` (the request's first transaction committed), `try` (the Try
   answered or failed), `confirming` (the activation checks passed, the move to CONFIRMING
   committed), `confirm` (the Confirm answered: money taken, job not live yet) or `activate` (the
-  activation committed with the saga's completion).
+  activation committed with the saga's completion); for offers, `offer_capture` (an accepted
+  offer's money captured, nothing recorded yet) and `offer_book` (fee and escrow booked on the
+  ledger, the job not assigned yet).
 - `FaultyUnitOfWork(refuse_activation_marker=...)`: jobs whose title contains the marker cannot be
   activated, as if they had changed under the saga (PAY-7: the money goes back).
 """
@@ -15,11 +17,26 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from jobs.domain.marketplace import FundingSplit, Offer
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState, TryResult
-from jobs.service_layer.ports import JobsUnitOfWork, Participant, Participants
+from jobs.service_layer.ports import (
+    JobsUnitOfWork,
+    OfferFunds,
+    OfferFundsByMethod,
+    Participant,
+    Participants,
+)
 
-CRASH_STEPS = ("pending", "try", "confirming", "confirm", "activate")
+CRASH_STEPS = (
+    "pending",
+    "try",
+    "confirming",
+    "confirm",
+    "activate",
+    "offer_capture",
+    "offer_book",
+)
 
 
 class _RefusesActivation(Job):
@@ -78,6 +95,52 @@ class CrashingParticipants:
 
     def for_method(self, method: PaymentMethod) -> Participant:
         return CrashingParticipant(self.inner.for_method(method), self.crash_after, self.crash)
+
+
+class CrashingOfferFunds:
+    """An offer's funds that crash the process right after the capture or the booking."""
+
+    def __init__(self, inner: OfferFunds, crash_after: str, crash: Callable[[], Any]) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.crash = crash
+
+    async def reserve(self, saga: Saga, offer: Offer, hold_seconds: int) -> TryResult:
+        return await self.inner.reserve(saga, offer, hold_seconds)
+
+    async def capture(
+        self, saga: Saga, split: FundingSplit, escrow_account_id: str, fee_bps: int
+    ) -> TryResult:
+        result = await self.inner.capture(saga, split, escrow_account_id, fee_bps)
+        if self.crash_after == "offer_capture":
+            self.crash()
+        return result
+
+    async def book(self, saga: Saga, split: FundingSplit, escrow_account_id: str) -> None:
+        await self.inner.book(saga, split, escrow_account_id)
+        if self.crash_after == "offer_book":
+            self.crash()
+
+    async def release(self, saga: Saga, reason: str) -> TryResult:
+        return await self.inner.release(saga, reason)
+
+    async def inspect(self, saga: Saga) -> TryResult:
+        return await self.inner.inspect(saga)
+
+    async def escrow_account(self, engagement_id: str, unit: str) -> str:
+        return await self.inner.escrow_account(engagement_id, unit)
+
+
+class CrashingOfferFundsByMethod:
+    def __init__(
+        self, inner: OfferFundsByMethod, crash_after: str, crash: Callable[[], Any]
+    ) -> None:
+        self.inner = inner
+        self.crash_after = crash_after
+        self.crash = crash
+
+    def for_method(self, method: PaymentMethod) -> OfferFunds:
+        return CrashingOfferFunds(self.inner.for_method(method), self.crash_after, self.crash)
 
 
 class _WatchedJobs:
@@ -154,6 +217,10 @@ class FaultyUnitOfWork:
 
     async def __aexit__(self, *exc_info: Any) -> None:
         await self.inner.__aexit__(*exc_info)
+
+    def __getattr__(self, name: str) -> Any:
+        # The repositories no fault is injected into (the marketplace's) are the inner ones.
+        return getattr(self.inner, name)
 
     async def commit(self) -> None:
         await self.inner.commit()

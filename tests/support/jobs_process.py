@@ -14,7 +14,12 @@ from dataclasses import replace
 from hirepay_platform.settings import load_settings
 from jobs.entrypoints.main import build_adapters, build_app
 from jobs.entrypoints.settings import JobsSettings
-from tests.support.jobs_faults import CRASH_STEPS, CrashingParticipants, FaultyUnitOfWork
+from tests.support.jobs_faults import (
+    CRASH_STEPS,
+    CrashingOfferFundsByMethod,
+    CrashingParticipants,
+    FaultyUnitOfWork,
+)
 
 MODULE = "tests.support.jobs_process"
 CRASH_AFTER_STEP = "HIREPAY_TEST_CRASH_AFTER_STEP"
@@ -43,6 +48,7 @@ def main() -> None:
         adapters,
         uow_factory=uow_factory,
         participants=CrashingParticipants(adapters.participants, step, _crash),
+        offer_funds=CrashingOfferFundsByMethod(adapters.offer_funds, step, _crash),
     )
     build_app(settings, adapters).run()
 

@@ -13,11 +13,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from hirepay_platform.errors import PreconditionFailed
+from hirepay_platform.errors import HirepayError, PreconditionFailed
 from hirepay_platform.reasons import FailureReason
 from hirepay_platform.tcc import TccBranch
 from payments.domain.credits import CREDIT_UNITS, CreditGrant, GrantKind, GrantStatus
 from payments.domain.events import AuditEntry, OutboxEvent
+from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
 from payments.domain.provider import (
     AuthorizeRequest,
@@ -262,6 +263,13 @@ class FakeCreditGrants(_Repo):
         found = [g for g in self.st.grants.values() if g.transaction_id == transaction_id]
         return copy.deepcopy(found)
 
+    async def for_payment(self, payment_id: str) -> list[CreditGrant]:
+        found = [g for g in self.st.grants.values() if g.payment_id == payment_id]
+        return copy.deepcopy(found)
+
+    async def expected(self, before: datetime) -> list[ExpectedBooking]:
+        raise NotImplementedError("the auditor's read runs against PostgreSQL")
+
     async def save(self, grant: CreditGrant) -> None:
         self.st.grants[grant.id] = copy.deepcopy(grant)
 
@@ -306,6 +314,26 @@ class FakeLedger:
             key = (owner_of[unit], unit)
             self.balances[key] = self.balances.get(key, 0) + sign * n
         self.transfers[grant.transfer_id] = dict(amounts)
+
+    async def move_many(self, grants: list[CreditGrant]) -> list[HirepayError | None]:
+        """Payments' bookings: each leg moves its amount between (owner, unit) balances."""
+        if self.fail:
+            raise self.fail.pop(0)
+        for grant in grants:
+            if grant.transfer_id in self.transfers:
+                continue
+            for leg in grant.legs_for(grant.amounts or {}):
+                for account, sign in ((leg.source, -1), (leg.target, 1)):
+                    key = (account.owner, account.unit)
+                    self.balances[key] = self.balances.get(key, 0) + sign * leg.amount
+            self.transfers[grant.transfer_id] = dict(grant.amounts or {})
+        return [None] * len(grants)
+
+    async def account_id(self, account: Account) -> str:
+        return f"acct:{account.owner}:{account.unit}:{account.kind.value}"
+
+    async def entries(self, account: Account) -> list[tuple[str, int]]:
+        return []
 
     async def available(self, user_id: str) -> dict[str, int]:
         if self.fail:

@@ -108,8 +108,10 @@ class Process:
         log.close()
         try:
             self.wait_ready(timeout)
-        except BaseException:
-            self.kill()  # never leave a process that did not come up running unowned
+        except TimeoutError:
+            # Never leave a process that did not come up running on its own (an orphan keeps
+            # its ports, database connections and CPU after the caller gave up on it).
+            self.stop()
             raise
         return self
 

@@ -29,6 +29,10 @@ def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
         cleanup.callback(relay.stop)
         sandbox, sandbox_url = start_stripe_sandbox("jobs-tests-sandbox", relay.url, WEBHOOK_SECRET)
         cleanup.callback(sandbox.stop)
+        wallet = start_service(
+            WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet"
+        )
+        cleanup.callback(wallet.stop)
         payments = start_payments(
             make_service_database("payments"),
             sandbox_url,
@@ -36,13 +40,11 @@ def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
             webhook_secrets=WEBHOOK_SECRET,
             provider_timeout=PROVIDER_TIMEOUT,
             log_name="jobs-tests-payments",
+            # Every captured fee and refund is booked on the ledger through provider clearing.
+            PAYMENTS_WALLET_TARGET=wallet.target,
         )
         cleanup.callback(payments.stop)
         relay.target = payments.target
-        wallet = start_service(
-            WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet"
-        )
-        cleanup.callback(wallet.stop)
         admin = SandboxAdmin(sandbox_url)
         cleanup.callback(admin.close)
         pch = cleanup.enter_context(

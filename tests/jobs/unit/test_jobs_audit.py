@@ -114,6 +114,23 @@ async def test_captured_money_without_its_job_is_reported_after_the_grace():
     assert (await audit.run_audit(commands.RunAudit(), _deps(w, refunded))).violations == ()
 
 
+async def test_money_of_an_engagement_is_not_a_posting_without_its_job():
+    # A direct job payment or a marketplace offer funds an engagement's escrow: no saga, no job.
+    w = World(audit_grace_seconds=60)
+    sources = FakeSources(
+        facts=[
+            _fact("", "CAPTURED", w.clock.now, payment_id="pay_jp", purpose="job_payment"),
+            _fact("", "CAPTURED", w.clock.now, payment_id="pay_mk", purpose="marketplace"),
+            _fact("", "CAPTURED", w.clock.now, payment_id="pay_fee"),
+        ]
+    )
+    w.clock.advance(seconds=120)
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    assert [(v.check, v.subject_id) for v in report.violations] == [
+        (Check.CAPTURED_PAYMENT_WITHOUT_JOB, "pay_fee")
+    ]
+
+
 async def test_a_payment_not_final_past_its_deadline_is_reported():
     w = World(settlement_deadline_seconds=3600, audit_grace_seconds=60)
     start = w.clock.now
@@ -136,6 +153,8 @@ async def test_ledger_and_provider_findings_are_reported_by_check():
         ledger_violations=[
             Violation(Check.UNBALANCED_TRANSACTION, "tr_1", "sums to 5 USD"),
             Violation(Check.EXPIRED_HOLD_UNRELEASED, "hold_1", "expired 2 h ago"),
+            Violation(Check.LEDGER_BOOKING_MISSING, "payment:pay_7:capture", "no transfer"),
+            Violation(Check.LEDGER_REVENUE_MISMATCH, "USD", "booked 0, fees 14900"),
         ],
         provider_violations=[Violation(Check.PROVIDER_MISMATCH, "pay_9", "provider captured")],
     )
@@ -144,8 +163,11 @@ async def test_ledger_and_provider_findings_are_reported_by_check():
     assert counts[Check.UNBALANCED_TRANSACTION] == 1
     assert counts[Check.EXPIRED_HOLD_UNRELEASED] == 1
     assert counts[Check.PROVIDER_MISMATCH] == 1
+    assert counts[Check.LEDGER_BOOKING_MISSING] == 1
+    assert counts[Check.LEDGER_REVENUE_MISMATCH] == 1
     assert counts[Check.BALANCE_LIMIT_BREACH] == 0
     assert _gauge(Check.PROVIDER_MISMATCH) == 1
+    assert _gauge(Check.LEDGER_BOOKING_MISSING) == 1
 
 
 async def test_an_unreadable_participant_is_not_a_violation():

@@ -103,6 +103,60 @@ class JobsClient:
     ) -> jobs_pb.TakePostingAttemptResponse:
         return await self.client.call(self.stub.TakePostingAttempt, request)
 
+    # Marketplace (ESC-6..10). Offers move money (an authorization or a hold, a capture and the
+    # ledger bookings, releases): the saga budget.
+
+    async def post_market_job(
+        self, request: jobs_pb.PostMarketJobRequest
+    ) -> jobs_pb.MarketJobResponse:
+        return await self.client.call(self.stub.PostMarketJob, request)
+
+    async def get_market_job(
+        self, request: jobs_pb.GetMarketJobRequest
+    ) -> jobs_pb.MarketJobResponse:
+        return await self.client.call(self.stub.GetMarketJob, request)
+
+    async def list_my_market_jobs(
+        self, request: jobs_pb.ListMyMarketJobsRequest
+    ) -> jobs_pb.ListMarketJobsResponse:
+        return await self.client.call(self.stub.ListMyMarketJobs, request)
+
+    async def list_open_market_jobs(
+        self, request: jobs_pb.ListOpenMarketJobsRequest
+    ) -> jobs_pb.ListMarketJobsResponse:
+        return await self.client.call(self.stub.ListOpenMarketJobs, request)
+
+    async def request_job(self, request: jobs_pb.RequestJobRequest) -> jobs_pb.JobRequestResponse:
+        return await self.client.call(self.stub.RequestJob, request)
+
+    async def list_job_requests(
+        self, request: jobs_pb.ListJobRequestsRequest
+    ) -> jobs_pb.ListJobRequestsResponse:
+        return await self.client.call(self.stub.ListJobRequests, request)
+
+    async def decide_job_request(
+        self, request: jobs_pb.DecideJobRequestRequest
+    ) -> jobs_pb.JobRequestResponse:
+        return await self.client.call(self.stub.DecideJobRequest, request)
+
+    async def send_offer(self, request: jobs_pb.SendOfferRequest) -> jobs_pb.OfferResponse:
+        return await self.client.call(self.stub.SendOffer, request, timeout=self.saga_timeout)
+
+    async def get_offer(self, request: jobs_pb.GetOfferRequest) -> jobs_pb.OfferResponse:
+        return await self.client.call(self.stub.GetOffer, request)
+
+    async def list_offers(self, request: jobs_pb.ListOffersRequest) -> jobs_pb.ListOffersResponse:
+        return await self.client.call(self.stub.ListOffers, request)
+
+    async def accept_offer(self, request: jobs_pb.AcceptOfferRequest) -> jobs_pb.OfferResponse:
+        return await self.client.call(self.stub.AcceptOffer, request, timeout=self.saga_timeout)
+
+    async def reject_offer(self, request: jobs_pb.RejectOfferRequest) -> jobs_pb.OfferResponse:
+        return await self.client.call(self.stub.RejectOffer, request, timeout=self.saga_timeout)
+
+    async def withdraw_offer(self, request: jobs_pb.WithdrawOfferRequest) -> jobs_pb.OfferResponse:
+        return await self.client.call(self.stub.WithdrawOffer, request, timeout=self.saga_timeout)
+
 
 class PaymentsClient:
     """The payments service: subscriptions, transactions, checkout and provider webhooks."""
@@ -146,6 +200,12 @@ class PaymentsClient:
         return await self.client.call(
             self.stub.RefundTransaction, request, timeout=self.slow_timeout
         )
+
+    async def purchase_coins(
+        self, request: pay_pb.PurchaseCoinsRequest
+    ) -> pay_pb.CoinCheckoutResponse:
+        # Creating the checkout is a provider call.
+        return await self.client.call(self.stub.PurchaseCoins, request, timeout=self.slow_timeout)
 
     async def confirm_checkout_return(
         self, request: pay_pb.ConfirmCheckoutReturnRequest

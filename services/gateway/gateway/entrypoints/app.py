@@ -14,8 +14,10 @@ from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ErrorBody, error_responses
 from gateway.entrypoints import (
     applications_routes,
+    coins_routes,
     credits_routes,
     jobs_routes,
+    marketplace_routes,
     ops_routes,
     payments_routes,
     payout_routes,
@@ -101,6 +103,8 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
     app.include_router(payout_routes.router)
+    app.include_router(coins_routes.router)
+    app.include_router(marketplace_routes.router)
     app.include_router(wallet_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

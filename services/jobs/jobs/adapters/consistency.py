@@ -1,5 +1,6 @@
-"""The consistency auditor's sources over gRPC: payments' ListPayments and ReconcileProvider, the
-wallet's AuditLedger (read-only calls through the services' contracts, never their tables)."""
+"""The consistency auditor's sources over gRPC: payments' ListPayments, ReconcileProvider and
+AuditLedgerBookings, the wallet's AuditLedger (read-only calls through the services' contracts,
+never their tables)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ class GrpcConsistencySources:
         *,
         hold_grace_seconds: int,
         reconcile_limit: int,
+        booking_grace_seconds: int = 600,
     ) -> None:
         self._payments = payments
         self._wallet = wallet
         self._hold_grace_seconds = hold_grace_seconds
         self._reconcile_limit = reconcile_limit
+        self._booking_grace_seconds = booking_grace_seconds
 
     async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
         request = ppb.ListPaymentsRequest(
@@ -49,7 +52,14 @@ class GrpcConsistencySources:
     async def ledger(self, now: datetime) -> list[Violation]:
         request = wpb.AuditLedgerRequest(hold_grace_seconds=self._hold_grace_seconds)
         reply = await self._wallet.client.call(self._wallet.stub.AuditLedger, request)
-        return [Violation(Check(f.kind), f.subject_id, f.detail) for f in reply.findings]
+        found = [Violation(Check(f.kind), f.subject_id, f.detail) for f in reply.findings]
+        # Every captured payment and refund booked through provider clearing (payments checks
+        # its records against the wallet's entries).
+        bookings = await self._payments.client.call(
+            self._payments.stub.AuditLedgerBookings,
+            ppb.AuditLedgerBookingsRequest(grace_seconds=self._booking_grace_seconds),
+        )
+        return found + [Violation(Check(f.kind), f.subject_id, f.detail) for f in bookings.findings]
 
     async def provider(self) -> list[Violation]:
         request = ppb.ReconcileProviderRequest(limit=self._reconcile_limit)
@@ -69,4 +79,5 @@ def _fact(p: ppb.Payment) -> PaymentFact:
         refunded_minor=p.refunded_minor,
         created_at=to_datetime(p.created_at),
         updated_at=to_datetime(p.updated_at),
+        purpose=p.metadata.get("purpose", ""),
     )

@@ -18,7 +18,14 @@ from jobs.adapters.tables import (
     settlement_cursors,
 )
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
-from jobs.domain.posting_saga import FINAL_STATES, PaymentMethod, Saga, SagaError, SagaState
+from jobs.domain.posting_saga import (
+    FINAL_STATES,
+    PaymentMethod,
+    Saga,
+    SagaError,
+    SagaKind,
+    SagaState,
+)
 
 _FINAL = [s.value for s in FINAL_STATES]
 
@@ -146,6 +153,7 @@ def saga_from_row(row: Row) -> Saga:
         lease_owner=row.lease_owner,
         lease_until=row.lease_until,
         finished_at=row.finished_at,
+        kind=SagaKind(row.kind),
     )
 
 
@@ -184,6 +192,7 @@ def saga_to_values(saga: Saga) -> dict[str, object]:
         "created_at": saga.created_at,
         "updated_at": saga.updated_at,
         "finished_at": saga.finished_at,
+        "kind": saga.kind.value,
     }
 
 
@@ -361,6 +370,7 @@ class SqlSagaRepository:
         self, company_id: str, since: datetime, reasons: frozenset[str]
     ) -> int:
         stmt = select(func.count()).where(
+            sagas.c.kind == SagaKind.POSTING.value,
             sagas.c.company_id == company_id,
             sagas.c.created_at >= since,
             sagas.c.failure["reason"].astext.in_(sorted(reasons)),

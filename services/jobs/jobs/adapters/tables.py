@@ -131,6 +131,8 @@ sagas = Table(
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     _at("finished_at"),
+    # Which global transaction (posting, offer); added by migration 0005.
+    Column("kind", String(16), nullable=False, default="posting", server_default="posting"),
     # Idempotency keys are scoped to the caller (PAY-8); insert-first on this key.
     UniqueConstraint("company_id", "request_id", name="uq_sagas_company_request"),
     # The recovery worker's scan of unfinished sagas.
@@ -211,4 +213,131 @@ posting_rate_attempts = Table(
     Column("user_id", String(255), primary_key=True),
     Column("attempt_id", String(255), primary_key=True),
     _at("charged_at", nullable=False),
+)
+
+
+# A job a customer posts for contractors (marketplace, no posting fee).
+market_jobs = Table(
+    "market_jobs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("customer_id", String(128), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("description", Text, nullable=False),
+    _str("category", 64),
+    Column("budget_minor", BigInteger, nullable=False, default=0),
+    _str("currency", 16),
+    Column("status", String(16), nullable=False),
+    _str("contractor_id", 128),
+    _str("engagement_id", 64),
+    # The one offer whose acceptance holds the job (the acceptance lock).
+    _str("accepting_offer_id", 64),
+    _str("create_request_id", 255),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    Index("ix_market_jobs_open", "created_at", "id", postgresql_where=text("status = 'open'")),
+    Index("ix_market_jobs_customer", "customer_id", "created_at", "id"),
+    Index(
+        "uq_market_jobs_customer_request",
+        "customer_id",
+        "create_request_id",
+        unique=True,
+        postgresql_where=text("create_request_id <> ''"),
+    ),
+)
+
+# A contractor's request to work on a marketplace job (ESC-10): one per job and contractor.
+job_requests = Table(
+    "job_requests",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), ForeignKey("market_jobs.id"), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("contractor_id", String(128), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    Column("status", String(16), nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    _at("decided_at"),
+    UniqueConstraint("job_id", "contractor_id", name="uq_job_requests_job_contractor"),
+    Index("ix_job_requests_contractor", "contractor_id", "created_at"),
+    Index("ix_job_requests_job", "job_id", "created_at"),
+)
+
+# An offer of a customer to a contractor; its money is the saga `saga_id` (kind offer).
+offers = Table(
+    "offers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), ForeignKey("market_jobs.id"), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("contractor_id", String(128), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("funding", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("saga_id", String(64), nullable=False),
+    Column("request_id", String(255), nullable=False),
+    Column("message", Text, nullable=False, default=""),
+    _str("payment_id", 128),
+    _str("engagement_id", 64),
+    _str("reason", 64),
+    _at("expires_at", nullable=False),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    _at("decided_at"),
+    # When its reservation was released (void / hold cancelled); unset while held or captured.
+    _at("released_at"),
+    UniqueConstraint("customer_id", "request_id", name="uq_offers_customer_request"),
+    UniqueConstraint("saga_id", name="uq_offers_saga"),
+    Index("ix_offers_job", "job_id", "created_at"),
+    Index("ix_offers_contractor", "contractor_id", "created_at"),
+    Index("ix_offers_customer", "customer_id", "created_at"),
+)
+
+# The money of one piece of work (ESC-6..8): amount, fee1, escrow, who, and its state.
+engagements = Table(
+    "engagements",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("job_id", String(64), ForeignKey("market_jobs.id"), nullable=False),
+    Column("customer_id", String(128), nullable=False),
+    Column("contractor_id", String(128), nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("fee1_minor", BigInteger, nullable=False),
+    Column("escrow_minor", BigInteger, nullable=False),
+    Column("funding", String(16), nullable=False),
+    Column("funding_state", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    _str("offer_id", 64),
+    _str("escrow_account_id", 64),
+    _str("payment_id", 128),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    _at("assigned_at"),
+    _at("started_at"),
+    _at("finished_at"),
+    # At most one funded, live or completed engagement per job.
+    Index(
+        "uq_engagements_job_live",
+        "job_id",
+        unique=True,
+        postgresql_where=text("state IN ('assigned', 'in_progress', 'disputed', 'completed')"),
+    ),
+    Index("ix_engagements_customer", "customer_id", "created_at"),
+    Index("ix_engagements_contractor", "contractor_id", "created_at"),
+)
+
+# One state change of an engagement (append-only).
+engagement_transitions = Table(
+    "engagement_transitions",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("engagement_id", ForeignKey("engagements.id"), nullable=False, index=True),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    _at("at", nullable=False),
 )

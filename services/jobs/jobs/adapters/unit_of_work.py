@@ -9,6 +9,12 @@ from jobs.adapters.application_repository import (
     SqlApplicationRepository,
     SqlCandidateViewRepository,
 )
+from jobs.adapters.marketplace_repository import (
+    SqlEngagementRepository,
+    SqlJobRequestRepository,
+    SqlMarketJobRepository,
+    SqlOfferRepository,
+)
 from jobs.adapters.repositories import (
     SqlJobRepository,
     SqlPostingRateRepository,
@@ -26,6 +32,10 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     applications: SqlApplicationRepository
     candidate_views: SqlCandidateViewRepository
     rate_limits: SqlPostingRateRepository
+    market_jobs: SqlMarketJobRepository
+    job_requests: SqlJobRequestRepository
+    offers: SqlOfferRepository
+    engagements: SqlEngagementRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
@@ -34,3 +44,7 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.applications = SqlApplicationRepository(session)
         self.candidate_views = SqlCandidateViewRepository(session)
         self.rate_limits = SqlPostingRateRepository(session)
+        self.market_jobs = SqlMarketJobRepository(session)
+        self.job_requests = SqlJobRequestRepository(session)
+        self.offers = SqlOfferRepository(session)
+        self.engagements = SqlEngagementRepository(session)

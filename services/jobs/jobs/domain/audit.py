@@ -29,6 +29,10 @@ class Check(enum.StrEnum):
     EXPIRED_HOLD_UNRELEASED = "expired_hold_unreleased"
     # The provider's charges or refunds differ from the local records.
     PROVIDER_MISMATCH = "provider_mismatch"
+    # A captured payment or refund without its ledger transfer through provider clearing (ESC-1).
+    LEDGER_BOOKING_MISSING = "ledger_booking_missing"
+    # Platform revenue on the ledger differs from captured fees minus refunds, per currency.
+    LEDGER_REVENUE_MISMATCH = "ledger_revenue_mismatch"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +56,12 @@ class PaymentFact:
     refunded_minor: int
     created_at: datetime
     updated_at: datetime
+    purpose: str = ""  # the payment's metadata `purpose` ("" for a posting fee)
 
+
+# Payments of the jobs subsystem that pay for something other than a posting: marketplace offers
+# and direct job payments (their money ends in an engagement's escrow, not a live posting).
+NOT_POSTING_PURPOSES = frozenset({"marketplace", "job_payment"})
 
 # Payment states that are not final: the payment still waits for someone (promise 4).
 NON_FINAL_PAYMENT_STATES = frozenset({"REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "UNKNOWN"})
@@ -101,6 +110,8 @@ def captured_payment_violation(
     A payment that changed within `grace` may still be on its way (a capture whose activation
     is being committed, a refund in flight) and is looked at again next round."""
     if payment.subsystem != "jobs" or payment.captured_minor <= 0:
+        return None
+    if payment.purpose in NOT_POSTING_PURPOSES:
         return None
     if payment.refunded_minor >= payment.captured_minor or now - payment.updated_at < grace:
         return None

@@ -25,6 +25,14 @@ class Actor:
         return self.role == "company" and bool(self.user_id)
 
     @property
+    def is_customer(self) -> bool:
+        return self.role == "customer" and bool(self.user_id)
+
+    @property
+    def is_contractor(self) -> bool:
+        return self.role == "contractor" and bool(self.user_id)
+
+    @property
     def name(self) -> str:
         return self.user_id or "anonymous"
 
@@ -207,3 +215,82 @@ class TakePostingAttempt:
     attempt_id: str
     limit: int
     window_seconds: int
+
+
+# --------------------------------------------------------------------------- marketplace
+
+
+@dataclass(frozen=True, slots=True)
+class PostMarketJob:
+    actor: Actor
+    title: str
+    description: str
+    category: str = ""
+    budget_minor: int = 0
+    currency: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GetMarketJob:
+    actor: Actor
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListMarketJobs:
+    """The caller's own jobs (`mine`, customers) or the open ones (contractors, admins)."""
+
+    actor: Actor
+    mine: bool
+    page_size: int = 0
+    page_token: str = ""
+    category: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RequestJob:
+    actor: Actor
+    job_id: str
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListJobRequests:
+    actor: Actor
+    job_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DecideJobRequest:
+    actor: Actor
+    job_request_id: str
+    accept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SendOffer:
+    actor: Actor
+    job_id: str
+    contractor_id: str
+    amount_minor: int
+    unit: str
+    funding: str
+    payment_token: str = ""
+    message: str = ""
+    request_id: str = ""
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OfferCommand:
+    """Get, accept, reject or withdraw one offer."""
+
+    actor: Actor
+    offer_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListOffers:
+    actor: Actor
+    job_id: str = ""

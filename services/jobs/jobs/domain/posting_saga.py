@@ -37,6 +37,12 @@ class SagaState(enum.StrEnum):
     COMPLETED = "completed"  # final: paid and active
     FAILED = "failed"  # final: nothing held, nothing taken
     REFUNDED = "refunded"  # final: money returned
+    # Kind `offer` only: the offer's money is reserved and waits for the contractor's decision
+    # (due at the offer's expiry, when recovery cancels it).
+    OFFERED = "offered"
+    # Kind `offer` only: captured; the fee and escrow are being booked on the ledger and the job
+    # assigned (driven until done: money taken is never left unbooked).
+    BOOKING = "booking"
 
     @property
     def final(self) -> bool:
@@ -71,16 +77,49 @@ SAGA_TRANSITIONS: dict[SagaState, frozenset[SagaState]] = {
     SagaState.COMPLETED: frozenset({SagaState.REFUNDING}),
     SagaState.FAILED: frozenset({SagaState.REFUNDING}),
     SagaState.REFUNDED: frozenset(),
+    SagaState.OFFERED: frozenset(),
+    SagaState.BOOKING: frozenset(),
+}
+
+
+# Kind `offer` (a marketplace offer, ESC-6): Try = reserve the offer's money when it is sent;
+# Confirm = capture it when the contractor accepts (the job locked for this offer), then book the
+# fee and the escrow and assign the job; Cancel = release it (rejected, expired, withdrawn, lost).
+OFFER_SAGA_TRANSITIONS: dict[SagaState, frozenset[SagaState]] = {
+    SagaState.TRYING: frozenset({SagaState.OFFERED, SagaState.CANCELLING}),
+    SagaState.OFFERED: frozenset({SagaState.CONFIRMING, SagaState.CANCELLING}),
+    SagaState.CONFIRMING: frozenset({SagaState.BOOKING, SagaState.CANCELLING}),
+    SagaState.BOOKING: frozenset({SagaState.COMPLETED}),
+    SagaState.CANCELLING: frozenset({SagaState.FAILED}),
+    SagaState.COMPLETED: frozenset(),
+    SagaState.FAILED: frozenset(),
+    SagaState.REFUNDED: frozenset(),
+    SagaState.AWAITING_SETTLEMENT: frozenset(),
+    SagaState.REFUNDING: frozenset(),
+}
+
+
+class SagaKind(enum.StrEnum):
+    """Which global transaction a saga row is: one engine (log, leases, recovery) drives both."""
+
+    POSTING = "posting"  # pay-to-post (PAY-4)
+    OFFER = "offer"  # a marketplace offer, from its reservation to acceptance or release
+
+
+TRANSITIONS_BY_KIND: dict[SagaKind, dict[SagaState, frozenset[SagaState]]] = {
+    SagaKind.POSTING: SAGA_TRANSITIONS,
+    SagaKind.OFFER: OFFER_SAGA_TRANSITIONS,
 }
 
 
 class PaymentMethod(enum.StrEnum):
-    """How a posting is paid (PaymentChoice.method)."""
+    """How a saga's money is paid (PaymentChoice.method; an offer's funding)."""
 
     CARD = "card"
     CREDITS = "credits"
     BANK_TRANSFER = "bank_transfer"
     CHECKOUT = "checkout"
+    COINS = "coins"  # a hold on the customer's COIN wallet (offers)
 
 
 class TryState(enum.StrEnum):
@@ -192,6 +231,14 @@ class Saga:
     lease_owner: str = ""
     lease_until: datetime | None = None
     finished_at: datetime | None = None
+    kind: SagaKind = SagaKind.POSTING
+
+    @property
+    def transitions(self) -> dict[SagaState, frozenset[SagaState]]:
+        """The transition table of this saga's kind."""
+        if self.kind is SagaKind.POSTING:
+            return self.TRANSITIONS
+        return TRANSITIONS_BY_KIND[self.kind]
 
     @property
     def branch_id(self) -> str:
@@ -204,7 +251,7 @@ class Saga:
 
     def _move(self, to: SagaState, now: datetime) -> None:
         """Change state if the table allows it; each state counts its own failed attempts."""
-        if to not in self.TRANSITIONS[self.state]:
+        if to not in self.transitions[self.state]:
             raise InvalidSagaTransition(self.id, self.state.value, to.value)
         if to is not self.state:
             self.attempts = 0
@@ -220,6 +267,17 @@ class Saga:
     def start_confirming(self, now: datetime) -> None:
         """Reserved, and nothing stops the job going live: take the money (PAY-4)."""
         self._move(SagaState.CONFIRMING, now)
+        self.next_attempt_at = now
+
+    def hold_offer(self, due_at: datetime, now: datetime) -> None:
+        """Kind offer: the money is reserved; due again at the offer's expiry."""
+        self._move(SagaState.OFFERED, now)
+        self.next_attempt_at = due_at
+
+    def start_booking(self, now: datetime) -> None:
+        """Kind offer: captured; the fee and escrow are booked and the job assigned next."""
+        self._move(SagaState.BOOKING, now)
+        self.captured = True
         self.next_attempt_at = now
 
     def complete(self, now: datetime) -> None:

@@ -14,6 +14,12 @@ from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.consistency import GrpcConsistencySources
+from jobs.adapters.offer_funds import (
+    CardOfferFunds,
+    CoinOfferFunds,
+    GrpcOfferFunds,
+    WalletAccounts,
+)
 from jobs.adapters.participants import (
     CreditsParticipant,
     GrpcParticipants,
@@ -25,7 +31,12 @@ from jobs.entrypoints import workers
 from jobs.entrypoints.servicer import JobsServicer
 from jobs.entrypoints.settings import JobsSettings, describe
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import ConsistencySources, JobsUnitOfWork, Participants
+from jobs.service_layer.ports import (
+    ConsistencySources,
+    JobsUnitOfWork,
+    OfferFundsByMethod,
+    Participants,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +54,8 @@ class Adapters:
     participants: Participants
     sources: ConsistencySources
     candidate_credits: WalletCandidateCredits
+    accounts: WalletAccounts
+    offer_funds: OfferFundsByMethod
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -65,8 +78,11 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         wallet,
         hold_grace_seconds=settings.audit_hold_grace_seconds,
         reconcile_limit=settings.audit_reconcile_limit,
+        booking_grace_seconds=int(settings.audit_grace_seconds),
     )
     candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
+    accounts = WalletAccounts(settings.wallet_target, timeout)
+    offer_funds = GrpcOfferFunds(CardOfferFunds(payments, accounts), CoinOfferFunds(accounts))
     return Adapters(
         engine,
         uow_factory,
@@ -75,6 +91,8 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         GrpcParticipants(payments, wallet),
         sources,
         candidate_credits,
+        accounts,
+        offer_funds,
     )
 
 
@@ -94,6 +112,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             adapters.participants,
             sources=adapters.sources,
             candidate_credits=adapters.candidate_credits,
+            offer_funds=adapters.offer_funds,
         )
 
     app.add_service(
@@ -118,6 +137,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         await adapters.payments.close()
         await adapters.wallet.close()
         await adapters.candidate_credits.close()
+        await adapters.accounts.close()
         await adapters.engine.dispose()
 
     app.on_startup(started)

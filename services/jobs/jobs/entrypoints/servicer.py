@@ -10,6 +10,7 @@ from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
+from jobs.entrypoints import marketplace_conversions as mconv
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import (
     applications,
@@ -19,6 +20,7 @@ from jobs.service_layer.handlers import (
     pay_to_post,
     rate_limits,
 )
+from jobs.service_layer.marketplace import market_jobs, offers
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -182,3 +184,100 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
             reset_seconds=decision.reset_seconds,
             retry_after_seconds=decision.retry_after_seconds,
         )
+
+    # ------------------------------------------------------------------ marketplace
+
+    async def PostMarketJob(
+        self, request: pb.PostMarketJobRequest, context: Any
+    ) -> pb.MarketJobResponse:
+        cmd = mconv.post_market_job_from_proto(conv.caller_actor(), request)
+        job = await market_jobs.post_market_job(cmd, self._deps())
+        return pb.MarketJobResponse(job=mconv.market_job_to_proto(job))
+
+    async def GetMarketJob(
+        self, request: pb.GetMarketJobRequest, context: Any
+    ) -> pb.MarketJobResponse:
+        cmd = commands.GetMarketJob(actor=conv.caller_actor(), job_id=request.job_id)
+        job = await market_jobs.get_market_job(cmd, self._deps())
+        return pb.MarketJobResponse(job=mconv.market_job_to_proto(job))
+
+    async def ListMyMarketJobs(
+        self, request: pb.ListMyMarketJobsRequest, context: Any
+    ) -> pb.ListMarketJobsResponse:
+        cmd = commands.ListMarketJobs(
+            actor=conv.caller_actor(),
+            mine=True,
+            page_size=request.page.page_size,
+            page_token=request.page.page_token,
+        )
+        return mconv.market_page_to_proto(await market_jobs.list_market_jobs(cmd, self._deps()))
+
+    async def ListOpenMarketJobs(
+        self, request: pb.ListOpenMarketJobsRequest, context: Any
+    ) -> pb.ListMarketJobsResponse:
+        cmd = commands.ListMarketJobs(
+            actor=conv.caller_actor(),
+            mine=False,
+            page_size=request.page.page_size,
+            page_token=request.page.page_token,
+            category=request.category,
+        )
+        return mconv.market_page_to_proto(await market_jobs.list_market_jobs(cmd, self._deps()))
+
+    async def RequestJob(
+        self, request: pb.RequestJobRequest, context: Any
+    ) -> pb.JobRequestResponse:
+        cmd = commands.RequestJob(
+            actor=conv.caller_actor(), job_id=request.job_id, message=request.message
+        )
+        view = await market_jobs.request_job(cmd, self._deps())
+        return pb.JobRequestResponse(job_request=mconv.job_request_to_proto(view))
+
+    async def ListJobRequests(
+        self, request: pb.ListJobRequestsRequest, context: Any
+    ) -> pb.ListJobRequestsResponse:
+        cmd = commands.ListJobRequests(actor=conv.caller_actor(), job_id=request.job_id)
+        views = await market_jobs.list_job_requests(cmd, self._deps())
+        return pb.ListJobRequestsResponse(
+            job_requests=[mconv.job_request_to_proto(v) for v in views]
+        )
+
+    async def DecideJobRequest(
+        self, request: pb.DecideJobRequestRequest, context: Any
+    ) -> pb.JobRequestResponse:
+        cmd = commands.DecideJobRequest(
+            actor=conv.caller_actor(),
+            job_request_id=request.job_request_id,
+            accept=request.accept,
+        )
+        view = await market_jobs.decide_job_request(cmd, self._deps())
+        return pb.JobRequestResponse(job_request=mconv.job_request_to_proto(view))
+
+    async def SendOffer(self, request: pb.SendOfferRequest, context: Any) -> pb.OfferResponse:
+        cmd = mconv.send_offer_from_proto(conv.caller_actor(), request)
+        return mconv.offer_response(await offers.send_offer(cmd, self._deps()))
+
+    async def GetOffer(self, request: pb.GetOfferRequest, context: Any) -> pb.OfferResponse:
+        cmd = commands.OfferCommand(actor=conv.caller_actor(), offer_id=request.offer_id)
+        return mconv.offer_response(await offers.get_offer(cmd, self._deps()))
+
+    async def ListOffers(
+        self, request: pb.ListOffersRequest, context: Any
+    ) -> pb.ListOffersResponse:
+        cmd = commands.ListOffers(actor=conv.caller_actor(), job_id=request.job_id)
+        found = await offers.list_offers(cmd, self._deps())
+        return pb.ListOffersResponse(offers=[mconv.offer_to_proto(o) for o in found])
+
+    async def AcceptOffer(self, request: pb.AcceptOfferRequest, context: Any) -> pb.OfferResponse:
+        cmd = commands.OfferCommand(actor=conv.caller_actor(), offer_id=request.offer_id)
+        return mconv.offer_response(await offers.accept_offer(cmd, self._deps()))
+
+    async def RejectOffer(self, request: pb.RejectOfferRequest, context: Any) -> pb.OfferResponse:
+        cmd = commands.OfferCommand(actor=conv.caller_actor(), offer_id=request.offer_id)
+        return mconv.offer_response(await offers.reject_offer(cmd, self._deps()))
+
+    async def WithdrawOffer(
+        self, request: pb.WithdrawOfferRequest, context: Any
+    ) -> pb.OfferResponse:
+        cmd = commands.OfferCommand(actor=conv.caller_actor(), offer_id=request.offer_id)
+        return mconv.offer_response(await offers.withdraw_offer(cmd, self._deps()))

@@ -7,7 +7,7 @@ import socket
 import uuid
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from hirepay_platform.settings import ServiceSettings
@@ -71,6 +71,13 @@ class JobsSettings(ServiceSettings):
     failed_payments_window_seconds: float = 3_600.0
     # Provider payment method of a bank transfer when the client sends none (the sandbox's debit).
     bank_transfer_payment_method: str = "pm_bank_transfer"
+    # Marketplace offers: validity (shorter than a card authorization lives, 7 days at Stripe),
+    # fees in basis points (10% at acceptance, 20% at completion).
+    offer_validity_seconds: int = 172_800
+    card_authorization_seconds: int = 7 * 86_400
+    offer_hold_grace_seconds: int = 3_600
+    acceptance_fee_bps: int = 1_000
+    completion_fee_bps: int = 2_000
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     )
@@ -83,6 +90,20 @@ class JobsSettings(ServiceSettings):
                 if amount <= 0 or currency != currency.upper():
                     raise ValueError(f"bad fee {category}/{currency}: {amount}")
         return value
+
+    @model_validator(mode="after")
+    def _marketplace_rules_hold(self) -> JobsSettings:
+        if not 0 < self.offer_validity_seconds < self.card_authorization_seconds:
+            raise ValueError(
+                "JOBS_OFFER_VALIDITY_SECONDS must be positive and shorter than a card "
+                "authorization lives (JOBS_CARD_AUTHORIZATION_SECONDS)"
+            )
+        for name in ("acceptance_fee_bps", "completion_fee_bps"):
+            if not 0 <= getattr(self, name) <= 10_000:
+                raise ValueError(f"JOBS_{name.upper()} must be 0..10000 basis points")
+        if self.acceptance_fee_bps + self.completion_fee_bps > 10_000:
+            raise ValueError("the acceptance and completion fees together exceed the amount")
+        return self
 
     def jobs_config(self) -> JobsConfig:
         """The use cases' view of the settings."""
@@ -118,6 +139,10 @@ class JobsSettings(ServiceSettings):
             bank_transfer_token=self.bank_transfer_payment_method,
             max_failed_payments=self.max_failed_payments,
             failed_payments_window_seconds=self.failed_payments_window_seconds,
+            offer_validity_seconds=self.offer_validity_seconds,
+            offer_hold_grace_seconds=self.offer_hold_grace_seconds,
+            acceptance_fee_bps=self.acceptance_fee_bps,
+            completion_fee_bps=self.completion_fee_bps,
         )
 
 

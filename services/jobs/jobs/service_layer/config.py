@@ -45,3 +45,12 @@ class JobsConfig:
     # the window block further postings until the window passes; 0 disables the rule.
     max_failed_payments: int = 10
     failed_payments_window_seconds: float = 3_600.0
+    # Marketplace (ESC-6..8). An offer not accepted within its validity expires and is released;
+    # it must be shorter than a card authorization lives (checked in settings).
+    offer_validity_seconds: int = 172_800
+    # A coin hold outlives its offer by this much, so the expiry (or a late acceptance being
+    # captured) always finds it still pending.
+    offer_hold_grace_seconds: int = 3_600
+    # Fees in basis points of the engagement amount: at funding (to revenue) and at completion.
+    acceptance_fee_bps: int = 1_000
+    completion_fee_bps: int = 2_000

@@ -12,6 +12,7 @@ from jobs.service_layer.ports import (
     CandidateCredits,
     ConsistencySources,
     JobsUnitOfWork,
+    OfferFundsByMethod,
     Participants,
 )
 
@@ -31,6 +32,7 @@ class Deps:
     # The other services as the consistency auditor reads them (None where no auditor runs).
     sources: ConsistencySources | None = None
     candidate_credits: CandidateCredits | None = None  # the wallet, for paid candidate views
+    offer_funds: OfferFundsByMethod | None = None  # payments and the wallet, for offers
 
     @classmethod
     def build(
@@ -41,6 +43,7 @@ class Deps:
         clock: Callable[[], datetime] = utc_now,
         sources: ConsistencySources | None = None,
         candidate_credits: CandidateCredits | None = None,
+        offer_funds: OfferFundsByMethod | None = None,
     ) -> Deps:
         """Dependencies with a new unit of work (one per request or worker tick)."""
         return cls(
@@ -51,6 +54,7 @@ class Deps:
             clock,
             sources=sources,
             candidate_credits=candidate_credits,
+            offer_funds=offer_funds,
         )
 
     def fresh(self) -> Deps:

@@ -10,6 +10,7 @@ from typing import Protocol, Self
 
 from jobs.domain.applications import Application, ViewState
 from jobs.domain.audit import PaymentFact, Violation
+from jobs.domain.marketplace import Engagement, FundingSplit, JobRequest, MarketJob, Offer
 from jobs.domain.model import Job, Transition
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 
@@ -137,6 +138,67 @@ class PostingRateRepository(Protocol):
     async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
 
 
+class MarketJobRepository(Protocol):
+    async def add_if_absent(self, job: MarketJob, request_id: str) -> MarketJob:
+        """Insert-first on (customer, request_id) when a key is given; the job stored under it."""
+
+    async def get(self, job_id: str, *, for_update: bool = False) -> MarketJob | None: ...
+
+    async def save(self, job: MarketJob) -> None: ...
+
+    async def list_open(
+        self, category: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[MarketJob]: ...
+
+    async def list_by_customer(
+        self, customer_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[MarketJob]: ...
+
+
+class JobRequestRepository(Protocol):
+    async def add_if_absent(self, request: JobRequest) -> bool:
+        """Insert-first on (job, contractor): False if this contractor asked for the job before."""
+
+    async def get(self, request_id: str, *, for_update: bool = False) -> JobRequest | None: ...
+
+    async def get_for(self, job_id: str, contractor_id: str) -> JobRequest | None: ...
+
+    async def save(self, request: JobRequest) -> None: ...
+
+    async def list_by_job(self, job_id: str, limit: int) -> list[JobRequest]: ...
+
+    async def list_by_contractor(self, contractor_id: str, limit: int) -> list[JobRequest]: ...
+
+
+class OfferRepository(Protocol):
+    async def add(self, offer: Offer) -> None: ...
+
+    async def get(self, offer_id: str, *, for_update: bool = False) -> Offer | None: ...
+
+    async def get_by_saga(self, saga_id: str, *, for_update: bool = False) -> Offer | None: ...
+
+    async def get_by_request(self, customer_id: str, request_id: str) -> Offer | None: ...
+
+    async def save(self, offer: Offer) -> None: ...
+
+    async def open_on_job(self, job_id: str, *, for_update: bool = False) -> list[Offer]:
+        """The job's offers that are not final, oldest first."""
+
+    async def list_by(
+        self, *, job_id: str = "", customer_id: str = "", contractor_id: str = "", limit: int
+    ) -> list[Offer]: ...
+
+
+class EngagementRepository(Protocol):
+    async def add(self, engagement: Engagement) -> None:
+        """Insert the engagement and its pending transitions."""
+
+    async def get(self, engagement_id: str, *, for_update: bool = False) -> Engagement | None: ...
+
+    async def save(self, engagement: Engagement) -> None:
+        """Persist its current values and append its pending transitions."""
+
+
 class JobsUnitOfWork(Protocol):
     """One local transaction over the jobs repositories; rolls back unless committed.
 
@@ -149,6 +211,10 @@ class JobsUnitOfWork(Protocol):
     candidate_views: CandidateViewRepository
 
     rate_limits: PostingRateRepository
+    market_jobs: MarketJobRepository
+    job_requests: JobRequestRepository
+    offers: OfferRepository
+    engagements: EngagementRepository
 
     async def __aenter__(self) -> Self: ...
 
@@ -181,6 +247,38 @@ class Participant(Protocol):
 
 class Participants(Protocol):
     def for_method(self, method: PaymentMethod) -> Participant: ...
+
+
+class OfferFunds(Protocol):
+    """The money of a marketplace offer (saga kind `offer`): the same TCC participants as
+    pay-to-post (payments for cards, the wallet for coins), each call idempotent on the saga's
+    branch, plus the ledger booking of the fee and the escrow."""
+
+    async def reserve(self, saga: Saga, offer: Offer, hold_seconds: int) -> TryResult:
+        """Try: authorize the card (not captured) or hold the customer's coins."""
+
+    async def capture(
+        self, saga: Saga, split: FundingSplit, escrow_account_id: str, fee_bps: int
+    ) -> TryResult:
+        """Confirm: capture the authorization, or post the coin hold split fee -> platform
+        revenue, rest -> the escrow account."""
+
+    async def book(self, saga: Saga, split: FundingSplit, escrow_account_id: str) -> None:
+        """After a card capture: the one ledger transfer `payment:<pid>:capture` from provider
+        clearing to revenue (fee) and escrow (rest). Coins: nothing (the capture booked it)."""
+
+    async def release(self, saga: Saga, reason: str) -> TryResult:
+        """Cancel: void the authorization or release the hold (null compensation if no Try)."""
+
+    async def inspect(self, saga: Saga) -> TryResult:
+        """Read the branch; ABSENT if no Try is recorded."""
+
+    async def escrow_account(self, engagement_id: str, unit: str) -> str:
+        """Open (idempotently) the engagement's escrow account `engagement:<id>` in `unit`."""
+
+
+class OfferFundsByMethod(Protocol):
+    def for_method(self, method: PaymentMethod) -> OfferFunds: ...
 
 
 class ConsistencySources(Protocol):

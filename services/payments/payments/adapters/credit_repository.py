@@ -1,4 +1,5 @@
-"""PostgreSQL repository of credit grants (issue/revoke of a plan purchase's credits). Never commits."""
+"""PostgreSQL repository of ledger bookings (credit_grants: a plan purchase's issue/revoke, a
+payment's capture/refund). Never commits."""
 
 from __future__ import annotations
 
@@ -10,8 +11,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from payments.adapters import tables as t
-from payments.domain.credits import CreditGrant, GrantKind, GrantStatus
-from payments.domain.transactions import UserType
+from payments.domain import ledger
+from payments.domain.credits import FULL_REFUND, CreditGrant, GrantKind, GrantStatus
+from payments.domain.ledger import ExpectedBooking, Leg
+from payments.domain.model import TAKEN
+from payments.domain.refunds import RefundStatus
+from payments.domain.transactions import TxnStatus, UserType
 
 
 def _values(g: CreditGrant) -> dict[str, Any]:
@@ -19,7 +24,7 @@ def _values(g: CreditGrant) -> dict[str, Any]:
         "id": g.id,
         "kind": g.kind.value,
         "transaction_id": g.transaction_id,
-        "user_type": g.user_type.value,
+        "user_type": g.user_type.value if g.user_type else None,
         "user_id": g.user_id,
         "granted": g.granted,
         "amounts": g.amounts,
@@ -29,6 +34,10 @@ def _values(g: CreditGrant) -> dict[str, Any]:
         "created_at": g.created_at,
         "done_at": g.done_at,
         "last_error": g.last_error,
+        "provider": g.provider,
+        "payment_id": g.payment_id,
+        "refund_id": g.refund_id,
+        "legs": None if g.legs is None else [leg.to_json() for leg in g.legs],
     }
 
 
@@ -38,7 +47,7 @@ def _grant(row: Any) -> CreditGrant:
         id=m["id"],
         kind=GrantKind(m["kind"]),
         transaction_id=m["transaction_id"],
-        user_type=UserType(m["user_type"]),
+        user_type=UserType(m["user_type"]) if m["user_type"] else None,
         user_id=m["user_id"],
         granted={str(k): int(v) for k, v in dict(m["granted"]).items()},
         amounts=None
@@ -50,6 +59,10 @@ def _grant(row: Any) -> CreditGrant:
         created_at=m["created_at"],
         done_at=m["done_at"],
         last_error=m["last_error"],
+        provider=m["provider"],
+        payment_id=m["payment_id"],
+        refund_id=m["refund_id"],
+        legs=None if m["legs"] is None else [Leg.from_json(leg) for leg in m["legs"]],
     )
 
 
@@ -108,3 +121,76 @@ class SqlCreditGrantRepository:
                 .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
             )
         return grants
+
+    async def for_payment(self, payment_id: str) -> list[CreditGrant]:
+        rows = await self.session.execute(
+            select(t.credit_grants)
+            .where(t.credit_grants.c.payment_id == payment_id)
+            .order_by(t.credit_grants.c.created_at)
+        )
+        return [_grant(row) for row in rows]
+
+    async def expected(self, before: datetime) -> list[ExpectedBooking]:
+        """Every transfer the ledger must hold for money settled before `before`."""
+        p, r, x = t.payments.c, t.refunds.c, t.transactions.c
+        found: list[ExpectedBooking] = []
+        captured = await self.session.execute(
+            select(p.id, p.provider, p.currency, p.captured_minor, p.metadata).where(
+                p.state.in_(sorted(s.value for s in TAKEN)),
+                p.captured_minor > 0,
+                p.updated_at < before,
+            )
+        )
+        for row in captured:
+            found.append(
+                ExpectedBooking(
+                    ledger.capture_transfer_id(row.id),
+                    row.id,
+                    row.provider,
+                    row.currency,
+                    int(row.captured_minor),
+                    ledger.purpose_of(dict(row.metadata)),
+                    refund=False,
+                )
+            )
+        refunded = await self.session.execute(
+            select(r.id, r.payment_id, r.amount_minor, p.provider, p.currency, p.metadata)
+            .join(t.payments, p.id == r.payment_id)
+            .where(r.status == RefundStatus.SUCCEEDED.value, r.updated_at < before)
+        )
+        for row in refunded:
+            found.append(
+                ExpectedBooking(
+                    ledger.refund_transfer_id(row.payment_id, row.id),
+                    row.payment_id,
+                    row.provider,
+                    row.currency,
+                    int(row.amount_minor),
+                    ledger.purpose_of(dict(row.metadata)),
+                    refund=True,
+                )
+            )
+        purchases = await self.session.execute(
+            select(x.id, x.status, x.provider, x.currency, x.amount_minor).where(
+                x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
+                x.amount_minor > 0,
+                x.updated_at < before,
+            )
+        )
+        for row in purchases:
+            ids = [(ledger.capture_transfer_id(row.id), False)]
+            if row.status == TxnStatus.REFUNDED.value:
+                ids.append((ledger.refund_transfer_id(row.id, FULL_REFUND), True))
+            found += [
+                ExpectedBooking(
+                    transfer_id,
+                    row.id,
+                    row.provider,
+                    row.currency,
+                    int(row.amount_minor),
+                    ledger.Purpose.FEE,
+                    refund=refund,
+                )
+                for transfer_id, refund in ids
+            ]
+        return found

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from payments.adapters.wallet_ledger import WalletLedger
+from payments.domain.ledger import Account, Kind, clearing
 from payments.domain.payouts import HOLD_TTL_SECONDS, Withdrawal
 
 
@@ -19,17 +20,13 @@ class WalletPayoutLedger(WalletLedger):
     """The same channel and account cache as the credits ledger, with the withdrawal's steps."""
 
     async def hold(self, withdrawal: Withdrawal) -> None:
-        user = await self._account(withdrawal.user_id, withdrawal.currency, wpb.ACCOUNT_KIND_USER)
-        clearing = await self._account(
-            f"provider:{withdrawal.provider}",
-            withdrawal.currency,
-            wpb.ACCOUNT_KIND_PROVIDER_CLEARING,
-        )
+        user = await self.account_id(Account(withdrawal.user_id, withdrawal.currency, Kind.USER))
+        cash = await self.account_id(clearing(withdrawal.provider, withdrawal.currency))
         request = wpb.ReserveHoldRequest(
             request_id=f"{withdrawal.key('hold')}",
             branch=_branch(withdrawal),
             account_id=user,
-            destination_account_id=clearing,
+            destination_account_id=cash,
             amount=common_pb2.Money(
                 amount_minor=withdrawal.amount_minor, currency=withdrawal.currency
             ),

@@ -197,7 +197,7 @@ credit_grants = Table(
     Column("id", String(100), primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("transaction_id", String(64), nullable=False),
-    Column("user_type", String(16), nullable=False),
+    Column("user_type", String(16), nullable=True),
     Column("user_id", String(200), nullable=False),
     Column("granted", JSONB, nullable=False),
     Column("amounts", JSONB, nullable=True),
@@ -207,12 +207,19 @@ credit_grants = Table(
     _ts("created_at"),
     _ts("done_at", nullable=True),
     Column("last_error", Text, nullable=False, server_default=""),
+    # Ledger bookings of payments (0004): the provider whose clearing account the money goes
+    # through, the payment (and refund) booked, and the transfer's legs fixed when recorded.
+    Column("provider", String(32), nullable=False, server_default=""),
+    Column("payment_id", String(64), nullable=False, server_default=""),
+    Column("refund_id", String(64), nullable=False, server_default=""),
+    Column("legs", JSONB, nullable=True),
     Index(
         "ix_credit_grants_due",
         "next_attempt_at",
         postgresql_where="status = 'pending'",
     ),
     Index("ix_credit_grants_transaction", "transaction_id"),
+    Index("ix_credit_grants_payment", "payment_id"),
 )
 
 # Payout accounts at the provider (a Stripe Connect account per user), ESC-9.

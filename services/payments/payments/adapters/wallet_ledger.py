@@ -1,15 +1,29 @@
-"""The wallet over gRPC as payments' CreditsLedger: books a plan purchase (its money through
-provider clearing, its credits from ISSUANCE) and reads a user's credits. Wire types stay here."""
+"""The wallet over gRPC as payments' ledger: books what payments owes it (a plan purchase's money
+and credits, every other captured payment's and refund's legs through provider clearing), alone
+or many in one CreateTransfers call, and reads a user's credits and accounts' entries (the
+auditor). Wire types stay here."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_platform.client import ServiceClient
-from payments.domain.credits import CREDIT_UNITS, CreditGrant, GrantKind
+from hirepay_platform.errors import ErrorKind, HirepayError, RemoteError
+from payments.domain.credits import CREDIT_UNITS, CreditGrant
+from payments.domain.ledger import SYSTEM_KINDS, Account
 
-PLATFORM_OWNER = "platform"
+# google.rpc.Code numbers of a refused transfer in a CreateTransfers answer.
+_KINDS = {
+    3: ErrorKind.INVALID_ARGUMENT,
+    5: ErrorKind.NOT_FOUND,
+    6: ErrorKind.ALREADY_EXISTS,
+    9: ErrorKind.FAILED_PRECONDITION,
+    10: ErrorKind.ABORTED,
+    14: ErrorKind.UNAVAILABLE,
+}
 
 
 class WalletLedger:
@@ -35,68 +49,111 @@ class WalletLedger:
         if self._client is not None:
             await self._client.close()
 
-    async def _account(self, owner: str, unit: str, kind: int) -> str:
-        key = (owner, unit, kind)
+    async def account_id(self, account: Account) -> str:
+        """The wallet's id of an account (opened on first use; OpenAccount is idempotent)."""
+        kind = wpb.AccountKind.Value(f"ACCOUNT_KIND_{account.kind.value}")
+        key = (account.owner, account.unit, kind)
         if key not in self._accounts:
-            # System accounts on the other side of users' balances may go below zero.
-            system = kind in (wpb.ACCOUNT_KIND_ISSUANCE, wpb.ACCOUNT_KIND_PROVIDER_CLEARING)
             request = wpb.OpenAccountRequest(
-                request_id=f"open:{owner}:{unit}:{kind}",
-                owner_id=owner,
-                currency=unit,
+                request_id=f"open:{account.owner}:{account.unit}:{kind}",
+                owner_id=account.owner,
+                currency=account.unit,
                 kind=kind,  # type: ignore[arg-type]
-                allow_negative=system,
+                allow_negative=account.kind in SYSTEM_KINDS,
             )
             reply = await self.client.call(self.stub.OpenAccount, request)
             self._accounts[key] = str(reply.account.account_id)
         return self._accounts[key]
 
-    async def _leg(self, grant: CreditGrant, unit: str, amount: int) -> wpb.TransferLeg:
-        if unit in CREDIT_UNITS:
-            source = await self._account(PLATFORM_OWNER, unit, wpb.ACCOUNT_KIND_ISSUANCE)
-            user = await self._account(grant.user_id, unit, wpb.ACCOUNT_KIND_USER)
-            pair = (source, user)
-        else:  # the purchase's money: captured by the provider, earned by the platform
-            source = await self._account(PLATFORM_OWNER, unit, wpb.ACCOUNT_KIND_PROVIDER_CLEARING)
-            revenue = await self._account(PLATFORM_OWNER, unit, wpb.ACCOUNT_KIND_PLATFORM_REVENUE)
-            pair = (source, revenue)
-        from_id, to_id = pair if grant.kind is GrantKind.ISSUE else pair[::-1]
-        return wpb.TransferLeg(
-            from_account_id=from_id,
-            to_account_id=to_id,
-            amount=common_pb2.Money(amount_minor=amount, currency=unit),
-        )
-
-    async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
+    async def _transfer(self, grant: CreditGrant, amounts: dict[str, int]) -> wpb.TransferRequest:
         legs = [
-            await self._leg(grant, unit, amount)
-            for unit, amount in sorted(amounts.items())
-            if amount > 0
+            wpb.TransferLeg(
+                from_account_id=await self.account_id(leg.source),
+                to_account_id=await self.account_id(leg.target),
+                amount=common_pb2.Money(amount_minor=leg.amount, currency=leg.source.unit),
+            )
+            for leg in grant.legs_for(amounts)
         ]
-        if not legs:
-            return  # a revocation of a purchase whose credits were all spent, with nothing paid
-        request = wpb.TransferRequest(
+        subject = grant.payment_id or grant.transaction_id
+        return wpb.TransferRequest(
             request_id=grant.transfer_id,
             transfer_id=grant.transfer_id,
             legs=legs,
-            description=f"Plan purchase {grant.transaction_id}: {grant.kind.value}",
-            metadata={"transaction_id": grant.transaction_id, "kind": grant.kind.value},
+            description=f"{grant.kind.value} {subject} ({grant.provider})",
+            metadata={"subject_id": subject, "kind": grant.kind.value},
         )
+
+    async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
+        request = await self._transfer(grant, amounts)
+        if not request.legs:
+            return  # a revocation of a purchase whose credits were all spent, with nothing paid
         await self.client.call(self.stub.Transfer, request)
 
-    async def available(self, user_id: str) -> dict[str, int]:
-        found = dict.fromkeys(CREDIT_UNITS, 0)
+    async def move_many(self, grants: list[CreditGrant]) -> list[HirepayError | None]:
+        """Book several bookings in one CreateTransfers call (one wallet transaction); each has
+        its own outcome: None (posted, or posted before: the transfer id is its key) or why not."""
+        if not grants:
+            return []
+        transfers = [await self._transfer(g, g.amounts or {}) for g in grants]
+        request = wpb.CreateTransfersRequest(
+            request_id=f"batch:{grants[0].transfer_id}:{len(grants)}", transfers=transfers
+        )
+        reply = await self.client.call(self.stub.CreateTransfers, request)
+        outcomes: list[HirepayError | None] = [None] * len(grants)
+        for result in reply.results:
+            if result.WhichOneof("outcome") == "error":
+                err = result.error
+                outcomes[result.index] = RemoteError(
+                    err.message,
+                    reason=err.reason,
+                    kind=_KINDS.get(err.code, ErrorKind.FAILED_PRECONDITION),
+                    metadata=dict(err.metadata),
+                    service="wallet",
+                )
+        return outcomes
+
+    async def entries(self, account: Account) -> list[tuple[str, int]]:
+        """Every entry of an account as (transfer id, signed amount), for the auditor; an account
+        never opened has none (listing by owner opens nothing)."""
+        kind = wpb.AccountKind.Value(f"ACCOUNT_KIND_{account.kind.value}")
+        account_id = ""
+        async for found in self._accounts_of(account.owner):
+            if found.kind == kind and found.currency == account.unit:
+                account_id = found.account_id
+        found_entries: list[tuple[str, int]] = []
+        token = ""
+        while account_id:
+            reply = await self.client.call(
+                self.stub.ListEntries,
+                wpb.ListEntriesRequest(
+                    account_id=account_id,
+                    page=common_pb2.PageRequest(page_size=500, page_token=token),
+                ),
+            )
+            found_entries += [(e.transfer_id, int(e.amount.amount_minor)) for e in reply.entries]
+            token = reply.next_page_token
+            if not token:
+                break
+        return found_entries
+
+    async def _accounts_of(self, owner: str) -> AsyncIterator[wpb.Account]:
         token = ""
         while True:
             reply = await self.client.call(
                 self.stub.ListAccounts,
                 wpb.ListAccountsRequest(
-                    owner_id=user_id, page=common_pb2.PageRequest(page_size=200, page_token=token)
+                    owner_id=owner, page=common_pb2.PageRequest(page_size=200, page_token=token)
                 ),
             )
             for account in reply.accounts:
-                if account.kind == wpb.ACCOUNT_KIND_USER and account.currency in found:
-                    found[account.currency] = int(account.balance.available_minor)
+                yield account
             token = reply.next_page_token
             if not token:
-                return found
+                return
+
+    async def available(self, user_id: str) -> dict[str, int]:
+        found = dict.fromkeys(CREDIT_UNITS, 0)
+        async for account in self._accounts_of(user_id):
+            if account.kind == wpb.ACCOUNT_KIND_USER and account.currency in found:
+                found[account.currency] = int(account.balance.available_minor)
+        return found

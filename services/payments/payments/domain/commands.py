@@ -144,3 +144,21 @@ class ListWithdrawals:
     user_id: str
     page_size: int = 50
     page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CoinCheckout:
+    """A provider checkout selling coins (ESC-3), or paying a job directly (ESC-5) when
+    `engagement_id` is set: the amount is in the currency's minor units."""
+
+    request_id: str
+    payer_id: str
+    amount_minor: int
+    currency: str
+    provider: str = ""  # empty: the service's default provider
+    email: str = ""
+    return_url: str = ""
+    cancel_url: str = ""
+    engagement_id: str = ""
+    job_id: str = ""
+    freelancer_id: str = ""

@@ -1,5 +1,8 @@
-"""Credits a plan purchase issues on the wallet's ledger (CR-2) and revokes on refund: the durable
-grant that is written with the settlement and retried until the wallet acknowledges it."""
+"""The ledger bookings payments owes the wallet (ESC-1 "every cent", CR-2): the durable row written
+in the same local transaction as a settlement (an outbox of transfers) and retried until the
+wallet acknowledges it. A plan purchase issues its credits and books its money (revoked on refund);
+every other captured payment and refund books its money through the provider's clearing account
+(legs in payments.domain.ledger). The table keeps issue 10's name, credit_grants."""
 
 from __future__ import annotations
 
@@ -7,6 +10,10 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from payments.domain import ledger
+from payments.domain.ledger import Account, Kind, Leg
+from payments.domain.model import Payment
+from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 
 JOB_CREDIT = "JOB_CREDIT"
@@ -25,6 +32,14 @@ class GrantKind(enum.StrEnum):
     ISSUE = "issue"
     # The purchase was refunded: the money back to clearing, its unused credits back to ISSUANCE.
     REVOKE = "revoke"
+    # A captured payment (not marketplace money): `payment:<id>:capture`.
+    CAPTURE = "capture"
+    # A succeeded refund of such a payment: `payment:<id>:refund:<refund_id>`.
+    REFUND = "refund"
+
+
+# The refund id of a purchase's one full refund (RefundTransaction), in its transfer id.
+FULL_REFUND = "full"
 
 
 class GrantStatus(enum.StrEnum):
@@ -57,8 +72,8 @@ class CreditGrant:
 
     id: str
     kind: GrantKind
-    transaction_id: str
-    user_type: UserType
+    transaction_id: str  # the purchase's ("" for a payment's booking)
+    user_type: UserType | None
     user_id: str
     granted: dict[str, int]  # what the purchase booked, per unit (its currency and credit units)
     amounts: dict[str, int] | None  # what this grant moves (None: a revocation not planned yet)
@@ -68,10 +83,41 @@ class CreditGrant:
     created_at: datetime
     done_at: datetime | None = None
     last_error: str = ""
+    provider: str = ""  # whose clearing account the money goes through
+    payment_id: str = ""  # a payment's booking: the payment ...
+    refund_id: str = ""  # ... and for a refund, the refund
+    legs: list[Leg] | None = None  # a payment's booking: its legs, fixed when recorded
 
     @property
     def transfer_id(self) -> str:
-        return f"plan-{self.kind.value}-{self.transaction_id}"
+        if self.kind is GrantKind.ISSUE:
+            return ledger.capture_transfer_id(self.transaction_id)
+        if self.kind is GrantKind.REVOKE:
+            return ledger.refund_transfer_id(self.transaction_id, FULL_REFUND)
+        if self.kind is GrantKind.CAPTURE:
+            return ledger.capture_transfer_id(self.payment_id)
+        return ledger.refund_transfer_id(self.payment_id, self.refund_id)
+
+    @property
+    def of_payment(self) -> bool:
+        return self.kind in (GrantKind.CAPTURE, GrantKind.REFUND)
+
+    def legs_for(self, amounts: dict[str, int]) -> list[Leg]:
+        """The transfer's legs: a payment's as recorded; a purchase's money between the provider's
+        clearing and revenue, its credits between ISSUANCE and the user (reversed to revoke)."""
+        if self.legs is not None:
+            return list(self.legs)
+        legs: list[Leg] = []
+        for unit, amount in sorted(amounts.items()):
+            if amount <= 0:
+                continue
+            if unit in CREDIT_UNITS:
+                pair = (ledger.issuance(unit), Account(self.user_id, unit, Kind.USER))
+            else:
+                pair = (ledger.clearing(self.provider, unit), ledger.revenue(unit))
+            source, target = pair if self.kind is GrantKind.ISSUE else pair[::-1]
+            legs.append(Leg(source, target, amount))
+        return legs
 
     @property
     def used(self) -> dict[str, int]:
@@ -100,6 +146,7 @@ class CreditGrant:
             attempts=0,
             next_attempt_at=now,
             created_at=now,
+            provider=txn.provider,
         )
 
     @classmethod
@@ -119,6 +166,64 @@ class CreditGrant:
             attempts=0,
             next_attempt_at=now,
             created_at=now,
+            provider=txn.provider,
+        )
+
+    @classmethod
+    def capture(cls, payment: Payment, now: datetime) -> CreditGrant | None:
+        """What a captured payment owes the ledger (None: marketplace money, booked by jobs)."""
+        purpose = ledger.purpose_of(payment.metadata)
+        legs = ledger.capture_legs(
+            purpose,
+            provider=payment.provider,
+            currency=payment.currency,
+            captured_minor=payment.captured_minor,
+            owner_id=payment.owner_id,
+            metadata=payment.metadata,
+        )
+        return cls._of_payment(GrantKind.CAPTURE, payment, "", payment.captured_minor, legs, now)
+
+    @classmethod
+    def refund(cls, payment: Payment, refund: Refund, now: datetime) -> CreditGrant | None:
+        """What a succeeded refund owes the ledger (None: marketplace money, booked by jobs)."""
+        purpose = ledger.purpose_of(payment.metadata)
+        legs = ledger.refund_legs(
+            purpose,
+            provider=payment.provider,
+            currency=payment.currency,
+            refunded_minor=refund.amount_minor,
+        )
+        return cls._of_payment(GrantKind.REFUND, payment, refund.id, refund.amount_minor, legs, now)
+
+    @classmethod
+    def _of_payment(
+        cls,
+        kind: GrantKind,
+        payment: Payment,
+        refund_id: str,
+        amount: int,
+        legs: list[Leg],
+        now: datetime,
+    ) -> CreditGrant | None:
+        if not legs or amount <= 0:
+            return None
+        booked = {payment.currency: amount}
+        return cls(
+            id=f"{kind.value}:{refund_id or payment.id}",
+            kind=kind,
+            transaction_id="",
+            user_type=None,
+            user_id=payment.owner_id,
+            granted=booked,
+            amounts=dict(booked),
+            status=GrantStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            provider=payment.provider,
+            payment_id=payment.id,
+            refund_id=refund_id,
+            legs=legs,
         )
 
     def plan_revocation(self, available: dict[str, int]) -> dict[str, int]:

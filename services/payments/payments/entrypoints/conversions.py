@@ -15,6 +15,7 @@ from payments.domain.plans import Plan
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 from payments.service_layer.handlers.audit import PaymentPage, Reconciliation
+from payments.service_layer.handlers.coins import CoinCheckoutResult
 from payments.service_layer.handlers.credits import RefundedPurchase, SubscriptionStatus
 
 _METHODS = {
@@ -264,4 +265,47 @@ def request_withdrawal_command(req: pb.RequestWithdrawalRequest) -> commands.Req
         user_id=req.user_id,
         amount_minor=req.amount.amount_minor,
         currency=req.amount.currency,
+    )
+
+
+def purchase_coins_command(request: pb.PurchaseCoinsRequest) -> commands.CoinCheckout:
+    return _coin_checkout(request, request.buyer_id)
+
+
+def job_payment_command(request: pb.CreateJobPaymentCheckoutRequest) -> commands.CoinCheckout:
+    return _coin_checkout(
+        request,
+        request.payer_id,
+        engagement_id=request.engagement_id,
+        job_id=request.job_id,
+        freelancer_id=request.freelancer_id,
+    )
+
+
+def _coin_checkout(
+    request: pb.PurchaseCoinsRequest | pb.CreateJobPaymentCheckoutRequest,
+    payer_id: str,
+    **parties: str,
+) -> commands.CoinCheckout:
+    return commands.CoinCheckout(
+        request_id=request.request_id,
+        payer_id=payer_id,
+        amount_minor=request.amount.amount_minor,
+        currency=request.amount.currency,
+        provider=request.provider,
+        email=request.email,
+        return_url=request.return_url,
+        cancel_url=request.cancel_url,
+        **parties,
+    )
+
+
+def coin_checkout_msg(result: CoinCheckoutResult) -> pb.CoinCheckoutResponse:
+    return pb.CoinCheckoutResponse(
+        payment=payment_msg(result.payment),
+        coins=result.coins,
+        fee_coins=result.fee_coins,
+        escrow_coins=result.escrow_coins,
+        checkout_url=result.checkout_url,
+        replayed=result.replayed,
     )

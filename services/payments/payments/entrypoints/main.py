@@ -20,6 +20,7 @@ from payments.adapters.paypal_provider import PayPalProvider
 from payments.adapters.razorpay_provider import RazorpayProvider
 from payments.adapters.stripe_provider import StripeProvider
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain.ledger import BPS, parse_coin_rates
 from payments.domain.plans import DEFAULT_PLANS, Plan, parse_plans
 from payments.domain.provider import PaymentProvider
 from payments.entrypoints.servicer import SERVICE_NAME, PaymentsServicer
@@ -88,10 +89,10 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
         ) from None
 
 
-# Who may call what: the gateway (subscriptions, checkout, webhooks, reads for its users, payout
-# accounts and withdrawals) and jobs (the saga's Try/Confirm/Cancel, refunds, settlement events,
-# and the consistency auditor's read-only ListPayments / ReconcileProvider); object rules in
-# service_layer/access.py.
+# Who may call what: the gateway (subscriptions, coin purchases, checkout, webhooks, reads for its
+# users, payout accounts and withdrawals) and jobs (the saga's Try/Confirm/Cancel, refunds,
+# settlement events, the direct job payment's checkout, and the consistency auditor's read-only
+# ListPayments / ReconcileProvider / AuditLedgerBookings); object rules in service_layer/access.py.
 ACCESS = AccessPolicy.of(
     {"gateway", "jobs"},
     {
@@ -107,6 +108,8 @@ ACCESS = AccessPolicy.of(
                 "StreamSettlementEvents",
                 "ListPayments",
                 "ReconcileProvider",
+                "CreateJobPaymentCheckout",
+                "AuditLedgerBookings",
             )
         },
         **{
@@ -139,8 +142,19 @@ def _parsed(settings: PaymentsSettings) -> tuple[tuple[Plan, ...], dict[str, str
     return plans, callback_urls
 
 
+def _coin_rates(settings: PaymentsSettings) -> dict[str, int]:
+    """PAYMENTS_COIN_RATES and PAYMENTS_JOB_PAYMENT_FEE_BPS; a bad value stops start-up."""
+    if not 0 <= settings.job_payment_fee_bps <= BPS:
+        raise SystemExit(f"payments: PAYMENTS_JOB_PAYMENT_FEE_BPS must be 0..{BPS}")
+    try:
+        return parse_coin_rates(settings.coin_rates)
+    except ValueError as exc:
+        raise SystemExit(f"payments: invalid PAYMENTS_COIN_RATES: {exc}") from None
+
+
 def build_app(settings: PaymentsSettings) -> GrpcApp:
     plans, callback_urls = _parsed(settings)
+    coin_rates = _coin_rates(settings)
     config = Policy(
         provider_timeout=settings.provider_timeout_seconds,
         poll_base=settings.poll_interval_seconds,
@@ -159,6 +173,8 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         payout_country=settings.payout_country,
         payout_subsystem=settings.payout_subsystem,
         payout_watch_seconds=settings.payout_watch_seconds,
+        coin_rates=coin_rates,
+        job_payment_fee_bps=settings.job_payment_fee_bps,
     )
     providers = build_providers(settings)
     database = Database.from_settings(settings, SqlPaymentsUnitOfWork, probe_table="payments")

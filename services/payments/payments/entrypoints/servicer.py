@@ -19,6 +19,7 @@ from payments.service_layer.handlers import (
     PaymentResult,
     audit,
     checkouts,
+    coins,
     credits,
     payout_accounts,
     payouts,
@@ -225,6 +226,33 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         return pb.ListWithdrawalsResponse(
             withdrawals=[conv.withdrawal_msg(w) for w in page.withdrawals],
             next_page_token=page.next_page_token,
+        )
+
+    async def PurchaseCoins(
+        self, request: pb.PurchaseCoinsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CoinCheckoutResponse:
+        cmd = conv.purchase_coins_command(request)
+        access.check_reaches(
+            current_caller(), cmd.payer_id, "a user buys coins only for themselves"
+        )
+        return conv.coin_checkout_msg(await coins.purchase_coins(cmd, self._deps()))
+
+    async def CreateJobPaymentCheckout(
+        self, request: pb.CreateJobPaymentCheckoutRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CoinCheckoutResponse:
+        cmd = conv.job_payment_command(request)
+        return conv.coin_checkout_msg(await coins.create_job_payment_checkout(cmd, self._deps()))
+
+    async def AuditLedgerBookings(
+        self, request: pb.AuditLedgerBookingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditLedgerBookingsResponse:
+        found = await audit.audit_ledger_bookings(request.grace_seconds, self._deps())
+        return pb.AuditLedgerBookingsResponse(
+            checked=found.checked,
+            findings=[
+                pb.LedgerFinding(kind=f.kind, subject_id=f.subject_id, detail=f.detail)
+                for f in found.findings
+            ],
         )
 
     async def HandleProviderEvent(

@@ -80,6 +80,10 @@ class PaymentsSettings(ServiceSettings):
     payout_subsystem: str = "marketplace"
     payout_interval_seconds: float = 0.5
     payout_watch_seconds: float = 30.0
+    # ESC-3: coins per one major unit of each currency coins are sold in ("USD:100,EUR:110").
+    coin_rates: str = "USD:100"
+    # ESC-5: the platform's funding fee of a direct job payment, in basis points of its coins.
+    job_payment_fee_bps: int = 1000
 
     @property
     def webhook_secrets(self) -> list[str]:

@@ -49,17 +49,21 @@ def check_admin(caller: Caller) -> None:
         raise PermissionDenied("admins only")
 
 
-def check_reaches(caller: Caller, user_id: str) -> None:
-    """A user's own data (subscription status): the user, an admin, or an internal caller."""
+def check_reaches(
+    caller: Caller,
+    user_id: str,
+    refusal: str = "a user may read only their own subscription status",
+) -> None:
+    """A user's own data or money (subscription status, a coin purchase): the user, an admin, or
+    an internal caller."""
     if not caller.reaches(user_id):
-        raise PermissionDenied("a user may read only their own subscription status")
+        raise PermissionDenied(refusal)
 
 
 def check_payout_user(caller: Caller, user_id: str) -> None:
     """Payout accounts and withdrawals (ESC-9): a user acts and reads only for themselves; an
     admin reads (and acts) for anyone."""
-    if not caller.reaches(user_id):
-        raise PermissionDenied("a user may reach only their own payout account and withdrawals")
+    check_reaches(caller, user_id, "a user may reach only their own payout account and withdrawals")
 
 
 async def get_withdrawal(caller: Caller, withdrawal_id: str, deps: Deps) -> Withdrawal:

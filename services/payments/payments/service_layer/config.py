@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from payments.domain.plans import Plan
 
@@ -37,6 +37,11 @@ class Policy:
     payout_retry_max: float = 60.0
     # A payout in transit is re-fetched this often (a backstop for a lost webhook).
     payout_watch_seconds: float = 30.0
+    # ESC-3: coins per one major unit of each currency sold (PAYMENTS_COIN_RATES=USD:100).
+    coin_rates: dict[str, int] = field(default_factory=lambda: {"USD": 100})
+    # ESC-5: the funding fee of a direct job payment, in basis points of its coins (the jobs
+    # service's JOBS_ACCEPTANCE_FEE_BPS rule: floor to revenue, the rest to the escrow).
+    job_payment_fee_bps: int = 1000
 
     @property
     def lease_seconds(self) -> float:

@@ -10,9 +10,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any, Protocol, Self
 
+from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import BarrierRepository, TccBranch
 from payments.domain.credits import CreditGrant
 from payments.domain.events import AuditEntry, OutboxEvent
+from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
 from payments.domain.payouts import PayoutAccount, Withdrawal
 from payments.domain.refunds import Refund
@@ -150,13 +152,29 @@ class CreditGrantRepository(Protocol):
         self, now: datetime, limit: int, lease_seconds: float
     ) -> list[CreditGrant]: ...
 
+    async def for_payment(self, payment_id: str) -> list[CreditGrant]: ...
+
+    async def expected(self, before: datetime) -> list[ExpectedBooking]:
+        """Every transfer the ledger must hold for money settled before `before` (the auditor):
+        captures and succeeded refunds of payments (marketplace ones too: jobs books them under
+        the same ids) and of plan purchases."""
+
 
 class CreditsLedger(Protocol):
-    """The wallet's ledger as payments needs it for plan credits (CR-2). Every movement carries
-    the grant's transfer id, so a repeat is answered with the first transfer and moves nothing."""
+    """The wallet's ledger as payments needs it (ESC-1, CR-2). Every movement carries the
+    booking's transfer id, so a repeat is answered with the first transfer and moves nothing."""
 
     async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
-        """Issue (ISSUANCE -> user) or revoke (user -> ISSUANCE) `amounts` per credit unit."""
+        """Book one grant's legs for `amounts` (a purchase: its money and credits)."""
+
+    async def move_many(self, grants: list[CreditGrant]) -> list[HirepayError | None]:
+        """Book several payments' bookings in one call; each one's outcome (None: booked)."""
+
+    async def account_id(self, account: Account) -> str:
+        """The wallet's id of an account (opened if needed)."""
+
+    async def entries(self, account: Account) -> list[tuple[str, int]]:
+        """Every entry of an account: (transfer id, signed amount)."""
 
     async def available(self, user_id: str) -> dict[str, int]:
         """The user's available credits per unit (0 for units without an account)."""

@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from jobs.domain import commands
-from jobs.domain.posting_saga import BRANCH_ID, SagaState, SettlementEvent, TryState
+from jobs.domain.posting_saga import BRANCH_ID, SagaKind, SagaState, SettlementEvent, TryState
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.activation import observe
@@ -34,7 +34,9 @@ async def _apply(event: SettlementEvent, deps: Deps) -> bool:
     """What the event says about its saga, then drive the saga unless its request does."""
     async with deps.uow as uow:
         saga = await uow.sagas.get(event.global_tx_id)
-    if saga is None:
+    if saga is None or saga.kind is not SagaKind.POSTING:
+        # Offer sagas are driven by their requests and the recovery worker (their payments are
+        # not in the jobs subsystem's stream).
         return False
     refund_event = event.result.state is TryState.REFUNDED
     applied = False

@@ -11,9 +11,10 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.errors import HirepayError
 from jobs.domain.errors import PaymentExpired, PaymentTimedOut
-from jobs.domain.posting_saga import Saga, SagaState, client_error
+from jobs.domain.posting_saga import Saga, SagaKind, SagaState, client_error
 from jobs.service_layer.answers import answer_for, answer_to_snapshot
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.marketplace.offer_saga import offer_step
 from jobs.service_layer.posting.activation import fail_before_activation, observe, send_try
 from jobs.service_layer.posting.completion import cancel, confirm, refund
 from jobs.service_layer.posting.leases import release
@@ -42,6 +43,8 @@ async def drive(saga_id: str, deps: Deps, *, poll: bool) -> None:
 
 async def _step(saga: Saga, now: datetime, deps: Deps, *, poll: bool) -> bool:
     """One step of the saga from its state; False when it cannot go further now."""
+    if saga.kind is SagaKind.OFFER:
+        return await offer_step(saga, now, deps, poll=poll)
     if saga.state is SagaState.CONFIRMING:
         return await confirm(saga, deps)
     if saga.state is SagaState.CANCELLING:
@@ -100,7 +103,7 @@ async def ensure_answer(saga_id: str, deps: Deps, *, settled_only: bool = False)
     uow = deps.uow
     async with uow:
         saga = await uow.sagas.get(saga_id, for_update=True)
-        if saga is None or saga.answered:
+        if saga is None or saga.answered or saga.kind is not SagaKind.POSTING:
             return
         if settled_only and not (saga.state.final or saga.state is SagaState.AWAITING_SETTLEMENT):
             return

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 
-from payments.domain import commands
+from hirepay_platform.errors import Unavailable
+from payments.domain import commands, ledger
 from payments.domain.model import Payment
 from payments.domain.provider import InvalidRequest, OutcomeUnknown
 from payments.domain.reconciliation import in_flight, provider_mismatch
@@ -76,3 +78,36 @@ async def reconcile_provider(cmd: commands.ReconcileProvider, deps: Deps) -> Rec
         if detail:
             mismatches.append(Mismatch(payment.id, payment.provider_payment_id, detail))
     return Reconciliation(checked, mismatches)
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerAudit:
+    checked: int
+    findings: list[ledger.Finding]
+
+
+DEFAULT_BOOKING_GRACE = 120
+
+
+async def audit_ledger_bookings(grace_seconds: int, deps: Deps) -> LedgerAudit:
+    """Every capture and refund settled before the grace period has its transfer on its
+    provider's clearing account, and the platform revenue of payments' own bookings equals
+    captured fees minus refunds per currency (read-only: payments' records and the wallet's
+    entries of the clearing and revenue accounts)."""
+    if deps.ledger is None:
+        raise Unavailable("the wallet is not wired (PAYMENTS_WALLET_TARGET)")
+    grace = grace_seconds if grace_seconds > 0 else DEFAULT_BOOKING_GRACE
+    before = deps.clock() - timedelta(seconds=grace)
+    async with deps.uow as uow:
+        expected = await uow.credit_grants.expected(before)
+    on_clearing: set[str] = set()
+    for provider, currency in sorted({(e.provider, e.currency) for e in expected}):
+        entries = await deps.ledger.entries(ledger.clearing(provider, currency))
+        on_clearing.update(transfer_id for transfer_id, _ in entries)
+    revenue: dict[str, dict[str, int]] = {}
+    for currency in sorted({e.currency for e in expected if e.purpose is ledger.Purpose.FEE}):
+        per_transfer: dict[str, int] = {}
+        for transfer_id, amount in await deps.ledger.entries(ledger.revenue(currency)):
+            per_transfer[transfer_id] = per_transfer.get(transfer_id, 0) + amount
+        revenue[currency] = per_transfer
+    return LedgerAudit(len(expected), ledger.audit_bookings(expected, on_clearing, revenue))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from hirepay_platform.errors import HirepayError, Unavailable
 from hirepay_platform.reasons import FailureReason
@@ -20,13 +21,14 @@ from payments.domain.credits import (
     GrantStatus,
 )
 from payments.domain.events import AuditEntry, EventType
+from payments.domain.ledger import ESCROW_ACCOUNT_KEY, Kind
 from payments.domain.plans import Plan
 from payments.domain.provider import InvalidRequest, OutcomeUnknown
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
-from payments.service_layer.handlers.shared import publish
+from payments.service_layer.handlers.shared import emit, publish
 from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -143,15 +145,80 @@ async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> Non
     )
 
 
-async def settle_due_grants(deps: Deps, *, limit: int = 20, lease_seconds: float = 30.0) -> int:
-    """One round of the grant worker: book every grant whose attempt is due (safe in replicas:
-    grants are leased with SKIP LOCKED)."""
+async def settle_due_grants(deps: Deps, *, limit: int = 50, lease_seconds: float = 30.0) -> int:
+    """One round of the booking worker: book every booking whose attempt is due (safe in
+    replicas: bookings are leased with SKIP LOCKED). Payments' bookings go to the wallet together
+    in one CreateTransfers call; a purchase's grant is booked alone (a revocation is planned from
+    the user's balance first)."""
     async with deps.uow as uow:
         due = await uow.credit_grants.lease_due(deps.clock(), limit, lease_seconds)
         await uow.commit()
+    await book_payments([g for g in due if g.of_payment], deps)
     for grant in due:
-        await settle_grant(grant.id, deps)
+        if not grant.of_payment:
+            await settle_grant(grant.id, deps)
     return len(due)
+
+
+async def book_payments(grants: list[CreditGrant], deps: Deps) -> None:
+    """Post payments' bookings in one wallet call and record which were acknowledged."""
+    ledger = deps.ledger
+    if ledger is None or not grants:
+        return
+    try:
+        outcomes = await ledger.move_many(grants)
+    except HirepayError as exc:
+        for grant in grants:
+            await _retry_later(grant, deps, exc)
+        return
+    escrows: dict[str, str] = {}
+    for grant, outcome in zip(grants, outcomes, strict=True):
+        if outcome is not None:
+            await _retry_later(grant, deps, outcome)
+        elif grant.kind is GrantKind.CAPTURE and grant.legs:
+            target = grant.legs[-1].target
+            if target.kind is Kind.ESCROW:
+                escrows[grant.id] = await ledger.account_id(target)
+    booked = [g for g, outcome in zip(grants, outcomes, strict=True) if outcome is None]
+    if booked:
+        await _payments_booked(booked, escrows, deps)
+
+
+async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], deps: Deps) -> None:
+    """Mark bookings done, in one local transaction; a direct job payment's capture is published
+    now, naming the escrow its booking funded (the jobs service assigns the engagement on it)."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        for grant in grants:
+            fresh = await uow.credit_grants.get(grant.id, for_update=True)
+            if fresh is None or fresh.status is GrantStatus.DONE:
+                continue
+            fresh.done(now)
+            await uow.credit_grants.save(fresh)
+            metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
+            await uow.audit.add(
+                AuditEntry(
+                    action="transition",
+                    actor="ledger",
+                    reason=f"{fresh.kind.value} booked on the wallet",
+                    details={"transfer_id": fresh.transfer_id, "provider": fresh.provider},
+                    payment_id=fresh.payment_id,
+                )
+            )
+            if grant.id in escrows:
+                await _publish_job_payment(uow, deps, fresh.payment_id, escrows[grant.id], now)
+        await uow.commit()
+
+
+async def _publish_job_payment(
+    uow: PaymentsUnitOfWork, deps: Deps, payment_id: str, escrow_id: str, now: datetime
+) -> None:
+    payment = await uow.payments.get(payment_id, for_update=True)
+    if payment is None:
+        return
+    payment.metadata = {**payment.metadata, ESCROW_ACCOUNT_KEY: escrow_id}
+    await uow.payments.save(payment)
+    await emit(uow, deps.config, [EventType.PAYMENT_CAPTURED], now, payment=payment)
 
 
 @dataclass(frozen=True, slots=True)

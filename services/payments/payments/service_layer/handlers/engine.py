@@ -15,6 +15,7 @@ from datetime import datetime
 
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.reasons import FailureReason
+from payments.domain import ledger
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
 from payments.domain.provider import (
@@ -81,7 +82,9 @@ def _checkout_request(p: Payment, config: Policy, provider: str) -> CheckoutRequ
         cancel_url=config.cancel_url(p.id),
         metadata=p.provider_metadata,
         client_reference_id=p.id,
-        manual_capture=True,
+        # A posting's fee is authorized and captured by the saga; coins and job payments are
+        # sales that capture on the page (Fatora takes every payment at once anyway).
+        manual_capture=not ledger.captures_at_once(p.metadata),
         email=p.email,
         confirm_url=config.return_url(provider, p.id),
     )

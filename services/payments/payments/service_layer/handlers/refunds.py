@@ -180,6 +180,6 @@ async def advance_refund(
                 payment_id=payment.id,
             )
         )
-        await publish(uow, deps.config, events, now, payment=payment)
+        await publish(uow, deps.config, events, now, payment=payment, refund=stored)
         await uow.commit()
     return stored, payment

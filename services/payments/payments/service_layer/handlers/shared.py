@@ -9,7 +9,8 @@ from datetime import datetime
 from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.ids import new_id
 from hirepay_platform.reasons import FailureReason
-from payments.domain import errors
+from payments.domain import errors, ledger
+from payments.domain.credits import CreditGrant
 from payments.domain.events import AuditEntry, EventType, OutboxEvent
 from payments.domain.model import Payment, PaymentState, decline_error
 from payments.domain.provider import ProviderErrorInfo
@@ -40,8 +41,48 @@ async def publish(
     *,
     payment: Payment | None = None,
     txn: Transaction | None = None,
+    refund: Refund | None = None,
 ) -> None:
-    """Write settlement events to the outbox, in the caller's transaction (call it last)."""
+    """Write settlement events to the outbox, in the caller's transaction (call it last), with the
+    ledger booking a capture or a succeeded `refund` of the payment owes (ESC-1, every cent)."""
+    if payment is not None:
+        events = await owe_booking(uow, events, now, payment, refund)
+    await emit(uow, config, events, now, payment=payment, txn=txn)
+
+
+async def owe_booking(
+    uow: PaymentsUnitOfWork,
+    events: list[EventType],
+    now: datetime,
+    payment: Payment,
+    refund: Refund | None,
+) -> list[EventType]:
+    """Record the booking a captured payment or a succeeded refund owes the ledger, in the same
+    local transaction as the settlement (insert-first on its id: recorded once); the booking
+    worker posts it. A direct job payment's `payment.captured` waits for its booking (it carries
+    the escrow the booking funds): the worker publishes it. Returns the events to publish now."""
+    grant: CreditGrant | None = None
+    if EventType.PAYMENT_CAPTURED in events:
+        grant = CreditGrant.capture(payment, now)
+    elif EventType.PAYMENT_REFUNDED in events and refund is not None:
+        grant = CreditGrant.refund(payment, refund, now)
+    if grant is not None:
+        await uow.credit_grants.add(grant)
+    if ledger.purpose_of(payment.metadata) is ledger.Purpose.JOB_PAYMENT:
+        return [e for e in events if e is not EventType.PAYMENT_CAPTURED]
+    return events
+
+
+async def emit(
+    uow: PaymentsUnitOfWork,
+    config: Policy,
+    events: list[EventType],
+    now: datetime,
+    *,
+    payment: Payment | None = None,
+    txn: Transaction | None = None,
+) -> None:
+    """Write settlement events to the outbox as they are."""
     subsystem = (payment.subsystem if payment else "") or (txn.subsystem if txn else "")
     for event_type in events:
         await uow.outbox.add(

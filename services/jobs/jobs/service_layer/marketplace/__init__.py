@@ -1,0 +1,1 @@
+"""The marketplace use cases: jobs for contractors, job requests, offers and their saga."""
