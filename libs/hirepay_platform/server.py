@@ -14,7 +14,6 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from hirepay_platform import grpc_status, identity, metrics, tracing
@@ -32,17 +31,17 @@ Hook = Callable[[], Awaitable[None]]
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):
-    """Around every RPC: a server span from the caller's W3C context, RPC metrics, the caller's
-    authentication (service token, gateway-signed actor, access policy: see identity.py) before
-    any servicer runs, and the one mapping of errors to statuses (domain error -> its code +
-    ErrorInfo; anything else -> INTERNAL with a generic message, the trace logged here and never
-    sent to the client). Health and reflection need no token (probes and tooling)."""
+    """Around every RPC (inside the OpenTelemetry server span, see tracing.server_interceptor):
+    RPC metrics, the caller's authentication (service token, gateway-signed actor, access policy:
+    see identity.py) before any servicer runs, and the one mapping of errors to statuses (domain
+    error -> its code + ErrorInfo, recorded on the span; anything else -> INTERNAL with a generic
+    message, the trace logged here and never sent to the client). Health and reflection need no
+    token (probes and tooling)."""
 
     def __init__(self, service: str, authenticator: identity.ServiceAuthenticator) -> None:
         self._service = service
         self._auth = authenticator
         self._domain = f"{service}.hirepay"
-        self._tracer = tracing.tracer(f"hirepay.{service}")
 
     async def intercept_service(
         self,
@@ -54,16 +53,15 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = details.method.rsplit("/", 1)[-1]
         metadata = tuple(details.invocation_metadata or ())
-        parent = tracing.extract_context(metadata)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, parent, metadata),
+                self._wrap_unary(handler.unary_unary, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, parent, metadata),
+                self._wrap_stream(handler.unary_stream, method, metadata),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -85,61 +83,48 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         context.set_details(message)
         return code.name
 
-    def _wrap_unary(self, inner: Any, method: str, parent: Any, metadata: Metadata) -> Any:
+    def _wrap_unary(self, inner: Any, method: str, metadata: Metadata) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
-            token = otel_context.attach(parent)
             caller_token = identity.set_current_caller(None)
             try:
-                with self._tracer.start_as_current_span(
-                    f"{self._service}/{method}", kind=trace.SpanKind.SERVER
-                ):
-                    try:
-                        identity.set_current_caller(self._auth.authenticate(metadata, method))
-                        _refuse_bad_text(request)
-                        return await inner(request, context)
-                    except asyncio.CancelledError:
-                        code = "CANCELLED"
-                        raise
-                    except grpc.aio.AbortError:
-                        code = context.code().name if context.code() else "UNKNOWN"
-                        raise
-                    except Exception as exc:  # the one place that maps every failure
-                        code = await self._fail(context, method, exc)
-                        return None
+                identity.set_current_caller(self._auth.authenticate(metadata, method))
+                _refuse_bad_text(request)
+                return await inner(request, context)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except grpc.aio.AbortError:
+                code = context.code().name if context.code() else "UNKNOWN"
+                raise
+            except Exception as exc:  # the one place that maps every failure
+                code = await self._fail(context, method, exc)
+                return None
             finally:
                 identity.reset_current_caller(caller_token)
-                otel_context.detach(token)
                 self._observe(method, code, started)
 
         return wrapper
 
-    def _wrap_stream(self, inner: Any, method: str, parent: Any, metadata: Metadata) -> Any:
+    def _wrap_stream(self, inner: Any, method: str, metadata: Metadata) -> Any:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = "OK"
-            token = otel_context.attach(parent)
             caller_token = identity.set_current_caller(None)
             try:
-                with self._tracer.start_as_current_span(
-                    f"{self._service}/{method}", kind=trace.SpanKind.SERVER
-                ):
-                    try:
-                        identity.set_current_caller(self._auth.authenticate(metadata, method))
-                        _refuse_bad_text(request)
-                        async for item in inner(request, context):
-                            yield item
-                    except asyncio.CancelledError:
-                        code = "CANCELLED"
-                        raise
-                    except Exception as exc:
-                        code = await self._fail(context, method, exc)
+                identity.set_current_caller(self._auth.authenticate(metadata, method))
+                _refuse_bad_text(request)
+                async for item in inner(request, context):
+                    yield item
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                code = await self._fail(context, method, exc)
             finally:
                 with contextlib.suppress(ValueError):
                     identity.reset_current_caller(caller_token)
-                with contextlib.suppress(ValueError):
-                    otel_context.detach(token)
                 self._observe(method, code, started)
 
         return wrapper
@@ -256,7 +241,10 @@ class GrpcApp:
         for hook in self._startup:
             await hook()
         server = grpc.aio.server(
-            interceptors=[PlatformInterceptor(self.name, authenticator)],
+            interceptors=[
+                tracing.server_interceptor(),
+                PlatformInterceptor(self.name, authenticator),
+            ],
             options=[("grpc.so_reuseport", 0)],
         )
         self.server = server

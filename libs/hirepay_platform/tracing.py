@@ -1,18 +1,28 @@
 """OpenTelemetry tracing: provider set-up, exporters (OTLP by the standard OTEL_* variables, a JSON
-file for local runs and tests, the console), library instrumentation, and W3C trace context
-carried in gRPC metadata."""
+file for local runs and tests, the console), and the OpenTelemetry instrumentations that make the
+spans and carry the W3C context: gRPC (aio server and client interceptors: one SERVER span per
+RPC, one CLIENT span per call), FastAPI at the edge, httpx for outgoing HTTP, and SQLAlchemy
+statements when enabled (HIREPAY_TRACE_SQL; off by default: see the README's tracing notes).
+Nothing here propagates context by hand."""
 
 from __future__ import annotations
 
 import json
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+import grpc
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import (
+    any_of,
+    health_check,
+    negate,
+    service_prefix,
+)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -24,9 +34,20 @@ from opentelemetry.sdk.trace.export import (
 )
 
 _configured = False
-# True once spans go to an OTLP collector: only then are SQL statements and outgoing HTTP calls
-# traced (the JSON file of local runs and tests keeps the RPC-level spans its readers expect).
-_instrument_libraries = False
+# True once spans go anywhere: only then are outgoing HTTP calls (and, when enabled, SQL
+# statements) instrumented; a process that exports nothing pays nothing for them.
+_exporting = False
+# Environment switches of the library instrumentations (read at set-up).
+TRACE_SQL_ENV = "HIREPAY_TRACE_SQL"
+TRACE_HTTP_ENV = "HIREPAY_TRACE_HTTP"
+_OFF = ("", "0", "false", "no", "off")
+
+
+def _switch(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() not in _OFF
 
 
 class JsonFileSpanExporter(SpanExporter):
@@ -69,8 +90,10 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
     `exporter` (HIREPAY_TRACES, else OTEL_TRACES_EXPORTER): a comma-separated list of `none`,
     `otlp` (OTLP/gRPC; endpoint, headers, TLS and batching from the standard
     OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables), `console`, `file:/path/spans.jsonl`.
-    OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) name the process when set."""
-    global _configured, _instrument_libraries
+    OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) name the process when set.
+    When spans are exported, outgoing httpx calls get CLIENT spans (HIREPAY_TRACE_HTTP, on by
+    default) and SQL statements get spans when HIREPAY_TRACE_SQL is on (off by default)."""
+    global _configured, _exporting
     if _configured:
         return
     name = os.environ.get("OTEL_SERVICE_NAME") or service
@@ -81,14 +104,16 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-            _instrument_libraries = True
+            _exporting = True
         elif item == "console":
             provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            _exporting = True
         elif item.startswith("file:"):
             # Simple (synchronous) so spans are on disk when a test reads them.
             provider.add_span_processor(SimpleSpanProcessor(JsonFileSpanExporter(item[5:])))
+            _exporting = True
     trace.set_tracer_provider(provider)
-    if _instrument_libraries:
+    if _exporting and _switch(TRACE_HTTP_ENV, default=True):
         # Outgoing HTTP (provider calls, signed callbacks) gets CLIENT spans with W3C context.
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
@@ -97,8 +122,10 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
 
 
 def instrument_engine(engine: Any) -> None:
-    """Spans for every SQL statement of `engine` (an AsyncEngine), when spans go over OTLP."""
-    if not _instrument_libraries:
+    """Spans for every SQL statement of `engine` (an AsyncEngine), when spans are exported and
+    HIREPAY_TRACE_SQL is on: a span per statement costs CPU on every query (measured in the
+    README), so it is a switch, not the default."""
+    if not (_exporting and _switch(TRACE_SQL_ENV, default=False)):
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
@@ -118,19 +145,34 @@ def tracer(name: str) -> trace.Tracer:
     return trace.get_tracer(name)
 
 
-def inject_metadata(metadata: Sequence[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
-    """Metadata with the current trace context added (W3C traceparent/tracestate)."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return [*(metadata or ()), *carrier.items()]
+# Probes and tooling are not traced: a span per health check would drown the real calls.
+_TRACED_RPCS = negate(any_of(health_check(), service_prefix("grpc.reflection")))
 
 
-def extract_context(
-    metadata: Sequence[tuple[str, str | bytes]] | Mapping[str, str] | None,
-) -> otel_context.Context:
-    """The remote trace context carried by incoming metadata."""
-    if metadata is None:
-        return propagate.extract({})
-    items = metadata.items() if isinstance(metadata, Mapping) else metadata
-    carrier = {k: v for k, v in items if isinstance(v, str)}
-    return propagate.extract(carrier)
+def server_interceptor() -> grpc.aio.ServerInterceptor:
+    """The OpenTelemetry aio server interceptor: the one SERVER span of every RPC (named by its
+    full method, e.g. /hirepay.wallet.v1.WalletService/OpenAccount), continuing the caller's W3C
+    context from the metadata. It goes first, so every other interceptor runs inside the span."""
+    return aio_server_interceptor(filter_=_TRACED_RPCS)
+
+
+def client_interceptors() -> Sequence[grpc.aio.ClientInterceptor]:
+    """The OpenTelemetry aio client interceptor of unary calls: a CLIENT span per call, the W3C
+    context injected into its metadata. Streams are left alone: the one stream a service opens
+    (the settlement events) is long-lived and read with `read()`, which a wrapped stream lacks."""
+    return [
+        i
+        for i in aio_client_interceptors(filter_=_TRACED_RPCS)
+        if isinstance(i, grpc.aio.UnaryUnaryClientInterceptor)
+    ]
+
+
+def instrument_fastapi(app: Any) -> None:
+    """The OpenTelemetry FastAPI instrumentation: the SERVER span of every HTTP request (named
+    `<METHOD> <route template>`), continuing the caller's W3C context; probes and metrics are not
+    traced, and no span is made per ASGI send or receive."""
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+    FastAPIInstrumentor.instrument_app(
+        app, excluded_urls="/healthz,/readyz,/metrics", exclude_spans=["receive", "send"]
+    )

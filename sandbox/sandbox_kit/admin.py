@@ -1,20 +1,25 @@
 """The provider-neutral admin API under `/_sandbox/` (JSON, no auth) that tests use: health,
 reset, faults, webhook endpoints and deliveries, and the clock. Providers append their own
-routes (settling pending payments and the like) with `json_route`."""
+routes (settling pending payments and the like) with `json_route`.
+
+The handlers read `request.app.state.kit`: a Kit, or (the Stripe sandbox, whose state predates
+the kit) anything with the `AdminTarget` shape, which mounts `common_routes()` only."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from sandbox_kit import ids
+from sandbox_kit.faults import FaultRegistry
 from sandbox_kit.runtime import Kit
-from sandbox_kit.webhooks import Endpoint
+from sandbox_kit.webhooks import Endpoint, WebhookDispatcher
 
 
 class AdminBody(BaseModel):
@@ -37,9 +42,26 @@ Body = TypeVar("Body", bound=BaseModel)
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
+class AdminTarget(Protocol):
+    """What the common admin routes use: faults, the webhook sender, the lock that guards both,
+    and a full reset."""
+
+    lock: asyncio.Lock
+    faults: FaultRegistry
+    fault_specs: TypeAdapter[Any]
+    webhooks: WebhookDispatcher
+
+    async def reset(self) -> None: ...
+
+
 def kit_of(request: Request) -> Kit:
     kit: Kit = request.app.state.kit
     return kit
+
+
+def target_of(request: Request) -> AdminTarget:
+    target: AdminTarget = request.app.state.kit
+    return target
 
 
 def problem(status: int, message: str, detail: Any = None) -> JSONResponse:
@@ -65,16 +87,16 @@ async def health(request: Request) -> JSONResponse:
 
 
 async def reset(request: Request) -> JSONResponse:
-    await kit_of(request).reset()
+    await target_of(request).reset()
     return JSONResponse({"reset": True})
 
 
 async def list_faults(request: Request) -> JSONResponse:
-    return JSONResponse({"faults": kit_of(request).faults.describe()})
+    return JSONResponse({"faults": target_of(request).faults.describe()})
 
 
 async def add_fault(request: Request) -> JSONResponse:
-    kit = kit_of(request)
+    kit = target_of(request)
     try:
         spec = kit.fault_specs.validate_python(await read_json(request))
     except ValidationError as error:
@@ -83,7 +105,7 @@ async def add_fault(request: Request) -> JSONResponse:
 
 
 async def clear_faults(request: Request) -> JSONResponse:
-    kit = kit_of(request)
+    kit = target_of(request)
     async with kit.lock:
         kit.faults.clear()
         released = kit.webhooks.release_held()
@@ -91,24 +113,24 @@ async def clear_faults(request: Request) -> JSONResponse:
 
 
 async def delete_fault(request: Request) -> JSONResponse:
-    if not kit_of(request).faults.remove(request.path_params["fault_id"]):
+    if not target_of(request).faults.remove(request.path_params["fault_id"]):
         return problem(404, "No such fault.")
     return JSONResponse({"deleted": True})
 
 
 async def deliveries(request: Request) -> JSONResponse:
     query = request.query_params
-    items = kit_of(request).webhooks.describe(query.get("event_id"), query.get("type"))
+    items = target_of(request).webhooks.describe(query.get("event_id"), query.get("type"))
     return JSONResponse({"deliveries": items})
 
 
 async def webhook_backlog(request: Request) -> JSONResponse:
     """Deliveries by status and how many wait in the schedule: is the sender keeping up?"""
-    return JSONResponse(kit_of(request).webhooks.backlog())
+    return JSONResponse(target_of(request).webhooks.backlog())
 
 
 async def flush_webhooks(request: Request) -> JSONResponse:
-    kit = kit_of(request)
+    kit = target_of(request)
     async with kit.lock:
         released = kit.webhooks.flush()
     return JSONResponse({"released": released})
@@ -168,17 +190,28 @@ def json_route(method: str, path: str, endpoint: Handler) -> Route:
     return Route(path, guard(endpoint), methods=[method])
 
 
+COMMON: list[tuple[str, str, Handler]] = [
+    ("GET", "/_sandbox/health", health),
+    ("POST", "/_sandbox/reset", reset),
+    ("GET", "/_sandbox/faults", list_faults),
+    ("POST", "/_sandbox/faults", add_fault),
+    ("DELETE", "/_sandbox/faults", clear_faults),
+    ("DELETE", "/_sandbox/faults/{fault_id}", delete_fault),
+    ("GET", "/_sandbox/webhooks/deliveries", deliveries),
+    ("GET", "/_sandbox/webhooks/backlog", webhook_backlog),
+    ("POST", "/_sandbox/webhooks/flush", flush_webhooks),
+]
+
+
+def common_routes(extra: Sequence[tuple[str, str, Handler]] = ()) -> list[BaseRoute]:
+    """Health, reset, faults and the webhook sender's deliveries, backlog and flush (any
+    `AdminTarget`), then `extra`."""
+    return [json_route(method, path, endpoint) for method, path, endpoint in [*COMMON, *extra]]
+
+
 def routes(extra: Sequence[tuple[str, str, Handler]] = ()) -> list[BaseRoute]:
     table: list[tuple[str, str, Handler]] = [
-        ("GET", "/_sandbox/health", health),
-        ("POST", "/_sandbox/reset", reset),
-        ("GET", "/_sandbox/faults", list_faults),
-        ("POST", "/_sandbox/faults", add_fault),
-        ("DELETE", "/_sandbox/faults", clear_faults),
-        ("DELETE", "/_sandbox/faults/{fault_id}", delete_fault),
-        ("GET", "/_sandbox/webhooks/deliveries", deliveries),
-        ("GET", "/_sandbox/webhooks/backlog", webhook_backlog),
-        ("POST", "/_sandbox/webhooks/flush", flush_webhooks),
+        *COMMON,
         ("GET", "/_sandbox/webhooks/endpoints", list_endpoints),
         ("POST", "/_sandbox/webhooks/endpoints", add_endpoint),
         ("DELETE", "/_sandbox/webhooks/endpoints/{endpoint_id}", delete_endpoint),

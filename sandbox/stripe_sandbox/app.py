@@ -59,4 +59,5 @@ def create_app(config: SandboxConfig) -> ASGIApp:
 
     app = Starlette(routes=[*api.routes(), *hosted.routes(), *admin.routes()], lifespan=lifespan)
     app.state.sandbox = sandbox
+    app.state.kit = admin.AdminView(sandbox)  # what the kit's admin routes read
     return FaultMiddleware(app, sandbox.faults, render_error, ("/v1/",))

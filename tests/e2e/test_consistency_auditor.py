@@ -237,3 +237,75 @@ def test_each_injected_violation_is_reported(system: System) -> None:
     _sql(wallet_db, "DELETE FROM transfers WHERE id = $1", transfer)
     got = report(system)
     assert not [v for v in got.violations if v.check != "provider_mismatch"], got.violations
+
+
+def _captured_payment(payments: ppb_grpc.PaymentsServiceStub, owner: str, gtx: str) -> ppb.Payment:
+    """A card payment authorized and captured through payments (not a posting's)."""
+    branch = common_pb2.TccBranch(global_tx_id=gtx, branch_id="payment")
+    payments.Authorize(
+        ppb.AuthorizeRequest(
+            request_id=f"auth-{gtx}",
+            branch=branch,
+            owner_id=owner,
+            amount=common_pb2.Money(amount_minor=3000, currency="USD"),
+            method=ppb.PAYMENT_METHOD_TYPE_CARD,
+            payment_method_token="pm_card_visa",
+            metadata={"subsystem": "audit-test"},
+        ),
+        timeout=30,
+    )
+
+    def captured() -> ppb.Payment | None:
+        reply = payments.Capture(
+            ppb.CaptureRequest(request_id=f"cap-{gtx}", branch=branch), timeout=30
+        )
+        return reply.payment if reply.payment.state == ppb.Payment.CAPTURED else None
+
+    return eventually(captured, timeout=30)
+
+
+def test_a_refund_made_only_at_the_provider_is_reported_and_normal_refunds_are_not(
+    system: System,
+) -> None:
+    """Issue 11 §3: the provider's refunds are matched with payments' refund records."""
+    system.admin.clear_faults()
+    company = new_company()
+    gtx = f"refunds-{uuid.uuid4().hex[:8]}"
+    with signed_channel(
+        system.stack.services["payments"].target, caller="jobs", service="payments"
+    ) as channel:
+        payments = ppb_grpc.PaymentsServiceStub(channel)
+        normal = _captured_payment(payments, company, f"{gtx}-a")
+        for n, amount in enumerate((1000, 2000)):  # refunded in two parts, through payments
+            payments.Refund(
+                ppb.RefundRequest(
+                    request_id=f"rf-{gtx}-{n}",
+                    payment_id=normal.payment_id,
+                    amount_minor=amount,
+                    reason="requested_by_customer",
+                ),
+                timeout=30,
+            )
+        behind = _captured_payment(payments, company, f"{gtx}-b")
+
+    def refund_mismatches() -> set[str]:
+        got = report(system)
+        return {v.subject_id for v in got.violations if v.check == "provider_refund_mismatch"}
+
+    # Normal refunds reconcile clean.
+    assert normal.payment_id not in refund_mismatches()
+    assert behind.payment_id not in refund_mismatches()
+    # Refunded at the provider (its dashboard), its webhook lost: payments never hears of it.
+    client = stripe_client(system.stack.sandbox_url, DEV_STRIPE_KEY, allow_sync=True)
+    system.admin.add_fault("webhook_drop")
+    try:
+        client.v1.refunds.create(
+            params={"payment_intent": behind.provider_payment_id, "amount": 700}
+        )
+    finally:
+        system.admin.clear_faults()
+    found = eventually(
+        lambda: got if behind.payment_id in (got := refund_mismatches()) else None, timeout=30
+    )
+    assert normal.payment_id not in found
+    assert metric(system, "provider_refund_mismatch") >= 1

@@ -359,15 +359,31 @@ def test_one_trace_spans_the_edge_and_every_grpc_hop(system: System) -> None:
     assert response.status_code == 201
     trace_id = response.headers["x-trace-id"]
 
-    def services_in_trace() -> set[str]:
+    def services_in_trace() -> list[dict]:
         spans = [
             json.loads(line) for line in system.traces.read_text().splitlines() if line.strip()
         ]
-        found = {s["service"] for s in spans if s["trace_id"] == trace_id}
+        trace = [s for s in spans if s["trace_id"] == trace_id]
+        found = {s["service"] for s in trace}
         assert {"gateway", "jobs", "payments"} <= found, found
-        return found
+        return trace
 
-    eventually(services_in_trace, timeout=10)
+    trace = eventually(services_in_trace, timeout=10)
+    # The spans are the OpenTelemetry instrumentations': the HTTP request's SERVER span at the
+    # edge, then for every gRPC hop a CLIENT span in the caller and exactly one SERVER span in the
+    # callee (no second, hand-made one), the callee's a child of the caller's.
+    [edge] = [s for s in trace if s["service"] == "gateway" and s["kind"] == "SERVER"]
+    assert edge["name"] == "POST /api/jobs/create-with-payment"
+    hops = [s for s in trace if s["kind"] == "CLIENT" and s["name"].startswith("/hirepay.")]
+    assert {h["name"] for h in hops} >= {
+        "/hirepay.jobs.v1.JobsService/CreateJobWithPayment",
+        "/hirepay.payments.v1.PaymentsService/Authorize",
+    }
+    for hop in hops:
+        servers = [
+            s for s in trace if s["kind"] == "SERVER" and s["parent_span_id"] == hop["span_id"]
+        ]
+        assert [s["name"] for s in servers] == [hop["name"]], (hop, servers)
 
 
 def _one_intent(system: System, company: str):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -129,6 +130,9 @@ class FakeSagas:
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         saga = self.tx.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
+
+    async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
+        return {i: copy.deepcopy(self.tx.sagas[i]) for i in saga_ids if i in self.tx.sagas}
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
         for s in self.tx.sagas.values():
@@ -398,6 +402,10 @@ class FakeParticipant:
         self.calls.append(("inspect", saga.id))
         state = self.state.get(saga.id)
         return TryResult(state or TryState.ABSENT, "pay_1" if state else "", str(state or ""))
+
+    async def inspect_many(self, sagas: Sequence[Saga]) -> dict[str, TryResult]:
+        self.calls.append(("inspect_many", ",".join(s.id for s in sagas)))
+        return {s.id: await self.inspect(s) for s in sagas}
 
     def held(self, saga_id: str) -> bool:
         return self.state.get(saga_id) in (TryState.RESERVED, TryState.UNKNOWN)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from jobs.domain.marketplace import FundingSplit, Offer
@@ -83,6 +83,9 @@ class CrashingParticipant:
 
     async def inspect(self, saga: Saga) -> TryResult:
         return await self.inner.inspect(saga)
+
+    async def inspect_many(self, sagas: Sequence[Saga]) -> dict[str, TryResult]:
+        return await self.inner.inspect_many(sagas)
 
 
 class CrashingParticipants:

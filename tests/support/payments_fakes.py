@@ -101,12 +101,18 @@ class FakePayments(_Repo):
         self.st.payments[payment.id] = copy.deepcopy(payment)
 
     async def list_by_states(
-        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+        self,
+        states: frozenset[str],
+        subsystem: str,
+        after_id: str,
+        limit: int,
+        global_tx_ids: frozenset[str] = frozenset(),
     ) -> list[Payment]:
         found = [
             p
             for p in self.st.payments.values()
             if p.id > after_id
+            and (not global_tx_ids or p.branch.global_tx_id in global_tx_ids)
             and (not states or p.state.value in states)
             and (not subsystem or p.metadata.get("subsystem") == subsystem)
         ]
@@ -144,6 +150,10 @@ class FakeRefunds(_Repo):
             for r in self.st.refunds.values()
             if r.payment_id == payment_id and r.status is RefundStatus.SUCCEEDED
         )
+
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        found = [r for r in self.st.refunds.values() if r.payment_id == payment_id]
+        return [copy.deepcopy(r) for r in sorted(found, key=lambda r: (r.created_at, r.id))]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
         due = [
@@ -397,6 +407,8 @@ class FakeProvider:
         self.script: list[Any] = []
         self.calls: list[tuple[str, str]] = []
         self.refunded: dict[str, int] = {}
+        # Every refund made at this provider, per payment (reconciliation lists them).
+        self.refunds: dict[str, list[ProviderRefund]] = {}
         self._ids = itertools.count(1)
 
     def _next(self) -> Any:
@@ -511,12 +523,19 @@ class FakeProvider:
                     "Refund amount exceeds the amount captured", code="amount_too_large"
                 )
             self.refunded[intent_id] = done + amount_minor
-            return ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor)
+            made = ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor)
+            self.refunds.setdefault(intent_id, []).append(made)
+            return made
 
         return await self._idempotent("refund", idempotency_key, run)
 
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))
+
+    async def list_refunds(self, intent_id: str) -> list[ProviderRefund]:
+        return await self._idempotent(
+            "list_refunds", "", lambda: list(self.refunds.get(intent_id, []))
+        )
 
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str

@@ -1,5 +1,9 @@
-"""A webhook receiver for the sandbox tests: an HTTP server in a thread that records every
-delivery and can answer errors for chosen objects."""
+"""The one webhook receiver of the sandbox tests: an HTTP server in a thread that records every
+delivery (path, headers and exact body) and can answer errors for chosen objects.
+
+A provider's body format is read by a `describe` function (event type, object id): Stripe's by
+default (`WebhookReceiver()`); the PayPal, Razorpay and Fatora tests pass their own
+(`ProviderReceiver(describe)`, the same class)."""
 
 from __future__ import annotations
 
@@ -14,6 +18,13 @@ from typing import Any
 
 from hirepay_dev.procs import free_port
 
+# Reads (event type, object id) from a provider's webhook body.
+Describe = Callable[[dict[str, Any]], tuple[str, str]]
+
+
+def describe_stripe(event: dict[str, Any]) -> tuple[str, str]:
+    return str(event["type"]), str(event["data"]["object"]["id"])
+
 
 @dataclass
 class Received:
@@ -23,6 +34,8 @@ class Received:
     headers: dict[str, str]
     body: bytes
     answered: int
+    event_type: str
+    object_id: str
 
     @property
     def event(self) -> dict[str, Any]:
@@ -31,17 +44,24 @@ class Received:
 
     @property
     def type(self) -> str:
-        return str(self.event["type"])
+        return self.event_type
 
-    @property
-    def object_id(self) -> str:
-        return str(self.event["data"]["object"]["id"])
+    def header(self, name: str) -> str:
+        lowered = {k.lower(): v for k, v in self.headers.items()}
+        return lowered[name.lower()]
+
+
+Delivery = Received
 
 
 class WebhookReceiver:
-    """A tiny HTTP server recording webhook deliveries; can answer errors for chosen objects."""
+    """A tiny HTTP server recording webhook deliveries; can answer errors for chosen objects.
+    A body `describe` cannot read is answered 400 when `refuse_unreadable` (Stripe's tests),
+    else recorded as about "?"."""
 
-    def __init__(self) -> None:
+    def __init__(self, describe: Describe = describe_stripe, *, refuse_unreadable: bool = False):
+        self.describe = describe
+        self.refuse_unreadable = refuse_unreadable or describe is describe_stripe
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/webhooks"
         self.received: list[Received] = []
@@ -53,10 +73,23 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status = receiver._answer_for(body)
+                status = 0
+                try:
+                    event_type, object_id = receiver.describe(json.loads(body))
+                except (ValueError, KeyError, TypeError):
+                    event_type, object_id = "?", "?"
+                    status = 400 if receiver.refuse_unreadable else 0
                 with receiver._lock:
+                    status = status or receiver._answer_for(object_id, event_type)
                     receiver.received.append(
-                        Received(self.path, dict(self.headers.items()), body, status)
+                        Received(
+                            self.path,
+                            dict(self.headers.items()),
+                            body,
+                            status,
+                            event_type,
+                            object_id,
+                        )
                     )
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -82,17 +115,11 @@ class WebhookReceiver:
         with self._lock:
             self._failures[(object_id, event_type)] = list(statuses)
 
-    def _answer_for(self, body: bytes) -> int:
-        try:
-            event = json.loads(body)
-            object_id, event_type = event["data"]["object"]["id"], event["type"]
-        except (ValueError, KeyError, TypeError):
-            return 400
-        with self._lock:
-            for key in ((object_id, event_type), (object_id, None)):
-                pending = self._failures.get(key)
-                if pending:
-                    return pending.pop(0)
+    def _answer_for(self, object_id: str, event_type: str) -> int:
+        for key in ((object_id, event_type), (object_id, None)):
+            pending = self._failures.get(key)
+            if pending:
+                return pending.pop(0)
         return 200
 
     def matching(self, predicate: Callable[[Received], bool]) -> list[Received]:
@@ -114,7 +141,10 @@ class WebhookReceiver:
             if len(found) >= count:
                 return found
             time.sleep(0.02)
-        raise AssertionError(f"expected {count} webhook(s), got {len(self.matching(predicate))}")
+        seen = [(r.event_type, r.object_id) for r in self.received[-10:]]
+        raise AssertionError(
+            f"expected {count} webhook(s), got {len(self.matching(predicate))}; last seen {seen}"
+        )
 
     def wait_about(
         self, object_id: str, event_type: str, count: int = 1, timeout: float = 5.0
@@ -127,3 +157,6 @@ class WebhookReceiver:
         self, object_id: str, event_type: str, count: int = 1, timeout: float = 5.0
     ) -> list[Received]:
         return await asyncio.to_thread(self.wait_about, object_id, event_type, count, timeout)
+
+
+ProviderReceiver = WebhookReceiver

@@ -43,6 +43,29 @@ def test_own_time_is_duration_less_children_per_hop():
     assert budget(trace, "webhook") == {}
 
 
+def test_client_spans_are_the_wire_between_services_and_the_http_calls_out():
+    """The OpenTelemetry instrumentations' spans: a gRPC CLIENT span less the callee's SERVER
+    span is the wire between them; an httpx CLIENT span is a call out (the provider's time)."""
+    rpc = {"rpc.system": "grpc", "rpc.service": "hirepay.payments.v1.PaymentsService"}
+    trace = [
+        span("jobs", "/hirepay.jobs.v1.JobsService/Create", "j", None, 0, 100),
+        {
+            **span(
+                "jobs", "/hirepay.payments.v1.PaymentsService/Authorize", "jc", "j", 10, 70, **rpc
+            ),
+            "kind": "CLIENT",
+        },
+        span("payments", "/hirepay.payments.v1.PaymentsService/Authorize", "p", "jc", 15, 65),
+        {
+            **span("payments", "POST", "ph", "p", 20, 50, **{"http.request.method": "POST"}),
+            "kind": "CLIENT",
+        },
+    ]
+    hops = own_time_by_hop(trace)
+    assert hops["jobs"] == 40 and hops["jobs->payments wire"] == 10
+    assert hops["payments"] == 20 and hops["payments http out"] == 30
+
+
 def test_process_cpu_reads_proc():
     busy = sum(i * i for i in range(200_000))
     assert busy and (process_cpu(os.getpid()) or 0) > 0

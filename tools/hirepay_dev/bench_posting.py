@@ -32,7 +32,7 @@ def _stack(pg_url: str, traces: Path | None = None) -> Stack:
         name: {f"{prefix}_LOG_LEVEL": "WARNING"}
         for name, prefix in (("wallet", "WALLET"), ("payments", "PAYMENTS"), ("jobs", "JOBS"))
     }
-    env["gateway"] = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "1000000", "GATEWAY_LOG_LEVEL": "WARNING"}
+    env["gateway"] = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "100000", "GATEWAY_LOG_LEVEL": "WARNING"}
     env["sandbox"] = {"SANDBOX_LOG_LEVEL": "WARNING"}
     if traces is not None:  # every process appends its spans to the one file
         for values in env.values():

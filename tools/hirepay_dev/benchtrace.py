@@ -1,9 +1,15 @@
 """Latency budget of a posting by hop, from the spans every process writes (HIREPAY_TRACES=file:).
 
 Each span's own time is its duration less its children's (a child may run in another process: the
-W3C context crosses gRPC), summed per service over a trace, then the median over the traces.
-Each service's database COMMITs have their own spans ("db.commit", shown as "<service> commit");
-provider calls have none yet: they are part of payments' own time.
+W3C context crosses gRPC), summed per hop over a trace, then the median over the traces. The
+spans are the OpenTelemetry instrumentations' (and our db.commit):
+- a service's SERVER span and its own internal spans: the service ("jobs");
+- its database COMMITs ("db.commit"): "<service> commit";
+- a gRPC CLIENT span less the callee's SERVER span: the wire and queueing between them,
+  "<caller>-><callee> wire";
+- an outgoing HTTP CLIENT span (httpx: Stripe and Fatora calls, signed callbacks): "<service> http
+  out", the provider's own time included (the SDKs over `requests`, PayPal and Razorpay, have no
+  spans: their calls stay in the service's own time).
 """
 
 from __future__ import annotations
@@ -29,6 +35,21 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
     return spans
 
 
+def hop_of(span: dict[str, Any]) -> str:
+    """The hop a span's own time is counted in (see the module's docstring)."""
+    service = str(span["service"])
+    if span["name"] == "db.commit":
+        return f"{service} commit"
+    if span.get("kind") == "CLIENT":
+        attributes = span.get("attributes", {})
+        rpc_service = str(attributes.get("rpc.service", ""))
+        if rpc_service:  # hirepay.jobs.v1.JobsService -> jobs
+            parts = rpc_service.split(".")
+            return f"{service}->{parts[1] if len(parts) > 1 else rpc_service} wire"
+        return f"{service} http out"
+    return service
+
+
 def own_time_by_hop(trace: Iterable[dict[str, Any]]) -> dict[str, float]:
     """Milliseconds of own time (duration less children) per service, and "total" for the root."""
     spans = list(trace)
@@ -41,8 +62,7 @@ def own_time_by_hop(trace: Iterable[dict[str, Any]]) -> dict[str, float]:
     for span in spans:
         duration = span["end_ns"] - span["start_ns"]
         own = max(0.0, duration - children.get(span["span_id"], 0.0))
-        hop = f"{span['service']} commit" if span["name"] == "db.commit" else span["service"]
-        hops[hop] += own / 1e6
+        hops[hop_of(span)] += own / 1e6
         if not span["parent_span_id"] or span["parent_span_id"] not in ids:
             hops["total"] = max(hops.get("total", 0.0), duration / 1e6)
     hops["calls"] = float(len(spans))
@@ -84,6 +104,6 @@ def budget_line(result: dict[str, float]) -> str:
     return (
         f"    latency budget by hop, median ms over {int(result['traces'])} postings (c=1, traced): "
         f"total {result.get('total', 0.0):.1f} = {hops}  "
-        f"(spans per posting {result.get('calls', 0.0):.0f}; provider calls have no spans: "
-        "they are inside payments)"
+        f"(spans per posting {result.get('calls', 0.0):.0f}; 'http out' includes the provider's "
+        "time; calls through the PayPal and Razorpay SDKs are inside their service)"
     )

@@ -180,3 +180,17 @@ async def test_an_unreadable_participant_is_not_a_violation():
     w.payments.inspect = down  # type: ignore[method-assign]
     report = await audit.run_audit(commands.RunAudit(), _deps(w, FakeSources()))
     assert report.violations == ()
+
+
+async def test_active_jobs_are_checked_with_one_batched_read_not_one_call_per_job():
+    """Issue 11: a page of active jobs costs one participant read, however many jobs it has."""
+    w = World()
+    answers = [await w.post(key=f"k{n}") for n in range(5)]
+    w.payments.state[answers[2].saga_id] = TryState.RESERVED  # money not taken for this one
+    w.payments.calls.clear()
+    report = await audit.run_audit(commands.RunAudit(page_size=100), _deps(w, FakeSources()))
+    assert [(v.check, v.subject_id) for v in report.violations] == [
+        (Check.ACTIVE_JOB_WITHOUT_PAYMENT, answers[2].job.id)
+    ]
+    batched = [c for c in w.payments.calls if c[0] == "inspect_many"]
+    assert len(batched) == 1 and set(batched[0][1].split(",")) == {a.saga_id for a in answers}

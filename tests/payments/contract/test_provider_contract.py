@@ -169,6 +169,24 @@ async def test_refunds_never_exceed_the_capture(harness: Harness, run: Running) 
     assert after.amount_refunded in (0, harness.amount)  # 0: the provider does not report it
 
 
+async def test_the_providers_refunds_are_listed_by_the_ids_their_refunds_returned(
+    harness: Harness, run: Running
+) -> None:
+    """Reconciliation (issue 11 §3) matches the provider's list with our records by id."""
+    checkout, _ = await paid_checkout(harness, run)
+    pid = checkout.payment_id
+    assert await run.provider.list_refunds(pid) == []
+    amounts = [harness.amount // 2, harness.amount - harness.amount // 2]
+    if not harness.partial_refund:
+        amounts = [harness.amount]
+    made = [await run.provider.refund(pid, a, "", {}, harness.new_key()) for a in amounts]
+    listed = await run.provider.list_refunds(pid)
+    assert sorted((r.id, r.amount_minor) for r in listed) == sorted(
+        (r.id, r.amount_minor) for r in made
+    )
+    assert all(r.state is not RefundState.FAILED for r in listed)
+
+
 async def test_a_declined_payment_fails_with_a_reason_and_the_checkout_stays_open(
     harness: Harness, run: Running
 ) -> None:

@@ -33,18 +33,23 @@ async def test_stream_resumes_from_a_cursor_without_gaps_or_duplicates(stub, uni
 async def test_follow_delivers_new_events_as_they_commit(stub, unique) -> None:
     start = (await _all(stub))[-1].cursor if await _all(stub) else 0
     received: list[pb.SettlementEvent] = []
-    gtx = unique("gtx")
+    marker, gtx = unique("gtx"), unique("gtx")
+    caught_up = asyncio.Event()
 
     async def consume() -> None:
         request = pb.StreamSettlementEventsRequest(after_cursor=start, follow=True)
         async for event in stub.StreamSettlementEvents(request):
+            if event.payment.branch.global_tx_id == marker:
+                caught_up.set()  # the stream is open and has delivered what was committed
             if event.payment.branch.global_tx_id == gtx:
                 received.append(event)
             if len(received) == 2:
                 return
 
     task = asyncio.create_task(consume())
-    await asyncio.sleep(0.3)
+    await stub.Authorize(authorize_request(marker, amount=111))
+    await asyncio.wait_for(caught_up.wait(), timeout=10)
+    # Committed only now, while the stream follows: it must deliver them as they commit.
     await stub.Authorize(authorize_request(gtx, amount=777))
     await stub.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
     await asyncio.wait_for(task, timeout=10)

@@ -5,7 +5,6 @@ later", one Hirepay never created is acknowledged and ignored."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -76,7 +75,13 @@ async def test_event_delivered_ten_times_out_of_order_is_applied_once(stub, admi
     admin.add_fault("webhook_reorder", event_type="payment_intent.*")
     admin.add_fault("webhook_duplicate", times=10, event_type="payment_intent.*")
     admin.settle_payment_intent(p.provider_payment_id, "succeeded")
-    await asyncio.sleep(0.3)
+
+    async def held() -> bool:  # the ten copies of the success wait, held by the reorder fault
+        found = admin.deliveries(event_type="payment_intent.succeeded")
+        mine = [d for d in found if d["object_id"] == p.provider_payment_id]
+        return len(mine) >= 10 and all(d["status"] == "held" for d in mine)
+
+    await wait_for(held, timeout=20)
     admin.flush_webhooks()
 
     async def captured():

@@ -240,3 +240,17 @@ def test_re_reading_an_unchanged_payment_does_not_make_it_recently_changed() -> 
     assert p.updated_at == NOW
     p.apply_intent(intent(ProviderStatus.CAPTURED, amount_received=3000), later)
     assert p.state is PaymentState.CAPTURED and p.updated_at == later
+
+
+def test_an_abandoned_provider_payment_is_cancelled_only_while_still_open() -> None:
+    open_one = ProviderPayment(
+        "p1", ProviderStatus.ACTION_REQUIRED, 500, "USD", metadata={"a": "b"}
+    )
+    gone = open_one.abandoned(ProviderStatus.ACTION_REQUIRED, ProviderStatus.FAILED)
+    assert (gone.status, gone.amount_received, gone.metadata) == (
+        ProviderStatus.CANCELED,
+        0,
+        {"a": "b"},
+    )
+    taken = ProviderPayment("p2", ProviderStatus.CAPTURED, 500, "USD", amount_received=500)
+    assert taken.abandoned(ProviderStatus.ACTION_REQUIRED) is taken  # a refund, never a cancel

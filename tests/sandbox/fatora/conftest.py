@@ -11,7 +11,7 @@ import pytest
 
 from hirepay_dev.provider_sandboxes import KitAdmin, start_provider_sandbox
 from tests.support.fatora_support import WEBHOOK_SECRET, api
-from tests.support.provider_receiver import ProviderReceiver
+from tests.support.webhook_receiver import ProviderReceiver
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

@@ -23,7 +23,7 @@ from tests.support.fatora_support import (
     pay,
     redirect,
 )
-from tests.support.provider_receiver import ProviderReceiver
+from tests.support.webhook_receiver import ProviderReceiver
 
 # A dropped connection (the sandbox aborts it) reads as an EOF or a reset, by timing.
 DROPPED = (httpx.RemoteProtocolError, httpx.ReadError)

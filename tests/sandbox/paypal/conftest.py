@@ -11,7 +11,7 @@ from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
 from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client, start_provider_sandbox
 from tests.support.paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET
-from tests.support.provider_receiver import ProviderReceiver
+from tests.support.webhook_receiver import ProviderReceiver
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
 from hirepay_dev.provider_sandboxes import KitAdmin
 from tests.support.paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET, approved_order
-from tests.support.provider_receiver import Delivery, ProviderReceiver
+from tests.support.webhook_receiver import Delivery, ProviderReceiver
 
 
 def _token(paypal_url: str) -> str:

@@ -10,8 +10,8 @@ import pytest
 import razorpay
 
 from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client, start_provider_sandbox
-from tests.support.provider_receiver import ProviderReceiver
 from tests.support.razorpay_support import MAX_ATTEMPTS, WEBHOOK_SECRET
+from tests.support.webhook_receiver import ProviderReceiver
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:

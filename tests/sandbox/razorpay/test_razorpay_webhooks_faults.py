@@ -13,8 +13,8 @@ import requests
 from razorpay.errors import ServerError, SignatureVerificationError
 
 from hirepay_dev.provider_sandboxes import KitAdmin
-from tests.support.provider_receiver import ProviderReceiver
 from tests.support.razorpay_support import WEBHOOK_SECRET, create_order, pay_by_card
+from tests.support.webhook_receiver import ProviderReceiver
 
 
 def test_payment_events_are_signed_and_verify(

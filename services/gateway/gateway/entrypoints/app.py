@@ -28,7 +28,7 @@ from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import Authenticator
-from hirepay_platform import identity
+from hirepay_platform import identity, tracing
 
 DESCRIPTION = """\
 Hirepay's HTTP API: pay-to-post job ads, premium subscriptions, provider webhooks, and each user's
@@ -76,7 +76,8 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         docs_url="/docs" if settings.docs_on() else None,
         redoc_url="/redoc" if settings.docs_on() else None,
         # FastAPI's own telemetry would add a second SERVER span per request and its own exception
-        # logging; the edge middleware below is the one span, metric and log per request.
+        # logging; the OpenTelemetry FastAPI instrumentation (below) is the one span, and the edge
+        # middleware the one metric and log per request.
         telemetry={
             "tracing": False,
             "metrics": False,
@@ -97,6 +98,8 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     # Added last = outermost: the edge middleware sees (and measures) the guard's refusals too.
     app.add_middleware(InputGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeMiddleware, behind_tls=settings.behind_tls)
+    # Outermost of all: the request's SERVER span, which the middleware above runs inside.
+    tracing.instrument_fastapi(app)
     app.include_router(ops_routes.router)
     app.include_router(payments_routes.router)
     app.include_router(jobs_routes.router)

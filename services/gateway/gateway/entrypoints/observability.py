@@ -1,9 +1,11 @@
-"""The gateway's edge observability: one SERVER span per HTTP request, HTTP and funnel metrics,
-access logs, the security headers of every response, and the last-resort 500 for unexpected
-failures (generic body, trace only in the log).
+"""The gateway's edge observability: HTTP and funnel metrics, access logs, the trace id and
+security headers of every response, and the last-resort 500 for unexpected failures (generic body,
+trace only in the log).
 
-Implemented as a pure ASGI middleware so the span's context is the one the route handlers (and the
-gRPC calls they make through ServiceClient) run in: one trace from the HTTP edge through every hop.
+The SERVER span of each request is the OpenTelemetry FastAPI instrumentation's (outermost, see
+tracing.instrument_fastapi): this pure ASGI middleware runs inside it, so the route handlers (and
+the gRPC calls they make through ServiceClient, traced by the channel's interceptor) share its
+context: one trace from the HTTP edge through every hop.
 """
 
 from __future__ import annotations
@@ -13,12 +15,9 @@ import logging
 import time
 from typing import Any
 
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
+from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from hirepay_platform import tracing
 
 log = logging.getLogger("gateway.access")
 
@@ -118,73 +117,59 @@ def security_headers(
 
 
 class EdgeMiddleware:
-    """Span + metrics + access log + security headers around every HTTP request; last-resort 500."""
+    """Metrics + access log + trace id and security headers around every HTTP request, inside the
+    request's SERVER span; last-resort 500."""
 
     def __init__(self, app: ASGIApp, behind_tls: bool = False) -> None:
         self.app = app
         self.behind_tls = behind_tls
-        self.tracer = tracing.tracer("hirepay.gateway")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-        parent = propagate.extract(headers)
         method = method_label(scope["method"])
         is_api = scope.get("path", "").startswith("/api/")
         tls = self.behind_tls or scope.get("scheme") == "https"
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500, "started": False}
-        token = otel_context.attach(parent)
+        span = trace.get_current_span()
+        trace_id = format(span.get_span_context().trace_id, "032x")
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                status_holder["started"] = True
+                headers = list(message.get("headers", []))
+                headers.append((b"x-trace-id", trace_id.encode()))
+                message["headers"] = security_headers(headers, is_api=is_api, tls=tls)
+            await send(message)
+
         try:
-            with self.tracer.start_as_current_span(
-                f"HTTP {method}", kind=trace.SpanKind.SERVER
-            ) as span:
-                trace_id = format(span.get_span_context().trace_id, "032x")
-                span.set_attribute("http.request.method", method)
-
-                async def send_wrapper(message: Message) -> None:
-                    if message["type"] == "http.response.start":
-                        status_holder["status"] = message["status"]
-                        status_holder["started"] = True
-                        headers = list(message.get("headers", []))
-                        headers.append((b"x-trace-id", trace_id.encode()))
-                        message["headers"] = security_headers(headers, is_api=is_api, tls=tls)
-                    await send(message)
-
-                try:
-                    await self.app(scope, receive, send_wrapper)
-                except Exception:
-                    # Anything not mapped by the error handlers: log (masked), answer generically.
-                    log.exception("unhandled error", extra={"fields": {"method": method}})
-                    span.set_status(trace.StatusCode.ERROR)
-                    if not status_holder["started"]:
-                        await send_wrapper(
-                            {
-                                "type": "http.response.start",
-                                "status": 500,
-                                "headers": [(b"content-type", b"application/json")],
-                            }
-                        )
-                        await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
-                route = _route_template(scope)
-                status = status_holder["status"]
-                span.update_name(f"{method} {route}")
-                span.set_attribute("http.route", route)
-                span.set_attribute("http.response.status_code", status)
-                if status >= 500:
-                    span.set_status(trace.StatusCode.ERROR)
-                elapsed = time.perf_counter() - started
-                HTTP_REQUESTS.labels(method, route, str(status)).inc()
-                HTTP_LATENCY.labels(method, route).observe(elapsed)
-                if route not in ("/healthz", "/metrics"):
-                    log.info(
-                        "%s %s %s",
-                        method,
-                        route,
-                        status,
-                        extra={"fields": {"duration_ms": round(elapsed * 1000, 1)}},
-                    )
-        finally:
-            otel_context.detach(token)
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            # Anything not mapped by the error handlers: log (masked), answer generically.
+            log.exception("unhandled error", extra={"fields": {"method": method}})
+            span.set_status(trace.StatusCode.ERROR)
+            if not status_holder["started"]:
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
+        route = _route_template(scope)
+        status = status_holder["status"]
+        elapsed = time.perf_counter() - started
+        HTTP_REQUESTS.labels(method, route, str(status)).inc()
+        HTTP_LATENCY.labels(method, route).observe(elapsed)
+        if route not in ("/healthz", "/metrics"):
+            log.info(
+                "%s %s %s",
+                method,
+                route,
+                status,
+                extra={"fields": {"duration_ms": round(elapsed * 1000, 1)}},
+            )

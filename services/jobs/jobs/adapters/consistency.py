@@ -64,9 +64,13 @@ class GrpcConsistencySources:
     async def provider(self) -> list[Violation]:
         request = ppb.ReconcileProviderRequest(limit=self._reconcile_limit)
         reply = await self._payments.client.call(self._payments.stub.ReconcileProvider, request)
-        return [
-            Violation(Check.PROVIDER_MISMATCH, m.payment_id, m.detail) for m in reply.mismatches
-        ]
+        return [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in reply.mismatches]
+
+
+def _mismatch_check(m: ppb.ProviderMismatch) -> Check:
+    if m.kind == ppb.ProviderMismatch.KIND_REFUND:
+        return Check.PROVIDER_REFUND_MISMATCH
+    return Check.PROVIDER_MISMATCH
 
 
 def _fact(p: ppb.Payment) -> PaymentFact:

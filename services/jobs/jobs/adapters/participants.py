@@ -7,6 +7,9 @@ saga's TryResult, and errors arrive as RemoteError with the participant's reason
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Sequence
+
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
@@ -28,6 +31,10 @@ _METHODS = {
     PaymentMethod.BANK_TRANSFER: ppb.PAYMENT_METHOD_TYPE_BANK_TRANSFER,
     PaymentMethod.CHECKOUT: ppb.PAYMENT_METHOD_TYPE_CHECKOUT,
 }
+
+# The auditor's batched reads: payments per ListPayments call (its maximum), wallet holds at once.
+LIST_BATCH = 1000
+HOLD_READS_AT_ONCE = 8
 
 _PAYMENT_STATES = {
     ppb.Payment.REQUIRES_ACTION: TryState.ACTION_REQUIRED,
@@ -174,6 +181,28 @@ class PaymentsParticipant(_LazyClient):
             return TryResult(state=TryState.ABSENT)
         return try_result_from_payment(reply.payment)
 
+    async def inspect_many(self, sagas: Sequence[Saga]) -> dict[str, TryResult]:
+        """One ListPayments call per 1,000 sagas (filtered by their transactions), each
+        payment matched to its saga's branch; ABSENT where no Try is recorded."""
+        found = {s.id: TryResult(state=TryState.ABSENT) for s in sagas}
+        branches = {(s.id, s.branch_id) for s in sagas}
+        ids = sorted(found)
+        for start in range(0, len(ids), LIST_BATCH):
+            request = ppb.ListPaymentsRequest(
+                global_tx_ids=ids[start : start + LIST_BATCH], page_size=LIST_BATCH
+            )
+            while True:
+                reply = await self.client.call(
+                    self.stub.ListPayments, request, timeout=self.timeout
+                )
+                for p in reply.payments:
+                    if (p.branch.global_tx_id, p.branch.branch_id) in branches:
+                        found[p.branch.global_tx_id] = try_result_from_payment(p)
+                if not reply.next_page_token:
+                    break
+                request.page_token = reply.next_page_token
+        return found
+
 
 class CreditsParticipant(_LazyClient):
     """The wallet as the TCC participant for job credits: ReserveHold / ConfirmHold / CancelHold.
@@ -267,6 +296,17 @@ class CreditsParticipant(_LazyClient):
         if not reply.HasField("hold"):
             return TryResult(state=TryState.ABSENT)
         return try_result_from_hold(reply.hold, saga)
+
+    async def inspect_many(self, sagas: Sequence[Saga]) -> dict[str, TryResult]:
+        """The wallet has no batched hold read: GetHold per saga, a bounded number at once."""
+        gate = asyncio.Semaphore(HOLD_READS_AT_ONCE)
+
+        async def one(saga: Saga) -> TryResult:
+            async with gate:
+                return await self.inspect(saga)
+
+        results = await asyncio.gather(*(one(s) for s in sagas))
+        return {s.id: r for s, r in zip(sagas, results, strict=True)}
 
 
 class GrpcParticipants:

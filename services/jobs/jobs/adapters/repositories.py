@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import Row, and_, func, insert, or_, select, text, tuple_, update
@@ -311,6 +312,13 @@ class SqlSagaRepository:
             stmt = stmt.with_for_update()
         row = (await self.session.execute(stmt)).one_or_none()
         return saga_from_row(row) if row else None
+
+    async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
+        if not saga_ids:
+            return {}
+        stmt = select(sagas).where(sagas.c.id.in_(sorted(set(saga_ids))))
+        found = (saga_from_row(row) for row in (await self.session.execute(stmt)).all())
+        return {saga.id: saga for saga in found}
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
         stmt = select(sagas).where(

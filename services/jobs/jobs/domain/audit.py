@@ -27,12 +27,15 @@ class Check(enum.StrEnum):
     BALANCE_LIMIT_BREACH = "balance_limit_breach"
     # A hold past its expiry still reserving money (ESC-2).
     EXPIRED_HOLD_UNRELEASED = "expired_hold_unreleased"
-    # The provider's charges or refunds differ from the local records.
+    # The provider's charge (money taken or held) differs from the local record.
     PROVIDER_MISMATCH = "provider_mismatch"
     # A captured payment or refund without its ledger transfer through provider clearing (ESC-1).
     LEDGER_BOOKING_MISSING = "ledger_booking_missing"
     # Platform revenue on the ledger differs from captured fees minus refunds, per currency.
     LEDGER_REVENUE_MISMATCH = "ledger_revenue_mismatch"
+    # A provider refund unknown locally, a local refund unknown to the provider, or one whose
+    # amount or outcome differs.
+    PROVIDER_REFUND_MISMATCH = "provider_refund_mismatch"
 
 
 @dataclass(frozen=True, slots=True)

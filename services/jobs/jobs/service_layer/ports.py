@@ -5,6 +5,7 @@ Adapters implement them against PostgreSQL and gRPC; unit tests implement them i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Protocol, Self
 
@@ -54,6 +55,9 @@ class SagaRepository(Protocol):
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None: ...
+
+    async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
+        """The sagas of `saga_ids` that exist, by id (one query)."""
 
     async def save(self, saga: Saga) -> None:
         """Persist the saga's current values."""
@@ -243,6 +247,10 @@ class Participant(Protocol):
 
     async def inspect(self, saga: Saga) -> TryResult:
         """Read the branch's state (GetPaymentByBranch / GetHold); ABSENT if no Try is recorded."""
+
+    async def inspect_many(self, sagas: Sequence[Saga]) -> dict[str, TryResult]:
+        """`inspect` of many sagas, by saga id, in as few calls as the participant allows (the
+        auditor's page of active jobs)."""
 
 
 class Participants(Protocol):

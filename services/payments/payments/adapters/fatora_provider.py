@@ -80,6 +80,11 @@ def payment_from(result: Mapping[str, Any]) -> ProviderPayment:
     )
 
 
+def _refund_id(payment_id: str) -> str:
+    """Fatora's one refund of a payment has no id of its own: ours is derived from the payment."""
+    return f"{payment_id}:refund"
+
+
 class FatoraProvider:
     """PaymentProvider backed by Fatora (or the Fatora-compatible sandbox)."""
 
@@ -139,6 +144,19 @@ class FatoraProvider:
     async def retrieve_payment(self, payment_id: str) -> ProviderPayment:
         return payment_from(await self._post("verify", {"order_id": payment_id}))
 
+    async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
+        """Fatora refunds a payment once, whole, and lists no refunds: verify's `refund_status`
+        is the one refund there can be (named as `refund` names it)."""
+        current = await self._post("verify", {"order_id": payment_id})
+        status = str(current.get("refund_status") or "")
+        if not status or status == "none":
+            return []
+        state = {"completed": RefundState.SUCCEEDED, "failed": RefundState.FAILED}.get(
+            status, RefundState.PENDING
+        )
+        amount = payment_from(current).amount_minor
+        return [ProviderRefund(id=_refund_id(payment_id), state=state, amount_minor=amount)]
+
     async def capture(
         self, payment_id: str, amount_minor: int, idempotency_key: str
     ) -> ProviderPayment:
@@ -151,18 +169,9 @@ class FatoraProvider:
         """Fatora has nothing to cancel: an unpaid checkout is abandoned (reported cancelled,
         so it is never taken for payable again); a paid one must be refunded."""
         current = await self.retrieve_payment(payment_id)
-        if current.status in (
-            ProviderStatus.AWAITING_PAYMENT,
-            ProviderStatus.FAILED,
-            ProviderStatus.ACTION_REQUIRED,
-        ):
-            return ProviderPayment(
-                id=current.id,
-                status=ProviderStatus.CANCELED,
-                amount_minor=current.amount_minor,
-                currency=current.currency,
-            )
-        return current
+        return current.abandoned(
+            ProviderStatus.AWAITING_PAYMENT, ProviderStatus.FAILED, ProviderStatus.ACTION_REQUIRED
+        )
 
     async def refund(
         self,
@@ -180,7 +189,7 @@ class FatoraProvider:
             raise InvalidRequest("Fatora refunds only the whole payment", code="partial_refund")
         if current.get("refund_status") == "completed":
             return ProviderRefund(
-                id=f"{payment_id}:refund", state=RefundState.SUCCEEDED, amount_minor=amount_minor
+                id=_refund_id(payment_id), state=RefundState.SUCCEEDED, amount_minor=amount_minor
             )
         body = {"order_id": payment_id, "transaction_id": current.get("transaction_id")}
         result = await self._post("refund", body)
@@ -189,7 +198,7 @@ class FatoraProvider:
             if result.get("refund_status") == "completed"
             else RefundState.PENDING
         )
-        return ProviderRefund(id=f"{payment_id}:refund", state=state, amount_minor=amount_minor)
+        return ProviderRefund(id=_refund_id(payment_id), state=state, amount_minor=amount_minor)
 
     # --- checkout -------------------------------------------------------------------------------
 

@@ -117,6 +117,13 @@ def _payments(order: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[dict
     return list(found.get("authorizations") or []), list(found.get("captures") or [])
 
 
+def _refund_state(refund: Mapping[str, Any]) -> RefundState:
+    status = str(refund.get("status") or "COMPLETED")
+    return {"COMPLETED": RefundState.SUCCEEDED, "PENDING": RefundState.PENDING}.get(
+        status, RefundState.FAILED
+    )
+
+
 def payment_from(order: Mapping[str, Any]) -> ProviderPayment:
     """An order's payment in the domain's words (the order id is the payment's id)."""
     unit = _units(order)
@@ -344,16 +351,7 @@ class PayPalProvider:
                 payment_id,
             )
             return payment_from(await self._order(payment_id))
-        current = payment_from(order)
-        if current.status in (ProviderStatus.ACTION_REQUIRED, ProviderStatus.FAILED):
-            return ProviderPayment(
-                id=current.id,
-                status=ProviderStatus.CANCELED,
-                amount_minor=current.amount_minor,
-                currency=current.currency,
-                metadata=current.metadata,
-            )
-        return current
+        return payment_from(order).abandoned(ProviderStatus.ACTION_REQUIRED, ProviderStatus.FAILED)
 
     async def refund(
         self,
@@ -386,11 +384,25 @@ class PayPalProvider:
             ),
             payment_id,
         )
-        status = str(data.get("status") or "COMPLETED")
-        state = {"COMPLETED": RefundState.SUCCEEDED, "PENDING": RefundState.PENDING}.get(
-            status, RefundState.FAILED
+        return ProviderRefund(
+            id=str(data.get("id") or ""), state=_refund_state(data), amount_minor=amount_minor
         )
-        return ProviderRefund(id=str(data.get("id") or ""), state=state, amount_minor=amount_minor)
+
+    async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
+        """The order's refunds, as its purchase unit lists them (`payments.refunds`); read
+        without completing an approved order (reconciliation changes nothing)."""
+        order = await self._run(
+            lambda: self.client.orders.get_order({"id": payment_id}), payment_id
+        )
+        found = (_units(order).get("payments") or {}).get("refunds") or []
+        return [
+            ProviderRefund(
+                id=str(r["id"]),
+                state=_refund_state(r),
+                amount_minor=_minor(str(r["amount"]["value"]), str(r["amount"]["currency_code"])),
+            )
+            for r in found
+        ]
 
     # --- checkout -------------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -47,14 +47,30 @@ _STATUS = {
     "failed": ProviderStatus.FAILED,
 }
 MAX_NOTES = 15
+# Razorpay's description of an unknown payment, order or refund id.
+UNKNOWN_ID = "the id provided does not exist"
+# Razorpay has no void: an authorization never captured is refunded by Razorpay itself once the
+# account's capture window has passed (5 days per the Refunds API documentation; configurable
+# per account, shorter never hurts here).
+DEFAULT_AUTO_REFUND_AFTER = timedelta(days=5)
+# Refund lists are read 100 at a time (Razorpay's largest `count`), 10 pages at most.
+REFUND_PAGE = 100
+MAX_REFUND_PAGES = 10
 
 
 def map_error(exc: BaseException) -> BaseException:
-    """The domain failure for an SDK (or transport) exception."""
+    """The domain failure for an SDK (or transport) exception.
+
+    Razorpay answers an unknown id with `400 BAD_REQUEST_ERROR` "The id provided does not
+    exist", and the SDK keeps neither the HTTP status nor any finer code: that description is
+    the provider saying "not found", mapped to the port's 404 (`resource_missing`) so a payment
+    Razorpay does not know becomes final like any provider's."""
     if isinstance(exc, BadRequestError):
         message = str(exc) or "bad request"
         if "authentication" in message.lower():
             return OutcomeUnknown("provider refused our credentials", timeout=False)
+        if message.strip().rstrip(".").lower() == UNKNOWN_ID:
+            return InvalidRequest(message, code="resource_missing", status=404)
         return InvalidRequest(message, code="bad_request_error")
     if isinstance(exc, GatewayError | ServerError):
         return OutcomeUnknown(f"provider error ({type(exc).__name__})", timeout=False)
@@ -70,7 +86,12 @@ def _notes(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
-def payment_from(data: Mapping[str, Any]) -> ProviderPayment:
+def payment_from(
+    data: Mapping[str, Any], auto_refund_after: timedelta = DEFAULT_AUTO_REFUND_AFTER
+) -> ProviderPayment:
+    """A Razorpay payment in the domain's words. An authorization Razorpay releases by itself
+    (its auto-refund, status `refunded` with `captured` false) is CANCELED; until then it is
+    AUTHORIZED with `release_due` saying by when (a void here is not capturing it)."""
     status = _STATUS.get(str(data.get("status")), ProviderStatus.AWAITING_PAYMENT)
     captured = bool(data.get("captured"))
     if data.get("status") == "refunded":
@@ -95,6 +116,27 @@ def payment_from(data: Mapping[str, Any]) -> ProviderPayment:
         amount_refunded=int(data.get("amount_refunded") or 0),
         last_error=error,
         metadata=_notes(data.get("notes")),
+        release_due=_release_due(data, auto_refund_after)
+        if status is ProviderStatus.AUTHORIZED
+        else None,
+    )
+
+
+def _release_due(data: Mapping[str, Any], auto_refund_after: timedelta) -> datetime | None:
+    created = data.get("created_at")
+    if not created:
+        return None
+    return datetime.fromtimestamp(int(created), UTC) + auto_refund_after
+
+
+def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefund:
+    """A Razorpay refund (`processed`, `pending` or `failed`) in the domain's words."""
+    status = str(data.get("status") or "processed")
+    state = {"processed": RefundState.SUCCEEDED, "pending": RefundState.PENDING}.get(
+        status, RefundState.FAILED
+    )
+    return ProviderRefund(
+        id=str(data["id"]), state=state, amount_minor=int(data.get("amount") or amount_minor)
     )
 
 
@@ -112,8 +154,10 @@ class RazorpayProvider:
         api_base: str = "",
         webhook_secret: str = "",
         checkout_url: str = "",
+        auto_refund_after: timedelta = DEFAULT_AUTO_REFUND_AFTER,
     ) -> None:
         self._calls = calls
+        self._auto_refund_after = auto_refund_after
         self._webhook_secret = webhook_secret
         base = api_base.rstrip("/")
         options = {"base_url": base} if base else {}
@@ -157,7 +201,7 @@ class RazorpayProvider:
         data = await self._run(
             lambda: self.client.payment.fetch(payment_id, timeout=self._timeout())
         )
-        return payment_from(data)
+        return payment_from(data, self._auto_refund_after)
 
     async def capture(
         self, payment_id: str, amount_minor: int, idempotency_key: str
@@ -177,26 +221,18 @@ class RazorpayProvider:
                 timeout=self._timeout(),
             )
         )
-        return payment_from(data)
+        return payment_from(data, self._auto_refund_after)
 
     async def cancel(self, payment_id: str, idempotency_key: str) -> ProviderPayment:
         """Razorpay has no void: an authorization never captured is refunded to the customer by
         Razorpay itself. Not capturing it is the cancel, so it is reported cancelled."""
         current = await self.retrieve_payment(payment_id)
-        if current.status in (
+        return current.abandoned(
             ProviderStatus.AUTHORIZED,
             ProviderStatus.ACTION_REQUIRED,
             ProviderStatus.AWAITING_PAYMENT,
             ProviderStatus.FAILED,
-        ):
-            return ProviderPayment(
-                id=current.id,
-                status=ProviderStatus.CANCELED,
-                amount_minor=current.amount_minor,
-                currency=current.currency,
-                metadata=current.metadata,
-            )
-        return current
+        )
 
     async def refund(
         self,
@@ -217,13 +253,23 @@ class RazorpayProvider:
                 timeout=self._timeout(),
             )
         )
-        status = str(data.get("status") or "processed")
-        state = {"processed": RefundState.SUCCEEDED, "pending": RefundState.PENDING}.get(
-            status, RefundState.FAILED
-        )
-        return ProviderRefund(
-            id=str(data["id"]), state=state, amount_minor=int(data.get("amount") or amount_minor)
-        )
+        return refund_from(data, amount_minor)
+
+    async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
+        """The payment's refunds (`GET /v1/payments/:id/refunds`), every page."""
+        found: list[ProviderRefund] = []
+        for page in range(MAX_REFUND_PAGES):
+            query = {"count": REFUND_PAGE, "skip": page * REFUND_PAGE}
+            data = await self._run(
+                lambda q=query: self.client.payment.fetch_multiple_refund(  # type: ignore[misc]
+                    payment_id, q, timeout=self._timeout()
+                )
+            )
+            items = list(data.get("items") or [])
+            found += [refund_from(item) for item in items]
+            if len(items) < REFUND_PAGE:
+                return found
+        raise OutcomeUnknown("too many refunds to list", timeout=False)
 
     # --- checkout -------------------------------------------------------------------------------
 

@@ -145,9 +145,16 @@ class SqlPaymentRepository:
         await self.s.execute(update(t.payments).where(t.payments.c.id == payment.id).values(values))
 
     async def list_by_states(
-        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+        self,
+        states: frozenset[str],
+        subsystem: str,
+        after_id: str,
+        limit: int,
+        global_tx_ids: frozenset[str] = frozenset(),
     ) -> list[Payment]:
         stmt = select(t.payments).where(t.payments.c.id > after_id)
+        if global_tx_ids:
+            stmt = stmt.where(t.payments.c.global_tx_id.in_(sorted(global_tx_ids)))
         if states:
             stmt = stmt.where(t.payments.c.state.in_(sorted(states)))
         if subsystem:
@@ -249,6 +256,14 @@ class SqlRefundRepository:
             )
         )
         return int(total or 0)
+
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        stmt = (
+            select(t.refunds)
+            .where(t.refunds.c.payment_id == payment_id)
+            .order_by(t.refunds.c.created_at, t.refunds.c.id)
+        )
+        return [_refund(r) for r in (await self.s.execute(stmt)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
         stmt = (

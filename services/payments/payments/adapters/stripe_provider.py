@@ -234,6 +234,26 @@ def map_error(exc: BaseException) -> BaseException:
     return exc
 
 
+# A payment is refunded a handful of times at most; pages of 100 bound a runaway list.
+MAX_REFUND_PAGES = 10
+
+
+def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefund:
+    """A Stripe refund in the domain's words."""
+    status = str(data.get("status") or "succeeded")
+    return ProviderRefund(
+        id=str(data["id"]),
+        state=(
+            RefundState.FAILED
+            if status in ("failed", "canceled")
+            else RefundState.PENDING
+            if status in ("pending", "requires_action")
+            else RefundState.SUCCEEDED
+        ),
+        amount_minor=int(data.get("amount") or amount_minor),
+    )
+
+
 class StripeProvider:
     """PaymentProvider backed by Stripe (or the Stripe-compatible sandbox)."""
 
@@ -353,22 +373,26 @@ class StripeProvider:
                 options={"idempotency_key": idempotency_key},
             )
         )
-        status = str(data.get("status") or "succeeded")
-        return ProviderRefund(
-            id=str(data["id"]),
-            state=(
-                RefundState.FAILED
-                if status in ("failed", "canceled")
-                else RefundState.PENDING
-                if status in ("pending", "requires_action")
-                else RefundState.SUCCEEDED
-            ),
-            amount_minor=int(data.get("amount") or amount_minor),
-        )
+        return refund_from(data, amount_minor)
 
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         data = await self._run(lambda: self.client.v1.payment_intents.retrieve_async(intent_id))
         return intent_from(data)
+
+    async def list_refunds(self, intent_id: str) -> list[ProviderRefund]:
+        """The intent's refunds (`GET /v1/refunds?payment_intent=`), every page."""
+        found: list[ProviderRefund] = []
+        params: dict[str, Any] = {"payment_intent": intent_id, "limit": 100}
+        for _ in range(MAX_REFUND_PAGES):
+            page = await self._run(
+                lambda: self.client.v1.refunds.list_async(params=dict(params))  # type: ignore[arg-type]
+            )
+            items = list(page.get("data") or [])
+            found += [refund_from(item) for item in items]
+            if not page.get("has_more") or not items:
+                return found
+            params["starting_after"] = str(items[-1]["id"])
+        raise OutcomeUnknown("too many refunds to list", timeout=False)
 
     # --- hosted checkout ----------------------------------------------------------------------
 

@@ -101,6 +101,7 @@ class ListPayments:
     subsystem: str = ""
     page_size: int = 200
     after_id: str = ""
+    global_tx_ids: frozenset[str] = frozenset()  # only these transactions' (all when empty)
 
 
 @dataclass(frozen=True, slots=True)

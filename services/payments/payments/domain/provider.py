@@ -77,6 +77,23 @@ class ProviderPayment:
     last_error: ProviderErrorInfo | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     cancellation_reason: str = ""
+    # An authorization the provider releases by itself by this time (a provider without a void,
+    # e.g. Razorpay's auto-refund): until then it reads AUTHORIZED although we cancelled it.
+    release_due: datetime | None = None
+
+    def abandoned(self, *still_open: ProviderStatus) -> ProviderPayment:
+        """For a provider with nothing to call to cancel: a payment in one of `still_open`
+        states is abandoned (never taken for payable again) and reported CANCELED, nothing held
+        or taken; any other is returned as it is (a captured one must be refunded)."""
+        if self.status not in still_open:
+            return self
+        return ProviderPayment(
+            id=self.id,
+            status=ProviderStatus.CANCELED,
+            amount_minor=self.amount_minor,
+            currency=self.currency,
+            metadata=self.metadata,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,6 +331,10 @@ class PaymentProvider(Protocol):
         ...
 
     async def retrieve_payment(self, payment_id: str) -> ProviderPayment: ...
+
+    async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
+        """Every refund the provider holds for the payment, whoever made it (reconciliation)."""
+        ...
 
     async def create_checkout(
         self, request: CheckoutRequest, idempotency_key: str

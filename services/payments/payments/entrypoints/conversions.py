@@ -12,6 +12,7 @@ from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Method, Payment
 from payments.domain.payouts import PayoutAccount, Withdrawal
 from payments.domain.plans import Plan
+from payments.domain.reconciliation import MismatchKind
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 from payments.service_layer.handlers.audit import PaymentPage, Reconciliation
@@ -203,6 +204,7 @@ def list_payments_command(req: pb.ListPaymentsRequest) -> commands.ListPayments:
         subsystem=req.subsystem,
         page_size=req.page_size or 200,
         after_id=req.page_token,
+        global_tx_ids=frozenset(req.global_tx_ids),
     )
 
 
@@ -210,6 +212,12 @@ def payment_page_msg(page: PaymentPage) -> pb.ListPaymentsResponse:
     return pb.ListPaymentsResponse(
         payments=[payment_msg(p) for p in page.payments], next_page_token=page.next_after_id
     )
+
+
+_MISMATCH_KINDS = {
+    MismatchKind.CHARGE: pb.ProviderMismatch.KIND_CHARGE,
+    MismatchKind.REFUND: pb.ProviderMismatch.KIND_REFUND,
+}
 
 
 def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
@@ -220,6 +228,7 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
                 payment_id=m.payment_id,
                 provider_payment_id=m.provider_payment_id,
                 detail=m.detail,
+                kind=_MISMATCH_KINDS[m.kind],
             )
             for m in result.mismatches
         ],

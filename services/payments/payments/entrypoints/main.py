@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
@@ -70,6 +71,7 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
                 api_base=settings.razorpay_api_base,
                 webhook_secret=settings.razorpay_webhook_secret.get_secret_value(),
                 checkout_url=settings.razorpay_checkout_url,
+                auto_refund_after=timedelta(seconds=settings.razorpay_auto_refund_seconds),
             )
         )
     if settings.fatora_api_key.get_secret_value():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from hirepay_platform.settings import ServiceSettings
@@ -37,6 +37,9 @@ class PaymentsSettings(ServiceSettings):
     razorpay_api_base: str = ""
     razorpay_webhook_secret: SecretStr = SecretStr("")
     razorpay_checkout_url: str = ""
+    # The account's capture window: an uncaptured (voided) authorization is refunded by Razorpay
+    # after it, and reads as authorized until then (the reconciliation allows that, no longer).
+    razorpay_auto_refund_seconds: int = Field(default=5 * 24 * 3600, gt=0)
     # Fatora (its REST API over httpx).
     fatora_api_key: SecretStr = SecretStr("")
     fatora_api_base: str = "https://api.fatora.io"

@@ -37,10 +37,15 @@ class PaymentRepository(Protocol):
     async def save(self, payment: Payment) -> None: ...
 
     async def list_by_states(
-        self, states: frozenset[str], subsystem: str, after_id: str, limit: int
+        self,
+        states: frozenset[str],
+        subsystem: str,
+        after_id: str,
+        limit: int,
+        global_tx_ids: frozenset[str] = frozenset(),
     ) -> list[Payment]:
-        """Payments in one of `states` (any when empty) of `subsystem` (any when empty), by id,
-        strictly after `after_id`."""
+        """Payments in one of `states` (any when empty) of `subsystem` (any when empty) and of
+        one of `global_tx_ids` (any when empty), by id, strictly after `after_id`."""
 
     async def recently_changed(self, limit: int) -> list[Payment]:
         """The `limit` most recently changed payments."""
@@ -60,6 +65,9 @@ class RefundRepository(Protocol):
     async def save(self, refund: Refund) -> None: ...
 
     async def succeeded_total(self, payment_id: str) -> int: ...
+
+    async def list_for_payment(self, payment_id: str) -> list[Refund]:
+        """Every refund record of the payment, oldest first."""
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]: ...
 

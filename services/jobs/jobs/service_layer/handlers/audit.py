@@ -7,7 +7,6 @@ rounds at a time only to keep the load bounded.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timedelta
 
@@ -24,7 +23,7 @@ from jobs.domain.audit import (
 )
 from jobs.domain.errors import NotAllowed
 from jobs.domain.model import Job
-from jobs.domain.posting_saga import TryResult
+from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 
@@ -33,8 +32,6 @@ log = logging.getLogger(__name__)
 # Payment states whose payments the auditor reads: money taken, and payments not final yet.
 _TAKEN_STATES = frozenset({"CAPTURED", "PARTIALLY_REFUNDED"})
 _NON_FINAL = frozenset({"REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "UNKNOWN"})
-# Participant reads in flight at once while checking active jobs (bounded load).
-_CONCURRENT_READS = 8
 
 
 async def run_audit(cmd: commands.RunAudit, deps: Deps) -> AuditReport:
@@ -67,35 +64,51 @@ async def _active_jobs(deps: Deps, page_size: int) -> list[Violation]:
     """Every active job satisfies `may_be_live`, and its participant shows the money taken."""
     found: list[Violation] = []
     after: tuple[datetime, str] | None = None
-    gate = asyncio.Semaphore(_CONCURRENT_READS)
     while True:
         async with deps.new_uow() as uow:
             page = await uow.jobs.list_active("", after, page_size)
         if not page:
             return found
-        results = await asyncio.gather(*(_check_active(job, deps, gate) for job in page))
-        found += [v for v in results if v is not None]
+        found += await _check_active_page(page, deps)
         last = page[-1]
         assert last.posted_at is not None
         after = (last.posted_at, last.id)
 
 
-async def _check_active(job: Job, deps: Deps, gate: asyncio.Semaphore) -> Violation | None:
-    local = active_job_violation(job, None)
-    if local is not None:
-        return local
+async def _check_active_page(page: list[Job], deps: Deps) -> list[Violation]:
+    """One page of active jobs: one query for their sagas, one batched read per participant
+    (payments: one ListPayments call for the whole page), never a call per job."""
+    found: list[Violation] = []
+    rest: list[Job] = []
+    for job in page:
+        local = active_job_violation(job, None)
+        if local is not None:
+            found.append(local)
+        else:
+            rest.append(job)
     async with deps.new_uow() as uow:
-        saga = await uow.sagas.get(job.saga_id)
-    if saga is None:
-        return Violation(Check.ACTIVE_JOB_WITHOUT_PAYMENT, job.id, "no saga")
-    branch: TryResult | None = None
-    async with gate:
+        sagas = await uow.sagas.get_many([job.saga_id for job in rest])
+    by_method: dict[PaymentMethod, list[Saga]] = {}
+    for job in rest:
+        saga = sagas.get(job.saga_id)
+        if saga is None:
+            found.append(Violation(Check.ACTIVE_JOB_WITHOUT_PAYMENT, job.id, "no saga"))
+            continue
+        by_method.setdefault(saga.method, []).append(saga)
+    branches: dict[str, TryResult] = {}
+    for method, group in by_method.items():  # a read per payment method, not per job
         try:
-            branch = await deps.participants.for_method(saga.method).inspect(saga)
+            branches |= await deps.participants.for_method(method).inspect_many(group)
         except HirepayError as exc:
             # Unreadable this round: not a violation by itself, checked again next round.
-            log.info("audit: cannot read the payment of job %s: %r", job.id, exc)
-    return active_job_violation(job, branch)
+            log.info("audit: cannot read %d payments of active jobs: %r", len(group), exc)
+    for job in rest:
+        branch = branches.get(job.saga_id)
+        if job.saga_id in sagas and branch is not None:
+            violation = active_job_violation(job, branch)
+            if violation is not None:
+                found.append(violation)
+    return found
 
 
 async def _payments(deps: Deps, now: datetime) -> list[Violation]:

@@ -8,10 +8,23 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from hirepay_platform.errors import Unavailable
-from payments.domain import commands, ledger
-from payments.domain.model import Payment
-from payments.domain.provider import InvalidRequest, OutcomeUnknown
-from payments.domain.reconciliation import in_flight, provider_mismatch
+from payments.domain import commands, errors, ledger
+from payments.domain.model import TAKEN, Payment
+from payments.domain.provider import (
+    InvalidRequest,
+    OutcomeUnknown,
+    PaymentProvider,
+    ProviderPayment,
+    ProviderStatus,
+)
+from payments.domain.reconciliation import (
+    MismatchKind,
+    in_flight,
+    provider_mismatch,
+    refund_mismatches,
+    refunds_in_flight,
+)
+from payments.domain.refunds import Refund
 from payments.service_layer.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -31,6 +44,7 @@ class Mismatch:
     payment_id: str
     provider_payment_id: str
     detail: str
+    kind: MismatchKind = MismatchKind.CHARGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +56,12 @@ class Reconciliation:
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
     """One page of payments in the given states, by id."""
     size = min(max(cmd.page_size, 1), MAX_PAGE)
+    if len(cmd.global_tx_ids) > MAX_PAGE:
+        raise errors.invalid("global_tx_ids", f"at most {MAX_PAGE} per call")
     async with deps.uow as uow:
-        found = await uow.payments.list_by_states(cmd.states, cmd.subsystem, cmd.after_id, size + 1)
+        found = await uow.payments.list_by_states(
+            cmd.states, cmd.subsystem, cmd.after_id, size + 1, cmd.global_tx_ids
+        )
     more = len(found) > size
     page = found[:size]
     return PaymentPage(page, page[-1].id if more and page else "")
@@ -51,8 +69,10 @@ async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
 
 async def reconcile_provider(cmd: commands.ReconcileProvider, deps: Deps) -> Reconciliation:
     """Re-fetch the most recently changed payments, each from the provider that made it, and name
-    every record that disagrees. Payments with a provider call in flight are skipped (they may
-    differ a moment), as are those whose provider is unreachable or no longer configured here."""
+    every record that disagrees: the charge, and for money taken each refund (the provider's
+    refunds matched with our refund records). Payments with a provider call in flight are skipped
+    (they may differ a moment), as are those whose provider is unreachable or no longer
+    configured here."""
     limit = min(max(cmd.limit, 1), MAX_RECONCILE)
     async with deps.uow as uow:
         recent = await uow.payments.recently_changed(limit)
@@ -62,21 +82,14 @@ async def reconcile_provider(cmd: commands.ReconcileProvider, deps: Deps) -> Rec
         if not payment.provider_payment_id or in_flight(payment):
             continue
         try:
-            # Always the provider that made the payment, never the default (issue 8).
-            provider = deps.providers.of_existing(payment.provider)
-            intent = await provider.retrieve_payment(payment.provider_payment_id)
+            found = await _reconcile_one(payment, deps)
         except InvalidRequest as exc:
-            mismatches.append(
-                Mismatch(payment.id, payment.provider_payment_id, f"provider: {exc.message}")
-            )
-            continue
+            found = [Mismatch(payment.id, payment.provider_payment_id, f"provider: {exc.message}")]
         except OutcomeUnknown as exc:
             log.info("reconcile: %s unreadable now: %s", payment.id, exc.message)
             continue
         checked += 1
-        detail = provider_mismatch(payment, intent)
-        if detail:
-            mismatches.append(Mismatch(payment.id, payment.provider_payment_id, detail))
+        mismatches += found
     return Reconciliation(checked, mismatches)
 
 
@@ -111,3 +124,42 @@ async def audit_ledger_bookings(grace_seconds: int, deps: Deps) -> LedgerAudit:
             per_transfer[transfer_id] = per_transfer.get(transfer_id, 0) + amount
         revenue[currency] = per_transfer
     return LedgerAudit(len(expected), ledger.audit_bookings(expected, on_clearing, revenue))
+
+
+async def _reconcile_one(payment: Payment, deps: Deps) -> list[Mismatch]:
+    # Always the provider that made the payment, never the default (issue 8).
+    provider = deps.providers.of_existing(payment.provider)
+    intent = await provider.retrieve_payment(payment.provider_payment_id)
+    found: list[Mismatch] = []
+    detail = provider_mismatch(payment, intent, deps.clock())
+    if detail:
+        found.append(Mismatch(payment.id, payment.provider_payment_id, detail))
+    if payment.state in TAKEN or intent.status is ProviderStatus.CAPTURED:
+        found += await _reconcile_refunds(payment, provider, intent, deps)
+    return found
+
+
+async def _reconcile_refunds(
+    payment: Payment, provider: PaymentProvider, intent: ProviderPayment, deps: Deps
+) -> list[Mismatch]:
+    """Money was taken: the provider's refunds of it against our refund records.
+
+    Our records are read before and after the provider's list: a refund begins with its local
+    record, so records unchanged across the list (none in flight) saw every refund of ours
+    that the list can show; a round where they changed is skipped."""
+    before = await _local_refunds(payment.id, deps)
+    if refunds_in_flight(before):
+        return []
+    remote = await provider.list_refunds(intent.id)
+    if await _local_refunds(payment.id, deps) != before:
+        return []
+    local = before
+    return [
+        Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.REFUND)
+        for detail in refund_mismatches(local, remote)
+    ]
+
+
+async def _local_refunds(payment_id: str, deps: Deps) -> list[Refund]:
+    async with deps.uow as uow:
+        return await uow.refunds.list_for_payment(payment_id)

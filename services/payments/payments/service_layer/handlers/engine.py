@@ -210,15 +210,23 @@ async def _follow_up(
             iid = intent.id
             if checkout is not None and checkout.state is CheckoutState.OPEN:
                 cid = checkout.id
-                checkout = await call(
-                    records,
-                    "expire_checkout",
-                    expire_key,
-                    lambda: provider.expire_checkout(cid, expire_key),
-                )
-                intent = await call(
-                    records, "retrieve_payment", "", lambda: provider.retrieve_payment(iid)
-                )
+                try:
+                    checkout = await call(
+                        records,
+                        "expire_checkout",
+                        expire_key,
+                        lambda: provider.expire_checkout(cid, expire_key),
+                    )
+                except InvalidRequest:
+                    # The provider cannot close its page (Razorpay, PayPal). Money held for a
+                    # manual capture is never taken without ours: the authorization is
+                    # cancelled all the same. Otherwise the page could still take money.
+                    if intent.status is not ProviderStatus.AUTHORIZED:
+                        raise
+                else:
+                    intent = await call(
+                        records, "retrieve_payment", "", lambda: provider.retrieve_payment(iid)
+                    )
             if intent.status in CANCELLABLE:
                 intent = await call(
                     records, "cancel", p.void_key, lambda: provider.cancel(iid, p.void_key)
