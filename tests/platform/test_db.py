@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 
-from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, create_engine, make_session_factory
+from hirepay_platform.db import (
+    Database,
+    SqlAlchemyUnitOfWork,
+    create_engine,
+    make_session_factory,
+    plain_read,
+)
 from hirepay_platform.errors import Conflict, Unavailable
 
 
@@ -68,3 +74,58 @@ async def test_unreachable_database_is_unavailable_and_start_fails_fast() -> Non
         async with SqlAlchemyUnitOfWork(make_session_factory(create_engine(url))) as uow:
             await uow.session.execute(text("SELECT 1"))
     assert caught.value.reason == "DATABASE_UNAVAILABLE"
+
+
+async def _in_transaction(db: Database[SqlAlchemyUnitOfWork], pid: int) -> bool:
+    """Whether backend `pid` has a transaction open (seen from another connection)."""
+    assert db.engine is not None
+    async with db.engine.connect() as other:
+        started = await other.scalar(
+            text("SELECT xact_start FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
+        )
+        await other.rollback()
+    return started is not None
+
+
+async def test_plain_reads_go_before_begin_locks_and_writes_stay_transactional(
+    db_url: str,
+) -> None:
+    """Issue 13: a read-only unit of work sends no BEGIN/ROLLBACK; the transaction opens at the
+    first lock or write, which hold until commit or roll back as always."""
+    db = Database(db_url, SqlAlchemyUnitOfWork, probe_table="items")
+    await db.start()
+    try:
+        before = await _count(db)
+        async with db.uow() as uow:
+            pid = int((await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            await uow.session.execute(text("SELECT n FROM items WHERE id = 1"))
+            assert not await _in_transaction(db, pid)
+            await uow.session.execute(text("SELECT n FROM items WHERE id = 1 FOR UPDATE"))
+            assert await _in_transaction(db, pid)
+            with pytest.raises(Conflict):
+                async with db.uow() as waiter:
+                    await waiter.session.execute(text("SET LOCAL lock_timeout = '50ms'"))
+                    await waiter.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
+            await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
+        assert await _count(db) == before  # rolled back: never committed
+    finally:
+        await db.stop()
+
+
+def test_what_counts_as_a_plain_read() -> None:
+    assert plain_read("SELECT sagas.id FROM sagas WHERE sagas.id = $1")
+    assert plain_read("  select count(*) from jobs")
+    for sql in (
+        "SELECT * FROM sagas WHERE id = $1 FOR UPDATE",
+        "SELECT * FROM jobs FOR NO KEY UPDATE SKIP LOCKED",
+        "SELECT * FROM jobs FOR SHARE",
+        "SELECT pg_advisory_xact_lock($1)",
+        "SELECT set_config('x', 'y', true)",
+        "SELECT nextval('s')",
+        "SELECT now()",
+        "SELECT CURRENT_TIMESTAMP",
+        "UPDATE items SET n = 1",
+        "WITH x AS (DELETE FROM items RETURNING *) SELECT * FROM x",
+        "INSERT INTO items SELECT 1, 2",
+    ):
+        assert not plain_read(sql), sql

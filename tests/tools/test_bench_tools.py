@@ -32,13 +32,14 @@ def test_own_time_is_duration_less_children_per_hop():
         span("gateway", "HTTP POST", "g", None, 0, 100, **{"http.route": "/x/create"}),
         span("jobs", "jobs/Create", "j", "g", 10, 90),
         span("payments", "payments/Authorize", "p", "j", 20, 50),
+        span("payments", "provider.authorize", "pp", "p", 22, 34),
         span("payments", "db.commit", "pc", "p", 40, 45),
         span("wallet", "wallet/Transfer", "w", "j", 60, 70),
     ]
     hops = own_time_by_hop(trace)
     assert hops["total"] == 100
     assert hops["gateway"] == 20 and hops["jobs"] == 40 and hops["wallet"] == 10
-    assert hops["payments"] == 25 and hops["payments commit"] == 5
+    assert hops["payments"] == 13 and hops["payments commit"] == 5 and hops["provider"] == 12
     assert budget(trace, "create")["traces"] == 1
     assert budget(trace, "webhook") == {}
 

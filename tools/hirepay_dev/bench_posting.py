@@ -37,7 +37,9 @@ def _stack(pg_url: str, traces: Path | None = None) -> Stack:
     if traces is not None:  # every process appends its spans to the one file
         for values in env.values():
             values["HIREPAY_TRACES"] = f"file:{traces}"
-    return Stack(pg_url, Ports.free(), db_suffix="_bench", fresh=True, extra_env=env)
+    return Stack(
+        pg_url, Ports.free(), db_suffix="_bench", fresh=True, extra_env=env, start_timeout=120.0
+    )
 
 
 def _meter(pg_url: str, stack: Stack) -> CpuMeter:

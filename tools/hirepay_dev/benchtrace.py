@@ -2,14 +2,16 @@
 
 Each span's own time is its duration less its children's (a child may run in another process: the
 W3C context crosses gRPC), summed per hop over a trace, then the median over the traces. The
-spans are the OpenTelemetry instrumentations' (and our db.commit):
+spans are the OpenTelemetry instrumentations' (and our db.commit and provider spans):
 - a service's SERVER span and its own internal spans: the service ("jobs");
 - its database COMMITs ("db.commit"): "<service> commit";
+- payments' provider calls ("provider.<operation>", one per call whatever the SDK): "provider", the
+  SDK's own work in payments (its HTTP round trip, when made with httpx, is the next hop);
 - a gRPC CLIENT span less the callee's SERVER span: the wire and queueing between them,
   "<caller>-><callee> wire";
 - an outgoing HTTP CLIENT span (httpx: Stripe and Fatora calls, signed callbacks): "<service> http
   out", the provider's own time included (the SDKs over `requests`, PayPal and Razorpay, have no
-  spans: their calls stay in the service's own time).
+  HTTP spans: their round trips stay in "provider").
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def hop_of(span: dict[str, Any]) -> str:
     service = str(span["service"])
     if span["name"] == "db.commit":
         return f"{service} commit"
+    if span["name"].startswith("provider."):
+        return "provider"
     if span.get("kind") == "CLIENT":
         attributes = span.get("attributes", {})
         rpc_service = str(attributes.get("rpc.service", ""))
@@ -105,5 +109,5 @@ def budget_line(result: dict[str, float]) -> str:
         f"    latency budget by hop, median ms over {int(result['traces'])} postings (c=1, traced): "
         f"total {result.get('total', 0.0):.1f} = {hops}  "
         f"(spans per posting {result.get('calls', 0.0):.0f}; 'http out' includes the provider's "
-        "time; calls through the PayPal and Razorpay SDKs are inside their service)"
+        "time of calls made with httpx)"
     )

@@ -108,10 +108,10 @@ class Process:
         log.close()
         try:
             self.wait_ready(timeout)
-        except TimeoutError:
-            # Never leave a process that did not come up running on its own (an orphan keeps
-            # its ports, database connections and CPU after the caller gave up on it).
-            self.stop()
+        except BaseException:
+            # Nobody else holds it (its own session): never leave it running, e.g. polling a
+            # database its test already dropped.
+            self.kill()
             raise
         return self
 

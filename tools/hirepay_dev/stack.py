@@ -120,6 +120,8 @@ class Stack:
     real_providers: frozenset[str] = frozenset()
     # Where the sandbox keeps its state across restarts; None: in memory only.
     sandbox_state: Path | None = None
+    # How long each process may take to report ready (a loaded, shared machine needs longer).
+    start_timeout: float = 30.0
     sandbox: Process | None = None
     provider_sandboxes: dict[str, Process] = field(default_factory=dict)
     gateway: Process | None = None
@@ -163,7 +165,7 @@ class Stack:
                     },
                 ),
                 ready=http_ready(f"{self.sandbox_url}/_sandbox/health"),
-            ).start()
+            ).start(self.start_timeout)
         provider_env = self._start_provider_sandboxes(gateway_url)
         targets: dict[str, str] = {}
         per_service_env = {
@@ -207,6 +209,7 @@ class Stack:
                 grpc_port=grpc_port,
                 metrics_port=metrics_port,
                 log_name=spec.name + self.db_suffix,
+                timeout=self.start_timeout,
                 module=self.modules.get(spec.name),
             )
             self.services[spec.name] = running
@@ -226,7 +229,7 @@ class Stack:
                     },
                 ),
                 ready=http_ready(f"{gateway_url}/healthz"),
-            ).start()
+            ).start(self.start_timeout)
 
     def provider_url(self, provider: str) -> str:
         return f"http://127.0.0.1:{self.ports.providers[provider]}"
@@ -256,7 +259,7 @@ class Stack:
                 ),
                 name=f"{provider}-sandbox{self.db_suffix}",
             )
-            self.provider_sandboxes[provider] = process.start()
+            self.provider_sandboxes[provider] = process.start(self.start_timeout)
         urls = {p: self.provider_url(p) for p in self.provider_sandboxes}
         if "paypal" in urls:
             env |= {

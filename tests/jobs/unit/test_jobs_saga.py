@@ -15,7 +15,7 @@ from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryS
 from jobs.service_layer.handlers import cancellation, drafts, settlement
 from jobs.service_layer.posting import driver
 from tests.support.gates import Gate
-from tests.support.jobs_fakes import FakeSagas
+from tests.support.jobs_fakes import FakeJobs, FakeSagas
 from tests.support.jobs_world import COMPANY, FIELDS, Crash, World
 
 
@@ -789,3 +789,44 @@ async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twic
     assert answer.job.status is JobStatus.ACTIVE
     assert [c for c, _ in w.payments.calls].count("confirm") == 1
     assert w.only_saga().state is SagaState.COMPLETED
+
+
+async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The settlement events of steps the request already took (the common case) are only
+    counted: the finished saga and its job are neither locked nor rewritten, and a stale
+    provider state does not overwrite the final one; the cursor still advances."""
+    w = World()
+    answer = await w.post()
+    s = w.only_saga()
+    assert s.state is SagaState.COMPLETED
+    locked: list[str] = []
+    saga_get, job_get = FakeSagas.get, FakeJobs.get
+
+    async def get_saga(self, saga_id: str, *, for_update: bool = False):
+        locked.extend([saga_id] if for_update else [])
+        return await saga_get(self, saga_id, for_update=for_update)
+
+    async def get_job(self, job_id: str, *, for_update: bool = False):
+        locked.extend([job_id] if for_update else [])
+        return await job_get(self, job_id, for_update=for_update)
+
+    monkeypatch.setattr(FakeSagas, "get", get_saga)
+    monkeypatch.setattr(FakeJobs, "get", get_job)
+    late = [
+        ("payment.authorized", TryState.RESERVED, "AUTHORIZED"),
+        ("payment.captured", TryState.CAPTURED, "CAPTURED"),
+    ]
+    for cursor, (kind, state, provider_state) in enumerate(late, start=1):
+        event = SettlementEvent(
+            f"e{cursor}", cursor, kind, s.id, "payment", TryResult(state, "pay_1", provider_state)
+        )
+        assert not await settlement.apply_settlement_event(
+            commands.ApplySettlementEvent(event, "c"), w.deps
+        )
+        assert w.store.cursors["c"] == cursor
+    assert locked == []
+    assert w.only_saga() == s
+    assert w.job(answer.job.id).status is JobStatus.ACTIVE
+    assert [c for c, _ in w.payments.calls] == ["try", "confirm"]

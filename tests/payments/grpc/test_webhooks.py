@@ -183,3 +183,32 @@ async def test_events_about_other_objects_are_acknowledged_once(stub) -> None:
     assert not first.applied and not first.duplicate
     second = await deliver(stub, body, sign(body))
     assert second.duplicate
+
+
+async def test_an_event_the_payment_already_reflects_is_stored_without_a_refetch(
+    stub, admin, unique
+) -> None:
+    """The event of a step whose answer is recorded (most events: the request's own call came
+    back first) is stored without asking the provider again; one whose object would change
+    anything is still re-fetched, never taken from the payload."""
+    gtx = unique("gtx")
+    p = (await stub.Authorize(authorize_request(gtx))).payment
+    assert p.state == State.AUTHORIZED
+    # From here every re-fetch of the object fails.
+    admin.add_fault("down", path_prefix="/v1/payment_intents", method="GET")
+    as_recorded = fake_event(
+        p.provider_payment_id,
+        "payment_intent.amount_capturable_updated",
+        status="requires_capture",
+        amount=2500,
+        amount_capturable=2500,
+        currency="usd",
+    )
+    outcome = await deliver(stub, as_recorded, sign(as_recorded))
+    assert not outcome.applied and not outcome.duplicate
+    assert (await deliver(stub, as_recorded, sign(as_recorded))).duplicate
+    news = fake_event(p.provider_payment_id, amount=2500, amount_received=2500, currency="usd")
+    exc = await rpc_error(deliver(stub, news, sign(news)))
+    assert exc.code() == grpc.StatusCode.UNAVAILABLE  # re-fetch refused: delivered again later
+    got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=p.payment_id))).payment
+    assert got.state == State.AUTHORIZED and got.captured_minor == 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, and_, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -29,6 +29,33 @@ from jobs.domain.posting_saga import (
 )
 
 _FINAL = [s.value for s in FINAL_STATES]
+
+# The statements of the hot path, built once: SQLAlchemy then finds their compiled form by a
+# cache key computed once per statement, instead of building and keying a new one per call
+# (issue 13). Rows are written whole, with bound parameters named after the columns.
+_KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
+_GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
+_LOCK_JOB = _GET_JOB.with_for_update()
+_INSERT_JOB = insert(jobs)
+_UPDATE_JOB = update(jobs).where(jobs.c.id == bindparam(_KEY))
+_INSERT_TRANSITIONS = insert(job_transitions)
+_GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
+_LOCK_SAGA = _GET_SAGA.with_for_update()
+_UPDATE_SAGA = update(sagas).where(sagas.c.id == bindparam(_KEY))
+_INSERT_LOG = insert(saga_log)
+# Insert-first on the caller's idempotency key: a twin blocks here, then finds the key taken.
+_INSERT_SAGA = (
+    pg_insert(sagas)
+    .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
+    .returning(sagas.c.id)
+)
+
+
+def _update_params(values: dict[str, object]) -> dict[str, object]:
+    """Parameters of a whole-row UPDATE by id: every column but the id, and the id as the key."""
+    params = dict(values)
+    params[_KEY] = params.pop("id")
+    return params
 
 
 # --------------------------------------------------------------------------- conversions
@@ -210,11 +237,11 @@ class SqlJobRepository:
         transitions = job.drain_transitions()
         if transitions:
             await self.session.execute(
-                insert(job_transitions), [transition_to_values(t) for t in transitions]
+                _INSERT_TRANSITIONS, [transition_to_values(t) for t in transitions]
             )
 
     async def add(self, job: Job) -> None:
-        await self.session.execute(insert(jobs).values(**job_to_values(job)))
+        await self.session.execute(_INSERT_JOB, job_to_values(job))
         await self._append(job)
 
     async def add_if_absent(self, job: Job) -> bool:
@@ -240,16 +267,12 @@ class SqlJobRepository:
         return job_from_row(row) if row else None
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
-        stmt = select(jobs).where(jobs.c.id == job_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.session.execute(stmt)).one_or_none()
+        stmt = _LOCK_JOB if for_update else _GET_JOB
+        row = (await self.session.execute(stmt, {_KEY: job_id})).one_or_none()
         return job_from_row(row) if row else None
 
     async def save(self, job: Job) -> None:
-        values = job_to_values(job)
-        values.pop("id")
-        await self.session.execute(update(jobs).where(jobs.c.id == job.id).values(**values))
+        await self.session.execute(_UPDATE_JOB, _update_params(job_to_values(job)))
         await self._append(job)
 
     async def list_active(
@@ -298,19 +321,12 @@ class SqlSagaRepository:
         self.session = session
 
     async def insert(self, saga: Saga) -> bool:
-        stmt = (
-            pg_insert(sagas)
-            .values(**saga_to_values(saga))
-            .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
-            .returning(sagas.c.id)
-        )
-        return (await self.session.execute(stmt)).scalar_one_or_none() is not None
+        result = await self.session.execute(_INSERT_SAGA, saga_to_values(saga))
+        return result.scalar_one_or_none() is not None
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
-        stmt = select(sagas).where(sagas.c.id == saga_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.session.execute(stmt)).one_or_none()
+        stmt = _LOCK_SAGA if for_update else _GET_SAGA
+        row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
         return saga_from_row(row) if row else None
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
@@ -328,13 +344,11 @@ class SqlSagaRepository:
         return saga_from_row(row) if row else None
 
     async def save(self, saga: Saga) -> None:
-        values = saga_to_values(saga)
-        values.pop("id")
-        await self.session.execute(update(sagas).where(sagas.c.id == saga.id).values(**values))
+        await self.session.execute(_UPDATE_SAGA, _update_params(saga_to_values(saga)))
 
     async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
         await self.session.execute(
-            insert(saga_log).values(saga_id=saga_id, step=step, detail=detail[:2000], at=at)
+            _INSERT_LOG, {"saga_id": saga_id, "step": step, "detail": detail[:2000], "at": at}
         )
 
     async def claim_due(

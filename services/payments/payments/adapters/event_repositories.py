@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,18 @@ from payments.domain.events import EventType, OutboxEvent
 # reader resuming "after cursor N" can never skip an event committed late with a smaller cursor.
 OUTBOX_LOCK_KEY = 7_310_001
 
+# The statements of the hot path, built once (issue 13: no per-call statement building).
+_EVENT_SEEN = select(t.provider_events.c.id).where(
+    t.provider_events.c.event_id == bindparam("event_id")
+)
+_INSERT_EVENT = (
+    insert(t.provider_events)
+    .on_conflict_do_nothing(index_elements=["event_id"])
+    .returning(t.provider_events.c.id)
+)
+_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(:k)")
+_INSERT_OUTBOX = insert(t.outbox)
+
 
 # --- provider events, outbox -----------------------------------------------------------
 
@@ -26,10 +38,7 @@ class SqlEventRepository:
         self.s = session
 
     async def exists(self, event_id: str) -> bool:
-        found = await self.s.scalar(
-            select(t.provider_events.c.id).where(t.provider_events.c.event_id == event_id)
-        )
-        return found is not None
+        return await self.s.scalar(_EVENT_SEEN, {"event_id": event_id}) is not None
 
     async def add(
         self,
@@ -43,22 +52,17 @@ class SqlEventRepository:
         provider_created_at: datetime,
         received_at: datetime,
     ) -> bool:
-        stmt = (
-            insert(t.provider_events)
-            .values(
-                provider=provider,
-                event_id=event_id,
-                event_type=event_type,
-                object_id=object_id,
-                payload=payload,
-                applied=applied,
-                provider_created_at=provider_created_at,
-                received_at=received_at,
-            )
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(t.provider_events.c.id)
-        )
-        return (await self.s.execute(stmt)).first() is not None
+        params = {
+            "provider": provider,
+            "event_id": event_id,
+            "event_type": event_type,
+            "object_id": object_id,
+            "payload": payload,
+            "applied": applied,
+            "provider_created_at": provider_created_at,
+            "received_at": received_at,
+        }
+        return (await self.s.execute(_INSERT_EVENT, params)).first() is not None
 
 
 def _snapshot(event: OutboxEvent) -> dict[str, Any]:
@@ -73,18 +77,19 @@ class SqlOutboxRepository:
         self.s = session
 
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
-        await self.s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": OUTBOX_LOCK_KEY})
+        await self.s.execute(_LOCK_OUTBOX, {"k": OUTBOX_LOCK_KEY})
         await self.s.execute(
-            insert(t.outbox).values(
-                event_id=event.event_id,
-                type=event.type.value,
-                subsystem=event.subsystem,
-                payment_id=event.payment.id if event.payment else None,
-                transaction_id=event.transaction.id if event.transaction else None,
-                snapshot=_snapshot(event),
-                occurred_at=event.occurred_at,
-                callback_next_at=event.occurred_at if callback else None,
-            )
+            _INSERT_OUTBOX,
+            {
+                "event_id": event.event_id,
+                "type": event.type.value,
+                "subsystem": event.subsystem,
+                "payment_id": event.payment.id if event.payment else None,
+                "transaction_id": event.transaction.id if event.transaction else None,
+                "snapshot": _snapshot(event),
+                "occurred_at": event.occurred_at,
+                "callback_next_at": event.occurred_at if callback else None,
+            },
         )
 
     async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:

@@ -7,7 +7,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -18,6 +18,15 @@ from payments.domain.model import Method, Payment, PaymentState, PendingOp
 from payments.domain.refunds import Refund, RefundStatus
 
 # --- payments -------------------------------------------------------------------------------
+
+# The statements of the hot path, built once: SQLAlchemy finds their compiled form by a cache key
+# computed once per statement instead of building and keying a new statement per call (issue 13).
+_KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
+_GET_PAYMENT = select(t.payments).where(t.payments.c.id == bindparam(_KEY))
+_LOCK_PAYMENT = _GET_PAYMENT.with_for_update()
+_INSERT_PAYMENT = insert(t.payments)
+_UPDATE_PAYMENT = update(t.payments).where(t.payments.c.id == bindparam(_KEY))
+_INSERT_AUDIT = insert(t.audit_log).values(created_at=func.now())
 
 
 def _payment_values(p: Payment) -> dict[str, Any]:
@@ -109,7 +118,7 @@ class SqlPaymentRepository:
         self.s = session
 
     async def add(self, payment: Payment) -> None:
-        await self.s.execute(insert(t.payments).values(**_payment_values(payment)))
+        await self.s.execute(_INSERT_PAYMENT, _payment_values(payment))
 
     async def _one(self, where: Any, for_update: bool) -> Payment | None:
         stmt = select(t.payments).where(where)
@@ -119,7 +128,9 @@ class SqlPaymentRepository:
         return _payment(row) if row else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        return await self._one(t.payments.c.id == payment_id, for_update)
+        stmt = _LOCK_PAYMENT if for_update else _GET_PAYMENT
+        row = (await self.s.execute(stmt, {_KEY: payment_id})).first()
+        return _payment(row) if row else None
 
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(
@@ -141,8 +152,8 @@ class SqlPaymentRepository:
 
     async def save(self, payment: Payment) -> None:
         values = _payment_values(payment)
-        values.pop("id")
-        await self.s.execute(update(t.payments).where(t.payments.c.id == payment.id).values(values))
+        values[_KEY] = values.pop("id")
+        await self.s.execute(_UPDATE_PAYMENT, values)
 
     async def list_by_states(
         self,
@@ -290,15 +301,15 @@ class SqlAuditRepository:
 
     async def add(self, entry: AuditEntry) -> None:
         await self.s.execute(
-            insert(t.audit_log).values(
-                payment_id=entry.payment_id or None,
-                transaction_id=entry.transaction_id or None,
-                action=entry.action,
-                actor=entry.actor,
-                reason=entry.reason,
-                details=entry.details,
-                created_at=func.now(),
-            )
+            _INSERT_AUDIT,
+            {
+                "payment_id": entry.payment_id or None,
+                "transaction_id": entry.transaction_id or None,
+                "action": entry.action,
+                "actor": entry.actor,
+                "reason": entry.reason,
+                "details": entry.details,
+            },
         )
 
     async def _list(self, where: Any) -> list[AuditEntry]:

@@ -119,6 +119,16 @@ def _ts(value: Any) -> datetime | None:
     return datetime.fromtimestamp(int(value), UTC) if value else None
 
 
+def _event_view(obj: Mapping[str, Any]) -> ProviderPayment | None:
+    """The PaymentIntent as an event carries it (None for other objects or an unreadable one)."""
+    if obj.get("object") != "payment_intent":
+        return None
+    try:
+        return intent_from(obj)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def intent_from(data: Mapping[str, Any]) -> ProviderPayment:
     error = data.get("last_payment_error") or None
     next_action = data.get("next_action") or {}
@@ -600,6 +610,7 @@ class StripeProvider:
                 metadata=_str_map(obj.get("metadata")),
                 payment_id=_id(obj.get("payment_intent")),
                 account=str(body.get("account") or ""),
+                view=_event_view(obj),
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SignatureInvalid("signed body is not a Stripe event") from None

@@ -6,6 +6,7 @@ settlement events it causes; handlers only load, call, apply and save.
 
 from __future__ import annotations
 
+import copy
 import enum
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -316,6 +317,18 @@ class Payment:
         delay = min(maximum, base * (2 ** min(self.poll_attempts, 20)))
         self.poll_attempts += 1
         self.next_poll_at = now + timedelta(seconds=delay)
+
+    def tells_nothing_new(self, view: ProviderPayment) -> bool:
+        """Whether taking `view` (the payment as a webhook event carried it, maybe stale) would
+        change nothing: the payment needs nothing more from the provider and no fact moves.
+
+        Such an event's change is recorded already (the request's own call brought it back);
+        any later change at the provider comes with its own event, re-fetched as usual, and
+        the watch poller stays the backstop: the event need not be re-fetched."""
+        if self.needs_provider_work() or view.id != self.provider_payment_id:
+            return False
+        probe = copy.deepcopy(self)
+        return not probe.apply_intent(view, self.updated_at) and probe._facts() == self._facts()
 
     def needs_provider_work(self) -> bool:
         """Whether the provider must still be asked something (a pending op or a void to do)."""

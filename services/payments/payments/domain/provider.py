@@ -121,7 +121,10 @@ class ProviderRefund:
 
 @dataclass(frozen=True, slots=True)
 class ProviderEvent:
-    """A verified webhook event: only its identity is trusted; the object is re-fetched."""
+    """A verified webhook event: only its identity is trusted; the object is re-fetched.
+
+    `view`: the payment as the event carries it (it may be stale), when the adapter can read it;
+    never applied, only used to tell an event that brings nothing new (Payment.tells_nothing_new)."""
 
     id: str
     type: str
@@ -131,6 +134,7 @@ class ProviderEvent:
     metadata: Mapping[str, str] = field(default_factory=dict)
     payment_id: str = ""  # a checkout event's payment, when the provider names it
     account: str = ""  # the connected account the object lives on (Connect), if any
+    view: ProviderPayment | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,14 @@ import logging
 from datetime import timedelta
 
 from jobs.domain import commands
-from jobs.domain.posting_saga import BRANCH_ID, SagaKind, SagaState, SettlementEvent, TryState
+from jobs.domain.posting_saga import (
+    BRANCH_ID,
+    Saga,
+    SagaKind,
+    SagaState,
+    SettlementEvent,
+    TryState,
+)
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.activation import observe
@@ -30,13 +37,25 @@ async def apply_settlement_event(cmd: commands.ApplySettlementEvent, deps: Deps)
     return applied
 
 
+def _nothing_left(saga: Saga, event: SettlementEvent) -> bool:
+    """Whether the event can no longer change its saga: the saga is final and answered, the event
+    names no payment the saga does not know, and it is not money arriving for a saga that gave up
+    (which is refunded, PAY-7). Most events find their saga so: the request drove it already."""
+    return (
+        saga.state.final
+        and saga.answered
+        and (not event.result.payment_id or event.result.payment_id == saga.payment_id)
+        and not (saga.state is SagaState.FAILED and event.result.state is TryState.CAPTURED)
+    )
+
+
 async def _apply(event: SettlementEvent, deps: Deps) -> bool:
     """What the event says about its saga, then drive the saga unless its request does."""
     async with deps.uow as uow:
         saga = await uow.sagas.get(event.global_tx_id)
-    if saga is None or saga.kind is not SagaKind.POSTING:
-        # Offer sagas are driven by their requests and the recovery worker (their payments are
-        # not in the jobs subsystem's stream).
+    # Offer sagas are driven by their requests and the recovery worker (their payments are not in
+    # the jobs subsystem's stream).
+    if saga is None or saga.kind is not SagaKind.POSTING or _nothing_left(saga, event):
         return False
     refund_event = event.result.state is TryState.REFUNDED
     applied = False

@@ -83,7 +83,7 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
         if saga is None:
             return False
         before = saga.state
-        job = await _note_payment(saga, result, uow)
+        job, noted = await _note_payment(saga, result, uow)
         if saga.state in BEFORE_ACTIVATION:
             _apply_try_outcome(saga, job, result, deps.config, now)
         elif saga.state in (SagaState.CANCELLING, SagaState.FAILED) and (
@@ -91,7 +91,9 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
         ):
             _refund_late_money(saga, job, now)
         changed = saga.state is not before
-        if changed or result.payment_id:
+        # Past the Try only a state change or a new fact is worth a write (a late or repeated
+        # answer, e.g. the settlement event of a step the request already took, is not).
+        if changed or noted or (before in BEFORE_ACTIVATION and result.payment_id):
             saga.updated_at = now
             if job is not None:
                 transitions = list(job.pending)
@@ -104,17 +106,24 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
     return changed
 
 
-async def _note_payment(saga: Saga, result: TryResult, uow: JobsUnitOfWork) -> Job | None:
-    """Record the payment's id and provider state; the saga's job, locked (None if gone)."""
+async def _note_payment(
+    saga: Saga, result: TryResult, uow: JobsUnitOfWork
+) -> tuple[Job | None, bool]:
+    """Record the payment's id and provider state; the saga's job, locked (None if gone), and
+    whether anything was noted (nothing is written for an answer that tells nothing new)."""
+    noted = False
     if result.payment_id and not saga.payment_id:
         saga.payment_id = result.payment_id
-    if result.provider_state:
+        noted = True
+    if result.provider_state and result.provider_state != saga.provider_state:
         saga.provider_state = result.provider_state
+        noted = True
     job = await uow.jobs.get(saga.job_id, for_update=True) if saga.job_id else None
     if job is not None and job.saga_id == saga.id and saga.payment_id and not job.payment_id:
         # The job names its payment as soon as it is known, so a client can resume (PAY-12).
         job.payment_id = saga.payment_id
-    return job
+        noted = True
+    return job, noted
 
 
 def _apply_try_outcome(

@@ -1,4 +1,5 @@
-"""Calling the provider from a use case: latency metrics and an audit record of every call.
+"""Calling the provider from a use case: latency metrics, a span and an audit record of every
+call.
 
 Provider calls never run inside a database transaction; the records collected here are written in
 the transaction that stores the call's outcome.
@@ -11,11 +12,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from opentelemetry.trace import SpanKind, StatusCode
+
+from hirepay_platform import tracing
 from payments.domain.events import AuditEntry
 from payments.domain.provider import Declined, InvalidRequest, OutcomeUnknown
 from payments.service_layer import metrics
 
 T = TypeVar("T")
+
+_TRACER = tracing.tracer("hirepay.provider")
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +62,28 @@ async def call(
     idempotency_key: str,
     fn: Callable[[], Awaitable[T]],
 ) -> T:
-    """Run one provider call, timing it and appending its record (whatever the outcome)."""
+    """Run one provider call, timing it and appending its record (whatever the outcome); its own
+    CLIENT span ("provider.<operation>"), so a trace shows the provider's share of a request."""
+    with _TRACER.start_as_current_span(
+        f"provider.{operation}",
+        kind=SpanKind.CLIENT,
+        attributes={"provider.operation": operation},
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            return await _timed(records, operation, idempotency_key, fn)
+        except Exception as exc:
+            span.set_status(StatusCode.ERROR, type(exc).__name__)
+            raise
+
+
+async def _timed(
+    records: list[CallRecord],
+    operation: str,
+    idempotency_key: str,
+    fn: Callable[[], Awaitable[T]],
+) -> T:
     started = time.perf_counter()
     outcome, code, object_id = "ok", "", ""
     try:

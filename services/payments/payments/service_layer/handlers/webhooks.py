@@ -71,10 +71,9 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         payment, txn = await _subject(uow, event)
     payload = loads_json(cmd.payload)  # verify_event already refused a deep or bad body
-    if event.subject not in HANDLED_SUBJECTS or not _made_by(provider, payment, txn):
-        return await _not_a_payment(deps, provider, event, payload)
-    if payment is None and txn is None:
-        return await _unrecorded(deps, provider, event, payload)
+    settled = await _settled_without_refetch(deps, provider, event, payload, payment, txn)
+    if settled is not None:
+        return settled
     records: list[CallRecord] = []
     try:
         session, intent = await _refetch(provider, records, event, txn)
@@ -130,6 +129,26 @@ async def _not_a_payment(
     outcome = "duplicate" if done.duplicate else "applied" if done.applied else "no_effect"
     metrics.WEBHOOK_EVENTS.labels(event.type, outcome).inc()
     return EventOutcome(event.id, event.type, applied=done.applied, duplicate=done.duplicate)
+
+
+async def _settled_without_refetch(
+    deps: Deps,
+    provider: PaymentProvider,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    payment: Payment | None,
+    txn: Transaction | None,
+) -> EventOutcome | None:
+    """The outcome of an event that needs no re-fetch (None: re-fetch and apply it)."""
+    if event.subject not in HANDLED_SUBJECTS or not _made_by(provider, payment, txn):
+        return await _not_a_payment(deps, provider, event, payload)
+    if payment is None and txn is None:
+        return await _unrecorded(deps, provider, event, payload)
+    if payment is not None and event.view is not None and payment.tells_nothing_new(event.view):
+        # Most events announce a step whose answer the request recorded already: storing the
+        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
+        return await _store(deps, provider, event, payload, applied=False)
+    return None
 
 
 def _made_by(provider: PaymentProvider, payment: Payment | None, txn: Transaction | None) -> bool:
