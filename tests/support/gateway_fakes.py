@@ -250,6 +250,15 @@ JOBS_METHODS = [
     "AcceptOffer",
     "RejectOffer",
     "WithdrawOffer",
+    "GetEngagement",
+    "StartEngagement",
+    "CompleteEngagement",
+    "CancelEngagement",
+    "OpenDispute",
+    "ResolveDispute",
+    "ListDisputes",
+    "PayJobWithCoins",
+    "StartJobPayment",
 ]
 PAYMENTS_METHODS = [
     "Authorize",

@@ -11,6 +11,7 @@ from typing import Any
 from hirepay_platform.errors import ErrorKind, HirepayError, Unavailable
 from jobs.domain.applications import Application, ViewState
 from jobs.domain.errors import InsufficientCredits
+from jobs.domain.events import MarketplaceEvent
 from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.posting_saga import (
     FINAL_STATES,
@@ -53,6 +54,8 @@ class Store:
     # The posting rate limit: user -> (tokens, updated_at), and (user, attempt) -> charged_at.
     buckets: dict[str, tuple[float, datetime]] = field(default_factory=dict)
     charges: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # The marketplace events outbox, by event id (insertion order kept).
+    events: dict[str, MarketplaceEvent] = field(default_factory=dict)
 
 
 class FakeJobs:
@@ -293,6 +296,20 @@ class FakePostingRates:
                 del self.tx.charges[key]
 
 
+class FakeOutbox:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def add(self, event: MarketplaceEvent) -> bool:
+        if event.event_id in self.tx.events:
+            return False
+        self.tx.events[event.event_id] = replace(event, cursor=len(self.tx.events) + 1)
+        return True
+
+    async def for_subject(self, subject_id: str) -> list[MarketplaceEvent]:
+        return [e for e in self.tx.events.values() if e.subject_id == subject_id]
+
+
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
@@ -308,6 +325,7 @@ class FakeUnitOfWork:
         self.applications = FakeApplications(self._tx)
         self.candidate_views = FakeCandidateViews(self._tx)
         self.rate_limits = FakePostingRates(self._tx)
+        self.outbox = FakeOutbox(self._tx)
         self._committed = False
         return self
 
@@ -325,6 +343,7 @@ class FakeUnitOfWork:
             "views",
             "buckets",
             "charges",
+            "events",
         ):
             setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
         self.commits += 1

@@ -3,21 +3,16 @@ settlement callbacks to a subsystem's URL (API-5) from a second, independently c
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 
 import httpx
 import pytest
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from hirepay_dev.procs import free_port
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from tests.support.callback_receiver import CallbackReceiver
 from tests.support.payments_helpers import (
     WEBHOOK_SECRET,
     authorize_request,
@@ -63,43 +58,11 @@ def test_no_secret_reaches_the_logs(payments_service) -> None:
         assert secret not in log
 
 
-class CallbackReceiver:
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.received: list[tuple[dict[str, Any], bool]] = []
-        self.fail_first = 2
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                sig = dict(p.split("=", 1) for p in self.headers["X-Hirepay-Signature"].split(","))
-                mac = hmac.new(
-                    CALLBACK_SECRET.encode(), f"{sig['t']}.".encode() + body, hashlib.sha256
-                ).hexdigest()
-                if receiver.fail_first > 0:
-                    receiver.fail_first -= 1
-                    self.send_response(503)
-                else:
-                    receiver.received.append(
-                        (json.loads(body), hmac.compare_digest(mac, sig["v1"]))
-                    )
-                    self.send_response(204)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @pytest.fixture(scope="module")
 def callback_replica(
     make_service_database, sandbox_url, tmp_path_factory
 ) -> Iterator[tuple[RunningService, CallbackReceiver]]:
-    receiver = CallbackReceiver()
+    receiver = CallbackReceiver(CALLBACK_SECRET, fail_first=2, path="/payments/events")
     plans = tmp_path_factory.mktemp("plans") / "plans.json"
     plans.write_text(
         json.dumps(
@@ -118,7 +81,7 @@ def callback_replica(
             "PAYMENTS_STRIPE_API_KEY": "sk_test_paymentstests",
             "PAYMENTS_STRIPE_WEBHOOK_SECRETS": WEBHOOK_SECRET,
             "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "2",
-            "PAYMENTS_CALLBACK_URLS": f"jobs=http://127.0.0.1:{receiver.port}/payments/events",
+            "PAYMENTS_CALLBACK_URLS": f"jobs={receiver.url}",
             "PAYMENTS_CALLBACK_SECRET": CALLBACK_SECRET,
             "PAYMENTS_PLANS_FILE": str(plans),
         },
@@ -126,7 +89,7 @@ def callback_replica(
     )
     yield service, receiver
     service.stop()
-    receiver.server.shutdown()
+    receiver.close()
 
 
 async def test_settlement_callbacks_are_signed_and_retried(callback_replica, unique) -> None:

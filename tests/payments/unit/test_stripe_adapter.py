@@ -10,7 +10,7 @@ import httpx
 import pytest
 import stripe
 
-from payments.adapters.callbacks import parse_callback_urls, sign
+from hirepay_platform.notifier import parse_callback_urls, sign
 from payments.adapters.stripe_provider import (
     StripeProvider,
     checkout_from,

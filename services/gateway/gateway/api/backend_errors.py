@@ -67,6 +67,16 @@ _REASONS: dict[str, tuple[int, str, str]] = {
     "TERMS_OUTDATED": (400, "TERMS_OUTDATED", "The accepted terms version is not the current one"),
     "FEE_MISMATCH": (400, "FEE_MISMATCH", "The amount does not match the posting fee"),
     "INVALID_TRANSITION": (409, "INVALID_TRANSITION", "The job cannot change to that status now"),
+    "ESCROW_FROZEN": (
+        409,
+        "ESCROW_FROZEN",
+        "A dispute is open: nothing leaves the escrow until an admin resolves it",
+    ),
+    "DISPUTE_ALREADY_RESOLVED": (
+        409,
+        "DISPUTE_ALREADY_RESOLVED",
+        "This dispute has already been resolved",
+    ),
     "PLAN_NOT_FOUND": (400, R.VALIDATION_FAILED, "The plan does not exist"),
     R.PAYMENT_CANCELLED: (
         402,

@@ -16,6 +16,7 @@ from gateway.entrypoints import (
     applications_routes,
     coins_routes,
     credits_routes,
+    engagement_routes,
     jobs_routes,
     marketplace_routes,
     ops_routes,
@@ -108,6 +109,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(payout_routes.router)
     app.include_router(coins_routes.router)
     app.include_router(marketplace_routes.router)
+    app.include_router(engagement_routes.router)
     app.include_router(wallet_routes.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

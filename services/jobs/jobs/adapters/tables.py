@@ -13,6 +13,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Identity,
     Index,
     Integer,
     MetaData,
@@ -340,4 +341,74 @@ engagement_transitions = Table(
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     _at("at", nullable=False),
+)
+# Marketplace events to tell subsystems (issue 9 point 9): written in the transaction of the change
+# (insert-first on the event id, so a replayed change writes nothing), delivered as signed
+# callbacks by the notifier relay (hirepay_platform.notifier).
+marketplace_events = Table(
+    "marketplace_events",
+    metadata,
+    Column("cursor", BigInteger, Identity(), primary_key=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("type", String(64), nullable=False),
+    Column("subject_id", String(64), nullable=False),
+    Column("subsystem", String(64), nullable=False),
+    Column("data", JSONB, nullable=False),
+    _at("occurred_at", nullable=False),
+    # NULL once nothing is due (delivered); the relay leases rows by moving it forward.
+    _at("callback_next_at"),
+    Column("callback_attempts", Integer, nullable=False, server_default="0"),
+    _at("callback_delivered_at"),
+    Index("ix_marketplace_events_subject", "subject_id", "cursor"),
+    Index(
+        "ix_marketplace_events_due",
+        "callback_next_at",
+        postgresql_where=text("callback_next_at IS NOT NULL"),
+    ),
+)
+
+# The money step that ends (or, for a coin job payment, funds) an engagement: recorded pending in
+# the transaction that decides it, driven to done by the request and, after a crash or a lost
+# answer, by the escrow recovery worker (every call idempotent on its transfer / request id).
+engagement_steps = Table(
+    "engagement_steps",
+    metadata,
+    Column("engagement_id", String(64), ForeignKey("engagements.id"), primary_key=True),
+    Column("kind", String(16), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("transfer_id", String(200), nullable=False),
+    # [{"from": {"owner", "unit", "kind"}, "to": {...}, "amount_minor": n}, ...]
+    Column("legs", JSONB, nullable=False),
+    _str("payment_id", 128),
+    Column("refund_minor", BigInteger, nullable=False, default=0),
+    _str("refund_id", 128),
+    Column("attempts", Integer, nullable=False, default=0),
+    _at("next_attempt_at"),
+    Column("failure", Text, nullable=False, default=""),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    Index(
+        "ix_engagement_steps_due",
+        "next_attempt_at",
+        postgresql_where=text("state = 'pending'"),
+    ),
+)
+
+# A dispute on an engagement (ESC-8): at most one per engagement, resolved once by an admin.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("engagement_id", String(64), ForeignKey("engagements.id"), nullable=False, unique=True),
+    Column("opened_by", String(128), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("engagement_state", String(16), nullable=False),
+    _str("resolution", 16),
+    Column("contractor_minor", BigInteger, nullable=False, default=0),
+    _str("resolved_by", 128),
+    Column("note", Text, nullable=False, default=""),
+    _at("opened_at", nullable=False),
+    _at("resolved_at"),
+    Index("ix_disputes_state_opened", "state", "opened_at", "id"),
 )

@@ -9,6 +9,8 @@ from jobs.adapters.application_repository import (
     SqlApplicationRepository,
     SqlCandidateViewRepository,
 )
+from jobs.adapters.escrow_repository import SqlDisputeRepository, SqlMoneyStepRepository
+from jobs.adapters.event_repository import NotifyingOfferRepository, SqlMarketplaceOutbox
 from jobs.adapters.marketplace_repository import (
     SqlEngagementRepository,
     SqlJobRequestRepository,
@@ -36,6 +38,9 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     job_requests: SqlJobRequestRepository
     offers: SqlOfferRepository
     engagements: SqlEngagementRepository
+    outbox: SqlMarketplaceOutbox
+    money_steps: SqlMoneyStepRepository
+    disputes: SqlDisputeRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.jobs = SqlJobRepository(session)
@@ -46,5 +51,9 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.rate_limits = SqlPostingRateRepository(session)
         self.market_jobs = SqlMarketJobRepository(session)
         self.job_requests = SqlJobRequestRepository(session)
-        self.offers = SqlOfferRepository(session)
         self.engagements = SqlEngagementRepository(session)
+        self.outbox = SqlMarketplaceOutbox(session)
+        # Offers tell their changes through the outbox (offer.received / accepted / ...).
+        self.offers = NotifyingOfferRepository(session, self.outbox)
+        self.money_steps = SqlMoneyStepRepository(session)
+        self.disputes = SqlDisputeRepository(session)

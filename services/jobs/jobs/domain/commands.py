@@ -294,3 +294,73 @@ class OfferCommand:
 class ListOffers:
     actor: Actor
     job_id: str = ""
+
+
+# --------------------------------------------------------------------------- escrow (mk-escrow)
+
+
+@dataclass(frozen=True, slots=True)
+class EngagementCommand:
+    """Get, start, complete or cancel one engagement."""
+
+    actor: Actor
+    engagement_id: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDispute:
+    actor: Actor
+    engagement_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveDispute:
+    actor: Actor
+    dispute_id: str
+    resolution: str  # release | refund | split
+    contractor_minor: int = 0
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ListDisputes:
+    actor: Actor
+    state: str = ""  # open | resolved | "" (all)
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PayJobWithCoins:
+    """ESC-4: the job's customer pays `amount_minor` COIN for the freelancer's work."""
+
+    actor: Actor
+    job_id: str
+    freelancer_id: str
+    amount_minor: int
+    request_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StartJobPayment:
+    """ESC-5: the job's customer opens a provider checkout paying the freelancer's work."""
+
+    actor: Actor
+    job_id: str
+    freelancer_id: str
+    amount_minor: int
+    currency: str
+    request_id: str = ""
+    return_url: str = ""
+    cancel_url: str = ""
+    email: str = ""
+    provider: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecoverMoneySteps:
+    """Drive money steps left pending (a crash, a lost answer, a participant down)."""
+
+    limit: int = 50

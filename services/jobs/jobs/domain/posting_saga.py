@@ -191,6 +191,8 @@ class SettlementEvent:
     global_tx_id: str
     branch_id: str
     result: TryResult
+    # The payment's metadata (a direct job payment names its engagement and escrow here).
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -224,7 +224,13 @@ def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:
         )
         branch = event.payment.branch
         return SettlementEvent(
-            event.event_id, event.cursor, event.type, branch.global_tx_id, branch.branch_id, result
+            event.event_id,
+            event.cursor,
+            event.type,
+            branch.global_tx_id,
+            branch.branch_id,
+            result,
+            dict(event.payment.metadata),
         )
     return SettlementEvent(
         event.event_id, event.cursor, event.type, "", "", TryResult(state=TryState.ABSENT)

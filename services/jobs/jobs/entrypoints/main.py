@@ -11,9 +11,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import create_engine, database_check, make_session_factory
 from hirepay_platform.identity import AccessPolicy
+from hirepay_platform.notifier import CallbackSender, parse_callback_urls
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from jobs.adapters.consistency import GrpcConsistencySources
+from jobs.adapters.escrow_ledger import (
+    PaymentsCardRefunds,
+    PaymentsJobPayments,
+    WalletEscrowLedger,
+)
 from jobs.adapters.offer_funds import (
     CardOfferFunds,
     CoinOfferFunds,
@@ -56,6 +62,9 @@ class Adapters:
     candidate_credits: WalletCandidateCredits
     accounts: WalletAccounts
     offer_funds: OfferFundsByMethod
+    escrow: WalletEscrowLedger
+    card_refunds: PaymentsCardRefunds
+    job_payments: PaymentsJobPayments
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -83,6 +92,9 @@ def build_adapters(settings: JobsSettings) -> Adapters:
     candidate_credits = WalletCandidateCredits(settings.wallet_target, timeout)
     accounts = WalletAccounts(settings.wallet_target, timeout)
     offer_funds = GrpcOfferFunds(CardOfferFunds(payments, accounts), CoinOfferFunds(accounts))
+    escrow = WalletEscrowLedger(accounts)
+    card_refunds = PaymentsCardRefunds(settings.payments_target, timeout)
+    job_payments = PaymentsJobPayments(settings.payments_target, timeout)
     return Adapters(
         engine,
         uow_factory,
@@ -93,6 +105,9 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         candidate_credits,
         accounts,
         offer_funds,
+        escrow,
+        card_refunds,
+        job_payments,
     )
 
 
@@ -113,17 +128,25 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             sources=adapters.sources,
             candidate_credits=adapters.candidate_credits,
             offer_funds=adapters.offer_funds,
+            escrow=adapters.escrow,
+            card_refunds=adapters.card_refunds,
+            job_payments=adapters.job_payments,
         )
 
     app.add_service(
         pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(make_deps), SERVICE_NAME
     )
     app.add_worker(workers.recovery_worker(make_deps, settings.recovery_interval_seconds))
+    app.add_worker(workers.escrow_worker(make_deps, settings.recovery_interval_seconds))
     app.add_worker(workers.expiry_worker(make_deps, settings.expiry_interval_seconds))
     if settings.audit_interval_seconds > 0:
         app.add_worker(
             workers.auditor_worker(adapters.engine, make_deps, settings.audit_interval_seconds)
         )
+    sender = _callback_sender(settings)
+    if sender is not None:
+        # Without subscribers the events stay recorded (and are sent once one is configured).
+        app.add_worker(workers.notifier_worker(make_deps, sender, settings.notify_interval_seconds))
     app.add_worker(
         workers.settlement_worker(
             adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds
@@ -138,12 +161,29 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         await adapters.wallet.close()
         await adapters.candidate_credits.close()
         await adapters.accounts.close()
+        await adapters.card_refunds.close()
+        await adapters.job_payments.close()
         await adapters.engine.dispose()
 
     app.on_startup(started)
     app.add_readiness_check("database", database_check(settings.database_url.get_secret_value()))
     app.on_shutdown(stopped)
     return app
+
+
+def _callback_sender(settings: JobsSettings) -> CallbackSender | None:
+    """The notifier's sender (None without subscribers); a bad JOBS_CALLBACK_URLS or a missing
+    secret stops start-up."""
+    secret = settings.callback_secret.get_secret_value()
+    try:
+        urls = parse_callback_urls(settings.callback_urls)
+    except ValueError as exc:
+        raise SystemExit(f"jobs: invalid JOBS_CALLBACK_URLS: {exc}") from None
+    if urls and not secret:
+        raise SystemExit("JOBS_CALLBACK_SECRET is required when JOBS_CALLBACK_URLS is set")
+    if not urls:
+        return None
+    return CallbackSender(urls, secret, settings.callback_timeout_seconds)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from hirepay.jobs.v1 import jobs_service_pb2 as pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as pb_grpc
 from jobs.domain import commands
 from jobs.entrypoints import conversions as conv
+from jobs.entrypoints import escrow_conversions as econv
 from jobs.entrypoints import marketplace_conversions as mconv
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import (
@@ -20,7 +21,7 @@ from jobs.service_layer.handlers import (
     pay_to_post,
     rate_limits,
 )
-from jobs.service_layer.marketplace import market_jobs, offers
+from jobs.service_layer.marketplace import escrow, job_payments, market_jobs, offers
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -281,3 +282,72 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
     ) -> pb.OfferResponse:
         cmd = commands.OfferCommand(actor=conv.caller_actor(), offer_id=request.offer_id)
         return mconv.offer_response(await offers.withdraw_offer(cmd, self._deps()))
+
+    # ------------------------------------------------------------------ escrow
+
+    def _on(self, request: pb.EngagementActionRequest) -> commands.EngagementCommand:
+        return commands.EngagementCommand(
+            conv.caller_actor(), request.engagement_id, request.reason
+        )
+
+    async def GetEngagement(
+        self, request: pb.GetEngagementRequest, context: Any
+    ) -> pb.EngagementResponse:
+        cmd = commands.EngagementCommand(conv.caller_actor(), request.engagement_id)
+        return econv.engagement_response(await escrow.get_engagement(cmd, self._deps()))
+
+    async def StartEngagement(
+        self, request: pb.EngagementActionRequest, context: Any
+    ) -> pb.EngagementResponse:
+        return econv.engagement_response(await escrow.start_work(self._on(request), self._deps()))
+
+    async def CompleteEngagement(
+        self, request: pb.EngagementActionRequest, context: Any
+    ) -> pb.EngagementResponse:
+        return econv.engagement_response(await escrow.complete(self._on(request), self._deps()))
+
+    async def CancelEngagement(
+        self, request: pb.EngagementActionRequest, context: Any
+    ) -> pb.EngagementResponse:
+        return econv.engagement_response(await escrow.cancel(self._on(request), self._deps()))
+
+    async def OpenDispute(
+        self, request: pb.OpenDisputeRequest, context: Any
+    ) -> pb.EngagementResponse:
+        cmd = commands.OpenDispute(conv.caller_actor(), request.engagement_id, request.reason)
+        return econv.engagement_response(await escrow.open_dispute(cmd, self._deps()))
+
+    async def ResolveDispute(
+        self, request: pb.ResolveDisputeRequest, context: Any
+    ) -> pb.EngagementResponse:
+        cmd = econv.resolve_from_proto(conv.caller_actor(), request)
+        return econv.engagement_response(await escrow.resolve_dispute(cmd, self._deps()))
+
+    async def ListDisputes(
+        self, request: pb.ListDisputesRequest, context: Any
+    ) -> pb.ListDisputesResponse:
+        cmd = econv.list_disputes_from_proto(conv.caller_actor(), request)
+        return econv.disputes_to_proto(await escrow.list_disputes(cmd, self._deps()))
+
+    async def PayJobWithCoins(
+        self, request: pb.PayJobWithCoinsRequest, context: Any
+    ) -> pb.EngagementResponse:
+        cmd = commands.PayJobWithCoins(
+            actor=conv.caller_actor(),
+            job_id=request.job_id,
+            freelancer_id=request.freelancer_id,
+            amount_minor=request.amount_minor,
+            request_id=request.request_id,
+        )
+        return econv.engagement_response(await job_payments.pay_with_coins(cmd, self._deps()))
+
+    async def StartJobPayment(
+        self, request: pb.StartJobPaymentRequest, context: Any
+    ) -> pb.StartJobPaymentResponse:
+        cmd = econv.start_job_payment_from_proto(conv.caller_actor(), request)
+        view, session = await job_payments.start_job_payment(cmd, self._deps())
+        return pb.StartJobPaymentResponse(
+            engagement=mconv.engagement_to_proto(view.engagement),
+            payment_id=session.payment_id,
+            checkout_url=session.checkout_url,
+        )

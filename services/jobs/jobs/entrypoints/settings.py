@@ -7,10 +7,11 @@ import socket
 import uuid
 from typing import Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from hirepay_platform.settings import ServiceSettings
+from jobs.domain.escrow import CancelPolicy
 from jobs.domain.pricing import PriceList, RefundPolicy
 from jobs.service_layer.config import JobsConfig
 
@@ -78,9 +79,26 @@ class JobsSettings(ServiceSettings):
     offer_hold_grace_seconds: int = 3_600
     acceptance_fee_bps: int = 1_000
     completion_fee_bps: int = 2_000
+    # ESC-8 cancellation policy (JSON): {"refund_fee_before_start": true,
+    # "refund_fee_after_start": false, "cancel_after_start": true}.
+    cancel_policy: dict[str, bool] = Field(default_factory=dict)
+    # Signed callbacks of marketplace events (issue 9 point 9, API-5): "marketplace=url" (or a JSON
+    # object {subsystem: url}); the secret signs them (X-Hirepay-Signature), required with URLs.
+    callback_urls: str = ""
+    callback_secret: SecretStr = SecretStr("")
+    callback_timeout_seconds: float = 5.0
+    notify_interval_seconds: float = 0.5
     instance_id: str = Field(
         default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
     )
+
+    @field_validator("cancel_policy")
+    @classmethod
+    def _known_cancel_policy(cls, value: dict[str, bool]) -> dict[str, bool]:
+        known = set(CancelPolicy.__dataclass_fields__)
+        if not set(value) <= known:
+            raise ValueError(f"unknown cancel policy keys {sorted(set(value) - known)}")
+        return value
 
     @field_validator("posting_fees")
     @classmethod
@@ -143,6 +161,7 @@ class JobsSettings(ServiceSettings):
             offer_hold_grace_seconds=self.offer_hold_grace_seconds,
             acceptance_fee_bps=self.acceptance_fee_bps,
             completion_fee_bps=self.completion_fee_bps,
+            cancel_policy=CancelPolicy(**self.cancel_policy),
         )
 
 

@@ -1,10 +1,15 @@
 """Background workers of the jobs service, each safe with several replicas running.
 
 - recovery: leases due sagas (FOR UPDATE SKIP LOCKED + lease expiry) and drives them to an end;
+- escrow: drives engagements' money steps (complete, cancel, resolve, coin funding) left pending
+  by a crash or a participant down (FOR UPDATE SKIP LOCKED + a lease; each call idempotent);
 - expiry: expires active postings past their period (FOR UPDATE SKIP LOCKED);
 - settlement: consumes the payments settlement stream from a cursor kept in the jobs database;
   one replica at a time holds a PostgreSQL advisory lock on a dedicated connection (released by
   the server if the process dies), and handlers are idempotent, so redelivery is harmless;
+- notifier: delivers marketplace events from the outbox as signed callbacks (the platform
+  notifier leases rows FOR UPDATE SKIP LOCKED with a lease time, so replicas never send one row
+  at the same time; receivers deduplicate the rare resend after a crash by the event id);
 - auditor: the consistency auditor (OPS-3); its rounds are read-only and idempotent, and one
   replica at a time runs them (the same kind of advisory lock) to keep the load bounded.
 """
@@ -13,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 
@@ -22,12 +28,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay_platform.grpc_status import from_rpc_error
+from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
 from jobs.adapters.participants import PaymentsParticipant
 from jobs.domain import commands
+from jobs.domain.events import MarketplaceEvent
 from jobs.entrypoints.conversions import settlement_event_from_proto
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit, cancellation, settlement
+from jobs.service_layer.marketplace import money_steps
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,24 @@ def recovery_worker(
                 taken = await settlement.recover_due(commands.RecoverSagas(), make_deps())
             except Exception:
                 log.exception("recovery tick failed")
+                taken = 0
+            if not taken:
+                await _sleep(stop, interval)
+
+    return run
+
+
+def escrow_worker(
+    make_deps: Callable[[], Deps], interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Drive engagements' money steps left pending (leased FOR UPDATE SKIP LOCKED)."""
+
+    async def run(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                taken = await money_steps.recover_due(make_deps())
+            except Exception:
+                log.exception("escrow recovery tick failed")
                 taken = 0
             if not taken:
                 await _sleep(stop, interval)
@@ -137,6 +164,29 @@ def settlement_worker(
             except Exception:
                 log.exception("settlement consumer failed")
             await _sleep(stop, reconnect)
+
+    return run
+
+
+def notifier_worker(
+    make_deps: Callable[[], Deps], sender: CallbackSender, interval: float
+) -> Callable[[asyncio.Event], object]:
+    """Deliver recorded marketplace events to the subsystems' callback URLs."""
+
+    def encode(event: MarketplaceEvent) -> bytes:
+        return json.dumps(event.body(), sort_keys=True).encode()
+
+    async def round_() -> int:
+        deps = make_deps()
+        return await deliver_due(
+            deps.uow, lambda uow: uow.outbox, sender, encode, deps.clock, base_delay=interval
+        )
+
+    async def run(stop: asyncio.Event) -> None:
+        try:
+            await relay_loop(round_, stop, interval=interval)
+        finally:
+            await sender.close()
 
     return run
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobs.domain.escrow import CancelPolicy
 from jobs.domain.pricing import PriceList, RefundPolicy
 
 
@@ -54,3 +55,5 @@ class JobsConfig:
     # Fees in basis points of the engagement amount: at funding (to revenue) and at completion.
     acceptance_fee_bps: int = 1_000
     completion_fee_bps: int = 2_000
+    # ESC-8: what a cancellation gives back (the fee too before work starts, by default).
+    cancel_policy: CancelPolicy = field(default_factory=CancelPolicy)

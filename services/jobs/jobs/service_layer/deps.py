@@ -10,7 +10,10 @@ from hirepay_platform.clock import utc_now
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.ports import (
     CandidateCredits,
+    CardRefunds,
     ConsistencySources,
+    EscrowLedger,
+    JobPayments,
     JobsUnitOfWork,
     OfferFundsByMethod,
     Participants,
@@ -33,6 +36,9 @@ class Deps:
     sources: ConsistencySources | None = None
     candidate_credits: CandidateCredits | None = None  # the wallet, for paid candidate views
     offer_funds: OfferFundsByMethod | None = None  # payments and the wallet, for offers
+    escrow: EscrowLedger | None = None  # the wallet, for the escrow's money steps
+    card_refunds: CardRefunds | None = None  # payments, refunding card-funded engagements
+    job_payments: JobPayments | None = None  # payments, direct job payment checkouts (ESC-5)
 
     @classmethod
     def build(
@@ -44,6 +50,9 @@ class Deps:
         sources: ConsistencySources | None = None,
         candidate_credits: CandidateCredits | None = None,
         offer_funds: OfferFundsByMethod | None = None,
+        escrow: EscrowLedger | None = None,
+        card_refunds: CardRefunds | None = None,
+        job_payments: JobPayments | None = None,
     ) -> Deps:
         """Dependencies with a new unit of work (one per request or worker tick)."""
         return cls(
@@ -55,6 +64,9 @@ class Deps:
             sources=sources,
             candidate_credits=candidate_credits,
             offer_funds=offer_funds,
+            escrow=escrow,
+            card_refunds=card_refunds,
+            job_payments=job_payments,
         )
 
     def fresh(self) -> Deps:

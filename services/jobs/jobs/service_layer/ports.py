@@ -11,6 +11,18 @@ from typing import Protocol, Self
 
 from jobs.domain.applications import Application, ViewState
 from jobs.domain.audit import PaymentFact, Violation
+from jobs.domain.escrow import (
+    AccountRef,
+    Dispute,
+    DisputeState,
+    JobPaymentCheckout,
+    JobPaymentSession,
+    Leg,
+    MoneyStep,
+    RefundOutcome,
+    StepKind,
+)
+from jobs.domain.events import MarketplaceEvent
 from jobs.domain.marketplace import Engagement, FundingSplit, JobRequest, MarketJob, Offer
 from jobs.domain.model import Job, Transition
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
@@ -203,6 +215,81 @@ class EngagementRepository(Protocol):
         """Persist its current values and append its pending transitions."""
 
 
+class MarketplaceOutbox(Protocol):
+    """Marketplace events to tell subsystems (the notifier relay delivers them)."""
+
+    async def add(self, event: MarketplaceEvent) -> bool:
+        """Insert-first on the event id: False if this event was recorded before."""
+
+    async def for_subject(self, subject_id: str) -> list[MarketplaceEvent]:
+        """The events about one offer or engagement, oldest first."""
+
+
+class MoneyStepRepository(Protocol):
+    async def add(self, step: MoneyStep) -> bool:
+        """Insert-first on (engagement, kind): False if that step was recorded before."""
+
+    async def get(
+        self, engagement_id: str, kind: StepKind, *, for_update: bool = False
+    ) -> MoneyStep | None: ...
+
+    async def for_engagement(self, engagement_id: str) -> list[MoneyStep]: ...
+
+    async def save(self, step: MoneyStep) -> None: ...
+
+    async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[MoneyStep]:
+        """Pending steps due by `now`, not due again before `lease_until` (FOR UPDATE SKIP
+        LOCKED: two workers never take the same step at once)."""
+
+
+class DisputeRepository(Protocol):
+    async def add(self, dispute: Dispute) -> None: ...
+
+    async def get(self, dispute_id: str, *, for_update: bool = False) -> Dispute | None: ...
+
+    async def for_engagement(self, engagement_id: str) -> Dispute | None: ...
+
+    async def save(self, dispute: Dispute) -> None: ...
+
+    async def list(
+        self, state: DisputeState | None, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Dispute]: ...
+
+
+class EscrowLedger(Protocol):
+    """The wallet as the escrow's ledger: accounts by what they are, transfers by their id."""
+
+    async def post(self, transfer_id: str, legs: tuple[Leg, ...], metadata: dict[str, str]) -> None:
+        """Post the legs as one transfer (idempotent on `transfer_id`); INSUFFICIENT_FUNDS when
+        the source cannot pay (nothing posted)."""
+
+    async def account_id(self, ref: AccountRef) -> str:
+        """The account's id (opened idempotently)."""
+
+    async def credits_of(self, transfer_id: str) -> dict[str, int]:
+        """What a posted transfer credited, by account id (empty if no such transfer)."""
+
+
+class CardRefunds(Protocol):
+    """Payments' Refund of a card-funded engagement."""
+
+    async def refund(
+        self, payment_id: str, amount_minor: int, request_id: str, reason: str
+    ) -> RefundOutcome:
+        """Refund (idempotent on `request_id`): the refund id and its status."""
+
+    async def provider_of(self, payment_id: str) -> str:
+        """The provider that took the payment (its clearing account books the refund)."""
+
+
+class JobPayments(Protocol):
+    """Payments' direct job payment (ESC-5): a provider checkout whose success books the coins
+    and the escrow on the ledger and publishes `payment.captured` with the engagement id."""
+
+    async def create_checkout(self, request: JobPaymentCheckout) -> JobPaymentSession:
+        """Open (idempotently on the engagement) the checkout of one engagement's payment."""
+
+
 class JobsUnitOfWork(Protocol):
     """One local transaction over the jobs repositories; rolls back unless committed.
 
@@ -219,6 +306,9 @@ class JobsUnitOfWork(Protocol):
     job_requests: JobRequestRepository
     offers: OfferRepository
     engagements: EngagementRepository
+    outbox: MarketplaceOutbox
+    money_steps: MoneyStepRepository
+    disputes: DisputeRepository
 
     async def __aenter__(self) -> Self: ...
 

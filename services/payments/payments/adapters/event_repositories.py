@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.notifier import SqlCallbackQueue
 from payments.adapters import snapshots
 from payments.adapters import tables as t
 from payments.domain.events import EventType, OutboxEvent
@@ -75,6 +76,7 @@ def _snapshot(event: OutboxEvent) -> dict[str, Any]:
 class SqlOutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
+        self._callbacks = SqlCallbackQueue(session, t.outbox)
 
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
         await self.s.execute(_LOCK_OUTBOX, {"k": OUTBOX_LOCK_KEY})
@@ -100,53 +102,21 @@ class SqlOutboxRepository:
         return [_outbox(r) for r in (await self.s.execute(stmt)).all()]
 
     async def backlog(self) -> int:
-        n = await self.s.scalar(
-            select(func.count())
-            .select_from(t.outbox)
-            .where(t.outbox.c.callback_next_at.is_not(None))
-        )
-        return int(n or 0)
+        return await self._callbacks.backlog()
 
     async def lease_callbacks(
         self, now: datetime, limit: int, lease_seconds: float
     ) -> list[OutboxEvent]:
-        stmt = (
-            select(t.outbox)
-            .where(t.outbox.c.callback_next_at <= now)
-            .order_by(t.outbox.c.cursor)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        rows = (await self.s.execute(stmt)).all()
-        events = [_outbox(r) for r in rows]
-        if events:
-            await self.s.execute(
-                update(t.outbox)
-                .where(t.outbox.c.cursor.in_([e.cursor for e in events]))
-                .values(
-                    callback_next_at=now + timedelta(seconds=lease_seconds),
-                    callback_attempts=t.outbox.c.callback_attempts + 1,
-                )
-            )
-        return events
+        return [_outbox(r) for r in await self._callbacks.lease_rows(now, limit, lease_seconds)]
 
     async def callback_done(self, cursor: int, now: datetime) -> None:
-        await self.s.execute(
-            update(t.outbox)
-            .where(t.outbox.c.cursor == cursor)
-            .values(callback_next_at=None, callback_delivered_at=now)
-        )
+        await self._callbacks.callback_done(cursor, now)
 
     async def callback_retry(self, cursor: int, next_at: datetime) -> None:
-        await self.s.execute(
-            update(t.outbox).where(t.outbox.c.cursor == cursor).values(callback_next_at=next_at)
-        )
+        await self._callbacks.callback_retry(cursor, next_at)
 
     async def callback_attempts(self, cursor: int) -> int:
-        n = await self.s.scalar(
-            select(t.outbox.c.callback_attempts).where(t.outbox.c.cursor == cursor)
-        )
-        return int(n or 0)
+        return await self._callbacks.callback_attempts(cursor)
 
 
 def _outbox(row: Any) -> OutboxEvent:

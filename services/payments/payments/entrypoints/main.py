@@ -11,10 +11,10 @@ from pathlib import Path
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_platform.db import Database
 from hirepay_platform.identity import AccessPolicy
+from hirepay_platform.notifier import CallbackSender, parse_callback_urls
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from payments.adapters.blocking import BlockingCalls
-from payments.adapters.callbacks import CallbackSender, parse_callback_urls
 from payments.adapters.fatora_provider import FatoraProvider
 from payments.adapters.payout_ledger import WalletPayoutLedger
 from payments.adapters.paypal_provider import PayPalProvider

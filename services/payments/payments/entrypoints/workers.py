@@ -9,11 +9,11 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable
-from datetime import timedelta
 
 from google.protobuf import json_format
 
-from payments.adapters.callbacks import CallbackSender
+from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
+from payments.domain.events import OutboxEvent
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers, metrics
 from payments.service_layer.deps import Deps
@@ -48,36 +48,27 @@ async def run_callback_relay(
     max_delay: float = 300.0,
 ) -> None:
     """Deliver outbox events to subsystems' callback URLs, at least once, with backoff."""
-    while not stop.is_set():
-        delivered = 0
-        try:
-            d = deps()
-            async with d.uow as uow:
-                now = d.clock()
-                batch = await uow.outbox.lease_callbacks(now, 50, 30.0)
-                await uow.commit()
-            for event in batch:
-                body = json.dumps(
-                    json_format.MessageToDict(conv.event_msg(event)), sort_keys=True
-                ).encode()
-                ok = await sender.send(event.subsystem, event.event_id, body)
-                async with d.uow as uow:
-                    now = d.clock()
-                    if ok:
-                        await uow.outbox.callback_done(event.cursor, now)
-                        delivered += 1
-                    else:
-                        attempts = await uow.outbox.callback_attempts(event.cursor)
-                        delay = min(max_delay, interval * 2 ** min(attempts, 16))
-                        await uow.outbox.callback_retry(
-                            event.cursor, now + timedelta(seconds=delay)
-                        )
-                    await uow.commit()
-            async with d.uow as uow:
-                metrics.OUTBOX_BACKLOG.set(await uow.outbox.backlog())
-        except Exception:
-            log.exception("callback relay round failed")
-        await _sleep(stop, 0.05 if delivered else interval)
+
+    def encode(event: OutboxEvent) -> bytes:
+        message = json_format.MessageToDict(conv.event_msg(event))
+        return json.dumps(message, sort_keys=True).encode()
+
+    async def round_() -> int:
+        d = deps()
+        delivered = await deliver_due(
+            d.uow,
+            lambda uow: uow.outbox,
+            sender,
+            encode,
+            d.clock,
+            base_delay=interval,
+            max_delay=max_delay,
+        )
+        async with d.uow as uow:
+            metrics.OUTBOX_BACKLOG.set(await uow.outbox.backlog())
+        return delivered
+
+    await relay_loop(round_, stop, interval=interval)
 
 
 async def run_credit_grants(

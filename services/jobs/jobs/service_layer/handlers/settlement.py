@@ -17,6 +17,7 @@ from jobs.domain.posting_saga import (
 )
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.marketplace import job_payments
 from jobs.service_layer.posting.activation import observe
 from jobs.service_layer.posting.driver import drive
 from jobs.service_layer.posting.leases import release
@@ -28,7 +29,9 @@ async def apply_settlement_event(cmd: commands.ApplySettlementEvent, deps: Deps)
     """Apply one settlement event (PAY-9) and record its cursor; safe to apply twice."""
     event = cmd.event
     applied = False
-    if event.branch_id in ("", BRANCH_ID) and event.global_tx_id:
+    if event.metadata.get("type") == job_payments.JOB_PAYMENT:
+        applied = await job_payments.apply_job_payment_event(event, deps)
+    elif event.branch_id in ("", BRANCH_ID) and event.global_tx_id:
         applied = await _apply(event, deps)
     async with deps.uow as uow:
         await uow.settlements.advance(cmd.consumer, event.cursor)

@@ -1,0 +1,462 @@
+"""The escrow after funding (ESC-7, ESC-8): who gets what when an engagement completes, is
+cancelled or its dispute is resolved, and the money step that moves it on the ledger.
+
+Pure rules (standard library and the marketplace model only). A payout names every amount that
+leaves the escrow (and the fee that goes back from revenue on a full refund); it always empties
+the escrow and its parts always sum to the engagement amount with what was taken at funding.
+A money step is the one ledger transfer (deterministic id `engagement:<id>:<step>`, or for a card
+refund `payment:<pid>:refund:<refund_id>`) that carries a payout out; it is recorded pending in
+the transaction that decides the change and driven until done (idempotent by its transfer id).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from hirepay_platform.errors import ErrorKind, HirepayError, ValidationError
+from jobs.domain.marketplace import (
+    COIN_UNIT,
+    Engagement,
+    EngagementState,
+    FundingSource,
+    completion_split,
+    engagement_transfer_id,
+    escrow_owner,
+)
+
+PLATFORM_OWNER = "platform"
+
+# --------------------------------------------------------------------------- errors
+
+
+class EngagementNotFound(HirepayError):
+    """No engagement with this id is visible to the caller (others' look absent too)."""
+
+    kind = ErrorKind.NOT_FOUND
+    reason = "ENGAGEMENT_NOT_FOUND"
+
+    def __init__(self, engagement_id: str) -> None:
+        super().__init__(
+            f"engagement {engagement_id} not found", metadata={"engagement_id": engagement_id}
+        )
+
+
+class DisputeNotFound(HirepayError):
+    kind = ErrorKind.NOT_FOUND
+    reason = "DISPUTE_NOT_FOUND"
+
+    def __init__(self, dispute_id: str) -> None:
+        super().__init__(f"dispute {dispute_id} not found", metadata={"dispute_id": dispute_id})
+
+
+class EscrowFrozen(HirepayError):
+    """A dispute is open: nothing leaves the escrow until an admin resolves it (ESC-8)."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    reason = "ESCROW_FROZEN"
+
+    def __init__(self, engagement_id: str) -> None:
+        super().__init__(
+            f"engagement {engagement_id} is disputed: its escrow is frozen",
+            metadata={"engagement_id": engagement_id},
+        )
+
+
+class DisputeAlreadyResolved(HirepayError):
+    kind = ErrorKind.FAILED_PRECONDITION
+    reason = "DISPUTE_ALREADY_RESOLVED"
+
+    def __init__(self, dispute_id: str) -> None:
+        super().__init__(
+            f"dispute {dispute_id} is already resolved", metadata={"dispute_id": dispute_id}
+        )
+
+
+# --------------------------------------------------------------------------- policy and payouts
+
+
+@dataclass(frozen=True, slots=True)
+class CancelPolicy:
+    """Whether a cancellation gives the acceptance fee back too (ESC-8 clarification: before
+    work starts everything back, the fee too; after, the escrow back and the fee kept)."""
+
+    refund_fee_before_start: bool = True
+    refund_fee_after_start: bool = False
+    # Whether a customer may cancel once the contractor started (else only a dispute helps).
+    cancel_after_start: bool = True
+
+
+class Resolution(enum.StrEnum):
+    """An admin's decision on a dispute (exactly once)."""
+
+    RELEASE = "release"  # the normal completion split: fee2 to revenue, the rest to the contractor
+    REFUND = "refund"  # the escrow back to the customer; the acceptance fee kept
+    SPLIT = "split"  # contractor_minor to the contractor, the rest of the escrow back; no fee2
+
+
+@dataclass(frozen=True, slots=True)
+class Payout:
+    """Where an engagement's money goes when it ends. `escrow_minor` leaves the escrow in full:
+    to_revenue + to_contractor + to_customer == escrow_minor; `fee_back_minor` returns the
+    acceptance fee from revenue to the customer."""
+
+    escrow_minor: int
+    to_revenue: int = 0
+    to_contractor: int = 0
+    to_customer: int = 0
+    fee_back_minor: int = 0
+
+    def __post_init__(self) -> None:
+        parts = (self.to_revenue, self.to_contractor, self.to_customer, self.fee_back_minor)
+        if any(p < 0 for p in parts):
+            raise ValueError("payout parts must not be negative")
+        if self.to_revenue + self.to_contractor + self.to_customer != self.escrow_minor:
+            raise ValueError("a payout must empty the escrow exactly")
+
+    @property
+    def refunded_minor(self) -> int:
+        """What the customer gets back in all."""
+        return self.to_customer + self.fee_back_minor
+
+
+def completion_payout(engagement: Engagement, completion_fee_bps: int) -> Payout:
+    """ESC-7: fee2 = floor(A * bps / 10000) to revenue, the rest of the escrow to the contractor."""
+    split = completion_split(engagement.amount_minor, engagement.escrow_minor, completion_fee_bps)
+    return Payout(
+        split.escrow_minor, to_revenue=split.fee_minor, to_contractor=split.contractor_minor
+    )
+
+
+def cancel_payout(engagement: Engagement, policy: CancelPolicy) -> Payout:
+    """ESC-8: the escrow back to the customer, and the acceptance fee too if the policy says so
+    for the engagement's state (started = in progress)."""
+    started = engagement.state is EngagementState.IN_PROGRESS
+    fee_back = policy.refund_fee_after_start if started else policy.refund_fee_before_start
+    return Payout(
+        engagement.escrow_minor,
+        to_customer=engagement.escrow_minor,
+        fee_back_minor=engagement.fee1_minor if fee_back else 0,
+    )
+
+
+def resolution_payout(
+    engagement: Engagement, resolution: Resolution, contractor_minor: int, completion_fee_bps: int
+) -> Payout:
+    """An admin's resolution of a dispute as a payout (MARKETPLACE.md "Dispute")."""
+    escrow = engagement.escrow_minor
+    if resolution is Resolution.RELEASE:
+        return completion_payout(engagement, completion_fee_bps)
+    if resolution is Resolution.REFUND:
+        return Payout(escrow, to_customer=escrow)
+    if isinstance(contractor_minor, bool) or not isinstance(contractor_minor, int):
+        raise ValidationError(
+            "contractor_minor must be an integer", fields={"contractor_minor": "integer"}
+        )
+    if not 0 <= contractor_minor <= escrow:
+        raise ValidationError(
+            "a split gives the contractor between 0 and the escrow",
+            fields={"contractor_minor": f"must be 0..{escrow}"},
+        )
+    return Payout(escrow, to_contractor=contractor_minor, to_customer=escrow - contractor_minor)
+
+
+# --------------------------------------------------------------------------- ledger legs
+
+
+class AccountKind(enum.StrEnum):
+    """The wallet account kinds the escrow touches (MARKETPLACE.md "Ledger conventions")."""
+
+    USER = "user"
+    PLATFORM_REVENUE = "platform_revenue"
+    ESCROW = "escrow"
+    PROVIDER_CLEARING = "provider_clearing"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRef:
+    """A wallet account by what it is (opened idempotently on owner + unit + kind)."""
+
+    owner: str
+    unit: str
+    kind: AccountKind
+
+    @classmethod
+    def user(cls, owner: str, unit: str) -> AccountRef:
+        return cls(owner, unit, AccountKind.USER)
+
+    @classmethod
+    def revenue(cls, unit: str) -> AccountRef:
+        return cls(PLATFORM_OWNER, unit, AccountKind.PLATFORM_REVENUE)
+
+    @classmethod
+    def escrow(cls, engagement_id: str, unit: str) -> AccountRef:
+        return cls(escrow_owner(engagement_id), unit, AccountKind.ESCROW)
+
+    @classmethod
+    def clearing(cls, provider: str, unit: str) -> AccountRef:
+        return cls(f"provider:{provider}", unit, AccountKind.PROVIDER_CLEARING)
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    """One leg of a transfer: an amount from one account to another (same unit)."""
+
+    source: AccountRef
+    target: AccountRef
+    amount_minor: int
+
+
+def payout_legs(engagement: Engagement, payout: Payout, provider: str = "") -> tuple[Leg, ...]:
+    """The legs that carry a payout out. What goes back to the customer goes the way it was paid:
+    coins (a coin offer, a coin or direct job payment) to the customer's COIN wallet; a card to
+    the provider clearing account (`provider` names it), the provider refunding the card."""
+    unit = engagement.unit
+    escrow = AccountRef.escrow(engagement.id, unit)
+    revenue = AccountRef.revenue(unit)
+    if engagement.funding is FundingSource.CARD:
+        back = AccountRef.clearing(provider, unit)
+    else:
+        back = AccountRef.user(engagement.customer_id, unit)
+    contractor = AccountRef.user(engagement.contractor_id, unit)
+    legs = (
+        Leg(escrow, revenue, payout.to_revenue),
+        Leg(escrow, contractor, payout.to_contractor),
+        Leg(escrow, back, payout.to_customer),
+        Leg(revenue, back, payout.fee_back_minor),
+    )
+    return tuple(leg for leg in legs if leg.amount_minor > 0)
+
+
+def funding_legs(engagement: Engagement) -> tuple[Leg, ...]:
+    """A coin job payment (ESC-4): the customer's coins, fee1 to revenue(COIN), the rest to the
+    engagement's escrow, in one transfer."""
+    customer = AccountRef.user(engagement.customer_id, COIN_UNIT)
+    legs = (
+        Leg(customer, AccountRef.revenue(COIN_UNIT), engagement.fee1_minor),
+        Leg(customer, AccountRef.escrow(engagement.id, COIN_UNIT), engagement.escrow_minor),
+    )
+    return tuple(leg for leg in legs if leg.amount_minor > 0)
+
+
+# --------------------------------------------------------------------------- money steps
+
+
+class StepKind(enum.StrEnum):
+    FUND = "fund"  # a coin job payment's funding transfer (ESC-4)
+    COMPLETE = "complete"
+    CANCEL = "cancel"
+    RESOLVE = "resolve"
+
+
+class StepState(enum.StrEnum):
+    PENDING = "pending"  # decided; the transfer (and a card refund) not yet confirmed
+    DONE = "done"  # posted on the ledger
+    REFUSED = "refused"  # the ledger refused it for good (a coin payment short of coins)
+
+
+@dataclass(slots=True)
+class MoneyStep:
+    """One engagement's money movement, recorded before it is made and driven until done.
+
+    Its legs are booked under `transfer_id` (`engagement:<id>:<step>`), except a card refund's:
+    the provider refund comes first (payments' Refund, idempotent on the step's request id), then
+    its legs to provider clearing are booked under `payment:<pid>:refund:<refund_id>`."""
+
+    engagement_id: str
+    kind: StepKind
+    transfer_id: str
+    legs: tuple[Leg, ...]
+    created_at: datetime
+    updated_at: datetime
+    state: StepState = StepState.PENDING
+    payment_id: str = ""  # card: the payment to refund
+    refund_minor: int = 0  # card: what the provider gives back
+    refund_id: str = ""  # card: the refund once payments answered
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    failure: str = ""
+    payout: Payout | None = field(default=None, compare=False)
+
+    @property
+    def request_id(self) -> str:
+        """The idempotency key of the step's calls (the provider refund, the transfer)."""
+        return engagement_transfer_id(self.engagement_id, self.kind.value)
+
+    @property
+    def needs_refund(self) -> bool:
+        return self.refund_minor > 0 and not self.refund_id
+
+    @property
+    def ledger_legs(self) -> tuple[Leg, ...]:
+        """The legs booked under `transfer_id` (all but a card refund's)."""
+        return tuple(
+            leg for leg in self.legs if leg.target.kind is not AccountKind.PROVIDER_CLEARING
+        )
+
+    @property
+    def refund_legs(self) -> tuple[Leg, ...]:
+        """A card refund's legs, to provider clearing, booked under `refund_transfer_id`."""
+        return tuple(leg for leg in self.legs if leg.target.kind is AccountKind.PROVIDER_CLEARING)
+
+    @property
+    def refund_transfer_id(self) -> str:
+        return f"payment:{self.payment_id}:refund:{self.refund_id}"
+
+    def refunded(self, refund_id: str, now: datetime) -> None:
+        """The provider refund exists: its booking is keyed by it."""
+        self.refund_id = refund_id
+        self.updated_at = now
+
+    def done(self, now: datetime) -> None:
+        self.state = StepState.DONE
+        self.failure = ""
+        self.next_attempt_at = None
+        self.updated_at = now
+
+    def refused(self, why: str, now: datetime) -> None:
+        self.state = StepState.REFUSED
+        self.failure = why[:200]
+        self.next_attempt_at = None
+        self.updated_at = now
+
+    def retry_at(self, at: datetime, why: str, now: datetime) -> None:
+        self.attempts += 1
+        self.failure = why[:200]
+        self.next_attempt_at = at
+        self.updated_at = now
+
+
+def plan_step(
+    engagement: Engagement, kind: StepKind, payout: Payout, now: datetime, provider: str = ""
+) -> MoneyStep:
+    """The money step of an engagement's end (complete, cancel, resolve)."""
+    refund = payout.refunded_minor if engagement.funding is FundingSource.CARD else 0
+    return MoneyStep(
+        engagement_id=engagement.id,
+        kind=kind,
+        transfer_id=engagement_transfer_id(engagement.id, kind.value),
+        legs=payout_legs(engagement, payout, provider),
+        created_at=now,
+        updated_at=now,
+        payment_id=engagement.payment_id if refund else "",
+        refund_minor=refund,
+        next_attempt_at=now,
+        payout=payout,
+    )
+
+
+def funding_step(engagement: Engagement, now: datetime) -> MoneyStep:
+    """The funding step of a coin job payment."""
+    return MoneyStep(
+        engagement_id=engagement.id,
+        kind=StepKind.FUND,
+        transfer_id=engagement_transfer_id(engagement.id, StepKind.FUND.value),
+        legs=funding_legs(engagement),
+        created_at=now,
+        updated_at=now,
+        next_attempt_at=now,
+    )
+
+
+# --------------------------------------------------------------------------- disputes
+
+
+class DisputeState(enum.StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(slots=True)
+class Dispute:
+    """A dispute on an assigned or in-progress engagement: its escrow frozen until resolved."""
+
+    id: str
+    engagement_id: str
+    opened_by: str
+    reason: str
+    state: DisputeState
+    opened_at: datetime
+    # The engagement's state when it was opened (work started or not).
+    engagement_state: EngagementState = EngagementState.ASSIGNED
+    resolution: Resolution | None = None
+    contractor_minor: int = 0
+    resolved_by: str = ""
+    note: str = ""
+    resolved_at: datetime | None = None
+
+    def resolve(
+        self, resolution: Resolution, contractor_minor: int, admin: str, note: str, now: datetime
+    ) -> None:
+        if self.state is DisputeState.RESOLVED:
+            raise DisputeAlreadyResolved(self.id)
+        self.state = DisputeState.RESOLVED
+        self.resolution = resolution
+        self.contractor_minor = contractor_minor
+        self.resolved_by = admin
+        self.note = note
+        self.resolved_at = now
+
+
+DISPUTABLE = frozenset({EngagementState.ASSIGNED, EngagementState.IN_PROGRESS})
+
+
+def with_state(engagement: Engagement, state: EngagementState) -> Engagement:
+    """A copy of the engagement in another state (payout rules that depend on where it was)."""
+    return replace(engagement, state=state, pending=[])
+
+
+def validate_reason(text: str, name: str = "reason", limit: int = 2_000) -> str:
+    text = (text or "").strip()
+    if not text or len(text) > limit:
+        raise ValidationError(f"the {name} is required", fields={name: f"1-{limit} characters"})
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class RefundOutcome:
+    """Payments' answer to a refund: its id and status (PENDING, SUCCEEDED or FAILED)."""
+
+    refund_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaymentCheckout:
+    """What payments needs to open a direct job payment's checkout (ESC-5)."""
+
+    engagement_id: str
+    job_id: str
+    customer_id: str
+    freelancer_id: str
+    amount_minor: int
+    currency: str
+    return_url: str = ""
+    cancel_url: str = ""
+    email: str = ""
+    provider: str = ""
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """MARKETPLACE.md: the payment's metadata, carried to its settlement event."""
+        return {
+            "type": "job_payment",
+            "purpose": "job_payment",
+            "subsystem": "jobs",
+            "engagement_id": self.engagement_id,
+            "job_id": self.job_id,
+            "freelancer_id": self.freelancer_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class JobPaymentSession:
+    """Payments' answer: the payment and where the customer pays."""
+
+    payment_id: str
+    checkout_url: str
+    # The coins the payment issues at payments' rate: the funding fee and the escrow.
+    coins: int = 0
+    fee_coins: int = 0
+    escrow_coins: int = 0

@@ -1,0 +1,134 @@
+"""Driving an engagement's money step (complete, cancel, resolve, a coin job payment's funding) to
+its end: the barrier is the step row (insert-first on engagement + kind, written in the
+transaction that decides the change), the transfer ids are deterministic, and every call is
+idempotent, so the request that decided it, a twin request and the recovery worker may all drive
+the same step: the ledger applies it once.
+
+A card refund goes first to payments (Refund, idempotent on the step's request id), then its
+booking `payment:<pid>:refund:<refund_id>` (escrow / revenue -> provider clearing)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from hirepay_platform.errors import HirepayError
+from hirepay_platform.reasons import FailureReason
+from jobs.domain.escrow import MoneyStep, StepKind, StepState
+from jobs.service_layer.deps import Deps
+
+log = logging.getLogger(__name__)
+
+REFUND_FAILED = "FAILED"
+
+# What happens once a step is done or refused (the funding of a coin job payment assigns or
+# cancels its engagement); registered by the module that owns the step's kind.
+AfterStep = Callable[[MoneyStep, Deps], Awaitable[None]]
+_AFTER: dict[StepKind, AfterStep] = {}
+
+
+def on_settled(kind: StepKind, hook: AfterStep) -> None:
+    _AFTER[kind] = hook
+
+
+def _metadata(step: MoneyStep) -> dict[str, str]:
+    return {
+        "engagement_id": step.engagement_id,
+        "step": step.kind.value,
+        "description": f"Engagement {step.engagement_id}: {step.kind.value}",
+    }
+
+
+async def _load(engagement_id: str, kind: StepKind, deps: Deps) -> MoneyStep | None:
+    async with deps.uow as uow:
+        return await uow.money_steps.get(engagement_id, kind)
+
+
+async def _refund_card(step: MoneyStep, deps: Deps) -> MoneyStep:
+    """The provider refund of a card-funded step, recorded on the step once payments answered."""
+    assert deps.card_refunds is not None, "card refunds need payments (Deps.card_refunds)"
+    outcome = await deps.card_refunds.refund(
+        step.payment_id, step.refund_minor, step.request_id, f"engagement_{step.kind.value}"
+    )
+    if outcome.status == REFUND_FAILED:
+        raise HirepayError(
+            f"the provider refused the refund {outcome.refund_id}", reason="REFUND_FAILED"
+        )
+    async with deps.uow as uow:
+        current = await uow.money_steps.get(step.engagement_id, step.kind, for_update=True)
+        if current is None:
+            return step
+        if not current.refund_id:
+            current.refunded(outcome.refund_id, deps.clock())
+            await uow.money_steps.save(current)
+            await uow.commit()
+        return current
+
+
+async def _post(step: MoneyStep, deps: Deps) -> None:
+    assert deps.escrow is not None, "money steps need the wallet (Deps.escrow)"
+    if step.needs_refund:
+        step = await _refund_card(step, deps)
+    await deps.escrow.post(step.transfer_id, step.ledger_legs, _metadata(step))
+    if step.refund_legs:
+        metadata = {**_metadata(step), "payment_id": step.payment_id, "refund_id": step.refund_id}
+        await deps.escrow.post(step.refund_transfer_id, step.refund_legs, metadata)
+
+
+async def _settle(step: MoneyStep, deps: Deps, error: HirepayError | None) -> MoneyStep:
+    """Record the outcome: done, refused for good (a coin funding short of coins), or due again
+    after a backoff (anything else: a participant down, a lost answer)."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        current = await uow.money_steps.get(step.engagement_id, step.kind, for_update=True)
+        if current is None or current.state is not StepState.PENDING:
+            return current or step
+        if error is None:
+            current.done(now)
+        elif step.kind is StepKind.FUND and error.reason == FailureReason.INSUFFICIENT_FUNDS:
+            current.refused(error.reason, now)
+        else:
+            config = deps.config
+            delay = min(
+                config.retry_max_seconds, config.retry_base_seconds * 2 ** min(current.attempts, 20)
+            )
+            current.retry_at(now + timedelta(seconds=delay), f"{error.reason}: {error}", now)
+        await uow.money_steps.save(current)
+        await uow.commit()
+    return current
+
+
+async def drive(engagement_id: str, kind: StepKind, deps: Deps) -> MoneyStep | None:
+    """Drive one step once: post it (idempotent) and record the outcome; then its kind's hook."""
+    step = await _load(engagement_id, kind, deps)
+    if step is None:
+        return None
+    if step.state is StepState.PENDING:
+        error: HirepayError | None = None
+        try:
+            await _post(step, deps)
+        except HirepayError as exc:
+            log.info("money step %s/%s not done yet: %r", engagement_id, kind.value, exc)
+            error = exc
+        step = await _settle(step, deps, error)
+    hook = _AFTER.get(kind)
+    if hook is not None and step.state is not StepState.PENDING:
+        await hook(step, deps)
+    return step
+
+
+async def recover_due(deps: Deps, limit: int = 50) -> int:
+    """Drive the steps left pending past their due time (several replicas: each step is leased
+    FOR UPDATE SKIP LOCKED and moved past the lease, so one worker takes it at a time)."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        lease = now + timedelta(seconds=deps.config.lease_seconds)
+        due = await uow.money_steps.claim_due(now, lease, limit)
+        await uow.commit()
+    for step in due:
+        try:
+            await drive(step.engagement_id, step.kind, deps.fresh())
+        except Exception:
+            log.exception("recovering money step %s/%s failed", step.engagement_id, step.kind)
+    return len(due)
