@@ -15,7 +15,7 @@ from sandbox_kit.faults import FaultMiddleware
 from stripe_sandbox import admin, api, hosted
 from stripe_sandbox.config import SandboxConfig
 from stripe_sandbox.faults import render_error
-from stripe_sandbox.resources import checkout
+from stripe_sandbox.resources import checkout, connect
 from stripe_sandbox.runtime import Sandbox
 
 log = logging.getLogger("stripe_sandbox")
@@ -43,6 +43,8 @@ def create_app(config: SandboxConfig) -> ASGIApp:
             saver = asyncio.create_task(
                 sandbox.state_file.run(sandbox.store, sandbox.idempotency), name="save state"
             )
+        if connect.resume_payouts(sandbox):
+            log.info("payouts on their way before the restart will settle")
         for url in config.webhook_urls:
             log.info("webhooks for every event go to %s", url)
         try:

@@ -27,6 +27,9 @@ class SandboxConfig:
     webhook_concurrency: int = 8
     settle_after: float | None = None  # auto-settle bank debits after N seconds; None: admin only
     payout_settle_after: float | None = 0.5  # pay out after N seconds; None: admin only
+    # Connect accounts: "instant" (usable at once) or "hosted" (express/standard accounts need
+    # their account link's page first, as at Stripe).
+    connect_onboarding: str = "instant"
     log_level: str = "info"
     # Where the state is kept across restarts (JSON, rewritten after changes); None: memory only.
     state_file: str | None = None
@@ -69,6 +72,11 @@ def load_config(
     )
     parser.add_argument("--settle-after", default=env.get("SANDBOX_SETTLE_AFTER"))
     parser.add_argument("--payout-settle-after", default=env.get("SANDBOX_PAYOUT_SETTLE_AFTER"))
+    parser.add_argument(
+        "--connect-onboarding",
+        choices=("instant", "hosted"),
+        default=env.get("SANDBOX_CONNECT_ONBOARDING") or "instant",
+    )
     parser.add_argument("--log-level", default=env.get("SANDBOX_LOG_LEVEL", "info"))
     parser.add_argument("--state-file", default=env.get("SANDBOX_STATE_FILE"))
     args = parser.parse_args(argv)
@@ -96,6 +104,7 @@ def load_config(
         webhook_concurrency=max(1, int(args.webhook_concurrency or defaults.webhook_concurrency)),
         settle_after=_float(args.settle_after, None),
         payout_settle_after=_float(args.payout_settle_after, defaults.payout_settle_after),
+        connect_onboarding=args.connect_onboarding,
         log_level=args.log_level,
         state_file=args.state_file or None,
     )

@@ -1,5 +1,5 @@
-"""The pages a person visits: hosted Checkout (`/checkout/{id}`) and the 3-D Secure challenge
-(`/3ds/{pi}`). Plain HTML forms, so a test can drive them with an HTTP client too."""
+"""The pages a person visits: hosted Checkout (`/checkout/{id}`), the 3-D Secure challenge
+(`/3ds/{pi}`) and Connect onboarding (`/connect/onboarding/{link}`). Plain HTML forms, so a test can drive them with an HTTP client too."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from stripe_sandbox import pages
 from stripe_sandbox.api import base_url
 from stripe_sandbox.errors import StripeAPIError
 from stripe_sandbox.params import Params, parse_form
-from stripe_sandbox.resources import checkout, payment_intents
+from stripe_sandbox.resources import checkout, connect, payment_intents
 from stripe_sandbox.runtime import Sandbox
 from stripe_sandbox.store import Context, StripeObject
 
@@ -137,6 +137,20 @@ async def three_ds_submit(request: Request) -> Response:
         )
 
 
+async def onboarding_page(request: Request) -> Response:
+    """Connect onboarding: the sandbox asks nothing, so visiting the page completes the account
+    and sends the person straight back to the link's `return_url` (a page saying so when there
+    is none)."""
+    sb = _sandbox(request)
+    async with sb.store.lock:
+        target = connect.complete_onboarding(sb, request.path_params["link"])
+    if target is None:
+        return _not_found("account link")
+    if target:
+        return RedirectResponse(target, status_code=303)
+    return HTMLResponse(pages.message_page("Onboarding complete", "The account can be paid out."))
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/checkout/{session}", checkout_page, methods=["GET"]),
@@ -145,4 +159,5 @@ def routes() -> list[BaseRoute]:
         Route("/checkout/{session}/return", checkout_return, methods=["GET"]),
         Route("/3ds/{intent}", three_ds_page, methods=["GET"]),
         Route("/3ds/{intent}", three_ds_submit, methods=["POST"]),
+        Route("/connect/onboarding/{link}", onboarding_page, methods=["GET"]),
     ]

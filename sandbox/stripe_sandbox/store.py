@@ -29,6 +29,7 @@ KIND_BY_PREFIX: dict[str, str] = {
     "cs": "checkout.session",
     "acct": "account",
     "tr": "transfer",
+    "trr": "transfer_reversal",
     "po": "payout",
     "evt": "event",
     "we": "webhook_endpoint",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 import stripe
 
@@ -27,6 +28,17 @@ async def test_accounts(client: stripe.StripeClient, account: stripe.Account) ->
         account.id, params={"metadata": {"contractor": "c_1"}}
     )
     assert updated.metadata["contractor"] == "c_1"
+
+
+async def test_a_closed_account_takes_no_transfers(client: stripe.StripeClient) -> None:
+    closing = await client.v1.accounts.create_async(params={"type": "express"})
+    deleted = await client.v1.accounts.delete_async(closing.id)
+    assert (deleted.id, deleted.deleted) == (closing.id, True)
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        await client.v1.transfers.create_async(
+            params={"amount": 100, "currency": "usd", "destination": closing.id}
+        )
+    assert (raised.value.code, raised.value.param) == ("resource_missing", "destination")
 
 
 async def test_transfers(
@@ -115,4 +127,101 @@ async def test_connected_account_payouts_carry_the_account(
 async def test_invalid_payout(client: stripe.StripeClient) -> None:
     with pytest.raises(stripe.InvalidRequestError) as raised:
         await client.v1.payouts.create_async(params={"amount": 0, "currency": "usd"})
+    assert raised.value.param == "amount"
+
+
+async def test_account_links_onboard_at_once(
+    client: stripe.StripeClient, account: stripe.Account, sandbox_url: str
+) -> None:
+    link = await client.v1.account_links.create_async(
+        params={
+            "account": account.id,
+            "type": "account_onboarding",
+            "refresh_url": "https://hirepay.test/refresh",
+            "return_url": "https://hirepay.test/return",
+        }
+    )
+    assert link.object == "account_link"
+    assert link.url.startswith(f"{sandbox_url}/connect/onboarding/")
+    assert link.expires_at > link.created
+    async with httpx.AsyncClient() as http:
+        page = await http.get(link.url)
+    assert (page.status_code, page.headers["location"]) == (303, "https://hirepay.test/return")
+    # Usable at once: payouts are enabled and a bank account that pays is on file.
+    fetched = await client.v1.accounts.retrieve_async(account.id)
+    assert fetched.payouts_enabled is True
+    bank = fetched.external_accounts.data[0]
+    assert (bank.object, bank.last4) == ("bank_account", "6789")
+
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        await client.v1.account_links.create_async(
+            params={"account": "acct_nobody", "type": "account_onboarding"}
+        )
+    assert raised.value.param == "account"
+
+
+@pytest.mark.parametrize(
+    ("number", "code"),
+    [("000111111116", "no_account"), ("000111111113", "account_closed")],
+)
+async def test_payout_to_a_test_bank_account_fails_with_its_code(
+    client: stripe.StripeClient, receiver: WebhookReceiver, number: str, code: str
+) -> None:
+    failing = await client.v1.accounts.create_async(
+        params={
+            "type": "custom",
+            "country": "US",
+            "external_account": {
+                "object": "bank_account",
+                "country": "US",
+                "currency": "usd",
+                "routing_number": "110000000",
+                "account_number": number,
+            },
+        }
+    )
+    assert failing.external_accounts.data[0].last4 == number[-4:]
+    payout = await client.v1.payouts.create_async(
+        params={"amount": 2_500, "currency": "usd"}, options={"stripe_account": failing.id}
+    )
+    assert payout.destination == failing.external_accounts.data[0].id
+    failed = await receiver.wait_about_async(payout.id, "payout.failed")
+    body = failed[0].event["data"]["object"]
+    assert (body["status"], body["failure_code"]) == ("failed", code)
+    assert failed[0].event["account"] == failing.id
+
+    # The account's bank details are updated to a good number: the next payout is paid.
+    await client.v1.accounts.update_async(
+        failing.id, params={"external_account": {"account_number": "000123456789"}}
+    )
+    paid = await client.v1.payouts.create_async(
+        params={"amount": 2_500, "currency": "usd"}, options={"stripe_account": failing.id}
+    )
+    await receiver.wait_about_async(paid.id, "payout.paid")
+
+
+async def test_transfer_reversal(
+    client: stripe.StripeClient, account: stripe.Account, receiver: WebhookReceiver
+) -> None:
+    transfer = await client.v1.transfers.create_async(
+        params={"amount": 4_000, "currency": "usd", "destination": account.id}
+    )
+    reversal = await client.v1.transfers.reversals.create_async(
+        transfer.id, options={"idempotency_key": f"reverse-{transfer.id}"}
+    )
+    assert reversal.id.startswith("trr_")
+    assert (reversal.object, reversal.amount, reversal.transfer) == (
+        "transfer_reversal",
+        4_000,
+        transfer.id,
+    )
+    again = await client.v1.transfers.reversals.create_async(
+        transfer.id, options={"idempotency_key": f"reverse-{transfer.id}"}
+    )
+    assert again.id == reversal.id  # replayed, not reversed twice
+    fetched = await client.v1.transfers.retrieve_async(transfer.id)
+    assert (fetched.reversed, fetched.amount_reversed) == (True, 4_000)
+    await receiver.wait_about_async(transfer.id, "transfer.reversed")
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        await client.v1.transfers.reversals.create_async(transfer.id)
     assert raised.value.param == "amount"

@@ -73,3 +73,44 @@ def test_state_survives_a_crash_and_a_restart(tmp_path: Path) -> None:
         assert sdk.v1.payment_intents.list(params={"limit": 10}).data == []
     finally:
         process.stop()
+
+
+def test_a_payout_on_its_way_settles_after_a_restart(tmp_path: Path) -> None:
+    """A connected account's payout pending when the sandbox crashed is still paid afterwards,
+    and one whose bank account fails still fails with its code."""
+    state = tmp_path / "sandbox-state.json"
+    port = free_port()
+    env = {"SANDBOX_STATE_FILE": str(state), "SANDBOX_PAYOUT_SETTLE_AFTER": "never"}
+    process, url = start_sandbox(name="sandbox-payout-restart", port=port, env=env)
+    try:
+        sdk = stripe_client(url, allow_sync=True)
+        good = sdk.v1.accounts.create(params={"type": "express"})
+        bad = sdk.v1.accounts.create(
+            params={"type": "custom", "external_account": {"account_number": "000111111116"}}
+        )
+        paid = sdk.v1.payouts.create(
+            params={"amount": 1_000, "currency": "usd"}, options={"stripe_account": good.id}
+        )
+        failing = sdk.v1.payouts.create(
+            params={"amount": 1_000, "currency": "usd"}, options={"stripe_account": bad.id}
+        )
+        eventually(lambda: _saved(state, paid.id, failing.id), 10, "state saved", interval=0.05)
+        process.kill()
+    finally:
+        process.stop()
+
+    env["SANDBOX_PAYOUT_SETTLE_AFTER"] = "0.2"
+    process, url = start_sandbox(name="sandbox-payout-restart", port=port, env=env)
+    try:
+        sdk = stripe_client(url, allow_sync=True)
+
+        def status(payout_id: str, account: str) -> str:
+            got = sdk.v1.payouts.retrieve(payout_id, options={"stripe_account": account})
+            return f"{got.status}:{got.failure_code or ''}"
+
+        eventually(lambda: status(paid.id, good.id) == "paid:", 10, "paid after restart")
+        eventually(
+            lambda: status(failing.id, bad.id) == "failed:no_account", 10, "failed after restart"
+        )
+    finally:
+        process.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import TYPE_CHECKING
 
 from stripe_sandbox import ids
@@ -29,7 +30,64 @@ PAYOUT_FAILURES = {
     "could be located with those details.",
 }
 
+# Stripe's documented test bank account numbers for Connect payouts (US routing 110000000):
+# a payout to one of these fails with the code; any other number is paid.
+TEST_BANK_ACCOUNT_FAILURES = {
+    "000111111116": "no_account",
+    "000111111113": "account_closed",
+    "000222222227": "insufficient_funds",
+    "000333333335": "debit_not_authorized",
+    "000444444440": "invalid_currency",
+}
+PAYOUT_FAILURES["debit_not_authorized"] = "Debit transactions are not approved on the bank account."
+PAYOUT_FAILURES["invalid_currency"] = "The bank was unable to process this payout because of its "
+PAYOUT_FAILURES["invalid_currency"] += "currency."
+# What an account without a bank account of its own is given (Stripe's "payout succeeds" number).
+DEFAULT_TEST_ACCOUNT_NUMBER = "000123456789"
+DEFAULT_ROUTING_NUMBER = "110000000"
+ACCOUNT_LINK_TYPES = ("account_onboarding", "account_update")
+# What an express/standard account lacks until onboarding (SANDBOX_CONNECT_ONBOARDING=hosted).
+ONBOARDING_REQUIREMENTS = ("business_type", "external_account", "tos_acceptance.date")
+ACCOUNT_LINK_TTL = 300  # Stripe's account links expire after a few minutes
+
 # -- accounts --------------------------------------------------------------------------------
+
+
+def _external_account(
+    sb: Sandbox, account_id: str, p: Params, currency: str, country: str
+) -> StripeObject:
+    """A bank account (`external_account[...]`), its number kept only as sandbox meta."""
+    number = p.text("account_number") or DEFAULT_TEST_ACCOUNT_NUMBER
+    if not number.isdigit() or not 4 <= len(number) <= 17:
+        raise invalid_request(
+            "The account number is invalid.", param="external_account[account_number]"
+        )
+    bank: StripeObject = {
+        "id": ids.new_id("ba"),
+        "object": "bank_account",
+        "account": account_id,
+        "account_holder_name": p.text("account_holder_name"),
+        "bank_name": "STRIPE TEST BANK",
+        "country": (p.text("country") or country).upper(),
+        "currency": p.currency("currency") or currency,
+        "default_for_currency": True,
+        "last4": number[-4:],
+        "routing_number": p.text("routing_number") or DEFAULT_ROUTING_NUMBER,
+        "status": "new",
+    }
+    sb.store.meta(bank["id"])["account_number"] = number
+    return bank
+
+
+def _set_external_account(sb: Sandbox, account: StripeObject, p: Params) -> None:
+    bank = _external_account(sb, account["id"], p, account["default_currency"], account["country"])
+    account["external_accounts"] = {
+        "object": "list",
+        "data": [bank],
+        "has_more": False,
+        "total_count": 1,
+        "url": f"/v1/accounts/{account['id']}/external_accounts",
+    }
 
 
 def create_account(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
@@ -58,6 +116,11 @@ def create_account(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
         "settings": {"payouts": {"schedule": {"interval": "manual"}}},
         "type": account_type,
     }
+    _set_external_account(sb, account, p.sub("external_account"))
+    if sb.config.connect_onboarding == "hosted" and account_type != "custom":
+        # Like Stripe: the person must go through the account link's page before payouts.
+        account.update(charges_enabled=False, details_submitted=False, payouts_enabled=False)
+        account["requirements"]["currently_due"] = list(ONBOARDING_REQUIREMENTS)
     return sb.store.add("account", account)
 
 
@@ -75,9 +138,59 @@ def update_account(sb: Sandbox, ctx: Context, p: Params, account: str) -> Stripe
     if metadata != obj["metadata"]:
         previous["metadata"] = obj["metadata"]
         obj["metadata"] = metadata
+    if "external_account" in p:
+        previous["external_accounts"] = obj["external_accounts"]
+        _set_external_account(sb, obj, p.sub("external_account"))
     if previous:
         sb.store.emit("account.updated", obj, ctx, previous)
     return obj
+
+
+def delete_account(sb: Sandbox, ctx: Context, p: Params, account: str) -> StripeObject:
+    """Close a connected account: transfers to it and requests on its behalf are refused."""
+    obj = sb.store.get("account", account)
+    del sb.store.objects["account"][obj["id"]]
+    return {"id": obj["id"], "object": "account", "deleted": True}
+
+
+def create_account_link(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
+    """An onboarding link. In the sandbox the account is usable at once; the page at the link
+    redirects to `return_url`, as Stripe's does once the person has finished."""
+    account_id = p.text("account", required=True)
+    sb.store.get("account", account_id, param="account")
+    p.text("type", required=True)
+    p.enum("type", ACCOUNT_LINK_TYPES)
+    return_url = p.text("return_url")
+    refresh_url = p.text("refresh_url")
+    token = ids.new_id("link")
+    sb.store.meta(token).update({"account": account_id, "return_url": return_url})
+    now = sb.store.now()
+    return {
+        "object": "account_link",
+        "created": now,
+        "expires_at": now + ACCOUNT_LINK_TTL,
+        "url": f"{ctx.base_url}/connect/onboarding/{token}",
+        "refresh_url": refresh_url,
+        "return_url": return_url,
+    }
+
+
+def complete_onboarding(sb: Sandbox, token: str) -> str | None:
+    """The person went through an account link's page: the account is complete (payouts
+    enabled, `account.updated` emitted). Where the page sends them (None: an unknown link)."""
+    meta = sb.store.internal.get(token)
+    if not meta or "account" not in meta:
+        return None
+    account = sb.store.objects.get("account", {}).get(meta["account"])
+    if account is not None and not account["payouts_enabled"]:
+        previous = {
+            "payouts_enabled": False,
+            "requirements": copy.deepcopy(account["requirements"]),
+        }
+        account.update(charges_enabled=True, details_submitted=True, payouts_enabled=True)
+        account["requirements"]["currently_due"] = []
+        sb.store.emit("account.updated", account, None, previous)
+    return str(meta.get("return_url") or "")
 
 
 def list_accounts(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
@@ -158,6 +271,49 @@ def update_transfer(sb: Sandbox, ctx: Context, p: Params, transfer: str) -> Stri
     return obj
 
 
+def create_reversal(sb: Sandbox, ctx: Context, p: Params, transfer: str) -> StripeObject:
+    """Take (part of) a transfer back from the connected account to the platform."""
+    obj = sb.store.get("transfer", transfer, ctx.account)
+    remaining = obj["amount"] - obj["amount_reversed"]
+    amount = p.integer("amount", minimum=1)
+    amount = remaining if amount is None else amount
+    if amount > remaining or remaining == 0:
+        raise invalid_request(
+            f"Amount ({amount}) is greater than the amount that can be reversed ({remaining}).",
+            param="amount",
+        )
+    reversal: StripeObject = {
+        "id": ids.new_id("trr"),
+        "object": "transfer_reversal",
+        "amount": amount,
+        "balance_transaction": None,
+        "created": sb.store.now(),
+        "currency": obj["currency"],
+        "destination_payment_refund": None,
+        "metadata": p.metadata() or {},
+        "source_refund": None,
+        "transfer": obj["id"],
+    }
+    sb.store.add("transfer_reversal", reversal, ctx.account)
+    obj["amount_reversed"] += amount
+    obj["reversed"] = obj["amount_reversed"] == obj["amount"]
+    obj["reversals"]["data"].insert(0, reversal)
+    obj["reversals"]["total_count"] += 1
+    sb.store.emit("transfer.reversed", obj, ctx)
+    return reversal
+
+
+def list_reversals(sb: Sandbox, ctx: Context, p: Params, transfer: str) -> StripeObject:
+    sb.store.get("transfer", transfer, ctx.account)
+    return sb.store.list(
+        "transfer_reversal",
+        p,
+        f"/v1/transfers/{transfer}/reversals",
+        ctx.account,
+        where=lambda r: r["transfer"] == transfer,
+    )
+
+
 def list_transfers(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     destination = p.text("destination")
     group = p.text("transfer_group")
@@ -176,9 +332,25 @@ def list_transfers(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
 # -- payouts ---------------------------------------------------------------------------------
 
 
+def _payout_destination(sb: Sandbox, ctx: Context, p: Params) -> tuple[str, str | None]:
+    """(bank account id, the failure its test number triggers) of a payout: the connected
+    account's bank account (or `destination`), else a platform bank account that pays."""
+    destination = p.text("destination")
+    if ctx.account is None:
+        return destination or ids.new_id("ba"), None
+    account = sb.store.get("account", ctx.account)
+    banks = account.get("external_accounts", {}).get("data", [])
+    bank = next((b for b in banks if destination in (None, b["id"])), None)
+    if bank is None:
+        raise no_such("external account", destination or "", param="destination")
+    number = sb.store.meta(bank["id"]).get("account_number", "")
+    return bank["id"], TEST_BANK_ACCOUNT_FAILURES.get(number)
+
+
 def create_payout(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     amount = p.integer("amount", required=True, minimum=1)
     currency = p.currency("currency", required=True)
+    destination, bank_failure = _payout_destination(sb, ctx, p)
     now = sb.store.now()
     payout: StripeObject = {
         "id": ids.new_id("po"),
@@ -190,7 +362,7 @@ def create_payout(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
         "created": now,
         "currency": currency,
         "description": p.text("description"),
-        "destination": p.text("destination") or ids.new_id("ba"),
+        "destination": destination,
         "failure_balance_transaction": None,
         "failure_code": None,
         "failure_message": None,
@@ -206,15 +378,33 @@ def create_payout(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     failure = sb.faults.take_payout_failure()
     if failure is not None:
         sb.store.meta(payout["id"])["failure_code"] = failure.failure_code
+    elif bank_failure is not None:
+        sb.store.meta(payout["id"])["failure_code"] = bank_failure
     sb.store.emit("payout.created", payout, ctx)
+    _schedule_settlement(sb, payout["id"])
+    return payout
+
+
+def _schedule_settlement(sb: Sandbox, payout_id: str) -> None:
     if sb.config.payout_settle_after is not None:
-        payout_id = payout["id"]
         sb.background.call_later(
             sb.config.payout_settle_after,
             lambda: _auto_settle(sb, payout_id),
             name=f"payout {payout_id}",
         )
-    return payout
+
+
+def resume_payouts(sb: Sandbox) -> int:
+    """After a restart from the state file: payouts still on their way settle as they would
+    have (the bank does not forget them because the sandbox process restarted)."""
+    waiting = [
+        payout_id
+        for payout_id, payout in sb.store.objects.get("payout", {}).items()
+        if payout["status"] in ("pending", "in_transit")
+    ]
+    for payout_id in waiting:
+        _schedule_settlement(sb, payout_id)
+    return len(waiting)
 
 
 def _auto_settle(sb: Sandbox, payout_id: str) -> None:

@@ -11,13 +11,20 @@ import pytest
 import stripe
 
 from hirepay_platform.notifier import parse_callback_urls, sign
-from payments.adapters.stripe_provider import StripeProvider, checkout_from, intent_from, map_error
+from payments.adapters.stripe_provider import (
+    StripeProvider,
+    checkout_from,
+    intent_from,
+    map_error,
+    payout_from,
+)
 from payments.domain.provider import (
     CheckoutState,
     Declined,
     EventSubject,
     InvalidRequest,
     OutcomeUnknown,
+    PayoutStatus,
     ProviderStatus,
     SignatureInvalid,
 )
@@ -147,3 +154,41 @@ def test_a_correctly_signed_but_deeply_nested_body_is_refused_not_a_crash(depth:
     deep = body[:-1] + b', "nested": ' + b"[" * depth + b"]" * depth + b"}"
     with pytest.raises(SignatureInvalid, match="not a Stripe event"):
         provider.construct_event(deep, header(deep, NEW))
+
+
+def test_payout_events_and_objects() -> None:
+    provider = StripeProvider("sk_test_x", api_base="http://127.0.0.1:1", webhook_secrets=[NEW])
+    payout = {
+        "id": "po_1",
+        "object": "payout",
+        "status": "failed",
+        "amount": 7_550,
+        "failure_code": "no_account",
+        "failure_message": "No bank account",
+        "metadata": {"hirepay_withdrawal_id": "wd_1"},
+    }
+    body = json.dumps(
+        {
+            "id": "evt_9",
+            "object": "event",
+            "type": "payout.failed",
+            "created": int(time.time()),
+            "account": "acct_7",
+            "data": {"object": payout},
+        }
+    ).encode()
+    event = provider.construct_event(body, header(body, NEW))
+    assert (event.subject, event.object_id, event.account) == (
+        EventSubject.PAYOUT,
+        "po_1",
+        "acct_7",
+    )
+    assert event.metadata["hirepay_withdrawal_id"] == "wd_1"
+    mapped = payout_from(payout)
+    assert (mapped.status, mapped.amount_minor, mapped.failure_code) == (
+        PayoutStatus.FAILED,
+        7_550,
+        "no_account",
+    )
+    assert payout_from({**payout, "status": "paid"}).status is PayoutStatus.PAID
+    assert payout_from({**payout, "status": "in_transit"}).status is PayoutStatus.IN_TRANSIT

@@ -215,6 +215,40 @@ class PaymentsClient:
             self.stub.ConfirmCheckoutReturn, request, timeout=self.slow_timeout
         )
 
+    # --- payouts (ESC-9): opening accounts and withdrawing call the provider ------------------
+
+    async def create_payout_account(
+        self, request: pay_pb.CreatePayoutAccountRequest
+    ) -> pay_pb.PayoutAccountResponse:
+        return await self.client.call(
+            self.stub.CreatePayoutAccount, request, timeout=self.slow_timeout
+        )
+
+    async def get_payout_account(
+        self, request: pay_pb.GetPayoutAccountRequest
+    ) -> pay_pb.PayoutAccountResponse:
+        # An account still onboarding is re-read from the provider.
+        return await self.client.call(
+            self.stub.GetPayoutAccount, request, timeout=self.slow_timeout
+        )
+
+    async def request_withdrawal(
+        self, request: pay_pb.RequestWithdrawalRequest
+    ) -> pay_pb.WithdrawalResponse:
+        return await self.client.call(
+            self.stub.RequestWithdrawal, request, timeout=self.slow_timeout
+        )
+
+    async def get_withdrawal(
+        self, request: pay_pb.GetWithdrawalRequest
+    ) -> pay_pb.WithdrawalResponse:
+        return await self.client.call(self.stub.GetWithdrawal, request)
+
+    async def list_withdrawals(
+        self, request: pay_pb.ListWithdrawalsRequest
+    ) -> pay_pb.ListWithdrawalsResponse:
+        return await self.client.call(self.stub.ListWithdrawals, request)
+
 
 class WalletClient:
     """The wallet's reads (ESC-11): a user's wallet and history, the admin reports. The gateway

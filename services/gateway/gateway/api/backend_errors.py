@@ -53,6 +53,16 @@ _REASONS: dict[str, tuple[int, str, str]] = {
         "SERVICE_UNAVAILABLE",
         "The event cannot be applied yet; deliver it again later",
     ),
+    "PAYOUT_ACCOUNT_REQUIRED": (
+        409,
+        "PAYOUT_ACCOUNT_REQUIRED",
+        "Connect a payout account (POST /api/wallet/payout-account) before withdrawing",
+    ),
+    "PAYOUT_ACCOUNT_NOT_READY": (
+        409,
+        "PAYOUT_ACCOUNT_NOT_READY",
+        "Finish the payout account's onboarding (GET /api/wallet/payout-account) first",
+    ),
     "TERMS_NOT_ACCEPTED": (400, "TERMS_NOT_ACCEPTED", "The posting terms must be accepted"),
     "TERMS_OUTDATED": (400, "TERMS_OUTDATED", "The accepted terms version is not the current one"),
     "FEE_MISMATCH": (400, "FEE_MISMATCH", "The amount does not match the posting fee"),

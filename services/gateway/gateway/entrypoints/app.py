@@ -21,6 +21,7 @@ from gateway.entrypoints import (
     marketplace_routes,
     ops_routes,
     payments_routes,
+    payout_routes,
     wallet_routes,
 )
 from gateway.entrypoints.error_handlers import install_error_handlers
@@ -105,6 +106,7 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
     app.include_router(jobs_routes.router)
     app.include_router(credits_routes.router)
     app.include_router(applications_routes.router)
+    app.include_router(payout_routes.router)
     app.include_router(coins_routes.router)
     app.include_router(marketplace_routes.router)
     app.include_router(engagement_routes.router)

@@ -67,7 +67,10 @@ class SqlEventRepository:
 
 
 def _snapshot(event: OutboxEvent) -> dict[str, Any]:
-    return snapshots.dump(event.payment, event.transaction)
+    out = snapshots.dump(event.payment, event.transaction)
+    if event.withdrawal is not None:
+        out["withdrawal"] = snapshots.dump_withdrawal(event.withdrawal)
+    return out
 
 
 class SqlOutboxRepository:
@@ -127,4 +130,5 @@ def _outbox(row: Any) -> OutboxEvent:
         payment=payment,
         transaction=txn,
         cursor=m["cursor"],
+        withdrawal=snapshots.load_withdrawal(m["snapshot"]),
     )

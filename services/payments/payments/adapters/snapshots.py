@@ -7,6 +7,7 @@ from typing import Any
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from payments.domain.payouts import ProviderOutcome, Withdrawal, WithdrawalState
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 
 # Internal bookkeeping (keys, tokens, fingerprints) stays out of published events.
@@ -89,3 +90,30 @@ def load(snapshot: dict[str, Any]) -> tuple[Payment | None, Transaction | None]:
             }
         )
     return payment, txn
+
+
+_WITHDRAWAL_DATES = ("created_at", "updated_at", "next_attempt_at")
+# Internal bookkeeping of a withdrawal stays out of published events.
+_WITHDRAWAL_PRIVATE = ("attempts", "last_error")
+
+
+def dump_withdrawal(withdrawal: Withdrawal) -> dict[str, Any]:
+    return {
+        name: _jsonable(getattr(withdrawal, name))
+        for name in Withdrawal.__slots__  # type: ignore[attr-defined]
+        if name not in _WITHDRAWAL_PRIVATE
+    }
+
+
+def load_withdrawal(snapshot: dict[str, Any]) -> Withdrawal | None:
+    if "withdrawal" not in snapshot:
+        return None
+    w = dict(snapshot["withdrawal"])
+    return Withdrawal(
+        **{
+            **w,
+            **{name: _dt(w.get(name)) for name in _WITHDRAWAL_DATES},
+            "state": WithdrawalState(w["state"]),
+            "outcome": ProviderOutcome(w["outcome"]),
+        }
+    )

@@ -28,12 +28,17 @@ from payments.domain.provider import (
     EventSubject,
     InvalidRequest,
     OutcomeUnknown,
+    PayoutAccountRequest,
+    PayoutStatus,
     ProviderCheckout,
     ProviderErrorInfo,
     ProviderEvent,
     ProviderPayment,
+    ProviderPayout,
+    ProviderPayoutAccount,
     ProviderRefund,
     ProviderStatus,
+    ProviderTransfer,
     RefundState,
     SignatureInvalid,
 )
@@ -80,7 +85,12 @@ _CHECKOUT_STATE: dict[CheckoutStatus, CheckoutState] = {
 # The refund reasons Stripe accepts; any other domain reason is sent as metadata only.
 REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 # Stripe event objects and what they are about in the domain.
-_SUBJECTS = {"payment_intent": EventSubject.PAYMENT, "checkout.session": EventSubject.CHECKOUT}
+_SUBJECTS = {
+    "payment_intent": EventSubject.PAYMENT,
+    "checkout.session": EventSubject.CHECKOUT,
+    "payout": EventSubject.PAYOUT,
+}
+_PAYOUT_STATUS = {status.value: status for status in PayoutStatus}
 
 
 def _plain(obj: Any) -> dict[str, Any]:
@@ -168,6 +178,25 @@ def checkout_from(data: Mapping[str, Any]) -> ProviderCheckout:
         amount_minor=int(data.get("amount_total") or 0),
         currency=str(data.get("currency") or "").upper(),
         metadata=_str_map(data.get("metadata")),
+    )
+
+
+def payout_from(data: Mapping[str, Any]) -> ProviderPayout:
+    return ProviderPayout(
+        id=str(data["id"]),
+        status=_PAYOUT_STATUS.get(str(data.get("status") or ""), PayoutStatus.PENDING),
+        amount_minor=int(data.get("amount") or 0),
+        failure_code=str(data.get("failure_code") or ""),
+        failure_message=str(data.get("failure_message") or ""),
+        metadata=_str_map(data.get("metadata")),
+    )
+
+
+def transfer_from(data: Mapping[str, Any]) -> ProviderTransfer:
+    return ProviderTransfer(
+        id=str(data["id"]),
+        amount_minor=int(data.get("amount") or 0),
+        amount_reversed=int(data.get("amount_reversed") or 0),
     )
 
 
@@ -427,6 +456,114 @@ class StripeProvider:
         data = await self._run(lambda: self.client.v1.checkout.sessions.retrieve_async(session_id))
         return checkout_from(data)
 
+    # --- Connect payouts (ESC-9) -------------------------------------------------------------
+
+    async def create_payout_account(
+        self, request: PayoutAccountRequest, idempotency_key: str
+    ) -> ProviderPayoutAccount:
+        params: dict[str, Any] = {
+            "type": "express",
+            "country": request.country,
+            # Stripe's own Express accounts in the platform's country take both capabilities.
+            "capabilities": {
+                "card_payments": {"requested": True},
+                "transfers": {"requested": True},
+            },
+            # Payouts are made by the platform, one per withdrawal (Stripe refuses manual payouts
+            # on an automatic schedule).
+            "settings": {"payouts": {"schedule": {"interval": "manual"}}},
+            "metadata": {"hirepay_user_id": request.user_id},
+        }
+        if request.email:
+            params["email"] = request.email
+        data = await self._run(
+            lambda: self.client.v1.accounts.create_async(
+                params=params,  # type: ignore[arg-type]
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        return ProviderPayoutAccount(str(data["id"]), bool(data.get("payouts_enabled")))
+
+    async def onboarding_link(self, account_id: str, request: PayoutAccountRequest) -> str:
+        # Account links are single-use and short-lived: a fresh one each time, no key needed.
+        data = await self._run(
+            lambda: self.client.v1.account_links.create_async(
+                params={
+                    "account": account_id,
+                    "type": "account_onboarding",
+                    "return_url": request.return_url,
+                    "refresh_url": request.refresh_url,
+                }
+            )
+        )
+        return str(data.get("url") or "")
+
+    async def retrieve_payout_account(self, account_id: str) -> ProviderPayoutAccount:
+        data = await self._run(lambda: self.client.v1.accounts.retrieve_async(account_id))
+        return ProviderPayoutAccount(str(data["id"]), bool(data.get("payouts_enabled")))
+
+    async def transfer(
+        self,
+        account_id: str,
+        amount_minor: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ProviderTransfer:
+        data = await self._run(
+            lambda: self.client.v1.transfers.create_async(
+                params={
+                    "amount": amount_minor,
+                    "currency": currency.lower(),
+                    "destination": account_id,
+                    "metadata": dict(metadata),
+                },
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        return transfer_from(data)
+
+    async def reverse_transfer(
+        self, transfer_id: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> ProviderTransfer:
+        await self._run(
+            lambda: self.client.v1.transfers.reversals.create_async(
+                transfer_id,
+                params={"metadata": dict(metadata)},
+                options={"idempotency_key": idempotency_key},
+            )
+        )
+        data = await self._run(lambda: self.client.v1.transfers.retrieve_async(transfer_id))
+        return transfer_from(data)
+
+    async def payout(
+        self,
+        account_id: str,
+        amount_minor: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ProviderPayout:
+        data = await self._run(
+            lambda: self.client.v1.payouts.create_async(
+                params={
+                    "amount": amount_minor,
+                    "currency": currency.lower(),
+                    "metadata": dict(metadata),
+                },
+                options={"idempotency_key": idempotency_key, "stripe_account": account_id},
+            )
+        )
+        return payout_from(data)
+
+    async def retrieve_payout(self, account_id: str, payout_id: str) -> ProviderPayout:
+        data = await self._run(
+            lambda: self.client.v1.payouts.retrieve_async(
+                payout_id, options={"stripe_account": account_id}
+            )
+        )
+        return payout_from(data)
+
     # --- webhooks -----------------------------------------------------------------------------
 
     async def verify_return(self, params: Mapping[str, str]) -> CheckoutReturn:
@@ -472,6 +609,7 @@ class StripeProvider:
                 object_id=str(obj.get("id") or ""),
                 metadata=_str_map(obj.get("metadata")),
                 payment_id=_id(obj.get("payment_intent")),
+                account=str(body.get("account") or ""),
                 view=_event_view(obj),
             )
         except (ValueError, KeyError, TypeError, AttributeError):

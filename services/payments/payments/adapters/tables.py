@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Column,
     Date,
     DateTime,
@@ -219,4 +220,52 @@ credit_grants = Table(
     ),
     Index("ix_credit_grants_transaction", "transaction_id"),
     Index("ix_credit_grants_payment", "payment_id"),
+)
+
+# Payout accounts at the provider (a Stripe Connect account per user), ESC-9.
+payout_accounts = Table(
+    "payout_accounts",
+    metadata,
+    Column("user_id", String(200), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("provider_account_id", String(100), nullable=False, unique=True),
+    Column("state", String(16), nullable=False),
+    Column("onboarding_url", Text, nullable=False, server_default=""),
+    _ts("created_at"),
+    _ts("updated_at"),
+)
+
+# Withdrawals: wallet hold -> provider transfer + payout -> hold posted (paid) or released (failed);
+# `next_attempt_at` is the recovery worker's schedule (and its lease) while not final.
+withdrawals = Table(
+    "withdrawals",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("user_id", String(200), nullable=False),
+    Column("request_id", String(200), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("provider_account_id", String(100), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("outcome", String(16), nullable=False, server_default=""),
+    Column("transfer_id", String(100), nullable=False, server_default=""),
+    Column("payout_id", String(100), nullable=False, server_default=""),
+    Column("reversal_id", String(100), nullable=False, server_default=""),
+    Column("failure_code", String(64), nullable=False, server_default=""),
+    Column("failure_message", Text, nullable=False, server_default=""),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text, nullable=False, server_default=""),
+    _ts("next_attempt_at"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    UniqueConstraint("user_id", "request_id", name="uq_withdrawals_user_request"),
+    CheckConstraint("amount_minor > 0", name="ck_withdrawals_amount_positive"),
+    Index("ix_withdrawals_user_created", "user_id", "created_at"),
+    Index("ix_withdrawals_payout", "payout_id"),
+    Index(
+        "ix_withdrawals_due",
+        "next_attempt_at",
+        postgresql_where="state IN ('requested', 'sending', 'in_transit')",
+    ),
 )

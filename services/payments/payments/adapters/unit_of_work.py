@@ -9,6 +9,7 @@ from hirepay_platform.db import SqlAlchemyUnitOfWork
 from payments.adapters import tables
 from payments.adapters.credit_repository import SqlCreditGrantRepository
 from payments.adapters.event_repositories import SqlEventRepository, SqlOutboxRepository
+from payments.adapters.payout_repository import SqlPayoutRepository
 from payments.adapters.repositories import (
     SqlAuditRepository,
     SqlPaymentRepository,
@@ -28,6 +29,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     outbox: SqlOutboxRepository
     audit: SqlAuditRepository
     credit_grants: SqlCreditGrantRepository
+    payouts: SqlPayoutRepository
 
     def _attach(self, session: AsyncSession) -> None:
         self.payments = SqlPaymentRepository(session)
@@ -38,3 +40,4 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         self.outbox = SqlOutboxRepository(session)
         self.audit = SqlAuditRepository(session)
         self.credit_grants = SqlCreditGrantRepository(session)
+        self.payouts = SqlPayoutRepository(session)

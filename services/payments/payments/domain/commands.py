@@ -122,6 +122,32 @@ class RefundTransaction:
 
 
 @dataclass(frozen=True, slots=True)
+class CreatePayoutAccount:
+    """Connect a payout account for `user_id` (idempotent: one per user)."""
+
+    user_id: str
+    email: str = ""
+    country: str = ""  # empty: the configured default
+
+
+@dataclass(frozen=True, slots=True)
+class RequestWithdrawal:
+    """Withdraw available wallet money to the user's payout account (ESC-9)."""
+
+    request_id: str
+    user_id: str
+    amount_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListWithdrawals:
+    user_id: str
+    page_size: int = 50
+    page_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class CoinCheckout:
     """A provider checkout selling coins (ESC-3), or paying a job directly (ESC-5) when
     `engagement_id` is set: the amount is in the currency's minor units."""

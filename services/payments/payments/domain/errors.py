@@ -19,6 +19,7 @@ __all__ = [
     "InsufficientFunds",
     "InvalidPaymentDetails",
     "InvalidSignature",
+    "NoPayoutAccount",
     "OperationInProgress",
     "PaymentDeclined",
     "PaymentNotCapturable",
@@ -27,12 +28,15 @@ __all__ = [
     "PaymentNotVoidable",
     "PaymentTimeout",
     "PaymentVoided",
+    "PayoutAccountNotFound",
+    "PayoutAccountNotReady",
     "PlanNotFound",
     "ProviderNotAvailable",
     "ProviderUnavailable",
     "RefundExceedsCaptured",
     "TransactionNotFound",
     "ValidationError",
+    "WithdrawalNotFound",
     "invalid",
 ]
 
@@ -209,3 +213,44 @@ class ProviderNotAvailable(HirepayError):
             f" (offered: {', '.join(offered) or 'none'})",
             metadata={"provider": provider, "offered": ",".join(offered)},
         )
+
+
+class PayoutAccountNotFound(PreconditionFailed):
+    """A withdrawal by a user who has not connected a payout account (ESC-9)."""
+
+    reason = "PAYOUT_ACCOUNT_REQUIRED"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__(
+            "connect a payout account before withdrawing", metadata={"user_id": user_id}
+        )
+
+
+class PayoutAccountNotReady(PreconditionFailed):
+    """The provider does not let the account receive payouts yet (onboarding unfinished)."""
+
+    reason = "PAYOUT_ACCOUNT_NOT_READY"
+
+    def __init__(self, user_id: str, onboarding_url: str) -> None:
+        super().__init__(
+            "finish the payout account's onboarding before withdrawing",
+            metadata={"user_id": user_id, "onboarding_url": onboarding_url},
+        )
+
+
+class WithdrawalNotFound(NotFound):
+    reason = "WITHDRAWAL_NOT_FOUND"
+
+    def __init__(self, withdrawal_id: str) -> None:
+        super().__init__(
+            f"withdrawal {withdrawal_id} not found", metadata={"withdrawal_id": withdrawal_id}
+        )
+
+
+class NoPayoutAccount(NotFound):
+    """GetPayoutAccount for a user who has none."""
+
+    reason = "PAYOUT_ACCOUNT_NOT_FOUND"
+
+    def __init__(self, user_id: str) -> None:
+        super().__init__("no payout account", metadata={"user_id": user_id})

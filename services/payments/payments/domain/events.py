@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from payments.domain.model import Payment
+    from payments.domain.payouts import Withdrawal
     from payments.domain.transactions import Transaction
 
 
@@ -25,6 +26,8 @@ class EventType(enum.StrEnum):
     TRANSACTION_FAILED = "transaction.failed"
     TRANSACTION_CANCELLED = "transaction.cancelled"
     TRANSACTION_REFUNDED = "transaction.refunded"
+    PAYOUT_PAID = "payout.paid"
+    PAYOUT_FAILED = "payout.failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +55,4 @@ class OutboxEvent:
     payment: Payment | None = None
     transaction: Transaction | None = None
     cursor: int = 0
+    withdrawal: Withdrawal | None = None

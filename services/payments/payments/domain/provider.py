@@ -47,6 +47,7 @@ class EventSubject(enum.StrEnum):
 
     PAYMENT = "payment"
     CHECKOUT = "checkout"
+    PAYOUT = "payout"  # a payout to a connected account's bank (ESC-9)
     OTHER = "other"  # refunds, customers, ...: recorded, not applied
 
 
@@ -132,6 +133,7 @@ class ProviderEvent:
     object_id: str  # the payment's or the checkout's provider id (per `subject`)
     metadata: Mapping[str, str] = field(default_factory=dict)
     payment_id: str = ""  # a checkout event's payment, when the provider names it
+    account: str = ""  # the connected account the object lives on (Connect), if any
     view: ProviderPayment | None = None
 
 
@@ -178,6 +180,59 @@ class CheckoutRequest:
     email: str = ""
     customer_id: str = ""  # the provider's customer record; else `email` prefills the page
     confirm_url: str = ""
+
+
+# --- payouts (ESC-9) ---------------------------------------------------------------------------
+
+
+class PayoutStatus(enum.StrEnum):
+    """Where a payout to a bank stands, in the domain's words."""
+
+    PENDING = "pending"  # created, not sent to the bank yet
+    IN_TRANSIT = "in_transit"  # on its way to the bank
+    PAID = "paid"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPayoutAccount:
+    """A user's account at the provider that payouts go to."""
+
+    id: str
+    payouts_enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderTransfer:
+    """Money moved from the platform's provider balance to a payout account."""
+
+    id: str
+    amount_minor: int
+    amount_reversed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderPayout:
+    """A payout from a payout account's balance to its bank."""
+
+    id: str
+    status: PayoutStatus
+    amount_minor: int
+    failure_code: str = ""
+    failure_message: str = ""
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutAccountRequest:
+    """What to open for a user at the provider (and where its onboarding comes back to)."""
+
+    user_id: str
+    email: str
+    country: str
+    return_url: str
+    refresh_url: str
 
 
 # --- failures ---------------------------------------------------------------------------------
@@ -302,3 +357,46 @@ class PaymentProvider(Protocol):
         """The checkout a customer came back from (the page's parameters), verified the
         provider's own way; SignatureInvalid otherwise."""
         ...
+
+
+class PayoutProvider(Protocol):
+    """A provider that pays users out (Stripe Connect): accounts, transfers to them and payouts
+    to their banks. Every mutating call carries an idempotency key tied to the business step."""
+
+    name: str
+
+    async def create_payout_account(
+        self, request: PayoutAccountRequest, idempotency_key: str
+    ) -> ProviderPayoutAccount: ...
+
+    async def onboarding_link(self, account_id: str, request: PayoutAccountRequest) -> str:
+        """A URL where the user completes the provider's onboarding of `account_id`."""
+        ...
+
+    async def retrieve_payout_account(self, account_id: str) -> ProviderPayoutAccount: ...
+
+    async def transfer(
+        self,
+        account_id: str,
+        amount_minor: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ProviderTransfer: ...
+
+    async def reverse_transfer(
+        self, transfer_id: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> ProviderTransfer:
+        """Take the whole (remaining) transfer back to the platform's balance."""
+        ...
+
+    async def payout(
+        self,
+        account_id: str,
+        amount_minor: int,
+        currency: str,
+        metadata: Mapping[str, str],
+        idempotency_key: str,
+    ) -> ProviderPayout: ...
+
+    async def retrieve_payout(self, account_id: str, payout_id: str) -> ProviderPayout: ...

@@ -10,6 +10,7 @@ from payments.domain import commands
 from payments.domain.credits import CREDIT_UNITS
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Method, Payment
+from payments.domain.payouts import PayoutAccount, Withdrawal
 from payments.domain.plans import Plan
 from payments.domain.reconciliation import MismatchKind
 from payments.domain.refunds import Refund
@@ -192,6 +193,7 @@ def event_msg(e: OutboxEvent) -> pb.SettlementEvent:
         payment=payment_msg(e.payment) if e.payment else None,
         transaction=transaction_msg(e.transaction) if e.transaction else None,
         occurred_at=timestamp(e.occurred_at),
+        withdrawal=withdrawal_msg(e.withdrawal) if e.withdrawal else None,
     )
 
 
@@ -230,6 +232,48 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
             )
             for m in result.mismatches
         ],
+    )
+
+
+# --- payouts (ESC-9) ---------------------------------------------------------------------------
+
+
+def payout_account_msg(a: PayoutAccount) -> pb.PayoutAccount:
+    return pb.PayoutAccount(
+        user_id=a.user_id,
+        provider=a.provider,
+        provider_account_id=a.provider_account_id,
+        state=pb.PayoutAccount.State.Value(a.state.value.upper()),
+        onboarding_url=a.onboarding_url,
+        created_at=timestamp(a.created_at),
+        updated_at=timestamp(a.updated_at),
+    )
+
+
+def withdrawal_msg(w: Withdrawal) -> pb.Withdrawal:
+    return pb.Withdrawal(
+        withdrawal_id=w.id,
+        user_id=w.user_id,
+        request_id=w.request_id,
+        amount=common_pb2.Money(amount_minor=w.amount_minor, currency=w.currency),
+        state=pb.Withdrawal.State.Value(w.state.value.upper()),
+        provider=w.provider,
+        provider_account_id=w.provider_account_id,
+        transfer_id=w.transfer_id,
+        payout_id=w.payout_id,
+        failure_code=w.failure_code,
+        failure_message=w.failure_message,
+        created_at=timestamp(w.created_at),
+        updated_at=timestamp(w.updated_at),
+    )
+
+
+def request_withdrawal_command(req: pb.RequestWithdrawalRequest) -> commands.RequestWithdrawal:
+    return commands.RequestWithdrawal(
+        request_id=req.request_id,
+        user_id=req.user_id,
+        amount_minor=req.amount.amount_minor,
+        currency=req.amount.currency,
     )
 
 

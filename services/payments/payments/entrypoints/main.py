@@ -16,17 +16,22 @@ from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
 from payments.adapters.blocking import BlockingCalls
 from payments.adapters.fatora_provider import FatoraProvider
+from payments.adapters.payout_ledger import WalletPayoutLedger
 from payments.adapters.paypal_provider import PayPalProvider
 from payments.adapters.razorpay_provider import RazorpayProvider
 from payments.adapters.stripe_provider import StripeProvider
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
-from payments.adapters.wallet_ledger import WalletLedger
 from payments.domain.ledger import BPS, parse_coin_rates
 from payments.domain.plans import DEFAULT_PLANS, Plan, parse_plans
 from payments.domain.provider import PaymentProvider
 from payments.entrypoints.servicer import SERVICE_NAME, PaymentsServicer
 from payments.entrypoints.settings import PaymentsSettings
-from payments.entrypoints.workers import run_callback_relay, run_credit_grants, run_poller
+from payments.entrypoints.workers import (
+    run_callback_relay,
+    run_credit_grants,
+    run_poller,
+    run_withdrawals,
+)
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.providers import ProviderRegistry
@@ -87,26 +92,38 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
 
 
 # Who may call what: the gateway (subscriptions, coin purchases, checkout, webhooks, reads for its
-# users) and jobs (the saga's Try/Confirm/Cancel, refunds, settlement events, the direct job
-# payment's checkout, and the consistency auditor's read-only ListPayments / ReconcileProvider /
-# AuditLedgerBookings); object rules in service_layer/access.py.
+# users, payout accounts and withdrawals) and jobs (the saga's Try/Confirm/Cancel, refunds,
+# settlement events, the direct job payment's checkout, and the consistency auditor's read-only
+# ListPayments / ReconcileProvider / AuditLedgerBookings); object rules in service_layer/access.py.
 ACCESS = AccessPolicy.of(
     {"gateway", "jobs"},
     {
-        name: {"jobs"}
-        for name in (
-            "Authorize",
-            "Capture",
-            "Void",
-            "GetPayment",
-            "GetPaymentByBranch",
-            "ListPaymentAttempts",
-            "StreamSettlementEvents",
-            "ListPayments",
-            "ReconcileProvider",
-            "CreateJobPaymentCheckout",
-            "AuditLedgerBookings",
-        )
+        **{
+            name: {"jobs"}
+            for name in (
+                "Authorize",
+                "Capture",
+                "Void",
+                "GetPayment",
+                "GetPaymentByBranch",
+                "ListPaymentAttempts",
+                "StreamSettlementEvents",
+                "ListPayments",
+                "ReconcileProvider",
+                "CreateJobPaymentCheckout",
+                "AuditLedgerBookings",
+            )
+        },
+        **{
+            name: {"gateway"}
+            for name in (
+                "CreatePayoutAccount",
+                "GetPayoutAccount",
+                "RequestWithdrawal",
+                "GetWithdrawal",
+                "ListWithdrawals",
+            )
+        },
     },
 )
 
@@ -153,6 +170,11 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         plans=plans,
         callback_subsystems=frozenset(callback_urls),
         job_credits_per_post=settings.job_credits_per_post,
+        payout_return_url=settings.payout_return_url,
+        payout_refresh_url=settings.payout_refresh_url,
+        payout_country=settings.payout_country,
+        payout_subsystem=settings.payout_subsystem,
+        payout_watch_seconds=settings.payout_watch_seconds,
         coin_rates=coin_rates,
         job_payment_fee_bps=settings.job_payment_fee_bps,
     )
@@ -162,7 +184,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     ledger = _ledger(settings)
 
     def deps() -> Deps:
-        return Deps(database.uow(), providers, config, ledger=ledger)
+        return Deps(database.uow(), providers, config, ledger=ledger, payout_ledger=ledger)
 
     app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
@@ -180,6 +202,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     app.add_worker(poller)
     if ledger is not None:
         app.add_worker(functools.partial(_grants, deps, settings.grant_interval_seconds))
+        app.add_worker(functools.partial(_withdrawals, deps, settings.payout_interval_seconds))
     if callback_urls:
         sender = CallbackSender(
             callback_urls,
@@ -207,15 +230,20 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     return app
 
 
-def _ledger(settings: PaymentsSettings) -> WalletLedger | None:
-    """The wallet's ledger for plan purchases; None when PAYMENTS_WALLET_TARGET is empty."""
+def _ledger(settings: PaymentsSettings) -> WalletPayoutLedger | None:
+    """The wallet's ledger for plan purchases and withdrawals; None when PAYMENTS_WALLET_TARGET
+    is empty."""
     if not settings.wallet_target:
         return None
-    return WalletLedger(settings.wallet_target, settings.rpc_timeout_seconds)
+    return WalletPayoutLedger(settings.wallet_target, settings.rpc_timeout_seconds)
 
 
 async def _grants(deps: Callable[[], Deps], interval: float, stop: asyncio.Event) -> None:
     await run_credit_grants(deps, stop, interval=interval)
+
+
+async def _withdrawals(deps: Callable[[], Deps], interval: float, stop: asyncio.Event) -> None:
+    await run_withdrawals(deps, stop, interval=interval)
 
 
 def main() -> None:

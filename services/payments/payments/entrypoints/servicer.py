@@ -21,6 +21,8 @@ from payments.service_layer.handlers import (
     checkouts,
     coins,
     credits,
+    payout_accounts,
+    payouts,
     returns,
     subscriptions,
     webhooks,
@@ -181,6 +183,50 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             caller.user.user_id or caller.service,
         )
         return conv.refunded_purchase_msg(await credits.refund_transaction(cmd, self._deps()))
+
+    async def CreatePayoutAccount(
+        self, request: pb.CreatePayoutAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PayoutAccountResponse:
+        access.check_payout_user(current_caller(), request.user_id)
+        cmd = commands.CreatePayoutAccount(request.user_id, request.email, request.country)
+        account = await payout_accounts.create_payout_account(cmd, self._deps())
+        return pb.PayoutAccountResponse(account=conv.payout_account_msg(account))
+
+    async def GetPayoutAccount(
+        self, request: pb.GetPayoutAccountRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PayoutAccountResponse:
+        access.check_payout_user(current_caller(), request.user_id)
+        account = await payout_accounts.get_payout_account(request.user_id, self._deps())
+        return pb.PayoutAccountResponse(account=conv.payout_account_msg(account))
+
+    async def RequestWithdrawal(
+        self, request: pb.RequestWithdrawalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WithdrawalResponse:
+        access.check_payout_user(current_caller(), request.user_id)
+        cmd = conv.request_withdrawal_command(request)
+        withdrawal = await payouts.request_withdrawal(cmd, self._deps())
+        return pb.WithdrawalResponse(withdrawal=conv.withdrawal_msg(withdrawal))
+
+    async def GetWithdrawal(
+        self, request: pb.GetWithdrawalRequest, context: grpc.aio.ServicerContext
+    ) -> pb.WithdrawalResponse:
+        withdrawal = await access.get_withdrawal(
+            current_caller(), request.withdrawal_id, self._deps()
+        )
+        return pb.WithdrawalResponse(withdrawal=conv.withdrawal_msg(withdrawal))
+
+    async def ListWithdrawals(
+        self, request: pb.ListWithdrawalsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListWithdrawalsResponse:
+        access.check_payout_user(current_caller(), request.user_id)
+        query = commands.ListWithdrawals(
+            request.user_id, request.page.page_size, request.page.page_token
+        )
+        page = await payouts.list_withdrawals(query, self._deps())
+        return pb.ListWithdrawalsResponse(
+            withdrawals=[conv.withdrawal_msg(w) for w in page.withdrawals],
+            next_page_token=page.next_page_token,
+        )
 
     async def PurchaseCoins(
         self, request: pb.PurchaseCoinsRequest, context: grpc.aio.ServicerContext

@@ -73,6 +73,16 @@ class PaymentsSettings(ServiceSettings):
     # What one job post costs in JOB_CREDIT (shown as "max job posts", CR-3).
     job_credits_per_post: int = 500
     grant_interval_seconds: float = 0.5
+    # Payouts (ESC-9): where the provider's onboarding returns to (the contractor's app), the
+    # default country of new payout accounts, the subsystem whose callbacks carry payout.paid /
+    # payout.failed, the recovery worker's interval and how often a payout in transit is
+    # re-fetched (a backstop for a lost webhook).
+    payout_return_url: str = "http://127.0.0.1:8080/api/wallet/payout-account"
+    payout_refresh_url: str = "http://127.0.0.1:8080/api/wallet/payout-account"
+    payout_country: str = "US"
+    payout_subsystem: str = "marketplace"
+    payout_interval_seconds: float = 0.5
+    payout_watch_seconds: float = 30.0
     # ESC-3: coins per one major unit of each currency coins are sold in ("USD:100,EUR:110").
     coin_rates: str = "USD:100"
     # ESC-5: the platform's funding fee of a direct job payment, in basis points of its coins.

@@ -1,6 +1,6 @@
 """Background loops of the payments process: the UNKNOWN/refund poller (with stale checkouts), the
-outbox relay that delivers signed settlement callbacks, and the worker that books plan purchases'
-credits on the wallet. Each is safe with several replicas."""
+outbox relay that delivers signed settlement callbacks, the worker that books plan purchases'
+credits on the wallet, and the withdrawals' recovery worker. Each is safe with several replicas."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from payments.domain.events import OutboxEvent
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers, metrics
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import checkouts, credits
+from payments.service_layer.handlers import checkouts, credits, payouts
 
 log = logging.getLogger(__name__)
 
@@ -81,4 +81,17 @@ async def run_credit_grants(
             worked = await credits.settle_due_grants(deps())
         except Exception:
             log.exception("credit grant round failed")
+        await _sleep(stop, 0.05 if worked else interval)
+
+
+async def run_withdrawals(
+    deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float
+) -> None:
+    """Finish withdrawals a crash or an outage interrupted, and watch payouts in transit."""
+    while not stop.is_set():
+        worked = 0
+        try:
+            worked = await payouts.advance_due(deps())
+        except Exception:
+            log.exception("withdrawal round failed")
         await _sleep(stop, 0.05 if worked else interval)

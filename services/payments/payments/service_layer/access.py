@@ -6,11 +6,13 @@ from __future__ import annotations
 from hirepay_platform.errors import PermissionDenied
 from hirepay_platform.identity import Caller
 from payments.domain import commands, errors
+from payments.domain.payouts import Withdrawal
 from payments.domain.transactions import Transaction
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import (
     RefundResult,
     get_payment,
+    payouts,
     refund,
     returns,
     subscriptions,
@@ -56,3 +58,17 @@ def check_reaches(
     an internal caller."""
     if not caller.reaches(user_id):
         raise PermissionDenied(refusal)
+
+
+def check_payout_user(caller: Caller, user_id: str) -> None:
+    """Payout accounts and withdrawals (ESC-9): a user acts and reads only for themselves; an
+    admin reads (and acts) for anyone."""
+    check_reaches(caller, user_id, "a user may reach only their own payout account and withdrawals")
+
+
+async def get_withdrawal(caller: Caller, withdrawal_id: str, deps: Deps) -> Withdrawal:
+    """A withdrawal for its owner or an admin; others' answer as if absent."""
+    withdrawal = await payouts.get_withdrawal(withdrawal_id, deps)
+    if not caller.reaches(withdrawal.user_id):
+        raise errors.WithdrawalNotFound(withdrawal_id)
+    return withdrawal

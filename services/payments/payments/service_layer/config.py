@@ -27,6 +27,16 @@ class Policy:
     job_credits_per_post: int = 500  # CR-3: what one job post costs, for "max job posts"
     grant_retry_base: float = 0.5  # backoff of a credit grant the wallet did not acknowledge
     grant_retry_max: float = 60.0
+    # Payouts (ESC-9): where the provider's onboarding returns to ({user} optional), the
+    # subsystem whose callbacks carry payout.paid / payout.failed, and the recovery backoff.
+    payout_return_url: str = "http://127.0.0.1:8080/api/wallet/payout-account"
+    payout_refresh_url: str = "http://127.0.0.1:8080/api/wallet/payout-account"
+    payout_country: str = "US"
+    payout_subsystem: str = "marketplace"
+    payout_retry_base: float = 0.5
+    payout_retry_max: float = 60.0
+    # A payout in transit is re-fetched this often (a backstop for a lost webhook).
+    payout_watch_seconds: float = 30.0
     # ESC-3: coins per one major unit of each currency sold (PAYMENTS_COIN_RATES=USD:100).
     coin_rates: dict[str, int] = field(default_factory=lambda: {"USD": 100})
     # ESC-5: the funding fee of a direct job payment, in basis points of its coins (the jobs

@@ -84,3 +84,9 @@ CREDIT_GRANTS = Counter(
     "booked, or retry (the wallet did not acknowledge; the grant stays owed).",
     ["kind", "outcome"],
 )
+
+WITHDRAWALS = Counter(
+    "hirepay_withdrawals_total",
+    "Withdrawals that reached a final state (ESC-9): paid out, or failed with the money back.",
+    ["outcome", "currency"],
+)

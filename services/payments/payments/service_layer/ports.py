@@ -16,6 +16,7 @@ from payments.domain.credits import CreditGrant
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
+from payments.domain.payouts import PayoutAccount, Withdrawal
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 
@@ -187,6 +188,56 @@ class CreditsLedger(Protocol):
         """The user's available credits per unit (0 for units without an account)."""
 
 
+class PayoutRepository(Protocol):
+    """Payout accounts (one per user) and withdrawals (ESC-9)."""
+
+    async def add_account(self, account: PayoutAccount) -> bool:
+        """Insert-first on the user: False if the user had one already."""
+
+    async def get_account(
+        self, user_id: str, *, for_update: bool = False
+    ) -> PayoutAccount | None: ...
+
+    async def save_account(self, account: PayoutAccount) -> None: ...
+
+    async def add(self, withdrawal: Withdrawal) -> bool:
+        """Insert-first on (user, request id): False if that request was recorded before."""
+
+    async def get(self, withdrawal_id: str, *, for_update: bool = False) -> Withdrawal | None: ...
+
+    async def get_by_request(self, user_id: str, request_id: str) -> Withdrawal | None: ...
+
+    async def find_by_payout(self, payout_id: str) -> Withdrawal | None: ...
+
+    async def save(self, withdrawal: Withdrawal) -> None: ...
+
+    async def remove(self, withdrawal_id: str) -> None: ...
+
+    async def list_for_user(
+        self, user_id: str, limit: int, before: tuple[datetime, str] | None
+    ) -> list[Withdrawal]:
+        """Newest first, strictly before the (created_at, id) cursor."""
+
+    async def lease_due(
+        self, now: datetime, limit: int, lease_seconds: float
+    ) -> list[Withdrawal]: ...
+
+
+class PayoutLedger(Protocol):
+    """The wallet's ledger as withdrawals need it: a hold on the user's cash wallet (branch
+    `payout:<id>`) posted to provider clearing when paid out, released when the payout failed.
+    Each call is the wallet's TCC handshake, so a repeat changes nothing."""
+
+    async def hold(self, withdrawal: Withdrawal) -> None:
+        """Reserve the amount; INSUFFICIENT_FUNDS (a HirepayError) when it is not available."""
+
+    async def post(self, withdrawal: Withdrawal) -> None:
+        """Post the hold: user -> provider clearing (`provider:<name>`)."""
+
+    async def release(self, withdrawal: Withdrawal, reason: str) -> None:
+        """Release the hold (a release before any hold is recorded so none can follow)."""
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
@@ -198,6 +249,7 @@ class PaymentsUnitOfWork(Protocol):
     outbox: OutboxRepository
     audit: AuditRepository
     credit_grants: CreditGrantRepository
+    payouts: PayoutRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from payments.domain import errors
-from payments.domain.provider import OutcomeUnknown, PaymentProvider
+from payments.domain.provider import OutcomeUnknown, PaymentProvider, PayoutProvider
+
+# The provider that pays users out (ESC-9) when none is named: Stripe Connect.
+DEFAULT_PAYOUT_PROVIDER = "stripe"
 
 
 class ProviderRegistry:
@@ -17,6 +21,12 @@ class ProviderRegistry:
 
     def __init__(self, providers: Iterable[PaymentProvider], default: str = "") -> None:
         self._providers = {p.name: p for p in providers}
+        # Those that can also pay users out (accounts, transfers, payouts).
+        self._payouts = {
+            name: cast(PayoutProvider, p)
+            for name, p in self._providers.items()
+            if callable(getattr(p, "create_payout_account", None))
+        }
         if not self._providers:
             raise ValueError("at least one payment provider must be configured")
         self._default = default or next(iter(self._providers))
@@ -48,4 +58,11 @@ class ProviderRegistry:
         provider = self._providers.get(name.lower())
         if provider is None:
             raise OutcomeUnknown(f"provider {name} is not configured here", timeout=False)
+        return provider
+
+    def payouts(self, name: str = DEFAULT_PAYOUT_PROVIDER) -> PayoutProvider:
+        """The provider that pays users out; PROVIDER_NOT_AVAILABLE when it is not configured."""
+        provider = self._payouts.get((name or "").lower())
+        if provider is None:
+            raise errors.ProviderNotAvailable(name, sorted(self._payouts))
         return provider

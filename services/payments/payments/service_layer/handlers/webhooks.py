@@ -32,6 +32,7 @@ from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.checkouts import apply_to_transaction
 from payments.service_layer.handlers.engine import drive
+from payments.service_layer.handlers.payouts import apply_payout_event
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import publish, refund_if_voided
 from payments.service_layer.ports import PaymentsUnitOfWork
@@ -116,6 +117,20 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     return EventOutcome(event.id, event.type, applied=changed, duplicate=False)
 
 
+async def _not_a_payment(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
+) -> EventOutcome:
+    """A withdrawal's payout (ESC-9) is applied to it; anything else is only recorded."""
+    done = None
+    if event.subject is EventSubject.PAYOUT:
+        done = await apply_payout_event(deps, provider.name, event, payload)
+    if done is None:
+        return await _store(deps, provider, event, payload, applied=False)
+    outcome = "duplicate" if done.duplicate else "applied" if done.applied else "no_effect"
+    metrics.WEBHOOK_EVENTS.labels(event.type, outcome).inc()
+    return EventOutcome(event.id, event.type, applied=done.applied, duplicate=done.duplicate)
+
+
 async def _settled_without_refetch(
     deps: Deps,
     provider: PaymentProvider,
@@ -126,7 +141,7 @@ async def _settled_without_refetch(
 ) -> EventOutcome | None:
     """The outcome of an event that needs no re-fetch (None: re-fetch and apply it)."""
     if event.subject not in HANDLED_SUBJECTS or not _made_by(provider, payment, txn):
-        return await _store(deps, provider, event, payload, applied=False)
+        return await _not_a_payment(deps, provider, event, payload)
     if payment is None and txn is None:
         return await _unrecorded(deps, provider, event, payload)
     if payment is not None and event.view is not None and payment.tells_nothing_new(event.view):
