@@ -78,6 +78,13 @@ def card_engagement(system: System, customer: str, contractor: str, amount: int)
     return str(accepted["engagement"]["id"])
 
 
+def act(system: System, engagement_id: str, action: str, user: str, role: str, **kw: Any):
+    """POST /api/engagements/{id}/{action} (start, complete, cancel, dispute) as the user."""
+    return system.http.post(
+        f"/api/engagements/{engagement_id}/{action}", headers=system.headers(user, role), **kw
+    )
+
+
 def issue_coins(system: System, owner: str, coins: int) -> None:
     """Coins in the customer's COIN wallet, as a coin purchase leaves them (ISSUANCE -> user)."""
     target = system.stack.services["wallet"].target

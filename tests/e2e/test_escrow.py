@@ -17,6 +17,7 @@ from tests.e2e.marketplace_support import (
     CLEARING,
     COIN_REVENUE,
     USD_REVENUE,
+    act,
     card_engagement,
     issue_coins,
     market_job,
@@ -25,12 +26,6 @@ from tests.e2e.marketplace_support import (
     payment,
 )
 from tests.support.waiting import eventually
-
-
-def _act(system: System, engagement_id: str, action: str, user: str, role: str, **kw: Any):
-    return system.http.post(
-        f"/api/engagements/{engagement_id}/{action}", headers=system.headers(user, role), **kw
-    )
 
 
 def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) -> None:
@@ -49,14 +44,14 @@ def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) 
         f"/api/engagements/{engagement_id}", headers=system.headers(stranger, "customer")
     )
     assert hidden.status_code == 404
-    assert _act(system, engagement_id, "complete", stranger, "customer").status_code == 404
-    early = _act(system, engagement_id, "complete", customer, "customer")
+    assert act(system, engagement_id, "complete", stranger, "customer").status_code == 404
+    early = act(system, engagement_id, "complete", customer, "customer")
     assert early.status_code == 409 and early.json()["error"] == "INVALID_TRANSITION"
-    assert _act(system, engagement_id, "start", customer, "customer").status_code == 403
+    assert act(system, engagement_id, "start", customer, "customer").status_code == 403
 
-    started = ok(_act(system, engagement_id, "start", contractor, "contractor"))
+    started = ok(act(system, engagement_id, "start", contractor, "contractor"))
     assert started["state"] == "in_progress"
-    done = ok(_act(system, engagement_id, "complete", customer, "customer"))
+    done = ok(act(system, engagement_id, "complete", customer, "customer"))
     assert done["state"] == "completed"
     (step,) = done["steps"]
     assert step == {
@@ -78,7 +73,7 @@ def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) 
     }
     assert dict(ledger(system, customer)) == {}
 
-    twice = _act(system, engagement_id, "complete", customer, "customer")
+    twice = act(system, engagement_id, "complete", customer, "customer")
     assert twice.status_code == 409 and twice.json()["error"] == "INVALID_TRANSITION"
     assert dict(ledger(system, contractor)) == {("USER", "USD"): 70_000}
     assert platform_delta(platform_before, ledger(system, "platform")) == {USD_REVENUE: 30_000}
@@ -90,9 +85,7 @@ def test_a_card_engagement_cancelled_before_work_is_refunded_in_full(system: Sys
     clearing_before = ledger(system, "provider:stripe")
     engagement_id = card_engagement(system, customer, contractor, 25_000)
     cancelled = ok(
-        _act(
-            system, engagement_id, "cancel", customer, "customer", json={"reason": "plans changed"}
-        )
+        act(system, engagement_id, "cancel", customer, "customer", json={"reason": "plans changed"})
     )
     assert cancelled["state"] == "cancelled"
     (step,) = cancelled["steps"]
@@ -136,8 +129,8 @@ def test_coin_job_payment_and_cancel_after_work_started(system: System) -> None:
     assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 9_000}
     assert platform_delta(platform_before, ledger(system, "platform")) == {COIN_REVENUE: 1_000}
 
-    ok(_act(system, engagement_id, "start", contractor, "contractor"))
-    ok(_act(system, engagement_id, "cancel", customer, "customer"))
+    ok(act(system, engagement_id, "start", contractor, "contractor"))
+    ok(act(system, engagement_id, "cancel", customer, "customer"))
     assert dict(ledger(system, customer)) == {("USER", "COIN"): 9_000}  # the 10% kept
     assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 0}
     assert platform_delta(platform_before, ledger(system, "platform")) == {COIN_REVENUE: 1_000}
@@ -150,15 +143,15 @@ def test_disputes_freeze_the_escrow_and_are_resolved_once_each_way(system: Syste
     ids = [_coin_engagement(system, customer, contractor, 10_000) for _ in range(3)]
     disputes = []
     for engagement_id in ids:
-        ok(_act(system, engagement_id, "start", contractor, "contractor"))
+        ok(act(system, engagement_id, "start", contractor, "contractor"))
         opened = ok(
-            _act(
+            act(
                 system, engagement_id, "dispute", contractor, "contractor",
                 json={"reason": "the customer will not sign off"},
             )
         )  # fmt: skip
         assert opened["state"] == "disputed" and opened["dispute"]["state"] == "open"
-        frozen = _act(system, engagement_id, "complete", customer, "customer")
+        frozen = act(system, engagement_id, "complete", customer, "customer")
         assert frozen.status_code == 409 and frozen.json()["error"] == "ESCROW_FROZEN"
         disputes.append(opened["dispute"]["id"])
 
@@ -256,7 +249,7 @@ def test_a_direct_job_payment_issues_coins_into_escrow_once(system: System) -> N
     assert (funded["unit"], funded["amountMinor"], funded["escrowMinor"]) == ("COIN", 10_000, 9_000)
     assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 9_000}
     assert dict(ledger(system, customer)) == {("USER", "COIN"): 0}
-    ok(_act(system, engagement_id, "start", contractor, "contractor"))
-    ok(_act(system, engagement_id, "complete", customer, "customer"))
+    ok(act(system, engagement_id, "start", contractor, "contractor"))
+    ok(act(system, engagement_id, "complete", customer, "customer"))
     assert dict(ledger(system, contractor)) == {("USER", "COIN"): 7_000}
     assert platform_delta(platform_before, ledger(system, "platform"))[COIN_REVENUE] == 3_000
