@@ -10,110 +10,33 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as ppb
-from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
-from hirepay.wallet.v1 import wallet_service_pb2 as wpb
-from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from tests.e2e.conftest import System
 from tests.e2e.credits_support import ledger, platform_delta
-from tests.support.service_auth import signed_channel
+from tests.e2e.marketplace_support import (
+    CLEARING,
+    COIN_REVENUE,
+    USD_REVENUE,
+    act,
+    card_engagement,
+    issue_coins,
+    market_job,
+    new_user,
+    ok,
+    payment,
+)
 from tests.support.waiting import eventually
-
-USD_REVENUE = ("PLATFORM_REVENUE", "USD")
-COIN_REVENUE = ("PLATFORM_REVENUE", "COIN")
-CLEARING = ("PROVIDER_CLEARING", "USD")
-
-
-def _user(role: str) -> str:
-    return f"{role[:4]}-{uuid.uuid4().hex[:10]}"
-
-
-def _ok(response: Any, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def _payment(system: System, payment_id: str) -> ppb.Payment:
-    target = system.stack.services["payments"].target
-    with signed_channel(target, caller="jobs", service="payments") as channel:
-        stub = ppb_grpc.PaymentsServiceStub(channel)
-        return stub.GetPayment(ppb.GetPaymentRequest(payment_id=payment_id), timeout=5).payment
-
-
-def _job(system: System, customer: str) -> str:
-    body = {"title": "Build a booking site", "description": "A small booking site in Django."}
-    posted = system.http.post(
-        "/api/marketplace/jobs", json=body, headers=system.headers(customer, "customer")
-    )
-    return str(_ok(posted, 201)["jobId"])
-
-
-def _card_engagement(system: System, customer: str, contractor: str, amount: int) -> str:
-    """A card offer sent and accepted: the engagement assigned and funded."""
-    job_id = _job(system, customer)
-    body = {
-        "jobId": job_id,
-        "contractorId": contractor,
-        "amount": {"amount_minor": amount, "currency": "USD"},
-        "funding": "card",
-        "paymentMethod": "pm_card_visa",
-    }
-    headers = system.headers(customer, "customer", key=uuid.uuid4().hex)
-
-    def sent() -> dict[str, Any]:
-        # A slow provider answers 504 (retry: true); the same key picks the same offer up.
-        return _ok(system.http.post("/api/bidding", json=body, headers=headers), 201)
-
-    offer = eventually(sent, timeout=60)["offer"]
-    accepted = _ok(
-        system.http.post(
-            f"/api/bidding/{offer['id']}/accept", headers=system.headers(contractor, "contractor")
-        )
-    )
-    assert accepted["engagement"]["state"] == "assigned"
-    return str(accepted["engagement"]["id"])
-
-
-def _issue_coins(system: System, owner: str, coins: int) -> None:
-    """Coins in the customer's COIN wallet, as a coin purchase leaves them (ISSUANCE -> user)."""
-    target = system.stack.services["wallet"].target
-    with signed_channel(target, caller="payments", service="wallet") as channel:
-        stub = wpb_grpc.WalletServiceStub(channel)
-
-        def account(who: str, kind: int) -> str:
-            request = wpb.OpenAccountRequest(
-                request_id=uuid.uuid4().hex,
-                owner_id=who,
-                currency="COIN",
-                kind=kind,  # type: ignore[arg-type]
-                allow_negative=kind == wpb.ACCOUNT_KIND_ISSUANCE,
-            )
-            return str(stub.OpenAccount(request, timeout=5).account.account_id)
-
-        leg = wpb.TransferLeg(
-            from_account_id=account("platform", wpb.ACCOUNT_KIND_ISSUANCE),
-            to_account_id=account(owner, wpb.ACCOUNT_KIND_USER),
-            amount=common_pb2.Money(amount_minor=coins, currency="COIN"),
-        )
-        transfer_id = f"test-coins-{uuid.uuid4().hex}"
-        stub.Transfer(
-            wpb.TransferRequest(request_id=transfer_id, transfer_id=transfer_id, legs=[leg]),
-            timeout=5,
-        )
-
-
-def _act(system: System, engagement_id: str, action: str, user: str, role: str, **kw: Any):
-    return system.http.post(
-        f"/api/engagements/{engagement_id}/{action}", headers=system.headers(user, role), **kw
-    )
 
 
 def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) -> None:
-    customer, contractor, stranger = _user("customer"), _user("contractor"), _user("customer")
+    customer, contractor, stranger = (
+        new_user("customer"),
+        new_user("contractor"),
+        new_user("customer"),
+    )
     platform_before = ledger(system, "platform")
     clearing_before = ledger(system, "provider:stripe")
-    engagement_id = _card_engagement(system, customer, contractor, 100_000)
+    engagement_id = card_engagement(system, customer, contractor, 100_000)
     assert platform_delta(platform_before, ledger(system, "platform")) == {USD_REVENUE: 10_000}
 
     # Others do not see it; a party may not do the other party's part.
@@ -121,14 +44,14 @@ def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) 
         f"/api/engagements/{engagement_id}", headers=system.headers(stranger, "customer")
     )
     assert hidden.status_code == 404
-    assert _act(system, engagement_id, "complete", stranger, "customer").status_code == 404
-    early = _act(system, engagement_id, "complete", customer, "customer")
+    assert act(system, engagement_id, "complete", stranger, "customer").status_code == 404
+    early = act(system, engagement_id, "complete", customer, "customer")
     assert early.status_code == 409 and early.json()["error"] == "INVALID_TRANSITION"
-    assert _act(system, engagement_id, "start", customer, "customer").status_code == 403
+    assert act(system, engagement_id, "start", customer, "customer").status_code == 403
 
-    started = _ok(_act(system, engagement_id, "start", contractor, "contractor"))
+    started = ok(act(system, engagement_id, "start", contractor, "contractor"))
     assert started["state"] == "in_progress"
-    done = _ok(_act(system, engagement_id, "complete", customer, "customer"))
+    done = ok(act(system, engagement_id, "complete", customer, "customer"))
     assert done["state"] == "completed"
     (step,) = done["steps"]
     assert step == {
@@ -150,28 +73,26 @@ def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) 
     }
     assert dict(ledger(system, customer)) == {}
 
-    twice = _act(system, engagement_id, "complete", customer, "customer")
+    twice = act(system, engagement_id, "complete", customer, "customer")
     assert twice.status_code == 409 and twice.json()["error"] == "INVALID_TRANSITION"
     assert dict(ledger(system, contractor)) == {("USER", "USD"): 70_000}
     assert platform_delta(platform_before, ledger(system, "platform")) == {USD_REVENUE: 30_000}
 
 
 def test_a_card_engagement_cancelled_before_work_is_refunded_in_full(system: System) -> None:
-    customer, contractor = _user("customer"), _user("contractor")
+    customer, contractor = new_user("customer"), new_user("contractor")
     platform_before = ledger(system, "platform")
     clearing_before = ledger(system, "provider:stripe")
-    engagement_id = _card_engagement(system, customer, contractor, 25_000)
-    cancelled = _ok(
-        _act(
-            system, engagement_id, "cancel", customer, "customer", json={"reason": "plans changed"}
-        )
+    engagement_id = card_engagement(system, customer, contractor, 25_000)
+    cancelled = ok(
+        act(system, engagement_id, "cancel", customer, "customer", json={"reason": "plans changed"})
     )
     assert cancelled["state"] == "cancelled"
     (step,) = cancelled["steps"]
     assert (step["state"], step["toCustomerMinor"]) == ("done", 25_000)
     assert step["refundTransferId"].startswith(f"payment:{cancelled['paymentId']}:refund:")
-    payment = _payment(system, cancelled["paymentId"])
-    assert (payment.state, payment.refunded_minor) == (ppb.Payment.REFUNDED, 25_000)
+    refunded = payment(system, cancelled["paymentId"])
+    assert (refunded.state, refunded.refunded_minor) == (ppb.Payment.REFUNDED, 25_000)
     # The fee came back too; the provider's clearing is square again.
     assert platform_delta(platform_before, ledger(system, "platform")) == {}
     assert platform_delta(clearing_before, ledger(system, "provider:stripe")) == {}
@@ -180,23 +101,23 @@ def test_a_card_engagement_cancelled_before_work_is_refunded_in_full(system: Sys
 
 
 def _coin_engagement(system: System, customer: str, contractor: str, coins: int) -> str:
-    job_id = _job(system, customer)
+    job_id = market_job(system, customer)
     paid = system.http.post(
         "/api/coins/job-payment",
         json={"jobId": job_id, "freelancerId": contractor, "amount": coins},
         headers=system.headers(customer, "customer", key=uuid.uuid4().hex),
     )
-    body = _ok(paid, 201)
+    body = ok(paid, 201)
     assert (body["state"], body["funding"], body["unit"]) == ("assigned", "coins", "COIN")
     return str(body["id"])
 
 
 def test_coin_job_payment_and_cancel_after_work_started(system: System) -> None:
-    customer, contractor = _user("customer"), _user("contractor")
-    _issue_coins(system, customer, 10_000)
+    customer, contractor = new_user("customer"), new_user("contractor")
+    issue_coins(system, customer, 10_000)
     short = system.http.post(
         "/api/coins/job-payment",
-        json={"jobId": _job(system, customer), "freelancerId": contractor, "amount": 10_001},
+        json={"jobId": market_job(system, customer), "freelancerId": contractor, "amount": 10_001},
         headers=system.headers(customer, "customer"),
     )
     assert short.status_code == 402 and short.json()["error"] == "INSUFFICIENT_FUNDS"
@@ -208,36 +129,36 @@ def test_coin_job_payment_and_cancel_after_work_started(system: System) -> None:
     assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 9_000}
     assert platform_delta(platform_before, ledger(system, "platform")) == {COIN_REVENUE: 1_000}
 
-    _ok(_act(system, engagement_id, "start", contractor, "contractor"))
-    _ok(_act(system, engagement_id, "cancel", customer, "customer"))
+    ok(act(system, engagement_id, "start", contractor, "contractor"))
+    ok(act(system, engagement_id, "cancel", customer, "customer"))
     assert dict(ledger(system, customer)) == {("USER", "COIN"): 9_000}  # the 10% kept
     assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 0}
     assert platform_delta(platform_before, ledger(system, "platform")) == {COIN_REVENUE: 1_000}
 
 
 def test_disputes_freeze_the_escrow_and_are_resolved_once_each_way(system: System) -> None:
-    customer, contractor, admin = _user("customer"), _user("contractor"), _user("admin")
-    _issue_coins(system, customer, 30_000)
+    customer, contractor, admin = new_user("customer"), new_user("contractor"), new_user("admin")
+    issue_coins(system, customer, 30_000)
     platform_before = ledger(system, "platform")
     ids = [_coin_engagement(system, customer, contractor, 10_000) for _ in range(3)]
     disputes = []
     for engagement_id in ids:
-        _ok(_act(system, engagement_id, "start", contractor, "contractor"))
-        opened = _ok(
-            _act(
+        ok(act(system, engagement_id, "start", contractor, "contractor"))
+        opened = ok(
+            act(
                 system, engagement_id, "dispute", contractor, "contractor",
                 json={"reason": "the customer will not sign off"},
             )
         )  # fmt: skip
         assert opened["state"] == "disputed" and opened["dispute"]["state"] == "open"
-        frozen = _act(system, engagement_id, "complete", customer, "customer")
+        frozen = act(system, engagement_id, "complete", customer, "customer")
         assert frozen.status_code == 409 and frozen.json()["error"] == "ESCROW_FROZEN"
         disputes.append(opened["dispute"]["id"])
 
     assert system.http.get(
         "/api/admin/disputes", headers=system.headers(customer, "customer")
     ).status_code == 403  # fmt: skip
-    listed = _ok(
+    listed = ok(
         system.http.get(
             "/api/admin/disputes",
             params={"state": "open", "pageSize": 200},
@@ -258,7 +179,7 @@ def test_disputes_freeze_the_escrow_and_are_resolved_once_each_way(system: Syste
         {"resolution": "split", "contractorMinor": 4_000},
     ]
     for dispute_id, decision in zip(disputes, decisions, strict=True):
-        resolved = _ok(
+        resolved = ok(
             system.http.post(
                 f"/api/admin/disputes/{dispute_id}/resolve",
                 json=decision,
@@ -287,10 +208,10 @@ def test_a_direct_job_payment_issues_coins_into_escrow_once(system: System) -> N
     """ESC-5 through every process: the checkout opened for the job, paid on the provider's page
     while every webhook arrives several times; the coins issued and the escrow funded in one
     ledger transfer, the engagement assigned with its escrow id once; then the usual completion."""
-    customer, contractor = _user("customer"), _user("contractor")
-    job_id = _job(system, customer)
+    customer, contractor = new_user("customer"), new_user("contractor")
+    job_id = market_job(system, customer)
     platform_before = ledger(system, "platform")
-    opened = _ok(
+    opened = ok(
         system.http.post(
             "/api/payments/job-payment",
             json={
@@ -312,7 +233,7 @@ def test_a_direct_job_payment_issues_coins_into_escrow_once(system: System) -> N
         assert system.admin.pay_checkout(opened["checkoutUrl"]).status_code == 303
 
         def assigned() -> dict[str, Any]:
-            got = _ok(
+            got = ok(
                 system.http.get(
                     f"/api/engagements/{engagement_id}",
                     headers=system.headers(customer, "customer"),
@@ -328,7 +249,7 @@ def test_a_direct_job_payment_issues_coins_into_escrow_once(system: System) -> N
     assert (funded["unit"], funded["amountMinor"], funded["escrowMinor"]) == ("COIN", 10_000, 9_000)
     assert dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "COIN"): 9_000}
     assert dict(ledger(system, customer)) == {("USER", "COIN"): 0}
-    _ok(_act(system, engagement_id, "start", contractor, "contractor"))
-    _ok(_act(system, engagement_id, "complete", customer, "customer"))
+    ok(act(system, engagement_id, "start", contractor, "contractor"))
+    ok(act(system, engagement_id, "complete", customer, "customer"))
     assert dict(ledger(system, contractor)) == {("USER", "COIN"): 7_000}
     assert platform_delta(platform_before, ledger(system, "platform"))[COIN_REVENUE] == 3_000

@@ -7,55 +7,24 @@ and its authorization voided. Every wallet touched is asserted to the cent."""
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
-from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from tests.e2e.conftest import System
 from tests.e2e.credits_support import ledger, platform_delta
-from tests.support.service_auth import signed_channel
-
-
-def _user(role: str) -> str:
-    return f"{role[:4]}-{uuid.uuid4().hex[:10]}"
-
-
-def _payment(system: System, payment_id: str) -> ppb.Payment:
-    target = system.stack.services["payments"].target
-    with signed_channel(target, caller="jobs", service="payments") as channel:
-        stub = ppb_grpc.PaymentsServiceStub(channel)
-        return stub.GetPayment(ppb.GetPaymentRequest(payment_id=payment_id), timeout=5).payment
-
-
-def _ok(response: Any, status: int = 200) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    return response.json()
-
-
-def _offer(system: System, customer: str, job_id: str, contractor: str, amount: int) -> dict:
-    body = {
-        "jobId": job_id,
-        "contractorId": contractor,
-        "amount": {"amount_minor": amount, "currency": "USD"},
-        "funding": "card",
-        "paymentMethod": "pm_card_visa",
-    }
-    headers = system.headers(customer, "customer", key=uuid.uuid4().hex)
-    return _ok(system.http.post("/api/bidding", json=body, headers=headers), 201)["offer"]
+from tests.e2e.marketplace_support import new_user, ok, payment, send_offer
 
 
 def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     system: System,
 ) -> None:
     http = system.http
-    customer, winner, loser = _user("customer"), _user("contractor"), _user("contractor")
+    customer, winner, loser = new_user("customer"), new_user("contractor"), new_user("contractor")
     posted = http.post(
         "/api/marketplace/jobs",
         json={"title": "Build a booking site", "description": "A small booking site in Django."},
         headers=system.headers(customer, "customer"),
     )
-    job = _ok(posted, 201)
+    job = ok(posted, 201)
     assert job["status"] == "open"
     refused = http.post(
         "/api/marketplace/jobs",
@@ -65,7 +34,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     assert refused.status_code == 403 and refused.json()["error"] == "FORBIDDEN"
 
     # ESC-10: the contractor asks for the job, the customer accepts the request.
-    asked = _ok(
+    asked = ok(
         http.post(
             "/api/job-request",
             json={"jobId": job["jobId"], "message": "Done ten of these."},
@@ -74,7 +43,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
         201,
     )
     assert asked["status"] == "pending"
-    requests = _ok(
+    requests = ok(
         http.get(
             "/api/job-request",
             params={"jobId": job["jobId"]},
@@ -82,7 +51,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
         )
     )["jobRequests"]
     assert [r["id"] for r in requests] == [asked["id"]]
-    decided = _ok(
+    decided = ok(
         http.post(
             f"/api/job-request/{asked['id']}/decision",
             json={"decision": "accept"},
@@ -93,10 +62,10 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
 
     platform_before = ledger(system, "platform")
     clearing_before = ledger(system, "provider:stripe")
-    offer = _offer(system, customer, job["jobId"], winner, 100_000)
-    other = _offer(system, customer, job["jobId"], loser, 50_000)
+    offer = send_offer(system, customer, job["jobId"], winner, 100_000)
+    other = send_offer(system, customer, job["jobId"], loser, 50_000)
     assert (offer["state"], other["state"]) == ("pending", "pending")
-    assert _payment(system, offer["paymentId"]).state == ppb.Payment.AUTHORIZED
+    assert payment(system, offer["paymentId"]).state == ppb.Payment.AUTHORIZED
     # Bad input changes nothing: zero amount, someone else's job, another contractor's offer.
     zero = http.post(
         "/api/bidding",
@@ -110,7 +79,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
         headers=system.headers(customer, "customer"),
     )
     assert zero.status_code == 400 and zero.json()["error"] == "VALIDATION_FAILED"
-    stranger = _user("customer")
+    stranger = new_user("customer")
     foreign = http.post(
         "/api/bidding",
         json={
@@ -135,7 +104,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     )
     assert ledger(system, "platform") == platform_before
 
-    accepted = _ok(
+    accepted = ok(
         http.post(
             f"/api/bidding/{offer['id']}/accept", headers=system.headers(winner, "contractor")
         )
@@ -147,7 +116,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     assert engagement["acceptanceFee"] == {"amount_minor": 10_000, "currency": "USD"}
     assert engagement["escrow"] == {"amount_minor": 90_000, "currency": "USD"}
 
-    captured = _payment(system, offer["paymentId"])
+    captured = payment(system, offer["paymentId"])
     assert (captured.state, captured.captured_minor) == (ppb.Payment.CAPTURED, 100_000)
     # Every wallet touched, to the cent: $100 revenue, $900 escrow, -$1,000 provider clearing;
     # the customer paid by card, so no wallet of theirs moved.
@@ -161,7 +130,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     assert dict(ledger(system, customer)) == {}
     assert dict(ledger(system, winner)) == {}
 
-    job_now = _ok(
+    job_now = ok(
         http.get(
             f"/api/marketplace/jobs/{job['jobId']}", headers=system.headers(customer, "customer")
         )
@@ -173,7 +142,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     )
     deadline = time.monotonic() + 20
     while True:
-        lost = _ok(
+        lost = ok(
             http.get(f"/api/bidding/{other['id']}", headers=system.headers(customer, "customer"))
         )
         if lost["offer"]["released"] or time.monotonic() > deadline:
@@ -184,7 +153,7 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
         "another_offer_accepted",
         True,
     )
-    assert _payment(system, other["paymentId"]).state == ppb.Payment.VOIDED
+    assert payment(system, other["paymentId"]).state == ppb.Payment.VOIDED
 
     # Accepting twice is refused and moves nothing.
     again = http.post(
@@ -194,5 +163,5 @@ def test_a_card_offer_of_1000_dollars_accepted_with_every_wallet_to_the_cent(
     assert platform_delta(platform_before, ledger(system, "platform")) == {
         ("PLATFORM_REVENUE", "USD"): 10_000
     }
-    received = _ok(http.get("/api/bidding", headers=system.headers(winner, "contractor")))["offers"]
+    received = ok(http.get("/api/bidding", headers=system.headers(winner, "contractor")))["offers"]
     assert [(o["id"], o["state"]) for o in received] == [(offer["id"], "accepted")]

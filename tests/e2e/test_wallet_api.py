@@ -16,6 +16,7 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from tests.e2e.conftest import System, new_company
 from tests.e2e.credits_support import buy, post_by_credits, wait_credits
+from tests.e2e.marketplace_support import wallet_balances
 from tests.support.service_auth import signed_channel
 
 
@@ -59,28 +60,18 @@ def _move(stub, transfer_id: str, source: str, target: str, amount: int, unit: s
     )
 
 
-def _balances(system: System, user: str, role: str) -> dict[str, tuple[int, int, int]]:
-    resp = system.http.get("/api/wallet", headers=system.headers(user, role))
-    assert resp.status_code == 200, resp.text
-    body = resp.json()
-    assert body["userId"] == user
-    return {
-        b["unit"]: (b["availableMinor"], b["heldMinor"], b["postedMinor"]) for b in body["balances"]
-    }
-
-
 def test_a_company_sees_its_plan_credits_and_their_spending_in_its_wallet(system: System) -> None:
     company = new_company()
-    assert _balances(system, company, "company") == {}
+    assert wallet_balances(system, company, "company") == {}
     buy(system, company, "SWIFT_HIRE")
     wait_credits(system, company, job=2_500, candidate=50)
-    assert _balances(system, company, "company") == {
+    assert wallet_balances(system, company, "company") == {
         "CANDIDATE_CREDIT": (50, 0, 50),
         "JOB_CREDIT": (2_500, 0, 2_500),
     }
     posted = post_by_credits(system, company, 1)
     assert posted.status_code == 201, posted.text
-    assert _balances(system, company, "company")["JOB_CREDIT"] == (2_000, 0, 2_000)
+    assert wallet_balances(system, company, "company")["JOB_CREDIT"] == (2_000, 0, 2_000)
 
     resp = system.http.get(
         "/api/wallet/transactions",
@@ -132,7 +123,7 @@ def test_a_users_wallet_after_ledger_operations_and_who_may_read_what(
         timeout=5,
     )
 
-    assert _balances(system, contractor, "contractor") == {
+    assert wallet_balances(system, contractor, "contractor") == {
         "COIN": (1_000, 0, 1_000),
         "USD": (48_500, 20_000, 68_500),
     }
@@ -168,7 +159,7 @@ def test_a_users_wallet_after_ledger_operations_and_who_may_read_what(
     ]
 
     # Another user sees only their own (empty) wallet and history; nothing names another owner.
-    assert _balances(system, stranger, "customer") == {}
+    assert wallet_balances(system, stranger, "customer") == {}
     resp = system.http.get("/api/wallet/transactions", headers=system.headers(stranger, "customer"))
     assert resp.json() == {"transactions": [], "nextCursor": None}
 

@@ -111,7 +111,7 @@ async def test_jobs_refusals_read_as_the_error_contract(
         "AcceptOffer", domain_error("JOB_ALREADY_TAKEN", ErrorKind.ABORTED, job_id="mjob_1")
     )
     lost = await client.post("/api/bidding/offer_1/accept", headers=contractor)
-    assert lost.status_code == 409, lost.text
+    assert lost.status_code == 409 and lost.json()["error"] == "JOB_ALREADY_TAKEN", lost.text
 
     backends.jobs.on("SendOffer", domain_error("INSUFFICIENT_FUNDS", ErrorKind.FAILED_PRECONDITION))
     short = await client.post(

@@ -72,6 +72,11 @@ _REASONS: dict[str, tuple[int, str, str]] = {
         "ESCROW_FROZEN",
         "A dispute is open: nothing leaves the escrow until an admin resolves it",
     ),
+    "JOB_ALREADY_TAKEN": (
+        409,
+        "JOB_ALREADY_TAKEN",
+        "Another offer on this job was accepted first; this offer is rejected and released",
+    ),
     "DISPUTE_ALREADY_RESOLVED": (
         409,
         "DISPUTE_ALREADY_RESOLVED",
