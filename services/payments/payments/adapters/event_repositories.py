@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,10 +13,6 @@ from hirepay_platform.notifier import SqlCallbackQueue
 from payments.adapters import snapshots
 from payments.adapters import tables as t
 from payments.domain.events import EventType, OutboxEvent
-
-# Writers of the outbox take this lock until commit, so cursors become visible in order and a
-# reader resuming "after cursor N" can never skip an event committed late with a smaller cursor.
-OUTBOX_LOCK_KEY = 7_310_001
 
 # The statements of the hot path, built once (issue 13: no per-call statement building).
 _EVENT_SEEN = select(t.provider_events.c.id).where(
@@ -27,8 +23,18 @@ _INSERT_EVENT = (
     .on_conflict_do_nothing(index_elements=["event_id"])
     .returning(t.provider_events.c.id)
 )
-_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(:k)")
 _INSERT_OUTBOX = insert(t.outbox)
+
+# Publishing (migration 0006): one statement, in a transaction of its own, numbers the committed
+# unpublished rows after every earlier publisher's; writers never wait for each other.
+_PUBLISH = select(func.outbox_publish())
+_LIST_AFTER = (
+    select(t.outbox)
+    .where(t.outbox.c.position > bindparam("after"))
+    .order_by(t.outbox.c.position)
+    .limit(bindparam("limit"))
+)
+_LIST_AFTER_IN = _LIST_AFTER.where(t.outbox.c.subsystem == bindparam("subsystem"))
 
 
 # --- provider events, outbox -----------------------------------------------------------
@@ -77,9 +83,10 @@ class SqlOutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
         self._callbacks = SqlCallbackQueue(session, t.outbox)
+        self.written = False  # whether this unit of work wrote an event (see the uow's commit)
 
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
-        await self.s.execute(_LOCK_OUTBOX, {"k": OUTBOX_LOCK_KEY})
+        self.written = True
         await self.s.execute(
             _INSERT_OUTBOX,
             {
@@ -95,11 +102,24 @@ class SqlOutboxRepository:
         )
 
     async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
-        stmt = select(t.outbox).where(t.outbox.c.cursor > cursor)
+        """Committed events after stream position `cursor`, oldest first (published first:
+        positions become visible in order, so a reader resuming after the last one it was given
+        never skips an event committed later)."""
+        await self.publish()
+        params: dict[str, Any] = {"after": cursor, "limit": limit}
+        stmt = _LIST_AFTER
         if subsystem:
-            stmt = stmt.where(t.outbox.c.subsystem == subsystem)
-        stmt = stmt.order_by(t.outbox.c.cursor).limit(limit)
-        return [_outbox(r) for r in (await self.s.execute(stmt)).all()]
+            stmt, params["subsystem"] = _LIST_AFTER_IN, subsystem
+        rows = (await self.s.execute(stmt, params)).all()
+        return [_outbox(r, cursor=r._mapping["position"]) for r in rows]
+
+    async def publish(self) -> int:
+        """Give stream positions to the committed events that have none yet (how many).
+
+        Before any write of the unit of work it is a statement of its own (a plain SELECT goes
+        before BEGIN: hirepay_platform.db), so the publishing lock is held for that statement
+        only; inside a transaction it would be held until that one ends (correct, only longer)."""
+        return int(await self.s.scalar(_PUBLISH) or 0)
 
     async def backlog(self) -> int:
         return await self._callbacks.backlog()
@@ -119,7 +139,9 @@ class SqlOutboxRepository:
         return await self._callbacks.callback_attempts(cursor)
 
 
-def _outbox(row: Any) -> OutboxEvent:
+def _outbox(row: Any, *, cursor: int | None = None) -> OutboxEvent:
+    """An outbox row as an event; `cursor` is its stream position when read for the stream, else
+    its row key (the callback relay's)."""
     m = row._mapping
     payment, txn = snapshots.load(m["snapshot"])
     return OutboxEvent(
@@ -129,6 +151,6 @@ def _outbox(row: Any) -> OutboxEvent:
         subsystem=m["subsystem"],
         payment=payment,
         transaction=txn,
-        cursor=m["cursor"],
+        cursor=m["cursor"] if cursor is None else cursor,
         withdrawal=snapshots.load_withdrawal(m["snapshot"]),
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
@@ -16,6 +16,7 @@ from payments.adapters.repositories import (
     SqlRefundRepository,
 )
 from payments.adapters.transaction_repository import SqlTransactionRepository
+from payments.service_layer.wakeup import Wakeup
 
 
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
@@ -30,6 +31,18 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     audit: SqlAuditRepository
     credit_grants: SqlCreditGrantRepository
     payouts: SqlPayoutRepository
+
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], *, published: Wakeup | None = None
+    ) -> None:
+        super().__init__(session_factory)
+        # Woken after a commit that wrote settlement events (the stream's followers wait on it).
+        self._published = published
+
+    async def commit(self) -> None:
+        await super().commit()
+        if self._published is not None and self.outbox.written:
+            self._published.notify()
 
     def _attach(self, session: AsyncSession) -> None:
         self.payments = SqlPaymentRepository(session)

@@ -27,9 +27,14 @@ from payments.service_layer.handlers import (
     subscriptions,
     webhooks,
 )
+from payments.service_layer.wakeup import Wakeup
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+# A following stream reads again at once when this process commits settlement events (woken),
+# else after STREAM_POLL_SECONDS, doubling while nothing comes up to STREAM_IDLE_SECONDS: events
+# committed by another replica are delivered within that bound (issue 13: cheap idle polling).
 STREAM_POLL_SECONDS = 0.15
+STREAM_IDLE_SECONDS = 1.0
 STREAM_BATCH = 200
 
 
@@ -44,9 +49,15 @@ def _payment_response(result: PaymentResult) -> pb.PaymentResponse:
 class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     """Each call gets its own Deps (a fresh unit of work) from the factory."""
 
-    def __init__(self, deps: Callable[[], Deps], stopping: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        deps: Callable[[], Deps],
+        stopping: asyncio.Event | None = None,
+        published: Wakeup | None = None,
+    ) -> None:
         self._deps = deps
         self._stopping = stopping or asyncio.Event()
+        self._published = published or Wakeup()
 
     async def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
@@ -273,6 +284,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.StreamSettlementEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SettlementEvent]:
         cursor = request.after_cursor
+        pause = STREAM_POLL_SECONDS
         while True:
             events = await handlers.settlement_events_after(
                 self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
@@ -284,4 +296,6 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
                 continue
             if not request.follow or self._stopping.is_set():
                 return
-            await asyncio.sleep(STREAM_POLL_SECONDS)
+            pause = STREAM_POLL_SECONDS if events else min(STREAM_IDLE_SECONDS, pause * 2)
+            if await self._published.wait(pause):
+                pause = STREAM_POLL_SECONDS

@@ -118,11 +118,11 @@ class EventRepository(Protocol):
 
 class OutboxRepository(Protocol):
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
-        """Append an event; cursors commit in order (writers of the outbox are serialised)."""
+        """Append an event (writers never wait for each other)."""
 
-    async def list_after(
-        self, cursor: int, limit: int, subsystem: str = ""
-    ) -> list[OutboxEvent]: ...
+    async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
+        """Committed events after a cursor, oldest first, never past a cursor that a running
+        transaction may still commit: a reader resuming after the last one skips nothing."""
 
     async def backlog(self) -> int:
         """Callbacks not delivered yet."""
