@@ -374,6 +374,9 @@ class FakeUnitOfWork:
     async def __aexit__(self, *exc_info: object) -> None:
         self.working = State()
 
+    async def autocommit(self) -> None:
+        """Real statements commit one by one; here the unit of work's commit() still applies."""
+
     async def commit(self) -> None:
         self.committed = copy.deepcopy(self.working)
 

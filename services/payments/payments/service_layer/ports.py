@@ -255,4 +255,7 @@ class PaymentsUnitOfWork(Protocol):
 
     async def __aexit__(self, *exc_info: object) -> None: ...
 
+    async def autocommit(self) -> None:
+        """Each following statement commits by itself (a unit of work of one write)."""
+
     async def commit(self) -> None: ...

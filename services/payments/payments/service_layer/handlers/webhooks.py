@@ -65,12 +65,19 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     provider = deps.providers.get(cmd.provider or "stripe")
     event = await _verified(cmd, provider)
     metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
-    async with deps.uow as uow:
-        if await uow.events.exists(event.id):
-            metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
-            return EventOutcome(event.id, event.type, applied=False, duplicate=True)
-        payment, txn = await _subject(uow, event)
     payload = loads_json(cmd.payload)  # verify_event already refused a deep or bad body
+    async with deps.uow as uow:
+        payment, txn = await _subject(uow, event)
+        quiet = _tells_nothing_new(provider, event, payment)
+        duplicate = not quiet and await uow.events.exists(event.id)
+    if duplicate:
+        metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
+        return EventOutcome(event.id, event.type, applied=False, duplicate=True)
+    if quiet:
+        # Most events announce a step whose answer the request recorded already: storing the
+        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
+        # Its insert-first tells a duplicate, so no look-up before it (issue 13).
+        return await _store(deps, provider, event, payload, applied=False)
     settled = await _settled_without_refetch(deps, provider, event, payload, payment, txn)
     if settled is not None:
         return settled
@@ -144,11 +151,20 @@ async def _settled_without_refetch(
         return await _not_a_payment(deps, provider, event, payload)
     if payment is None and txn is None:
         return await _unrecorded(deps, provider, event, payload)
-    if payment is not None and event.view is not None and payment.tells_nothing_new(event.view):
-        # Most events announce a step whose answer the request recorded already: storing the
-        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
-        return await _store(deps, provider, event, payload, applied=False)
     return None
+
+
+def _tells_nothing_new(
+    provider: PaymentProvider, event: ProviderEvent, payment: Payment | None
+) -> bool:
+    """Whether the event is about a payment of its provider and its view of it changes nothing."""
+    return (
+        payment is not None
+        and event.subject in HANDLED_SUBJECTS
+        and _made_by(provider, payment, None)
+        and event.view is not None
+        and payment.tells_nothing_new(event.view)
+    )
 
 
 def _made_by(provider: PaymentProvider, payment: Payment | None, txn: Transaction | None) -> bool:
@@ -294,6 +310,7 @@ async def _store(
     applied: bool,
 ) -> EventOutcome:
     async with deps.uow as uow:
+        await uow.autocommit()  # one insert-first statement: its own transaction
         inserted = await uow.events.add(
             provider=provider.name,
             event_id=event.id,
