@@ -249,8 +249,9 @@ class FakeOutbox(_Repo):
 
 
 class FakeAudit(_Repo):
-    async def add(self, entry: AuditEntry) -> None:
-        self.st.audit.append(replace(entry, id=len(self.st.audit) + 1))
+    async def add(self, *entries: AuditEntry) -> None:
+        for entry in entries:
+            self.st.audit.append(replace(entry, id=len(self.st.audit) + 1))
 
     async def list_for_payment(self, payment_id: str) -> list[AuditEntry]:
         return [a for a in self.st.audit if a.payment_id == payment_id]

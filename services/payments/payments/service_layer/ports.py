@@ -139,7 +139,8 @@ class OutboxRepository(Protocol):
 
 
 class AuditRepository(Protocol):
-    async def add(self, entry: AuditEntry) -> None: ...
+    async def add(self, *entries: AuditEntry) -> None:
+        """Append entries, in order (several in one round trip)."""
 
     async def list_for_payment(self, payment_id: str) -> list[AuditEntry]: ...
 

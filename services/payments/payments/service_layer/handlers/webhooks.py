@@ -217,9 +217,10 @@ async def _apply_to_payment(
         p.finish_step(now, watch_base=config.watch_base, watch_max=config.watch_max)
     await refund_if_voided(uow, p, now, "webhook")
     await uow.payments.save(p)
-    await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
-    for record in records:
-        await uow.audit.add(record.audit("webhook", payment_id=p.id))
+    await uow.audit.add(
+        _webhook_audit(event, p.id, "", before[0].value, p.state.value),
+        *(record.audit("webhook", payment_id=p.id) for record in records),
+    )
     await publish(uow, deps.config, events, now, payment=p)
     return _Applied(before != (p.state, p.captured_minor), follow_up, p, was_final)
 
@@ -236,9 +237,10 @@ async def _apply_to_transaction(
     """Apply the provider's view to a subscription transaction; returns whether it changed."""
     before_status = txn.status
     t = await apply_to_transaction(uow, deps, txn.id, session, intent, actor="webhook")
-    await uow.audit.add(_webhook_audit(event, "", t.id, before_status.value, t.status.value))
-    for record in records:
-        await uow.audit.add(record.audit("webhook", transaction_id=t.id))
+    await uow.audit.add(
+        _webhook_audit(event, "", t.id, before_status.value, t.status.value),
+        *(record.audit("webhook", transaction_id=t.id) for record in records),
+    )
     return before_status is not t.status
 
 
