@@ -30,6 +30,31 @@ _UPDATE_PAYMENT = update(t.payments).where(t.payments.c.id == bindparam(_KEY))
 _INSERT_AUDIT = insert(t.audit_log).values(created_at=func.now())
 
 
+def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
+    """One statement that locks due rows SKIP LOCKED and moves their next attempt to the end of
+    a lease (`:now`, `:limit`, `:until`), returning them: alone, it is a whole transaction
+    (issue 13: an idle round of a worker is one round trip)."""
+    chosen = (
+        select(table.c.id)
+        .where(due <= bindparam("now"), *where)
+        .order_by(due)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(table)
+        .where(table.c.id.in_(chosen.scalar_subquery()))
+        .values({next_column: bindparam("until")})
+        .returning(*table.c)
+    )
+
+
+_LEASE_PAYMENTS = _lease(t.payments, t.payments.c.next_poll_at, "next_poll_at")
+_LEASE_REFUNDS = _lease(
+    t.refunds, t.refunds.c.next_poll_at, "next_poll_at", t.refunds.c.status == "PENDING"
+)
+
+
 def _payment_values(p: Payment) -> dict[str, Any]:
     return {
         "id": p.id,
@@ -202,25 +227,12 @@ class SqlPaymentRepository:
         return [_payment(r) for r in (await self.s.execute(stmt)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
-        stmt = (
-            select(t.payments)
-            .where(t.payments.c.next_poll_at <= now)
-            .order_by(t.payments.c.next_poll_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        rows = (await self.s.execute(stmt)).all()
-        leased = [_payment(r) for r in rows]
-        if leased:
-            until = now + timedelta(seconds=lease_seconds)
-            await self.s.execute(
-                update(t.payments)
-                .where(t.payments.c.id.in_([p.id for p in leased]))
-                .values(next_poll_at=until)
-            )
-            for p in leased:
-                p.next_poll_at = until
-        return leased
+        """Due payments, locked SKIP LOCKED and leased (next poll moved past the lease) in one
+        statement, so replicas share them; oldest due first."""
+        until = now + timedelta(seconds=lease_seconds)
+        params = {"now": now, "limit": limit, "until": until}
+        rows = (await self.s.execute(_LEASE_PAYMENTS, params)).all()
+        return sorted((_payment(r) for r in rows), key=lambda p: (p.created_at, p.id))
 
 
 # --- refunds ----------------------------------------------------------------------------------
@@ -301,22 +313,11 @@ class SqlRefundRepository:
         return [_refund(r) for r in (await self.s.execute(stmt)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
-        stmt = (
-            select(t.refunds)
-            .where(t.refunds.c.next_poll_at <= now, t.refunds.c.status == "PENDING")
-            .order_by(t.refunds.c.next_poll_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        leased = [_refund(r) for r in (await self.s.execute(stmt)).all()]
-        if leased:
-            until = now + timedelta(seconds=lease_seconds)
-            await self.s.execute(
-                update(t.refunds)
-                .where(t.refunds.c.id.in_([r.id for r in leased]))
-                .values(next_poll_at=until)
-            )
-        return leased
+        """Pending refunds whose poll is due, locked SKIP LOCKED and leased in one statement."""
+        until = now + timedelta(seconds=lease_seconds)
+        params = {"now": now, "limit": limit, "until": until}
+        rows = (await self.s.execute(_LEASE_REFUNDS, params)).all()
+        return sorted((_refund(r) for r in rows), key=lambda r: (r.created_at, r.id))
 
 
 class SqlAuditRepository:

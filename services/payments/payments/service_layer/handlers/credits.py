@@ -151,6 +151,7 @@ async def settle_due_grants(deps: Deps, *, limit: int = 50, lease_seconds: float
     in one CreateTransfers call; a purchase's grant is booked alone (a revocation is planned from
     the user's balance first)."""
     async with deps.uow as uow:
+        await uow.autocommit()  # the lease is one statement: a transaction of its own
         due = await uow.credit_grants.lease_due(deps.clock(), limit, lease_seconds)
         await uow.commit()
     await book_payments([g for g in due if g.of_payment], deps)
