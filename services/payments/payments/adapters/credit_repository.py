@@ -40,6 +40,18 @@ _LEASE_GRANTS = (
 )
 
 
+# CreditGrant.done(now) of the given grants that are still pending, in one statement.
+_MARK_DONE = (
+    update(t.credit_grants)
+    .where(
+        t.credit_grants.c.id.in_(bindparam("ids", expanding=True)),
+        t.credit_grants.c.status == GrantStatus.PENDING.value,
+    )
+    .values(status=GrantStatus.DONE.value, done_at=bindparam("now"), last_error="")
+    .returning(*t.credit_grants.c)
+)
+
+
 def _values(g: CreditGrant) -> dict[str, Any]:
     return {
         "id": g.id,
@@ -120,6 +132,12 @@ class SqlCreditGrantRepository:
         await self.session.execute(
             update(t.credit_grants).where(t.credit_grants.c.id == grant.id).values(**values)
         )
+
+    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+        """CreditGrant.done(now) of those still pending, in one statement (issue 13)."""
+        rows = (await self.session.execute(_MARK_DONE, {"ids": grant_ids, "now": now})).all()
+        done = {g.id: g for g in (_grant(row) for row in rows)}
+        return [done[grant_id] for grant_id in grant_ids if grant_id in done]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[CreditGrant]:
         """Pending grants whose attempt is due, locked SKIP LOCKED and leased (next attempt moved

@@ -157,6 +157,10 @@ class CreditGrantRepository(Protocol):
 
     async def save(self, grant: CreditGrant) -> None: ...
 
+    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+        """CreditGrant.done(now) of those of the grants still pending (locked until commit);
+        returns them as they are now, in the order given."""
+
     async def lease_due(
         self, now: datetime, limit: int, lease_seconds: float
     ) -> list[CreditGrant]: ...
