@@ -228,6 +228,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
 
     async def on_stop() -> None:
         stopping.set()
+        published.notify()  # following streams end now rather than after their idle wait
         if ledger is not None:
             await ledger.close()
         await database.stop()
