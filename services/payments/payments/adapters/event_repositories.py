@@ -23,7 +23,6 @@ _INSERT_EVENT = (
     .on_conflict_do_nothing(index_elements=["event_id"])
     .returning(t.provider_events.c.id)
 )
-_INSERT_OUTBOX = insert(t.outbox)
 
 # Publishing (migration 0006): one statement, in a transaction of its own, numbers the committed
 # unpublished rows after every earlier publisher's; writers never wait for each other.
@@ -87,18 +86,20 @@ class SqlOutboxRepository:
 
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
         self.written = True
-        await self.s.execute(
-            _INSERT_OUTBOX,
-            {
-                "event_id": event.event_id,
-                "type": event.type.value,
-                "subsystem": event.subsystem,
-                "payment_id": event.payment.id if event.payment else None,
-                "transaction_id": event.transaction.id if event.transaction else None,
-                "snapshot": _snapshot(event),
-                "occurred_at": event.occurred_at,
-                "callback_next_at": event.occurred_at if callback else None,
-            },
+        self.s.batch.insert(  # sent with the next statement (adapters/write_batch.py)
+            t.outbox,
+            [
+                {
+                    "event_id": event.event_id,
+                    "type": event.type.value,
+                    "subsystem": event.subsystem,
+                    "payment_id": event.payment.id if event.payment else None,
+                    "transaction_id": event.transaction.id if event.transaction else None,
+                    "snapshot": _snapshot(event),
+                    "occurred_at": event.occurred_at,
+                    "callback_next_at": event.occurred_at if callback else None,
+                }
+            ],
         )
 
     async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:

@@ -25,9 +25,6 @@ from payments.domain.refunds import Refund, RefundStatus
 _KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
 _GET_PAYMENT = select(t.payments).where(t.payments.c.id == bindparam(_KEY))
 _LOCK_PAYMENT = _GET_PAYMENT.with_for_update()
-_INSERT_PAYMENT = insert(t.payments)
-_UPDATE_PAYMENT = update(t.payments).where(t.payments.c.id == bindparam(_KEY))
-_INSERT_AUDIT = insert(t.audit_log).values(created_at=func.now())
 
 
 def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
@@ -155,7 +152,7 @@ class SqlPaymentRepository:
 
     async def add(self, payment: Payment) -> None:
         values = _payment_values(payment)
-        await self.s.execute(_INSERT_PAYMENT, values)
+        self.s.batch.insert(t.payments, [dict(values)])  # sent with the next statement
         self._track(payment, values)
 
     async def _one(self, where: Any, for_update: bool) -> Payment | None:
@@ -200,8 +197,7 @@ class SqlPaymentRepository:
         }
         if not changed:
             return
-        # SQLAlchemy compiles (and caches) the SET clause of the parameters given.
-        await self.s.execute(_UPDATE_PAYMENT, {**changed, _KEY: payment.id})
+        self.s.batch.update(t.payments, payment.id, changed)  # sent with the next statement
         self._track(payment, values)
 
     async def list_by_states(
@@ -325,7 +321,7 @@ class SqlAuditRepository:
         self.s = session
 
     async def add(self, *entries: AuditEntry) -> None:
-        """Append entries in order: several go to the server together (one executemany)."""
+        """Append entries in order: several go to the server together (one statement)."""
         rows = [
             {
                 "payment_id": entry.payment_id or None,
@@ -337,8 +333,8 @@ class SqlAuditRepository:
             }
             for entry in entries
         ]
-        if rows:
-            await self.s.execute(_INSERT_AUDIT, rows[0] if len(rows) == 1 else rows)
+        # Sent with the next statement of the transaction (adapters/write_batch.py).
+        self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
 
     async def _list(self, where: Any) -> list[AuditEntry]:
         rows = (
