@@ -267,6 +267,9 @@ class FakeCreditGrants(_Repo):
         self.st.grants[grant.id] = copy.deepcopy(grant)
         return True
 
+    async def owe(self, grant: CreditGrant) -> None:
+        await self.add(grant)
+
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:
         return copy.deepcopy(self.st.grants.get(grant_id))
 

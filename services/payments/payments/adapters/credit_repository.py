@@ -112,6 +112,11 @@ class SqlCreditGrantRepository:
         )
         return bool(result.rowcount)
 
+    async def owe(self, grant: CreditGrant) -> None:
+        """Record the grant insert-first (a grant recorded before stays as it is), sent with the
+        transaction's next statement (adapters/write_batch.py)."""
+        self.session.batch.insert(t.credit_grants, [_values(grant)], first=True)
+
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:
         query = select(t.credit_grants).where(t.credit_grants.c.id == grant_id)
         if for_update:

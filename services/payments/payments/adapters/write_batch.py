@@ -18,6 +18,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 # (kind, table, row columns, constant columns, rows) -> the combined statement, built once.
 _ShapeKey = tuple[tuple[str, str, tuple[str, ...], tuple[str, ...], int], ...]
+
+INSERT = "insert"
+INSERT_FIRST = "insert_first"  # ON CONFLICT (primary key) DO NOTHING: a row stays as it was
+UPDATE = "update"
 _STATEMENTS: dict[_ShapeKey, Any] = {}
 
 
@@ -32,7 +36,7 @@ class _Write:
         constants: Mapping[str, ColumnElement[Any]],
         key: str = "",
     ) -> None:
-        self.kind = kind  # "insert" (rows) or "update" (one row, by `key` = its id)
+        self.kind = kind  # INSERT or INSERT_FIRST (rows), UPDATE (one row, by `key` = its id)
         self.table = table
         self.rows = rows
         self.constants = constants
@@ -56,11 +60,15 @@ def _build(writes: Sequence[_Write]) -> Any:
         def param(i: int, column: str, n: int = n, w: _Write = w) -> Any:
             return bindparam(f"w{n}_{i}_{column}", type_=w.table.c[column].type)
 
-        if w.kind == "insert":
+        if w.kind in (INSERT, INSERT_FIRST):
             values = [
                 {**{c: param(i, c) for c in columns}, **w.constants} for i in range(len(w.rows))
             ]
             statement: Any = insert(w.table).values(values)
+            if w.kind == INSERT_FIRST:
+                statement = statement.on_conflict_do_nothing(
+                    index_elements=list(w.table.primary_key.columns)
+                )
         else:
             statement = (
                 update(w.table)
@@ -83,10 +91,14 @@ class WriteBatch:
         table: Table,
         rows: list[dict[str, Any]],
         constants: Mapping[str, ColumnElement[Any]] | None = None,
+        *,
+        first: bool = False,
     ) -> None:
-        """INSERT `rows` (same columns each) plus `constants` (SQL expressions) in every row."""
+        """INSERT `rows` (same columns each) plus `constants` (SQL expressions) in every row;
+        `first`: insert-first (a row that exists already is left as it is)."""
         if rows:
-            self._writes.append(_Write("insert", table, rows, constants or {}))
+            kind = INSERT_FIRST if first else INSERT
+            self._writes.append(_Write(kind, table, rows, constants or {}))
 
     def update(self, table: Table, row_id: str, values: dict[str, Any]) -> None:
         """UPDATE the row of `table` whose id is `row_id` with `values`.
@@ -99,14 +111,14 @@ class WriteBatch:
         for w in self._writes:
             if w.table is not table:
                 continue
-            if w.kind == "update" and w.key == row_id:
+            if w.kind == UPDATE and w.key == row_id:
                 w.rows[0].update(values)
                 return
-            for row in w.rows if w.kind == "insert" else ():
+            for row in w.rows if w.kind == INSERT else ():
                 if row.get("id") == row_id and set(values) <= set(row):
                     row.update(values)
                     return
-        self._writes.append(_Write("update", table, [dict(values)], {}, row_id))
+        self._writes.append(_Write(UPDATE, table, [dict(values)], {}, row_id))
 
     async def flush(self) -> None:
         """Send the held-back writes, in one statement."""
@@ -119,7 +131,7 @@ class WriteBatch:
             statement = _STATEMENTS[shape] = _build(writes)
         params: dict[str, Any] = {}
         for n, w in enumerate(writes):
-            if w.kind == "update":
+            if w.kind == UPDATE:
                 params[f"w{n}_key"] = w.key
             for i, row in enumerate(w.rows):
                 for column, value in row.items():

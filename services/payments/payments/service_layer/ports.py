@@ -151,6 +151,10 @@ class CreditGrantRepository(Protocol):
     async def add(self, grant: CreditGrant) -> bool:
         """Insert-first on the grant id: False if that grant was recorded before."""
 
+    async def owe(self, grant: CreditGrant) -> None:
+        """Insert-first on the grant id, without saying whether it was recorded before (it may
+        reach the server with the transaction's next statement)."""
+
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None: ...
 
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]: ...
