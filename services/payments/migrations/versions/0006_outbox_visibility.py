@@ -9,8 +9,8 @@ cursor is `position`, given by `outbox_publish()`: in one short statement of its
 publishing lock, then (on a snapshot taken after the lock, so it sees every earlier publisher's
 commit) numbers the committed unpublished rows in `cursor` order. Publishers follow each other, so
 every position a reader sees belongs to a publisher that committed before any greater one began:
-what is visible is always a prefix. Readers publish before reading (and a crashed writer's rows
-are published by the next read). `cursor` stays the row's key (the callback relay's).
+what is visible is always a prefix. Readers publish before reading, in the same statement
+(`outbox_after()`), so a crashed writer's rows are published by the next read. `cursor` stays the row's key (the callback relay's).
 
 Revision ID: 0006
 Revises: 0005
@@ -74,9 +74,26 @@ def upgrade() -> None:
         $$
         """
     )
+    # A reader's one statement: publish, then read on a fresh snapshot that sees it.
+    op.execute(
+        """
+        CREATE FUNCTION outbox_after(after bigint, n integer, only_subsystem text)
+        RETURNS SETOF outbox LANGUAGE plpgsql AS $$
+        BEGIN
+            PERFORM outbox_publish();
+            RETURN QUERY
+                SELECT * FROM outbox
+                WHERE position > after AND (only_subsystem = '' OR subsystem = only_subsystem)
+                ORDER BY position
+                LIMIT n;
+        END
+        $$
+        """
+    )
 
 
 def downgrade() -> None:
+    op.execute("DROP FUNCTION outbox_after(bigint, integer, text)")
     op.execute("DROP FUNCTION outbox_publish()")
     op.execute("DROP SEQUENCE outbox_position_seq")
     op.drop_index("ix_outbox_unpublished", table_name="outbox")

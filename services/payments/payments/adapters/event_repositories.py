@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,16 +24,10 @@ _INSERT_EVENT = (
     .returning(t.provider_events.c.id)
 )
 
-# Publishing (migration 0006): one statement, in a transaction of its own, numbers the committed
-# unpublished rows after every earlier publisher's; writers never wait for each other.
-_PUBLISH = select(func.outbox_publish())
-_LIST_AFTER = (
-    select(t.outbox)
-    .where(t.outbox.c.position > bindparam("after"))
-    .order_by(t.outbox.c.position)
-    .limit(bindparam("limit"))
-)
-_LIST_AFTER_IN = _LIST_AFTER.where(t.outbox.c.subsystem == bindparam("subsystem"))
+# Publishing (migration 0006): outbox_publish(), in a transaction of its own, numbers the
+# committed unpublished rows after every earlier publisher's; writers never wait for each other.
+# A reader's one statement publishes, then reads the events after a position (fresh snapshot).
+_LIST_AFTER = text("SELECT * FROM outbox_after(:after, :limit, :subsystem)")
 
 
 # --- provider events, outbox -----------------------------------------------------------
@@ -106,21 +100,11 @@ class SqlOutboxRepository:
         """Committed events after stream position `cursor`, oldest first (published first:
         positions become visible in order, so a reader resuming after the last one it was given
         never skips an event committed later)."""
-        await self.publish()
-        params: dict[str, Any] = {"after": cursor, "limit": limit}
-        stmt = _LIST_AFTER
-        if subsystem:
-            stmt, params["subsystem"] = _LIST_AFTER_IN, subsystem
-        rows = (await self.s.execute(stmt, params)).all()
+        params = {"after": cursor, "limit": limit, "subsystem": subsystem}
+        # A plain SELECT: before any write it is a statement of its own (hirepay_platform.db),
+        # so the publishing lock it takes ends with it.
+        rows = (await self.s.execute(_LIST_AFTER, params)).all()
         return [_outbox(r, cursor=r._mapping["position"]) for r in rows]
-
-    async def publish(self) -> int:
-        """Give stream positions to the committed events that have none yet (how many).
-
-        Before any write of the unit of work it is a statement of its own (a plain SELECT goes
-        before BEGIN: hirepay_platform.db), so the publishing lock is held for that statement
-        only; inside a transaction it would be held until that one ends (correct, only longer)."""
-        return int(await self.s.scalar(_PUBLISH) or 0)
 
     async def backlog(self) -> int:
         return await self._callbacks.backlog()

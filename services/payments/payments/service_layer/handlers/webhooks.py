@@ -129,16 +129,15 @@ async def _first_look(
     insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it)."""
     async with deps.uow as uow:
         payment, txn = await _subject(uow, event)
-        if _tells_nothing_new(provider, event, payment):
-            return payment, txn, "quiet"
-        if await uow.events.exists(event.id):
-            return payment, txn, "duplicate"
-    if (
+    if _tells_nothing_new(provider, event, payment) or (
         payment is not None
         and _in_flight(payment, deps.clock())
         and await _quiet_once_recorded(deps, provider, event, payment)
     ):
         return payment, txn, "quiet"
+    async with deps.uow as uow:
+        if await uow.events.exists(event.id):
+            return payment, txn, "duplicate"
     return payment, txn, ""
 
 
