@@ -152,7 +152,7 @@ class SqlPaymentRepository:
 
     async def add(self, payment: Payment) -> None:
         values = _payment_values(payment)
-        self.s.batch.insert(t.payments, [dict(values)])  # sent with the next statement
+        await self.s.batch.insert(t.payments, [dict(values)])  # sent with the next statement
         self._track(payment, values)
 
     async def _one(self, where: Any, for_update: bool) -> Payment | None:
@@ -197,7 +197,7 @@ class SqlPaymentRepository:
         }
         if not changed:
             return
-        self.s.batch.update(t.payments, payment.id, changed)  # sent with the next statement
+        await self.s.batch.update(t.payments, payment.id, changed)  # sent with the next statement
         self._track(payment, values)
 
     async def list_by_states(
@@ -334,7 +334,7 @@ class SqlAuditRepository:
             for entry in entries
         ]
         # Sent with the next statement of the transaction (adapters/write_batch.py).
-        self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
+        await self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
 
     async def _list(self, where: Any) -> list[AuditEntry]:
         rows = (

@@ -86,7 +86,7 @@ class WriteBatch:
         self._session = session
         self._writes: list[_Write] = []
 
-    def insert(
+    async def insert(
         self,
         table: Table,
         rows: list[dict[str, Any]],
@@ -96,11 +96,23 @@ class WriteBatch:
     ) -> None:
         """INSERT `rows` (same columns each) plus `constants` (SQL expressions) in every row;
         `first`: insert-first (a row that exists already is left as it is)."""
-        if rows:
-            kind = INSERT_FIRST if first else INSERT
-            self._writes.append(_Write(kind, table, rows, constants or {}))
+        if not rows:
+            return
+        kind = INSERT_FIRST if first else INSERT
+        constants = constants or {}
+        for w in self._writes:
+            if w.table is table and w.kind != UPDATE:
+                same_columns = set(w.rows[0]) == set(rows[0]) and set(w.constants) == set(constants)
+                if w.kind == kind and same_columns:
+                    # One multi-row INSERT keeps the order of the rows (and of their ids); the
+                    # CTEs of one statement run in no given order.
+                    w.rows.extend(rows)
+                    return
+                await self.flush()  # another shape of the same table: keep the order
+                break
+        self._writes.append(_Write(kind, table, list(rows), constants))
 
-    def update(self, table: Table, row_id: str, values: dict[str, Any]) -> None:
+    async def update(self, table: Table, row_id: str, values: dict[str, Any]) -> None:
         """UPDATE the row of `table` whose id is `row_id` with `values`.
 
         The CTEs of one statement all see the rows as they were before it, and one row is not
