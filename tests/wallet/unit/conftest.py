@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -172,8 +172,15 @@ class FakeHolds:
         assert hold.branch not in self.s.holds
         self.s.holds[hold.branch] = copy.deepcopy(hold)
 
+    async def add_many(self, holds: Sequence[Hold]) -> None:
+        for hold in holds:
+            await self.add(hold)
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         return copy.deepcopy(self.s.holds.get(branch))
+
+    async def lock_many(self, branches: Sequence[TccBranch]) -> dict[TccBranch, Hold]:
+        return {b: copy.deepcopy(self.s.holds[b]) for b in branches if b in self.s.holds}
 
     async def save(self, holds: Collection[Hold]) -> None:
         for hold in holds:

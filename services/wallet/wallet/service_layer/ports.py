@@ -102,8 +102,15 @@ class LedgerRepository(Protocol):
 class HoldRepository(Protocol):
     async def add(self, hold: Hold) -> None: ...
 
+    async def add_many(self, holds: Sequence[Hold]) -> None:
+        """Insert holds of distinct branches (one round trip)."""
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         """The hold of a branch; `for_update` locks it until the transaction ends."""
+
+    async def lock_many(self, branches: Sequence[TccBranch]) -> dict[TccBranch, Hold]:
+        """The holds of those branches that have one, locked (in key order) until the
+        transaction ends (one round trip)."""
 
     async def save(self, holds: Collection[Hold]) -> None:
         """Persist the resolution (state, amounts, transfer, time) of holds."""

@@ -1,18 +1,69 @@
-"""PostgreSQL repository of holds: add, read (optionally locked), save resolutions, lock expired."""
+"""PostgreSQL repository of holds: add, read (optionally locked), save resolutions, lock expired.
+
+The hot statements are built once, as text with array parameters, so one statement serves one
+hold or a group of them (the grouped Reserve and Confirm calls) and no statement is constructed
+per call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.tcc import TccBranch
 from wallet.adapters.tables import holds as H
 from wallet.domain.holds import Hold, HoldState
+
+_COLUMNS = (
+    "global_tx_id, branch_id, account_id, destination_account_id, unit, amount,"
+    " confirmed_amount, state, expires_at, transfer_id, description, created_at, resolved_at"
+)
+_ADD = text(
+    f"""
+    INSERT INTO holds ({_COLUMNS})
+    SELECT * FROM unnest(
+        CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+        CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+        CAST(:units AS text[]), CAST(:amounts AS bigint[]), CAST(:confirmed_amounts AS bigint[]),
+        CAST(:states AS text[]), CAST(:expires_at AS timestamptz[]),
+        CAST(:transfer_ids AS text[]), CAST(:descriptions AS text[]),
+        CAST(:created_at AS timestamptz[]), CAST(:resolved_at AS timestamptz[]))
+    """
+)
+_GET = text(
+    f"SELECT {_COLUMNS} FROM holds WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id"
+)
+_GET_FOR_UPDATE = text(
+    f"SELECT {_COLUMNS} FROM holds WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id"
+    " FOR UPDATE"
+)
+# Locks in key order, so two groups locking overlapping holds cannot deadlock on them.
+_LOCK_MANY = text(
+    f"""
+    SELECT {_COLUMNS} FROM holds
+     WHERE (global_tx_id, branch_id) IN (
+           SELECT * FROM unnest(CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[])))
+     ORDER BY global_tx_id, branch_id
+       FOR UPDATE
+    """
+)
+_SAVE = text(
+    """
+    UPDATE holds h
+       SET state = c.state, confirmed_amount = c.confirmed_amount, transfer_id = c.transfer_id,
+           resolved_at = c.resolved_at
+      FROM unnest(
+           CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]), CAST(:states AS text[]),
+           CAST(:confirmed_amounts AS bigint[]), CAST(:transfer_ids AS text[]),
+           CAST(:resolved_at AS timestamptz[]))
+           AS c(global_tx_id, branch_id, state, confirmed_amount, transfer_id, resolved_at)
+     WHERE h.global_tx_id = c.global_tx_id AND h.branch_id = c.branch_id
+    """
+)
 
 
 def _hold_from_row(row: Any) -> Hold:
@@ -32,21 +83,10 @@ def _hold_from_row(row: Any) -> Hold:
     )
 
 
-def _hold_to_row(hold: Hold) -> dict[str, Any]:
+def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[str]]:
     return {
-        "global_tx_id": hold.branch.global_tx_id,
-        "branch_id": hold.branch.branch_id,
-        "account_id": hold.account_id,
-        "destination_account_id": hold.destination_account_id,
-        "unit": hold.unit,
-        "amount": hold.amount,
-        "confirmed_amount": hold.confirmed_amount,
-        "state": hold.state.value,
-        "expires_at": hold.expires_at,
-        "transfer_id": hold.transfer_id,
-        "description": hold.description,
-        "created_at": hold.created_at,
-        "resolved_at": hold.resolved_at,
+        "global_tx_ids": [b.global_tx_id for b in branches],
+        "branch_ids": [b.branch_id for b in branches],
     }
 
 
@@ -58,32 +98,56 @@ class SqlHoldRepository:
         self._session = session
 
     async def add(self, hold: Hold) -> None:
-        await self._session.execute(insert(H).values(_hold_to_row(hold)))
+        await self.add_many([hold])
+
+    async def add_many(self, holds: Sequence[Hold]) -> None:
+        if not holds:
+            return
+        await self._session.execute(
+            _ADD,
+            {
+                **_branch_params([h.branch for h in holds]),
+                "account_ids": [h.account_id for h in holds],
+                "destination_account_ids": [h.destination_account_id for h in holds],
+                "units": [h.unit for h in holds],
+                "amounts": [h.amount for h in holds],
+                "confirmed_amounts": [h.confirmed_amount for h in holds],
+                "states": [h.state.value for h in holds],
+                "expires_at": [h.expires_at for h in holds],
+                "transfer_ids": [h.transfer_id for h in holds],
+                "descriptions": [h.description for h in holds],
+                "created_at": [h.created_at for h in holds],
+                "resolved_at": [h.resolved_at for h in holds],
+            },
+        )
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
-        query = select(H).where(
-            H.c.global_tx_id == branch.global_tx_id, H.c.branch_id == branch.branch_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
+        statement = _GET_FOR_UPDATE if for_update else _GET
+        params = {"global_tx_id": branch.global_tx_id, "branch_id": branch.branch_id}
+        row = (await self._session.execute(statement, params)).one_or_none()
         return _hold_from_row(row) if row else None
 
+    async def lock_many(self, branches: Sequence[TccBranch]) -> dict[TccBranch, Hold]:
+        if not branches:
+            return {}
+        rows = await self._session.execute(_LOCK_MANY, _branch_params(branches))
+        holds = (_hold_from_row(row) for row in rows)
+        return {hold.branch: hold for hold in holds}
+
     async def save(self, holds: Collection[Hold]) -> None:
-        for hold in holds:
-            await self._session.execute(
-                update(H)
-                .where(
-                    H.c.global_tx_id == hold.branch.global_tx_id,
-                    H.c.branch_id == hold.branch.branch_id,
-                )
-                .values(
-                    state=hold.state.value,
-                    confirmed_amount=hold.confirmed_amount,
-                    transfer_id=hold.transfer_id,
-                    resolved_at=hold.resolved_at,
-                )
-            )
+        if not holds:
+            return
+        holds = list(holds)
+        await self._session.execute(
+            _SAVE,
+            {
+                **_branch_params([h.branch for h in holds]),
+                "states": [h.state.value for h in holds],
+                "confirmed_amounts": [h.confirmed_amount for h in holds],
+                "transfer_ids": [h.transfer_id for h in holds],
+                "resolved_at": [h.resolved_at for h in holds],
+            },
+        )
 
     async def lock_expired(self, now: datetime, limit: int) -> list[Hold]:
         query = (

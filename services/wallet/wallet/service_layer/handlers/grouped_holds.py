@@ -1,0 +1,305 @@
+"""Use cases of grouped holds: concurrent ReserveHold calls run together in one local transaction,
+and so do concurrent ConfirmHold calls (the batcher gathers them). Each call keeps its own barrier
+row and gets its own result or error, the one its call alone would have had.
+
+A group costs a fixed number of round trips whatever its size: a Reserve group inserts every
+barrier row in one statement, locks and reads every account row once (in id order), judges each
+Reserve in order on the balances read under those locks (no overdraft, also within the group),
+then posts every accepted reservation in one statement and inserts every hold in one; a Confirm
+group inserts every barrier row, locks every hold (in key order), posts every transfer set-based
+(`post_many`) and saves every hold in one statement. A call refused by a business rule fails alone
+and leaves nothing behind: it changed no balance, and its barrier row (and claimed transfer id) is
+given back in the same transaction, as the rollback of the call on its own would have. Calls of
+the same branch in one group run in rounds, so a repeat sees its first occurrence's outcome (in
+this transaction) exactly as a later call would. Nobody is answered before the COMMIT; a lost race
+(deadlock) aborts the whole transaction, which is then run again (nothing had been committed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from hirepay_platform.errors import Conflict, HirepayError
+from hirepay_platform.tcc import (
+    ConfirmGate,
+    TccBranch,
+    TccOp,
+    TryGate,
+    enter_confirm_many,
+    enter_try_many,
+)
+from wallet.domain import commands
+from wallet.domain.errors import HoldCancelled, InsufficientFunds
+from wallet.domain.holds import Hold
+from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
+from wallet.domain.model import AccountRef, Balance
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.batches import BatchOutcome
+from wallet.service_layer.handlers.common import apply_posting, transfer_record
+from wallet.service_layer.handlers.holds import (
+    ConfirmRequest,
+    HoldResult,
+    ReserveRequest,
+    check_reserve_accounts,
+    confirm_accounts,
+    confirm_request,
+    missing_hold,
+    new_hold,
+    plan_confirm,
+    replay_confirm,
+    reserve_request,
+)
+from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOfWork
+
+# Runs of a group whose transaction lost a race (deadlock) before its callers are told to retry.
+_ATTEMPTS = 3
+
+Q = TypeVar("Q", ReserveRequest, ConfirmRequest)
+Outcomes = list[BatchOutcome[HoldResult] | None]
+
+
+async def reserve_holds(
+    cmds: Sequence[commands.ReserveHold], deps: Deps
+) -> list[BatchOutcome[HoldResult]]:
+    """Run Try calls together in one transaction; outcomes in the same order, after COMMIT."""
+    return await _run_group(cmds, reserve_request, _reserve_round, deps)
+
+
+async def confirm_holds(
+    cmds: Sequence[commands.ConfirmHold], deps: Deps
+) -> list[BatchOutcome[HoldResult]]:
+    """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
+    return await _run_group(cmds, confirm_request, _confirm_round, deps)
+
+
+Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
+
+
+async def _run_group(
+    cmds: Sequence[object],
+    validate: Callable[..., Q],
+    run_round: Round[Q],
+    deps: Deps,
+) -> list[BatchOutcome[HoldResult]]:
+    requests: list[Q | HirepayError] = []
+    for cmd in cmds:
+        try:
+            requests.append(validate(cmd))
+        except HirepayError as exc:
+            requests.append(exc)
+    for attempt in range(1, _ATTEMPTS + 1):
+        outcomes: Outcomes = [
+            BatchOutcome(error=r) if isinstance(r, HirepayError) else None for r in requests
+        ]
+        valid = [(i, r) for i, r in enumerate(requests) if not isinstance(r, HirepayError)]
+        try:
+            async with deps.uow() as uow:
+                now = deps.clock()
+                for items in _rounds(valid):
+                    await run_round(uow, items, now, outcomes)
+                await uow.commit()
+        except Conflict:
+            if attempt == _ATTEMPTS:
+                raise
+            continue
+        return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
+    raise AssertionError("unreachable")
+
+
+def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
+    """The n-th call of each branch goes in round n: branches are distinct within a round."""
+    rounds: list[list[tuple[int, Q]]] = []
+    seen: dict[TccBranch, int] = {}
+    for i, request in items:
+        n = seen.get(request.branch, 0)
+        seen[request.branch] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((i, request))
+    return rounds
+
+
+def _lost() -> HirepayError:
+    return HirepayError("a call of the group has no outcome", reason="INTERNAL")
+
+
+async def _reserve_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ReserveRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
+    live: list[tuple[int, ReserveRequest]] = []
+    for i, req in items:
+        try:
+            check_reserve_accounts(req, refs)
+        except HirepayError as exc:
+            outcomes[i] = BatchOutcome(error=exc)
+            continue
+        live.append((i, req))
+    first = await _pass_try_barrier(uow, live, outcomes)
+    if first:
+        await _reserve_first(uow, first, refs, now, outcomes)
+
+
+async def _pass_try_barrier(
+    uow: WalletUnitOfWork, items: list[tuple[int, ReserveRequest]], outcomes: Outcomes
+) -> list[tuple[int, ReserveRequest]]:
+    """Every Try's barrier row in one insert; the first Trys, the others answered."""
+    gates = await enter_try_many(uow.barriers, [(r.branch, r.fingerprint) for _, r in items])
+    first: list[tuple[int, ReserveRequest]] = []
+    for (i, req), gate in zip(items, gates, strict=True):
+        if isinstance(gate, HirepayError):
+            outcomes[i] = BatchOutcome(error=gate)
+        elif gate is TryGate.CANCELLED:  # its Cancel came first: a hanging Try reserves nothing
+            error = HoldCancelled(req.branch.global_tx_id, req.branch.branch_id)
+            outcomes[i] = BatchOutcome(error=error)
+        elif gate is TryGate.REPLAY:
+            hold = await uow.holds.get(req.branch)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold, replayed=True))
+        else:
+            first.append((i, req))
+    return first
+
+
+async def _reserve_first(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, ReserveRequest]],
+    refs: dict[str, AccountRef],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """Judge each first Try in order under the account locks; reserve the accepted ones."""
+    # Lock every account to reserve on (id order) and read it after the lock (shards summed).
+    balances = await uow.ledger.lock_balances({r.account_id for _, r in first})
+    accepted: list[Hold] = []
+    refused: list[TccBranch] = []
+    for i, req in first:
+        if _reserve_fits(refs[req.account_id], balances, req):
+            b = balances[req.account_id]
+            balances[req.account_id] = Balance(b.posted, b.pending + req.amount)
+            hold = new_hold(req, now)
+            accepted.append(hold)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold))
+        else:
+            refused.append(req.branch)
+            outcomes[i] = BatchOutcome(error=InsufficientFunds(req.account_id))
+    # A refused Try never happened: a later Try of its branch must find no row.
+    await uow.barriers.release(refused, TccOp.TRY)
+    if accepted:
+        reservations = [hold.reservation() for hold in accepted]
+        await apply_posting(uow, None, plan_posting("reserve", [], refs, reservations))
+        await uow.holds.add_many(accepted)
+
+
+def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveRequest) -> bool:
+    """The no-overdraft rule on the balance read under the lock, after the earlier Reserves of
+    the group (a sharded account's balance includes its shards, so it is judged here too)."""
+    balance = balances.get(req.account_id)
+    if balance is None:  # the row exists (refs found it) and accounts are never deleted
+        return False
+    change = BalanceChange(req.account_id, 0, req.amount)
+    return change_allowed(balance, change, allow_negative=ref.allow_negative, sharded=False)
+
+
+_Planned = tuple[int, Hold, TransferHeader, Posting]
+
+
+async def _confirm_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ConfirmRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    gates = await enter_confirm_many(uow.barriers, [(r.branch, r.fingerprint) for _, r in items])
+    first: list[tuple[int, ConfirmRequest]] = []
+    for (i, req), gate in zip(items, gates, strict=True):
+        if isinstance(gate, HirepayError):
+            outcomes[i] = BatchOutcome(error=gate)
+        elif gate is ConfirmGate.REPLAY:
+            outcomes[i] = BatchOutcome(result=await replay_confirm(uow, req.branch))
+        else:
+            first.append((i, req))
+    if not first:
+        return
+    give_back: list[TccBranch] = []
+    planned = await _plan_confirms(uow, first, now, outcomes, give_back)
+    confirmed = await _post_confirms(uow, planned, now, outcomes, give_back)
+    await uow.holds.save(confirmed)
+    # A refused Confirm never happened: its branch may be confirmed (or cancelled) later.
+    await uow.barriers.release(give_back, TccOp.CONFIRM)
+
+
+async def _plan_confirms(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, ConfirmRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+    give_back: list[TccBranch],
+) -> list[_Planned]:
+    """Lock every hold (key order: a racing Cancel or expiry resolves each before or after us,
+    never both) and plan each Confirm's transfer; a refused one is answered and given back."""
+    holds = await uow.holds.lock_many([r.branch for _, r in first])
+    wanted = {
+        a for _, r in first if r.branch in holds for a in confirm_accounts(r, holds[r.branch])
+    }
+    refs = await uow.accounts.refs(wanted)
+    planned: list[_Planned] = []
+    for i, req in first:
+        try:
+            hold = holds.get(req.branch)
+            if hold is None:
+                raise await missing_hold(uow, req.branch)
+            header, posting = plan_confirm(req, hold, refs, now)
+        except HirepayError as exc:
+            outcomes[i] = BatchOutcome(error=exc)
+            give_back.append(req.branch)
+            continue
+        planned.append((i, hold, header, posting))
+    return planned
+
+
+async def _post_confirms(
+    uow: WalletUnitOfWork,
+    planned: list[_Planned],
+    now: datetime,
+    outcomes: Outcomes,
+    give_back: list[TccBranch],
+) -> list[Hold]:
+    """Post every planned transfer (set-based; a hold on a guarded sharded account on its slow
+    path); the holds confirmed."""
+    ordinary = [p for p in planned if not p[3].guarded_sharded]
+    posted = await uow.ledger.post_many([(header, posting) for _, _, header, posting in ordinary])
+    results = list(zip(ordinary, posted, strict=True))
+    for p in planned:
+        if p[3].guarded_sharded:
+            results.append((p, await _post_guarded(uow, p[2], p[3])))
+    confirmed: list[Hold] = []
+    for (i, hold, header, _), outcome in results:
+        if not outcome.claimed:  # only a Confirm writes this id, and the barrier admits one
+            error = HirepayError(f"transfer {header.id} already exists", reason="TCC_INCONSISTENT")
+            outcomes[i] = BatchOutcome(error=error)
+            give_back.append(hold.branch)
+        elif outcome.rejected:  # never expected: a Confirm only spends what its hold reserved
+            outcomes[i] = BatchOutcome(error=InsufficientFunds(outcome.rejected[0]))
+            give_back.append(hold.branch)
+        else:
+            record = transfer_record(header, outcome.created_at or now, outcome.entries)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold, transfer=record))
+            confirmed.append(hold)
+    return confirmed
+
+
+async def _post_guarded(
+    uow: WalletUnitOfWork, header: TransferHeader, posting: Posting
+) -> PostOutcome:
+    """One posting on the checked slow path; a refusal gives back its claimed id."""
+    try:
+        outcome = await apply_posting(uow, header.id, posting, claim=header)
+    except InsufficientFunds as exc:
+        await uow.ledger.release_claim(header.id)
+        return PostOutcome(rejected=(str(exc.metadata.get("account_id", "?")),))
+    return outcome if outcome is not None else PostOutcome(claimed=False)
