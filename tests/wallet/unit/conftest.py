@@ -176,6 +176,11 @@ class FakeHolds:
         for hold in holds:
             await self.add(hold)
 
+    async def add_reserved(self, holds: Sequence[Hold]) -> None:
+        for hold in holds:
+            await self.add(hold)
+            self.s.pending[hold.account_id] += hold.amount
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         return copy.deepcopy(self.s.holds.get(branch))
 

@@ -105,6 +105,11 @@ class HoldRepository(Protocol):
     async def add_many(self, holds: Sequence[Hold]) -> None:
         """Insert holds of distinct branches (one round trip)."""
 
+    async def add_reserved(self, holds: Sequence[Hold]) -> None:
+        """Insert new pending holds of distinct branches and add each one's amount to its
+        account's pending balance, in one round trip. The caller has locked those account rows
+        and judged every reservation under the no-overdraft rule."""
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         """The hold of a branch; `for_update` locks it until the transaction ends."""
 

@@ -34,6 +34,30 @@ _ADD = text(
         CAST(:created_at AS timestamptz[]), CAST(:resolved_at AS timestamptz[]))
     """
 )
+# New holds and their reservations in one round trip: each account's pending balance grows by
+# the amounts of its new holds (rows the caller locked and judged under the no-overdraft rule).
+_ADD_RESERVED = text(
+    f"""
+    WITH added AS (
+        INSERT INTO holds ({_COLUMNS})
+        SELECT * FROM unnest(
+            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
+            CAST(:confirmed_amounts AS bigint[]), CAST(:states AS text[]),
+            CAST(:expires_at AS timestamptz[]), CAST(:transfer_ids AS text[]),
+            CAST(:descriptions AS text[]), CAST(:created_at AS timestamptz[]),
+            CAST(:resolved_at AS timestamptz[]))
+        RETURNING account_id, amount
+    ), reserved AS (
+        UPDATE accounts a SET pending = a.pending + r.amount
+          FROM (SELECT account_id, sum(amount) AS amount FROM added GROUP BY account_id) r
+         WHERE a.id = r.account_id
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM reserved) AS accounts
+    """
+)
 _GET = text(
     f"SELECT {_COLUMNS} FROM holds WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id"
 )
@@ -83,10 +107,27 @@ def _hold_from_row(row: Any) -> Hold:
     )
 
 
-def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[str]]:
+def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[Any]]:
     return {
         "global_tx_ids": [b.global_tx_id for b in branches],
         "branch_ids": [b.branch_id for b in branches],
+    }
+
+
+def _hold_params(holds: Sequence[Hold]) -> dict[str, list[Any]]:
+    return {
+        **_branch_params([h.branch for h in holds]),
+        "account_ids": [h.account_id for h in holds],
+        "destination_account_ids": [h.destination_account_id for h in holds],
+        "units": [h.unit for h in holds],
+        "amounts": [h.amount for h in holds],
+        "confirmed_amounts": [h.confirmed_amount for h in holds],
+        "states": [h.state.value for h in holds],
+        "expires_at": [h.expires_at for h in holds],
+        "transfer_ids": [h.transfer_id for h in holds],
+        "descriptions": [h.description for h in holds],
+        "created_at": [h.created_at for h in holds],
+        "resolved_at": [h.resolved_at for h in holds],
     }
 
 
@@ -101,25 +142,16 @@ class SqlHoldRepository:
         await self.add_many([hold])
 
     async def add_many(self, holds: Sequence[Hold]) -> None:
+        if holds:
+            await self._session.execute(_ADD, _hold_params(holds))
+
+    async def add_reserved(self, holds: Sequence[Hold]) -> None:
         if not holds:
             return
-        await self._session.execute(
-            _ADD,
-            {
-                **_branch_params([h.branch for h in holds]),
-                "account_ids": [h.account_id for h in holds],
-                "destination_account_ids": [h.destination_account_id for h in holds],
-                "units": [h.unit for h in holds],
-                "amounts": [h.amount for h in holds],
-                "confirmed_amounts": [h.confirmed_amount for h in holds],
-                "states": [h.state.value for h in holds],
-                "expires_at": [h.expires_at for h in holds],
-                "transfer_ids": [h.transfer_id for h in holds],
-                "descriptions": [h.description for h in holds],
-                "created_at": [h.created_at for h in holds],
-                "resolved_at": [h.resolved_at for h in holds],
-            },
-        )
+        row = (await self._session.execute(_ADD_RESERVED, _hold_params(holds))).one()
+        if row.added != len(holds) or row.accounts != len({h.account_id for h in holds}):
+            # A missing account row: never expected (the caller locked every one).
+            raise RuntimeError("reservation applied partially")
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         statement = _GET_FOR_UPDATE if for_update else _GET

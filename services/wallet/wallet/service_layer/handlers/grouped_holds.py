@@ -5,7 +5,7 @@ row and gets its own result or error, the one its call alone would have had.
 A group costs a fixed number of round trips whatever its size: a Reserve group inserts every
 barrier row in one statement, locks and reads every account row once (in id order), judges each
 Reserve in order on the balances read under those locks (no overdraft, also within the group),
-then posts every accepted reservation in one statement and inserts every hold in one; a Confirm
+then inserts every accepted hold and its reservation in one statement; a Confirm
 group inserts every barrier row, locks every hold (in key order), posts every transfer set-based
 (`post_many`) and saves every hold in one statement. A call refused by a business rule fails alone
 and leaves nothing behind: it changed no balance, and its barrier row (and claimed transfer id) is
@@ -33,7 +33,7 @@ from hirepay_platform.tcc import (
 from wallet.domain import commands
 from wallet.domain.errors import HoldCancelled, InsufficientFunds
 from wallet.domain.holds import Hold
-from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
+from wallet.domain.ledger import BalanceChange, Posting, change_allowed
 from wallet.domain.model import AccountRef, Balance
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome
@@ -189,10 +189,7 @@ async def _reserve_first(
             outcomes[i] = BatchOutcome(error=InsufficientFunds(req.account_id))
     # A refused Try never happened: a later Try of its branch must find no row.
     await uow.barriers.release(refused, TccOp.TRY)
-    if accepted:
-        reservations = [hold.reservation() for hold in accepted]
-        await apply_posting(uow, None, plan_posting("reserve", [], refs, reservations))
-        await uow.holds.add_many(accepted)
+    await uow.holds.add_reserved(accepted)
 
 
 def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveRequest) -> bool:
