@@ -60,6 +60,41 @@ class _Statements:
     release: TextClause
 
 
+def insert_many_sql(table_name: str) -> str:
+    """The barrier's insert-first for a group of distinct branches, as SQL a participant may also
+    put in a CTE in front of its own statement (one round trip for the barrier and its next step;
+    the rows are written before the rest of the statement runs its locks). Binds :barrier_op,
+    :barrier_origin, :barrier_global_tx_ids, :barrier_branch_ids, :barrier_fingerprints (see
+    `insert_many_params`); returns (global_tx_id, branch_id) of each row it inserted. ON CONFLICT
+    DO NOTHING waits for an in-flight twin exactly as the single insert does."""
+    return (
+        f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
+        " SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f"
+        " FROM unnest(CAST(:barrier_global_tx_ids AS text[]),"
+        " CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))"
+        " AS t(g, b, f)"
+        " ON CONFLICT DO NOTHING RETURNING global_tx_id, branch_id"
+    )
+
+
+def insert_many_params(
+    branches: Sequence[TccBranch],
+    op: TccOp,
+    origin: TccOp,
+    fingerprints: Sequence[Fingerprint],
+) -> dict[str, Any]:
+    """The parameters of `insert_many_sql` (distinct branches)."""
+    if len(set(branches)) != len(branches):
+        raise ValueError("a branch may appear once per call")
+    return {
+        "barrier_op": op.value,
+        "barrier_origin": origin.value,
+        "barrier_global_tx_ids": [b.global_tx_id for b in branches],
+        "barrier_branch_ids": [b.branch_id for b in branches],
+        "barrier_fingerprints": [json.dumps(dict(f)) for f in fingerprints],
+    }
+
+
 @functools.cache
 def _statements(table_name: str) -> _Statements:
     return _Statements(
@@ -71,10 +106,8 @@ def _statements(table_name: str) -> _Statements:
         # One round trip for a group of branches; ON CONFLICT DO NOTHING waits for an in-flight
         # twin exactly as the single insert does.
         insert_many=text(
-            f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
-            " SELECT g, b, :op, :origin, f FROM unnest(CAST(:global_tx_ids AS text[]),"
-            " CAST(:branch_ids AS text[]), CAST(:fingerprints AS jsonb[])) AS t(g, b, f)"
-            " ON CONFLICT DO NOTHING RETURNING global_tx_id, branch_id"
+            f"WITH entered AS ({insert_many_sql(table_name)})"
+            " SELECT global_tx_id, branch_id FROM entered"
         ),
         get=text(
             f"SELECT origin, fingerprint FROM {table_name}"
@@ -118,20 +151,10 @@ class SqlBarrierRepository:
         origin: TccOp,
         fingerprints: Sequence[Fingerprint],
     ) -> set[TccBranch]:
-        if len(set(branches)) != len(branches):
-            raise ValueError("a branch may appear once per call")
+        params = insert_many_params(branches, op, origin, fingerprints)
         if not branches:
             return set()
-        result = await self._session.execute(
-            self._sql.insert_many,
-            {
-                "op": op.value,
-                "origin": origin.value,
-                "global_tx_ids": [b.global_tx_id for b in branches],
-                "branch_ids": [b.branch_id for b in branches],
-                "fingerprints": [json.dumps(dict(f)) for f in fingerprints],
-            },
-        )
+        result = await self._session.execute(self._sql.insert_many, params)
         return {TccBranch(row.global_tx_id, row.branch_id) for row in result}
 
     async def release(self, branches: Collection[TccBranch], op: TccOp) -> None:

@@ -170,12 +170,16 @@ async def _enter_many(
     barriers: BarrierRepository,
     op: TccOp,
     calls: Sequence[tuple[TccBranch, Fingerprint]],
+    inserted: Collection[TccBranch] | None,
 ) -> list[BarrierRecord | HirepayError | None]:
     """Insert-first for a group of distinct branches: None where inserted (the call is first),
-    else the existing row (or the call's own error when a twin is still being written)."""
-    inserted = await barriers.insert_many(
-        [branch for branch, _ in calls], op, op, [print_ for _, print_ in calls]
-    )
+    else the existing row (or the call's own error when a twin is still being written).
+    `inserted`: the rows were already inserted, by the participant's own statement (see
+    hirepay_platform.barrier.insert_many_sql), and these are the branches it inserted."""
+    if inserted is None:
+        inserted = await barriers.insert_many(
+            [branch for branch, _ in calls], op, op, [print_ for _, print_ in calls]
+        )
     found: list[BarrierRecord | HirepayError | None] = []
     for branch, _ in calls:
         if branch in inserted:
@@ -189,13 +193,15 @@ async def _enter_many(
 
 
 async def enter_try_many(
-    barriers: BarrierRepository, calls: Sequence[tuple[TccBranch, Fingerprint]]
+    barriers: BarrierRepository,
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+    inserted: Collection[TccBranch] | None = None,
 ) -> list[TryGate | HirepayError]:
     """`enter_try` for a group of Try calls of distinct branches in one transaction (one insert
     for all): each call's gate, or its own error; one call's error never touches the others."""
     gates: list[TryGate | HirepayError] = []
     for (branch, print_), record in zip(
-        calls, await _enter_many(barriers, TccOp.TRY, calls), strict=True
+        calls, await _enter_many(barriers, TccOp.TRY, calls, inserted), strict=True
     ):
         if record is None:
             gates.append(TryGate.FIRST)
@@ -209,11 +215,13 @@ async def enter_try_many(
 
 
 async def enter_confirm_many(
-    barriers: BarrierRepository, calls: Sequence[tuple[TccBranch, Fingerprint]]
+    barriers: BarrierRepository,
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+    inserted: Collection[TccBranch] | None = None,
 ) -> list[ConfirmGate | HirepayError]:
     """`enter_confirm` for a group of Confirm calls of distinct branches in one transaction."""
     gates: list[ConfirmGate | HirepayError] = []
-    records = await _enter_many(barriers, TccOp.CONFIRM, calls)
+    records = await _enter_many(barriers, TccOp.CONFIRM, calls, inserted)
     for (branch, print_), record in zip(calls, records, strict=True):
         if record is None:
             gates.append(ConfirmGate.FIRST)

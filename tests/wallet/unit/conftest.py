@@ -184,9 +184,6 @@ class FakeHolds:
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         return copy.deepcopy(self.s.holds.get(branch))
 
-    async def lock_many(self, branches: Sequence[TccBranch]) -> dict[TccBranch, Hold]:
-        return {b: copy.deepcopy(self.s.holds[b]) for b in branches if b in self.s.holds}
-
     async def save(self, holds: Collection[Hold]) -> None:
         for hold in holds:
             self.s.holds[hold.branch] = copy.deepcopy(hold)

@@ -14,9 +14,13 @@ from typing import Any
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.tcc import TccBranch
+from hirepay_platform.barrier import insert_many_params, insert_many_sql
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.tables import holds as H
+from wallet.adapters.tables import tcc_barriers
 from wallet.domain.holds import Hold, HoldState
+from wallet.domain.model import Balance
 
 _COLUMNS = (
     "global_tx_id, branch_id, account_id, destination_account_id, unit, amount,"
@@ -65,14 +69,42 @@ _GET_FOR_UPDATE = text(
     f"SELECT {_COLUMNS} FROM holds WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id"
     " FOR UPDATE"
 )
-# Locks in key order, so two groups locking overlapping holds cannot deadlock on them.
-_LOCK_MANY = text(
+# A group of Trys: every barrier row (the platform's insert-first), then - only after every insert
+# is done, as a Try on its own orders them - every account to reserve on locked in id order and
+# read with its lock (a locking read returns the newest committed row): one round trip.
+_TRY_AND_LOCK = text(
     f"""
-    SELECT {_COLUMNS} FROM holds
-     WHERE (global_tx_id, branch_id) IN (
-           SELECT * FROM unnest(CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[])))
-     ORDER BY global_tx_id, branch_id
-       FOR UPDATE
+    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    locked AS MATERIALIZED (
+        SELECT CAST(id AS text) AS id, posted, pending, shards > 0 AS sharded FROM accounts
+         WHERE id = ANY(CAST(:account_ids AS uuid[]))
+           AND (SELECT count(*) FROM entered) >= 0
+         ORDER BY id
+           FOR NO KEY UPDATE
+    )
+    SELECT ARRAY(SELECT global_tx_id FROM entered) AS entered_global_tx_ids,
+           ARRAY(SELECT branch_id FROM entered) AS entered_branch_ids,
+           ARRAY(SELECT id FROM locked ORDER BY id) AS ids,
+           ARRAY(SELECT posted FROM locked ORDER BY id) AS posted,
+           ARRAY(SELECT pending FROM locked ORDER BY id) AS pending,
+           ARRAY(SELECT sharded FROM locked ORDER BY id) AS sharded
+    """
+)
+# A group of Confirms: every barrier row, then the hold of each branch whose row was inserted,
+# locked in key order: one round trip, one line per inserted branch (hold columns null if none).
+_CONFIRM_AND_LOCK = text(
+    f"""
+    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    locked AS MATERIALIZED (
+        SELECT {_COLUMNS} FROM holds
+         WHERE (global_tx_id, branch_id) IN (SELECT global_tx_id, branch_id FROM entered)
+         ORDER BY global_tx_id, branch_id
+           FOR UPDATE
+    )
+    SELECT e.global_tx_id AS entered_global_tx_id, e.branch_id AS entered_branch_id,
+           l.global_tx_id IS NOT NULL AS held, l.*
+      FROM entered e
+      LEFT JOIN locked l ON l.global_tx_id = e.global_tx_id AND l.branch_id = e.branch_id
     """
 )
 _SAVE = text(
@@ -159,12 +191,37 @@ class SqlHoldRepository:
         row = (await self._session.execute(statement, params)).one_or_none()
         return _hold_from_row(row) if row else None
 
-    async def lock_many(self, branches: Sequence[TccBranch]) -> dict[TccBranch, Hold]:
-        if not branches:
-            return {}
-        rows = await self._session.execute(_LOCK_MANY, _branch_params(branches))
-        holds = (_hold_from_row(row) for row in rows)
-        return {hold.branch: hold for hold in holds}
+    async def try_and_lock(
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        account_ids: Collection[str],
+    ) -> tuple[set[TccBranch], dict[str, Balance], list[str]]:
+        params = insert_many_params(
+            [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
+        )
+        params["account_ids"] = sorted(account_ids)
+        row = (await self._session.execute(_TRY_AND_LOCK, params)).one()
+        entered = {
+            TccBranch(g, b)
+            for g, b in zip(row.entered_global_tx_ids, row.entered_branch_ids, strict=True)
+        }
+        balances = {
+            a: Balance(posted, pending)
+            for a, posted, pending in zip(row.ids, row.posted, row.pending, strict=True)
+        }
+        sharded = [a for a, flag in zip(row.ids, row.sharded, strict=True) if flag]
+        return entered, balances, sharded
+
+    async def confirm_and_lock(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+    ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        params = insert_many_params(
+            [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
+        )
+        rows = (await self._session.execute(_CONFIRM_AND_LOCK, params)).all()
+        entered = {TccBranch(r.entered_global_tx_id, r.entered_branch_id) for r in rows}
+        holds = (_hold_from_row(r) for r in rows if r.held)
+        return entered, {hold.branch: hold for hold in holds}
 
     async def save(self, holds: Collection[Hold]) -> None:
         if not holds:

@@ -140,16 +140,32 @@ async def _reserve_round(
             outcomes[i] = BatchOutcome(error=exc)
             continue
         live.append((i, req))
-    first = await _pass_try_barrier(uow, live, outcomes)
-    if first:
-        await _reserve_first(uow, first, refs, now, outcomes)
+    if not live:
+        return
+    calls = [(r.branch, r.fingerprint) for _, r in live]
+    entered, balances, sharded = await uow.holds.try_and_lock(
+        calls, {r.account_id for _, r in live}
+    )
+    first = await _pass_try_barrier(uow, live, entered, outcomes)
+    if not first:
+        return
+    if sharded:  # a sharded account's balance includes its shards, read after the lock
+        balances.update(await uow.ledger.lock_balances(sharded))
+    accepted, refused = _reserve_first(first, refs, balances, now, outcomes)
+    # A refused Try never happened: a later Try of its branch must find no row.
+    await uow.barriers.release(refused, TccOp.TRY)
+    await uow.holds.add_reserved(accepted)
 
 
 async def _pass_try_barrier(
-    uow: WalletUnitOfWork, items: list[tuple[int, ReserveRequest]], outcomes: Outcomes
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ReserveRequest]],
+    entered: set[TccBranch],
+    outcomes: Outcomes,
 ) -> list[tuple[int, ReserveRequest]]:
-    """Every Try's barrier row in one insert; the first Trys, the others answered."""
-    gates = await enter_try_many(uow.barriers, [(r.branch, r.fingerprint) for _, r in items])
+    """Each Try's gate (its barrier row is inserted); the first Trys, the others answered."""
+    calls = [(r.branch, r.fingerprint) for _, r in items]
+    gates = await enter_try_many(uow.barriers, calls, entered)
     first: list[tuple[int, ReserveRequest]] = []
     for (i, req), gate in zip(items, gates, strict=True):
         if isinstance(gate, HirepayError):
@@ -165,16 +181,16 @@ async def _pass_try_barrier(
     return first
 
 
-async def _reserve_first(
-    uow: WalletUnitOfWork,
+def _reserve_first(
     first: list[tuple[int, ReserveRequest]],
     refs: dict[str, AccountRef],
+    balances: dict[str, Balance],
     now: datetime,
     outcomes: Outcomes,
-) -> None:
-    """Judge each first Try in order under the account locks; reserve the accepted ones."""
-    # Lock every account to reserve on (id order) and read it after the lock (shards summed).
-    balances = await uow.ledger.lock_balances({r.account_id for _, r in first})
+) -> tuple[list[Hold], list[TccBranch]]:
+    """Judge each first Try in order on the balances read under the account locks (each accepted
+    one lowers what the next may take): the new holds, and the refused branches (answered
+    INSUFFICIENT_FUNDS)."""
     accepted: list[Hold] = []
     refused: list[TccBranch] = []
     for i, req in first:
@@ -187,9 +203,7 @@ async def _reserve_first(
         else:
             refused.append(req.branch)
             outcomes[i] = BatchOutcome(error=InsufficientFunds(req.account_id))
-    # A refused Try never happened: a later Try of its branch must find no row.
-    await uow.barriers.release(refused, TccOp.TRY)
-    await uow.holds.add_reserved(accepted)
+    return accepted, refused
 
 
 def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveRequest) -> bool:
@@ -211,7 +225,9 @@ async def _confirm_round(
     now: datetime,
     outcomes: Outcomes,
 ) -> None:
-    gates = await enter_confirm_many(uow.barriers, [(r.branch, r.fingerprint) for _, r in items])
+    calls = [(r.branch, r.fingerprint) for _, r in items]
+    entered, holds = await uow.holds.confirm_and_lock(calls)
+    gates = await enter_confirm_many(uow.barriers, calls, entered)
     first: list[tuple[int, ConfirmRequest]] = []
     for (i, req), gate in zip(items, gates, strict=True):
         if isinstance(gate, HirepayError):
@@ -223,7 +239,7 @@ async def _confirm_round(
     if not first:
         return
     give_back: list[TccBranch] = []
-    planned = await _plan_confirms(uow, first, now, outcomes, give_back)
+    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
     confirmed = await _post_confirms(uow, planned, now, outcomes, give_back)
     await uow.holds.save(confirmed)
     # A refused Confirm never happened: its branch may be confirmed (or cancelled) later.
@@ -233,13 +249,14 @@ async def _confirm_round(
 async def _plan_confirms(
     uow: WalletUnitOfWork,
     first: list[tuple[int, ConfirmRequest]],
+    holds: dict[TccBranch, Hold],
     now: datetime,
     outcomes: Outcomes,
     give_back: list[TccBranch],
 ) -> list[_Planned]:
-    """Lock every hold (key order: a racing Cancel or expiry resolves each before or after us,
-    never both) and plan each Confirm's transfer; a refused one is answered and given back."""
-    holds = await uow.holds.lock_many([r.branch for _, r in first])
+    """Plan each Confirm's transfer on its hold (locked with the barrier insert, so a racing
+    Cancel or expiry resolves it before or after us, never both); a refused one is answered and
+    given back."""
     wanted = {
         a for _, r in first if r.branch in holds for a in confirm_accounts(r, holds[r.branch])
     }
@@ -269,11 +286,15 @@ async def _post_confirms(
     """Post every planned transfer (set-based; a hold on a guarded sharded account on its slow
     path); the holds confirmed."""
     ordinary = [p for p in planned if not p[3].guarded_sharded]
-    posted = await uow.ledger.post_many([(header, posting) for _, _, header, posting in ordinary])
-    results = list(zip(ordinary, posted, strict=True))
+    results: list[tuple[_Planned, PostOutcome]] = []
+    if len(ordinary) > 1:
+        posted = await uow.ledger.post_many([(header, post) for _, _, header, post in ordinary])
+        results += zip(ordinary, posted, strict=True)
+    # A lone posting takes the one-statement path (one round trip instead of two), and so does a
+    # hold on a guarded sharded account (its checked slow path).
     for p in planned:
-        if p[3].guarded_sharded:
-            results.append((p, await _post_guarded(uow, p[2], p[3])))
+        if p[3].guarded_sharded or len(ordinary) == 1:
+            results.append((p, await _post_one(uow, p[2], p[3])))
     confirmed: list[Hold] = []
     for (i, hold, header, _), outcome in results:
         if not outcome.claimed:  # only a Confirm writes this id, and the barrier admits one
@@ -290,10 +311,9 @@ async def _post_confirms(
     return confirmed
 
 
-async def _post_guarded(
-    uow: WalletUnitOfWork, header: TransferHeader, posting: Posting
-) -> PostOutcome:
-    """One posting on the checked slow path; a refusal gives back its claimed id."""
+async def _post_one(uow: WalletUnitOfWork, header: TransferHeader, posting: Posting) -> PostOutcome:
+    """One posting on its own (the checked slow path when it debits a guarded sharded account);
+    a refusal gives back its claimed id."""
     try:
         outcome = await apply_posting(uow, header.id, posting, claim=header)
     except InsufficientFunds as exc:
