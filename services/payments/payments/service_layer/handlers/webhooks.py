@@ -8,7 +8,6 @@ an object Hirepay never created (no ids of ours) is acknowledged and ignored.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -129,13 +128,8 @@ async def _first_look(
     insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it)."""
     async with deps.uow as uow:
         payment, txn = await _subject(uow, event)
-    if _tells_nothing_new(provider, event, payment) or (
-        payment is not None
-        and _in_flight(payment, deps.clock())
-        and await _quiet_once_recorded(deps, provider, event, payment)
-    ):
-        return payment, txn, "quiet"
-    async with deps.uow as uow:
+        if _tells_nothing_new(provider, event, payment):
+            return payment, txn, "quiet"
         if await uow.events.exists(event.id):
             return payment, txn, "duplicate"
     return payment, txn, ""
@@ -169,41 +163,6 @@ async def _settled_without_refetch(
     if payment is None and txn is None:
         return await _unrecorded(deps, provider, event, payload)
     return None
-
-
-# A provider's events about a call often arrive while the call's own answer is being recorded
-# (the provider sends them as it answers): the handler re-reads the payment a few times before
-# re-fetching it, since the recorded answer usually makes the event one that tells nothing new.
-IN_FLIGHT_CHECKS = 5
-IN_FLIGHT_PAUSE_SECONDS = 0.02
-
-
-def _in_flight(payment: Payment, now: datetime) -> bool:
-    """Whether a provider call of the payment is in flight (its lease is running): its answer
-    will be recorded by whoever made it (or, after a crash, by the poller)."""
-    return (
-        payment.pending_op is not None
-        and payment.next_poll_at is not None
-        and payment.next_poll_at > now
-    )
-
-
-async def _quiet_once_recorded(
-    deps: Deps, provider: PaymentProvider, event: ProviderEvent, payment: Payment
-) -> bool:
-    """Whether the event tells nothing new once the in-flight call's answer is recorded (a few
-    short waits; False: apply it as usual, re-fetching the payment)."""
-    for _ in range(IN_FLIGHT_CHECKS):
-        await asyncio.sleep(IN_FLIGHT_PAUSE_SECONDS)
-        async with deps.uow as uow:
-            fresh = await uow.payments.get(payment.id)
-        if fresh is None:
-            return False
-        if _tells_nothing_new(provider, event, fresh):
-            return True
-        if not _in_flight(fresh, deps.clock()):
-            return False
-    return False
 
 
 def _tells_nothing_new(
