@@ -90,8 +90,14 @@ def _verdict(
     unit: str,
     compare: Callable[[float, float], bool],
     basis: str,
+    *failing: Case,
 ) -> Verdict:
-    return Verdict(target, measured, limit, unit, compare(measured, limit), basis)
+    """A throughput only counts when its cases (`failing`) had no failed operation: postings that
+    time out under load are not throughput."""
+    errors = sum(int(case.get("errors", 0)) for case in failing)
+    if errors:
+        basis += f"; {errors} failed operations"
+    return Verdict(target, measured, limit, unit, compare(measured, limit) and not errors, basis)
 
 
 def posting_verdicts(posting: Mapping[str, Any], pgbench_tps: float | None) -> list[Verdict]:
@@ -132,6 +138,7 @@ def posting_verdicts(posting: Mapping[str, Any], pgbench_tps: float | None) -> l
                 "x pgbench",
                 _AT_LEAST,
                 f"{top['per_second']:.1f}/s vs pgbench {pgbench_tps:.0f} tps",
+                top,
             )
         )
     slow = _find(cases, POSTING_LATENCY)
@@ -144,6 +151,8 @@ def posting_verdicts(posting: Mapping[str, Any], pgbench_tps: float | None) -> l
                 f"x {at}",
                 _AT_LEAST,
                 f"{slow['per_second']:.1f}/s vs {top['per_second']:.1f}/s",
+                slow,
+                top,
             )
         )
     if top is not None:
@@ -179,6 +188,7 @@ def wallet_verdicts(wallet: Mapping[str, Any], pgbench_tps: float | None) -> lis
                         "x pgbench",
                         _AT_LEAST,
                         f"{case['per_second']:.1f}/s vs pgbench {pgbench_tps:.0f} tps",
+                        case,
                     )
                 )
     for with_fee, without, target in (
@@ -195,6 +205,8 @@ def wallet_verdicts(wallet: Mapping[str, Any], pgbench_tps: float | None) -> lis
                     "of throughput",
                     _AT_MOST,
                     f"{fee['per_second']:.1f}/s with the fee vs {plain['per_second']:.1f}/s",
+                    fee,
+                    plain,
                 )
             )
     return verdicts
