@@ -7,7 +7,7 @@ from datetime import datetime
 
 from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jobs.adapters.tables import (
     job_transitions,
@@ -424,54 +424,106 @@ class SqlSettlementRepository:
         await self.session.execute(stmt)
 
 
+# One attempt on a user's bucket in one statement (issue 13; it was BEGIN + 6 statements + COMMIT):
+# lock the bucket (FOR UPDATE returns the newest row, so concurrent attempts of any replica are
+# decided one by one), refill it, record the attempt and spend a token, and forget attempts older
+# than the idempotency horizon. The attempt's insert is the arbiter of a repeat: ON CONFLICT sees
+# a charge committed after this statement's snapshot (a concurrent twin), a plain read would not;
+# a repeat spends nothing. The refill is take_token's arithmetic in the same float operations.
+# No row: the user has no bucket yet (created full by the caller, then the attempt is re-run).
+_TAKE_ATTEMPT = text(
+    """
+WITH old AS (
+    SELECT tokens, updated_at FROM posting_rate_buckets WHERE user_id = :user_id FOR UPDATE
+), fresh AS (
+    SELECT least(
+        CAST(:full AS float8),
+        tokens + greatest(0, extract(epoch FROM CAST(:now AS timestamptz) - updated_at))::float8
+            * CAST(:rate AS float8)
+    ) AS tokens
+    FROM old
+), charge AS (
+    INSERT INTO posting_rate_attempts (user_id, attempt_id, charged_at)
+    SELECT :user_id, :attempt_id, CAST(:now AS timestamptz) FROM fresh
+    WHERE CAST(:attempt_id AS varchar) <> '' AND fresh.tokens >= 1
+    ON CONFLICT DO NOTHING
+    RETURNING attempt_id
+), forget AS (
+    DELETE FROM posting_rate_attempts
+    WHERE user_id = :user_id AND charged_at < CAST(:forget_before AS timestamptz)
+      AND EXISTS (SELECT FROM charge)
+), spent AS (
+    UPDATE posting_rate_buckets AS b
+    SET tokens = fresh.tokens - CASE
+            WHEN fresh.tokens >= 1
+             AND (CAST(:attempt_id AS varchar) = '' OR EXISTS (SELECT FROM charge))
+            THEN 1 ELSE 0 END,
+        updated_at = CAST(:now AS timestamptz)
+    FROM fresh
+    WHERE b.user_id = :user_id
+    RETURNING b.tokens
+)
+SELECT spent.tokens AS tokens, fresh.tokens >= 1 AS had_token,
+       EXISTS (SELECT FROM charge) AS charged
+FROM spent, fresh
+"""
+)
+
+
+async def _autocommit(session: AsyncSession) -> AsyncConnection:
+    """The session's connection outside any transaction: each statement commits by itself, with
+    no BEGIN and COMMIT round trips (for a unit of work that is one statement)."""
+    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 class SqlPostingRateRepository:
     """The posting rate limit's buckets (one row per user, locked while one attempt is decided)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
-        """(tokens, updated_at) of the user's bucket, created full if absent, locked until the
-        transaction ends so concurrent attempts (from any gateway replica) are decided one by one."""
-        await self.session.execute(
-            pg_insert(posting_rate_buckets)
-            .values(user_id=user_id, tokens=full, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["user_id"])
-        )
-        stmt = (
-            select(posting_rate_buckets.c.tokens, posting_rate_buckets.c.updated_at)
-            .where(posting_rate_buckets.c.user_id == user_id)
-            .with_for_update()
-        )
-        row = (await self.session.execute(stmt)).one()
-        return float(row.tokens), row.updated_at
+    async def take(
+        self,
+        user_id: str,
+        attempt_id: str,
+        *,
+        limit: int,
+        window_seconds: int,
+        now: datetime,
+        forget_before: datetime,
+    ) -> tuple[float, bool]:
+        """Spend a token of the user's bucket for the attempt, unless it was charged before:
+        (tokens left, allowed). Each statement commits by itself; the attempt is decided in one."""
+        connection = await _autocommit(self.session)
+        params = {
+            "user_id": user_id,
+            "attempt_id": attempt_id,
+            "full": float(limit),
+            "rate": limit / window_seconds,
+            "now": now,
+            "forget_before": forget_before,
+        }
+        while (row := (await connection.execute(_TAKE_ATTEMPT, params)).one_or_none()) is None:
+            # The user's first attempt: the bucket is created full (a concurrent creator wins
+            # harmlessly), then the attempt is decided on it.
+            await connection.execute(
+                pg_insert(posting_rate_buckets)
+                .values(user_id=user_id, tokens=float(limit), updated_at=now)
+                .on_conflict_do_nothing(index_elements=["user_id"])
+            )
+        tokens = float(row.tokens)
+        if row.had_token:
+            # Spent, or a repeat found by the attempt's insert (nothing spent, allowed).
+            return tokens, True
+        # No token: allowed only as a repeat. A fresh read, after the bucket's lock was taken and
+        # released, sees a charge by a concurrent twin that this statement's snapshot missed.
+        return tokens, bool(attempt_id) and await self._was_charged(connection, user_id, attempt_id)
 
-    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
-        await self.session.execute(
-            update(posting_rate_buckets)
-            .where(posting_rate_buckets.c.user_id == user_id)
-            .values(tokens=tokens, updated_at=now)
-        )
-
-    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
+    async def _was_charged(
+        self, connection: AsyncConnection, user_id: str, attempt_id: str
+    ) -> bool:
         stmt = select(posting_rate_attempts.c.attempt_id).where(
             posting_rate_attempts.c.user_id == user_id,
             posting_rate_attempts.c.attempt_id == attempt_id,
         )
-        return (await self.session.execute(stmt)).first() is not None
-
-    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
-        await self.session.execute(
-            pg_insert(posting_rate_attempts)
-            .values(user_id=user_id, attempt_id=attempt_id, charged_at=now)
-            .on_conflict_do_nothing()
-        )
-
-    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
-        """Bounded storage: an attempt older than the idempotency horizon is no longer remembered."""
-        await self.session.execute(
-            posting_rate_attempts.delete().where(
-                posting_rate_attempts.c.user_id == user_id,
-                posting_rate_attempts.c.charged_at < before,
-            )
-        )
+        return (await connection.execute(stmt)).first() is not None

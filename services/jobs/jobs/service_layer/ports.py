@@ -142,16 +142,19 @@ class CandidateCredits(Protocol):
 
 
 class PostingRateRepository(Protocol):
-    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
-        """(tokens, updated_at) of the user's bucket (created with `full` tokens), locked."""
-
-    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None: ...
-
-    async def was_charged(self, user_id: str, attempt_id: str) -> bool: ...
-
-    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None: ...
-
-    async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
+    async def take(
+        self,
+        user_id: str,
+        attempt_id: str,
+        *,
+        limit: int,
+        window_seconds: int,
+        now: datetime,
+        forget_before: datetime,
+    ) -> tuple[float, bool]:
+        """Refill the user's bucket (created full) and spend a token for the attempt unless it
+        was charged before; remember a charged attempt and forget those charged before
+        `forget_before`: (tokens left, allowed), decided one attempt at a time per user."""
 
 
 class MarketJobRepository(Protocol):
