@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -18,6 +18,7 @@ from jobs.adapters.tables import (
     sagas,
     settlement_cursors,
 )
+from jobs.adapters.write_batch import BatchingSession
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
     FINAL_STATES,
@@ -30,32 +31,20 @@ from jobs.domain.posting_saga import (
 
 _FINAL = [s.value for s in FINAL_STATES]
 
-# The statements of the hot path, built once: SQLAlchemy then finds their compiled form by a
-# cache key computed once per statement, instead of building and keying a new one per call
-# (issue 13). Rows are written whole, with bound parameters named after the columns.
-_KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
+# The reads of the hot path, built once: SQLAlchemy then finds their compiled form by a cache key
+# computed once per statement, instead of building and keying a new one per call (issue 13).
+# Writes of jobs, sagas and their logs wait in the unit of work's WriteBatch (one statement).
+_KEY = "_key"  # the bound parameter of the row's id
 _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
-_INSERT_JOB = insert(jobs)
-_UPDATE_JOB = update(jobs).where(jobs.c.id == bindparam(_KEY))
-_INSERT_TRANSITIONS = insert(job_transitions)
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
-_UPDATE_SAGA = update(sagas).where(sagas.c.id == bindparam(_KEY))
-_INSERT_LOG = insert(saga_log)
 # Insert-first on the caller's idempotency key: a twin blocks here, then finds the key taken.
 _INSERT_SAGA = (
     pg_insert(sagas)
     .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
     .returning(sagas.c.id)
 )
-
-
-def _update_params(values: dict[str, object]) -> dict[str, object]:
-    """Parameters of a whole-row UPDATE by id: every column but the id, and the id as the key."""
-    params = dict(values)
-    params[_KEY] = params.pop("id")
-    return params
 
 
 # --------------------------------------------------------------------------- conversions
@@ -228,20 +217,22 @@ def saga_to_values(saga: Saga) -> dict[str, object]:
 
 
 class SqlJobRepository:
-    """Jobs and their append-only transitions."""
+    """Jobs and their append-only transitions (written with the unit of work's batch)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: BatchingSession) -> None:
         self.session = session
+        self.writes = session.writes
+
+    def _read(self, row: Row) -> Job:
+        self.writes.seen(jobs, dict(row._mapping))
+        return job_from_row(row)
 
     async def _append(self, job: Job) -> None:
         transitions = job.drain_transitions()
-        if transitions:
-            await self.session.execute(
-                _INSERT_TRANSITIONS, [transition_to_values(t) for t in transitions]
-            )
+        self.writes.append(job_transitions, [transition_to_values(t) for t in transitions])
 
     async def add(self, job: Job) -> None:
-        await self.session.execute(_INSERT_JOB, job_to_values(job))
+        self.writes.insert(jobs, job_to_values(job))
         await self._append(job)
 
     async def add_if_absent(self, job: Job) -> bool:
@@ -256,6 +247,7 @@ class SqlJobRepository:
         )
         if (await self.session.execute(stmt)).scalar_one_or_none() is None:
             return False
+        self.writes.seen(jobs, job_to_values(job))
         await self._append(job)
         return True
 
@@ -264,15 +256,15 @@ class SqlJobRepository:
             jobs.c.company_id == company_id, jobs.c.create_request_id == request_id
         )
         row = (await self.session.execute(stmt)).one_or_none()
-        return job_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = _LOCK_JOB if for_update else _GET_JOB
         row = (await self.session.execute(stmt, {_KEY: job_id})).one_or_none()
-        return job_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def save(self, job: Job) -> None:
-        await self.session.execute(_UPDATE_JOB, _update_params(job_to_values(job)))
+        self.writes.update(jobs, job_to_values(job))
         await self._append(job)
 
     async def list_active(
@@ -284,7 +276,7 @@ class SqlJobRepository:
         if after is not None:
             stmt = stmt.where(tuple_(jobs.c.posted_at, jobs.c.id) < tuple_(*after))
         stmt = stmt.order_by(jobs.c.posted_at.desc(), jobs.c.id.desc()).limit(limit)
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+        return [self._read(r) for r in (await self.session.execute(stmt)).all()]
 
     async def list_by_company(
         self, company_id: str, after: tuple[datetime, str] | None, limit: int
@@ -293,7 +285,7 @@ class SqlJobRepository:
         if after is not None:
             stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*after))
         stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+        return [self._read(r) for r in (await self.session.execute(stmt)).all()]
 
     async def transitions(self, job_id: str) -> list[Transition]:
         stmt = (
@@ -311,29 +303,38 @@ class SqlJobRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+        return [self._read(r) for r in (await self.session.execute(stmt)).all()]
 
 
 class SqlSagaRepository:
-    """Saga rows (insert-first on the caller's idempotency key) and the saga log."""
+    """Saga rows (insert-first on the caller's idempotency key) and the saga log (written with
+    the unit of work's batch)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: BatchingSession) -> None:
         self.session = session
+        self.writes = session.writes
+
+    def _read(self, row: Row) -> Saga:
+        self.writes.seen(sagas, dict(row._mapping))
+        return saga_from_row(row)
 
     async def insert(self, saga: Saga) -> bool:
-        result = await self.session.execute(_INSERT_SAGA, saga_to_values(saga))
-        return result.scalar_one_or_none() is not None
+        values = saga_to_values(saga)
+        if (await self.session.execute(_INSERT_SAGA, values)).scalar_one_or_none() is None:
+            return False
+        self.writes.seen(sagas, values)
+        return True
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         stmt = _LOCK_SAGA if for_update else _GET_SAGA
         row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
-        return saga_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:
             return {}
         stmt = select(sagas).where(sagas.c.id.in_(sorted(set(saga_ids))))
-        found = (saga_from_row(row) for row in (await self.session.execute(stmt)).all())
+        found = (self._read(row) for row in (await self.session.execute(stmt)).all())
         return {saga.id: saga for saga in found}
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
@@ -341,14 +342,14 @@ class SqlSagaRepository:
             sagas.c.company_id == company_id, sagas.c.request_id == request_id
         )
         row = (await self.session.execute(stmt)).one_or_none()
-        return saga_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def save(self, saga: Saga) -> None:
-        await self.session.execute(_UPDATE_SAGA, _update_params(saga_to_values(saga)))
+        self.writes.update(sagas, saga_to_values(saga))
 
     async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
-        await self.session.execute(
-            _INSERT_LOG, {"saga_id": saga_id, "step": step, "detail": detail[:2000], "at": at}
+        self.writes.append(
+            saga_log, [{"saga_id": saga_id, "step": step, "detail": detail[:2000], "at": at}]
         )
 
     async def claim_due(
@@ -375,7 +376,7 @@ class SqlSagaRepository:
             .returning(*sagas.c)
         )
         rows = (await self.session.execute(stmt)).all()
-        return [saga_from_row(r) for r in rows]
+        return [self._read(r) for r in rows]
 
     async def count_stuck(self, now: datetime) -> int:
         # Waiting for a settle-later payment is bounded by its own (longer) deadline, not stuck.
