@@ -135,6 +135,13 @@ class FakeSagas:
         saga = self.tx.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
 
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        saga = self.tx.sagas.get(saga_id)
+        job = self.tx.jobs.get(saga.job_id) if saga and saga.job_id else None
+        return copy.deepcopy(saga), copy.deepcopy(job)
+
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         return {i: copy.deepcopy(self.tx.sagas[i]) for i in saga_ids if i in self.tx.sagas}
 

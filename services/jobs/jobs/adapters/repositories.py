@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 
 from sqlalchemy import Row, and_, bindparam, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -39,6 +41,29 @@ _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
+# A saga and its job in one round trip (the saga locked, and its job too when asked), each
+# column labelled by its table; the lock order is the saga's row, then the job's, as elsewhere.
+_SAGA_WITH_JOB = (
+    select(
+        *(c.label(f"s_{c.name}") for c in sagas.c),
+        *(c.label(f"j_{c.name}") for c in jobs.c),
+    )
+    .join_from(sagas, jobs, jobs.c.id == sagas.c.job_id)
+    .where(sagas.c.id == bindparam(_KEY))
+)
+_LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
+_LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
+
+
+def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saga's and the job's columns of a joined row."""
+    saga: dict[str, Any] = {}
+    job: dict[str, Any] = {}
+    for name, value in row._mapping.items():
+        (saga if name.startswith("s_") else job)[name[2:]] = value
+    return saga, job
+
+
 # Insert-first on the caller's idempotency key: a twin blocks here, then finds the key taken.
 _INSERT_SAGA = (
     pg_insert(sagas)
@@ -50,7 +75,7 @@ _INSERT_SAGA = (
 # --------------------------------------------------------------------------- conversions
 
 
-def job_from_row(row: Row) -> Job:
+def job_from_row(row: Row | SimpleNamespace) -> Job:
     """Domain job from its row."""
     return Job(
         id=row.id,
@@ -135,7 +160,7 @@ def transition_from_row(row: Row) -> Transition:
     )
 
 
-def saga_from_row(row: Row) -> Saga:
+def saga_from_row(row: Row | SimpleNamespace) -> Saga:
     """Domain saga from its row."""
     return Saga(
         id=row.id,
@@ -329,6 +354,22 @@ class SqlSagaRepository:
         stmt = _LOCK_SAGA if for_update else _GET_SAGA
         row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
         return self._read(row) if row else None
+
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        """The saga, locked, and its job (locked too unless `lock_job` is False), in one round
+        trip; a saga without its job (none yet, or gone) is read alone."""
+        stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
+        row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
+        if row is None:
+            return await self.get(saga_id, for_update=True), None
+        saga_values, job_values = _split(row)
+        self.writes.seen(sagas, saga_values)
+        self.writes.seen(jobs, job_values)
+        return saga_from_row(SimpleNamespace(**saga_values)), job_from_row(
+            SimpleNamespace(**job_values)
+        )
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:

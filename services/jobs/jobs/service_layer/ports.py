@@ -66,6 +66,12 @@ class SagaRepository(Protocol):
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        """The saga, locked, and its job (locked too unless `lock_job` is False; None when the
+        saga has none), read in one round trip."""
+
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None: ...
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
