@@ -72,6 +72,12 @@ _INSERT_SAGA = (
 )
 
 
+async def _autocommit(session: AsyncSession) -> AsyncConnection:
+    """The session's connection outside any transaction: each statement commits by itself, with
+    no BEGIN and COMMIT round trips (for a unit of work that is one statement)."""
+    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+
 # --------------------------------------------------------------------------- conversions
 
 
@@ -453,6 +459,8 @@ class SqlSettlementRepository:
         return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)
 
     async def advance(self, consumer: str, cursor: int) -> None:
+        """Move the cursor forward (never back), in a unit of work of its own: the one statement
+        commits by itself (no BEGIN and COMMIT round trips)."""
         stmt = pg_insert(settlement_cursors).values(
             consumer=consumer, cursor=cursor, updated_at=func.now()
         )
@@ -463,7 +471,7 @@ class SqlSettlementRepository:
                 "updated_at": func.now(),
             },
         )
-        await self.session.execute(stmt)
+        await (await _autocommit(self.session)).execute(stmt)
 
 
 # One attempt on a user's bucket in one statement (issue 13; it was BEGIN + 6 statements + COMMIT):
@@ -510,12 +518,6 @@ SELECT spent.tokens AS tokens, fresh.tokens >= 1 AS had_token,
 FROM spent, fresh
 """
 )
-
-
-async def _autocommit(session: AsyncSession) -> AsyncConnection:
-    """The session's connection outside any transaction: each statement commits by itself, with
-    no BEGIN and COMMIT round trips (for a unit of work that is one statement)."""
-    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 class SqlPostingRateRepository:
