@@ -3,6 +3,10 @@ repository that writes it insert-first (see hirepay_platform.tcc for the rules).
 
 from __future__ import annotations
 
+import functools
+import json
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -14,10 +18,12 @@ from sqlalchemy import (
     Row,
     String,
     Table,
+    TextClause,
+    TextualSelect,
     func,
-    select,
+    text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.fingerprint import Fingerprint
@@ -44,39 +50,136 @@ def barrier_table(metadata: MetaData) -> Table:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Statements:
+    """A barrier table's statements, built once per table (every call binds parameters only)."""
+
+    insert: TextClause
+    insert_many: TextClause
+    get: TextualSelect
+    release: TextClause
+
+
+def insert_many_sql(table_name: str) -> str:
+    """The barrier's insert-first for a group of distinct branches, as SQL a participant may also
+    put in a CTE in front of its own statement (one round trip for the barrier and its next step;
+    the rows are written before the rest of the statement runs its locks). Binds :barrier_op,
+    :barrier_origin, :barrier_global_tx_ids, :barrier_branch_ids, :barrier_fingerprints (see
+    `insert_many_params`); returns (global_tx_id, branch_id) of each row it inserted. ON CONFLICT
+    DO NOTHING waits for an in-flight twin exactly as the single insert does."""
+    return (
+        f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
+        " SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f"
+        " FROM unnest(CAST(:barrier_global_tx_ids AS text[]),"
+        " CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))"
+        " AS t(g, b, f)"
+        " ON CONFLICT DO NOTHING RETURNING global_tx_id, branch_id"
+    )
+
+
+def insert_many_params(
+    branches: Sequence[TccBranch],
+    op: TccOp,
+    origin: TccOp,
+    fingerprints: Sequence[Fingerprint],
+) -> dict[str, Any]:
+    """The parameters of `insert_many_sql` (distinct branches)."""
+    if len(set(branches)) != len(branches):
+        raise ValueError("a branch may appear once per call")
+    return {
+        "barrier_op": op.value,
+        "barrier_origin": origin.value,
+        "barrier_global_tx_ids": [b.global_tx_id for b in branches],
+        "barrier_branch_ids": [b.branch_id for b in branches],
+        "barrier_fingerprints": [json.dumps(dict(f)) for f in fingerprints],
+    }
+
+
+@functools.cache
+def _statements(table_name: str) -> _Statements:
+    return _Statements(
+        insert=text(
+            f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
+            " VALUES (:global_tx_id, :branch_id, :op, :origin, CAST(:fingerprint AS jsonb))"
+            " ON CONFLICT DO NOTHING RETURNING op"
+        ),
+        # One round trip for a group of branches; ON CONFLICT DO NOTHING waits for an in-flight
+        # twin exactly as the single insert does.
+        insert_many=text(
+            f"WITH entered AS ({insert_many_sql(table_name)})"
+            " SELECT global_tx_id, branch_id FROM entered"
+        ),
+        get=text(
+            f"SELECT origin, fingerprint FROM {table_name}"
+            " WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id AND op = :op"
+        ).columns(origin=String(), fingerprint=JSONB()),
+        release=text(
+            f"DELETE FROM {table_name} WHERE op = :op AND (global_tx_id, branch_id) IN"
+            " (SELECT * FROM unnest(CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[])))"
+        ),
+    )
+
+
 class SqlBarrierRepository:
-    """Barrier rows on the unit of work's session; never commits."""
+    """Barrier rows on the unit of work's session; never commits. Statements are built once per
+    table and sent as text with bound parameters (no statement construction per call)."""
 
     def __init__(self, session: AsyncSession, table: Table) -> None:
         self._session = session
         self._table = table
+        self._sql = _statements(table.name)
 
     async def insert(
         self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
     ) -> bool:
-        t = self._table
-        statement = (
-            insert(t)
-            .values(
-                global_tx_id=branch.global_tx_id,
-                branch_id=branch.branch_id,
-                op=op.value,
-                origin=origin.value,
-                fingerprint=dict(fingerprint),
-            )
-            .on_conflict_do_nothing()
-            .returning(t.c.op)
+        result = await self._session.execute(
+            self._sql.insert,
+            {
+                "global_tx_id": branch.global_tx_id,
+                "branch_id": branch.branch_id,
+                "op": op.value,
+                "origin": origin.value,
+                "fingerprint": json.dumps(dict(fingerprint)),
+            },
         )
-        return (await self._session.execute(statement)).scalar_one_or_none() is not None
+        return result.scalar_one_or_none() is not None
+
+    async def insert_many(
+        self,
+        branches: Sequence[TccBranch],
+        op: TccOp,
+        origin: TccOp,
+        fingerprints: Sequence[Fingerprint],
+    ) -> set[TccBranch]:
+        params = insert_many_params(branches, op, origin, fingerprints)
+        if not branches:
+            return set()
+        result = await self._session.execute(self._sql.insert_many, params)
+        return {TccBranch(row.global_tx_id, row.branch_id) for row in result}
+
+    async def release(self, branches: Collection[TccBranch], op: TccOp) -> None:
+        if not branches:
+            return
+        await self._session.execute(
+            self._sql.release,
+            {
+                "op": op.value,
+                "global_tx_ids": [b.global_tx_id for b in branches],
+                "branch_ids": [b.branch_id for b in branches],
+            },
+        )
 
     async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
-        t = self._table
-        query = select(t.c.origin, t.c.fingerprint).where(
-            t.c.global_tx_id == branch.global_tx_id,
-            t.c.branch_id == branch.branch_id,
-            t.c.op == op.value,
-        )
-        row: Row[Any] | None = (await self._session.execute(query)).one_or_none()
+        row: Row[Any] | None = (
+            await self._session.execute(
+                self._sql.get,
+                {
+                    "global_tx_id": branch.global_tx_id,
+                    "branch_id": branch.branch_id,
+                    "op": op.value,
+                },
+            )
+        ).one_or_none()
         if row is None:
             return None
         return BarrierRecord(branch, op, TccOp(row.origin), dict(row.fingerprint or {}))

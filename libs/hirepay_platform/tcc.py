@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from hirepay_platform.errors import AlreadyExists, Conflict, ValidationError
+from hirepay_platform.errors import AlreadyExists, Conflict, HirepayError, ValidationError
 from hirepay_platform.fingerprint import Fingerprint, first_mismatch
 
 # 1-128 characters; ":" and "/" are left out so that keys built from a branch stay unambiguous.
@@ -73,6 +74,21 @@ class BarrierRepository(Protocol):
         self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
     ) -> bool:
         """Insert-first on (global_tx_id, branch_id, op): True if inserted, False if it existed."""
+        ...
+
+    async def insert_many(
+        self,
+        branches: Sequence[TccBranch],
+        op: TccOp,
+        origin: TccOp,
+        fingerprints: Sequence[Fingerprint],
+    ) -> set[TccBranch]:
+        """`insert` for distinct branches at once (one round trip): the branches inserted."""
+        ...
+
+    async def release(self, branches: Collection[TccBranch], op: TccOp) -> None:
+        """Delete rows this transaction inserted for calls of a group that were then refused, so
+        the refusal leaves nothing behind, as the rollback of a call on its own would."""
         ...
 
     async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None: ...
@@ -148,6 +164,85 @@ async def enter_confirm(
     record = await _existing(barriers, branch, TccOp.CONFIRM)
     check_replay(record.fingerprint, print_, f"branch {branch}")
     return ConfirmGate.REPLAY
+
+
+async def _enter_many(
+    barriers: BarrierRepository,
+    op: TccOp,
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+    inserted: Collection[TccBranch] | None,
+) -> list[BarrierRecord | HirepayError | None]:
+    """Insert-first for a group of distinct branches: None where inserted (the call is first),
+    else the existing row (or the call's own error when a twin is still being written).
+    `inserted`: the rows were already inserted, by the participant's own statement (see
+    hirepay_platform.barrier.insert_many_sql), and these are the branches it inserted."""
+    if inserted is None:
+        inserted = await barriers.insert_many(
+            [branch for branch, _ in calls], op, op, [print_ for _, print_ in calls]
+        )
+    found: list[BarrierRecord | HirepayError | None] = []
+    for branch, _ in calls:
+        if branch in inserted:
+            found.append(None)
+            continue
+        try:
+            found.append(await _existing(barriers, branch, op))
+        except HirepayError as exc:
+            found.append(exc)
+    return found
+
+
+async def enter_try_many(
+    barriers: BarrierRepository,
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+    inserted: Collection[TccBranch] | None = None,
+) -> list[TryGate | HirepayError]:
+    """`enter_try` for a group of Try calls of distinct branches in one transaction (one insert
+    for all): each call's gate, or its own error; one call's error never touches the others."""
+    gates: list[TryGate | HirepayError] = []
+    for (branch, print_), record in zip(
+        calls, await _enter_many(barriers, TccOp.TRY, calls, inserted), strict=True
+    ):
+        if record is None:
+            gates.append(TryGate.FIRST)
+        elif isinstance(record, HirepayError):
+            gates.append(record)
+        elif record.origin is TccOp.CANCEL:
+            gates.append(TryGate.CANCELLED)
+        else:
+            gates.append(_replay_or_error(record, print_, branch, TryGate.REPLAY))
+    return gates
+
+
+async def enter_confirm_many(
+    barriers: BarrierRepository,
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+    inserted: Collection[TccBranch] | None = None,
+) -> list[ConfirmGate | HirepayError]:
+    """`enter_confirm` for a group of Confirm calls of distinct branches in one transaction."""
+    gates: list[ConfirmGate | HirepayError] = []
+    records = await _enter_many(barriers, TccOp.CONFIRM, calls, inserted)
+    for (branch, print_), record in zip(calls, records, strict=True):
+        if record is None:
+            gates.append(ConfirmGate.FIRST)
+        elif isinstance(record, HirepayError):
+            gates.append(record)
+        else:
+            gates.append(_replay_or_error(record, print_, branch, ConfirmGate.REPLAY))
+    return gates
+
+
+G = TypeVar("G", TryGate, ConfirmGate)
+
+
+def _replay_or_error(
+    record: BarrierRecord, print_: Fingerprint, branch: TccBranch, replay: G
+) -> G | HirepayError:
+    try:
+        check_replay(record.fingerprint, print_, f"branch {branch}")
+    except HirepayError as exc:
+        return exc
+    return replay
 
 
 async def enter_cancel(barriers: BarrierRepository, branch: TccBranch) -> CancelGate:

@@ -600,3 +600,65 @@ def test_the_auditor_checks_are_the_declared_labels() -> None:
     assert declared == {c.value for c in Check}
     tested = re.findall(r'check="(\w+)"', (PROMETHEUS / "alerts.test.yml").read_text())
     assert tested and set(tested) <= declared
+
+
+# ---- every variable a manifest sets is one the service reads -----------------------------------
+
+SETTINGS_CLASSES = {
+    "wallet": "wallet.entrypoints.settings:WalletSettings",
+    "payments": "payments.entrypoints.settings:PaymentsSettings",
+    "jobs": "jobs.entrypoints.settings:JobsSettings",
+    "gateway": "gateway.entrypoints.settings:GatewaySettings",
+}
+
+
+def settings_class(service: str) -> Any:
+    import importlib
+
+    module, _, name = SETTINGS_CLASSES[service].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def variables_read(cls: Any) -> set[str]:
+    """The environment variables a settings class reads: prefix + field name, or its aliases."""
+    prefix = cls.model_config.get("env_prefix", "")
+    names: set[str] = set()
+    for field_name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if alias is None:
+            names.add(f"{prefix}{field_name}".upper())
+        elif isinstance(alias, str):
+            names.add(alias)
+        else:
+            names.update(str(choice) for choice in alias.choices)
+    return names
+
+
+@pytest.mark.parametrize("service", ALL_SERVICES)
+def test_every_configured_variable_is_a_setting(service: str) -> None:
+    # Settings ignore unknown variables (extra="ignore"), so a misspelt key in a manifest would
+    # silently leave the default in force: each key must name a setting of its service.
+    read = variables_read(settings_class(service))
+    configured = set(config_map(service)) | set(container_env(main_container(service)))
+    assert configured - read == set()
+
+
+@pytest.mark.parametrize("service", ALL_SERVICES)
+def test_configured_values_are_valid_settings(
+    service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The ConfigMap's values parse and pass the service's own checks (secrets stand in here).
+    cls = settings_class(service)
+    for name in variables_read(cls):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in config_map(service).items():
+        monkeypatch.setenv(name, value)
+    for name in container_env(main_container(service)):
+        if name not in config_map(service):
+            # A JSON key set {kid: key} where the setting is one, else an opaque secret.
+            sample = '{"k1": "%s"}' % ("k" * 48) if name.endswith("JWT_KEYS") else "x" * 48
+            monkeypatch.setenv(name, sample)
+    prefix = cls.model_config.get("env_prefix", "")
+    monkeypatch.setenv(f"{prefix}DATABASE_URL", "postgresql://u:p@db:5432/hirepay")
+    monkeypatch.setenv("HIREPAY_SERVICE_TOKEN_SECRET", "s" * 48)
+    cls()

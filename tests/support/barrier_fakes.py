@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
@@ -40,6 +40,24 @@ class MemoryBarriers:
             return False
         self.rows[key] = BarrierRecord(branch, op, origin, dict(fingerprint))
         return True
+
+    async def insert_many(
+        self,
+        branches: Sequence[TccBranch],
+        op: TccOp,
+        origin: TccOp,
+        fingerprints: Sequence[Fingerprint],
+    ) -> set[TccBranch]:
+        assert len(set(branches)) == len(branches), "a branch may appear once per call"
+        return {
+            branch
+            for branch, print_ in zip(branches, fingerprints, strict=True)
+            if await self.insert(branch, op, origin, print_)
+        }
+
+    async def release(self, branches: Collection[TccBranch], op: TccOp) -> None:
+        for branch in branches:
+            del self.rows[(branch.global_tx_id, branch.branch_id, op)]
 
     async def get(self, branch: TccBranch, op: TccOp) -> BarrierRecord | None:
         return self.rows.get((branch.global_tx_id, branch.branch_id, op))

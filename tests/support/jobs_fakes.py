@@ -11,6 +11,7 @@ from typing import Any
 from hirepay_platform.errors import ErrorKind, HirepayError, Unavailable
 from jobs.domain.applications import Application, ViewState
 from jobs.domain.errors import InsufficientCredits
+from jobs.domain.escrow import MoneyStep, StepState
 from jobs.domain.events import MarketplaceEvent
 from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.posting_saga import (
@@ -56,6 +57,8 @@ class Store:
     charges: dict[tuple[str, str], datetime] = field(default_factory=dict)
     # The marketplace events outbox, by event id (insertion order kept).
     events: dict[str, MarketplaceEvent] = field(default_factory=dict)
+    # Engagements' money steps, by (engagement, kind) (only the auditor's read is faked).
+    steps: dict[tuple[str, str], MoneyStep] = field(default_factory=dict)
 
 
 class FakeJobs:
@@ -310,6 +313,19 @@ class FakeOutbox:
         return [e for e in self.tx.events.values() if e.subject_id == subject_id]
 
 
+class FakeMoneySteps:
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def pending_since(self, before: datetime, limit: int) -> list[MoneyStep]:
+        pending = [
+            s
+            for s in self.tx.steps.values()
+            if s.state is StepState.PENDING and s.created_at < before
+        ]
+        return sorted(pending, key=lambda s: s.created_at)[:limit]
+
+
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
@@ -326,6 +342,7 @@ class FakeUnitOfWork:
         self.candidate_views = FakeCandidateViews(self._tx)
         self.rate_limits = FakePostingRates(self._tx)
         self.outbox = FakeOutbox(self._tx)
+        self.money_steps = FakeMoneySteps(self._tx)
         self._committed = False
         return self
 
@@ -344,6 +361,7 @@ class FakeUnitOfWork:
             "buckets",
             "charges",
             "events",
+            "steps",
         ):
             setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
         self.commits += 1

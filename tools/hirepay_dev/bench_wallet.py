@@ -3,7 +3,9 @@ beside pgbench's TPC-B on the same PostgreSQL server.
 
 Cases, each at concurrency 1, 8 and 32 (closed loop, every worker with its own payer and payee so
 that what is measured is the wallet, not one customer's row lock):
-  - Reserve + Confirm (the two-phase handshake; one operation = both calls);
+  - Reserve + Confirm (the two-phase handshake; one operation = both calls), concurrent calls
+    grouped into one transaction by the wallet (the default), and the same against the second
+    wallet process with grouping off;
   - plain transfers, concurrent calls grouped into one transaction by the wallet (the default);
   - the same against a second wallet process with grouping off (one transaction per call);
   - CreateTransfers: batches of 100 transfers per call (one operation = one transfer);
@@ -151,11 +153,15 @@ class Fixture:
 
         return op
 
-    def reserve_confirm(self, with_fee: bool) -> Callable[[int, int], Awaitable[None]]:
+    def reserve_confirm(
+        self, with_fee: bool, stub: pb_grpc.WalletServiceStub | None = None
+    ) -> Callable[[int, int], Awaitable[None]]:
+        wallet = stub or self.stub
+
         async def op(worker: int, _: int) -> None:
             payer, payee = self.payers[worker], self.payees[worker]
             branch = common_pb2.TccBranch(global_tx_id=f"saga-{_id()}", branch_id="payment")
-            await self.stub.ReserveHold(
+            await wallet.ReserveHold(
                 pb.ReserveHoldRequest(
                     request_id=_id(),
                     branch=branch,
@@ -171,7 +177,7 @@ class Fixture:
                     pb.SplitShare(to_account_id=self.revenue, basis_points=1000),
                     pb.SplitShare(to_account_id=payee, basis_points=9000),
                 ]
-            await self.stub.ConfirmHold(
+            await wallet.ConfirmHold(
                 pb.ConfirmHoldRequest(
                     request_id=_id(),
                     branch=branch,
@@ -225,12 +231,13 @@ async def run(
     results: list[Result] = []
     ungrouped: RunningService | None = None
     try:
-        # A second replica on the same database with grouping off: one transaction per call.
+        # A second replica on the same database with grouping off (transfers and holds): one
+        # transaction per call.
         ungrouped = await asyncio.to_thread(
             _start_wallet,
             db_url,
             "wallet-bench-ungrouped",
-            {"WALLET_TRANSFER_BATCH_MAX_ITEMS": "1"},
+            {"WALLET_TRANSFER_BATCH_MAX_ITEMS": "1", "WALLET_HOLD_BATCH_MAX_ITEMS": "1"},
         )
         assert grouped.process.popen is not None and ungrouped.process.popen is not None
 
@@ -252,6 +259,13 @@ async def run(
             ]
             cases: list[Case] = [
                 ("reserve+confirm", fixture.reserve_confirm(False), levels, grouped, 1),
+                (
+                    "reserve+confirm (one txn per call)",
+                    fixture.reserve_confirm(False, single),
+                    levels,
+                    ungrouped,
+                    1,
+                ),
                 ("transfer (grouped)", fixture.transfer(None), levels, grouped, 1),
                 (
                     "transfer (one txn per call)",

@@ -21,12 +21,13 @@ from jobs.adapters.escrow_ledger import WalletEscrowLedger
 from jobs.adapters.offer_funds import WalletAccounts
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
+from jobs.domain.audit import Check
 from jobs.domain.escrow import CancelPolicy, StepKind, StepState
 from jobs.domain.events import EventType
 from jobs.domain.marketplace import COIN_UNIT, EngagementState, MarketJobStatus
 from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import settlement
+from jobs.service_layer.handlers import audit, settlement
 from jobs.service_layer.marketplace import escrow, job_payments, money_steps
 from tests.support.escrow_support import (
     FakeCardRefunds,
@@ -310,6 +311,10 @@ async def test_a_step_left_pending_by_a_wallet_outage_is_finished_by_recovery(de
     assert view.engagement.state is EngagementState.COMPLETED
     assert [s.state for s in view.steps if s.kind is StepKind.COMPLETE] == [StepState.PENDING]
     assert (await balances(ledger, p))["escrow"] == 90_000
+    # Left pending past the grace (none here), the auditor reports it; once posted, no more.
+    (step,) = [s for s in view.steps if s.kind is StepKind.COMPLETE]
+    no_grace = replace(deps, config=replace(deps.config, audit_grace_seconds=0.0))
+    assert await stuck_steps(no_grace) >= {step.transfer_id}
     # Two recovery workers at once: the step is taken by one and posted once.
     await asyncio.gather(
         money_steps.recover_due(deps.fresh()), money_steps.recover_due(deps.fresh())
@@ -317,6 +322,13 @@ async def test_a_step_left_pending_by_a_wallet_outage_is_finished_by_recovery(de
     assert await balances(ledger, p) == {
         "customer": 0, "contractor": 70_000, "revenue": 30_000, "escrow": 0,
     }  # fmt: skip
+    assert step.transfer_id not in await stuck_steps(no_grace)
+
+
+async def stuck_steps(deps: Deps) -> set[str]:
+    """The escrow steps the consistency auditor reports stuck (OPS-3)."""
+    report = await audit.run_audit(commands.RunAudit(), deps)
+    return {v.subject_id for v in report.violations if v.check is Check.ESCROW_STEP_STUCK}
 
 
 async def test_policy_may_forbid_cancelling_once_work_started(deps, ledger) -> None:

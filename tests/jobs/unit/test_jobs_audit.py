@@ -11,6 +11,7 @@ import pytest
 from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain import commands
 from jobs.domain.audit import Check, PaymentFact, Violation
+from jobs.domain.escrow import AccountKind, AccountRef, Leg, MoneyStep, StepKind, StepState
 from jobs.domain.model import JobStatus, PaymentStatus
 from jobs.domain.posting_saga import TryState
 from jobs.service_layer import metrics
@@ -194,3 +195,41 @@ async def test_active_jobs_are_checked_with_one_batched_read_not_one_call_per_jo
     ]
     batched = [c for c in w.payments.calls if c[0] == "inspect_many"]
     assert len(batched) == 1 and set(batched[0][1].split(",")) == {a.saga_id for a in answers}
+
+
+def _step(engagement_id: str, at: datetime, state: StepState = StepState.PENDING) -> MoneyStep:
+    escrow = AccountRef("engagement:" + engagement_id, "USD", AccountKind.ESCROW)
+    contractor = AccountRef.user("contractor_1", "USD")
+    return MoneyStep(
+        engagement_id=engagement_id,
+        kind=StepKind.COMPLETE,
+        transfer_id=f"engagement:{engagement_id}:complete",
+        legs=(Leg(escrow, contractor, 70_000),),
+        created_at=at,
+        updated_at=at,
+        state=state,
+        attempts=7,
+        failure="wallet unavailable",
+    )
+
+
+async def test_an_escrow_step_left_pending_past_the_grace_is_reported():
+    w = World()
+    started = w.clock.now
+    for step in (
+        _step("eng_stuck", started),
+        _step("eng_done", started, StepState.DONE),
+        _step("eng_refused", started, StepState.REFUSED),
+    ):
+        w.store.steps[(step.engagement_id, step.kind.value)] = step
+    # Within the grace the worker may still post it: nothing to report yet.
+    report = await audit.run_audit(commands.RunAudit(), w.deps)
+    assert report.violations == ()
+    w.clock.advance(seconds=w.deps.config.audit_grace_seconds + 1)
+    w.store.steps[("eng_new", "complete")] = _step("eng_new", w.clock.now)
+    report = await audit.run_audit(commands.RunAudit(), w.deps)
+    assert [(v.check, v.subject_id) for v in report.violations] == [
+        (Check.ESCROW_STEP_STUCK, "engagement:eng_stuck:complete")
+    ]
+    assert "7 attempts: wallet unavailable" in report.violations[0].detail
+    assert _gauge(Check.ESCROW_STEP_STUCK) == 1

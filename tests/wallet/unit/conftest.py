@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -171,6 +171,15 @@ class FakeHolds:
     async def add(self, hold: Hold) -> None:
         assert hold.branch not in self.s.holds
         self.s.holds[hold.branch] = copy.deepcopy(hold)
+
+    async def add_many(self, holds: Sequence[Hold]) -> None:
+        for hold in holds:
+            await self.add(hold)
+
+    async def add_reserved(self, holds: Sequence[Hold]) -> None:
+        for hold in holds:
+            await self.add(hold)
+            self.s.pending[hold.account_id] += hold.amount
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         return copy.deepcopy(self.s.holds.get(branch))

@@ -124,6 +124,17 @@ class SqlMoneyStepRepository:
             .values(**_step_values(step))
         )
 
+    async def pending_since(self, before: datetime, limit: int) -> list[MoneyStep]:
+        # Pending steps are few (the worker posts them within seconds): the partial index on
+        # pending steps bounds the scan.
+        stmt = (
+            select(t.engagement_steps)
+            .where(S.state == StepState.PENDING.value, S.created_at < before)
+            .order_by(S.created_at)
+            .limit(limit)
+        )
+        return [_step(r) for r in (await self.s.execute(stmt)).all()]
+
     async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[MoneyStep]:
         stmt = (
             select(t.engagement_steps)

@@ -36,6 +36,9 @@ class Check(enum.StrEnum):
     # A provider refund unknown locally, a local refund unknown to the provider, or one whose
     # amount or outcome differs.
     PROVIDER_REFUND_MISMATCH = "provider_refund_mismatch"
+    # An engagement's money step (escrow) decided but still not on the ledger past the grace:
+    # the escrow worker keeps failing to post it (ESC-7, ESC-8).
+    ESCROW_STEP_STUCK = "escrow_step_stuck"
 
 
 @dataclass(frozen=True, slots=True)

@@ -241,6 +241,9 @@ class MoneyStepRepository(Protocol):
         """Pending steps due by `now`, not due again before `lease_until` (FOR UPDATE SKIP
         LOCKED: two workers never take the same step at once)."""
 
+    async def pending_since(self, before: datetime, limit: int) -> list[MoneyStep]:
+        """Steps still pending that were decided before `before`, oldest first (the auditor)."""
+
 
 class DisputeRepository(Protocol):
     async def add(self, dispute: Dispute) -> None: ...

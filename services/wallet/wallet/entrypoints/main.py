@@ -14,7 +14,7 @@ from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.entrypoints.servicer import SERVICE_NAME, WalletServicer
 from wallet.entrypoints.settings import WalletSettings
 from wallet.entrypoints.workers import run_hold_expiry
-from wallet.service_layer.batcher import TransferBatcher
+from wallet.service_layer.batcher import HoldBatchers, TransferBatcher
 from wallet.service_layer.config import WalletConfig
 from wallet.service_layer.deps import Deps
 
@@ -27,6 +27,7 @@ def wallet_config(settings: WalletSettings) -> WalletConfig:
         transfer_batch_max_items=settings.transfer_batch_max_items,
         transfer_batch_window_seconds=settings.transfer_batch_window_ms / 1000,
         transfer_batches_in_flight=settings.transfer_batches_in_flight,
+        hold_batch_max_items=settings.hold_batch_max_items,
     )
 
 
@@ -62,7 +63,15 @@ def build_app(settings: WalletSettings) -> GrpcApp:
             window_seconds=config.transfer_batch_window_seconds,
             max_in_flight=config.transfer_batches_in_flight,
         )
-    servicer = WalletServicer(deps, batcher)
+    holds = None
+    if config.hold_batch_max_items > 1:
+        holds = HoldBatchers(
+            deps,
+            max_items=config.hold_batch_max_items,
+            window_seconds=config.transfer_batch_window_seconds,
+            max_in_flight=config.transfer_batches_in_flight,
+        )
+    servicer = WalletServicer(deps, batcher, holds)
     app.add_service(pb_grpc.add_WalletServiceServicer_to_server, servicer, SERVICE_NAME)
 
     async def expiry_worker(stop: asyncio.Event) -> None:

@@ -18,7 +18,7 @@ from wallet.domain import commands
 from wallet.domain.holds import HoldState
 from wallet.entrypoints import conversions as conv
 from wallet.service_layer import access, handlers
-from wallet.service_layer.batcher import TransferBatcher
+from wallet.service_layer.batcher import HoldBatchers, TransferBatcher
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import HoldResult, TransferResult, audit, reports
 from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
@@ -56,10 +56,17 @@ def _count_hold_transition(result: HoldResult, from_state: str) -> None:
 class WalletServicer(pb_grpc.WalletServiceServicer):
     """One method per RPC of wallet_service.proto; each calls one handler with the shared deps."""
 
-    def __init__(self, deps: Deps, batcher: TransferBatcher | None = None) -> None:
+    def __init__(
+        self,
+        deps: Deps,
+        batcher: TransferBatcher | None = None,
+        holds: HoldBatchers | None = None,
+    ) -> None:
         self._deps = deps
         # Groups concurrent Transfer calls into one transaction; None posts each on its own.
         self._batcher = batcher
+        # Groups concurrent ReserveHold calls, and ConfirmHold calls; None runs each on its own.
+        self._holds = holds
 
     async def OpenAccount(
         self, request: pb.OpenAccountRequest, context: grpc.aio.ServicerContext
@@ -140,7 +147,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     async def ReserveHold(
         self, request: pb.ReserveHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
-        result = await handlers.reserve_hold(conv.reserve_hold_from_pb(request), self._deps)
+        cmd = conv.reserve_hold_from_pb(request)
+        if self._holds is not None:
+            result = await self._holds.reserve.call(cmd)
+        else:
+            result = await handlers.reserve_hold(cmd, self._deps)
         _count_hold_transition(result, "none")
         return conv.hold_result_to_pb(result)
 
@@ -148,7 +159,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self, request: pb.ConfirmHoldRequest, context: grpc.aio.ServicerContext
     ) -> pb.HoldResponse:
         cmd = conv.confirm_hold_from_pb(request)
-        result = await _counted("ConfirmHold", handlers.confirm_hold(cmd, self._deps))
+        if self._holds is not None:
+            call = self._holds.confirm.call(cmd)
+        else:
+            call = handlers.confirm_hold(cmd, self._deps)
+        result = await _counted("ConfirmHold", call)
         _count_hold_transition(result, "pending")
         return conv.hold_result_to_pb(result)
 

@@ -20,3 +20,6 @@ class WalletSettings(ServiceSettings):
     transfer_batch_max_items: int = 64
     transfer_batch_window_ms: float = 1.0
     transfer_batches_in_flight: int = 2
+    # Grouping of concurrent ReserveHold calls, and of ConfirmHold calls (1 item = no grouping);
+    # window and batches in flight as for transfers.
+    hold_batch_max_items: int = 64

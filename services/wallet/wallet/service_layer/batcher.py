@@ -1,40 +1,46 @@
-"""Groups concurrent single Transfer calls into batches, each one local transaction, and answers
-every call only after its batch's transaction has committed (durable before acknowledged)."""
+"""Groups concurrent single calls (Transfer, ReserveHold, ConfirmHold) into batches, each one local
+transaction, and answers every call only after its batch's transaction has committed (durable
+before acknowledged)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 from wallet.domain import commands
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
+from wallet.service_layer.handlers.grouped_holds import confirm_holds, reserve_holds
+from wallet.service_layer.handlers.holds import HoldResult
 from wallet.service_layer.handlers.transfers import TransferResult
 from wallet.service_layer.metrics import GROUPED_BATCH_SIZE
 
-_Waiting = tuple[commands.Transfer, "asyncio.Future[TransferResult]"]
-RunBatch = Callable[[commands.CreateTransfers, Deps], Awaitable[list[BatchOutcome]]]
+C = TypeVar("C")
+R = TypeVar("R")
+RunGroup = Callable[[Sequence[C], Deps], Awaitable[list[BatchOutcome[R]]]]
 
 
-class TransferBatcher:
-    """Collects Transfer commands and posts them together with `create_transfers`.
+class GroupBatcher(Generic[C, R]):
+    """Collects commands of one kind and runs them together with `run` (one transaction).
 
     When no batch is running, the calls that arrived in the same turn of the event loop go at once
     (a lone caller waits for nothing); while batches run, calls gather for up to `window_seconds` or
     `max_items`, and at most `max_in_flight` batches run at a time (each holds one connection).
-    Each caller gets its own transfer's outcome: a refused transfer fails only its caller; a batch
+    Each caller gets its own command's outcome: a refused command fails only its caller; a batch
     whose transaction failed (database down, repeated lost races) fails every caller in it, none of
-    whose transfers was committed.
+    whose changes was committed.
     """
 
     def __init__(
         self,
         deps: Deps,
+        run: RunGroup[C, R],
         *,
+        name: str,
         max_items: int = 64,
         window_seconds: float = 0.001,
         max_in_flight: int = 2,
-        run: RunBatch = create_transfers,
     ) -> None:
         if max_items < 1 or max_in_flight < 1:
             raise ValueError("max_items and max_in_flight must be at least 1")
@@ -43,14 +49,15 @@ class TransferBatcher:
         self._window = window_seconds
         self._max_in_flight = max_in_flight
         self._run = run
-        self._queue: list[_Waiting] = []
+        self._name = name
+        self._queue: list[tuple[C, asyncio.Future[R]]] = []
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def transfer(self, cmd: commands.Transfer) -> TransferResult:
-        """Post one transfer as part of a batch; returns (or raises) once its batch committed."""
-        future: asyncio.Future[TransferResult] = asyncio.get_running_loop().create_future()
+    async def call(self, cmd: C) -> R:
+        """Run one command as part of a batch; returns (or raises) once its batch committed."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((cmd, future))
         if len(self._queue) >= self._max_items and self._in_flight < self._max_in_flight:
             self._flush()
@@ -74,16 +81,14 @@ class TransferBatcher:
             return
         batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
         self._in_flight += 1
-        GROUPED_BATCH_SIZE.observe(len(batch))
+        GROUPED_BATCH_SIZE.labels(self._name).observe(len(batch))
         task = asyncio.get_running_loop().create_task(self._post(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, batch: list[_Waiting]) -> None:
+    async def _post(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
         try:
-            outcomes = await self._run(
-                commands.CreateTransfers(tuple(cmd for cmd, _ in batch)), self._deps
-            )
+            outcomes = await self._run([cmd for cmd, _ in batch], self._deps)
         except asyncio.CancelledError:  # shutting down: its callers are not answered either
             for _, future in batch:
                 future.cancel()
@@ -102,8 +107,8 @@ class TransferBatcher:
                 self._schedule()
 
 
-def _answer(batch: list[_Waiting], outcomes: list[BatchOutcome]) -> None:
-    """Each caller still waiting gets its own transfer's result or error (after the COMMIT)."""
+def _answer(batch: list[tuple[C, asyncio.Future[R]]], outcomes: list[BatchOutcome[R]]) -> None:
+    """Each caller still waiting gets its own command's result or error (after the COMMIT)."""
     for (_, future), outcome in zip(batch, outcomes, strict=True):
         if future.done():
             continue
@@ -111,3 +116,38 @@ def _answer(batch: list[_Waiting], outcomes: list[BatchOutcome]) -> None:
             future.set_exception(outcome.error)
         elif outcome.result is not None:
             future.set_result(outcome.result)
+
+
+async def _transfers(
+    cmds: Sequence[commands.Transfer], deps: Deps
+) -> list[BatchOutcome[TransferResult]]:
+    return await create_transfers(commands.CreateTransfers(tuple(cmds)), deps)
+
+
+class TransferBatcher(GroupBatcher[commands.Transfer, TransferResult]):
+    """Concurrent Transfer calls posted together as one CreateTransfers batch."""
+
+    def __init__(self, deps: Deps, **options: float) -> None:
+        super().__init__(deps, _transfers, name="Transfer", **options)  # type: ignore[arg-type]
+
+    async def transfer(self, cmd: commands.Transfer) -> TransferResult:
+        return await self.call(cmd)
+
+
+class HoldBatchers:
+    """Concurrent ReserveHold calls run together, and so do concurrent ConfirmHold calls; each call
+    keeps its own barrier row, its own result or error (grouped_holds)."""
+
+    def __init__(self, deps: Deps, **options: float) -> None:
+        self.reserve: GroupBatcher[commands.ReserveHold, HoldResult] = GroupBatcher(
+            deps,
+            reserve_holds,
+            name="ReserveHold",
+            **options,  # type: ignore[arg-type]
+        )
+        self.confirm: GroupBatcher[commands.ConfirmHold, HoldResult] = GroupBatcher(
+            deps,
+            confirm_holds,
+            name="ConfirmHold",
+            **options,  # type: ignore[arg-type]
+        )

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class WalletConfig:
     """Parameters of the hold-expiry worker (WALLET_HOLD_EXPIRY_*) and of the grouping of single
-    Transfer calls into batches (WALLET_TRANSFER_BATCH_*)."""
+    Transfer calls (WALLET_TRANSFER_BATCH_*) and of single ReserveHold and ConfirmHold calls
+    (WALLET_HOLD_BATCH_MAX_ITEMS; same window and batches in flight) into batches."""
 
     # How often the expiry worker looks for pending holds past their expiry.
     hold_expiry_interval_seconds: float = 1.0
@@ -20,3 +21,5 @@ class WalletConfig:
     transfer_batch_max_items: int = 64
     transfer_batch_window_seconds: float = 0.001
     transfer_batches_in_flight: int = 2
+    # ReserveHold calls grouped into one transaction, and so ConfirmHold calls (1 = no grouping).
+    hold_batch_max_items: int = 64

@@ -19,7 +19,8 @@ EXPIRED_HOLDS_RELEASED = Counter(
     "Pending holds released by the expiry worker after their expiry passed.",
 )
 GROUPED_BATCH_SIZE = Histogram(
-    "hirepay_wallet_grouped_transfers_per_batch",
-    "Single Transfer calls the batcher posted together in one transaction.",
+    "hirepay_wallet_grouped_calls_per_batch",
+    "Single calls (Transfer, ReserveHold, ConfirmHold) a batcher ran together in one transaction.",
+    ["operation"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )

@@ -102,8 +102,33 @@ class LedgerRepository(Protocol):
 class HoldRepository(Protocol):
     async def add(self, hold: Hold) -> None: ...
 
+    async def add_many(self, holds: Sequence[Hold]) -> None:
+        """Insert holds of distinct branches (one round trip)."""
+
+    async def add_reserved(self, holds: Sequence[Hold]) -> None:
+        """Insert new pending holds of distinct branches and add each one's amount to its
+        account's pending balance, in one round trip. The caller has locked those account rows
+        and judged every reservation under the no-overdraft rule."""
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         """The hold of a branch; `for_update` locks it until the transaction ends."""
+
+    async def try_and_lock(
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        account_ids: Collection[str],
+    ) -> tuple[set[TccBranch], dict[str, Balance], list[str]]:
+        """A group of Trys of distinct branches in one round trip: insert each one's barrier row
+        (the platform's insert-first), then lock the accounts (id order) and read them with the
+        lock. The branches inserted; each account's balance (a sharded one's without its shards);
+        the sharded accounts, whose balance `LedgerRepository.lock_balances` must read."""
+
+    async def confirm_and_lock(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+    ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        """A group of Confirms of distinct branches in one round trip: insert each one's barrier
+        row, then lock (key order) the hold of each branch inserted. The branches inserted, and
+        their holds."""
 
     async def save(self, holds: Collection[Hold]) -> None:
         """Persist the resolution (state, amounts, transfer, time) of holds."""

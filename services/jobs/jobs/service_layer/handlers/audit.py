@@ -39,6 +39,7 @@ async def run_audit(cmd: commands.RunAudit, deps: Deps) -> AuditReport:
     now = deps.clock()
     violations: list[Violation] = []
     violations += await _active_jobs(deps, cmd.page_size)
+    violations += await _escrow_steps(deps, now, cmd.page_size)
     sources = deps.sources
     if sources is not None:
         violations += await _payments(deps, now)
@@ -109,6 +110,24 @@ async def _check_active_page(page: list[Job], deps: Deps) -> list[Violation]:
             if violation is not None:
                 found.append(violation)
     return found
+
+
+async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation]:
+    """Money steps of engagements decided longer than the grace ago and still not posted: the
+    escrow worker retries them, so one still pending means the wallet (or the provider, for a
+    card refund) keeps refusing or failing (ESC-7, ESC-8). At most `limit` are listed a round."""
+    before = now - timedelta(seconds=deps.config.audit_grace_seconds)
+    async with deps.new_uow() as uow:
+        steps = await uow.money_steps.pending_since(before, limit)
+    return [
+        Violation(
+            Check.ESCROW_STEP_STUCK,
+            step.transfer_id,
+            f"pending since {step.created_at.isoformat()} after {step.attempts} attempts"
+            + (f": {step.failure}" if step.failure else ""),
+        )
+        for step in steps
+    ]
 
 
 async def _payments(deps: Deps, now: datetime) -> list[Violation]:

@@ -1,18 +1,125 @@
-"""PostgreSQL repository of holds: add, read (optionally locked), save resolutions, lock expired."""
+"""PostgreSQL repository of holds: add, read (optionally locked), save resolutions, lock expired.
+
+The hot statements are built once, as text with array parameters, so one statement serves one
+hold or a group of them (the grouped Reserve and Confirm calls) and no statement is constructed
+per call.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.tcc import TccBranch
+from hirepay_platform.barrier import insert_many_params, insert_many_sql
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.tables import holds as H
+from wallet.adapters.tables import tcc_barriers
 from wallet.domain.holds import Hold, HoldState
+from wallet.domain.model import Balance
+
+_COLUMNS = (
+    "global_tx_id, branch_id, account_id, destination_account_id, unit, amount,"
+    " confirmed_amount, state, expires_at, transfer_id, description, created_at, resolved_at"
+)
+_ADD = text(
+    f"""
+    INSERT INTO holds ({_COLUMNS})
+    SELECT * FROM unnest(
+        CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+        CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+        CAST(:units AS text[]), CAST(:amounts AS bigint[]), CAST(:confirmed_amounts AS bigint[]),
+        CAST(:states AS text[]), CAST(:expires_at AS timestamptz[]),
+        CAST(:transfer_ids AS text[]), CAST(:descriptions AS text[]),
+        CAST(:created_at AS timestamptz[]), CAST(:resolved_at AS timestamptz[]))
+    """
+)
+# New holds and their reservations in one round trip: each account's pending balance grows by
+# the amounts of its new holds (rows the caller locked and judged under the no-overdraft rule).
+_ADD_RESERVED = text(
+    f"""
+    WITH added AS (
+        INSERT INTO holds ({_COLUMNS})
+        SELECT * FROM unnest(
+            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
+            CAST(:confirmed_amounts AS bigint[]), CAST(:states AS text[]),
+            CAST(:expires_at AS timestamptz[]), CAST(:transfer_ids AS text[]),
+            CAST(:descriptions AS text[]), CAST(:created_at AS timestamptz[]),
+            CAST(:resolved_at AS timestamptz[]))
+        RETURNING account_id, amount
+    ), reserved AS (
+        UPDATE accounts a SET pending = a.pending + r.amount
+          FROM (SELECT account_id, sum(amount) AS amount FROM added GROUP BY account_id) r
+         WHERE a.id = r.account_id
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM reserved) AS accounts
+    """
+)
+_GET = text(
+    f"SELECT {_COLUMNS} FROM holds WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id"
+)
+_GET_FOR_UPDATE = text(
+    f"SELECT {_COLUMNS} FROM holds WHERE global_tx_id = :global_tx_id AND branch_id = :branch_id"
+    " FOR UPDATE"
+)
+# A group of Trys: every barrier row (the platform's insert-first), then - only after every insert
+# is done, as a Try on its own orders them - every account to reserve on locked in id order and
+# read with its lock (a locking read returns the newest committed row): one round trip.
+_TRY_AND_LOCK = text(
+    f"""
+    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    locked AS MATERIALIZED (
+        SELECT CAST(id AS text) AS id, posted, pending, shards > 0 AS sharded FROM accounts
+         WHERE id = ANY(CAST(:account_ids AS uuid[]))
+           AND (SELECT count(*) FROM entered) >= 0
+         ORDER BY id
+           FOR NO KEY UPDATE
+    )
+    SELECT ARRAY(SELECT global_tx_id FROM entered) AS entered_global_tx_ids,
+           ARRAY(SELECT branch_id FROM entered) AS entered_branch_ids,
+           ARRAY(SELECT id FROM locked ORDER BY id) AS ids,
+           ARRAY(SELECT posted FROM locked ORDER BY id) AS posted,
+           ARRAY(SELECT pending FROM locked ORDER BY id) AS pending,
+           ARRAY(SELECT sharded FROM locked ORDER BY id) AS sharded
+    """
+)
+# A group of Confirms: every barrier row, then the hold of each branch whose row was inserted,
+# locked in key order: one round trip, one line per inserted branch (hold columns null if none).
+_CONFIRM_AND_LOCK = text(
+    f"""
+    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    locked AS MATERIALIZED (
+        SELECT {_COLUMNS} FROM holds
+         WHERE (global_tx_id, branch_id) IN (SELECT global_tx_id, branch_id FROM entered)
+         ORDER BY global_tx_id, branch_id
+           FOR UPDATE
+    )
+    SELECT e.global_tx_id AS entered_global_tx_id, e.branch_id AS entered_branch_id,
+           l.global_tx_id IS NOT NULL AS held, l.*
+      FROM entered e
+      LEFT JOIN locked l ON l.global_tx_id = e.global_tx_id AND l.branch_id = e.branch_id
+    """
+)
+_SAVE = text(
+    """
+    UPDATE holds h
+       SET state = c.state, confirmed_amount = c.confirmed_amount, transfer_id = c.transfer_id,
+           resolved_at = c.resolved_at
+      FROM unnest(
+           CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]), CAST(:states AS text[]),
+           CAST(:confirmed_amounts AS bigint[]), CAST(:transfer_ids AS text[]),
+           CAST(:resolved_at AS timestamptz[]))
+           AS c(global_tx_id, branch_id, state, confirmed_amount, transfer_id, resolved_at)
+     WHERE h.global_tx_id = c.global_tx_id AND h.branch_id = c.branch_id
+    """
+)
 
 
 def _hold_from_row(row: Any) -> Hold:
@@ -32,21 +139,27 @@ def _hold_from_row(row: Any) -> Hold:
     )
 
 
-def _hold_to_row(hold: Hold) -> dict[str, Any]:
+def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[Any]]:
     return {
-        "global_tx_id": hold.branch.global_tx_id,
-        "branch_id": hold.branch.branch_id,
-        "account_id": hold.account_id,
-        "destination_account_id": hold.destination_account_id,
-        "unit": hold.unit,
-        "amount": hold.amount,
-        "confirmed_amount": hold.confirmed_amount,
-        "state": hold.state.value,
-        "expires_at": hold.expires_at,
-        "transfer_id": hold.transfer_id,
-        "description": hold.description,
-        "created_at": hold.created_at,
-        "resolved_at": hold.resolved_at,
+        "global_tx_ids": [b.global_tx_id for b in branches],
+        "branch_ids": [b.branch_id for b in branches],
+    }
+
+
+def _hold_params(holds: Sequence[Hold]) -> dict[str, list[Any]]:
+    return {
+        **_branch_params([h.branch for h in holds]),
+        "account_ids": [h.account_id for h in holds],
+        "destination_account_ids": [h.destination_account_id for h in holds],
+        "units": [h.unit for h in holds],
+        "amounts": [h.amount for h in holds],
+        "confirmed_amounts": [h.confirmed_amount for h in holds],
+        "states": [h.state.value for h in holds],
+        "expires_at": [h.expires_at for h in holds],
+        "transfer_ids": [h.transfer_id for h in holds],
+        "descriptions": [h.description for h in holds],
+        "created_at": [h.created_at for h in holds],
+        "resolved_at": [h.resolved_at for h in holds],
     }
 
 
@@ -58,32 +171,72 @@ class SqlHoldRepository:
         self._session = session
 
     async def add(self, hold: Hold) -> None:
-        await self._session.execute(insert(H).values(_hold_to_row(hold)))
+        await self.add_many([hold])
+
+    async def add_many(self, holds: Sequence[Hold]) -> None:
+        if holds:
+            await self._session.execute(_ADD, _hold_params(holds))
+
+    async def add_reserved(self, holds: Sequence[Hold]) -> None:
+        if not holds:
+            return
+        row = (await self._session.execute(_ADD_RESERVED, _hold_params(holds))).one()
+        if row.added != len(holds) or row.accounts != len({h.account_id for h in holds}):
+            # A missing account row: never expected (the caller locked every one).
+            raise RuntimeError("reservation applied partially")
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
-        query = select(H).where(
-            H.c.global_tx_id == branch.global_tx_id, H.c.branch_id == branch.branch_id
-        )
-        if for_update:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
+        statement = _GET_FOR_UPDATE if for_update else _GET
+        params = {"global_tx_id": branch.global_tx_id, "branch_id": branch.branch_id}
+        row = (await self._session.execute(statement, params)).one_or_none()
         return _hold_from_row(row) if row else None
 
+    async def try_and_lock(
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        account_ids: Collection[str],
+    ) -> tuple[set[TccBranch], dict[str, Balance], list[str]]:
+        params = insert_many_params(
+            [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
+        )
+        params["account_ids"] = sorted(account_ids)
+        row = (await self._session.execute(_TRY_AND_LOCK, params)).one()
+        entered = {
+            TccBranch(g, b)
+            for g, b in zip(row.entered_global_tx_ids, row.entered_branch_ids, strict=True)
+        }
+        balances = {
+            a: Balance(posted, pending)
+            for a, posted, pending in zip(row.ids, row.posted, row.pending, strict=True)
+        }
+        sharded = [a for a, flag in zip(row.ids, row.sharded, strict=True) if flag]
+        return entered, balances, sharded
+
+    async def confirm_and_lock(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+    ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        params = insert_many_params(
+            [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
+        )
+        rows = (await self._session.execute(_CONFIRM_AND_LOCK, params)).all()
+        entered = {TccBranch(r.entered_global_tx_id, r.entered_branch_id) for r in rows}
+        holds = (_hold_from_row(r) for r in rows if r.held)
+        return entered, {hold.branch: hold for hold in holds}
+
     async def save(self, holds: Collection[Hold]) -> None:
-        for hold in holds:
-            await self._session.execute(
-                update(H)
-                .where(
-                    H.c.global_tx_id == hold.branch.global_tx_id,
-                    H.c.branch_id == hold.branch.branch_id,
-                )
-                .values(
-                    state=hold.state.value,
-                    confirmed_amount=hold.confirmed_amount,
-                    transfer_id=hold.transfer_id,
-                    resolved_at=hold.resolved_at,
-                )
-            )
+        if not holds:
+            return
+        holds = list(holds)
+        await self._session.execute(
+            _SAVE,
+            {
+                **_branch_params([h.branch for h in holds]),
+                "states": [h.state.value for h in holds],
+                "confirmed_amounts": [h.confirmed_amount for h in holds],
+                "transfer_ids": [h.transfer_id for h in holds],
+                "resolved_at": [h.resolved_at for h in holds],
+            },
+        )
 
     async def lock_expired(self, now: datetime, limit: int) -> list[Hold]:
         query = (

@@ -84,9 +84,13 @@ class SqlLedgerRepository:
 
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         ids = sorted(account_ids)
-        await self._session.execute(sql.LOCK_ACCOUNTS, {"ids": ids})
-        rows = await self._session.execute(sql.READ_BALANCES, {"ids": ids})
-        return {row.id: Balance(int(row.posted), row.pending) for row in rows}
+        locked = (await self._session.execute(sql.LOCK_ACCOUNTS, {"ids": ids})).all()
+        balances = {row.id: Balance(row.posted, row.pending) for row in locked}
+        sharded = [row.id for row in locked if row.sharded]
+        if sharded:
+            rows = await self._session.execute(sql.READ_BALANCES, {"ids": sharded})
+            balances.update({row.id: Balance(int(row.posted), row.pending) for row in rows})
+        return balances
 
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None

@@ -176,10 +176,16 @@ APPLY_MANY = text(
     """
 )
 
+# A locking read returns the newest committed version of each row, so an unsharded account's
+# balance is read with its lock, in the same round trip.
 LOCK_ACCOUNTS = text(
-    "SELECT id FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE"
+    """
+    SELECT CAST(id AS text) AS id, posted, pending, shards > 0 AS sharded
+      FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE
+    """
 )
-# A separate statement after the lock, so its snapshot includes every debit committed before it.
+# A sharded account's shards are read by a separate statement after the lock, so its snapshot
+# includes every debit committed before it.
 READ_BALANCES = text(
     """
     SELECT CAST(a.id AS text) AS id, a.pending,

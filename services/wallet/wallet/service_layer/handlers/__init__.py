@@ -9,6 +9,7 @@ from wallet.service_layer.handlers.accounts import (
 from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
 from wallet.service_layer.handlers.common import Page, apply_posting
 from wallet.service_layer.handlers.expiry import release_expired_holds
+from wallet.service_layer.handlers.grouped_holds import confirm_holds, reserve_holds
 from wallet.service_layer.handlers.holds import (
     HoldResult,
     cancel_hold,
@@ -33,6 +34,7 @@ __all__ = [
     "apply_posting",
     "cancel_hold",
     "confirm_hold",
+    "confirm_holds",
     "create_transfers",
     "get_account",
     "get_hold",
@@ -42,6 +44,7 @@ __all__ = [
     "open_account",
     "release_expired_holds",
     "reserve_hold",
+    "reserve_holds",
     "split_transfer",
     "transfer",
 ]

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from hirepay_platform.errors import Conflict, HirepayError
 from wallet.domain import commands
@@ -35,18 +36,24 @@ MAX_BATCH = 1000
 _ATTEMPTS = 3
 
 
-@dataclass(frozen=True, slots=True)
-class BatchOutcome:
-    """One transfer of a batch: its result, or the error that refused it (and only it)."""
+R = TypeVar("R")
 
-    result: TransferResult | None = None
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome(Generic[R]):
+    """One call of a batch (a transfer, a Reserve, a Confirm): its result, or the error that
+    refused it (and only it)."""
+
+    result: R | None = None
     error: HirepayError | None = None
 
 
 _Prepared = tuple[TransferHeader, tuple[Leg, ...]] | HirepayError
 
 
-async def create_transfers(cmd: commands.CreateTransfers, deps: Deps) -> list[BatchOutcome]:
+async def create_transfers(
+    cmd: commands.CreateTransfers, deps: Deps
+) -> list[BatchOutcome[TransferResult]]:
     """Post every transfer of the batch in order in one transaction; outcomes in the same order,
     known only after COMMIT. Each transfer is idempotent on its id, also within the batch (a repeat
     of an id posted earlier in the batch is answered as a replay)."""
@@ -69,11 +76,11 @@ async def create_transfers(cmd: commands.CreateTransfers, deps: Deps) -> list[Ba
     raise AssertionError("unreachable")
 
 
-async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcome]:
+async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcome[TransferResult]]:
     # Every sharded account gets one shard for the whole batch, so a batch changes one shard row per
     # such account, once (concurrent batches then rarely lock shards in opposite orders).
     shard_key = uuid.uuid4().hex
-    outcomes: list[BatchOutcome | None] = [None] * len(prepared)
+    outcomes: list[BatchOutcome[TransferResult] | None] = [None] * len(prepared)
     async with deps.uow() as uow:
         wanted: set[str] = set()
         for item in prepared:
@@ -115,7 +122,7 @@ def _lost() -> HirepayError:
     return HirepayError("a transfer of the batch has no outcome", reason="INTERNAL")
 
 
-async def _outcome(call: Awaitable[TransferResult]) -> BatchOutcome:
+async def _outcome(call: Awaitable[R]) -> BatchOutcome[R]:
     try:
         return BatchOutcome(result=await call)
     except HirepayError as exc:
@@ -125,7 +132,7 @@ async def _outcome(call: Awaitable[TransferResult]) -> BatchOutcome:
 async def _post_run(
     uow: WalletUnitOfWork,
     run: list[tuple[int, TransferHeader, Posting]],
-    outcomes: list[BatchOutcome | None],
+    outcomes: list[BatchOutcome[TransferResult] | None],
     now: datetime,
 ) -> None:
     """Post ordinary postings set-based; replay those whose id was taken. A lone posting takes the

@@ -9,6 +9,7 @@ nothing), and a Try after its Cancel reserves nothing (hanging Try: HOLD_CANCELL
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from hirepay_platform import money
 from hirepay_platform.errors import HirepayError
@@ -26,7 +27,7 @@ from hirepay_platform.tcc import (
 from wallet.domain import commands
 from wallet.domain.errors import HoldCancelled, HoldNotFound, invalid
 from wallet.domain.holds import Hold, confirm_transfer_id, hold_ttl
-from wallet.domain.ledger import EntryLine, TransferRecord, plan_posting
+from wallet.domain.ledger import EntryLine, Posting, TransferRecord, plan_posting
 from wallet.domain.model import (
     AccountRef,
     require_accounts,
@@ -55,12 +56,22 @@ class HoldResult:
     transfer: TransferRecord | None = None
 
 
-async def reserve_hold(cmd: commands.ReserveHold, deps: Deps) -> HoldResult:
-    """Try: reserve the amount (it stops being available) under the TCC barrier.
+@dataclass(frozen=True, slots=True)
+class ReserveRequest:
+    """A Try's validated fields and fingerprint (checked before any database work)."""
 
-    The barrier row (branch, "try") is inserted first. If it already exists, either this is a
-    repeat (answered with the hold) or a Cancel got there first (hanging Try): reserve nothing.
-    """
+    branch: TccBranch
+    account_id: str
+    destination_id: str
+    amount: int
+    unit: str
+    ttl: timedelta
+    description: str
+    fingerprint: Fingerprint
+
+
+def reserve_request(cmd: commands.ReserveHold) -> ReserveRequest:
+    """Validate a Try; VALIDATION_FAILED names the first bad field."""
     branch = cmd.branch.validated()
     account_id = validate_account_id(cmd.account_id)
     destination_id = validate_account_id(cmd.destination_account_id, "destination_account_id")
@@ -79,30 +90,53 @@ async def reserve_hold(cmd: commands.ReserveHold, deps: Deps) -> HoldResult:
             "description": description,
         }
     )
+    return ReserveRequest(
+        branch, account_id, destination_id, cmd.amount, cmd.unit, ttl, description, print_
+    )
+
+
+def check_reserve_accounts(req: ReserveRequest, refs: dict[str, AccountRef]) -> None:
+    """Both accounts exist and are in the hold's unit."""
+    require_accounts(
+        refs, [(req.account_id, "account_id"), (req.destination_id, "destination_account_id")]
+    )
+    check_unit(refs[req.account_id], req.unit, "amount.currency")
+    check_unit(refs[req.destination_id], req.unit, "amount.currency")
+
+
+def new_hold(req: ReserveRequest, now: datetime) -> Hold:
+    """The pending hold a first Try makes."""
+    return Hold(
+        branch=req.branch,
+        account_id=req.account_id,
+        destination_account_id=req.destination_id,
+        unit=req.unit,
+        amount=req.amount,
+        expires_at=now + req.ttl,
+        created_at=now,
+        description=req.description,
+    )
+
+
+async def reserve_hold(cmd: commands.ReserveHold, deps: Deps) -> HoldResult:
+    """Try: reserve the amount (it stops being available) under the TCC barrier.
+
+    The barrier row (branch, "try") is inserted first. If it already exists, either this is a
+    repeat (answered with the hold) or a Cancel got there first (hanging Try): reserve nothing.
+    """
+    req = reserve_request(cmd)
     async with deps.uow() as uow:
-        refs = await uow.accounts.refs([account_id, destination_id])
-        require_accounts(
-            refs, [(account_id, "account_id"), (destination_id, "destination_account_id")]
-        )
-        check_unit(refs[account_id], cmd.unit, "amount.currency")
-        check_unit(refs[destination_id], cmd.unit, "amount.currency")
-        gate = await enter_try(uow.barriers, branch, print_)
+        refs = await uow.accounts.refs([req.account_id, req.destination_id])
+        check_reserve_accounts(req, refs)
+        gate = await enter_try(uow.barriers, req.branch, req.fingerprint)
         if gate is TryGate.CANCELLED:
-            raise HoldCancelled(branch.global_tx_id, branch.branch_id)
+            raise HoldCancelled(req.branch.global_tx_id, req.branch.branch_id)
         if gate is TryGate.REPLAY:
-            return HoldResult(await uow.holds.get(branch), replayed=True)
-        now = deps.clock()
-        hold = Hold(
-            branch=branch,
-            account_id=account_id,
-            destination_account_id=destination_id,
-            unit=cmd.unit,
-            amount=cmd.amount,
-            expires_at=now + ttl,
-            created_at=now,
-            description=description,
+            return HoldResult(await uow.holds.get(req.branch), replayed=True)
+        hold = new_hold(req, deps.clock())
+        await apply_posting(
+            uow, None, plan_posting(str(req.branch), [], refs, [hold.reservation()])
         )
-        await apply_posting(uow, None, plan_posting(str(branch), [], refs, [hold.reservation()]))
         await uow.holds.add(hold)
         await uow.commit()
     return HoldResult(hold)
@@ -137,11 +171,19 @@ def _confirm_lines(
     return lines
 
 
-async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
-    """Confirm: post the hold (all or part, optionally split) and release the rest, once.
+@dataclass(frozen=True, slots=True)
+class ConfirmRequest:
+    """A Confirm's validated fields and fingerprint (checked before any database work)."""
 
-    The hold row is locked, so a racing Cancel or expiry resolves it before or after us, never both.
-    """
+    branch: TccBranch
+    amount: int
+    shares: tuple[Share, ...]
+    remainder_id: str
+    fingerprint: Fingerprint
+
+
+def confirm_request(cmd: commands.ConfirmHold) -> ConfirmRequest:
+    """Validate a Confirm; VALIDATION_FAILED names the first bad field."""
     branch = cmd.branch.validated()
     shares, remainder_id = _confirm_split(cmd)
     print_ = fingerprint(
@@ -151,22 +193,47 @@ async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
             "remainder_account_id": remainder_id,
         }
     )
+    return ConfirmRequest(branch, cmd.amount, shares, remainder_id, print_)
+
+
+def confirm_accounts(req: ConfirmRequest, hold: Hold) -> set[str]:
+    """Every account a Confirm of `hold` may name."""
+    return {
+        hold.account_id,
+        hold.destination_account_id,
+        *(s.account_id for s in req.shares),
+        *([req.remainder_id] if req.remainder_id else []),
+    }
+
+
+def plan_confirm(
+    req: ConfirmRequest, hold: Hold, refs: dict[str, AccountRef], now: datetime
+) -> tuple[TransferHeader, Posting]:
+    """Resolve the (locked, pending) hold as confirmed and plan the transfer that posts it."""
+    posted = hold.confirm(req.amount, now)
+    credits = [Part(hold.destination_account_id, posted)]
+    if req.shares:
+        credits = split_amount(posted, req.shares, req.remainder_id)
+    lines = _confirm_lines(hold, posted, credits, refs, bool(req.shares))
+    header = _confirm_header(hold, req.fingerprint)
+    return header, plan_posting(header.id, lines, refs, [hold.release()])
+
+
+async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
+    """Confirm: post the hold (all or part, optionally split) and release the rest, once.
+
+    The hold row is locked, so a racing Cancel or expiry resolves it before or after us, never both.
+    """
+    req = confirm_request(cmd)
+    branch = req.branch
     async with deps.uow() as uow:
-        if await enter_confirm(uow.barriers, branch, print_) is ConfirmGate.REPLAY:
-            return await _replay_confirm(uow, branch)
+        if await enter_confirm(uow.barriers, branch, req.fingerprint) is ConfirmGate.REPLAY:
+            return await replay_confirm(uow, branch)
         hold = await uow.holds.get(branch, for_update=True)
         if hold is None:
-            raise await _missing_hold(uow, branch)
-        posted = hold.confirm(cmd.amount, deps.clock())
-        credits = [Part(hold.destination_account_id, posted)]
-        if shares:
-            credits = split_amount(posted, shares, remainder_id)
-        refs = await uow.accounts.refs(
-            {hold.account_id, hold.destination_account_id, *(p.account_id for p in credits)}
-        )
-        lines = _confirm_lines(hold, posted, credits, refs, bool(shares))
-        header = _confirm_header(hold, print_)
-        posting = plan_posting(header.id, lines, refs, [hold.release()])
+            raise await missing_hold(uow, branch)
+        refs = await uow.accounts.refs(confirm_accounts(req, hold))
+        header, posting = plan_confirm(req, hold, refs, deps.clock())
         outcome = await apply_posting(uow, header.id, posting, claim=header)
         if outcome is None:  # only a Confirm writes this id, and the barrier admits one
             raise HirepayError(f"transfer {header.id} already exists", reason="TCC_INCONSISTENT")
@@ -188,14 +255,14 @@ def _confirm_header(hold: Hold, print_: Fingerprint) -> TransferHeader:
     )
 
 
-async def _replay_confirm(uow: WalletUnitOfWork, branch: TccBranch) -> HoldResult:
+async def replay_confirm(uow: WalletUnitOfWork, branch: TccBranch) -> HoldResult:
     """A repeated Confirm (its fingerprint already checked by the gate): the stored outcome."""
     hold = await uow.holds.get(branch)
     stored = await uow.ledger.get_transfer(confirm_transfer_id(branch))
     return HoldResult(hold, replayed=True, transfer=stored.record if stored else None)
 
 
-async def _missing_hold(uow: WalletUnitOfWork, branch: TccBranch) -> HirepayError:
+async def missing_hold(uow: WalletUnitOfWork, branch: TccBranch) -> HirepayError:
     """Why a branch has no hold: it was cancelled before any Try, or it never existed."""
     if await cancelled_before_try(uow.barriers, branch):
         return HoldCancelled(branch.global_tx_id, branch.branch_id)
@@ -239,7 +306,7 @@ async def get_hold(query: commands.GetHold, deps: Deps) -> HoldResult:
             if hold.transfer_id:
                 stored = await uow.ledger.get_transfer(hold.transfer_id)
             return HoldResult(hold, transfer=stored.record if stored else None)
-        error = await _missing_hold(uow, branch)
+        error = await missing_hold(uow, branch)
     if isinstance(error, HoldCancelled):
         return HoldResult(None, null_compensation=True)
     raise error

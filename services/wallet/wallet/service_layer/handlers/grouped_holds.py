@@ -1,0 +1,322 @@
+"""Use cases of grouped holds: concurrent ReserveHold calls run together in one local transaction,
+and so do concurrent ConfirmHold calls (the batcher gathers them). Each call keeps its own barrier
+row and gets its own result or error, the one its call alone would have had.
+
+A group costs a fixed number of round trips whatever its size: a Reserve group inserts every
+barrier row in one statement, locks and reads every account row once (in id order), judges each
+Reserve in order on the balances read under those locks (no overdraft, also within the group),
+then inserts every accepted hold and its reservation in one statement; a Confirm
+group inserts every barrier row, locks every hold (in key order), posts every transfer set-based
+(`post_many`) and saves every hold in one statement. A call refused by a business rule fails alone
+and leaves nothing behind: it changed no balance, and its barrier row (and claimed transfer id) is
+given back in the same transaction, as the rollback of the call on its own would have. Calls of
+the same branch in one group run in rounds, so a repeat sees its first occurrence's outcome (in
+this transaction) exactly as a later call would. Nobody is answered before the COMMIT; a lost race
+(deadlock) aborts the whole transaction, which is then run again (nothing had been committed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import TypeVar
+
+from hirepay_platform.errors import Conflict, HirepayError
+from hirepay_platform.tcc import (
+    ConfirmGate,
+    TccBranch,
+    TccOp,
+    TryGate,
+    enter_confirm_many,
+    enter_try_many,
+)
+from wallet.domain import commands
+from wallet.domain.errors import HoldCancelled, InsufficientFunds
+from wallet.domain.holds import Hold
+from wallet.domain.ledger import BalanceChange, Posting, change_allowed
+from wallet.domain.model import AccountRef, Balance
+from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.batches import BatchOutcome
+from wallet.service_layer.handlers.common import apply_posting, transfer_record
+from wallet.service_layer.handlers.holds import (
+    ConfirmRequest,
+    HoldResult,
+    ReserveRequest,
+    check_reserve_accounts,
+    confirm_accounts,
+    confirm_request,
+    missing_hold,
+    new_hold,
+    plan_confirm,
+    replay_confirm,
+    reserve_request,
+)
+from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOfWork
+
+# Runs of a group whose transaction lost a race (deadlock) before its callers are told to retry.
+_ATTEMPTS = 3
+
+Q = TypeVar("Q", ReserveRequest, ConfirmRequest)
+Outcomes = list[BatchOutcome[HoldResult] | None]
+
+
+async def reserve_holds(
+    cmds: Sequence[commands.ReserveHold], deps: Deps
+) -> list[BatchOutcome[HoldResult]]:
+    """Run Try calls together in one transaction; outcomes in the same order, after COMMIT."""
+    return await _run_group(cmds, reserve_request, _reserve_round, deps)
+
+
+async def confirm_holds(
+    cmds: Sequence[commands.ConfirmHold], deps: Deps
+) -> list[BatchOutcome[HoldResult]]:
+    """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
+    return await _run_group(cmds, confirm_request, _confirm_round, deps)
+
+
+Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
+
+
+async def _run_group(
+    cmds: Sequence[object],
+    validate: Callable[..., Q],
+    run_round: Round[Q],
+    deps: Deps,
+) -> list[BatchOutcome[HoldResult]]:
+    requests: list[Q | HirepayError] = []
+    for cmd in cmds:
+        try:
+            requests.append(validate(cmd))
+        except HirepayError as exc:
+            requests.append(exc)
+    for attempt in range(1, _ATTEMPTS + 1):
+        outcomes: Outcomes = [
+            BatchOutcome(error=r) if isinstance(r, HirepayError) else None for r in requests
+        ]
+        valid = [(i, r) for i, r in enumerate(requests) if not isinstance(r, HirepayError)]
+        try:
+            async with deps.uow() as uow:
+                now = deps.clock()
+                for items in _rounds(valid):
+                    await run_round(uow, items, now, outcomes)
+                await uow.commit()
+        except Conflict:
+            if attempt == _ATTEMPTS:
+                raise
+            continue
+        return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
+    raise AssertionError("unreachable")
+
+
+def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
+    """The n-th call of each branch goes in round n: branches are distinct within a round."""
+    rounds: list[list[tuple[int, Q]]] = []
+    seen: dict[TccBranch, int] = {}
+    for i, request in items:
+        n = seen.get(request.branch, 0)
+        seen[request.branch] = n + 1
+        if n == len(rounds):
+            rounds.append([])
+        rounds[n].append((i, request))
+    return rounds
+
+
+def _lost() -> HirepayError:
+    return HirepayError("a call of the group has no outcome", reason="INTERNAL")
+
+
+async def _reserve_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ReserveRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
+    live: list[tuple[int, ReserveRequest]] = []
+    for i, req in items:
+        try:
+            check_reserve_accounts(req, refs)
+        except HirepayError as exc:
+            outcomes[i] = BatchOutcome(error=exc)
+            continue
+        live.append((i, req))
+    if not live:
+        return
+    calls = [(r.branch, r.fingerprint) for _, r in live]
+    entered, balances, sharded = await uow.holds.try_and_lock(
+        calls, {r.account_id for _, r in live}
+    )
+    first = await _pass_try_barrier(uow, live, entered, outcomes)
+    if not first:
+        return
+    if sharded:  # a sharded account's balance includes its shards, read after the lock
+        balances.update(await uow.ledger.lock_balances(sharded))
+    accepted, refused = _reserve_first(first, refs, balances, now, outcomes)
+    # A refused Try never happened: a later Try of its branch must find no row.
+    await uow.barriers.release(refused, TccOp.TRY)
+    await uow.holds.add_reserved(accepted)
+
+
+async def _pass_try_barrier(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ReserveRequest]],
+    entered: set[TccBranch],
+    outcomes: Outcomes,
+) -> list[tuple[int, ReserveRequest]]:
+    """Each Try's gate (its barrier row is inserted); the first Trys, the others answered."""
+    calls = [(r.branch, r.fingerprint) for _, r in items]
+    gates = await enter_try_many(uow.barriers, calls, entered)
+    first: list[tuple[int, ReserveRequest]] = []
+    for (i, req), gate in zip(items, gates, strict=True):
+        if isinstance(gate, HirepayError):
+            outcomes[i] = BatchOutcome(error=gate)
+        elif gate is TryGate.CANCELLED:  # its Cancel came first: a hanging Try reserves nothing
+            error = HoldCancelled(req.branch.global_tx_id, req.branch.branch_id)
+            outcomes[i] = BatchOutcome(error=error)
+        elif gate is TryGate.REPLAY:
+            hold = await uow.holds.get(req.branch)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold, replayed=True))
+        else:
+            first.append((i, req))
+    return first
+
+
+def _reserve_first(
+    first: list[tuple[int, ReserveRequest]],
+    refs: dict[str, AccountRef],
+    balances: dict[str, Balance],
+    now: datetime,
+    outcomes: Outcomes,
+) -> tuple[list[Hold], list[TccBranch]]:
+    """Judge each first Try in order on the balances read under the account locks (each accepted
+    one lowers what the next may take): the new holds, and the refused branches (answered
+    INSUFFICIENT_FUNDS)."""
+    accepted: list[Hold] = []
+    refused: list[TccBranch] = []
+    for i, req in first:
+        if _reserve_fits(refs[req.account_id], balances, req):
+            b = balances[req.account_id]
+            balances[req.account_id] = Balance(b.posted, b.pending + req.amount)
+            hold = new_hold(req, now)
+            accepted.append(hold)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold))
+        else:
+            refused.append(req.branch)
+            outcomes[i] = BatchOutcome(error=InsufficientFunds(req.account_id))
+    return accepted, refused
+
+
+def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveRequest) -> bool:
+    """The no-overdraft rule on the balance read under the lock, after the earlier Reserves of
+    the group (a sharded account's balance includes its shards, so it is judged here too)."""
+    balance = balances.get(req.account_id)
+    if balance is None:  # the row exists (refs found it) and accounts are never deleted
+        return False
+    change = BalanceChange(req.account_id, 0, req.amount)
+    return change_allowed(balance, change, allow_negative=ref.allow_negative, sharded=False)
+
+
+_Planned = tuple[int, Hold, TransferHeader, Posting]
+
+
+async def _confirm_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ConfirmRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    calls = [(r.branch, r.fingerprint) for _, r in items]
+    entered, holds = await uow.holds.confirm_and_lock(calls)
+    gates = await enter_confirm_many(uow.barriers, calls, entered)
+    first: list[tuple[int, ConfirmRequest]] = []
+    for (i, req), gate in zip(items, gates, strict=True):
+        if isinstance(gate, HirepayError):
+            outcomes[i] = BatchOutcome(error=gate)
+        elif gate is ConfirmGate.REPLAY:
+            outcomes[i] = BatchOutcome(result=await replay_confirm(uow, req.branch))
+        else:
+            first.append((i, req))
+    if not first:
+        return
+    give_back: list[TccBranch] = []
+    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
+    confirmed = await _post_confirms(uow, planned, now, outcomes, give_back)
+    await uow.holds.save(confirmed)
+    # A refused Confirm never happened: its branch may be confirmed (or cancelled) later.
+    await uow.barriers.release(give_back, TccOp.CONFIRM)
+
+
+async def _plan_confirms(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, ConfirmRequest]],
+    holds: dict[TccBranch, Hold],
+    now: datetime,
+    outcomes: Outcomes,
+    give_back: list[TccBranch],
+) -> list[_Planned]:
+    """Plan each Confirm's transfer on its hold (locked with the barrier insert, so a racing
+    Cancel or expiry resolves it before or after us, never both); a refused one is answered and
+    given back."""
+    wanted = {
+        a for _, r in first if r.branch in holds for a in confirm_accounts(r, holds[r.branch])
+    }
+    refs = await uow.accounts.refs(wanted)
+    planned: list[_Planned] = []
+    for i, req in first:
+        try:
+            hold = holds.get(req.branch)
+            if hold is None:
+                raise await missing_hold(uow, req.branch)
+            header, posting = plan_confirm(req, hold, refs, now)
+        except HirepayError as exc:
+            outcomes[i] = BatchOutcome(error=exc)
+            give_back.append(req.branch)
+            continue
+        planned.append((i, hold, header, posting))
+    return planned
+
+
+async def _post_confirms(
+    uow: WalletUnitOfWork,
+    planned: list[_Planned],
+    now: datetime,
+    outcomes: Outcomes,
+    give_back: list[TccBranch],
+) -> list[Hold]:
+    """Post every planned transfer (set-based; a hold on a guarded sharded account on its slow
+    path); the holds confirmed."""
+    ordinary = [p for p in planned if not p[3].guarded_sharded]
+    results: list[tuple[_Planned, PostOutcome]] = []
+    if len(ordinary) > 1:
+        posted = await uow.ledger.post_many([(header, post) for _, _, header, post in ordinary])
+        results += zip(ordinary, posted, strict=True)
+    # A lone posting takes the one-statement path (one round trip instead of two), and so does a
+    # hold on a guarded sharded account (its checked slow path).
+    for p in planned:
+        if p[3].guarded_sharded or len(ordinary) == 1:
+            results.append((p, await _post_one(uow, p[2], p[3])))
+    confirmed: list[Hold] = []
+    for (i, hold, header, _), outcome in results:
+        if not outcome.claimed:  # only a Confirm writes this id, and the barrier admits one
+            error = HirepayError(f"transfer {header.id} already exists", reason="TCC_INCONSISTENT")
+            outcomes[i] = BatchOutcome(error=error)
+            give_back.append(hold.branch)
+        elif outcome.rejected:  # never expected: a Confirm only spends what its hold reserved
+            outcomes[i] = BatchOutcome(error=InsufficientFunds(outcome.rejected[0]))
+            give_back.append(hold.branch)
+        else:
+            record = transfer_record(header, outcome.created_at or now, outcome.entries)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold, transfer=record))
+            confirmed.append(hold)
+    return confirmed
+
+
+async def _post_one(uow: WalletUnitOfWork, header: TransferHeader, posting: Posting) -> PostOutcome:
+    """One posting on its own (the checked slow path when it debits a guarded sharded account);
+    a refusal gives back its claimed id."""
+    try:
+        outcome = await apply_posting(uow, header.id, posting, claim=header)
+    except InsufficientFunds as exc:
+        await uow.ledger.release_claim(header.id)
+        return PostOutcome(rejected=(str(exc.metadata.get("account_id", "?")),))
+    return outcome if outcome is not None else PostOutcome(claimed=False)

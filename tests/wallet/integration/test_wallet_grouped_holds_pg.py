@@ -1,0 +1,221 @@
+"""Grouped holds on real PostgreSQL: concurrent ReserveHold and ConfirmHold calls run together in
+one transaction (grouped_holds, through the batcher), each with its own barrier row and outcome."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from collections import Counter
+
+import pytest
+from sqlalchemy import text
+
+from hirepay_platform.errors import HirepayError
+from hirepay_platform.tcc import TccBranch
+from wallet.domain import commands as c
+from wallet.domain.holds import HoldState
+from wallet.domain.model import AccountKind
+from wallet.domain.splits import Share
+from wallet.service_layer import handlers as h
+from wallet.service_layer.batcher import HoldBatchers
+from wallet.service_layer.handlers.batches import BatchOutcome
+
+pytestmark = pytest.mark.usefixtures("sound")
+
+
+def _branch(tag: str = "") -> TccBranch:
+    return TccBranch(f"grp-{tag}{uuid.uuid4().hex[:12]}", "payment")
+
+
+def _summary(outcomes: list[BatchOutcome]) -> list[str]:
+    """Per call: "new", "replayed", or the reason of its error."""
+    return [
+        o.error.reason if o.error else ("replayed" if o.result.replayed else "new")
+        for o in outcomes
+    ]
+
+
+async def _outcome(call) -> object:
+    try:
+        return await call
+    except HirepayError as exc:
+        return exc.reason
+
+
+async def _barrier_rows(sessions, branch: TccBranch) -> list[str]:
+    async with sessions() as session:
+        rows = await session.execute(
+            text("SELECT op FROM tcc_barriers WHERE global_tx_id = :g AND branch_id = :b"),
+            {"g": branch.global_tx_id, "b": branch.branch_id},
+        )
+        return sorted(rows.scalars())
+
+
+async def test_twins_in_one_group_make_one_hold_and_one_transfer(ledger, deps):
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1000)
+    branch = _branch()
+    reserve = c.ReserveHold(branch, alice, bob, 600, "USD")
+    changed = c.ReserveHold(branch, alice, bob, 601, "USD")
+    outcomes = await h.reserve_holds([reserve, reserve, changed, reserve], deps)
+    assert _summary(outcomes) == ["new", "replayed", "IDEMPOTENCY_MISMATCH", "replayed"]
+    assert outcomes[1].result.hold == outcomes[0].result.hold
+    assert await ledger.balances(alice, bob) == [(1000, 600), (0, 0)]
+    confirm = c.ConfirmHold(branch, 500)
+    outcomes = await h.confirm_holds([confirm, confirm, c.ConfirmHold(branch, 400)], deps)
+    assert _summary(outcomes) == ["new", "replayed", "IDEMPOTENCY_MISMATCH"]
+    assert outcomes[1].result.transfer == outcomes[0].result.transfer
+    assert outcomes[0].result.hold.state is HoldState.CONFIRMED
+    assert await ledger.balances(alice, bob) == [(500, 0), (500, 0)]
+
+
+async def test_a_failing_reserve_fails_alone_and_leaves_nothing(ledger, deps, sessions):
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    eur = await ledger.open("carol", unit="EUR")
+    await ledger.fund(alice, 1000)
+    good = [_branch() for _ in range(3)]
+    poor, foreign, cancelled = _branch(), _branch(), _branch()
+    await h.cancel_hold(c.CancelHold(cancelled), deps)  # its Cancel came before any Try
+    cmds = [
+        c.ReserveHold(good[0], alice, bob, 100, "USD"),
+        c.ReserveHold(poor, alice, bob, 5000, "USD"),  # more than alice has
+        c.ReserveHold(good[1], alice, bob, 200, "USD"),
+        c.ReserveHold(foreign, alice, eur, 100, "USD"),  # destination in another unit
+        c.ReserveHold(cancelled, alice, bob, 100, "USD"),  # hanging Try
+        c.ReserveHold(_branch(), alice, alice, 100, "USD"),  # invalid: same account
+        c.ReserveHold(good[2], alice, bob, 300, "USD"),
+    ]
+    outcomes = await h.reserve_holds(cmds, deps)
+    assert _summary(outcomes) == [
+        "new",
+        "INSUFFICIENT_FUNDS",
+        "new",
+        "UNIT_MISMATCH",
+        "HOLD_CANCELLED",
+        "VALIDATION_FAILED",
+        "new",
+    ]
+    assert await ledger.balances(alice) == [(1000, 600)]
+    # The refused Try left no barrier row: the same branch, affordable now, reserves.
+    assert await _barrier_rows(sessions, poor) == []
+    again = await h.reserve_hold(c.ReserveHold(poor, alice, bob, 400, "USD"), deps)
+    assert again.hold.state is HoldState.PENDING and not again.replayed
+    assert await ledger.balances(alice) == [(1000, 1000)]
+    for branch in good:
+        assert await _barrier_rows(sessions, branch) == ["try"]
+
+
+async def test_a_failing_confirm_fails_alone_and_leaves_nothing(ledger, deps, sessions, clock):
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    await ledger.fund(customer, 10_000)
+    good, resolved, expiring = [_branch() for _ in range(2)], _branch(), _branch()
+    for branch in [*good, resolved]:
+        await h.reserve_hold(c.ReserveHold(branch, customer, contractor, 1000, "USD", 600), deps)
+    await h.reserve_hold(c.ReserveHold(expiring, customer, contractor, 1000, "USD", 10), deps)
+    await h.cancel_hold(c.CancelHold(resolved), deps)
+    clock.advance(20)  # `expiring` is past its expiry (the worker has not released it yet)
+    split = (Share(revenue, 1000), Share(contractor, 9000))
+    cmds = [
+        c.ConfirmHold(good[0], 0, split, contractor),
+        c.ConfirmHold(resolved),
+        c.ConfirmHold(_branch()),  # no hold at all
+        c.ConfirmHold(expiring),
+        c.ConfirmHold(good[1], 1500),  # more than the hold
+        c.ConfirmHold(good[1], 700),  # a later call of the same branch, in a later round
+    ]
+    outcomes = await h.confirm_holds(cmds, deps)
+    assert _summary(outcomes) == [
+        "new",
+        "HOLD_ALREADY_RESOLVED",
+        "HOLD_NOT_FOUND",
+        "HOLD_EXPIRED",
+        "VALIDATION_FAILED",
+        "new",
+    ]
+    assert await _barrier_rows(sessions, expiring) == ["try"]  # the refused Confirm left nothing
+    assert await ledger.balances(customer, contractor, revenue) == [
+        (10_000 - 1700, 1000),  # the expired hold is still pending until released
+        (900 + 700, 0),
+        (100, 0),
+    ]
+    assert (await h.get_hold(c.GetHold(good[1]), deps)).hold.confirmed_amount == 700
+
+
+async def test_an_overdraft_within_one_group_takes_the_calls_in_order(ledger, deps):
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1000)
+    cmds = [c.ReserveHold(_branch(), alice, bob, 300, "USD") for _ in range(5)]
+    cmds.insert(3, c.ReserveHold(_branch(), alice, bob, 100, "USD"))
+    outcomes = await h.reserve_holds(cmds, deps)
+    # 300 + 300 + 300 = 900 fit, then 100 fits exactly, then nothing more
+    assert _summary(outcomes) == ["new"] * 4 + ["INSUFFICIENT_FUNDS"] * 2
+    assert await ledger.balances(alice) == [(1000, 1000)]
+    assert (await ledger.balance(alice)).available == 0
+
+
+async def test_grouped_calls_through_the_batcher_never_overdraw(ledger, deps):
+    """Sixty concurrent Reserves of 70 on 1000 through the batcher, then their Confirms: exactly
+    what is affordable is held, then posted."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1000)
+    batchers = HoldBatchers(deps, max_items=8, window_seconds=0.002, max_in_flight=2)
+    branches = [_branch() for _ in range(60)]
+    reserved = await asyncio.gather(
+        *(
+            _outcome(batchers.reserve.call(c.ReserveHold(b, alice, bob, 70, "USD")))
+            for b in branches
+        )
+    )
+    reasons = Counter(o if isinstance(o, str) else "ok" for o in reserved)
+    assert reasons == {"ok": 14, "INSUFFICIENT_FUNDS": 46}  # 14 * 70 = 980 <= 1000 < 15 * 70
+    assert await ledger.balances(alice, bob) == [(1000, 980), (0, 0)]
+    held = [b for b, o in zip(branches, reserved, strict=True) if not isinstance(o, str)]
+    confirms = [batchers.confirm.call(c.ConfirmHold(b)) for b in held for _ in range(2)]
+    confirmed = await asyncio.gather(*(_outcome(x) for x in confirms))
+    assert sum(not o.replayed for o in confirmed) == len(held)  # twins: one posts, one replays
+    assert await ledger.balances(alice, bob) == [(20, 0), (980, 0)]
+
+
+async def test_cancel_before_try_racing_grouped_reserves(ledger, deps):
+    """Each round: a Cancel races its branch's Try, which is grouped with unrelated Trys. Either
+    the Cancel came first (the Try is refused, nothing reserved) or the Try did (the Cancel
+    releases it); the unrelated Trys always reserve."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1_000_000)
+    batchers = HoldBatchers(deps, max_items=8, window_seconds=0.002, max_in_flight=2)
+    rng = random.Random(13)
+    seen: Counter[str] = Counter()
+    bystanders = 0
+    for i in range(30):
+        branch = _branch(f"r{i}-")
+        others = [_branch() for _ in range(3)]
+        calls: list[tuple[str, object]] = [
+            ("reserve", batchers.reserve.call(c.ReserveHold(branch, alice, bob, 100, "USD"))),
+            ("cancel", h.cancel_hold(c.CancelHold(branch), deps)),
+            *(
+                ("other", batchers.reserve.call(c.ReserveHold(o, alice, bob, 10, "USD")))
+                for o in others
+            ),
+        ]
+        rng.shuffle(calls)
+        results = await asyncio.gather(*(_outcome(call) for _, call in calls))
+        by_name: dict[str, list[object]] = {"reserve": [], "cancel": [], "other": []}
+        for (name, _), result in zip(calls, results, strict=True):
+            by_name[name].append(result)
+        (reserve,), (cancel,) = by_name["reserve"], by_name["cancel"]
+        assert not isinstance(cancel, str)  # a Cancel always succeeds
+        if cancel.null_compensation:
+            assert reserve == "HOLD_CANCELLED"
+            seen["cancel first"] += 1
+        else:
+            assert reserve.hold.state is HoldState.PENDING
+            assert cancel.hold.state is HoldState.CANCELLED
+            seen["reserve first"] += 1
+        assert all(o.hold.state is HoldState.PENDING for o in by_name["other"])
+        bystanders += 3
+        late = await _outcome(batchers.reserve.call(c.ReserveHold(branch, alice, bob, 100, "USD")))
+        assert late == "HOLD_CANCELLED" or late.hold.state is HoldState.CANCELLED
+        assert await ledger.balances(alice) == [(1_000_000, bystanders * 10)]
+    assert sum(seen.values()) == 30
