@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay_platform import workloop
 from hirepay_platform.grpc_status import from_rpc_error
 from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
 from jobs.adapters.participants import PaymentsParticipant
@@ -61,15 +62,11 @@ def recovery_worker(
 ) -> Callable[[asyncio.Event], object]:
     """Drive unfinished sagas after crashes, lost answers and transient participant failures."""
 
+    async def round_() -> int:
+        return await settlement.recover_due(commands.RecoverSagas(), make_deps())
+
     async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                taken = await settlement.recover_due(commands.RecoverSagas(), make_deps())
-            except Exception:
-                log.exception("recovery tick failed")
-                taken = 0
-            if not taken:
-                await _sleep(stop, interval)
+        await workloop.run_worker(round_, stop, name="recovery", interval=interval, busy_pause=0.0)
 
     return run
 
@@ -79,15 +76,13 @@ def escrow_worker(
 ) -> Callable[[asyncio.Event], object]:
     """Drive engagements' money steps left pending (leased FOR UPDATE SKIP LOCKED)."""
 
+    async def round_() -> int:
+        return await money_steps.recover_due(make_deps())
+
     async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                taken = await money_steps.recover_due(make_deps())
-            except Exception:
-                log.exception("escrow recovery tick failed")
-                taken = 0
-            if not taken:
-                await _sleep(stop, interval)
+        await workloop.run_worker(
+            round_, stop, name="escrow recovery", interval=interval, busy_pause=0.0
+        )
 
     return run
 
@@ -97,15 +92,11 @@ def expiry_worker(
 ) -> Callable[[asyncio.Event], object]:
     """Expire postings past their period."""
 
+    async def round_() -> int:
+        return await cancellation.expire_due(commands.ExpirePostings(), make_deps())
+
     async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                expired = await cancellation.expire_due(commands.ExpirePostings(), make_deps())
-            except Exception:
-                log.exception("expiry tick failed")
-                expired = 0
-            if not expired:
-                await _sleep(stop, interval)
+        await workloop.run_worker(round_, stop, name="expiry", interval=interval, busy_pause=0.0)
 
     return run
 

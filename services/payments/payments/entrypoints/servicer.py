@@ -4,12 +4,14 @@ domain errors are mapped to statuses (with ErrorInfo) by the platform intercepto
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay_platform import workloop
 from hirepay_platform.identity import current_caller
 from payments.domain import commands, errors
 from payments.entrypoints import conversions as conv
@@ -273,15 +275,22 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.StreamSettlementEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SettlementEvent]:
         cursor = request.after_cursor
-        while True:
-            events = await handlers.settlement_events_after(
-                self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
-            )
-            for event in events:
-                yield conv.event_msg(event)
-                cursor = event.cursor
-            if len(events) == STREAM_BATCH:
-                continue
-            if not request.follow or self._stopping.is_set():
-                return
-            await asyncio.sleep(STREAM_POLL_SECONDS)
+        # Polled every STREAM_POLL_SECONDS while payments answers calls, less often while idle.
+        pause = workloop.IdlePause(STREAM_POLL_SECONDS, busy_pause=STREAM_POLL_SECONDS)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while True:
+                began = time.monotonic()
+                events = await handlers.settlement_events_after(
+                    self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
+                )
+                for event in events:
+                    yield conv.event_msg(event)
+                    cursor = event.cursor
+                if len(events) == STREAM_BATCH:
+                    continue
+                if not request.follow or self._stopping.is_set():
+                    return
+                await pause.after(len(events), began, stopping)
+        finally:
+            stopping.cancel()
