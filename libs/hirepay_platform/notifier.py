@@ -14,7 +14,6 @@ An outbox table needs the columns `cursor` (the primary key, increasing), `subsy
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
@@ -28,6 +27,8 @@ from typing import Any, Protocol, TypeVar
 import httpx
 from sqlalchemy import Row, Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from hirepay_platform import workloop
 
 log = logging.getLogger(__name__)
 
@@ -258,12 +259,6 @@ async def relay_loop(
     round_: Callable[[], Awaitable[int]], stop: asyncio.Event, *, interval: float
 ) -> None:
     """Run relay rounds until `stop` is set: at once again after a round that delivered, else
-    after `interval`; a failed round is logged and the next one retries."""
-    while not stop.is_set():
-        delivered = 0
-        try:
-            delivered = await round_()
-        except Exception:
-            log.exception("callback relay round failed")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=0.05 if delivered else interval)
+    after `interval`, or longer while the process is idle (workloop.run_worker); a failed round
+    is logged and the next one retries."""
+    await workloop.run_worker(round_, stop, name="callback relay", interval=interval)

@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry import trace
 
-from hirepay_platform import grpc_status, identity, metrics, tracing
+from hirepay_platform import grpc_status, identity, metrics, tracing, workloop
 from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.readiness import Check, DependencyHealthServicer, ReadinessWatcher
@@ -104,6 +104,8 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 identity.reset_current_caller(caller_token)
                 self._observe(method, code, started)
+                # Answered (and committed): the workers may have work again (workloop.py).
+                workloop.note_activity()
 
         return wrapper
 

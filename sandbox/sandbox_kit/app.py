@@ -64,7 +64,8 @@ def build_app(
 
 
 def serve(app: ASGIApp, config: KitConfig) -> None:
-    """Serve with uvicorn on h11, whose transport the `down` faults abort."""
+    """Serve with uvicorn on httptools (the C parser; its request cycle holds the transport the
+    `down` faults abort)."""
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
@@ -73,7 +74,7 @@ def serve(app: ASGIApp, config: KitConfig) -> None:
         app,
         host=config.host,
         port=config.port,
-        http="h11",
+        http="httptools",
         log_level=config.log_level,
         timeout_graceful_shutdown=1,
     )

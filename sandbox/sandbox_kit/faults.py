@@ -240,7 +240,7 @@ def api_matches(spec: ApiFault, method: str, path: str) -> bool:
 async def drop_connection(send: Send) -> None:
     """Close the client's TCP connection without an HTTP response.
 
-    uvicorn (h11) hands the application the `send` of its request cycle, which holds the
+    uvicorn (httptools or h11) hands the application the `send` of its request cycle, which holds the
     transport; an outer middleware receives it unwrapped. If that is not available (another
     server), start a response and fail it, which makes the server close the connection.
     """

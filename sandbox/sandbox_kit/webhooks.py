@@ -28,6 +28,7 @@ import httpx
 from sandbox_kit import ids
 from sandbox_kit.background import Background
 from sandbox_kit.faults import FaultRegistry, WebhookDropFault, WebhookDuplicateFault
+from sandbox_kit.http_client import WebhookHttpClient
 
 log = logging.getLogger("sandbox_kit.webhooks")
 
@@ -165,7 +166,7 @@ class WebhookDispatcher:
         self.endpoints: dict[str, Endpoint] = {}
         self.deliveries: list[Delivery] = []
         self._held: list[list[Delivery]] = []
-        self._client: httpx.AsyncClient | None = None
+        self._client: WebhookHttpClient | None = None
         self._size = max(1, settings.max_concurrency)
         # Every attempt holds a slot, so requests in flight never exceed the client's connections
         # (the workers, plus the reorder fault's in-order sender).
@@ -392,21 +393,20 @@ class WebhookDispatcher:
 
     async def _attempt(self, delivery: Delivery, number: int) -> Attempt:
         if self._client is None:
-            # One connection per slot: an attempt never waits for the pool (no PoolTimeout).
-            limits = httpx.Limits(max_connections=self._size, max_keepalive_connections=self._size)
-            self._client = httpx.AsyncClient(limits=limits)
+            # The slots bound the attempts in flight, so the client never waits for a connection
+            # (no PoolTimeout); it keeps one idle connection per slot.
+            self._client = WebhookHttpClient(max_idle=self._size)
         started = time.time()
         headers = self.signer(delivery, number)
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await self._client.post(
+            status_code = await self._client.post(
                 delivery.endpoint.url,
-                content=delivery.event.payload.encode(),
-                headers=headers,
+                delivery.event.payload.encode(),
+                headers,
                 timeout=self.settings.timeout,
             )
-            status_code = response.status_code
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
         duration = int((time.time() - started) * 1000)

@@ -16,6 +16,8 @@ class SandboxConfig:
     port: int = 12111
     public_url: str | None = None  # base of checkout/3DS page links; default: the request's host
     webhook_urls: tuple[str, ...] = ()
+    # The events the configured URLs receive (globs), as a Dashboard endpoint's "events to send".
+    webhook_events: tuple[str, ...] = ("*",)
     webhook_secret: str | None = None  # fixed whsec_ for the configured URLs; random when unset
     webhook_retry_base: float = 0.5  # first retry delay, doubled each attempt
     webhook_retry_max_delay: float = 3600.0
@@ -61,6 +63,12 @@ def load_config(
         help="webhook URL (repeatable or comma-separated); env SANDBOX_WEBHOOK_URL",
     )
     parser.add_argument("--webhook-secret", default=env.get("SANDBOX_WEBHOOK_SECRET"))
+    parser.add_argument(
+        "--webhook-events",
+        default=env.get("SANDBOX_WEBHOOK_EVENTS", "*"),
+        help="event types the webhook URLs receive (comma-separated globs); env "
+        "SANDBOX_WEBHOOK_EVENTS; default every event",
+    )
     parser.add_argument("--webhook-retry-base", default=env.get("SANDBOX_WEBHOOK_RETRY_BASE"))
     parser.add_argument(
         "--webhook-retry-max-delay", default=env.get("SANDBOX_WEBHOOK_RETRY_MAX_DELAY")
@@ -92,6 +100,8 @@ def load_config(
         port=args.port,
         public_url=(args.public_url or "").rstrip("/") or None,
         webhook_urls=urls,
+        webhook_events=tuple(e.strip() for e in args.webhook_events.split(",") if e.strip())
+        or ("*",),
         webhook_secret=secret,
         webhook_retry_base=_float(args.webhook_retry_base, defaults.webhook_retry_base) or 0.0,
         webhook_retry_max_delay=_float(

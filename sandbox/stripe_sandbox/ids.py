@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import secrets
 import string
+
+from sandbox_kit import ids as kit_ids
 
 _ALPHABET = string.ascii_letters + string.digits
 
@@ -13,7 +14,7 @@ _LENGTHS: dict[str, int] = {"cs_test": 58, "whsec": 32, "req": 14, "evt": 24}
 
 def random_token(length: int) -> str:
     """A random string of letters and digits."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    return kit_ids.random_token(length, _ALPHABET)
 
 
 def new_id(prefix: str) -> str:

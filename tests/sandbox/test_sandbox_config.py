@@ -130,6 +130,10 @@ def test_cli_flags_override_the_environment() -> None:
     flags = load_config(["--port", "1234", "--webhook-url", "http://c/hook"], env)
     assert (flags.port, flags.webhook_urls) == (1234, ("http://c/hook",))
     assert load_config([], {}).port == 12111
+    # The configured URLs' events: every event unless narrowed, as an endpoint's enabled events.
+    assert load_config([], {}).webhook_events == ("*",)
+    narrowed = {**env, "SANDBOX_WEBHOOK_EVENTS": "payment_intent.*, payout.*"}
+    assert load_config([], narrowed).webhook_events == ("payment_intent.*", "payout.*")
     with pytest.raises(SystemExit):
         load_config(["--webhook-secret", "not-a-whsec"], {})
 

@@ -198,21 +198,17 @@ async def card_funded_engagement(
     payment_id = f"pay_{uuid.uuid4().hex}"
     split = funding_split(amount_minor, deps.config.acceptance_fee_bps)
     unit = parties.unit
-    await ledger.post(
-        f"payment:{payment_id}:capture",
-        (
-            Leg(
-                AccountRef.clearing(parties.provider, unit),
-                AccountRef.revenue(unit),
-                split.fee_minor,
-            ),
-            Leg(
-                AccountRef.clearing(parties.provider, unit),
-                AccountRef.escrow(engagement_id, unit),
-                split.escrow_minor,
-            ),
+    legs = (
+        Leg(AccountRef.clearing(parties.provider, unit), AccountRef.revenue(unit), split.fee_minor),
+        Leg(
+            AccountRef.clearing(parties.provider, unit),
+            AccountRef.escrow(engagement_id, unit),
+            split.escrow_minor,
         ),
-        {},
+    )
+    # As the acceptance books it (CardOfferFunds): no fee leg when the fee rounds down to 0.
+    await ledger.post(
+        f"payment:{payment_id}:capture", tuple(leg for leg in legs if leg.amount_minor), {}
     )
     now: datetime = deps.clock()
     engagement = Engagement(

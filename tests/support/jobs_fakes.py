@@ -23,6 +23,7 @@ from jobs.domain.posting_saga import (
     TryState,
 )
 from jobs.domain.pricing import PriceList, RefundPolicy
+from jobs.domain.rate_limits import take_token
 from jobs.service_layer.config import JobsConfig
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -136,6 +137,13 @@ class FakeSagas:
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         saga = self.tx.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
+
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        saga = self.tx.sagas.get(saga_id)
+        job = self.tx.jobs.get(saga.job_id) if saga and saga.job_id else None
+        return copy.deepcopy(saga), copy.deepcopy(job)
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         return {i: copy.deepcopy(self.tx.sagas[i]) for i in saga_ids if i in self.tx.sagas}
@@ -281,22 +289,28 @@ class FakePostingRates:
     def __init__(self, tx: Store) -> None:
         self.tx = tx
 
-    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
-        return self.tx.buckets.setdefault(user_id, (full, now))
-
-    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
+    async def take(
+        self,
+        user_id: str,
+        attempt_id: str,
+        *,
+        limit: int,
+        window_seconds: int,
+        now: datetime,
+        forget_before: datetime,
+    ) -> tuple[float, bool]:
+        tokens, last = self.tx.buckets.setdefault(user_id, (float(limit), now))
+        repeat = bool(attempt_id) and (user_id, attempt_id) in self.tx.charges
+        tokens, decision = take_token(
+            tokens, last, now, limit=limit, window_seconds=window_seconds, repeat=repeat
+        )
         self.tx.buckets[user_id] = (tokens, now)
-
-    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
-        return (user_id, attempt_id) in self.tx.charges
-
-    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
-        self.tx.charges.setdefault((user_id, attempt_id), now)
-
-    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
-        for key, at in list(self.tx.charges.items()):
-            if key[0] == user_id and at < before:
-                del self.tx.charges[key]
+        if decision.allowed and not repeat and attempt_id:
+            self.tx.charges.setdefault((user_id, attempt_id), now)
+            for key, at in list(self.tx.charges.items()):
+                if key[0] == user_id and at < forget_before:
+                    del self.tx.charges[key]
+        return tokens, decision.allowed
 
 
 class FakeOutbox:

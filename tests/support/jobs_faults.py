@@ -155,7 +155,9 @@ class _WatchedJobs:
         return getattr(self._inner, name)
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
-        job = await self._inner.get(job_id, for_update=for_update)
+        return self.watch(await self._inner.get(job_id, for_update=for_update))
+
+    def watch(self, job: Job | None) -> Job | None:
         marker = self._uow.refuse_activation_marker
         if job is not None and marker and marker in job.fields.title:
             return refusing_activation(job)
@@ -182,6 +184,12 @@ class _WatchedSagas:
         if inserted and self._uow.crash_after == "pending":
             self._uow.crash_on_commit = True
         return bool(inserted)
+
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        saga, job = await self._inner.lock_with_job(saga_id, lock_job=lock_job)
+        return saga, self._uow.jobs.watch(job)
 
     async def save(self, saga: Saga) -> None:
         if self._uow.crash_after == "confirming" and saga.state is SagaState.CONFIRMING:

@@ -9,6 +9,7 @@ import asyncpg
 
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
+from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
 
 MS = 1_000_000
@@ -87,3 +88,51 @@ async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_ur
     assert used[PG_TOTAL] >= used["pg:test"] > 0
     assert LOADGEN in used and "me" in used
     assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
+
+
+def case(name, concurrency, per_second, p50, p99, *, errors=0, cpu=None, ops=100):
+    return {
+        "name": name,
+        "concurrency": concurrency,
+        "per_second": per_second,
+        "p50_ms": p50,
+        "p99_ms": p99,
+        "errors": errors,
+        "ops": ops,
+        "cpu_seconds": cpu or {},
+    }
+
+
+def test_the_targets_are_judged_from_the_runs_own_figures():
+    report = {
+        "pgbench_tps": 1000.0,
+        "posting": {
+            "cases": [
+                case(POSTING, 1, 40.0, 25.0, 40.0),
+                # 100 postings: Hirepay 1 CPU-s (10 ms each), the sandbox 0.8 s apart (8 ms).
+                case(POSTING, 32, 120.0, 200.0, 240.0, cpu={"jobs": 1.0, "sandbox": 0.8}),
+                case(POSTING_LATENCY, 128, 80.0, 1500.0, 2000.0, errors=1),
+            ]
+        },
+        "wallet": {
+            "cases": [
+                case("transfer (grouped)", 32, 1200.0, 20.0, 30.0),
+                case("transfer, fee to revenue", 32, 900.0, 25.0, 40.0),
+                case("reserve+confirm", 32, 400.0, 60.0, 90.0),
+            ]
+        },
+    }
+    found = {v.target: v for v in verdicts(report)}
+    assert found["serial p50 <= 30 ms"].met
+    assert found["p99 at c=32 <= 10x serial p50"].met  # 240 <= 250
+    assert found["pay-to-post at c=32 >= 10% of pgbench"].measured == 0.12
+    assert found["CPU per posting (Hirepay) <= 20 ms at c=32"].measured == 10.0
+    assert not found["provider sandbox CPU per posting <= 5 ms at c=32"].met  # 8 ms
+    latency = found["300 ms provider, c=128 >= 75% of zero-latency c=32"]
+    # 80/120 = 0.67 < 0.75, and a posting that failed does not count as throughput anyway.
+    assert not latency.met and "1 failed operations" in latency.basis
+    assert found["transfers, grouped single calls at c=32 >= 100% of pgbench"].met
+    assert not found["Reserve+Confirm at c=32 >= 50% of pgbench"].met
+    fee = found["transfer + fee to revenue at c=32 costs <= 20%"]
+    assert round(fee.measured, 2) == 0.25 and not fee.met
+    assert verdicts({"pgbench_tps": 1000.0}) == []  # nothing measured, nothing judged

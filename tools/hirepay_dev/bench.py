@@ -1,5 +1,6 @@
 """`make bench`: wallet and pay-to-post throughput, latency and CPU per operation (per process)
-beside pgbench TPC-B on the same server; `--quick` for a short smoke run."""
+beside pgbench TPC-B on the same server, then issue 13's targets judged from the run's own figures;
+`--quick` for a short smoke run."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from hirepay_dev import bench_posting, bench_wallet, pg
+from hirepay_dev import bench_posting, bench_wallet, benchtargets, pg
 from hirepay_dev.benchlib import pgbench_tpcb
 
 
@@ -37,6 +38,10 @@ async def main(only: str, out_file: str | None, quick: bool = False) -> None:
         report["posting"] = await bench_posting.run(server, out, baseline, quick=quick)
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+    verdicts = benchtargets.verdicts(report)
+    for line in benchtargets.report_lines(verdicts, quick=quick):
+        print(line, flush=True)
+    report["targets"] = benchtargets.as_json(verdicts)
     if out_file:
         await asyncio.to_thread(Path(out_file).write_text, json.dumps(report, indent=2))
 

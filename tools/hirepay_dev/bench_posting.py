@@ -1,6 +1,10 @@
 """Pay-to-post benchmark: postings per second, p50/p99 latency and CPU per posting of each process
 through the gateway (HTTP) with every process real (sandbox, wallet, payments, jobs), at
-concurrency 1, 8 and 32; then the latency budget of one posting by hop, from the traces."""
+concurrency 1, 8 and 32; then the same at concurrency 128 with 300 ms added to every provider call
+(the Stripe sandbox's latency fault), beside the zero-latency c=32 throughput: with that latency
+every provider call of 128 postings is in flight at once, so whatever caps concurrency below that
+(pools, semaphores, threads, leases) shows as lost throughput; then the latency budget of one
+posting by hop, from the traces."""
 
 from __future__ import annotations
 
@@ -18,13 +22,21 @@ import httpx
 from gateway.service_layer.auth import issue_token
 from hirepay_dev.benchcpu import CpuMeter
 from hirepay_dev.benchlib import Result, closed_loop
+from hirepay_dev.benchtargets import LATENCY_SHARE_OF_C32, POSTING, POSTING_LATENCY
 from hirepay_dev.benchtrace import budget, budget_line, read_spans
+from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.stack import Ports, Stack
 
 CONCURRENCY = (1, 8, 32)
 SECONDS = 15.0
-QUICK_CONCURRENCY = (1, 8)
+QUICK_CONCURRENCY = (1, 8, 32)
 QUICK_SECONDS = 5.0
+# The latency case: this much added to every call to the provider, at this concurrency, for this
+# long (a posting then takes seconds: a longer run keeps the start and the drain from dominating).
+PROVIDER_LATENCY_MS = 300
+LATENCY_CONCURRENCY = 128
+LATENCY_SECONDS = 20.0
+QUICK_LATENCY_SECONDS = 8.0
 
 
 def _stack(pg_url: str, traces: Path | None = None) -> Stack:
@@ -89,9 +101,13 @@ def _poster(http: httpx.AsyncClient, workers: int) -> Callable[[int, int], Await
     return post_job
 
 
-def _client(stack: Stack) -> httpx.AsyncClient:
+def _client(stack: Stack, concurrency: int) -> httpx.AsyncClient:
+    """The load generator's HTTP client: one connection per worker, so that it never queues the
+    postings it measures itself."""
     return httpx.AsyncClient(
-        base_url=stack.gateway_url, timeout=60, limits=httpx.Limits(max_connections=64)
+        base_url=stack.gateway_url,
+        timeout=60,
+        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
     )
 
 
@@ -106,11 +122,11 @@ async def run(
     stack = await asyncio.to_thread(lambda: _stack(pg_url).start())
     results: list[Result] = []
     try:
-        async with _client(stack) as http:
-            post_job = _poster(http, max(levels))
+        async with _client(stack, max(*levels, LATENCY_CONCURRENCY)) as http:
+            post_job = _poster(http, max(*levels, LATENCY_CONCURRENCY))
             for concurrency in levels:
                 result = await closed_loop(
-                    "pay-to-post (card) via gateway",
+                    POSTING,
                     post_job,
                     concurrency=concurrency,
                     seconds=seconds,
@@ -118,14 +134,59 @@ async def run(
                 )
                 results.append(result)
                 out(result.line(baseline))
+            slow = await _with_provider_latency(
+                stack,
+                closed_loop(
+                    POSTING_LATENCY,
+                    post_job,
+                    concurrency=LATENCY_CONCURRENCY,
+                    seconds=QUICK_LATENCY_SECONDS if quick else LATENCY_SECONDS,
+                    warmup=2,
+                    meter=_meter(pg_url, stack),
+                ),
+            )
+            out(slow.line(baseline))
+            out(_latency_line(slow, results[-1]))
     finally:
         await asyncio.to_thread(stack.stop)
     hops = await latency_budget(pg_url, postings=10 if quick else 30)
     out(budget_line(hops))
     return {
-        "cases": [{**asdict(r), "per_second": r.per_second} for r in results],
+        "cases": [{**asdict(r), "per_second": r.per_second} for r in (*results, slow)],
+        "latency_case": {
+            "provider_latency_ms": PROVIDER_LATENCY_MS,
+            "concurrency": LATENCY_CONCURRENCY,
+            "compared_with_concurrency": results[-1].concurrency,
+            "ratio": _ratio(slow, results[-1]),
+        },
         "latency_budget_ms": hops,
     }
+
+
+async def _with_provider_latency(stack: Stack, case: Awaitable[Result]) -> Result:
+    """Run `case` with PROVIDER_LATENCY_MS added to every API call the Stripe sandbox answers
+    (its `latency` fault, as the e2e tests arm it), cleared afterwards."""
+    admin = SandboxAdmin(stack.sandbox_url)
+    try:
+        await asyncio.to_thread(admin.add_fault, "latency", ms=PROVIDER_LATENCY_MS)
+        try:
+            return await case
+        finally:
+            await asyncio.to_thread(admin.clear_faults)
+    finally:
+        admin.close()
+
+
+def _ratio(slow: Result, fast: Result) -> float:
+    return slow.per_second / fast.per_second if fast.per_second else 0.0
+
+
+def _latency_line(slow: Result, fast: Result) -> str:
+    return (
+        f"    {PROVIDER_LATENCY_MS} ms on every provider call, c={slow.concurrency}: "
+        f"{_ratio(slow, fast):.2f} x the zero-latency c={fast.concurrency} throughput "
+        f"of this run (target >= {LATENCY_SHARE_OF_C32:.2f})"
+    )
 
 
 async def latency_budget(pg_url: str, *, postings: int) -> dict[str, float]:
@@ -136,7 +197,7 @@ async def latency_budget(pg_url: str, *, postings: int) -> dict[str, float]:
         traces = Path(folder) / "spans.jsonl"
         stack = await asyncio.to_thread(lambda: _stack(pg_url, traces).start())
         try:
-            async with _client(stack) as http:
+            async with _client(stack, 1) as http:
                 post_job = _poster(http, 1)
                 for i in range(postings):
                     await post_job(0, i)

@@ -56,12 +56,13 @@ def _new_endpoint(
 
 
 def register_configured(sb: Sandbox) -> None:
-    """Endpoints for the configured URLs, subscribed to every event, signed with one secret."""
+    """Endpoints for the configured URLs, subscribed to the configured events (default every
+    event), signed with one secret."""
     for url in sb.config.webhook_urls:
         _new_endpoint(
             sb,
             url,
-            ["*"],
+            list(sb.config.webhook_events),
             sb.webhook_secret,
             source="config",
             description="configured at start-up",

@@ -210,6 +210,21 @@ async def test_card_completion_pays_the_contractor_in_the_currency(deps, ledger)
     }  # fmt: skip
 
 
+async def test_a_one_cent_card_offer_takes_no_fee_and_pays_the_contractor_it_all(
+    deps, ledger
+) -> None:
+    # Both fees round down to 0: no zero legs are booked (the wallet refuses them) and every
+    # cent reaches the contractor.
+    p = await new_parties(ledger, "USD")
+    await card_funded_engagement(deps, ledger, p, 1)
+    assert (await balances(ledger, p))["escrow"] == 1
+    await escrow.start_work(on(p, contractor_of(p)), deps)
+    await escrow.complete(on(p, customer_of(p)), deps)
+    assert await balances(ledger, p) == {
+        "customer": 0, "contractor": 1, "revenue": 0, "escrow": 0, "clearing": -1,
+    }  # fmt: skip
+
+
 async def _disputed(deps: Deps, ledger: WalletEscrowLedger, started: bool) -> tuple[Parties, str]:
     p = await coin_funded(deps, ledger, 100_000, 100_000)
     if started:

@@ -3,7 +3,9 @@ and webhook signature checks (raw bytes, tolerance, several secrets)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import time
 
 import httpx
@@ -192,3 +194,45 @@ def test_payout_events_and_objects() -> None:
     )
     assert payout_from({**payout, "status": "paid"}).status is PayoutStatus.PAID
     assert payout_from({**payout, "status": "in_transit"}).status is PayoutStatus.IN_TRANSIT
+
+
+async def test_a_slow_stripe_gets_every_call_at_once() -> None:
+    """Calls to Stripe are not queued in the SDK's HTTP client: 150 calls in flight all reach a
+    slow server before it answers any (httpx's default limits would hold 50 of them back until
+    the first 100 were answered; issue 13, a slow provider must not serialize payments)."""
+    calls = 150
+    arrived = 0
+    all_in = asyncio.Event()
+    answered_before_all_in = 0
+
+    async def slow_stripe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal arrived, answered_before_all_in
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        arrived += 1
+        if arrived == calls:
+            all_in.set()
+        try:
+            await asyncio.wait_for(all_in.wait(), 5)  # answer once every call is in
+        except TimeoutError:
+            answered_before_all_in += 1  # some calls were held back in the client
+        body = json.dumps({"id": f"cus_{arrived}", "object": "customer"}).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_stripe, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = StripeProvider(
+        "sk_test_slow", api_base=f"http://127.0.0.1:{port}", timeout=20, max_connections=calls
+    )
+    async with server:
+        await asyncio.gather(
+            *(provider.create_customer(f"c{i}@example.com", f"key-{i}") for i in range(calls))
+        )
+    assert arrived == calls and answered_before_all_in == 0

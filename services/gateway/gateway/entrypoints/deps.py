@@ -73,11 +73,13 @@ Company = Annotated[Principal, Depends(require_roles("company"))]
 Admin = Annotated[Principal, Depends(require_roles())]
 
 
-def get_backends(request: Request) -> Backends:
+# Async on purpose: FastAPI runs a plain `def` dependency in its thread pool, a hand-off to a
+# worker thread and back (two thread wake-ups) per request for what is an attribute read.
+async def get_backends(request: Request) -> Backends:
     return request.app.state.backends
 
 
-def get_limiter(request: Request) -> SharedPostingLimiter:
+async def get_limiter(request: Request) -> SharedPostingLimiter:
     return request.app.state.limiter
 
 

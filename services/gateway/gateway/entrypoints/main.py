@@ -38,6 +38,11 @@ def main() -> None:
         log_config=None,  # our JSON logging, already configured
         access_log=False,  # the edge middleware logs route templates, never raw URLs
         server_header=False,
+        # h11, not httptools (installed for the sandboxes, so uvicorn's "auto" would pick it):
+        # httptools refuses a request line it does not know (e.g. an unknown method) itself,
+        # with a plain-text 400 outside the error contract (PAY-11), the security headers and the
+        # metrics; behind h11 every request reaches the edge middleware.
+        http="h11",
         timeout_graceful_shutdown=10,
     )
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, insert, or_, select, text, tuple_, update
+from sqlalchemy import Row, and_, bindparam, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from jobs.adapters.tables import (
     job_transitions,
@@ -18,6 +20,7 @@ from jobs.adapters.tables import (
     sagas,
     settlement_cursors,
 )
+from jobs.adapters.write_batch import BatchingSession
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
     FINAL_STATES,
@@ -30,19 +33,37 @@ from jobs.domain.posting_saga import (
 
 _FINAL = [s.value for s in FINAL_STATES]
 
-# The statements of the hot path, built once: SQLAlchemy then finds their compiled form by a
-# cache key computed once per statement, instead of building and keying a new one per call
-# (issue 13). Rows are written whole, with bound parameters named after the columns.
-_KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
+# The reads of the hot path, built once: SQLAlchemy then finds their compiled form by a cache key
+# computed once per statement, instead of building and keying a new one per call (issue 13).
+# Writes of jobs, sagas and their logs wait in the unit of work's WriteBatch (one statement).
+_KEY = "_key"  # the bound parameter of the row's id
 _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
-_INSERT_JOB = insert(jobs)
-_UPDATE_JOB = update(jobs).where(jobs.c.id == bindparam(_KEY))
-_INSERT_TRANSITIONS = insert(job_transitions)
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
-_UPDATE_SAGA = update(sagas).where(sagas.c.id == bindparam(_KEY))
-_INSERT_LOG = insert(saga_log)
+# A saga and its job in one round trip (the saga locked, and its job too when asked), each
+# column labelled by its table; the lock order is the saga's row, then the job's, as elsewhere.
+_SAGA_WITH_JOB = (
+    select(
+        *(c.label(f"s_{c.name}") for c in sagas.c),
+        *(c.label(f"j_{c.name}") for c in jobs.c),
+    )
+    .join_from(sagas, jobs, jobs.c.id == sagas.c.job_id)
+    .where(sagas.c.id == bindparam(_KEY))
+)
+_LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
+_LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
+
+
+def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The saga's and the job's columns of a joined row."""
+    saga: dict[str, Any] = {}
+    job: dict[str, Any] = {}
+    for name, value in row._mapping.items():
+        (saga if name.startswith("s_") else job)[name[2:]] = value
+    return saga, job
+
+
 # Insert-first on the caller's idempotency key: a twin blocks here, then finds the key taken.
 _INSERT_SAGA = (
     pg_insert(sagas)
@@ -51,17 +72,16 @@ _INSERT_SAGA = (
 )
 
 
-def _update_params(values: dict[str, object]) -> dict[str, object]:
-    """Parameters of a whole-row UPDATE by id: every column but the id, and the id as the key."""
-    params = dict(values)
-    params[_KEY] = params.pop("id")
-    return params
+async def _autocommit(session: AsyncSession) -> AsyncConnection:
+    """The session's connection outside any transaction: each statement commits by itself, with
+    no BEGIN and COMMIT round trips (for a unit of work that is one statement)."""
+    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 # --------------------------------------------------------------------------- conversions
 
 
-def job_from_row(row: Row) -> Job:
+def job_from_row(row: Row | SimpleNamespace) -> Job:
     """Domain job from its row."""
     return Job(
         id=row.id,
@@ -146,7 +166,7 @@ def transition_from_row(row: Row) -> Transition:
     )
 
 
-def saga_from_row(row: Row) -> Saga:
+def saga_from_row(row: Row | SimpleNamespace) -> Saga:
     """Domain saga from its row."""
     return Saga(
         id=row.id,
@@ -228,20 +248,22 @@ def saga_to_values(saga: Saga) -> dict[str, object]:
 
 
 class SqlJobRepository:
-    """Jobs and their append-only transitions."""
+    """Jobs and their append-only transitions (written with the unit of work's batch)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: BatchingSession) -> None:
         self.session = session
+        self.writes = session.writes
+
+    def _read(self, row: Row) -> Job:
+        self.writes.seen(jobs, dict(row._mapping))
+        return job_from_row(row)
 
     async def _append(self, job: Job) -> None:
         transitions = job.drain_transitions()
-        if transitions:
-            await self.session.execute(
-                _INSERT_TRANSITIONS, [transition_to_values(t) for t in transitions]
-            )
+        self.writes.append(job_transitions, [transition_to_values(t) for t in transitions])
 
     async def add(self, job: Job) -> None:
-        await self.session.execute(_INSERT_JOB, job_to_values(job))
+        self.writes.insert(jobs, job_to_values(job))
         await self._append(job)
 
     async def add_if_absent(self, job: Job) -> bool:
@@ -256,6 +278,7 @@ class SqlJobRepository:
         )
         if (await self.session.execute(stmt)).scalar_one_or_none() is None:
             return False
+        self.writes.seen(jobs, job_to_values(job))
         await self._append(job)
         return True
 
@@ -264,15 +287,15 @@ class SqlJobRepository:
             jobs.c.company_id == company_id, jobs.c.create_request_id == request_id
         )
         row = (await self.session.execute(stmt)).one_or_none()
-        return job_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         stmt = _LOCK_JOB if for_update else _GET_JOB
         row = (await self.session.execute(stmt, {_KEY: job_id})).one_or_none()
-        return job_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def save(self, job: Job) -> None:
-        await self.session.execute(_UPDATE_JOB, _update_params(job_to_values(job)))
+        self.writes.update(jobs, job_to_values(job))
         await self._append(job)
 
     async def list_active(
@@ -284,7 +307,7 @@ class SqlJobRepository:
         if after is not None:
             stmt = stmt.where(tuple_(jobs.c.posted_at, jobs.c.id) < tuple_(*after))
         stmt = stmt.order_by(jobs.c.posted_at.desc(), jobs.c.id.desc()).limit(limit)
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+        return [self._read(r) for r in (await self.session.execute(stmt)).all()]
 
     async def list_by_company(
         self, company_id: str, after: tuple[datetime, str] | None, limit: int
@@ -293,7 +316,7 @@ class SqlJobRepository:
         if after is not None:
             stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < tuple_(*after))
         stmt = stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+        return [self._read(r) for r in (await self.session.execute(stmt)).all()]
 
     async def transitions(self, job_id: str) -> list[Transition]:
         stmt = (
@@ -311,29 +334,54 @@ class SqlJobRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        return [job_from_row(r) for r in (await self.session.execute(stmt)).all()]
+        return [self._read(r) for r in (await self.session.execute(stmt)).all()]
 
 
 class SqlSagaRepository:
-    """Saga rows (insert-first on the caller's idempotency key) and the saga log."""
+    """Saga rows (insert-first on the caller's idempotency key) and the saga log (written with
+    the unit of work's batch)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: BatchingSession) -> None:
         self.session = session
+        self.writes = session.writes
+
+    def _read(self, row: Row) -> Saga:
+        self.writes.seen(sagas, dict(row._mapping))
+        return saga_from_row(row)
 
     async def insert(self, saga: Saga) -> bool:
-        result = await self.session.execute(_INSERT_SAGA, saga_to_values(saga))
-        return result.scalar_one_or_none() is not None
+        values = saga_to_values(saga)
+        if (await self.session.execute(_INSERT_SAGA, values)).scalar_one_or_none() is None:
+            return False
+        self.writes.seen(sagas, values)
+        return True
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         stmt = _LOCK_SAGA if for_update else _GET_SAGA
         row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
-        return saga_from_row(row) if row else None
+        return self._read(row) if row else None
+
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        """The saga, locked, and its job (locked too unless `lock_job` is False), in one round
+        trip; a saga without its job (none yet, or gone) is read alone."""
+        stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
+        row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
+        if row is None:
+            return await self.get(saga_id, for_update=True), None
+        saga_values, job_values = _split(row)
+        self.writes.seen(sagas, saga_values)
+        self.writes.seen(jobs, job_values)
+        return saga_from_row(SimpleNamespace(**saga_values)), job_from_row(
+            SimpleNamespace(**job_values)
+        )
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:
             return {}
         stmt = select(sagas).where(sagas.c.id.in_(sorted(set(saga_ids))))
-        found = (saga_from_row(row) for row in (await self.session.execute(stmt)).all())
+        found = (self._read(row) for row in (await self.session.execute(stmt)).all())
         return {saga.id: saga for saga in found}
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
@@ -341,14 +389,14 @@ class SqlSagaRepository:
             sagas.c.company_id == company_id, sagas.c.request_id == request_id
         )
         row = (await self.session.execute(stmt)).one_or_none()
-        return saga_from_row(row) if row else None
+        return self._read(row) if row else None
 
     async def save(self, saga: Saga) -> None:
-        await self.session.execute(_UPDATE_SAGA, _update_params(saga_to_values(saga)))
+        self.writes.update(sagas, saga_to_values(saga))
 
     async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
-        await self.session.execute(
-            _INSERT_LOG, {"saga_id": saga_id, "step": step, "detail": detail[:2000], "at": at}
+        self.writes.append(
+            saga_log, [{"saga_id": saga_id, "step": step, "detail": detail[:2000], "at": at}]
         )
 
     async def claim_due(
@@ -375,7 +423,7 @@ class SqlSagaRepository:
             .returning(*sagas.c)
         )
         rows = (await self.session.execute(stmt)).all()
-        return [saga_from_row(r) for r in rows]
+        return [self._read(r) for r in rows]
 
     async def count_stuck(self, now: datetime) -> int:
         # Waiting for a settle-later payment is bounded by its own (longer) deadline, not stuck.
@@ -411,6 +459,8 @@ class SqlSettlementRepository:
         return int((await self.session.execute(stmt)).scalar_one_or_none() or 0)
 
     async def advance(self, consumer: str, cursor: int) -> None:
+        """Move the cursor forward (never back), in a unit of work of its own: the one statement
+        commits by itself (no BEGIN and COMMIT round trips)."""
         stmt = pg_insert(settlement_cursors).values(
             consumer=consumer, cursor=cursor, updated_at=func.now()
         )
@@ -421,7 +471,53 @@ class SqlSettlementRepository:
                 "updated_at": func.now(),
             },
         )
-        await self.session.execute(stmt)
+        await (await _autocommit(self.session)).execute(stmt)
+
+
+# One attempt on a user's bucket in one statement (issue 13; it was BEGIN + 6 statements + COMMIT):
+# lock the bucket (FOR UPDATE returns the newest row, so concurrent attempts of any replica are
+# decided one by one), refill it, record the attempt and spend a token, and forget attempts older
+# than the idempotency horizon. The attempt's insert is the arbiter of a repeat: ON CONFLICT sees
+# a charge committed after this statement's snapshot (a concurrent twin), a plain read would not;
+# a repeat spends nothing. The refill is take_token's arithmetic in the same float operations.
+# No row: the user has no bucket yet (created full by the caller, then the attempt is re-run).
+_TAKE_ATTEMPT = text(
+    """
+WITH old AS (
+    SELECT tokens, updated_at FROM posting_rate_buckets WHERE user_id = :user_id FOR UPDATE
+), fresh AS (
+    SELECT least(
+        CAST(:full AS float8),
+        tokens + greatest(0, extract(epoch FROM CAST(:now AS timestamptz) - updated_at))::float8
+            * CAST(:rate AS float8)
+    ) AS tokens
+    FROM old
+), charge AS (
+    INSERT INTO posting_rate_attempts (user_id, attempt_id, charged_at)
+    SELECT :user_id, :attempt_id, CAST(:now AS timestamptz) FROM fresh
+    WHERE CAST(:attempt_id AS varchar) <> '' AND fresh.tokens >= 1
+    ON CONFLICT DO NOTHING
+    RETURNING attempt_id
+), forget AS (
+    DELETE FROM posting_rate_attempts
+    WHERE user_id = :user_id AND charged_at < CAST(:forget_before AS timestamptz)
+      AND EXISTS (SELECT FROM charge)
+), spent AS (
+    UPDATE posting_rate_buckets AS b
+    SET tokens = fresh.tokens - CASE
+            WHEN fresh.tokens >= 1
+             AND (CAST(:attempt_id AS varchar) = '' OR EXISTS (SELECT FROM charge))
+            THEN 1 ELSE 0 END,
+        updated_at = CAST(:now AS timestamptz)
+    FROM fresh
+    WHERE b.user_id = :user_id
+    RETURNING b.tokens
+)
+SELECT spent.tokens AS tokens, fresh.tokens >= 1 AS had_token,
+       EXISTS (SELECT FROM charge) AS charged
+FROM spent, fresh
+"""
+)
 
 
 class SqlPostingRateRepository:
@@ -430,48 +526,48 @@ class SqlPostingRateRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
-        """(tokens, updated_at) of the user's bucket, created full if absent, locked until the
-        transaction ends so concurrent attempts (from any gateway replica) are decided one by one."""
-        await self.session.execute(
-            pg_insert(posting_rate_buckets)
-            .values(user_id=user_id, tokens=full, updated_at=now)
-            .on_conflict_do_nothing(index_elements=["user_id"])
-        )
-        stmt = (
-            select(posting_rate_buckets.c.tokens, posting_rate_buckets.c.updated_at)
-            .where(posting_rate_buckets.c.user_id == user_id)
-            .with_for_update()
-        )
-        row = (await self.session.execute(stmt)).one()
-        return float(row.tokens), row.updated_at
+    async def take(
+        self,
+        user_id: str,
+        attempt_id: str,
+        *,
+        limit: int,
+        window_seconds: int,
+        now: datetime,
+        forget_before: datetime,
+    ) -> tuple[float, bool]:
+        """Spend a token of the user's bucket for the attempt, unless it was charged before:
+        (tokens left, allowed). Each statement commits by itself; the attempt is decided in one."""
+        connection = await _autocommit(self.session)
+        params = {
+            "user_id": user_id,
+            "attempt_id": attempt_id,
+            "full": float(limit),
+            "rate": limit / window_seconds,
+            "now": now,
+            "forget_before": forget_before,
+        }
+        while (row := (await connection.execute(_TAKE_ATTEMPT, params)).one_or_none()) is None:
+            # The user's first attempt: the bucket is created full (a concurrent creator wins
+            # harmlessly), then the attempt is decided on it.
+            await connection.execute(
+                pg_insert(posting_rate_buckets)
+                .values(user_id=user_id, tokens=float(limit), updated_at=now)
+                .on_conflict_do_nothing(index_elements=["user_id"])
+            )
+        tokens = float(row.tokens)
+        if row.had_token:
+            # Spent, or a repeat found by the attempt's insert (nothing spent, allowed).
+            return tokens, True
+        # No token: allowed only as a repeat. A fresh read, after the bucket's lock was taken and
+        # released, sees a charge by a concurrent twin that this statement's snapshot missed.
+        return tokens, bool(attempt_id) and await self._was_charged(connection, user_id, attempt_id)
 
-    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None:
-        await self.session.execute(
-            update(posting_rate_buckets)
-            .where(posting_rate_buckets.c.user_id == user_id)
-            .values(tokens=tokens, updated_at=now)
-        )
-
-    async def was_charged(self, user_id: str, attempt_id: str) -> bool:
+    async def _was_charged(
+        self, connection: AsyncConnection, user_id: str, attempt_id: str
+    ) -> bool:
         stmt = select(posting_rate_attempts.c.attempt_id).where(
             posting_rate_attempts.c.user_id == user_id,
             posting_rate_attempts.c.attempt_id == attempt_id,
         )
-        return (await self.session.execute(stmt)).first() is not None
-
-    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None:
-        await self.session.execute(
-            pg_insert(posting_rate_attempts)
-            .values(user_id=user_id, attempt_id=attempt_id, charged_at=now)
-            .on_conflict_do_nothing()
-        )
-
-    async def forget_charges_before(self, user_id: str, before: datetime) -> None:
-        """Bounded storage: an attempt older than the idempotency horizon is no longer remembered."""
-        await self.session.execute(
-            posting_rate_attempts.delete().where(
-                posting_rate_attempts.c.user_id == user_id,
-                posting_rate_attempts.c.charged_at < before,
-            )
-        )
+        return (await connection.execute(stmt)).first() is not None

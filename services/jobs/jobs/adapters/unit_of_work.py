@@ -23,6 +23,7 @@ from jobs.adapters.repositories import (
     SqlSagaRepository,
     SqlSettlementRepository,
 )
+from jobs.adapters.write_batch import BatchingSession
 
 
 class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
@@ -43,17 +44,24 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     disputes: SqlDisputeRepository
 
     def _attach(self, session: AsyncSession) -> None:
-        self.jobs = SqlJobRepository(session)
-        self.sagas = SqlSagaRepository(session)
-        self.settlements = SqlSettlementRepository(session)
-        self.applications = SqlApplicationRepository(session)
-        self.candidate_views = SqlCandidateViewRepository(session)
-        self.rate_limits = SqlPostingRateRepository(session)
-        self.market_jobs = SqlMarketJobRepository(session)
-        self.job_requests = SqlJobRequestRepository(session)
-        self.engagements = SqlEngagementRepository(session)
-        self.outbox = SqlMarketplaceOutbox(session)
+        # Repositories see the session through the batch of writes (sent as one statement).
+        batching = BatchingSession(session)
+        self._writes = batching.writes
+        self.jobs = SqlJobRepository(batching)
+        self.sagas = SqlSagaRepository(batching)
+        self.settlements = SqlSettlementRepository(batching)
+        self.applications = SqlApplicationRepository(batching)
+        self.candidate_views = SqlCandidateViewRepository(batching)
+        self.rate_limits = SqlPostingRateRepository(batching)
+        self.market_jobs = SqlMarketJobRepository(batching)
+        self.job_requests = SqlJobRequestRepository(batching)
+        self.engagements = SqlEngagementRepository(batching)
+        self.outbox = SqlMarketplaceOutbox(batching)
         # Offers tell their changes through the outbox (offer.received / accepted / ...).
-        self.offers = NotifyingOfferRepository(session, self.outbox)
-        self.money_steps = SqlMoneyStepRepository(session)
-        self.disputes = SqlDisputeRepository(session)
+        self.offers = NotifyingOfferRepository(batching, self.outbox)
+        self.money_steps = SqlMoneyStepRepository(batching)
+        self.disputes = SqlDisputeRepository(batching)
+
+    async def commit(self) -> None:
+        await self._writes.flush()
+        await super().commit()

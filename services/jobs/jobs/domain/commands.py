@@ -128,10 +128,21 @@ class DriveCancellation:
 
 @dataclass(frozen=True, slots=True)
 class ApplySettlementEvent:
-    """Apply one event of the payments settlement stream and advance `consumer`'s cursor (PAY-9)."""
+    """Apply one event of the payments settlement stream and advance `consumer`'s cursor (PAY-9);
+    `record_cursor` False leaves the cursor to a later RecordSettlementCursor (a stream consumer
+    records it once per run of events: applying an event twice is harmless)."""
 
     event: SettlementEvent
     consumer: str
+    record_cursor: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RecordSettlementCursor:
+    """Advance `consumer`'s cursor to `cursor`, the last event it applied (never back)."""
+
+    consumer: str
+    cursor: int
 
 
 @dataclass(frozen=True, slots=True)

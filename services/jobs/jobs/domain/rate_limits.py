@@ -37,8 +37,14 @@ def take_token(
     allowed = repeat or tokens >= 1.0
     if allowed and not repeat:
         tokens -= 1.0
+    return tokens, decide(tokens, allowed, limit=limit, window_seconds=window_seconds)
+
+
+def decide(tokens: float, allowed: bool, *, limit: int, window_seconds: int) -> RateDecision:
+    """The decision of an attempt that left `tokens` in the bucket (the RateLimit headers)."""
+    rate = limit / window_seconds
     missing_for_one = max(0.0, 1.0 - tokens)
-    return tokens, RateDecision(
+    return RateDecision(
         allowed=allowed,
         limit=limit,
         remaining=int(tokens),

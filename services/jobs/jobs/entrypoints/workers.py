@@ -27,6 +27,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
+from hirepay_platform import workloop
 from hirepay_platform.grpc_status import from_rpc_error
 from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
 from jobs.adapters.participants import PaymentsParticipant
@@ -44,6 +45,11 @@ CONSUMER = "jobs-settlement"
 # Key of the advisory lock that elects the one settlement consumer (any constant unique in the DB).
 SETTLEMENT_LOCK_KEY = 0x4A4F4253  # "JOBS"
 AUDITOR_LOCK_KEY = 0x41554454  # "AUDT"
+# The settlement cursor is recorded once per run of events (issue 13): when the stream has been
+# quiet this long, after this many events, and when the consumer stops. A crash replays at most
+# the events since (each is applied idempotently, PAY-9).
+CURSOR_IDLE_SECONDS = 0.2
+CURSOR_EVERY_EVENTS = 100
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -56,15 +62,11 @@ def recovery_worker(
 ) -> Callable[[asyncio.Event], object]:
     """Drive unfinished sagas after crashes, lost answers and transient participant failures."""
 
+    async def round_() -> int:
+        return await settlement.recover_due(commands.RecoverSagas(), make_deps())
+
     async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                taken = await settlement.recover_due(commands.RecoverSagas(), make_deps())
-            except Exception:
-                log.exception("recovery tick failed")
-                taken = 0
-            if not taken:
-                await _sleep(stop, interval)
+        await workloop.run_worker(round_, stop, name="recovery", interval=interval, busy_pause=0.0)
 
     return run
 
@@ -74,15 +76,13 @@ def escrow_worker(
 ) -> Callable[[asyncio.Event], object]:
     """Drive engagements' money steps left pending (leased FOR UPDATE SKIP LOCKED)."""
 
+    async def round_() -> int:
+        return await money_steps.recover_due(make_deps())
+
     async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                taken = await money_steps.recover_due(make_deps())
-            except Exception:
-                log.exception("escrow recovery tick failed")
-                taken = 0
-            if not taken:
-                await _sleep(stop, interval)
+        await workloop.run_worker(
+            round_, stop, name="escrow recovery", interval=interval, busy_pause=0.0
+        )
 
     return run
 
@@ -92,17 +92,57 @@ def expiry_worker(
 ) -> Callable[[asyncio.Event], object]:
     """Expire postings past their period."""
 
+    async def round_() -> int:
+        return await cancellation.expire_due(commands.ExpirePostings(), make_deps())
+
     async def run(stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                expired = await cancellation.expire_due(commands.ExpirePostings(), make_deps())
-            except Exception:
-                log.exception("expiry tick failed")
-                expired = 0
-            if not expired:
-                await _sleep(stop, interval)
+        await workloop.run_worker(round_, stop, name="expiry", interval=interval, busy_pause=0.0)
 
     return run
+
+
+class _SettlementCursor:
+    """How far the settlement consumer has applied the stream, recorded once per run of events."""
+
+    def __init__(self, make_deps: Callable[[], Deps], recorded: int) -> None:
+        self._make_deps = make_deps
+        self._recorded = self._applied = recorded
+        self._unrecorded = 0
+
+    @property
+    def behind(self) -> bool:
+        return self._unrecorded > 0
+
+    async def applied(self, cursor: int) -> None:
+        self._applied = cursor
+        self._unrecorded += 1
+        if self._unrecorded >= CURSOR_EVERY_EVENTS:
+            await self.record()
+
+    async def record(self) -> None:
+        if self.behind:
+            cmd = commands.RecordSettlementCursor(CONSUMER, self._applied)
+            await settlement.record_cursor(cmd, self._make_deps())
+            self._recorded, self._unrecorded = self._applied, 0
+
+
+async def _next_message(
+    call: grpc.aio.UnaryStreamCall, stopper: asyncio.Task, position: _SettlementCursor
+) -> ppb.SettlementEvent | None:
+    """The stream's next event, None once it ends or the consumer stops; while the stream is
+    quiet, how far it was applied is recorded."""
+    read = asyncio.create_task(call.read())
+    wait = {read, stopper}
+    timeout = CURSOR_IDLE_SECONDS if position.behind else None
+    done, _ = await asyncio.wait(wait, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    if not done:
+        await position.record()
+        done, _ = await asyncio.wait(wait, return_when=asyncio.FIRST_COMPLETED)
+    if read not in done:
+        read.cancel()
+        return None
+    message = read.result()
+    return None if message is grpc.aio.EOF else message
 
 
 def settlement_worker(
@@ -123,23 +163,23 @@ def settlement_worker(
             metadata=payments.client.metadata(),
         )
         stopper = asyncio.create_task(stop.wait())
+        position = _SettlementCursor(make_deps, cursor)
         try:
             while not stop.is_set():
-                read = asyncio.create_task(call.read())
-                done, _ = await asyncio.wait({read, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                if read not in done:
-                    read.cancel()
-                    break
-                message = read.result()
-                if message is grpc.aio.EOF:
+                message = await _next_message(call, stopper, position)
+                if message is None:
                     break
                 event = settlement_event_from_proto(message)
                 await settlement.apply_settlement_event(
-                    commands.ApplySettlementEvent(event, CONSUMER), make_deps()
+                    commands.ApplySettlementEvent(event, CONSUMER, record_cursor=False),
+                    make_deps(),
                 )
+                await position.applied(event.cursor)
         finally:
             stopper.cancel()
             call.cancel()
+            with contextlib.suppress(Exception):
+                await position.record()
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -66,6 +66,12 @@ class SagaRepository(Protocol):
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 
+    async def lock_with_job(
+        self, saga_id: str, *, lock_job: bool = True
+    ) -> tuple[Saga | None, Job | None]:
+        """The saga, locked, and its job (locked too unless `lock_job` is False; None when the
+        saga has none), read in one round trip."""
+
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None: ...
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
@@ -142,16 +148,19 @@ class CandidateCredits(Protocol):
 
 
 class PostingRateRepository(Protocol):
-    async def lock_bucket(self, user_id: str, full: float, now: datetime) -> tuple[float, datetime]:
-        """(tokens, updated_at) of the user's bucket (created with `full` tokens), locked."""
-
-    async def save_bucket(self, user_id: str, tokens: float, now: datetime) -> None: ...
-
-    async def was_charged(self, user_id: str, attempt_id: str) -> bool: ...
-
-    async def charge(self, user_id: str, attempt_id: str, now: datetime) -> None: ...
-
-    async def forget_charges_before(self, user_id: str, before: datetime) -> None: ...
+    async def take(
+        self,
+        user_id: str,
+        attempt_id: str,
+        *,
+        limit: int,
+        window_seconds: int,
+        now: datetime,
+        forget_before: datetime,
+    ) -> tuple[float, bool]:
+        """Refill the user's bucket (created full) and spend a token for the attempt unless it
+        was charged before; remember a charged attempt and forget those charged before
+        `forget_before`: (tokens left, allowed), decided one attempt at a time per user."""
 
 
 class MarketJobRepository(Protocol):

@@ -97,10 +97,18 @@ class FatoraProvider:
         api_base: str = "https://api.fatora.io",
         webhook_secret: str = "",
         timeout: float = 8.0,
+        max_connections: int = 256,
     ) -> None:
+        """`max_connections`: calls in flight at once, all kept alive (httpx's defaults, 100 and
+        20, would queue calls beyond 100 and reopen connections after every burst)."""
         self._webhook_secret = webhook_secret
         self._http = httpx.AsyncClient(
-            base_url=api_base.rstrip("/"), headers={"api_key": api_key}, timeout=timeout
+            base_url=api_base.rstrip("/"),
+            headers={"api_key": api_key},
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
         )
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -264,6 +265,27 @@ def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefun
     )
 
 
+class PooledHTTPXClient(stripe.HTTPXClient):
+    """The SDK's httpx transport with our connection limits.
+
+    The SDK builds its `httpx.AsyncClient` with httpx's default limits (at most 100 connections,
+    20 kept alive) and takes no limits of its own: calls beyond 100 in flight would queue in the
+    client (a slow Stripe then caps the payments in flight at 100) and every burst above 20 would
+    reopen connections. Same TLS verification as the SDK's (its CA bundle)."""
+
+    def __init__(self, *, timeout: float, max_connections: int) -> None:
+        super().__init__(timeout=timeout)
+        if not isinstance(getattr(self, "_client_async", None), httpx.AsyncClient):
+            # Fail at start-up, not under load, should an SDK upgrade rename its client.
+            raise RuntimeError("stripe.HTTPXClient no longer keeps its httpx.AsyncClient")
+        self._client_async = httpx.AsyncClient(
+            verify=ssl.create_default_context(cafile=stripe.ca_bundle_path),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+
+
 class StripeProvider:
     """PaymentProvider backed by Stripe (or the Stripe-compatible sandbox)."""
 
@@ -280,13 +302,16 @@ class StripeProvider:
         api_base: str = "",
         webhook_secrets: list[str] | None = None,
         timeout: float = 8.0,
+        max_connections: int = 256,
     ) -> None:
+        """`max_connections`: calls to Stripe that may be in flight at once (see
+        PooledHTTPXClient)."""
         self._timeout = timeout
         self._webhook_secrets = list(webhook_secrets or [])
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base.rstrip("/")} if api_base else None,
-            http_client=stripe.HTTPXClient(timeout=timeout),
+            http_client=PooledHTTPXClient(timeout=timeout, max_connections=max_connections),
             max_network_retries=0,
         )
 

@@ -50,6 +50,7 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
                 api_base=settings.stripe_api_base,
                 webhook_secrets=settings.webhook_secrets,
                 timeout=timeout,
+                max_connections=settings.provider_max_connections,
             )
         )
     if settings.paypal_client_id and settings.paypal_client_secret.get_secret_value():
@@ -82,6 +83,7 @@ def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
                 api_base=settings.fatora_api_base,
                 webhook_secret=settings.fatora_webhook_secret.get_secret_value(),
                 timeout=timeout,
+                max_connections=settings.provider_max_connections,
             )
         )
     try:

@@ -45,8 +45,13 @@ class PaymentsSettings(ServiceSettings):
     fatora_api_base: str = "https://api.fatora.io"
     fatora_webhook_secret: SecretStr = SecretStr("")
     # Threads for the providers whose official SDKs block (PayPal, Razorpay), so they never run
-    # on the event loop.
-    provider_sdk_threads: int = 8
+    # on the event loop: one per call in flight, so this is how many such calls may wait on the
+    # provider at once (threads start on demand; a slow provider must not queue payments here).
+    provider_sdk_threads: int = Field(default=128, ge=1)
+    # Connections each HTTP client to a provider (Stripe's SDK, Fatora) may hold open at once, all
+    # kept alive between calls: one per call in flight. httpx's own default (100, 20 kept alive)
+    # would queue calls beyond 100 and reopen connections after every burst (issue 13).
+    provider_max_connections: int = Field(default=256, ge=1)
     provider_timeout_seconds: float = 8.0
     # Backoff of the poller that resolves UNKNOWN payments and pending refunds.
     poll_interval_seconds: float = 1.0

@@ -5,13 +5,13 @@ credits on the wallet, and the withdrawals' recovery worker. Each is safe with s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Callable
 
 from google.protobuf import json_format
 
+from hirepay_platform import workloop
 from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
 from payments.domain.events import OutboxEvent
 from payments.entrypoints import conversions as conv
@@ -22,21 +22,15 @@ from payments.service_layer.handlers import checkouts, credits, payouts
 log = logging.getLogger(__name__)
 
 
-async def _sleep(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
 async def run_poller(deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float) -> None:
     """Resolve UNKNOWN payments, pending refunds and expired checkouts until stopped."""
-    while not stop.is_set():
-        worked = 0
-        try:
-            worked = await handlers.poll_due(deps())
-            await checkouts.sync_stale_transactions(deps())
-        except Exception:
-            log.exception("poller round failed")
-        await _sleep(stop, 0.05 if worked else interval)
+
+    async def round_() -> int:
+        worked = await handlers.poll_due(deps())
+        await checkouts.sync_stale_transactions(deps())
+        return worked
+
+    await workloop.run_worker(round_, stop, name="poller", interval=interval)
 
 
 async def run_callback_relay(
@@ -75,23 +69,19 @@ async def run_credit_grants(
     deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float
 ) -> None:
     """Book settled purchases' credits (and refunds' revocations) on the wallet until acknowledged."""
-    while not stop.is_set():
-        worked = 0
-        try:
-            worked = await credits.settle_due_grants(deps())
-        except Exception:
-            log.exception("credit grant round failed")
-        await _sleep(stop, 0.05 if worked else interval)
+
+    async def round_() -> int:
+        return await credits.settle_due_grants(deps())
+
+    await workloop.run_worker(round_, stop, name="credit grants", interval=interval)
 
 
 async def run_withdrawals(
     deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float
 ) -> None:
     """Finish withdrawals a crash or an outage interrupted, and watch payouts in transit."""
-    while not stop.is_set():
-        worked = 0
-        try:
-            worked = await payouts.advance_due(deps())
-        except Exception:
-            log.exception("withdrawal round failed")
-        await _sleep(stop, 0.05 if worked else interval)
+
+    async def round_() -> int:
+        return await payouts.advance_due(deps())
+
+    await workloop.run_worker(round_, stop, name="withdrawals", interval=interval)

@@ -30,8 +30,8 @@ from jobs.service_layer.answers import SagaAnswer, answer_from_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.activation import send_try
-from jobs.service_layer.posting.driver import drive, ensure_answer
-from jobs.service_layer.posting.leases import release, request_holder
+from jobs.service_layer.posting.driver import answer_and_release, drive, ensure_answer
+from jobs.service_layer.posting.leases import request_holder
 
 log = logging.getLogger(__name__)
 
@@ -115,10 +115,15 @@ async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
     await send_try(saga, deps)
-    await drive(saga.id, deps, poll=False)
-    # What is left (a retried Confirm, a settlement poll) is for whichever replica is due first.
-    await release(saga.id, deps, request_holder(config))
-    return await _answer(saga.id, deps)
+    await drive(saga.id, deps, poll=False, answer=False)
+    # The answer is stored once, so every twin gets the same one; what is left of the saga (a
+    # retried Confirm, a settlement poll) is for whichever replica is due first.
+    stored = await answer_and_release(saga.id, deps, request_holder(config))
+    assert stored is not None
+    if stored.response is not None:
+        return answer_from_snapshot(stored.response, replayed=False)
+    assert stored.failure is not None
+    raise stored.failure.to_error()
 
 
 async def _prepare_job(
@@ -214,17 +219,5 @@ async def _replay(existing: Saga, cmd: commands.CreateJobWithPayment, deps: Deps
     assert saga is not None
     if saga.response is not None:
         return answer_from_snapshot(saga.response, replayed=True)
-    assert saga.failure is not None
-    raise saga.failure.to_error()
-
-
-async def _answer(saga_id: str, deps: Deps) -> SagaAnswer:
-    """The answer of the first request: stored once, so every twin gets the same one."""
-    await ensure_answer(saga_id, deps)
-    async with deps.uow as uow:
-        saga = await uow.sagas.get(saga_id)
-    assert saga is not None
-    if saga.response is not None:
-        return answer_from_snapshot(saga.response, replayed=False)
     assert saga.failure is not None
     raise saga.failure.to_error()

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from jobs.domain import commands
 from jobs.domain.errors import NotAllowed, ValidationError
-from jobs.domain.rate_limits import RateDecision, take_token
+from jobs.domain.rate_limits import RateDecision, decide
 from jobs.service_layer.deps import Deps
 
 MAX_LIMIT = 100_000
@@ -16,7 +16,9 @@ ATTEMPT_MEMORY = timedelta(days=1)
 
 
 async def take_posting_attempt(cmd: commands.TakePostingAttempt, deps: Deps) -> RateDecision:
-    """Spend one token of the actor's bucket (the row is locked: replicas decide one at a time)."""
+    """Spend one token of the actor's bucket, unless this attempt was charged before (a retry).
+
+    The bucket's row is locked while an attempt is decided: replicas decide one at a time."""
     if not cmd.actor.user_id:
         raise NotAllowed("only a signed-in user spends posting attempts")
     if not 1 <= cmd.limit <= MAX_LIMIT:
@@ -25,22 +27,15 @@ async def take_posting_attempt(cmd: commands.TakePostingAttempt, deps: Deps) -> 
         raise ValidationError(
             "window out of range", fields={"window_seconds": f"must be 1..{MAX_WINDOW_SECONDS}"}
         )
-    user = cmd.actor.user_id
     now = deps.clock()
     async with deps.uow as uow:
-        tokens, last = await uow.rate_limits.lock_bucket(user, float(cmd.limit), now)
-        repeat = bool(cmd.attempt_id) and await uow.rate_limits.was_charged(user, cmd.attempt_id)
-        tokens, decision = take_token(
-            tokens,
-            last,
-            now,
+        tokens, allowed = await uow.rate_limits.take(
+            cmd.actor.user_id,
+            cmd.attempt_id,
             limit=cmd.limit,
             window_seconds=cmd.window_seconds,
-            repeat=repeat,
+            now=now,
+            forget_before=now - ATTEMPT_MEMORY,
         )
-        await uow.rate_limits.save_bucket(user, tokens, now)
-        if decision.allowed and not repeat and cmd.attempt_id:
-            await uow.rate_limits.charge(user, cmd.attempt_id, now)
-            await uow.rate_limits.forget_charges_before(user, now - ATTEMPT_MEMORY)
         await uow.commit()
-    return decision
+    return decide(tokens, allowed, limit=cmd.limit, window_seconds=cmd.window_seconds)

@@ -33,11 +33,17 @@ async def apply_settlement_event(cmd: commands.ApplySettlementEvent, deps: Deps)
         applied = await job_payments.apply_job_payment_event(event, deps)
     elif event.branch_id in ("", BRANCH_ID) and event.global_tx_id:
         applied = await _apply(event, deps)
-    async with deps.uow as uow:
-        await uow.settlements.advance(cmd.consumer, event.cursor)
-        await uow.commit()
+    if cmd.record_cursor:
+        await record_cursor(commands.RecordSettlementCursor(cmd.consumer, event.cursor), deps)
     metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
     return applied
+
+
+async def record_cursor(cmd: commands.RecordSettlementCursor, deps: Deps) -> None:
+    """Remember how far the consumer has applied the stream (it resumes after it)."""
+    async with deps.uow as uow:
+        await uow.settlements.advance(cmd.consumer, cmd.cursor)
+        await uow.commit()
 
 
 def _nothing_left(saga: Saga, event: SettlementEvent) -> bool:

@@ -27,7 +27,6 @@ from jobs.service_layer import metrics
 from jobs.service_layer.answers import answer_for, answer_to_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import JobsUnitOfWork
 from jobs.service_layer.posting.records import fail_job
 
 log = logging.getLogger(__name__)
@@ -79,11 +78,11 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
-        saga = await uow.sagas.get(saga_id, for_update=True)
+        saga, job = await uow.sagas.lock_with_job(saga_id)
         if saga is None:
             return False
         before = saga.state
-        job, noted = await _note_payment(saga, result, uow)
+        noted = _note_payment(saga, job, result)
         if saga.state in BEFORE_ACTIVATION:
             _apply_try_outcome(saga, job, result, deps.config, now)
         elif saga.state in (SagaState.CANCELLING, SagaState.FAILED) and (
@@ -106,11 +105,9 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
     return changed
 
 
-async def _note_payment(
-    saga: Saga, result: TryResult, uow: JobsUnitOfWork
-) -> tuple[Job | None, bool]:
-    """Record the payment's id and provider state; the saga's job, locked (None if gone), and
-    whether anything was noted (nothing is written for an answer that tells nothing new)."""
+def _note_payment(saga: Saga, job: Job | None, result: TryResult) -> bool:
+    """Record the payment's id and provider state on the saga and its job (locked, None if
+    gone); whether anything was noted (nothing is written for an answer that tells nothing new)."""
     noted = False
     if result.payment_id and not saga.payment_id:
         saga.payment_id = result.payment_id
@@ -118,12 +115,11 @@ async def _note_payment(
     if result.provider_state and result.provider_state != saga.provider_state:
         saga.provider_state = result.provider_state
         noted = True
-    job = await uow.jobs.get(saga.job_id, for_update=True) if saga.job_id else None
     if job is not None and job.saga_id == saga.id and saga.payment_id and not job.payment_id:
         # The job names its payment as soon as it is known, so a client can resume (PAY-12).
         job.payment_id = saga.payment_id
         noted = True
-    return job, noted
+    return noted
 
 
 def _apply_try_outcome(
@@ -191,10 +187,9 @@ async def fail_before_activation(
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
-        saga = await uow.sagas.get(saga_id, for_update=True)
+        saga, job = await uow.sagas.lock_with_job(saga_id)
         if saga is None or saga.state not in BEFORE_ACTIVATION:
             return
-        job = await uow.jobs.get(saga.job_id, for_update=True) if saga.job_id else None
         if not saga.payment_id:
             saga.payment_id = error.metadata.get("payment_id", "")
         fail_job(job, saga, error.reason, refunded=False, now=now)

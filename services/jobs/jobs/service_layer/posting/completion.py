@@ -111,10 +111,9 @@ async def _give_up_confirm(saga: Saga, error: HirepayError, deps: Deps) -> bool:
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
-        current = await uow.sagas.get(saga.id, for_update=True)
+        current, job = await uow.sagas.lock_with_job(saga.id)
         if current is None or current.state is not SagaState.CONFIRMING:
             return True
-        job = await uow.jobs.get(current.job_id, for_update=True)
         fail_job(job, current, expired.reason, refunded=False, now=now)
         current.start_cancelling(SagaError.of(expired), now)
         current.next_attempt_at = now
@@ -136,10 +135,9 @@ async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> bool:
     activated = False
     async with uow:
         now = deps.clock()
-        current = await uow.sagas.get(saga.id, for_update=True)
+        current, job = await uow.sagas.lock_with_job(saga.id)
         if current is None or current.state is not SagaState.CONFIRMING:
             return True
-        job = await uow.jobs.get(current.job_id, for_update=True)
         if result.provider_state:
             current.provider_state = result.provider_state
         problem = "the job no longer exists" if job is None else job.activation_problem(current.id)
@@ -189,7 +187,7 @@ async def cancel(saga: Saga, deps: Deps) -> bool:
     uow = deps.uow
     async with uow:
         now = deps.clock()
-        current = await uow.sagas.get(saga.id, for_update=True)
+        current, job = await uow.sagas.lock_with_job(saga.id)
         if current is None or current.state is not SagaState.CANCELLING:
             return True
         if result.provider_state:
@@ -200,7 +198,6 @@ async def cancel(saga: Saga, deps: Deps) -> bool:
         else:
             # Money that settled after the Void and was returned by payments counts as refunded.
             refunded = bool(current.refund_reason) or result.state is TryState.REFUNDED
-            job = await uow.jobs.get(current.job_id, for_update=True)
             if job is not None and job.saga_id == current.id:
                 _settle_cancelled(job, refunded=refunded, now=now)
                 await uow.jobs.save(job)
@@ -238,10 +235,9 @@ async def refund(saga: Saga, deps: Deps) -> bool:
     uow = deps.uow
     async with uow:
         now = deps.clock()
-        current = await uow.sagas.get(saga.id, for_update=True)
+        current, job = await uow.sagas.lock_with_job(saga.id)
         if current is None or current.state is not SagaState.REFUNDING:
             return True
-        job = await uow.jobs.get(current.job_id, for_update=True)
         if job is not None and job.saga_id == current.id:
             job.payment_status = PaymentStatus.REFUNDED
             job.updated_at = now

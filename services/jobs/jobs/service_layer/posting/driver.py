@@ -26,10 +26,13 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 8
 
 
-async def drive(saga_id: str, deps: Deps, *, poll: bool) -> None:
+async def drive(saga_id: str, deps: Deps, *, poll: bool, answer: bool = True) -> None:
     """Advance a saga as far as it can go now (at most a few steps); `poll` also asks the
-    participant about a saga waiting for settlement (recovery), and re-sends a lost Try."""
+    participant about a saga waiting for settlement (recovery), and re-sends a lost Try.
+    `answer`: then store the request's answer once the saga is settled (False: the request
+    driving it answers itself, see answer_and_release)."""
     uow = deps.uow
+    saga: Saga | None = None
     for _ in range(MAX_STEPS):
         async with uow:
             saga = await uow.sagas.get(saga_id)
@@ -38,7 +41,9 @@ async def drive(saga_id: str, deps: Deps, *, poll: bool) -> None:
             break
         if not await _step(saga, now, deps, poll=poll):
             break
-    await ensure_answer(saga_id, deps, settled_only=True)
+    # An offer saga has no stored answer, and a stored answer is never replaced: nothing to lock.
+    if answer and saga is not None and saga.kind is SagaKind.POSTING and not saga.answered:
+        await ensure_answer(saga_id, deps, settled_only=True)
 
 
 async def _step(saga: Saga, now: datetime, deps: Deps, *, poll: bool) -> bool:
@@ -102,18 +107,38 @@ async def ensure_answer(saga_id: str, deps: Deps, *, settled_only: bool = False)
     the request, e.g. recovery after a crash, must not answer for a request still in flight)."""
     uow = deps.uow
     async with uow:
-        saga = await uow.sagas.get(saga_id, for_update=True)
+        saga, job = await uow.sagas.lock_with_job(saga_id, lock_job=False)
         if saga is None or saga.answered or saga.kind is not SagaKind.POSTING:
             return
         if settled_only and not (saga.state.final or saga.state is SagaState.AWAITING_SETTLEMENT):
             return
-        job = await uow.jobs.get(saga.job_id)
         if job is None:
             return
         saga.response = answer_to_snapshot(answer_for(saga, job))
         saga.updated_at = deps.clock()
         await uow.sagas.save(saga)
         await uow.commit()
+
+
+async def answer_and_release(saga_id: str, deps: Deps, owner: str) -> Saga | None:
+    """The end of the request that drove a saga, in one transaction: store the answer describing
+    the job now (unless an answer or an error is stored already) and give up `owner`'s lease, so
+    another driver may take what is left (a retried Confirm, a settlement poll). The saga as
+    stored, None if it is gone."""
+    uow = deps.uow
+    async with uow:
+        saga, job = await uow.sagas.lock_with_job(saga_id, lock_job=False)
+        if saga is None:
+            return None
+        changed = saga.release_lease(owner)
+        if not saga.answered and saga.kind is SagaKind.POSTING and job is not None:
+            saga.response = answer_to_snapshot(answer_for(saga, job))
+            saga.updated_at = deps.clock()
+            changed = True
+        if changed:
+            await uow.sagas.save(saga)
+            await uow.commit()
+    return saga
 
 
 async def drive_leased(saga_id: str, deps: Deps, owner: str) -> None:

@@ -1,0 +1,136 @@
+"""The loop of every background worker that polls the database for work (recovery, relays,
+pollers): a round at the worker's interval while the process is busy, a growing pause while
+rounds find nothing and no call comes in, back to the interval as soon as one does.
+
+Most work a worker finds was put there by an RPC this process answered (a posting's saga, an
+outbox row, a payment to resolve) or by another worker's round. The platform's server
+interceptor reports each answered RPC as activity (`note_activity`), and so does each round that
+did work; an idle worker then returns to its interval, so under load nothing waits longer than
+before. With no activity, the pause doubles from the interval up to `idle_max`: an idle service
+stops paying a database round trip per worker several times a second. Work that only becomes
+due with time (a retry's backoff, an expired lease, a crashed replica's saga) is therefore found
+at most `idle_max` later than its due time, a bound the caller chooses (`default_idle_max`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+# After a round that did work, the next one starts this soon: a backlog drains at once.
+BUSY_PAUSE_SECONDS = 0.05
+# An idle worker's pause grows to IDLE_FACTOR times its interval, at most IDLE_MAX_SECONDS (and
+# never below the interval itself).
+IDLE_FACTOR = 8.0
+IDLE_MAX_SECONDS = 5.0
+
+_last_activity = 0.0
+# The wake-up of each worker pausing now, in whatever event loop it runs.
+_pausing: set[asyncio.Event] = set()
+
+
+def note_activity() -> None:
+    """Work may have arrived (an RPC was answered, a round did work): pausing workers return to
+    their interval. Cheap enough for every RPC: a clock read and a loop over the pausing
+    workers."""
+    global _last_activity
+    _last_activity = time.monotonic()
+    for wake in _pausing:
+        wake.set()
+
+
+def default_idle_max(interval: float) -> float:
+    """How long an idle worker of this interval may pause: IDLE_FACTOR times interval, capped at
+    IDLE_MAX_SECONDS, never below the interval."""
+    return max(interval, min(interval * IDLE_FACTOR, IDLE_MAX_SECONDS))
+
+
+class IdlePause:
+    """The pause between two rounds of one polling loop (see the module's docstring)."""
+
+    def __init__(
+        self,
+        interval: float,
+        *,
+        idle_max: float | None = None,
+        busy_pause: float = BUSY_PAUSE_SECONDS,
+    ) -> None:
+        self.interval = interval
+        self.longest = max(interval, default_idle_max(interval) if idle_max is None else idle_max)
+        self.busy_pause = busy_pause
+        self._pause = interval
+
+    async def after(
+        self, worked: int, began: float, stopping: asyncio.Future[object] | None = None
+    ) -> None:
+        """Pause after a round that began at `began` (time.monotonic()) and did `worked` work;
+        returns early when `stopping` completes.
+
+        Did work: `busy_pause`. Empty: `interval` if there was activity since the round began,
+        else the idle pause (doubling up to `longest` with each empty round), cut short to
+        `interval` from now by activity."""
+        if worked:
+            note_activity()
+            self._pause = self.interval
+            await _wait(self.busy_pause, began, self.busy_pause, stopping)
+            return
+        woken = await _wait(self._pause, began, self.interval, stopping)
+        self._pause = self.interval if woken else min(self._pause * 2, self.longest)
+
+
+async def run_worker(
+    round_: Callable[[], Awaitable[int]],
+    stop: asyncio.Event,
+    *,
+    name: str,
+    interval: float,
+    idle_max: float | None = None,
+    busy_pause: float = BUSY_PAUSE_SECONDS,
+) -> None:
+    """Run `round_` (returns how much work it did) until `stop` is set, pausing between rounds
+    as IdlePause does; a failed round is logged and counts as empty."""
+    pause = IdlePause(interval, idle_max=idle_max, busy_pause=busy_pause)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        while not stop.is_set():
+            began = time.monotonic()
+            worked = 0
+            try:
+                worked = await round_()
+            except Exception:
+                log.exception("%s: round failed; the next one retries", name)
+            await pause.after(worked, began, stopping)
+    finally:
+        stopping.cancel()
+
+
+async def _wait(
+    pause: float, began: float, busy: float, stopping: asyncio.Future[object] | None
+) -> bool:
+    """Wait `pause` from now, or only `busy` from now once activity newer than `began` is seen
+    (at once if that is already past); True if activity was seen."""
+    start = time.monotonic()
+    wake = asyncio.Event()
+    _pausing.add(wake)
+    try:
+        while stopping is None or not stopping.done():
+            woken = _last_activity >= began
+            remaining = start + (min(pause, busy) if woken else pause) - time.monotonic()
+            if remaining <= 0:
+                return woken
+            wake.clear()
+            waiter = asyncio.ensure_future(wake.wait())
+            try:
+                await asyncio.wait(
+                    {waiter} if stopping is None else {stopping, waiter},
+                    timeout=remaining,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                waiter.cancel()
+        return False
+    finally:
+        _pausing.discard(wake)

@@ -1,0 +1,103 @@
+"""The workers' loop (hirepay_platform.workloop): rounds at the interval while the process is
+busy, a pause that grows while it is idle, back to the interval on activity, prompt stop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from hirepay_platform import workloop
+
+
+class Rounds:
+    """A round that records when it ran and does the work it is told to."""
+
+    def __init__(self) -> None:
+        self.at: list[float] = []
+        self.work: list[int] = []
+
+    async def __call__(self) -> int:
+        self.at.append(time.monotonic())
+        return self.work.pop(0) if self.work else 0
+
+    def gaps(self) -> list[float]:
+        return [b - a for a, b in zip(self.at, self.at[1:], strict=False)]
+
+
+async def _run(rounds: Rounds, seconds: float, **options: float) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(workloop.run_worker(rounds, stop, name="test", **options))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_an_idle_worker_pauses_longer_and_longer_up_to_its_idle_max() -> None:
+    rounds = Rounds()
+    await _run(rounds, 1.6, interval=0.05, idle_max=0.4)
+    gaps = rounds.gaps()
+    # 0.05, 0.1, 0.2, 0.4, 0.4, ...: far fewer rounds than one per interval.
+    assert 4 <= len(rounds.at) <= 8, gaps
+    assert gaps[0] < 0.1
+    assert max(gaps) < 0.55
+    assert gaps[-1] > 0.3
+
+
+async def test_activity_brings_an_idle_worker_back_to_its_interval() -> None:
+    rounds = Rounds()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(rounds, stop, name="test", interval=0.05, idle_max=5.0)
+    )
+    await asyncio.sleep(1.0)  # backed off: the pause is now well above a second
+    before = len(rounds.at)
+    workloop.note_activity()  # e.g. an RPC was answered
+    await asyncio.sleep(0.03)
+    assert len(rounds.at) == before + 1  # the pause was cut short at once
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_rounds_that_work_follow_each_other_after_the_busy_pause() -> None:
+    rounds = Rounds()
+    rounds.work = [3, 2, 1]
+    await _run(rounds, 0.3, interval=10.0, busy_pause=0.01)
+    assert len(rounds.at) == 4  # three that worked, then one that found nothing
+    assert max(rounds.gaps()) < 0.1
+
+
+async def test_a_failed_round_is_retried() -> None:
+    calls = 0
+
+    async def failing() -> int:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("database down")
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(failing, stop, name="test", interval=0.02, idle_max=0.02)
+    )
+    await asyncio.sleep(0.2)
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert calls >= 4
+
+
+async def test_stop_ends_a_long_idle_pause_promptly() -> None:
+    rounds = Rounds()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(rounds, stop, name="test", interval=30.0, idle_max=60.0)
+    )
+    await asyncio.sleep(0.05)
+    stop.set()
+    started = time.monotonic()
+    await asyncio.wait_for(task, 1)
+    assert time.monotonic() - started < 0.2
+
+
+def test_the_default_idle_pause_scales_with_the_interval_and_is_capped() -> None:
+    assert workloop.default_idle_max(0.3) == 0.3 * workloop.IDLE_FACTOR
+    assert workloop.default_idle_max(1.0) == workloop.IDLE_MAX_SECONDS
+    assert workloop.default_idle_max(30.0) == 30.0  # never below the interval
