@@ -249,8 +249,9 @@ class FakeOutbox(_Repo):
 
 
 class FakeAudit(_Repo):
-    async def add(self, entry: AuditEntry) -> None:
-        self.st.audit.append(replace(entry, id=len(self.st.audit) + 1))
+    async def add(self, *entries: AuditEntry) -> None:
+        for entry in entries:
+            self.st.audit.append(replace(entry, id=len(self.st.audit) + 1))
 
     async def list_for_payment(self, payment_id: str) -> list[AuditEntry]:
         return [a for a in self.st.audit if a.payment_id == payment_id]
@@ -265,6 +266,9 @@ class FakeCreditGrants(_Repo):
             return False
         self.st.grants[grant.id] = copy.deepcopy(grant)
         return True
+
+    async def owe(self, grant: CreditGrant) -> None:
+        await self.add(grant)
 
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:
         return copy.deepcopy(self.st.grants.get(grant_id))
@@ -282,6 +286,15 @@ class FakeCreditGrants(_Repo):
 
     async def save(self, grant: CreditGrant) -> None:
         self.st.grants[grant.id] = copy.deepcopy(grant)
+
+    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+        done = []
+        for grant_id in grant_ids:
+            grant = self.st.grants.get(grant_id)
+            if grant is not None and grant.status is GrantStatus.PENDING:
+                grant.done(now)
+                done.append(copy.deepcopy(grant))
+        return done
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[CreditGrant]:
         due = [
@@ -373,6 +386,9 @@ class FakeUnitOfWork:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.working = State()
+
+    async def autocommit(self) -> None:
+        """Real statements commit one by one; here the unit of work's commit() still applies."""
 
     async def commit(self) -> None:
         self.committed = copy.deepcopy(self.working)

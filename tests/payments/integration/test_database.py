@@ -83,7 +83,7 @@ async def test_barrier_rows_are_insert_first(sessions) -> None:
 
 async def test_concurrent_outbox_writers_commit_cursors_in_order(sessions) -> None:
     """A reader that resumes after cursor N never misses an event committed later with a smaller
-    cursor: writers are serialised, so visible cursors always form a prefix."""
+    cursor: what readers are given always forms a prefix of the cursors that will ever commit."""
     seen_gap = False
 
     async def writer(i: int) -> None:
@@ -122,6 +122,42 @@ async def test_concurrent_outbox_writers_commit_cursors_in_order(sessions) -> No
     mine = [e for e in events if e.event_id.startswith("evt_w")]
     assert len(mine) == 20 and not seen_gap
     assert mine[0].payment is not None and mine[0].payment.metadata == {"subsystem": "jobs"}
+
+
+def _event(i: str) -> tuple[Payment, OutboxEvent]:
+    p = _payment(f"pay_{i}", f"gtx-{i}")
+    return p, OutboxEvent(f"evt_{i}", EventType.PAYMENT_AUTHORIZED, p.created_at, "jobs", payment=p)
+
+
+async def test_an_event_committed_after_a_later_one_is_not_skipped(sessions) -> None:
+    """Writers take no lock (issue 13): an event inserted first can commit after one inserted
+    later. A consumer that resumes after the last cursor it was given still receives it, once."""
+    uow = SqlPaymentsUnitOfWork(sessions)
+    async with uow:
+        start = max((e.cursor for e in await uow.outbox.list_after(0, 10_000)), default=0)
+    slow, fast = SqlPaymentsUnitOfWork(sessions), SqlPaymentsUnitOfWork(sessions)
+    async with slow:
+        payment, event = _event("slow")
+        await slow.payments.add(payment)
+        await slow.outbox.add(event, callback=False)  # inserted first, committed last
+        async with fast:
+            payment, event = _event("fast")
+            await fast.payments.add(payment)
+            await fast.outbox.add(event, callback=False)
+            await fast.commit()
+        reader = SqlPaymentsUnitOfWork(sessions)
+        async with reader:
+            early = await reader.outbox.list_after(start, 1000)
+        # A consumer stores the last cursor it was given and resumes after it.
+        resume = max((e.cursor for e in early), default=start)
+        await slow.commit()
+    async with reader:
+        late = await reader.outbox.list_after(resume, 1000)
+    received = [e.event_id for e in early + late]
+    assert [e.event_id for e in early] == ["evt_fast"]
+    assert received == ["evt_fast", "evt_slow"]
+    cursors = [e.cursor for e in early + late]
+    assert cursors == sorted(set(cursors))
 
 
 async def test_leases_share_due_payments_without_overlap(sessions) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +17,39 @@ from payments.domain.ledger import ExpectedBooking, Leg
 from payments.domain.model import TAKEN
 from payments.domain.refunds import RefundStatus
 from payments.domain.transactions import TxnStatus, UserType
+
+# Due pending grants, locked SKIP LOCKED and leased in one statement (issue 13: an idle round of
+# the booking worker is one round trip).
+_LEASE_GRANTS = (
+    update(t.credit_grants)
+    .where(
+        t.credit_grants.c.id.in_(
+            select(t.credit_grants.c.id)
+            .where(
+                t.credit_grants.c.status == GrantStatus.PENDING.value,
+                t.credit_grants.c.next_attempt_at <= bindparam("now"),
+            )
+            .order_by(t.credit_grants.c.next_attempt_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(next_attempt_at=bindparam("until"))
+    .returning(*t.credit_grants.c)
+)
+
+
+# CreditGrant.done(now) of the given grants that are still pending, in one statement.
+_MARK_DONE = (
+    update(t.credit_grants)
+    .where(
+        t.credit_grants.c.id.in_(bindparam("ids", expanding=True)),
+        t.credit_grants.c.status == GrantStatus.PENDING.value,
+    )
+    .values(status=GrantStatus.DONE.value, done_at=bindparam("now"), last_error="")
+    .returning(*t.credit_grants.c)
+)
 
 
 def _values(g: CreditGrant) -> dict[str, Any]:
@@ -79,6 +112,11 @@ class SqlCreditGrantRepository:
         )
         return bool(result.rowcount)
 
+    async def owe(self, grant: CreditGrant) -> None:
+        """Record the grant insert-first (a grant recorded before stays as it is), sent with the
+        transaction's next statement (adapters/write_batch.py)."""
+        await self.session.batch.insert(t.credit_grants, [_values(grant)], first=True)
+
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:
         query = select(t.credit_grants).where(t.credit_grants.c.id == grant_id)
         if for_update:
@@ -100,27 +138,19 @@ class SqlCreditGrantRepository:
             update(t.credit_grants).where(t.credit_grants.c.id == grant.id).values(**values)
         )
 
+    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+        """CreditGrant.done(now) of those still pending, in one statement (issue 13)."""
+        rows = (await self.session.execute(_MARK_DONE, {"ids": grant_ids, "now": now})).all()
+        done = {g.id: g for g in (_grant(row) for row in rows)}
+        return [done[grant_id] for grant_id in grant_ids if grant_id in done]
+
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[CreditGrant]:
         """Pending grants whose attempt is due, locked SKIP LOCKED and leased (next attempt moved
-        past the lease) so several workers share them without doing one twice at once."""
-        c = t.credit_grants.c
-        rows = (
-            await self.session.execute(
-                select(t.credit_grants)
-                .where(c.status == GrantStatus.PENDING.value, c.next_attempt_at <= now)
-                .order_by(c.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        grants = [_grant(row) for row in rows]
-        if grants:
-            await self.session.execute(
-                update(t.credit_grants)
-                .where(c.id.in_([g.id for g in grants]))
-                .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
-            )
-        return grants
+        past the lease) in one statement, so several workers share them without doing one twice
+        at once; oldest first."""
+        params = {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds)}
+        rows = (await self.session.execute(_LEASE_GRANTS, params)).all()
+        return sorted((_grant(row) for row in rows), key=lambda g: (g.created_at, g.id))
 
     async def for_payment(self, payment_id: str) -> list[CreditGrant]:
         rows = await self.session.execute(

@@ -14,10 +14,6 @@ from payments.adapters import snapshots
 from payments.adapters import tables as t
 from payments.domain.events import EventType, OutboxEvent
 
-# Writers of the outbox take this lock until commit, so cursors become visible in order and a
-# reader resuming "after cursor N" can never skip an event committed late with a smaller cursor.
-OUTBOX_LOCK_KEY = 7_310_001
-
 # The statements of the hot path, built once (issue 13: no per-call statement building).
 _EVENT_SEEN = select(t.provider_events.c.id).where(
     t.provider_events.c.event_id == bindparam("event_id")
@@ -27,8 +23,11 @@ _INSERT_EVENT = (
     .on_conflict_do_nothing(index_elements=["event_id"])
     .returning(t.provider_events.c.id)
 )
-_LOCK_OUTBOX = text("SELECT pg_advisory_xact_lock(:k)")
-_INSERT_OUTBOX = insert(t.outbox)
+
+# Publishing (migration 0006): outbox_publish(), in a transaction of its own, numbers the
+# committed unpublished rows after every earlier publisher's; writers never wait for each other.
+# A reader's one statement publishes, then reads the events after a position (fresh snapshot).
+_LIST_AFTER = text("SELECT * FROM outbox_after(:after, :limit, :subsystem)")
 
 
 # --- provider events, outbox -----------------------------------------------------------
@@ -77,29 +76,35 @@ class SqlOutboxRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
         self._callbacks = SqlCallbackQueue(session, t.outbox)
+        self.written = False  # whether this unit of work wrote an event (see the uow's commit)
 
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
-        await self.s.execute(_LOCK_OUTBOX, {"k": OUTBOX_LOCK_KEY})
-        await self.s.execute(
-            _INSERT_OUTBOX,
-            {
-                "event_id": event.event_id,
-                "type": event.type.value,
-                "subsystem": event.subsystem,
-                "payment_id": event.payment.id if event.payment else None,
-                "transaction_id": event.transaction.id if event.transaction else None,
-                "snapshot": _snapshot(event),
-                "occurred_at": event.occurred_at,
-                "callback_next_at": event.occurred_at if callback else None,
-            },
+        self.written = True
+        await self.s.batch.insert(  # sent with the next statement (adapters/write_batch.py)
+            t.outbox,
+            [
+                {
+                    "event_id": event.event_id,
+                    "type": event.type.value,
+                    "subsystem": event.subsystem,
+                    "payment_id": event.payment.id if event.payment else None,
+                    "transaction_id": event.transaction.id if event.transaction else None,
+                    "snapshot": _snapshot(event),
+                    "occurred_at": event.occurred_at,
+                    "callback_next_at": event.occurred_at if callback else None,
+                }
+            ],
         )
 
     async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
-        stmt = select(t.outbox).where(t.outbox.c.cursor > cursor)
-        if subsystem:
-            stmt = stmt.where(t.outbox.c.subsystem == subsystem)
-        stmt = stmt.order_by(t.outbox.c.cursor).limit(limit)
-        return [_outbox(r) for r in (await self.s.execute(stmt)).all()]
+        """Committed events after stream position `cursor`, oldest first (published first:
+        positions become visible in order, so a reader resuming after the last one it was given
+        never skips an event committed later)."""
+        params = {"after": cursor, "limit": limit, "subsystem": subsystem}
+        # A plain SELECT: before any write it is a statement of its own (hirepay_platform.db),
+        # so the publishing lock it takes ends with it.
+        rows = (await self.s.execute(_LIST_AFTER, params)).all()
+        return [_outbox(r, cursor=r._mapping["position"]) for r in rows]
 
     async def backlog(self) -> int:
         return await self._callbacks.backlog()
@@ -119,7 +124,9 @@ class SqlOutboxRepository:
         return await self._callbacks.callback_attempts(cursor)
 
 
-def _outbox(row: Any) -> OutboxEvent:
+def _outbox(row: Any, *, cursor: int | None = None) -> OutboxEvent:
+    """An outbox row as an event; `cursor` is its stream position when read for the stream, else
+    its row key (the callback relay's)."""
     m = row._mapping
     payment, txn = snapshots.load(m["snapshot"])
     return OutboxEvent(
@@ -129,6 +136,6 @@ def _outbox(row: Any) -> OutboxEvent:
         subsystem=m["subsystem"],
         payment=payment,
         transaction=txn,
-        cursor=m["cursor"],
+        cursor=m["cursor"] if cursor is None else cursor,
         withdrawal=snapshots.load_withdrawal(m["snapshot"]),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -22,6 +22,27 @@ _OPEN_STATES = (
     WithdrawalState.REQUESTED.value,
     WithdrawalState.SENDING.value,
     WithdrawalState.IN_TRANSIT.value,
+)
+
+# Due unfinished withdrawals, locked SKIP LOCKED and leased in one statement (issue 13: an idle
+# round of the recovery worker is one round trip).
+_LEASE_WITHDRAWALS = (
+    update(t.withdrawals)
+    .where(
+        t.withdrawals.c.id.in_(
+            select(t.withdrawals.c.id)
+            .where(
+                t.withdrawals.c.state.in_(_OPEN_STATES),
+                t.withdrawals.c.next_attempt_at <= bindparam("now"),
+            )
+            .order_by(t.withdrawals.c.next_attempt_at)
+            .limit(bindparam("limit"))
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+    )
+    .values(next_attempt_at=bindparam("until"))
+    .returning(*t.withdrawals.c)
 )
 
 
@@ -177,22 +198,8 @@ class SqlPayoutRepository:
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Withdrawal]:
         """Unfinished withdrawals whose next step is due, locked SKIP LOCKED and leased (next
-        attempt moved past the lease) so several workers share them without doing one twice."""
-        c = t.withdrawals.c
-        rows = (
-            await self.s.execute(
-                select(t.withdrawals)
-                .where(c.state.in_(_OPEN_STATES), c.next_attempt_at <= now)
-                .order_by(c.next_attempt_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-        due = [_withdrawal(r) for r in rows]
-        if due:
-            await self.s.execute(
-                update(t.withdrawals)
-                .where(c.id.in_([w.id for w in due]))
-                .values(next_attempt_at=now + timedelta(seconds=lease_seconds))
-            )
-        return due
+        attempt moved past the lease) in one statement, so several workers share them without
+        doing one twice; oldest first."""
+        params = {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds)}
+        rows = (await self.s.execute(_LEASE_WITHDRAWALS, params)).all()
+        return sorted((_withdrawal(r) for r in rows), key=lambda w: (w.created_at, w.id))

@@ -3,6 +3,7 @@ every query in one place. Never commit."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,9 +25,31 @@ from payments.domain.refunds import Refund, RefundStatus
 _KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
 _GET_PAYMENT = select(t.payments).where(t.payments.c.id == bindparam(_KEY))
 _LOCK_PAYMENT = _GET_PAYMENT.with_for_update()
-_INSERT_PAYMENT = insert(t.payments)
-_UPDATE_PAYMENT = update(t.payments).where(t.payments.c.id == bindparam(_KEY))
-_INSERT_AUDIT = insert(t.audit_log).values(created_at=func.now())
+
+
+def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
+    """One statement that locks due rows SKIP LOCKED and moves their next attempt to the end of
+    a lease (`:now`, `:limit`, `:until`), returning them: alone, it is a whole transaction
+    (issue 13: an idle round of a worker is one round trip)."""
+    chosen = (
+        select(table.c.id)
+        .where(due <= bindparam("now"), *where)
+        .order_by(due)
+        .limit(bindparam("limit"))
+        .with_for_update(skip_locked=True)
+    )
+    return (
+        update(table)
+        .where(table.c.id.in_(chosen.scalar_subquery()))
+        .values({next_column: bindparam("until")})
+        .returning(*table.c)
+    )
+
+
+_LEASE_PAYMENTS = _lease(t.payments, t.payments.c.next_poll_at, "next_poll_at")
+_LEASE_REFUNDS = _lease(
+    t.refunds, t.refunds.c.next_poll_at, "next_poll_at", t.refunds.c.status == "PENDING"
+)
 
 
 def _payment_values(p: Payment) -> dict[str, Any]:
@@ -116,21 +139,33 @@ def _payment(row: Any) -> Payment:
 class SqlPaymentRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
+        # The stored values of each payment this unit of work read or wrote: save() sets only
+        # the columns that differ (issue 13: less to send, encode and write, HOT updates).
+        self._stored: dict[str, dict[str, Any]] = {}
+
+    def _track(self, payment: Payment, values: dict[str, Any] | None = None) -> Payment:
+        stored = dict(values or _payment_values(payment))
+        # A copy of the metadata: a change made to the payment's own dict in place must show.
+        stored["metadata"] = copy.deepcopy(stored["metadata"])
+        self._stored[payment.id] = stored
+        return payment
 
     async def add(self, payment: Payment) -> None:
-        await self.s.execute(_INSERT_PAYMENT, _payment_values(payment))
+        values = _payment_values(payment)
+        await self.s.batch.insert(t.payments, [dict(values)])  # sent with the next statement
+        self._track(payment, values)
 
     async def _one(self, where: Any, for_update: bool) -> Payment | None:
         stmt = select(t.payments).where(where)
         if for_update:
             stmt = stmt.with_for_update()
         row = (await self.s.execute(stmt)).first()
-        return _payment(row) if row else None
+        return self._track(_payment(row)) if row else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         stmt = _LOCK_PAYMENT if for_update else _GET_PAYMENT
         row = (await self.s.execute(stmt, {_KEY: payment_id})).first()
-        return _payment(row) if row else None
+        return self._track(_payment(row)) if row else None
 
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(
@@ -151,9 +186,19 @@ class SqlPaymentRepository:
         return None
 
     async def save(self, payment: Payment) -> None:
+        """Write the payment's changes: the columns that differ from what this unit of work read
+        (every column of a payment it did not read); nothing when none differs."""
         values = _payment_values(payment)
-        values[_KEY] = values.pop("id")
-        await self.s.execute(_UPDATE_PAYMENT, values)
+        stored = self._stored.get(payment.id)
+        changed = {
+            column: value
+            for column, value in values.items()
+            if column != "id" and (stored is None or stored[column] != value)
+        }
+        if not changed:
+            return
+        await self.s.batch.update(t.payments, payment.id, changed)  # sent with the next statement
+        self._track(payment, values)
 
     async def list_by_states(
         self,
@@ -178,25 +223,12 @@ class SqlPaymentRepository:
         return [_payment(r) for r in (await self.s.execute(stmt)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
-        stmt = (
-            select(t.payments)
-            .where(t.payments.c.next_poll_at <= now)
-            .order_by(t.payments.c.next_poll_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        rows = (await self.s.execute(stmt)).all()
-        leased = [_payment(r) for r in rows]
-        if leased:
-            until = now + timedelta(seconds=lease_seconds)
-            await self.s.execute(
-                update(t.payments)
-                .where(t.payments.c.id.in_([p.id for p in leased]))
-                .values(next_poll_at=until)
-            )
-            for p in leased:
-                p.next_poll_at = until
-        return leased
+        """Due payments, locked SKIP LOCKED and leased (next poll moved past the lease) in one
+        statement, so replicas share them; oldest due first."""
+        until = now + timedelta(seconds=lease_seconds)
+        params = {"now": now, "limit": limit, "until": until}
+        rows = (await self.s.execute(_LEASE_PAYMENTS, params)).all()
+        return sorted((_payment(r) for r in rows), key=lambda p: (p.created_at, p.id))
 
 
 # --- refunds ----------------------------------------------------------------------------------
@@ -277,31 +309,20 @@ class SqlRefundRepository:
         return [_refund(r) for r in (await self.s.execute(stmt)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Refund]:
-        stmt = (
-            select(t.refunds)
-            .where(t.refunds.c.next_poll_at <= now, t.refunds.c.status == "PENDING")
-            .order_by(t.refunds.c.next_poll_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        leased = [_refund(r) for r in (await self.s.execute(stmt)).all()]
-        if leased:
-            until = now + timedelta(seconds=lease_seconds)
-            await self.s.execute(
-                update(t.refunds)
-                .where(t.refunds.c.id.in_([r.id for r in leased]))
-                .values(next_poll_at=until)
-            )
-        return leased
+        """Pending refunds whose poll is due, locked SKIP LOCKED and leased in one statement."""
+        until = now + timedelta(seconds=lease_seconds)
+        params = {"now": now, "limit": limit, "until": until}
+        rows = (await self.s.execute(_LEASE_REFUNDS, params)).all()
+        return sorted((_refund(r) for r in rows), key=lambda r: (r.created_at, r.id))
 
 
 class SqlAuditRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
 
-    async def add(self, entry: AuditEntry) -> None:
-        await self.s.execute(
-            _INSERT_AUDIT,
+    async def add(self, *entries: AuditEntry) -> None:
+        """Append entries in order: several go to the server together (one statement)."""
+        rows = [
             {
                 "payment_id": entry.payment_id or None,
                 "transaction_id": entry.transaction_id or None,
@@ -309,8 +330,11 @@ class SqlAuditRepository:
                 "actor": entry.actor,
                 "reason": entry.reason,
                 "details": entry.details,
-            },
-        )
+            }
+            for entry in entries
+        ]
+        # Sent with the next statement of the transaction (adapters/write_batch.py).
+        await self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
 
     async def _list(self, where: Any) -> list[AuditEntry]:
         rows = (

@@ -167,11 +167,16 @@ outbox = Table(
     _ts("callback_next_at", nullable=True),
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     _ts("callback_delivered_at", nullable=True),
+    # The settlement stream's cursor, given after commit by outbox_publish() (migration 0006):
+    # NULL until published; publishers follow each other, so positions become visible in order.
+    Column("position", BigInteger, nullable=True),
     Index(
         "ix_outbox_callback_next_at",
         "callback_next_at",
         postgresql_where="callback_next_at IS NOT NULL",
     ),
+    Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
+    Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
 )
 
 audit_log = Table(

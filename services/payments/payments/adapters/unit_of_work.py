@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
@@ -16,6 +18,8 @@ from payments.adapters.repositories import (
     SqlRefundRepository,
 )
 from payments.adapters.transaction_repository import SqlTransactionRepository
+from payments.adapters.write_batch import BatchedSession, WriteBatch
+from payments.service_layer.wakeup import Wakeup
 
 
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
@@ -31,13 +35,37 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     credit_grants: SqlCreditGrantRepository
     payouts: SqlPayoutRepository
 
+    def __init__(
+        self, session_factory: async_sessionmaker[AsyncSession], *, published: Wakeup | None = None
+    ) -> None:
+        super().__init__(session_factory)
+        # Woken after a commit that wrote settlement events (the stream's followers wait on it).
+        self._published = published
+
+    async def autocommit(self) -> None:
+        """Make each statement of this unit of work a transaction of its own, committed when it
+        returns (durable like any commit): for a unit of work that writes with one statement,
+        it saves the BEGIN and COMMIT round trips (issue 13). Call it first; `commit()` then
+        has nothing left to do."""
+        await self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+
+    async def commit(self) -> None:
+        await self._batch.flush()
+        await super().commit()
+        if self._published is not None and self.outbox.written:
+            self._published.notify()
+
     def _attach(self, session: AsyncSession) -> None:
-        self.payments = SqlPaymentRepository(session)
-        self.barriers = SqlBarrierRepository(session, tables.tcc_barriers)
-        self.refunds = SqlRefundRepository(session)
-        self.transactions = SqlTransactionRepository(session)
-        self.events = SqlEventRepository(session)
-        self.outbox = SqlOutboxRepository(session)
-        self.audit = SqlAuditRepository(session)
-        self.credit_grants = SqlCreditGrantRepository(session)
-        self.payouts = SqlPayoutRepository(session)
+        # Audit entries, outbox events and payment rows are held back and sent together before
+        # the next statement or the commit (adapters/write_batch.py).
+        self._batch = WriteBatch(session)
+        batched: Any = BatchedSession(session, self._batch)
+        self.payments = SqlPaymentRepository(batched)
+        self.barriers = SqlBarrierRepository(batched, tables.tcc_barriers)
+        self.refunds = SqlRefundRepository(batched)
+        self.transactions = SqlTransactionRepository(batched)
+        self.events = SqlEventRepository(batched)
+        self.outbox = SqlOutboxRepository(batched)
+        self.audit = SqlAuditRepository(batched)
+        self.credit_grants = SqlCreditGrantRepository(batched)
+        self.payouts = SqlPayoutRepository(batched)

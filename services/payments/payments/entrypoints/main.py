@@ -35,6 +35,7 @@ from payments.entrypoints.workers import (
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.providers import ProviderRegistry
+from payments.service_layer.wakeup import Wakeup
 
 
 def build_providers(settings: PaymentsSettings) -> ProviderRegistry:
@@ -181,7 +182,12 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         job_payment_fee_bps=settings.job_payment_fee_bps,
     )
     providers = build_providers(settings)
-    database = Database.from_settings(settings, SqlPaymentsUnitOfWork, probe_table="payments")
+    published = Wakeup()
+    database = Database.from_settings(
+        settings,
+        functools.partial(SqlPaymentsUnitOfWork, published=published),
+        probe_table="payments",
+    )
 
     ledger = _ledger(settings)
 
@@ -194,7 +200,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     app.add_readiness_check("database", database.readiness_check())
     app.add_service(
         pb_grpc.add_PaymentsServiceServicer_to_server,
-        PaymentsServicer(deps, stopping),
+        PaymentsServicer(deps, stopping, published),
         SERVICE_NAME,
     )
 
@@ -224,6 +230,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
 
     async def on_stop() -> None:
         stopping.set()
+        published.notify()  # following streams end now rather than after their idle wait
         if ledger is not None:
             await ledger.close()
         await database.stop()

@@ -4,14 +4,12 @@ domain errors are mapped to statuses (with ErrorInfo) by the platform intercepto
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 
 import grpc
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
-from hirepay_platform import workloop
 from hirepay_platform.identity import current_caller
 from payments.domain import commands, errors
 from payments.entrypoints import conversions as conv
@@ -29,9 +27,15 @@ from payments.service_layer.handlers import (
     subscriptions,
     webhooks,
 )
+from payments.service_layer.wakeup import Wakeup
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PaymentsService"].full_name
+# A following stream reads again when this process commits settlement events (woken; at most one
+# read per STREAM_POLL_SECONDS), else after STREAM_POLL_SECONDS, doubling while nothing comes up
+# to STREAM_IDLE_SECONDS: events committed by another replica are delivered within that bound
+# (issue 13: cheap idle polling, no read per commit under load).
 STREAM_POLL_SECONDS = 0.15
+STREAM_IDLE_SECONDS = 1.0
 STREAM_BATCH = 200
 
 
@@ -46,9 +50,15 @@ def _payment_response(result: PaymentResult) -> pb.PaymentResponse:
 class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     """Each call gets its own Deps (a fresh unit of work) from the factory."""
 
-    def __init__(self, deps: Callable[[], Deps], stopping: asyncio.Event | None = None) -> None:
+    def __init__(
+        self,
+        deps: Callable[[], Deps],
+        stopping: asyncio.Event | None = None,
+        published: Wakeup | None = None,
+    ) -> None:
         self._deps = deps
         self._stopping = stopping or asyncio.Event()
+        self._published = published or Wakeup()
 
     async def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
@@ -275,22 +285,23 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.StreamSettlementEventsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.SettlementEvent]:
         cursor = request.after_cursor
-        # Polled every STREAM_POLL_SECONDS while payments answers calls, less often while idle.
-        pause = workloop.IdlePause(STREAM_POLL_SECONDS, busy_pause=STREAM_POLL_SECONDS)
-        stopping = asyncio.ensure_future(self._stopping.wait())
-        try:
-            while True:
-                began = time.monotonic()
-                events = await handlers.settlement_events_after(
-                    self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
-                )
-                for event in events:
-                    yield conv.event_msg(event)
-                    cursor = event.cursor
-                if len(events) == STREAM_BATCH:
-                    continue
-                if not request.follow or self._stopping.is_set():
-                    return
-                await pause.after(len(events), began, stopping)
-        finally:
-            stopping.cancel()
+        pause = STREAM_POLL_SECONDS
+        loop = asyncio.get_running_loop()
+        while True:
+            events = await handlers.settlement_events_after(
+                self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
+            )
+            for event in events:
+                yield conv.event_msg(event)
+                cursor = event.cursor
+            if len(events) == STREAM_BATCH:
+                continue
+            if not request.follow or self._stopping.is_set():
+                return
+            read_at = loop.time()
+            pause = STREAM_POLL_SECONDS if events else min(STREAM_IDLE_SECONDS, pause * 2)
+            if await self._published.wait(pause):
+                pause = STREAM_POLL_SECONDS
+                # Under load, one read per STREAM_POLL_SECONDS takes every event committed
+                # meanwhile: no read (and publish) per commit.
+                await asyncio.sleep(max(0.0, read_at + STREAM_POLL_SECONDS - loop.time()))

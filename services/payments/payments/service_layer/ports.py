@@ -118,11 +118,11 @@ class EventRepository(Protocol):
 
 class OutboxRepository(Protocol):
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
-        """Append an event; cursors commit in order (writers of the outbox are serialised)."""
+        """Append an event (writers never wait for each other)."""
 
-    async def list_after(
-        self, cursor: int, limit: int, subsystem: str = ""
-    ) -> list[OutboxEvent]: ...
+    async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
+        """Committed events after a cursor, oldest first, never past a cursor that a running
+        transaction may still commit: a reader resuming after the last one skips nothing."""
 
     async def backlog(self) -> int:
         """Callbacks not delivered yet."""
@@ -139,7 +139,8 @@ class OutboxRepository(Protocol):
 
 
 class AuditRepository(Protocol):
-    async def add(self, entry: AuditEntry) -> None: ...
+    async def add(self, *entries: AuditEntry) -> None:
+        """Append entries, in order (several in one round trip)."""
 
     async def list_for_payment(self, payment_id: str) -> list[AuditEntry]: ...
 
@@ -150,11 +151,19 @@ class CreditGrantRepository(Protocol):
     async def add(self, grant: CreditGrant) -> bool:
         """Insert-first on the grant id: False if that grant was recorded before."""
 
+    async def owe(self, grant: CreditGrant) -> None:
+        """Insert-first on the grant id, without saying whether it was recorded before (it may
+        reach the server with the transaction's next statement)."""
+
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None: ...
 
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]: ...
 
     async def save(self, grant: CreditGrant) -> None: ...
+
+    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+        """CreditGrant.done(now) of those of the grants still pending (locked until commit);
+        returns them as they are now, in the order given."""
 
     async def lease_due(
         self, now: datetime, limit: int, lease_seconds: float
@@ -254,5 +263,8 @@ class PaymentsUnitOfWork(Protocol):
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def autocommit(self) -> None:
+        """Each following statement commits by itself (a unit of work of one write)."""
 
     async def commit(self) -> None: ...

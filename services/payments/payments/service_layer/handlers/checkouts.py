@@ -166,6 +166,9 @@ async def _cancel_payment_checkout(payment_id: str, deps: Deps) -> CancelResult:
 async def sync_stale_transactions(deps: Deps, *, limit: int = 20) -> int:
     """Settle PENDING transactions whose checkout expired without a webhook reaching us."""
     async with deps.uow as uow:
+        # One statement: its row locks (SKIP LOCKED: rows being settled now) end with it, as
+        # they did with the read-only transaction (issue 13: no BEGIN / ROLLBACK round trips).
+        await uow.autocommit()
         stale = await uow.transactions.list_stale_pending(deps.clock(), limit)
     for txn in stale:
         if not txn.provider_transaction_id:

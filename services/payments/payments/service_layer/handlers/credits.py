@@ -151,6 +151,7 @@ async def settle_due_grants(deps: Deps, *, limit: int = 50, lease_seconds: float
     in one CreateTransfers call; a purchase's grant is booked alone (a revocation is planned from
     the user's balance first)."""
     async with deps.uow as uow:
+        await uow.autocommit()  # the lease is one statement: a transaction of its own
         due = await uow.credit_grants.lease_due(deps.clock(), limit, lease_seconds)
         await uow.commit()
     await book_payments([g for g in due if g.of_payment], deps)
@@ -189,14 +190,10 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
     now, naming the escrow its booking funded (the jobs service assigns the engagement on it)."""
     async with deps.uow as uow:
         now = deps.clock()
-        for grant in grants:
-            fresh = await uow.credit_grants.get(grant.id, for_update=True)
-            if fresh is None or fresh.status is GrantStatus.DONE:
-                continue
-            fresh.done(now)
-            await uow.credit_grants.save(fresh)
-            metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
-            await uow.audit.add(
+        # One statement marks every booking still pending done (issue 13), one their audits.
+        done = await uow.credit_grants.mark_done([g.id for g in grants], now)
+        await uow.audit.add(
+            *(
                 AuditEntry(
                     action="transition",
                     actor="ledger",
@@ -204,10 +201,15 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
                     details={"transfer_id": fresh.transfer_id, "provider": fresh.provider},
                     payment_id=fresh.payment_id,
                 )
+                for fresh in done
             )
-            if grant.id in escrows:
-                await _publish_job_payment(uow, deps, fresh.payment_id, escrows[grant.id], now)
+        )
+        for fresh in done:
+            if fresh.id in escrows:
+                await _publish_job_payment(uow, deps, fresh.payment_id, escrows[fresh.id], now)
         await uow.commit()
+    for fresh in done:
+        metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
 
 
 async def _publish_job_payment(

@@ -289,10 +289,10 @@ async def _record_step(
         _schedule_next(p, config, now, retry_later=unknown is not None or refused is not None)
         await refund_if_voided(uow, p, now, actor)
         await uow.payments.save(p)
-        for record in records:
-            await uow.audit.add(record.audit(actor, payment_id=p.id))
+        entries = [record.audit(actor, payment_id=p.id) for record in records]
         if before is not p.state or pending is not p.pending_op:
-            await uow.audit.add(_transition_audit(p, before, actor))
+            entries.append(_transition_audit(p, before, actor))
+        await uow.audit.add(*entries)
         await publish(uow, config, events, now, payment=p)
         await uow.commit()
     _report_step(p, before, unknown, actor)

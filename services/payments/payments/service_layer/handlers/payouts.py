@@ -429,6 +429,7 @@ async def advance_due(deps: Deps, limit: int = 20) -> int:
     """One round of the recovery worker: every unfinished withdrawal whose step is due (leased,
     so replicas share them) is taken as far as it goes; one in transit is re-fetched."""
     async with deps.uow as uow:
+        await uow.autocommit()  # the lease is one statement: a transaction of its own
         due = await uow.payouts.lease_due(deps.clock(), limit, deps.config.lease_seconds)
         await uow.commit()
     for w in due:

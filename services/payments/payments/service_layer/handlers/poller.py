@@ -18,6 +18,7 @@ async def poll_due(deps: Deps, *, actor: str = "poller") -> int:
     Safe with several replicas: rows are leased with FOR UPDATE SKIP LOCKED."""
     config = deps.config
     async with deps.uow as uow:
+        await uow.autocommit()  # each lease is one statement: a transaction of its own
         now = deps.clock()
         due = await uow.payments.lease_due(now, config.poll_batch, config.lease_seconds)
         refunds = await uow.refunds.lease_due(now, config.poll_batch, config.lease_seconds)

@@ -67,7 +67,7 @@ async def owe_booking(
     elif EventType.PAYMENT_REFUNDED in events and refund is not None:
         grant = CreditGrant.refund(payment, refund, now)
     if grant is not None:
-        await uow.credit_grants.add(grant)
+        await uow.credit_grants.owe(grant)
     if ledger.purpose_of(payment.metadata) is ledger.Purpose.JOB_PAYMENT:
         return [e for e in events if e is not EventType.PAYMENT_CAPTURED]
     return events

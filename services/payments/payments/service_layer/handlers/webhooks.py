@@ -65,12 +65,16 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     provider = deps.providers.get(cmd.provider or "stripe")
     event = await _verified(cmd, provider)
     metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
-    async with deps.uow as uow:
-        if await uow.events.exists(event.id):
-            metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
-            return EventOutcome(event.id, event.type, applied=False, duplicate=True)
-        payment, txn = await _subject(uow, event)
     payload = loads_json(cmd.payload)  # verify_event already refused a deep or bad body
+    payment, txn, verdict = await _first_look(deps, provider, event)
+    if verdict == "duplicate":
+        metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
+        return EventOutcome(event.id, event.type, applied=False, duplicate=True)
+    if verdict == "quiet":
+        # Most events announce a step whose answer the request recorded already: storing the
+        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
+        # Its insert-first tells a duplicate, so no look-up before it (issue 13).
+        return await _store(deps, provider, event, payload, applied=False)
     settled = await _settled_without_refetch(deps, provider, event, payload, payment, txn)
     if settled is not None:
         return settled
@@ -117,6 +121,20 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     return EventOutcome(event.id, event.type, applied=changed, duplicate=False)
 
 
+async def _first_look(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent
+) -> tuple[Payment | None, Transaction | None, str]:
+    """The event's subject and what the event is: "quiet" (it tells nothing new: stored, the
+    insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it)."""
+    async with deps.uow as uow:
+        payment, txn = await _subject(uow, event)
+        if _tells_nothing_new(provider, event, payment):
+            return payment, txn, "quiet"
+        if await uow.events.exists(event.id):
+            return payment, txn, "duplicate"
+    return payment, txn, ""
+
+
 async def _not_a_payment(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
 ) -> EventOutcome:
@@ -144,11 +162,20 @@ async def _settled_without_refetch(
         return await _not_a_payment(deps, provider, event, payload)
     if payment is None and txn is None:
         return await _unrecorded(deps, provider, event, payload)
-    if payment is not None and event.view is not None and payment.tells_nothing_new(event.view):
-        # Most events announce a step whose answer the request recorded already: storing the
-        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
-        return await _store(deps, provider, event, payload, applied=False)
     return None
+
+
+def _tells_nothing_new(
+    provider: PaymentProvider, event: ProviderEvent, payment: Payment | None
+) -> bool:
+    """Whether the event is about a payment of its provider and its view of it changes nothing."""
+    return (
+        payment is not None
+        and event.subject in HANDLED_SUBJECTS
+        and _made_by(provider, payment, None)
+        and event.view is not None
+        and payment.tells_nothing_new(event.view)
+    )
 
 
 def _made_by(provider: PaymentProvider, payment: Payment | None, txn: Transaction | None) -> bool:
@@ -201,9 +228,10 @@ async def _apply_to_payment(
         p.finish_step(now, watch_base=config.watch_base, watch_max=config.watch_max)
     await refund_if_voided(uow, p, now, "webhook")
     await uow.payments.save(p)
-    await uow.audit.add(_webhook_audit(event, p.id, "", before[0].value, p.state.value))
-    for record in records:
-        await uow.audit.add(record.audit("webhook", payment_id=p.id))
+    await uow.audit.add(
+        _webhook_audit(event, p.id, "", before[0].value, p.state.value),
+        *(record.audit("webhook", payment_id=p.id) for record in records),
+    )
     await publish(uow, deps.config, events, now, payment=p)
     return _Applied(before != (p.state, p.captured_minor), follow_up, p, was_final)
 
@@ -220,9 +248,10 @@ async def _apply_to_transaction(
     """Apply the provider's view to a subscription transaction; returns whether it changed."""
     before_status = txn.status
     t = await apply_to_transaction(uow, deps, txn.id, session, intent, actor="webhook")
-    await uow.audit.add(_webhook_audit(event, "", t.id, before_status.value, t.status.value))
-    for record in records:
-        await uow.audit.add(record.audit("webhook", transaction_id=t.id))
+    await uow.audit.add(
+        _webhook_audit(event, "", t.id, before_status.value, t.status.value),
+        *(record.audit("webhook", transaction_id=t.id) for record in records),
+    )
     return before_status is not t.status
 
 
@@ -294,6 +323,7 @@ async def _store(
     applied: bool,
 ) -> EventOutcome:
     async with deps.uow as uow:
+        await uow.autocommit()  # one insert-first statement: its own transaction
         inserted = await uow.events.add(
             provider=provider.name,
             event_id=event.id,

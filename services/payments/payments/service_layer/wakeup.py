@@ -1,0 +1,27 @@
+"""An in-process wake-up: a commit that wrote work tells the loops waiting for it at once, so they
+can poll rarely when idle (issue 13). Only a hint: waiters still poll, which covers work written
+by another process or replica."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Wakeup:
+    """`notify()` wakes every current `wait()`; a wait started after it waits for the next one."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        # Set the event the current waiters hold, then hand out a fresh one for later waits.
+        self._event.set()
+        self._event = asyncio.Event()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait for a notification, at most `timeout` seconds; whether one came."""
+        event = self._event
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
+        return event.is_set()
