@@ -254,8 +254,10 @@ class FakeCandidateViews:
 
     async def mark_charged(
         self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
-    ) -> None:
+    ) -> bool:
+        before = self.tx.views.get((company_id, applicant_id))
         self.tx.views[(company_id, applicant_id)] = ViewState.CHARGED
+        return before is not ViewState.CHARGED
 
     async def release(self, company_id: str, applicant_id: str) -> None:
         if self.tx.views.get((company_id, applicant_id)) is ViewState.CHARGING:

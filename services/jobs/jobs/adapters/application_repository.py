@@ -136,9 +136,12 @@ class SqlCandidateViewRepository:
 
     async def mark_charged(
         self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
-    ) -> None:
-        """The wallet took the credit: charged, whatever happened to the claim meanwhile."""
-        await self.session.execute(
+    ) -> bool:
+        """The wallet took the credit: charged, whatever happened to the claim meanwhile. True
+        only for the call that inserted or changed the row: two racing views both see CHARGING
+        before, but the second's upsert waits for the first's row lock, then finds it CHARGED
+        and changes nothing (the conflict WHERE is re-checked on the newest row version)."""
+        result = await self.session.execute(
             insert(t.candidate_views)
             .values(
                 company_id=company_id,
@@ -153,7 +156,9 @@ class SqlCandidateViewRepository:
                 set_={"state": ViewState.CHARGED.value, "charged_at": now},
                 where=V.state != ViewState.CHARGED.value,
             )
+            .returning(V.state)
         )
+        return result.first() is not None
 
     async def release(self, company_id: str, applicant_id: str) -> None:
         """The debit was refused: forget a claim that never took anything."""

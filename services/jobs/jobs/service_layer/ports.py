@@ -131,7 +131,8 @@ class CandidateViewRepository(Protocol):
 
     async def mark_charged(
         self, company_id: str, applicant_id: str, transfer_id: str, now: datetime
-    ) -> None: ...
+    ) -> bool:
+        """Record the view as charged; True only for the one call that made it so."""
 
     async def release(self, company_id: str, applicant_id: str) -> None:
         """Forget a CHARGING claim whose debit the wallet refused (it took nothing)."""

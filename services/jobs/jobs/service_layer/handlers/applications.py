@@ -142,10 +142,13 @@ async def view_applicant(cmd: commands.ViewApplicant, deps: Deps) -> Application
             await uow.commit()
         raise
     async with deps.uow as uow:
-        already = await uow.candidate_views.state(company, applicant) is ViewState.CHARGED
-        await uow.candidate_views.mark_charged(company, applicant, transfer_id, deps.clock())
+        # Whether this view is the one that charged: decided by the upsert itself, not by a read
+        # before it (two racing views would both read CHARGING).
+        charged = await uow.candidate_views.mark_charged(
+            company, applicant, transfer_id, deps.clock()
+        )
         await uow.commit()
-    return ApplicationView(application, title, details_included=True, charged=not already)
+    return ApplicationView(application, title, details_included=True, charged=charged)
 
 
 async def _own_application(
