@@ -21,12 +21,15 @@ def traceparent() -> tuple[str, str, str]:
 
 
 async def spans_of(gateway: Gateway, trace_id: str) -> list[dict[str, Any]]:
-    for _ in range(50):
+    """The trace's spans once its SERVER span is written: the edge's span ends after the
+    response is sent (its gRPC CLIENT span may be on disk before it), so wait for it."""
+    found: list[dict[str, Any]] = []
+    for _ in range(100):
         found = [s for s in gateway.spans() if s["trace_id"] == trace_id]
-        if found:
+        if any(s["kind"] == "SERVER" for s in found):
             return found
         await asyncio.sleep(0.05)
-    return []
+    return found
 
 
 async def test_one_trace_from_the_http_edge_to_the_grpc_backend(
