@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from hirepay_platform.errors import Conflict, ValidationError
+from hirepay_platform.errors import Conflict, HirepayError, ValidationError
 from hirepay_platform.ids import new_id
 from jobs.domain import commands
 from jobs.domain.errors import (
     IdempotencyMismatch,
     InvalidTransition,
     PostingBlocked,
+    PostingRateLimited,
     RequestInProgress,
 )
 from jobs.domain.model import POSTABLE, Job, JobStatus, Transition, validate_fields
@@ -29,6 +31,7 @@ from jobs.service_layer.access import load_own, require_company
 from jobs.service_layer.answers import SagaAnswer, answer_from_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers.rate_limits import take_posting_attempt
 from jobs.service_layer.posting.activation import send_try
 from jobs.service_layer.posting.driver import answer_and_release, drive, ensure_answer
 from jobs.service_layer.posting.leases import request_holder
@@ -81,17 +84,44 @@ def _new_saga(
 
 
 async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
+    """Spend a posting attempt of the caller's rate limit (PAY-14), then run the saga.
+
+    The attempt is spent before anything else and commits by itself: a refused one changes
+    nothing (PostingRateLimited), and an allowed one counts even if the posting then fails, as
+    every attempt does. The decision comes back with the answer, and with any error as its
+    metadata, so the caller's RateLimit headers hold on every reply."""
+    require_company(cmd.actor)
+    if not cmd.request_id.strip():
+        raise ValidationError(
+            "an idempotency key is required", fields={"request_id": "is required"}
+        )
+    decision = None
+    if cmd.rate_limit is not None:
+        attempt = commands.TakePostingAttempt(
+            cmd.actor, cmd.request_id, cmd.rate_limit.limit, cmd.rate_limit.window_seconds
+        )
+        decision = await take_posting_attempt(attempt, deps)
+        if not decision.allowed:
+            raise PostingRateLimited(
+                "too many posting attempts; retry after retry_after_seconds",
+                metadata=decision.as_metadata(),
+            )
+    try:
+        answer = await _run(cmd, deps)
+    except HirepayError as exc:
+        if decision is not None:
+            exc.metadata.update(decision.as_metadata())
+        raise
+    return answer if decision is None else replace(answer, rate_limit=decision)
+
+
+async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     """Run the saga for one request; twins of the same caller and key get the same answer (PAY-8).
 
     The saga row is inserted first on UNIQUE(company_id, request_id): the first request owns the
     key, concurrent twins block on the insert, then wait for the stored answer. A request refused by
     validation rolls back with its row, so fixing the draft and retrying with the key works.
     """
-    require_company(cmd.actor)
-    if not cmd.request_id.strip():
-        raise ValidationError(
-            "an idempotency key is required", fields={"request_id": "is required"}
-        )
     method = parse_method(cmd.payment)
     config = deps.config
     uow = deps.uow
