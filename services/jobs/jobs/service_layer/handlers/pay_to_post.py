@@ -144,11 +144,16 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
-    await send_try(saga, deps)
-    await drive(saga.id, deps, poll=False, answer=False)
-    # The answer is stored once, so every twin gets the same one; what is left of the saga (a
-    # retried Confirm, a settlement poll) is for whichever replica is due first.
-    stored = await answer_and_release(saga.id, deps, request_holder(config))
+    tried = await send_try(saga, deps)
+    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried)
+    holder = request_holder(config)
+    stored: Saga | None = ended
+    if ended is None or not ended.answered or ended.lease_owner == holder:
+        # The answer is stored once, so every twin gets the same one; what is left of the saga
+        # (a retried Confirm, a settlement poll) is for whichever replica is due first. A saga
+        # the drive ended answered and with no lease of ours needs neither: its last step
+        # stored the answer, and a final saga keeps no lease.
+        stored = await answer_and_release(saga.id, deps, holder)
     assert stored is not None
     if stored.response is not None:
         return answer_from_snapshot(stored.response, replayed=False)
