@@ -130,8 +130,9 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     async with uow:
         now = deps.clock()
         saga = _new_saga(cmd, method, config, now)
-        if await uow.sagas.insert(saga):
-            job = await _prepare_job(cmd, saga, deps, now)
+        failures = await _claim(saga, deps, now)
+        if failures is not None:
+            job = await _prepare_job(cmd, saga, deps, now, failures)
             transitions = list(job.pending)
             await uow.sagas.save(saga)
             await uow.sagas.log(saga.id, "pending_payment", f"job {job.id} {method}", now)
@@ -161,8 +162,18 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     raise stored.failure.to_error()
 
 
+async def _claim(saga: Saga, deps: Deps, now: datetime) -> int | None:
+    """Insert the saga first on its key (None: the key is taken) and, in the same round trip,
+    count the company's recent failed payments for the abuse rule (PAY-14; 0 without one)."""
+    config = deps.config
+    if config.max_failed_payments <= 0:
+        return 0 if await deps.uow.sagas.insert(saga) else None
+    since = now - timedelta(seconds=config.failed_payments_window_seconds)
+    return await deps.uow.sagas.insert_counting_failures(saga, since, ABUSE_REASONS)
+
+
 async def _prepare_job(
-    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps, now: datetime
+    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps, now: datetime, failures: int
 ) -> Job:
     """Validate the request and move the job to pending_payment, in the saga's first transaction."""
     config = deps.config
@@ -183,7 +194,7 @@ async def _prepare_job(
             "a draft id or the job is required", fields={"job": "draft_id or job is required"}
         )
     check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
-    await _check_abuse(cmd.actor.user_id, deps, now)
+    _check_abuse(cmd.actor.user_id, failures, deps)
     expected = cmd.payment.expected_amount
     fee = config.price_list.fee_for_method(
         fields.category, saga.method, expected.currency if expected else ""
@@ -209,23 +220,20 @@ async def _prepare_job(
     return job
 
 
-async def _check_abuse(company_id: str, deps: Deps, now: datetime) -> None:
+def _check_abuse(company_id: str, failures: int, deps: Deps) -> None:
     """Many failed payments in a short time look like card testing: block posting (PAY-14)."""
     config = deps.config
-    if config.max_failed_payments <= 0:
+    if config.max_failed_payments <= 0 or failures < config.max_failed_payments:
         return
-    window = timedelta(seconds=config.failed_payments_window_seconds)
-    failures = await deps.uow.sagas.count_failures(company_id, now - window, ABUSE_REASONS)
-    if failures >= config.max_failed_payments:
-        metrics.BLOCKED_POSTINGS.inc()
-        log.warning("company %s blocked: %d failed payments", company_id, failures)
-        raise PostingBlocked(
-            "too many failed payments; posting is blocked for review",
-            metadata={
-                "failed_payments": str(failures),
-                "retry_after_seconds": str(int(window.total_seconds())),
-            },
-        )
+    metrics.BLOCKED_POSTINGS.inc()
+    log.warning("company %s blocked: %d failed payments", company_id, failures)
+    raise PostingBlocked(
+        "too many failed payments; posting is blocked for review",
+        metadata={
+            "failed_payments": str(failures),
+            "retry_after_seconds": str(int(config.failed_payments_window_seconds)),
+        },
+    )
 
 
 async def _replay(existing: Saga, cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
