@@ -19,7 +19,16 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Executable, Table, bindparam, func, literal_column, select
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Table,
+    UpdateBase,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Result
@@ -73,7 +82,7 @@ def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     return tuple(keys)
 
 
-def _write_statement(write: _Write, n: int) -> Any:
+def _write_statement(write: _Write, n: int) -> UpdateBase:
     """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`."""
     table, columns = write.table, tuple(write.rows[0])
     if write.kind == UPDATE:
@@ -98,7 +107,7 @@ def _write_statement(write: _Write, n: int) -> Any:
 
 def _build(writes: Sequence[_Write]) -> Executable:
     if len(writes) == 1:
-        return _write_statement(writes[0], 0)  # type: ignore[no-any-return]
+        return _write_statement(writes[0], 0)
     # Sub-statements of one statement see one snapshot: each row is written by one of them (see
     # WriteBatch); a foreign key to a row inserted alongside is checked at the end of the statement.
     ctes = [_write_statement(w, n).cte(f"w{n}") for n, w in enumerate(writes)]
