@@ -15,12 +15,13 @@ from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.errors import PostingRateLimited
-from jobs.domain.model import JobFields, JobStatus
+from jobs.domain.model import JobStatus
 from jobs.domain.rate_limits import RateDecision, take_token
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post
 from jobs.service_layer.handlers.rate_limits import ATTEMPT_MEMORY, take_posting_attempt
 from tests.support.jobs_fakes import FakeParticipants, make_config
+from tests.support.jobs_world import FIELDS
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -111,13 +112,7 @@ def _posting(user: str, key: str, limit: int) -> commands.CreateJobWithPayment:
         payment=commands.PaymentChoice(method="card", payment_method_token="pm_card_visa"),
         accept_terms=True,
         fingerprint=f"fp-{key}",
-        fields=JobFields(
-            title="Senior Payments Engineer",
-            description="Build the payment backbone of a job marketplace.",
-            location="Remote",
-            employment_type="full_time",
-            category="engineering",
-        ),
+        fields=FIELDS,
         rate_limit=commands.PostingRateLimit(limit, 60),
     )
 

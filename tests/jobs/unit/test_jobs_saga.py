@@ -791,6 +791,29 @@ async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twic
     assert w.only_saga().state is SagaState.COMPLETED
 
 
+def _record_locks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the sagas and jobs read under lock from now on (filled as they are)."""
+    locked: list[str] = []
+    saga_get, job_get, lock_with_job = FakeSagas.get, FakeJobs.get, FakeSagas.lock_with_job
+
+    async def get_saga(self, saga_id: str, *, for_update: bool = False):
+        locked.extend([saga_id] if for_update else [])
+        return await saga_get(self, saga_id, for_update=for_update)
+
+    async def get_job(self, job_id: str, *, for_update: bool = False):
+        locked.extend([job_id] if for_update else [])
+        return await job_get(self, job_id, for_update=for_update)
+
+    async def lock_saga_and_job(self, saga_id: str, *, lock_job: bool = True):
+        locked.append(saga_id)
+        return await lock_with_job(self, saga_id, lock_job=lock_job)
+
+    monkeypatch.setattr(FakeSagas, "get", get_saga)
+    monkeypatch.setattr(FakeJobs, "get", get_job)
+    monkeypatch.setattr(FakeSagas, "lock_with_job", lock_saga_and_job)
+    return locked
+
+
 async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -801,19 +824,7 @@ async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     answer = await w.post()
     s = w.only_saga()
     assert s.state is SagaState.COMPLETED
-    locked: list[str] = []
-    saga_get, job_get = FakeSagas.get, FakeJobs.get
-
-    async def get_saga(self, saga_id: str, *, for_update: bool = False):
-        locked.extend([saga_id] if for_update else [])
-        return await saga_get(self, saga_id, for_update=for_update)
-
-    async def get_job(self, job_id: str, *, for_update: bool = False):
-        locked.extend([job_id] if for_update else [])
-        return await job_get(self, job_id, for_update=for_update)
-
-    monkeypatch.setattr(FakeSagas, "get", get_saga)
-    monkeypatch.setattr(FakeJobs, "get", get_job)
+    locked = _record_locks(monkeypatch)
     late = [
         ("payment.authorized", TryState.RESERVED, "AUTHORIZED"),
         ("payment.captured", TryState.CAPTURED, "CAPTURED"),
@@ -845,19 +856,7 @@ async def test_an_event_the_request_already_applied_locks_nothing(
     await gate.entered()
     s = w.only_saga()
     assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
-    locked: list[str] = []
-    saga_get, lock_with_job = FakeSagas.get, FakeSagas.lock_with_job
-
-    async def get_saga(self, saga_id: str, *, for_update: bool = False):
-        locked.extend([saga_id] if for_update else [])
-        return await saga_get(self, saga_id, for_update=for_update)
-
-    async def lock_saga_and_job(self, saga_id: str, *, lock_job: bool = True):
-        locked.append(saga_id)
-        return await lock_with_job(self, saga_id, lock_job=lock_job)
-
-    monkeypatch.setattr(FakeSagas, "get", get_saga)
-    monkeypatch.setattr(FakeSagas, "lock_with_job", lock_saga_and_job)
+    locked = _record_locks(monkeypatch)
     event = SettlementEvent(
         "e1",
         1,
