@@ -196,6 +196,17 @@ class CreditsLedger(Protocol):
     async def available(self, user_id: str) -> dict[str, int]:
         """The user's available credits per unit (0 for units without an account)."""
 
+    async def hold_coins(self, refund: Refund, owner_id: str) -> None:
+        """Reserve the coins a refund takes back on the owner's coin wallet (branch
+        `refund:<refund id>`, towards coin issuance); INSUFFICIENT_FUNDS (a HirepayError) when
+        they are not available, HOLD_CANCELLED when the branch was cancelled first."""
+
+    async def take_coins(self, refund: Refund) -> None:
+        """Post the refund's coin hold: the coins go back to coin issuance (a repeat: nothing)."""
+
+    async def return_coins(self, refund: Refund, reason: str) -> None:
+        """Release the refund's coin hold (before any hold: recorded, so none can follow)."""
+
 
 class PayoutRepository(Protocol):
     """Payout accounts (one per user) and withdrawals (ESC-9)."""
