@@ -52,6 +52,49 @@ def test_the_happy_path_ends_paid_only_once_the_ledger_followed() -> None:
     assert w.provider_failed("no_account", "", NOW) is False
 
 
+def test_a_payout_returned_after_it_was_paid_ends_returned_once_credited_back() -> None:
+    w = withdrawal()
+    w.held(NOW)
+    w.sent("tr_1", "po_1", NOW)
+    assert w.provider_returned("account_closed", "", NOW) is False  # not reported paid yet
+    assert w.provider_paid(NOW) is True
+    w.settled(NOW)
+    assert (w.state, w.final) == (WithdrawalState.PAID, True)
+    assert w.provider_returned("account_closed", "closed", NOW) is True
+    # Paid on the ledger, returned at the bank: not final until the money is credited back.
+    assert (w.state, w.outcome, w.final, w.returning) == (
+        WithdrawalState.PAID,
+        ProviderOutcome.RETURNED,
+        False,
+        True,
+    )
+    assert w.provider_returned("account_closed", "", NOW) is False  # a duplicate: nothing
+    assert w.provider_paid(NOW) is False
+    assert w.credit_back_transfer_id == "payout:wd_1:returned"
+    w.settled(NOW)
+    assert (w.state, w.final, w.returning, w.failure_code) == (
+        WithdrawalState.RETURNED,
+        True,
+        False,
+        "account_closed",
+    )
+    assert w.provider_returned("account_closed", "", NOW) is False
+
+
+def test_a_return_seen_before_the_ledger_followed_the_payment_is_still_a_return() -> None:
+    """Paid was recorded but the hold not posted yet when the return arrives: the outcome
+    becomes returned (the hold is posted, then credited back), never a release of a hold a
+    twin may be posting at that moment."""
+    w = withdrawal()
+    w.held(NOW)
+    w.sent("tr_1", "po_1", NOW)
+    assert w.provider_paid(NOW) is True
+    assert w.provider_returned("no_account", "", NOW) is True
+    assert (w.state, w.outcome) == (WithdrawalState.IN_TRANSIT, ProviderOutcome.RETURNED)
+    w.settled(NOW)
+    assert w.state is WithdrawalState.RETURNED
+
+
 def test_a_failure_keeps_its_code_and_ends_failed() -> None:
     w = withdrawal()
     w.held(NOW)

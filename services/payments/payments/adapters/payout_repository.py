@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +32,14 @@ _LEASE_WITHDRAWALS = (
         t.withdrawals.c.id.in_(
             select(t.withdrawals.c.id)
             .where(
-                t.withdrawals.c.state.in_(_OPEN_STATES),
+                or_(
+                    t.withdrawals.c.state.in_(_OPEN_STATES),
+                    # paid, then returned by the bank: the money is still to be credited back
+                    and_(
+                        t.withdrawals.c.state == WithdrawalState.PAID.value,
+                        t.withdrawals.c.outcome == ProviderOutcome.RETURNED.value,
+                    ),
+                ),
                 t.withdrawals.c.next_attempt_at <= bindparam("now"),
             )
             .order_by(t.withdrawals.c.next_attempt_at)

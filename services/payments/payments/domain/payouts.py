@@ -6,13 +6,18 @@ A withdrawal moves available wallet money to the contractor's bank: the wallet h
 payout to their bank), and the hold is posted (user -> provider clearing) once the payout is paid,
 or released when the transfer or the payout fails. The state machine:
 
-    requested -> sending -> in_transit -> paid
+    requested -> sending -> in_transit -> paid -> returned  (the bank sent it back: credited back)
          |          |            |
          +----------+------------+-----> failed   (the hold released: the money is back)
 
-`outcome` records what the provider said before the ledger has followed (paid / failed): a
-withdrawal reaches `paid` or `failed` only once the wallet has posted or released its hold, so a
-crash between the two is finished by the recovery worker.
+`outcome` records what the provider said before the ledger has followed (paid / failed /
+returned): a withdrawal reaches `paid` or `failed` only once the wallet has posted or released its
+hold, so a crash between the two is finished by the recovery worker. A payout the provider
+reported paid can still fail afterwards (Stripe: "some payouts that fail might initially show as
+paid, then change to failed" — the bank returned it): the outcome becomes `returned`, the money is
+taken back from the contractor's connected account (the transfer reversed) and credited back to
+their wallet once (transfer `payout:<id>:returned`, provider clearing -> user), then the
+withdrawal is `returned`.
 """
 
 from __future__ import annotations
@@ -66,10 +71,11 @@ class WithdrawalState(enum.StrEnum):
     IN_TRANSIT = "in_transit"  # the payout is on its way to the bank
     PAID = "paid"  # the bank paid it; the hold is posted
     FAILED = "failed"  # the transfer or payout failed; the hold is released
+    RETURNED = "returned"  # paid, then returned by the bank; the money is credited back
 
     @property
     def final(self) -> bool:
-        return self in (WithdrawalState.PAID, WithdrawalState.FAILED)
+        return self in (WithdrawalState.PAID, WithdrawalState.FAILED, WithdrawalState.RETURNED)
 
 
 class ProviderOutcome(enum.StrEnum):
@@ -78,6 +84,7 @@ class ProviderOutcome(enum.StrEnum):
     NONE = ""
     PAID = "paid"
     FAILED = "failed"
+    RETURNED = "returned"  # reported paid, then failed: the bank sent the money back
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +147,21 @@ class Withdrawal:
 
     @property
     def final(self) -> bool:
-        return self.state.final
+        """Nothing more to do: an outcome the ledger has followed (a paid withdrawal whose
+        payout came back is not final until the money is credited back)."""
+        return self.state.final and not self.returning
+
+    @property
+    def returning(self) -> bool:
+        """The payout came back after it was reported paid; the ledger has not followed yet."""
+        return (
+            self.outcome is ProviderOutcome.RETURNED and self.state is not WithdrawalState.RETURNED
+        )
+
+    @property
+    def credit_back_transfer_id(self) -> str:
+        """The wallet transfer that credits a returned payout back (its idempotency key)."""
+        return f"payout:{self.id}:returned"
 
     def held(self, now: datetime) -> None:
         """The wallet reserved the amount: send it."""
@@ -171,11 +192,23 @@ class Withdrawal:
         self.updated_at = now
         return True
 
+    def provider_returned(self, code: str, message: str, now: datetime) -> bool:
+        """The payout failed after it was reported paid (the money comes back); False unless
+        paid was the outcome known so far."""
+        if self.outcome is not ProviderOutcome.PAID:
+            return False
+        self.outcome = ProviderOutcome.RETURNED
+        self.failure_code = code or "payout_returned"
+        self.failure_message = message
+        self.updated_at = now
+        return True
+
     def settled(self, now: datetime) -> None:
         """The ledger followed the provider's outcome: the withdrawal is final."""
         target = {
             ProviderOutcome.PAID: WithdrawalState.PAID,
             ProviderOutcome.FAILED: WithdrawalState.FAILED,
+            ProviderOutcome.RETURNED: WithdrawalState.RETURNED,
         }[self.outcome]
         self._move(target, now)
 

@@ -257,6 +257,10 @@ class PayoutLedger(Protocol):
     async def release(self, withdrawal: Withdrawal, reason: str) -> None:
         """Release the hold (a release before any hold is recorded so none can follow)."""
 
+    async def credit_back(self, withdrawal: Withdrawal) -> None:
+        """A payout returned after it was paid: provider clearing -> user, under the
+        withdrawal's `payout:<id>:returned` transfer id (a repeat moves nothing)."""
+
 
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""

@@ -278,16 +278,28 @@ def _observe(w: Withdrawal, payout: ProviderPayout, now: datetime) -> bool:
         return w.provider_paid(now)
     if payout.status in (PayoutStatus.FAILED, PayoutStatus.CANCELED):
         code = payout.failure_code or f"payout_{payout.status.value}"
+        if w.outcome is ProviderOutcome.PAID:  # reported paid before: the bank returned it
+            return w.provider_returned(code, payout.failure_message, now)
         return w.provider_failed(code, payout.failure_message, now)
     return False
 
 
 async def _follow_outcome(w: Withdrawal, deps: Deps) -> Withdrawal:
-    """The ledger follows the provider: post the hold (paid), or reverse the transfer and
-    release the hold (failed); then the withdrawal is final and its notification is written."""
+    """The ledger follows the provider: post the hold (paid), reverse the transfer and release
+    the hold (failed), or reverse the transfer and credit the posted amount back (returned after
+    it was paid); then the withdrawal is final and its notification is written."""
     ledger = _ledger(deps)
     if w.outcome is ProviderOutcome.PAID:
         await ledger.post(w)
+    elif w.outcome is ProviderOutcome.RETURNED:
+        # Paid, then returned by the bank: the hold is posted (if the ledger had not followed
+        # the paid outcome yet), the money taken back from the contractor's connected account,
+        # then credited back to their wallet — each step idempotent, so twins and the worker
+        # may repeat any of them and the wallet is credited once.
+        if w.state is not WithdrawalState.PAID:
+            await ledger.post(w)
+        await _reverse_transfer(w, deps)
+        await ledger.credit_back(w)
     else:
         await _reverse_transfer(w, deps)
         await ledger.release(w, f"payout failed: {w.failure_code}")
@@ -350,7 +362,8 @@ async def _reverse_transfer(w: Withdrawal, deps: Deps) -> None:
 
 async def _notify(uow: PaymentsUnitOfWork, deps: Deps, w: Withdrawal, now: datetime) -> None:
     """payout.paid / payout.failed through the settlement outbox, in the final transition's
-    own transaction (exactly once per withdrawal)."""
+    own transaction (once per final state: a payout returned after it was paid is announced
+    paid, then failed)."""
     event_type = (
         EventType.PAYOUT_PAID if w.state is WithdrawalState.PAID else EventType.PAYOUT_FAILED
     )
@@ -513,7 +526,9 @@ async def apply_payout_event(
         if not fresh.payout_id:
             fresh.payout_id = payout.id
         before = (fresh.state, fresh.outcome)
-        changed = not fresh.final and _observe(fresh, payout, now)
+        # A paid withdrawal still listens: its payout can fail afterwards (returned by the bank).
+        listening = not fresh.final or fresh.state is WithdrawalState.PAID
+        changed = listening and _observe(fresh, payout, now)
         if changed:
             fresh.next_attempt_at = now
         await uow.payouts.save(fresh)
