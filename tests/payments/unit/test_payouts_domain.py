@@ -13,6 +13,7 @@ from payments.domain.payouts import (
     ProviderOutcome,
     Withdrawal,
     WithdrawalState,
+    stuck_detail,
     validate_request,
 )
 
@@ -153,3 +154,28 @@ def test_an_account_follows_the_providers_word() -> None:
     later = NOW + timedelta(minutes=5)
     assert account.refresh(True, later) is True
     assert (account.state, account.updated_at) == (PayoutAccountState.ACTIVE, later)
+
+
+def test_a_withdrawal_is_stuck_past_the_grace_of_what_it_waits_for() -> None:
+    """Our own steps get the short grace, a payout waiting for the bank the long one; a final
+    withdrawal is never stuck, a returned payout not yet credited back is."""
+    step, transit = timedelta(minutes=15), timedelta(days=7)
+    w = withdrawal()
+    assert (
+        stuck_detail(w, NOW + timedelta(minutes=15), step_grace=step, transit_grace=transit) == ""
+    )
+    late = stuck_detail(w, NOW + timedelta(minutes=16), step_grace=step, transit_grace=transit)
+    assert late == "requested for 960 s (7550 USD held)"
+    w.held(NOW)
+    w.sent("tr_1", "po_1", NOW)
+    assert stuck_detail(w, NOW + timedelta(days=6), step_grace=step, transit_grace=transit) == ""
+    assert stuck_detail(w, NOW + timedelta(days=8), step_grace=step, transit_grace=transit)
+    w.provider_paid(NOW)  # known, the ledger not following: our step again
+    assert stuck_detail(w, NOW + timedelta(hours=1), step_grace=step, transit_grace=transit)
+    w.settled(NOW)
+    assert stuck_detail(w, NOW + timedelta(days=30), step_grace=step, transit_grace=transit) == ""
+    w.provider_returned("account_closed", "", NOW)
+    owed = stuck_detail(w, NOW + timedelta(hours=1), step_grace=step, transit_grace=transit)
+    assert owed == "paid/returned for 3600 s (7550 USD held and owed back)"
+    w.settled(NOW)
+    assert stuck_detail(w, NOW + timedelta(days=30), step_grace=step, transit_grace=transit) == ""

@@ -24,6 +24,16 @@ _OPEN_STATES = (
     WithdrawalState.IN_TRANSIT.value,
 )
 
+# Not final: on its way, or paid and then returned by the bank (the money still to be credited
+# back).
+_UNFINISHED = or_(
+    t.withdrawals.c.state.in_(_OPEN_STATES),
+    and_(
+        t.withdrawals.c.state == WithdrawalState.PAID.value,
+        t.withdrawals.c.outcome == ProviderOutcome.RETURNED.value,
+    ),
+)
+
 # Due unfinished withdrawals, locked SKIP LOCKED and leased in one statement (issue 13: an idle
 # round of the recovery worker is one round trip).
 _LEASE_WITHDRAWALS = (
@@ -32,14 +42,7 @@ _LEASE_WITHDRAWALS = (
         t.withdrawals.c.id.in_(
             select(t.withdrawals.c.id)
             .where(
-                or_(
-                    t.withdrawals.c.state.in_(_OPEN_STATES),
-                    # paid, then returned by the bank: the money is still to be credited back
-                    and_(
-                        t.withdrawals.c.state == WithdrawalState.PAID.value,
-                        t.withdrawals.c.outcome == ProviderOutcome.RETURNED.value,
-                    ),
-                ),
+                _UNFINISHED,
                 t.withdrawals.c.next_attempt_at <= bindparam("now"),
             )
             .order_by(t.withdrawals.c.next_attempt_at)
@@ -201,6 +204,17 @@ class SqlPayoutRepository:
                 (c.created_at < created) | ((c.created_at == created) & (c.id < wid))
             )
         query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        return [_withdrawal(r) for r in (await self.s.execute(query)).all()]
+
+    async def unfinished_since(self, before: datetime, limit: int) -> list[Withdrawal]:
+        """Withdrawals not final (a paid one whose payout came back included) unchanged since
+        `before`, the longest unchanged first (the auditor's read)."""
+        query = (
+            select(t.withdrawals)
+            .where(_UNFINISHED, t.withdrawals.c.updated_at <= before)
+            .order_by(t.withdrawals.c.updated_at, t.withdrawals.c.id)
+            .limit(limit)
+        )
         return [_withdrawal(r) for r in (await self.s.execute(query)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Withdrawal]:

@@ -31,6 +31,8 @@ from hirepay_platform.tcc import TccBranch
 from payments.domain import errors
 
 HOLD_GLOBAL_TX = "payout"
+# The auditor's finding (OPS-3) for a withdrawal that has not reached a final state in time.
+WITHDRAWAL_STUCK = "withdrawal_stuck"
 # The wallet keeps a withdrawal's hold at most this long (its maximum): a payout takes days.
 HOLD_TTL_SECONDS = 30 * 24 * 3600
 MAX_REQUEST_ID_LENGTH = 200
@@ -221,3 +223,24 @@ class Withdrawal:
         self.state = state
         self.updated_at = now
         self.last_error = ""
+
+
+def stuck_detail(
+    w: Withdrawal, now: datetime, *, step_grace: timedelta, transit_grace: timedelta
+) -> str:
+    """Why a withdrawal counts as stuck ("" when it does not): the money sits held (or, for a
+    returned payout, owed back) without moving. A step of ours (requested, sending, a known
+    outcome the ledger has not followed, a return not yet credited back) is retried by the
+    recovery worker within minutes, so past `step_grace` it keeps failing; a payout in transit
+    waits for the bank, which answers within days, so past `transit_grace` it is lost or late."""
+    if w.final:
+        return ""
+    waiting = w.state is WithdrawalState.IN_TRANSIT and w.outcome is ProviderOutcome.NONE
+    grace = transit_grace if waiting else step_grace
+    age = now - w.updated_at
+    if age <= grace:
+        return ""
+    where = w.state.value + (f"/{w.outcome.value}" if w.outcome.value else "")
+    detail = f"{where} for {int(age.total_seconds())} s ({w.amount_minor} {w.currency} held"
+    detail += " and owed back)" if w.returning else ")"
+    return detail + (f": {w.last_error}" if w.last_error else "")

@@ -242,6 +242,10 @@ class PayoutRepository(Protocol):
         self, now: datetime, limit: int, lease_seconds: float
     ) -> list[Withdrawal]: ...
 
+    async def unfinished_since(self, before: datetime, limit: int) -> list[Withdrawal]:
+        """Not final (a returned payout not yet credited back included), unchanged since
+        `before`, the longest unchanged first."""
+
 
 class PayoutLedger(Protocol):
     """The wallet's ledger as withdrawals need it: a hold on the user's cash wallet (branch
