@@ -158,18 +158,6 @@ async def test_a_failed_payout_returns_the_money(
     assert await payout_events(stack, started.withdrawal_id) == ["payout.failed"]
 
 
-async def _returned(
-    payments: pb_grpc.PaymentsServiceStub, user: str, withdrawal_id: str
-) -> pb.Withdrawal:
-    async def back() -> pb.Withdrawal | None:
-        reply = await payments.GetWithdrawal(
-            pb.GetWithdrawalRequest(withdrawal_id=withdrawal_id), metadata=as_user(user)
-        )
-        return reply.withdrawal if reply.withdrawal.state == State.RETURNED else None
-
-    return await wait_for(back, timeout=30, interval=0.1)
-
-
 async def _credited_back(wallet: wpb_grpc.WalletServiceStub, withdrawal_id: str) -> int:
     """How much the `payout:<id>:returned` transfer moved (0: no such transfer)."""
     try:
@@ -199,7 +187,7 @@ async def test_a_payout_returned_after_it_was_paid_is_credited_back_once(
     assert await user_balance(wallet, user) == (2_000, 0, 2_000)
 
     stack.admin.settle_payout(paid.payout_id, "failed", "account_closed")
-    done = await _returned(payments, user, started.withdrawal_id)
+    done = await settled(payments, user, started.withdrawal_id, states=(State.RETURNED,))
     assert (done.failure_code, done.payout_id) == ("account_closed", paid.payout_id)
     assert await user_balance(wallet, user) == (6_000, 0, 6_000)
     assert await clearing(wallet) == clearing_before
@@ -246,15 +234,8 @@ async def test_the_sandbox_returns_a_paid_payout_like_stripe_and_the_money_comes
     stack.admin.add_fault("payout_failure", failure_code="account_closed", after_paid=True, count=1)
     stack.admin.add_fault("webhook_reorder", count=2, event_type="payout.*")
     started = await withdraw(payments, user, 2_500)
-
-    async def money_back() -> pb.Withdrawal | None:
-        reply = await payments.GetWithdrawal(
-            pb.GetWithdrawalRequest(withdrawal_id=started.withdrawal_id), metadata=as_user(user)
-        )
-        w = reply.withdrawal
-        return w if w.state in (State.RETURNED, State.FAILED) else None
-
-    done = await wait_for(money_back, timeout=30, interval=0.1)
+    back = (State.RETURNED, State.FAILED)
+    done = await settled(payments, user, started.withdrawal_id, states=back)
     assert done.failure_code == "account_closed"
     await asyncio.sleep(1.5)
     assert await user_balance(wallet, user) == (2_500, 0, 2_500)

@@ -186,19 +186,7 @@ async def _hold_coins(
             stored.updated_at = now
             await uow.refunds.save(stored)
             await uow.audit.add(
-                AuditEntry(
-                    action="refund",
-                    actor=actor,
-                    reason=f"refund {stored.id}: {stored.coins} coins"
-                    f" {'not available: refused' if refused else 'held'}",
-                    details={
-                        "refund_id": stored.id,
-                        "coins": str(stored.coins),
-                        "coins_state": stored.coins_state.value,
-                        "status": stored.status.value,
-                    },
-                    payment_id=payment.id,
-                )
+                _coins_audit(stored, actor, "not available: refused" if refused else "held")
             )
             await uow.commit()
     return stored, payment
@@ -227,17 +215,26 @@ async def _settle_coins(deps: Deps, ref: Refund, *, actor: str) -> Refund:
             stored.updated_at = now
             await uow.refunds.save(stored)
             await uow.audit.add(
-                AuditEntry(
-                    action="refund",
-                    actor=actor,
-                    reason=f"refund {stored.id}: {stored.coins} coins"
-                    f" {'taken back' if taken else 'released to the buyer'}",
-                    details={"refund_id": stored.id, "coins": str(stored.coins)},
-                    payment_id=stored.payment_id,
-                )
+                _coins_audit(stored, actor, "taken back" if taken else "released to the buyer")
             )
             await uow.commit()
     return stored
+
+
+def _coins_audit(ref: Refund, actor: str, what: str) -> AuditEntry:
+    """PAY-15: where a refund's coins went, on the payment's audit trail."""
+    return AuditEntry(
+        action="refund",
+        actor=actor,
+        reason=f"refund {ref.id}: {ref.coins} coins {what}",
+        details={
+            "refund_id": ref.id,
+            "coins": str(ref.coins),
+            "coins_state": ref.coins_state.value,
+            "status": ref.status.value,
+        },
+        payment_id=ref.payment_id,
+    )
 
 
 async def _retry_coins_later(deps: Deps, ref: Refund, exc: HirepayError) -> None:
