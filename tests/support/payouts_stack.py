@@ -70,6 +70,7 @@ def payouts_stack(
                 "PAYMENTS_WALLET_TARGET": wallet.target,
                 "PAYMENTS_PAYOUT_INTERVAL_SECONDS": "0.2",
                 "PAYMENTS_PAYOUT_WATCH_SECONDS": "1",
+                "PAYMENTS_PAYOUT_RETURN_WATCH_SECONDS": "1",
             },
             log_name=f"{name}-payments",
             timeout=START_TIMEOUT,

@@ -221,6 +221,31 @@ async def test_a_payout_returned_after_it_was_paid_is_credited_back_once(
     ], [r["reason"] for r in reasons]
 
 
+async def test_a_return_whose_webhook_is_lost_is_found_by_the_worker(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    """Every `payout.failed` dropped: the recovery worker re-fetches paid payouts (every
+    PAYOUT_RETURN_WATCH_SECONDS, 1 s here) and credits the return back once."""
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 1_200)
+    clearing_before = await clearing(wallet)
+    started = await withdraw(payments, user, 1_200)
+    paid = await settled(payments, user, started.withdrawal_id)
+    assert paid.state == State.PAID
+    stack.admin.add_fault("webhook_drop", event_type="payout.failed")
+    stack.admin.settle_payout(paid.payout_id, "failed", "no_account")
+    done = await settled(payments, user, started.withdrawal_id, states=(State.RETURNED,))
+    assert done.failure_code == "no_account"
+    await asyncio.sleep(1.5)  # more worker rounds: still credited once
+    assert await user_balance(wallet, user) == (1_200, 0, 1_200)
+    assert await clearing(wallet) == clearing_before
+    assert await _credited_back(wallet, started.withdrawal_id) == 1_200
+    sent = stack.admin.deliveries(event_type="payout.failed")
+    mine = [d for d in sent if d.get("object_id") == paid.payout_id]
+    assert mine and all(d["status"] != "succeeded" for d in mine), mine  # never delivered
+
+
 async def test_the_sandbox_returns_a_paid_payout_like_stripe_and_the_money_comes_back(
     stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
 ) -> None:

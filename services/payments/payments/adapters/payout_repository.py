@@ -42,7 +42,15 @@ _LEASE_WITHDRAWALS = (
         t.withdrawals.c.id.in_(
             select(t.withdrawals.c.id)
             .where(
-                _UNFINISHED,
+                or_(
+                    _UNFINISHED,
+                    # Paid recently: watched for a return by the bank (a lost payout.failed).
+                    and_(
+                        t.withdrawals.c.state == WithdrawalState.PAID.value,
+                        t.withdrawals.c.outcome == ProviderOutcome.PAID.value,
+                        t.withdrawals.c.updated_at >= bindparam("paid_since"),
+                    ),
+                ),
                 t.withdrawals.c.next_attempt_at <= bindparam("now"),
             )
             .order_by(t.withdrawals.c.next_attempt_at)
@@ -217,10 +225,18 @@ class SqlPayoutRepository:
         )
         return [_withdrawal(r) for r in (await self.s.execute(query)).all()]
 
-    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Withdrawal]:
-        """Unfinished withdrawals whose next step is due, locked SKIP LOCKED and leased (next
-        attempt moved past the lease) in one statement, so several workers share them without
-        doing one twice; oldest first."""
-        params = {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds)}
+    async def lease_due(
+        self, now: datetime, limit: int, lease_seconds: float, paid_since: datetime
+    ) -> list[Withdrawal]:
+        """Unfinished withdrawals whose next step is due, and those paid since `paid_since`
+        whose return watch is due, locked SKIP LOCKED and leased (next attempt moved past the
+        lease) in one statement, so several workers share them without doing one twice; oldest
+        first."""
+        params = {
+            "now": now,
+            "limit": limit,
+            "until": now + timedelta(seconds=lease_seconds),
+            "paid_since": paid_since,
+        }
         rows = (await self.s.execute(_LEASE_WITHDRAWALS, params)).all()
         return sorted((_withdrawal(r) for r in rows), key=lambda w: (w.created_at, w.id))

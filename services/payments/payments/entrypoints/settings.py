@@ -88,6 +88,10 @@ class PaymentsSettings(ServiceSettings):
     payout_subsystem: str = "marketplace"
     payout_interval_seconds: float = 0.5
     payout_watch_seconds: float = 30.0
+    # A paid payout is re-fetched every PAYOUT_RETURN_WATCH_SECONDS for
+    # PAYOUT_RETURN_WINDOW_SECONDS: the bank may still return it (a lost payout.failed).
+    payout_return_watch_seconds: float = 3600.0
+    payout_return_window_seconds: float = 10 * 24 * 3600.0
     # The auditor's `withdrawal_stuck` (OPS-3): a withdrawal step of ours (requested, sending, a
     # known outcome or a return not yet on the ledger) unfinished past the first; a payout in
     # transit past the second (Stripe's bank answers within days).

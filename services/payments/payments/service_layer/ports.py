@@ -239,8 +239,10 @@ class PayoutRepository(Protocol):
         """Newest first, strictly before the (created_at, id) cursor."""
 
     async def lease_due(
-        self, now: datetime, limit: int, lease_seconds: float
-    ) -> list[Withdrawal]: ...
+        self, now: datetime, limit: int, lease_seconds: float, paid_since: datetime
+    ) -> list[Withdrawal]:
+        """Due unfinished withdrawals, and those paid since `paid_since` whose return watch is
+        due, leased."""
 
     async def unfinished_since(self, before: datetime, limit: int) -> list[Withdrawal]:
         """Not final (a returned payout not yet credited back included), unchanged since

@@ -311,6 +311,8 @@ async def _follow_outcome(w: Withdrawal, deps: Deps) -> Withdrawal:
         now = deps.clock()
         before = (fresh.state, fresh.outcome)
         fresh.settled(now)
+        if fresh.state is WithdrawalState.PAID:  # the bank may still return it: watched
+            fresh.next_attempt_at = now + timedelta(seconds=deps.config.payout_return_watch_seconds)
         await uow.payouts.save(fresh)
         await uow.audit.add(_transition(fresh, before))
         metrics.WITHDRAWALS.labels(fresh.state.value, fresh.currency).inc()
@@ -443,12 +445,16 @@ async def advance_due(deps: Deps, limit: int = 20) -> int:
     so replicas share them) is taken as far as it goes; one in transit is re-fetched."""
     async with deps.uow as uow:
         await uow.autocommit()  # the lease is one statement: a transaction of its own
-        due = await uow.payouts.lease_due(deps.clock(), limit, deps.config.lease_seconds)
+        now = deps.clock()
+        paid_since = now - timedelta(seconds=deps.config.payout_return_window_seconds)
+        due = await uow.payouts.lease_due(now, limit, deps.config.lease_seconds, paid_since)
         await uow.commit()
     for w in due:
         try:
             if w.state is WithdrawalState.IN_TRANSIT and w.outcome is ProviderOutcome.NONE:
                 await _watch(w, deps)
+            elif w.state is WithdrawalState.PAID and w.outcome is ProviderOutcome.PAID:
+                await _watch_paid(w, deps)
             await advance(w.id, deps)
         except (HirepayError, ProviderFailure) as exc:
             await _retry_later(w.id, deps, exc)
@@ -468,6 +474,27 @@ async def _watch(w: Withdrawal, deps: Deps) -> None:
             x.next_attempt_at = now + timedelta(seconds=deps.config.payout_watch_seconds)
 
     await _record(w.id, deps, seen)
+
+
+async def _watch_paid(w: Withdrawal, deps: Deps) -> None:
+    """A paid payout, re-fetched while the bank may still return it (a backstop for a lost
+    `payout.failed` after `payout.paid`): a return found is recorded, and `advance` credits it
+    back; else it is looked at again after PAYOUT_RETURN_WATCH_SECONDS."""
+    provider = deps.providers.payouts(w.provider)
+    payout = await provider.retrieve_payout(w.provider_account_id, w.payout_id)
+    async with deps.uow as uow:
+        fresh = await uow.payouts.get(w.id, for_update=True)
+        if fresh is None or fresh.state is not WithdrawalState.PAID:
+            return
+        now = deps.clock()
+        before = (fresh.state, fresh.outcome)
+        if _observe(fresh, payout, now):
+            fresh.next_attempt_at = now
+            await uow.audit.add(_transition(fresh, before))
+        else:
+            fresh.next_attempt_at = now + timedelta(seconds=deps.config.payout_return_watch_seconds)
+        await uow.payouts.save(fresh)
+        await uow.commit()
 
 
 async def _subject(uow: PaymentsUnitOfWork, event: ProviderEvent) -> Withdrawal | None:
