@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +16,7 @@ from hirepay_platform.tcc import TccBranch
 from payments.adapters import tables as t
 from payments.domain.events import AuditEntry
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
-from payments.domain.refunds import Refund, RefundStatus
+from payments.domain.refunds import CoinsState, Refund, RefundStatus
 
 # --- payments -------------------------------------------------------------------------------
 
@@ -47,8 +47,12 @@ def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
 
 
 _LEASE_PAYMENTS = _lease(t.payments, t.payments.c.next_poll_at, "next_poll_at")
+# Pending refunds, and settled ones whose coin hold the wallet has not followed yet.
 _LEASE_REFUNDS = _lease(
-    t.refunds, t.refunds.c.next_poll_at, "next_poll_at", t.refunds.c.status == "PENDING"
+    t.refunds,
+    t.refunds.c.next_poll_at,
+    "next_poll_at",
+    or_(t.refunds.c.status == "PENDING", t.refunds.c.coins_state.in_(("reserving", "held"))),
 )
 
 
@@ -254,12 +258,15 @@ def _refund(row: Any) -> Refund:
         poll_attempts=m["poll_attempts"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        coins=m["coins"],
+        coins_state=CoinsState(m["coins_state"]),
     )
 
 
 def _refund_values(r: Refund) -> dict[str, Any]:
     values = asdict(r)
     values["status"] = r.status.value
+    values["coins_state"] = r.coins_state.value
     values["provider_refund_id"] = r.provider_refund_id or None
     return values
 

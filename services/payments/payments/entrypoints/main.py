@@ -178,6 +178,10 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         payout_country=settings.payout_country,
         payout_subsystem=settings.payout_subsystem,
         payout_watch_seconds=settings.payout_watch_seconds,
+        payout_return_watch_seconds=settings.payout_return_watch_seconds,
+        payout_return_window_seconds=settings.payout_return_window_seconds,
+        withdrawal_step_grace_seconds=settings.withdrawal_step_grace_seconds,
+        withdrawal_transit_grace_seconds=settings.withdrawal_transit_grace_seconds,
         coin_rates=coin_rates,
         job_payment_fee_bps=settings.job_payment_fee_bps,
     )
