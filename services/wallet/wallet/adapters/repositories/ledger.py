@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import execute_alone
 from wallet.adapters.repositories import ledger_sql as sql
 from wallet.adapters.tables import entries as E
 from wallet.adapters.tables import transfers as T
@@ -33,6 +34,14 @@ def _entry_from_row(row: Any, description: str) -> Entry:
         created_at=row.created_at,
         description=description,
     )
+
+
+def _check_run(items: Sequence[tuple[TransferHeader, Posting]]) -> None:
+    """A run posted set-based: distinct ids, no guarded debit of a sharded account."""
+    if any(posting.guarded_sharded for _, posting in items):
+        raise ValueError("a guarded debit of a sharded account needs the checked slow path")
+    if len({header.id for header, _ in items}) != len(items):
+        raise ValueError("a transfer id may appear once per call")
 
 
 class SqlLedgerRepository:
@@ -143,10 +152,7 @@ class SqlLedgerRepository:
         )
 
     async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
-        if any(posting.guarded_sharded for _, posting in items):
-            raise ValueError("a guarded debit of a sharded account needs the checked slow path")
-        if len({header.id for header, _ in items}) != len(items):
-            raise ValueError("a transfer id may appear once per call")
+        _check_run(items)
         if not items:
             return []
         account_ids = sorted({c.account_id for _, p in items for c in p.row_changes})
@@ -178,6 +184,72 @@ class SqlLedgerRepository:
         outcomes, accepted, released = self._judge(items, claimed, balances, flags)
         await self._apply(items, accepted, released, outcomes, claimed)
         return [o if o is not None else PostOutcome(claimed=False) for o in outcomes]
+
+    async def post_run_alone(
+        self, items: Sequence[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        _check_run(items)
+        if not items:
+            return []
+        changes = [(n, c) for n, (_, p) in enumerate(items, 1) for c in p.row_changes]
+        shards = [(n, s) for n, (_, p) in enumerate(items, 1) for s in p.shard_changes]
+        lines = [(n, e) for n, (_, p) in enumerate(items, 1) for e in p.entries]
+        result = await execute_alone(
+            self._session,
+            sql.POST_RUN_ALONE,
+            {
+                "ids": [h.id for h, _ in items],
+                "kinds": [h.kind for h, _ in items],
+                "descriptions": [h.description for h, _ in items],
+                "metadata": [json.dumps(dict(h.metadata)) for h, _ in items],
+                "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
+                "account_ids": sorted({c.account_id for _, c in changes}),
+                "row_items": [n for n, _ in changes],
+                "row_ids": [c.account_id for _, c in changes],
+                "row_posted": [c.posted for _, c in changes],
+                "row_pending": [c.pending for _, c in changes],
+                "shard_items": [n for n, _ in shards],
+                "shard_ids": [s.account_id for _, s in shards],
+                "shard_nos": [s.shard for _, s in shards],
+                "shard_posted": [s.posted for _, s in shards],
+                "entry_items": [n for n, _ in lines],
+                "entry_accounts": [e.account_id for _, e in lines],
+                "entry_units": [e.unit for _, e in lines],
+                "entry_amounts": [e.amount for _, e in lines],
+            },
+        )
+        row = result.one()
+        if not row.ok:
+            return None
+        claimed = set(row.claimed)
+        live = [(h, p) for h, p in items if h.id in claimed]
+        if (
+            row.rows_changed != len({c.account_id for _, p in live for c in p.row_changes})
+            or row.shards_changed
+            != len({(s.account_id, s.shard) for _, p in live for s in p.shard_changes})
+            or len(row.entry_ids) != sum(len(p.entries) for _, p in live)
+        ):
+            # A missing row, never expected; the statement committed, so this is loud.
+            raise RuntimeError("batch applied partially")
+        ids = iter(row.entry_ids)
+        outcomes: list[PostOutcome] = []
+        for header, posting in items:
+            if header.id not in claimed:
+                outcomes.append(PostOutcome(claimed=False))
+                continue
+            entries = tuple(
+                Entry(
+                    id=next(ids),
+                    transfer_id=header.id,
+                    account_id=line.account_id,
+                    unit=line.unit,
+                    amount=line.amount,
+                    created_at=row.created_at,
+                )
+                for line in posting.entries
+            )
+            outcomes.append(PostOutcome(entries=entries, created_at=row.created_at))
+        return outcomes
 
     @staticmethod
     def _judge(
