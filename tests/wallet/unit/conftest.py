@@ -160,9 +160,18 @@ class FakeLedger:
     async def post_run_alone(
         self, items: list[tuple[TransferHeader, Posting]]
     ) -> list[PostOutcome] | None:
-        """Applies only when no posting can be refused on a floor of each balance (every debit of
-        the run counted, earlier credits not); then commits at once, else writes nothing."""
+        """post_run, then commits at once (a statement that is its own transaction)."""
         assert self._commit_alone is not None
+        outcomes = await self.post_run(items)
+        if outcomes is not None:
+            self._commit_alone()
+        return outcomes
+
+    async def post_run(
+        self, items: list[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        """Applies only when no posting can be refused on a floor of each balance (every debit of
+        the run counted, earlier credits not), else writes nothing."""
         assert len({h.id for h, _ in items}) == len(items)
         debits: dict[str, int] = {}
         for _, posting in items:
@@ -173,9 +182,7 @@ class FakeLedger:
                 floor = self.s.posted[ref.id] - self.s.pending[ref.id] + debits[ref.id]
                 if not (ref.allow_negative or ref.sharded or change.available >= 0 or floor >= 0):
                     return None
-        outcomes = [await self.post(header.id, posting, header) for header, posting in items]
-        self._commit_alone()
-        return outcomes
+        return [await self.post(header.id, posting, header) for header, posting in items]
 
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         mine = [

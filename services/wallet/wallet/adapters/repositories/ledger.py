@@ -7,11 +7,11 @@ number of legs, so asyncpg's prepared-statement cache serves every call).
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Executable, Result, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +34,12 @@ def _entry_from_row(row: Any, description: str) -> Entry:
         created_at=row.created_at,
         description=description,
     )
+
+
+async def _execute(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> Result[Any]:
+    return await session.execute(statement, params)
 
 
 def _check_run(items: Sequence[tuple[TransferHeader, Posting]]) -> None:
@@ -188,15 +194,26 @@ class SqlLedgerRepository:
     async def post_run_alone(
         self, items: Sequence[tuple[TransferHeader, Posting]]
     ) -> list[PostOutcome] | None:
+        return await self._post_run(items, alone=True)
+
+    async def post_run(
+        self, items: Sequence[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        return await self._post_run(items, alone=False)
+
+    async def _post_run(
+        self, items: Sequence[tuple[TransferHeader, Posting]], *, alone: bool
+    ) -> list[PostOutcome] | None:
         _check_run(items)
         if not items:
             return []
         changes = [(n, c) for n, (_, p) in enumerate(items, 1) for c in p.row_changes]
         shards = [(n, s) for n, (_, p) in enumerate(items, 1) for s in p.shard_changes]
         lines = [(n, e) for n, (_, p) in enumerate(items, 1) for e in p.entries]
-        result = await execute_alone(
+        execute = execute_alone if alone else _execute
+        result = await execute(
             self._session,
-            sql.POST_RUN_ALONE,
+            sql.POST_RUN,
             {
                 "ids": [h.id for h, _ in items],
                 "kinds": [h.kind for h, _ in items],
@@ -229,7 +246,7 @@ class SqlLedgerRepository:
             != len({(s.account_id, s.shard) for _, p in live for s in p.shard_changes})
             or len(row.entry_ids) != sum(len(p.entries) for _, p in live)
         ):
-            # A missing row, never expected; the statement committed, so this is loud.
+            # A missing row, never expected (alone, the statement has committed: this is loud).
             raise RuntimeError("batch applied partially")
         ids = iter(row.entry_ids)
         outcomes: list[PostOutcome] = []

@@ -196,8 +196,9 @@ READ_BALANCES = text(
     """
 )
 
-# A batch ("run") of postings as ONE statement that is its own transaction (run by execute_alone:
-# no BEGIN, no COMMIT round trip), for the common case that no posting of it can be refused:
+# A batch ("run") of postings as ONE statement, for the common case that no posting of it can be
+# refused; run by execute_alone it is a transaction of its own (no BEGIN, no COMMIT round trip),
+# or it is one statement of the unit of work's transaction:
 #  1. lock every account row of the run, ascending id, reading it after the lock (the newest
 #     committed version);
 #  2. judge every row change on a floor of its account's balance: the balance read under the lock
@@ -208,11 +209,11 @@ READ_BALANCES = text(
 #     twin) and apply the claimed postings: each account row once (net change), then lock and
 #     change each shard once (ascending), then write the entries in order. Otherwise nothing at
 #     all is written, and the caller runs the batch checked, posting by posting (CLAIM_AND_LOCK,
-#     APPLY_MANY), in a transaction.
+#     APPLY_MANY).
 # Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
 # path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
 # again (nothing of it was written).
-POST_RUN_ALONE = text(
+POST_RUN = text(
     """
     WITH item AS (
         SELECT * FROM unnest(
