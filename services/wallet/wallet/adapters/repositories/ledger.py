@@ -42,6 +42,17 @@ async def _execute(
     return await session.execute(statement, params)
 
 
+def _headers(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, list[str]]:
+    """The transfer rows a run claims, as the array parameters of its claim."""
+    return {
+        "ids": [h.id for h, _ in items],
+        "kinds": [h.kind for h, _ in items],
+        "descriptions": [h.description for h, _ in items],
+        "metadata": [json.dumps(dict(h.metadata)) for h, _ in items],
+        "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
+    }
+
+
 def _check_run(items: Sequence[tuple[TransferHeader, Posting]]) -> None:
     """A run posted set-based: distinct ids, no guarded debit of a sharded account."""
     if any(posting.guarded_sharded for _, posting in items):
@@ -165,14 +176,7 @@ class SqlLedgerRepository:
         row = (
             await self._session.execute(
                 sql.CLAIM_AND_LOCK,
-                {
-                    "ids": [h.id for h, _ in items],
-                    "kinds": [h.kind for h, _ in items],
-                    "descriptions": [h.description for h, _ in items],
-                    "metadata": [json.dumps(dict(h.metadata)) for h, _ in items],
-                    "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
-                    "account_ids": account_ids,
-                },
+                {**_headers(items), "account_ids": account_ids},
             )
         ).one()
         # now() is the transaction's start: one creation time for every transfer of it.
@@ -215,11 +219,7 @@ class SqlLedgerRepository:
             self._session,
             sql.POST_RUN,
             {
-                "ids": [h.id for h, _ in items],
-                "kinds": [h.kind for h, _ in items],
-                "descriptions": [h.description for h, _ in items],
-                "metadata": [json.dumps(dict(h.metadata)) for h, _ in items],
-                "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
+                **_headers(items),
                 "account_ids": sorted({c.account_id for _, c in changes}),
                 "row_items": [n for n, _ in changes],
                 "row_ids": [c.account_id for _, c in changes],

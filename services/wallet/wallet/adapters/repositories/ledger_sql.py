@@ -8,6 +8,27 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+
+def _change_shards(after: str) -> str:
+    """The CTEs `shard_locked` (every shard of `shard_change`, locked in (account, shard) order,
+    only once `after` - an SQL condition - was evaluated) and `shards_changed` (each changed)."""
+    return f"""
+    ), shard_locked AS MATERIALIZED (
+        SELECT s.account_id, s.shard FROM account_shards s
+          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
+         WHERE {after}
+         ORDER BY s.account_id, s.shard
+           FOR NO KEY UPDATE OF s
+    ), shards_changed AS (
+        UPDATE account_shards s
+           SET posted = s.posted + c.posted
+          FROM shard_locked l
+          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
+         WHERE s.account_id = l.account_id AND s.shard = l.shard
+        RETURNING 1
+    """
+
+
 # Applies a whole posting in one round trip, in a fixed lock order (account rows by id, then shard
 # rows by (account, shard)) so that concurrent postings cannot deadlock:
 #  0. with :claim, insert the transfer first (ON CONFLICT DO NOTHING waits for an in-flight twin);
@@ -67,19 +88,9 @@ POST = text(
             CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
             CAST(:shard_posted AS bigint[])
         ) AS c(account_id, shard, posted)
-    ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
-          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
-         WHERE (SELECT ok FROM verdict)
-         ORDER BY s.account_id, s.shard
-           FOR NO KEY UPDATE OF s
-    ), shards_changed AS (
-        UPDATE account_shards s
-           SET posted = s.posted + c.posted
-          FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
-         WHERE s.account_id = l.account_id AND s.shard = l.shard
-        RETURNING 1
+    """
+    + _change_shards("(SELECT ok FROM verdict)")
+    + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
         SELECT CAST(:transfer_id AS text), e.account_id, e.unit, e.amount
@@ -101,6 +112,7 @@ POST = text(
            now() AS created_at
     """
 )
+
 
 # A batch ("run") of postings in two set-based round trips, each account row changed once: claim
 # every id (ON CONFLICT DO NOTHING waits for an in-flight twin) and lock every account row in id
@@ -147,18 +159,9 @@ APPLY_MANY = text(
             CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
             CAST(:shard_posted AS bigint[])
         ) AS c(account_id, shard, posted)
-    ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
-          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
-         ORDER BY s.account_id, s.shard
-           FOR NO KEY UPDATE OF s
-    ), shards_changed AS (
-        UPDATE account_shards s
-           SET posted = s.posted + c.posted
-          FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
-         WHERE s.account_id = l.account_id AND s.shard = l.shard
-        RETURNING 1
+    """
+    + _change_shards("true")
+    + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
         SELECT e.transfer_id, e.account_id, e.unit, e.amount
@@ -265,19 +268,10 @@ POST_RUN = text(
                ) AS c(n, account_id, shard, posted)
           JOIN live ON live.n = c.n
          GROUP BY c.account_id, c.shard
-    ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
-          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
-         WHERE (SELECT count(*) FROM rows_changed) >= 0  -- shard locks after the row changes
-         ORDER BY s.account_id, s.shard
-           FOR NO KEY UPDATE OF s
-    ), shards_changed AS (
-        UPDATE account_shards s
-           SET posted = s.posted + c.posted
-          FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
-         WHERE s.account_id = l.account_id AND s.shard = l.shard
-        RETURNING 1
+    """
+    # Shard locks are taken after the row changes (their count is read first).
+    + _change_shards("(SELECT count(*) FROM rows_changed) >= 0")
+    + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
         SELECT item.id, e.account_id, e.unit, e.amount

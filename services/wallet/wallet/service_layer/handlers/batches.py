@@ -32,7 +32,7 @@ from wallet.service_layer.handlers.transfers import (
     replay_transfer,
     transfer_header,
 )
-from wallet.service_layer.ports import TransferHeader, WalletUnitOfWork
+from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOfWork
 
 # Transfers per CreateTransfers call (each is one statement in the batch's transaction).
 MAX_BATCH = 1000
@@ -127,12 +127,7 @@ async def _post_alone(
     posted = await uow.ledger.post_run_alone([(header, posting) for _, header, posting in planned])
     if posted is None:
         return False
-    for (i, header, _), outcome in zip(planned, posted, strict=True):
-        if not outcome.claimed:
-            outcomes[i] = await _outcome(replay_transfer(uow, header))
-        else:
-            record = transfer_record(header, outcome.created_at or now, outcome.entries)
-            outcomes[i] = BatchOutcome(result=TransferResult(record))
+    await _answer(uow, planned, posted, outcomes, now)
     return True
 
 
@@ -188,6 +183,17 @@ async def _post_run(
         outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
         return
     posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run])
+    await _answer(uow, run, posted, outcomes, now)
+
+
+async def _answer(
+    uow: WalletUnitOfWork,
+    run: list[tuple[int, TransferHeader, Posting]],
+    posted: list[PostOutcome],
+    outcomes: list[BatchOutcome[TransferResult] | None],
+    now: datetime,
+) -> None:
+    """Each posting's outcome: posted, refused, or - its id taken - the stored transfer replayed."""
     for (i, header, _), outcome in zip(run, posted, strict=True):
         if not outcome.claimed:
             outcomes[i] = await _outcome(replay_transfer(uow, header))
