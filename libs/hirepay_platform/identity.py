@@ -24,8 +24,9 @@ import contextvars
 import hashlib
 import hmac
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import jwt
 
@@ -42,6 +43,11 @@ TOKEN_TTL_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 300
 LEEWAY_SECONDS = 5
 _ALGORITHM = "HS256"
+# Bounds of the per-process token caches (signed tokens reused by a client, verified tokens
+# remembered by a server): past it the expired entries go, then everything (never unbounded).
+MAX_CACHED_TOKENS = 10_000
+_K = TypeVar("_K")
+_V = TypeVar("_V")
 
 
 class Unauthenticated(HirepayError):
@@ -153,26 +159,45 @@ def check_secret(secret: str) -> str:
 
 @dataclass
 class TokenMinter:
-    """Mints this process's service tokens (and, at the edge, actor assertions)."""
+    """Mints this process's service tokens (and, at the edge, actor assertions).
+
+    Signing is the cost of every call, so a minted token is reused for the first half of its
+    life: a service token per audience, an actor assertion per (audience, user, role) - never for
+    another user or role. A reused token still has at least half its TTL left when sent, so the
+    callee's expiry check is unchanged; the tokens carry no nonce, so the callee never told two
+    uses of one token apart anyway (a token is a bearer proof for its lifetime, not a one-time
+    one)."""
 
     service: str
     secret: str
     ttl: int = TOKEN_TTL_SECONDS
+    # The wall clock tokens are dated by (seconds since the epoch).
+    clock: Callable[[], float] = time.time
     _service_key: bytes = field(init=False, repr=False)
     _actor_key: bytes = field(init=False, repr=False)
-    # (audience) -> (token, expires at): a token is reused for half its life.
+    # (audience) -> (token, expires at).
     _cache: dict[str, tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
+    # (audience, user id, role) -> (assertion, expires at).
+    _actor_cache: dict[tuple[str, str, str], tuple[str, float]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         check_secret(self.secret)
         self._service_key = _derive(self.secret, "service-token")
         self._actor_key = _derive(self.secret, "actor-assertion")
 
-    def service_token(self, audience: str, *, now: float | None = None) -> str:
-        at = time.time() if now is None else now
-        cached = self._cache.get(audience)
-        if now is None and cached is not None and cached[1] - at > self.ttl / 2:
+    def _fresh(self, cached: tuple[str, float] | None, at: float) -> str | None:
+        """The cached token while it has more than half its life left, else None."""
+        if cached is not None and cached[1] - at > self.ttl / 2:
             return cached[0]
+        return None
+
+    def service_token(self, audience: str, *, now: float | None = None) -> str:
+        """A service token for calls to `audience` (`now`: mint one dated then, uncached)."""
+        at = self.clock() if now is None else now
+        if now is None and (token := self._fresh(self._cache.get(audience), at)) is not None:
+            return token
         claims = {
             "iss": self.service,
             "aud": audience,
@@ -182,21 +207,28 @@ class TokenMinter:
         }
         token = jwt.encode(claims, self._service_key, algorithm=_ALGORITHM)
         if now is None:
-            self._cache[audience] = (token, at + self.ttl)
+            _remember(self._cache, audience, (token, int(at) + self.ttl), at)
         return token
 
     def actor_assertion(self, audience: str, actor: Actor, *, now: float | None = None) -> str:
-        at = int(time.time() if now is None else now)
+        """The assertion that calls to `audience` act for `actor` (`now`: dated then, uncached)."""
+        at = self.clock() if now is None else now
+        key = (audience, actor.user_id, actor.role)
+        if now is None and (token := self._fresh(self._actor_cache.get(key), at)) is not None:
+            return token
         claims = {
             "iss": self.service,
             "aud": audience,
             "sub": actor.user_id,
             "role": actor.role,
-            "iat": at,
-            "exp": at + self.ttl,
+            "iat": int(at),
+            "exp": int(at) + self.ttl,
             "typ": "actor",
         }
-        return jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
+        token = jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
+        if now is None:
+            _remember(self._actor_cache, key, (token, int(at) + self.ttl), at)
+        return token
 
     def metadata(self, audience: str, actor: Actor | None = None) -> list[tuple[str, str]]:
         """The metadata of one call to `audience`: the service token, and the actor assertion
@@ -206,6 +238,19 @@ class TokenMinter:
         if who is not None:
             items.append((ACTOR_HEADER, self.actor_assertion(audience, who)))
         return items
+
+
+def _remember(
+    cache: dict[_K, tuple[_V, float]], key: _K, entry: tuple[_V, float], now: float
+) -> None:
+    """Put `entry` (value, expires at) in a bounded cache: when it is full, the entries expired
+    by `now` go first, then all of them."""
+    if len(cache) >= MAX_CACHED_TOKENS and key not in cache:
+        for stale in [k for k, (_, expires) in cache.items() if expires <= now]:
+            del cache[stale]
+        if len(cache) >= MAX_CACHED_TOKENS:
+            cache.clear()
+    cache[key] = entry
 
 
 _minter: TokenMinter | None = None
@@ -248,18 +293,42 @@ class AccessPolicy:
 
 
 class ServiceAuthenticator:
-    """The server side: verifies the tokens of an incoming call to service `service`."""
+    """The server side: verifies the tokens of an incoming call to service `service`.
 
-    def __init__(self, service: str, secret: str, policy: AccessPolicy | None = None) -> None:
+    A token verified once is remembered by its exact text (with its type) until it expires:
+    callers reuse a token for half its life (TokenMinter), and checking an HMAC and the claims
+    again would find the same. A remembered token is still refused once `exp` (plus the leeway)
+    has passed, and a token differing in any byte is verified afresh; refusals are not remembered.
+    The access policy is checked on every call (it depends on the RPC)."""
+
+    def __init__(
+        self,
+        service: str,
+        secret: str,
+        policy: AccessPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         check_secret(secret)
         self.service = service
         self.policy = policy
+        self.clock = clock
         self._service_key = _derive(secret, "service-token")
         self._actor_key = _derive(secret, "actor-assertion")
+        # (type, token) -> (verified claims, expires at: `exp` plus the leeway).
+        self._verified: dict[tuple[str, str], tuple[Mapping[str, object], float]] = {}
 
     def _decode(
         self, token: str, key: bytes, typ: str, required: Sequence[str]
-    ) -> dict[str, object]:
+    ) -> Mapping[str, object]:
+        now = self.clock()
+        cached = self._verified.get((typ, token))
+        if cached is not None:
+            claims, expires = cached
+            if now < expires:
+                return claims
+            del self._verified[(typ, token)]
+            raise Unauthenticated(f"invalid {typ} token: Signature has expired")
         try:
             claims = jwt.decode(
                 token,
@@ -276,6 +345,12 @@ class ServiceAuthenticator:
         lifetime = int(claims["exp"]) - int(claims["iat"])
         if lifetime > MAX_TOKEN_LIFETIME_SECONDS:
             raise Unauthenticated(f"invalid {typ} token: lives too long")
+        # PyJWT refuses when exp <= now - leeway: the token is good while now < exp + leeway.
+        expires = int(claims["exp"]) + LEEWAY_SECONDS
+        if now >= expires:
+            # Checked on this process's clock too, so a remembered token and a fresh one agree.
+            raise Unauthenticated(f"invalid {typ} token: Signature has expired")
+        _remember(self._verified, (typ, token), (claims, expires), now)
         return claims
 
     def authenticate(
