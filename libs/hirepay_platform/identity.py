@@ -26,11 +26,11 @@ import hmac
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 import jwt
 
 from hirepay_platform.errors import ErrorKind, HirepayError, PermissionDenied
+from hirepay_platform.expiring import ExpiringCache
 
 SECRET_ENV = "HIREPAY_SERVICE_TOKEN_SECRET"
 SERVICE_TOKEN_HEADER = "x-hirepay-service-token"
@@ -43,11 +43,6 @@ TOKEN_TTL_SECONDS = 60
 MAX_TOKEN_LIFETIME_SECONDS = 300
 LEEWAY_SECONDS = 5
 _ALGORITHM = "HS256"
-# Bounds of the per-process token caches (signed tokens reused by a client, verified tokens
-# remembered by a server): past it the expired entries go, then everything (never unbounded).
-MAX_CACHED_TOKENS = 10_000
-_K = TypeVar("_K")
-_V = TypeVar("_V")
 
 
 class Unauthenticated(HirepayError):
@@ -175,11 +170,11 @@ class TokenMinter:
     clock: Callable[[], float] = time.time
     _service_key: bytes = field(init=False, repr=False)
     _actor_key: bytes = field(init=False, repr=False)
-    # (audience) -> (token, expires at).
-    _cache: dict[str, tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
-    # (audience, user id, role) -> (assertion, expires at).
-    _actor_cache: dict[tuple[str, str, str], tuple[str, float]] = field(
-        default_factory=dict, init=False, repr=False
+    # Tokens to reuse until half their life has passed: by audience, and by (audience, user id,
+    # role) for actor assertions.
+    _cache: ExpiringCache[str, str] = field(default_factory=ExpiringCache, init=False, repr=False)
+    _actor_cache: ExpiringCache[tuple[str, str, str], str] = field(
+        default_factory=ExpiringCache, init=False, repr=False
     )
 
     def __post_init__(self) -> None:
@@ -187,16 +182,10 @@ class TokenMinter:
         self._service_key = _derive(self.secret, "service-token")
         self._actor_key = _derive(self.secret, "actor-assertion")
 
-    def _fresh(self, cached: tuple[str, float] | None, at: float) -> str | None:
-        """The cached token while it has more than half its life left, else None."""
-        if cached is not None and cached[1] - at > self.ttl / 2:
-            return cached[0]
-        return None
-
     def service_token(self, audience: str, *, now: float | None = None) -> str:
         """A service token for calls to `audience` (`now`: mint one dated then, uncached)."""
         at = self.clock() if now is None else now
-        if now is None and (token := self._fresh(self._cache.get(audience), at)) is not None:
+        if now is None and (token := self._cache.get(audience, at)) is not None:
             return token
         claims = {
             "iss": self.service,
@@ -207,14 +196,14 @@ class TokenMinter:
         }
         token = jwt.encode(claims, self._service_key, algorithm=_ALGORITHM)
         if now is None:
-            _remember(self._cache, audience, (token, int(at) + self.ttl), at)
+            self._cache.put(audience, token, self._reuse_until(at), at)
         return token
 
     def actor_assertion(self, audience: str, actor: Actor, *, now: float | None = None) -> str:
         """The assertion that calls to `audience` act for `actor` (`now`: dated then, uncached)."""
         at = self.clock() if now is None else now
         key = (audience, actor.user_id, actor.role)
-        if now is None and (token := self._fresh(self._actor_cache.get(key), at)) is not None:
+        if now is None and (token := self._actor_cache.get(key, at)) is not None:
             return token
         claims = {
             "iss": self.service,
@@ -227,8 +216,12 @@ class TokenMinter:
         }
         token = jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
         if now is None:
-            _remember(self._actor_cache, key, (token, int(at) + self.ttl), at)
+            self._actor_cache.put(key, token, self._reuse_until(at), at)
         return token
+
+    def _reuse_until(self, at: float) -> float:
+        """A token dated `at` is handed out again only while more than half its life is left."""
+        return int(at) + self.ttl / 2
 
     def metadata(self, audience: str, actor: Actor | None = None) -> list[tuple[str, str]]:
         """The metadata of one call to `audience`: the service token, and the actor assertion
@@ -238,19 +231,6 @@ class TokenMinter:
         if who is not None:
             items.append((ACTOR_HEADER, self.actor_assertion(audience, who)))
         return items
-
-
-def _remember(
-    cache: dict[_K, tuple[_V, float]], key: _K, entry: tuple[_V, float], now: float
-) -> None:
-    """Put `entry` (value, expires at) in a bounded cache: when it is full, the entries expired
-    by `now` go first, then all of them."""
-    if len(cache) >= MAX_CACHED_TOKENS and key not in cache:
-        for stale in [k for k, (_, expires) in cache.items() if expires <= now]:
-            del cache[stale]
-        if len(cache) >= MAX_CACHED_TOKENS:
-            cache.clear()
-    cache[key] = entry
 
 
 _minter: TokenMinter | None = None
@@ -315,20 +295,16 @@ class ServiceAuthenticator:
         self.clock = clock
         self._service_key = _derive(secret, "service-token")
         self._actor_key = _derive(secret, "actor-assertion")
-        # (type, token) -> (verified claims, expires at: `exp` plus the leeway).
-        self._verified: dict[tuple[str, str], tuple[Mapping[str, object], float]] = {}
+        # (type, token) -> its verified claims, until `exp` plus the leeway.
+        self._verified: ExpiringCache[tuple[str, str], Mapping[str, object]] = ExpiringCache()
 
     def _decode(
         self, token: str, key: bytes, typ: str, required: Sequence[str]
     ) -> Mapping[str, object]:
         now = self.clock()
-        cached = self._verified.get((typ, token))
-        if cached is not None:
-            claims, expires = cached
-            if now < expires:
-                return claims
-            del self._verified[(typ, token)]
-            raise Unauthenticated(f"invalid {typ} token: Signature has expired")
+        remembered = self._verified.get((typ, token), now)
+        if remembered is not None:
+            return remembered
         try:
             claims = jwt.decode(
                 token,
@@ -350,7 +326,7 @@ class ServiceAuthenticator:
         if now >= expires:
             # Checked on this process's clock too, so a remembered token and a fresh one agree.
             raise Unauthenticated(f"invalid {typ} token: Signature has expired")
-        _remember(self._verified, (typ, token), (claims, expires), now)
+        self._verified.put((typ, token), claims, expires, now)
         return claims
 
     def authenticate(
