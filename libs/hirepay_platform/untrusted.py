@@ -52,6 +52,10 @@ def json_depth_problem(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> str
     """Why a JSON document nests too deeply, found without parsing it (a recursive parser would
     blow the stack on `[[[[...`); None when it is shallow enough or not JSON-like at all."""
     data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        # Fewer openers in all (strings included) than the limit: no nesting can exceed it.
+        # Counting is C speed; the scan below is a Python loop over every token.
+        return None
     depth = 0
     for match in _BRACKETS.finditer(data):
         token = match.group()
@@ -71,11 +75,25 @@ def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if problem is not None:
         raise UntrustedInputError(problem)
     value = json.loads(raw)
+    if not _may_hold_forbidden_text(raw):
+        return value
     for path, text in iter_json_strings(value):
         problem = text_problem(text)
         if problem is not None:
             raise UntrustedInputError(problem, (path or "body").replace("\x00", ""))
     return value
+
+
+def _may_hold_forbidden_text(raw: bytes | str) -> bool:
+    """False when no string parsed from `raw` can hold a NUL or a lone surrogate, so the walk
+    over every string can be skipped (most bodies): JSON writes those only as a `\\u` escape or
+    as the character itself. Bytes without a NUL byte are decoded as UTF-8 with surrogatepass (a
+    JSON text in UTF-16/32 has NUL bytes: its ASCII punctuation), where a surrogate has a 0xED
+    lead byte. Conservative: an
+    escaped backslash before `u`, or Hangul (also 0xED), takes the full walk."""
+    if isinstance(raw, str):
+        return "\\u" in raw or _FORBIDDEN.search(raw) is not None
+    return b"\\u" in raw or b"\x00" in raw or b"\xed" in raw
 
 
 def iter_json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

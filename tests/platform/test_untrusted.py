@@ -135,3 +135,38 @@ def _dollar_anchored_patterns() -> list[str]:
 
 def test_no_validator_is_anchored_with_dollar() -> None:
     assert _dollar_anchored_patterns() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        # Bytes: the forms the quick path must never wave through.
+        (b'{"job": {"title": "a\\u0000b"}}', "job.title"),
+        (b'{"email": "\\uD800@x.io"}', "email"),
+        (b'{"name": "\xed\xa0\x80"}', "name"),  # a lone surrogate written raw (CESU-8)
+        ('{"t": "x"}'.encode("utf-16"), None),  # UTF-16 with a BOM is parsed too: walked
+        ('{"t": "\\u0000"}'.encode("utf-32-le"), "t"),
+    ],
+)
+def test_forbidden_text_is_found_in_bytes_in_every_encoding_json_reads(
+    raw: bytes, field: str | None
+) -> None:
+    if field is None:
+        assert loads_json(raw) == {"t": "x"}
+        return
+    with pytest.raises(UntrustedInputError) as caught:
+        loads_json(raw)
+    assert caught.value.field == field
+
+
+def test_escaped_backslashes_hangul_and_bracket_counts_are_not_false_alarms() -> None:
+    assert loads_json(b'{"a": "\\\\u0000"}') == {"a": "\\u0000"}
+    assert loads_json('{"a": "\\\\u0000"}') == {"a": "\\u0000"}
+    assert loads_json('{"a": "한국"}'.encode()) == {"a": "한국"}
+    # Exactly the limit of openers (some inside a string) and exactly the limit of nesting.
+    at_limit = "[" * (MAX_JSON_DEPTH - 1) + '"{"' + "]" * (MAX_JSON_DEPTH - 1)
+    assert loads_json(at_limit.encode()) is not None
+    deepest = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert loads_json(deepest.encode()) is not None
+    with pytest.raises(UntrustedInputError, match="nested deeper"):
+        loads_json(("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)).encode())
