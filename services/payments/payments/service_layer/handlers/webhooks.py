@@ -40,6 +40,10 @@ from payments.service_layer.ports import PaymentsUnitOfWork
 log = logging.getLogger(__name__)
 
 HANDLED_SUBJECTS = frozenset({EventSubject.PAYMENT, EventSubject.CHECKOUT})
+# How long an event waits for the request it raced (in_flight); a provider call usually answers
+# within milliseconds of its event. Past this the event is re-fetched and applied as usual, well
+# within the deadline the gateway gives a webhook's call (5 s).
+RACE_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,11 +132,27 @@ async def _first_look(
     insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it)."""
     async with deps.uow as uow:
         payment, txn = await _subject(uow, event)
-        if _tells_nothing_new(provider, event, payment):
-            return payment, txn, "quiet"
+    quiet = _tells_nothing_new(provider, event, payment)
+    if not quiet and payment is not None and await _request_answered(deps, payment):
+        # The event raced the request whose call it reports: look again now that its answer
+        # is recorded (usually quiet then; a lost answer leaves it to be applied as usual).
+        async with deps.uow as uow:
+            payment, txn = await _subject(uow, event)
+        quiet = _tells_nothing_new(provider, event, payment)
+    if quiet:
+        return payment, txn, "quiet"
+    async with deps.uow as uow:
         if await uow.events.exists(event.id):
             return payment, txn, "duplicate"
     return payment, txn, ""
+
+
+async def _request_answered(deps: Deps, payment: Payment) -> bool:
+    """Whether provider work on the payment was under way in this process and is now recorded
+    (False: nothing here to wait for, or still going after RACE_WAIT_SECONDS)."""
+    if not payment.needs_provider_work():
+        return False
+    return await deps.in_flight.settled(payment.id, RACE_WAIT_SECONDS)
 
 
 async def _not_a_payment(
