@@ -10,6 +10,7 @@ import json
 import time
 
 import grpc
+import pytest
 import stripe
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
@@ -216,12 +217,14 @@ async def test_an_event_the_payment_already_reflects_is_stored_without_a_refetch
     assert got.state == State.AUTHORIZED and got.captured_minor == 0
 
 
+@pytest.mark.parametrize("with_our_id", [True, False])
 async def test_an_event_racing_the_call_it_reports_waits_for_its_answer_not_a_refetch(
-    stub, admin, unique
+    stub, admin, unique, with_our_id: bool
 ) -> None:
     """The provider sends an event as it answers the call: it can reach Hirepay while the request
     is still waiting for that answer. It then waits for the answer to be recorded and is stored
-    as already reflected, without re-fetching the object or locking the payment (issue 13)."""
+    as already reflected, without re-fetching the object or locking the payment (issue 13);
+    whether or not the object carries our payment id in its metadata."""
     gtx = unique("gtx")
     p = (await stub.Authorize(authorize_request(gtx))).payment
     intent = p.provider_payment_id
@@ -237,7 +240,8 @@ async def test_an_event_racing_the_call_it_reports_waits_for_its_answer_not_a_re
         return all(f["id"] != slow["id"] for f in admin.faults())
 
     await wait_for(capture_in_flight, timeout=30, interval=0.02)
-    racing = fake_event(intent, amount=2500, amount_received=2500, currency="usd")
+    ours = {"metadata": {"hirepay_payment_id": p.payment_id}} if with_our_id else {}
+    racing = fake_event(intent, amount=2500, amount_received=2500, currency="usd", **ours)
     outcome = await deliver(stub, racing, sign(racing))  # a re-fetch would fail: UNAVAILABLE
     assert not outcome.applied and not outcome.duplicate
     captured = (await capturing).payment

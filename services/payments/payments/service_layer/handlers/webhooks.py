@@ -129,13 +129,24 @@ async def _first_look(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent
 ) -> tuple[Payment | None, Transaction | None, str]:
     """The event's subject and what the event is: "quiet" (it tells nothing new: stored, the
-    insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it)."""
+    insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it).
+
+    An event that races the request whose provider call it reports (in_flight: the provider sends
+    it as it answers) first waits for that answer to be recorded, then looks once (usually quiet
+    then; a lost answer leaves the payment pending and the event is applied as usual)."""
+    ours = event.metadata.get("hirepay_payment_id", "")
+    if ours:  # the id we put on the object: no read needed to know whether to wait
+        await deps.in_flight.settled(ours, RACE_WAIT_SECONDS)
     async with deps.uow as uow:
         payment, txn = await _subject(uow, event)
     quiet = _tells_nothing_new(provider, event, payment)
-    if not quiet and payment is not None and await _request_answered(deps, payment):
-        # The event raced the request whose call it reports: look again now that its answer
-        # is recorded (usually quiet then; a lost answer leaves it to be applied as usual).
+    if (
+        not quiet
+        and payment is not None
+        and payment.id != ours
+        and await _request_answered(deps, payment)
+    ):
+        # Raced, but its object carries no id of ours: look again now that the answer is in.
         async with deps.uow as uow:
             payment, txn = await _subject(uow, event)
         quiet = _tells_nothing_new(provider, event, payment)
