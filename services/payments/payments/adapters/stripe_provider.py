@@ -10,8 +10,7 @@ Calls go through the SDK's `raw_request_async` (its documented way to call any e
 authentication, form encoding, idempotency and account headers, and the same typed errors), and
 the answer is read as the JSON the SDK parsed once. The typed services would then build a
 StripeObject tree of the answer (`_convert_to_stripe_object`, `_refresh_from`) only for this
-adapter to turn it back into plain data: about a tenth of the payments service's CPU per posting
-(issue 13).
+adapter to turn it back into plain data (`to_dict`), on every call (issue 13).
 """
 
 from __future__ import annotations
