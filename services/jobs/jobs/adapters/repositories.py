@@ -11,6 +11,7 @@ from sqlalchemy import Row, and_, bindparam, func, or_, select, text, tuple_, up
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
     job_transitions,
     jobs,
@@ -20,7 +21,6 @@ from jobs.adapters.tables import (
     sagas,
     settlement_cursors,
 )
-from jobs.adapters.write_batch import BatchingSession
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
     FINAL_STATES,
@@ -250,9 +250,9 @@ def saga_to_values(saga: Saga) -> dict[str, object]:
 class SqlJobRepository:
     """Jobs and their append-only transitions (written with the unit of work's batch)."""
 
-    def __init__(self, session: BatchingSession) -> None:
+    def __init__(self, session: BatchedSession) -> None:
         self.session = session
-        self.writes = session.writes
+        self.writes = session.batch
 
     def _read(self, row: Row) -> Job:
         self.writes.seen(jobs, dict(row._mapping))
@@ -260,10 +260,12 @@ class SqlJobRepository:
 
     async def _append(self, job: Job) -> None:
         transitions = job.drain_transitions()
-        self.writes.append(job_transitions, [transition_to_values(t) for t in transitions])
+        await self.writes.insert(job_transitions, [transition_to_values(t) for t in transitions])
 
     async def add(self, job: Job) -> None:
-        self.writes.insert(jobs, job_to_values(job))
+        values = job_to_values(job)
+        await self.writes.insert(jobs, [values])
+        self.writes.seen(jobs, values)
         await self._append(job)
 
     async def add_if_absent(self, job: Job) -> bool:
@@ -295,7 +297,7 @@ class SqlJobRepository:
         return self._read(row) if row else None
 
     async def save(self, job: Job) -> None:
-        self.writes.update(jobs, job_to_values(job))
+        await self.writes.update(jobs, job_to_values(job))
         await self._append(job)
 
     async def list_active(
@@ -341,9 +343,9 @@ class SqlSagaRepository:
     """Saga rows (insert-first on the caller's idempotency key) and the saga log (written with
     the unit of work's batch)."""
 
-    def __init__(self, session: BatchingSession) -> None:
+    def __init__(self, session: BatchedSession) -> None:
         self.session = session
-        self.writes = session.writes
+        self.writes = session.batch
 
     def _read(self, row: Row) -> Saga:
         self.writes.seen(sagas, dict(row._mapping))
@@ -392,10 +394,10 @@ class SqlSagaRepository:
         return self._read(row) if row else None
 
     async def save(self, saga: Saga) -> None:
-        self.writes.update(sagas, saga_to_values(saga))
+        await self.writes.update(sagas, saga_to_values(saga))
 
     async def log(self, saga_id: str, step: str, detail: str, at: datetime) -> None:
-        self.writes.append(
+        await self.writes.insert(
             saga_log, [{"saga_id": saga_id, "step": step, "detail": detail[:2000], "at": at}]
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import SqlAlchemyUnitOfWork
+from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.application_repository import (
     SqlApplicationRepository,
     SqlCandidateViewRepository,
@@ -23,7 +24,6 @@ from jobs.adapters.repositories import (
     SqlSagaRepository,
     SqlSettlementRepository,
 )
-from jobs.adapters.write_batch import BatchingSession
 
 
 class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
@@ -45,8 +45,8 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
 
     def _attach(self, session: AsyncSession) -> None:
         # Repositories see the session through the batch of writes (sent as one statement).
-        batching = BatchingSession(session)
-        self._writes = batching.writes
+        batching = BatchedSession(session)
+        self._writes = batching.batch
         self.jobs = SqlJobRepository(batching)
         self.sagas = SqlSagaRepository(batching)
         self.settlements = SqlSettlementRepository(batching)

@@ -114,7 +114,7 @@ class SqlCreditGrantRepository:
 
     async def owe(self, grant: CreditGrant) -> None:
         """Record the grant insert-first (a grant recorded before stays as it is), sent with the
-        transaction's next statement (adapters/write_batch.py)."""
+        transaction's next statement (hirepay_platform/write_batch.py)."""
         await self.session.batch.insert(t.credit_grants, [_values(grant)], first=True)
 
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:

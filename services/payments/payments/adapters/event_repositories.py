@@ -80,7 +80,7 @@ class SqlOutboxRepository:
 
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
         self.written = True
-        await self.s.batch.insert(  # sent with the next statement (adapters/write_batch.py)
+        await self.s.batch.insert(  # sent with the next statement (hirepay_platform/write_batch.py)
             t.outbox,
             [
                 {

@@ -198,7 +198,9 @@ class SqlPaymentRepository:
         }
         if not changed:
             return
-        await self.s.batch.update(t.payments, payment.id, changed)  # sent with the next statement
+        await self.s.batch.update(
+            t.payments, {"id": payment.id, **changed}
+        )  # sent with the next statement
         self._track(payment, values)
 
     async def list_by_states(
@@ -334,7 +336,7 @@ class SqlAuditRepository:
             }
             for entry in entries
         ]
-        # Sent with the next statement of the transaction (adapters/write_batch.py).
+        # Sent with the next statement of the transaction (hirepay_platform/write_batch.py).
         await self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
 
     async def _list(self, where: Any) -> list[AuditEntry]:

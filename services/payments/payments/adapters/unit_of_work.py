@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
+from hirepay_platform.write_batch import BatchedSession
 from payments.adapters import tables
 from payments.adapters.credit_repository import SqlCreditGrantRepository
 from payments.adapters.event_repositories import SqlEventRepository, SqlOutboxRepository
@@ -18,7 +19,6 @@ from payments.adapters.repositories import (
     SqlRefundRepository,
 )
 from payments.adapters.transaction_repository import SqlTransactionRepository
-from payments.adapters.write_batch import BatchedSession, WriteBatch
 from payments.service_layer.wakeup import Wakeup
 
 
@@ -57,9 +57,9 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
 
     def _attach(self, session: AsyncSession) -> None:
         # Audit entries, outbox events and payment rows are held back and sent together before
-        # the next statement or the commit (adapters/write_batch.py).
-        self._batch = WriteBatch(session)
-        batched: Any = BatchedSession(session, self._batch)
+        # the next statement or the commit (hirepay_platform/write_batch.py).
+        batched: Any = BatchedSession(session)
+        self._batch = batched.batch
         self.payments = SqlPaymentRepository(batched)
         self.barriers = SqlBarrierRepository(batched, tables.tcc_barriers)
         self.refunds = SqlRefundRepository(batched)

@@ -1,0 +1,263 @@
+"""A unit of work's writes held back and sent together: one statement per flush, built once per shape.
+
+The rows a unit of work inserts and updates wait here and go as one statement (each write a
+data-modifying CTE) before the next statement of the same transaction or at its COMMIT (issue 13:
+one round trip instead of one per row). Nothing else changes: every statement the session runs (a
+read, a lock, an insert-first) first sends what is waiting, in the order it was written, and a unit
+of work that does not commit discards its writes with the rest of its transaction.
+
+Every statement sent here has a SQLAlchemy cache key and is built once per shape (the tables,
+kinds, columns and constant expressions of its writes, never the number of rows): several rows go
+as `INSERT ... SELECT FROM unnest(<one typed array per column>) WITH ORDINALITY`, not as a
+multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
+again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
+is bound exactly as a one-row INSERT binds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Executable,
+    Table,
+    UpdateBase,
+    bindparam,
+    func,
+    literal_column,
+    select,
+)
+from sqlalchemy import update as sql_update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.engine import Result
+from sqlalchemy.ext.asyncio import AsyncSession
+
+INSERT = "insert"
+INSERT_FIRST = "insert_first"  # ON CONFLICT (primary key) DO NOTHING: a row stays as it was
+UPDATE = "update"  # one row, by its `id` column
+
+_ORDINAL = "w_ord"  # the position of each row in its arrays: rows are inserted in that order
+_MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code path)
+
+# The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
+_STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
+
+
+class _Write:
+    """One held-back INSERT (rows with the same columns) or UPDATE (one row) of one table."""
+
+    __slots__ = ("columns", "constants", "constants_key", "kind", "rows", "table")
+
+    def __init__(
+        self,
+        kind: str,
+        table: Table,
+        rows: list[dict[str, Any]],
+        constants: Mapping[str, ColumnElement[Any]],
+        constants_key: Hashable = (),
+    ) -> None:
+        self.kind = kind
+        self.table = table
+        self.rows = rows
+        self.columns = tuple(rows[0])  # an UPDATE's columns grow as changes merge into it
+        self.constants = constants
+        self.constants_key = constants_key
+
+    def shape(self) -> Hashable:
+        columns = tuple(self.rows[0]) if self.kind == UPDATE else self.columns
+        return (self.kind, self.table, columns, self.constants_key)
+
+
+def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
+    """What identifies constant expressions in a built statement: their SQL, not their objects
+    (each call makes a new `func.now()`); a bound value in one would be frozen into the statement."""
+    keys = []
+    for name, expression in constants.items():
+        cache_key = expression._generate_cache_key()
+        if cache_key is None or cache_key.bindparams:
+            raise ValueError(f"constant column {name!r} must be SQL without bound values")
+        keys.append((name, cache_key.key))
+    return tuple(keys)
+
+
+def _write_statement(write: _Write, n: int) -> UpdateBase:
+    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`."""
+    table, columns = write.table, tuple(write.rows[0])
+    if write.kind == UPDATE:
+        return (
+            sql_update(table)
+            .where(table.c.id == bindparam(f"w{n}_key", type_=table.c.id.type))
+            .values(
+                {c: bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns if c != "id"}
+            )
+        )
+    # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
+    arrays = [bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns]
+    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
+    source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
+        rows.c[_ORDINAL]
+    )
+    statement = insert(table).from_select([*columns, *write.constants], source)
+    if write.kind == INSERT_FIRST:
+        statement = statement.on_conflict_do_nothing(index_elements=list(table.primary_key))
+    return statement
+
+
+def _build(writes: Sequence[_Write]) -> Executable:
+    if len(writes) == 1:
+        return _write_statement(writes[0], 0)
+    # Sub-statements of one statement see one snapshot: each row is written by one of them (see
+    # WriteBatch); a foreign key to a row inserted alongside is checked at the end of the statement.
+    ctes = [_write_statement(w, n).cte(f"w{n}") for n, w in enumerate(writes)]
+    return select(literal_column("1")).add_cte(*ctes)
+
+
+def _statement(writes: Sequence[_Write]) -> Executable:
+    shape = tuple(w.shape() for w in writes)
+    statement = _STATEMENTS.get(shape)
+    if statement is None:
+        if len(_STATEMENTS) >= _MAX_STATEMENTS:
+            del _STATEMENTS[next(iter(_STATEMENTS))]
+        statement = _STATEMENTS[shape] = _build(writes)
+    return statement
+
+
+def _parameters(writes: Sequence[_Write]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for n, w in enumerate(writes):
+        if w.kind == UPDATE:
+            for column, value in w.rows[0].items():
+                params[f"w{n}_key" if column == "id" else f"w{n}_{column}"] = value
+        else:
+            for column in w.columns:
+                params[f"w{n}_{column}"] = [row[column] for row in w.rows]
+    return params
+
+
+class WriteBatch:
+    """The held-back writes of one unit of work's session, sent by `flush()`.
+
+    Rows are keyed by their table and `id` column. One statement writes a row once (its CTEs all
+    see the rows as they were before it): a change of a row waiting to be inserted or updated is
+    merged into that write; a write that cannot merge sends what waits first. Rows inserted into
+    one table go in the order they were given (append-only logs keep the order of their ids)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._writes: list[_Write] = []
+        # The waiting row of each key, and the write that holds it.
+        self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
+        # The values of each row read (`seen`) as the database holds them once the batch is sent.
+        self._known: dict[tuple[Table, object], dict[str, Any]] = {}
+
+    def seen(self, table: Table, values: dict[str, Any]) -> None:
+        """A row as read or written: a later `update` of it sends only the columns that differ.
+        `values` is kept (and kept current) by the batch; pass a dict of your own."""
+        self._known[(table, values["id"])] = values
+
+    async def insert(
+        self,
+        table: Table,
+        rows: Sequence[Mapping[str, Any]],
+        constants: Mapping[str, ColumnElement[Any]] | None = None,
+        *,
+        first: bool = False,
+    ) -> None:
+        """INSERT `rows` plus `constants` (SQL expressions, e.g. `func.now()`) in every row;
+        `first`: insert-first, a row whose primary key exists already stays as it is."""
+        kind = INSERT_FIRST if first else INSERT
+        constants = constants or {}
+        constants_key = _constants_key(constants)
+        for given in rows:
+            row = dict(given)
+            key = (table, row["id"]) if "id" in row else None
+            if key is not None and key in self._pending:
+                await self.flush()  # this row waits already: it is sent first, then this write
+            write = await self._insert_into(table, kind, row, constants, constants_key)
+            if key is not None:
+                self._pending[key] = (write, row)
+
+    async def _insert_into(
+        self,
+        table: Table,
+        kind: str,
+        row: dict[str, Any],
+        constants: Mapping[str, ColumnElement[Any]],
+        constants_key: Hashable,
+    ) -> _Write:
+        """Add `row` to the waiting INSERT of its table; one INSERT of another kind or shape there
+        is sent first (one INSERT per table per statement keeps the order of the rows, and of
+        their ids: the CTEs of one statement run in no given order)."""
+        for w in self._writes:
+            if w.table is not table or w.kind == UPDATE:
+                continue
+            if w.kind == kind and set(w.columns) == row.keys() and w.constants_key == constants_key:
+                w.rows.append(row)
+                return w
+            await self.flush()
+            break
+        write = _Write(kind, table, [row], constants, constants_key)
+        self._writes.append(write)
+        return write
+
+    async def update(self, table: Table, values: Mapping[str, Any]) -> None:
+        """UPDATE the row of `table` whose id is `values["id"]` to `values` (some or all of its
+        columns): only those that differ from the row as `seen` are sent, nothing if none does."""
+        key = (table, values["id"])
+        before = self._known.get(key)
+        changed = {
+            column: value
+            for column, value in values.items()
+            if column != "id"
+            and (before is None or column not in before or before[column] != value)
+        }
+        if before is not None:
+            before.update(values)
+        if not changed:
+            return
+        pending = self._pending.get(key)
+        if pending is not None:
+            write, row = pending
+            if write.kind == UPDATE or (write.kind == INSERT and changed.keys() <= row.keys()):
+                row.update(changed)
+                return
+            await self.flush()  # an insert-first, or an insert without these columns: send it
+        row = {"id": values["id"], **changed}
+        write = _Write(UPDATE, table, [row], {})
+        self._writes.append(write)
+        self._pending[key] = (write, row)
+
+    async def flush(self) -> None:
+        """Send the waiting writes, as one statement."""
+        if not self._writes:
+            return
+        writes, self._writes = self._writes, []
+        self._pending.clear()
+        await self._session.execute(_statement(writes), _parameters(writes))
+
+
+class BatchedSession:
+    """The unit of work's session as its repositories see it: whatever a repository executes
+    goes after the writes waiting in `batch`, so reads see them and the order is kept."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+        self.batch = WriteBatch(session)
+
+    async def execute(self, statement: Any, params: Any = None, **kw: Any) -> Result[Any]:
+        await self.batch.flush()
+        return await self.session.execute(statement, params, **kw)
+
+    async def scalar(self, statement: Any, params: Any = None, **kw: Any) -> Any:
+        await self.batch.flush()
+        return await self.session.scalar(statement, params, **kw)
+
+    async def scalars(self, statement: Any, params: Any = None, **kw: Any) -> Any:
+        await self.batch.flush()
+        return await self.session.scalars(statement, params, **kw)
+
+    async def connection(self, **kw: Any) -> Any:
+        await self.batch.flush()
+        return await self.session.connection(**kw)
