@@ -81,6 +81,16 @@ def test_nul_and_lone_surrogates_anywhere_in_json_are_refused(raw: str, field: s
     assert caught.value.field == field
 
 
+def test_escaped_backslashes_and_bytes_with_valid_text_parse() -> None:
+    """Text that only looks like a forbidden escape (an escaped backslash before `u0000`) is
+    fine; bytes are decoded as json.loads decodes them (a UTF-8 BOM included)."""
+    assert loads_json('{"a": "\\\\u0000 \\\\ud800"}') == {"a": "\\u0000 \\ud800"}
+    assert loads_json('{"é": [1]}'.encode("utf-8-sig")) == {"é": [1]}
+    assert loads_json('{"é": "ü"}'.encode("utf-16")) == {"é": "ü"}
+    with pytest.raises(UntrustedInputError):
+        loads_json('{"a": "\ud800"}'.encode("utf-8", "surrogatepass"))
+
+
 def test_malformed_json_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         loads_json(b"{not json")

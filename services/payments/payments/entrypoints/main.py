@@ -34,6 +34,7 @@ from payments.entrypoints.workers import (
 )
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
+from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
 from payments.service_layer.wakeup import Wakeup
 
@@ -194,9 +195,17 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     )
 
     ledger = _ledger(settings)
+    in_flight = InFlight()
 
     def deps() -> Deps:
-        return Deps(database.uow(), providers, config, ledger=ledger, payout_ledger=ledger)
+        return Deps(
+            database.uow(),
+            providers,
+            config,
+            ledger=ledger,
+            payout_ledger=ledger,
+            in_flight=in_flight,
+        )
 
     app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
