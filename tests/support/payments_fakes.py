@@ -39,7 +39,7 @@ from payments.domain.provider import (
 )
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
-from payments.service_layer.ports import FirstLook
+from payments.service_layer.ports import EventRecord, FirstLook
 from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 
 
@@ -227,26 +227,24 @@ class FakeEvents(_Repo):
         self.st.events[event_id] = applied
         return True
 
-    async def claim(self, *, event_id: str, **_: Any) -> bool:
-        if self.st.events.get(event_id):
+    async def claim(self, record: EventRecord) -> bool:
+        if self.st.events.get(record.event_id):
             return False
-        self.st.events[event_id] = True
+        self.st.events[record.event_id] = True
         return True
 
-    async def store_first(
-        self, *, event_id: str, object_id: str, by_checkout: bool, ours: str, **_: Any
-    ) -> FirstLook:
+    async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
         payments = self.uow.payments
         if by_checkout:
-            payment = await payments.find_by_provider(checkout_id=object_id)
+            payment = await payments.find_by_provider(checkout_id=record.object_id)
         else:
-            payment = await payments.find_by_provider(payment_intent_id=object_id)
+            payment = await payments.find_by_provider(payment_intent_id=record.object_id)
         if payment is None and ours:
             payment = await payments.get(ours)
         if payment is None:
             return FirstLook(payment=None, stored=False, applied_before=False)
-        applied_before = self.st.events.get(event_id, False)
-        stored = await self.add(event_id=event_id, applied=False)
+        applied_before = self.st.events.get(record.event_id, False)
+        stored = await self.add(event_id=record.event_id, applied=False)
         return FirstLook(payment=payment, stored=stored, applied_before=applied_before)
 
 

@@ -26,7 +26,7 @@ from payments.adapters import snapshots
 from payments.adapters import tables as t
 from payments.adapters.repositories import payment_from_row
 from payments.domain.events import EventType, OutboxEvent
-from payments.service_layer.ports import FirstLook
+from payments.service_layer.ports import EventRecord, FirstLook
 
 # The statements of the hot path, built once (issue 13: no per-call statement building).
 _EVENT_SEEN = select(t.provider_events.c.id).where(
@@ -141,53 +141,12 @@ class SqlEventRepository:
         }
         return (await self.s.execute(_INSERT_EVENT, params)).first() is not None
 
-    async def claim(
-        self,
-        *,
-        provider: str,
-        event_id: str,
-        event_type: str,
-        object_id: str,
-        payload: dict[str, Any],
-        provider_created_at: datetime,
-        received_at: datetime,
-    ) -> bool:
-        params = {
-            "provider": provider,
-            "event_id": event_id,
-            "event_type": event_type,
-            "object_id": object_id,
-            "payload": payload,
-            "applied": True,
-            "provider_created_at": provider_created_at,
-            "received_at": received_at,
-        }
+    async def claim(self, record: EventRecord) -> bool:
+        params = {**record.values(), "applied": True}
         return (await self.s.execute(_CLAIM_EVENT, params)).first() is not None
 
-    async def store_first(
-        self,
-        *,
-        provider: str,
-        event_id: str,
-        event_type: str,
-        object_id: str,
-        payload: dict[str, Any],
-        received_at: datetime,
-        provider_created_at: datetime,
-        by_checkout: bool,
-        ours: str,
-    ) -> FirstLook:
-        params = {
-            "provider": provider,
-            "event_id": event_id,
-            "event_type": event_type,
-            "object_id": object_id,
-            "payload": payload,
-            "provider_created_at": provider_created_at,
-            "received_at": received_at,
-            "_key": object_id,
-            "_ours": ours,
-        }
+    async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
+        params = {**record.values(), "_key": record.object_id, "_ours": ours}
         statement = _STORE_FIRST_BY_CHECKOUT if by_checkout else _STORE_FIRST_BY_INTENT
         # It writes: alone, it is its own transaction (no BEGIN, no COMMIT round trip).
         row = (await execute_alone(self.s, statement, params)).first()

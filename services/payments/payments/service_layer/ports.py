@@ -100,6 +100,31 @@ class TransactionRepository(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A verified webhook event as its row stores it."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    object_id: str
+    payload: dict[str, Any]
+    provider_created_at: datetime
+    received_at: datetime
+
+    def values(self) -> dict[str, Any]:
+        """The row's columns (`applied` aside), as keyword arguments or statement parameters."""
+        return {
+            "provider": self.provider,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "object_id": self.object_id,
+            "payload": self.payload,
+            "provider_created_at": self.provider_created_at,
+            "received_at": self.received_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class FirstLook:
     """What storing a webhook event first found (EventRepository.store_first)."""
 
@@ -111,35 +136,13 @@ class FirstLook:
 class EventRepository(Protocol):
     async def exists(self, event_id: str) -> bool: ...
 
-    async def store_first(
-        self,
-        *,
-        provider: str,
-        event_id: str,
-        event_type: str,
-        object_id: str,
-        payload: dict[str, Any],
-        received_at: datetime,
-        provider_created_at: datetime,
-        by_checkout: bool,
-        ours: str,
-    ) -> FirstLook:
+    async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
         """In one statement that is its own transaction (call it first in its unit of work):
         the payment whose provider id (`by_checkout`: the checkout's, else the payment's) is
         `object_id`, else whose id is `ours`; and, if there is one, the event stored unapplied
         (insert-first on its id)."""
 
-    async def claim(
-        self,
-        *,
-        provider: str,
-        event_id: str,
-        event_type: str,
-        object_id: str,
-        payload: dict[str, Any],
-        provider_created_at: datetime,
-        received_at: datetime,
-    ) -> bool:
+    async def claim(self, record: EventRecord) -> bool:
         """Store the event as applied, or mark applied an event stored unapplied before, in the
         transaction that applies it: False if it was applied before (a duplicate)."""
 

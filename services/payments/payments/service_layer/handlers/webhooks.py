@@ -35,7 +35,7 @@ from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.payouts import apply_payout_event
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import publish, refund_if_voided
-from payments.service_layer.ports import FirstLook, PaymentsUnitOfWork
+from payments.service_layer.ports import EventRecord, FirstLook, PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -108,15 +108,8 @@ async def _apply_news(
         ) from None
     async with deps.uow as uow:
         now = deps.clock()
-        claimed = await uow.events.claim(  # stored by the first look, or stored now
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            provider_created_at=event.created,
-            received_at=now,
-        )
+        # Stored by the first look, or stored now.
+        claimed = await uow.events.claim(_record(provider, event, payload, now))
         if not claimed:
             metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
@@ -159,13 +152,7 @@ async def _first_look(
         await deps.in_flight.settled(ours, RACE_WAIT_SECONDS)
     async with deps.uow as uow:
         look = await uow.events.store_first(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            received_at=deps.clock(),
-            provider_created_at=event.created,
+            _record(provider, event, payload, deps.clock()),
             by_checkout=event.subject is EventSubject.CHECKOUT,
             ours=ours,
         )
@@ -400,19 +387,25 @@ async def _store(
 ) -> EventOutcome:
     async with deps.uow as uow:
         await uow.autocommit()  # one insert-first statement: its own transaction
-        inserted = await uow.events.add(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=applied,
-            provider_created_at=event.created,
-            received_at=deps.clock(),
-        )
+        record = _record(provider, event, payload, deps.clock())
+        inserted = await uow.events.add(**record.values(), applied=applied)
         await uow.commit()
     metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if inserted else "duplicate").inc()
     return EventOutcome(event.id, event.type, applied=False, duplicate=not inserted)
+
+
+def _record(
+    provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any], now: datetime
+) -> EventRecord:
+    return EventRecord(
+        provider=provider.name,
+        event_id=event.id,
+        event_type=event.type,
+        object_id=event.object_id,
+        payload=payload,
+        provider_created_at=event.created,
+        received_at=now,
+    )
 
 
 async def _transaction(uow: PaymentsUnitOfWork, event: ProviderEvent) -> Transaction | None:
