@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Generic, Self, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
+from sqlalchemy import Executable, Result, pool, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import pool, text
 from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -123,6 +123,26 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
                 prepared_statement_name_func=name_func,
             )
         )
+
+
+async def execute_alone(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> Result[Any]:
+    """Run one statement as a transaction of its own, on the session's connection, when the
+    session has not begun one on the server yet (at most plain reads ran, see _LazyBeginCursor):
+    the statement commits by itself, durable (synchronous_commit) when this returns, in one round
+    trip instead of BEGIN + statement + COMMIT (issue 13). All of it or nothing applies, as for
+    any statement. Later statements of the session open their own transaction as usual."""
+    connection = await session.connection()
+    adapted = (await connection.get_raw_connection()).dbapi_connection
+    if not isinstance(adapted, _LazyBeginConnection) or adapted._transaction is not None:
+        raise RuntimeError("execute_alone needs a session whose transaction has not begun")
+    level = adapted.isolation_level
+    adapted.isolation_level = "autocommit"  # the adapter then sends no BEGIN
+    try:
+        return await session.execute(statement, params)
+    finally:
+        adapted.isolation_level = level
 
 
 def async_url(url: str) -> str:

@@ -24,12 +24,13 @@ import contextvars
 import hashlib
 import hmac
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import jwt
 
 from hirepay_platform.errors import ErrorKind, HirepayError, PermissionDenied
+from hirepay_platform.expiring import ExpiringCache
 
 SECRET_ENV = "HIREPAY_SERVICE_TOKEN_SECRET"
 SERVICE_TOKEN_HEADER = "x-hirepay-service-token"
@@ -153,15 +154,28 @@ def check_secret(secret: str) -> str:
 
 @dataclass
 class TokenMinter:
-    """Mints this process's service tokens (and, at the edge, actor assertions)."""
+    """Mints this process's service tokens (and, at the edge, actor assertions).
+
+    Signing is the cost of every call, so a minted token is reused for the first half of its
+    life: a service token per audience, an actor assertion per (audience, user, role) - never for
+    another user or role. A reused token still has at least half its TTL left when sent, so the
+    callee's expiry check is unchanged; the tokens carry no nonce, so the callee never told two
+    uses of one token apart anyway (a token is a bearer proof for its lifetime, not a one-time
+    one)."""
 
     service: str
     secret: str
     ttl: int = TOKEN_TTL_SECONDS
+    # The wall clock tokens are dated by (seconds since the epoch).
+    clock: Callable[[], float] = time.time
     _service_key: bytes = field(init=False, repr=False)
     _actor_key: bytes = field(init=False, repr=False)
-    # (audience) -> (token, expires at): a token is reused for half its life.
-    _cache: dict[str, tuple[str, float]] = field(default_factory=dict, init=False, repr=False)
+    # Tokens to reuse until half their life has passed: by audience, and by (audience, user id,
+    # role) for actor assertions.
+    _cache: ExpiringCache[str, str] = field(default_factory=ExpiringCache, init=False, repr=False)
+    _actor_cache: ExpiringCache[tuple[str, str, str], str] = field(
+        default_factory=ExpiringCache, init=False, repr=False
+    )
 
     def __post_init__(self) -> None:
         check_secret(self.secret)
@@ -169,10 +183,10 @@ class TokenMinter:
         self._actor_key = _derive(self.secret, "actor-assertion")
 
     def service_token(self, audience: str, *, now: float | None = None) -> str:
-        at = time.time() if now is None else now
-        cached = self._cache.get(audience)
-        if now is None and cached is not None and cached[1] - at > self.ttl / 2:
-            return cached[0]
+        """A service token for calls to `audience` (`now`: mint one dated then, uncached)."""
+        at = self.clock() if now is None else now
+        if now is None and (token := self._cache.get(audience, at)) is not None:
+            return token
         claims = {
             "iss": self.service,
             "aud": audience,
@@ -182,21 +196,32 @@ class TokenMinter:
         }
         token = jwt.encode(claims, self._service_key, algorithm=_ALGORITHM)
         if now is None:
-            self._cache[audience] = (token, at + self.ttl)
+            self._cache.put(audience, token, self._reuse_until(at), at)
         return token
 
     def actor_assertion(self, audience: str, actor: Actor, *, now: float | None = None) -> str:
-        at = int(time.time() if now is None else now)
+        """The assertion that calls to `audience` act for `actor` (`now`: dated then, uncached)."""
+        at = self.clock() if now is None else now
+        key = (audience, actor.user_id, actor.role)
+        if now is None and (token := self._actor_cache.get(key, at)) is not None:
+            return token
         claims = {
             "iss": self.service,
             "aud": audience,
             "sub": actor.user_id,
             "role": actor.role,
-            "iat": at,
-            "exp": at + self.ttl,
+            "iat": int(at),
+            "exp": int(at) + self.ttl,
             "typ": "actor",
         }
-        return jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
+        token = jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
+        if now is None:
+            self._actor_cache.put(key, token, self._reuse_until(at), at)
+        return token
+
+    def _reuse_until(self, at: float) -> float:
+        """A token dated `at` is handed out again only while more than half its life is left."""
+        return int(at) + self.ttl / 2
 
     def metadata(self, audience: str, actor: Actor | None = None) -> list[tuple[str, str]]:
         """The metadata of one call to `audience`: the service token, and the actor assertion
@@ -248,18 +273,38 @@ class AccessPolicy:
 
 
 class ServiceAuthenticator:
-    """The server side: verifies the tokens of an incoming call to service `service`."""
+    """The server side: verifies the tokens of an incoming call to service `service`.
 
-    def __init__(self, service: str, secret: str, policy: AccessPolicy | None = None) -> None:
+    A token verified once is remembered by its exact text (with its type) until it expires:
+    callers reuse a token for half its life (TokenMinter), and checking an HMAC and the claims
+    again would find the same. A remembered token is still refused once `exp` (plus the leeway)
+    has passed, and a token differing in any byte is verified afresh; refusals are not remembered.
+    The access policy is checked on every call (it depends on the RPC)."""
+
+    def __init__(
+        self,
+        service: str,
+        secret: str,
+        policy: AccessPolicy | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         check_secret(secret)
         self.service = service
         self.policy = policy
+        self.clock = clock
         self._service_key = _derive(secret, "service-token")
         self._actor_key = _derive(secret, "actor-assertion")
+        # (type, token) -> its verified claims, until `exp` plus the leeway.
+        self._verified: ExpiringCache[tuple[str, str], Mapping[str, object]] = ExpiringCache()
 
     def _decode(
         self, token: str, key: bytes, typ: str, required: Sequence[str]
-    ) -> dict[str, object]:
+    ) -> Mapping[str, object]:
+        now = self.clock()
+        remembered = self._verified.get((typ, token), now)
+        if remembered is not None:
+            return remembered
         try:
             claims = jwt.decode(
                 token,
@@ -276,6 +321,12 @@ class ServiceAuthenticator:
         lifetime = int(claims["exp"]) - int(claims["iat"])
         if lifetime > MAX_TOKEN_LIFETIME_SECONDS:
             raise Unauthenticated(f"invalid {typ} token: lives too long")
+        # PyJWT refuses when exp <= now - leeway: the token is good while now < exp + leeway.
+        expires = int(claims["exp"]) + LEEWAY_SECONDS
+        if now >= expires:
+            # Checked on this process's clock too, so a remembered token and a fresh one agree.
+            raise Unauthenticated(f"invalid {typ} token: Signature has expired")
+        self._verified.put((typ, token), claims, expires, now)
         return claims
 
     def authenticate(

@@ -19,12 +19,6 @@ import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
-from opentelemetry.instrumentation.grpc.filters import (
-    any_of,
-    health_check,
-    negate,
-    service_prefix,
-)
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
@@ -150,7 +144,22 @@ def tracer(name: str) -> trace.Tracer:
 
 
 # Probes and tooling are not traced: a span per health check would drown the real calls.
-_TRACED_RPCS = negate(any_of(health_check(), service_prefix("grpc.reflection")))
+_UNTRACED_SERVICES = ("grpc.health.v1.Health", "grpc.reflection")
+
+
+def traced_rpc(details: Any) -> bool:
+    """The interceptors' filter: False for health checks and reflection. The same decision as
+    OpenTelemetry's `negate(any_of(health_check(), service_prefix("grpc.reflection")))`, without
+    its per-call isinstance checks against typing protocols and path normalisation (measured at
+    about half of the client interceptor's cost at the gateway, issue 13). `method` is the full
+    name, `/package.Service/Method` (bytes on aio client calls, str on the server)."""
+    method = details.method
+    if isinstance(method, bytes):
+        method = method.decode()
+    return not method.lstrip("/").startswith(_UNTRACED_SERVICES)
+
+
+_TRACED_RPCS = traced_rpc
 
 
 def server_interceptor() -> grpc.aio.ServerInterceptor:

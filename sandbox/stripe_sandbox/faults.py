@@ -14,10 +14,13 @@ from stripe_sandbox.errors import api_error
 
 
 class PayoutFailureFault(Fault):
-    """The next payouts fail with `failure_code` instead of being paid."""
+    """The next payouts fail with `failure_code` instead of being paid; with `after_paid` they
+    are paid first and fail afterwards (the bank returned them: `payout.paid`, then
+    `payout.failed`, as Stripe warns "some payouts that fail might initially show as paid")."""
 
     kind: Literal["payout_failure"]
     failure_code: str = "account_closed"
+    after_paid: bool = False
 
 
 FAULT_SPEC: TypeAdapter[Any] = fault_adapter(PayoutFailureFault)

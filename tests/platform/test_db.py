@@ -9,6 +9,7 @@ from hirepay_platform.db import (
     Database,
     SqlAlchemyUnitOfWork,
     create_engine,
+    execute_alone,
     make_session_factory,
     plain_read,
 )
@@ -108,6 +109,34 @@ async def test_plain_reads_go_before_begin_locks_and_writes_stay_transactional(
                     await waiter.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
             await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
         assert await _count(db) == before  # rolled back: never committed
+    finally:
+        await db.stop()
+
+
+async def test_a_statement_alone_commits_itself_and_leaves_no_transaction_open(
+    db_url: str,
+) -> None:
+    """Issue 13: execute_alone runs one statement as its own transaction (no BEGIN, no COMMIT of
+    the unit of work): its change stays even though the unit of work then rolls back, and the
+    session's next write opens a transaction as usual (rolled back here). After a lock or a write
+    it refuses (the statement would silently leave the open transaction)."""
+    db = Database(db_url, SqlAlchemyUnitOfWork, probe_table="items")
+    await db.start()
+    try:
+        before = await _count(db)
+        async with db.uow() as uow:
+            pid = int((await uow.session.execute(text("SELECT pg_backend_pid()"))).scalar_one())
+            changed = await execute_alone(
+                uow.session, text("UPDATE items SET n = n + :k WHERE id = 1 RETURNING n"), {"k": 5}
+            )
+            assert changed.scalar_one() == before + 5
+            assert not await _in_transaction(db, pid)
+            assert await _count(db) == before + 5  # committed: seen from another connection
+            await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
+            assert await _in_transaction(db, pid)
+            with pytest.raises(RuntimeError):
+                await execute_alone(uow.session, text("UPDATE items SET n = 0"), {})
+        assert await _count(db) == before + 5  # the unit of work's own write rolled back
     finally:
         await db.stop()
 

@@ -116,3 +116,35 @@ def test_a_service_exports_its_rpc_and_sql_spans_over_otlp(
             assert sql_spans() == []
     finally:
         service.stop()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        "/hirepay.wallet.v1.WalletService/Transfer",
+        "/hirepay.jobs.v1.JobsService/CreateJobWithPayment",
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+    ],
+)
+def test_the_rpc_filter_decides_as_opentelemetrys_own(method: str) -> None:
+    """Issue 13 replaced OpenTelemetry's filter combinators (costly per call) by one function:
+    the same RPCs are traced, on client calls (bytes names) and served ones (str names)."""
+    from opentelemetry.instrumentation.grpc.filters import (
+        any_of,
+        health_check,
+        negate,
+        service_prefix,
+    )
+
+    from hirepay_platform.tracing import traced_rpc
+
+    theirs = negate(any_of(health_check(), service_prefix("grpc.reflection")))
+    client = grpc.aio.ClientCallDetails(method.encode(), None, None, None, None)
+    served = type("Served", (), {"method": method})()
+    assert traced_rpc(client) == theirs(client)
+    assert traced_rpc(served) == theirs(served)
+    assert traced_rpc(client) == (not method.startswith(("/grpc.health", "/grpc.reflection")))

@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
+import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -211,3 +212,104 @@ def test_a_service_without_the_secret_refuses_to_start(monkeypatch, capsys) -> N
     with pytest.raises(SystemExit):
         load_settings(WalletLike)
     assert "at least 32 bytes" in capsys.readouterr().err
+
+
+# Issue 13: signing and verifying are cached. These check that a cache changes nothing a caller
+# or a callee can observe: expiry still holds, and a token never speaks for another user.
+
+
+class _Clock:
+    """A wall clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _authenticator(clock: _Clock) -> identity.ServiceAuthenticator:
+    return identity.ServiceAuthenticator(
+        "wallet", ensure_service_token_secret(), AccessPolicy.of({"gateway"}), clock=clock
+    )
+
+
+def _edge(clock: _Clock) -> identity.TokenMinter:
+    return identity.TokenMinter("gateway", ensure_service_token_secret(), clock=clock)
+
+
+def test_a_remembered_token_is_refused_once_it_expires() -> None:
+    clock = _Clock()
+    server = _authenticator(clock)
+    metadata = _edge(clock).metadata("wallet", Actor("acme-1", "company"))
+    assert server.authenticate(metadata, "GetAccount").user == Actor("acme-1", "company")
+    # Still good up to the last second of its life plus the leeway...
+    clock.now += identity.TOKEN_TTL_SECONDS - 1
+    assert server.authenticate(metadata, "GetAccount").user.user_id == "acme-1"
+    # ...and refused after it, although it was verified (and remembered) before.
+    clock.now += 1 + identity.LEEWAY_SECONDS
+    with pytest.raises(identity.Unauthenticated, match="expired"):
+        server.authenticate(metadata, "GetAccount")
+    # The actor assertion alone, with a fresh service token, is refused just the same.
+    fresh = identity.TokenMinter("gateway", ensure_service_token_secret(), ttl=300).service_token(
+        "wallet"
+    )
+    assert server.authenticate([(SERVICE_TOKEN_HEADER, fresh)], "GetAccount").actor is None
+    with pytest.raises(identity.Unauthenticated, match="actor token"):
+        server.authenticate([(SERVICE_TOKEN_HEADER, fresh), metadata[1]], "GetAccount")
+
+
+def test_a_remembered_token_still_needs_the_policy_and_its_exact_bytes() -> None:
+    clock = _Clock()
+    server = _authenticator(clock)
+    token = minter("gateway").service_token("wallet")
+    assert server.authenticate([(SERVICE_TOKEN_HEADER, token)], "GetAccount").service == "gateway"
+    tampered = token[:-2] + ("AA" if token[-2:] != "AA" else "BB")
+    with pytest.raises(identity.Unauthenticated):
+        server.authenticate([(SERVICE_TOKEN_HEADER, tampered)], "GetAccount")
+    # A service token remembered as such never passes as an actor assertion.
+    with pytest.raises(identity.Unauthenticated, match="actor token"):
+        server.authenticate([(SERVICE_TOKEN_HEADER, token), (ACTOR_HEADER, token)], "GetAccount")
+    # The access policy is checked on every call, remembered token or not.
+    strict = identity.ServiceAuthenticator(
+        "wallet",
+        ensure_service_token_secret(),
+        AccessPolicy.of({"gateway"}, {"Transfer": {"jobs"}}),
+        clock=clock,
+    )
+    assert strict.authenticate([(SERVICE_TOKEN_HEADER, token)], "GetAccount").service == "gateway"
+    with pytest.raises(identity.CallerNotAllowed):
+        strict.authenticate([(SERVICE_TOKEN_HEADER, token)], "Transfer")
+
+
+def test_an_assertion_is_reused_only_for_its_own_user_role_and_audience() -> None:
+    clock = _Clock()
+    edge = _edge(clock)
+    server = _authenticator(clock)
+    alice, bob = Actor("alice", "company"), Actor("bob", "company")
+    first = edge.actor_assertion("wallet", alice)
+    assert edge.actor_assertion("wallet", alice) == first
+    assert edge.actor_assertion("wallet", bob) != first
+    assert edge.actor_assertion("wallet", Actor("alice", "admin")) != first
+    assert edge.actor_assertion("payments", alice) != first
+    # Each user's calls are verified as that user, whatever was verified (and remembered) before.
+    for who in (alice, bob, alice, Actor("alice", "admin"), bob):
+        caller = server.authenticate(edge.metadata("wallet", who), "GetAccount")
+        assert caller.user == who
+
+
+def test_a_reused_token_always_has_half_its_life_left() -> None:
+    clock = _Clock()
+    edge = _edge(clock)
+    alice = Actor("alice", "company")
+    seen: set[str] = set()
+    for _ in range(4 * identity.TOKEN_TTL_SECONDS):
+        metadata = edge.metadata("wallet", alice)
+        for _, token in metadata:
+            seen.add(token)
+            claims = jwt.decode(token, options={"verify_signature": False})
+            # Every token handed out, reused or not, has at least half its TTL left when sent.
+            assert claims["exp"] - clock.now >= identity.TOKEN_TTL_SECONDS / 2
+        clock.now += 1
+    # Renewed along the way (about twice per TTL for each token type), not minted per call.
+    assert 8 <= len(seen) <= 24

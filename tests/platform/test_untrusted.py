@@ -81,6 +81,16 @@ def test_nul_and_lone_surrogates_anywhere_in_json_are_refused(raw: str, field: s
     assert caught.value.field == field
 
 
+def test_escaped_backslashes_and_bytes_with_valid_text_parse() -> None:
+    """Text that only looks like a forbidden escape (an escaped backslash before `u0000`) is
+    fine; bytes are decoded as json.loads decodes them (a UTF-8 BOM included)."""
+    assert loads_json('{"a": "\\\\u0000 \\\\ud800"}') == {"a": "\\u0000 \\ud800"}
+    assert loads_json('{"é": [1]}'.encode("utf-8-sig")) == {"é": [1]}
+    assert loads_json('{"é": "ü"}'.encode("utf-16")) == {"é": "ü"}
+    with pytest.raises(UntrustedInputError):
+        loads_json('{"a": "\ud800"}'.encode("utf-8", "surrogatepass"))
+
+
 def test_malformed_json_is_a_value_error() -> None:
     with pytest.raises(ValueError):
         loads_json(b"{not json")
@@ -135,3 +145,38 @@ def _dollar_anchored_patterns() -> list[str]:
 
 def test_no_validator_is_anchored_with_dollar() -> None:
     assert _dollar_anchored_patterns() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        # Bytes: the forms the quick path must never wave through.
+        (b'{"job": {"title": "a\\u0000b"}}', "job.title"),
+        (b'{"email": "\\uD800@x.io"}', "email"),
+        (b'{"name": "\xed\xa0\x80"}', "name"),  # a lone surrogate written raw (CESU-8)
+        ('{"t": "x"}'.encode("utf-16"), None),  # UTF-16 with a BOM is parsed too: walked
+        ('{"t": "\\u0000"}'.encode("utf-32-le"), "t"),
+    ],
+)
+def test_forbidden_text_is_found_in_bytes_in_every_encoding_json_reads(
+    raw: bytes, field: str | None
+) -> None:
+    if field is None:
+        assert loads_json(raw) == {"t": "x"}
+        return
+    with pytest.raises(UntrustedInputError) as caught:
+        loads_json(raw)
+    assert caught.value.field == field
+
+
+def test_escaped_backslashes_hangul_and_bracket_counts_are_not_false_alarms() -> None:
+    assert loads_json(b'{"a": "\\\\u0000"}') == {"a": "\\u0000"}
+    assert loads_json('{"a": "\\\\u0000"}') == {"a": "\\u0000"}
+    assert loads_json('{"a": "한국"}'.encode()) == {"a": "한국"}
+    # Exactly the limit of openers (some inside a string) and exactly the limit of nesting.
+    at_limit = "[" * (MAX_JSON_DEPTH - 1) + '"{"' + "]" * (MAX_JSON_DEPTH - 1)
+    assert loads_json(at_limit.encode()) is not None
+    deepest = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    assert loads_json(deepest.encode()) is not None
+    with pytest.raises(UntrustedInputError, match="nested deeper"):
+        loads_json(("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1)).encode())

@@ -105,6 +105,29 @@ async def test_payout_failure_fault(
     await receiver.wait_about_async(next_one.id, "payout.paid")
 
 
+async def test_a_payout_can_fail_after_it_was_paid(
+    client: stripe.StripeClient, admin: SandboxAdmin, receiver: WebhookReceiver
+) -> None:
+    """Stripe: "some payouts that fail might initially show as paid, then change to failed" —
+    the `after_paid` fault pays the payout, then the bank returns it; never the other way."""
+    admin.add_fault("payout_failure", count=1, failure_code="account_closed", after_paid=True)
+    payout = await client.v1.payouts.create_async(params={"amount": 3_000, "currency": "usd"})
+    paid = await receiver.wait_about_async(payout.id, "payout.paid")
+    assert paid[0].event["data"]["object"]["status"] == "paid"
+    failed = await receiver.wait_about_async(payout.id, "payout.failed")
+    body = failed[0].event["data"]["object"]
+    assert (body["status"], body["failure_code"]) == ("failed", "account_closed")
+    assert (await client.v1.payouts.retrieve_async(payout.id)).status == "failed"
+    # The admin API returns a paid payout the same way; a failed one is never paid afterwards.
+    other = await client.v1.payouts.create_async(params={"amount": 3_000, "currency": "usd"})
+    await receiver.wait_about_async(other.id, "payout.paid")
+    assert admin.settle_payout(other.id, "failed", "no_account")["status"] == "failed"
+    await receiver.wait_about_async(other.id, "payout.failed")
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        admin.settle_payout(other.id, "paid")
+    assert refused.value.response.status_code == 409
+
+
 async def test_connected_account_payouts_carry_the_account(
     client: stripe.StripeClient, account: stripe.Account, receiver: WebhookReceiver
 ) -> None:

@@ -180,7 +180,6 @@ class FakeJobs(Scripted):
         self.buckets: dict[int, TokenBucketLimiter] = {}
         self.defaults.update(
             {
-                "TakePostingAttempt": self._take_posting_attempt,
                 "GetJob": lambda r: jobs_pb.JobResponse(job=make_job(r.job_id)),
                 "CreateDraft": lambda r: jobs_pb.JobResponse(
                     job=make_job("job_draft", r.actor.user_id, jobs_pb.Job.DRAFT, fields=r.fields)
@@ -195,15 +194,41 @@ class FakeJobs(Scripted):
             }
         )
 
+    async def dispatch(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if method != "CreateJobWithPayment" or not request.HasField("rate_limit"):
+            return await super().dispatch(method, request, context)
+        # As the real service: the attempt is spent first; a refused one reaches no handler, and
+        # the decision comes back with the answer or with the error's metadata.
+        decision = self._take_posting_attempt(request)
+        metadata = {
+            "rate_limit_allowed": str(decision.allowed).lower(),
+            "rate_limit_limit": str(decision.limit),
+            "rate_limit_remaining": str(decision.remaining),
+            "rate_limit_reset_seconds": str(decision.reset_seconds),
+            "rate_limit_retry_after_seconds": str(decision.retry_after_seconds),
+        }
+        if not decision.allowed:
+            metadata_of_call = {m.key: m.value for m in context.invocation_metadata() or ()}
+            self.calls.append(Call("CreateJobWithPayment/refused", request, metadata_of_call))
+            raise domain_error("RATE_LIMITED", ErrorKind.RESOURCE_EXHAUSTED, **metadata)
+        try:
+            response = await super().dispatch(method, request, context)
+        except HirepayError as exc:
+            exc.metadata.update(metadata)
+            raise
+        answer = jobs_pb.CreateJobWithPaymentResponse()
+        answer.CopyFrom(response)
+        answer.rate_limit.CopyFrom(decision)
+        return answer
+
     def _take_posting_attempt(
-        self, request: jobs_pb.TakePostingAttemptRequest
-    ) -> jobs_pb.TakePostingAttemptResponse:
-        limiter = self.buckets.setdefault(
-            request.limit, TokenBucketLimiter(request.limit, policy="fake")
-        )
+        self, request: jobs_pb.CreateJobWithPaymentRequest
+    ) -> jobs_pb.PostingRateDecision:
+        limit = request.rate_limit.limit
+        limiter = self.buckets.setdefault(limit, TokenBucketLimiter(limit, policy="fake"))
         # The bucket is the signed actor's, as in the real service.
-        decision = limiter.take(current_caller().user.user_id, attempt=request.attempt_id)
-        return jobs_pb.TakePostingAttemptResponse(
+        decision = limiter.take(current_caller().user.user_id, attempt=request.request_id)
+        return jobs_pb.PostingRateDecision(
             allowed=decision.allowed,
             limit=decision.limit,
             remaining=decision.remaining,
@@ -236,7 +261,6 @@ JOBS_METHODS = [
     "ListJobApplications",
     "ViewApplicant",
     "DecideApplication",
-    "TakePostingAttempt",
     "PostMarketJob",
     "GetMarketJob",
     "ListMyMarketJobs",

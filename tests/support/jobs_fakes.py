@@ -173,15 +173,16 @@ class FakeSagas:
             out.append(copy.deepcopy(s))
         return out[:limit]
 
-    async def count_failures(self, company_id, since, reasons):
-        return sum(
+    async def insert_counting_failures(self, saga, since, reasons):
+        failures = sum(
             1
             for s in self.tx.sagas.values()
-            if s.company_id == company_id
+            if s.company_id == saga.company_id
             and s.created_at >= since
             and s.failure is not None
             and s.failure.reason in reasons
         )
+        return failures if await self.insert(saga) else None
 
     async def count_stuck(self, now):
         return sum(

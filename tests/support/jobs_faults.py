@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from jobs.domain.marketplace import FundingSplit, Offer
@@ -184,6 +185,14 @@ class _WatchedSagas:
         if inserted and self._uow.crash_after == "pending":
             self._uow.crash_on_commit = True
         return bool(inserted)
+
+    async def insert_counting_failures(
+        self, saga: Saga, since: datetime, reasons: frozenset[str]
+    ) -> int | None:
+        failures = await self._inner.insert_counting_failures(saga, since, reasons)
+        if failures is not None and self._uow.crash_after == "pending":
+            self._uow.crash_on_commit = True
+        return failures
 
     async def lock_with_job(
         self, saga_id: str, *, lock_job: bool = True

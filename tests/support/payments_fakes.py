@@ -159,7 +159,9 @@ class FakeRefunds(_Repo):
         due = [
             r
             for r in self.st.refunds.values()
-            if r.status is RefundStatus.PENDING and r.next_poll_at and r.next_poll_at <= now
+            if (r.status is RefundStatus.PENDING or r.coins_owed)
+            and r.next_poll_at
+            and r.next_poll_at <= now
         ]
         for r in due:
             r.next_poll_at = now + timedelta(seconds=lease_seconds)
@@ -313,6 +315,12 @@ class LedgerInsufficientFunds(PreconditionFailed):
     reason = FailureReason.INSUFFICIENT_FUNDS
 
 
+class LedgerHoldCancelled(PreconditionFailed):
+    """The wallet's refusal of a Try whose branch was cancelled first (a hanging Try)."""
+
+    reason = FailureReason.HOLD_CANCELLED
+
+
 class FakeLedger:
     """The wallet's ledger for plan credits: balances per (owner, unit), transfers once by id,
     never below zero for users; `fail` makes the next calls raise (the wallet down)."""
@@ -321,6 +329,41 @@ class FakeLedger:
         self.balances: dict[tuple[str, str], int] = {}
         self.transfers: dict[str, dict[str, int]] = {}
         self.fail: list[Exception] = []
+        # Coin holds of refunds by refund id: [owner, coins, "held" | "posted" | "released"].
+        self.coin_holds: dict[str, list[Any]] = {}
+
+    def coins_available(self, owner: str) -> int:
+        held = sum(h[1] for h in self.coin_holds.values() if h[0] == owner and h[2] == "held")
+        return self.balances.get((owner, "COIN"), 0) - held
+
+    async def hold_coins(self, refund: Refund, owner_id: str) -> None:
+        if self.fail:
+            raise self.fail.pop(0)
+        hold = self.coin_holds.get(refund.id)
+        if hold is not None:
+            if hold[2] == "released" and hold[1] == 0:
+                raise LedgerHoldCancelled("the branch was cancelled before its Try")
+            return  # replayed
+        if self.coins_available(owner_id) < refund.coins:
+            raise LedgerInsufficientFunds("COIN balance too low")
+        self.coin_holds[refund.id] = [owner_id, refund.coins, "held"]
+
+    async def take_coins(self, refund: Refund) -> None:
+        if self.fail:
+            raise self.fail.pop(0)
+        hold = self.coin_holds[refund.id]
+        if hold[2] == "held":
+            self.balances[(hold[0], "COIN")] -= hold[1]
+            key = ("platform", "COIN")
+            self.balances[key] = self.balances.get(key, 0) + hold[1]
+            hold[2] = "posted"
+
+    async def return_coins(self, refund: Refund, reason: str) -> None:
+        if self.fail:
+            raise self.fail.pop(0)
+        hold = self.coin_holds.setdefault(refund.id, ["", 0, "released"])  # null compensation
+        if hold[2] == "held":
+            hold[2] = "released"
 
     async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
         if self.fail:

@@ -70,6 +70,7 @@ def payouts_stack(
                 "PAYMENTS_WALLET_TARGET": wallet.target,
                 "PAYMENTS_PAYOUT_INTERVAL_SECONDS": "0.2",
                 "PAYMENTS_PAYOUT_WATCH_SECONDS": "1",
+                "PAYMENTS_PAYOUT_RETURN_WATCH_SECONDS": "1",
             },
             log_name=f"{name}-payments",
             timeout=START_TIMEOUT,
@@ -168,14 +169,20 @@ async def withdraw(
 
 
 async def settled(
-    payments: pb_grpc.PaymentsServiceStub, user: str, withdrawal_id: str, timeout: float = 30
+    payments: pb_grpc.PaymentsServiceStub,
+    user: str,
+    withdrawal_id: str,
+    timeout: float = 30,
+    states: tuple[int, ...] = (State.PAID, State.FAILED),
 ) -> pb.Withdrawal:
+    """The withdrawal once it reaches one of `states` (by default: paid or failed)."""
+
     async def final() -> pb.Withdrawal | None:
         reply = await payments.GetWithdrawal(
             pb.GetWithdrawalRequest(withdrawal_id=withdrawal_id), metadata=as_user(user)
         )
         w = reply.withdrawal
-        return w if w.state in (State.PAID, State.FAILED) else None
+        return w if w.state in states else None
 
     return await wait_for(final, timeout=timeout, interval=0.1)
 

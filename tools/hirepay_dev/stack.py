@@ -41,11 +41,12 @@ from hirepay_dev.services import (
 )
 from hirepay_dev.supervisor import Supervisor
 from hirepay_platform.identity import SECRET_ENV
+from payments.adapters.stripe_provider import WEBHOOK_EVENT_TYPES
 
 # Development-only secrets: the sandbox signs webhooks with this, payments verifies with it.
 DEV_WEBHOOK_SECRET = "whsec_hirepaydevonly0000000000000000"
-# The Stripe events the stack's webhook endpoint receives: the objects payments handles.
-STRIPE_WEBHOOK_EVENTS = "payment_intent.*,checkout.session.*,payout.*"
+# The Stripe events the stack's webhook endpoint receives: exactly those payments acts on.
+STRIPE_WEBHOOK_EVENTS = ",".join(WEBHOOK_EVENT_TYPES)
 DEV_STRIPE_KEY = "sk_test_hirepaydevonly"
 DEV_PROVIDER_WEBHOOK_SECRET = "hirepay-dev-only-provider-webhook-secret"
 DEV_PAYPAL_WEBHOOK_ID = "HIREPAYDEVWEBHOOK01"
@@ -158,9 +159,9 @@ class Stack:
                     "sandbox",
                     {
                         "SANDBOX_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/stripe",
-                        # Only the objects payments acts on (stripe_provider._SUBJECTS), as an
-                        # endpoint's enabled events at Stripe: charge.* events cost a delivery,
-                        # a gateway request and a stored event each, for nothing (issue 13).
+                        # Only the events payments acts on (stripe_provider.WEBHOOK_EVENT_TYPES),
+                        # as an endpoint's enabled events at Stripe: any other event costs a
+                        # delivery, a gateway request and a stored event, for nothing (issue 13).
                         "SANDBOX_WEBHOOK_EVENTS": STRIPE_WEBHOOK_EVENTS,
                         "SANDBOX_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
                         **(

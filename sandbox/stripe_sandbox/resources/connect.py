@@ -378,6 +378,8 @@ def create_payout(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     failure = sb.faults.take_payout_failure()
     if failure is not None:
         sb.store.meta(payout["id"])["failure_code"] = failure.failure_code
+        if failure.after_paid:
+            sb.store.meta(payout["id"])["returned_after_paid"] = True
     elif bank_failure is not None:
         sb.store.meta(payout["id"])["failure_code"] = bank_failure
     sb.store.emit("payout.created", payout, ctx)
@@ -401,6 +403,7 @@ def resume_payouts(sb: Sandbox) -> int:
         payout_id
         for payout_id, payout in sb.store.objects.get("payout", {}).items()
         if payout["status"] in ("pending", "in_transit")
+        or (payout["status"] == "paid" and sb.store.meta(payout_id).get("returned_after_paid"))
     ]
     for payout_id in waiting:
         _schedule_settlement(sb, payout_id)
@@ -409,15 +412,28 @@ def resume_payouts(sb: Sandbox) -> int:
 
 def _auto_settle(sb: Sandbox, payout_id: str) -> None:
     payout = sb.store.objects.get("payout", {}).get(payout_id)
-    if payout is not None and payout["status"] in ("pending", "in_transit"):
-        failure_code = sb.store.meta(payout_id).get("failure_code")
+    if payout is None:
+        return
+    meta = sb.store.meta(payout_id)
+    failure_code = meta.get("failure_code")
+    if payout["status"] in ("pending", "in_transit"):
+        if failure_code and meta.get("returned_after_paid"):
+            settle_payout(sb, payout, "paid")
+            _schedule_settlement(sb, payout_id)  # the bank sends it back a moment later
+            return
         settle_payout(sb, payout, "failed" if failure_code else "paid", failure_code)
+    elif payout["status"] == "paid" and failure_code and meta.get("returned_after_paid"):
+        settle_payout(sb, payout, "failed", failure_code)
 
 
 def settle_payout(
     sb: Sandbox, payout: StripeObject, outcome: str, failure_code: str | None = None
 ) -> None:
-    """The bank pays the payout out (`paid`) or returns it (`failed`)."""
+    """The bank pays the payout out (`paid`) or returns it (`failed`) — also after it was paid:
+    a paid payout can still fail (`payout.paid`, then `payout.failed`), never the other way."""
+    if payout["status"] == "paid" and outcome == "failed":
+        _fail(sb, payout, failure_code)
+        return
     if payout["status"] not in ("pending", "in_transit"):
         raise invalid_request(
             f"Payout {payout['id']} has status {payout['status']} and cannot be settled.",
@@ -427,6 +443,10 @@ def settle_payout(
         payout["status"] = "paid"
         sb.store.emit("payout.paid", payout, None)
         return
+    _fail(sb, payout, failure_code)
+
+
+def _fail(sb: Sandbox, payout: StripeObject, failure_code: str | None) -> None:
     code = failure_code or "account_closed"
     payout["status"] = "failed"
     payout["failure_code"] = code

@@ -486,6 +486,12 @@ async def test_rate_limit_per_user_with_headers_and_retry_after(
     assert limited.headers["RateLimit"].startswith('"create-with-payment";r=0;t=')
     assert limited.headers["RateLimit-Policy"] == f'"create-with-payment";q={RATE_LIMIT};w=60'
     assert len(backends.jobs.calls_to("CreateJobWithPayment")) == RATE_LIMIT + 1
+    # One call per posting: jobs spent the attempt (the refused one reached no posting).
+    assert len(backends.jobs.calls_to("CreateJobWithPayment/refused")) == 1
+    assert all(
+        (c.request.rate_limit.limit, c.request.rate_limit.window_seconds) == (RATE_LIMIT, 60)
+        for c in backends.jobs.calls
+    )
     # Another user has their own bucket.
     assert (await client.post(URL, json=body(), headers=headers(other, "k0"))).status_code == 201
 

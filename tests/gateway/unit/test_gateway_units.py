@@ -3,11 +3,14 @@ bucket with a controlled clock, and the idempotency helpers."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from gateway.adapters.ratelimit import TokenBucketLimiter
 from gateway.api.backend_errors import api_error_from_remote
 from gateway.api.errors import api_error_from_validation
+from gateway.service_layer.auth import Authenticator, InvalidToken, Principal, issue_token
 from gateway.service_layer.idempotency import scoped_request_id
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.fingerprint import digest
@@ -271,3 +274,62 @@ def test_posting_blocked_retry_after_is_whole_positive_seconds_or_absent(raw, he
     )
     assert (err.status, err.error, err.body()["retry"]) == (429, "POSTING_BLOCKED", True)
     assert err.headers.get("Retry-After") == header
+
+
+# Issue 13: the gateway remembers accepted user tokens until they expire.
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_KEYS = {"k1": "gateway-unit-test-key-0123456789abcdef"}
+
+
+def _authenticator(clock: _Clock) -> Authenticator:
+    return Authenticator(_KEYS, issuer="iss", audience="aud", leeway=30, clock=clock)
+
+
+def _token(user: str, role: str = "company", ttl_seconds: int = 3600) -> str:
+    return issue_token(
+        user_id=user,
+        role=role,
+        kid="k1",
+        secret=_KEYS["k1"],
+        issuer="iss",
+        audience="aud",
+        ttl_seconds=ttl_seconds,
+    )
+
+
+def test_a_remembered_user_token_is_refused_once_it_expires() -> None:
+    clock = _Clock()
+    auth = _authenticator(clock)
+    token = _token("alice", ttl_seconds=600)
+    assert auth.verify(token) == Principal("alice", "company")
+    clock.now += 600 + 29  # within the leeway
+    assert auth.verify(token).user_id == "alice"
+    clock.now += 1
+    with pytest.raises(InvalidToken, match="expired"):
+        auth.verify(token)
+
+
+def test_remembered_user_tokens_never_speak_for_another_user() -> None:
+    auth = _authenticator(_Clock())
+    alice, bob, admin = _token("alice"), _token("bob"), _token("alice", role="admin")
+    for token, who in [(alice, "alice"), (bob, "bob"), (alice, "alice"), (admin, "alice")]:
+        principal = auth.verify(token)
+        assert principal.user_id == who
+    assert auth.verify(admin).role == "admin" and auth.verify(alice).role == "company"
+    # A token differing in one byte is checked afresh, and refused.
+    with pytest.raises(InvalidToken):
+        auth.verify(alice[:-2] + ("AA" if alice[-2:] != "AA" else "BB"))
+    # A refusal is not remembered as anything: the same bad token is refused every time.
+    long_lived = _token("carol", ttl_seconds=10 * 86_400)
+    for _ in range(2):
+        with pytest.raises(InvalidToken, match="lifetime"):
+            auth.verify(long_lived)

@@ -285,8 +285,13 @@ async def test_failed_payments_are_counted_per_company_and_window(sessions):
         await uow.commit()
     async with SqlJobsUnitOfWork(sessions) as uow:
         since = now - timedelta(hours=1)
-        assert await uow.sagas.count_failures("co_1", since, ABUSE_REASONS) == 2
-        assert await uow.sagas.count_failures("co_2", since, ABUSE_REASONS) == 1
+        # The count comes with a posting's insert-first; a key already taken counts nothing.
+        first, second, taken = _saga(10, now), _saga(11, now), _saga(12, now)
+        second.company_id = "co_2"
+        taken.request_id = first.request_id
+        assert await uow.sagas.insert_counting_failures(first, since, ABUSE_REASONS) == 2
+        assert await uow.sagas.insert_counting_failures(second, since, ABUSE_REASONS) == 1
+        assert await uow.sagas.insert_counting_failures(taken, since, ABUSE_REASONS) is None
 
 
 async def test_stuck_sagas_are_those_past_deadline_not_waiting_for_settlement(sessions):

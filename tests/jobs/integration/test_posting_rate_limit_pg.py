@@ -1,6 +1,7 @@
 """The posting rate limit (PAY-14) on real PostgreSQL: one statement per attempt decides exactly as
 the token bucket's arithmetic does, one attempt at a time per user, a repeated attempt (even a
-concurrent twin) spends nothing, and charged attempts are forgotten past the horizon."""
+concurrent twin) spends nothing, and charged attempts are forgotten past the horizon; through
+CreateJobWithPayment, the attempt is spent first and a refused posting leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -13,10 +14,14 @@ from sqlalchemy import text
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
-from jobs.domain.rate_limits import take_token
+from jobs.domain.errors import PostingRateLimited
+from jobs.domain.model import JobStatus
+from jobs.domain.rate_limits import RateDecision, take_token
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import pay_to_post
 from jobs.service_layer.handlers.rate_limits import ATTEMPT_MEMORY, take_posting_attempt
 from tests.support.jobs_fakes import FakeParticipants, make_config
+from tests.support.jobs_world import FIELDS
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -98,3 +103,67 @@ async def test_charged_attempts_are_forgotten_past_the_horizon(sessions):
             await session.execute(text("SELECT attempt_id FROM posting_rate_attempts"))
         ).scalars()
         assert sorted(kept) == ["new"]
+
+
+def _posting(user: str, key: str, limit: int) -> commands.CreateJobWithPayment:
+    return commands.CreateJobWithPayment(
+        request_id=key,
+        actor=commands.Actor(user, "company"),
+        payment=commands.PaymentChoice(method="card", payment_method_token="pm_card_visa"),
+        accept_terms=True,
+        fingerprint=f"fp-{key}",
+        fields=FIELDS,
+        rate_limit=commands.PostingRateLimit(limit, 60),
+    )
+
+
+async def _rows(sessions, user: str) -> tuple[int, int]:
+    """(sagas, jobs) of `user` in the database."""
+    async with sessions() as session:
+        sagas = await session.scalar(
+            text("SELECT count(*) FROM sagas WHERE company_id = :u"), {"u": user}
+        )
+        jobs = await session.scalar(
+            text("SELECT count(*) FROM jobs WHERE company_id = :u"), {"u": user}
+        )
+    return int(sagas or 0), int(jobs or 0)
+
+
+async def test_a_refused_posting_moves_no_money_and_makes_no_job(sessions):
+    now = [T0]
+    participants = FakeParticipants()
+    deps = Deps.build(
+        lambda: SqlJobsUnitOfWork(sessions), make_config(), participants, clock=lambda: now[0]
+    )
+    first = await pay_to_post.create_job_with_payment(_posting("acme", "k1", 1), deps.fresh())
+    assert first.job.status is JobStatus.ACTIVE
+    assert first.rate_limit == RateDecision(True, 1, 0, 60, 60)
+    calls = list(participants.payments.calls)
+    with pytest.raises(PostingRateLimited) as refused:
+        await pay_to_post.create_job_with_payment(_posting("acme", "k2", 1), deps.fresh())
+    assert refused.value.metadata == RateDecision(False, 1, 0, 60, 60).as_metadata()
+    assert participants.payments.calls == calls  # no Try, no Confirm: no money moved
+    assert await _rows(sessions, "acme") == (1, 1)  # no saga, no job for the refused attempt
+    # The first posting's retry is the same attempt: answered again, nothing spent.
+    again = await pay_to_post.create_job_with_payment(_posting("acme", "k1", 1), deps.fresh())
+    assert again.replayed and again.job.id == first.job.id
+
+
+async def test_racing_postings_pass_exactly_the_limit_and_twins_spend_once(sessions):
+    participants = FakeParticipants()
+    deps = Deps.build(lambda: SqlJobsUnitOfWork(sessions), make_config(), participants)
+
+    async def post(key: str) -> bool:
+        try:
+            await pay_to_post.create_job_with_payment(_posting("busy", key, 3), deps.fresh())
+        except PostingRateLimited:
+            return False
+        return True
+
+    # Twins of one key (one attempt: one token at most) race beside distinct keys.
+    outcomes = await asyncio.gather(*(post(k) for k in ["twin"] * 5 + [f"k{i}" for i in range(8)]))
+    assert all(outcomes[:5])
+    assert sum(outcomes[5:]) == 2
+    # One saga and one job per posting that passed; the refused ones left nothing.
+    assert await _rows(sessions, "busy") == (3, 3)
+    assert len([c for c in participants.payments.calls if c[0] == "try"]) == 3

@@ -17,6 +17,7 @@ from jobs.domain.posting_saga import TryState
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit
+from payments.domain.payouts import WITHDRAWAL_STUCK
 from tests.support.jobs_world import World
 
 
@@ -169,6 +170,26 @@ async def test_ledger_and_provider_findings_are_reported_by_check():
     assert counts[Check.BALANCE_LIMIT_BREACH] == 0
     assert _gauge(Check.PROVIDER_MISMATCH) == 1
     assert _gauge(Check.LEDGER_BOOKING_MISSING) == 1
+
+
+async def test_a_withdrawal_stuck_in_transit_is_a_violation_of_its_own():
+    """Payments names withdrawals whose money stays held past their grace (ESC-9) among its
+    ledger findings, by the kind the jobs auditor's `Check` declares."""
+    assert Check(WITHDRAWAL_STUCK) is Check.WITHDRAWAL_STUCK
+    w = World()
+    sources = FakeSources(
+        ledger_violations=[
+            Violation(Check(WITHDRAWAL_STUCK), "wd_1", "in_transit for 691200 s (7550 USD held)"),
+            Violation(Check(WITHDRAWAL_STUCK), "wd_2", "sending for 7200 s (100 USD held)"),
+        ]
+    )
+    report = await audit.run_audit(commands.RunAudit(), _deps(w, sources))
+    assert report.counts()[Check.WITHDRAWAL_STUCK] == 2
+    assert _gauge(Check.WITHDRAWAL_STUCK) == 2
+    assert _gauge(Check.ESCROW_STEP_STUCK) == 0
+    # Once the money moves, the next round clears the gauge.
+    await audit.run_audit(commands.RunAudit(), _deps(w, FakeSources()))
+    assert _gauge(Check.WITHDRAWAL_STUCK) == 0
 
 
 async def test_an_unreadable_participant_is_not_a_violation():

@@ -791,6 +791,29 @@ async def test_an_event_for_a_saga_its_request_still_holds_does_not_confirm_twic
     assert w.only_saga().state is SagaState.COMPLETED
 
 
+def _record_locks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the sagas and jobs read under lock from now on (filled as they are)."""
+    locked: list[str] = []
+    saga_get, job_get, lock_with_job = FakeSagas.get, FakeJobs.get, FakeSagas.lock_with_job
+
+    async def get_saga(self, saga_id: str, *, for_update: bool = False):
+        locked.extend([saga_id] if for_update else [])
+        return await saga_get(self, saga_id, for_update=for_update)
+
+    async def get_job(self, job_id: str, *, for_update: bool = False):
+        locked.extend([job_id] if for_update else [])
+        return await job_get(self, job_id, for_update=for_update)
+
+    async def lock_saga_and_job(self, saga_id: str, *, lock_job: bool = True):
+        locked.append(saga_id)
+        return await lock_with_job(self, saga_id, lock_job=lock_job)
+
+    monkeypatch.setattr(FakeSagas, "get", get_saga)
+    monkeypatch.setattr(FakeJobs, "get", get_job)
+    monkeypatch.setattr(FakeSagas, "lock_with_job", lock_saga_and_job)
+    return locked
+
+
 async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -801,19 +824,7 @@ async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     answer = await w.post()
     s = w.only_saga()
     assert s.state is SagaState.COMPLETED
-    locked: list[str] = []
-    saga_get, job_get = FakeSagas.get, FakeJobs.get
-
-    async def get_saga(self, saga_id: str, *, for_update: bool = False):
-        locked.extend([saga_id] if for_update else [])
-        return await saga_get(self, saga_id, for_update=for_update)
-
-    async def get_job(self, job_id: str, *, for_update: bool = False):
-        locked.extend([job_id] if for_update else [])
-        return await job_get(self, job_id, for_update=for_update)
-
-    monkeypatch.setattr(FakeSagas, "get", get_saga)
-    monkeypatch.setattr(FakeJobs, "get", get_job)
+    locked = _record_locks(monkeypatch)
     late = [
         ("payment.authorized", TryState.RESERVED, "AUTHORIZED"),
         ("payment.captured", TryState.CAPTURED, "CAPTURED"),
@@ -829,4 +840,36 @@ async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     assert locked == []
     assert w.only_saga() == s
     assert w.job(answer.job.id).status is JobStatus.ACTIVE
+    assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
+
+
+async def test_an_event_the_request_already_applied_locks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """The authorized event of a card posting usually arrives while its request holds the saga,
+    after the request applied the Try's answer: it tells nothing new, so neither the saga nor
+    its job is locked (issue 13), and the request goes on as if it never came."""
+    w = World()
+    gate = Gate()
+    w.payments.confirm = gate.hold(w.payments.confirm)  # type: ignore[method-assign]
+    request = asyncio.create_task(w.post())
+    await gate.entered()
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    locked = _record_locks(monkeypatch)
+    event = SettlementEvent(
+        "e1",
+        1,
+        "payment.authorized",
+        s.id,
+        "payment",
+        TryResult(TryState.RESERVED, "pay_1", "AUTHORIZED"),
+    )
+    assert not await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(event, "c"), w.deps
+    )
+    assert locked == [] and w.only_saga() == s
+    gate.release()
+    answer = await request
+    assert answer.job.status is JobStatus.ACTIVE
     assert [c for c, _ in w.payments.calls] == ["try", "confirm"]

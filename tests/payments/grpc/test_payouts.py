@@ -4,13 +4,15 @@ A contractor connects a payout account and withdraws: the wallet holds the money
 `payout:<id>`), payments sends a Connect transfer and payout, and the hold is posted to provider
 clearing once the payout is paid, or released (the transfer reversed) when it fails. Balances are
 asserted to the cent; concurrent withdrawals never overdraw; a crash mid-withdrawal is finished by
-the recovery worker; a duplicated webhook changes nothing."""
+the recovery worker; a duplicated webhook changes nothing; a payout the bank returns after it was
+paid is credited back to the wallet exactly once, whatever the duplicated or reordered webhooks."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
 
+import asyncpg
 import grpc
 import pytest
 
@@ -154,6 +156,123 @@ async def test_a_failed_payout_returns_the_money(
     transfer = await client.v1.transfers.retrieve_async(done.transfer_id)
     assert (transfer.reversed, transfer.amount_reversed) == (True, 5_000)
     assert await payout_events(stack, started.withdrawal_id) == ["payout.failed"]
+
+
+async def _credited_back(wallet: wpb_grpc.WalletServiceStub, withdrawal_id: str) -> int:
+    """How much the `payout:<id>:returned` transfer moved (0: no such transfer)."""
+    try:
+        reply = await wallet.GetTransfer(
+            wpb.GetTransferRequest(transfer_id=f"payout:{withdrawal_id}:returned")
+        )
+    except grpc.aio.AioRpcError as exc:
+        assert exc.code() == grpc.StatusCode.NOT_FOUND
+        return 0
+    return sum(e.amount.amount_minor for e in reply.transfer.entries if e.amount.amount_minor > 0)
+
+
+async def test_a_payout_returned_after_it_was_paid_is_credited_back_once(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    """payout.paid, then payout.failed (the bank sent it back), each delivered three times at
+    once: the withdrawal ends `returned`, the money is back on the wallet once, the transfer to
+    the contractor's connected account is reversed, and the audit names the return."""
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 6_000)
+    clearing_before = await clearing(wallet)
+    stack.admin.add_fault("webhook_duplicate", times=3, event_type="payout.*")
+    started = await withdraw(payments, user, 4_000)
+    paid = await settled(payments, user, started.withdrawal_id)
+    assert paid.state == State.PAID
+    assert await user_balance(wallet, user) == (2_000, 0, 2_000)
+
+    stack.admin.settle_payout(paid.payout_id, "failed", "account_closed")
+    done = await settled(payments, user, started.withdrawal_id, states=(State.RETURNED,))
+    assert (done.failure_code, done.payout_id) == ("account_closed", paid.payout_id)
+    assert await user_balance(wallet, user) == (6_000, 0, 6_000)
+    assert await clearing(wallet) == clearing_before
+    assert await _credited_back(wallet, started.withdrawal_id) == 4_000
+    client = stripe_client(stack.sandbox_url)
+    transfer = await client.v1.transfers.retrieve_async(done.transfer_id)
+    assert (transfer.reversed, transfer.amount_reversed) == (True, 4_000)
+
+    async def all_delivered() -> bool:
+        sent = stack.admin.deliveries(event_type="payout.failed")
+        mine = [d for d in sent if d.get("object_id") == paid.payout_id]
+        return len([d for d in mine if d["status"] == "succeeded"]) >= 3  # the event, 2 copies
+
+    await wait_for(all_delivered, timeout=15)
+    await asyncio.sleep(1.5)  # the recovery worker's rounds too: still credited once
+    assert await user_balance(wallet, user) == (6_000, 0, 6_000)
+    assert await payout_events(stack, started.withdrawal_id) == ["payout.paid", "payout.failed"]
+    url = stack.payments.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(url)
+    try:
+        reasons = await conn.fetch(
+            "SELECT reason FROM audit_log WHERE details->>'withdrawal_id' = $1 ORDER BY id",
+            started.withdrawal_id,
+        )
+    finally:
+        await conn.close()
+    returns = [r["reason"] for r in reasons if "returned" in r["reason"]]
+    assert returns == [
+        "withdrawal paid/paid -> paid/returned",  # the webhook: the bank returned it
+        "withdrawal paid/returned -> returned/returned",  # the ledger followed: credited back
+    ], [r["reason"] for r in reasons]
+
+
+async def test_a_return_whose_webhook_is_lost_is_found_by_the_worker(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    """Every `payout.failed` dropped: the recovery worker re-fetches paid payouts (every
+    PAYOUT_RETURN_WATCH_SECONDS, 1 s here) and credits the return back once."""
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 1_200)
+    clearing_before = await clearing(wallet)
+    started = await withdraw(payments, user, 1_200)
+    paid = await settled(payments, user, started.withdrawal_id)
+    assert paid.state == State.PAID
+    stack.admin.add_fault("webhook_drop", event_type="payout.failed")
+    stack.admin.settle_payout(paid.payout_id, "failed", "no_account")
+    done = await settled(payments, user, started.withdrawal_id, states=(State.RETURNED,))
+    assert done.failure_code == "no_account"
+    await asyncio.sleep(1.5)  # more worker rounds: still credited once
+    assert await user_balance(wallet, user) == (1_200, 0, 1_200)
+    assert await clearing(wallet) == clearing_before
+    assert await _credited_back(wallet, started.withdrawal_id) == 1_200
+    sent = stack.admin.deliveries(event_type="payout.failed")
+    mine = [d for d in sent if d.get("object_id") == paid.payout_id]
+    assert mine and all(d["status"] != "succeeded" for d in mine), mine  # never delivered
+
+
+async def test_the_sandbox_returns_a_paid_payout_like_stripe_and_the_money_comes_back(
+    stack: Stack, payments: pb_grpc.PaymentsServiceStub, wallet: wpb_grpc.WalletServiceStub
+) -> None:
+    """The sandbox's `payout_failure` fault with `after_paid`: the bank pays, then returns the
+    payout a moment later; whichever order the webhooks arrive in (reordered here), the money
+    is back on the wallet exactly once."""
+    user = new_user()
+    await connect(payments, user)
+    await fund(wallet, user, 2_500)
+    clearing_before = await clearing(wallet)
+    stack.admin.add_fault("payout_failure", failure_code="account_closed", after_paid=True, count=1)
+    stack.admin.add_fault("webhook_reorder", count=2, event_type="payout.*")
+    started = await withdraw(payments, user, 2_500)
+    back = (State.RETURNED, State.FAILED)
+    done = await settled(payments, user, started.withdrawal_id, states=back)
+    assert done.failure_code == "account_closed"
+    await asyncio.sleep(1.5)
+    assert await user_balance(wallet, user) == (2_500, 0, 2_500)
+    assert await clearing(wallet) == clearing_before
+    hold = await hold_of(wallet, started.withdrawal_id)
+    # Returned after it was paid: the hold was posted, then the money credited back; failed
+    # (the return seen before the payment): the hold released, nothing credited back.
+    credited = await _credited_back(wallet, started.withdrawal_id)
+    if done.state == State.RETURNED:
+        assert (hold.hold.state, credited) == (wpb.Hold.CONFIRMED, 2_500)
+    else:
+        assert (hold.hold.state, credited) == (wpb.Hold.CANCELLED, 0)
 
 
 async def test_concurrent_withdrawals_never_overdraw(

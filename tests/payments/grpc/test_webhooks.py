@@ -5,10 +5,12 @@ later", one Hirepay never created is acknowledged and ignored."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
 import grpc
+import pytest
 import stripe
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
@@ -18,6 +20,7 @@ from tests.support.payments_helpers import (
     WEBHOOK_SECRET,
     State,
     authorize_request,
+    branch,
     reason,
     rpc_error,
 )
@@ -212,3 +215,35 @@ async def test_an_event_the_payment_already_reflects_is_stored_without_a_refetch
     assert exc.code() == grpc.StatusCode.UNAVAILABLE  # re-fetch refused: delivered again later
     got = (await stub.GetPayment(pb.GetPaymentRequest(payment_id=p.payment_id))).payment
     assert got.state == State.AUTHORIZED and got.captured_minor == 0
+
+
+@pytest.mark.parametrize("with_our_id", [True, False])
+async def test_an_event_racing_the_call_it_reports_waits_for_its_answer_not_a_refetch(
+    stub, admin, unique, with_our_id: bool
+) -> None:
+    """The provider sends an event as it answers the call: it can reach Hirepay while the request
+    is still waiting for that answer. It then waits for the answer to be recorded and is stored
+    as already reflected, without re-fetching the object or locking the payment (issue 13);
+    whether or not the object carries our payment id in its metadata."""
+    gtx = unique("gtx")
+    p = (await stub.Authorize(authorize_request(gtx))).payment
+    intent = p.provider_payment_id
+    slow = admin.add_fault(  # within the provider deadline the tests give payments (1.5 s)
+        "latency", ms=900, path_prefix=f"/v1/payment_intents/{intent}/capture", count=1
+    )
+    admin.add_fault("down", path_prefix="/v1/payment_intents", method="GET")  # no re-fetch
+    capturing = asyncio.ensure_future(
+        stub.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
+    )
+
+    async def capture_in_flight() -> bool:
+        return all(f["id"] != slow["id"] for f in admin.faults())
+
+    await wait_for(capture_in_flight, timeout=30, interval=0.02)
+    ours = {"metadata": {"hirepay_payment_id": p.payment_id}} if with_our_id else {}
+    racing = fake_event(intent, amount=2500, amount_received=2500, currency="usd", **ours)
+    outcome = await deliver(stub, racing, sign(racing))  # a re-fetch would fail: UNAVAILABLE
+    assert not outcome.applied and not outcome.duplicate
+    captured = (await capturing).payment
+    assert captured.state == State.CAPTURED and captured.captured_minor == 2500
+    assert (await deliver(stub, racing, sign(racing))).duplicate

@@ -418,3 +418,139 @@ async def test_the_auditor_names_a_captured_payment_without_its_transfer(
     }
     await _sql(ledger_stack.payments_db, ("DELETE FROM payments WHERE id = $1", (ghost,)))
     assert await _findings(jobs_stub) == {}
+
+
+# --- a refund takes the coins it bought back (ESC-1, ESC-3) ------------------------------------
+
+
+async def _coins_bought(ledger_stack: LedgerStack, jobs_stub, buyer: str, amount: int) -> str:
+    """A paid coin purchase whose coins are on the buyer's wallet; its payment id."""
+    opened = await jobs_stub.PurchaseCoins(_buy(buyer, amount))
+    assert ledger_stack.admin.pay_checkout(opened.checkout_url).status_code == 303
+
+    async def issued() -> bool:
+        held = await asyncio.to_thread(wallet_reads.balances, ledger_stack.wallet.target, buyer)
+        return held[("USER", "COIN")] == opened.coins
+
+    await wait_for(issued, timeout=20)
+    pid = opened.payment.payment_id
+    assert await wait_for(lambda: _payment(jobs_stub, pid, State.CAPTURED))
+    return pid
+
+
+async def _spend_coins(stack: LedgerStack, buyer: str, coins: int, key: str) -> None:
+    """The buyer spends coins on the wallet (a transfer to a shop's coin account)."""
+    channel = signed_aio_channel(stack.wallet.target, caller="payments", service="wallet")
+    try:
+        stub = wpb_grpc.WalletServiceStub(channel)
+        ids = []
+        for owner in (buyer, "coin-shop"):
+            opened = await stub.OpenAccount(
+                wpb.OpenAccountRequest(
+                    request_id=f"open:{owner}:COIN:{wpb.ACCOUNT_KIND_USER}",
+                    owner_id=owner,
+                    currency="COIN",
+                    kind=wpb.ACCOUNT_KIND_USER,
+                )
+            )
+            ids.append(opened.account.account_id)
+        leg = wpb.TransferLeg(
+            from_account_id=ids[0], to_account_id=ids[1], amount=_usd(coins, "COIN")
+        )
+        await stub.Transfer(wpb.TransferRequest(request_id=key, transfer_id=key, legs=[leg]))
+    finally:
+        await channel.close()
+
+
+async def test_a_refund_of_a_coin_purchase_takes_its_coins_back(
+    ledger_stack: LedgerStack, jobs_stub
+) -> None:
+    buyer = _id("buyer")
+    ledger = Ledger(ledger_stack, STRIPE, "platform", buyer)
+    pid = await _coins_bought(ledger_stack, jobs_stub, buyer, 2_000)
+    first = await jobs_stub.Refund(
+        pb.RefundRequest(request_id="r-1", payment_id=pid, amount_minor=500)
+    )
+    assert first.refund.status == "SUCCEEDED"
+    await ledger.settles_at(
+        {
+            STRIPE: {("PROVIDER_CLEARING", "USD"): -1_500},
+            "platform": {("ISSUANCE", "USD"): 1_500, ("ISSUANCE", "COIN"): -1_500},
+            buyer: {("USER", "COIN"): 1_500},
+        }
+    )
+    # A replay and the refund of the rest: every coin back once, everything nets to zero.
+    again = await jobs_stub.Refund(
+        pb.RefundRequest(request_id="r-1", payment_id=pid, amount_minor=500)
+    )
+    assert again.refund.refund_id == first.refund.refund_id
+    await jobs_stub.Refund(pb.RefundRequest(request_id="r-2", payment_id=pid))
+    await ledger.settles_at({})
+    exc = await rpc_error(jobs_stub.Refund(pb.RefundRequest(request_id="r-3", payment_id=pid)))
+    assert reason(exc)[1] == "REFUND_EXCEEDS_CAPTURED"
+    rid = first.refund.refund_id
+    taken = await _transfer(ledger_stack, f"hold/refund/{rid}")
+    assert taken is not None
+
+
+async def test_a_refund_is_refused_when_the_coins_are_spent(
+    ledger_stack: LedgerStack, jobs_stub
+) -> None:
+    buyer = _id("buyer")
+    pid = await _coins_bought(ledger_stack, jobs_stub, buyer, 1_000)
+    ledger = Ledger(ledger_stack, STRIPE, "platform", buyer, "coin-shop")
+    await _spend_coins(ledger_stack, buyer, 600, _id("spend"))
+    exc = await rpc_error(jobs_stub.Refund(pb.RefundRequest(request_id="r-1", payment_id=pid)))
+    code, why, meta = reason(exc)
+    assert (code, why, meta["coins"]) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "COINS_NOT_AVAILABLE",
+        "1000",
+    )
+    got = (await jobs_stub.GetPayment(pb.GetPaymentRequest(payment_id=pid))).payment
+    assert got.state == State.CAPTURED and got.refunded_minor == 0
+    # What is left can be refunded: $4.00 for the 400 coins still there.
+    await jobs_stub.Refund(pb.RefundRequest(request_id="r-2", payment_id=pid, amount_minor=400))
+    await ledger.settles_at(
+        {
+            STRIPE: {("PROVIDER_CLEARING", "USD"): 400},
+            "platform": {("ISSUANCE", "USD"): -400, ("ISSUANCE", "COIN"): 400},
+            buyer: {("USER", "COIN"): -1_000},
+            "coin-shop": {("USER", "COIN"): 600},
+        }
+    )
+
+
+async def test_a_refund_racing_a_spend_of_the_same_coins_lets_exactly_one_win(
+    ledger_stack: LedgerStack, jobs_stub
+) -> None:
+    """Ten rounds of a full refund and a spend of most of the coins at once: either the refund
+    holds the coins first (it succeeds, the spend is refused) or the spend does (the refund is
+    refused, nothing is sent); never cash back with the coins kept."""
+    for _ in range(10):
+        buyer = _id("buyer")
+        pid = await _coins_bought(ledger_stack, jobs_stub, buyer, 1_000)
+        ledger = Ledger(ledger_stack, STRIPE, "platform", buyer)
+        outcomes = await asyncio.gather(
+            jobs_stub.Refund(pb.RefundRequest(request_id="r-race", payment_id=pid)),
+            _spend_coins(ledger_stack, buyer, 800, _id("spend")),
+            return_exceptions=True,
+        )
+        refunded, spent = (not isinstance(o, BaseException) for o in outcomes)
+        assert refunded != spent, outcomes
+        if refunded:
+            assert isinstance(outcomes[1], grpc.aio.AioRpcError)
+            assert reason(outcomes[1])[1] == "INSUFFICIENT_FUNDS"
+            await ledger.settles_at(
+                {
+                    STRIPE: {("PROVIDER_CLEARING", "USD"): 1_000},
+                    "platform": {("ISSUANCE", "USD"): -1_000, ("ISSUANCE", "COIN"): 1_000},
+                    buyer: {("USER", "COIN"): -1_000},
+                }
+            )
+        else:
+            assert isinstance(outcomes[0], grpc.aio.AioRpcError)
+            assert reason(outcomes[0])[1] == "COINS_NOT_AVAILABLE"
+            got = (await jobs_stub.GetPayment(pb.GetPaymentRequest(payment_id=pid))).payment
+            assert got.refunded_minor == 0
+            assert ledger.changes()[buyer] == {("USER", "COIN"): -800}

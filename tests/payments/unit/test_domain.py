@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime
 
 import pytest
@@ -254,3 +255,17 @@ def test_an_abandoned_provider_payment_is_cancelled_only_while_still_open() -> N
     )
     taken = ProviderPayment("p2", ProviderStatus.CAPTURED, 500, "USD", amount_received=500)
     assert taken.abandoned(ProviderStatus.ACTION_REQUIRED) is taken  # a refund, never a cancel
+
+
+def test_telling_nothing_new_is_asked_of_a_copy_and_changes_nothing() -> None:
+    """A webhook's view is tried on a copy of the payment: whatever the answer, the payment
+    itself is left as it was (the check may not take the view by accident)."""
+    p = payment(PaymentState.AUTHORIZED, provider_payment_id="pi_1", metadata={"job_id": "j"})
+    before = dataclasses.replace(p, metadata=dict(p.metadata))
+    assert p.tells_nothing_new(intent(ProviderStatus.AUTHORIZED))
+    assert not p.tells_nothing_new(intent(ProviderStatus.CAPTURED, amount_received=3000))
+    assert not p.tells_nothing_new(intent(ProviderStatus.CANCELED))
+    assert p == before and p.metadata == {"job_id": "j"}
+    unknown = payment(provider_payment_id="pi_1")
+    assert not unknown.tells_nothing_new(intent(ProviderStatus.AUTHORIZED))  # needs work
+    assert unknown.state is PaymentState.UNKNOWN

@@ -13,11 +13,12 @@ from sqlalchemy import text
 from hirepay_platform.errors import HirepayError
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.domain import commands as c
-from wallet.domain.ledger import Leg
+from wallet.domain.ledger import Leg, entries_for_legs, plan_posting
 from wallet.domain.model import AccountKind
 from wallet.service_layer import handlers as h
 from wallet.service_layer.batcher import TransferBatcher
 from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.transfers import transfer_header
 
 pytestmark = pytest.mark.usefixtures("sound")
 
@@ -212,8 +213,17 @@ class ConnectionKiller:
                         await killer.kill(session)
                     return await post(*args, **kwargs)
 
+                post_alone = self.ledger.post_run_alone
+
+                async def post_alone_then_die(items):
+                    # A batch that is one statement of its own: that statement is its COMMIT.
+                    if doomed:
+                        await killer.kill(session)
+                    return await post_alone(items)
+
                 self.ledger.post_many = post_many_then_die
                 self.ledger.post = post_then_die
+                self.ledger.post_run_alone = post_alone_then_die
 
             async def commit(self) -> None:
                 if doomed and killer.where == "commit":
@@ -249,3 +259,150 @@ async def test_nothing_is_acknowledged_before_commit(ledger, sessions, clock, wh
         (10_000 - len(acknowledged), 0),
         (len(acknowledged), 0),
     ]
+
+
+class PathCounter:
+    """Units of work that count which way their batches were posted: as one statement of its own
+    (post_run_alone applied), or checked in a transaction (post_many / post)."""
+
+    def __init__(self, sessions) -> None:
+        self.sessions = sessions
+        self.paths: Counter[str] = Counter()
+
+    def __call__(self) -> SqlWalletUnitOfWork:
+        counter = self
+
+        class Counted(SqlWalletUnitOfWork):
+            def _attach(self, session) -> None:
+                super()._attach(session)
+                alone, many = self.ledger.post_run_alone, self.ledger.post_many
+
+                async def counted_alone(items):
+                    outcomes = await alone(items)
+                    counter.paths["alone" if outcomes is not None else "declined"] += 1
+                    return outcomes
+
+                async def counted_many(items):
+                    counter.paths["checked"] += 1
+                    return await many(items)
+
+                self.ledger.post_run_alone = counted_alone
+                self.ledger.post_many = counted_many
+
+        return Counted(self.sessions)
+
+
+async def test_a_batch_none_of_which_can_be_refused_is_one_statement_of_its_own(
+    ledger, sessions, clock
+):
+    """Distinct ids, every debit covered even if all of them apply: one statement that commits by
+    itself (no COMMIT of the unit of work); a taken id is replayed from the committed rows, fees
+    to the sharded revenue account go to its shards."""
+    alice, bob, carol = [await ledger.open(n) for n in ("alice", "bob", "carol")]
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    await ledger.fund(alice, 100)
+    await ledger.fund(carol, 10)
+    paths = PathCounter(sessions)
+    deps = Deps(uow=paths, clock=clock)
+    tag = ledger.tag
+    first = await h.create_transfers(c.CreateTransfers((t(f"x-{tag}", (alice, bob, 5)),)), deps)
+    batch = c.CreateTransfers(
+        (
+            t(f"y-{tag}", (alice, bob, 60), (alice, revenue, 6)),
+            t(f"x-{tag}", (alice, bob, 5)),  # taken: replayed
+            # 95 - 66 - 5 (the twin's debit counts: it could have been claimed) - 24 = 0
+            t(f"z-{tag}", (alice, carol, 24)),
+            t(f"w-{tag}", (carol, bob, 10)),  # carol's own 10, not z's credit
+        )
+    )
+    outcomes = await h.create_transfers(batch, deps)
+    assert summary(outcomes) == ["posted", "replayed", "posted", "posted"]
+    assert paths.paths == {"alone": 2}
+    assert first[0].result is not None and outcomes[1].result is not None
+    assert outcomes[1].result.transfer.entries == first[0].result.transfer.entries
+    assert await ledger.balances(alice, bob, carol, revenue) == [
+        (5, 0),
+        (75, 0),
+        (24, 0),
+        (6, 0),
+    ]
+    stored = await h.get_transfer(c.GetTransfer(f"y-{tag}"), deps)
+    assert [e.amount for e in stored.entries] == [-60, 60, -6, 6]
+    assert outcomes[0].result is not None
+    assert [e.id for e in outcomes[0].result.transfer.entries] == [e.id for e in stored.entries]
+
+
+async def test_a_batch_that_spends_an_earlier_credit_of_itself_is_posted_checked(
+    ledger, sessions, clock
+):
+    """A debit covered only by a credit earlier in the same batch (or not at all) could be
+    refused: the one-statement path writes nothing, not even a claim, and the batch is judged
+    posting by posting; every transfer gets the outcome it would have had on its own."""
+    alice, bob, carol = [await ledger.open(n) for n in ("alice", "bob", "carol")]
+    await ledger.fund(alice, 50)
+    paths = PathCounter(sessions)
+    deps = Deps(uow=paths, clock=clock)
+    tag = ledger.tag
+    outcomes = await h.create_transfers(
+        c.CreateTransfers(
+            (
+                t(f"p-{tag}", (alice, bob, 50)),
+                t(f"q-{tag}", (bob, carol, 50)),  # bob had nothing before this batch
+                t(f"r-{tag}", (bob, carol, 1)),  # bob has nothing left: refused alone
+            )
+        ),
+        deps,
+    )
+    assert summary(outcomes) == ["posted", "posted", "INSUFFICIENT_FUNDS"]
+    assert paths.paths == {"declined": 1, "checked": 1}
+    assert await ledger.balances(alice, bob, carol) == [(0, 0), (0, 0), (50, 0)]
+    assert not await _transfer_exists(sessions, f"r-{tag}")
+
+
+async def test_a_declined_statement_leaves_nothing_behind(ledger, uow, sessions):
+    """post_run_alone on its own: a run that could overdraw writes nothing at all and says so."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 10)
+    tag = ledger.tag
+    items = [t(f"u{i}-{tag}", (alice, bob, 6)) for i in range(2)]  # 12 > 10
+    async with uow() as work:
+        refs = await work.accounts.refs({alice, bob})
+        run = []
+        for item in items:
+            header, legs = transfer_header(item)
+            run.append((header, plan_posting(header.id, entries_for_legs(legs, refs), refs)))
+        assert await work.ledger.post_run_alone(run) is None
+    for item in items:
+        assert not await _transfer_exists(sessions, item.transfer_id)
+    assert await ledger.balances(alice, bob) == [(10, 0), (0, 0)]
+
+
+async def test_twins_in_concurrent_batches_of_replicas_post_once(ledger, deps):
+    """Four replicas' batchers get the same twenty transfers at once (each batch of distinct ids,
+    one statement each): every transfer is posted exactly once, its twins replayed, and the
+    balances moved once."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1000)
+    replicas = [
+        TransferBatcher(deps, max_items=8, window_seconds=0.002, max_in_flight=2) for _ in range(4)
+    ]
+    ids = [f"tw{i}-{ledger.tag}" for i in range(20)]
+    calls = [
+        (transfer_id, replica.transfer(t(transfer_id, (alice, bob, 7))))
+        for transfer_id in ids
+        for replica in replicas
+    ]
+    outcomes = await asyncio.gather(*(_posted_or_replayed(call) for _, call in calls))
+    per_id: dict[str, Counter[str]] = {}
+    for (transfer_id, _), outcome in zip(calls, outcomes, strict=True):
+        per_id.setdefault(transfer_id, Counter())[outcome] += 1
+    assert all(seen == {"posted": 1, "replayed": 3} for seen in per_id.values()), per_id
+    assert await ledger.balances(alice, bob) == [(1000 - 20 * 7, 0), (20 * 7, 0)]
+
+
+async def _posted_or_replayed(call) -> str:
+    try:
+        result = await call
+    except HirepayError as exc:
+        return exc.reason
+    return "replayed" if result.replayed else "posted"

@@ -219,3 +219,36 @@ async def test_cancel_before_try_racing_grouped_reserves(ledger, deps):
         assert late == "HOLD_CANCELLED" or late.hold.state is HoldState.CANCELLED
         assert await ledger.balances(alice) == [(1_000_000, bystanders * 10)]
     assert sum(seen.values()) == 30
+
+
+async def test_a_group_of_confirms_posts_in_one_statement_with_fees_and_parts(ledger, deps):
+    """Confirms never lower availability, so a group of them is posted by one statement (post_run):
+    whole and partial Confirms, a fee split into the sharded revenue account; every balance
+    exact, the unconfirmed part of a hold released."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    await ledger.fund(customer, 5000)
+    branches = [_branch() for _ in range(3)]
+    for branch in branches:
+        await h.reserve_hold(c.ReserveHold(branch, customer, contractor, 1000, "USD"), deps)
+    split = (Share(revenue, 1000), Share(contractor, 9000))
+    outcomes = await h.confirm_holds(
+        [
+            c.ConfirmHold(branches[0], 0, split, contractor),
+            c.ConfirmHold(branches[1], 400),
+            c.ConfirmHold(branches[2], 0, split, contractor),
+        ],
+        deps,
+    )
+    assert _summary(outcomes) == ["new"] * 3
+    assert await ledger.balances(customer, contractor, revenue) == [
+        (5000 - 2400, 0),
+        (900 + 400 + 900, 0),
+        (200, 0),
+    ]
+    transfers = [o.result.transfer for o in outcomes]
+    assert [sorted(e.amount for e in x.entries) for x in transfers] == [
+        [-1000, 100, 900],
+        [-400, 400],
+        [-1000, 100, 900],
+    ]

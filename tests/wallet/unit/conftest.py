@@ -95,8 +95,10 @@ class FakeAccounts:
 
 
 class FakeLedger:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, commit_alone: Callable[[], None] | None = None) -> None:
         self.s = store
+        # Commits the unit of work's copy at once (a statement that is its own transaction).
+        self._commit_alone = commit_alone
 
     async def claim_transfer(self, header: TransferHeader) -> datetime | None:
         if header.id in self.s.transfers:
@@ -155,6 +157,33 @@ class FakeLedger:
             outcomes.append(outcome)
         return outcomes
 
+    async def post_run_alone(
+        self, items: list[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        """post_run, then commits at once (a statement that is its own transaction)."""
+        assert self._commit_alone is not None
+        outcomes = await self.post_run(items)
+        if outcomes is not None:
+            self._commit_alone()
+        return outcomes
+
+    async def post_run(
+        self, items: list[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        """Applies only when no posting can be refused on a floor of each balance (every debit of
+        the run counted, earlier credits not), else writes nothing."""
+        assert len({h.id for h, _ in items}) == len(items)
+        debits: dict[str, int] = {}
+        for _, posting in items:
+            assert not posting.guarded_sharded
+            for change in posting.row_changes:
+                ref = self.s.refs[change.account_id]
+                debits[ref.id] = debits.get(ref.id, 0) + min(change.available, 0)
+                floor = self.s.posted[ref.id] - self.s.pending[ref.id] + debits[ref.id]
+                if not (ref.allow_negative or ref.sharded or change.available >= 0 or floor >= 0):
+                    return None
+        return [await self.post(header.id, posting, header) for header, posting in items]
+
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         mine = [
             e
@@ -205,7 +234,7 @@ class FakeUnitOfWork:
     async def __aenter__(self) -> FakeUnitOfWork:
         self.working = copy.deepcopy(self.store)
         self.accounts = FakeAccounts(self.working)
-        self.ledger = FakeLedger(self.working)
+        self.ledger = FakeLedger(self.working, self._commit_alone)
         self.holds = FakeHolds(self.working)
         self.barriers = MemoryBarriers(self.working.barriers)
         self.committed = False
@@ -217,6 +246,9 @@ class FakeUnitOfWork:
     async def commit(self) -> None:
         self.store.__dict__.update(self.working.__dict__)
         self.committed = True
+
+    def _commit_alone(self) -> None:
+        self.store.__dict__.update(copy.deepcopy(self.working).__dict__)
 
 
 class Clock:

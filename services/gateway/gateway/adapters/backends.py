@@ -98,11 +98,6 @@ class JobsClient:
     ) -> jobs_pb.ApplicationResponse:
         return await self.client.call(self.stub.DecideApplication, request)
 
-    async def take_posting_attempt(
-        self, request: jobs_pb.TakePostingAttemptRequest
-    ) -> jobs_pb.TakePostingAttemptResponse:
-        return await self.client.call(self.stub.TakePostingAttempt, request)
-
     # Marketplace (ESC-6..10). Offers move money (an authorization or a hold, a capture and the
     # ledger bookings, releases): the saga budget.
 

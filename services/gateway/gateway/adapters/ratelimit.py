@@ -1,9 +1,10 @@
 """Per-user rate limit of posting attempts (PAY-14), with IETF RateLimit headers.
 
 `SharedPostingLimiter` is what the gateway uses: the token bucket lives in the jobs service's
-database (TakePostingAttempt), so every gateway replica spends from the same bucket and a user gets
-the quota once, not once per replica. `TokenBucketLimiter` is the same bucket in one process's
-memory (the test fakes of jobs keep their buckets with it).
+database and CreateJobWithPayment spends one attempt from it before anything else (one call per
+posting), so every gateway replica spends from the same bucket and a user gets the quota once, not
+once per replica. `TokenBucketLimiter` is the same bucket in one process's memory (the test fakes
+of jobs keep their buckets with it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from hirepay_platform.errors import RemoteError
 
 if TYPE_CHECKING:
     from gateway.adapters.backends import JobsClient
@@ -99,29 +101,80 @@ class TokenBucketLimiter:
         )
 
 
+class PostingFailed(Exception):
+    """CreateJobWithPayment failed: jobs' error, and its decision on the attempt (None when it
+    decided none, e.g. the call never reached it)."""
+
+    def __init__(self, error: RemoteError, decision: Decision | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.decision = decision
+
+
 class SharedPostingLimiter:
     """`per_minute` posting attempts per user, the bucket kept by the jobs service for all replicas.
 
-    The user is the signed actor of the call (the gateway's verified caller), never a field."""
+    The user is the signed actor of the call (the gateway's verified caller), never a field. The
+    attempt is the request's Idempotency-Key: a retry of an attempt already charged spends none."""
 
     def __init__(self, jobs: JobsClient, per_minute: int, *, policy: str = "default") -> None:
         self._jobs = jobs
         self.capacity = per_minute
         self.policy = policy
 
-    async def take(self, attempt: str) -> Decision:
-        """Spend one attempt (an `attempt` already charged spends none)."""
-        reply = await self._jobs.take_posting_attempt(
-            jobs_pb.TakePostingAttemptRequest(
-                attempt_id=attempt, limit=self.capacity, window_seconds=WINDOW_SECONDS
-            )
+    async def create_job_with_payment(
+        self, request: jobs_pb.CreateJobWithPaymentRequest
+    ) -> tuple[jobs_pb.CreateJobWithPaymentResponse, Decision]:
+        """CreateJobWithPayment under the caller's limit: jobs spends the attempt first (a refused
+        one changes nothing and fails RATE_LIMITED). Its errors come as PostingFailed, with the
+        decision when jobs made one."""
+        request.rate_limit.CopyFrom(
+            jobs_pb.PostingRateLimit(limit=self.capacity, window_seconds=WINDOW_SECONDS)
         )
+        try:
+            response = await self._jobs.create_job_with_payment(request)
+        except RemoteError as exc:
+            raise PostingFailed(exc, self._from_metadata(exc.metadata)) from exc
+        decided = response.rate_limit
+        return response, self._decision(
+            decided.allowed,
+            decided.limit,
+            decided.remaining,
+            decided.reset_seconds,
+            decided.retry_after_seconds,
+        )
+
+    def _from_metadata(self, metadata: dict[str, str]) -> Decision | None:
+        """The decision an error's ErrorInfo metadata carries (keys removed: they are headers, not
+        fields of the error), None when there is none."""
+        values = {key: metadata.pop(f"{_METADATA_PREFIX}{key}", None) for key in _METADATA_KEYS}
+        if any(value is None for value in values.values()):
+            return None
+        try:
+            return self._decision(
+                values["allowed"] == "true",
+                int(values["limit"] or 0),
+                int(values["remaining"] or 0),
+                int(values["reset_seconds"] or 0),
+                int(values["retry_after_seconds"] or 0),
+            )
+        except ValueError:
+            return None
+
+    def _decision(
+        self, allowed: bool, limit: int, remaining: int, reset: int, retry_after: int
+    ) -> Decision:
         return Decision(
-            allowed=reply.allowed,
-            limit=reply.limit,
-            remaining=reply.remaining,
-            reset_seconds=reply.reset_seconds,
-            retry_after_seconds=reply.retry_after_seconds,
+            allowed=allowed,
+            limit=limit,
+            remaining=remaining,
+            reset_seconds=reset,
+            retry_after_seconds=retry_after,
             window_seconds=WINDOW_SECONDS,
             policy=self.policy,
         )
+
+
+# The ErrorInfo metadata jobs adds to an error of a posting whose attempt it decided.
+_METADATA_PREFIX = "rate_limit_"
+_METADATA_KEYS = ("allowed", "limit", "remaining", "reset_seconds", "retry_after_seconds")

@@ -31,6 +31,11 @@ _REASONS: dict[str, tuple[int, str, str]] = {
     ),
     R.INVALID_PAYMENT_DETAILS: (400, R.INVALID_PAYMENT_DETAILS, "The payment details are invalid"),
     "ALREADY_SUBSCRIBED": (409, "ALREADY_SUBSCRIBED", "User already has an active subscription"),
+    "COINS_NOT_AVAILABLE": (
+        409,
+        "COINS_NOT_AVAILABLE",
+        "The coins this payment bought are spent or held, so it cannot be refunded",
+    ),
     "ALREADY_APPLIED": (409, "ALREADY_APPLIED", "You have already applied to this job"),
     "IDEMPOTENCY_MISMATCH": (
         422,

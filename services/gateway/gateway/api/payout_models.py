@@ -34,10 +34,11 @@ class WithdrawalIn(Strict):
 
 
 class WithdrawalOut(BaseModel):
-    """A withdrawal: requested -> sending -> in_transit -> paid | failed (money back)."""
+    """A withdrawal: requested -> sending -> in_transit -> paid | failed (money back); a paid
+    one is `returned` (money back) when the bank sends it back afterwards."""
 
     id: str
-    status: Literal["requested", "sending", "in_transit", "paid", "failed"]
+    status: Literal["requested", "sending", "in_transit", "paid", "failed", "returned"]
     amount: MoneyOut | None
     provider: str
     transferId: str | None

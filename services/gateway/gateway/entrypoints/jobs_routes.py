@@ -9,6 +9,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.adapters.backends import Backends
+from gateway.adapters.ratelimit import PostingFailed
 from gateway.api import convert, models
 from gateway.api.backend_errors import api_error_from_reason, api_error_from_remote
 from gateway.api.errors import ApiError, error_responses, not_found, validation_failed
@@ -202,7 +203,6 @@ async def create_with_payment(
     request: Request,
     body: models.CreateWithPaymentIn,
     principal: Company,
-    backends: BackendsDep,
     limiter: LimiterDep,
     idempotency_key: IdempotencyHeader = None,
 ) -> JSONResponse:
@@ -222,22 +222,11 @@ async def create_with_payment(
             "payment.cancel_url": body.payment.cancel_url,
         },
     )
-    # Spent from the user's bucket in jobs (the signed actor), shared by every gateway replica.
-    decision = await limiter.take(attempt=key)
-    request.state.response_headers = decision.headers()
-    if not decision.allowed:
-        RATE_LIMITED.labels(limiter.policy).inc()
-        raise ApiError(
-            429,
-            "RATE_LIMITED",
-            "Too many posting attempts; retry after the time in Retry-After",
-            retry=True,
-        )
     parsed_body = loads_json(await request.body())
-    CWP_STARTED.inc()
-    FUNNEL.labels("payment_started").inc()
+    # Jobs spends one attempt from the user's bucket (the signed actor, shared by every gateway
+    # replica) before anything else, in the same call.
     try:
-        response = await backends.jobs.create_job_with_payment(
+        response, decision = await limiter.create_job_with_payment(
             convert.create_with_payment_to_proto(
                 body,
                 principal=principal,
@@ -245,11 +234,26 @@ async def create_with_payment(
                 request_fingerprint=digest(parsed_body),
             )
         )
-    except RemoteError as exc:
-        mapped = api_error_from_remote(exc)
+    except PostingFailed as failed:
+        if failed.decision is not None:
+            request.state.response_headers = failed.decision.headers()
+            if not failed.decision.allowed:
+                RATE_LIMITED.labels(limiter.policy).inc()
+                raise ApiError(
+                    429,
+                    "RATE_LIMITED",
+                    "Too many posting attempts; retry after the time in Retry-After",
+                    retry=True,
+                ) from None
+        CWP_STARTED.inc()
+        FUNNEL.labels("payment_started").inc()
+        mapped = api_error_from_remote(failed.error)
         CWP_FAILED.labels(mapped.error).inc()
         FUNNEL.labels("failed").inc()
         raise mapped from None
+    request.state.response_headers = decision.headers()
+    CWP_STARTED.inc()
+    FUNNEL.labels("payment_started").inc()
     if response.job.status == jobs_pb.Job.PAYMENT_FAILED:
         # A saga that ended failed without an error (e.g. a replayed failed twin): same contract.
         mapped = api_error_from_reason(

@@ -9,12 +9,13 @@ to a request live in entrypoints/deps.py.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
 
+from hirepay_platform.expiring import ExpiringCache
 from hirepay_platform.untrusted import text_problem
 
 # Development-only signing key: accepted only when GATEWAY_ENV=development (entrypoints/settings.py
@@ -93,6 +94,29 @@ def verify_token(
     A correctly signed token is still untrusted input: every claim's type is checked (a `role`
     that is a list or an object is refused, not compared), and a token may not live longer than
     `max_lifetime` seconds (from its `iat`, and from now)."""
+    return _verify(
+        token,
+        keys=keys,
+        issuer=issuer,
+        audience=audience,
+        leeway=leeway,
+        max_lifetime=max_lifetime,
+        now=time.time() if now is None else now,
+    )[0]
+
+
+def _verify(
+    token: str,
+    *,
+    keys: Mapping[str, str],
+    issuer: str,
+    audience: str,
+    leeway: int,
+    max_lifetime: int,
+    now: float,
+) -> tuple[Principal, int]:
+    """verify_token's checks; also the moment the token stops being accepted (pyjwt refuses it
+    once `exp <= now - leeway`)."""
     try:
         claims = jwt.decode(
             token,
@@ -116,8 +140,8 @@ def verify_token(
         raise InvalidToken("unknown role")
     if not isinstance(email, str) or len(email) > 254 or text_problem(email):
         raise InvalidToken("invalid email")
-    _check_lifetime(claims, max_lifetime, leeway, time.time() if now is None else now)
-    return Principal(user_id=sub, role=role, email=email)
+    _check_lifetime(claims, max_lifetime, leeway, now)
+    return Principal(user_id=sub, role=role, email=email), int(claims["exp"]) + leeway
 
 
 def _check_lifetime(claims: Mapping[str, Any], max_lifetime: int, leeway: int, now: float) -> None:
@@ -160,7 +184,13 @@ def _decode_problem(exc: jwt.PyJWTError) -> str:
 
 
 class Authenticator:
-    """Verifies tokens with the gateway's configured keys."""
+    """Verifies tokens with the gateway's configured keys.
+
+    A client sends the same token with every request, so an accepted token is remembered by its
+    exact text until it expires (`exp` plus the leeway) instead of being decoded and its HMAC
+    checked again (issue 13): every other check only ever turns from refusing to accepting as
+    time passes (`iat`, the lifetime left), the keys are fixed for the process, and refusals are
+    not remembered. After its expiry a remembered token is refused like any other."""
 
     def __init__(
         self,
@@ -169,19 +199,33 @@ class Authenticator:
         audience: str,
         leeway: int,
         max_lifetime: int = 86_400,
+        *,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.keys = dict(keys)
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self.max_lifetime = max_lifetime
+        self.clock = clock
+        self._accepted: ExpiringCache[str, Principal] = ExpiringCache()
 
     def verify(self, token: str) -> Principal:
-        return verify_token(
+        now = self.clock()
+        principal = self._accepted.get(token, now)
+        if principal is not None:
+            return principal
+        principal, until = _verify(
             token,
             keys=self.keys,
             issuer=self.issuer,
             audience=self.audience,
             leeway=self.leeway,
             max_lifetime=self.max_lifetime,
+            now=now,
         )
+        if now >= until:
+            # Judged on this clock too, so a remembered token and a fresh one agree.
+            raise InvalidToken("token expired")
+        self._accepted.put(token, principal, until, now)
+        return principal

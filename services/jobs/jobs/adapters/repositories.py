@@ -70,6 +70,23 @@ _INSERT_SAGA = (
     .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
     .returning(sagas.c.id)
 )
+_failed = sagas.alias("failed")
+# The insert-first of a posting's saga that also counts its company's recent failed payments
+# (PAY-14's abuse rule), in the one round trip (the count is of the rows before this one).
+_INSERT_SAGA_COUNTING_FAILURES = (
+    pg_insert(sagas)
+    .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
+    .returning(
+        select(func.count())
+        .where(
+            _failed.c.kind == SagaKind.POSTING.value,
+            _failed.c.company_id == bindparam("failures_company_id"),
+            _failed.c.created_at >= bindparam("failures_since"),
+            _failed.c.failure["reason"].astext.in_(bindparam("failures_reasons", expanding=True)),
+        )
+        .scalar_subquery()
+    )
+)
 
 
 async def _autocommit(session: AsyncSession) -> AsyncConnection:
@@ -358,6 +375,24 @@ class SqlSagaRepository:
         self.writes.seen(sagas, values)
         return True
 
+    async def insert_counting_failures(
+        self, saga: Saga, since: datetime, reasons: frozenset[str]
+    ) -> int | None:
+        values = saga_to_values(saga)
+        params = {
+            **values,
+            "failures_company_id": saga.company_id,
+            "failures_since": since,
+            "failures_reasons": sorted(reasons),
+        }
+        failures = (
+            await self.session.execute(_INSERT_SAGA_COUNTING_FAILURES, params)
+        ).scalar_one_or_none()
+        if failures is None:
+            return None
+        self.writes.seen(sagas, values)
+        return int(failures)
+
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         stmt = _LOCK_SAGA if for_update else _GET_SAGA
         row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
@@ -435,17 +470,6 @@ class SqlSagaRepository:
                 sagas.c.state.not_in([*_FINAL, waiting]),
                 sagas.c.deadline_at < now,
             )
-        )
-        return int((await self.session.execute(stmt)).scalar_one())
-
-    async def count_failures(
-        self, company_id: str, since: datetime, reasons: frozenset[str]
-    ) -> int:
-        stmt = select(func.count()).where(
-            sagas.c.kind == SagaKind.POSTING.value,
-            sagas.c.company_id == company_id,
-            sagas.c.created_at >= since,
-            sagas.c.failure["reason"].astext.in_(sorted(reasons)),
         )
         return int((await self.session.execute(stmt)).scalar_one())
 

@@ -39,6 +39,9 @@ class Check(enum.StrEnum):
     # An engagement's money step (escrow) decided but still not on the ledger past the grace:
     # the escrow worker keeps failing to post it (ESC-7, ESC-8).
     ESCROW_STEP_STUCK = "escrow_step_stuck"
+    # A withdrawal whose money stays held (or, returned by the bank, owed back) past its grace:
+    # a step payments keeps failing, or a payout in transit the bank has not answered (ESC-9).
+    WITHDRAWAL_STUCK = "withdrawal_stuck"
 
 
 @dataclass(frozen=True, slots=True)

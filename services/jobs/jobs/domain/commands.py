@@ -117,6 +117,8 @@ class CreateJobWithPayment:
     fields: JobFields | None = None
     terms_version: str = ""
     email: str = ""
+    # The caller's posting rate limit: one attempt (this request_id) is spent first (PAY-14).
+    rate_limit: PostingRateLimit | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +218,14 @@ class DecideApplication:
     actor: Actor
     application_id: str
     accept: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRateLimit:
+    """A posting rate limit: `limit` attempts per `window_seconds`, per user (PAY-14)."""
+
+    limit: int
+    window_seconds: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -117,6 +117,13 @@ class PostingBlocked(HirepayError):
     reason = "POSTING_BLOCKED"
 
 
+class PostingRateLimited(HirepayError):
+    """The caller's posting attempts are used up for now (PAY-14): nothing was done."""
+
+    kind = ErrorKind.RESOURCE_EXHAUSTED
+    reason = "RATE_LIMITED"
+
+
 class ActivationFailed(PreconditionFailed):
     """Money was reserved but the job could not be activated (PAY-7: the money goes back)."""
 

@@ -314,12 +314,15 @@ class Saga:
         self.updated_at = now
 
     def finish(self, state: SagaState, now: datetime) -> None:
-        """Move to a final state: nothing is left to drive."""
+        """Move to a final state: nothing is left to drive, so no one holds it either (the
+        driver that ends it needs no transaction of its own to give its lease up)."""
         if not state.final:
             raise InvalidSagaTransition(self.id, self.state.value, state.value)
         self._move(state, now)
         self.finished_at = now
         self.next_attempt_at = None
+        self.lease_owner = ""
+        self.lease_until = None
 
     def take_lease(self, owner: str, until: datetime, now: datetime) -> bool:
         """Lease the saga to `owner` unless another live holder has it (caller holds the row)."""

@@ -19,6 +19,17 @@ class RateDecision:
     reset_seconds: int
     retry_after_seconds: int
 
+    def as_metadata(self) -> dict[str, str]:
+        """The decision as ErrorInfo metadata: an error of the request that spent the attempt
+        still tells the caller what its RateLimit headers say (keys RATE_LIMIT_METADATA)."""
+        return {
+            "rate_limit_allowed": "true" if self.allowed else "false",
+            "rate_limit_limit": str(self.limit),
+            "rate_limit_remaining": str(self.remaining),
+            "rate_limit_reset_seconds": str(self.reset_seconds),
+            "rate_limit_retry_after_seconds": str(self.retry_after_seconds),
+        }
+
 
 def take_token(
     tokens: float,

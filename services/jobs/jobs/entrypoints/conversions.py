@@ -166,6 +166,7 @@ def request_fingerprint(request: pb.CreateJobWithPaymentRequest) -> str:
     body.CopyFrom(request)
     body.ClearField("request_id")
     body.ClearField("actor")
+    body.ClearField("rate_limit")
     return "sha256:" + hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
 
 
@@ -195,11 +196,16 @@ def create_with_payment_from_proto(
         fields=fields_from_proto(request.job) if subject == "job" else None,
         terms_version=request.terms_version.strip(),
         email=request.email,
+        rate_limit=commands.PostingRateLimit(
+            request.rate_limit.limit, request.rate_limit.window_seconds
+        )
+        if request.HasField("rate_limit")
+        else None,
     )
 
 
 def answer_to_proto(answer: SagaAnswer) -> pb.CreateJobWithPaymentResponse:
-    return pb.CreateJobWithPaymentResponse(
+    response = pb.CreateJobWithPaymentResponse(
         job=job_to_proto(answer.job),
         payment_id=answer.payment_id,
         payment_state=answer.payment_state,
@@ -207,6 +213,18 @@ def answer_to_proto(answer: SagaAnswer) -> pb.CreateJobWithPaymentResponse:
         replayed=answer.replayed,
         saga_id=answer.saga_id,
     )
+    decision = answer.rate_limit
+    if decision is not None:
+        response.rate_limit.CopyFrom(
+            pb.PostingRateDecision(
+                allowed=decision.allowed,
+                limit=decision.limit,
+                remaining=decision.remaining,
+                reset_seconds=decision.reset_seconds,
+                retry_after_seconds=decision.retry_after_seconds,
+            )
+        )
+    return response
 
 
 def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:

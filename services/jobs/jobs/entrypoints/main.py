@@ -14,6 +14,7 @@ from hirepay_platform.identity import AccessPolicy
 from hirepay_platform.notifier import CallbackSender, parse_callback_urls
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import load_settings
+from hirepay_platform.tracing import setup_tracing
 from jobs.adapters.consistency import GrpcConsistencySources
 from jobs.adapters.escrow_ledger import (
     PaymentsCardRefunds,
@@ -188,4 +189,7 @@ def _callback_sender(settings: JobsSettings) -> CallbackSender | None:
 
 def main() -> None:
     settings = load_settings(JobsSettings)
+    # Before the engine exists: its SQL statements get spans only if tracing is set up first
+    # (GrpcApp.run sets it up again, a no-op then).
+    setup_tracing("jobs", settings.traces)
     build_app(settings, build_adapters(settings)).run()

@@ -19,7 +19,6 @@ from jobs.service_layer.handlers import (
     cancellation,
     drafts,
     pay_to_post,
-    rate_limits,
 )
 from jobs.service_layer.marketplace import escrow, job_payments, market_jobs, offers
 
@@ -167,24 +166,6 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         )
         view = await applications.decide_application(cmd, self._deps())
         return conv.application_response(view)
-
-    async def TakePostingAttempt(
-        self, request: pb.TakePostingAttemptRequest, context: Any
-    ) -> pb.TakePostingAttemptResponse:
-        cmd = commands.TakePostingAttempt(
-            actor=conv.caller_actor(),
-            attempt_id=request.attempt_id,
-            limit=request.limit,
-            window_seconds=request.window_seconds,
-        )
-        decision = await rate_limits.take_posting_attempt(cmd, self._deps())
-        return pb.TakePostingAttemptResponse(
-            allowed=decision.allowed,
-            limit=decision.limit,
-            remaining=decision.remaining,
-            reset_seconds=decision.reset_seconds,
-            retry_after_seconds=decision.retry_after_seconds,
-        )
 
     # ------------------------------------------------------------------ marketplace
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
 from jobs.domain.posting_saga import Saga
+from jobs.domain.rate_limits import RateDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +21,8 @@ class SagaAnswer:
     payment_state: str
     next_action_url: str
     replayed: bool = False
+    # The posting rate limit's decision on this request's attempt, when it spent one (PAY-14).
+    rate_limit: RateDecision | None = None
 
 
 def _ts(value: datetime | None) -> str | None:

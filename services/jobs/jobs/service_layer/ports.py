@@ -64,6 +64,12 @@ class SagaRepository(Protocol):
     async def insert(self, saga: Saga) -> bool:
         """Insert-first on (company_id, request_id): True if inserted, False if the key exists."""
 
+    async def insert_counting_failures(
+        self, saga: Saga, since: datetime, reasons: frozenset[str]
+    ) -> int | None:
+        """insert, and in the same round trip the company's sagas started since `since` that
+        failed with one of `reasons` (before this one): None if the key exists."""
+
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 
     async def lock_with_job(
@@ -91,11 +97,6 @@ class SagaRepository(Protocol):
 
     async def count_stuck(self, now: datetime) -> int:
         """Unfinished sagas past their deadline (not counting those waiting for settlement)."""
-
-    async def count_failures(
-        self, company_id: str, since: datetime, reasons: frozenset[str]
-    ) -> int:
-        """A company's sagas started since `since` that failed with one of `reasons`."""
 
 
 class SettlementRepository(Protocol):

@@ -1,5 +1,6 @@
 """The wallet over gRPC as withdrawals' PayoutLedger (ESC-9): a hold on the user's cash wallet,
-posted to the provider's clearing account when the payout is paid, released when it failed.
+posted to the provider's clearing account when the payout is paid, released when it failed, and
+the posted amount credited back when the bank returns a paid payout.
 Wire types stay here; the accounts follow the ledger conventions (MARKETPLACE.md)."""
 
 from __future__ import annotations
@@ -46,3 +47,24 @@ class WalletPayoutLedger(WalletLedger):
             request_id=withdrawal.key("release"), branch=_branch(withdrawal), reason=reason
         )
         await self.client.call(self.stub.CancelHold, request)
+
+    async def credit_back(self, withdrawal: Withdrawal) -> None:
+        user = await self.account_id(Account(withdrawal.user_id, withdrawal.currency, Kind.USER))
+        cash = await self.account_id(clearing(withdrawal.provider, withdrawal.currency))
+        transfer_id = withdrawal.credit_back_transfer_id
+        request = wpb.TransferRequest(
+            request_id=transfer_id,
+            transfer_id=transfer_id,
+            legs=[
+                wpb.TransferLeg(
+                    from_account_id=cash,
+                    to_account_id=user,
+                    amount=common_pb2.Money(
+                        amount_minor=withdrawal.amount_minor, currency=withdrawal.currency
+                    ),
+                )
+            ],
+            description=f"Withdrawal {withdrawal.id} returned by the bank",
+            metadata={"subject_id": withdrawal.id, "kind": "payout_returned"},
+        )
+        await self.client.call(self.stub.Transfer, request)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,6 +24,16 @@ _OPEN_STATES = (
     WithdrawalState.IN_TRANSIT.value,
 )
 
+# Not final: on its way, or paid and then returned by the bank (the money still to be credited
+# back).
+_UNFINISHED = or_(
+    t.withdrawals.c.state.in_(_OPEN_STATES),
+    and_(
+        t.withdrawals.c.state == WithdrawalState.PAID.value,
+        t.withdrawals.c.outcome == ProviderOutcome.RETURNED.value,
+    ),
+)
+
 # Due unfinished withdrawals, locked SKIP LOCKED and leased in one statement (issue 13: an idle
 # round of the recovery worker is one round trip).
 _LEASE_WITHDRAWALS = (
@@ -32,7 +42,15 @@ _LEASE_WITHDRAWALS = (
         t.withdrawals.c.id.in_(
             select(t.withdrawals.c.id)
             .where(
-                t.withdrawals.c.state.in_(_OPEN_STATES),
+                or_(
+                    _UNFINISHED,
+                    # Paid recently: watched for a return by the bank (a lost payout.failed).
+                    and_(
+                        t.withdrawals.c.state == WithdrawalState.PAID.value,
+                        t.withdrawals.c.outcome == ProviderOutcome.PAID.value,
+                        t.withdrawals.c.updated_at >= bindparam("paid_since"),
+                    ),
+                ),
                 t.withdrawals.c.next_attempt_at <= bindparam("now"),
             )
             .order_by(t.withdrawals.c.next_attempt_at)
@@ -196,10 +214,29 @@ class SqlPayoutRepository:
         query = query.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
         return [_withdrawal(r) for r in (await self.s.execute(query)).all()]
 
-    async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Withdrawal]:
-        """Unfinished withdrawals whose next step is due, locked SKIP LOCKED and leased (next
-        attempt moved past the lease) in one statement, so several workers share them without
-        doing one twice; oldest first."""
-        params = {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds)}
+    async def unfinished_since(self, before: datetime, limit: int) -> list[Withdrawal]:
+        """Withdrawals not final (a paid one whose payout came back included) unchanged since
+        `before`, the longest unchanged first (the auditor's read)."""
+        query = (
+            select(t.withdrawals)
+            .where(_UNFINISHED, t.withdrawals.c.updated_at <= before)
+            .order_by(t.withdrawals.c.updated_at, t.withdrawals.c.id)
+            .limit(limit)
+        )
+        return [_withdrawal(r) for r in (await self.s.execute(query)).all()]
+
+    async def lease_due(
+        self, now: datetime, limit: int, lease_seconds: float, paid_since: datetime
+    ) -> list[Withdrawal]:
+        """Unfinished withdrawals whose next step is due, and those paid since `paid_since`
+        whose return watch is due, locked SKIP LOCKED and leased (next attempt moved past the
+        lease) in one statement, so several workers share them without doing one twice; oldest
+        first."""
+        params = {
+            "now": now,
+            "limit": limit,
+            "until": now + timedelta(seconds=lease_seconds),
+            "paid_since": paid_since,
+        }
         rows = (await self.s.execute(_LEASE_WITHDRAWALS, params)).all()
         return sorted((_withdrawal(r) for r in rows), key=lambda w: (w.created_at, w.id))

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,7 +16,7 @@ from hirepay_platform.tcc import TccBranch
 from payments.adapters import tables as t
 from payments.domain.events import AuditEntry
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
-from payments.domain.refunds import Refund, RefundStatus
+from payments.domain.refunds import CoinsState, Refund, RefundStatus
 
 # --- payments -------------------------------------------------------------------------------
 
@@ -25,6 +25,15 @@ from payments.domain.refunds import Refund, RefundStatus
 _KEY = "_key"  # the bound parameter of the row's id (a column's name is reserved for SET)
 _GET_PAYMENT = select(t.payments).where(t.payments.c.id == bindparam(_KEY))
 _LOCK_PAYMENT = _GET_PAYMENT.with_for_update()
+# A payment by its branch (Capture, Void) or by the provider's ids (every webhook), built once:
+# building a statement per call cost more than the look-up's own round trip (issue 13).
+_BY_BRANCH = select(t.payments).where(
+    t.payments.c.global_tx_id == bindparam("_global_tx_id"),
+    t.payments.c.branch_id == bindparam("_branch_id"),
+)
+_LOCK_BY_BRANCH = _BY_BRANCH.with_for_update()
+_BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindparam(_KEY))
+_BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
 
 
 def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
@@ -47,8 +56,12 @@ def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
 
 
 _LEASE_PAYMENTS = _lease(t.payments, t.payments.c.next_poll_at, "next_poll_at")
+# Pending refunds, and settled ones whose coin hold the wallet has not followed yet.
 _LEASE_REFUNDS = _lease(
-    t.refunds, t.refunds.c.next_poll_at, "next_poll_at", t.refunds.c.status == "PENDING"
+    t.refunds,
+    t.refunds.c.next_poll_at,
+    "next_poll_at",
+    or_(t.refunds.c.status == "PENDING", t.refunds.c.coins_state.in_(("reserving", "held"))),
 )
 
 
@@ -155,34 +168,26 @@ class SqlPaymentRepository:
         await self.s.batch.insert(t.payments, [dict(values)])  # sent with the next statement
         self._track(payment, values)
 
-    async def _one(self, where: Any, for_update: bool) -> Payment | None:
-        stmt = select(t.payments).where(where)
-        if for_update:
-            stmt = stmt.with_for_update()
-        row = (await self.s.execute(stmt)).first()
+    async def _one(self, stmt: Any, params: dict[str, str]) -> Payment | None:
+        row = (await self.s.execute(stmt, params)).first()
         return self._track(_payment(row)) if row else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
-        stmt = _LOCK_PAYMENT if for_update else _GET_PAYMENT
-        row = (await self.s.execute(stmt, {_KEY: payment_id})).first()
-        return self._track(_payment(row)) if row else None
+        return await self._one(_LOCK_PAYMENT if for_update else _GET_PAYMENT, {_KEY: payment_id})
 
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(
-            and_(
-                t.payments.c.global_tx_id == branch.global_tx_id,
-                t.payments.c.branch_id == branch.branch_id,
-            ),
-            for_update,
+            _LOCK_BY_BRANCH if for_update else _BY_BRANCH,
+            {"_global_tx_id": branch.global_tx_id, "_branch_id": branch.branch_id},
         )
 
     async def find_by_provider(
         self, *, payment_intent_id: str = "", checkout_id: str = ""
     ) -> Payment | None:
         if payment_intent_id:
-            return await self._one(t.payments.c.provider_payment_id == payment_intent_id, False)
+            return await self._one(_BY_INTENT, {_KEY: payment_intent_id})
         if checkout_id:
-            return await self._one(t.payments.c.provider_checkout_id == checkout_id, False)
+            return await self._one(_BY_CHECKOUT, {_KEY: checkout_id})
         return None
 
     async def save(self, payment: Payment) -> None:
@@ -254,12 +259,15 @@ def _refund(row: Any) -> Refund:
         poll_attempts=m["poll_attempts"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        coins=m["coins"],
+        coins_state=CoinsState(m["coins_state"]),
     )
 
 
 def _refund_values(r: Refund) -> dict[str, Any]:
     values = asdict(r)
     values["status"] = r.status.value
+    values["coins_state"] = r.coins_state.value
     values["provider_refund_id"] = r.provider_refund_id or None
     return values
 

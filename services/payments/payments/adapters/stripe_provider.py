@@ -1,10 +1,16 @@
-"""The Stripe adapter: the PaymentProvider port over the official `stripe` SDK (async methods).
+"""The Stripe adapter: the PaymentProvider port over the official `stripe` SDK (async requests).
 
 Stripe's vocabulary stops here: PaymentIntent and Checkout Session statuses, refund reasons and
 event object types are mapped to the domain's provider types, and SDK errors to Declined /
 InvalidRequest / OutcomeUnknown. Every call has a
 deadline (PROVIDER_TIMEOUT_SECONDS) and no SDK-level retries: retries are ours, with the same
 idempotency key, so a retry can never charge twice.
+
+Calls go through the SDK's `raw_request_async` (its documented way to call any endpoint: the same
+authentication, form encoding, idempotency and account headers, and the same typed errors), and
+the answer is read as the JSON the SDK parsed once. The typed services would then build a
+StripeObject tree of the answer (`_convert_to_stripe_object`, `_refresh_from`) only for this
+adapter to turn it back into plain data (`to_dict`), on every call (issue 13).
 """
 
 from __future__ import annotations
@@ -12,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import quote_plus
 
 import httpx
 import stripe
@@ -91,18 +98,35 @@ _SUBJECTS = {
     "checkout.session": EventSubject.CHECKOUT,
     "payout": EventSubject.PAYOUT,
 }
+# The event types a webhook endpoint must enable (README "Running against real Stripe"; the dev
+# stack's sandbox sends exactly these): every change of a payment, checkout or payout that Hirepay
+# acts on has an event here. Not payment_intent.created: the request that created the intent has
+# its answer, and every state the create can end in (requires_capture, succeeded, processing,
+# requires_action, payment_failed) comes with its own event below, so a lost answer is still
+# settled by a webhook; without it a card posting costs two deliveries, not three (issue 13).
+WEBHOOK_EVENT_TYPES = (
+    "payment_intent.amount_capturable_updated",
+    "payment_intent.canceled",
+    "payment_intent.payment_failed",
+    "payment_intent.processing",
+    "payment_intent.requires_action",
+    "payment_intent.succeeded",
+    "checkout.session.completed",
+    "checkout.session.expired",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "payout.created",
+    "payout.updated",
+    "payout.paid",
+    "payout.failed",
+    "payout.canceled",
+)
 _PAYOUT_STATUS = {status.value: status for status in PayoutStatus}
 
 
-def _plain(obj: Any) -> dict[str, Any]:
-    """A Stripe object (or dict) as plain JSON-like data."""
-    if obj is None:
-        return {}
-    if isinstance(obj, dict) and not hasattr(obj, "to_dict"):
-        return obj
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict(recursive=True)
-    return dict(obj)
+def _path_id(value: str) -> str:
+    """An id as a path segment (as the SDK's services quote it)."""
+    return quote_plus(value)
 
 
 def _str_map(value: Any) -> dict[str, str]:
@@ -315,9 +339,26 @@ class StripeProvider:
             max_network_retries=0,
         )
 
-    async def _run(self, fn: Callable[[], Awaitable[Any]]) -> dict[str, Any]:
+    async def _run(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotency_key: str = "",
+        account: str = "",
+    ) -> dict[str, Any]:
+        """One API call (`path` under /v1): the answer's JSON, or the domain's failure."""
+        options: dict[str, Any] = {}
+        if idempotency_key:
+            options["idempotency_key"] = idempotency_key
+        if account:
+            options["stripe_account"] = account
         try:
-            result = await asyncio.wait_for(fn(), timeout=self._timeout)
+            response = await asyncio.wait_for(
+                self.client.raw_request_async(method, path, **(params or {}), **options),
+                timeout=self._timeout,
+            )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
@@ -325,15 +366,16 @@ class StripeProvider:
             if mapped is exc:
                 raise
             raise mapped from None
-        return _plain(result)
+        data = response.data
+        if not isinstance(data, dict):
+            raise OutcomeUnknown("provider answered no JSON object", timeout=False)
+        return data
 
     # --- payments ---------------------------------------------------------------------------
 
     async def create_customer(self, email: str, idempotency_key: str) -> str:
         data = await self._run(
-            lambda: self.client.v1.customers.create_async(
-                params={"email": email}, options={"idempotency_key": idempotency_key}
-            )
+            "post", "/v1/customers", {"email": email}, idempotency_key=idempotency_key
         )
         return str(data["id"])
 
@@ -359,10 +401,7 @@ class StripeProvider:
         if request.email:
             params["receipt_email"] = request.email
         data = await self._run(
-            lambda: self.client.v1.payment_intents.create_async(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
+            "post", "/v1/payment_intents", params, idempotency_key=idempotency_key
         )
         return intent_from(data)
 
@@ -371,19 +410,18 @@ class StripeProvider:
     ) -> ProviderPayment:
         params: dict[str, Any] = {"amount_to_capture": amount_minor} if amount_minor else {}
         data = await self._run(
-            lambda: self.client.v1.payment_intents.capture_async(
-                intent_id,
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
+            "post",
+            f"/v1/payment_intents/{_path_id(intent_id)}/capture",
+            params,
+            idempotency_key=idempotency_key,
         )
         return intent_from(data)
 
     async def cancel(self, intent_id: str, idempotency_key: str) -> ProviderPayment:
         data = await self._run(
-            lambda: self.client.v1.payment_intents.cancel_async(
-                intent_id, options={"idempotency_key": idempotency_key}
-            )
+            "post",
+            f"/v1/payment_intents/{_path_id(intent_id)}/cancel",
+            idempotency_key=idempotency_key,
         )
         return intent_from(data)
 
@@ -402,16 +440,11 @@ class StripeProvider:
         }
         if reason in REFUND_REASONS:
             params["reason"] = reason
-        data = await self._run(
-            lambda: self.client.v1.refunds.create_async(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
-        )
+        data = await self._run("post", "/v1/refunds", params, idempotency_key=idempotency_key)
         return refund_from(data, amount_minor)
 
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
-        data = await self._run(lambda: self.client.v1.payment_intents.retrieve_async(intent_id))
+        data = await self._run("get", f"/v1/payment_intents/{_path_id(intent_id)}")
         return intent_from(data)
 
     async def list_refunds(self, intent_id: str) -> list[ProviderRefund]:
@@ -419,9 +452,7 @@ class StripeProvider:
         found: list[ProviderRefund] = []
         params: dict[str, Any] = {"payment_intent": intent_id, "limit": 100}
         for _ in range(MAX_REFUND_PAGES):
-            page = await self._run(
-                lambda: self.client.v1.refunds.list_async(params=dict(params))  # type: ignore[arg-type]
-            )
+            page = await self._run("get", "/v1/refunds", params)
             items = list(page.get("data") or [])
             found += [refund_from(item) for item in items]
             if not page.get("has_more") or not items:
@@ -462,23 +493,20 @@ class StripeProvider:
         if request.expires_at is not None:
             params["expires_at"] = int(request.expires_at.timestamp())
         data = await self._run(
-            lambda: self.client.v1.checkout.sessions.create_async(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
+            "post", "/v1/checkout/sessions", params, idempotency_key=idempotency_key
         )
         return checkout_from(data)
 
     async def expire_checkout(self, session_id: str, idempotency_key: str) -> ProviderCheckout:
         data = await self._run(
-            lambda: self.client.v1.checkout.sessions.expire_async(
-                session_id, options={"idempotency_key": idempotency_key}
-            )
+            "post",
+            f"/v1/checkout/sessions/{_path_id(session_id)}/expire",
+            idempotency_key=idempotency_key,
         )
         return checkout_from(data)
 
     async def retrieve_checkout(self, session_id: str) -> ProviderCheckout:
-        data = await self._run(lambda: self.client.v1.checkout.sessions.retrieve_async(session_id))
+        data = await self._run("get", f"/v1/checkout/sessions/{_path_id(session_id)}")
         return checkout_from(data)
 
     # --- Connect payouts (ESC-9) -------------------------------------------------------------
@@ -501,30 +529,25 @@ class StripeProvider:
         }
         if request.email:
             params["email"] = request.email
-        data = await self._run(
-            lambda: self.client.v1.accounts.create_async(
-                params=params,  # type: ignore[arg-type]
-                options={"idempotency_key": idempotency_key},
-            )
-        )
+        data = await self._run("post", "/v1/accounts", params, idempotency_key=idempotency_key)
         return ProviderPayoutAccount(str(data["id"]), bool(data.get("payouts_enabled")))
 
     async def onboarding_link(self, account_id: str, request: PayoutAccountRequest) -> str:
         # Account links are single-use and short-lived: a fresh one each time, no key needed.
         data = await self._run(
-            lambda: self.client.v1.account_links.create_async(
-                params={
-                    "account": account_id,
-                    "type": "account_onboarding",
-                    "return_url": request.return_url,
-                    "refresh_url": request.refresh_url,
-                }
-            )
+            "post",
+            "/v1/account_links",
+            {
+                "account": account_id,
+                "type": "account_onboarding",
+                "return_url": request.return_url,
+                "refresh_url": request.refresh_url,
+            },
         )
         return str(data.get("url") or "")
 
     async def retrieve_payout_account(self, account_id: str) -> ProviderPayoutAccount:
-        data = await self._run(lambda: self.client.v1.accounts.retrieve_async(account_id))
+        data = await self._run("get", f"/v1/accounts/{_path_id(account_id)}")
         return ProviderPayoutAccount(str(data["id"]), bool(data.get("payouts_enabled")))
 
     async def transfer(
@@ -536,15 +559,15 @@ class StripeProvider:
         idempotency_key: str,
     ) -> ProviderTransfer:
         data = await self._run(
-            lambda: self.client.v1.transfers.create_async(
-                params={
-                    "amount": amount_minor,
-                    "currency": currency.lower(),
-                    "destination": account_id,
-                    "metadata": dict(metadata),
-                },
-                options={"idempotency_key": idempotency_key},
-            )
+            "post",
+            "/v1/transfers",
+            {
+                "amount": amount_minor,
+                "currency": currency.lower(),
+                "destination": account_id,
+                "metadata": dict(metadata),
+            },
+            idempotency_key=idempotency_key,
         )
         return transfer_from(data)
 
@@ -552,13 +575,12 @@ class StripeProvider:
         self, transfer_id: str, metadata: Mapping[str, str], idempotency_key: str
     ) -> ProviderTransfer:
         await self._run(
-            lambda: self.client.v1.transfers.reversals.create_async(
-                transfer_id,
-                params={"metadata": dict(metadata)},
-                options={"idempotency_key": idempotency_key},
-            )
+            "post",
+            f"/v1/transfers/{_path_id(transfer_id)}/reversals",
+            {"metadata": dict(metadata)},
+            idempotency_key=idempotency_key,
         )
-        data = await self._run(lambda: self.client.v1.transfers.retrieve_async(transfer_id))
+        data = await self._run("get", f"/v1/transfers/{_path_id(transfer_id)}")
         return transfer_from(data)
 
     async def payout(
@@ -570,23 +592,16 @@ class StripeProvider:
         idempotency_key: str,
     ) -> ProviderPayout:
         data = await self._run(
-            lambda: self.client.v1.payouts.create_async(
-                params={
-                    "amount": amount_minor,
-                    "currency": currency.lower(),
-                    "metadata": dict(metadata),
-                },
-                options={"idempotency_key": idempotency_key, "stripe_account": account_id},
-            )
+            "post",
+            "/v1/payouts",
+            {"amount": amount_minor, "currency": currency.lower(), "metadata": dict(metadata)},
+            idempotency_key=idempotency_key,
+            account=account_id,
         )
         return payout_from(data)
 
     async def retrieve_payout(self, account_id: str, payout_id: str) -> ProviderPayout:
-        data = await self._run(
-            lambda: self.client.v1.payouts.retrieve_async(
-                payout_id, options={"stripe_account": account_id}
-            )
-        )
+        data = await self._run("get", f"/v1/payouts/{_path_id(payout_id)}", account=account_id)
         return payout_from(data)
 
     # --- webhooks -----------------------------------------------------------------------------

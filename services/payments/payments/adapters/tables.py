@@ -92,6 +92,9 @@ refunds = Table(
     Column("failure_message", Text, nullable=False, server_default=""),
     _ts("next_poll_at", nullable=True),
     Column("poll_attempts", Integer, nullable=False, server_default="0"),
+    # The coins the refund takes back and its hold's progress (0 and "": the payment issued none).
+    Column("coins", BigInteger, nullable=False, server_default="0"),
+    Column("coins_state", String(16), nullable=False, server_default=""),
     _ts("created_at"),
     _ts("updated_at"),
     UniqueConstraint("payment_id", "request_id", name="uq_refunds_request"),

@@ -13,7 +13,13 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.errors import ErrorKind, HirepayError, RemoteError
 from payments.domain.credits import CREDIT_UNITS, CreditGrant
-from payments.domain.ledger import SYSTEM_KINDS, Account
+from payments.domain.ledger import COIN, SYSTEM_KINDS, Account, Kind, issuance
+from payments.domain.refunds import Refund
+
+# The hold of the coins a refund takes back: global transaction `refund`, branch the refund's id.
+COIN_REFUND_GLOBAL_TX = "refund"
+# A refund whose outcome is unknown is polled for at most hours; the hold outlives that.
+COIN_REFUND_HOLD_TTL_SECONDS = 30 * 24 * 3600
 
 # google.rpc.Code numbers of a refused transfer in a CreateTransfers answer.
 _KINDS = {
@@ -136,6 +142,32 @@ class WalletLedger:
                 break
         return found_entries
 
+    async def hold_coins(self, refund: Refund, owner_id: str) -> None:
+        request = wpb.ReserveHoldRequest(
+            request_id=f"refund:{refund.id}:coins:hold",
+            branch=_coin_branch(refund),
+            account_id=await self.account_id(Account(owner_id, COIN, Kind.USER)),
+            destination_account_id=await self.account_id(issuance(COIN)),
+            amount=common_pb2.Money(amount_minor=refund.coins, currency=COIN),
+            expires_in_seconds=COIN_REFUND_HOLD_TTL_SECONDS,
+            description=f"Coins taken back by refund {refund.id} of {refund.payment_id}",
+        )
+        await self.client.call(self.stub.ReserveHold, request)
+
+    async def take_coins(self, refund: Refund) -> None:
+        request = wpb.ConfirmHoldRequest(
+            request_id=f"refund:{refund.id}:coins:take", branch=_coin_branch(refund)
+        )
+        await self.client.call(self.stub.ConfirmHold, request)
+
+    async def return_coins(self, refund: Refund, reason: str) -> None:
+        request = wpb.CancelHoldRequest(
+            request_id=f"refund:{refund.id}:coins:return",
+            branch=_coin_branch(refund),
+            reason=reason[:200],
+        )
+        await self.client.call(self.stub.CancelHold, request)
+
     async def _accounts_of(self, owner: str) -> AsyncIterator[wpb.Account]:
         token = ""
         while True:
@@ -157,3 +189,7 @@ class WalletLedger:
             if account.kind == wpb.ACCOUNT_KIND_USER and account.currency in found:
                 found[account.currency] = int(account.balance.available_minor)
         return found
+
+
+def _coin_branch(refund: Refund) -> common_pb2.TccBranch:
+    return common_pb2.TccBranch(global_tx_id=COIN_REFUND_GLOBAL_TX, branch_id=refund.id)

@@ -15,6 +15,7 @@ from hirepay_platform.reasons import FailureReason
 
 __all__ = [
     "AlreadySubscribed",
+    "CoinsNotAvailable",
     "EventNotApplicableYet",
     "InsufficientFunds",
     "InvalidPaymentDetails",
@@ -163,6 +164,20 @@ class RefundExceedsCaptured(PreconditionFailed):
                 "requested_minor": str(requested),
                 "refundable_minor": str(refundable),
             },
+        )
+
+
+class CoinsNotAvailable(PreconditionFailed):
+    """A refund of a payment that issued coins is refused: the coins it would take back are no
+    longer on the buyer's coin wallet (spent, or held by an offer or a withdrawal)."""
+
+    reason = "COINS_NOT_AVAILABLE"
+
+    def __init__(self, payment_id: str, coins: int, why: str = "") -> None:
+        super().__init__(
+            f"refund of {payment_id} refused: the {coins} coins it bought are no longer"
+            f" available on the buyer's wallet{': ' + why if why else ''}",
+            metadata={"payment_id": payment_id, "coins": str(coins)},
         )
 
 

@@ -197,12 +197,34 @@ def capture_legs(
     return legs
 
 
+def issues_coins(metadata: dict[str, str]) -> bool:
+    """Whether the payment's capture issued coins to its payer (taken back when refunded)."""
+    return purpose_of(metadata) in (Purpose.COIN_PURCHASE, Purpose.JOB_PAYMENT)
+
+
+def coins_to_take_back(metadata: dict[str, str], captured_minor: int, refunded_minor: int) -> int:
+    """The coins a refund of `refunded_minor` takes back: the capture's coins in proportion,
+    exactly (a refund that would take back a fraction of a coin is refused, never rounded: the
+    coins and their cash backing must stay equal)."""
+    coins = int(metadata.get(COINS_KEY, "0") or 0)
+    if not coins or captured_minor <= 0:
+        return 0
+    taken, rest = divmod(coins * refunded_minor, captured_minor)
+    if rest:
+        raise errors.invalid(
+            "amount_minor",
+            f"must take back a whole number of coins ({coins} coins for {captured_minor})",
+        )
+    return taken
+
+
 def refund_legs(
     purpose: Purpose, *, provider: str, currency: str, refunded_minor: int
 ) -> list[Leg]:
     """The legs of `payment:<id>:refund:<refund_id>`: the refunded cash back to clearing from
-    where the capture put it (revenue, or the cash backing of sold coins; coins already issued are
-    not taken back here)."""
+    where the capture put it (revenue, or the cash backing of sold coins). The coins the refund
+    takes back move by their own hold (branch `refund:<refund_id>`, held before the provider
+    call, posted to coin issuance when the refund succeeded)."""
     cash = clearing(provider, currency)
     if purpose is Purpose.FEE:
         return [Leg(revenue(currency), cash, refunded_minor)]

@@ -327,7 +327,9 @@ class Payment:
         the watch poller stays the backstop: the event need not be re-fetched."""
         if self.needs_provider_work() or view.id != self.provider_payment_id:
             return False
-        probe = copy.deepcopy(self)
+        # A shallow copy suffices: apply_intent only assigns fields, never mutates one in place
+        # (a deep copy of every webhook's payment was most of this check's cost).
+        probe = copy.copy(self)
         return not probe.apply_intent(view, self.updated_at) and probe._facts() == self._facts()
 
     def needs_provider_work(self) -> bool:

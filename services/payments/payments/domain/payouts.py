@@ -6,13 +6,18 @@ A withdrawal moves available wallet money to the contractor's bank: the wallet h
 payout to their bank), and the hold is posted (user -> provider clearing) once the payout is paid,
 or released when the transfer or the payout fails. The state machine:
 
-    requested -> sending -> in_transit -> paid
+    requested -> sending -> in_transit -> paid -> returned  (the bank sent it back: credited back)
          |          |            |
          +----------+------------+-----> failed   (the hold released: the money is back)
 
-`outcome` records what the provider said before the ledger has followed (paid / failed): a
-withdrawal reaches `paid` or `failed` only once the wallet has posted or released its hold, so a
-crash between the two is finished by the recovery worker.
+`outcome` records what the provider said before the ledger has followed (paid / failed /
+returned): a withdrawal reaches `paid` or `failed` only once the wallet has posted or released its
+hold, so a crash between the two is finished by the recovery worker. A payout the provider
+reported paid can still fail afterwards (Stripe: "some payouts that fail might initially show as
+paid, then change to failed" — the bank returned it): the outcome becomes `returned`, the money is
+taken back from the contractor's connected account (the transfer reversed) and credited back to
+their wallet once (transfer `payout:<id>:returned`, provider clearing -> user), then the
+withdrawal is `returned`.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from hirepay_platform.tcc import TccBranch
 from payments.domain import errors
 
 HOLD_GLOBAL_TX = "payout"
+# The auditor's finding (OPS-3) for a withdrawal that has not reached a final state in time.
+WITHDRAWAL_STUCK = "withdrawal_stuck"
 # The wallet keeps a withdrawal's hold at most this long (its maximum): a payout takes days.
 HOLD_TTL_SECONDS = 30 * 24 * 3600
 MAX_REQUEST_ID_LENGTH = 200
@@ -66,10 +73,11 @@ class WithdrawalState(enum.StrEnum):
     IN_TRANSIT = "in_transit"  # the payout is on its way to the bank
     PAID = "paid"  # the bank paid it; the hold is posted
     FAILED = "failed"  # the transfer or payout failed; the hold is released
+    RETURNED = "returned"  # paid, then returned by the bank; the money is credited back
 
     @property
     def final(self) -> bool:
-        return self in (WithdrawalState.PAID, WithdrawalState.FAILED)
+        return self in (WithdrawalState.PAID, WithdrawalState.FAILED, WithdrawalState.RETURNED)
 
 
 class ProviderOutcome(enum.StrEnum):
@@ -78,6 +86,7 @@ class ProviderOutcome(enum.StrEnum):
     NONE = ""
     PAID = "paid"
     FAILED = "failed"
+    RETURNED = "returned"  # reported paid, then failed: the bank sent the money back
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +149,21 @@ class Withdrawal:
 
     @property
     def final(self) -> bool:
-        return self.state.final
+        """Nothing more to do: an outcome the ledger has followed (a paid withdrawal whose
+        payout came back is not final until the money is credited back)."""
+        return self.state.final and not self.returning
+
+    @property
+    def returning(self) -> bool:
+        """The payout came back after it was reported paid; the ledger has not followed yet."""
+        return (
+            self.outcome is ProviderOutcome.RETURNED and self.state is not WithdrawalState.RETURNED
+        )
+
+    @property
+    def credit_back_transfer_id(self) -> str:
+        """The wallet transfer that credits a returned payout back (its idempotency key)."""
+        return f"payout:{self.id}:returned"
 
     def held(self, now: datetime) -> None:
         """The wallet reserved the amount: send it."""
@@ -171,11 +194,23 @@ class Withdrawal:
         self.updated_at = now
         return True
 
+    def provider_returned(self, code: str, message: str, now: datetime) -> bool:
+        """The payout failed after it was reported paid (the money comes back); False unless
+        paid was the outcome known so far."""
+        if self.outcome is not ProviderOutcome.PAID:
+            return False
+        self.outcome = ProviderOutcome.RETURNED
+        self.failure_code = code or "payout_returned"
+        self.failure_message = message
+        self.updated_at = now
+        return True
+
     def settled(self, now: datetime) -> None:
         """The ledger followed the provider's outcome: the withdrawal is final."""
         target = {
             ProviderOutcome.PAID: WithdrawalState.PAID,
             ProviderOutcome.FAILED: WithdrawalState.FAILED,
+            ProviderOutcome.RETURNED: WithdrawalState.RETURNED,
         }[self.outcome]
         self._move(target, now)
 
@@ -188,3 +223,24 @@ class Withdrawal:
         self.state = state
         self.updated_at = now
         self.last_error = ""
+
+
+def stuck_detail(
+    w: Withdrawal, now: datetime, *, step_grace: timedelta, transit_grace: timedelta
+) -> str:
+    """Why a withdrawal counts as stuck ("" when it does not): the money sits held (or, for a
+    returned payout, owed back) without moving. A step of ours (requested, sending, a known
+    outcome the ledger has not followed, a return not yet credited back) is retried by the
+    recovery worker within minutes, so past `step_grace` it keeps failing; a payout in transit
+    waits for the bank, which answers within days, so past `transit_grace` it is lost or late."""
+    if w.final:
+        return ""
+    waiting = w.state is WithdrawalState.IN_TRANSIT and w.outcome is ProviderOutcome.NONE
+    grace = transit_grace if waiting else step_grace
+    age = now - w.updated_at
+    if age <= grace:
+        return ""
+    where = w.state.value + (f"/{w.outcome.value}" if w.outcome.value else "")
+    detail = f"{where} for {int(age.total_seconds())} s ({w.amount_minor} {w.currency} held"
+    detail += " and owed back)" if w.returning else ")"
+    return detail + (f": {w.last_error}" if w.last_error else "")

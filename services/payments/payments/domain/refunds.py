@@ -1,4 +1,7 @@
-"""Refunds of a captured payment: the amount is reserved on the payment before the provider call."""
+"""Refunds of a captured payment: the amount is reserved on the payment before the provider call,
+and for a payment that issued coins (a coin purchase, a direct job payment) the coins it bought are
+held on the buyer's coin wallet before it too (ESC-1, ESC-3: cash back and coins kept would create
+money)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,16 @@ class RefundStatus(enum.StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
+
+
+class CoinsState(enum.StrEnum):
+    """Where the coins a refund takes back stand on the wallet (hold branch `refund:<id>`)."""
+
+    NONE = ""  # the payment issued no coins: nothing to take back
+    RESERVING = "reserving"  # recorded; the hold on the buyer's coins is being reserved
+    HELD = "held"  # held: the provider may be asked; then posted or released
+    TAKEN = "taken"  # the refund succeeded: the hold is posted back to coin issuance
+    RETURNED = "returned"  # the refund failed (or the coins were not there): the hold released
 
 
 @dataclass(slots=True)
@@ -30,3 +43,10 @@ class Refund:
     failure_message: str = ""
     next_poll_at: datetime | None = None
     poll_attempts: int = 0
+    coins: int = 0  # the coins this refund takes back (0: the payment issued none)
+    coins_state: CoinsState = CoinsState.NONE
+
+    @property
+    def coins_owed(self) -> bool:
+        """Whether the wallet still has to follow the refund's outcome with the coin hold."""
+        return self.coins_state in (CoinsState.RESERVING, CoinsState.HELD)

@@ -34,6 +34,7 @@ from payments.entrypoints.workers import (
 )
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
+from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
 from payments.service_layer.wakeup import Wakeup
 
@@ -178,6 +179,10 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         payout_country=settings.payout_country,
         payout_subsystem=settings.payout_subsystem,
         payout_watch_seconds=settings.payout_watch_seconds,
+        payout_return_watch_seconds=settings.payout_return_watch_seconds,
+        payout_return_window_seconds=settings.payout_return_window_seconds,
+        withdrawal_step_grace_seconds=settings.withdrawal_step_grace_seconds,
+        withdrawal_transit_grace_seconds=settings.withdrawal_transit_grace_seconds,
         coin_rates=coin_rates,
         job_payment_fee_bps=settings.job_payment_fee_bps,
     )
@@ -190,9 +195,17 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     )
 
     ledger = _ledger(settings)
+    in_flight = InFlight()
 
     def deps() -> Deps:
-        return Deps(database.uow(), providers, config, ledger=ledger, payout_ledger=ledger)
+        return Deps(
+            database.uow(),
+            providers,
+            config,
+            ledger=ledger,
+            payout_ledger=ledger,
+            in_flight=in_flight,
+        )
 
     app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()

@@ -88,6 +88,15 @@ class PaymentsSettings(ServiceSettings):
     payout_subsystem: str = "marketplace"
     payout_interval_seconds: float = 0.5
     payout_watch_seconds: float = 30.0
+    # A paid payout is re-fetched every PAYOUT_RETURN_WATCH_SECONDS for
+    # PAYOUT_RETURN_WINDOW_SECONDS: the bank may still return it (a lost payout.failed).
+    payout_return_watch_seconds: float = 3600.0
+    payout_return_window_seconds: float = 10 * 24 * 3600.0
+    # The auditor's `withdrawal_stuck` (OPS-3): a withdrawal step of ours (requested, sending, a
+    # known outcome or a return not yet on the ledger) unfinished past the first; a payout in
+    # transit past the second (Stripe's bank answers within days).
+    withdrawal_step_grace_seconds: float = 900.0
+    withdrawal_transit_grace_seconds: float = 7 * 24 * 3600.0
     # ESC-3: coins per one major unit of each currency coins are sold in ("USD:100,EUR:110").
     coin_rates: str = "USD:100"
     # ESC-5: the platform's funding fee of a direct job payment, in basis points of its coins.

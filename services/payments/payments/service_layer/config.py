@@ -37,6 +37,14 @@ class Policy:
     payout_retry_max: float = 60.0
     # A payout in transit is re-fetched this often (a backstop for a lost webhook).
     payout_watch_seconds: float = 30.0
+    # A paid payout is re-fetched this often for this long: the bank may still return it (a
+    # backstop for a lost payout.failed after payout.paid; Stripe reports returns within days).
+    payout_return_watch_seconds: float = 3600.0
+    payout_return_window_seconds: float = 10 * 24 * 3600.0
+    # The auditor's `withdrawal_stuck` (OPS-3): a step of ours still not done past the first, a
+    # payout still in transit (the bank has not answered) past the second.
+    withdrawal_step_grace_seconds: float = 900.0
+    withdrawal_transit_grace_seconds: float = 7 * 24 * 3600.0
     # ESC-3: coins per one major unit of each currency sold (PAYMENTS_COIN_RATES=USD:100).
     coin_rates: dict[str, int] = field(default_factory=lambda: {"USD": 100})
     # ESC-5: the funding fee of a direct job payment, in basis points of its coins (the jobs

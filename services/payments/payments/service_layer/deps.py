@@ -9,6 +9,7 @@ from datetime import datetime
 
 from hirepay_platform.clock import utc_now
 from payments.service_layer.config import Policy
+from payments.service_layer.in_flight import InFlight
 from payments.service_layer.ports import CreditsLedger, PaymentsUnitOfWork, PayoutLedger
 from payments.service_layer.providers import ProviderRegistry
 
@@ -25,3 +26,5 @@ class Deps:
     clock: Callable[[], datetime] = utc_now
     ledger: CreditsLedger | None = None
     payout_ledger: PayoutLedger | None = None
+    # Shared by every Deps of the process (one per request): the provider work under way here.
+    in_flight: InFlight = field(default_factory=InFlight)

@@ -196,6 +196,17 @@ class CreditsLedger(Protocol):
     async def available(self, user_id: str) -> dict[str, int]:
         """The user's available credits per unit (0 for units without an account)."""
 
+    async def hold_coins(self, refund: Refund, owner_id: str) -> None:
+        """Reserve the coins a refund takes back on the owner's coin wallet (branch
+        `refund:<refund id>`, towards coin issuance); INSUFFICIENT_FUNDS (a HirepayError) when
+        they are not available, HOLD_CANCELLED when the branch was cancelled first."""
+
+    async def take_coins(self, refund: Refund) -> None:
+        """Post the refund's coin hold: the coins go back to coin issuance (a repeat: nothing)."""
+
+    async def return_coins(self, refund: Refund, reason: str) -> None:
+        """Release the refund's coin hold (before any hold: recorded, so none can follow)."""
+
 
 class PayoutRepository(Protocol):
     """Payout accounts (one per user) and withdrawals (ESC-9)."""
@@ -228,8 +239,14 @@ class PayoutRepository(Protocol):
         """Newest first, strictly before the (created_at, id) cursor."""
 
     async def lease_due(
-        self, now: datetime, limit: int, lease_seconds: float
-    ) -> list[Withdrawal]: ...
+        self, now: datetime, limit: int, lease_seconds: float, paid_since: datetime
+    ) -> list[Withdrawal]:
+        """Due unfinished withdrawals, and those paid since `paid_since` whose return watch is
+        due, leased."""
+
+    async def unfinished_since(self, before: datetime, limit: int) -> list[Withdrawal]:
+        """Not final (a returned payout not yet credited back included), unchanged since
+        `before`, the longest unchanged first."""
 
 
 class PayoutLedger(Protocol):
@@ -245,6 +262,10 @@ class PayoutLedger(Protocol):
 
     async def release(self, withdrawal: Withdrawal, reason: str) -> None:
         """Release the hold (a release before any hold is recorded so none can follow)."""
+
+    async def credit_back(self, withdrawal: Withdrawal) -> None:
+        """A payout returned after it was paid: provider clearing -> user, under the
+        withdrawal's `payout:<id>:returned` transfer id (a repeat moves nothing)."""
 
 
 class PaymentsUnitOfWork(Protocol):

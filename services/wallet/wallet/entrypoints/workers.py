@@ -1,13 +1,16 @@
 """The wallet's background worker: the hold-expiry worker releases pending holds past their expiry,
 safe in every replica at once (each batch is claimed with FOR UPDATE SKIP LOCKED, see
-service_layer/handlers/expiry.py)."""
+service_layer/handlers/expiry.py). It runs on the platform's worker loop (workloop.py): a round
+every interval while the wallet answers calls or finds holds to release, a longer pause while idle
+(a hold is then released at most that pause late; a Confirm of an expired hold is refused on its
+own, and the auditor allows a grace of minutes)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
+from hirepay_platform import workloop
 from wallet.domain.commands import ReleaseExpiredHolds
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import release_expired_holds
@@ -31,15 +34,15 @@ async def release_all_expired(deps: Deps) -> int:
 
 
 async def run_hold_expiry(deps: Deps, stop: asyncio.Event) -> None:
-    """Every `hold_expiry_interval_seconds` until `stop` is set; a failed round is logged and
-    retried."""
-    interval = deps.config.hold_expiry_interval_seconds
-    while not stop.is_set():
-        try:
-            released = await release_all_expired(deps)
-            if released:
-                log.info("released %d expired holds", released)
-        except Exception:
-            log.exception("hold expiry round failed; retrying in %.1fs", interval)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=interval)
+    """Rounds of release_all_expired until `stop` is set, paced by workloop.run_worker (a failed
+    round is logged there and retried)."""
+
+    async def round_() -> int:
+        released = await release_all_expired(deps)
+        if released:
+            log.info("released %d expired holds", released)
+        return released
+
+    await workloop.run_worker(
+        round_, stop, name="hold expiry", interval=deps.config.hold_expiry_interval_seconds
+    )

@@ -95,6 +95,21 @@ class LedgerRepository(Protocol):
         not allowed here (they need the checked slow path). A refused item changes nothing, its
         claim included; a taken id applies nothing."""
 
+    async def post_run_alone(
+        self, items: Sequence[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        """Claim and post each transfer as post_many does, but as one statement that is its own
+        transaction (committed when this returns), allowed only before the unit of work has begun
+        one. It applies only if no claimed posting can be refused, judged on a floor of each
+        balance (every debit of the run counted, earlier credits not); otherwise it writes
+        nothing at all and returns None, and the caller posts the run checked (post_many)."""
+
+    async def post_run(
+        self, items: Sequence[tuple[TransferHeader, Posting]]
+    ) -> list[PostOutcome] | None:
+        """post_run_alone as one statement of the unit of work's transaction (committed with
+        it): one round trip instead of post_many's two, or None with nothing written."""
+
     async def list_entries(self, account_id: str, before_id: int | None, limit: int) -> list[Entry]:
         """An account's entries, newest first, with ids below `before_id`."""
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import replace
 from datetime import datetime, timedelta
 
-from hirepay_platform.errors import Conflict, ValidationError
+from hirepay_platform.errors import Conflict, HirepayError, ValidationError
 from hirepay_platform.ids import new_id
 from jobs.domain import commands
 from jobs.domain.errors import (
     IdempotencyMismatch,
     InvalidTransition,
     PostingBlocked,
+    PostingRateLimited,
     RequestInProgress,
 )
 from jobs.domain.model import POSTABLE, Job, JobStatus, Transition, validate_fields
@@ -29,6 +31,7 @@ from jobs.service_layer.access import load_own, require_company
 from jobs.service_layer.answers import SagaAnswer, answer_from_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers.rate_limits import take_posting_attempt
 from jobs.service_layer.posting.activation import send_try
 from jobs.service_layer.posting.driver import answer_and_release, drive, ensure_answer
 from jobs.service_layer.posting.leases import request_holder
@@ -81,17 +84,44 @@ def _new_saga(
 
 
 async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
+    """Spend a posting attempt of the caller's rate limit (PAY-14), then run the saga.
+
+    The attempt is spent before anything else and commits by itself: a refused one changes
+    nothing (PostingRateLimited), and an allowed one counts even if the posting then fails, as
+    every attempt does. The decision comes back with the answer, and with any error as its
+    metadata, so the caller's RateLimit headers hold on every reply."""
+    require_company(cmd.actor)
+    if not cmd.request_id.strip():
+        raise ValidationError(
+            "an idempotency key is required", fields={"request_id": "is required"}
+        )
+    decision = None
+    if cmd.rate_limit is not None:
+        attempt = commands.TakePostingAttempt(
+            cmd.actor, cmd.request_id, cmd.rate_limit.limit, cmd.rate_limit.window_seconds
+        )
+        decision = await take_posting_attempt(attempt, deps)
+        if not decision.allowed:
+            raise PostingRateLimited(
+                "too many posting attempts; retry after retry_after_seconds",
+                metadata=decision.as_metadata(),
+            )
+    try:
+        answer = await _run(cmd, deps)
+    except HirepayError as exc:
+        if decision is not None:
+            exc.metadata.update(decision.as_metadata())
+        raise
+    return answer if decision is None else replace(answer, rate_limit=decision)
+
+
+async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     """Run the saga for one request; twins of the same caller and key get the same answer (PAY-8).
 
     The saga row is inserted first on UNIQUE(company_id, request_id): the first request owns the
     key, concurrent twins block on the insert, then wait for the stored answer. A request refused by
     validation rolls back with its row, so fixing the draft and retrying with the key works.
     """
-    require_company(cmd.actor)
-    if not cmd.request_id.strip():
-        raise ValidationError(
-            "an idempotency key is required", fields={"request_id": "is required"}
-        )
     method = parse_method(cmd.payment)
     config = deps.config
     uow = deps.uow
@@ -100,8 +130,9 @@ async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps
     async with uow:
         now = deps.clock()
         saga = _new_saga(cmd, method, config, now)
-        if await uow.sagas.insert(saga):
-            job = await _prepare_job(cmd, saga, deps, now)
+        failures = await _claim(saga, deps, now)
+        if failures is not None:
+            job = await _prepare_job(cmd, saga, deps, now, failures)
             transitions = list(job.pending)
             await uow.sagas.save(saga)
             await uow.sagas.log(saga.id, "pending_payment", f"job {job.id} {method}", now)
@@ -114,11 +145,16 @@ async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
-    await send_try(saga, deps)
-    await drive(saga.id, deps, poll=False, answer=False)
-    # The answer is stored once, so every twin gets the same one; what is left of the saga (a
-    # retried Confirm, a settlement poll) is for whichever replica is due first.
-    stored = await answer_and_release(saga.id, deps, request_holder(config))
+    tried = await send_try(saga, deps)
+    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried)
+    holder = request_holder(config)
+    stored: Saga | None = ended
+    if ended is None or not ended.answered or ended.lease_owner == holder:
+        # The answer is stored once, so every twin gets the same one; what is left of the saga
+        # (a retried Confirm, a settlement poll) is for whichever replica is due first. A saga
+        # the drive ended answered and with no lease of ours needs neither: its last step
+        # stored the answer, and a final saga keeps no lease.
+        stored = await answer_and_release(saga.id, deps, holder)
     assert stored is not None
     if stored.response is not None:
         return answer_from_snapshot(stored.response, replayed=False)
@@ -126,8 +162,18 @@ async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps
     raise stored.failure.to_error()
 
 
+async def _claim(saga: Saga, deps: Deps, now: datetime) -> int | None:
+    """Insert the saga first on its key (None: the key is taken) and, in the same round trip,
+    count the company's recent failed payments for the abuse rule (PAY-14; 0 without one)."""
+    config = deps.config
+    if config.max_failed_payments <= 0:
+        return 0 if await deps.uow.sagas.insert(saga) else None
+    since = now - timedelta(seconds=config.failed_payments_window_seconds)
+    return await deps.uow.sagas.insert_counting_failures(saga, since, ABUSE_REASONS)
+
+
 async def _prepare_job(
-    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps, now: datetime
+    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps, now: datetime, failures: int
 ) -> Job:
     """Validate the request and move the job to pending_payment, in the saga's first transaction."""
     config = deps.config
@@ -148,7 +194,7 @@ async def _prepare_job(
             "a draft id or the job is required", fields={"job": "draft_id or job is required"}
         )
     check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
-    await _check_abuse(cmd.actor.user_id, deps, now)
+    _check_abuse(cmd.actor.user_id, failures, deps)
     expected = cmd.payment.expected_amount
     fee = config.price_list.fee_for_method(
         fields.category, saga.method, expected.currency if expected else ""
@@ -174,23 +220,20 @@ async def _prepare_job(
     return job
 
 
-async def _check_abuse(company_id: str, deps: Deps, now: datetime) -> None:
+def _check_abuse(company_id: str, failures: int, deps: Deps) -> None:
     """Many failed payments in a short time look like card testing: block posting (PAY-14)."""
     config = deps.config
-    if config.max_failed_payments <= 0:
+    if config.max_failed_payments <= 0 or failures < config.max_failed_payments:
         return
-    window = timedelta(seconds=config.failed_payments_window_seconds)
-    failures = await deps.uow.sagas.count_failures(company_id, now - window, ABUSE_REASONS)
-    if failures >= config.max_failed_payments:
-        metrics.BLOCKED_POSTINGS.inc()
-        log.warning("company %s blocked: %d failed payments", company_id, failures)
-        raise PostingBlocked(
-            "too many failed payments; posting is blocked for review",
-            metadata={
-                "failed_payments": str(failures),
-                "retry_after_seconds": str(int(window.total_seconds())),
-            },
-        )
+    metrics.BLOCKED_POSTINGS.inc()
+    log.warning("company %s blocked: %d failed payments", company_id, failures)
+    raise PostingBlocked(
+        "too many failed payments; posting is blocked for review",
+        metadata={
+            "failed_payments": str(failures),
+            "retry_after_seconds": str(int(config.failed_payments_window_seconds)),
+        },
+    )
 
 
 async def _replay(existing: Saga, cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from jobs.domain import commands
 from jobs.domain.posting_saga import (
+    BEFORE_ACTIVATION,
     BRANCH_ID,
     Saga,
     SagaKind,
@@ -58,6 +59,21 @@ def _nothing_left(saga: Saga, event: SettlementEvent) -> bool:
     )
 
 
+def _nothing_new(saga: Saga, event: SettlementEvent) -> bool:
+    """Whether the event tells the saga (as read, without a lock) nothing it does not know: past
+    the Try, observe only records a new payment id or provider state, or refunds money that
+    arrives for a saga that gave up (PAY-7; money taken is therefore never skipped). A later
+    version of the saga only knows more, so observe's locked read would find nothing to do: e.g.
+    the authorized event of a card posting whose request has applied the Try's answer already."""
+    result = event.result
+    return (
+        saga.state not in BEFORE_ACTIVATION
+        and result.state is not TryState.CAPTURED
+        and (not result.payment_id or result.payment_id == saga.payment_id)
+        and (not result.provider_state or result.provider_state == saga.provider_state)
+    )
+
+
 async def _apply(event: SettlementEvent, deps: Deps) -> bool:
     """What the event says about its saga, then drive the saga unless its request does."""
     async with deps.uow as uow:
@@ -68,17 +84,19 @@ async def _apply(event: SettlementEvent, deps: Deps) -> bool:
         return False
     refund_event = event.result.state is TryState.REFUNDED
     applied = False
-    if not refund_event:
+    current: Saga | None = saga
+    if not refund_event and not _nothing_new(saga, event):
         applied = await observe(saga.id, event.result, deps, source=event.type)
-    async with deps.uow as uow:
-        current = await uow.sagas.get(saga.id)
-        now = deps.clock()
+        async with deps.uow as uow:
+            current = await uow.sagas.get(saga.id)
+    now = deps.clock()
     # A live holder (a request) drives its own saga: no second Confirm racing it.
     held = current is not None and current.held_by_live_request(now)
     # A refund event only matters to a saga waiting for its money to be returned.
     waiting = current is not None and current.state is SagaState.REFUNDING
     if not held and (waiting or not refund_event):
-        await drive(saga.id, deps, poll=False)
+        # Each step locks the row again, so the saga as just read is where the drive starts.
+        await drive(saga.id, deps, poll=False, saga=current)
     return applied
 
 

@@ -39,8 +39,11 @@ _PENDING = frozenset({TryState.ACTION_REQUIRED, TryState.PROCESSING, TryState.UN
 _FAILED = frozenset({TryState.FAILED, TryState.CANCELLED, TryState.REFUNDED})
 
 
-async def send_try(saga: Saga, deps: Deps) -> None:
-    """Send the Try; whatever comes back (or does not) is persisted before anything else."""
+async def send_try(saga: Saga, deps: Deps) -> Saga | None:
+    """Send the Try; whatever comes back (or does not) is persisted before anything else.
+
+    The saga as it stands once the answer is applied (the driver goes on from it without reading
+    it again); None when it must be read again."""
     participant = deps.participants.for_method(saga.method)
     try:
         result = await participant.try_(saga)
@@ -50,8 +53,9 @@ async def send_try(saga: Saga, deps: Deps) -> None:
         await fail_before_activation(
             saga.id, client_error(exc, saga.method, saga.id), deps, step="try_failed"
         )
-        return
-    await observe(saga.id, result, deps, source="try")
+        return None
+    _, observed = await _observe(saga.id, result, deps, source="try")
+    return observed
 
 
 def failure_error(result: TryResult, saga: Saga) -> HirepayError:
@@ -74,13 +78,21 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
 
     Returns True when the saga changed state.
     """
+    changed, _ = await _observe(saga_id, result, deps, source=source)
+    return changed
+
+
+async def _observe(
+    saga_id: str, result: TryResult, deps: Deps, *, source: str
+) -> tuple[bool, Saga | None]:
+    """observe, and the saga as it stands after it (None if gone)."""
     uow = deps.uow
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
         saga, job = await uow.sagas.lock_with_job(saga_id)
         if saga is None:
-            return False
+            return False, None
         before = saga.state
         noted = _note_payment(saga, job, result)
         if saga.state in BEFORE_ACTIVATION:
@@ -102,7 +114,7 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
                 await uow.sagas.log(saga.id, saga.state.value, f"{source}: {result.state}", now)
             await uow.commit()
     metrics.record_transitions(transitions)
-    return changed
+    return changed, saga
 
 
 def _note_payment(saga: Saga, job: Job | None, result: TryResult) -> bool:

@@ -21,6 +21,7 @@ from jobs.domain.posting_saga import (
     is_permanent_confirm_error,
 )
 from jobs.service_layer import metrics
+from jobs.service_layer.answers import answer_for, answer_to_snapshot
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.activation import NOT_ACTIVATED
 from jobs.service_layer.posting.records import (
@@ -58,8 +59,9 @@ async def _look_after_refusal(
     return seen
 
 
-async def confirm(saga: Saga, deps: Deps) -> bool:
-    """Confirm (Capture / ConfirmHold) until it succeeds; True when the saga moved on."""
+async def confirm(saga: Saga, deps: Deps) -> Saga | bool:
+    """Confirm (Capture / ConfirmHold) until it succeeds; the saga as this step left it (or True)
+    when it moved on, False when it cannot go further now."""
     participant = deps.participants.for_method(saga.method)
     try:
         result = await participant.confirm(saga)
@@ -68,7 +70,7 @@ async def confirm(saga: Saga, deps: Deps) -> bool:
     return await _confirmed(saga, result, deps)
 
 
-async def _confirm_refused(saga: Saga, error: HirepayError, deps: Deps) -> bool:
+async def _confirm_refused(saga: Saga, error: HirepayError, deps: Deps) -> Saga | bool:
     """Look at the branch before deciding: money already taken means Confirm is done; a refusal
     may pass (still reserved) only so many times; a released reservation is final at once."""
     permanent = is_permanent_confirm_error(error)
@@ -127,9 +129,10 @@ async def _give_up_confirm(saga: Saga, error: HirepayError, deps: Deps) -> bool:
     return True
 
 
-async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> bool:
+async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> Saga | bool:
     """The money is taken: the job goes live in the same transaction (PAY-4). A job that can no
-    longer go live (cancelled meanwhile) gets its money back instead (PAY-7)."""
+    longer go live (cancelled meanwhile) gets its money back instead (PAY-7). The saga as
+    committed (True when another driver had moved it on)."""
     uow = deps.uow
     transitions: list[Transition] = []
     activated = False
@@ -159,6 +162,10 @@ async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> bool:
             current.complete(now)
             if current.state.final:
                 record_outcome(current, now)
+                if not current.answered:
+                    # The request's answer is stored by the step that ends the saga, with the
+                    # job as it went live: no transaction of its own (issue 13).
+                    current.response = answer_to_snapshot(answer_for(current, job))
             activated = True
             detail = "confirmed, job active"
         await uow.sagas.save(current)
@@ -168,11 +175,12 @@ async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> bool:
     if activated:
         metrics.FUNNEL.labels("paid").inc()
         metrics.FUNNEL.labels("activated").inc()
-    return True
+    return current
 
 
-async def cancel(saga: Saga, deps: Deps) -> bool:
-    """Cancel (Void / CancelHold) until it succeeds; money found captured is refunded instead."""
+async def cancel(saga: Saga, deps: Deps) -> Saga | bool:
+    """Cancel (Void / CancelHold) until it succeeds; money found captured is refunded instead.
+    The saga as this step left it (True when another driver had moved it on)."""
     participant = deps.participants.for_method(saga.method)
     try:
         result = await participant.cancel(
@@ -205,7 +213,7 @@ async def cancel(saga: Saga, deps: Deps) -> bool:
         await uow.sagas.save(current)
         await uow.sagas.log(current.id, current.state.value, f"cancel: {result.state}", now)
         await uow.commit()
-    return True
+    return current
 
 
 def _settle_cancelled(job: Job, *, refunded: bool, now: datetime) -> None:
@@ -219,8 +227,9 @@ def _settle_cancelled(job: Job, *, refunded: bool, now: datetime) -> None:
     job.updated_at = now
 
 
-async def refund(saga: Saga, deps: Deps) -> bool:
-    """Refund taken money (PAY-7 after a failed activation, PAY-13 on cancellation)."""
+async def refund(saga: Saga, deps: Deps) -> Saga | bool:
+    """Refund taken money (PAY-7 after a failed activation, PAY-13 on cancellation); the saga as
+    this step left it (True when another driver had moved it on)."""
     participant = deps.participants.for_method(saga.method)
     amount = saga.refund_amount_minor or saga.amount_minor
     try:
@@ -246,4 +255,4 @@ async def refund(saga: Saga, deps: Deps) -> bool:
         await uow.sagas.save(current)
         await uow.sagas.log(current.id, "refunded", f"{amount} {current.currency}", now)
         await uow.commit()
-    return True
+    return current

@@ -26,28 +26,45 @@ log = logging.getLogger(__name__)
 MAX_STEPS = 8
 
 
-async def drive(saga_id: str, deps: Deps, *, poll: bool, answer: bool = True) -> None:
+async def drive(
+    saga_id: str, deps: Deps, *, poll: bool, answer: bool = True, saga: Saga | None = None
+) -> Saga | None:
     """Advance a saga as far as it can go now (at most a few steps); `poll` also asks the
     participant about a saga waiting for settlement (recovery), and re-sends a lost Try.
     `answer`: then store the request's answer once the saga is settled (False: the request
-    driving it answers itself, see answer_and_release)."""
+    driving it answers itself, see answer_and_release). `saga`: the saga as its caller has just
+    committed it (it is not read again).
+
+    Returns the saga as stored when the drive ended on it (final, or its steps used up right
+    after one committed it); None when that is not known (gone, stopped by a step that could not
+    go on, or moved by one that did not hand it on)."""
     uow = deps.uow
-    saga: Saga | None = None
+    current = saga  # the saga as stored now; None: read it
+    seen: Saga | None = saga  # the last version of it seen (for the answer below)
     for _ in range(MAX_STEPS):
-        async with uow:
-            saga = await uow.sagas.get(saga_id)
-            now = deps.clock()
-        if saga is None or saga.state.final:
+        if current is None:
+            async with uow:
+                current = await uow.sagas.get(saga_id)
+            seen = current
+        if current is None or current.state.final:
             break
-        if not await _step(saga, now, deps, poll=poll):
+        # Each step re-reads the row under lock: a step taken from a stale copy is a no-op.
+        moved = await _step(current, deps.clock(), deps, poll=poll)
+        if moved is False:
+            current = None
             break
+        # A step that committed the saga hands it on; one that only moved it (True) re-reads.
+        current = moved if isinstance(moved, Saga) else None
+        seen = current or seen
     # An offer saga has no stored answer, and a stored answer is never replaced: nothing to lock.
-    if answer and saga is not None and saga.kind is SagaKind.POSTING and not saga.answered:
+    if answer and seen is not None and seen.kind is SagaKind.POSTING and not seen.answered:
         await ensure_answer(saga_id, deps, settled_only=True)
+    return current
 
 
-async def _step(saga: Saga, now: datetime, deps: Deps, *, poll: bool) -> bool:
-    """One step of the saga from its state; False when it cannot go further now."""
+async def _step(saga: Saga, now: datetime, deps: Deps, *, poll: bool) -> Saga | bool:
+    """One step of the saga from its state: the saga as the step committed it, True when it
+    moved on otherwise, False when it cannot go further now."""
     if saga.kind is SagaKind.OFFER:
         return await offer_step(saga, now, deps, poll=poll)
     if saga.state is SagaState.CONFIRMING:

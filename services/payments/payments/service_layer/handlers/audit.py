@@ -10,6 +10,7 @@ from datetime import timedelta
 from hirepay_platform.errors import Unavailable
 from payments.domain import commands, errors, ledger
 from payments.domain.model import TAKEN, Payment
+from payments.domain.payouts import WITHDRAWAL_STUCK, stuck_detail
 from payments.domain.provider import (
     InvalidRequest,
     OutcomeUnknown,
@@ -123,7 +124,26 @@ async def audit_ledger_bookings(grace_seconds: int, deps: Deps) -> LedgerAudit:
         for transfer_id, amount in await deps.ledger.entries(ledger.revenue(currency)):
             per_transfer[transfer_id] = per_transfer.get(transfer_id, 0) + amount
         revenue[currency] = per_transfer
-    return LedgerAudit(len(expected), ledger.audit_bookings(expected, on_clearing, revenue))
+    findings = ledger.audit_bookings(expected, on_clearing, revenue)
+    return LedgerAudit(len(expected), findings + await _stuck_withdrawals(deps))
+
+
+async def _stuck_withdrawals(deps: Deps, limit: int = 200) -> list[ledger.Finding]:
+    """Withdrawals whose money is held (or owed back) and has not moved in time (OPS-3): a step
+    the recovery worker keeps failing, or a payout the bank has not answered for days. At most
+    `limit` a round, the longest unchanged first."""
+    config = deps.config
+    now = deps.clock()
+    step = timedelta(seconds=config.withdrawal_step_grace_seconds)
+    transit = timedelta(seconds=config.withdrawal_transit_grace_seconds)
+    async with deps.uow as uow:
+        unfinished = await uow.payouts.unfinished_since(now - min(step, transit), limit)
+    found = []
+    for w in unfinished:
+        detail = stuck_detail(w, now, step_grace=step, transit_grace=transit)
+        if detail:
+            found.append(ledger.Finding(WITHDRAWAL_STUCK, w.id, detail))
+    return found
 
 
 async def _reconcile_one(payment: Payment, deps: Deps) -> list[Mismatch]:

@@ -375,11 +375,13 @@ def _report_step(
 
 async def drive(deps: Deps, payment: Payment, *, actor: str, direct: bool) -> Step:
     """Advance a payment until it needs nothing more now (at most a few rounds), e.g. an
-    authorization that turned out voided is cancelled straight away."""
-    step = await advance_payment(deps, payment, actor=actor, direct=direct)
-    for _ in range(3):
-        p = step.payment
-        if step.unknown or step.refused or not p.needs_provider_work():
-            break
-        step = await advance_payment(deps, p, actor=actor, direct=True)
+    authorization that turned out voided is cancelled straight away. While it runs, a webhook
+    about the payment waits for its outcome (in_flight) rather than re-fetch it alongside."""
+    with deps.in_flight.working_on(payment.id):
+        step = await advance_payment(deps, payment, actor=actor, direct=direct)
+        for _ in range(3):
+            p = step.payment
+            if step.unknown or step.refused or not p.needs_provider_work():
+                break
+            step = await advance_payment(deps, p, actor=actor, direct=True)
     return step

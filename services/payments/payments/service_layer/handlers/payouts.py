@@ -278,16 +278,28 @@ def _observe(w: Withdrawal, payout: ProviderPayout, now: datetime) -> bool:
         return w.provider_paid(now)
     if payout.status in (PayoutStatus.FAILED, PayoutStatus.CANCELED):
         code = payout.failure_code or f"payout_{payout.status.value}"
+        if w.outcome is ProviderOutcome.PAID:  # reported paid before: the bank returned it
+            return w.provider_returned(code, payout.failure_message, now)
         return w.provider_failed(code, payout.failure_message, now)
     return False
 
 
 async def _follow_outcome(w: Withdrawal, deps: Deps) -> Withdrawal:
-    """The ledger follows the provider: post the hold (paid), or reverse the transfer and
-    release the hold (failed); then the withdrawal is final and its notification is written."""
+    """The ledger follows the provider: post the hold (paid), reverse the transfer and release
+    the hold (failed), or reverse the transfer and credit the posted amount back (returned after
+    it was paid); then the withdrawal is final and its notification is written."""
     ledger = _ledger(deps)
     if w.outcome is ProviderOutcome.PAID:
         await ledger.post(w)
+    elif w.outcome is ProviderOutcome.RETURNED:
+        # Paid, then returned by the bank: the hold is posted (if the ledger had not followed
+        # the paid outcome yet), the money taken back from the contractor's connected account,
+        # then credited back to their wallet — each step idempotent, so twins and the worker
+        # may repeat any of them and the wallet is credited once.
+        if w.state is not WithdrawalState.PAID:
+            await ledger.post(w)
+        await _reverse_transfer(w, deps)
+        await ledger.credit_back(w)
     else:
         await _reverse_transfer(w, deps)
         await ledger.release(w, f"payout failed: {w.failure_code}")
@@ -299,6 +311,8 @@ async def _follow_outcome(w: Withdrawal, deps: Deps) -> Withdrawal:
         now = deps.clock()
         before = (fresh.state, fresh.outcome)
         fresh.settled(now)
+        if fresh.state is WithdrawalState.PAID:  # the bank may still return it: watched
+            fresh.next_attempt_at = now + timedelta(seconds=deps.config.payout_return_watch_seconds)
         await uow.payouts.save(fresh)
         await uow.audit.add(_transition(fresh, before))
         metrics.WITHDRAWALS.labels(fresh.state.value, fresh.currency).inc()
@@ -350,7 +364,8 @@ async def _reverse_transfer(w: Withdrawal, deps: Deps) -> None:
 
 async def _notify(uow: PaymentsUnitOfWork, deps: Deps, w: Withdrawal, now: datetime) -> None:
     """payout.paid / payout.failed through the settlement outbox, in the final transition's
-    own transaction (exactly once per withdrawal)."""
+    own transaction (once per final state: a payout returned after it was paid is announced
+    paid, then failed)."""
     event_type = (
         EventType.PAYOUT_PAID if w.state is WithdrawalState.PAID else EventType.PAYOUT_FAILED
     )
@@ -430,12 +445,16 @@ async def advance_due(deps: Deps, limit: int = 20) -> int:
     so replicas share them) is taken as far as it goes; one in transit is re-fetched."""
     async with deps.uow as uow:
         await uow.autocommit()  # the lease is one statement: a transaction of its own
-        due = await uow.payouts.lease_due(deps.clock(), limit, deps.config.lease_seconds)
+        now = deps.clock()
+        paid_since = now - timedelta(seconds=deps.config.payout_return_window_seconds)
+        due = await uow.payouts.lease_due(now, limit, deps.config.lease_seconds, paid_since)
         await uow.commit()
     for w in due:
         try:
             if w.state is WithdrawalState.IN_TRANSIT and w.outcome is ProviderOutcome.NONE:
                 await _watch(w, deps)
+            elif w.state is WithdrawalState.PAID and w.outcome is ProviderOutcome.PAID:
+                await _watch_paid(w, deps)
             await advance(w.id, deps)
         except (HirepayError, ProviderFailure) as exc:
             await _retry_later(w.id, deps, exc)
@@ -455,6 +474,27 @@ async def _watch(w: Withdrawal, deps: Deps) -> None:
             x.next_attempt_at = now + timedelta(seconds=deps.config.payout_watch_seconds)
 
     await _record(w.id, deps, seen)
+
+
+async def _watch_paid(w: Withdrawal, deps: Deps) -> None:
+    """A paid payout, re-fetched while the bank may still return it (a backstop for a lost
+    `payout.failed` after `payout.paid`): a return found is recorded, and `advance` credits it
+    back; else it is looked at again after PAYOUT_RETURN_WATCH_SECONDS."""
+    provider = deps.providers.payouts(w.provider)
+    payout = await provider.retrieve_payout(w.provider_account_id, w.payout_id)
+    async with deps.uow as uow:
+        fresh = await uow.payouts.get(w.id, for_update=True)
+        if fresh is None or fresh.state is not WithdrawalState.PAID:
+            return
+        now = deps.clock()
+        before = (fresh.state, fresh.outcome)
+        if _observe(fresh, payout, now):
+            fresh.next_attempt_at = now
+            await uow.audit.add(_transition(fresh, before))
+        else:
+            fresh.next_attempt_at = now + timedelta(seconds=deps.config.payout_return_watch_seconds)
+        await uow.payouts.save(fresh)
+        await uow.commit()
 
 
 async def _subject(uow: PaymentsUnitOfWork, event: ProviderEvent) -> Withdrawal | None:
@@ -513,7 +553,9 @@ async def apply_payout_event(
         if not fresh.payout_id:
             fresh.payout_id = payout.id
         before = (fresh.state, fresh.outcome)
-        changed = not fresh.final and _observe(fresh, payout, now)
+        # A paid withdrawal still listens: its payout can fail afterwards (returned by the bank).
+        listening = not fresh.final or fresh.state is WithdrawalState.PAID
+        changed = listening and _observe(fresh, payout, now)
         if changed:
             fresh.next_attempt_at = now
         await uow.payouts.save(fresh)

@@ -40,6 +40,10 @@ from payments.service_layer.ports import PaymentsUnitOfWork
 log = logging.getLogger(__name__)
 
 HANDLED_SUBJECTS = frozenset({EventSubject.PAYMENT, EventSubject.CHECKOUT})
+# How long an event waits for the request it raced (in_flight); a provider call usually answers
+# within milliseconds of its event. Past this the event is re-fetched and applied as usual, well
+# within the deadline the gateway gives a webhook's call (5 s).
+RACE_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,14 +129,41 @@ async def _first_look(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent
 ) -> tuple[Payment | None, Transaction | None, str]:
     """The event's subject and what the event is: "quiet" (it tells nothing new: stored, the
-    insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it)."""
+    insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it).
+
+    An event that races the request whose provider call it reports (in_flight: the provider sends
+    it as it answers) first waits for that answer to be recorded, then looks once (usually quiet
+    then; a lost answer leaves the payment pending and the event is applied as usual)."""
+    ours = event.metadata.get("hirepay_payment_id", "")
+    if ours:  # the id we put on the object: no read needed to know whether to wait
+        await deps.in_flight.settled(ours, RACE_WAIT_SECONDS)
     async with deps.uow as uow:
         payment, txn = await _subject(uow, event)
-        if _tells_nothing_new(provider, event, payment):
-            return payment, txn, "quiet"
+    quiet = _tells_nothing_new(provider, event, payment)
+    if (
+        not quiet
+        and payment is not None
+        and payment.id != ours
+        and await _request_answered(deps, payment)
+    ):
+        # Raced, but its object carries no id of ours: look again now that the answer is in.
+        async with deps.uow as uow:
+            payment, txn = await _subject(uow, event)
+        quiet = _tells_nothing_new(provider, event, payment)
+    if quiet:
+        return payment, txn, "quiet"
+    async with deps.uow as uow:
         if await uow.events.exists(event.id):
             return payment, txn, "duplicate"
     return payment, txn, ""
+
+
+async def _request_answered(deps: Deps, payment: Payment) -> bool:
+    """Whether provider work on the payment was under way in this process and is now recorded
+    (False: nothing here to wait for, or still going after RACE_WAIT_SECONDS)."""
+    if not payment.needs_provider_work():
+        return False
+    return await deps.in_flight.settled(payment.id, RACE_WAIT_SECONDS)
 
 
 async def _not_a_payment(

@@ -8,6 +8,27 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
+
+def _change_shards(after: str) -> str:
+    """The CTEs `shard_locked` (every shard of `shard_change`, locked in (account, shard) order,
+    only once `after` - an SQL condition - was evaluated) and `shards_changed` (each changed)."""
+    return f"""
+    ), shard_locked AS MATERIALIZED (
+        SELECT s.account_id, s.shard FROM account_shards s
+          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
+         WHERE {after}
+         ORDER BY s.account_id, s.shard
+           FOR NO KEY UPDATE OF s
+    ), shards_changed AS (
+        UPDATE account_shards s
+           SET posted = s.posted + c.posted
+          FROM shard_locked l
+          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
+         WHERE s.account_id = l.account_id AND s.shard = l.shard
+        RETURNING 1
+    """
+
+
 # Applies a whole posting in one round trip, in a fixed lock order (account rows by id, then shard
 # rows by (account, shard)) so that concurrent postings cannot deadlock:
 #  0. with :claim, insert the transfer first (ON CONFLICT DO NOTHING waits for an in-flight twin);
@@ -67,19 +88,9 @@ POST = text(
             CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
             CAST(:shard_posted AS bigint[])
         ) AS c(account_id, shard, posted)
-    ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
-          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
-         WHERE (SELECT ok FROM verdict)
-         ORDER BY s.account_id, s.shard
-           FOR NO KEY UPDATE OF s
-    ), shards_changed AS (
-        UPDATE account_shards s
-           SET posted = s.posted + c.posted
-          FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
-         WHERE s.account_id = l.account_id AND s.shard = l.shard
-        RETURNING 1
+    """
+    + _change_shards("(SELECT ok FROM verdict)")
+    + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
         SELECT CAST(:transfer_id AS text), e.account_id, e.unit, e.amount
@@ -101,6 +112,7 @@ POST = text(
            now() AS created_at
     """
 )
+
 
 # A batch ("run") of postings in two set-based round trips, each account row changed once: claim
 # every id (ON CONFLICT DO NOTHING waits for an in-flight twin) and lock every account row in id
@@ -147,18 +159,9 @@ APPLY_MANY = text(
             CAST(:shard_ids AS uuid[]), CAST(:shard_nos AS smallint[]),
             CAST(:shard_posted AS bigint[])
         ) AS c(account_id, shard, posted)
-    ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
-          JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
-         ORDER BY s.account_id, s.shard
-           FOR NO KEY UPDATE OF s
-    ), shards_changed AS (
-        UPDATE account_shards s
-           SET posted = s.posted + c.posted
-          FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
-         WHERE s.account_id = l.account_id AND s.shard = l.shard
-        RETURNING 1
+    """
+    + _change_shards("true")
+    + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
         SELECT e.transfer_id, e.account_id, e.unit, e.amount
@@ -193,5 +196,99 @@ READ_BALANCES = text(
                                  WHERE s.account_id = a.id), 0) AS posted
       FROM accounts a
      WHERE a.id = ANY(CAST(:ids AS uuid[]))
+    """
+)
+
+# A batch ("run") of postings as ONE statement, for the common case that no posting of it can be
+# refused; run by execute_alone it is a transaction of its own (no BEGIN, no COMMIT round trip),
+# or it is one statement of the unit of work's transaction:
+#  1. lock every account row of the run, ascending id, reading it after the lock (the newest
+#     committed version);
+#  2. judge every row change on a floor of its account's balance: the balance read under the lock
+#     plus every debit (availability lost) of the run up to and including this posting, credits of
+#     earlier postings not counted. A change passing on this floor passes whichever of the run's
+#     postings are applied (some ids may turn out taken), so the verdict needs no claim yet;
+#  3. only if every change passes, claim every id (ON CONFLICT DO NOTHING waits for an in-flight
+#     twin) and apply the claimed postings: each account row once (net change), then lock and
+#     change each shard once (ascending), then write the entries in order. Otherwise nothing at
+#     all is written, and the caller runs the batch checked, posting by posting (CLAIM_AND_LOCK,
+#     APPLY_MANY).
+# Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
+# path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
+# again (nothing of it was written).
+POST_RUN = text(
+    """
+    WITH item AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS text[]), CAST(:kinds AS text[]), CAST(:descriptions AS text[]),
+            CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[])
+        ) WITH ORDINALITY AS i(id, kind, description, metadata, fingerprint, n)
+    ), row_change AS (
+        SELECT * FROM unnest(
+            CAST(:row_items AS bigint[]), CAST(:row_ids AS uuid[]),
+            CAST(:row_posted AS bigint[]), CAST(:row_pending AS bigint[])
+        ) AS c(n, account_id, posted, pending)
+    ), locked AS MATERIALIZED (
+        SELECT id, posted - pending AS available, allow_negative OR shards > 0 AS unguarded
+          FROM accounts WHERE id = ANY(CAST(:account_ids AS uuid[]))
+         ORDER BY id
+           FOR NO KEY UPDATE
+    ), floor AS (
+        SELECT c.account_id, c.posted - c.pending AS available,
+               sum(least(c.posted - c.pending, 0))
+                   OVER (PARTITION BY c.account_id ORDER BY c.n) AS debits
+          FROM row_change c
+    ), verdict AS (
+        SELECT coalesce(bool_and(l.id IS NOT NULL AND (
+                   l.unguarded OR f.available >= 0 OR l.available + f.debits >= 0)), true) AS ok
+          FROM floor f LEFT JOIN locked l ON l.id = f.account_id
+    ), claimed AS (
+        INSERT INTO transfers (id, kind, description, metadata, fingerprint)
+        SELECT id, kind, description, metadata, fingerprint FROM item
+         WHERE (SELECT ok FROM verdict)
+         ORDER BY n
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id, created_at
+    ), live AS (
+        SELECT item.n FROM item JOIN claimed ON claimed.id = item.id
+    ), rows_changed AS (
+        UPDATE accounts a
+           SET posted = a.posted + s.posted, pending = a.pending + s.pending
+          FROM (SELECT c.account_id, CAST(sum(c.posted) AS bigint) AS posted,
+                       CAST(sum(c.pending) AS bigint) AS pending
+                  FROM row_change c JOIN live ON live.n = c.n
+                 GROUP BY c.account_id) s
+         WHERE a.id = s.account_id
+        RETURNING 1
+    ), shard_change AS (
+        SELECT c.account_id, c.shard, CAST(sum(c.posted) AS bigint) AS posted
+          FROM unnest(
+                CAST(:shard_items AS bigint[]), CAST(:shard_ids AS uuid[]),
+                CAST(:shard_nos AS smallint[]), CAST(:shard_posted AS bigint[])
+               ) AS c(n, account_id, shard, posted)
+          JOIN live ON live.n = c.n
+         GROUP BY c.account_id, c.shard
+    """
+    # Shard locks are taken after the row changes (their count is read first).
+    + _change_shards("(SELECT count(*) FROM rows_changed) >= 0")
+    + """
+    ), written AS (
+        INSERT INTO entries (transfer_id, account_id, unit, amount)
+        SELECT item.id, e.account_id, e.unit, e.amount
+          FROM unnest(
+                CAST(:entry_items AS bigint[]), CAST(:entry_accounts AS uuid[]),
+                CAST(:entry_units AS text[]), CAST(:entry_amounts AS bigint[])
+               ) WITH ORDINALITY AS e(n, account_id, unit, amount, k)
+          JOIN live ON live.n = e.n
+          JOIN item ON item.n = e.n
+         ORDER BY e.k
+        RETURNING id
+    )
+    SELECT (SELECT ok FROM verdict) AS ok,
+           ARRAY(SELECT id FROM claimed) AS claimed,
+           (SELECT min(created_at) FROM claimed) AS created_at,
+           (SELECT count(*) FROM rows_changed) AS rows_changed,
+           (SELECT count(*) FROM shards_changed) AS shards_changed,
+           ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids
     """
 )

@@ -1,11 +1,15 @@
 """Use case of a batch of transfers: many independent transfers in one local transaction, each with
 its own outcome (the CreateTransfers RPC, and concurrent Transfer calls grouped by the batcher).
 
-One transaction per batch means one BEGIN, one COMMIT and one WAL flush for all of them instead of
-one each; and the postings themselves are written set-based (the repository's `post_many`: claim
-every id, lock every account row once, apply each account's net change once). A transfer refused by a business rule fails alone: a refused posting changes no
-balance (every account row is judged before any is changed) and its claimed id is given back. A lost race (deadlock) aborts the whole transaction: nothing was committed, so the
-batch is run again; transfer ids keep every retry idempotent.
+One transaction per batch means one WAL flush for all of them instead of one each. In the common
+case (distinct ids, no posting that could be refused) the batch is ONE statement that is its own
+transaction (the repository's `post_run_alone`: one round trip, no BEGIN or COMMIT of its own);
+otherwise it is posted checked, set-based, in a transaction (`post_many`: claim every id, lock
+every account row once, judge each posting in order, apply each account's net change once). A
+transfer refused by a business rule fails alone: a refused posting changes no balance (every
+account row is judged before any is changed) and its claimed id is given back. A lost race
+(deadlock) aborts the whole transaction: nothing was committed, so the batch is run again;
+transfer ids keep every retry idempotent.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from wallet.service_layer.handlers.transfers import (
     replay_transfer,
     transfer_header,
 )
-from wallet.service_layer.ports import TransferHeader, WalletUnitOfWork
+from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOfWork
 
 # Transfers per CreateTransfers call (each is one statement in the batch's transaction).
 MAX_BATCH = 1000
@@ -88,34 +92,69 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
                 wanted |= legs_accounts(item[1])
         refs = await uow.accounts.refs(wanted)
         now = deps.clock()
-        # Consecutive ordinary postings are written together, set-based; a guarded debit of a
-        # sharded account takes the checked slow path on its own, in its turn.
-        run: list[tuple[int, TransferHeader, Posting]] = []
-        run_ids: set[str] = set()
+        planned: list[tuple[int, TransferHeader, Posting]] = []
         for i, item in enumerate(prepared):
             if isinstance(item, HirepayError):
                 outcomes[i] = BatchOutcome(error=item)
                 continue
             header, legs = item
             try:
-                posting = plan_posting(shard_key, entries_for_legs(legs, refs), refs)
+                planned.append(
+                    (i, header, plan_posting(shard_key, entries_for_legs(legs, refs), refs))
+                )
             except HirepayError as exc:
                 outcomes[i] = BatchOutcome(error=exc)
-                continue
-            if header.id in run_ids:
-                # A repeated id waits for the outcome of its first occurrence (posted: replayed).
-                await _post_run(uow, run, outcomes, now)
-                run, run_ids = [], set()
-            if not posting.guarded_sharded:
-                run.append((i, header, posting))
-                run_ids.add(header.id)
-                continue
+        if not await _post_alone(uow, planned, outcomes, now):
+            await _post_checked_runs(uow, planned, outcomes, now)
+            await uow.commit()
+    return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
+
+
+async def _post_alone(
+    uow: WalletUnitOfWork,
+    planned: list[tuple[int, TransferHeader, Posting]],
+    outcomes: list[BatchOutcome[TransferResult] | None],
+    now: datetime,
+) -> bool:
+    """The common case in one round trip: a batch of distinct ids, none a guarded debit of a
+    sharded account, none of whose postings can be refused, is one statement that commits itself
+    (post_run_alone); taken ids are then replayed from the committed rows. False when the batch
+    needs the checked path (nothing was written)."""
+    if not planned or any(p.guarded_sharded for _, _, p in planned):
+        return False
+    if len({header.id for _, header, _ in planned}) != len(planned):
+        return False
+    posted = await uow.ledger.post_run_alone([(header, posting) for _, header, posting in planned])
+    if posted is None:
+        return False
+    await _answer(uow, planned, posted, outcomes, now)
+    return True
+
+
+async def _post_checked_runs(
+    uow: WalletUnitOfWork,
+    planned: list[tuple[int, TransferHeader, Posting]],
+    outcomes: list[BatchOutcome[TransferResult] | None],
+    now: datetime,
+) -> None:
+    """Each posting judged in order in the unit of work's transaction: consecutive ordinary
+    postings are written together, set-based; a guarded debit of a sharded account takes the
+    checked slow path on its own, in its turn."""
+    run: list[tuple[int, TransferHeader, Posting]] = []
+    run_ids: set[str] = set()
+    for i, header, posting in planned:
+        if header.id in run_ids:
+            # A repeated id waits for the outcome of its first occurrence (posted: replayed).
             await _post_run(uow, run, outcomes, now)
             run, run_ids = [], set()
-            outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
+        if not posting.guarded_sharded:
+            run.append((i, header, posting))
+            run_ids.add(header.id)
+            continue
         await _post_run(uow, run, outcomes, now)
-        await uow.commit()
-    return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
+        run, run_ids = [], set()
+        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
+    await _post_run(uow, run, outcomes, now)
 
 
 def _lost() -> HirepayError:
@@ -144,6 +183,17 @@ async def _post_run(
         outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
         return
     posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run])
+    await _answer(uow, run, posted, outcomes, now)
+
+
+async def _answer(
+    uow: WalletUnitOfWork,
+    run: list[tuple[int, TransferHeader, Posting]],
+    posted: list[PostOutcome],
+    outcomes: list[BatchOutcome[TransferResult] | None],
+    now: datetime,
+) -> None:
+    """Each posting's outcome: posted, refused, or - its id taken - the stored transfer replayed."""
     for (i, header, _), outcome in zip(run, posted, strict=True):
         if not outcome.claimed:
             outcomes[i] = await _outcome(replay_transfer(uow, header))

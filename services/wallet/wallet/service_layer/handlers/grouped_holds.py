@@ -7,7 +7,8 @@ barrier row in one statement, locks and reads every account row once (in id orde
 Reserve in order on the balances read under those locks (no overdraft, also within the group),
 then inserts every accepted hold and its reservation in one statement; a Confirm
 group inserts every barrier row, locks every hold (in key order), posts every transfer set-based
-(`post_many`) and saves every hold in one statement. A call refused by a business rule fails alone
+(`post_run`, one statement; `post_many` if it could refuse one) and saves every hold in one
+statement. A call refused by a business rule fails alone
 and leaves nothing behind: it changed no balance, and its barrier row (and claimed transfer id) is
 given back in the same transaction, as the rollback of the call on its own would have. Calls of
 the same branch in one group run in rounds, so a repeat sees its first occurrence's outcome (in
@@ -288,7 +289,10 @@ async def _post_confirms(
     ordinary = [p for p in planned if not p[3].guarded_sharded]
     results: list[tuple[_Planned, PostOutcome]] = []
     if len(ordinary) > 1:
-        posted = await uow.ledger.post_many([(header, post) for _, _, header, post in ordinary])
+        run = [(header, post) for _, _, header, post in ordinary]
+        # A Confirm never lowers its account's availability (the hold's pending leaves with the
+        # amount posted), so one statement nearly always takes the lot; else checked, in order.
+        posted = await uow.ledger.post_run(run) or await uow.ledger.post_many(run)
         results += zip(ordinary, posted, strict=True)
     # A lone posting takes the one-statement path (one round trip instead of two), and so does a
     # hold on a guarded sharded account (its checked slow path).
