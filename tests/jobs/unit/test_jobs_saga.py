@@ -11,7 +11,7 @@ from hirepay_platform.errors import ErrorKind, HirepayError, ValidationError
 from hirepay_platform.money import Money
 from jobs.domain import commands
 from jobs.domain.model import JobFields, JobStatus, PaymentStatus
-from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryState
+from jobs.domain.posting_saga import Saga, SagaState, SettlementEvent, TryResult, TryState
 from jobs.service_layer.handlers import cancellation, drafts, settlement
 from jobs.service_layer.posting import activation, driver
 from tests.support.gates import Gate
@@ -843,6 +843,17 @@ async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
 
 
+async def _request_held_at_confirm(w: World) -> tuple[Gate, asyncio.Task, Saga]:
+    """A card posting whose request holds its saga, Confirm in flight (held at the gate)."""
+    gate = Gate()
+    w.payments.confirm = gate.hold(w.payments.confirm)  # type: ignore[method-assign]
+    request = asyncio.create_task(w.post())
+    await gate.entered()
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    return gate, request, s
+
+
 async def test_an_event_the_request_already_applied_locks_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -850,12 +861,7 @@ async def test_an_event_the_request_already_applied_locks_nothing(
     after the request applied the Try's answer: it tells nothing new, so neither the saga nor
     its job is locked (issue 13), and the request goes on as if it never came."""
     w = World()
-    gate = Gate()
-    w.payments.confirm = gate.hold(w.payments.confirm)  # type: ignore[method-assign]
-    request = asyncio.create_task(w.post())
-    await gate.entered()
-    s = w.only_saga()
-    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    gate, request, s = await _request_held_at_confirm(w)
     locked = _record_locks(monkeypatch)
     event = SettlementEvent(
         "e1",
@@ -886,12 +892,7 @@ async def test_a_stale_authorized_event_after_the_capture_changes_nothing():
     flight); the authorization's event then arrives late: it is behind the recorded CAPTURED, so
     nothing is written, and the request completes the posting with the capture recorded."""
     w = World()
-    gate = Gate()
-    w.payments.confirm = gate.hold(w.payments.confirm)  # type: ignore[method-assign]
-    request = asyncio.create_task(w.post())
-    await gate.entered()
-    s = w.only_saga()
-    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    gate, request, s = await _request_held_at_confirm(w)
     captured = _event(s, 1, "payment.captured", TryState.CAPTURED, "CAPTURED")
     await settlement.apply_settlement_event(commands.ApplySettlementEvent(captured, "c"), w.deps)
     assert w.only_saga().provider_state == "CAPTURED"
