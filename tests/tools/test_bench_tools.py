@@ -68,6 +68,21 @@ def test_client_spans_are_the_wire_between_services_and_the_http_calls_out():
     assert hops["payments"] == 20 and hops["payments http out"] == 30
 
 
+def test_sql_statement_spans_are_their_services_sql_hop():
+    """SQLAlchemy's statement spans (CLIENT, `db.system`) are the service's round trips to its
+    database, not a call out and not the service's own Python time."""
+    sql = {"db.system": "postgresql", "db.statement": "SELECT 1"}
+    trace = [
+        span("jobs", "/hirepay.jobs.v1.JobsService/Create", "j", None, 0, 100),
+        {**span("jobs", "SELECT hirepay", "s1", "j", 10, 25, **sql), "kind": "CLIENT"},
+        {**span("jobs", "UPDATE hirepay", "s2", "j", 30, 40, **sql), "kind": "CLIENT"},
+        span("jobs", "db.commit", "c", "j", 40, 45),
+    ]
+    hops = own_time_by_hop(trace)
+    assert hops["jobs sql"] == 25 and hops["jobs commit"] == 5 and hops["jobs"] == 70
+    assert "jobs http out" not in hops
+
+
 def test_process_cpu_reads_proc():
     busy = sum(i * i for i in range(200_000))
     assert busy and (process_cpu(os.getpid()) or 0) > 0

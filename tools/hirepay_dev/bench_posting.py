@@ -46,9 +46,10 @@ def _stack(pg_url: str, traces: Path | None = None) -> Stack:
     }
     env["gateway"] = {"GATEWAY_RATE_LIMIT_PER_MINUTE": "100000", "GATEWAY_LOG_LEVEL": "WARNING"}
     env["sandbox"] = {"SANDBOX_LOG_LEVEL": "WARNING"}
-    if traces is not None:  # every process appends its spans to the one file
+    if traces is not None:  # every process appends its spans to the one file, SQL statements too
         for values in env.values():
             values["HIREPAY_TRACES"] = f"file:{traces}"
+            values["HIREPAY_TRACE_SQL"] = "true"
     return Stack(
         pg_url, Ports.free(), db_suffix="_bench", fresh=True, extra_env=env, start_timeout=120.0
     )

@@ -5,6 +5,9 @@ W3C context crosses gRPC), summed per hop over a trace, then the median over the
 spans are the OpenTelemetry instrumentations' (and our db.commit and provider spans):
 - a service's SERVER span and its own internal spans: the service ("jobs");
 - its database COMMITs ("db.commit"): "<service> commit";
+- its SQL statements (SQLAlchemy's CLIENT spans, `db.system` or `db.system.name` set; the traced
+  stack turns them on with HIREPAY_TRACE_SQL): "<service> sql", each a round trip to PostgreSQL
+  and its execution;
 - payments' provider calls ("provider.<operation>", one per call whatever the SDK): "provider", the
   SDK's own work in payments (its HTTP round trip, when made with httpx, is the next hop);
 - a gRPC CLIENT span less the callee's SERVER span: the wire and queueing between them,
@@ -46,6 +49,8 @@ def hop_of(span: dict[str, Any]) -> str:
         return "provider"
     if span.get("kind") == "CLIENT":
         attributes = span.get("attributes", {})
+        if attributes.get("db.system") or attributes.get("db.system.name"):
+            return f"{service} sql"
         rpc_service = str(attributes.get("rpc.service", ""))
         if rpc_service:  # hirepay.jobs.v1.JobsService -> jobs
             parts = rpc_service.split(".")
