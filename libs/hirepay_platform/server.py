@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from hirepay_platform import grpc_status, identity, metrics, tracing, workloop
@@ -36,12 +37,23 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
     see identity.py) before any servicer runs, and the one mapping of errors to statuses (domain
     error -> its code + ErrorInfo, recorded on the span; anything else -> INTERNAL with a generic
     message, the trace logged here and never sent to the client). Health and reflection need no
-    token (probes and tooling)."""
+    token (probes and tooling).
 
-    def __init__(self, service: str, authenticator: identity.ServiceAuthenticator) -> None:
+    `carry_context`: set when the process exports no spans, so that no server span interceptor
+    runs (see tracing.exporting); each call then runs in the caller's trace context, taken from
+    its metadata, and its logs carry the caller's trace id as before."""
+
+    def __init__(
+        self,
+        service: str,
+        authenticator: identity.ServiceAuthenticator,
+        *,
+        carry_context: bool = False,
+    ) -> None:
         self._service = service
         self._auth = authenticator
         self._domain = f"{service}.hirepay"
+        self._carry_context = carry_context
 
     async def intercept_service(
         self,
@@ -87,6 +99,11 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
+            trace_token = (
+                otel_context.attach(tracing.incoming_context(metadata))
+                if self._carry_context
+                else None
+            )
             caller_token = identity.set_current_caller(None)
             try:
                 identity.set_current_caller(self._auth.authenticate(metadata, method))
@@ -106,6 +123,8 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                 self._observe(method, code, started)
                 # Answered (and committed): the workers may have work again (workloop.py).
                 workloop.note_activity()
+                if trace_token is not None:
+                    otel_context.detach(trace_token)
 
         return wrapper
 
@@ -113,6 +132,11 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = "OK"
+            trace_token = (
+                otel_context.attach(tracing.incoming_context(metadata))
+                if self._carry_context
+                else None
+            )
             caller_token = identity.set_current_caller(None)
             try:
                 identity.set_current_caller(self._auth.authenticate(metadata, method))
@@ -128,6 +152,8 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                 with contextlib.suppress(ValueError):
                     identity.reset_current_caller(caller_token)
                 self._observe(method, code, started)
+                if trace_token is not None:
+                    otel_context.detach(trace_token)
 
         return wrapper
 
@@ -242,11 +268,13 @@ class GrpcApp:
         authenticator = identity.ServiceAuthenticator(self.name, secret, self.access)
         for hook in self._startup:
             await hook()
+        # The OpenTelemetry server span only when spans are exported (tracing.exporting): a span
+        # nobody sees costs CPU on every call; without it the platform interceptor carries the
+        # caller's trace context itself.
+        exporting = tracing.exporting()
+        platform = PlatformInterceptor(self.name, authenticator, carry_context=not exporting)
         server = grpc.aio.server(
-            interceptors=[
-                tracing.server_interceptor(),
-                PlatformInterceptor(self.name, authenticator),
-            ],
+            interceptors=[tracing.server_interceptor(), platform] if exporting else [platform],
             options=[("grpc.so_reuseport", 0)],
         )
         self.server = server

@@ -11,11 +11,14 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import free_port
-from hirepay_platform import money
+from hirepay_platform import money, tracing
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.errors import ErrorKind, NotFound, RemoteError, ValidationError
 from hirepay_platform.logs import JsonFormatter, mask_secrets
@@ -38,9 +41,12 @@ class FakeWallet(pb_grpc.WalletServiceServicer):
         # The slow call is held until the test lets it go (at most 5 s, so every test ends).
         self.slow_entered = asyncio.Event()
         self.slow_release = asyncio.Event()
+        # The trace context each GetAccount ran in (what its logs carry as trace_id).
+        self.seen_traces: list[SpanContext] = []
 
     async def GetAccount(self, request, context):
         self.calls += 1
+        self.seen_traces.append(trace.get_current_span().get_span_context())
         if request.account_id == "missing":
             raise NotFound(
                 "no such account", reason="ACCOUNT_NOT_FOUND", metadata={"id": "missing"}
@@ -97,6 +103,33 @@ async def test_domain_error_becomes_status_with_error_info(app_server) -> None:
     assert caught.value.metadata == {"id": "missing"}
     before = RPC_REQUESTS.labels("fakewallet", "GetAccount", "NOT_FOUND")._value.get()
     assert before >= 1
+    await client.close()
+
+
+async def test_without_exported_spans_the_trace_context_still_crosses_the_hop(app_server) -> None:
+    """A process that exports no spans installs no OpenTelemetry gRPC interceptors (issue 13),
+    yet a handler still runs in its caller's trace, so the logs of both sides join up; a call
+    outside any trace begins a new one, as the server span did."""
+    _, servicer, target, _ = app_server
+    assert not tracing.exporting()
+    client = ServiceClient("fakewallet", target)
+    stub = pb_grpc.WalletServiceStub(client.channel)
+    caller = SpanContext(
+        trace_id=0x0AF7651916CD43DD8448EB211C80319C,
+        span_id=0xB7AD6B7169203331,
+        is_remote=False,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+    )
+    token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(caller)))
+    try:
+        await client.call(stub.GetAccount, pb.GetAccountRequest(account_id="a1"))
+    finally:
+        otel_context.detach(token)
+    await client.call(stub.GetAccount, pb.GetAccountRequest(account_id="a2"))
+    joined, fresh = servicer.seen_traces
+    assert joined.trace_id == caller.trace_id and joined.span_id == caller.span_id
+    assert joined.is_remote
+    assert fresh.is_valid and fresh.trace_id != caller.trace_id
     await client.close()
 
 

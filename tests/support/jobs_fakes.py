@@ -385,6 +385,20 @@ class FakeUnitOfWork:
         self._committed = True
 
 
+# The names payments gives these states (Payment.State), as the real adapter reports them: the
+# saga orders its recorded provider state by them (PROVIDER_STATE_ORDER).
+PROVIDER_NAMES: dict[TryState, str] = {
+    TryState.ACTION_REQUIRED: "REQUIRES_ACTION",
+    TryState.PROCESSING: "PROCESSING",
+    TryState.RESERVED: "AUTHORIZED",
+    TryState.CAPTURED: "CAPTURED",
+    TryState.CANCELLED: "VOIDED",
+    TryState.FAILED: "FAILED",
+    TryState.REFUNDED: "REFUNDED",
+    TryState.UNKNOWN: "UNKNOWN",
+}
+
+
 class FakeParticipant:
     """A participant whose answers tests script; it keeps the branch's state like the real ones."""
 
@@ -455,7 +469,9 @@ class FakeParticipant:
     async def inspect(self, saga: Saga) -> TryResult:
         self.calls.append(("inspect", saga.id))
         state = self.state.get(saga.id)
-        return TryResult(state or TryState.ABSENT, "pay_1" if state else "", str(state or ""))
+        if state is None:
+            return TryResult(TryState.ABSENT)
+        return TryResult(state, "pay_1", PROVIDER_NAMES[state])
 
     async def inspect_many(self, sagas: Sequence[Saga]) -> dict[str, TryResult]:
         self.calls.append(("inspect_many", ",".join(s.id for s in sagas)))

@@ -16,7 +16,7 @@ from hirepay_platform.clock import utc_now
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
-from jobs.domain.model import Job, JobFields, JobStatus
+from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import cancellation, pay_to_post, settlement
@@ -454,3 +454,226 @@ def _check_one_outcome(a, job, s, trail, participants, refund_window_hours) -> s
         assert job.payment_status.value == "refunded"
     assert not participants.payments.held(s.id)
     return outcome
+
+
+def _payment_event(saga_id: str, cursor: int, kind: str):
+    """payments' event of one step of a 3-D Secure card payment, as the stream carries it."""
+    from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
+
+    state, name = {
+        "payment.authorized": (TryState.RESERVED, "AUTHORIZED"),
+        "payment.captured": (TryState.CAPTURED, "CAPTURED"),
+    }[kind]
+    return SettlementEvent(
+        f"ev{cursor}", cursor, kind, saga_id, "payment", TryResult(state, "pay_1", name)
+    )
+
+
+async def _row_versions(sessions, saga_id: str, job_id: str) -> tuple[str, str]:
+    """The PostgreSQL row versions (xmin) of a saga and its job: any UPDATE changes them."""
+    async with sessions() as s:
+        saga = await s.execute(text("SELECT xmin::text FROM sagas WHERE id = :i"), {"i": saga_id})
+        job = await s.execute(text("SELECT xmin::text FROM jobs WHERE id = :i"), {"i": job_id})
+        return saga.scalar_one(), job.scalar_one()
+
+
+async def test_a_stale_authorized_event_after_the_capture_writes_no_row(sessions):
+    """The window before the saga is final: its request holds it, Confirm in flight, and the
+    capture's event has been applied. The authorization's event arriving late then leaves the
+    saga and job rows untouched (same row versions), and the posting completes as captured."""
+    from jobs.domain.posting_saga import TryState
+    from tests.support.gates import Gate
+
+    participants = FakeParticipants()
+    gate = Gate()
+    participants.payments.confirm = gate.hold(participants.payments.confirm)
+    deps = deps_of(sessions, participants=participants)
+    request = asyncio.create_task(pay_to_post.create_job_with_payment(post_cmd("k"), deps.fresh()))
+    await gate.entered()
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        s = await uow.sagas.get_by_key("co_1", "k")
+    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    participants.payments.state[s.id] = TryState.CAPTURED
+    captured = _payment_event(s.id, 1, "payment.captured")
+    await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(captured, "c"), deps.fresh()
+    )
+    versions = await _row_versions(sessions, s.id, s.job_id)
+    stale = _payment_event(s.id, 2, "payment.authorized")
+    assert not await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(stale, "c"), deps.fresh()
+    )
+    assert await _row_versions(sessions, s.id, s.job_id) == versions
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        assert (await uow.sagas.get(s.id)).provider_state == "CAPTURED"
+    gate.release()
+    answer = await request
+    assert answer.job.status is JobStatus.ACTIVE
+    async with SqlJobsUnitOfWork(sessions) as uow:
+        done = await uow.sagas.get(s.id)
+    assert done.state is SagaState.COMPLETED and done.provider_state == "CAPTURED"
+    assert participants.payments.taken(s.id) and not participants.payments.refunded
+
+
+async def test_settlement_events_in_either_order_end_the_same(sessions):
+    """A 3-D Secure card posting's two events, authorized and captured, delivered concurrently
+    in both orders (with a recovery worker) on real row locks: every saga ends completed with the
+    capture recorded, its job live once, the money taken once and never refunded, and a stale
+    event delivered afterwards writes no row."""
+    from jobs.domain.posting_saga import TryResult, TryState
+
+    participants = _SlowParticipants()
+    participants.payments.try_outcome = TryResult(
+        TryState.ACTION_REQUIRED, "pay_1", "REQUIRES_ACTION"
+    )
+    config = make_config(lease_seconds=5, retry_base_seconds=0.01, retry_max_seconds=0.05)
+    deps = deps_of(sessions, config, participants)
+    recovery = deps_of(sessions, replace(config, instance_id="other-replica"), participants)
+    answers = [
+        await pay_to_post.create_job_with_payment(post_cmd(f"3ds-{i}", f"3ds-{i}"), deps.fresh())
+        for i in range(16)
+    ]
+    assert {a.job.status for a in answers} == {JobStatus.PENDING_PAYMENT}
+    orders = {
+        a.saga_id: ("payment.captured", "payment.authorized")
+        if i % 2
+        else ("payment.authorized", "payment.captured")
+        for i, a in enumerate(answers)
+    }
+    cursor = iter(range(1, 1000))
+
+    async def deliver(saga_id: str, kind: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if kind == "payment.captured":
+            participants.payments.state[saga_id] = TryState.CAPTURED
+        event = _payment_event(saga_id, next(cursor), kind)
+        await settlement.apply_settlement_event(
+            commands.ApplySettlementEvent(event, "race"), deps.fresh()
+        )
+
+    for a in answers:  # the customers authenticated: the provider authorized every payment
+        participants.payments.state[a.saga_id] = TryState.RESERVED
+    await asyncio.gather(
+        *[
+            deliver(saga_id, kind, delay)
+            for saga_id, (first, second) in orders.items()
+            for kind, delay in ((first, 0), (second, random.uniform(0, 0.01)))
+        ],
+        *[settlement.recover_due(commands.RecoverSagas(), recovery.fresh()) for _ in range(2)],
+    )
+    for _ in range(100):  # whatever is left (retries) is recovery's
+        await settlement.recover_due(commands.RecoverSagas(), recovery.fresh())
+        async with SqlJobsUnitOfWork(sessions) as u:
+            left = [a for a in answers if not (await u.sagas.get(a.saga_id)).state.final]
+        if not left:
+            break
+        await asyncio.sleep(0.05)
+    assert not left
+
+    ends: dict[tuple[str, str], set[tuple[object, ...]]] = {}
+    for a in answers:
+        async with SqlJobsUnitOfWork(sessions) as u:
+            s = await u.sagas.get(a.saga_id)
+            job = await u.jobs.get(a.job.id)
+            trail = [t.to_status for t in await u.jobs.transitions(a.job.id)]
+        end = (
+            s.state,
+            s.provider_state,
+            s.captured,
+            s.activated,
+            s.refund_amount_minor,
+            job.status,
+            job.payment_status,
+            job.payment_id,
+            trail.count(JobStatus.ACTIVE),
+        )
+        ends.setdefault(orders[a.saga_id], set()).add(end)
+        assert participants.payments.taken(a.saga_id)
+        assert ("refund", a.saga_id) not in participants.payments.calls
+        # Delivered once more, after the end: the stale event writes no row.
+        versions = await _row_versions(sessions, a.saga_id, a.job.id)
+        await deliver(a.saga_id, "payment.authorized", 0)
+        assert await _row_versions(sessions, a.saga_id, a.job.id) == versions
+    expected = {
+        (
+            SagaState.COMPLETED,
+            "CAPTURED",
+            True,
+            True,
+            0,
+            JobStatus.ACTIVE,
+            PaymentStatus.COMPLETED,
+            "pay_1",
+            1,
+        )
+    }
+    assert list(ends.values()) == [expected, expected]
+    assert not participants.payments.refunded
+
+
+@pytest.mark.parametrize("order", ["authorized, captured", "captured overtakes authorized"])
+async def test_an_overtaken_authorized_event_writes_nothing_once_captured(sessions, order):
+    """The authorized event of a 3-D Secure card posting has read its saga (still waiting for
+    settlement) when the captured event overtakes it and completes the posting; it then takes
+    the saga's lock behind a capture. In either order the saga, the job and the money end the
+    same, and the overtaken event writes no row."""
+    from jobs.domain.posting_saga import TryResult, TryState
+    from tests.support.gates import Gate
+
+    participants = FakeParticipants()
+    participants.payments.try_outcome = TryResult(
+        TryState.ACTION_REQUIRED, "pay_1", "REQUIRES_ACTION"
+    )
+    deps = deps_of(sessions, participants=participants)
+    answer = await pay_to_post.create_job_with_payment(post_cmd("3ds"), deps.fresh())
+    saga_id, job_id = answer.saga_id, answer.job.id
+    participants.payments.state[saga_id] = TryState.RESERVED  # the customer authenticated
+    gate = Gate()
+
+    class HeldBeforeLock(SqlJobsUnitOfWork):
+        """The authorized event's unit of work: its locked read waits at the gate."""
+
+        def _attach(self, session) -> None:
+            super()._attach(session)
+            self.sagas.lock_with_job = gate.hold(self.sagas.lock_with_job)  # type: ignore[method-assign]
+
+    held = Deps.build(lambda: HeldBeforeLock(sessions), make_config(), participants)
+
+    async def deliver(kind: str, cursor: int, on: Deps) -> bool:
+        if kind == "payment.captured":
+            participants.payments.state[saga_id] = TryState.CAPTURED
+        event = _payment_event(saga_id, cursor, kind)
+        return await settlement.apply_settlement_event(
+            commands.ApplySettlementEvent(event, "c"), on.fresh()
+        )
+
+    if order == "authorized, captured":
+        gate.release()
+        await deliver("payment.authorized", 1, held)
+        await deliver("payment.captured", 2, deps)
+    else:
+        authorized = asyncio.create_task(deliver("payment.authorized", 1, held))
+        await gate.entered()  # it read the saga waiting for settlement: news, so it locks
+        await deliver("payment.captured", 2, deps)
+        versions = await _row_versions(sessions, saga_id, job_id)
+        gate.release()
+        assert not await authorized
+        assert await _row_versions(sessions, saga_id, job_id) == versions
+    async with SqlJobsUnitOfWork(sessions) as u:
+        s = await u.sagas.get(saga_id)
+        job = await u.jobs.get(job_id)
+        trail = [t.to_status for t in await u.jobs.transitions(job_id)]
+    assert (s.state, s.provider_state, s.captured, s.activated) == (
+        SagaState.COMPLETED,
+        "CAPTURED",
+        True,
+        True,
+    )
+    assert (job.status, job.payment_status, job.payment_id) == (
+        JobStatus.ACTIVE,
+        PaymentStatus.COMPLETED,
+        "pay_1",
+    )
+    assert trail.count(JobStatus.ACTIVE) == 1
+    assert participants.payments.taken(saga_id) and not participants.payments.refunded
+    assert ("refund", saga_id) not in participants.payments.calls

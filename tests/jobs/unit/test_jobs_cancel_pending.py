@@ -16,6 +16,7 @@ from jobs.service_layer.answers import SagaAnswer
 from jobs.service_layer.handlers import cancellation, drafts, settlement
 from jobs.service_layer.posting import leases
 from tests.support.gates import Gate
+from tests.support.jobs_fakes import PROVIDER_NAMES
 from tests.support.jobs_world import COMPANY, Crash, World
 
 PROCESSING = TryResult(TryState.PROCESSING, "pay_1", "PROCESSING")
@@ -34,7 +35,12 @@ def event(s, state: TryState, cursor: int = 1, kind: str = "") -> SettlementEven
         }[state]
     )
     return SettlementEvent(
-        f"ev{cursor}", cursor, kind, s.id, "payment", TryResult(state, "pay_1", state.name)
+        f"ev{cursor}",
+        cursor,
+        kind,
+        s.id,
+        "payment",
+        TryResult(state, "pay_1", PROVIDER_NAMES[state]),
     )
 
 

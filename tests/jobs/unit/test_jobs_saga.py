@@ -11,9 +11,9 @@ from hirepay_platform.errors import ErrorKind, HirepayError, ValidationError
 from hirepay_platform.money import Money
 from jobs.domain import commands
 from jobs.domain.model import JobFields, JobStatus, PaymentStatus
-from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryState
+from jobs.domain.posting_saga import Saga, SagaState, SettlementEvent, TryResult, TryState
 from jobs.service_layer.handlers import cancellation, drafts, settlement
-from jobs.service_layer.posting import driver
+from jobs.service_layer.posting import activation, driver
 from tests.support.gates import Gate
 from tests.support.jobs_fakes import FakeJobs, FakeSagas
 from tests.support.jobs_world import COMPANY, FIELDS, Crash, World
@@ -843,6 +843,17 @@ async def test_late_events_of_a_finished_saga_change_nothing_and_lock_nothing(
     assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
 
 
+async def _request_held_at_confirm(w: World) -> tuple[Gate, asyncio.Task, Saga]:
+    """A card posting whose request holds its saga, Confirm in flight (held at the gate)."""
+    gate = Gate()
+    w.payments.confirm = gate.hold(w.payments.confirm)  # type: ignore[method-assign]
+    request = asyncio.create_task(w.post())
+    await gate.entered()
+    s = w.only_saga()
+    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    return gate, request, s
+
+
 async def test_an_event_the_request_already_applied_locks_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ):
@@ -850,12 +861,7 @@ async def test_an_event_the_request_already_applied_locks_nothing(
     after the request applied the Try's answer: it tells nothing new, so neither the saga nor
     its job is locked (issue 13), and the request goes on as if it never came."""
     w = World()
-    gate = Gate()
-    w.payments.confirm = gate.hold(w.payments.confirm)  # type: ignore[method-assign]
-    request = asyncio.create_task(w.post())
-    await gate.entered()
-    s = w.only_saga()
-    assert s.state is SagaState.CONFIRMING and s.provider_state == "AUTHORIZED"
+    gate, request, s = await _request_held_at_confirm(w)
     locked = _record_locks(monkeypatch)
     event = SettlementEvent(
         "e1",
@@ -873,3 +879,81 @@ async def test_an_event_the_request_already_applied_locks_nothing(
     answer = await request
     assert answer.job.status is JobStatus.ACTIVE
     assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
+
+
+def _event(s, cursor: int, kind: str, state: TryState, provider_state: str) -> SettlementEvent:
+    return SettlementEvent(
+        f"e{cursor}", cursor, kind, s.id, "payment", TryResult(state, "pay_1", provider_state)
+    )
+
+
+async def test_a_stale_authorized_event_after_the_capture_changes_nothing():
+    """The capture's event is applied while the request still drives the saga (its Confirm in
+    flight); the authorization's event then arrives late: it is behind the recorded CAPTURED, so
+    nothing is written, and the request completes the posting with the capture recorded."""
+    w = World()
+    gate, request, s = await _request_held_at_confirm(w)
+    captured = _event(s, 1, "payment.captured", TryState.CAPTURED, "CAPTURED")
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(captured, "c"), w.deps)
+    assert w.only_saga().provider_state == "CAPTURED"
+    before = (w.only_saga(), w.job(s.job_id), list(w.store.log))
+    stale = _event(s, 2, "payment.authorized", TryState.RESERVED, "AUTHORIZED")
+    assert not await settlement.apply_settlement_event(
+        commands.ApplySettlementEvent(stale, "c"), w.deps
+    )
+    assert (w.only_saga(), w.job(s.job_id), list(w.store.log)) == before
+    gate.release()
+    answer = await request
+    assert answer.job.status is JobStatus.ACTIVE
+    done = w.only_saga()
+    assert done.state is SagaState.COMPLETED and done.provider_state == "CAPTURED"
+    assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
+    assert w.payments.taken(s.id) and not w.payments.refunded
+
+
+@pytest.mark.parametrize(
+    ("stale_state", "provider_state"),
+    [
+        (TryState.RESERVED, "AUTHORIZED"),
+        (TryState.FAILED, "FAILED"),
+        (TryState.CANCELLED, "VOIDED"),
+        (TryState.CAPTURED, "CAPTURED"),
+    ],
+)
+async def test_observe_under_lock_writes_nothing_for_a_state_behind_the_recorded_one(
+    stale_state: TryState, provider_state: str
+):
+    """The locked read decides, not the unlocked one: an answer read as news before the saga
+    moved on (here: observe called on the completed saga directly) writes nothing once it is
+    behind or level with the recorded state; a capture is never undone."""
+    w = World()
+    answer = await w.post()
+    s = w.only_saga()
+    assert s.state is SagaState.COMPLETED and s.provider_state == "CAPTURED"
+    before = (s, w.job(answer.job.id), list(w.store.log), list(w.store.transitions))
+    result = TryResult(stale_state, "pay_1", provider_state)
+    assert not await activation.observe(s.id, result, w.deps, source="payment.late")
+    after = (w.only_saga(), w.job(answer.job.id), list(w.store.log), list(w.store.transitions))
+    assert after == before
+    assert [c for c, _ in w.payments.calls] == ["try", "confirm"]
+
+
+async def test_a_failure_after_the_authorization_is_still_applied():
+    """A failure is further along than an authorization: a 3-D Secure card authorized, then its
+    authorization failed at the provider before the saga confirmed (the events in order)."""
+    w = World()
+    w.payments.try_outcome = TryResult(TryState.ACTION_REQUIRED, "pay_1", "REQUIRES_ACTION")
+    answer = await w.post()
+    s = w.only_saga()
+    assert s.state is SagaState.AWAITING_SETTLEMENT
+    failed = TryResult(TryState.FAILED, "pay_1", "FAILED", failure_reason="PAYMENT_DECLINED")
+    w.payments.state[s.id] = TryState.FAILED
+    assert await activation.observe(s.id, failed, w.deps, source="payment.failed")
+    assert w.only_saga().provider_state == "FAILED"
+    # The authorization's event arriving after the failure is stale: the saga still gives up.
+    stale = _event(s, 1, "payment.authorized", TryState.RESERVED, "AUTHORIZED")
+    await settlement.apply_settlement_event(commands.ApplySettlementEvent(stale, "c"), w.deps)
+    done = w.only_saga()
+    assert done.state is SagaState.FAILED and done.provider_state != "AUTHORIZED"
+    assert w.job(answer.job.id).status is JobStatus.PAYMENT_FAILED
+    assert not w.payments.taken(s.id) and not w.payments.refunded

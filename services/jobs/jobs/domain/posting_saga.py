@@ -136,6 +136,48 @@ class TryState(enum.StrEnum):
     ABSENT = "absent"  # no Try was ever recorded for the branch
 
 
+# How far along a branch's payment is, by the state its participant names (payments'
+# Payment.State, the wallet's Hold.State; recorded as the saga's `provider_state`). Answers and
+# settlement events arrive out of order, so a state is recorded (and acted on) only when it is
+# further along than the one recorded: a stale or repeated one changes nothing. The conflicts are
+# decided for the money:
+# - a failure after an authorization is news (a capture declined, the authorization voided); an
+#   authorization after a failure is not (the saga gave up on the failure and cancels the branch);
+# - FAILED ranks below the voids: a hosted checkout that failed may still be voided by our Cancel;
+# - money taken ranks above every outcome that took nothing: a capture after a failure or a void
+#   (a late bank transfer) is applied and refunded (PAY-7), while a stale authorization, failure
+#   or void arriving after a capture never undoes it;
+# - refunds end the branch: nothing leaves REFUNDED.
+# A name outside the order (no real participant sends one) tells nothing, like UNKNOWN.
+PROVIDER_STATE_ORDER: tuple[frozenset[str], ...] = (
+    frozenset({"UNKNOWN"}),  # the provider did not answer: no progress to record
+    frozenset({"REQUIRES_ACTION"}),  # waiting for the customer (3-D Secure, a checkout page)
+    frozenset({"PROCESSING"}),  # submitted; the provider settles it later (bank transfer)
+    frozenset({"AUTHORIZED", "PENDING"}),  # reserved: a card authorization, a wallet hold
+    frozenset({"FAILED"}),  # declined: nothing taken
+    frozenset({"VOIDED", "CANCELLED", "EXPIRED"}),  # released: nothing taken, nothing held
+    frozenset({"CAPTURED", "CONFIRMED"}),  # money taken
+    frozenset({"PARTIALLY_REFUNDED"}),
+    frozenset({"REFUNDED"}),  # terminal
+)
+_PROVIDER_RANK: dict[str, int] = {
+    name: rank for rank, names in enumerate(PROVIDER_STATE_ORDER) for name in names
+}
+
+
+def provider_rank(provider_state: str) -> int:
+    """Where a provider state stands in PROVIDER_STATE_ORDER; -1 for none recorded yet."""
+    if not provider_state:
+        return -1
+    return _PROVIDER_RANK.get(provider_state, 0)
+
+
+def provider_state_advances(recorded: str, incoming: str) -> bool:
+    """Whether `incoming` is further along than `recorded` (any state is, when none is recorded;
+    an empty one never is: it says nothing)."""
+    return bool(incoming) and provider_rank(incoming) > provider_rank(recorded)
+
+
 @dataclass(frozen=True, slots=True)
 class TryResult:
     """A participant's view of the branch after a Try or a read."""
@@ -250,6 +292,20 @@ class Saga:
     def answered(self) -> bool:
         """Whether the request has its final answer (a response or an error) stored."""
         return self.response is not None or self.failure is not None
+
+    def is_stale(self, result: TryResult) -> bool:
+        """Whether a participant's answer or event is behind (or level with) the provider state
+        the saga records: it then changes nothing (an answer naming no state is not judged)."""
+        return bool(result.provider_state) and not provider_state_advances(
+            self.provider_state, result.provider_state
+        )
+
+    def note_provider_state(self, provider_state: str) -> bool:
+        """Record the branch's provider state if it is further along; whether it was."""
+        if not provider_state_advances(self.provider_state, provider_state):
+            return False
+        self.provider_state = provider_state
+        return True
 
     def _move(self, to: SagaState, now: datetime) -> None:
         """Change state if the table allows it; each state counts its own failed attempts."""

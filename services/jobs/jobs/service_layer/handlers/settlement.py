@@ -15,6 +15,7 @@ from jobs.domain.posting_saga import (
     SagaState,
     SettlementEvent,
     TryState,
+    provider_state_advances,
 )
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
@@ -61,16 +62,17 @@ def _nothing_left(saga: Saga, event: SettlementEvent) -> bool:
 
 def _nothing_new(saga: Saga, event: SettlementEvent) -> bool:
     """Whether the event tells the saga (as read, without a lock) nothing it does not know: past
-    the Try, observe only records a new payment id or provider state, or refunds money that
-    arrives for a saga that gave up (PAY-7; money taken is therefore never skipped). A later
-    version of the saga only knows more, so observe's locked read would find nothing to do: e.g.
-    the authorized event of a card posting whose request has applied the Try's answer already."""
+    the Try, observe only records a new payment id or a provider state further along, or refunds
+    money that arrives for a saga that gave up (PAY-7; money taken is therefore never skipped).
+    A later version of the saga only knows more (its provider state only moves forward), so
+    observe's locked read would find nothing to do: e.g. the authorized event of a card posting
+    whose request has applied the Try's answer already, or a stale one after its capture."""
     result = event.result
     return (
         saga.state not in BEFORE_ACTIVATION
         and result.state is not TryState.CAPTURED
         and (not result.payment_id or result.payment_id == saga.payment_id)
-        and (not result.provider_state or result.provider_state == saga.provider_state)
+        and not provider_state_advances(saga.provider_state, result.provider_state)
     )
 
 

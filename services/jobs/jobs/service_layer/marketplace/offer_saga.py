@@ -130,8 +130,8 @@ async def apply_reservation(
         if result is not None and result.payment_id:
             saga.payment_id = result.payment_id
             offer.payment_id = result.payment_id
-        if result is not None and result.provider_state:
-            saga.provider_state = result.provider_state
+        if result is not None:
+            saga.note_provider_state(result.provider_state)
         if error is None and result is not None and result.state is TryState.RESERVED:
             if (
                 offer.state is OfferState.RESERVING
@@ -238,8 +238,7 @@ async def _captured(saga: Saga, result: TryResult, deps: Deps) -> bool:
         if current is None or current.state is not SagaState.CONFIRMING:
             return True
         current.payment_id = current.payment_id or result.payment_id
-        if result.provider_state:
-            current.provider_state = result.provider_state
+        current.note_provider_state(result.provider_state)
         current.start_booking(now)
         await uow.sagas.save(current)
         await uow.sagas.log(current.id, current.state.value, "captured", now)

@@ -93,6 +93,10 @@ async def _observe(
         saga, job = await uow.sagas.lock_with_job(saga_id)
         if saga is None:
             return False, None
+        if saga.is_stale(result):
+            # Behind what the saga records (answers and events arrive out of order, e.g. the
+            # authorization's event after the capture's): it changes nothing, nothing is written.
+            return False, saga
         before = saga.state
         noted = _note_payment(saga, job, result)
         if saga.state in BEFORE_ACTIVATION:
@@ -124,8 +128,7 @@ def _note_payment(saga: Saga, job: Job | None, result: TryResult) -> bool:
     if result.payment_id and not saga.payment_id:
         saga.payment_id = result.payment_id
         noted = True
-    if result.provider_state and result.provider_state != saga.provider_state:
-        saga.provider_state = result.provider_state
+    if saga.note_provider_state(result.provider_state):
         noted = True
     if job is not None and job.saga_id == saga.id and saga.payment_id and not job.payment_id:
         # The job names its payment as soon as it is known, so a client can resume (PAY-12).

@@ -141,8 +141,7 @@ async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> Saga | bool:
         current, job = await uow.sagas.lock_with_job(saga.id)
         if current is None or current.state is not SagaState.CONFIRMING:
             return True
-        if result.provider_state:
-            current.provider_state = result.provider_state
+        current.note_provider_state(result.provider_state)
         problem = "the job no longer exists" if job is None else job.activation_problem(current.id)
         if problem:
             current.captured = True
@@ -198,8 +197,7 @@ async def cancel(saga: Saga, deps: Deps) -> Saga | bool:
         current, job = await uow.sagas.lock_with_job(saga.id)
         if current is None or current.state is not SagaState.CANCELLING:
             return True
-        if result.provider_state:
-            current.provider_state = result.provider_state
+        current.note_provider_state(result.provider_state)
         if result.state is TryState.CAPTURED:
             current.start_refunding(now, reason=NOT_ACTIVATED)
             current.captured = True
