@@ -39,6 +39,7 @@ from payments.domain.provider import (
 )
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
+from payments.service_layer.ports import EventRecord, FirstLook
 from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 
 
@@ -48,7 +49,7 @@ class State:
     barriers: BarrierRows = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
     transactions: dict[str, Transaction] = field(default_factory=dict)
-    events: set[str] = field(default_factory=set)
+    events: dict[str, bool] = field(default_factory=dict)  # event id -> applied
     outbox: list[OutboxEvent] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     grants: dict[str, CreditGrant] = field(default_factory=dict)
@@ -220,11 +221,31 @@ class FakeEvents(_Repo):
     async def exists(self, event_id: str) -> bool:
         return event_id in self.st.events
 
-    async def add(self, *, event_id: str, **_: Any) -> bool:
+    async def add(self, *, event_id: str, applied: bool, **_: Any) -> bool:
         if event_id in self.st.events:
             return False
-        self.st.events.add(event_id)
+        self.st.events[event_id] = applied
         return True
+
+    async def claim(self, record: EventRecord) -> bool:
+        if self.st.events.get(record.event_id):
+            return False
+        self.st.events[record.event_id] = True
+        return True
+
+    async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
+        payments = self.uow.payments
+        if by_checkout:
+            payment = await payments.find_by_provider(checkout_id=record.object_id)
+        else:
+            payment = await payments.find_by_provider(payment_intent_id=record.object_id)
+        if payment is None and ours:
+            payment = await payments.get(ours)
+        if payment is None:
+            return FirstLook(payment=None, stored=False, applied_before=False)
+        applied_before = self.st.events.get(record.event_id, False)
+        stored = await self.add(event_id=record.event_id, applied=False)
+        return FirstLook(payment=payment, stored=stored, applied_before=applied_before)
 
 
 class FakeOutbox(_Repo):

@@ -5,14 +5,28 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import (
+    Column,
+    Executable,
+    bindparam,
+    exists,
+    false,
+    literal_column,
+    select,
+    text,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import execute_alone
 from hirepay_platform.notifier import SqlCallbackQueue
 from payments.adapters import snapshots
 from payments.adapters import tables as t
+from payments.adapters.repositories import payment_from_row
 from payments.domain.events import EventType, OutboxEvent
+from payments.service_layer.ports import EventRecord, FirstLook
 
 # The statements of the hot path, built once (issue 13: no per-call statement building).
 _EVENT_SEEN = select(t.provider_events.c.id).where(
@@ -23,6 +37,69 @@ _INSERT_EVENT = (
     .on_conflict_do_nothing(index_elements=["event_id"])
     .returning(t.provider_events.c.id)
 )
+# The applying transaction's claim: the event stored now, or an event stored unapplied before
+# (by store_first, its applying never committed) marked applied; no row: applied already. A
+# concurrent claim of the same event waits for the first one's transaction, then finds it applied.
+_CLAIM_EVENT = (
+    insert(t.provider_events)
+    .on_conflict_do_update(
+        index_elements=["event_id"],
+        set_={"applied": true()},
+        where=t.provider_events.c.applied.is_(false()),
+    )
+    .returning(t.provider_events.c.id)
+)
+_EVENT_COLUMNS = (
+    "provider",
+    "event_id",
+    "event_type",
+    "object_id",
+    "payload",
+    "provider_created_at",
+    "received_at",
+)
+
+
+def _store_first(match: Column[Any]) -> Executable:
+    """One statement (issue 13): the payment an event is about (by the provider's id of the
+    object in `match`, else by the id we put in its metadata, `_ours`), the event stored unapplied
+    on its id if that payment exists (insert-first: a duplicate stores nothing), and whether an
+    earlier delivery applied it.
+
+    The parts share one snapshot: `_applied_before` is NULL for a row committed after it (a
+    concurrent delivery's); the applying transaction's claim (_CLAIM_EVENT) decides then."""
+    pays = t.payments
+    subject = (
+        union_all(
+            select(pays, literal_column("0").label("_rank")).where(match == bindparam("_key")),
+            select(pays, literal_column("1").label("_rank")).where(pays.c.id == bindparam("_ours")),
+        )
+        .order_by(literal_column("_rank"))
+        .limit(1)
+        .cte("subject")
+    )
+    events = t.provider_events
+    values = select(
+        *(bindparam(name, type_=events.c[name].type) for name in _EVENT_COLUMNS),
+        false(),
+    ).where(exists(select(subject.c.id)))
+    stored = (
+        insert(events)
+        .from_select([*_EVENT_COLUMNS, "applied"], values)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(events.c.id)
+        .cte("stored")
+    )
+    applied_before = select(events.c.applied).where(events.c.event_id == bindparam("event_id"))
+    return select(
+        *(subject.c[c.name] for c in pays.c),
+        exists(select(stored.c.id)).label("_stored"),
+        applied_before.scalar_subquery().label("_applied_before"),
+    )
+
+
+_STORE_FIRST_BY_INTENT = _store_first(t.payments.c.provider_payment_id)
+_STORE_FIRST_BY_CHECKOUT = _store_first(t.payments.c.provider_checkout_id)
 
 # Publishing (migration 0006): outbox_publish(), in a transaction of its own, numbers the
 # committed unpublished rows after every earlier publisher's; writers never wait for each other.
@@ -63,6 +140,24 @@ class SqlEventRepository:
             "received_at": received_at,
         }
         return (await self.s.execute(_INSERT_EVENT, params)).first() is not None
+
+    async def claim(self, record: EventRecord) -> bool:
+        params = {**record.values(), "applied": True}
+        return (await self.s.execute(_CLAIM_EVENT, params)).first() is not None
+
+    async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
+        params = {**record.values(), "_key": record.object_id, "_ours": ours}
+        statement = _STORE_FIRST_BY_CHECKOUT if by_checkout else _STORE_FIRST_BY_INTENT
+        # It writes: alone, it is its own transaction (no BEGIN, no COMMIT round trip).
+        row = (await execute_alone(self.s, statement, params)).first()
+        if row is None:
+            return FirstLook(payment=None, stored=False, applied_before=False)
+        m = row._mapping
+        return FirstLook(
+            payment=payment_from_row(row),
+            stored=bool(m["_stored"]),
+            applied_before=bool(m["_applied_before"]),
+        )
 
 
 def _snapshot(event: OutboxEvent) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def _payment_values(p: Payment) -> dict[str, Any]:
     }
 
 
-def _payment(row: Any) -> Payment:
+def payment_from_row(row: Any) -> Payment:
+    """A payment of a row with the payments table's columns (any other column is ignored)."""
     m = row._mapping
     return Payment(
         id=m["id"],
@@ -170,7 +171,7 @@ class SqlPaymentRepository:
 
     async def _one(self, stmt: Any, params: dict[str, str]) -> Payment | None:
         row = (await self.s.execute(stmt, params)).first()
-        return self._track(_payment(row)) if row else None
+        return self._track(payment_from_row(row)) if row else None
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         return await self._one(_LOCK_PAYMENT if for_update else _GET_PAYMENT, {_KEY: payment_id})
@@ -223,11 +224,11 @@ class SqlPaymentRepository:
         if subsystem:
             stmt = stmt.where(t.payments.c.metadata["subsystem"].astext == subsystem)
         stmt = stmt.order_by(t.payments.c.id).limit(limit)
-        return [_payment(r) for r in (await self.s.execute(stmt)).all()]
+        return [payment_from_row(r) for r in (await self.s.execute(stmt)).all()]
 
     async def recently_changed(self, limit: int) -> list[Payment]:
         stmt = select(t.payments).order_by(t.payments.c.updated_at.desc()).limit(limit)
-        return [_payment(r) for r in (await self.s.execute(stmt)).all()]
+        return [payment_from_row(r) for r in (await self.s.execute(stmt)).all()]
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[Payment]:
         """Due payments, locked SKIP LOCKED and leased (next poll moved past the lease) in one
@@ -235,7 +236,7 @@ class SqlPaymentRepository:
         until = now + timedelta(seconds=lease_seconds)
         params = {"now": now, "limit": limit, "until": until}
         rows = (await self.s.execute(_LEASE_PAYMENTS, params)).all()
-        return sorted((_payment(r) for r in rows), key=lambda p: (p.created_at, p.id))
+        return sorted((payment_from_row(r) for r in rows), key=lambda p: (p.created_at, p.id))
 
 
 # --- refunds ----------------------------------------------------------------------------------

@@ -651,6 +651,7 @@ class StripeProvider:
                 payment_id=_id(obj.get("payment_intent")),
                 account=str(body.get("account") or ""),
                 view=_event_view(obj),
+                body=body,
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SignatureInvalid("signed body is not a Stripe event") from None

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class ProviderStatus(enum.StrEnum):
@@ -135,6 +135,9 @@ class ProviderEvent:
     payment_id: str = ""  # a checkout event's payment, when the provider names it
     account: str = ""  # the connected account the object lives on (Connect), if any
     view: ProviderPayment | None = None
+    # The whole body as the adapter parsed it (stored as the event's payload), so the handler
+    # does not parse it again (issue 13); None: the handler parses the delivery's bytes.
+    body: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

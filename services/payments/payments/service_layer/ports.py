@@ -7,6 +7,7 @@ unless `await uow.commit()` was called.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, Self
 
@@ -98,8 +99,52 @@ class TransactionRepository(Protocol):
         """PENDING transactions whose checkout has expired (missed webhooks), locked SKIP LOCKED."""
 
 
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A verified webhook event as its row stores it."""
+
+    provider: str
+    event_id: str
+    event_type: str
+    object_id: str
+    payload: dict[str, Any]
+    provider_created_at: datetime
+    received_at: datetime
+
+    def values(self) -> dict[str, Any]:
+        """The row's columns (`applied` aside), as keyword arguments or statement parameters."""
+        return {
+            "provider": self.provider,
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "object_id": self.object_id,
+            "payload": self.payload,
+            "provider_created_at": self.provider_created_at,
+            "received_at": self.received_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FirstLook:
+    """What storing a webhook event first found (EventRepository.store_first)."""
+
+    payment: Payment | None  # the payment the event is about, as recorded (None: none found)
+    stored: bool  # this delivery stored the event (never when no payment was found)
+    applied_before: bool  # an earlier delivery stored it and applied it (a duplicate)
+
+
 class EventRepository(Protocol):
     async def exists(self, event_id: str) -> bool: ...
+
+    async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
+        """In one statement that is its own transaction (call it first in its unit of work):
+        the payment whose provider id (`by_checkout`: the checkout's, else the payment's) is
+        `object_id`, else whose id is `ours`; and, if there is one, the event stored unapplied
+        (insert-first on its id)."""
+
+    async def claim(self, record: EventRecord) -> bool:
+        """Store the event as applied, or mark applied an event stored unapplied before, in the
+        transaction that applies it: False if it was applied before (a duplicate)."""
 
     async def add(
         self,

@@ -35,7 +35,7 @@ from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.payouts import apply_payout_event
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import publish, refund_if_voided
-from payments.service_layer.ports import PaymentsUnitOfWork
+from payments.service_layer.ports import EventRecord, FirstLook, PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -69,19 +69,34 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
     provider = deps.providers.get(cmd.provider or "stripe")
     event = await _verified(cmd, provider)
     metrics.WEBHOOK_LAG.observe(max(0.0, (datetime.now(UTC) - event.created).total_seconds()))
-    payload = loads_json(cmd.payload)  # verify_event already refused a deep or bad body
-    payment, txn, verdict = await _first_look(deps, provider, event)
+    # The body as the adapter parsed it (once, issue 13); verify_event refused a deep or bad one.
+    payload = event.body if event.body is not None else loads_json(cmd.payload)
+    if event.subject not in HANDLED_SUBJECTS:
+        return await _not_a_payment(deps, provider, event, payload)
+    look, txn, verdict = await _first_look(deps, provider, event, payload)
     if verdict == "duplicate":
         metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
         return EventOutcome(event.id, event.type, applied=False, duplicate=True)
     if verdict == "quiet":
         # Most events announce a step whose answer the request recorded already: storing the
-        # event is all there is to do (no re-fetch, no lock; a stale view is never applied).
-        # Its insert-first tells a duplicate, so no look-up before it (issue 13).
-        return await _store(deps, provider, event, payload, applied=False)
-    settled = await _settled_without_refetch(deps, provider, event, payload, payment, txn)
+        # event (done by the first look) is all there is to do (no re-fetch, no lock; a stale
+        # view is never applied).
+        return _stored(event, look)
+    settled = await _settled_without_refetch(deps, provider, event, payload, look, txn)
     if settled is not None:
         return settled
+    return await _apply_news(deps, provider, event, payload, look.payment, txn)
+
+
+async def _apply_news(
+    deps: Deps,
+    provider: PaymentProvider,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    payment: Payment | None,
+    txn: Transaction | None,
+) -> EventOutcome:
+    """Re-fetch the event's object, then apply it under the payment's lock once per event."""
     records: list[CallRecord] = []
     try:
         session, intent = await _refetch(provider, records, event, txn)
@@ -93,17 +108,9 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
         ) from None
     async with deps.uow as uow:
         now = deps.clock()
-        inserted = await uow.events.add(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=True,
-            provider_created_at=event.created,
-            received_at=now,
-        )
-        if not inserted:
+        # Stored by the first look, or stored now.
+        claimed = await uow.events.claim(_record(provider, event, payload, now))
+        if not claimed:
             metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         changed = False
@@ -126,10 +133,16 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
 
 
 async def _first_look(
-    deps: Deps, provider: PaymentProvider, event: ProviderEvent
-) -> tuple[Payment | None, Transaction | None, str]:
-    """The event's subject and what the event is: "quiet" (it tells nothing new: stored, the
-    insert-first telling a duplicate), "duplicate" (stored before) or "" (apply it).
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
+) -> tuple[FirstLook, Transaction | None, str]:
+    """The event's subject and what the event is: "quiet" (it tells nothing new: stored now,
+    or before if a duplicate), "duplicate" (applied before) or "" (apply it).
+
+    One statement stores the event and reads its payment (issue 13): an event about a payment
+    costs one round trip when it tells nothing new. It is stored unapplied; the transaction that
+    applies a news event claims it (EventRepository.claim), so an event whose applying never
+    committed (the process died, the re-fetch failed) is applied when delivered again, never
+    taken for a duplicate. An event about no payment is stored by the path that handles it.
 
     An event that races the request whose provider call it reports (in_flight: the provider sends
     it as it answers) first waits for that answer to be recorded, then looks once (usually quiet
@@ -138,7 +151,13 @@ async def _first_look(
     if ours:  # the id we put on the object: no read needed to know whether to wait
         await deps.in_flight.settled(ours, RACE_WAIT_SECONDS)
     async with deps.uow as uow:
-        payment, txn = await _subject(uow, event)
+        look = await uow.events.store_first(
+            _record(provider, event, payload, deps.clock()),
+            by_checkout=event.subject is EventSubject.CHECKOUT,
+            ours=ours,
+        )
+        await uow.commit()  # nothing left: the statement committed itself
+    payment = look.payment
     quiet = _tells_nothing_new(provider, event, payment)
     if (
         not quiet
@@ -148,14 +167,17 @@ async def _first_look(
     ):
         # Raced, but its object carries no id of ours: look again now that the answer is in.
         async with deps.uow as uow:
-            payment, txn = await _subject(uow, event)
+            payment = await uow.payments.get(payment.id)
         quiet = _tells_nothing_new(provider, event, payment)
     if quiet:
-        return payment, txn, "quiet"
+        return look, None, "quiet"
+    if payment is not None:
+        return look, None, "duplicate" if look.applied_before else ""
     async with deps.uow as uow:
+        txn = await _transaction(uow, event)
         if await uow.events.exists(event.id):
-            return payment, txn, "duplicate"
-    return payment, txn, ""
+            return look, txn, "duplicate"
+    return look, txn, ""
 
 
 async def _request_answered(deps: Deps, payment: Payment) -> bool:
@@ -185,15 +207,25 @@ async def _settled_without_refetch(
     provider: PaymentProvider,
     event: ProviderEvent,
     payload: dict[str, Any],
-    payment: Payment | None,
+    look: FirstLook,
     txn: Transaction | None,
 ) -> EventOutcome | None:
-    """The outcome of an event that needs no re-fetch (None: re-fetch and apply it)."""
-    if event.subject not in HANDLED_SUBJECTS or not _made_by(provider, payment, txn):
-        return await _not_a_payment(deps, provider, event, payload)
+    """The outcome of an event that needs no re-fetch (None: re-fetch and apply it): one about
+    a payment or a transaction another provider made is only recorded."""
+    payment = look.payment
+    if not _made_by(provider, payment, txn):
+        if payment is not None:  # stored by the first look
+            return _stored(event, look)
+        return await _store(deps, provider, event, payload, applied=False)
     if payment is None and txn is None:
         return await _unrecorded(deps, provider, event, payload)
     return None
+
+
+def _stored(event: ProviderEvent, look: FirstLook) -> EventOutcome:
+    """The outcome of an event the first look stored (or found stored) and that needs no more."""
+    metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if look.stored else "duplicate").inc()
+    return EventOutcome(event.id, event.type, applied=False, duplicate=not look.stored)
 
 
 def _tells_nothing_new(
@@ -355,46 +387,38 @@ async def _store(
 ) -> EventOutcome:
     async with deps.uow as uow:
         await uow.autocommit()  # one insert-first statement: its own transaction
-        inserted = await uow.events.add(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=applied,
-            provider_created_at=event.created,
-            received_at=deps.clock(),
-        )
+        record = _record(provider, event, payload, deps.clock())
+        inserted = await uow.events.add(**record.values(), applied=applied)
         await uow.commit()
     metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if inserted else "duplicate").inc()
     return EventOutcome(event.id, event.type, applied=False, duplicate=not inserted)
 
 
-async def _subject(
-    uow: PaymentsUnitOfWork, event: ProviderEvent
-) -> tuple[Payment | None, Transaction | None]:
-    """The payment or transaction an event is about (looked up by provider ids, then by the ids
-    we put in the object's metadata ourselves)."""
-    meta = event.metadata
-    payment: Payment | None = None
-    txn: Transaction | None = None
+def _record(
+    provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any], now: datetime
+) -> EventRecord:
+    return EventRecord(
+        provider=provider.name,
+        event_id=event.id,
+        event_type=event.type,
+        object_id=event.object_id,
+        payload=payload,
+        provider_created_at=event.created,
+        received_at=now,
+    )
+
+
+async def _transaction(uow: PaymentsUnitOfWork, event: ProviderEvent) -> Transaction | None:
+    """The transaction an event about no payment is about (looked up by provider ids, then by
+    the id we put in the object's metadata ourselves)."""
     if event.subject is EventSubject.PAYMENT:
-        payment = await uow.payments.find_by_provider(payment_intent_id=event.object_id)
-        if payment is None and meta.get("hirepay_payment_id"):
-            payment = await uow.payments.get(meta["hirepay_payment_id"])
-        if payment is None:
-            txn = await uow.transactions.find_by_provider(payment_intent_id=event.object_id)
-        if payment is None and txn is None and meta.get("transaction_id"):
-            txn = await uow.transactions.get(meta["transaction_id"])
-    elif event.subject is EventSubject.CHECKOUT:
-        payment = await uow.payments.find_by_provider(checkout_id=event.object_id)
-        if payment is None and meta.get("hirepay_payment_id"):
-            payment = await uow.payments.get(meta["hirepay_payment_id"])
-        if payment is None:
-            txn = await uow.transactions.find_by_provider(checkout_id=event.object_id)
-        if payment is None and txn is None and meta.get("transaction_id"):
-            txn = await uow.transactions.get(meta["transaction_id"])
-    return payment, txn
+        txn = await uow.transactions.find_by_provider(payment_intent_id=event.object_id)
+    else:
+        txn = await uow.transactions.find_by_provider(checkout_id=event.object_id)
+    transaction_id = event.metadata.get("transaction_id")
+    if txn is None and transaction_id:
+        txn = await uow.transactions.get(transaction_id)
+    return txn
 
 
 async def _refetch(
