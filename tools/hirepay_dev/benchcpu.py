@@ -28,8 +28,8 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
-def process_cpu(pid: int, *, reaped_children: bool = False) -> float | None:
-    """CPU seconds (user + system) of a process; with `reaped_children`, also those of its
+def process_ticks(pid: int, *, reaped_children: bool = False) -> int | None:
+    """CPU clock ticks (user + system) of a process; with `reaped_children`, also those of its
     children that have exited (cutime + cstime), so a server's tree loses nothing."""
     fields = _stat_fields(pid)
     if fields is None:
@@ -38,7 +38,13 @@ def process_cpu(pid: int, *, reaped_children: bool = False) -> float | None:
     ticks = int(fields[11]) + int(fields[12])
     if reaped_children:
         ticks += int(fields[13]) + int(fields[14])
-    return ticks / _TICKS
+    return ticks
+
+
+def process_cpu(pid: int, *, reaped_children: bool = False) -> float | None:
+    """CPU seconds (user + system) of a process (see process_ticks)."""
+    ticks = process_ticks(pid, reaped_children=reaped_children)
+    return None if ticks is None else ticks / _TICKS
 
 
 def parent_pid(pid: int) -> int | None:
@@ -55,10 +61,10 @@ def children_of(parent: int) -> list[int]:
     return found
 
 
-def server_tree_cpu(postmaster: int) -> float:
-    """CPU seconds of a PostgreSQL server: the postmaster, its exited and its live children."""
-    total = process_cpu(postmaster, reaped_children=True) or 0.0
-    return total + sum(process_cpu(child) or 0.0 for child in children_of(postmaster))
+def server_tree_ticks(postmaster: int) -> int:
+    """CPU ticks of a PostgreSQL server: the postmaster, its exited and its live children."""
+    total = process_ticks(postmaster, reaped_children=True) or 0
+    return total + sum(process_ticks(child) or 0 for child in children_of(postmaster))
 
 
 async def _query(server_url: str, sql: str) -> list[asyncpg.Record]:
@@ -108,7 +114,7 @@ class CpuMeter:
     databases: Mapping[str, str] = field(default_factory=dict)
     _postmaster: int | None = None
     _before: dict[str, float] = field(default_factory=dict)
-    _backends_before: dict[int, tuple[str, float]] = field(default_factory=dict)
+    _backends_before: dict[int, tuple[str, int]] = field(default_factory=dict)
 
     async def start(self) -> None:
         self._postmaster = await local_postmaster(self.server_url)
@@ -116,35 +122,45 @@ class CpuMeter:
         self._backends_before = await self._sample_backends()
 
     async def stop(self) -> dict[str, float]:
-        """CPU seconds each part used since start()."""
+        """CPU seconds each part used since start().
+
+        Counted in whole clock ticks and turned into seconds once, so that parts add up exactly;
+        the backends are read before the server tree here (and after it in start()), so the
+        tree's interval holds theirs and `postgres (all)` is never below a part of it."""
+        backends = await self._sample_backends()
         after = await self._sample()
-        used = {name: after[name] - self._before[name] for name in after if name in self._before}
-        for pid, (label, cpu) in (await self._sample_backends()).items():
+        used = {
+            name: (after[name] - self._before[name]) / (1 if name == LOADGEN else _TICKS)
+            for name in after
+            if name in self._before
+        }
+        for pid, (label, ticks) in backends.items():
             # A backend opened during the interval counts whole; one closed during it is lost here
             # (the server total still has it).
-            start = self._backends_before.get(pid, (label, 0.0))[1]
+            start = self._backends_before.get(pid, (label, 0))[1]
             key = f"pg:{label}"
-            used[key] = used.get(key, 0.0) + cpu - start
+            used[key] = used.get(key, 0.0) + (ticks - start) / _TICKS
         return used
 
     async def _sample(self) -> dict[str, float]:
-        sample = {LOADGEN: _self_cpu()}
+        """Ticks of each process and of the server tree; the load generator's CPU in seconds."""
+        sample: dict[str, float] = {LOADGEN: _self_cpu()}
         for name, pid in self.processes.items():
-            cpu = process_cpu(pid)
-            if cpu is not None:
-                sample[name] = cpu
+            ticks = process_ticks(pid)
+            if ticks is not None:
+                sample[name] = ticks
         if self._postmaster is not None:
-            sample[PG_TOTAL] = server_tree_cpu(self._postmaster)
+            sample[PG_TOTAL] = server_tree_ticks(self._postmaster)
         return sample
 
-    async def _sample_backends(self) -> dict[int, tuple[str, float]]:
+    async def _sample_backends(self) -> dict[int, tuple[str, int]]:
         if self._postmaster is None or not self.databases:
             return {}
         found = {}
         for pid, label in (await backends(self.server_url, self.databases)).items():
-            cpu = process_cpu(pid)
-            if cpu is not None:
-                found[pid] = (label, cpu)
+            ticks = process_ticks(pid)
+            if ticks is not None:
+                found[pid] = (label, ticks)
         return found
 
 
