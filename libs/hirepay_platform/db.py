@@ -22,7 +22,7 @@ from sqlalchemy.util.concurrency import await_
 
 from hirepay_platform import tracing
 from hirepay_platform.errors import Conflict, Unavailable
-from hirepay_platform.settings import ServiceSettings
+from hirepay_platform.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, ServiceSettings
 
 _TRACER = tracing.tracer("hirepay.db")
 
@@ -150,7 +150,9 @@ def async_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", url)
 
 
-def create_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW
+) -> AsyncEngine:
     """An asyncpg engine with a bounded pool (its statements traced when spans are exported)."""
     engine = create_async_engine(
         async_url(url),
@@ -269,8 +271,8 @@ class Database(Generic[U]):
         make_uow: Callable[[async_sessionmaker[AsyncSession]], U],
         *,
         probe_table: str,
-        pool_size: int = 10,
-        max_overflow: int = 10,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
     ) -> None:
         self._url = url
         self._make_uow = make_uow

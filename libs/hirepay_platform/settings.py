@@ -11,6 +11,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hirepay_platform.identity import SECRET_ENV, check_secret
 
+# Connections each service keeps open to its database, and how many more it may open for a burst.
+# SQLAlchemy's pool closes an overflow connection when it is returned to a pool that already holds
+# `pool_size` idle ones: with a pool smaller than the calls a service serves at once, connections
+# churn (a PostgreSQL backend forked, authenticated and warmed per burst: at 32 concurrent postings
+# and a pool of 10 that cost more CPU than the postings' statements, issue 13). The pool covers the
+# concurrency a replica is expected to serve; the overflow absorbs what is above it.
+DEFAULT_POOL_SIZE = 32
+DEFAULT_MAX_OVERFLOW = 16
+
 
 class ServiceSettings(BaseSettings):
     """Settings every gRPC service has. Subclass with `env_prefix` (e.g. WALLET_) and add fields."""
@@ -24,8 +33,8 @@ class ServiceSettings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     # Required: a service without its database refuses to start.
     database_url: SecretStr
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    db_pool_size: int = DEFAULT_POOL_SIZE
+    db_max_overflow: int = DEFAULT_MAX_OVERFLOW
     log_level: str = "INFO"
     shutdown_grace_seconds: float = 10.0
     # Readiness is re-checked over time, not only at start-up: each dependency (the database)

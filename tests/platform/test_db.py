@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from sqlalchemy import text
 
@@ -158,3 +160,27 @@ def test_what_counts_as_a_plain_read() -> None:
         "INSERT INTO items SELECT 1, 2",
     ):
         assert not plain_read(sql), sql
+
+
+async def test_the_default_pool_keeps_its_connections_at_32_concurrent_calls(db_url: str) -> None:
+    """Two bursts of 32 concurrent statements on an engine with the platform's default pool are
+    served by the same PostgreSQL backends: no connection is closed and opened again between them
+    (a pool smaller than the concurrency closes its overflow connections on return, and every
+    burst then pays for new backends: issue 13)."""
+    engine = create_engine(db_url)
+    try:
+
+        async def backend() -> int:
+            async with engine.connect() as conn:
+                pid = (await conn.execute(text("SELECT pg_backend_pid(), pg_sleep(0.05)"))).first()
+                return int(pid[0]) if pid else 0
+
+        async def burst() -> set[int]:
+            return set(await asyncio.gather(*(backend() for _ in range(32))))
+
+        first = await burst()
+        second = await burst()
+        assert len(first) == 32
+        assert second <= first
+    finally:
+        await engine.dispose()
