@@ -10,6 +10,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import lease_due
 from payments.adapters import tables as t
 from payments.domain import ledger
 from payments.domain.credits import FULL_REFUND, CreditGrant, GrantKind, GrantStatus
@@ -20,23 +21,11 @@ from payments.domain.transactions import TxnStatus, UserType
 
 # Due pending grants, locked SKIP LOCKED and leased in one statement (issue 13: an idle round of
 # the booking worker is one round trip).
-_LEASE_GRANTS = (
-    update(t.credit_grants)
-    .where(
-        t.credit_grants.c.id.in_(
-            select(t.credit_grants.c.id)
-            .where(
-                t.credit_grants.c.status == GrantStatus.PENDING.value,
-                t.credit_grants.c.next_attempt_at <= bindparam("now"),
-            )
-            .order_by(t.credit_grants.c.next_attempt_at)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-    )
-    .values(next_attempt_at=bindparam("until"))
-    .returning(*t.credit_grants.c)
+_LEASE_GRANTS = lease_due(
+    t.credit_grants,
+    t.credit_grants.c.next_attempt_at,
+    "next_attempt_at",
+    t.credit_grants.c.status == GrantStatus.PENDING.value,
 )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import lease_due
 from payments.adapters import tables as t
 from payments.domain.payouts import (
     PayoutAccount,
@@ -36,31 +37,19 @@ _UNFINISHED = or_(
 
 # Due unfinished withdrawals, locked SKIP LOCKED and leased in one statement (issue 13: an idle
 # round of the recovery worker is one round trip).
-_LEASE_WITHDRAWALS = (
-    update(t.withdrawals)
-    .where(
-        t.withdrawals.c.id.in_(
-            select(t.withdrawals.c.id)
-            .where(
-                or_(
-                    _UNFINISHED,
-                    # Paid recently: watched for a return by the bank (a lost payout.failed).
-                    and_(
-                        t.withdrawals.c.state == WithdrawalState.PAID.value,
-                        t.withdrawals.c.outcome == ProviderOutcome.PAID.value,
-                        t.withdrawals.c.updated_at >= bindparam("paid_since"),
-                    ),
-                ),
-                t.withdrawals.c.next_attempt_at <= bindparam("now"),
-            )
-            .order_by(t.withdrawals.c.next_attempt_at)
-            .limit(bindparam("limit"))
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
-    )
-    .values(next_attempt_at=bindparam("until"))
-    .returning(*t.withdrawals.c)
+_LEASE_WITHDRAWALS = lease_due(
+    t.withdrawals,
+    t.withdrawals.c.next_attempt_at,
+    "next_attempt_at",
+    or_(
+        _UNFINISHED,
+        # Paid recently: watched for a return by the bank (a lost payout.failed).
+        and_(
+            t.withdrawals.c.state == WithdrawalState.PAID.value,
+            t.withdrawals.c.outcome == ProviderOutcome.PAID.value,
+            t.withdrawals.c.updated_at >= bindparam("paid_since"),
+        ),
+    ),
 )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import lease_due
 from hirepay_platform.tcc import TccBranch
 from payments.adapters import tables as t
 from payments.domain.events import AuditEntry
@@ -36,28 +37,9 @@ _BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindpa
 _BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
 
 
-def _lease(table: Any, due: Any, next_column: str, *where: Any) -> Any:
-    """One statement that locks due rows SKIP LOCKED and moves their next attempt to the end of
-    a lease (`:now`, `:limit`, `:until`), returning them: alone, it is a whole transaction
-    (issue 13: an idle round of a worker is one round trip)."""
-    chosen = (
-        select(table.c.id)
-        .where(due <= bindparam("now"), *where)
-        .order_by(due)
-        .limit(bindparam("limit"))
-        .with_for_update(skip_locked=True)
-    )
-    return (
-        update(table)
-        .where(table.c.id.in_(chosen.scalar_subquery()))
-        .values({next_column: bindparam("until")})
-        .returning(*table.c)
-    )
-
-
-_LEASE_PAYMENTS = _lease(t.payments, t.payments.c.next_poll_at, "next_poll_at")
+_LEASE_PAYMENTS = lease_due(t.payments, t.payments.c.next_poll_at, "next_poll_at")
 # Pending refunds, and settled ones whose coin hold the wallet has not followed yet.
-_LEASE_REFUNDS = _lease(
+_LEASE_REFUNDS = lease_due(
     t.refunds,
     t.refunds.c.next_poll_at,
     "next_poll_at",
