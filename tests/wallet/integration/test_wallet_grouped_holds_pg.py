@@ -155,6 +155,69 @@ async def test_an_overdraft_within_one_group_takes_the_calls_in_order(ledger, de
     assert (await ledger.balance(alice)).available == 0
 
 
+async def _warm_refs(deps, *account_ids: str) -> None:
+    """Accounts' immutable attributes in the process cache, as on a running wallet."""
+    async with deps.uow() as uow:
+        await uow.accounts.refs(account_ids)
+
+
+async def test_a_group_of_reserves_is_one_statement_committing_itself(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: distinct branches on unsharded accounts that all fit: one round trip for the
+    group (barrier rows, locks, holds, reservations), no BEGIN or COMMIT; calls whose branch was
+    there already are answered from their barrier rows (reads), the others unaffected."""
+    alice, bob, carol = [await ledger.open(n) for n in ("alice", "bob", "carol")]
+    await ledger.fund(alice, 1000)
+    await ledger.fund(carol, 1000)
+    earlier, cancelled = _branch(), _branch()
+    await h.reserve_hold(c.ReserveHold(earlier, alice, bob, 100, "USD"), deps)
+    await h.cancel_hold(c.CancelHold(cancelled), deps)  # its Cancel came before any Try
+    await _warm_refs(deps, alice, bob, carol)
+    fresh = [_branch() for _ in range(4)]
+    cmds = [
+        c.ReserveHold(fresh[0], alice, bob, 300, "USD"),
+        c.ReserveHold(earlier, alice, bob, 100, "USD"),  # a retry: replayed
+        c.ReserveHold(fresh[1], carol, bob, 400, "USD"),
+        c.ReserveHold(cancelled, alice, bob, 100, "USD"),  # hanging Try
+        c.ReserveHold(fresh[2], alice, bob, 600, "USD"),  # 100 + 300 + 600 = 1000: fits
+        c.ReserveHold(fresh[3], carol, alice, 600, "USD"),
+    ]
+    with round_trips:
+        outcomes = await h.reserve_holds(cmds, deps)
+    assert _summary(outcomes) == ["new", "replayed", "new", "HOLD_CANCELLED", "new", "new"]
+    written = [s for s in round_trips.statements if not s.startswith("SELECT")]
+    assert len(written) == 1 and written[0].startswith("WITH entered AS (INSERT INTO tcc_barr")
+    assert round_trips.transaction_control == []
+    assert await ledger.balances(alice, carol, bob) == [(1000, 1000), (1000, 1000), (0, 0)]
+    for branch in fresh:
+        assert await _barrier_rows(sessions, branch) == ["try"]
+    assert await _barrier_rows(sessions, cancelled) == ["cancel", "try"]  # the Cancel's rows only
+
+
+async def test_a_reserve_group_that_does_not_fit_runs_checked_and_refuses_alone(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: when the group's holds overdraw an account together, its one statement writes
+    nothing (the accounts' no-overdraft check) and the group runs checked: each Try judged in
+    order, the one that does not fit refused alone, leaving no barrier row, the others held."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1000)
+    await _warm_refs(deps, alice, bob)
+    branches = [_branch() for _ in range(4)]
+    cmds = [
+        c.ReserveHold(b, alice, bob, a, "USD")
+        for b, a in zip(branches, (400, 700, 500, 100), strict=True)
+    ]
+    with round_trips:
+        outcomes = await h.reserve_holds(cmds, deps)
+    assert _summary(outcomes) == ["new", "INSUFFICIENT_FUNDS", "new", "new"]
+    assert await ledger.balances(alice) == [(1000, 1000)]
+    assert await _barrier_rows(sessions, branches[1]) == []
+    # the refused statement, then BEGIN + barrier rows and locks + holds + COMMIT
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+
+
 async def test_grouped_calls_through_the_batcher_never_overdraw(ledger, deps):
     """Sixty concurrent Reserves of 70 on 1000 through the batcher, then their Confirms: exactly
     what is affordable is held, then posted."""

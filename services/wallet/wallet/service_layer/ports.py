@@ -125,6 +125,17 @@ class HoldRepository(Protocol):
         account's pending balance, in one round trip. The caller has locked those account rows
         and judged every reservation under the no-overdraft rule."""
 
+    async def reserve_alone(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
+    ) -> set[TccBranch] | None:
+        """A group of first Trys of distinct branches as one statement that is its own transaction
+        (committed when this returns), allowed only before the unit of work has begun one, and
+        only for holds on unsharded accounts: insert each call's barrier row, lock the accounts
+        (id order), add the hold (`holds`, one per call, same order) of each branch inserted with
+        its reservation. The branches inserted (the others were there already: answer them by
+        their barrier rows); None, with nothing written, when the holds do not all fit under the
+        no-overdraft rule (then judge them one by one, checked)."""
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         """The hold of a branch; `for_update` locks it until the transaction ends."""
 

@@ -12,9 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.barrier import insert_many_params, insert_many_sql
+from hirepay_platform.db import execute_alone
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.tables import holds as H
@@ -107,6 +109,50 @@ _CONFIRM_AND_LOCK = text(
       LEFT JOIN locked l ON l.global_tx_id = e.global_tx_id AND l.branch_id = e.branch_id
     """
 )
+# A group of Trys as ONE statement that is its own transaction (the common case: distinct
+# branches, no sharded account to reserve on): every barrier row (the platform's insert-first),
+# then - only after every insert is done, as a Try on its own orders them - every account to
+# reserve on locked in id order, then the hold of each branch inserted and its account's pending
+# balance. The no-overdraft rule is the accounts' own check (ck_accounts_no_overdraft: posted -
+# pending >= 0 unless the account may go negative or is sharded), evaluated on the newest row
+# under the lock: a hold only raises pending, so the group's holds on an account fit in any order
+# exactly when all of them fit together. If one does not, the statement fails and writes nothing,
+# and the caller runs the group checked (each Try judged in order, the refused ones alone).
+_RESERVE_ALONE = text(
+    f"""
+    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    locked AS MATERIALIZED (
+        SELECT id FROM accounts
+         WHERE id = ANY(CAST(:lock_ids AS uuid[]))
+           AND (SELECT count(*) FROM entered) >= 0
+         ORDER BY id
+           FOR NO KEY UPDATE
+    ), added AS (
+        INSERT INTO holds ({_COLUMNS})
+        SELECT h.* FROM unnest(
+            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
+            CAST(:confirmed_amounts AS bigint[]), CAST(:states AS text[]),
+            CAST(:expires_at AS timestamptz[]), CAST(:transfer_ids AS text[]),
+            CAST(:descriptions AS text[]), CAST(:created_at AS timestamptz[]),
+            CAST(:resolved_at AS timestamptz[])) AS h({_COLUMNS})
+          JOIN entered e ON e.global_tx_id = h.global_tx_id AND e.branch_id = h.branch_id
+         WHERE (SELECT count(*) FROM locked) >= 0
+        RETURNING account_id, amount
+    ), reserved AS (
+        UPDATE accounts a SET pending = a.pending + r.amount
+          FROM (SELECT account_id, sum(amount) AS amount FROM added GROUP BY account_id) r
+         WHERE a.id = r.account_id
+        RETURNING 1
+    )
+    SELECT ARRAY(SELECT global_tx_id FROM entered) AS entered_global_tx_ids,
+           ARRAY(SELECT branch_id FROM entered) AS entered_branch_ids,
+           (SELECT count(*) FROM added) AS added,
+           (SELECT count(*) FROM reserved) AS accounts
+    """
+)
+_NO_OVERDRAFT = "ck_accounts_no_overdraft"
 _SAVE = text(
     """
     UPDATE holds h
@@ -120,6 +166,15 @@ _SAVE = text(
      WHERE h.global_tx_id = c.global_tx_id AND h.branch_id = c.branch_id
     """
 )
+
+
+def _constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint a statement violated (asyncpg's error under SQLAlchemy's)."""
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        name = getattr(candidate, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
 
 
 def _hold_from_row(row: Any) -> Hold:
@@ -184,6 +239,34 @@ class SqlHoldRepository:
         if row.added != len(holds) or row.accounts != len({h.account_id for h in holds}):
             # A missing account row: never expected (the caller locked every one).
             raise RuntimeError("reservation applied partially")
+
+    async def reserve_alone(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
+    ) -> set[TccBranch] | None:
+        params: dict[str, Any] = {
+            **insert_many_params(
+                [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
+            ),
+            **_hold_params(holds),
+            "lock_ids": sorted({h.account_id for h in holds}),
+        }
+        try:
+            row = (await execute_alone(self._session, _RESERVE_ALONE, params)).one()
+        except IntegrityError as exc:
+            if _constraint(exc) != _NO_OVERDRAFT:
+                raise
+            # The statement was its own transaction: it rolled back whole, nothing was written.
+            await self._session.rollback()
+            return None
+        entered = {
+            TccBranch(g, b)
+            for g, b in zip(row.entered_global_tx_ids, row.entered_branch_ids, strict=True)
+        }
+        wanted = [h for h in holds if h.branch in entered]
+        if row.added != len(wanted) or row.accounts != len({h.account_id for h in wanted}):
+            # A missing account row: never expected (the caller found every one). Committed.
+            raise RuntimeError("reservation applied partially")
+        return entered
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         statement = _GET_FOR_UPDATE if for_update else _GET
