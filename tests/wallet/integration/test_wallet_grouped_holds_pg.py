@@ -218,6 +218,90 @@ async def test_a_reserve_group_that_does_not_fit_runs_checked_and_refuses_alone(
     assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
 
 
+async def test_a_group_of_confirms_is_one_statement_committing_itself(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: Confirms of holds this process reserved (grouped), still pending: one round trip
+    for the group (hold locks, transfers with a fee into the sharded revenue account, barrier
+    rows, holds saved), no BEGIN or COMMIT; each call gets its own transfer."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    await ledger.fund(customer, 10_000)
+    branches = [_branch() for _ in range(3)]
+    reserved = await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 1000, "USD") for b in branches], deps
+    )
+    assert _summary(reserved) == ["new"] * 3
+    await _warm_refs(deps, customer, contractor, revenue)
+    split = (Share(revenue, 1000), Share(contractor, 9000))
+    cmds = [
+        c.ConfirmHold(branches[0]),
+        c.ConfirmHold(branches[1], 400),  # part of it; the rest is released
+        c.ConfirmHold(branches[2], 0, split, contractor),
+    ]
+    with round_trips:
+        outcomes = await h.confirm_holds(cmds, deps)
+    assert _summary(outcomes) == ["new"] * 3
+    assert [s.split()[0] for s in round_trips.statements] == ["WITH"]
+    assert round_trips.transaction_control == []
+    assert [o.result.hold.confirmed_amount for o in outcomes] == [1000, 400, 1000]
+    assert [sum(e.amount for e in o.result.transfer.entries if e.amount > 0) for o in outcomes] == [
+        1000,
+        400,
+        1000,
+    ]
+    assert await ledger.balances(customer, contractor, revenue) == [
+        (10_000 - 2400, 0),
+        (1000 + 400 + 900, 0),
+        (100, 0),
+    ]
+    for branch in branches:
+        assert await _barrier_rows(sessions, branch) == ["confirm", "try"]
+        hold = (await h.get_hold(c.GetHold(branch), deps)).hold
+        assert hold.state is HoldState.CONFIRMED
+    again = await h.confirm_holds(cmds[:1], deps)  # a retry: its hold is resolved, replayed
+    assert _summary(again) == ["replayed"]
+    assert again[0].result.transfer == outcomes[0].result.transfer
+
+
+async def test_a_confirm_group_with_a_resolved_hold_runs_checked_and_refuses_alone(
+    ledger, deps, sessions, round_trips, clock
+):
+    """Issue 13: a remembered hold cancelled (or expired) since: the group's one statement finds
+    it under its lock, writes nothing, and the group runs checked; that Confirm is refused alone
+    and leaves no barrier row, the others post."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    await ledger.fund(customer, 10_000)
+    branches = [_branch() for _ in range(4)]
+    await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 1000, "USD", 600) for b in branches[:3]], deps
+    )
+    await h.reserve_holds([c.ReserveHold(branches[3], customer, contractor, 1000, "USD", 10)], deps)
+    await h.cancel_hold(c.CancelHold(branches[1]), deps)
+    clock.advance(20)  # branches[3] is past its expiry, not yet released
+    await _warm_refs(deps, customer, contractor)
+    with round_trips:
+        outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
+    assert _summary(outcomes) == ["new", "HOLD_ALREADY_RESOLVED", "new", "HOLD_EXPIRED"]
+    # Planning found the expired hold: no one-statement attempt, the group ran checked.
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+    assert not any(s.startswith("WITH expected") for s in round_trips.statements)
+    assert await ledger.balances(customer, contractor) == [(8000, 1000), (2000, 0)]
+    assert await _barrier_rows(sessions, branches[1]) == ["cancel", "try"]
+    assert await _barrier_rows(sessions, branches[3]) == ["try"]
+    # Only the cancelled one (remembered as pending) reaches the statement, which writes nothing.
+    fresh = [_branch() for _ in range(2)]
+    await h.reserve_holds([c.ReserveHold(b, customer, contractor, 500, "USD") for b in fresh], deps)
+    await h.cancel_hold(c.CancelHold(fresh[0]), deps)
+    with round_trips:
+        outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in fresh], deps)
+    assert _summary(outcomes) == ["HOLD_ALREADY_RESOLVED", "new"]
+    assert round_trips.statements[0].startswith("WITH expected")  # it wrote nothing, then:
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+    assert await _barrier_rows(sessions, fresh[0]) == ["cancel", "try"]
+    assert await ledger.balances(customer, contractor) == [(7500, 1000), (2500, 0)]
+
+
 async def test_grouped_calls_through_the_batcher_never_overdraw(ledger, deps):
     """Sixty concurrent Reserves of 70 on 1000 through the batcher, then their Confirms: exactly
     what is affordable is held, then posted."""

@@ -72,7 +72,7 @@ async def confirm_holds(
     cmds: Sequence[commands.ConfirmHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, confirm_request, _confirm_round, deps)
+    return await _run_group(cmds, confirm_request, _confirm_round, deps, alone=_confirm_alone)
 
 
 Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
@@ -264,6 +264,47 @@ def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveReq
 
 
 _Planned = tuple[int, Hold, TransferHeader, Posting]
+
+
+async def _confirm_alone(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ConfirmRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> bool:
+    """A group of Confirms of distinct branches whose holds this process reserved, in ONE round
+    trip: each planned on its hold as reserved, then one statement that is its own transaction
+    (no BEGIN, no COMMIT) checks every hold under its lock and posts them all, or writes nothing.
+    False, with nothing written and nobody answered, when the group needs the checked rounds: a
+    branch twice, a hold not remembered, not pending or expired (and so any refusal, replay or
+    repeat: its hold is resolved), or a debit of a sharded account (its slow path)."""
+    if len({r.branch for _, r in items}) != len(items):
+        return False
+    recalled = [(i, req, uow.holds.recall(req.branch)) for i, req in items]
+    holds = [(i, req, hold) for i, req, hold in recalled if hold is not None]
+    if len(holds) != len(items):
+        return False
+    refs = await uow.accounts.refs({a for _, r, hold in holds for a in confirm_accounts(r, hold)})
+    planned: list[tuple[int, Hold, ConfirmRequest, TransferHeader, Posting]] = []
+    for i, req, hold in holds:
+        try:
+            header, posting = plan_confirm(req, hold, refs, now)  # resolves the recalled copy
+        except HirepayError:
+            return False  # the checked round gives the same refusal, under the hold's lock
+        if posting.guarded_sharded:
+            return False
+        planned.append((i, hold, req, header, posting))
+    posted = await uow.holds.confirm_alone(
+        [(hold, req.fingerprint) for _, hold, req, _, _ in planned],
+        [(header, posting) for _, _, _, header, posting in planned],
+        now,
+    )
+    if posted is None:
+        return False
+    for (i, hold, _, header, _), outcome in zip(planned, posted, strict=True):
+        record = transfer_record(header, outcome.created_at or now, outcome.entries)
+        outcomes[i] = BatchOutcome(result=HoldResult(hold, transfer=record))
+    return True
 
 
 async def _confirm_round(
