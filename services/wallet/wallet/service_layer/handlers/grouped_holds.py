@@ -2,7 +2,12 @@
 and so do concurrent ConfirmHold calls (the batcher gathers them). Each call keeps its own barrier
 row and gets its own result or error, the one its call alone would have had.
 
-A group costs a fixed number of round trips whatever its size: a Reserve group inserts every
+In the common case a group is ONE statement that commits itself (`_reserve_alone`,
+`_confirm_alone`: distinct branches, no sharded account to reserve on or debit, holds that fit, and
+for Confirms holds this process reserved and still pending); it writes nothing when it cannot
+apply whole, and the group runs checked, as follows.
+
+Checked, a group costs a fixed number of round trips whatever its size: a Reserve group inserts every
 barrier row in one statement, locks and reads every account row once (in id order), judges each
 Reserve in order on the balances read under those locks (no overdraft, also within the group),
 then inserts every accepted hold and its reservation in one statement; a Confirm
