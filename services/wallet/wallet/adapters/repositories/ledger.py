@@ -111,6 +111,7 @@ def run_outcomes(items: Sequence[tuple[TransferHeader, Posting]], row: Any) -> l
                 unit=line.unit,
                 amount=line.amount,
                 created_at=row.created_at,
+                description=header.description,
             )
             for line in posting.entries
         )
