@@ -194,6 +194,12 @@ class _WatchedSagas:
             self._uow.crash_on_commit = True
         return failures
 
+    async def insert_posting(self, saga: Saga, job: Job, detail: str, **kw: Any) -> Any:
+        inserted, failures = await self._inner.insert_posting(saga, job, detail, **kw)
+        if inserted and self._uow.crash_after == "pending":
+            self._uow.crash()  # the step committed by itself: no commit follows to crash after
+        return inserted, failures
+
     async def lock_with_job(
         self, saga_id: str, *, lock_job: bool = True
     ) -> tuple[Saga | None, Job | None]:

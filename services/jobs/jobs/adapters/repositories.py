@@ -7,10 +7,26 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Executable,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from hirepay_platform.db import execute_alone
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
     job_transitions,
@@ -87,6 +103,67 @@ _INSERT_SAGA_COUNTING_FAILURES = (
         .scalar_subquery()
     )
 )
+
+
+def _posting_insert(counting: bool) -> Executable:
+    """A posting's whole first step as one statement, which commits by itself (issue 13; it was
+    BEGIN + the saga's insert-first + the batch of the rest + COMMIT): the saga inserted first on
+    its key, and only if it was (`s`), the job, its transitions and the saga's first log line.
+    `counting`: the saga is inserted only while the company's recent failed payments (PAY-14's
+    abuse rule, counted from the rows before this one) are below `max_failures`; the count comes
+    back. A key already taken (or a blocked company) inserts nothing. Built once per shape."""
+    failures = (
+        select(func.count().label("n"))
+        .where(
+            _failed.c.kind == SagaKind.POSTING.value,
+            _failed.c.company_id == bindparam("failures_company_id"),
+            _failed.c.created_at >= bindparam("failures_since"),
+            _failed.c.failure["reason"].astext.in_(bindparam("failures_reasons", expanding=True)),
+        )
+        .cte("failures")
+        if counting
+        else select(literal(0).label("n")).cte("failures")
+    )
+    saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in sagas.c))
+    if counting:
+        saga_row = saga_row.select_from(failures).where(failures.c.n < bindparam("max_failures"))
+    saga = (
+        pg_insert(sagas)
+        .from_select([c.name for c in sagas.c], saga_row)
+        .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
+        .returning(sagas.c.id)
+        .cte("s")
+    )
+    inserted = exists(select(saga.c.id))
+    job_columns = [c for c in jobs.c]
+    job = insert(jobs).from_select(
+        [c.name for c in job_columns],
+        select(*(bindparam(f"j_{c.name}", type_=c.type) for c in job_columns)).where(inserted),
+    )
+    names = ("job_id", "from_status", "to_status", "actor", "reason", "at")
+    arrays = [
+        bindparam(f"t_{n}", type_=ARRAY(job_transitions.c[n].type, dimensions=1)) for n in names
+    ]
+    rows = func.unnest(*arrays).table_valued(*names, with_ordinality="t_ord").render_derived()
+    transitions = insert(job_transitions).from_select(
+        list(names),
+        select(*(rows.c[n] for n in names)).where(inserted).order_by(rows.c.t_ord),
+    )
+    log = insert(saga_log).from_select(
+        ["saga_id", "step", "detail", "at"],
+        select(
+            bindparam("s_id", type_=saga_log.c.saga_id.type),
+            bindparam("l_step", type_=saga_log.c.step.type),
+            bindparam("l_detail", type_=saga_log.c.detail.type),
+            bindparam("l_at", type_=saga_log.c.at.type),
+        ).where(inserted),
+    )
+    return select(failures.c.n, inserted.label("inserted")).add_cte(
+        job.cte("j"), transitions.cte("t"), log.cte("l")
+    )
+
+
+_INSERT_POSTING = {counting: _posting_insert(counting) for counting in (False, True)}
 
 
 async def _autocommit(session: AsyncSession) -> AsyncConnection:
@@ -392,6 +469,47 @@ class SqlSagaRepository:
             return None
         self.writes.seen(sagas, values)
         return int(failures)
+
+    async def insert_posting(
+        self,
+        saga: Saga,
+        job: Job,
+        detail: str,
+        *,
+        failures_since: datetime | None = None,
+        reasons: frozenset[str] = frozenset(),
+        max_failures: int = 0,
+    ) -> tuple[bool, int]:
+        """Insert a posting's saga first on its key and, with it, its new job (with the job's
+        pending transitions) and the saga's first log line `detail`, as a transaction of its own
+        in one round trip: (inserted, the company's recent failed payments). `failures_since`:
+        count those (PAY-14) and insert nothing unless they are below `max_failures`. Nothing
+        is inserted when the key is taken. Durable when this returns."""
+        counting = failures_since is not None
+        saga_values = saga_to_values(saga)
+        job_values = job_to_values(job)
+        transitions = [transition_to_values(t) for t in job.pending]
+        params: dict[str, Any] = {f"s_{k}": v for k, v in saga_values.items()}
+        params.update({f"j_{k}": v for k, v in job_values.items()})
+        for name in ("job_id", "from_status", "to_status", "actor", "reason", "at"):
+            params[f"t_{name}"] = [t[name] for t in transitions]
+        params.update(
+            {"l_step": "pending_payment", "l_detail": detail[:2000], "l_at": saga.created_at}
+        )
+        if counting:
+            params.update(
+                failures_company_id=saga.company_id,
+                failures_since=failures_since,
+                failures_reasons=sorted(reasons),
+                max_failures=max_failures,
+            )
+        await self.writes.flush()  # nothing waits here: the statement is a transaction alone
+        row = (await execute_alone(self.session.session, _INSERT_POSTING[counting], params)).one()
+        if row.inserted:
+            job.drain_transitions()
+            self.writes.seen(sagas, saga_values)
+            self.writes.seen(jobs, job_values)
+        return bool(row.inserted), int(row.n)
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         stmt = _LOCK_SAGA if for_update else _GET_SAGA

@@ -70,6 +70,22 @@ class SagaRepository(Protocol):
         """insert, and in the same round trip the company's sagas started since `since` that
         failed with one of `reasons` (before this one): None if the key exists."""
 
+    async def insert_posting(
+        self,
+        saga: Saga,
+        job: Job,
+        detail: str,
+        *,
+        failures_since: datetime | None = None,
+        reasons: frozenset[str] = frozenset(),
+        max_failures: int = 0,
+    ) -> tuple[bool, int]:
+        """A posting's first step as a transaction of its own, in one round trip: the saga
+        inserted first on its key and, only then, its new job (with its pending transitions) and
+        the saga's first log line `detail`; (inserted, the company's failed payments since
+        `failures_since` with one of `reasons`, before this one). With `failures_since`, nothing
+        is inserted unless they are below `max_failures`. Durable when this returns."""
+
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 
     async def lock_with_job(
