@@ -140,8 +140,11 @@ class FakeSagas:
         saga = self.tx.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
 
+    def stored(self, saga_id: str) -> object | None:
+        return None  # the fake reads every step's rows (it keeps no stored rows to assume)
+
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
         saga = self.tx.sagas.get(saga_id)
         job = self.tx.jobs.get(saga.job_id) if saga and saga.job_id else None

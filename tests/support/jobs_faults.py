@@ -201,9 +201,9 @@ class _WatchedSagas:
         return inserted, failures
 
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
-        saga, job = await self._inner.lock_with_job(saga_id, lock_job=lock_job)
+        saga, job = await self._inner.lock_with_job(saga_id, lock_job=lock_job, assumed=assumed)
         return saga, self._uow.jobs.watch(job)
 
     async def save(self, saga: Saga) -> None:

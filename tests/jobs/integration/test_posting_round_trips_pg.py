@@ -17,13 +17,14 @@ from asyncpg import prepared_stmt
 from sqlalchemy import text
 
 from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.errors import HirepayError
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.errors import PostingBlocked
 from jobs.domain.model import JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers import pay_to_post
+from jobs.service_layer.handlers import cancellation, pay_to_post
 from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_world import FIELDS
 
@@ -94,11 +95,13 @@ def _post(key: str, company: str = "co_rt") -> commands.CreateJobWithPayment:
     )
 
 
-async def test_a_card_postings_happy_path_costs_six_round_trips(sessions, round_trips):
-    """Rate limit: one statement alone. The saga's first step (saga, job, transitions, log line,
-    abuse rule): one statement alone. The Try's answer and the Confirm (job live, answer stored):
-    each BEGIN, the saga and job locked and read, the batch of writes, COMMIT. Every step is
-    durable before the next participant call; nothing is prepared again once warm."""
+async def test_a_card_postings_happy_path_costs_four_round_trips(sessions, round_trips):
+    """Four statements, each a transaction of its own (no BEGIN, no COMMIT round trip): the rate
+    limit's attempt; the saga's first step (saga, job, transitions, log line, abuse rule); the
+    Try's answer and the Confirm (job live, answer stored), each written on the saga and job as
+    the request stored them, checked unchanged and locked by the same statement. Every step is
+    durable before the next participant call; nothing is prepared again once warm. (Before
+    issue 13's round 4: 13 round trips, 7 statements in 3 BEGIN/COMMIT transactions.)"""
     deps = _deps(sessions)
     for i in range(2):  # warm: the bucket exists, every statement is prepared on the connection
         await pay_to_post.create_job_with_payment(_post(f"warm-{i}"), deps)
@@ -107,8 +110,25 @@ async def test_a_card_postings_happy_path_costs_six_round_trips(sessions, round_
     answer = await pay_to_post.create_job_with_payment(_post("measured"), deps)
 
     assert answer.job.status is JobStatus.ACTIVE and not answer.replayed
-    assert round_trips.kinds() == {"statement": 6, "simple": 4}, round_trips.sent
-    assert (round_trips.simple("BEGIN"), round_trips.simple("COMMIT")) == (2, 2)
+    assert round_trips.kinds() == {"statement": 4}, round_trips.sent
+    async with deps.uow as uow:
+        saga = await uow.sagas.get(answer.saga_id)
+        job = await uow.jobs.get(answer.job.id)
+        trail = [t.to_status for t in await uow.jobs.transitions(answer.job.id)]
+        steps = await uow.session.execute(
+            text("SELECT step FROM saga_log WHERE saga_id = :id ORDER BY id"), {"id": saga.id}
+        )
+        assert steps.scalars().all() == ["pending_payment", "confirming", "completed"]
+    assert saga is not None and job is not None
+    assert (saga.state, saga.captured, saga.activated, saga.lease_owner) == (
+        SagaState.COMPLETED,
+        True,
+        True,
+        "",
+    )
+    assert saga.response is not None and saga.response["job"]["status"] == "active"
+    assert (job.status, job.payment_id) == (JobStatus.ACTIVE, saga.payment_id)
+    assert trail == [JobStatus.DRAFT, JobStatus.PENDING_PAYMENT, JobStatus.ACTIVE]
 
 
 async def test_the_first_step_inserts_nothing_for_a_blocked_company(sessions):
@@ -164,3 +184,38 @@ async def test_a_taken_key_inserts_nothing_and_replays(sessions):
         )
         # draft + pending_payment + active; one first log line.
         assert tuple(counts.one()) == (1, 3, 1)
+
+
+async def test_a_step_on_rows_changed_meanwhile_is_taken_on_the_rows_read_under_lock(
+    sessions, round_trips
+):
+    """The company cancels its job while the request's Confirm is in flight: the Confirm's step,
+    written on the rows as the request stored them, finds them changed, writes nothing, and is
+    taken again on the rows read under lock (BEGIN, locked read, writes, COMMIT): the job never
+    goes live and the money taken is refunded (PAY-7), exactly as without the assumption."""
+    participants = FakeParticipants()
+    deps = Deps.build(lambda: SqlJobsUnitOfWork(sessions), make_config(), participants)
+    confirm = participants.payments.confirm
+
+    async def confirmed_while_cancelled(saga: Saga) -> Any:
+        result = await confirm(saga)
+        cancel = commands.CancelJob(commands.Actor("co_rt", "company"), saga.job_id, "no")
+        await cancellation.cancel_job(cancel, deps.fresh())
+        round_trips.sent.clear()  # what the request's Confirm step sends from here
+        return result
+
+    participants.payments.confirm = confirmed_while_cancelled  # type: ignore[method-assign]
+
+    with pytest.raises(HirepayError):
+        await pay_to_post.create_job_with_payment(_post("cancelled"), deps)
+
+    assert round_trips.simple("BEGIN") >= 1  # the step was taken again under lock
+    async with deps.uow as uow:
+        saga = await uow.sagas.get_by_key("co_rt", "cancelled")
+        assert saga is not None
+        job = await uow.jobs.get(saga.job_id)
+        trail = [t.to_status for t in await uow.jobs.transitions(saga.job_id)]
+    assert job is not None and job.status is JobStatus.CANCELLED
+    assert JobStatus.ACTIVE not in trail
+    assert saga.state is SagaState.REFUNDED and saga.activated is False
+    assert participants.payments.refunded[saga.id] == saga.amount_minor

@@ -46,6 +46,7 @@ from jobs.domain.posting_saga import (
     SagaKind,
     SagaState,
 )
+from jobs.service_layer.ports import StaleRows
 
 _FINAL = [s.value for s in FINAL_STATES]
 
@@ -69,6 +70,36 @@ _SAGA_WITH_JOB = (
 )
 _LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
 _LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
+
+
+def _still(table: Any, prefix: str) -> list[Any]:
+    """Each column of `table` as given in parameters `<prefix><column>` (NULL as NULL)."""
+    return [
+        c == bindparam(f"{prefix}{c.name}", type_=c.type)
+        if c.primary_key
+        else c.is_not_distinct_from(bindparam(f"{prefix}{c.name}", type_=c.type))
+        for c in table.c
+    ]
+
+
+# The guard of a step written on a saga and job as this process last stored them (see
+# lock_with_job's `assumed`): both rows, locked, still hold exactly those values.
+_STILL_STORED = (
+    select(sagas.c.id)
+    .join_from(sagas, jobs, jobs.c.id == sagas.c.job_id)
+    .where(*_still(sagas, "g_s_"), *_still(jobs, "g_j_"))
+    .with_for_update()
+)
+
+
+class _Stored:
+    """A saga's and its job's column values as this process last read or wrote them."""
+
+    __slots__ = ("job", "saga")
+
+    def __init__(self, saga: dict[str, Any], job: dict[str, Any]) -> None:
+        self.saga = saga
+        self.job = job
 
 
 def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -440,10 +471,22 @@ class SqlSagaRepository:
     def __init__(self, session: BatchedSession) -> None:
         self.session = session
         self.writes = session.batch
+        # Each saga and job read or written with lock_with_job or insert_posting, as the batch
+        # keeps them (current with every write): what `stored` gives once they are committed.
+        self._rows: dict[str, _Stored] = {}
+        # The guard's parameters when the unit of work assumed its rows (see lock_with_job).
+        self.assumed: dict[str, Any] | None = None
 
     def _read(self, row: Row) -> Saga:
         self.writes.seen(sagas, dict(row._mapping))
         return saga_from_row(row)
+
+    def stored(self, saga_id: str) -> object | None:
+        """The saga and its job as this unit of work read or wrote them (lock_with_job,
+        insert_posting), for a later unit of work to assume (valid once this one committed,
+        or if it wrote nothing); None when they were not read together."""
+        rows = self._rows.get(saga_id)
+        return None if rows is None else _Stored(dict(rows.saga), dict(rows.job))
 
     async def insert(self, saga: Saga) -> bool:
         values = saga_to_values(saga)
@@ -509,6 +552,7 @@ class SqlSagaRepository:
             job.drain_transitions()
             self.writes.seen(sagas, saga_values)
             self.writes.seen(jobs, job_values)
+            self._rows[saga.id] = _Stored(saga_values, job_values)
         return bool(row.inserted), int(row.n)
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
@@ -517,20 +561,41 @@ class SqlSagaRepository:
         return self._read(row) if row else None
 
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
         """The saga, locked, and its job (locked too unless `lock_job` is False), in one round
-        trip; a saga without its job (none yet, or gone) is read alone."""
-        stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
-        row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
-        if row is None:
-            return await self.get(saga_id, for_update=True), None
-        saga_values, job_values = _split(row)
+        trip; a saga without its job (none yet, or gone) is read alone.
+
+        `assumed` (what `stored` gave after an earlier unit of work on them): the saga and job
+        as stored then, with no round trip; the unit of work's commit then writes in one
+        statement alone, only if both rows, locked by it, still hold those values, else it
+        writes nothing and raises StaleRows (issue 13: the locked path's BEGIN, read and COMMIT
+        round trips saved; the decision is the same as if they had been read locked)."""
+        if isinstance(assumed, _Stored) and lock_job and assumed.saga["id"] == saga_id:
+            saga_values, job_values = dict(assumed.saga), dict(assumed.job)
+            self.assumed = {
+                **{f"g_s_{k}": v for k, v in assumed.saga.items()},
+                **{f"g_j_{k}": v for k, v in assumed.job.items()},
+            }
+        else:
+            stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
+            row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
+            if row is None:
+                return await self.get(saga_id, for_update=True), None
+            saga_values, job_values = _split(row)
         self.writes.seen(sagas, saga_values)
         self.writes.seen(jobs, job_values)
+        self._rows[saga_id] = _Stored(saga_values, job_values)
         return saga_from_row(SimpleNamespace(**saga_values)), job_from_row(
             SimpleNamespace(**job_values)
         )
+
+    async def commit_assumed(self) -> None:
+        """The commit of a unit of work that assumed its saga and job (lock_with_job): its
+        writes in one statement that commits by itself, if the rows still are as assumed."""
+        assert self.assumed is not None
+        if not await self.writes.flush_if(_STILL_STORED, self.assumed, execute_alone):
+            raise StaleRows("the saga or its job changed since this process stored them")
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:

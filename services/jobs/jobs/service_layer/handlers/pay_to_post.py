@@ -35,6 +35,7 @@ from jobs.service_layer.handlers.rate_limits import take_posting_attempt
 from jobs.service_layer.posting.activation import send_try
 from jobs.service_layer.posting.driver import answer_and_release, drive, ensure_answer
 from jobs.service_layer.posting.leases import request_holder
+from jobs.service_layer.posting.records import StoredRows
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,9 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     config = deps.config
     now = deps.clock()
     saga = _new_saga(cmd, method, config, now)
-    started = await _start_new_job(cmd, saga, deps, now)
+    # The saga's and job's rows as each step stores them, for the next step to assume.
+    stored = StoredRows()
+    started = await _start_new_job(cmd, saga, deps, now, stored)
     if started is None:
         saga = _new_saga(cmd, method, config, deps.clock())
         started = await _start_in_transaction(cmd, saga, deps)
@@ -135,8 +138,8 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
-    tried = await send_try(saga, deps)
-    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried)
+    tried = await send_try(saga, deps, stored)
+    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=stored)
     holder = request_holder(config)
     stored: Saga | None = ended
     if ended is None or not ended.answered or ended.lease_owner == holder:
@@ -158,7 +161,11 @@ _Started = tuple[Saga | None, list[Transition]]
 
 
 async def _start_new_job(
-    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps, now: datetime
+    cmd: commands.CreateJobWithPayment,
+    saga: Saga,
+    deps: Deps,
+    now: datetime,
+    stored: StoredRows,
 ) -> _Started | None:
     """The saga's first step for a posting of new fields, in one statement that commits by itself
     (issue 13): the request is checked first, then the saga is inserted first on its key with its
@@ -189,6 +196,7 @@ async def _start_new_job(
             max_failures=config.max_failed_payments,
         )
         if inserted:
+            stored.rows = uow.sagas.stored(saga.id)
             return None, transitions
         existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
     if existing is None:
