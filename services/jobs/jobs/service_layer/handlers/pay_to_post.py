@@ -128,8 +128,8 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     now = deps.clock()
     saga = _new_saga(cmd, method, config, now)
     # The saga's and job's rows as each step stores them, for the next step to assume.
-    stored = StoredRows()
-    started = await _start_new_job(cmd, saga, deps, now, stored)
+    rows = StoredRows()
+    started = await _start_new_job(cmd, saga, deps, now, rows)
     if started is None:
         saga = _new_saga(cmd, method, config, deps.clock())
         started = await _start_in_transaction(cmd, saga, deps)
@@ -138,8 +138,8 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
-    tried = await send_try(saga, deps, stored)
-    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=stored)
+    tried = await send_try(saga, deps, rows)
+    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=rows)
     holder = request_holder(config)
     stored: Saga | None = ended
     if ended is None or not ended.answered or ended.lease_owner == holder:
