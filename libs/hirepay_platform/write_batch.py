@@ -12,6 +12,14 @@ as `INSERT ... SELECT FROM unnest(<one typed array per column>) WITH ORDINALITY`
 multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
 again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
 is bound exactly as a one-row INSERT binds it.
+
+A batch may be guarded (`expect`): its writes then apply only if one row still holds the values the
+unit of work assumed without reading or locking it, all in one statement that is a transaction of
+its own (issue 13: a step that records an answer on a row it wrote itself costs one round trip
+instead of BEGIN + SELECT ... FOR UPDATE + its writes + COMMIT). The guard's UPDATE locks the row
+and compares every assumed column with the row's latest version (READ COMMITTED re-checks a row a
+concurrent transaction changed), so it applies exactly when a locked read would have found those
+values; otherwise nothing is written and `StaleRow` tells the unit of work to do it the usual way.
 """
 
 from __future__ import annotations
@@ -25,6 +33,7 @@ from sqlalchemy import (
     Table,
     UpdateBase,
     bindparam,
+    exists,
     func,
     literal_column,
     select,
@@ -33,6 +42,9 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
+
+from hirepay_platform.db import execute_alone
+from hirepay_platform.errors import StaleRow
 
 INSERT = "insert"
 INSERT_FIRST = "insert_first"  # ON CONFLICT (primary key) DO NOTHING: a row stays as it was
@@ -43,6 +55,7 @@ _MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code pa
 
 # The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
 _STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
+_GUARD = "g"  # prefix of the guard's parameters (the assumed values of its row)
 
 
 class _Write:
@@ -82,23 +95,46 @@ def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     return tuple(keys)
 
 
-def _write_statement(write: _Write, n: int) -> UpdateBase:
-    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`."""
+def _write_statement(
+    write: _Write,
+    n: int,
+    *,
+    assumed: Sequence[str] = (),
+    only_if: ColumnElement[bool] | None = None,
+) -> UpdateBase:
+    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`.
+    `assumed`: the guard's columns (an UPDATE that applies only while the row holds their values,
+    parameters `g_<column>`, returning the row's id); `only_if`: a condition every row written
+    must meet (the guard's success)."""
     table, columns = write.table, tuple(write.rows[0])
     if write.kind == UPDATE:
-        return (
+        statement = (
             sql_update(table)
             .where(table.c.id == bindparam(f"w{n}_key", type_=table.c.id.type))
             .values(
                 {c: bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns if c != "id"}
             )
         )
+        if assumed:
+            statement = statement.where(
+                *(
+                    table.c[c].is_not_distinct_from(
+                        bindparam(f"{_GUARD}_{c}", type_=table.c[c].type)
+                    )
+                    for c in assumed
+                )
+            ).returning(table.c.id)
+        if only_if is not None:
+            statement = statement.where(only_if)
+        return statement
     # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
     arrays = [bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns]
     rows = func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
     source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
         rows.c[_ORDINAL]
     )
+    if only_if is not None:
+        source = source.where(only_if)
     statement = insert(table).from_select([*columns, *write.constants], source)
     if write.kind == INSERT_FIRST:
         statement = statement.on_conflict_do_nothing(index_elements=list(table.primary_key))
@@ -114,13 +150,28 @@ def _build(writes: Sequence[_Write]) -> Executable:
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _statement(writes: Sequence[_Write]) -> Executable:
+def _build_guarded(writes: Sequence[_Write], assumed: Sequence[str]) -> Executable:
+    """The guard (the first write) and every other write only if the guard updated its row; the
+    statement answers how many rows the guard updated (0 or 1)."""
+    guard = _write_statement(writes[0], 0, assumed=assumed).cte("w0")
+    applied = exists(select(literal_column("1")).select_from(guard))
+    ctes = [
+        _write_statement(w, n, only_if=applied).cte(f"w{n}") for n, w in enumerate(writes) if n > 0
+    ]
+    return select(func.count()).select_from(guard).add_cte(*ctes)
+
+
+def _statement(writes: Sequence[_Write], assumed: Sequence[str] | None = None) -> Executable:
     shape = tuple(w.shape() for w in writes)
+    if assumed is not None:
+        shape = (_GUARD, tuple(assumed), *shape)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             del _STATEMENTS[next(iter(_STATEMENTS))]
-        statement = _STATEMENTS[shape] = _build(writes)
+        statement = _STATEMENTS[shape] = (
+            _build(writes) if assumed is None else _build_guarded(writes, assumed)
+        )
     return statement
 
 
@@ -151,6 +202,25 @@ class WriteBatch:
         self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
         # The values of each row read (`seen`) as the database holds them once the batch is sent.
         self._known: dict[tuple[Table, object], dict[str, Any]] = {}
+        # The row the batch's writes depend on, with the values assumed (`expect`).
+        self._guard: tuple[Table, dict[str, Any]] | None = None
+
+    def expect(self, table: Table, values: Mapping[str, Any]) -> None:
+        """Write this batch only if the row of `table` whose id is `values["id"]` still holds
+        `values` (every column given) when it is written, in one statement that is a transaction
+        of its own: `flush()` sends it (the unit of work must not have sent a statement before)
+        and raises StaleRow when the row differs (nothing written); any other statement before it
+        raises StaleRow too (nothing sent). The batch must change the row (an `update` of it), so
+        that the guard's UPDATE locks it. Call it before any write of the unit of work."""
+        if self._writes or self._guard is not None:
+            raise RuntimeError("expect() comes first, once per unit of work")
+        self._guard = (table, dict(values))
+        self.seen(table, dict(values))
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the batch waits for a guarded flush (`expect`)."""
+        return self._guard is not None
 
     def seen(self, table: Table, values: dict[str, Any]) -> None:
         """A row as read or written: a later `update` of it sends only the columns that differ.
@@ -174,7 +244,9 @@ class WriteBatch:
             row = dict(given)
             key = (table, row["id"]) if "id" in row else None
             if key is not None and key in self._pending:
-                await self.flush()  # this row waits already: it is sent first, then this write
+                await (
+                    self._send_first()
+                )  # this row waits already: it is sent first, then this write
             write = await self._insert_into(table, kind, row, constants, constants_key)
             if key is not None:
                 self._pending[key] = (write, row)
@@ -196,7 +268,7 @@ class WriteBatch:
             if w.kind == kind and set(w.columns) == row.keys() and w.constants_key == constants_key:
                 w.rows.append(row)
                 return w
-            await self.flush()
+            await self._send_first()
             break
         write = _Write(kind, table, [row], constants, constants_key)
         self._writes.append(write)
@@ -223,19 +295,46 @@ class WriteBatch:
             if write.kind == UPDATE or (write.kind == INSERT and changed.keys() <= row.keys()):
                 row.update(changed)
                 return
-            await self.flush()  # an insert-first, or an insert without these columns: send it
+            await self._send_first()  # an insert-first, or an insert without these columns
         row = {"id": values["id"], **changed}
         write = _Write(UPDATE, table, [row], {})
         self._writes.append(write)
         self._pending[key] = (write, row)
 
+    async def _send_first(self) -> None:
+        """Send what waits before a write that cannot join it; a guarded batch is one statement
+        or nothing (StaleRow: the unit of work is done the usual way)."""
+        if self._guard is not None:
+            raise StaleRow("a guarded batch's writes do not fit one statement")
+        await self.flush()
+
     async def flush(self) -> None:
-        """Send the waiting writes, as one statement."""
+        """Send the waiting writes, as one statement (a guarded batch: see `expect`)."""
+        if self._guard is not None:
+            await self._flush_guarded(*self._guard)
+            return
         if not self._writes:
             return
         writes, self._writes = self._writes, []
         self._pending.clear()
         await self._session.execute(_statement(writes), _parameters(writes))
+
+    async def _flush_guarded(self, table: Table, assumed: dict[str, Any]) -> None:
+        self._guard = None
+        writes, self._writes = self._writes, []
+        pending = self._pending.pop((table, assumed["id"]), None)
+        self._pending.clear()
+        if pending is None or pending[0].kind != UPDATE:
+            raise StaleRow(f"a guarded batch must update its row ({table.name})")
+        guard = pending[0]
+        writes.remove(guard)
+        writes.insert(0, guard)
+        columns = tuple(c for c in assumed if c != "id")
+        params = _parameters(writes)
+        params.update({f"{_GUARD}_{c}": assumed[c] for c in columns})
+        result = await execute_alone(self._session, _statement(writes, columns), params)
+        if not result.scalar_one():
+            raise StaleRow(f"{table.name} {assumed['id']} changed since it was assumed")
 
 
 class BatchedSession:
@@ -246,18 +345,26 @@ class BatchedSession:
         self.session = session
         self.batch = WriteBatch(session)
 
+    def _unguarded(self) -> None:
+        if self.batch.guarded:  # the guarded batch must be the unit of work's only statement
+            raise StaleRow("a statement before a guarded batch")
+
     async def execute(self, statement: Any, params: Any = None, **kw: Any) -> Result[Any]:
+        self._unguarded()
         await self.batch.flush()
         return await self.session.execute(statement, params, **kw)
 
     async def scalar(self, statement: Any, params: Any = None, **kw: Any) -> Any:
+        self._unguarded()
         await self.batch.flush()
         return await self.session.scalar(statement, params, **kw)
 
     async def scalars(self, statement: Any, params: Any = None, **kw: Any) -> Any:
+        self._unguarded()
         await self.batch.flush()
         return await self.session.scalars(statement, params, **kw)
 
     async def connection(self, **kw: Any) -> Any:
+        self._unguarded()
         await self.batch.flush()
         return await self.session.connection(**kw)

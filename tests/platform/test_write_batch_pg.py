@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import Database, SqlAlchemyUnitOfWork
+from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 
 META = MetaData()
@@ -287,3 +288,67 @@ async def test_concurrent_units_of_work_share_the_built_statements(db) -> None:
         (item,) = await _rows(db, ITEMS, id=f"conc-{i}")
         assert item.count == 1 + i % 3
         assert len(await _rows(db, LOG, item_id=f"conc-{i}")) == 1 + i % 3 + 1
+
+
+async def _guarded(db: Database[BatchedUnitOfWork], assumed: dict[str, Any], line: str) -> None:
+    """A unit of work that assumes the item holds `assumed`, updates it and logs a line."""
+    async with db.uow() as uow:
+        uow.batch.expect(ITEMS, assumed)
+        await uow.batch.update(ITEMS, {**assumed, "count": assumed["count"] + 1})
+        await uow.batch.insert(
+            LOG,
+            [{"item_id": assumed["id"], "line": line, "details": None}],
+            {"created_at": func.now()},
+        )
+        await uow.commit()
+
+
+async def test_a_guarded_batch_applies_in_one_statement_only_while_the_row_is_as_assumed(
+    db, statements
+) -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
+    item = _item("guard-1", doc={"k": [1, "é"]}, at=at)
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [item])
+        await uow.commit()
+    statements.sent.clear()
+    await _guarded(db, item, "applied")
+    assert len(statements.sent) == 1, statements.sent  # a transaction of its own (execute_alone)
+    (row,) = await _rows(db, ITEMS, id="guard-1")
+    assert row.count == 1
+
+    # The row changed since (the assumed values are stale): nothing of the batch is written.
+    with pytest.raises(StaleRow):
+        await _guarded(db, item, "stale")
+    (row,) = await _rows(db, ITEMS, id="guard-1")
+    assert row.count == 1
+    assert [r.line for r in await _rows(db, LOG, item_id="guard-1")] == ["applied"]
+    await _guarded(db, {**item, "count": 1}, "again")  # as it is now: applied
+    assert [r.line for r in await _rows(db, LOG, item_id="guard-1")] == ["applied", "again"]
+
+
+async def test_a_guarded_batch_sends_nothing_when_another_statement_comes_first(
+    db, statements
+) -> None:
+    item = _item("guard-2")
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [item])
+        await uow.commit()
+    statements.sent.clear()
+    with pytest.raises(StaleRow):
+        async with db.uow() as uow:
+            uow.batch.expect(ITEMS, item)
+            await uow.batch.update(ITEMS, {**item, "count": 5})
+            await uow.batched.execute(select(ITEMS.c.id))
+    with pytest.raises(StaleRow):  # a guarded batch that leaves its row as it is
+        async with db.uow() as uow:
+            uow.batch.expect(ITEMS, item)
+            await uow.batch.insert(
+                LOG,
+                [{"item_id": "guard-2", "line": "x", "details": None}],
+                {"created_at": func.now()},
+            )
+            await uow.commit()
+    assert statements.sent == []
+    (row,) = await _rows(db, ITEMS, id="guard-2")
+    assert row.count == 0 and await _rows(db, LOG, item_id="guard-2") == []

@@ -158,6 +158,16 @@ class SqlPaymentRepository:
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         return await self._one(_LOCK_PAYMENT if for_update else _GET_PAYMENT, {_KEY: payment_id})
 
+    def assume(self, payment: Payment) -> Payment:
+        """A copy of the payment as this process last committed it, not read: the unit of work's
+        writes go as one statement of its own that applies only while the row holds every one of
+        these values (hirepay_platform.write_batch `expect`), else StaleRow at commit (issue 13:
+        recording a provider's answer costs one round trip, not BEGIN, SELECT ... FOR UPDATE,
+        the writes and COMMIT)."""
+        values = _payment_values(payment)
+        self.s.batch.expect(t.payments, values)
+        return self._track(copy.deepcopy(payment), values)
+
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(
             _LOCK_BY_BRANCH if for_update else _BY_BRANCH,

@@ -7,6 +7,7 @@ unless `await uow.commit()` was called.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, Self
@@ -26,6 +27,11 @@ class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None: ...
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None: ...
+
+    def assume(self, payment: Payment) -> Payment:
+        """The payment as this process last committed it, not read again (call it first): the
+        unit of work's writes then apply only if the row still holds exactly that, else its
+        commit raises StaleRow and writes nothing (redo it with `get(for_update=True)`)."""
 
     async def get_by_branch(
         self, branch: TccBranch, *, for_update: bool = False
@@ -334,3 +340,6 @@ class PaymentsUnitOfWork(Protocol):
         """Each following statement commits by itself (a unit of work of one write)."""
 
     async def commit(self) -> None: ...
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this unit of work has committed (never if it does not)."""
