@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from hirepay_platform.write_batch import WriteBatch
 
 TABLE_NAME = "tcc_barriers"
 
@@ -143,6 +144,28 @@ class SqlBarrierRepository:
             },
         )
         return result.scalar_one_or_none() is not None
+
+    def insert_with_batch(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+    ) -> None:
+        """`insert`, sent with the unit of work's held-back writes as one statement of its own
+        that writes them only if the row is inserted (hirepay_platform.write_batch
+        `insert_first_or_nothing`; the session must be a BatchedSession): a first call and its
+        writes in one round trip (issue 13). If the row exists, the commit raises StaleRow and
+        writes nothing: then redo the unit of work with `insert` (replay, mismatch, cancelled)."""
+        batch = getattr(self._session, "batch", None)
+        if not isinstance(batch, WriteBatch):
+            raise TypeError("insert_with_batch needs a BatchedSession")
+        batch.insert_first_or_nothing(
+            self._table,
+            {
+                "global_tx_id": branch.global_tx_id,
+                "branch_id": branch.branch_id,
+                "op": op.value,
+                "origin": origin.value,
+                "fingerprint": dict(fingerprint),
+            },
+        )
 
     async def insert_many(
         self,

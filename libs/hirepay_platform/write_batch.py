@@ -56,6 +56,8 @@ _MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code pa
 # The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
 _STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
 _GUARD = "g"  # prefix of the guard's parameters (the assumed values of its row)
+_EXPECT = "expect"  # guard kinds: a row as assumed (updated), a row inserted first
+_FIRST = "first"
 
 
 class _Write:
@@ -150,10 +152,13 @@ def _build(writes: Sequence[_Write]) -> Executable:
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _build_guarded(writes: Sequence[_Write], assumed: Sequence[str]) -> Executable:
-    """The guard (the first write) and every other write only if the guard updated its row; the
-    statement answers how many rows the guard updated (0 or 1)."""
-    guard = _write_statement(writes[0], 0, assumed=assumed).cte("w0")
+def _build_guarded(writes: Sequence[_Write], kind: str, assumed: Sequence[str]) -> Executable:
+    """The guard (the first write) and every other write only if the guard wrote its row; the
+    statement answers how many rows the guard wrote (0 or 1)."""
+    first = _write_statement(writes[0], 0, assumed=assumed)
+    if kind == _FIRST:
+        first = first.returning(literal_column("1"))
+    guard = first.cte("w0")
     applied = exists(select(literal_column("1")).select_from(guard))
     ctes = [
         _write_statement(w, n, only_if=applied).cte(f"w{n}") for n, w in enumerate(writes) if n > 0
@@ -161,16 +166,19 @@ def _build_guarded(writes: Sequence[_Write], assumed: Sequence[str]) -> Executab
     return select(func.count()).select_from(guard).add_cte(*ctes)
 
 
-def _statement(writes: Sequence[_Write], assumed: Sequence[str] | None = None) -> Executable:
+def _statement(
+    writes: Sequence[_Write], guard: tuple[str, Sequence[str]] | None = None
+) -> Executable:
+    """The statement of a flush, built once per shape; `guard`: its kind and assumed columns."""
     shape = tuple(w.shape() for w in writes)
-    if assumed is not None:
-        shape = (_GUARD, tuple(assumed), *shape)
+    if guard is not None:
+        shape = (_GUARD, guard[0], tuple(guard[1]), *shape)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             del _STATEMENTS[next(iter(_STATEMENTS))]
         statement = _STATEMENTS[shape] = (
-            _build(writes) if assumed is None else _build_guarded(writes, assumed)
+            _build(writes) if guard is None else _build_guarded(writes, guard[0], guard[1])
         )
     return statement
 
@@ -202,8 +210,8 @@ class WriteBatch:
         self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
         # The values of each row read (`seen`) as the database holds them once the batch is sent.
         self._known: dict[tuple[Table, object], dict[str, Any]] = {}
-        # The row the batch's writes depend on, with the values assumed (`expect`).
-        self._guard: tuple[Table, dict[str, Any]] | None = None
+        # The row the batch's writes depend on: its kind (_EXPECT, _FIRST), table and values.
+        self._guard: tuple[str, Table, dict[str, Any]] | None = None
 
     def expect(self, table: Table, values: Mapping[str, Any]) -> None:
         """Write this batch only if the row of `table` whose id is `values["id"]` still holds
@@ -212,10 +220,20 @@ class WriteBatch:
         and raises StaleRow when the row differs (nothing written); any other statement before it
         raises StaleRow too (nothing sent). The batch must change the row (an `update` of it), so
         that the guard's UPDATE locks it. Call it before any write of the unit of work."""
-        if self._writes or self._guard is not None:
-            raise RuntimeError("expect() comes first, once per unit of work")
-        self._guard = (table, dict(values))
+        self._set_guard(_EXPECT, table, values)
         self.seen(table, dict(values))
+
+    def insert_first_or_nothing(self, table: Table, row: Mapping[str, Any]) -> None:
+        """Write this batch only if `row` is inserted (insert-first on the primary key: a row
+        with its key, or a concurrent insert of it that commits, means nothing of the batch is
+        written and `flush()` raises StaleRow), in one statement that is a transaction of its own,
+        as with `expect` (e.g. a TCC barrier row and what its first call writes, issue 13)."""
+        self._set_guard(_FIRST, table, row)
+
+    def _set_guard(self, kind: str, table: Table, values: Mapping[str, Any]) -> None:
+        if self._writes or self._guard is not None:
+            raise RuntimeError("a batch's guard comes first, once per unit of work")
+        self._guard = (kind, table, dict(values))
 
     @property
     def guarded(self) -> bool:
@@ -319,22 +337,28 @@ class WriteBatch:
         self._pending.clear()
         await self._session.execute(_statement(writes), _parameters(writes))
 
-    async def _flush_guarded(self, table: Table, assumed: dict[str, Any]) -> None:
+    async def _flush_guarded(self, kind: str, table: Table, values: dict[str, Any]) -> None:
         self._guard = None
         writes, self._writes = self._writes, []
-        pending = self._pending.pop((table, assumed["id"]), None)
+        if kind == _FIRST:
+            guard = _Write(INSERT_FIRST, table, [values], {})
+            columns: tuple[str, ...] = ()
+        else:
+            pending = self._pending.get((table, values["id"]))
+            if pending is None or pending[0].kind != UPDATE:
+                self._pending.clear()
+                raise StaleRow(f"a guarded batch must update its row ({table.name})")
+            guard = pending[0]
+            writes.remove(guard)
+            columns = tuple(c for c in values if c != "id")
         self._pending.clear()
-        if pending is None or pending[0].kind != UPDATE:
-            raise StaleRow(f"a guarded batch must update its row ({table.name})")
-        guard = pending[0]
-        writes.remove(guard)
         writes.insert(0, guard)
-        columns = tuple(c for c in assumed if c != "id")
         params = _parameters(writes)
-        params.update({f"{_GUARD}_{c}": assumed[c] for c in columns})
-        result = await execute_alone(self._session, _statement(writes, columns), params)
+        params.update({f"{_GUARD}_{c}": values[c] for c in columns})
+        statement = _statement(writes, (kind, columns))
+        result = await execute_alone(self._session, statement, params)
         if not result.scalar_one():
-            raise StaleRow(f"{table.name} {assumed['id']} changed since it was assumed")
+            raise StaleRow(f"{table.name}: the guard's row is not as the batch assumed")
 
 
 class BatchedSession:

@@ -1,13 +1,16 @@
-"""A card payment's Try and Confirm on real PostgreSQL, counted in statements (issue 13): recording
-the provider's answer is one statement of its own (the payment as the request committed it, not
-read or locked again), and a payment that changed during the provider call is recorded under its
-lock instead, nothing of the first attempt written."""
+"""A card payment's Try and Confirm on real PostgreSQL, counted in statements (issue 13): a first
+Try is one statement of its own (its barrier row, payment and audit entry, written only if the
+barrier row is new), recording the provider's answer is one more (the payment as the request
+committed it, not read or locked again); a Try whose branch has its barrier row goes through the
+barrier as before (replay, mismatch, Try after Cancel), and a payment that changed during the
+provider call is recorded under its lock instead, nothing of the first attempt written."""
 
 from __future__ import annotations
 
 import itertools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,9 +19,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import create_engine, make_session_factory
-from hirepay_platform.tcc import TccBranch
+from hirepay_platform.tcc import IdempotencyMismatch, TccBranch
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
-from payments.domain import commands
+from payments.domain import commands, errors
 from payments.domain.model import Method, PaymentState
 from payments.domain.provider import ProviderPayment
 from payments.service_layer import handlers
@@ -119,11 +122,13 @@ async def test_recording_the_providers_answer_is_one_statement_of_its_own(world:
     gtx = f"gtx-{next(_IDS)}"
     result = await world.counted(handlers.authorize(_authorize(gtx), world.deps()))
     assert result.payment.state is PaymentState.AUTHORIZED
-    # The Try's barrier, its payment with its audit entry; then the answer (payment, call record
-    # and transition entries) as one statement that locks and compares the row itself.
-    assert len(world.statements) == 3, world.statements
+    # The Try's barrier row with its payment and audit entry, one statement; then the answer
+    # (payment, call record and transition entries) as one statement that locks and compares the
+    # row itself. Each is a transaction of its own: no BEGIN or COMMIT round trips either.
+    assert len(world.statements) == 2, world.statements
     assert not _locking(world.statements), world.statements
-    assert world.statements[-1].startswith("WITH w0 AS (UPDATE payments"), world.statements[-1]
+    assert world.statements[0].startswith("WITH w0 AS (INSERT INTO tcc_barriers"), world.statements
+    assert world.statements[1].startswith("WITH w0 AS (UPDATE payments"), world.statements
 
     capture = commands.Capture(f"c-{gtx}", TccBranch(gtx, "payment"), 0)
     done = await world.counted(handlers.capture(capture, world.deps()))
@@ -155,6 +160,28 @@ async def test_recording_the_providers_answer_is_one_statement_of_its_own(world:
         p=pid,
     )
     assert transitions == "UNKNOWN -> AUTHORIZED,AUTHORIZED -> CAPTURED"
+
+
+async def test_a_try_whose_branch_has_its_barrier_row_goes_through_the_barrier(
+    world: World,
+) -> None:
+    gtx = f"gtx-{next(_IDS)}"
+    first = await handlers.authorize(_authorize(gtx), world.deps())
+    again = await world.counted(handlers.authorize(_authorize(gtx), world.deps()))
+    assert again.replayed and again.payment.id == first.payment.id
+    assert world.statements[0].startswith("WITH w0 AS (INSERT INTO tcc_barriers")  # wrote nothing
+    with pytest.raises(IdempotencyMismatch):
+        await handlers.authorize(replace(_authorize(gtx), amount_minor=2600), world.deps())
+    assert await world.scalar("SELECT count(*) FROM payments WHERE global_tx_id = :g", g=gtx) == 1
+    attempts = "SELECT count(*) FROM audit_log WHERE payment_id = :p AND action = 'attempt'"
+    assert await world.scalar(attempts, p=first.payment.id) == 1
+
+    late = f"gtx-{next(_IDS)}"  # the saga cancelled before its Try arrived
+    void = commands.Void(f"v-{late}", TccBranch(late, "payment"), "saga cancelled")
+    assert (await handlers.void(void, world.deps())).null_compensation
+    with pytest.raises(errors.PaymentVoided):
+        await handlers.authorize(_authorize(late), world.deps())
+    assert await world.scalar("SELECT count(*) FROM payments WHERE global_tx_id = :g", g=late) == 0
 
 
 async def test_a_payment_changed_during_the_call_is_recorded_under_its_lock(

@@ -13,7 +13,8 @@ from datetime import date, datetime
 from typing import Any, Protocol, Self
 
 from hirepay_platform.errors import HirepayError
-from hirepay_platform.tcc import BarrierRepository, TccBranch
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRepository, TccBranch, TccOp
 from payments.domain.credits import CreditGrant
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
@@ -319,11 +320,21 @@ class PayoutLedger(Protocol):
         withdrawal's `payout:<id>:returned` transfer id (a repeat moves nothing)."""
 
 
+class TryBarriers(BarrierRepository, Protocol):
+    """The platform's barrier, and a first Try's row sent with the unit of work's writes."""
+
+    def insert_with_batch(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+    ) -> None:
+        """Insert-first with the unit of work's writes, one statement that writes them only if
+        the row is new; else its commit raises StaleRow, nothing written."""
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
     payments: PaymentRepository
-    barriers: BarrierRepository
+    barriers: TryBarriers
     refunds: RefundRepository
     transactions: TransactionRepository
     events: EventRepository
