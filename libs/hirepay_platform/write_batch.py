@@ -7,14 +7,16 @@ read, a lock, an insert-first) first sends what is waiting, in the order it was 
 of work that does not commit discards its writes with the rest of its transaction.
 
 Every statement sent here has a SQLAlchemy cache key and is built once per shape (the tables,
-kinds, columns and constant expressions of its writes, never the number of rows): several rows go
-as `INSERT ... SELECT FROM unnest(<one typed array per column>) WITH ORDINALITY`, not as a
-multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
+kinds, columns and constant expressions of its writes, and whether one row or several, never the
+number of rows): one row goes as `INSERT ... SELECT <its values>` (each bound as its column binds
+it, no array to build and take apart), several rows as `INSERT ... SELECT FROM unnest(<one typed
+array per column>) WITH ORDINALITY`, not as a multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
 again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
 is bound exactly as a one-row INSERT binds it.
 
-A batch may be guarded (`expect`): its writes then apply only if one row still holds the values the
-unit of work assumed without reading or locking it, all in one statement that is a transaction of
+A batch may be guarded: its writes then apply only if one row still holds the values the unit of
+work assumed without reading or locking it (`expect`), or only if one insert-first row is new
+(`insert_first_or_nothing`, e.g. a TCC barrier row), all in one statement that is a transaction of
 its own (issue 13: a step that records an answer on a row it wrote itself costs one round trip
 instead of BEGIN + SELECT ... FOR UPDATE + its writes + COMMIT). The guard's UPDATE locks the row
 and compares every assumed column with the row's latest version (READ COMMITTED re-checks a row a
@@ -81,8 +83,10 @@ class _Write:
         self.constants_key = constants_key
 
     def shape(self) -> Hashable:
-        columns = tuple(self.rows[0]) if self.kind == UPDATE else self.columns
-        return (self.kind, self.table, columns, self.constants_key)
+        if self.kind == UPDATE:
+            return (self.kind, self.table, tuple(self.rows[0]), self.constants_key)
+        # One row or several: one row is bound as values, several as arrays (see below).
+        return (self.kind, self.table, self.columns, self.constants_key, len(self.rows) == 1)
 
 
 def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
@@ -129,12 +133,24 @@ def _write_statement(
         if only_if is not None:
             statement = statement.where(only_if)
         return statement
-    # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
-    arrays = [bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns]
-    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
-    source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
-        rows.c[_ORDINAL]
-    )
+    if len(write.rows) == 1:
+        # One row (the usual case): its values bound as they are, typed by their columns, with
+        # no array to build and take apart on either side (issue 13).
+        source = select(
+            *(bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns),
+            *write.constants.values(),
+        )
+    else:
+        # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
+        arrays = [
+            bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns
+        ]
+        rows = (
+            func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
+        )
+        source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
+            rows.c[_ORDINAL]
+        )
     if only_if is not None:
         source = source.where(only_if)
     statement = insert(table).from_select([*columns, *write.constants], source)
@@ -189,6 +205,9 @@ def _parameters(writes: Sequence[_Write]) -> dict[str, Any]:
         if w.kind == UPDATE:
             for column, value in w.rows[0].items():
                 params[f"w{n}_key" if column == "id" else f"w{n}_{column}"] = value
+        elif len(w.rows) == 1:
+            for column in w.columns:
+                params[f"w{n}_{column}"] = w.rows[0][column]
         else:
             for column in w.columns:
                 params[f"w{n}_{column}"] = [row[column] for row in w.rows]

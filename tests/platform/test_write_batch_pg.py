@@ -352,3 +352,20 @@ async def test_a_guarded_batch_sends_nothing_when_another_statement_comes_first(
     assert statements.sent == []
     (row,) = await _rows(db, ITEMS, id="guard-2")
     assert row.count == 0 and await _rows(db, LOG, item_id="guard-2") == []
+
+
+async def test_one_row_is_bound_as_values_several_as_arrays(db, statements) -> None:
+    """A single row needs no arrays built and taken apart; both shapes write the same values."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [_item("one-1", doc=[1, {"a": None}], at=at)])
+        await uow.commit()
+    async with db.uow() as uow:
+        rows = [_item(f"many-{i}", doc=[1, {"a": None}], at=at) for i in range(2)]
+        await uow.batch.insert(ITEMS, rows)
+        await uow.commit()
+    (one, many) = (sql for _, sql in statements.writes())
+    assert "unnest" not in one and "unnest" in many
+    for key in ("one-1", "many-0", "many-1"):
+        (row,) = await _rows(db, ITEMS, id=key)
+        assert (row.doc, row.at, row.count, row.flag) == ([1, {"a": None}], at, 0, False)
