@@ -14,24 +14,21 @@ array per column>) WITH ORDINALITY`, not as a multi-row VALUES (which SQLAlchemy
 again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
 is bound exactly as a one-row INSERT binds it.
 
-A batch may be guarded: its writes then apply only if one row still holds the values the unit of
-work assumed without reading or locking it (`expect`), or only if one insert-first row is new
-(`insert_first_or_nothing`, e.g. a TCC barrier row), all in one statement that is a transaction of
-its own (issue 13: a step that records an answer on a row it wrote itself costs one round trip
-instead of BEGIN + SELECT ... FOR UPDATE + its writes + COMMIT). The guard's UPDATE locks the row
-and compares every assumed column with the row's latest version (READ COMMITTED re-checks a row a
-concurrent transaction changed), so it applies exactly when a locked read would have found those
-values; otherwise nothing is written and `StaleRow` tells the unit of work to do it the usual way.
+A batch may go only if a guard finds its row (`flush_if`), all of it or nothing, in one statement
+that may be a transaction of its own: a unit of work that assumed rows without reading them
+(issue 13). `guard()` makes that the only way the batch may go: any statement of the unit of work
+before it, or a write that cannot join the batch, raises StaleRow with nothing sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Select,
     Table,
     UpdateBase,
     bindparam,
@@ -55,11 +52,12 @@ UPDATE = "update"  # one row, by its `id` column
 _ORDINAL = "w_ord"  # the position of each row in its arrays: rows are inserted in that order
 _MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code path)
 
+# A guard: a statement returning the rows it found, built once (the object is part of the shape):
+# a SELECT (FOR UPDATE to lock them), or an INSERT (insert-first) or UPDATE ... RETURNING.
+Guard = Select[Any] | UpdateBase
+
 # The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
 _STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
-_GUARD = "g"  # prefix of the guard's parameters (the assumed values of its row)
-_EXPECT = "expect"  # guard kinds: a row as assumed (updated), a row inserted first
-_FIRST = "first"
 
 
 class _Write:
@@ -85,7 +83,7 @@ class _Write:
     def shape(self) -> Hashable:
         if self.kind == UPDATE:
             return (self.kind, self.table, tuple(self.rows[0]), self.constants_key)
-        # One row or several: one row is bound as values, several as arrays (see below).
+        # One row or several: one row is bound as values, several as arrays (_write_statement).
         return (self.kind, self.table, self.columns, self.constants_key, len(self.rows) == 1)
 
 
@@ -101,17 +99,9 @@ def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     return tuple(keys)
 
 
-def _write_statement(
-    write: _Write,
-    n: int,
-    *,
-    assumed: Sequence[str] = (),
-    only_if: ColumnElement[bool] | None = None,
-) -> UpdateBase:
+def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = None) -> UpdateBase:
     """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`.
-    `assumed`: the guard's columns (an UPDATE that applies only while the row holds their values,
-    parameters `g_<column>`, returning the row's id); `only_if`: a condition every row written
-    must meet (the guard's success)."""
+    `held`: it writes only where this holds (see WriteBatch.flush_if)."""
     table, columns = write.table, tuple(write.rows[0])
     if write.kind == UPDATE:
         statement = (
@@ -121,18 +111,7 @@ def _write_statement(
                 {c: bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns if c != "id"}
             )
         )
-        if assumed:
-            statement = statement.where(
-                *(
-                    table.c[c].is_not_distinct_from(
-                        bindparam(f"{_GUARD}_{c}", type_=table.c[c].type)
-                    )
-                    for c in assumed
-                )
-            ).returning(table.c.id)
-        if only_if is not None:
-            statement = statement.where(only_if)
-        return statement
+        return statement if held is None else statement.where(held)
     if len(write.rows) == 1:
         # One row (the usual case): its values bound as they are, typed by their columns, with
         # no array to build and take apart on either side (issue 13).
@@ -151,15 +130,22 @@ def _write_statement(
         source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
             rows.c[_ORDINAL]
         )
-    if only_if is not None:
-        source = source.where(only_if)
+    if held is not None:
+        source = source.where(held)
     statement = insert(table).from_select([*columns, *write.constants], source)
     if write.kind == INSERT_FIRST:
         statement = statement.on_conflict_do_nothing(index_elements=list(table.primary_key))
     return statement
 
 
-def _build(writes: Sequence[_Write]) -> Executable:
+def _build(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
+    if guard is not None:
+        # The guard's rows first (locked if it says FOR UPDATE), then each write only if it
+        # found one: all of them or none; the statement answers whether it did.
+        found = guard.cte("guard")
+        held = exists(select(literal_column("1")).select_from(found))
+        ctes = [_write_statement(w, n, held).cte(f"w{n}") for n, w in enumerate(writes)]
+        return select(held.label("held")).add_cte(*ctes)
     if len(writes) == 1:
         return _write_statement(writes[0], 0)
     # Sub-statements of one statement see one snapshot: each row is written by one of them (see
@@ -168,34 +154,14 @@ def _build(writes: Sequence[_Write]) -> Executable:
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _build_guarded(writes: Sequence[_Write], kind: str, assumed: Sequence[str]) -> Executable:
-    """The guard (the first write) and every other write only if the guard wrote its row; the
-    statement answers how many rows the guard wrote (0 or 1)."""
-    first = _write_statement(writes[0], 0, assumed=assumed)
-    if kind == _FIRST:
-        first = first.returning(literal_column("1"))
-    guard = first.cte("w0")
-    applied = exists(select(literal_column("1")).select_from(guard))
-    ctes = [
-        _write_statement(w, n, only_if=applied).cte(f"w{n}") for n, w in enumerate(writes) if n > 0
-    ]
-    return select(func.count()).select_from(guard).add_cte(*ctes)
-
-
-def _statement(
-    writes: Sequence[_Write], guard: tuple[str, Sequence[str]] | None = None
-) -> Executable:
-    """The statement of a flush, built once per shape; `guard`: its kind and assumed columns."""
-    shape = tuple(w.shape() for w in writes)
-    if guard is not None:
-        shape = (_GUARD, guard[0], tuple(guard[1]), *shape)
+def _statement(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
+    # A guard is built once by its caller: the object itself is part of the shape.
+    shape = (tuple(w.shape() for w in writes), guard)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             del _STATEMENTS[next(iter(_STATEMENTS))]
-        statement = _STATEMENTS[shape] = (
-            _build(writes) if guard is None else _build_guarded(writes, guard[0], guard[1])
-        )
+        statement = _STATEMENTS[shape] = _build(writes, guard)
     return statement
 
 
@@ -229,35 +195,31 @@ class WriteBatch:
         self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
         # The values of each row read (`seen`) as the database holds them once the batch is sent.
         self._known: dict[tuple[Table, object], dict[str, Any]] = {}
-        # The row the batch's writes depend on: its kind (_EXPECT, _FIRST), table and values.
-        self._guard: tuple[str, Table, dict[str, Any]] | None = None
+        # The guard the batch may go with, and its parameters (`guard`).
+        self._guard: tuple[Guard, dict[str, Any]] | None = None
 
-    def expect(self, table: Table, values: Mapping[str, Any]) -> None:
-        """Write this batch only if the row of `table` whose id is `values["id"]` still holds
-        `values` (every column given) when it is written, in one statement that is a transaction
-        of its own: `flush()` sends it (the unit of work must not have sent a statement before)
-        and raises StaleRow when the row differs (nothing written); any other statement before it
-        raises StaleRow too (nothing sent). The batch must change the row (an `update` of it), so
-        that the guard's UPDATE locks it. Call it before any write of the unit of work."""
-        self._set_guard(_EXPECT, table, values)
-        self.seen(table, dict(values))
-
-    def insert_first_or_nothing(self, table: Table, row: Mapping[str, Any]) -> None:
-        """Write this batch only if `row` is inserted (insert-first on the primary key: a row
-        with its key, or a concurrent insert of it that commits, means nothing of the batch is
-        written and `flush()` raises StaleRow), in one statement that is a transaction of its own,
-        as with `expect` (e.g. a TCC barrier row and what its first call writes, issue 13)."""
-        self._set_guard(_FIRST, table, row)
-
-    def _set_guard(self, kind: str, table: Table, values: Mapping[str, Any]) -> None:
-        if self._writes or self._guard is not None:
-            raise RuntimeError("a batch's guard comes first, once per unit of work")
-        self._guard = (kind, table, dict(values))
+    def guard(self, guard: Guard, params: Mapping[str, Any]) -> None:
+        """This unit of work's writes go only by `flush_guarded` (its commit): one statement,
+        alone, that writes them only if `guard` finds its row (see flush_if). Until then any
+        statement of the unit of work, or a write that cannot join the batch, raises StaleRow
+        with nothing sent: the unit of work is then redone the usual way."""
+        if self._guard is not None:
+            raise RuntimeError("one guard per unit of work")
+        self._guard = (guard, dict(params))
 
     @property
     def guarded(self) -> bool:
-        """Whether the batch waits for a guarded flush (`expect`)."""
+        """Whether the batch waits for `flush_guarded`."""
         return self._guard is not None
+
+    async def flush_guarded(self) -> None:
+        """Send the batch with its guard, as a statement that commits by itself (db.execute_alone);
+        StaleRow if the guard found nothing (nothing written)."""
+        if self._guard is None:
+            raise RuntimeError("no guard")
+        (guard, params), self._guard = self._guard, None
+        if not await self.flush_if(guard, params, execute_alone):
+            raise StaleRow("a guarded batch's rows are not as the unit of work assumed")
 
     def seen(self, table: Table, values: dict[str, Any]) -> None:
         """A row as read or written: a later `update` of it sends only the columns that differ.
@@ -281,9 +243,7 @@ class WriteBatch:
             row = dict(given)
             key = (table, row["id"]) if "id" in row else None
             if key is not None and key in self._pending:
-                await (
-                    self._send_first()
-                )  # this row waits already: it is sent first, then this write
+                await self.flush()  # this row waits already: it is sent first, then this write
             write = await self._insert_into(table, kind, row, constants, constants_key)
             if key is not None:
                 self._pending[key] = (write, row)
@@ -305,7 +265,7 @@ class WriteBatch:
             if w.kind == kind and set(w.columns) == row.keys() and w.constants_key == constants_key:
                 w.rows.append(row)
                 return w
-            await self._send_first()
+            await self.flush()
             break
         write = _Write(kind, table, [row], constants, constants_key)
         self._writes.append(write)
@@ -332,52 +292,51 @@ class WriteBatch:
             if write.kind == UPDATE or (write.kind == INSERT and changed.keys() <= row.keys()):
                 row.update(changed)
                 return
-            await self._send_first()  # an insert-first, or an insert without these columns
+            await self.flush()  # an insert-first, or an insert without these columns: send it
         row = {"id": values["id"], **changed}
         write = _Write(UPDATE, table, [row], {})
         self._writes.append(write)
         self._pending[key] = (write, row)
 
-    async def _send_first(self) -> None:
-        """Send what waits before a write that cannot join it; a guarded batch is one statement
-        or nothing (StaleRow: the unit of work is done the usual way)."""
-        if self._guard is not None:
-            raise StaleRow("a guarded batch's writes do not fit one statement")
-        await self.flush()
-
     async def flush(self) -> None:
-        """Send the waiting writes, as one statement (a guarded batch: see `expect`)."""
-        if self._guard is not None:
-            await self._flush_guarded(*self._guard)
-            return
+        """Send the waiting writes, as one statement."""
+        if self._guard is not None:  # a guarded batch is one statement or nothing
+            raise StaleRow("a statement before a guarded batch, or writes that do not fit it")
         if not self._writes:
             return
         writes, self._writes = self._writes, []
         self._pending.clear()
         await self._session.execute(_statement(writes), _parameters(writes))
 
-    async def _flush_guarded(self, kind: str, table: Table, values: dict[str, Any]) -> None:
-        self._guard = None
+    async def flush_if(
+        self,
+        guard: Guard,
+        params: Mapping[str, Any],
+        execute: Execute | None = None,
+    ) -> bool:
+        """Send the waiting writes as one statement that writes them only if `guard` (a SELECT
+        built once, run first inside the statement, with `params`; FOR UPDATE to lock what it
+        finds) finds a row: whether it did (then all were written, else none). An optimistic
+        unit of work's commit: rows it assumed unchanged are checked and written in one round
+        trip (issue 13). `execute` sends the statement (default: the session's execute; e.g.
+        db.execute_alone for a statement that is a transaction of its own)."""
         writes, self._writes = self._writes, []
-        if kind == _FIRST:
-            guard = _Write(INSERT_FIRST, table, [values], {})
-            columns: tuple[str, ...] = ()
-        else:
-            pending = self._pending.get((table, values["id"]))
-            if pending is None or pending[0].kind != UPDATE:
-                self._pending.clear()
-                raise StaleRow(f"a guarded batch must update its row ({table.name})")
-            guard = pending[0]
-            writes.remove(guard)
-            columns = tuple(c for c in values if c != "id")
         self._pending.clear()
-        writes.insert(0, guard)
-        params = _parameters(writes)
-        params.update({f"{_GUARD}_{c}": values[c] for c in columns})
-        statement = _statement(writes, (kind, columns))
-        result = await execute_alone(self._session, statement, params)
-        if not result.scalar_one():
-            raise StaleRow(f"{table.name}: the guard's row is not as the batch assumed")
+        send = execute or _session_execute
+        result = await send(
+            self._session, _statement(writes, guard), {**_parameters(writes), **params}
+        )
+        return bool(result.scalar_one())
+
+
+# How a statement is sent: (session, statement, parameters) -> its result.
+Execute = Callable[[AsyncSession, Executable, Mapping[str, Any]], Awaitable[Result[Any]]]
+
+
+async def _session_execute(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> Result[Any]:
+    return await session.execute(statement, params)
 
 
 class BatchedSession:
@@ -388,26 +347,18 @@ class BatchedSession:
         self.session = session
         self.batch = WriteBatch(session)
 
-    def _unguarded(self) -> None:
-        if self.batch.guarded:  # the guarded batch must be the unit of work's only statement
-            raise StaleRow("a statement before a guarded batch")
-
     async def execute(self, statement: Any, params: Any = None, **kw: Any) -> Result[Any]:
-        self._unguarded()
         await self.batch.flush()
         return await self.session.execute(statement, params, **kw)
 
     async def scalar(self, statement: Any, params: Any = None, **kw: Any) -> Any:
-        self._unguarded()
         await self.batch.flush()
         return await self.session.scalar(statement, params, **kw)
 
     async def scalars(self, statement: Any, params: Any = None, **kw: Any) -> Any:
-        self._unguarded()
         await self.batch.flush()
         return await self.session.scalars(statement, params, **kw)
 
     async def connection(self, **kw: Any) -> Any:
-        self._unguarded()
         await self.batch.flush()
         return await self.session.connection(**kw)

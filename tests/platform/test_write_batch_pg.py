@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     event,
     func,
     select,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import Database, SqlAlchemyUnitOfWork
+from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, execute_alone
 from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 
@@ -290,68 +291,62 @@ async def test_concurrent_units_of_work_share_the_built_statements(db) -> None:
         assert len(await _rows(db, LOG, item_id=f"conc-{i}")) == 1 + i % 3 + 1
 
 
-async def _guarded(db: Database[BatchedUnitOfWork], assumed: dict[str, Any], line: str) -> None:
-    """A unit of work that assumes the item holds `assumed`, updates it and logs a line."""
+# A guard as its callers build it: once, a row locked if it still holds what was seen.
+_STILL_COUNTED = (
+    select(ITEMS.c.id)
+    .where(ITEMS.c.id == bindparam("g_id"), ITEMS.c.count == bindparam("g_count"))
+    .with_for_update()
+)
+
+
+async def test_a_guarded_flush_writes_everything_or_nothing(db, statements) -> None:
+    """flush_if (issue 13): the writes go as one statement, alone when sent by execute_alone
+    (no BEGIN, no COMMIT), and only if the guard finds its row: all of them or none."""
     async with db.uow() as uow:
-        uow.batch.expect(ITEMS, assumed)
-        await uow.batch.update(ITEMS, {**assumed, "count": assumed["count"] + 1})
-        await uow.batch.insert(
-            LOG,
-            [{"item_id": assumed["id"], "line": line, "details": None}],
-            {"created_at": func.now()},
-        )
+        await uow.batch.insert(ITEMS, [_item("guard-1", count=1)])
         await uow.commit()
-
-
-async def test_a_guarded_batch_applies_in_one_statement_only_while_the_row_is_as_assumed(
-    db, statements
-) -> None:
-    at = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
-    item = _item("guard-1", doc={"k": [1, "é"]}, at=at)
-    async with db.uow() as uow:
-        await uow.batch.insert(ITEMS, [item])
-        await uow.commit()
-    statements.sent.clear()
-    await _guarded(db, item, "applied")
-    assert len(statements.sent) == 1, statements.sent  # a transaction of its own (execute_alone)
-    (row,) = await _rows(db, ITEMS, id="guard-1")
-    assert row.count == 1
-
-    # The row changed since (the assumed values are stale): nothing of the batch is written.
-    with pytest.raises(StaleRow):
-        await _guarded(db, item, "stale")
-    (row,) = await _rows(db, ITEMS, id="guard-1")
-    assert row.count == 1
-    assert [r.line for r in await _rows(db, LOG, item_id="guard-1")] == ["applied"]
-    await _guarded(db, {**item, "count": 1}, "again")  # as it is now: applied
-    assert [r.line for r in await _rows(db, LOG, item_id="guard-1")] == ["applied", "again"]
-
-
-async def test_a_guarded_batch_sends_nothing_when_another_statement_comes_first(
-    db, statements
-) -> None:
-    item = _item("guard-2")
-    async with db.uow() as uow:
-        await uow.batch.insert(ITEMS, [item])
-        await uow.commit()
-    statements.sent.clear()
-    with pytest.raises(StaleRow):
+    for seen, expected in ((0, False), (1, True)):
         async with db.uow() as uow:
-            uow.batch.expect(ITEMS, item)
-            await uow.batch.update(ITEMS, {**item, "count": 5})
-            await uow.batched.execute(select(ITEMS.c.id))
-    with pytest.raises(StaleRow):  # a guarded batch that leaves its row as it is
-        async with db.uow() as uow:
-            uow.batch.expect(ITEMS, item)
+            uow.batch.seen(ITEMS, _item("guard-1", count=seen))
+            await uow.batch.update(ITEMS, _item("guard-1", count=seen + 10, name="g"))
             await uow.batch.insert(
-                LOG,
-                [{"item_id": "guard-2", "line": "x", "details": None}],
-                {"created_at": func.now()},
+                LOG, [{"item_id": "guard-1", "line": f"after {seen}"}], {"created_at": func.now()}
             )
+            statements.sent.clear()
+            held = await uow.batch.flush_if(
+                _STILL_COUNTED, {"g_id": "guard-1", "g_count": seen}, execute_alone
+            )
+            assert held is expected
+            assert len(statements.sent) == 1  # one statement, and it committed by itself
+        (item,) = await _rows(db, ITEMS, id="guard-1")
+        lines = [line.line for line in await _rows(db, LOG, item_id="guard-1")]
+        assert (item.count, lines) == ((11, ["after 1"]) if expected else (1, []))
+
+
+async def test_a_guarded_batch_goes_alone_with_its_guard_or_not_at_all(db, statements) -> None:
+    """guard(): the commit sends the batch with its guard, one statement alone; the guard finding
+    nothing, or any statement of the unit of work before it, raises StaleRow, nothing written."""
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [_item("guard-2", count=1)])
+        await uow.commit()
+    statements.sent.clear()
+
+    async def bump(seen: int, *, read_first: bool = False) -> None:
+        async with db.uow() as uow:
+            uow.batch.guard(_STILL_COUNTED, {"g_id": "guard-2", "g_count": seen})
+            await uow.batch.update(ITEMS, {"id": "guard-2", "count": seen + 1})
+            if read_first:
+                await uow.batched.execute(select(ITEMS.c.id))
+            await uow.batch.flush_guarded()
             await uow.commit()
-    assert statements.sent == []
-    (row,) = await _rows(db, ITEMS, id="guard-2")
-    assert row.count == 0 and await _rows(db, LOG, item_id="guard-2") == []
+
+    for seen, read_first in ((0, False), (1, True)):
+        with pytest.raises(StaleRow):
+            await bump(seen, read_first=read_first)
+    assert len(statements.sent) == 1  # the stale guard's statement; the read was never sent
+    await bump(1)
+    (item,) = await _rows(db, ITEMS, id="guard-2")
+    assert item.count == 2
 
 
 async def test_one_row_is_bound_as_values_several_as_arrays(db, statements) -> None:

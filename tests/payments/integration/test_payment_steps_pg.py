@@ -115,7 +115,8 @@ def _authorize(gtx: str) -> commands.Authorize:
 
 
 def _locking(statements: list[str]) -> list[str]:
-    return [s for s in statements if "FOR UPDATE" in s]
+    """Locked reads of their own (not a guard's lock inside a write statement)."""
+    return [s for s in statements if s.startswith("SELECT") and "FOR UPDATE" in s]
 
 
 async def test_recording_the_providers_answer_is_one_statement_of_its_own(world: World) -> None:
@@ -127,8 +128,10 @@ async def test_recording_the_providers_answer_is_one_statement_of_its_own(world:
     # row itself. Each is a transaction of its own: no BEGIN or COMMIT round trips either.
     assert len(world.statements) == 2, world.statements
     assert not _locking(world.statements), world.statements
-    assert world.statements[0].startswith("WITH w0 AS (INSERT INTO tcc_barriers"), world.statements
-    assert world.statements[1].startswith("WITH w0 AS (UPDATE payments"), world.statements
+    assert world.statements[0].startswith("WITH guard AS (INSERT INTO tcc_barriers"), (
+        world.statements
+    )
+    assert world.statements[1].startswith("WITH guard AS (SELECT payments.id"), world.statements
 
     capture = commands.Capture(f"c-{gtx}", TccBranch(gtx, "payment"), 0)
     done = await world.counted(handlers.capture(capture, world.deps()))
@@ -169,7 +172,9 @@ async def test_a_try_whose_branch_has_its_barrier_row_goes_through_the_barrier(
     first = await handlers.authorize(_authorize(gtx), world.deps())
     again = await world.counted(handlers.authorize(_authorize(gtx), world.deps()))
     assert again.replayed and again.payment.id == first.payment.id
-    assert world.statements[0].startswith("WITH w0 AS (INSERT INTO tcc_barriers")  # wrote nothing
+    assert world.statements[0].startswith(
+        "WITH guard AS (INSERT INTO tcc_barriers"
+    )  # wrote nothing
     with pytest.raises(IdempotencyMismatch):
         await handlers.authorize(replace(_authorize(gtx), amount_minor=2600), world.deps())
     assert await world.scalar("SELECT count(*) FROM payments WHERE global_tx_id = :g", g=gtx) == 1
@@ -206,8 +211,8 @@ async def test_a_payment_changed_during_the_call_is_recorded_under_its_lock(
     assert done.payment.state is PaymentState.CAPTURED
     assert done.payment.void_reason == "changed meanwhile"  # read under the lock, kept
     # The guarded statement applied nothing; then the row was read under its lock and written.
-    assert world.statements[-3].startswith("WITH w0 AS (UPDATE payments"), world.statements
-    assert "FOR UPDATE" in world.statements[-2]
+    assert world.statements[-3].startswith("WITH guard AS (SELECT payments.id"), world.statements
+    assert _locking(world.statements[-2:-1]), world.statements
     pid = authorized.id
     row = {
         "state": await world.scalar("SELECT state FROM payments WHERE id = :p", p=pid),

@@ -51,7 +51,10 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         await self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     async def commit(self) -> None:
-        await self._batch.flush()
+        if self._batch.guarded:  # one statement alone, or StaleRow (payments.assume, barriers)
+            await self._batch.flush_guarded()
+        else:
+            await self._batch.flush()
         await super().commit()
         if self._published is not None and self.outbox.written:
             self._published.notify()
