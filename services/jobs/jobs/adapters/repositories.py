@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hirepay_platform.db import execute_alone
+from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
     job_transitions,
@@ -46,7 +47,6 @@ from jobs.domain.posting_saga import (
     SagaKind,
     SagaState,
 )
-from jobs.service_layer.ports import StaleRows
 
 _FINAL = [s.value for s in FINAL_STATES]
 
@@ -569,7 +569,7 @@ class SqlSagaRepository:
         `assumed` (what `stored` gave after an earlier unit of work on them): the saga and job
         as stored then, with no round trip; the unit of work's commit then writes in one
         statement alone, only if both rows, locked by it, still hold those values, else it
-        writes nothing and raises StaleRows (issue 13: the locked path's BEGIN, read and COMMIT
+        writes nothing and raises StaleRow (issue 13: the locked path's BEGIN, read and COMMIT
         round trips saved; the decision is the same as if they had been read locked)."""
         if isinstance(assumed, _Stored) and lock_job and assumed.saga["id"] == saga_id:
             saga_values, job_values = dict(assumed.saga), dict(assumed.job)
@@ -595,7 +595,7 @@ class SqlSagaRepository:
         writes in one statement that commits by itself, if the rows still are as assumed."""
         assert self.assumed is not None
         if not await self.writes.flush_if(_STILL_STORED, self.assumed, execute_alone):
-            raise StaleRows("the saga or its job changed since this process stored them")
+            raise StaleRow("the saga or its job changed since this process stored them")
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:
