@@ -19,6 +19,8 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from hirepay_platform.metrics import child
+
 log = logging.getLogger("gateway.access")
 
 HTTP_REQUESTS = Counter(
@@ -163,8 +165,8 @@ class EdgeMiddleware:
         route = _route_template(scope)
         status = status_holder["status"]
         elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        HTTP_LATENCY.labels(method, route).observe(elapsed)
+        child(HTTP_REQUESTS, method, route, str(status)).inc()
+        child(HTTP_LATENCY, method, route).observe(elapsed)
         if route not in ("/healthz", "/metrics"):
             log.info(
                 "%s %s %s",
