@@ -20,6 +20,7 @@ LOOPS = ("default", "uvloop", "asyncio")
 def run(main: Coroutine[Any, Any, T], *, loop: str = "default") -> T:
     """Run `main` to completion on a new event loop of kind `loop` (see LOOPS)."""
     if loop not in LOOPS:
+        main.close()
         raise ValueError(f"loop must be one of {LOOPS}, not {loop!r}")
     if loop != "asyncio":
         try:

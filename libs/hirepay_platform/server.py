@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
@@ -208,26 +208,38 @@ class _Observer:
 
 
 class _WrappingServer:
-    """What a generated `add_XServicer_to_server(servicer, server)` is given by GrpcApp: the
-    method handlers it registers reach the real server wrapped by the platform (once, here), so
-    no per-call interceptor is needed. Generic handlers (older generated code registers only
-    those) are wrapped too, each method's handler made once on its first call."""
+    """What a generated `add_XServicer_to_server(servicer, server)` is given by GrpcApp.
 
-    def __init__(self, server: grpc.aio.Server, platform: PlatformInterceptor) -> None:
+    With `platform`, the method handlers it registers reach the real server wrapped by the
+    platform (once, here), so no per-call interceptor is needed.
+
+    Every method is served through generic handlers, none as a grpc.aio "registered method": the
+    aio server keeps one pending request task per registered method and waits on all of them
+    (asyncio.wait) for every RPC it accepts, a done-callback added to and removed from each: with
+    the ~40 methods of a service that was a few hundred calls per RPC, more than the platform's
+    own per-call work (issue 13). A generic handler is one dict lookup per call."""
+
+    def __init__(self, server: grpc.aio.Server, platform: PlatformInterceptor | None) -> None:
         self._server = server
         self._platform = platform
 
     def add_registered_method_handlers(
         self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
     ) -> None:
-        self._server.add_registered_method_handlers(
-            service,
-            {name: self._platform.wrap_handler(h, name) for name, h in handlers.items()},
+        platform = self._platform
+        if platform is not None:
+            handlers = {name: platform.wrap_handler(h, name) for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
         )
 
     def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        platform = self._platform
+        if platform is None:
+            self._server.add_generic_rpc_handlers(handlers)
+            return
         self._server.add_generic_rpc_handlers(
-            [_WrappedGenericHandler(h, self._platform) for h in handlers]
+            [_WrappedGenericHandler(h, platform) for h in handlers]
         )
 
 
@@ -371,15 +383,20 @@ class GrpcApp:
         wrapping = _WrappingServer(server, platform)
         for add_fn, servicer, _ in self._services:
             add_fn(servicer, wrapping)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        # Probes and tooling: served as they are (no token), through generic handlers too.
+        plain = _WrappingServer(server, None)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, plain)
         names = [full for _, _, full in self._services]
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        # reflection.enable_server_reflection, with the asyncio servicer it picks for an aio server.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                [
+                    *names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ]
+            ),
+            plain,
         )
         self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
         await server.start()
