@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import resource
 import socket
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -175,23 +177,46 @@ def run_case(
     }
 
 
-def run_same_process(
+def same_process(
     server: str, client: str, loop_kind: str, calls: int, concurrency: int
-) -> None:
-    """Server and client in this one process (no CPU figures): for an instruction count of the
-    whole round trip under `valgrind --tool=callgrind`, deterministic where CPU time on a shared
-    machine is not; run it with two call counts and divide the difference."""
+) -> tuple[float, float]:
+    """Server and client in this one process, one event loop: (CPU microseconds, Python function
+    calls and calls into C functions) per round trip, both sides together. The calls are
+    counted with sys.setprofile in a second pass: a count, not a time, it does not move with
+    the load of a shared machine; the CPU of one process serving both sides is not confounded by
+    how the two sides' loops batch their wake-ups either."""
     from hirepay_platform import eventloop
+
+    counted = [0]
+
+    def profiler(frame: Any, event: str, arg: Any) -> None:
+        if event in ("call", "c_call"):
+            counted[0] += 1
+
+    result: dict[str, float] = {}
 
     async def main() -> None:
         ready = asyncio.Event()
         port = _free_port()
         task = asyncio.create_task(_server(server, port, ready))
         await ready.wait()
+        await _client_case(client, port, 200, concurrency)  # warm-up
+        result["cpu"] = time.process_time()
         await _client_case(client, port, calls, concurrency)
+        result["cpu"] = time.process_time() - result["cpu"]
+        sys.setprofile(profiler)
+        try:
+            await _client_case(client, port, calls, concurrency)
+        finally:
+            sys.setprofile(None)
         task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     eventloop.run(main(), loop=loop_kind)
+    # _client_case makes 500 warm-up calls of its own before the `calls` it measures.
+    done = (calls // concurrency) * concurrency
+    return result["cpu"] / (done + 500) * 1e6, counted[0] / (done + 500)
 
 
 CASES = {
@@ -209,12 +234,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "default"), default="default")
     parser.add_argument("--only", choices=sorted(CASES), action="append")
-    parser.add_argument("--same-process", action="store_true", help="see run_same_process")
+    parser.add_argument("--same-process", action="store_true", help="see same_process")
     args = parser.parse_args()
     os.environ.setdefault("HIREPAY_SERVICE_TOKEN_SECRET", SECRET)
     if args.same_process:
+        print(f"{'case (one process)':<22}{'CPU us/RPC':>12}{'calls/RPC':>12}")
         for name in args.only or CASES:
-            run_same_process(*CASES[name], args.loop, args.calls, args.concurrency)
+            cpu, count = same_process(*CASES[name], args.loop, args.calls, args.concurrency)
+            print(f"{name:<22}{cpu:>12.1f}{count:>12.1f}")
         return
     print(f"{'case':<22}{'client us/call':>16}{'server us/call':>16}{'calls/s':>10}")
     for name in args.only or CASES:
