@@ -3,8 +3,9 @@ file for local runs and tests, the console), and the OpenTelemetry instrumentati
 spans and carry the W3C context: gRPC (aio server and client interceptors: one SERVER span per
 RPC, one CLIENT span per call), FastAPI at the edge, httpx for outgoing HTTP, and SQLAlchemy
 statements when enabled (HIREPAY_TRACE_SQL; off by default: see the README's tracing notes).
-A process that exports no spans makes no gRPC spans: it only carries the W3C context on its
-hops, with OpenTelemetry's propagator (`exporting`). Nothing here formats or parses it by hand."""
+A process that exports no spans makes no gRPC spans, nor (at the edge) HTTP ones: it only carries
+the W3C context on its hops, with OpenTelemetry's propagator (`exporting`). Nothing here formats or
+parses it by hand."""
 
 from __future__ import annotations
 

@@ -3,9 +3,9 @@ security headers of every response, and the last-resort 500 for unexpected failu
 trace only in the log).
 
 The SERVER span of each request is the OpenTelemetry FastAPI instrumentation's (outermost, see
-tracing.instrument_fastapi): this pure ASGI middleware runs inside it, so the route handlers (and
-the gRPC calls they make through ServiceClient, traced by the channel's interceptor) share its
-context: one trace from the HTTP edge through every hop.
+tracing.instrument_fastapi; without exported spans only the W3C context, no span): this pure ASGI
+middleware runs inside it, so the route handlers (and the gRPC calls they make through
+ServiceClient) share its context: one trace from the HTTP edge through every hop.
 """
 
 from __future__ import annotations
