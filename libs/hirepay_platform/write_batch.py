@@ -16,15 +16,17 @@ is bound exactly as a one-row INSERT binds it.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Select,
     Table,
     UpdateBase,
     bindparam,
+    exists,
     func,
     literal_column,
     select,
@@ -82,30 +84,41 @@ def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     return tuple(keys)
 
 
-def _write_statement(write: _Write, n: int) -> UpdateBase:
-    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`."""
+def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = None) -> UpdateBase:
+    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`.
+    `held`: it writes only where this holds (see WriteBatch.flush_if)."""
     table, columns = write.table, tuple(write.rows[0])
     if write.kind == UPDATE:
-        return (
+        statement = (
             sql_update(table)
             .where(table.c.id == bindparam(f"w{n}_key", type_=table.c.id.type))
             .values(
                 {c: bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns if c != "id"}
             )
         )
+        return statement if held is None else statement.where(held)
     # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
     arrays = [bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns]
     rows = func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
     source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
         rows.c[_ORDINAL]
     )
+    if held is not None:
+        source = source.where(held)
     statement = insert(table).from_select([*columns, *write.constants], source)
     if write.kind == INSERT_FIRST:
         statement = statement.on_conflict_do_nothing(index_elements=list(table.primary_key))
     return statement
 
 
-def _build(writes: Sequence[_Write]) -> Executable:
+def _build(writes: Sequence[_Write], guard: Select[Any] | None = None) -> Executable:
+    if guard is not None:
+        # The guard's rows first (locked if it says FOR UPDATE), then each write only if it
+        # found one: all of them or none; the statement answers whether it did.
+        found = guard.cte("guard")
+        held = exists(select(literal_column("1")).select_from(found))
+        ctes = [_write_statement(w, n, held).cte(f"w{n}") for n, w in enumerate(writes)]
+        return select(held.label("held")).add_cte(*ctes)
     if len(writes) == 1:
         return _write_statement(writes[0], 0)
     # Sub-statements of one statement see one snapshot: each row is written by one of them (see
@@ -114,13 +127,14 @@ def _build(writes: Sequence[_Write]) -> Executable:
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _statement(writes: Sequence[_Write]) -> Executable:
-    shape = tuple(w.shape() for w in writes)
+def _statement(writes: Sequence[_Write], guard: Select[Any] | None = None) -> Executable:
+    # A guard is built once by its caller: the object itself is part of the shape.
+    shape = (tuple(w.shape() for w in writes), guard)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             del _STATEMENTS[next(iter(_STATEMENTS))]
-        statement = _STATEMENTS[shape] = _build(writes)
+        statement = _STATEMENTS[shape] = _build(writes, guard)
     return statement
 
 
@@ -236,6 +250,36 @@ class WriteBatch:
         writes, self._writes = self._writes, []
         self._pending.clear()
         await self._session.execute(_statement(writes), _parameters(writes))
+
+    async def flush_if(
+        self,
+        guard: Select[Any],
+        params: Mapping[str, Any],
+        execute: Execute | None = None,
+    ) -> bool:
+        """Send the waiting writes as one statement that writes them only if `guard` (a SELECT
+        built once, run first inside the statement, with `params`; FOR UPDATE to lock what it
+        finds) finds a row: whether it did (then all were written, else none). An optimistic
+        unit of work's commit: rows it assumed unchanged are checked and written in one round
+        trip (issue 13). `execute` sends the statement (default: the session's execute; e.g.
+        db.execute_alone for a statement that is a transaction of its own)."""
+        writes, self._writes = self._writes, []
+        self._pending.clear()
+        send = execute or _session_execute
+        result = await send(
+            self._session, _statement(writes, guard), {**_parameters(writes), **params}
+        )
+        return bool(result.scalar_one())
+
+
+# How a statement is sent: (session, statement, parameters) -> its result.
+Execute = Callable[[AsyncSession, Executable, Mapping[str, Any]], Awaitable[Result[Any]]]
+
+
+async def _session_execute(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> Result[Any]:
+    return await session.execute(statement, params)
 
 
 class BatchedSession:

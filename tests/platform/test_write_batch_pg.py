@@ -20,6 +20,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     event,
     func,
     select,
@@ -28,7 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import Database, SqlAlchemyUnitOfWork
+from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, execute_alone
 from hirepay_platform.write_batch import BatchedSession
 
 META = MetaData()
@@ -287,3 +288,35 @@ async def test_concurrent_units_of_work_share_the_built_statements(db) -> None:
         (item,) = await _rows(db, ITEMS, id=f"conc-{i}")
         assert item.count == 1 + i % 3
         assert len(await _rows(db, LOG, item_id=f"conc-{i}")) == 1 + i % 3 + 1
+
+
+# A guard as its callers build it: once, a row locked if it still holds what was seen.
+_STILL_COUNTED = (
+    select(ITEMS.c.id)
+    .where(ITEMS.c.id == bindparam("g_id"), ITEMS.c.count == bindparam("g_count"))
+    .with_for_update()
+)
+
+
+async def test_a_guarded_flush_writes_everything_or_nothing(db, statements) -> None:
+    """flush_if (issue 13): the writes go as one statement, alone when sent by execute_alone
+    (no BEGIN, no COMMIT), and only if the guard finds its row: all of them or none."""
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [_item("guard-1", count=1)])
+        await uow.commit()
+    for seen, expected in ((0, False), (1, True)):
+        async with db.uow() as uow:
+            uow.batch.seen(ITEMS, _item("guard-1", count=seen))
+            await uow.batch.update(ITEMS, _item("guard-1", count=seen + 10, name="g"))
+            await uow.batch.insert(
+                LOG, [{"item_id": "guard-1", "line": f"after {seen}"}], {"created_at": func.now()}
+            )
+            statements.sent.clear()
+            held = await uow.batch.flush_if(
+                _STILL_COUNTED, {"g_id": "guard-1", "g_count": seen}, execute_alone
+            )
+            assert held is expected
+            assert len(statements.sent) == 1  # one statement, and it committed by itself
+        (item,) = await _rows(db, ITEMS, id="guard-1")
+        lines = [line.line for line in await _rows(db, LOG, item_id="guard-1")]
+        assert (item.count, lines) == ((11, ["after 1"]) if expected else (1, []))
