@@ -7,24 +7,32 @@ read, a lock, an insert-first) first sends what is waiting, in the order it was 
 of work that does not commit discards its writes with the rest of its transaction.
 
 Every statement sent here has a SQLAlchemy cache key and is built once per shape (the tables,
-kinds, columns and constant expressions of its writes, never the number of rows): several rows go
-as `INSERT ... SELECT FROM unnest(<one typed array per column>) WITH ORDINALITY`, not as a
-multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
+kinds, columns and constant expressions of its writes, and whether one row or several, never the
+number of rows): one row goes as `INSERT ... SELECT <its values>` (each bound as its column binds
+it, no array to build and take apart), several rows as `INSERT ... SELECT FROM unnest(<one typed
+array per column>) WITH ORDINALITY`, not as a multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
 again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
 is bound exactly as a one-row INSERT binds it.
+
+A batch may go only if a guard finds its row (`flush_if`), all of it or nothing, in one statement
+that may be a transaction of its own: a unit of work that assumed rows without reading them
+(issue 13). `guard()` makes that the only way the batch may go: any statement of the unit of work
+before it, or a write that cannot join the batch, raises StaleRow with nothing sent.
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
     Executable,
+    Select,
     Table,
     UpdateBase,
     bindparam,
+    exists,
     func,
     literal_column,
     select,
@@ -34,12 +42,19 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import execute_alone
+from hirepay_platform.errors import StaleRow
+
 INSERT = "insert"
 INSERT_FIRST = "insert_first"  # ON CONFLICT (primary key) DO NOTHING: a row stays as it was
 UPDATE = "update"  # one row, by its `id` column
 
 _ORDINAL = "w_ord"  # the position of each row in its arrays: rows are inserted in that order
 _MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code path)
+
+# A guard: a statement returning the rows it found, built once (the object is part of the shape):
+# a SELECT (FOR UPDATE to lock them), or an INSERT (insert-first) or UPDATE ... RETURNING.
+Guard = Select[Any] | UpdateBase
 
 # The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
 _STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
@@ -66,8 +81,10 @@ class _Write:
         self.constants_key = constants_key
 
     def shape(self) -> Hashable:
-        columns = tuple(self.rows[0]) if self.kind == UPDATE else self.columns
-        return (self.kind, self.table, columns, self.constants_key)
+        if self.kind == UPDATE:
+            return (self.kind, self.table, tuple(self.rows[0]), self.constants_key)
+        # One row or several: one row is bound as values, several as arrays (_write_statement).
+        return (self.kind, self.table, self.columns, self.constants_key, len(self.rows) == 1)
 
 
 def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
@@ -82,30 +99,53 @@ def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     return tuple(keys)
 
 
-def _write_statement(write: _Write, n: int) -> UpdateBase:
-    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`."""
+def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = None) -> UpdateBase:
+    """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`.
+    `held`: it writes only where this holds (see WriteBatch.flush_if)."""
     table, columns = write.table, tuple(write.rows[0])
     if write.kind == UPDATE:
-        return (
+        statement = (
             sql_update(table)
             .where(table.c.id == bindparam(f"w{n}_key", type_=table.c.id.type))
             .values(
                 {c: bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns if c != "id"}
             )
         )
-    # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
-    arrays = [bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns]
-    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
-    source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
-        rows.c[_ORDINAL]
-    )
+        return statement if held is None else statement.where(held)
+    if len(write.rows) == 1:
+        # One row (the usual case): its values bound as they are, typed by their columns, with
+        # no array to build and take apart on either side (issue 13).
+        source = select(
+            *(bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns),
+            *write.constants.values(),
+        )
+    else:
+        # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
+        arrays = [
+            bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns
+        ]
+        rows = (
+            func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
+        )
+        source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
+            rows.c[_ORDINAL]
+        )
+    if held is not None:
+        source = source.where(held)
     statement = insert(table).from_select([*columns, *write.constants], source)
     if write.kind == INSERT_FIRST:
         statement = statement.on_conflict_do_nothing(index_elements=list(table.primary_key))
     return statement
 
 
-def _build(writes: Sequence[_Write]) -> Executable:
+def _build(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
+    if guard is not None:
+        # The guard's rows first (locked if it says FOR UPDATE), then each write only if it
+        # found one: all of them or none; the statement answers whether it did.
+        found = guard.cte("guard")
+        held = exists(select(literal_column("1")).select_from(found))
+        ctes = [_write_statement(w, n, held).cte(f"w{n}") for n, w in enumerate(writes)]
+        return select(held.label("held")).add_cte(*ctes)
     if len(writes) == 1:
         return _write_statement(writes[0], 0)
     # Sub-statements of one statement see one snapshot: each row is written by one of them (see
@@ -114,13 +154,14 @@ def _build(writes: Sequence[_Write]) -> Executable:
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _statement(writes: Sequence[_Write]) -> Executable:
-    shape = tuple(w.shape() for w in writes)
+def _statement(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
+    # A guard is built once by its caller: the object itself is part of the shape.
+    shape = (tuple(w.shape() for w in writes), guard)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             del _STATEMENTS[next(iter(_STATEMENTS))]
-        statement = _STATEMENTS[shape] = _build(writes)
+        statement = _STATEMENTS[shape] = _build(writes, guard)
     return statement
 
 
@@ -130,6 +171,9 @@ def _parameters(writes: Sequence[_Write]) -> dict[str, Any]:
         if w.kind == UPDATE:
             for column, value in w.rows[0].items():
                 params[f"w{n}_key" if column == "id" else f"w{n}_{column}"] = value
+        elif len(w.rows) == 1:
+            for column in w.columns:
+                params[f"w{n}_{column}"] = w.rows[0][column]
         else:
             for column in w.columns:
                 params[f"w{n}_{column}"] = [row[column] for row in w.rows]
@@ -151,6 +195,31 @@ class WriteBatch:
         self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
         # The values of each row read (`seen`) as the database holds them once the batch is sent.
         self._known: dict[tuple[Table, object], dict[str, Any]] = {}
+        # The guard the batch may go with, and its parameters (`guard`).
+        self._guard: tuple[Guard, dict[str, Any]] | None = None
+
+    def guard(self, guard: Guard, params: Mapping[str, Any]) -> None:
+        """This unit of work's writes go only by `flush_guarded` (its commit): one statement,
+        alone, that writes them only if `guard` finds its row (see flush_if). Until then any
+        statement of the unit of work, or a write that cannot join the batch, raises StaleRow
+        with nothing sent: the unit of work is then redone the usual way."""
+        if self._guard is not None:
+            raise RuntimeError("one guard per unit of work")
+        self._guard = (guard, dict(params))
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the batch waits for `flush_guarded`."""
+        return self._guard is not None
+
+    async def flush_guarded(self) -> None:
+        """Send the batch with its guard, as a statement that commits by itself (db.execute_alone);
+        StaleRow if the guard found nothing (nothing written)."""
+        if self._guard is None:
+            raise RuntimeError("no guard")
+        (guard, params), self._guard = self._guard, None
+        if not await self.flush_if(guard, params, execute_alone):
+            raise StaleRow("a guarded batch's rows are not as the unit of work assumed")
 
     def seen(self, table: Table, values: dict[str, Any]) -> None:
         """A row as read or written: a later `update` of it sends only the columns that differ.
@@ -231,11 +300,43 @@ class WriteBatch:
 
     async def flush(self) -> None:
         """Send the waiting writes, as one statement."""
+        if self._guard is not None:  # a guarded batch is one statement or nothing
+            raise StaleRow("a statement before a guarded batch, or writes that do not fit it")
         if not self._writes:
             return
         writes, self._writes = self._writes, []
         self._pending.clear()
         await self._session.execute(_statement(writes), _parameters(writes))
+
+    async def flush_if(
+        self,
+        guard: Guard,
+        params: Mapping[str, Any],
+        execute: Execute | None = None,
+    ) -> bool:
+        """Send the waiting writes as one statement that writes them only if `guard` (a SELECT
+        built once, run first inside the statement, with `params`; FOR UPDATE to lock what it
+        finds) finds a row: whether it did (then all were written, else none). An optimistic
+        unit of work's commit: rows it assumed unchanged are checked and written in one round
+        trip (issue 13). `execute` sends the statement (default: the session's execute; e.g.
+        db.execute_alone for a statement that is a transaction of its own)."""
+        writes, self._writes = self._writes, []
+        self._pending.clear()
+        send = execute or _session_execute
+        result = await send(
+            self._session, _statement(writes, guard), {**_parameters(writes), **params}
+        )
+        return bool(result.scalar_one())
+
+
+# How a statement is sent: (session, statement, parameters) -> its result.
+Execute = Callable[[AsyncSession, Executable, Mapping[str, Any]], Awaitable[Result[Any]]]
+
+
+async def _session_execute(
+    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+) -> Result[Any]:
+    return await session.execute(statement, params)
 
 
 class BatchedSession:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -124,8 +124,10 @@ class FakeJobs:
 
 
 class FakeSagas:
-    def __init__(self, tx: Store) -> None:
+    def __init__(self, tx: Store, publish: Callable[[], None] = lambda: None) -> None:
         self.tx = tx
+        # Publishes the transaction's state (a statement that commits by itself).
+        self.publish = publish
 
     async def insert(self, saga: Saga) -> bool:
         for s in self.tx.sagas.values():
@@ -138,8 +140,11 @@ class FakeSagas:
         saga = self.tx.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
 
+    def stored(self, saga_id: str) -> object | None:
+        return None  # the fake reads every step's rows (it keeps no stored rows to assume)
+
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
         saga = self.tx.sagas.get(saga_id)
         job = self.tx.jobs.get(saga.job_id) if saga and saga.job_id else None
@@ -172,6 +177,39 @@ class FakeSagas:
             s.lease_owner, s.lease_until = owner, lease_until
             out.append(copy.deepcopy(s))
         return out[:limit]
+
+    async def insert_posting(
+        self,
+        saga: Saga,
+        job: Job,
+        detail: str,
+        *,
+        failures_since: datetime | None = None,
+        reasons: frozenset[str] = frozenset(),
+        max_failures: int = 0,
+    ) -> tuple[bool, int]:
+        """The saga, its job and first log line, committed by themselves (see the real one)."""
+        failures = 0
+        if failures_since is not None:
+            failures = self._failures(saga.company_id, failures_since, reasons)
+            if failures >= max_failures:
+                return False, failures
+        if not await self.insert(saga):
+            return False, failures
+        await FakeJobs(self.tx).add(job)
+        self.tx.log.append((saga.id, "pending_payment", detail))
+        self.publish()
+        return True, failures
+
+    def _failures(self, company_id: str, since: datetime, reasons: frozenset[str]) -> int:
+        return sum(
+            1
+            for s in self.tx.sagas.values()
+            if s.company_id == company_id
+            and s.created_at >= since
+            and s.failure is not None
+            and s.failure.reason in reasons
+        )
 
     async def insert_counting_failures(self, saga, since, reasons):
         failures = sum(
@@ -353,7 +391,7 @@ class FakeUnitOfWork:
     async def __aenter__(self) -> FakeUnitOfWork:
         self._tx = copy.deepcopy(self.store)
         self.jobs = FakeJobs(self._tx)
-        self.sagas = FakeSagas(self._tx)
+        self.sagas = FakeSagas(self._tx, self._publish)
         self.settlements = FakeSettlements(self._tx)
         self.applications = FakeApplications(self._tx)
         self.candidate_views = FakeCandidateViews(self._tx)
@@ -367,6 +405,11 @@ class FakeUnitOfWork:
         self._tx = None  # type: ignore[assignment]
 
     async def commit(self) -> None:
+        self._publish()
+        self.commits += 1
+        self._committed = True
+
+    def _publish(self) -> None:
         for name in (
             "jobs",
             "transitions",
@@ -381,8 +424,6 @@ class FakeUnitOfWork:
             "steps",
         ):
             setattr(self.store, name, copy.deepcopy(getattr(self._tx, name)))
-        self.commits += 1
-        self._committed = True
 
 
 # The names payments gives these states (Payment.State), as the real adapter reports them: the

@@ -194,10 +194,16 @@ class _WatchedSagas:
             self._uow.crash_on_commit = True
         return failures
 
+    async def insert_posting(self, saga: Saga, job: Job, detail: str, **kw: Any) -> Any:
+        inserted, failures = await self._inner.insert_posting(saga, job, detail, **kw)
+        if inserted and self._uow.crash_after == "pending":
+            self._uow.crash()  # the step committed by itself: no commit follows to crash after
+        return inserted, failures
+
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
-        saga, job = await self._inner.lock_with_job(saga_id, lock_job=lock_job)
+        saga, job = await self._inner.lock_with_job(saga_id, lock_job=lock_job, assumed=assumed)
         return saga, self._uow.jobs.watch(job)
 
     async def save(self, saga: Saga) -> None:

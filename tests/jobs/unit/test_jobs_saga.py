@@ -804,9 +804,11 @@ def _record_locks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         locked.extend([job_id] if for_update else [])
         return await job_get(self, job_id, for_update=for_update)
 
-    async def lock_saga_and_job(self, saga_id: str, *, lock_job: bool = True):
+    async def lock_saga_and_job(
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
+    ):
         locked.append(saga_id)
-        return await lock_with_job(self, saga_id, lock_job=lock_job)
+        return await lock_with_job(self, saga_id, lock_job=lock_job, assumed=assumed)
 
     monkeypatch.setattr(FakeSagas, "get", get_saga)
     monkeypatch.setattr(FakeJobs, "get", get_job)

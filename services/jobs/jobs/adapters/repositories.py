@@ -7,10 +7,26 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, func, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Executable,
+    Row,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from hirepay_platform.db import execute_alone
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
     job_transitions,
@@ -30,6 +46,7 @@ from jobs.domain.posting_saga import (
     SagaKind,
     SagaState,
 )
+from jobs.service_layer.ports import StaleRows
 
 _FINAL = [s.value for s in FINAL_STATES]
 
@@ -53,6 +70,36 @@ _SAGA_WITH_JOB = (
 )
 _LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
 _LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
+
+
+def _still(table: Any, prefix: str) -> list[Any]:
+    """Each column of `table` as given in parameters `<prefix><column>` (NULL as NULL)."""
+    return [
+        c == bindparam(f"{prefix}{c.name}", type_=c.type)
+        if c.primary_key
+        else c.is_not_distinct_from(bindparam(f"{prefix}{c.name}", type_=c.type))
+        for c in table.c
+    ]
+
+
+# The guard of a step written on a saga and job as this process last stored them (see
+# lock_with_job's `assumed`): both rows, locked, still hold exactly those values.
+_STILL_STORED = (
+    select(sagas.c.id)
+    .join_from(sagas, jobs, jobs.c.id == sagas.c.job_id)
+    .where(*_still(sagas, "g_s_"), *_still(jobs, "g_j_"))
+    .with_for_update()
+)
+
+
+class _Stored:
+    """A saga's and its job's column values as this process last read or wrote them."""
+
+    __slots__ = ("job", "saga")
+
+    def __init__(self, saga: dict[str, Any], job: dict[str, Any]) -> None:
+        self.saga = saga
+        self.job = job
 
 
 def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -87,6 +134,67 @@ _INSERT_SAGA_COUNTING_FAILURES = (
         .scalar_subquery()
     )
 )
+
+
+def _posting_insert(counting: bool) -> Executable:
+    """A posting's whole first step as one statement, which commits by itself (issue 13; it was
+    BEGIN + the saga's insert-first + the batch of the rest + COMMIT): the saga inserted first on
+    its key, and only if it was (`s`), the job, its transitions and the saga's first log line.
+    `counting`: the saga is inserted only while the company's recent failed payments (PAY-14's
+    abuse rule, counted from the rows before this one) are below `max_failures`; the count comes
+    back. A key already taken (or a blocked company) inserts nothing. Built once per shape."""
+    failures = (
+        select(func.count().label("n"))
+        .where(
+            _failed.c.kind == SagaKind.POSTING.value,
+            _failed.c.company_id == bindparam("failures_company_id"),
+            _failed.c.created_at >= bindparam("failures_since"),
+            _failed.c.failure["reason"].astext.in_(bindparam("failures_reasons", expanding=True)),
+        )
+        .cte("failures")
+        if counting
+        else select(literal(0).label("n")).cte("failures")
+    )
+    saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in sagas.c))
+    if counting:
+        saga_row = saga_row.select_from(failures).where(failures.c.n < bindparam("max_failures"))
+    saga = (
+        pg_insert(sagas)
+        .from_select([c.name for c in sagas.c], saga_row)
+        .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
+        .returning(sagas.c.id)
+        .cte("s")
+    )
+    inserted = exists(select(saga.c.id))
+    job_columns = [c for c in jobs.c]
+    job = insert(jobs).from_select(
+        [c.name for c in job_columns],
+        select(*(bindparam(f"j_{c.name}", type_=c.type) for c in job_columns)).where(inserted),
+    )
+    names = ("job_id", "from_status", "to_status", "actor", "reason", "at")
+    arrays = [
+        bindparam(f"t_{n}", type_=ARRAY(job_transitions.c[n].type, dimensions=1)) for n in names
+    ]
+    rows = func.unnest(*arrays).table_valued(*names, with_ordinality="t_ord").render_derived()
+    transitions = insert(job_transitions).from_select(
+        list(names),
+        select(*(rows.c[n] for n in names)).where(inserted).order_by(rows.c.t_ord),
+    )
+    log = insert(saga_log).from_select(
+        ["saga_id", "step", "detail", "at"],
+        select(
+            bindparam("s_id", type_=saga_log.c.saga_id.type),
+            bindparam("l_step", type_=saga_log.c.step.type),
+            bindparam("l_detail", type_=saga_log.c.detail.type),
+            bindparam("l_at", type_=saga_log.c.at.type),
+        ).where(inserted),
+    )
+    return select(failures.c.n, inserted.label("inserted")).add_cte(
+        job.cte("j"), transitions.cte("t"), log.cte("l")
+    )
+
+
+_INSERT_POSTING = {counting: _posting_insert(counting) for counting in (False, True)}
 
 
 async def _autocommit(session: AsyncSession) -> AsyncConnection:
@@ -363,10 +471,22 @@ class SqlSagaRepository:
     def __init__(self, session: BatchedSession) -> None:
         self.session = session
         self.writes = session.batch
+        # Each saga and job read or written with lock_with_job or insert_posting, as the batch
+        # keeps them (current with every write): what `stored` gives once they are committed.
+        self._rows: dict[str, _Stored] = {}
+        # The guard's parameters when the unit of work assumed its rows (see lock_with_job).
+        self.assumed: dict[str, Any] | None = None
 
     def _read(self, row: Row) -> Saga:
         self.writes.seen(sagas, dict(row._mapping))
         return saga_from_row(row)
+
+    def stored(self, saga_id: str) -> object | None:
+        """The saga and its job as this unit of work read or wrote them (lock_with_job,
+        insert_posting), for a later unit of work to assume (valid once this one committed,
+        or if it wrote nothing); None when they were not read together."""
+        rows = self._rows.get(saga_id)
+        return None if rows is None else _Stored(dict(rows.saga), dict(rows.job))
 
     async def insert(self, saga: Saga) -> bool:
         values = saga_to_values(saga)
@@ -393,26 +513,89 @@ class SqlSagaRepository:
         self.writes.seen(sagas, values)
         return int(failures)
 
+    async def insert_posting(
+        self,
+        saga: Saga,
+        job: Job,
+        detail: str,
+        *,
+        failures_since: datetime | None = None,
+        reasons: frozenset[str] = frozenset(),
+        max_failures: int = 0,
+    ) -> tuple[bool, int]:
+        """Insert a posting's saga first on its key and, with it, its new job (with the job's
+        pending transitions) and the saga's first log line `detail`, as a transaction of its own
+        in one round trip: (inserted, the company's recent failed payments). `failures_since`:
+        count those (PAY-14) and insert nothing unless they are below `max_failures`. Nothing
+        is inserted when the key is taken. Durable when this returns."""
+        counting = failures_since is not None
+        saga_values = saga_to_values(saga)
+        job_values = job_to_values(job)
+        transitions = [transition_to_values(t) for t in job.pending]
+        params: dict[str, Any] = {f"s_{k}": v for k, v in saga_values.items()}
+        params.update({f"j_{k}": v for k, v in job_values.items()})
+        for name in ("job_id", "from_status", "to_status", "actor", "reason", "at"):
+            params[f"t_{name}"] = [t[name] for t in transitions]
+        params.update(
+            {"l_step": "pending_payment", "l_detail": detail[:2000], "l_at": saga.created_at}
+        )
+        if counting:
+            params.update(
+                failures_company_id=saga.company_id,
+                failures_since=failures_since,
+                failures_reasons=sorted(reasons),
+                max_failures=max_failures,
+            )
+        await self.writes.flush()  # nothing waits here: the statement is a transaction alone
+        row = (await execute_alone(self.session.session, _INSERT_POSTING[counting], params)).one()
+        if row.inserted:
+            job.drain_transitions()
+            self.writes.seen(sagas, saga_values)
+            self.writes.seen(jobs, job_values)
+            self._rows[saga.id] = _Stored(saga_values, job_values)
+        return bool(row.inserted), int(row.n)
+
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
         stmt = _LOCK_SAGA if for_update else _GET_SAGA
         row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
         return self._read(row) if row else None
 
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
         """The saga, locked, and its job (locked too unless `lock_job` is False), in one round
-        trip; a saga without its job (none yet, or gone) is read alone."""
-        stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
-        row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
-        if row is None:
-            return await self.get(saga_id, for_update=True), None
-        saga_values, job_values = _split(row)
+        trip; a saga without its job (none yet, or gone) is read alone.
+
+        `assumed` (what `stored` gave after an earlier unit of work on them): the saga and job
+        as stored then, with no round trip; the unit of work's commit then writes in one
+        statement alone, only if both rows, locked by it, still hold those values, else it
+        writes nothing and raises StaleRows (issue 13: the locked path's BEGIN, read and COMMIT
+        round trips saved; the decision is the same as if they had been read locked)."""
+        if isinstance(assumed, _Stored) and lock_job and assumed.saga["id"] == saga_id:
+            saga_values, job_values = dict(assumed.saga), dict(assumed.job)
+            self.assumed = {
+                **{f"g_s_{k}": v for k, v in assumed.saga.items()},
+                **{f"g_j_{k}": v for k, v in assumed.job.items()},
+            }
+        else:
+            stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
+            row = (await self.session.execute(stmt, {_KEY: saga_id})).one_or_none()
+            if row is None:
+                return await self.get(saga_id, for_update=True), None
+            saga_values, job_values = _split(row)
         self.writes.seen(sagas, saga_values)
         self.writes.seen(jobs, job_values)
+        self._rows[saga_id] = _Stored(saga_values, job_values)
         return saga_from_row(SimpleNamespace(**saga_values)), job_from_row(
             SimpleNamespace(**job_values)
         )
+
+    async def commit_assumed(self) -> None:
+        """The commit of a unit of work that assumed its saga and job (lock_with_job): its
+        writes in one statement that commits by itself, if the rows still are as assumed."""
+        assert self.assumed is not None
+        if not await self.writes.flush_if(_STILL_STORED, self.assumed, execute_alone):
+            raise StaleRows("the saga or its job changed since this process stored them")
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:

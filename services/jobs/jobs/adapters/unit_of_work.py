@@ -63,5 +63,10 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         self.disputes = SqlDisputeRepository(batching)
 
     async def commit(self) -> None:
+        if self.sagas.assumed is not None:
+            # Rows assumed, not read: nothing was sent yet, the writes go as one statement alone.
+            await self.sagas.commit_assumed()
+            self._committed = True
+            return
         await self._writes.flush()
         await super().commit()

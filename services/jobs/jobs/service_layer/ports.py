@@ -60,6 +60,11 @@ class JobRepository(Protocol):
         """Up to `limit` active jobs past their expiry, locked, skipping rows other workers hold."""
 
 
+class StaleRows(Exception):
+    """A unit of work that assumed its saga and job as stored earlier found them changed: it
+    wrote nothing (its step is taken again on the rows read under lock)."""
+
+
 class SagaRepository(Protocol):
     async def insert(self, saga: Saga) -> bool:
         """Insert-first on (company_id, request_id): True if inserted, False if the key exists."""
@@ -70,13 +75,36 @@ class SagaRepository(Protocol):
         """insert, and in the same round trip the company's sagas started since `since` that
         failed with one of `reasons` (before this one): None if the key exists."""
 
+    async def insert_posting(
+        self,
+        saga: Saga,
+        job: Job,
+        detail: str,
+        *,
+        failures_since: datetime | None = None,
+        reasons: frozenset[str] = frozenset(),
+        max_failures: int = 0,
+    ) -> tuple[bool, int]:
+        """A posting's first step as a transaction of its own, in one round trip: the saga
+        inserted first on its key and, only then, its new job (with its pending transitions) and
+        the saga's first log line `detail`; (inserted, the company's failed payments since
+        `failures_since` with one of `reasons`, before this one). With `failures_since`, nothing
+        is inserted unless they are below `max_failures`. Durable when this returns."""
+
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 
     async def lock_with_job(
-        self, saga_id: str, *, lock_job: bool = True
+        self, saga_id: str, *, lock_job: bool = True, assumed: object | None = None
     ) -> tuple[Saga | None, Job | None]:
         """The saga, locked, and its job (locked too unless `lock_job` is False; None when the
-        saga has none), read in one round trip."""
+        saga has none), read in one round trip. `assumed` (from `stored`, after the unit of
+        work that last wrote them committed): the saga and job as they were then, not read; the
+        commit then writes only if both still are, else raises StaleRows and writes nothing.
+        A repository may ignore `assumed` and read them."""
+
+    def stored(self, saga_id: str) -> object | None:
+        """The saga and its job as this unit of work read or wrote them together (opaque), for
+        a later unit of work's lock_with_job to assume; None when unknown."""
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None: ...
 

@@ -35,6 +35,7 @@ from jobs.service_layer.handlers.rate_limits import take_posting_attempt
 from jobs.service_layer.posting.activation import send_try
 from jobs.service_layer.posting.driver import answer_and_release, drive, ensure_answer
 from jobs.service_layer.posting.leases import request_holder
+from jobs.service_layer.posting.records import StoredRows
 
 log = logging.getLogger(__name__)
 
@@ -124,29 +125,21 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     """
     method = parse_method(cmd.payment)
     config = deps.config
-    uow = deps.uow
-    existing: Saga | None = None
-    transitions: list[Transition] = []
-    async with uow:
-        now = deps.clock()
-        saga = _new_saga(cmd, method, config, now)
-        failures = await _claim(saga, deps, now)
-        if failures is not None:
-            job = await _prepare_job(cmd, saga, deps, now, failures)
-            transitions = list(job.pending)
-            await uow.sagas.save(saga)
-            await uow.sagas.log(saga.id, "pending_payment", f"job {job.id} {method}", now)
-            await uow.commit()
-        else:
-            existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
-            if existing is None:  # the key's holder rolled back between our two statements
-                raise Conflict("the idempotency key is being claimed; retry")
+    now = deps.clock()
+    saga = _new_saga(cmd, method, config, now)
+    # The saga's and job's rows as each step stores them, for the next step to assume.
+    rows = StoredRows()
+    started = await _start_new_job(cmd, saga, deps, now, rows)
+    if started is None:
+        saga = _new_saga(cmd, method, config, deps.clock())
+        started = await _start_in_transaction(cmd, saga, deps)
+    existing, transitions = started
     if existing is not None:
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
-    tried = await send_try(saga, deps)
-    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried)
+    tried = await send_try(saga, deps, rows)
+    ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=rows)
     holder = request_holder(config)
     stored: Saga | None = ended
     if ended is None or not ended.answered or ended.lease_owner == holder:
@@ -160,6 +153,80 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
         return answer_from_snapshot(stored.response, replayed=False)
     assert stored.failure is not None
     raise stored.failure.to_error()
+
+
+# What starting a saga gives: the saga already holding the key (None: ours was inserted, with
+# its job), and the job's transitions it stored.
+_Started = tuple[Saga | None, list[Transition]]
+
+
+async def _start_new_job(
+    cmd: commands.CreateJobWithPayment,
+    saga: Saga,
+    deps: Deps,
+    now: datetime,
+    stored: StoredRows,
+) -> _Started | None:
+    """The saga's first step for a posting of new fields, in one statement that commits by itself
+    (issue 13): the request is checked first, then the saga is inserted first on its key with its
+    job and log line, the abuse rule (PAY-14) checked by the same statement. None: the request
+    is for a draft, or refused; the transactional way then answers it as it always did (the key
+    first: a taken key is replayed whatever the request, then the checks in their order)."""
+    if cmd.draft_id or cmd.fields is None:
+        return None
+    config = deps.config
+    try:
+        fields = validate_fields(cmd.fields, config.price_list.categories)
+        job = Job.new_draft(new_id("job"), cmd.actor.user_id, fields, cmd.actor.name, now)
+        check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
+        _start_payment(cmd, saga, job, fields.category, deps, now)
+    except HirepayError:
+        return None
+    transitions = list(job.pending)
+    counting = config.max_failed_payments > 0
+    async with deps.uow as uow:
+        inserted, failures = await uow.sagas.insert_posting(
+            saga,
+            job,
+            f"job {job.id} {saga.method}",
+            failures_since=(
+                now - timedelta(seconds=config.failed_payments_window_seconds) if counting else None
+            ),
+            reasons=ABUSE_REASONS,
+            max_failures=config.max_failed_payments,
+        )
+        if inserted:
+            stored.rows = uow.sagas.stored(saga.id)
+            return None, transitions
+        existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
+    if existing is None:
+        # Nothing inserted and the key is free: the company is blocked (or the key's holder
+        # went away between our two statements).
+        _check_abuse(cmd.actor.user_id, failures, deps)
+        raise Conflict("the idempotency key is being claimed; retry")
+    return existing, []
+
+
+async def _start_in_transaction(
+    cmd: commands.CreateJobWithPayment, saga: Saga, deps: Deps
+) -> _Started:
+    """The saga's first step in a transaction: the key claimed first, then the draft (locked)
+    or the new job checked and moved to pending_payment; a refusal rolls back with the key."""
+    uow = deps.uow
+    async with uow:
+        now = saga.created_at
+        failures = await _claim(saga, deps, now)
+        if failures is not None:
+            job = await _prepare_job(cmd, saga, deps, now, failures)
+            transitions = list(job.pending)
+            await uow.sagas.save(saga)
+            await uow.sagas.log(saga.id, "pending_payment", f"job {job.id} {saga.method}", now)
+            await uow.commit()
+            return None, transitions
+        existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
+        if existing is None:  # the key's holder rolled back between our two statements
+            raise Conflict("the idempotency key is being claimed; retry")
+    return existing, []
 
 
 async def _claim(saga: Saga, deps: Deps, now: datetime) -> int | None:
@@ -195,9 +262,28 @@ async def _prepare_job(
         )
     check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
     _check_abuse(cmd.actor.user_id, failures, deps)
+    _start_payment(cmd, saga, job, fields.category, deps, now)
+    if is_new:
+        await uow.jobs.add(job)
+    else:
+        await uow.jobs.save(job)
+    return job
+
+
+def _start_payment(
+    cmd: commands.CreateJobWithPayment,
+    saga: Saga,
+    job: Job,
+    category: str,
+    deps: Deps,
+    now: datetime,
+) -> None:
+    """Price the job (checked against the amount the client expects) and move it and its saga
+    to pending_payment."""
+    config = deps.config
     expected = cmd.payment.expected_amount
     fee = config.price_list.fee_for_method(
-        fields.category, saga.method, expected.currency if expected else ""
+        category, saga.method, expected.currency if expected else ""
     )
     check_expected_amount(fee, expected)
     job.start_payment(
@@ -213,11 +299,6 @@ async def _prepare_job(
     saga.amount_minor = fee.amount_minor
     saga.currency = fee.currency
     saga.terms_version = config.terms_version
-    if is_new:
-        await uow.jobs.add(job)
-    else:
-        await uow.jobs.save(job)
-    return job
 
 
 def _check_abuse(company_id: str, failures: int, deps: Deps) -> None:

@@ -27,7 +27,12 @@ from jobs.service_layer import metrics
 from jobs.service_layer.answers import answer_for, answer_to_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.posting.records import fail_job
+from jobs.service_layer.posting.records import (
+    StoredRows,
+    assuming,
+    fail_job,
+    nothing_written,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +44,12 @@ _PENDING = frozenset({TryState.ACTION_REQUIRED, TryState.PROCESSING, TryState.UN
 _FAILED = frozenset({TryState.FAILED, TryState.CANCELLED, TryState.REFUNDED})
 
 
-async def send_try(saga: Saga, deps: Deps) -> Saga | None:
+async def send_try(saga: Saga, deps: Deps, stored: StoredRows | None = None) -> Saga | None:
     """Send the Try; whatever comes back (or does not) is persisted before anything else.
 
     The saga as it stands once the answer is applied (the driver goes on from it without reading
-    it again); None when it must be read again."""
+    it again); None when it must be read again. `stored`: the rows as the request stored them
+    (assumed by the step that applies the answer, and then as it leaves them)."""
     participant = deps.participants.for_method(saga.method)
     try:
         result = await participant.try_(saga)
@@ -54,7 +60,7 @@ async def send_try(saga: Saga, deps: Deps) -> Saga | None:
             saga.id, client_error(exc, saga.method, saga.id), deps, step="try_failed"
         )
         return None
-    _, observed = await _observe(saga.id, result, deps, source="try")
+    _, observed = await _observe(saga.id, result, deps, source="try", stored=stored)
     return observed
 
 
@@ -83,19 +89,33 @@ async def observe(saga_id: str, result: TryResult, deps: Deps, *, source: str) -
 
 
 async def _observe(
-    saga_id: str, result: TryResult, deps: Deps, *, source: str
+    saga_id: str, result: TryResult, deps: Deps, *, source: str, stored: StoredRows | None = None
 ) -> tuple[bool, Saga | None]:
     """observe, and the saga as it stands after it (None if gone)."""
+    return await assuming(
+        stored, lambda assumed: _observe_on(saga_id, result, deps, source, stored, assumed)
+    )
+
+
+async def _observe_on(
+    saga_id: str,
+    result: TryResult,
+    deps: Deps,
+    source: str,
+    stored: StoredRows | None,
+    assumed: object | None,
+) -> tuple[bool, Saga | None]:
     uow = deps.uow
     transitions: list[Transition] = []
     async with uow:
         now = deps.clock()
-        saga, job = await uow.sagas.lock_with_job(saga_id)
+        saga, job = await uow.sagas.lock_with_job(saga_id, assumed=assumed)
         if saga is None:
             return False, None
         if saga.is_stale(result):
             # Behind what the saga records (answers and events arrive out of order, e.g. the
             # authorization's event after the capture's): it changes nothing, nothing is written.
+            nothing_written(assumed)
             return False, saga
         before = saga.state
         noted = _note_payment(saga, job, result)
@@ -117,6 +137,10 @@ async def _observe(
             if changed:
                 await uow.sagas.log(saga.id, saga.state.value, f"{source}: {result.state}", now)
             await uow.commit()
+        else:
+            nothing_written(assumed)
+        if stored is not None:
+            stored.rows = uow.sagas.stored(saga_id)
     metrics.record_transitions(transitions)
     return changed, saga
 

@@ -26,8 +26,11 @@ from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.activation import NOT_ACTIVATED
 from jobs.service_layer.posting.records import (
     SAGA_ACTOR,
+    StoredRows,
+    assuming,
     fail_job,
     finish,
+    nothing_written,
     record_outcome,
     retry_later,
 )
@@ -59,15 +62,15 @@ async def _look_after_refusal(
     return seen
 
 
-async def confirm(saga: Saga, deps: Deps) -> Saga | bool:
+async def confirm(saga: Saga, deps: Deps, stored: StoredRows | None = None) -> Saga | bool:
     """Confirm (Capture / ConfirmHold) until it succeeds; the saga as this step left it (or True)
-    when it moved on, False when it cannot go further now."""
+    when it moved on, False when it cannot go further now. `stored`: see send_try."""
     participant = deps.participants.for_method(saga.method)
     try:
         result = await participant.confirm(saga)
     except HirepayError as exc:
         return await _confirm_refused(saga, exc, deps)
-    return await _confirmed(saga, result, deps)
+    return await _confirmed(saga, result, deps, stored)
 
 
 async def _confirm_refused(saga: Saga, error: HirepayError, deps: Deps) -> Saga | bool:
@@ -129,17 +132,32 @@ async def _give_up_confirm(saga: Saga, error: HirepayError, deps: Deps) -> bool:
     return True
 
 
-async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> Saga | bool:
+async def _confirmed(
+    saga: Saga, result: TryResult, deps: Deps, stored: StoredRows | None = None
+) -> Saga | bool:
     """The money is taken: the job goes live in the same transaction (PAY-4). A job that can no
     longer go live (cancelled meanwhile) gets its money back instead (PAY-7). The saga as
     committed (True when another driver had moved it on)."""
+    return await assuming(
+        stored, lambda assumed: _confirmed_on(saga.id, result, deps, stored, assumed)
+    )
+
+
+async def _confirmed_on(
+    saga_id: str,
+    result: TryResult,
+    deps: Deps,
+    stored: StoredRows | None,
+    assumed: object | None,
+) -> Saga | bool:
     uow = deps.uow
     transitions: list[Transition] = []
     activated = False
     async with uow:
         now = deps.clock()
-        current, job = await uow.sagas.lock_with_job(saga.id)
+        current, job = await uow.sagas.lock_with_job(saga_id, assumed=assumed)
         if current is None or current.state is not SagaState.CONFIRMING:
+            nothing_written(assumed)
             return True
         current.note_provider_state(result.provider_state)
         problem = "the job no longer exists" if job is None else job.activation_problem(current.id)
@@ -159,17 +177,19 @@ async def _confirmed(saga: Saga, result: TryResult, deps: Deps) -> Saga | bool:
             transitions = list(job.pending)
             await uow.jobs.save(job)
             current.complete(now)
-            if current.state.final:
-                record_outcome(current, now)
-                if not current.answered:
-                    # The request's answer is stored by the step that ends the saga, with the
-                    # job as it went live: no transaction of its own (issue 13).
-                    current.response = answer_to_snapshot(answer_for(current, job))
+            if current.state.final and not current.answered:
+                # The request's answer is stored by the step that ends the saga, with the
+                # job as it went live: no transaction of its own (issue 13).
+                current.response = answer_to_snapshot(answer_for(current, job))
             activated = True
             detail = "confirmed, job active"
         await uow.sagas.save(current)
         await uow.sagas.log(current.id, current.state.value, detail, now)
         await uow.commit()
+        if stored is not None:
+            stored.rows = uow.sagas.stored(saga_id)
+    if current.state.final:
+        record_outcome(current, now)  # counted once committed
     metrics.record_transitions(transitions)
     if activated:
         metrics.FUNNEL.labels("paid").inc()

@@ -18,7 +18,7 @@ from jobs.service_layer.marketplace.offer_saga import offer_step
 from jobs.service_layer.posting.activation import fail_before_activation, observe, send_try
 from jobs.service_layer.posting.completion import cancel, confirm, refund
 from jobs.service_layer.posting.leases import release
-from jobs.service_layer.posting.records import retry_later, schedule_poll
+from jobs.service_layer.posting.records import StoredRows, retry_later, schedule_poll
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,20 @@ MAX_STEPS = 8
 
 
 async def drive(
-    saga_id: str, deps: Deps, *, poll: bool, answer: bool = True, saga: Saga | None = None
+    saga_id: str,
+    deps: Deps,
+    *,
+    poll: bool,
+    answer: bool = True,
+    saga: Saga | None = None,
+    stored: StoredRows | None = None,
 ) -> Saga | None:
     """Advance a saga as far as it can go now (at most a few steps); `poll` also asks the
     participant about a saga waiting for settlement (recovery), and re-sends a lost Try.
     `answer`: then store the request's answer once the saga is settled (False: the request
     driving it answers itself, see answer_and_release). `saga`: the saga as its caller has just
-    committed it (it is not read again).
+    committed it (it is not read again); `stored`: its rows as its caller stored them (see
+    send_try).
 
     Returns the saga as stored when the drive ended on it (final, or its steps used up right
     after one committed it); None when that is not known (gone, stopped by a step that could not
@@ -49,7 +56,7 @@ async def drive(
         if current is None or current.state.final:
             break
         # Each step re-reads the row under lock: a step taken from a stale copy is a no-op.
-        moved = await _step(current, deps.clock(), deps, poll=poll)
+        moved = await _step(current, deps.clock(), deps, poll=poll, stored=stored)
         if moved is False:
             current = None
             break
@@ -62,13 +69,15 @@ async def drive(
     return current
 
 
-async def _step(saga: Saga, now: datetime, deps: Deps, *, poll: bool) -> Saga | bool:
+async def _step(
+    saga: Saga, now: datetime, deps: Deps, *, poll: bool, stored: StoredRows | None = None
+) -> Saga | bool:
     """One step of the saga from its state: the saga as the step committed it, True when it
     moved on otherwise, False when it cannot go further now."""
     if saga.kind is SagaKind.OFFER:
         return await offer_step(saga, now, deps, poll=poll)
     if saga.state is SagaState.CONFIRMING:
-        return await confirm(saga, deps)
+        return await confirm(saga, deps, stored)
     if saga.state is SagaState.CANCELLING:
         return await cancel(saga, deps)
     if saga.state is SagaState.REFUNDING:

@@ -3,18 +3,57 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from hirepay_platform.errors import HirepayError
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import Saga, SagaState
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.ports import StaleRows
 
 log = logging.getLogger(__name__)
 
 # The actor of the transitions the saga makes.
 SAGA_ACTOR = "saga"
+
+_T = TypeVar("_T")
+
+
+class StoredRows:
+    """The saga's and its job's rows as the request driving it last stored them (the saga
+    repository's `stored`, opaque here), carried from one step to the next: the next step assumes
+    them instead of reading them under lock (issue 13: BEGIN, the locked read and COMMIT saved;
+    its writes go as one statement that commits by itself, and only if the rows are unchanged)."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: object | None = None) -> None:
+        self.rows = rows
+
+
+async def assuming(stored: StoredRows | None, step: Callable[[object | None], Awaitable[_T]]) -> _T:
+    """Take a saga step on the rows the request stored last, when known: `step(rows)`. Where
+    they changed meanwhile (another driver moved the saga, CancelJob, an event), or the step
+    would write nothing on them, it raises StaleRows having written nothing, and the step is
+    taken as it always is: `step(None)`, on the rows read under lock."""
+    assumed = stored.rows if stored is not None else None
+    if stored is not None:
+        stored.rows = None  # the step stores the rows it leaves
+    if assumed is not None:
+        try:
+            return await step(assumed)
+        except StaleRows:
+            pass
+    return await step(None)
+
+
+def nothing_written(assumed: object | None) -> None:
+    """A step that writes nothing: on assumed rows its decision is unconfirmed (StaleRows)."""
+    if assumed is not None:
+        raise StaleRows("a step on assumed rows wrote nothing; taken again on the rows read")
 
 
 def fail_job(job: Job | None, saga: Saga, reason: str, *, refunded: bool, now: datetime) -> None:
