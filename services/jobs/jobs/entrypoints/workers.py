@@ -52,6 +52,11 @@ CURSOR_IDLE_SECONDS = 0.2
 CURSOR_EVERY_EVENTS = 100
 # At most this many events are applied as one burst (their sagas read with one statement).
 BURST_EVENTS = 100
+# Payments sends the events committed since its last read (every 0.15 s under load) back to back:
+# once the first of them is here, the rest are a few milliseconds behind it. Waiting for them
+# makes them one burst instead of the first alone and the rest after (a settle-later posting
+# is activated this much later, next to payments' own pause).
+BURST_LINGER_SECONDS = 0.005
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -184,6 +189,8 @@ class _ReadAhead:
             return []
         first = self._take(get.result())
         burst = [] if first is None else [first]
+        if burst and self._queue.empty():
+            await asyncio.sleep(BURST_LINGER_SECONDS)
         while burst and len(burst) < BURST_EVENTS and not self._queue.empty():
             message = self._take(self._queue.get_nowait())
             if message is None:
