@@ -20,14 +20,18 @@ from sqlalchemy import (
     Table,
     TextClause,
     TextualSelect,
+    UpdateBase,
+    bindparam,
     func,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
+from hirepay_platform.write_batch import WriteBatch
 
 TABLE_NAME = "tcc_barriers"
 
@@ -120,6 +124,18 @@ def _statements(table_name: str) -> _Statements:
     )
 
 
+@functools.cache
+def _guard_insert(table: Table) -> UpdateBase:
+    """The insert-first of one row as a write batch's guard (it returns the row it inserted)."""
+    columns = ("global_tx_id", "branch_id", "op", "origin", "fingerprint")
+    return (
+        pg_insert(table)
+        .values({c: bindparam(f"g_{c}", type_=table.c[c].type) for c in columns})
+        .on_conflict_do_nothing()
+        .returning(table.c.op)
+    )
+
+
 class SqlBarrierRepository:
     """Barrier rows on the unit of work's session; never commits. Statements are built once per
     table and sent as text with bound parameters (no statement construction per call)."""
@@ -143,6 +159,28 @@ class SqlBarrierRepository:
             },
         )
         return result.scalar_one_or_none() is not None
+
+    def insert_with_batch(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+    ) -> None:
+        """`insert`, as the guard of the unit of work's held-back writes: one statement of its
+        own that writes them only if the row is inserted (hirepay_platform.write_batch `guard`;
+        the session must be a BatchedSession): a first call and its writes in one round trip
+        (issue 13). If the row exists, the commit raises StaleRow and writes nothing: then redo
+        the unit of work with `insert` (replay, mismatch, cancelled)."""
+        batch = getattr(self._session, "batch", None)
+        if not isinstance(batch, WriteBatch):
+            raise TypeError("insert_with_batch needs a BatchedSession")
+        batch.guard(
+            _guard_insert(self._table),
+            {
+                "g_global_tx_id": branch.global_tx_id,
+                "g_branch_id": branch.branch_id,
+                "g_op": op.value,
+                "g_origin": origin.value,
+                "g_fingerprint": dict(fingerprint),
+            },
+        )
 
     async def insert_many(
         self,

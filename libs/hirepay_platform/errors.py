@@ -121,3 +121,10 @@ class RemoteError(HirepayError):
     ) -> None:
         super().__init__(message, reason=reason, kind=kind, metadata=metadata)
         self.service = service
+
+
+class StaleRow(Exception):
+    """A unit of work that assumed a row without reading it (a guarded write batch,
+    hirepay_platform.write_batch) wrote nothing: the row had changed, or the unit of work needed
+    a statement of its own first. Not an error of the call: redo the unit of work reading the row
+    under its lock (never surfaces to a caller)."""

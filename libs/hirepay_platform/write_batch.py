@@ -7,11 +7,17 @@ read, a lock, an insert-first) first sends what is waiting, in the order it was 
 of work that does not commit discards its writes with the rest of its transaction.
 
 Every statement sent here has a SQLAlchemy cache key and is built once per shape (the tables,
-kinds, columns and constant expressions of its writes, never the number of rows): several rows go
-as `INSERT ... SELECT FROM unnest(<one typed array per column>) WITH ORDINALITY`, not as a
-multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
+kinds, columns and constant expressions of its writes, and whether one row or several, never the
+number of rows): one row goes as `INSERT ... SELECT <its values>` (each bound as its column binds
+it, no array to build and take apart), several rows as `INSERT ... SELECT FROM unnest(<one typed
+array per column>) WITH ORDINALITY`, not as a multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
 again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
 is bound exactly as a one-row INSERT binds it.
+
+A batch may go only if a guard finds its row (`flush_if`), all of it or nothing, in one statement
+that may be a transaction of its own: a unit of work that assumed rows without reading them
+(issue 13). `guard()` makes that the only way the batch may go: any statement of the unit of work
+before it, or a write that cannot join the batch, raises StaleRow with nothing sent.
 """
 
 from __future__ import annotations
@@ -36,12 +42,19 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform.db import execute_alone
+from hirepay_platform.errors import StaleRow
+
 INSERT = "insert"
 INSERT_FIRST = "insert_first"  # ON CONFLICT (primary key) DO NOTHING: a row stays as it was
 UPDATE = "update"  # one row, by its `id` column
 
 _ORDINAL = "w_ord"  # the position of each row in its arrays: rows are inserted in that order
 _MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code path)
+
+# A guard: a statement returning the rows it found, built once (the object is part of the shape):
+# a SELECT (FOR UPDATE to lock them), or an INSERT (insert-first) or UPDATE ... RETURNING.
+Guard = Select[Any] | UpdateBase
 
 # The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
 _STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
@@ -68,8 +81,10 @@ class _Write:
         self.constants_key = constants_key
 
     def shape(self) -> Hashable:
-        columns = tuple(self.rows[0]) if self.kind == UPDATE else self.columns
-        return (self.kind, self.table, columns, self.constants_key)
+        if self.kind == UPDATE:
+            return (self.kind, self.table, tuple(self.rows[0]), self.constants_key)
+        # One row or several: one row is bound as values, several as arrays (_write_statement).
+        return (self.kind, self.table, self.columns, self.constants_key, len(self.rows) == 1)
 
 
 def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
@@ -97,12 +112,24 @@ def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = N
             )
         )
         return statement if held is None else statement.where(held)
-    # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
-    arrays = [bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns]
-    rows = func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
-    source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
-        rows.c[_ORDINAL]
-    )
+    if len(write.rows) == 1:
+        # One row (the usual case): its values bound as they are, typed by their columns, with
+        # no array to build and take apart on either side (issue 13).
+        source = select(
+            *(bindparam(f"w{n}_{c}", type_=table.c[c].type) for c in columns),
+            *write.constants.values(),
+        )
+    else:
+        # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
+        arrays = [
+            bindparam(f"w{n}_{c}", type_=ARRAY(table.c[c].type, dimensions=1)) for c in columns
+        ]
+        rows = (
+            func.unnest(*arrays).table_valued(*columns, with_ordinality=_ORDINAL).render_derived()
+        )
+        source = select(*(rows.c[c] for c in columns), *write.constants.values()).order_by(
+            rows.c[_ORDINAL]
+        )
     if held is not None:
         source = source.where(held)
     statement = insert(table).from_select([*columns, *write.constants], source)
@@ -111,7 +138,7 @@ def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = N
     return statement
 
 
-def _build(writes: Sequence[_Write], guard: Select[Any] | None = None) -> Executable:
+def _build(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
     if guard is not None:
         # The guard's rows first (locked if it says FOR UPDATE), then each write only if it
         # found one: all of them or none; the statement answers whether it did.
@@ -127,7 +154,7 @@ def _build(writes: Sequence[_Write], guard: Select[Any] | None = None) -> Execut
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _statement(writes: Sequence[_Write], guard: Select[Any] | None = None) -> Executable:
+def _statement(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
     # A guard is built once by its caller: the object itself is part of the shape.
     shape = (tuple(w.shape() for w in writes), guard)
     statement = _STATEMENTS.get(shape)
@@ -144,6 +171,9 @@ def _parameters(writes: Sequence[_Write]) -> dict[str, Any]:
         if w.kind == UPDATE:
             for column, value in w.rows[0].items():
                 params[f"w{n}_key" if column == "id" else f"w{n}_{column}"] = value
+        elif len(w.rows) == 1:
+            for column in w.columns:
+                params[f"w{n}_{column}"] = w.rows[0][column]
         else:
             for column in w.columns:
                 params[f"w{n}_{column}"] = [row[column] for row in w.rows]
@@ -165,6 +195,31 @@ class WriteBatch:
         self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
         # The values of each row read (`seen`) as the database holds them once the batch is sent.
         self._known: dict[tuple[Table, object], dict[str, Any]] = {}
+        # The guard the batch may go with, and its parameters (`guard`).
+        self._guard: tuple[Guard, dict[str, Any]] | None = None
+
+    def guard(self, guard: Guard, params: Mapping[str, Any]) -> None:
+        """This unit of work's writes go only by `flush_guarded` (its commit): one statement,
+        alone, that writes them only if `guard` finds its row (see flush_if). Until then any
+        statement of the unit of work, or a write that cannot join the batch, raises StaleRow
+        with nothing sent: the unit of work is then redone the usual way."""
+        if self._guard is not None:
+            raise RuntimeError("one guard per unit of work")
+        self._guard = (guard, dict(params))
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the batch waits for `flush_guarded`."""
+        return self._guard is not None
+
+    async def flush_guarded(self) -> None:
+        """Send the batch with its guard, as a statement that commits by itself (db.execute_alone);
+        StaleRow if the guard found nothing (nothing written)."""
+        if self._guard is None:
+            raise RuntimeError("no guard")
+        (guard, params), self._guard = self._guard, None
+        if not await self.flush_if(guard, params, execute_alone):
+            raise StaleRow("a guarded batch's rows are not as the unit of work assumed")
 
     def seen(self, table: Table, values: dict[str, Any]) -> None:
         """A row as read or written: a later `update` of it sends only the columns that differ.
@@ -245,6 +300,8 @@ class WriteBatch:
 
     async def flush(self) -> None:
         """Send the waiting writes, as one statement."""
+        if self._guard is not None:  # a guarded batch is one statement or nothing
+            raise StaleRow("a statement before a guarded batch, or writes that do not fit it")
         if not self._writes:
             return
         writes, self._writes = self._writes, []
@@ -253,7 +310,7 @@ class WriteBatch:
 
     async def flush_if(
         self,
-        guard: Select[Any],
+        guard: Guard,
         params: Mapping[str, Any],
         execute: Execute | None = None,
     ) -> bool:

@@ -30,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, execute_alone
+from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 
 META = MetaData()
@@ -320,3 +321,46 @@ async def test_a_guarded_flush_writes_everything_or_nothing(db, statements) -> N
         (item,) = await _rows(db, ITEMS, id="guard-1")
         lines = [line.line for line in await _rows(db, LOG, item_id="guard-1")]
         assert (item.count, lines) == ((11, ["after 1"]) if expected else (1, []))
+
+
+async def test_a_guarded_batch_goes_alone_with_its_guard_or_not_at_all(db, statements) -> None:
+    """guard(): the commit sends the batch with its guard, one statement alone; the guard finding
+    nothing, or any statement of the unit of work before it, raises StaleRow, nothing written."""
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [_item("guard-2", count=1)])
+        await uow.commit()
+    statements.sent.clear()
+
+    async def bump(seen: int, *, read_first: bool = False) -> None:
+        async with db.uow() as uow:
+            uow.batch.guard(_STILL_COUNTED, {"g_id": "guard-2", "g_count": seen})
+            await uow.batch.update(ITEMS, {"id": "guard-2", "count": seen + 1})
+            if read_first:
+                await uow.batched.execute(select(ITEMS.c.id))
+            await uow.batch.flush_guarded()
+            await uow.commit()
+
+    for seen, read_first in ((0, False), (1, True)):
+        with pytest.raises(StaleRow):
+            await bump(seen, read_first=read_first)
+    assert len(statements.sent) == 1  # the stale guard's statement; the read was never sent
+    await bump(1)
+    (item,) = await _rows(db, ITEMS, id="guard-2")
+    assert item.count == 2
+
+
+async def test_one_row_is_bound_as_values_several_as_arrays(db, statements) -> None:
+    """A single row needs no arrays built and taken apart; both shapes write the same values."""
+    at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    async with db.uow() as uow:
+        await uow.batch.insert(ITEMS, [_item("one-1", doc=[1, {"a": None}], at=at)])
+        await uow.commit()
+    async with db.uow() as uow:
+        rows = [_item(f"many-{i}", doc=[1, {"a": None}], at=at) for i in range(2)]
+        await uow.batch.insert(ITEMS, rows)
+        await uow.commit()
+    (one, many) = (sql for _, sql in statements.writes())
+    assert "unnest" not in one and "unnest" in many
+    for key in ("one-1", "many-0", "many-1"):
+        (row,) = await _rows(db, ITEMS, id=key)
+        assert (row.doc, row.at, row.count, row.flag) == ([1, {"a": None}], at, 0, False)

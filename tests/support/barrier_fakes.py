@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 
+from hirepay_platform.errors import StaleRow
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
 
@@ -40,6 +41,16 @@ class MemoryBarriers:
             return False
         self.rows[key] = BarrierRecord(branch, op, origin, dict(fingerprint))
         return True
+
+    def insert_with_batch(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Mapping[str, str]
+    ) -> None:
+        """Inserted now, committed with the rest; a row that exists already raises StaleRow (the
+        real statement then writes nothing of the unit of work, and its commit raises it)."""
+        key = (branch.global_tx_id, branch.branch_id, op)
+        if key in self.rows:
+            raise StaleRow(f"barrier {key} exists")
+        self.rows[key] = BarrierRecord(branch, op, origin, dict(fingerprint))
 
     async def insert_many(
         self,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from hirepay_platform.errors import HirepayError, PreconditionFailed
+from hirepay_platform.errors import HirepayError, PreconditionFailed, StaleRow
 from hirepay_platform.reasons import FailureReason
 from hirepay_platform.tcc import TccBranch
 from payments.domain.credits import CREDIT_UNITS, CreditGrant, GrantKind, GrantStatus
@@ -100,6 +100,11 @@ class FakePayments(_Repo):
 
     async def save(self, payment: Payment) -> None:
         self.st.payments[payment.id] = copy.deepcopy(payment)
+
+    def assume(self, payment: Payment) -> Payment:
+        """As the real repository: not read; the commit applies only if it is still so."""
+        self.uow.assumed[payment.id] = copy.deepcopy(payment)
+        return copy.deepcopy(payment)
 
     async def list_by_states(
         self,
@@ -446,6 +451,8 @@ class FakeUnitOfWork:
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.working = copy.deepcopy(self.committed)
+        self.assumed: dict[str, Payment] = {}  # payments.assume(): as the caller last saw them
+        self.actions: list[Callable[[], None]] = []
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -455,7 +462,16 @@ class FakeUnitOfWork:
         """Real statements commit one by one; here the unit of work's commit() still applies."""
 
     async def commit(self) -> None:
+        for payment_id, assumed in self.assumed.items():
+            if self.committed.payments.get(payment_id) != assumed:
+                raise StaleRow(f"payment {payment_id} changed since it was assumed")
         self.committed = copy.deepcopy(self.working)
+        actions, self.actions = self.actions, []
+        for action in actions:
+            action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        self.actions.append(action)
 
 
 class Crash(BaseException):

@@ -155,6 +155,153 @@ async def test_an_overdraft_within_one_group_takes_the_calls_in_order(ledger, de
     assert (await ledger.balance(alice)).available == 0
 
 
+async def _warm_refs(deps, *account_ids: str) -> None:
+    """Accounts' immutable attributes in the process cache, as on a running wallet."""
+    async with deps.uow() as uow:
+        await uow.accounts.refs(account_ids)
+
+
+async def test_a_group_of_reserves_is_one_statement_committing_itself(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: distinct branches on unsharded accounts that all fit: one round trip for the
+    group (barrier rows, locks, holds, reservations), no BEGIN or COMMIT; calls whose branch was
+    there already are answered from their barrier rows (reads), the others unaffected."""
+    alice, bob, carol = [await ledger.open(n) for n in ("alice", "bob", "carol")]
+    await ledger.fund(alice, 1000)
+    await ledger.fund(carol, 1000)
+    earlier, cancelled = _branch(), _branch()
+    await h.reserve_hold(c.ReserveHold(earlier, alice, bob, 100, "USD"), deps)
+    await h.cancel_hold(c.CancelHold(cancelled), deps)  # its Cancel came before any Try
+    await _warm_refs(deps, alice, bob, carol)
+    fresh = [_branch() for _ in range(4)]
+    cmds = [
+        c.ReserveHold(fresh[0], alice, bob, 300, "USD"),
+        c.ReserveHold(earlier, alice, bob, 100, "USD"),  # a retry: replayed
+        c.ReserveHold(fresh[1], carol, bob, 400, "USD"),
+        c.ReserveHold(cancelled, alice, bob, 100, "USD"),  # hanging Try
+        c.ReserveHold(fresh[2], alice, bob, 600, "USD"),  # 100 + 300 + 600 = 1000: fits
+        c.ReserveHold(fresh[3], carol, alice, 600, "USD"),
+    ]
+    with round_trips:
+        outcomes = await h.reserve_holds(cmds, deps)
+    assert _summary(outcomes) == ["new", "replayed", "new", "HOLD_CANCELLED", "new", "new"]
+    written = [s for s in round_trips.statements if not s.startswith("SELECT")]
+    assert len(written) == 1 and written[0].startswith("WITH entered AS (INSERT INTO tcc_barr")
+    assert round_trips.transaction_control == []
+    assert await ledger.balances(alice, carol, bob) == [(1000, 1000), (1000, 1000), (0, 0)]
+    for branch in fresh:
+        assert await _barrier_rows(sessions, branch) == ["try"]
+    assert await _barrier_rows(sessions, cancelled) == ["cancel", "try"]  # the Cancel's rows only
+
+
+async def test_a_reserve_group_that_does_not_fit_runs_checked_and_refuses_alone(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: when the group's holds overdraw an account together, its one statement writes
+    nothing (the accounts' no-overdraft check) and the group runs checked: each Try judged in
+    order, the one that does not fit refused alone, leaving no barrier row, the others held."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 1000)
+    await _warm_refs(deps, alice, bob)
+    branches = [_branch() for _ in range(4)]
+    cmds = [
+        c.ReserveHold(b, alice, bob, a, "USD")
+        for b, a in zip(branches, (400, 700, 500, 100), strict=True)
+    ]
+    with round_trips:
+        outcomes = await h.reserve_holds(cmds, deps)
+    assert _summary(outcomes) == ["new", "INSUFFICIENT_FUNDS", "new", "new"]
+    assert await ledger.balances(alice) == [(1000, 1000)]
+    assert await _barrier_rows(sessions, branches[1]) == []
+    # the refused statement, then BEGIN + barrier rows and locks + holds + COMMIT
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+
+
+async def test_a_group_of_confirms_is_one_statement_committing_itself(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: Confirms of holds this process reserved (grouped), still pending: one round trip
+    for the group (hold locks, transfers with a fee into the sharded revenue account, barrier
+    rows, holds saved), no BEGIN or COMMIT; each call gets its own transfer."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    await ledger.fund(customer, 10_000)
+    branches = [_branch() for _ in range(3)]
+    reserved = await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 1000, "USD") for b in branches], deps
+    )
+    assert _summary(reserved) == ["new"] * 3
+    await _warm_refs(deps, customer, contractor, revenue)
+    split = (Share(revenue, 1000), Share(contractor, 9000))
+    cmds = [
+        c.ConfirmHold(branches[0]),
+        c.ConfirmHold(branches[1], 400),  # part of it; the rest is released
+        c.ConfirmHold(branches[2], 0, split, contractor),
+    ]
+    with round_trips:
+        outcomes = await h.confirm_holds(cmds, deps)
+    assert _summary(outcomes) == ["new"] * 3
+    assert [s.split()[0] for s in round_trips.statements] == ["WITH"]
+    assert round_trips.transaction_control == []
+    assert [o.result.hold.confirmed_amount for o in outcomes] == [1000, 400, 1000]
+    assert [sum(e.amount for e in o.result.transfer.entries if e.amount > 0) for o in outcomes] == [
+        1000,
+        400,
+        1000,
+    ]
+    assert await ledger.balances(customer, contractor, revenue) == [
+        (10_000 - 2400, 0),
+        (1000 + 400 + 900, 0),
+        (100, 0),
+    ]
+    for branch in branches:
+        assert await _barrier_rows(sessions, branch) == ["confirm", "try"]
+        hold = (await h.get_hold(c.GetHold(branch), deps)).hold
+        assert hold.state is HoldState.CONFIRMED
+    again = await h.confirm_holds(cmds[:1], deps)  # a retry: its hold is resolved, replayed
+    assert _summary(again) == ["replayed"]
+    assert again[0].result.transfer == outcomes[0].result.transfer
+
+
+async def test_a_confirm_group_with_a_resolved_hold_runs_checked_and_refuses_alone(
+    ledger, deps, sessions, round_trips, clock
+):
+    """Issue 13: a remembered hold cancelled (or expired) since: the group's one statement finds
+    it under its lock, writes nothing, and the group runs checked; that Confirm is refused alone
+    and leaves no barrier row, the others post."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    await ledger.fund(customer, 10_000)
+    branches = [_branch() for _ in range(4)]
+    await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 1000, "USD", 600) for b in branches[:3]], deps
+    )
+    await h.reserve_holds([c.ReserveHold(branches[3], customer, contractor, 1000, "USD", 10)], deps)
+    await h.cancel_hold(c.CancelHold(branches[1]), deps)
+    clock.advance(20)  # branches[3] is past its expiry, not yet released
+    await _warm_refs(deps, customer, contractor)
+    with round_trips:
+        outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
+    assert _summary(outcomes) == ["new", "HOLD_ALREADY_RESOLVED", "new", "HOLD_EXPIRED"]
+    # Planning found the expired hold: no one-statement attempt, the group ran checked.
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+    assert not any(s.startswith("WITH expected") for s in round_trips.statements)
+    assert await ledger.balances(customer, contractor) == [(8000, 1000), (2000, 0)]
+    assert await _barrier_rows(sessions, branches[1]) == ["cancel", "try"]
+    assert await _barrier_rows(sessions, branches[3]) == ["try"]
+    # Only the cancelled one (remembered as pending) reaches the statement, which writes nothing.
+    fresh = [_branch() for _ in range(2)]
+    await h.reserve_holds([c.ReserveHold(b, customer, contractor, 500, "USD") for b in fresh], deps)
+    await h.cancel_hold(c.CancelHold(fresh[0]), deps)
+    with round_trips:
+        outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in fresh], deps)
+    assert _summary(outcomes) == ["HOLD_ALREADY_RESOLVED", "new"]
+    assert round_trips.statements[0].startswith("WITH expected")  # it wrote nothing, then:
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+    assert await _barrier_rows(sessions, fresh[0]) == ["cancel", "try"]
+    assert await ledger.balances(customer, contractor) == [(7500, 1000), (2500, 0)]
+
+
 async def test_grouped_calls_through_the_batcher_never_overdraw(ledger, deps):
     """Sixty concurrent Reserves of 70 on 1000 through the batcher, then their Confirms: exactly
     what is affordable is held, then posted."""

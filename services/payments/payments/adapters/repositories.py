@@ -33,6 +33,18 @@ _BY_BRANCH = select(t.payments).where(
     t.payments.c.branch_id == bindparam("_branch_id"),
 )
 _LOCK_BY_BRANCH = _BY_BRANCH.with_for_update()
+# The payment, locked, only if it still holds every value given (`g_<column>`): the guard of a
+# unit of work that assumed it (SqlPaymentRepository.assume).
+_STILL_STORED = (
+    select(t.payments.c.id)
+    .where(
+        *(
+            column.is_not_distinct_from(bindparam(f"g_{column.name}", type_=column.type))
+            for column in t.payments.c
+        )
+    )
+    .with_for_update()
+)
 _BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindparam(_KEY))
 _BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
 
@@ -157,6 +169,17 @@ class SqlPaymentRepository:
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         return await self._one(_LOCK_PAYMENT if for_update else _GET_PAYMENT, {_KEY: payment_id})
+
+    def assume(self, payment: Payment) -> Payment:
+        """A copy of the payment as this process last committed it, not read: the unit of work's
+        writes go as one statement of its own that writes them only if the row, locked by it,
+        still holds every one of these values (hirepay_platform.write_batch `guard`), else
+        StaleRow at commit (issue 13: recording a provider's answer costs one round trip, not
+        BEGIN, SELECT ... FOR UPDATE, the writes and COMMIT)."""
+        values = _payment_values(payment)
+        self.s.batch.guard(_STILL_STORED, {f"g_{c}": v for c, v in values.items()})
+        self.s.batch.seen(t.payments, dict(values))
+        return self._track(copy.deepcopy(payment), values)
 
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -50,16 +51,28 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         await self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     async def commit(self) -> None:
-        await self._batch.flush()
+        if self._batch.guarded:  # one statement alone, or StaleRow (payments.assume, barriers)
+            await self._batch.flush_guarded()
+        else:
+            await self._batch.flush()
         await super().commit()
         if self._published is not None and self.outbox.written:
             self._published.notify()
+        actions, self._after_commit = self._after_commit, []
+        for action in actions:
+            action()
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this unit of work has committed (metrics of what it wrote: a unit of
+        work that is redone, e.g. after StaleRow, counts once)."""
+        self._after_commit.append(action)
 
     def _attach(self, session: AsyncSession) -> None:
         # Audit entries, outbox events and payment rows are held back and sent together before
         # the next statement or the commit (hirepay_platform/write_batch.py).
         batched: Any = BatchedSession(session)
         self._batch = batched.batch
+        self._after_commit: list[Callable[[], None]] = []
         self.payments = SqlPaymentRepository(batched)
         self.barriers = SqlBarrierRepository(batched, tables.tcc_barriers)
         self.refunds = SqlRefundRepository(batched)

@@ -7,12 +7,14 @@ unless `await uow.commit()` was called.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, Self
 
 from hirepay_platform.errors import HirepayError
-from hirepay_platform.tcc import BarrierRepository, TccBranch
+from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.tcc import BarrierRepository, TccBranch, TccOp
 from payments.domain.credits import CreditGrant
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
@@ -26,6 +28,11 @@ class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None: ...
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None: ...
+
+    def assume(self, payment: Payment) -> Payment:
+        """The payment as this process last committed it, not read again (call it first): the
+        unit of work's writes then apply only if the row still holds exactly that, else its
+        commit raises StaleRow and writes nothing (redo it with `get(for_update=True)`)."""
 
     async def get_by_branch(
         self, branch: TccBranch, *, for_update: bool = False
@@ -313,11 +320,21 @@ class PayoutLedger(Protocol):
         withdrawal's `payout:<id>:returned` transfer id (a repeat moves nothing)."""
 
 
+class TryBarriers(BarrierRepository, Protocol):
+    """The platform's barrier, and a first Try's row sent with the unit of work's writes."""
+
+    def insert_with_batch(
+        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+    ) -> None:
+        """Insert-first with the unit of work's writes, one statement that writes them only if
+        the row is new; else its commit raises StaleRow, nothing written."""
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
     payments: PaymentRepository
-    barriers: BarrierRepository
+    barriers: TryBarriers
     refunds: RefundRepository
     transactions: TransactionRepository
     events: EventRepository
@@ -334,3 +351,6 @@ class PaymentsUnitOfWork(Protocol):
         """Each following statement commits by itself (a unit of work of one write)."""
 
     async def commit(self) -> None: ...
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this unit of work has committed (never if it does not)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
@@ -221,24 +222,30 @@ def account_to_pb(account: Account) -> pb.Account:
     )
 
 
-def entry_to_pb(entry: Entry) -> pb.Entry:
+def entry_to_pb(entry: Entry, created_at: Timestamp | None = None) -> pb.Entry:
+    """An entry; `created_at` its time already converted (a transfer's entries share one)."""
     return pb.Entry(
         entry_id=entry.id,
         transfer_id=entry.transfer_id,
         account_id=entry.account_id,
         amount=_money(entry.amount, entry.unit),
-        created_at=timestamp(entry.created_at),
+        created_at=timestamp(entry.created_at) if created_at is None else created_at,
         description=entry.description,
     )
 
 
 def transfer_record_to_pb(record: TransferRecord) -> pb.TransferRecord:
+    # Every entry of a transfer is posted at its time: one conversion (a slow one) for all.
+    created_at = timestamp(record.created_at)
     return pb.TransferRecord(
         transfer_id=record.id,
-        entries=[entry_to_pb(e) for e in record.entries],
+        entries=[
+            entry_to_pb(e, created_at if e.created_at == record.created_at else None)
+            for e in record.entries
+        ],
         description=record.description,
         metadata=record.metadata,
-        created_at=timestamp(record.created_at),
+        created_at=created_at,
     )
 
 

@@ -18,7 +18,7 @@ from wallet.domain import commands
 from wallet.domain.holds import HoldState
 from wallet.entrypoints import conversions as conv
 from wallet.service_layer import access, handlers
-from wallet.service_layer.batcher import HoldBatchers, TransferBatcher
+from wallet.service_layer.batcher import HoldBatchers, TransferBatcher, run_alone, transfer_alone
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import HoldResult, TransferResult, audit, reports
 from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
@@ -63,9 +63,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         holds: HoldBatchers | None = None,
     ) -> None:
         self._deps = deps
-        # Groups concurrent Transfer calls into one transaction; None posts each on its own.
+        # Groups concurrent Transfer calls into one transaction; None posts each on its own (a
+        # group of one, at once).
         self._batcher = batcher
-        # Groups concurrent ReserveHold calls, and ConfirmHold calls; None runs each on its own.
+        # Groups concurrent ReserveHold calls, and ConfirmHold calls; None runs each on its own
+        # (a group of one, at once).
         self._holds = holds
 
     async def OpenAccount(
@@ -101,7 +103,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         if self._batcher is not None:
             call = self._batcher.transfer(cmd)
         else:
-            call = handlers.transfer(cmd, self._deps)
+            call = transfer_alone(cmd, self._deps)
         result = await _counted("Transfer", call)
         return conv.transfer_result_to_pb(result)
 
@@ -151,7 +153,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         if self._holds is not None:
             result = await self._holds.reserve.call(cmd)
         else:
-            result = await handlers.reserve_hold(cmd, self._deps)
+            result = await run_alone(handlers.reserve_holds, cmd, self._deps)
         _count_hold_transition(result, "none")
         return conv.hold_result_to_pb(result)
 
@@ -162,7 +164,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         if self._holds is not None:
             call = self._holds.confirm.call(cmd)
         else:
-            call = handlers.confirm_hold(cmd, self._deps)
+            call = run_alone(handlers.confirm_holds, cmd, self._deps)
         result = await _counted("ConfirmHold", call)
         _count_hold_transition(result, "pending")
         return conv.hold_result_to_pb(result)

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from hirepay_platform.errors import HirepayError
 from wallet.domain import commands
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
@@ -116,6 +117,22 @@ def _answer(batch: list[tuple[C, asyncio.Future[R]]], outcomes: list[BatchOutcom
             future.set_exception(outcome.error)
         elif outcome.result is not None:
             future.set_result(outcome.result)
+
+
+async def run_alone(run: RunGroup[C, R], cmd: C, deps: Deps) -> R:
+    """One call run as a group of its own, at once (grouping off: nothing gathered, no limit on
+    calls in flight): the outcome its call alone has, in a group's round trips - one statement
+    that commits itself in the common case, instead of BEGIN + statements + COMMIT (issue 13)."""
+    (outcome,) = await run([cmd], deps)
+    if outcome.error is not None:
+        raise outcome.error
+    if outcome.result is None:  # every outcome has one or the other
+        raise HirepayError("the call has no outcome", reason="INTERNAL")
+    return outcome.result
+
+
+async def transfer_alone(cmd: commands.Transfer, deps: Deps) -> TransferResult:
+    return await run_alone(_transfers, cmd, deps)
 
 
 async def _transfers(

@@ -125,6 +125,35 @@ class HoldRepository(Protocol):
         account's pending balance, in one round trip. The caller has locked those account rows
         and judged every reservation under the no-overdraft rule."""
 
+    async def reserve_alone(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
+    ) -> set[TccBranch] | None:
+        """A group of first Trys of distinct branches as one statement that is its own transaction
+        (committed when this returns), allowed only before the unit of work has begun one, and
+        only for holds on unsharded accounts: insert each call's barrier row, lock the accounts
+        (id order), add the hold (`holds`, one per call, same order) of each branch inserted with
+        its reservation. The branches inserted (the others were there already: answer them by
+        their barrier rows); None, with nothing written, when the holds do not all fit under the
+        no-overdraft rule (then judge them one by one, checked)."""
+
+    def recall(self, branch: TccBranch) -> Hold | None:
+        """The hold of a branch as this process reserved it (pending), if it remembers it: a
+        guess to plan a Confirm on before any round trip, never to be trusted on its own."""
+
+    async def confirm_alone(
+        self,
+        confirms: Sequence[tuple[Hold, Fingerprint]],
+        items: Sequence[tuple[TransferHeader, Posting]],
+        now: datetime,
+    ) -> list[PostOutcome] | None:
+        """A group of first Confirms of distinct branches as one statement that is its own
+        transaction (committed when this returns), allowed only before the unit of work has begun
+        one: each hold (`confirms`: confirmed as planned, with the call's fingerprint) is locked
+        and compared with its row, which must be the same pending hold, unexpired at `now`; then
+        the transfers (`items`, the same order; none a guarded debit of a sharded account) are
+        posted, the barrier rows inserted and the holds saved. Each transfer's outcome; None,
+        with nothing written, when a hold is not as planned (then run the group checked)."""
+
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         """The hold of a branch; `for_update` locks it until the transaction ends."""
 

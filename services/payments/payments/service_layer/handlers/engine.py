@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import HirepayError, StaleRow
 from hirepay_platform.reasons import FailureReason
 from payments.domain import ledger
 from payments.domain.events import AuditEntry, EventType
@@ -162,8 +162,8 @@ async def advance_payment(deps: Deps, payment: Payment, *, actor: str, direct: b
         refused = refused or exc
     except OutcomeUnknown as exc:
         unknown = exc
-    return await _record_step(
-        deps, p.id, actor, records, intent, checkout, declined, refused, unknown
+    return await _record(
+        deps, p, actor, _Outcome(records, intent, checkout, declined, refused, unknown)
     )
 
 
@@ -254,22 +254,43 @@ async def _follow_up(
     return intent, checkout
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """What one round of provider work learnt, to be recorded."""
+
+    records: list[CallRecord]
+    intent: ProviderPayment | None
+    checkout: ProviderCheckout | None
+    declined: Declined | None
+    refused: InvalidRequest | None
+    unknown: OutcomeUnknown | None
+
+
+async def _record(deps: Deps, payment: Payment, actor: str, outcome: _Outcome) -> Step:
+    """Record the outcome on the payment as this process committed it (the usual case: nothing
+    changed it during the call), one statement that applies only if so; else under its lock."""
+    try:
+        return await _record_step(deps, payment, actor, outcome, assumed=True)
+    except StaleRow:
+        return await _record_step(deps, payment, actor, outcome, assumed=False)
+
+
 async def _record_step(
-    deps: Deps,
-    payment_id: str,
-    actor: str,
-    records: list[CallRecord],
-    intent: ProviderPayment | None,
-    checkout: ProviderCheckout | None,
-    declined: Declined | None,
-    refused: InvalidRequest | None,
-    unknown: OutcomeUnknown | None,
+    deps: Deps, payment: Payment, actor: str, outcome: _Outcome, *, assumed: bool
 ) -> Step:
-    """Record what one round of provider work learnt, in one local transaction."""
+    """Record what one round of provider work learnt, in one local transaction: on `payment` as
+    this process committed it (`assumed`: StaleRow, nothing written, if the row changed since),
+    or on the row read under its lock."""
     config = deps.config
+    records, intent, checkout = outcome.records, outcome.intent, outcome.checkout
+    declined, refused, unknown = outcome.declined, outcome.refused, outcome.unknown
+    payment_id = payment.id
     async with deps.uow as uow:
         now = deps.clock()
-        p = await uow.payments.get(payment_id, for_update=True)
+        if assumed:
+            p: Payment | None = uow.payments.assume(payment)
+        else:
+            p = await uow.payments.get(payment_id, for_update=True)
         if p is None:  # the row was committed before any provider call
             raise HirepayError(f"payment {payment_id} vanished", reason="INTERNAL")
         before, pending, was_final = p.state, p.pending_op, p.final

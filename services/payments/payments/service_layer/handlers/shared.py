@@ -3,6 +3,7 @@ outcome means, and the automatic refund of money settled after its Void."""
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -97,7 +98,12 @@ async def emit(
             callback=subsystem in config.callback_subsystems,
         )
         if event_type is EventType.PAYMENT_CAPTURED and payment is not None:
-            metrics.REVENUE.labels(payment.currency).inc(payment.captured_minor)
+            # Counted once committed: a unit of work that is redone (StaleRow) counts once.
+            uow.after_commit(
+                functools.partial(
+                    metrics.REVENUE.labels(payment.currency).inc, payment.captured_minor
+                )
+            )
 
 
 def outcome_error(payment: Payment) -> HirepayError | None:

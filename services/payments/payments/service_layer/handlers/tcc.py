@@ -7,13 +7,17 @@ a null compensation, and an Authorize after its Void reserves nothing (hanging T
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from hirepay_platform import money
-from hirepay_platform.errors import Conflict, HirepayError
-from hirepay_platform.fingerprint import encode, fingerprint
+from hirepay_platform.errors import Conflict, HirepayError, StaleRow
+from hirepay_platform.fingerprint import Fingerprint, encode, fingerprint
 from hirepay_platform.ids import new_id
 from hirepay_platform.tcc import (
     CancelGate,
     ConfirmGate,
+    TccBranch,
+    TccOp,
     TryGate,
     cancelled_before_try,
     enter_cancel,
@@ -28,6 +32,7 @@ from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.shared import PaymentResult, outcome_error
+from payments.service_layer.ports import PaymentsUnitOfWork
 
 
 def _method(cmd: commands.Authorize, provider: PaymentProvider) -> Method:
@@ -46,6 +51,88 @@ def _method(cmd: commands.Authorize, provider: PaymentProvider) -> Method:
     if cmd.method is Method.CHECKOUT and not cmd.return_url:
         raise errors.invalid("return_url", "is required for CHECKOUT")
     return cmd.method
+
+
+@dataclass(frozen=True, slots=True)
+class _Try:
+    """An Authorize, validated."""
+
+    cmd: commands.Authorize
+    branch: TccBranch
+    provider: str
+    method: Method
+    currency: str
+    metadata: dict[str, str]
+    print_: Fingerprint
+
+
+def _new_payment(t: _Try, deps: Deps) -> Payment:
+    """The payment a first Try records, leased for its provider call."""
+    cmd, branch, now = t.cmd, t.branch, deps.clock()
+    payment = Payment(
+        id=new_id("pay"),
+        branch=branch,
+        owner_id=cmd.owner_id,
+        amount_minor=cmd.amount_minor,
+        currency=t.currency,
+        method=t.method,
+        provider=t.provider,
+        state=PaymentState.UNKNOWN,
+        created_at=now,
+        updated_at=now,
+        fingerprint=encode(t.print_),
+        payment_method_token=cmd.payment_method_token,
+        description=cmd.description[:500],
+        email=cmd.email,
+        return_url=cmd.return_url,
+        cancel_url=cmd.cancel_url,
+        metadata=t.metadata,
+        authorize_key=branch.key("authorize"),
+        pending_op=PendingOp.AUTHORIZE,
+    )
+    payment.lease(now, deps.config.lease_seconds)
+    return payment
+
+
+async def _add_attempt(
+    uow: PaymentsUnitOfWork, payment: Payment, cmd: commands.Authorize, actor: str
+) -> None:
+    await uow.payments.add(payment)
+    await uow.audit.add(
+        AuditEntry(
+            action="attempt",
+            actor=actor,
+            reason="authorize requested",
+            details={
+                "request_id": cmd.request_id,
+                "amount_minor": str(cmd.amount_minor),
+                "currency": payment.currency,
+                "method": payment.method.value,
+                "idempotency_key": payment.authorize_key,
+                "owner_id": cmd.owner_id,
+            },
+            payment_id=payment.id,
+        )
+    )
+
+
+async def _enter_again(t: _Try, deps: Deps, actor: str) -> tuple[Payment, bool]:
+    """A Try whose branch has a barrier row, through the barrier as usual: the payment and whether
+    it is a replay (a row gone since, e.g. released, makes it a first Try after all)."""
+    branch = t.branch
+    async with deps.uow as uow:
+        gate = await enter_try(uow.barriers, branch, t.print_)
+        if gate is TryGate.CANCELLED:
+            raise errors.PaymentVoided(branch.global_tx_id, branch.branch_id)
+        if gate is TryGate.REPLAY:
+            payment = await uow.payments.get_by_branch(branch)
+            if payment is None:
+                raise Conflict(f"branch {branch} is being written; retry")
+            return payment, True
+        payment = _new_payment(t, deps)
+        await _add_attempt(uow, payment, t.cmd, actor)
+        await uow.commit()
+    return payment, False
 
 
 async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga") -> PaymentResult:
@@ -69,58 +156,19 @@ async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga")
             "payment_method_token": cmd.payment_method_token,
         }
     )
-    async with deps.uow as uow:
-        now = deps.clock()
-        gate = await enter_try(uow.barriers, branch, print_)
-        if gate is TryGate.CANCELLED:
-            raise errors.PaymentVoided(branch.global_tx_id, branch.branch_id)
-        if gate is TryGate.REPLAY:
-            payment = await uow.payments.get_by_branch(branch)
-            if payment is None:
-                raise Conflict(f"branch {branch} is being written; retry")
-            replay = True
-        else:
-            replay = False
-            payment = Payment(
-                id=new_id("pay"),
-                branch=branch,
-                owner_id=cmd.owner_id,
-                amount_minor=cmd.amount_minor,
-                currency=currency,
-                method=method,
-                provider=provider.name,
-                state=PaymentState.UNKNOWN,
-                created_at=now,
-                updated_at=now,
-                fingerprint=encode(print_),
-                payment_method_token=cmd.payment_method_token,
-                description=cmd.description[:500],
-                email=cmd.email,
-                return_url=cmd.return_url,
-                cancel_url=cmd.cancel_url,
-                metadata=metadata,
-                authorize_key=branch.key("authorize"),
-                pending_op=PendingOp.AUTHORIZE,
-            )
-            payment.lease(now, deps.config.lease_seconds)
-            await uow.payments.add(payment)
-            await uow.audit.add(
-                AuditEntry(
-                    action="attempt",
-                    actor=actor,
-                    reason="authorize requested",
-                    details={
-                        "request_id": cmd.request_id,
-                        "amount_minor": str(cmd.amount_minor),
-                        "currency": currency,
-                        "method": method.value,
-                        "idempotency_key": payment.authorize_key,
-                        "owner_id": cmd.owner_id,
-                    },
-                    payment_id=payment.id,
-                )
-            )
+    new_try = _Try(cmd, branch, provider.name, method, currency, metadata, print_)
+    try:
+        # A first Try (the usual case): its barrier row, the payment and its audit entry as one
+        # statement of its own that writes them only if the barrier row is new (issue 13).
+        async with deps.uow as uow:
+            payment = _new_payment(new_try, deps)
+            uow.barriers.insert_with_batch(branch, TccOp.TRY, TccOp.TRY, print_)
+            await _add_attempt(uow, payment, cmd, actor)
             await uow.commit()
+        replay = False
+    except StaleRow:
+        # The branch has its barrier row already: a replay, a reused branch or a late Try.
+        payment, replay = await _enter_again(new_try, deps, actor)
     if replay:
         error = outcome_error(payment)
         if error is not None:

@@ -7,20 +7,27 @@ per call.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.barrier import insert_many_params, insert_many_sql
+from hirepay_platform.db import execute_alone
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import TccBranch, TccOp
+from wallet.adapters.repositories import ledger_sql
+from wallet.adapters.repositories.ledger import run_outcomes, run_params
 from wallet.adapters.tables import holds as H
 from wallet.adapters.tables import tcc_barriers
 from wallet.domain.holds import Hold, HoldState
+from wallet.domain.ledger import Posting
 from wallet.domain.model import Balance
+from wallet.service_layer.ports import PostOutcome, TransferHeader
 
 _COLUMNS = (
     "global_tx_id, branch_id, account_id, destination_account_id, unit, amount,"
@@ -107,6 +114,157 @@ _CONFIRM_AND_LOCK = text(
       LEFT JOIN locked l ON l.global_tx_id = e.global_tx_id AND l.branch_id = e.branch_id
     """
 )
+# A group of Trys as ONE statement that is its own transaction (the common case: distinct
+# branches, no sharded account to reserve on): every barrier row (the platform's insert-first),
+# then - only after every insert is done, as a Try on its own orders them - every account to
+# reserve on locked in id order, then the hold of each branch inserted and its account's pending
+# balance. The no-overdraft rule is the accounts' own check (ck_accounts_no_overdraft: posted -
+# pending >= 0 unless the account may go negative or is sharded), evaluated on the newest row
+# under the lock: a hold only raises pending, so the group's holds on an account fit in any order
+# exactly when all of them fit together. If one does not, the statement fails and writes nothing,
+# and the caller runs the group checked (each Try judged in order, the refused ones alone).
+_RESERVE_ALONE = text(
+    f"""
+    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    locked AS MATERIALIZED (
+        SELECT id FROM accounts
+         WHERE id = ANY(CAST(:lock_ids AS uuid[]))
+           AND (SELECT count(*) FROM entered) >= 0
+         ORDER BY id
+           FOR NO KEY UPDATE
+    ), added AS (
+        INSERT INTO holds ({_COLUMNS})
+        SELECT h.* FROM unnest(
+            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
+            CAST(:confirmed_amounts AS bigint[]), CAST(:states AS text[]),
+            CAST(:expires_at AS timestamptz[]), CAST(:transfer_ids AS text[]),
+            CAST(:descriptions AS text[]), CAST(:created_at AS timestamptz[]),
+            CAST(:resolved_at AS timestamptz[])) AS h({_COLUMNS})
+          JOIN entered e ON e.global_tx_id = h.global_tx_id AND e.branch_id = h.branch_id
+         WHERE (SELECT count(*) FROM locked) >= 0
+        RETURNING account_id, amount
+    ), reserved AS (
+        UPDATE accounts a SET pending = a.pending + r.amount
+          FROM (SELECT account_id, sum(amount) AS amount FROM added GROUP BY account_id) r
+         WHERE a.id = r.account_id
+        RETURNING 1
+    )
+    SELECT ARRAY(SELECT global_tx_id FROM entered) AS entered_global_tx_ids,
+           ARRAY(SELECT branch_id FROM entered) AS entered_branch_ids,
+           (SELECT count(*) FROM added) AS added,
+           (SELECT count(*) FROM reserved) AS accounts
+    """
+)
+_NO_OVERDRAFT = "ck_accounts_no_overdraft"
+
+# A group of Confirms as ONE statement that is its own transaction (the common case: distinct
+# branches whose holds this process reserved, none debiting a sharded account). The caller
+# planned each Confirm's transfer on the hold as it was reserved; the statement applies only if
+# every hold is, under its lock, still that pending, unexpired hold:
+#  1. lock the holds (key order) and compare each with the hold the plan was made on;
+#  2. then the run of transfers (post_run_ctes: lock the account rows in id order, judge, claim
+#     the transfer ids, apply each account's and shard's net change, write the entries), gated by
+#     step 1; a Confirm never lowers its account's availability, so its posting is never refused;
+#  3. only if everything applies: the Confirms' barrier rows (the platform's insert-first, here
+#     after the hold locks so that it can be conditional) and the holds saved as confirmed.
+# Otherwise nothing at all is written and the caller runs the group checked (barrier rows, locks,
+# each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
+# rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
+# it: PostgreSQL aborts one, whose group is run again (nothing of it was written).
+_CONFIRM_ALONE = text(
+    f"""
+    WITH expected AS (
+        SELECT * FROM unnest(
+            CAST(:hold_global_tx_ids AS text[]), CAST(:hold_branch_ids AS text[]),
+            CAST(:hold_account_ids AS uuid[]), CAST(:hold_destination_account_ids AS uuid[]),
+            CAST(:hold_units AS text[]), CAST(:hold_amounts AS bigint[]),
+            CAST(:hold_expires_at AS timestamptz[]), CAST(:hold_created_at AS timestamptz[]),
+            CAST(:hold_descriptions AS text[]), CAST(:hold_confirmed_amounts AS bigint[]),
+            CAST(:hold_transfer_ids AS text[]))
+            AS x(global_tx_id, branch_id, account_id, destination_account_id, unit, amount,
+                 expires_at, created_at, description, confirmed_amount, transfer_id)
+    ), held AS MATERIALIZED (
+        SELECT h.state = 'pending' AND h.expires_at > CAST(:now AS timestamptz)
+               AND h.account_id = x.account_id
+               AND h.destination_account_id = x.destination_account_id
+               AND h.unit = x.unit AND h.amount = x.amount AND h.expires_at = x.expires_at
+               AND h.created_at = x.created_at AND h.description = x.description AS fine
+          FROM holds h
+          JOIN expected x ON x.global_tx_id = h.global_tx_id AND x.branch_id = h.branch_id
+         ORDER BY h.global_tx_id, h.branch_id
+           FOR UPDATE OF h
+    ), holds_ok AS (
+        SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:hold_global_tx_ids AS text[]))
+               AND NOT EXISTS (
+                   SELECT 1 FROM {tcc_barriers.name} b
+                     JOIN expected x ON x.global_tx_id = b.global_tx_id
+                                    AND x.branch_id = b.branch_id
+                    WHERE b.op = CAST(:barrier_op AS text)) AS ok
+          FROM held
+    ),"""
+    + ledger_sql.post_run_ctes(
+        after="(SELECT count(*) FROM held) >= 0", gate="(SELECT ok FROM holds_ok)"
+    )
+    + f""",
+    entered AS (
+        INSERT INTO {tcc_barriers.name} (global_tx_id, branch_id, op, origin, fingerprint)
+        SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f
+          FROM unnest(CAST(:barrier_global_tx_ids AS text[]),
+                      CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))
+               AS t(g, b, f)
+         WHERE (SELECT ok FROM verdict)
+        ON CONFLICT DO NOTHING
+        RETURNING 1
+    ), saved AS (
+        UPDATE holds h
+           SET state = 'confirmed', confirmed_amount = x.confirmed_amount,
+               transfer_id = x.transfer_id, resolved_at = CAST(:now AS timestamptz)
+          FROM expected x
+         WHERE h.global_tx_id = x.global_tx_id AND h.branch_id = x.branch_id
+           AND (SELECT ok FROM verdict)
+           AND (SELECT count(*) FROM written) >= 0
+        RETURNING 1
+    )
+    SELECT (SELECT ok FROM verdict) AS ok,
+           ARRAY(SELECT id FROM claimed) AS claimed,
+           (SELECT min(created_at) FROM claimed) AS created_at,
+           (SELECT count(*) FROM rows_changed) AS rows_changed,
+           (SELECT count(*) FROM shards_changed) AS shards_changed,
+           ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids,
+           (SELECT count(*) FROM entered) AS entered,
+           (SELECT count(*) FROM saved) AS saved
+    """
+)
+
+
+class PendingHolds:
+    """Process-wide memory of the holds this replica reserved, as reserved (pending), so that a
+    Confirm can be planned before any round trip. Never trusted: the statement that confirms
+    compares every hold with its locked row and writes nothing if one differs (resolved, expired,
+    another replica's, a Try that rolled back). Bounded; a forgotten hold costs the checked path."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._holds: dict[TccBranch, Hold] = {}
+        self._max = max_entries
+
+    def remember(self, holds: Sequence[Hold]) -> None:
+        if len(self._holds) + len(holds) > self._max:
+            self._holds.clear()
+        for hold in holds:
+            self._holds[hold.branch] = dataclasses.replace(hold)
+
+    def recall(self, branch: TccBranch) -> Hold | None:
+        hold = self._holds.get(branch)
+        return None if hold is None else dataclasses.replace(hold)  # the caller may resolve it
+
+    def forget(self, branches: Collection[TccBranch]) -> None:
+        for branch in branches:
+            self._holds.pop(branch, None)
+
+
+PENDING_HOLDS = PendingHolds()
 _SAVE = text(
     """
     UPDATE holds h
@@ -120,6 +278,15 @@ _SAVE = text(
      WHERE h.global_tx_id = c.global_tx_id AND h.branch_id = c.branch_id
     """
 )
+
+
+def _constraint(error: IntegrityError) -> str | None:
+    """The name of the constraint a statement violated (asyncpg's error under SQLAlchemy's)."""
+    for candidate in (error.orig, getattr(error.orig, "__cause__", None)):
+        name = getattr(candidate, "constraint_name", None)
+        if isinstance(name, str):
+            return name
+    return None
 
 
 def _hold_from_row(row: Any) -> Hold:
@@ -167,8 +334,9 @@ class SqlHoldRepository:
     """Holds on the unit of work's session, read as plain rows (so a re-read is never stale);
     never commits."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, pending: PendingHolds = PENDING_HOLDS) -> None:
         self._session = session
+        self._pending = pending
 
     async def add(self, hold: Hold) -> None:
         await self.add_many([hold])
@@ -184,6 +352,72 @@ class SqlHoldRepository:
         if row.added != len(holds) or row.accounts != len({h.account_id for h in holds}):
             # A missing account row: never expected (the caller locked every one).
             raise RuntimeError("reservation applied partially")
+        self._pending.remember(holds)
+
+    async def reserve_alone(
+        self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
+    ) -> set[TccBranch] | None:
+        params: dict[str, Any] = {
+            **insert_many_params(
+                [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
+            ),
+            **_hold_params(holds),
+            "lock_ids": sorted({h.account_id for h in holds}),
+        }
+        try:
+            row = (await execute_alone(self._session, _RESERVE_ALONE, params)).one()
+        except IntegrityError as exc:
+            if _constraint(exc) != _NO_OVERDRAFT:
+                raise
+            # The statement was its own transaction: it rolled back whole, nothing was written.
+            await self._session.rollback()
+            return None
+        entered = {
+            TccBranch(g, b)
+            for g, b in zip(row.entered_global_tx_ids, row.entered_branch_ids, strict=True)
+        }
+        wanted = [h for h in holds if h.branch in entered]
+        if row.added != len(wanted) or row.accounts != len({h.account_id for h in wanted}):
+            # A missing account row: never expected (the caller found every one). Committed.
+            raise RuntimeError("reservation applied partially")
+        self._pending.remember(wanted)
+        return entered
+
+    def recall(self, branch: TccBranch) -> Hold | None:
+        return self._pending.recall(branch)
+
+    async def confirm_alone(
+        self,
+        confirms: Sequence[tuple[Hold, Fingerprint]],
+        items: Sequence[tuple[TransferHeader, Posting]],
+        now: datetime,
+    ) -> list[PostOutcome] | None:
+        holds = [hold for hold, _ in confirms]
+        branches = [hold.branch for hold in holds]
+        params = {
+            **run_params(items),
+            **insert_many_params(branches, TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in confirms]),
+            # Each hold as the plan was made on it (its confirmation included), to compare.
+            **{
+                f"hold_{key}": value
+                for key, value in _hold_params(holds).items()
+                if key not in ("states", "resolved_at")
+            },
+            "now": now,
+        }
+        row = (await execute_alone(self._session, _CONFIRM_ALONE, params)).one()
+        if not row.ok:
+            return None
+        outcomes = run_outcomes(items, row)
+        if (
+            row.entered != len(holds)
+            or row.saved != len(holds)
+            or not all(o.claimed for o in outcomes)
+        ):
+            # Never expected: a pending hold has no Confirm barrier row nor transfer yet.
+            raise RuntimeError("confirmations applied partially")
+        self._pending.forget(branches)
+        return outcomes
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         statement = _GET_FOR_UPDATE if for_update else _GET

@@ -61,6 +61,64 @@ def _check_run(items: Sequence[tuple[TransferHeader, Posting]]) -> None:
         raise ValueError("a transfer id may appear once per call")
 
 
+def run_params(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any]:
+    """The parameters of a run of postings (POST_RUN, or a statement made with post_run_ctes)."""
+    changes = [(n, c) for n, (_, p) in enumerate(items, 1) for c in p.row_changes]
+    shards = [(n, s) for n, (_, p) in enumerate(items, 1) for s in p.shard_changes]
+    lines = [(n, e) for n, (_, p) in enumerate(items, 1) for e in p.entries]
+    return {
+        **_headers(items),
+        "account_ids": sorted({c.account_id for _, c in changes}),
+        "row_items": [n for n, _ in changes],
+        "row_ids": [c.account_id for _, c in changes],
+        "row_posted": [c.posted for _, c in changes],
+        "row_pending": [c.pending for _, c in changes],
+        "shard_items": [n for n, _ in shards],
+        "shard_ids": [s.account_id for _, s in shards],
+        "shard_nos": [s.shard for _, s in shards],
+        "shard_posted": [s.posted for _, s in shards],
+        "entry_items": [n for n, _ in lines],
+        "entry_accounts": [e.account_id for _, e in lines],
+        "entry_units": [e.unit for _, e in lines],
+        "entry_amounts": [e.amount for _, e in lines],
+    }
+
+
+def run_outcomes(items: Sequence[tuple[TransferHeader, Posting]], row: Any) -> list[PostOutcome]:
+    """Each posting's outcome from the result row of a run that applied (its verdict ok): posted
+    with its entries, or its id taken (claimed=False)."""
+    claimed = set(row.claimed)
+    live = [(h, p) for h, p in items if h.id in claimed]
+    if (
+        row.rows_changed != len({c.account_id for _, p in live for c in p.row_changes})
+        or row.shards_changed
+        != len({(s.account_id, s.shard) for _, p in live for s in p.shard_changes})
+        or len(row.entry_ids) != sum(len(p.entries) for _, p in live)
+    ):
+        # A missing row, never expected (alone, the statement has committed: this is loud).
+        raise RuntimeError("batch applied partially")
+    ids = iter(row.entry_ids)
+    outcomes: list[PostOutcome] = []
+    for header, posting in items:
+        if header.id not in claimed:
+            outcomes.append(PostOutcome(claimed=False))
+            continue
+        entries = tuple(
+            Entry(
+                id=next(ids),
+                transfer_id=header.id,
+                account_id=line.account_id,
+                unit=line.unit,
+                amount=line.amount,
+                created_at=row.created_at,
+                description=header.description,
+            )
+            for line in posting.entries
+        )
+        outcomes.append(PostOutcome(entries=entries, created_at=row.created_at))
+    return outcomes
+
+
 class SqlLedgerRepository:
     """Transfers, entries and balance changes on the unit of work's session; never commits."""
 
@@ -211,62 +269,9 @@ class SqlLedgerRepository:
         _check_run(items)
         if not items:
             return []
-        changes = [(n, c) for n, (_, p) in enumerate(items, 1) for c in p.row_changes]
-        shards = [(n, s) for n, (_, p) in enumerate(items, 1) for s in p.shard_changes]
-        lines = [(n, e) for n, (_, p) in enumerate(items, 1) for e in p.entries]
         execute = execute_alone if alone else _execute
-        result = await execute(
-            self._session,
-            sql.POST_RUN,
-            {
-                **_headers(items),
-                "account_ids": sorted({c.account_id for _, c in changes}),
-                "row_items": [n for n, _ in changes],
-                "row_ids": [c.account_id for _, c in changes],
-                "row_posted": [c.posted for _, c in changes],
-                "row_pending": [c.pending for _, c in changes],
-                "shard_items": [n for n, _ in shards],
-                "shard_ids": [s.account_id for _, s in shards],
-                "shard_nos": [s.shard for _, s in shards],
-                "shard_posted": [s.posted for _, s in shards],
-                "entry_items": [n for n, _ in lines],
-                "entry_accounts": [e.account_id for _, e in lines],
-                "entry_units": [e.unit for _, e in lines],
-                "entry_amounts": [e.amount for _, e in lines],
-            },
-        )
-        row = result.one()
-        if not row.ok:
-            return None
-        claimed = set(row.claimed)
-        live = [(h, p) for h, p in items if h.id in claimed]
-        if (
-            row.rows_changed != len({c.account_id for _, p in live for c in p.row_changes})
-            or row.shards_changed
-            != len({(s.account_id, s.shard) for _, p in live for s in p.shard_changes})
-            or len(row.entry_ids) != sum(len(p.entries) for _, p in live)
-        ):
-            # A missing row, never expected (alone, the statement has committed: this is loud).
-            raise RuntimeError("batch applied partially")
-        ids = iter(row.entry_ids)
-        outcomes: list[PostOutcome] = []
-        for header, posting in items:
-            if header.id not in claimed:
-                outcomes.append(PostOutcome(claimed=False))
-                continue
-            entries = tuple(
-                Entry(
-                    id=next(ids),
-                    transfer_id=header.id,
-                    account_id=line.account_id,
-                    unit=line.unit,
-                    amount=line.amount,
-                    created_at=row.created_at,
-                )
-                for line in posting.entries
-            )
-            outcomes.append(PostOutcome(entries=entries, created_at=row.created_at))
-        return outcomes
+        row = (await execute(self._session, sql.POST_RUN, run_params(items))).one()
+        return run_outcomes(items, row) if row.ok else None
 
     @staticmethod
     def _judge(

@@ -199,6 +199,7 @@ READ_BALANCES = text(
     """
 )
 
+
 # A batch ("run") of postings as ONE statement, for the common case that no posting of it can be
 # refused; run by execute_alone it is a transaction of its own (no BEGIN, no COMMIT round trip),
 # or it is one statement of the unit of work's transaction:
@@ -216,9 +217,13 @@ READ_BALANCES = text(
 # Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
 # path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
 # again (nothing of it was written).
-POST_RUN = text(
-    """
-    WITH item AS (
+def post_run_ctes(*, after: str = "true", gate: str = "true") -> str:
+    """POST_RUN's common table expressions (item ... written, see POST_RUN), for a statement of
+    which the run is one part: its account rows are locked only once `after` (an SQL condition)
+    was evaluated, and it applies only if `gate` (another) holds too."""
+    return (
+        f"""
+    item AS (
         SELECT * FROM unnest(
             CAST(:ids AS text[]), CAST(:kinds AS text[]), CAST(:descriptions AS text[]),
             CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[])
@@ -230,7 +235,7 @@ POST_RUN = text(
         ) AS c(n, account_id, posted, pending)
     ), locked AS MATERIALIZED (
         SELECT id, posted - pending AS available, allow_negative OR shards > 0 AS unguarded
-          FROM accounts WHERE id = ANY(CAST(:account_ids AS uuid[]))
+          FROM accounts WHERE id = ANY(CAST(:account_ids AS uuid[])) AND {after}
          ORDER BY id
            FOR NO KEY UPDATE
     ), floor AS (
@@ -239,7 +244,7 @@ POST_RUN = text(
                    OVER (PARTITION BY c.account_id ORDER BY c.n) AS debits
           FROM row_change c
     ), verdict AS (
-        SELECT coalesce(bool_and(l.id IS NOT NULL AND (
+        SELECT {gate} AND coalesce(bool_and(l.id IS NOT NULL AND (
                    l.unguarded OR f.available >= 0 OR l.available + f.debits >= 0)), true) AS ok
           FROM floor f LEFT JOIN locked l ON l.id = f.account_id
     ), claimed AS (
@@ -269,9 +274,9 @@ POST_RUN = text(
           JOIN live ON live.n = c.n
          GROUP BY c.account_id, c.shard
     """
-    # Shard locks are taken after the row changes (their count is read first).
-    + _change_shards("(SELECT count(*) FROM rows_changed) >= 0")
-    + """
+        # Shard locks are taken after the row changes (their count is read first).
+        + _change_shards("(SELECT count(*) FROM rows_changed) >= 0")
+        + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
         SELECT item.id, e.account_id, e.unit, e.amount
@@ -284,6 +289,14 @@ POST_RUN = text(
          ORDER BY e.k
         RETURNING id
     )
+    """
+    )
+
+
+POST_RUN = text(
+    "WITH"
+    + post_run_ctes()
+    + """
     SELECT (SELECT ok FROM verdict) AS ok,
            ARRAY(SELECT id FROM claimed) AS claimed,
            (SELECT min(created_at) FROM claimed) AS created_at,

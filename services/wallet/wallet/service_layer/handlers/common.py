@@ -77,7 +77,13 @@ def transfer_record(
         description=header.description,
         metadata=dict(header.metadata),
         created_at=created_at,
-        entries=tuple(dataclasses.replace(e, description=header.description) for e in entries),
+        # Entries made by the posting statement carry it already (a replace per entry is slow).
+        entries=tuple(
+            e
+            if e.description == header.description
+            else dataclasses.replace(e, description=header.description)
+            for e in entries
+        ),
     )
 
 

@@ -2,7 +2,12 @@
 and so do concurrent ConfirmHold calls (the batcher gathers them). Each call keeps its own barrier
 row and gets its own result or error, the one its call alone would have had.
 
-A group costs a fixed number of round trips whatever its size: a Reserve group inserts every
+In the common case a group is ONE statement that commits itself (`_reserve_alone`,
+`_confirm_alone`: distinct branches, no sharded account to reserve on or debit, holds that fit, and
+for Confirms holds this process reserved and still pending); it writes nothing when it cannot
+apply whole, and the group runs checked, as follows.
+
+Checked, a group costs a fixed number of round trips whatever its size: a Reserve group inserts every
 barrier row in one statement, locks and reads every account row once (in id order), judges each
 Reserve in order on the balances read under those locks (no overdraft, also within the group),
 then inserts every accepted hold and its reservation in one statement; a Confirm
@@ -65,17 +70,18 @@ async def reserve_holds(
     cmds: Sequence[commands.ReserveHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Try calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, reserve_request, _reserve_round, deps)
+    return await _run_group(cmds, reserve_request, _reserve_round, deps, alone=_reserve_alone)
 
 
 async def confirm_holds(
     cmds: Sequence[commands.ConfirmHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, confirm_request, _confirm_round, deps)
+    return await _run_group(cmds, confirm_request, _confirm_round, deps, alone=_confirm_alone)
 
 
 Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
+Alone = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[bool]]
 
 
 async def _run_group(
@@ -83,6 +89,8 @@ async def _run_group(
     validate: Callable[..., Q],
     run_round: Round[Q],
     deps: Deps,
+    *,
+    alone: Alone[Q] | None = None,
 ) -> list[BatchOutcome[HoldResult]]:
     requests: list[Q | HirepayError] = []
     for cmd in cmds:
@@ -98,9 +106,12 @@ async def _run_group(
         try:
             async with deps.uow() as uow:
                 now = deps.clock()
-                for items in _rounds(valid):
-                    await run_round(uow, items, now, outcomes)
-                await uow.commit()
+                # The common case may be one statement that commits itself; if it cannot be, it
+                # wrote nothing and answered nobody, and the group runs checked in a transaction.
+                if alone is None or not await alone(uow, valid, now, outcomes):
+                    for items in _rounds(valid):
+                        await run_round(uow, items, now, outcomes)
+                    await uow.commit()
         except Conflict:
             if attempt == _ATTEMPTS:
                 raise
@@ -124,6 +135,46 @@ def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
 
 def _lost() -> HirepayError:
     return HirepayError("a call of the group has no outcome", reason="INTERNAL")
+
+
+async def _reserve_alone(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ReserveRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> bool:
+    """A group of Trys of distinct branches, none on a sharded account, in ONE round trip: one
+    statement that is its own transaction (no BEGIN, no COMMIT) inserts every barrier row, locks
+    the accounts, adds the holds and their reservations. The calls whose branch had a barrier row
+    already are then answered from it (replay, HOLD_CANCELLED, mismatch), as in a round. False,
+    with nothing written and nobody answered, when the group needs the checked rounds: a branch
+    twice, a sharded account (its balance is in shards, not under the accounts' check), or holds
+    that do not all fit (each is then judged in order, the refused ones alone)."""
+    if len({r.branch for _, r in items}) != len(items):
+        return False
+    refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
+    live: list[tuple[int, ReserveRequest]] = []
+    refused: list[tuple[int, HirepayError]] = []
+    for i, req in items:
+        try:
+            check_reserve_accounts(req, refs)
+        except HirepayError as exc:
+            refused.append((i, exc))
+            continue
+        if refs[req.account_id].sharded:
+            return False
+        live.append((i, req))
+    if live:
+        holds = {req.branch: new_hold(req, now) for _, req in live}
+        calls = [(r.branch, r.fingerprint) for _, r in live]
+        entered = await uow.holds.reserve_alone(calls, list(holds.values()))
+        if entered is None:
+            return False
+        for i, req in await _pass_try_barrier(uow, live, entered, outcomes):
+            outcomes[i] = BatchOutcome(result=HoldResult(holds[req.branch]))
+    for i, exc in refused:
+        outcomes[i] = BatchOutcome(error=exc)
+    return True
 
 
 async def _reserve_round(
@@ -218,6 +269,47 @@ def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveReq
 
 
 _Planned = tuple[int, Hold, TransferHeader, Posting]
+
+
+async def _confirm_alone(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ConfirmRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> bool:
+    """A group of Confirms of distinct branches whose holds this process reserved, in ONE round
+    trip: each planned on its hold as reserved, then one statement that is its own transaction
+    (no BEGIN, no COMMIT) checks every hold under its lock and posts them all, or writes nothing.
+    False, with nothing written and nobody answered, when the group needs the checked rounds: a
+    branch twice, a hold not remembered, not pending or expired (and so any refusal, replay or
+    repeat: its hold is resolved), or a debit of a sharded account (its slow path)."""
+    if len({r.branch for _, r in items}) != len(items):
+        return False
+    recalled = [(i, req, uow.holds.recall(req.branch)) for i, req in items]
+    holds = [(i, req, hold) for i, req, hold in recalled if hold is not None]
+    if len(holds) != len(items):
+        return False
+    refs = await uow.accounts.refs({a for _, r, hold in holds for a in confirm_accounts(r, hold)})
+    planned: list[tuple[int, Hold, ConfirmRequest, TransferHeader, Posting]] = []
+    for i, req, hold in holds:
+        try:
+            header, posting = plan_confirm(req, hold, refs, now)  # resolves the recalled copy
+        except HirepayError:
+            return False  # the checked round gives the same refusal, under the hold's lock
+        if posting.guarded_sharded:
+            return False
+        planned.append((i, hold, req, header, posting))
+    posted = await uow.holds.confirm_alone(
+        [(hold, req.fingerprint) for _, hold, req, _, _ in planned],
+        [(header, posting) for _, _, _, header, posting in planned],
+        now,
+    )
+    if posted is None:
+        return False
+    for (i, hold, _, header, _), outcome in zip(planned, posted, strict=True):
+        record = transfer_record(header, outcome.created_at or now, outcome.entries)
+        outcomes[i] = BatchOutcome(result=HoldResult(hold, transfer=record))
+    return True
 
 
 async def _confirm_round(
