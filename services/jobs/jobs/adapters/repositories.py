@@ -11,6 +11,7 @@ from sqlalchemy import (
     Executable,
     Row,
     and_,
+    any_,
     bindparam,
     exists,
     func,
@@ -58,6 +59,9 @@ _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
+# Sagas by ids as one array parameter: one statement text (prepared once per connection) whatever
+# the number of ids, where an IN list would be a new statement, prepared again, per length.
+_GET_SAGAS = select(sagas).where(sagas.c.id == any_(bindparam("ids", type_=ARRAY(sagas.c.id.type))))
 # A saga and its job in one round trip (the saga locked, and its job too when asked), each
 # column labelled by its table; the lock order is the saga's row, then the job's, as elsewhere.
 _SAGA_WITH_JOB = (
@@ -600,8 +604,8 @@ class SqlSagaRepository:
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:
             return {}
-        stmt = select(sagas).where(sagas.c.id.in_(sorted(set(saga_ids))))
-        found = (self._read(row) for row in (await self.session.execute(stmt)).all())
+        rows = (await self.session.execute(_GET_SAGAS, {"ids": sorted(set(saga_ids))})).all()
+        found = (self._read(row) for row in rows)
         return {saga.id: saga for saga in found}
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
