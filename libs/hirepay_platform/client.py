@@ -40,6 +40,26 @@ def _is_idempotent(request: Any) -> bool:
     return bool(getattr(request, "request_id", ""))
 
 
+class _CallCounts:
+    """hirepay_rpc_client_requests_total of one target and method, a series per status code
+    looked up once (metrics.child), not per call."""
+
+    __slots__ = ("_by_code", "_method", "_target")
+
+    def __init__(self, target: str, method: str) -> None:
+        self._target = target
+        self._method = method
+        self._by_code: dict[str, Any] = {}
+
+    def count(self, code: str) -> None:
+        series = self._by_code.get(code)
+        if series is None:
+            series = self._by_code[code] = metrics.child(
+                metrics.CLIENT_REQUESTS, self._target, self._method, code
+            )
+        series.inc()
+
+
 class ServiceClient:
     """Wraps one channel to service `name`; `call` signs the call, sets the deadline, propagates
     the trace and maps errors."""
@@ -64,6 +84,8 @@ class ServiceClient:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
+        # Stub method's full name -> its counters (hirepay_rpc_client_requests_total).
+        self._counts: dict[object, _CallCounts] = {}
 
     async def call(
         self,
@@ -79,8 +101,7 @@ class ServiceClient:
         """
         budget = timeout if timeout is not None else self.timeout
         deadline = time.monotonic() + budget
-        name = getattr(method, "_method", b"")
-        method_name = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else "call"
+        counts = self._counts_of(method)
         attempt = 0
         while True:
             attempt += 1
@@ -98,16 +119,25 @@ class ServiceClient:
                 if self._carry_context:
                     metadata += tracing.outgoing_context()
                 response = await method(request, timeout=remaining, metadata=metadata)
-                metrics.CLIENT_REQUESTS.labels(self.name, method_name, "OK").inc()
+                counts.count("OK")
                 return response
             except grpc.aio.AioRpcError as exc:
-                metrics.CLIENT_REQUESTS.labels(self.name, method_name, exc.code().name).inc()
+                counts.count(exc.code().name)
                 retryable = exc.code() == grpc.StatusCode.UNAVAILABLE and _is_idempotent(request)
                 if retryable and attempt < self.max_attempts:
                     delay = self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random())
                     await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                     continue
                 raise from_rpc_error(exc, self.name) from None
+
+    def _counts_of(self, method: Callable[..., Any]) -> _CallCounts:
+        """The outgoing-call counters of a stub method (by its full name), made on first use."""
+        name = getattr(method, "_method", b"")
+        counts = self._counts.get(name)
+        if counts is None:
+            method_name = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else "call"
+            counts = self._counts[name] = _CallCounts(self.name, method_name)
+        return counts
 
     def metadata(self) -> list[tuple[str, str]]:
         """What `call` sends with a call (the signed service token, the actor; the trace context

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client.metrics import MetricWrapperBase
+
+M = TypeVar("M", bound=MetricWrapperBase)
 
 RPC_REQUESTS = Counter(
     "hirepay_rpc_requests_total",
@@ -26,6 +31,24 @@ DEPENDENCY_UP = Gauge(
     "1 while the service's dependency (its database) passes the periodic readiness check, else 0.",
     ["service", "dependency"],
 )
+
+
+# (metric, label values) -> its child. `labels()` validates, stringifies and looks the values up
+# under a lock on every call; a child, once made, is the same object for the life of the
+# registry's metric (nothing here ever removes one), so looking it up once per label set counts
+# into the very same series (issue 13). Bounded as Prometheus's own series are: label values are
+# method names, status codes and route templates, never request data.
+_children: dict[tuple[MetricWrapperBase, tuple[str, ...]], Any] = {}
+
+
+def child(metric: M, *values: str) -> M:
+    """`metric.labels(*values)`, remembered: the hot paths (every RPC, every HTTP request) count
+    through this."""
+    key = (metric, values)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*values)
+    return found
 
 
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:

@@ -7,17 +7,17 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from hirepay_platform import grpc_status, identity, metrics, tracing, workloop
+from hirepay_platform import eventloop, grpc_status, identity, metrics, tracing, workloop
 from hirepay_platform.errors import HirepayError, ValidationError
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.readiness import Check, DependencyHealthServicer, ReadinessWatcher
@@ -27,8 +27,10 @@ from hirepay_platform.untrusted import text_problem
 log = logging.getLogger(__name__)
 
 Worker = Callable[[asyncio.Event], Awaitable[None]]
-Metadata = tuple[tuple[str, str | bytes], ...]
 Hook = Callable[[], Awaitable[None]]
+
+# No SO_REUSEPORT: a second process on the same port is a mistake to fail on, not to share with.
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
 class PlatformInterceptor(grpc.aio.ServerInterceptor):
@@ -38,6 +40,12 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
     error -> its code + ErrorInfo, recorded on the span; anything else -> INTERNAL with a generic
     message, the trace logged here and never sent to the client). Health and reflection need no
     token (probes and tooling).
+
+    GrpcApp does not install it as an interceptor: it wraps each servicer method once, when the
+    servicer is added (`wrap_handler`, through `_WrappingServer`), so a call pays for none of
+    grpc.aio's interceptor machinery (a coroutine, call details and a new method handler per
+    call: issue 13). As an interceptor (the test fakes use it so) it does the same, with each
+    method's wrapped handler made once.
 
     `carry_context`: set when the process exports no spans, so that no server span interceptor
     runs (see tracing.exporting); each call then runs in the caller's trace context, taken from
@@ -54,6 +62,8 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         self._auth = authenticator
         self._domain = f"{service}.hirepay"
         self._carry_context = carry_context
+        # (full method, the servicer's handler) -> the wrapped handler (interceptor use).
+        self._wrapped: dict[tuple[str, grpc.RpcMethodHandler], grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
@@ -63,17 +73,26 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(("/grpc.health", "/grpc.reflection")):
             return handler
-        method = details.method.rsplit("/", 1)[-1]
-        metadata = tuple(details.invocation_metadata or ())
+        key = (details.method, handler)
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrapped[key] = self.wrap_handler(
+                handler, details.method.rsplit("/", 1)[-1]
+            )
+        return wrapped
+
+    def wrap_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """`handler` (RPC `method`, e.g. "GetJob") with the platform's behaviour around it; unary
+        requests only (the kinds Hirepay serves), other kinds unchanged."""
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, metadata),
+                self._wrap_unary(handler.unary_unary, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, metadata),
+                self._wrap_stream(handler.unary_stream, method),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -95,18 +114,21 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         context.set_details(message)
         return code.name
 
-    def _wrap_unary(self, inner: Any, method: str, metadata: Metadata) -> Any:
+    def _wrap_unary(self, inner: Any, method: str) -> Any:
+        observe = _Observer(self._service, method)
+        authenticate = self._auth.authenticate
+        carry_context = self._carry_context
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
+            metadata = context.invocation_metadata()
             trace_token = (
-                otel_context.attach(tracing.incoming_context(metadata))
-                if self._carry_context
-                else None
+                otel_context.attach(tracing.incoming_context(metadata)) if carry_context else None
             )
-            caller_token = identity.set_current_caller(None)
+            caller_token = None
             try:
-                identity.set_current_caller(self._auth.authenticate(metadata, method))
+                caller_token = identity.set_current_caller(authenticate(metadata, method))
                 _refuse_bad_text(request)
                 return await inner(request, context)
             except asyncio.CancelledError:
@@ -119,8 +141,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                 code = await self._fail(context, method, exc)
                 return None
             finally:
-                identity.reset_current_caller(caller_token)
-                self._observe(method, code, started)
+                if caller_token is not None:
+                    identity.reset_current_caller(caller_token)
+                observe(code, started)
                 # Answered (and committed): the workers may have work again (workloop.py).
                 workloop.note_activity()
                 if trace_token is not None:
@@ -128,18 +151,21 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, inner: Any, method: str, metadata: Metadata) -> Any:
+    def _wrap_stream(self, inner: Any, method: str) -> Any:
+        observe = _Observer(self._service, method)
+        authenticate = self._auth.authenticate
+        carry_context = self._carry_context
+
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = "OK"
+            metadata = context.invocation_metadata()
             trace_token = (
-                otel_context.attach(tracing.incoming_context(metadata))
-                if self._carry_context
-                else None
+                otel_context.attach(tracing.incoming_context(metadata)) if carry_context else None
             )
-            caller_token = identity.set_current_caller(None)
+            caller_token = None
             try:
-                identity.set_current_caller(self._auth.authenticate(metadata, method))
+                caller_token = identity.set_current_caller(authenticate(metadata, method))
                 _refuse_bad_text(request)
                 async for item in inner(request, context):
                     yield item
@@ -149,17 +175,92 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             except Exception as exc:
                 code = await self._fail(context, method, exc)
             finally:
-                with contextlib.suppress(ValueError):
-                    identity.reset_current_caller(caller_token)
-                self._observe(method, code, started)
+                if caller_token is not None:
+                    with contextlib.suppress(ValueError):
+                        identity.reset_current_caller(caller_token)
+                observe(code, started)
                 if trace_token is not None:
                     otel_context.detach(trace_token)
 
         return wrapper
 
-    def _observe(self, method: str, code: str, started: float) -> None:
-        metrics.RPC_REQUESTS.labels(self._service, method, code).inc()
-        metrics.RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
+
+class _Observer:
+    """The RPC metrics of one method: its latency series and its count per status code, each
+    looked up once (metrics.child), not per call."""
+
+    __slots__ = ("_counts", "_latency", "_method", "_service")
+
+    def __init__(self, service: str, method: str) -> None:
+        self._service = service
+        self._method = method
+        self._latency = metrics.child(metrics.RPC_LATENCY, service, method)
+        self._counts: dict[str, Any] = {}
+
+    def __call__(self, code: str, started: float) -> None:
+        count = self._counts.get(code)
+        if count is None:
+            count = self._counts[code] = metrics.child(
+                metrics.RPC_REQUESTS, self._service, self._method, code
+            )
+        count.inc()
+        self._latency.observe(time.perf_counter() - started)
+
+
+class _WrappingServer:
+    """What a generated `add_XServicer_to_server(servicer, server)` is given by GrpcApp.
+
+    With `platform`, the method handlers it registers reach the real server wrapped by the
+    platform (once, here), so no per-call interceptor is needed.
+
+    Every method is served through generic handlers, none as a grpc.aio "registered method": the
+    aio server keeps one pending request task per registered method and waits on all of them
+    (asyncio.wait) for every RPC it accepts, a done-callback added to and removed from each: with
+    the ~40 methods of a service that was a few hundred calls per RPC, more than the platform's
+    own per-call work (issue 13). A generic handler is one dict lookup per call."""
+
+    def __init__(self, server: grpc.aio.Server, platform: PlatformInterceptor | None) -> None:
+        self._server = server
+        self._platform = platform
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler]
+    ) -> None:
+        platform = self._platform
+        if platform is not None:
+            handlers = {name: platform.wrap_handler(h, name) for name, h in handlers.items()}
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(service, handlers),)
+        )
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        platform = self._platform
+        if platform is None:
+            self._server.add_generic_rpc_handlers(handlers)
+            return
+        self._server.add_generic_rpc_handlers(
+            [_WrappedGenericHandler(h, platform) for h in handlers]
+        )
+
+
+class _WrappedGenericHandler(grpc.GenericRpcHandler):
+    def __init__(self, inner: grpc.GenericRpcHandler, platform: PlatformInterceptor) -> None:
+        self._inner = inner
+        self._platform = platform
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = details.method
+        if method in self._wrapped:
+            return self._wrapped[method]
+        handler = self._inner.service(details)
+        wrapped = (
+            None
+            if handler is None
+            else self._platform.wrap_handler(handler, method.rsplit("/", 1)[-1])
+        )
+        self._wrapped[method] = wrapped
+        return wrapped
 
 
 def _refuse_bad_text(request: Any) -> None:
@@ -269,26 +370,33 @@ class GrpcApp:
         for hook in self._startup:
             await hook()
         # The OpenTelemetry server span only when spans are exported (tracing.exporting): a span
-        # nobody sees costs CPU on every call; without it the platform interceptor carries the
-        # caller's trace context itself.
+        # nobody sees costs CPU on every call; without it the platform's wrapper carries the
+        # caller's trace context itself. The platform's behaviour wraps each servicer method
+        # once (_WrappingServer), inside the span interceptor's span when there is one.
         exporting = tracing.exporting()
         platform = PlatformInterceptor(self.name, authenticator, carry_context=not exporting)
         server = grpc.aio.server(
-            interceptors=[tracing.server_interceptor(), platform] if exporting else [platform],
-            options=[("grpc.so_reuseport", 0)],
+            interceptors=[tracing.server_interceptor()] if exporting else None,
+            options=SERVER_OPTIONS,
         )
         self.server = server
+        wrapping = _WrappingServer(server, platform)
         for add_fn, servicer, _ in self._services:
-            add_fn(servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+            add_fn(servicer, wrapping)
+        # Probes and tooling: served as they are (no token), through generic handlers too.
+        plain = _WrappingServer(server, None)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, plain)
         names = [full for _, _, full in self._services]
-        reflection.enable_server_reflection(
-            [
-                *names,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
+        # reflection.enable_server_reflection, with the asyncio servicer it picks for an aio server.
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                [
+                    *names,
+                    health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                    reflection.SERVICE_NAME,
+                ]
+            ),
+            plain,
         )
         self.port = server.add_insecure_port(f"{self.settings.grpc_host}:{self.settings.grpc_port}")
         await server.start()
@@ -336,4 +444,4 @@ class GrpcApp:
         configure_logging(self.name, self.settings.log_level)
         tracing.setup_tracing(self.name, self.settings.traces)
         metrics.serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
-        asyncio.run(self.serve())
+        eventloop.run(self.serve())

@@ -13,12 +13,14 @@ from hirepay_platform.identity import SECRET_ENV, check_secret
 
 # Connections each service keeps open to its database, and how many more it may open for a burst.
 # SQLAlchemy's pool closes an overflow connection when it is returned to a pool that already holds
-# `pool_size` idle ones: with a pool smaller than the calls a service serves at once, connections
-# churn (a PostgreSQL backend forked, authenticated and warmed per burst: at 32 concurrent postings
-# and a pool of 10 that cost more CPU than the postings' statements, issue 13). The pool covers the
-# concurrency a replica is expected to serve; the overflow absorbs what is above it.
-DEFAULT_POOL_SIZE = 32
-DEFAULT_MAX_OVERFLOW = 16
+# `pool_size` idle ones, so every connection above the pool is a PostgreSQL backend forked,
+# authenticated and warmed (types, prepared statements) per burst: at 32 concurrent postings and a
+# pool of 10 that cost more CPU than the postings' statements; with 32 + 16 overflow and a slow
+# provider (128 postings in flight) payments reopened 0.2 backends per posting (issue 13). So the
+# whole cap is the pool and there is no overflow: connections open lazily, the first time that
+# many are in use at once, and stay open; calls above the cap wait for a connection.
+DEFAULT_POOL_SIZE = 48
+DEFAULT_MAX_OVERFLOW = 0
 
 
 class ServiceSettings(BaseSettings):

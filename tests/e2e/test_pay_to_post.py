@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 
 import httpx
@@ -420,3 +421,62 @@ def _only_job_with_status(system: System, company: str, status: str) -> dict:
     jobs = system.my_jobs(company)
     assert len(jobs) == 1 and jobs[0]["status"] == status, jobs
     return jobs[0]
+
+
+def test_a_slow_provider_serves_concurrent_postings_and_their_racing_webhooks(
+    system: System,
+) -> None:
+    """With 300 ms on every provider call (the bench's latency case), 32 postings at once all go
+    live at once (none left pending by a deadline), each with exactly one authorization and one
+    capture (no call replayed), while the sandbox sends each event as it answers, so that the
+    events race their requests (issue 13; payments counts its provider calls by operation)."""
+    companies = [new_company() for _ in range(32)]
+    before = _provider_calls(system)
+    system.admin.add_fault("latency", ms=300)
+
+    async def post_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=system.stack.gateway_url, timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/api/jobs/create-with-payment",
+                        json={
+                            "job": job_fields(),
+                            "payment": {"method": "card", "payment_method": "pm_card_visa"},
+                            "accept_terms": True,
+                        },
+                        headers=system.headers(company, key="slow"),
+                    )
+                    for company in companies
+                )
+            )
+
+    responses = asyncio.run(post_all())
+    assert [r.status_code for r in responses] == [201] * len(companies)
+    assert {r.json()["job"]["status"] for r in responses} == {"active"}
+    eventually(lambda: _webhooks_delivered(system), timeout=60)
+    calls = {op: n - before.get(op, 0) for op, n in _provider_calls(system).items()}
+    assert (calls.get("authorize"), calls.get("capture")) == (32, 32)
+    system.admin.clear_faults()
+    for company in companies:
+        assert system.money(company).taken == FEE["amount_minor"]
+
+
+def _webhooks_delivered(system: System) -> dict[str, int]:
+    backlog = system.admin.webhook_backlog()
+    assert not backlog.get("pending") and not backlog.get("scheduled"), backlog
+    return backlog
+
+
+def _provider_calls(system: System) -> dict[str, float]:
+    """Payments' provider calls so far by operation (its Prometheus counter, every outcome)."""
+    port = system.stack.services["payments"].metrics_port
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    calls: dict[str, float] = {}
+    for line in text.splitlines():
+        match = re.match(
+            r'hirepay_provider_call_duration_seconds_count\{operation="(\w+)".*\} (\S+)$', line
+        )
+        if match:
+            calls[match[1]] = calls.get(match[1], 0.0) + float(match[2])
+    return calls

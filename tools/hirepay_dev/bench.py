@@ -34,8 +34,10 @@ async def main(only: str, out_file: str | None, quick: bool = False) -> None:
 
     if only in ("all", "wallet"):
         report["wallet"] = await bench_wallet.run(server, out, baseline, quick=quick)
-    if only in ("all", "posting"):
-        report["posting"] = await bench_posting.run(server, out, baseline, quick=quick)
+    if only in ("all", "posting", "latency"):
+        report["posting"] = await bench_posting.run(
+            server, out, baseline, quick=quick, latency_only=only == "latency"
+        )
     load = os.getloadavg()
     print(f"load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     verdicts = benchtargets.verdicts(report)
@@ -48,7 +50,12 @@ async def main(only: str, out_file: str | None, quick: bool = False) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="make bench")
-    parser.add_argument("--only", choices=["all", "wallet", "posting"], default="all")
+    parser.add_argument(
+        "--only",
+        choices=["all", "wallet", "posting", "latency"],
+        default="all",
+        help="latency: only the 300 ms provider case and the zero-latency case it is compared with",
+    )
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument(
         "--quick", action="store_true", help="fewer concurrency levels, shorter cases (a smoke run)"

@@ -136,12 +136,20 @@ async def _clients(stack: Stack, workers: int) -> AsyncIterator[list[httpx.Async
 
 
 async def run(
-    pg_url: str, out: Callable[[str], None], baseline: float | None, *, quick: bool = False
+    pg_url: str,
+    out: Callable[[str], None],
+    baseline: float | None,
+    *,
+    quick: bool = False,
+    latency_only: bool = False,
 ) -> dict[str, Any]:
     """Start the whole system on fresh databases, post paid jobs by card, print and return figures
     (throughput, latency, CPU per posting of each process); then, on a second traced stack, the
-    latency budget of one posting by hop."""
+    latency budget of one posting by hop. `latency_only` (`--only latency`): the latency case and
+    the zero-latency case it is compared with, nothing else."""
     levels = QUICK_CONCURRENCY if quick else CONCURRENCY
+    if latency_only:
+        levels = levels[-1:]
     seconds = QUICK_SECONDS if quick else SECONDS
     stack = await asyncio.to_thread(lambda: _stack(pg_url).start())
     results: list[Result] = []
@@ -173,9 +181,7 @@ async def run(
             out(_latency_line(slow, results[-1]))
     finally:
         await asyncio.to_thread(stack.stop)
-    hops = await latency_budget(pg_url, postings=10 if quick else 30)
-    out(budget_line(hops))
-    return {
+    report: dict[str, Any] = {
         "cases": [{**asdict(r), "per_second": r.per_second} for r in (*results, slow)],
         "latency_case": {
             "provider_latency_ms": PROVIDER_LATENCY_MS,
@@ -183,8 +189,12 @@ async def run(
             "compared_with_concurrency": results[-1].concurrency,
             "ratio": _ratio(slow, results[-1]),
         },
-        "latency_budget_ms": hops,
     }
+    if not latency_only:
+        hops = await latency_budget(pg_url, postings=10 if quick else 30)
+        out(budget_line(hops))
+        report["latency_budget_ms"] = hops
+    return report
 
 
 async def _with_provider_latency(stack: Stack, case: Awaitable[Result]) -> Result:

@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import re
 import secrets
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
-from tests.support.gateway_fakes import make_job, start_jobs
-from tests.support.gateway_harness import Backends, Gateway, bearer
+from tests.support.gateway_fakes import FakeJobs, make_job, start_jobs
+from tests.support.gateway_harness import Backends, Gateway, bearer, start_gateway
 
 
 def traceparent() -> tuple[str, str, str]:
@@ -267,3 +269,46 @@ async def test_the_consistency_report_is_for_admins(
     assert company.status_code == 403
     assert (await client.get("/api/admin/consistency")).status_code == 401
     assert len(backends.jobs.calls_to("GetConsistencyReport")) == 1
+
+
+@pytest.fixture(scope="module")
+async def spanless_gateway(backends: Backends) -> AsyncIterator[tuple[str, FakeJobs]]:
+    """A gateway that exports no spans (as the bench runs it): it makes no SERVER span, only
+    carries the W3C context (tracing.TraceContextMiddleware, issue 13). Its jobs fake is its own,
+    so the calls it records are this gateway's only."""
+    jobs = FakeJobs()
+    jobs_server = await start_jobs(jobs)
+    process, url = start_gateway(
+        "gateway-tests-spanless",
+        {
+            "GATEWAY_JOBS_TARGET": jobs_server.target,
+            "GATEWAY_PAYMENTS_TARGET": backends.payments_server.target,
+            "GATEWAY_WALLET_TARGET": backends.wallet_server.target,
+            "HIREPAY_TRACES": "none",
+        },
+    )
+    yield url, jobs
+    process.stop()
+    await jobs_server.server.stop(0)
+
+
+async def test_without_exported_spans_the_trace_still_crosses_the_edge(
+    spanless_gateway: tuple[str, FakeJobs],
+) -> None:
+    url, jobs = spanless_gateway
+    header, trace_id, parent_span = traceparent()
+    async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+        continued = await client.get("/api/jobs/job_1", headers={"traceparent": header})
+        fresh = await client.get("/api/jobs/job_1")
+        probe = await client.get("/healthz")
+    assert continued.status_code == fresh.status_code == 200
+    # The caller's trace reaches the backend (its span the parent: no edge span in between)...
+    first, second = (c.metadata["traceparent"] for c in jobs.calls_to("GetJob"))
+    assert continued.headers["X-Trace-Id"] == trace_id
+    assert first == f"00-{trace_id}-{parent_span}-01"
+    # ...and a request without one begins a new (sampled) trace, the one its answer names.
+    match = re.fullmatch(r"00-([0-9a-f]{32})-[0-9a-f]{16}-01", second)
+    assert match and match.group(1) == fresh.headers["X-Trace-Id"] != trace_id
+    assert match.group(1) != "0" * 32
+    # Probes are not traced, as the instrumentation excludes them.
+    assert probe.headers["X-Trace-Id"] == "0" * 32

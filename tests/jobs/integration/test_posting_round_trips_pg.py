@@ -6,14 +6,10 @@ posting's first step (one statement) inserts nothing for a blocked company or a 
 from __future__ import annotations
 
 import asyncio
-import collections
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import pytest
-from asyncpg import prepared_stmt
 from sqlalchemy import text
 
 from hirepay_platform.db import create_engine, make_session_factory
@@ -36,45 +32,6 @@ async def sessions(make_service_database):
     engine = create_engine(url, pool_size=1, max_overflow=0)
     yield make_session_factory(engine)
     await engine.dispose()
-
-
-class RoundTrips:
-    """Each round trip asyncpg makes: a simple query (BEGIN, COMMIT, ...), a prepare, or an
-    execution of a prepared statement (one Bind/Execute/Sync)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def kinds(self) -> collections.Counter[str]:
-        return collections.Counter(kind for kind, _ in self.sent)
-
-    def simple(self, word: str) -> int:
-        return sum(1 for kind, sql in self.sent if kind == "simple" and sql.startswith(word))
-
-
-@pytest.fixture
-def round_trips(monkeypatch) -> Iterator[RoundTrips]:
-    trips = RoundTrips()
-    execute = asyncpg.connection.Connection.execute
-    prepare = asyncpg.connection.Connection.prepare
-    fetch = prepared_stmt.PreparedStatement.fetch
-
-    async def counted_execute(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        trips.sent.append(("simple", query.strip().upper()))
-        return await execute(self, query, *args, **kw)
-
-    async def counted_prepare(self: Any, query: str, *args: Any, **kw: Any) -> Any:
-        trips.sent.append(("prepare", query))
-        return await prepare(self, query, *args, **kw)
-
-    async def counted_fetch(self: Any, *args: Any, **kw: Any) -> Any:
-        trips.sent.append(("statement", self.get_query()))
-        return await fetch(self, *args, **kw)
-
-    monkeypatch.setattr(asyncpg.connection.Connection, "execute", counted_execute)
-    monkeypatch.setattr(asyncpg.connection.Connection, "prepare", counted_prepare)
-    monkeypatch.setattr(prepared_stmt.PreparedStatement, "fetch", counted_fetch)
-    yield trips
 
 
 def _deps(sessions, **config: Any) -> Deps:

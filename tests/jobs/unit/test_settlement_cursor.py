@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from jobs.entrypoints import workers
@@ -28,11 +29,14 @@ class _Stream:
 async def _drain(world: World, stream: _Stream, stop: asyncio.Event) -> None:
     position = workers._SettlementCursor(lambda: world.deps, 0)
     stopper = asyncio.create_task(stop.wait())
+    ahead = workers._ReadAhead(stream)  # type: ignore[arg-type]
     try:
-        while (message := await workers._next_message(stream, stopper, position)) is not None:
-            await position.applied(message.cursor)
+        while burst := await ahead.next_burst(stopper, position):
+            for message in burst:
+                await position.applied(message.cursor)
     finally:
         stopper.cancel()
+        ahead.close()
         await position.record()
 
 
@@ -64,3 +68,28 @@ async def test_the_stream_ending_ends_the_consumer() -> None:
     stream.queue.put_nowait(grpc.aio.EOF)
     await _drain(world, stream, stop)
     assert world.store.cursors[workers.CONSUMER] == 4
+
+
+async def test_the_events_read_ahead_come_as_one_burst_and_an_error_after_them() -> None:
+    """The events that arrived while the consumer was busy are its next burst (at most
+    BURST_EVENTS); an error that broke the stream is raised once the events before it are taken."""
+    world = World()
+    stream, stop = _Stream(), asyncio.Event()
+    for cursor in range(1, workers.BURST_EVENTS + 6):
+        stream.send(cursor)
+    stream.queue.put_nowait(RuntimeError("stream broken"))
+    stopper = asyncio.create_task(stop.wait())
+    ahead = workers._ReadAhead(stream)  # type: ignore[arg-type]
+    position = workers._SettlementCursor(lambda: world.deps, 0)
+    try:
+        first = await ahead.next_burst(stopper, position)
+        second = await ahead.next_burst(stopper, position)
+        with pytest.raises(RuntimeError):
+            await ahead.next_burst(stopper, position)
+    finally:
+        stopper.cancel()
+        ahead.close()
+    assert [m.cursor for m in first] == list(range(1, workers.BURST_EVENTS + 1))
+    assert [m.cursor for m in second] == list(
+        range(workers.BURST_EVENTS + 1, workers.BURST_EVENTS + 6)
+    )

@@ -13,8 +13,10 @@ from gateway.adapters.backends import Backends
 from gateway.adapters.ratelimit import SharedPostingLimiter
 from gateway.api.errors import ApiError, forbidden, unauthenticated, validation_failed
 from gateway.api.redirects import is_allowed_redirect
+from gateway.entrypoints.input_guard import JSON_BODY_KEY
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal
 from hirepay_platform import identity
+from hirepay_platform.untrusted import loads_json
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT signed with HS256 (`make token`).")
 
@@ -112,3 +114,13 @@ async def read_raw_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def json_body(request: Request) -> Any:
+    """The request body parsed as untrusted JSON (hirepay_platform.untrusted.loads_json): as the
+    input guard already parsed it, when it did (the same bytes), else parsed here."""
+    body = await request.body()
+    kept = request.scope.get(JSON_BODY_KEY)
+    if kept is not None and kept[0] == body:
+        return kept[1]
+    return loads_json(body)

@@ -9,6 +9,7 @@ routes then only see text that PostgreSQL, protobuf and the logs can hold.
 from __future__ import annotations
 
 import json
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -17,6 +18,11 @@ from gateway.api.errors import ApiError, validation_failed
 from hirepay_platform.untrusted import UntrustedInputError, loads_json, text_problem
 
 _TOO_LARGE = ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large")
+
+# Where the guard leaves (body, parsed JSON) of a request whose body it parsed as JSON: a route
+# that needs the parsed body itself (the posting's fingerprint) takes it from here instead of
+# parsing the same bytes a third time (FastAPI parses them for the model; issue 13).
+JSON_BODY_KEY = "hirepay.json_body"
 
 
 class _Refused(Exception):
@@ -39,7 +45,9 @@ class InputGuardMiddleware:
             _check_request_line(scope)
             body = await self._read_body(scope, receive)
             if body:
-                _check_json_body(body)
+                parsed = _check_json_body(body)
+                if parsed is not _NOT_JSON:
+                    scope[JSON_BODY_KEY] = (body, parsed)
         except _Refused as refused:
             await _answer(refused.error, send)
             return
@@ -88,15 +96,19 @@ def _check_request_line(scope: Scope) -> None:
             raise _Refused(validation_failed({name or "header": "must not contain NUL characters"}))
 
 
-def _check_json_body(body: bytes) -> None:
+_NOT_JSON = object()
+
+
+def _check_json_body(body: bytes) -> Any:
     """A body that is JSON must be shallow and hold no NUL or lone surrogate; a body that is not
-    JSON is left to the route (FastAPI answers malformed JSON itself)."""
+    JSON is left to the route (FastAPI answers malformed JSON itself). The parsed value, or
+    _NOT_JSON."""
     try:
-        loads_json(body)
+        return loads_json(body)
     except UntrustedInputError as exc:
         raise _Refused(validation_failed({exc.field: exc.problem})) from None
     except ValueError:
-        return
+        return _NOT_JSON
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 
 from gateway.adapters.backends import Backends
 from gateway.adapters.ratelimit import PostingFailed
@@ -20,6 +19,7 @@ from gateway.entrypoints.deps import (
     LimiterDep,
     OptionalUser,
     check_redirects,
+    json_body,
 )
 from gateway.entrypoints.observability import (
     CWP_FAILED,
@@ -35,8 +35,8 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.fingerprint import digest
 from hirepay_platform.ids import new_id
+from hirepay_platform.metrics import child
 from hirepay_platform.reasons import FailureReason
-from hirepay_platform.untrusted import loads_json
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -101,7 +101,7 @@ async def create_draft(
             fields=convert.job_fields_to_proto(body),
         )
     )
-    FUNNEL.labels("draft_saved").inc()
+    child(FUNNEL, "draft_saved").inc()
     return convert.job_to_http(response.job)
 
 
@@ -205,7 +205,7 @@ async def create_with_payment(
     principal: Company,
     limiter: LimiterDep,
     idempotency_key: IdempotencyHeader = None,
-) -> JSONResponse:
+) -> Response:
     """Runs the pay-to-post saga: no job goes live without money.
 
     `Idempotency-Key` is required (1-255 printable characters, scoped to the caller): a repeat with
@@ -222,7 +222,7 @@ async def create_with_payment(
             "payment.cancel_url": body.payment.cancel_url,
         },
     )
-    parsed_body = loads_json(await request.body())
+    parsed_body = await json_body(request)
     # Jobs spends one attempt from the user's bucket (the signed actor, shared by every gateway
     # replica) before anything else, in the same call.
     try:
@@ -238,7 +238,7 @@ async def create_with_payment(
         if failed.decision is not None:
             request.state.response_headers = failed.decision.headers()
             if not failed.decision.allowed:
-                RATE_LIMITED.labels(limiter.policy).inc()
+                child(RATE_LIMITED, limiter.policy).inc()
                 raise ApiError(
                     429,
                     "RATE_LIMITED",
@@ -246,30 +246,33 @@ async def create_with_payment(
                     retry=True,
                 ) from None
         CWP_STARTED.inc()
-        FUNNEL.labels("payment_started").inc()
+        child(FUNNEL, "payment_started").inc()
         mapped = api_error_from_remote(failed.error)
-        CWP_FAILED.labels(mapped.error).inc()
-        FUNNEL.labels("failed").inc()
+        child(CWP_FAILED, mapped.error).inc()
+        child(FUNNEL, "failed").inc()
         raise mapped from None
     request.state.response_headers = decision.headers()
     CWP_STARTED.inc()
-    FUNNEL.labels("payment_started").inc()
+    child(FUNNEL, "payment_started").inc()
     if response.job.status == jobs_pb.Job.PAYMENT_FAILED:
         # A saga that ended failed without an error (e.g. a replayed failed twin): same contract.
         mapped = api_error_from_reason(
             response.job.failure_reason or FailureReason.PAYMENT_DECLINED
         )
-        CWP_FAILED.labels(mapped.error).inc()
-        FUNNEL.labels("failed").inc()
+        child(CWP_FAILED, mapped.error).inc()
+        child(FUNNEL, "failed").inc()
         raise mapped
     status, out = convert.create_with_payment_to_http(response, body.payment.method)
     step = "active" if status == 201 else "pending_payment"
-    FUNNEL.labels(step).inc()
-    CWP_SUCCEEDED.labels(step, str(response.replayed).lower()).inc()
+    child(FUNNEL, step).inc()
+    child(CWP_SUCCEEDED, step, str(response.replayed).lower()).inc()
     headers = dict(decision.headers())
     if response.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(out.model_dump(mode="json"), status_code=status, headers=headers)
+    # pydantic writes the JSON itself (one pass in its core), not a dict for json.dumps to walk.
+    return Response(
+        out.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
+    )
 
 
 def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
@@ -343,7 +346,7 @@ async def preview_job(
     response = await backends.jobs.preview_job(
         jobs_pb.PreviewJobRequest(actor=convert.actor_to_proto(principal), job_id=job_id)
     )
-    FUNNEL.labels("preview").inc()
+    child(FUNNEL, "preview").inc()
     return convert.preview_to_http(response)
 
 

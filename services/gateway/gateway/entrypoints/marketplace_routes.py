@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from gateway.api import marketplace_convert as mc
 from gateway.api import marketplace_models as m
 from gateway.api.errors import error_responses, not_found
-from gateway.entrypoints.deps import AnyUser, BackendsDep, require_roles
+from gateway.entrypoints.deps import AnyUser, BackendsDep, json_body, require_roles
 from gateway.service_layer.auth import Principal
 from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.common.v1 import common_pb2
@@ -22,7 +22,6 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.fingerprint import digest
 from hirepay_platform.ids import new_id
-from hirepay_platform.untrusted import loads_json
 
 router = APIRouter(tags=["marketplace"])
 
@@ -201,7 +200,7 @@ async def send_offer(
     accepted within its validity expires and is released. An optional `Idempotency-Key` makes a
     retry answer the same offer (the same key with another body: `409 IDEMPOTENCY_MISMATCH`)."""
     key = optional_key(idempotency_key)
-    fingerprint = digest(loads_json(await request.body()))
+    fingerprint = digest(await json_body(request))
     proto = mc.offer_to_proto(body, _request_id(principal, "offer", key), fingerprint)
     try:
         reply = await backends.jobs.send_offer(proto)

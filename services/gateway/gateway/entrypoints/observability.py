@@ -3,9 +3,9 @@ security headers of every response, and the last-resort 500 for unexpected failu
 trace only in the log).
 
 The SERVER span of each request is the OpenTelemetry FastAPI instrumentation's (outermost, see
-tracing.instrument_fastapi): this pure ASGI middleware runs inside it, so the route handlers (and
-the gRPC calls they make through ServiceClient, traced by the channel's interceptor) share its
-context: one trace from the HTTP edge through every hop.
+tracing.instrument_fastapi; without exported spans only the W3C context, no span): this pure ASGI
+middleware runs inside it, so the route handlers (and the gRPC calls they make through
+ServiceClient) share its context: one trace from the HTTP edge through every hop.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from hirepay_platform.metrics import child
 
 log = logging.getLogger("gateway.access")
 
@@ -163,8 +165,8 @@ class EdgeMiddleware:
         route = _route_template(scope)
         status = status_holder["status"]
         elapsed = time.perf_counter() - started
-        HTTP_REQUESTS.labels(method, route, str(status)).inc()
-        HTTP_LATENCY.labels(method, route).observe(elapsed)
+        child(HTTP_REQUESTS, method, route, str(status)).inc()
+        child(HTTP_LATENCY, method, route).observe(elapsed)
         if route not in ("/healthz", "/metrics"):
             log.info(
                 "%s %s %s",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Literal
 
@@ -85,9 +86,9 @@ class GatewaySettings(BaseSettings):
         return value
 
     def redirect_origins(self) -> frozenset[tuple[str, str, int]]:
-        """The allowed redirect origins, normalized (scheme, host, port)."""
-        origins = {normalize_origin(o.strip()) for o in self.allowed_redirect_origins.split(",")}
-        return frozenset(o for o in origins if o is not None)
+        """The allowed redirect origins, normalized (scheme, host, port): parsed once (the
+        settings are frozen), not on every request that carries a redirect URL."""
+        return _redirect_origins(self.allowed_redirect_origins)
 
     def docs_on(self) -> bool:
         return self.docs_enabled if self.docs_enabled is not None else self.env != "production"
@@ -127,3 +128,9 @@ class GatewaySettings(BaseSettings):
         if short:
             raise ValueError(f"JWT keys must be at least {MIN_KEY_BYTES} bytes (kid {short[0]})")
         return dict(raw)
+
+
+@functools.cache
+def _redirect_origins(setting: str) -> frozenset[tuple[str, str, int]]:
+    origins = {normalize_origin(o.strip()) for o in setting.split(",")}
+    return frozenset(o for o in origins if o is not None)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     Executable,
     Row,
     and_,
+    any_,
     bindparam,
     exists,
     func,
@@ -27,6 +28,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hirepay_platform.db import execute_alone
+from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
     job_transitions,
@@ -46,7 +48,6 @@ from jobs.domain.posting_saga import (
     SagaKind,
     SagaState,
 )
-from jobs.service_layer.ports import StaleRows
 
 _FINAL = [s.value for s in FINAL_STATES]
 
@@ -58,6 +59,9 @@ _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
+# Sagas by ids as one array parameter: one statement text (prepared once per connection) whatever
+# the number of ids, where an IN list would be a new statement, prepared again, per length.
+_GET_SAGAS = select(sagas).where(sagas.c.id == any_(bindparam("ids", type_=ARRAY(sagas.c.id.type))))
 # A saga and its job in one round trip (the saga locked, and its job too when asked), each
 # column labelled by its table; the lock order is the saga's row, then the job's, as elsewhere.
 _SAGA_WITH_JOB = (
@@ -569,7 +573,7 @@ class SqlSagaRepository:
         `assumed` (what `stored` gave after an earlier unit of work on them): the saga and job
         as stored then, with no round trip; the unit of work's commit then writes in one
         statement alone, only if both rows, locked by it, still hold those values, else it
-        writes nothing and raises StaleRows (issue 13: the locked path's BEGIN, read and COMMIT
+        writes nothing and raises StaleRow (issue 13: the locked path's BEGIN, read and COMMIT
         round trips saved; the decision is the same as if they had been read locked)."""
         if isinstance(assumed, _Stored) and lock_job and assumed.saga["id"] == saga_id:
             saga_values, job_values = dict(assumed.saga), dict(assumed.job)
@@ -595,13 +599,13 @@ class SqlSagaRepository:
         writes in one statement that commits by itself, if the rows still are as assumed."""
         assert self.assumed is not None
         if not await self.writes.flush_if(_STILL_STORED, self.assumed, execute_alone):
-            raise StaleRows("the saga or its job changed since this process stored them")
+            raise StaleRow("the saga or its job changed since this process stored them")
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:
             return {}
-        stmt = select(sagas).where(sagas.c.id.in_(sorted(set(saga_ids))))
-        found = (self._read(row) for row in (await self.session.execute(stmt)).all())
+        rows = (await self.session.execute(_GET_SAGAS, {"ids": sorted(set(saga_ids))})).all()
+        found = (self._read(row) for row in rows)
         return {saga.id: saga for saga in found}
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:

@@ -140,6 +140,14 @@ class ApplySettlementEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class ApplySettlementEvents:
+    """Apply a burst of the payments settlement stream's events, in their order (PAY-9); the
+    caller records how far it got (each event is yielded once its effect is durable)."""
+
+    events: tuple[SettlementEvent, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RecordSettlementCursor:
     """Advance `consumer`'s cursor to `cursor`, the last event it applied (never back)."""
 

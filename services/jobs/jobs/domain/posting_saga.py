@@ -237,6 +237,15 @@ class SettlementEvent:
     metadata: dict[str, str] = field(default_factory=dict)
 
 
+class SettlementStep(enum.Enum):
+    """What a settlement event asks of its saga, judged on the saga as read without a lock
+    (settlement_step): most events ask nothing, the request having driven the saga already."""
+
+    NONE = "none"  # nothing to record and nothing to drive: no statement at all
+    OBSERVE = "observe"  # news: recorded under the saga's lock (observe), then the saga driven
+    DRIVE = "drive"  # nothing new, but the saga is left to drive (no live request drives it)
+
+
 @dataclass(slots=True)
 class Saga:
     """One pay-to-post attempt: the durable log row of its global transaction."""
@@ -475,3 +484,58 @@ def confirm_exhausted(
     if permanent and saga.attempts + 1 >= max_refusals:
         return True
     return now >= give_up_at
+
+
+def settlement_nothing_left(saga: Saga, event: SettlementEvent) -> bool:
+    """Whether the event can no longer change its saga: the saga is final and answered, the event
+    names no payment the saga does not know, and it is not money arriving for a saga that gave up
+    (which is refunded, PAY-7). Most events find their saga so: the request drove it already."""
+    return (
+        saga.state.final
+        and saga.answered
+        and (not event.result.payment_id or event.result.payment_id == saga.payment_id)
+        and not (saga.state is SagaState.FAILED and event.result.state is TryState.CAPTURED)
+    )
+
+
+def settlement_nothing_new(saga: Saga, event: SettlementEvent) -> bool:
+    """Whether the event tells the saga (as read, without a lock) nothing it does not know: past
+    the Try, observe only records a new payment id or a provider state further along, or refunds
+    money that arrives for a saga that gave up (PAY-7; money taken is therefore never skipped).
+    A later version of the saga only knows more (its provider state only moves forward, a saga
+    never returns before its activation, a payment id once set stays), so observe's locked read
+    would find nothing to do: e.g. the authorized event of a card posting whose request has
+    applied the Try's answer already, or a stale one after its capture."""
+    result = event.result
+    return (
+        saga.state not in BEFORE_ACTIVATION
+        and result.state is not TryState.CAPTURED
+        and (not result.payment_id or result.payment_id == saga.payment_id)
+        and not provider_state_advances(saga.provider_state, result.provider_state)
+    )
+
+
+def drives_after_settlement(saga: Saga | None, event: SettlementEvent, now: datetime) -> bool:
+    """Whether the saga (as read after the event was recorded) is left for the event to drive: a
+    live holder (a request) drives its own saga (no second Confirm racing it), and a refund event
+    only matters to a saga waiting for its money to be returned."""
+    refund_event = event.result.state is TryState.REFUNDED
+    held = saga is not None and saga.held_by_live_request(now)
+    waiting = saga is not None and saga.state is SagaState.REFUNDING
+    return not held and (waiting or not refund_event)
+
+
+def settlement_step(saga: Saga | None, event: SettlementEvent, now: datetime) -> SettlementStep:
+    """What the settlement event asks of its saga (`saga` as read without a lock after the event
+    arrived; None: no such saga). Offer sagas are driven by their requests and the recovery worker
+    (their payments are not in the jobs subsystem's stream). A NONE judged on any read made after
+    the event arrived is the one a later read would give (settlement_nothing_new; a held saga is
+    driven by its holder, or by recovery once the lease runs out), so the events of a burst may
+    be judged on one read of all their sagas (issue 13)."""
+    if saga is None or saga.kind is not SagaKind.POSTING or settlement_nothing_left(saga, event):
+        return SettlementStep.NONE
+    if event.result.state is not TryState.REFUNDED and not settlement_nothing_new(saga, event):
+        return SettlementStep.OBSERVE
+    return (
+        SettlementStep.DRIVE if drives_after_settlement(saga, event, now) else SettlementStep.NONE
+    )

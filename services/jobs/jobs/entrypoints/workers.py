@@ -50,6 +50,13 @@ AUDITOR_LOCK_KEY = 0x41554454  # "AUDT"
 # the events since (each is applied idempotently, PAY-9).
 CURSOR_IDLE_SECONDS = 0.2
 CURSOR_EVERY_EVENTS = 100
+# At most this many events are applied as one burst (their sagas read with one statement).
+BURST_EVENTS = 100
+# Payments sends the events committed since its last read (every 0.15 s under load) back to back:
+# once the first of them is here, the rest are a few milliseconds behind it. Waiting for them
+# makes them one burst instead of the first alone and the rest after (a settle-later posting
+# is activated this much later, next to payments' own pause).
+BURST_LINGER_SECONDS = 0.005
 
 
 async def _sleep(stop: asyncio.Event, seconds: float) -> None:
@@ -126,23 +133,110 @@ class _SettlementCursor:
             self._recorded, self._unrecorded = self._applied, 0
 
 
-async def _next_message(
-    call: grpc.aio.UnaryStreamCall, stopper: asyncio.Task, position: _SettlementCursor
-) -> ppb.SettlementEvent | None:
-    """The stream's next event, None once it ends or the consumer stops; while the stream is
-    quiet, how far it was applied is recorded."""
-    read = asyncio.create_task(call.read())
-    wait = {read, stopper}
-    timeout = CURSOR_IDLE_SECONDS if position.behind else None
-    done, _ = await asyncio.wait(wait, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    if not done:
-        await position.record()
-        done, _ = await asyncio.wait(wait, return_when=asyncio.FIRST_COMPLETED)
-    if read not in done:
-        read.cancel()
-        return None
-    message = read.result()
-    return None if message is grpc.aio.EOF else message
+class _ReadAhead:
+    """Reads the settlement stream ahead of the consumer: the events that arrive while it applies
+    a burst wait here, and are the next burst (issue 13: their sagas are read with one statement).
+    Bounded, so a consumer that falls behind leaves the rest to the stream's flow control. An
+    event read ahead and not applied when the consumer stops or dies is not acknowledged (the
+    cursor never passes it): it is sent again. A read cannot be given up without cancelling the
+    call, hence a task of its own rather than reads with a timeout."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:
+        self._call = call
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=BURST_EVENTS)
+        self._task = asyncio.create_task(self._pump())
+        # What ended the stream (EOF or the error that broke it), once the consumer reached it.
+        self._end: object | None = None
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                message = await self._call.read()
+                await self._queue.put(message)
+                if message is grpc.aio.EOF:
+                    return
+        except Exception as exc:  # the stream broke: the consumer raises it after the events before
+            await self._queue.put(exc)
+
+    def _take(self, item: object) -> ppb.SettlementEvent | None:
+        if item is grpc.aio.EOF or isinstance(item, Exception):
+            self._end = item
+            return None
+        return item  # type: ignore[return-value]
+
+    async def next_burst(
+        self, stopper: asyncio.Task, position: _SettlementCursor
+    ) -> list[ppb.SettlementEvent]:
+        """The events available now, at least one (at most BURST_EVENTS); none once the stream
+        ended or the consumer stops. While the stream is quiet, how far it was applied is
+        recorded. An error that broke the stream is raised after the events read before it."""
+        if isinstance(self._end, Exception):
+            raise self._end
+        if self._end is not None:
+            return []
+        get = asyncio.create_task(self._queue.get())
+        wait = {get, stopper}
+        try:
+            timeout = CURSOR_IDLE_SECONDS if position.behind else None
+            done, _ = await asyncio.wait(wait, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not done:
+                await position.record()
+                done, _ = await asyncio.wait(wait, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not get.done():
+                get.cancel()
+        if get not in done or get.cancelled():
+            return []
+        first = self._take(get.result())
+        burst = [] if first is None else [first]
+        if burst and self._queue.empty():
+            await asyncio.sleep(BURST_LINGER_SECONDS)
+        while burst and len(burst) < BURST_EVENTS and not self._queue.empty():
+            message = self._take(self._queue.get_nowait())
+            if message is None:
+                break
+            burst.append(message)
+        if not burst and isinstance(self._end, Exception):
+            raise self._end
+        return burst
+
+    def close(self) -> None:
+        self._task.cancel()
+
+
+async def consume_stream(
+    call: grpc.aio.UnaryStreamCall,
+    stop: asyncio.Event,
+    make_deps: Callable[[], Deps],
+    cursor: int,
+) -> None:
+    """Apply the settlement stream's events (opened after `cursor`) burst by burst until it ends
+    or `stop` is set, recording how far they were applied: never past an event whose effect is
+    not durable (a crash replays the events since the recorded position; each is applied
+    idempotently, PAY-9)."""
+    stopper = asyncio.create_task(stop.wait())
+    position = _SettlementCursor(make_deps, cursor)
+    stream = _ReadAhead(call)
+    try:
+        while not stop.is_set():
+            burst = await stream.next_burst(stopper, position)
+            if not burst:
+                break
+            events = tuple(settlement_event_from_proto(m) for m in burst)
+            applying = settlement.apply_settlement_events(
+                commands.ApplySettlementEvents(events), make_deps()
+            )
+            # Each event is yielded once its effect is durable: only then is the position moved
+            # past it.
+            async with contextlib.aclosing(applying):
+                async for event, _ in applying:
+                    await position.applied(event.cursor)
+    finally:
+        stopper.cancel()
+        stream.close()
+        call.cancel()
+        with contextlib.suppress(Exception):
+            await position.record()
 
 
 def settlement_worker(
@@ -162,24 +256,7 @@ def settlement_worker(
             # Signed like every call (checked once, when the stream opens).
             metadata=payments.client.metadata(),
         )
-        stopper = asyncio.create_task(stop.wait())
-        position = _SettlementCursor(make_deps, cursor)
-        try:
-            while not stop.is_set():
-                message = await _next_message(call, stopper, position)
-                if message is None:
-                    break
-                event = settlement_event_from_proto(message)
-                await settlement.apply_settlement_event(
-                    commands.ApplySettlementEvent(event, CONSUMER, record_cursor=False),
-                    make_deps(),
-                )
-                await position.applied(event.cursor)
-        finally:
-            stopper.cancel()
-            call.cancel()
-            with contextlib.suppress(Exception):
-                await position.record()
+        await consume_stream(call, stop, make_deps, cursor)
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -60,11 +60,6 @@ class JobRepository(Protocol):
         """Up to `limit` active jobs past their expiry, locked, skipping rows other workers hold."""
 
 
-class StaleRows(Exception):
-    """A unit of work that assumed its saga and job as stored earlier found them changed: it
-    wrote nothing (its step is taken again on the rows read under lock)."""
-
-
 class SagaRepository(Protocol):
     async def insert(self, saga: Saga) -> bool:
         """Insert-first on (company_id, request_id): True if inserted, False if the key exists."""
@@ -99,7 +94,7 @@ class SagaRepository(Protocol):
         """The saga, locked, and its job (locked too unless `lock_job` is False; None when the
         saga has none), read in one round trip. `assumed` (from `stored`, after the unit of
         work that last wrote them committed): the saga and job as they were then, not read; the
-        commit then writes only if both still are, else raises StaleRows and writes nothing.
+        commit then writes only if both still are, else raises StaleRow and writes nothing.
         A repository may ignore `assumed` and read them."""
 
     def stored(self, saga_id: str) -> object | None:

@@ -20,6 +20,7 @@ import httpx
 
 from hirepay_platform import money
 from hirepay_platform.untrusted import loads_json
+from payments.adapters.http_pool import SpreadTransport
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -100,15 +101,14 @@ class FatoraProvider:
         max_connections: int = 256,
     ) -> None:
         """`max_connections`: calls in flight at once, all kept alive (httpx's defaults, 100 and
-        20, would queue calls beyond 100 and reopen connections after every burst)."""
+        20, would queue calls beyond 100 and reopen connections after every burst), in small
+        pools (http_pool.SpreadTransport)."""
         self._webhook_secret = webhook_secret
         self._http = httpx.AsyncClient(
             base_url=api_base.rstrip("/"),
             headers={"api_key": api_key},
             timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            transport=SpreadTransport(max_connections=max_connections),
         )
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:

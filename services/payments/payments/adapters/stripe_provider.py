@@ -27,6 +27,7 @@ import httpx
 import stripe
 
 from hirepay_platform.untrusted import loads_json
+from payments.adapters.http_pool import SpreadTransport
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -290,12 +291,13 @@ def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefun
 
 
 class PooledHTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx transport with our connection limits.
+    """The SDK's httpx client over our transport (http_pool.SpreadTransport).
 
     The SDK builds its `httpx.AsyncClient` with httpx's default limits (at most 100 connections,
     20 kept alive) and takes no limits of its own: calls beyond 100 in flight would queue in the
     client (a slow Stripe then caps the payments in flight at 100) and every burst above 20 would
-    reopen connections. Same TLS verification as the SDK's (its CA bundle)."""
+    reopen connections; and one pool's bookkeeping grows with the calls in flight. Same TLS
+    verification as the SDK's (its CA bundle)."""
 
     def __init__(self, *, timeout: float, max_connections: int) -> None:
         super().__init__(timeout=timeout)
@@ -303,10 +305,10 @@ class PooledHTTPXClient(stripe.HTTPXClient):
             # Fail at start-up, not under load, should an SDK upgrade rename its client.
             raise RuntimeError("stripe.HTTPXClient no longer keeps its httpx.AsyncClient")
         self._client_async = httpx.AsyncClient(
-            verify=ssl.create_default_context(cafile=stripe.ca_bundle_path),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            transport=SpreadTransport(
+                max_connections=max_connections,
+                verify=ssl.create_default_context(cafile=stripe.ca_bundle_path),
+            )
         )
 
 

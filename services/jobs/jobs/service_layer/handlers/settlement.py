@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from jobs.domain import commands
 from jobs.domain.posting_saga import (
-    BEFORE_ACTIVATION,
     BRANCH_ID,
     Saga,
-    SagaKind,
-    SagaState,
     SettlementEvent,
-    TryState,
-    provider_state_advances,
+    SettlementStep,
+    drives_after_settlement,
+    settlement_step,
 )
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
@@ -48,57 +47,72 @@ async def record_cursor(cmd: commands.RecordSettlementCursor, deps: Deps) -> Non
         await uow.commit()
 
 
-def _nothing_left(saga: Saga, event: SettlementEvent) -> bool:
-    """Whether the event can no longer change its saga: the saga is final and answered, the event
-    names no payment the saga does not know, and it is not money arriving for a saga that gave up
-    (which is refunded, PAY-7). Most events find their saga so: the request drove it already."""
+def _saga_event(event: SettlementEvent) -> bool:
+    """Whether the event is about a pay-to-post or offer saga's branch (not a job payment)."""
     return (
-        saga.state.final
-        and saga.answered
-        and (not event.result.payment_id or event.result.payment_id == saga.payment_id)
-        and not (saga.state is SagaState.FAILED and event.result.state is TryState.CAPTURED)
+        event.metadata.get("type") != job_payments.JOB_PAYMENT
+        and event.branch_id in ("", BRANCH_ID)
+        and bool(event.global_tx_id)
     )
 
 
-def _nothing_new(saga: Saga, event: SettlementEvent) -> bool:
-    """Whether the event tells the saga (as read, without a lock) nothing it does not know: past
-    the Try, observe only records a new payment id or a provider state further along, or refunds
-    money that arrives for a saga that gave up (PAY-7; money taken is therefore never skipped).
-    A later version of the saga only knows more (its provider state only moves forward), so
-    observe's locked read would find nothing to do: e.g. the authorized event of a card posting
-    whose request has applied the Try's answer already, or a stale one after its capture."""
-    result = event.result
-    return (
-        saga.state not in BEFORE_ACTIVATION
-        and result.state is not TryState.CAPTURED
-        and (not result.payment_id or result.payment_id == saga.payment_id)
-        and not provider_state_advances(saga.provider_state, result.provider_state)
-    )
+async def apply_settlement_events(
+    cmd: commands.ApplySettlementEvents, deps: Deps
+) -> AsyncIterator[tuple[SettlementEvent, bool]]:
+    """Apply a burst of settlement events in their order, yielding each one (and whether it
+    changed its saga) once its effect is durable: the caller may then record the stream position.
+
+    The sagas of the whole burst are read with one statement, and the domain decides which events
+    change nothing (settlement_step): those cost no statement at all; the others are applied one by
+    one as apply_settlement_event would, under their saga's lock (issue 13: most events are the
+    authorized and captured events of postings their requests have finished). An event whose
+    saga an earlier event of the burst acted on reads it again (it may have moved since)."""
+    saga_ids = [e.global_tx_id for e in cmd.events if _saga_event(e)]
+    read: dict[str, Saga] = {}
+    if saga_ids:
+        async with deps.uow as uow:
+            read = await uow.sagas.get_many(saga_ids)
+    acted: set[str] = set()
+    for event in cmd.events:
+        applied = False
+        if not _saga_event(event):
+            if event.metadata.get("type") == job_payments.JOB_PAYMENT:
+                applied = await job_payments.apply_job_payment_event(event, deps.fresh())
+        elif event.global_tx_id in acted:
+            applied = await _apply(event, deps.fresh())
+        else:
+            saga = read.get(event.global_tx_id)
+            step = settlement_step(saga, event, deps.clock())
+            if saga is not None and step is not SettlementStep.NONE:
+                acted.add(saga.id)
+                applied = await _act(saga, event, step, deps.fresh())
+        metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
+        yield event, applied
 
 
 async def _apply(event: SettlementEvent, deps: Deps) -> bool:
     """What the event says about its saga, then drive the saga unless its request does."""
     async with deps.uow as uow:
         saga = await uow.sagas.get(event.global_tx_id)
-    # Offer sagas are driven by their requests and the recovery worker (their payments are not in
-    # the jobs subsystem's stream).
-    if saga is None or saga.kind is not SagaKind.POSTING or _nothing_left(saga, event):
+    step = settlement_step(saga, event, deps.clock())
+    if saga is None or step is SettlementStep.NONE:
         return False
-    refund_event = event.result.state is TryState.REFUNDED
+    return await _act(saga, event, step, deps)
+
+
+async def _act(saga: Saga, event: SettlementEvent, step: SettlementStep, deps: Deps) -> bool:
+    """Take the settlement step on the saga as read: record the news under the saga's lock
+    (OBSERVE), then drive the saga unless its request does or the event asks nothing of it."""
     applied = False
     current: Saga | None = saga
-    if not refund_event and not _nothing_new(saga, event):
+    if step is SettlementStep.OBSERVE:
         applied = await observe(saga.id, event.result, deps, source=event.type)
         async with deps.uow as uow:
             current = await uow.sagas.get(saga.id)
-    now = deps.clock()
-    # A live holder (a request) drives its own saga: no second Confirm racing it.
-    held = current is not None and current.held_by_live_request(now)
-    # A refund event only matters to a saga waiting for its money to be returned.
-    waiting = current is not None and current.state is SagaState.REFUNDING
-    if not held and (waiting or not refund_event):
-        # Each step locks the row again, so the saga as just read is where the drive starts.
-        await drive(saga.id, deps, poll=False, saga=current)
+        if not drives_after_settlement(current, event, deps.clock()):
+            return applied
+    # Each step locks the row again, so the saga as just read is where the drive starts.
+    await drive(saga.id, deps, poll=False, saga=current)
     return applied
 
 

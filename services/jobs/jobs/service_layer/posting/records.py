@@ -7,12 +7,11 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TypeVar
 
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import HirepayError, StaleRow
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import Saga, SagaState
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.ports import StaleRows
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class StoredRows:
 async def assuming(stored: StoredRows | None, step: Callable[[object | None], Awaitable[_T]]) -> _T:
     """Take a saga step on the rows the request stored last, when known: `step(rows)`. Where
     they changed meanwhile (another driver moved the saga, CancelJob, an event), or the step
-    would write nothing on them, it raises StaleRows having written nothing, and the step is
+    would write nothing on them, it raises StaleRow having written nothing, and the step is
     taken as it always is: `step(None)`, on the rows read under lock."""
     assumed = stored.rows if stored is not None else None
     if stored is not None:
@@ -45,15 +44,15 @@ async def assuming(stored: StoredRows | None, step: Callable[[object | None], Aw
     if assumed is not None:
         try:
             return await step(assumed)
-        except StaleRows:
+        except StaleRow:
             pass
     return await step(None)
 
 
 def nothing_written(assumed: object | None) -> None:
-    """A step that writes nothing: on assumed rows its decision is unconfirmed (StaleRows)."""
+    """A step that writes nothing: on assumed rows its decision is unconfirmed (StaleRow)."""
     if assumed is not None:
-        raise StaleRows("a step on assumed rows wrote nothing; taken again on the rows read")
+        raise StaleRow("a step on assumed rows wrote nothing; taken again on the rows read")
 
 
 def fail_job(job: Job | None, saga: Saga, reason: str, *, refunded: bool, now: datetime) -> None:

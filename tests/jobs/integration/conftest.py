@@ -1,0 +1,3 @@
+"""Fixtures shared by the jobs service's PostgreSQL tests."""
+
+from tests.support.pg_round_trips import round_trips  # noqa: F401 (a fixture, counted round trips)

@@ -1,0 +1,161 @@
+"""CPU per posting of the gateway alone (issue 13): the real gateway process (`python -m gateway`,
+as the stack runs it) in front of a stand-in jobs service (the platform's GrpcApp answering
+CreateJobWithPayment at once with an active job), driven over HTTP at a given concurrency. What the
+gateway spends per posting (HTTP parsing, middleware, validation, auth, the gRPC call, the answer)
+and what the stand-in's platform plumbing spends per call, without the saga behind them.
+
+    .venv/bin/python -m hirepay_dev.bench_gateway [--postings 3000] [--concurrency 32]
+
+Print the gateway's pid and wait (--pause) to attach py-spy before the measured postings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+
+from gateway.service_layer.auth import issue_token
+from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from hirepay_dev.bench_posting import _BODY
+from hirepay_dev.bench_rpc import SECRET, _free_port
+from hirepay_dev.benchcpu import process_cpu
+
+
+class _Jobs(jobs_grpc.JobsServiceServicer):
+    """Every posting succeeds at once: an active job, the attempt allowed."""
+
+    async def CreateJobWithPayment(self, request: Any, context: Any) -> Any:
+        job = jobs_pb.Job(
+            job_id="job-1",
+            status=jobs_pb.Job.ACTIVE,
+            fields=request.job,
+            payment_id="pay-1",
+            payment_method="card",
+        )
+        limit = request.rate_limit
+        return jobs_pb.CreateJobWithPaymentResponse(
+            job=job,
+            payment_id="pay-1",
+            payment_state="CAPTURED",
+            saga_id="saga-1",
+            rate_limit=jobs_pb.PostingRateDecision(
+                allowed=True, limit=limit.limit, remaining=limit.limit - 1, reset_seconds=1
+            ),
+        )
+
+
+def _serve_jobs(port: int, ready: Any) -> None:
+    from hirepay_platform import eventloop
+    from hirepay_platform.server import GrpcApp
+    from hirepay_platform.settings import ServiceSettings
+
+    async def main() -> None:
+        settings = ServiceSettings(
+            grpc_port=port,
+            metrics_port=0,
+            database_url="postgresql://unused",
+            log_level="WARNING",
+            HIREPAY_SERVICE_TOKEN_SECRET=SECRET,
+        )
+        app = GrpcApp("jobs", settings)
+        app.add_service(
+            jobs_grpc.add_JobsServiceServicer_to_server, _Jobs(), "hirepay.jobs.v1.JobsService"
+        )
+        task = asyncio.create_task(app.serve())
+        for _ in range(3000):  # the port is known once the server has started
+            if app.port is not None:
+                break
+            await asyncio.sleep(0.01)
+        ready.set()
+        await task
+
+    eventloop.run(main())
+
+
+async def _load(url: str, postings: int, concurrency: int, tag: str) -> float:
+    token = issue_token(user_id=f"bench-{tag}", role="company")
+    per_worker = postings // concurrency
+
+    async def worker(w: int) -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            for i in range(per_worker):
+                response = await client.post(
+                    "/api/jobs/create-with-payment",
+                    json=_BODY,
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Idempotency-Key": f"{tag}-{w}-{i}",
+                    },
+                )
+                if response.status_code != 201:
+                    raise RuntimeError(f"{response.status_code} {response.text[:200]}")
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--postings", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--pause", type=float, default=0.0)
+    args = parser.parse_args()
+    jobs_port, gw_port = _free_port(), _free_port()
+    ctx = multiprocessing.get_context("spawn")
+    ready = ctx.Event()
+    jobs = ctx.Process(target=_serve_jobs, args=(jobs_port, ready), daemon=True)
+    jobs.start()
+    env = {
+        **os.environ,
+        "HIREPAY_SERVICE_TOKEN_SECRET": SECRET,
+        "GATEWAY_PORT": str(gw_port),
+        "GATEWAY_JOBS_TARGET": f"127.0.0.1:{jobs_port}",
+        "GATEWAY_LOG_LEVEL": "WARNING",
+        "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
+    }
+    gateway = subprocess.Popen([sys.executable, "-m", "gateway"], env=env)
+    url = f"http://127.0.0.1:{gw_port}"
+    try:
+        ready.wait(30)
+        for _ in range(300):
+            try:
+                httpx.get(f"{url}/healthz", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        asyncio.run(_load(url, 200, args.concurrency, f"warm{time.time_ns()}"))
+        print(f"gateway pid {gateway.pid}, jobs stand-in pid {jobs.pid}", flush=True)
+        time.sleep(args.pause)
+        for r in range(args.rounds):
+            gw0, jobs0 = process_cpu(gateway.pid), process_cpu(jobs.pid)  # type: ignore[arg-type]
+            wall = asyncio.run(
+                _load(url, args.postings, args.concurrency, f"r{r}-{time.time_ns()}")
+            )
+            done = (args.postings // args.concurrency) * args.concurrency
+            gw = (process_cpu(gateway.pid) - gw0) / done * 1000  # type: ignore[operator]
+            js = (process_cpu(jobs.pid) - jobs0) / done * 1000  # type: ignore[arg-type,operator]
+            print(
+                f"c={args.concurrency} {done / wall:7.0f} postings/s  gateway {gw:.2f} CPU-ms "
+                f"jobs stand-in {js:.2f} CPU-ms per posting",
+                flush=True,
+            )
+    finally:
+        gateway.terminate()
+        gateway.wait(10)
+        jobs.terminate()
+        jobs.join(5)
+
+
+if __name__ == "__main__":
+    main()
