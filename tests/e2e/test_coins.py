@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 
 from tests.e2e.conftest import System
+from tests.e2e.credits_support import ledger
 from tests.support import wallet_reads
 from tests.support.waiting import eventually
 
@@ -19,10 +20,6 @@ BODY = {
 }
 
 
-def _balances(system: System, owner: str):
-    return wallet_reads.balances(system.stack.services["wallet"].target, owner)
-
-
 def _delivered(system: System) -> bool:
     """Every webhook the provider scheduled was delivered (duplicates too)."""
     backlog = system.admin.webhook_backlog()
@@ -32,8 +29,8 @@ def _delivered(system: System) -> bool:
 def test_coins_are_issued_once_through_the_gateway(system: System) -> None:
     system.admin.clear_faults()
     buyer = f"cu-{uuid.uuid4().hex[:10]}"
-    clearing_before = _balances(system, "provider:stripe")
-    platform_before = _balances(system, "platform")
+    clearing_before = ledger(system, "provider:stripe")
+    platform_before = ledger(system, "platform")
     headers = system.headers(buyer, "customer", key="coins-1")
     opened = system.http.post("/api/coins/purchase", json=BODY, headers=headers)
     assert opened.status_code == 200, opened.text
@@ -45,15 +42,15 @@ def test_coins_are_issued_once_through_the_gateway(system: System) -> None:
     system.admin.add_fault("webhook_duplicate", times=5, event_type="payment_intent.*")
     try:
         assert system.admin.pay_checkout(body["checkoutUrl"]).status_code == 303
-        eventually(lambda: _balances(system, buyer) == {("USER", "COIN"): 1500}, timeout=30)
+        eventually(lambda: ledger(system, buyer) == {("USER", "COIN"): 1500}, timeout=30)
         eventually(lambda: _delivered(system), timeout=30)  # every duplicate applied
     finally:
         system.admin.clear_faults()
-    assert _balances(system, buyer) == {("USER", "COIN"): 1500}
-    assert wallet_reads.delta(clearing_before, _balances(system, "provider:stripe")) == {
+    assert ledger(system, buyer) == {("USER", "COIN"): 1500}
+    assert wallet_reads.delta(clearing_before, ledger(system, "provider:stripe")) == {
         ("PROVIDER_CLEARING", "USD"): -1500
     }
-    platform = wallet_reads.delta(platform_before, _balances(system, "platform"))
+    platform = wallet_reads.delta(platform_before, ledger(system, "platform"))
     assert platform[("ISSUANCE", "USD")] == 1500 and platform[("ISSUANCE", "COIN")] == -1500
 
 
@@ -66,4 +63,4 @@ def test_a_declined_coin_payment_issues_nothing(system: System) -> None:
     declined = system.admin.pay_checkout(opened.json()["checkoutUrl"], "4000 0000 0000 0002")
     assert declined.status_code == 402
     eventually(lambda: _delivered(system), timeout=30)
-    assert _balances(system, buyer) == {}
+    assert ledger(system, buyer) == {}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 
-import asyncpg
 import pytest
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import create_engine, make_session_factory
+from tests.support.pg_round_trips import round_trips  # noqa: F401 (a fixture, counted round trips)
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
@@ -80,52 +79,3 @@ async def sound(engine, audit) -> AsyncIterator[None]:
     """Fails the test if the ledger's invariants do not hold after it."""
     yield
     assert await audit(engine) == {}
-
-
-class RoundTrips:
-    """What the engine sends to PostgreSQL while recording: each statement's first line, and
-    BEGIN / COMMIT / ROLLBACK (which asyncpg sends as round trips of their own)."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-        self.recording = False
-
-    def note(self, sql: str) -> None:
-        if self.recording:
-            self.sent.append(" ".join(sql.split())[:60])
-
-    @property
-    def statements(self) -> list[str]:
-        return [s for s in self.sent if not s.upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
-
-    @property
-    def transaction_control(self) -> list[str]:
-        return [s for s in self.sent if s not in self.statements]
-
-    def __enter__(self) -> RoundTrips:
-        self.sent.clear()
-        self.recording = True
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.recording = False
-
-
-@pytest.fixture
-def round_trips(engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
-    """Counts round trips of this module's engine inside `with round_trips:` (issue 13)."""
-    trips = RoundTrips()
-
-    def on_statement(conn, cursor, statement, parameters, context, executemany) -> None:
-        trips.note(statement)
-
-    execute = asyncpg.Connection.execute
-
-    async def counted_execute(self, query: str, *args, **kwargs):
-        trips.note(query)  # BEGIN, COMMIT and ROLLBACK of asyncpg's transactions
-        return await execute(self, query, *args, **kwargs)
-
-    monkeypatch.setattr(asyncpg.Connection, "execute", counted_execute)
-    event.listen(engine.sync_engine, "before_cursor_execute", on_statement)
-    yield trips
-    event.remove(engine.sync_engine, "before_cursor_execute", on_statement)
