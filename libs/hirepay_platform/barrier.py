@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     PrimaryKeyConstraint,
     Row,
+    Select,
     String,
     Table,
     TextClause,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     UpdateBase,
     bindparam,
     func,
+    select,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -125,15 +127,19 @@ def _statements(table_name: str) -> _Statements:
 
 
 @functools.cache
-def _guard_insert(table: Table) -> UpdateBase:
-    """The insert-first of one row as a write batch's guard (it returns the row it inserted)."""
+def _guard_insert(table: Table, only_if: Select[Any] | None = None) -> UpdateBase:
+    """The insert-first of one row as a write batch's guard (it returns the row it inserted);
+    with `only_if` (a SELECT built once, FOR UPDATE to lock what it finds), the row is inserted
+    only if that finds a row, which it runs first (its rows are locked before the insert)."""
     columns = ("global_tx_id", "branch_id", "op", "origin", "fingerprint")
-    return (
-        pg_insert(table)
-        .values({c: bindparam(f"g_{c}", type_=table.c[c].type) for c in columns})
-        .on_conflict_do_nothing()
-        .returning(table.c.op)
-    )
+    values = {c: bindparam(f"g_{c}", type_=table.c[c].type) for c in columns}
+    if only_if is None:
+        statement = pg_insert(table).values(values)
+    else:
+        statement = pg_insert(table).from_select(
+            list(columns), select(*values.values()).where(only_if.exists())
+        )
+    return statement.on_conflict_do_nothing().returning(table.c.op)
 
 
 class SqlBarrierRepository:
@@ -161,19 +167,31 @@ class SqlBarrierRepository:
         return result.scalar_one_or_none() is not None
 
     def insert_with_batch(
-        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+        self,
+        branch: TccBranch,
+        op: TccOp,
+        origin: TccOp,
+        fingerprint: Fingerprint,
+        *,
+        only_if: tuple[Select[Any], Mapping[str, Any]] | None = None,
     ) -> None:
         """`insert`, as the guard of the unit of work's held-back writes: one statement of its
         own that writes them only if the row is inserted (hirepay_platform.write_batch `guard`;
         the session must be a BatchedSession): a first call and its writes in one round trip
         (issue 13). If the row exists, the commit raises StaleRow and writes nothing: then redo
-        the unit of work with `insert` (replay, mismatch, cancelled)."""
+        the unit of work with `insert` (replay, mismatch, cancelled).
+
+        `only_if`: a SELECT built once and its parameters (not named `g_*`), e.g. a row the unit
+        of work assumed, locked FOR UPDATE: the barrier row (and so the writes) only if it finds
+        a row, else StaleRow as well. Its rows are locked before the barrier row is inserted."""
         batch = getattr(self._session, "batch", None)
         if not isinstance(batch, WriteBatch):
             raise TypeError("insert_with_batch needs a BatchedSession")
+        condition, condition_params = only_if if only_if is not None else (None, {})
         batch.guard(
-            _guard_insert(self._table),
+            _guard_insert(self._table, condition),
             {
+                **condition_params,
                 "g_global_tx_id": branch.global_tx_id,
                 "g_branch_id": branch.branch_id,
                 "g_op": op.value,

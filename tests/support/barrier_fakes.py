@@ -43,10 +43,17 @@ class MemoryBarriers:
         return True
 
     def insert_with_batch(
-        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Mapping[str, str]
+        self,
+        branch: TccBranch,
+        op: TccOp,
+        origin: TccOp,
+        fingerprint: Mapping[str, str],
+        *,
+        only_if: object = None,
     ) -> None:
         """Inserted now, committed with the rest; a row that exists already raises StaleRow (the
-        real statement then writes nothing of the unit of work, and its commit raises it)."""
+        real statement then writes nothing of the unit of work, and its commit raises it).
+        `only_if` is the fake unit of work's to check at commit (a payment assumed)."""
         key = (branch.global_tx_id, branch.branch_id, op)
         if key in self.rows:
             raise StaleRow(f"barrier {key} exists")

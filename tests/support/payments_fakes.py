@@ -101,10 +101,14 @@ class FakePayments(_Repo):
     async def save(self, payment: Payment) -> None:
         self.st.payments[payment.id] = copy.deepcopy(payment)
 
-    def assume(self, payment: Payment) -> Payment:
-        """As the real repository: not read; the commit applies only if it is still so."""
+    def assume(self, payment: Payment, *, guard: bool = True) -> Payment:
+        """As the real repository: not read; the commit applies only if it is still so (also
+        with guard=False: the other guard checks `stored_as`, which the commit does here)."""
         self.uow.assumed[payment.id] = copy.deepcopy(payment)
         return copy.deepcopy(payment)
+
+    def stored_as(self, payment: Payment) -> object:
+        return ("stored_as", payment.id)
 
     async def list_by_states(
         self,

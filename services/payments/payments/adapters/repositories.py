@@ -8,7 +8,7 @@ from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -33,18 +33,31 @@ _BY_BRANCH = select(t.payments).where(
     t.payments.c.branch_id == bindparam("_branch_id"),
 )
 _LOCK_BY_BRANCH = _BY_BRANCH.with_for_update()
-# The payment, locked, only if it still holds every value given (`g_<column>`): the guard of a
-# unit of work that assumed it (SqlPaymentRepository.assume).
-_STILL_STORED = (
-    select(t.payments.c.id)
-    .where(
-        *(
-            column.is_not_distinct_from(bindparam(f"g_{column.name}", type_=column.type))
-            for column in t.payments.c
+
+
+def _still_stored(prefix: str) -> Select[Any]:
+    """The payment, locked, only if it still holds every value given (`<prefix><column>`). Its
+    id by `=`: IS NOT DISTINCT FROM uses no index, and would scan the whole table."""
+    values = {c.name: bindparam(f"{prefix}{c.name}", type_=c.type) for c in t.payments.c}
+    return (
+        select(t.payments.c.id)
+        .where(
+            t.payments.c.id == values["id"],
+            *(
+                column.is_not_distinct_from(values[column.name])
+                for column in t.payments.c
+                if column.name != "id"
+            ),
         )
+        .with_for_update()
     )
-    .with_for_update()
-)
+
+
+# The guard of a unit of work that assumed the payment (SqlPaymentRepository.assume), and the
+# same check as the condition of another guard (`stored_as`, e.g. a barrier row's insert-first;
+# its own parameters are named `g_*`).
+_STILL_STORED = _still_stored("g_")
+_STORED_AS = _still_stored("s_")
 _BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindparam(_KEY))
 _BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
 
@@ -170,16 +183,23 @@ class SqlPaymentRepository:
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None:
         return await self._one(_LOCK_PAYMENT if for_update else _GET_PAYMENT, {_KEY: payment_id})
 
-    def assume(self, payment: Payment) -> Payment:
+    def assume(self, payment: Payment, *, guard: bool = True) -> Payment:
         """A copy of the payment as this process last committed it, not read: the unit of work's
         writes go as one statement of its own that writes them only if the row, locked by it,
         still holds every one of these values (hirepay_platform.write_batch `guard`), else
         StaleRow at commit (issue 13: recording a provider's answer costs one round trip, not
-        BEGIN, SELECT ... FOR UPDATE, the writes and COMMIT)."""
+        BEGIN, SELECT ... FOR UPDATE, the writes and COMMIT). `guard=False`: the unit of work's
+        guard is another one that checks `stored_as(payment)` (a Capture's barrier row)."""
         values = _payment_values(payment)
-        self.s.batch.guard(_STILL_STORED, {f"g_{c}": v for c, v in values.items()})
+        if guard:
+            self.s.batch.guard(_STILL_STORED, {f"g_{c}": v for c, v in values.items()})
         self.s.batch.seen(t.payments, dict(values))
         return self._track(copy.deepcopy(payment), values)
+
+    def stored_as(self, payment: Payment) -> tuple[Select[Any], dict[str, Any]]:
+        """The payment, locked, only if its row still holds every value of `payment`: a SELECT
+        built once and its parameters, for another guard to check (`assume(guard=False)`)."""
+        return _STORED_AS, {f"s_{c}": v for c, v in _payment_values(payment).items()}
 
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(

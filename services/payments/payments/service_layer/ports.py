@@ -23,16 +23,25 @@ from payments.domain.payouts import PayoutAccount, Withdrawal
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 
+# A check of stored rows that a repository hands to another guard (opaque here: the adapters'
+# SELECT and its parameters).
+StoredCondition = Any
+
 
 class PaymentRepository(Protocol):
     async def add(self, payment: Payment) -> None: ...
 
     async def get(self, payment_id: str, *, for_update: bool = False) -> Payment | None: ...
 
-    def assume(self, payment: Payment) -> Payment:
+    def assume(self, payment: Payment, *, guard: bool = True) -> Payment:
         """The payment as this process last committed it, not read again (call it first): the
         unit of work's writes then apply only if the row still holds exactly that, else its
-        commit raises StaleRow and writes nothing (redo it with `get(for_update=True)`)."""
+        commit raises StaleRow and writes nothing (redo it with `get(for_update=True)`).
+        `guard=False`: another guard checks `stored_as(payment)` instead."""
+
+    def stored_as(self, payment: Payment) -> StoredCondition:
+        """The check that the payment's row still holds exactly `payment` (it locks the row),
+        for another guard: `TryBarriers.insert_with_batch(only_if=...)`."""
 
     async def get_by_branch(
         self, branch: TccBranch, *, for_update: bool = False
@@ -324,10 +333,17 @@ class TryBarriers(BarrierRepository, Protocol):
     """The platform's barrier, and a first Try's row sent with the unit of work's writes."""
 
     def insert_with_batch(
-        self, branch: TccBranch, op: TccOp, origin: TccOp, fingerprint: Fingerprint
+        self,
+        branch: TccBranch,
+        op: TccOp,
+        origin: TccOp,
+        fingerprint: Fingerprint,
+        *,
+        only_if: StoredCondition | None = None,
     ) -> None:
         """Insert-first with the unit of work's writes, one statement that writes them only if
-        the row is new; else its commit raises StaleRow, nothing written."""
+        the row is new (and `only_if`, a repository's `stored_as`, holds); else its commit
+        raises StaleRow, nothing written."""
 
 
 class PaymentsUnitOfWork(Protocol):
