@@ -286,8 +286,11 @@ def test_lost_response_is_recovered_by_reading_the_job(system: System) -> None:
     }
     # The provider is slow this once (its answer to the authorization takes 1 s, within the
     # stack's 2 s provider timeout), and the browser gives up (refresh) before the answer arrives:
-    # a posting answered in time would lose nothing.
-    system.admin.add_fault("latency", ms=1000, count=1, path_prefix="/v1/payment_intents")
+    # a posting answered in time would lose nothing. Only a POST (the authorization): a fetch of an
+    # earlier test's payment must not take the one slow answer.
+    system.admin.add_fault(
+        "latency", ms=1000, count=1, method="POST", path_prefix="/v1/payment_intents"
+    )
     try:
         with pytest.raises(httpx.TimeoutException):
             system.http.post(
