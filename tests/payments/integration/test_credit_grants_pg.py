@@ -4,27 +4,11 @@ amounts kept, and due grants shared between workers without one being leased twi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from hirepay_platform.db import create_engine, make_session_factory
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.credits import CANDIDATE_CREDIT, JOB_CREDIT, CreditGrant, GrantStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
-
-
-@pytest.fixture(scope="module")
-def database_url(make_service_database) -> str:
-    return make_service_database("payments")
-
-
-@pytest.fixture(scope="module")
-async def sessions(database_url: str) -> AsyncIterator:
-    engine = create_engine(database_url)
-    yield make_session_factory(engine)
-    await engine.dispose()
 
 
 def _txn(txn_id: str) -> Transaction:

@@ -4,7 +4,6 @@ outbox cursors commit in order, and leases share due payments between workers.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,18 +16,6 @@ from hirepay_platform.tcc import TccBranch, TccOp
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.events import AuditEntry, EventType, OutboxEvent
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
-
-
-@pytest.fixture(scope="module")
-def database_url(make_service_database) -> str:
-    return make_service_database("payments")
-
-
-@pytest.fixture(scope="module")
-async def sessions(database_url: str) -> AsyncIterator:
-    engine = create_engine(database_url)
-    yield make_session_factory(engine)
-    await engine.dispose()
 
 
 def _payment(pid: str, gtx: str, *, due: datetime | None = None) -> Payment:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -23,7 +23,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.db import make_session_factory
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import IdempotencyMismatch, TccBranch
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -38,18 +38,6 @@ from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import FakeProvider
 
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
-
-
-@pytest.fixture(scope="module")
-def database_url(make_service_database) -> str:
-    return make_service_database("payments")
-
-
-@pytest.fixture(scope="module")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 class HookedProvider(FakeProvider):

@@ -3,9 +3,6 @@ barrier table) are exactly what its Alembic revisions create: no drift between c
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.engine import Connection
@@ -19,11 +16,6 @@ def _differences(connection: Connection) -> list[object]:
         connection, opts={"compare_type": True, "compare_server_default": True}
     )
     return list(compare_metadata(context, metadata))
-
-
-@pytest.fixture(scope="module")
-def database_url(make_service_database: Callable[[str], str]) -> str:
-    return make_service_database("payments")
 
 
 async def test_declared_tables_match_the_migrated_database(database_url: str) -> None:

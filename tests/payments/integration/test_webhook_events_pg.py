@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.db import make_session_factory
 from hirepay_platform.tcc import TccBranch
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands, errors
@@ -35,18 +35,6 @@ from tests.support.payments_fakes import Crash, FakeProvider
 
 # Provider ids unique across the tests of the module (they share one database).
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
-
-
-@pytest.fixture(scope="module")
-def database_url(make_service_database) -> str:
-    return make_service_database("payments")
-
-
-@pytest.fixture(scope="module")
-async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(database_url)
-    yield engine
-    await engine.dispose()
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,8 @@ is final or still within its grace."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
-from hirepay_platform.db import create_engine, make_session_factory
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.payouts import ProviderOutcome, Withdrawal, WithdrawalState
 from payments.service_layer.config import Policy
@@ -21,18 +17,6 @@ from tests.support.payments_fakes import FakeLedger, FakeProvider
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
-
-
-@pytest.fixture(scope="module")
-def database_url(make_service_database) -> str:
-    return make_service_database("payments")
-
-
-@pytest.fixture(scope="module")
-async def sessions(database_url: str) -> AsyncIterator:
-    engine = create_engine(database_url)
-    yield make_session_factory(engine)
-    await engine.dispose()
 
 
 def _withdrawal(
