@@ -93,6 +93,34 @@ def test_idempotency_replay_mismatch_in_flight_and_forget() -> None:
     assert restored.begin("key_2", "k", same) is None
 
 
+def test_idempotency_keys_expire_after_their_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved answer is replayed until its TTL and never after, swept or not; a request still
+    running keeps its key; expired answers leave memory at the next sweep."""
+    now = [1000.0]
+    monkeypatch.setattr("sandbox_kit.idempotency.time.monotonic", lambda: now[0])
+    cache = IdempotencyCache(ttl_seconds=60)
+    first = fingerprint("POST", "/v1/x", b"a=1")
+    for n in range(3):
+        assert cache.begin("key", f"old-{n}", first) is None
+        cache.finish("key", f"old-{n}", SavedResponse(200, b"old"))
+    assert cache.begin("key", "running", first) is None  # still in flight past its TTL
+    now[0] = 1059.5  # a sweep: nothing is 60 s old yet
+    assert cache.begin("key", "young", first) is None
+    cache.finish("key", "young", SavedResponse(200, b"young"))
+    assert cache.begin("key", "old-0", first) == SavedResponse(200, b"old")
+    now[0] = 1060.2  # old-* expired; no sweep since 1059.5
+    assert cache.begin("key", "old-1", first) is None  # a new request, not a replay
+    assert cache.begin("key", "young", first) == SavedResponse(200, b"young")
+    now[0] = 1059.5 + cache.PRUNE_EVERY
+    assert cache.begin("key", "another", first) is None  # sweeps
+    assert {item["key"] for item in cache.snapshot()} == {"young"}
+    assert cache.begin("key", "old-2", first) is None  # swept: new
+    with pytest.raises(IdempotencyConflict):
+        cache.begin("key", "running", first)
+    cache.finish("key", "running", SavedResponse(200, b"late"))
+    assert cache.begin("key", "running", first) is None  # saved past its TTL: expired at once
+
+
 def test_config_reads_flags_then_prefixed_environment() -> None:
     config, _ = load_config(
         "demo_sandbox",
