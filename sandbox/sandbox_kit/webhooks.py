@@ -12,7 +12,7 @@ design as the Stripe sandbox's dispatcher, which predates this kit.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import fnmatch
 import heapq
 import itertools
@@ -174,7 +174,9 @@ class WebhookDispatcher:
         # (due time, tie-breaker, delivery, attempt number), earliest first.
         self._schedule: list[tuple[float, int, Delivery, int]] = []
         self._order = itertools.count()
-        self._wakeup = asyncio.Event()
+        # Idle workers, each waiting on a future of its own: a new attempt wakes one of them,
+        # not the whole pool (an Event woke all eight to hand one delivery to one).
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._workers: list[asyncio.Task[None]] = []
         self._failing_urls: set[str] = set()
 
@@ -288,7 +290,15 @@ class WebhookDispatcher:
     def _schedule_attempt(self, delivery: Delivery, number: int, due: float) -> None:
         self._ensure_workers()
         heapq.heappush(self._schedule, (due, next(self._order), delivery, number))
-        self._wakeup.set()
+        self._wake(1)
+
+    def _wake(self, workers: int) -> None:
+        """Wake up to `workers` idle workers to look at the schedule again."""
+        while workers > 0 and self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # else its worker timed out or was cancelled
+                waiter.set_result(None)
+                workers -= 1
 
     def _ensure_workers(self) -> None:
         """Start the pool (again after a reset cancelled it)."""
@@ -303,9 +313,16 @@ class WebhookDispatcher:
                 _, _, delivery, number = heapq.heappop(self._schedule)
                 return delivery, number
             wait = self._schedule[0][0] - now if self._schedule else None
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            try:
+                async with asyncio.timeout(wait):  # the earliest retry, if any, is due then
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._idle:  # timed out or cancelled: not waiting any more
+                    self._idle.remove(waiter)
 
     async def _work(self) -> None:
         while True:
@@ -345,7 +362,7 @@ class WebhookDispatcher:
                 promoted += 1
         if promoted:
             heapq.heapify(self._schedule)
-            self._wakeup.set()
+            self._wake(promoted)
             log.info("webhook endpoint %s recovered; %d retries due now", url, promoted)
 
     async def _deliver_in_order(self, deliveries: list[Delivery]) -> None:

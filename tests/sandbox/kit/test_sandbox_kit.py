@@ -194,6 +194,47 @@ async def test_dispatcher_retries_with_backoff_until_2xx_and_bounds_concurrency(
     await dispatcher.background.cancel_all()
 
 
+async def test_idle_workers_wake_one_per_delivery_and_all_for_a_burst() -> None:
+    """Workers waiting for work are woken one per new delivery, so a burst after a quiet spell
+    still goes out on every worker at once, and a retry due later wakes one of them."""
+    dispatcher = _dispatcher(WebhookSettings(retry_base=0.05, max_attempts=3, max_concurrency=4))
+    dispatcher.register(Endpoint(url="http://receiver.test/hook", secret="s"))
+    in_flight = 0
+    most = 0
+    answers: dict[str, list[int]] = {"evt_retry": [503]}
+
+    async def fake_attempt(delivery: Delivery, number: int) -> Attempt:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        queue = answers.get(delivery.event.id, [])
+        status = queue.pop(0) if queue else 200
+        return Attempt(number, 0.0, status, None, 50, {})
+
+    async def settled() -> None:
+        for _ in range(200):
+            if all(d.status == "succeeded" for d in dispatcher.deliveries):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("deliveries not settled")
+
+    dispatcher._attempt = fake_attempt  # type: ignore[method-assign]
+    dispatcher.publish(WebhookEvent("evt_retry", "payment.captured", "{}", "pay_0"))
+    await settled()  # failed once, waited idle for its retry, then succeeded
+    assert [a.status_code for a in dispatcher.deliveries[0].attempts] == [503, 200]
+    assert most == 1
+    await asyncio.sleep(0.05)  # every worker idle, waiting
+    assert len(dispatcher._idle) == 4
+    for index in range(1, 5):
+        dispatcher.publish(WebhookEvent(f"evt_{index}", "payment.captured", "{}", "pay_1"))
+    await settled()
+    assert most == 4
+    await dispatcher.background.cancel_all()
+    assert not dispatcher._idle  # cancelled workers leave no waiter behind
+
+
 async def test_dispatcher_gives_up_and_drops() -> None:
     faults = FaultRegistry()
     dispatcher = _dispatcher(WebhookSettings(retry_base=0.0, max_attempts=2), faults)
