@@ -14,10 +14,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import fnmatch
+import functools
 import heapq
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,9 +59,7 @@ class Endpoint:
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific facts
 
     def wants(self, event_type: str) -> bool:
-        return self.enabled and any(
-            pattern == "*" or fnmatch.fnmatchcase(event_type, pattern) for pattern in self.events
-        )
+        return self.enabled and _event_filter(self.events)(event_type)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -71,6 +71,21 @@ class Endpoint:
             "source": self.source,
             **self.extra,
         }
+
+
+@functools.lru_cache(maxsize=256)
+def _event_filter(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether an event type matches any of `patterns` (`fnmatchcase` globs), compiled once per
+    endpoint's list: every event is checked against every endpoint's, a configured endpoint
+    names a dozen types, and a glob match per type and event was felt (issue 13)."""
+    if "*" in patterns:
+        return lambda event_type: True
+    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    globs = [fnmatch.translate(p) for p in patterns if p not in exact]
+    if not globs:
+        return exact.__contains__
+    glob = re.compile("|".join(globs)).match
+    return lambda event_type: event_type in exact or glob(event_type) is not None
 
 
 @dataclass(frozen=True)

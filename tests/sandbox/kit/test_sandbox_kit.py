@@ -5,11 +5,14 @@ bounded concurrency."""
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+from collections import Counter
 from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
 
+from sandbox_kit import ids
 from sandbox_kit.background import Background
 from sandbox_kit.config import load_config
 from sandbox_kit.faults import (
@@ -311,3 +314,42 @@ async def test_a_4xx_refuses_one_event_without_marking_the_endpoint_failing() ->
     assert [a.status_code for a in refused.attempts] == [400]
     assert refused.next_attempt_at is not None
     await dispatcher.background.cancel_all()
+
+
+def test_random_tokens_use_every_character_of_the_alphabet_evenly() -> None:
+    for alphabet in (ids.LETTERS_DIGITS, ids.UPPER_DIGITS, "ab"):
+        tokens = [ids.random_token(40, alphabet) for _ in range(500)]
+        assert all(len(token) == 40 and set(token) <= set(alphabet) for token in tokens)
+        counts = Counter("".join(tokens))
+        expected = 40 * 500 / len(alphabet)
+        assert set(counts) == set(alphabet)
+        assert all(abs(n - expected) < 6 * expected**0.5 for n in counts.values())
+    assert len({ids.new_id("evt") for _ in range(1000)}) == 1000
+
+
+def test_an_endpoint_wants_the_event_types_its_globs_match() -> None:
+    types = [
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "charge.captured",
+        "payout.paid",
+        "x.y",
+        "a[b",
+        "PAYMENT.CAPTURE.COMPLETED",
+    ]
+    lists = [
+        ("*",),
+        ("payment_intent.*",),
+        ("payment_intent.succeeded", "payout.*"),
+        ("charge.[sc]*",),
+        ("x?y",),
+        ("a[b",),
+        (),
+        ("PAYMENT.*", "order.paid"),
+    ]
+    for events in lists:
+        endpoint = Endpoint(url="http://receiver.test/hook", secret="s", events=events)
+        for event_type in types:
+            matched = any(fnmatch.fnmatchcase(event_type, pattern) for pattern in events)
+            assert endpoint.wants(event_type) == matched, (events, event_type)
+    assert not Endpoint(url="u", secret="s", enabled=False).wants("payout.paid")
