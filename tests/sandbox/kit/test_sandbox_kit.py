@@ -158,6 +158,38 @@ def _dispatcher(
     )
 
 
+class _SlowReceiver:
+    """Stands in for the dispatcher's HTTP attempts: each takes `seconds`, answers the next
+    status queued for its event (else 200), and the most attempts at once are counted."""
+
+    def __init__(
+        self, dispatcher: WebhookDispatcher, seconds: float, answers: dict[str, list[int]]
+    ):
+        self.dispatcher = dispatcher
+        self.seconds = seconds
+        self.answers = answers
+        self.in_flight = 0
+        self.most = 0
+        dispatcher._attempt = self.attempt  # type: ignore[method-assign]
+
+    async def attempt(self, delivery: Delivery, number: int) -> Attempt:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(self.seconds)
+        self.in_flight -= 1
+        queue = self.answers.get(delivery.event.id, [])
+        status = queue.pop(0) if queue else 200
+        headers = self.dispatcher.signer(delivery, number)
+        return Attempt(number, 0.0, status, None, int(self.seconds * 1000), headers)
+
+    async def settled(self) -> None:
+        for _ in range(200):
+            if all(d.status == "succeeded" for d in self.dispatcher.deliveries):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("deliveries not settled")
+
+
 async def test_dispatcher_retries_with_backoff_until_2xx_and_bounds_concurrency() -> None:
     dispatcher = _dispatcher(
         WebhookSettings(retry_base=0.01, retry_max_delay=0.02, max_attempts=5, max_concurrency=2)
@@ -165,32 +197,14 @@ async def test_dispatcher_retries_with_backoff_until_2xx_and_bounds_concurrency(
     dispatcher.register(
         Endpoint(url="http://receiver.test/hook", secret="s", events=("payment.*",))
     )
-    in_flight = 0
-    most = 0
-    answers: dict[str, list[int]] = {"evt_1": [500, 503, 200]}
-
-    async def fake_attempt(delivery: Delivery, number: int) -> Attempt:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.02)
-        in_flight -= 1
-        queue = answers.get(delivery.event.id, [])
-        status = queue.pop(0) if queue else 200
-        return Attempt(number, 0.0, status, None, 20, dispatcher.signer(delivery, number))
-
-    dispatcher._attempt = fake_attempt  # type: ignore[method-assign]
+    receiver = _SlowReceiver(dispatcher, 0.02, {"evt_1": [500, 503, 200]})
     for index in range(1, 7):
         dispatcher.publish(WebhookEvent(f"evt_{index}", "payment.captured", "{}", "pay_1"))
     assert (
         dispatcher.publish(WebhookEvent("evt_x", "order.paid", "{}", "order_1")) == []
     )  # not subscribed
-    for _ in range(200):
-        if all(d.status == "succeeded" for d in dispatcher.deliveries):
-            break
-        await asyncio.sleep(0.01)
-    assert all(d.status == "succeeded" for d in dispatcher.deliveries)
-    assert most == 2
+    await receiver.settled()
+    assert receiver.most == 2
     first = next(d for d in dispatcher.deliveries if d.event.id == "evt_1")
     assert [a.status_code for a in first.attempts] == [500, 503, 200]
     assert [a.headers["X-Test-Attempt"] for a in first.attempts] == ["1", "2", "3"]
@@ -202,38 +216,17 @@ async def test_idle_workers_wake_one_per_delivery_and_all_for_a_burst() -> None:
     still goes out on every worker at once, and a retry due later wakes one of them."""
     dispatcher = _dispatcher(WebhookSettings(retry_base=0.05, max_attempts=3, max_concurrency=4))
     dispatcher.register(Endpoint(url="http://receiver.test/hook", secret="s"))
-    in_flight = 0
-    most = 0
-    answers: dict[str, list[int]] = {"evt_retry": [503]}
-
-    async def fake_attempt(delivery: Delivery, number: int) -> Attempt:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.05)
-        in_flight -= 1
-        queue = answers.get(delivery.event.id, [])
-        status = queue.pop(0) if queue else 200
-        return Attempt(number, 0.0, status, None, 50, {})
-
-    async def settled() -> None:
-        for _ in range(200):
-            if all(d.status == "succeeded" for d in dispatcher.deliveries):
-                return
-            await asyncio.sleep(0.01)
-        raise AssertionError("deliveries not settled")
-
-    dispatcher._attempt = fake_attempt  # type: ignore[method-assign]
+    receiver = _SlowReceiver(dispatcher, 0.05, {"evt_retry": [503]})
     dispatcher.publish(WebhookEvent("evt_retry", "payment.captured", "{}", "pay_0"))
-    await settled()  # failed once, waited idle for its retry, then succeeded
+    await receiver.settled()  # failed once, waited idle for its retry, then succeeded
     assert [a.status_code for a in dispatcher.deliveries[0].attempts] == [503, 200]
-    assert most == 1
+    assert receiver.most == 1
     await asyncio.sleep(0.05)  # every worker idle, waiting
     assert len(dispatcher._idle) == 4
     for index in range(1, 5):
         dispatcher.publish(WebhookEvent(f"evt_{index}", "payment.captured", "{}", "pay_1"))
-    await settled()
-    assert most == 4
+    await receiver.settled()
+    assert receiver.most == 4
     await dispatcher.background.cancel_all()
     assert not dispatcher._idle  # cancelled workers leave no waiter behind
 
