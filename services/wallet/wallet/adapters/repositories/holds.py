@@ -167,8 +167,9 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 #  2. then the run of transfers (post_run_ctes: lock the account rows in id order, judge, claim
 #     the transfer ids, apply each account's and shard's net change, write the entries), gated by
 #     step 1; a Confirm never lowers its account's availability, so its posting is never refused;
-#  3. only if everything applies: the Confirms' barrier rows (the platform's insert-first, here
-#     after the hold locks so that it can be conditional) and the holds saved as confirmed.
+#  3. only if everything applies: the Confirms' barrier rows (the platform's insert-first with its
+#     `only_if`, here after the hold locks so that it can be conditional) and the holds saved as
+#     confirmed.
 # Otherwise nothing at all is written and the caller runs the group checked (barrier rows, locks,
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
 # rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
@@ -208,16 +209,8 @@ _CONFIRM_ALONE = text(
         after="(SELECT count(*) FROM held) >= 0", gate="(SELECT ok FROM holds_ok)"
     )
     + f""",
-    entered AS (
-        INSERT INTO {tcc_barriers.name} (global_tx_id, branch_id, op, origin, fingerprint)
-        SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f
-          FROM unnest(CAST(:barrier_global_tx_ids AS text[]),
-                      CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))
-               AS t(g, b, f)
-         WHERE (SELECT ok FROM verdict)
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-    ), saved AS (
+    entered AS ({insert_many_sql(tcc_barriers.name, only_if="(SELECT ok FROM verdict)")}),
+    saved AS (
         UPDATE holds h
            SET state = 'confirmed', confirmed_amount = x.confirmed_amount,
                transfer_id = x.transfer_id, resolved_at = CAST(:now AS timestamptz)
