@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import TextClause, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from hirepay_platform.db import execute_alone
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.repositories import ledger_sql
-from wallet.adapters.repositories.ledger import run_outcomes, run_params
+from wallet.adapters.repositories.ledger import changes_shards, run_outcomes, run_params
 from wallet.adapters.tables import holds as H
 from wallet.adapters.tables import tcc_barriers
 from wallet.domain.holds import Hold, HoldState
@@ -159,6 +159,7 @@ _RESERVE_ALONE = text(
 )
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 
+
 # A group of Confirms as ONE statement that is its own transaction (the common case: distinct
 # branches whose holds this process reserved, none debiting a sharded account). The caller
 # planned each Confirm's transfer on the hold as it was reserved; the statement applies only if
@@ -174,8 +175,9 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
 # rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
 # it: PostgreSQL aborts one, whose group is run again (nothing of it was written).
-_CONFIRM_ALONE = text(
-    f"""
+def _confirm_alone_statement(*, shards: bool) -> TextClause:
+    return text(
+        f"""
     WITH expected AS (
         SELECT * FROM unnest(
             CAST(:hold_global_tx_ids AS text[]), CAST(:hold_branch_ids AS text[]),
@@ -205,10 +207,12 @@ _CONFIRM_ALONE = text(
                     WHERE b.op = CAST(:barrier_op AS text)) AS ok
           FROM held
     ),"""
-    + ledger_sql.post_run_ctes(
-        after="(SELECT count(*) FROM held) >= 0", gate="(SELECT ok FROM holds_ok)"
-    )
-    + f""",
+        + ledger_sql.post_run_ctes(
+            after="(SELECT count(*) FROM held) >= 0",
+            gate="(SELECT ok FROM holds_ok)",
+            shards=shards,
+        )
+        + f""",
     entered AS ({insert_many_sql(tcc_barriers.name, only_if="(SELECT ok FROM verdict)")}),
     saved AS (
         UPDATE holds h
@@ -229,7 +233,11 @@ _CONFIRM_ALONE = text(
            (SELECT count(*) FROM entered) AS entered,
            (SELECT count(*) FROM saved) AS saved
     """
-)
+    )
+
+
+_CONFIRM_ALONE = _confirm_alone_statement(shards=True)
+_CONFIRM_ALONE_NO_SHARDS = _confirm_alone_statement(shards=False)
 
 
 class PendingHolds:
@@ -398,7 +406,8 @@ class SqlHoldRepository:
             },
             "now": now,
         }
-        row = (await execute_alone(self._session, _CONFIRM_ALONE, params)).one()
+        statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
+        row = (await execute_alone(self._session, statement, params)).one()
         if not row.ok:
             return None
         outcomes = run_outcomes(items, row)
