@@ -11,19 +11,20 @@ from sqlalchemy import TextClause, text
 
 def _change_shards(after: str) -> str:
     """The CTEs `shard_locked` (every shard of `shard_change`, locked in (account, shard) order,
-    only once `after` - an SQL condition - was evaluated) and `shards_changed` (each changed)."""
+    only once `after` - an SQL condition - was evaluated, with its change) and `shards_changed`
+    (each changed). `shard_change` is read once, so PostgreSQL folds it into the lock's query
+    instead of materialising it: fewer plan nodes per execution (issue 13)."""
     return f"""
     ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
+        SELECT s.account_id, s.shard, c.posted FROM account_shards s
           JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
          WHERE {after}
          ORDER BY s.account_id, s.shard
            FOR NO KEY UPDATE OF s
     ), shards_changed AS (
         UPDATE account_shards s
-           SET posted = s.posted + c.posted
+           SET posted = s.posted + l.posted
           FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
          WHERE s.account_id = l.account_id AND s.shard = l.shard
         RETURNING 1
     """
