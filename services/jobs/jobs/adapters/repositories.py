@@ -37,6 +37,7 @@ from hirepay_platform.db import execute_alone
 from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
+    UNFINISHED_SAGA,
     job_transitions,
     jobs,
     posting_rate_attempts,
@@ -47,7 +48,6 @@ from jobs.adapters.tables import (
 )
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
-    FINAL_STATES,
     PaymentMethod,
     Saga,
     SagaError,
@@ -55,8 +55,6 @@ from jobs.domain.posting_saga import (
     SagaState,
 )
 from jobs.domain.rate_limits import PostingAttempt
-
-_FINAL = [s.value for s in FINAL_STATES]
 
 # The reads of the hot path, built once: SQLAlchemy then finds their compiled form by a cache key
 # computed once per statement, instead of building and keying a new one per call (issue 13).
@@ -223,8 +221,9 @@ def _attempt_params(attempt: PostingAttempt) -> dict[str, Any]:
 _failed = sagas.alias("failed")
 # A failed saga whose reason counts for PAY-14's abuse rule. The reasons are one array parameter:
 # an expanding IN would have SQLAlchemy rewrite the statement's text on every call.
-_FAILED_FOR_ABUSE = _failed.c.failure["reason"].astext == any_(
-    bindparam("failures_reasons", type_=ARRAY(Text))
+_FAILED_FOR_ABUSE = and_(
+    _failed.c.failure.is_not(None),  # ix_sagas_company_failed's condition (FAILED_SAGA)
+    _failed.c.failure["reason"].astext == any_(bindparam("failures_reasons", type_=ARRAY(Text))),
 )
 
 
@@ -772,7 +771,7 @@ class SqlSagaRepository:
         due = (
             select(sagas.c.id)
             .where(
-                sagas.c.state.not_in(_FINAL),
+                UNFINISHED_SAGA,
                 or_(sagas.c.lease_until.is_(None), sagas.c.lease_until < now),
                 or_(sagas.c.next_attempt_at.is_(None), sagas.c.next_attempt_at <= now),
             )
@@ -795,11 +794,10 @@ class SqlSagaRepository:
     async def count_stuck(self, now: datetime) -> int:
         # Waiting for a settle-later payment is bounded by its own (longer) deadline, not stuck.
         waiting = SagaState.AWAITING_SETTLEMENT.value
-        stmt = select(func.count()).where(
-            and_(
-                sagas.c.state.not_in([*_FINAL, waiting]),
-                sagas.c.deadline_at < now,
-            )
+        stmt = (
+            select(func.count())
+            .select_from(sagas)
+            .where(UNFINISHED_SAGA, sagas.c.state != waiting, sagas.c.deadline_at < now)
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
