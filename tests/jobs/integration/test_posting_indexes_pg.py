@@ -14,7 +14,7 @@ from dataclasses import replace
 import asyncpg
 
 from hirepay_platform.db import create_engine, make_session_factory
-from jobs.adapters.tables import UNFINISHED_SAGA
+from jobs.adapters.tables import FAILED_SAGA, UNFINISHED_SAGA
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.posting_saga import FINAL_STATES
@@ -76,6 +76,10 @@ async def test_posting_and_recovery_reads_use_their_indexes(make_service_databas
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         await connection.execute("SET enable_seqscan = off")
+        # The abuse rule's index holds failed sagas only: none of the two postings'.
+        assert (
+            await connection.fetchval(f"SELECT count(*) FROM sagas WHERE {FAILED_SAGA.text}") == 0
+        )
         plan = await _generic_plan(connection, first_step)
         assert "ix_sagas_company_failed" in plan and "ix_posting_rate_attempts_charged" in plan, (
             plan

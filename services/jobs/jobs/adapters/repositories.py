@@ -22,6 +22,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
@@ -222,7 +223,7 @@ _failed = sagas.alias("failed")
 # A failed saga whose reason counts for PAY-14's abuse rule. The reasons are one array parameter:
 # an expanding IN would have SQLAlchemy rewrite the statement's text on every call.
 _FAILED_FOR_ABUSE = and_(
-    _failed.c.failure.is_not(None),  # ix_sagas_company_failed's condition (FAILED_SAGA)
+    _failed.c.failure != literal_column("'null'::jsonb"),  # as ix_sagas_company_failed's
     _failed.c.failure["reason"].astext == any_(bindparam("failures_reasons", type_=ARRAY(Text))),
 )
 

@@ -100,7 +100,8 @@ job_transitions = Table(
 # parameters (an IN list is) implies nothing to a generic plan (issue 13: the recovery worker's
 # once-a-second queries read the whole table).
 UNFINISHED_SAGA = text("state NOT IN ('completed', 'failed', 'refunded')")
-FAILED_SAGA = text("failure IS NOT NULL")
+# A saga with no failure holds JSON null (SQLAlchemy's JSON type binds None so), not SQL NULL.
+FAILED_SAGA = text("failure <> 'null'::jsonb")
 
 # The durable log row of one pay-to-post saga (its global transaction).
 sagas = Table(

@@ -27,7 +27,7 @@ def upgrade() -> None:
         "ix_sagas_company_failed",
         "sagas",
         ["company_id", "created_at"],
-        postgresql_where=sa.text("failure IS NOT NULL"),
+        postgresql_where=sa.text("failure <> 'null'::jsonb"),  # no failure is JSON null
     )
     op.create_index(
         "ix_posting_rate_attempts_charged", "posting_rate_attempts", ["user_id", "charged_at"]
