@@ -203,6 +203,20 @@ _SIGNING_HEADERS = (
 )
 
 
+def _signing_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The provider's signing headers of a delivery (a repeated one: its first value), in one pass
+    over the request's headers (ASGI names them in lowercase)."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1")
+        if name in _SIGNING_HEADER_NAMES and name not in found:
+            found[name] = raw_value.decode("latin-1")
+    return found
+
+
+_SIGNING_HEADER_NAMES = frozenset(_SIGNING_HEADERS)
+
+
 @router.post(
     "/webhook/stripe",
     response_model=models.WebhookAck,
@@ -296,7 +310,7 @@ async def _forward_webhook(
 ) -> models.WebhookAck:
     settings = request.app.state.settings
     payload = await read_raw_body(request, settings.max_body_bytes)
-    headers = {name: request.headers[name] for name in _SIGNING_HEADERS if name in request.headers}
+    headers = _signing_headers(request.scope["headers"])
     if not headers:
         raise ApiError(400, "INVALID_SIGNATURE", "The delivery carries no signature header")
     try:
