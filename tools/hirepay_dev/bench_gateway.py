@@ -207,10 +207,10 @@ def main() -> None:
             done = (args.postings // args.concurrency) * args.concurrency
             gw = (process_cpu(gateway.pid) - gw0) / done * 1000  # type: ignore[operator]
             si = (process_cpu(stand_in.pid) - si0) / done * 1000  # type: ignore[arg-type,operator]
-            what = "deliveries" if args.webhooks else "postings"
+            what, one = ("deliveries", "delivery") if args.webhooks else ("postings", "posting")
             print(
                 f"c={args.concurrency} {done / wall:7.0f} {what}/s  gateway {gw:.2f} CPU-ms "
-                f"{stand_in_name} stand-in {si:.2f} CPU-ms per {what[:-1]}",
+                f"{stand_in_name} stand-in {si:.2f} CPU-ms per {one}",
                 flush=True,
             )
     finally:
