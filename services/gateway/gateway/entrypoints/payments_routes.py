@@ -287,10 +287,10 @@ async def provider_webhook(provider: Provider, request: Request, backends: Backe
     return Response(ack.model_dump_json(), media_type="application/json")
 
 
-async def webhook_directly(request: Request, provider: str) -> Response:
+async def webhook_directly(request: Request, provider: Provider) -> Response:
     """provider_webhook without FastAPI's per-request machinery (direct_routes.py): it takes no
     body model, header or token, so every delivery to a provider's address is answered here."""
-    return await provider_webhook(provider, request, request.app.state.backends)  # type: ignore[arg-type]
+    return await provider_webhook(provider, request, request.app.state.backends)
 
 
 # Every provider's deliveries are answered directly (issue 13): Stripe's at its own address (its
