@@ -114,10 +114,15 @@ class ServiceClient:
                     service=self.name,
                 )
             try:
-                # The token is minted per attempt: a retry late in a long budget is not refused as expired.
-                metadata = self.metadata()
-                if self._carry_context:
-                    metadata += tracing.outgoing_context()
+                # The token is minted per attempt: a retry late in a long budget is not refused as
+                # expired. Handed to grpc as its own Metadata: a list would be checked against
+                # typing's Sequence and copied into one on every call.
+                minter = self._minter or identity.process_minter()
+                metadata = (
+                    grpc.aio.Metadata(*minter.metadata(self.name), *tracing.outgoing_context())
+                    if self._carry_context
+                    else grpc.aio.Metadata(*minter.metadata(self.name))
+                )
                 response = await method(request, timeout=remaining, metadata=metadata)
                 counts.count("OK")
                 return response
