@@ -2,8 +2,8 @@
 once still count every call (server and client side), servicer methods wrapped at registration
 (not intercepted per call) are still authenticated, checked and mapped, also when a servicer
 registers only generic handlers, a request's text is screened as it is decoded (forbidden text
-at any depth still refused, only after the caller is authenticated), and the processes run on
-uvloop."""
+at any depth still refused, only after the caller is authenticated), a remembered trace context
+is the one the call carries, and the processes run on uvloop."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import baggage, trace
 from prometheus_client import REGISTRY
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import ensure_service_token_secret, free_port
-from hirepay_platform import eventloop, metrics
+from hirepay_platform import eventloop, metrics, tracing
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.errors import NotFound, RemoteError
 from hirepay_platform.identity import TokenMinter
@@ -263,3 +264,31 @@ def test_processes_run_on_uvloop() -> None:
     assert eventloop.run(which(), loop="asyncio") is False
     with pytest.raises(ValueError):
         eventloop.run(which(), loop="trio")
+
+
+_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _trace_of(metadata: list[tuple[str, str]]) -> tuple[int, int]:
+    span = trace.get_current_span(tracing.incoming_context(metadata)).get_span_context()
+    return span.trace_id, span.span_id
+
+
+def test_calls_of_one_trace_continue_it_and_others_begin_their_own() -> None:
+    """Remembered contexts (tracing.incoming_context) change nothing: a call continues the trace
+    it carries, baggage included; calls carrying none, or an invalid one, each begin a new one."""
+    token = [("x-hirepay-service-token", "t1")]
+    first = tracing.incoming_context([*token, ("traceparent", _PARENT), ("baggage", "k=v")])
+    again = tracing.incoming_context([("traceparent", _PARENT), ("baggage", "k=v"), *token])
+    assert _trace_of([("traceparent", _PARENT)]) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+    )
+    assert again is first  # remembered, not parsed again
+    assert baggage.get_baggage("k", first) == "v"
+    assert baggage.get_baggage("k", tracing.incoming_context([("traceparent", _PARENT)])) is None
+    other = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"
+    assert _trace_of([("traceparent", other)])[0] == 0x0AF7651916CD43DD8448EB211C80319D
+    for carried in ([], [("traceparent", "00-not-a-trace-01")]):
+        begun = {_trace_of([*token, *carried])[0] for _ in range(3)}
+        assert len(begun) == 3 and 0 not in begun
