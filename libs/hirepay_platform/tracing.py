@@ -254,13 +254,13 @@ def outgoing_context() -> list[tuple[str, str]]:
 _ids = RandomIdGenerator()
 
 # The contexts incoming calls continued, by the propagator and the values of its fields (e.g.
-# traceparent, tracestate, baggage) the call carried. A process that makes no spans passes its
-# caller's context on unchanged, so the calls of one trace reaching a service (jobs calls
-# payments twice per posting) carry the same values, and extracting them again would parse them
-# into an equal, immutable Context: about 5 us of regular expressions and objects per call
-# (issue 13). Only a context that continues the caller's trace is kept, never
-# a new trace begun for a call that carried none (or an invalid one): each such call begins its
-# own. Bounded: emptied when full.
+# traceparent, tracestate, baggage: what a propagator reads) the call carried. A process that
+# makes no spans passes its caller's context on unchanged, so the calls of one trace reaching a
+# service (jobs calls payments twice per posting) carry the same values, and extracting them
+# again would parse them into an equal, immutable Context: about 5 us of regular expressions
+# and objects per call (issue 13). Only a context that continues the caller's trace is kept,
+# never a new trace begun for a call that carried none (or an invalid one): each such call
+# begins its own. Bounded: emptied when full.
 _CONTINUED_MAX = 1024
 _continued_by_fields: dict[tuple[object, tuple[tuple[str, str], ...]], Context] = {}
 # The fields each propagator reads (its `fields`, in a fixed order), computed once.
