@@ -242,13 +242,30 @@ def exporting() -> bool:
     return _exporting
 
 
-def outgoing_context() -> list[tuple[str, str]]:
+# What the last contexts calls were made in were injected as, by the context's id (the context
+# and the propagator kept to check it is still the same one): a handler's calls are made in the
+# one context its call continued (no spans here), an immutable Context the propagator would turn
+# into the same metadata again (about 2 us per call, issue 13). Bounded: emptied when full.
+_INJECTED_MAX = 1024
+_injected: dict[int, tuple[Context, object, tuple[tuple[str, str], ...]]] = {}
+
+
+def outgoing_context() -> tuple[tuple[str, str], ...]:
     """The current trace context as gRPC metadata (OpenTelemetry's configured propagator, the
     same `traceparent`/`tracestate` the client interceptor injects), for a process that makes
     no CLIENT spans; empty outside any trace."""
+    ctx = otel_context.get_current()
+    textmap = propagate.get_global_textmap()
+    found = _injected.get(id(ctx))
+    if found is not None and found[0] is ctx and found[1] is textmap:
+        return found[2]
     carrier: dict[str, str] = {}
-    propagate.inject(carrier)
-    return list(carrier.items())
+    textmap.inject(carrier, ctx)
+    metadata = tuple(carrier.items())
+    if len(_injected) >= _INJECTED_MAX:
+        _injected.clear()
+    _injected[id(ctx)] = (ctx, textmap, metadata)
+    return metadata
 
 
 _ids = RandomIdGenerator()

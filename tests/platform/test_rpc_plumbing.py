@@ -2,8 +2,8 @@
 once still count every call (server and client side), servicer methods wrapped at registration
 (not intercepted per call) are still authenticated, checked and mapped, also when a servicer
 registers only generic handlers, a request's text is screened as it is decoded (forbidden text
-at any depth still refused, only after the caller is authenticated), a remembered trace context
-is the one the call carries, and the processes run on uvloop."""
+at any depth still refused, only after the caller is authenticated), remembered trace contexts
+are the ones a call carries and is made in, and the processes run on uvloop."""
 
 from __future__ import annotations
 
@@ -292,3 +292,31 @@ def test_calls_of_one_trace_continue_it_and_others_begin_their_own() -> None:
     for carried in ([], [("traceparent", "00-not-a-trace-01")]):
         begun = {_trace_of([*token, *carried])[0] for _ in range(3)}
         assert len(begun) == 3 and 0 not in begun
+
+
+def test_calls_carry_the_context_they_are_made_in() -> None:
+    """Remembered metadata (tracing.outgoing_context) is what the propagator injects for the
+    context current at each call: none outside a trace, the trace and baggage inside one, and a
+    new context's own once it is attached (never the previous one's)."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate
+
+    def injected() -> tuple[tuple[str, str], ...]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return tuple(carrier.items())
+
+    assert tracing.outgoing_context() == injected() == ()
+    seen = set()
+    for traceparent in (_PARENT, "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"):
+        for bag in ("k=v", "k=w"):
+            carried = [("traceparent", traceparent), ("baggage", bag)]
+            token = otel_context.attach(tracing.incoming_context(carried))
+            try:
+                assert tracing.outgoing_context() == tracing.outgoing_context() == injected()
+                assert dict(tracing.outgoing_context())["traceparent"] == traceparent
+                seen.add(tracing.outgoing_context())
+            finally:
+                otel_context.detach(token)
+            assert tracing.outgoing_context() == ()
+    assert len(seen) == 4
