@@ -66,19 +66,24 @@ class _Statements:
     release: TextClause
 
 
-def insert_many_sql(table_name: str) -> str:
+def insert_many_sql(table_name: str, *, only_if: str | None = None) -> str:
     """The barrier's insert-first for a group of distinct branches, as SQL a participant may also
     put in a CTE in front of its own statement (one round trip for the barrier and its next step;
     the rows are written before the rest of the statement runs its locks). Binds :barrier_op,
     :barrier_origin, :barrier_global_tx_ids, :barrier_branch_ids, :barrier_fingerprints (see
     `insert_many_params`); returns (global_tx_id, branch_id) of each row it inserted. ON CONFLICT
-    DO NOTHING waits for an in-flight twin exactly as the single insert does."""
+    DO NOTHING waits for an in-flight twin exactly as the single insert does.
+
+    `only_if`: an SQL condition of the participant's statement (e.g. a CTE's verdict, `(SELECT ok
+    FROM verdict)`): the rows are inserted only if it holds, else none (and nothing is returned),
+    so the barrier can come after the locks and checks it depends on, in the same statement."""
+    where = f" WHERE {only_if}" if only_if is not None else ""
     return (
         f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
         " SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f"
         " FROM unnest(CAST(:barrier_global_tx_ids AS text[]),"
         " CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))"
-        " AS t(g, b, f)"
+        f" AS t(g, b, f){where}"
         " ON CONFLICT DO NOTHING RETURNING global_tx_id, branch_id"
     )
 

@@ -114,10 +114,15 @@ class ServiceClient:
                     service=self.name,
                 )
             try:
-                # The token is minted per attempt: a retry late in a long budget is not refused as expired.
-                metadata = self.metadata()
-                if self._carry_context:
-                    metadata += tracing.outgoing_context()
+                # The token is minted per attempt: a retry late in a long budget is not refused as
+                # expired. Handed to grpc as its own Metadata: a list would be checked against
+                # typing's Sequence and copied into one on every call.
+                signed = self._signer().metadata(self.name)
+                metadata = (
+                    grpc.aio.Metadata(*signed, *tracing.outgoing_context())
+                    if self._carry_context
+                    else grpc.aio.Metadata(*signed)
+                )
                 response = await method(request, timeout=remaining, metadata=metadata)
                 counts.count("OK")
                 return response
@@ -142,8 +147,11 @@ class ServiceClient:
     def metadata(self) -> list[tuple[str, str]]:
         """What `call` sends with a call (the signed service token, the actor; the trace context
         is added by the channel's interceptor), for calls it cannot wrap, such as a stream."""
-        minter = self._minter or identity.process_minter()
-        return list(minter.metadata(self.name))
+        return list(self._signer().metadata(self.name))
+
+    def _signer(self) -> identity.TokenMinter:
+        """Who this client's calls are signed by: its own minter, else the process's."""
+        return self._minter or identity.process_minter()
 
     async def close(self) -> None:
         await self.channel.close()

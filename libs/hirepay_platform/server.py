@@ -84,16 +84,20 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
     def wrap_handler(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         """`handler` (RPC `method`, e.g. "GetJob") with the platform's behaviour around it; unary
         requests only (the kinds Hirepay serves), other kinds unchanged."""
+        deserialize = handler.request_deserializer
+        # The request's text is screened as it is decoded (_screening) when there is a decoder;
+        # otherwise the wrapper checks the request it is given.
+        screened = deserialize is not None
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_unary(handler.unary_unary, method, screened=screened),
+                request_deserializer=_screening(deserialize) if screened else None,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                self._wrap_stream(handler.unary_stream, method, screened=screened),
+                request_deserializer=_screening(deserialize) if screened else None,
                 response_serializer=handler.response_serializer,
             )
         return handler
@@ -114,7 +118,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         context.set_details(message)
         return code.name
 
-    def _wrap_unary(self, inner: Any, method: str) -> Any:
+    def _wrap_unary(self, inner: Any, method: str, *, screened: bool) -> Any:
         observe = _Observer(self._service, method)
         authenticate = self._auth.authenticate
         carry_context = self._carry_context
@@ -129,7 +133,11 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             caller_token = None
             try:
                 caller_token = identity.set_current_caller(authenticate(metadata, method))
-                _refuse_bad_text(request)
+                if screened:
+                    if type(request) is _Refused:
+                        raise request.error()
+                else:
+                    _refuse_bad_text(request)
                 return await inner(request, context)
             except asyncio.CancelledError:
                 code = "CANCELLED"
@@ -151,7 +159,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapper
 
-    def _wrap_stream(self, inner: Any, method: str) -> Any:
+    def _wrap_stream(self, inner: Any, method: str, *, screened: bool) -> Any:
         observe = _Observer(self._service, method)
         authenticate = self._auth.authenticate
         carry_context = self._carry_context
@@ -166,7 +174,11 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             caller_token = None
             try:
                 caller_token = identity.set_current_caller(authenticate(metadata, method))
-                _refuse_bad_text(request)
+                if screened:
+                    if type(request) is _Refused:
+                        raise request.error()
+                else:
+                    _refuse_bad_text(request)
                 async for item in inner(request, context):
                     yield item
             except asyncio.CancelledError:
@@ -263,13 +275,45 @@ class _WrappedGenericHandler(grpc.GenericRpcHandler):
         return wrapped
 
 
+class _Refused:
+    """What a screened decoder (_screening) hands the wrapper instead of a request holding text
+    that may not enter the system: the wrapper refuses it once the caller is authenticated."""
+
+    __slots__ = ("field", "problem")
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+
+    def error(self) -> ValidationError:
+        return ValidationError(f"{self.field} {self.problem}", fields={self.field: self.problem})
+
+
+def _screening(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """`deserialize`, screening the decoded request's text (message_text_problem) only when its
+    encoding holds a 0x00 byte: a NUL in any string field, at any depth, is a 0x00 byte in the
+    encoded request, and a lone surrogate never decodes at all (protobuf refuses a proto3 string
+    that is not valid UTF-8, as the CESU-8 bytes of a surrogate are not). Most requests hold no
+    0x00 byte (proto3 leaves zero values out), so their fields are not walked one by one on
+    every call (issue 13); a request that does is walked as before."""
+
+    def screened(raw: bytes) -> Any:
+        request = deserialize(raw)
+        if b"\x00" in raw:
+            found = message_text_problem(request)
+            if found is not None:
+                return _Refused(*found)
+        return request
+
+    return screened
+
+
 def _refuse_bad_text(request: Any) -> None:
     """A direct gRPC call is as untrusted as an HTTP one: NUL or lone surrogates in any string
     field are INVALID_ARGUMENT here, before a handler could pass them to the database."""
     found = message_text_problem(request)
     if found is not None:
-        field, problem = found
-        raise ValidationError(f"{field} {problem}", fields={field: problem})
+        raise _Refused(*found).error()
 
 
 def message_text_problem(message: Message, prefix: str = "") -> tuple[str, str] | None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 
+from hirepay_platform import db as platform_db
 from hirepay_platform.db import (
     Database,
     SqlAlchemyUnitOfWork,
@@ -49,6 +53,38 @@ async def test_rolls_back_unless_committed(db_url: str) -> None:
             await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
             await uow.commit()
         assert await _count(db) == before + 1
+    finally:
+        await db.stop()
+
+
+class RecordingTracer:
+    def __init__(self) -> None:
+        self.spans: list[str] = []
+
+    @contextlib.contextmanager
+    def start_as_current_span(self, name: str, **kw: Any) -> Iterator[None]:
+        self.spans.append(name)
+        yield None
+
+
+@pytest.mark.parametrize("exporting", [True, False])
+async def test_a_commit_has_its_span_only_when_spans_are_exported(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, exporting: bool
+) -> None:
+    """The latency budget reads each hop's COMMIT from its span; a span that goes nowhere is
+    skipped, and the commit happens either way (issue 13)."""
+    tracer = RecordingTracer()
+    monkeypatch.setattr(platform_db, "_TRACER", tracer)
+    monkeypatch.setattr(platform_db.tracing, "exporting", lambda: exporting)
+    db = Database(db_url, SqlAlchemyUnitOfWork, probe_table="items")
+    await db.start()
+    try:
+        before = await _count(db)
+        async with db.uow() as uow:
+            await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
+            await uow.commit()
+        assert await _count(db) == before + 1
+        assert tracer.spans == (["db.commit"] if exporting else [])
     finally:
         await db.stop()
 

@@ -1,7 +1,9 @@
 """The per-call plumbing made cheaper in issue 13 still does all it did: metric series looked up
 once still count every call (server and client side), servicer methods wrapped at registration
 (not intercepted per call) are still authenticated, checked and mapped, also when a servicer
-registers only generic handlers, and the processes run on uvloop."""
+registers only generic handlers, a request's text is screened as it is decoded (forbidden text
+at any depth still refused, only after the caller is authenticated), remembered trace contexts
+are the ones a call carries and is made in, and the processes run on uvloop."""
 
 from __future__ import annotations
 
@@ -11,16 +13,17 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry import baggage, trace
 from prometheus_client import REGISTRY
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import ensure_service_token_secret, free_port
-from hirepay_platform import eventloop, metrics
+from hirepay_platform import eventloop, metrics, tracing
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.errors import NotFound, RemoteError
 from hirepay_platform.identity import TokenMinter
-from hirepay_platform.server import GrpcApp
+from hirepay_platform.server import GrpcApp, PlatformInterceptor
 from hirepay_platform.settings import ServiceSettings
 
 
@@ -30,15 +33,27 @@ class _Wallet(pb_grpc.WalletServiceServicer):
             raise NotFound("no such account", reason="ACCOUNT_NOT_FOUND")
         return pb.GetAccountResponse(account=pb.Account(account_id=request.account_id))
 
+    async def CreateTransfers(self, request: Any, context: Any) -> Any:
+        # Answers how many transfers it was handed: the screened request reached the servicer.
+        return pb.CreateTransfersResponse(
+            results=[pb.CreateTransfersResult() for _ in request.transfers]
+        )
+
 
 def _generic_only(servicer: Any, server: Any) -> None:
-    """Registers GetAccount as older generated code does: a generic handler only."""
+    """Registers GetAccount and CreateTransfers as older generated code does: a generic handler
+    only."""
     handlers = {
         "GetAccount": grpc.unary_unary_rpc_method_handler(
             servicer.GetAccount,
             request_deserializer=pb.GetAccountRequest.FromString,
             response_serializer=pb.GetAccountResponse.SerializeToString,
-        )
+        ),
+        "CreateTransfers": grpc.unary_unary_rpc_method_handler(
+            servicer.CreateTransfers,
+            request_deserializer=pb.CreateTransfersRequest.FromString,
+            response_serializer=pb.CreateTransfersResponse.SerializeToString,
+        ),
     }
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler("hirepay.wallet.v1.WalletService", handlers),)
@@ -142,8 +157,95 @@ async def test_wrapped_methods_still_check_the_caller_and_the_text(
         stub = pb_grpc.WalletServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as unsigned:
             await stub.GetAccount(pb.GetAccountRequest(account_id="a1"), timeout=5)
+        # The caller is authenticated before the request's text is judged.
+        with pytest.raises(grpc.aio.AioRpcError) as unsigned_bad_text:
+            await stub.CreateTransfers(_transfers(("re\x00nt", "march")), timeout=5)
     assert unsigned.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert unsigned_bad_text.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert await _calls(target, service, ["bad\x00id"]) == ["VALIDATION_FAILED"]
+
+
+def _transfers(*texts: tuple[str, str]) -> pb.CreateTransfersRequest:
+    """A CreateTransfers request of one transfer per (description, metadata value)."""
+    return pb.CreateTransfersRequest(
+        request_id="r1",
+        transfers=[
+            pb.TransferRequest(
+                transfer_id=f"t{i}",
+                legs=[pb.TransferLeg(from_account_id="a", to_account_id="b")],
+                description=description,
+                metadata={"note": value},
+            )
+            for i, (description, value) in enumerate(texts)
+        ],
+    )
+
+
+async def _create_transfers(
+    target: str, service: str, request: pb.CreateTransfersRequest
+) -> tuple[int, str]:
+    """(results answered, "") or (-1, the failure's reason) of one CreateTransfers call."""
+    client = ServiceClient(
+        service, target, minter=TokenMinter("jobs", ensure_service_token_secret())
+    )
+    stub = pb_grpc.WalletServiceStub(client.channel)
+    try:
+        response = await client.call(stub.CreateTransfers, request)
+        return len(response.results), ""
+    except RemoteError as exc:
+        return -1, exc.reason
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(
+    ("request_", "expected"),
+    [
+        # No 0x00 byte in the encoding: decoded and served without a walk of its fields.
+        (_transfers(("rent", "march"), ("fee", "april")), (2, "")),
+        # A NUL deep in a repeated message's map value, or in its plain string field.
+        (_transfers(("rent", "march"), ("fee", "apr\x00il")), (-1, "VALIDATION_FAILED")),
+        (_transfers(("re\x00nt", "march")), (-1, "VALIDATION_FAILED")),
+        # A 0x00 byte that is no text (an empty nested message): walked, and served.
+        (
+            pb.CreateTransfersRequest(
+                transfers=[pb.TransferRequest(legs=[pb.TransferLeg(amount={})])]
+            ),
+            (1, ""),
+        ),
+    ],
+)
+async def test_forbidden_text_is_refused_wherever_it_is(
+    served: tuple[str, str], request_: pb.CreateTransfersRequest, expected: tuple[int, str]
+) -> None:
+    service, target = served
+    if expected == (1, ""):
+        assert b"\x00" in request_.SerializeToString()
+    assert await _create_transfers(target, service, request_) == expected
+
+
+def test_the_screened_decoder_refuses_only_forbidden_text() -> None:
+    """The wrapped handler's decoder (what the server decodes each request with) hands on a
+    clean request as decoded, and marks one holding a NUL at any depth."""
+    from hirepay_platform import identity
+
+    platform = PlatformInterceptor(
+        "plumb", identity.ServiceAuthenticator("plumb", ensure_service_token_secret())
+    )
+    handler = grpc.unary_unary_rpc_method_handler(
+        _Wallet().CreateTransfers,
+        request_deserializer=pb.CreateTransfersRequest.FromString,
+        response_serializer=pb.CreateTransfersResponse.SerializeToString,
+    )
+    decode = platform.wrap_handler(handler, "CreateTransfers").request_deserializer
+    clean = _transfers(("rent", "march"))
+    assert decode(clean.SerializeToString()) == clean
+    refused = decode(_transfers(("rent", "ma\x00rch")).SerializeToString())
+    assert not isinstance(refused, pb.CreateTransfersRequest)
+    assert (refused.field, refused.problem) == (
+        "transfers.metadata",
+        "must not contain NUL characters",
+    )
 
 
 def test_processes_run_on_uvloop() -> None:
@@ -154,3 +256,59 @@ def test_processes_run_on_uvloop() -> None:
     assert eventloop.run(which(), loop="asyncio") is False
     with pytest.raises(ValueError):
         eventloop.run(which(), loop="trio")
+
+
+_PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _trace_of(metadata: list[tuple[str, str]]) -> tuple[int, int]:
+    span = trace.get_current_span(tracing.incoming_context(metadata)).get_span_context()
+    return span.trace_id, span.span_id
+
+
+def test_calls_of_one_trace_continue_it_and_others_begin_their_own() -> None:
+    """Remembered contexts (tracing.incoming_context) change nothing: a call continues the trace
+    it carries, baggage included; calls carrying none, or an invalid one, each begin a new one."""
+    token = [("x-hirepay-service-token", "t1")]
+    first = tracing.incoming_context([*token, ("traceparent", _PARENT), ("baggage", "k=v")])
+    again = tracing.incoming_context([("traceparent", _PARENT), ("baggage", "k=v"), *token])
+    assert _trace_of([("traceparent", _PARENT)]) == (
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+    )
+    assert again is first  # remembered, not parsed again
+    assert baggage.get_baggage("k", first) == "v"
+    assert baggage.get_baggage("k", tracing.incoming_context([("traceparent", _PARENT)])) is None
+    other = "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"
+    assert _trace_of([("traceparent", other)])[0] == 0x0AF7651916CD43DD8448EB211C80319D
+    for carried in ([], [("traceparent", "00-not-a-trace-01")]):
+        begun = {_trace_of([*token, *carried])[0] for _ in range(3)}
+        assert len(begun) == 3 and 0 not in begun
+
+
+def test_calls_carry_the_context_they_are_made_in() -> None:
+    """Remembered metadata (tracing.outgoing_context) is what the propagator injects for the
+    context current at each call: none outside a trace, the trace and baggage inside one, and a
+    new context's own once it is attached (never the previous one's)."""
+    from opentelemetry import context as otel_context
+    from opentelemetry import propagate
+
+    def injected() -> tuple[tuple[str, str], ...]:
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return tuple(carrier.items())
+
+    assert tracing.outgoing_context() == injected() == ()
+    seen = set()
+    for traceparent in (_PARENT, "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"):
+        for bag in ("k=v", "k=w"):
+            carried = [("traceparent", traceparent), ("baggage", bag)]
+            token = otel_context.attach(tracing.incoming_context(carried))
+            try:
+                assert tracing.outgoing_context() == tracing.outgoing_context() == injected()
+                assert dict(tracing.outgoing_context())["traceparent"] == traceparent
+                seen.add(tracing.outgoing_context())
+            finally:
+                otel_context.detach(token)
+            assert tracing.outgoing_context() == ()
+    assert len(seen) == 4

@@ -1,16 +1,24 @@
 """The one TCC barrier: the gates' answers to the three anomalies, in memory and on PostgreSQL
-(including a Try and a Cancel of one branch racing in two transactions)."""
+(including a Try and a Cancel of one branch racing in two transactions), and its insert-first
+with a condition (`only_if`): as a write batch's guard and as SQL inside a participant's
+statement."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from sqlalchemy import MetaData
+from sqlalchemy import Column, MetaData, String, Table, bindparam, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.barrier import SqlBarrierRepository, barrier_table
+from hirepay_platform.barrier import (
+    SqlBarrierRepository,
+    barrier_table,
+    insert_many_params,
+    insert_many_sql,
+)
 from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, create_engine
-from hirepay_platform.errors import ValidationError
+from hirepay_platform.errors import StaleRow, ValidationError
 from hirepay_platform.fingerprint import decode, digest, encode, fingerprint, first_mismatch
 from hirepay_platform.tcc import (
     BarrierRecord,
@@ -25,6 +33,7 @@ from hirepay_platform.tcc import (
     enter_confirm,
     enter_try,
 )
+from hirepay_platform.write_batch import BatchedSession
 from tests.support.barrier_fakes import MemoryBarriers
 
 B = TccBranch("gtx-1", "payment")
@@ -147,3 +156,155 @@ async def test_sql_try_racing_cancel_one_wins(barrier_db: Database[SqlAlchemyUni
         else:
             assert outcomes["cancel"] is CancelGate.FIRST
             assert outcomes["try"] is TryGate.FIRST
+
+
+# --- the insert-first with a condition (only_if) -------------------------------------------------
+
+ORDERS = Table(
+    "orders",
+    TABLE.metadata,
+    Column("id", String(32), primary_key=True),
+    Column("state", String(16), nullable=False),
+)
+# As a participant builds it: once, the row locked if it is still in the state the unit of work
+# read it in.
+STILL_OPEN = (
+    select(ORDERS.c.id)
+    .where(ORDERS.c.id == bindparam("o_id"), ORDERS.c.state == bindparam("o_state"))
+    .with_for_update()
+)
+
+
+class BatchedBarrierUnitOfWork(SqlAlchemyUnitOfWork):
+    """A participant's unit of work whose writes wait in a batch, as payments' does: a guarded
+    batch goes at the commit as one statement of its own, or not at all (StaleRow)."""
+
+    def _attach(self, session: AsyncSession) -> None:
+        self.batched = BatchedSession(session)
+        self.barriers = SqlBarrierRepository(self.batched, TABLE)  # type: ignore[arg-type]
+
+    async def commit(self) -> None:
+        batch = self.batched.batch
+        if batch.guarded:
+            await batch.flush_guarded()
+        else:
+            await batch.flush()
+        await super().commit()
+
+
+@pytest.fixture(scope="module")
+async def batched_db(make_database) -> Database[BatchedBarrierUnitOfWork]:
+    url = make_database("barrier_batch")
+    db = Database(url, BatchedBarrierUnitOfWork, probe_table="orders")
+    engine = create_engine(url)
+    async with engine.begin() as conn:
+        await conn.run_sync(TABLE.metadata.create_all)
+    await engine.dispose()
+    await db.start()
+    yield db
+    await db.stop()
+
+
+async def _open_order(db: Database[BatchedBarrierUnitOfWork], order_id: str) -> None:
+    assert db.engine is not None
+    async with db.engine.begin() as conn:
+        await conn.execute(ORDERS.insert().values(id=order_id, state="open"))
+
+
+async def _state(db: Database[BatchedBarrierUnitOfWork], order_id: str) -> str:
+    assert db.engine is not None
+    async with db.engine.connect() as conn:
+        found = await conn.execute(select(ORDERS.c.state).where(ORDERS.c.id == order_id))
+        return str(found.scalar_one())
+
+
+async def _barrier_rows(db: Database[BatchedBarrierUnitOfWork], branch: TccBranch) -> list[str]:
+    assert db.engine is not None
+    async with db.engine.connect() as conn:
+        found = await conn.execute(
+            select(TABLE.c.op).where(
+                TABLE.c.global_tx_id == branch.global_tx_id, TABLE.c.branch_id == branch.branch_id
+            )
+        )
+        return [str(op) for op in found.scalars()]
+
+
+async def _capture(
+    db: Database[BatchedBarrierUnitOfWork], branch: TccBranch, order_id: str, seen: str, to: str
+) -> None:
+    """A Confirm that read the order in state `seen` and writes it as `to` with its barrier row:
+    one statement at the commit, only if the row is new and the order still as seen."""
+    async with db.uow() as uow:
+        uow.barriers.insert_with_batch(
+            branch,
+            TccOp.CONFIRM,
+            TccOp.CONFIRM,
+            fingerprint({"order": order_id}),
+            only_if=(STILL_OPEN, {"o_id": order_id, "o_state": seen}),
+        )
+        await uow.batched.batch.update(ORDERS, {"id": order_id, "state": to})
+        await uow.commit()
+
+
+async def test_insert_with_batch_only_if_writes_row_and_batch_only_while_the_condition_holds(
+    batched_db: Database[BatchedBarrierUnitOfWork],
+) -> None:
+    first, second = TccBranch("gtx-only-if-1", "payment"), TccBranch("gtx-only-if-2", "payment")
+    await _open_order(batched_db, "order-1")
+    await _capture(batched_db, first, "order-1", "open", "captured")
+    assert await _barrier_rows(batched_db, first) == ["confirm"]
+    assert await _state(batched_db, "order-1") == "captured"
+    # The order is no longer as this unit of work read it: no barrier row, no write.
+    with pytest.raises(StaleRow):
+        await _capture(batched_db, second, "order-1", "open", "refunded")
+    assert await _barrier_rows(batched_db, second) == []
+    assert await _state(batched_db, "order-1") == "captured"
+    # The condition holds but the branch has its row already (a repeat): nothing written either.
+    with pytest.raises(StaleRow):
+        await _capture(batched_db, first, "order-1", "captured", "refunded")
+    assert await _barrier_rows(batched_db, first) == ["confirm"]
+    assert await _state(batched_db, "order-1") == "captured"
+
+
+async def test_concurrent_guarded_confirms_of_one_order_write_once(
+    batched_db: Database[BatchedBarrierUnitOfWork],
+) -> None:
+    """Two branches confirming one open order at the same time, each guarded on the order as
+    read: the order's lock orders them, and the second finds it changed (StaleRow, no row)."""
+    for round_ in range(10):
+        order = f"order-race-{round_}"
+        await _open_order(batched_db, order)
+        branches = [TccBranch(f"gtx-race-{round_}-{n}", "payment") for n in range(2)]
+        outcomes = await asyncio.gather(
+            *(_capture(batched_db, b, order, "open", f"by-{n}") for n, b in enumerate(branches)),
+            return_exceptions=True,
+        )
+        assert sorted(type(o).__name__ for o in outcomes) == ["NoneType", "StaleRow"]
+        winner = outcomes.index(None)
+        assert await _state(batched_db, order) == f"by-{winner}"
+        assert await _barrier_rows(batched_db, branches[winner]) == ["confirm"]
+        assert await _barrier_rows(batched_db, branches[1 - winner]) == []
+
+
+async def test_insert_many_sql_only_if_inserts_every_row_or_none(
+    batched_db: Database[BatchedBarrierUnitOfWork],
+) -> None:
+    """In a participant's statement, the rows go in only if its condition holds."""
+    statement = text(
+        f"WITH entered AS ({insert_many_sql(TABLE.name, only_if='CAST(:go AS boolean)')})"
+        " SELECT global_tx_id, branch_id FROM entered"
+    )
+    branches = [TccBranch("gtx-many-only-if", f"leg-{n}") for n in range(3)]
+    params = insert_many_params(
+        branches, TccOp.TRY, TccOp.TRY, [fingerprint({"n": n}) for n in range(3)]
+    )
+    async with batched_db.uow() as uow:
+        refused = await uow.session.execute(statement, {**params, "go": False})
+        assert refused.all() == []
+        await uow.commit()
+    assert [await _barrier_rows(batched_db, b) for b in branches] == [[], [], []]
+    async with batched_db.uow() as uow:
+        entered = await uow.session.execute(statement, {**params, "go": True})
+        assert {TccBranch(*row) for row in entered} == set(branches)
+        await uow.commit()
+    assert [await _barrier_rows(batched_db, b) for b in branches] == [["try"]] * 3

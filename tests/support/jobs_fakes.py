@@ -23,7 +23,7 @@ from jobs.domain.posting_saga import (
     TryState,
 )
 from jobs.domain.pricing import PriceList, RefundPolicy
-from jobs.domain.rate_limits import take_token
+from jobs.domain.rate_limits import PostingAttempt, take_token
 from jobs.service_layer.config import JobsConfig
 
 START = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -187,8 +187,31 @@ class FakeSagas:
         failures_since: datetime | None = None,
         reasons: frozenset[str] = frozenset(),
         max_failures: int = 0,
+        attempt: PostingAttempt | None = None,
     ) -> tuple[bool, int]:
         """The saga, its job and first log line, committed by themselves (see the real one)."""
+        if attempt is not None:
+            tokens, last = self.tx.buckets.get(attempt.user_id, (0.0, attempt.now))
+            if attempt.user_id not in self.tx.buckets:
+                return False, 0  # no bucket yet: nothing spent, nothing inserted
+            had_token = take_token(
+                tokens,
+                last,
+                attempt.now,
+                limit=attempt.limit,
+                window_seconds=attempt.window_seconds,
+                repeat=False,
+            )[1].allowed
+            attempt.tokens, attempt.allowed = await FakePostingRates(self.tx).take(
+                attempt.user_id,
+                attempt.attempt_id,
+                limit=attempt.limit,
+                window_seconds=attempt.window_seconds,
+                now=attempt.now,
+                forget_before=attempt.forget_before,
+            )
+            if not had_token:
+                return False, 0
         failures = 0
         if failures_since is not None:
             failures = self._failures(saga.company_id, failures_since, reasons)

@@ -4,15 +4,19 @@ CreateJobWithPayment at once with an active job), driven over HTTP at a given co
 gateway spends per posting (HTTP parsing, middleware, validation, auth, the gRPC call, the answer)
 and what the stand-in's platform plumbing spends per call, without the saga behind them.
 
-    .venv/bin/python -m hirepay_dev.bench_gateway [--postings 3000] [--concurrency 32]
+With --webhooks: the same for the provider's webhook deliveries the gateway relays to payments (a
+card posting brings two), in front of a stand-in payments service that acknowledges each at once.
 
-Print the gateway's pid and wait (--pause) to attach py-spy before the measured postings.
+    .venv/bin/python -m hirepay_dev.bench_gateway [--postings 3000] [--concurrency 32] [--webhooks]
+
+Print the gateway's pid and wait (--pause) to attach py-spy before the measured requests.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import multiprocessing
 import os
 import subprocess
@@ -25,6 +29,8 @@ import httpx
 from gateway.service_layer.auth import issue_token
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
+from hirepay.payments.v1 import payments_service_pb2 as pay_pb
+from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
 from hirepay_dev.bench_posting import _BODY
 from hirepay_dev.bench_rpc import SECRET, _free_port
 from hirepay_dev.benchcpu import process_cpu
@@ -53,7 +59,43 @@ class _Jobs(jobs_grpc.JobsServiceServicer):
         )
 
 
-def _serve_jobs(port: int, ready: Any) -> None:
+class _Payments(pay_grpc.PaymentsServiceServicer):
+    """Every delivery is acknowledged at once (verifying and applying it is payments' cost)."""
+
+    async def HandleProviderEvent(self, request: Any, context: Any) -> Any:
+        return pay_pb.HandleProviderEventResponse(event_id="evt_1", applied=True)
+
+
+# A Stripe event as the sandbox delivers it (its size is what the gateway reads and checks).
+_EVENT = json.dumps(
+    {
+        "id": "evt_1",
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": 1768040700,
+        "type": "payment_intent.succeeded",
+        "livemode": False,
+        "pending_webhooks": 1,
+        "request": {"id": None, "idempotency_key": "posting-1"},
+        "data": {
+            "object": {
+                "id": "pi_1",
+                "object": "payment_intent",
+                "amount": 14900,
+                "amount_received": 14900,
+                "currency": "usd",
+                "status": "succeeded",
+                "capture_method": "manual",
+                "latest_charge": "ch_1",
+                "payment_method": "pm_card_visa",
+                "metadata": {"hirepay_payment_id": "pay_1", "job_id": "job_1"},
+            }
+        },
+    }
+).encode()
+
+
+def _serve(name: str, port: int, ready: Any) -> None:
     from hirepay_platform import eventloop
     from hirepay_platform.server import GrpcApp
     from hirepay_platform.settings import ServiceSettings
@@ -66,10 +108,17 @@ def _serve_jobs(port: int, ready: Any) -> None:
             log_level="WARNING",
             HIREPAY_SERVICE_TOKEN_SECRET=SECRET,
         )
-        app = GrpcApp("jobs", settings)
-        app.add_service(
-            jobs_grpc.add_JobsServiceServicer_to_server, _Jobs(), "hirepay.jobs.v1.JobsService"
-        )
+        app = GrpcApp(name, settings)
+        if name == "jobs":
+            app.add_service(
+                jobs_grpc.add_JobsServiceServicer_to_server, _Jobs(), "hirepay.jobs.v1.JobsService"
+            )
+        else:
+            app.add_service(
+                pay_grpc.add_PaymentsServiceServicer_to_server,
+                _Payments(),
+                "hirepay.payments.v1.PaymentsService",
+            )
         task = asyncio.create_task(app.serve())
         for _ in range(3000):  # the port is known once the server has started
             if app.port is not None:
@@ -81,22 +130,32 @@ def _serve_jobs(port: int, ready: Any) -> None:
     eventloop.run(main())
 
 
-async def _load(url: str, postings: int, concurrency: int, tag: str) -> float:
+async def _load(url: str, postings: int, concurrency: int, tag: str, webhooks: bool) -> float:
     token = issue_token(user_id=f"bench-{tag}", role="company")
     per_worker = postings // concurrency
 
     async def worker(w: int) -> None:
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             for i in range(per_worker):
-                response = await client.post(
-                    "/api/jobs/create-with-payment",
-                    json=_BODY,
-                    headers={
-                        "Authorization": f"Bearer {token}",
-                        "Idempotency-Key": f"{tag}-{w}-{i}",
-                    },
-                )
-                if response.status_code != 201:
+                if webhooks:
+                    response = await client.post(
+                        "/api/payments/webhook/stripe",
+                        content=_EVENT,
+                        headers={
+                            "Stripe-Signature": f"t={i},v1={'0' * 64}",
+                            "Content-Type": "application/json; charset=utf-8",
+                        },
+                    )
+                else:
+                    response = await client.post(
+                        "/api/jobs/create-with-payment",
+                        json=_BODY,
+                        headers={
+                            "Authorization": f"Bearer {token}",
+                            "Idempotency-Key": f"{tag}-{w}-{i}",
+                        },
+                    )
+                if response.status_code not in (200, 201):
                     raise RuntimeError(f"{response.status_code} {response.text[:200]}")
 
     started = time.perf_counter()
@@ -110,17 +169,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--pause", type=float, default=0.0)
+    parser.add_argument("--webhooks", action="store_true", help="relay webhook deliveries instead")
     args = parser.parse_args()
-    jobs_port, gw_port = _free_port(), _free_port()
+    stand_in_port, gw_port = _free_port(), _free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
-    jobs = ctx.Process(target=_serve_jobs, args=(jobs_port, ready), daemon=True)
-    jobs.start()
+    # The stand-in the measured requests reach: jobs for postings, payments for webhooks.
+    stand_in_name = "payments" if args.webhooks else "jobs"
+    stand_in = ctx.Process(target=_serve, args=(stand_in_name, stand_in_port, ready), daemon=True)
+    stand_in.start()
     env = {
         **os.environ,
         "HIREPAY_SERVICE_TOKEN_SECRET": SECRET,
         "GATEWAY_PORT": str(gw_port),
-        "GATEWAY_JOBS_TARGET": f"127.0.0.1:{jobs_port}",
+        f"GATEWAY_{stand_in_name.upper()}_TARGET": f"127.0.0.1:{stand_in_port}",
         "GATEWAY_LOG_LEVEL": "WARNING",
         "GATEWAY_RATE_LIMIT_PER_MINUTE": "100000",
     }
@@ -134,27 +196,28 @@ def main() -> None:
                 break
             except httpx.HTTPError:
                 time.sleep(0.1)
-        asyncio.run(_load(url, 200, args.concurrency, f"warm{time.time_ns()}"))
-        print(f"gateway pid {gateway.pid}, jobs stand-in pid {jobs.pid}", flush=True)
+        asyncio.run(_load(url, 200, args.concurrency, f"warm{time.time_ns()}", args.webhooks))
+        print(f"gateway pid {gateway.pid}, {stand_in_name} stand-in pid {stand_in.pid}", flush=True)
         time.sleep(args.pause)
         for r in range(args.rounds):
-            gw0, jobs0 = process_cpu(gateway.pid), process_cpu(jobs.pid)  # type: ignore[arg-type]
+            gw0, si0 = process_cpu(gateway.pid), process_cpu(stand_in.pid)  # type: ignore[arg-type]
             wall = asyncio.run(
-                _load(url, args.postings, args.concurrency, f"r{r}-{time.time_ns()}")
+                _load(url, args.postings, args.concurrency, f"r{r}-{time.time_ns()}", args.webhooks)
             )
             done = (args.postings // args.concurrency) * args.concurrency
             gw = (process_cpu(gateway.pid) - gw0) / done * 1000  # type: ignore[operator]
-            js = (process_cpu(jobs.pid) - jobs0) / done * 1000  # type: ignore[arg-type,operator]
+            si = (process_cpu(stand_in.pid) - si0) / done * 1000  # type: ignore[arg-type,operator]
+            what, one = ("deliveries", "delivery") if args.webhooks else ("postings", "posting")
             print(
-                f"c={args.concurrency} {done / wall:7.0f} postings/s  gateway {gw:.2f} CPU-ms "
-                f"jobs stand-in {js:.2f} CPU-ms per posting",
+                f"c={args.concurrency} {done / wall:7.0f} {what}/s  gateway {gw:.2f} CPU-ms "
+                f"{stand_in_name} stand-in {si:.2f} CPU-ms per {one}",
                 flush=True,
             )
     finally:
         gateway.terminate()
         gateway.wait(10)
-        jobs.terminate()
-        jobs.join(5)
+        stand_in.terminate()
+        stand_in.join(5)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@
 context, deadline, metrics) and the event loop add to each call, on each side.
 
     .venv/bin/python -m hirepay_dev.bench_rpc [--calls 20000] [--concurrency 16] [--only NAME]
+        [--traced] [--same-process]
 
 The server runs in a child process (GrpcApp.serve, as a service runs it, or a bare grpc.aio server)
 and answers GetJob with an empty JobResponse; the client is this process. CPU is utime+stime of
 each process over the measured calls (/proc), so the figures are per-call CPU, not latency; the
-machine is shared, so repeat a run and compare cases of the same run.
+machine is shared, so repeat a run and compare cases of the same run. `--traced` makes every call
+inside one W3C trace, as a service's calls are while it serves a request (the client sends the
+trace context, the server continues it); without it the calls carry none and each begins a trace.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay_dev.benchcpu import process_cpu
 
 SECRET = "bench-rpc-secret-0123456789abcdef0123456789"
+# The caller's trace the calls of a --traced run are made in.
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
 class _Jobs(jobs_grpc.JobsServiceServicer):
@@ -101,9 +106,14 @@ def _self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _client_case(kind: str, port: int, calls: int, concurrency: int) -> tuple[float, float]:
-    """(client CPU seconds, wall seconds) of `calls` calls after a warm-up."""
-    from hirepay_platform import identity
+async def _client_case(
+    kind: str, port: int, calls: int, concurrency: int, *, traced: bool = False
+) -> tuple[float, float]:
+    """(client CPU seconds, wall seconds) of `calls` calls after a warm-up (`traced`: inside
+    the caller's trace TRACEPARENT)."""
+    from opentelemetry import context as otel_context
+
+    from hirepay_platform import identity, tracing
     from hirepay_platform.client import ServiceClient, SigningInterceptor
 
     target = f"127.0.0.1:{port}"
@@ -123,27 +133,39 @@ async def _client_case(kind: str, port: int, calls: int, concurrency: int) -> tu
         channel = grpc.aio.insecure_channel(target)
         stub = jobs_grpc.JobsServiceStub(channel)
         metadata = tuple(minter.metadata("jobs"))
+        if traced:
+            metadata += (("traceparent", TRACEPARENT),)
         if kind == "signing":
             channel = grpc.aio.insecure_channel(
                 target, interceptors=[SigningInterceptor("jobs", minter)]
             )
             stub = jobs_grpc.JobsServiceStub(channel)
-            metadata = ()
+            metadata = (("traceparent", TRACEPARENT),) if traced else ()
 
         async def call() -> Any:
             return await stub.GetJob(request, timeout=5.0, metadata=metadata)
 
         close = channel.close
-    await _drive(call, 500, concurrency)
-    cpu0, wall0 = _self_cpu(), time.perf_counter()
-    await _drive(call, calls, concurrency)
-    cpu, wall = _self_cpu() - cpu0, time.perf_counter() - wall0
+    # The platform client sends the context it runs in (tracing.outgoing_context).
+    token = (
+        otel_context.attach(tracing.incoming_context([("traceparent", TRACEPARENT)]))
+        if traced
+        else None
+    )
+    try:
+        await _drive(call, 500, concurrency)
+        cpu0, wall0 = _self_cpu(), time.perf_counter()
+        await _drive(call, calls, concurrency)
+        cpu, wall = _self_cpu() - cpu0, time.perf_counter() - wall0
+    finally:
+        if token is not None:
+            otel_context.detach(token)
     await close()
     return cpu, wall
 
 
 def run_case(
-    server: str, client: str, loop_kind: str, calls: int, concurrency: int
+    server: str, client: str, loop_kind: str, calls: int, concurrency: int, traced: bool = False
 ) -> dict[str, float]:
     """One server kind against one client kind; CPU microseconds per call on each side."""
     from hirepay_platform import eventloop
@@ -160,9 +182,11 @@ def run_case(
 
         async def main() -> None:
             # Warm up, then read the server's CPU around the measured calls only.
-            holder["warm"] = await _client_case(client, port, 200, concurrency)
+            holder["warm"] = await _client_case(client, port, 200, concurrency, traced=traced)
             before = process_cpu(child.pid)  # type: ignore[arg-type]
-            holder["cpu"], holder["wall"] = await _client_case(client, port, calls, concurrency)
+            holder["cpu"], holder["wall"] = await _client_case(
+                client, port, calls, concurrency, traced=traced
+            )
             holder["server"] = process_cpu(child.pid) - before  # type: ignore[arg-type,operator]
 
         eventloop.run(main(), loop=loop_kind)
@@ -178,7 +202,7 @@ def run_case(
 
 
 def same_process(
-    server: str, client: str, loop_kind: str, calls: int, concurrency: int
+    server: str, client: str, loop_kind: str, calls: int, concurrency: int, traced: bool = False
 ) -> tuple[float, float]:
     """Server and client in this one process, one event loop: (CPU microseconds, Python function
     calls and calls into C functions) per round trip, both sides together. The calls are
@@ -200,13 +224,13 @@ def same_process(
         port = _free_port()
         task = asyncio.create_task(_server(server, port, ready))
         await ready.wait()
-        await _client_case(client, port, 200, concurrency)  # warm-up
+        await _client_case(client, port, 200, concurrency, traced=traced)  # warm-up
         result["cpu"] = time.process_time()
-        await _client_case(client, port, calls, concurrency)
+        await _client_case(client, port, calls, concurrency, traced=traced)
         result["cpu"] = time.process_time() - result["cpu"]
         sys.setprofile(profiler)
         try:
-            await _client_case(client, port, calls, concurrency)
+            await _client_case(client, port, calls, concurrency, traced=traced)
         finally:
             sys.setprofile(None)
         task.cancel()
@@ -235,18 +259,23 @@ def main() -> None:
     parser.add_argument("--loop", choices=("asyncio", "uvloop", "default"), default="default")
     parser.add_argument("--only", choices=sorted(CASES), action="append")
     parser.add_argument("--same-process", action="store_true", help="see same_process")
+    parser.add_argument(
+        "--traced", action="store_true", help="every call inside one caller's W3C trace"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HIREPAY_SERVICE_TOKEN_SECRET", SECRET)
     if args.same_process:
         print(f"{'case (one process)':<22}{'CPU us/RPC':>12}{'calls/RPC':>12}")
         for name in args.only or CASES:
-            cpu, count = same_process(*CASES[name], args.loop, args.calls, args.concurrency)
+            cpu, count = same_process(
+                *CASES[name], args.loop, args.calls, args.concurrency, args.traced
+            )
             print(f"{name:<22}{cpu:>12.1f}{count:>12.1f}")
         return
     print(f"{'case':<22}{'client us/call':>16}{'server us/call':>16}{'calls/s':>10}")
     for name in args.only or CASES:
         server, client = CASES[name]
-        result = run_case(server, client, args.loop, args.calls, args.concurrency)
+        result = run_case(server, client, args.loop, args.calls, args.concurrency, args.traced)
         print(
             f"{name:<22}{result['client_us']:>16.1f}{result['server_us']:>16.1f}"
             f"{result['calls_per_s']:>10.0f}"

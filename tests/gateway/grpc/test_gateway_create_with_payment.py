@@ -528,3 +528,104 @@ async def test_posting_blocked_answers_429_with_retry_after(
     assert data["error"] == "POSTING_BLOCKED" and data["retry"] is True
     assert data["message"] and "fake" not in data["message"]
     assert resp.headers["RateLimit"].startswith('"create-with-payment";')
+
+
+# --- the direct answer and FastAPI's route agree (issue 13) --------------------------------------
+
+# A posting sent as `application/json` is answered directly (entrypoints/direct_routes.py); the same
+# posting sent as another JSON media type is one FastAPI parses too, but the direct answer declines
+# it, so it takes FastAPI's route. Whatever the saga answers, both ways must answer alike.
+DIRECT = "application/json"
+THROUGH_FASTAPI = "application/vnd.hirepay+json"
+# Per-request values: the trace, and the remaining attempts of the user's bucket.
+_PER_REQUEST = {"x-trace-id", "ratelimit"}
+
+
+async def _post_both_ways(
+    client: httpx.AsyncClient, payload: dict[str, Any]
+) -> list[httpx.Response]:
+    user = new_user()
+    return [
+        await client.post(
+            URL,
+            content=json.dumps(payload),
+            headers={**headers(user, f"both-{content_type}"), "Content-Type": content_type},
+        )
+        for content_type in (DIRECT, THROUGH_FASTAPI)
+    ]
+
+
+def _comparable(resp: httpx.Response) -> tuple[int, bytes, dict[str, str]]:
+    kept = {k: v for k, v in resp.headers.items() if k not in _PER_REQUEST}
+    return resp.status_code, resp.content, kept
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        active_response,
+        lambda r: active_response(r, replayed=True),
+        domain_error("PAYMENT_DECLINED", ErrorKind.FAILED_PRECONDITION, code="expired_card"),
+        domain_error("REQUEST_IN_PROGRESS", ErrorKind.ABORTED),
+        domain_error("IDEMPOTENCY_MISMATCH", ErrorKind.ALREADY_EXISTS),
+    ],
+)
+async def test_a_posting_is_answered_alike_directly_and_through_fastapi(
+    client: httpx.AsyncClient, backends: Backends, answer: Any
+) -> None:
+    backends.jobs.on("CreateJobWithPayment", answer)
+    direct, through_fastapi = await _post_both_ways(client, body())
+    assert _comparable(direct) == _comparable(through_fastapi)
+    assert direct.headers["ratelimit"].startswith('"create-with-payment";r=')
+    first, second = backends.jobs.calls_to("CreateJobWithPayment")
+    assert first.request.request_fingerprint == second.request.request_fingerprint
+    assert first.request.actor == second.request.actor
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        body(payment={"method": "card"}),  # the route's own check: INVALID_PAYMENT_DETAILS
+        body(payment={"method": "checkout", "return_url": "https://evil.example/x"}),
+        body(job=None),  # neither a draft nor a job
+        body(accept_terms="yes please"),  # the model refuses it: FastAPI's answer both ways
+    ],
+)
+async def test_a_refused_posting_is_answered_alike_directly_and_through_fastapi(
+    client: httpx.AsyncClient, backends: Backends, payload: dict[str, Any]
+) -> None:
+    direct, through_fastapi = await _post_both_ways(client, payload)
+    assert direct.status_code == 400, direct.text
+    assert _comparable(direct) == _comparable(through_fastapi)
+    assert backends.jobs.calls_to("CreateJobWithPayment") == []
+
+
+async def test_a_posting_not_sent_as_json_is_still_refused(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        h = headers(new_user())
+        if content_type is not None:
+            h["Content-Type"] = content_type
+        resp = await client.post(URL, content=json.dumps(body()), headers=h)
+        assert resp.status_code == 400, (content_type, resp.text)
+        assert resp.json()["error"] == "VALIDATION_FAILED"
+    assert backends.jobs.calls_to("CreateJobWithPayment") == []
+
+
+async def test_a_direct_posting_is_counted_under_its_route(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    backends.jobs.on("CreateJobWithPayment", active_response)
+    series = 'hirepay_http_requests_total{method="POST",route="/api/jobs/create-with-payment",status="201"}'
+
+    async def count() -> float:
+        for line in (await client.get("/metrics")).text.splitlines():
+            if line.startswith(series):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = await count()
+    resp = await client.post(URL, json=body(), headers=headers(new_user()))
+    assert resp.status_code == 201
+    assert await count() == before + 1

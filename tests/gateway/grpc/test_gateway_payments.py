@@ -492,3 +492,20 @@ async def test_a_forged_razorpay_signature_is_400_invalid_signature(
     )
     resp = await client.post("/api/payments/razorpay/verify", json=SIGNED)
     assert resp.status_code == 400 and resp.json()["error"] == "INVALID_SIGNATURE"
+
+
+async def test_a_repeated_signing_header_forwards_its_first_value(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    backends.payments.on(
+        "HandleProviderEvent", pay_pb.HandleProviderEventResponse(event_id="e", applied=True)
+    )
+    resp = await client.post(
+        "/api/payments/webhook/stripe",
+        content=RAW_EVENT,
+        headers=[("Stripe-Signature", SIGNATURE), ("Stripe-Signature", "t=1,v1=00")],
+    )
+    assert resp.status_code == 200, resp.text
+    [call] = backends.payments.calls_to("HandleProviderEvent")
+    assert call.request.signature == SIGNATURE
+    assert dict(call.request.headers) == {"stripe-signature": SIGNATURE}

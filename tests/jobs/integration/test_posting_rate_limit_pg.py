@@ -1,7 +1,8 @@
 """The posting rate limit (PAY-14) on real PostgreSQL: one statement per attempt decides exactly as
 the token bucket's arithmetic does, one attempt at a time per user, a repeated attempt (even a
 concurrent twin) spends nothing, and charged attempts are forgotten past the horizon; through
-CreateJobWithPayment, the attempt is spent first and a refused posting leaves nothing behind."""
+CreateJobWithPayment, the attempt is spent first (with a new posting's first step, in one
+statement) and a refused posting leaves nothing behind."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ from sqlalchemy import text
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
-from jobs.domain.errors import PostingRateLimited
+from jobs.domain.errors import PostingBlocked, PostingRateLimited
 from jobs.domain.model import JobStatus
+from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
 from jobs.domain.rate_limits import RateDecision, take_token
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post
@@ -170,3 +172,43 @@ async def test_racing_postings_pass_exactly_the_limit_and_twins_spend_once(sessi
     # One saga and one job per posting that passed; the refused ones left nothing.
     assert await _rows(sessions, "busy") == (3, 3)
     assert len([c for c in participants.payments.calls if c[0] == "try"]) == 3
+
+
+async def test_an_attempt_spent_with_the_first_step_counts_though_nothing_is_inserted(sessions):
+    """A posting of new fields spends its attempt in its first step's statement (issue 13): a
+    blocked company (PAY-14's abuse rule) has nothing inserted, yet its attempt is charged as an
+    attempt spent alone would be, and the error carries the decision."""
+    now = [T0]
+    config = make_config(max_failed_payments=1, failed_payments_window_seconds=3600)
+    deps = Deps.build(
+        lambda: SqlJobsUnitOfWork(sessions), config, FakeParticipants(), clock=lambda: now[0]
+    )
+    await _take(deps, "blocked", "earlier")  # the bucket exists: the first step spends
+    async with deps.uow as uow:  # one recent failed payment: the company is blocked
+        await uow.sagas.insert(
+            Saga(
+                id="saga_declined",
+                company_id="blocked",
+                request_id="declined",
+                fingerprint="fp",
+                actor="blocked",
+                state=SagaState.FAILED,
+                method=PaymentMethod.CARD,
+                created_at=T0,
+                updated_at=T0,
+                deadline_at=T0 + timedelta(minutes=15),
+                failure=SagaError("FAILED_PRECONDITION", "PAYMENT_DECLINED", "declined"),
+            )
+        )
+        await uow.commit()
+
+    with pytest.raises(PostingBlocked) as blocked:
+        await pay_to_post.create_job_with_payment(_posting("blocked", "k1", 3), deps.fresh())
+
+    assert blocked.value.metadata["rate_limit_remaining"] == "1"  # 3 - "earlier" - k1
+    assert await _rows(sessions, "blocked") == (1, 0)  # only the declined saga, no job
+    async with sessions() as session:
+        charged = await session.execute(
+            text("SELECT attempt_id FROM posting_rate_attempts WHERE user_id = 'blocked'")
+        )
+        assert sorted(charged.scalars()) == ["earlier", "k1"]

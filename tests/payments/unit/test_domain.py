@@ -44,6 +44,16 @@ def intent(status: ProviderStatus, **kw) -> ProviderPayment:
     return ProviderPayment("pi_1", status, 3000, "USD", **kw)
 
 
+def test_a_snapshot_is_equal_and_shares_nothing_changed_in_place() -> None:
+    """What the repository keeps of a payment as stored (issue 13: no deep copy per write)."""
+    p = payment(pending_op=PendingOp.AUTHORIZE, metadata={"subsystem": "jobs"})
+    twin = p.snapshot()
+    assert twin == p and twin is not p
+    twin.metadata["subsystem"] = "elsewhere"
+    twin.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW)
+    assert p.metadata == {"subsystem": "jobs"} and p.state is PaymentState.UNKNOWN
+
+
 def test_authorization_then_capture_emit_events_once() -> None:
     p = payment(pending_op=PendingOp.AUTHORIZE)
     assert p.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW) == [EventType.PAYMENT_AUTHORIZED]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import time
 
 import httpx
@@ -14,6 +15,7 @@ import stripe
 
 from hirepay_platform.notifier import parse_callback_urls, sign
 from payments.adapters.stripe_provider import (
+    PooledHTTPXClient,
     StripeProvider,
     checkout_from,
     intent_from,
@@ -236,3 +238,82 @@ async def test_a_slow_stripe_gets_every_call_at_once() -> None:
             *(provider.create_customer(f"c{i}@example.com", f"key-{i}") for i in range(calls))
         )
     assert arrived == calls and answered_before_all_in == 0
+
+
+async def test_a_call_reaches_stripe_as_the_sdk_built_it_and_its_answer_is_read() -> None:
+    """The SDK's request goes straight to the transport (issue 13): its method, path, headers
+    (key, idempotency key, connected account, form encoding) and body arrive as the SDK built
+    them, and the answer's JSON comes back; an error answer is still the SDK's typed error."""
+    seen: list[tuple[bytes, bytes]] = []
+
+    async def stripe_api(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = re.search(rb"(?i)content-length: *(\d+)", head)
+            body = await reader.readexactly(int(length.group(1)) if length else 0)
+            seen.append((head, body))
+            status, answer = (b"200 OK", {"id": "cus_1", "object": "customer"})
+            if b"/v1/payouts" in head:
+                status = b"400 Bad Request"
+                answer = {"error": {"type": "invalid_request_error", "message": "no funds"}}
+            data = json.dumps(answer).encode()
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(data)}\r\n\r\n".encode()
+                + data
+            )
+            await writer.drain()
+            if reader.at_eof():
+                break
+
+    server = await asyncio.start_server(stripe_api, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = StripeProvider("sk_test_direct", api_base=f"http://127.0.0.1:{port}", timeout=5)
+    async with server:
+        assert await provider.create_customer("a@example.com", "key-1") == "cus_1"
+        with pytest.raises(InvalidRequest, match="no funds"):
+            await provider.payout("acct_9", 500, "USD", {"w": "1"}, "key-2")
+    (head, body), (payout_head, payout_body) = seen
+    assert head.startswith(b"POST /v1/customers HTTP/1.1\r\n")
+    lines = head.decode().lower()
+    assert "authorization: bearer sk_test_direct" in lines
+    assert "idempotency-key: key-1" in lines
+    assert "content-type: application/x-www-form-urlencoded" in lines
+    assert body == b"email=a%40example.com"
+    # Straight to the transport: none of the client's own default headers were added.
+    assert "accept-encoding" not in lines and "python-httpx" not in lines
+    assert b"Stripe-Account: acct_9" in payout_head and b"amount=500" in payout_body
+
+
+async def test_transport_failures_of_a_direct_call_are_unknown_outcomes() -> None:
+    """Nothing listening: unreachable; a server that never answers: timed out (both retried
+    with the same idempotency key, never taken for a refusal)."""
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    closed_port = refused.getsockname()[1]
+    refused.close()
+    unreachable = StripeProvider("sk_test_x", api_base=f"http://127.0.0.1:{closed_port}")
+    with pytest.raises(OutcomeUnknown) as down:
+        await unreachable.create_customer("a@example.com", "key-1")
+    assert not down.value.timeout
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    slow = StripeProvider("sk_test_x", api_base=f"http://127.0.0.1:{port}", timeout=0.3)
+    async with server:
+        with pytest.raises(OutcomeUnknown) as late:
+            await slow.create_customer("a@example.com", "key-1")
+    assert late.value.timeout
+
+
+def test_with_a_proxy_configured_calls_go_through_the_client(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The direct path skips httpx's proxy handling, so it is taken only when no proxy is set."""
+    assert PooledHTTPXClient(timeout=1, max_connections=1)._direct
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    assert not PooledHTTPXClient(timeout=1, max_connections=1)._direct

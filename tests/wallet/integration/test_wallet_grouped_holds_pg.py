@@ -15,6 +15,7 @@ from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
 from wallet.domain import commands as c
 from wallet.domain.holds import HoldState
+from wallet.domain.ledger import Leg
 from wallet.domain.model import AccountKind
 from wallet.domain.splits import Share
 from wallet.service_layer import handlers as h
@@ -243,6 +244,7 @@ async def test_a_group_of_confirms_is_one_statement_committing_itself(
         outcomes = await h.confirm_holds(cmds, deps)
     assert _summary(outcomes) == ["new"] * 3
     assert [s.split()[0] for s in round_trips.statements] == ["WITH"]
+    assert "account_shards" in round_trips.statements[0]  # the fee's shard is changed
     assert round_trips.transaction_control == []
     assert [o.result.hold.confirmed_amount for o in outcomes] == [1000, 400, 1000]
     assert [sum(e.amount for e in o.result.transfer.entries if e.amount > 0) for o in outcomes] == [
@@ -262,6 +264,40 @@ async def test_a_group_of_confirms_is_one_statement_committing_itself(
     again = await h.confirm_holds(cmds[:1], deps)  # a retry: its hold is resolved, replayed
     assert _summary(again) == ["replayed"]
     assert again[0].result.transfer == outcomes[0].result.transfer
+
+
+async def test_runs_without_a_sharded_account_send_no_shard_changes(ledger, deps, round_trips):
+    """Issue 13: a group of Confirms, or of transfers, none touching a sharded account, is the
+    one statement less its shard changes (fewer plan nodes each time); with a fee into the
+    sharded revenue account the same call sends the shard changes, and every balance is exact."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    await ledger.fund(customer, 10_000)
+    await _warm_refs(deps, customer, contractor, revenue)
+    branches = [_branch() for _ in range(2)]
+    reserved = await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 1000, "USD") for b in branches], deps
+    )
+    assert _summary(reserved) == ["new"] * 2
+    with round_trips:
+        confirmed = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
+    assert _summary(confirmed) == ["new"] * 2
+    assert len(round_trips.statements) == 1 and round_trips.transaction_control == []
+    assert "account_shards" not in round_trips.statements[0]
+    plain = (Leg(customer, contractor, 300, "USD"),)
+    fee = (*plain, Leg(customer, revenue, 30, "USD"))
+    for legs, shards in ((plain, False), (fee, True)):
+        run = c.CreateTransfers(tuple(c.Transfer(f"run-{uuid.uuid4().hex}", legs) for _ in "ab"))
+        with round_trips:
+            posted = await h.create_transfers(run, deps)
+        assert _summary(posted) == ["new"] * 2
+        assert len(round_trips.statements) == 1 and round_trips.transaction_control == []
+        assert ("account_shards" in round_trips.statements[0]) is shards
+    assert await ledger.balances(customer, contractor, revenue) == [
+        (10_000 - 2000 - 600 - 660, 0),
+        (2000 + 600 + 600, 0),
+        (60, 0),
+    ]
 
 
 async def test_a_confirm_group_with_a_resolved_hold_runs_checked_and_refuses_alone(

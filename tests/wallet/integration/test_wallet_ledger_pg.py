@@ -221,6 +221,31 @@ async def test_a_balanced_direct_insert_commits_but_an_entry_in_a_foreign_unit_d
             await session.commit()
 
 
+async def test_a_transaction_is_judged_per_transfer_at_commit(ledger, sessions):
+    """Two transfers written by one transaction, their entries in several statements in any
+    order: each transfer is summed at COMMIT, and one that does not balance fails the lot."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    transfer = text("INSERT INTO transfers (id, kind, fingerprint) VALUES (:t, 'transfer', '{}')")
+    entry = text(
+        "INSERT INTO entries (transfer_id, account_id, unit, amount) VALUES (:t, :a, 'USD', :m)"
+    )
+    first, second = f"two-a-{ledger.tag}", f"two-b-{ledger.tag}"
+    async with sessions() as session:
+        for t in (first, second):
+            await session.execute(transfer, {"t": t})
+        await session.execute(entry, {"t": first, "a": alice, "m": -3})
+        await session.execute(entry, {"t": second, "a": alice, "m": -2})
+        await session.execute(entry, {"t": first, "a": bob, "m": 3})
+        await session.execute(entry, {"t": second, "a": bob, "m": 1})  # 1 short
+        with pytest.raises(IntegrityError, match=f"transfer {second} does not balance"):
+            await session.commit()
+    async with sessions() as session:
+        found = await session.execute(
+            text("SELECT count(*) FROM transfers WHERE id IN (:a, :b)"), {"a": first, "b": second}
+        )
+        assert found.scalar_one() == 0
+
+
 async def test_entries_are_append_only_and_balances_cannot_go_negative(ledger, sessions):
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 100)

@@ -24,6 +24,7 @@ from gateway.entrypoints import (
     payout_routes,
     wallet_routes,
 )
+from gateway.entrypoints.direct_routes import DirectRoutesMiddleware
 from gateway.entrypoints.error_handlers import install_error_handlers
 from gateway.entrypoints.input_guard import InputGuardMiddleware
 from gateway.entrypoints.observability import EdgeMiddleware
@@ -96,6 +97,13 @@ def create_app(settings: GatewaySettings, backends: Backends | None = None) -> F
         max_lifetime=settings.jwt_max_lifetime_seconds,
     )
     install_error_handlers(app)
+    # Innermost of the edge's middlewares: the posting and the webhooks, when well formed, are
+    # answered here (after the input guard) instead of by FastAPI's routing (direct_routes.py).
+    app.add_middleware(
+        DirectRoutesMiddleware,
+        routes=[*jobs_routes.DIRECT, *payments_routes.DIRECT],
+        api_routes=[*jobs_routes.router.routes, *payments_routes.router.routes],
+    )
     # Added last = outermost: the edge middleware sees (and measures) the guard's refusals too.
     app.add_middleware(InputGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(EdgeMiddleware, behind_tls=settings.behind_tls)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from gateway.adapters.backends import Backends
 from gateway.adapters.ratelimit import SharedPostingLimiter
@@ -54,9 +55,14 @@ async def current_principal(
     return principal
 
 
+def roles_allowed(*roles: str) -> frozenset[str]:
+    """The roles that pass a check for `roles`: those, and admin always."""
+    return frozenset(roles) | {"admin"}
+
+
 def require_roles(*roles: str) -> Callable[..., Any]:
     """Dependency: the caller, who must have one of `roles` (admin always passes); else 403."""
-    allowed = frozenset(roles) | {"admin"}
+    allowed = roles_allowed(*roles)
 
     async def dependency(
         principal: Annotated[Principal, Depends(current_principal)],
@@ -66,6 +72,27 @@ def require_roles(*roles: str) -> Callable[..., Any]:
         return principal
 
     return dependency
+
+
+def accepted_caller(request: Request, allowed: frozenset[str]) -> Principal | None:
+    """The caller when the request carries a bearer token that the dependencies above accept
+    (HTTPBearer's reading of the header, the same Authenticator) and a role in `allowed`; None
+    for any other request, whose refusal (401, 403) those dependencies then answer. Like
+    optional_principal, it makes the caller the actor of the request's backend calls.
+
+    For the operations answered directly (direct_routes.py), without FastAPI's dependency solving."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    if not token or scheme.lower() != "bearer":
+        return None
+    authenticator: Authenticator = request.app.state.authenticator
+    try:
+        principal = authenticator.verify(token)
+    except InvalidToken:
+        return None
+    if principal.role not in allowed:
+        return None
+    identity.act_for(identity.Actor(principal.user_id, principal.role))
+    return principal
 
 
 OptionalUser = Annotated[Principal | None, Depends(optional_principal)]
@@ -114,6 +141,24 @@ async def read_raw_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+NO_JSON_BODY: Any = object()
+"""json_model_body's answer for a request whose body FastAPI would not parse as JSON."""
+
+
+def json_model_body(request: Request) -> Any:
+    """The body FastAPI would validate against an operation's body model, when it is JSON the input
+    guard already parsed: a non-empty body sent as `application/json` (FastAPI also parses
+    `application/*+json`, and what it refuses it words itself). NO_JSON_BODY for any other.
+
+    For the operations answered directly (direct_routes.py), without FastAPI's body reading."""
+    content_type = request.headers.get("content-type")
+    # As FastAPI reads the media type (email.message: the part before any parameter, lowercased).
+    if content_type is None or content_type.partition(";")[0].strip().lower() != "application/json":
+        return NO_JSON_BODY
+    kept = request.scope.get(JSON_BODY_KEY)
+    return NO_JSON_BODY if kept is None else kept[1]
 
 
 async def json_body(request: Request) -> Any:

@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
+from pydantic import ValidationError
 
 from gateway.adapters.backends import Backends
-from gateway.adapters.ratelimit import PostingFailed
+from gateway.adapters.ratelimit import PostingFailed, SharedPostingLimiter
 from gateway.api import convert, models
 from gateway.api.backend_errors import api_error_from_reason, api_error_from_remote
 from gateway.api.errors import ApiError, error_responses, not_found, validation_failed
 from gateway.entrypoints.deps import (
+    NO_JSON_BODY,
     AnyUser,
     BackendsDep,
     Company,
     LimiterDep,
     OptionalUser,
+    accepted_caller,
     check_redirects,
     json_body,
+    json_model_body,
+    roles_allowed,
 )
+from gateway.entrypoints.direct_routes import DirectRoute
 from gateway.entrypoints.observability import (
     CWP_FAILED,
     CWP_STARTED,
@@ -41,7 +47,8 @@ from hirepay_platform.reasons import FailureReason
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(min_length=1, max_length=200)]
-IdempotencyHeader = Annotated[str | None, Header(alias="Idempotency-Key")]
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IdempotencyHeader = Annotated[str | None, Header(alias=IDEMPOTENCY_KEY)]
 PageSize = Annotated[int | None, Query(ge=1, le=200, description="Items per page (max 200).")]
 PageToken = Annotated[
     str | None,
@@ -213,6 +220,47 @@ async def create_with_payment(
     with another body is refused (422), a twin still running gets 409. Card data never reaches
     Hirepay: send a provider token (`pm_...`). Rate limited per user (`RateLimit` headers).
     """
+    parsed_body = await json_body(request)
+    return await _post_with_payment(request, body, parsed_body, principal, limiter, idempotency_key)
+
+
+async def create_with_payment_directly(request: Request) -> Response | None:
+    """create_with_payment for a request that FastAPI would hand to it (JSON of the model, a
+    company's or an admin's good token), without FastAPI's per-request machinery; None for any
+    other request, which FastAPI's route then answers (direct_routes.py)."""
+    parsed = json_model_body(request)
+    if parsed is NO_JSON_BODY:
+        return None
+    principal = accepted_caller(request, _POSTERS)
+    if principal is None:
+        return None
+    try:
+        body = models.CreateWithPaymentIn.model_validate(parsed)
+    except ValidationError:
+        return None
+    limiter: SharedPostingLimiter = request.app.state.limiter
+    return await _post_with_payment(
+        request, body, parsed, principal, limiter, request.headers.get(IDEMPOTENCY_KEY)
+    )
+
+
+# Who may post (the Company dependency's roles).
+_POSTERS = roles_allowed("company")
+
+# The posting is answered directly when it is well formed (issue 13).
+DIRECT = (DirectRoute(create_with_payment, create_with_payment_directly),)
+
+
+async def _post_with_payment(
+    request: Request,
+    body: models.CreateWithPaymentIn,
+    parsed_body: Any,
+    principal: Principal,
+    limiter: SharedPostingLimiter,
+    idempotency_key: str | None,
+) -> Response:
+    """The posting: what the gateway checks, then the saga in jobs, then the answer. The request
+    fingerprint is the digest of `parsed_body`, the JSON that `body` was validated from."""
     key = require_key(idempotency_key)
     _check_subject_and_payment(body)
     check_redirects(
@@ -222,7 +270,6 @@ async def create_with_payment(
             "payment.cancel_url": body.payment.cancel_url,
         },
     )
-    parsed_body = await json_body(request)
     # Jobs spends one attempt from the user's bucket (the signed actor, shared by every gateway
     # replica) before anything else, in the same call.
     try:

@@ -7,7 +7,7 @@ import html
 import logging
 import re
 from collections.abc import Iterable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from fastapi import APIRouter, Form, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -18,11 +18,13 @@ from gateway.api.backend_errors import api_error_from_remote
 from gateway.api.errors import ApiError, error_responses, forbidden, not_found, validation_failed
 from gateway.api.redirects import Origin, is_allowed_redirect
 from gateway.entrypoints.deps import AnyUser, BackendsDep, check_redirects, read_raw_body
+from gateway.entrypoints.direct_routes import DirectRoute
 from gateway.entrypoints.observability import WEBHOOKS
 from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.ids import new_id
+from hirepay_platform.metrics import child
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,20 @@ _SIGNING_HEADERS = (
 )
 
 
+def _signing_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """The provider's signing headers of a delivery (a repeated one: its first value), in one pass
+    over the request's headers (ASGI names them in lowercase)."""
+    found: dict[str, str] = {}
+    for raw_name, raw_value in raw:
+        name = raw_name.decode("latin-1")
+        if name in _SIGNING_HEADER_NAMES and name not in found:
+            found[name] = raw_value.decode("latin-1")
+    return found
+
+
+_SIGNING_HEADER_NAMES = frozenset(_SIGNING_HEADERS)
+
+
 @router.post(
     "/webhook/stripe",
     response_model=models.WebhookAck,
@@ -224,7 +240,7 @@ _SIGNING_HEADERS = (
         },
     },
 )
-async def stripe_webhook(request: Request, backends: BackendsDep) -> models.WebhookAck:
+async def stripe_webhook(request: Request, backends: BackendsDep) -> Response:
     """Stripe's deliveries (its documented address, kept): as `/webhook/{provider}`."""
     return await provider_webhook("stripe", request, backends)
 
@@ -254,9 +270,7 @@ async def stripe_webhook(request: Request, backends: BackendsDep) -> models.Webh
         },
     },
 )
-async def provider_webhook(
-    provider: Provider, request: Request, backends: BackendsDep
-) -> models.WebhookAck:
+async def provider_webhook(provider: Provider, request: Request, backends: BackendsDep) -> Response:
     """Forwards the raw body and the provider's signing headers, byte for byte, to payments,
     which verifies the delivery the provider's own way and applies the event once. 400: bad or
     stale signature (nothing applied), or a provider not offered (`PROVIDER_NOT_AVAILABLE`);
@@ -264,12 +278,31 @@ async def provider_webhook(
     try:
         ack = await _forward_webhook(provider, request, backends)
     except ApiError as exc:
-        WEBHOOKS.labels(provider, str(exc.status)).inc()
+        child(WEBHOOKS, provider, str(exc.status)).inc()
         if exc.status == 400:
             log.warning("webhook refused", extra={"fields": {"reason": exc.error}})
         raise
-    WEBHOOKS.labels(provider, "200").inc()
-    return ack
+    child(WEBHOOKS, provider, "200").inc()
+    # The bytes FastAPI's response_model would write, without validating the ack a second time.
+    return Response(ack.model_dump_json(), media_type="application/json")
+
+
+async def webhook_directly(request: Request, provider: Provider) -> Response:
+    """provider_webhook without FastAPI's per-request machinery (direct_routes.py): it takes no
+    body model, header or token, so every delivery to a provider's address is answered here."""
+    return await provider_webhook(provider, request, request.app.state.backends)
+
+
+# Every provider's deliveries are answered directly (issue 13): Stripe's at its own address (its
+# route comes first, so `/webhook/stripe` is never `/webhook/{provider}`), the others at theirs.
+DIRECT = (
+    DirectRoute(stripe_webhook, webhook_directly, {"provider": "stripe"}),
+    *(
+        DirectRoute(provider_webhook, webhook_directly, {"provider": provider})
+        for provider in get_args(Provider)
+        if provider != "stripe"
+    ),
+)
 
 
 async def _forward_webhook(
@@ -277,7 +310,7 @@ async def _forward_webhook(
 ) -> models.WebhookAck:
     settings = request.app.state.settings
     payload = await read_raw_body(request, settings.max_body_bytes)
-    headers = {name: request.headers[name] for name in _SIGNING_HEADERS if name in request.headers}
+    headers = _signing_headers(request.scope["headers"])
     if not headers:
         raise ApiError(400, "INVALID_SIGNATURE", "The delivery carries no signature header")
     try:

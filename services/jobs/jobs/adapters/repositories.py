@@ -10,20 +10,27 @@ from typing import Any
 from sqlalchemy import (
     Executable,
     Row,
+    Text,
     and_,
     any_,
     bindparam,
+    case,
+    cast,
+    delete,
     exists,
+    extract,
     func,
     insert,
     literal,
+    literal_column,
     or_,
     select,
     text,
+    true,
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -31,6 +38,7 @@ from hirepay_platform.db import execute_alone
 from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
+    UNFINISHED_SAGA,
     job_transitions,
     jobs,
     posting_rate_attempts,
@@ -41,15 +49,13 @@ from jobs.adapters.tables import (
 )
 from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
-    FINAL_STATES,
     PaymentMethod,
     Saga,
     SagaError,
     SagaKind,
     SagaState,
 )
-
-_FINAL = [s.value for s in FINAL_STATES]
+from jobs.domain.rate_limits import PostingAttempt
 
 # The reads of the hot path, built once: SQLAlchemy then finds their compiled form by a cache key
 # computed once per statement, instead of building and keying a new one per call (issue 13).
@@ -115,13 +121,119 @@ def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
     return saga, job
 
 
+# One attempt on a user's bucket in one statement (issue 13; it was BEGIN + 6 statements + COMMIT):
+# lock the bucket (FOR UPDATE returns the newest row, so concurrent attempts of any replica are
+# decided one by one), refill it, record the attempt and spend a token, and forget attempts older
+# than the idempotency horizon. The attempt's insert is the arbiter of a repeat: ON CONFLICT sees
+# a charge committed after this statement's snapshot (a concurrent twin), a plain read would not;
+# a repeat spends nothing. The refill is take_token's arithmetic in the same float operations.
+# No row: the user has no bucket yet (created full by the caller, then the attempt is re-run).
+# Parameters `rl_<name>` (see _attempt_params); also the first CTEs of a posting's first step
+# that spends its attempt (_posting_insert).
+class _AttemptCtes:
+    """The CTEs of one attempt on a bucket: `fresh` (the refilled tokens, before this attempt),
+    `charge` (the attempt's id if this statement charged it), `spent` (the tokens left), and
+    `forget` (referenced by nothing: add it to the statement)."""
+
+    def __init__(self) -> None:
+        buckets, attempts = posting_rate_buckets, posting_rate_attempts
+        user = bindparam("rl_user_id", type_=buckets.c.user_id.type)
+        attempt = bindparam("rl_attempt_id", type_=attempts.c.attempt_id.type)
+        now = bindparam("rl_now", type_=buckets.c.updated_at.type)
+        old = (
+            select(buckets.c.tokens, buckets.c.updated_at)
+            .where(buckets.c.user_id == user)
+            .with_for_update()
+            .cte("old")
+        )
+        elapsed = func.greatest(0, extract("epoch", now - old.c.updated_at))
+        refilled = old.c.tokens + cast(elapsed, DOUBLE_PRECISION) * bindparam(
+            "rl_rate", type_=DOUBLE_PRECISION
+        )
+        self.fresh = fresh = select(
+            func.least(bindparam("rl_full", type_=DOUBLE_PRECISION), refilled).label("tokens")
+        ).cte("fresh")
+        self.had_token = fresh.c.tokens >= 1
+        self.charge = charge = (
+            pg_insert(attempts)
+            .from_select(
+                ["user_id", "attempt_id", "charged_at"],
+                select(user, attempt, now).where(attempt != "", self.had_token),
+            )
+            .on_conflict_do_nothing()
+            .returning(attempts.c.attempt_id)
+            .cte("charge")
+        )
+        self.charged = exists(select(charge.c.attempt_id))
+        self.forget = (
+            delete(attempts)
+            .where(
+                attempts.c.user_id == user,
+                attempts.c.charged_at < bindparam("rl_forget_before", type_=now.type),
+                self.charged,
+            )
+            .cte("forget")
+        )
+        # The bucket's one row: fresh's tokens as a scalar (fresh is empty only without it).
+        tokens = select(fresh.c.tokens).scalar_subquery()
+        spends = case((and_(tokens >= 1, or_(attempt == "", self.charged)), 1), else_=0)
+        self.spent = (
+            update(buckets)
+            .where(buckets.c.user_id == user)
+            .values(tokens=tokens - spends, updated_at=now)
+            .returning(buckets.c.tokens)
+            .cte("spent")
+        )
+
+    def outcome(self) -> list[Any]:
+        """The columns that say what the attempt did: tokens left, had a token, charged."""
+        return [
+            self.spent.c.tokens.label("tokens"),
+            self.had_token.label("had_token"),
+            self.charged.label("charged"),
+        ]
+
+
+def _attempt_statement() -> Executable:
+    """One attempt alone: (tokens, had_token, charged), no row when the user has no bucket."""
+    attempt = _AttemptCtes()
+    return (
+        select(*attempt.outcome())
+        .select_from(attempt.spent)
+        .join(attempt.fresh, true())
+        .add_cte(attempt.forget)
+    )
+
+
+_TAKE_ATTEMPT = _attempt_statement()
+
+
+def _attempt_params(attempt: PostingAttempt) -> dict[str, Any]:
+    return {
+        "rl_user_id": attempt.user_id,
+        "rl_attempt_id": attempt.attempt_id,
+        "rl_full": float(attempt.limit),
+        "rl_rate": attempt.limit / attempt.window_seconds,
+        "rl_now": attempt.now,
+        "rl_forget_before": attempt.forget_before,
+    }
+
+
+_failed = sagas.alias("failed")
+# A failed saga whose reason counts for PAY-14's abuse rule. The reasons are one array parameter:
+# an expanding IN would have SQLAlchemy rewrite the statement's text on every call.
+_FAILED_FOR_ABUSE = and_(
+    _failed.c.failure != literal_column("'null'::jsonb"),  # as ix_sagas_company_failed's
+    _failed.c.failure["reason"].astext == any_(bindparam("failures_reasons", type_=ARRAY(Text))),
+)
+
+
 # Insert-first on the caller's idempotency key: a twin blocks here, then finds the key taken.
 _INSERT_SAGA = (
     pg_insert(sagas)
     .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
     .returning(sagas.c.id)
 )
-_failed = sagas.alias("failed")
 # The insert-first of a posting's saga that also counts its company's recent failed payments
 # (PAY-14's abuse rule), in the one round trip (the count is of the rows before this one).
 _INSERT_SAGA_COUNTING_FAILURES = (
@@ -133,27 +245,31 @@ _INSERT_SAGA_COUNTING_FAILURES = (
             _failed.c.kind == SagaKind.POSTING.value,
             _failed.c.company_id == bindparam("failures_company_id"),
             _failed.c.created_at >= bindparam("failures_since"),
-            _failed.c.failure["reason"].astext.in_(bindparam("failures_reasons", expanding=True)),
+            _FAILED_FOR_ABUSE,
         )
         .scalar_subquery()
     )
 )
 
 
-def _posting_insert(counting: bool) -> Executable:
+def _posting_insert(counting: bool, spending: bool) -> Executable:
     """A posting's whole first step as one statement, which commits by itself (issue 13; it was
     BEGIN + the saga's insert-first + the batch of the rest + COMMIT): the saga inserted first on
     its key, and only if it was (`s`), the job, its transitions and the saga's first log line.
     `counting`: the saga is inserted only while the company's recent failed payments (PAY-14's
     abuse rule, counted from the rows before this one) are below `max_failures`; the count comes
-    back. A key already taken (or a blocked company) inserts nothing. Built once per shape."""
+    back. A key already taken (or a blocked company) inserts nothing. `spending`: the posting's
+    rate-limit attempt is spent first by the same statement (_AttemptCtes, as alone: charged
+    whatever the posting then does) and the saga is inserted only if the bucket had a token; its
+    outcome comes back, no row when the user has no bucket yet (then nothing is inserted).
+    Built once per shape."""
     failures = (
         select(func.count().label("n"))
         .where(
             _failed.c.kind == SagaKind.POSTING.value,
             _failed.c.company_id == bindparam("failures_company_id"),
             _failed.c.created_at >= bindparam("failures_since"),
-            _failed.c.failure["reason"].astext.in_(bindparam("failures_reasons", expanding=True)),
+            _FAILED_FOR_ABUSE,
         )
         .cte("failures")
         if counting
@@ -162,6 +278,11 @@ def _posting_insert(counting: bool) -> Executable:
     saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in sagas.c))
     if counting:
         saga_row = saga_row.select_from(failures).where(failures.c.n < bindparam("max_failures"))
+    attempt = _AttemptCtes() if spending else None
+    if attempt is not None:
+        # A refused attempt (no token) inserts nothing: the request is then refused, or, when
+        # the attempt was charged before (a retry), the first step is taken alone.
+        saga_row = saga_row.where(exists(select(attempt.fresh.c.tokens).where(attempt.had_token)))
     saga = (
         pg_insert(sagas)
         .from_select([c.name for c in sagas.c], saga_row)
@@ -193,12 +314,24 @@ def _posting_insert(counting: bool) -> Executable:
             bindparam("l_at", type_=saga_log.c.at.type),
         ).where(inserted),
     )
-    return select(failures.c.n, inserted.label("inserted")).add_cte(
+    outcome = select(failures.c.n, inserted.label("inserted")).add_cte(
         job.cte("j"), transitions.cte("t"), log.cte("l")
+    )
+    if attempt is None:
+        return outcome
+    return (
+        outcome.add_columns(*attempt.outcome())
+        .join_from(failures, attempt.spent, true())
+        .join(attempt.fresh, true())
+        .add_cte(attempt.forget)
     )
 
 
-_INSERT_POSTING = {counting: _posting_insert(counting) for counting in (False, True)}
+_INSERT_POSTING = {
+    (counting, spending): _posting_insert(counting, spending)
+    for counting in (False, True)
+    for spending in (False, True)
+}
 
 
 async def _autocommit(session: AsyncSession) -> AsyncConnection:
@@ -526,12 +659,15 @@ class SqlSagaRepository:
         failures_since: datetime | None = None,
         reasons: frozenset[str] = frozenset(),
         max_failures: int = 0,
+        attempt: PostingAttempt | None = None,
     ) -> tuple[bool, int]:
         """Insert a posting's saga first on its key and, with it, its new job (with the job's
         pending transitions) and the saga's first log line `detail`, as a transaction of its own
         in one round trip: (inserted, the company's recent failed payments). `failures_since`:
         count those (PAY-14) and insert nothing unless they are below `max_failures`. Nothing
-        is inserted when the key is taken. Durable when this returns."""
+        is inserted when the key is taken. `attempt`: spent first by the same statement, its
+        outcome recorded on it (allowed None: the user has no bucket yet, nothing was spent or
+        inserted); nothing is inserted unless its bucket had a token. Durable when this returns."""
         counting = failures_since is not None
         saga_values = saga_to_values(saga)
         job_values = job_to_values(job)
@@ -550,8 +686,15 @@ class SqlSagaRepository:
                 failures_reasons=sorted(reasons),
                 max_failures=max_failures,
             )
+        if attempt is not None:
+            params.update(_attempt_params(attempt))
         await self.writes.flush()  # nothing waits here: the statement is a transaction alone
-        row = (await execute_alone(self.session.session, _INSERT_POSTING[counting], params)).one()
+        statement = _INSERT_POSTING[counting, attempt is not None]
+        row = (await execute_alone(self.session.session, statement, params)).one_or_none()
+        if row is None:  # the user's first attempt: no bucket, nothing spent or inserted
+            return False, 0
+        if attempt is not None:
+            await _decided(self.session, attempt, row)
         if row.inserted:
             job.drain_transitions()
             self.writes.seen(sagas, saga_values)
@@ -629,7 +772,7 @@ class SqlSagaRepository:
         due = (
             select(sagas.c.id)
             .where(
-                sagas.c.state.not_in(_FINAL),
+                UNFINISHED_SAGA,
                 or_(sagas.c.lease_until.is_(None), sagas.c.lease_until < now),
                 or_(sagas.c.next_attempt_at.is_(None), sagas.c.next_attempt_at <= now),
             )
@@ -652,11 +795,10 @@ class SqlSagaRepository:
     async def count_stuck(self, now: datetime) -> int:
         # Waiting for a settle-later payment is bounded by its own (longer) deadline, not stuck.
         waiting = SagaState.AWAITING_SETTLEMENT.value
-        stmt = select(func.count()).where(
-            and_(
-                sagas.c.state.not_in([*_FINAL, waiting]),
-                sagas.c.deadline_at < now,
-            )
+        stmt = (
+            select(func.count())
+            .select_from(sagas)
+            .where(UNFINISHED_SAGA, sagas.c.state != waiting, sagas.c.deadline_at < now)
         )
         return int((await self.session.execute(stmt)).scalar_one())
 
@@ -687,52 +829,6 @@ class SqlSettlementRepository:
         await (await _autocommit(self.session)).execute(stmt)
 
 
-# One attempt on a user's bucket in one statement (issue 13; it was BEGIN + 6 statements + COMMIT):
-# lock the bucket (FOR UPDATE returns the newest row, so concurrent attempts of any replica are
-# decided one by one), refill it, record the attempt and spend a token, and forget attempts older
-# than the idempotency horizon. The attempt's insert is the arbiter of a repeat: ON CONFLICT sees
-# a charge committed after this statement's snapshot (a concurrent twin), a plain read would not;
-# a repeat spends nothing. The refill is take_token's arithmetic in the same float operations.
-# No row: the user has no bucket yet (created full by the caller, then the attempt is re-run).
-_TAKE_ATTEMPT = text(
-    """
-WITH old AS (
-    SELECT tokens, updated_at FROM posting_rate_buckets WHERE user_id = :user_id FOR UPDATE
-), fresh AS (
-    SELECT least(
-        CAST(:full AS float8),
-        tokens + greatest(0, extract(epoch FROM CAST(:now AS timestamptz) - updated_at))::float8
-            * CAST(:rate AS float8)
-    ) AS tokens
-    FROM old
-), charge AS (
-    INSERT INTO posting_rate_attempts (user_id, attempt_id, charged_at)
-    SELECT :user_id, :attempt_id, CAST(:now AS timestamptz) FROM fresh
-    WHERE CAST(:attempt_id AS varchar) <> '' AND fresh.tokens >= 1
-    ON CONFLICT DO NOTHING
-    RETURNING attempt_id
-), forget AS (
-    DELETE FROM posting_rate_attempts
-    WHERE user_id = :user_id AND charged_at < CAST(:forget_before AS timestamptz)
-      AND EXISTS (SELECT FROM charge)
-), spent AS (
-    UPDATE posting_rate_buckets AS b
-    SET tokens = fresh.tokens - CASE
-            WHEN fresh.tokens >= 1
-             AND (CAST(:attempt_id AS varchar) = '' OR EXISTS (SELECT FROM charge))
-            THEN 1 ELSE 0 END,
-        updated_at = CAST(:now AS timestamptz)
-    FROM fresh
-    WHERE b.user_id = :user_id
-    RETURNING b.tokens
-)
-SELECT spent.tokens AS tokens, fresh.tokens >= 1 AS had_token,
-       EXISTS (SELECT FROM charge) AS charged
-FROM spent, fresh
-"""
-)
-
-
 class SqlPostingRateRepository:
     """The posting rate limit's buckets (one row per user, locked while one attempt is decided)."""
 
@@ -751,15 +847,9 @@ class SqlPostingRateRepository:
     ) -> tuple[float, bool]:
         """Spend a token of the user's bucket for the attempt, unless it was charged before:
         (tokens left, allowed). Each statement commits by itself; the attempt is decided in one."""
+        attempt = PostingAttempt(user_id, attempt_id, limit, window_seconds, now, forget_before)
         connection = await _autocommit(self.session)
-        params = {
-            "user_id": user_id,
-            "attempt_id": attempt_id,
-            "full": float(limit),
-            "rate": limit / window_seconds,
-            "now": now,
-            "forget_before": forget_before,
-        }
+        params = _attempt_params(attempt)
         while (row := (await connection.execute(_TAKE_ATTEMPT, params)).one_or_none()) is None:
             # The user's first attempt: the bucket is created full (a concurrent creator wins
             # harmlessly), then the attempt is decided on it.
@@ -768,19 +858,32 @@ class SqlPostingRateRepository:
                 .values(user_id=user_id, tokens=float(limit), updated_at=now)
                 .on_conflict_do_nothing(index_elements=["user_id"])
             )
-        tokens = float(row.tokens)
-        if row.had_token:
-            # Spent, or a repeat found by the attempt's insert (nothing spent, allowed).
-            return tokens, True
-        # No token: allowed only as a repeat. A fresh read, after the bucket's lock was taken and
-        # released, sees a charge by a concurrent twin that this statement's snapshot missed.
-        return tokens, bool(attempt_id) and await self._was_charged(connection, user_id, attempt_id)
+        await _decided(connection, attempt, row)
+        assert attempt.tokens is not None and attempt.allowed is not None
+        return attempt.tokens, attempt.allowed
 
-    async def _was_charged(
-        self, connection: AsyncConnection, user_id: str, attempt_id: str
-    ) -> bool:
-        stmt = select(posting_rate_attempts.c.attempt_id).where(
-            posting_rate_attempts.c.user_id == user_id,
-            posting_rate_attempts.c.attempt_id == attempt_id,
-        )
-        return (await connection.execute(stmt)).first() is not None
+
+async def _decided(
+    executor: AsyncConnection | BatchedSession, attempt: PostingAttempt, row: Row
+) -> None:
+    """Record on `attempt` what its statement's row (tokens, had_token, charged) decided."""
+    attempt.tokens = float(row.tokens)
+    if row.had_token:
+        # Spent, or a repeat found by the attempt's insert (nothing spent, allowed).
+        attempt.allowed = True
+        return
+    # No token: allowed only as a repeat. A fresh read, after the bucket's lock was taken and
+    # released, sees a charge by a concurrent twin that the statement's snapshot missed.
+    attempt.allowed = bool(attempt.attempt_id) and await _was_charged(
+        executor, attempt.user_id, attempt.attempt_id
+    )
+
+
+async def _was_charged(
+    executor: AsyncConnection | BatchedSession, user_id: str, attempt_id: str
+) -> bool:
+    stmt = select(posting_rate_attempts.c.attempt_id).where(
+        posting_rate_attempts.c.user_id == user_id,
+        posting_rate_attempts.c.attempt_id == attempt_id,
+    )
+    return (await executor.execute(stmt)).first() is not None

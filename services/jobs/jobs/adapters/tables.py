@@ -95,6 +95,14 @@ job_transitions = Table(
     _at("at", nullable=False),
 )
 
+# The partial indexes' conditions on sagas, for queries to say in these very words: the planner
+# uses a partial index only for a query whose conditions imply its own, and a condition sent as
+# parameters (an IN list is) implies nothing to a generic plan (issue 13: the recovery worker's
+# once-a-second queries read the whole table).
+UNFINISHED_SAGA = text("state NOT IN ('completed', 'failed', 'refunded')")
+# A saga with no failure holds JSON null (SQLAlchemy's JSON type binds None so), not SQL NULL.
+FAILED_SAGA = text("failure <> 'null'::jsonb")
+
 # The durable log row of one pay-to-post saga (its global transaction).
 sagas = Table(
     "sagas",
@@ -137,11 +145,10 @@ sagas = Table(
     # Idempotency keys are scoped to the caller (PAY-8); insert-first on this key.
     UniqueConstraint("company_id", "request_id", name="uq_sagas_company_request"),
     # The recovery worker's scan of unfinished sagas.
-    Index(
-        "ix_sagas_unfinished",
-        "next_attempt_at",
-        postgresql_where=text("state NOT IN ('completed', 'failed', 'refunded')"),
-    ),
+    Index("ix_sagas_unfinished", "next_attempt_at", postgresql_where=UNFINISHED_SAGA),
+    # PAY-14's abuse rule counts a company's recent failed payments: only failed sagas, not
+    # every saga of the company (issue 13: the count read all of them, on every posting).
+    Index("ix_sagas_company_failed", "company_id", "created_at", postgresql_where=FAILED_SAGA),
 )
 
 # One step of a saga as it happened (append-only audit of the saga log).
@@ -214,6 +221,8 @@ posting_rate_attempts = Table(
     Column("user_id", String(255), primary_key=True),
     Column("attempt_id", String(255), primary_key=True),
     _at("charged_at", nullable=False),
+    # Each charged attempt forgets its user's attempts past the horizon: only those are read.
+    Index("ix_posting_rate_attempts_charged", "user_id", "charged_at"),
 )
 
 

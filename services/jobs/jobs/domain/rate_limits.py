@@ -9,6 +9,31 @@ from dataclasses import dataclass
 from datetime import datetime
 
 
+@dataclass(slots=True)
+class PostingAttempt:
+    """One posting attempt to spend on its user's bucket (`limit` per `window_seconds`; a charged
+    attempt remembered until `forget_before`). `tokens` and `allowed` are what spending it did,
+    recorded by the repository that spent it (None: not decided, e.g. a first step that found
+    no bucket for the user yet)."""
+
+    user_id: str
+    attempt_id: str
+    limit: int
+    window_seconds: int
+    now: datetime
+    forget_before: datetime
+    tokens: float | None = None
+    allowed: bool | None = None
+
+    def decision(self) -> RateDecision | None:
+        """The decision once spent (None before)."""
+        if self.tokens is None or self.allowed is None:
+            return None
+        return decide(
+            self.tokens, self.allowed, limit=self.limit, window_seconds=self.window_seconds
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class RateDecision:
     """One attempt's outcome and what the caller's RateLimit headers must say."""

@@ -26,6 +26,7 @@ from jobs.domain.events import MarketplaceEvent
 from jobs.domain.marketplace import Engagement, FundingSplit, JobRequest, MarketJob, Offer
 from jobs.domain.model import Job, Transition
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
+from jobs.domain.rate_limits import PostingAttempt
 
 
 class JobRepository(Protocol):
@@ -79,12 +80,17 @@ class SagaRepository(Protocol):
         failures_since: datetime | None = None,
         reasons: frozenset[str] = frozenset(),
         max_failures: int = 0,
+        attempt: PostingAttempt | None = None,
     ) -> tuple[bool, int]:
         """A posting's first step as a transaction of its own, in one round trip: the saga
         inserted first on its key and, only then, its new job (with its pending transitions) and
         the saga's first log line `detail`; (inserted, the company's failed payments since
         `failures_since` with one of `reasons`, before this one). With `failures_since`, nothing
-        is inserted unless they are below `max_failures`. Durable when this returns."""
+        is inserted unless they are below `max_failures`. `attempt`: the posting's rate-limit
+        attempt, spent first in the same round trip as PostingRateRepository.take spends it
+        (charged whatever the insert does), its outcome recorded on it (none when the user has
+        no bucket yet: then nothing is spent or inserted); nothing is inserted unless its
+        bucket had a token. Durable when this returns."""
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None: ...
 

@@ -293,4 +293,5 @@ class FatoraProvider:
             subject=EventSubject.CHECKOUT if kind.startswith("payment.") else EventSubject.OTHER,
             object_id=order_id,
             payment_id=order_id,
+            body=body,  # stored as the event's payload: parsed once (issue 13)
         )

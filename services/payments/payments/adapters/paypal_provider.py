@@ -520,8 +520,9 @@ class PayPalProvider:
         return event_from(event)
 
 
-def event_from(event: Mapping[str, Any]) -> ProviderEvent:
-    """A verified PayPal event: orders and their captures/authorizations are about the order."""
+def event_from(event: dict[str, Any]) -> ProviderEvent:
+    """A verified PayPal event: orders and their captures/authorizations are about the order.
+    The parsed delivery goes with it (stored as the event's payload: parsed once, issue 13)."""
     resource = event.get("resource") or {}
     kind = str(event.get("resource_type") or "")
     subject, object_id = EventSubject.OTHER, str(resource.get("id") or "")
@@ -541,4 +542,5 @@ def event_from(event: Mapping[str, Any]) -> ProviderEvent:
         subject=subject,
         object_id=object_id,
         payment_id=object_id if subject is EventSubject.CHECKOUT else "",
+        body=event,
     )

@@ -390,8 +390,9 @@ class RazorpayProvider:
         return event_from(event_id, body)
 
 
-def event_from(event_id: str, body: Mapping[str, Any]) -> ProviderEvent:
-    """Payment and order events are about the order (the checkout), whose payment is re-read."""
+def event_from(event_id: str, body: dict[str, Any]) -> ProviderEvent:
+    """Payment and order events are about the order (the checkout), whose payment is re-read.
+    The parsed delivery goes with it (stored as the event's payload: parsed once, issue 13)."""
     payload = body.get("payload") or {}
     payment = (payload.get("payment") or {}).get("entity") or {}
     order = (payload.get("order") or {}).get("entity") or {}
@@ -409,4 +410,5 @@ def event_from(event_id: str, body: Mapping[str, Any]) -> ProviderEvent:
         object_id=order_id if subject is EventSubject.CHECKOUT else str(payment.get("id") or ""),
         metadata=_notes(order.get("notes") or payment.get("notes")),
         payment_id=str(payment.get("id") or ""),
+        body=body,
     )

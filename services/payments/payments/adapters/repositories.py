@@ -3,7 +3,6 @@ every query in one place. Never commit."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import asdict
 from datetime import datetime, timedelta
 from typing import Any
@@ -166,8 +165,9 @@ class SqlPaymentRepository:
 
     def _track(self, payment: Payment, values: dict[str, Any] | None = None) -> Payment:
         stored = dict(values or _payment_values(payment))
-        # A copy of the metadata: a change made to the payment's own dict in place must show.
-        stored["metadata"] = copy.deepcopy(stored["metadata"])
+        # A copy of the metadata (strings to strings): a change made to the payment's own dict
+        # in place must show.
+        stored["metadata"] = dict(stored["metadata"])
         self._stored[payment.id] = stored
         return payment
 
@@ -194,7 +194,7 @@ class SqlPaymentRepository:
         if guard:
             self.s.batch.guard(_STILL_STORED, {f"g_{c}": v for c, v in values.items()})
         self.s.batch.seen(t.payments, dict(values))
-        return self._track(copy.deepcopy(payment), values)
+        return self._track(payment.snapshot(), values)
 
     def stored_as(self, payment: Payment) -> tuple[Select[Any], dict[str, Any]]:
         """The payment, locked, only if its row still holds every value of `payment`: a SELECT

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ssl
+import urllib.request
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -297,19 +298,47 @@ class PooledHTTPXClient(stripe.HTTPXClient):
     20 kept alive) and takes no limits of its own: calls beyond 100 in flight would queue in the
     client (a slow Stripe then caps the payments in flight at 100) and every burst above 20 would
     reopen connections; and one pool's bookkeeping grows with the calls in flight. Same TLS
-    verification as the SDK's (its CA bundle)."""
+    verification as the SDK's (its CA bundle).
+
+    A request goes straight to the transport (issue 13): the SDK hands over a finished request
+    (URL, every header, the encoded body) and reads back the status, headers and body, so the
+    client's layers around the transport (URL and header merging, cookie jar, auth and redirect
+    loops, the deprecation warning of a `data=` string body) did nothing for it and cost about a
+    sixth of the CPU of a call. With a proxy configured (the environment's or `stripe.proxy`) the
+    request goes through the client as before, which applies it."""
 
     def __init__(self, *, timeout: float, max_connections: int) -> None:
         super().__init__(timeout=timeout)
         if not isinstance(getattr(self, "_client_async", None), httpx.AsyncClient):
             # Fail at start-up, not under load, should an SDK upgrade rename its client.
             raise RuntimeError("stripe.HTTPXClient no longer keeps its httpx.AsyncClient")
-        self._client_async = httpx.AsyncClient(
-            transport=SpreadTransport(
-                max_connections=max_connections,
-                verify=ssl.create_default_context(cafile=stripe.ca_bundle_path),
-            )
+        self._transport = SpreadTransport(
+            max_connections=max_connections,
+            verify=ssl.create_default_context(cafile=stripe.ca_bundle_path),
         )
+        self._client_async = httpx.AsyncClient(transport=self._transport)
+        # What the client would send as the request's `timeout` extension (the SDK's timeout).
+        self._timeouts = httpx.Timeout(timeout).as_dict()
+        self._direct = not self._proxy and not urllib.request.getproxies()
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        if not self._direct:
+            return await super().request_async(method, url, headers, post_data)
+        request = httpx.Request(
+            method, url, headers=headers, content=post_data, extensions={"timeout": self._timeouts}
+        )
+        try:
+            response = await self._transport.handle_async_request(request)
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+        except Exception as exc:
+            # The SDK's own mapping: APIConnectionError, the transport error as its cause.
+            self._handle_request_error(exc)
+        return content, response.status_code, response.headers
 
 
 class StripeProvider:

@@ -26,12 +26,13 @@ from jobs.domain.errors import (
 from jobs.domain.model import POSTABLE, Job, JobStatus, Transition, validate_fields
 from jobs.domain.posting_saga import ABUSE_REASONS, PaymentMethod, Saga, SagaState
 from jobs.domain.pricing import check_expected_amount, check_terms
+from jobs.domain.rate_limits import PostingAttempt
 from jobs.service_layer import metrics
 from jobs.service_layer.access import load_own, require_company
 from jobs.service_layer.answers import SagaAnswer, answer_from_snapshot
 from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.handlers.rate_limits import take_posting_attempt
+from jobs.service_layer.handlers.rate_limits import posting_attempt, spend_posting_attempt
 from jobs.service_layer.posting.activation import send_try
 from jobs.service_layer.posting.driver import answer_and_release, drive, ensure_answer
 from jobs.service_layer.posting.leases import request_holder
@@ -87,28 +88,38 @@ def _new_saga(
 async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     """Spend a posting attempt of the caller's rate limit (PAY-14), then run the saga.
 
-    The attempt is spent before anything else and commits by itself: a refused one changes
-    nothing (PostingRateLimited), and an allowed one counts even if the posting then fails, as
-    every attempt does. The decision comes back with the answer, and with any error as its
-    metadata, so the caller's RateLimit headers hold on every reply."""
+    The attempt is spent before anything else and commits: a refused one changes nothing
+    (PostingRateLimited), and an allowed one counts even if the posting then fails, as every
+    attempt does. A posting of new fields spends it with its saga's first step, in the same
+    statement (issue 13: one round trip less); any other request spends it alone first. The
+    decision comes back with the answer, and with any error as its metadata, so the caller's
+    RateLimit headers hold on every reply."""
     require_company(cmd.actor)
     if not cmd.request_id.strip():
         raise ValidationError(
             "an idempotency key is required", fields={"request_id": "is required"}
         )
-    decision = None
+    attempt = None
     if cmd.rate_limit is not None:
-        attempt = commands.TakePostingAttempt(
-            cmd.actor, cmd.request_id, cmd.rate_limit.limit, cmd.rate_limit.window_seconds
+        attempt = posting_attempt(
+            commands.TakePostingAttempt(
+                cmd.actor, cmd.request_id, cmd.rate_limit.limit, cmd.rate_limit.window_seconds
+            ),
+            deps,
         )
-        decision = await take_posting_attempt(attempt, deps)
+    start = _Start(cmd, deps)
+    decision = None
+    if attempt is not None:
+        if start.new is not None:
+            await _start_new_job(cmd, start, deps, attempt)
+        decision = attempt.decision() or await spend_posting_attempt(attempt, deps)
         if not decision.allowed:
             raise PostingRateLimited(
                 "too many posting attempts; retry after retry_after_seconds",
                 metadata=decision.as_metadata(),
             )
     try:
-        answer = await _run(cmd, deps)
+        answer = await _run(cmd, deps, start)
     except HirepayError as exc:
         if decision is not None:
             exc.metadata.update(decision.as_metadata())
@@ -116,28 +127,59 @@ async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps
     return answer if decision is None else replace(answer, rate_limit=decision)
 
 
-async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
+# What starting a saga gives: the saga already holding the key (None: ours was inserted, with
+# its job), and the job's transitions it stored.
+_Started = tuple[Saga | None, list[Transition]]
+
+
+class _Start:
+    """A request's saga before its first step: its new job when the request posts new fields
+    that pass every check (the first step is then one statement), and what the first step
+    gave once taken (`started`), with the rows it stored (`rows`)."""
+
+    def __init__(self, cmd: commands.CreateJobWithPayment, deps: Deps) -> None:
+        self.now = now = deps.clock()
+        self.new: tuple[Saga, Job] | None = None
+        self.started: _Started | None = None
+        # The saga's and job's rows as each step stores them, for the next step to assume.
+        self.rows = StoredRows()
+        if cmd.draft_id or cmd.fields is None:
+            return
+        config = deps.config
+        try:
+            method = parse_method(cmd.payment)
+            saga = _new_saga(cmd, method, config, now)
+            fields = validate_fields(cmd.fields, config.price_list.categories)
+            job = Job.new_draft(new_id("job"), cmd.actor.user_id, fields, cmd.actor.name, now)
+            check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
+            _start_payment(cmd, saga, job, fields.category, deps, now)
+        except HirepayError:
+            return  # the transactional way answers it as it always did
+        self.new = saga, job
+
+
+async def _run(cmd: commands.CreateJobWithPayment, deps: Deps, start: _Start) -> SagaAnswer:
     """Run the saga for one request; twins of the same caller and key get the same answer (PAY-8).
 
     The saga row is inserted first on UNIQUE(company_id, request_id): the first request owns the
     key, concurrent twins block on the insert, then wait for the stored answer. A request refused by
     validation rolls back with its row, so fixing the draft and retrying with the key works.
     """
-    method = parse_method(cmd.payment)
     config = deps.config
-    now = deps.clock()
-    saga = _new_saga(cmd, method, config, now)
-    # The saga's and job's rows as each step stores them, for the next step to assume.
-    rows = StoredRows()
-    started = await _start_new_job(cmd, saga, deps, now, rows)
-    if started is None:
-        saga = _new_saga(cmd, method, config, deps.clock())
-        started = await _start_in_transaction(cmd, saga, deps)
-    existing, transitions = started
+    if start.started is None and start.new is not None:
+        await _start_new_job(cmd, start, deps)
+    if start.started is None:
+        saga = _new_saga(cmd, parse_method(cmd.payment), config, deps.clock())
+        start.started = await _start_in_transaction(cmd, saga, deps)
+    else:
+        assert start.new is not None
+        saga = start.new[0]
+    existing, transitions = start.started
     if existing is not None:
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.FUNNEL.labels("payment_started").inc()
+    rows = start.rows
     tried = await send_try(saga, deps, rows)
     ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=rows)
     holder = request_holder(config)
@@ -155,35 +197,25 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps) -> SagaAnswer:
     raise stored.failure.to_error()
 
 
-# What starting a saga gives: the saga already holding the key (None: ours was inserted, with
-# its job), and the job's transitions it stored.
-_Started = tuple[Saga | None, list[Transition]]
-
-
 async def _start_new_job(
     cmd: commands.CreateJobWithPayment,
-    saga: Saga,
+    start: _Start,
     deps: Deps,
-    now: datetime,
-    stored: StoredRows,
-) -> _Started | None:
-    """The saga's first step for a posting of new fields, in one statement that commits by itself
-    (issue 13): the request is checked first, then the saga is inserted first on its key with its
-    job and log line, the abuse rule (PAY-14) checked by the same statement. None: the request
-    is for a draft, or refused; the transactional way then answers it as it always did (the key
-    first: a taken key is replayed whatever the request, then the checks in their order)."""
-    if cmd.draft_id or cmd.fields is None:
-        return None
+    attempt: PostingAttempt | None = None,
+) -> None:
+    """The saga's first step for a posting of new fields (checked by _Start), in one statement
+    that commits by itself (issue 13): the saga inserted first on its key with its job and log
+    line, the abuse rule (PAY-14) checked by the same statement; `attempt`: spent first by the
+    same statement too (its outcome recorded on it), and then only a saga it inserted is taken
+    as the first step (otherwise the step is taken again alone, after the attempt's decision).
+    Sets `start.started` unless the transactional way is to answer (a blocked company, or a key
+    whose holder went away: its errors and the key's claim are as before)."""
+    assert start.new is not None
+    saga, job = start.new
     config = deps.config
-    try:
-        fields = validate_fields(cmd.fields, config.price_list.categories)
-        job = Job.new_draft(new_id("job"), cmd.actor.user_id, fields, cmd.actor.name, now)
-        check_terms(cmd.accept_terms, cmd.terms_version, config.terms_version)
-        _start_payment(cmd, saga, job, fields.category, deps, now)
-    except HirepayError:
-        return None
-    transitions = list(job.pending)
+    now = start.now
     counting = config.max_failed_payments > 0
+    transitions = list(job.pending)
     async with deps.uow as uow:
         inserted, failures = await uow.sagas.insert_posting(
             saga,
@@ -194,17 +226,21 @@ async def _start_new_job(
             ),
             reasons=ABUSE_REASONS,
             max_failures=config.max_failed_payments,
+            attempt=attempt,
         )
         if inserted:
-            stored.rows = uow.sagas.stored(saga.id)
-            return None, transitions
+            start.rows.rows = uow.sagas.stored(saga.id)
+            start.started = None, transitions
+            return
+        if attempt is not None:
+            return
         existing = await uow.sagas.get_by_key(cmd.actor.user_id, cmd.request_id)
     if existing is None:
         # Nothing inserted and the key is free: the company is blocked (or the key's holder
         # went away between our two statements).
         _check_abuse(cmd.actor.user_id, failures, deps)
         raise Conflict("the idempotency key is being claimed; retry")
-    return existing, []
+    start.started = existing, []
 
 
 async def _start_in_transaction(

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import TextClause, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -21,7 +21,7 @@ from hirepay_platform.db import execute_alone
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.repositories import ledger_sql
-from wallet.adapters.repositories.ledger import run_outcomes, run_params
+from wallet.adapters.repositories.ledger import changes_shards, run_outcomes, run_params
 from wallet.adapters.tables import holds as H
 from wallet.adapters.tables import tcc_barriers
 from wallet.domain.holds import Hold, HoldState
@@ -159,6 +159,7 @@ _RESERVE_ALONE = text(
 )
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 
+
 # A group of Confirms as ONE statement that is its own transaction (the common case: distinct
 # branches whose holds this process reserved, none debiting a sharded account). The caller
 # planned each Confirm's transfer on the hold as it was reserved; the statement applies only if
@@ -167,14 +168,16 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 #  2. then the run of transfers (post_run_ctes: lock the account rows in id order, judge, claim
 #     the transfer ids, apply each account's and shard's net change, write the entries), gated by
 #     step 1; a Confirm never lowers its account's availability, so its posting is never refused;
-#  3. only if everything applies: the Confirms' barrier rows (the platform's insert-first, here
-#     after the hold locks so that it can be conditional) and the holds saved as confirmed.
+#  3. only if everything applies: the Confirms' barrier rows (the platform's insert-first with its
+#     `only_if`, here after the hold locks so that it can be conditional) and the holds saved as
+#     confirmed.
 # Otherwise nothing at all is written and the caller runs the group checked (barrier rows, locks,
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
 # rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
 # it: PostgreSQL aborts one, whose group is run again (nothing of it was written).
-_CONFIRM_ALONE = text(
-    f"""
+def _confirm_alone_statement(*, shards: bool) -> TextClause:
+    return text(
+        f"""
     WITH expected AS (
         SELECT * FROM unnest(
             CAST(:hold_global_tx_ids AS text[]), CAST(:hold_branch_ids AS text[]),
@@ -204,20 +207,14 @@ _CONFIRM_ALONE = text(
                     WHERE b.op = CAST(:barrier_op AS text)) AS ok
           FROM held
     ),"""
-    + ledger_sql.post_run_ctes(
-        after="(SELECT count(*) FROM held) >= 0", gate="(SELECT ok FROM holds_ok)"
-    )
-    + f""",
-    entered AS (
-        INSERT INTO {tcc_barriers.name} (global_tx_id, branch_id, op, origin, fingerprint)
-        SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f
-          FROM unnest(CAST(:barrier_global_tx_ids AS text[]),
-                      CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))
-               AS t(g, b, f)
-         WHERE (SELECT ok FROM verdict)
-        ON CONFLICT DO NOTHING
-        RETURNING 1
-    ), saved AS (
+        + ledger_sql.post_run_ctes(
+            after="(SELECT count(*) FROM held) >= 0",
+            gate="(SELECT ok FROM holds_ok)",
+            shards=shards,
+        )
+        + f""",
+    entered AS ({insert_many_sql(tcc_barriers.name, only_if="(SELECT ok FROM verdict)")}),
+    saved AS (
         UPDATE holds h
            SET state = 'confirmed', confirmed_amount = x.confirmed_amount,
                transfer_id = x.transfer_id, resolved_at = CAST(:now AS timestamptz)
@@ -236,7 +233,11 @@ _CONFIRM_ALONE = text(
            (SELECT count(*) FROM entered) AS entered,
            (SELECT count(*) FROM saved) AS saved
     """
-)
+    )
+
+
+_CONFIRM_ALONE = _confirm_alone_statement(shards=True)
+_CONFIRM_ALONE_NO_SHARDS = _confirm_alone_statement(shards=False)
 
 
 class PendingHolds:
@@ -405,7 +406,8 @@ class SqlHoldRepository:
             },
             "now": now,
         }
-        row = (await execute_alone(self._session, _CONFIRM_ALONE, params)).one()
+        statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
+        row = (await execute_alone(self._session, statement, params)).one()
         if not row.ok:
             return None
         outcomes = run_outcomes(items, row)

@@ -84,6 +84,11 @@ def run_params(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any
     }
 
 
+def changes_shards(items: Sequence[tuple[TransferHeader, Posting]]) -> bool:
+    """Whether a run changes a shard (its statement needs the shard changes: post_run_ctes)."""
+    return any(posting.shard_changes for _, posting in items)
+
+
 def run_outcomes(items: Sequence[tuple[TransferHeader, Posting]], row: Any) -> list[PostOutcome]:
     """Each posting's outcome from the result row of a run that applied (its verdict ok): posted
     with its entries, or its id taken (claimed=False)."""
@@ -270,7 +275,8 @@ class SqlLedgerRepository:
         if not items:
             return []
         execute = execute_alone if alone else _execute
-        row = (await execute(self._session, sql.POST_RUN, run_params(items))).one()
+        statement = sql.POST_RUN if changes_shards(items) else sql.POST_RUN_NO_SHARDS
+        row = (await execute(self._session, statement, run_params(items))).one()
         return run_outcomes(items, row) if row.ok else None
 
     @staticmethod

@@ -6,24 +6,25 @@ asyncpg's prepared-statement cache serves every call.
 
 from __future__ import annotations
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 
 
 def _change_shards(after: str) -> str:
     """The CTEs `shard_locked` (every shard of `shard_change`, locked in (account, shard) order,
-    only once `after` - an SQL condition - was evaluated) and `shards_changed` (each changed)."""
+    only once `after` - an SQL condition - was evaluated, with its change) and `shards_changed`
+    (each changed). `shard_change` is read once, so PostgreSQL folds it into the lock's query
+    instead of materialising it: fewer plan nodes per execution (issue 13)."""
     return f"""
     ), shard_locked AS MATERIALIZED (
-        SELECT s.account_id, s.shard FROM account_shards s
+        SELECT s.account_id, s.shard, c.posted FROM account_shards s
           JOIN shard_change c ON c.account_id = s.account_id AND c.shard = s.shard
          WHERE {after}
          ORDER BY s.account_id, s.shard
            FOR NO KEY UPDATE OF s
     ), shards_changed AS (
         UPDATE account_shards s
-           SET posted = s.posted + c.posted
+           SET posted = s.posted + l.posted
           FROM shard_locked l
-          JOIN shard_change c ON c.account_id = l.account_id AND c.shard = l.shard
          WHERE s.account_id = l.account_id AND s.shard = l.shard
         RETURNING 1
     """
@@ -200,6 +201,31 @@ READ_BALANCES = text(
 )
 
 
+# A run that changes no shard (no posting of it credits or debits a sharded account: the common
+# case of plain transfers and holds) has no shard CTEs at all: PostgreSQL plans and initialises
+# every node of a statement on each execution whatever its rows, and without those nodes a lone
+# transfer costs the server 12% fewer instructions, a Reserve + Confirm 7% (callgrind, issue 13).
+# `shards_changed` stays, empty, so that the statement's result has its columns.
+_SHARD_RUN = (
+    """
+    ), shard_change AS (
+        SELECT c.account_id, c.shard, CAST(sum(c.posted) AS bigint) AS posted
+          FROM unnest(
+                CAST(:shard_items AS bigint[]), CAST(:shard_ids AS uuid[]),
+                CAST(:shard_nos AS smallint[]), CAST(:shard_posted AS bigint[])
+               ) AS c(n, account_id, shard, posted)
+          JOIN live ON live.n = c.n
+         GROUP BY c.account_id, c.shard
+    """
+    # Shard locks are taken after the row changes (their count is read first).
+    + _change_shards("(SELECT count(*) FROM rows_changed) >= 0")
+)
+_NO_SHARDS = """
+    ), shards_changed AS (
+        SELECT 1 WHERE false
+    """
+
+
 # A batch ("run") of postings as ONE statement, for the common case that no posting of it can be
 # refused; run by execute_alone it is a transaction of its own (no BEGIN, no COMMIT round trip),
 # or it is one statement of the unit of work's transaction:
@@ -217,10 +243,11 @@ READ_BALANCES = text(
 # Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
 # path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
 # again (nothing of it was written).
-def post_run_ctes(*, after: str = "true", gate: str = "true") -> str:
+def post_run_ctes(*, after: str = "true", gate: str = "true", shards: bool = True) -> str:
     """POST_RUN's common table expressions (item ... written, see POST_RUN), for a statement of
     which the run is one part: its account rows are locked only once `after` (an SQL condition)
-    was evaluated, and it applies only if `gate` (another) holds too."""
+    was evaluated, and it applies only if `gate` (another) holds too. Without `shards`, for a run
+    whose `shard_*` parameters are empty: the same statement less its shard changes."""
     return (
         f"""
     item AS (
@@ -265,17 +292,8 @@ def post_run_ctes(*, after: str = "true", gate: str = "true") -> str:
                  GROUP BY c.account_id) s
          WHERE a.id = s.account_id
         RETURNING 1
-    ), shard_change AS (
-        SELECT c.account_id, c.shard, CAST(sum(c.posted) AS bigint) AS posted
-          FROM unnest(
-                CAST(:shard_items AS bigint[]), CAST(:shard_ids AS uuid[]),
-                CAST(:shard_nos AS smallint[]), CAST(:shard_posted AS bigint[])
-               ) AS c(n, account_id, shard, posted)
-          JOIN live ON live.n = c.n
-         GROUP BY c.account_id, c.shard
     """
-        # Shard locks are taken after the row changes (their count is read first).
-        + _change_shards("(SELECT count(*) FROM rows_changed) >= 0")
+        + (_SHARD_RUN if shards else _NO_SHARDS)
         + """
     ), written AS (
         INSERT INTO entries (transfer_id, account_id, unit, amount)
@@ -293,10 +311,11 @@ def post_run_ctes(*, after: str = "true", gate: str = "true") -> str:
     )
 
 
-POST_RUN = text(
-    "WITH"
-    + post_run_ctes()
-    + """
+def _post_run_statement(*, shards: bool) -> TextClause:
+    return text(
+        "WITH"
+        + post_run_ctes(shards=shards)
+        + """
     SELECT (SELECT ok FROM verdict) AS ok,
            ARRAY(SELECT id FROM claimed) AS claimed,
            (SELECT min(created_at) FROM claimed) AS created_at,
@@ -304,4 +323,8 @@ POST_RUN = text(
            (SELECT count(*) FROM shards_changed) AS shards_changed,
            ARRAY(SELECT id FROM written ORDER BY id) AS entry_ids
     """
-)
+    )
+
+
+POST_RUN = _post_run_statement(shards=True)
+POST_RUN_NO_SHARDS = _post_run_statement(shards=False)

@@ -1,0 +1,91 @@
+"""The reads a posting and the recovery worker make on every posting or tick use their indexes,
+even as generic plans (issue 13): PAY-14's abuse rule reads a company's failed sagas only, a
+charged attempt reads its user's expired attempts only, and the recovery worker's queries read
+unfinished sagas only (they read the whole table once a second). Each statement as the service
+sends it is planned generically with sequential scans off: a plan that cannot use its index
+still shows a sequential scan."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+import asyncpg
+
+from hirepay_platform.db import create_engine, make_session_factory
+from jobs.adapters.tables import FAILED_SAGA, UNFINISHED_SAGA
+from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
+from jobs.domain import commands
+from jobs.domain.posting_saga import FINAL_STATES
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import pay_to_post, settlement
+from tests.support.jobs_fakes import FakeParticipants, make_config
+from tests.support.jobs_world import FIELDS
+
+
+def test_the_unfinished_sagas_condition_names_every_final_state() -> None:
+    named = set(re.findall(r"'(\w+)'", UNFINISHED_SAGA.text))
+    assert named == {state.value for state in FINAL_STATES}
+
+
+async def _generic_plan(connection: asyncpg.Connection, sql: str) -> str:
+    """The generic plan of `sql` (its $n parameters unknown), sequential scans discouraged."""
+    await connection.execute("DEALLOCATE ALL")
+    await connection.execute(f"PREPARE measured AS {sql}")
+    params = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
+    rows = await connection.fetch(
+        f"EXPLAIN EXECUTE measured({', '.join(['NULL'] * params)})"
+        if params
+        else "EXPLAIN EXECUTE measured"
+    )
+    return "\n".join(r[0] for r in rows)
+
+
+async def test_posting_and_recovery_reads_use_their_indexes(make_service_database, round_trips):
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=2, max_overflow=0)
+    try:
+        sessions = make_session_factory(engine)
+        deps = Deps.build(
+            lambda: SqlJobsUnitOfWork(sessions),
+            make_config(max_failed_payments=10),
+            FakeParticipants(),
+        )
+        post = commands.CreateJobWithPayment(
+            request_id="k",
+            actor=commands.Actor("co_ix", "company"),
+            payment=commands.PaymentChoice(method="card", payment_method_token="pm_card_visa"),
+            accept_terms=True,
+            fingerprint="fp",
+            fields=FIELDS,
+            rate_limit=commands.PostingRateLimit(100, 60),
+        )
+        await pay_to_post.create_job_with_payment(post, deps)  # the bucket's first attempt
+        round_trips.sent.clear()
+        await pay_to_post.create_job_with_payment(replace(post, request_id="k2"), deps)
+        await settlement.recover_due(commands.RecoverSagas(), deps)
+        statements = round_trips.statements
+    finally:
+        await engine.dispose()
+
+    first_step = next(s for s in statements if "FROM sagas AS failed" in s)
+    recovery = [s for s in statements if "FROM sagas" in s and "state NOT IN" in s]
+    assert len(recovery) == 2, statements  # the due sagas, the stuck ones
+    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        # The abuse rule's index holds failed sagas only: none of the two postings'.
+        assert (
+            await connection.fetchval(f"SELECT count(*) FROM sagas WHERE {FAILED_SAGA.text}") == 0
+        )
+        plan = await _generic_plan(connection, first_step)
+        assert "ix_sagas_company_failed" in plan and "ix_posting_rate_attempts_charged" in plan, (
+            plan
+        )
+        for sql in recovery:
+            plan = await _generic_plan(connection, sql)
+            assert "ix_sagas_unfinished" in plan and "Seq Scan on sagas" not in plan, plan
+    finally:
+        await connection.close()
