@@ -3,7 +3,6 @@ PayPal's statuses, links and business refusals. The caller holds the kit lock.""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -11,6 +10,7 @@ from typing import Any
 from paypal_sandbox import money
 from paypal_sandbox.errors import PayPalError, invalid, missing, unprocessable
 from paypal_sandbox.state import PayPalObject, PayPalState, paypal_id
+from sandbox_kit.jsondata import copy_json
 
 # How the buyer's funding behaves once approved, chosen on the approval page.
 FUNDING = {
@@ -291,8 +291,8 @@ def capture(st: PayPalState, order_id: str, call: Call) -> PayPalObject:
             custom_id=unit.get("custom_id"),
             related={"order_id": order_id},
         )
-        unit["payments"] = {"captures": [copy.deepcopy(made)]}
-        st.facts(made["id"]).update(order_id=order_id)
+        unit["payments"] = {"captures": [copy_json(made)]}
+        st.link(made["id"], order_id)
     order["status"] = "COMPLETED"
     order["update_time"] = st.kit.clock.iso()
     order["links"] = order_links(st, order, call.base)
@@ -354,10 +354,8 @@ def authorize(st: PayPalState, order_id: str, call: Call) -> PayPalObject:
                 authorization[key] = unit[key]
         authorization["supplementary_data"] = {"related_ids": {"order_id": order_id}}
         st.add("authorization", authorization)
-        st.facts(aid).update(
-            order_id=order_id, captured=0, minor=minor, currency=currency, funding=funding
-        )
-        unit["payments"] = {"authorizations": [copy.deepcopy(authorization)]}
+        st.link(aid, order_id, captured=0, minor=minor, currency=currency, funding=funding)
+        unit["payments"] = {"authorizations": [copy_json(authorization)]}
         st.emit(
             "PAYMENT.AUTHORIZATION.CREATED",
             "authorization",
@@ -375,25 +373,24 @@ def refresh_order(st: PayPalState, order_id: str | None) -> None:
     order = st.objects.get("order", {}).get(order_id or "")
     if order is None:
         return
+    linked = st.order_objects.get(order["id"], [])
     for unit in order["purchase_units"]:
         payments = unit.get("payments")
         if not payments:
             continue
         for kind, key in (("authorization", "authorizations"), ("capture", "captures")):
-            current = [
-                copy.deepcopy(obj)
-                for obj in st.objects.get(kind, {}).values()
-                if st.facts(obj["id"]).get("order_id") == order_id
-            ]
+            current = _linked(st, linked, kind)
             if current:
                 payments[key] = current
-        refunds = [
-            copy.deepcopy(obj)
-            for obj in st.objects.get("refund", {}).values()
-            if st.facts(obj["id"]).get("order_id") == order_id
-        ]
+        refunds = _linked(st, linked, "refund")
         if refunds:
             payments["refunds"] = refunds
+
+
+def _linked(st: PayPalState, linked: list[str], kind: str) -> list[PayPalObject]:
+    """Copies of the objects of `kind` among an order's, oldest first."""
+    objects = st.objects.get(kind, {})
+    return [copy_json(objects[object_id]) for object_id in linked if object_id in objects]
 
 
 def check_mock(call: Call) -> None:

@@ -71,7 +71,7 @@ def capture_authorization(st: PayPalState, authorization_id: str, call: Call) ->
         custom_id=auth.get("custom_id"),
         related={"order_id": facts["order_id"], "authorization_id": authorization_id},
     )
-    st.facts(made["id"]).update(order_id=facts["order_id"], authorization_id=authorization_id)
+    st.link(made["id"], facts["order_id"], authorization_id=authorization_id)
     facts["captured"] += minor
     auth["status"] = (
         "CAPTURED" if final or facts["captured"] >= facts["minor"] else "PARTIALLY_CAPTURED"
@@ -151,7 +151,7 @@ def refund_capture(st: PayPalState, capture_id: str, call: Call) -> PayPalObject
         if call.body.get(key):
             refund[key] = call.body[key]
     st.add("refund", refund)
-    st.facts(rid).update(order_id=facts.get("order_id"), capture_id=capture_id)
+    st.link(rid, facts.get("order_id"), capture_id=capture_id)
     facts["refunded"] += minor
     cap["status"] = "REFUNDED" if facts["refunded"] >= facts["minor"] else "PARTIALLY_REFUNDED"
     cap["update_time"] = now

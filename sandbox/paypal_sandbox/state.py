@@ -77,6 +77,9 @@ class PayPalState:
     payloads: dict[str, str] = field(default_factory=dict)  # event id -> exact body sent
     tokens: dict[str, float] = field(default_factory=dict)  # access token -> expiry (unix)
     transmissions: dict[str, Transmission] = field(default_factory=dict)
+    # The authorizations, captures and refunds of each order, oldest first: what an order shows
+    # of its payments, without reading every one ever made (issue 13).
+    order_objects: dict[str, list[str]] = field(default_factory=dict)
     base_url: str = ""  # of the last API request, for links in webhook events
 
     @classmethod
@@ -96,6 +99,7 @@ class PayPalState:
         self.events.clear()
         self.payloads.clear()
         self.transmissions.clear()
+        self.order_objects.clear()
 
     # -- objects ---------------------------------------------------------------------------
 
@@ -111,6 +115,12 @@ class PayPalState:
 
     def facts(self, object_id: str) -> dict[str, Any]:
         return self.meta.setdefault(object_id, {})
+
+    def link(self, object_id: str, order_id: str | None, **facts: Any) -> None:
+        """Record the order a new authorization, capture or refund belongs to, with `facts`."""
+        self.facts(object_id).update(order_id=order_id, **facts)
+        if order_id is not None:
+            self.order_objects.setdefault(order_id, []).append(object_id)
 
     # -- events ----------------------------------------------------------------------------
 

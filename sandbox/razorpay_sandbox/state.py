@@ -6,7 +6,6 @@ Every read and write happens under the kit lock; `resources.py` expects the call
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import hmac
 import json
@@ -16,6 +15,7 @@ from typing import Any
 from razorpay_sandbox.config import RazorpayConfig
 from razorpay_sandbox.errors import not_found, render_server_error
 from sandbox_kit import ids
+from sandbox_kit.jsondata import copy_json
 from sandbox_kit.runtime import Kit
 from sandbox_kit.webhooks import Delivery, WebhookEvent
 
@@ -84,7 +84,7 @@ class RazorpayState:
             "account_id": self.config.account_id,
             "event": event_type,
             "contains": list(entities),
-            "payload": {name: {"entity": copy.deepcopy(e)} for name, e in entities.items()},
+            "payload": {name: {"entity": copy_json(e)} for name, e in entities.items()},
             "created_at": self.kit.clock.now(),
         }
         subject = next(iter(entities.values()))["id"]

@@ -54,9 +54,16 @@ def fingerprint(method: str, path: str, body: bytes | str) -> str:
 class IdempotencyCache:
     """Saved results by (scope, key); scope is what the provider keys them by (API key, client)."""
 
+    # How often expired answers are swept out of memory (a key past its TTL is never replayed
+    # in between: `begin` checks the key it looks up).
+    PRUNE_EVERY = 1.0
+
     def __init__(self, ttl_seconds: float = 24 * 3600) -> None:
         self.ttl_seconds = ttl_seconds
+        # Oldest first: a key enters when first used and is never moved, so the sweep can stop
+        # at the first entry still within the TTL.
         self._entries: dict[tuple[str, str], _Entry] = {}
+        self._next_prune = 0.0
 
     def reset(self) -> None:
         self._entries.clear()
@@ -81,6 +88,7 @@ class IdempotencyCache:
     def restore(self, items: list[dict[str, Any]]) -> None:
         """Replace the entries with a `snapshot()` taken earlier."""
         now = time.monotonic()
+        oldest_first = sorted(items, key=lambda item: -float(item["age"]))
         self._entries = {
             (str(item["scope"]), str(item["key"])): _Entry(
                 fingerprint=str(item["fingerprint"]),
@@ -91,7 +99,7 @@ class IdempotencyCache:
                 ),
                 created=now - float(item["age"]),
             )
-            for item in items
+            for item in oldest_first
         }
 
     def begin(
@@ -102,10 +110,15 @@ class IdempotencyCache:
         Raises `IdempotencyConflict`. With `strict=False` a different request under a used key
         replays the first answer instead of conflicting (PayPal keys by request id alone).
         """
-        self._prune()
+        now = time.monotonic()
+        if now >= self._next_prune:
+            self._prune(now)
         entry = self._entries.get((scope, key))
+        if entry is not None and self._expired(entry, now):
+            del self._entries[(scope, key)]
+            entry = None
         if entry is None:
-            self._entries[(scope, key)] = _Entry(fingerprint=print_)
+            self._entries[(scope, key)] = _Entry(fingerprint=print_, created=now)
             return None
         if strict and entry.fingerprint != print_:
             raise IdempotencyConflict("mismatch", key)
@@ -122,8 +135,22 @@ class IdempotencyCache:
             if entry is not None:
                 entry.saved = saved
 
-    def _prune(self) -> None:
-        horizon = time.monotonic() - self.ttl_seconds
-        for scope, entry in list(self._entries.items()):
-            if entry.created < horizon and entry.saved is not None:
-                del self._entries[scope]
+    def _expired(self, entry: _Entry, now: float) -> bool:
+        """A saved answer past its TTL (a request still running keeps its key)."""
+        return entry.saved is not None and entry.created < now - self.ttl_seconds
+
+    def _prune(self, now: float) -> None:
+        """Forget the saved answers past their TTL, at most every PRUNE_EVERY seconds and
+        reading only the expired entries at the front: a sweep of every key on every request
+        grew with the keys kept (a day's worth) and, a few thousand postings in, was most of
+        the sandbox's CPU (issue 13)."""
+        self._next_prune = now + self.PRUNE_EVERY
+        horizon = now - self.ttl_seconds
+        expired = []
+        for scoped_key, entry in self._entries.items():
+            if entry.created >= horizon:
+                break
+            if entry.saved is not None:
+                expired.append(scoped_key)
+        for scoped_key in expired:
+            del self._entries[scoped_key]

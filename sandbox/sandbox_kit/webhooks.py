@@ -12,12 +12,14 @@ design as the Stripe sandbox's dispatcher, which predates this kit.)"""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import fnmatch
+import functools
 import heapq
 import itertools
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -57,9 +59,7 @@ class Endpoint:
     extra: dict[str, Any] = field(default_factory=dict)  # provider-specific facts
 
     def wants(self, event_type: str) -> bool:
-        return self.enabled and any(
-            pattern == "*" or fnmatch.fnmatchcase(event_type, pattern) for pattern in self.events
-        )
+        return self.enabled and _event_filter(self.events)(event_type)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -71,6 +71,21 @@ class Endpoint:
             "source": self.source,
             **self.extra,
         }
+
+
+@functools.lru_cache(maxsize=256)
+def _event_filter(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """Whether an event type matches any of `patterns` (`fnmatchcase` globs), compiled once per
+    endpoint's list: every event is checked against every endpoint's, a configured endpoint
+    names a dozen types, and a glob match per type and event was felt (issue 13)."""
+    if "*" in patterns:
+        return lambda event_type: True
+    exact = frozenset(p for p in patterns if not any(c in p for c in "*?["))
+    globs = [fnmatch.translate(p) for p in patterns if p not in exact]
+    if not globs:
+        return exact.__contains__
+    glob = re.compile("|".join(globs)).match
+    return lambda event_type: event_type in exact or glob(event_type) is not None
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,9 @@ class WebhookDispatcher:
         # (due time, tie-breaker, delivery, attempt number), earliest first.
         self._schedule: list[tuple[float, int, Delivery, int]] = []
         self._order = itertools.count()
-        self._wakeup = asyncio.Event()
+        # Idle workers, each waiting on a future of its own: a new attempt wakes one of them,
+        # not the whole pool (an Event woke all eight to hand one delivery to one).
+        self._idle: collections.deque[asyncio.Future[None]] = collections.deque()
         self._workers: list[asyncio.Task[None]] = []
         self._failing_urls: set[str] = set()
 
@@ -288,7 +305,15 @@ class WebhookDispatcher:
     def _schedule_attempt(self, delivery: Delivery, number: int, due: float) -> None:
         self._ensure_workers()
         heapq.heappush(self._schedule, (due, next(self._order), delivery, number))
-        self._wakeup.set()
+        self._wake(1)
+
+    def _wake(self, workers: int) -> None:
+        """Wake up to `workers` idle workers to look at the schedule again."""
+        while workers > 0 and self._idle:
+            waiter = self._idle.popleft()
+            if not waiter.done():  # else its worker timed out or was cancelled
+                waiter.set_result(None)
+                workers -= 1
 
     def _ensure_workers(self) -> None:
         """Start the pool (again after a reset cancelled it)."""
@@ -303,9 +328,16 @@ class WebhookDispatcher:
                 _, _, delivery, number = heapq.heappop(self._schedule)
                 return delivery, number
             wait = self._schedule[0][0] - now if self._schedule else None
-            self._wakeup.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), wait)
+            waiter = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            try:
+                async with asyncio.timeout(wait):  # the earliest retry, if any, is due then
+                    await waiter
+            except TimeoutError:
+                pass
+            finally:
+                if waiter in self._idle:  # timed out or cancelled: not waiting any more
+                    self._idle.remove(waiter)
 
     async def _work(self) -> None:
         while True:
@@ -345,7 +377,7 @@ class WebhookDispatcher:
                 promoted += 1
         if promoted:
             heapq.heapify(self._schedule)
-            self._wakeup.set()
+            self._wake(promoted)
             log.info("webhook endpoint %s recovered; %d retries due now", url, promoted)
 
     async def _deliver_in_order(self, deliveries: list[Delivery]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import re
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from sandbox_kit.faults import wait_for_disconnect
 from sandbox_kit.idempotency import IdempotencyConflict, SavedResponse, fingerprint
+from sandbox_kit.jsondata import dumps_indented
 from stripe_sandbox import ids
 from stripe_sandbox.errors import (
     StripeAPIError,
@@ -148,7 +148,7 @@ def _response(
 
 
 def _dump(obj: Any) -> bytes:
-    return json.dumps(obj, indent=2).encode()
+    return dumps_indented(obj).encode()
 
 
 def _begin(sb: Sandbox, api_key: str, key: str, print_: str) -> SavedResponse | None:

@@ -3,12 +3,12 @@ reordered webhooks) plus payouts that fail, and the 5xx body Stripe answers for 
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import TypeAdapter
 
 from sandbox_kit.faults import ErrorReply, Fault, FaultRegistry, fault_adapter
+from sandbox_kit.jsondata import dumps_indented
 from stripe_sandbox import ids
 from stripe_sandbox.errors import api_error
 
@@ -36,5 +36,5 @@ class StripeFaults(FaultRegistry):
 
 def render_error(status: int, message: str | None) -> ErrorReply:
     """Stripe's `api_error` body and a `Request-Id`, for 5xx faults."""
-    body = json.dumps(api_error(status, message).body(), indent=2).encode()
+    body = dumps_indented(api_error(status, message).body()).encode()
     return ErrorReply(body, (("Request-Id", ids.new_id("req")),))

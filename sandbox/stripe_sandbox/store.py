@@ -7,12 +7,12 @@ functions that expect the caller to hold it.
 from __future__ import annotations
 
 import asyncio
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sandbox_kit.jsondata import copy_json
 from stripe_sandbox import ids
 from stripe_sandbox.errors import invalid_param, no_such
 from stripe_sandbox.params import Params
@@ -152,9 +152,9 @@ class Store:
     ) -> StripeObject:
         """Record an Event with a snapshot of `obj` and hand it to the listeners (webhooks)."""
         account = self.owner.get(obj["id"])
-        data: dict[str, Any] = {"object": copy.deepcopy(obj)}
+        data: dict[str, Any] = {"object": copy_json(obj)}
         if previous_attributes:
-            data["previous_attributes"] = copy.deepcopy(previous_attributes)
+            data["previous_attributes"] = copy_json(previous_attributes)
         event: StripeObject = {
             "id": ids.new_id("evt"),
             "object": "event",
@@ -180,7 +180,7 @@ class Store:
 
     def expand(self, obj: Any, paths: list[str]) -> Any:
         """A copy of `obj` with the ids named by `expand[]` paths replaced by their objects."""
-        result = copy.deepcopy(obj)
+        result = copy_json(obj)
         for path in paths:
             result = self._expand_path(result, path.split("."))
         return result
@@ -197,7 +197,7 @@ class Store:
             target = self.find(value)
             if target is None:
                 raise invalid_param(f"This property cannot be expanded ({head}).", param="expand")
-            value = copy.deepcopy(target)
+            value = copy_json(target)
         if isinstance(value, dict):
             node[head] = self._expand_path(value, rest)
         return node

@@ -8,11 +8,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import json
 import time
 
 from sandbox_kit.background import Background
 from sandbox_kit.faults import FaultRegistry
+from sandbox_kit.jsondata import dumps_indented
 from sandbox_kit.webhooks import (
     Delivery,
     Endpoint,
@@ -102,7 +102,7 @@ class StripeWebhooks:
         if not targets:
             return
         event["pending_webhooks"] = len(targets)
-        dispatcher.publish(dataclasses.replace(view, payload=json.dumps(event, indent=2)))
+        dispatcher.publish(dataclasses.replace(view, payload=dumps_indented(event)))
 
 
 def create_dispatcher(

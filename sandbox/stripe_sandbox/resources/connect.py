@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING
 
+from sandbox_kit.jsondata import copy_json
 from stripe_sandbox import ids
 from stripe_sandbox.errors import invalid_request, no_such
 from stripe_sandbox.params import Params, merge_metadata
@@ -185,7 +185,7 @@ def complete_onboarding(sb: Sandbox, token: str) -> str | None:
     if account is not None and not account["payouts_enabled"]:
         previous = {
             "payouts_enabled": False,
-            "requirements": copy.deepcopy(account["requirements"]),
+            "requirements": copy_json(account["requirements"]),
         }
         account.update(charges_enabled=True, details_submitted=True, payouts_enabled=True)
         account["requirements"]["currently_due"] = []

@@ -5,11 +5,14 @@ bounded concurrency."""
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+from collections import Counter
 from typing import Any, Literal
 
 import pytest
 from pydantic import ValidationError
 
+from sandbox_kit import ids
 from sandbox_kit.background import Background
 from sandbox_kit.config import load_config
 from sandbox_kit.faults import (
@@ -93,6 +96,34 @@ def test_idempotency_replay_mismatch_in_flight_and_forget() -> None:
     assert restored.begin("key_2", "k", same) is None
 
 
+def test_idempotency_keys_expire_after_their_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A saved answer is replayed until its TTL and never after, swept or not; a request still
+    running keeps its key; expired answers leave memory at the next sweep."""
+    now = [1000.0]
+    monkeypatch.setattr("sandbox_kit.idempotency.time.monotonic", lambda: now[0])
+    cache = IdempotencyCache(ttl_seconds=60)
+    first = fingerprint("POST", "/v1/x", b"a=1")
+    for n in range(3):
+        assert cache.begin("key", f"old-{n}", first) is None
+        cache.finish("key", f"old-{n}", SavedResponse(200, b"old"))
+    assert cache.begin("key", "running", first) is None  # still in flight past its TTL
+    now[0] = 1059.5  # a sweep: nothing is 60 s old yet
+    assert cache.begin("key", "young", first) is None
+    cache.finish("key", "young", SavedResponse(200, b"young"))
+    assert cache.begin("key", "old-0", first) == SavedResponse(200, b"old")
+    now[0] = 1060.2  # old-* expired; no sweep since 1059.5
+    assert cache.begin("key", "old-1", first) is None  # a new request, not a replay
+    assert cache.begin("key", "young", first) == SavedResponse(200, b"young")
+    now[0] = 1059.5 + cache.PRUNE_EVERY
+    assert cache.begin("key", "another", first) is None  # sweeps
+    assert {item["key"] for item in cache.snapshot()} == {"young"}
+    assert cache.begin("key", "old-2", first) is None  # swept: new
+    with pytest.raises(IdempotencyConflict):
+        cache.begin("key", "running", first)
+    cache.finish("key", "running", SavedResponse(200, b"late"))
+    assert cache.begin("key", "running", first) is None  # saved past its TTL: expired at once
+
+
 def test_config_reads_flags_then_prefixed_environment() -> None:
     config, _ = load_config(
         "demo_sandbox",
@@ -127,6 +158,38 @@ def _dispatcher(
     )
 
 
+class _SlowReceiver:
+    """Stands in for the dispatcher's HTTP attempts: each takes `seconds`, answers the next
+    status queued for its event (else 200), and the most attempts at once are counted."""
+
+    def __init__(
+        self, dispatcher: WebhookDispatcher, seconds: float, answers: dict[str, list[int]]
+    ):
+        self.dispatcher = dispatcher
+        self.seconds = seconds
+        self.answers = answers
+        self.in_flight = 0
+        self.most = 0
+        dispatcher._attempt = self.attempt  # type: ignore[method-assign]
+
+    async def attempt(self, delivery: Delivery, number: int) -> Attempt:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        await asyncio.sleep(self.seconds)
+        self.in_flight -= 1
+        queue = self.answers.get(delivery.event.id, [])
+        status = queue.pop(0) if queue else 200
+        headers = self.dispatcher.signer(delivery, number)
+        return Attempt(number, 0.0, status, None, int(self.seconds * 1000), headers)
+
+    async def settled(self) -> None:
+        for _ in range(200):
+            if all(d.status == "succeeded" for d in self.dispatcher.deliveries):
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("deliveries not settled")
+
+
 async def test_dispatcher_retries_with_backoff_until_2xx_and_bounds_concurrency() -> None:
     dispatcher = _dispatcher(
         WebhookSettings(retry_base=0.01, retry_max_delay=0.02, max_attempts=5, max_concurrency=2)
@@ -134,36 +197,38 @@ async def test_dispatcher_retries_with_backoff_until_2xx_and_bounds_concurrency(
     dispatcher.register(
         Endpoint(url="http://receiver.test/hook", secret="s", events=("payment.*",))
     )
-    in_flight = 0
-    most = 0
-    answers: dict[str, list[int]] = {"evt_1": [500, 503, 200]}
-
-    async def fake_attempt(delivery: Delivery, number: int) -> Attempt:
-        nonlocal in_flight, most
-        in_flight += 1
-        most = max(most, in_flight)
-        await asyncio.sleep(0.02)
-        in_flight -= 1
-        queue = answers.get(delivery.event.id, [])
-        status = queue.pop(0) if queue else 200
-        return Attempt(number, 0.0, status, None, 20, dispatcher.signer(delivery, number))
-
-    dispatcher._attempt = fake_attempt  # type: ignore[method-assign]
+    receiver = _SlowReceiver(dispatcher, 0.02, {"evt_1": [500, 503, 200]})
     for index in range(1, 7):
         dispatcher.publish(WebhookEvent(f"evt_{index}", "payment.captured", "{}", "pay_1"))
     assert (
         dispatcher.publish(WebhookEvent("evt_x", "order.paid", "{}", "order_1")) == []
     )  # not subscribed
-    for _ in range(200):
-        if all(d.status == "succeeded" for d in dispatcher.deliveries):
-            break
-        await asyncio.sleep(0.01)
-    assert all(d.status == "succeeded" for d in dispatcher.deliveries)
-    assert most == 2
+    await receiver.settled()
+    assert receiver.most == 2
     first = next(d for d in dispatcher.deliveries if d.event.id == "evt_1")
     assert [a.status_code for a in first.attempts] == [500, 503, 200]
     assert [a.headers["X-Test-Attempt"] for a in first.attempts] == ["1", "2", "3"]
     await dispatcher.background.cancel_all()
+
+
+async def test_idle_workers_wake_one_per_delivery_and_all_for_a_burst() -> None:
+    """Workers waiting for work are woken one per new delivery, so a burst after a quiet spell
+    still goes out on every worker at once, and a retry due later wakes one of them."""
+    dispatcher = _dispatcher(WebhookSettings(retry_base=0.05, max_attempts=3, max_concurrency=4))
+    dispatcher.register(Endpoint(url="http://receiver.test/hook", secret="s"))
+    receiver = _SlowReceiver(dispatcher, 0.05, {"evt_retry": [503]})
+    dispatcher.publish(WebhookEvent("evt_retry", "payment.captured", "{}", "pay_0"))
+    await receiver.settled()  # failed once, waited idle for its retry, then succeeded
+    assert [a.status_code for a in dispatcher.deliveries[0].attempts] == [503, 200]
+    assert receiver.most == 1
+    await asyncio.sleep(0.05)  # every worker idle, waiting
+    assert len(dispatcher._idle) == 4
+    for index in range(1, 5):
+        dispatcher.publish(WebhookEvent(f"evt_{index}", "payment.captured", "{}", "pay_1"))
+    await receiver.settled()
+    assert receiver.most == 4
+    await dispatcher.background.cancel_all()
+    assert not dispatcher._idle  # cancelled workers leave no waiter behind
 
 
 async def test_dispatcher_gives_up_and_drops() -> None:
@@ -242,3 +307,42 @@ async def test_a_4xx_refuses_one_event_without_marking_the_endpoint_failing() ->
     assert [a.status_code for a in refused.attempts] == [400]
     assert refused.next_attempt_at is not None
     await dispatcher.background.cancel_all()
+
+
+def test_random_tokens_use_every_character_of_the_alphabet_evenly() -> None:
+    for alphabet in (ids.LETTERS_DIGITS, ids.UPPER_DIGITS, "ab"):
+        tokens = [ids.random_token(40, alphabet) for _ in range(500)]
+        assert all(len(token) == 40 and set(token) <= set(alphabet) for token in tokens)
+        counts = Counter("".join(tokens))
+        expected = 40 * 500 / len(alphabet)
+        assert set(counts) == set(alphabet)
+        assert all(abs(n - expected) < 6 * expected**0.5 for n in counts.values())
+    assert len({ids.new_id("evt") for _ in range(1000)}) == 1000
+
+
+def test_an_endpoint_wants_the_event_types_its_globs_match() -> None:
+    types = [
+        "payment_intent.succeeded",
+        "charge.succeeded",
+        "charge.captured",
+        "payout.paid",
+        "x.y",
+        "a[b",
+        "PAYMENT.CAPTURE.COMPLETED",
+    ]
+    lists = [
+        ("*",),
+        ("payment_intent.*",),
+        ("payment_intent.succeeded", "payout.*"),
+        ("charge.[sc]*",),
+        ("x?y",),
+        ("a[b",),
+        (),
+        ("PAYMENT.*", "order.paid"),
+    ]
+    for events in lists:
+        endpoint = Endpoint(url="http://receiver.test/hook", secret="s", events=events)
+        for event_type in types:
+            matched = any(fnmatch.fnmatchcase(event_type, pattern) for pattern in events)
+            assert endpoint.wants(event_type) == matched, (events, event_type)
+    assert not Endpoint(url="u", secret="s", enabled=False).wants("payout.paid")
