@@ -183,14 +183,16 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
 # rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
 # it: PostgreSQL aborts one, whose group is run again (nothing of it was written).
+# Each hold's key is its barrier row's and its transfer id its Confirm's (the same order), so
+# the statement binds those arrays once (a name bound twice is one parameter).
 def _confirm_alone_statement(*, shards: bool) -> TextClause:
     return text(
         f"""
     WITH expected AS (
         SELECT * FROM unnest(
-            CAST(:hold_global_tx_ids AS text[]), CAST(:hold_branch_ids AS text[]),
+            CAST(:barrier_global_tx_ids AS text[]), CAST(:barrier_branch_ids AS text[]),
             CAST(:hold_versions AS xid[]), CAST(:hold_confirmed_amounts AS bigint[]),
-            CAST(:hold_transfer_ids AS text[]))
+            CAST(:ids AS text[]))
             AS x(global_tx_id, branch_id, version, confirmed_amount, transfer_id)
     ), held AS MATERIALIZED (
         SELECT h.xmin = x.version AND h.state = 'pending'
@@ -200,7 +202,7 @@ def _confirm_alone_statement(*, shards: bool) -> TextClause:
          ORDER BY h.global_tx_id, h.branch_id
            FOR UPDATE OF h
     ), holds_ok AS (
-        SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:hold_global_tx_ids AS text[]))
+        SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:barrier_global_tx_ids AS text[]))
                AND NOT EXISTS (
                    SELECT 1 FROM {tcc_barriers.name} b
                      JOIN expected x ON x.global_tx_id = b.global_tx_id
@@ -420,12 +422,9 @@ class SqlHoldRepository:
         params = {
             **run_params(items),
             **insert_many_params(branches, TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in confirms]),
-            # Each hold's row version as the plan was made on it, and its confirmation.
-            "hold_global_tx_ids": [b.global_tx_id for b in branches],
-            "hold_branch_ids": [b.branch_id for b in branches],
+            # Each hold's row version as the plan was made on it, and its confirmed amount.
             "hold_versions": versions,
             "hold_confirmed_amounts": [h.confirmed_amount for h in holds],
-            "hold_transfer_ids": [h.transfer_id for h in holds],
             "now": now,
         }
         statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
