@@ -45,21 +45,28 @@ _ADD = text(
         CAST(:created_at AS timestamptz[]), CAST(:resolved_at AS timestamptz[]))
     """
 )
+
+
 # New pending holds (`new_hold`'s, of one `now`): what differs from hold to hold as arrays, what
 # every new hold has alike as literals and one :created_at, so that a group's statement encodes 8
 # arrays rather than 13 (array parameters are most of asyncpg's cost of a grouped Reserve;
-# timestamps the dearest). An `h` row per hold, in the columns' order (_COLUMNS).
-_NEW_HOLDS = """
+# timestamps the dearest). An `h` row per hold, in the columns' order (_COLUMNS). `keys` prefixes
+# the names of the arrays of the holds' keys: "barrier_" where the statement inserts a barrier
+# row per hold (the same branches, the same order), so that they are bound once.
+def _new_holds(keys: str) -> str:
+    return f"""
         SELECT h.global_tx_id, h.branch_id, h.account_id, h.destination_account_id, h.unit,
                h.amount, 0, 'pending', h.expires_at, NULL, h.description,
                CAST(:created_at AS timestamptz), NULL
           FROM unnest(
-            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+            CAST(:{keys}global_tx_ids AS text[]), CAST(:{keys}branch_ids AS text[]),
             CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
             CAST(:units AS text[]), CAST(:amounts AS bigint[]),
             CAST(:expires_at AS timestamptz[]), CAST(:descriptions AS text[]))
             AS h(global_tx_id, branch_id, account_id, destination_account_id, unit, amount,
                  expires_at, description)"""
+
+
 # New holds and their reservations in one round trip: each account's pending balance grows by
 # the amounts of its new holds (rows the caller locked and judged under the no-overdraft rule).
 # The holds' row version (xmin, one per statement) is what a Confirm later compares.
@@ -67,7 +74,7 @@ _ADD_RESERVED = text(
     f"""
     WITH added AS (
         INSERT INTO holds ({_COLUMNS})
-        {_NEW_HOLDS}
+        {_new_holds("")}
         RETURNING account_id, amount, xmin
     ), reserved AS (
         UPDATE accounts a SET pending = a.pending + r.amount
@@ -144,7 +151,7 @@ _RESERVE_ALONE = text(
            FOR NO KEY UPDATE
     ), added AS (
         INSERT INTO holds ({_COLUMNS})
-        {_NEW_HOLDS}
+        {_new_holds("barrier_")}
           JOIN entered e ON e.global_tx_id = h.global_tx_id AND e.branch_id = h.branch_id
          WHERE (SELECT count(*) FROM locked) >= 0
         RETURNING account_id, amount, xmin
@@ -319,10 +326,11 @@ def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[Any]]:
     }
 
 
-def _new_hold_params(holds: Sequence[Hold]) -> dict[str, Any]:
-    """_NEW_HOLDS' parameters: what differs between new holds (made at one `now`)."""
+def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, Any]:
+    """_new_holds' parameters: what differs between new holds (made at one `now`); without
+    `keys` for the statement that binds the barrier's."""
     return {
-        **_branch_params([h.branch for h in holds]),
+        **(_branch_params([h.branch for h in holds]) if keys else {}),
         "account_ids": [h.account_id for h in holds],
         "destination_account_ids": [h.destination_account_id for h in holds],
         "units": [h.unit for h in holds],
@@ -378,7 +386,7 @@ class SqlHoldRepository:
             **insert_many_params(
                 [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
             ),
-            **_new_hold_params(holds),
+            **_new_hold_params(holds, keys=False),
             "lock_ids": sorted({h.account_id for h in holds}),
         }
         try:
