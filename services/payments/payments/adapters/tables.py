@@ -71,6 +71,8 @@ payments = Table(
     _ts("updated_at"),
     UniqueConstraint("global_tx_id", "branch_id", name="uq_payments_branch"),
     Index("ix_payments_next_poll_at", "next_poll_at", postgresql_where="next_poll_at IS NOT NULL"),
+    # The provider reconciliation's most recently changed payments (migration 0008).
+    Index("ix_payments_updated_at", "updated_at"),
 )
 
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).
