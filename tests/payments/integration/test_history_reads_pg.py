@@ -1,17 +1,32 @@
-"""The provider reconciliation's read of the most recently changed payments goes through
-`ix_payments_updated_at` (issue 13): the consistency auditor asks for it every minute, and
-without the index every payment ever made was read and sorted to keep the newest few. Planned
-generically with sequential scans off: a plan that cannot use the index still shows its scan
-and its sort."""
+"""Periodic reads that must not grow with history go through their indexes (issue 13): the
+provider reconciliation's most recently changed payments (`ix_payments_updated_at`; the
+consistency auditor asks for it every minute, and without the index every payment ever made was
+read and sorted to keep the newest few), and the callback relay's due rows
+(`ix_outbox_callbacks_due`; without it the generic plan walked every outbox row in cursor order).
+Each statement as the service sends it is planned generically with sequential scans off: a plan
+that cannot use its index still shows its scan and its sort."""
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import asyncpg
 
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from tests.support.pg_plans import generic_plan
+
+
+async def _plan(database_url: str, sql: str) -> str:
+    connection = await asyncpg.connect(
+        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
+    )
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        return await generic_plan(connection, sql)
+    finally:
+        await connection.close()
 
 
 async def test_recently_changed_payments_are_read_through_their_index(
@@ -22,14 +37,19 @@ async def test_recently_changed_payments_are_read_through_their_index(
         await uow.payments.recently_changed(100)
     read = next(sql for _, sql in round_trips.sent if "FROM payments ORDER BY" in sql)
 
-    connection = await asyncpg.connect(
-        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
-    )
-    try:
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute("SET enable_seqscan = off")
-        plan = await generic_plan(connection, read)
-    finally:
-        await connection.close()
+    plan = await _plan(database_url, read)
     assert "Index Scan Backward using ix_payments_updated_at" in plan, plan
     assert "Sort" not in plan and "Seq Scan" not in plan, plan
+
+
+async def test_the_callback_relay_reads_due_rows_through_their_index(
+    database_url, sessions, round_trips
+):
+    round_trips.sent.clear()
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        await uow.outbox.lease_callbacks(datetime.now(UTC), 50, 30.0)
+    lease = next(sql for _, sql in round_trips.sent if "callback_next_at <=" in sql)
+
+    plan = await _plan(database_url, lease)
+    assert "Index Scan using ix_outbox_callbacks_due" in plan, plan
+    assert "outbox_pkey" not in plan and "Sort" not in plan, plan

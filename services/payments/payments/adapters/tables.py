@@ -180,6 +180,8 @@ outbox = Table(
         "callback_next_at",
         postgresql_where="callback_next_at IS NOT NULL",
     ),
+    # The callback relay's due rows in cursor order, undelivered ones only (migration 0009).
+    Index("ix_outbox_callbacks_due", "cursor", postgresql_where="callback_next_at IS NOT NULL"),
     Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
     Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
 )
