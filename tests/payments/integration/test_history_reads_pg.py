@@ -2,7 +2,9 @@
 provider reconciliation's most recently changed payments (`ix_payments_updated_at`; the
 consistency auditor asks for it every minute, and without the index every payment ever made was
 read and sorted to keep the newest few), and the callback relay's due rows
-(`ix_outbox_callbacks_due`; without it the generic plan walked every outbox row in cursor order).
+(`ix_outbox_callbacks_due`; without it the generic plan walked every outbox row in cursor order),
+and the booking worker's pending grants (`ix_credit_grants_due`, partial: its condition must be
+literal in the lease, or a generic plan reads and sorts every grant ever made).
 Each statement as the service sends it is planned generically with sequential scans off: a plan
 that cannot use its index still shows its scan and its sort."""
 
@@ -13,7 +15,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from payments.adapters.tables import PENDING_GRANT
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain.credits import GrantStatus
 from tests.support.pg_plans import generic_plan
 
 
@@ -53,3 +57,20 @@ async def test_the_callback_relay_reads_due_rows_through_their_index(
     plan = await _plan(database_url, lease)
     assert "Index Scan using ix_outbox_callbacks_due" in plan, plan
     assert "outbox_pkey" not in plan and "Sort" not in plan, plan
+
+
+def test_the_pending_grant_condition_names_the_pending_status() -> None:
+    assert PENDING_GRANT.text == f"status = '{GrantStatus.PENDING.value}'"
+
+
+async def test_the_booking_worker_leases_pending_grants_through_their_index(
+    database_url, sessions, round_trips
+):
+    round_trips.sent.clear()
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        await uow.credit_grants.lease_due(datetime.now(UTC), 50, 30.0)
+        await uow.commit()
+    lease = next(sql for _, sql in round_trips.sent if "FROM credit_grants" in sql)
+
+    plan = await _plan(database_url, lease)
+    assert "ix_credit_grants_due" in plan and "Seq Scan on credit_grants" not in plan, plan

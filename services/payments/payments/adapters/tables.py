@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -201,6 +202,11 @@ audit_log = Table(
     Index("ix_audit_log_transaction", "transaction_id", "id"),
 )
 
+# A grant still owed to the wallet: the booking worker's partial index and its lease share this
+# literal condition (issue 13: a condition with a bound parameter cannot use the partial index
+# once the statement's plan is generic; the lease then read and sorted every grant ever made).
+PENDING_GRANT = text("status = 'pending'")
+
 # Credits a settled plan purchase owes on the wallet's ledger (issue on payment, revoke on refund),
 # written in the same transaction as the settlement and retried until the wallet acknowledges.
 credit_grants = Table(
@@ -225,11 +231,7 @@ credit_grants = Table(
     Column("payment_id", String(64), nullable=False, server_default=""),
     Column("refund_id", String(64), nullable=False, server_default=""),
     Column("legs", JSONB, nullable=True),
-    Index(
-        "ix_credit_grants_due",
-        "next_attempt_at",
-        postgresql_where="status = 'pending'",
-    ),
+    Index("ix_credit_grants_due", "next_attempt_at", postgresql_where=PENDING_GRANT),
     Index("ix_credit_grants_transaction", "transaction_id"),
     Index("ix_credit_grants_payment", "payment_id"),
 )
