@@ -115,6 +115,9 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # No line carries a thread or process name (see JsonFormatter), so records need not look them
+    # up: the logging docs' own optimisation, 9 of about 80 calls per logged line.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # Access logs of libraries would repeat what the RPC metrics and spans already say.
     for noisy in ("httpx", "httpcore", "stripe", "uvicorn.access", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 import sys
 import traceback
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from hirepay_platform.logs import _SECRET_PATTERNS, JsonFormatter, _TraceIdFilter, mask_secrets
+from hirepay_platform.logs import (
+    _SECRET_PATTERNS,
+    JsonFormatter,
+    _TraceIdFilter,
+    configure_logging,
+    mask_secrets,
+)
 
 CREATED = 1764565255.123456  # 2025-12-01T05:00:55.123Z
 TS = '"ts": "2025-12-01T05:00:55.123Z"'
@@ -218,3 +226,36 @@ def test_handler_writes_one_line_per_record(capsys: pytest.CaptureFixture[str]) 
     handler.addFilter(_TraceIdFilter())
     handler.handle(record("%s %s %s", ("POST", "/v1/payments", 201)))
     assert capsys.readouterr().out == HEAD + ', "msg": "POST /v1/payments 201"}\n'
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """configure_logging changes process-wide state: put it back for the other tests."""
+    loggers = [logging.getLogger(name) for name in ("", "httpx", "httpcore", "stripe", "asyncio")]
+    loggers.append(logging.getLogger("uvicorn.access"))
+    levels = [logger.level for logger in loggers]
+    handlers = loggers[0].handlers[:]
+    flags = (logging.logThreads, logging.logProcesses, logging.logMultiprocessing)
+    yield
+    loggers[0].handlers[:] = handlers
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+    logging.logThreads, logging.logProcesses, logging.logMultiprocessing = flags
+
+
+def test_configured_logging_writes_the_access_line_in_a_trace(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("gateway", "info")  # binds sys.stderr, which capsys has replaced
+    context = SpanContext(0x0AF7651916CD43DD8448EB211C80319C, 0xB7AD6B7169203331, False)
+    with trace.use_span(NonRecordingSpan(context)):
+        logging.getLogger("gateway.access").info(
+            "%s %s %s", "POST", "/v1/payments", 201, extra={"fields": {"duration_ms": 12.3}}
+        )
+    logging.getLogger("gateway.access").debug("below the level: not written")
+    assert re.fullmatch(
+        r'\{"ts": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", "level": "INFO", '
+        r'"service": "gateway", "logger": "gateway.access", "msg": "POST /v1/payments 201", '
+        r'"trace_id": "0af7651916cd43dd8448eb211c80319c", "duration_ms": "12.3"\}\n',
+        capsys.readouterr().err,
+    )
