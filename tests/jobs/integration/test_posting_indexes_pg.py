@@ -22,24 +22,12 @@ from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post, settlement
 from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_world import FIELDS
+from tests.support.pg_plans import generic_plan
 
 
 def test_the_unfinished_sagas_condition_names_every_final_state() -> None:
     named = set(re.findall(r"'(\w+)'", UNFINISHED_SAGA.text))
     assert named == {state.value for state in FINAL_STATES}
-
-
-async def _generic_plan(connection: asyncpg.Connection, sql: str) -> str:
-    """The generic plan of `sql` (its $n parameters unknown), sequential scans discouraged."""
-    await connection.execute("DEALLOCATE ALL")
-    await connection.execute(f"PREPARE measured AS {sql}")
-    params = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
-    rows = await connection.fetch(
-        f"EXPLAIN EXECUTE measured({', '.join(['NULL'] * params)})"
-        if params
-        else "EXPLAIN EXECUTE measured"
-    )
-    return "\n".join(r[0] for r in rows)
 
 
 async def test_posting_and_recovery_reads_use_their_indexes(make_service_database, round_trips):
@@ -80,12 +68,12 @@ async def test_posting_and_recovery_reads_use_their_indexes(make_service_databas
         assert (
             await connection.fetchval(f"SELECT count(*) FROM sagas WHERE {FAILED_SAGA.text}") == 0
         )
-        plan = await _generic_plan(connection, first_step)
+        plan = await generic_plan(connection, first_step)
         assert "ix_sagas_company_failed" in plan and "ix_posting_rate_attempts_charged" in plan, (
             plan
         )
         for sql in recovery:
-            plan = await _generic_plan(connection, sql)
+            plan = await generic_plan(connection, sql)
             assert "ix_sagas_unfinished" in plan and "Seq Scan on sagas" not in plan, plan
     finally:
         await connection.close()
