@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -77,3 +78,31 @@ async def test_posting_and_recovery_reads_use_their_indexes(make_service_databas
             assert "ix_sagas_unfinished" in plan and "Seq Scan on sagas" not in plan, plan
     finally:
         await connection.close()
+
+
+async def test_the_marketplace_callback_relay_leases_due_events_through_their_index(
+    make_service_database, round_trips
+):
+    """The relay's lease runs every round; without `ix_marketplace_events_callbacks_due` its
+    generic plan walks every event ever written in cursor order (as payments' outbox did)."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=2, max_overflow=0)
+    try:
+        sessions = make_session_factory(engine)
+        round_trips.sent.clear()
+        async with SqlJobsUnitOfWork(sessions) as uow:
+            await uow.outbox.lease_callbacks(datetime.now(UTC), 50, 30.0)
+            await uow.commit()
+        lease = next(s for s in round_trips.statements if "callback_next_at <=" in s)
+    finally:
+        await engine.dispose()
+
+    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        plan = await generic_plan(connection, lease)
+    finally:
+        await connection.close()
+    assert "Index Scan using ix_marketplace_events_callbacks_due" in plan, plan
+    assert "marketplace_events_pkey" not in plan and "Sort" not in plan, plan
