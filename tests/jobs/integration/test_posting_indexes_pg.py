@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -22,24 +23,12 @@ from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post, settlement
 from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_world import FIELDS
+from tests.support.pg_plans import generic_plan
 
 
 def test_the_unfinished_sagas_condition_names_every_final_state() -> None:
     named = set(re.findall(r"'(\w+)'", UNFINISHED_SAGA.text))
     assert named == {state.value for state in FINAL_STATES}
-
-
-async def _generic_plan(connection: asyncpg.Connection, sql: str) -> str:
-    """The generic plan of `sql` (its $n parameters unknown), sequential scans discouraged."""
-    await connection.execute("DEALLOCATE ALL")
-    await connection.execute(f"PREPARE measured AS {sql}")
-    params = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)
-    rows = await connection.fetch(
-        f"EXPLAIN EXECUTE measured({', '.join(['NULL'] * params)})"
-        if params
-        else "EXPLAIN EXECUTE measured"
-    )
-    return "\n".join(r[0] for r in rows)
 
 
 async def test_posting_and_recovery_reads_use_their_indexes(make_service_database, round_trips):
@@ -80,12 +69,40 @@ async def test_posting_and_recovery_reads_use_their_indexes(make_service_databas
         assert (
             await connection.fetchval(f"SELECT count(*) FROM sagas WHERE {FAILED_SAGA.text}") == 0
         )
-        plan = await _generic_plan(connection, first_step)
+        plan = await generic_plan(connection, first_step)
         assert "ix_sagas_company_failed" in plan and "ix_posting_rate_attempts_charged" in plan, (
             plan
         )
         for sql in recovery:
-            plan = await _generic_plan(connection, sql)
+            plan = await generic_plan(connection, sql)
             assert "ix_sagas_unfinished" in plan and "Seq Scan on sagas" not in plan, plan
     finally:
         await connection.close()
+
+
+async def test_the_marketplace_callback_relay_leases_due_events_through_their_index(
+    make_service_database, round_trips
+):
+    """The relay's lease runs every round; without `ix_marketplace_events_callbacks_due` its
+    generic plan walks every event ever written in cursor order (as payments' outbox did)."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=2, max_overflow=0)
+    try:
+        sessions = make_session_factory(engine)
+        round_trips.sent.clear()
+        async with SqlJobsUnitOfWork(sessions) as uow:
+            await uow.outbox.lease_callbacks(datetime.now(UTC), 50, 30.0)
+            await uow.commit()
+        lease = next(s for s in round_trips.statements if "callback_next_at <=" in s)
+    finally:
+        await engine.dispose()
+
+    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        plan = await generic_plan(connection, lease)
+    finally:
+        await connection.close()
+    assert "Index Scan using ix_marketplace_events_callbacks_due" in plan, plan
+    assert "marketplace_events_pkey" not in plan and "Sort" not in plan, plan

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import create_engine, make_session_factory
+from tests.support.pg_round_trips import round_trips  # noqa: F401 (a fixture, counted round trips)
 
 
 @pytest.fixture(scope="module")

@@ -374,6 +374,12 @@ marketplace_events = Table(
         "callback_next_at",
         postgresql_where=text("callback_next_at IS NOT NULL"),
     ),
+    # The callback relay's due events in cursor order, undelivered ones only (migration 0008).
+    Index(
+        "ix_marketplace_events_callbacks_due",
+        "cursor",
+        postgresql_where=text("callback_next_at IS NOT NULL"),
+    ),
 )
 
 # The money step that ends (or, for a coin job payment, funds) an engagement: recorded pending in

@@ -25,7 +25,7 @@ _LEASE_GRANTS = lease_due(
     t.credit_grants,
     t.credit_grants.c.next_attempt_at,
     "next_attempt_at",
-    t.credit_grants.c.status == GrantStatus.PENDING.value,
+    t.PENDING_GRANT,  # literal: its partial index serves generic plans too
 )
 
 

@@ -19,36 +19,17 @@ from payments.domain.payouts import (
     WithdrawalState,
 )
 
-_OPEN_STATES = (
-    WithdrawalState.REQUESTED.value,
-    WithdrawalState.SENDING.value,
-    WithdrawalState.IN_TRANSIT.value,
-)
-
-# Not final: on its way, or paid and then returned by the bank (the money still to be credited
-# back).
-_UNFINISHED = or_(
-    t.withdrawals.c.state.in_(_OPEN_STATES),
-    and_(
-        t.withdrawals.c.state == WithdrawalState.PAID.value,
-        t.withdrawals.c.outcome == ProviderOutcome.RETURNED.value,
-    ),
-)
-
-# Due unfinished withdrawals, locked SKIP LOCKED and leased in one statement (issue 13: an idle
-# round of the recovery worker is one round trip).
+# Due unfinished withdrawals and paid ones whose return watch is due, locked SKIP LOCKED and
+# leased in one statement (issue 13: an idle round of the recovery worker is one round trip),
+# each part through its partial index (tables.UNFINISHED_WITHDRAWAL, tables.PAID_WITHDRAWAL).
 _LEASE_WITHDRAWALS = lease_due(
     t.withdrawals,
     t.withdrawals.c.next_attempt_at,
     "next_attempt_at",
     or_(
-        _UNFINISHED,
+        t.UNFINISHED_WITHDRAWAL,
         # Paid recently: watched for a return by the bank (a lost payout.failed).
-        and_(
-            t.withdrawals.c.state == WithdrawalState.PAID.value,
-            t.withdrawals.c.outcome == ProviderOutcome.PAID.value,
-            t.withdrawals.c.updated_at >= bindparam("paid_since"),
-        ),
+        and_(t.PAID_WITHDRAWAL, t.withdrawals.c.updated_at >= bindparam("paid_since")),
     ),
 )
 
@@ -208,7 +189,7 @@ class SqlPayoutRepository:
         `before`, the longest unchanged first (the auditor's read)."""
         query = (
             select(t.withdrawals)
-            .where(_UNFINISHED, t.withdrawals.c.updated_at <= before)
+            .where(t.UNFINISHED_WITHDRAWAL, t.withdrawals.c.updated_at <= before)
             .order_by(t.withdrawals.c.updated_at, t.withdrawals.c.id)
             .limit(limit)
         )

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -71,6 +72,8 @@ payments = Table(
     _ts("updated_at"),
     UniqueConstraint("global_tx_id", "branch_id", name="uq_payments_branch"),
     Index("ix_payments_next_poll_at", "next_poll_at", postgresql_where="next_poll_at IS NOT NULL"),
+    # The provider reconciliation's most recently changed payments (migration 0008).
+    Index("ix_payments_updated_at", "updated_at"),
 )
 
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).
@@ -178,6 +181,8 @@ outbox = Table(
         "callback_next_at",
         postgresql_where="callback_next_at IS NOT NULL",
     ),
+    # The callback relay's due rows in cursor order, undelivered ones only (migration 0009).
+    Index("ix_outbox_callbacks_due", "cursor", postgresql_where="callback_next_at IS NOT NULL"),
     Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
     Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
 )
@@ -196,6 +201,11 @@ audit_log = Table(
     Index("ix_audit_log_payment", "payment_id", "id"),
     Index("ix_audit_log_transaction", "transaction_id", "id"),
 )
+
+# A grant still owed to the wallet: the booking worker's partial index and its lease share this
+# literal condition (issue 13: a condition with a bound parameter cannot use the partial index
+# once the statement's plan is generic; the lease then read and sorted every grant ever made).
+PENDING_GRANT = text("status = 'pending'")
 
 # Credits a settled plan purchase owes on the wallet's ledger (issue on payment, revoke on refund),
 # written in the same transaction as the settlement and retried until the wallet acknowledges.
@@ -221,11 +231,7 @@ credit_grants = Table(
     Column("payment_id", String(64), nullable=False, server_default=""),
     Column("refund_id", String(64), nullable=False, server_default=""),
     Column("legs", JSONB, nullable=True),
-    Index(
-        "ix_credit_grants_due",
-        "next_attempt_at",
-        postgresql_where="status = 'pending'",
-    ),
+    Index("ix_credit_grants_due", "next_attempt_at", postgresql_where=PENDING_GRANT),
     Index("ix_credit_grants_transaction", "transaction_id"),
     Index("ix_credit_grants_payment", "payment_id"),
 )
@@ -242,6 +248,16 @@ payout_accounts = Table(
     _ts("created_at"),
     _ts("updated_at"),
 )
+
+# A withdrawal not final: on its way, or paid and then returned by the bank (the money still to be
+# credited back); and one paid, watched a while for a return. Literal conditions, shared by the
+# withdrawal worker's partial indexes and its queries (issue 13: with bound states no plan could
+# use an index, and every round read every withdrawal ever made). Parenthesised: they are
+# combined with other conditions as they are.
+UNFINISHED_WITHDRAWAL = text(
+    "(state IN ('requested', 'sending', 'in_transit') OR (state = 'paid' AND outcome = 'returned'))"
+)
+PAID_WITHDRAWAL = text("(state = 'paid' AND outcome = 'paid')")
 
 # Withdrawals: wallet hold -> provider transfer + payout -> hold posted (paid) or released (failed);
 # `next_attempt_at` is the recovery worker's schedule (and its lease) while not final.
@@ -271,9 +287,6 @@ withdrawals = Table(
     CheckConstraint("amount_minor > 0", name="ck_withdrawals_amount_positive"),
     Index("ix_withdrawals_user_created", "user_id", "created_at"),
     Index("ix_withdrawals_payout", "payout_id"),
-    Index(
-        "ix_withdrawals_due",
-        "next_attempt_at",
-        postgresql_where="state IN ('requested', 'sending', 'in_transit')",
-    ),
+    Index("ix_withdrawals_due", "next_attempt_at", postgresql_where=UNFINISHED_WITHDRAWAL),
+    Index("ix_withdrawals_paid_watch", "updated_at", postgresql_where=PAID_WITHDRAWAL),
 )
