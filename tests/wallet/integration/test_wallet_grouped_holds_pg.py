@@ -435,3 +435,59 @@ async def test_a_group_of_confirms_posts_in_one_statement_with_fees_and_parts(le
         [-400, 400],
         [-1000, 100, 900],
     ]
+
+
+async def test_a_confirm_group_with_a_hold_changed_while_pending_runs_checked(
+    ledger, deps, sessions, round_trips
+):
+    """Issue 13: the one statement compares each remembered hold's row version, not its columns:
+    a hold whose row changed since its Reserve wrote it (here: another amount, still pending, as a
+    Try rolled back and its branch reserved again elsewhere) makes it write nothing; the group
+    runs checked and confirms the hold as it is, the other one too."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    await ledger.fund(customer, 10_000)
+    branches = [_branch() for _ in range(2)]
+    await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 1000, "USD") for b in branches], deps
+    )
+    async with sessions() as session, session.begin():
+        await session.execute(
+            text("UPDATE holds SET amount = 400 WHERE global_tx_id = :g AND branch_id = :b"),
+            {"g": branches[0].global_tx_id, "b": branches[0].branch_id},
+        )
+        await session.execute(
+            text("UPDATE accounts SET pending = pending - 600 WHERE id = CAST(:a AS uuid)"),
+            {"a": customer},
+        )
+    await _warm_refs(deps, customer, contractor)
+    with round_trips:
+        outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
+    assert _summary(outcomes) == ["new", "new"]
+    assert round_trips.statements[0].startswith("WITH expected")  # it wrote nothing, then:
+    assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
+    assert [o.result.hold.confirmed_amount for o in outcomes] == [400, 1000]
+    assert await ledger.balances(customer, contractor) == [(8600, 0), (1400, 0)]
+
+
+async def test_concurrent_twin_confirm_groups_post_once(ledger, deps, sessions):
+    """Issue 13: two groups confirming the same remembered holds at once: both plan on the same
+    row version; the one that locks second finds a newer version (confirmed) and writes nothing,
+    its group runs checked and replays. One transfer per hold, balances exact."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    await ledger.fund(customer, 10_000)
+    await _warm_refs(deps, customer, contractor)
+    for _ in range(5):
+        branches = [_branch() for _ in range(3)]
+        await h.reserve_holds(
+            [c.ReserveHold(b, customer, contractor, 100, "USD") for b in branches], deps
+        )
+        cmds = [c.ConfirmHold(b) for b in branches]
+        first, second = await asyncio.gather(
+            h.confirm_holds(cmds, deps), h.confirm_holds(cmds, deps)
+        )
+        assert sorted(_summary(first) + _summary(second)) == ["new"] * 3 + ["replayed"] * 3
+        for one, other in zip(first, second, strict=True):
+            assert one.result.transfer == other.result.transfer
+        for branch in branches:
+            assert await _barrier_rows(sessions, branch) == ["confirm", "try"]
+    assert await ledger.balances(customer, contractor) == [(8500, 0), (1500, 0)]

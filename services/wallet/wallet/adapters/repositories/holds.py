@@ -45,28 +45,45 @@ _ADD = text(
         CAST(:created_at AS timestamptz[]), CAST(:resolved_at AS timestamptz[]))
     """
 )
+
+
+# New pending holds (`new_hold`'s, of one `now`): what differs from hold to hold as arrays, what
+# every new hold has alike as literals and one :created_at, so that a group's statement encodes 8
+# arrays rather than 13 (array parameters are most of asyncpg's cost of a grouped Reserve;
+# timestamps the dearest). An `h` row per hold, in the columns' order (_COLUMNS). `keys` prefixes
+# the names of the arrays of the holds' keys: "barrier_" where the statement inserts a barrier
+# row per hold (the same branches, the same order), so that they are bound once.
+def _new_holds(keys: str) -> str:
+    return f"""
+        SELECT h.global_tx_id, h.branch_id, h.account_id, h.destination_account_id, h.unit,
+               h.amount, 0, 'pending', h.expires_at, NULL, h.description,
+               CAST(:created_at AS timestamptz), NULL
+          FROM unnest(
+            CAST(:{keys}global_tx_ids AS text[]), CAST(:{keys}branch_ids AS text[]),
+            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
+            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
+            CAST(:expires_at AS timestamptz[]), CAST(:descriptions AS text[]))
+            AS h(global_tx_id, branch_id, account_id, destination_account_id, unit, amount,
+                 expires_at, description)"""
+
+
 # New holds and their reservations in one round trip: each account's pending balance grows by
 # the amounts of its new holds (rows the caller locked and judged under the no-overdraft rule).
+# The holds' row version (xmin, one per statement) is what a Confirm later compares.
 _ADD_RESERVED = text(
     f"""
     WITH added AS (
         INSERT INTO holds ({_COLUMNS})
-        SELECT * FROM unnest(
-            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
-            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
-            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
-            CAST(:confirmed_amounts AS bigint[]), CAST(:states AS text[]),
-            CAST(:expires_at AS timestamptz[]), CAST(:transfer_ids AS text[]),
-            CAST(:descriptions AS text[]), CAST(:created_at AS timestamptz[]),
-            CAST(:resolved_at AS timestamptz[]))
-        RETURNING account_id, amount
+        {_new_holds("")}
+        RETURNING account_id, amount, xmin
     ), reserved AS (
         UPDATE accounts a SET pending = a.pending + r.amount
           FROM (SELECT account_id, sum(amount) AS amount FROM added GROUP BY account_id) r
          WHERE a.id = r.account_id
         RETURNING 1
     )
-    SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM reserved) AS accounts
+    SELECT (SELECT count(*) FROM added) AS added, (SELECT count(*) FROM reserved) AS accounts,
+           (SELECT xmin FROM added LIMIT 1) AS version
     """
 )
 _GET = text(
@@ -134,17 +151,10 @@ _RESERVE_ALONE = text(
            FOR NO KEY UPDATE
     ), added AS (
         INSERT INTO holds ({_COLUMNS})
-        SELECT h.* FROM unnest(
-            CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
-            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
-            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
-            CAST(:confirmed_amounts AS bigint[]), CAST(:states AS text[]),
-            CAST(:expires_at AS timestamptz[]), CAST(:transfer_ids AS text[]),
-            CAST(:descriptions AS text[]), CAST(:created_at AS timestamptz[]),
-            CAST(:resolved_at AS timestamptz[])) AS h({_COLUMNS})
+        {_new_holds("barrier_")}
           JOIN entered e ON e.global_tx_id = h.global_tx_id AND e.branch_id = h.branch_id
          WHERE (SELECT count(*) FROM locked) >= 0
-        RETURNING account_id, amount
+        RETURNING account_id, amount, xmin
     ), reserved AS (
         UPDATE accounts a SET pending = a.pending + r.amount
           FROM (SELECT account_id, sum(amount) AS amount FROM added GROUP BY account_id) r
@@ -154,7 +164,8 @@ _RESERVE_ALONE = text(
     SELECT ARRAY(SELECT global_tx_id FROM entered) AS entered_global_tx_ids,
            ARRAY(SELECT branch_id FROM entered) AS entered_branch_ids,
            (SELECT count(*) FROM added) AS added,
-           (SELECT count(*) FROM reserved) AS accounts
+           (SELECT count(*) FROM reserved) AS accounts,
+           (SELECT xmin FROM added LIMIT 1) AS version
     """
 )
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
@@ -164,7 +175,11 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 # branches whose holds this process reserved, none debiting a sharded account). The caller
 # planned each Confirm's transfer on the hold as it was reserved; the statement applies only if
 # every hold is, under its lock, still that pending, unexpired hold:
-#  1. lock the holds (key order) and compare each with the hold the plan was made on;
+#  1. lock the holds (key order) and compare each row's version (xmin) with the one its Reserve
+#     wrote: every change of a hold (resolved, expired, a Try rolled back and the branch reserved
+#     again, by any replica) writes a new row version, with the xid of another transaction
+#     (freezing keeps the raw xmin; only an xid reused after 2^32 transactions could match, and
+#     state and expiry are compared too);
 #  2. then the run of transfers (post_run_ctes: lock the account rows in id order, judge, claim
 #     the transfer ids, apply each account's and shard's net change, write the entries), gated by
 #     step 1; a Confirm never lowers its account's availability, so its posting is never refused;
@@ -175,31 +190,26 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
 # rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
 # it: PostgreSQL aborts one, whose group is run again (nothing of it was written).
+# Each hold's key is its barrier row's and its transfer id its Confirm's (the same order), so
+# the statement binds those arrays once (a name bound twice is one parameter).
 def _confirm_alone_statement(*, shards: bool) -> TextClause:
     return text(
         f"""
     WITH expected AS (
         SELECT * FROM unnest(
-            CAST(:hold_global_tx_ids AS text[]), CAST(:hold_branch_ids AS text[]),
-            CAST(:hold_account_ids AS uuid[]), CAST(:hold_destination_account_ids AS uuid[]),
-            CAST(:hold_units AS text[]), CAST(:hold_amounts AS bigint[]),
-            CAST(:hold_expires_at AS timestamptz[]), CAST(:hold_created_at AS timestamptz[]),
-            CAST(:hold_descriptions AS text[]), CAST(:hold_confirmed_amounts AS bigint[]),
-            CAST(:hold_transfer_ids AS text[]))
-            AS x(global_tx_id, branch_id, account_id, destination_account_id, unit, amount,
-                 expires_at, created_at, description, confirmed_amount, transfer_id)
+            CAST(:barrier_global_tx_ids AS text[]), CAST(:barrier_branch_ids AS text[]),
+            CAST(:hold_versions AS xid[]), CAST(:hold_confirmed_amounts AS bigint[]),
+            CAST(:ids AS text[]))
+            AS x(global_tx_id, branch_id, version, confirmed_amount, transfer_id)
     ), held AS MATERIALIZED (
-        SELECT h.state = 'pending' AND h.expires_at > CAST(:now AS timestamptz)
-               AND h.account_id = x.account_id
-               AND h.destination_account_id = x.destination_account_id
-               AND h.unit = x.unit AND h.amount = x.amount AND h.expires_at = x.expires_at
-               AND h.created_at = x.created_at AND h.description = x.description AS fine
+        SELECT h.xmin = x.version AND h.state = 'pending'
+               AND h.expires_at > CAST(:now AS timestamptz) AS fine
           FROM holds h
           JOIN expected x ON x.global_tx_id = h.global_tx_id AND x.branch_id = h.branch_id
          ORDER BY h.global_tx_id, h.branch_id
            FOR UPDATE OF h
     ), holds_ok AS (
-        SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:hold_global_tx_ids AS text[]))
+        SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:barrier_global_tx_ids AS text[]))
                AND NOT EXISTS (
                    SELECT 1 FROM {tcc_barriers.name} b
                      JOIN expected x ON x.global_tx_id = b.global_tx_id
@@ -241,24 +251,26 @@ _CONFIRM_ALONE_NO_SHARDS = _confirm_alone_statement(shards=False)
 
 
 class PendingHolds:
-    """Process-wide memory of the holds this replica reserved, as reserved (pending), so that a
-    Confirm can be planned before any round trip. Never trusted: the statement that confirms
-    compares every hold with its locked row and writes nothing if one differs (resolved, expired,
-    another replica's, a Try that rolled back). Bounded; a forgotten hold costs the checked path."""
+    """Process-wide memory of the holds this replica reserved, as reserved (pending), each with
+    the version (xmin) of the row its Reserve wrote, so that a Confirm can be planned before any
+    round trip. Never trusted: the statement that confirms compares every hold's version with its
+    locked row and writes nothing if one differs (resolved, expired, another replica's, a Try that
+    rolled back). Bounded; a forgotten hold costs the checked path."""
 
     def __init__(self, max_entries: int = 100_000) -> None:
-        self._holds: dict[TccBranch, Hold] = {}
+        self._holds: dict[TccBranch, tuple[Hold, int]] = {}
         self._max = max_entries
 
-    def remember(self, holds: Sequence[Hold]) -> None:
+    def remember(self, holds: Sequence[Hold], version: int) -> None:
         if len(self._holds) + len(holds) > self._max:
             self._holds.clear()
         for hold in holds:
-            self._holds[hold.branch] = dataclasses.replace(hold)
+            self._holds[hold.branch] = (dataclasses.replace(hold), version)
 
-    def recall(self, branch: TccBranch) -> Hold | None:
-        hold = self._holds.get(branch)
-        return None if hold is None else dataclasses.replace(hold)  # the caller may resolve it
+    def recall(self, branch: TccBranch) -> tuple[Hold, int] | None:
+        """A copy of the hold (the caller may resolve it) and its row version, read together."""
+        known = self._holds.get(branch)
+        return None if known is None else (dataclasses.replace(known[0]), known[1])
 
     def forget(self, branches: Collection[TccBranch]) -> None:
         for branch in branches:
@@ -314,18 +326,28 @@ def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[Any]]:
     }
 
 
-def _hold_params(holds: Sequence[Hold]) -> dict[str, list[Any]]:
+def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, Any]:
+    """_new_holds' parameters: what differs between new holds (made at one `now`); without
+    `keys` for the statement that binds the barrier's."""
     return {
-        **_branch_params([h.branch for h in holds]),
+        **(_branch_params([h.branch for h in holds]) if keys else {}),
         "account_ids": [h.account_id for h in holds],
         "destination_account_ids": [h.destination_account_id for h in holds],
         "units": [h.unit for h in holds],
         "amounts": [h.amount for h in holds],
+        "expires_at": [h.expires_at for h in holds],
+        "descriptions": [h.description for h in holds],
+        "created_at": holds[0].created_at,
+    }
+
+
+def _hold_params(holds: Sequence[Hold]) -> dict[str, Any]:
+    """_ADD's parameters: every column of each hold (any state), one array each."""
+    return {
+        **_new_hold_params(holds),
         "confirmed_amounts": [h.confirmed_amount for h in holds],
         "states": [h.state.value for h in holds],
-        "expires_at": [h.expires_at for h in holds],
         "transfer_ids": [h.transfer_id for h in holds],
-        "descriptions": [h.description for h in holds],
         "created_at": [h.created_at for h in holds],
         "resolved_at": [h.resolved_at for h in holds],
     }
@@ -338,6 +360,8 @@ class SqlHoldRepository:
     def __init__(self, session: AsyncSession, pending: PendingHolds = PENDING_HOLDS) -> None:
         self._session = session
         self._pending = pending
+        # The row version of each hold recalled by this unit of work, as read with the hold.
+        self._versions: dict[TccBranch, int] = {}
 
     async def add(self, hold: Hold) -> None:
         await self.add_many([hold])
@@ -349,11 +373,11 @@ class SqlHoldRepository:
     async def add_reserved(self, holds: Sequence[Hold]) -> None:
         if not holds:
             return
-        row = (await self._session.execute(_ADD_RESERVED, _hold_params(holds))).one()
+        row = (await self._session.execute(_ADD_RESERVED, _new_hold_params(holds))).one()
         if row.added != len(holds) or row.accounts != len({h.account_id for h in holds}):
             # A missing account row: never expected (the caller locked every one).
             raise RuntimeError("reservation applied partially")
-        self._pending.remember(holds)
+        self._pending.remember(holds, row.version)
 
     async def reserve_alone(
         self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
@@ -362,7 +386,7 @@ class SqlHoldRepository:
             **insert_many_params(
                 [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
             ),
-            **_hold_params(holds),
+            **_new_hold_params(holds, keys=False),
             "lock_ids": sorted({h.account_id for h in holds}),
         }
         try:
@@ -381,11 +405,16 @@ class SqlHoldRepository:
         if row.added != len(wanted) or row.accounts != len({h.account_id for h in wanted}):
             # A missing account row: never expected (the caller found every one). Committed.
             raise RuntimeError("reservation applied partially")
-        self._pending.remember(wanted)
+        if wanted:
+            self._pending.remember(wanted, row.version)
         return entered
 
     def recall(self, branch: TccBranch) -> Hold | None:
-        return self._pending.recall(branch)
+        known = self._pending.recall(branch)
+        if known is None:
+            return None
+        hold, self._versions[branch] = known
+        return hold
 
     async def confirm_alone(
         self,
@@ -395,15 +424,15 @@ class SqlHoldRepository:
     ) -> list[PostOutcome] | None:
         holds = [hold for hold, _ in confirms]
         branches = [hold.branch for hold in holds]
+        versions = [self._versions.get(b) for b in branches]
+        if None in versions:  # not recalled by this unit of work: nothing to compare with
+            return None
         params = {
             **run_params(items),
             **insert_many_params(branches, TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in confirms]),
-            # Each hold as the plan was made on it (its confirmation included), to compare.
-            **{
-                f"hold_{key}": value
-                for key, value in _hold_params(holds).items()
-                if key not in ("states", "resolved_at")
-            },
+            # Each hold's row version as the plan was made on it, and its confirmed amount.
+            "hold_versions": versions,
+            "hold_confirmed_amounts": [h.confirmed_amount for h in holds],
             "now": now,
         }
         statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
