@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
+from datetime import UTC, datetime
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
 from hirepay_platform.tcc import IdempotencyMismatch, TccBranch
+from tests.support.pg_plans import generic_plan
+from wallet.adapters.tables import HOLD_IS_PENDING
 from wallet.domain import commands as c
 from wallet.domain.errors import (
     HoldAlreadyResolved,
@@ -158,3 +163,29 @@ async def test_concurrent_expiry_workers_release_each_hold_exactly_once(
             {"a": alice},
         )
         assert dict(states.all()) == {"expired": 60}
+
+
+def test_the_pending_hold_condition_names_the_pending_state() -> None:
+    assert HOLD_IS_PENDING.text == f"state = '{HoldState.PENDING.value}'"
+
+
+async def test_the_expiry_worker_leases_pending_holds_through_their_index(
+    wallet_db_url, uow, round_trips
+):
+    """The expiry worker's lease runs every round; with its state bound as a parameter its
+    generic plan could not use the partial `ix_holds_pending_expiry` and read every hold ever
+    made (issue 13)."""
+    round_trips.sent.clear()
+    async with uow() as work:
+        await work.holds.lock_expired(datetime.now(UTC), 50)
+    lease = next(sql for _, sql in round_trips.sent if "FROM holds" in sql)
+    connection = await asyncpg.connect(
+        re.sub(r"^postgresql\+\w+://", "postgresql://", wallet_db_url)
+    )
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        plan = await generic_plan(connection, lease)
+    finally:
+        await connection.close()
+    assert "ix_holds_pending_expiry" in plan and "Seq Scan on holds" not in plan, plan

@@ -118,6 +118,11 @@ entries = Table(
 )
 
 # A reservation of one branch of a global transaction.
+# A hold still pending: the expiry worker's partial index and its lease share this literal
+# condition (issue 13: a condition with a bound parameter cannot use the partial index once the
+# statement's plan is generic; each round then read every hold ever made).
+HOLD_IS_PENDING = text("state = 'pending'")
+
 holds = Table(
     "holds",
     metadata,
@@ -151,7 +156,7 @@ holds = Table(
         "(state = 'pending') = (resolved_at IS NULL)", name="ck_holds_resolved_iff_not_pending"
     ),
     # The expiry worker scans only pending holds by expiry.
-    Index("ix_holds_pending_expiry", "expires_at", postgresql_where=text("state = 'pending'")),
+    Index("ix_holds_pending_expiry", "expires_at", postgresql_where=HOLD_IS_PENDING),
 )
 
 # The platform's TCC barrier: one row per (branch, operation), written in the same local
