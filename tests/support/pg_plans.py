@@ -4,15 +4,30 @@ or periodic read goes through, so that its cost does not grow with the history k
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import AsyncIterator
 
 import asyncpg
 
 
+@contextlib.asynccontextmanager
+async def planning(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to `database_url` (a SQLAlchemy URL) that plans generically, with sequential
+    scans off so that a plan that cannot use an index still shows its sequential scan."""
+    connection = await asyncpg.connect(
+        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
+    )
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        await connection.execute("SET enable_seqscan = off")
+        yield connection
+    finally:
+        await connection.close()
+
+
 async def generic_plan(connection: asyncpg.Connection, sql: str) -> str:
-    """The generic plan of `sql` (its $n parameters unknown). Set `plan_cache_mode =
-    force_generic_plan` (and `enable_seqscan = off`, so that a plan that cannot use an index
-    still shows its sequential scan) on the connection first."""
+    """The generic plan of `sql` (its $n parameters unknown), on a connection from `planning`."""
     await connection.execute("DEALLOCATE ALL")
     await connection.execute(f"PREPARE measured AS {sql}")
     params = max((int(n) for n in re.findall(r"\$(\d+)", sql)), default=0)

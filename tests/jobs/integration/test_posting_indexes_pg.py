@@ -12,8 +12,6 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime
 
-import asyncpg
-
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.tables import FAILED_SAGA, UNFINISHED_SAGA
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
@@ -23,7 +21,7 @@ from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post, settlement
 from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_world import FIELDS
-from tests.support.pg_plans import generic_plan
+from tests.support.pg_plans import generic_plan, planning
 
 
 def test_the_unfinished_sagas_condition_names_every_final_state() -> None:
@@ -61,10 +59,7 @@ async def test_posting_and_recovery_reads_use_their_indexes(make_service_databas
     first_step = next(s for s in statements if "FROM sagas AS failed" in s)
     recovery = [s for s in statements if "FROM sagas" in s and "state NOT IN" in s]
     assert len(recovery) == 2, statements  # the due sagas, the stuck ones
-    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
-    try:
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute("SET enable_seqscan = off")
+    async with planning(url) as connection:
         # The abuse rule's index holds failed sagas only: none of the two postings'.
         assert (
             await connection.fetchval(f"SELECT count(*) FROM sagas WHERE {FAILED_SAGA.text}") == 0
@@ -76,8 +71,6 @@ async def test_posting_and_recovery_reads_use_their_indexes(make_service_databas
         for sql in recovery:
             plan = await generic_plan(connection, sql)
             assert "ix_sagas_unfinished" in plan and "Seq Scan on sagas" not in plan, plan
-    finally:
-        await connection.close()
 
 
 async def test_the_marketplace_callback_relay_leases_due_events_through_their_index(
@@ -97,12 +90,7 @@ async def test_the_marketplace_callback_relay_leases_due_events_through_their_in
     finally:
         await engine.dispose()
 
-    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
-    try:
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute("SET enable_seqscan = off")
+    async with planning(url) as connection:
         plan = await generic_plan(connection, lease)
-    finally:
-        await connection.close()
     assert "Index Scan using ix_marketplace_events_callbacks_due" in plan, plan
     assert "marketplace_events_pkey" not in plan and "Sort" not in plan, plan

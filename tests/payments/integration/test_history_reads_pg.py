@@ -15,25 +15,16 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-import asyncpg
-
 from payments.adapters.tables import PAID_WITHDRAWAL, PENDING_GRANT, UNFINISHED_WITHDRAWAL
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.credits import GrantStatus
 from payments.domain.payouts import ProviderOutcome, WithdrawalState
-from tests.support.pg_plans import generic_plan
+from tests.support.pg_plans import generic_plan, planning
 
 
 async def _plan(database_url: str, sql: str) -> str:
-    connection = await asyncpg.connect(
-        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
-    )
-    try:
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute("SET enable_seqscan = off")
+    async with planning(database_url) as connection:
         return await generic_plan(connection, sql)
-    finally:
-        await connection.close()
 
 
 async def test_recently_changed_payments_are_read_through_their_index(

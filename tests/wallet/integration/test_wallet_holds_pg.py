@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import uuid
 from datetime import UTC, datetime
 
-import asyncpg
 import pytest
 from sqlalchemy import text
 
 from hirepay_platform.tcc import IdempotencyMismatch, TccBranch
-from tests.support.pg_plans import generic_plan
+from tests.support.pg_plans import generic_plan, planning
 from wallet.adapters.tables import HOLD_IS_PENDING
 from wallet.domain import commands as c
 from wallet.domain.errors import (
@@ -179,13 +177,6 @@ async def test_the_expiry_worker_leases_pending_holds_through_their_index(
     async with uow() as work:
         await work.holds.lock_expired(datetime.now(UTC), 50)
     lease = next(sql for _, sql in round_trips.sent if "FROM holds" in sql)
-    connection = await asyncpg.connect(
-        re.sub(r"^postgresql\+\w+://", "postgresql://", wallet_db_url)
-    )
-    try:
-        await connection.execute("SET plan_cache_mode = force_generic_plan")
-        await connection.execute("SET enable_seqscan = off")
+    async with planning(wallet_db_url) as connection:
         plan = await generic_plan(connection, lease)
-    finally:
-        await connection.close()
     assert "ix_holds_pending_expiry" in plan and "Seq Scan on holds" not in plan, plan
