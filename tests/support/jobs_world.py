@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from jobs.domain import commands
 from jobs.domain.model import JobFields
+from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
 from jobs.service_layer.answers import SagaAnswer
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post, settlement
@@ -18,6 +21,24 @@ FIELDS = JobFields(
     employment_type="full_time",
     category="engineering",
 )
+
+
+def declined_saga(saga_id: str, company_id: str, request_id: str, at: datetime) -> Saga:
+    """A card posting of `company_id` that failed with a declined payment at `at` (what PAY-14's
+    abuse rule counts)."""
+    return Saga(
+        id=saga_id,
+        company_id=company_id,
+        request_id=request_id,
+        fingerprint="fp",
+        actor=company_id,
+        state=SagaState.FAILED,
+        method=PaymentMethod.CARD,
+        created_at=at,
+        updated_at=at,
+        deadline_at=at + timedelta(minutes=15),
+        failure=SagaError("FAILED_PRECONDITION", "PAYMENT_DECLINED", "declined"),
+    )
 
 
 class Crash(BaseException):

@@ -17,13 +17,12 @@ from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.errors import PostingBlocked, PostingRateLimited
 from jobs.domain.model import JobStatus
-from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
 from jobs.domain.rate_limits import RateDecision, take_token
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post
 from jobs.service_layer.handlers.rate_limits import ATTEMPT_MEMORY, take_posting_attempt
 from tests.support.jobs_fakes import FakeParticipants, make_config
-from tests.support.jobs_world import FIELDS
+from tests.support.jobs_world import FIELDS, declined_saga
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 
@@ -185,21 +184,7 @@ async def test_an_attempt_spent_with_the_first_step_counts_though_nothing_is_ins
     )
     await _take(deps, "blocked", "earlier")  # the bucket exists: the first step spends
     async with deps.uow as uow:  # one recent failed payment: the company is blocked
-        await uow.sagas.insert(
-            Saga(
-                id="saga_declined",
-                company_id="blocked",
-                request_id="declined",
-                fingerprint="fp",
-                actor="blocked",
-                state=SagaState.FAILED,
-                method=PaymentMethod.CARD,
-                created_at=T0,
-                updated_at=T0,
-                deadline_at=T0 + timedelta(minutes=15),
-                failure=SagaError("FAILED_PRECONDITION", "PAYMENT_DECLINED", "declined"),
-            )
-        )
+        await uow.sagas.insert(declined_saga("saga_declined", "blocked", "declined", T0))
         await uow.commit()
 
     with pytest.raises(PostingBlocked) as blocked:

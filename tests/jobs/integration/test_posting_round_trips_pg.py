@@ -6,7 +6,7 @@ posting's first step (one statement) inserts nothing for a blocked company or a 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -18,11 +18,11 @@ from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.errors import PostingBlocked
 from jobs.domain.model import JobStatus
-from jobs.domain.posting_saga import PaymentMethod, Saga, SagaError, SagaState
+from jobs.domain.posting_saga import Saga, SagaState
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import cancellation, pay_to_post
 from tests.support.jobs_fakes import FakeParticipants, make_config
-from tests.support.jobs_world import FIELDS
+from tests.support.jobs_world import FIELDS, declined_saga
 
 
 @pytest.fixture
@@ -98,19 +98,7 @@ async def test_the_first_step_inserts_nothing_for_a_blocked_company(sessions):
     async with deps.uow as uow:  # two recent failed payments of the company
         for n in range(2):
             await uow.sagas.insert(
-                Saga(
-                    id=f"saga_failed_{n}",
-                    company_id="co_block",
-                    request_id=f"failed-{n}",
-                    fingerprint="fp",
-                    actor="co_block",
-                    state=SagaState.FAILED,
-                    method=PaymentMethod.CARD,
-                    created_at=now,
-                    updated_at=now,
-                    deadline_at=now + timedelta(minutes=15),
-                    failure=SagaError("FAILED_PRECONDITION", "PAYMENT_DECLINED", "declined"),
-                )
+                declined_saga(f"saga_failed_{n}", "co_block", f"failed-{n}", now)
             )
         await uow.commit()
 
