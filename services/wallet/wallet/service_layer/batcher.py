@@ -41,7 +41,7 @@ class GroupBatcher(Generic[C, R]):
         name: str,
         max_items: int = 64,
         window_seconds: float = 0.001,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
     ) -> None:
         if max_items < 1 or max_in_flight < 1:
             raise ValueError("max_items and max_in_flight must be at least 1")
