@@ -42,22 +42,22 @@ def _is_idempotent(request: Any) -> bool:
 
 class _CallCounts:
     """hirepay_rpc_client_requests_total of one target and method, a series per status code
-    looked up once (metrics.child), not per call."""
+    looked up once (metrics.child) and counted through metrics.incrementer."""
 
     __slots__ = ("_by_code", "_method", "_target")
 
     def __init__(self, target: str, method: str) -> None:
         self._target = target
         self._method = method
-        self._by_code: dict[str, Any] = {}
+        self._by_code: dict[str, Callable[[], None]] = {}
 
     def count(self, code: str) -> None:
-        series = self._by_code.get(code)
-        if series is None:
-            series = self._by_code[code] = metrics.child(
-                metrics.CLIENT_REQUESTS, self._target, self._method, code
+        increment = self._by_code.get(code)
+        if increment is None:
+            increment = self._by_code[code] = metrics.incrementer(
+                metrics.child(metrics.CLIENT_REQUESTS, self._target, self._method, code)
             )
-        series.inc()
+        increment()
 
 
 class ServiceClient:

@@ -111,6 +111,38 @@ def test_a_remembered_series_is_the_labelled_one() -> None:
     assert after == before + 2
 
 
+def _histogram(service: str, method: str) -> list[float]:
+    """Every sample of one hirepay_rpc_duration_seconds series: its buckets, count and sum."""
+    labels = {"service": service, "method": method}
+    bounds = [*(str(b) for b in metrics.RPC_LATENCY._upper_bounds[:-1]), "+Inf"]
+    return [
+        *(_sample("hirepay_rpc_duration_seconds_bucket", **labels, le=le) for le in bounds),
+        _sample("hirepay_rpc_duration_seconds_count", **labels),
+        _sample("hirepay_rpc_duration_seconds_sum", **labels),
+    ]
+
+
+def test_the_hot_path_counts_exactly_what_inc_and_observe_count() -> None:
+    """metrics.incrementer/observer (every RPC) update the very series the public inc/observe
+    do, the same way: a count of one, and each amount in the first bucket that holds it (bounds
+    themselves, between them, above the last, zero) and in the sum."""
+    amounts = [0.0, 0.0005, 0.001, 0.0011, 0.0025, 0.3, 1, 10, 10.5, 120.0]
+    public = metrics.child(metrics.RPC_LATENCY, "plumb", "Public")
+    fast = metrics.observer(metrics.child(metrics.RPC_LATENCY, "plumb", "Fast"))
+    for amount in amounts:
+        public.observe(amount)
+        fast(amount)
+    assert _histogram("plumb", "Fast") == _histogram("plumb", "Public")
+    assert _histogram("plumb", "Fast")[-2:] == [len(amounts), sum(amounts)]
+    increment = metrics.incrementer(metrics.child(metrics.RPC_REQUESTS, "plumb", "Fast", "OK"))
+    labels = {"service": "plumb", "method": "Fast", "code": "OK"}
+    before = _sample("hirepay_rpc_requests_total", **labels)
+    increment()
+    increment()
+    metrics.child(metrics.RPC_REQUESTS, "plumb", "Fast", "OK").inc()
+    assert _sample("hirepay_rpc_requests_total", **labels) == before + 3
+
+
 async def _calls(target: str, service: str, ids: list[str]) -> list[str]:
     """GetAccount for each id through ServiceClient; the reason of each failure, "" if none."""
     client = ServiceClient(
