@@ -344,3 +344,48 @@ def test_calls_carry_the_context_they_are_made_in() -> None:
                 otel_context.detach(token)
             assert tracing.outgoing_context() == ()
     assert len(seen) == 4
+
+
+async def test_a_client_sends_each_call_its_own_tokens_and_context() -> None:
+    """ServiceClient reuses the Metadata it made for the same items (issue 13), and only then:
+    each call carries the service token, the actor assertion of the user it is made for and the
+    trace context it is made in, never another call's."""
+    from opentelemetry import context as otel_context
+
+    from hirepay_platform import identity
+
+    minter = TokenMinter("gateway", ensure_service_token_secret())
+    client = ServiceClient("wallet", "127.0.0.1:1", minter=minter)
+    sent: list[grpc.aio.Metadata] = []
+
+    async def method(request: Any, *, timeout: float, metadata: grpc.aio.Metadata) -> str:
+        sent.append(metadata)
+        return "ok"
+
+    async def call() -> list[tuple[str, str]]:
+        await client.call(method, None)
+        return list(sent[-1])
+
+    token = (identity.SERVICE_TOKEN_HEADER, minter.service_token("wallet"))
+    try:
+        assert await call() == await call() == [token]
+        assert sent[-1] is sent[-2]
+        alice, bob = identity.Actor("alice", "company"), identity.Actor("bob", "company")
+        for who in (alice, bob, alice):
+            identity.act_for(who)
+            assert await call() == [
+                token,
+                (identity.ACTOR_HEADER, minter.actor_assertion("wallet", who)),
+            ]
+        identity.act_for(None)
+        for traceparent in (_PARENT, "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"):
+            attached = otel_context.attach(tracing.incoming_context([("traceparent", traceparent)]))
+            try:
+                assert await call() == await call() == [token, ("traceparent", traceparent)]
+                assert sent[-1] is sent[-2]
+            finally:
+                otel_context.detach(attached)
+        assert await call() == [token]
+    finally:
+        identity.act_for(None)
+        await client.close()
