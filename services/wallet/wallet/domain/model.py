@@ -24,6 +24,9 @@ BALANCE_SHARDS = 16
 # holds.confirm_transfer_id) can never collide with a client's own. Branch ids follow the platform's
 # TccBranch rule (which also leaves out ":").
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
+# An account id as the wallet writes it (str(uuid.UUID)): accepted as it is, one regex match
+# instead of parsing a UUID and printing it again on every leg of every call (issue 13).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class AccountKind(enum.StrEnum):
@@ -66,7 +69,10 @@ def shard_for(key: str, shards: int) -> int:
 
 
 def validate_account_id(value: str, field: str = "account_id") -> str:
-    """Account ids are UUIDs assigned by the wallet; anything else cannot name an account."""
+    """Account ids are UUIDs assigned by the wallet; anything else cannot name an account. Another
+    spelling of a UUID (upper case, braces, no hyphens) names the account of its canonical form."""
+    if isinstance(value, str) and _CANONICAL_UUID.fullmatch(value):
+        return value
     try:
         return str(uuid.UUID(value))
     except (ValueError, AttributeError, TypeError):

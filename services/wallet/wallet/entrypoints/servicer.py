@@ -21,7 +21,7 @@ from wallet.service_layer import access, handlers
 from wallet.service_layer.batcher import HoldBatchers, TransferBatcher, run_alone, transfer_alone
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import HoldResult, TransferResult, audit, reports
-from wallet.service_layer.metrics import HOLD_TRANSITIONS, TRANSFERS
+from wallet.service_layer.metrics import hold_transition_count, transfer_count
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
 
@@ -33,12 +33,12 @@ async def _counted(operation: str, call: Awaitable[R]) -> R:
     try:
         result = await call
     except HirepayError as exc:
-        TRANSFERS.labels(operation, exc.reason.lower()).inc()
+        transfer_count(operation, exc.reason.lower()).inc()
         raise
     except Exception:
-        TRANSFERS.labels(operation, "internal").inc()
+        transfer_count(operation, "internal").inc()
         raise
-    TRANSFERS.labels(operation, "replayed" if result.replayed else "posted").inc()
+    transfer_count(operation, "replayed" if result.replayed else "posted").inc()
     return result
 
 
@@ -47,10 +47,10 @@ def _count_hold_transition(result: HoldResult, from_state: str) -> None:
     if result.replayed:
         return
     if result.null_compensation:
-        HOLD_TRANSITIONS.labels("none", HoldState.CANCELLED.value).inc()
+        hold_transition_count("none", HoldState.CANCELLED.value).inc()
     elif result.hold is not None and result.hold.state is not HoldState.EXPIRED:
         # A Cancel that found the hold expired changed nothing; the worker counted the expiry.
-        HOLD_TRANSITIONS.labels(from_state, result.hold.state.value).inc()
+        hold_transition_count(from_state, result.hold.state.value).inc()
 
 
 class WalletServicer(pb_grpc.WalletServiceServicer):
@@ -117,7 +117,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 label = "replayed" if outcome.result.replayed else "posted"
             else:
                 label = outcome.error.reason.lower() if outcome.error else "internal"
-            TRANSFERS.labels("CreateTransfers", label).inc()
+            transfer_count("CreateTransfers", label).inc()
         return conv.create_transfers_to_pb(outcomes)
 
     async def SplitTransfer(

@@ -14,7 +14,7 @@ from hirepay_platform import workloop
 from wallet.domain.commands import ReleaseExpiredHolds
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers import release_expired_holds
-from wallet.service_layer.metrics import EXPIRED_HOLDS_RELEASED, HOLD_TRANSITIONS
+from wallet.service_layer.metrics import EXPIRED_HOLDS_RELEASED, hold_transition_count
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ async def release_all_expired(deps: Deps) -> int:
         released = await release_expired_holds(batch, deps)
         if released:
             EXPIRED_HOLDS_RELEASED.inc(released)
-            HOLD_TRANSITIONS.labels("pending", "expired").inc(released)
+            hold_transition_count("pending", "expired").inc(released)
         total += released
         if released < batch.batch_size:
             return total

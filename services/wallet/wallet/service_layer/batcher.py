@@ -41,7 +41,7 @@ class GroupBatcher(Generic[C, R]):
         name: str,
         max_items: int = 64,
         window_seconds: float = 0.001,
-        max_in_flight: int = 2,
+        max_in_flight: int = 1,
     ) -> None:
         if max_items < 1 or max_in_flight < 1:
             raise ValueError("max_items and max_in_flight must be at least 1")
@@ -50,7 +50,7 @@ class GroupBatcher(Generic[C, R]):
         self._window = window_seconds
         self._max_in_flight = max_in_flight
         self._run = run
-        self._name = name
+        self._batch_size = GROUPED_BATCH_SIZE.labels(name)
         self._queue: list[tuple[C, asyncio.Future[R]]] = []
         self._in_flight = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -82,7 +82,7 @@ class GroupBatcher(Generic[C, R]):
             return
         batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
         self._in_flight += 1
-        GROUPED_BATCH_SIZE.labels(self._name).observe(len(batch))
+        self._batch_size.observe(len(batch))
         task = asyncio.get_running_loop().create_task(self._post(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

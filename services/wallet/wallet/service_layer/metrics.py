@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from prometheus_client import Counter, Histogram
 
 TRANSFERS = Counter(
@@ -24,3 +26,19 @@ GROUPED_BATCH_SIZE = Histogram(
     ["operation"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
+
+
+# A child counter of a label set is the same object on every call; labels() checks and looks its
+# labels up each time, for every call the wallet answers (issue 13). The label sets are few.
+
+
+@functools.cache
+def transfer_count(operation: str, outcome: str) -> Counter:
+    """TRANSFERS of one operation and outcome."""
+    return TRANSFERS.labels(operation, outcome)
+
+
+@functools.cache
+def hold_transition_count(from_state: str, to_state: str) -> Counter:
+    """HOLD_TRANSITIONS of one transition."""
+    return HOLD_TRANSITIONS.labels(from_state, to_state)
