@@ -199,16 +199,7 @@ async def test_a_capture_of_a_payment_changed_since_its_try_goes_the_locked_way(
     guarded = [s for s in world.statements if s.startswith("WITH guard AS (INSERT INTO tcc")]
     assert len(guarded) == 1, world.statements
     assert len(_locking(world.statements)) == 1, world.statements
-    assert await _rows(world, gtx, pid) == {
-        "state": "CAPTURED",
-        "pending_op": None,
-        "captured_minor": 2500,
-        "capture_key": f"{gtx}:payment:capture",
-        "confirm_rows": 1,
-        "capture_attempts": 1,
-        "captured_events": 1,
-        "grants": 1,
-    }
+    assert await _rows(world, gtx, pid) == _captured_once(gtx)
     assert _captures(world) == 1
 
 
@@ -331,16 +322,9 @@ async def _rows(world: World, gtx: str, pid: str) -> dict[str, Any]:
     }
 
 
-def _captures(world: World) -> int:
-    return sum(1 for op, _ in world.provider.calls if op == "capture")
-
-
-async def test_a_replayed_capture_goes_the_locked_way_and_writes_nothing(world: World) -> None:
-    gtx, pid = await _authorized(world)
-    first = await handlers.capture(_capture(gtx), world.deps())
-    assert first.payment.state is PaymentState.CAPTURED and not first.replayed
-    after_first = await _rows(world, gtx, pid)
-    assert after_first == {
+def _captured_once(gtx: str) -> dict[str, Any]:
+    """What `_rows` holds once the branch's payment was captured in full, once."""
+    return {
         "state": "CAPTURED",
         "pending_op": None,
         "captured_minor": 2500,
@@ -350,6 +334,18 @@ async def test_a_replayed_capture_goes_the_locked_way_and_writes_nothing(world: 
         "captured_events": 1,
         "grants": 1,
     }
+
+
+def _captures(world: World) -> int:
+    return sum(1 for op, _ in world.provider.calls if op == "capture")
+
+
+async def test_a_replayed_capture_goes_the_locked_way_and_writes_nothing(world: World) -> None:
+    gtx, pid = await _authorized(world)
+    first = await handlers.capture(_capture(gtx), world.deps())
+    assert first.payment.state is PaymentState.CAPTURED and not first.replayed
+    after_first = await _rows(world, gtx, pid)
+    assert after_first == _captured_once(gtx)
 
     again = await world.counted(handlers.capture(_capture(gtx), world.deps()))
     assert again.replayed and again.payment.state is PaymentState.CAPTURED
