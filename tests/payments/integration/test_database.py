@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.errors import Unavailable
@@ -66,6 +67,30 @@ async def test_barrier_rows_are_insert_first(sessions) -> None:
         record = await uow.barriers.get(branch, TccOp.TRY)
         assert record is not None and (record.origin, record.fingerprint) == (TccOp.CANCEL, {})
         await uow.commit()
+
+
+async def test_a_unit_of_work_is_one_core_connection(sessions, engine: AsyncEngine) -> None:
+    """A unit of work runs its statements on one Core connection of the pool, no ORM session
+    (issue 13): what it does not commit is rolled back, what it commits stays, a self-committing
+    unit of work commits its statement, and every connection goes back to the pool."""
+    uow = SqlPaymentsUnitOfWork(sessions)
+    async with uow:
+        assert not isinstance(uow.session, AsyncSession)
+        await uow.payments.add(_payment("pay_core_rb", "gtx-core-rb"))
+        # The read sends the held-back insert first: written in the transaction, never committed.
+        assert await uow.payments.get("pay_core_rb") is not None
+    async with uow:
+        await uow.payments.add(_payment("pay_core_ok", "gtx-core-ok"))
+        await uow.commit()
+    async with uow:
+        await uow.autocommit()
+        await uow.payments.add(_payment("pay_core_auto", "gtx-core-auto"))
+        await uow.payments.get("pay_core_auto")  # the insert went alone: committed by itself
+    async with uow:
+        assert await uow.payments.get("pay_core_rb") is None
+        assert await uow.payments.get("pay_core_ok") is not None
+        assert await uow.payments.get("pay_core_auto") is not None
+    assert engine.sync_engine.pool.checkedout() == 0
 
 
 async def test_concurrent_outbox_writers_commit_cursors_in_order(sessions) -> None:

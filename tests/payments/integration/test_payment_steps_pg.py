@@ -130,17 +130,17 @@ async def test_recording_the_providers_answer_is_one_statement_of_its_own(world:
     capture = commands.Capture(f"c-{gtx}", TccBranch(gtx, "payment"), 0)
     done = await world.counted(handlers.capture(capture, world.deps()))
     assert done.payment.state is PaymentState.CAPTURED
-    # The payment read by its branch (no lock, no transaction); the Confirm's barrier row, the
-    # capture requested and its audit entry as one statement of its own that locks and compares
-    # the row itself; then the answer with the settlement event and the booking it owes, one
-    # statement again: 3 round trips, not BEGIN, barrier, locked read, writes, COMMIT and answer.
-    assert len(world.statements) == 3, world.statements
+    # The payment as this process's Try committed it (in_flight, no read): the Confirm's barrier
+    # row, the capture requested and its audit entry as one statement of its own that locks and
+    # compares the row itself; then the answer with the settlement event and the booking it
+    # owes, one statement again: 2 round trips, not BEGIN, barrier, locked read, writes, COMMIT
+    # and answer.
+    assert len(world.statements) == 2, world.statements
     assert not _locking(world.statements), world.statements
-    assert world.statements[0].startswith("SELECT payments.id"), world.statements
-    assert world.statements[1].startswith("WITH guard AS (INSERT INTO tcc_barriers"), (
+    assert world.statements[0].startswith("WITH guard AS (INSERT INTO tcc_barriers"), (
         world.statements
     )
-    assert "FOR UPDATE" in world.statements[1], world.statements
+    assert "FOR UPDATE" in world.statements[0], world.statements
     assert "INSERT INTO outbox" in world.statements[-1]
 
     pid = done.payment.id
@@ -164,6 +164,43 @@ async def test_recording_the_providers_answer_is_one_statement_of_its_own(world:
         p=pid,
     )
     assert transitions == "UNKNOWN -> AUTHORIZED,AUTHORIZED -> CAPTURED"
+
+
+async def test_a_capture_in_another_process_reads_the_payment_first(world: World) -> None:
+    gtx = f"gtx-{next(_IDS)}"
+    await handlers.authorize(_authorize(gtx), world.deps())
+    world.in_flight = InFlight()  # another replica: it did not record the Try
+    capture = commands.Capture(f"c-{gtx}", TccBranch(gtx, "payment"), 0)
+    done = await world.counted(handlers.capture(capture, world.deps()))
+    assert done.payment.state is PaymentState.CAPTURED and not done.replayed
+    # The payment read by its branch (no lock, no transaction), then the same two statements.
+    assert len(world.statements) == 3, world.statements
+    assert not _locking(world.statements), world.statements
+    assert world.statements[0].startswith("SELECT payments.id"), world.statements
+    assert world.statements[1].startswith("WITH guard AS (INSERT INTO tcc_barriers"), (
+        world.statements
+    )
+
+
+async def test_a_capture_of_a_payment_changed_since_its_try_goes_the_locked_way(
+    world: World,
+) -> None:
+    # The copy its Try kept is stale (here another replica's poller leased the row meanwhile):
+    # the guarded statement writes nothing, the locked way captures once, as after a read.
+    gtx, pid = await _authorized(world)
+    async with world.sessions() as session:
+        await session.execute(
+            text("UPDATE payments SET next_poll_at = now() + interval '1 hour' WHERE id = :p"),
+            {"p": pid},
+        )
+        await session.commit()
+    done = await world.counted(handlers.capture(_capture(gtx), world.deps()))
+    assert done.payment.state is PaymentState.CAPTURED and not done.replayed
+    guarded = [s for s in world.statements if s.startswith("WITH guard AS (INSERT INTO tcc")]
+    assert len(guarded) == 1, world.statements
+    assert len(_locking(world.statements)) == 1, world.statements
+    assert await _rows(world, gtx, pid) == _captured_once(gtx)
+    assert _captures(world) == 1
 
 
 async def test_a_try_whose_branch_has_its_barrier_row_goes_through_the_barrier(
@@ -285,16 +322,9 @@ async def _rows(world: World, gtx: str, pid: str) -> dict[str, Any]:
     }
 
 
-def _captures(world: World) -> int:
-    return sum(1 for op, _ in world.provider.calls if op == "capture")
-
-
-async def test_a_replayed_capture_goes_the_locked_way_and_writes_nothing(world: World) -> None:
-    gtx, pid = await _authorized(world)
-    first = await handlers.capture(_capture(gtx), world.deps())
-    assert first.payment.state is PaymentState.CAPTURED and not first.replayed
-    after_first = await _rows(world, gtx, pid)
-    assert after_first == {
+def _captured_once(gtx: str) -> dict[str, Any]:
+    """What `_rows` holds once the branch's payment was captured in full, once."""
+    return {
         "state": "CAPTURED",
         "pending_op": None,
         "captured_minor": 2500,
@@ -304,6 +334,18 @@ async def test_a_replayed_capture_goes_the_locked_way_and_writes_nothing(world: 
         "captured_events": 1,
         "grants": 1,
     }
+
+
+def _captures(world: World) -> int:
+    return sum(1 for op, _ in world.provider.calls if op == "capture")
+
+
+async def test_a_replayed_capture_goes_the_locked_way_and_writes_nothing(world: World) -> None:
+    gtx, pid = await _authorized(world)
+    first = await handlers.capture(_capture(gtx), world.deps())
+    assert first.payment.state is PaymentState.CAPTURED and not first.replayed
+    after_first = await _rows(world, gtx, pid)
+    assert after_first == _captured_once(gtx)
 
     again = await world.counted(handlers.capture(_capture(gtx), world.deps()))
     assert again.replayed and again.payment.state is PaymentState.CAPTURED

@@ -1,9 +1,16 @@
-"""The in-process record of provider work under way (a racing webhook waits for it, issue 13)."""
+"""The in-process record of provider work under way (a racing webhook waits for it) and of the
+payments whose Try this process recorded (their Confirm needs no read), issue 13."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
+import pytest
+
+from hirepay_platform.tcc import TccBranch
+from payments.domain.model import Method, Payment, PaymentState
+from payments.service_layer import in_flight as in_flight_module
 from payments.service_layer.in_flight import InFlight
 
 
@@ -43,3 +50,46 @@ async def test_work_that_fails_still_releases_its_waiters() -> None:
     assert await in_flight.settled("pay_2", 5.0)
     (failed,) = await asyncio.gather(task, return_exceptions=True)
     assert isinstance(failed, RuntimeError)
+
+
+def _payment(gtx: str) -> Payment:
+    now = datetime.now(UTC)
+    return Payment(
+        id=f"pay_{gtx}",
+        branch=TccBranch(gtx, "payment"),
+        owner_id="o",
+        amount_minor=100,
+        currency="USD",
+        method=Method.CARD,
+        provider="stripe",
+        state=PaymentState.AUTHORIZED,
+        created_at=now,
+        updated_at=now,
+        metadata={"subsystem": "jobs"},
+    )
+
+
+def test_a_recorded_payment_is_taken_once_as_it_was_committed() -> None:
+    in_flight = InFlight()
+    payment = _payment("gtx-kept")
+    in_flight.recorded(payment)
+    payment.metadata["changed"] = "after its commit"  # the caller's object, not the kept copy
+    kept = in_flight.take_recorded(TccBranch("gtx-kept", "payment"))
+    assert kept is not None and kept is not payment and kept.metadata == {"subsystem": "jobs"}
+    assert in_flight.take_recorded(TccBranch("gtx-kept", "payment")) is None  # once
+    assert in_flight.take_recorded(TccBranch("gtx-other", "payment")) is None
+
+
+def test_recorded_payments_are_bounded_oldest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(in_flight_module, "RECORDED_LIMIT", 3)
+    in_flight = InFlight()
+    for i in range(5):
+        in_flight.recorded(_payment(f"gtx-{i}"))
+    taken = [in_flight.take_recorded(TccBranch(f"gtx-{i}", "payment")) for i in range(5)]
+    assert [p.id if p else None for p in taken] == [
+        None,
+        None,
+        "pay_gtx-2",
+        "pay_gtx-3",
+        "pay_gtx-4",
+    ]

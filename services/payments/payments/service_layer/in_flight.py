@@ -9,6 +9,12 @@ lock, that the request recorded the same thing. Waiting for the request turns it
 already-recorded event (one stored row). Only a hint within one process: an event delivered to
 another replica, or one whose wait times out, is applied as before; an answer the request lost
 leaves the payment pending, so the event is then re-fetched and applied as before too.
+
+It also keeps each payment whose authorization this process just recorded, as committed, for its
+Confirm: a first Capture then needs no read of the payment (issue 13). Only a hint too: the
+Capture's guarded statement writes only if the row still holds every value of that copy (as it
+does for a copy it read), so a payment changed since (a Void, a webhook, another replica) sends
+the Capture the locked way as a race always did; a Capture on another replica reads as before.
 """
 
 from __future__ import annotations
@@ -17,6 +23,13 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
+from hirepay_platform.tcc import TccBranch
+from payments.domain.model import Payment
+
+# Authorized payments kept for their Confirm at most (the oldest goes first): a Confirm follows
+# its Try within moments, and one that comes later reads the payment as before.
+RECORDED_LIMIT = 4096
+
 
 class InFlight:
     """Payment ids with provider work under way in this process, each with an event set once
@@ -24,6 +37,21 @@ class InFlight:
 
     def __init__(self) -> None:
         self._done: dict[str, asyncio.Event] = {}
+        self._recorded: dict[TccBranch, Payment] = {}
+
+    def recorded(self, payment: Payment) -> None:
+        """Keep a copy of the payment as this process just committed it, for its branch's
+        Confirm (`take_recorded`); the oldest copy goes once RECORDED_LIMIT are kept."""
+        kept = self._recorded
+        kept.pop(payment.branch, None)
+        if len(kept) >= RECORDED_LIMIT:
+            del kept[next(iter(kept))]
+        kept[payment.branch] = payment.snapshot()
+
+    def take_recorded(self, branch: TccBranch) -> Payment | None:
+        """The branch's payment as this process last committed it, once (None: none kept). It
+        may have changed since: whoever writes on it must guard that the row still holds it."""
+        return self._recorded.pop(branch, None)
 
     @contextlib.contextmanager
     def working_on(self, payment_id: str) -> Iterator[None]:

@@ -182,6 +182,7 @@ async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga")
     error = outcome_error(p)
     if error is not None:
         raise error
+    deps.in_flight.recorded(p)  # its Confirm then needs no read of it (_capture_first)
     return PaymentResult(p)
 
 
@@ -239,7 +240,8 @@ async def _capture_first(
     cmd: commands.Capture, deps: Deps, branch: TccBranch, print_: Fingerprint, actor: str
 ) -> Payment | None:
     """A first Confirm of an authorized payment (the usual case) in two round trips instead of
-    five: the payment read (no lock, before any BEGIN), then its barrier row, the capture
+    five (one when this process recorded its Try: in_flight.take_recorded): the payment read
+    (no lock, before any BEGIN), then its barrier row, the capture
     requested and its audit entry as one statement of its own that writes them only if the
     barrier row is new and the payment row, locked by it, is still as read (issue 13). The
     payment, or None if this does not apply (then nothing is written); StaleRow if the statement
@@ -247,7 +249,9 @@ async def _capture_first(
     reused branch, a Confirm after Cancel or of a payment in another state answer as they do
     there, and this path only ever writes what that one writes for a first Confirm."""
     async with deps.uow as uow:
-        read = await uow.payments.get_by_branch(branch)
+        # The payment as this process's Try committed it, when it did (no read, one round trip:
+        # the guard below checks the row still holds it, as it checks a read one).
+        read = deps.in_flight.take_recorded(branch) or await uow.payments.get_by_branch(branch)
         if read is None or read.state in TAKEN:
             return None
         payment = uow.payments.assume(read, guard=False)
