@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import socket
 import time
@@ -318,36 +317,3 @@ def test_with_a_proxy_configured_calls_go_through_the_client(
     assert PooledHTTPXClient(timeout=1, max_connections=1)._direct
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert not PooledHTTPXClient(timeout=1, max_connections=1)._direct
-
-
-def test_the_sdks_log_lines_are_formatted_only_when_they_go_somewhere(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    from stripe import _api_requestor, _util
-
-    from payments.adapters.stripe_provider import quiet_sdk_logging
-
-    quiet_sdk_logging()
-    quiet_sdk_logging()  # idempotent: one provider per process, but never wrapped twice
-    formatted: list[dict[str, object]] = []
-    real_logfmt = _util.logfmt
-    monkeypatch.setattr(
-        _util, "logfmt", lambda props: formatted.append(props) or real_logfmt(props)
-    )
-    monkeypatch.setattr(stripe, "log", None)
-    monkeypatch.setattr(_util, "STRIPE_LOG", None)
-    monkeypatch.setattr(_util.logger, "level", logging.WARNING)
-    _api_requestor.log_info("Request to Stripe api", method="post", url="/v1/payment_intents")
-    _api_requestor.log_debug("API response body", body=b'{"id": "pi_1"}')
-    assert formatted == []  # dropped by the logger: never formatted
-    with caplog.at_level(logging.DEBUG, logger="stripe"):
-        _api_requestor.log_info("Request to Stripe api", method="post", url="/v1/payment_intents")
-        _api_requestor.log_debug("API response body", body=b'{"id": "pi_1"}')
-    assert [r.getMessage() for r in caplog.records if r.name == "stripe"] == [
-        "message='Request to Stripe api' method=post url=/v1/payment_intents",
-        """body='{"id": "pi_1"}' message='API response body'""",
-    ]
-    monkeypatch.setattr(stripe, "log", "info")  # the SDK's console log: still printed
-    formatted.clear()
-    _api_requestor.log_info("Stripe API response", path="/v1/x", response_code=200)
-    assert len(formatted) == 1

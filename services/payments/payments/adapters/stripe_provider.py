@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import logging
 import ssl
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from urllib.parse import quote_plus
 
 import httpx
 import stripe
-from stripe import _api_requestor, _util
 
 from hirepay_platform.untrusted import loads_json
 from payments.adapters.http_pool import SpreadTransport
@@ -343,34 +341,6 @@ class PooledHTTPXClient(stripe.HTTPXClient):
         return content, response.status_code, response.headers
 
 
-def _only_when_logged(log: Callable[..., None], level: int) -> Callable[..., None]:
-    """The SDK's `log` called only when its line would go somewhere: to its console log
-    (`stripe.log` or STRIPE_LOG) or through its `stripe` logger at `level`."""
-    if getattr(log, "only_when_logged", False):
-        return log
-
-    def log_when_enabled(message: str, **params: Any) -> None:
-        if _util._console_log_level() is not None or _util.logger.isEnabledFor(level):
-            log(message, **params)
-
-    log_when_enabled.only_when_logged = True  # type: ignore[attr-defined]
-    return log_when_enabled
-
-
-def quiet_sdk_logging() -> None:
-    """The SDK formats five log lines per request (logfmt: sorted fields, two regular-expression
-    searches each, the whole answer body repr'd) before its logger drops them: the `stripe`
-    logger is at WARNING (hirepay_platform.logs) unless a developer turns its logging on. They
-    are now formatted only when they would be written, to the same place, the same bytes
-    (issue 13: about 5 x 20 us per request). Fails at start-up should an SDK upgrade move them."""
-    for name, level in (("log_info", logging.INFO), ("log_debug", logging.DEBUG)):
-        if getattr(_api_requestor, name) is not getattr(_util, name) and not getattr(
-            getattr(_api_requestor, name), "only_when_logged", False
-        ):
-            raise RuntimeError(f"stripe._api_requestor.{name} is no longer stripe._util's")
-        setattr(_api_requestor, name, _only_when_logged(getattr(_util, name), level))
-
-
 class StripeProvider:
     """PaymentProvider backed by Stripe (or the Stripe-compatible sandbox)."""
 
@@ -393,7 +363,6 @@ class StripeProvider:
         PooledHTTPXClient)."""
         self._timeout = timeout
         self._webhook_secrets = list(webhook_secrets or [])
-        quiet_sdk_logging()
         self.client = stripe.StripeClient(
             api_key,
             base_addresses={"api": api_base.rstrip("/")} if api_base else None,
