@@ -13,6 +13,7 @@ from sqlalchemy import Executable, Result, bindparam, pool, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -229,21 +230,82 @@ class Base(DeclarativeBase):
     __abstract__ = True
 
 
+class CoreSession:
+    """What a unit of work asks of its session, on one Core connection of the engine's pool.
+
+    A service whose repositories run Core statements only (tables, no mapped classes) gets
+    nothing from an ORM session but its unit-of-work machinery (session and transaction state,
+    identity map, flush events) around every statement: about 115 Python calls per unit of work
+    (issue 13). The transaction is the connection's, exactly as the session's was: it begins with
+    the first statement that needs one (see _LazyBeginCursor), `commit()` commits it,
+    `rollback()` or `close()` without a commit rolls it back, and the connection goes back to the
+    pool on `close()`."""
+
+    __slots__ = ("_connection", "_engine")
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def connection(
+        self, execution_options: Mapping[str, Any] | None = None
+    ) -> AsyncConnection:
+        """The unit of work's connection, taken from the pool on first use; `execution_options`
+        (e.g. an isolation level) apply to it, refused once its transaction has begun."""
+        connection = self._connection
+        if connection is None:
+            connection = self._connection = await self._engine.connect()
+        if execution_options:
+            await connection.execution_options(**execution_options)
+        return connection
+
+    async def execute(self, statement: Executable, params: Any = None, **kw: Any) -> Result[Any]:
+        connection = self._connection or await self.connection()
+        return await connection.execute(statement, params, **kw)
+
+    async def scalar(self, statement: Executable, params: Any = None, **kw: Any) -> Any:
+        connection = self._connection or await self.connection()
+        return await connection.scalar(statement, params, **kw)
+
+    async def scalars(self, statement: Executable, params: Any = None, **kw: Any) -> Any:
+        connection = self._connection or await self.connection()
+        return await connection.scalars(statement, params, **kw)
+
+    async def commit(self) -> None:
+        if self._connection is not None:
+            await self._connection.commit()
+
+    async def rollback(self) -> None:
+        if self._connection is not None:
+            await self._connection.rollback()
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            await connection.close()
+
+
 class SqlAlchemyUnitOfWork:
     """One local transaction. `async with uow:` rolls back unless `await uow.commit()` was called.
 
     Services subclass it and attach their repositories in `_attach(session)`. Storage failures are
     mapped here, once for every service: a lost race becomes CONFLICT (ABORTED: retry the operation)
     and an unreachable database UNAVAILABLE / DATABASE_UNAVAILABLE (retryable), never INTERNAL.
+    A service whose repositories run Core statements only sets `core_only`: its session is then a
+    CoreSession on the factory's engine, not an ORM session.
     """
 
-    session: AsyncSession
+    session: AsyncSession | CoreSession
+    core_only = False
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        self._session_factory = session_factory
+        self._session_factory: Callable[[], AsyncSession | CoreSession] = session_factory
+        if self.core_only:
+            engine: AsyncEngine = session_factory.kw["bind"]
+            self._session_factory = functools.partial(CoreSession, engine)
         self._committed = False
 
-    def _attach(self, session: AsyncSession) -> None:
+    def _attach(self, session: Any) -> None:
         """Create repositories bound to the session (override)."""
 
     async def __aenter__(self) -> Self:

@@ -12,6 +12,7 @@ from sqlalchemy import text
 
 from hirepay_platform import db as platform_db
 from hirepay_platform.db import (
+    CoreSession,
     Database,
     SqlAlchemyUnitOfWork,
     create_engine,
@@ -41,18 +42,36 @@ async def _count(db: Database[SqlAlchemyUnitOfWork]) -> int:
         )
 
 
-async def test_rolls_back_unless_committed(db_url: str) -> None:
-    db = Database(db_url, SqlAlchemyUnitOfWork, probe_table="items")
+class CoreUnitOfWork(SqlAlchemyUnitOfWork):
+    """A unit of work of a service whose repositories run Core statements only."""
+
+    core_only = True
+
+
+UNITS_OF_WORK = [SqlAlchemyUnitOfWork, CoreUnitOfWork]
+
+
+@pytest.mark.parametrize("kind", UNITS_OF_WORK)
+async def test_rolls_back_unless_committed(db_url: str, kind: type[SqlAlchemyUnitOfWork]) -> None:
+    """The same transaction on an ORM session and on a Core connection (core_only, issue 13),
+    and every connection back in the pool afterwards."""
+    db = Database(db_url, kind, probe_table="items")
     await db.start()
     try:
         before = await _count(db)
         async with db.uow() as uow:
+            assert isinstance(uow.session, CoreSession) is kind.core_only
             await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
         assert await _count(db) == before
         async with db.uow() as uow:
             await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
             await uow.commit()
         assert await _count(db) == before + 1
+        async with db.uow() as uow:
+            await uow.session.execute(text("UPDATE items SET n = n + 1 WHERE id = 1"))
+            await uow.rollback()
+        assert await _count(db) == before + 1
+        assert db.engine is not None and db.engine.sync_engine.pool.checkedout() == 0
     finally:
         await db.stop()
 
@@ -89,8 +108,9 @@ async def test_a_commit_has_its_span_only_when_spans_are_exported(
         await db.stop()
 
 
-async def test_lost_race_is_conflict(db_url: str) -> None:
-    db = Database(db_url, SqlAlchemyUnitOfWork, probe_table="items")
+@pytest.mark.parametrize("kind", UNITS_OF_WORK)
+async def test_lost_race_is_conflict(db_url: str, kind: type[SqlAlchemyUnitOfWork]) -> None:
+    db = Database(db_url, kind, probe_table="items")
     await db.start()
     try:
         async with db.uow() as holder:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Executable
-from sqlalchemy.engine import Result
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
@@ -25,69 +23,11 @@ from payments.adapters.transaction_repository import SqlTransactionRepository
 from payments.service_layer.wakeup import Wakeup
 
 
-class CoreSession:
-    """What a unit of work asks of its session, on one Core connection of the engine's pool.
-
-    Payments' repositories run Core statements only (tables, no mapped classes), so an ORM
-    session did nothing for them but cost its unit-of-work machinery (session and transaction
-    state, identity map, flush events) around every statement: about 115 Python calls per unit
-    of work, a few per posting (issue 13). The transaction is the connection's, exactly as the
-    session's was: it begins with the first statement that needs one (see the platform's
-    _LazyBeginCursor), `commit()` commits it, `rollback()` or `close()` without a commit rolls it
-    back, and the connection goes back to the pool on `close()`."""
-
-    __slots__ = ("_connection", "_engine")
-
-    def __init__(self, engine: AsyncEngine) -> None:
-        self._engine = engine
-        self._connection: AsyncConnection | None = None
-
-    async def connection(
-        self, execution_options: Mapping[str, Any] | None = None
-    ) -> AsyncConnection:
-        """The unit of work's connection, taken from the pool on first use; `execution_options`
-        (e.g. an isolation level) apply to it, refused once its transaction has begun."""
-        connection = self._connection
-        if connection is None:
-            connection = self._connection = await self._engine.connect()
-        if execution_options:
-            await connection.execution_options(**execution_options)
-        return connection
-
-    async def execute(self, statement: Executable, params: Any = None, **kw: Any) -> Result[Any]:
-        connection = self._connection or await self.connection()
-        return await connection.execute(statement, params, **kw)
-
-    async def scalar(self, statement: Executable, params: Any = None, **kw: Any) -> Any:
-        connection = self._connection or await self.connection()
-        return await connection.scalar(statement, params, **kw)
-
-    async def scalars(self, statement: Executable, params: Any = None, **kw: Any) -> Any:
-        connection = self._connection or await self.connection()
-        return await connection.scalars(statement, params, **kw)
-
-    async def commit(self) -> None:
-        if self._connection is not None:
-            await self._connection.commit()
-
-    async def rollback(self) -> None:
-        if self._connection is not None:
-            await self._connection.rollback()
-
-    async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
-
-
-def core_sessions(session_factory: async_sessionmaker[AsyncSession]) -> Callable[[], CoreSession]:
-    """Sessions on the engine `session_factory` is bound to (its connections, its pool)."""
-    engine: AsyncEngine = session_factory.kw["bind"]
-    return lambda: CoreSession(engine)
-
-
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     """`async with uow:` opens a session; rolls back unless `await uow.commit()`."""
+
+    # Its repositories run Core statements only: one Core connection, not an ORM session.
+    core_only = True
 
     payments: SqlPaymentRepository
     barriers: SqlBarrierRepository
@@ -102,9 +42,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     def __init__(
         self, session_factory: async_sessionmaker[AsyncSession], *, published: Wakeup | None = None
     ) -> None:
-        # Core connections, not ORM sessions (CoreSession); the platform's unit of work only
-        # calls the factory and the session's execute, connection, commit, rollback and close.
-        super().__init__(core_sessions(session_factory))  # type: ignore[arg-type]
+        super().__init__(session_factory)
         # Woken after a commit that wrote settlement events (the stream's followers wait on it).
         self._published = published
 

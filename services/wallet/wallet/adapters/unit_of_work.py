@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from hirepay_platform.barrier import SqlBarrierRepository
 from hirepay_platform.db import SqlAlchemyUnitOfWork
@@ -19,6 +19,9 @@ from wallet.adapters.tables import tcc_barriers
 class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
     """The ledger's repositories on one session (storage errors are mapped by the base class)."""
 
+    # Its repositories run Core statements only: one Core connection, not an ORM session.
+    core_only = True
+
     accounts: SqlAccountRepository
     ledger: SqlLedgerRepository
     holds: SqlHoldRepository
@@ -26,7 +29,7 @@ class SqlWalletUnitOfWork(SqlAlchemyUnitOfWork):
     audit: SqlLedgerAuditRepository
     reports: SqlLedgerReadRepository
 
-    def _attach(self, session: AsyncSession) -> None:
+    def _attach(self, session: Any) -> None:
         self.accounts = SqlAccountRepository(session)
         self.ledger = SqlLedgerRepository(session)
         self.holds = SqlHoldRepository(session)
