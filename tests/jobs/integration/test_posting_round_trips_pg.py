@@ -165,3 +165,18 @@ async def test_a_step_on_rows_changed_meanwhile_is_taken_on_the_rows_read_under_
     assert JobStatus.ACTIVE not in trail
     assert saga.state is SagaState.REFUNDED and saga.activated is False
     assert participants.payments.refunded[saga.id] == saga.amount_minor
+
+
+async def test_jobs_by_ids_are_one_statement(sessions, round_trips):
+    """The auditor's page of captured payments reads their jobs in one statement (issue 13)."""
+    deps = _deps(sessions)
+    answers = [
+        await pay_to_post.create_job_with_payment(_post(f"many-{n}"), deps) for n in range(3)
+    ]
+    ids = [a.job.id for a in answers]
+    async with deps.uow as uow:
+        round_trips.sent.clear()
+        found = await uow.jobs.get_many([*ids, "job_missing", ids[0]])
+        assert round_trips.kinds()["statement"] == 1, round_trips.sent
+    assert sorted(found) == sorted(ids)
+    assert all(found[i].status is JobStatus.ACTIVE for i in ids)

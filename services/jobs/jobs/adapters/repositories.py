@@ -63,6 +63,8 @@ from jobs.domain.rate_limits import PostingAttempt
 _KEY = "_key"  # the bound parameter of the row's id
 _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
+# Jobs by ids as one array parameter (one statement text whatever their number, like _GET_SAGAS).
+_GET_JOBS = select(jobs).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(jobs.c.id.type))))
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
 # Sagas by ids as one array parameter: one statement text (prepared once per connection) whatever
@@ -557,6 +559,13 @@ class SqlJobRepository:
         stmt = _LOCK_JOB if for_update else _GET_JOB
         row = (await self.session.execute(stmt, {_KEY: job_id})).one_or_none()
         return self._read(row) if row else None
+
+    async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        rows = (await self.session.execute(_GET_JOBS, {"ids": sorted(set(job_ids))})).all()
+        found = (self._read(row) for row in rows)
+        return {job.id: job for job in found}
 
     async def save(self, job: Job) -> None:
         await self.writes.update(jobs, job_to_values(job))
