@@ -151,12 +151,13 @@ sagas = Table(
     Index("ix_sagas_company_failed", "company_id", "created_at", postgresql_where=FAILED_SAGA),
 )
 
-# One step of a saga as it happened (append-only audit of the saga log).
+# One step of a saga as it happened (append-only audit of the saga log). Only appended to, by
+# every step of every posting: no index by saga (nothing reads it so; issue 13, migration 0009).
 saga_log = Table(
     "saga_log",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("saga_id", ForeignKey("sagas.id"), nullable=False, index=True),
+    Column("saga_id", ForeignKey("sagas.id"), nullable=False),
     Column("step", String(64), nullable=False),
     Column("detail", Text, nullable=False),
     _at("at", nullable=False),
