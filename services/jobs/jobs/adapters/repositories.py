@@ -8,6 +8,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Executable,
     Row,
     Text,
@@ -84,34 +85,47 @@ _LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
 _LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
 
 
-def _still(table: Any, prefix: str) -> list[Any]:
-    """Each column of `table` as given in parameters `<prefix><column>` (NULL as NULL)."""
-    return [
-        c == bindparam(f"{prefix}{c.name}", type_=c.type)
-        if c.primary_key
-        else c.is_not_distinct_from(bindparam(f"{prefix}{c.name}", type_=c.type))
-        for c in table.c
-    ]
-
+# The columns a row is inserted with: all but its `version`, which starts at its default (0).
+_SAGA_COLUMNS = [c for c in sagas.c if c.name != "version"]
+_JOB_COLUMNS = [c for c in jobs.c if c.name != "version"]
 
 # The guard of a step written on a saga and job as this process last stored them (see
-# lock_with_job's `assumed`): both rows, locked, still hold exactly those values.
+# lock_with_job's `assumed`): both rows, locked, still at the versions stored. PostgreSQL moves
+# a row's version on every UPDATE (migration 0010), so a row at its stored version holds the
+# values stored (issue 13: it compared every column of both rows, 59 parameters a step).
 _STILL_STORED = (
     select(sagas.c.id)
     .join_from(sagas, jobs, jobs.c.id == sagas.c.job_id)
-    .where(*_still(sagas, "g_s_"), *_still(jobs, "g_j_"))
+    .where(
+        sagas.c.id == bindparam("g_s_id"),
+        sagas.c.version == bindparam("g_s_version", type_=BigInteger),
+        jobs.c.id == bindparam("g_j_id"),
+        jobs.c.version == bindparam("g_j_version", type_=BigInteger),
+    )
     .with_for_update()
 )
 
 
 class _Stored:
-    """A saga's and its job's column values as this process last read or wrote them."""
+    """A saga's and its job's column values as this process last read or wrote them, and each
+    row's version then (None: unknown, never assumed); `saga_was` and `job_was` are copies of
+    the values then, to tell whether the unit of work updated the row since (see `stored`)."""
 
-    __slots__ = ("job", "saga")
+    __slots__ = ("job", "job_version", "job_was", "saga", "saga_version", "saga_was")
 
-    def __init__(self, saga: dict[str, Any], job: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        saga: dict[str, Any],
+        job: dict[str, Any],
+        saga_version: int | None,
+        job_version: int | None,
+    ) -> None:
         self.saga = saga
         self.job = job
+        self.saga_version = saga_version
+        self.job_version = job_version
+        self.saga_was = dict(saga)
+        self.job_was = dict(job)
 
 
 def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -277,7 +291,7 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
         if counting
         else select(literal(0).label("n")).cte("failures")
     )
-    saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in sagas.c))
+    saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in _SAGA_COLUMNS))
     if counting:
         saga_row = saga_row.select_from(failures).where(failures.c.n < bindparam("max_failures"))
     attempt = _AttemptCtes() if spending else None
@@ -287,16 +301,15 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
         saga_row = saga_row.where(exists(select(attempt.fresh.c.tokens).where(attempt.had_token)))
     saga = (
         pg_insert(sagas)
-        .from_select([c.name for c in sagas.c], saga_row)
+        .from_select([c.name for c in _SAGA_COLUMNS], saga_row)
         .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
         .returning(sagas.c.id)
         .cte("s")
     )
     inserted = exists(select(saga.c.id))
-    job_columns = [c for c in jobs.c]
     job = insert(jobs).from_select(
-        [c.name for c in job_columns],
-        select(*(bindparam(f"j_{c.name}", type_=c.type) for c in job_columns)).where(inserted),
+        [c.name for c in _JOB_COLUMNS],
+        select(*(bindparam(f"j_{c.name}", type_=c.type) for c in _JOB_COLUMNS)).where(inserted),
     )
     names = ("job_id", "from_status", "to_status", "actor", "reason", "at")
     arrays = [
@@ -622,6 +635,8 @@ class SqlSagaRepository:
         self._rows: dict[str, _Stored] = {}
         # The guard's parameters when the unit of work assumed its rows (see lock_with_job).
         self.assumed: dict[str, Any] | None = None
+        # Whether the unit of work committed its writes (set by its commit).
+        self.committed = False
 
     def _read(self, row: Row) -> Saga:
         self.writes.seen(sagas, dict(row._mapping))
@@ -632,7 +647,27 @@ class SqlSagaRepository:
         insert_posting), for a later unit of work to assume (valid once this one committed,
         or if it wrote nothing); None when they were not read together."""
         rows = self._rows.get(saga_id)
-        return None if rows is None else _Stored(dict(rows.saga), dict(rows.job))
+        if rows is None:
+            return None
+        return _Stored(
+            dict(rows.saga),
+            dict(rows.job),
+            self._version_now(rows.saga, rows.saga_was, rows.saga_version),
+            self._version_now(rows.job, rows.job_was, rows.job_version),
+        )
+
+    def _version_now(
+        self, values: dict[str, Any], was: dict[str, Any], version: int | None
+    ) -> int | None:
+        """A row's version after this unit of work: as it was if the row was not updated; one
+        more if it was, by this unit of work's commit, with the row locked from the read (or
+        the assumption) on, so no one else's update came between (one UPDATE a row: the batch
+        merges a row's changes; were there two, the version guessed is below the row's and
+        never matches, and the next step reads the rows under lock, as for any changed row);
+        unknown (None) if it was updated but not committed."""
+        if values == was or version is None:
+            return version
+        return version + 1 if self.committed else None
 
     async def insert(self, saga: Saga) -> bool:
         values = saga_to_values(saga)
@@ -708,7 +743,7 @@ class SqlSagaRepository:
             job.drain_transitions()
             self.writes.seen(sagas, saga_values)
             self.writes.seen(jobs, job_values)
-            self._rows[saga.id] = _Stored(saga_values, job_values)
+            self._rows[saga.id] = _Stored(saga_values, job_values, 0, 0)  # as inserted
         return bool(row.inserted), int(row.n)
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
@@ -729,9 +764,12 @@ class SqlSagaRepository:
         round trips saved; the decision is the same as if they had been read locked)."""
         if isinstance(assumed, _Stored) and lock_job and assumed.saga["id"] == saga_id:
             saga_values, job_values = dict(assumed.saga), dict(assumed.job)
+            saga_version, job_version = assumed.saga_version, assumed.job_version
             self.assumed = {
-                **{f"g_s_{k}": v for k, v in assumed.saga.items()},
-                **{f"g_j_{k}": v for k, v in assumed.job.items()},
+                "g_s_id": saga_id,
+                "g_s_version": saga_version,
+                "g_j_id": job_values["id"],
+                "g_j_version": job_version,
             }
         else:
             stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
@@ -739,9 +777,13 @@ class SqlSagaRepository:
             if row is None:
                 return await self.get(saga_id, for_update=True), None
             saga_values, job_values = _split(row)
+            # The job's version is known only if it is locked too.
+            saga_version, job_version = saga_values["version"], job_values["version"]
+            if not lock_job:
+                job_version = None
         self.writes.seen(sagas, saga_values)
         self.writes.seen(jobs, job_values)
-        self._rows[saga_id] = _Stored(saga_values, job_values)
+        self._rows[saga_id] = _Stored(saga_values, job_values, saga_version, job_version)
         return saga_from_row(SimpleNamespace(**saga_values)), job_from_row(
             SimpleNamespace(**job_values)
         )
@@ -752,6 +794,7 @@ class SqlSagaRepository:
         assert self.assumed is not None
         if not await self.writes.flush_if(_STILL_STORED, self.assumed, execute_alone):
             raise StaleRow("the saga or its job changed since this process stored them")
+        self.committed = True
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
         if not saga_ids:
