@@ -17,6 +17,10 @@ from hirepay_platform.identity import SECRET_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO_ROOT / ".data" / "logs"
+# How long a process may take to report ready. Generous because readiness returns as soon as it
+# is reached: on a loaded 2-core machine (CI beside other work) a service importing its SDKs took
+# over 30 s to start, and a restart that timed out left a whole test session without it.
+READY_TIMEOUT = 120.0
 
 
 def ensure_service_token_secret() -> str:
@@ -91,7 +95,7 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self, timeout: float = 30.0) -> Process:
+    def start(self, timeout: float = READY_TIMEOUT) -> Process:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name}.log"
         ensure_service_token_secret()
@@ -115,7 +119,7 @@ class Process:
             raise
         return self
 
-    def wait_ready(self, timeout: float = 30.0) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.popen is not None and self.popen.poll() is not None:

@@ -6,7 +6,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hirepay_dev import pg
-from hirepay_dev.procs import REPO_ROOT, Process, free_port, grpc_ready, python_module
+from hirepay_dev.procs import (
+    READY_TIMEOUT,
+    REPO_ROOT,
+    Process,
+    free_port,
+    grpc_ready,
+    python_module,
+)
 from hirepay_platform.migrations import upgrade
 
 
@@ -55,7 +62,7 @@ class RunningService:
     def kill(self) -> None:
         self.process.kill()
 
-    def restart(self, timeout: float = 30.0) -> None:
+    def restart(self, timeout: float = READY_TIMEOUT) -> None:
         """Start the same process again on the same ports and database (after a stop or a crash)."""
         self.process.stop()
         self.process.popen = None
@@ -79,7 +86,7 @@ def start_service(
     grpc_port: int | None = None,
     metrics_port: int | None = None,
     log_name: str | None = None,
-    timeout: float = 30.0,
+    timeout: float = READY_TIMEOUT,
     module: str | None = None,
 ) -> RunningService:
     """Start the service as a real process and wait until its gRPC health says SERVING.

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from hirepay_dev import pg
 from hirepay_dev.procs import (
+    READY_TIMEOUT,
     REPO_ROOT,
     Process,
     ensure_service_token_secret,
@@ -124,7 +125,7 @@ class Stack:
     # Where the sandbox keeps its state across restarts; None: in memory only.
     sandbox_state: Path | None = None
     # How long each process may take to report ready (a loaded, shared machine needs longer).
-    start_timeout: float = 30.0
+    start_timeout: float = READY_TIMEOUT
     sandbox: Process | None = None
     provider_sandboxes: dict[str, Process] = field(default_factory=dict)
     gateway: Process | None = None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hirepay_dev.procs import Process
+from hirepay_dev.procs import READY_TIMEOUT, Process
 
 
 def _stderr(line: str) -> None:
@@ -42,7 +42,7 @@ class Supervisor:
         base_delay: float = 1.0,
         max_delay: float = 30.0,
         stable_after: float = 60.0,
-        start_timeout: float = 30.0,
+        start_timeout: float = READY_TIMEOUT,
         log: Callable[[str], None] = _stderr,
     ) -> None:
         self.watched = {name: Supervised(name, process) for name, process in processes.items()}
