@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -104,6 +104,24 @@ _STILL_STORED = (
     )
     .with_for_update()
 )
+
+
+# What _by_ids reads: a job or a saga.
+_Entity = TypeVar("_Entity", Job, Saga)
+
+
+async def _by_ids(
+    session: BatchedSession,
+    statement: Executable,
+    ids: Sequence[str],
+    read: Callable[[Row], _Entity],
+) -> dict[str, _Entity]:
+    """The rows of `ids` that exist, read by `read`, by id: one statement (`statement` takes the
+    ids as one array parameter `ids`), none for no ids."""
+    if not ids:
+        return {}
+    rows = (await session.execute(statement, {"ids": sorted(set(ids))})).all()
+    return {entity.id: entity for entity in map(read, rows)}
 
 
 class _Stored:
@@ -574,11 +592,7 @@ class SqlJobRepository:
         return self._read(row) if row else None
 
     async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
-        if not job_ids:
-            return {}
-        rows = (await self.session.execute(_GET_JOBS, {"ids": sorted(set(job_ids))})).all()
-        found = (self._read(row) for row in rows)
-        return {job.id: job for job in found}
+        return await _by_ids(self.session, _GET_JOBS, job_ids, self._read)
 
     async def save(self, job: Job) -> None:
         await self.writes.update(jobs, job_to_values(job))
@@ -797,11 +811,7 @@ class SqlSagaRepository:
         self.committed = True
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
-        if not saga_ids:
-            return {}
-        rows = (await self.session.execute(_GET_SAGAS, {"ids": sorted(set(saga_ids))})).all()
-        found = (self._read(row) for row in rows)
-        return {saga.id: saga for saga in found}
+        return await _by_ids(self.session, _GET_SAGAS, saga_ids, self._read)
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
         stmt = select(sagas).where(
