@@ -18,6 +18,8 @@ from hirepay_platform.grpc_status import from_rpc_error
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 5.0
+# How many distinct call metadata a client keeps for reuse (ServiceClient._metadata_of).
+_SENT_MAX = 256
 
 
 def open_channel(target: str) -> grpc.aio.Channel:
@@ -42,22 +44,22 @@ def _is_idempotent(request: Any) -> bool:
 
 class _CallCounts:
     """hirepay_rpc_client_requests_total of one target and method, a series per status code
-    looked up once (metrics.child), not per call."""
+    looked up once (metrics.child) and counted through metrics.incrementer."""
 
     __slots__ = ("_by_code", "_method", "_target")
 
     def __init__(self, target: str, method: str) -> None:
         self._target = target
         self._method = method
-        self._by_code: dict[str, Any] = {}
+        self._by_code: dict[str, Callable[[], None]] = {}
 
     def count(self, code: str) -> None:
-        series = self._by_code.get(code)
-        if series is None:
-            series = self._by_code[code] = metrics.child(
-                metrics.CLIENT_REQUESTS, self._target, self._method, code
+        increment = self._by_code.get(code)
+        if increment is None:
+            increment = self._by_code[code] = metrics.incrementer(
+                metrics.child(metrics.CLIENT_REQUESTS, self._target, self._method, code)
             )
-        series.inc()
+        increment()
 
 
 class ServiceClient:
@@ -86,6 +88,8 @@ class ServiceClient:
         self.backoff = backoff
         # Stub method's full name -> its counters (hirepay_rpc_client_requests_total).
         self._counts: dict[object, _CallCounts] = {}
+        # What calls were sent with, by its items (tokens, trace context): see _metadata_of.
+        self._sent: dict[tuple[tuple[str, str], ...], grpc.aio.Metadata] = {}
 
     async def call(
         self,
@@ -115,13 +119,10 @@ class ServiceClient:
                 )
             try:
                 # The token is minted per attempt: a retry late in a long budget is not refused as
-                # expired. Handed to grpc as its own Metadata: a list would be checked against
-                # typing's Sequence and copied into one on every call.
+                # expired.
                 signed = self._signer().metadata(self.name)
-                metadata = (
-                    grpc.aio.Metadata(*signed, *tracing.outgoing_context())
-                    if self._carry_context
-                    else grpc.aio.Metadata(*signed)
+                metadata = self._metadata_of(
+                    (*signed, *tracing.outgoing_context()) if self._carry_context else (*signed,)
                 )
                 response = await method(request, timeout=remaining, metadata=metadata)
                 counts.count("OK")
@@ -143,6 +144,22 @@ class ServiceClient:
             method_name = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else "call"
             counts = self._counts[name] = _CallCounts(self.name, method_name)
         return counts
+
+    def _metadata_of(self, items: tuple[tuple[str, str], ...]) -> grpc.aio.Metadata:
+        """`items` as the grpc.aio.Metadata a call is handed (a list would be checked against
+        typing's Sequence and copied into one on every call), the one made for the same items
+        before when there is one: the calls of one trace (jobs calls payments twice per posting,
+        payments calls wallet for each step) send the same tokens, reused for half their life,
+        and the same context, and making a Metadata is about as costly as the rest of this
+        client's work per call (issue 13). Nothing changes a Metadata once made: grpc.aio sends
+        it as given, and the tracing interceptor (when spans are exported) injects into a copy.
+        Bounded: emptied when full (calls of a trace come close together)."""
+        metadata = self._sent.get(items)
+        if metadata is None:
+            if len(self._sent) >= _SENT_MAX:
+                self._sent.clear()
+            metadata = self._sent[items] = grpc.aio.Metadata(*items)
+        return metadata
 
     def metadata(self) -> list[tuple[str, str]]:
         """What `call` sends with a call (the signed service token, the actor; the trace context

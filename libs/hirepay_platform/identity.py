@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import jwt
 
 from hirepay_platform.errors import ErrorKind, HirepayError, PermissionDenied
-from hirepay_platform.expiring import ExpiringCache
+from hirepay_platform.expiring import DEFAULT_MAX_ENTRIES, ExpiringCache
 
 SECRET_ENV = "HIREPAY_SERVICE_TOKEN_SECRET"
 SERVICE_TOKEN_HEADER = "x-hirepay-service-token"
@@ -297,6 +297,11 @@ class ServiceAuthenticator:
         self._actor_key = _derive(secret, "actor-assertion")
         # (type, token) -> its verified claims, until `exp` plus the leeway.
         self._verified: ExpiringCache[tuple[str, str], Mapping[str, object]] = ExpiringCache()
+        # The Caller of each verified service, and of each (service, user, role) the gateway
+        # vouched for: immutable, so one is handed to every call it describes. Making a frozen
+        # dataclass (two for an actor) was half of authenticate's cost on every call (issue 13).
+        # Bounded as _verified is: emptied when full (they are cheap to remake).
+        self._callers: dict[tuple[str, str, str] | str, Caller] = {}
 
     def _decode(
         self, token: str, key: bytes, typ: str, required: Sequence[str]
@@ -333,20 +338,18 @@ class ServiceAuthenticator:
         self, metadata: Sequence[tuple[str, str | bytes]] | None, method: str
     ) -> Caller:
         """The verified caller of `method`; Unauthenticated or CallerNotAllowed otherwise."""
-        values: dict[str, list[str]] = {}
-        for key, value in metadata or ():
-            if isinstance(value, str):
-                values.setdefault(key.lower(), []).append(value)
-        tokens = values.get(SERVICE_TOKEN_HEADER, [])
+        tokens, assertions = _call_tokens(metadata)
         if len(tokens) != 1:
             raise Unauthenticated("a service token is required")
         claims = self._decode(tokens[0], self._service_key, "service", ())
         service = str(claims["iss"])
         if self.policy is not None and not self.policy.allows(service, method):
             raise CallerNotAllowed(f"{service} may not call {self.service}.{method}")
-        assertions = values.get(ACTOR_HEADER, [])
         if not assertions:
-            return Caller(service)
+            caller = self._callers.get(service)
+            if caller is None:
+                caller = self._remember(service, Caller(service))
+            return caller
         if len(assertions) > 1 or service != EDGE:
             raise Unauthenticated("only the gateway vouches for an end user")
         actor = self._decode(assertions[0], self._actor_key, "actor", ("sub", "role"))
@@ -355,4 +358,31 @@ class ServiceAuthenticator:
         sub, role = actor["sub"], actor["role"]
         if not isinstance(sub, str) or not isinstance(role, str):
             raise Unauthenticated("invalid actor token: bad claims")
-        return Caller(service, Actor(sub, role))
+        key = (service, sub, role)
+        caller = self._callers.get(key)
+        if caller is None:
+            caller = self._remember(key, Caller(service, Actor(sub, role)))
+        return caller
+
+    def _remember(self, key: tuple[str, str, str] | str, caller: Caller) -> Caller:
+        if len(self._callers) >= DEFAULT_MAX_ENTRIES:
+            self._callers.clear()
+        self._callers[key] = caller
+        return caller
+
+
+def _call_tokens(
+    metadata: Sequence[tuple[str, str | bytes]] | None,
+) -> tuple[list[str], list[str]]:
+    """The service tokens and actor assertions a call carries (text values, any key case), in
+    one pass: every other item (the trace context, the user agent) is skipped."""
+    tokens: list[str] = []
+    assertions: list[str] = []
+    for key, value in metadata or ():
+        if isinstance(value, str):
+            name = key.lower()
+            if name == SERVICE_TOKEN_HEADER:
+                tokens.append(value)
+            elif name == ACTOR_HEADER:
+                assertions.append(value)
+    return tokens, assertions

@@ -199,24 +199,25 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
 class _Observer:
     """The RPC metrics of one method: its latency series and its count per status code, each
-    looked up once (metrics.child), not per call."""
+    looked up once (metrics.child) and counted through metrics.incrementer/observer, not per
+    call."""
 
     __slots__ = ("_counts", "_latency", "_method", "_service")
 
     def __init__(self, service: str, method: str) -> None:
         self._service = service
         self._method = method
-        self._latency = metrics.child(metrics.RPC_LATENCY, service, method)
-        self._counts: dict[str, Any] = {}
+        self._latency = metrics.observer(metrics.child(metrics.RPC_LATENCY, service, method))
+        self._counts: dict[str, Callable[[], None]] = {}
 
     def __call__(self, code: str, started: float) -> None:
         count = self._counts.get(code)
         if count is None:
-            count = self._counts[code] = metrics.child(
-                metrics.RPC_REQUESTS, self._service, self._method, code
+            count = self._counts[code] = metrics.incrementer(
+                metrics.child(metrics.RPC_REQUESTS, self._service, self._method, code)
             )
-        count.inc()
-        self._latency.observe(time.perf_counter() - started)
+        count()
+        self._latency(time.perf_counter() - started)
 
 
 class _WrappingServer:

@@ -111,6 +111,38 @@ def test_a_remembered_series_is_the_labelled_one() -> None:
     assert after == before + 2
 
 
+def _histogram(service: str, method: str) -> list[float]:
+    """Every sample of one hirepay_rpc_duration_seconds series: its buckets, count and sum."""
+    labels = {"service": service, "method": method}
+    bounds = [*(str(b) for b in metrics.RPC_LATENCY._upper_bounds[:-1]), "+Inf"]
+    return [
+        *(_sample("hirepay_rpc_duration_seconds_bucket", **labels, le=le) for le in bounds),
+        _sample("hirepay_rpc_duration_seconds_count", **labels),
+        _sample("hirepay_rpc_duration_seconds_sum", **labels),
+    ]
+
+
+def test_the_hot_path_counts_exactly_what_inc_and_observe_count() -> None:
+    """metrics.incrementer/observer (every RPC) update the very series the public inc/observe
+    do, the same way: a count of one, and each amount in the first bucket that holds it (bounds
+    themselves, between them, above the last, zero) and in the sum."""
+    amounts = [0.0, 0.0005, 0.001, 0.0011, 0.0025, 0.3, 1, 10, 10.5, 120.0]
+    public = metrics.child(metrics.RPC_LATENCY, "plumb", "Public")
+    fast = metrics.observer(metrics.child(metrics.RPC_LATENCY, "plumb", "Fast"))
+    for amount in amounts:
+        public.observe(amount)
+        fast(amount)
+    assert _histogram("plumb", "Fast") == _histogram("plumb", "Public")
+    assert _histogram("plumb", "Fast")[-2:] == [len(amounts), sum(amounts)]
+    increment = metrics.incrementer(metrics.child(metrics.RPC_REQUESTS, "plumb", "Fast", "OK"))
+    labels = {"service": "plumb", "method": "Fast", "code": "OK"}
+    before = _sample("hirepay_rpc_requests_total", **labels)
+    increment()
+    increment()
+    metrics.child(metrics.RPC_REQUESTS, "plumb", "Fast", "OK").inc()
+    assert _sample("hirepay_rpc_requests_total", **labels) == before + 3
+
+
 async def _calls(target: str, service: str, ids: list[str]) -> list[str]:
     """GetAccount for each id through ServiceClient; the reason of each failure, "" if none."""
     client = ServiceClient(
@@ -312,3 +344,48 @@ def test_calls_carry_the_context_they_are_made_in() -> None:
                 otel_context.detach(token)
             assert tracing.outgoing_context() == ()
     assert len(seen) == 4
+
+
+async def test_a_client_sends_each_call_its_own_tokens_and_context() -> None:
+    """ServiceClient reuses the Metadata it made for the same items (issue 13), and only then:
+    each call carries the service token, the actor assertion of the user it is made for and the
+    trace context it is made in, never another call's."""
+    from opentelemetry import context as otel_context
+
+    from hirepay_platform import identity
+
+    minter = TokenMinter("gateway", ensure_service_token_secret())
+    client = ServiceClient("wallet", "127.0.0.1:1", minter=minter)
+    sent: list[grpc.aio.Metadata] = []
+
+    async def method(request: Any, *, timeout: float, metadata: grpc.aio.Metadata) -> str:
+        sent.append(metadata)
+        return "ok"
+
+    async def call() -> list[tuple[str, str]]:
+        await client.call(method, None)
+        return list(sent[-1])
+
+    token = (identity.SERVICE_TOKEN_HEADER, minter.service_token("wallet"))
+    try:
+        assert await call() == await call() == [token]
+        assert sent[-1] is sent[-2]
+        alice, bob = identity.Actor("alice", "company"), identity.Actor("bob", "company")
+        for who in (alice, bob, alice):
+            identity.act_for(who)
+            assert await call() == [
+                token,
+                (identity.ACTOR_HEADER, minter.actor_assertion("wallet", who)),
+            ]
+        identity.act_for(None)
+        for traceparent in (_PARENT, "00-0af7651916cd43dd8448eb211c80319d-b7ad6b7169203331-01"):
+            attached = otel_context.attach(tracing.incoming_context([("traceparent", traceparent)]))
+            try:
+                assert await call() == await call() == [token, ("traceparent", traceparent)]
+                assert sent[-1] is sent[-2]
+            finally:
+                otel_context.detach(attached)
+        assert await call() == [token]
+    finally:
+        identity.act_for(None)
+        await client.close()

@@ -313,3 +313,23 @@ def test_a_reused_token_always_has_half_its_life_left() -> None:
         clock.now += 1
     # Renewed along the way (about twice per TTL for each token type), not minted per call.
     assert 8 <= len(seen) <= 24
+
+
+def test_the_caller_of_a_verified_token_is_made_once_and_never_another_callers() -> None:
+    """Callers are remembered (issue 13): the same service, or the same user and role through
+    the gateway, is handed the very same immutable Caller on every call; any other service,
+    user or role gets its own."""
+    clock = _Clock()
+    edge = _edge(clock)
+    server = identity.ServiceAuthenticator("wallet", ensure_service_token_secret(), clock=clock)
+    alone = [(SERVICE_TOKEN_HEADER, edge.service_token("wallet"))]
+    jobs = [(SERVICE_TOKEN_HEADER, minter("jobs").service_token("wallet"))]
+    assert server.authenticate(alone, "GetAccount") is server.authenticate(alone, "Transfer")
+    assert server.authenticate(alone, "GetAccount") == identity.Caller("gateway")
+    assert server.authenticate(jobs, "GetAccount") == identity.Caller("jobs")
+    alice, bob = Actor("alice", "company"), Actor("bob", "company")
+    for who in (alice, bob, Actor("alice", "admin")):
+        first = server.authenticate(edge.metadata("wallet", who), "GetAccount")
+        assert first == identity.Caller("gateway", who)
+        assert server.authenticate(edge.metadata("wallet", who), "GetAccount") is first
+    assert server.authenticate(alone, "GetAccount").actor is None

@@ -33,9 +33,10 @@ def eventually(
 
 
 async def wait_for(
-    probe: Callable[[], Awaitable[Any]], *, timeout: float = 15.0, interval: float = 0.1
+    probe: Callable[[], Awaitable[Any]], *, timeout: float = 30.0, interval: float = 0.1
 ) -> Any:
-    """Poll an async probe until it returns something truthy (returned)."""
+    """Poll an async probe until it returns something truthy (returned); the timeout, as
+    `eventually`'s, only bounds a failing test."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:

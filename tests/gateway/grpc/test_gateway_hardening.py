@@ -129,6 +129,46 @@ async def test_nul_in_a_header_is_400(gateway: Gateway, backends: Backends) -> N
     assert no_backend_calls(backends)
 
 
+async def _answers(gateway: Gateway, chunks: list[bytes], count: int) -> list[bytes]:
+    """Send `chunks` on one connection (a pause after each, so each arrives on its own) and read
+    `count` answers, each whole (its Content-Length)."""
+    url = urlsplit(gateway.url)
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        for chunk in chunks:
+            writer.write(chunk)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+        answers = []
+        for _ in range(count):
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            length = next(
+                int(line.split(b":", 1)[1])
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-length:")
+            )
+            answers.append(head + await reader.readexactly(length))
+        return answers
+    finally:
+        writer.close()
+
+
+async def test_a_method_httptools_refuses_still_gets_the_error_contract_midway(
+    gateway: Gateway,
+) -> None:
+    # httptools refuses a method it does not know; the connection then goes on behind h11, which
+    # hands it to the edge (PAY-11 JSON, security headers), also after an earlier request and when
+    # the request line comes in two pieces, and keeps serving the connection (issue 13).
+    health = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    answers = await _answers(
+        gateway, [health, b"XAB", b"C1 /api/jobs HTTP/1.1\r\nHost: x\r\n\r\n", health], 3
+    )
+    assert [a.split(b" ", 2)[1] for a in answers] == [b"200", b"405", b"200"]
+    refused = answers[1]
+    assert b"x-content-type-options: nosniff" in refused.lower()
+    assert json.loads(refused.split(b"\r\n\r\n", 1)[1])["error"] == "METHOD_NOT_ALLOWED"
+
+
 # --- integers past int64, invisible text, `$` anchors ------------------------------------------
 
 

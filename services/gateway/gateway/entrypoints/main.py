@@ -7,6 +7,7 @@ import logging
 import uvicorn
 
 from gateway.entrypoints.app import create_app
+from gateway.entrypoints.http_protocol import GatewayHttpProtocol
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import DEV_JWT_KID
 from hirepay_platform import tracing
@@ -38,11 +39,10 @@ def main() -> None:
         log_config=None,  # our JSON logging, already configured
         access_log=False,  # the edge middleware logs route templates, never raw URLs
         server_header=False,
-        # h11, not httptools (installed for the sandboxes, so uvicorn's "auto" would pick it):
-        # httptools refuses a request line it does not know (e.g. an unknown method) itself,
-        # with a plain-text 400 outside the error contract (PAY-11), the security headers and the
-        # metrics; behind h11 every request reaches the edge middleware.
-        http="h11",
+        # httptools, with h11 judging whatever httptools refuses while reading a request's head
+        # (e.g. an unknown method, which h11 passes on to the edge middleware for a PAY-11
+        # answer): see http_protocol.py (issue 13).
+        http=GatewayHttpProtocol,
         timeout_graceful_shutdown=10,
     )
 

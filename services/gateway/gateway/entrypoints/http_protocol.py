@@ -1,0 +1,92 @@
+"""The gateway's HTTP/1.1 protocol for uvicorn: httptools reads requests, and a request it refuses
+before its head is complete goes to h11, as every request did before (issue 13).
+
+h11 parses, validates and frames in Python: about half of the gateway's Python calls per posting
+were h11's. httptools (llhttp, in C) does the same for a fraction of that, but it refuses some
+requests h11 accepts, e.g. a method it does not know, with uvicorn's plain-text 400 outside the
+error contract (PAY-11), the security headers and the metrics; behind h11 such a request reaches
+the edge middleware. So when httptools refuses a request whose head it was still reading, the
+connection is handed to uvicorn's h11 protocol with that request's bytes as received, and h11
+decides: it refuses what it refused before (its own 400) and passes on what it accepted, and it
+serves the rest of the connection. Requests both parsers accept go to the same app either way.
+
+A head that is not known from its first byte (it began in a chunk after another request, as with
+pipelining) or an error after the head (a malformed body) keeps httptools' answer, as does a refusal
+while an earlier response is still being written: h11 cannot take over a half-served connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httptools
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class GatewayHttpProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol; a request it refuses while reading its head goes to h11."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The bytes of the request whose head is being read, from its first byte; None when no
+        # head is being read or its start is not known.
+        self._head: list[bytes] | None = None
+        self._chunk = b""
+        self._completed_in_chunk = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is not None:
+            self._head.append(data)
+        self._chunk = data
+        self._completed_in_chunk = False
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+        except httptools.HttpParserError:
+            if self._head is not None and self._idle():
+                self._hand_to_h11(b"".join(self._head))
+                return
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        finally:
+            self._chunk = b""
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        # From the chunk's first byte, unless another request ended earlier in the same chunk.
+        self._head = None if self._completed_in_chunk else [self._chunk]
+
+    def on_headers_complete(self) -> None:
+        self._head = None  # the request is the app's now; httptools reads its body
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._completed_in_chunk = True
+        self._head = None
+        super().on_message_complete()
+
+    def _idle(self) -> bool:
+        """No response is being written (nothing would be lost by handing the connection over)."""
+        return (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+
+    def _hand_to_h11(self, received: bytes) -> None:
+        """The connection goes on behind h11, from the first byte of the refused request."""
+        protocol = H11Protocol(
+            config=self.config,
+            server_state=self.server_state,
+            app_state=self.app_state,
+            _loop=self.loop,
+        )
+        self.connections.discard(self)
+        transport: asyncio.Transport = self.transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        protocol.data_received(received)
