@@ -90,6 +90,9 @@ class FakeJobs:
         job = self.tx.jobs.get(job_id)
         return copy.deepcopy(job) if job else None
 
+    async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        return {i: copy.deepcopy(self.tx.jobs[i]) for i in job_ids if i in self.tx.jobs}
+
     async def save(self, job: Job) -> None:
         assert job.id in self.tx.jobs
         self._append(job)

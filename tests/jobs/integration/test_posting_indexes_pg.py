@@ -12,6 +12,8 @@ import re
 from dataclasses import replace
 from datetime import UTC, datetime
 
+from sqlalchemy import text
+
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.tables import FAILED_SAGA, UNFINISHED_SAGA
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
@@ -94,3 +96,28 @@ async def test_the_marketplace_callback_relay_leases_due_events_through_their_in
         plan = await generic_plan(connection, lease)
     assert "Index Scan using ix_marketplace_events_callbacks_due" in plan, plan
     assert "marketplace_events_pkey" not in plan and "Sort" not in plan, plan
+
+
+async def test_the_saga_log_has_no_index_a_posting_must_update_but_nothing_reads(
+    make_service_database,
+) -> None:
+    """Every posting appends three saga log lines; nothing reads the log by saga, so its only
+    index is its primary key (migration 0009: ix_saga_log_saga_id cost each line a B-tree
+    insertion and its WAL). Its foreign key to the saga stays."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as connection:
+            indexes = await connection.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'saga_log'")
+            )
+            keys = await connection.execute(
+                text(
+                    "SELECT count(*) FROM pg_constraint WHERE conrelid = 'saga_log'::regclass "
+                    "AND contype = 'f' AND confrelid = 'sagas'::regclass"
+                )
+            )
+            assert indexes.scalars().all() == ["saga_log_pkey"]
+            assert keys.scalar_one() == 1
+    finally:
+        await engine.dispose()

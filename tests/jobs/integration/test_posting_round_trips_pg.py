@@ -165,3 +165,59 @@ async def test_a_step_on_rows_changed_meanwhile_is_taken_on_the_rows_read_under_
     assert JobStatus.ACTIVE not in trail
     assert saga.state is SagaState.REFUNDED and saga.activated is False
     assert participants.payments.refunded[saga.id] == saga.amount_minor
+
+
+async def test_jobs_by_ids_are_one_statement(sessions, round_trips):
+    """The auditor's page of captured payments reads their jobs in one statement (issue 13)."""
+    deps = _deps(sessions)
+    answers = [
+        await pay_to_post.create_job_with_payment(_post(f"many-{n}"), deps) for n in range(3)
+    ]
+    ids = [a.job.id for a in answers]
+    async with deps.uow as uow:
+        round_trips.sent.clear()
+        found = await uow.jobs.get_many([*ids, "job_missing", ids[0]])
+        assert round_trips.kinds()["statement"] == 1, round_trips.sent
+    assert sorted(found) == sorted(ids)
+    assert all(found[i].status is JobStatus.ACTIVE for i in ids)
+
+
+async def test_a_step_on_rows_updated_meanwhile_to_the_same_values_is_taken_under_lock(
+    sessions, round_trips
+):
+    """A step on the rows as the request stored them is guarded by their versions, which
+    PostgreSQL moves on every UPDATE of a saga or job, whoever makes it (migration 0010): rows
+    updated meanwhile, even to the values they held, fail the guard, and the step is taken on the
+    rows read under lock (BEGIN, locked read, writes, COMMIT). The guard names the versions,
+    not every column (issue 13: 59 parameters a step)."""
+    participants = FakeParticipants()
+    deps = Deps.build(lambda: SqlJobsUnitOfWork(sessions), make_config(), participants)
+    confirm = participants.payments.confirm
+
+    async def confirmed_while_touched(saga: Saga) -> Any:
+        result = await confirm(saga)
+        async with sessions() as s:  # someone else's update that changes no value
+            await s.execute(
+                text("UPDATE jobs SET title = title WHERE id = :id"), {"id": saga.job_id}
+            )
+            await s.commit()
+        round_trips.sent.clear()  # what the request's Confirm step sends from here
+        return result
+
+    participants.payments.confirm = confirmed_while_touched  # type: ignore[method-assign]
+    answer = await pay_to_post.create_job_with_payment(_post("touched"), deps)
+
+    assert answer.job.status is JobStatus.ACTIVE
+    assert round_trips.simple("BEGIN") == 1 and round_trips.simple("COMMIT") == 1
+    guards = [s for s in round_trips.statements if s.startswith("WITH guard")]
+    assert len(guards) == 1 and "IS NOT DISTINCT FROM" not in guards[0], guards
+    async with sessions() as s:
+        versions = await s.execute(
+            text(
+                "SELECT s.version, j.version FROM sagas s JOIN jobs j ON j.id = s.job_id "
+                "WHERE s.id = :id"
+            ),
+            {"id": answer.saga_id},
+        )
+        # Saga: the Try's answer, the Confirm; job: the Try's payment id, the touch, the Confirm.
+        assert tuple(versions.one()) == (2, 3)

@@ -116,6 +116,45 @@ async def test_captured_money_without_its_job_is_reported_after_the_grace():
     assert (await audit.run_audit(commands.RunAudit(), _deps(w, refunded))).violations == ()
 
 
+async def test_captured_payments_are_checked_a_page_at_a_time_and_fresh_ones_not_read():
+    """Issue 13: a round read each captured payment's saga and job in a unit of work of its own,
+    every payment ever captured, each round. Now a payment changed within the grace (it cannot be
+    a violation yet) reads nothing, and the rest are checked on one read per page."""
+    w = World(audit_grace_seconds=60)
+    paid = [await w.post(key=f"k{n}") for n in range(3)]
+    opened = 0
+    new_uow = w.deps.new_uow
+
+    def counting_uow():
+        nonlocal opened
+        opened += 1
+        return new_uow()
+
+    deps = replace(_deps(w, FakeSources()), new_uow=counting_uow)
+    await audit.run_audit(commands.RunAudit(), deps)
+    baseline = opened  # the other checks' units of work
+
+    def facts(at: datetime) -> list[PaymentFact]:
+        return [_fact(a.saga_id, "CAPTURED", at, payment_id=f"pay_{a.saga_id}") for a in paid]
+
+    opened = 0
+    fresh = replace(deps, sources=FakeSources(facts=facts(w.clock.now)))
+    assert (await audit.run_audit(commands.RunAudit(), fresh)).violations == ()
+    assert opened == baseline
+    w.clock.advance(seconds=120)
+    opened = 0
+    old = replace(deps, sources=FakeSources(facts=facts(w.clock.now - timedelta(seconds=120))))
+    assert (await audit.run_audit(commands.RunAudit(), old)).violations == ()
+    assert opened == baseline + 1
+    # A saga whose job is gone is still reported, on the same single read.
+    w.store.jobs.pop(paid[0].job.id)
+    opened = 0
+    report = await audit.run_audit(commands.RunAudit(), old)
+    assert [(v.check, v.subject_id) for v in report.violations] == [
+        (Check.CAPTURED_PAYMENT_WITHOUT_JOB, f"pay_{paid[0].saga_id}")
+    ]
+
+
 async def test_money_of_an_engagement_is_not_a_posting_without_its_job():
     # A direct job payment or a marketplace offer funds an engagement's escrow: no saga, no job.
     w = World(audit_grace_seconds=60)

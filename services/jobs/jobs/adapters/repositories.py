@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     Executable,
     Row,
     Text,
@@ -63,6 +64,8 @@ from jobs.domain.rate_limits import PostingAttempt
 _KEY = "_key"  # the bound parameter of the row's id
 _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
+# Jobs by ids as one array parameter (one statement text whatever their number, like _GET_SAGAS).
+_GET_JOBS = select(jobs).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(jobs.c.id.type))))
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
 # Sagas by ids as one array parameter: one statement text (prepared once per connection) whatever
@@ -82,34 +85,65 @@ _LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
 _LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
 
 
-def _still(table: Any, prefix: str) -> list[Any]:
-    """Each column of `table` as given in parameters `<prefix><column>` (NULL as NULL)."""
-    return [
-        c == bindparam(f"{prefix}{c.name}", type_=c.type)
-        if c.primary_key
-        else c.is_not_distinct_from(bindparam(f"{prefix}{c.name}", type_=c.type))
-        for c in table.c
-    ]
-
+# The columns a row is inserted with: all but its `version`, which starts at its default (0).
+_SAGA_COLUMNS = [c for c in sagas.c if c.name != "version"]
+_JOB_COLUMNS = [c for c in jobs.c if c.name != "version"]
 
 # The guard of a step written on a saga and job as this process last stored them (see
-# lock_with_job's `assumed`): both rows, locked, still hold exactly those values.
+# lock_with_job's `assumed`): both rows, locked, still at the versions stored. PostgreSQL moves
+# a row's version on every UPDATE (migration 0010), so a row at its stored version holds the
+# values stored (issue 13: it compared every column of both rows, 59 parameters a step).
 _STILL_STORED = (
     select(sagas.c.id)
     .join_from(sagas, jobs, jobs.c.id == sagas.c.job_id)
-    .where(*_still(sagas, "g_s_"), *_still(jobs, "g_j_"))
+    .where(
+        sagas.c.id == bindparam("g_s_id"),
+        sagas.c.version == bindparam("g_s_version", type_=BigInteger),
+        jobs.c.id == bindparam("g_j_id"),
+        jobs.c.version == bindparam("g_j_version", type_=BigInteger),
+    )
     .with_for_update()
 )
 
 
+# What _by_ids reads: a job or a saga.
+_Entity = TypeVar("_Entity", Job, Saga)
+
+
+async def _by_ids(
+    session: BatchedSession,
+    statement: Executable,
+    ids: Sequence[str],
+    read: Callable[[Row], _Entity],
+) -> dict[str, _Entity]:
+    """The rows of `ids` that exist, read by `read`, by id: one statement (`statement` takes the
+    ids as one array parameter `ids`), none for no ids."""
+    if not ids:
+        return {}
+    rows = (await session.execute(statement, {"ids": sorted(set(ids))})).all()
+    return {entity.id: entity for entity in map(read, rows)}
+
+
 class _Stored:
-    """A saga's and its job's column values as this process last read or wrote them."""
+    """A saga's and its job's column values as this process last read or wrote them, and each
+    row's version then (None: unknown, never assumed); `saga_was` and `job_was` are copies of
+    the values then, to tell whether the unit of work updated the row since (see `stored`)."""
 
-    __slots__ = ("job", "saga")
+    __slots__ = ("job", "job_version", "job_was", "saga", "saga_version", "saga_was")
 
-    def __init__(self, saga: dict[str, Any], job: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        saga: dict[str, Any],
+        job: dict[str, Any],
+        saga_version: int | None,
+        job_version: int | None,
+    ) -> None:
         self.saga = saga
         self.job = job
+        self.saga_version = saga_version
+        self.job_version = job_version
+        self.saga_was = dict(saga)
+        self.job_was = dict(job)
 
 
 def _split(row: Row) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -275,7 +309,7 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
         if counting
         else select(literal(0).label("n")).cte("failures")
     )
-    saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in sagas.c))
+    saga_row = select(*(bindparam(f"s_{c.name}", type_=c.type) for c in _SAGA_COLUMNS))
     if counting:
         saga_row = saga_row.select_from(failures).where(failures.c.n < bindparam("max_failures"))
     attempt = _AttemptCtes() if spending else None
@@ -285,16 +319,15 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
         saga_row = saga_row.where(exists(select(attempt.fresh.c.tokens).where(attempt.had_token)))
     saga = (
         pg_insert(sagas)
-        .from_select([c.name for c in sagas.c], saga_row)
+        .from_select([c.name for c in _SAGA_COLUMNS], saga_row)
         .on_conflict_do_nothing(index_elements=["company_id", "request_id"])
         .returning(sagas.c.id)
         .cte("s")
     )
     inserted = exists(select(saga.c.id))
-    job_columns = [c for c in jobs.c]
     job = insert(jobs).from_select(
-        [c.name for c in job_columns],
-        select(*(bindparam(f"j_{c.name}", type_=c.type) for c in job_columns)).where(inserted),
+        [c.name for c in _JOB_COLUMNS],
+        select(*(bindparam(f"j_{c.name}", type_=c.type) for c in _JOB_COLUMNS)).where(inserted),
     )
     names = ("job_id", "from_status", "to_status", "actor", "reason", "at")
     arrays = [
@@ -558,6 +591,9 @@ class SqlJobRepository:
         row = (await self.session.execute(stmt, {_KEY: job_id})).one_or_none()
         return self._read(row) if row else None
 
+    async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        return await _by_ids(self.session, _GET_JOBS, job_ids, self._read)
+
     async def save(self, job: Job) -> None:
         await self.writes.update(jobs, job_to_values(job))
         await self._append(job)
@@ -613,6 +649,8 @@ class SqlSagaRepository:
         self._rows: dict[str, _Stored] = {}
         # The guard's parameters when the unit of work assumed its rows (see lock_with_job).
         self.assumed: dict[str, Any] | None = None
+        # Whether the unit of work committed its writes (set by its commit).
+        self.committed = False
 
     def _read(self, row: Row) -> Saga:
         self.writes.seen(sagas, dict(row._mapping))
@@ -623,7 +661,27 @@ class SqlSagaRepository:
         insert_posting), for a later unit of work to assume (valid once this one committed,
         or if it wrote nothing); None when they were not read together."""
         rows = self._rows.get(saga_id)
-        return None if rows is None else _Stored(dict(rows.saga), dict(rows.job))
+        if rows is None:
+            return None
+        return _Stored(
+            dict(rows.saga),
+            dict(rows.job),
+            self._version_now(rows.saga, rows.saga_was, rows.saga_version),
+            self._version_now(rows.job, rows.job_was, rows.job_version),
+        )
+
+    def _version_now(
+        self, values: dict[str, Any], was: dict[str, Any], version: int | None
+    ) -> int | None:
+        """A row's version after this unit of work: as it was if the row was not updated; one
+        more if it was, by this unit of work's commit, with the row locked from the read (or
+        the assumption) on, so no one else's update came between (one UPDATE a row: the batch
+        merges a row's changes; were there two, the version guessed is below the row's and
+        never matches, and the next step reads the rows under lock, as for any changed row);
+        unknown (None) if it was updated but not committed."""
+        if values == was or version is None:
+            return version
+        return version + 1 if self.committed else None
 
     async def insert(self, saga: Saga) -> bool:
         values = saga_to_values(saga)
@@ -699,7 +757,7 @@ class SqlSagaRepository:
             job.drain_transitions()
             self.writes.seen(sagas, saga_values)
             self.writes.seen(jobs, job_values)
-            self._rows[saga.id] = _Stored(saga_values, job_values)
+            self._rows[saga.id] = _Stored(saga_values, job_values, 0, 0)  # as inserted
         return bool(row.inserted), int(row.n)
 
     async def get(self, saga_id: str, *, for_update: bool = False) -> Saga | None:
@@ -720,9 +778,12 @@ class SqlSagaRepository:
         round trips saved; the decision is the same as if they had been read locked)."""
         if isinstance(assumed, _Stored) and lock_job and assumed.saga["id"] == saga_id:
             saga_values, job_values = dict(assumed.saga), dict(assumed.job)
+            saga_version, job_version = assumed.saga_version, assumed.job_version
             self.assumed = {
-                **{f"g_s_{k}": v for k, v in assumed.saga.items()},
-                **{f"g_j_{k}": v for k, v in assumed.job.items()},
+                "g_s_id": saga_id,
+                "g_s_version": saga_version,
+                "g_j_id": job_values["id"],
+                "g_j_version": job_version,
             }
         else:
             stmt = _LOCK_SAGA_AND_JOB if lock_job else _LOCK_SAGA_READ_JOB
@@ -730,9 +791,13 @@ class SqlSagaRepository:
             if row is None:
                 return await self.get(saga_id, for_update=True), None
             saga_values, job_values = _split(row)
+            # The job's version is known only if it is locked too.
+            saga_version, job_version = saga_values["version"], job_values["version"]
+            if not lock_job:
+                job_version = None
         self.writes.seen(sagas, saga_values)
         self.writes.seen(jobs, job_values)
-        self._rows[saga_id] = _Stored(saga_values, job_values)
+        self._rows[saga_id] = _Stored(saga_values, job_values, saga_version, job_version)
         return saga_from_row(SimpleNamespace(**saga_values)), job_from_row(
             SimpleNamespace(**job_values)
         )
@@ -743,13 +808,10 @@ class SqlSagaRepository:
         assert self.assumed is not None
         if not await self.writes.flush_if(_STILL_STORED, self.assumed, execute_alone):
             raise StaleRow("the saga or its job changed since this process stored them")
+        self.committed = True
 
     async def get_many(self, saga_ids: Sequence[str]) -> dict[str, Saga]:
-        if not saga_ids:
-            return {}
-        rows = (await self.session.execute(_GET_SAGAS, {"ids": sorted(set(saga_ids))})).all()
-        found = (self._read(row) for row in rows)
-        return {saga.id: saga for saga in found}
+        return await _by_ids(self.session, _GET_SAGAS, saga_ids, self._read)
 
     async def get_by_key(self, company_id: str, request_id: str) -> Saga | None:
         stmt = select(sagas).where(

@@ -65,6 +65,9 @@ jobs = Table(
     _str("saga_id", 64),
     # Added by migration 0002 with a server default, so rows that existed then read as "no key".
     Column("create_request_id", String(255), nullable=False, default="", server_default=""),
+    # Moved by PostgreSQL on every UPDATE (trigger jobs_version, migration 0010): the guard of
+    # a saga step written on rows as stored (issue 13).
+    Column("version", BigInteger, nullable=False, server_default="0"),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
     # The public list: active jobs, newest posting first.
@@ -142,6 +145,8 @@ sagas = Table(
     _at("finished_at"),
     # Which global transaction (posting, offer); added by migration 0005.
     Column("kind", String(16), nullable=False, default="posting", server_default="posting"),
+    # Moved by PostgreSQL on every UPDATE (trigger sagas_version, migration 0010).
+    Column("version", BigInteger, nullable=False, server_default="0"),
     # Idempotency keys are scoped to the caller (PAY-8); insert-first on this key.
     UniqueConstraint("company_id", "request_id", name="uq_sagas_company_request"),
     # The recovery worker's scan of unfinished sagas.
@@ -151,12 +156,13 @@ sagas = Table(
     Index("ix_sagas_company_failed", "company_id", "created_at", postgresql_where=FAILED_SAGA),
 )
 
-# One step of a saga as it happened (append-only audit of the saga log).
+# One step of a saga as it happened (append-only audit of the saga log). Only appended to, by
+# every step of every posting: no index by saga (nothing reads it so; issue 13, migration 0009).
 saga_log = Table(
     "saga_log",
     metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("saga_id", ForeignKey("sagas.id"), nullable=False, index=True),
+    Column("saga_id", ForeignKey("sagas.id"), nullable=False),
     Column("step", String(64), nullable=False),
     Column("detail", Text, nullable=False),
     _at("at", nullable=False),

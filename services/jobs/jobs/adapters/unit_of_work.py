@@ -70,3 +70,4 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
             return
         await self._writes.flush()
         await super().commit()
+        self.sagas.committed = True  # the versions of the rows it stored moved (see stored)

@@ -111,6 +111,19 @@ def active_job_violation(job: Job, branch: TryResult | None) -> Violation | None
     return None
 
 
+def owes_a_posting(payment: PaymentFact, *, now: datetime, grace: timedelta) -> bool:
+    """Whether money taken by `payment` must be attached to a posting now: a posting fee of the
+    jobs subsystem, captured, not refunded in full, and unchanged for `grace` (the rest of
+    captured_payment_violation needs its saga and job; a payment this says no to needs neither)."""
+    return (
+        payment.subsystem == "jobs"
+        and payment.captured_minor > 0
+        and payment.purpose not in NOT_POSTING_PURPOSES
+        and payment.refunded_minor < payment.captured_minor
+        and now - payment.updated_at >= grace
+    )
+
+
 def captured_payment_violation(
     payment: PaymentFact, saga: Saga | None, job: Job | None, *, now: datetime, grace: timedelta
 ) -> Violation | None:
@@ -118,11 +131,7 @@ def captured_payment_violation(
 
     A payment that changed within `grace` may still be on its way (a capture whose activation
     is being committed, a refund in flight) and is looked at again next round."""
-    if payment.subsystem != "jobs" or payment.captured_minor <= 0:
-        return None
-    if payment.purpose in NOT_POSTING_PURPOSES:
-        return None
-    if payment.refunded_minor >= payment.captured_minor or now - payment.updated_at < grace:
+    if not owes_a_posting(payment, now=now, grace=grace):
         return None
     if saga is None:
         return Violation(

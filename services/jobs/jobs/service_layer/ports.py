@@ -41,6 +41,9 @@ class JobRepository(Protocol):
     async def get(self, job_id: str, *, for_update: bool = False) -> Job | None:
         """One job; `for_update` locks it until the transaction ends."""
 
+    async def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        """The jobs of `job_ids` that exist, by id (one query)."""
+
     async def save(self, job: Job) -> None:
         """Persist the job's current values and append its pending transitions."""
 

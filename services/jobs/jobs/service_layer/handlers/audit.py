@@ -19,6 +19,7 @@ from jobs.domain.audit import (
     Violation,
     active_job_violation,
     captured_payment_violation,
+    owes_a_posting,
     payment_deadline_violation,
 )
 from jobs.domain.errors import NotAllowed
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 # Payment states whose payments the auditor reads: money taken, and payments not final yet.
 _TAKEN_STATES = frozenset({"CAPTURED", "PARTIALLY_REFUNDED"})
 _NON_FINAL = frozenset({"REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "UNKNOWN"})
+# Captured payments checked per unit of work (one read of their sagas, one of their jobs).
+_CAPTURED_PAGE = 500
 
 
 async def run_audit(cmd: commands.RunAudit, deps: Deps) -> AuditReport:
@@ -137,21 +140,34 @@ async def _payments(deps: Deps, now: datetime) -> list[Violation]:
     grace = timedelta(seconds=config.audit_grace_seconds)
     deadline = timedelta(seconds=config.settlement_deadline_seconds) + grace
     found: list[Violation] = []
+    owing: list[PaymentFact] = []
     facts = await deps.sources.payments(_TAKEN_STATES | _NON_FINAL)
     for fact in facts:
-        if fact.state in _TAKEN_STATES:
-            violation = await _check_captured(fact, deps, now, grace)
-        else:
+        if fact.state not in _TAKEN_STATES:
             violation = payment_deadline_violation(fact, now=now, deadline=deadline)
-        if violation is not None:
-            found.append(violation)
+            if violation is not None:
+                found.append(violation)
+        elif owes_a_posting(fact, now=now, grace=grace):
+            owing.append(fact)
+    for start in range(0, len(owing), _CAPTURED_PAGE):
+        found += await _check_captured(owing[start : start + _CAPTURED_PAGE], deps, now, grace)
     return found
 
 
 async def _check_captured(
-    fact: PaymentFact, deps: Deps, now: datetime, grace: timedelta
-) -> Violation | None:
+    facts: list[PaymentFact], deps: Deps, now: datetime, grace: timedelta
+) -> list[Violation]:
+    """A page of captured payments that owe a posting, checked on one read of their sagas and
+    one of their jobs (issue 13: a unit of work and two statements per payment before, every
+    round, for every payment ever captured)."""
     async with deps.new_uow() as uow:
-        saga = await uow.sagas.get(fact.global_tx_id) if fact.global_tx_id else None
-        job = await uow.jobs.get(saga.job_id) if saga is not None and saga.job_id else None
-    return captured_payment_violation(fact, saga, job, now=now, grace=grace)
+        sagas = await uow.sagas.get_many([f.global_tx_id for f in facts if f.global_tx_id])
+        jobs = await uow.jobs.get_many([s.job_id for s in sagas.values() if s.job_id])
+    found: list[Violation] = []
+    for fact in facts:
+        saga = sagas.get(fact.global_tx_id) if fact.global_tx_id else None
+        job = jobs.get(saga.job_id) if saga is not None and saga.job_id else None
+        violation = captured_payment_violation(fact, saga, job, now=now, grace=grace)
+        if violation is not None:
+            found.append(violation)
+    return found
