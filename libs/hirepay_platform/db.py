@@ -132,7 +132,7 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
 
 
 async def execute_alone(
-    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+    session: AsyncSession | CoreSession, statement: Executable, params: Mapping[str, Any]
 ) -> Result[Any]:
     """Run one statement as a transaction of its own, on the session's connection, when the
     session has not begun one on the server yet (at most plain reads ran, see _LazyBeginCursor):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from typing import Any
 
 from hirepay_platform.db import SqlAlchemyUnitOfWork
 from hirepay_platform.write_batch import BatchedSession
@@ -29,6 +29,9 @@ from jobs.adapters.repositories import (
 class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     """`async with uow:` opens a transaction; it rolls back unless `await uow.commit()`."""
 
+    # Its repositories run Core statements only: one Core connection, not an ORM session.
+    core_only = True
+
     jobs: SqlJobRepository
     sagas: SqlSagaRepository
     settlements: SqlSettlementRepository
@@ -43,7 +46,7 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     money_steps: SqlMoneyStepRepository
     disputes: SqlDisputeRepository
 
-    def _attach(self, session: AsyncSession) -> None:
+    def _attach(self, session: Any) -> None:
         # Repositories see the session through the batch of writes (sent as one statement).
         batching = BatchedSession(session)
         self._writes = batching.batch
