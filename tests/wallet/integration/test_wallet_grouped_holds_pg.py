@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
+import asyncpg
 import pytest
 from sqlalchemy import text
 
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
+from tests.support.pg_plans import generic_plan
 from wallet.domain import commands as c
 from wallet.domain.holds import HoldState
 from wallet.domain.ledger import Leg
@@ -491,3 +495,43 @@ async def test_concurrent_twin_confirm_groups_post_once(ledger, deps, sessions):
         for branch in branches:
             assert await _barrier_rows(sessions, branch) == ["confirm", "try"]
     assert await ledger.balances(customer, contractor) == [(8500, 0), (1500, 0)]
+
+
+@pytest.fixture(scope="module")
+def fresh_wallet_db_url(make_service_database: Callable[[str], str]) -> str:
+    """A wallet database just migrated: tables never analysed, as a new wallet's first calls see
+    them (and the generic plans its connections cache then)."""
+    return make_service_database("wallet")
+
+
+async def test_a_confirm_group_finds_each_hold_and_barrier_row_by_its_key(
+    ledger, deps, round_trips, fresh_wallet_db_url
+):
+    """Issue 13: the one-statement Confirm locks each hold and probes its Confirm barrier row
+    through their keys whatever the tables' statistics. As joins, its generic plan - made while
+    the tables look tiny and then cached by the connection - hashed the group against a scan of
+    every hold and of every Confirm barrier row ever made, on each call."""
+    customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
+    await ledger.fund(customer, 1000)
+    await _warm_refs(deps, customer, contractor)
+    branches = [_branch() for _ in range(2)]
+    await h.reserve_holds(
+        [c.ReserveHold(b, customer, contractor, 100, "USD") for b in branches], deps
+    )
+    with round_trips:
+        outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
+    assert _summary(outcomes) == ["new", "new"]
+    statement = round_trips.statements[0]
+    assert statement.startswith("WITH expected")
+    connection = await asyncpg.connect(
+        re.sub(r"^postgresql\+\w+://", "postgresql://", fresh_wallet_db_url)
+    )
+    try:
+        await connection.execute("SET plan_cache_mode = force_generic_plan")
+        plan = await generic_plan(connection, statement)
+    finally:
+        await connection.close()
+    held = plan[plan.index("CTE held") : plan.index("CTE item")]
+    assert "Index Scan using pk_holds on holds" in held and "Seq Scan" not in held, plan
+    probe = re.search(r"Index Only Scan using pk_tcc_barriers.*\n\s+Index Cond: (.*)", held)
+    assert probe and "global_tx_id =" in probe.group(1) and "branch_id =" in probe.group(1), plan

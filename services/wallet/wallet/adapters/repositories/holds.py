@@ -179,7 +179,11 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 #     wrote: every change of a hold (resolved, expired, a Try rolled back and the branch reserved
 #     again, by any replica) writes a new row version, with the xid of another transaction
 #     (freezing keeps the raw xmin; only an xid reused after 2^32 transactions could match, and
-#     state and expiry are compared too);
+#     state and expiry are compared too); and find no Confirm barrier row of its branch. Each hold
+#     and barrier row is looked up by its key (LATERAL, one index probe per Confirm) whatever the
+#     tables' statistics: as joins, the generic plan a connection made while the tables looked
+#     tiny (and then kept) hashed the group against every hold and every Confirm barrier row
+#     ever written, on each call (issue 13);
 #  2. then the run of transfers (post_run_ctes: lock the account rows in id order, judge, claim
 #     the transfer ids, apply each account's and shard's net change, write the entries), gated by
 #     step 1; a Confirm never lowers its account's availability, so its posting is never refused;
@@ -203,18 +207,20 @@ def _confirm_alone_statement(*, shards: bool) -> TextClause:
             AS x(global_tx_id, branch_id, version, confirmed_amount, transfer_id)
     ), held AS MATERIALIZED (
         SELECT h.xmin = x.version AND h.state = 'pending'
-               AND h.expires_at > CAST(:now AS timestamptz) AS fine
-          FROM holds h
-          JOIN expected x ON x.global_tx_id = h.global_tx_id AND x.branch_id = h.branch_id
-         ORDER BY h.global_tx_id, h.branch_id
-           FOR UPDATE OF h
+               AND h.expires_at > CAST(:now AS timestamptz) AND c.taken IS NULL AS fine
+          FROM (SELECT * FROM expected ORDER BY global_tx_id, branch_id OFFSET 0) x
+         CROSS JOIN LATERAL (
+               SELECT h.xmin, h.state, h.expires_at FROM holds h
+                WHERE h.global_tx_id = x.global_tx_id AND h.branch_id = x.branch_id
+                  FOR UPDATE) h
+          LEFT JOIN LATERAL (
+               SELECT true AS taken FROM {tcc_barriers.name} b
+                WHERE b.global_tx_id = x.global_tx_id AND b.branch_id = x.branch_id
+                  AND b.op = CAST(:barrier_op AS text)
+                LIMIT 1) c ON true
     ), holds_ok AS (
         SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:barrier_global_tx_ids AS text[]))
-               AND NOT EXISTS (
-                   SELECT 1 FROM {tcc_barriers.name} b
-                     JOIN expected x ON x.global_tx_id = b.global_tx_id
-                                    AND x.branch_id = b.branch_id
-                    WHERE b.op = CAST(:barrier_op AS text)) AS ok
+               AS ok
           FROM held
     ),"""
         + ledger_sql.post_run_ctes(
