@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -10,6 +11,8 @@ import grpc
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_platform.grpc_status import error_info
+from hirepay_platform.tcc import TccBranch
+from payments.domain.model import Method, Payment, PaymentState, PendingOp
 
 # Webhook signing secrets: the sandbox signs with the current one; both are accepted (rotation).
 WEBHOOK_SECRET = "whsec_paymentstestcurrent000000000000"
@@ -60,3 +63,32 @@ def reason(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, s
     info = error_info(exc)
     assert info is not None, f"no ErrorInfo on {exc.code()}: {exc.details()}"
     return exc.code(), info.reason, dict(info.metadata)
+
+
+def card_payment(
+    pid: str,
+    gtx: str,
+    *,
+    state: PaymentState = PaymentState.UNKNOWN,
+    pending_op: PendingOp | None = PendingOp.AUTHORIZE,
+    at: datetime | None = None,
+    **changes: Any,
+) -> Payment:
+    """A $1.00 card payment of owner "o" through Stripe, as the domain holds it (by default one
+    whose authorization is under way); `changes` set any other field."""
+    now = at or datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "id": pid,
+        "branch": TccBranch(gtx, "payment"),
+        "owner_id": "o",
+        "amount_minor": 100,
+        "currency": "USD",
+        "method": Method.CARD,
+        "provider": "stripe",
+        "state": state,
+        "created_at": now,
+        "updated_at": now,
+        "pending_op": pending_op,
+        "metadata": {"subsystem": "jobs"},
+    }
+    return Payment(**{**fields, **changes})

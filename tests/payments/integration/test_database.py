@@ -16,26 +16,12 @@ from hirepay_platform.errors import Unavailable
 from hirepay_platform.tcc import TccBranch, TccOp
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.events import AuditEntry, EventType, OutboxEvent
-from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from payments.domain.model import Payment
+from tests.support.payments_helpers import card_payment
 
 
 def _payment(pid: str, gtx: str, *, due: datetime | None = None) -> Payment:
-    now = datetime.now(UTC)
-    return Payment(
-        id=pid,
-        branch=TccBranch(gtx, "payment"),
-        owner_id="o",
-        amount_minor=100,
-        currency="USD",
-        method=Method.CARD,
-        provider="stripe",
-        state=PaymentState.UNKNOWN,
-        created_at=now,
-        updated_at=now,
-        pending_op=PendingOp.AUTHORIZE,
-        next_poll_at=due,
-        metadata={"subsystem": "jobs"},
-    )
+    return card_payment(pid, gtx, next_poll_at=due)
 
 
 async def test_audit_log_refuses_update_and_delete(sessions) -> None:

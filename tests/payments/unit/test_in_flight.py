@@ -4,14 +4,14 @@ payments whose Try this process recorded (their Confirm needs no read), issue 13
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import pytest
 
 from hirepay_platform.tcc import TccBranch
-from payments.domain.model import Method, Payment, PaymentState
+from payments.domain.model import Payment, PaymentState
 from payments.service_layer import in_flight as in_flight_module
 from payments.service_layer.in_flight import InFlight
+from tests.support.payments_helpers import card_payment
 
 
 async def test_a_waiter_is_released_when_the_outermost_work_ends() -> None:
@@ -53,20 +53,7 @@ async def test_work_that_fails_still_releases_its_waiters() -> None:
 
 
 def _payment(gtx: str) -> Payment:
-    now = datetime.now(UTC)
-    return Payment(
-        id=f"pay_{gtx}",
-        branch=TccBranch(gtx, "payment"),
-        owner_id="o",
-        amount_minor=100,
-        currency="USD",
-        method=Method.CARD,
-        provider="stripe",
-        state=PaymentState.AUTHORIZED,
-        created_at=now,
-        updated_at=now,
-        metadata={"subsystem": "jobs"},
-    )
+    return card_payment(f"pay_{gtx}", gtx, state=PaymentState.AUTHORIZED, pending_op=None)
 
 
 def test_a_recorded_payment_is_taken_once_as_it_was_committed() -> None:
