@@ -15,6 +15,7 @@ import pstats
 import re
 import socket
 import ssl
+import struct
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -346,6 +347,32 @@ async def test_broken_answers_are_protocol_errors(answer: bytes) -> None:
             await get(pool, f"{url}/x")
     assert pool.in_flight == 0 and pool.idle == 0
     await pool.aclose()
+
+
+async def test_a_connection_reset_is_a_read_error() -> None:
+    """A peer that resets the connection instead of answering: httpx.ReadError (unreachable to
+    the callers, never a timeout)."""
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    pool = HTTPPool(max_connections=2)
+    async with serving(reset) as url:
+        with pytest.raises(httpx.ReadError):
+            await get(pool, f"{url}/x")
+    assert pool.in_flight == 0
+    await pool.aclose()
+
+
+async def test_only_absolute_http_urls_are_called() -> None:
+    pool = HTTPPool(max_connections=2)
+    for url in ("ftp://example.com/x", "http://user:pw@example.com/x", "http://example.com?q=1"):
+        with pytest.raises(httpx.UnsupportedProtocol):
+            await get(pool, url)
+    assert pool.in_flight == 0
 
 
 async def test_a_request_goes_out_as_given_and_unsafe_headers_are_refused() -> None:

@@ -149,6 +149,8 @@ class _Connection(asyncio.Protocol):
         if self._headers_done and not self._framed():
             # An answer without Content-Length or chunks ends where the connection does.
             self._answer()
+        elif exc is not None:  # reset by the peer, or a TLS failure
+            self._fail(httpx.ReadError(str(exc) or type(exc).__name__))
         elif self._headers_done:
             self._fail(
                 httpx.RemoteProtocolError("peer closed connection in the middle of an answer")
@@ -267,13 +269,10 @@ class HTTPPool(httpx.AsyncBaseTransport):
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        if verify is True:
-            verify = ssl.create_default_context()
-        elif verify is False:
-            verify = ssl.create_default_context()
-            verify.check_hostname = False
-            verify.verify_mode = ssl.CERT_NONE
-        self._ssl = verify
+        # httpx's own TLS settings (its CA bundle when True), as its transport would use.
+        self._ssl = (
+            verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify)
+        )
         self._max = max_connections
         self._expiry = keepalive_expiry
         self._in_flight = 0
@@ -303,7 +302,12 @@ class HTTPPool(httpx.AsyncBaseTransport):
         found = self._origins.get(key)
         if found is None:
             parsed = httpx.URL(key)
-            if parsed.scheme not in _DEFAULT_PORTS or not parsed.host or parsed.userinfo:
+            if (
+                parsed.scheme not in _DEFAULT_PORTS
+                or not parsed.host
+                or parsed.userinfo
+                or parsed.raw_path != b"/"  # a query or fragment without a path before it
+            ):
                 raise httpx.UnsupportedProtocol(f"cannot call {key!r}")
             port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
             found = (parsed.scheme, parsed.host, port), authority
