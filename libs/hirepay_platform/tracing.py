@@ -94,7 +94,7 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
     `otlp` (OTLP/gRPC; endpoint, headers, TLS and batching from the standard
     OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables), `console`, `file:/path/spans.jsonl`.
     OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) name the process when set.
-    When spans are exported, outgoing httpx calls get CLIENT spans (HIREPAY_TRACE_HTTP, on by
+    When spans are exported, outgoing HTTP calls get CLIENT spans (HIREPAY_TRACE_HTTP, on by
     default) and SQL statements get spans when HIREPAY_TRACE_SQL is on (off by default)."""
     global _configured, _exporting, _http_spans
     if _configured:

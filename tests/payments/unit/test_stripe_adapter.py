@@ -4,6 +4,7 @@ and webhook signature checks (raw bytes, tolerance, several secrets)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import socket
@@ -351,3 +352,27 @@ async def test_the_transports_own_timeout_and_refusal_keep_their_meaning() -> No
     late_mapped, down_mapped = map_error(late), map_error(down)
     assert isinstance(late_mapped, OutcomeUnknown) and late_mapped.timeout
     assert isinstance(down_mapped, OutcomeUnknown) and not down_mapped.timeout
+
+
+async def test_an_encoded_answer_is_decoded_on_the_direct_path() -> None:
+    """No Accept-Encoding is sent; should an answer still come compressed, the SDK reads it
+    decoded, as through httpx."""
+
+    async def gzipping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        data = gzip.compress(json.dumps({"id": "cus_9", "object": "customer"}).encode())
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(gzipping, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = StripeProvider("sk_test_gz", api_base=f"http://127.0.0.1:{port}", timeout=5)
+    async with server:
+        assert await provider.create_customer("a@example.com", "key-1") == "cus_9"
