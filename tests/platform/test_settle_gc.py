@@ -1,4 +1,5 @@
-"""The wallet process settles its garbage collector before serving (issue 13)."""
+"""Every service process settles its garbage collector before serving (eventloop.settle_gc, called
+by GrpcApp.run and the gateway's main; issue 13)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from wallet.entrypoints.main import GC_YOUNG_THRESHOLD, settle_gc
+from hirepay_platform.eventloop import GC_YOUNG_THRESHOLD, settle_gc
 
 
 @pytest.fixture
