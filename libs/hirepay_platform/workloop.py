@@ -111,26 +111,41 @@ async def _wait(
     pause: float, began: float, busy: float, stopping: asyncio.Future[object] | None
 ) -> bool:
     """Wait `pause` from now, or only `busy` from now once activity newer than `began` is seen
-    (at once if that is already past); True if activity was seen."""
+    (at once if that is already past); True if activity was seen.
+
+    Only a wait that activity can still cut short listens for it (an idle pause longer than
+    `busy`, with no activity seen yet). Under load a worker pauses for its interval (or its busy
+    pause), which activity cannot shorten: it then simply sleeps, rather than being woken, to
+    find nothing changed, by every RPC the process answers (three workers of the payments
+    process woke about four times per posting each: issue 13)."""
     start = time.monotonic()
-    wake = asyncio.Event()
-    _pausing.add(wake)
-    try:
-        while stopping is None or not stopping.done():
-            woken = _last_activity >= began
-            remaining = start + (min(pause, busy) if woken else pause) - time.monotonic()
-            if remaining <= 0:
-                return woken
-            wake.clear()
-            waiter = asyncio.ensure_future(wake.wait())
-            try:
-                await asyncio.wait(
-                    {waiter} if stopping is None else {stopping, waiter},
-                    timeout=remaining,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                waiter.cancel()
-        return False
-    finally:
-        _pausing.discard(wake)
+    shortest = min(pause, busy)
+    if shortest < pause and _last_activity < began:
+        wake = asyncio.Event()
+        _pausing.add(wake)
+        try:
+            while _last_activity < began:
+                remaining = start + pause - time.monotonic()
+                if remaining <= 0 or (stopping is not None and stopping.done()):
+                    return False
+                wake.clear()
+                waiter = asyncio.ensure_future(wake.wait())
+                try:
+                    await asyncio.wait(
+                        {waiter} if stopping is None else {stopping, waiter},
+                        timeout=remaining,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waiter.cancel()
+        finally:
+            _pausing.discard(wake)
+    # From here on activity changes nothing: it was seen, or the pause is no longer than `busy`.
+    woken = _last_activity >= began
+    remaining = start + (shortest if woken else pause) - time.monotonic()
+    if remaining > 0:
+        if stopping is None:
+            await asyncio.sleep(remaining)
+        elif not stopping.done():
+            await asyncio.wait({stopping}, timeout=remaining)
+    return woken or _last_activity >= began

@@ -15,9 +15,11 @@ class Rounds:
     def __init__(self) -> None:
         self.at: list[float] = []
         self.work: list[int] = []
+        self.ran = asyncio.Event()
 
     async def __call__(self) -> int:
         self.at.append(time.monotonic())
+        self.ran.set()
         return self.work.pop(0) if self.work else 0
 
     def gaps(self) -> list[float]:
@@ -54,6 +56,46 @@ async def test_activity_brings_an_idle_worker_back_to_its_interval() -> None:
     workloop.note_activity()  # e.g. an RPC was answered
     await asyncio.sleep(0.03)
     assert len(rounds.at) == before + 1  # the pause was cut short at once
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_a_busy_process_does_not_wake_a_worker_pausing_for_its_interval() -> None:
+    """Under load every answered RPC reports activity; a worker pausing for its interval (which
+    activity cannot shorten) sleeps through it rather than being woken by each one (issue 13),
+    and still runs a round per interval."""
+    rounds = Rounds()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(rounds, stop, name="test", interval=0.1, idle_max=5.0)
+    )
+    for _ in range(25):  # RPCs answered every 20 ms for half a second
+        workloop.note_activity()
+        await asyncio.sleep(0.02)
+        assert not workloop._pausing  # no worker waits to be woken by an RPC
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert 4 <= len(rounds.at) <= 7, rounds.gaps()  # a round per interval, no more, no fewer
+
+
+async def test_an_idle_worker_woken_by_activity_is_not_woken_again() -> None:
+    rounds = Rounds()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(rounds, stop, name="test", interval=0.3, idle_max=5.0)
+    )
+    while len(rounds.at) < 2:
+        rounds.ran.clear()
+        await rounds.ran.wait()
+    # Its second pause (0.6 s) is an idle one: activity may cut it short (to 0.3 s from its start).
+    await asyncio.sleep(0.05)
+    assert workloop._pausing
+    workloop.note_activity()
+    await asyncio.sleep(0.02)
+    assert not workloop._pausing  # woken once: the rest of its pause needs no wake-up
+    assert len(rounds.at) == 2
+    await asyncio.sleep(0.35)
+    assert len(rounds.at) == 3  # the pause ended 0.3 s after it began
     stop.set()
     await asyncio.wait_for(task, 1)
 

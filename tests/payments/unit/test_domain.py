@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import UTC, date, datetime
+import enum
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
@@ -52,6 +53,27 @@ def test_a_snapshot_is_equal_and_shares_nothing_changed_in_place() -> None:
     twin.metadata["subsystem"] = "elsewhere"
     twin.apply_intent(intent(ProviderStatus.AUTHORIZED), NOW)
     assert p.metadata == {"subsystem": "jobs"} and p.state is PaymentState.UNKNOWN
+
+
+def test_a_snapshot_copies_every_field() -> None:
+    """Whatever fields a payment has (a field added later included), its snapshot and the
+    probe of tells_nothing_new carry each one as it is."""
+    p = payment(pending_op=PendingOp.AUTHORIZE, metadata={"subsystem": "jobs"})
+    changes: dict[str, object] = {}
+    for f in dataclasses.fields(Payment):
+        value = getattr(p, f.name)
+        if isinstance(value, bool):
+            changes[f.name] = not value
+        elif isinstance(value, int):
+            changes[f.name] = value + 7
+        elif isinstance(value, str) and not isinstance(value, enum.Enum):
+            changes[f.name] = f"{value}-{f.name}"
+    changes["next_poll_at"] = NOW + timedelta(seconds=5)
+    full = dataclasses.replace(p, **changes)
+    twin = full.snapshot()
+    for f in dataclasses.fields(Payment):
+        assert getattr(twin, f.name) == getattr(full, f.name), f.name
+    assert twin.metadata is not full.metadata
 
 
 def test_authorization_then_capture_emit_events_once() -> None:

@@ -9,6 +9,8 @@ import json
 import re
 import socket
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import httpx
 import pytest
@@ -309,6 +311,52 @@ async def test_transport_failures_of_a_direct_call_are_unknown_outcomes() -> Non
         with pytest.raises(OutcomeUnknown) as late:
             await slow.create_customer("a@example.com", "key-1")
     assert late.value.timeout
+
+
+class _SilentClient(stripe.HTTPClient):
+    """An HTTP client (the SDK's extension point) whose calls never answer; it notes the task
+    each call ran in."""
+
+    name = "silent"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tasks: list[asyncio.Task[object] | None] = []
+
+    async def request_async(
+        self, method: str, url: str, headers: Mapping[str, str], post_data: Any = None
+    ) -> tuple[bytes, int, Mapping[str, str]]:
+        self.tasks.append(asyncio.current_task())
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_a_call_past_its_deadline_is_a_timed_out_unknown_outcome_in_the_callers_task() -> (
+    None
+):
+    """Whatever the transport does, a call ends at the provider timeout as a timed-out unknown
+    outcome (retried with its key), and runs in the caller's task: no task per call (issue 13).
+    A cancelled caller is cancelled, never taken for a provider failure."""
+    provider = StripeProvider("sk_test_x", api_base="http://127.0.0.1:9", timeout=0.2)
+    silent = _SilentClient()
+    provider.client = stripe.StripeClient(
+        "sk_test_x",
+        base_addresses={"api": "http://127.0.0.1:9"},
+        http_client=silent,
+        max_network_retries=0,
+    )
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknown) as late:
+        await provider.create_customer("a@example.com", "key-1")
+    assert late.value.timeout
+    assert 0.15 < time.monotonic() - started < 2.0
+    assert silent.tasks == [asyncio.current_task()]
+
+    call = asyncio.create_task(provider.create_customer("a@example.com", "key-2"))
+    await asyncio.sleep(0.05)
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
 
 
 def test_with_a_proxy_configured_calls_go_through_the_client(

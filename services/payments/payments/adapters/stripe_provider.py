@@ -384,10 +384,12 @@ class StripeProvider:
         if account:
             options["stripe_account"] = account
         try:
-            response = await asyncio.wait_for(
-                self.client.raw_request_async(method, path, **(params or {}), **options),
-                timeout=self._timeout,
-            )
+            # The deadline in the caller's own task: wait_for ran every call in a task of its
+            # own (a task, its scheduling and a loop turn per call, for nothing: issue 13).
+            async with asyncio.timeout(self._timeout):
+                response = await self.client.raw_request_async(
+                    method, path, **(params or {}), **options
+                )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
