@@ -36,7 +36,7 @@ async def apply_settlement_event(cmd: commands.ApplySettlementEvent, deps: Deps)
         applied = await _apply(event, deps)
     if cmd.record_cursor:
         await record_cursor(commands.RecordSettlementCursor(cmd.consumer, event.cursor), deps)
-    metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
+    metrics.count(metrics.SETTLEMENT_EVENTS, event.type, str(applied).lower())
     return applied
 
 
@@ -86,7 +86,7 @@ async def apply_settlement_events(
             if saga is not None and step is not SettlementStep.NONE:
                 acted.add(saga.id)
                 applied = await _act(saga, event, step, deps.fresh())
-        metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
+        metrics.count(metrics.SETTLEMENT_EVENTS, event.type, str(applied).lower())
         yield event, applied
 
 
