@@ -190,6 +190,9 @@ async def _confirmed_on(
             stored.rows = uow.sagas.stored(saga_id)
     if current.state.final:
         record_outcome(current, now)  # counted once committed
+    if activated and deps.completed is not None and current.state is SagaState.COMPLETED:
+        # Its settlement events are judged by this, not by reading it again (issue 13).
+        deps.completed.completed(current.id, current.payment_id)
     metrics.record_transitions(transitions)
     if activated:
         metrics.count(metrics.FUNNEL, "paid")
