@@ -485,8 +485,10 @@ class GrpcApp:
         log.info("%s stopped", self.name)
 
     def run(self) -> None:
-        """Process entry point: logs, tracing, metrics port, then serve until signalled."""
+        """Process entry point: logs, tracing, metrics port, the collector settled, then serve until
+        signalled."""
         configure_logging(self.name, self.settings.log_level)
         tracing.setup_tracing(self.name, self.settings.traces)
         metrics.serve_metrics(self.settings.metrics_port, self.settings.metrics_host)
+        eventloop.settle_gc()
         eventloop.run(self.serve())

@@ -10,7 +10,7 @@ from gateway.entrypoints.app import create_app
 from gateway.entrypoints.http_protocol import GatewayHttpProtocol
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import DEV_JWT_KID
-from hirepay_platform import tracing
+from hirepay_platform import eventloop, tracing
 from hirepay_platform.logs import configure_logging
 from hirepay_platform.settings import load_settings
 
@@ -32,6 +32,7 @@ def main() -> None:
         settings.payments_target,
         settings.wallet_target,
     )
+    eventloop.settle_gc()
     uvicorn.run(
         app,
         host=settings.host,
