@@ -31,6 +31,9 @@ _DEPTH_STEP = [1 if b in b"[{" else -1 for b in range(256)]
 # Where a parsed JSON string can get a NUL or a lone surrogate from: its escape (a raw NUL is
 # refused by json.loads; raw surrogates are matched by _FORBIDDEN on the text itself).
 _FORBIDDEN_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# The ASCII characters visible_length does not count (controls, whitespace, the space), as a
+# str.translate table that deletes them.
+_ASCII_INVISIBLE = dict.fromkeys([*range(0x21), 0x7F])
 
 
 class UntrustedInputError(ValueError):
@@ -53,7 +56,13 @@ def text_problem(value: str) -> str | None:
 def visible_length(value: str) -> int:
     """The number of characters a person sees: whitespace, controls and invisible format
     characters (zero-width space and joiners, BOM, bidi marks: Unicode categories Cc, Cf, Z*) do
-    not count, so a title of only zero-width characters is empty."""
+    not count, so a title of only zero-width characters is empty.
+
+    ASCII text (most text) is counted in C: of ASCII, exactly the controls and the space are
+    unseen. Looking at each character in Python cost the jobs service about 200 Python calls per
+    posting, a twentieth of its calls (issue 13)."""
+    if value.isascii():
+        return len(value.translate(_ASCII_INVISIBLE))
     return sum(1 for ch in value if not ch.isspace() and unicodedata.category(ch)[0] not in "CZ")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import base64
 import re
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,26 @@ def test_text_problem(text: str, problem: str | None) -> None:
 )
 def test_visible_length_ignores_invisible_characters(text: str, length: int) -> None:
     assert visible_length(text) == length
+
+
+def _seen_one_by_one(text: str) -> int:
+    """visible_length's rule applied to each character (what its ASCII fast path must match)."""
+    return sum(1 for ch in text if not ch.isspace() and unicodedata.category(ch)[0] not in "CZ")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        *map(chr, range(128)),
+        "".join(map(chr, range(128))),
+        "Senior Python Engineer\t(remote)\r\n",
+        " \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f\x7f ",
+        "caf\u00e9 \u200b\u200d\ufeff \u2060x",
+    ],
+)
+def test_visible_length_counts_ascii_as_each_character_is_judged(text: str) -> None:
+    # ASCII text is counted in C (issue 13): the same count as the rule character by character.
+    assert visible_length(text) == _seen_one_by_one(text)
 
 
 @pytest.mark.parametrize("depth", [MAX_JSON_DEPTH + 1, 5_000, 200_000])

@@ -15,8 +15,10 @@ import asyncpg
 async def planning(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A connection to `database_url` (a SQLAlchemy URL) that plans generically, with sequential
     scans off so that a plan that cannot use an index still shows its sequential scan."""
+    # No statement cache: generic_plan deallocates every prepared statement of the connection,
+    # so a cached one (the EXPLAIN of an earlier statement with as many parameters) is gone.
     connection = await asyncpg.connect(
-        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
+        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url), statement_cache_size=0
     )
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")

@@ -23,12 +23,14 @@ from jobs.domain.posting_saga import Saga, SagaState, TryResult, TryState
 from jobs.entrypoints import workers
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import pay_to_post
+from jobs.service_layer.posting.finished import CompletedPostings
 from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_world import FIELDS
 
 _STATES = {
     "payment.authorized": ppb.Payment.AUTHORIZED,
     "payment.captured": ppb.Payment.CAPTURED,
+    "payment.refunded": ppb.Payment.REFUNDED,
 }
 
 
@@ -59,10 +61,10 @@ class _Call:
         return True
 
 
-def _event(cursor: int, kind: str, saga_id: str) -> ppb.SettlementEvent:
+def _event(cursor: int, kind: str, saga_id: str, payment_id: str = "pay_1") -> ppb.SettlementEvent:
     """payments' event of a card payment's step, as the stream carries it."""
     payment = ppb.Payment(
-        payment_id="pay_1",
+        payment_id=payment_id,
         branch=cpb.TccBranch(global_tx_id=saga_id, branch_id="payment"),
         state=_STATES[kind],
     )
@@ -80,22 +82,30 @@ def _post(key: str) -> commands.CreateJobWithPayment:
     )
 
 
-def _deps(sessions, participants: FakeParticipants) -> Deps:
-    return Deps.build(lambda: SqlJobsUnitOfWork(sessions), make_config(), participants)
+def _deps(
+    sessions, participants: FakeParticipants, completed: CompletedPostings | None = None
+) -> Deps:
+    return Deps.build(
+        lambda: SqlJobsUnitOfWork(sessions), make_config(), participants, completed=completed
+    )
 
 
-async def _consume(sessions, participants, events, after: int = 0) -> int:
+async def _consume(
+    sessions, participants, events, after: int = 0, completed: CompletedPostings | None = None
+) -> int:
     """Run the settlement consumer over `events` (from position `after`) until the stream ends;
-    the position it recorded."""
-    deps = _deps(sessions, participants)
+    the position it recorded. `completed`: the process's postings completed (none kept: None)."""
+    deps = _deps(sessions, participants, completed)
     await workers.consume_stream(_Call(events), asyncio.Event(), deps.fresh, after)  # type: ignore[arg-type]
     async with deps.uow as uow:
         return await uow.settlements.cursor(workers.CONSUMER)
 
 
-async def _postings(sessions, participants, keys: list[str]) -> list[Saga]:
+async def _postings(
+    sessions, participants, keys: list[str], completed: CompletedPostings | None = None
+) -> list[Saga]:
     """Card postings made concurrently, each finished by its request; their sagas."""
-    deps = _deps(sessions, participants)
+    deps = _deps(sessions, participants, completed)
     answers = await asyncio.gather(
         *(pay_to_post.create_job_with_payment(_post(k), deps.fresh()) for k in keys)
     )
@@ -150,6 +160,43 @@ async def test_a_burst_of_no_op_events_costs_one_statement_and_the_position(engi
     assert sorted(c for c in participants.payments.calls if c[0] != "try") == sorted(
         ("confirm", s.id) for s in [*warm, *sagas]
     )
+
+
+async def test_events_of_postings_completed_here_are_judged_without_a_read(engines, round_trips):
+    """Postings this process's requests completed (CompletedPostings, as the service wires it):
+    their authorized and captured events ask nothing of them, and a burst of only those costs
+    the position alone, no read (issue 13); nothing is written, no participant called. A refund
+    or another payment's event of one of them is still judged on a read of its saga."""
+    posting, consuming = engines
+    participants = FakeParticipants()
+    completed = CompletedPostings()
+    warm = await _postings(posting, participants, ["warm"], completed)
+    assert await _consume(consuming, participants, _card_events(warm), 0, completed) == 2
+    sagas = await _postings(posting, participants, [f"done-{i}" for i in range(10)], completed)
+    assert {s.state for s in sagas} == {SagaState.COMPLETED}
+    versions = await _versions(posting, [s.id for s in sagas])
+    events = _card_events(sagas, first=3)
+    participants.payments.calls.clear()
+    round_trips.sent.clear()
+
+    position = await _consume(consuming, participants, events, 2, completed)
+
+    consumed = list(round_trips.sent)
+    assert position == events[-1].cursor
+    # The position (one statement), the check above: no read of the sagas.
+    assert [kind for kind, _ in consumed] == ["statement"] * 2, consumed
+    assert "settlement_cursors" in consumed[0][1]
+    assert await _versions(posting, [s.id for s in sagas]) == versions
+    assert participants.payments.calls == []
+
+    # News of another kind, or of another payment, is read (one statement for the burst).
+    others = [
+        _event(position + 1, "payment.refunded", sagas[0].id),
+        _event(position + 2, "payment.captured", sagas[1].id, payment_id="pay_other"),
+    ]
+    round_trips.sent.clear()
+    assert await _consume(consuming, participants, others, position, completed) == position + 2
+    assert "ANY" in round_trips.sent[0][1], round_trips.sent
 
 
 async def test_a_mixed_burst_applies_exactly_the_news_in_order_once(engines):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 import pytest
@@ -41,6 +42,13 @@ def test_snapshot_round_trip_is_exact():
     job = Job("job_1", "co_1", FIELDS, JobStatus.PENDING_PAYMENT, NOW, NOW, saga_id="saga_1")
     job.payment_status = PaymentStatus.PENDING
     assert job_from_snapshot(job_to_snapshot(job)) == job
+
+
+def test_snapshot_names_every_field_of_a_job():
+    # The snapshot names the fields one by one (issue 13): a field added to JobFields and not
+    # to the snapshot would be lost from stored answers.
+    job = Job("job_1", "co_1", FIELDS, JobStatus.ACTIVE, NOW, NOW)
+    assert job_to_snapshot(job)["fields"] == asdict(FIELDS)
 
 
 def test_fingerprint_ignores_key_and_actor_but_not_the_body():

@@ -92,15 +92,11 @@ class WalletEscrowLedger:
         return credits
 
 
-class PaymentsCardRefunds(_LazyClient):
+class PaymentsCardRefunds(_LazyClient[ppb_grpc.PaymentsServiceStub]):
     """Payments' Refund (idempotent on the request id) and the provider of a payment."""
 
     def __init__(self, target: str, timeout: float) -> None:
-        super().__init__("payments", target, timeout)
-
-    @property
-    def stub(self) -> ppb_grpc.PaymentsServiceStub:
-        return ppb_grpc.PaymentsServiceStub(self.client.channel)
+        super().__init__("payments", target, timeout, ppb_grpc.PaymentsServiceStub)
 
     async def refund(
         self, payment_id: str, amount_minor: int, request_id: str, reason: str
@@ -117,14 +113,14 @@ class PaymentsCardRefunds(_LazyClient):
         return str(reply.payment.provider) or "stripe"
 
 
-class PaymentsJobPayments(_LazyClient):
+class PaymentsJobPayments(_LazyClient[ppb_grpc.PaymentsServiceStub]):
     """Payments' CreateJobPaymentCheckout (ESC-5), idempotent on the engagement."""
 
     def __init__(self, target: str, timeout: float) -> None:
-        super().__init__("payments", target, timeout)
+        super().__init__("payments", target, timeout, ppb_grpc.PaymentsServiceStub)
 
     async def create_checkout(self, request: JobPaymentCheckout) -> JobPaymentSession:
-        stub = ppb_grpc.PaymentsServiceStub(self.client.channel)
+        stub = self.stub
         wire = ppb.CreateJobPaymentCheckoutRequest(
             request_id=f"job-payment:{request.engagement_id}",
             engagement_id=request.engagement_id,

@@ -26,16 +26,12 @@ from jobs.service_layer.ports import OfferFunds
 MARKETPLACE = "marketplace"
 
 
-class WalletAccounts(_LazyClient):
+class WalletAccounts(_LazyClient[wpb_grpc.WalletServiceStub]):
     """Opens the wallet accounts of the ledger conventions (idempotent on owner + unit + kind)."""
 
     def __init__(self, target: str, timeout: float) -> None:
-        super().__init__("wallet", target, timeout)
+        super().__init__("wallet", target, timeout, wpb_grpc.WalletServiceStub)
         self._opened: dict[tuple[str, str, int], str] = {}
-
-    @property
-    def stub(self) -> wpb_grpc.WalletServiceStub:
-        return wpb_grpc.WalletServiceStub(self.client.channel)
 
     async def open(
         self, owner_id: str, unit: str, kind: int, *, allow_negative: bool = False

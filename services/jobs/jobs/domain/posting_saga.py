@@ -498,6 +498,21 @@ def settlement_nothing_left(saga: Saga, event: SettlementEvent) -> bool:
     )
 
 
+def settlement_nothing_left_after_completion(payment_id: str, event: SettlementEvent) -> bool:
+    """Whether the event asks nothing of a saga known COMPLETED with `payment_id` (the request
+    that completed it committed so, moments ago; issue 13): it authorizes or captures that very
+    payment, what the saga did already. Judged on the saga as completed, without reading it
+    again: a completed saga is final and answered (settlement_nothing_left then holds), or, once
+    a cancellation of its job moved it on, REFUNDING, which its CancelJob drives under its lease
+    and the recovery worker drives when due (such an event would at most drive it early), or
+    REFUNDED (final). An event of another payment, a refund or a failure is judged on a read."""
+    result = event.result
+    return result.state in _AUTHORIZED_OR_CAPTURED and result.payment_id in ("", payment_id)
+
+
+_AUTHORIZED_OR_CAPTURED = frozenset({TryState.RESERVED, TryState.CAPTURED})
+
+
 def settlement_nothing_new(saga: Saga, event: SettlementEvent) -> bool:
     """Whether the event tells the saga (as read, without a lock) nothing it does not know: past
     the Try, observe only records a new payment id or a provider state further along, or refunds

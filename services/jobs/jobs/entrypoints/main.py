@@ -44,6 +44,7 @@ from jobs.service_layer.ports import (
     OfferFundsByMethod,
     Participants,
 )
+from jobs.service_layer.posting.finished import CompletedPostings
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,9 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     """Wire the servicer and the workers over the adapters."""
     app = GrpcApp("jobs", settings, ACCESS)
     config = settings.jobs_config()
+    # One for the process: its requests note the postings they complete, its settlement
+    # consumer judges their events by it (issue 13).
+    completed = CompletedPostings()
 
     def make_deps() -> Deps:
         return Deps.build(
@@ -132,6 +136,7 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             escrow=adapters.escrow,
             card_refunds=adapters.card_refunds,
             job_payments=adapters.job_payments,
+            completed=completed,
         )
 
     app.add_service(

@@ -320,7 +320,7 @@ def auditor_worker(
             try:
                 await audit.run_audit(commands.RunAudit(), make_deps())
             except Exception:
-                metrics.AUDIT_RUNS.labels("failed").inc()
+                metrics.count(metrics.AUDIT_RUNS, "failed")
                 log.exception("audit round failed; next round retries")
             await _sleep(stop, interval)
 

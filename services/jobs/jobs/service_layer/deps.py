@@ -18,6 +18,7 @@ from jobs.service_layer.ports import (
     OfferFundsByMethod,
     Participants,
 )
+from jobs.service_layer.posting.finished import CompletedPostings
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,8 @@ class Deps:
     escrow: EscrowLedger | None = None  # the wallet, for the escrow's money steps
     card_refunds: CardRefunds | None = None  # payments, refunding card-funded engagements
     job_payments: JobPayments | None = None  # payments, direct job payment checkouts (ESC-5)
+    # The postings this process completed moments ago (the process's one; None: none kept).
+    completed: CompletedPostings | None = None
 
     @classmethod
     def build(
@@ -53,6 +56,7 @@ class Deps:
         escrow: EscrowLedger | None = None,
         card_refunds: CardRefunds | None = None,
         job_payments: JobPayments | None = None,
+        completed: CompletedPostings | None = None,
     ) -> Deps:
         """Dependencies with a new unit of work (one per request or worker tick)."""
         return cls(
@@ -67,6 +71,7 @@ class Deps:
             escrow=escrow,
             card_refunds=card_refunds,
             job_payments=job_payments,
+            completed=completed,
         )
 
     def fresh(self) -> Deps:

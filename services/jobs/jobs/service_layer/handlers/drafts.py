@@ -65,7 +65,7 @@ async def create_draft(cmd: commands.CreateDraft, deps: Deps) -> Job:
             return existing
         await uow.commit()
     metrics.record_transitions(transitions)
-    metrics.FUNNEL.labels("draft_created").inc()
+    metrics.count(metrics.FUNNEL, "draft_created")
     return job
 
 
@@ -99,7 +99,7 @@ async def preview_job(cmd: commands.PreviewJob, deps: Deps) -> Preview:
     if job is None or not owns_or_admin(cmd.actor, job):
         raise JobNotFound(cmd.job_id)
     fields = validate_fields(job.fields, config.price_list.categories)
-    metrics.FUNNEL.labels("previewed").inc()
+    metrics.count(metrics.FUNNEL, "previewed")
     return Preview(
         job=job,
         fee=config.price_list.fee(fields.category),

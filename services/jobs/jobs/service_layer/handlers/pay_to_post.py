@@ -178,7 +178,7 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps, start: _Start) ->
     if existing is not None:
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
-    metrics.FUNNEL.labels("payment_started").inc()
+    metrics.count(metrics.FUNNEL, "payment_started")
     rows = start.rows
     tried = await send_try(saga, deps, rows)
     ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=rows)

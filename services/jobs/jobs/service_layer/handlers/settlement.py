@@ -36,7 +36,7 @@ async def apply_settlement_event(cmd: commands.ApplySettlementEvent, deps: Deps)
         applied = await _apply(event, deps)
     if cmd.record_cursor:
         await record_cursor(commands.RecordSettlementCursor(cmd.consumer, event.cursor), deps)
-    metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
+    metrics.count(metrics.SETTLEMENT_EVENTS, event.type, str(applied).lower())
     return applied
 
 
@@ -67,7 +67,16 @@ async def apply_settlement_events(
     one as apply_settlement_event would, under their saga's lock (issue 13: most events are the
     authorized and captured events of postings their requests have finished). An event whose
     saga an earlier event of the burst acted on reads it again (it may have moved since)."""
-    saga_ids = [e.global_tx_id for e in cmd.events if _saga_event(e)]
+    saga_events = [e for e in cmd.events if _saga_event(e)]
+    # Events of postings this process completed moments ago that ask nothing of them are judged
+    # without a read (CompletedPostings): a burst of only those costs no statement.
+    completed = deps.completed
+    known = (
+        set()
+        if completed is None
+        else {e.event_id for e in saga_events if completed.nothing_left(e)}
+    )
+    saga_ids = [e.global_tx_id for e in saga_events if e.event_id not in known]
     read: dict[str, Saga] = {}
     if saga_ids:
         async with deps.uow as uow:
@@ -80,13 +89,15 @@ async def apply_settlement_events(
                 applied = await job_payments.apply_job_payment_event(event, deps.fresh())
         elif event.global_tx_id in acted:
             applied = await _apply(event, deps.fresh())
+        elif event.event_id in known:
+            pass  # completed here, and the event asks nothing of it
         else:
             saga = read.get(event.global_tx_id)
             step = settlement_step(saga, event, deps.clock())
             if saga is not None and step is not SettlementStep.NONE:
                 acted.add(saga.id)
                 applied = await _act(saga, event, step, deps.fresh())
-        metrics.SETTLEMENT_EVENTS.labels(event.type, str(applied).lower()).inc()
+        metrics.count(metrics.SETTLEMENT_EVENTS, event.type, str(applied).lower())
         yield event, applied
 
 

@@ -54,7 +54,7 @@ async def send_try(saga: Saga, deps: Deps, stored: StoredRows | None = None) -> 
     try:
         result = await participant.try_(saga)
     except HirepayError as exc:
-        metrics.PARTICIPANT_FAILURES.labels("try", exc.reason).inc()
+        metrics.count(metrics.PARTICIPANT_FAILURES, "try", exc.reason)
         log.info("saga %s: try failed: %r", saga.id, exc)
         await fail_before_activation(
             saga.id, client_error(exc, saga.method, saga.id), deps, step="try_failed"

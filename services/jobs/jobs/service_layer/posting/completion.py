@@ -103,7 +103,7 @@ async def _confirm_refused(saga: Saga, error: HirepayError, deps: Deps) -> Saga 
 async def _give_up_confirm(saga: Saga, error: HirepayError, deps: Deps) -> bool:
     """A Confirm that cannot succeed: the job (never live) ends payment_failed, Cancel follows and
     the saga ends with the refusal recorded as its reason."""
-    metrics.PARTICIPANT_FAILURES.labels("confirm", error.reason).inc()
+    metrics.count(metrics.PARTICIPANT_FAILURES, "confirm", error.reason)
     expired = PaymentExpired(
         "the payment could not be captured; nothing was posted",
         metadata={
@@ -190,10 +190,13 @@ async def _confirmed_on(
             stored.rows = uow.sagas.stored(saga_id)
     if current.state.final:
         record_outcome(current, now)  # counted once committed
+    if activated and deps.completed is not None and current.state is SagaState.COMPLETED:
+        # Its settlement events are judged by this, not by reading it again (issue 13).
+        deps.completed.completed(current.id, current.payment_id)
     metrics.record_transitions(transitions)
     if activated:
-        metrics.FUNNEL.labels("paid").inc()
-        metrics.FUNNEL.labels("activated").inc()
+        metrics.count(metrics.FUNNEL, "paid")
+        metrics.count(metrics.FUNNEL, "activated")
     return current
 
 

@@ -79,15 +79,15 @@ def record_outcome(saga: Saga, now: datetime) -> None:
     """Count a saga that just reached its final state."""
     state = saga.state
     reason = saga.failure.reason if saga.failure else ""
-    metrics.SAGA_OUTCOMES.labels(state.value, reason, saga.method.value).inc()
-    metrics.SAGA_DURATION.labels(state.value).observe(
-        max(0.0, (now - saga.created_at).total_seconds())
+    metrics.count(metrics.SAGA_OUTCOMES, state.value, reason, saga.method.value)
+    metrics.observe(
+        metrics.SAGA_DURATION, max(0.0, (now - saga.created_at).total_seconds()), state.value
     )
 
 
 async def retry_later(saga_id: str, step: str, error: HirepayError, deps: Deps) -> None:
     """A transient failure of a participant call: back off; the recovery worker retries."""
-    metrics.PARTICIPANT_FAILURES.labels(step, error.reason).inc()
+    metrics.count(metrics.PARTICIPANT_FAILURES, step, error.reason)
     log.warning("saga %s: %s failed, will retry: %r", saga_id, step, error)
     config = deps.config
     uow = deps.uow
