@@ -10,12 +10,10 @@ import pytest
 from gateway.adapters.ratelimit import TokenBucketLimiter
 from gateway.api.backend_errors import api_error_from_remote
 from gateway.api.errors import api_error_from_validation
-from gateway.api.models import _visible_length
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal, issue_token
 from gateway.service_layer.idempotency import scoped_request_id
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.fingerprint import digest
-from hirepay_platform.untrusted import visible_length
 
 
 def remote(
@@ -335,19 +333,3 @@ def test_remembered_user_tokens_never_speak_for_another_user() -> None:
     for _ in range(2):
         with pytest.raises(InvalidToken, match="lifetime"):
             auth.verify(long_lived)
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "Senior Python Engineer",
-        " \t\r\n\x0b\x0c\x1c\x1d\x1e\x1f ",
-        "".join(map(chr, range(128))),
-        "caf\u00e9 \u200b\u200d\ufeff \u2060x",
-        "\u3000Tokyo\u00a0office",
-    ],
-)
-def test_visible_length_of_free_text_agrees_with_the_platforms(text: str) -> None:
-    # models._visible_length counts ASCII text in C; it must count what visible_length counts.
-    assert _visible_length(text) == visible_length(text)

@@ -25,23 +25,11 @@ def _clean_text(min_visible: int) -> AfterValidator:
         problem = text_problem(value)
         if problem is not None:
             raise ValueError(problem)
-        if _visible_length(value) < min_visible:
+        if visible_length(value) < min_visible:
             raise ValueError(f"must have at least {min_visible} visible characters")
         return value
 
     return AfterValidator(check)
-
-
-# The ASCII characters visible_length does not count: controls, whitespace and the space.
-_ASCII_INVISIBLE = dict.fromkeys([*range(0x21), 0x7F])
-
-
-def _visible_length(value: str) -> int:
-    """visible_length, counted in C for ASCII text (most text): visible_length looks at each
-    character in Python, about a tenth of the gateway's function calls per posting (issue 13)."""
-    if value.isascii():
-        return len(value.translate(_ASCII_INVISIBLE))
-    return visible_length(value)
 
 
 def _text(min_length: int, max_length: int) -> Any:
