@@ -37,6 +37,9 @@ _configured = False
 # True once spans go anywhere: only then are outgoing HTTP calls (and, when enabled, SQL
 # statements) instrumented; a process that exports nothing pays nothing for them.
 _exporting = False
+# True when outgoing HTTP calls get CLIENT spans (spans exported and HIREPAY_TRACE_HTTP on): the
+# httpx instrumentation's, and those of transports it does not see (payments' http_pool).
+_http_spans = False
 # Environment switches of the library instrumentations (read at set-up).
 TRACE_SQL_ENV = "HIREPAY_TRACE_SQL"
 TRACE_HTTP_ENV = "HIREPAY_TRACE_HTTP"
@@ -91,9 +94,9 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
     `otlp` (OTLP/gRPC; endpoint, headers, TLS and batching from the standard
     OTEL_EXPORTER_OTLP_* and OTEL_BSP_* variables), `console`, `file:/path/spans.jsonl`.
     OTEL_SERVICE_NAME (and OTEL_RESOURCE_ATTRIBUTES) name the process when set.
-    When spans are exported, outgoing httpx calls get CLIENT spans (HIREPAY_TRACE_HTTP, on by
+    When spans are exported, outgoing HTTP calls get CLIENT spans (HIREPAY_TRACE_HTTP, on by
     default) and SQL statements get spans when HIREPAY_TRACE_SQL is on (off by default)."""
-    global _configured, _exporting
+    global _configured, _exporting, _http_spans
     if _configured:
         return
     name = os.environ.get("OTEL_SERVICE_NAME") or service
@@ -118,6 +121,7 @@ def setup_tracing(service: str, exporter: str = "none") -> None:
         from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
         HTTPXClientInstrumentor().instrument()
+        _http_spans = True
     _configured = True
 
 
@@ -231,6 +235,12 @@ class TraceContextMiddleware:
             await self.app(scope, receive, send)
         finally:
             otel_context.detach(token)
+
+
+def http_spans() -> bool:
+    """Whether outgoing HTTP calls get CLIENT spans (see setup_tracing): a transport that the
+    httpx instrumentation does not wrap makes its own when this is true."""
+    return _http_spans
 
 
 def exporting() -> bool:

@@ -4,6 +4,7 @@ and webhook signature checks (raw bytes, tolerance, several secrets)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import socket
@@ -317,3 +318,61 @@ def test_with_a_proxy_configured_calls_go_through_the_client(
     assert PooledHTTPXClient(timeout=1, max_connections=1)._direct
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     assert not PooledHTTPXClient(timeout=1, max_connections=1)._direct
+
+
+async def test_the_transports_own_timeout_and_refusal_keep_their_meaning() -> None:
+    """Below the adapter's deadline: the pool's read timeout reaches map_error as the SDK's
+    APIConnectionError caused by httpx.ReadTimeout (a timeout: retried, never a refusal), and
+    a refused connection as one caused by httpx.ConnectError (unreachable)."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    refused = socket.socket()
+    refused.bind(("127.0.0.1", 0))
+    closed_port = refused.getsockname()[1]
+    refused.close()
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    failures: list[BaseException] = []
+    async with server:
+        for base in (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{closed_port}"):
+            client = stripe.StripeClient(
+                "sk_test_x",
+                base_addresses={"api": base},
+                http_client=PooledHTTPXClient(timeout=0.2, max_connections=2),
+                max_network_retries=0,
+            )
+            with pytest.raises(stripe.APIConnectionError) as failed:
+                await client.raw_request_async("post", "/v1/customers", email="a@example.com")
+            failures.append(failed.value)
+    late, down = failures
+    assert isinstance(late.__cause__, httpx.ReadTimeout)
+    assert isinstance(down.__cause__, httpx.ConnectError)
+    late_mapped, down_mapped = map_error(late), map_error(down)
+    assert isinstance(late_mapped, OutcomeUnknown) and late_mapped.timeout
+    assert isinstance(down_mapped, OutcomeUnknown) and not down_mapped.timeout
+
+
+async def test_an_encoded_answer_is_decoded_on_the_direct_path() -> None:
+    """No Accept-Encoding is sent; should an answer still come compressed, the SDK reads it
+    decoded, as through httpx."""
+
+    async def gzipping(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?i)content-length: *(\d+)", head)
+        await reader.readexactly(int(length.group(1)) if length else 0)
+        data = gzip.compress(json.dumps({"id": "cus_9", "object": "customer"}).encode())
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Encoding: gzip\r\n"
+            + f"Content-Length: {len(data)}\r\n\r\n".encode()
+            + data
+        )
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(gzipping, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    provider = StripeProvider("sk_test_gz", api_base=f"http://127.0.0.1:{port}", timeout=5)
+    async with server:
+        assert await provider.create_customer("a@example.com", "key-1") == "cus_9"

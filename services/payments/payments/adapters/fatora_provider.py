@@ -20,7 +20,7 @@ import httpx
 
 from hirepay_platform import money
 from hirepay_platform.untrusted import loads_json
-from payments.adapters.http_pool import SpreadTransport
+from payments.adapters.http_pool import HTTPPool
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -101,14 +101,14 @@ class FatoraProvider:
         max_connections: int = 256,
     ) -> None:
         """`max_connections`: calls in flight at once, all kept alive (httpx's defaults, 100 and
-        20, would queue calls beyond 100 and reopen connections after every burst), in small
-        pools (http_pool.SpreadTransport)."""
+        20, would queue calls beyond 100 and reopen connections after every burst), in one
+        pool (http_pool.HTTPPool)."""
         self._webhook_secret = webhook_secret
         self._http = httpx.AsyncClient(
             base_url=api_base.rstrip("/"),
             headers={"api_key": api_key},
             timeout=timeout,
-            transport=SpreadTransport(max_connections=max_connections),
+            transport=HTTPPool(max_connections=max_connections),
         )
 
     async def _post(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:

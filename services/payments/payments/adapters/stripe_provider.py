@@ -28,7 +28,7 @@ import httpx
 import stripe
 
 from hirepay_platform.untrusted import loads_json
-from payments.adapters.http_pool import SpreadTransport
+from payments.adapters.http_pool import HTTPPool
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -292,31 +292,29 @@ def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefun
 
 
 class PooledHTTPXClient(stripe.HTTPXClient):
-    """The SDK's httpx client over our transport (http_pool.SpreadTransport).
+    """The SDK's httpx client over our transport (http_pool.HTTPPool).
 
     The SDK builds its `httpx.AsyncClient` with httpx's default limits (at most 100 connections,
     20 kept alive) and takes no limits of its own: calls beyond 100 in flight would queue in the
     client (a slow Stripe then caps the payments in flight at 100) and every burst above 20 would
-    reopen connections; and one pool's bookkeeping grows with the calls in flight. Same TLS
-    verification as the SDK's (its CA bundle).
+    reopen connections. Same TLS verification as the SDK's (its CA bundle).
 
-    A request goes straight to the transport (issue 13): the SDK hands over a finished request
-    (URL, every header, the encoded body) and reads back the status, headers and body, so the
-    client's layers around the transport (URL and header merging, cookie jar, auth and redirect
-    loops, the deprecation warning of a `data=` string body) did nothing for it and cost about a
-    sixth of the CPU of a call. With a proxy configured (the environment's or `stripe.proxy`) the
-    request goes through the client as before, which applies it."""
+    A request goes straight to the pool (issue 13): the SDK hands over a finished request (URL,
+    every header, the encoded body) and reads back the status, headers and body, so neither the
+    client's layers (URL and header merging, cookie jar, auth and redirect loops) nor httpx's
+    request and response models did anything for it. With a proxy configured (the environment's
+    or `stripe.proxy`) the request goes through the client as before, which applies it."""
 
     def __init__(self, *, timeout: float, max_connections: int) -> None:
         super().__init__(timeout=timeout)
         if not isinstance(getattr(self, "_client_async", None), httpx.AsyncClient):
             # Fail at start-up, not under load, should an SDK upgrade rename its client.
             raise RuntimeError("stripe.HTTPXClient no longer keeps its httpx.AsyncClient")
-        self._transport = SpreadTransport(
+        self._pool = HTTPPool(
             max_connections=max_connections,
             verify=ssl.create_default_context(cafile=stripe.ca_bundle_path),
         )
-        self._client_async = httpx.AsyncClient(transport=self._transport)
+        self._client_async = httpx.AsyncClient(transport=self._pool)
         # What the client would send as the request's `timeout` extension (the SDK's timeout).
         self._timeouts = httpx.Timeout(timeout).as_dict()
         self._direct = not self._proxy and not urllib.request.getproxies()
@@ -326,19 +324,19 @@ class PooledHTTPXClient(stripe.HTTPXClient):
     ) -> tuple[bytes, int, Mapping[str, str]]:
         if not self._direct:
             return await super().request_async(method, url, headers, post_data)
-        request = httpx.Request(
-            method, url, headers=headers, content=post_data, extensions={"timeout": self._timeouts}
-        )
         try:
-            response = await self._transport.handle_async_request(request)
-            try:
-                content = await response.aread()
-            finally:
-                await response.aclose()
+            answer = await self._pool.request(method, url, headers, post_data, self._timeouts)
         except Exception as exc:
             # The SDK's own mapping: APIConnectionError, the transport error as its cause.
             self._handle_request_error(exc)
-        return content, response.status_code, response.headers
+        found = answer.headers
+        if found.get("content-encoding", "identity") != "identity":
+            # Not asked for (no Accept-Encoding is sent), but decoded as httpx would.
+            response = httpx.Response(
+                answer.status, headers=list(found.items()), stream=httpx.ByteStream(answer.body)
+            )
+            return await response.aread(), answer.status, found
+        return answer.body, answer.status, found
 
 
 class StripeProvider:

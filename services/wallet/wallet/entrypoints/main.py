@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_platform.clock import utc_now
@@ -81,5 +82,25 @@ def build_app(settings: WalletSettings) -> GrpcApp:
     return app
 
 
+# Tracked objects allocated (net) before a young-generation collection: ten times Python's 700.
+# Under the wallet bench (c=32 transfers) a young collection cost ~0.3 CPU-ms and came every ~20
+# calls, a full one (walking ~100,000 start-up objects) ~65 CPU-ms every few thousand: together
+# 4-6% of the wallet's CPU per call. With start-up frozen and this threshold, GC is ~0.003 CPU-ms
+# per call (issue 13). Requests make few reference cycles (refcounting frees the rest): what they
+# do make waits a few thousand allocations longer.
+GC_YOUNG_THRESHOLD = 7000
+
+
+def settle_gc() -> None:
+    """What start-up built (modules, protobuf descriptors, tables, compiled statements) lives as
+    long as the process: frozen out of the collector's sight, as in payments, so that a full
+    collection walks only what calls made; and young collections ten times rarer."""
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def main() -> None:
-    build_app(load_settings(WalletSettings)).run()
+    app = build_app(load_settings(WalletSettings))
+    settle_gc()
+    app.run()
