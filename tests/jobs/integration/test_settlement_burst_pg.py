@@ -145,7 +145,7 @@ async def test_a_burst_of_no_op_events_costs_one_statement_and_the_position(engi
     # The burst's sagas (one statement), the position (one statement), the check above.
     assert [kind for kind, _ in consumed] == ["statement"] * 3, consumed
     burst_read, position_write = consumed[0][1], consumed[1][1]
-    assert "FROM unnest(" in burst_read and "FROM sagas" in burst_read, burst_read
+    assert "FROM hirepay_keys(" in burst_read and "FROM sagas" in burst_read, burst_read
     assert "settlement_cursors" in position_write
     assert await _versions(posting, [s.id for s in sagas]) == versions
     # The requests' Confirms only: no event called a participant.

@@ -75,7 +75,9 @@ def _by_id_probes(table: Table) -> Select[Any]:
     subquery kept apart by OFFSET 0, so it cannot be turned into a join): as `id = ANY(:ids)`,
     the generic plan a connection made while the table was small (every fresh database) read
     the whole table on each call for as long as the connection kept it (issue 13)."""
-    ids = func.unnest(bindparam("ids", type_=ARRAY(table.c.id.type))).table_valued("id")
+    # hirepay_keys (migration 0011) is unnest with a fixed row estimate, so that the generic
+    # plan is kept instead of a custom plan made on every call.
+    ids = func.hirepay_keys(bindparam("ids", type_=ARRAY(table.c.id.type))).table_valued("id")
     key = ids.render_derived(name="k")
     probe = select(table).where(table.c.id == key.c.id).offset(literal_column("0")).lateral("r")
     return select(probe).select_from(key).join(probe, true())
