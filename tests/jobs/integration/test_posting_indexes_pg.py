@@ -121,3 +121,48 @@ async def test_the_saga_log_has_no_index_a_posting_must_update_but_nothing_reads
             assert keys.scalar_one() == 1
     finally:
         await engine.dispose()
+
+
+async def test_sagas_and_jobs_by_ids_probe_their_keys_on_a_fresh_database(
+    make_service_database, round_trips
+):
+    """The settlement consumer reads its batch's sagas by ids, the auditor its pages' jobs. As
+    `id = ANY(:ids)`, the generic plan PostgreSQL makes while the table is small (a fresh
+    database) reads the whole table, and a connection keeps that plan: it read every saga ever
+    made on every batch until a replan (issue 13). Planned generically on a fresh database with
+    sequential scans allowed, as the server plans it: one primary key probe per id; and that plan
+    is the one a warm connection keeps."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        sessions = make_session_factory(engine)
+        round_trips.sent.clear()
+        async with SqlJobsUnitOfWork(sessions) as uow:
+            assert await uow.sagas.get_many(["saga_a", "saga_b"]) == {}
+            assert await uow.jobs.get_many(["job_a"]) == {}
+        statements = round_trips.statements
+    finally:
+        await engine.dispose()
+
+    reads = {
+        table: next(s for s in statements if f"FROM {table}" in s) for table in ("sagas", "jobs")
+    }
+    for table, sql in reads.items():
+        async with planning(url) as connection:
+            await connection.execute("SET enable_seqscan = on")
+            plan = await generic_plan(connection, sql)
+            assert f"Index Scan using {table}_pkey" in plan, plan
+        assert "Seq Scan" not in plan and "Hash" not in plan, plan
+
+    # Kept generic once warm (the ids' row estimate is fixed, migration 0011): as unnest(:ids),
+    # every call was planned again (a custom plan knows the array's length, and looked cheaper).
+    sql = reads["sagas"]
+    async with planning(url) as connection:
+        await connection.execute("SET plan_cache_mode = auto")
+        await connection.execute(f"PREPARE measured AS {sql}")
+        for _ in range(8):
+            await connection.execute("EXECUTE measured('{saga_a,saga_b,saga_c}')")
+        plans = await connection.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'measured'"
+        )
+    assert plans["generic_plans"] >= 3 and plans["custom_plans"] <= 5, dict(plans)

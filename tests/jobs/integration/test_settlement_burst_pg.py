@@ -154,7 +154,9 @@ async def test_a_burst_of_no_op_events_costs_one_statement_and_the_position(engi
     assert position == events[-1].cursor
     # The burst's sagas (one statement), the position (one statement), the check above.
     assert [kind for kind, _ in consumed] == ["statement"] * 3, consumed
-    assert "ANY" in consumed[0][1] and "settlement_cursors" in consumed[1][1]
+    burst_read, position_write = consumed[0][1], consumed[1][1]
+    assert "FROM hirepay_keys(" in burst_read and "FROM sagas" in burst_read, burst_read
+    assert "settlement_cursors" in position_write
     assert await _versions(posting, [s.id for s in sagas]) == versions
     # The requests' Confirms only: no event called a participant.
     assert sorted(c for c in participants.payments.calls if c[0] != "try") == sorted(

@@ -11,6 +11,8 @@ from sqlalchemy import (
     BigInteger,
     Executable,
     Row,
+    Select,
+    Table,
     Text,
     and_,
     any_,
@@ -64,13 +66,29 @@ from jobs.domain.rate_limits import PostingAttempt
 _KEY = "_key"  # the bound parameter of the row's id
 _GET_JOB = select(jobs).where(jobs.c.id == bindparam(_KEY))
 _LOCK_JOB = _GET_JOB.with_for_update()
-# Jobs by ids as one array parameter (one statement text whatever their number, like _GET_SAGAS).
-_GET_JOBS = select(jobs).where(jobs.c.id == any_(bindparam("ids", type_=ARRAY(jobs.c.id.type))))
+
+
+def _by_id_probes(table: Table) -> Select[Any]:
+    """The rows of `table` whose ids are in the array parameter `ids`: one statement text
+    (prepared once per connection) whatever the number of ids, where an IN list would be a new
+    statement, prepared again, per length. Each id is one probe of the primary key (a LATERAL
+    subquery kept apart by OFFSET 0, so it cannot be turned into a join): as `id = ANY(:ids)`,
+    the generic plan a connection made while the table was small (every fresh database) read
+    the whole table on each call for as long as the connection kept it (issue 13)."""
+    # hirepay_keys (migration 0011) is unnest with a fixed row estimate, so that the generic
+    # plan is kept instead of a custom plan made on every call.
+    ids = func.hirepay_keys(bindparam("ids", type_=ARRAY(table.c.id.type))).table_valued("id")
+    key = ids.render_derived(name="k")
+    probe = select(table).where(table.c.id == key.c.id).offset(literal_column("0")).lateral("r")
+    return select(probe).select_from(key).join(probe, true())
+
+
+# Jobs by ids (the auditor's pages), like sagas by ids.
+_GET_JOBS = _by_id_probes(jobs)
 _GET_SAGA = select(sagas).where(sagas.c.id == bindparam(_KEY))
 _LOCK_SAGA = _GET_SAGA.with_for_update()
-# Sagas by ids as one array parameter: one statement text (prepared once per connection) whatever
-# the number of ids, where an IN list would be a new statement, prepared again, per length.
-_GET_SAGAS = select(sagas).where(sagas.c.id == any_(bindparam("ids", type_=ARRAY(sagas.c.id.type))))
+# Sagas by ids (the settlement consumer's batch of events, the auditor's pages).
+_GET_SAGAS = _by_id_probes(sagas)
 # A saga and its job in one round trip (the saga locked, and its job too when asked), each
 # column labelled by its table; the lock order is the saga's row, then the job's, as elsewhere.
 _SAGA_WITH_JOB = (

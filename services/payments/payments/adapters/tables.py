@@ -185,6 +185,14 @@ outbox = Table(
     Index("ix_outbox_callbacks_due", "cursor", postgresql_where="callback_next_at IS NOT NULL"),
     Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
     Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
+    # A consumer's read of one subsystem's events after its position (outbox_after, migration
+    # 0011): an index probe whatever the outbox's statistics.
+    Index(
+        "ix_outbox_subsystem_position",
+        "subsystem",
+        "position",
+        postgresql_where="position IS NOT NULL",
+    ),
 )
 
 audit_log = Table(
