@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from urllib.parse import urlparse
 
@@ -9,6 +10,7 @@ import asyncpg
 
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
+from hirepay_dev.benchlib import closed_loop
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
 
@@ -151,3 +153,38 @@ def test_the_targets_are_judged_from_the_runs_own_figures():
     fee = found["transfer + fee to revenue at c=32 costs <= 20%"]
     assert round(fee.measured, 2) == 0.25 and not fee.met
     assert verdicts({"pgbench_tps": 1000.0}) == []  # nothing measured, nothing judged
+
+
+async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency():
+    # The steady state at the case's concurrency (pools grown), not the ramp-up: every worker runs
+    # unmeasured calls first, with keys of their own (negative i), and only then is time counted.
+    seen: list[tuple[int, int, bool]] = []
+    measuring = False
+    in_flight = most_in_flight = 0
+
+    async def op(worker: int, i: int) -> None:
+        nonlocal in_flight, most_in_flight
+        in_flight += 1
+        most_in_flight = max(most_in_flight, in_flight)
+        seen.append((worker, i, measuring))
+        await asyncio.sleep(0.005)
+        in_flight -= 1
+
+    class Meter:
+        async def start(self) -> None:
+            nonlocal measuring
+            measuring = True
+            assert most_in_flight == 4  # every worker ran at once before the measuring began
+
+        async def stop(self) -> dict[str, float]:
+            return {}
+
+    result = await closed_loop(
+        "case", op, concurrency=4, seconds=0.1, warmup=2, settle_seconds=0.1, meter=Meter()
+    )
+    unmeasured = [(w, i) for w, i, m in seen if not m]
+    measured = [(w, i) for w, i, m in seen if m]
+    assert {w for w, _ in unmeasured} == {0, 1, 2, 3}
+    assert all(i < 0 for _, i in unmeasured) and all(i >= 0 for _, i in measured)
+    assert len(set(unmeasured)) == len(unmeasured)  # no key used twice
+    assert result.ops == len(measured)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import subprocess
 import time
@@ -11,6 +12,9 @@ from dataclasses import dataclass, field
 
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import CpuMeter, per_op_line
+
+# Seconds every case runs at its concurrency before it is measured (closed_loop).
+SETTLE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -61,14 +65,31 @@ async def closed_loop(
     concurrency: int,
     seconds: float,
     warmup: int = 5,
+    settle_seconds: float = SETTLE_SECONDS,
     meter: CpuMeter | None = None,
     per_call: int = 1,
 ) -> Result:
     """Run `op(worker, i)` from `concurrency` workers back to back for `seconds`; time each call.
     With `meter`, the CPU of each process over the measured interval is recorded too; a call
-    counts as `per_call` operations."""
+    counts as `per_call` operations.
+
+    Before measuring: `warmup` calls one at a time, then all workers for `settle_seconds`, not
+    measured (negative `i`), so that the case measures the steady state at its concurrency: the
+    services' connection pools have grown to what it needs (each new PostgreSQL connection pays a
+    backend start, asyncpg's type introspection and its first plans: at c=32, after c=8, that
+    had put ~1-2 CPU-ms per posting of one-off cost into the measured interval)."""
     for i in range(warmup):
         await op(0, -1 - i)
+    settled = time.perf_counter() + settle_seconds
+
+    async def settle(w: int) -> None:
+        i = warmup
+        while time.perf_counter() < settled:
+            with contextlib.suppress(Exception):
+                await op(w, -1 - i)
+            i += 1
+
+    await asyncio.gather(*(settle(w) for w in range(concurrency)))
     latencies: list[float] = []
     errors = 0
 
