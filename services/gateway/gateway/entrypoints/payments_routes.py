@@ -208,13 +208,17 @@ def _signing_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     over the request's headers (ASGI names them in lowercase)."""
     found: dict[str, str] = {}
     for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1")
-        if name in _SIGNING_HEADER_NAMES and name not in found:
-            found[name] = raw_value.decode("latin-1")
+        # Matched as bytes: only a signing header's name and value are decoded, not every name
+        # of every delivery (issue 13).
+        if raw_name in _SIGNING_HEADER_NAMES:
+            name = _SIGNING_HEADER_NAMES[raw_name]
+            if name not in found:
+                found[name] = raw_value.decode("latin-1")
     return found
 
 
-_SIGNING_HEADER_NAMES = frozenset(_SIGNING_HEADERS)
+# A signing header's name as ASGI gives it (latin-1 bytes) -> the name payments is sent.
+_SIGNING_HEADER_NAMES = {name.encode("latin-1"): name for name in _SIGNING_HEADERS}
 
 
 @router.post(
