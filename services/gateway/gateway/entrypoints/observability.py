@@ -19,7 +19,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hirepay_platform.metrics import child
+from hirepay_platform.metrics import count, observe
 
 log = logging.getLogger("gateway.access")
 
@@ -182,8 +182,8 @@ class EdgeMiddleware:
         route = _route_template(scope)
         status = status_holder["status"]
         elapsed = time.perf_counter() - started
-        child(HTTP_REQUESTS, method, route, str(status)).inc()
-        child(HTTP_LATENCY, method, route).observe(elapsed)
+        count(HTTP_REQUESTS, method, route, str(status))
+        observe(HTTP_LATENCY, elapsed, method, route)
         if route not in ("/healthz", "/metrics"):
             log.info(
                 "%s %s %s",

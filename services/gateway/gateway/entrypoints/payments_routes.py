@@ -24,7 +24,7 @@ from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.ids import new_id
-from hirepay_platform.metrics import child
+from hirepay_platform.metrics import count
 
 log = logging.getLogger(__name__)
 
@@ -282,11 +282,11 @@ async def provider_webhook(provider: Provider, request: Request, backends: Backe
     try:
         ack = await _forward_webhook(provider, request, backends)
     except ApiError as exc:
-        child(WEBHOOKS, provider, str(exc.status)).inc()
+        count(WEBHOOKS, provider, str(exc.status))
         if exc.status == 400:
             log.warning("webhook refused", extra={"fields": {"reason": exc.error}})
         raise
-    child(WEBHOOKS, provider, "200").inc()
+    count(WEBHOOKS, provider, "200")
     # The bytes FastAPI's response_model would write, without validating the ack a second time.
     return Response(ack.model_dump_json(), media_type="application/json")
 
