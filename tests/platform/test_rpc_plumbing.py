@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry import baggage, trace
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, Counter
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
@@ -141,6 +141,24 @@ def test_the_hot_path_counts_exactly_what_inc_and_observe_count() -> None:
     increment()
     metrics.child(metrics.RPC_REQUESTS, "plumb", "Fast", "OK").inc()
     assert _sample("hirepay_rpc_requests_total", **labels) == before + 3
+
+
+def test_count_and_observe_update_the_series_inc_and_observe_update() -> None:
+    """metrics.count/observe (the gateway's every request): the labelled series, or the metric
+    itself without labels, counted as `labels(...).inc()` / `observe` count it."""
+    labels = {"service": "plumb", "method": "Counted", "code": "OK"}
+    before = _sample("hirepay_rpc_requests_total", **labels)
+    metrics.count(metrics.RPC_REQUESTS, "plumb", "Counted", "OK")
+    metrics.count(metrics.RPC_REQUESTS, "plumb", "Counted", "OK")
+    assert _sample("hirepay_rpc_requests_total", **labels) == before + 2
+    for amount in (0.0005, 0.3, 120.0):
+        metrics.observe(metrics.RPC_LATENCY, amount, "plumb", "Counted")
+        metrics.child(metrics.RPC_LATENCY, "plumb", "Public2").observe(amount)
+    assert _histogram("plumb", "Counted") == _histogram("plumb", "Public2")
+    plain = Counter("hirepay_plumb_plain_total", "An unlabelled counter.")
+    metrics.count(plain)
+    metrics.count(plain)
+    assert REGISTRY.get_sample_value("hirepay_plumb_plain_total") == 2
 
 
 async def _calls(target: str, service: str, ids: list[str]) -> list[str]:

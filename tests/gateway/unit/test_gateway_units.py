@@ -333,3 +333,72 @@ def test_remembered_user_tokens_never_speak_for_another_user() -> None:
     for _ in range(2):
         with pytest.raises(InvalidToken, match="lifetime"):
             auth.verify(long_lived)
+
+
+def test_security_headers_keep_a_routes_own_and_follow_the_first_content_type() -> None:
+    from gateway.entrypoints.observability import API_CSP, HSTS, HTML_CSP, security_headers
+
+    own = [(b"Content-Type", b"text/html; charset=utf-8"), (b"Cache-Control", b"max-age=60")]
+    out = security_headers(list(own), is_api=True, tls=True)
+    assert out[:2] == own  # the route's headers first, as sent; its Cache-Control kept
+    assert out[2:] == [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", HTML_CSP),
+        (b"strict-transport-security", HSTS),
+    ]
+    # The first of repeated content types decides the CSP; no TLS, no HSTS; no API, no no-store.
+    json_first = [(b"content-type", b"application/json"), (b"content-type", b"text/html")]
+    assert security_headers(json_first, is_api=False, tls=False)[2:] == [
+        (b"x-content-type-options", b"nosniff"),
+        (b"x-frame-options", b"DENY"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"content-security-policy", API_CSP),
+    ]
+    api = security_headers([(b"x-frame-options", b"SAMEORIGIN")], is_api=True, tls=False)
+    assert (b"x-frame-options", b"DENY") not in api
+    assert api[-1] == (b"cache-control", b"no-store")
+
+
+def test_job_payment_fields_only_with_payment() -> None:
+    from gateway.api.convert import job_to_http
+    from hirepay.common.v1 import common_pb2
+    from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
+
+    job = jobs_pb.Job(
+        job_id="job_1",
+        status=jobs_pb.Job.ACTIVE,
+        payment_id="pay_1",
+        payment_status=jobs_pb.Job.COMPLETED,
+        payment_amount=common_pb2.Money(amount_minor=4900, currency="USD"),
+        payment_method="card",
+    )
+    shown = job_to_http(job)
+    assert (shown.payment_id, shown.payment_status, shown.payment_method) == (
+        "pay_1",
+        "completed",
+        "card",
+    )
+    assert shown.payment_amount is not None and shown.payment_amount.amount_minor == 4900
+    assert shown.failure_reason is None
+    hidden = job_to_http(job, with_payment=False)
+    assert hidden.payment_id is None and hidden.payment_amount is None
+    assert "payment_id" not in hidden.model_fields_set
+    assert hidden.model_dump(
+        exclude={
+            "payment_id",
+            "payment_status",
+            "payment_amount",
+            "payment_method",
+            "failure_reason",
+        }
+    ) == shown.model_dump(
+        exclude={
+            "payment_id",
+            "payment_status",
+            "payment_amount",
+            "payment_method",
+            "failure_reason",
+        }
+    )

@@ -107,7 +107,21 @@ def _salary_to_http(fields: jobs_pb.JobFields) -> models.SalaryRangeOut | None:
 def job_to_http(job: jobs_pb.Job, *, with_payment: bool = True) -> models.JobOut:
     """A job as JSON; `with_payment=False` hides the payment of a job the viewer does not own."""
     f = job.fields
-    out = models.JobOut(
+    # The payment fields go into the one validating construction, not assigned afterwards: each
+    # assignment is pydantic's Python __setattr__ (three calls apiece on every posting's answer;
+    # issue 13). The model is the same, its unset fields the same defaults.
+    payment: dict[str, Any] = (
+        {
+            "payment_id": job.payment_id or None,
+            "payment_status": _payment_status_to_http(job.payment_status),
+            "payment_amount": money_to_http(job.payment_amount, job.HasField("payment_amount")),
+            "payment_method": job.payment_method or None,
+            "failure_reason": job.failure_reason or None,
+        }
+        if with_payment
+        else {}
+    )
+    return models.JobOut(
         id=job.job_id,
         status=job_status_to_http(job.status),
         title=f.title,
@@ -121,14 +135,8 @@ def job_to_http(job: jobs_pb.Job, *, with_payment: bool = True) -> models.JobOut
         terms_version=job.terms_version or None,
         created_at=timestamp_to_iso(job.created_at, job.HasField("created_at")),
         updated_at=timestamp_to_iso(job.updated_at, job.HasField("updated_at")),
+        **payment,
     )
-    if with_payment:
-        out.payment_id = job.payment_id or None
-        out.payment_status = _payment_status_to_http(job.payment_status)
-        out.payment_amount = money_to_http(job.payment_amount, job.HasField("payment_amount"))
-        out.payment_method = job.payment_method or None
-        out.failure_reason = job.failure_reason or None
-    return out
 
 
 def job_visible_to(job: jobs_pb.Job, principal: Principal | None) -> bool:

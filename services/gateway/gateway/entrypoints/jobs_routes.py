@@ -41,7 +41,7 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.fingerprint import digest
 from hirepay_platform.ids import new_id
-from hirepay_platform.metrics import child
+from hirepay_platform.metrics import count
 from hirepay_platform.reasons import FailureReason
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
@@ -108,7 +108,7 @@ async def create_draft(
             fields=convert.job_fields_to_proto(body),
         )
     )
-    child(FUNNEL, "draft_saved").inc()
+    count(FUNNEL, "draft_saved")
     return convert.job_to_http(response.job)
 
 
@@ -285,34 +285,34 @@ async def _post_with_payment(
         if failed.decision is not None:
             request.state.response_headers = failed.decision.headers()
             if not failed.decision.allowed:
-                child(RATE_LIMITED, limiter.policy).inc()
+                count(RATE_LIMITED, limiter.policy)
                 raise ApiError(
                     429,
                     "RATE_LIMITED",
                     "Too many posting attempts; retry after the time in Retry-After",
                     retry=True,
                 ) from None
-        CWP_STARTED.inc()
-        child(FUNNEL, "payment_started").inc()
+        count(CWP_STARTED)
+        count(FUNNEL, "payment_started")
         mapped = api_error_from_remote(failed.error)
-        child(CWP_FAILED, mapped.error).inc()
-        child(FUNNEL, "failed").inc()
+        count(CWP_FAILED, mapped.error)
+        count(FUNNEL, "failed")
         raise mapped from None
     request.state.response_headers = decision.headers()
-    CWP_STARTED.inc()
-    child(FUNNEL, "payment_started").inc()
+    count(CWP_STARTED)
+    count(FUNNEL, "payment_started")
     if response.job.status == jobs_pb.Job.PAYMENT_FAILED:
         # A saga that ended failed without an error (e.g. a replayed failed twin): same contract.
         mapped = api_error_from_reason(
             response.job.failure_reason or FailureReason.PAYMENT_DECLINED
         )
-        child(CWP_FAILED, mapped.error).inc()
-        child(FUNNEL, "failed").inc()
+        count(CWP_FAILED, mapped.error)
+        count(FUNNEL, "failed")
         raise mapped
     status, out = convert.create_with_payment_to_http(response, body.payment.method)
     step = "active" if status == 201 else "pending_payment"
-    child(FUNNEL, step).inc()
-    child(CWP_SUCCEEDED, step, str(response.replayed).lower()).inc()
+    count(FUNNEL, step)
+    count(CWP_SUCCEEDED, step, str(response.replayed).lower())
     headers = dict(decision.headers())
     if response.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -393,7 +393,7 @@ async def preview_job(
     response = await backends.jobs.preview_job(
         jobs_pb.PreviewJobRequest(actor=convert.actor_to_proto(principal), job_id=job_id)
     )
-    child(FUNNEL, "preview").inc()
+    count(FUNNEL, "preview")
     return convert.preview_to_http(response)
 
 

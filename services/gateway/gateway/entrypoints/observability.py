@@ -19,7 +19,7 @@ from opentelemetry import trace
 from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from hirepay_platform.metrics import child
+from hirepay_platform.metrics import count, observe
 
 log = logging.getLogger("gateway.access")
 
@@ -101,9 +101,17 @@ def security_headers(
 ) -> list[tuple[bytes, bytes]]:
     """The response headers with the security headers every answer carries (kept when a route
     set its own, e.g. a page's stricter CSP)."""
-    names = {name.lower() for name, _ in headers}
-    content_type = next((v for n, v in headers if n.lower() == b"content-type"), b"")
-    html = content_type.startswith(b"text/html")
+    # Each name lowered once, the first value of a repeated one kept (reversed: the first one is
+    # written last): one pass, not a set of the names and then a search for the content type
+    # (issue 13).
+    first = {name.lower(): value for name, value in reversed(headers)}
+    html = first.get(b"content-type", b"").startswith(b"text/html")
+    wanted = _WANTED[(html, tls, is_api)]
+    return headers + [(name, value) for name, value in wanted if name not in first]
+
+
+def _wanted(html: bool, tls: bool, is_api: bool) -> tuple[tuple[bytes, bytes], ...]:
+    """The security headers an answer carries, in their order."""
     wanted = [
         (b"x-content-type-options", b"nosniff"),
         (b"x-frame-options", b"DENY"),
@@ -115,7 +123,16 @@ def security_headers(
     # Payment and job data must never sit in a shared or browser cache.
     if is_api:
         wanted.append((b"cache-control", b"no-store"))
-    return headers + [(name, value) for name, value in wanted if name not in names]
+    return tuple(wanted)
+
+
+# Made once for each kind of answer (HTML or not, TLS or not, API or not), not per request.
+_WANTED = {
+    (html, tls, is_api): _wanted(html, tls, is_api)
+    for html in (False, True)
+    for tls in (False, True)
+    for is_api in (False, True)
+}
 
 
 class EdgeMiddleware:
@@ -165,8 +182,8 @@ class EdgeMiddleware:
         route = _route_template(scope)
         status = status_holder["status"]
         elapsed = time.perf_counter() - started
-        child(HTTP_REQUESTS, method, route, str(status)).inc()
-        child(HTTP_LATENCY, method, route).observe(elapsed)
+        count(HTTP_REQUESTS, method, route, str(status))
+        observe(HTTP_LATENCY, elapsed, method, route)
         if route not in ("/healthz", "/metrics"):
             log.info(
                 "%s %s %s",

@@ -24,7 +24,7 @@ from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_platform.errors import ErrorKind, RemoteError
 from hirepay_platform.ids import new_id
-from hirepay_platform.metrics import child
+from hirepay_platform.metrics import count
 
 log = logging.getLogger(__name__)
 
@@ -208,13 +208,17 @@ def _signing_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     over the request's headers (ASGI names them in lowercase)."""
     found: dict[str, str] = {}
     for raw_name, raw_value in raw:
-        name = raw_name.decode("latin-1")
-        if name in _SIGNING_HEADER_NAMES and name not in found:
-            found[name] = raw_value.decode("latin-1")
+        # Matched as bytes: only a signing header's name and value are decoded, not every name
+        # of every delivery (issue 13).
+        if raw_name in _SIGNING_HEADER_NAMES:
+            name = _SIGNING_HEADER_NAMES[raw_name]
+            if name not in found:
+                found[name] = raw_value.decode("latin-1")
     return found
 
 
-_SIGNING_HEADER_NAMES = frozenset(_SIGNING_HEADERS)
+# A signing header's name as ASGI gives it (latin-1 bytes) -> the name payments is sent.
+_SIGNING_HEADER_NAMES = {name.encode("latin-1"): name for name in _SIGNING_HEADERS}
 
 
 @router.post(
@@ -278,11 +282,11 @@ async def provider_webhook(provider: Provider, request: Request, backends: Backe
     try:
         ack = await _forward_webhook(provider, request, backends)
     except ApiError as exc:
-        child(WEBHOOKS, provider, str(exc.status)).inc()
+        count(WEBHOOKS, provider, str(exc.status))
         if exc.status == 400:
             log.warning("webhook refused", extra={"fields": {"reason": exc.error}})
         raise
-    child(WEBHOOKS, provider, "200").inc()
+    count(WEBHOOKS, provider, "200")
     # The bytes FastAPI's response_model would write, without validating the ack a second time.
     return Response(ack.model_dump_json(), media_type="application/json")
 
