@@ -31,14 +31,24 @@ async def test_authorize_then_capture_in_full(stub, admin, unique) -> None:
         for r in trail.records
         if r.actor == "saga"
     ]
-    assert mine == [
+    assert mine[:5] == [
         ("attempt", "", ""),
         ("provider_call", "authorize", "ok"),
         ("transition", "", ""),
         ("attempt", "", ""),
         ("provider_call", "capture", "ok"),
-        ("transition", "", ""),
     ]
+    # The capture's transition is recorded once, by the request, unless the provider's
+    # payment_intent.succeeded webhook (or the poller) recorded it first: a webhook waits for the
+    # request it raced only RACE_WAIT_SECONDS, which a heavily loaded machine can exceed. Either
+    # way exactly one transition to CAPTURED is on the trail.
+    to_captured = [
+        r.actor
+        for r in trail.records
+        if r.action == "transition" and r.details.get("to") == "CAPTURED"
+    ]
+    assert len(to_captured) == 1
+    assert mine[5:] == ([("transition", "", "")] if to_captured == ["saga"] else [])
     ids = [r.id for r in trail.records]
     assert ids == sorted(ids)
     assert all("pm_card" not in str(r.details) for r in trail.records)  # no payment data
