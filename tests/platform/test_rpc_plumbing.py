@@ -389,3 +389,20 @@ async def test_a_client_sends_each_call_its_own_tokens_and_context() -> None:
     finally:
         identity.act_for(None)
         await client.close()
+
+
+def test_count_and_observe_count_into_the_labelled_series() -> None:
+    """metrics.count/observe (services' business metrics, issue 13) count into the series that
+    `labels(...).inc()` / `.observe()` count into, once per call."""
+    labels = {"service": "plumb", "method": "Counted", "code": "OK"}
+    before = _sample("hirepay_rpc_requests_total", **labels)
+    metrics.count(metrics.RPC_REQUESTS, "plumb", "Counted", "OK")
+    metrics.count(metrics.RPC_REQUESTS, "plumb", "Counted", "OK")
+    metrics.RPC_REQUESTS.labels("plumb", "Counted", "OK").inc()
+    assert _sample("hirepay_rpc_requests_total", **labels) == before + 3
+    amounts = [0.0, 0.001, 0.3, 20.0]
+    for amount in amounts:
+        metrics.observe(metrics.RPC_LATENCY, amount, "plumb", "Observed")
+        metrics.RPC_LATENCY.labels("plumb", "ObservedPublic").observe(amount)
+    assert _histogram("plumb", "Observed") == _histogram("plumb", "ObservedPublic")
+    assert _histogram("plumb", "Observed")[-2:] == [len(amounts), sum(amounts)]
