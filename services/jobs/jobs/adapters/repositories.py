@@ -465,18 +465,10 @@ def job_from_row(row: Row | SimpleNamespace) -> Job:
 
 def job_to_values(job: Job) -> dict[str, object]:
     """Column values of a domain job."""
-    f = job.fields
     return {
         "id": job.id,
         "company_id": job.company_id,
-        "title": f.title,
-        "description": f.description,
-        "location": f.location,
-        "employment_type": f.employment_type,
-        "category": f.category,
-        "salary_min_minor": f.salary_min_minor,
-        "salary_max_minor": f.salary_max_minor,
-        "salary_currency": f.salary_currency,
+        **job.fields.values(),
         "status": job.status.value,
         "payment_id": job.payment_id,
         "payment_status": job.payment_status.value if job.payment_status else None,

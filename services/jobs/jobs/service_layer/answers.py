@@ -35,22 +35,10 @@ def _dt(value: str | None) -> datetime | None:
 
 def job_to_snapshot(job: Job) -> dict[str, Any]:
     """A job as plain JSON values."""
-    f = job.fields
     return {
         "id": job.id,
         "company_id": job.company_id,
-        # Named one by one, not dataclasses.asdict: that walks and deep-copies each value, about
-        # a hundred Python calls per answer stored, for strings and ints (issue 13).
-        "fields": {
-            "title": f.title,
-            "description": f.description,
-            "location": f.location,
-            "employment_type": f.employment_type,
-            "category": f.category,
-            "salary_min_minor": f.salary_min_minor,
-            "salary_max_minor": f.salary_max_minor,
-            "salary_currency": f.salary_currency,
-        },
+        "fields": job.fields.values(),
         "status": job.status.value,
         "created_at": _ts(job.created_at),
         "updated_at": _ts(job.updated_at),
