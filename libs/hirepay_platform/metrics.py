@@ -109,7 +109,9 @@ def observe(histogram: Histogram, amount: float, *values: str) -> None:
     key = (histogram, values)
     observation = _observations.get(key)
     if observation is None:
-        observation = _observations[key] = observer(child(histogram, *values))
+        observation = _observations[key] = observer(
+            child(histogram, *values) if values else histogram
+        )
     observation(amount)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 import pytest
 from opentelemetry import baggage, trace
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, Counter, Histogram
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
@@ -159,6 +159,11 @@ def test_count_and_observe_update_the_series_inc_and_observe_update() -> None:
     metrics.count(plain)
     metrics.count(plain)
     assert REGISTRY.get_sample_value("hirepay_plumb_plain_total") == 2
+    plain_time = Histogram("hirepay_plumb_plain_seconds", "An unlabelled histogram.")
+    metrics.observe(plain_time, 0.3)
+    metrics.observe(plain_time, 0.3)
+    assert REGISTRY.get_sample_value("hirepay_plumb_plain_seconds_count") == 2
+    assert REGISTRY.get_sample_value("hirepay_plumb_plain_seconds_sum") == 0.6
 
 
 async def _calls(target: str, service: str, ids: list[str]) -> list[str]:
@@ -407,3 +412,20 @@ async def test_a_client_sends_each_call_its_own_tokens_and_context() -> None:
     finally:
         identity.act_for(None)
         await client.close()
+
+
+def test_count_and_observe_count_into_the_labelled_series() -> None:
+    """metrics.count/observe (services' business metrics, issue 13) count into the series that
+    `labels(...).inc()` / `.observe()` count into, once per call."""
+    labels = {"service": "plumb", "method": "Counted", "code": "OK"}
+    before = _sample("hirepay_rpc_requests_total", **labels)
+    metrics.count(metrics.RPC_REQUESTS, "plumb", "Counted", "OK")
+    metrics.count(metrics.RPC_REQUESTS, "plumb", "Counted", "OK")
+    metrics.RPC_REQUESTS.labels("plumb", "Counted", "OK").inc()
+    assert _sample("hirepay_rpc_requests_total", **labels) == before + 3
+    amounts = [0.0, 0.001, 0.3, 20.0]
+    for amount in amounts:
+        metrics.observe(metrics.RPC_LATENCY, amount, "plumb", "Observed")
+        metrics.RPC_LATENCY.labels("plumb", "ObservedPublic").observe(amount)
+    assert _histogram("plumb", "Observed") == _histogram("plumb", "ObservedPublic")
+    assert _histogram("plumb", "Observed")[-2:] == [len(amounts), sum(amounts)]

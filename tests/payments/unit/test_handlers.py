@@ -185,6 +185,31 @@ async def test_a_capture_the_provider_does_not_know_is_final_not_retried(deps: D
     assert await handlers.poll_due(deps) == 0
 
 
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_posting_counts_its_attempt_provider_calls_and_revenue_once(deps: Deps) -> None:
+    """Issue 13: the posting path counts through hirepay_platform.metrics.count/observe (each
+    series looked up once); the exposed series still count each event exactly once."""
+    attempts = ("hirepay_payment_attempts_total", {"method": "CARD", "outcome": "authorized"})
+    authorize = (
+        "hirepay_provider_call_duration_seconds_count",
+        {"operation": "authorize", "outcome": "ok"},
+    )
+    revenue = ("hirepay_payment_revenue_minor_total", {"currency": "USD"})
+    before = [_sample(name, **labels, reason="none") for name, labels in [attempts]]
+    calls_before = _sample(authorize[0], **authorize[1])
+    revenue_before = _sample(revenue[0], **revenue[1])
+    await handlers.authorize(authorize_cmd(), deps)
+    assert _sample(attempts[0], **attempts[1], reason="none") == before[0] + 1
+    assert _sample(authorize[0], **authorize[1]) == calls_before + 1
+    await handlers.capture(commands.Capture("c1", BRANCH), deps)
+    await handlers.capture(commands.Capture("c1", BRANCH), deps)  # a replay counts nothing
+    assert _sample(revenue[0], **revenue[1]) == revenue_before + 2500
+    assert _sample(attempts[0], **attempts[1], reason="none") == before[0] + 1
+
+
 def _final_count(method: str, state: str) -> float:
     value = REGISTRY.get_sample_value(
         "hirepay_payment_time_to_final_seconds_count", {"method": method, "state": state}

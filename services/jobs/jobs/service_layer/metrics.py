@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import Counter, Gauge, Histogram
 
-from hirepay_platform import metrics as platform_metrics
+# Counted in one call, each series looked up once per label values (issue 13).
+from hirepay_platform.metrics import count as count
+from hirepay_platform.metrics import observe as observe
 from jobs.domain.model import Transition
 
 FUNNEL = Counter(
@@ -59,34 +59,6 @@ AUDIT_RUNS = Counter(
     ["outcome"],
 )
 EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")
-
-
-# (counter or histogram, label values) -> the one-call count or observation of its series.
-_counts: dict[tuple[Counter, tuple[str, ...]], Callable[[], None]] = {}
-_observations: dict[tuple[Histogram, tuple[str, ...]], Callable[[float], None]] = {}
-
-
-def count(counter: Counter, *labels: str) -> None:
-    """`counter.labels(*labels).inc()`, its series looked up once per label values and counted
-    in one call (hirepay_platform.metrics.child and incrementer): a posting counts about ten
-    times, and `labels` then `inc` cost about fifteen Python calls each (issue 13). Label values
-    are names, states and reasons, never request data: as bounded as the series themselves."""
-    key = (counter, labels)
-    increment = _counts.get(key)
-    if increment is None:
-        series = platform_metrics.child(counter, *labels)
-        increment = _counts[key] = platform_metrics.incrementer(series)
-    increment()
-
-
-def observe(histogram: Histogram, amount: float, *labels: str) -> None:
-    """`histogram.labels(*labels).observe(amount)`, as `count` counts."""
-    key = (histogram, labels)
-    observation = _observations.get(key)
-    if observation is None:
-        series = platform_metrics.child(histogram, *labels)
-        observation = _observations[key] = platform_metrics.observer(series)
-    observation(amount)
 
 
 def record_transitions(transitions: list[Transition]) -> None:

@@ -9,7 +9,7 @@ from hirepay_platform.wire import timestamp
 from payments.domain import commands
 from payments.domain.credits import CREDIT_UNITS
 from payments.domain.events import AuditEntry, OutboxEvent
-from payments.domain.model import Method, Payment
+from payments.domain.model import Method, Payment, PaymentState
 from payments.domain.payouts import PayoutAccount, Withdrawal
 from payments.domain.plans import Plan
 from payments.domain.reconciliation import MismatchKind
@@ -25,6 +25,9 @@ _METHODS = {
     pb.PAYMENT_METHOD_TYPE_CHECKOUT: Method.CHECKOUT,
 }
 _METHODS_OUT = {v: k for k, v in _METHODS.items()}
+# Each state's number in the contract, looked up once (State.Value by name was a Python call
+# per answer, issue 13); a state the contract lacks fails at import, not on an answer.
+_STATES_OUT = {state: pb.Payment.State.Value(state.value) for state in PaymentState}
 _USER_TYPES = {pb.USER_TYPE_COMPANY: UserType.COMPANY, pb.USER_TYPE_APPLICANT: UserType.APPLICANT}
 _USER_TYPES_OUT = {v: k for k, v in _USER_TYPES.items()}
 
@@ -79,7 +82,7 @@ def payment_msg(p: Payment) -> pb.Payment:
         amount=common_pb2.Money(amount_minor=p.amount_minor, currency=p.currency),
         captured_minor=p.captured_minor,
         refunded_minor=p.refunded_minor,
-        state=pb.Payment.State.Value(p.state.value),
+        state=_STATES_OUT[p.state],
         method=_METHODS_OUT[p.method],
         provider=p.provider,
         provider_payment_id=p.provider_payment_id,

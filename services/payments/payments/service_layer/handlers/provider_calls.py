@@ -106,7 +106,7 @@ async def _timed(
         raise
     finally:
         elapsed = time.perf_counter() - started
-        metrics.PROVIDER_LATENCY.labels(operation, outcome).observe(elapsed)
+        metrics.observe(metrics.PROVIDER_LATENCY, elapsed, operation, outcome)
         records.append(
             CallRecord(operation, idempotency_key, outcome, int(elapsed * 1000), code, object_id)
         )

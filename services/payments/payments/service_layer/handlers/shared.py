@@ -101,7 +101,7 @@ async def emit(
             # Counted once committed: a unit of work that is redone (StaleRow) counts once.
             uow.after_commit(
                 functools.partial(
-                    metrics.REVENUE.labels(payment.currency).inc, payment.captured_minor
+                    metrics.child(metrics.REVENUE, payment.currency).inc, payment.captured_minor
                 )
             )
 

@@ -34,6 +34,9 @@ from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.shared import PaymentResult, outcome_error
 from payments.service_layer.ports import PaymentsUnitOfWork
 
+# Each state's outcome label of PAYMENT_ATTEMPTS, made once (not .value.lower() per Try, issue 13).
+_OUTCOMES = {state: state.value.lower() for state in PaymentState}
+
 
 def _method(cmd: commands.Authorize, provider: PaymentProvider) -> Method:
     if cmd.method is None:
@@ -176,9 +179,7 @@ async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga")
         return PaymentResult(payment, replayed=True)
     step = await drive(deps, payment, actor=actor, direct=True)
     p = step.payment
-    metrics.PAYMENT_ATTEMPTS.labels(
-        method.value, p.state.value.lower(), p.failure_reason or "none"
-    ).inc()
+    metrics.count(metrics.PAYMENT_ATTEMPTS, method, _OUTCOMES[p.state], p.failure_reason or "none")
     error = outcome_error(p)
     if error is not None:
         raise error
