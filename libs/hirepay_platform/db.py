@@ -7,7 +7,7 @@ import functools
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
 from sqlalchemy import Executable, Result, bindparam, pool, select, text, update
 from sqlalchemy import exc as sa_exc
@@ -293,10 +293,17 @@ class SqlAlchemyUnitOfWork:
     and an unreachable database UNAVAILABLE / DATABASE_UNAVAILABLE (retryable), never INTERNAL.
     A service whose repositories run Core statements only sets `core_only`: its session is then a
     CoreSession on the factory's engine, not an ORM session.
+
+    Repositories a transaction may not use are named in `made_on_first_use` (name -> a factory
+    given the unit of work, after `_attach`): each is made when first read in a transaction, is a
+    plain attribute for the rest of it (no call to reach it), and is forgotten when the next
+    transaction begins. A saga step uses two or three repositories of a dozen, and making them all
+    for every unit of work cost ~10-15 Python calls each time (issue 13).
     """
 
     session: AsyncSession | CoreSession
     core_only = False
+    made_on_first_use: ClassVar[Mapping[str, Callable[[Any], Any]]] = {}
 
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         self._session_factory: Callable[[], AsyncSession | CoreSession] = session_factory
@@ -304,15 +311,38 @@ class SqlAlchemyUnitOfWork:
             engine: AsyncEngine = session_factory.kw["bind"]
             self._session_factory = functools.partial(CoreSession, engine)
         self._committed = False
+        self._made: list[str] = []  # this transaction's repositories made on first use
 
     def _attach(self, session: Any) -> None:
         """Create repositories bound to the session (override)."""
 
+    def made(self, name: str) -> bool:
+        """Whether this transaction has made (used) repository `name` of `made_on_first_use`."""
+        return name in self.__dict__
+
     async def __aenter__(self) -> Self:
         self.session = self._session_factory()
         self._committed = False
+        if self._made:  # the last transaction's, bound to its session: the next use makes new
+            state = self.__dict__
+            for name in self._made:
+                del state[name]
+            self._made = []
         self._attach(self.session)
         return self
+
+    if not TYPE_CHECKING:  # subclasses declare their repositories' types; no other name is made
+
+        def __getattr__(self, name: str) -> Any:
+            """A repository of `made_on_first_use` not yet used in this transaction: made, and
+            kept as an attribute until the next transaction begins."""
+            try:
+                make = self.made_on_first_use[name]
+            except KeyError:
+                raise AttributeError(name) from None
+            repository = self.__dict__[name] = make(self)
+            self._made.append(name)
+            return repository
 
     async def __aexit__(
         self,

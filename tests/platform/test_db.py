@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from hirepay_platform import db as platform_db
 from hirepay_platform.db import (
@@ -241,5 +242,47 @@ async def test_the_default_pool_keeps_every_connection_it_may_open(db_url: str) 
         second = await burst()
         assert len(first) == cap
         assert second <= first
+    finally:
+        await engine.dispose()
+
+
+class _Repository:
+    def __init__(self, session: Any, made: list[str]) -> None:
+        self.session = session
+        made.append(type(self).__name__)
+
+
+class _LazyUnitOfWork(SqlAlchemyUnitOfWork):
+    """Two repositories made on first use, one always (the way services declare them)."""
+
+    core_only = True
+    made_on_first_use = {
+        "rare": lambda uow: _Repository(uow.session, uow.log),
+        "other": lambda uow: _Repository(uow.session, uow.log),
+    }
+    rare: _Repository
+    other: _Repository
+
+    def _attach(self, session: Any) -> None:
+        self.always = _Repository(session, self.log)
+
+
+async def test_repositories_named_made_on_first_use_are_made_once_per_transaction() -> None:
+    # Nothing connects: a unit of work takes its connection with its first statement only.
+    engine = create_async_engine("postgresql+asyncpg://nobody@127.0.0.1:9/none")
+    uow = _LazyUnitOfWork(make_session_factory(engine))
+    uow.log = []
+    try:
+        async with uow:
+            assert uow.log == ["_Repository"] and not uow.made("rare")  # only `always`
+            first = uow.rare
+            assert uow.made("rare") and not uow.made("other")
+            assert uow.rare is first and first.session is uow.session  # one per transaction
+            assert len(uow.log) == 2
+            with pytest.raises(AttributeError):
+                _ = uow.no_such_repository
+        async with uow:
+            assert not uow.made("rare")  # forgotten: the next use makes one on the new session
+            assert uow.rare is not first and uow.rare.session is uow.session
     finally:
         await engine.dispose()

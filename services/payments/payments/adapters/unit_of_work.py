@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -22,27 +22,24 @@ from payments.adapters.repositories import (
 from payments.adapters.transaction_repository import SqlTransactionRepository
 from payments.service_layer.wakeup import Wakeup
 
-# The repositories a unit of work makes on first use in each transaction (its __getattr__): a
-# posting's ~9.5 units of work each made all nine, most never used. Made on first use, each is
-# then a plain attribute of the unit of work for the rest of the transaction (no call to reach
-# it, as before), and forgotten when the next transaction attaches (issue 13).
-_MADE_ON_FIRST_USE: dict[str, Callable[[Any], Any]] = {
-    "barriers": lambda batched: SqlBarrierRepository(batched, tables.tcc_barriers),
-    "refunds": SqlRefundRepository,
-    "transactions": SqlTransactionRepository,
-    "events": SqlEventRepository,
-    "outbox": SqlOutboxRepository,
-    "audit": SqlAuditRepository,
-    "credit_grants": SqlCreditGrantRepository,
-    "payouts": SqlPayoutRepository,
-}
-
 
 class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     """`async with uow:` opens a session; rolls back unless `await uow.commit()`."""
 
     # Its repositories run Core statements only: one Core connection, not an ORM session.
     core_only = True
+    # Made on first use in each transaction (SqlAlchemyUnitOfWork): a posting's ~9.5 units of
+    # work each made all nine, most never used (issue 13).
+    made_on_first_use = {
+        "barriers": lambda uow: SqlBarrierRepository(uow.batched, tables.tcc_barriers),
+        "refunds": lambda uow: SqlRefundRepository(uow.batched),
+        "transactions": lambda uow: SqlTransactionRepository(uow.batched),
+        "events": lambda uow: SqlEventRepository(uow.batched),
+        "outbox": lambda uow: SqlOutboxRepository(uow.batched),
+        "audit": lambda uow: SqlAuditRepository(uow.batched),
+        "credit_grants": lambda uow: SqlCreditGrantRepository(uow.batched),
+        "payouts": lambda uow: SqlPayoutRepository(uow.batched),
+    }
 
     payments: SqlPaymentRepository
     barriers: SqlBarrierRepository
@@ -60,7 +57,6 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         super().__init__(session_factory)
         # Woken after a commit that wrote settlement events (the stream's followers wait on it).
         self._published = published
-        self._made: list[str] = []  # this transaction's repositories made on first use
 
     async def autocommit(self) -> None:
         """Make each statement of this unit of work a transaction of its own, committed when it
@@ -76,7 +72,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
             await self._batch.flush()
         await super().commit()
         # An outbox this transaction never used wrote nothing (and is not made to say so).
-        if self._published is not None and "outbox" in self.__dict__ and self.outbox.written:
+        if self._published is not None and self.made("outbox") and self.outbox.written:
             self._published.notify()
         actions, self._after_commit = self._after_commit, []
         for action in actions:
@@ -93,23 +89,5 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         batched: Any = BatchedSession(session)
         self._batch = batched.batch
         self._after_commit: list[Callable[[], None]] = []
-        self._batched = batched
+        self.batched = batched  # what the repositories made on first use are given
         self.payments = SqlPaymentRepository(batched)
-        if self._made:  # the last transaction's, bound to its session: the next use makes new
-            state = self.__dict__
-            for name in self._made:
-                del state[name]
-            self._made = []
-
-    if not TYPE_CHECKING:  # the attributes keep their declared types; no other name is made
-
-        def __getattr__(self, name: str) -> Any:
-            """A repository of _MADE_ON_FIRST_USE not yet used in this transaction: made, and
-            kept as an attribute until the next transaction."""
-            try:
-                make = _MADE_ON_FIRST_USE[name]
-            except KeyError:
-                raise AttributeError(name) from None
-            repository = self.__dict__[name] = make(self._batched)
-            self._made.append(name)
-            return repository
