@@ -385,20 +385,11 @@ def test_job_payment_fields_only_with_payment() -> None:
     hidden = job_to_http(job, with_payment=False)
     assert hidden.payment_id is None and hidden.payment_amount is None
     assert "payment_id" not in hidden.model_fields_set
-    assert hidden.model_dump(
-        exclude={
-            "payment_id",
-            "payment_status",
-            "payment_amount",
-            "payment_method",
-            "failure_reason",
-        }
-    ) == shown.model_dump(
-        exclude={
-            "payment_id",
-            "payment_status",
-            "payment_amount",
-            "payment_method",
-            "failure_reason",
-        }
-    )
+    payment_fields = {
+        "payment_id",
+        "payment_status",
+        "payment_amount",
+        "payment_method",
+        "failure_reason",
+    }
+    assert hidden.model_dump(exclude=payment_fields) == shown.model_dump(exclude=payment_fields)
