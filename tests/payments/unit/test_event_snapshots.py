@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime, timedelta
 from hirepay_platform.tcc import TccBranch
 from payments.adapters import snapshots
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from tests.support.payments_helpers import card_payment
 
 NOW = datetime(2026, 12, 1, 9, 30, 15, 123456, tzinfo=UTC)
 PRIVATE = {"fingerprint", "payment_method_token", "authorize_key", "capture_key", "void_key"}
@@ -71,21 +72,7 @@ def test_the_payment_is_read_back_as_it_was_written() -> None:
     payment = _payment()
     read, txn = snapshots.load(json.loads(json.dumps(snapshots.dump(payment, None))))
     assert txn is None and read is not None
-    private_as_default = {name: getattr(_payment_defaults(), name) for name in PRIVATE}
+    # card_payment sets none of the private fields: they are as the class declares them.
+    defaults = card_payment("x", "g", at=NOW)
+    private_as_default = {name: getattr(defaults, name) for name in PRIVATE}
     assert read == dataclasses.replace(payment, **private_as_default)
-
-
-def _payment_defaults() -> Payment:
-    """A payment with every optional field as the class declares it."""
-    return Payment(
-        id="x",
-        branch=TccBranch("g", "b"),
-        owner_id="o",
-        amount_minor=1,
-        currency="USD",
-        method=Method.CARD,
-        provider="stripe",
-        state=PaymentState.UNKNOWN,
-        created_at=NOW,
-        updated_at=NOW,
-    )
