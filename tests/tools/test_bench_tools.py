@@ -10,7 +10,7 @@ import asyncpg
 
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
-from hirepay_dev.benchlib import closed_loop
+from hirepay_dev.benchlib import closed_loop, pgbench_tpcb
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
 
@@ -105,6 +105,26 @@ async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_ur
     assert used[PG_TOTAL] >= used["pg:test"] > 0
     assert LOADGEN in used and "me" in used
     assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
+
+
+async def test_pgbench_leaves_the_server_checkpointed(pg_server_url):
+    """The baseline's dirty pages are written before the cases run, not in the first one's window:
+    pgbench's run ends with a checkpoint that began after its last transaction committed."""
+    tps = await asyncio.to_thread(pgbench_tpcb, pg_server_url, clients=2, seconds=1, scale=1)
+    connection = await asyncpg.connect(
+        pg.libpq_url(pg.with_database(pg_server_url, "hirepay_pgbench"))
+    )
+    try:
+        # Every pgbench transaction appends a history row; none may be newer than the checkpoint
+        # (the next transaction id at its start is above every one of theirs).
+        last_xid = await connection.fetchval("SELECT max(xmin::text::bigint) FROM pgbench_history")
+        checkpoint_next_xid = await connection.fetchval(
+            "SELECT split_part(next_xid, ':', 2)::bigint FROM pg_control_checkpoint()"
+        )
+    finally:
+        await connection.close()
+    assert tps > 0 and last_xid is not None
+    assert checkpoint_next_xid > last_xid, (checkpoint_next_xid, last_xid)
 
 
 def case(name, concurrency, per_second, p50, p99, *, errors=0, cpu=None, ops=100):
