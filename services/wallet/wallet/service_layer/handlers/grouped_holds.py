@@ -1,6 +1,7 @@
 """Use cases of grouped holds: concurrent ReserveHold calls run together in one local transaction,
-and so do concurrent ConfirmHold calls (the batcher gathers them). Each call keeps its own barrier
-row and gets its own result or error, the one its call alone would have had.
+and so do concurrent ConfirmHold calls (the batcher gathers them), and so do the items of the batch
+calls CreateHolds (Trys) and ResolveHolds (Confirms and Cancels). Each call (or item) keeps its own
+barrier row and gets its own result or error, the one its call alone would have had.
 
 In the common case a group is ONE statement that commits itself (`_reserve_alone`,
 `_confirm_alone`: distinct branches, no sharded account to reserve on or debit, holds that fit, and
@@ -19,11 +20,17 @@ given back in the same transaction, as the rollback of the call on its own would
 the same branch in one group run in rounds, so a repeat sees its first occurrence's outcome (in
 this transaction) exactly as a later call would. Nobody is answered before the COMMIT; a lost race
 (deadlock) aborts the whole transaction, which is then run again (nothing had been committed).
+
+A group of Cancels (ResolveHolds; single CancelHold calls are not grouped) runs checked, in the
+same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes before any Try
+(null compensations), then its own barrier rows with the hold locks, then every release as one
+posting and the holds saved. A Cancel refused (its hold was confirmed) gives its row back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -37,17 +44,18 @@ from hirepay_platform.tcc import (
     enter_try_many,
 )
 from wallet.domain import commands
-from wallet.domain.errors import HoldCancelled, InsufficientFunds
-from wallet.domain.holds import Hold
-from wallet.domain.ledger import BalanceChange, Posting, change_allowed
+from wallet.domain.errors import HoldCancelled, InsufficientFunds, invalid
+from wallet.domain.holds import Hold, HoldState
+from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
 from wallet.domain.model import AccountRef, Balance
 from wallet.service_layer.deps import Deps
-from wallet.service_layer.handlers.batches import BatchOutcome
+from wallet.service_layer.handlers.batches import BatchOutcome, check_batch_size
 from wallet.service_layer.handlers.common import apply_posting, transfer_record
 from wallet.service_layer.handlers.holds import (
     ConfirmRequest,
     HoldResult,
     ReserveRequest,
+    cancel_locked,
     check_reserve_accounts,
     confirm_accounts,
     confirm_request,
@@ -62,7 +70,16 @@ from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOf
 # Runs of a group whose transaction lost a race (deadlock) before its callers are told to retry.
 _ATTEMPTS = 3
 
-Q = TypeVar("Q", ReserveRequest, ConfirmRequest)
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A Cancel's validated branch (its reason is not kept: a repeat is a replay whatever it says)."""
+
+    branch: TccBranch
+
+
+Resolution = ConfirmRequest | CancelRequest
+Q = TypeVar("Q", ReserveRequest, ConfirmRequest, Resolution)
 Outcomes = list[BatchOutcome[HoldResult] | None]
 
 
@@ -78,6 +95,31 @@ async def confirm_holds(
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
     return await _run_group(cmds, confirm_request, _confirm_round, deps, alone=_confirm_alone)
+
+
+async def create_holds(cmd: commands.CreateHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
+    """CreateHolds: every Try of the batch in one transaction, as a group of ReserveHold calls;
+    outcomes in the same order, after COMMIT."""
+    check_batch_size(cmd.holds, "holds")
+    return await reserve_holds(cmd.holds, deps)
+
+
+async def resolve_holds(cmd: commands.ResolveHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
+    """ResolveHolds: every Confirm and Cancel of the batch in one transaction (items of one branch
+    in rounds, in order); outcomes in the same order, after COMMIT."""
+    check_batch_size(cmd.resolutions, "resolutions")
+    return await _run_group(
+        cmd.resolutions, _resolution, _resolve_round, deps, alone=_resolve_alone
+    )
+
+
+def _resolution(cmd: commands.ConfirmHold | commands.CancelHold | None) -> Resolution:
+    """Validate one item of ResolveHolds as its single call would."""
+    if isinstance(cmd, commands.ConfirmHold):
+        return confirm_request(cmd)
+    if isinstance(cmd, commands.CancelHold):
+        return CancelRequest(cmd.branch.validated())
+    raise invalid("action", "one of confirm or cancel is required")
 
 
 Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
@@ -416,3 +458,80 @@ async def _post_one(uow: WalletUnitOfWork, header: TransferHeader, posting: Post
         await uow.ledger.release_claim(header.id)
         return PostOutcome(rejected=(str(exc.metadata.get("account_id", "?")),))
     return outcome if outcome is not None else PostOutcome(claimed=False)
+
+
+async def _resolve_alone(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, Resolution]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> bool:
+    """Confirms only: the one statement of a Confirm group (`_confirm_alone`). A batch with a
+    Cancel runs checked."""
+    if not items:
+        return True
+    confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
+    if len(confirms) != len(items):
+        return False
+    return await _confirm_alone(uow, confirms, now, outcomes)
+
+
+async def _resolve_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, Resolution]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """A round of distinct branches: its Confirms, then its Cancels (neither lowers what an
+    account has available, so their order changes no outcome)."""
+    confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
+    cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
+    if confirms:
+        await _confirm_round(uow, confirms, now, outcomes)
+    if cancels:
+        await _cancel_round(uow, cancels, now, outcomes)
+
+
+async def _cancel_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, CancelRequest]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """Cancels of distinct branches, each as `cancel_hold` alone: before any Try it writes the
+    Try's barrier row itself (a null compensation, so that a late Try refuses), a repeat is a
+    replay, else it releases its pending hold (an expired one: nothing to do). The gates of the
+    platform's `enter_cancel`, for the group: the Trys' rows, then the Cancels' with the hold
+    locks (two round trips), then every release as one posting and the holds saved."""
+    branches = [r.branch for _, r in items]
+    untried = await uow.barriers.insert_many(
+        branches, TccOp.TRY, TccOp.CANCEL, [{}] * len(branches)
+    )
+    entered, holds = await uow.holds.cancel_and_lock(branches)
+    released: list[Hold] = []
+    give_back: list[TccBranch] = []
+    for i, req in items:
+        branch = req.branch
+        if branch in untried:
+            outcomes[i] = BatchOutcome(result=HoldResult(None, null_compensation=True))
+        elif branch not in entered:
+            hold = await uow.holds.get(branch)
+            result = HoldResult(hold, replayed=True, null_compensation=hold is None)
+            outcomes[i] = BatchOutcome(result=result)
+        else:
+            try:
+                hold = cancel_locked(holds.get(branch), branch, now)
+            except HirepayError as exc:
+                # A refused Cancel never happened: its branch may be cancelled later (or not).
+                outcomes[i] = BatchOutcome(error=exc)
+                give_back.append(branch)
+                continue
+            if hold.state is HoldState.CANCELLED:
+                released.append(hold)
+            outcomes[i] = BatchOutcome(result=HoldResult(hold))
+    if released:
+        refs = await uow.accounts.refs({h.account_id for h in released})
+        changes = [h.release() for h in released]
+        await apply_posting(uow, None, plan_posting("cancel", [], refs, changes))
+        await uow.holds.save(released)
+    await uow.barriers.release(give_back, TccOp.CANCEL)
