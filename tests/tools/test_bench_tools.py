@@ -136,6 +136,8 @@ def test_the_targets_are_judged_from_the_runs_own_figures():
                 case("transfer (grouped)", 32, 1200.0, 20.0, 30.0),
                 case("transfer, fee to revenue", 32, 900.0, 25.0, 40.0),
                 case("reserve+confirm", 32, 400.0, 60.0, 90.0),
+                case("reserve+confirm, batch of 100", 8, 300.0, 500.0, 800.0),
+                case("reserve+confirm, batch of 100", 32, 600.0, 900.0, 1500.0),
             ]
         },
     }
@@ -149,10 +151,27 @@ def test_the_targets_are_judged_from_the_runs_own_figures():
     # 80/120 = 0.67 < 0.75, and a posting that failed does not count as throughput anyway.
     assert not latency.met and "1 failed operations" in latency.basis
     assert found["transfers, grouped single calls at c=32 >= 100% of pgbench"].met
-    assert not found["Reserve+Confirm at c=32 >= 50% of pgbench"].met
+    # The single calls and the batches are judged apart, each at its highest concurrency.
+    single = found["Reserve+Confirm at c=32 >= 50% of pgbench"]
+    assert not single.met and single.measured == 0.4
+    batched = found["Reserve+Confirm, CreateHolds + ResolveHolds batches at c=32 >= 50% of pgbench"]
+    assert batched.met and batched.measured == 0.6
     fee = found["transfer + fee to revenue at c=32 costs <= 20%"]
     assert round(fee.measured, 2) == 0.25 and not fee.met
     assert verdicts({"pgbench_tps": 1000.0}) == []  # nothing measured, nothing judged
+
+
+def test_a_failed_batch_of_holds_is_not_throughput():
+    """A Reserve+Confirm batch case with a failed operation (an item refused, a call timed out)
+    misses its target whatever its rate."""
+    report = {
+        "pgbench_tps": 1000.0,
+        "wallet": {"cases": [case("reserve+confirm, batch of 100", 32, 900.0, 1.0, 2.0, errors=2)]},
+    }
+    (verdict,) = verdicts(report)
+    assert verdict.measured == 0.9 and not verdict.met
+    assert "2 failed operations" in verdict.basis
+    assert verdict.target.startswith("Reserve+Confirm, CreateHolds + ResolveHolds batches")
 
 
 async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency():
