@@ -9,10 +9,10 @@ import uuid
 from collections import Counter
 
 import pytest
-from sqlalchemy import text
 
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
+from tests.wallet.integration.conftest import barrier_rows, warm_refs
 from wallet.domain import commands as c
 from wallet.domain.holds import HoldState
 from wallet.domain.model import AccountKind
@@ -44,21 +44,6 @@ def _reserves(branches, account, destination, amount, **extra) -> c.CreateHolds:
     return c.CreateHolds(
         tuple(c.ReserveHold(b, account, destination, amount, "USD", **extra) for b in branches)
     )
-
-
-async def _barrier_rows(sessions, branch: TccBranch) -> list[str]:
-    async with sessions() as session:
-        rows = await session.execute(
-            text("SELECT op FROM tcc_barriers WHERE global_tx_id = :g AND branch_id = :b"),
-            {"g": branch.global_tx_id, "b": branch.branch_id},
-        )
-        return sorted(rows.scalars())
-
-
-async def _warm_refs(deps, *account_ids: str) -> None:
-    """Accounts' immutable attributes in the process cache, as on a running wallet."""
-    async with deps.uow() as uow:
-        await uow.accounts.refs(account_ids)
 
 
 async def test_each_hold_of_a_create_batch_has_its_own_outcome(ledger, deps, sessions):
@@ -99,9 +84,9 @@ async def test_each_hold_of_a_create_batch_has_its_own_outcome(ledger, deps, ses
     assert await ledger.balances(alice, bob) == [(1000, 1000), (0, 0)]
     assert (await ledger.balance(alice)).available == 0
     for branch in (first, second, poor):
-        assert await _barrier_rows(sessions, branch) == ["try"]
-    assert await _barrier_rows(sessions, foreign) == []  # a refused Try leaves nothing
-    assert await _barrier_rows(sessions, cancelled) == ["cancel", "try"]  # the Cancel's only
+        assert await barrier_rows(sessions, branch) == ["try"]
+    assert await barrier_rows(sessions, foreign) == []  # a refused Try leaves nothing
+    assert await barrier_rows(sessions, cancelled) == ["cancel", "try"]  # the Cancel's only
     # The whole batch again: every hold made is a replay, nothing moves (the branch first
     # refused holds 500 now, so the Try of 5000 is another request for it).
     again = await h.create_holds(batch, deps)
@@ -171,10 +156,10 @@ async def test_each_item_of_a_resolve_batch_has_its_own_outcome(ledger, deps, se
         (540 + 1000, 0),
         (60, 0),
     ]
-    assert await _barrier_rows(sessions, a) == ["confirm", "try"]
-    assert await _barrier_rows(sessions, b) == ["cancel", "try"]
-    assert await _barrier_rows(sessions, never) == ["cancel", "try"]
-    assert await _barrier_rows(sessions, d) == ["try"]  # its refused Confirm left nothing
+    assert await barrier_rows(sessions, a) == ["confirm", "try"]
+    assert await barrier_rows(sessions, b) == ["cancel", "try"]
+    assert await barrier_rows(sessions, never) == ["cancel", "try"]
+    assert await barrier_rows(sessions, d) == ["try"]  # its refused Confirm left nothing
     # The Cancel before the Try keeps a late Try from reserving; d may still be confirmed.
     late_try = await h.create_holds(_reserves([never], customer, contractor, 100), deps)
     assert _summary(late_try) == ["HOLD_CANCELLED"]
@@ -258,7 +243,7 @@ async def test_a_batch_costs_the_same_statements_whatever_its_size(ledger, deps,
     number of statements in one transaction, the same for 4 items as for 40."""
     customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
     await ledger.fund(customer, 100_000)
-    await _warm_refs(deps, customer, contractor)
+    await warm_refs(deps, customer, contractor)
     counts = []
     for size in (4, 40):
         branches = [_branch() for _ in range(size)]
@@ -337,7 +322,7 @@ async def test_two_batches_racing_on_the_same_holds(ledger, deps, sessions):
         for branch, by_confirm, by_cancel in zip(branches, confirmed, cancelled, strict=True):
             outcomes = sorted(_summary([by_confirm, by_cancel]))
             assert outcomes == ["HOLD_ALREADY_RESOLVED", "new"], outcomes
-            ops = await _barrier_rows(sessions, branch)
+            ops = await barrier_rows(sessions, branch)
             if by_confirm.error is None:
                 posted += 100
                 assert ops == ["confirm", "try"]
