@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
+import pytest
 
+from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay_dev import pg
+from hirepay_dev.bench_wallet import Fixture
 from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
 from hirepay_dev.benchlib import closed_loop
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
@@ -207,3 +211,46 @@ async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency(
     assert all(i < 0 for _, i in unmeasured) and all(i >= 0 for _, i in measured)
     assert len(set(unmeasured)) == len(unmeasured)  # no key used twice
     assert result.ops == len(measured)
+
+
+async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
+    """One operation of "reserve+confirm, batch of N": a CreateHolds call of N Trys from the
+    worker's payer to its payee, then a ResolveHolds call confirming exactly those branches; an
+    item refused fails the operation (it is not throughput)."""
+    calls: list[tuple[str, Any]] = []
+    refused: list[str] = []
+
+    class Stub:
+        async def CreateHolds(self, request: Any, timeout: float) -> Any:
+            calls.append(("CreateHolds", request))
+            return wpb.CreateHoldsResponse(
+                results=[wpb.HoldBatchResult(index=i) for i in range(len(request.holds))]
+            )
+
+        async def ResolveHolds(self, request: Any, timeout: float) -> Any:
+            calls.append(("ResolveHolds", request))
+            results = [wpb.HoldBatchResult(index=i) for i in range(len(request.resolutions))]
+            for i in range(len(refused)):
+                results[i] = wpb.HoldBatchResult(
+                    index=i, error=wpb.TransferError(reason=refused[i])
+                )
+            return wpb.ResolveHoldsResponse(results=results)
+
+    fixture = Fixture(Stub(), pairs=2)  # type: ignore[arg-type]
+    fixture.payers, fixture.payees = ["p0", "p1"], ["q0", "q1"]
+    await fixture.hold_batch(5)(1, 0)
+    (name, create), (then, resolve) = calls
+    assert (name, then) == ("CreateHolds", "ResolveHolds")
+    assert [(h.account_id, h.destination_account_id) for h in create.holds] == [("p1", "q1")] * 5
+    reserved = [h.branch for h in create.holds]
+    assert len({b.global_tx_id for b in reserved}) == 5
+    assert [r.WhichOneof("action") for r in resolve.resolutions] == ["confirm"] * 5
+    assert [r.confirm.branch for r in resolve.resolutions] == reserved
+    calls.clear()
+    await fixture.hold_batch(5)(1, 1)
+    assert not {h.branch.global_tx_id for h in calls[0][1].holds} & {
+        b.global_tx_id for b in reserved
+    }  # every operation has branches of its own
+    refused.append("HOLD_EXPIRED")
+    with pytest.raises(RuntimeError, match="1 confirms refused: HOLD_EXPIRED"):
+        await fixture.hold_batch(5)(0, 2)
