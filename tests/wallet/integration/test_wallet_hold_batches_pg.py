@@ -394,3 +394,34 @@ async def test_resolve_batches_racing_single_confirms_and_cancels(ledger, deps):
             assert sorted([by_batch, by_single]) == ["HOLD_ALREADY_RESOLVED", "new"]
             posted += 100 if by_batch == "new" else 0
     assert await ledger.balances(alice, bob) == [(10_000 - posted, 0), (posted, 0)]
+
+
+async def test_a_try_racing_its_cancel_in_a_batch_that_confirms_on_its_account(ledger, deps):
+    """A mixed ResolveHolds - Confirms of holds on alice's account and the Cancel of a branch
+    whose Try (on alice's account too) runs at the same time: either the Cancel came first (null
+    compensation, the Try is refused) or the Try did (the Cancel releases it); the Confirms post;
+    every balance exact."""
+    alice, bob = await ledger.open("alice"), await ledger.open("bob")
+    await ledger.fund(alice, 100_000)
+    seen: Counter[str] = Counter()
+    posted = 0
+    for _ in range(10):
+        held, racing = [_branch() for _ in range(3)], _branch()
+        await h.create_holds(_reserves(held, alice, bob, 100), deps)
+        mixed = c.ResolveHolds((*(c.ConfirmHold(b) for b in held), c.CancelHold(racing)))
+        resolved, tried = await asyncio.gather(
+            h.resolve_holds(mixed, deps),
+            h.create_holds(_reserves([racing], alice, bob, 50), deps),
+        )
+        assert _summary(resolved)[:3] == ["new"] * 3
+        posted += 300
+        cancel, (by_try,) = resolved[3], tried
+        if cancel.result.null_compensation:
+            assert by_try.error.reason == "HOLD_CANCELLED"
+            seen["cancel first"] += 1
+        else:
+            assert by_try.result.hold.state is HoldState.PENDING
+            assert cancel.result.hold.state is HoldState.CANCELLED
+            seen["try first"] += 1
+        assert await ledger.balances(alice, bob) == [(100_000 - posted, 0), (posted, 0)]
+    assert sum(seen.values()) == 10

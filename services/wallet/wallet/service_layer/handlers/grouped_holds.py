@@ -23,8 +23,9 @@ this transaction) exactly as a later call would. Nobody is answered before the C
 
 A group of Cancels (ResolveHolds; single CancelHold calls are not grouped) runs checked, in the
 same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes before any Try
-(null compensations), then its own barrier rows with the hold locks, then every release as one
-posting and the holds saved. A Cancel refused (its hold was confirmed) gives its row back.
+(null compensations), then its own barrier rows with the hold locks, then (after the Confirms'
+gates and postings) every release as one posting and the holds saved. A Cancel refused (its hold
+was confirmed) gives its row back.
 """
 
 from __future__ import annotations
@@ -360,6 +361,18 @@ async def _confirm_round(
     now: datetime,
     outcomes: Outcomes,
 ) -> None:
+    first, holds = await _enter_confirms(uow, items, outcomes)
+    await _apply_confirms(uow, first, holds, now, outcomes)
+
+
+_Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
+
+
+async def _enter_confirms(
+    uow: WalletUnitOfWork, items: list[tuple[int, ConfirmRequest]], outcomes: Outcomes
+) -> _Entered:
+    """Each Confirm's gate (its barrier row, with its hold's lock): the first Confirms and their
+    locked holds, the others answered (replays, mismatches)."""
     calls = [(r.branch, r.fingerprint) for _, r in items]
     entered, holds = await uow.holds.confirm_and_lock(calls)
     gates = await enter_confirm_many(uow.barriers, calls, entered)
@@ -371,6 +384,18 @@ async def _confirm_round(
             outcomes[i] = BatchOutcome(result=await replay_confirm(uow, req.branch))
         else:
             first.append((i, req))
+    return first, holds
+
+
+async def _apply_confirms(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, ConfirmRequest]],
+    holds: dict[TccBranch, Hold],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """Post the first Confirms (their holds locked) and save their holds; a refused one is
+    answered and its barrier row given back."""
     if not first:
         return
     give_back: list[TccBranch] = []
@@ -482,34 +507,34 @@ async def _resolve_round(
     now: datetime,
     outcomes: Outcomes,
 ) -> None:
-    """A round of distinct branches: its Confirms, then its Cancels (neither lowers what an
-    account has available, so their order changes no outcome)."""
+    """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
+    then their own with the hold locks), then the Confirms' (barrier rows, hold locks) - and only
+    then the postings, which lock account rows. So the round takes its locks in the order a
+    single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
+    takes them, and does not hold an account's lock while it waits for a branch's barrier row
+    (a deadlock, and the round run again). Neither a Confirm nor a Cancel lowers what an account
+    has available, so their order changes no outcome."""
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
-    if confirms:
-        await _confirm_round(uow, confirms, now, outcomes)
-    if cancels:
-        await _cancel_round(uow, cancels, now, outcomes)
+    cancelling = await _enter_cancels(uow, cancels, outcomes) if cancels else []
+    first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
+    await _apply_confirms(uow, first, holds, now, outcomes)
+    await _apply_cancels(uow, cancelling, now, outcomes)
 
 
-async def _cancel_round(
-    uow: WalletUnitOfWork,
-    items: list[tuple[int, CancelRequest]],
-    now: datetime,
-    outcomes: Outcomes,
-) -> None:
-    """Cancels of distinct branches, each as `cancel_hold` alone: before any Try it writes the
-    Try's barrier row itself (a null compensation, so that a late Try refuses), a repeat is a
-    replay, else it releases its pending hold (an expired one: nothing to do). The gates of the
-    platform's `enter_cancel`, for the group: the Trys' rows, then the Cancels' with the hold
-    locks (two round trips), then every release as one posting and the holds saved."""
+async def _enter_cancels(
+    uow: WalletUnitOfWork, items: list[tuple[int, CancelRequest]], outcomes: Outcomes
+) -> list[tuple[int, TccBranch, Hold | None]]:
+    """Each Cancel's gate, as `cancel_hold` alone passes the platform's `enter_cancel`, for the
+    group in two round trips: the Trys' barrier rows (inserted: no Try happened, a null
+    compensation, and a late Try will refuse), then the Cancels' own with the hold locks (there
+    already: a replay). The first Cancels with their locked holds; the others answered."""
     branches = [r.branch for _, r in items]
     untried = await uow.barriers.insert_many(
         branches, TccOp.TRY, TccOp.CANCEL, [{}] * len(branches)
     )
     entered, holds = await uow.holds.cancel_and_lock(branches)
-    released: list[Hold] = []
-    give_back: list[TccBranch] = []
+    first: list[tuple[int, TccBranch, Hold | None]] = []
     for i, req in items:
         branch = req.branch
         if branch in untried:
@@ -519,16 +544,32 @@ async def _cancel_round(
             result = HoldResult(hold, replayed=True, null_compensation=hold is None)
             outcomes[i] = BatchOutcome(result=result)
         else:
-            try:
-                hold = cancel_locked(holds.get(branch), branch, now)
-            except HirepayError as exc:
-                # A refused Cancel never happened: its branch may be cancelled later (or not).
-                outcomes[i] = BatchOutcome(error=exc)
-                give_back.append(branch)
-                continue
-            if hold.state is HoldState.CANCELLED:
-                released.append(hold)
-            outcomes[i] = BatchOutcome(result=HoldResult(hold))
+            first.append((i, branch, holds.get(branch)))
+    return first
+
+
+async def _apply_cancels(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, TccBranch, Hold | None]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """Cancel each first Cancel's locked hold (an expired one: nothing to release), release them
+    all as one posting and save them; a refused Cancel (its hold was confirmed) gives its barrier
+    row back."""
+    released: list[Hold] = []
+    give_back: list[TccBranch] = []
+    for i, branch, locked in first:
+        try:
+            hold = cancel_locked(locked, branch, now)
+        except HirepayError as exc:
+            # A refused Cancel never happened: its branch may be cancelled later (or not).
+            outcomes[i] = BatchOutcome(error=exc)
+            give_back.append(branch)
+            continue
+        if hold.state is HoldState.CANCELLED:
+            released.append(hold)
+        outcomes[i] = BatchOutcome(result=HoldResult(hold))
     if released:
         refs = await uow.accounts.refs({h.account_id for h in released})
         changes = [h.release() for h in released]
