@@ -282,14 +282,16 @@ class _HotPlan:
     """What a hot statement's first run compiled: its SQL, its arguments in order (a parameter's
     name, its type's conversion; or a value fixed in the statement), and its result's rows."""
 
-    __slots__ = ("arguments", "key_to_index", "metadata", "plain", "processors", "sql")
+    __slots__ = ("arguments", "dialect", "key_to_index", "metadata", "plain", "processors", "sql")
 
     def __init__(
         self,
+        dialect: Any,
         sql: str,
         arguments: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...],
         metadata: Any,
     ) -> None:
+        self.dialect = dialect  # the engine's: what it compiled to, and converts with, is its own
         self.sql = sql
         self.arguments = arguments
         self.plain = plain_read(sql)
@@ -327,7 +329,7 @@ class _HotPlan:
         )
         processors = compiled._bind_processors
         arguments = []
-        for key in compiled.positiontup:
+        for key in compiled.positiontup or ():
             value, process = built[key], processors.get(key)
             if isinstance(value, _Given):
                 arguments.append((value.name, process, None))
@@ -336,7 +338,7 @@ class _HotPlan:
         metadata = result._metadata if result.returns_rows else None
         if metadata is not None and metadata._tuplefilter is not None:
             raise ValueError(f"not a statement to run as hot (see HotStatement): {statement}")
-        return cls(context.statement, tuple(arguments), metadata)
+        return cls(context.dialect, context.statement, tuple(arguments), metadata)
 
 
 class HotResult:
@@ -460,9 +462,14 @@ async def _execute_hot(
     sync = connection.sync_connection
     names = tuple(params)
     plan = hot._plans.get(names)
-    if plan is None or sync is None or _through_sqlalchemy(sync):
+    if (
+        plan is None
+        or sync is None
+        or plan.dialect is not sync.dialect
+        or _through_sqlalchemy(sync)
+    ):
         result = await connection.execute(hot.statement, params)
-        if plan is None:
+        if plan is None or sync is None or plan.dialect is not sync.dialect:  # (another engine's)
             hot._plans[names] = _HotPlan.make(hot.statement, result, names)  # type: ignore[arg-type]
         return result
     adapted = sync._dbapi_connection.dbapi_connection  # type: ignore[union-attr]
