@@ -166,6 +166,7 @@ _ADVANCE_CURSOR = _NEW_CURSOR.on_conflict_do_update(
         "updated_at": func.now(),
     },
 )
+_HOT_ADVANCE_CURSOR = HotStatement(_ADVANCE_CURSOR)  # (db.HotStatement, issue 13)
 
 
 # What _by_ids reads: a job or a saga.
@@ -916,7 +917,7 @@ class SqlSettlementRepository:
         """Move the cursor forward (never back), in a unit of work of its own: the one statement
         commits by itself (no BEGIN and COMMIT round trips)."""
         params = {"consumer": consumer, "cursor": cursor}
-        await (await _autocommit(self.session)).execute(_ADVANCE_CURSOR, params)
+        await execute_alone(self.session, _HOT_ADVANCE_CURSOR, params)
 
 
 class SqlPostingRateRepository:
