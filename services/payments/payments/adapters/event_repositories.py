@@ -111,7 +111,7 @@ _STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT = map(
 # Publishing (migration 0006): outbox_publish(), in a transaction of its own, numbers the
 # committed unpublished rows after every earlier publisher's; writers never wait for each other.
 # A reader's one statement publishes, then reads the events after a position (fresh snapshot).
-_LIST_AFTER = text("SELECT * FROM outbox_after(:after, :limit, :subsystem)")
+_LIST_AFTER = HotStatement(text("SELECT * FROM outbox_after(:after, :limit, :subsystem)"))
 
 
 # --- provider events, outbox -----------------------------------------------------------
