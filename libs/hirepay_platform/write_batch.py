@@ -88,16 +88,30 @@ class _Write:
         return (self.kind, self.table, self.columns, self.constants_key, len(self.rows) == 1)
 
 
+# The keys of constants given as one mapping built once (e.g. a module's `{"at": func.now()}`),
+# by the mapping's identity (kept here, so its id is not reused): a cache key computed per insert
+# cost about 10 Python calls (issue 13).
+_CONSTANT_KEYS: dict[int, tuple[Mapping[str, ColumnElement[Any]], Hashable]] = {}
+
+
 def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     """What identifies constant expressions in a built statement: their SQL, not their objects
     (each call makes a new `func.now()`); a bound value in one would be frozen into the statement."""
+    if not constants:
+        return ()
+    known = _CONSTANT_KEYS.get(id(constants))
+    if known is not None and known[0] is constants:
+        return known[1]
     keys = []
     for name, expression in constants.items():
         cache_key = expression._generate_cache_key()
         if cache_key is None or cache_key.bindparams:
             raise ValueError(f"constant column {name!r} must be SQL without bound values")
         keys.append((name, cache_key.key))
-    return tuple(keys)
+    if len(_CONSTANT_KEYS) >= _MAX_STATEMENTS:
+        _CONSTANT_KEYS.clear()
+    key = _CONSTANT_KEYS[id(constants)] = (constants, tuple(keys))
+    return key[1]
 
 
 def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = None) -> UpdateBase:

@@ -59,6 +59,8 @@ _STILL_STORED = _still_stored("g_")
 _STORED_AS = _still_stored("s_")
 _BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindparam(_KEY))
 _BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
+# An audit entry's creation time, the statement's (built once: WriteBatch knows its key).
+_CREATED_NOW = {"created_at": func.now()}
 # Each run hot (db.HotStatement): past SQLAlchemy's execution once warm (issue 13).
 _GET_PAYMENT, _LOCK_PAYMENT, _BY_BRANCH, _LOCK_BY_BRANCH, _BY_INTENT, _BY_CHECKOUT = map(
     HotStatement,
@@ -375,7 +377,7 @@ class SqlAuditRepository:
             for entry in entries
         ]
         # Sent with the next statement of the transaction (hirepay_platform/write_batch.py).
-        await self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
+        await self.s.batch.insert(t.audit_log, rows, _CREATED_NOW)
 
     async def _list(self, where: Any) -> list[AuditEntry]:
         rows = (
