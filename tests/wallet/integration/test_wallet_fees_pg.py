@@ -92,6 +92,8 @@ async def test_the_commit_guard_reads_each_transfer_once(ledger, deps, engine):
         "SELECT coalesce(sum(idx_scan), 0) FROM pg_stat_xact_user_tables WHERE relname = 'entries'"
     )
     async with engine.connect() as conn:
+        # Read the counters as they are at each read, not as first read in the transaction.
+        await conn.execute(text("SET LOCAL stats_fetch_consistency = 'none'"))
         before = (await conn.execute(scans)).scalar_one()
         row = (await conn.execute(sql.POST_RUN, run_params(items))).one()
         assert row.ok and len(row.entry_ids) == 4 * ROUND
