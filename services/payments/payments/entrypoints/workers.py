@@ -18,6 +18,7 @@ from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers, metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import checkouts, credits, payouts
+from payments.service_layer.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +67,28 @@ async def run_callback_relay(
 
 
 async def run_credit_grants(
-    deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float
+    deps: Callable[[], Deps],
+    stop: asyncio.Event,
+    *,
+    interval: float,
+    owed: Wakeup | None = None,
 ) -> None:
-    """Book settled purchases' credits (and refunds' revocations) on the wallet until acknowledged."""
+    """Book captures, refunds and settled purchases' credits (and refunds' revocations) on the
+    wallet until acknowledged. `owed`: notified when this process records a booking; the worker
+    then books it at once, or with the others recorded within `interval` under load; the poll
+    finds the rest (a crashed process's, another replica's, retries that became due)."""
 
     async def round_() -> int:
-        return await credits.settle_due_grants(deps())
+        return await credits.settle_due_grants(deps(), limit=credits.GRANT_BATCH)
 
-    await workloop.run_worker(round_, stop, name="credit grants", interval=interval)
+    await workloop.run_worker(
+        round_,
+        stop,
+        name="credit grants",
+        interval=interval,
+        batch=credits.GRANT_BATCH,
+        wake=owed.listen if owed is not None else None,
+    )
 
 
 async def run_withdrawals(
