@@ -233,6 +233,30 @@ async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency(
     assert result.ops == len(measured)
 
 
+async def test_a_case_with_errors_says_what_they_were():
+    """A failed call counts as an error and is not timed; the result keeps each distinct error
+    with its count, and its line prints the most frequent ones."""
+
+    async def op(worker: int, i: int) -> None:
+        await asyncio.sleep(0.002)
+        if i >= 0 and i % 3 == 1:
+            raise RuntimeError(f"posting failed: 504 {'x' * 500}")
+        if i >= 0 and i % 3 == 2:
+            raise TimeoutError("deadline")
+
+    result = await closed_loop("case", op, concurrency=2, seconds=0.1, settle_seconds=0.01)
+
+    kinds = result.error_kinds
+    assert result.errors == sum(kinds.values()) > 0 and result.ops > 0
+    assert set(kinds) == {
+        f"RuntimeError: posting failed: 504 {'x' * 140}",
+        "TimeoutError: deadline",
+    }
+    assert "error x" in result.line() and "TimeoutError: deadline" in result.line()
+    quiet = await closed_loop("ok", lambda w, i: asyncio.sleep(0.001), concurrency=1, seconds=0.02)
+    assert quiet.errors == 0 and quiet.error_kinds == {} and "error x" not in quiet.line()
+
+
 async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
     """One operation of "reserve+confirm, batch of N": a CreateHolds call of N Trys from the
     worker's payer to its payee, then a ResolveHolds call confirming exactly those branches; an

@@ -7,6 +7,7 @@ import contextlib
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,9 @@ from hirepay_dev.benchcpu import CpuMeter, per_op_line
 
 # Seconds every case runs at its concurrency before it is measured (closed_loop).
 SETTLE_SECONDS = 2.0
+# The distinct errors of a case a result prints (most frequent first), and how much of each.
+ERROR_KINDS = 3
+_ERROR_TEXT = 160
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,9 @@ class Result:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     # Operations one call performs (a batch call of 100 transfers is 100 operations).
     per_call: int = 1
+    # Why calls failed: each distinct error (its type and the start of its message) and how many
+    # times, so that a run with errors says what they were.
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
@@ -45,6 +52,9 @@ class Result:
             f"p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  "
             f"(n={self.ops}, errors={self.errors}){ratio}"
         )
+        if self.error_kinds:
+            kinds = sorted(self.error_kinds.items(), key=lambda kind: -kind[1])
+            text += "\n" + "\n".join(f"    error x{n}: {kind}" for kind, n in kinds[:ERROR_KINDS])
         if self.cpu_seconds:
             text += "\n" + per_op_line(self.cpu_seconds, self.ops)
         return text
@@ -91,18 +101,17 @@ async def closed_loop(
 
     await asyncio.gather(*(settle(w) for w in range(concurrency)))
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
 
     async def worker(w: int) -> None:
-        nonlocal errors
         i = 0
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
                 await op(w, i)
                 latencies.append(time.perf_counter() - started)
-            except Exception:
-                errors += 1
+            except Exception as error:
+                errors[f"{type(error).__name__}: {str(error)[:_ERROR_TEXT]}"] += 1
             i += 1
 
     if meter is not None:
@@ -117,12 +126,13 @@ async def closed_loop(
         name,
         concurrency,
         len(latencies) * per_call,
-        errors,
+        errors.total(),
         elapsed,
         percentile(latencies, 50) * 1000,
         percentile(latencies, 99) * 1000,
         cpu,
         per_call,
+        dict(errors),
     )
 
 
