@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextlib
 import functools
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar
 
 from sqlalchemy import Executable, Result, bindparam, pool, select, text, update
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import asyncpg as sa_asyncpg
+from sqlalchemy.engine import Connection, CursorResult, Row
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -132,15 +133,20 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
 
 
 async def execute_alone(
-    session: AsyncSession | CoreSession, statement: Executable, params: Mapping[str, Any]
-) -> Result[Any]:
+    session: AsyncSession | CoreSession,
+    statement: Executable | HotStatement,
+    params: Mapping[str, Any],
+) -> Result[Any] | HotResult:
     """Run one statement as a transaction of its own, on the session's connection, when the
     session has not begun one on the server yet (at most plain reads ran, see _LazyBeginCursor):
     the statement commits by itself, durable (synchronous_commit) when this returns, in one round
     trip instead of BEGIN + statement + COMMIT (issue 13). All of it or nothing applies, as for
     any statement. Later statements of the session open their own transaction as usual."""
     connection = await session.connection()
-    adapted = (await connection.get_raw_connection()).dbapi_connection
+    fairy = connection.sync_connection._dbapi_connection if connection.sync_connection else None
+    if fairy is None:  # invalidated: the pool hands out a new connection
+        fairy = await connection.get_raw_connection()
+    adapted = fairy.dbapi_connection
     if not isinstance(adapted, _LazyBeginConnection) or adapted._transaction is not None:
         raise RuntimeError("execute_alone needs a session whose transaction has not begun")
     level = adapted.isolation_level
@@ -230,6 +236,278 @@ class Base(DeclarativeBase):
     __abstract__ = True
 
 
+class HotStatement:
+    """A statement of the request path, run with far less Python than SQLAlchemy's execution.
+
+    SQLAlchemy spends about 100 Python calls on each statement it runs (its compiled cache, the
+    parameters' construction, the execution context, greenlet switches, the result and its rows):
+    18% of payments' and 14% of jobs' CPU per posting (issue 13). A hot statement is run once by
+    SQLAlchemy, as any statement, per set of parameter names; what that run compiled is kept (the
+    SQL text, which parameter goes to each position and its type's conversion, the result's columns
+    and theirs), and every later run on a CoreSession goes straight to the unit of work's asyncpg
+    connection: the statement prepared there as SQLAlchemy prepares it (its cache, the same
+    prepared statement), rows built as SQLAlchemy builds them (Row: by attribute, key, position).
+
+    The transaction is the same: a plain read goes before BEGIN (see _LazyBeginCursor), anything
+    else opens the transaction first; execute_alone, the connection's isolation and the unit of
+    work's commit and rollback act on it as on any statement. An error goes through SQLAlchemy's
+    own handling (the same exception classes, parameters hidden, a lost connection invalidated),
+    so lost_race and database_down read it as before. While the engine has event listeners
+    (HIREPAY_TRACE_SQL's spans, a test counting statements) every run goes through SQLAlchemy.
+
+    Not for a statement whose SQL depends on its values (expanding IN lists, literal_execute) or
+    whose execution computes values (Python-side column defaults): refused at its first run."""
+
+    __slots__ = ("_plans", "statement")
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        # Per tuple of parameter names (the SQL of an INSERT depends on them): how to run it.
+        self._plans: dict[tuple[str, ...], _HotPlan] = {}
+
+    def __repr__(self) -> str:
+        return f"HotStatement({self.statement!r})"
+
+
+class _Given:
+    """Marks where a given parameter lands when the plan is made (see _HotPlan.make)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+class _HotPlan:
+    """What a hot statement's first run compiled: its SQL, its arguments in order (a parameter's
+    name, its type's conversion; or a value fixed in the statement), and its result's rows."""
+
+    __slots__ = ("arguments", "dialect", "key_to_index", "metadata", "plain", "processors", "sql")
+
+    def __init__(
+        self,
+        dialect: Any,
+        sql: str,
+        arguments: tuple[tuple[str | None, Callable[[Any], Any] | None, Any], ...],
+        metadata: Any,
+    ) -> None:
+        self.dialect = dialect  # the engine's: what it compiled to, and converts with, is its own
+        self.sql = sql
+        self.arguments = arguments
+        self.plain = plain_read(sql)
+        self.metadata = metadata  # None: the statement returns no rows
+        self.processors = metadata._effective_processors if metadata is not None else None
+        self.key_to_index = metadata._key_to_index if metadata is not None else None
+
+    @classmethod
+    def make(cls, statement: Executable, result: CursorResult[Any], names: tuple[str, ...]) -> Self:
+        context: Any = result.context
+        compiled = context.compiled
+        if (
+            compiled is None
+            or not compiled.positional
+            or compiled.literal_execute_params
+            or compiled.post_compile_params
+            or compiled.insert_prefetch
+            or compiled.update_prefetch
+            or compiled.schema_translate_map
+            or context.executemany
+            or any(b.callable is not None for b in compiled.binds.values())
+        ):
+            raise ValueError(f"not a statement to run as hot (see HotStatement): {statement}")
+        # Where each given parameter lands, and the values fixed in the statement, exactly as
+        # SQLAlchemy builds them (by name, escaped or repeated, defaults of its bindparams).
+        cache_key = statement._generate_cache_key()  # type: ignore[attr-defined]
+        if cache_key is None:  # SQLAlchemy compiles such a statement on every run
+            raise ValueError(f"not a statement to run as hot (see HotStatement): {statement}")
+        _, extracted, collected = cache_key
+        built = compiled.construct_params(
+            {name: _Given(name) for name in names},
+            extracted_parameters=extracted,
+            escape_names=False,
+            _collected_params=collected,
+        )
+        processors = compiled._bind_processors
+        arguments = []
+        for key in compiled.positiontup or ():
+            value, process = built[key], processors.get(key)
+            if isinstance(value, _Given):
+                arguments.append((value.name, process, None))
+            else:  # fixed in the statement: converted once
+                arguments.append((None, None, process(value) if process else value))
+        metadata = result._metadata if result.returns_rows else None
+        if metadata is not None and metadata._tuplefilter is not None:
+            raise ValueError(f"not a statement to run as hot (see HotStatement): {statement}")
+        return cls(context.dialect, context.statement, tuple(arguments), metadata)
+
+
+class HotResult:
+    """A hot statement's result: its rows (SQLAlchemy's Row, read by attribute, key or position)
+    with the part of Result's interface the repositories use; like a Result, read once."""
+
+    __slots__ = ("_rows", "_status")
+
+    def __init__(self, rows: list[Row[Any]] | None, status: str | None) -> None:
+        self._rows = rows
+        self._status = status
+
+    def _take(self) -> list[Row[Any]]:
+        rows = self._rows
+        if rows is None:
+            raise sa_exc.ResourceClosedError(
+                "This result object does not return rows. It has been closed automatically."
+            )
+        self._rows = []
+        return rows
+
+    @property
+    def returns_rows(self) -> bool:
+        return self._rows is not None
+
+    @property
+    def rowcount(self) -> int:
+        found = _ROWCOUNT.match(self._status or "")
+        return int(found.group(1)) if found else -1
+
+    def __iter__(self) -> Iterator[Row[Any]]:
+        return iter(self._take())
+
+    def all(self) -> list[Row[Any]]:
+        return self._take()
+
+    fetchall = all
+
+    def first(self) -> Row[Any] | None:
+        rows = self._take()
+        return rows[0] if rows else None
+
+    def one_or_none(self) -> Row[Any] | None:
+        rows = self._take()
+        if len(rows) > 1:
+            raise sa_exc.MultipleResultsFound(
+                "Multiple rows were found when one or none was required"
+            )
+        return rows[0] if rows else None
+
+    def one(self) -> Row[Any]:
+        rows = self._take()
+        if not rows:
+            raise sa_exc.NoResultFound("No row was found when one was required")
+        if len(rows) > 1:
+            raise sa_exc.MultipleResultsFound(
+                "Multiple rows were found when exactly one was required"
+            )
+        return rows[0]
+
+    def scalar(self) -> Any:
+        row = self.first()
+        return row[0] if row is not None else None
+
+    def scalar_one(self) -> Any:
+        return self.one()[0]
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return row[0] if row is not None else None
+
+    def scalars(self) -> HotResult:
+        """The first column's values, as a result of their own."""
+        return _HotScalars([row[0] for row in self._take()], None)
+
+
+class _HotScalars(HotResult):
+    """The values of one column (HotResult.scalars): each is what a row was."""
+
+    __slots__ = ()
+
+    def scalars(self) -> HotResult:
+        raise TypeError("scalars() of scalars")
+
+
+# A command tag's row count, read as SQLAlchemy's asyncpg adapter reads it.
+_ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+def _through_sqlalchemy(connection: Connection) -> bool:
+    """Whether a hot statement on `connection` must go SQLAlchemy's way: the engine has event
+    listeners (statement spans, a test's counter), logs statements, the connection has execution
+    options other than its isolation level, or has lost its database connection."""
+    options = connection._execution_options
+    return bool(
+        connection._has_events
+        or connection.engine._has_events
+        or connection._echo
+        or (options and options.keys() - {"isolation_level"})
+        or connection._dbapi_connection is None
+    )
+
+
+def _raise_as_sqlalchemy(
+    connection: Connection, error: BaseException, sql: str, arguments: Any
+) -> NoReturn:
+    """Raise `error` as SQLAlchemy would have, had it run the statement: its handling of a DBAPI
+    error (the exception classes, parameters hidden, handle_error events, a lost connection
+    invalidated). Runs in SQLAlchemy's greenlet (run_sync): invalidating may close the connection."""
+    try:
+        raise error
+    except BaseException as raised:
+        connection._handle_dbapi_exception(raised, sql, arguments, None, None)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _execute_hot(
+    session: CoreSession, hot: HotStatement, params: Mapping[str, Any]
+) -> Result[Any] | HotResult:
+    connection = session._connection or await session.connection()
+    sync = connection.sync_connection
+    names = tuple(params)
+    plan = hot._plans.get(names)
+    if (
+        plan is None
+        or sync is None
+        or plan.dialect is not sync.dialect
+        or _through_sqlalchemy(sync)
+    ):
+        result = await connection.execute(hot.statement, params)
+        if plan is None or sync is None or plan.dialect is not sync.dialect:  # (another engine's)
+            hot._plans[names] = _HotPlan.make(hot.statement, result, names)  # type: ignore[arg-type]
+        return result
+    adapted = sync._dbapi_connection.dbapi_connection  # type: ignore[union-attr]
+    dialect: Any = sync.dialect
+    if sync._transaction is None:
+        sync._autobegin()  # as SQLAlchemy's execute: the unit of work's commit commits it
+    arguments: list[Any] | None = None
+    try:
+        arguments = [
+            value if name is None else process(params[name]) if process else params[name]
+            for name, process, value in plan.arguments
+        ]
+        async with adapted._execute_mutex:
+            if adapted._transaction is None and not (
+                plan.plain and adapted.isolation_level in _READ_COMMITTED
+            ):
+                await adapted._start_transaction()  # nothing sent under autocommit
+            prepared, _ = await adapted._prepare(plan.sql, dialect._invalidate_schema_cache_asof)
+            records = await prepared.fetch(*arguments)
+            status = prepared.get_statusmsg()
+    except BaseException as error:
+        if isinstance(error, Exception):
+            try:
+                adapted._handle_exception(error)  # the adapter's DBAPI error for asyncpg's
+            except Exception as translated:
+                error = translated
+        dbapi = dialect.loaded_dbapi
+        if isinstance(error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError):
+            dialect._invalidate_schema_cache()  # as SQLAlchemy's asyncpg execution context does
+        await connection.run_sync(_raise_as_sqlalchemy, error, plan.sql, arguments)
+        raise  # pragma: no cover
+    metadata = plan.metadata
+    if metadata is None:
+        return HotResult(None, status)
+    processors, key_to_index = plan.processors, plan.key_to_index
+    return HotResult([Row(metadata, processors, key_to_index, r) for r in records], status)
+
+
 class CoreSession:
     """What a unit of work asks of its session, on one Core connection of the engine's pool.
 
@@ -259,17 +537,31 @@ class CoreSession:
             await connection.execution_options(**execution_options)
         return connection
 
-    async def execute(self, statement: Executable, params: Any = None, **kw: Any) -> Result[Any]:
+    async def execute(
+        self, statement: Executable | HotStatement, params: Any = None, **kw: Any
+    ) -> Result[Any] | HotResult:
+        if type(statement) is HotStatement:
+            if kw:
+                raise TypeError("a hot statement takes its parameters only")
+            return await _execute_hot(self, statement, params or {})
         connection = self._connection or await self.connection()
-        return await connection.execute(statement, params, **kw)
+        return await connection.execute(statement, params, **kw)  # type: ignore[arg-type]
 
-    async def scalar(self, statement: Executable, params: Any = None, **kw: Any) -> Any:
+    async def scalar(
+        self, statement: Executable | HotStatement, params: Any = None, **kw: Any
+    ) -> Any:
+        if type(statement) is HotStatement:
+            return (await self.execute(statement, params, **kw)).scalar()
         connection = self._connection or await self.connection()
-        return await connection.scalar(statement, params, **kw)
+        return await connection.scalar(statement, params, **kw)  # type: ignore[arg-type]
 
-    async def scalars(self, statement: Executable, params: Any = None, **kw: Any) -> Any:
+    async def scalars(
+        self, statement: Executable | HotStatement, params: Any = None, **kw: Any
+    ) -> Any:
+        if type(statement) is HotStatement:
+            return (await self.execute(statement, params, **kw)).scalars()
         connection = self._connection or await self.connection()
-        return await connection.scalars(statement, params, **kw)
+        return await connection.scalars(statement, params, **kw)  # type: ignore[arg-type]
 
     async def commit(self) -> None:
         if self._connection is not None:

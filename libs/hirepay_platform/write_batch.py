@@ -42,7 +42,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import execute_alone
+from hirepay_platform.db import CoreSession, HotResult, HotStatement, execute_alone
 from hirepay_platform.errors import StaleRow
 
 INSERT = "insert"
@@ -56,8 +56,9 @@ _MAX_STATEMENTS = 1024  # built statements kept (shapes are few: one per code pa
 # a SELECT (FOR UPDATE to lock them), or an INSERT (insert-first) or UPDATE ... RETURNING.
 Guard = Select[Any] | UpdateBase
 
-# The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement.
-_STATEMENTS: dict[tuple[Hashable, ...], Executable] = {}
+# The shape of a flush (per write: kind, table, columns, constants' cache keys) -> its statement,
+# hot (db.HotStatement): a posting's commits are batches, sent with far less Python (issue 13).
+_STATEMENTS: dict[tuple[Hashable, ...], HotStatement] = {}
 
 
 class _Write:
@@ -87,16 +88,30 @@ class _Write:
         return (self.kind, self.table, self.columns, self.constants_key, len(self.rows) == 1)
 
 
+# The keys of constants given as one mapping built once (e.g. a module's `{"at": func.now()}`),
+# by the mapping's identity (kept here, so its id is not reused): a cache key computed per insert
+# cost about 10 Python calls (issue 13).
+_CONSTANT_KEYS: dict[int, tuple[Mapping[str, ColumnElement[Any]], Hashable]] = {}
+
+
 def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     """What identifies constant expressions in a built statement: their SQL, not their objects
     (each call makes a new `func.now()`); a bound value in one would be frozen into the statement."""
+    if not constants:
+        return ()
+    known = _CONSTANT_KEYS.get(id(constants))
+    if known is not None and known[0] is constants:
+        return known[1]
     keys = []
     for name, expression in constants.items():
         cache_key = expression._generate_cache_key()
         if cache_key is None or cache_key.bindparams:
             raise ValueError(f"constant column {name!r} must be SQL without bound values")
         keys.append((name, cache_key.key))
-    return tuple(keys)
+    if len(_CONSTANT_KEYS) >= _MAX_STATEMENTS:
+        _CONSTANT_KEYS.clear()
+    key = _CONSTANT_KEYS[id(constants)] = (constants, tuple(keys))
+    return key[1]
 
 
 def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = None) -> UpdateBase:
@@ -154,14 +169,14 @@ def _build(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
     return select(literal_column("1")).add_cte(*ctes)
 
 
-def _statement(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
+def _statement(writes: Sequence[_Write], guard: Guard | None = None) -> HotStatement:
     # A guard is built once by its caller: the object itself is part of the shape.
     shape = (tuple(w.shape() for w in writes), guard)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
             del _STATEMENTS[next(iter(_STATEMENTS))]
-        statement = _STATEMENTS[shape] = _build(writes, guard)
+        statement = _STATEMENTS[shape] = HotStatement(_build(writes, guard))
     return statement
 
 
@@ -188,8 +203,10 @@ class WriteBatch:
     merged into that write; a write that cannot merge sends what waits first. Rows inserted into
     one table go in the order they were given (append-only logs keep the order of their ids)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession | CoreSession) -> None:
         self._session = session
+        # Whether the session runs hot statements (a CoreSession), else their SQLAlchemy statement.
+        self._hot = isinstance(session, CoreSession)
         self._writes: list[_Write] = []
         # The waiting row of each key, and the write that holds it.
         self._pending: dict[tuple[Table, object], tuple[_Write, dict[str, Any]]] = {}
@@ -306,7 +323,10 @@ class WriteBatch:
             return
         writes, self._writes = self._writes, []
         self._pending.clear()
-        await self._session.execute(_statement(writes), _parameters(writes))
+        statement = _statement(writes)
+        await self._session.execute(  # type: ignore[call-overload]
+            statement if self._hot else statement.statement, _parameters(writes)
+        )
 
     async def flush_if(
         self,
@@ -323,20 +343,25 @@ class WriteBatch:
         writes, self._writes = self._writes, []
         self._pending.clear()
         send = execute or _session_execute
+        statement = _statement(writes, guard)
         result = await send(
-            self._session, _statement(writes, guard), {**_parameters(writes), **params}
+            self._session,
+            statement if self._hot else statement.statement,
+            {**_parameters(writes), **params},
         )
         return bool(result.scalar_one())
 
 
 # How a statement is sent: (session, statement, parameters) -> its result.
-Execute = Callable[[AsyncSession, Executable, Mapping[str, Any]], Awaitable[Result[Any]]]
+Execute = Callable[
+    [Any, Executable | HotStatement, Mapping[str, Any]], Awaitable[Result[Any] | HotResult]
+]
 
 
 async def _session_execute(
-    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
-) -> Result[Any]:
-    return await session.execute(statement, params)
+    session: Any, statement: Executable | HotStatement, params: Mapping[str, Any]
+) -> Result[Any] | HotResult:
+    return await session.execute(statement, params)  # type: ignore[no-any-return]
 
 
 class BatchedSession:

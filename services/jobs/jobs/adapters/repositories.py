@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from hirepay_platform.db import execute_alone
+from hirepay_platform.db import HotStatement, execute_alone
 from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
@@ -101,6 +101,13 @@ _SAGA_WITH_JOB = (
 )
 _LOCK_SAGA_AND_JOB = _SAGA_WITH_JOB.with_for_update()
 _LOCK_SAGA_READ_JOB = _SAGA_WITH_JOB.with_for_update(of=sagas)
+# Each run hot (db.HotStatement): past SQLAlchemy's execution once warm (issue 13).
+_GET_JOB, _LOCK_JOB, _GET_JOBS, _GET_SAGA, _LOCK_SAGA, _GET_SAGAS = map(
+    HotStatement, (_GET_JOB, _LOCK_JOB, _GET_JOBS, _GET_SAGA, _LOCK_SAGA, _GET_SAGAS)
+)
+_LOCK_SAGA_AND_JOB, _LOCK_SAGA_READ_JOB = map(
+    HotStatement, (_LOCK_SAGA_AND_JOB, _LOCK_SAGA_READ_JOB)
+)
 
 
 # The columns a row is inserted with: all but its `version`, which starts at its default (0).
@@ -159,6 +166,7 @@ _ADVANCE_CURSOR = _NEW_CURSOR.on_conflict_do_update(
         "updated_at": func.now(),
     },
 )
+_HOT_ADVANCE_CURSOR = HotStatement(_ADVANCE_CURSOR)  # (db.HotStatement, issue 13)
 
 
 # What _by_ids reads: a job or a saga.
@@ -416,7 +424,7 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
 
 
 _INSERT_POSTING = {
-    (counting, spending): _posting_insert(counting, spending)
+    (counting, spending): HotStatement(_posting_insert(counting, spending))
     for counting in (False, True)
     for spending in (False, True)
 }
@@ -909,7 +917,7 @@ class SqlSettlementRepository:
         """Move the cursor forward (never back), in a unit of work of its own: the one statement
         commits by itself (no BEGIN and COMMIT round trips)."""
         params = {"consumer": consumer, "cursor": cursor}
-        await (await _autocommit(self.session)).execute(_ADVANCE_CURSOR, params)
+        await execute_alone(self.session, _HOT_ADVANCE_CURSOR, params)
 
 
 class SqlPostingRateRepository:

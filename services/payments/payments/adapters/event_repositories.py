@@ -20,7 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import execute_alone
+from hirepay_platform.db import HotStatement, execute_alone
 from hirepay_platform.notifier import SqlCallbackQueue
 from payments.adapters import snapshots
 from payments.adapters import tables as t
@@ -100,11 +100,18 @@ def _store_first(match: Column[Any]) -> Executable:
 
 _STORE_FIRST_BY_INTENT = _store_first(t.payments.c.provider_payment_id)
 _STORE_FIRST_BY_CHECKOUT = _store_first(t.payments.c.provider_checkout_id)
+# Each run hot (db.HotStatement): past SQLAlchemy's execution once warm (issue 13).
+_EVENT_SEEN, _INSERT_EVENT, _CLAIM_EVENT = map(
+    HotStatement, (_EVENT_SEEN, _INSERT_EVENT, _CLAIM_EVENT)
+)
+_STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT = map(
+    HotStatement, (_STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT)
+)
 
 # Publishing (migration 0006): outbox_publish(), in a transaction of its own, numbers the
 # committed unpublished rows after every earlier publisher's; writers never wait for each other.
 # A reader's one statement publishes, then reads the events after a position (fresh snapshot).
-_LIST_AFTER = text("SELECT * FROM outbox_after(:after, :limit, :subsystem)")
+_LIST_AFTER = HotStatement(text("SELECT * FROM outbox_after(:after, :limit, :subsystem)"))
 
 
 # --- provider events, outbox -----------------------------------------------------------

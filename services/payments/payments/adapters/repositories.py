@@ -11,7 +11,7 @@ from sqlalchemy import Select, bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import lease_due
+from hirepay_platform.db import HotStatement, lease_due
 from hirepay_platform.tcc import TccBranch
 from payments.adapters import tables as t
 from payments.domain.events import AuditEntry
@@ -59,6 +59,13 @@ _STILL_STORED = _still_stored("g_")
 _STORED_AS = _still_stored("s_")
 _BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindparam(_KEY))
 _BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
+# An audit entry's creation time, the statement's (built once: WriteBatch knows its key).
+_CREATED_NOW = {"created_at": func.now()}
+# Each run hot (db.HotStatement): past SQLAlchemy's execution once warm (issue 13).
+_GET_PAYMENT, _LOCK_PAYMENT, _BY_BRANCH, _LOCK_BY_BRANCH, _BY_INTENT, _BY_CHECKOUT = map(
+    HotStatement,
+    (_GET_PAYMENT, _LOCK_PAYMENT, _BY_BRANCH, _LOCK_BY_BRANCH, _BY_INTENT, _BY_CHECKOUT),
+)
 
 
 _LEASE_PAYMENTS = lease_due(t.payments, t.payments.c.next_poll_at, "next_poll_at")
@@ -370,7 +377,7 @@ class SqlAuditRepository:
             for entry in entries
         ]
         # Sent with the next statement of the transaction (hirepay_platform/write_batch.py).
-        await self.s.batch.insert(t.audit_log, rows, {"created_at": func.now()})
+        await self.s.batch.insert(t.audit_log, rows, _CREATED_NOW)
 
     async def _list(self, where: Any) -> list[AuditEntry]:
         rows = (

@@ -15,7 +15,7 @@ from sqlalchemy import Executable, Result, delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import execute_alone
+from hirepay_platform.db import HotStatement, execute_alone
 from wallet.adapters.repositories import ledger_sql as sql
 from wallet.adapters.tables import entries as E
 from wallet.adapters.tables import transfers as T
@@ -36,8 +36,17 @@ def _entry_from_row(row: Any, description: str) -> Entry:
     )
 
 
+# The statements of a transfer, each run hot (db.HotStatement): past SQLAlchemy's execution once
+# warm (issue 13).
+_POST, _POST_RUN, _POST_RUN_NO_SHARDS, _CLAIM_AND_LOCK, _APPLY_MANY = map(
+    HotStatement,
+    (sql.POST, sql.POST_RUN, sql.POST_RUN_NO_SHARDS, sql.CLAIM_AND_LOCK, sql.APPLY_MANY),
+)
+_LOCK_ACCOUNTS, _READ_BALANCES = map(HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES))
+
+
 async def _execute(
-    session: AsyncSession, statement: Executable, params: Mapping[str, Any]
+    session: AsyncSession, statement: Executable | HotStatement, params: Mapping[str, Any]
 ) -> Result[Any]:
     return await session.execute(statement, params)
 
@@ -179,11 +188,11 @@ class SqlLedgerRepository:
 
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         ids = sorted(account_ids)
-        locked = (await self._session.execute(sql.LOCK_ACCOUNTS, {"ids": ids})).all()
+        locked = (await self._session.execute(_LOCK_ACCOUNTS, {"ids": ids})).all()
         balances = {row.id: Balance(row.posted, row.pending) for row in locked}
         sharded = [row.id for row in locked if row.sharded]
         if sharded:
-            rows = await self._session.execute(sql.READ_BALANCES, {"ids": sharded})
+            rows = await self._session.execute(_READ_BALANCES, {"ids": sharded})
             balances.update({row.id: Balance(int(row.posted), row.pending) for row in rows})
         return balances
 
@@ -196,7 +205,7 @@ class SqlLedgerRepository:
             raise ValueError("the claimed transfer must be the one posted")
         rows, shards, entries = posting.row_changes, posting.shard_changes, posting.entries
         result = await self._session.execute(
-            sql.POST,
+            _POST,
             {
                 "claim": claim is not None,
                 "kind": claim.kind if claim else None,
@@ -244,7 +253,7 @@ class SqlLedgerRepository:
         account_ids = sorted({c.account_id for _, p in items for c in p.row_changes})
         row = (
             await self._session.execute(
-                sql.CLAIM_AND_LOCK,
+                _CLAIM_AND_LOCK,
                 {**_headers(items), "account_ids": account_ids},
             )
         ).one()
@@ -281,7 +290,7 @@ class SqlLedgerRepository:
         if not items:
             return []
         execute = execute_alone if alone else _execute
-        statement = sql.POST_RUN if changes_shards(items) else sql.POST_RUN_NO_SHARDS
+        statement = _POST_RUN if changes_shards(items) else _POST_RUN_NO_SHARDS
         row = (await execute(self._session, statement, run_params(items))).one()
         return run_outcomes(items, row) if row.ok else None
 
@@ -348,7 +357,7 @@ class SqlLedgerRepository:
         shard_keys = sorted(shards)
         entries = [items[i][1].entries[k] for i, k in entry_owners]
         result = await self._session.execute(
-            sql.APPLY_MANY,
+            _APPLY_MANY,
             {
                 "released": released,
                 "row_ids": row_ids,
