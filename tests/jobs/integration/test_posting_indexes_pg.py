@@ -166,3 +166,32 @@ async def test_sagas_and_jobs_by_ids_probe_their_keys_on_a_fresh_database(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'measured'"
         )
     assert plans["generic_plans"] >= 3 and plans["custom_plans"] <= 5, dict(plans)
+
+
+async def test_job_transitions_have_one_index_and_a_jobs_history_reads_it_in_order(
+    make_service_database, round_trips
+) -> None:
+    """Every posting appends three transitions: their one index is the primary key by job
+    (migration 0012: `ix_job_transitions_job_id` beside a primary key on `id` cost each
+    transition a second B-tree insertion, and nothing reads a transition by id). A job's history
+    reads it in order, generic plan: no scan of every transition, no sort."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        sessions = make_session_factory(engine)
+        round_trips.sent.clear()
+        async with SqlJobsUnitOfWork(sessions) as uow:
+            await uow.jobs.transitions("job_1")
+        history = next(s for s in round_trips.statements if "FROM job_transitions" in s)
+        async with engine.connect() as connection:
+            indexes = await connection.execute(
+                text("SELECT indexname FROM pg_indexes WHERE tablename = 'job_transitions'")
+            )
+            assert indexes.scalars().all() == ["job_transitions_pkey"]
+    finally:
+        await engine.dispose()
+
+    async with planning(url) as connection:
+        plan = await generic_plan(connection, history)
+    assert "Index Scan using job_transitions_pkey" in plan, plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
