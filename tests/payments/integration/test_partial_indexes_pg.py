@@ -163,3 +163,24 @@ async def test_a_provider_id_still_names_one_payment(sessions, column):
                 card_payment(f"pay_{next(_IDS)}", f"gtx_{next(_IDS)}", **{column: shared})
             )
             await uow.commit()
+
+
+async def test_the_callback_relay_has_one_index_of_due_rows_and_its_backlog_reads_it(
+    database_url, sessions, round_trips
+):
+    """`ix_outbox_callback_next_at` held the same rows as `ix_outbox_callbacks_due` and nothing
+    read it (migration 0013); the relay's backlog count reads the one left."""
+    round_trips.sent.clear()
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        await uow.outbox.backlog()
+    count = next(
+        sql for kind, sql in round_trips.sent if kind == "statement" and "FROM outbox" in sql
+    )
+
+    async with planning(database_url) as connection:
+        indexes = await connection.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'outbox' AND indexdef LIKE '%callback%'"
+        )
+        plan = await generic_plan(connection, count)
+    assert [r["indexname"] for r in indexes] == ["ix_outbox_callbacks_due"]
+    assert "ix_outbox_callbacks_due" in plan and "Seq Scan" not in plan, plan

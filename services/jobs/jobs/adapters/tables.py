@@ -378,12 +378,8 @@ marketplace_events = Table(
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     _at("callback_delivered_at"),
     Index("ix_marketplace_events_subject", "subject_id", "cursor"),
-    Index(
-        "ix_marketplace_events_due",
-        "callback_next_at",
-        postgresql_where=text("callback_next_at IS NOT NULL"),
-    ),
-    # The callback relay's due events in cursor order, undelivered ones only (migration 0008).
+    # The callback relay's due events in cursor order, undelivered ones only (migration 0008); its
+    # one index (0013).
     Index(
         "ix_marketplace_events_callbacks_due",
         "cursor",

@@ -189,12 +189,8 @@ outbox = Table(
     # The settlement stream's cursor, given after commit by outbox_publish() (migration 0006):
     # NULL until published; publishers follow each other, so positions become visible in order.
     Column("position", BigInteger, nullable=True),
-    Index(
-        "ix_outbox_callback_next_at",
-        "callback_next_at",
-        postgresql_where="callback_next_at IS NOT NULL",
-    ),
-    # The callback relay's due rows in cursor order, undelivered ones only (migration 0009).
+    # The callback relay's due rows in cursor order, undelivered ones only (migration 0009); its
+    # one index (0013).
     Index("ix_outbox_callbacks_due", "cursor", postgresql_where="callback_next_at IS NOT NULL"),
     Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
     Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
