@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
+import pytest
 
+from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay_dev import pg
+from hirepay_dev.bench_wallet import Fixture
 from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
-from hirepay_dev.benchlib import closed_loop
+from hirepay_dev.benchlib import closed_loop, pgbench_tpcb
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
 
@@ -107,6 +111,26 @@ async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_ur
     assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
 
 
+async def test_pgbench_leaves_the_server_checkpointed(pg_server_url):
+    """The baseline's dirty pages are written before the cases run, not in the first one's window:
+    pgbench's run ends with a checkpoint that began after its last transaction committed."""
+    tps = await asyncio.to_thread(pgbench_tpcb, pg_server_url, clients=2, seconds=1, scale=1)
+    connection = await asyncpg.connect(
+        pg.libpq_url(pg.with_database(pg_server_url, "hirepay_pgbench"))
+    )
+    try:
+        # Every pgbench transaction appends a history row; none may be newer than the checkpoint
+        # (the next transaction id at its start is above every one of theirs).
+        last_xid = await connection.fetchval("SELECT max(xmin::text::bigint) FROM pgbench_history")
+        checkpoint_next_xid = await connection.fetchval(
+            "SELECT split_part(next_xid, ':', 2)::bigint FROM pg_control_checkpoint()"
+        )
+    finally:
+        await connection.close()
+    assert tps > 0 and last_xid is not None
+    assert checkpoint_next_xid > last_xid, (checkpoint_next_xid, last_xid)
+
+
 def case(name, concurrency, per_second, p50, p99, *, errors=0, cpu=None, ops=100):
     return {
         "name": name,
@@ -136,6 +160,8 @@ def test_the_targets_are_judged_from_the_runs_own_figures():
                 case("transfer (grouped)", 32, 1200.0, 20.0, 30.0),
                 case("transfer, fee to revenue", 32, 900.0, 25.0, 40.0),
                 case("reserve+confirm", 32, 400.0, 60.0, 90.0),
+                case("reserve+confirm, batch of 100", 8, 300.0, 500.0, 800.0),
+                case("reserve+confirm, batch of 100", 32, 600.0, 900.0, 1500.0),
             ]
         },
     }
@@ -149,10 +175,27 @@ def test_the_targets_are_judged_from_the_runs_own_figures():
     # 80/120 = 0.67 < 0.75, and a posting that failed does not count as throughput anyway.
     assert not latency.met and "1 failed operations" in latency.basis
     assert found["transfers, grouped single calls at c=32 >= 100% of pgbench"].met
-    assert not found["Reserve+Confirm at c=32 >= 50% of pgbench"].met
+    # The single calls and the batches are judged apart, each at its highest concurrency.
+    single = found["Reserve+Confirm at c=32 >= 50% of pgbench"]
+    assert not single.met and single.measured == 0.4
+    batched = found["Reserve+Confirm, CreateHolds + ResolveHolds batches at c=32 >= 50% of pgbench"]
+    assert batched.met and batched.measured == 0.6
     fee = found["transfer + fee to revenue at c=32 costs <= 20%"]
     assert round(fee.measured, 2) == 0.25 and not fee.met
     assert verdicts({"pgbench_tps": 1000.0}) == []  # nothing measured, nothing judged
+
+
+def test_a_failed_batch_of_holds_is_not_throughput():
+    """A Reserve+Confirm batch case with a failed operation (an item refused, a call timed out)
+    misses its target whatever its rate."""
+    report = {
+        "pgbench_tps": 1000.0,
+        "wallet": {"cases": [case("reserve+confirm, batch of 100", 32, 900.0, 1.0, 2.0, errors=2)]},
+    }
+    (verdict,) = verdicts(report)
+    assert verdict.measured == 0.9 and not verdict.met
+    assert "2 failed operations" in verdict.basis
+    assert verdict.target.startswith("Reserve+Confirm, CreateHolds + ResolveHolds batches")
 
 
 async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency():
@@ -188,3 +231,46 @@ async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency(
     assert all(i < 0 for _, i in unmeasured) and all(i >= 0 for _, i in measured)
     assert len(set(unmeasured)) == len(unmeasured)  # no key used twice
     assert result.ops == len(measured)
+
+
+async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
+    """One operation of "reserve+confirm, batch of N": a CreateHolds call of N Trys from the
+    worker's payer to its payee, then a ResolveHolds call confirming exactly those branches; an
+    item refused fails the operation (it is not throughput)."""
+    calls: list[tuple[str, Any]] = []
+    refused: list[str] = []
+
+    class Stub:
+        async def CreateHolds(self, request: Any, timeout: float) -> Any:
+            calls.append(("CreateHolds", request))
+            return wpb.CreateHoldsResponse(
+                results=[wpb.HoldBatchResult(index=i) for i in range(len(request.holds))]
+            )
+
+        async def ResolveHolds(self, request: Any, timeout: float) -> Any:
+            calls.append(("ResolveHolds", request))
+            results = [wpb.HoldBatchResult(index=i) for i in range(len(request.resolutions))]
+            for i in range(len(refused)):
+                results[i] = wpb.HoldBatchResult(
+                    index=i, error=wpb.TransferError(reason=refused[i])
+                )
+            return wpb.ResolveHoldsResponse(results=results)
+
+    fixture = Fixture(Stub(), pairs=2)  # type: ignore[arg-type]
+    fixture.payers, fixture.payees = ["p0", "p1"], ["q0", "q1"]
+    await fixture.hold_batch(5)(1, 0)
+    (name, create), (then, resolve) = calls
+    assert (name, then) == ("CreateHolds", "ResolveHolds")
+    assert [(h.account_id, h.destination_account_id) for h in create.holds] == [("p1", "q1")] * 5
+    reserved = [h.branch for h in create.holds]
+    assert len({b.global_tx_id for b in reserved}) == 5
+    assert [r.WhichOneof("action") for r in resolve.resolutions] == ["confirm"] * 5
+    assert [r.confirm.branch for r in resolve.resolutions] == reserved
+    calls.clear()
+    await fixture.hold_batch(5)(1, 1)
+    assert not {h.branch.global_tx_id for h in calls[0][1].holds} & {
+        b.global_tx_id for b in reserved
+    }  # every operation has branches of its own
+    refused.append("HOLD_EXPIRED")
+    with pytest.raises(RuntimeError, match="1 confirms refused: HOLD_EXPIRED"):
+        await fixture.hold_batch(5)(0, 2)

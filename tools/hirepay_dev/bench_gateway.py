@@ -34,6 +34,7 @@ from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
 from hirepay_dev.bench_posting import _BODY
 from hirepay_dev.bench_rpc import SECRET, _free_port
 from hirepay_dev.benchcpu import process_cpu
+from hirepay_platform.grpccore import with_grpc_core_env
 
 
 class _Jobs(jobs_grpc.JobsServiceServicer):
@@ -171,6 +172,9 @@ def main() -> None:
     parser.add_argument("--pause", type=float, default=0.0)
     parser.add_argument("--webhooks", action="store_true", help="relay webhook deliveries instead")
     args = parser.parse_args()
+    # The gateway and the stand-in run with gRPC's core settings as services do (grpccore.py):
+    # both start from this environment and import grpc afresh.
+    os.environ.update(with_grpc_core_env(dict(os.environ)))
     stand_in_port, gw_port = _free_port(), _free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()

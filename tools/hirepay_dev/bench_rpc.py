@@ -3,14 +3,19 @@
 context, deadline, metrics) and the event loop add to each call, on each side.
 
     .venv/bin/python -m hirepay_dev.bench_rpc [--calls 20000] [--concurrency 16] [--only NAME]
-        [--traced] [--same-process]
+        [--traced] [--same-process] [--grpc-core platform|grpc]
 
 The server runs in a child process (GrpcApp.serve, as a service runs it, or a bare grpc.aio server)
 and answers GetJob with an empty JobResponse; the client is this process. CPU is utime+stime of
 each process over the measured calls (/proc), so the figures are per-call CPU, not latency; the
-machine is shared, so repeat a run and compare cases of the same run. `--traced` makes every call
+machine is shared, so repeat a run and compare cases of the same run. Beside it, the voluntary
+context switches per call of each process (`wakeups`, all its threads: a thread that waited and
+was woken), a count that moves far less with the machine's load. `--traced` makes every call
 inside one W3C trace, as a service's calls are while it serves a request (the client sends the
 trace context, the server continues it); without it the calls carry none and each begins a trace.
+`--grpc-core` picks the settings of gRPC's core both processes run with: the platform's
+(hirepay_platform.grpccore, as every service runs) or grpc's own defaults; the benchmark starts
+itself again with them when its environment differs (grpc reads them at import).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,6 +38,7 @@ import grpc
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay_dev.benchcpu import process_cpu
+from hirepay_platform.grpccore import GRPC_CORE_ENV
 
 SECRET = "bench-rpc-secret-0123456789abcdef0123456789"
 # The caller's trace the calls of a --traced run are made in.
@@ -106,11 +113,28 @@ def _self_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _self_switches() -> int:
+    """Voluntary context switches (a thread waiting to be woken) of every thread of this
+    process, exited ones too; the involuntary ones count the machine's load, not the call's."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_nvcsw
+
+
+def _process_switches(pid: int) -> int:
+    """Voluntary context switches of the live threads of process `pid` (/proc/<pid>/task)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    total += int(line.split()[-1])
+    return total
+
+
 async def _client_case(
     kind: str, port: int, calls: int, concurrency: int, *, traced: bool = False
-) -> tuple[float, float]:
-    """(client CPU seconds, wall seconds) of `calls` calls after a warm-up (`traced`: inside
-    the caller's trace TRACEPARENT)."""
+) -> tuple[float, float, int]:
+    """(client CPU seconds, wall seconds, context switches) of `calls` calls after a warm-up
+    (`traced`: inside the caller's trace TRACEPARENT)."""
     from opentelemetry import context as otel_context
 
     from hirepay_platform import identity, tracing
@@ -154,14 +178,15 @@ async def _client_case(
     )
     try:
         await _drive(call, 500, concurrency)
-        cpu0, wall0 = _self_cpu(), time.perf_counter()
+        cpu0, wall0, switches0 = _self_cpu(), time.perf_counter(), _self_switches()
         await _drive(call, calls, concurrency)
         cpu, wall = _self_cpu() - cpu0, time.perf_counter() - wall0
+        switches = _self_switches() - switches0
     finally:
         if token is not None:
             otel_context.detach(token)
     await close()
-    return cpu, wall
+    return cpu, wall, switches
 
 
 def run_case(
@@ -182,12 +207,18 @@ def run_case(
 
         async def main() -> None:
             # Warm up, then read the server's CPU around the measured calls only.
+            # A channel open throughout: closing the last one shuts grpc.aio down (its
+            # completion-queue thread with it), and the next call would start it again.
+            keep = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
             holder["warm"] = await _client_case(client, port, 200, concurrency, traced=traced)
-            before = process_cpu(child.pid)  # type: ignore[arg-type]
-            holder["cpu"], holder["wall"] = await _client_case(
+            pid: int = child.pid  # type: ignore[assignment]
+            before, switches = process_cpu(pid), _process_switches(pid)
+            holder["cpu"], holder["wall"], holder["switches"] = await _client_case(
                 client, port, calls, concurrency, traced=traced
             )
-            holder["server"] = process_cpu(child.pid) - before  # type: ignore[arg-type,operator]
+            holder["server"] = process_cpu(pid) - before  # type: ignore[operator]
+            holder["server_switches"] = _process_switches(pid) - switches
+            await keep.close()
 
         eventloop.run(main(), loop=loop_kind)
     finally:
@@ -197,6 +228,8 @@ def run_case(
     return {
         "client_us": holder["cpu"] / done * 1e6,
         "server_us": holder["server"] / done * 1e6,
+        "client_switches": holder["switches"] / done,
+        "server_switches": holder["server_switches"] / done,
         "calls_per_s": done / holder["wall"],
     }
 
@@ -252,6 +285,13 @@ CASES = {
 }
 
 
+def _core_environment(core: str) -> dict[str, str]:
+    """This process's environment with the gRPC core settings of `core`: the platform's
+    (GRPC_CORE_ENV) or none of them (grpc's own defaults)."""
+    env = {k: v for k, v in os.environ.items() if k not in GRPC_CORE_ENV}
+    return {**env, **GRPC_CORE_ENV} if core == "platform" else env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=20_000)
@@ -262,7 +302,18 @@ def main() -> None:
     parser.add_argument(
         "--traced", action="store_true", help="every call inside one caller's W3C trace"
     )
+    parser.add_argument(
+        "--grpc-core",
+        choices=("platform", "grpc"),
+        default="platform",
+        help="gRPC core settings: the platform's (as services run) or grpc's defaults",
+    )
     args = parser.parse_args()
+    env = _core_environment(args.grpc_core)
+    if env != dict(os.environ):
+        # grpc has read its settings at import: start again with them, server child included.
+        argv = [sys.executable, "-m", "hirepay_dev.bench_rpc", *sys.argv[1:]]
+        os.execve(sys.executable, argv, env)
     os.environ.setdefault("HIREPAY_SERVICE_TOKEN_SECRET", SECRET)
     if args.same_process:
         print(f"{'case (one process)':<22}{'CPU us/RPC':>12}{'calls/RPC':>12}")
@@ -272,13 +323,18 @@ def main() -> None:
             )
             print(f"{name:<22}{cpu:>12.1f}{count:>12.1f}")
         return
-    print(f"{'case':<22}{'client us/call':>16}{'server us/call':>16}{'calls/s':>10}")
+    print(f"gRPC core settings: {args.grpc_core}")
+    print(
+        f"{'case':<22}{'client us/call':>16}{'server us/call':>16}{'calls/s':>10}"
+        f"{'client wakeups':>16}{'server wakeups':>16}"
+    )
     for name in args.only or CASES:
         server, client = CASES[name]
         result = run_case(server, client, args.loop, args.calls, args.concurrency, args.traced)
         print(
             f"{name:<22}{result['client_us']:>16.1f}{result['server_us']:>16.1f}"
             f"{result['calls_per_s']:>10.0f}"
+            f"{result['client_switches']:>16.2f}{result['server_switches']:>16.2f}"
         )
 
 

@@ -9,6 +9,8 @@ that what is measured is the wallet, not one customer's row lock):
   - plain transfers, concurrent calls grouped into one transaction by the wallet (the default);
   - the same against a second wallet process with grouping off (one transaction per call);
   - CreateTransfers: batches of 100 transfers per call (one operation = one transfer);
+  - Reserve + Confirm through the batch calls: a CreateHolds call of 100 Trys, then a ResolveHolds
+    call confirming them (one operation = one pair: a hold reserved and posted);
   - the same two, with every transfer also paying a fee into the one platform revenue account;
   - a contrast: the fee paid into one unsharded account, to show what sharding the revenue balance
     saves (every fee would otherwise queue on one row lock).
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -147,9 +149,48 @@ class Fixture:
                 ),
                 timeout=TIMEOUT,
             )
-            refused = [r.error.reason for r in reply.results if r.HasField("error")]
-            if refused:
-                raise RuntimeError(f"{len(refused)} transfers refused: {refused[0]}")
+            _check_batch(reply.results, "transfers")
+
+        return op
+
+    def hold_batch(self, size: int) -> Callable[[int, int], Awaitable[None]]:
+        """One CreateHolds call of `size` Trys from the worker's payer to its payee, then one
+        ResolveHolds call confirming them all."""
+
+        async def op(worker: int, _: int) -> None:
+            payer, payee = self.payers[worker], self.payees[worker]
+            saga = _id()
+            branches = [
+                common_pb2.TccBranch(global_tx_id=f"bh-{saga}-{i}", branch_id="payment")
+                for i in range(size)
+            ]
+            held = await self.stub.CreateHolds(
+                pb.CreateHoldsRequest(
+                    request_id=_id(),
+                    holds=[
+                        pb.ReserveHoldRequest(
+                            branch=branch,
+                            account_id=payer,
+                            destination_account_id=payee,
+                            amount=_money(AMOUNT),
+                        )
+                        for branch in branches
+                    ],
+                ),
+                timeout=TIMEOUT,
+            )
+            _check_batch(held.results, "holds")
+            confirmed = await self.stub.ResolveHolds(
+                pb.ResolveHoldsRequest(
+                    request_id=_id(),
+                    resolutions=[
+                        pb.HoldResolution(confirm=pb.ConfirmHoldRequest(branch=branch))
+                        for branch in branches
+                    ],
+                ),
+                timeout=TIMEOUT,
+            )
+            _check_batch(confirmed.results, "confirms")
 
         return op
 
@@ -188,6 +229,13 @@ class Fixture:
             )
 
         return op
+
+
+def _check_batch(results: Sequence[Any], what: str) -> None:
+    """A batch call's operation fails when one of its items was refused."""
+    refused = [r.error.reason for r in results if r.HasField("error")]
+    if refused:
+        raise RuntimeError(f"{len(refused)} {what} refused: {refused[0]}")
 
 
 def _start_wallet(db_url: str, name: str, env: dict[str, str]) -> RunningService:
@@ -275,6 +323,13 @@ async def run(
                     1,
                 ),
                 (f"transfers, batch of {BATCH}", fixture.batch(BATCH), levels, grouped, BATCH),
+                (
+                    f"reserve+confirm, batch of {BATCH}",
+                    fixture.hold_batch(BATCH),
+                    levels,
+                    grouped,
+                    BATCH,
+                ),
                 (
                     "reserve+confirm, fee to revenue",
                     fixture.reserve_confirm(True),

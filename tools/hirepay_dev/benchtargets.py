@@ -21,6 +21,7 @@ POSTING_LATENCY = "pay-to-post (card) +300ms provider"
 TRANSFER = "transfer (grouped)"
 BATCH_PREFIX = "transfers, batch of"
 RESERVE_CONFIRM = "reserve+confirm"
+RESERVE_CONFIRM_BATCH_PREFIX = "reserve+confirm, batch of"
 RESERVE_CONFIRM_FEE = "reserve+confirm, fee to revenue"
 TRANSFER_FEE = "transfer, fee to revenue"
 
@@ -177,6 +178,11 @@ def wallet_verdicts(wallet: Mapping[str, Any], pgbench_tps: float | None) -> lis
             (TRANSFER, TRANSFERS_SHARE_OF_PGBENCH, "transfers, grouped single calls"),
             (BATCH_PREFIX, TRANSFERS_SHARE_OF_PGBENCH, "transfers, CreateTransfers batches"),
             (RESERVE_CONFIRM, RESERVE_CONFIRM_SHARE_OF_PGBENCH, "Reserve+Confirm"),
+            (
+                RESERVE_CONFIRM_BATCH_PREFIX,
+                RESERVE_CONFIRM_SHARE_OF_PGBENCH,
+                "Reserve+Confirm, CreateHolds + ResolveHolds batches",
+            ),
         ):
             case = _find(cases, name)
             if case is not None:

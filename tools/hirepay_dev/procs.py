@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hirepay_platform.grpccore import with_grpc_core_env
 from hirepay_platform.identity import SECRET_ENV
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +100,9 @@ class Process:
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name}.log"
         ensure_service_token_secret()
-        env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        # gRPC's core reads its settings when a process first imports grpc: given here, to
+        # every process of the project (grpccore.py).
+        env = with_grpc_core_env({**os.environ, **self.env, "PYTHONUNBUFFERED": "1"})
         log = self.log_path.open("ab")
         self.popen = subprocess.Popen(
             list(self.argv),

@@ -6,9 +6,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.tcc import TccBranch
 from tests.support.pg_round_trips import round_trips  # noqa: F401 (a fixture, counted round trips)
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.domain import commands as c
@@ -79,3 +81,19 @@ async def sound(engine, audit) -> AsyncIterator[None]:
     """Fails the test if the ledger's invariants do not hold after it."""
     yield
     assert await audit(engine) == {}
+
+
+async def barrier_rows(sessions: async_sessionmaker[AsyncSession], branch: TccBranch) -> list[str]:
+    """The operations a branch has barrier rows of, sorted."""
+    async with sessions() as session:
+        rows = await session.execute(
+            text("SELECT op FROM tcc_barriers WHERE global_tx_id = :g AND branch_id = :b"),
+            {"g": branch.global_tx_id, "b": branch.branch_id},
+        )
+        return sorted(rows.scalars())
+
+
+async def warm_refs(deps: Deps, *account_ids: str) -> None:
+    """Accounts' immutable attributes in the process cache, as on a running wallet."""
+    async with deps.uow() as uow:
+        await uow.accounts.refs(account_ids)

@@ -17,6 +17,7 @@ from sqlalchemy import text
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
 from tests.support.pg_plans import generic_plan
+from tests.wallet.integration.conftest import barrier_rows, warm_refs
 from wallet.domain import commands as c
 from wallet.domain.holds import HoldState
 from wallet.domain.ledger import Leg
@@ -46,15 +47,6 @@ async def _outcome(call) -> object:
         return await call
     except HirepayError as exc:
         return exc.reason
-
-
-async def _barrier_rows(sessions, branch: TccBranch) -> list[str]:
-    async with sessions() as session:
-        rows = await session.execute(
-            text("SELECT op FROM tcc_barriers WHERE global_tx_id = :g AND branch_id = :b"),
-            {"g": branch.global_tx_id, "b": branch.branch_id},
-        )
-        return sorted(rows.scalars())
 
 
 async def test_twins_in_one_group_make_one_hold_and_one_transfer(ledger, deps):
@@ -103,12 +95,12 @@ async def test_a_failing_reserve_fails_alone_and_leaves_nothing(ledger, deps, se
     ]
     assert await ledger.balances(alice) == [(1000, 600)]
     # The refused Try left no barrier row: the same branch, affordable now, reserves.
-    assert await _barrier_rows(sessions, poor) == []
+    assert await barrier_rows(sessions, poor) == []
     again = await h.reserve_hold(c.ReserveHold(poor, alice, bob, 400, "USD"), deps)
     assert again.hold.state is HoldState.PENDING and not again.replayed
     assert await ledger.balances(alice) == [(1000, 1000)]
     for branch in good:
-        assert await _barrier_rows(sessions, branch) == ["try"]
+        assert await barrier_rows(sessions, branch) == ["try"]
 
 
 async def test_a_failing_confirm_fails_alone_and_leaves_nothing(ledger, deps, sessions, clock):
@@ -139,7 +131,7 @@ async def test_a_failing_confirm_fails_alone_and_leaves_nothing(ledger, deps, se
         "VALIDATION_FAILED",
         "new",
     ]
-    assert await _barrier_rows(sessions, expiring) == ["try"]  # the refused Confirm left nothing
+    assert await barrier_rows(sessions, expiring) == ["try"]  # the refused Confirm left nothing
     assert await ledger.balances(customer, contractor, revenue) == [
         (10_000 - 1700, 1000),  # the expired hold is still pending until released
         (900 + 700, 0),
@@ -160,12 +152,6 @@ async def test_an_overdraft_within_one_group_takes_the_calls_in_order(ledger, de
     assert (await ledger.balance(alice)).available == 0
 
 
-async def _warm_refs(deps, *account_ids: str) -> None:
-    """Accounts' immutable attributes in the process cache, as on a running wallet."""
-    async with deps.uow() as uow:
-        await uow.accounts.refs(account_ids)
-
-
 async def test_a_group_of_reserves_is_one_statement_committing_itself(
     ledger, deps, sessions, round_trips
 ):
@@ -178,7 +164,7 @@ async def test_a_group_of_reserves_is_one_statement_committing_itself(
     earlier, cancelled = _branch(), _branch()
     await h.reserve_hold(c.ReserveHold(earlier, alice, bob, 100, "USD"), deps)
     await h.cancel_hold(c.CancelHold(cancelled), deps)  # its Cancel came before any Try
-    await _warm_refs(deps, alice, bob, carol)
+    await warm_refs(deps, alice, bob, carol)
     fresh = [_branch() for _ in range(4)]
     cmds = [
         c.ReserveHold(fresh[0], alice, bob, 300, "USD"),
@@ -196,8 +182,8 @@ async def test_a_group_of_reserves_is_one_statement_committing_itself(
     assert round_trips.transaction_control == []
     assert await ledger.balances(alice, carol, bob) == [(1000, 1000), (1000, 1000), (0, 0)]
     for branch in fresh:
-        assert await _barrier_rows(sessions, branch) == ["try"]
-    assert await _barrier_rows(sessions, cancelled) == ["cancel", "try"]  # the Cancel's rows only
+        assert await barrier_rows(sessions, branch) == ["try"]
+    assert await barrier_rows(sessions, cancelled) == ["cancel", "try"]  # the Cancel's rows only
 
 
 async def test_a_reserve_group_that_does_not_fit_runs_checked_and_refuses_alone(
@@ -208,7 +194,7 @@ async def test_a_reserve_group_that_does_not_fit_runs_checked_and_refuses_alone(
     order, the one that does not fit refused alone, leaving no barrier row, the others held."""
     alice, bob = await ledger.open("alice"), await ledger.open("bob")
     await ledger.fund(alice, 1000)
-    await _warm_refs(deps, alice, bob)
+    await warm_refs(deps, alice, bob)
     branches = [_branch() for _ in range(4)]
     cmds = [
         c.ReserveHold(b, alice, bob, a, "USD")
@@ -218,7 +204,7 @@ async def test_a_reserve_group_that_does_not_fit_runs_checked_and_refuses_alone(
         outcomes = await h.reserve_holds(cmds, deps)
     assert _summary(outcomes) == ["new", "INSUFFICIENT_FUNDS", "new", "new"]
     assert await ledger.balances(alice) == [(1000, 1000)]
-    assert await _barrier_rows(sessions, branches[1]) == []
+    assert await barrier_rows(sessions, branches[1]) == []
     # the refused statement, then BEGIN + barrier rows and locks + holds + COMMIT
     assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
 
@@ -237,7 +223,7 @@ async def test_a_group_of_confirms_is_one_statement_committing_itself(
         [c.ReserveHold(b, customer, contractor, 1000, "USD") for b in branches], deps
     )
     assert _summary(reserved) == ["new"] * 3
-    await _warm_refs(deps, customer, contractor, revenue)
+    await warm_refs(deps, customer, contractor, revenue)
     split = (Share(revenue, 1000), Share(contractor, 9000))
     cmds = [
         c.ConfirmHold(branches[0]),
@@ -262,7 +248,7 @@ async def test_a_group_of_confirms_is_one_statement_committing_itself(
         (100, 0),
     ]
     for branch in branches:
-        assert await _barrier_rows(sessions, branch) == ["confirm", "try"]
+        assert await barrier_rows(sessions, branch) == ["confirm", "try"]
         hold = (await h.get_hold(c.GetHold(branch), deps)).hold
         assert hold.state is HoldState.CONFIRMED
     again = await h.confirm_holds(cmds[:1], deps)  # a retry: its hold is resolved, replayed
@@ -277,7 +263,7 @@ async def test_runs_without_a_sharded_account_send_no_shard_changes(ledger, deps
     customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
     revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
     await ledger.fund(customer, 10_000)
-    await _warm_refs(deps, customer, contractor, revenue)
+    await warm_refs(deps, customer, contractor, revenue)
     branches = [_branch() for _ in range(2)]
     reserved = await h.reserve_holds(
         [c.ReserveHold(b, customer, contractor, 1000, "USD") for b in branches], deps
@@ -319,7 +305,7 @@ async def test_a_confirm_group_with_a_resolved_hold_runs_checked_and_refuses_alo
     await h.reserve_holds([c.ReserveHold(branches[3], customer, contractor, 1000, "USD", 10)], deps)
     await h.cancel_hold(c.CancelHold(branches[1]), deps)
     clock.advance(20)  # branches[3] is past its expiry, not yet released
-    await _warm_refs(deps, customer, contractor)
+    await warm_refs(deps, customer, contractor)
     with round_trips:
         outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
     assert _summary(outcomes) == ["new", "HOLD_ALREADY_RESOLVED", "new", "HOLD_EXPIRED"]
@@ -327,8 +313,8 @@ async def test_a_confirm_group_with_a_resolved_hold_runs_checked_and_refuses_alo
     assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
     assert not any(s.startswith("WITH expected") for s in round_trips.statements)
     assert await ledger.balances(customer, contractor) == [(8000, 1000), (2000, 0)]
-    assert await _barrier_rows(sessions, branches[1]) == ["cancel", "try"]
-    assert await _barrier_rows(sessions, branches[3]) == ["try"]
+    assert await barrier_rows(sessions, branches[1]) == ["cancel", "try"]
+    assert await barrier_rows(sessions, branches[3]) == ["try"]
     # Only the cancelled one (remembered as pending) reaches the statement, which writes nothing.
     fresh = [_branch() for _ in range(2)]
     await h.reserve_holds([c.ReserveHold(b, customer, contractor, 500, "USD") for b in fresh], deps)
@@ -338,7 +324,7 @@ async def test_a_confirm_group_with_a_resolved_hold_runs_checked_and_refuses_alo
     assert _summary(outcomes) == ["HOLD_ALREADY_RESOLVED", "new"]
     assert round_trips.statements[0].startswith("WITH expected")  # it wrote nothing, then:
     assert round_trips.transaction_control == ["BEGIN;", "COMMIT;"]
-    assert await _barrier_rows(sessions, fresh[0]) == ["cancel", "try"]
+    assert await barrier_rows(sessions, fresh[0]) == ["cancel", "try"]
     assert await ledger.balances(customer, contractor) == [(7500, 1000), (2500, 0)]
 
 
@@ -463,7 +449,7 @@ async def test_a_confirm_group_with_a_hold_changed_while_pending_runs_checked(
             text("UPDATE accounts SET pending = pending - 600 WHERE id = CAST(:a AS uuid)"),
             {"a": customer},
         )
-    await _warm_refs(deps, customer, contractor)
+    await warm_refs(deps, customer, contractor)
     with round_trips:
         outcomes = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
     assert _summary(outcomes) == ["new", "new"]
@@ -479,7 +465,7 @@ async def test_concurrent_twin_confirm_groups_post_once(ledger, deps, sessions):
     its group runs checked and replays. One transfer per hold, balances exact."""
     customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
     await ledger.fund(customer, 10_000)
-    await _warm_refs(deps, customer, contractor)
+    await warm_refs(deps, customer, contractor)
     for _ in range(5):
         branches = [_branch() for _ in range(3)]
         await h.reserve_holds(
@@ -493,7 +479,7 @@ async def test_concurrent_twin_confirm_groups_post_once(ledger, deps, sessions):
         for one, other in zip(first, second, strict=True):
             assert one.result.transfer == other.result.transfer
         for branch in branches:
-            assert await _barrier_rows(sessions, branch) == ["confirm", "try"]
+            assert await barrier_rows(sessions, branch) == ["confirm", "try"]
     assert await ledger.balances(customer, contractor) == [(8500, 0), (1500, 0)]
 
 
@@ -513,7 +499,7 @@ async def test_a_confirm_group_finds_each_hold_and_barrier_row_by_its_key(
     every hold and of every Confirm barrier row ever made, on each call."""
     customer, contractor = await ledger.open("customer"), await ledger.open("contractor")
     await ledger.fund(customer, 1000)
-    await _warm_refs(deps, customer, contractor)
+    await warm_refs(deps, customer, contractor)
     branches = [_branch() for _ in range(2)]
     await h.reserve_holds(
         [c.ReserveHold(b, customer, contractor, 100, "USD") for b in branches], deps

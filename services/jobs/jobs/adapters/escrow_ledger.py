@@ -8,10 +8,9 @@ from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
-from hirepay_platform.client import ServiceClient
+from hirepay_platform.client import LazyServiceClient, ServiceClient
 from hirepay_platform.errors import HirepayError
 from jobs.adapters.offer_funds import WalletAccounts
-from jobs.adapters.participants import _LazyClient
 from jobs.domain.escrow import (
     AccountKind,
     AccountRef,
@@ -92,7 +91,7 @@ class WalletEscrowLedger:
         return credits
 
 
-class PaymentsCardRefunds(_LazyClient[ppb_grpc.PaymentsServiceStub]):
+class PaymentsCardRefunds(LazyServiceClient[ppb_grpc.PaymentsServiceStub]):
     """Payments' Refund (idempotent on the request id) and the provider of a payment."""
 
     def __init__(self, target: str, timeout: float) -> None:
@@ -113,7 +112,7 @@ class PaymentsCardRefunds(_LazyClient[ppb_grpc.PaymentsServiceStub]):
         return str(reply.payment.provider) or "stripe"
 
 
-class PaymentsJobPayments(_LazyClient[ppb_grpc.PaymentsServiceStub]):
+class PaymentsJobPayments(LazyServiceClient[ppb_grpc.PaymentsServiceStub]):
     """Payments' CreateJobPaymentCheckout (ESC-5), idempotent on the engagement."""
 
     def __init__(self, target: str, timeout: float) -> None:

@@ -10,11 +10,11 @@ from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_platform.client import LazyServiceClient
 from hirepay_platform.errors import HirepayError
 from jobs.adapters.participants import (
     PLATFORM_OWNER,
     PaymentsParticipant,
-    _LazyClient,
     branch_of,
     try_result_from_hold,
     try_result_from_payment,
@@ -26,7 +26,7 @@ from jobs.service_layer.ports import OfferFunds
 MARKETPLACE = "marketplace"
 
 
-class WalletAccounts(_LazyClient[wpb_grpc.WalletServiceStub]):
+class WalletAccounts(LazyServiceClient[wpb_grpc.WalletServiceStub]):
     """Opens the wallet accounts of the ledger conventions (idempotent on owner + unit + kind)."""
 
     def __init__(self, target: str, timeout: float) -> None:

@@ -8,17 +8,14 @@ saga's TryResult, and errors arrive as RemoteError with the participant's reason
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
-
-import grpc
+from collections.abc import Sequence
 
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
-from hirepay_platform.client import ServiceClient
+from hirepay_platform.client import LazyServiceClient
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.reasons import FailureReason
 from jobs.domain.errors import InsufficientCredits
@@ -50,9 +47,6 @@ _PAYMENT_STATES = {
     ppb.Payment.PARTIALLY_REFUNDED: TryState.REFUNDED,
     ppb.Payment.UNKNOWN: TryState.UNKNOWN,
 }
-
-# The gRPC stub type of a client (a service's generated *Stub class).
-_Stub = TypeVar("_Stub")
 
 _HOLD_STATES = {
     wpb.Hold.PENDING: TryState.RESERVED,
@@ -93,42 +87,7 @@ def try_result_from_hold(hold: wpb.Hold, saga: Saga) -> TryResult:
     )
 
 
-class _LazyClient(Generic[_Stub]):
-    """Opens its gRPC channel on first use, inside the running event loop (aio channels bind to
-    the loop that creates them, and the process builds its wiring before the loop starts), and
-    makes its service's stub on it once: a stub registers every method of its service on the
-    channel when made (PaymentsServiceStub: 25 of them, about 260 Python calls), which was the
-    jobs process's costliest work per posting when made per call (issue 13)."""
-
-    def __init__(
-        self, name: str, target: str, timeout: float, stub_type: Callable[[grpc.aio.Channel], _Stub]
-    ) -> None:
-        self.name = name
-        self.target = target
-        self.timeout = timeout
-        self._stub_type = stub_type
-        self._client: ServiceClient | None = None
-        self._stub: _Stub | None = None
-
-    @property
-    def client(self) -> ServiceClient:
-        if self._client is None:
-            self._client = ServiceClient(self.name, self.target, timeout=self.timeout)
-        return self._client
-
-    @property
-    def stub(self) -> _Stub:
-        """The service's stub on this client's channel, made once."""
-        if self._stub is None:
-            self._stub = self._stub_type(self.client.channel)
-        return self._stub
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-
-
-class PaymentsParticipant(_LazyClient[ppb_grpc.PaymentsServiceStub]):
+class PaymentsParticipant(LazyServiceClient[ppb_grpc.PaymentsServiceStub]):
     """Payments as the TCC participant: Authorize / Capture / Void, Refund, GetPaymentByBranch."""
 
     def __init__(self, target: str, timeout: float) -> None:
@@ -220,7 +179,7 @@ class PaymentsParticipant(_LazyClient[ppb_grpc.PaymentsServiceStub]):
         return found
 
 
-class CreditsParticipant(_LazyClient[wpb_grpc.WalletServiceStub]):
+class CreditsParticipant(LazyServiceClient[wpb_grpc.WalletServiceStub]):
     """The wallet as the TCC participant for job credits: ReserveHold / ConfirmHold / CancelHold.
 
     The hold moves the company's JOB_CREDIT toward the platform's JOB_CREDIT revenue account; a
@@ -332,7 +291,7 @@ class GrpcParticipants:
         return self.credits if method is PaymentMethod.CREDITS else self.payments
 
 
-class WalletCandidateCredits(_LazyClient[wpb_grpc.WalletServiceStub]):
+class WalletCandidateCredits(LazyServiceClient[wpb_grpc.WalletServiceStub]):
     """The wallet's CANDIDATE_CREDIT ledger for paid candidate views (CR-3): one transfer per
     (company, applicant) from the company's account to the platform's, keyed by its transfer id."""
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
-from hirepay_platform.client import ServiceClient
+from hirepay_platform.client import LazyServiceClient
 from hirepay_platform.errors import ErrorKind, HirepayError, RemoteError
 from payments.domain.credits import CREDIT_UNITS, CreditGrant
 from payments.domain.ledger import COIN, SYSTEM_KINDS, Account, Kind, issuance
@@ -32,28 +32,13 @@ _KINDS = {
 }
 
 
-class WalletLedger:
-    """Opens its channel on first use, inside the running event loop (aio channels bind to it)."""
+class WalletLedger(LazyServiceClient[wpb_grpc.WalletServiceStub]):
+    """Opens its channel on first use, inside the running event loop (aio channels bind to it),
+    and makes the wallet's stub on it once."""
 
     def __init__(self, target: str, timeout: float) -> None:
-        self.target = target
-        self.timeout = timeout
-        self._client: ServiceClient | None = None
+        super().__init__("wallet", target, timeout, wpb_grpc.WalletServiceStub)
         self._accounts: dict[tuple[str, str, int], str] = {}
-
-    @property
-    def client(self) -> ServiceClient:
-        if self._client is None:
-            self._client = ServiceClient("wallet", self.target, timeout=self.timeout)
-        return self._client
-
-    @property
-    def stub(self) -> wpb_grpc.WalletServiceStub:
-        return wpb_grpc.WalletServiceStub(self.client.channel)
-
-    async def close(self) -> None:
-        if self._client is not None:
-            await self._client.close()
 
     async def account_id(self, account: Account) -> str:
         """The wallet's id of an account (opened on first use; OpenAccount is idempotent)."""

@@ -87,6 +87,23 @@ class CancelHold:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateHolds:
+    """Try for many branches in one local transaction, in the given order, each with its own
+    outcome (the one its ReserveHold would have had; a refused hold fails alone)."""
+
+    holds: tuple[ReserveHold, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveHolds:
+    """Confirm or Cancel many holds in one local transaction, in the given order, each with its
+    own outcome (the one its ConfirmHold or CancelHold would have had). None: an item that asked
+    for neither (refused alone)."""
+
+    resolutions: tuple[ConfirmHold | CancelHold | None, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class GetAccount:
     account_id: str
 

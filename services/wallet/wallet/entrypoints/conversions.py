@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -165,6 +167,25 @@ def cancel_hold_from_pb(request: pb.CancelHoldRequest) -> commands.CancelHold:
     return commands.CancelHold(branch=branch_from_pb(request.branch), reason=request.reason)
 
 
+def create_holds_from_pb(request: pb.CreateHoldsRequest) -> commands.CreateHolds:
+    return commands.CreateHolds(tuple(reserve_hold_from_pb(h) for h in request.holds))
+
+
+def _resolution_from_pb(
+    resolution: pb.HoldResolution,
+) -> commands.ConfirmHold | commands.CancelHold | None:
+    action = resolution.WhichOneof("action")
+    if action == "confirm":
+        return confirm_hold_from_pb(resolution.confirm)
+    if action == "cancel":
+        return cancel_hold_from_pb(resolution.cancel)
+    return None
+
+
+def resolve_holds_from_pb(request: pb.ResolveHoldsRequest) -> commands.ResolveHolds:
+    return commands.ResolveHolds(tuple(_resolution_from_pb(r) for r in request.resolutions))
+
+
 def _optional_time(request: Message, field: str) -> datetime | None:
     """An optional Timestamp field as an aware datetime; a value outside years 1-9999 is refused."""
     if not request.HasField(field):
@@ -284,18 +305,35 @@ def transfer_error_to_pb(error: HirepayError) -> pb.TransferError:
     )
 
 
-def create_transfers_to_pb(outcomes: list[BatchOutcome]) -> pb.CreateTransfersResponse:
+M = TypeVar("M", pb.CreateTransfersResult, pb.HoldBatchResult)
+A = TypeVar("A", TransferResult, HoldResult)
+
+
+def _batch_results(
+    outcomes: list[BatchOutcome[A]],
+    result: Callable[..., M],
+    answer: str,
+    answer_to_pb: Callable[[A], Message],
+) -> list[M]:
+    """One result per item of a batch call, in order: the answer of its single call (in the
+    result's `answer` field) or its error."""
     results = []
     for i, outcome in enumerate(outcomes):
         if outcome.result is not None:
-            results.append(
-                pb.CreateTransfersResult(index=i, transfer=transfer_result_to_pb(outcome.result))
-            )
+            results.append(result(index=i, **{answer: answer_to_pb(outcome.result)}))
         elif outcome.error is not None:
-            results.append(
-                pb.CreateTransfersResult(index=i, error=transfer_error_to_pb(outcome.error))
-            )
-    return pb.CreateTransfersResponse(results=results)
+            results.append(result(index=i, error=transfer_error_to_pb(outcome.error)))
+    return results
+
+
+def create_transfers_to_pb(
+    outcomes: list[BatchOutcome[TransferResult]],
+) -> pb.CreateTransfersResponse:
+    return pb.CreateTransfersResponse(
+        results=_batch_results(
+            outcomes, pb.CreateTransfersResult, "transfer", transfer_result_to_pb
+        )
+    )
 
 
 def hold_to_pb(hold: Hold) -> pb.Hold:
@@ -322,6 +360,11 @@ def hold_result_to_pb(result: HoldResult) -> pb.HoldResponse:
         replayed=result.replayed,
         transfer=transfer_record_to_pb(result.transfer) if result.transfer else None,
     )
+
+
+def hold_batch_results_to_pb(outcomes: list[BatchOutcome[HoldResult]]) -> list[pb.HoldBatchResult]:
+    """The results of CreateHolds and ResolveHolds: each item's HoldResponse or error."""
+    return _batch_results(outcomes, pb.HoldBatchResult, "hold", hold_result_to_pb)
 
 
 def ledger_line_to_pb(line: LedgerLine) -> pb.LedgerLine:

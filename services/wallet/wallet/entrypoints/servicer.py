@@ -20,7 +20,13 @@ from wallet.entrypoints import conversions as conv
 from wallet.service_layer import access, handlers
 from wallet.service_layer.batcher import HoldBatchers, TransferBatcher, run_alone, transfer_alone
 from wallet.service_layer.deps import Deps
-from wallet.service_layer.handlers import HoldResult, TransferResult, audit, reports
+from wallet.service_layer.handlers import (
+    BatchOutcome,
+    HoldResult,
+    TransferResult,
+    audit,
+    reports,
+)
 from wallet.service_layer.metrics import hold_transition_count, transfer_count
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
@@ -40,6 +46,13 @@ async def _counted(operation: str, call: Awaitable[R]) -> R:
         raise
     transfer_count(operation, "replayed" if result.replayed else "posted").inc()
     return result
+
+
+def _outcome_label(outcome: BatchOutcome[R]) -> str:
+    """A batch item's outcome as `_counted` labels a single call's."""
+    if outcome.result is not None:
+        return "replayed" if outcome.result.replayed else "posted"
+    return outcome.error.reason.lower() if outcome.error else "internal"
 
 
 def _count_hold_transition(result: HoldResult, from_state: str) -> None:
@@ -113,11 +126,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         cmd = conv.create_transfers_from_pb(request)
         outcomes = await handlers.create_transfers(cmd, self._deps)
         for outcome in outcomes:
-            if outcome.result is not None:
-                label = "replayed" if outcome.result.replayed else "posted"
-            else:
-                label = outcome.error.reason.lower() if outcome.error else "internal"
-            transfer_count("CreateTransfers", label).inc()
+            transfer_count("CreateTransfers", _outcome_label(outcome)).inc()
         return conv.create_transfers_to_pb(outcomes)
 
     async def SplitTransfer(
@@ -175,6 +184,28 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         result = await handlers.cancel_hold(conv.cancel_hold_from_pb(request), self._deps)
         _count_hold_transition(result, "pending")
         return conv.hold_result_to_pb(result)
+
+    async def CreateHolds(
+        self, request: pb.CreateHoldsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateHoldsResponse:
+        outcomes = await handlers.create_holds(conv.create_holds_from_pb(request), self._deps)
+        for outcome in outcomes:
+            if outcome.result is not None:  # counted as ReserveHold counts
+                _count_hold_transition(outcome.result, "none")
+        return pb.CreateHoldsResponse(results=conv.hold_batch_results_to_pb(outcomes))
+
+    async def ResolveHolds(
+        self, request: pb.ResolveHoldsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolveHoldsResponse:
+        cmd = conv.resolve_holds_from_pb(request)
+        outcomes = await handlers.resolve_holds(cmd, self._deps)
+        for item, outcome in zip(cmd.resolutions, outcomes, strict=True):
+            # Counted as ConfirmHold and CancelHold count (a Confirm posts a transfer).
+            if isinstance(item, commands.ConfirmHold):
+                transfer_count("ResolveHolds", _outcome_label(outcome)).inc()
+            if outcome.result is not None:
+                _count_hold_transition(outcome.result, "pending")
+        return pb.ResolveHoldsResponse(results=conv.hold_batch_results_to_pb(outcomes))
 
     async def GetHold(
         self, request: pb.GetHoldRequest, context: grpc.aio.ServicerContext

@@ -174,6 +174,13 @@ class HoldRepository(Protocol):
         row, then lock (key order) the hold of each branch inserted. The branches inserted, and
         their holds."""
 
+    async def cancel_and_lock(
+        self, branches: Sequence[TccBranch]
+    ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        """A group of Cancels of distinct branches in one round trip, as confirm_and_lock: insert
+        each one's Cancel barrier row, then lock (key order) the hold of each branch inserted.
+        The branches inserted (the others were cancelled before: replays), and their holds."""
+
     async def save(self, holds: Collection[Hold]) -> None:
         """Persist the resolution (state, amounts, transfer, time) of holds."""
 

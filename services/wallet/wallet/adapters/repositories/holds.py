@@ -114,9 +114,10 @@ _TRY_AND_LOCK = text(
            ARRAY(SELECT sharded FROM locked ORDER BY id) AS sharded
     """
 )
-# A group of Confirms: every barrier row, then the hold of each branch whose row was inserted,
-# locked in key order: one round trip, one line per inserted branch (hold columns null if none).
-_CONFIRM_AND_LOCK = text(
+# A group of Confirms (or of Cancels: the statement binds its op): every barrier row, then the
+# hold of each branch whose row was inserted, locked in key order: one round trip, one line per
+# inserted branch (hold columns null if none).
+_ENTER_AND_LOCK = text(
     f"""
     WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
     locked AS MATERIALIZED (
@@ -486,10 +487,24 @@ class SqlHoldRepository:
     async def confirm_and_lock(
         self, calls: Sequence[tuple[TccBranch, Fingerprint]]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
-        params = insert_many_params(
-            [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
+        return await self._enter_and_lock(
+            insert_many_params(
+                [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
+            )
         )
-        rows = (await self._session.execute(_CONFIRM_AND_LOCK, params)).all()
+
+    async def cancel_and_lock(
+        self, branches: Sequence[TccBranch]
+    ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        # A Cancel's barrier row has no fingerprint: a repeat is a replay whatever its reason.
+        return await self._enter_and_lock(
+            insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches))
+        )
+
+    async def _enter_and_lock(
+        self, params: dict[str, Any]
+    ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        rows = (await self._session.execute(_ENTER_AND_LOCK, params)).all()
         entered = {TccBranch(r.entered_global_tx_id, r.entered_branch_id) for r in rows}
         holds = (_hold_from_row(r) for r in rows if r.held)
         return entered, {hold.branch: hold for hold in holds}

@@ -9,7 +9,12 @@ from wallet.service_layer.handlers.accounts import (
 from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
 from wallet.service_layer.handlers.common import Page, apply_posting
 from wallet.service_layer.handlers.expiry import release_expired_holds
-from wallet.service_layer.handlers.grouped_holds import confirm_holds, reserve_holds
+from wallet.service_layer.handlers.grouped_holds import (
+    confirm_holds,
+    create_holds,
+    reserve_holds,
+    resolve_holds,
+)
 from wallet.service_layer.handlers.holds import (
     HoldResult,
     cancel_hold,
@@ -35,6 +40,7 @@ __all__ = [
     "cancel_hold",
     "confirm_hold",
     "confirm_holds",
+    "create_holds",
     "create_transfers",
     "get_account",
     "get_hold",
@@ -45,6 +51,7 @@ __all__ = [
     "release_expired_holds",
     "reserve_hold",
     "reserve_holds",
+    "resolve_holds",
     "split_transfer",
     "transfer",
 ]

@@ -15,7 +15,7 @@ transfer ids keep every retry idempotent.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sized
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -34,7 +34,7 @@ from wallet.service_layer.handlers.transfers import (
 )
 from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOfWork
 
-# Transfers per CreateTransfers call (each is one statement in the batch's transaction).
+# Items per batch call (CreateTransfers, CreateHolds, ResolveHolds): all go in one transaction.
 MAX_BATCH = 1000
 # Runs of a batch whose transaction lost a race (deadlock) before its callers are told to retry.
 _ATTEMPTS = 3
@@ -55,16 +55,21 @@ class BatchOutcome(Generic[R]):
 _Prepared = tuple[TransferHeader, tuple[Leg, ...]] | HirepayError
 
 
+def check_batch_size(items: Sized, field: str) -> None:
+    """A batch call has 1 to MAX_BATCH items; VALIDATION_FAILED names the repeated field."""
+    if not items:
+        raise invalid(field, "at least one item is required")
+    if len(items) > MAX_BATCH:
+        raise invalid(field, f"at most {MAX_BATCH} items")
+
+
 async def create_transfers(
     cmd: commands.CreateTransfers, deps: Deps
 ) -> list[BatchOutcome[TransferResult]]:
     """Post every transfer of the batch in order in one transaction; outcomes in the same order,
     known only after COMMIT. Each transfer is idempotent on its id, also within the batch (a repeat
     of an id posted earlier in the batch is answered as a replay)."""
-    if not cmd.transfers:
-        raise invalid("transfers", "at least one transfer is required")
-    if len(cmd.transfers) > MAX_BATCH:
-        raise invalid("transfers", f"at most {MAX_BATCH} transfers")
+    check_batch_size(cmd.transfers, "transfers")
     prepared: list[_Prepared] = []
     for item in cmd.transfers:
         try:

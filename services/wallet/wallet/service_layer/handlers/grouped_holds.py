@@ -1,6 +1,7 @@
 """Use cases of grouped holds: concurrent ReserveHold calls run together in one local transaction,
-and so do concurrent ConfirmHold calls (the batcher gathers them). Each call keeps its own barrier
-row and gets its own result or error, the one its call alone would have had.
+and so do concurrent ConfirmHold calls (the batcher gathers them), and so do the items of the batch
+calls CreateHolds (Trys) and ResolveHolds (Confirms and Cancels). Each call (or item) keeps its own
+barrier row and gets its own result or error, the one its call alone would have had.
 
 In the common case a group is ONE statement that commits itself (`_reserve_alone`,
 `_confirm_alone`: distinct branches, no sharded account to reserve on or debit, holds that fit, and
@@ -19,11 +20,18 @@ given back in the same transaction, as the rollback of the call on its own would
 the same branch in one group run in rounds, so a repeat sees its first occurrence's outcome (in
 this transaction) exactly as a later call would. Nobody is answered before the COMMIT; a lost race
 (deadlock) aborts the whole transaction, which is then run again (nothing had been committed).
+
+A group of Cancels (ResolveHolds; single CancelHold calls are not grouped) runs checked, in the
+same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes before any Try
+(null compensations), then its own barrier rows with the hold locks, then (after the Confirms'
+gates and postings) every release as one posting and the holds saved. A Cancel refused (its hold
+was confirmed) gives its row back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -37,17 +45,18 @@ from hirepay_platform.tcc import (
     enter_try_many,
 )
 from wallet.domain import commands
-from wallet.domain.errors import HoldCancelled, InsufficientFunds
-from wallet.domain.holds import Hold
-from wallet.domain.ledger import BalanceChange, Posting, change_allowed
+from wallet.domain.errors import HoldCancelled, InsufficientFunds, invalid
+from wallet.domain.holds import Hold, HoldState
+from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
 from wallet.domain.model import AccountRef, Balance
 from wallet.service_layer.deps import Deps
-from wallet.service_layer.handlers.batches import BatchOutcome
+from wallet.service_layer.handlers.batches import BatchOutcome, check_batch_size
 from wallet.service_layer.handlers.common import apply_posting, transfer_record
 from wallet.service_layer.handlers.holds import (
     ConfirmRequest,
     HoldResult,
     ReserveRequest,
+    cancel_locked,
     check_reserve_accounts,
     confirm_accounts,
     confirm_request,
@@ -62,7 +71,16 @@ from wallet.service_layer.ports import PostOutcome, TransferHeader, WalletUnitOf
 # Runs of a group whose transaction lost a race (deadlock) before its callers are told to retry.
 _ATTEMPTS = 3
 
-Q = TypeVar("Q", ReserveRequest, ConfirmRequest)
+
+@dataclass(frozen=True, slots=True)
+class CancelRequest:
+    """A Cancel's validated branch (its reason is not kept: a repeat is a replay whatever it says)."""
+
+    branch: TccBranch
+
+
+Resolution = ConfirmRequest | CancelRequest
+Q = TypeVar("Q", ReserveRequest, ConfirmRequest, Resolution)
 Outcomes = list[BatchOutcome[HoldResult] | None]
 
 
@@ -78,6 +96,31 @@ async def confirm_holds(
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
     return await _run_group(cmds, confirm_request, _confirm_round, deps, alone=_confirm_alone)
+
+
+async def create_holds(cmd: commands.CreateHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
+    """CreateHolds: every Try of the batch in one transaction, as a group of ReserveHold calls;
+    outcomes in the same order, after COMMIT."""
+    check_batch_size(cmd.holds, "holds")
+    return await reserve_holds(cmd.holds, deps)
+
+
+async def resolve_holds(cmd: commands.ResolveHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
+    """ResolveHolds: every Confirm and Cancel of the batch in one transaction (items of one branch
+    in rounds, in order); outcomes in the same order, after COMMIT."""
+    check_batch_size(cmd.resolutions, "resolutions")
+    return await _run_group(
+        cmd.resolutions, _resolution, _resolve_round, deps, alone=_resolve_alone
+    )
+
+
+def _resolution(cmd: commands.ConfirmHold | commands.CancelHold | None) -> Resolution:
+    """Validate one item of ResolveHolds as its single call would."""
+    if isinstance(cmd, commands.ConfirmHold):
+        return confirm_request(cmd)
+    if isinstance(cmd, commands.CancelHold):
+        return CancelRequest(cmd.branch.validated())
+    raise invalid("action", "one of confirm or cancel is required")
 
 
 Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
@@ -318,6 +361,18 @@ async def _confirm_round(
     now: datetime,
     outcomes: Outcomes,
 ) -> None:
+    first, holds = await _enter_confirms(uow, items, outcomes)
+    await _apply_confirms(uow, first, holds, now, outcomes)
+
+
+_Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
+
+
+async def _enter_confirms(
+    uow: WalletUnitOfWork, items: list[tuple[int, ConfirmRequest]], outcomes: Outcomes
+) -> _Entered:
+    """Each Confirm's gate (its barrier row, with its hold's lock): the first Confirms and their
+    locked holds, the others answered (replays, mismatches)."""
     calls = [(r.branch, r.fingerprint) for _, r in items]
     entered, holds = await uow.holds.confirm_and_lock(calls)
     gates = await enter_confirm_many(uow.barriers, calls, entered)
@@ -329,6 +384,18 @@ async def _confirm_round(
             outcomes[i] = BatchOutcome(result=await replay_confirm(uow, req.branch))
         else:
             first.append((i, req))
+    return first, holds
+
+
+async def _apply_confirms(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, ConfirmRequest]],
+    holds: dict[TccBranch, Hold],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """Post the first Confirms (their holds locked) and save their holds; a refused one is
+    answered and its barrier row given back."""
     if not first:
         return
     give_back: list[TccBranch] = []
@@ -416,3 +483,96 @@ async def _post_one(uow: WalletUnitOfWork, header: TransferHeader, posting: Post
         await uow.ledger.release_claim(header.id)
         return PostOutcome(rejected=(str(exc.metadata.get("account_id", "?")),))
     return outcome if outcome is not None else PostOutcome(claimed=False)
+
+
+async def _resolve_alone(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, Resolution]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> bool:
+    """Confirms only: the one statement of a Confirm group (`_confirm_alone`). A batch with a
+    Cancel runs checked."""
+    if not items:
+        return True
+    confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
+    if len(confirms) != len(items):
+        return False
+    return await _confirm_alone(uow, confirms, now, outcomes)
+
+
+async def _resolve_round(
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, Resolution]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
+    then their own with the hold locks), then the Confirms' (barrier rows, hold locks) - and only
+    then the postings, which lock account rows. So the round takes its locks in the order a
+    single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
+    takes them, and does not hold an account's lock while it waits for a branch's barrier row
+    (a deadlock, and the round run again). Neither a Confirm nor a Cancel lowers what an account
+    has available, so their order changes no outcome."""
+    confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
+    cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
+    cancelling = await _enter_cancels(uow, cancels, outcomes) if cancels else []
+    first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
+    await _apply_confirms(uow, first, holds, now, outcomes)
+    await _apply_cancels(uow, cancelling, now, outcomes)
+
+
+async def _enter_cancels(
+    uow: WalletUnitOfWork, items: list[tuple[int, CancelRequest]], outcomes: Outcomes
+) -> list[tuple[int, TccBranch, Hold | None]]:
+    """Each Cancel's gate, as `cancel_hold` alone passes the platform's `enter_cancel`, for the
+    group in two round trips: the Trys' barrier rows (inserted: no Try happened, a null
+    compensation, and a late Try will refuse), then the Cancels' own with the hold locks (there
+    already: a replay). The first Cancels with their locked holds; the others answered."""
+    branches = [r.branch for _, r in items]
+    untried = await uow.barriers.insert_many(
+        branches, TccOp.TRY, TccOp.CANCEL, [{}] * len(branches)
+    )
+    entered, holds = await uow.holds.cancel_and_lock(branches)
+    first: list[tuple[int, TccBranch, Hold | None]] = []
+    for i, req in items:
+        branch = req.branch
+        if branch in untried:
+            outcomes[i] = BatchOutcome(result=HoldResult(None, null_compensation=True))
+        elif branch not in entered:
+            hold = await uow.holds.get(branch)
+            result = HoldResult(hold, replayed=True, null_compensation=hold is None)
+            outcomes[i] = BatchOutcome(result=result)
+        else:
+            first.append((i, branch, holds.get(branch)))
+    return first
+
+
+async def _apply_cancels(
+    uow: WalletUnitOfWork,
+    first: list[tuple[int, TccBranch, Hold | None]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """Cancel each first Cancel's locked hold (an expired one: nothing to release), release them
+    all as one posting and save them; a refused Cancel (its hold was confirmed) gives its barrier
+    row back."""
+    released: list[Hold] = []
+    give_back: list[TccBranch] = []
+    for i, branch, locked in first:
+        try:
+            hold = cancel_locked(locked, branch, now)
+        except HirepayError as exc:
+            # A refused Cancel never happened: its branch may be cancelled later (or not).
+            outcomes[i] = BatchOutcome(error=exc)
+            give_back.append(branch)
+            continue
+        if hold.state is HoldState.CANCELLED:
+            released.append(hold)
+        outcomes[i] = BatchOutcome(result=HoldResult(hold))
+    if released:
+        refs = await uow.accounts.refs({h.account_id for h in released})
+        changes = [h.release() for h in released]
+        await apply_posting(uow, None, plan_posting("cancel", [], refs, changes))
+        await uow.holds.save(released)
+    await uow.barriers.release(give_back, TccOp.CANCEL)

@@ -26,7 +26,7 @@ from hirepay_platform.tcc import (
 )
 from wallet.domain import commands
 from wallet.domain.errors import HoldCancelled, HoldNotFound, invalid
-from wallet.domain.holds import Hold, confirm_transfer_id, hold_ttl
+from wallet.domain.holds import Hold, HoldState, confirm_transfer_id, hold_ttl
 from wallet.domain.ledger import EntryLine, Posting, TransferRecord, plan_posting
 from wallet.domain.model import (
     AccountRef,
@@ -285,15 +285,22 @@ async def cancel_hold(cmd: commands.CancelHold, deps: Deps) -> HoldResult:
         if gate is CancelGate.REPLAY:
             hold = await uow.holds.get(branch)
             return HoldResult(hold, replayed=True, null_compensation=hold is None)
-        hold = await uow.holds.get(branch, for_update=True)
-        if hold is None:  # a Reserve wrote "try" and its hold in one transaction
-            raise HirepayError(f"branch {branch} has a Try but no hold", reason="TCC_INCONSISTENT")
-        if hold.cancel(deps.clock()):
+        hold = cancel_locked(await uow.holds.get(branch, for_update=True), branch, deps.clock())
+        if hold.state is HoldState.CANCELLED:  # else it had expired: the money is free already
             refs = await uow.accounts.refs([hold.account_id])
             await apply_posting(uow, None, plan_posting(str(branch), [], refs, [hold.release()]))
             await uow.holds.save([hold])
         await uow.commit()
     return HoldResult(hold)
+
+
+def cancel_locked(hold: Hold | None, branch: TccBranch, now: datetime) -> Hold:
+    """A first Cancel's hold (locked), resolved as cancelled, or left expired (nothing to release,
+    and the Cancel still succeeds); HOLD_ALREADY_RESOLVED once it was confirmed."""
+    if hold is None:  # a Reserve wrote "try" and its hold in one transaction
+        raise HirepayError(f"branch {branch} has a Try but no hold", reason="TCC_INCONSISTENT")
+    hold.cancel(now)
+    return hold
 
 
 async def get_hold(query: commands.GetHold, deps: Deps) -> HoldResult:
