@@ -119,7 +119,7 @@ class SqlCreditGrantRepository:
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]:
         rows = await self.session.execute(
             select(t.credit_grants)
-            .where(t.credit_grants.c.transaction_id == transaction_id)
+            .where(t.credit_grants.c.transaction_id == transaction_id, t.OF_A_TRANSACTION)
             .order_by(t.credit_grants.c.created_at)
         )
         return [_grant(row) for row in rows]
