@@ -9,14 +9,20 @@ did work; an idle worker then returns to its interval, so under load nothing wai
 before. With no activity, the pause doubles from the interval up to `idle_max`: an idle service
 stops paying a database round trip per worker several times a second. Work that only becomes
 due with time (a retry's backoff, an expired lease, a crashed replica's saga) is therefore found
-at most `idle_max` later than its due time, a bound the caller chooses (`default_idle_max`)."""
+at most `idle_max` later than its due time, a bound the caller chooses (`default_idle_max`).
+
+A worker may also be told of the work its own process writes (`wake`: e.g. a capture that owes a
+booking) and of how much one round takes (`batch`): it then runs when woken, at most once per
+interval, and goes straight on only after a full round, so that under load a round takes all
+that was written since the last one; the poll remains for everything else."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -64,18 +70,24 @@ class IdlePause:
         self._pause = interval
 
     async def after(
-        self, worked: int, began: float, stopping: asyncio.Future[object] | None = None
+        self,
+        worked: int,
+        began: float,
+        stopping: asyncio.Future[object] | None = None,
+        *,
+        backlog: bool = True,
     ) -> None:
         """Pause after a round that began at `began` (time.monotonic()) and did `worked` work;
         returns early when `stopping` completes.
 
-        Did work: `busy_pause`. Empty: `interval` if there was activity since the round began,
-        else the idle pause (doubling up to `longest` with each empty round), cut short to
-        `interval` from now by activity."""
+        Did work: `busy_pause` if it may have left a `backlog`, else `interval`. Empty:
+        `interval` if there was activity since the round began, else the idle pause (doubling up
+        to `longest` with each empty round), cut short to `interval` from now by activity."""
         if worked:
             note_activity()
             self._pause = self.interval
-            await _wait(self.busy_pause, began, self.busy_pause, stopping)
+            pause = self.busy_pause if backlog else self.interval
+            await _wait(pause, began, pause, stopping)
             return
         woken = await _wait(self._pause, began, self.interval, stopping)
         self._pause = self.interval if woken else min(self._pause * 2, self.longest)
@@ -89,22 +101,59 @@ async def run_worker(
     interval: float,
     idle_max: float | None = None,
     busy_pause: float = BUSY_PAUSE_SECONDS,
+    batch: int | None = None,
+    wake: Callable[[], asyncio.Event] | None = None,
 ) -> None:
     """Run `round_` (returns how much work it did) until `stop` is set, pausing between rounds
-    as IdlePause does; a failed round is logged and counts as empty."""
+    as IdlePause does; a failed round is logged and counts as empty.
+
+    `batch`: the most one round takes. A round that did less left nothing behind, so the next
+    one comes after `interval`, not after the busy pause: what is written meanwhile is taken
+    together (issue 13: under a steady low load the payments' booking worker ran a round, a
+    wallet call and a commit for every posting, each round finding the one booking written
+    during the busy pause before it).
+
+    `wake`: the event this process sets when it writes work for the worker (asked for before
+    each round, so work written during a round is not missed). The worker then runs at once,
+    though not sooner than `interval` after its last round began (under load one round takes
+    everything written in an interval). The pause still polls: it finds what was written
+    elsewhere (another replica, a process that died, a retry that became due)."""
     pause = IdlePause(interval, idle_max=idle_max, busy_pause=busy_pause)
     stopping = asyncio.ensure_future(stop.wait())
     try:
         while not stop.is_set():
             began = time.monotonic()
+            woken = wake() if wake is not None else None
             worked = 0
             try:
                 worked = await round_()
             except Exception:
                 log.exception("%s: round failed; the next one retries", name)
-            await pause.after(worked, began, stopping)
+            backlog = batch is None or worked >= batch
+            paused = pause.after(worked, began, stopping, backlog=backlog)
+            if woken is None or (worked and backlog):
+                await paused  # a backlog goes on after the busy pause whatever wakes it
+            elif await _paused_or_woken(paused, woken):
+                remaining = began + interval - time.monotonic()
+                if remaining > 0 and not stopping.done():
+                    await asyncio.wait({stopping}, timeout=remaining)
     finally:
         stopping.cancel()
+
+
+async def _paused_or_woken(paused: Coroutine[Any, Any, None], woken: asyncio.Event) -> bool:
+    """Run the pause until it ends or `woken` is set; whether `woken` cut it short."""
+    if woken.is_set():
+        paused.close()
+        return True
+    pausing = asyncio.ensure_future(paused)
+    waking = asyncio.ensure_future(woken.wait())
+    try:
+        done, _ = await asyncio.wait({pausing, waking}, return_when=asyncio.FIRST_COMPLETED)
+        return pausing not in done
+    finally:
+        pausing.cancel()
+        waking.cancel()
 
 
 async def _wait(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from hirepay_platform import workloop
 
@@ -26,7 +27,7 @@ class Rounds:
         return [b - a for a, b in zip(self.at, self.at[1:], strict=False)]
 
 
-async def _run(rounds: Rounds, seconds: float, **options: float) -> None:
+async def _run(rounds: Rounds, seconds: float, **options: Any) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(workloop.run_worker(rounds, stop, name="test", **options))
     await asyncio.sleep(seconds)
@@ -106,6 +107,95 @@ async def test_rounds_that_work_follow_each_other_after_the_busy_pause() -> None
     await _run(rounds, 0.3, interval=10.0, busy_pause=0.01)
     assert len(rounds.at) == 4  # three that worked, then one that found nothing
     assert max(rounds.gaps()) < 0.1
+
+
+async def test_a_round_short_of_its_batch_waits_the_interval_not_the_busy_pause() -> None:
+    """A round that took less than its batch left nothing behind: the next one comes after the
+    interval, taking together what arrived meanwhile (issue 13); a full round goes on at once."""
+    rounds = Rounds()
+    rounds.work = [1, 1, 1]
+    await _run(rounds, 0.5, interval=0.2, busy_pause=0.01, batch=10)
+    assert 2 <= len(rounds.at) <= 3, rounds.gaps()
+    assert min(rounds.gaps()) >= 0.19
+    full = Rounds()
+    full.work = [10, 10, 3]
+    await _run(full, 0.3, interval=10.0, busy_pause=0.01, batch=10)
+    assert len(full.at) == 3  # two full rounds at once, then one short of the batch
+    assert max(full.gaps()) < 0.1
+
+
+class Notices:
+    """A wake-up like the payments process's: notify() sets the event the worker asked for."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    def listen(self) -> asyncio.Event:
+        return self.event
+
+    def notify(self) -> None:
+        self.event.set()
+        self.event = asyncio.Event()
+
+
+async def test_a_woken_worker_runs_at_once_but_at_most_once_per_interval() -> None:
+    rounds = Rounds()
+    notices = Notices()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(
+            rounds, stop, name="test", interval=0.3, idle_max=10.0, wake=notices.listen
+        )
+    )
+    while len(rounds.at) < 3:  # backed off: rounds at 0, 0.3, 0.9; the next at 2.1
+        rounds.ran.clear()
+        await rounds.ran.wait()
+    await asyncio.sleep(0.5)
+    assert len(rounds.at) == 3, rounds.gaps()
+    notices.notify()  # this process wrote work for it
+    await asyncio.sleep(0.03)
+    assert len(rounds.at) == 4  # at once, not at its next poll
+    for _ in range(10):  # more work, written right after
+        notices.notify()
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    assert len(rounds.at) == 4  # not before the interval since the last round began
+    await asyncio.sleep(0.2)
+    assert len(rounds.at) == 5  # one round for all of it
+    assert rounds.gaps()[-1] >= 0.29
+    stop.set()
+    await asyncio.wait_for(task, 1)
+
+
+async def test_work_written_during_a_round_wakes_the_pause_after_it() -> None:
+    notices = Notices()
+    at: list[float] = []
+
+    async def round_() -> int:
+        at.append(time.monotonic())
+        if len(at) == 3:
+            notices.notify()  # written while the round runs, after it looked
+        return 0
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        workloop.run_worker(
+            round_, stop, name="test", interval=0.1, idle_max=10.0, wake=notices.listen
+        )
+    )
+    await asyncio.sleep(0.9)  # rounds at 0, 0.1, 0.3 (which is told), then 0.4, not 0.7
+    stop.set()
+    await asyncio.wait_for(task, 1)
+    assert len(at) >= 4
+    assert at[3] - at[2] < 0.2
+
+
+async def test_a_worker_told_of_its_work_still_polls_for_the_rest() -> None:
+    rounds = Rounds()
+    notices = Notices()
+    await _run(rounds, 0.5, interval=0.05, idle_max=0.2, wake=notices.listen)
+    # No notice at all: it polls as any worker does (0.05, 0.1, 0.2, 0.2 ...).
+    assert 4 <= len(rounds.at) <= 6, rounds.gaps()
 
 
 async def test_a_failed_round_is_retried() -> None:

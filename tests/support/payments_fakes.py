@@ -306,7 +306,12 @@ class FakeCreditGrants(_Repo):
         return copy.deepcopy(self.st.grants.get(grant_id))
 
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]:
-        found = [g for g in self.st.grants.values() if g.transaction_id == transaction_id]
+        # A payment's bookings have no transaction: none is "of" the empty one (as in SQL).
+        found = [
+            g
+            for g in self.st.grants.values()
+            if g.transaction_id and g.transaction_id == transaction_id
+        ]
         return copy.deepcopy(found)
 
     async def for_payment(self, payment_id: str) -> list[CreditGrant]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
+from collections import Counter
 from typing import Any
 from urllib.parse import urlparse
 
@@ -231,6 +233,67 @@ async def test_a_case_is_measured_after_every_worker_has_run_at_its_concurrency(
     assert all(i < 0 for _, i in unmeasured) and all(i >= 0 for _, i in measured)
     assert len(set(unmeasured)) == len(unmeasured)  # no key used twice
     assert result.ops == len(measured)
+
+
+async def test_every_worker_makes_its_settling_calls_before_the_case_is_measured():
+    """However short the settling time, each worker first makes `settle_calls` unmeasured calls
+    (the pools' connections past PostgreSQL's custom plans), bounded by `settle_max_seconds`."""
+    unmeasured: Counter[int] = Counter()
+    measuring = False
+
+    async def op(worker: int, i: int) -> None:
+        await asyncio.sleep(0.01)
+        if not measuring and i <= -3:  # after the 2 one-at-a-time warm-up calls
+            unmeasured[worker] += 1
+
+    class Meter:
+        async def start(self) -> None:
+            nonlocal measuring
+            measuring = True
+            assert min(unmeasured[w] for w in range(3)) >= 6, unmeasured
+
+        async def stop(self) -> dict[str, float]:
+            return {}
+
+    await closed_loop(
+        "case", op, concurrency=3, seconds=0.05, warmup=2, settle_seconds=0.001, meter=Meter()
+    )
+    started = time.perf_counter()
+    await closed_loop(
+        "capped",
+        lambda w, i: asyncio.sleep(0.02),
+        concurrency=2,
+        seconds=0.01,
+        warmup=0,
+        settle_seconds=0.001,
+        settle_calls=1000,
+        settle_max_seconds=0.1,
+    )
+    assert time.perf_counter() - started < 1.0
+
+
+async def test_a_case_with_errors_says_what_they_were():
+    """A failed call counts as an error and is not timed; the result keeps each distinct error
+    with its count, and its line prints the most frequent ones."""
+
+    async def op(worker: int, i: int) -> None:
+        await asyncio.sleep(0.002)
+        if i >= 0 and i % 3 == 1:
+            raise RuntimeError(f"posting failed: 504 {'x' * 500}")
+        if i >= 0 and i % 3 == 2:
+            raise TimeoutError("deadline")
+
+    result = await closed_loop("case", op, concurrency=2, seconds=0.1, settle_seconds=0.01)
+
+    kinds = result.error_kinds
+    assert result.errors == sum(kinds.values()) > 0 and result.ops > 0
+    assert set(kinds) == {
+        f"RuntimeError: posting failed: 504 {'x' * 140}",
+        "TimeoutError: deadline",
+    }
+    assert "error x" in result.line() and "TimeoutError: deadline" in result.line()
+    quiet = await closed_loop("ok", lambda w, i: asyncio.sleep(0.001), concurrency=1, seconds=0.02)
+    assert quiet.errors == 0 and quiet.error_kinds == {} and "error x" not in quiet.line()
 
 
 async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():

@@ -7,14 +7,27 @@ import contextlib
 import re
 import subprocess
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import CpuMeter, per_op_line
 
-# Seconds every case runs at its concurrency before it is measured (closed_loop).
+# Before a case is measured, every worker runs at its concurrency for at least SETTLE_SECONDS and
+# at least SETTLE_CALLS calls each, but no longer than SETTLE_MAX_SECONDS (closed_loop).
 SETTLE_SECONDS = 2.0
+# PostgreSQL plans a prepared statement afresh for each of its first five executions on a
+# connection before it may settle on the generic plan; the services' pools spread the calls over
+# about as many connections as there are workers, so each worker's sixth call is about when every
+# pooled connection has run each of its statements six times. Before, the c=32 posting case
+# measured ~10 plans per posting (~13 ms of planning; pg_stat_statements) of connections opened
+# for it, a cost a long-lived pool pays once.
+SETTLE_CALLS = 6
+SETTLE_MAX_SECONDS = 12.0
+# The distinct errors of a case a result prints (most frequent first), and how much of each.
+ERROR_KINDS = 3
+_ERROR_TEXT = 160
 
 
 @dataclass(frozen=True)
@@ -32,6 +45,9 @@ class Result:
     cpu_seconds: dict[str, float] = field(default_factory=dict)
     # Operations one call performs (a batch call of 100 transfers is 100 operations).
     per_call: int = 1
+    # Why calls failed: each distinct error (its type and the start of its message) and how many
+    # times, so that a run with errors says what they were.
+    error_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def per_second(self) -> float:
@@ -45,6 +61,9 @@ class Result:
             f"p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  "
             f"(n={self.ops}, errors={self.errors}){ratio}"
         )
+        if self.error_kinds:
+            kinds = sorted(self.error_kinds.items(), key=lambda kind: -kind[1])
+            text += "\n" + "\n".join(f"    error x{n}: {kind}" for kind, n in kinds[:ERROR_KINDS])
         if self.cpu_seconds:
             text += "\n" + per_op_line(self.cpu_seconds, self.ops)
         return text
@@ -66,6 +85,8 @@ async def closed_loop(
     seconds: float,
     warmup: int = 5,
     settle_seconds: float = SETTLE_SECONDS,
+    settle_calls: int = SETTLE_CALLS,
+    settle_max_seconds: float = SETTLE_MAX_SECONDS,
     meter: CpuMeter | None = None,
     per_call: int = 1,
 ) -> Result:
@@ -73,36 +94,40 @@ async def closed_loop(
     With `meter`, the CPU of each process over the measured interval is recorded too; a call
     counts as `per_call` operations.
 
-    Before measuring: `warmup` calls one at a time, then all workers for `settle_seconds`, not
-    measured (negative `i`), so that the case measures the steady state at its concurrency: the
-    services' connection pools have grown to what it needs (each new PostgreSQL connection pays a
-    backend start, asyncpg's type introspection and its first plans: at c=32, after c=8, that
-    had put ~1-2 CPU-ms per posting of one-off cost into the measured interval)."""
+    Before measuring: `warmup` calls one at a time, then all workers, not measured (negative
+    `i`), for `settle_seconds` and until each has made `settle_calls` calls (at most
+    `settle_max_seconds`), so that the case measures the steady state at its concurrency: the
+    services' connection pools have grown to what it needs and their connections have settled
+    their plans (each new PostgreSQL connection pays a backend start, asyncpg's type
+    introspection and five custom plans of each statement: at c=32, after c=8, that had put
+    one-off cost into the measured interval)."""
     for i in range(warmup):
         await op(0, -1 - i)
-    settled = time.perf_counter() + settle_seconds
+    began = time.perf_counter()
+    settled, cap = began + settle_seconds, began + max(settle_seconds, settle_max_seconds)
 
     async def settle(w: int) -> None:
         i = warmup
-        while time.perf_counter() < settled:
+        calls = 0
+        while (now := time.perf_counter()) < cap and (now < settled or calls < settle_calls):
             with contextlib.suppress(Exception):
                 await op(w, -1 - i)
             i += 1
+            calls += 1
 
     await asyncio.gather(*(settle(w) for w in range(concurrency)))
     latencies: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
 
     async def worker(w: int) -> None:
-        nonlocal errors
         i = 0
         while time.perf_counter() < deadline:
             started = time.perf_counter()
             try:
                 await op(w, i)
                 latencies.append(time.perf_counter() - started)
-            except Exception:
-                errors += 1
+            except Exception as error:
+                errors[f"{type(error).__name__}: {str(error)[:_ERROR_TEXT]}"] += 1
             i += 1
 
     if meter is not None:
@@ -117,12 +142,13 @@ async def closed_loop(
         name,
         concurrency,
         len(latencies) * per_call,
-        errors,
+        errors.total(),
         elapsed,
         percentile(latencies, 50) * 1000,
         percentile(latencies, 99) * 1000,
         cpu,
         per_call,
+        dict(errors),
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -81,16 +82,12 @@ async def test_the_marketplace_callback_relay_leases_due_events_through_their_in
     """The relay's lease runs every round; without `ix_marketplace_events_callbacks_due` its
     generic plan walks every event ever written in cursor order (as payments' outbox did)."""
     url = await asyncio.to_thread(make_service_database, "jobs")
-    engine = create_engine(url, pool_size=2, max_overflow=0)
-    try:
-        sessions = make_session_factory(engine)
-        round_trips.sent.clear()
-        async with SqlJobsUnitOfWork(sessions) as uow:
-            await uow.outbox.lease_callbacks(datetime.now(UTC), 50, 30.0)
-            await uow.commit()
-        lease = next(s for s in round_trips.statements if "callback_next_at <=" in s)
-    finally:
-        await engine.dispose()
+
+    async def lease_callbacks(uow: SqlJobsUnitOfWork) -> None:
+        await uow.outbox.lease_callbacks(datetime.now(UTC), 50, 30.0)
+        await uow.commit()
+
+    lease = await _statement_sent(url, round_trips, lease_callbacks, "callback_next_at <=")
 
     async with planning(url) as connection:
         plan = await generic_plan(connection, lease)
@@ -166,3 +163,44 @@ async def test_sagas_and_jobs_by_ids_probe_their_keys_on_a_fresh_database(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'measured'"
         )
     assert plans["generic_plans"] >= 3 and plans["custom_plans"] <= 5, dict(plans)
+
+
+async def test_job_transitions_have_one_index_and_a_jobs_history_reads_it_in_order(
+    make_service_database, round_trips
+) -> None:
+    """Every posting appends three transitions: their one index is the primary key by job
+    (migration 0012: `ix_job_transitions_job_id` beside a primary key on `id` cost each
+    transition a second B-tree insertion, and nothing reads a transition by id). A job's history
+    reads it in order, generic plan: no scan of every transition, no sort."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+
+    async def history_of_a_job(uow: SqlJobsUnitOfWork) -> None:
+        await uow.jobs.transitions("job_1")
+
+    history = await _statement_sent(url, round_trips, history_of_a_job, "FROM job_transitions")
+
+    async with planning(url) as connection:
+        indexes = await connection.fetch(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'job_transitions'"
+        )
+        assert [r["indexname"] for r in indexes] == ["job_transitions_pkey"]
+        plan = await generic_plan(connection, history)
+    assert "Index Scan using job_transitions_pkey" in plan, plan
+    assert "Sort" not in plan and "Seq Scan" not in plan, plan
+
+
+async def _statement_sent(
+    url: str,
+    round_trips,
+    use: Callable[[SqlJobsUnitOfWork], Awaitable[None]],
+    marker: str,
+) -> str:
+    """The statement with `marker` in it that `use` sends through a unit of work on `url`."""
+    engine = create_engine(url, pool_size=1, max_overflow=0)
+    try:
+        round_trips.sent.clear()
+        async with SqlJobsUnitOfWork(make_session_factory(engine)) as uow:
+            await use(uow)
+        return next(s for s in round_trips.statements if marker in s)
+    finally:
+        await engine.dispose()

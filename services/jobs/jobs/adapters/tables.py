@@ -17,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -85,17 +86,19 @@ jobs = Table(
     Index("ix_jobs_active_expires", "expires_at", postgresql_where=text("status = 'active'")),
 )
 
-# One status change of a job (append-only; a trigger refuses UPDATE and DELETE).
+# One status change of a job (append-only; a trigger refuses UPDATE and DELETE). Its one index is
+# its primary key by job, a job's history in order (migration 0012); `id` comes from its sequence.
 job_transitions = Table(
     "job_transitions",
     metadata,
-    Column("id", BigInteger, primary_key=True, autoincrement=True),
-    Column("job_id", ForeignKey("jobs.id"), nullable=False, index=True),
+    Column("id", BigInteger, autoincrement=True),
+    Column("job_id", ForeignKey("jobs.id"), nullable=False),
     Column("from_status", String(32)),
     Column("to_status", String(32), nullable=False),
     Column("actor", String(128), nullable=False),
     Column("reason", Text, nullable=False),
     _at("at", nullable=False),
+    PrimaryKeyConstraint("job_id", "id", name="job_transitions_pkey"),
 )
 
 # The partial indexes' conditions on sagas, for queries to say in these very words: the planner
@@ -375,12 +378,8 @@ marketplace_events = Table(
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     _at("callback_delivered_at"),
     Index("ix_marketplace_events_subject", "subject_id", "cursor"),
-    Index(
-        "ix_marketplace_events_due",
-        "callback_next_at",
-        postgresql_where=text("callback_next_at IS NOT NULL"),
-    ),
-    # The callback relay's due events in cursor order, undelivered ones only (migration 0008).
+    # The callback relay's due events in cursor order, undelivered ones only (migration 0008); its
+    # one index (0013).
     Index(
         "ix_marketplace_events_callbacks_due",
         "cursor",

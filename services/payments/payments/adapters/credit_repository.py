@@ -91,9 +91,11 @@ def _grant(row: Any) -> CreditGrant:
 class SqlCreditGrantRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+        self.written = False  # whether this unit of work recorded a booking (the uow's commit)
 
     async def add(self, grant: CreditGrant) -> bool:
         """Insert-first on the grant id (one per transaction and kind): False if it existed."""
+        self.written = True
         result = await self.session.execute(
             insert(t.credit_grants)
             .values(**_values(grant))
@@ -104,6 +106,7 @@ class SqlCreditGrantRepository:
     async def owe(self, grant: CreditGrant) -> None:
         """Record the grant insert-first (a grant recorded before stays as it is), sent with the
         transaction's next statement (hirepay_platform/write_batch.py)."""
+        self.written = True
         await self.session.batch.insert(t.credit_grants, [_values(grant)], first=True)
 
     async def get(self, grant_id: str, *, for_update: bool = False) -> CreditGrant | None:
@@ -116,7 +119,7 @@ class SqlCreditGrantRepository:
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]:
         rows = await self.session.execute(
             select(t.credit_grants)
-            .where(t.credit_grants.c.transaction_id == transaction_id)
+            .where(t.credit_grants.c.transaction_id == transaction_id, t.OF_A_TRANSACTION)
             .order_by(t.credit_grants.c.created_at)
         )
         return [_grant(row) for row in rows]

@@ -51,8 +51,9 @@ payments = Table(
     Column("metadata", JSONB, nullable=False, server_default="{}"),
     Column("captured_minor", BigInteger, nullable=False, server_default="0"),
     Column("refunded_minor", BigInteger, nullable=False, server_default="0"),
-    Column("provider_payment_id", String(255), nullable=True, unique=True),
-    Column("provider_checkout_id", String(255), nullable=True, unique=True),
+    # Unique among the ids the provider gave (migration 0012: a NULL id is not indexed).
+    Column("provider_payment_id", String(255), nullable=True),
+    Column("provider_checkout_id", String(255), nullable=True),
     Column("provider_customer_id", String(255), nullable=False, server_default=""),
     Column("next_action_url", Text, nullable=False, server_default=""),
     Column("failure_reason", String(64), nullable=False, server_default=""),
@@ -71,6 +72,18 @@ payments = Table(
     _ts("created_at"),
     _ts("updated_at"),
     UniqueConstraint("global_tx_id", "branch_id", name="uq_payments_branch"),
+    Index(
+        "uq_payments_provider_payment_id",
+        "provider_payment_id",
+        unique=True,
+        postgresql_where=text("provider_payment_id IS NOT NULL"),
+    ),
+    Index(
+        "uq_payments_provider_checkout_id",
+        "provider_checkout_id",
+        unique=True,
+        postgresql_where=text("provider_checkout_id IS NOT NULL"),
+    ),
     Index("ix_payments_next_poll_at", "next_poll_at", postgresql_where="next_poll_at IS NOT NULL"),
     # The provider reconciliation's most recently changed payments (migration 0008).
     Index("ix_payments_updated_at", "updated_at"),
@@ -176,12 +189,8 @@ outbox = Table(
     # The settlement stream's cursor, given after commit by outbox_publish() (migration 0006):
     # NULL until published; publishers follow each other, so positions become visible in order.
     Column("position", BigInteger, nullable=True),
-    Index(
-        "ix_outbox_callback_next_at",
-        "callback_next_at",
-        postgresql_where="callback_next_at IS NOT NULL",
-    ),
-    # The callback relay's due rows in cursor order, undelivered ones only (migration 0009).
+    # The callback relay's due rows in cursor order, undelivered ones only (migration 0009); its
+    # one index (0013).
     Index("ix_outbox_callbacks_due", "cursor", postgresql_where="callback_next_at IS NOT NULL"),
     Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
     Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
@@ -206,14 +215,28 @@ audit_log = Table(
     Column("reason", Text, nullable=False),
     Column("details", JSONB, nullable=False),
     _ts("created_at"),
-    Index("ix_audit_log_payment", "payment_id", "id"),
-    Index("ix_audit_log_transaction", "transaction_id", "id"),
+    # A line names a payment or a transaction: each index holds only the lines that name its own
+    # (migration 0012; `= value` implies the condition, generic plans included).
+    Index(
+        "ix_audit_log_payment", "payment_id", "id", postgresql_where=text("payment_id IS NOT NULL")
+    ),
+    Index(
+        "ix_audit_log_transaction",
+        "transaction_id",
+        "id",
+        postgresql_where=text("transaction_id IS NOT NULL"),
+    ),
 )
 
 # A grant still owed to the wallet: the booking worker's partial index and its lease share this
 # literal condition (issue 13: a condition with a bound parameter cannot use the partial index
 # once the statement's plan is generic; the lease then read and sorted every grant ever made).
 PENDING_GRANT = text("status = 'pending'")
+
+# A grant of a plan purchase (a payment's bookings have none): the condition of the transaction
+# index and of its one read, in the same words (migration 0012; a bound value implies nothing to
+# a generic plan).
+OF_A_TRANSACTION = text("transaction_id <> ''")
 
 # Credits a settled plan purchase owes on the wallet's ledger (issue on payment, revoke on refund),
 # written in the same transaction as the settlement and retried until the wallet acknowledges.
@@ -240,7 +263,7 @@ credit_grants = Table(
     Column("refund_id", String(64), nullable=False, server_default=""),
     Column("legs", JSONB, nullable=True),
     Index("ix_credit_grants_due", "next_attempt_at", postgresql_where=PENDING_GRANT),
-    Index("ix_credit_grants_transaction", "transaction_id"),
+    Index("ix_credit_grants_transaction", "transaction_id", postgresql_where=OF_A_TRANSACTION),
     Index("ix_credit_grants_payment", "payment_id"),
 )
 

@@ -52,11 +52,17 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     payouts: SqlPayoutRepository
 
     def __init__(
-        self, session_factory: async_sessionmaker[AsyncSession], *, published: Wakeup | None = None
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        *,
+        published: Wakeup | None = None,
+        owed: Wakeup | None = None,
     ) -> None:
         super().__init__(session_factory)
         # Woken after a commit that wrote settlement events (the stream's followers wait on it).
         self._published = published
+        # Woken after a commit that recorded a ledger booking (the booking worker waits on it).
+        self._owed = owed
 
     async def autocommit(self) -> None:
         """Make each statement of this unit of work a transaction of its own, committed when it
@@ -74,6 +80,8 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         # An outbox this transaction never used wrote nothing (and is not made to say so).
         if self._published is not None and self.made("outbox") and self.outbox.written:
             self._published.notify()
+        if self._owed is not None and self.made("credit_grants") and self.credit_grants.written:
+            self._owed.notify()
         actions, self._after_commit = self._after_commit, []
         for action in actions:
             action()

@@ -188,9 +188,10 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     )
     providers = build_providers(settings)
     published = Wakeup()
+    owed = Wakeup()  # a commit recorded a ledger booking: the booking worker runs
     database = Database.from_settings(
         settings,
-        functools.partial(SqlPaymentsUnitOfWork, published=published),
+        functools.partial(SqlPaymentsUnitOfWork, published=published, owed=owed),
         probe_table="payments",
     )
 
@@ -222,7 +223,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
 
     app.add_worker(poller)
     if ledger is not None:
-        app.add_worker(functools.partial(_grants, deps, settings.grant_interval_seconds))
+        app.add_worker(functools.partial(_grants, deps, settings.grant_interval_seconds, owed))
         app.add_worker(functools.partial(_withdrawals, deps, settings.payout_interval_seconds))
     if callback_urls:
         sender = CallbackSender(
@@ -260,8 +261,10 @@ def _ledger(settings: PaymentsSettings) -> WalletPayoutLedger | None:
     return WalletPayoutLedger(settings.wallet_target, settings.rpc_timeout_seconds)
 
 
-async def _grants(deps: Callable[[], Deps], interval: float, stop: asyncio.Event) -> None:
-    await run_credit_grants(deps, stop, interval=interval)
+async def _grants(
+    deps: Callable[[], Deps], interval: float, owed: Wakeup, stop: asyncio.Event
+) -> None:
+    await run_credit_grants(deps, stop, interval=interval, owed=owed)
 
 
 async def _withdrawals(deps: Callable[[], Deps], interval: float, stop: asyncio.Event) -> None:

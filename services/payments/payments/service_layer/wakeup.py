@@ -19,6 +19,11 @@ class Wakeup:
         self._event.set()
         self._event = asyncio.Event()
 
+    def listen(self) -> asyncio.Event:
+        """The event the next `notify()` sets (a worker asks before its round: work written
+        during the round then wakes its pause)."""
+        return self._event
+
     async def wait(self, timeout: float) -> bool:
         """Wait for a notification, at most `timeout` seconds; whether one came."""
         event = self._event

@@ -145,7 +145,13 @@ async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> Non
     )
 
 
-async def settle_due_grants(deps: Deps, *, limit: int = 50, lease_seconds: float = 30.0) -> int:
+# The most bookings one round of the booking worker takes (one wallet call for payments' ones).
+GRANT_BATCH = 50
+
+
+async def settle_due_grants(
+    deps: Deps, *, limit: int = GRANT_BATCH, lease_seconds: float = 30.0
+) -> int:
     """One round of the booking worker: book every booking whose attempt is due (safe in
     replicas: bookings are leased with SKIP LOCKED). Payments' bookings go to the wallet together
     in one CreateTransfers call; a purchase's grant is booked alone (a revocation is planned from

@@ -1,0 +1,36 @@
+"""The outbox's callback columns keep one index, `ix_outbox_callbacks_due` (issue 13).
+
+`ix_outbox_callback_next_at` (0001, on `callback_next_at`) and `ix_outbox_callbacks_due` (0009, on
+`cursor`) hold the same rows, those with a callback due. Since 0009 the callback relay's lease
+(`callback_next_at <= now ORDER BY cursor LIMIT n`) reads the second, and its backlog count (`IS NOT
+NULL`) is served by either; nothing reads the first. Every event with a callback wrote both, and
+every move of its `callback_next_at` (lease, retry, delivery: none is a HOT update, the column is
+indexed) wrote a new entry into both. The first goes.
+
+Revision ID: 0013
+Revises: 0012
+Create Date: 2026-12-01 13:10:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0013"
+down_revision: str | None = "0012"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.drop_index("ix_outbox_callback_next_at", table_name="outbox")
+
+
+def downgrade() -> None:
+    op.create_index(
+        "ix_outbox_callback_next_at",
+        "outbox",
+        ["callback_next_at"],
+        postgresql_where=sa.text("callback_next_at IS NOT NULL"),
+    )
