@@ -134,7 +134,7 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
 
 
 async def execute_alone(
-    session: AsyncSession | CoreSession,
+    session: Any,
     statement: Executable | HotStatement,
     params: Mapping[str, Any],
 ) -> Result[Any] | HotResult:
@@ -142,11 +142,9 @@ async def execute_alone(
     session has not begun one on the server yet (at most plain reads ran, see _LazyBeginCursor):
     the statement commits by itself, durable (synchronous_commit) when this returns, in one round
     trip instead of BEGIN + statement + COMMIT (issue 13). All of it or nothing applies, as for
-    any statement. Later statements of the session open their own transaction as usual."""
-    if type(session) is CoreSession:
-        adapted = await session.dbapi_connection()
-    else:
-        adapted = await _dbapi_connection(await session.connection())
+    any statement. Later statements of the session open their own transaction as usual.
+    `session`: an AsyncSession, a CoreSession or a session wrapping one (see dbapi_connection)."""
+    adapted = await dbapi_connection(session)
     if not isinstance(adapted, _LazyBeginConnection) or adapted._transaction is not None:
         raise RuntimeError("execute_alone needs a session whose transaction has not begun")
     level = adapted.isolation_level
@@ -155,6 +153,16 @@ async def execute_alone(
         return await session.execute(statement, params)
     finally:
         adapted.isolation_level = level
+
+
+async def dbapi_connection(session: Any) -> Any:
+    """The DBAPI connection (SQLAlchemy's asyncpg adapter) a session's statements run on, taken
+    from the pool on first use: an AsyncSession's, or a CoreSession's (or that of a session that
+    wraps one and has a `dbapi_connection()` of its own, write_batch.BatchedSession) without
+    making SQLAlchemy's Connection for it (see CoreSession)."""
+    if isinstance(session, AsyncSession):
+        return await _dbapi_connection(await session.connection())
+    return await session.dbapi_connection()
 
 
 async def _dbapi_connection(connection: AsyncConnection) -> Any:

@@ -30,6 +30,7 @@ from hirepay_platform.db import (
     lost_race,
 )
 from hirepay_platform.errors import Conflict, Unavailable
+from hirepay_platform.write_batch import BatchedSession
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.pg_round_trips import RoundTrips
 
@@ -407,7 +408,9 @@ async def test_listeners_added_while_a_unit_of_work_runs_see_its_next_statements
     assert await _n(db, key) == 3  # both writes, one transaction, committed
 
 
-async def test_execute_alone_and_connection_on_a_pooled_session(db, round_trips: RoundTrips):
+async def test_execute_alone_and_connection_on_a_pooled_session(
+    db, round_trips: RoundTrips, wrapped
+):
     key = f"a-{uuid.uuid4()}"
     await _warm(db, key)
     for _ in range(2):
@@ -419,6 +422,11 @@ async def test_execute_alone_and_connection_on_a_pooled_session(db, round_trips:
             assert (await execute_alone(uow.session, _BUMP, {"key": key})).scalar_one() == 4
     assert round_trips.transaction_control == []  # a plain read, then a write alone
     assert await _n(db, key) == 4
+    wrapped.clear()
+    async with db.uow() as uow:  # through the write batch's session: no Connection either
+        batched = BatchedSession(uow.session)  # type: ignore[arg-type]
+        assert (await execute_alone(batched, _BUMP, {"key": key})).scalar_one() == 5
+    assert wrapped == [] and await _n(db, key) == 5
     session = CoreSession(db.engine)  # type: ignore[arg-type]
     try:
         await session.execute(_GET, {"id": key})
