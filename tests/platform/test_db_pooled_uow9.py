@@ -59,6 +59,7 @@ _BUMP = HotStatement(
     .returning(items.c.n)
 )
 _PID = HotStatement(text("SELECT pg_backend_pid() AS pid"))
+_SLEEP = HotStatement(text("SELECT pg_sleep(CAST(:s AS float)) IS NULL AS slept"))
 
 
 class CoreUnitOfWork(SqlAlchemyUnitOfWork):
@@ -243,6 +244,35 @@ async def test_a_lost_server_is_unavailable_and_its_connection_is_thrown_away(db
     pids = {await _pid(db) for _ in range(3)}  # the lost connection never handed out again
     assert pid not in pids
     assert await _n(db, key) == 1  # nothing of the lost transaction applied
+
+
+async def test_a_cancelled_statement_leaves_no_connection_in_an_unknown_state(db):
+    """A unit of work cancelled mid-statement (a deadline): its connection is thrown away, as
+    SQLAlchemy does for an exit exception, and the pool goes on with fresh ones."""
+    key = f"k-{uuid.uuid4()}"
+    await _warm(db, key)
+    async with db.uow() as uow:
+        await uow.session.execute(_SLEEP, {"s": 0})
+    started = asyncio.Event()
+    pids: list[int] = []
+
+    async def slow() -> None:
+        async with db.uow() as uow:
+            await uow.session.execute(_BUMP, {"key": key})
+            pids.append((await uow.session.execute(_PID, {})).scalar_one())
+            started.set()
+            await uow.session.execute(_SLEEP, {"s": 5})
+            await uow.commit()
+
+    task = asyncio.ensure_future(slow())
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert _pool(db).checkedout() == 0
+    assert pids[0] not in {await _pid(db) for _ in range(3)}
+    assert await _n(db, key) == 1  # the cancelled write never committed
 
 
 async def test_an_unreachable_server_is_unavailable_then_the_pool_reconnects(
