@@ -1,7 +1,8 @@
 """A unit of work of hot statements only, on the pool's connection without SQLAlchemy's Connection
 (db.CoreSession, issue 13): what it must keep of SQLAlchemy's way, on real PostgreSQL — the pool's
 size and checkout count, a lost server's connection thrown away, dispose(), commit and rollback,
-errors raised as SQLAlchemy raises them, and SQLAlchemy's way as soon as anything needs it."""
+errors raised as SQLAlchemy raises them (a lost database is UNAVAILABLE and retryable: PAY-6,
+OPS-2), and SQLAlchemy's way as soon as anything needs it."""
 
 from __future__ import annotations
 
