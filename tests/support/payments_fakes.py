@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -318,7 +318,9 @@ class FakeCreditGrants(_Repo):
         found = [g for g in self.st.grants.values() if g.payment_id == payment_id]
         return copy.deepcopy(found)
 
-    async def expected(self, before: datetime) -> list[ExpectedBooking]:
+    async def expected(
+        self, before: datetime, since: datetime | None = None
+    ) -> list[ExpectedBooking]:
         raise NotImplementedError("the auditor's read runs against PostgreSQL")
 
     async def save(self, grant: CreditGrant) -> None:
@@ -433,7 +435,10 @@ class FakeLedger:
     async def account_id(self, account: Account) -> str:
         return f"acct:{account.owner}:{account.unit}:{account.kind.value}"
 
-    async def entries(self, account: Account) -> list[tuple[str, int]]:
+    async def existing_account_id(self, account: Account) -> str:
+        return ""
+
+    async def transfer_entries(self, transfer_ids: Sequence[str]) -> list[tuple[str, str, int]]:
         return []
 
     async def available(self, user_id: str) -> dict[str, int]:

@@ -2,7 +2,10 @@
 payments and the wallet (read through their gRPC contracts) and the provider (through payments).
 
 Read-only and idempotent: any replica may run a round at any time; the worker runs one replica's
-rounds at a time only to keep the load bounded.
+rounds at a time only to keep the load bounded. The worker's rounds keep an AuditCursor: between
+full sweeps (its first round, then every `audit_full_sweep_seconds`) a round reads the history
+checks' rows changed since its previous round only, so its cost follows what changed, not all
+history (issue 13).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import datetime, timedelta
 from hirepay_platform.errors import HirepayError
 from jobs.domain import commands
 from jobs.domain.audit import (
+    AuditCursor,
     AuditReport,
     Check,
     PaymentFact,
@@ -26,6 +30,7 @@ from jobs.domain.errors import NotAllowed
 from jobs.domain.model import Job
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
+from jobs.service_layer.config import JobsConfig
 from jobs.service_layer.deps import Deps
 
 log = logging.getLogger(__name__)
@@ -37,23 +42,40 @@ _NON_FINAL = frozenset({"REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "UNKNOWN"
 _CAPTURED_PAGE = 500
 
 
-async def run_audit(cmd: commands.RunAudit, deps: Deps) -> AuditReport:
-    """One audit round; publishes the violation counts as `hirepay_consistency_violations`."""
+def new_cursor(config: JobsConfig) -> AuditCursor:
+    """The memory of an auditor's rounds (one per worker holding the auditor lock)."""
+    return AuditCursor(
+        full_every=timedelta(seconds=config.audit_full_sweep_seconds),
+        overlap=timedelta(seconds=config.audit_overlap_seconds),
+    )
+
+
+async def run_audit(
+    cmd: commands.RunAudit, deps: Deps, cursor: AuditCursor | None = None
+) -> AuditReport:
+    """One audit round; publishes the violation counts as `hirepay_consistency_violations`.
+
+    With a `cursor` (the worker's) the round is incremental when the cursor says so: captured
+    payments, payments' bookings and the wallet's zero-sum check read only what changed since
+    the previous round, and the report keeps those checks' violations found since the last full
+    sweep. Without one (the report on demand) it is a full sweep."""
     now = deps.clock()
+    since = cursor.since(now) if cursor is not None else None
     violations: list[Violation] = []
     violations += await _active_jobs(deps, cmd.page_size)
     violations += await _escrow_steps(deps, now, cmd.page_size)
     sources = deps.sources
     if sources is not None:
-        violations += await _payments(deps, now)
-        violations += await sources.ledger(now)
+        violations += await _payments(deps, now, since)
+        violations += await sources.ledger(now, since)
         violations += await sources.provider()
-    report = AuditReport(checked_at=now, violations=tuple(violations))
-    for check, count in report.counts().items():
-        metrics.CONSISTENCY_VIOLATIONS.labels(check.value).set(count)
-    metrics.count(metrics.AUDIT_RUNS, "ok")
     for v in violations:
         log.warning("consistency violation %s: %s (%s)", v.check.value, v.subject_id, v.detail)
+    reported = cursor.advance(now, since, violations) if cursor is not None else tuple(violations)
+    report = AuditReport(checked_at=now, violations=reported)
+    for check, count in report.counts().items():
+        metrics.CONSISTENCY_VIOLATIONS.labels(check.value).set(count)
+    metrics.count(metrics.AUDIT_RUNS, "ok" if since is None else "ok_incremental")
     return report
 
 
@@ -133,22 +155,24 @@ async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation
     ]
 
 
-async def _payments(deps: Deps, now: datetime) -> list[Violation]:
-    """Money taken without its posting (or refund), and payments not final past their deadline."""
+async def _payments(deps: Deps, now: datetime, since: datetime | None) -> list[Violation]:
+    """Money taken without its posting (or refund), and payments not final past their deadline.
+
+    Payments not final are all read every round (those in flight now, not history). Money taken
+    is checked once unchanged for the grace: with `since`, only payments changed since then
+    minus the grace (those that came due since the previous round, and the overlap)."""
     assert deps.sources is not None
     config = deps.config
     grace = timedelta(seconds=config.audit_grace_seconds)
     deadline = timedelta(seconds=config.settlement_deadline_seconds) + grace
     found: list[Violation] = []
-    owing: list[PaymentFact] = []
-    facts = await deps.sources.payments(_TAKEN_STATES | _NON_FINAL)
-    for fact in facts:
-        if fact.state not in _TAKEN_STATES:
-            violation = payment_deadline_violation(fact, now=now, deadline=deadline)
-            if violation is not None:
-                found.append(violation)
-        elif owes_a_posting(fact, now=now, grace=grace):
-            owing.append(fact)
+    for fact in await deps.sources.payments(_NON_FINAL):
+        violation = payment_deadline_violation(fact, now=now, deadline=deadline)
+        if violation is not None:
+            found.append(violation)
+    taken_since = since - grace if since is not None else None
+    taken = await deps.sources.payments(_TAKEN_STATES, taken_since)
+    owing = [fact for fact in taken if owes_a_posting(fact, now=now, grace=grace)]
     for start in range(0, len(owing), _CAPTURED_PAGE):
         found += await _check_captured(owing[start : start + _CAPTURED_PAGE], deps, now, grace)
     return found
