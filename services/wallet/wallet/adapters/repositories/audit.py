@@ -30,12 +30,14 @@ _UNBALANCED = text(
 )
 # The same over the transfers with an entry created since :since only. `created_at` is the
 # inserting transaction's start time, so a transaction that commits late carries an older time:
-# the caller's `since` keeps an overlap for that (jobs' auditor: AUDIT_OVERLAP_SECONDS).
+# the caller's `since` keeps an overlap for that (jobs' auditor: AUDIT_OVERLAP_SECONDS). The
+# window's transfer ids are an array computed first, so their entries are read by the transfer id
+# index whatever the table's statistics (a semi-join may hash them and scan every entry).
 _UNBALANCED_SINCE = text(
     """
     SELECT transfer_id, unit, sum(amount) AS total
       FROM entries
-     WHERE transfer_id IN (SELECT transfer_id FROM entries WHERE created_at >= :since)
+     WHERE transfer_id = ANY(ARRAY(SELECT transfer_id FROM entries WHERE created_at >= :since))
      GROUP BY transfer_id, unit
     HAVING sum(amount) <> 0
      ORDER BY transfer_id
