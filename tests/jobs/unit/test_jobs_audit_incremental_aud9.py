@@ -14,6 +14,7 @@ import pytest
 from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain import commands
 from jobs.domain.audit import AuditCursor, Check, PaymentFact, Violation
+from jobs.domain.posting_saga import TryState
 from jobs.service_layer import metrics
 from jobs.service_layer.handlers import audit
 from tests.support.jobs_world import World
@@ -217,3 +218,50 @@ async def test_the_rows_a_round_reads_do_not_grow_with_history():
     (full_small, window_small), (full_large, window_large) = reads
     assert (full_small, full_large) == (10, 1_000)  # the first round: everything
     assert window_small == window_large <= 5 * 5  # a window: what changed in it, no history
+
+
+def _inspected(w: World) -> int:
+    """Sagas whose payments the rounds so far read for the active-job check."""
+    return sum(len(ids.split(",")) for op, ids in w.payments.calls if op == "inspect_many")
+
+
+async def test_active_jobs_went_live_or_whose_money_went_back_since_are_checked_by_a_window():
+    w = _world()
+    live = await w.post(key="live")
+    cursor = audit.new_cursor(w.config)
+    sources = WindowedSources()
+    assert await _round(w, sources, cursor) == set()
+    w.clock.advance(seconds=60)
+    # A new posting live without its money taken, and the older one's payment voided since.
+    fresh = await w.post(key="fresh")
+    w.payments.state[fresh.saga_id] = TryState.RESERVED
+    w.payments.state[live.saga_id] = TryState.CANCELLED
+    sources.facts.append(_fact("pay_live", live.saga_id, w.clock.now, state="VOIDED"))
+    w.clock.advance(seconds=30)
+    found = await _round(w, sources, cursor)
+    assert sources.asked[-1] is not None
+    assert found == {
+        (Check.ACTIVE_JOB_WITHOUT_PAYMENT, fresh.job.id),
+        (Check.ACTIVE_JOB_WITHOUT_PAYMENT, live.job.id),
+    }
+
+
+async def test_the_active_jobs_a_round_reads_do_not_grow_with_history():
+    """Issue 13: every round read every active job and its payment. A window reads the jobs
+    that went live in it: the same count with 3 or 30 older live postings."""
+    reads = []
+    for history in (3, 30):
+        w = _world()
+        for n in range(history):
+            await w.post(key=f"old-{n}")
+        w.clock.advance(hours=1)
+        cursor = audit.new_cursor(w.config)
+        await _round(w, WindowedSources(), cursor)
+        full = _inspected(w)
+        w.clock.advance(seconds=60)
+        await w.post(key="new")
+        w.clock.advance(seconds=60)
+        before = _inspected(w)
+        await _round(w, WindowedSources(), cursor)
+        reads.append((full, _inspected(w) - before))
+    assert reads == [(3, 1), (30, 1)]

@@ -167,10 +167,11 @@ def payment_deadline_violation(
 
 # Checks whose rounds read only what changed since the last round (between full sweeps): their
 # violations found earlier are carried until the next full sweep reads everything again. The
-# other checks read current state every round (active jobs, payments not final, holds, accounts,
-# stuck steps and withdrawals, the provider's most recent payments) and replace their findings.
+# other checks read current state every round (payments not final, holds, accounts, stuck steps
+# and withdrawals, the provider's most recent payments) and replace their findings.
 WINDOWED_CHECKS = frozenset(
     {
+        Check.ACTIVE_JOB_WITHOUT_PAYMENT,
         Check.CAPTURED_PAYMENT_WITHOUT_JOB,
         Check.UNBALANCED_TRANSACTION,
         Check.LEDGER_BOOKING_MISSING,

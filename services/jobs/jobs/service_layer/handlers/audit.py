@@ -27,7 +27,7 @@ from jobs.domain.audit import (
     payment_deadline_violation,
 )
 from jobs.domain.errors import NotAllowed
-from jobs.domain.model import Job
+from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
 from jobs.service_layer.config import JobsConfig
@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 # Payment states whose payments the auditor reads: money taken, and payments not final yet.
 _TAKEN_STATES = frozenset({"CAPTURED", "PARTIALLY_REFUNDED"})
 _NON_FINAL = frozenset({"REQUIRES_ACTION", "PROCESSING", "AUTHORIZED", "UNKNOWN"})
+# Final states of payments whose money is not taken (an active job's payment must not be in one).
+_NOT_TAKEN_FINAL = frozenset({"VOIDED", "FAILED", "REFUNDED"})
 # Captured payments checked per unit of work (one read of their sagas, one of their jobs).
 _CAPTURED_PAGE = 500
 
@@ -62,11 +64,14 @@ async def run_audit(
     now = deps.clock()
     since = cursor.since(now) if cursor is not None else None
     violations: list[Violation] = []
-    violations += await _active_jobs(deps, cmd.page_size)
+    violations += await _active_jobs(deps, cmd.page_size, since)
     violations += await _escrow_steps(deps, now, cmd.page_size)
     sources = deps.sources
     if sources is not None:
-        violations += await _payments(deps, now, since)
+        in_flight = await sources.payments(_NON_FINAL)  # every round: state, not history
+        if since is not None:
+            violations += await _jobs_of_changed_payments(deps, since, in_flight)
+        violations += await _payments(deps, now, since, in_flight)
         violations += await sources.ledger(now, since)
         violations += await sources.provider()
     for v in violations:
@@ -86,19 +91,47 @@ async def get_consistency_report(cmd: commands.GetConsistencyReport, deps: Deps)
     return await run_audit(commands.RunAudit(), deps)
 
 
-async def _active_jobs(deps: Deps, page_size: int) -> list[Violation]:
-    """Every active job satisfies `may_be_live`, and its participant shows the money taken."""
+async def _active_jobs(
+    deps: Deps, page_size: int, since: datetime | None = None
+) -> list[Violation]:
+    """Every active job satisfies `may_be_live`, and its participant shows the money taken.
+
+    With `since` (an incremental round) only the jobs that went live since then: newest first,
+    down to `since` (the active jobs' posting-time index). The payments of older active jobs that
+    changed since are checked by _jobs_of_changed_payments."""
     found: list[Violation] = []
     after: tuple[datetime, str] | None = None
     while True:
         async with deps.new_uow() as uow:
             page = await uow.jobs.list_active("", after, page_size)
-        if not page:
+        recent = [j for j in page if since is None or (j.posted_at and j.posted_at >= since)]
+        if recent:
+            found += await _check_active_page(recent, deps)
+        if len(recent) < len(page) or len(page) < page_size:
             return found
-        found += await _check_active_page(page, deps)
         last = page[-1]
         assert last.posted_at is not None
         after = (last.posted_at, last.id)
+
+
+async def _jobs_of_changed_payments(
+    deps: Deps, since: datetime, in_flight: list[PaymentFact]
+) -> list[Violation]:
+    """An incremental round's other half of the active-job check: payments whose money is not
+    (or no longer) taken - in flight now, or voided, failed or refunded since `since` - whose
+    posting is active."""
+    assert deps.sources is not None
+    facts = in_flight + await deps.sources.payments(_NOT_TAKEN_FINAL, since)
+    saga_ids = sorted({f.global_tx_id for f in facts if f.global_tx_id})
+    found: list[Violation] = []
+    for start in range(0, len(saga_ids), _CAPTURED_PAGE):
+        async with deps.new_uow() as uow:
+            sagas = await uow.sagas.get_many(saga_ids[start : start + _CAPTURED_PAGE])
+            jobs = await uow.jobs.get_many([s.job_id for s in sagas.values() if s.job_id])
+        active = [j for j in jobs.values() if j.status is JobStatus.ACTIVE]
+        if active:
+            found += await _check_active_page(active, deps)
+    return found
 
 
 async def _check_active_page(page: list[Job], deps: Deps) -> list[Violation]:
@@ -155,7 +188,9 @@ async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation
     ]
 
 
-async def _payments(deps: Deps, now: datetime, since: datetime | None) -> list[Violation]:
+async def _payments(
+    deps: Deps, now: datetime, since: datetime | None, in_flight: list[PaymentFact]
+) -> list[Violation]:
     """Money taken without its posting (or refund), and payments not final past their deadline.
 
     Payments not final are all read every round (those in flight now, not history). Money taken
@@ -166,7 +201,7 @@ async def _payments(deps: Deps, now: datetime, since: datetime | None) -> list[V
     grace = timedelta(seconds=config.audit_grace_seconds)
     deadline = timedelta(seconds=config.settlement_deadline_seconds) + grace
     found: list[Violation] = []
-    for fact in await deps.sources.payments(_NON_FINAL):
+    for fact in in_flight:
         violation = payment_deadline_violation(fact, now=now, deadline=deadline)
         if violation is not None:
             found.append(violation)
