@@ -265,3 +265,30 @@ async def test_the_active_jobs_a_round_reads_do_not_grow_with_history():
         await _round(w, WindowedSources(), cursor)
         reads.append((full, _inspected(w) - before))
     assert reads == [(3, 1), (30, 1)]
+
+
+async def test_a_window_whose_payments_cannot_be_read_is_read_again_by_the_next_round():
+    """A round that cannot read its window's payments fails and leaves the cursor where it was:
+    the next round's window still holds those jobs (a full sweep tolerates it: its next round
+    reads every job again anyway)."""
+    w = _world()
+    cursor = audit.new_cursor(w.config)
+    sources = WindowedSources()
+    await _round(w, sources, cursor)
+    w.clock.advance(seconds=60)
+    fresh = await w.post(key="fresh")
+    w.payments.state[fresh.saga_id] = TryState.RESERVED
+    w.clock.advance(seconds=30)
+    down = HirepayError("down", reason="UNAVAILABLE", kind=ErrorKind.UNAVAILABLE)
+    inspect_many = w.payments.inspect_many
+
+    async def unreadable(sagas):
+        raise down
+
+    w.payments.inspect_many = unreadable
+    with pytest.raises(HirepayError):
+        await _round(w, sources, cursor)
+    w.payments.inspect_many = inspect_many
+    w.clock.advance(seconds=60)
+    assert await _round(w, sources, cursor) == {(Check.ACTIVE_JOB_WITHOUT_PAYMENT, fresh.job.id)}
+    assert sources.asked[-1] is not None

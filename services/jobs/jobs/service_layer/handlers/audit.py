@@ -106,7 +106,7 @@ async def _active_jobs(
             page = await uow.jobs.list_active("", after, page_size)
         recent = [j for j in page if since is None or (j.posted_at and j.posted_at >= since)]
         if recent:
-            found += await _check_active_page(recent, deps)
+            found += await _check_active_page(recent, deps, whole_history=since is None)
         if len(recent) < len(page) or len(page) < page_size:
             return found
         last = page[-1]
@@ -130,13 +130,19 @@ async def _jobs_of_changed_payments(
             jobs = await uow.jobs.get_many([s.job_id for s in sagas.values() if s.job_id])
         active = [j for j in jobs.values() if j.status is JobStatus.ACTIVE]
         if active:
-            found += await _check_active_page(active, deps)
+            found += await _check_active_page(active, deps, whole_history=False)
     return found
 
 
-async def _check_active_page(page: list[Job], deps: Deps) -> list[Violation]:
+async def _check_active_page(
+    page: list[Job], deps: Deps, *, whole_history: bool = True
+) -> list[Violation]:
     """One page of active jobs: one query for their sagas, one batched read per participant
-    (payments: one ListPayments call for the whole page), never a call per job."""
+    (payments: one ListPayments call for the whole page), never a call per job.
+
+    A participant unreadable now leaves its jobs to the next round when every round reads every
+    active job; in an incremental round (`whole_history` False) the error fails the round, so the
+    cursor does not move past jobs the next window would not read again."""
     found: list[Violation] = []
     rest: list[Job] = []
     for job in page:
@@ -154,13 +160,7 @@ async def _check_active_page(page: list[Job], deps: Deps) -> list[Violation]:
             found.append(Violation(Check.ACTIVE_JOB_WITHOUT_PAYMENT, job.id, "no saga"))
             continue
         by_method.setdefault(saga.method, []).append(saga)
-    branches: dict[str, TryResult] = {}
-    for method, group in by_method.items():  # a read per payment method, not per job
-        try:
-            branches |= await deps.participants.for_method(method).inspect_many(group)
-        except HirepayError as exc:
-            # Unreadable this round: not a violation by itself, checked again next round.
-            log.info("audit: cannot read %d payments of active jobs: %r", len(group), exc)
+    branches = await _branches(by_method, deps, whole_history)
     for job in rest:
         branch = branches.get(job.saga_id)
         if job.saga_id in sagas and branch is not None:
@@ -168,6 +168,22 @@ async def _check_active_page(page: list[Job], deps: Deps) -> list[Violation]:
             if violation is not None:
                 found.append(violation)
     return found
+
+
+async def _branches(
+    by_method: dict[PaymentMethod, list[Saga]], deps: Deps, whole_history: bool
+) -> dict[str, TryResult]:
+    """The participants' view of the sagas' payments: a read per payment method, not per job."""
+    branches: dict[str, TryResult] = {}
+    for method, group in by_method.items():
+        try:
+            branches |= await deps.participants.for_method(method).inspect_many(group)
+        except HirepayError as exc:
+            if not whole_history:
+                raise
+            # Unreadable this round: not a violation by itself, checked again next round.
+            log.info("audit: cannot read %d payments of active jobs: %r", len(group), exc)
+    return branches
 
 
 async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation]:
