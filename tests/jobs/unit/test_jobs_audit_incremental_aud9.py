@@ -292,3 +292,24 @@ async def test_a_window_whose_payments_cannot_be_read_is_read_again_by_the_next_
     w.clock.advance(seconds=60)
     assert await _round(w, sources, cursor) == {(Check.ACTIVE_JOB_WITHOUT_PAYMENT, fresh.job.id)}
     assert sources.asked[-1] is not None
+
+
+async def test_an_active_job_reported_before_leaves_the_report_once_repaired():
+    """Active jobs earlier rounds reported are read again by each window (they are few): one
+    repaired is no longer reported, without waiting for the next full sweep."""
+    w = _world()
+    live = await w.post(key="live")
+    cursor = audit.new_cursor(w.config)
+    sources = WindowedSources()
+    await _round(w, sources, cursor)
+    w.clock.advance(seconds=60)
+    w.payments.state[live.saga_id] = TryState.CANCELLED
+    sources.facts.append(_fact("pay_live", live.saga_id, w.clock.now, state="VOIDED"))
+    w.clock.advance(seconds=30)
+    assert await _round(w, sources, cursor) == {(Check.ACTIVE_JOB_WITHOUT_PAYMENT, live.job.id)}
+    w.clock.advance(seconds=300)  # the payment's change is out of the window now: still reported
+    assert await _round(w, sources, cursor) == {(Check.ACTIVE_JOB_WITHOUT_PAYMENT, live.job.id)}
+    w.payments.state[live.saga_id] = TryState.CAPTURED  # repaired
+    w.clock.advance(seconds=60)
+    assert await _round(w, sources, cursor) == set()
+    assert sources.asked[-1] is not None

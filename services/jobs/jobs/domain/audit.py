@@ -209,15 +209,26 @@ class AuditCursor:
             return None
         return self.last_round_at - self.overlap
 
+    def carried_subjects(self, check: Check) -> list[str]:
+        """The subjects of `check` earlier rounds found and no full sweep has cleared yet."""
+        return sorted(subject for kind, subject in self.carried if kind is check)
+
     def advance(
-        self, now: datetime, since: datetime | None, found: list[Violation]
+        self,
+        now: datetime,
+        since: datetime | None,
+        found: list[Violation],
+        rechecked: frozenset[tuple[Check, str]] = frozenset(),
     ) -> tuple[Violation, ...]:
         """Record the round that began `now` and read from `since` (None: a full sweep); the
         round's report: its own violations, and the windowed ones earlier rounds found since the
-        last full sweep (a window does not read them again)."""
+        last full sweep (a window does not read them again, unless it `rechecked` them: those it
+        did not find again are repaired)."""
         if since is None:
             self.carried = {}
             self.last_full_at = now
+        for key in rechecked:
+            self.carried.pop(key, None)
         self.last_round_at = now
         current: list[Violation] = []
         for v in found:
