@@ -117,12 +117,14 @@ class FakePayments(_Repo):
         after_id: str,
         limit: int,
         global_tx_ids: frozenset[str] = frozenset(),
+        updated_since: datetime | None = None,
     ) -> list[Payment]:
         found = [
             p
             for p in self.st.payments.values()
             if p.id > after_id
             and (not global_tx_ids or p.branch.global_tx_id in global_tx_ids)
+            and (updated_since is None or p.updated_at >= updated_since)
             and (not states or p.state.value in states)
             and (not subsystem or p.metadata.get("subsystem") == subsystem)
         ]
