@@ -57,10 +57,11 @@ async def run_audit(
 ) -> AuditReport:
     """One audit round; publishes the violation counts as `hirepay_consistency_violations`.
 
-    With a `cursor` (the worker's) the round is incremental when the cursor says so: captured
-    payments, payments' bookings and the wallet's zero-sum check read only what changed since
-    the previous round, and the report keeps those checks' violations found since the last full
-    sweep. Without one (the report on demand) it is a full sweep."""
+    With a `cursor` (the worker's) the round is incremental when the cursor says so: active jobs,
+    captured payments, payments' bookings and the wallet's zero-sum check read only what changed
+    since the previous round (and the active jobs reported before), and the report keeps those
+    checks' violations found since the last full sweep. Without one (the report on demand) it is
+    a full sweep."""
     now = deps.clock()
     since = cursor.since(now) if cursor is not None else None
     violations: list[Violation] = []
@@ -89,7 +90,7 @@ async def run_audit(
     report = AuditReport(checked_at=now, violations=reported)
     for check, count in report.counts().items():
         metrics.CONSISTENCY_VIOLATIONS.labels(check.value).set(count)
-    metrics.count(metrics.AUDIT_RUNS, "ok" if since is None else "ok_incremental")
+    metrics.count(metrics.AUDIT_RUNS, "ok")
     return report
 
 
