@@ -8,7 +8,7 @@ changed rather than every row ever settled. Both tables change rarely (a refund,
 payment), so the indexes cost the posting path nothing.
 
 Revision ID: 0015
-Revises: 0013 (re-chained after 0014 at merge)
+Revises: 0014
 Create Date: 2026-12-01
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0013"
+down_revision: str | None = "0014"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
