@@ -22,6 +22,7 @@ from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.repositories import ledger_sql
 from wallet.adapters.repositories.ledger import changes_shards, run_outcomes, run_params
+from wallet.adapters.repositories.ledger_sql import joined, listed
 from wallet.adapters.tables import HOLD_IS_PENDING, tcc_barriers
 from wallet.adapters.tables import holds as H
 from wallet.domain.holds import Hold, HoldState
@@ -38,8 +39,8 @@ _ADD = text(
     INSERT INTO holds ({_COLUMNS})
     SELECT * FROM unnest(
         CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
-        CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
-        CAST(:units AS text[]), CAST(:amounts AS bigint[]), CAST(:confirmed_amounts AS bigint[]),
+        {listed("account_ids", "uuid")}, {listed("destination_account_ids", "uuid")},
+        {listed("units", "text")}, {listed("amounts", "bigint")}, CAST(:confirmed_amounts AS bigint[]),
         CAST(:states AS text[]), CAST(:expires_at AS timestamptz[]),
         CAST(:transfer_ids AS text[]), CAST(:descriptions AS text[]),
         CAST(:created_at AS timestamptz[]), CAST(:resolved_at AS timestamptz[]))
@@ -60,8 +61,8 @@ def _new_holds(keys: str) -> str:
                CAST(:created_at AS timestamptz), NULL
           FROM unnest(
             CAST(:{keys}global_tx_ids AS text[]), CAST(:{keys}branch_ids AS text[]),
-            CAST(:account_ids AS uuid[]), CAST(:destination_account_ids AS uuid[]),
-            CAST(:units AS text[]), CAST(:amounts AS bigint[]),
+            {listed("account_ids", "uuid")}, {listed("destination_account_ids", "uuid")},
+            {listed("units", "text")}, {listed("amounts", "bigint")},
             CAST(:expires_at AS timestamptz[]), CAST(:descriptions AS text[]))
             AS h(global_tx_id, branch_id, account_id, destination_account_id, unit, amount,
                  expires_at, description)"""
@@ -146,7 +147,7 @@ _RESERVE_ALONE = text(
     WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
     locked AS MATERIALIZED (
         SELECT id FROM accounts
-         WHERE id = ANY(CAST(:lock_ids AS uuid[]))
+         WHERE id = ANY({listed("lock_ids", "uuid")})
            AND (SELECT count(*) FROM entered) >= 0
          ORDER BY id
            FOR NO KEY UPDATE
@@ -203,8 +204,8 @@ def _confirm_alone_statement(*, shards: bool) -> TextClause:
     WITH expected AS (
         SELECT * FROM unnest(
             CAST(:barrier_global_tx_ids AS text[]), CAST(:barrier_branch_ids AS text[]),
-            CAST(:hold_versions AS xid[]), CAST(:hold_confirmed_amounts AS bigint[]),
-            CAST(:ids AS text[]))
+            {listed("hold_versions", "xid")}, {listed("hold_confirmed_amounts", "bigint")},
+            {listed("ids", "text")})
             AS x(global_tx_id, branch_id, version, confirmed_amount, transfer_id)
     ), held AS MATERIALIZED (
         SELECT h.xmin = x.version AND h.state = 'pending'
@@ -338,10 +339,10 @@ def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, A
     `keys` for the statement that binds the barrier's."""
     return {
         **(_branch_params([h.branch for h in holds]) if keys else {}),
-        "account_ids": [h.account_id for h in holds],
-        "destination_account_ids": [h.destination_account_id for h in holds],
-        "units": [h.unit for h in holds],
-        "amounts": [h.amount for h in holds],
+        "account_ids": joined(h.account_id for h in holds),
+        "destination_account_ids": joined(h.destination_account_id for h in holds),
+        "units": joined(h.unit for h in holds),
+        "amounts": joined(h.amount for h in holds),
         "expires_at": [h.expires_at for h in holds],
         "descriptions": [h.description for h in holds],
         "created_at": holds[0].created_at,
@@ -394,7 +395,7 @@ class SqlHoldRepository:
                 [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
             ),
             **_new_hold_params(holds, keys=False),
-            "lock_ids": sorted({h.account_id for h in holds}),
+            "lock_ids": joined(sorted({h.account_id for h in holds})),
         }
         try:
             row = (await execute_alone(self._session, _RESERVE_ALONE, params)).one()
@@ -438,8 +439,8 @@ class SqlHoldRepository:
             **run_params(items),
             **insert_many_params(branches, TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in confirms]),
             # Each hold's row version as the plan was made on it, and its confirmed amount.
-            "hold_versions": versions,
-            "hold_confirmed_amounts": [h.confirmed_amount for h in holds],
+            "hold_versions": joined(versions),
+            "hold_confirmed_amounts": joined(h.confirmed_amount for h in holds),
             "now": now,
         }
         statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
