@@ -41,7 +41,8 @@ class FakeTransport(asyncio.Transport):
         pass
 
 
-async def _serve(app: Any, request: bytes) -> FakeTransport:
+def _connect(app: Any) -> tuple[GatewayHttpProtocol, FakeTransport]:
+    """The gateway's protocol on a new connection (a fake transport) to `app`."""
     config = Config(app=app, http=GatewayHttpProtocol, lifespan="off", access_log=False)
     config.load()
     protocol = GatewayHttpProtocol(
@@ -49,6 +50,11 @@ async def _serve(app: Any, request: bytes) -> FakeTransport:
     )
     transport = FakeTransport()
     protocol.connection_made(transport)
+    return protocol, transport
+
+
+async def _serve(app: Any, request: bytes) -> FakeTransport:
+    protocol, transport = _connect(app)
     protocol.data_received(request)
     for _ in range(50):
         await asyncio.sleep(0)
@@ -98,14 +104,7 @@ async def test_a_head_request_gets_its_head_without_a_body() -> None:
 
 async def test_100_continue_goes_out_before_the_answer() -> None:
     request = b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
-    config_app = _json_app
-    config = Config(app=config_app, http=GatewayHttpProtocol, lifespan="off", access_log=False)
-    config.load()
-    protocol = GatewayHttpProtocol(
-        config=config, server_state=ServerState(), app_state={}, _loop=asyncio.get_running_loop()
-    )
-    transport = FakeTransport()
-    protocol.connection_made(transport)
+    protocol, transport = _connect(_json_app)
     protocol.data_received(request)
     for _ in range(20):
         await asyncio.sleep(0)
