@@ -6,6 +6,7 @@ the receiver is back (the jam seen with 200 concurrent postings: PoolTimeout on 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,16 +23,34 @@ CONCURRENCY = 4
 INTENTS = 150
 
 
+def _sender_hung_up(connection: socket.socket) -> bool:
+    """Whether the sender closed this connection (its FIN is queued: a peek reads end of file).
+    Its request was read whole before, so nothing else can be waiting on it."""
+    try:
+        return connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 class ModalReceiver:
     """A webhook receiver that is `slow` (503 after a while), `hung` (answers only after the
     sender gave up), `failing` (503 at once) or `ok` (200). It records the most requests it had in
-    flight at once while answering (a hung request the sender abandoned is not counted)."""
+    flight at once: requests it has read and not answered, whose sender still waits for the answer.
+
+    A request whose sender gave up (the sender closes the connection on its timeout before it
+    starts another attempt) is not counted, though its handler thread may still be sleeping: on a
+    loaded machine a `slow` handler can outlive the sender's timeout, and counting such a request
+    would measure this receiver's scheduling, not the sender's bound. Each arrival first drops the
+    requests whose connections the sender has closed, so the count does not depend on when their
+    handler threads run again."""
 
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/webhooks"
         self.mode = "ok"
-        self.in_flight = 0
+        self.in_flight: set[socket.socket] = set()
         self.max_in_flight = 0
         self.accepted: set[str] = set()
         self._lock = threading.Lock()
@@ -41,12 +60,13 @@ class ModalReceiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 with receiver._lock:
-                    receiver.in_flight += 1
-                    receiver.max_in_flight = max(receiver.max_in_flight, receiver.in_flight)
+                    receiver.in_flight = {c for c in receiver.in_flight if not _sender_hung_up(c)}
+                    receiver.in_flight.add(self.connection)
+                    receiver.max_in_flight = max(receiver.max_in_flight, len(receiver.in_flight))
                     mode = receiver.mode
                 if mode == "hung":
                     with receiver._lock:
-                        receiver.in_flight -= 1
+                        receiver.in_flight.discard(self.connection)
                     time.sleep(1.0)  # past the sender's timeout: it hangs up first
                     return
                 if mode == "slow":
@@ -57,7 +77,7 @@ class ModalReceiver:
                         receiver.accepted.add(json.loads(body)["id"])
                     # Before answering: the sender may start its next request as soon as it
                     # reads this one's answer.
-                    receiver.in_flight -= 1
+                    receiver.in_flight.discard(self.connection)
                 try:
                     self.send_response(status)
                     self.send_header("Content-Length", "0")

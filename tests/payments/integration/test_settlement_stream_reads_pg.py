@@ -5,8 +5,9 @@ fresh database), and with `subsystem = only_subsystem` in its filter PostgreSQL 
 sequential scan and a sort of every event ever published, on every poll, as the bench's
 auto_explain showed (the jobs consumer's reads grew with the outbox). Counted in the reading
 transaction's own statistics: no sequential scan of the outbox for a consumer of one subsystem
-(as every consumer is: jobs reads "jobs"). A read of every subsystem is as it was (its one
-condition, `ix_outbox_position` once PostgreSQL knows the table)."""
+(as every consumer is: jobs reads "jobs"), nor for a read of every subsystem (its one condition,
+`ix_outbox_position`). Since payments migration 0014 every poll runs the function's generic
+plan, fresh database or not: these polls pin that plan too."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ async def _fresh_outbox(make_service_database: Callable[[str], str]) -> asyncpg.
     return connection
 
 
-@pytest.mark.parametrize("subsystem", ["jobs", "marketplace"])
+@pytest.mark.parametrize("subsystem", ["jobs", "marketplace", ""])
 async def test_a_stream_read_scans_no_outbox_row_sequentially(make_service_database, subsystem):
     connection = await _fresh_outbox(make_service_database)
     reading = connection.transaction()  # rolled back: nothing of the test stays
@@ -48,7 +49,8 @@ async def test_a_stream_read_scans_no_outbox_row_sequentially(make_service_datab
                 "SELECT * FROM outbox_after($1, $2, $3)", after, 100, subsystem
             )
             assert rows and all(r["position"] > after for r in rows)
-            assert {r["subsystem"] for r in rows} == {subsystem}
+            if subsystem:
+                assert {r["subsystem"] for r in rows} == {subsystem}
             positions = [r["position"] for r in rows]
             assert positions == sorted(positions)
         scans = await connection.fetchrow(

@@ -1,0 +1,90 @@
+"""The settlement stream's read keeps one generic plan per connection (payments migration 0014,
+issue 13): `outbox_after()` runs with `plan_cache_mode = force_generic_plan`, so a poll no longer
+plans its read afresh; the read still goes by index on a fresh database, every poll a generic
+plan (test_settlement_stream_reads_pg.py), and returns the same events in the same order as the
+read planned each time. Migration 0014 goes down and up again cleanly (API-5: the stream's
+order and content are unchanged)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+from alembic import command
+
+from hirepay_dev.services import SPECS
+from hirepay_platform.migrations import alembic_config
+
+EVENTS = 300
+
+
+def _plain(url: str) -> str:
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+async def _settings(connection: asyncpg.Connection) -> list[str]:
+    config = await connection.fetchval(
+        "SELECT proconfig FROM pg_proc WHERE proname = 'outbox_after'"
+    )
+    return list(config or [])
+
+
+async def _reads(connection: asyncpg.Connection) -> dict[str, list[tuple[int, str]]]:
+    """Every subsystem's polls from several positions: (position, event id) in order."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for subsystem in ("", "jobs", "marketplace"):
+        got: list[tuple[int, str]] = []
+        for after in (0, 17, EVENTS // 2, EVENTS - 3, EVENTS + 5):
+            rows = await connection.fetch(
+                "SELECT * FROM outbox_after($1, $2, $3)", after, 40, subsystem
+            )
+            positions = [r["position"] for r in rows]
+            assert positions == sorted(positions) and all(p > after for p in positions)
+            assert all(r["subsystem"] == subsystem for r in rows) or not subsystem
+            got += [(r["position"], r["event_id"]) for r in rows]
+        out[subsystem] = got
+    return out
+
+
+@pytest.fixture
+async def published(make_service_database: Callable[[str], str]):
+    url = await asyncio.to_thread(make_service_database, "payments")
+    connection = await asyncpg.connect(_plain(url))
+    # Events of two subsystems, some published (positions), some not yet (the read publishes).
+    await connection.execute(
+        "INSERT INTO outbox (event_id, type, subsystem, snapshot, occurred_at, position) "
+        "SELECT 'evt_' || n, 'payment.captured', CASE WHEN n % 3 = 0 THEN 'marketplace' "
+        "ELSE 'jobs' END, '{}'::jsonb, now(), "
+        "CASE WHEN n <= $1 - 20 THEN nextval('outbox_position_seq') END "
+        "FROM generate_series(1, $1) AS n",
+        EVENTS,
+    )
+    try:
+        yield url, connection
+    finally:
+        await connection.close()
+
+
+async def test_the_stream_read_runs_with_a_generic_plan(published) -> None:
+    _, connection = published
+    assert "plan_cache_mode=force_generic_plan" in await _settings(connection)
+
+
+async def test_migration_0014_goes_down_and_up_with_the_same_reads(published) -> None:
+    url, connection = published
+    with_generic = await _reads(connection)
+    # The first read published the 20 unpublished events: every event has its position now.
+    assert len(with_generic[""]) == 40 + 40 + 40 + 3
+    config = alembic_config(SPECS["payments"].migrations, url)
+    await asyncio.to_thread(command.downgrade, config, "0013")
+    fresh = await asyncpg.connect(_plain(url))  # a new backend: no plan of the function cached
+    try:
+        assert await _settings(fresh) == []
+        assert await _reads(fresh) == with_generic
+    finally:
+        await fresh.close()
+    await asyncio.to_thread(command.upgrade, config, "head")
+    assert "plan_cache_mode=force_generic_plan" in await _settings(connection)
