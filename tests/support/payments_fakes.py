@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -117,12 +117,14 @@ class FakePayments(_Repo):
         after_id: str,
         limit: int,
         global_tx_ids: frozenset[str] = frozenset(),
+        updated_since: datetime | None = None,
     ) -> list[Payment]:
         found = [
             p
             for p in self.st.payments.values()
             if p.id > after_id
             and (not global_tx_ids or p.branch.global_tx_id in global_tx_ids)
+            and (updated_since is None or p.updated_at >= updated_since)
             and (not states or p.state.value in states)
             and (not subsystem or p.metadata.get("subsystem") == subsystem)
         ]
@@ -318,7 +320,9 @@ class FakeCreditGrants(_Repo):
         found = [g for g in self.st.grants.values() if g.payment_id == payment_id]
         return copy.deepcopy(found)
 
-    async def expected(self, before: datetime) -> list[ExpectedBooking]:
+    async def expected(
+        self, before: datetime, since: datetime | None = None
+    ) -> list[ExpectedBooking]:
         raise NotImplementedError("the auditor's read runs against PostgreSQL")
 
     async def save(self, grant: CreditGrant) -> None:
@@ -433,7 +437,10 @@ class FakeLedger:
     async def account_id(self, account: Account) -> str:
         return f"acct:{account.owner}:{account.unit}:{account.kind.value}"
 
-    async def entries(self, account: Account) -> list[tuple[str, int]]:
+    async def existing_account_id(self, account: Account) -> str:
+        return ""
+
+    async def transfer_entries(self, transfer_ids: Sequence[str]) -> list[tuple[str, str, int]]:
         return []
 
     async def available(self, user_id: str) -> dict[str, int]:

@@ -29,10 +29,12 @@ class FakeSources:
     ledger_violations: list[Violation] = field(default_factory=list)
     provider_violations: list[Violation] = field(default_factory=list)
 
-    async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
+    async def payments(
+        self, states: frozenset[str], updated_since: datetime | None = None
+    ) -> list[PaymentFact]:
         return [f for f in self.facts if f.state in states]
 
-    async def ledger(self, now: datetime) -> list[Violation]:
+    async def ledger(self, now: datetime, since: datetime | None = None) -> list[Violation]:
         return list(self.ledger_violations)
 
     async def provider(self) -> list[Violation]:

@@ -1,14 +1,15 @@
 """The consistency auditor's sources over gRPC: payments' ListPayments, ReconcileProvider and
 AuditLedgerBookings, the wallet's AuditLedger (read-only calls through the services' contracts,
-never their tables)."""
+never their tables). An incremental round (`updated_since`, `since`) asks each for what changed
+since then only (issue 13)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
-from hirepay_platform.wire import to_datetime
+from hirepay_platform.wire import timestamp, to_datetime
 from jobs.adapters.participants import CreditsParticipant, PaymentsParticipant
 from jobs.domain.audit import Check, PaymentFact, Violation
 
@@ -34,11 +35,14 @@ class GrpcConsistencySources:
         self._reconcile_limit = reconcile_limit
         self._booking_grace_seconds = booking_grace_seconds
 
-    async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
+    async def payments(
+        self, states: frozenset[str], updated_since: datetime | None = None
+    ) -> list[PaymentFact]:
         request = ppb.ListPaymentsRequest(
             states=[ppb.Payment.State.Value(s) for s in sorted(states)],
             subsystem="jobs",
             page_size=PAGE_SIZE,
+            updated_since=timestamp(updated_since),  # None: unset, every payment
         )
         client = self._payments.client
         facts: list[PaymentFact] = []
@@ -49,15 +53,23 @@ class GrpcConsistencySources:
                 return facts
             request.page_token = reply.next_page_token
 
-    async def ledger(self, now: datetime) -> list[Violation]:
-        request = wpb.AuditLedgerRequest(hold_grace_seconds=self._hold_grace_seconds)
+    async def ledger(self, now: datetime, since: datetime | None = None) -> list[Violation]:
+        request = wpb.AuditLedgerRequest(
+            hold_grace_seconds=self._hold_grace_seconds, changed_since=timestamp(since)
+        )
         reply = await self._wallet.client.call(self._wallet.stub.AuditLedger, request)
         found = [Violation(Check(f.kind), f.subject_id, f.detail) for f in reply.findings]
         # Every captured payment and refund booked through provider clearing (payments checks
-        # its records against the wallet's entries).
+        # its records against the wallet's entries). One is checked once settled for the grace,
+        # so an incremental round reads those changed since `since` minus the grace: the ones
+        # that came due since the previous round.
+        grace = timedelta(seconds=self._booking_grace_seconds)
         bookings = await self._payments.client.call(
             self._payments.stub.AuditLedgerBookings,
-            ppb.AuditLedgerBookingsRequest(grace_seconds=self._booking_grace_seconds),
+            ppb.AuditLedgerBookingsRequest(
+                grace_seconds=self._booking_grace_seconds,
+                settled_since=timestamp(since - grace if since is not None else None),
+            ),
         )
         return found + [Violation(Check(f.kind), f.subject_id, f.detail) for f in bookings.findings]
 

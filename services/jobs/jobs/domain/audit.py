@@ -163,3 +163,77 @@ def payment_deadline_violation(
     return Violation(
         Check.PAYMENT_PAST_DEADLINE, payment.payment_id, f"{payment.state} for {age} s"
     )
+
+
+# Checks whose rounds read only what changed since the last round (between full sweeps): their
+# violations found earlier are carried until the next full sweep reads everything again. The
+# other checks read current state every round (payments not final, holds, accounts, stuck steps
+# and withdrawals, the provider's most recent payments) and replace their findings.
+WINDOWED_CHECKS = frozenset(
+    {
+        Check.ACTIVE_JOB_WITHOUT_PAYMENT,
+        Check.CAPTURED_PAYMENT_WITHOUT_JOB,
+        Check.UNBALANCED_TRANSACTION,
+        Check.LEDGER_BOOKING_MISSING,
+        Check.LEDGER_REVENUE_MISMATCH,
+    }
+)
+
+
+@dataclass(slots=True)
+class AuditCursor:
+    """One auditor's memory between its rounds (OPS-3, issue 13): when its last round and its
+    last full sweep ran, and the violations of the windowed checks still open.
+
+    A round is a full sweep (every row ever written) when the auditor has none behind it (after a
+    start, or after taking the auditor lock over) or when the last one is `full_every` old;
+    otherwise it reads only the rows changed since the previous round began, minus `overlap`
+    (`since`). Rows are found by their change time, which is taken when the writing transaction
+    runs, not when it commits: a row committed up to `overlap` after its time (a transaction in
+    flight, a clock apart) is still in the next window; one later still is in the next full sweep.
+    A cursor moves only after a round completed (`advance`), so a failed round's window is read
+    again by the next one."""
+
+    full_every: timedelta
+    overlap: timedelta
+    last_round_at: datetime | None = None
+    last_full_at: datetime | None = None
+    carried: dict[tuple[Check, str], Violation] = field(default_factory=dict)
+
+    def since(self, now: datetime) -> datetime | None:
+        """The window of a round starting `now`: rows changed at or after this; None for a full
+        sweep."""
+        if self.last_round_at is None or self.last_full_at is None:
+            return None
+        if now - self.last_full_at >= self.full_every:
+            return None
+        return self.last_round_at - self.overlap
+
+    def carried_subjects(self, check: Check) -> list[str]:
+        """The subjects of `check` earlier rounds found and no full sweep has cleared yet."""
+        return sorted(subject for kind, subject in self.carried if kind is check)
+
+    def advance(
+        self,
+        now: datetime,
+        since: datetime | None,
+        found: list[Violation],
+        rechecked: frozenset[tuple[Check, str]] = frozenset(),
+    ) -> tuple[Violation, ...]:
+        """Record the round that began `now` and read from `since` (None: a full sweep); the
+        round's report: its own violations, and the windowed ones earlier rounds found since the
+        last full sweep (a window does not read them again, unless it `rechecked` them: those it
+        did not find again are repaired)."""
+        if since is None:
+            self.carried = {}
+            self.last_full_at = now
+        for key in rechecked:
+            self.carried.pop(key, None)
+        self.last_round_at = now
+        current: list[Violation] = []
+        for v in found:
+            if v.check in WINDOWED_CHECKS:
+                self.carried[(v.check, v.subject_id)] = v
+            else:
+                current.append(v)
+        return (*current, *self.carried.values())

@@ -61,6 +61,10 @@ class JobsSettings(ServiceSettings):
     # the slack before an in-flight payment or an expired hold counts, payments reconciled.
     audit_interval_seconds: float = 60.0
     audit_grace_seconds: float = 600.0
+    # A full sweep of every row ever written on the first round and then every so often; the
+    # rounds between read what changed since the previous one, minus the overlap (issue 13).
+    audit_full_sweep_seconds: float = 3_600.0
+    audit_overlap_seconds: float = 120.0
     audit_hold_grace_seconds: int = 300
     audit_reconcile_limit: int = 100
     expiry_interval_seconds: float = 30.0
@@ -150,6 +154,8 @@ class JobsSettings(ServiceSettings):
             settlement_poll_seconds=self.settlement_poll_seconds,
             capture_max_refusals=self.capture_max_refusals,
             audit_grace_seconds=self.audit_grace_seconds,
+            audit_full_sweep_seconds=self.audit_full_sweep_seconds,
+            audit_overlap_seconds=self.audit_overlap_seconds,
             retry_base_seconds=self.retry_base_seconds,
             retry_max_seconds=self.retry_max_seconds,
             idempotency_wait_seconds=self.idempotency_wait_seconds,

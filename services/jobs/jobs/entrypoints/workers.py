@@ -324,10 +324,12 @@ def auditor_worker(
 
     async def rounds(stop: asyncio.Event) -> None:
         # Should the lock's connection drop, another replica may run rounds too: harmless, they
-        # only read and publish the same counts.
+        # only read and publish the same counts. The rounds' cursor lives as long as the lock is
+        # held: this replica's first round after taking it is a full sweep (issue 13).
+        cursor = audit.new_cursor(make_deps().config)
         while not stop.is_set():
             try:
-                await audit.run_audit(commands.RunAudit(), make_deps())
+                await audit.run_audit(commands.RunAudit(), make_deps(), cursor)
             except Exception:
                 metrics.count(metrics.AUDIT_RUNS, "failed")
                 log.exception("audit round failed; next round retries")

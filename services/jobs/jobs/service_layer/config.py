@@ -32,6 +32,11 @@ class JobsConfig:
     # The consistency auditor: a payment changed this recently may still be on its way (not yet
     # a violation); a payment not final after `settlement_deadline_seconds` plus this is one.
     audit_grace_seconds: float = 600.0
+    # The auditor's worker reads only what changed since its previous round (minus the overlap:
+    # transactions committing after their rows' time, clocks apart) and everything once after
+    # start and then every `audit_full_sweep_seconds` (issue 13: every round read all history).
+    audit_full_sweep_seconds: float = 3_600.0
+    audit_overlap_seconds: float = 120.0
     # Backoff of retried Confirm / Cancel / Refund calls.
     retry_base_seconds: float = 0.5
     retry_max_seconds: float = 60.0

@@ -429,12 +429,17 @@ class ConsistencySources(Protocol):
     """What the consistency auditor reads from the other services, through their gRPC contracts
     only (read-only calls; no service reads another's tables)."""
 
-    async def payments(self, states: frozenset[str]) -> list[PaymentFact]:
-        """Payments of the jobs subsystem in one of `states` (payments' ListPayments)."""
+    async def payments(
+        self, states: frozenset[str], updated_since: datetime | None = None
+    ) -> list[PaymentFact]:
+        """Payments of the jobs subsystem in one of `states` (payments' ListPayments); with
+        `updated_since`, only those changed at or after it."""
 
-    async def ledger(self, now: datetime) -> list[Violation]:
+    async def ledger(self, now: datetime, since: datetime | None = None) -> list[Violation]:
         """The wallet's own ledger checks (AuditLedger): unbalanced transfers, balances past their
-        limits, expired holds still reserving money."""
+        limits, expired holds still reserving money; and payments' bookings on it
+        (AuditLedgerBookings). With `since` (an incremental round) the history checks read only
+        what changed since then (the bookings: what came due since then, after their grace)."""
 
     async def provider(self) -> list[Violation]:
         """Payments' reconciliation of its records with the provider's (ReconcileProvider)."""

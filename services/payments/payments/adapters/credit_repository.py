@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -152,15 +152,22 @@ class SqlCreditGrantRepository:
         )
         return [_grant(row) for row in rows]
 
-    async def expected(self, before: datetime) -> list[ExpectedBooking]:
-        """Every transfer the ledger must hold for money settled before `before`."""
+    async def expected(
+        self, before: datetime, since: datetime | None = None
+    ) -> list[ExpectedBooking]:
+        """Every transfer the ledger must hold for money settled before `before`; with `since`,
+        only for the records changed at or after it (the auditor's incremental round, through
+        each table's `updated_at` index)."""
         p, r, x = t.payments.c, t.refunds.c, t.transactions.c
+        # No lower bound on a full sweep (a statement of its own: the bound would not narrow it).
+        low = since is not None
         found: list[ExpectedBooking] = []
         captured = await self.session.execute(
             select(p.id, p.provider, p.currency, p.captured_minor, p.metadata).where(
                 p.state.in_(sorted(s.value for s in TAKEN)),
                 p.captured_minor > 0,
                 p.updated_at < before,
+                p.updated_at >= since if low else true(),
             )
         )
         for row in captured:
@@ -178,7 +185,11 @@ class SqlCreditGrantRepository:
         refunded = await self.session.execute(
             select(r.id, r.payment_id, r.amount_minor, p.provider, p.currency, p.metadata)
             .join(t.payments, p.id == r.payment_id)
-            .where(r.status == RefundStatus.SUCCEEDED.value, r.updated_at < before)
+            .where(
+                r.status == RefundStatus.SUCCEEDED.value,
+                r.updated_at < before,
+                r.updated_at >= since if low else true(),
+            )
         )
         for row in refunded:
             found.append(
@@ -197,6 +208,7 @@ class SqlCreditGrantRepository:
                 x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
                 x.amount_minor > 0,
                 x.updated_at < before,
+                x.updated_at >= since if low else true(),
             )
         )
         for row in purchases:

@@ -247,8 +247,12 @@ class SqlPaymentRepository:
         after_id: str,
         limit: int,
         global_tx_ids: frozenset[str] = frozenset(),
+        updated_since: datetime | None = None,
     ) -> list[Payment]:
         stmt = select(t.payments).where(t.payments.c.id > after_id)
+        if updated_since is not None:
+            # The auditor's incremental round: what changed since (ix_payments_updated_at).
+            stmt = stmt.where(t.payments.c.updated_at >= updated_since)
         if global_tx_ids:
             stmt = stmt.where(t.payments.c.global_tx_id.in_(sorted(global_tx_ids)))
         if states:

@@ -115,6 +115,8 @@ refunds = Table(
     _ts("updated_at"),
     UniqueConstraint("payment_id", "request_id", name="uq_refunds_request"),
     Index("ix_refunds_next_poll_at", "next_poll_at", postgresql_where="next_poll_at IS NOT NULL"),
+    # The auditor's incremental bookings check: refunds changed since its last round (0015).
+    Index("ix_refunds_updated_at", "updated_at"),
 )
 
 transactions = Table(
@@ -155,6 +157,8 @@ transactions = Table(
     Index("ix_transactions_email", "email"),
     Index("ix_transactions_status", "status"),
     Index("ix_transactions_created", "created_at"),
+    # The auditor's incremental bookings check: transactions changed since its last round (0015).
+    Index("ix_transactions_updated_at", "updated_at"),
 )
 
 provider_events = Table(

@@ -5,7 +5,7 @@ auditor). Wire types stay here."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
@@ -20,6 +20,9 @@ from payments.domain.refunds import Refund
 COIN_REFUND_GLOBAL_TX = "refund"
 # A refund whose outcome is unknown is polled for at most hours; the hold outlives that.
 COIN_REFUND_HOLD_TTL_SECONDS = 30 * 24 * 3600
+
+# Transfer ids per AuditTransferEntries call (the wallet's maximum).
+_AUDIT_IDS = 1000
 
 # google.rpc.Code numbers of a refused transfer in a CreateTransfers answer.
 _KINDS = {
@@ -103,29 +106,30 @@ class WalletLedger(LazyServiceClient[wpb_grpc.WalletServiceStub]):
                 )
         return outcomes
 
-    async def entries(self, account: Account) -> list[tuple[str, int]]:
-        """Every entry of an account as (transfer id, signed amount), for the auditor; an account
-        never opened has none (listing by owner opens nothing)."""
+    async def existing_account_id(self, account: Account) -> str:
+        """The wallet's id of an account, "" when never opened (listing by owner opens nothing;
+        an id found is kept, like those of opened accounts)."""
         kind = wpb.AccountKind.Value(f"ACCOUNT_KIND_{account.kind.value}")
-        account_id = ""
-        async for found in self._accounts_of(account.owner):
-            if found.kind == kind and found.currency == account.unit:
-                account_id = found.account_id
-        found_entries: list[tuple[str, int]] = []
-        token = ""
-        while account_id:
-            reply = await self.client.call(
-                self.stub.ListEntries,
-                wpb.ListEntriesRequest(
-                    account_id=account_id,
-                    page=common_pb2.PageRequest(page_size=500, page_token=token),
-                ),
+        key = (account.owner, account.unit, kind)
+        if key not in self._accounts:
+            async for found in self._accounts_of(account.owner):
+                if found.kind == kind and found.currency == account.unit:
+                    self._accounts[key] = str(found.account_id)
+        return self._accounts.get(key, "")
+
+    async def transfer_entries(self, transfer_ids: Sequence[str]) -> list[tuple[str, str, int]]:
+        """Every entry of the given transfers as (transfer id, account id, signed amount), for
+        the auditor: AuditTransferEntries calls of at most _AUDIT_IDS ids each."""
+        found: list[tuple[str, str, int]] = []
+        for start in range(0, len(transfer_ids), _AUDIT_IDS):
+            request = wpb.AuditTransferEntriesRequest(
+                transfer_ids=transfer_ids[start : start + _AUDIT_IDS]
             )
-            found_entries += [(e.transfer_id, int(e.amount.amount_minor)) for e in reply.entries]
-            token = reply.next_page_token
-            if not token:
-                break
-        return found_entries
+            reply = await self.client.call(self.stub.AuditTransferEntries, request)
+            found += [
+                (e.transfer_id, e.account_id, int(e.amount.amount_minor)) for e in reply.entries
+            ]
+        return found
 
     async def hold_coins(self, refund: Refund, owner_id: str) -> None:
         request = wpb.ReserveHoldRequest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain.model import Method
@@ -102,6 +103,7 @@ class ListPayments:
     page_size: int = 200
     after_id: str = ""
     global_tx_ids: frozenset[str] = frozenset()  # only these transactions' (all when empty)
+    updated_since: datetime | None = None  # only those changed since (the auditor's round)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_platform.tcc import TccBranch
-from hirepay_platform.wire import timestamp
+from hirepay_platform.wire import timestamp, to_datetime
 from payments.domain import commands
 from payments.domain.credits import CREDIT_UNITS
 from payments.domain.events import AuditEntry, OutboxEvent
@@ -208,6 +208,7 @@ def list_payments_command(req: pb.ListPaymentsRequest) -> commands.ListPayments:
         page_size=req.page_size or 200,
         after_id=req.page_token,
         global_tx_ids=frozenset(req.global_tx_ids),
+        updated_since=to_datetime(req.updated_since) if req.HasField("updated_since") else None,
     )
 
 

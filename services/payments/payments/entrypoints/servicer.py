@@ -11,6 +11,7 @@ import grpc
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_platform.identity import current_caller
+from hirepay_platform.wire import to_datetime
 from payments.domain import commands, errors
 from payments.entrypoints import conversions as conv
 from payments.service_layer import access, handlers
@@ -258,7 +259,8 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def AuditLedgerBookings(
         self, request: pb.AuditLedgerBookingsRequest, context: grpc.aio.ServicerContext
     ) -> pb.AuditLedgerBookingsResponse:
-        found = await audit.audit_ledger_bookings(request.grace_seconds, self._deps())
+        since = to_datetime(request.settled_since) if request.HasField("settled_since") else None
+        found = await audit.audit_ledger_bookings(request.grace_seconds, self._deps(), since)
         return pb.AuditLedgerBookingsResponse(
             checked=found.checked,
             findings=[

@@ -7,7 +7,7 @@ unless `await uow.commit()` was called.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, Self
@@ -232,8 +232,11 @@ class CreditGrantRepository(Protocol):
 
     async def for_payment(self, payment_id: str) -> list[CreditGrant]: ...
 
-    async def expected(self, before: datetime) -> list[ExpectedBooking]:
-        """Every transfer the ledger must hold for money settled before `before` (the auditor):
+    async def expected(
+        self, before: datetime, since: datetime | None = None
+    ) -> list[ExpectedBooking]:
+        """Every transfer the ledger must hold for money settled before `before` (the auditor;
+        with `since`, only for records changed at or after it):
         captures and succeeded refunds of payments (marketplace ones too: jobs books them under
         the same ids) and of plan purchases."""
 
@@ -251,8 +254,12 @@ class CreditsLedger(Protocol):
     async def account_id(self, account: Account) -> str:
         """The wallet's id of an account (opened if needed)."""
 
-    async def entries(self, account: Account) -> list[tuple[str, int]]:
-        """Every entry of an account: (transfer id, signed amount)."""
+    async def existing_account_id(self, account: Account) -> str:
+        """The wallet's id of an account, "" when it was never opened (opens nothing)."""
+
+    async def transfer_entries(self, transfer_ids: Sequence[str]) -> list[tuple[str, str, int]]:
+        """Every entry of the given transfers: (transfer id, account id, signed amount); the
+        auditor's read, by transfer rather than by whole accounts (issue 13)."""
 
     async def available(self, user_id: str) -> dict[str, int]:
         """The user's available credits per unit (0 for units without an account)."""

@@ -115,6 +115,13 @@ entries = Table(
     Index("ix_entries_transfer_id", "transfer_id"),
     # An account's entries in a time range (commission earnings: platform revenue by period).
     Index("ix_entries_account_time", "account_id", "created_at"),
+    # The auditor's incremental zero-sum check: entries created since its last round (0006).
+    Index(
+        "ix_entries_created_brin",
+        "created_at",
+        postgresql_using="brin",
+        postgresql_with={"pages_per_range": 32, "autosummarize": "on"},
+    ),
 )
 
 # A reservation of one branch of a global transaction.

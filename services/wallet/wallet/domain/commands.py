@@ -145,6 +145,8 @@ class AuditLedger:
 
     limit: int = 100
     hold_grace_seconds: int = 300
+    # Only transfers with an entry created since then are zero-sum checked (None: every one).
+    changed_since: datetime | None = None
 
 
 # --- reads for users and admins (ESC-11) ---------------------------------------------------

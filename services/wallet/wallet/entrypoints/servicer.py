@@ -14,6 +14,7 @@ from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.identity import current_caller
+from hirepay_platform.wire import to_datetime
 from wallet.domain import commands
 from wallet.domain.holds import HoldState
 from wallet.entrypoints import conversions as conv
@@ -217,7 +218,11 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         self, request: pb.AuditLedgerRequest, context: grpc.aio.ServicerContext
     ) -> pb.AuditLedgerResponse:
         query = commands.AuditLedger(
-            limit=request.limit or 100, hold_grace_seconds=request.hold_grace_seconds
+            limit=request.limit or 100,
+            hold_grace_seconds=request.hold_grace_seconds,
+            changed_since=(
+                to_datetime(request.changed_since) if request.HasField("changed_since") else None
+            ),
         )
         findings = await audit.audit_ledger(query, self._deps)
         return pb.AuditLedgerResponse(
@@ -226,6 +231,12 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
                 for f in findings
             ]
         )
+
+    async def AuditTransferEntries(
+        self, request: pb.AuditTransferEntriesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AuditTransferEntriesResponse:
+        found = await audit.audit_transfer_entries(list(request.transfer_ids), self._deps)
+        return pb.AuditTransferEntriesResponse(entries=[conv.entry_to_pb(e) for e in found])
 
     # --- reads for users and admins (ESC-11); object rules in service_layer/access.py (SEC-2) ---
 

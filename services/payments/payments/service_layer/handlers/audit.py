@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from hirepay_platform.errors import Unavailable
 from payments.domain import commands, errors, ledger
@@ -61,7 +61,7 @@ async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
         raise errors.invalid("global_tx_ids", f"at most {MAX_PAGE} per call")
     async with deps.uow as uow:
         found = await uow.payments.list_by_states(
-            cmd.states, cmd.subsystem, cmd.after_id, size + 1, cmd.global_tx_ids
+            cmd.states, cmd.subsystem, cmd.after_id, size + 1, cmd.global_tx_ids, cmd.updated_since
         )
     more = len(found) > size
     page = found[:size]
@@ -103,26 +103,36 @@ class LedgerAudit:
 DEFAULT_BOOKING_GRACE = 120
 
 
-async def audit_ledger_bookings(grace_seconds: int, deps: Deps) -> LedgerAudit:
+async def audit_ledger_bookings(
+    grace_seconds: int, deps: Deps, settled_since: datetime | None = None
+) -> LedgerAudit:
     """Every capture and refund settled before the grace period has its transfer on its
     provider's clearing account, and the platform revenue of payments' own bookings equals
     captured fees minus refunds per currency (read-only: payments' records and the wallet's
-    entries of the clearing and revenue accounts)."""
+    entries of those transfers).
+
+    With `settled_since` (the auditor's incremental round) only the records changed since then
+    are checked, and the revenue sums cover their transfers: a round reads what changed, not
+    every capture ever made (issue 13); without it, all of them (a full sweep)."""
     if deps.ledger is None:
         raise Unavailable("the wallet is not wired (PAYMENTS_WALLET_TARGET)")
     grace = grace_seconds if grace_seconds > 0 else DEFAULT_BOOKING_GRACE
     before = deps.clock() - timedelta(seconds=grace)
     async with deps.uow as uow:
-        expected = await uow.credit_grants.expected(before)
-    on_clearing: set[str] = set()
-    for provider, currency in sorted({(e.provider, e.currency) for e in expected}):
-        entries = await deps.ledger.entries(ledger.clearing(provider, currency))
-        on_clearing.update(transfer_id for transfer_id, _ in entries)
+        expected = await uow.credit_grants.expected(before, settled_since)
+    entries = await deps.ledger.transfer_entries(sorted({e.transfer_id for e in expected}))
+    clearing = {
+        await deps.ledger.existing_account_id(ledger.clearing(provider, currency))
+        for provider, currency in sorted({(e.provider, e.currency) for e in expected})
+    }
+    on_clearing = {transfer_id for transfer_id, account, _ in entries if account in clearing}
     revenue: dict[str, dict[str, int]] = {}
     for currency in sorted({e.currency for e in expected if e.purpose is ledger.Purpose.FEE}):
+        account_id = await deps.ledger.existing_account_id(ledger.revenue(currency))
         per_transfer: dict[str, int] = {}
-        for transfer_id, amount in await deps.ledger.entries(ledger.revenue(currency)):
-            per_transfer[transfer_id] = per_transfer.get(transfer_id, 0) + amount
+        for transfer_id, account, amount in entries:
+            if account == account_id:
+                per_transfer[transfer_id] = per_transfer.get(transfer_id, 0) + amount
         revenue[currency] = per_transfer
     findings = ledger.audit_bookings(expected, on_clearing, revenue)
     return LedgerAudit(len(expected), findings + await _stuck_withdrawals(deps))
