@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import HotStatement, execute_alone
 from wallet.adapters.repositories import ledger_sql as sql
+from wallet.adapters.repositories.ledger_sql import joined
 from wallet.adapters.tables import entries as E
 from wallet.adapters.tables import transfers as T
 from wallet.domain.ledger import Entry, Posting, TransferRecord, change_allowed
@@ -57,11 +58,12 @@ def _metadata_json(metadata: Mapping[str, str]) -> str:
     return json.dumps(dict(metadata)) if metadata else "{}"
 
 
-def _headers(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, list[str]]:
-    """The transfer rows a run claims, as the array parameters of its claim."""
+def _headers(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any]:
+    """The transfer rows a run claims, as the array parameters of its claim (ids and kinds
+    `joined`: a transfer id has no comma, see validate_client_id and confirm_transfer_id)."""
     return {
-        "ids": [h.id for h, _ in items],
-        "kinds": [h.kind for h, _ in items],
+        "ids": joined(h.id for h, _ in items),
+        "kinds": joined(h.kind for h, _ in items),
         "descriptions": [h.description for h, _ in items],
         "metadata": [_metadata_json(h.metadata) for h, _ in items],
         "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
@@ -83,19 +85,19 @@ def run_params(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any
     lines = [(n, e) for n, (_, p) in enumerate(items, 1) for e in p.entries]
     return {
         **_headers(items),
-        "account_ids": sorted({c.account_id for _, c in changes}),
-        "row_items": [n for n, _ in changes],
-        "row_ids": [c.account_id for _, c in changes],
-        "row_posted": [c.posted for _, c in changes],
-        "row_pending": [c.pending for _, c in changes],
-        "shard_items": [n for n, _ in shards],
-        "shard_ids": [s.account_id for _, s in shards],
-        "shard_nos": [s.shard for _, s in shards],
-        "shard_posted": [s.posted for _, s in shards],
-        "entry_items": [n for n, _ in lines],
-        "entry_accounts": [e.account_id for _, e in lines],
-        "entry_units": [e.unit for _, e in lines],
-        "entry_amounts": [e.amount for _, e in lines],
+        "account_ids": joined(sorted({c.account_id for _, c in changes})),
+        "row_items": joined(n for n, _ in changes),
+        "row_ids": joined(c.account_id for _, c in changes),
+        "row_posted": joined(c.posted for _, c in changes),
+        "row_pending": joined(c.pending for _, c in changes),
+        "shard_items": joined(n for n, _ in shards),
+        "shard_ids": joined(s.account_id for _, s in shards),
+        "shard_nos": joined(s.shard for _, s in shards),
+        "shard_posted": joined(s.posted for _, s in shards),
+        "entry_items": joined(n for n, _ in lines),
+        "entry_accounts": joined(e.account_id for _, e in lines),
+        "entry_units": joined(e.unit for _, e in lines),
+        "entry_amounts": joined(e.amount for _, e in lines),
     }
 
 
@@ -254,7 +256,7 @@ class SqlLedgerRepository:
         row = (
             await self._session.execute(
                 _CLAIM_AND_LOCK,
-                {**_headers(items), "account_ids": account_ids},
+                {**_headers(items), "account_ids": joined(account_ids)},
             )
         ).one()
         # now() is the transaction's start: one creation time for every transfer of it.
