@@ -225,6 +225,22 @@ async def _terminate(db: Database[CoreUnitOfWork], pid: int) -> None:
         await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
 
 
+async def test_the_connection_checked_in_last_is_handed_out_next(db_url: str) -> None:
+    """LIFO: serial units of work keep reusing the connection used last (whose statements have
+    their generic plans), not each pooled connection in turn."""
+    db = await _database(db_url, pool_size=3)
+    try:
+        await _warm(db, "lifo")
+        # Two connections checked out at once; `b`'s is checked in first, then `a`'s.
+        async with db.uow() as a, db.uow() as b:
+            pid_a = (await a.session.execute(_PID, {})).scalar_one()
+            pid_b = (await b.session.execute(_PID, {})).scalar_one()
+        assert pid_a != pid_b
+        assert [await _pid(db) for _ in range(4)] == [pid_a] * 4
+    finally:
+        await db.stop()
+
+
 @pytest.mark.parametrize("where", ["statement", "commit"])
 async def test_a_lost_server_is_unavailable_and_its_connection_is_thrown_away(db, where):
     key = f"d-{uuid.uuid4()}"
