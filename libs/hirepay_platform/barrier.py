@@ -164,8 +164,8 @@ class SqlBarrierRepository:
             {
                 "global_tx_id": branch.global_tx_id,
                 "branch_id": branch.branch_id,
-                "op": op.value,
-                "origin": origin.value,
+                "op": str(op),
+                "origin": str(origin),
                 "fingerprint": json.dumps(dict(fingerprint)),
             },
         )
@@ -199,8 +199,8 @@ class SqlBarrierRepository:
                 **condition_params,
                 "g_global_tx_id": branch.global_tx_id,
                 "g_branch_id": branch.branch_id,
-                "g_op": op.value,
-                "g_origin": origin.value,
+                "g_op": str(op),  # a StrEnum's value as a plain str (no property call)
+                "g_origin": str(origin),
                 "g_fingerprint": dict(fingerprint),
             },
         )

@@ -203,7 +203,7 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
                 AuditEntry(
                     action="transition",
                     actor="ledger",
-                    reason=f"{fresh.kind.value} booked on the wallet",
+                    reason=f"{fresh.kind} booked on the wallet",
                     details={"transfer_id": fresh.transfer_id, "provider": fresh.provider},
                     payment_id=fresh.payment_id,
                 )
