@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hirepay_platform.barrier import insert_many_params, insert_many_sql
 from hirepay_platform.db import HotStatement, execute_alone
 from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.sql_lists import joined, listed
 from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.repositories import ledger_sql
 from wallet.adapters.repositories.ledger import changes_shards, run_outcomes, run_params
-from wallet.adapters.repositories.ledger_sql import joined, listed
 from wallet.adapters.tables import HOLD_IS_PENDING, tcc_barriers
 from wallet.adapters.tables import holds as H
 from wallet.domain.holds import Hold, HoldState
