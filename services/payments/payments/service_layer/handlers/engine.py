@@ -377,7 +377,7 @@ def _report_step(
 ) -> None:
     """Metrics and logs of a recorded step (after its commit)."""
     if before is PaymentState.UNKNOWN and p.state is not PaymentState.UNKNOWN:
-        metrics.UNKNOWN_RESOLVED.labels(str(p.state)).inc()
+        metrics.count(metrics.UNKNOWN_RESOLVED, str(p.state))
     if before is not p.state:
         log.info(
             "payment %s: %s -> %s",
