@@ -6,16 +6,18 @@ exactly the rows their arrays did."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import MetaData, select
+from sqlalchemy import select
 
-from hirepay_platform.barrier import SqlBarrierRepository, barrier_table, insert_many_params
-from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, create_engine
+from hirepay_platform.barrier import SqlBarrierRepository, insert_many_params
+from hirepay_platform.db import Database, SqlAlchemyUnitOfWork
 from hirepay_platform.errors import ValidationError
 from hirepay_platform.fingerprint import fingerprint
 from hirepay_platform.sql_lists import joined_checked
 from hirepay_platform.tcc import TccBranch, TccOp
-
-TABLE = barrier_table(MetaData())
+from tests.platform.test_tcc_barrier import (
+    TABLE,
+    barrier_db,  # noqa: F401 (a fixture)
+)
 
 
 def test_a_validated_branch_id_never_holds_the_separator() -> None:
@@ -37,19 +39,6 @@ def test_joined_checked_refuses_what_postgresql_would_split_otherwise() -> None:
         insert_many_params([TccBranch("g", "a,b")], TccOp.TRY, TccOp.TRY, [{}])
 
 
-@pytest.fixture(scope="module")
-async def lists_db(make_database) -> Database[SqlAlchemyUnitOfWork]:
-    url = make_database("barrier_lists")
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(TABLE.metadata.create_all)
-    await engine.dispose()
-    db = Database(url, SqlAlchemyUnitOfWork, probe_table="tcc_barriers")
-    await db.start()
-    yield db
-    await db.stop()
-
-
 async def _rows(db: Database[SqlAlchemyUnitOfWork]) -> set[tuple[str, str, str]]:
     assert db.engine is not None
     async with db.engine.connect() as conn:
@@ -58,21 +47,21 @@ async def _rows(db: Database[SqlAlchemyUnitOfWork]) -> set[tuple[str, str, str]]
 
 
 async def test_insert_many_and_release_write_and_delete_exactly_their_branches(
-    lists_db: Database[SqlAlchemyUnitOfWork],
+    barrier_db: Database[SqlAlchemyUnitOfWork],  # noqa: F811 (the fixture)
 ) -> None:
     branches = [TccBranch("gtx.l@1", "leg-a"), TccBranch("gtx.l@1", "leg_b"), TccBranch("g2", "x")]
     prints = [fingerprint({"n": n, "s": "a,b"}) for n in range(3)]  # JSON keeps its commas
-    async with lists_db.uow() as uow:
+    async with barrier_db.uow() as uow:
         barriers = SqlBarrierRepository(uow.session, TABLE)
         assert await barriers.insert_many(branches, TccOp.TRY, TccOp.TRY, prints) == set(branches)
         assert await barriers.insert_many([branches[0]], TccOp.TRY, TccOp.TRY, prints[:1]) == set()
         assert await barriers.insert_many([], TccOp.TRY, TccOp.TRY, []) == set()
         await uow.commit()
-    assert await _rows(lists_db) == {(b.global_tx_id, b.branch_id, "try") for b in branches}
-    async with lists_db.uow() as uow:
+    assert await _rows(barrier_db) == {(b.global_tx_id, b.branch_id, "try") for b in branches}
+    async with barrier_db.uow() as uow:
         barriers = SqlBarrierRepository(uow.session, TABLE)
         record = await barriers.get(branches[1], TccOp.TRY)
         assert record is not None and record.fingerprint == prints[1]
         await barriers.release([branches[0], branches[2]], TccOp.TRY)
         await uow.commit()
-    assert await _rows(lists_db) == {("gtx.l@1", "leg_b", "try")}
+    assert await _rows(barrier_db) == {("gtx.l@1", "leg_b", "try")}
