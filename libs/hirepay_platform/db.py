@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.util.concurrency import await_
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from hirepay_platform import tracing
 from hirepay_platform.errors import Conflict, Unavailable
@@ -133,7 +134,7 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
 
 
 async def execute_alone(
-    session: AsyncSession | CoreSession,
+    session: Any,
     statement: Executable | HotStatement,
     params: Mapping[str, Any],
 ) -> Result[Any] | HotResult:
@@ -141,12 +142,9 @@ async def execute_alone(
     session has not begun one on the server yet (at most plain reads ran, see _LazyBeginCursor):
     the statement commits by itself, durable (synchronous_commit) when this returns, in one round
     trip instead of BEGIN + statement + COMMIT (issue 13). All of it or nothing applies, as for
-    any statement. Later statements of the session open their own transaction as usual."""
-    connection = await session.connection()
-    fairy = connection.sync_connection._dbapi_connection if connection.sync_connection else None
-    if fairy is None:  # invalidated: the pool hands out a new connection
-        fairy = await connection.get_raw_connection()
-    adapted = fairy.dbapi_connection
+    any statement. Later statements of the session open their own transaction as usual.
+    `session`: an AsyncSession, a CoreSession or a session wrapping one (see dbapi_connection)."""
+    adapted = await dbapi_connection(session)
     if not isinstance(adapted, _LazyBeginConnection) or adapted._transaction is not None:
         raise RuntimeError("execute_alone needs a session whose transaction has not begun")
     level = adapted.isolation_level
@@ -155,6 +153,25 @@ async def execute_alone(
         return await session.execute(statement, params)
     finally:
         adapted.isolation_level = level
+
+
+async def dbapi_connection(session: Any) -> Any:
+    """The DBAPI connection (SQLAlchemy's asyncpg adapter) a session's statements run on, taken
+    from the pool on first use: an AsyncSession's, or a CoreSession's (or that of a session that
+    wraps one and has a `dbapi_connection()` of its own, write_batch.BatchedSession) without
+    making SQLAlchemy's Connection for it (see CoreSession)."""
+    if isinstance(session, AsyncSession):
+        return await _dbapi_connection(await session.connection())
+    return await session.dbapi_connection()
+
+
+async def _dbapi_connection(connection: AsyncConnection) -> Any:
+    """The DBAPI connection (SQLAlchemy's asyncpg adapter) under `connection`."""
+    sync = connection.sync_connection
+    fairy = sync._dbapi_connection if sync is not None else None
+    if fairy is None:  # invalidated: the pool hands out a new connection
+        fairy = await connection.get_raw_connection()
+    return fairy.dbapi_connection
 
 
 def lease_due(table: Any, due: Any, next_column: str, *where: Any) -> Any:
@@ -443,11 +460,12 @@ def _through_sqlalchemy(connection: Connection) -> bool:
 
 
 def _raise_as_sqlalchemy(
-    connection: Connection, error: BaseException, sql: str, arguments: Any
+    connection: Connection, error: BaseException, sql: str | None, arguments: Any
 ) -> NoReturn:
-    """Raise `error` as SQLAlchemy would have, had it run the statement: its handling of a DBAPI
-    error (the exception classes, parameters hidden, handle_error events, a lost connection
-    invalidated). Runs in SQLAlchemy's greenlet (run_sync): invalidating may close the connection."""
+    """Raise `error` as SQLAlchemy would have, had it run the statement (or the COMMIT or
+    ROLLBACK: `sql` None): its handling of a DBAPI error (the exception classes, parameters
+    hidden, handle_error events, a lost connection invalidated). Runs in SQLAlchemy's greenlet
+    (run_sync): invalidating may close the connection."""
     try:
         raise error
     except BaseException as raised:
@@ -458,53 +476,40 @@ def _raise_as_sqlalchemy(
 async def _execute_hot(
     session: CoreSession, hot: HotStatement, params: Mapping[str, Any]
 ) -> Result[Any] | HotResult:
-    connection = session._connection or await session.connection()
-    sync = connection.sync_connection
     names = tuple(params)
     plan = hot._plans.get(names)
-    if (
-        plan is None
-        or sync is None
-        or plan.dialect is not sync.dialect
-        or _through_sqlalchemy(sync)
-    ):
+    adapted = await session._hot_connection(plan) if plan is not None else None
+    if adapted is None:  # SQLAlchemy's way (its first run makes the plan)
+        connection = session._connection or await session.connection()
         result = await connection.execute(hot.statement, params)
+        sync = connection.sync_connection
         if plan is None or sync is None or plan.dialect is not sync.dialect:  # (another engine's)
             hot._plans[names] = _HotPlan.make(hot.statement, result, names)  # type: ignore[arg-type]
         return result
-    adapted = sync._dbapi_connection.dbapi_connection  # type: ignore[union-attr]
-    dialect: Any = sync.dialect
-    if sync._transaction is None:
-        sync._autobegin()  # as SQLAlchemy's execute: the unit of work's commit commits it
+    hot_plan: _HotPlan = plan  # type: ignore[assignment]  # (a plan: else no adapted)
+    dialect: Any = hot_plan.dialect
     arguments: list[Any] | None = None
     try:
         arguments = [
             value if name is None else process(params[name]) if process else params[name]
-            for name, process, value in plan.arguments
+            for name, process, value in hot_plan.arguments
         ]
         async with adapted._execute_mutex:
             if adapted._transaction is None and not (
-                plan.plain and adapted.isolation_level in _READ_COMMITTED
+                hot_plan.plain and adapted.isolation_level in _READ_COMMITTED
             ):
                 await adapted._start_transaction()  # nothing sent under autocommit
-            prepared, _ = await adapted._prepare(plan.sql, dialect._invalidate_schema_cache_asof)
+            prepared, _ = await adapted._prepare(
+                hot_plan.sql, dialect._invalidate_schema_cache_asof
+            )
             records = await prepared.fetch(*arguments)
             status = prepared.get_statusmsg()
     except BaseException as error:
-        if isinstance(error, Exception):
-            try:
-                adapted._handle_exception(error)  # the adapter's DBAPI error for asyncpg's
-            except Exception as translated:
-                error = translated
-        dbapi = dialect.loaded_dbapi
-        if isinstance(error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError):
-            dialect._invalidate_schema_cache()  # as SQLAlchemy's asyncpg execution context does
-        await connection.run_sync(_raise_as_sqlalchemy, error, plan.sql, arguments)
-        raise  # pragma: no cover
-    metadata = plan.metadata
+        await session._raise_as_sqlalchemy(adapted, error, hot_plan.sql, arguments)
+    metadata = hot_plan.metadata
     if metadata is None:
         return HotResult(None, status)
-    processors, key_to_index = plan.processors, plan.key_to_index
+    processors, key_to_index = hot_plan.processors, hot_plan.key_to_index
     return HotResult([Row(metadata, processors, key_to_index, r) for r in records], status)
 
 
@@ -517,13 +522,111 @@ class CoreSession:
     (issue 13). The transaction is the connection's, exactly as the session's was: it begins with
     the first statement that needs one (see _LazyBeginCursor), `commit()` commits it,
     `rollback()` or `close()` without a commit rolls it back, and the connection goes back to the
-    pool on `close()`."""
+    pool on `close()`.
 
-    __slots__ = ("_connection", "_engine")
+    While a unit of work runs hot statements only (the request path's), it holds the pool's
+    connection itself (`AsyncEngine.raw_connection()`: the same pool, its size, checkout and
+    checkin, what `pool.checkedout()` counts, invalidation and `dispose()`), and its commit and
+    rollback go straight to the asyncpg transaction the statements began: SQLAlchemy's
+    Connection, AsyncConnection and their transaction around it cost about 70 Python calls per
+    unit of work (issue 13). The first thing that needs SQLAlchemy's Connection (a statement that
+    is not hot, `connection()`, execution options, event listeners, an error to raise as
+    SQLAlchemy raises it) wraps the same pooled connection in one, in the state it would have
+    had (begun if a hot statement ran), and the rest of the unit of work goes that way."""
+
+    __slots__ = ("_began", "_connection", "_engine", "_pooled")
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
+        # The pool's connection while only hot statements ran, and whether one did (SQLAlchemy's
+        # Connection would then have begun its transaction).
+        self._pooled: PoolProxiedConnection | None = None
+        self._began = False
+
+    async def _hot_connection(self, plan: _HotPlan) -> Any:
+        """The DBAPI connection to run `plan` on past SQLAlchemy, or None if it must go
+        SQLAlchemy's way (see _through_sqlalchemy; another engine's plan)."""
+        connection = self._connection
+        if connection is None:
+            # Only hot statements so far: straight on the pool's connection.
+            engine = self._engine.sync_engine
+            if plan.dialect is not engine.dialect or engine._has_events or Connection._has_events:
+                return None
+            pooled = self._pooled or await self._checkout()
+            if pooled is None:
+                return None
+            self._began = True  # as SQLAlchemy's execute would begin its Connection's
+            return pooled.dbapi_connection
+        sync = connection.sync_connection
+        if sync is None or plan.dialect is not sync.dialect or _through_sqlalchemy(sync):
+            return None
+        if sync._transaction is None:
+            sync._autobegin()  # as SQLAlchemy's execute: the unit of work's commit commits it
+        return sync._dbapi_connection.dbapi_connection  # type: ignore[union-attr]
+
+    async def _checkout(self) -> PoolProxiedConnection | None:
+        """The pool's connection for hot statements, or None if statements must go SQLAlchemy's
+        way because it logs them (echo, or sqlalchemy.engine's logger at INFO)."""
+        engine = self._engine
+        sync_engine = engine.sync_engine
+        if sync_engine._should_log_info():
+            return None
+        try:
+            pooled = self._pooled = await engine.raw_connection()
+        except sync_engine.dialect.loaded_dbapi.Error as error:
+            # As Connection() raises it when the pool cannot connect (a DBAPIError: UNAVAILABLE).
+            Connection._handle_dbapi_exception_noconnection(error, sync_engine.dialect, sync_engine)
+            raise
+        return pooled
+
+    def _wrap(self) -> AsyncConnection:
+        """SQLAlchemy's Connection on the pooled connection, as SQLAlchemy's execution of the
+        hot statements so far would have left it; the session goes its way from now on."""
+        pooled, self._pooled = self._pooled, None
+        sync = Connection(self._engine.sync_engine, pooled)
+        if self._began:
+            sync.begin()
+        connection = self._connection = AsyncConnection(self._engine, sync)
+        return connection
+
+    async def _raise_as_sqlalchemy(
+        self, adapted: Any, error: BaseException, sql: str | None, arguments: Any
+    ) -> NoReturn:
+        """Raise `error` of a hot statement (or of the COMMIT or ROLLBACK: `sql` None) on the
+        DBAPI connection `adapted` as SQLAlchemy raises it (see _raise_as_sqlalchemy)."""
+        if isinstance(error, Exception):
+            try:
+                adapted._handle_exception(error)  # the adapter's DBAPI error for asyncpg's
+            except Exception as translated:
+                error = translated
+        dialect: Any = self._engine.sync_engine.dialect
+        dbapi = dialect.loaded_dbapi
+        if sql is not None and isinstance(
+            error, dbapi.InvalidCachedStatementError | dbapi.InternalServerError
+        ):
+            dialect._invalidate_schema_cache()  # as SQLAlchemy's asyncpg execution context does
+        connection = self._connection or self._wrap()
+        await connection.run_sync(_raise_as_sqlalchemy, error, sql, arguments)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _end(self, adapted: Any, end: Callable[[], Awaitable[None]]) -> None:
+        """Commit or roll back (`end`: the asyncpg transaction's) what hot statements began on
+        the pooled connection, as SQLAlchemy's Connection does (its dialect's do_commit or
+        do_rollback, errors raised through its handling)."""
+        try:
+            await adapted._call_and_discard(end)
+        except BaseException as error:
+            await self._raise_as_sqlalchemy(adapted, error, None, None)
+
+    async def dbapi_connection(self) -> Any:
+        """The unit of work's DBAPI connection (SQLAlchemy's asyncpg adapter), taken from the pool
+        on first use."""
+        if self._connection is None:
+            pooled = self._pooled or await self._checkout()
+            if pooled is not None:
+                return pooled.dbapi_connection
+        return await _dbapi_connection(await self.connection())
 
     async def connection(
         self, execution_options: Mapping[str, Any] | None = None
@@ -532,7 +635,10 @@ class CoreSession:
         (e.g. an isolation level) apply to it, refused once its transaction has begun."""
         connection = self._connection
         if connection is None:
-            connection = self._connection = await self._engine.connect()
+            if self._pooled is not None:
+                connection = self._wrap()
+            else:
+                connection = self._connection = await self._engine.connect()
         if execution_options:
             await connection.execution_options(**execution_options)
         return connection
@@ -566,15 +672,37 @@ class CoreSession:
     async def commit(self) -> None:
         if self._connection is not None:
             await self._connection.commit()
+        elif self._pooled is not None:
+            self._began = False  # SQLAlchemy's Connection ends its transaction, failed or not
+            adapted: Any = self._pooled.dbapi_connection
+            if adapted._transaction is not None:  # (none if only plain reads ran, before BEGIN)
+                await self._end(adapted, adapted._transaction.commit)
 
     async def rollback(self) -> None:
         if self._connection is not None:
             await self._connection.rollback()
+        elif self._pooled is not None:
+            self._began = False
+            adapted: Any = self._pooled.dbapi_connection
+            if adapted._transaction is not None:
+                await self._end(adapted, adapted._transaction.rollback)
 
     async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            await connection.close()
+        """Roll back what was not committed and give the connection back to the pool."""
+        try:
+            if self._pooled is not None:
+                adapted: Any = self._pooled.dbapi_connection
+                if adapted._transaction is not None:
+                    await self._end(adapted, adapted._transaction.rollback)
+        finally:
+            pooled, self._pooled = self._pooled, None  # (None if an error wrapped it)
+            connection, self._connection = self._connection, None
+            if pooled is not None:
+                # The pool's checkin (its reset, events, a surplus connection closed) may await:
+                # in SQLAlchemy's greenlet, as Connection.close() runs it.
+                await greenlet_spawn(pooled.close)
+            elif connection is not None:
+                await connection.close()
 
 
 class SqlAlchemyUnitOfWork:
@@ -642,20 +770,27 @@ class SqlAlchemyUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if exc is None:  # (the usual way out: nothing to map, ~8 Python calls fewer)
+            await self._release()
+            return
         down = database_down(exc)
         # When the server is gone the rollback fails too; the original error is what matters.
         with contextlib.suppress(Exception) if down else contextlib.nullcontext():
-            try:
-                if not self._committed:
-                    await self.session.rollback()
-            finally:
-                await self.session.close()
+            await self._release()
         if lost_race(exc):
             raise Conflict("a concurrent transaction touched the same rows; retry") from exc
         if down:
             raise Unavailable(
                 "the database is unavailable; retry", reason="DATABASE_UNAVAILABLE"
             ) from exc
+
+    async def _release(self) -> None:
+        """Roll back unless committed, and give the connection back to the pool."""
+        try:
+            if not self._committed:
+                await self.session.rollback()
+        finally:
+            await self.session.close()
 
     async def commit(self) -> None:
         if tracing.exporting():

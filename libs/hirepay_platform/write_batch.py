@@ -43,6 +43,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import CoreSession, HotResult, HotStatement, execute_alone
+from hirepay_platform.db import dbapi_connection as session_dbapi_connection
 from hirepay_platform.errors import StaleRow
 
 INSERT = "insert"
@@ -387,3 +388,9 @@ class BatchedSession:
     async def connection(self, **kw: Any) -> Any:
         await self.batch.flush()
         return await self.session.connection(**kw)
+
+    async def dbapi_connection(self) -> Any:
+        """The session's DBAPI connection (db.execute_alone), after the waiting writes: on a
+        CoreSession without making SQLAlchemy's Connection (issue 13)."""
+        await self.batch.flush()
+        return await session_dbapi_connection(self.session)

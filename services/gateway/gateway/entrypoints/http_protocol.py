@@ -13,6 +13,12 @@ serves the rest of the connection. Requests both parsers accept go to the same a
 A head that is not known from its first byte (it began in a chunk after another request, as with
 pipelining) or an error after the head (a malformed body) keeps httptools' answer, as does a refusal
 while an earlier response is still being written: h11 cannot take over a half-served connection.
+
+uvicorn writes a response's head when the app starts the response and its body when the app sends
+it: two writes, each a send() system call and a TCP segment of its own that wakes the client (the
+load generator, or the provider delivering a webhook) once more. The gateway's answers are whole
+bodies sent right after their heads, so each request's writes go through `_HeadWithBody`, which
+holds the head and writes it with the first part of the body: one write per answer (issue 13).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from typing import Any
 
 import httptools
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 
 class GatewayHttpProtocol(HttpToolsProtocol):
@@ -67,6 +73,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._head = None  # the request is the app's now; httptools reads its body
         super().on_headers_complete()
+        cycle = self.cycle
+        # Only the cycle just made for this request (an upgrade made none), and not for HEAD:
+        # its head is all uvicorn writes, with no body write to join it.
+        if cycle is not None and cycle.scope is self.scope and self.scope["method"] != "HEAD":
+            cycle.transport = _HeadWithBody(self.transport, cycle)
 
     def on_message_complete(self) -> None:
         self._completed_in_chunk = True
@@ -90,3 +101,40 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         transport.set_protocol(protocol)
         protocol.connection_made(transport)
         protocol.data_received(received)
+
+
+class _HeadWithBody:
+    """The transport as one request's response cycle sees it: the first write once the response
+    has started (uvicorn's head) is held and written together with the next one (the body, or its
+    first chunk), so that an answer is one write; everything else is the transport's own. A held
+    head is written before the transport is closed (an app that started its answer and failed:
+    the client gets the head, as it did), and dropped with the connection if it is lost first."""
+
+    __slots__ = ("_cycle", "_held", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, cycle: RequestResponseCycle) -> None:
+        self._transport = transport
+        self._cycle = cycle
+        self._held: bytes | None = None
+        self._started = False  # the head was written (held) already
+
+    def write(self, data: bytes) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif not self._started and self._cycle.response_started:
+            self._started = True
+            self._held = data
+        else:  # before the response (100 Continue), or the rest of a streamed body
+            self._transport.write(data)
+
+    def close(self) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held)
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)

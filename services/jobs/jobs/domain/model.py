@@ -173,14 +173,17 @@ def _text_problems(f: JobFields) -> dict[str, str]:
     return {name: problem for name, problem in problems.items() if problem}
 
 
+# Made once, not per validation (issue 13).
+_EMPLOYMENT_TYPES = tuple(e.value for e in EmploymentType)
+
+
 def _choice_problems(f: JobFields, categories: Collection[str]) -> dict[str, str]:
     """Problems of the fields chosen from a list (employment type, category)."""
     problems: dict[str, str] = {}
-    employment_types = [e.value for e in EmploymentType]
     if not f.employment_type:
         problems["employment_type"] = "is required"
-    elif f.employment_type not in employment_types:
-        problems["employment_type"] = "must be one of " + ", ".join(employment_types)
+    elif f.employment_type not in _EMPLOYMENT_TYPES:
+        problems["employment_type"] = "must be one of " + ", ".join(_EMPLOYMENT_TYPES)
     if not f.category:
         problems["category"] = "is required"
     elif f.category not in categories:

@@ -174,6 +174,10 @@ class _ReadAhead:
             raise self._end
         if self._end is not None:
             return []
+        if not self._queue.empty() and not stopper.done():
+            # Read ahead while the last burst was applied: taken as it is, without a task and a
+            # wait for the first event (issue 13: under load most bursts find events waiting).
+            return await self._burst(self._take(self._queue.get_nowait()))
         get = asyncio.create_task(self._queue.get())
         wait = {get, stopper}
         try:
@@ -187,7 +191,12 @@ class _ReadAhead:
                 get.cancel()
         if get not in done or get.cancelled():
             return []
-        first = self._take(get.result())
+        return await self._burst(self._take(get.result()))
+
+    async def _burst(self, first: ppb.SettlementEvent | None) -> list[ppb.SettlementEvent]:
+        """A burst from its first event: with those right behind it (a short linger when none
+        is here yet), at most BURST_EVENTS; an error that broke the stream is raised after the
+        events read before it."""
         burst = [] if first is None else [first]
         if burst and self._queue.empty():
             await asyncio.sleep(BURST_LINGER_SECONDS)

@@ -39,11 +39,11 @@ def job_to_snapshot(job: Job) -> dict[str, Any]:
         "id": job.id,
         "company_id": job.company_id,
         "fields": job.fields.values(),
-        "status": job.status.value,
+        "status": str(job.status),  # a StrEnum: its value, without the property's calls
         "created_at": _ts(job.created_at),
         "updated_at": _ts(job.updated_at),
         "payment_id": job.payment_id,
-        "payment_status": job.payment_status.value if job.payment_status else None,
+        "payment_status": str(job.payment_status) if job.payment_status else None,
         "payment_amount_minor": job.payment_amount_minor,
         "payment_currency": job.payment_currency,
         "payment_method": job.payment_method,

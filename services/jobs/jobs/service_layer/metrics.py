@@ -64,4 +64,5 @@ EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by
 def record_transitions(transitions: list[Transition]) -> None:
     """Count transitions once they are committed."""
     for t in transitions:
-        count(TRANSITIONS, t.from_status.value if t.from_status else "", t.to_status.value)
+        # StrEnums: str() is the value, without the `.value` property's calls (issue 13).
+        count(TRANSITIONS, str(t.from_status) if t.from_status else "", str(t.to_status))

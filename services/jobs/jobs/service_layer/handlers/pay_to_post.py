@@ -324,7 +324,7 @@ def _start_payment(
     check_expected_amount(fee, expected)
     job.start_payment(
         saga_id=saga.id,
-        method=saga.method.value,
+        method=str(saga.method),
         amount_minor=fee.amount_minor,
         currency=fee.currency,
         terms_version=config.terms_version,

@@ -135,7 +135,7 @@ async def _observe_on(
                 await uow.jobs.save(job)
             await uow.sagas.save(saga)
             if changed:
-                await uow.sagas.log(saga.id, saga.state.value, f"{source}: {result.state}", now)
+                await uow.sagas.log(saga.id, str(saga.state), f"{source}: {result.state}", now)
             await uow.commit()
         else:
             nothing_written(assumed)

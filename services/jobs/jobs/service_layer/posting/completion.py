@@ -184,7 +184,7 @@ async def _confirmed_on(
             activated = True
             detail = "confirmed, job active"
         await uow.sagas.save(current)
-        await uow.sagas.log(current.id, current.state.value, detail, now)
+        await uow.sagas.log(current.id, str(current.state), detail, now)
         await uow.commit()
         if stored is not None:
             stored.rows = uow.sagas.stored(saga_id)
@@ -232,7 +232,7 @@ async def cancel(saga: Saga, deps: Deps) -> Saga | bool:
                 await uow.jobs.save(job)
             finish(current, SagaState.REFUNDED if refunded else SagaState.FAILED, now)
         await uow.sagas.save(current)
-        await uow.sagas.log(current.id, current.state.value, f"cancel: {result.state}", now)
+        await uow.sagas.log(current.id, str(current.state), f"cancel: {result.state}", now)
         await uow.commit()
     return current
 

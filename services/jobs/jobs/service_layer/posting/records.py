@@ -79,9 +79,9 @@ def record_outcome(saga: Saga, now: datetime) -> None:
     """Count a saga that just reached its final state."""
     state = saga.state
     reason = saga.failure.reason if saga.failure else ""
-    metrics.count(metrics.SAGA_OUTCOMES, state.value, reason, saga.method.value)
+    metrics.count(metrics.SAGA_OUTCOMES, str(state), reason, str(saga.method))
     metrics.observe(
-        metrics.SAGA_DURATION, max(0.0, (now - saga.created_at).total_seconds()), state.value
+        metrics.SAGA_DURATION, max(0.0, (now - saga.created_at).total_seconds()), str(state)
     )
 
 
