@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.sql_lists import joined_checked, listed
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
 from hirepay_platform.write_batch import WriteBatch
 
@@ -81,8 +82,8 @@ def insert_many_sql(table_name: str, *, only_if: str | None = None) -> str:
     return (
         f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
         " SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f"
-        " FROM unnest(CAST(:barrier_global_tx_ids AS text[]),"
-        " CAST(:barrier_branch_ids AS text[]), CAST(:barrier_fingerprints AS jsonb[]))"
+        f" FROM unnest({listed('barrier_global_tx_ids', 'text')},"
+        f" {listed('barrier_branch_ids', 'text')}, CAST(:barrier_fingerprints AS jsonb[]))"
         f" AS t(g, b, f){where}"
         " ON CONFLICT DO NOTHING RETURNING global_tx_id, branch_id"
     )
@@ -94,14 +95,16 @@ def insert_many_params(
     origin: TccOp,
     fingerprints: Sequence[Fingerprint],
 ) -> dict[str, Any]:
-    """The parameters of `insert_many_sql` (distinct branches)."""
+    """The parameters of `insert_many_sql` (distinct branches). The ids go as one comma-joined
+    string each (hirepay_platform.sql_lists): a validated branch's ids hold no comma
+    (TccBranch.validated), and one that did would be refused here, not split apart."""
     if len(set(branches)) != len(branches):
         raise ValueError("a branch may appear once per call")
     return {
-        "barrier_op": op.value,
-        "barrier_origin": origin.value,
-        "barrier_global_tx_ids": [b.global_tx_id for b in branches],
-        "barrier_branch_ids": [b.branch_id for b in branches],
+        "barrier_op": str(op),
+        "barrier_origin": str(origin),
+        "barrier_global_tx_ids": joined_checked([b.global_tx_id for b in branches]),
+        "barrier_branch_ids": joined_checked([b.branch_id for b in branches]),
         "barrier_fingerprints": [json.dumps(dict(f)) for f in fingerprints],
     }
 
@@ -126,7 +129,8 @@ def _statements(table_name: str) -> _Statements:
         ).columns(origin=String(), fingerprint=JSONB()),
         release=text(
             f"DELETE FROM {table_name} WHERE op = :op AND (global_tx_id, branch_id) IN"
-            " (SELECT * FROM unnest(CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[])))"
+            f" (SELECT * FROM unnest({listed('global_tx_ids', 'text')},"
+            f" {listed('branch_ids', 'text')}))"
         ),
     )
 
@@ -164,8 +168,8 @@ class SqlBarrierRepository:
             {
                 "global_tx_id": branch.global_tx_id,
                 "branch_id": branch.branch_id,
-                "op": op.value,
-                "origin": origin.value,
+                "op": str(op),
+                "origin": str(origin),
                 "fingerprint": json.dumps(dict(fingerprint)),
             },
         )
@@ -199,8 +203,8 @@ class SqlBarrierRepository:
                 **condition_params,
                 "g_global_tx_id": branch.global_tx_id,
                 "g_branch_id": branch.branch_id,
-                "g_op": op.value,
-                "g_origin": origin.value,
+                "g_op": str(op),  # a StrEnum's value as a plain str (no property call)
+                "g_origin": str(origin),
                 "g_fingerprint": dict(fingerprint),
             },
         )
@@ -224,9 +228,9 @@ class SqlBarrierRepository:
         await self._session.execute(
             self._sql.release,
             {
-                "op": op.value,
-                "global_tx_ids": [b.global_tx_id for b in branches],
-                "branch_ids": [b.branch_id for b in branches],
+                "op": str(op),
+                "global_tx_ids": joined_checked([b.global_tx_id for b in branches]),
+                "branch_ids": joined_checked([b.branch_id for b in branches]),
             },
         )
 
@@ -237,7 +241,7 @@ class SqlBarrierRepository:
                 {
                     "global_tx_id": branch.global_tx_id,
                     "branch_id": branch.branch_id,
-                    "op": op.value,
+                    "op": str(op),
                 },
             )
         ).one_or_none()

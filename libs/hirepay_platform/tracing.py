@@ -290,8 +290,8 @@ _ids = RandomIdGenerator()
 # begins its own. Bounded: emptied when full.
 _CONTINUED_MAX = 1024
 _continued_by_fields: dict[tuple[object, tuple[tuple[str, str], ...]], Context] = {}
-# The fields each propagator reads (its `fields`, in a fixed order), computed once.
-_fields_of: dict[object, tuple[str, ...]] = {}
+# The fields each propagator reads (its `fields`), computed once.
+_fields_of: dict[object, frozenset[str]] = {}
 
 
 def incoming_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
@@ -299,18 +299,23 @@ def incoming_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
     spans: the handler then runs (and logs) in the caller's trace. A call that carries none
     begins a new trace, as the server interceptor's root span would (sampled, as by the default
     sampler)."""
-    carrier = {key: value for key, value in metadata if isinstance(value, str)}
     textmap = propagate.get_global_textmap()
     fields = _fields_of.get(textmap)
     if fields is None:
-        fields = _fields_of[textmap] = tuple(sorted(textmap.fields))
-    carried = tuple([(name, carrier[name]) for name in fields if name in carrier])
+        fields = _fields_of[textmap] = frozenset(textmap.fields)
+    # The propagator's fields the call carried, in name order (the key of the context they
+    # continue): picked from the metadata in one pass, with no call per entry (`type(...) is`,
+    # not isinstance: about 4 Python calls per RPC fewer; issue 13). gRPC gives text values as
+    # str and binary (-bin) ones as bytes, never a text propagator's.
+    carried = tuple(sorted([(k, v) for k, v in metadata if k in fields and type(v) is str]))
     if not carried:
-        return _continued(carrier)
+        return _continued({k: v for k, v in metadata if type(v) is str})
     key = (textmap, carried)
     ctx = _continued_by_fields.get(key)
     if ctx is None:
-        ctx = propagate.extract(carrier)
+        # The whole text metadata, as before (a propagator may read more than its fields), by
+        # the propagator got above (propagate.extract would get it again).
+        ctx = textmap.extract({k: v for k, v in metadata if type(v) is str})
         if not trace.get_current_span(ctx).get_span_context().is_valid:
             return _new_trace(ctx)
         if len(_continued_by_fields) >= _CONTINUED_MAX:

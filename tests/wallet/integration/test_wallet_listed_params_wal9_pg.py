@@ -1,6 +1,6 @@
 """The hot statements' comma-joined parameters and hot hold statements on real PostgreSQL (issue
-13): ids, units, kinds and amounts are bound as one string each (`ledger_sql.listed`), so a run
-with no row change at all, a run of many items, and the values' edge cases must post exactly what
+13): ids, units, kinds and amounts are bound as one string each (`hirepay_platform.sql_lists`),
+so a run with no row change at all, a run of many items, and the values' edge cases must post exactly what
 their arrays did; the hold statements run hot and keep their meaning (overdraft refused, replays,
 concurrent groups)."""
 
@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import text
 
 from hirepay_platform.errors import HirepayError
+from hirepay_platform.sql_lists import joined, listed
 from hirepay_platform.tcc import TccBranch
 from wallet.adapters.repositories import holds as hold_sql
-from wallet.adapters.repositories.ledger_sql import joined, listed
 from wallet.domain import commands as c
 from wallet.domain.errors import InsufficientFunds
 from wallet.domain.ledger import Leg

@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hirepay_platform.db import lease_due
 from payments.adapters import tables as t
 from payments.domain import ledger
-from payments.domain.credits import FULL_REFUND, CreditGrant, GrantKind, GrantStatus
+from payments.domain.credits import (
+    FULL_REFUND,
+    GRANT_KIND_OF,
+    GRANT_STATUS_OF,
+    CreditGrant,
+    GrantStatus,
+)
 from payments.domain.ledger import ExpectedBooking, Leg
 from payments.domain.model import TAKEN
 from payments.domain.refunds import RefundStatus
@@ -44,13 +50,13 @@ _MARK_DONE = (
 def _values(g: CreditGrant) -> dict[str, Any]:
     return {
         "id": g.id,
-        "kind": g.kind.value,
+        "kind": str(g.kind),  # StrEnums' values as plain str (issue 13)
         "transaction_id": g.transaction_id,
-        "user_type": g.user_type.value if g.user_type else None,
+        "user_type": str(g.user_type) if g.user_type else None,
         "user_id": g.user_id,
         "granted": g.granted,
         "amounts": g.amounts,
-        "status": g.status.value,
+        "status": str(g.status),
         "attempts": g.attempts,
         "next_attempt_at": g.next_attempt_at,
         "created_at": g.created_at,
@@ -67,7 +73,7 @@ def _grant(row: Any) -> CreditGrant:
     m = row._mapping
     return CreditGrant(
         id=m["id"],
-        kind=GrantKind(m["kind"]),
+        kind=GRANT_KIND_OF[m["kind"]],
         transaction_id=m["transaction_id"],
         user_type=UserType(m["user_type"]) if m["user_type"] else None,
         user_id=m["user_id"],
@@ -75,7 +81,7 @@ def _grant(row: Any) -> CreditGrant:
         amounts=None
         if m["amounts"] is None
         else {str(k): int(v) for k, v in dict(m["amounts"]).items()},
-        status=GrantStatus(m["status"]),
+        status=GRANT_STATUS_OF[m["status"]],
         attempts=m["attempts"],
         next_attempt_at=m["next_attempt_at"],
         created_at=m["created_at"],

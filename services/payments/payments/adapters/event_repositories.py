@@ -25,7 +25,7 @@ from hirepay_platform.notifier import SqlCallbackQueue
 from payments.adapters import snapshots
 from payments.adapters import tables as t
 from payments.adapters.repositories import payment_from_row
-from payments.domain.events import EventType, OutboxEvent
+from payments.domain.events import EVENT_TYPE_OF, OutboxEvent
 from payments.service_layer.ports import EventRecord, FirstLook
 
 # The statements of the hot path, built once (issue 13: no per-call statement building).
@@ -187,7 +187,7 @@ class SqlOutboxRepository:
             [
                 {
                     "event_id": event.event_id,
-                    "type": event.type.value,
+                    "type": str(event.type),
                     "subsystem": event.subsystem,
                     "payment_id": event.payment.id if event.payment else None,
                     "transaction_id": event.transaction.id if event.transaction else None,
@@ -233,7 +233,7 @@ def _outbox(row: Any, *, cursor: int | None = None) -> OutboxEvent:
     payment, txn = snapshots.load(m["snapshot"])
     return OutboxEvent(
         event_id=m["event_id"],
-        type=EventType(m["type"]),
+        type=EVENT_TYPE_OF[m["type"]],
         occurred_at=m["occurred_at"],
         subsystem=m["subsystem"],
         payment=payment,

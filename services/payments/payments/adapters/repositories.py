@@ -15,7 +15,7 @@ from hirepay_platform.db import HotStatement, lease_due
 from hirepay_platform.tcc import TccBranch
 from payments.adapters import tables as t
 from payments.domain.events import AuditEntry
-from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from payments.domain.model import METHOD_OF, PENDING_OP_OF, STATE_OF, Payment
 from payments.domain.refunds import CoinsState, Refund, RefundStatus
 
 # --- payments -------------------------------------------------------------------------------
@@ -79,6 +79,7 @@ _LEASE_REFUNDS = lease_due(
 
 
 def _payment_values(p: Payment) -> dict[str, Any]:
+    # Enums as str(member), their values as plain str (model.METHOD_OF; issue 13).
     return {
         "id": p.id,
         "global_tx_id": p.branch.global_tx_id,
@@ -86,9 +87,9 @@ def _payment_values(p: Payment) -> dict[str, Any]:
         "owner_id": p.owner_id,
         "amount_minor": p.amount_minor,
         "currency": p.currency,
-        "method": p.method.value,
+        "method": str(p.method),
         "provider": p.provider,
-        "state": p.state.value,
+        "state": str(p.state),
         "fingerprint": p.fingerprint,
         "payment_method_token": p.payment_method_token,
         "description": p.description,
@@ -110,7 +111,7 @@ def _payment_values(p: Payment) -> dict[str, Any]:
         "capture_key": p.capture_key,
         "void_key": p.void_key,
         "capture_amount_minor": p.capture_amount_minor,
-        "pending_op": p.pending_op.value if p.pending_op else None,
+        "pending_op": str(p.pending_op) if p.pending_op else None,
         "void_requested": p.void_requested,
         "void_reason": p.void_reason,
         "next_poll_at": p.next_poll_at,
@@ -129,9 +130,9 @@ def payment_from_row(row: Any) -> Payment:
         owner_id=m["owner_id"],
         amount_minor=m["amount_minor"],
         currency=m["currency"],
-        method=Method(m["method"]),
+        method=METHOD_OF[m["method"]],
         provider=m["provider"],
-        state=PaymentState(m["state"]),
+        state=STATE_OF[m["state"]],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
         fingerprint=m["fingerprint"],
@@ -155,7 +156,7 @@ def payment_from_row(row: Any) -> Payment:
         capture_key=m["capture_key"],
         void_key=m["void_key"],
         capture_amount_minor=m["capture_amount_minor"],
-        pending_op=PendingOp(m["pending_op"]) if m["pending_op"] else None,
+        pending_op=PENDING_OP_OF[m["pending_op"]] if m["pending_op"] else None,
         void_requested=m["void_requested"],
         void_reason=m["void_reason"],
         next_poll_at=m["next_poll_at"],

@@ -9,7 +9,7 @@ from operator import attrgetter
 from typing import Any
 
 from hirepay_platform.tcc import TccBranch
-from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from payments.domain.model import METHOD_OF, PENDING_OP_OF, STATE_OF, Payment
 from payments.domain.payouts import ProviderOutcome, Withdrawal, WithdrawalState
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 
@@ -64,7 +64,7 @@ def _dump_payment(payment: Payment) -> dict[str, Any]:
             p[name] = p[name].isoformat()
     for name in _PAYMENT_ENUMS:
         if p[name] is not None:
-            p[name] = p[name].value
+            p[name] = str(p[name])  # a StrEnum's value (model.METHOD_OF)
     p["branch"] = [payment.branch.global_tx_id, payment.branch.branch_id]
     return p
 
@@ -102,9 +102,9 @@ def load(snapshot: dict[str, Any]) -> tuple[Payment | None, Transaction | None]:
             **{
                 **p,
                 "branch": TccBranch(g, b),
-                "method": Method(p["method"]),
-                "state": PaymentState(p["state"]),
-                "pending_op": PendingOp(p["pending_op"]) if p.get("pending_op") else None,
+                "method": METHOD_OF[p["method"]],
+                "state": STATE_OF[p["state"]],
+                "pending_op": PENDING_OP_OF[p["pending_op"]] if p.get("pending_op") else None,
                 "created_at": _dt(p["created_at"]),
                 "updated_at": _dt(p["updated_at"]),
                 "next_poll_at": _dt(p.get("next_poll_at")),

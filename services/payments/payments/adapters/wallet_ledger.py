@@ -35,6 +35,10 @@ _KINDS = {
 }
 
 
+# The wallet's AccountKind of each kind, made once (not a formatted name looked up per leg).
+_ACCOUNT_KINDS = {kind: wpb.AccountKind.Value(f"ACCOUNT_KIND_{kind}") for kind in Kind}
+
+
 class WalletLedger(LazyServiceClient[wpb_grpc.WalletServiceStub]):
     """Opens its channel on first use, inside the running event loop (aio channels bind to it),
     and makes the wallet's stub on it once."""
@@ -45,7 +49,7 @@ class WalletLedger(LazyServiceClient[wpb_grpc.WalletServiceStub]):
 
     async def account_id(self, account: Account) -> str:
         """The wallet's id of an account (opened on first use; OpenAccount is idempotent)."""
-        kind = wpb.AccountKind.Value(f"ACCOUNT_KIND_{account.kind.value}")
+        kind = _ACCOUNT_KINDS[account.kind]
         key = (account.owner, account.unit, kind)
         if key not in self._accounts:
             request = wpb.OpenAccountRequest(
@@ -73,8 +77,8 @@ class WalletLedger(LazyServiceClient[wpb_grpc.WalletServiceStub]):
             request_id=grant.transfer_id,
             transfer_id=grant.transfer_id,
             legs=legs,
-            description=f"{grant.kind.value} {subject} ({grant.provider})",
-            metadata={"subject_id": subject, "kind": grant.kind.value},
+            description=f"{grant.kind} {subject} ({grant.provider})",
+            metadata={"subject_id": subject, "kind": str(grant.kind)},
         )
 
     async def move(self, grant: CreditGrant, amounts: dict[str, int]) -> None:
@@ -109,7 +113,7 @@ class WalletLedger(LazyServiceClient[wpb_grpc.WalletServiceStub]):
     async def existing_account_id(self, account: Account) -> str:
         """The wallet's id of an account, "" when never opened (listing by owner opens nothing;
         an id found is kept, like those of opened accounts)."""
-        kind = wpb.AccountKind.Value(f"ACCOUNT_KIND_{account.kind.value}")
+        kind = _ACCOUNT_KINDS[account.kind]
         key = (account.owner, account.unit, kind)
         if key not in self._accounts:
             async for found in self._accounts_of(account.owner):

@@ -47,6 +47,11 @@ class GrantStatus(enum.StrEnum):
     DONE = "done"
 
 
+# Members by their stored text, for reading rows (a dict look-up, not the enum's call; issue 13).
+GRANT_KIND_OF = {k.value: k for k in GrantKind}
+GRANT_STATUS_OF = {s.value: s for s in GrantStatus}
+
+
 def credits_of(txn: Transaction) -> dict[str, int]:
     """The credits a purchase grants, per unit (units with none left out)."""
     granted = {
@@ -209,7 +214,7 @@ class CreditGrant:
             return None
         booked = {payment.currency: amount}
         return cls(
-            id=f"{kind.value}:{refund_id or payment.id}",
+            id=f"{kind}:{refund_id or payment.id}",
             kind=kind,
             transaction_id="",
             user_type=None,

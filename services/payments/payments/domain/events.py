@@ -30,6 +30,10 @@ class EventType(enum.StrEnum):
     PAYOUT_FAILED = "payout.failed"
 
 
+# Each type by its stored text, for reading the outbox (a dict look-up, not the enum's call).
+EVENT_TYPE_OF = {e.value: e for e in EventType}
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEntry:
     """One append-only audit record (PAY-15): never secrets or card data."""

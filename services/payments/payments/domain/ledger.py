@@ -44,6 +44,9 @@ class Kind(enum.StrEnum):
     ISSUANCE = "ISSUANCE"
 
 
+# Each kind by its name, for reading legs back (a dict look-up, not the enum's call; issue 13).
+KIND_OF = {k.value: k for k in Kind}
+
 # Accounts on the other side of users' balances: they may go below zero.
 SYSTEM_KINDS = frozenset({Kind.PROVIDER_CLEARING, Kind.ISSUANCE})
 
@@ -65,8 +68,8 @@ class Leg:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "from": [self.source.owner, self.source.unit, self.source.kind.value],
-            "to": [self.target.owner, self.target.unit, self.target.kind.value],
+            "from": [self.source.owner, self.source.unit, str(self.source.kind)],
+            "to": [self.target.owner, self.target.unit, str(self.target.kind)],
             "amount": self.amount,
         }
 
@@ -75,8 +78,8 @@ class Leg:
         src, dst = data["from"], data["to"]
         assert isinstance(src, list) and isinstance(dst, list)
         return cls(
-            Account(str(src[0]), str(src[1]), Kind(str(src[2]))),
-            Account(str(dst[0]), str(dst[1]), Kind(str(dst[2]))),
+            Account(str(src[0]), str(src[1]), KIND_OF[str(src[2])]),
+            Account(str(dst[0]), str(dst[1]), KIND_OF[str(dst[2])]),
             int(str(data["amount"])),
         )
 

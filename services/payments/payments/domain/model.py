@@ -53,6 +53,13 @@ class PendingOp(enum.StrEnum):
     VOID = "void"
 
 
+# Each enum's members by their stored text: a dict look-up where a row or snapshot is read, not
+# the enum's own call (two Python calls per value, several values per step; issue 13). Writers
+# use str(member), a StrEnum's value as a plain str, not the `value` property (two calls more).
+METHOD_OF = {m.value: m for m in Method}
+STATE_OF = {s.value: s for s in PaymentState}
+PENDING_OP_OF = {o.value: o for o in PendingOp}
+
 TAKEN = frozenset({PaymentState.CAPTURED, PaymentState.REFUNDED, PaymentState.PARTIALLY_REFUNDED})
 # Not final, and only the provider (or the customer there) moves them on: watched by the poller.
 AWAITING_PROVIDER = frozenset({PaymentState.REQUIRES_ACTION, PaymentState.PROCESSING})

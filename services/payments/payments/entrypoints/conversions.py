@@ -192,7 +192,7 @@ def event_msg(e: OutboxEvent) -> pb.SettlementEvent:
     return pb.SettlementEvent(
         event_id=e.event_id,
         cursor=e.cursor,
-        type=e.type.value,
+        type=str(e.type),  # a StrEnum's value, no property call (issue 13)
         payment=payment_msg(e.payment) if e.payment else None,
         transaction=transaction_msg(e.transaction) if e.transaction else None,
         occurred_at=timestamp(e.occurred_at),

@@ -98,12 +98,12 @@ async def settle_grant(grant_id: str, deps: Deps) -> CreditGrant | None:
         if fresh is not None and fresh.status is GrantStatus.PENDING:
             fresh.done(deps.clock())
             await uow.credit_grants.save(fresh)
-            metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
+            metrics.count(metrics.CREDIT_GRANTS, str(fresh.kind), "booked")
             await uow.audit.add(
                 AuditEntry(
                     action="transition",
                     actor="ledger",
-                    reason=f"credits {fresh.kind.value} booked on the wallet",
+                    reason=f"credits {fresh.kind} booked on the wallet",
                     details={
                         "transfer_id": fresh.transfer_id,
                         **{unit: str(n) for unit, n in (fresh.amounts or {}).items()},
@@ -138,7 +138,7 @@ async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> Non
         fresh.retry_later(deps.clock(), delay, f"{exc.reason}: {exc}")
         await uow.credit_grants.save(fresh)
         await uow.commit()
-    metrics.CREDIT_GRANTS.labels(grant.kind.value, "retry").inc()
+    metrics.count(metrics.CREDIT_GRANTS, str(grant.kind), "retry")
     log.warning(
         "credit grant not booked yet",
         extra={"fields": {"grant": grant.id, "reason": exc.reason, "attempts": grant.attempts}},
@@ -203,7 +203,7 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
                 AuditEntry(
                     action="transition",
                     actor="ledger",
-                    reason=f"{fresh.kind.value} booked on the wallet",
+                    reason=f"{fresh.kind} booked on the wallet",
                     details={"transfer_id": fresh.transfer_id, "provider": fresh.provider},
                     payment_id=fresh.payment_id,
                 )
@@ -215,7 +215,7 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
                 await _publish_job_payment(uow, deps, fresh.payment_id, escrows[fresh.id], now)
         await uow.commit()
     for fresh in done:
-        metrics.CREDIT_GRANTS.labels(fresh.kind.value, "booked").inc()
+        metrics.count(metrics.CREDIT_GRANTS, str(fresh.kind), "booked")
 
 
 async def _publish_job_payment(

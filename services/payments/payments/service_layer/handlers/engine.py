@@ -359,11 +359,12 @@ def _transition_audit(p: Payment, before: PaymentState, actor: str) -> AuditEntr
     return AuditEntry(
         action="transition",
         actor=actor,
-        reason=f"{before.value} -> {p.state.value}",
+        # A StrEnum formats and str()s as its value: no `value` property per field (issue 13).
+        reason=f"{before} -> {p.state}",
         details={
-            "from": before.value,
-            "to": p.state.value,
-            "pending_op": p.pending_op.value if p.pending_op else "",
+            "from": str(before),
+            "to": str(p.state),
+            "pending_op": str(p.pending_op) if p.pending_op else "",
             "failure_reason": p.failure_reason,
             "failure_code": p.failure_code,
         },
@@ -376,13 +377,13 @@ def _report_step(
 ) -> None:
     """Metrics and logs of a recorded step (after its commit)."""
     if before is PaymentState.UNKNOWN and p.state is not PaymentState.UNKNOWN:
-        metrics.UNKNOWN_RESOLVED.labels(p.state.value).inc()
+        metrics.count(metrics.UNKNOWN_RESOLVED, str(p.state))
     if before is not p.state:
         log.info(
             "payment %s: %s -> %s",
             p.id,
-            before.value,
-            p.state.value,
+            before,
+            p.state,
             extra={"fields": {"payment_id": p.id, "actor": actor, "reason": p.failure_reason}},
         )
     elif unknown is not None:

@@ -110,7 +110,7 @@ async def _add_attempt(
                 "request_id": cmd.request_id,
                 "amount_minor": str(cmd.amount_minor),
                 "currency": payment.currency,
-                "method": payment.method.value,
+                "method": str(payment.method),
                 "idempotency_key": payment.authorize_key,
                 "owner_id": cmd.owner_id,
             },
@@ -154,7 +154,7 @@ async def authorize(cmd: commands.Authorize, deps: Deps, *, actor: str = "saga")
     print_ = fingerprint(
         {
             "amount": [cmd.amount_minor, currency],
-            "method": method.value,
+            "method": str(method),
             "owner_id": cmd.owner_id,
             "payment_method_token": cmd.payment_method_token,
         }

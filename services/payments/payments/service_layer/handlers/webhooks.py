@@ -75,7 +75,7 @@ async def handle_provider_event(cmd: commands.ProviderEventDelivery, deps: Deps)
         return await _not_a_payment(deps, provider, event, payload)
     look, txn, verdict = await _first_look(deps, provider, event, payload)
     if verdict == "duplicate":
-        metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
+        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "duplicate")
         return EventOutcome(event.id, event.type, applied=False, duplicate=True)
     if verdict == "quiet":
         # Most events announce a step whose answer the request recorded already: storing the
@@ -101,7 +101,7 @@ async def _apply_news(
     try:
         session, intent = await _refetch(provider, records, event, txn)
     except (OutcomeUnknown, InvalidRequest) as exc:
-        metrics.WEBHOOK_EVENTS.labels(event.type, "provider_error").inc()
+        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "provider_error")
         raise errors.ProviderUnavailable(
             f"could not re-fetch {event.object_id} from the provider: {exc.message}",
             metadata={"event_id": event.id},
@@ -111,7 +111,7 @@ async def _apply_news(
         # Stored by the first look, or stored now.
         claimed = await uow.events.claim(_record(provider, event, payload, now))
         if not claimed:
-            metrics.WEBHOOK_EVENTS.labels(event.type, "duplicate").inc()
+            metrics.count(metrics.WEBHOOK_EVENTS, event.type, "duplicate")
             return EventOutcome(event.id, event.type, applied=False, duplicate=True)
         changed = False
         follow_up: Payment | None = None
@@ -126,7 +126,7 @@ async def _apply_news(
         await uow.commit()
     if applied is not None:
         metrics.observe_final(applied.payment, applied.was_final)
-    metrics.WEBHOOK_EVENTS.labels(event.type, "applied" if changed else "no_effect").inc()
+    metrics.count(metrics.WEBHOOK_EVENTS, event.type, "applied" if changed else "no_effect")
     if follow_up is not None:
         await _follow_up(deps, follow_up)
     return EventOutcome(event.id, event.type, applied=changed, duplicate=False)
@@ -198,7 +198,7 @@ async def _not_a_payment(
     if done is None:
         return await _store(deps, provider, event, payload, applied=False)
     outcome = "duplicate" if done.duplicate else "applied" if done.applied else "no_effect"
-    metrics.WEBHOOK_EVENTS.labels(event.type, outcome).inc()
+    metrics.count(metrics.WEBHOOK_EVENTS, event.type, outcome)
     return EventOutcome(event.id, event.type, applied=done.applied, duplicate=done.duplicate)
 
 
@@ -224,7 +224,7 @@ async def _settled_without_refetch(
 
 def _stored(event: ProviderEvent, look: FirstLook) -> EventOutcome:
     """The outcome of an event the first look stored (or found stored) and that needs no more."""
-    metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if look.stored else "duplicate").inc()
+    metrics.count(metrics.WEBHOOK_EVENTS, event.type, "no_effect" if look.stored else "duplicate")
     return EventOutcome(event.id, event.type, applied=False, duplicate=not look.stored)
 
 
@@ -255,7 +255,7 @@ async def _verified(
     try:
         return await provider.verify_event(cmd.payload, cmd.signing_headers())
     except SignatureInvalid as exc:
-        metrics.WEBHOOK_EVENTS.labels("unknown", "invalid_signature").inc()
+        metrics.count(metrics.WEBHOOK_EVENTS, "unknown", "invalid_signature")
         log.warning("webhook refused: %s", exc.message)
         raise errors.InvalidSignature(f"webhook signature refused: {exc.message}") from None
 
@@ -359,7 +359,7 @@ async def _unrecorded(
             event.object_id,
         )
         return await _store(deps, provider, event, payload, applied=False)
-    metrics.WEBHOOK_EVENTS.labels(event.type, "not_applicable_yet").inc()
+    metrics.count(metrics.WEBHOOK_EVENTS, event.type, "not_applicable_yet")
     raise errors.EventNotApplicableYet(
         f"{event.subject.value} {event.object_id} is not known yet; retry later",
         metadata={"event_id": event.id, "object_id": event.object_id},
@@ -390,7 +390,7 @@ async def _store(
         record = _record(provider, event, payload, deps.clock())
         inserted = await uow.events.add(**record.values(), applied=applied)
         await uow.commit()
-    metrics.WEBHOOK_EVENTS.labels(event.type, "no_effect" if inserted else "duplicate").inc()
+    metrics.count(metrics.WEBHOOK_EVENTS, event.type, "no_effect" if inserted else "duplicate")
     return EventOutcome(event.id, event.type, applied=False, duplicate=not inserted)
 
 

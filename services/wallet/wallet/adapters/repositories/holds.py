@@ -19,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from hirepay_platform.barrier import insert_many_params, insert_many_sql
 from hirepay_platform.db import HotStatement, execute_alone
 from hirepay_platform.fingerprint import Fingerprint
+from hirepay_platform.sql_lists import joined, joined_checked, listed
 from hirepay_platform.tcc import TccBranch, TccOp
 from wallet.adapters.repositories import ledger_sql
 from wallet.adapters.repositories.ledger import changes_shards, run_outcomes, run_params
-from wallet.adapters.repositories.ledger_sql import joined, listed
 from wallet.adapters.tables import HOLD_IS_PENDING, tcc_barriers
 from wallet.adapters.tables import holds as H
 from wallet.domain.holds import Hold, HoldState
@@ -39,7 +39,7 @@ _ADD = HotStatement(
         f"""
     INSERT INTO holds ({_COLUMNS})
     SELECT * FROM unnest(
-        CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]),
+        {listed("global_tx_ids", "text")}, {listed("branch_ids", "text")},
         {listed("account_ids", "uuid")}, {listed("destination_account_ids", "uuid")},
         {listed("units", "text")}, {listed("amounts", "bigint")}, CAST(:confirmed_amounts AS bigint[]),
         CAST(:states AS text[]), CAST(:expires_at AS timestamptz[]),
@@ -62,7 +62,7 @@ def _new_holds(keys: str) -> str:
                h.amount, 0, 'pending', h.expires_at, NULL, h.description,
                CAST(:created_at AS timestamptz), NULL
           FROM unnest(
-            CAST(:{keys}global_tx_ids AS text[]), CAST(:{keys}branch_ids AS text[]),
+            {listed(keys + "global_tx_ids", "text")}, {listed(keys + "branch_ids", "text")},
             {listed("account_ids", "uuid")}, {listed("destination_account_ids", "uuid")},
             {listed("units", "text")}, {listed("amounts", "bigint")},
             CAST(:expires_at AS timestamptz[]), CAST(:descriptions AS text[]))
@@ -218,7 +218,7 @@ def _confirm_alone_statement(*, shards: bool) -> HotStatement:
             f"""
     WITH expected AS (
         SELECT * FROM unnest(
-            CAST(:barrier_global_tx_ids AS text[]), CAST(:barrier_branch_ids AS text[]),
+            {listed("barrier_global_tx_ids", "text")}, {listed("barrier_branch_ids", "text")},
             {listed("hold_versions", "xid")}, {listed("hold_confirmed_amounts", "bigint")},
             {listed("ids", "text")})
             AS x(global_tx_id, branch_id, version, confirmed_amount, transfer_id)
@@ -236,7 +236,7 @@ def _confirm_alone_statement(*, shards: bool) -> HotStatement:
                   AND b.op = CAST(:barrier_op AS text)
                 LIMIT 1) c ON true
     ), holds_ok AS (
-        SELECT count(*) FILTER (WHERE fine) = cardinality(CAST(:barrier_global_tx_ids AS text[]))
+        SELECT count(*) FILTER (WHERE fine) = cardinality({listed("barrier_global_tx_ids", "text")})
                AS ok
           FROM held
     ),"""
@@ -337,12 +337,12 @@ class PendingHolds:
 PENDING_HOLDS = PendingHolds()
 _SAVE = HotStatement(
     text(
-        """
+        f"""
     UPDATE holds h
        SET state = c.state, confirmed_amount = c.confirmed_amount, transfer_id = c.transfer_id,
            resolved_at = c.resolved_at
       FROM unnest(
-           CAST(:global_tx_ids AS text[]), CAST(:branch_ids AS text[]), CAST(:states AS text[]),
+           {listed("global_tx_ids", "text")}, {listed("branch_ids", "text")}, CAST(:states AS text[]),
            CAST(:confirmed_amounts AS bigint[]), CAST(:transfer_ids AS text[]),
            CAST(:resolved_at AS timestamptz[]))
            AS c(global_tx_id, branch_id, state, confirmed_amount, transfer_id, resolved_at)
@@ -378,10 +378,12 @@ def _hold_from_row(row: Any) -> Hold:
     )
 
 
-def _branch_params(branches: Sequence[TccBranch]) -> dict[str, list[Any]]:
+def _branch_params(branches: Sequence[TccBranch]) -> dict[str, str]:
+    """The branches' ids as one comma-joined string each, as the barrier binds them
+    (hirepay_platform.barrier.insert_many_params): validated ids hold no comma."""
     return {
-        "global_tx_ids": [b.global_tx_id for b in branches],
-        "branch_ids": [b.branch_id for b in branches],
+        "global_tx_ids": joined_checked([b.global_tx_id for b in branches]),
+        "branch_ids": joined_checked([b.branch_id for b in branches]),
     }
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import HotStatement, execute_alone
+from hirepay_platform.sql_lists import joined
 from wallet.adapters.repositories import ledger_sql as sql
-from wallet.adapters.repositories.ledger_sql import joined
 from wallet.adapters.tables import entries as E
 from wallet.adapters.tables import transfers as T
 from wallet.domain.ledger import Entry, Posting, TransferRecord, change_allowed

@@ -6,25 +6,9 @@ asyncpg's prepared-statement cache serves every call.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from sqlalchemy import TextClause, text
 
-
-def listed(name: str, sql_type: str) -> str:
-    """The SQL of an array parameter bound as one comma-separated string (`joined`): ids, units,
-    kinds, amounts - values that never hold a comma. asyncpg encodes a list parameter element by
-    element and asks of each, in Python, whether it is itself an array (an isinstance against
-    collections.abc's Iterable and Sized: 2-4 Python calls per element, 30-45% of a hot
-    statement's Python calls, ~0.45 us each on the 2-core machine); a string is one parameter,
-    split by PostgreSQL (issue 13). Free text and JSON stay arrays."""
-    return f"CAST(string_to_array(:{name}, ',') AS {sql_type}[])"
-
-
-def joined(values: Iterable[object]) -> str:
-    """A `listed` parameter's value: the values' text joined by commas ("" is the empty array).
-    Only for values whose text has no comma and is never empty."""
-    return ",".join(map(str, values))
+from hirepay_platform.sql_lists import listed
 
 
 def _change_shards(after: str) -> str:
