@@ -12,6 +12,12 @@ def test_audit_ledger_is_for_the_jobs_auditor_only() -> None:
     assert ACCESS.allows("payments", "Transfer") and not ACCESS.allows("gateway", "Transfer")
 
 
+def test_the_bookings_audit_read_is_for_internal_callers_only() -> None:
+    assert ACCESS.allows("payments", "AuditTransferEntries")  # AuditLedgerBookings calls it
+    assert ACCESS.allows("jobs", "AuditTransferEntries")
+    assert not ACCESS.allows("gateway", "AuditTransferEntries")
+
+
 def test_the_gateway_may_call_the_reads_only() -> None:
     reads = (
         "GetWalletSummary",
