@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import insert, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -86,7 +86,10 @@ class SqlMarketJobRepository:
         if request_id:
             stmt = stmt.on_conflict_do_nothing(
                 index_elements=["customer_id", "create_request_id"],
-                index_where=J.create_request_id != "",
+                # A literal, as the partial index's own condition: a bound parameter here lets
+                # PostgreSQL infer the index only while it plans with the value (the first five
+                # runs on a connection); its generic plan then finds no arbiter index and fails.
+                index_where=text("create_request_id <> ''"),
             )
         inserted = (await self.session.execute(stmt.returning(J.id))).scalar_one_or_none()
         if inserted is not None:
