@@ -104,9 +104,7 @@ async def _explain(url: str, sql: str, *, analyze: bool = False) -> str:
         assert len(params) == 4, sql
         arguments = f"'', 'subsystem', 'jobs', {PAGE}"
         options = "(ANALYZE, BUFFERS, TIMING OFF) " if analyze else ""
-        rows = await connection.fetch(
-            f"EXPLAIN {options}EXECUTE measured" + (f"({arguments})" if params else "")
-        )
+        rows = await connection.fetch(f"EXPLAIN {options}EXECUTE measured({arguments})")
         return "\n".join(r[0] for r in rows)
     finally:
         await connection.close()
