@@ -17,8 +17,8 @@ from contextlib import asynccontextmanager
 import pytest
 from sqlalchemy import text
 
-from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
+from tests.wallet.integration.conftest import posted_or_replayed
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
 from wallet.domain.model import AccountKind
@@ -59,14 +59,6 @@ class OverlapProbe:
         return counted()
 
 
-async def _reason(call) -> str:
-    try:
-        result = await call
-    except HirepayError as exc:
-        return exc.reason
-    return "replayed" if result.replayed else "posted"
-
-
 async def test_two_batches_in_flight_race_on_shared_accounts_and_apply_everything_once(
     ledger, uow, clock, sessions
 ):
@@ -93,7 +85,7 @@ async def test_two_batches_in_flight_race_on_shared_accounts_and_apply_everythin
             cmd = c.Transfer(f"pl-{ledger.tag}-{w}-{i}", tuple(legs))
             twins = 2 if i % 5 == 0 else 1  # a retry racing its first attempt
             outcomes = await asyncio.gather(
-                *(_reason(transfers.transfer(cmd)) for _ in range(twins))
+                *(posted_or_replayed(transfers.transfer(cmd)) for _ in range(twins))
             )
             seen.update(outcomes)
             assert sorted(outcomes) == ["posted", *["replayed"] * (twins - 1)], outcomes
@@ -101,13 +93,13 @@ async def test_two_batches_in_flight_race_on_shared_accounts_and_apply_everythin
             moved[payee] += AMOUNT
             moved[revenue] += FEE * (len(legs) - 1)
             branch = TccBranch(f"pl-{ledger.tag}-{w}-{i}-{uuid.uuid4().hex[:6]}", "payment")
-            reserved = await _reason(
+            reserved = await posted_or_replayed(
                 reserve.call(c.ReserveHold(branch, payer, payee, AMOUNT, "USD"))
             )
             assert reserved == "posted", reserved
             twins = 2 if i % 3 == 0 else 1
             outcomes = await asyncio.gather(
-                *(_reason(confirm.call(c.ConfirmHold(branch))) for _ in range(twins))
+                *(posted_or_replayed(confirm.call(c.ConfirmHold(branch))) for _ in range(twins))
             )
             seen.update(outcomes)
             assert sorted(outcomes) == ["posted", *["replayed"] * (twins - 1)], outcomes
