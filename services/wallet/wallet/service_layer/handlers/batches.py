@@ -4,8 +4,9 @@ its own outcome (the CreateTransfers RPC, and concurrent Transfer calls grouped 
 One transaction per batch means one WAL flush for all of them instead of one each. In the common
 case (distinct ids, no posting that could be refused) the batch is ONE statement that is its own
 transaction (the repository's `post_run_alone`: one round trip, no BEGIN or COMMIT of its own);
-otherwise it is posted checked, set-based, in a transaction (`post_many`: claim every id, lock
-every account row once, judge each posting in order, apply each account's net change once). A
+otherwise it is posted checked, set-based, in a transaction that first locks every account row
+of the batch in id order (`post_many`: claim every id, lock every account row once, judge each
+posting in order, apply each account's net change once). A
 transfer refused by a business rule fails alone: a refused posting changes no balance (every
 account row is judged before any is changed) and its claimed id is given back. A lost race
 (deadlock) aborts the whole transaction: nothing was committed, so the batch is run again;
