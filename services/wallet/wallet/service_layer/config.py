@@ -19,14 +19,16 @@ class WalletConfig:
     # gathered for at least this long while earlier batches run, at most this many batches at once.
     # A group is one statement that commits itself in the common case, and most of its time is
     # the wait for its COMMIT's WAL flush (2-3 ms on the bench machine's disk), in which the
-    # wallet and PostgreSQL have nothing to do for it. With one batch in flight, the calls that
-    # come back while a group runs went together next, and every call waited for a whole group
-    # before its own (c=32 transfers: ~12 per group, response ~2 group times). Two in flight
-    # overlap that wait; with a 1 ms window the second had taken the few calls arriving in 1 ms
-    # and split the rest (groups 3-4, CPU per transfer +20-30%); gathering for half a batch's time
-    # (batcher.GroupBatcher.gather_seconds) keeps groups ~10 (issue 13).
+    # wallet and PostgreSQL have nothing to do for it. With one batch in flight (the default), the
+    # calls that come back while a group runs go together next, the largest groups and the least
+    # CPU per call, and every call waits for a whole group before its own (c=32 transfers: ~12 per
+    # group). Two in flight overlap that wait; with a 1 ms window the second had taken the few
+    # calls arriving in 1 ms and split the rest (groups 3-4, CPU per transfer +20-30%); gathering
+    # for half a batch's time (batcher.GroupBatcher.gather_seconds) keeps groups ~10 at about the
+    # same CPU per call. Its throughput against one in flight was not told apart from the noise of
+    # the shared machine (round 10, issue 13): measure it on a quiet one before making it default.
     transfer_batch_max_items: int = 64
     transfer_batch_window_seconds: float = 0.001
-    transfer_batches_in_flight: int = 2
+    transfer_batches_in_flight: int = 1
     # ReserveHold calls grouped into one transaction, and so ConfirmHold calls (1 = no grouping).
     hold_batch_max_items: int = 64
