@@ -257,7 +257,10 @@ class SqlPaymentRepository:
         if global_tx_ids:
             stmt = stmt.where(t.payments.c.global_tx_id.in_(sorted(global_tx_ids)))
         if states:
-            stmt = stmt.where(t.payments.c.state.in_(sorted(states)))
+            # Named literally, so that a generic plan too proves the auditor's in-flight read
+            # within ix_payments_not_final (migration 0016; a bound list implies nothing).
+            listed = bindparam("states", sorted(states), expanding=True, literal_execute=True)
+            stmt = stmt.where(t.payments.c.state.in_(listed))
         if subsystem:
             stmt = stmt.where(t.payments.c.metadata["subsystem"].astext == subsystem)
         stmt = stmt.order_by(t.payments.c.id).limit(limit)

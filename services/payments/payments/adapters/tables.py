@@ -30,6 +30,10 @@ def _ts(name: str, nullable: bool = False) -> Column:
     return Column(name, DateTime(timezone=True), nullable=nullable)
 
 
+# Payments not final yet: the auditor's every-round read names its states literally, so that a
+# generic plan proves this partial index's condition (migration 0016).
+NOT_FINAL_PAYMENT = text("state IN ('REQUIRES_ACTION', 'PROCESSING', 'AUTHORIZED', 'UNKNOWN')")
+
 payments = Table(
     "payments",
     metadata,
@@ -87,6 +91,8 @@ payments = Table(
     Index("ix_payments_next_poll_at", "next_poll_at", postgresql_where="next_poll_at IS NOT NULL"),
     # The provider reconciliation's most recently changed payments (migration 0008).
     Index("ix_payments_updated_at", "updated_at"),
+    # The auditor's payments still in flight, by id (OPS-3, migration 0016).
+    Index("ix_payments_not_final", "id", postgresql_where=NOT_FINAL_PAYMENT),
 )
 
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).
