@@ -88,14 +88,14 @@ async def reserve_holds(
     cmds: Sequence[commands.ReserveHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Try calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, reserve_request, _reserve_round, deps, alone=_reserve_alone)
+    return await _run_group(cmds, reserve_request, _reserve_rounds, deps, alone=_reserve_alone)
 
 
 async def confirm_holds(
     cmds: Sequence[commands.ConfirmHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, confirm_request, _confirm_round, deps, alone=_confirm_alone)
+    return await _run_group(cmds, confirm_request, _confirm_rounds, deps, alone=_confirm_alone)
 
 
 async def create_holds(cmd: commands.CreateHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
@@ -110,7 +110,7 @@ async def resolve_holds(cmd: commands.ResolveHolds, deps: Deps) -> list[BatchOut
     in rounds, in order); outcomes in the same order, after COMMIT."""
     check_batch_size(cmd.resolutions, "resolutions")
     return await _run_group(
-        cmd.resolutions, _resolution, _resolve_round, deps, alone=_resolve_alone
+        cmd.resolutions, _resolution, _resolve_rounds, deps, alone=_resolve_alone
     )
 
 
@@ -124,13 +124,16 @@ def _resolution(cmd: commands.ConfirmHold | commands.CancelHold | None) -> Resol
 
 
 Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
+Rounds = Callable[
+    [WalletUnitOfWork, list[list[tuple[int, Q]]], datetime, Outcomes], Awaitable[None]
+]
 Alone = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[bool]]
 
 
 async def _run_group(
     cmds: Sequence[object],
     validate: Callable[..., Q],
-    run_round: Round[Q],
+    run_rounds: Rounds[Q],
     deps: Deps,
     *,
     alone: Alone[Q] | None = None,
@@ -152,8 +155,7 @@ async def _run_group(
                 # The common case may be one statement that commits itself; if it cannot be, it
                 # wrote nothing and answered nobody, and the group runs checked in a transaction.
                 if alone is None or not await alone(uow, valid, now, outcomes):
-                    for items in _rounds(valid):
-                        await run_round(uow, items, now, outcomes)
+                    await run_rounds(uow, _rounds(valid), now, outcomes)
                     await uow.commit()
         except Conflict:
             if attempt == _ATTEMPTS:
@@ -174,6 +176,18 @@ def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
             rounds.append([])
         rounds[n].append((i, request))
     return rounds
+
+
+def _in_turn(run_round: Round[Q]) -> Rounds[Q]:
+    """A group's rounds run one after the other, each on its own."""
+
+    async def run(
+        uow: WalletUnitOfWork, rounds: list[list[tuple[int, Q]]], now: datetime, outcomes: Outcomes
+    ) -> None:
+        for items in rounds:
+            await run_round(uow, items, now, outcomes)
+
+    return run
 
 
 def _lost() -> HirepayError:
@@ -220,12 +234,37 @@ async def _reserve_alone(
     return True
 
 
+async def _reserve_rounds(
+    uow: WalletUnitOfWork,
+    rounds: list[list[tuple[int, ReserveRequest]]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """A group's rounds of Trys, the first that locks account rows locking those of the later
+    rounds too. A repeated Reserve (a twin of its branch, in a later round) may name another
+    account: locked by its own round, that row was taken after the earlier rounds' rows, though it
+    may sort before them, and against a concurrent group (or batch of transfers) that locks both in
+    id order, holding the one and waiting for the other, the two deadlocked and PostgreSQL aborted
+    one (issue 13; its callers told CONFLICT when every run lost). Locked with the first round's,
+    after its barrier rows (a branch's first call is in the first round), every account row is
+    taken in id order, in the statement that takes the first round's anyway, no round trip more;
+    the later rounds' locks are then this transaction's own. A group of one round (no repeated
+    branch: the common case, and the one-statement path before it) locks as before."""
+    ahead = {r.account_id for items in rounds[1:] for _, r in items}
+    for items in rounds:
+        if await _reserve_round(uow, items, now, outcomes, ahead):
+            ahead = set()
+
+
 async def _reserve_round(
     uow: WalletUnitOfWork,
     items: list[tuple[int, ReserveRequest]],
     now: datetime,
     outcomes: Outcomes,
-) -> None:
+    ahead: set[str],
+) -> bool:
+    """One round of Trys of distinct branches; whether it locked account rows (its own, and
+    `ahead`: those of the group's later rounds)."""
     refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
     live: list[tuple[int, ReserveRequest]] = []
     for i, req in items:
@@ -236,20 +275,21 @@ async def _reserve_round(
             continue
         live.append((i, req))
     if not live:
-        return
+        return False
     calls = [(r.branch, r.fingerprint) for _, r in live]
-    entered, balances, sharded = await uow.holds.try_and_lock(
-        calls, {r.account_id for _, r in live}
-    )
+    accounts = {r.account_id for _, r in live}
+    entered, balances, sharded = await uow.holds.try_and_lock(calls, accounts | ahead)
     first = await _pass_try_barrier(uow, live, entered, outcomes)
     if not first:
-        return
+        return True
+    sharded = [a for a in sharded if a in accounts]  # (a later round's: read in its round)
     if sharded:  # a sharded account's balance includes its shards, read after the lock
         balances.update(await uow.ledger.lock_balances(sharded))
     accepted, refused = _reserve_first(first, refs, balances, now, outcomes)
     # A refused Try never happened: a later Try of its branch must find no row.
     await uow.barriers.release(refused, TccOp.TRY)
     await uow.holds.add_reserved(accepted)
+    return True
 
 
 async def _pass_try_barrier(
@@ -363,6 +403,9 @@ async def _confirm_round(
 ) -> None:
     first, holds = await _enter_confirms(uow, items, outcomes)
     await _apply_confirms(uow, first, holds, now, outcomes)
+
+
+_confirm_rounds = _in_turn(_confirm_round)
 
 
 _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
@@ -520,6 +563,9 @@ async def _resolve_round(
     first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
     await _apply_confirms(uow, first, holds, now, outcomes)
     await _apply_cancels(uow, cancelling, now, outcomes)
+
+
+_resolve_rounds = _in_turn(_resolve_round)
 
 
 async def _enter_cancels(
