@@ -119,9 +119,10 @@ ROUNDS = 6
 
 async def test_concurrent_groups_of_holds_with_repeated_reserves_never_deadlock(ledger, uow, clock):
     """Closed-loop callers sending groups of Reserves (some with a repeated Reserve naming another
-    account) and then a group of Confirms on four shared accounts, all at once: no group's
-    transaction is ever aborted by a deadlock (each runs once), every call gets the outcome its
-    call alone would have, and the balances are exactly what was confirmed."""
+    account) and then a group of Confirms (some with a Confirm refused and repeated) or a
+    ResolveHolds confirming one and cancelling the other, on four shared accounts, all at once:
+    no group's transaction is ever aborted by a deadlock (each runs once), every call gets the
+    outcome its call alone would have, and the balances are exactly what was confirmed."""
     payers = sorted([await ledger.open(f"payer{i}") for i in range(4)])
     payee = await ledger.open("payee")
     for payer in payers:
@@ -149,9 +150,20 @@ async def test_concurrent_groups_of_holds_with_repeated_reserves_never_deadlock(
             outcomes = await h.reserve_holds(group, deps)
             reasons = [o.error.reason if o.error else "new" for o in outcomes]
             assert reasons == ["new", "new", *["IDEMPOTENCY_MISMATCH"] * (len(group) - 2)]
-            confirmed = await h.confirm_holds([c.ConfirmHold(b) for b in branches], deps)
-            assert [o.error for o in confirmed] == [None, None]
             groups += 2
+            if i % 3 == 0:  # the Confirms, then the Cancel's release
+                batch = c.ResolveHolds((c.ConfirmHold(branches[0]), c.CancelHold(branches[1])))
+                resolved = await h.resolve_holds(batch, deps)
+                assert [o.error for o in resolved] == [None, None]
+                moved[one] -= 10
+                moved[payee] += 10
+                continue
+            confirms = [c.ConfirmHold(b) for b in branches]
+            if i % 3 == 1:  # a Confirm refused, and repeated (next round) as it may be
+                confirms[1:1] = [c.ConfirmHold(branches[1], 11)]
+            confirmed = await h.confirm_holds(confirms, deps)
+            reasons = [o.error.reason if o.error else "new" for o in confirmed]
+            assert reasons == ["new", *["VALIDATION_FAILED"] * (len(confirms) - 2), "new"]
             moved[one] -= 10
             moved[two] -= 10
             moved[payee] += 20
@@ -161,3 +173,99 @@ async def test_concurrent_groups_of_holds_with_repeated_reserves_never_deadlock(
     for payer in payers:
         assert await ledger.balances(payer) == [(FUNDS + moved[payer], 0)]
     assert await ledger.balances(payee) == [(moved[payee], 0)]
+
+
+async def _race_with_a_group_on_low_and_high(
+    ledger, uow, clock, sessions, low: str, high: str, group1
+) -> tuple[list, Counter[str]]:
+    """Group 1 (a coroutine function given its deps) made to wait for `high` first (a test
+    transaction holds it), then a group of Reserves on `low` and `high` (in id order: it takes
+    `low` and waits for `high`); `high` freed: group 1 runs on, and takes `low` only if it locks out
+    of order (a deadlock). Group 1's outcomes, and the transactions each group opened."""
+    payee = await ledger.open("other-payee")
+    attempts: Counter[str] = Counter()
+
+    def deps(name: str) -> Deps:
+        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+
+    group2 = [
+        c.ReserveHold(_branch("a"), low, payee, 1, "USD"),
+        c.ReserveHold(_branch("b"), high, payee, 1, "USD"),
+    ]
+    async with sessions() as holder:
+        await holder.execute(
+            text("SELECT 1 FROM accounts WHERE id = :id FOR NO KEY UPDATE"), {"id": high}
+        )
+        first = asyncio.create_task(group1(deps("group1")))
+        await _until_waiting(sessions, 1)
+        second = asyncio.create_task(h.reserve_holds(group2, deps("group2")))
+        await _until_waiting(sessions, 2)
+        await holder.commit()
+        outcomes1, outcomes2 = await asyncio.gather(first, second)
+    assert [o.error for o in outcomes2] == [None, None]
+    return outcomes1, attempts
+
+
+async def test_a_batch_confirming_and_cancelling_locks_its_accounts_in_id_order(
+    ledger, uow, clock, sessions, deps
+):
+    """ResolveHolds that confirms a hold on `high` and cancels one on `low` posts twice (the
+    Confirms, then the releases): locked by each posting, `low` was taken after `high`."""
+    low, high = sorted([await ledger.open("first"), await ledger.open("second")])
+    payee = await ledger.open("payee")
+    for account in (low, high):
+        await ledger.fund(account, FUNDS)
+    confirmed, cancelled = _branch("confirm"), _branch("cancel")
+    await h.reserve_holds(
+        [
+            c.ReserveHold(confirmed, high, payee, 100, "USD"),
+            c.ReserveHold(cancelled, low, payee, 100, "USD"),
+        ],
+        deps,
+    )
+    batch = c.ResolveHolds((c.ConfirmHold(confirmed), c.CancelHold(cancelled)))
+    outcomes, attempts = await _race_with_a_group_on_low_and_high(
+        ledger, uow, clock, sessions, low, high, lambda d: h.resolve_holds(batch, d)
+    )
+    assert [o.error for o in outcomes] == [None, None]
+    assert attempts == {"group1": 1, "group2": 1}
+    assert await ledger.balances(low, high, payee) == [
+        (FUNDS, 1),
+        (FUNDS - 100, 1),
+        (100, 0),
+    ]
+
+
+async def test_a_confirm_repeated_after_its_refusal_locks_no_account_out_of_order(
+    ledger, uow, clock, sessions, deps
+):
+    """A group of Confirms: one of a hold on `high`, one of a hold on `low` refused (more than
+    it holds) and repeated (a twin, next round) as it may be: the repeat posts in the second
+    round, and `low` was taken after `high`."""
+    low, high = sorted([await ledger.open("first"), await ledger.open("second")])
+    payee = await ledger.open("payee")
+    for account in (low, high):
+        await ledger.fund(account, FUNDS)
+    on_high, on_low = _branch("high"), _branch("low")
+    await h.reserve_holds(
+        [
+            c.ReserveHold(on_high, high, payee, 100, "USD"),
+            c.ReserveHold(on_low, low, payee, 100, "USD"),
+        ],
+        deps,
+    )
+    group = [c.ConfirmHold(on_high), c.ConfirmHold(on_low, 101), c.ConfirmHold(on_low)]
+    outcomes, attempts = await _race_with_a_group_on_low_and_high(
+        ledger, uow, clock, sessions, low, high, lambda d: h.confirm_holds(group, d)
+    )
+    assert [o.error.reason if o.error else "new" for o in outcomes] == [
+        "new",
+        "VALIDATION_FAILED",
+        "new",
+    ]
+    assert attempts == {"group1": 1, "group2": 1}
+    assert await ledger.balances(low, high, payee) == [
+        (FUNDS - 100, 1),
+        (FUNDS - 100, 1),
+        (200, 0),
+    ]

@@ -95,7 +95,7 @@ async def confirm_holds(
     cmds: Sequence[commands.ConfirmHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, confirm_request, _confirm_rounds, deps, alone=_confirm_alone)
+    return await _run_group(cmds, confirm_request, _resolve_rounds, deps, alone=_confirm_alone)
 
 
 async def create_holds(cmd: commands.CreateHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
@@ -123,7 +123,6 @@ def _resolution(cmd: commands.ConfirmHold | commands.CancelHold | None) -> Resol
     raise invalid("action", "one of confirm or cancel is required")
 
 
-Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
 Rounds = Callable[
     [WalletUnitOfWork, list[list[tuple[int, Q]]], datetime, Outcomes], Awaitable[None]
 ]
@@ -176,18 +175,6 @@ def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
             rounds.append([])
         rounds[n].append((i, request))
     return rounds
-
-
-def _in_turn(run_round: Round[Q]) -> Rounds[Q]:
-    """A group's rounds run one after the other, each on its own."""
-
-    async def run(
-        uow: WalletUnitOfWork, rounds: list[list[tuple[int, Q]]], now: datetime, outcomes: Outcomes
-    ) -> None:
-        for items in rounds:
-            await run_round(uow, items, now, outcomes)
-
-    return run
 
 
 def _lost() -> HirepayError:
@@ -395,19 +382,6 @@ async def _confirm_alone(
     return True
 
 
-async def _confirm_round(
-    uow: WalletUnitOfWork,
-    items: list[tuple[int, ConfirmRequest]],
-    now: datetime,
-    outcomes: Outcomes,
-) -> None:
-    first, holds = await _enter_confirms(uow, items, outcomes)
-    await _apply_confirms(uow, first, holds, now, outcomes)
-
-
-_confirm_rounds = _in_turn(_confirm_round)
-
-
 _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
 
 
@@ -430,19 +404,15 @@ async def _enter_confirms(
     return first, holds
 
 
-async def _apply_confirms(
+async def _finish_confirms(
     uow: WalletUnitOfWork,
-    first: list[tuple[int, ConfirmRequest]],
-    holds: dict[TccBranch, Hold],
+    planned: list[_Planned],
     now: datetime,
     outcomes: Outcomes,
+    give_back: list[TccBranch],
 ) -> None:
-    """Post the first Confirms (their holds locked) and save their holds; a refused one is
-    answered and its barrier row given back."""
-    if not first:
-        return
-    give_back: list[TccBranch] = []
-    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
+    """Post the planned Confirms (their holds locked) and save their holds; a refused one is
+    answered, and its barrier row given back with those refused in planning."""
     confirmed = await _post_confirms(uow, planned, now, outcomes, give_back)
     await uow.holds.save(confirmed)
     # A refused Confirm never happened: its branch may be confirmed (or cancelled) later.
@@ -460,6 +430,8 @@ async def _plan_confirms(
     """Plan each Confirm's transfer on its hold (locked with the barrier insert, so a racing
     Cancel or expiry resolves it before or after us, never both); a refused one is answered and
     given back."""
+    if not first:
+        return []
     wanted = {
         a for _, r in first if r.branch in holds for a in confirm_accounts(r, holds[r.branch])
     }
@@ -544,28 +516,119 @@ async def _resolve_alone(
     return await _confirm_alone(uow, confirms, now, outcomes)
 
 
+async def _resolve_rounds(
+    uow: WalletUnitOfWork,
+    rounds: list[list[tuple[int, Resolution]]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """A group's rounds of Confirms and Cancels (a group of ConfirmHold calls is one of Confirms
+    only), one after the other. A round's postings may lock account rows in several statements
+    (its Confirms', then its Cancels' releases; a debit of a sharded account on its slow path
+    beside others), and so may a later round (a Confirm repeated after its refusal, a Cancel after
+    a refused Confirm). Locked statement by statement, a row was taken after others that sort
+    after it, and against a concurrent group (or batch of transfers) that locks both in id order,
+    holding the one and waiting for the other, the two deadlocked and PostgreSQL aborted one
+    (issue 13; its callers told CONFLICT when every run lost). So when a statement after the first
+    would lock a row none before it holds, the round first locks every account row of its
+    postings and of the later rounds' (on the holds already locked), in id order, in one
+    statement. A round that posts in one statement, or whose later statements lock only rows
+    already held, and no later round that posts elsewhere (the common case) locks as before."""
+    known: dict[TccBranch, Hold] = {}  # every hold the group has locked so far
+    locked = False
+    for n, items in enumerate(rounds):
+        locked = await _resolve_round(uow, items, now, outcomes, known, rounds[n + 1 :], locked)
+
+
 async def _resolve_round(
     uow: WalletUnitOfWork,
     items: list[tuple[int, Resolution]],
     now: datetime,
     outcomes: Outcomes,
-) -> None:
+    known: dict[TccBranch, Hold],
+    later: list[list[tuple[int, Resolution]]],
+    locked: bool,
+) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
     then their own with the hold locks), then the Confirms' (barrier rows, hold locks) - and only
     then the postings, which lock account rows. So the round takes its locks in the order a
     single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
     (a deadlock, and the round run again). Neither a Confirm nor a Cancel lowers what an account
-    has available, so their order changes no outcome."""
+    has available, so their order changes no outcome. Whether the group's account rows are
+    locked up front (`_resolve_rounds`), now or before."""
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
     cancelling = await _enter_cancels(uow, cancels, outcomes) if cancels else []
     first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
-    await _apply_confirms(uow, first, holds, now, outcomes)
+    known.update(holds)
+    known.update((branch, hold) for _, branch, hold in cancelling if hold is not None)
+    give_back: list[TccBranch] = []
+    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
+    if not locked:
+        steps = _posting_steps(planned)
+        releases = {hold.account_id for _, _, hold in cancelling if hold is not None}
+        ahead = await _accounts_ahead(uow, later, known) if later else set()
+        steps += [releases, ahead]
+        if _new_rows_later(steps):
+            await uow.ledger.lock_balances(set().union(*steps))
+            locked = True
+    if first:
+        await _finish_confirms(uow, planned, now, outcomes, give_back)
     await _apply_cancels(uow, cancelling, now, outcomes)
+    return locked
 
 
-_resolve_rounds = _in_turn(_resolve_round)
+def _new_rows_later(steps: list[set[str]]) -> bool:
+    """Whether a statement after the first that locks account rows would lock one that none
+    before it holds (a row that may sort before theirs). Rows all held already (the releases of a
+    batch's Cancels on the accounts its Confirms posted on) are no new lock: no statement more."""
+    held: set[str] = set()
+    for step in steps:
+        if held and not step <= held:
+            return True
+        held |= step
+    return False
+
+
+def _posting_steps(planned: list[_Planned]) -> list[set[str]]:
+    """The account rows each statement of `_post_confirms` will lock, in its order: the run of
+    ordinary postings (one statement; more than one posting), then each posting on its own."""
+    ordinary = [p for p in planned if not p[3].guarded_sharded]
+    steps = (
+        [{c.account_id for p in ordinary for c in p[3].row_changes}] if len(ordinary) > 1 else []
+    )
+    steps += [
+        {c.account_id for c in p[3].row_changes}
+        for p in planned
+        if p[3].guarded_sharded or len(ordinary) == 1
+    ]
+    return steps
+
+
+async def _accounts_ahead(
+    uow: WalletUnitOfWork, later: list[list[tuple[int, Resolution]]], known: dict[TccBranch, Hold]
+) -> set[str]:
+    """Every account row the later rounds' Confirms and Cancels may lock: of those whose hold an
+    earlier round locked (any other posts nothing: its branch's gate, passed or refused in this
+    transaction, is a replay or a refusal), the hold's account (its pending changes), and the
+    accounts a Confirm may credit but a sharded one (credited in its shards: a credit never locks
+    its row, the hot revenue account's)."""
+    accounts: set[str] = set()
+    credited: set[str] = set()
+    for items in later:
+        for _, req in items:
+            hold = known.get(req.branch)
+            if hold is None:
+                continue
+            accounts.add(hold.account_id)
+            if isinstance(req, ConfirmRequest):
+                credited |= confirm_accounts(req, hold)
+    credited -= accounts
+    if credited:
+        refs = await uow.accounts.refs(credited)
+        accounts |= {a for a in credited if a in refs and not refs[a].sharded}
+    return accounts
 
 
 async def _enter_cancels(
