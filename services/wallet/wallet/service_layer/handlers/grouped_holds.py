@@ -524,8 +524,7 @@ async def _resolve_rounds(
 ) -> None:
     """A group's rounds of Confirms and Cancels (a group of ConfirmHold calls is one of Confirms
     only), one after the other. A round's postings may lock account rows in several statements
-    (its Confirms', then its Cancels' releases; a debit of a sharded account on its slow path
-    beside others), and so may a later round (a Confirm repeated after its refusal, a Cancel after
+    (its Confirms', then its Cancels' releases), and so may a later round (a Confirm repeated after its refusal, a Cancel after
     a refused Confirm). Locked statement by statement, a row was taken after others that sort
     after it, and against a concurrent group (or batch of transfers) that locks both in id order,
     holding the one and waiting for the other, the two deadlocked and PostgreSQL aborted one
@@ -592,8 +591,10 @@ def _new_rows_later(steps: list[set[str]]) -> bool:
 
 
 def _posting_steps(planned: list[_Planned]) -> list[set[str]]:
-    """The account rows each statement of `_post_confirms` will lock, in its order: the run of
-    ordinary postings (one statement; more than one posting), then each posting on its own."""
+    """The account rows each statement of `_post_confirms` will lock, in its order (as it splits
+    them): the run of ordinary postings (one statement), then each posting on its own (a lone
+    ordinary one; one on a guarded sharded account, never expected of a Confirm, which lowers no
+    availability)."""
     ordinary = [p for p in planned if not p[3].guarded_sharded]
     steps = (
         [{c.account_id for p in ordinary for c in p[3].row_changes}] if len(ordinary) > 1 else []
