@@ -45,20 +45,21 @@ def _counted(make: Callable, attempts: Counter[str], name: str) -> Callable:
     return factory
 
 
-async def _until_waiting(sessions, n: int) -> None:
-    """Until `n` backends of this database wait for a lock (a row lock of the test's accounts)."""
+async def _blocked_by(sessions, blockers: set[int], seen: set[int]) -> int:
+    """Once a backend (not in `seen`) waits for a lock one of `blockers` holds: its pid."""
     for _ in range(1000):
         async with sessions() as session:
             waiting = await session.execute(
                 text(
-                    "SELECT count(*) FROM pg_stat_activity"
+                    "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND wait_event_type = 'Lock'"
                 )
             )
-            if waiting.scalar() >= n:
-                return
+            for pid, blocked_by in waiting:
+                if pid not in seen and blockers & set(blocked_by):
+                    return pid
         await asyncio.sleep(0.01)
-    raise AssertionError(f"never {n} transactions waiting for a lock")
+    raise AssertionError(f"no transaction waiting for one of {blockers}")
 
 
 def _branch(tag: str) -> TccBranch:
@@ -74,43 +75,27 @@ async def test_a_repeated_reserve_on_another_account_takes_no_account_lock_out_o
     first (a test transaction holds it), then group 2 takes low and waits for high; high freed,
     group 1 gets it and (locking by rounds) waits for low, held by group 2: a deadlock. Locking
     every account of its rounds in id order up front, group 1 holds low before it waits for
-    high, group 2 waits for group 1, and neither is run again."""
+    high, group 2 waits for group 1, and neither is run again (`_race_with_a_group_on_low_and_high`
+    sets the race)."""
     low, high = sorted([await ledger.open("first"), await ledger.open("second")])
     payee = await ledger.open("payee")
     for account in (low, high):
         await ledger.fund(account, FUNDS)
-    attempts: Counter[str] = Counter()
-
-    def deps(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
-
     twin = _branch("twin")
     group1 = [
         c.ReserveHold(twin, high, payee, 100, "USD"),
         c.ReserveHold(twin, low, payee, 100, "USD"),  # the same hold id, another account
     ]
-    group2 = [
-        c.ReserveHold(_branch("a"), low, payee, 100, "USD"),
-        c.ReserveHold(_branch("b"), high, payee, 100, "USD"),
-    ]
-    async with sessions() as holder:
-        await holder.execute(
-            text("SELECT 1 FROM accounts WHERE id = :id FOR NO KEY UPDATE"), {"id": high}
-        )
-        first = asyncio.create_task(h.reserve_holds(group1, deps("group1")))
-        await _until_waiting(sessions, 1)
-        second = asyncio.create_task(h.reserve_holds(group2, deps("group2")))
-        await _until_waiting(sessions, 2)
-        await holder.commit()
-        outcomes1, outcomes2 = await asyncio.gather(first, second)
-    assert [o.error.reason if o.error else "new" for o in outcomes1] == [
+    outcomes, attempts = await _race_with_a_group_on_low_and_high(
+        ledger, uow, clock, sessions, low, high, lambda d: h.reserve_holds(group1, d)
+    )
+    assert [o.error.reason if o.error else "new" for o in outcomes] == [
         "new",
         "IDEMPOTENCY_MISMATCH",
     ]
-    assert [o.error for o in outcomes2] == [None, None]
     # Each group ran once: no transaction was aborted by a deadlock.
     assert attempts == {"group1": 1, "group2": 1}
-    assert await ledger.balances(low, high) == [(FUNDS, 100), (FUNDS, 200)]
+    assert await ledger.balances(low, high) == [(FUNDS, 1), (FUNDS, 101)]
 
 
 WORKERS = 8
@@ -193,17 +178,37 @@ async def _race_with_a_group_on_low_and_high(
         c.ReserveHold(_branch("b"), high, payee, 1, "USD"),
     ]
     async with sessions() as holder:
-        await holder.execute(
-            text("SELECT 1 FROM accounts WHERE id = :id FOR NO KEY UPDATE"), {"id": high}
+        held = await holder.execute(
+            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
+            {"id": high},
         )
+        blocker = held.scalar_one()
         first = asyncio.create_task(group1(deps("group1")))
-        await _until_waiting(sessions, 1)
+        waiting = await _blocked_by(sessions, {blocker}, set())  # group 1, for `high`
         second = asyncio.create_task(h.reserve_holds(group2, deps("group2")))
-        await _until_waiting(sessions, 2)
+        await _blocked_by(sessions, {blocker, waiting}, {waiting})  # group 2, after it
         await holder.commit()
         outcomes1, outcomes2 = await asyncio.gather(first, second)
     assert [o.error for o in outcomes2] == [None, None]
     return outcomes1, attempts
+
+
+async def _holds_on_low_and_high(ledger, deps) -> tuple[str, str, str, TccBranch, TccBranch]:
+    """Funded accounts low < high, a payee, and a hold of 100 on each (committed): the accounts,
+    then the branches of the hold on high and of the one on low."""
+    low, high = sorted([await ledger.open("first"), await ledger.open("second")])
+    payee = await ledger.open("payee")
+    for account in (low, high):
+        await ledger.fund(account, FUNDS)
+    on_high, on_low = _branch("high"), _branch("low")
+    await h.reserve_holds(
+        [
+            c.ReserveHold(on_high, high, payee, 100, "USD"),
+            c.ReserveHold(on_low, low, payee, 100, "USD"),
+        ],
+        deps,
+    )
+    return low, high, payee, on_high, on_low
 
 
 async def test_a_batch_confirming_and_cancelling_locks_its_accounts_in_id_order(
@@ -211,18 +216,7 @@ async def test_a_batch_confirming_and_cancelling_locks_its_accounts_in_id_order(
 ):
     """ResolveHolds that confirms a hold on `high` and cancels one on `low` posts twice (the
     Confirms, then the releases): locked by each posting, `low` was taken after `high`."""
-    low, high = sorted([await ledger.open("first"), await ledger.open("second")])
-    payee = await ledger.open("payee")
-    for account in (low, high):
-        await ledger.fund(account, FUNDS)
-    confirmed, cancelled = _branch("confirm"), _branch("cancel")
-    await h.reserve_holds(
-        [
-            c.ReserveHold(confirmed, high, payee, 100, "USD"),
-            c.ReserveHold(cancelled, low, payee, 100, "USD"),
-        ],
-        deps,
-    )
+    low, high, payee, confirmed, cancelled = await _holds_on_low_and_high(ledger, deps)
     batch = c.ResolveHolds((c.ConfirmHold(confirmed), c.CancelHold(cancelled)))
     outcomes, attempts = await _race_with_a_group_on_low_and_high(
         ledger, uow, clock, sessions, low, high, lambda d: h.resolve_holds(batch, d)
@@ -242,18 +236,7 @@ async def test_a_confirm_repeated_after_its_refusal_locks_no_account_out_of_orde
     """A group of Confirms: one of a hold on `high`, one of a hold on `low` refused (more than
     it holds) and repeated (a twin, next round) as it may be: the repeat posts in the second
     round, and `low` was taken after `high`."""
-    low, high = sorted([await ledger.open("first"), await ledger.open("second")])
-    payee = await ledger.open("payee")
-    for account in (low, high):
-        await ledger.fund(account, FUNDS)
-    on_high, on_low = _branch("high"), _branch("low")
-    await h.reserve_holds(
-        [
-            c.ReserveHold(on_high, high, payee, 100, "USD"),
-            c.ReserveHold(on_low, low, payee, 100, "USD"),
-        ],
-        deps,
-    )
+    low, high, payee, on_high, on_low = await _holds_on_low_and_high(ledger, deps)
     group = [c.ConfirmHold(on_high), c.ConfirmHold(on_low, 101), c.ConfirmHold(on_low)]
     outcomes, attempts = await _race_with_a_group_on_low_and_high(
         ledger, uow, clock, sessions, low, high, lambda d: h.confirm_holds(group, d)
