@@ -24,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
-from hirepay_platform import tracing
+from hirepay_platform import jsonb, tracing
 from hirepay_platform.errors import Conflict, Unavailable
 from hirepay_platform.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, ServiceSettings
 
@@ -240,6 +240,9 @@ def create_engine(
         connect_args={"command_timeout": 30, "server_settings": {"application_name": "hirepay"}},
         # Plain reads go before BEGIN (one round trip less per transaction, two per read-only one).
         module=_LazyBeginDbapi(__import__("asyncpg")),
+        # JSONB values written and read as json.dumps and json.loads do, in fewer Python calls.
+        json_serializer=jsonb.dumps,
+        json_deserializer=jsonb.loads,
     )
     tracing.instrument_engine(engine)
     return engine
