@@ -192,12 +192,13 @@ async def _dbapi_connection(connection: AsyncConnection) -> Any:
     return fairy.dbapi_connection
 
 
-def lease_due(table: Any, due: Any, next_column: str, *where: Any) -> HotStatement:
+def lease_due(table: Any, due: Any, next_column: str, *where: Any) -> Any:
     """One statement that locks a worker's due rows SKIP LOCKED and moves their next attempt to
     the end of a lease (parameters `:now`, `:limit`, `:until`), returning the rows: alone, it is a
     whole transaction, so an idle round of a worker costs one round trip (issue 13). `due` is the
-    column compared with `:now` (and ordered by), `where` any further conditions. Hot (see
-    HotStatement): a lease in autocommit (autocommit) then costs no SQLAlchemy Connection."""
+    column compared with `:now` (and ordered by), `where` any further conditions. Wrapped in a
+    HotStatement by its caller (when `where` has no expanding IN list), a lease in autocommit
+    (see autocommit) costs no SQLAlchemy Connection."""
     chosen = (
         select(table.c.id)
         .where(due <= bindparam("now"), *where)
@@ -205,7 +206,7 @@ def lease_due(table: Any, due: Any, next_column: str, *where: Any) -> HotStateme
         .limit(bindparam("limit"))
         .with_for_update(skip_locked=True)
     )
-    return HotStatement(
+    return (
         update(table)
         .where(table.c.id.in_(chosen.scalar_subquery()))
         .values({next_column: bindparam("until")})

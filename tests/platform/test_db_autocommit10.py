@@ -318,11 +318,11 @@ async def test_an_orm_session_is_put_in_autocommit_as_before(db_url: str) -> Non
         await engine.dispose()
 
 
-async def test_a_lease_is_hot_and_in_autocommit_costs_no_connection_object(db, wrapped):
-    """db.lease_due's statement is hot: a worker's lease in autocommit (payments' poller, booking
-    and payout workers) runs on the pooled connection alone, committed when it returns."""
-    lease = lease_due(due_rows, due_rows.c.next_at, "next_at")
-    assert isinstance(lease, HotStatement)
+async def test_a_hot_lease_in_autocommit_costs_no_connection_object(db, wrapped):
+    """db.lease_due's statement made hot by its caller: a worker's lease in autocommit (payments'
+    poller, booking and payout workers) runs on the pooled connection alone, committed when it
+    returns."""
+    lease = HotStatement(lease_due(due_rows, due_rows.c.next_at, "next_at"))
     now = datetime.now(UTC)
     ids = [f"l-{uuid.uuid4()}" for _ in range(3)]
     async with db.uow() as uow:
@@ -347,3 +347,32 @@ async def test_a_lease_is_hot_and_in_autocommit_costs_no_connection_object(db, w
     finally:
         await conn.close()
     assert sorted(r["id"] for r in found) == sorted(leased)
+
+
+async def test_a_lease_with_an_in_list_runs_in_autocommit_the_sqlalchemy_way(db):
+    """db.lease_due with an expanding IN among its conditions (payments' refunds lease) is no
+    hot statement: in autocommit it goes through SQLAlchemy's Connection, every run, committed
+    when it returns."""
+    now = datetime.now(UTC)
+    ids = [f"i-{uuid.uuid4()}" for _ in range(2)]
+    async with db.uow() as uow:
+        await uow.session.execute(
+            due_rows.insert(), [{"id": i, "next_at": now - timedelta(hours=1)} for i in ids]
+        )
+        await uow.commit()
+    lease = lease_due(due_rows, due_rows.c.next_at, "next_at", due_rows.c.id.in_(ids))
+    until = now + timedelta(days=1)
+    leased: list[str] = []
+    for _ in range(2):
+        async with db.uow() as uow:
+            await autocommit(uow.session)
+            params = {"now": now, "limit": 1, "until": until}
+            leased += [r.id for r in (await uow.session.execute(lease, params)).all()]
+    assert sorted(leased) == sorted(ids)
+    url = db.engine.url.set(drivername="postgresql")  # type: ignore[union-attr]
+    conn = await asyncpg.connect(url.render_as_string(hide_password=False))
+    try:
+        found = await conn.fetch("SELECT id FROM autocommit_due WHERE next_at = $1", until)
+    finally:
+        await conn.close()
+    assert sorted(r["id"] for r in found) == sorted(ids)
