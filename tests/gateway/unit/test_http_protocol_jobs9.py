@@ -5,6 +5,8 @@ midway as uvicorn does."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from typing import Any
 
 import pytest
@@ -143,3 +145,24 @@ async def test_an_app_that_stops_after_its_head_sends_the_head_and_closes(fails:
     assert transport.closed
     assert len(transport.writes) == 1
     assert transport.writes[0].startswith(b"HTTP/1.1 200 ")
+
+
+async def test_an_answered_request_is_freed_without_the_garbage_collector() -> None:
+    """Its response cycle and the transport wrapper that joins head and body do not hold each
+    other once the answer is written: reference counting frees them (issue 13: the gateway's
+    young collections, each a pause for every request in flight, came from these cycles)."""
+    protocol, transport = _connect(_json_app)
+    gc.disable()
+    try:
+        protocol.data_received(GET)
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert protocol.cycle is not None and protocol.cycle.response_complete
+        first = weakref.ref(protocol.cycle)
+        protocol.data_received(GET)  # the next request replaces the first one's cycle
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(transport.writes) == 2
+        assert first() is None
+    finally:
+        gc.enable()

@@ -424,3 +424,12 @@ async def test_an_encoded_answer_is_decoded_on_the_direct_path() -> None:
     provider = StripeProvider("sk_test_gz", api_base=f"http://127.0.0.1:{port}", timeout=5)
     async with server:
         assert await provider.create_customer("a@example.com", "key-1") == "cus_9"
+
+
+def test_an_event_keeps_the_text_its_body_was_parsed_from() -> None:
+    # Stored as the event's payload as it is (tables.JsonbOrText), not serialized again (issue 13).
+    provider = StripeProvider("sk_test_x", api_base="http://127.0.0.1:1", webhook_secrets=[NEW])
+    body = event_body(livemode=False)
+    event = provider.construct_event(body, header(body, NEW))
+    assert event.body_text == body.decode()
+    assert json.loads(event.body_text) == event.body

@@ -10,6 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
 from tests.support.pg_round_trips import round_trips  # noqa: F401 (a fixture, counted round trips)
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
@@ -91,6 +92,15 @@ async def barrier_rows(sessions: async_sessionmaker[AsyncSession], branch: TccBr
             {"g": branch.global_tx_id, "b": branch.branch_id},
         )
         return sorted(rows.scalars())
+
+
+async def posted_or_replayed(call) -> str:
+    """How a money-moving call was answered: "posted", "replayed", or its error's reason."""
+    try:
+        result = await call
+    except HirepayError as exc:
+        return exc.reason
+    return "replayed" if result.replayed else "posted"
 
 
 async def warm_refs(deps: Deps, *account_ids: str) -> None:

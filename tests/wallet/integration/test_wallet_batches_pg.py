@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from hirepay_platform.errors import HirepayError
+from tests.wallet.integration.conftest import posted_or_replayed
 from wallet.adapters.unit_of_work import SqlWalletUnitOfWork
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg, entries_for_legs, plan_posting
@@ -392,17 +393,9 @@ async def test_twins_in_concurrent_batches_of_replicas_post_once(ledger, deps):
         for transfer_id in ids
         for replica in replicas
     ]
-    outcomes = await asyncio.gather(*(_posted_or_replayed(call) for _, call in calls))
+    outcomes = await asyncio.gather(*(posted_or_replayed(call) for _, call in calls))
     per_id: dict[str, Counter[str]] = {}
     for (transfer_id, _), outcome in zip(calls, outcomes, strict=True):
         per_id.setdefault(transfer_id, Counter())[outcome] += 1
     assert all(seen == {"posted": 1, "replayed": 3} for seen in per_id.values()), per_id
     assert await ledger.balances(alice, bob) == [(1000 - 20 * 7, 0), (20 * 7, 0)]
-
-
-async def _posted_or_replayed(call) -> str:
-    try:
-        result = await call
-    except HirepayError as exc:
-        return exc.reason
-    return "replayed" if result.replayed else "posted"

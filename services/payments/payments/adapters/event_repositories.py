@@ -25,6 +25,7 @@ from hirepay_platform.notifier import SqlCallbackQueue
 from payments.adapters import snapshots
 from payments.adapters import tables as t
 from payments.adapters.repositories import payment_from_row
+from payments.adapters.tables import JsonText
 from payments.domain.events import EVENT_TYPE_OF, OutboxEvent
 from payments.service_layer.ports import EventRecord, FirstLook
 
@@ -117,6 +118,15 @@ _LIST_AFTER = HotStatement(text("SELECT * FROM outbox_after(:after, :limit, :sub
 # --- provider events, outbox -----------------------------------------------------------
 
 
+def _values(record: EventRecord) -> dict[str, Any]:
+    """The record's row values; its payload as the text it was received as, when known (the
+    payload column stores JSON text as it is: tables.JsonbOrText)."""
+    values = record.values()
+    if record.payload_text:
+        values["payload"] = JsonText(record.payload_text)
+    return values
+
+
 class SqlEventRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.s = session
@@ -149,11 +159,11 @@ class SqlEventRepository:
         return (await self.s.execute(_INSERT_EVENT, params)).first() is not None
 
     async def claim(self, record: EventRecord) -> bool:
-        params = {**record.values(), "applied": True}
+        params = {**_values(record), "applied": True}
         return (await self.s.execute(_CLAIM_EVENT, params)).first() is not None
 
     async def store_first(self, record: EventRecord, *, by_checkout: bool, ours: str) -> FirstLook:
-        params = {**record.values(), "_key": record.object_id, "_ours": ours}
+        params = {**_values(record), "_key": record.object_id, "_ours": ours}
         statement = _STORE_FIRST_BY_CHECKOUT if by_checkout else _STORE_FIRST_BY_INTENT
         # It writes: alone, it is its own transaction (no BEGIN, no COMMIT round trip).
         row = (await execute_alone(self.s, statement, params)).first()

@@ -683,6 +683,7 @@ class StripeProvider:
                 account=str(body.get("account") or ""),
                 view=_event_view(obj),
                 body=body,
+                body_text=text,  # verified, and parsed whole into `body`
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             raise SignatureInvalid("signed body is not a Stripe event") from None

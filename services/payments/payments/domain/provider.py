@@ -138,6 +138,9 @@ class ProviderEvent:
     # The whole body as the adapter parsed it (stored as the event's payload), so the handler
     # does not parse it again (issue 13); None: the handler parses the delivery's bytes.
     body: dict[str, Any] | None = None
+    # The JSON text `body` was parsed from, when that is the whole delivery: stored as it is,
+    # not serialized again from `body` (issue 13); "": `body` is serialized.
+    body_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,9 @@ class EventRecord:
     payload: dict[str, Any]
     provider_created_at: datetime
     received_at: datetime
+    # `payload` as the JSON text it was parsed from, when known: the row stores this text (the
+    # same JSON), saving a serialization of the parsed payload (issue 13).
+    payload_text: str = ""
 
     def values(self) -> dict[str, Any]:
         """The row's columns (`applied` aside), as keyword arguments or statement parameters."""

@@ -19,6 +19,7 @@ class WalletSettings(ServiceSettings):
     # Grouping of concurrent single Transfer calls into one transaction (1 item = no grouping).
     transfer_batch_max_items: int = 64
     transfer_batch_window_ms: float = 1.0
+    # One by default; two overlap a batch's COMMIT wait (see service_layer/config.py).
     transfer_batches_in_flight: int = 1
     # Grouping of concurrent ReserveHold calls, and of ConfirmHold calls (1 item = no grouping);
     # window and batches in flight as for transfers.

@@ -26,8 +26,15 @@ class GroupBatcher(Generic[C, R]):
     """Collects commands of one kind and runs them together with `run` (one transaction).
 
     When no batch is running, the calls that arrived in the same turn of the event loop go at once
-    (a lone caller waits for nothing); while batches run, calls gather for up to `window_seconds` or
-    `max_items`, and at most `max_in_flight` batches run at a time (each holds one connection).
+    (a lone caller waits for nothing). While batches run, at most `max_in_flight` at a time (each
+    holds one connection), the calls gather until `max_items` of them wait, or from the first
+    one's arrival for `window_seconds` - with more than one batch allowed in flight, at least for
+    a batch's share of a batch's time (the running mean of how long batches took, divided by
+    `max_in_flight`). A batch's time is mostly the wait for its COMMIT's WAL flush (2-3 ms on the
+    bench machine's disk), in which the wallet and PostgreSQL have nothing to do for it: a batch
+    beside it overlaps that wait, and gathering for a share of it keeps the calls that come back
+    together (the answers of one batch) in one group instead of splitting them into a large and
+    a tiny one (issue 13).
     Each caller gets its own command's outcome: a refused command fails only its caller; a batch
     whose transaction failed (database down, repeated lost races) fails every caller in it, none of
     whose changes was committed.
@@ -53,12 +60,19 @@ class GroupBatcher(Generic[C, R]):
         self._batch_size = GROUPED_BATCH_SIZE.labels(name)
         self._queue: list[tuple[C, asyncio.Future[R]]] = []
         self._in_flight = 0
+        # When the first call now waiting arrived (the event loop's clock), and the running mean
+        # of how long a batch takes (None until one has finished).
+        self._gather_start = 0.0
+        self._mean_seconds: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def call(self, cmd: C) -> R:
         """Run one command as part of a batch; returns (or raises) once its batch committed."""
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        if not self._queue:
+            self._gather_start = loop.time()
         self._queue.append((cmd, future))
         if len(self._queue) >= self._max_items and self._in_flight < self._max_in_flight:
             self._flush()
@@ -69,8 +83,19 @@ class GroupBatcher(Generic[C, R]):
     def _schedule(self) -> None:
         if self._timer is not None or not self._queue or self._in_flight >= self._max_in_flight:
             return
-        delay = 0.0 if self._in_flight == 0 else self._window
-        self._timer = asyncio.get_running_loop().call_later(delay, self._flush)
+        loop = asyncio.get_running_loop()
+        delay = 0.0
+        if self._in_flight:
+            delay = max(0.0, self.gather_seconds() - (loop.time() - self._gather_start))
+        self._timer = loop.call_later(delay, self._flush)
+
+    def gather_seconds(self) -> float:
+        """How long calls gather, from the first one's arrival, while batches run: the window, or
+        with more than one batch allowed in flight the larger of it and a batch's share of a
+        batch's time (the running mean over `max_in_flight`)."""
+        if self._mean_seconds is None or self._max_in_flight == 1:
+            return self._window
+        return max(self._window, self._mean_seconds / self._max_in_flight)
 
     def _flush(self) -> None:
         if self._timer is not None:
@@ -83,11 +108,13 @@ class GroupBatcher(Generic[C, R]):
         batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
         self._in_flight += 1
         self._batch_size.observe(len(batch))
-        task = asyncio.get_running_loop().create_task(self._post(batch))
+        loop = asyncio.get_running_loop()
+        self._gather_start = loop.time()  # of the calls left waiting, if any (max_items)
+        task = loop.create_task(self._post(batch, self._gather_start))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _post(self, batch: list[tuple[C, asyncio.Future[R]]]) -> None:
+    async def _post(self, batch: list[tuple[C, asyncio.Future[R]]], started: float) -> None:
         try:
             outcomes = await self._run([cmd for cmd, _ in batch], self._deps)
         except asyncio.CancelledError:  # shutting down: its callers are not answered either
@@ -102,10 +129,20 @@ class GroupBatcher(Generic[C, R]):
             _answer(batch, outcomes)
         finally:
             self._in_flight -= 1
+            self._note_duration(asyncio.get_running_loop().time() - started)
             if len(self._queue) >= self._max_items:
                 self._flush()
             else:
                 self._schedule()
+
+    def _note_duration(self, seconds: float) -> None:
+        """The running mean of batch times (exponentially weighted: a fifth for the newest)."""
+        mean = self._mean_seconds
+        self._mean_seconds = seconds if mean is None else mean + (seconds - mean) * _WEIGHT
+
+
+# The weight of the newest batch's time in the running mean (the gathering follows the load).
+_WEIGHT = 0.2
 
 
 def _answer(batch: list[tuple[C, asyncio.Future[R]]], outcomes: list[BatchOutcome[R]]) -> None:

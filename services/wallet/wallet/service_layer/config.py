@@ -16,11 +16,17 @@ class WalletConfig:
     # How many expired holds one transaction releases (each batch is locked SKIP LOCKED).
     hold_expiry_batch_size: int = 200
     # Single Transfer calls grouped into one transaction: at most this many (1 = no grouping),
-    # gathered for at most this long while earlier batches run, at most this many batches at once.
-    # One: a group is one statement in the common case, so a second group in flight mostly split
-    # the calls waiting into two small groups; with one, the calls that arrive while a group runs
-    # go together next (c=32: 8-10 transfers per group instead of 3-4, wallet CPU per transfer
-    # -20-30%, PostgreSQL's -25-45%; Reserve+Confirm groups 3.5/5.5 instead of 2.5/3.5; issue 13).
+    # gathered for at least this long while earlier batches run, at most this many batches at once.
+    # A group is one statement that commits itself in the common case, and most of its time is
+    # the wait for its COMMIT's WAL flush (2-3 ms on the bench machine's disk), in which the
+    # wallet and PostgreSQL have nothing to do for it. With one batch in flight (the default), the
+    # calls that come back while a group runs go together next, the largest groups and the least
+    # CPU per call, and every call waits for a whole group before its own (c=32 transfers: ~12 per
+    # group). Two in flight overlap that wait; with a 1 ms window the second had taken the few
+    # calls arriving in 1 ms and split the rest (groups 3-4, CPU per transfer +20-30%); gathering
+    # for half a batch's time (batcher.GroupBatcher.gather_seconds) keeps groups ~10 at about the
+    # same CPU per call. Its throughput against one in flight was not told apart from the noise of
+    # the shared machine (round 10, issue 13): measure it on a quiet one before making it default.
     transfer_batch_max_items: int = 64
     transfer_batch_window_seconds: float = 0.001
     transfer_batches_in_flight: int = 1

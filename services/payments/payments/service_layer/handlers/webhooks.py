@@ -405,6 +405,8 @@ def _record(
         payload=payload,
         provider_created_at=event.created,
         received_at=now,
+        # The text the payload was parsed from, when it is the adapter's parsed body.
+        payload_text=event.body_text if payload is event.body else "",
     )
 
 

@@ -4,8 +4,9 @@ its own outcome (the CreateTransfers RPC, and concurrent Transfer calls grouped 
 One transaction per batch means one WAL flush for all of them instead of one each. In the common
 case (distinct ids, no posting that could be refused) the batch is ONE statement that is its own
 transaction (the repository's `post_run_alone`: one round trip, no BEGIN or COMMIT of its own);
-otherwise it is posted checked, set-based, in a transaction (`post_many`: claim every id, lock
-every account row once, judge each posting in order, apply each account's net change once). A
+otherwise it is posted checked, set-based, in a transaction that first locks every account row
+of the batch in id order (`post_many`: claim every id, lock every account row once, judge each
+posting in order, apply each account's net change once). A
 transfer refused by a business rule fails alone: a refused posting changes no balance (every
 account row is judged before any is changed) and its claimed id is given back. A lost race
 (deadlock) aborts the whole transaction: nothing was committed, so the batch is run again;
@@ -110,9 +111,22 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
             except HirepayError as exc:
                 outcomes[i] = BatchOutcome(error=exc)
         if not await _post_alone(uow, planned, outcomes, now):
+            # Every account row of the batch locked first, in one statement, in id order: the
+            # checked runs below lock their rows statement by statement (a repeated id or a guarded
+            # debit splits the batch into several), and a later run's rows may sort before an
+            # earlier one's; taken in two orders by one transaction, they deadlocked with a
+            # concurrent batch (or group of holds) that holds the one and waits for the other
+            # (issue 13: two batches in flight). Held, each later lock is this transaction's own.
+            if planned:
+                await uow.ledger.lock_balances(_accounts(planned))
             await _post_checked_runs(uow, planned, outcomes, now)
             await uow.commit()
     return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
+
+
+def _accounts(planned: list[tuple[int, TransferHeader, Posting]]) -> set[str]:
+    """Every account row the batch's postings change."""
+    return {c.account_id for _, _, posting in planned for c in posting.row_changes}
 
 
 async def _post_alone(
