@@ -53,7 +53,7 @@ async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None
     cmd = _authorize_cmd("gtx-1", "r1")
     payment = (await handlers.authorize(cmd, deps)).payment
     assert payment.provider == "stripe"
-    clean = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    clean = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert clean.checked == 1 and clean.mismatches == []
 
     # Captured behind our back at Stripe; then a restart with another default provider.
@@ -62,7 +62,7 @@ async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None
         pi, status=ProviderStatus.CAPTURED, amount_received=2500, amount_capturable=0
     )
     restarted = _deps(uow, ProviderRegistry([stripe, other], default="paypal"))
-    found = await audit.reconcile_provider(commands.ReconcileProvider(), restarted)
+    found = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: restarted)
     assert found.checked == 1
     assert [(m.payment_id, m.detail) for m in found.mismatches] == [
         (payment.id, "provider captured 2500, local state AUTHORIZED")
@@ -76,7 +76,7 @@ async def test_a_payment_whose_provider_is_not_configured_is_skipped_not_misrepo
     cmd = _authorize_cmd("gtx-1", "r1")
     await handlers.authorize(cmd, deps)
     without_stripe = _deps(uow, ProviderRegistry([OtherProvider()]))
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), without_stripe)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: without_stripe)
     assert result.checked == 0 and result.mismatches == []
 
 
@@ -100,7 +100,7 @@ async def test_refunds_made_through_payments_reconcile_clean() -> None:
     payment_id = await _captured(uow, deps)
     await handlers.refund(commands.Refund("rf-1", payment_id, 1000, "requested"), deps)
     await handlers.refund(commands.Refund("rf-2", payment_id, 500, "requested"), deps)
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert result.checked == 1 and result.mismatches == []
     assert ("list_refunds", "") in stripe.calls  # the provider's refunds were read
 
@@ -113,7 +113,7 @@ async def test_a_refund_known_only_at_the_provider_is_a_refund_mismatch() -> Non
     provider_id = uow.committed.payments[payment_id].provider_payment_id
     # Refunded at the provider's dashboard: Hirepay has no record of it.
     made = await stripe.refund(provider_id, 700, "", {}, "dashboard-1")
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert [(m.payment_id, m.kind) for m in result.mismatches] == [
         (payment_id, MismatchKind.REFUND)
     ]
@@ -129,7 +129,7 @@ async def test_a_local_refund_the_provider_does_not_have_is_a_refund_mismatch() 
     await handlers.refund(commands.Refund("rf-1", payment_id, 1000, "requested"), deps)
     provider_id = uow.committed.payments[payment_id].provider_payment_id
     stripe.refunds[provider_id] = []  # the provider lost it (or it never happened there)
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert [(m.kind, "succeeded locally" in m.detail) for m in result.mismatches] == [
         (MismatchKind.REFUND, True)
     ]
