@@ -8,6 +8,7 @@ time they fit, and a planted mismatch is still found."""
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
@@ -55,25 +56,33 @@ async def jobs_stub(
         yield pb_grpc.PaymentsServiceStub(channel)
 
 
-async def test_a_slow_provider_is_reconciled_within_the_auditors_deadline(
-    jobs_stub: pb_grpc.PaymentsServiceStub,
-    reconciling_service: RunningService,
-    admin: SandboxAdmin,
-    sandbox_url: str,
-    unique: Callable[[str], str],
-) -> None:
-    for _ in range(CAPTURED):
-        gtx = unique("gtx")
-        await jobs_stub.Authorize(authorize_request(gtx))
-        await jobs_stub.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
-    # Captured at Stripe's dashboard behind our back: ours still says AUTHORIZED.
-    gtx = unique("gtx")
-    planted = (await jobs_stub.Authorize(authorize_request(gtx, amount=4200))).payment
-    assert planted.state == pb.Payment.AUTHORIZED
+@pytest.fixture(scope="module")
+async def planted(reconciling_service: RunningService, sandbox_url: str) -> pb.Payment:
+    """40 captured payments, then one captured at Stripe's dashboard behind our back (ours
+    still says AUTHORIZED): the mismatch a round must find."""
+    async with signed_aio_channel(
+        reconciling_service.target, caller="jobs", service="payments"
+    ) as channel:
+        stub = pb_grpc.PaymentsServiceStub(channel)
+        for _ in range(CAPTURED):
+            gtx = f"gtx-{uuid.uuid4().hex[:12]}"
+            await stub.Authorize(authorize_request(gtx))
+            await stub.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
+        gtx = f"gtx-{uuid.uuid4().hex[:12]}"
+        payment = (await stub.Authorize(authorize_request(gtx, amount=4200))).payment
+    assert payment.state == pb.Payment.AUTHORIZED
     await stripe_client(sandbox_url, API_KEY).v1.payment_intents.capture_async(
-        planted.provider_payment_id
+        payment.provider_payment_id
     )
+    return payment
 
+
+PLANTED_DETAIL = "provider captured 4200, local state AUTHORIZED"
+
+
+async def test_a_slow_provider_is_reconciled_within_the_auditors_deadline(
+    jobs_stub: pb_grpc.PaymentsServiceStub, planted: pb.Payment, admin: SandboxAdmin
+) -> None:
     admin.add_fault("latency", ms=LATENCY_MS)  # every provider call from now on
     began = time.monotonic()
     reply = await jobs_stub.ReconcileProvider(
@@ -84,9 +93,22 @@ async def test_a_slow_provider_is_reconciled_within_the_auditors_deadline(
 
     assert reply.checked == CAPTURED + 1
     assert [(m.payment_id, m.detail, m.kind) for m in reply.mismatches] == [
-        (
-            planted.payment_id,
-            "provider captured 4200, local state AUTHORIZED",
-            pb.ProviderMismatch.KIND_CHARGE,
-        )
+        (planted.payment_id, PLANTED_DETAIL, pb.ProviderMismatch.KIND_CHARGE)
     ]
+
+
+async def test_a_deadline_too_short_for_all_is_answered_with_those_checked(
+    jobs_stub: pb_grpc.PaymentsServiceStub,
+    planted: pb.Payment,
+    admin: SandboxAdmin,
+    reconciling_service: RunningService,
+) -> None:
+    admin.add_fault("latency", ms=LATENCY_MS)
+    # 41 payments at 8 at a time take ~3.5 s: 2 s allow some of them, newest first.
+    reply = await jobs_stub.ReconcileProvider(pb.ReconcileProviderRequest(limit=100), timeout=2.0)
+    assert 0 < reply.checked < CAPTURED + 1
+    assert [(m.payment_id, m.detail) for m in reply.mismatches] == [
+        (planted.payment_id, PLANTED_DETAIL)
+    ]
+    log = reconciling_service.process.log_path.read_text(errors="replace")
+    assert f"{CAPTURED + 1 - reply.checked} left for the next round" in log
