@@ -30,7 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import (
@@ -44,6 +43,7 @@ from hirepay_platform.db import (
 from hirepay_platform.errors import Unavailable
 from hirepay_platform.write_batch import BatchedSession
 from tests.support.pg_round_trips import RoundTrips
+from tests.support.pg_schema import database_with
 
 metadata = MetaData()
 rows = Table(
@@ -68,6 +68,7 @@ _PUT = HotStatement(
 _BUMP = HotStatement(
     rows.update().where(rows.c.id == bindparam("key")).values(n=rows.c.n + 1).returning(rows.c.n)
 )
+
 _PID = HotStatement(text("SELECT pg_backend_pid() AS pid"))
 _IN_TRANSACTION = HotStatement(text("SELECT txid_current_if_assigned() IS NOT NULL AS began"))
 
@@ -78,12 +79,7 @@ class CoreUnitOfWork(SqlAlchemyUnitOfWork):
 
 @pytest.fixture(scope="module")
 async def db_url(make_database) -> str:
-    url = make_database("platform_autocommit")
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
-    return url
+    return await database_with(make_database, "platform_autocommit", metadata)
 
 
 async def _database(url: str, pool_size: int = 1) -> Database[CoreUnitOfWork]:
@@ -98,20 +94,6 @@ async def db(db_url: str) -> AsyncIterator[Database[CoreUnitOfWork]]:
     database = await _database(db_url)
     yield database
     await database.stop()
-
-
-@pytest.fixture
-def wrapped(monkeypatch: pytest.MonkeyPatch) -> list[Connection]:
-    """Every SQLAlchemy Connection made (engine.connect() or a pooled connection wrapped)."""
-    made: list[Connection] = []
-    init = Connection.__init__
-
-    def counted(self: Connection, *args: Any, **kw: Any) -> None:
-        made.append(self)
-        init(self, *args, **kw)
-
-    monkeypatch.setattr(Connection, "__init__", counted)
-    return made
 
 
 async def _warm(db: Database[CoreUnitOfWork], key: str) -> None:
