@@ -24,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import PoolProxiedConnection
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
-from hirepay_platform import tracing
+from hirepay_platform import jsonb, tracing
 from hirepay_platform.errors import Conflict, Unavailable
 from hirepay_platform.settings import DEFAULT_MAX_OVERFLOW, DEFAULT_POOL_SIZE, ServiceSettings
 
@@ -165,6 +165,24 @@ async def dbapi_connection(session: Any) -> Any:
     return await session.dbapi_connection()
 
 
+async def autocommit(session: Any) -> None:
+    """Make each later statement of `session` a transaction of its own, committed when it returns
+    (durable like any commit: synchronous_commit), with no BEGIN and COMMIT round trips: for a
+    unit of work that writes with one statement (an insert-first, a lease). Refused, as SQLAlchemy
+    refuses a connection's isolation level, once the session's transaction has begun.
+    `session`: an AsyncSession, a CoreSession (past SQLAlchemy's Connection while its statements
+    are hot, see CoreSession.autocommit) or a session wrapping one with an `autocommit()` of its
+    own (write_batch.BatchedSession)."""
+    if isinstance(session, AsyncSession):
+        await session.connection(execution_options=_AUTOCOMMIT)
+    else:
+        await session.autocommit()
+
+
+# SQLAlchemy's execution option for a connection whose statements each commit by themselves.
+_AUTOCOMMIT: Mapping[str, Any] = {"isolation_level": "AUTOCOMMIT"}
+
+
 async def _dbapi_connection(connection: AsyncConnection) -> Any:
     """The DBAPI connection (SQLAlchemy's asyncpg adapter) under `connection`."""
     sync = connection.sync_connection
@@ -178,7 +196,9 @@ def lease_due(table: Any, due: Any, next_column: str, *where: Any) -> Any:
     """One statement that locks a worker's due rows SKIP LOCKED and moves their next attempt to
     the end of a lease (parameters `:now`, `:limit`, `:until`), returning the rows: alone, it is a
     whole transaction, so an idle round of a worker costs one round trip (issue 13). `due` is the
-    column compared with `:now` (and ordered by), `where` any further conditions."""
+    column compared with `:now` (and ordered by), `where` any further conditions. Wrapped in a
+    HotStatement by its caller (when `where` has no expanding IN list), a lease in autocommit
+    (see autocommit) costs no SQLAlchemy Connection."""
     chosen = (
         select(table.c.id)
         .where(due <= bindparam("now"), *where)
@@ -221,6 +241,9 @@ def create_engine(
         connect_args={"command_timeout": 30, "server_settings": {"application_name": "hirepay"}},
         # Plain reads go before BEGIN (one round trip less per transaction, two per read-only one).
         module=_LazyBeginDbapi(__import__("asyncpg")),
+        # JSONB values written and read as json.dumps and json.loads do, in fewer Python calls.
+        json_serializer=jsonb.dumps,
+        json_deserializer=jsonb.loads,
     )
     tracing.instrument_engine(engine)
     return engine
@@ -540,7 +563,7 @@ class CoreSession:
     SQLAlchemy raises it) wraps the same pooled connection in one, in the state it would have
     had (begun if a hot statement ran), and the rest of the unit of work goes that way."""
 
-    __slots__ = ("_began", "_connection", "_engine", "_pooled")
+    __slots__ = ("_autocommit", "_began", "_connection", "_engine", "_pooled")
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -549,6 +572,24 @@ class CoreSession:
         # Connection would then have begun its transaction).
         self._pooled: PoolProxiedConnection | None = None
         self._began = False
+        # Whether each statement commits by itself (autocommit(); AUTOCOMMIT's isolation level).
+        self._autocommit = False
+
+    async def autocommit(self) -> None:
+        """Make each later statement a transaction of its own, committed when it returns, as
+        SQLAlchemy's AUTOCOMMIT isolation level does (db.autocommit). While only hot statements
+        run, that costs no SQLAlchemy Connection either: the pooled connection's adapter is put
+        in autocommit (no BEGIN sent; COMMIT and ROLLBACK have nothing to end) and put back when
+        the connection goes back to the pool. About 60 Python calls per unit of work fewer than
+        the Connection made to set its isolation level (issue 13). Anything that needs
+        SQLAlchemy's Connection gets one with AUTOCOMMIT set, as before; once the transaction has
+        begun, SQLAlchemy refuses it as it always did."""
+        if self._connection is not None or self._began:
+            await self.connection(execution_options=_AUTOCOMMIT)
+            return
+        self._autocommit = True
+        if self._pooled is not None:  # (taken by dbapi_connection(); nothing ran on it yet)
+            self._pooled.dbapi_connection.autocommit = True  # type: ignore[attr-defined]
 
     async def _hot_connection(self, plan: _HotPlan) -> Any:
         """The DBAPI connection to run `plan` on past SQLAlchemy, or None if it must go
@@ -584,6 +625,8 @@ class CoreSession:
             # As Connection() raises it when the pool cannot connect (a DBAPIError: UNAVAILABLE).
             Connection._handle_dbapi_exception_noconnection(error, sync_engine.dialect, sync_engine)
             raise
+        if self._autocommit:  # put back before the pool has it again (close)
+            pooled.dbapi_connection.autocommit = True  # type: ignore[attr-defined]
         return pooled
 
     def _wrap(self) -> AsyncConnection:
@@ -591,6 +634,11 @@ class CoreSession:
         hot statements so far would have left it; the session goes its way from now on."""
         pooled, self._pooled = self._pooled, None
         sync = Connection(self._engine.sync_engine, pooled)
+        if self._autocommit:
+            # SQLAlchemy's own AUTOCOMMIT instead of the adapter's flag: it is undone when the
+            # connection goes back to the pool, as for any isolation level set on a Connection.
+            pooled.dbapi_connection.autocommit = False  # type: ignore[union-attr, attr-defined]
+            sync.execution_options(**_AUTOCOMMIT)
         if self._began:
             sync.begin()
         connection = self._connection = AsyncConnection(self._engine, sync)
@@ -645,6 +693,8 @@ class CoreSession:
                 connection = self._wrap()
             else:
                 connection = self._connection = await self._engine.connect()
+                if self._autocommit:
+                    await connection.execution_options(**_AUTOCOMMIT)
         if execution_options:
             await connection.execution_options(**execution_options)
         return connection
@@ -698,6 +748,8 @@ class CoreSession:
         try:
             if self._pooled is not None:
                 adapted: Any = self._pooled.dbapi_connection
+                if self._autocommit:
+                    adapted.autocommit = False  # the pool's next user begins transactions again
                 if adapted._transaction is not None:
                     await self._end(adapted, adapted._transaction.rollback)
         finally:

@@ -326,18 +326,58 @@ def incoming_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
 
 def _continued(carrier: dict[str, str]) -> Context:
     """The context a carrier (gRPC metadata, HTTP headers) continues, else a new sampled trace."""
-    ctx = propagate.extract(carrier)
+    textmap = propagate.get_global_textmap()
+    if not carrier and _plain(textmap):
+        # Nothing to extract (a request from outside, a probe's call): the new trace at once,
+        # its outgoing metadata known (issue 13: about 40 Python calls per such request).
+        return _new_trace(Context(), textmap)
+    ctx = textmap.extract(carrier)  # (what propagate.extract does, the propagator got above)
     if trace.get_current_span(ctx).get_span_context().is_valid:
         return ctx
     return _new_trace(ctx)
 
 
-def _new_trace(ctx: Context) -> Context:
-    """`ctx` in a new sampled trace (for a call or request that continues none)."""
-    root = SpanContext(
+def _root() -> SpanContext:
+    return SpanContext(
         trace_id=_ids.generate_trace_id(),
         span_id=_ids.generate_span_id(),
         is_remote=False,
         trace_flags=TraceFlags(TraceFlags.SAMPLED),
     )
-    return trace.set_span_in_context(NonRecordingSpan(root), ctx)
+
+
+def _traceparent(root: SpanContext) -> tuple[tuple[str, str], ...]:
+    """A new trace's root as W3C trace context metadata (its traceparent; no tracestate)."""
+    return (("traceparent", f"00-{root.trace_id:032x}-{root.span_id:016x}-01"),)
+
+
+# By propagator: whether it finds nothing in an empty carrier (an empty context, as W3C trace
+# context and baggage give) and injects a new trace's root context with no baggage as its
+# traceparent alone (_traceparent). Checked once per propagator, on its own output.
+_plain_propagators: dict[object, bool] = {}
+
+
+def _plain(textmap: Any) -> bool:
+    plain = _plain_propagators.get(textmap)
+    if plain is None:
+        plain = textmap.extract({}) == Context()
+        for _ in range(2):
+            root = _root()
+            carrier: dict[str, str] = {}
+            textmap.inject(carrier, trace.set_span_in_context(NonRecordingSpan(root), Context()))
+            plain = plain and tuple(carrier.items()) == _traceparent(root)
+        _plain_propagators[textmap] = plain
+    return plain
+
+
+def _new_trace(ctx: Context, plain: object = None) -> Context:
+    """`ctx` in a new sampled trace (for a call or request that continues none). `plain`: the
+    propagator, a plain one (_plain), and `ctx` empty: what outgoing_context would inject in the
+    new context is known, and remembered as if injected."""
+    root = _root()
+    new = trace.set_span_in_context(NonRecordingSpan(root), ctx)
+    if plain is not None:
+        if len(_injected) >= _INJECTED_MAX:
+            _injected.clear()
+        _injected[id(new)] = (new, plain, _traceparent(root))
+    return new

@@ -43,6 +43,7 @@ from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import CoreSession, HotResult, HotStatement, execute_alone
+from hirepay_platform.db import autocommit as session_autocommit
 from hirepay_platform.db import dbapi_connection as session_dbapi_connection
 from hirepay_platform.errors import StaleRow
 
@@ -394,3 +395,9 @@ class BatchedSession:
         CoreSession without making SQLAlchemy's Connection (issue 13)."""
         await self.batch.flush()
         return await session_dbapi_connection(self.session)
+
+    async def autocommit(self) -> None:
+        """Each later statement a transaction of its own (db.autocommit), after the waiting
+        writes: on a CoreSession without making SQLAlchemy's Connection (issue 13)."""
+        await self.batch.flush()
+        await session_autocommit(self.session)

@@ -17,7 +17,6 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, event, select, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hirepay_platform.db import (
@@ -34,6 +33,7 @@ from hirepay_platform.errors import Conflict, Unavailable
 from hirepay_platform.write_batch import BatchedSession
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.pg_round_trips import RoundTrips
+from tests.support.pg_schema import database_with
 
 metadata = MetaData()
 items = Table(
@@ -59,6 +59,7 @@ _BUMP = HotStatement(
     .values(n=items.c.n + 1)
     .returning(items.c.n)
 )
+
 _PID = HotStatement(text("SELECT pg_backend_pid() AS pid"))
 _SLEEP = HotStatement(text("SELECT pg_sleep(CAST(:s AS float)) IS NULL AS slept"))
 
@@ -69,12 +70,7 @@ class CoreUnitOfWork(SqlAlchemyUnitOfWork):
 
 @pytest.fixture(scope="module")
 async def db_url(make_database) -> str:
-    url = make_database("platform_pooled")
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
-    return url
+    return await database_with(make_database, "platform_pooled", metadata)
 
 
 async def _database(url: str, pool_size: int = 2) -> Database[CoreUnitOfWork]:
@@ -88,20 +84,6 @@ async def db(db_url: str) -> AsyncIterator[Database[CoreUnitOfWork]]:
     database = await _database(db_url)
     yield database
     await database.stop()
-
-
-@pytest.fixture
-def wrapped(monkeypatch: pytest.MonkeyPatch) -> list[Connection]:
-    """Every SQLAlchemy Connection made (engine.connect() or a pooled connection wrapped)."""
-    made: list[Connection] = []
-    init = Connection.__init__
-
-    def counted(self: Connection, *args: Any, **kw: Any) -> None:
-        made.append(self)
-        init(self, *args, **kw)
-
-    monkeypatch.setattr(Connection, "__init__", counted)
-    return made
 
 
 async def _warm(db: Database[CoreUnitOfWork], key: str) -> None:
@@ -327,11 +309,7 @@ async def test_a_refused_connection_is_raised_as_sqlalchemy_raises_it(
 ) -> None:
     """The pool cannot connect (the database refuses connections): the same exception as
     SQLAlchemy's engine.connect() raises (Connection._handle_dbapi_exception_noconnection)."""
-    url = make_database("platform_pooled_refused")
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
+    url = await database_with(make_database, "platform_pooled_refused", metadata)
     db = await _database(url)
     admin = create_engine(pg_server_url)
     name = db.engine.url.database  # type: ignore[union-attr]

@@ -52,6 +52,7 @@ from hirepay_platform.db import (
 )
 from hirepay_platform.errors import Conflict, Unavailable
 from tests.support.pg_round_trips import RoundTrips
+from tests.support.pg_schema import database_with
 
 
 class Color(enum.Enum):
@@ -132,12 +133,7 @@ class CoreUnitOfWork(SqlAlchemyUnitOfWork):
 
 @pytest.fixture(scope="module")
 async def db_url(make_database) -> str:
-    url = make_database("platform_hot")
-    engine = create_engine(url)
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
-    await engine.dispose()
-    return url
+    return await database_with(make_database, "platform_hot", metadata)
 
 
 @pytest.fixture

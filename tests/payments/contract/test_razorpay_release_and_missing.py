@@ -99,11 +99,11 @@ async def test_a_voided_authorization_reconciles_until_razorpay_releases_it(run:
     # Razorpay still reads it authorized, to be released by itself within the capture window.
     there = await run.provider.retrieve_payment(provider_id)
     assert there.status is ProviderStatus.AUTHORIZED and there.release_due is not None
-    clean = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    clean = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert clean.checked == 1 and clean.mismatches == []
     # Past the window (and the grace) and still held: that is a violation, not a release.
     deps.clock.advance(FIVE_DAYS + 7 * 3600)  # type: ignore[attr-defined]
-    late = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    late = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert [(m.payment_id, "still holds" in m.detail) for m in late.mismatches] == [
         (payment_id, True)
     ]
@@ -112,7 +112,7 @@ async def test_a_voided_authorization_reconciles_until_razorpay_releases_it(run:
     assert moved.status_code == 200, moved.text
     released = await run.provider.retrieve_payment(provider_id)
     assert released.status is ProviderStatus.CANCELED and released.amount_received == 0
-    done = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    done = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert done.checked == 1 and done.mismatches == []
 
 

@@ -3,19 +3,26 @@ compared with the provider that made it, never the current default."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError as SettingsError
 
 from hirepay_platform.errors import ValidationError
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
 from payments.domain.model import Method
-from payments.domain.provider import ProviderRefund, ProviderStatus, RefundState
+from payments.domain.provider import ProviderPayment, ProviderRefund, ProviderStatus, RefundState
 from payments.domain.reconciliation import MismatchKind, refund_mismatches, refunds_in_flight
 from payments.domain.refunds import Refund, RefundStatus
 from payments.entrypoints.main import ACCESS
+from payments.entrypoints.settings import PaymentsSettings
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
@@ -53,7 +60,7 @@ async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None
     cmd = _authorize_cmd("gtx-1", "r1")
     payment = (await handlers.authorize(cmd, deps)).payment
     assert payment.provider == "stripe"
-    clean = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    clean = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert clean.checked == 1 and clean.mismatches == []
 
     # Captured behind our back at Stripe; then a restart with another default provider.
@@ -62,7 +69,7 @@ async def test_each_payment_is_compared_with_the_provider_that_made_it() -> None
         pi, status=ProviderStatus.CAPTURED, amount_received=2500, amount_capturable=0
     )
     restarted = _deps(uow, ProviderRegistry([stripe, other], default="paypal"))
-    found = await audit.reconcile_provider(commands.ReconcileProvider(), restarted)
+    found = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: restarted)
     assert found.checked == 1
     assert [(m.payment_id, m.detail) for m in found.mismatches] == [
         (payment.id, "provider captured 2500, local state AUTHORIZED")
@@ -76,7 +83,7 @@ async def test_a_payment_whose_provider_is_not_configured_is_skipped_not_misrepo
     cmd = _authorize_cmd("gtx-1", "r1")
     await handlers.authorize(cmd, deps)
     without_stripe = _deps(uow, ProviderRegistry([OtherProvider()]))
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), without_stripe)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: without_stripe)
     assert result.checked == 0 and result.mismatches == []
 
 
@@ -100,7 +107,7 @@ async def test_refunds_made_through_payments_reconcile_clean() -> None:
     payment_id = await _captured(uow, deps)
     await handlers.refund(commands.Refund("rf-1", payment_id, 1000, "requested"), deps)
     await handlers.refund(commands.Refund("rf-2", payment_id, 500, "requested"), deps)
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert result.checked == 1 and result.mismatches == []
     assert ("list_refunds", "") in stripe.calls  # the provider's refunds were read
 
@@ -113,7 +120,7 @@ async def test_a_refund_known_only_at_the_provider_is_a_refund_mismatch() -> Non
     provider_id = uow.committed.payments[payment_id].provider_payment_id
     # Refunded at the provider's dashboard: Hirepay has no record of it.
     made = await stripe.refund(provider_id, 700, "", {}, "dashboard-1")
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert [(m.payment_id, m.kind) for m in result.mismatches] == [
         (payment_id, MismatchKind.REFUND)
     ]
@@ -129,7 +136,7 @@ async def test_a_local_refund_the_provider_does_not_have_is_a_refund_mismatch() 
     await handlers.refund(commands.Refund("rf-1", payment_id, 1000, "requested"), deps)
     provider_id = uow.committed.payments[payment_id].provider_payment_id
     stripe.refunds[provider_id] = []  # the provider lost it (or it never happened there)
-    result = await audit.reconcile_provider(commands.ReconcileProvider(), deps)
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
     assert [(m.kind, "succeeded locally" in m.detail) for m in result.mismatches] == [
         (MismatchKind.REFUND, True)
     ]
@@ -167,3 +174,143 @@ async def test_list_payments_filters_by_transactions_for_the_auditors_batched_re
         await audit.list_payments(
             commands.ListPayments(global_tx_ids=frozenset(f"g{n}" for n in range(1001))), deps
         )
+
+
+# ---- many payments: a bounded number at a time, within the caller's deadline (OPS-3) -----------
+
+
+class SlowProvider(FakeProvider):
+    """Answers each read after `delay(intent_id)` seconds, counting the calls in flight."""
+
+    def __init__(self, delay: Callable[[str], float]) -> None:
+        super().__init__()
+        self.delay = delay
+        self.in_flight = 0
+        self.most_in_flight = 0
+
+    @asynccontextmanager
+    async def _call(self, intent_id: str) -> AsyncIterator[None]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay(intent_id))
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
+        async with self._call(intent_id):
+            return await super().retrieve_payment(intent_id)
+
+    async def list_refunds(self, intent_id: str) -> list[ProviderRefund]:
+        async with self._call(intent_id):
+            return await super().list_refunds(intent_id)
+
+
+class OneTransactionAtATime:
+    """A unit of work that, like the real one, holds one transaction at a time, across the
+    awaits of its reads: entering it again before it is left is an error."""
+
+    def __init__(self, inner: FakeUnitOfWork) -> None:
+        self.inner = inner
+        self.open = False
+
+    async def __aenter__(self) -> FakeUnitOfWork:
+        assert not self.open, "one unit of work entered by two tasks at once"
+        self.open = True
+        await asyncio.sleep(0)  # a real unit of work awaits the database here
+        return await self.inner.__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.open = False
+        await self.inner.__aexit__(*exc_info)
+
+
+async def _authorized_many(deps: Deps, n: int) -> list[str]:
+    """`n` authorized payments, one second apart: the newest is the last."""
+    ids = []
+    for i in range(n):
+        deps.clock.advance(1)  # type: ignore[attr-defined]
+        ids.append((await handlers.authorize(_authorize_cmd(f"gtx-{i}", f"r{i}"), deps)).payment.id)
+    return ids
+
+
+def _captured_behind_our_back(provider: FakeProvider) -> None:
+    for pi in list(provider.intents.values()):
+        provider.intents[pi.id] = replace(
+            pi, status=ProviderStatus.CAPTURED, amount_received=2500, amount_capturable=0
+        )
+
+
+async def test_payments_are_checked_a_bounded_number_at_a_time_and_reported_in_order() -> None:
+    uow = FakeUnitOfWork()
+    position: dict[str, int] = {}
+    # The newest payments (reported first) answer slowest, so they finish last.
+    stripe = SlowProvider(lambda intent_id: 0.002 * position[intent_id])
+    policy = Policy(provider_timeout=1, reconcile_concurrency=3)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 12)
+    for i, payment_id in enumerate(ids):
+        position[uow.committed.payments[payment_id].provider_payment_id] = i
+    _captured_behind_our_back(stripe)
+
+    def new_deps() -> Deps:  # each its own unit of work, as the servicer's factory gives
+        return Deps(OneTransactionAtATime(uow), deps.providers, policy, clock=deps.clock)  # type: ignore[arg-type]
+
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), new_deps)
+    assert stripe.most_in_flight == 3  # at once, and never more than the setting
+    assert result.checked == 12
+    assert [m.payment_id for m in result.mismatches] == ids[::-1]  # most recently changed first
+    assert all(m.detail.startswith("provider captured") for m in result.mismatches)
+
+
+async def test_a_round_stops_starting_checks_the_deadline_would_not_allow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    uow, stripe = FakeUnitOfWork(), SlowProvider(lambda _: 0.1)
+    policy = Policy(provider_timeout=1, reconcile_concurrency=2)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 40)  # one at a time: 4 s; two at a time: 2 s
+    deadline = time.monotonic() + 1.5
+    caplog.set_level(logging.WARNING, logger=audit.__name__)
+    result = await audit.reconcile_provider(
+        commands.ReconcileProvider(), lambda: deps, lambda: deadline - time.monotonic()
+    )
+    assert time.monotonic() < deadline  # answered in time, not DEADLINE_EXCEEDED
+    assert 0 < result.checked < len(ids)
+    assert result.mismatches == []
+    assert stripe.in_flight == 0
+    assert f"{len(ids) - result.checked} left for the next round" in caplog.text
+
+
+async def test_a_check_still_running_at_the_deadline_is_dropped_and_the_rest_answered() -> None:
+    uow = FakeUnitOfWork()
+    stuck: set[str] = set()
+    stripe = SlowProvider(lambda intent_id: 30.0 if intent_id in stuck else 0.0)
+    policy = Policy(provider_timeout=1, reconcile_concurrency=4)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 6)
+    stuck.add(uow.committed.payments[ids[2]].provider_payment_id)  # the provider hangs on it
+    _captured_behind_our_back(stripe)
+    began = time.monotonic()
+    deadline = began + 1.0
+    result = await audit.reconcile_provider(
+        commands.ReconcileProvider(), lambda: deps, lambda: deadline - time.monotonic()
+    )
+    assert time.monotonic() < deadline
+    assert result.checked == 5
+    assert [m.payment_id for m in result.mismatches] == [ids[5], ids[4], ids[3], ids[1], ids[0]]
+    assert stripe.in_flight == 0  # the hanging call was cancelled, not left running
+
+
+def test_the_reconcile_concurrency_setting_is_at_least_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HIREPAY_SERVICE_TOKEN_SECRET", "x" * 32)
+    monkeypatch.setenv("PAYMENTS_DATABASE_URL", "postgresql+asyncpg://u@h/db")
+    assert PaymentsSettings().reconcile_concurrency == 8
+    monkeypatch.setenv("PAYMENTS_RECONCILE_CONCURRENCY", "3")
+    assert PaymentsSettings().reconcile_concurrency == 3
+    monkeypatch.setenv("PAYMENTS_RECONCILE_CONCURRENCY", "0")
+    with pytest.raises(SettingsError, match="reconcile_concurrency"):
+        PaymentsSettings()

@@ -37,7 +37,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from hirepay_platform.db import HotStatement, execute_alone
+from hirepay_platform.db import HotStatement, autocommit, execute_alone
 from hirepay_platform.errors import StaleRow
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
@@ -302,7 +302,7 @@ def _attempt_statement() -> Executable:
     )
 
 
-_TAKE_ATTEMPT = _attempt_statement()
+_TAKE_ATTEMPT = HotStatement(_attempt_statement())  # (db.HotStatement, issue 13)
 
 
 def _attempt_params(attempt: PostingAttempt) -> dict[str, Any]:
@@ -428,12 +428,6 @@ _INSERT_POSTING = {
     for counting in (False, True)
     for spending in (False, True)
 }
-
-
-async def _autocommit(session: AsyncSession) -> AsyncConnection:
-    """The session's connection outside any transaction: each statement commits by itself, with
-    no BEGIN and COMMIT round trips (for a unit of work that is one statement)."""
-    return await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
 
 # --------------------------------------------------------------------------- conversions
@@ -949,17 +943,20 @@ class SqlPostingRateRepository:
         """Spend a token of the user's bucket for the attempt, unless it was charged before:
         (tokens left, allowed). Each statement commits by itself; the attempt is decided in one."""
         attempt = PostingAttempt(user_id, attempt_id, limit, window_seconds, now, forget_before)
-        connection = await _autocommit(self.session)
+        # Outside any transaction, no BEGIN and COMMIT round trips; on the pooled connection
+        # without SQLAlchemy's Connection while the statements are hot (db.autocommit).
+        await autocommit(self.session)
+        session = self.session
         params = _attempt_params(attempt)
-        while (row := (await connection.execute(_TAKE_ATTEMPT, params)).one_or_none()) is None:
+        while (row := (await session.execute(_TAKE_ATTEMPT, params)).one_or_none()) is None:
             # The user's first attempt: the bucket is created full (a concurrent creator wins
             # harmlessly), then the attempt is decided on it.
-            await connection.execute(
+            await session.execute(
                 pg_insert(posting_rate_buckets)
                 .values(user_id=user_id, tokens=float(limit), updated_at=now)
                 .on_conflict_do_nothing(index_elements=["user_id"])
             )
-        await _decided(connection, attempt, row)
+        await _decided(session, attempt, row)
         assert attempt.tokens is not None and attempt.allowed is not None
         return attempt.tokens, attempt.allowed
 

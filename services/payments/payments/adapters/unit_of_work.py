@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_platform.barrier import SqlBarrierRepository
-from hirepay_platform.db import SqlAlchemyUnitOfWork
+from hirepay_platform.db import SqlAlchemyUnitOfWork, autocommit
 from hirepay_platform.write_batch import BatchedSession
 from payments.adapters import tables
 from payments.adapters.credit_repository import SqlCreditGrantRepository
@@ -68,8 +68,9 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         """Make each statement of this unit of work a transaction of its own, committed when it
         returns (durable like any commit): for a unit of work that writes with one statement,
         it saves the BEGIN and COMMIT round trips (issue 13). Call it first; `commit()` then
-        has nothing left to do."""
-        await self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        has nothing left to do. Hot statements then run on the pooled connection without
+        SQLAlchemy's Connection (db.autocommit)."""
+        await autocommit(self.session)
 
     async def commit(self) -> None:
         if self._batch.guarded:  # one statement alone, or StaleRow (payments.assume, barriers)

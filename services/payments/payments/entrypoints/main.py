@@ -166,6 +166,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
         poll_base=settings.poll_interval_seconds,
         poll_max=settings.poll_max_interval_seconds,
         poll_batch=settings.poll_batch_size,
+        reconcile_concurrency=settings.reconcile_concurrency,
         watch_base=settings.watch_interval_seconds,
         watch_max=settings.watch_max_interval_seconds,
         checkout_cancel_url=settings.checkout_cancel_url,

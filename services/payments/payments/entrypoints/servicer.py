@@ -110,7 +110,10 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.ReconcileProviderRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReconcileProviderResponse:
         cmd = commands.ReconcileProvider(limit=request.limit or 100)
-        return conv.reconciliation_msg(await audit.reconcile_provider(cmd, self._deps()))
+        # The factory, not one Deps: payments are checked concurrently, each worker with a unit
+        # of work of its own; the deadline: a partial answer rather than DEADLINE_EXCEEDED.
+        found = await audit.reconcile_provider(cmd, self._deps, context.time_remaining)
+        return conv.reconciliation_msg(found)
 
     async def GetPaymentByBranch(
         self, request: pb.GetPaymentByBranchRequest, context: grpc.aio.ServicerContext

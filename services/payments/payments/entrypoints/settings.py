@@ -53,6 +53,11 @@ class PaymentsSettings(ServiceSettings):
     # would queue calls beyond 100 and reopen connections after every burst (issue 13).
     provider_max_connections: int = Field(default=256, ge=1)
     provider_timeout_seconds: float = 8.0
+    # The consistency auditor's ReconcileProvider (OPS-3): how many payments are re-fetched from
+    # their providers at once. One at a time, 100 payments at real Stripe's ~300 ms a call take
+    # 30-60 s, past the auditor's 10 s deadline; a round also stops starting checks when the
+    # caller's deadline would not allow one more and answers with those it checked.
+    reconcile_concurrency: int = Field(default=8, ge=1)
     # Backoff of the poller that resolves UNKNOWN payments and pending refunds.
     poll_interval_seconds: float = 1.0
     poll_max_interval_seconds: float = 60.0

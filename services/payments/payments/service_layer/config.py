@@ -15,6 +15,8 @@ class Policy:
     poll_base: float = 1.0
     poll_max: float = 60.0
     poll_batch: int = 20
+    # ReconcileProvider (OPS-3): payments re-fetched from their providers at once.
+    reconcile_concurrency: int = 8
     # Re-fetch of payments waiting for the provider (a backstop for lost webhooks).
     watch_base: float = 5.0
     watch_max: float = 60.0
