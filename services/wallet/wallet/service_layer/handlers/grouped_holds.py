@@ -88,14 +88,14 @@ async def reserve_holds(
     cmds: Sequence[commands.ReserveHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Try calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, reserve_request, _reserve_round, deps, alone=_reserve_alone)
+    return await _run_group(cmds, reserve_request, _reserve_rounds, deps, alone=_reserve_alone)
 
 
 async def confirm_holds(
     cmds: Sequence[commands.ConfirmHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
     """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
-    return await _run_group(cmds, confirm_request, _confirm_round, deps, alone=_confirm_alone)
+    return await _run_group(cmds, confirm_request, _resolve_rounds, deps, alone=_confirm_alone)
 
 
 async def create_holds(cmd: commands.CreateHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
@@ -110,7 +110,7 @@ async def resolve_holds(cmd: commands.ResolveHolds, deps: Deps) -> list[BatchOut
     in rounds, in order); outcomes in the same order, after COMMIT."""
     check_batch_size(cmd.resolutions, "resolutions")
     return await _run_group(
-        cmd.resolutions, _resolution, _resolve_round, deps, alone=_resolve_alone
+        cmd.resolutions, _resolution, _resolve_rounds, deps, alone=_resolve_alone
     )
 
 
@@ -123,14 +123,16 @@ def _resolution(cmd: commands.ConfirmHold | commands.CancelHold | None) -> Resol
     raise invalid("action", "one of confirm or cancel is required")
 
 
-Round = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[None]]
+Rounds = Callable[
+    [WalletUnitOfWork, list[list[tuple[int, Q]]], datetime, Outcomes], Awaitable[None]
+]
 Alone = Callable[[WalletUnitOfWork, list[tuple[int, Q]], datetime, Outcomes], Awaitable[bool]]
 
 
 async def _run_group(
     cmds: Sequence[object],
     validate: Callable[..., Q],
-    run_round: Round[Q],
+    run_rounds: Rounds[Q],
     deps: Deps,
     *,
     alone: Alone[Q] | None = None,
@@ -152,8 +154,7 @@ async def _run_group(
                 # The common case may be one statement that commits itself; if it cannot be, it
                 # wrote nothing and answered nobody, and the group runs checked in a transaction.
                 if alone is None or not await alone(uow, valid, now, outcomes):
-                    for items in _rounds(valid):
-                        await run_round(uow, items, now, outcomes)
+                    await run_rounds(uow, _rounds(valid), now, outcomes)
                     await uow.commit()
         except Conflict:
             if attempt == _ATTEMPTS:
@@ -220,12 +221,37 @@ async def _reserve_alone(
     return True
 
 
+async def _reserve_rounds(
+    uow: WalletUnitOfWork,
+    rounds: list[list[tuple[int, ReserveRequest]]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """A group's rounds of Trys, the first that locks account rows locking those of the later
+    rounds too. A repeated Reserve (a twin of its branch, in a later round) may name another
+    account: locked by its own round, that row was taken after the earlier rounds' rows, though it
+    may sort before them, and against a concurrent group (or batch of transfers) that locks both in
+    id order, holding the one and waiting for the other, the two deadlocked and PostgreSQL aborted
+    one (issue 13; its callers told CONFLICT when every run lost). Locked with the first round's,
+    after its barrier rows (a branch's first call is in the first round), every account row is
+    taken in id order, in the statement that takes the first round's anyway, no round trip more;
+    the later rounds' locks are then this transaction's own. A group of one round (no repeated
+    branch: the common case, and the one-statement path before it) locks as before."""
+    ahead = {r.account_id for items in rounds[1:] for _, r in items}
+    for items in rounds:
+        if await _reserve_round(uow, items, now, outcomes, ahead):
+            ahead = set()
+
+
 async def _reserve_round(
     uow: WalletUnitOfWork,
     items: list[tuple[int, ReserveRequest]],
     now: datetime,
     outcomes: Outcomes,
-) -> None:
+    ahead: set[str],
+) -> bool:
+    """One round of Trys of distinct branches; whether it locked account rows (its own, and
+    `ahead`: those of the group's later rounds)."""
     refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
     live: list[tuple[int, ReserveRequest]] = []
     for i, req in items:
@@ -236,20 +262,21 @@ async def _reserve_round(
             continue
         live.append((i, req))
     if not live:
-        return
+        return False
     calls = [(r.branch, r.fingerprint) for _, r in live]
-    entered, balances, sharded = await uow.holds.try_and_lock(
-        calls, {r.account_id for _, r in live}
-    )
+    accounts = {r.account_id for _, r in live}
+    entered, balances, sharded = await uow.holds.try_and_lock(calls, accounts | ahead)
     first = await _pass_try_barrier(uow, live, entered, outcomes)
     if not first:
-        return
+        return True
+    sharded = [a for a in sharded if a in accounts]  # (a later round's: read in its round)
     if sharded:  # a sharded account's balance includes its shards, read after the lock
         balances.update(await uow.ledger.lock_balances(sharded))
     accepted, refused = _reserve_first(first, refs, balances, now, outcomes)
     # A refused Try never happened: a later Try of its branch must find no row.
     await uow.barriers.release(refused, TccOp.TRY)
     await uow.holds.add_reserved(accepted)
+    return True
 
 
 async def _pass_try_barrier(
@@ -355,16 +382,6 @@ async def _confirm_alone(
     return True
 
 
-async def _confirm_round(
-    uow: WalletUnitOfWork,
-    items: list[tuple[int, ConfirmRequest]],
-    now: datetime,
-    outcomes: Outcomes,
-) -> None:
-    first, holds = await _enter_confirms(uow, items, outcomes)
-    await _apply_confirms(uow, first, holds, now, outcomes)
-
-
 _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
 
 
@@ -387,19 +404,15 @@ async def _enter_confirms(
     return first, holds
 
 
-async def _apply_confirms(
+async def _finish_confirms(
     uow: WalletUnitOfWork,
-    first: list[tuple[int, ConfirmRequest]],
-    holds: dict[TccBranch, Hold],
+    planned: list[_Planned],
     now: datetime,
     outcomes: Outcomes,
+    give_back: list[TccBranch],
 ) -> None:
-    """Post the first Confirms (their holds locked) and save their holds; a refused one is
-    answered and its barrier row given back."""
-    if not first:
-        return
-    give_back: list[TccBranch] = []
-    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
+    """Post the planned Confirms (their holds locked) and save their holds; a refused one is
+    answered, and its barrier row given back with those refused in planning."""
     confirmed = await _post_confirms(uow, planned, now, outcomes, give_back)
     await uow.holds.save(confirmed)
     # A refused Confirm never happened: its branch may be confirmed (or cancelled) later.
@@ -417,6 +430,8 @@ async def _plan_confirms(
     """Plan each Confirm's transfer on its hold (locked with the barrier insert, so a racing
     Cancel or expiry resolves it before or after us, never both); a refused one is answered and
     given back."""
+    if not first:
+        return []
     wanted = {
         a for _, r in first if r.branch in holds for a in confirm_accounts(r, holds[r.branch])
     }
@@ -501,25 +516,120 @@ async def _resolve_alone(
     return await _confirm_alone(uow, confirms, now, outcomes)
 
 
+async def _resolve_rounds(
+    uow: WalletUnitOfWork,
+    rounds: list[list[tuple[int, Resolution]]],
+    now: datetime,
+    outcomes: Outcomes,
+) -> None:
+    """A group's rounds of Confirms and Cancels (a group of ConfirmHold calls is one of Confirms
+    only), one after the other. A round's postings may lock account rows in several statements
+    (its Confirms', then its Cancels' releases), and so may a later round (a Confirm repeated after its refusal, a Cancel after
+    a refused Confirm). Locked statement by statement, a row was taken after others that sort
+    after it, and against a concurrent group (or batch of transfers) that locks both in id order,
+    holding the one and waiting for the other, the two deadlocked and PostgreSQL aborted one
+    (issue 13; its callers told CONFLICT when every run lost). So when a statement after the first
+    would lock a row none before it holds, the round first locks every account row of its
+    postings and of the later rounds' (on the holds already locked), in id order, in one
+    statement. A round that posts in one statement, or whose later statements lock only rows
+    already held, and no later round that posts elsewhere (the common case) locks as before."""
+    known: dict[TccBranch, Hold] = {}  # every hold the group has locked so far
+    locked = False
+    for n, items in enumerate(rounds):
+        locked = await _resolve_round(uow, items, now, outcomes, known, rounds[n + 1 :], locked)
+
+
 async def _resolve_round(
     uow: WalletUnitOfWork,
     items: list[tuple[int, Resolution]],
     now: datetime,
     outcomes: Outcomes,
-) -> None:
+    known: dict[TccBranch, Hold],
+    later: list[list[tuple[int, Resolution]]],
+    locked: bool,
+) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
     then their own with the hold locks), then the Confirms' (barrier rows, hold locks) - and only
     then the postings, which lock account rows. So the round takes its locks in the order a
     single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
     (a deadlock, and the round run again). Neither a Confirm nor a Cancel lowers what an account
-    has available, so their order changes no outcome."""
+    has available, so their order changes no outcome. Whether the group's account rows are
+    locked up front (`_resolve_rounds`), now or before."""
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
     cancelling = await _enter_cancels(uow, cancels, outcomes) if cancels else []
     first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
-    await _apply_confirms(uow, first, holds, now, outcomes)
+    known.update(holds)
+    known.update((branch, hold) for _, branch, hold in cancelling if hold is not None)
+    give_back: list[TccBranch] = []
+    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
+    if not locked:
+        steps = _posting_steps(planned)
+        releases = {hold.account_id for _, _, hold in cancelling if hold is not None}
+        ahead = await _accounts_ahead(uow, later, known) if later else set()
+        steps += [releases, ahead]
+        if _new_rows_later(steps):
+            await uow.ledger.lock_balances(set().union(*steps))
+            locked = True
+    if first:
+        await _finish_confirms(uow, planned, now, outcomes, give_back)
     await _apply_cancels(uow, cancelling, now, outcomes)
+    return locked
+
+
+def _new_rows_later(steps: list[set[str]]) -> bool:
+    """Whether a statement after the first that locks account rows would lock one that none
+    before it holds (a row that may sort before theirs). Rows all held already (the releases of a
+    batch's Cancels on the accounts its Confirms posted on) are no new lock: no statement more."""
+    held: set[str] = set()
+    for step in steps:
+        if held and not step <= held:
+            return True
+        held |= step
+    return False
+
+
+def _posting_steps(planned: list[_Planned]) -> list[set[str]]:
+    """The account rows each statement of `_post_confirms` will lock, in its order (as it splits
+    them): the run of ordinary postings (one statement), then each posting on its own (a lone
+    ordinary one; one on a guarded sharded account, never expected of a Confirm, which lowers no
+    availability)."""
+    ordinary = [p for p in planned if not p[3].guarded_sharded]
+    steps = (
+        [{c.account_id for p in ordinary for c in p[3].row_changes}] if len(ordinary) > 1 else []
+    )
+    steps += [
+        {c.account_id for c in p[3].row_changes}
+        for p in planned
+        if p[3].guarded_sharded or len(ordinary) == 1
+    ]
+    return steps
+
+
+async def _accounts_ahead(
+    uow: WalletUnitOfWork, later: list[list[tuple[int, Resolution]]], known: dict[TccBranch, Hold]
+) -> set[str]:
+    """Every account row the later rounds' Confirms and Cancels may lock: of those whose hold an
+    earlier round locked (any other posts nothing: its branch's gate, passed or refused in this
+    transaction, is a replay or a refusal), the hold's account (its pending changes), and the
+    accounts a Confirm may credit but a sharded one (credited in its shards: a credit never locks
+    its row, the hot revenue account's)."""
+    accounts: set[str] = set()
+    credited: set[str] = set()
+    for items in later:
+        for _, req in items:
+            hold = known.get(req.branch)
+            if hold is None:
+                continue
+            accounts.add(hold.account_id)
+            if isinstance(req, ConfirmRequest):
+                credited |= confirm_accounts(req, hold)
+    credited -= accounts
+    if credited:
+        refs = await uow.accounts.refs(credited)
+        accounts |= {a for a in credited if a in refs and not refs[a].sharded}
+    return accounts
 
 
 async def _enter_cancels(
