@@ -12,6 +12,7 @@ from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_platform.grpc_status import error_info
 from hirepay_platform.tcc import TccBranch
+from payments.domain import commands
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
 
 # Webhook signing secrets: the sandbox signs with the current one; both are accepted (rotation).
@@ -63,6 +64,24 @@ def reason(exc: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, dict[str, s
     info = error_info(exc)
     assert info is not None, f"no ErrorInfo on {exc.code()}: {exc.details()}"
     return exc.code(), info.reason, dict(info.metadata)
+
+
+def authorize_command(gtx: str, **changes: Any) -> commands.Authorize:
+    """A $25.00 card Authorize of owner "company-1" for a job post, the branch "payment" of the
+    global transaction `gtx`; `changes` set any other field."""
+    fields: dict[str, Any] = {
+        "request_id": f"r-{gtx}",
+        "branch": TccBranch(gtx, "payment"),
+        "owner_id": "company-1",
+        "amount_minor": 2500,
+        "currency": "USD",
+        "method": Method.CARD,
+        "payment_method_token": "pm_card_visa",
+        "metadata": {"subsystem": "jobs", "job_id": "job-1"},
+        "description": "a job post",
+        "email": "owner@example.com",
+    }
+    return commands.Authorize(**{**fields, **changes})
 
 
 def card_payment(

@@ -22,13 +22,14 @@ from payments.adapters import tables
 from payments.adapters.repositories import FIXED_COLUMNS, GUARDED_COLUMNS
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands
-from payments.domain.model import Method, PaymentState
+from payments.domain.model import PaymentState
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import FakeProvider
+from tests.support.payments_helpers import authorize_command
 
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
 
@@ -41,21 +42,6 @@ def _deps(engine: AsyncEngine, in_flight: InFlight) -> Deps:
         ProviderRegistry([provider]),
         Policy(provider_timeout=1, poll_base=1, poll_max=4),
         in_flight=in_flight,
-    )
-
-
-def _authorize(gtx: str) -> commands.Authorize:
-    return commands.Authorize(
-        request_id=f"r-{gtx}",
-        branch=TccBranch(gtx, "payment"),
-        owner_id="company-1",
-        amount_minor=2500,
-        currency="USD",
-        method=Method.CARD,
-        payment_method_token="pm_card_visa",
-        metadata={"subsystem": "jobs", "job_id": "job-1"},
-        description="a job post",
-        email="owner@example.com",
     )
 
 
@@ -85,7 +71,7 @@ async def test_the_guards_compare_only_the_columns_that_may_change(engine: Async
     gtx = f"gtx-{next(_IDS)}"
     sa_event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
-        await handlers.authorize(_authorize(gtx), deps)
+        await handlers.authorize(authorize_command(gtx), deps)
         done = await handlers.capture(commands.Capture(f"c-{gtx}", TccBranch(gtx, "payment")), deps)
     finally:
         sa_event.remove(engine.sync_engine, "before_cursor_execute", record)
@@ -105,7 +91,7 @@ async def test_a_change_of_a_fixed_column_is_refused_and_nothing_written(
 ) -> None:
     deps = _deps(engine, InFlight())
     gtx = f"gtx-{next(_IDS)}"
-    pid = (await handlers.authorize(_authorize(gtx), deps)).payment.id
+    pid = (await handlers.authorize(authorize_command(gtx), deps)).payment.id
     uow = SqlPaymentsUnitOfWork(make_session_factory(engine))
     with pytest.raises(ValueError, match="description"):
         async with uow:
@@ -124,7 +110,7 @@ async def test_a_change_of_a_fixed_column_is_refused_and_nothing_written(
 async def test_a_payment_not_read_is_saved_without_its_fixed_columns(engine: AsyncEngine) -> None:
     deps = _deps(engine, InFlight())
     gtx = f"gtx-{next(_IDS)}"
-    authorized = (await handlers.authorize(_authorize(gtx), deps)).payment
+    authorized = (await handlers.authorize(authorize_command(gtx), deps)).payment
     changed = replace(authorized, description="not written", void_reason="written")
     uow = SqlPaymentsUnitOfWork(make_session_factory(engine))
     async with uow:
@@ -144,7 +130,7 @@ async def test_a_change_meanwhile_of_a_guarded_column_still_sends_the_capture_th
 ) -> None:
     deps = _deps(engine, InFlight())
     gtx = f"gtx-{next(_IDS)}"
-    pid = (await handlers.authorize(_authorize(gtx), deps)).payment.id
+    pid = (await handlers.authorize(authorize_command(gtx), deps)).payment.id
     async with make_session_factory(engine)() as session:
         await session.execute(
             text("UPDATE payments SET poll_attempts = poll_attempts + 1 WHERE id = :p"),

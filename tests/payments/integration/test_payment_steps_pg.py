@@ -28,7 +28,7 @@ from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import IdempotencyMismatch, TccBranch
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands, errors
-from payments.domain.model import Method, PaymentState
+from payments.domain.model import PaymentState
 from payments.domain.provider import InvalidRequest, ProviderPayment
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
@@ -36,6 +36,7 @@ from payments.service_layer.deps import Deps
 from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import FakeProvider
+from tests.support.payments_helpers import authorize_command
 
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
 
@@ -93,21 +94,6 @@ def world(engine: AsyncEngine) -> World:
     return World(engine)
 
 
-def _authorize(gtx: str) -> commands.Authorize:
-    return commands.Authorize(
-        request_id=f"r-{gtx}",
-        branch=TccBranch(gtx, "payment"),
-        owner_id="company-1",
-        amount_minor=2500,
-        currency="USD",
-        method=Method.CARD,
-        payment_method_token="pm_card_visa",
-        metadata={"subsystem": "jobs", "job_id": "job-1"},
-        description="a job post",
-        email="owner@example.com",
-    )
-
-
 def _locking(statements: list[str]) -> list[str]:
     """Locked reads of their own (not a guard's lock inside a write statement)."""
     return [s for s in statements if s.startswith("SELECT") and "FOR UPDATE" in s]
@@ -115,7 +101,7 @@ def _locking(statements: list[str]) -> list[str]:
 
 async def test_recording_the_providers_answer_is_one_statement_of_its_own(world: World) -> None:
     gtx = f"gtx-{next(_IDS)}"
-    result = await world.counted(handlers.authorize(_authorize(gtx), world.deps()))
+    result = await world.counted(handlers.authorize(authorize_command(gtx), world.deps()))
     assert result.payment.state is PaymentState.AUTHORIZED
     # The Try's barrier row with its payment and audit entry, one statement; then the answer
     # (payment, call record and transition entries) as one statement that locks and compares the
@@ -168,7 +154,7 @@ async def test_recording_the_providers_answer_is_one_statement_of_its_own(world:
 
 async def test_a_capture_in_another_process_reads_the_payment_first(world: World) -> None:
     gtx = f"gtx-{next(_IDS)}"
-    await handlers.authorize(_authorize(gtx), world.deps())
+    await handlers.authorize(authorize_command(gtx), world.deps())
     world.in_flight = InFlight()  # another replica: it did not record the Try
     capture = commands.Capture(f"c-{gtx}", TccBranch(gtx, "payment"), 0)
     done = await world.counted(handlers.capture(capture, world.deps()))
@@ -207,14 +193,14 @@ async def test_a_try_whose_branch_has_its_barrier_row_goes_through_the_barrier(
     world: World,
 ) -> None:
     gtx = f"gtx-{next(_IDS)}"
-    first = await handlers.authorize(_authorize(gtx), world.deps())
-    again = await world.counted(handlers.authorize(_authorize(gtx), world.deps()))
+    first = await handlers.authorize(authorize_command(gtx), world.deps())
+    again = await world.counted(handlers.authorize(authorize_command(gtx), world.deps()))
     assert again.replayed and again.payment.id == first.payment.id
     assert world.statements[0].startswith(
         "WITH guard AS (INSERT INTO tcc_barriers"
     )  # wrote nothing
     with pytest.raises(IdempotencyMismatch):
-        await handlers.authorize(replace(_authorize(gtx), amount_minor=2600), world.deps())
+        await handlers.authorize(replace(authorize_command(gtx), amount_minor=2600), world.deps())
     assert await world.scalar("SELECT count(*) FROM payments WHERE global_tx_id = :g", g=gtx) == 1
     attempts = "SELECT count(*) FROM audit_log WHERE payment_id = :p AND action = 'attempt'"
     assert await world.scalar(attempts, p=first.payment.id) == 1
@@ -223,7 +209,7 @@ async def test_a_try_whose_branch_has_its_barrier_row_goes_through_the_barrier(
     void = commands.Void(f"v-{late}", TccBranch(late, "payment"), "saga cancelled")
     assert (await handlers.void(void, world.deps())).null_compensation
     with pytest.raises(errors.PaymentVoided):
-        await handlers.authorize(_authorize(late), world.deps())
+        await handlers.authorize(authorize_command(late), world.deps())
     assert await world.scalar("SELECT count(*) FROM payments WHERE global_tx_id = :g", g=late) == 0
 
 
@@ -231,7 +217,7 @@ async def test_a_payment_changed_during_the_call_is_recorded_under_its_lock(
     world: World,
 ) -> None:
     gtx = f"gtx-{next(_IDS)}"
-    authorized = (await handlers.authorize(_authorize(gtx), world.deps())).payment
+    authorized = (await handlers.authorize(authorize_command(gtx), world.deps())).payment
     assert authorized is not None
 
     async def meanwhile() -> None:
@@ -286,7 +272,7 @@ class CommitsAfter(SqlPaymentsUnitOfWork):
 
 async def _authorized(world: World) -> tuple[str, str]:
     gtx = f"gtx-{next(_IDS)}"
-    payment = (await handlers.authorize(_authorize(gtx), world.deps())).payment
+    payment = (await handlers.authorize(authorize_command(gtx), world.deps())).payment
     assert payment is not None and payment.state is PaymentState.AUTHORIZED
     return gtx, payment.id
 
@@ -463,7 +449,7 @@ async def test_a_capture_of_a_payment_in_another_state_writes_nothing(world: Wor
     declined = f"gtx-{next(_IDS)}"
     with pytest.raises(HirepayError):
         await handlers.authorize(
-            replace(_authorize(declined), payment_method_token="pm_card_chargeDeclined"),
+            replace(authorize_command(declined), payment_method_token="pm_card_chargeDeclined"),
             world.deps(),
         )
     failed = await world.scalar("SELECT id FROM payments WHERE global_tx_id = :g", g=declined)

@@ -20,10 +20,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import make_session_factory
-from hirepay_platform.tcc import TccBranch
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands, errors
-from payments.domain.model import Method, Payment, PaymentState
+from payments.domain.model import Payment, PaymentState
 from payments.domain.provider import EventSubject, ProviderEvent, ProviderPayment, ProviderStatus
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
@@ -32,6 +31,7 @@ from payments.service_layer.handlers.webhooks import EventOutcome, handle_provid
 from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Crash, FakeProvider
+from tests.support.payments_helpers import authorize_command
 
 # Provider ids unique across the tests of the module (they share one database).
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
@@ -71,17 +71,7 @@ class World:
 
     async def authorized(self) -> Payment:
         gtx = f"gtx-{next(_IDS)}"
-        cmd = commands.Authorize(
-            request_id=f"r-{gtx}",
-            branch=TccBranch(gtx, "payment"),
-            owner_id="company-1",
-            amount_minor=2500,
-            currency="USD",
-            method=Method.CARD,
-            payment_method_token="pm_card_visa",
-            metadata={"subsystem": "jobs"},
-        )
-        payment = (await handlers.authorize(cmd, self.deps())).payment
+        payment = (await handlers.authorize(authorize_command(gtx), self.deps())).payment
         assert payment is not None and payment.state is PaymentState.AUTHORIZED
         return payment
 

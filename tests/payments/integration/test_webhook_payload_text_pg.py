@@ -18,11 +18,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from hirepay_platform.db import make_session_factory
-from hirepay_platform.tcc import TccBranch
 from payments.adapters.tables import JsonbOrText, JsonText
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands
-from payments.domain.model import Method, Payment, PaymentState
+from payments.domain.model import Payment, PaymentState
 from payments.domain.provider import EventSubject, ProviderEvent, ProviderPayment, ProviderStatus
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
@@ -31,6 +30,7 @@ from payments.service_layer.handlers.webhooks import handle_provider_event
 from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import FakeProvider
+from tests.support.payments_helpers import authorize_command
 
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
 # More digits than a float keeps: only the received text stores them all.
@@ -68,17 +68,7 @@ def _deps(sessions: async_sessionmaker[AsyncSession], provider: EventProvider) -
 
 async def _authorized(deps: Deps) -> Payment:
     gtx = f"gtx-{next(_IDS)}"
-    cmd = commands.Authorize(
-        request_id=f"r-{gtx}",
-        branch=TccBranch(gtx, "payment"),
-        owner_id="company-1",
-        amount_minor=2500,
-        currency="USD",
-        method=Method.CARD,
-        payment_method_token="pm_card_visa",
-        metadata={"subsystem": "jobs"},
-    )
-    payment = (await handlers.authorize(cmd, deps)).payment
+    payment = (await handlers.authorize(authorize_command(gtx), deps)).payment
     assert payment is not None and payment.state is PaymentState.AUTHORIZED
     return payment
 

@@ -10,13 +10,13 @@ import pytest
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
-from payments.domain.model import Method
 from payments.domain.provider import OutcomeUnknown
 from payments.service_layer import handlers
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, FakeProvider, FakeUnitOfWork
+from tests.support.payments_helpers import authorize_command
 
 
 class WatchedUnitOfWork(FakeUnitOfWork):
@@ -61,37 +61,26 @@ def deps() -> Deps:
     )
 
 
-def _authorize(gtx: str, token: str = "pm_card_visa") -> commands.Authorize:
-    return commands.Authorize(
-        request_id=f"a-{gtx}",
-        branch=TccBranch(gtx, "payment"),
-        owner_id="company-1",
-        amount_minor=2500,
-        currency="USD",
-        method=Method.CARD,
-        payment_method_token=token,
-        metadata={"subsystem": "jobs"},
-    )
-
-
 async def test_authorize_capture_refund_void_and_the_poller_call_the_provider_outside(
     deps: Deps,
 ) -> None:
     provider: WatchingProvider = deps.providers.default  # type: ignore[assignment]
     # The posting's path: authorize, then capture; then a refund.
-    await handlers.authorize(_authorize("gtx-1"), deps)
+    await handlers.authorize(authorize_command("gtx-1"), deps)
     captured = await handlers.capture(commands.Capture("c1", TccBranch("gtx-1", "payment")), deps)
     assert captured.payment is not None
     await handlers.refund(commands.Refund("r1", captured.payment.id, 500), deps)
     # A declined card, and a void.
     with pytest.raises(Exception):  # noqa: B017 - the decline's own error is not the point here
-        await handlers.authorize(_authorize("gtx-2", "pm_card_chargeDeclined"), deps)
-    await handlers.authorize(_authorize("gtx-3"), deps)
+        await handlers.authorize(
+            authorize_command("gtx-2", payment_method_token="pm_card_chargeDeclined"), deps
+        )
+    await handlers.authorize(authorize_command("gtx-3"), deps)
     await handlers.void(commands.Void("v3", TccBranch("gtx-3", "payment"), "gave up"), deps)
     # An unknown outcome resolved by the poller.
     provider.script = [("after", OutcomeUnknown("slow", timeout=True))]
     with pytest.raises(Exception):  # noqa: B017 - PaymentTimeout; the poller heals it below
-        await handlers.authorize(_authorize("gtx-4"), deps)
+        await handlers.authorize(authorize_command("gtx-4"), deps)
     for _ in range(3):
         deps.clock.advance(deps.config.lease_seconds + 5)  # type: ignore[attr-defined]
         await handlers.poll_due(deps)
