@@ -12,7 +12,7 @@ Checked, a group costs a fixed number of round trips whatever its size: a Reserv
 barrier row in one statement, locks and reads every account row once (in id order), judges each
 Reserve in order on the balances read under those locks (no overdraft, also within the group),
 then inserts every accepted hold and its reservation in one statement; a Confirm
-group inserts every barrier row, locks every hold (in key order), posts every transfer set-based
+group locks every hold (in key order), inserts every barrier row, posts every transfer set-based
 (`post_run`, one statement; `post_many` if it could refuse one) and saves every hold in one
 statement. A call refused by a business rule fails alone
 and leaves nothing behind: it changed no balance, and its barrier row (and claimed transfer id) is
@@ -388,8 +388,9 @@ _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
 async def _enter_confirms(
     uow: WalletUnitOfWork, items: list[tuple[int, ConfirmRequest]], outcomes: Outcomes
 ) -> _Entered:
-    """Each Confirm's gate (its barrier row, with its hold's lock): the first Confirms and their
-    locked holds, the others answered (replays, mismatches)."""
+    """Each Confirm's gate (its hold's lock, then its barrier row, the order of the one-statement
+    path, so that twins on the two paths queue on the hold instead of deadlocking): the first
+    Confirms and their locked holds, the others answered (replays, mismatches)."""
     calls = [(r.branch, r.fingerprint) for _, r in items]
     entered, holds = await uow.holds.confirm_and_lock(calls)
     gates = await enter_confirm_many(uow.barriers, calls, entered)
@@ -549,7 +550,7 @@ async def _resolve_round(
     locked: bool,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
-    then their own with the hold locks), then the Confirms' (barrier rows, hold locks) - and only
+    then their own with the hold locks), then the Confirms' (hold locks, barrier rows) - and only
     then the postings, which lock account rows. So the round takes its locks in the order a
     single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
