@@ -5,7 +5,10 @@ path inserted its barrier row first and then locked the hold. Twins meeting in b
 for the other (the hold's lock / the in-flight barrier row): a deadlock, PostgreSQL aborting one
 after deadlock_timeout and its group run again. The checked path now locks the holds before it
 inserts the barrier rows, as the one statement does: the later twin waits for the hold and then
-finds the first's barrier row (a replay), and no group runs twice."""
+finds the first's barrier row (a replay), and no group runs twice. Gap (b), the same with Cancels:
+a group's Cancel in a later round (after a refused Confirm of its hold, which stays locked) and a
+twin Cancel elsewhere that inserted its row first and waited for the hold; Cancels (grouped and
+single) now lock the hold before their own barrier row too."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg imp
 from wallet.domain import commands as c
 from wallet.service_layer import handlers as h
 from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers.batches import BatchOutcome
 
 pytestmark = pytest.mark.usefixtures("sound")
 
@@ -92,3 +96,72 @@ async def test_twin_confirms_one_statement_and_checked_do_not_deadlock(
     assert attempts == {"A": 1, "B": 1}  # no group ran twice
     cancelled = 0 if twin_shape == "repeated" else 5
     assert await ledger.balances(payer, payee) == [(FUNDS - 100, 5 - cancelled), (100, 0)]
+
+
+@pytest.mark.parametrize("twin_shape", ["batch", "single"])
+async def test_a_later_round_cancel_and_its_twin_elsewhere_do_not_deadlock(
+    ledger, uow, clock, sessions, deps, twin_shape
+):
+    """Gap (b): group X (ResolveHolds) confirms hold H with more than it holds (refused: H stays
+    locked) and a hold H2 on another payer, then cancels H (a later round of H's branch). X is
+    made to wait for H2's payer (a test transaction holds it) while it holds H; a twin Cancel of
+    H (a ResolveHolds, or a single CancelHold, elsewhere) starts and waits for X. Freed, X reaches
+    its Cancel's barrier row: before the fix the twin had inserted that row first and waited for
+    H, a deadlock. Now each runs once: X cancels, the twin replays, the balances are exact."""
+    payer, payer2 = sorted([await ledger.open("payer"), await ledger.open("payer2")])
+    payee = await ledger.open("payee")
+    for account in (payer, payer2):
+        await ledger.fund(account, FUNDS)
+    on_h = TccBranch(f"h-{uuid.uuid4().hex[:10]}", "payment")
+    on_h2 = TccBranch(f"h2-{uuid.uuid4().hex[:10]}", "payment")
+    reserved = await h.reserve_holds(
+        [
+            c.ReserveHold(on_h, payer, payee, 100, "USD"),
+            c.ReserveHold(on_h2, payer2, payee, 7, "USD"),
+        ],
+        deps,
+    )
+    assert [o.error for o in reserved] == [None, None]
+    attempts: Counter[str] = Counter()
+    before = await _deadlocks(sessions)
+
+    def deps_of(name: str) -> Deps:
+        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+
+    group_x = c.ResolveHolds(
+        (c.ConfirmHold(on_h, 101), c.ConfirmHold(on_h2), c.CancelHold(on_h, "twice"))
+    )
+    if twin_shape == "batch":
+        twin = lambda d: h.resolve_holds(c.ResolveHolds((c.CancelHold(on_h, "twin"),)), d)  # noqa: E731
+    else:
+
+        async def twin(d: Deps) -> list:
+            return [BatchOutcome(result=await h.cancel_hold(c.CancelHold(on_h, "twin"), d))]
+
+    async with sessions() as holder:
+        held = await holder.execute(
+            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
+            {"id": payer2},
+        )
+        blocker = held.scalar_one()
+        first = asyncio.create_task(h.resolve_holds(group_x, deps_of("X")))
+        waiting = await _blocked_by(sessions, {blocker}, set())  # X, holding H, for payer2
+        second = asyncio.create_task(twin(deps_of("Y")))
+        await _blocked_by(sessions, {waiting}, {waiting})  # the twin, for H (or its row)
+        await holder.commit()
+        outcomes_x, outcomes_y = await asyncio.gather(first, second)
+    assert [o.error.reason if o.error else "ok" for o in outcomes_x] == [
+        "VALIDATION_FAILED",
+        "ok",
+        "ok",
+    ]
+    assert not outcomes_x[2].result.replayed
+    assert [o.error for o in outcomes_y] == [None]
+    assert outcomes_y[0].result.replayed
+    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert attempts == {"X": 1, "Y": 1}  # neither ran twice
+    assert await ledger.balances(payer, payer2, payee) == [
+        (FUNDS, 0),
+        (FUNDS - 7, 0),
+        (7, 0),
+    ]

@@ -177,8 +177,8 @@ class HoldRepository(Protocol):
     async def cancel_and_lock(
         self, branches: Sequence[TccBranch]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
-        """A group of Cancels of distinct branches in one round trip: insert each one's Cancel
-        barrier row, then lock (key order) the hold of each branch inserted.
+        """A group of Cancels of distinct branches in one round trip, as confirm_and_lock: lock
+        (key order) the hold of each branch, then insert each one's Cancel barrier row.
         The branches inserted (the others were cancelled before: replays), and their holds."""
 
     async def save(self, holds: Collection[Hold]) -> None:

@@ -23,7 +23,7 @@ this transaction) exactly as a later call would. Nobody is answered before the C
 
 A group of Cancels (ResolveHolds; single CancelHold calls are not grouped) runs checked, in the
 same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes before any Try
-(null compensations), then its own barrier rows with the hold locks, then (after the Confirms'
+(null compensations), then the hold locks and its own barrier rows, then (after the Confirms'
 gates and postings) every release as one posting and the holds saved. A Cancel refused (its hold
 was confirmed) gives its row back.
 """
@@ -550,7 +550,7 @@ async def _resolve_round(
     locked: bool,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
-    then their own with the hold locks), then the Confirms' (hold locks, barrier rows) - and only
+    then the hold locks and their own rows), then the Confirms' (hold locks, barrier rows) - and only
     then the postings, which lock account rows. So the round takes its locks in the order a
     single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
@@ -638,7 +638,7 @@ async def _enter_cancels(
 ) -> list[tuple[int, TccBranch, Hold | None]]:
     """Each Cancel's gate, as `cancel_hold` alone passes the platform's `enter_cancel`, for the
     group in two round trips: the Trys' barrier rows (inserted: no Try happened, a null
-    compensation, and a late Try will refuse), then the Cancels' own with the hold locks (there
+    compensation, and a late Try will refuse), then the hold locks and the Cancels' own rows (there
     already: a replay). The first Cancels with their locked holds; the others answered."""
     branches = [r.branch for _, r in items]
     untried = await uow.barriers.insert_many(

@@ -278,14 +278,20 @@ async def cancel_hold(cmd: commands.CancelHold, deps: Deps) -> HoldResult:
     """
     branch = cmd.branch.validated()
     async with deps.uow() as uow:
+        # The hold locked before the Cancel's barrier row, as a group's Cancels and Confirms and
+        # the one-statement Confirm take them: a twin holding the hold (a group whose refused
+        # Confirm of it is followed by its Cancel) no longer waits for this row while this waits
+        # for the hold (a deadlock, one of them aborted; issue 13). No round trip more.
+        locked = await uow.holds.get(branch, for_update=True)
         gate = await enter_cancel(uow.barriers, branch)
         if gate is CancelGate.NULL_COMPENSATION:
             await uow.commit()
             return HoldResult(None, null_compensation=True)
+        if locked is None:  # none yet, or its Try committed while the gate waited for its row
+            locked = await uow.holds.get(branch, for_update=gate is CancelGate.FIRST)
         if gate is CancelGate.REPLAY:
-            hold = await uow.holds.get(branch)
-            return HoldResult(hold, replayed=True, null_compensation=hold is None)
-        hold = cancel_locked(await uow.holds.get(branch, for_update=True), branch, deps.clock())
+            return HoldResult(locked, replayed=True, null_compensation=locked is None)
+        hold = cancel_locked(locked, branch, deps.clock())
         if hold.state is HoldState.CANCELLED:  # else it had expired: the money is free already
             refs = await uow.accounts.refs([hold.account_id])
             await apply_posting(uow, None, plan_posting(str(branch), [], refs, [hold.release()]))
