@@ -42,7 +42,7 @@ async def _deadlocks(sessions) -> int:
         return int(found.scalar_one())
 
 
-@pytest.mark.parametrize("twin_shape", ["repeated", "resolve_with_cancel"])
+@pytest.mark.parametrize("twin_shape", ["repeated", "resolve_with_cancel", "single"])
 async def test_twin_confirms_one_statement_and_checked_do_not_deadlock(
     ledger, uow, clock, sessions, deps, twin_shape
 ):
@@ -73,6 +73,11 @@ async def test_twin_confirms_one_statement_and_checked_do_not_deadlock(
 
     if twin_shape == "repeated":
         group_b = lambda d: h.confirm_holds([c.ConfirmHold(twin), c.ConfirmHold(twin)], d)  # noqa: E731
+    elif twin_shape == "single":  # the ungrouped handler
+
+        async def group_b(d: Deps) -> list:
+            return [BatchOutcome(result=await h.confirm_hold(c.ConfirmHold(twin), d))]
+
     else:
         batch = c.ResolveHolds((c.ConfirmHold(twin), c.CancelHold(other)))
         group_b = lambda d: h.resolve_holds(batch, d)  # noqa: E731
@@ -94,7 +99,7 @@ async def test_twin_confirms_one_statement_and_checked_do_not_deadlock(
     assert outcomes_b[0].result.replayed
     assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"A": 1, "B": 1}  # no group ran twice
-    cancelled = 0 if twin_shape == "repeated" else 5
+    cancelled = 5 if twin_shape == "resolve_with_cancel" else 0
     assert await ledger.balances(payer, payee) == [(FUNDS - 100, 5 - cancelled), (100, 0)]
 
 

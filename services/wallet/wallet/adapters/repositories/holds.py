@@ -127,16 +127,17 @@ _TRY_AND_LOCK = HotStatement(
 )
 # A group of Confirms (or of Cancels: the statement binds its op): the hold of every branch
 # locked in key order (one index probe each, LATERAL, as in _confirm_alone_statement), and only
-# then every barrier row; one round trip, one line per inserted branch (hold columns null if none). The one-statement Confirm locks the hold
-# before it inserts its barrier row (last, and only if everything applies); inserted first here,
-# a twin Confirm (the same hold, in another group, another replica's or one that runs checked)
-# on the one-statement path held the hold and waited for this barrier row while this group
-# waited for the hold: a deadlock, PostgreSQL aborting one after deadlock_timeout and its group
-# run again (issue 13). Locked first, the later twin waits for the hold and then finds the first
-# one's barrier row (a replay). Locking a replayed branch's hold too changes no outcome. So for
-# a Cancel (after the Trys' rows it writes, `_enter_cancels`): a Cancel of a later round of a
-# group holding the hold (a refused Confirm of it before) waited for its twin's barrier row, the
-# twin (another group, a CancelHold) for the hold.
+# then every barrier row; one round trip, one line per inserted branch (hold columns null if
+# none). The one-statement Confirm locks the hold before it inserts its barrier row (last, and
+# only if everything applies); inserted first here, a twin Confirm (the same hold, in another
+# group: another replica's, or one that runs checked) on the one-statement path held the hold and
+# waited for this barrier row while this group waited for the hold: a deadlock, PostgreSQL
+# aborting one after deadlock_timeout and its group run again (issue 13). Locked first, the later
+# twin waits for the hold and then finds the first one's barrier row (a replay). Locking a
+# replayed branch's hold too changes no outcome. So for a Cancel (after the Trys' rows it writes,
+# `_enter_cancels`): a Cancel of a later round of a group holding the hold (a refused Confirm of
+# it before) waited for its twin's barrier row, the twin (another group, a CancelHold) for the
+# hold.
 _LOCK_AND_ENTER = HotStatement(
     text(
         f"""

@@ -550,9 +550,9 @@ async def _resolve_round(
     locked: bool,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
-    then the hold locks and their own rows), then the Confirms' (hold locks, barrier rows) - and only
-    then the postings, which lock account rows. So the round takes its locks in the order a
-    single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
+    then the hold locks and their own rows), then the Confirms' (hold locks, barrier rows) - and
+    only then the postings, which lock account rows. So the round takes its locks in the order a
+    single Try (barrier row, then accounts), Confirm or Cancel (hold, barrier row, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
     (a deadlock, and the round run again). Neither a Confirm nor a Cancel lowers what an account
     has available, so their order changes no outcome. Whether the group's account rows are

@@ -227,9 +227,13 @@ async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
     req = confirm_request(cmd)
     branch = req.branch
     async with deps.uow() as uow:
+        # The hold locked before the barrier row, as every Confirm and Cancel path takes them
+        # (a twin on another path no longer holds one while waiting for the other; issue 13).
+        hold = await uow.holds.get(branch, for_update=True)
         if await enter_confirm(uow.barriers, branch, req.fingerprint) is ConfirmGate.REPLAY:
             return await replay_confirm(uow, branch)
-        hold = await uow.holds.get(branch, for_update=True)
+        if hold is None:  # none yet, or its Try committed while the gate waited for its row
+            hold = await uow.holds.get(branch, for_update=True)
         if hold is None:
             raise await missing_hold(uow, branch)
         refs = await uow.accounts.refs(confirm_accounts(req, hold))
