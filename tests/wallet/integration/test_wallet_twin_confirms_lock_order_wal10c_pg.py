@@ -8,7 +8,10 @@ inserts the barrier rows, as the one statement does: the later twin waits for th
 finds the first's barrier row (a replay), and no group runs twice. Gap (b), the same with Cancels:
 a group's Cancel in a later round (after a refused Confirm of its hold, which stays locked) and a
 twin Cancel elsewhere that inserted its row first and waited for the hold; Cancels (grouped and
-single) now lock the hold before their own barrier row too."""
+single) now lock the hold before their own barrier row too. Gap (a): a Reserve repeated after
+its first call was refused by the account check inserted its barrier row in a later round, while
+its group held account rows, and a twin that had inserted that row first waited for one of them;
+the refused calls are now answered before the rounds are made."""
 
 from __future__ import annotations
 
@@ -170,3 +173,53 @@ async def test_a_later_round_cancel_and_its_twin_elsewhere_do_not_deadlock(
         (FUNDS - 7, 0),
         (7, 0),
     ]
+
+
+async def test_a_repeated_reserve_after_an_account_refusal_and_its_twin_do_not_deadlock(
+    ledger, uow, clock, sessions
+):
+    """Gap (a): group X reserves branch T in the wrong unit (refused by the account check: no
+    barrier row), another hold O on the payer, and T again, right (a repeat: a later round). X is
+    made to wait for the payer's row (a test transaction holds it); a twin Reserve of T (another
+    group, on the one-statement path) starts and waits after it. Freed, X took the payer's row in
+    its first round and inserted T's barrier row only in its second: before the fix the twin had
+    inserted that row first and waited for the payer, a deadlock. Now a Reserve refused by the
+    account check is answered before the rounds are made, T's repeat is in the first round with
+    its barrier row before the accounts, and each group runs once: X reserves T, the twin replays."""
+    payer = await ledger.open("payer")
+    payee = await ledger.open("payee")
+    await ledger.fund(payer, FUNDS)
+    t = TccBranch(f"t-{uuid.uuid4().hex[:10]}", "payment")
+    o = TccBranch(f"o-{uuid.uuid4().hex[:10]}", "payment")
+    attempts: Counter[str] = Counter()
+    before = await _deadlocks(sessions)
+
+    def deps_of(name: str) -> Deps:
+        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+
+    group_x = [
+        c.ReserveHold(t, payer, payee, 100, "EUR"),  # refused: the accounts are in USD
+        c.ReserveHold(o, payer, payee, 1, "USD"),
+        c.ReserveHold(t, payer, payee, 100, "USD"),
+    ]
+    async with sessions() as holder:
+        held = await holder.execute(
+            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
+            {"id": payer},
+        )
+        blocker = held.scalar_one()
+        first = asyncio.create_task(h.reserve_holds(group_x, deps_of("X")))
+        waiting = await _blocked_by(sessions, {blocker}, set())  # X, for the payer
+        twin = [c.ReserveHold(t, payer, payee, 100, "USD")]
+        second = asyncio.create_task(h.reserve_holds(twin, deps_of("Y")))
+        await _blocked_by(sessions, {blocker, waiting}, {waiting})  # the twin, after X
+        await holder.commit()
+        outcomes_x, outcomes_y = await asyncio.gather(first, second)
+    assert outcomes_x[0].error is not None
+    assert [o.error for o in outcomes_x[1:]] == [None, None]
+    assert not outcomes_x[2].result.replayed
+    assert [o.error for o in outcomes_y] == [None]
+    assert outcomes_y[0].result.replayed
+    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert attempts == {"X": 1, "Y": 1}  # neither ran twice
+    assert await ledger.balances(payer, payee) == [(FUNDS, 101), (0, 0)]

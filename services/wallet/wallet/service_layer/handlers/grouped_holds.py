@@ -236,11 +236,39 @@ async def _reserve_rounds(
     after its barrier rows (a branch's first call is in the first round), every account row is
     taken in id order, in the statement that takes the first round's anyway, no round trip more;
     the later rounds' locks are then this transaction's own. A group of one round (no repeated
-    branch: the common case, and the one-statement path before it) locks as before."""
+    branch: the common case, and the one-statement path before it) locks as before.
+
+    A repeat whose earlier calls were all refused by the account check (no barrier row, nothing
+    done: as if never sent) inserted its branch's barrier row in its later round, while the group
+    held account rows, and a twin elsewhere (the same branch, another group or replica) that had
+    inserted that row first and waited for one of those accounts deadlocked with it (issue 13).
+    So a group of several rounds answers the calls the account check refuses first (their outcome
+    depends on the accounts' fixed attributes only, not on the round) and makes its rounds of the
+    others: such a repeat is then its branch's first call, in the first round, its barrier row
+    before any account."""
+    if len(rounds) > 1:
+        rounds = await _checked_rounds(uow, rounds, outcomes)
     ahead = {r.account_id for items in rounds[1:] for _, r in items}
     for items in rounds:
         if await _reserve_round(uow, items, now, outcomes, ahead):
             ahead = set()
+
+
+async def _checked_rounds(
+    uow: WalletUnitOfWork, rounds: list[list[tuple[int, ReserveRequest]]], outcomes: Outcomes
+) -> list[list[tuple[int, ReserveRequest]]]:
+    """The rounds of the calls the account check admits; the others answered."""
+    items = sorted((item for round_ in rounds for item in round_), key=lambda item: item[0])
+    refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
+    admitted: list[tuple[int, ReserveRequest]] = []
+    for i, req in items:
+        try:
+            check_reserve_accounts(req, refs)
+        except HirepayError as exc:
+            outcomes[i] = BatchOutcome(error=exc)
+            continue
+        admitted.append((i, req))
+    return _rounds(admitted)
 
 
 async def _reserve_round(
