@@ -223,3 +223,61 @@ async def test_a_repeated_reserve_after_an_account_refusal_and_its_twin_do_not_d
     assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 1, "Y": 1}  # neither ran twice
     assert await ledger.balances(payer, payee) == [(FUNDS, 101), (0, 0)]
+
+
+ITERATIONS = 40
+
+
+async def test_twins_on_every_path_at_once_never_deadlock(ledger, uow, clock, sessions):
+    """Unarranged: each iteration sends, all at once, a one-statement Confirm of a hold and a
+    checked twin (a Confirm repeated in its group); a ResolveHolds refusing a Confirm of another
+    hold and then cancelling it, and a single CancelHold twin; a group of Reserves whose branch
+    is refused by the account check then repeated, and a twin Reserve. No deadlock is detected, no
+    group runs twice, each branch is applied once (the twins replay) and the balances are exact."""
+    low, high = sorted([await ledger.open("low"), await ledger.open("high")])
+    payee = await ledger.open("payee")
+    for payer in (low, high):
+        await ledger.fund(payer, FUNDS)
+    attempts: Counter[str] = Counter()
+    deps = Deps(uow=_counted(uow, attempts, "group"), clock=clock)
+    before = await _deadlocks(sessions)
+    for n in range(ITERATIONS):
+        confirmed, cancelled, tried, other = (
+            TccBranch(f"{tag}{n}-{uuid.uuid4().hex[:8]}", "payment") for tag in "xyto"
+        )
+        await h.reserve_holds(
+            [
+                c.ReserveHold(confirmed, low, payee, 10, "USD"),
+                c.ReserveHold(cancelled, high, payee, 10, "USD"),
+            ],
+            deps,
+        )
+        resolve = c.ResolveHolds((c.ConfirmHold(cancelled, 11), c.CancelHold(cancelled, "x")))
+        reserves = [
+            c.ReserveHold(tried, low, payee, 1, "EUR"),
+            c.ReserveHold(other, high, payee, 1, "USD"),
+            c.ReserveHold(tried, low, payee, 1, "USD"),
+        ]
+        one, two, resolved, single, group, twin = await asyncio.gather(
+            h.confirm_holds([c.ConfirmHold(confirmed)], deps),
+            h.confirm_holds([c.ConfirmHold(confirmed), c.ConfirmHold(confirmed)], deps),
+            h.resolve_holds(resolve, deps),
+            h.cancel_hold(c.CancelHold(cancelled, "y"), deps),
+            h.reserve_holds(reserves, deps),
+            h.reserve_holds([c.ReserveHold(tried, low, payee, 1, "USD")], deps),
+        )
+        confirms = [*one, *two]
+        assert all(o.error is None for o in confirms)
+        assert sum(not o.result.replayed for o in confirms) == 1
+        assert resolved[0].error is not None and resolved[1].error is None
+        assert [resolved[1].result.replayed, single.replayed].count(False) == 1
+        assert group[0].error is not None
+        assert all(o.error is None for o in [*group[1:], *twin])
+        assert [group[2].result.replayed, twin[0].result.replayed].count(False) == 1
+    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert attempts["group"] == ITERATIONS * 7  # no group ran twice
+    assert await ledger.balances(low, high, payee) == [
+        (FUNDS - 10 * ITERATIONS, ITERATIONS),  # the holds confirmed; each tried one (1) pending
+        (FUNDS, ITERATIONS),  # the holds cancelled, released; each other one (1) pending
+        (10 * ITERATIONS, 0),
+    ]
