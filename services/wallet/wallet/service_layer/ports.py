@@ -170,15 +170,15 @@ class HoldRepository(Protocol):
     async def confirm_and_lock(
         self, calls: Sequence[tuple[TccBranch, Fingerprint]]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
-        """A group of Confirms of distinct branches in one round trip: insert each one's barrier
-        row, then lock (key order) the hold of each branch inserted. The branches inserted, and
-        their holds."""
+        """A group of Confirms of distinct branches in one round trip: lock (key order) the hold
+        of each branch, then insert each one's barrier row (the order of the one-statement
+        Confirm: twins on both paths queue on the hold). The branches inserted, and their holds."""
 
     async def cancel_and_lock(
         self, branches: Sequence[TccBranch]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
-        """A group of Cancels of distinct branches in one round trip, as confirm_and_lock: insert
-        each one's Cancel barrier row, then lock (key order) the hold of each branch inserted.
+        """A group of Cancels of distinct branches in one round trip, as confirm_and_lock: lock
+        (key order) the hold of each branch, then insert each one's Cancel barrier row.
         The branches inserted (the others were cancelled before: replays), and their holds."""
 
     async def save(self, holds: Collection[Hold]) -> None:

@@ -125,19 +125,33 @@ _TRY_AND_LOCK = HotStatement(
     """
     )
 )
-# A group of Confirms (or of Cancels: the statement binds its op): every barrier row, then the
-# hold of each branch whose row was inserted, locked in key order: one round trip, one line per
-# inserted branch (hold columns null if none).
-_ENTER_AND_LOCK = HotStatement(
+# A group of Confirms (or of Cancels: the statement binds its op): the hold of every branch
+# locked in key order (one index probe each, LATERAL, as in _confirm_alone_statement), and only
+# then every barrier row; one round trip, one line per inserted branch (hold columns null if
+# none). The one-statement Confirm locks the hold before it inserts its barrier row (last, and
+# only if everything applies); inserted first here, a twin Confirm (the same hold, in another
+# group: another replica's, or one that runs checked) on the one-statement path held the hold and
+# waited for this barrier row while this group waited for the hold: a deadlock, PostgreSQL
+# aborting one after deadlock_timeout and its group run again (issue 13). Locked first, the later
+# twin waits for the hold and then finds the first one's barrier row (a replay). Locking a
+# replayed branch's hold too changes no outcome. So for a Cancel (after the Trys' rows it writes,
+# `_enter_cancels`): a Cancel of a later round of a group holding the hold (a refused Confirm of
+# it before) waited for its twin's barrier row, the twin (another group, a CancelHold) for the
+# hold.
+_LOCK_AND_ENTER = HotStatement(
     text(
         f"""
-    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
-    locked AS MATERIALIZED (
-        SELECT {_COLUMNS} FROM holds
-         WHERE (global_tx_id, branch_id) IN (SELECT global_tx_id, branch_id FROM entered)
-         ORDER BY global_tx_id, branch_id
-           FOR UPDATE
-    )
+    WITH locked AS MATERIALIZED (
+        SELECT h.* FROM (
+               SELECT * FROM unnest(
+                   {listed("barrier_global_tx_ids", "text")}, {listed("barrier_branch_ids", "text")})
+                   AS k(global_tx_id, branch_id)
+                ORDER BY global_tx_id, branch_id OFFSET 0) k
+         CROSS JOIN LATERAL (
+               SELECT {_COLUMNS} FROM holds h
+                WHERE h.global_tx_id = k.global_tx_id AND h.branch_id = k.branch_id
+                  FOR UPDATE) h
+    ), entered AS ({insert_many_sql(tcc_barriers.name, only_if="(SELECT count(*) FROM locked) >= 0")})
     SELECT e.global_tx_id AS entered_global_tx_id, e.branch_id AS entered_branch_id,
            l.global_tx_id IS NOT NULL AS held, l.*
       FROM entered e
@@ -208,8 +222,8 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 #     confirmed.
 # Otherwise nothing at all is written and the caller runs the group checked (barrier rows, locks,
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
-# rows; a twin Confirm in flight on the checked path (barrier row, then hold) can deadlock with
-# it: PostgreSQL aborts one, whose group is run again (nothing of it was written).
+# rows; a twin Confirm in flight on the checked path locks the hold before its barrier row too
+# (_LOCK_AND_ENTER), so the later of the two waits for the hold, then finds the first one's row.
 # Each hold's key is its barrier row's and its transfer id its Confirm's (the same order), so
 # the statement binds those arrays once (a name bound twice is one parameter).
 def _confirm_alone_statement(*, shards: bool) -> HotStatement:
@@ -542,9 +556,10 @@ class SqlHoldRepository:
         self, calls: Sequence[tuple[TccBranch, Fingerprint]]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
         return await self._enter_and_lock(
+            _LOCK_AND_ENTER,
             insert_many_params(
                 [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
-            )
+            ),
         )
 
     async def cancel_and_lock(
@@ -552,13 +567,14 @@ class SqlHoldRepository:
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
         # A Cancel's barrier row has no fingerprint: a repeat is a replay whatever its reason.
         return await self._enter_and_lock(
-            insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches))
+            _LOCK_AND_ENTER,
+            insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches)),
         )
 
     async def _enter_and_lock(
-        self, params: dict[str, Any]
+        self, statement: HotStatement, params: dict[str, Any]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
-        rows = (await self._session.execute(_ENTER_AND_LOCK, params)).all()
+        rows = (await self._session.execute(statement, params)).all()
         entered = {TccBranch(r.entered_global_tx_id, r.entered_branch_id) for r in rows}
         holds = (_hold_from_row(r) for r in rows if r.held)
         return entered, {hold.branch: hold for hold in holds}

@@ -12,7 +12,7 @@ Checked, a group costs a fixed number of round trips whatever its size: a Reserv
 barrier row in one statement, locks and reads every account row once (in id order), judges each
 Reserve in order on the balances read under those locks (no overdraft, also within the group),
 then inserts every accepted hold and its reservation in one statement; a Confirm
-group inserts every barrier row, locks every hold (in key order), posts every transfer set-based
+group locks every hold (in key order), inserts every barrier row, posts every transfer set-based
 (`post_run`, one statement; `post_many` if it could refuse one) and saves every hold in one
 statement. A call refused by a business rule fails alone
 and leaves nothing behind: it changed no balance, and its barrier row (and claimed transfer id) is
@@ -23,7 +23,7 @@ this transaction) exactly as a later call would. Nobody is answered before the C
 
 A group of Cancels (ResolveHolds; single CancelHold calls are not grouped) runs checked, in the
 same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes before any Try
-(null compensations), then its own barrier rows with the hold locks, then (after the Confirms'
+(null compensations), then the hold locks and its own barrier rows, then (after the Confirms'
 gates and postings) every release as one posting and the holds saved. A Cancel refused (its hold
 was confirmed) gives its row back.
 """
@@ -236,11 +236,39 @@ async def _reserve_rounds(
     after its barrier rows (a branch's first call is in the first round), every account row is
     taken in id order, in the statement that takes the first round's anyway, no round trip more;
     the later rounds' locks are then this transaction's own. A group of one round (no repeated
-    branch: the common case, and the one-statement path before it) locks as before."""
+    branch: the common case, and the one-statement path before it) locks as before.
+
+    A repeat whose earlier calls were all refused by the account check (no barrier row, nothing
+    done: as if never sent) inserted its branch's barrier row in its later round, while the group
+    held account rows, and a twin elsewhere (the same branch, another group or replica) that had
+    inserted that row first and waited for one of those accounts deadlocked with it (issue 13).
+    So a group of several rounds answers the calls the account check refuses first (their outcome
+    depends on the accounts' fixed attributes only, not on the round) and makes its rounds of the
+    others: such a repeat is then its branch's first call, in the first round, its barrier row
+    before any account."""
+    if len(rounds) > 1:
+        rounds = await _checked_rounds(uow, rounds, outcomes)
     ahead = {r.account_id for items in rounds[1:] for _, r in items}
     for items in rounds:
         if await _reserve_round(uow, items, now, outcomes, ahead):
             ahead = set()
+
+
+async def _checked_rounds(
+    uow: WalletUnitOfWork, rounds: list[list[tuple[int, ReserveRequest]]], outcomes: Outcomes
+) -> list[list[tuple[int, ReserveRequest]]]:
+    """The rounds of the calls the account check admits; the others answered."""
+    items = sorted((item for round_ in rounds for item in round_), key=lambda item: item[0])
+    refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
+    admitted: list[tuple[int, ReserveRequest]] = []
+    for i, req in items:
+        try:
+            check_reserve_accounts(req, refs)
+        except HirepayError as exc:
+            outcomes[i] = BatchOutcome(error=exc)
+            continue
+        admitted.append((i, req))
+    return _rounds(admitted)
 
 
 async def _reserve_round(
@@ -388,8 +416,9 @@ _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
 async def _enter_confirms(
     uow: WalletUnitOfWork, items: list[tuple[int, ConfirmRequest]], outcomes: Outcomes
 ) -> _Entered:
-    """Each Confirm's gate (its barrier row, with its hold's lock): the first Confirms and their
-    locked holds, the others answered (replays, mismatches)."""
+    """Each Confirm's gate (its hold's lock, then its barrier row, the order of the one-statement
+    path, so that twins on the two paths queue on the hold instead of deadlocking): the first
+    Confirms and their locked holds, the others answered (replays, mismatches)."""
     calls = [(r.branch, r.fingerprint) for _, r in items]
     entered, holds = await uow.holds.confirm_and_lock(calls)
     gates = await enter_confirm_many(uow.barriers, calls, entered)
@@ -549,9 +578,9 @@ async def _resolve_round(
     locked: bool,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
-    then their own with the hold locks), then the Confirms' (barrier rows, hold locks) - and only
-    then the postings, which lock account rows. So the round takes its locks in the order a
-    single Try (barrier row, then accounts), Confirm or Cancel (barrier row, hold, accounts)
+    then the hold locks and their own rows), then the Confirms' (hold locks, barrier rows) - and
+    only then the postings, which lock account rows. So the round takes its locks in the order a
+    single Try (barrier row, then accounts), Confirm or Cancel (hold, barrier row, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
     (a deadlock, and the round run again). Neither a Confirm nor a Cancel lowers what an account
     has available, so their order changes no outcome. Whether the group's account rows are
@@ -637,7 +666,7 @@ async def _enter_cancels(
 ) -> list[tuple[int, TccBranch, Hold | None]]:
     """Each Cancel's gate, as `cancel_hold` alone passes the platform's `enter_cancel`, for the
     group in two round trips: the Trys' barrier rows (inserted: no Try happened, a null
-    compensation, and a late Try will refuse), then the Cancels' own with the hold locks (there
+    compensation, and a late Try will refuse), then the hold locks and the Cancels' own rows (there
     already: a replay). The first Cancels with their locked holds; the others answered."""
     branches = [r.branch for _, r in items]
     untried = await uow.barriers.insert_many(

@@ -227,9 +227,13 @@ async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
     req = confirm_request(cmd)
     branch = req.branch
     async with deps.uow() as uow:
+        # The hold locked before the barrier row, as every Confirm and Cancel path takes them
+        # (a twin on another path no longer holds one while waiting for the other; issue 13).
+        hold = await uow.holds.get(branch, for_update=True)
         if await enter_confirm(uow.barriers, branch, req.fingerprint) is ConfirmGate.REPLAY:
             return await replay_confirm(uow, branch)
-        hold = await uow.holds.get(branch, for_update=True)
+        if hold is None:  # none yet, or its Try committed while the gate waited for its row
+            hold = await uow.holds.get(branch, for_update=True)
         if hold is None:
             raise await missing_hold(uow, branch)
         refs = await uow.accounts.refs(confirm_accounts(req, hold))
@@ -278,14 +282,20 @@ async def cancel_hold(cmd: commands.CancelHold, deps: Deps) -> HoldResult:
     """
     branch = cmd.branch.validated()
     async with deps.uow() as uow:
+        # The hold locked before the Cancel's barrier row, as a group's Cancels and Confirms and
+        # the one-statement Confirm take them: a twin holding the hold (a group whose refused
+        # Confirm of it is followed by its Cancel) no longer waits for this row while this waits
+        # for the hold (a deadlock, one of them aborted; issue 13). No round trip more.
+        locked = await uow.holds.get(branch, for_update=True)
         gate = await enter_cancel(uow.barriers, branch)
         if gate is CancelGate.NULL_COMPENSATION:
             await uow.commit()
             return HoldResult(None, null_compensation=True)
+        if locked is None:  # none yet, or its Try committed while the gate waited for its row
+            locked = await uow.holds.get(branch, for_update=gate is CancelGate.FIRST)
         if gate is CancelGate.REPLAY:
-            hold = await uow.holds.get(branch)
-            return HoldResult(hold, replayed=True, null_compensation=hold is None)
-        hold = cancel_locked(await uow.holds.get(branch, for_update=True), branch, deps.clock())
+            return HoldResult(locked, replayed=True, null_compensation=locked is None)
+        hold = cancel_locked(locked, branch, deps.clock())
         if hold.state is HoldState.CANCELLED:  # else it had expired: the money is free already
             refs = await uow.accounts.refs([hold.account_id])
             await apply_posting(uow, None, plan_posting(str(branch), [], refs, [hold.release()]))
