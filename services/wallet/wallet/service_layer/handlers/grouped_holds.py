@@ -259,6 +259,15 @@ async def _checked_rounds(
 ) -> list[list[tuple[int, ReserveRequest]]]:
     """The rounds of the calls the account check admits; the others answered."""
     items = sorted((item for round_ in rounds for item in round_), key=lambda item: item[0])
+    admitted, _ = await _admitted(uow, items, outcomes)
+    return _rounds(admitted)
+
+
+async def _admitted(
+    uow: WalletUnitOfWork, items: list[tuple[int, ReserveRequest]], outcomes: Outcomes
+) -> tuple[list[tuple[int, ReserveRequest]], dict[str, AccountRef]]:
+    """The calls of `items` whose accounts pass the Try's check (the others answered with it),
+    and the accounts' references read for it."""
     refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
     admitted: list[tuple[int, ReserveRequest]] = []
     for i, req in items:
@@ -268,7 +277,7 @@ async def _checked_rounds(
             outcomes[i] = BatchOutcome(error=exc)
             continue
         admitted.append((i, req))
-    return _rounds(admitted)
+    return admitted, refs
 
 
 async def _reserve_round(
@@ -280,15 +289,7 @@ async def _reserve_round(
 ) -> bool:
     """One round of Trys of distinct branches; whether it locked account rows (its own, and
     `ahead`: those of the group's later rounds)."""
-    refs = await uow.accounts.refs({a for _, r in items for a in (r.account_id, r.destination_id)})
-    live: list[tuple[int, ReserveRequest]] = []
-    for i, req in items:
-        try:
-            check_reserve_accounts(req, refs)
-        except HirepayError as exc:
-            outcomes[i] = BatchOutcome(error=exc)
-            continue
-        live.append((i, req))
+    live, refs = await _admitted(uow, items, outcomes)
     if not live:
         return False
     calls = [(r.branch, r.fingerprint) for _, r in live]
