@@ -9,6 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 
+from hirepay_dev.provider_sandboxes import KitAdmin
 from tests.e2e.conftest import System, new_company
 from tests.e2e.credits_support import (
     CANDIDATE,
@@ -56,29 +57,39 @@ def test_razorpay_order_pay_verify_issues_the_plans_credits_once(system: System)
     assert verify(system, company, body["transactionId"])["subscriptionStatus"] == "Hold"
 
     razorpay = system.stack.provider_url("razorpay")
-    paying = httpx.post(
-        f"{razorpay}/checkout/{order_id}/pay",
-        data={
-            "method": "card",
-            "card_number": "4111 1111 1111 1111",
-            "expiry": "12/34",
-            "cvv": "123",
-            "callback_url": callback,
-        },
-    )
-    assert paying.status_code == 303, paying.text
-    bank = httpx.post(f"{razorpay}{paying.headers['location']}", data={"action": "success"})
-    signed = hidden_fields(bank.text)
-    tampered = {**signed, "razorpay_signature": "0" * 64}
-    refused = system.http.post("/api/payments/razorpay/verify", json=tampered)
-    assert refused.status_code == 400
-    assert credits(system, company)["jobCredits"] == 0 and ledger(system, company) == {}
+    # Razorpay also reports the payment by webhook (payment.captured, order.paid), which
+    # settles the order by itself: held back until the end, so that what the browser's
+    # verification (forged, tampered, then signed) does is seen alone, not raced by them.
+    admin = KitAdmin(razorpay)
+    admin.add_fault("webhook_reorder")
+    try:
+        paying = httpx.post(
+            f"{razorpay}/checkout/{order_id}/pay",
+            data={
+                "method": "card",
+                "card_number": "4111 1111 1111 1111",
+                "expiry": "12/34",
+                "cvv": "123",
+                "callback_url": callback,
+            },
+        )
+        assert paying.status_code == 303, paying.text
+        bank = httpx.post(f"{razorpay}{paying.headers['location']}", data={"action": "success"})
+        signed = hidden_fields(bank.text)
+        tampered = {**signed, "razorpay_signature": "0" * 64}
+        refused = system.http.post("/api/payments/razorpay/verify", json=tampered)
+        assert refused.status_code == 400
+        assert credits(system, company)["jobCredits"] == 0 and ledger(system, company) == {}
 
-    for _ in range(3):  # the verification replayed: one activation, one issuance
-        verified = system.http.post("/api/payments/razorpay/verify", json=signed)
-        assert verified.status_code == 200, verified.text
-        assert verified.json()["status"] == "SUCCESS"
-    shown = verify(system, company, body["transactionId"])
-    assert (shown["subscriptionStatus"], shown["paymentStatus"]) == ("Active", "paid")
-    assert wait_credits(system, company, 2500, 50)["maxJobPosts"] == 5
-    assert ledger(system, company) == {("USER", JOB): 2500, ("USER", CANDIDATE): 50}
+        for _ in range(3):  # the verification replayed: one activation, one issuance
+            verified = system.http.post("/api/payments/razorpay/verify", json=signed)
+            assert verified.status_code == 200, verified.text
+            assert verified.json()["status"] == "SUCCESS"
+        shown = verify(system, company, body["transactionId"])
+        assert (shown["subscriptionStatus"], shown["paymentStatus"]) == ("Active", "paid")
+        assert wait_credits(system, company, 2500, 50)["maxJobPosts"] == 5
+        assert ledger(system, company) == {("USER", JOB): 2500, ("USER", CANDIDATE): 50}
+    finally:
+        admin.clear_faults()
+        admin.flush_webhooks()
+        admin.close()
