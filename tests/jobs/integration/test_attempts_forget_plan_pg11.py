@@ -3,7 +3,8 @@
 had made every attempt (PAY-14, issue 13, jobs migration 0014): the generic plan that a pooled
 connection keeps, of the attempt's statement and of a posting's first statement alike (the same
 `forget` CTE), reads the index, where without the migration it scanned every user's attempts.
-The migration goes down and up cleanly."""
+On a new database, before any ANALYZE, it reads the index too (the migration leaves an empty
+table unanalysed). The migration goes down and up cleanly."""
 
 from __future__ import annotations
 
@@ -134,6 +135,37 @@ async def test_a_postings_first_statement_forgets_through_the_index(database):
         "AND posting_rate_attempts.charged_at < $2::TIMESTAMP WITH TIME ZONE) SELECT 1"
     )
     scan = _forget_scan(await _generic_plan(database, sql))
+    assert INDEX in scan and "Seq Scan" not in scan, scan
+
+
+async def test_a_new_database_forgets_through_the_index_before_any_analyze(
+    make_service_database, round_trips
+):
+    """The benchmark's first case: one user's few hundred attempts on a new database that no
+    ANALYZE has seen yet (autovacuum had not come round)."""
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        analysed = await connection.fetchval(
+            "SELECT reltuples >= 0 FROM pg_class WHERE relname = 'posting_rate_attempts'"
+        )
+        assert not analysed
+        await connection.execute(
+            """
+            INSERT INTO posting_rate_attempts (user_id, attempt_id, charged_at)
+            SELECT 'user-0', 'att-' || n, $1::timestamptz - n * interval '10 seconds'
+            FROM generate_series(1, 300) AS n
+            """,
+            NOW,
+        )
+    finally:
+        await connection.close()
+    engine = create_engine(url)
+    try:
+        sql = await _attempt_sql(make_session_factory(engine), round_trips)
+    finally:
+        await engine.dispose()
+    scan = _forget_scan(await _generic_plan(url, sql))
     assert INDEX in scan and "Seq Scan" not in scan, scan
 
 

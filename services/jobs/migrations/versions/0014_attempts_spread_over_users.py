@@ -12,7 +12,9 @@ read per posting, growing with the day's postings). A user holds a few of the da
 (a rate-limited handful), so the column's number of distinct values is set to half the rows: the
 generic plan then finds a user's rows through the index (2 buffers where the scan read 39 for
 1,800 attempts), which is never worse than the scan, since the index holds both conditions.
-ANALYZE applies the setting at once.
+ANALYZE applies the setting at once where there are attempts; an empty table (a new database) is
+left unanalysed, so that until its first ANALYZE the planner keeps sizing it as at least ten
+pages and chooses the index too (analysed empty, it is planned at its true few pages: a scan).
 
 Revision ID: 0014
 Revises: 0013
@@ -21,6 +23,7 @@ Create Date: 2026-12-01 22:00:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014"
@@ -32,14 +35,19 @@ depends_on: str | Sequence[str] | None = None
 USERS_PER_ATTEMPT = -0.5
 
 
+def _analyze_unless_empty() -> None:
+    if op.get_bind().execute(sa.text("SELECT EXISTS (SELECT FROM posting_rate_attempts)")).scalar():
+        op.execute("ANALYZE posting_rate_attempts")
+
+
 def upgrade() -> None:
     op.execute(
         "ALTER TABLE posting_rate_attempts ALTER COLUMN user_id "
         f"SET (n_distinct = {USERS_PER_ATTEMPT})"
     )
-    op.execute("ANALYZE posting_rate_attempts")
+    _analyze_unless_empty()
 
 
 def downgrade() -> None:
     op.execute("ALTER TABLE posting_rate_attempts ALTER COLUMN user_id RESET (n_distinct)")
-    op.execute("ANALYZE posting_rate_attempts")
+    _analyze_unless_empty()
