@@ -125,6 +125,8 @@ _TRY_AND_LOCK = HotStatement(
     """
     )
 )
+
+
 # A group of Confirms (or of Cancels: the statement binds its op): the hold of every branch
 # locked in key order (one index probe each, LATERAL, as in _confirm_alone_statement), and only
 # then every barrier row; one round trip, one line per inserted branch (hold columns null if
@@ -138,13 +140,21 @@ _TRY_AND_LOCK = HotStatement(
 # `_enter_cancels`): a Cancel of a later round of a group holding the hold (a refused Confirm of
 # it before) waited for its twin's barrier row, the twin (another group, a CancelHold) for the
 # hold.
-_LOCK_AND_ENTER = HotStatement(
-    text(
-        f"""
+# The holds locked are those of `keys`: the barrier's own ("barrier_") or a list of their own
+# ("lock_", `cancel_and_lock`'s `also_lock`): a ResolveHolds round that cancels and confirms
+# locks its Confirms' holds with its Cancels', all in key order, in this one statement. Locked by
+# two statements (the Cancels' holds, then the Confirms'), two batches resolving the same two
+# holds the opposite ways (A confirmed and B cancelled, A cancelled and B confirmed) each held
+# one and waited for the other: a deadlock (issue 13). The Confirms' statement that follows locks
+# holds this transaction holds already (no wait) and returns them.
+def _lock_and_enter_statement(keys: str) -> HotStatement:
+    return HotStatement(
+        text(
+            f"""
     WITH locked AS MATERIALIZED (
         SELECT h.* FROM (
                SELECT * FROM unnest(
-                   {listed("barrier_global_tx_ids", "text")}, {listed("barrier_branch_ids", "text")})
+                   {listed(keys + "global_tx_ids", "text")}, {listed(keys + "branch_ids", "text")})
                    AS k(global_tx_id, branch_id)
                 ORDER BY global_tx_id, branch_id OFFSET 0) k
          CROSS JOIN LATERAL (
@@ -157,8 +167,12 @@ _LOCK_AND_ENTER = HotStatement(
       FROM entered e
       LEFT JOIN locked l ON l.global_tx_id = e.global_tx_id AND l.branch_id = e.branch_id
     """
+        )
     )
-)
+
+
+_LOCK_AND_ENTER = _lock_and_enter_statement("barrier_")
+_LOCK_ALSO_AND_ENTER = _lock_and_enter_statement("lock_")
 # A group of Trys as ONE statement that is its own transaction (the common case: distinct
 # branches, no sharded account to reserve on): every barrier row (the platform's insert-first),
 # then - only after every insert is done, as a Try on its own orders them - every account to
@@ -401,6 +415,20 @@ def _branch_params(branches: Sequence[TccBranch]) -> dict[str, str]:
     }
 
 
+def _key(branch: TccBranch) -> tuple[str, str]:
+    return (branch.global_tx_id, branch.branch_id)
+
+
+def _in_key_order(
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+) -> list[tuple[TccBranch, Fingerprint]]:
+    """Calls sorted by branch: a statement inserts its barrier rows in the order of its arrays,
+    and two groups inserting the same branches in opposite orders (a group of Trys and a batch
+    cancelling them listed the other way round, both in flight) each inserted one row and waited
+    for the other's: a deadlock (issue 13). Every group inserts them in this one order."""
+    return sorted(calls, key=lambda call: _key(call[0]))
+
+
 def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, Any]:
     """_new_holds' parameters: what differs between new holds (made at one `now`); without
     `keys` for the statement that binds the barrier's."""
@@ -457,6 +485,11 @@ class SqlHoldRepository:
     async def reserve_alone(
         self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
     ) -> set[TccBranch] | None:
+        # The holds zipped with their barrier rows (the statement binds their keys once), both in
+        # key order.
+        paired = sorted(zip(calls, holds, strict=True), key=lambda pair: _key(pair[0][0]))
+        calls = [call for call, _ in paired]
+        holds = [hold for _, hold in paired]
         params: dict[str, Any] = {
             **insert_many_params(
                 [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
@@ -536,6 +569,7 @@ class SqlHoldRepository:
         calls: Sequence[tuple[TccBranch, Fingerprint]],
         account_ids: Collection[str],
     ) -> tuple[set[TccBranch], dict[str, Balance], list[str]]:
+        calls = _in_key_order(calls)
         params = insert_many_params(
             [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
         )
@@ -555,6 +589,7 @@ class SqlHoldRepository:
     async def confirm_and_lock(
         self, calls: Sequence[tuple[TccBranch, Fingerprint]]
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        calls = _in_key_order(calls)
         return await self._enter_and_lock(
             _LOCK_AND_ENTER,
             insert_many_params(
@@ -563,13 +598,17 @@ class SqlHoldRepository:
         )
 
     async def cancel_and_lock(
-        self, branches: Sequence[TccBranch]
+        self, branches: Sequence[TccBranch], also_lock: Collection[TccBranch] = ()
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        branches = sorted(branches, key=_key)
         # A Cancel's barrier row has no fingerprint: a repeat is a replay whatever its reason.
-        return await self._enter_and_lock(
-            _LOCK_AND_ENTER,
-            insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches)),
-        )
+        params = insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches))
+        if not also_lock:
+            return await self._enter_and_lock(_LOCK_AND_ENTER, params)
+        locked = list({*branches, *also_lock})  # (the statement locks them in key order)
+        params["lock_global_tx_ids"] = joined_checked([b.global_tx_id for b in locked])
+        params["lock_branch_ids"] = joined_checked([b.branch_id for b in locked])
+        return await self._enter_and_lock(_LOCK_ALSO_AND_ENTER, params)
 
     async def _enter_and_lock(
         self, statement: HotStatement, params: dict[str, Any]
