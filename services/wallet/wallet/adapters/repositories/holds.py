@@ -442,10 +442,10 @@ def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, A
     `keys` for the statement that binds the barrier's."""
     return {
         **(_branch_params([h.branch for h in holds]) if keys else {}),
-        "account_ids": joined(h.account_id for h in holds),
-        "destination_account_ids": joined(h.destination_account_id for h in holds),
-        "units": joined(h.unit for h in holds),
-        "amounts": joined(h.amount for h in holds),
+        "account_ids": joined([h.account_id for h in holds]),
+        "destination_account_ids": joined([h.destination_account_id for h in holds]),
+        "units": joined([h.unit for h in holds]),
+        "amounts": joined([h.amount for h in holds]),
         "expires_at": [h.expires_at for h in holds],
         "descriptions": [h.description for h in holds],
         "created_at": holds[0].created_at,
@@ -549,7 +549,7 @@ class SqlHoldRepository:
             **insert_many_params(branches, TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in confirms]),
             # Each hold's row version as the plan was made on it, and its confirmed amount.
             "hold_versions": joined(versions),
-            "hold_confirmed_amounts": joined(h.confirmed_amount for h in holds),
+            "hold_confirmed_amounts": joined([h.confirmed_amount for h in holds]),
             "now": now,
         }
         statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
@@ -560,7 +560,7 @@ class SqlHoldRepository:
         if (
             row.entered != len(holds)
             or row.saved != len(holds)
-            or not all(o.claimed for o in outcomes)
+            or not all([o.claimed for o in outcomes])
         ):
             # Never expected: a pending hold has no Confirm barrier row nor transfer yet.
             raise RuntimeError("confirmations applied partially")
