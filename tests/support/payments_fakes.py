@@ -53,6 +53,7 @@ class State:
     outbox: list[OutboxEvent] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     grants: dict[str, CreditGrant] = field(default_factory=dict)
+    reconciled: dict[str, datetime] = field(default_factory=dict)  # payment id -> last checked
 
 
 class Clock:
@@ -138,6 +139,15 @@ class FakePayments(_Repo):
         for p in due[:limit]:
             p.next_poll_at = now + timedelta(seconds=lease_seconds)
         return [copy.deepcopy(p) for p in due[:limit]]
+
+
+class FakeReconciliations(_Repo):
+    async def last_checked(self, payment_ids: Sequence[str]) -> dict[str, datetime]:
+        return {p: self.st.reconciled[p] for p in payment_ids if p in self.st.reconciled}
+
+    async def record_checked(self, payment_ids: Sequence[str], at: datetime) -> None:
+        for payment_id in payment_ids:
+            self.st.reconciled[payment_id] = at
 
 
 class FakeRefunds(_Repo):
@@ -464,6 +474,7 @@ class FakeUnitOfWork:
         self.outbox = FakeOutbox(self)
         self.audit = FakeAudit(self)
         self.credit_grants = FakeCreditGrants(self)
+        self.reconciliations = FakeReconciliations(self)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.working = copy.deepcopy(self.committed)

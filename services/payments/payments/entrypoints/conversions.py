@@ -227,6 +227,7 @@ _MISMATCH_KINDS = {
 def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
     return pb.ReconcileProviderResponse(
         checked=result.checked,
+        left=result.left,
         mismatches=[
             pb.ProviderMismatch(
                 payment_id=m.payment_id,

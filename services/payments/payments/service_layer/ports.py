@@ -356,6 +356,16 @@ class TryBarriers(BarrierRepository, Protocol):
         raises StaleRow, nothing written."""
 
 
+class ReconciliationRepository(Protocol):
+    """When the provider reconciliation last checked each payment (OPS-3)."""
+
+    async def last_checked(self, payment_ids: Sequence[str]) -> dict[str, datetime]:
+        """Each of the payments' last check (never checked: absent)."""
+
+    async def record_checked(self, payment_ids: Sequence[str], at: datetime) -> None:
+        """The payments were checked `at`."""
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
@@ -368,6 +378,7 @@ class PaymentsUnitOfWork(Protocol):
     audit: AuditRepository
     credit_grants: CreditGrantRepository
     payouts: PayoutRepository
+    reconciliations: ReconciliationRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -23,6 +23,7 @@ from payments.domain.provider import (
 )
 from payments.domain.reconciliation import (
     MismatchKind,
+    check_order,
     in_flight,
     provider_mismatch,
     refund_mismatches,
@@ -60,6 +61,8 @@ class Mismatch:
 class Reconciliation:
     checked: int
     mismatches: list[Mismatch]
+    # Payments of the window the caller's deadline left unchecked: the next round's first.
+    left: int = 0
 
 
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
@@ -86,25 +89,42 @@ async def reconcile_provider(
     new_deps: Callable[[], Deps],
     time_left: Callable[[], float | None] = no_deadline,
 ) -> Reconciliation:
-    """Re-fetch the most recently changed payments, each from the provider that made it, and name
-    every record that disagrees: the charge, and for money taken each refund (the provider's
-    refunds matched with our refund records). Payments with a provider call in flight are skipped
-    (they may differ a moment), as are those whose provider is unreachable or no longer
-    configured here.
+    """Re-fetch the most recently changed payments (the window: `limit` of them), each from the
+    provider that made it, and name every record that disagrees: the charge, and for money taken
+    each refund (the provider's refunds matched with our refund records). Payments with a
+    provider call in flight are skipped (they may differ a moment), as are those whose provider
+    is unreachable or no longer configured here.
 
     A provider answers in ~300 ms (real Stripe), so up to `reconcile_concurrency` payments are
     checked at once, each worker with its own unit of work (`new_deps()`; a unit of work is one
     transaction at a time). Within the caller's deadline (`time_left()`, seconds; None: none):
     no check starts that the time left would not allow (the slowest one so far, plus a margin for
     the answer), and checks still running when only the margin is left are dropped; the answer
-    says how many were checked, the rest wait for the next round (OPS-3: a partial answer, never
-    DEADLINE_EXCEEDED). Mismatches come in the order of the payments, as one at a time would."""
+    says how many were checked and how many were left (OPS-3: a partial answer, never
+    DEADLINE_EXCEEDED).
+
+    The payments are checked in `check_order`: never checked first, then the longest unchecked,
+    by each payment's last completed check, recorded (payment_reconciliations) before the
+    answer. So the ones a round left are the next round's first, and however short the
+    deadline, every payment of the window is checked within a bounded number of rounds rather
+    than the newest every round and the oldest never. Mismatches still come in the window's
+    order (most recently changed first), whatever order the checks ran in."""
     deps = new_deps()
     limit = min(max(cmd.limit, 1), MAX_RECONCILE)
     async with deps.uow as uow:
         recent = await uow.payments.recently_changed(limit)
-    due = [p for p in recent if p.provider_payment_id and not in_flight(p)]
-    outcomes = await _check_within(due, new_deps, deps.config.reconcile_concurrency, time_left)
+        due = [p for p in recent if p.provider_payment_id and not in_flight(p)]
+        last_checked = await uow.reconciliations.last_checked([p.id for p in due])
+    order = check_order(due, last_checked)
+    outcomes = await _check_within(
+        due, order, new_deps, deps.config.reconcile_concurrency, time_left
+    )
+    if outcomes:
+        # Every check completed, the provider read or not (unreadable now: it waits its turn
+        # again, rather than taking the front of every round while its provider is down).
+        async with deps.uow as uow:
+            await uow.reconciliations.record_checked([due[i].id for i in outcomes], deps.clock())
+            await uow.commit()
     left = len(due) - len(outcomes)
     if left:
         log.warning(
@@ -120,24 +140,25 @@ async def reconcile_provider(
         if found is not None:
             checked += 1
             mismatches += found
-    return Reconciliation(checked, mismatches)
+    return Reconciliation(checked, mismatches, left)
 
 
 async def _check_within(
     due: list[Payment],
+    order: list[int],
     new_deps: Callable[[], Deps],
     concurrency: int,
     time_left: Callable[[], float | None],
 ) -> dict[int, list[Mismatch] | None]:
-    """Each payment of `due` checked by at most `concurrency` workers, within the deadline: its
-    index -> its mismatches, or None when its provider could not be read now; a payment not
-    reached (or dropped at the deadline) has no entry."""
+    """The payments of `due` checked in `order` (indexes into it) by at most `concurrency`
+    workers, within the deadline: its index -> its mismatches, or None when its provider could
+    not be read now; a payment not reached (or dropped at the deadline) has no entry."""
     outcomes: dict[int, list[Mismatch] | None] = {}
     if not due:
         return outcomes
     at_start = time_left()
     margin = None if at_start is None else max(REPLY_MARGIN_SECONDS, at_start * REPLY_MARGIN_SHARE)
-    next_index = iter(range(len(due)))  # shared: each worker takes the next payment not taken
+    next_index = iter(order)  # shared: each worker takes the next payment not taken
     slowest = 0.0
 
     def may_start() -> bool:
