@@ -1,0 +1,167 @@
+"""The provider reconciliation's record of its checks on PostgreSQL (OPS-3, payments migration
+0017, `payment_reconciliations`): rounds cut short by their caller's deadline reach every payment
+of the window, on the real repositories; the record is one statement a round, read by primary
+key, and leaves the payments' rows (and so the window's order) alone; the migration goes down and
+up cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from alembic import command
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from hirepay_dev.services import SPECS
+from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.migrations import alembic_config
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain import commands
+from payments.service_layer.config import Policy
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers import audit
+from payments.service_layer.providers import ProviderRegistry
+from tests.support.payments_fakes import Clock, FakeProvider
+from tests.support.pg_plans import generic_plan, planning
+
+PAYMENTS = 30
+CHECKED_BEFORE = 20_000  # rows of earlier rounds the read by primary key must not walk
+
+
+def _plain(url: str) -> str:
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+@pytest.fixture(scope="module")
+async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
+    """30 authorized payments, pay_00000030 the most recently changed, each with a provider id
+    the fake provider does not know (so every payment a round checks names itself); and the
+    records of 20,000 other payments checked long ago."""
+    url = await asyncio.to_thread(make_service_database, "payments")
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        await connection.execute(
+            """
+            INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
+                                  method, provider, state, provider_payment_id, metadata,
+                                  created_at, updated_at)
+            SELECT 'pay_' || lpad(n::text, 8, '0'), 'gtx_' || n, 'payment', 'company-1', 2500,
+                   'USD', 'CARD', 'stripe', 'AUTHORIZED', 'pi_' || n, '{}',
+                   now() - interval '1 day' + n * interval '1 second',
+                   now() - interval '1 day' + n * interval '1 second'
+            FROM generate_series(1, $1) AS n
+            """,
+            PAYMENTS,
+        )
+        await connection.execute(
+            """
+            INSERT INTO payment_reconciliations (payment_id, checked_at)
+            SELECT 'old_' || lpad(n::text, 8, '0'), now() - interval '30 days'
+            FROM generate_series(1, $1) AS n
+            """,
+            CHECKED_BEFORE,
+        )
+        await connection.execute("ANALYZE payment_reconciliations")
+        yield url
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+async def sessions(populated: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_engine(populated)
+    try:
+        yield make_session_factory(engine)
+    finally:
+        await engine.dispose()
+
+
+def _starts_allowed(n: int) -> Callable[[], float]:
+    """A caller's `time_left` whose deadline allows exactly `n` checks one at a time: ample for
+    the round's start and its first `n` checks, then gone (no clock: the same on a loaded box)."""
+    calls = itertools.count()
+    return lambda: 10.0 if next(calls) <= n else 0.0
+
+
+async def _updated_at(url: str) -> list[tuple[str, datetime]]:
+    connection = await asyncpg.connect(_plain(url))
+    try:
+        rows = await connection.fetch("SELECT id, updated_at FROM payments ORDER BY id")
+        return [(r["id"], r["updated_at"]) for r in rows]
+    finally:
+        await connection.close()
+
+
+async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone(
+    populated, sessions, round_trips
+):
+    clock, provider = Clock(), FakeProvider()
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+
+    def new_deps() -> Deps:
+        return Deps(SqlPaymentsUnitOfWork(sessions), ProviderRegistry([provider]), policy, clock)
+
+    before = await _updated_at(populated)
+    rounds: list[list[str]] = []
+    for _ in range(4):  # 30 payments, 8 a round: 4 rounds
+        clock.advance(60)
+        with round_trips:
+            result = await audit.reconcile_provider(
+                commands.ReconcileProvider(limit=100), new_deps, _starts_allowed(8)
+            )
+        assert (result.checked, result.left) == (8, PAYMENTS - 8)
+        rounds.append([m.payment_id for m in result.mismatches])
+        # The round's record: one statement for its 8 checks, and its commit.
+        recorded = [s for s in round_trips.statements if "payment_reconciliations" in s]
+        assert len(recorded) == 2 and recorded[1].startswith("INSERT"), recorded
+    newest_first = [f"pay_{n:08d}" for n in range(PAYMENTS, 0, -1)]
+    assert rounds[0] == newest_first[:8]  # never checked: the newest first
+    assert [p for r in rounds[:3] for p in r] == newest_first[:24]
+    assert rounds[3] == sorted(newest_first[24:] + newest_first[:2], reverse=True)
+    assert await _updated_at(populated) == before  # the payments' rows untouched
+
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        last = await uow.reconciliations.last_checked(newest_first)
+    assert last[newest_first[0]] == clock.now  # checked again, now
+    assert last[newest_first[2]] == clock.now - timedelta(seconds=180)  # the first round's
+
+
+async def test_a_record_is_replaced_by_a_later_check_and_read_by_primary_key(
+    populated, sessions, round_trips
+):
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        await uow.reconciliations.record_checked(["pay_x1", "pay_x2"], at)
+        await uow.commit()
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        await uow.reconciliations.record_checked(["pay_x2"], at + timedelta(minutes=1))
+        await uow.commit()
+    with round_trips:
+        async with SqlPaymentsUnitOfWork(sessions) as uow:
+            last = await uow.reconciliations.last_checked(["pay_x1", "pay_x2", "pay_never"])
+    assert last == {"pay_x1": at, "pay_x2": at + timedelta(minutes=1)}
+    (read,) = [s for s in round_trips.statements if "payment_reconciliations" in s]
+    async with planning(populated) as connection:
+        plan = await generic_plan(connection, read)
+    assert "payment_reconciliations_pkey" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_migration_0017_goes_down_and_up(populated):
+    config = alembic_config(SPECS["payments"].migrations, populated)
+    connection = await asyncpg.connect(_plain(populated))
+    exists = "SELECT to_regclass('payment_reconciliations') IS NOT NULL"
+    try:
+        await asyncio.to_thread(command.downgrade, config, "0016")
+        try:
+            assert not await connection.fetchval(exists)
+        finally:
+            await asyncio.to_thread(command.upgrade, config, "head")
+        assert await connection.fetchval(exists)
+        assert await connection.fetchval("SELECT count(*) FROM payment_reconciliations") == 0
+    finally:
+        await connection.close()
