@@ -37,6 +37,7 @@ from payments.domain.provider import (
     RefundState,
     SignatureInvalid,
 )
+from payments.domain.reconciliation import LastCheck, MismatchKind
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.ports import EventRecord, FirstLook
@@ -53,7 +54,7 @@ class State:
     outbox: list[OutboxEvent] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     grants: dict[str, CreditGrant] = field(default_factory=dict)
-    reconciled: dict[str, datetime] = field(default_factory=dict)  # payment id -> last checked
+    reconciled: dict[str, LastCheck] = field(default_factory=dict)  # payment id -> its last check
 
 
 class Clock:
@@ -142,12 +143,15 @@ class FakePayments(_Repo):
 
 
 class FakeReconciliations(_Repo):
-    async def last_checked(self, payment_ids: Sequence[str]) -> dict[str, datetime]:
+    async def last_checks(self, payment_ids: Sequence[str]) -> dict[str, LastCheck]:
         return {p: self.st.reconciled[p] for p in payment_ids if p in self.st.reconciled}
 
-    async def record_checked(self, payment_ids: Sequence[str], at: datetime) -> None:
-        for payment_id in payment_ids:
-            self.st.reconciled[payment_id] = at
+    async def record_checks(
+        self, found: Mapping[str, Sequence[tuple[MismatchKind, str]] | None], at: datetime
+    ) -> None:
+        for payment_id, what in found.items():
+            kept = self.st.reconciled.get(payment_id, LastCheck(at)).found
+            self.st.reconciled[payment_id] = LastCheck(at, kept if what is None else tuple(what))
 
 
 class FakeRefunds(_Repo):

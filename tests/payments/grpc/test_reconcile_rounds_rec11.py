@@ -1,6 +1,6 @@
 """ReconcileProvider rounds under a deadline too short for their window, against a provider as
 slow as real Stripe (OPS-3, round 11): every payment of the window is reached within a bounded
-number of rounds, and each answer says how many it left.
+number of rounds, each answer says how many it left, and a mismatch found stays in the answers.
 
 Round 10 checked the window most recently changed first, so with the same short deadline every
 round checked the same newest payments: a mismatch on the oldest payment of the window was never
@@ -99,3 +99,11 @@ async def test_rounds_cut_short_by_the_deadline_reach_the_oldest_payment_of_the_
         (oldest.payment_id, "provider captured 4200, local state AUTHORIZED")
     ], f"the oldest payment was not reached in {len(answers)} rounds"
     assert sum(a.checked for a in answers[:-1]) < window  # no payment twice before it
+    # The next round is unlikely to check it again, and answers it still: as its last check
+    # found it (the auditor reports both lists).
+    after = await jobs_stub.ReconcileProvider(
+        pb.ReconcileProviderRequest(limit=100), timeout=DEADLINE
+    )
+    assert [m.payment_id for m in [*after.mismatches, *after.earlier_mismatches]] == [
+        oldest.payment_id
+    ]

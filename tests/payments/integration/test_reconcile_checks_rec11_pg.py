@@ -1,8 +1,8 @@
 """The provider reconciliation's record of its checks on PostgreSQL (OPS-3, payments migration
 0017, `payment_reconciliations`): rounds cut short by their caller's deadline reach every payment
-of the window, on the real repositories; the record is one statement a round, read by primary
-key, and leaves the payments' rows (and so the window's order) alone; the migration goes down and
-up cleanly."""
+of the window, on the real repositories, and answer what the last check found of those they left;
+the record (time and findings) is one statement a round, read by primary key, and leaves the
+payments' rows (and so the window's order) alone; the migration goes down and up cleanly."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands
+from payments.domain.reconciliation import LastCheck, MismatchKind
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import audit
@@ -126,25 +127,43 @@ async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone
     assert await _updated_at(populated) == before  # the payments' rows untouched
 
     async with SqlPaymentsUnitOfWork(sessions) as uow:
-        last = await uow.reconciliations.last_checked(newest_first)
-    assert last[newest_first[0]] == clock.now  # checked again, now
-    assert last[newest_first[2]] == clock.now - timedelta(seconds=180)  # the first round's
+        last = await uow.reconciliations.last_checks(newest_first)
+    assert last[newest_first[0]].at == clock.now  # checked again, now
+    assert last[newest_first[2]].at == clock.now - timedelta(seconds=180)  # the first round's
+    assert last[newest_first[2]].found == (
+        (MismatchKind.CHARGE, "provider: No such payment_intent: 'pi_28'"),
+    )
+    # A round's answer: what it found, and what the last check found of those it left.
+    assert [m.payment_id for m in result.earlier] == newest_first[2:24]
 
 
 async def test_a_record_is_replaced_by_a_later_check_and_read_by_primary_key(
     populated, sessions, round_trips
 ):
     at = datetime(2026, 1, 1, tzinfo=UTC)
+    charge = (MismatchKind.CHARGE, "provider captured 2500, local state AUTHORIZED")
+    refund = (MismatchKind.REFUND, "refund re_1 succeeded locally, unknown to the provider")
     async with SqlPaymentsUnitOfWork(sessions) as uow:
-        await uow.reconciliations.record_checked(["pay_x1", "pay_x2"], at)
+        await uow.reconciliations.record_checks(
+            {"pay_x1": [charge, refund], "pay_x2": [], "pay_x3": [charge], "pay_x4": None}, at
+        )
         await uow.commit()
+    later = at + timedelta(minutes=1)
     async with SqlPaymentsUnitOfWork(sessions) as uow:
-        await uow.reconciliations.record_checked(["pay_x2"], at + timedelta(minutes=1))
+        # pay_x2 found a mismatch now; pay_x3's provider could not be read: its finding stays.
+        await uow.reconciliations.record_checks({"pay_x2": [charge], "pay_x3": None}, later)
         await uow.commit()
     with round_trips:
         async with SqlPaymentsUnitOfWork(sessions) as uow:
-            last = await uow.reconciliations.last_checked(["pay_x1", "pay_x2", "pay_never"])
-    assert last == {"pay_x1": at, "pay_x2": at + timedelta(minutes=1)}
+            last = await uow.reconciliations.last_checks(
+                ["pay_x1", "pay_x2", "pay_x3", "pay_x4", "pay_never"]
+            )
+    assert last == {
+        "pay_x1": LastCheck(at, (charge, refund)),
+        "pay_x2": LastCheck(later, (charge,)),
+        "pay_x3": LastCheck(later, (charge,)),
+        "pay_x4": LastCheck(at),
+    }
     (read,) = [s for s in round_trips.statements if "payment_reconciliations" in s]
     async with planning(populated) as connection:
         plan = await generic_plan(connection, read)

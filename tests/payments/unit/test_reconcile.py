@@ -4,6 +4,7 @@ compared with the provider that made it, never the current default."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,8 +19,15 @@ from hirepay_platform.errors import ValidationError
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
 from payments.domain.model import Method, Payment, PaymentState
-from payments.domain.provider import ProviderPayment, ProviderRefund, ProviderStatus, RefundState
+from payments.domain.provider import (
+    OutcomeUnknown,
+    ProviderPayment,
+    ProviderRefund,
+    ProviderStatus,
+    RefundState,
+)
 from payments.domain.reconciliation import (
+    LastCheck,
     MismatchKind,
     check_order,
     refund_mismatches,
@@ -375,7 +383,10 @@ async def test_a_round_is_ordered_by_the_checks_recorded_and_answers_in_the_wind
     intent = {p: uow.committed.payments[p].provider_payment_id for p in ids}
     # The two newest were checked a minute ago, the newest of them last: they come last.
     now = deps.clock.now  # type: ignore[attr-defined]
-    uow.committed.reconciled = {ids[3]: now, ids[2]: now - timedelta(minutes=1)}
+    uow.committed.reconciled = {
+        ids[3]: LastCheck(now),
+        ids[2]: LastCheck(now - timedelta(minutes=1)),
+    }
     _captured_behind_our_back(stripe)
     deps.clock.advance(60)  # type: ignore[attr-defined]
     result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
@@ -384,7 +395,8 @@ async def test_a_round_is_ordered_by_the_checks_recorded_and_answers_in_the_wind
     assert [m.payment_id for m in result.mismatches] == ids[::-1]  # still newest first
     assert result.checked == 4 and result.left == 0
     # Each check completed is recorded, durably, at the round's time.
-    assert uow.committed.reconciled == dict.fromkeys(ids, deps.clock.now)
+    found = ((MismatchKind.CHARGE, "provider captured 2500, local state AUTHORIZED"),)
+    assert uow.committed.reconciled == dict.fromkeys(ids, LastCheck(deps.clock.now, found))
 
 
 def _deadline_in(seconds: float) -> Callable[[], float]:
@@ -422,3 +434,65 @@ async def test_rounds_cut_short_by_the_deadline_reach_every_payment_of_the_windo
         seen |= set(r)
         assert not again or seen == set(ids)
     assert rounds[0] == ids[::-1][: len(rounds[0])]  # the first round: the newest first
+
+
+def _starts_allowed(n: int) -> Callable[[], float]:
+    """A caller's `time_left` whose deadline allows exactly `n` checks one at a time: ample for
+    the round's start and its first `n` checks, then gone (no clock: the same on a loaded box)."""
+    calls = itertools.count()
+    return lambda: 10.0 if next(calls) <= n else 0.0
+
+
+async def test_a_round_cut_short_answers_what_the_last_check_found_of_those_it_left() -> None:
+    """The auditor reports what a round answers: a mismatch must not vanish from its report in
+    the rounds that do not reach its payment."""
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 6)
+    _captured_behind_our_back(stripe)
+    full = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    assert [m.payment_id for m in full.mismatches] == ids[::-1] and full.earlier == []
+    # Repaired at the provider since: the newest (checked next) and the oldest (not reached).
+    for payment_id in (ids[5], ids[0]):
+        pi = stripe.intents[uow.committed.payments[payment_id].provider_payment_id]
+        stripe.intents[pi.id] = replace(pi, status=ProviderStatus.AUTHORIZED, amount_received=0)
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    cut = await audit.reconcile_provider(
+        commands.ReconcileProvider(), lambda: deps, _starts_allowed(2)
+    )
+    assert (cut.checked, cut.left) == (2, 4)
+    assert [m.payment_id for m in cut.mismatches] == [ids[4]]  # the newest repaired: gone
+    # Not reached: as their last check found them (the oldest's repair is not known yet).
+    assert [m.payment_id for m in cut.earlier] == [ids[3], ids[2], ids[1], ids[0]]
+    assert all(m.detail == full.mismatches[0].detail for m in cut.earlier)
+    # The next round begins with those; the oldest's repair is found then.
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    rest = await audit.reconcile_provider(
+        commands.ReconcileProvider(), lambda: deps, _starts_allowed(4)
+    )
+    assert [m.payment_id for m in rest.mismatches] == [ids[3], ids[2], ids[1]]
+    assert [m.payment_id for m in rest.earlier] == [ids[4]]
+
+
+async def test_a_payment_whose_provider_is_unreadable_waits_its_turn_and_keeps_its_finding() -> (
+    None
+):
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 3)
+    _captured_behind_our_back(stripe)
+    await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    first = uow.committed.reconciled[ids[2]]
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    stripe.script = [
+        OutcomeUnknown("slow", timeout=True)
+    ]  # the first check of the round: the newest
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    assert result.checked == 2 and result.left == 0
+    assert [m.payment_id for m in result.mismatches] == [ids[1], ids[0]]
+    assert [(m.payment_id, m.detail) for m in result.earlier] == [(ids[2], first.found[0][1])]
+    # Its turn moved on (not the front of every round while its provider is down), its
+    # finding kept (nothing was learnt).
+    assert uow.committed.reconciled[ids[2]] == LastCheck(deps.clock.now, first.found)  # type: ignore[attr-defined]

@@ -1,4 +1,4 @@
-"""When the provider reconciliation last checked each payment (OPS-3): its order of checking.
+"""When the provider reconciliation last checked each payment, and what it found (OPS-3).
 
 `ReconcileProvider` compares the auditor's window (the `limit` most recently changed payments)
 with their providers within the caller's deadline, and answers with those it reached. It checked
@@ -8,6 +8,11 @@ now checks the payments of its window never checked first, then the longest unch
 most recently changed first), and records each check it completed here: the ones a round did not
 reach are the first of the next, so a payment stays unchecked for at most about its window's
 size over the checks a round completes rounds (a few with any deadline that allows one).
+
+What that check found (`mismatches`, [{"kind", "detail"}], empty when it agreed) is kept with it: a
+round cut short answers, besides what it found, the earlier findings of the window's payments it
+did not reach, so a mismatch stays in the auditor's report between the rounds that check its
+payment (it would otherwise show once a pass through the window and vanish in between).
 
 A table of its own, not a column of `payments`: the record is bookkeeping of the auditor's, it
 must not move a payment's `updated_at` (the window's order) nor lock or rewrite a payment's row
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects.postgresql import JSONB
 
 revision: str = "0017"
 down_revision: str | None = "0016"
@@ -36,6 +42,7 @@ def upgrade() -> None:
         "payment_reconciliations",
         sa.Column("payment_id", sa.String(64), primary_key=True),
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("mismatches", JSONB, nullable=False, server_default="[]"),
     )
 
 

@@ -1,9 +1,9 @@
 """PostgreSQL record of the provider reconciliation's checks (OPS-3, migration 0017): when each
-payment was last compared with its provider. Never commits."""
+payment was last compared with its provider, and what that found. Never commits."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -11,34 +11,64 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 
 from payments.adapters import tables as t
+from payments.domain.reconciliation import LastCheck, MismatchKind
 
 _R = t.payment_reconciliations
 
-_LAST_CHECKED = select(_R.c.payment_id, _R.c.checked_at).where(
+_LAST_CHECKS = select(_R.c.payment_id, _R.c.checked_at, _R.c.mismatches).where(
     _R.c.payment_id.in_(bindparam("ids", expanding=True))
 )
+
+Found = Sequence[tuple[MismatchKind, str]]
 
 
 class SqlReconciliationRepository:
     def __init__(self, session: Any) -> None:
         self.s = session
 
-    async def last_checked(self, payment_ids: Sequence[str]) -> dict[str, datetime]:
-        """When each of the payments was last checked (those never checked are absent): one
-        read by primary key."""
+    async def last_checks(self, payment_ids: Sequence[str]) -> dict[str, LastCheck]:
+        """Each of the payments' last check (those never checked are absent): one read by
+        primary key."""
         if not payment_ids:
             return {}
-        rows = (await self.s.execute(_LAST_CHECKED, {"ids": list(payment_ids)})).all()
-        return {payment_id: checked_at for payment_id, checked_at in rows}
-
-    async def record_checked(self, payment_ids: Sequence[str], at: datetime) -> None:
-        """The payments were checked `at` (one statement for all, once a round)."""
-        if not payment_ids:
-            return
-        rows = [{"payment_id": p, "checked_at": at} for p in sorted(set(payment_ids))]
-        upsert = insert(_R).values(rows)
-        await self.s.execute(
-            upsert.on_conflict_do_update(
-                index_elements=[_R.c.payment_id], set_={"checked_at": upsert.excluded.checked_at}
+        rows = (await self.s.execute(_LAST_CHECKS, {"ids": list(payment_ids)})).all()
+        return {
+            payment_id: LastCheck(
+                checked_at, tuple((MismatchKind(m["kind"]), m["detail"]) for m in mismatches)
             )
-        )
+            for payment_id, checked_at, mismatches in rows
+        }
+
+    async def record_checks(self, found: Mapping[str, Found | None], at: datetime) -> None:
+        """The payments were checked `at` and found what `found` says (None: their provider could
+        not be read, what the check before found is kept): one statement for those read, one for
+        those not (usually none), once a round."""
+        read = {p: f for p, f in found.items() if f is not None}
+        unread = sorted(p for p, f in found.items() if f is None)
+        if read:
+            rows = [
+                {
+                    "payment_id": p,
+                    "checked_at": at,
+                    "mismatches": [{"kind": str(kind), "detail": detail} for kind, detail in f],
+                }
+                for p, f in sorted(read.items())
+            ]
+            upsert = insert(_R).values(rows)
+            await self.s.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[_R.c.payment_id],
+                    set_={
+                        "checked_at": upsert.excluded.checked_at,
+                        "mismatches": upsert.excluded.mismatches,
+                    },
+                )
+            )
+        if unread:
+            upsert = insert(_R).values([{"payment_id": p, "checked_at": at} for p in unread])
+            await self.s.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[_R.c.payment_id],
+                    set_={"checked_at": upsert.excluded.checked_at},
+                )
+            )

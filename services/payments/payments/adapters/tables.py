@@ -126,13 +126,15 @@ payments = Table(
     Index("ix_payments_not_final", "id", postgresql_where=NOT_FINAL_PAYMENT),
 )
 
-# When the provider reconciliation last completed a check of each payment (OPS-3, migration
-# 0017): a round checks the payments of its window never checked, then the longest unchecked.
+# When the provider reconciliation last completed a check of each payment, and what it found
+# (OPS-3, migration 0017): a round checks the payments of its window never checked, then the
+# longest unchecked, and answers the findings of those it did not reach as of their last check.
 payment_reconciliations = Table(
     "payment_reconciliations",
     metadata,
     Column("payment_id", String(64), primary_key=True),
     _ts("checked_at"),
+    Column("mismatches", JSONB, nullable=False, server_default="[]"),
 )
 
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from payments.domain.model import TAKEN, Payment, PaymentState
@@ -72,6 +73,16 @@ class MismatchKind(enum.StrEnum):
 
     CHARGE = "charge"  # the money taken (or held) differs
     REFUND = "refund"  # a refund differs: unknown on one side, or another amount or outcome
+
+
+@dataclass(frozen=True, slots=True)
+class LastCheck:
+    """A payment's last completed check by the reconciliation: when, and what it found (kind,
+    detail; empty: it agreed). A check whose provider could not be read moves `at` and keeps
+    what the check before found (nothing was learnt)."""
+
+    at: datetime
+    found: tuple[tuple[MismatchKind, str], ...] = ()
 
 
 def refunds_in_flight(local: Sequence[Refund]) -> bool:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from hirepay_platform.errors import Unavailable
@@ -63,6 +63,9 @@ class Reconciliation:
     mismatches: list[Mismatch]
     # Payments of the window the caller's deadline left unchecked: the next round's first.
     left: int = 0
+    # What the last check of the window's payments this round did not check (left, or their
+    # provider unreadable now) found: still open as far as payments knows.
+    earlier: list[Mismatch] = field(default_factory=list)
 
 
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
@@ -104,26 +107,32 @@ async def reconcile_provider(
     DEADLINE_EXCEEDED).
 
     The payments are checked in `check_order`: never checked first, then the longest unchecked,
-    by each payment's last completed check, recorded (payment_reconciliations) before the
-    answer. So the ones a round left are the next round's first, and however short the
-    deadline, every payment of the window is checked within a bounded number of rounds rather
-    than the newest every round and the oldest never. Mismatches still come in the window's
-    order (most recently changed first), whatever order the checks ran in."""
+    by each payment's last completed check, recorded with what it found (payment_reconciliations)
+    before the answer. So the ones a round left are the next round's first, and however short
+    the deadline, every payment of the window is checked within a bounded number of rounds
+    rather than the newest every round and the oldest never. The answer's `mismatches` are what
+    this round found, in the window's order (most recently changed first) whatever order the
+    checks ran in; `earlier` what the last check found of those it did not check, so that a
+    mismatch stays reported between the rounds that check its payment."""
     deps = new_deps()
     limit = min(max(cmd.limit, 1), MAX_RECONCILE)
     async with deps.uow as uow:
         recent = await uow.payments.recently_changed(limit)
         due = [p for p in recent if p.provider_payment_id and not in_flight(p)]
-        last_checked = await uow.reconciliations.last_checked([p.id for p in due])
-    order = check_order(due, last_checked)
+        last = await uow.reconciliations.last_checks([p.id for p in due])
+    order = check_order(due, {payment_id: c.at for payment_id, c in last.items()})
     outcomes = await _check_within(
         due, order, new_deps, deps.config.reconcile_concurrency, time_left
     )
     if outcomes:
         # Every check completed, the provider read or not (unreadable now: it waits its turn
         # again, rather than taking the front of every round while its provider is down).
+        found = {
+            due[i].id: None if o is None else [(m.kind, m.detail) for m in o]
+            for i, o in outcomes.items()
+        }
         async with deps.uow as uow:
-            await uow.reconciliations.record_checked([due[i].id for i in outcomes], deps.clock())
+            await uow.reconciliations.record_checks(found, deps.clock())
             await uow.commit()
     left = len(due) - len(outcomes)
     if left:
@@ -135,12 +144,18 @@ async def reconcile_provider(
         )
     checked = 0
     mismatches: list[Mismatch] = []
-    for i in sorted(outcomes):
-        found = outcomes[i]
-        if found is not None:
+    earlier: list[Mismatch] = []
+    for i, payment in enumerate(due):
+        outcome = outcomes.get(i)
+        if outcome is not None:
             checked += 1
-            mismatches += found
-    return Reconciliation(checked, mismatches, left)
+            mismatches += outcome
+        elif payment.id in last:
+            earlier += [
+                Mismatch(payment.id, payment.provider_payment_id, detail, kind)
+                for kind, detail in last[payment.id].found
+            ]
+    return Reconciliation(checked, mismatches, left, earlier)
 
 
 async def _check_within(
