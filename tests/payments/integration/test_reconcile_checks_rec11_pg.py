@@ -11,6 +11,7 @@ import itertools
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import pytest
@@ -22,6 +23,7 @@ from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands
+from payments.domain.provider import OutcomeUnknown
 from payments.domain.reconciliation import LastCheck, MismatchKind
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
@@ -117,7 +119,7 @@ async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone
             )
         assert (result.checked, result.left) == (8, PAYMENTS - 8)
         rounds.append([m.payment_id for m in result.mismatches])
-        # The round's record: one statement for its 8 checks, and its commit.
+        # The round's record: one statement for its 8 checks, committed by itself.
         recorded = [s for s in round_trips.statements if "payment_reconciliations" in s]
         assert len(recorded) == 2 and recorded[1].startswith("INSERT"), recorded
     newest_first = [f"pay_{n:08d}" for n in range(PAYMENTS, 0, -1)]
@@ -168,6 +170,64 @@ async def test_a_record_is_replaced_by_a_later_check_and_read_by_primary_key(
     async with planning(populated) as connection:
         plan = await generic_plan(connection, read)
     assert "payment_reconciliations_pkey" in plan and "Seq Scan" not in plan, plan
+
+
+class _UnreadableFor(FakeProvider):
+    """A provider that cannot be read about one payment now (a timeout)."""
+
+    def __init__(self, intent_id: str) -> None:
+        super().__init__()
+        self.unreadable = intent_id
+
+    async def retrieve_payment(self, intent_id: str) -> Any:
+        if intent_id == self.unreadable:
+            raise OutcomeUnknown("slow", timeout=True)
+        return await super().retrieve_payment(intent_id)
+
+
+async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated, sessions):
+    """Two rounds at once (the auditor's and a report on demand) may record the same payments,
+    one as read and one as unreadable: each statement commits by itself, so a round waiting for
+    a row another holds holds none of its own (no deadlock between the two)."""
+    clock = Clock()
+    clock.advance(3600)
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+    provider = _UnreadableFor("pi_30")  # pay_00000030 unreadable, pay_00000029 read
+
+    def new_deps() -> Deps:
+        return Deps(SqlPaymentsUnitOfWork(sessions), ProviderRegistry([provider]), policy, clock)
+
+    holder = await asyncpg.connect(_plain(populated))
+    other = await asyncpg.connect(_plain(populated))
+    try:
+        async with holder.transaction():  # another round holds pay_00000030's record
+            await holder.execute(
+                "SELECT 1 FROM payment_reconciliations WHERE payment_id = 'pay_00000030' FOR UPDATE"
+            )
+            round_ = asyncio.create_task(
+                audit.reconcile_provider(commands.ReconcileProvider(limit=2), new_deps)
+            )
+            for _ in range(100):  # until the round waits for that row
+                await asyncio.sleep(0.05)
+                waiting = await other.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    " AND query LIKE 'INSERT INTO payment_reconciliations%'"
+                )
+                if waiting:
+                    break
+            assert waiting and not round_.done()
+            # Its other record is committed already and not locked.
+            async with other.transaction():
+                checked_at = await other.fetchval(
+                    "SELECT checked_at FROM payment_reconciliations"
+                    " WHERE payment_id = 'pay_00000029' FOR UPDATE NOWAIT"
+                )
+            assert checked_at == clock.now
+        result = await asyncio.wait_for(round_, 10)
+    finally:
+        await holder.close()
+        await other.close()
+    assert (result.checked, result.left) == (1, 0)
 
 
 async def test_migration_0017_goes_down_and_up(populated):

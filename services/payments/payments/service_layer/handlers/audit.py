@@ -132,6 +132,10 @@ async def reconcile_provider(
             for i, o in outcomes.items()
         }
         async with deps.uow as uow:
+            # Each of its (one or two) statements a transaction of its own: two rounds at once
+            # (the worker's and a report on demand) then never hold one's rows while waiting
+            # for the other's (each statement locks its rows in id order).
+            await uow.autocommit()
             await uow.reconciliations.record_checks(found, deps.clock())
             await uow.commit()
     left = len(due) - len(outcomes)
