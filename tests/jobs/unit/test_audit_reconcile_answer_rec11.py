@@ -55,6 +55,7 @@ async def test_a_partial_answer_reports_the_earlier_findings_of_the_payments_lef
     reply = ppb.ReconcileProviderResponse(
         checked=8,
         left=16,
+        unreadable=1,
         mismatches=[_mismatch("pay-new")],
         earlier_mismatches=[
             _mismatch("pay-old"),
@@ -69,7 +70,7 @@ async def test_a_partial_answer_reports_the_earlier_findings_of_the_payments_lef
         Violation(Check.PROVIDER_REFUND_MISMATCH, "pay-ref", "d"),
     ]
     assert client.requests == [ppb.ReconcileProviderRequest(limit=100)]
-    assert "reconciliation checked 8 payments, 16 left" in caplog.text
+    assert "reconciliation checked 8 payments, 16 left, 1 unreadable" in caplog.text
 
 
 async def test_a_whole_answer_is_reported_as_before() -> None:

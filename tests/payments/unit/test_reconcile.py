@@ -490,7 +490,7 @@ async def test_a_payment_whose_provider_is_unreadable_waits_its_turn_and_keeps_i
         OutcomeUnknown("slow", timeout=True)
     ]  # the first check of the round: the newest
     result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
-    assert result.checked == 2 and result.left == 0
+    assert (result.checked, result.left, result.unreadable) == (2, 0, 1)
     assert [m.payment_id for m in result.mismatches] == [ids[1], ids[0]]
     assert [(m.payment_id, m.detail) for m in result.earlier] == [(ids[2], first.found[0][1])]
     # Its turn moved on (not the front of every round while its provider is down), its

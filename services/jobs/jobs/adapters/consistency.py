@@ -79,10 +79,14 @@ class GrpcConsistencySources:
     async def provider(self) -> list[Violation]:
         request = ppb.ReconcileProviderRequest(limit=self._reconcile_limit)
         reply = await self._payments.client.call(self._payments.stub.ReconcileProvider, request)
-        if reply.left:
-            # Cut short by the call's deadline: payments checks those first next round.
+        if reply.left or reply.unreadable:
+            # Cut short by the call's deadline (payments checks those first next round), or
+            # providers that could not be read: payments not compared this round.
             log.info(
-                "audit: reconciliation checked %d payments, %d left", reply.checked, reply.left
+                "audit: reconciliation checked %d payments, %d left, %d unreadable",
+                reply.checked,
+                reply.left,
+                reply.unreadable,
             )
         # What it found, and what the last check found of the payments it did not reach: a
         # mismatch stays reported between the rounds that check its payment.

@@ -230,6 +230,7 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
         mismatches=[_mismatch_msg(m) for m in result.mismatches],
         left=result.left,
         earlier_mismatches=[_mismatch_msg(m) for m in result.earlier],
+        unreadable=result.unreadable,
     )
 
 

@@ -66,6 +66,9 @@ class Reconciliation:
     # What the last check of the window's payments this round did not check (left, or their
     # provider unreadable now) found: still open as far as payments knows.
     earlier: list[Mismatch] = field(default_factory=list)
+    # Payments whose provider could not be read now (unreachable, or no longer configured here):
+    # neither checked nor left; compared again in their turn.
+    unreadable: int = 0
 
 
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
@@ -146,6 +149,11 @@ async def reconcile_provider(
             len(due),
             left,
         )
+    unreadable = sum(1 for o in outcomes.values() if o is None)
+    if unreadable:
+        # Not a mismatch, but payments nobody compares while it lasts (a provider down, or
+        # one no longer configured here: then for good), so said in the answer too.
+        log.warning("reconcile: %d payments' providers could not be read now", unreadable)
     checked = 0
     mismatches: list[Mismatch] = []
     earlier: list[Mismatch] = []
@@ -159,7 +167,7 @@ async def reconcile_provider(
                 Mismatch(payment.id, payment.provider_payment_id, detail, kind)
                 for kind, detail in last[payment.id].found
             ]
-    return Reconciliation(checked, mismatches, left, earlier)
+    return Reconciliation(checked, mismatches, left, earlier, unreadable)
 
 
 async def _check_within(
