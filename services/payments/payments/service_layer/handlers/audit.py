@@ -1,5 +1,6 @@
-"""Read-only queries for the consistency auditor (OPS-3): payments by state, and the provider's
-records compared with ours through the provider port."""
+"""Queries for the consistency auditor (OPS-3): payments by state, and the provider's records
+compared with ours through the provider port. Read-only but for the reconciliation's own record of
+its checks (payment_reconciliations: when each payment was last compared and what that found)."""
 
 from __future__ import annotations
 
