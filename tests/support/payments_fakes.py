@@ -153,6 +153,12 @@ class FakeReconciliations(_Repo):
             kept = self.st.reconciled.get(payment_id, LastCheck(at)).found
             self.st.reconciled[payment_id] = LastCheck(at, kept if what is None else tuple(what))
 
+    async def forget_before(self, before: datetime, limit: int) -> int:
+        old = sorted((c.at, p) for p, c in self.st.reconciled.items() if c.at < before)[:limit]
+        for _, payment_id in old:
+            del self.st.reconciled[payment_id]
+        return len(old)
+
 
 class FakeRefunds(_Repo):
     async def add(self, refund: Refund) -> None:

@@ -34,6 +34,7 @@ from tests.support.pg_plans import generic_plan, planning
 
 PAYMENTS = 30
 CHECKED_BEFORE = 20_000  # rows of earlier rounds the read by primary key must not walk
+LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)  # when (before the rounds' clock, tests' Clock)
 
 
 def _plain(url: str) -> str:
@@ -44,7 +45,7 @@ def _plain(url: str) -> str:
 async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
     """30 authorized payments, pay_00000030 the most recently changed, each with a provider id
     the fake provider does not know (so every payment a round checks names itself); and the
-    records of 20,000 other payments checked long ago."""
+    records of 20,000 other payments checked long ago (a year before the rounds' clock)."""
     url = await asyncio.to_thread(make_service_database, "payments")
     connection = await asyncpg.connect(_plain(url))
     try:
@@ -64,10 +65,11 @@ async def populated(make_service_database: Callable[[str], str]) -> AsyncIterato
         await connection.execute(
             """
             INSERT INTO payment_reconciliations (payment_id, checked_at)
-            SELECT 'old_' || lpad(n::text, 8, '0'), now() - interval '30 days'
+            SELECT 'old_' || lpad(n::text, 8, '0'), $2::timestamptz + n * interval '1 second'
             FROM generate_series(1, $1) AS n
             """,
             CHECKED_BEFORE,
+            LONG_AGO,
         )
         await connection.execute("ANALYZE payment_reconciliations")
         yield url
@@ -119,9 +121,10 @@ async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone
             )
         assert (result.checked, result.left) == (8, PAYMENTS - 8)
         rounds.append([m.payment_id for m in result.mismatches])
-        # The round's record: one statement for its 8 checks, committed by itself.
+        # The round's record: one statement for its 8 checks, and one forgetting records of
+        # payments that left the window long ago.
         recorded = [s for s in round_trips.statements if "payment_reconciliations" in s]
-        assert len(recorded) == 2 and recorded[1].startswith("INSERT"), recorded
+        assert [s.split()[0] for s in recorded] == ["SELECT", "INSERT", "DELETE"], recorded
     newest_first = [f"pay_{n:08d}" for n in range(PAYMENTS, 0, -1)]
     assert rounds[0] == newest_first[:8]  # never checked: the newest first
     assert [p for r in rounds[:3] for p in r] == newest_first[:24]
@@ -170,6 +173,36 @@ async def test_a_record_is_replaced_by_a_later_check_and_read_by_primary_key(
     async with planning(populated) as connection:
         plan = await generic_plan(connection, read)
     assert "payment_reconciliations_pkey" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_records_not_renewed_for_a_day_are_forgotten_a_bounded_batch_at_a_time(
+    populated, sessions, round_trips
+):
+    before = LONG_AGO + timedelta(days=180)
+    oldest = (
+        "SELECT payment_id FROM payment_reconciliations WHERE checked_at < $1"
+        " ORDER BY checked_at LIMIT 1000"
+    )
+    async with planning(populated) as connection:
+        total = await connection.fetchval("SELECT count(*) FROM payment_reconciliations")
+        going = {r[0] for r in await connection.fetch(oldest, before)}
+    assert len(going) == 1000
+    with round_trips:
+        async with SqlPaymentsUnitOfWork(sessions) as uow:
+            await uow.autocommit()
+            forgotten = await uow.reconciliations.forget_before(before, 1000)
+    assert forgotten == 1000
+    (statement,) = [s for s in round_trips.statements if "payment_reconciliations" in s]
+    async with planning(populated) as connection:
+        assert await connection.fetchval("SELECT count(*) FROM payment_reconciliations") == (
+            total - 1000
+        )
+        left = await connection.fetchval(
+            "SELECT count(*) FROM payment_reconciliations WHERE payment_id = ANY($1)", list(going)
+        )
+        assert left == 0  # the oldest went
+        plan = await generic_plan(connection, statement)
+    assert "ix_payment_reconciliations_checked_at" in plan and "Seq Scan" not in plan, plan
 
 
 class _UnreadableFor(FakeProvider):

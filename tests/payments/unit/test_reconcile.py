@@ -496,3 +496,18 @@ async def test_a_payment_whose_provider_is_unreadable_waits_its_turn_and_keeps_i
     # Its turn moved on (not the front of every round while its provider is down), its
     # finding kept (nothing was learnt).
     assert uow.committed.reconciled[ids[2]] == LastCheck(deps.clock.now, first.found)  # type: ignore[attr-defined]
+
+
+async def test_a_round_forgets_records_not_renewed_for_a_day() -> None:
+    """Only the window's payments are read: a record a day old belongs to a payment that left
+    it, and is forgotten (the table holds about a day of windows, not all history)."""
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    deps = _deps(uow, ProviderRegistry([stripe]))
+    now = deps.clock.now  # type: ignore[attr-defined]
+    uow.committed.reconciled = {
+        "pay-gone": LastCheck(now - timedelta(days=1, seconds=1)),
+        "pay-recent": LastCheck(now - timedelta(hours=23)),
+    }
+    payment = (await handlers.authorize(_authorize_cmd("gtx-1", "r1"), deps)).payment
+    await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    assert set(uow.committed.reconciled) == {"pay-recent", payment.id}

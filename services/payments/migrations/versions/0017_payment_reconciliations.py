@@ -14,6 +14,12 @@ round cut short answers, besides what it found, the earlier findings of the wind
 did not reach, so a mismatch stays in the auditor's report between the rounds that check its
 payment (it would otherwise show once a pass through the window and vanish in between).
 
+Only the window's payments are read, so a record not renewed for a day belongs to a payment that
+left the window (one in it is checked again within a few rounds) and is forgotten, a bounded batch
+a round, by `ix_payment_reconciliations_checked_at`: the table holds about a day of the window's
+payments, not every payment ever checked. A payment that comes back into the window (it changed
+again) is then one never checked: it comes first.
+
 A table of its own, not a column of `payments`: the record is bookkeeping of the auditor's, it
 must not move a payment's `updated_at` (the window's order) nor lock or rewrite a payment's row
 (the posting path's), and it is written once a round for the checks it completed (one upsert).
@@ -44,7 +50,11 @@ def upgrade() -> None:
         sa.Column("checked_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("mismatches", JSONB, nullable=False, server_default="[]"),
     )
+    op.create_index(
+        "ix_payment_reconciliations_checked_at", "payment_reconciliations", ["checked_at"]
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_payment_reconciliations_checked_at", table_name="payment_reconciliations")
     op.drop_table("payment_reconciliations")

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects.postgresql import insert
 
 from payments.adapters import tables as t
@@ -17,6 +17,17 @@ _R = t.payment_reconciliations
 
 _LAST_CHECKS = select(_R.c.payment_id, _R.c.checked_at, _R.c.mismatches).where(
     _R.c.payment_id.in_(bindparam("ids", expanding=True))
+)
+
+# The oldest records not renewed since `before`, at most `limit` of them, in one statement.
+_FORGET = delete(_R).where(
+    _R.c.payment_id.in_(
+        select(_R.c.payment_id)
+        .where(_R.c.checked_at < bindparam("before"))
+        .order_by(_R.c.checked_at)
+        .limit(bindparam("limit"))
+        .scalar_subquery()
+    )
 )
 
 Found = Sequence[tuple[MismatchKind, str]]
@@ -72,3 +83,9 @@ class SqlReconciliationRepository:
                     set_={"checked_at": upsert.excluded.checked_at},
                 )
             )
+
+    async def forget_before(self, before: datetime, limit: int) -> int:
+        """Forget at most `limit` records not renewed since `before`, the oldest first (through
+        ix_payment_reconciliations_checked_at); how many were."""
+        result = await self.s.execute(_FORGET, {"before": before, "limit": limit})
+        return int(result.rowcount)

@@ -135,6 +135,8 @@ payment_reconciliations = Table(
     Column("payment_id", String(64), primary_key=True),
     _ts("checked_at"),
     Column("mismatches", JSONB, nullable=False, server_default="[]"),
+    # Records not renewed for long (payments that left the window) forgotten oldest first.
+    Index("ix_payment_reconciliations_checked_at", "checked_at"),
 )
 
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).

@@ -369,6 +369,9 @@ class ReconciliationRepository(Protocol):
         """The payments were checked `at` and found what `found` says (None: the provider could
         not be read, what the check before found is kept)."""
 
+    async def forget_before(self, before: datetime, limit: int) -> int:
+        """Forget at most `limit` records not renewed since `before`, oldest first."""
+
 
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""

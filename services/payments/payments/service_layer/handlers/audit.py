@@ -42,6 +42,10 @@ MAX_RECONCILE = 500
 # DEADLINE_EXCEEDED (OPS-3).
 REPLY_MARGIN_SECONDS = 0.5
 REPLY_MARGIN_SHARE = 0.1
+# A check's record not renewed for this long belongs to a payment that left the window: it is
+# forgotten (at most so many a round), as if never checked should the payment come back.
+RECORD_RETENTION = timedelta(days=1)
+FORGET_PER_ROUND = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +144,11 @@ async def reconcile_provider(
             # (the worker's and a report on demand) then never hold one's rows while waiting
             # for the other's (each statement locks its rows in id order).
             await uow.autocommit()
-            await uow.reconciliations.record_checks(found, deps.clock())
+            now = deps.clock()
+            await uow.reconciliations.record_checks(found, now)
+            # Records of payments that left the window (one in it is checked again within a
+            # few rounds): the table holds about a day of windows, not all history.
+            await uow.reconciliations.forget_before(now - RECORD_RETENTION, FORGET_PER_ROUND)
             await uow.commit()
     left = len(due) - len(outcomes)
     if left:
