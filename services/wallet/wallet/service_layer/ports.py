@@ -168,11 +168,14 @@ class HoldRepository(Protocol):
         the sharded accounts, whose balance `LedgerRepository.lock_balances` must read."""
 
     async def confirm_and_lock(
-        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        lock: Collection[TccBranch] | None = None,
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
         """A group of Confirms of distinct branches in one round trip: lock (key order) the hold
-        of each branch, then insert each one's barrier row (the order of the one-statement
-        Confirm: twins on both paths queue on the hold). The branches inserted, and their holds."""
+        of each branch (only those of `lock` if given), then insert each one's barrier row (the
+        order of the one-statement Confirm: twins on both paths queue on the hold). The branches
+        inserted, and their locked holds."""
 
     async def cancel_and_lock(
         self, branches: Sequence[TccBranch], also_lock: Collection[TccBranch] = ()

@@ -27,6 +27,11 @@ same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes
 locks (the round's Confirms' with them) and its own barrier rows, then (after the Confirms' gates
 and postings) every release as one posting and the holds saved. A Cancel refused (its hold was
 confirmed) gives its row back.
+
+A later round never locks a hold its group's earlier rounds did not: a Confirm repeated after
+one that found no hold looks for it without a lock, and if its Try committed in between, the
+group's transaction is given up and run again at once (`_unseen_holds`), its first round then
+locking that hold with the others.
 """
 
 from __future__ import annotations
@@ -78,6 +83,12 @@ class CancelRequest:
     """A Cancel's validated branch (its reason is not kept: a repeat is a replay whatever it says)."""
 
     branch: TccBranch
+
+
+class _Rerun(Exception):
+    """A later round found a hold its group's earlier rounds had not (its Try committed between
+    them): the group cannot lock it in its one order, so its transaction is given up (rolled back,
+    nothing committed) and run again at once (`_unseen_holds`)."""
 
 
 Resolution = ConfirmRequest | CancelRequest
@@ -144,7 +155,8 @@ async def _run_group(
             requests.append(validate(cmd))
         except HirepayError as exc:
             requests.append(exc)
-    for attempt in range(1, _ATTEMPTS + 1):
+    attempt = reruns = 0
+    while True:
         outcomes: Outcomes = [
             BatchOutcome(error=r) if isinstance(r, HirepayError) else None for r in requests
         ]
@@ -157,12 +169,20 @@ async def _run_group(
                 if alone is None or not await alone(uow, valid, now, outcomes):
                     await run_rounds(uow, _rounds(valid), now, outcomes)
                     await uow.commit()
+        except _Rerun:
+            # Rolled back, nothing committed; not a lost race. Each rerun is owed to a hold that
+            # appeared (holds are never deleted: the next run finds it in its first round), so
+            # there are at most as many as the group has branches.
+            reruns += 1
+            if reruns > len(requests):
+                raise AssertionError("a group of holds kept running again") from None
+            continue
         except Conflict:
+            attempt += 1
             if attempt == _ATTEMPTS:
                 raise
             continue
         return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
-    raise AssertionError("unreachable")
 
 
 def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
@@ -416,13 +436,17 @@ _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
 
 
 async def _enter_confirms(
-    uow: WalletUnitOfWork, items: list[tuple[int, ConfirmRequest]], outcomes: Outcomes
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ConfirmRequest]],
+    outcomes: Outcomes,
+    lock: list[TccBranch] | None = None,
 ) -> _Entered:
     """Each Confirm's gate (its hold's lock, then its barrier row, the order of the one-statement
     path, so that twins on the two paths queue on the hold instead of deadlocking): the first
-    Confirms and their locked holds, the others answered (replays, mismatches)."""
+    Confirms and their locked holds, the others answered (replays, mismatches). `lock`: the
+    holds to lock, if not every Confirm's (a later round's: those its group locked)."""
     calls = [(r.branch, r.fingerprint) for _, r in items]
-    entered, holds = await uow.holds.confirm_and_lock(calls)
+    entered, holds = await uow.holds.confirm_and_lock(calls, lock)
     gates = await enter_confirm_many(uow.barriers, calls, entered)
     first: list[tuple[int, ConfirmRequest]] = []
     for (i, req), gate in zip(items, gates, strict=True):
@@ -571,10 +595,38 @@ async def _resolve_rounds(
     known: dict[TccBranch, Hold] = {}  # every hold the group has locked so far
     untried = await _write_untried(uow, rounds)
     locked = False
+    missing: set[TccBranch] = set()  # branches whose Confirm found no hold
     for n, items in enumerate(rounds):
+        if n:
+            await _unseen_holds(uow, items, missing)
         locked = await _resolve_round(
-            uow, items, now, outcomes, known, rounds[n + 1 :], locked, untried
+            uow, items, now, outcomes, known, rounds[n + 1 :], locked, untried, missing, n == 0
         )
+
+
+async def _unseen_holds(
+    uow: WalletUnitOfWork, items: list[tuple[int, Resolution]], missing: set[TccBranch]
+) -> None:
+    """Before a later round: a Confirm whose branch an earlier Confirm found without a hold looks
+    for it without a lock (every other call of a later round is of a hold the group's first call
+    of its branch locked, or found absent under the Try row the group wrote up front for a
+    Cancel of it). A Try that committed since (a coordinator that confirmed before its Try was
+    answered, twice in one group) made one, which the round locked, with its accounts, after rows
+    of the earlier rounds that may sort after them, and waited for them: against a group locking
+    its payer and one of those rows in id order (a transfer), or a twin Confirm elsewhere holding
+    the hold and waiting for the Confirm barrier row this group had inserted (and given back) in
+    the earlier round, a deadlock (issue 13). Found, the group runs again (`_Rerun`): its first
+    round then locks that hold with the others, in key order, before any account. Not found, the
+    round's Confirm does not lock it (a Try committing after this read comes after the Confirm)
+    and is answered as its earlier call was (HOLD_NOT_FOUND). One read per such Confirm: a later
+    round of twins or repeats of Confirms that found their holds reads nothing."""
+    for _, req in items:
+        if (
+            isinstance(req, ConfirmRequest)
+            and req.branch in missing
+            and await uow.holds.get(req.branch) is not None
+        ):
+            raise _Rerun
 
 
 async def _write_untried(
@@ -607,6 +659,8 @@ async def _resolve_round(
     later: list[list[tuple[int, Resolution]]],
     locked: bool,
     untried: set[TccBranch],
+    missing: set[TccBranch],
+    first_round: bool,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows
     written up front, then the hold locks, the Confirms' with them, and their own rows), then the
@@ -619,11 +673,15 @@ async def _resolve_round(
     locked up front (`_resolve_rounds`), now or before."""
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
+    # A later round locks no hold its branch's earlier Confirms found missing (`_unseen_holds`:
+    # still none there); the others it locked in its first round already.
+    lock = None if first_round else [r.branch for _, r in confirms if r.branch not in missing]
     cancelling: list[tuple[int, TccBranch, Hold | None]] = []
     if cancels:
-        also = [r.branch for _, r in confirms]
+        also = [r.branch for _, r in confirms] if lock is None else lock
         cancelling = await _enter_cancels(uow, cancels, also, untried, outcomes)
-    first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
+    first, holds = await _enter_confirms(uow, confirms, outcomes, lock) if confirms else ([], {})
+    missing.update(r.branch for _, r in first if r.branch not in holds)
     known.update(holds)
     known.update((branch, hold) for _, branch, hold in cancelling if hold is not None)
     give_back: list[TccBranch] = []
