@@ -162,3 +162,134 @@ async def test_a_repeated_confirm_whose_hold_is_still_missing_keeps_its_answers(
     assert _reasons(cancelled) == ["ok"]
     assert await _states(sessions, q, t) == ["confirmed", "cancelled"]
     assert await ledger.balances(payer, payee) == [(FUNDS - 10, 0), (10, 0)]
+
+
+ITERATIONS = 25
+
+
+async def test_trys_racing_groups_that_confirm_them_twice_never_deadlock(
+    ledger, uow, clock, sessions
+):
+    """Unarranged: each iteration sends at once a Try of T on `low`, a batch confirming Q (on
+    `high`) then T twice, a transfer from `low` to `high`, and a single Confirm of T. No deadlock
+    is detected, T is confirmed exactly once or not at all (every Confirm before the Try), and
+    the balances are exact."""
+    low, high = sorted([await ledger.open("low"), await ledger.open("high")])
+    payee = await ledger.open("payee")
+    for account in (low, high):
+        await ledger.fund(account, FUNDS)
+    deps = Deps(uow=uow, clock=clock)
+    before = await _deadlocks(sessions)
+    confirmed = 0
+    for n in range(ITERATIONS):
+        q, t = _branch(f"q{n}"), _branch(f"t{n}")
+        await h.reserve_holds([c.ReserveHold(q, high, payee, 10, "USD")], deps)
+        cmd = c.Transfer(f"lh-{uuid.uuid4().hex}", (Leg(low, high, MOVED, "USD"),))
+        batch = c.ResolveHolds((c.ConfirmHold(q), c.ConfirmHold(t), c.ConfirmHold(t)))
+        tried, resolved, moved, single = await asyncio.gather(
+            h.reserve_holds([c.ReserveHold(t, low, payee, 100, "USD")], deps),
+            h.resolve_holds(batch, deps),
+            h.transfer(cmd, deps),
+            h.confirm_hold(c.ConfirmHold(t), deps),
+            return_exceptions=True,
+        )
+        assert _reasons(tried) == ["ok"]
+        assert not isinstance(moved, Exception), moved
+        assert _reasons(resolved)[0] == "ok"
+        t_answers = [*_reasons(resolved)[1:], getattr(single, "reason", "ok")]
+        assert set(t_answers) <= {"ok", "HOLD_NOT_FOUND"}, t_answers
+        state = (await _states(sessions, t))[0]
+        applied = [not o.result.replayed for o in resolved[1:] if o.error is None]
+        if not isinstance(single, Exception):
+            applied.append(not single.replayed)
+        assert sum(applied) == (state == "confirmed")
+        confirmed += state == "confirmed"
+    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    pending = 100 * (ITERATIONS - confirmed)
+    assert await ledger.balances(low, high, payee) == [
+        (FUNDS - 100 * confirmed - MOVED * ITERATIONS, pending),
+        (FUNDS - 10 * ITERATIONS + MOVED * ITERATIONS, 0),
+        (10 * ITERATIONS + 100 * confirmed, 0),
+    ]
+
+
+@pytest.mark.parametrize("op", ["confirm", "cancel"])
+async def test_a_single_call_whose_try_commits_behind_its_gate_locks_no_hold_late(
+    ledger, uow, clock, sessions, deps, op
+):
+    """The single ConfirmHold (CancelHold) of T found no hold (T's Try in flight, made to wait for
+    the payer's row, which a test transaction holds) and went to its barrier row, made to wait by
+    a test transaction that inserted it first. The Try committed; a ResolveHolds of the same op
+    on U and T (U < T: a twin elsewhere) locked T's hold and waited at U's barrier row (a third
+    test transaction's). T's row given back, the single call inserted it and locked T's hold only
+    then, waiting for the batch; U's row given back, the batch went on to T's row: before the fix
+    a deadlock. Now the single call reads the hold without a lock, finds it, gives its run up and
+    runs again, locking the hold first: the batch resolves T, the single call replays it."""
+    payer = await ledger.open("payer")
+    payee = await ledger.open("payee")
+    await ledger.fund(payer, FUNDS)
+    tx = f"lh-{uuid.uuid4().hex[:10]}"
+    u, t = TccBranch(f"{tx}-1u", "payment"), TccBranch(f"{tx}-2t", "payment")
+    attempts: Counter[str] = Counter()
+    before = await _deadlocks(sessions)
+
+    def deps_of(name: str) -> Deps:
+        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+
+    if op == "confirm":
+        single = lambda d: h.confirm_hold(c.ConfirmHold(t), d)  # noqa: E731
+        batch = c.ResolveHolds((c.ConfirmHold(u), c.ConfirmHold(t)))
+    else:
+        single = lambda d: h.cancel_hold(c.CancelHold(t, "single"), d)  # noqa: E731
+        batch = c.ResolveHolds((c.CancelHold(u, "twin"), c.CancelHold(t, "twin")))
+
+    async def insert_row(session, branch: TccBranch) -> int:
+        inserted = await session.execute(
+            text(
+                "INSERT INTO tcc_barriers (global_tx_id, branch_id, op, origin)"
+                " VALUES (:g, :b, :op, :op) RETURNING pg_backend_pid()"
+            ),
+            {"g": branch.global_tx_id, "b": branch.branch_id, "op": op},
+        )
+        return inserted.scalar_one()
+
+    async with sessions() as on_payer, sessions() as on_t, sessions() as on_u:
+        held = await on_payer.execute(
+            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
+            {"id": payer},
+        )
+        payer_blocker = held.scalar_one()
+        t_blocker, u_blocker = await insert_row(on_t, t), await insert_row(on_u, u)
+        try_task = asyncio.create_task(
+            h.reserve_holds([c.ReserveHold(t, payer, payee, 100, "USD")], deps)
+        )
+        trying = await _blocked_by(sessions, {payer_blocker}, set())  # the Try, for the payer
+        single_task = asyncio.create_task(single(deps_of("single")))
+        # The single call at its barrier rows (a Cancel first at the Try's row, the Try's).
+        await _blocked_by(sessions, {t_blocker, trying}, {trying})
+        await on_payer.commit()
+        assert _reasons(await try_task) == ["ok"]
+        waiting = await _blocked_by(sessions, {t_blocker}, {trying})  # (now at T's row)
+        batch_task = asyncio.create_task(h.resolve_holds(batch, deps_of("batch")))
+        batching = await _blocked_by(sessions, {u_blocker}, {trying, waiting})  # holding T
+        await on_t.rollback()
+        await _blocked_by(sessions, {batching}, {trying})  # the single call, for T's hold
+        await on_u.rollback()
+        single_result, batched = await asyncio.gather(single_task, batch_task)
+    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert attempts == {"single": 2, "batch": 1}  # the single call ran again, at once
+    resolved = "confirmed" if op == "confirm" else "cancelled"
+    if op == "confirm":
+        assert _reasons(batched) == ["HOLD_NOT_FOUND", "ok"]
+        assert await barrier_rows(sessions, u) == []
+    else:
+        assert _reasons(batched) == ["ok", "ok"]
+        assert batched[0].result.null_compensation
+        assert await barrier_rows(sessions, u) == ["cancel", "try"]
+    assert not batched[1].result.replayed
+    assert single_result.replayed and not single_result.null_compensation
+    assert single_result.hold.state.value == resolved
+    assert await _states(sessions, u, t) == [None, resolved]
+    assert await barrier_rows(sessions, t) == sorted([op, "try"])
+    paid = 100 if op == "confirm" else 0
+    assert await ledger.balances(payer, payee) == [(FUNDS - paid, 0), (paid, 0)]
