@@ -20,6 +20,10 @@ kept): its first round finds the hold and locks it with the others in the one or
 confirms T in its first round and replays the repeat, as it would have had the Try committed
 before it started; a Confirm whose hold is still missing is answered HOLD_NOT_FOUND, as before.
 
+The same holds for a single ConfirmHold or CancelHold that found no hold and then, behind its
+barrier row, finds one (it runs again), and for the revenue shard a later round's fee credits
+(picked by its Confirm's transfer id; now locked up front with the group's account rows).
+
 Each test checks PostgreSQL's own deadlock count, how often each group ran, every call's outcome,
 and the balances, hold states and barrier rows."""
 
@@ -33,7 +37,7 @@ import pytest
 from sqlalchemy import text
 
 from hirepay_platform.tcc import TccBranch
-from tests.wallet.integration.conftest import barrier_rows
+from tests.wallet.integration.conftest import barrier_rows, warm_refs
 from tests.wallet.integration.test_wallet_crossed_resolutions_lock_order_wal11_pg import (
     _reasons,
     _states,
@@ -44,7 +48,10 @@ from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg imp
 )
 from tests.wallet.integration.test_wallet_twin_confirms_lock_order_wal10c_pg import _deadlocks
 from wallet.domain import commands as c
+from wallet.domain.holds import confirm_transfer_id
 from wallet.domain.ledger import Leg
+from wallet.domain.model import AccountKind, shard_for
+from wallet.domain.splits import Share
 from wallet.service_layer import handlers as h
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome
@@ -293,3 +300,87 @@ async def test_a_single_call_whose_try_commits_behind_its_gate_locks_no_hold_lat
     assert await barrier_rows(sessions, t) == sorted([op, "try"])
     paid = 100 if op == "confirm" else 0
     assert await ledger.balances(payer, payee) == [(FUNDS - paid, 0), (paid, 0)]
+
+
+def _branch_on_shard(tag: str, shard: int, shards: int) -> TccBranch:
+    """A branch whose Confirm's transfer credits `shard` of a sharded account (the shard is
+    picked by the transfer id, which the branch names)."""
+    for n in range(10_000):
+        branch = TccBranch(f"lh-{tag}-{n}-{uuid.uuid4().hex[:6]}", "payment")
+        if shard_for(confirm_transfer_id(branch), shards) == shard:
+            return branch
+    raise AssertionError("no branch found")
+
+
+async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
+    ledger, uow, clock, sessions, deps
+):
+    """Fees of Confirms go to one shard of the sharded revenue account, picked by each Confirm's
+    transfer id. Group A confirms b1 (a fee to the revenue's shard `high`), b2 with more than it
+    holds (refused), then b2 again (a later round, a fee to shard `low` < `high`). A is made to
+    wait for shard `high` (a test transaction holds it) in its first round; group B, confirming
+    c1 (fee to `low`) and c2 (fee to `high`) of other payers to another payee, locks `low` and waits for `high`
+    after A. `high` freed, A posted b1 and, before the fix, took `low` in its later round: a
+    deadlock. Now A's first round locks the revenue shards of its later rounds' fees too, after
+    its account rows, in (account, shard) order: B waits for A, and each runs once."""
+    payers = sorted([await ledger.open(f"payer{i}") for i in range(4)])
+    payee_a, payee_b = await ledger.open("payee-a"), await ledger.open("payee-b")
+    revenue = await ledger.open("revenue", AccountKind.PLATFORM_REVENUE)
+    for payer in payers:
+        await ledger.fund(payer, FUNDS)
+    await warm_refs(deps, revenue)
+    async with uow() as u:
+        shards = (await u.accounts.refs([revenue]))[revenue].shards
+    low, high = 3, 11
+    b1, b2 = _branch_on_shard("b1", high, shards), _branch_on_shard("b2", low, shards)
+    c1, c2 = _branch_on_shard("c1", low, shards), _branch_on_shard("c2", high, shards)
+    reserved = await h.reserve_holds(
+        [
+            c.ReserveHold(b1, payers[0], payee_a, 100, "USD"),
+            c.ReserveHold(b2, payers[1], payee_a, 100, "USD"),
+            c.ReserveHold(c1, payers[2], payee_b, 100, "USD"),
+            c.ReserveHold(c2, payers[3], payee_b, 100, "USD"),
+        ],
+        deps,
+    )
+    assert _reasons(reserved) == ["ok"] * 4
+
+    def with_fee(branch: TccBranch, payee: str, amount: int = 0) -> c.ConfirmHold:
+        return c.ConfirmHold(branch, amount, (Share(payee, 9_000), Share(revenue, 1_000)), payee)
+
+    attempts: Counter[str] = Counter()
+    before = await _deadlocks(sessions)
+
+    def deps_of(name: str) -> Deps:
+        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+
+    group_a = c.ResolveHolds(
+        (with_fee(b1, payee_a), with_fee(b2, payee_a, 101), with_fee(b2, payee_a))
+    )
+    group_b = c.ResolveHolds((with_fee(c1, payee_b), with_fee(c2, payee_b)))
+    async with sessions() as holder:
+        held = await holder.execute(
+            text(
+                "SELECT pg_backend_pid() FROM account_shards"
+                " WHERE account_id = :id AND shard = :shard FOR NO KEY UPDATE"
+            ),
+            {"id": revenue, "shard": high},
+        )
+        blocker = held.scalar_one()
+        first = asyncio.create_task(h.resolve_holds(group_a, deps_of("A")))
+        waiting = await _blocked_by(sessions, {blocker}, set())  # A, round 1, for `high`
+        second = asyncio.create_task(h.resolve_holds(group_b, deps_of("B")))
+        await _blocked_by(sessions, {blocker, waiting}, {waiting})  # B, `low` held, for `high`
+        await holder.commit()
+        outcomes_a, outcomes_b = await asyncio.gather(first, second)
+    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert attempts == {"A": 1, "B": 1}  # neither ran twice
+    assert _reasons(outcomes_a) == ["ok", "VALIDATION_FAILED", "ok"]
+    assert _reasons(outcomes_b) == ["ok", "ok"]
+    assert await _states(sessions, b1, b2, c1, c2) == ["confirmed"] * 4
+    assert await ledger.balances(*payers, payee_a, payee_b, revenue) == [
+        *[(FUNDS - 100, 0)] * 4,
+        (180, 0),
+        (180, 0),
+        (40, 0),
+    ]

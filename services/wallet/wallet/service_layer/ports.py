@@ -82,6 +82,10 @@ class LedgerRepository(Protocol):
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         """Lock the account rows (ascending id) and read their balances after the lock."""
 
+    async def lock_shards(self, shards: Collection[tuple[str, int]]) -> None:
+        """Lock balance shard rows, (account, shard) pairs, in that order (as a posting does,
+        after its account rows)."""
+
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
     ) -> PostOutcome:

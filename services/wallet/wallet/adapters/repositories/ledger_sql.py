@@ -190,6 +190,19 @@ LOCK_ACCOUNTS = text(
       FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE
     """
 )
+# Shard rows locked ahead of the postings that will change them, in the order every posting
+# locks them ((account, shard), after its account rows): a group of holds whose later statement
+# would change a shard its earlier ones did not (the fee of a Confirm repeated in a later round)
+# takes them with its account rows up front (issue 13).
+LOCK_SHARDS = text(
+    """
+    SELECT 1 FROM account_shards s
+      JOIN unnest(CAST(:ids AS uuid[]), CAST(:shards AS smallint[])) AS k(account_id, shard)
+        ON k.account_id = s.account_id AND k.shard = s.shard
+     ORDER BY s.account_id, s.shard
+       FOR NO KEY UPDATE OF s
+    """
+)
 # A sharded account's shards are read by a separate statement after the lock, so its snapshot
 # includes every debit committed before it.
 READ_BALANCES = text(

@@ -52,9 +52,9 @@ from hirepay_platform.tcc import (
 )
 from wallet.domain import commands
 from wallet.domain.errors import HoldCancelled, HoldNotFound, InsufficientFunds, invalid
-from wallet.domain.holds import Hold, HoldState
+from wallet.domain.holds import Hold, HoldState, confirm_transfer_id
 from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
-from wallet.domain.model import AccountRef, Balance
+from wallet.domain.model import AccountRef, Balance, shard_for
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome, check_batch_size
 from wallet.service_layer.handlers.common import apply_posting, transfer_record
@@ -689,10 +689,12 @@ async def _resolve_round(
     if not locked:
         steps = _posting_steps(planned)
         releases = {hold.account_id for _, _, hold in cancelling if hold is not None}
-        ahead = await _accounts_ahead(uow, later, known) if later else set()
-        steps += [releases, ahead]
+        steps.append((releases, set()))
+        if later:
+            steps.append(await _rows_ahead(uow, later, known))
         if _new_rows_later(steps):
-            await uow.ledger.lock_balances(set().union(*steps))
+            await uow.ledger.lock_balances(set().union(*[a for a, _ in steps]))
+            await uow.ledger.lock_shards(set().union(*[s for _, s in steps]))
             locked = True
     if first:
         await _finish_confirms(uow, planned, now, outcomes, give_back)
@@ -700,45 +702,62 @@ async def _resolve_round(
     return locked
 
 
-def _new_rows_later(steps: list[set[str]]) -> bool:
-    """Whether a statement after the first that locks account rows would lock one that none
-    before it holds (a row that may sort before theirs). Rows all held already (the releases of a
-    batch's Cancels on the accounts its Confirms posted on) are no new lock: no statement more."""
+_Shard = tuple[str, int]  # (account, shard)
+_Step = tuple[set[str], set[_Shard]]  # the account rows, then the shard rows, a statement locks
+
+
+def _new_rows_later(steps: list[_Step]) -> bool:
+    """Whether a statement after the first would lock an account row that none before it holds
+    (a row that may sort before theirs), or a shard row when earlier ones hold shard rows (every
+    posting locks its shard rows after its account rows, in (account, shard) order: a shard taken
+    by a later statement may sort before one an earlier statement holds). Rows all held already
+    (the releases of a batch's Cancels on the accounts its Confirms posted on) are no new lock:
+    no statement more."""
     held: set[str] = set()
-    for step in steps:
-        if held and not step <= held:
+    held_shards: set[_Shard] = set()
+    for accounts, shards in steps:
+        if (held or held_shards) and not accounts <= held:
             return True
-        held |= step
+        if held_shards and not shards <= held_shards:
+            return True
+        held |= accounts
+        held_shards |= shards
     return False
 
 
-def _posting_steps(planned: list[_Planned]) -> list[set[str]]:
-    """The account rows each statement of `_post_confirms` will lock, in its order (as it splits
-    them): the run of ordinary postings (one statement), then each posting on its own (a lone
-    ordinary one; one on a guarded sharded account, never expected of a Confirm, which lowers no
-    availability)."""
+def _posting_steps(planned: list[_Planned]) -> list[_Step]:
+    """The account and shard rows each statement of `_post_confirms` will lock, in its order (as
+    it splits them): the run of ordinary postings (one statement), then each posting on its own
+    (a lone ordinary one; one on a guarded sharded account, never expected of a Confirm, which
+    lowers no availability)."""
     ordinary = [p for p in planned if not p[3].guarded_sharded]
-    steps = (
-        [{c.account_id for p in ordinary for c in p[3].row_changes}] if len(ordinary) > 1 else []
-    )
-    steps += [
-        {c.account_id for c in p[3].row_changes}
-        for p in planned
-        if p[3].guarded_sharded or len(ordinary) == 1
-    ]
+    run = [p[3] for p in ordinary] if len(ordinary) > 1 else []
+    steps = [_rows_of(run)] if run else []
+    steps += [_rows_of([p[3]]) for p in planned if p[3].guarded_sharded or len(ordinary) == 1]
     return steps
 
 
-async def _accounts_ahead(
+def _rows_of(postings: list[Posting]) -> _Step:
+    return (
+        {c.account_id for p in postings for c in p.row_changes},
+        {(s.account_id, s.shard) for p in postings for s in p.shard_changes},
+    )
+
+
+async def _rows_ahead(
     uow: WalletUnitOfWork, later: list[list[tuple[int, Resolution]]], known: dict[TccBranch, Hold]
-) -> set[str]:
-    """Every account row the later rounds' Confirms and Cancels may lock: of those whose hold an
-    earlier round locked (any other posts nothing: its branch's gate, passed or refused in this
-    transaction, is a replay or a refusal), the hold's account (its pending changes), and the
-    accounts a Confirm may credit but a sharded one (credited in its shards: a credit never locks
-    its row, the hot revenue account's)."""
+) -> _Step:
+    """Every account and shard row the later rounds' Confirms and Cancels may lock: of those
+    whose hold an earlier round locked (any other posts nothing: its branch's gate, passed or
+    refused in this transaction, is a replay or a refusal), the hold's account (its pending
+    changes), the accounts a Confirm may credit but a sharded one (credited in its shards: a
+    credit never locks its row, the hot revenue account's), and the shard a Confirm may change
+    on each sharded account it names (picked by its transfer id: a fee into the revenue
+    account). Locked in a later round's statement only, the fee's shard was taken after the
+    earlier rounds' shards, which it may sort before: against a group changing both in one
+    statement, in order, a deadlock (issue 13)."""
     accounts: set[str] = set()
-    credited: set[str] = set()
+    named: dict[str, set[str]] = {}  # each later Confirm's transfer id: the accounts it names
     for items in later:
         for _, req in items:
             hold = known.get(req.branch)
@@ -746,12 +765,21 @@ async def _accounts_ahead(
                 continue
             accounts.add(hold.account_id)
             if isinstance(req, ConfirmRequest):
-                credited |= confirm_accounts(req, hold)
-    credited -= accounts
-    if credited:
-        refs = await uow.accounts.refs(credited)
-        accounts |= {a for a in credited if a in refs and not refs[a].sharded}
-    return accounts
+                named[confirm_transfer_id(req.branch)] = confirm_accounts(req, hold)
+    if not named:
+        return accounts, set()
+    refs = await uow.accounts.refs(set().union(*named.values()))
+    shards: set[_Shard] = set()
+    for transfer_id, names in named.items():
+        for a in names:
+            ref = refs.get(a)
+            if ref is None:
+                continue  # (refused in planning: it posts nothing)
+            if ref.sharded:
+                shards.add((a, shard_for(transfer_id, ref.shards)))
+            else:
+                accounts.add(a)
+    return accounts, shards
 
 
 async def _enter_cancels(
