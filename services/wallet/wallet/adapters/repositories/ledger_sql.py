@@ -129,6 +129,8 @@ CLAIM_AND_LOCK = text(
         SELECT * FROM unnest(
             {listed("ids", "text")}, {listed("kinds", "text")}, CAST(:descriptions AS text[]),
             CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[]))
+            AS i(id, kind, description, metadata, fingerprint)
+         ORDER BY id
         ON CONFLICT (id) DO NOTHING
         RETURNING id, created_at
     ), locked AS MATERIALIZED (
@@ -255,6 +257,10 @@ _NO_SHARDS = """
 #     change each shard once (ascending), then write the entries in order. Otherwise nothing at
 #     all is written, and the caller runs the batch checked, posting by posting (CLAIM_AND_LOCK,
 #     APPLY_MANY).
+# Ids are claimed in id order, as CLAIM_AND_LOCK claims them: claimed in the items' order, two runs
+# with two of the same ids listed the other way round (retries racing their first attempts), on
+# sharded accounts only (no account row locked first), each claimed one and waited for the
+# other's: a deadlock (issue 13).
 # Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
 # path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
 # again (nothing of it was written).
@@ -293,7 +299,7 @@ def post_run_ctes(*, after: str = "true", gate: str = "true", shards: bool = Tru
         INSERT INTO transfers (id, kind, description, metadata, fingerprint)
         SELECT id, kind, description, metadata, fingerprint FROM item
          WHERE (SELECT ok FROM verdict)
-         ORDER BY n
+         ORDER BY id
         ON CONFLICT (id) DO NOTHING
         RETURNING id, created_at
     ), live AS (
