@@ -35,9 +35,7 @@ def _txn(txn_id: str) -> Transaction:
     )
 
 
-async def test_rounds_of_any_size_mark_done_with_one_statement_text(
-    sessions, round_trips
-) -> None:
+async def test_rounds_of_any_size_mark_done_with_one_statement_text(sessions, round_trips) -> None:
     now = datetime.now(UTC)
     grants = [CreditGrant.issue(_txn(f"txn_round_{n}"), now) for n in range(7)]
     async with SqlPaymentsUnitOfWork(sessions) as uow:
