@@ -595,7 +595,7 @@ def _checkin_now(pooled: PoolProxiedConnection) -> bool:
     if (
         fairy._counter != 1  # (not the last close: nothing to check in yet)
         or record is None  # (detached: closed for real)
-        or not isinstance(adapted, sa_asyncpg.AsyncAdapt_asyncpg_connection)
+        or type(adapted) is not _LazyBeginConnection  # (create_engine's: no isinstance call)
         or adapted._transaction is not None  # (the reset's ROLLBACK)
         or type(engine_pool) is not AsyncAdaptedQueuePool
         or record.finalize_callback
