@@ -175,11 +175,12 @@ class HoldRepository(Protocol):
         Confirm: twins on both paths queue on the hold). The branches inserted, and their holds."""
 
     async def cancel_and_lock(
-        self, branches: Sequence[TccBranch]
+        self, branches: Sequence[TccBranch], also_lock: Collection[TccBranch] = ()
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
         """A group of Cancels of distinct branches in one round trip, as confirm_and_lock: lock
-        (key order) the hold of each branch, then insert each one's Cancel barrier row.
-        The branches inserted (the others were cancelled before: replays), and their holds."""
+        (key order) the hold of each branch, and of each branch of `also_lock` (the round's
+        Confirms', all in one key order), then insert each Cancel's barrier row. The branches
+        inserted (the others were cancelled before: replays), and their holds."""
 
     async def save(self, holds: Collection[Hold]) -> None:
         """Persist the resolution (state, amounts, transfer, time) of holds."""

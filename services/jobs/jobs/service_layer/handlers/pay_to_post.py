@@ -179,10 +179,27 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps, start: _Start) ->
         return await _replay(existing, cmd, deps)
     metrics.record_transitions(transitions)
     metrics.count(metrics.FUNNEL, "payment_started")
-    rows = start.rows
+    completed = deps.completed
+    if completed is not None:
+        # Its settlement events wait for this request rather than read the saga it holds.
+        completed.driving(saga.id)
+    try:
+        stored = await _drive_own(saga, deps, start.rows)
+    finally:
+        if completed is not None:
+            completed.done_driving(saga.id)
+    if stored.response is not None:
+        return answer_from_snapshot(stored.response, replayed=False)
+    assert stored.failure is not None
+    raise stored.failure.to_error()
+
+
+async def _drive_own(saga: Saga, deps: Deps, rows: StoredRows) -> Saga:
+    """Send the Try of the saga this request started, drive it as far as it goes now, and
+    return it with the request's answer stored."""
     tried = await send_try(saga, deps, rows)
     ended = await drive(saga.id, deps, poll=False, answer=False, saga=tried, stored=rows)
-    holder = request_holder(config)
+    holder = request_holder(deps.config)
     stored: Saga | None = ended
     if ended is None or not ended.answered or ended.lease_owner == holder:
         # The answer is stored once, so every twin gets the same one; what is left of the saga
@@ -191,10 +208,7 @@ async def _run(cmd: commands.CreateJobWithPayment, deps: Deps, start: _Start) ->
         # stored the answer, and a final saga keeps no lease.
         stored = await answer_and_release(saga.id, deps, holder)
     assert stored is not None
-    if stored.response is not None:
-        return answer_from_snapshot(stored.response, replayed=False)
-    assert stored.failure is not None
-    raise stored.failure.to_error()
+    return stored
 
 
 async def _start_new_job(

@@ -76,6 +76,12 @@ async def apply_settlement_events(
         if completed is None
         else {e.event_id for e in saga_events if completed.nothing_left(e)}
     )
+    if completed is not None and len(known) < len(saga_events):
+        # The others' postings may still be on their way here: a request of this process that
+        # drives one is waited for, and then its events are judged the same way (finished.py).
+        unknown = [e for e in saga_events if e.event_id not in known]
+        if await completed.wait_for_requests(unknown):
+            known.update(e.event_id for e in unknown if completed.nothing_left(e))
     saga_ids = [e.global_tx_id for e in saga_events if e.event_id not in known]
     read: dict[str, Saga] = {}
     if saga_ids:

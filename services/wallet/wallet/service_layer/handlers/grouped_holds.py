@@ -23,14 +23,15 @@ this transaction) exactly as a later call would. Nobody is answered before the C
 
 A group of Cancels (ResolveHolds; single CancelHold calls are not grouped) runs checked, in the
 same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes before any Try
-(null compensations), then the hold locks and its own barrier rows, then (after the Confirms'
-gates and postings) every release as one posting and the holds saved. A Cancel refused (its hold
-was confirmed) gives its row back.
+(null compensations: those of every round's Cancels, the batch's first statement), then the hold
+locks (the round's Confirms' with them) and its own barrier rows, then (after the Confirms' gates
+and postings) every release as one posting and the holds saved. A Cancel refused (its hold was
+confirmed) gives its row back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
@@ -45,7 +46,7 @@ from hirepay_platform.tcc import (
     enter_try_many,
 )
 from wallet.domain import commands
-from wallet.domain.errors import HoldCancelled, InsufficientFunds, invalid
+from wallet.domain.errors import HoldCancelled, HoldNotFound, InsufficientFunds, invalid
 from wallet.domain.holds import Hold, HoldState
 from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
 from wallet.domain.model import AccountRef, Balance
@@ -456,10 +457,12 @@ async def _plan_confirms(
     now: datetime,
     outcomes: Outcomes,
     give_back: list[TccBranch],
+    untried: Collection[TccBranch] = (),
 ) -> list[_Planned]:
     """Plan each Confirm's transfer on its hold (locked with the barrier insert, so a racing
     Cancel or expiry resolves it before or after us, never both); a refused one is answered and
-    given back."""
+    given back. `untried`: branches whose Try row the group wrote for a Cancel of a later round
+    (no Try happened): HOLD_NOT_FOUND, as before that Cancel, not HOLD_CANCELLED."""
     if not first:
         return []
     wanted = {
@@ -470,6 +473,8 @@ async def _plan_confirms(
     for i, req in first:
         try:
             hold = holds.get(req.branch)
+            if hold is None and req.branch in untried:
+                raise HoldNotFound(req.branch.global_tx_id, req.branch.branch_id)
             if hold is None:
                 raise await missing_hold(uow, req.branch)
             header, posting = plan_confirm(req, hold, refs, now)
@@ -564,9 +569,33 @@ async def _resolve_rounds(
     statement. A round that posts in one statement, or whose later statements lock only rows
     already held, and no later round that posts elsewhere (the common case) locks as before."""
     known: dict[TccBranch, Hold] = {}  # every hold the group has locked so far
+    untried = await _write_untried(uow, rounds)
     locked = False
     for n, items in enumerate(rounds):
-        locked = await _resolve_round(uow, items, now, outcomes, known, rounds[n + 1 :], locked)
+        locked = await _resolve_round(
+            uow, items, now, outcomes, known, rounds[n + 1 :], locked, untried
+        )
+
+
+async def _write_untried(
+    uow: WalletUnitOfWork, rounds: list[list[tuple[int, Resolution]]]
+) -> set[TccBranch]:
+    """The Try barrier rows of every Cancel of the group (`enter_cancel`'s first step), written
+    before anything else; the branches whose row this wrote: no Try happened, and none will (a
+    late Try finds the row and refuses), so the branch's first Cancel is a null compensation.
+
+    Written in its own round, a later round's Cancel (after a Confirm of its branch, refused: no
+    hold yet) inserted the row while the group held the account rows of its earlier rounds, and
+    the branch's Try in flight elsewhere (a group of Reserves that had inserted it and waited for
+    one of those accounts) and the group each waited for the other: a deadlock (issue 13). Here
+    the group holds nothing yet: it waits for such a Try to end, and then finds its hold. A Confirm
+    before its branch's first Cancel finds no hold either way; it is answered HOLD_NOT_FOUND as
+    before, though the row is there (`_plan_confirms`)."""
+    branches = {r.branch for items in rounds for _, r in items if isinstance(r, CancelRequest)}
+    if not branches:
+        return set()
+    ordered = sorted(branches, key=lambda b: (b.global_tx_id, b.branch_id))  # (every group's)
+    return await uow.barriers.insert_many(ordered, TccOp.TRY, TccOp.CANCEL, [{}] * len(ordered))
 
 
 async def _resolve_round(
@@ -577,9 +606,11 @@ async def _resolve_round(
     known: dict[TccBranch, Hold],
     later: list[list[tuple[int, Resolution]]],
     locked: bool,
+    untried: set[TccBranch],
 ) -> bool:
-    """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows,
-    then the hold locks and their own rows), then the Confirms' (hold locks, barrier rows) - and
+    """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows
+    written up front, then the hold locks, the Confirms' with them, and their own rows), then the
+    Confirms' (their holds, locked already if the round cancels too, and barrier rows) - and
     only then the postings, which lock account rows. So the round takes its locks in the order a
     single Try (barrier row, then accounts), Confirm or Cancel (hold, barrier row, accounts)
     takes them, and does not hold an account's lock while it waits for a branch's barrier row
@@ -588,12 +619,15 @@ async def _resolve_round(
     locked up front (`_resolve_rounds`), now or before."""
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
-    cancelling = await _enter_cancels(uow, cancels, outcomes) if cancels else []
+    cancelling: list[tuple[int, TccBranch, Hold | None]] = []
+    if cancels:
+        also = [r.branch for _, r in confirms]
+        cancelling = await _enter_cancels(uow, cancels, also, untried, outcomes)
     first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
     known.update(holds)
     known.update((branch, hold) for _, branch, hold in cancelling if hold is not None)
     give_back: list[TccBranch] = []
-    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back)
+    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back, untried)
     if not locked:
         steps = _posting_steps(planned)
         releases = {hold.account_id for _, _, hold in cancelling if hold is not None}
@@ -663,21 +697,24 @@ async def _accounts_ahead(
 
 
 async def _enter_cancels(
-    uow: WalletUnitOfWork, items: list[tuple[int, CancelRequest]], outcomes: Outcomes
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, CancelRequest]],
+    also_lock: list[TccBranch],
+    untried: set[TccBranch],
+    outcomes: Outcomes,
 ) -> list[tuple[int, TccBranch, Hold | None]]:
     """Each Cancel's gate, as `cancel_hold` alone passes the platform's `enter_cancel`, for the
-    group in two round trips: the Trys' barrier rows (inserted: no Try happened, a null
-    compensation, and a late Try will refuse), then the hold locks and the Cancels' own rows (there
+    group: the Trys' barrier rows (`_write_untried`, up front: `untried`, no Try happened, a null
+    compensation, and a late Try will refuse), then in one round trip the hold locks (with those
+    of `also_lock`, the round's Confirms', in one key order) and the Cancels' own rows (there
     already: a replay). The first Cancels with their locked holds; the others answered."""
     branches = [r.branch for _, r in items]
-    untried = await uow.barriers.insert_many(
-        branches, TccOp.TRY, TccOp.CANCEL, [{}] * len(branches)
-    )
-    entered, holds = await uow.holds.cancel_and_lock(branches)
+    entered, holds = await uow.holds.cancel_and_lock(branches, also_lock)
     first: list[tuple[int, TccBranch, Hold | None]] = []
     for i, req in items:
         branch = req.branch
         if branch in untried:
+            untried.discard(branch)  # its Cancel happened: a later Confirm finds HOLD_CANCELLED
             outcomes[i] = BatchOutcome(result=HoldResult(None, null_compensation=True))
         elif branch not in entered:
             hold = await uow.holds.get(branch)
