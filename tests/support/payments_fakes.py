@@ -160,15 +160,21 @@ class FakeReconciliations(_Repo):
 
     async def forget_before(self, before: datetime, limit: int) -> int:
         old = sorted(
-            (c.at, p) for p, c in self.st.reconciled.items() if c.at < before and not _open(c)
+            (c.at, p) for p, c in self.st.reconciled.items() if c.at < before and not c.open
         )[:limit]
         for _, payment_id in old:
             del self.st.reconciled[payment_id]
         return len(old)
 
-    async def open_payments(self, limit: int) -> list[Payment]:
-        records = sorted((c.at, p) for p, c in self.st.reconciled.items() if _open(c))[:limit]
-        ids = sorted(p for _, p in records if p in self.st.payments)
+    async def last_and_open_checks(
+        self, payment_ids: Sequence[str], limit: int
+    ) -> dict[str, LastCheck]:
+        records = sorted((c.at, p) for p, c in self.st.reconciled.items() if c.open)[:limit]
+        wanted = {*payment_ids, *(p for _, p in records)}
+        return {p: self.st.reconciled[p] for p in sorted(wanted) if p in self.st.reconciled}
+
+    async def payments(self, payment_ids: Sequence[str]) -> list[Payment]:
+        ids = sorted(p for p in payment_ids if p in self.st.payments)
         return [copy.deepcopy(self.st.payments[p]) for p in ids]
 
     async def sweep_cursor(self) -> SweepCursor | None:
@@ -193,10 +199,6 @@ class FakeReconciliations(_Repo):
 
     async def save_sweep(self, cursor: SweepCursor) -> None:
         self.st.sweep = cursor
-
-
-def _open(check: LastCheck) -> bool:
-    return bool(check.found) or check.unreadable_since is not None
 
 
 class FakeRefunds(_Repo):

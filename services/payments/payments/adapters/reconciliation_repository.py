@@ -42,16 +42,16 @@ _FORGET = delete(_R).where(
     )
 )
 
-# The payments of the open records, the longest unchecked first (ix_payment_reconciliations_open).
-_OPEN_PAYMENTS = select(_P).where(
-    _P.c.id.in_(
-        select(_R.c.payment_id)
-        .where(_OPEN)
-        .order_by(_R.c.checked_at)
-        .limit(bindparam("limit"))
-        .scalar_subquery()
-    )
+# The last checks of given payments and those of at most `limit` open records, the longest
+# unchecked (ix_payment_reconciliations_open), in one read.
+_LAST_AND_OPEN = _LAST_CHECKS.union(
+    select(_R.c.payment_id, _R.c.checked_at, _R.c.mismatches, _R.c.unreadable_since)
+    .where(_OPEN)
+    .order_by(_R.c.checked_at)
+    .limit(bindparam("limit"))
 )
+
+_PAYMENTS = select(_P).where(_P.c.id.in_(bindparam("ids", expanding=True)))
 
 # The sweep's pass: payments with a provider id changed within the horizon before the pass began
 # (and before it began), in (updated_at, id) order through ix_payments_updated_at (the
@@ -81,14 +81,7 @@ class SqlReconciliationRepository:
         if not payment_ids:
             return {}
         rows = (await self.s.execute(_LAST_CHECKS, {"ids": list(payment_ids)})).all()
-        return {
-            payment_id: LastCheck(
-                checked_at,
-                tuple((MismatchKind(m["kind"]), m["detail"]) for m in mismatches),
-                unreadable_since,
-            )
-            for payment_id, checked_at, mismatches, unreadable_since in rows
-        }
+        return {payment_id: _last_check(*rest) for payment_id, *rest in rows}
 
     async def record_checks(self, found: Mapping[str, Found | None], at: datetime) -> None:
         """The payments were checked `at` and found what `found` says (None: their provider could
@@ -141,10 +134,21 @@ class SqlReconciliationRepository:
         result = await self.s.execute(_FORGET, {"before": before, "limit": limit})
         return int(result.rowcount)
 
-    async def open_payments(self, limit: int) -> list[Payment]:
-        """The payments of at most `limit` open records (findings, or provider unreadable): those
-        longest unchecked, by id."""
-        rows = (await self.s.execute(_OPEN_PAYMENTS, {"limit": limit})).all()
+    async def last_and_open_checks(
+        self, payment_ids: Sequence[str], limit: int
+    ) -> dict[str, LastCheck]:
+        """`last_checks` of the payments, and the last checks of at most `limit` open records
+        (a finding, or provider unreadable), the longest unchecked: one read (the primary key
+        and ix_payment_reconciliations_open)."""
+        params = {"ids": list(payment_ids) or [""], "limit": limit}
+        rows = (await self.s.execute(_LAST_AND_OPEN, params)).all()
+        return {payment_id: _last_check(*rest) for payment_id, *rest in rows}
+
+    async def payments(self, payment_ids: Sequence[str]) -> list[Payment]:
+        """The payments, by id (those of open records outside the round's other reads)."""
+        if not payment_ids:
+            return []
+        rows = (await self.s.execute(_PAYMENTS, {"ids": list(payment_ids)})).all()
         return sorted((payment_from_row(r) for r in rows), key=lambda p: p.id)
 
     async def sweep_cursor(self) -> SweepCursor | None:
@@ -181,3 +185,10 @@ class SqlReconciliationRepository:
         }
         upsert = insert(_S).values(id=1, **values)
         await self.s.execute(upsert.on_conflict_do_update(index_elements=[_S.c.id], set_=values))
+
+
+def _last_check(
+    checked_at: datetime, mismatches: list[dict[str, str]], unreadable_since: datetime | None
+) -> LastCheck:
+    found = tuple((MismatchKind(m["kind"]), m["detail"]) for m in mismatches)
+    return LastCheck(checked_at, found, unreadable_since)

@@ -88,9 +88,11 @@ class LastCheck:
     # Since when its checks have found the provider unreadable (None: the last one read it).
     unreadable_since: datetime | None = None
 
-    def unreadable_past(self, now: datetime, grace: timedelta) -> bool:
-        """Its provider has not been readable for longer than `grace`: nobody compares it."""
-        return self.unreadable_since is not None and self.unreadable_since <= now - grace
+    @property
+    def open(self) -> bool:
+        """It found a disagreement, or could not read the provider: checked again every round
+        until a check finds it gone (payments 0018)."""
+        return bool(self.found) or self.unreadable_since is not None
 
 
 @dataclass(frozen=True, slots=True)

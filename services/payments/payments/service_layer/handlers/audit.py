@@ -225,19 +225,21 @@ async def _round(
         if per_round:
             horizon = timedelta(days=config.reconcile_sweep_horizon_days)
             batch = await uow.reconciliations.sweep_batch(cursor, horizon, per_round)
-        reopened = [
-            p for p in await uow.reconciliations.open_payments(OPEN_PER_ROUND) if not in_flight(p)
-        ]
-        last = await uow.reconciliations.last_checks(
-            sorted({p.id for p in (*window, *batch, *reopened)})
-        )
+        known = {p.id: p for p in (*window, *batch)}
+        last = await uow.reconciliations.last_and_open_checks(sorted(known), OPEN_PER_ROUND)
+        # The open records' payments (those of the window are the window's): read unless the
+        # batch holds them.
+        in_window = {p.id for p in window}
+        open_ids = sorted(p for p, c in last.items() if c.open and p not in in_window)
+        fetched = await uow.reconciliations.payments([p for p in open_ids if p not in known])
+        known.update((p.id, p) for p in fetched)
+        reopened = [known[p] for p in open_ids if p in known and not in_flight(known[p])]
     swept = sweep_due(batch, last, cursor.pass_started_at)
     not_due = {p.id for p in batch} - {p.id for p in swept}
     # The sweep's share of the round first: it is what bounds a pass, whatever the window holds;
     # then the open records (few). A payment of the window is the window's, in `check_order`:
     # one of the batch is done for the sweep once checked (the cursor waits for it meanwhile:
     # it is checked within a few rounds, or leaves the window for the sweep's next round).
-    in_window = {p.id for p in window}
     head: dict[str, Payment] = {}
     for p in (*swept, *reopened):
         if p.id not in in_window:
