@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -21,7 +22,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from hirepay_platform import jsonb, tracing
@@ -542,6 +543,73 @@ async def _execute_hot(
     return HotResult([Row(metadata, processors, key_to_index, r) for r in records], status)
 
 
+# The queues an AsyncAdaptedQueuePool keeps its idle connections in, and which end of each hands
+# out the next one (what asyncio's get_nowait takes: the last put for LIFO, else the first).
+_NEXT_OUT = {asyncio.LifoQueue: -1, asyncio.Queue: 0}
+
+
+def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
+    """The pool's next connection, checked out by the pool's own code (`Pool.connect()`) in the
+    caller's context, when that checkout provably does nothing to await: an idle connection is
+    waiting in the queue and is usable as it is (not invalidated, by itself or with the whole
+    pool, nor closed), no recycle age, no pre-ping, no checkout listener. Else None: the caller
+    goes SQLAlchemy's way (`AsyncEngine.raw_connection()`, the pool's code in a new greenlet that
+    can await), which waits for a connection, opens one, or closes and reopens a stale one.
+
+    What is checked is exactly what the pool's checkout would otherwise do I/O for
+    (`QueuePool._do_get`, `_ConnectionRecord.get_connection`, `_ConnectionFairy._checkout`), on
+    the very connection it will hand out; nothing else runs between the check and the checkout.
+    A greenlet made per checkout and per checkin (a 16 KiB stack mapped and unmapped on Python
+    3.11, two switches) was the rest of SQLAlchemy's cost per unit of work (issue 13)."""
+    if type(engine_pool) is not AsyncAdaptedQueuePool:
+        return None
+    if engine_pool._pre_ping or engine_pool.dispatch.checkout or engine_pool._recycle > -1:
+        return None
+    idle = engine_pool._pool._queue  # type: ignore[attr-defined]
+    end = _NEXT_OUT.get(type(idle))
+    if end is None or not idle._queue:  # (empty: it would wait, or open a connection)
+        return None
+    record = idle._queue[end]
+    # As _ConnectionRecord.get_connection decides (inline: each call here costs per unit of
+    # work): a closed or invalidated connection would be closed and opened again.
+    started = record.starttime
+    if (
+        record.dbapi_connection is None
+        or engine_pool._invalidate_time > started
+        or record._soft_invalidate_time > started
+    ):
+        return None
+    return engine_pool.connect()
+
+
+def _checkin_now(pooled: PoolProxiedConnection) -> bool:
+    """Give `pooled` back by the pool's own checkin (`close()`) in the caller's context when that
+    checkin provably does nothing to await: no transaction left for the pool's reset to roll
+    back, room in the pool's queue (a surplus connection would be closed), no reset or checkin
+    listener and nothing registered to run at checkin. Else False, nothing done: the caller
+    gives it back in SQLAlchemy's greenlet (see _checkout_now)."""
+    fairy: Any = pooled
+    record = fairy._connection_record
+    engine_pool = fairy._pool
+    adapted = fairy.dbapi_connection
+    if (
+        fairy._counter != 1  # (not the last close: nothing to check in yet)
+        or record is None  # (detached: closed for real)
+        or type(adapted) is not _LazyBeginConnection  # (create_engine's: no isinstance call)
+        or adapted._transaction is not None  # (the reset's ROLLBACK)
+        or type(engine_pool) is not AsyncAdaptedQueuePool
+        or record.finalize_callback
+        or engine_pool.dispatch.reset
+        or engine_pool.dispatch.checkin
+    ):
+        return False
+    idle = engine_pool._pool._queue
+    if 0 < idle._maxsize <= len(idle._queue):  # (full: asyncio's full(), in no call)
+        return False
+    pooled.close()
+    return True
+
+
 class CoreSession:
     """What a unit of work asks of its session, on one Core connection of the engine's pool.
 
@@ -620,7 +688,8 @@ class CoreSession:
         if sync_engine._should_log_info():
             return None
         try:
-            pooled = self._pooled = await engine.raw_connection()
+            pooled = _checkout_now(sync_engine.pool) or await engine.raw_connection()
+            self._pooled = pooled
         except sync_engine.dialect.loaded_dbapi.Error as error:
             # As Connection() raises it when the pool cannot connect (a DBAPIError: UNAVAILABLE).
             Connection._handle_dbapi_exception_noconnection(error, sync_engine.dialect, sync_engine)
@@ -755,7 +824,7 @@ class CoreSession:
         finally:
             pooled, self._pooled = self._pooled, None  # (None if an error wrapped it)
             connection, self._connection = self._connection, None
-            if pooled is not None:
+            if pooled is not None and not _checkin_now(pooled):
                 # The pool's checkin (its reset, events, a surplus connection closed) may await:
                 # in SQLAlchemy's greenlet, as Connection.close() runs it.
                 await greenlet_spawn(pooled.close)

@@ -281,7 +281,9 @@ def test_an_autocommit_unit_of_work_costs_no_connection_machinery(db_url: str) -
         for (file, name) in called
         if file.endswith(("sqlalchemy/engine/base.py", "sqlalchemy/ext/asyncio/engine.py"))
     }
-    assert connection_machinery == {"raw_connection"}, connection_machinery
+    # Not even the engine's raw_connection(): the pool's idle connection is checked out by the
+    # pool's own code without SQLAlchemy's greenlet (round 11, see db._checkout_now).
+    assert connection_machinery == set(), connection_machinery
     total = sum(called.values())
     assert total < 200, total
 

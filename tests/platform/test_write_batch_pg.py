@@ -135,12 +135,13 @@ async def _post(db: Database[BatchedUnitOfWork], key: str, n: int) -> None:
 
 async def test_a_shape_sent_twice_is_compiled_once(db, statements) -> None:
     """The statements of a flush (several writes as CTEs, several rows of one table, an UPDATE)
-    have a cache key: the second flush of the same shape, with other values and another number
-    of rows, is a cache hit (the per-service batches before were NO_CACHE_KEY every time)."""
-    await _post(db, "cache-1", 3)
+    have a cache key: the second flush of the same shape, with other values and, past the few
+    rows bound one by one, another number of rows, is a cache hit (the per-service batches
+    before were NO_CACHE_KEY every time)."""
+    await _post(db, "cache-1", 5)
     first = statements.writes()
     statements.sent.clear()
-    await _post(db, "cache-2", 5)
+    await _post(db, "cache-2", 7)
     second = statements.writes()
     assert len(first) == len(second) == 2
     assert [hit for hit, _ in first] != ["NO_CACHE_KEY"] * 2
@@ -151,10 +152,17 @@ async def test_a_shape_sent_twice_is_compiled_once(db, statements) -> None:
         "l2",
         "l3",
         "l4",
+        "l5",
+        "l6",
         "x",
     ]
     (item,) = await _rows(db, ITEMS, id="cache-2")
-    assert item.count == 5 and item.doc == {"k": [1, "é"]}
+    assert item.count == 7 and item.doc == {"k": [1, "é"]}
+    # A few rows (bound one by one): a statement per number of rows, each compiled once.
+    await _post(db, "cache-3", 3)
+    statements.sent.clear()
+    await _post(db, "cache-4", 3)
+    assert [hit for hit, _ in statements.writes()] == ["CACHE_HIT", "CACHE_HIT"]
 
 
 async def test_reads_see_pending_writes_and_the_order_is_kept(db, statements) -> None:
@@ -349,18 +357,20 @@ async def test_a_guarded_batch_goes_alone_with_its_guard_or_not_at_all(db, state
     assert item.count == 2
 
 
-async def test_one_row_is_bound_as_values_several_as_arrays(db, statements) -> None:
-    """A single row needs no arrays built and taken apart; both shapes write the same values."""
+async def test_one_row_and_a_few_are_bound_as_values_more_as_arrays(db, statements) -> None:
+    """A single row, and a few (write_batch._FEW_ROWS), need no arrays built and taken apart
+    (a few rows go as one-row SELECTs joined by UNION ALL); more go as arrays; every shape
+    writes the same values."""
     at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
-    async with db.uow() as uow:
-        await uow.batch.insert(ITEMS, [_item("one-1", doc=[1, {"a": None}], at=at)])
-        await uow.commit()
-    async with db.uow() as uow:
-        rows = [_item(f"many-{i}", doc=[1, {"a": None}], at=at) for i in range(2)]
-        await uow.batch.insert(ITEMS, rows)
-        await uow.commit()
-    (one, many) = (sql for _, sql in statements.writes())
-    assert "unnest" not in one and "unnest" in many
-    for key in ("one-1", "many-0", "many-1"):
+    for key, n in (("one", 1), ("few", 2), ("many", 5)):
+        async with db.uow() as uow:
+            rows = [_item(f"{key}-{i}", doc=[1, {"a": None}], at=at) for i in range(n)]
+            await uow.batch.insert(ITEMS, rows)
+            await uow.commit()
+    (one, few, many) = (sql for _, sql in statements.writes())
+    assert "unnest" not in one and "UNION ALL" not in one
+    assert "unnest" not in few and few.count("UNION ALL") == 1
+    assert "unnest" in many and "UNION ALL" not in many
+    for key in ("one-0", "few-0", "few-1", "many-0", "many-4"):
         (row,) = await _rows(db, ITEMS, id=key)
         assert (row.doc, row.at, row.count, row.flag) == ([1, {"a": None}], at, 0, False)

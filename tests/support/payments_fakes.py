@@ -37,7 +37,7 @@ from payments.domain.provider import (
     RefundState,
     SignatureInvalid,
 )
-from payments.domain.reconciliation import LastCheck, MismatchKind
+from payments.domain.reconciliation import LastCheck, MismatchKind, SweepCursor
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.ports import EventRecord, FirstLook
@@ -55,6 +55,7 @@ class State:
     audit: list[AuditEntry] = field(default_factory=list)
     grants: dict[str, CreditGrant] = field(default_factory=dict)
     reconciled: dict[str, LastCheck] = field(default_factory=dict)  # payment id -> its last check
+    sweep: SweepCursor | None = None  # the reconciliation sweep's cursor
 
 
 class Clock:
@@ -150,14 +151,54 @@ class FakeReconciliations(_Repo):
         self, found: Mapping[str, Sequence[tuple[MismatchKind, str]] | None], at: datetime
     ) -> None:
         for payment_id, what in found.items():
-            kept = self.st.reconciled.get(payment_id, LastCheck(at)).found
-            self.st.reconciled[payment_id] = LastCheck(at, kept if what is None else tuple(what))
+            before = self.st.reconciled.get(payment_id, LastCheck(at))
+            if what is None:
+                since = before.unreadable_since or at
+                self.st.reconciled[payment_id] = LastCheck(at, before.found, since)
+            else:
+                self.st.reconciled[payment_id] = LastCheck(at, tuple(what))
 
     async def forget_before(self, before: datetime, limit: int) -> int:
-        old = sorted((c.at, p) for p, c in self.st.reconciled.items() if c.at < before)[:limit]
+        old = sorted(
+            (c.at, p) for p, c in self.st.reconciled.items() if c.at < before and not c.open
+        )[:limit]
         for _, payment_id in old:
             del self.st.reconciled[payment_id]
         return len(old)
+
+    async def last_and_open_checks(
+        self, payment_ids: Sequence[str], limit: int
+    ) -> dict[str, LastCheck]:
+        records = sorted((c.at, p) for p, c in self.st.reconciled.items() if c.open)[:limit]
+        wanted = {*payment_ids, *(p for _, p in records)}
+        return {p: self.st.reconciled[p] for p in sorted(wanted) if p in self.st.reconciled}
+
+    async def payments(self, payment_ids: Sequence[str]) -> list[Payment]:
+        ids = sorted(p for p in payment_ids if p in self.st.payments)
+        return [copy.deepcopy(self.st.payments[p]) for p in ids]
+
+    async def sweep_cursor(self) -> SweepCursor | None:
+        return self.st.sweep
+
+    async def sweep_batch(
+        self, cursor: SweepCursor, horizon: timedelta, limit: int
+    ) -> list[Payment]:
+        since = cursor.pass_started_at - horizon
+        after = cursor.after or (since, "")
+        found = sorted(
+            (
+                p
+                for p in self.st.payments.values()
+                if p.provider_payment_id
+                and since <= p.updated_at < cursor.pass_started_at
+                and (p.updated_at, p.id) > after
+            ),
+            key=lambda p: (p.updated_at, p.id),
+        )
+        return [copy.deepcopy(p) for p in found[:limit]]
+
+    async def save_sweep(self, cursor: SweepCursor) -> None:
+        self.st.sweep = cursor
 
 
 class FakeRefunds(_Repo):

@@ -91,7 +91,14 @@ class GrpcConsistencySources:
         # What it found, and what the last check found of the payments it did not reach: a
         # mismatch stays reported between the rounds that check its payment.
         found = [*reply.mismatches, *reply.earlier_mismatches]
-        return [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in found]
+        # And the payments whose provider has been unreadable past payments' grace: not a
+        # disagreement, but ones nobody compares (a provider down for long, or no longer
+        # configured), which an operator must hear of (OPS-3).
+        blind = [
+            Violation(Check.PROVIDER_UNREADABLE, m.payment_id, m.detail)
+            for m in reply.unreadable_payments
+        ]
+        return [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in found] + blind
 
 
 def _mismatch_check(m: ppb.ProviderMismatch) -> Check:

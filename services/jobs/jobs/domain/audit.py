@@ -42,6 +42,9 @@ class Check(enum.StrEnum):
     # A withdrawal whose money stays held (or, returned by the bank, owed back) past its grace:
     # a step payments keeps failing, or a payout in transit the bank has not answered (ESC-9).
     WITHDRAWAL_STUCK = "withdrawal_stuck"
+    # A payment whose provider payments has not been able to read for longer than its grace
+    # (PAYMENTS_RECONCILE_UNREADABLE_GRACE_SECONDS): nobody compares it with the provider.
+    PROVIDER_UNREADABLE = "provider_unreadable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -135,8 +136,29 @@ payment_reconciliations = Table(
     Column("payment_id", String(64), primary_key=True),
     _ts("checked_at"),
     Column("mismatches", JSONB, nullable=False, server_default="[]"),
+    # Since when its checks found the provider unreadable (migration 0018; NULL: read).
+    _ts("unreadable_since", nullable=True),
     # Records not renewed for long (payments that left the window) forgotten oldest first.
     Index("ix_payment_reconciliations_checked_at", "checked_at"),
+    # The open records (findings, or unreadable), longest unchecked first: checked again every
+    # round (migration 0018).
+    Index(
+        "ix_payment_reconciliations_open",
+        "checked_at",
+        postgresql_where=text("mismatches <> '[]'::jsonb OR unreadable_since IS NOT NULL"),
+    ),
+)
+
+# The reconciliation sweep's cursor, one row (migration 0018): the (updated_at, id) of the last
+# payment its pass went past, and when the pass began.
+payment_reconciliation_sweep = Table(
+    "payment_reconciliation_sweep",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    _ts("after_updated_at", nullable=True),
+    Column("after_id", String(64), nullable=True),
+    _ts("pass_started_at"),
+    CheckConstraint("id = 1", name="ck_payment_reconciliation_sweep_one_row"),
 )
 
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).

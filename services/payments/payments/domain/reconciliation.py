@@ -7,7 +7,7 @@ consistency auditor, OPS-3).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -73,6 +73,8 @@ class MismatchKind(enum.StrEnum):
 
     CHARGE = "charge"  # the money taken (or held) differs
     REFUND = "refund"  # a refund differs: unknown on one side, or another amount or outcome
+    # Not a disagreement: its provider has not been readable for longer than the grace.
+    UNREADABLE = "unreadable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,58 @@ class LastCheck:
 
     at: datetime
     found: tuple[tuple[MismatchKind, str], ...] = ()
+    # Since when its checks have found the provider unreadable (None: the last one read it).
+    unreadable_since: datetime | None = None
+
+    @property
+    def open(self) -> bool:
+        """It found a disagreement, or could not read the provider: checked again every round
+        until a check finds it gone (payments 0018)."""
+        return bool(self.found) or self.unreadable_since is not None
+
+
+@dataclass(frozen=True, slots=True)
+class SweepCursor:
+    """Where the reconciliation's sweep is (payment_reconciliation_sweep): the pass that began
+    `pass_started_at` goes through the payments changed within the horizon before then, in
+    (updated_at, id) order, and has gone past `after` (None: none yet)."""
+
+    pass_started_at: datetime
+    after: tuple[datetime, str] | None = None
+
+
+def sweep_due(
+    batch: Sequence[Payment], last: Mapping[str, LastCheck], pass_started_at: datetime
+) -> list[Payment]:
+    """The payments of a sweep `batch` this round checks: those not checked since the pass began
+    (the window may have) and without a provider call in flight (it is about to change: the
+    window sees it then, and the next pass)."""
+    return [
+        p
+        for p in batch
+        if not in_flight(p) and (p.id not in last or last[p.id].at < pass_started_at)
+    ]
+
+
+def sweep_advanced(
+    cursor: SweepCursor,
+    batch: Sequence[Payment],
+    done: Set[str],
+    full: bool,
+    now: datetime,
+) -> SweepCursor:
+    """The cursor after a round: past the longest run of the `batch` (in cursor order) whose
+    payments are `done` (checked, provider read or not, or not due), so a payment the deadline
+    left is the next round's first. A `full` batch (as many as asked) may have more behind it;
+    one that was not, all done, ends the pass: the next begins `now`."""
+    after = cursor.after
+    for p in batch:
+        if p.id not in done:
+            return SweepCursor(cursor.pass_started_at, after)
+        after = (p.updated_at, p.id)
+    if full:
+        return SweepCursor(cursor.pass_started_at, after)
+    return SweepCursor(now)
 
 
 def refunds_in_flight(local: Sequence[Refund]) -> bool:

@@ -221,6 +221,7 @@ def payment_page_msg(page: PaymentPage) -> pb.ListPaymentsResponse:
 _MISMATCH_KINDS = {
     MismatchKind.CHARGE: pb.ProviderMismatch.KIND_CHARGE,
     MismatchKind.REFUND: pb.ProviderMismatch.KIND_REFUND,
+    MismatchKind.UNREADABLE: pb.ProviderMismatch.KIND_UNREADABLE,
 }
 
 
@@ -231,6 +232,7 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
         left=result.left,
         earlier_mismatches=[_mismatch_msg(m) for m in result.earlier],
         unreadable=result.unreadable,
+        unreadable_payments=[_mismatch_msg(m) for m in result.unreadable_past_grace],
     )
 
 

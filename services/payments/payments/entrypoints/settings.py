@@ -58,6 +58,13 @@ class PaymentsSettings(ServiceSettings):
     # 30-60 s, past the auditor's 10 s deadline; a round also stops starting checks when the
     # caller's deadline would not allow one more and answers with those it checked.
     reconcile_concurrency: int = Field(default=8, ge=1)
+    # Its sweep of older payments (OPS-3): so many a round from a durable cursor through the
+    # payments changed within the horizon (0: none), every check of a round paced to the
+    # provider read rate, and a payment whose provider stays unreadable past the grace reported.
+    reconcile_sweep_per_round: int = Field(default=20, ge=0, le=500)
+    reconcile_sweep_horizon_days: float = Field(default=120.0, gt=0)
+    reconcile_reads_per_second: float = Field(default=10.0, gt=0)
+    reconcile_unreadable_grace_seconds: float = Field(default=3600.0, ge=0)
     # Backoff of the poller that resolves UNKNOWN payments and pending refunds.
     poll_interval_seconds: float = 1.0
     poll_max_interval_seconds: float = 60.0

@@ -17,6 +17,13 @@ class Policy:
     poll_batch: int = 20
     # ReconcileProvider (OPS-3): payments re-fetched from their providers at once.
     reconcile_concurrency: int = 8
+    # Its sweep (OPS-3): older payments checked a round from a durable cursor, through payments
+    # changed within the horizon; provider reads a second at most (every check of the round);
+    # how long a payment's provider may stay unreadable before it is reported.
+    reconcile_sweep_per_round: int = 20
+    reconcile_sweep_horizon_days: float = 120.0
+    reconcile_reads_per_second: float = 10.0
+    reconcile_unreadable_grace_seconds: float = 3600.0
     # Re-fetch of payments waiting for the provider (a backstop for lost webhooks).
     watch_base: float = 5.0
     watch_max: float = 60.0

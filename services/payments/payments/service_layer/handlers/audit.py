@@ -23,12 +23,16 @@ from payments.domain.provider import (
     ProviderStatus,
 )
 from payments.domain.reconciliation import (
+    LastCheck,
     MismatchKind,
+    SweepCursor,
     check_order,
     in_flight,
     provider_mismatch,
     refund_mismatches,
     refunds_in_flight,
+    sweep_advanced,
+    sweep_due,
 )
 from payments.domain.refunds import Refund
 from payments.service_layer.deps import Deps
@@ -42,10 +46,14 @@ MAX_RECONCILE = 500
 # DEADLINE_EXCEEDED (OPS-3).
 REPLY_MARGIN_SECONDS = 0.5
 REPLY_MARGIN_SHARE = 0.1
-# A check's record not renewed for this long belongs to a payment that left the window: it is
-# forgotten (at most so many a round), as if never checked should the payment come back.
+# A check's closed record (it agreed) not renewed for this long belongs to a payment that left
+# the window and the sweep: it is forgotten (at most so many a round), as if never checked
+# should the payment come back.
 RECORD_RETENTION = timedelta(days=1)
 FORGET_PER_ROUND = 1000
+# Open records (a finding, or provider unreadable) checked again a round, longest unchecked
+# first: few, and each is a violation the auditor reports until a check clears it.
+OPEN_PER_ROUND = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +82,9 @@ class Reconciliation:
     # Payments whose provider could not be read now (unreachable, or no longer configured here):
     # neither checked nor left; compared again in their turn.
     unreadable: int = 0
+    # Payments of the round whose provider has not been readable for longer than
+    # `reconcile_unreadable_grace_seconds` (kind UNREADABLE): nobody has compared them since.
+    unreadable_past_grace: list[Mismatch] = field(default_factory=list)
 
 
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
@@ -100,56 +111,62 @@ async def reconcile_provider(
     new_deps: Callable[[], Deps],
     time_left: Callable[[], float | None] = no_deadline,
 ) -> Reconciliation:
-    """Re-fetch the most recently changed payments (the window: `limit` of them), each from the
-    provider that made it, and name every record that disagrees: the charge, and for money taken
-    each refund (the provider's refunds matched with our refund records). Payments with a
-    provider call in flight are skipped (they may differ a moment), as are those whose provider
-    is unreachable or no longer configured here.
+    """Re-fetch payments, each from the provider that made it, and name every record that
+    disagrees: the charge, and for money taken each refund (the provider's refunds matched with
+    our refund records). Payments with a provider call in flight are skipped (they may differ a
+    moment); those whose provider is unreachable or no longer configured here are counted
+    (`unreadable`), and named once unreadable past the grace (`unreadable_past_grace`).
+
+    A round's payments: first the sweep's batch (`reconcile_sweep_per_round` payments after its
+    durable cursor, through every payment with a provider id changed within
+    `reconcile_sweep_horizon_days`: those whose provider record can still change, not final
+    there or refundable and disputable; see `sweep_due`), then the open records (a finding, or
+    provider unreadable: checked every round until one finds it gone or readable), then the
+    window (the `limit` most recently changed payments). The cursor moves past the batch's
+    payments the round completed, so a pass through the sweep's payments takes about
+    their number / `reconcile_sweep_per_round` rounds whatever else changes, and each such
+    payment is compared at least once a pass.
 
     A provider answers in ~300 ms (real Stripe), so up to `reconcile_concurrency` payments are
     checked at once, each worker with its own unit of work (`new_deps()`; a unit of work is one
-    transaction at a time). Within the caller's deadline (`time_left()`, seconds; None: none):
-    no check starts that the time left would not allow (the slowest one so far, plus a margin for
-    the answer), and checks still running when only the margin is left are dropped; the answer
-    says how many were checked and how many were left (OPS-3: a partial answer, never
-    DEADLINE_EXCEEDED).
+    transaction at a time), and the round's provider reads are paced to at most
+    `reconcile_reads_per_second` (a provider's rate limit: real Stripe allows 25 reads a second
+    in test mode, 100 live, for everything the account does). Within the caller's deadline
+    (`time_left()`, seconds; None: none): no check starts that the time left would not allow
+    (the slowest one so far, plus a margin for the answer), and checks still running when only
+    the margin is left are dropped; the answer says how many were checked and how many were left
+    (OPS-3: a partial answer, never DEADLINE_EXCEEDED).
 
-    The payments are checked in `check_order`: never checked first, then the longest unchecked,
-    by each payment's last completed check, recorded with what it found (payment_reconciliations)
-    before the answer. So the ones a round left are the next round's first, and however short
-    the deadline, every payment of the window is checked within a bounded number of rounds
-    rather than the newest every round and the oldest never. The answer's `mismatches` are what
-    this round found, in the window's order (most recently changed first) whatever order the
-    checks ran in; `earlier` what the last check found of those it did not check, so that a
-    mismatch stays reported between the rounds that check its payment."""
+    The window's payments are checked in `check_order`: never checked first, then the longest
+    unchecked, by each payment's last completed check, recorded with what it found
+    (payment_reconciliations) before the answer. So the ones a round left are the next round's
+    first, and however short the deadline, every payment of the window is checked within a
+    bounded number of rounds rather than the newest every round and the oldest never. The
+    answer's `mismatches` are what this round found, in the round's order (sweep, open records,
+    window most recently changed first) whatever order the checks ran in; `earlier` what the
+    last check found of those it did not check, so that a mismatch stays reported between the
+    rounds that check its payment."""
     deps = new_deps()
-    limit = min(max(cmd.limit, 1), MAX_RECONCILE)
-    async with deps.uow as uow:
-        recent = await uow.payments.recently_changed(limit)
-        due = [p for p in recent if p.provider_payment_id and not in_flight(p)]
-        last = await uow.reconciliations.last_checks([p.id for p in due])
-    order = check_order(due, {payment_id: c.at for payment_id, c in last.items()})
-    outcomes = await _check_within(
-        due, order, new_deps, deps.config.reconcile_concurrency, time_left
+    config = deps.config
+    per_round = config.reconcile_sweep_per_round
+    cursor, batch, not_due, due, order, last = await _round(
+        deps, min(max(cmd.limit, 1), MAX_RECONCILE)
     )
-    if outcomes:
-        # Every check completed, the provider read or not (unreadable now: it waits its turn
-        # again, rather than taking the front of every round while its provider is down).
-        found = {
-            due[i].id: None if o is None else [(m.kind, m.detail) for m in o]
-            for i, o in outcomes.items()
-        }
-        async with deps.uow as uow:
-            # Each of its (one or two) statements a transaction of its own: two rounds at once
-            # (the worker's and a report on demand) then never hold one's rows while waiting
-            # for the other's (each statement locks its rows in id order).
-            await uow.autocommit()
-            now = deps.clock()
-            await uow.reconciliations.record_checks(found, now)
-            # Records of payments that left the window (one in it is checked again within a
-            # few rounds): the table holds about a day of windows, not all history.
-            await uow.reconciliations.forget_before(now - RECORD_RETENTION, FORGET_PER_ROUND)
-            await uow.commit()
+    pacer = _Pacer(config.reconcile_reads_per_second)
+    outcomes = await _check_within(
+        due, order, new_deps, config.reconcile_concurrency, time_left, pacer
+    )
+    now = deps.clock()
+    # The batch's payments done: checked (their provider read or not), or not due this pass.
+    done = {due[i].id for i in outcomes} | not_due
+    advanced = sweep_advanced(cursor, batch, done, len(batch) == per_round, now)
+    found = {
+        due[i].id: None if o is None else [(m.kind, m.detail) for m in o]
+        for i, o in outcomes.items()
+    }
+    await _record(deps, found, advanced if per_round and advanced != cursor else None, now)
+    if advanced.pass_started_at != cursor.pass_started_at:
+        log.info("reconcile: the sweep's pass begun %s is done", cursor.pass_started_at)
     left = len(due) - len(outcomes)
     if left:
         log.warning(
@@ -163,20 +180,120 @@ async def reconcile_provider(
         # Not a mismatch, but payments nobody compares while it lasts (a provider down, or
         # one no longer configured here: then for good), so said in the answer too.
         log.warning("reconcile: %d payments' providers could not be read now", unreadable)
+    grace = timedelta(seconds=config.reconcile_unreadable_grace_seconds)
     checked = 0
     mismatches: list[Mismatch] = []
     earlier: list[Mismatch] = []
+    blind: list[Mismatch] = []
     for i, payment in enumerate(due):
-        outcome = outcomes.get(i)
-        if outcome is not None:
+        before = last.get(payment.id)
+        if i in outcomes and outcomes[i] is not None:
             checked += 1
-            mismatches += outcome
-        elif payment.id in last:
+            mismatches += outcomes[i] or []
+            continue
+        if before is not None:
             earlier += [
                 Mismatch(payment.id, payment.provider_payment_id, detail, kind)
-                for kind, detail in last[payment.id].found
+                for kind, detail in before.found
             ]
-    return Reconciliation(checked, mismatches, left, earlier, unreadable)
+        # Unreadable since its first check that could not read it (this one, if so).
+        since = before.unreadable_since if before is not None else None
+        if since is None and i in outcomes:
+            since = now
+        if since is not None and since <= now - grace:
+            detail = f"provider {payment.provider} unreadable since {since.isoformat()}"
+            blind.append(
+                Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.UNREADABLE)
+            )
+    return Reconciliation(checked, mismatches, left, earlier, unreadable, blind)
+
+
+async def _round(
+    deps: Deps, limit: int
+) -> tuple[SweepCursor, list[Payment], set[str], list[Payment], list[int], dict[str, LastCheck]]:
+    """A round's payments, read in one transaction: the sweep's cursor, its batch and those of
+    the batch not due this pass; the payments due (each once: the batch's due and the open
+    records' outside the window, then the window's), the order to check them in (indexes into
+    it), and their last checks."""
+    config = deps.config
+    per_round = config.reconcile_sweep_per_round
+    async with deps.uow as uow:
+        recent = await uow.payments.recently_changed(limit)
+        window = [p for p in recent if p.provider_payment_id and not in_flight(p)]
+        cursor = await uow.reconciliations.sweep_cursor() or SweepCursor(deps.clock())
+        batch: list[Payment] = []
+        if per_round:
+            horizon = timedelta(days=config.reconcile_sweep_horizon_days)
+            batch = await uow.reconciliations.sweep_batch(cursor, horizon, per_round)
+        known = {p.id: p for p in (*window, *batch)}
+        last = await uow.reconciliations.last_and_open_checks(sorted(known), OPEN_PER_ROUND)
+        # The open records' payments (those of the window are the window's): read unless the
+        # batch holds them.
+        in_window = {p.id for p in window}
+        open_ids = sorted(p for p, c in last.items() if c.open and p not in in_window)
+        fetched = await uow.reconciliations.payments([p for p in open_ids if p not in known])
+        known.update((p.id, p) for p in fetched)
+        reopened = [known[p] for p in open_ids if p in known and not in_flight(known[p])]
+    swept = sweep_due(batch, last, cursor.pass_started_at)
+    not_due = {p.id for p in batch} - {p.id for p in swept}
+    # The sweep's share of the round first: it is what bounds a pass, whatever the window holds;
+    # then the open records (few). A payment of the window is the window's, in `check_order`:
+    # one of the batch is done for the sweep once checked (the cursor waits for it meanwhile:
+    # it is checked within a few rounds, or leaves the window for the sweep's next round).
+    head: dict[str, Payment] = {}
+    for p in (*swept, *reopened):
+        if p.id not in in_window:
+            head.setdefault(p.id, p)
+    last_at = {payment_id: c.at for payment_id, c in last.items()}
+    order = [*range(len(head)), *(len(head) + i for i in check_order(window, last_at))]
+    return cursor, batch, not_due, [*head.values(), *window], order, last
+
+
+async def _record(
+    deps: Deps,
+    found: dict[str, list[tuple[MismatchKind, str]] | None],
+    cursor: SweepCursor | None,
+    now: datetime,
+) -> None:
+    """The round's completed checks (provider read or not) and the sweep's new cursor (None:
+    unmoved), each statement a transaction of its own: two rounds at once (the worker's and a
+    report on demand) then never hold one's rows while waiting for the other's (each statement
+    locks its rows in id order). Of two rounds' cursors the last written wins, each past
+    payments that round checked: at worst some are checked twice, none skipped."""
+    if not found and cursor is None:
+        return
+    async with deps.uow as uow:
+        await uow.autocommit()
+        if found:
+            # Unreadable now: it waits its turn again (and, open, is checked every round)
+            # rather than taking the front of the window while its provider is down.
+            await uow.reconciliations.record_checks(found, now)
+            # Closed records of payments that left the window and the sweep: the table holds
+            # about a day of them and the open ones, not all history.
+            await uow.reconciliations.forget_before(now - RECORD_RETENTION, FORGET_PER_ROUND)
+        if cursor is not None:
+            await uow.reconciliations.save_sweep(cursor)
+        await uow.commit()
+
+
+class _Pacer:
+    """A round's provider reads at most `rate` a second, after a first burst of up to `rate`
+    (one second's worth): each read waits for its turn (a generic cell rate: the reads' due
+    times `1 / rate` apart, the first `rate` of them due at once). The workers share it, so a
+    round stays within the provider's rate limit whatever its concurrency."""
+
+    def __init__(self, rate: float) -> None:
+        self._gap = 1.0 / rate
+        self._tolerance = (max(rate, 1.0) - 1.0) * self._gap  # the burst's reads ahead of time
+        self._due = time.monotonic()  # when the next read would be due at the steady rate
+
+    async def take(self) -> None:
+        now = time.monotonic()
+        due = max(self._due, now)
+        self._due = due + self._gap
+        wait = due - now - self._tolerance
+        if wait > 0:
+            await asyncio.sleep(wait)
 
 
 async def _check_within(
@@ -185,10 +302,12 @@ async def _check_within(
     new_deps: Callable[[], Deps],
     concurrency: int,
     time_left: Callable[[], float | None],
+    pacer: _Pacer,
 ) -> dict[int, list[Mismatch] | None]:
     """The payments of `due` checked in `order` (indexes into it) by at most `concurrency`
-    workers, within the deadline: its index -> its mismatches, or None when its provider could
-    not be read now; a payment not reached (or dropped at the deadline) has no entry."""
+    workers, their provider reads paced by `pacer`, within the deadline: its index -> its
+    mismatches, or None when its provider could not be read now; a payment not reached (or
+    dropped at the deadline) has no entry."""
     outcomes: dict[int, list[Mismatch] | None] = {}
     if not due:
         return outcomes
@@ -208,7 +327,7 @@ async def _check_within(
             if not may_start():
                 return
             began = time.monotonic()
-            outcomes[i] = await _check(due[i], deps)
+            outcomes[i] = await _check(due[i], deps, pacer)
             slowest = max(slowest, time.monotonic() - began)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(due)))]
@@ -226,10 +345,10 @@ async def _check_within(
     return outcomes
 
 
-async def _check(payment: Payment, deps: Deps) -> list[Mismatch] | None:
+async def _check(payment: Payment, deps: Deps, pacer: _Pacer) -> list[Mismatch] | None:
     """One payment against its provider; None when the provider cannot be read now."""
     try:
-        return await _reconcile_one(payment, deps)
+        return await _reconcile_one(payment, deps, pacer)
     except InvalidRequest as exc:
         return [Mismatch(payment.id, payment.provider_payment_id, f"provider: {exc.message}")]
     except OutcomeUnknown as exc:
@@ -299,21 +418,26 @@ async def _stuck_withdrawals(deps: Deps, limit: int = 200) -> list[ledger.Findin
     return found
 
 
-async def _reconcile_one(payment: Payment, deps: Deps) -> list[Mismatch]:
+async def _reconcile_one(payment: Payment, deps: Deps, pacer: _Pacer) -> list[Mismatch]:
     # Always the provider that made the payment, never the default (issue 8).
     provider = deps.providers.of_existing(payment.provider)
+    await pacer.take()
     intent = await provider.retrieve_payment(payment.provider_payment_id)
     found: list[Mismatch] = []
     detail = provider_mismatch(payment, intent, deps.clock())
     if detail:
         found.append(Mismatch(payment.id, payment.provider_payment_id, detail))
     if payment.state in TAKEN or intent.status is ProviderStatus.CAPTURED:
-        found += await _reconcile_refunds(payment, provider, intent, deps)
+        found += await _reconcile_refunds(payment, provider, intent, deps, pacer)
     return found
 
 
 async def _reconcile_refunds(
-    payment: Payment, provider: PaymentProvider, intent: ProviderPayment, deps: Deps
+    payment: Payment,
+    provider: PaymentProvider,
+    intent: ProviderPayment,
+    deps: Deps,
+    pacer: _Pacer,
 ) -> list[Mismatch]:
     """Money was taken: the provider's refunds of it against our refund records.
 
@@ -323,6 +447,7 @@ async def _reconcile_refunds(
     before = await _local_refunds(payment.id, deps)
     if refunds_in_flight(before):
         return []
+    await pacer.take()
     remote = await provider.list_refunds(intent.id)
     if await _local_refunds(payment.id, deps) != before:
         return []
