@@ -204,10 +204,10 @@ class ConnectionKiller:
                 super()._attach(session)
                 post_many, post = self.ledger.post_many, self.ledger.post
 
-                async def post_many_then_die(items):
+                async def post_many_then_die(items, ahead=()):
                     if doomed and killer.where == "mid-batch":
                         await killer.kill(session)
-                    return await post_many(items)
+                    return await post_many(items, ahead)
 
                 async def post_then_die(*args, **kwargs):
                     if doomed and killer.where == "mid-batch":
@@ -283,9 +283,9 @@ class PathCounter:
                     counter.paths["alone" if outcomes is not None else "declined"] += 1
                     return outcomes
 
-                async def counted_many(items):
+                async def counted_many(items, ahead=()):
                     counter.paths["checked"] += 1
-                    return await many(items)
+                    return await many(items, ahead)
 
                 self.ledger.post_run_alone = counted_alone
                 self.ledger.post_many = counted_many

@@ -150,11 +150,18 @@ class FakeLedger:
             self.s.transfers[transfer_id] = replace(stored, record=record)
         return PostOutcome(entries=written, created_at=T0)
 
-    async def post_many(self, items: list[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+    async def claim_ahead(self, items: list[tuple[TransferHeader, Posting]]) -> set[str]:
+        first = {header.id: header for header, _ in reversed(items)}
+        return {i for i in sorted(first) if await self.claim_transfer(first[i]) is not None}
+
+    async def post_many(
+        self, items: list[tuple[TransferHeader, Posting]], ahead: Collection[str] = ()
+    ) -> list[PostOutcome]:
         outcomes = []
         for header, posting in items:
             assert not posting.guarded_sharded
-            outcome = await self.post(header.id, posting, header)
+            claim = None if header.id in ahead else header
+            outcome = await self.post(header.id, posting, claim)
             if outcome.rejected:
                 await self.release_claim(header.id)
             outcomes.append(outcome)

@@ -93,11 +93,21 @@ class LedgerRepository(Protocol):
         only if every row change passed; a refused posting changes nothing but its claim. With `claim`, the transfer is inserted first, in the same
         statement, unless its id exists (then nothing is applied and `claimed` is False)."""
 
-    async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+    async def claim_ahead(self, items: Sequence[tuple[TransferHeader, Posting]]) -> set[str]:
+        """The first statement of a checked batch: lock every account row the items change (id
+        order), claim every id (id order; an id listed twice with its first item's fields), lock
+        every shard they may change ((account, shard) order). The ids this transaction claimed;
+        the batch's runs post them without claiming them again (post_many's `ahead`, post
+        without `claim`)."""
+
+    async def post_many(
+        self, items: Sequence[tuple[TransferHeader, Posting]], ahead: Collection[str] = ()
+    ) -> list[PostOutcome]:
         """Claim and post each transfer in order, set-based (a few round trips for the lot): an
         outcome per item. Ids must be distinct, and postings with `guarded_sharded` accounts are
         not allowed here (they need the checked slow path). A refused item changes nothing, its
-        claim included; a taken id applies nothing."""
+        claim included; a taken id applies nothing. Ids in `ahead` were claimed by this
+        transaction already (claim_ahead) and are posted as claimed."""
 
     async def post_run_alone(
         self, items: Sequence[tuple[TransferHeader, Posting]]

@@ -43,8 +43,8 @@ _POST, _POST_RUN, _POST_RUN_NO_SHARDS, _CLAIM_AND_LOCK, _APPLY_MANY = map(
     HotStatement,
     (sql.POST, sql.POST_RUN, sql.POST_RUN_NO_SHARDS, sql.CLAIM_AND_LOCK, sql.APPLY_MANY),
 )
-_LOCK_ACCOUNTS, _READ_BALANCES, _LOCK_SHARDS = map(
-    HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES, sql.LOCK_SHARDS)
+_LOCK_ACCOUNTS, _READ_BALANCES, _LOCK_SHARDS, _CLAIM_AHEAD = map(
+    HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES, sql.LOCK_SHARDS, sql.CLAIM_AHEAD)
 )
 
 
@@ -208,6 +208,19 @@ class SqlLedgerRepository:
             params = {"ids": [a for a, _ in keys], "shards": [n for _, n in keys]}
             await self._session.execute(_LOCK_SHARDS, params)
 
+    async def claim_ahead(self, items: Sequence[tuple[TransferHeader, Posting]]) -> set[str]:
+        first = list({header.id: (header, posting) for header, posting in reversed(items)}.values())
+        keys = sorted({(s.account_id, s.shard) for _, p in items for s in p.shard_changes})
+        accounts = sorted({c.account_id for _, p in items for c in p.row_changes})
+        params = _headers(sorted(first, key=lambda item: item[0].id))
+        params["account_ids"] = joined(accounts)
+        params["shard_ids"] = joined([a for a, _ in keys])
+        params["shard_nos"] = joined([n for _, n in keys])
+        row = (await self._session.execute(_CLAIM_AHEAD, params)).one()
+        if row.shards != len(keys):
+            raise RuntimeError("a shard row is missing")  # never expected
+        return set(row.claimed)
+
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
     ) -> PostOutcome:
@@ -258,19 +271,25 @@ class SqlLedgerRepository:
             ),
         )
 
-    async def post_many(self, items: Sequence[tuple[TransferHeader, Posting]]) -> list[PostOutcome]:
+    async def post_many(
+        self, items: Sequence[tuple[TransferHeader, Posting]], ahead: Collection[str] = ()
+    ) -> list[PostOutcome]:
         _check_run(items)
         if not items:
             return []
         account_ids = sorted({c.account_id for _, p in items for c in p.row_changes})
+        to_claim = [item for item in items if item[0].id not in ahead] if ahead else items
         row = (
             await self._session.execute(
                 _CLAIM_AND_LOCK,
-                {**_headers(items), "account_ids": joined(account_ids)},
+                {**_headers(to_claim), "account_ids": joined(account_ids)},
             )
         ).one()
-        # now() is the transaction's start: one creation time for every transfer of it.
+        # now() is the transaction's start: one creation time for every transfer of it (the ids
+        # claimed ahead, by claim_ahead, were created at it too).
         claimed = {transfer_id: row.created_at for transfer_id in row.claimed}
+        if ahead:
+            claimed.update({h.id: row.created_at for h, _ in items if h.id in ahead})
         balances = {
             a: Balance(posted, pending)
             for a, posted, pending in zip(row.account_ids, row.posted, row.pending, strict=True)

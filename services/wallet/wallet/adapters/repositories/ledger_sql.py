@@ -140,12 +140,49 @@ CLAIM_AND_LOCK = text(
            FOR NO KEY UPDATE
     )
     SELECT ARRAY(SELECT id FROM claimed) AS claimed,
-           (SELECT min(created_at) FROM claimed) AS created_at,
+           coalesce((SELECT min(created_at) FROM claimed), now()) AS created_at,
            ARRAY(SELECT id FROM locked ORDER BY id) AS account_ids,
            ARRAY(SELECT posted FROM locked ORDER BY id) AS posted,
            ARRAY(SELECT pending FROM locked ORDER BY id) AS pending,
            ARRAY(SELECT allow_negative FROM locked ORDER BY id) AS allow_negative,
            ARRAY(SELECT shards > 0 FROM locked ORDER BY id) AS sharded
+    """
+)
+# The first statement of a checked batch of transfers (a repeated id or a guarded debit splits it
+# into runs, each claiming its ids and changing its shards in turn): every account row of the
+# batch locked (id order), then every id claimed (id order), then every shard the batch may change
+# locked ((account, shard) order) - the one order, taken before any run. Run by run, a later run's
+# claims and the shards only it changes were taken after an earlier run's shards, and a twin of a
+# later transfer (its claim, then the shard) or another batch on the same two shards (1 in 16, a
+# batch picks one shard per sharded account) held one and waited for the other: a deadlock
+# (`test_wallet_checked_runs_lock_order_wal11c_pg.py`, issue 13). The runs then post the ids
+# claimed here without claiming them again.
+CLAIM_AHEAD = text(
+    f"""
+    WITH locked AS MATERIALIZED (
+        SELECT id FROM accounts WHERE id = ANY({listed("account_ids", "uuid")})
+         ORDER BY id
+           FOR NO KEY UPDATE
+    ), claimed AS (
+        INSERT INTO transfers (id, kind, description, metadata, fingerprint)
+        SELECT * FROM unnest(
+            {listed("ids", "text")}, {listed("kinds", "text")}, CAST(:descriptions AS text[]),
+            CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[]))
+            AS i(id, kind, description, metadata, fingerprint)
+         WHERE (SELECT count(*) FROM locked) >= 0
+         ORDER BY id
+        ON CONFLICT (id) DO NOTHING
+        RETURNING id
+    ), shard_locked AS MATERIALIZED (
+        SELECT 1 FROM account_shards s
+          JOIN unnest({listed("shard_ids", "uuid")}, {listed("shard_nos", "smallint")})
+               AS k(account_id, shard)
+            ON k.account_id = s.account_id AND k.shard = s.shard
+         WHERE (SELECT count(*) FROM claimed) >= 0
+         ORDER BY s.account_id, s.shard
+           FOR NO KEY UPDATE OF s
+    )
+    SELECT ARRAY(SELECT id FROM claimed) AS claimed, (SELECT count(*) FROM shard_locked) AS shards
     """
 )
 APPLY_MANY = text(

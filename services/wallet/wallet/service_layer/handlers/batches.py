@@ -5,8 +5,9 @@ One transaction per batch means one WAL flush for all of them instead of one eac
 case (distinct ids, no posting that could be refused) the batch is ONE statement that is its own
 transaction (the repository's `post_run_alone`: one round trip, no BEGIN or COMMIT of its own);
 otherwise it is posted checked, set-based, in a transaction that first locks every account row
-of the batch in id order (`post_many`: claim every id, lock every account row once, judge each
-posting in order, apply each account's net change once). A
+of the batch in id order, claims every id in id order and locks every shard it may change
+(`claim_ahead`), then posts it run by run (`post_many`: claim the ids not claimed yet, lock every
+account row once, judge each posting in order, apply each account's net change once). A
 transfer refused by a business rule fails alone: a refused posting changes no balance (every
 account row is judged before any is changed) and its claimed id is given back. A lost race
 (deadlock) aborts the whole transaction: nothing was committed, so the batch is run again;
@@ -111,22 +112,21 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
             except HirepayError as exc:
                 outcomes[i] = BatchOutcome(error=exc)
         if not await _post_alone(uow, planned, outcomes, now):
-            # Every account row of the batch locked first, in one statement, in id order: the
-            # checked runs below lock their rows statement by statement (a repeated id or a guarded
-            # debit splits the batch into several), and a later run's rows may sort before an
-            # earlier one's; taken in two orders by one transaction, they deadlocked with a
-            # concurrent batch (or group of holds) that holds the one and waits for the other
-            # (issue 13: two batches in flight). Held, each later lock is this transaction's own.
-            if planned:
-                await uow.ledger.lock_balances(_accounts(planned))
-            await _post_checked_runs(uow, planned, outcomes, now)
+            # Every account row of the batch locked first, in one statement, in id order, then
+            # every id claimed (id order), then every shard locked ((account, shard) order): the
+            # checked runs below lock their rows, claim their ids and change their shards
+            # statement by statement (a repeated id or a guarded debit splits the batch into
+            # several), and a later run's rows, ids or shards may sort before an earlier one's;
+            # taken in two orders by one transaction, they deadlocked with a concurrent batch (or
+            # group of holds, or a twin of a transfer) that holds the one and waits for the other
+            # (issue 13). Held, each later lock is this transaction's own; the ids claimed here
+            # are posted by their first item without a claim of their own.
+            ahead = (
+                await uow.ledger.claim_ahead([(h, p) for _, h, p in planned]) if planned else set()
+            )
+            await _post_checked_runs(uow, planned, outcomes, now, ahead)
             await uow.commit()
     return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
-
-
-def _accounts(planned: list[tuple[int, TransferHeader, Posting]]) -> set[str]:
-    """Every account row the batch's postings change."""
-    return {c.account_id for _, _, posting in planned for c in posting.row_changes}
 
 
 async def _post_alone(
@@ -155,25 +155,36 @@ async def _post_checked_runs(
     planned: list[tuple[int, TransferHeader, Posting]],
     outcomes: list[BatchOutcome[TransferResult] | None],
     now: datetime,
+    ahead: set[str],
 ) -> None:
     """Each posting judged in order in the unit of work's transaction: consecutive ordinary
     postings are written together, set-based; a guarded debit of a sharded account takes the
-    checked slow path on its own, in its turn."""
+    checked slow path on its own, in its turn. `ahead`: the ids this transaction claimed up front
+    that no item has posted yet (the first item of each id takes it out)."""
     run: list[tuple[int, TransferHeader, Posting]] = []
     run_ids: set[str] = set()
     for i, header, posting in planned:
         if header.id in run_ids:
             # A repeated id waits for the outcome of its first occurrence (posted: replayed).
-            await _post_run(uow, run, outcomes, now)
+            await _post_run(uow, run, outcomes, now, ahead)
             run, run_ids = [], set()
         if not posting.guarded_sharded:
             run.append((i, header, posting))
             run_ids.add(header.id)
             continue
-        await _post_run(uow, run, outcomes, now)
+        await _post_run(uow, run, outcomes, now, ahead)
         run, run_ids = [], set()
-        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
-    await _post_run(uow, run, outcomes, now)
+        claimed = _take(ahead, header.id)
+        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now, claimed=claimed))
+    await _post_run(uow, run, outcomes, now, ahead)
+
+
+def _take(ahead: set[str], transfer_id: str) -> bool:
+    """Whether the id was claimed up front and not yet posted (and from now on it is)."""
+    if transfer_id in ahead:
+        ahead.remove(transfer_id)
+        return True
+    return False
 
 
 def _lost() -> HirepayError:
@@ -192,16 +203,19 @@ async def _post_run(
     run: list[tuple[int, TransferHeader, Posting]],
     outcomes: list[BatchOutcome[TransferResult] | None],
     now: datetime,
+    ahead: set[str],
 ) -> None:
     """Post ordinary postings set-based; replay those whose id was taken. A lone posting takes the
-    one-statement path (one round trip instead of two)."""
+    one-statement path (one round trip instead of two). Ids in `ahead` are posted as claimed."""
     if not run:
         return
     if len(run) == 1:
         i, header, posting = run[0]
-        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now))
+        claimed = _take(ahead, header.id)
+        outcomes[i] = await _outcome(_post_checked(uow, header, posting, now, claimed=claimed))
         return
-    posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run])
+    mine = {header.id for _, header, _ in run if _take(ahead, header.id)}
+    posted = await uow.ledger.post_many([(header, posting) for _, header, posting in run], mine)
     await _answer(uow, run, posted, outcomes, now)
 
 
@@ -224,12 +238,17 @@ async def _answer(
 
 
 async def _post_checked(
-    uow: WalletUnitOfWork, header: TransferHeader, posting: Posting, now: datetime
+    uow: WalletUnitOfWork,
+    header: TransferHeader,
+    posting: Posting,
+    now: datetime,
+    *,
+    claimed: bool = False,
 ) -> TransferResult:
     """One posting on its own (the checked slow path when it debits a sharded account), or its
-    replay; a refusal leaves nothing behind."""
+    replay; a refusal leaves nothing behind. `claimed`: its id was claimed up front."""
     try:
-        outcome = await apply_posting(uow, header.id, posting, claim=header)
+        outcome = await apply_posting(uow, header.id, posting, claim=None if claimed else header)
     except InsufficientFunds:
         # Raised only after the id was claimed; the refused posting changed no balance.
         await uow.ledger.release_claim(header.id)
