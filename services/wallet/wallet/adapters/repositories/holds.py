@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from datetime import datetime
+from operator import attrgetter
 from typing import Any
 
 from sqlalchemy import select, text
@@ -125,6 +126,8 @@ _TRY_AND_LOCK = HotStatement(
     """
     )
 )
+
+
 # A group of Confirms (or of Cancels: the statement binds its op): the hold of every branch
 # locked in key order (one index probe each, LATERAL, as in _confirm_alone_statement), and only
 # then every barrier row; one round trip, one line per inserted branch (hold columns null if
@@ -138,13 +141,24 @@ _TRY_AND_LOCK = HotStatement(
 # `_enter_cancels`): a Cancel of a later round of a group holding the hold (a refused Confirm of
 # it before) waited for its twin's barrier row, the twin (another group, a CancelHold) for the
 # hold.
-_LOCK_AND_ENTER = HotStatement(
-    text(
-        f"""
+# The holds locked are those of `keys`: the barrier's own ("barrier_") or a list of their own
+# ("lock_", `cancel_and_lock`'s `also_lock`): a ResolveHolds round that cancels and confirms
+# locks its Confirms' holds with its Cancels', all in key order, in this one statement. Locked by
+# two statements (the Cancels' holds, then the Confirms'), two batches resolving the same two
+# holds the opposite ways (A confirmed and B cancelled, A cancelled and B confirmed) each held
+# one and waited for the other: a deadlock (issue 13). The Confirms' statement that follows locks
+# holds this transaction holds already (no wait) and returns them. A later round of Confirms
+# passes "lock_" too: it locks no hold its branch's earlier Confirm found missing (a Try that
+# committed since made it; locked then, after the earlier rounds' rows, a deadlock), only the
+# holds its first round locked already (`grouped_holds._unseen_holds`).
+def _lock_and_enter_statement(keys: str) -> HotStatement:
+    return HotStatement(
+        text(
+            f"""
     WITH locked AS MATERIALIZED (
         SELECT h.* FROM (
                SELECT * FROM unnest(
-                   {listed("barrier_global_tx_ids", "text")}, {listed("barrier_branch_ids", "text")})
+                   {listed(keys + "global_tx_ids", "text")}, {listed(keys + "branch_ids", "text")})
                    AS k(global_tx_id, branch_id)
                 ORDER BY global_tx_id, branch_id OFFSET 0) k
          CROSS JOIN LATERAL (
@@ -157,8 +171,12 @@ _LOCK_AND_ENTER = HotStatement(
       FROM entered e
       LEFT JOIN locked l ON l.global_tx_id = e.global_tx_id AND l.branch_id = e.branch_id
     """
+        )
     )
-)
+
+
+_LOCK_AND_ENTER = _lock_and_enter_statement("barrier_")
+_LOCK_ALSO_AND_ENTER = _lock_and_enter_statement("lock_")
 # A group of Trys as ONE statement that is its own transaction (the common case: distinct
 # branches, no sharded account to reserve on): every barrier row (the platform's insert-first),
 # then - only after every insert is done, as a Try on its own orders them - every account to
@@ -401,15 +419,45 @@ def _branch_params(branches: Sequence[TccBranch]) -> dict[str, str]:
     }
 
 
+def _lock_params(branches: Collection[TccBranch]) -> dict[str, str]:
+    """_LOCK_ALSO_AND_ENTER's holds to lock (it orders them itself)."""
+    locked = list(branches)
+    return {
+        "lock_global_tx_ids": joined_checked([b.global_tx_id for b in locked]),
+        "lock_branch_ids": joined_checked([b.branch_id for b in locked]),
+    }
+
+
+_KEY = attrgetter("global_tx_id", "branch_id")
+
+
+def _key_order(branches: Sequence[TccBranch]) -> list[int]:
+    """The positions of `branches` in key order. A statement inserts its barrier rows in the
+    order of its arrays, and two groups inserting the same branches in opposite orders (a group
+    of Trys and a batch cancelling them listed the other way round, both in flight) each inserted
+    one row and waited for the other's: a deadlock (issue 13). Every group inserts them in this
+    one order. (Sorted in C, by attrgetter and list indexing: no Python call per branch on the
+    grouped Reserve's hot path.)"""
+    keys = list(map(_KEY, branches))
+    return sorted(range(len(keys)), key=keys.__getitem__)
+
+
+def _in_key_order(
+    calls: Sequence[tuple[TccBranch, Fingerprint]],
+) -> list[tuple[TccBranch, Fingerprint]]:
+    """Calls in their branches' key order (`_key_order`)."""
+    return [calls[i] for i in _key_order([b for b, _ in calls])]
+
+
 def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, Any]:
     """_new_holds' parameters: what differs between new holds (made at one `now`); without
     `keys` for the statement that binds the barrier's."""
     return {
         **(_branch_params([h.branch for h in holds]) if keys else {}),
-        "account_ids": joined(h.account_id for h in holds),
-        "destination_account_ids": joined(h.destination_account_id for h in holds),
-        "units": joined(h.unit for h in holds),
-        "amounts": joined(h.amount for h in holds),
+        "account_ids": joined([h.account_id for h in holds]),
+        "destination_account_ids": joined([h.destination_account_id for h in holds]),
+        "units": joined([h.unit for h in holds]),
+        "amounts": joined([h.amount for h in holds]),
         "expires_at": [h.expires_at for h in holds],
         "descriptions": [h.description for h in holds],
         "created_at": holds[0].created_at,
@@ -457,6 +505,12 @@ class SqlHoldRepository:
     async def reserve_alone(
         self, calls: Sequence[tuple[TccBranch, Fingerprint]], holds: Sequence[Hold]
     ) -> set[TccBranch] | None:
+        # The holds zipped with their barrier rows (the statement binds their keys once), both in
+        # key order.
+        if len(calls) > 1:
+            order = _key_order([b for b, _ in calls])
+            calls = [calls[i] for i in order]
+            holds = [holds[i] for i in order]
         params: dict[str, Any] = {
             **insert_many_params(
                 [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
@@ -507,7 +561,7 @@ class SqlHoldRepository:
             **insert_many_params(branches, TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in confirms]),
             # Each hold's row version as the plan was made on it, and its confirmed amount.
             "hold_versions": joined(versions),
-            "hold_confirmed_amounts": joined(h.confirmed_amount for h in holds),
+            "hold_confirmed_amounts": joined([h.confirmed_amount for h in holds]),
             "now": now,
         }
         statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
@@ -518,7 +572,7 @@ class SqlHoldRepository:
         if (
             row.entered != len(holds)
             or row.saved != len(holds)
-            or not all(o.claimed for o in outcomes)
+            or not all([o.claimed for o in outcomes])
         ):
             # Never expected: a pending hold has no Confirm barrier row nor transfer yet.
             raise RuntimeError("confirmations applied partially")
@@ -536,6 +590,7 @@ class SqlHoldRepository:
         calls: Sequence[tuple[TccBranch, Fingerprint]],
         account_ids: Collection[str],
     ) -> tuple[set[TccBranch], dict[str, Balance], list[str]]:
+        calls = _in_key_order(calls)
         params = insert_many_params(
             [b for b, _ in calls], TccOp.TRY, TccOp.TRY, [f for _, f in calls]
         )
@@ -553,23 +608,28 @@ class SqlHoldRepository:
         return entered, balances, sharded
 
     async def confirm_and_lock(
-        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        lock: Collection[TccBranch] | None = None,
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
-        return await self._enter_and_lock(
-            _LOCK_AND_ENTER,
-            insert_many_params(
-                [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
-            ),
+        calls = _in_key_order(calls)
+        params = insert_many_params(
+            [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
         )
+        if lock is None:
+            return await self._enter_and_lock(_LOCK_AND_ENTER, params)
+        return await self._enter_and_lock(_LOCK_ALSO_AND_ENTER, {**params, **_lock_params(lock)})
 
     async def cancel_and_lock(
-        self, branches: Sequence[TccBranch]
+        self, branches: Sequence[TccBranch], also_lock: Collection[TccBranch] = ()
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
+        branches = sorted(branches, key=_KEY)
         # A Cancel's barrier row has no fingerprint: a repeat is a replay whatever its reason.
-        return await self._enter_and_lock(
-            _LOCK_AND_ENTER,
-            insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches)),
-        )
+        params = insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches))
+        if not also_lock:
+            return await self._enter_and_lock(_LOCK_AND_ENTER, params)
+        locked = {*branches, *also_lock}  # (the statement locks them in key order)
+        return await self._enter_and_lock(_LOCK_ALSO_AND_ENTER, {**params, **_lock_params(locked)})
 
     async def _enter_and_lock(
         self, statement: HotStatement, params: dict[str, Any]

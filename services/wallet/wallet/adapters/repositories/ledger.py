@@ -43,7 +43,9 @@ _POST, _POST_RUN, _POST_RUN_NO_SHARDS, _CLAIM_AND_LOCK, _APPLY_MANY = map(
     HotStatement,
     (sql.POST, sql.POST_RUN, sql.POST_RUN_NO_SHARDS, sql.CLAIM_AND_LOCK, sql.APPLY_MANY),
 )
-_LOCK_ACCOUNTS, _READ_BALANCES = map(HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES))
+_LOCK_ACCOUNTS, _READ_BALANCES, _LOCK_SHARDS = map(
+    HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES, sql.LOCK_SHARDS)
+)
 
 
 async def _execute(
@@ -62,8 +64,8 @@ def _headers(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any]:
     """The transfer rows a run claims, as the array parameters of its claim (ids and kinds
     `joined`: a transfer id has no comma, see validate_client_id and confirm_transfer_id)."""
     return {
-        "ids": joined(h.id for h, _ in items),
-        "kinds": joined(h.kind for h, _ in items),
+        "ids": joined([h.id for h, _ in items]),
+        "kinds": joined([h.kind for h, _ in items]),
         "descriptions": [h.description for h, _ in items],
         "metadata": [_metadata_json(h.metadata) for h, _ in items],
         "fingerprints": [json.dumps(dict(h.fingerprint)) for h, _ in items],
@@ -86,24 +88,24 @@ def run_params(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any
     return {
         **_headers(items),
         "account_ids": joined(sorted({c.account_id for _, c in changes})),
-        "row_items": joined(n for n, _ in changes),
-        "row_ids": joined(c.account_id for _, c in changes),
-        "row_posted": joined(c.posted for _, c in changes),
-        "row_pending": joined(c.pending for _, c in changes),
-        "shard_items": joined(n for n, _ in shards),
-        "shard_ids": joined(s.account_id for _, s in shards),
-        "shard_nos": joined(s.shard for _, s in shards),
-        "shard_posted": joined(s.posted for _, s in shards),
-        "entry_items": joined(n for n, _ in lines),
-        "entry_accounts": joined(e.account_id for _, e in lines),
-        "entry_units": joined(e.unit for _, e in lines),
-        "entry_amounts": joined(e.amount for _, e in lines),
+        "row_items": joined([n for n, _ in changes]),
+        "row_ids": joined([c.account_id for _, c in changes]),
+        "row_posted": joined([c.posted for _, c in changes]),
+        "row_pending": joined([c.pending for _, c in changes]),
+        "shard_items": joined([n for n, _ in shards]),
+        "shard_ids": joined([s.account_id for _, s in shards]),
+        "shard_nos": joined([s.shard for _, s in shards]),
+        "shard_posted": joined([s.posted for _, s in shards]),
+        "entry_items": joined([n for n, _ in lines]),
+        "entry_accounts": joined([e.account_id for _, e in lines]),
+        "entry_units": joined([e.unit for _, e in lines]),
+        "entry_amounts": joined([e.amount for _, e in lines]),
     }
 
 
 def changes_shards(items: Sequence[tuple[TransferHeader, Posting]]) -> bool:
     """Whether a run changes a shard (its statement needs the shard changes: post_run_ctes)."""
-    return any(posting.shard_changes for _, posting in items)
+    return any([posting.shard_changes for _, posting in items])
 
 
 def run_outcomes(items: Sequence[tuple[TransferHeader, Posting]], row: Any) -> list[PostOutcome]:
@@ -115,7 +117,7 @@ def run_outcomes(items: Sequence[tuple[TransferHeader, Posting]], row: Any) -> l
         row.rows_changed != len({c.account_id for _, p in live for c in p.row_changes})
         or row.shards_changed
         != len({(s.account_id, s.shard) for _, p in live for s in p.shard_changes})
-        or len(row.entry_ids) != sum(len(p.entries) for _, p in live)
+        or len(row.entry_ids) != sum([len(p.entries) for _, p in live])
     ):
         # A missing row, never expected (alone, the statement has committed: this is loud).
         raise RuntimeError("batch applied partially")
@@ -126,16 +128,18 @@ def run_outcomes(items: Sequence[tuple[TransferHeader, Posting]], row: Any) -> l
             outcomes.append(PostOutcome(claimed=False))
             continue
         entries = tuple(
-            Entry(
-                id=next(ids),
-                transfer_id=header.id,
-                account_id=line.account_id,
-                unit=line.unit,
-                amount=line.amount,
-                created_at=row.created_at,
-                description=header.description,
-            )
-            for line in posting.entries
+            [
+                Entry(
+                    id=next(ids),
+                    transfer_id=header.id,
+                    account_id=line.account_id,
+                    unit=line.unit,
+                    amount=line.amount,
+                    created_at=row.created_at,
+                    description=header.description,
+                )
+                for line in posting.entries
+            ]
         )
         outcomes.append(PostOutcome(entries=entries, created_at=row.created_at))
     return outcomes
@@ -197,6 +201,12 @@ class SqlLedgerRepository:
             rows = await self._session.execute(_READ_BALANCES, {"ids": sharded})
             balances.update({row.id: Balance(int(row.posted), row.pending) for row in rows})
         return balances
+
+    async def lock_shards(self, shards: Collection[tuple[str, int]]) -> None:
+        if shards:
+            keys = sorted(shards)
+            params = {"ids": [a for a, _ in keys], "shards": [n for _, n in keys]}
+            await self._session.execute(_LOCK_SHARDS, params)
 
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None

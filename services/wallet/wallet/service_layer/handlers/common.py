@@ -78,11 +78,14 @@ def transfer_record(
         metadata=dict(header.metadata),
         created_at=created_at,
         # Entries made by the posting statement carry it already (a replace per entry is slow).
+        # (A list made in one call, not a generator resumed per entry; issue 13.)
         entries=tuple(
-            e
-            if e.description == header.description
-            else dataclasses.replace(e, description=header.description)
-            for e in entries
+            [
+                e
+                if e.description == header.description
+                else dataclasses.replace(e, description=header.description)
+                for e in entries
+            ]
         ),
     )
 
