@@ -20,6 +20,7 @@ from hirepay_dev.services import PAYMENTS, WALLET, RunningService, start_service
 from hirepay_platform.identity import Actor
 from tests.support.payments_helpers import WEBHOOK_SECRET
 from tests.support.service_auth import call_metadata, signed_aio_channel
+from tests.support.startup import start_together
 from tests.support.stripe_stack import payments_env, start_stripe_sandbox
 from tests.support.waiting import wait_for
 from tests.support.webhook_relay import WebhookRelay
@@ -48,23 +49,33 @@ def payouts_stack(
     with contextlib.ExitStack() as cleanup:
         relay = WebhookRelay().start()
         cleanup.callback(relay.stop)
-        sandbox, sandbox_url = start_stripe_sandbox(
-            f"{name}-sandbox", relay.url, WEBHOOK_SECRET, **sandbox_env
+        # The sandbox and the wallet do not depend on each other: started side by side, while
+        # the payments database is made.
+        (sandbox, sandbox_url), wallet, payments_db = start_together(
+            cleanup,
+            (
+                lambda: start_stripe_sandbox(
+                    f"{name}-sandbox", relay.url, WEBHOOK_SECRET, **sandbox_env
+                ),
+                lambda started: started[0].stop(),
+            ),
+            (
+                lambda: start_service(
+                    WALLET,
+                    make_service_database("wallet"),
+                    log_name=f"{name}-wallet",
+                    timeout=START_TIMEOUT,
+                ),
+                lambda started: started.stop(),
+            ),
+            (lambda: make_service_database("payments"), lambda _url: None),
         )
-        cleanup.callback(sandbox.stop)
-        wallet = start_service(
-            WALLET,
-            make_service_database("wallet"),
-            log_name=f"{name}-wallet",
-            timeout=START_TIMEOUT,
-        )
-        cleanup.callback(wallet.stop)
         env = payments_env(
             sandbox_url, "sk_test_payoutstests", WEBHOOK_SECRET, provider_timeout=1.5
         )
         payments = start_service(
             PAYMENTS,
-            make_service_database("payments"),
+            payments_db,
             env={
                 **env,
                 "PAYMENTS_WALLET_TARGET": wallet.target,

@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
+
+# The first pause is an eighth of the caller's `interval`, then it doubles up to `interval`: a
+# condition that holds shortly after the first poll is seen then, not a whole interval later,
+# while a long wait polls only three times more than it did with a fixed interval.
+FIRST_PAUSE_FRACTION = 1 / 8
+
+
+def pauses(interval: float) -> Iterator[float]:
+    """The pauses between polls: interval/8, /4, /2, then `interval` for good."""
+    pause = interval * FIRST_PAUSE_FRACTION
+    while True:
+        yield pause
+        pause = min(pause * 2, interval)
 
 
 def eventually(
@@ -17,6 +30,7 @@ def eventually(
     condition holds, also on a loaded machine.
     """
     deadline = time.monotonic() + timeout
+    schedule = pauses(interval)
     while True:
         try:
             result = check()
@@ -29,7 +43,7 @@ def eventually(
             last = exc
         if time.monotonic() > deadline:
             raise last
-        time.sleep(interval)
+        time.sleep(next(schedule))
 
 
 async def wait_for(
@@ -38,10 +52,11 @@ async def wait_for(
     """Poll an async probe until it returns something truthy (returned); the timeout, as
     `eventually`'s, only bounds a failing test."""
     deadline = time.monotonic() + timeout
+    schedule = pauses(interval)
     last = None
     while time.monotonic() < deadline:
         last = await probe()
         if last:
             return last
-        await asyncio.sleep(interval)
+        await asyncio.sleep(next(schedule))
     raise AssertionError(f"condition not met within {timeout}s (last: {last!r})")

@@ -14,6 +14,7 @@ from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.services import WALLET, start_service
 from tests.support.jobs_stack import WEBHOOK_SECRET, Stack, start_jobs
 from tests.support.service_auth import signed_channel
+from tests.support.startup import start_together
 from tests.support.stripe_stack import start_payments, start_stripe_sandbox
 from tests.support.webhook_relay import WebhookRelay
 
@@ -27,14 +28,24 @@ def stack(make_service_database: Callable[[str], str]) -> Iterator[Stack]:
     with contextlib.ExitStack() as cleanup:
         relay = WebhookRelay().start()
         cleanup.callback(relay.stop)
-        sandbox, sandbox_url = start_stripe_sandbox("jobs-tests-sandbox", relay.url, WEBHOOK_SECRET)
-        cleanup.callback(sandbox.stop)
-        wallet = start_service(
-            WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet"
+        # The sandbox and the wallet do not depend on each other: started side by side, while
+        # the payments database is made.
+        (sandbox, sandbox_url), wallet, payments_db = start_together(
+            cleanup,
+            (
+                lambda: start_stripe_sandbox("jobs-tests-sandbox", relay.url, WEBHOOK_SECRET),
+                lambda started: started[0].stop(),
+            ),
+            (
+                lambda: start_service(
+                    WALLET, make_service_database("wallet"), log_name="jobs-tests-wallet"
+                ),
+                lambda started: started.stop(),
+            ),
+            (lambda: make_service_database("payments"), lambda _url: None),
         )
-        cleanup.callback(wallet.stop)
         payments = start_payments(
-            make_service_database("payments"),
+            payments_db,
             sandbox_url,
             api_key="sk_test_jobstests",
             webhook_secrets=WEBHOOK_SECRET,
