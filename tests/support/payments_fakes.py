@@ -37,6 +37,7 @@ from payments.domain.provider import (
     RefundState,
     SignatureInvalid,
 )
+from payments.domain.reconciliation import LastCheck, MismatchKind
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.ports import EventRecord, FirstLook
@@ -53,6 +54,7 @@ class State:
     outbox: list[OutboxEvent] = field(default_factory=list)
     audit: list[AuditEntry] = field(default_factory=list)
     grants: dict[str, CreditGrant] = field(default_factory=dict)
+    reconciled: dict[str, LastCheck] = field(default_factory=dict)  # payment id -> its last check
 
 
 class Clock:
@@ -138,6 +140,24 @@ class FakePayments(_Repo):
         for p in due[:limit]:
             p.next_poll_at = now + timedelta(seconds=lease_seconds)
         return [copy.deepcopy(p) for p in due[:limit]]
+
+
+class FakeReconciliations(_Repo):
+    async def last_checks(self, payment_ids: Sequence[str]) -> dict[str, LastCheck]:
+        return {p: self.st.reconciled[p] for p in payment_ids if p in self.st.reconciled}
+
+    async def record_checks(
+        self, found: Mapping[str, Sequence[tuple[MismatchKind, str]] | None], at: datetime
+    ) -> None:
+        for payment_id, what in found.items():
+            kept = self.st.reconciled.get(payment_id, LastCheck(at)).found
+            self.st.reconciled[payment_id] = LastCheck(at, kept if what is None else tuple(what))
+
+    async def forget_before(self, before: datetime, limit: int) -> int:
+        old = sorted((c.at, p) for p, c in self.st.reconciled.items() if c.at < before)[:limit]
+        for _, payment_id in old:
+            del self.st.reconciled[payment_id]
+        return len(old)
 
 
 class FakeRefunds(_Repo):
@@ -464,6 +484,7 @@ class FakeUnitOfWork:
         self.outbox = FakeOutbox(self)
         self.audit = FakeAudit(self)
         self.credit_grants = FakeCreditGrants(self)
+        self.reconciliations = FakeReconciliations(self)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.working = copy.deepcopy(self.committed)

@@ -80,3 +80,38 @@ def test_recorded_payments_are_bounded_oldest_first(monkeypatch: pytest.MonkeyPa
         "pay_gtx-3",
         "pay_gtx-4",
     ]
+
+
+async def test_a_raced_event_waits_in_its_own_task() -> None:
+    """settled() waits in the caller's task: asyncio.wait_for ran the wait in a task of its own,
+    one more task and its scheduling per raced webhook (issue 13)."""
+    in_flight = InFlight()
+    loop = asyncio.get_running_loop()
+    made: list[object] = []
+    default_factory = loop.get_task_factory()
+
+    def counting(loop: asyncio.AbstractEventLoop, coro, **kw):  # type: ignore[no-untyped-def]
+        made.append(coro)
+        if default_factory is not None:
+            return default_factory(loop, coro, **kw)
+        return asyncio.Task(coro, loop=loop, **kw)
+
+    release = asyncio.Event()
+
+    async def work() -> None:
+        with in_flight.working_on("pay_own"):
+            await release.wait()
+
+    worker = asyncio.ensure_future(work())
+    await asyncio.sleep(0)
+    loop.set_task_factory(counting)
+    try:
+        loop.call_later(0.01, release.set)
+        assert await in_flight.settled("pay_own", 5.0)
+        assert not await in_flight.settled("pay_gone", 5.0)
+        with in_flight.working_on("pay_slow"):
+            assert not await in_flight.settled("pay_slow", 0.01)  # timed out: still going
+    finally:
+        loop.set_task_factory(default_factory)
+    await worker
+    assert made == []

@@ -4,12 +4,13 @@ compared with the provider that made it, never the current default."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError as SettingsError
@@ -17,9 +18,21 @@ from pydantic import ValidationError as SettingsError
 from hirepay_platform.errors import ValidationError
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
-from payments.domain.model import Method
-from payments.domain.provider import ProviderPayment, ProviderRefund, ProviderStatus, RefundState
-from payments.domain.reconciliation import MismatchKind, refund_mismatches, refunds_in_flight
+from payments.domain.model import Method, Payment, PaymentState
+from payments.domain.provider import (
+    OutcomeUnknown,
+    ProviderPayment,
+    ProviderRefund,
+    ProviderStatus,
+    RefundState,
+)
+from payments.domain.reconciliation import (
+    LastCheck,
+    MismatchKind,
+    check_order,
+    refund_mismatches,
+    refunds_in_flight,
+)
 from payments.domain.refunds import Refund, RefundStatus
 from payments.entrypoints.main import ACCESS
 from payments.entrypoints.settings import PaymentsSettings
@@ -314,3 +327,187 @@ def test_the_reconcile_concurrency_setting_is_at_least_one(
     monkeypatch.setenv("PAYMENTS_RECONCILE_CONCURRENCY", "0")
     with pytest.raises(SettingsError, match="reconcile_concurrency"):
         PaymentsSettings()
+
+
+# ---- every payment of the window within a bounded number of rounds (OPS-3) ---------------------
+
+
+def _window(n: int) -> list[Payment]:
+    """`n` payments as the window gives them, most recently changed first: pay-0 the newest."""
+    now = datetime(2026, 1, 10, tzinfo=UTC)
+    return [
+        Payment(
+            id=f"pay-{i}",
+            branch=TccBranch(f"gtx-{i}", "payment"),
+            owner_id="company-1",
+            amount_minor=2500,
+            currency="USD",
+            method=Method.CARD,
+            provider="stripe",
+            state=PaymentState.AUTHORIZED,
+            created_at=now - timedelta(seconds=i),
+            updated_at=now - timedelta(seconds=i),
+        )
+        for i in range(n)
+    ]
+
+
+def test_payments_never_checked_come_first_in_the_windows_order() -> None:
+    window = _window(5)
+    earlier = datetime(2026, 1, 9, tzinfo=UTC)
+    last = {"pay-0": earlier, "pay-2": earlier}
+    assert check_order(window, last) == [1, 3, 4, 0, 2]
+    assert check_order(window, {}) == [0, 1, 2, 3, 4]  # none checked yet: newest first
+
+
+def test_then_the_longest_unchecked_first_and_alike_in_the_windows_order() -> None:
+    window = _window(5)
+    t = datetime(2026, 1, 9, tzinfo=UTC)
+    last = {
+        "pay-0": t + timedelta(minutes=3),
+        "pay-1": t + timedelta(minutes=1),
+        "pay-2": t + timedelta(minutes=2),
+        "pay-3": t + timedelta(minutes=1),
+        "pay-4": t,
+    }
+    assert check_order(window, last) == [4, 1, 3, 2, 0]
+
+
+async def test_a_round_is_ordered_by_the_checks_recorded_and_answers_in_the_windows_order() -> None:
+    uow = FakeUnitOfWork()
+    order: list[str] = []
+    stripe = SlowProvider(lambda intent_id: order.append(intent_id) or 0.0)
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 4)
+    intent = {p: uow.committed.payments[p].provider_payment_id for p in ids}
+    # The two newest were checked a minute ago, the newest of them last: they come last.
+    now = deps.clock.now  # type: ignore[attr-defined]
+    uow.committed.reconciled = {
+        ids[3]: LastCheck(now),
+        ids[2]: LastCheck(now - timedelta(minutes=1)),
+    }
+    _captured_behind_our_back(stripe)
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    checked_order = list(dict.fromkeys(order))  # a retrieve, then the refunds' list
+    assert checked_order == [intent[ids[1]], intent[ids[0]], intent[ids[2]], intent[ids[3]]]
+    assert [m.payment_id for m in result.mismatches] == ids[::-1]  # still newest first
+    assert result.checked == 4 and result.left == 0
+    # Each check completed is recorded, durably, at the round's time.
+    found = ((MismatchKind.CHARGE, "provider captured 2500, local state AUTHORIZED"),)
+    assert uow.committed.reconciled == dict.fromkeys(ids, LastCheck(deps.clock.now, found))
+
+
+def _deadline_in(seconds: float) -> Callable[[], float]:
+    """A caller's `time_left`: its deadline `seconds` from now."""
+    deadline = time.monotonic() + seconds
+    return lambda: deadline - time.monotonic()
+
+
+async def test_rounds_cut_short_by_the_deadline_reach_every_payment_of_the_window() -> None:
+    """The starvation of round 10's order: with a deadline too short for the whole window, every
+    round checked the same newest payments and the oldest never. Now each round begins where the
+    previous one stopped: no payment is checked twice before every one was checked once."""
+    uow = FakeUnitOfWork()
+    stripe = SlowProvider(lambda _: 0.02)  # a retrieve and a refunds list: 40 ms a payment
+    policy = Policy(provider_timeout=1, reconcile_concurrency=2)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 24)  # at 2 at a time ~0.5 s; a round has 0.2 s
+    _captured_behind_our_back(stripe)  # so every payment checked names itself
+    rounds: list[list[str]] = []
+    while len(rounds) < 10 and {p for r in rounds for p in r} != set(ids):
+        deps.clock.advance(60)  # type: ignore[attr-defined]  # the auditor's next minute
+        result = await audit.reconcile_provider(
+            commands.ReconcileProvider(), lambda: deps, _deadline_in(0.7)
+        )
+        assert 0 < result.checked < len(ids)  # each round a partial answer
+        assert result.left == len(ids) - result.checked
+        rounds.append([m.payment_id for m in result.mismatches])
+    checked = [p for r in rounds for p in r]
+    assert set(checked) == set(ids), (
+        f"never checked in {len(rounds)} rounds: {set(ids) - set(checked)}"
+    )
+    seen: set[str] = set()
+    for r in rounds:  # none checked twice before all were checked once
+        again = seen & set(r)
+        seen |= set(r)
+        assert not again or seen == set(ids)
+    assert rounds[0] == ids[::-1][: len(rounds[0])]  # the first round: the newest first
+
+
+def _starts_allowed(n: int) -> Callable[[], float]:
+    """A caller's `time_left` whose deadline allows exactly `n` checks one at a time: ample for
+    the round's start and its first `n` checks, then gone (no clock: the same on a loaded box)."""
+    calls = itertools.count()
+    return lambda: 10.0 if next(calls) <= n else 0.0
+
+
+async def test_a_round_cut_short_answers_what_the_last_check_found_of_those_it_left() -> None:
+    """The auditor reports what a round answers: a mismatch must not vanish from its report in
+    the rounds that do not reach its payment."""
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 6)
+    _captured_behind_our_back(stripe)
+    full = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    assert [m.payment_id for m in full.mismatches] == ids[::-1] and full.earlier == []
+    # Repaired at the provider since: the newest (checked next) and the oldest (not reached).
+    for payment_id in (ids[5], ids[0]):
+        pi = stripe.intents[uow.committed.payments[payment_id].provider_payment_id]
+        stripe.intents[pi.id] = replace(pi, status=ProviderStatus.AUTHORIZED, amount_received=0)
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    cut = await audit.reconcile_provider(
+        commands.ReconcileProvider(), lambda: deps, _starts_allowed(2)
+    )
+    assert (cut.checked, cut.left) == (2, 4)
+    assert [m.payment_id for m in cut.mismatches] == [ids[4]]  # the newest repaired: gone
+    # Not reached: as their last check found them (the oldest's repair is not known yet).
+    assert [m.payment_id for m in cut.earlier] == [ids[3], ids[2], ids[1], ids[0]]
+    assert all(m.detail == full.mismatches[0].detail for m in cut.earlier)
+    # The next round begins with those; the oldest's repair is found then.
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    rest = await audit.reconcile_provider(
+        commands.ReconcileProvider(), lambda: deps, _starts_allowed(4)
+    )
+    assert [m.payment_id for m in rest.mismatches] == [ids[3], ids[2], ids[1]]
+    assert [m.payment_id for m in rest.earlier] == [ids[4]]
+
+
+async def test_a_payment_whose_provider_is_unreadable_waits_its_turn_and_keeps_its_finding() -> (
+    None
+):
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    policy = Policy(provider_timeout=1, reconcile_concurrency=1)
+    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+    ids = await _authorized_many(deps, 3)
+    _captured_behind_our_back(stripe)
+    await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    first = uow.committed.reconciled[ids[2]]
+    deps.clock.advance(60)  # type: ignore[attr-defined]
+    stripe.script = [
+        OutcomeUnknown("slow", timeout=True)
+    ]  # the first check of the round: the newest
+    result = await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    assert (result.checked, result.left, result.unreadable) == (2, 0, 1)
+    assert [m.payment_id for m in result.mismatches] == [ids[1], ids[0]]
+    assert [(m.payment_id, m.detail) for m in result.earlier] == [(ids[2], first.found[0][1])]
+    # Its turn moved on (not the front of every round while its provider is down), its
+    # finding kept (nothing was learnt).
+    assert uow.committed.reconciled[ids[2]] == LastCheck(deps.clock.now, first.found)  # type: ignore[attr-defined]
+
+
+async def test_a_round_forgets_records_not_renewed_for_a_day() -> None:
+    """Only the window's payments are read: a record a day old belongs to a payment that left
+    it, and is forgotten (the table holds about a day of windows, not all history)."""
+    uow, stripe = FakeUnitOfWork(), FakeProvider()
+    deps = _deps(uow, ProviderRegistry([stripe]))
+    now = deps.clock.now  # type: ignore[attr-defined]
+    uow.committed.reconciled = {
+        "pay-gone": LastCheck(now - timedelta(days=1, seconds=1)),
+        "pay-recent": LastCheck(now - timedelta(hours=23)),
+    }
+    payment = (await handlers.authorize(_authorize_cmd("gtx-1", "r1"), deps)).payment
+    await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
+    assert set(uow.committed.reconciled) == {"pay-recent", payment.id}

@@ -117,6 +117,9 @@ class FakeLedger:
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         return {a: self.s.balance(a) for a in account_ids}
 
+    async def lock_shards(self, shards: Collection[tuple[str, int]]) -> None:
+        return None  # (one process, one transaction at a time: nothing to lock)
+
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
     ) -> PostOutcome:

@@ -5,6 +5,7 @@ since then only (issue 13)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
@@ -12,6 +13,8 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay_platform.wire import timestamp, to_datetime
 from jobs.adapters.participants import CreditsParticipant, PaymentsParticipant
 from jobs.domain.audit import Check, PaymentFact, Violation
+
+log = logging.getLogger(__name__)
 
 # How many payments one ListPayments page carries.
 PAGE_SIZE = 500
@@ -76,7 +79,19 @@ class GrpcConsistencySources:
     async def provider(self) -> list[Violation]:
         request = ppb.ReconcileProviderRequest(limit=self._reconcile_limit)
         reply = await self._payments.client.call(self._payments.stub.ReconcileProvider, request)
-        return [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in reply.mismatches]
+        if reply.left or reply.unreadable:
+            # Cut short by the call's deadline (payments checks those first next round), or
+            # providers that could not be read: payments not compared this round.
+            log.info(
+                "audit: reconciliation checked %d payments, %d left, %d unreadable",
+                reply.checked,
+                reply.left,
+                reply.unreadable,
+            )
+        # What it found, and what the last check found of the payments it did not reach: a
+        # mismatch stays reported between the rounds that check its payment.
+        found = [*reply.mismatches, *reply.earlier_mismatches]
+        return [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in found]
 
 
 def _mismatch_check(m: ppb.ProviderMismatch) -> Check:

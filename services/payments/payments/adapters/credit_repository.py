@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, true, update
+from sqlalchemy import bindparam, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import lease_due
+from hirepay_platform.db import HotStatement, lease_due
+from hirepay_platform.sql_lists import joined_checked, listed
 from payments.adapters import tables as t
 from payments.domain import ledger
 from payments.domain.credits import (
@@ -26,20 +27,27 @@ from payments.domain.refunds import RefundStatus
 from payments.domain.transactions import TxnStatus, UserType
 
 # Due pending grants, locked SKIP LOCKED and leased in one statement (issue 13: an idle round of
-# the booking worker is one round trip).
-_LEASE_GRANTS = lease_due(
-    t.credit_grants,
-    t.credit_grants.c.next_attempt_at,
-    "next_attempt_at",
-    t.PENDING_GRANT,  # literal: its partial index serves generic plans too
+# the booking worker is one round trip). Hot (db.HotStatement): in the worker's autocommit unit
+# of work it then needs no SQLAlchemy Connection either.
+_LEASE_GRANTS = HotStatement(
+    lease_due(
+        t.credit_grants,
+        t.credit_grants.c.next_attempt_at,
+        "next_attempt_at",
+        t.PENDING_GRANT,  # literal: its partial index serves generic plans too
+    )
 )
 
 
-# CreditGrant.done(now) of the given grants that are still pending, in one statement.
-_MARK_DONE = (
+# CreditGrant.done(now) of the given grants that are still pending, in one statement. The ids
+# are one parameter (sql_lists: grant ids are "<kind>:<our id>", never a comma): one SQL text
+# whatever the round's size, so one prepared statement with its generic plan, run hot. An
+# expanding IN list made a statement of its own for each size of round (up to GRANT_BATCH), each
+# prepared and planned afresh on each connection, always through SQLAlchemy (issue 13).
+_MARK_DONE = HotStatement(
     update(t.credit_grants)
     .where(
-        t.credit_grants.c.id.in_(bindparam("ids", expanding=True)),
+        text(f"credit_grants.id = ANY({listed('ids', 'text')})"),
         t.credit_grants.c.status == GrantStatus.PENDING.value,
     )
     .values(status=GrantStatus.DONE.value, done_at=bindparam("now"), last_error="")
@@ -138,7 +146,8 @@ class SqlCreditGrantRepository:
 
     async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
         """CreditGrant.done(now) of those still pending, in one statement (issue 13)."""
-        rows = (await self.session.execute(_MARK_DONE, {"ids": grant_ids, "now": now})).all()
+        params = {"ids": joined_checked(grant_ids), "now": now}
+        rows = (await self.session.execute(_MARK_DONE, params)).all()
         done = {g.id: g for g in (_grant(row) for row in rows)}
         return [done[grant_id] for grant_id in grant_ids if grant_id in done]
 

@@ -9,7 +9,7 @@ from sqlalchemy import and_, bindparam, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from hirepay_platform.db import lease_due
+from hirepay_platform.db import HotStatement, lease_due
 from payments.adapters import tables as t
 from payments.domain.payouts import (
     PayoutAccount,
@@ -22,15 +22,18 @@ from payments.domain.payouts import (
 # Due unfinished withdrawals and paid ones whose return watch is due, locked SKIP LOCKED and
 # leased in one statement (issue 13: an idle round of the recovery worker is one round trip),
 # each part through its partial index (tables.UNFINISHED_WITHDRAWAL, tables.PAID_WITHDRAWAL).
-_LEASE_WITHDRAWALS = lease_due(
-    t.withdrawals,
-    t.withdrawals.c.next_attempt_at,
-    "next_attempt_at",
-    or_(
-        t.UNFINISHED_WITHDRAWAL,
-        # Paid recently: watched for a return by the bank (a lost payout.failed).
-        and_(t.PAID_WITHDRAWAL, t.withdrawals.c.updated_at >= bindparam("paid_since")),
-    ),
+# Hot (db.HotStatement): a round in autocommit then needs no SQLAlchemy Connection (issue 13).
+_LEASE_WITHDRAWALS = HotStatement(
+    lease_due(
+        t.withdrawals,
+        t.withdrawals.c.next_attempt_at,
+        "next_attempt_at",
+        or_(
+            t.UNFINISHED_WITHDRAWAL,
+            # Paid recently: watched for a return by the bank (a lost payout.failed).
+            and_(t.PAID_WITHDRAWAL, t.withdrawals.c.updated_at >= bindparam("paid_since")),
+        ),
+    )
 )
 
 

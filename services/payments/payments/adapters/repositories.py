@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, or_, select, update
+from sqlalchemy import Select, bindparam, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -105,13 +105,18 @@ _GET_PAYMENT, _LOCK_PAYMENT, _BY_BRANCH, _LOCK_BY_BRANCH, _BY_INTENT, _BY_CHECKO
 )
 
 
-_LEASE_PAYMENTS = lease_due(t.payments, t.payments.c.next_poll_at, "next_poll_at")
-# Pending refunds, and settled ones whose coin hold the wallet has not followed yet.
-_LEASE_REFUNDS = lease_due(
-    t.refunds,
-    t.refunds.c.next_poll_at,
-    "next_poll_at",
-    or_(t.refunds.c.status == "PENDING", t.refunds.c.coins_state.in_(("reserving", "held"))),
+# The poller's leases, hot (db.HotStatement): in its autocommit unit of work a round then needs
+# no SQLAlchemy Connection, as the other workers' (issue 13). Pending refunds, and settled ones
+# whose coin hold the wallet has not followed yet: the states as literals (an expanding IN list
+# cannot run hot, and it made SQLAlchemy set up a Connection for every round of the poller).
+_LEASE_PAYMENTS = HotStatement(lease_due(t.payments, t.payments.c.next_poll_at, "next_poll_at"))
+_LEASE_REFUNDS = HotStatement(
+    lease_due(
+        t.refunds,
+        t.refunds.c.next_poll_at,
+        "next_poll_at",
+        or_(t.refunds.c.status == "PENDING", text("refunds.coins_state IN ('reserving', 'held')")),
+    )
 )
 
 

@@ -126,6 +126,19 @@ payments = Table(
     Index("ix_payments_not_final", "id", postgresql_where=NOT_FINAL_PAYMENT),
 )
 
+# When the provider reconciliation last completed a check of each payment, and what it found
+# (OPS-3, migration 0017): a round checks the payments of its window never checked, then the
+# longest unchecked, and answers the findings of those it did not reach as of their last check.
+payment_reconciliations = Table(
+    "payment_reconciliations",
+    metadata,
+    Column("payment_id", String(64), primary_key=True),
+    _ts("checked_at"),
+    Column("mismatches", JSONB, nullable=False, server_default="[]"),
+    # Records not renewed for long (payments that left the window) forgotten oldest first.
+    Index("ix_payment_reconciliations_checked_at", "checked_at"),
+)
+
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).
 tcc_barriers = barrier_table(metadata)
 

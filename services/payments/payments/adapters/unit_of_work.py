@@ -14,6 +14,7 @@ from payments.adapters import tables
 from payments.adapters.credit_repository import SqlCreditGrantRepository
 from payments.adapters.event_repositories import SqlEventRepository, SqlOutboxRepository
 from payments.adapters.payout_repository import SqlPayoutRepository
+from payments.adapters.reconciliation_repository import SqlReconciliationRepository
 from payments.adapters.repositories import (
     SqlAuditRepository,
     SqlPaymentRepository,
@@ -39,6 +40,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         "audit": lambda uow: SqlAuditRepository(uow.batched),
         "credit_grants": lambda uow: SqlCreditGrantRepository(uow.batched),
         "payouts": lambda uow: SqlPayoutRepository(uow.batched),
+        "reconciliations": lambda uow: SqlReconciliationRepository(uow.batched),
     }
 
     payments: SqlPaymentRepository
@@ -50,6 +52,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     audit: SqlAuditRepository
     credit_grants: SqlCreditGrantRepository
     payouts: SqlPayoutRepository
+    reconciliations: SqlReconciliationRepository
 
     def __init__(
         self,

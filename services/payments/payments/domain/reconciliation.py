@@ -7,7 +7,8 @@ consistency auditor, OPS-3).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from payments.domain.model import TAKEN, Payment, PaymentState
@@ -21,6 +22,24 @@ RELEASE_GRACE = timedelta(hours=6)
 def in_flight(payment: Payment) -> bool:
     """A provider call is owed or its outcome unknown: the records may differ for a moment."""
     return payment.pending_op is not None or payment.state is PaymentState.UNKNOWN
+
+
+def check_order(window: Sequence[Payment], last_checked: Mapping[str, datetime]) -> list[int]:
+    """The order in which a round checks the payments of its `window` (given most recently
+    changed first), as indexes into it: those never checked first, then the longest unchecked;
+    payments alike keep the window's order.
+
+    A round may be cut short by its caller's deadline. Checked in the window's order, the newest
+    payments would be checked every round and the oldest never (a deadline too short for the
+    whole window, round after round); in this order each round begins with those the previous
+    one did not reach, so every payment of a window is checked within about len(window) / (checks
+    a round completes) rounds (OPS-3)."""
+
+    def key(i: int) -> tuple[bool, datetime]:
+        checked_at = last_checked.get(window[i].id)
+        return (checked_at is not None, checked_at or datetime.min)
+
+    return sorted(range(len(window)), key=key)  # stable: ties keep the window's order
 
 
 def provider_mismatch(payment: Payment, intent: ProviderPayment, now: datetime) -> str:
@@ -54,6 +73,16 @@ class MismatchKind(enum.StrEnum):
 
     CHARGE = "charge"  # the money taken (or held) differs
     REFUND = "refund"  # a refund differs: unknown on one side, or another amount or outcome
+
+
+@dataclass(frozen=True, slots=True)
+class LastCheck:
+    """A payment's last completed check by the reconciliation: when, and what it found (kind,
+    detail; empty: it agreed). A check whose provider could not be read moves `at` and keeps
+    what the check before found (nothing was learnt)."""
+
+    at: datetime
+    found: tuple[tuple[MismatchKind, str], ...] = ()
 
 
 def refunds_in_flight(local: Sequence[Refund]) -> bool:

@@ -15,7 +15,7 @@ from payments.domain.plans import Plan
 from payments.domain.reconciliation import MismatchKind
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
-from payments.service_layer.handlers.audit import PaymentPage, Reconciliation
+from payments.service_layer.handlers.audit import Mismatch, PaymentPage, Reconciliation
 from payments.service_layer.handlers.coins import CoinCheckoutResult
 from payments.service_layer.handlers.credits import RefundedPurchase, SubscriptionStatus
 
@@ -227,15 +227,19 @@ _MISMATCH_KINDS = {
 def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
     return pb.ReconcileProviderResponse(
         checked=result.checked,
-        mismatches=[
-            pb.ProviderMismatch(
-                payment_id=m.payment_id,
-                provider_payment_id=m.provider_payment_id,
-                detail=m.detail,
-                kind=_MISMATCH_KINDS[m.kind],
-            )
-            for m in result.mismatches
-        ],
+        mismatches=[_mismatch_msg(m) for m in result.mismatches],
+        left=result.left,
+        earlier_mismatches=[_mismatch_msg(m) for m in result.earlier],
+        unreadable=result.unreadable,
+    )
+
+
+def _mismatch_msg(m: Mismatch) -> pb.ProviderMismatch:
+    return pb.ProviderMismatch(
+        payment_id=m.payment_id,
+        provider_payment_id=m.provider_payment_id,
+        detail=m.detail,
+        kind=_MISMATCH_KINDS[m.kind],
     )
 
 

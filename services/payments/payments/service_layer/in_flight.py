@@ -73,6 +73,9 @@ class InFlight:
         done = self._done.get(payment_id)
         if done is None:
             return False
+        # The wait in the caller's own task: asyncio.wait_for (Python 3.11) runs the awaited
+        # coroutine in a task of its own, a task and its scheduling per raced event (issue 13).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await done.wait()
         return done.is_set()

@@ -7,7 +7,7 @@ unless `await uow.commit()` was called.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Protocol, Self
@@ -20,6 +20,7 @@ from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
 from payments.domain.payouts import PayoutAccount, Withdrawal
+from payments.domain.reconciliation import LastCheck, MismatchKind
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 
@@ -356,6 +357,22 @@ class TryBarriers(BarrierRepository, Protocol):
         raises StaleRow, nothing written."""
 
 
+class ReconciliationRepository(Protocol):
+    """The provider reconciliation's last check of each payment (OPS-3)."""
+
+    async def last_checks(self, payment_ids: Sequence[str]) -> dict[str, LastCheck]:
+        """Each of the payments' last check (never checked: absent)."""
+
+    async def record_checks(
+        self, found: Mapping[str, Sequence[tuple[MismatchKind, str]] | None], at: datetime
+    ) -> None:
+        """The payments were checked `at` and found what `found` says (None: the provider could
+        not be read, what the check before found is kept)."""
+
+    async def forget_before(self, before: datetime, limit: int) -> int:
+        """Forget at most `limit` records not renewed since `before`, oldest first."""
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
@@ -368,6 +385,7 @@ class PaymentsUnitOfWork(Protocol):
     audit: AuditRepository
     credit_grants: CreditGrantRepository
     payouts: PayoutRepository
+    reconciliations: ReconciliationRepository
 
     async def __aenter__(self) -> Self: ...
 

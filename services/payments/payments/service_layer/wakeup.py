@@ -27,6 +27,9 @@ class Wakeup:
     async def wait(self, timeout: float) -> bool:
         """Wait for a notification, at most `timeout` seconds; whether one came."""
         event = self._event
+        # In the caller's own task: asyncio.wait_for (Python 3.11) runs the awaited coroutine in
+        # a task of its own, one more task per wait of the settlement stream (issue 13).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await event.wait()
         return event.is_set()

@@ -82,6 +82,10 @@ class LedgerRepository(Protocol):
     async def lock_balances(self, account_ids: Collection[str]) -> dict[str, Balance]:
         """Lock the account rows (ascending id) and read their balances after the lock."""
 
+    async def lock_shards(self, shards: Collection[tuple[str, int]]) -> None:
+        """Lock balance shard rows, (account, shard) pairs, in that order (as a posting does,
+        after its account rows)."""
+
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None
     ) -> PostOutcome:
@@ -168,11 +172,14 @@ class HoldRepository(Protocol):
         the sharded accounts, whose balance `LedgerRepository.lock_balances` must read."""
 
     async def confirm_and_lock(
-        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        lock: Collection[TccBranch] | None = None,
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
         """A group of Confirms of distinct branches in one round trip: lock (key order) the hold
-        of each branch, then insert each one's barrier row (the order of the one-statement
-        Confirm: twins on both paths queue on the hold). The branches inserted, and their holds."""
+        of each branch (only those of `lock` if given), then insert each one's barrier row (the
+        order of the one-statement Confirm: twins on both paths queue on the hold). The branches
+        inserted, and their locked holds."""
 
     async def cancel_and_lock(
         self, branches: Sequence[TccBranch], also_lock: Collection[TccBranch] = ()

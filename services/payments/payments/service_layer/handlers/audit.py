@@ -1,5 +1,6 @@
-"""Read-only queries for the consistency auditor (OPS-3): payments by state, and the provider's
-records compared with ours through the provider port."""
+"""Queries for the consistency auditor (OPS-3): payments by state, and the provider's records
+compared with ours through the provider port. Read-only but for the reconciliation's own record of
+its checks (payment_reconciliations: when each payment was last compared and what that found)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from hirepay_platform.errors import Unavailable
@@ -23,6 +24,7 @@ from payments.domain.provider import (
 )
 from payments.domain.reconciliation import (
     MismatchKind,
+    check_order,
     in_flight,
     provider_mismatch,
     refund_mismatches,
@@ -40,6 +42,10 @@ MAX_RECONCILE = 500
 # DEADLINE_EXCEEDED (OPS-3).
 REPLY_MARGIN_SECONDS = 0.5
 REPLY_MARGIN_SHARE = 0.1
+# A check's record not renewed for this long belongs to a payment that left the window: it is
+# forgotten (at most so many a round), as if never checked should the payment come back.
+RECORD_RETENTION = timedelta(days=1)
+FORGET_PER_ROUND = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,14 @@ class Mismatch:
 class Reconciliation:
     checked: int
     mismatches: list[Mismatch]
+    # Payments of the window the caller's deadline left unchecked: the next round's first.
+    left: int = 0
+    # What the last check of the window's payments this round did not check (left, or their
+    # provider unreadable now) found: still open as far as payments knows.
+    earlier: list[Mismatch] = field(default_factory=list)
+    # Payments whose provider could not be read now (unreachable, or no longer configured here):
+    # neither checked nor left; compared again in their turn.
+    unreadable: int = 0
 
 
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
@@ -86,25 +100,56 @@ async def reconcile_provider(
     new_deps: Callable[[], Deps],
     time_left: Callable[[], float | None] = no_deadline,
 ) -> Reconciliation:
-    """Re-fetch the most recently changed payments, each from the provider that made it, and name
-    every record that disagrees: the charge, and for money taken each refund (the provider's
-    refunds matched with our refund records). Payments with a provider call in flight are skipped
-    (they may differ a moment), as are those whose provider is unreachable or no longer
-    configured here.
+    """Re-fetch the most recently changed payments (the window: `limit` of them), each from the
+    provider that made it, and name every record that disagrees: the charge, and for money taken
+    each refund (the provider's refunds matched with our refund records). Payments with a
+    provider call in flight are skipped (they may differ a moment), as are those whose provider
+    is unreachable or no longer configured here.
 
     A provider answers in ~300 ms (real Stripe), so up to `reconcile_concurrency` payments are
     checked at once, each worker with its own unit of work (`new_deps()`; a unit of work is one
     transaction at a time). Within the caller's deadline (`time_left()`, seconds; None: none):
     no check starts that the time left would not allow (the slowest one so far, plus a margin for
     the answer), and checks still running when only the margin is left are dropped; the answer
-    says how many were checked, the rest wait for the next round (OPS-3: a partial answer, never
-    DEADLINE_EXCEEDED). Mismatches come in the order of the payments, as one at a time would."""
+    says how many were checked and how many were left (OPS-3: a partial answer, never
+    DEADLINE_EXCEEDED).
+
+    The payments are checked in `check_order`: never checked first, then the longest unchecked,
+    by each payment's last completed check, recorded with what it found (payment_reconciliations)
+    before the answer. So the ones a round left are the next round's first, and however short
+    the deadline, every payment of the window is checked within a bounded number of rounds
+    rather than the newest every round and the oldest never. The answer's `mismatches` are what
+    this round found, in the window's order (most recently changed first) whatever order the
+    checks ran in; `earlier` what the last check found of those it did not check, so that a
+    mismatch stays reported between the rounds that check its payment."""
     deps = new_deps()
     limit = min(max(cmd.limit, 1), MAX_RECONCILE)
     async with deps.uow as uow:
         recent = await uow.payments.recently_changed(limit)
-    due = [p for p in recent if p.provider_payment_id and not in_flight(p)]
-    outcomes = await _check_within(due, new_deps, deps.config.reconcile_concurrency, time_left)
+        due = [p for p in recent if p.provider_payment_id and not in_flight(p)]
+        last = await uow.reconciliations.last_checks([p.id for p in due])
+    order = check_order(due, {payment_id: c.at for payment_id, c in last.items()})
+    outcomes = await _check_within(
+        due, order, new_deps, deps.config.reconcile_concurrency, time_left
+    )
+    if outcomes:
+        # Every check completed, the provider read or not (unreadable now: it waits its turn
+        # again, rather than taking the front of every round while its provider is down).
+        found = {
+            due[i].id: None if o is None else [(m.kind, m.detail) for m in o]
+            for i, o in outcomes.items()
+        }
+        async with deps.uow as uow:
+            # Each of its (one or two) statements a transaction of its own: two rounds at once
+            # (the worker's and a report on demand) then never hold one's rows while waiting
+            # for the other's (each statement locks its rows in id order).
+            await uow.autocommit()
+            now = deps.clock()
+            await uow.reconciliations.record_checks(found, now)
+            # Records of payments that left the window (one in it is checked again within a
+            # few rounds): the table holds about a day of windows, not all history.
+            await uow.reconciliations.forget_before(now - RECORD_RETENTION, FORGET_PER_ROUND)
+            await uow.commit()
     left = len(due) - len(outcomes)
     if left:
         log.warning(
@@ -113,31 +158,43 @@ async def reconcile_provider(
             len(due),
             left,
         )
+    unreadable = sum(1 for o in outcomes.values() if o is None)
+    if unreadable:
+        # Not a mismatch, but payments nobody compares while it lasts (a provider down, or
+        # one no longer configured here: then for good), so said in the answer too.
+        log.warning("reconcile: %d payments' providers could not be read now", unreadable)
     checked = 0
     mismatches: list[Mismatch] = []
-    for i in sorted(outcomes):
-        found = outcomes[i]
-        if found is not None:
+    earlier: list[Mismatch] = []
+    for i, payment in enumerate(due):
+        outcome = outcomes.get(i)
+        if outcome is not None:
             checked += 1
-            mismatches += found
-    return Reconciliation(checked, mismatches)
+            mismatches += outcome
+        elif payment.id in last:
+            earlier += [
+                Mismatch(payment.id, payment.provider_payment_id, detail, kind)
+                for kind, detail in last[payment.id].found
+            ]
+    return Reconciliation(checked, mismatches, left, earlier, unreadable)
 
 
 async def _check_within(
     due: list[Payment],
+    order: list[int],
     new_deps: Callable[[], Deps],
     concurrency: int,
     time_left: Callable[[], float | None],
 ) -> dict[int, list[Mismatch] | None]:
-    """Each payment of `due` checked by at most `concurrency` workers, within the deadline: its
-    index -> its mismatches, or None when its provider could not be read now; a payment not
-    reached (or dropped at the deadline) has no entry."""
+    """The payments of `due` checked in `order` (indexes into it) by at most `concurrency`
+    workers, within the deadline: its index -> its mismatches, or None when its provider could
+    not be read now; a payment not reached (or dropped at the deadline) has no entry."""
     outcomes: dict[int, list[Mismatch] | None] = {}
     if not due:
         return outcomes
     at_start = time_left()
     margin = None if at_start is None else max(REPLY_MARGIN_SECONDS, at_start * REPLY_MARGIN_SHARE)
-    next_index = iter(range(len(due)))  # shared: each worker takes the next payment not taken
+    next_index = iter(order)  # shared: each worker takes the next payment not taken
     slowest = 0.0
 
     def may_start() -> bool:

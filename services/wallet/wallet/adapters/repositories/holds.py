@@ -147,7 +147,10 @@ _TRY_AND_LOCK = HotStatement(
 # two statements (the Cancels' holds, then the Confirms'), two batches resolving the same two
 # holds the opposite ways (A confirmed and B cancelled, A cancelled and B confirmed) each held
 # one and waited for the other: a deadlock (issue 13). The Confirms' statement that follows locks
-# holds this transaction holds already (no wait) and returns them.
+# holds this transaction holds already (no wait) and returns them. A later round of Confirms
+# passes "lock_" too: it locks no hold its branch's earlier Confirm found missing (a Try that
+# committed since made it; locked then, after the earlier rounds' rows, a deadlock), only the
+# holds its first round locked already (`grouped_holds._unseen_holds`).
 def _lock_and_enter_statement(keys: str) -> HotStatement:
     return HotStatement(
         text(
@@ -416,6 +419,15 @@ def _branch_params(branches: Sequence[TccBranch]) -> dict[str, str]:
     }
 
 
+def _lock_params(branches: Collection[TccBranch]) -> dict[str, str]:
+    """_LOCK_ALSO_AND_ENTER's holds to lock (it orders them itself)."""
+    locked = list(branches)
+    return {
+        "lock_global_tx_ids": joined_checked([b.global_tx_id for b in locked]),
+        "lock_branch_ids": joined_checked([b.branch_id for b in locked]),
+    }
+
+
 _KEY = attrgetter("global_tx_id", "branch_id")
 
 
@@ -596,15 +608,17 @@ class SqlHoldRepository:
         return entered, balances, sharded
 
     async def confirm_and_lock(
-        self, calls: Sequence[tuple[TccBranch, Fingerprint]]
+        self,
+        calls: Sequence[tuple[TccBranch, Fingerprint]],
+        lock: Collection[TccBranch] | None = None,
     ) -> tuple[set[TccBranch], dict[TccBranch, Hold]]:
         calls = _in_key_order(calls)
-        return await self._enter_and_lock(
-            _LOCK_AND_ENTER,
-            insert_many_params(
-                [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
-            ),
+        params = insert_many_params(
+            [b for b, _ in calls], TccOp.CONFIRM, TccOp.CONFIRM, [f for _, f in calls]
         )
+        if lock is None:
+            return await self._enter_and_lock(_LOCK_AND_ENTER, params)
+        return await self._enter_and_lock(_LOCK_ALSO_AND_ENTER, {**params, **_lock_params(lock)})
 
     async def cancel_and_lock(
         self, branches: Sequence[TccBranch], also_lock: Collection[TccBranch] = ()
@@ -614,10 +628,8 @@ class SqlHoldRepository:
         params = insert_many_params(branches, TccOp.CANCEL, TccOp.CANCEL, [{}] * len(branches))
         if not also_lock:
             return await self._enter_and_lock(_LOCK_AND_ENTER, params)
-        locked = list({*branches, *also_lock})  # (the statement locks them in key order)
-        params["lock_global_tx_ids"] = joined_checked([b.global_tx_id for b in locked])
-        params["lock_branch_ids"] = joined_checked([b.branch_id for b in locked])
-        return await self._enter_and_lock(_LOCK_ALSO_AND_ENTER, params)
+        locked = {*branches, *also_lock}  # (the statement locks them in key order)
+        return await self._enter_and_lock(_LOCK_ALSO_AND_ENTER, {**params, **_lock_params(locked)})
 
     async def _enter_and_lock(
         self, statement: HotStatement, params: dict[str, Any]

@@ -43,7 +43,9 @@ _POST, _POST_RUN, _POST_RUN_NO_SHARDS, _CLAIM_AND_LOCK, _APPLY_MANY = map(
     HotStatement,
     (sql.POST, sql.POST_RUN, sql.POST_RUN_NO_SHARDS, sql.CLAIM_AND_LOCK, sql.APPLY_MANY),
 )
-_LOCK_ACCOUNTS, _READ_BALANCES = map(HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES))
+_LOCK_ACCOUNTS, _READ_BALANCES, _LOCK_SHARDS = map(
+    HotStatement, (sql.LOCK_ACCOUNTS, sql.READ_BALANCES, sql.LOCK_SHARDS)
+)
 
 
 async def _execute(
@@ -199,6 +201,12 @@ class SqlLedgerRepository:
             rows = await self._session.execute(_READ_BALANCES, {"ids": sharded})
             balances.update({row.id: Balance(int(row.posted), row.pending) for row in rows})
         return balances
+
+    async def lock_shards(self, shards: Collection[tuple[str, int]]) -> None:
+        if shards:
+            keys = sorted(shards)
+            params = {"ids": [a for a, _ in keys], "shards": [n for _, n in keys]}
+            await self._session.execute(_LOCK_SHARDS, params)
 
     async def post(
         self, transfer_id: str | None, posting: Posting, claim: TransferHeader | None = None

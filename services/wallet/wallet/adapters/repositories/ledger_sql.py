@@ -129,6 +129,8 @@ CLAIM_AND_LOCK = text(
         SELECT * FROM unnest(
             {listed("ids", "text")}, {listed("kinds", "text")}, CAST(:descriptions AS text[]),
             CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[]))
+            AS i(id, kind, description, metadata, fingerprint)
+         ORDER BY id
         ON CONFLICT (id) DO NOTHING
         RETURNING id, created_at
     ), locked AS MATERIALIZED (
@@ -190,6 +192,19 @@ LOCK_ACCOUNTS = text(
       FROM accounts WHERE id = ANY(CAST(:ids AS uuid[])) ORDER BY id FOR NO KEY UPDATE
     """
 )
+# Shard rows locked ahead of the postings that will change them, in the order every posting
+# locks them ((account, shard), after its account rows): a group of holds whose later statement
+# would change a shard its earlier ones did not (the fee of a Confirm repeated in a later round)
+# takes them with its account rows up front (issue 13).
+LOCK_SHARDS = text(
+    """
+    SELECT 1 FROM account_shards s
+      JOIN unnest(CAST(:ids AS uuid[]), CAST(:shards AS smallint[])) AS k(account_id, shard)
+        ON k.account_id = s.account_id AND k.shard = s.shard
+     ORDER BY s.account_id, s.shard
+       FOR NO KEY UPDATE OF s
+    """
+)
 # A sharded account's shards are read by a separate statement after the lock, so its snapshot
 # includes every debit committed before it.
 READ_BALANCES = text(
@@ -242,6 +257,10 @@ _NO_SHARDS = """
 #     change each shard once (ascending), then write the entries in order. Otherwise nothing at
 #     all is written, and the caller runs the batch checked, posting by posting (CLAIM_AND_LOCK,
 #     APPLY_MANY).
+# Ids are claimed in id order, as CLAIM_AND_LOCK claims them: claimed in the items' order, two runs
+# with two of the same ids listed the other way round (retries racing their first attempts), on
+# sharded accounts only (no account row locked first), each claimed one and waited for the
+# other's: a deadlock (issue 13).
 # Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
 # path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
 # again (nothing of it was written).
@@ -280,7 +299,7 @@ def post_run_ctes(*, after: str = "true", gate: str = "true", shards: bool = Tru
         INSERT INTO transfers (id, kind, description, metadata, fingerprint)
         SELECT id, kind, description, metadata, fingerprint FROM item
          WHERE (SELECT ok FROM verdict)
-         ORDER BY n
+         ORDER BY id
         ON CONFLICT (id) DO NOTHING
         RETURNING id, created_at
     ), live AS (

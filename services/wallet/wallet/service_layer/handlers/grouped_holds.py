@@ -27,6 +27,11 @@ same transaction as its round's Confirms: the Trys' barrier rows a Cancel writes
 locks (the round's Confirms' with them) and its own barrier rows, then (after the Confirms' gates
 and postings) every release as one posting and the holds saved. A Cancel refused (its hold was
 confirmed) gives its row back.
+
+A later round never locks a hold its group's earlier rounds did not: a Confirm repeated after
+one that found no hold looks for it without a lock, and if its Try committed in between, the
+group's transaction is given up and run again at once (`_unseen_holds`), its first round then
+locking that hold with the others.
 """
 
 from __future__ import annotations
@@ -47,9 +52,9 @@ from hirepay_platform.tcc import (
 )
 from wallet.domain import commands
 from wallet.domain.errors import HoldCancelled, HoldNotFound, InsufficientFunds, invalid
-from wallet.domain.holds import Hold, HoldState
+from wallet.domain.holds import Hold, HoldState, confirm_transfer_id
 from wallet.domain.ledger import BalanceChange, Posting, change_allowed, plan_posting
-from wallet.domain.model import AccountRef, Balance
+from wallet.domain.model import AccountRef, Balance, shard_for
 from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.batches import BatchOutcome, check_batch_size
 from wallet.service_layer.handlers.common import apply_posting, transfer_record
@@ -78,6 +83,12 @@ class CancelRequest:
     """A Cancel's validated branch (its reason is not kept: a repeat is a replay whatever it says)."""
 
     branch: TccBranch
+
+
+class _Rerun(Exception):
+    """A later round found a hold its group's earlier rounds had not (its Try committed between
+    them): the group cannot lock it in its one order, so its transaction is given up (rolled back,
+    nothing committed) and run again at once (`_unseen_holds`)."""
 
 
 Resolution = ConfirmRequest | CancelRequest
@@ -144,7 +155,8 @@ async def _run_group(
             requests.append(validate(cmd))
         except HirepayError as exc:
             requests.append(exc)
-    for attempt in range(1, _ATTEMPTS + 1):
+    attempt = reruns = 0
+    while True:
         outcomes: Outcomes = [
             BatchOutcome(error=r) if isinstance(r, HirepayError) else None for r in requests
         ]
@@ -157,12 +169,20 @@ async def _run_group(
                 if alone is None or not await alone(uow, valid, now, outcomes):
                     await run_rounds(uow, _rounds(valid), now, outcomes)
                     await uow.commit()
+        except _Rerun:
+            # Rolled back, nothing committed; not a lost race. Each rerun is owed to a hold that
+            # appeared (holds are never deleted: the next run finds it in its first round), so
+            # there are at most as many as the group has branches.
+            reruns += 1
+            if reruns > len(requests):
+                raise AssertionError("a group of holds kept running again") from None
+            continue
         except Conflict:
+            attempt += 1
             if attempt == _ATTEMPTS:
                 raise
             continue
         return [o if o is not None else BatchOutcome(error=_lost()) for o in outcomes]
-    raise AssertionError("unreachable")
 
 
 def _rounds(items: list[tuple[int, Q]]) -> list[list[tuple[int, Q]]]:
@@ -416,13 +436,17 @@ _Entered = tuple[list[tuple[int, ConfirmRequest]], dict[TccBranch, Hold]]
 
 
 async def _enter_confirms(
-    uow: WalletUnitOfWork, items: list[tuple[int, ConfirmRequest]], outcomes: Outcomes
+    uow: WalletUnitOfWork,
+    items: list[tuple[int, ConfirmRequest]],
+    outcomes: Outcomes,
+    lock: list[TccBranch] | None = None,
 ) -> _Entered:
     """Each Confirm's gate (its hold's lock, then its barrier row, the order of the one-statement
     path, so that twins on the two paths queue on the hold instead of deadlocking): the first
-    Confirms and their locked holds, the others answered (replays, mismatches)."""
+    Confirms and their locked holds, the others answered (replays, mismatches). `lock`: the
+    holds to lock, if not every Confirm's (a later round's: those its group locked)."""
     calls = [(r.branch, r.fingerprint) for _, r in items]
-    entered, holds = await uow.holds.confirm_and_lock(calls)
+    entered, holds = await uow.holds.confirm_and_lock(calls, lock)
     gates = await enter_confirm_many(uow.barriers, calls, entered)
     first: list[tuple[int, ConfirmRequest]] = []
     for (i, req), gate in zip(items, gates, strict=True):
@@ -571,10 +595,38 @@ async def _resolve_rounds(
     known: dict[TccBranch, Hold] = {}  # every hold the group has locked so far
     untried = await _write_untried(uow, rounds)
     locked = False
+    missing: set[TccBranch] = set()  # branches whose Confirm found no hold
     for n, items in enumerate(rounds):
+        if n:
+            await _unseen_holds(uow, items, missing)
         locked = await _resolve_round(
-            uow, items, now, outcomes, known, rounds[n + 1 :], locked, untried
+            uow, items, now, outcomes, known, rounds[n + 1 :], locked, untried, missing, n == 0
         )
+
+
+async def _unseen_holds(
+    uow: WalletUnitOfWork, items: list[tuple[int, Resolution]], missing: set[TccBranch]
+) -> None:
+    """Before a later round: a Confirm whose branch an earlier Confirm found without a hold looks
+    for it without a lock (every other call of a later round is of a hold the group's first call
+    of its branch locked, or found absent under the Try row the group wrote up front for a
+    Cancel of it). A Try that committed since (a coordinator that confirmed before its Try was
+    answered, twice in one group) made one, which the round locked, with its accounts, after rows
+    of the earlier rounds that may sort after them, and waited for them: against a group locking
+    its payer and one of those rows in id order (a transfer), or a twin Confirm elsewhere holding
+    the hold and waiting for the Confirm barrier row this group had inserted (and given back) in
+    the earlier round, a deadlock (issue 13). Found, the group runs again (`_Rerun`): its first
+    round then locks that hold with the others, in key order, before any account. Not found, the
+    round's Confirm does not lock it (a Try committing after this read comes after the Confirm)
+    and is answered as its earlier call was (HOLD_NOT_FOUND). One read per such Confirm: a later
+    round of twins or repeats of Confirms that found their holds reads nothing."""
+    for _, req in items:
+        if (
+            isinstance(req, ConfirmRequest)
+            and req.branch in missing
+            and await uow.holds.get(req.branch) is not None
+        ):
+            raise _Rerun
 
 
 async def _write_untried(
@@ -607,6 +659,8 @@ async def _resolve_round(
     later: list[list[tuple[int, Resolution]]],
     locked: bool,
     untried: set[TccBranch],
+    missing: set[TccBranch],
+    first_round: bool,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows
     written up front, then the hold locks, the Confirms' with them, and their own rows), then the
@@ -619,11 +673,15 @@ async def _resolve_round(
     locked up front (`_resolve_rounds`), now or before."""
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     cancels = [(i, r) for i, r in items if isinstance(r, CancelRequest)]
+    # A later round locks no hold its branch's earlier Confirms found missing (`_unseen_holds`:
+    # still none there); the others it locked in its first round already.
+    lock = None if first_round else [r.branch for _, r in confirms if r.branch not in missing]
     cancelling: list[tuple[int, TccBranch, Hold | None]] = []
     if cancels:
-        also = [r.branch for _, r in confirms]
+        also = [r.branch for _, r in confirms] if lock is None else lock
         cancelling = await _enter_cancels(uow, cancels, also, untried, outcomes)
-    first, holds = await _enter_confirms(uow, confirms, outcomes) if confirms else ([], {})
+    first, holds = await _enter_confirms(uow, confirms, outcomes, lock) if confirms else ([], {})
+    missing.update(r.branch for _, r in first if r.branch not in holds)
     known.update(holds)
     known.update((branch, hold) for _, branch, hold in cancelling if hold is not None)
     give_back: list[TccBranch] = []
@@ -631,10 +689,12 @@ async def _resolve_round(
     if not locked:
         steps = _posting_steps(planned)
         releases = {hold.account_id for _, _, hold in cancelling if hold is not None}
-        ahead = await _accounts_ahead(uow, later, known) if later else set()
-        steps += [releases, ahead]
+        steps.append((releases, set()))
+        if later:
+            steps.append(await _rows_ahead(uow, later, known))
         if _new_rows_later(steps):
-            await uow.ledger.lock_balances(set().union(*steps))
+            await uow.ledger.lock_balances(set().union(*[a for a, _ in steps]))
+            await uow.ledger.lock_shards(set().union(*[s for _, s in steps]))
             locked = True
     if first:
         await _finish_confirms(uow, planned, now, outcomes, give_back)
@@ -642,45 +702,62 @@ async def _resolve_round(
     return locked
 
 
-def _new_rows_later(steps: list[set[str]]) -> bool:
-    """Whether a statement after the first that locks account rows would lock one that none
-    before it holds (a row that may sort before theirs). Rows all held already (the releases of a
-    batch's Cancels on the accounts its Confirms posted on) are no new lock: no statement more."""
+_Shard = tuple[str, int]  # (account, shard)
+_Step = tuple[set[str], set[_Shard]]  # the account rows, then the shard rows, a statement locks
+
+
+def _new_rows_later(steps: list[_Step]) -> bool:
+    """Whether a statement after the first would lock an account row that none before it holds
+    (a row that may sort before theirs), or a shard row when earlier ones hold shard rows (every
+    posting locks its shard rows after its account rows, in (account, shard) order: a shard taken
+    by a later statement may sort before one an earlier statement holds). Rows all held already
+    (the releases of a batch's Cancels on the accounts its Confirms posted on) are no new lock:
+    no statement more."""
     held: set[str] = set()
-    for step in steps:
-        if held and not step <= held:
+    held_shards: set[_Shard] = set()
+    for accounts, shards in steps:
+        if (held or held_shards) and not accounts <= held:
             return True
-        held |= step
+        if held_shards and not shards <= held_shards:
+            return True
+        held |= accounts
+        held_shards |= shards
     return False
 
 
-def _posting_steps(planned: list[_Planned]) -> list[set[str]]:
-    """The account rows each statement of `_post_confirms` will lock, in its order (as it splits
-    them): the run of ordinary postings (one statement), then each posting on its own (a lone
-    ordinary one; one on a guarded sharded account, never expected of a Confirm, which lowers no
-    availability)."""
+def _posting_steps(planned: list[_Planned]) -> list[_Step]:
+    """The account and shard rows each statement of `_post_confirms` will lock, in its order (as
+    it splits them): the run of ordinary postings (one statement), then each posting on its own
+    (a lone ordinary one; one on a guarded sharded account, never expected of a Confirm, which
+    lowers no availability)."""
     ordinary = [p for p in planned if not p[3].guarded_sharded]
-    steps = (
-        [{c.account_id for p in ordinary for c in p[3].row_changes}] if len(ordinary) > 1 else []
-    )
-    steps += [
-        {c.account_id for c in p[3].row_changes}
-        for p in planned
-        if p[3].guarded_sharded or len(ordinary) == 1
-    ]
+    run = [p[3] for p in ordinary] if len(ordinary) > 1 else []
+    steps = [_rows_of(run)] if run else []
+    steps += [_rows_of([p[3]]) for p in planned if p[3].guarded_sharded or len(ordinary) == 1]
     return steps
 
 
-async def _accounts_ahead(
+def _rows_of(postings: list[Posting]) -> _Step:
+    return (
+        {c.account_id for p in postings for c in p.row_changes},
+        {(s.account_id, s.shard) for p in postings for s in p.shard_changes},
+    )
+
+
+async def _rows_ahead(
     uow: WalletUnitOfWork, later: list[list[tuple[int, Resolution]]], known: dict[TccBranch, Hold]
-) -> set[str]:
-    """Every account row the later rounds' Confirms and Cancels may lock: of those whose hold an
-    earlier round locked (any other posts nothing: its branch's gate, passed or refused in this
-    transaction, is a replay or a refusal), the hold's account (its pending changes), and the
-    accounts a Confirm may credit but a sharded one (credited in its shards: a credit never locks
-    its row, the hot revenue account's)."""
+) -> _Step:
+    """Every account and shard row the later rounds' Confirms and Cancels may lock: of those
+    whose hold an earlier round locked (any other posts nothing: its branch's gate, passed or
+    refused in this transaction, is a replay or a refusal), the hold's account (its pending
+    changes), the accounts a Confirm may credit but a sharded one (credited in its shards: a
+    credit never locks its row, the hot revenue account's), and the shard a Confirm may change
+    on each sharded account it names (picked by its transfer id: a fee into the revenue
+    account). Locked in a later round's statement only, the fee's shard was taken after the
+    earlier rounds' shards, which it may sort before: against a group changing both in one
+    statement, in order, a deadlock (issue 13)."""
     accounts: set[str] = set()
-    credited: set[str] = set()
+    named: dict[str, set[str]] = {}  # each later Confirm's transfer id: the accounts it names
     for items in later:
         for _, req in items:
             hold = known.get(req.branch)
@@ -688,12 +765,21 @@ async def _accounts_ahead(
                 continue
             accounts.add(hold.account_id)
             if isinstance(req, ConfirmRequest):
-                credited |= confirm_accounts(req, hold)
-    credited -= accounts
-    if credited:
-        refs = await uow.accounts.refs(credited)
-        accounts |= {a for a in credited if a in refs and not refs[a].sharded}
-    return accounts
+                named[confirm_transfer_id(req.branch)] = confirm_accounts(req, hold)
+    if not named:
+        return accounts, set()
+    refs = await uow.accounts.refs(set().union(*named.values()))
+    shards: set[_Shard] = set()
+    for transfer_id, names in named.items():
+        for a in names:
+            ref = refs.get(a)
+            if ref is None:
+                continue  # (refused in planning: it posts nothing)
+            if ref.sharded:
+                shards.add((a, shard_for(transfer_id, ref.shards)))
+            else:
+                accounts.add(a)
+    return accounts, shards
 
 
 async def _enter_cancels(

@@ -225,6 +225,20 @@ async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
     The hold row is locked, so a racing Cancel or expiry resolves it before or after us, never both.
     """
     req = confirm_request(cmd)
+    # Run again at most once: the hold that made a run give up is never deleted, and the next
+    # run locks it before its barrier row.
+    for _ in range(_RUNS):
+        result = await _confirm_once(req, deps)
+        if result is not None:
+            return result
+    raise AssertionError("a Confirm ran again and gave up again")
+
+
+_RUNS = 2
+
+
+async def _confirm_once(req: ConfirmRequest, deps: Deps) -> HoldResult | None:
+    """One run of a Confirm; None, with nothing written, when it must run again (below)."""
     branch = req.branch
     async with deps.uow() as uow:
         # The hold locked before the barrier row, as every Confirm and Cancel path takes them
@@ -232,8 +246,13 @@ async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
         hold = await uow.holds.get(branch, for_update=True)
         if await enter_confirm(uow.barriers, branch, req.fingerprint) is ConfirmGate.REPLAY:
             return await replay_confirm(uow, branch)
-        if hold is None:  # none yet, or its Try committed while the gate waited for its row
-            hold = await uow.holds.get(branch, for_update=True)
+        # None yet, or its Try committed since (while the gate waited for its row). Then it is
+        # not locked in the one order: locked now, after the barrier row, a group holding it and
+        # waiting for this row (a twin Confirm) and this call each waited for the other, a
+        # deadlock (issue 13). So it is read without a lock, and if it is there the call gives
+        # this run up (rolled back: nothing written) and runs again, finding it first.
+        if hold is None and await uow.holds.get(branch) is not None:
+            return None
         if hold is None:
             raise await missing_hold(uow, branch)
         refs = await uow.accounts.refs(confirm_accounts(req, hold))
@@ -281,6 +300,15 @@ async def cancel_hold(cmd: commands.CancelHold, deps: Deps) -> HoldResult:
     that exists, this is a repeat (whatever its reason) and the stored outcome is returned.
     """
     branch = cmd.branch.validated()
+    for _ in range(_RUNS):  # (run again at most once, as a Confirm)
+        result = await _cancel_once(branch, deps)
+        if result is not None:
+            return result
+    raise AssertionError("a Cancel ran again and gave up again")
+
+
+async def _cancel_once(branch: TccBranch, deps: Deps) -> HoldResult | None:
+    """One run of a Cancel; None, with nothing written, when it must run again (below)."""
     async with deps.uow() as uow:
         # The hold locked before the Cancel's barrier row, as a group's Cancels and Confirms and
         # the one-statement Confirm take them: a twin holding the hold (a group whose refused
@@ -292,7 +320,13 @@ async def cancel_hold(cmd: commands.CancelHold, deps: Deps) -> HoldResult:
             await uow.commit()
             return HoldResult(None, null_compensation=True)
         if locked is None:  # none yet, or its Try committed while the gate waited for its row
-            locked = await uow.holds.get(branch, for_update=gate is CancelGate.FIRST)
+            locked = await uow.holds.get(branch)
+            if locked is not None and gate is CancelGate.FIRST:
+                # Not locked in the one order: locked now, after the barrier rows, a group
+                # holding it and waiting for this Cancel's row (a twin) and this call each
+                # waited for the other, a deadlock (issue 13). This run is given up (rolled
+                # back: nothing written) and the call runs again, locking the hold first.
+                return None
         if gate is CancelGate.REPLAY:
             return HoldResult(locked, replayed=True, null_compensation=locked is None)
         hold = cancel_locked(locked, branch, deps.clock())

@@ -1,0 +1,67 @@
+"""A booking round's mark-done on real PostgreSQL (issue 13): whatever the round's size, one SQL
+text (its ids are one parameter), so one prepared statement with its generic plan on each pooled
+connection; with an expanding IN list each size of round was a statement of its own, prepared and
+planned afresh. Only bookings still pending are marked, answered in the order asked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain.credits import CreditGrant, GrantStatus
+from payments.domain.transactions import Transaction, TxnStatus, UserType
+
+
+def _txn(txn_id: str) -> Transaction:
+    now = datetime.now(UTC)
+    return Transaction(
+        id=txn_id,
+        status=TxnStatus.SUCCESS,
+        user_type=UserType.COMPANY,
+        user_id="co-1",
+        email="hr@co.test",
+        amount_minor=4900,
+        currency="USD",
+        payment_method="STRIPE",
+        provider="stripe",
+        plan="SWIFT_HIRE",
+        period_days=30,
+        request_id=f"r-{txn_id}",
+        return_url="https://a.example/ok",
+        cancel_url="https://a.example/no",
+        created_at=now,
+        updated_at=now,
+        metadata={"job_credits": "2500", "candidate_credits": "50"},
+    )
+
+
+async def test_rounds_of_any_size_mark_done_with_one_statement_text(sessions, round_trips) -> None:
+    now = datetime.now(UTC)
+    grants = [CreditGrant.issue(_txn(f"txn_round_{n}"), now) for n in range(7)]
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        for grant in grants:
+            await uow.credit_grants.add(grant)
+        await uow.commit()
+    ids = [g.id for g in grants]
+    rounds = [ids[:1], ids[1:3], ids[3:7]]
+    done: list[list[str]] = []
+    with round_trips:
+        for batch in rounds:
+            async with SqlPaymentsUnitOfWork(sessions) as uow:
+                # In reverse: the answer follows the order asked, not the table's.
+                marked = await uow.credit_grants.mark_done(list(reversed(batch)), now)
+                await uow.commit()
+            done.append([g.id for g in marked])
+    assert done == [list(reversed(batch)) for batch in rounds]
+    texts = {sql for sql in round_trips.statements if "UPDATE credit_grants SET status" in sql}
+    assert len(texts) == 1, texts  # one prepared statement, whatever the round's size
+
+    # Done already, unknown: left out, nothing changed.
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        again = await uow.credit_grants.mark_done([ids[0], "issue:txn_nobody", ids[5]], now)
+        await uow.commit()
+    assert again == []
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        stored = [await uow.credit_grants.get(grant_id) for grant_id in ids]
+    assert all(g is not None and g.status is GrantStatus.DONE for g in stored)
+    assert {g.done_at for g in stored if g is not None} == {now}
