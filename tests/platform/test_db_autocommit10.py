@@ -19,62 +19,37 @@ import pytest
 from sqlalchemy import (
     Column,
     DateTime,
-    Integer,
     MetaData,
     Table,
     Text,
-    bindparam,
     event,
     select,
     text,
 )
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform.db import (
     Database,
     HotStatement,
-    SqlAlchemyUnitOfWork,
     autocommit,
     create_engine,
     lease_due,
 )
 from hirepay_platform.errors import Unavailable
 from hirepay_platform.write_batch import BatchedSession
+from tests.platform.counters import IN_TRANSACTION, PID, CoreUnitOfWork, counters, start_database
 from tests.support.pg_round_trips import RoundTrips
 from tests.support.pg_schema import database_with
 
 metadata = MetaData()
-rows = Table(
-    "autocommit_rows",
-    metadata,
-    Column("id", Text, primary_key=True),
-    Column("n", Integer, nullable=False),
-)
+rows, _PUT, _BUMP = counters(metadata, "autocommit_rows")
 due_rows = Table(
     "autocommit_due",
     metadata,
     Column("id", Text, primary_key=True),
     Column("next_at", DateTime(timezone=True), nullable=False),
 )
-
-_PUT = HotStatement(
-    pg_insert(rows)
-    .values(id=bindparam("id"), n=bindparam("n"))
-    .on_conflict_do_nothing(index_elements=["id"])
-    .returning(rows.c.n)
-)
-_BUMP = HotStatement(
-    rows.update().where(rows.c.id == bindparam("key")).values(n=rows.c.n + 1).returning(rows.c.n)
-)
-
-_PID = HotStatement(text("SELECT pg_backend_pid() AS pid"))
-_IN_TRANSACTION = HotStatement(text("SELECT txid_current_if_assigned() IS NOT NULL AS began"))
-
-
-class CoreUnitOfWork(SqlAlchemyUnitOfWork):
-    core_only = True
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +59,7 @@ async def db_url(make_database) -> str:
 
 async def _database(url: str, pool_size: int = 1) -> Database[CoreUnitOfWork]:
     # One pooled connection: each unit of work gets the one the one before it gave back.
-    database = Database(url, CoreUnitOfWork, probe_table="autocommit_rows", pool_size=pool_size)
-    await database.start()
-    return database
+    return await start_database(url, "autocommit_rows", pool_size)
 
 
 @pytest.fixture
@@ -101,8 +74,8 @@ async def _warm(db: Database[CoreUnitOfWork], key: str) -> None:
     async with db.uow() as uow:
         await uow.session.execute(_PUT, {"id": key, "n": 1})
         await uow.session.execute(_BUMP, {"key": "nobody"})
-        await uow.session.execute(_PID, {})
-        await uow.session.execute(_IN_TRANSACTION, {})
+        await uow.session.execute(PID, {})
+        await uow.session.execute(IN_TRANSACTION, {})
         await uow.commit()
 
 
@@ -131,7 +104,7 @@ async def test_each_hot_statement_commits_by_itself_with_no_begin_and_no_connect
         async with db.uow() as uow:
             await autocommit(uow.session)
             assert (await uow.session.execute(_BUMP, {"key": key})).scalar_one() == 2
-            assert (await uow.session.execute(_IN_TRANSACTION, {})).scalar_one() is False
+            assert (await uow.session.execute(IN_TRANSACTION, {})).scalar_one() is False
             assert await _n(db, key) == 2  # durable before the unit of work commits
             await uow.session.execute(_BUMP, {"key": key})
             # No commit: nothing is left to roll back, both statements stay.
@@ -142,7 +115,7 @@ async def test_each_hot_statement_commits_by_itself_with_no_begin_and_no_connect
     # The same pooled connection, transactional again for the next unit of work.
     async with db.uow() as uow:
         await uow.session.execute(_BUMP, {"key": key})
-        assert (await uow.session.execute(_IN_TRANSACTION, {})).scalar_one() is True
+        assert (await uow.session.execute(IN_TRANSACTION, {})).scalar_one() is True
         # No commit: rolled back.
     assert await _n(db, key) == 3
 
@@ -230,7 +203,7 @@ async def test_a_refused_statement_in_autocommit_is_sqlalchemys_error_and_leaves
     assert _pool(db).checkedout() == 0
     async with db.uow() as uow:  # the connection is transactional again after the error
         await uow.session.execute(_BUMP, {"key": key})
-        assert (await uow.session.execute(_IN_TRANSACTION, {})).scalar_one() is True
+        assert (await uow.session.execute(IN_TRANSACTION, {})).scalar_one() is True
     assert await _n(db, key) == 2
 
 
@@ -240,7 +213,7 @@ async def test_a_lost_server_in_autocommit_is_unavailable(db):
     with pytest.raises(Unavailable) as caught:
         async with db.uow() as uow:
             await autocommit(uow.session)
-            pid = (await uow.session.execute(_PID, {})).scalar_one()
+            pid = (await uow.session.execute(PID, {})).scalar_one()
             url = db.engine.url.set(drivername="postgresql")  # type: ignore[union-attr]
             other = await asyncpg.connect(url.render_as_string(hide_password=False))
             await other.execute("SELECT pg_terminate_backend($1)", pid)

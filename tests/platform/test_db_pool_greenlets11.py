@@ -16,45 +16,22 @@ from typing import Any
 import asyncpg
 import greenlet
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, event, select, text
+from sqlalchemy import MetaData, event, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from hirepay_platform.db import (
     Database,
-    HotStatement,
-    SqlAlchemyUnitOfWork,
     _checkin_now,
     _checkout_now,
     autocommit,
 )
 from hirepay_platform.errors import Unavailable
+from tests.platform.counters import IN_TRANSACTION, PID, counters, start_database
 from tests.support.pg_schema import database_with
 
 metadata = MetaData()
-rows = Table(
-    "greenlet_rows",
-    metadata,
-    Column("id", Text, primary_key=True),
-    Column("n", Integer, nullable=False),
-)
-
-_PUT = HotStatement(
-    pg_insert(rows)
-    .values(id=bindparam("id"), n=bindparam("n"))
-    .on_conflict_do_nothing(index_elements=["id"])
-    .returning(rows.c.n)
-)
-_BUMP = HotStatement(
-    rows.update().where(rows.c.id == bindparam("key")).values(n=rows.c.n + 1).returning(rows.c.n)
-)
-_PID = HotStatement(text("SELECT pg_backend_pid() AS pid"))
-_IN_TRANSACTION = HotStatement(text("SELECT txid_current_if_assigned() IS NOT NULL AS began"))
-
-
-class CoreUnitOfWork(SqlAlchemyUnitOfWork):
-    core_only = True
+rows, _PUT, _BUMP = counters(metadata, "greenlet_rows")
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +40,7 @@ async def db_url(make_database) -> str:
 
 
 async def _database(url: str, pool_size: int = 1, max_overflow: int = 0) -> Database[Any]:
-    database = Database(
-        url,
-        CoreUnitOfWork,
-        probe_table="greenlet_rows",
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-    )
-    await database.start()
-    return database
+    return await start_database(url, "greenlet_rows", pool_size, max_overflow)
 
 
 @pytest.fixture
@@ -102,8 +71,8 @@ async def _warm(db: Database[Any], key: str) -> None:
     async with db.uow() as uow:
         await uow.session.execute(_PUT, {"id": key, "n": 1})
         await uow.session.execute(_BUMP, {"key": "nobody"})
-        await uow.session.execute(_PID, {})
-        await uow.session.execute(_IN_TRANSACTION, {})
+        await uow.session.execute(PID, {})
+        await uow.session.execute(IN_TRANSACTION, {})
         await uow.commit()
 
 
@@ -114,7 +83,7 @@ async def _n(db: Database[Any], key: str) -> int | None:
 
 async def _pid(db: Database[Any]) -> int:
     async with db.uow() as uow:
-        return (await uow.session.execute(_PID, {})).scalar_one()  # type: ignore[no-any-return]
+        return (await uow.session.execute(PID, {})).scalar_one()  # type: ignore[no-any-return]
 
 
 def _pool(db: Database[Any]) -> Any:
@@ -145,8 +114,8 @@ async def test_a_warm_unit_of_work_checks_out_and_in_with_no_greenlet(db):
         async with db.uow() as uow:  # not committed: rolled back before it goes back
             await uow.session.execute(_BUMP, {"key": key})
         async with db.uow() as uow:  # read only
-            assert (await uow.session.execute(_IN_TRANSACTION, {})).scalar_one() is False
-            assert (await uow.session.execute(_PID, {})).scalar_one() == pid
+            assert (await uow.session.execute(IN_TRANSACTION, {})).scalar_one() is False
+            assert (await uow.session.execute(PID, {})).scalar_one() == pid
         async with db.uow() as uow:
             await autocommit(uow.session)
             await uow.session.execute(_BUMP, {"key": key})
@@ -190,7 +159,7 @@ async def test_a_pool_with_no_connection_opens_one_through_sqlalchemy(db):
     with greenlet_switches() as switches:
         async with db.uow() as uow:
             await uow.session.execute(_BUMP, {"key": key})
-            after = (await uow.session.execute(_PID, {})).scalar_one()
+            after = (await uow.session.execute(PID, {})).scalar_one()
             await uow.commit()
     assert switches and after != before
     assert await _n(db, key) == 2 and _pool(db).checkedout() == 0
@@ -205,8 +174,8 @@ async def test_a_lost_connection_is_thrown_away_and_the_pool_invalidated(db_url:
         key = f"l-{uuid.uuid4()}"
         await _warm(db, key)
         async with db.uow() as a, db.uow() as b:  # two pooled connections
-            pid_a = (await a.session.execute(_PID, {})).scalar_one()
-            pid_b = (await b.session.execute(_PID, {})).scalar_one()
+            pid_a = (await a.session.execute(PID, {})).scalar_one()
+            pid_b = (await b.session.execute(PID, {})).scalar_one()
         # `a`'s was checked in last: handed out next. Its server process goes away.
         await _terminate(db, pid_a)
         with pytest.raises(Unavailable) as caught:
@@ -220,8 +189,8 @@ async def test_a_lost_connection_is_thrown_away_and_the_pool_invalidated(db_url:
         with greenlet_switches() as switches:
             async with db.uow() as x, db.uow() as y:  # both idle connections, reopened
                 pids = {
-                    (await x.session.execute(_PID, {})).scalar_one(),
-                    (await y.session.execute(_PID, {})).scalar_one(),
+                    (await x.session.execute(PID, {})).scalar_one(),
+                    (await y.session.execute(PID, {})).scalar_one(),
                 }
                 await x.session.execute(_BUMP, {"key": key})
                 await x.commit()
@@ -277,8 +246,8 @@ async def test_a_surplus_connection_is_closed_at_checkin_through_sqlalchemy(db_u
         with greenlet_switches() as switches:
             async with db.uow() as a:
                 async with db.uow() as b:  # the overflow connection (opened through SQLAlchemy)
-                    pid_a = (await a.session.execute(_PID, {})).scalar_one()
-                    pid_b = (await b.session.execute(_PID, {})).scalar_one()
+                    pid_a = (await a.session.execute(PID, {})).scalar_one()
+                    pid_b = (await b.session.execute(PID, {})).scalar_one()
                     assert _pool(db).overflow() == 1
                     await b.session.execute(_BUMP, {"key": key})
                     await b.commit()
@@ -314,5 +283,5 @@ async def test_a_connection_with_its_transaction_open_is_not_checked_in_here(db)
     await greenlet_spawn(pooled.close)  # SQLAlchemy's checkin: its reset rolls back
     assert _pool(db).checkedout() == 0
     async with db.uow() as uow:
-        assert (await uow.session.execute(_IN_TRANSACTION, {})).scalar_one() is False
+        assert (await uow.session.execute(IN_TRANSACTION, {})).scalar_one() is False
     assert await _n(db, key) == 1

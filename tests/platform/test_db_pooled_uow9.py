@@ -14,9 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, event, select, text
+from sqlalchemy import MetaData, bindparam, event, select, text
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from hirepay_platform.db import (
@@ -24,48 +23,26 @@ from hirepay_platform.db import (
     Database,
     HotResult,
     HotStatement,
-    SqlAlchemyUnitOfWork,
     create_engine,
     execute_alone,
     lost_race,
 )
 from hirepay_platform.errors import Conflict, Unavailable
 from hirepay_platform.write_batch import BatchedSession
+from tests.platform.counters import PID, CoreUnitOfWork, counters, start_database
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.pg_round_trips import RoundTrips
 from tests.support.pg_schema import database_with
 
 metadata = MetaData()
-items = Table(
-    "pooled_items",
-    metadata,
-    Column("id", Text, primary_key=True),
-    Column("n", Integer, nullable=False),
-)
+items, _PUT, _BUMP = counters(metadata, "pooled_items")
 
-_PUT = HotStatement(
-    pg_insert(items)
-    .values(id=bindparam("id"), n=bindparam("n"))
-    .on_conflict_do_nothing(index_elements=["id"])
-    .returning(items.c.n)
-)
 _GET = HotStatement(select(items.c.n).where(items.c.id == bindparam("id")))
 _LOCK_NOWAIT = HotStatement(
     select(items.c.n).where(items.c.id == bindparam("id")).with_for_update(nowait=True)
 )
-_BUMP = HotStatement(
-    items.update()
-    .where(items.c.id == bindparam("key"))
-    .values(n=items.c.n + 1)
-    .returning(items.c.n)
-)
 
-_PID = HotStatement(text("SELECT pg_backend_pid() AS pid"))
 _SLEEP = HotStatement(text("SELECT pg_sleep(CAST(:s AS float)) IS NULL AS slept"))
-
-
-class CoreUnitOfWork(SqlAlchemyUnitOfWork):
-    core_only = True
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +51,7 @@ async def db_url(make_database) -> str:
 
 
 async def _database(url: str, pool_size: int = 2) -> Database[CoreUnitOfWork]:
-    database = Database(url, CoreUnitOfWork, probe_table="pooled_items", pool_size=pool_size)
-    await database.start()
-    return database
+    return await start_database(url, "pooled_items", pool_size)
 
 
 @pytest.fixture
@@ -93,7 +68,7 @@ async def _warm(db: Database[CoreUnitOfWork], key: str) -> None:
         await uow.session.execute(_GET, {"id": key})
         await uow.session.execute(_LOCK_NOWAIT, {"id": key})
         await uow.session.execute(_BUMP, {"key": "nobody"})
-        await uow.session.execute(_PID, {})
+        await uow.session.execute(PID, {})
         await uow.commit()
 
 
@@ -199,7 +174,7 @@ async def test_the_pool_size_is_a_limit_and_waiters_get_a_released_connection(db
 
 async def _pid(db: Database[CoreUnitOfWork]) -> int:
     async with db.uow() as uow:
-        result = await uow.session.execute(_PID, {})
+        result = await uow.session.execute(PID, {})
         assert isinstance(result, HotResult)
         return result.scalar_one()
 
@@ -217,8 +192,8 @@ async def test_the_connection_checked_in_last_is_handed_out_next(db_url: str) ->
         await _warm(db, "lifo")
         # Two connections checked out at once; `b`'s is checked in first, then `a`'s.
         async with db.uow() as a, db.uow() as b:
-            pid_a = (await a.session.execute(_PID, {})).scalar_one()
-            pid_b = (await b.session.execute(_PID, {})).scalar_one()
+            pid_a = (await a.session.execute(PID, {})).scalar_one()
+            pid_b = (await b.session.execute(PID, {})).scalar_one()
         assert pid_a != pid_b
         assert [await _pid(db) for _ in range(4)] == [pid_a] * 4
     finally:
@@ -231,7 +206,7 @@ async def test_a_lost_server_is_unavailable_and_its_connection_is_thrown_away(db
     await _warm(db, key)
     with pytest.raises(Unavailable) as caught:
         async with db.uow() as uow:
-            pid = (await uow.session.execute(_PID, {})).scalar_one()
+            pid = (await uow.session.execute(PID, {})).scalar_one()
             if where == "commit":
                 await uow.session.execute(_BUMP, {"key": key})
             await _terminate(db, pid)
@@ -260,7 +235,7 @@ async def test_a_cancelled_statement_leaves_no_connection_in_an_unknown_state(db
     async def slow() -> None:
         async with db.uow() as uow:
             await uow.session.execute(_BUMP, {"key": key})
-            pids.append((await uow.session.execute(_PID, {})).scalar_one())
+            pids.append((await uow.session.execute(PID, {})).scalar_one())
             started.set()
             await uow.session.execute(_SLEEP, {"s": 5})
             await uow.commit()
@@ -343,7 +318,7 @@ async def test_dispose_closes_the_connections_pooled_units_of_work_used(db_url: 
     holders = [db.uow() for _ in range(3)]
     for uow in holders:
         await uow.__aenter__()
-    pids = {(await uow.session.execute(_PID, {})).scalar_one() for uow in holders}
+    pids = {(await uow.session.execute(PID, {})).scalar_one() for uow in holders}
     for uow in holders:
         await uow.__aexit__(None, None, None)
     await db.stop()
@@ -393,7 +368,7 @@ async def test_a_statement_that_is_not_hot_joins_the_same_transaction(db, wrappe
     wrapped.clear()
     async with db.uow() as uow:
         await uow.session.execute(_BUMP, {"key": key})
-        pid = (await uow.session.execute(_PID, {})).scalar_one()
+        pid = (await uow.session.execute(PID, {})).scalar_one()
         assert await uow.session.scalar(text("SELECT pg_backend_pid()")) == pid
         assert await uow.session.scalar(text("SELECT txid_current_if_assigned() IS NOT NULL"))
         await uow.session.execute(_BUMP, {"key": key})  # on SQLAlchemy's way from now on
@@ -461,7 +436,7 @@ async def test_execute_alone_and_connection_on_a_pooled_session(
         assert isinstance(connection, AsyncConnection)
         assert (
             await connection.scalar(text("SELECT pg_backend_pid()"))
-            == (await session.execute(_PID, {})).scalar_one()
+            == (await session.execute(PID, {})).scalar_one()
         )
     finally:
         await session.close()

@@ -3,9 +3,15 @@ the payments service pointed at it, with the fast timings tests use."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
+from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import Process
 from hirepay_dev.sandbox_client import start_sandbox
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
+from tests.support.payments_helpers import WEBHOOK_SECRET
+from tests.support.service_auth import signed_aio_channel
 
 
 def start_stripe_sandbox(
@@ -67,3 +73,29 @@ def start_payments(
         env={**payments_env(sandbox_url, api_key, webhook_secrets, provider_timeout), **env},
         log_name=log_name,
     )
+
+
+def start_reconciling_payments(
+    database_url: str, sandbox_url: str, *, api_key: str, log_name: str, **env: str
+) -> RunningService:
+    """A payments process of a reconciliation test's own (its most recently changed payments are
+    the test's), on the sandbox's webhook secret, with a 2 s provider timeout and no wallet."""
+    return start_payments(
+        database_url,
+        sandbox_url,
+        api_key=api_key,
+        webhook_secrets=WEBHOOK_SECRET,
+        provider_timeout=2.0,
+        log_name=log_name,
+        PAYMENTS_WALLET_TARGET="",
+        **env,
+    )
+
+
+@contextlib.asynccontextmanager
+async def payments_stub_as_jobs(
+    service: RunningService,
+) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
+    """A stub of `service`'s PaymentsService calling as the jobs service."""
+    async with signed_aio_channel(service.target, caller="jobs", service="payments") as channel:
+        yield pb_grpc.PaymentsServiceStub(channel)

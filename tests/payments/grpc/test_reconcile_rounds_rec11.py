@@ -18,9 +18,8 @@ from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
 from hirepay_dev.services import RunningService
-from tests.support.payments_helpers import WEBHOOK_SECRET, authorize_request, branch
-from tests.support.service_auth import signed_aio_channel
-from tests.support.stripe_stack import start_payments
+from tests.support.payments_helpers import authorize_request, branch
+from tests.support.stripe_stack import payments_stub_as_jobs, start_reconciling_payments
 
 API_KEY = "sk_test_reconcilerounds"
 NEWER = 23  # captured after the planted one
@@ -36,15 +35,12 @@ def reconciling_service(
     make_service_database: Callable[[str], str], sandbox_url: str
 ) -> Iterator[RunningService]:
     """A payments process of its own: its most recently changed payments are this module's."""
-    service = start_payments(
+    service = start_reconciling_payments(
         make_service_database("payments"),
         sandbox_url,
         api_key=API_KEY,
-        webhook_secrets=WEBHOOK_SECRET,
-        provider_timeout=2.0,
         log_name="payments-reconcile-rounds",
         PAYMENTS_LOG_LEVEL="INFO",
-        PAYMENTS_WALLET_TARGET="",
     )
     yield service
     service.stop()
@@ -54,20 +50,15 @@ def reconciling_service(
 async def jobs_stub(
     reconciling_service: RunningService,
 ) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    async with signed_aio_channel(
-        reconciling_service.target, caller="jobs", service="payments"
-    ) as channel:
-        yield pb_grpc.PaymentsServiceStub(channel)
+    async with payments_stub_as_jobs(reconciling_service) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")
 async def oldest(reconciling_service: RunningService, sandbox_url: str) -> pb.Payment:
     """The oldest payment of the window, captured at Stripe's dashboard behind our back (ours
     still says AUTHORIZED); then 23 payments captured the ordinary way."""
-    async with signed_aio_channel(
-        reconciling_service.target, caller="jobs", service="payments"
-    ) as channel:
-        stub = pb_grpc.PaymentsServiceStub(channel)
+    async with payments_stub_as_jobs(reconciling_service) as stub:
         gtx = f"gtx-{uuid.uuid4().hex[:12]}"
         payment = (await stub.Authorize(authorize_request(gtx, amount=4200))).payment
         await stripe_client(sandbox_url, API_KEY).v1.payment_intents.capture_async(

@@ -19,9 +19,8 @@ from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
 from hirepay_dev.services import RunningService
-from tests.support.payments_helpers import WEBHOOK_SECRET, authorize_request, branch
-from tests.support.service_auth import signed_aio_channel
-from tests.support.stripe_stack import start_payments
+from tests.support.payments_helpers import authorize_request, branch
+from tests.support.stripe_stack import payments_stub_as_jobs, start_reconciling_payments
 
 API_KEY = "sk_test_reconcilesweep"
 PAYMENTS = 12
@@ -33,14 +32,11 @@ WINDOW = 2  # the auditor's `limit`, small: the refunded payment is long out of 
 def sweeping_service(
     make_service_database: Callable[[str], str], sandbox_url: str
 ) -> Iterator[RunningService]:
-    service = start_payments(
+    service = start_reconciling_payments(
         make_service_database("payments"),
         sandbox_url,
         api_key=API_KEY,
-        webhook_secrets=WEBHOOK_SECRET,
-        provider_timeout=2.0,
         log_name="payments-reconcile-sweep",
-        PAYMENTS_WALLET_TARGET="",
         PAYMENTS_RECONCILE_SWEEP_PER_ROUND=str(PER_ROUND),
         PAYMENTS_RECONCILE_UNREADABLE_GRACE_SECONDS="0",
     )
@@ -52,19 +48,14 @@ def sweeping_service(
 async def jobs_stub(
     sweeping_service: RunningService,
 ) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    async with signed_aio_channel(
-        sweeping_service.target, caller="jobs", service="payments"
-    ) as channel:
-        yield pb_grpc.PaymentsServiceStub(channel)
+    async with payments_stub_as_jobs(sweeping_service) as stub:
+        yield stub
 
 
 @pytest.fixture(scope="module")
 async def captured(sweeping_service: RunningService) -> list[pb.Payment]:
     """12 payments captured the ordinary way, oldest first."""
-    async with signed_aio_channel(
-        sweeping_service.target, caller="jobs", service="payments"
-    ) as channel:
-        stub = pb_grpc.PaymentsServiceStub(channel)
+    async with payments_stub_as_jobs(sweeping_service) as stub:
         payments = []
         for _ in range(PAYMENTS):
             gtx = f"gtx-{uuid.uuid4().hex[:12]}"

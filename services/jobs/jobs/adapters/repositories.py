@@ -31,6 +31,7 @@ from sqlalchemy import (
     text,
     true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, DOUBLE_PRECISION
@@ -39,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from hirepay_platform.db import HotStatement, autocommit, execute_alone
 from hirepay_platform.errors import StaleRow
+from hirepay_platform.sql_lists import joined_checked
 from hirepay_platform.write_batch import BatchedSession
 from jobs.adapters.tables import (
     UNFINISHED_SAGA,
@@ -317,12 +319,28 @@ def _attempt_params(attempt: PostingAttempt) -> dict[str, Any]:
 
 
 _failed = sagas.alias("failed")
-# A failed saga whose reason counts for PAY-14's abuse rule. The reasons are one array parameter:
-# an expanding IN would have SQLAlchemy rewrite the statement's text on every call.
+# A failed saga whose reason counts for PAY-14's abuse rule. The reasons are one parameter: an
+# expanding IN would have SQLAlchemy rewrite the statement's text on every call; they are one
+# comma-joined string split by PostgreSQL (hirepay_platform.sql_lists: reasons are identifiers,
+# never a comma), not an array, whose every element asyncpg checks in Python (issue 13).
 _FAILED_FOR_ABUSE = and_(
     _failed.c.failure != literal_column("'null'::jsonb"),  # as ix_sagas_company_failed's
-    _failed.c.failure["reason"].astext == any_(bindparam("failures_reasons", type_=ARRAY(Text))),
+    _failed.c.failure["reason"].astext
+    == any_(
+        func.string_to_array(
+            bindparam("failures_reasons", type_=Text), literal_column("','"), type_=ARRAY(Text)
+        )
+    ),
 )
+# The failures_reasons parameter of each set of reasons (one set, PAY-14's), joined once.
+_JOINED_REASONS: dict[frozenset[str], str] = {}
+
+
+def _joined_reasons(reasons: frozenset[str]) -> str:
+    joined = _JOINED_REASONS.get(reasons)
+    if joined is None:
+        joined = _JOINED_REASONS[reasons] = joined_checked(sorted(reasons))
+    return joined
 
 
 # Insert-first on the caller's idempotency key: a twin blocks here, then finds the key taken.
@@ -349,7 +367,53 @@ _INSERT_SAGA_COUNTING_FAILURES = (
 )
 
 
-def _posting_insert(counting: bool, spending: bool) -> Executable:
+# A posting's transitions (two: draft created, pending payment), each row's values bound as they
+# are, `t<i>_<column>`, for up to this many rows (one statement per number of rows); more (or
+# none) as one array per column, `t_<column>`. asyncpg checks each element of an array parameter
+# against abstract classes in Python: the two transitions as arrays cost 24 such checks per
+# posting (issue 13; as hirepay_platform.write_batch binds a few rows of one INSERT).
+_FEW_TRANSITIONS = 4
+_TRANSITION_NAMES = ("job_id", "from_status", "to_status", "actor", "reason", "at")
+
+
+def _transitions_shape(n: int) -> int:
+    """The statement's shape for `n` transitions: their number if bound row by row, else 0."""
+    return n if 0 < n <= _FEW_TRANSITIONS else 0
+
+
+def _transition_rows(n: int) -> Any:
+    """The rows of `n` transitions (a shape of _transitions_shape), with their position `t_ord`
+    (they are inserted in that order: a job's history keeps the order of its ids)."""
+    names = _TRANSITION_NAMES
+    if n == 0:
+        # dimensions=1: each element one value.
+        arrays = [
+            bindparam(f"t_{c}", type_=ARRAY(job_transitions.c[c].type, dimensions=1)) for c in names
+        ]
+        return func.unnest(*arrays).table_valued(*names, with_ordinality="t_ord").render_derived()
+    each = [
+        select(
+            *(bindparam(f"t{i}_{c}", type_=job_transitions.c[c].type).label(c) for c in names),
+            literal_column(str(i)).label("t_ord"),
+        )
+        for i in range(n)
+    ]
+    return (each[0] if n == 1 else union_all(*each)).subquery("t_rows")
+
+
+def _transition_params(transitions: Sequence[Transition], params: dict[str, Any]) -> None:
+    """The parameters of `transitions` in the shape _transitions_shape gives their number."""
+    rows = [transition_to_values(t) for t in transitions]
+    if _transitions_shape(len(rows)):
+        for i, row in enumerate(rows):
+            for column in _TRANSITION_NAMES:
+                params[f"t{i}_{column}"] = row[column]
+    else:
+        for column in _TRANSITION_NAMES:
+            params[f"t_{column}"] = [row[column] for row in rows]
+
+
+def _posting_insert(counting: bool, spending: bool, transitions: int) -> Executable:
     """A posting's whole first step as one statement, which commits by itself (issue 13; it was
     BEGIN + the saga's insert-first + the batch of the rest + COMMIT): the saga inserted first on
     its key, and only if it was (`s`), the job, its transitions and the saga's first log line.
@@ -359,7 +423,7 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
     rate-limit attempt is spent first by the same statement (_AttemptCtes, as alone: charged
     whatever the posting then does) and the saga is inserted only if the bucket had a token; its
     outcome comes back, no row when the user has no bucket yet (then nothing is inserted).
-    Built once per shape."""
+    `transitions`: their shape (_transitions_shape). Built once per shape."""
     failures = (
         select(func.count().label("n"))
         .where(
@@ -392,12 +456,9 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
         [c.name for c in _JOB_COLUMNS],
         select(*(bindparam(f"j_{c.name}", type_=c.type) for c in _JOB_COLUMNS)).where(inserted),
     )
-    names = ("job_id", "from_status", "to_status", "actor", "reason", "at")
-    arrays = [
-        bindparam(f"t_{n}", type_=ARRAY(job_transitions.c[n].type, dimensions=1)) for n in names
-    ]
-    rows = func.unnest(*arrays).table_valued(*names, with_ordinality="t_ord").render_derived()
-    transitions = insert(job_transitions).from_select(
+    rows = _transition_rows(transitions)
+    names = _TRANSITION_NAMES
+    transitions_insert = insert(job_transitions).from_select(
         list(names),
         select(*(rows.c[n] for n in names)).where(inserted).order_by(rows.c.t_ord),
     )
@@ -411,7 +472,7 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
         ).where(inserted),
     )
     outcome = select(failures.c.n, inserted.label("inserted")).add_cte(
-        job.cte("j"), transitions.cte("t"), log.cte("l")
+        job.cte("j"), transitions_insert.cte("t"), log.cte("l")
     )
     if attempt is None:
         return outcome
@@ -423,11 +484,16 @@ def _posting_insert(counting: bool, spending: bool) -> Executable:
     )
 
 
-_INSERT_POSTING = {
-    (counting, spending): HotStatement(_posting_insert(counting, spending))
-    for counting in (False, True)
-    for spending in (False, True)
-}
+_INSERT_POSTING: dict[tuple[bool, bool, int], HotStatement] = {}
+
+
+def _insert_posting(counting: bool, spending: bool, transitions: int) -> HotStatement:
+    """_posting_insert's statement of that shape, built on its first use (a few shapes)."""
+    shape = (counting, spending, _transitions_shape(transitions))
+    statement = _INSERT_POSTING.get(shape)
+    if statement is None:
+        statement = _INSERT_POSTING[shape] = HotStatement(_posting_insert(*shape))
+    return statement
 
 
 # --------------------------------------------------------------------------- conversions
@@ -757,7 +823,7 @@ class SqlSagaRepository:
             **values,
             "failures_company_id": saga.company_id,
             "failures_since": since,
-            "failures_reasons": sorted(reasons),
+            "failures_reasons": _joined_reasons(reasons),
         }
         failures = (
             await self.session.execute(_INSERT_SAGA_COUNTING_FAILURES, params)
@@ -788,11 +854,9 @@ class SqlSagaRepository:
         counting = failures_since is not None
         saga_values = saga_to_values(saga)
         job_values = job_to_values(job)
-        transitions = [transition_to_values(t) for t in job.pending]
         params: dict[str, Any] = {f"s_{k}": v for k, v in saga_values.items()}
         params.update({f"j_{k}": v for k, v in job_values.items()})
-        for name in ("job_id", "from_status", "to_status", "actor", "reason", "at"):
-            params[f"t_{name}"] = [t[name] for t in transitions]
+        _transition_params(job.pending, params)
         params.update(
             {"l_step": "pending_payment", "l_detail": detail[:2000], "l_at": saga.created_at}
         )
@@ -800,13 +864,13 @@ class SqlSagaRepository:
             params.update(
                 failures_company_id=saga.company_id,
                 failures_since=failures_since,
-                failures_reasons=sorted(reasons),
+                failures_reasons=_joined_reasons(reasons),
                 max_failures=max_failures,
             )
         if attempt is not None:
             params.update(_attempt_params(attempt))
         await self.writes.flush()  # nothing waits here: the statement is a transaction alone
-        statement = _INSERT_POSTING[counting, attempt is not None]
+        statement = _insert_posting(counting, attempt is not None, len(job.pending))
         row = (await execute_alone(self.session.session, statement, params)).one_or_none()
         if row is None:  # the user's first attempt: no bucket, nothing spent or inserted
             return False, 0

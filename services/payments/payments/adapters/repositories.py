@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Select, bindparam, func, or_, select, text, update
@@ -87,6 +88,12 @@ def _still_stored(prefix: str) -> Select[Any]:
 # its own parameters are named `g_*`).
 _STILL_STORED = _still_stored("g_")
 _STORED_AS = _still_stored("s_")
+# Their parameters' names, and the guarded values of a payment's row values in the same order:
+# a guard's parameters are zipped in C, not built by a comprehension that formats 23 names per
+# call (issue 13: ~3-5 us and one Python call less per guard, three guards per posting).
+_STILL_STORED_NAMES = tuple(f"g_{c}" for c in GUARDED_COLUMNS)
+_STORED_AS_NAMES = tuple(f"s_{c}" for c in GUARDED_COLUMNS)
+_guarded_values = itemgetter(*GUARDED_COLUMNS)
 _BY_INTENT = select(t.payments).where(t.payments.c.provider_payment_id == bindparam(_KEY))
 _BY_CHECKOUT = select(t.payments).where(t.payments.c.provider_checkout_id == bindparam(_KEY))
 # An audit entry's creation time, the statement's (built once: WriteBatch knows its key).
@@ -236,7 +243,9 @@ class SqlPaymentRepository:
         guard is another one that checks `stored_as(payment)` (a Capture's barrier row)."""
         values = _payment_values(payment)
         if guard:
-            self.s.batch.guard(_STILL_STORED, {f"g_{c}": values[c] for c in GUARDED_COLUMNS})
+            self.s.batch.guard(
+                _STILL_STORED, dict(zip(_STILL_STORED_NAMES, _guarded_values(values), strict=True))
+            )
         self.s.batch.seen(t.payments, dict(values))
         return self._track(payment.snapshot(), values)
 
@@ -244,8 +253,9 @@ class SqlPaymentRepository:
         """The payment, locked, only if its row still holds every value of `payment` that may
         change (GUARDED_COLUMNS): a SELECT built once and its parameters, for another guard to
         check (`assume(guard=False)`)."""
-        values = _payment_values(payment)
-        return _STORED_AS, {f"s_{c}": values[c] for c in GUARDED_COLUMNS}
+        return _STORED_AS, dict(
+            zip(_STORED_AS_NAMES, _guarded_values(_payment_values(payment)), strict=True)
+        )
 
     async def get_by_branch(self, branch: TccBranch, *, for_update: bool = False) -> Payment | None:
         return await self._one(
