@@ -22,11 +22,15 @@ def start_stripe_sandbox(
     retry_base: float = 0.2,
     retry_max_delay: float = 1.0,
     max_attempts: int = 30,
+    port: int | None = None,
     **env: str,
 ) -> tuple[Process, str]:
-    """The sandbox as a real process delivering its webhooks to `webhook_url`; (process, URL)."""
+    """The sandbox as a real process delivering its webhooks to `webhook_url`; (process, URL).
+
+    `port` chosen up front lets the payments service be started beside it, pointed at its URL."""
     return start_sandbox(
         name=name,
+        port=port,
         env={
             "SANDBOX_WEBHOOK_URL": webhook_url,
             "SANDBOX_WEBHOOK_SECRET": webhook_secret,

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,6 +86,10 @@ def grpc_ready(target: str, service: str = "") -> Callable[[], bool]:
     return probe
 
 
+class StartCancelled(RuntimeError):
+    """A start abandoned because a process started beside it failed."""
+
+
 @dataclass
 class Process:
     """A child process of the project, with its log file and how to tell it is ready."""
@@ -96,7 +101,12 @@ class Process:
     popen: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
 
-    def start(self, timeout: float = READY_TIMEOUT) -> Process:
+    def start(
+        self, timeout: float = READY_TIMEOUT, cancel: threading.Event | None = None
+    ) -> Process:
+        """Start the process and wait until it is ready; `cancel` (set when a process started
+        beside this one failed) abandons the wait and kills it, so a failed start-up stops the
+        others at once instead of after their own start-up."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_DIR / f"{self.name}.log"
         ensure_service_token_secret()
@@ -114,7 +124,7 @@ class Process:
         )
         log.close()
         try:
-            self.wait_ready(timeout)
+            self.wait_ready(timeout, cancel)
         except BaseException:
             # Nobody else holds it (its own session): never leave it running, e.g. polling a
             # database its test already dropped.
@@ -122,9 +132,13 @@ class Process:
             raise
         return self
 
-    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
+    def wait_ready(
+        self, timeout: float = READY_TIMEOUT, cancel: threading.Event | None = None
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if cancel is not None and cancel.is_set():
+                raise StartCancelled(f"{self.name}: start-up abandoned (another start failed)")
             if self.popen is not None and self.popen.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.popen.returncode}: {self.tail()}"

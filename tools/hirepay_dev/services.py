@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,11 +89,12 @@ def start_service(
     log_name: str | None = None,
     timeout: float = READY_TIMEOUT,
     module: str | None = None,
+    cancel: threading.Event | None = None,
 ) -> RunningService:
     """Start the service as a real process and wait until its gRPC health says SERVING.
 
     `module` runs another entry module instead of the service's own (tests start the real service
-    with faults injected into its ports this way)."""
+    with faults injected into its ports this way); `cancel` abandons the start (Process.start)."""
     grpc_port = grpc_port or free_port()
     metrics_port = metrics_port or free_port()
     p = spec.env_prefix
@@ -107,5 +109,5 @@ def start_service(
         argv=python_module(module or spec.module),
         env=full_env,
         ready=grpc_ready(f"127.0.0.1:{grpc_port}"),
-    ).start(timeout)
+    ).start(timeout, cancel)
     return RunningService(spec, process, grpc_port, metrics_port, database_url, full_env)

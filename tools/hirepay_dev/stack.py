@@ -10,7 +10,9 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from hirepay_dev import pg
@@ -18,6 +20,7 @@ from hirepay_dev.procs import (
     READY_TIMEOUT,
     REPO_ROOT,
     Process,
+    StartCancelled,
     ensure_service_token_secret,
     free_port,
     http_ready,
@@ -34,6 +37,7 @@ from hirepay_dev.provider_sandboxes import (
 from hirepay_dev.services import (
     JOBS,
     PAYMENTS,
+    SPECS,
     WALLET,
     RunningService,
     ServiceSpec,
@@ -57,6 +61,55 @@ PROVIDER_SANDBOXES = {
     "razorpay": ("razorpay_sandbox", "PAYMENTS_RAZORPAY_KEY_ID"),
     "fatora": ("fatora_sandbox", "PAYMENTS_FATORA_API_KEY"),
 }
+
+# The services each service calls while it starts (and so must be ready first); payments also
+# waits for the provider sandboxes. Conservative: the order the stack always started them in.
+STARTUP_NEEDS: dict[str, tuple[str, ...]] = {
+    "wallet": (),
+    "payments": ("wallet",),
+    "jobs": ("wallet", "payments"),
+}
+
+
+def start_in_order(
+    tasks: Mapping[str, tuple[Callable[[threading.Event], None], Sequence[str]]],
+) -> None:
+    """Run every task (name -> (start, the names it needs first)) in its own thread, each as soon
+    as the tasks it needs have succeeded; return once all are done.
+
+    The first failure sets the event every start is given (Process.start then abandons its
+    readiness wait and kills its process) and the tasks not yet begun are skipped; that first
+    failure is raised once every thread has finished, so nothing is still starting then."""
+    cancel = threading.Event()
+    done = {name: threading.Event() for name in tasks}
+    succeeded: set[str] = set()
+    failures: list[BaseException] = []
+
+    def run(name: str) -> None:
+        start, needs = tasks[name]
+        # A start that fails kills its own process (Process.start); one that succeeds after
+        # another failed is on the Stack already, for the caller's stop().
+        try:
+            for need in needs:
+                done[need].wait()
+            if cancel.is_set() or any(need not in succeeded for need in needs):
+                return  # skipped: a failure is already recorded
+            start(cancel)
+            succeeded.add(name)
+        except BaseException as exc:
+            if not isinstance(exc, StartCancelled):
+                failures.append(exc)
+            cancel.set()
+        finally:
+            done[name].set()
+
+    threads = [threading.Thread(target=run, args=(name,), name=f"start-{name}") for name in tasks]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
 
 
 def service_exists(spec: ServiceSpec) -> bool:
@@ -151,40 +204,82 @@ class Stack:
         return self
 
     def _start(self) -> None:
-        gateway_url = self.gateway_url
+        """Start every part as soon as what it needs is up, side by side (start_in_order).
+
+        Every port is chosen up front, so nothing waits for another's address: the sandboxes
+        start at once, the migrations run meanwhile (one after another: Alembic's `context`/`op`
+        are module globals, so two upgrades in one process must not overlap), and a service starts
+        once its database is migrated and the services it calls at start-up are ready
+        (STARTUP_NEEDS). Whatever did start is on self as soon as it is spawned, so start()'s
+        stop() stops it after a failure."""
+        specs = [spec for spec in (WALLET, PAYMENTS, JOBS) if service_exists(spec)]
+        migrated: dict[str, str] = {}
+        tasks: dict[str, tuple[Callable[[threading.Event], None], tuple[str, ...]]] = {}
         if not self.real_stripe:
-            self.sandbox = Process(
-                name=f"sandbox{self.db_suffix}",
-                argv=python_module("stripe_sandbox", "--port", str(self.ports.sandbox)),
-                env=self._env(
-                    "sandbox",
-                    {
-                        "SANDBOX_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/stripe",
-                        # Only the events payments acts on (stripe_provider.WEBHOOK_EVENT_TYPES),
-                        # as an endpoint's enabled events at Stripe: any other event costs a
-                        # delivery, a gateway request and a stored event, for nothing (issue 13).
-                        "SANDBOX_WEBHOOK_EVENTS": STRIPE_WEBHOOK_EVENTS,
-                        "SANDBOX_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
-                        **(
-                            {"SANDBOX_STATE_FILE": str(self.sandbox_state)}
-                            if self.sandbox_state
-                            else {}
-                        ),
-                    },
-                ),
-                ready=http_ready(f"{self.sandbox_url}/_sandbox/health"),
-            ).start(self.start_timeout)
-        provider_env = self._start_provider_sandboxes(gateway_url)
-        targets: dict[str, str] = {}
-        per_service_env = {
-            "wallet": {},
-            "payments": {
+            tasks["sandbox"] = (self._start_stripe_sandbox, ())
+        for provider in PROVIDER_SANDBOXES:
+            if provider not in self.real_providers:
+                tasks[f"{provider}-sandbox"] = (partial(self._start_provider, provider), ())
+        sandboxes = tuple(tasks)
+        previous: tuple[str, ...] = ()
+        for spec in specs:
+            # The migrations form one chain (see above); each service waits for its own.
+            tasks[f"migrate-{spec.name}"] = (partial(self._migrate, spec, migrated), previous)
+            previous = (f"migrate-{spec.name}",)
+            needs = tuple(n for n in STARTUP_NEEDS[spec.name] if service_exists(SPECS[n]))
+            if spec.name == "payments":
+                needs += sandboxes
+            tasks[spec.name] = (partial(self._start_service, spec, migrated), (*previous, *needs))
+        if (REPO_ROOT / "services" / "gateway" / "gateway" / "__main__.py").exists():
+            tasks["gateway"] = (self._start_gateway, tuple(spec.name for spec in specs))
+        start_in_order(tasks)
+
+    def _migrate(self, spec: ServiceSpec, migrated: dict[str, str], _: threading.Event) -> None:
+        migrated[spec.name] = prepare_database(
+            spec, self.server_url, name=spec.database + self.db_suffix, fresh=self.fresh
+        )
+
+    def _start_stripe_sandbox(self, cancel: threading.Event) -> None:
+        self.sandbox = self._stripe_sandbox(self.gateway_url)
+        self.sandbox.start(self.start_timeout, cancel)
+
+    def _start_provider(self, provider: str, cancel: threading.Event) -> None:
+        process = self._provider_sandbox(provider, self.gateway_url)
+        self.provider_sandboxes[provider] = process
+        process.start(self.start_timeout, cancel)
+
+    def _start_service(
+        self, spec: ServiceSpec, migrated: dict[str, str], cancel: threading.Event
+    ) -> None:
+        grpc_port, metrics_port = getattr(self.ports, spec.name)
+        env = self._env(spec.name, self._service_env(spec.name, self.gateway_url))
+        log_name = spec.name + self.db_suffix
+        self.services[spec.name] = start_service(
+            spec,
+            migrated[spec.name],
+            env=env,
+            grpc_port=grpc_port,
+            metrics_port=metrics_port,
+            log_name=log_name,
+            timeout=self.start_timeout,
+            module=self.modules.get(spec.name),
+            cancel=cancel,
+        )
+
+    def _start_gateway(self, cancel: threading.Event) -> None:
+        self.gateway = self._gateway_process(self.gateway_url)
+        self.gateway.start(self.start_timeout, cancel)
+
+    def _service_env(self, name: str, gateway_url: str) -> dict[str, str]:
+        """A service's settings pointing at the others (all on ports chosen up front)."""
+        if name == "payments":
+            return {
                 "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
                 "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
                 "PAYMENTS_CHECKOUT_RETURN_URL": (
                     f"{gateway_url}/api/payments/return/{{provider}}?ref={{ref}}"
                 ),
-                **provider_env,
+                **self._provider_env(),
                 **(
                     {}
                     if self.real_stripe
@@ -194,81 +289,88 @@ class Stack:
                         "PAYMENTS_STRIPE_WEBHOOK_SECRETS": DEV_WEBHOOK_SECRET,
                     }
                 ),
-            },
-            "jobs": {
+            }
+        if name == "jobs":
+            return {
                 "JOBS_PAYMENTS_TARGET": f"127.0.0.1:{self.ports.payments[0]}",
                 "JOBS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
-            },
-        }
-        for spec, (grpc_port, metrics_port) in (
-            (WALLET, self.ports.wallet),
-            (PAYMENTS, self.ports.payments),
-            (JOBS, self.ports.jobs),
-        ):
-            if not service_exists(spec):
-                continue
-            db_url = prepare_database(
-                spec, self.server_url, name=spec.database + self.db_suffix, fresh=self.fresh
-            )
-            running = start_service(
-                spec,
-                db_url,
-                env=self._env(spec.name, per_service_env[spec.name]),
-                grpc_port=grpc_port,
-                metrics_port=metrics_port,
-                log_name=spec.name + self.db_suffix,
-                timeout=self.start_timeout,
-                module=self.modules.get(spec.name),
-            )
-            self.services[spec.name] = running
-            targets[spec.name] = running.target
-        if (REPO_ROOT / "services" / "gateway" / "gateway" / "__main__.py").exists():
-            self.gateway = Process(
-                name=f"gateway{self.db_suffix}",
-                argv=python_module("gateway"),
-                env=self._env(
-                    "gateway",
-                    {
-                        "GATEWAY_PORT": str(self.ports.gateway),
-                        "GATEWAY_PUBLIC_URL": gateway_url,
-                        "GATEWAY_JOBS_TARGET": targets.get("jobs", ""),
-                        "GATEWAY_PAYMENTS_TARGET": targets.get("payments", ""),
-                        "GATEWAY_WALLET_TARGET": targets.get("wallet", ""),
-                    },
-                ),
-                ready=http_ready(f"{gateway_url}/healthz"),
-            ).start(self.start_timeout)
+            }
+        return {}
+
+    def _stripe_sandbox(self, gateway_url: str) -> Process:
+        return Process(
+            name=f"sandbox{self.db_suffix}",
+            argv=python_module("stripe_sandbox", "--port", str(self.ports.sandbox)),
+            env=self._env(
+                "sandbox",
+                {
+                    "SANDBOX_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/stripe",
+                    # Only the events payments acts on (stripe_provider.WEBHOOK_EVENT_TYPES),
+                    # as an endpoint's enabled events at Stripe: any other event costs a
+                    # delivery, a gateway request and a stored event, for nothing (issue 13).
+                    "SANDBOX_WEBHOOK_EVENTS": STRIPE_WEBHOOK_EVENTS,
+                    "SANDBOX_WEBHOOK_SECRET": DEV_WEBHOOK_SECRET,
+                    **(
+                        {"SANDBOX_STATE_FILE": str(self.sandbox_state)}
+                        if self.sandbox_state
+                        else {}
+                    ),
+                },
+            ),
+            ready=http_ready(f"{self.sandbox_url}/_sandbox/health"),
+        )
+
+    def _gateway_process(self, gateway_url: str) -> Process:
+        services = {spec.name for spec in (WALLET, PAYMENTS, JOBS) if service_exists(spec)}
+
+        def target(name: str) -> str:
+            return f"127.0.0.1:{getattr(self.ports, name)[0]}" if name in services else ""
+
+        return Process(
+            name=f"gateway{self.db_suffix}",
+            argv=python_module("gateway"),
+            env=self._env(
+                "gateway",
+                {
+                    "GATEWAY_PORT": str(self.ports.gateway),
+                    "GATEWAY_PUBLIC_URL": gateway_url,
+                    "GATEWAY_JOBS_TARGET": target("jobs"),
+                    "GATEWAY_PAYMENTS_TARGET": target("payments"),
+                    "GATEWAY_WALLET_TARGET": target("wallet"),
+                },
+            ),
+            ready=http_ready(f"{gateway_url}/healthz"),
+        )
 
     def provider_url(self, provider: str) -> str:
         return f"http://127.0.0.1:{self.ports.providers[provider]}"
 
-    def _start_provider_sandboxes(self, gateway_url: str) -> dict[str, str]:
-        """Start the PayPal, Razorpay and Fatora sandboxes (each delivering its webhooks to the
-        gateway); returns the payments service's settings for them."""
-        env: dict[str, str] = {}
-        for provider, (module, _) in PROVIDER_SANDBOXES.items():
-            if provider in self.real_providers:
-                continue
-            prefix = module.upper()
-            process = provider_sandbox_process(
+    def _provider_sandbox(self, provider: str, gateway_url: str) -> Process:
+        """The PayPal, Razorpay or Fatora sandbox, delivering its webhooks to the gateway."""
+        module, _ = PROVIDER_SANDBOXES[provider]
+        prefix = module.upper()
+        return provider_sandbox_process(
+            module,
+            self.ports.providers[provider],
+            self._env(
                 module,
-                self.ports.providers[provider],
-                self._env(
-                    module,
-                    {
-                        f"{prefix}_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/{provider}",
-                        f"{prefix}_WEBHOOK_SECRET": DEV_PROVIDER_WEBHOOK_SECRET,
-                        **(
-                            {f"{prefix}_WEBHOOK_ID": DEV_PAYPAL_WEBHOOK_ID}
-                            if provider == "paypal"
-                            else {}
-                        ),
-                    },
-                ),
-                name=f"{provider}-sandbox{self.db_suffix}",
-            )
-            self.provider_sandboxes[provider] = process.start(self.start_timeout)
-        urls = {p: self.provider_url(p) for p in self.provider_sandboxes}
+                {
+                    f"{prefix}_WEBHOOK_URL": f"{gateway_url}/api/payments/webhook/{provider}",
+                    f"{prefix}_WEBHOOK_SECRET": DEV_PROVIDER_WEBHOOK_SECRET,
+                    **(
+                        {f"{prefix}_WEBHOOK_ID": DEV_PAYPAL_WEBHOOK_ID}
+                        if provider == "paypal"
+                        else {}
+                    ),
+                },
+            ),
+            name=f"{provider}-sandbox{self.db_suffix}",
+        )
+
+    def _provider_env(self) -> dict[str, str]:
+        """The payments service's settings for the provider sandboxes this stack runs."""
+        env: dict[str, str] = {}
+        urls = {p: self.provider_url(p) for p in PROVIDER_SANDBOXES if p not in self.real_providers}
         if "paypal" in urls:
             env |= {
                 "PAYMENTS_PAYPAL_CLIENT_ID": PAYPAL_CLIENT_ID,

@@ -3,6 +3,8 @@ settlement stream is consumed once; metrics are exposed."""
 
 from __future__ import annotations
 
+import contextlib
+
 import grpc
 import httpx
 import pytest
@@ -18,17 +20,28 @@ from tests.support.jobs_stack import (
     start_jobs,
 )
 from tests.support.service_auth import signed_channel
+from tests.support.startup import start_together
 from tests.support.waiting import eventually
 
 
 @pytest.fixture
 def replicas(stack, make_service_database):
     database = make_service_database("jobs")
-    doomed = start_jobs(stack, database, crash_after="try", JOBS_INSTANCE_ID="doomed")
-    survivor = start_jobs(stack, database, JOBS_INSTANCE_ID="survivor")
-    yield doomed, survivor
-    for service in (doomed, survivor):
-        service.stop()
+    # The replicas do not depend on each other: started side by side (a failed start stops the
+    # other), stopped in reverse order.
+    with contextlib.ExitStack() as cleanup:
+        doomed, survivor = start_together(
+            cleanup,
+            (
+                lambda: start_jobs(stack, database, crash_after="try", JOBS_INSTANCE_ID="doomed"),
+                lambda started: started.stop(),
+            ),
+            (
+                lambda: start_jobs(stack, database, JOBS_INSTANCE_ID="survivor"),
+                lambda started: started.stop(),
+            ),
+        )
+        yield doomed, survivor
 
 
 def test_a_surviving_replica_finishes_the_saga_of_a_dead_one(stack, replicas):
