@@ -17,7 +17,6 @@ from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay_dev.services import SPECS
-from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 
@@ -62,13 +61,10 @@ async def populated(make_service_database: Callable[[str], str]) -> AsyncIterato
         await connection.close()
 
 
-@pytest.fixture
-async def sessions(populated: str) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    engine = create_engine(populated)
-    try:
-        yield make_session_factory(engine)
-    finally:
-        await engine.dispose()
+@pytest.fixture(scope="module")
+def database_url(populated: str) -> str:
+    """The conftest's engine and sessions, on this module's filled database."""
+    return populated
 
 
 async def _in_flight_ids(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
