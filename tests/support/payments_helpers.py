@@ -14,6 +14,7 @@ from hirepay_platform.grpc_status import error_info
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
+from payments.domain.transactions import Transaction, TxnStatus, UserType
 
 # Webhook signing secrets: the sandbox signs with the current one; both are accepted (rotation).
 WEBHOOK_SECRET = "whsec_paymentstestcurrent000000000000"
@@ -111,3 +112,27 @@ def card_payment(
         "metadata": {"subsystem": "jobs"},
     }
     return Payment(**{**fields, **changes})
+
+
+def paid_plan_transaction(txn_id: str) -> Transaction:
+    """A company's paid SWIFT_HIRE plan transaction granting credits (the booking worker's input)."""
+    now = datetime.now(UTC)
+    return Transaction(
+        id=txn_id,
+        status=TxnStatus.SUCCESS,
+        user_type=UserType.COMPANY,
+        user_id="co-1",
+        email="hr@co.test",
+        amount_minor=4900,
+        currency="USD",
+        payment_method="STRIPE",
+        provider="stripe",
+        plan="SWIFT_HIRE",
+        period_days=30,
+        request_id=f"r-{txn_id}",
+        return_url="https://a.example/ok",
+        cancel_url="https://a.example/no",
+        created_at=now,
+        updated_at=now,
+        metadata={"job_credits": "2500", "candidate_credits": "50"},
+    )

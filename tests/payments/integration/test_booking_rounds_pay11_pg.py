@@ -9,35 +9,12 @@ from datetime import UTC, datetime
 
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.credits import CreditGrant, GrantStatus
-from payments.domain.transactions import Transaction, TxnStatus, UserType
-
-
-def _txn(txn_id: str) -> Transaction:
-    now = datetime.now(UTC)
-    return Transaction(
-        id=txn_id,
-        status=TxnStatus.SUCCESS,
-        user_type=UserType.COMPANY,
-        user_id="co-1",
-        email="hr@co.test",
-        amount_minor=4900,
-        currency="USD",
-        payment_method="STRIPE",
-        provider="stripe",
-        plan="SWIFT_HIRE",
-        period_days=30,
-        request_id=f"r-{txn_id}",
-        return_url="https://a.example/ok",
-        cancel_url="https://a.example/no",
-        created_at=now,
-        updated_at=now,
-        metadata={"job_credits": "2500", "candidate_credits": "50"},
-    )
+from tests.support.payments_helpers import paid_plan_transaction
 
 
 async def test_rounds_of_any_size_mark_done_with_one_statement_text(sessions, round_trips) -> None:
     now = datetime.now(UTC)
-    grants = [CreditGrant.issue(_txn(f"txn_round_{n}"), now) for n in range(7)]
+    grants = [CreditGrant.issue(paid_plan_transaction(f"txn_round_{n}"), now) for n in range(7)]
     async with SqlPaymentsUnitOfWork(sessions) as uow:
         for grant in grants:
             await uow.credit_grants.add(grant)

@@ -8,35 +8,12 @@ from datetime import UTC, datetime, timedelta
 
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.credits import CANDIDATE_CREDIT, JOB_CREDIT, CreditGrant, GrantStatus
-from payments.domain.transactions import Transaction, TxnStatus, UserType
-
-
-def _txn(txn_id: str) -> Transaction:
-    now = datetime.now(UTC)
-    return Transaction(
-        id=txn_id,
-        status=TxnStatus.SUCCESS,
-        user_type=UserType.COMPANY,
-        user_id="co-1",
-        email="hr@co.test",
-        amount_minor=4900,
-        currency="USD",
-        payment_method="STRIPE",
-        provider="stripe",
-        plan="SWIFT_HIRE",
-        period_days=30,
-        request_id=f"r-{txn_id}",
-        return_url="https://a.example/ok",
-        cancel_url="https://a.example/no",
-        created_at=now,
-        updated_at=now,
-        metadata={"job_credits": "2500", "candidate_credits": "50"},
-    )
+from tests.support.payments_helpers import paid_plan_transaction
 
 
 async def test_a_grant_is_recorded_once_and_keeps_its_plan(sessions) -> None:
     now = datetime.now(UTC)
-    txn = _txn("txn_once")
+    txn = paid_plan_transaction("txn_once")
     async with SqlPaymentsUnitOfWork(sessions) as uow:
         assert await uow.credit_grants.add(CreditGrant.issue(txn, now)) is True
         assert await uow.credit_grants.add(CreditGrant.issue(txn, now)) is False
@@ -61,7 +38,9 @@ async def test_workers_share_due_grants_without_doubles(sessions) -> None:
     now = datetime.now(UTC)
     async with SqlPaymentsUnitOfWork(sessions) as uow:
         for n in range(12):
-            await uow.credit_grants.add(CreditGrant.issue(_txn(f"txn_lease_{n}"), now))
+            await uow.credit_grants.add(
+                CreditGrant.issue(paid_plan_transaction(f"txn_lease_{n}"), now)
+            )
         await uow.commit()
 
     async def lease() -> list[str]:
