@@ -133,7 +133,10 @@ async def advance_refund(
     deps: Deps, ref: Refund, payment: Payment, *, actor: str
 ) -> tuple[Refund, Payment]:
     """Take a refund as far as it goes: its coins held, the provider asked, the coin hold
-    posted or released."""
+    posted or released. A refund made at the provider (succeeded already) holds and posts its
+    coins the same way, or records them short when they are not there."""
+    if ref.status is RefundStatus.SUCCEEDED and ref.coins_state is CoinsState.RESERVING:
+        ref = await _hold_coins_refunded_at_provider(deps, ref, payment, actor=actor)
     if ref.status is RefundStatus.PENDING and ref.coins_state is CoinsState.RESERVING:
         ref, payment = await _hold_coins(deps, ref, payment, actor=actor)
     if ref.status is RefundStatus.PENDING and ref.coins_state is not CoinsState.RESERVING:
@@ -190,6 +193,59 @@ async def _hold_coins(
             )
             await uow.commit()
     return stored, payment
+
+
+async def _hold_coins_refunded_at_provider(
+    deps: Deps, ref: Refund, payment: Payment, *, actor: str
+) -> Refund:
+    """The Try of a refund made at the provider: its cash is back with the buyer already, so
+    coins that are not there (spent, or held by an offer or a withdrawal) cannot stop it. They
+    are never taken below zero (ESC-1): the branch is cancelled, so no late Try holds anything,
+    and the refund records them short (metric, audit trail, warning) for the platform to recover
+    from the buyer. A wallet that does not answer leaves it to the poller."""
+    coin_ledger = _coin_ledger(deps)
+    try:
+        await coin_ledger.hold_coins(ref, payment.owner_id)
+        short = ""
+    except HirepayError as exc:
+        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
+            await _retry_coins_later(deps, ref, exc)
+            return ref
+        short = str(exc)
+    if short:
+        try:
+            await coin_ledger.return_coins(ref, "refunded at the provider: coins not available")
+        except HirepayError as exc:
+            await _retry_coins_later(deps, ref, exc)
+            return ref
+    async with deps.uow as uow:
+        stored = await uow.refunds.get(ref.id, for_update=True)
+        assert stored is not None
+        if stored.coins_state is not CoinsState.RESERVING:
+            return stored  # another worker took this step
+        now = deps.clock()
+        stored.coins_state = CoinsState.SHORT if short else CoinsState.HELD
+        stored.updated_at = now
+        if short:
+            stored.next_poll_at = None
+            stored.failure_message = f"{COINS_REFUSED}: {short}"[:500]
+            metrics.REFUND_COINS_SHORT.inc(stored.coins)
+            log.warning(
+                "refund %s of payment %s made at the provider: %d coins not available (%s);"
+                " left with the buyer, recorded short",
+                stored.id,
+                stored.payment_id,
+                stored.coins,
+                short,
+            )
+        await uow.refunds.save(stored)
+        await uow.audit.add(
+            _coins_audit(
+                stored, actor, f"not available: short ({short[:200]})" if short else "held"
+            )
+        )
+        await uow.commit()
+    return stored
 
 
 async def _settle_coins(deps: Deps, ref: Refund, *, actor: str) -> Refund:
