@@ -231,3 +231,47 @@ async def test_a_dashboard_refund_of_a_coin_purchase_takes_its_coins_back(
     await _dashboard_refund(ledger_stack, got.provider_payment_id)  # the rest
     await ledger.settles_at({})  # every coin and every cent back once
     await wait_for(lambda: _payment(jobs_stub, pid, State.REFUNDED), timeout=20)
+
+
+async def test_a_subscription_refunded_in_full_at_the_dashboard_is_refunded_and_unbooked(
+    ledger_stack: LedgerStack, jobs_stub
+) -> None:
+    ledger = Ledger(ledger_stack, STRIPE, "platform")
+    txn = (
+        await jobs_stub.Subscribe(
+            pb.SubscribeRequest(
+                request_id="s1",
+                user_type=pb.USER_TYPE_COMPANY,
+                user_id=f"company-{uuid.uuid4().hex[:12]}",
+                email="hr@acme.example",
+                plan="MONTHLY",
+                payment_method="STRIPE",
+                return_url="https://app.example/subscription/success",
+                cancel_url="https://app.example/subscription/cancel",
+            )
+        )
+    ).transaction
+    assert ledger_stack.admin.pay_checkout(txn.checkout_url).status_code == 303
+    await ledger.settles_at(
+        {
+            STRIPE: {("PROVIDER_CLEARING", "USD"): -3_000},
+            "platform": {("PLATFORM_REVENUE", "USD"): 3_000},
+        }
+    )
+
+    got = await jobs_stub.GetTransaction(
+        pb.GetTransactionRequest(transaction_id=txn.transaction_id)
+    )
+    session = await stripe_client(
+        ledger_stack.sandbox_url, API_KEY
+    ).v1.checkout.sessions.retrieve_async(got.transaction.provider_transaction_id)
+    await _dashboard_refund(ledger_stack, str(session.payment_intent))
+    await ledger.settles_at({})  # the money back to clearing: revenue as before
+
+    async def refunded() -> bool:
+        got = await jobs_stub.GetTransaction(
+            pb.GetTransactionRequest(transaction_id=txn.transaction_id)
+        )
+        return got.transaction.status == pb.Transaction.REFUNDED
+
+    await wait_for(refunded, timeout=20)

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands, errors
+from payments.domain.credits import CreditGrant
 from payments.domain.events import EventType
 from payments.domain.model import Method, PaymentState
-from payments.domain.provider import EventSubject, OutcomeUnknown, ProviderEvent
+from payments.domain.provider import (
+    EventSubject,
+    OutcomeUnknown,
+    ProviderEvent,
+    ProviderPayment,
+    ProviderStatus,
+)
 from payments.domain.refunds import CoinsState, RefundStatus
+from payments.domain.transactions import TxnStatus
 from payments.service_layer import metrics
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
@@ -27,6 +36,7 @@ from payments.service_layer.handlers.poller import poll_due
 from payments.service_layer.handlers.webhooks import handle_provider_event
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, FakeLedger, FakeProvider, FakeUnitOfWork
+from tests.support.payments_helpers import paid_plan_transaction
 
 OWNER = "co-1"
 FEE = 14_900
@@ -297,3 +307,45 @@ async def test_spent_coins_of_a_dashboard_refund_are_recorded_short(deps: Deps) 
     assert isinstance(clock, Clock)
     clock.advance(120)
     assert await poll_due(deps) == 0  # nothing owed: short is final
+
+
+# --- subscription purchases (API-4, CR-2) -----------------------------------------------------
+
+
+async def _paid_purchase(deps: Deps) -> str:
+    """A paid plan purchase whose money and credits are booked; its provider payment id."""
+    txn = replace(paid_plan_transaction("txn_1"), provider_payment_intent_id="pi_plan")
+    async with deps.uow as uow:
+        await uow.transactions.add(txn)
+        await uow.credit_grants.add(CreditGrant.issue(txn, deps.clock()))
+        await uow.commit()
+    await credits.settle_due_grants(deps)
+    assert _wallet(deps).balances[(OWNER, "JOB_CREDIT")] == 2_500
+    _provider(deps).intents["pi_plan"] = ProviderPayment(
+        "pi_plan", ProviderStatus.CAPTURED, txn.amount_minor, "USD", amount_received=4_900
+    )
+    return "pi_plan"
+
+
+async def test_a_dashboard_refund_of_a_purchase_revokes_its_credits(deps: Deps) -> None:
+    pi = await _paid_purchase(deps)
+    _provider(deps).refund_outside(pi, 4_900)
+    assert (await _deliver(deps, "evt_1", pi)).applied
+    async with deps.uow as uow:
+        txn = await uow.transactions.get("txn_1")
+    assert txn is not None and txn.status is TxnStatus.REFUNDED
+    assert _moved(deps) == {}  # the money back to clearing, the credits back to issuance
+    assert not (await _deliver(deps, "evt_2", pi)).applied  # a twin revokes nothing twice
+
+
+async def test_a_partial_dashboard_refund_of_a_purchase_is_not_booked(deps: Deps) -> None:
+    pi = await _paid_purchase(deps)
+    _provider(deps).refund_outside(pi, 1_000)
+    partial = metrics.PROVIDER_REFUNDS.labels("stripe", "purchase_partial")._value.get()
+    assert not (await _deliver(deps, "evt_1", pi)).applied
+    async with deps.uow as uow:
+        txn = await uow.transactions.get("txn_1")
+    assert txn is not None and txn.status is TxnStatus.SUCCESS
+    assert metrics.PROVIDER_REFUNDS.labels("stripe", "purchase_partial")._value.get() == (
+        partial + 1
+    )

@@ -15,7 +15,8 @@ poller, records it; the event changes nothing. Twins and redeliveries find every
 
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
-below zero.
+below zero. A subscription purchase refunded in full is REFUNDED with its unused credits revoked,
+as by the admin's refund (credits.mark_refunded).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.ids import new_id
 from payments.domain import errors, ledger
+from payments.domain.credits import GrantKind
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
@@ -43,8 +45,10 @@ from payments.domain.refunds import (
     Refund,
     RefundStatus,
 )
+from payments.domain.transactions import Transaction, TxnStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.credits import mark_refunded, settle_grant
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.refunds import advance_refund
 from payments.service_layer.handlers.shared import emit, owe_booking
@@ -81,25 +85,16 @@ async def apply_refund_event(
     if intent_id:
         async with deps.uow as uow:
             payment = await uow.payments.find_by_provider(payment_intent_id=intent_id)
+    if payment is None and intent_id:
+        return await _apply_to_purchase(deps, provider, event, record, intent_id)
     if payment is None or payment.provider != provider.name:
-        if intent_id and payment is None and event.metadata.get("hirepay_payment_id"):
-            # Ours, its capture not recorded yet: refused so that the provider delivers it again.
-            raise _not_yet(event, "its payment is not known yet")
-        # Not a payment of ours (a subscription purchase's refunds are only recorded: README).
-        return None
+        return None  # not a payment of this provider: recorded only
     if payment.state not in TAKEN:
         # Refunded, so captured at the provider, but the capture's answer is not recorded yet
         # (the poller is resolving it): refused, so the provider delivers it again.
         raise _not_yet(event, f"payment {payment.id} is {payment.state.value}, not captured yet")
     records: list[CallRecord] = []
-    try:
-        found = await call(records, "list_refunds", "", lambda: provider.list_refunds(intent_id))
-    except (OutcomeUnknown, InvalidRequest) as exc:
-        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "provider_error")
-        raise errors.ProviderUnavailable(
-            f"could not re-fetch the refunds of {intent_id} from the provider: {exc.message}",
-            metadata={"event_id": event.id},
-        ) from None
+    found = await _refunds_of(provider, records, event, intent_id)
     async with deps.uow as uow:
         now = deps.clock()
         if not await uow.events.claim(record):
@@ -116,6 +111,100 @@ async def apply_refund_event(
         if ref.coins_owed:
             await _take_coins_back(deps, ref, p)
     return RefundEventOutcome(applied=bool(booked), duplicate=False)
+
+
+async def _apply_to_purchase(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, record: EventRecord, intent: str
+) -> RefundEventOutcome | None:
+    """A refund of a subscription purchase (a plan transaction, API-4) made at the provider: once
+    its payment is refunded in full, the purchase is REFUNDED and its unused credits revoked, as
+    by the admin's refund (credits.mark_refunded). The admin's own refund (its `transaction_id`
+    in the refund's metadata) is left to its request; a partial refund is only counted and
+    logged (a purchase is refunded whole: README "Still to find"). None: not a purchase of this
+    provider (recorded only)."""
+    async with deps.uow as uow:
+        txn = await uow.transactions.find_by_provider(payment_intent_id=intent)
+    if txn is None or txn.provider != provider.name:
+        if event.metadata.get("hirepay_payment_id") or event.metadata.get("transaction_id"):
+            # Ours, its capture not recorded yet: refused so that the provider delivers it again.
+            raise _not_yet(event, "its payment is not known yet")
+        return None
+    records: list[CallRecord] = []
+    found = await _refunds_of(provider, records, event, intent)
+    refunded = [r for r in found if r.state is RefundState.SUCCEEDED]
+    total = sum(r.amount_minor for r in refunded)
+    by_admin = any(r.metadata.get("transaction_id") == txn.id for r in found)
+    changed = False
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await uow.events.claim(record):
+            return RefundEventOutcome(applied=False, duplicate=True)
+        stored = await uow.transactions.get(txn.id, for_update=True)
+        assert stored is not None
+        if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
+            ids = ",".join(r.id for r in refunded)
+            if total >= stored.amount_minor:
+                await mark_refunded(
+                    uow,
+                    deps,
+                    stored,
+                    actor="provider",
+                    reason=f"refunded at the provider ({ids})",
+                    key=f"{PROVIDER_REQUEST_PREFIX}{ids}",
+                    now=now,
+                )
+                changed = True
+                uow.after_commit(
+                    functools.partial(_count_purchase, stored.provider, "booked", total, stored)
+                )
+            else:
+                uow.after_commit(
+                    functools.partial(_count_purchase, stored.provider, "partial", total, stored)
+                )
+        await uow.audit.add(
+            AuditEntry(
+                action="webhook",
+                actor="provider",
+                reason=f"{event.type}: purchase {stored.status.value}, {total} refunded",
+                details={"event_id": event.id, "event_type": event.type, "object_id": intent},
+                transaction_id=stored.id,
+            ),
+            *(r.audit("webhook", transaction_id=stored.id) for r in records),
+        )
+        await uow.commit()
+    if changed:
+        await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+    return RefundEventOutcome(applied=changed, duplicate=False)
+
+
+def _count_purchase(provider: str, result: str, total: int, txn: Transaction) -> None:
+    metrics.count(metrics.PROVIDER_REFUNDS, provider, f"purchase_{result}")
+    if result == "booked":
+        metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
+        metrics.REFUNDED.labels(txn.currency).inc(total)
+    else:
+        log.warning(
+            "purchase %s: %d of %d %s refunded at the provider; a purchase is refunded whole:"
+            " not booked (the reconciliation reports it)",
+            txn.id,
+            total,
+            txn.amount_minor,
+            txn.currency,
+        )
+
+
+async def _refunds_of(
+    provider: PaymentProvider, records: list[CallRecord], event: ProviderEvent, intent: str
+) -> list[ProviderRefund]:
+    """Every refund of the provider's payment, re-fetched (never the event's copy)."""
+    try:
+        return await call(records, "list_refunds", "", lambda: provider.list_refunds(intent))
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "provider_error")
+        raise errors.ProviderUnavailable(
+            f"could not re-fetch the refunds of {intent} from the provider: {exc.message}",
+            metadata={"event_id": event.id},
+        ) from None
 
 
 async def _record_new_refunds(
