@@ -26,6 +26,7 @@ from tests.payments.ledger.test_ledger_bookings import (
     _findings,
     _payment,
     _transfer,
+    paid_subscription,
 )
 from tests.support.payments_helpers import (
     WEBHOOK_SECRET,
@@ -236,29 +237,8 @@ async def test_a_dashboard_refund_of_a_coin_purchase_takes_its_coins_back(
 async def test_a_subscription_refunded_in_full_at_the_dashboard_is_refunded_and_unbooked(
     ledger_stack: LedgerStack, jobs_stub
 ) -> None:
+    txn = await paid_subscription(ledger_stack, jobs_stub)
     ledger = Ledger(ledger_stack, STRIPE, "platform")
-    txn = (
-        await jobs_stub.Subscribe(
-            pb.SubscribeRequest(
-                request_id="s1",
-                user_type=pb.USER_TYPE_COMPANY,
-                user_id=f"company-{uuid.uuid4().hex[:12]}",
-                email="hr@acme.example",
-                plan="MONTHLY",
-                payment_method="STRIPE",
-                return_url="https://app.example/subscription/success",
-                cancel_url="https://app.example/subscription/cancel",
-            )
-        )
-    ).transaction
-    assert ledger_stack.admin.pay_checkout(txn.checkout_url).status_code == 303
-    await ledger.settles_at(
-        {
-            STRIPE: {("PROVIDER_CLEARING", "USD"): -3_000},
-            "platform": {("PLATFORM_REVENUE", "USD"): 3_000},
-        }
-    )
-
     got = await jobs_stub.GetTransaction(
         pb.GetTransactionRequest(transaction_id=txn.transaction_id)
     )
@@ -266,7 +246,12 @@ async def test_a_subscription_refunded_in_full_at_the_dashboard_is_refunded_and_
         ledger_stack.sandbox_url, API_KEY
     ).v1.checkout.sessions.retrieve_async(got.transaction.provider_transaction_id)
     await _dashboard_refund(ledger_stack, str(session.payment_intent))
-    await ledger.settles_at({})  # the money back to clearing: revenue as before
+    await ledger.settles_at(  # the money back to clearing, out of revenue
+        {
+            STRIPE: {("PROVIDER_CLEARING", "USD"): 3_000},
+            "platform": {("PLATFORM_REVENUE", "USD"): -3_000},
+        }
+    )
 
     async def refunded() -> bool:
         got = await jobs_stub.GetTransaction(

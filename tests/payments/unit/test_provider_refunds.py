@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hirepay_platform.errors import Unavailable
 from hirepay_platform.tcc import TccBranch
 from payments.domain import commands, errors
 from payments.domain.credits import CreditGrant
@@ -349,3 +350,23 @@ async def test_a_partial_dashboard_refund_of_a_purchase_is_not_booked(deps: Deps
     assert metrics.PROVIDER_REFUNDS.labels("stripe", "purchase_partial")._value.get() == (
         partial + 1
     )
+
+
+async def test_a_wallet_outage_while_taking_the_coins_back_is_finished_by_the_poller(
+    deps: Deps,
+) -> None:
+    pid = await _captured(deps, "g9", dict(COIN_PURCHASE))
+    pi = await _intent(deps, pid)
+    _provider(deps).refund_outside(pi, FEE)
+    _wallet(deps).fail = [Unavailable("wallet down")]
+    await _deliver(deps, "evt_1", pi)
+    _, [ref], _ = await _state(deps, pid)
+    assert (ref.status, ref.coins_state) == (RefundStatus.SUCCEEDED, CoinsState.RESERVING)
+    clock = deps.clock
+    assert isinstance(clock, Clock)
+    clock.advance(120)
+    await poll_due(deps)
+    _, [ref], _ = await _state(deps, pid)
+    assert ref.coins_state is CoinsState.TAKEN
+    await credits.settle_due_grants(deps)
+    assert _moved(deps) == {}  # every cent and every coin back, once

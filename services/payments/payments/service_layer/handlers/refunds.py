@@ -152,6 +152,20 @@ def _coin_ledger(deps: Deps) -> CreditsLedger:
     return deps.ledger
 
 
+async def _try_hold_coins(deps: Deps, ref: Refund, owner_id: str) -> str:
+    """The coin hold's Try: "" when held, the wallet's refusal when the coins are not there
+    (spent, held by an offer or a withdrawal, or the branch cancelled first); any other failure
+    (the wallet not answering) schedules a retry by the poller and is raised."""
+    try:
+        await _coin_ledger(deps).hold_coins(ref, owner_id)
+    except HirepayError as exc:
+        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
+            await _retry_coins_later(deps, ref, exc)
+            raise
+        return str(exc)
+    return ""
+
+
 async def _hold_coins(
     deps: Deps, ref: Refund, payment: Payment, *, actor: str
 ) -> tuple[Refund, Payment]:
@@ -159,17 +173,10 @@ async def _hold_coins(
     withdrawal): the refund fails before the provider is asked, its reservation on the payment
     given back, and the branch cancelled so that no late Try can hold anything. A wallet that
     does not answer leaves it to the poller."""
-    coin_ledger = _coin_ledger(deps)
-    try:
-        await coin_ledger.hold_coins(ref, payment.owner_id)
-        refused = ""
-    except HirepayError as exc:
-        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
-            await _retry_coins_later(deps, ref, exc)
-            raise
-        refused = f"{COINS_REFUSED}: {exc}"
+    not_there = await _try_hold_coins(deps, ref, payment.owner_id)
+    refused = f"{COINS_REFUSED}: {not_there}" if not_there else ""
     if refused:
-        await coin_ledger.return_coins(ref, "refund refused: coins not available")
+        await _coin_ledger(deps).return_coins(ref, "refund refused: coins not available")
     async with deps.uow as uow:
         now = deps.clock()
         payment = await uow.payments.get(ref.payment_id, for_update=True)
@@ -203,18 +210,13 @@ async def _hold_coins_refunded_at_provider(
     are never taken below zero (ESC-1): the branch is cancelled, so no late Try holds anything,
     and the refund records them short (metric, audit trail, warning) for the platform to recover
     from the buyer. A wallet that does not answer leaves it to the poller."""
-    coin_ledger = _coin_ledger(deps)
     try:
-        await coin_ledger.hold_coins(ref, payment.owner_id)
-        short = ""
-    except HirepayError as exc:
-        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
-            await _retry_coins_later(deps, ref, exc)
-            return ref
-        short = str(exc)
+        short = await _try_hold_coins(deps, ref, payment.owner_id)
+    except HirepayError:
+        return ref  # the poller takes it again (scheduled)
     if short:
         try:
-            await coin_ledger.return_coins(ref, "refunded at the provider: coins not available")
+            await _coin_ledger(deps).return_coins(ref, "refunded at the provider: coins short")
         except HirepayError as exc:
             await _retry_coins_later(deps, ref, exc)
             return ref
