@@ -179,3 +179,31 @@ def test_the_checks_are_real() -> None:
     assert not same("9", 8.0)
     assert not same("true", False) and not same("empty", "x")
     assert same("0.5", 0.5) and same("USD:100", "USD:100")
+
+
+# Prefixes of the variables Hirepay's own processes read (the sandboxes' are their README's).
+OWN_PREFIXES = ("WALLET_", "PAYMENTS_", "JOBS_", "GATEWAY_", "HIREPAY_")
+
+
+def test_every_hirepay_variable_named_anywhere_in_the_readme_is_read() -> None:
+    """The "Running against real Stripe / PayPal, Razorpay and Fatora" steps included: each
+    `export PAYMENTS_...` and each variable a sentence names is one the code reads."""
+    every_setting: set[str] = set()
+    for service in SETTINGS_CLASSES:
+        every_setting |= set(variables_read(settings_class(service)))
+    source = code_text()
+    named = set(
+        re.findall(r"\b((?:%s)[A-Z0-9_]*[A-Z0-9])\b" % "|".join(OWN_PREFIXES), README.read_text())
+    )
+    unread = sorted(n for n in named if n not in every_setting and f'"{n}"' not in source)
+    assert unread == [], f"README names variables no code reads: {unread}"
+
+
+def test_stripe_listen_forwards_exactly_the_events_payments_acts_on() -> None:
+    from payments.adapters.stripe_provider import WEBHOOK_EVENT_TYPES
+
+    text = README.read_text()
+    command = text[text.index("stripe listen --forward-to") :]
+    command = command[: command.index("# prints whsec_")]
+    listed = re.findall(r"[a-z_]+(?:\.[a-z_]+)+", command.split("--events", 1)[1])
+    assert sorted(listed) == sorted(WEBHOOK_EVENT_TYPES)
