@@ -1,5 +1,6 @@
-"""deploy/prometheus/alerts.yml matches on labels and label values the code really exports, and
-every alert has a `promtool test rules` case (alerts.test.yml) showing that it can fire.
+"""deploy/prometheus/alerts.yml (and the Grafana dashboard's queries) match on labels and label
+values the code really exports, and every alert has a `promtool test rules` case
+(alerts.test.yml) showing that it can fire.
 
 A label the metric does not carry, or a value the code never sets (an `outcome` renamed, a
 gRPC code misspelt), makes a selector match nothing: the alert would stay silent forever while
@@ -19,6 +20,7 @@ from jobs.domain.audit import Check
 from tests.deploy.test_grafana_dashboard import (
     TARGET_LABELS,
     grouping_labels,
+    queries,
     registered_series,
     series_in,
 )
@@ -95,8 +97,11 @@ def selectors(expr: str) -> list[tuple[str, str]]:
     return re.findall(r"\b([a-zA-Z_][a-zA-Z0-9_]*)\s*\{([^}]*)\}", expr)
 
 
-@pytest.mark.parametrize(("alert", "expr"), exprs())
+@pytest.mark.parametrize(
+    ("alert", "expr"), [*exprs(), *((f"dashboard {i}", q) for i, q in enumerate(queries()))]
+)
 def test_every_matched_label_value_is_one_the_code_sets(alert: str, expr: str) -> None:
+    """The alerts' matchers, and the Grafana dashboard's (its panels would stay empty)."""
     literals = code_literals()
     found = selectors(expr)
     assert {name for name, _ in found} <= {name for name, _ in series_in(expr)}, alert
