@@ -8,7 +8,6 @@ variable README.md's Configuration section names is read by some code.
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 from typing import Any
@@ -16,22 +15,13 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
+from tests.deploy.test_manifests import SETTINGS_CLASSES, settings_class
+
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-SETTINGS_CLASSES = {
-    "wallet": "wallet.entrypoints.settings:WalletSettings",
-    "payments": "payments.entrypoints.settings:PaymentsSettings",
-    "jobs": "jobs.entrypoints.settings:JobsSettings",
-    "gateway": "gateway.entrypoints.settings:GatewaySettings",
-}
 # Where code outside the settings classes reads its variables (the dev tools, tracing, sandboxes).
 CODE_ROOTS = [REPO / "libs", REPO / "services", REPO / "tools", REPO / "sandbox"]
 NAME = re.compile(r"`([A-Z][A-Z0-9_]*[A-Z0-9])`")
-
-
-def settings_class(service: str) -> Any:
-    module, _, name = SETTINGS_CLASSES[service].partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def variables_read(cls: Any) -> dict[str, Any]:
@@ -192,9 +182,8 @@ def test_every_hirepay_variable_named_anywhere_in_the_readme_is_read() -> None:
     for service in SETTINGS_CLASSES:
         every_setting |= set(variables_read(settings_class(service)))
     source = code_text()
-    named = set(
-        re.findall(r"\b((?:%s)[A-Z0-9_]*[A-Z0-9])\b" % "|".join(OWN_PREFIXES), README.read_text())
-    )
+    pattern = r"\b((?:" + "|".join(OWN_PREFIXES) + r")[A-Z0-9_]*[A-Z0-9])\b"
+    named = set(re.findall(pattern, README.read_text()))
     unread = sorted(n for n in named if n not in every_setting and f'"{n}"' not in source)
     assert unread == [], f"README names variables no code reads: {unread}"
 

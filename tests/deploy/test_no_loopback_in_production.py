@@ -5,33 +5,13 @@ checkout's cancel page) would lead nowhere. Each such setting is set by the serv
 
 from __future__ import annotations
 
-import importlib
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-K8S = REPO / "deploy" / "k8s"
-SETTINGS = {
-    "wallet": "wallet.entrypoints.settings:WalletSettings",
-    "payments": "payments.entrypoints.settings:PaymentsSettings",
-    "jobs": "jobs.entrypoints.settings:JobsSettings",
-    "gateway": "gateway.entrypoints.settings:GatewaySettings",
-}
+from tests.deploy.test_manifests import SETTINGS_CLASSES, config_map, settings_class
+
 LOOPBACK = ("127.0.0.1", "localhost")
-
-
-def settings_class(service: str) -> Any:
-    module, _, name = SETTINGS[service].partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def config_map(service: str) -> dict[str, str]:
-    docs = [doc for doc in yaml.safe_load_all((K8S / f"{service}.yaml").read_text()) if doc]
-    (found,) = [doc for doc in docs if doc["kind"] == "ConfigMap"]
-    return found["data"]
 
 
 def loopback_defaults(cls: Any) -> list[str]:
@@ -43,7 +23,7 @@ def loopback_defaults(cls: Any) -> list[str]:
     ]
 
 
-@pytest.mark.parametrize("service", sorted(SETTINGS))
+@pytest.mark.parametrize("service", sorted(SETTINGS_CLASSES))
 def test_every_loopback_default_is_overridden(service: str) -> None:
     cls = settings_class(service)
     config = config_map(service)
