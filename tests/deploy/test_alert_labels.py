@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
@@ -24,17 +23,13 @@ from tests.deploy.test_grafana_dashboard import (
     registered_series,
     series_in,
 )
+from tests.deploy.test_manifests import alert_rules
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
 # Where the label values of hirepay_ metrics are set.
 CODE_ROOTS = [REPO / "libs" / "hirepay_platform", REPO / "services"]
 MATCHER = re.compile(r'([a-z_][a-z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
-
-
-def alert_rules() -> list[dict[str, Any]]:
-    config = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())
-    return [rule for group in config["groups"] for rule in group["rules"] if "alert" in rule]
 
 
 def exprs() -> list[tuple[str, str]]:

@@ -12,28 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+
+from tests.deploy.test_manifests import load_docs
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "deploy" / "k8s"
 GRPC_SERVICES = ("wallet", "payments", "jobs")
 
 
-def load(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
-
-
 def policy(app: str) -> dict[str, Any]:
     (found,) = [
         doc
-        for doc in load(K8S / "networkpolicy.yaml")
+        for doc in load_docs(K8S / "networkpolicy.yaml")
         if doc["spec"]["podSelector"].get("matchLabels", {}).get("app") == app
     ]
     return found
 
 
 def container_ports(service: str) -> dict[str, int]:
-    (deployment,) = [doc for doc in load(K8S / f"{service}.yaml") if doc["kind"] == "Deployment"]
+    (deployment,) = [
+        doc for doc in load_docs(K8S / f"{service}.yaml") if doc["kind"] == "Deployment"
+    ]
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     return {port["name"]: port["containerPort"] for port in container["ports"]}
 
