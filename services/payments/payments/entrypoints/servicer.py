@@ -292,7 +292,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         cursor = request.after_cursor
         pause = STREAM_POLL_SECONDS
         loop = asyncio.get_running_loop()
-        woken_at = -STREAM_IDLE_SECONDS  # when this process last committed events
+        woken_at = float("-inf")  # when this process last committed events
         while True:
             events = await handlers.settlement_events_after(
                 self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
@@ -315,5 +315,5 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
                 pause = STREAM_POLL_SECONDS
                 woken_at = loop.time()
                 # Under load, one read per STREAM_POLL_SECONDS takes every event committed
-                # meanwhile: no read (and publish) per commit.
+                # meanwhile: no read per commit.
                 await asyncio.sleep(max(0.0, read_at + STREAM_POLL_SECONDS - loop.time()))
