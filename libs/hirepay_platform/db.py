@@ -606,7 +606,11 @@ def _checkin_now(pooled: PoolProxiedConnection) -> bool:
     idle = engine_pool._pool._queue
     if 0 < idle._maxsize <= len(idle._queue):  # (full: asyncio's full(), in no call)
         return False
-    pooled.close()
+    # The pool's checkin as SQLAlchemy's Connection.close() runs it for a connection whose
+    # transaction it ended itself: no rollback-on-return, which here provably has nothing to roll
+    # back (no transaction, checked above) and cost a dialect do_rollback, the fairy's attribute
+    # look-up and the adapter's no-op rollback per unit of work (issue 13).
+    fairy._close_special(transaction_reset=True)
     return True
 
 
