@@ -583,9 +583,9 @@ def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
 
 
 def _checkin_now(pooled: PoolProxiedConnection) -> bool:
-    """Give `pooled` back by the pool's own checkin (`close()`) in the caller's context when that
-    checkin provably does nothing to await: no transaction left for the pool's reset to roll
-    back, room in the pool's queue (a surplus connection would be closed), no reset or checkin
+    """Give `pooled` back by the pool's own checkin (`_close_special()`, as `close()` without the
+    rollback-on-return) in the caller's context when that checkin provably does nothing to await:
+    no transaction left for the pool's reset to roll back, room in the pool's queue (a surplus connection would be closed), no reset or checkin
     listener and nothing registered to run at checkin. Else False, nothing done: the caller
     gives it back in SQLAlchemy's greenlet (see _checkout_now)."""
     fairy: Any = pooled
