@@ -158,6 +158,10 @@ _COUNT_STUCK = (
         sagas.c.deadline_at < _NOW,
     )
 )
+# Run hot (db.HotStatement) too: a round that finds nothing due then takes the pool's connection
+# without SQLAlchemy's Connection and its greenlets (issue 13: with the escrow worker's due steps,
+# an idle round of both 1,454 -> 1,035 Python calls and 34 -> 0 greenlet switches, once a second).
+_DUE_SAGAS, _COUNT_STUCK = map(HotStatement, (_DUE_SAGAS, _COUNT_STUCK))
 _NEW_CURSOR = pg_insert(settlement_cursors).values(
     consumer=bindparam("consumer"), cursor=bindparam("cursor"), updated_at=func.now()
 )
