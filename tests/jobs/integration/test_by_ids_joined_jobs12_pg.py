@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import pstats
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 
 from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
-from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState
+from jobs.domain.posting_saga import Saga, SagaState
+from tests.jobs.integration.test_jobs_postgres import _saga
+from tests.support.asyncpg_checks import asyncpg_abstract_checks
 
 
 @pytest.fixture
@@ -25,44 +27,17 @@ async def sessions(make_service_database):
     await engine.dispose()
 
 
-def _saga(saga_id: str, now: datetime) -> Saga:
-    return Saga(
-        id=saga_id,
-        company_id="co_1",
-        request_id=f"k-{saga_id}",
-        fingerprint="fp",
-        actor="co_1",
-        state=SagaState.CONFIRMING,
-        method=PaymentMethod.CARD,
-        created_at=now,
-        updated_at=now,
-        deadline_at=now + timedelta(minutes=15),
-    )
-
-
 async def _insert(sessions, ids: list[str]) -> None:
     now = datetime.now(UTC)
     async with SqlJobsUnitOfWork(sessions) as uow:
         for saga_id in ids:
-            await uow.sagas.insert(_saga(saga_id, now))
+            await uow.sagas.insert(replace(_saga(0, now), id=saga_id, request_id=f"k-{saga_id}"))
         await uow.commit()
 
 
 async def _get_many(sessions, ids: list[str]) -> dict[str, Saga]:
     async with SqlJobsUnitOfWork(sessions) as uow:
         return await uow.sagas.get_many(ids)
-
-
-def _asyncpg_abstract_checks(profile: cProfile.Profile) -> int:
-    """Abstract-class checks made from asyncpg's execution (its Cython code has no frame of its
-    own: the caller shown is asyncpg's Python around it), as tests/platform counts them."""
-    return sum(
-        n
-        for (_, _, name), stats in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
-        if name == "__instancecheck__"
-        for (caller, _, _), (n, *_) in stats[4].items()
-        if "asyncpg" in caller.replace("\\", "/").split("/")
-    )
 
 
 async def test_a_page_of_ids_is_read_with_no_element_checked_in_python(sessions):
@@ -76,7 +51,7 @@ async def test_a_page_of_ids_is_read_with_no_element_checked_in_python(sessions)
     profile.disable()
     assert sorted(found) == ids
     assert all(found[i].id == i and found[i].state is SagaState.CONFIRMING for i in ids)
-    assert _asyncpg_abstract_checks(profile) == 0  # as an array: 121 elements, each checked
+    assert asyncpg_abstract_checks(profile) == 0  # as an array: 121 elements, each checked
     async with SqlJobsUnitOfWork(sessions) as uow:
         jobs = await uow.jobs.get_many(["job_none", "job_other"])
     assert jobs == {}
