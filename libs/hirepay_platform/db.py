@@ -583,9 +583,9 @@ def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
 
 
 def _checkin_now(pooled: PoolProxiedConnection) -> bool:
-    """Give `pooled` back by the pool's own checkin (`close()`) in the caller's context when that
-    checkin provably does nothing to await: no transaction left for the pool's reset to roll
-    back, room in the pool's queue (a surplus connection would be closed), no reset or checkin
+    """Give `pooled` back by the pool's own checkin (`_close_special()`, as `close()` without the
+    rollback-on-return) in the caller's context when that checkin provably does nothing to await:
+    no transaction left for the pool's reset to roll back, room in the pool's queue (a surplus connection would be closed), no reset or checkin
     listener and nothing registered to run at checkin. Else False, nothing done: the caller
     gives it back in SQLAlchemy's greenlet (see _checkout_now)."""
     fairy: Any = pooled
@@ -606,7 +606,11 @@ def _checkin_now(pooled: PoolProxiedConnection) -> bool:
     idle = engine_pool._pool._queue
     if 0 < idle._maxsize <= len(idle._queue):  # (full: asyncio's full(), in no call)
         return False
-    pooled.close()
+    # The pool's checkin as SQLAlchemy's Connection.close() runs it for a connection whose
+    # transaction it ended itself: no rollback-on-return, which here provably has nothing to roll
+    # back (no transaction, checked above) and cost a dialect do_rollback, the fairy's attribute
+    # look-up and the adapter's no-op rollback per unit of work (issue 13).
+    fairy._close_special(transaction_reset=True)
     return True
 
 

@@ -4,13 +4,15 @@ spans and carry the W3C context: gRPC (aio server and client interceptors: one S
 RPC, one CLIENT span per call), FastAPI at the edge, httpx for outgoing HTTP, and SQLAlchemy
 statements when enabled (HIREPAY_TRACE_SQL; off by default: see the README's tracing notes).
 A process that exports no spans makes no gRPC spans, nor (at the edge) HTTP ones: it only carries
-the W3C context on its hops, with OpenTelemetry's propagator (`exporting`). Nothing here formats or
-parses it by hand."""
+the W3C context on its hops, with OpenTelemetry's propagator (`exporting`). What is formatted or
+parsed here by hand (a new trace's traceparent, a canonical incoming one) is checked once per
+propagator against the propagator's own output (`_plain`, `_parses_traceparent`)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -312,21 +314,24 @@ def incoming_context(metadata: Sequence[tuple[str, str | bytes]]) -> Context:
         return _continued({k: v for k, v in metadata if type(v) is str})
     key = (textmap, carried)
     ctx = _continued_by_fields.get(key)
+    if ctx is not None:
+        return ctx
+    ctx = _canonical_parent(textmap, carried)
     if ctx is None:
         # The whole text metadata, as before (a propagator may read more than its fields), by
         # the propagator got above (propagate.extract would get it again).
         ctx = textmap.extract({k: v for k, v in metadata if type(v) is str})
         if not trace.get_current_span(ctx).get_span_context().is_valid:
             return _new_trace(ctx)
-        if len(_continued_by_fields) >= _CONTINUED_MAX:
-            _continued_by_fields.clear()
-        _continued_by_fields[key] = ctx
-        if _echoed(textmap, carried, ctx):
-            # What the calls made in it will carry is what it came with: remembered as injected
-            # (issue 13: the propagator's inject, about 20 Python calls, once per continued call).
-            if len(_injected) >= _INJECTED_MAX:
-                _injected.clear()
-            _injected[id(ctx)] = (ctx, textmap, carried)
+    if len(_continued_by_fields) >= _CONTINUED_MAX:
+        _continued_by_fields.clear()
+    _continued_by_fields[key] = ctx
+    if _echoed(textmap, carried, ctx):
+        # What the calls made in it will carry is what it came with: remembered as injected
+        # (issue 13: the propagator's inject, about 20 Python calls, once per continued call).
+        if len(_injected) >= _INJECTED_MAX:
+            _injected.clear()
+        _injected[id(ctx)] = (ctx, textmap, carried)
     return ctx
 
 
@@ -366,6 +371,75 @@ def _echoes(textmap: Any) -> bool:
             echoes = echoes and tuple(carrier.items()) == sent
         _echoing_propagators[textmap] = echoes
     return echoes
+
+
+# A W3C traceparent as this system's processes send it (version 00, lower-case hex, nothing
+# around it or after the flags): the ids and flags. Anything else goes to the propagator.
+_CANONICAL_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_NO_TRACE_ID = "0" * 32
+_NO_SPAN_ID = "0" * 16
+# The fields of the propagators whose extract _parses_traceparent may check: W3C trace context
+# and baggage (OpenTelemetry's default), which read nothing else from a carrier.
+_W3C_FIELDS = frozenset({"traceparent", "tracestate", "baggage"})
+
+
+def _canonical_parent(textmap: Any, carried: tuple[tuple[str, str], ...]) -> Context | None:
+    """The context a call carrying a canonical traceparent and no other field of the propagator
+    continues, made as W3C trace context's extract makes it, when the propagator is one whose
+    extract does exactly that (`_parses_traceparent`); else None (the propagator extracts).
+    Each posting reaches payments in three new traces' calls (the saga's Authorize, two webhook
+    relays): the propagator's extract cost about 30 Python calls each (issue 13)."""
+    if len(carried) != 1 or carried[0][0] != "traceparent":
+        return None
+    found = _CANONICAL_TRACEPARENT.fullmatch(carried[0][1])
+    if found is None or not _parses_traceparent(textmap):
+        return None
+    trace_id, span_id, flags = found.groups()
+    if trace_id == _NO_TRACE_ID or span_id == _NO_SPAN_ID:
+        return None  # (invalid: the propagator's way, a new trace)
+    return _remote_parent(int(trace_id, 16), int(span_id, 16), int(flags, 16))
+
+
+def _remote_parent(trace_id: int, span_id: int, flags: int) -> Context:
+    """What W3C trace context's extract makes of a valid traceparent with no tracestate."""
+    parent = SpanContext(
+        trace_id=trace_id,
+        span_id=span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=None,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent), Context())
+
+
+# By propagator: whether its extract of a canonical traceparent alone is _remote_parent's
+# context (W3C trace context, with or without baggage). Checked once per propagator.
+_traceparent_propagators: dict[object, bool] = {}
+
+
+def _parses_traceparent(textmap: Any) -> bool:
+    parses = _traceparent_propagators.get(textmap)
+    if parses is None:
+        parses = frozenset(textmap.fields) <= _W3C_FIELDS and _plain(textmap)
+        for flags in (0, 1):
+            if not parses:
+                break
+            root = _root()
+            header = f"00-{root.trace_id:032x}-{root.span_id:016x}-{flags:02x}"
+            theirs = textmap.extract({"traceparent": header})
+            ours = _remote_parent(root.trace_id, root.span_id, flags)
+            parses = theirs.keys() == ours.keys() and all(
+                _same(theirs[key], ours[key]) for key in ours
+            )
+        _traceparent_propagators[textmap] = parses
+    return parses
+
+
+def _same(theirs: object, ours: object) -> bool:
+    """Equal context values; spans (compared by identity) by their span contexts."""
+    if isinstance(theirs, NonRecordingSpan) and isinstance(ours, NonRecordingSpan):
+        return theirs.get_span_context() == ours.get_span_context()
+    return theirs == ours
 
 
 def _continued(carrier: dict[str, str]) -> Context:

@@ -6,8 +6,10 @@ sequential scan and a sort of every event ever published, on every poll, as the 
 auto_explain showed (the jobs consumer's reads grew with the outbox). Counted in the reading
 transaction's own statistics: no sequential scan of the outbox for a consumer of one subsystem
 (as every consumer is: jobs reads "jobs"), nor for a read of every subsystem (its one condition,
-`ix_outbox_position`). Since payments migration 0014 every poll runs the function's generic
-plan, fresh database or not: these polls pin that plan too."""
+`ix_outbox_stream`). Since payments migration 0014 every poll runs the function's generic
+plan, fresh database or not: these polls pin that plan too. Since 0021 the events are written
+once, by writers in transactions of their own (`writer_xid`), and read in their writers' order
+(`ix_outbox_subsystem_stream`, `ix_outbox_stream`)."""
 
 from __future__ import annotations
 
@@ -26,14 +28,14 @@ EVENTS = 400
 async def _fresh_outbox(make_service_database: Callable[[str], str]) -> asyncpg.Connection:
     url = await asyncio.to_thread(make_service_database, "payments")
     connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
-    # Published events of two subsystems, as the publisher numbers them; never analyzed.
-    await connection.execute(
-        "INSERT INTO outbox (event_id, type, subsystem, snapshot, occurred_at, position) "
-        "SELECT 'evt_' || n, 'payment.captured', CASE WHEN n % 4 = 0 THEN 'marketplace' "
-        "ELSE 'jobs' END, '{}'::jsonb, now(), nextval('outbox_position_seq') "
-        "FROM generate_series(1, $1) AS n",
-        EVENTS,
-    )
+    # Events of two subsystems, as writers write them (ten a transaction); never analyzed.
+    for first in range(1, EVENTS + 1, 10):
+        await connection.execute(
+            "INSERT INTO outbox (event_id, type, subsystem, snapshot, occurred_at) "
+            "SELECT 'evt_' || n, 'payment.captured', CASE WHEN n % 4 = 0 THEN 'marketplace' "
+            "ELSE 'jobs' END, '{}'::jsonb, now() FROM generate_series($1, $1 + 9) AS n",
+            first,
+        )
     return connection
 
 
@@ -43,7 +45,9 @@ async def test_a_stream_read_scans_no_outbox_row_sequentially(make_service_datab
     reading = connection.transaction()  # rolled back: nothing of the test stays
     await reading.start()
     try:
-        after = EVENTS - 20
+        stream = await connection.fetch("SELECT * FROM outbox_after(0, $1, '')", EVENTS)
+        assert len(stream) == EVENTS
+        after = stream[EVENTS - 21]["position"]
         for _ in range(POLLS):
             rows = await connection.fetch(
                 "SELECT * FROM outbox_after($1, $2, $3)", after, 100, subsystem

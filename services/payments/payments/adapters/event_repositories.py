@@ -109,9 +109,10 @@ _STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT = map(
     HotStatement, (_STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT)
 )
 
-# Publishing (migration 0006): outbox_publish(), in a transaction of its own, numbers the
-# committed unpublished rows after every earlier publisher's; writers never wait for each other.
-# A reader's one statement publishes, then reads the events after a position (fresh snapshot).
+# The stream (migration 0021): a writer's row carries its transaction id (`writer_xid`, its
+# server default) and is never updated; a read returns the rows after a cursor in (writer_xid,
+# cursor) order whose writer is below its snapshot's xmin (every such writer has ended), each
+# with its cursor (writer_xid << 16 | its index in its transaction). Writers never wait.
 _LIST_AFTER = HotStatement(text("SELECT * FROM outbox_after(:after, :limit, :subsystem)"))
 
 
@@ -209,12 +210,11 @@ class SqlOutboxRepository:
         )
 
     async def list_after(self, cursor: int, limit: int, subsystem: str = "") -> list[OutboxEvent]:
-        """Committed events after stream position `cursor`, oldest first (published first:
-        positions become visible in order, so a reader resuming after the last one it was given
-        never skips an event committed later)."""
+        """Committed events after stream position `cursor`, in stream order: only those whose
+        writer is below the read's horizon, so a reader resuming after the last one it was given
+        never skips an event committed later (it waits for every older writer to end)."""
         params = {"after": cursor, "limit": limit, "subsystem": subsystem}
-        # A plain SELECT: before any write it is a statement of its own (hirepay_platform.db),
-        # so the publishing lock it takes ends with it.
+        # A plain SELECT: it writes nothing (no transaction id, no commit to flush).
         rows = (await self.s.execute(_LIST_AFTER, params)).all()
         return [_outbox(r, cursor=r._mapping["position"]) for r in rows]
 

@@ -24,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import TypeDecorator, UserDefinedType
 
 from hirepay_platform.barrier import barrier_table
 
@@ -56,6 +56,15 @@ class JsonbOrText(TypeDecorator[Any]):
             return serialize(value) if serialize is not None else value
 
         return process
+
+
+class Xid8(UserDefinedType[int]):
+    """PostgreSQL's 64-bit transaction id (`xid8`): written by its server default only."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "xid8"
 
 
 def _ts(name: str, nullable: bool = False) -> Column:
@@ -262,21 +271,32 @@ outbox = Table(
     _ts("callback_next_at", nullable=True),
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     _ts("callback_delivered_at", nullable=True),
-    # The settlement stream's cursor, given after commit by outbox_publish() (migration 0006):
-    # NULL until published; publishers follow each other, so positions become visible in order.
+    # The position published before migration 0021 (the stream's old part, in this order); NULL
+    # for every row written since.
     Column("position", BigInteger, nullable=True),
+    # The writing transaction (0021): the stream is the rows in (writer_xid, cursor) order below
+    # the reading snapshot's xmin (outbox_after); NULL on rows written before 0021.
+    Column("writer_xid", Xid8, nullable=True, server_default=text("pg_current_xact_id()")),
     # The callback relay's due rows in cursor order, undelivered ones only (migration 0009); its
     # one index (0013).
     Index("ix_outbox_callbacks_due", "cursor", postgresql_where="callback_next_at IS NOT NULL"),
+    # The stream's old part: a consumer's read after a position, of every subsystem or of one
+    # (0006, 0011): an index probe whatever the outbox's statistics.
     Index("ix_outbox_position", "position", unique=True, postgresql_where="position IS NOT NULL"),
-    Index("ix_outbox_unpublished", "cursor", postgresql_where="position IS NULL"),
-    # A consumer's read of one subsystem's events after its position (outbox_after, migration
-    # 0011): an index probe whatever the outbox's statistics.
     Index(
         "ix_outbox_subsystem_position",
         "subsystem",
         "position",
         postgresql_where="position IS NOT NULL",
+    ),
+    # The stream since 0021, the same two reads.
+    Index("ix_outbox_stream", "writer_xid", "cursor", postgresql_where="position IS NULL"),
+    Index(
+        "ix_outbox_subsystem_stream",
+        "subsystem",
+        "writer_xid",
+        "cursor",
+        postgresql_where="position IS NULL",
     ),
 )
 

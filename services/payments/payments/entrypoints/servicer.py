@@ -292,6 +292,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         cursor = request.after_cursor
         pause = STREAM_POLL_SECONDS
         loop = asyncio.get_running_loop()
+        woken_at = float("-inf")  # when this process last committed events
         while True:
             events = await handlers.settlement_events_after(
                 self._deps(), cursor, limit=STREAM_BATCH, subsystem=request.subsystem
@@ -304,9 +305,15 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             if not request.follow or self._stopping.is_set():
                 return
             read_at = loop.time()
-            pause = STREAM_POLL_SECONDS if events else min(STREAM_IDLE_SECONDS, pause * 2)
+            # An event committed here may wait for an older writer still running (the read's
+            # horizon, payments 0021): for a while after a commit, no backing off.
+            waiting = read_at - woken_at < STREAM_IDLE_SECONDS
+            pause = (
+                STREAM_POLL_SECONDS if events or waiting else min(STREAM_IDLE_SECONDS, pause * 2)
+            )
             if await self._published.wait(pause):
                 pause = STREAM_POLL_SECONDS
+                woken_at = loop.time()
                 # Under load, one read per STREAM_POLL_SECONDS takes every event committed
-                # meanwhile: no read (and publish) per commit.
+                # meanwhile: no read per commit.
                 await asyncio.sleep(max(0.0, read_at + STREAM_POLL_SECONDS - loop.time()))

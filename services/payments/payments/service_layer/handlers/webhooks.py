@@ -34,6 +34,7 @@ from payments.service_layer.handlers.checkouts import apply_to_transaction
 from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.payouts import apply_payout_event
 from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.provider_refunds import apply_refund_event
 from payments.service_layer.handlers.shared import publish, refund_if_voided
 from payments.service_layer.ports import EventRecord, FirstLook, PaymentsUnitOfWork
 
@@ -191,10 +192,14 @@ async def _request_answered(deps: Deps, payment: Payment) -> bool:
 async def _not_a_payment(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
 ) -> EventOutcome:
-    """A withdrawal's payout (ESC-9) is applied to it; anything else is only recorded."""
+    """A withdrawal's payout (ESC-9) is applied to it, a refund to its payment; anything else
+    is only recorded."""
     done = None
     if event.subject is EventSubject.PAYOUT:
         done = await apply_payout_event(deps, provider.name, event, payload)
+    elif event.subject is EventSubject.REFUND:
+        record = _record(provider, event, payload, deps.clock())
+        done = await apply_refund_event(deps, provider, event, record)
     if done is None:
         return await _store(deps, provider, event, payload, applied=False)
     outcome = "duplicate" if done.duplicate else "applied" if done.applied else "no_effect"
