@@ -7,7 +7,6 @@ parameter is sent, so asyncpg checks no element of one against abstract classes.
 from __future__ import annotations
 
 import cProfile
-import pstats
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -35,6 +34,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from hirepay_platform import write_batch
 from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, execute_alone
 from hirepay_platform.write_batch import BatchedSession
+from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.pg_schema import database_with
 
 META = MetaData()
@@ -231,14 +231,6 @@ async def test_a_few_rows_send_no_array_for_asyncpg_to_check(db) -> None:
     profile.enable()
     await flush(1)
     profile.disable()
-    # Abstract-class checks made from asyncpg's execution (its Cython code has no frame of its
-    # own: the caller shown is asyncpg's Python around it); others are not the parameters'.
-    checks = sum(
-        n
-        for (_, _, name), stats in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
-        if name == "__instancecheck__"
-        for (caller, _, _), (n, *_) in stats[4].items()
-        if "asyncpg" in caller.replace("\\", "/").split("/")
-    )
+    checks = asyncpg_abstract_checks(profile)
     assert checks == 0, checks
     assert [r.line for r in await _lines(db, key)] == ["0.0", "0.1", "1.0", "1.1"]

@@ -158,7 +158,7 @@ async def test_sagas_and_jobs_by_ids_probe_their_keys_on_a_fresh_database(
         await connection.execute("SET plan_cache_mode = auto")
         await connection.execute(f"PREPARE measured AS {sql}")
         for _ in range(8):
-            await connection.execute("EXECUTE measured('{saga_a,saga_b,saga_c}')")
+            await connection.execute("EXECUTE measured('saga_a,saga_b,saga_c')")
         plans = await connection.fetchrow(
             "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE name = 'measured'"
         )

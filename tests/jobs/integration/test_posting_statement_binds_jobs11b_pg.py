@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import cProfile
-import pstats
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -21,6 +20,7 @@ from jobs.adapters import repositories
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.posting_saga import ABUSE_REASONS, PaymentMethod, Saga, SagaError, SagaState
+from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.jobs_world import FIELDS
 
 _NOW = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
@@ -178,18 +178,6 @@ async def test_the_abuse_rule_counts_each_of_its_reasons_and_no_other(sessions):
     assert await _transitions(sessions, job.id) == []
 
 
-def _asyncpg_abstract_checks(profile: cProfile.Profile) -> int:
-    """Abstract-class checks made from asyncpg's execution (its Cython code has no frame of its
-    own: the caller shown is asyncpg's Python around it), as tests/platform counts them."""
-    return sum(
-        n
-        for (_, _, name), stats in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
-        if name == "__instancecheck__"
-        for (caller, _, _), (n, *_) in stats[4].items()
-        if "asyncpg" in caller.replace("\\", "/").split("/")
-    )
-
-
 async def test_a_postings_statement_sends_no_array_for_asyncpg_to_check(sessions):
     """A posting's first statement as the request sends it (two transitions, the abuse rule's
     reasons): no element of an array parameter checked in Python (50 checks as arrays)."""
@@ -203,4 +191,4 @@ async def test_a_postings_statement_sends_no_array_for_asyncpg_to_check(sessions
     inserted = await _insert(sessions, saga, job, **kw)
     profile.disable()
     assert inserted == (True, 0)
-    assert _asyncpg_abstract_checks(profile) == 0
+    assert asyncpg_abstract_checks(profile) == 0

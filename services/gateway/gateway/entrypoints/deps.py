@@ -129,7 +129,15 @@ def check_redirects(request: Request, urls: dict[str, str | None]) -> None:
 
 
 async def read_raw_body(request: Request, limit: int) -> bytes:
-    """The request body exactly as received, refusing more than `limit` bytes (413)."""
+    """The request body exactly as received, refusing more than `limit` bytes (413).
+
+    A JSON body the input guard kept (the whole body, read under the gateway's body limit before
+    any route ran) is those very bytes: taken as they are, not read again through the request's
+    stream, the guard's replay and a Headers object (issue 13: a provider's webhook delivery, two
+    per card posting). Any other body is read here."""
+    kept = request.scope.get(JSON_BODY_KEY)
+    if kept is not None and len(kept[0]) <= limit:
+        return kept[0]
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "PAYLOAD_TOO_LARGE", "The request body is too large")

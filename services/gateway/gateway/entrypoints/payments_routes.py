@@ -280,15 +280,23 @@ async def provider_webhook(provider: Provider, request: Request, backends: Backe
     stale signature (nothing applied), or a provider not offered (`PROVIDER_NOT_AVAILABLE`);
     503: not applicable yet, deliver again later. No bearer token: the signature is the auth."""
     try:
-        ack = await _forward_webhook(provider, request, backends)
+        duplicate = await _forward_webhook(provider, request, backends)
     except ApiError as exc:
         count(WEBHOOKS, provider, str(exc.status))
         if exc.status == 400:
             log.warning("webhook refused", extra={"fields": {"reason": exc.error}})
         raise
     count(WEBHOOKS, provider, "200")
-    # The bytes FastAPI's response_model would write, without validating the ack a second time.
-    return Response(ack.model_dump_json(), media_type="application/json")
+    # The bytes FastAPI's response_model would write, made once for each answer (_ACKS).
+    return Response(_ACKS[duplicate], media_type="application/json")
+
+
+# The two answers a relayed delivery gets, as WebhookAck writes them: made once, not a model
+# validated and dumped per delivery (issue 13: two deliveries per card posting).
+_ACKS = {
+    duplicate: models.WebhookAck(received=True, duplicate=duplicate).model_dump_json().encode()
+    for duplicate in (False, True)
+}
 
 
 async def webhook_directly(request: Request, provider: Provider) -> Response:
@@ -309,9 +317,8 @@ DIRECT = (
 )
 
 
-async def _forward_webhook(
-    provider: str, request: Request, backends: Backends
-) -> models.WebhookAck:
+async def _forward_webhook(provider: str, request: Request, backends: Backends) -> bool:
+    """Relay the delivery to payments; whether payments had applied it already (a duplicate)."""
     settings = request.app.state.settings
     payload = await read_raw_body(request, settings.max_body_bytes)
     headers = _signing_headers(request.scope["headers"])
@@ -328,7 +335,7 @@ async def _forward_webhook(
         )
     except RemoteError as exc:
         raise api_error_from_remote(exc) from None
-    return models.WebhookAck(received=True, duplicate=response.duplicate)
+    return response.duplicate
 
 
 @router.api_route(
