@@ -92,6 +92,11 @@ def refund_transfer_id(payment_id: str, refund_id: str) -> str:
     return f"payment:{payment_id}:refund:{refund_id}"
 
 
+def dispute_transfer_id(payment_id: str, balance_transaction_id: str) -> str:
+    """One transfer per balance transaction of a dispute (its withdrawal, its reinstatement)."""
+    return f"payment:{payment_id}:dispute:{balance_transaction_id}"
+
+
 def clearing(provider: str, currency: str) -> Account:
     return Account(f"provider:{provider}", currency, Kind.PROVIDER_CLEARING)
 
@@ -234,6 +239,29 @@ def refund_legs(
     if purpose is Purpose.MARKETPLACE:
         return []
     return [Leg(issuance(currency), cash, refunded_minor)]
+
+
+def dispute_legs(
+    purpose: Purpose, *, provider: str, currency: str, amount_minor: int, fee_minor: int
+) -> list[Leg]:
+    """The legs of `payment:<id>:dispute:<balance transaction>`: `amount_minor` < 0 is the
+    disputed money the provider withdrew, back to clearing from where the capture put it (as a
+    refund's); > 0 is that money reinstated (a won dispute), the other way. `fee_minor` > 0 is the
+    provider's dispute fee, a cost of the platform: taken from its revenue; < 0 a fee given back.
+    Marketplace money is jobs' to book: none here (see README "Disputes")."""
+    if purpose is Purpose.MARKETPLACE:
+        return []
+    cash = clearing(provider, currency)
+    legs: list[Leg] = []
+    if amount_minor:
+        back = refund_legs(purpose, provider=provider, currency=currency, refunded_minor=1)[0]
+        leg = Leg(back.source, back.target, -amount_minor)
+        legs.append(leg if amount_minor < 0 else Leg(leg.target, leg.source, amount_minor))
+    if fee_minor > 0:
+        legs.append(Leg(revenue(currency), cash, fee_minor))
+    elif fee_minor < 0:
+        legs.append(Leg(cash, revenue(currency), -fee_minor))
+    return legs
 
 
 def revenue_delta(legs: list[Leg], unit: str) -> int:

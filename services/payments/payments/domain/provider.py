@@ -48,6 +48,7 @@ class EventSubject(enum.StrEnum):
     PAYMENT = "payment"
     CHECKOUT = "checkout"
     PAYOUT = "payout"  # a payout to a connected account's bank (ESC-9)
+    DISPUTE = "dispute"  # a card dispute (chargeback) of a captured payment
     OTHER = "other"  # refunds, customers, ...: recorded, not applied
 
 

@@ -96,3 +96,21 @@ WITHDRAWALS = Counter(
     "Withdrawals that reached a final state (ESC-9): paid out, or failed with the money back.",
     ["outcome", "currency"],
 )
+
+# Card disputes (chargebacks) by provider webhook (handlers/disputes.py), each counted once when
+# its record changes (never per delivery).
+DISPUTES_OPENED = Counter(
+    "hirepay_payment_disputes_opened_total",
+    "Card disputes (chargebacks) opened at a provider, by provider and the cardholder's reason.",
+    ["provider", "reason"],
+)
+DISPUTES_CLOSED = Counter(
+    "hirepay_payment_disputes_closed_total",
+    "Card disputes closed, by provider and outcome (won, lost, warning_closed, prevented).",
+    ["provider", "outcome"],
+)
+DISPUTED = Counter(
+    "hirepay_payment_disputed_minor_total",
+    "Money disputed, in minor units, by currency (counted when the dispute opens).",
+    ["currency"],
+)
