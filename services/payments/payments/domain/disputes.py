@@ -118,9 +118,13 @@ class Dispute:
             self.status = view.status
         self.amount_minor = view.amount_minor or self.amount_minor
         self.reason = view.reason or self.reason
-        self.withdrawn_minor = sum(-m.amount_minor for m in view.money if m.amount_minor < 0)
-        self.reinstated_minor = sum(m.amount_minor for m in view.money if m.amount_minor > 0)
-        self.fee_minor = sum(m.fee_minor for m in view.money)
+        withdrawn = sum(-m.amount_minor for m in view.money if m.amount_minor < 0)
+        reinstated = sum(m.amount_minor for m in view.money if m.amount_minor > 0)
+        # Two events of one dispute may be applied out of order: an older view (fewer balance
+        # transactions) never takes back what a newer one recorded.
+        if withdrawn >= self.withdrawn_minor and reinstated >= self.reinstated_minor:
+            self.withdrawn_minor, self.reinstated_minor = withdrawn, reinstated
+            self.fee_minor = sum(m.fee_minor for m in view.money)
         if self.closed and self.closed_at is None:
             self.closed_at = now
         changed = before != (
