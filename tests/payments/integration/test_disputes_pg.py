@@ -83,11 +83,13 @@ class World:
         async with self.sessions() as session:
             return [tuple(r) for r in (await session.execute(text(sql), params)).all()]
 
-    def balances(self, payment: Payment) -> tuple[int, int]:
-        """The clearing account's and platform revenue's USD balances (the fake wallet)."""
+    def balances(self, payment: Payment) -> tuple[int, int, int]:
+        """The USD balances of the clearing account, platform revenue and the provider's fees
+        (the fake wallet)."""
         return (
             self.wallet.balances.get(("provider:stripe", "USD"), 0),
             self.wallet.balances.get(("platform", "USD"), 0),
+            self.wallet.balances.get(("provider:stripe:fees", "USD"), 0),
         )
 
 
@@ -113,7 +115,7 @@ async def test_twin_and_concurrent_events_record_one_dispute_and_book_each_money
     world: World,
 ) -> None:
     payment = await world.captured()
-    clearing, revenue = world.balances(payment)
+    clearing, revenue, fees = world.balances(payment)
     withdrawal = _money(payment, "w", -AMOUNT, FEE)
     dp = world.disputed(payment, DisputeStatus.NEEDS_RESPONSE, withdrawal)
     created, withdrawn = f"evt_c_{dp}", f"evt_w_{dp}"
@@ -135,7 +137,7 @@ async def test_twin_and_concurrent_events_record_one_dispute_and_book_each_money
         "SELECT count(*) FROM provider_events WHERE object_id = :d AND applied", d=dp
     ) == [(2,)]
     await credits.settle_due_grants(world.deps())
-    assert world.balances(payment) == (clearing + AMOUNT + FEE, revenue - AMOUNT - FEE)
+    assert world.balances(payment) == (clearing + AMOUNT + FEE, revenue - AMOUNT, fees - FEE)
 
     # Won: the reinstatement, by two different events at once, booked once.
     reinstatement = _money(payment, "r", AMOUNT, 0)
@@ -146,7 +148,7 @@ async def test_twin_and_concurrent_events_record_one_dispute_and_book_each_money
         *(world.deliver(f"evt_x_{dp}", "closed", dp) for _ in range(3)),
     )
     await credits.settle_due_grants(world.deps())
-    assert world.balances(payment) == (clearing + FEE, revenue - FEE)
+    assert world.balances(payment) == (clearing + FEE, revenue, fees - FEE)
     assert _won() == won + 1  # closed once, whichever event closed it
     assert await world.rows(
         "SELECT status, withdrawn_minor, reinstated_minor, closed_at IS NOT NULL FROM disputes"
@@ -166,7 +168,7 @@ async def test_a_process_that_dies_applying_leaves_nothing_and_the_redelivery_bo
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     payment = await world.captured()
-    clearing, revenue = world.balances(payment)
+    clearing, revenue, fees = world.balances(payment)
     dp = world.disputed(payment, DisputeStatus.LOST, _money(payment, "w", -AMOUNT, FEE))
     real_save = SqlDisputeRepository.save
 
@@ -186,7 +188,7 @@ async def test_a_process_that_dies_applying_leaves_nothing_and_the_redelivery_bo
     assert (await world.deliver(f"evt_{dp}", "closed", dp)).duplicate
     await credits.settle_due_grants(world.deps())
     # Lost: the money stays withdrawn, the fee taken.
-    assert world.balances(payment) == (clearing + AMOUNT + FEE, revenue - AMOUNT - FEE)
+    assert world.balances(payment) == (clearing + AMOUNT + FEE, revenue - AMOUNT, fees - FEE)
     assert await world.rows("SELECT status, fee_minor FROM disputes WHERE id = :d", d=dp) == [
         ("lost", FEE)
     ]

@@ -31,6 +31,7 @@ from tests.support.payments_fakes import Clock, DisputingProvider, FakeLedger, F
 WITHDRAWAL = DisputeMoney("txn_w", -14_900, 1_500, "USD")
 REINSTATEMENT = DisputeMoney("txn_r", 14_900, 0, "USD")
 CLEARING, REVENUE = ("provider:stripe", "USD"), ("platform", "USD")
+FEES = ("provider:stripe:fees", "USD")  # the provider's dispute fees: an expense
 
 # A Dispute as Stripe sends it (trimmed: the fields Hirepay reads, and a few it does not).
 STRIPE_DISPUTE = {
@@ -116,14 +117,15 @@ def test_a_withdrawal_takes_the_money_and_fee_from_revenue_and_a_reinstatement_g
     None
 ):
     cash, revenue = ledger.clearing("stripe", "USD"), ledger.revenue("USD")
+    fees = ledger.provider_fees("stripe", "USD")
     withdrawn = ledger.dispute_legs(
         Purpose.FEE, provider="stripe", currency="USD", amount_minor=-14_900, fee_minor=1_500
     )
-    assert withdrawn == [Leg(revenue, cash, 14_900), Leg(revenue, cash, 1_500)]
+    assert withdrawn == [Leg(revenue, cash, 14_900), Leg(fees, cash, 1_500)]
     back = ledger.dispute_legs(
         Purpose.FEE, provider="stripe", currency="USD", amount_minor=14_900, fee_minor=-1_500
     )
-    assert back == [Leg(cash, revenue, 14_900), Leg(cash, revenue, 1_500)]
+    assert back == [Leg(cash, revenue, 14_900), Leg(cash, fees, 1_500)]
     coins = ledger.dispute_legs(
         Purpose.COIN_PURCHASE, provider="stripe", currency="USD", amount_minor=-500, fee_minor=0
     )
@@ -238,14 +240,14 @@ async def test_a_won_dispute_books_its_withdrawal_fee_and_reinstatement_once_eac
     withdrawn = await _deliver(deps, provider, "evt_2", "funds_withdrawn")  # same money
     assert withdrawn is not None and not withdrawn.applied and not withdrawn.duplicate
     assert await credits.settle_due_grants(deps) == 1
-    assert wallet.balances == {CLEARING: -14_900 + 16_400, REVENUE: 14_900 - 16_400}
+    assert wallet.balances == {CLEARING: -14_900 + 16_400, REVENUE: 0, FEES: -1_500}
 
     provider.disputes["dp_1"] = _view(pi, DisputeStatus.WON, WITHDRAWAL, REINSTATEMENT)
     for event_id, kind in (("evt_3", "funds_reinstated"), ("evt_4", "closed"), ("evt_4", "closed")):
         await _deliver(deps, provider, event_id, kind)
     assert await credits.settle_due_grants(deps) == 1
-    # Won: the money is back; Stripe keeps its dispute fee.
-    assert wallet.balances == {CLEARING: -14_900 + 1_500, REVENUE: 14_900 - 1_500}
+    # Won: the money is back in revenue; Stripe keeps its dispute fee.
+    assert wallet.balances == {CLEARING: -14_900 + 1_500, REVENUE: 14_900, FEES: -1_500}
     assert set(wallet.transfers) == {
         f"payment:{payment_id}:capture",
         f"payment:{payment_id}:dispute:txn_w",
@@ -295,7 +297,7 @@ async def test_a_lost_dispute_stays_withdrawn_with_its_fee(
     await credits.settle_due_grants(deps)
     wallet = deps.ledger
     assert isinstance(wallet, FakeLedger)
-    assert wallet.balances == {CLEARING: -14_900 + 16_400, REVENUE: -1_500}
+    assert wallet.balances == {CLEARING: -14_900 + 16_400, REVENUE: 0, FEES: -1_500}
     async with deps.uow as uow:
         dispute = await uow.disputes.get("dp_1")
     assert dispute is not None and dispute.outcome == "lost" and dispute.closed_at is not None

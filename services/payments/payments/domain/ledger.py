@@ -101,6 +101,12 @@ def clearing(provider: str, currency: str) -> Account:
     return Account(f"provider:{provider}", currency, Kind.PROVIDER_CLEARING)
 
 
+def provider_fees(provider: str, currency: str) -> Account:
+    """What a provider charged the platform (its dispute fees): a clearing-kind account, so it
+    may go below zero (an expense: it holds minus the fees paid), never drawing on revenue."""
+    return Account(f"provider:{provider}:fees", currency, Kind.PROVIDER_CLEARING)
+
+
 def revenue(unit: str) -> Account:
     return Account(PLATFORM, unit, Kind.PLATFORM_REVENUE)
 
@@ -247,7 +253,8 @@ def dispute_legs(
     """The legs of `payment:<id>:dispute:<balance transaction>`: `amount_minor` < 0 is the
     disputed money the provider withdrew, back to clearing from where the capture put it (as a
     refund's); > 0 is that money reinstated (a won dispute), the other way. `fee_minor` > 0 is the
-    provider's dispute fee, a cost of the platform: taken from its revenue; < 0 a fee given back.
+    provider's dispute fee, taken from the clearing balance into the provider's fees account (an
+    expense: revenue stays what was sold minus what was taken back); < 0 a fee given back.
     Marketplace money is jobs' to book: none here (see README "Disputes")."""
     if purpose is Purpose.MARKETPLACE:
         return []
@@ -257,10 +264,11 @@ def dispute_legs(
         back = refund_legs(purpose, provider=provider, currency=currency, refunded_minor=1)[0]
         leg = Leg(back.source, back.target, -amount_minor)
         legs.append(leg if amount_minor < 0 else Leg(leg.target, leg.source, amount_minor))
+    fees = provider_fees(provider, currency)
     if fee_minor > 0:
-        legs.append(Leg(revenue(currency), cash, fee_minor))
+        legs.append(Leg(fees, cash, fee_minor))
     elif fee_minor < 0:
-        legs.append(Leg(cash, revenue(currency), -fee_minor))
+        legs.append(Leg(cash, fees, -fee_minor))
     return legs
 
 

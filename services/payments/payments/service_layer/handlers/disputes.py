@@ -84,6 +84,15 @@ async def apply_dispute_event(
     return DisputeEventOutcome(applied=changed, duplicate=False)
 
 
+async def get_payment_with_disputes(payment_id: str, deps: Deps) -> tuple[Payment, list[Dispute]]:
+    """A payment and its disputes, oldest first (GetPayment), read in one transaction."""
+    async with deps.uow as uow:
+        payment = await uow.payments.get(payment_id)
+        if payment is None:
+            raise errors.PaymentNotFound(payment_id)
+        return payment, await uow.disputes.for_payment(payment_id)
+
+
 async def _apply(
     uow: PaymentsUnitOfWork,
     provider: str,
