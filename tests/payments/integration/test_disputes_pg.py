@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -162,6 +162,19 @@ async def test_twin_and_concurrent_events_record_one_dispute_and_book_each_money
             f"payment:{payment.id}:dispute:{reinstatement.id}",
         ]
     )
+    # The ledger auditor expects each of them: revenue back out, then in again.
+    async with world.deps().uow as uow:
+        expected = await uow.credit_grants.expected(datetime.now(UTC) + timedelta(hours=1))
+    mine = {
+        e.transfer_id: (e.amount, e.refund, e.revenue)
+        for e in expected
+        if e.subject_id == payment.id
+    }
+    assert mine == {
+        f"payment:{payment.id}:capture": (AMOUNT, False, AMOUNT),
+        f"payment:{payment.id}:dispute:{withdrawal.id}": (AMOUNT, True, -AMOUNT),
+        f"payment:{payment.id}:dispute:{reinstatement.id}": (AMOUNT, False, AMOUNT),
+    }
 
 
 async def test_a_process_that_dies_applying_leaves_nothing_and_the_redelivery_books_once(

@@ -297,11 +297,13 @@ class ExpectedBooking:
     currency: str
     amount: int  # captured, or refunded
     purpose: Purpose
-    refund: bool
+    refund: bool  # money taken back (a refund, a dispute's withdrawal)
+    what: str = ""  # what moved the money, when not a capture or a refund ("dispute")
 
     @property
     def revenue(self) -> int:
-        """What it adds to platform revenue in its currency (fees: captured, minus refunds)."""
+        """What it adds to platform revenue in its currency (fees: captured, minus refunds and
+        disputes' withdrawals, plus their reinstatements)."""
         if self.purpose is not Purpose.FEE:
             return 0
         return -self.amount if self.refund else self.amount
@@ -328,7 +330,8 @@ def audit_bookings(
         Finding(
             MISSING,
             e.transfer_id,
-            f"{'refunded' if e.refund else 'captured'} {e.amount} {e.currency} at {e.provider}"
+            f"{e.what or ('refunded' if e.refund else 'captured')} {e.amount} {e.currency}"
+            f" at {e.provider}"
             f" ({e.purpose.value}, {e.subject_id}): no transfer on the ledger",
         )
         for e in expected
