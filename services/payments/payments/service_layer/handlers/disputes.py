@@ -62,6 +62,14 @@ async def apply_dispute_event(
     )
     async with deps.uow as uow:
         payment = await uow.payments.find_by_provider(payment_intent_id=view.payment_id)
+        purchase = None
+        if payment is None and view.payment_id:
+            purchase = await uow.transactions.find_by_provider(payment_intent_id=view.payment_id)
+    if purchase is not None:
+        # A plan purchase's dispute: not followed this round (README "Card disputes"); the
+        # event is recorded unapplied, and logged, rather than retried for ever.
+        log.warning("dispute %s of plan purchase %s: recorded, not applied", view.id, purchase.id)
+        return None
     if payment is None:
         await _unknown_payment(provider, records, event, view)
         return None
