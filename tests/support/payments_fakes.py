@@ -718,11 +718,27 @@ class FakeProvider:
                     "Refund amount exceeds the amount captured", code="amount_too_large"
                 )
             self.refunded[intent_id] = done + amount_minor
-            made = ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor)
+            made = ProviderRefund(
+                f"re_{next(self._ids)}",
+                RefundState.SUCCEEDED,
+                amount_minor,
+                reason=reason,
+                metadata=dict(metadata),
+            )
             self.refunds.setdefault(intent_id, []).append(made)
             return made
 
         return await self._idempotent("refund", idempotency_key, run)
+
+    def refund_outside(self, intent_id: str, amount_minor: int, reason: str = "") -> str:
+        """A refund made at the provider, not through Hirepay (its dashboard): no metadata."""
+        pi = self.intents[intent_id]
+        done = self.refunded.get(intent_id, 0)
+        assert done + amount_minor <= pi.amount_received, "the provider refuses it"
+        self.refunded[intent_id] = done + amount_minor
+        made = ProviderRefund(f"re_{next(self._ids)}", RefundState.SUCCEEDED, amount_minor, reason)
+        self.refunds.setdefault(intent_id, []).append(made)
+        return made.id
 
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))

@@ -31,6 +31,7 @@ class LedgerStack:
     wallet: RunningService
     admin: SandboxAdmin
     fatora_url: str
+    sandbox_url: str = ""  # the Stripe sandbox's API, for refunds made at its "dashboard"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,7 @@ def ledger_stack(make_service_database: Callable[[str], str]) -> Iterator[Ledger
     relay.target = payments.target
     admin = SandboxAdmin(sandbox_url)
     try:
-        yield LedgerStack(payments, payments_db, wallet, admin, fatora_url)
+        yield LedgerStack(payments, payments_db, wallet, admin, fatora_url, sandbox_url)
     finally:
         admin.close()
         relay.target = ""

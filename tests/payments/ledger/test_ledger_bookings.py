@@ -131,9 +131,8 @@ async def test_an_authorization_that_is_voided_books_nothing(
     assert await _transfer(ledger_stack, f"payment:{voided.payment.payment_id}:capture") is None
 
 
-async def test_a_paid_subscription_is_booked_through_its_providers_clearing(
-    ledger_stack: LedgerStack, jobs_stub
-) -> None:
+async def paid_subscription(ledger_stack: LedgerStack, jobs_stub) -> pb.Transaction:
+    """A company's MONTHLY subscription paid on the sandbox's page, booked on the ledger."""
     ledger = Ledger(ledger_stack, STRIPE, "platform")
     txn = (
         await jobs_stub.Subscribe(
@@ -149,7 +148,6 @@ async def test_a_paid_subscription_is_booked_through_its_providers_clearing(
             )
         )
     ).transaction
-    assert txn.amount.amount_minor == 3_000
     assert ledger_stack.admin.pay_checkout(txn.checkout_url).status_code == 303
     await ledger.settles_at(
         {
@@ -157,6 +155,14 @@ async def test_a_paid_subscription_is_booked_through_its_providers_clearing(
             "platform": {("PLATFORM_REVENUE", "USD"): 3_000},
         }
     )
+    return txn
+
+
+async def test_a_paid_subscription_is_booked_through_its_providers_clearing(
+    ledger_stack: LedgerStack, jobs_stub
+) -> None:
+    txn = await paid_subscription(ledger_stack, jobs_stub)
+    assert txn.amount.amount_minor == 3_000
     assert await _transfer(ledger_stack, f"payment:{txn.transaction_id}:capture") is not None
 
 

@@ -244,6 +244,9 @@ class SettlementStep(enum.Enum):
     NONE = "none"  # nothing to record and nothing to drive: no statement at all
     OBSERVE = "observe"  # news: recorded under the saga's lock (observe), then the saga driven
     DRIVE = "drive"  # nothing new, but the saga is left to drive (no live request drives it)
+    # The money of a completed posting was all returned outside the saga (a refund made at the
+    # provider: its dashboard, or the provider on its own): the posting ends (refunded_at_provider)
+    REFUNDED_AT_PROVIDER = "refunded_at_provider"
 
 
 @dataclass(slots=True)
@@ -540,6 +543,25 @@ def drives_after_settlement(saga: Saga | None, event: SettlementEvent, now: date
     return not held and (waiting or not refund_event)
 
 
+# The payment state (payments' Payment.State) of money returned in full.
+FULLY_REFUNDED = "REFUNDED"
+
+
+def refunded_at_provider(saga: Saga, event: SettlementEvent) -> bool:
+    """Whether the event says the payment of a completed posting (its job went live; no refund
+    of the saga's own under way) is refunded in full: returned outside the saga, by a refund
+    made at the provider (payments books it, ESC-1). A partial refund leaves the posting paid."""
+    result = event.result
+    return (
+        saga.kind is SagaKind.POSTING
+        and saga.state is SagaState.COMPLETED
+        and result.state is TryState.REFUNDED
+        and result.provider_state == FULLY_REFUNDED
+        and bool(saga.payment_id)
+        and result.payment_id == saga.payment_id
+    )
+
+
 def settlement_step(saga: Saga | None, event: SettlementEvent, now: datetime) -> SettlementStep:
     """What the settlement event asks of its saga (`saga` as read without a lock after the event
     arrived; None: no such saga). Offer sagas are driven by their requests and the recovery worker
@@ -547,6 +569,8 @@ def settlement_step(saga: Saga | None, event: SettlementEvent, now: datetime) ->
     the event arrived is the one a later read would give (settlement_nothing_new; a held saga is
     driven by its holder, or by recovery once the lease runs out), so the events of a burst may
     be judged on one read of all their sagas (issue 13)."""
+    if saga is not None and refunded_at_provider(saga, event):
+        return SettlementStep.REFUNDED_AT_PROVIDER
     if saga is None or saga.kind is not SagaKind.POSTING or settlement_nothing_left(saga, event):
         return SettlementStep.NONE
     if event.result.state is not TryState.REFUNDED and not settlement_nothing_new(saga, event):

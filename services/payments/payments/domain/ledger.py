@@ -232,6 +232,18 @@ def coins_to_take_back(metadata: dict[str, str], captured_minor: int, refunded_m
     return taken
 
 
+def coins_refunded_at_provider(
+    metadata: dict[str, str], captured_minor: int, refunded_minor: int
+) -> int:
+    """The coins a refund made at the provider takes back: the capture's coins in proportion,
+    rounded down (the cash is gone already, so it cannot be refused as coins_to_take_back does;
+    a fraction of a coin stays with the buyer rather than taking more than was paid back)."""
+    coins = int(metadata.get(COINS_KEY, "0") or 0)
+    if not coins or captured_minor <= 0:
+        return 0
+    return min(coins, coins * refunded_minor // captured_minor)
+
+
 def refund_legs(
     purpose: Purpose, *, provider: str, currency: str, refunded_minor: int
 ) -> list[Leg]:

@@ -425,6 +425,16 @@ class Payment:
         self.updated_at = now
         return amount
 
+    def record_provider_refund(self, amount_minor: int, now: datetime) -> None:
+        """A refund made at the provider, outside Hirepay (its dashboard, or the provider on its
+        own): already done there, so it is recorded as it is, never refused. The provider never
+        refunds beyond the capture; a refund of Hirepay's still reserved meanwhile is refused
+        by the provider and gives its reservation back (release_refund)."""
+        if self.state not in TAKEN:
+            raise errors.PaymentNotRefundable(self.id, self.state.value)
+        self.refunded_minor += amount_minor
+        self.updated_at = now
+
     def release_refund(self, amount_minor: int, now: datetime) -> None:
         """The provider refused a refund: give its reservation back."""
         self.refunded_minor -= amount_minor

@@ -49,7 +49,10 @@ class EventSubject(enum.StrEnum):
     CHECKOUT = "checkout"
     PAYOUT = "payout"  # a payout to a connected account's bank (ESC-9)
     DISPUTE = "dispute"  # a card dispute (chargeback) of a captured payment
-    OTHER = "other"  # refunds, customers, ...: recorded, not applied
+    # A refund of a payment, whoever made it (Hirepay, the provider's dashboard, the provider
+    # itself): the payment's refunds re-fetched and each one recorded once (provider_refunds.py).
+    REFUND = "refund"
+    OTHER = "other"  # customers, ...: recorded, not applied
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +121,9 @@ class ProviderRefund:
     id: str
     state: RefundState
     amount_minor: int
+    reason: str = ""  # the provider's reason ("" when it gives none, e.g. a dashboard refund)
+    # The refund's metadata: Hirepay's own refunds carry `hirepay_refund_id` (their record).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,10 @@ import enum
 from dataclasses import dataclass
 from datetime import datetime
 
+# The request id of a refund made at the provider: `provider:<provider refund id>`, unique per
+# payment (uq_refunds_request) like the provider refund id itself.
+PROVIDER_REQUEST_PREFIX = "provider:"
+
 
 class RefundStatus(enum.StrEnum):
     PENDING = "PENDING"
@@ -24,6 +28,10 @@ class CoinsState(enum.StrEnum):
     HELD = "held"  # held: the provider may be asked; then posted or released
     TAKEN = "taken"  # the refund succeeded: the hold is posted back to coin issuance
     RETURNED = "returned"  # the refund failed (or the coins were not there): the hold released
+    # A refund made at the provider (the cash is gone already) whose coins were no longer there
+    # (spent, or held by an offer or a withdrawal): they stay with the buyer, never taken below
+    # zero; the shortfall is recorded (metric, audit trail) for the platform to recover.
+    SHORT = "short"
 
 
 @dataclass(slots=True)
@@ -45,6 +53,11 @@ class Refund:
     poll_attempts: int = 0
     coins: int = 0  # the coins this refund takes back (0: the payment issued none)
     coins_state: CoinsState = CoinsState.NONE
+
+    @property
+    def made_at_provider(self) -> bool:
+        """Whether the refund was made at the provider, outside Hirepay (learned by webhook)."""
+        return self.request_id.startswith(PROVIDER_REQUEST_PREFIX)
 
     @property
     def coins_owed(self) -> bool:

@@ -36,6 +36,20 @@ REFUNDED = Counter(
     "Money refunded, in minor units, by currency.",
     ["currency"],
 )
+PROVIDER_REFUNDS = Counter(
+    "hirepay_payment_provider_refunds_total",
+    "Refunds found at the provider by webhook, by provider and result: booked (made outside"
+    " Hirepay, e.g. from the provider's dashboard, and booked now), own (made by Hirepay: its"
+    " request records it), pending (not succeeded yet), failed_after_success (a succeeded refund"
+    " the provider reports failed since: left to the reconciliation); of subscription purchases:"
+    " purchase_booked (refunded in full: credits revoked), purchase_partial (not booked).",
+    ["provider", "result"],
+)
+REFUND_COINS_SHORT = Counter(
+    "hirepay_payment_refund_coins_short_total",
+    "Coins a refund made at the provider could not take back (spent or held): left with the"
+    " buyer, their cash refunded; to be recovered.",
+)
 WEBHOOK_EVENTS = Counter(
     "hirepay_webhook_events_total",
     "Provider webhook deliveries by event type and result"

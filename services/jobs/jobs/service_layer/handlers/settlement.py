@@ -22,6 +22,7 @@ from jobs.service_layer.marketplace import job_payments
 from jobs.service_layer.posting.activation import observe
 from jobs.service_layer.posting.driver import drive
 from jobs.service_layer.posting.leases import release
+from jobs.service_layer.posting.refunded_at_provider import end_refunded_posting
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ async def _apply(event: SettlementEvent, deps: Deps) -> bool:
 async def _act(saga: Saga, event: SettlementEvent, step: SettlementStep, deps: Deps) -> bool:
     """Take the settlement step on the saga as read: record the news under the saga's lock
     (OBSERVE), then drive the saga unless its request does or the event asks nothing of it."""
+    if step is SettlementStep.REFUNDED_AT_PROVIDER:
+        return await end_refunded_posting(saga.id, event, deps)
     applied = False
     current: Saga | None = saga
     if step is SettlementStep.OBSERVE:

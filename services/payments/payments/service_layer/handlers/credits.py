@@ -263,25 +263,43 @@ async def refund_transaction(cmd: commands.RefundTransaction, deps: Deps) -> Ref
         for record in records:
             await uow.audit.add(record.audit(cmd.actor or "admin", transaction_id=txn.id))
         if stored.status is TxnStatus.SUCCESS:
-            stored.status = TxnStatus.REFUNDED
-            stored.updated_at = now
-            stored.metadata = {**stored.metadata, "refund_reason": cmd.reason[:200]}
-            await uow.transactions.save(stored)
-            await uow.credit_grants.add(CreditGrant.revoke(stored, now))
-            metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc()
-            await uow.audit.add(
-                AuditEntry(
-                    action="refund",
-                    actor=cmd.actor or "admin",
-                    reason=cmd.reason,
-                    details={"from": "SUCCESS", "to": "REFUNDED", "idempotency_key": key},
-                    transaction_id=stored.id,
-                )
+            await mark_refunded(
+                uow, deps, stored, actor=cmd.actor or "admin", reason=cmd.reason, key=key, now=now
             )
-            await publish(uow, deps.config, [EventType.TRANSACTION_REFUNDED], now, txn=stored)
         await uow.commit()
     await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
     return await _refunded(stored, deps)
+
+
+async def mark_refunded(
+    uow: PaymentsUnitOfWork,
+    deps: Deps,
+    stored: Transaction,
+    *,
+    actor: str,
+    reason: str,
+    key: str,
+    now: datetime,
+) -> None:
+    """A paid purchase refunded in full at its provider (the admin's refund, or one made at the
+    provider's dashboard): REFUNDED, owing the revocation of its unused credits, and the
+    subsystem told, in the caller's transaction (it holds the transaction's row lock)."""
+    stored.status = TxnStatus.REFUNDED
+    stored.updated_at = now
+    stored.metadata = {**stored.metadata, "refund_reason": reason[:200]}
+    await uow.transactions.save(stored)
+    await uow.credit_grants.add(CreditGrant.revoke(stored, now))
+    metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc()
+    await uow.audit.add(
+        AuditEntry(
+            action="refund",
+            actor=actor,
+            reason=reason,
+            details={"from": "SUCCESS", "to": "REFUNDED", "idempotency_key": key},
+            transaction_id=stored.id,
+        )
+    )
+    await publish(uow, deps.config, [EventType.TRANSACTION_REFUNDED], now, txn=stored)
 
 
 async def _refund_at_provider(

@@ -133,7 +133,10 @@ async def advance_refund(
     deps: Deps, ref: Refund, payment: Payment, *, actor: str
 ) -> tuple[Refund, Payment]:
     """Take a refund as far as it goes: its coins held, the provider asked, the coin hold
-    posted or released."""
+    posted or released. A refund made at the provider (succeeded already) holds and posts its
+    coins the same way, or records them short when they are not there."""
+    if ref.status is RefundStatus.SUCCEEDED and ref.coins_state is CoinsState.RESERVING:
+        ref = await _hold_coins_refunded_at_provider(deps, ref, payment, actor=actor)
     if ref.status is RefundStatus.PENDING and ref.coins_state is CoinsState.RESERVING:
         ref, payment = await _hold_coins(deps, ref, payment, actor=actor)
     if ref.status is RefundStatus.PENDING and ref.coins_state is not CoinsState.RESERVING:
@@ -149,6 +152,20 @@ def _coin_ledger(deps: Deps) -> CreditsLedger:
     return deps.ledger
 
 
+async def _try_hold_coins(deps: Deps, ref: Refund, owner_id: str) -> str:
+    """The coin hold's Try: "" when held, the wallet's refusal when the coins are not there
+    (spent, held by an offer or a withdrawal, or the branch cancelled first); any other failure
+    (the wallet not answering) schedules a retry by the poller and is raised."""
+    try:
+        await _coin_ledger(deps).hold_coins(ref, owner_id)
+    except HirepayError as exc:
+        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
+            await _retry_coins_later(deps, ref, exc)
+            raise
+        return str(exc)
+    return ""
+
+
 async def _hold_coins(
     deps: Deps, ref: Refund, payment: Payment, *, actor: str
 ) -> tuple[Refund, Payment]:
@@ -156,17 +173,10 @@ async def _hold_coins(
     withdrawal): the refund fails before the provider is asked, its reservation on the payment
     given back, and the branch cancelled so that no late Try can hold anything. A wallet that
     does not answer leaves it to the poller."""
-    coin_ledger = _coin_ledger(deps)
-    try:
-        await coin_ledger.hold_coins(ref, payment.owner_id)
-        refused = ""
-    except HirepayError as exc:
-        if exc.reason not in (FailureReason.INSUFFICIENT_FUNDS, FailureReason.HOLD_CANCELLED):
-            await _retry_coins_later(deps, ref, exc)
-            raise
-        refused = f"{COINS_REFUSED}: {exc}"
+    not_there = await _try_hold_coins(deps, ref, payment.owner_id)
+    refused = f"{COINS_REFUSED}: {not_there}" if not_there else ""
     if refused:
-        await coin_ledger.return_coins(ref, "refund refused: coins not available")
+        await _coin_ledger(deps).return_coins(ref, "refund refused: coins not available")
     async with deps.uow as uow:
         now = deps.clock()
         payment = await uow.payments.get(ref.payment_id, for_update=True)
@@ -190,6 +200,54 @@ async def _hold_coins(
             )
             await uow.commit()
     return stored, payment
+
+
+async def _hold_coins_refunded_at_provider(
+    deps: Deps, ref: Refund, payment: Payment, *, actor: str
+) -> Refund:
+    """The Try of a refund made at the provider: its cash is back with the buyer already, so
+    coins that are not there (spent, or held by an offer or a withdrawal) cannot stop it. They
+    are never taken below zero (ESC-1): the branch is cancelled, so no late Try holds anything,
+    and the refund records them short (metric, audit trail, warning) for the platform to recover
+    from the buyer. A wallet that does not answer leaves it to the poller."""
+    try:
+        short = await _try_hold_coins(deps, ref, payment.owner_id)
+    except HirepayError:
+        return ref  # the poller takes it again (scheduled)
+    if short:
+        try:
+            await _coin_ledger(deps).return_coins(ref, "refunded at the provider: coins short")
+        except HirepayError as exc:
+            await _retry_coins_later(deps, ref, exc)
+            return ref
+    async with deps.uow as uow:
+        stored = await uow.refunds.get(ref.id, for_update=True)
+        assert stored is not None
+        if stored.coins_state is not CoinsState.RESERVING:
+            return stored  # another worker took this step
+        now = deps.clock()
+        stored.coins_state = CoinsState.SHORT if short else CoinsState.HELD
+        stored.updated_at = now
+        if short:
+            stored.next_poll_at = None
+            stored.failure_message = f"{COINS_REFUSED}: {short}"[:500]
+            metrics.REFUND_COINS_SHORT.inc(stored.coins)
+            log.warning(
+                "refund %s of payment %s made at the provider: %d coins not available (%s);"
+                " left with the buyer, recorded short",
+                stored.id,
+                stored.payment_id,
+                stored.coins,
+                short,
+            )
+        await uow.refunds.save(stored)
+        await uow.audit.add(
+            _coins_audit(
+                stored, actor, f"not available: short ({short[:200]})" if short else "held"
+            )
+        )
+        await uow.commit()
+    return stored
 
 
 async def _settle_coins(deps: Deps, ref: Refund, *, actor: str) -> Refund:

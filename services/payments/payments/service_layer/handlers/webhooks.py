@@ -35,6 +35,10 @@ from payments.service_layer.handlers.disputes import DisputeEventOutcome, apply_
 from payments.service_layer.handlers.engine import drive
 from payments.service_layer.handlers.payouts import PayoutEventOutcome, apply_payout_event
 from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.provider_refunds import (
+    RefundEventOutcome,
+    apply_refund_event,
+)
 from payments.service_layer.handlers.shared import publish, refund_if_voided
 from payments.service_layer.ports import EventRecord, FirstLook, PaymentsUnitOfWork
 
@@ -192,11 +196,14 @@ async def _request_answered(deps: Deps, payment: Payment) -> bool:
 async def _not_a_payment(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
 ) -> EventOutcome:
-    """A withdrawal's payout (ESC-9) is applied to it, a dispute to its payment (disputes.py);
-    anything else is only recorded."""
-    done: PayoutEventOutcome | DisputeEventOutcome | None = None
+    """A withdrawal's payout (ESC-9) is applied to it, a refund or a dispute to its payment
+    (provider_refunds.py, disputes.py); anything else is only recorded."""
+    done: PayoutEventOutcome | RefundEventOutcome | DisputeEventOutcome | None = None
     if event.subject is EventSubject.PAYOUT:
         done = await apply_payout_event(deps, provider.name, event, payload)
+    elif event.subject is EventSubject.REFUND:
+        record = _record(provider, event, payload, deps.clock())
+        done = await apply_refund_event(deps, provider, event, record)
     elif event.subject is EventSubject.DISPUTE:
         done = await apply_dispute_event(deps, provider, event, payload)
     if done is None:

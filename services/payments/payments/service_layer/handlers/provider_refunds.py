@@ -1,0 +1,351 @@
+"""Refunds made at the provider, outside Hirepay (a refund from the provider's dashboard, or the
+provider refunding on its own), learned by webhook and booked exactly like Hirepay's own refunds
+(ESC-1: platform revenue equals captured fees minus refunds; API-4 statuses; PAY-15 audit).
+
+A refund event is never trusted: the payment's refunds are re-fetched from the provider, and
+each succeeded one that Hirepay has no record of is recorded once, under the payment's row lock,
+as a succeeded refund with request id `provider:<provider refund id>` (unique per payment, like
+the provider refund id itself): the payment's refunded amount and state follow, the ledger
+booking `payment:<id>:refund:<refund id>` is owed in the same transaction and a
+`payment.refunded` settlement event tells the subsystem that asked for the payment (jobs ends a
+fully refunded posting). A refund Hirepay made itself carries `hirepay_refund_id` in its
+metadata (and, once answered, its provider refund id on its record): its request, or the
+poller, records it; the event changes nothing. Twins and redeliveries find every refund recorded
+(the event id is stored once, and the payment's lock serializes events about one payment).
+
+The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
+Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
+below zero. A subscription purchase refunded in full is REFUNDED with its unused credits revoked,
+as by the admin's refund (credits.mark_refunded).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from hirepay_platform.ids import new_id
+from payments.domain import errors, ledger
+from payments.domain.credits import GrantKind
+from payments.domain.events import AuditEntry, EventType
+from payments.domain.model import TAKEN, Payment
+from payments.domain.provider import (
+    InvalidRequest,
+    OutcomeUnknown,
+    PaymentProvider,
+    ProviderEvent,
+    ProviderRefund,
+    RefundState,
+)
+from payments.domain.refunds import (
+    PROVIDER_REQUEST_PREFIX,
+    CoinsState,
+    Refund,
+    RefundStatus,
+)
+from payments.domain.transactions import Transaction, TxnStatus
+from payments.service_layer import metrics
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.credits import mark_refunded, settle_grant
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.refunds import advance_refund
+from payments.service_layer.handlers.shared import emit, owe_booking
+from payments.service_layer.ports import EventRecord, PaymentsUnitOfWork
+
+log = logging.getLogger(__name__)
+
+# The metadata key Hirepay's own refunds carry at the provider (refunds._ask_provider).
+OUR_REFUND_KEY = "hirepay_refund_id"
+# The reason recorded for a refund the provider gives none for (a dashboard refund may have none).
+NO_REASON = "refunded_at_provider"
+# Reasons a provider gives that are kept as metric labels; any other is counted as NO_REASON.
+KNOWN_REASONS = frozenset(
+    {"duplicate", "fraudulent", "requested_by_customer", "expired_uncaptured_charge"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundEventOutcome:
+    """What applying a refund event did: whether it recorded a refund, or was seen before."""
+
+    applied: bool
+    duplicate: bool
+
+
+async def apply_refund_event(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, record: EventRecord
+) -> RefundEventOutcome | None:
+    """Bring a payment's refunds up to date with the provider's (re-fetched), once per event
+    (`record`: the event's row). None for an event about no payment of this provider (the
+    caller records it, unapplied)."""
+    intent_id = event.payment_id
+    payment: Payment | None = None
+    if intent_id:
+        async with deps.uow as uow:
+            payment = await uow.payments.find_by_provider(payment_intent_id=intent_id)
+    if payment is None and intent_id:
+        return await _apply_to_purchase(deps, provider, event, record, intent_id)
+    if payment is None or payment.provider != provider.name:
+        return None  # not a payment of this provider: recorded only
+    if payment.state not in TAKEN:
+        # Refunded, so captured at the provider, but the capture's answer is not recorded yet
+        # (the poller is resolving it): refused, so the provider delivers it again.
+        raise _not_yet(event, f"payment {payment.id} is {payment.state.value}, not captured yet")
+    records: list[CallRecord] = []
+    found = await _refunds_of(provider, records, event, intent_id)
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await uow.events.claim(record):
+            return RefundEventOutcome(applied=False, duplicate=True)
+        p = await uow.payments.get(payment.id, for_update=True)
+        assert p is not None
+        booked = await _record_new_refunds(uow, deps, p, found, event, now)
+        await uow.audit.add(
+            _webhook_audit(event, p, booked),
+            *(record.audit("webhook", payment_id=p.id) for record in records),
+        )
+        await uow.commit()
+    for ref in booked:
+        if ref.coins_owed:
+            await _take_coins_back(deps, ref, p)
+    return RefundEventOutcome(applied=bool(booked), duplicate=False)
+
+
+async def _apply_to_purchase(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, record: EventRecord, intent: str
+) -> RefundEventOutcome | None:
+    """A refund of a subscription purchase (a plan transaction, API-4) made at the provider: once
+    its payment is refunded in full, the purchase is REFUNDED and its unused credits revoked, as
+    by the admin's refund (credits.mark_refunded). The admin's own refund (its `transaction_id`
+    in the refund's metadata) is left to its request; a partial refund is only counted and
+    logged (a purchase is refunded whole: README "Still to find"). None: not a purchase of this
+    provider (recorded only)."""
+    async with deps.uow as uow:
+        txn = await uow.transactions.find_by_provider(payment_intent_id=intent)
+    if txn is None or txn.provider != provider.name:
+        if event.metadata.get("hirepay_payment_id") or event.metadata.get("transaction_id"):
+            # Ours, its capture not recorded yet: refused so that the provider delivers it again.
+            raise _not_yet(event, "its payment is not known yet")
+        return None
+    records: list[CallRecord] = []
+    found = await _refunds_of(provider, records, event, intent)
+    refunded = [r for r in found if r.state is RefundState.SUCCEEDED]
+    total = sum(r.amount_minor for r in refunded)
+    by_admin = any(r.metadata.get("transaction_id") == txn.id for r in found)
+    changed = False
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await uow.events.claim(record):
+            return RefundEventOutcome(applied=False, duplicate=True)
+        stored = await uow.transactions.get(txn.id, for_update=True)
+        assert stored is not None
+        if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
+            ids = ",".join(r.id for r in refunded)
+            if total >= stored.amount_minor:
+                await mark_refunded(
+                    uow,
+                    deps,
+                    stored,
+                    actor="provider",
+                    reason=f"refunded at the provider ({ids})",
+                    key=f"{PROVIDER_REQUEST_PREFIX}{ids}",
+                    now=now,
+                )
+                changed = True
+                uow.after_commit(
+                    functools.partial(_count_purchase, stored.provider, "booked", total, stored)
+                )
+            else:
+                uow.after_commit(
+                    functools.partial(_count_purchase, stored.provider, "partial", total, stored)
+                )
+        await uow.audit.add(
+            AuditEntry(
+                action="webhook",
+                actor="provider",
+                reason=f"{event.type}: purchase {stored.status.value}, {total} refunded",
+                details={"event_id": event.id, "event_type": event.type, "object_id": intent},
+                transaction_id=stored.id,
+            ),
+            *(r.audit("webhook", transaction_id=stored.id) for r in records),
+        )
+        await uow.commit()
+    if changed:
+        await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+    return RefundEventOutcome(applied=changed, duplicate=False)
+
+
+def _count_purchase(provider: str, result: str, total: int, txn: Transaction) -> None:
+    metrics.count(metrics.PROVIDER_REFUNDS, provider, f"purchase_{result}")
+    if result == "booked":
+        metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
+        metrics.REFUNDED.labels(txn.currency).inc(total)
+    else:
+        log.warning(
+            "purchase %s: %d of %d %s refunded at the provider; a purchase is refunded whole:"
+            " not booked (the reconciliation reports it)",
+            txn.id,
+            total,
+            txn.amount_minor,
+            txn.currency,
+        )
+
+
+async def _refunds_of(
+    provider: PaymentProvider, records: list[CallRecord], event: ProviderEvent, intent: str
+) -> list[ProviderRefund]:
+    """Every refund of the provider's payment, re-fetched (never the event's copy)."""
+    try:
+        return await call(records, "list_refunds", "", lambda: provider.list_refunds(intent))
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "provider_error")
+        raise errors.ProviderUnavailable(
+            f"could not re-fetch the refunds of {intent} from the provider: {exc.message}",
+            metadata={"event_id": event.id},
+        ) from None
+
+
+async def _record_new_refunds(
+    uow: PaymentsUnitOfWork,
+    deps: Deps,
+    p: Payment,
+    found: list[ProviderRefund],
+    event: ProviderEvent,
+    now: datetime,
+) -> list[Refund]:
+    """Record the provider's succeeded refunds Hirepay has no record of (caller holds the
+    payment's lock): each booked, the payment's state following; returns them."""
+    known = await uow.refunds.list_for_payment(p.id)
+    by_provider_id = {r.provider_refund_id: r for r in known if r.provider_refund_id}
+    by_id = {r.id: r for r in known}
+    booked: list[Refund] = []
+    for remote in found:
+        ours = by_provider_id.get(remote.id) or by_id.get(remote.metadata.get(OUR_REFUND_KEY, ""))
+        if ours is not None:
+            _judge_known(p, ours, remote, event)
+            continue
+        if remote.state is not RefundState.SUCCEEDED:
+            # Pending: booked when it succeeds (its refund.updated); failed: nothing moved.
+            metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "pending")
+            continue
+        ref = _provider_refund(p, remote, now, deps)
+        p.record_provider_refund(ref.amount_minor, now)
+        await uow.refunds.add(ref)
+        await owe_booking(uow, [EventType.PAYMENT_REFUNDED], now, p, ref)
+        await uow.audit.add(_booked_audit(ref, remote, event))
+        booked.append(ref)
+        by_provider_id[remote.id] = ref
+    if booked:
+        total = await uow.refunds.succeeded_total(p.id)
+        events = p.settle_refund(total, now)
+        await uow.payments.save(p)
+        await emit(uow, deps.config, events, now, payment=p)
+        uow.after_commit(functools.partial(_count_booked, p, booked))
+    return booked
+
+
+def _judge_known(p: Payment, ours: Refund, remote: ProviderRefund, event: ProviderEvent) -> None:
+    """A refund Hirepay has a record of: its own request (or the poller) records what the
+    provider answered, so the event moves nothing. One it recorded succeeded that the provider
+    now reports failed (a card closed since, say) is named for the reconciliation."""
+    if ours.status is RefundStatus.SUCCEEDED and remote.state is RefundState.FAILED:
+        metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "failed_after_success")
+        log.warning(
+            "refund %s (%s) of payment %s succeeded, and %s now says it failed (event %s):"
+            " not reversed here; the provider reconciliation reports it",
+            ours.id,
+            remote.id,
+            p.id,
+            p.provider,
+            event.id,
+        )
+        return
+    metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "own")
+
+
+def _provider_refund(p: Payment, remote: ProviderRefund, now: datetime, deps: Deps) -> Refund:
+    """The record of a succeeded refund made at the provider, with the coins it takes back."""
+    coins = 0
+    if ledger.issues_coins(p.metadata):
+        coins = ledger.coins_refunded_at_provider(p.metadata, p.captured_minor, remote.amount_minor)
+    request_id = f"{PROVIDER_REQUEST_PREFIX}{remote.id}"
+    return Refund(
+        id=new_id("rfd"),
+        payment_id=p.id,
+        request_id=request_id,
+        amount_minor=remote.amount_minor,
+        requested_minor=remote.amount_minor,
+        currency=p.currency,
+        reason=(remote.reason or NO_REASON)[:200],
+        status=RefundStatus.SUCCEEDED,
+        # Never sent by Hirepay: the key names the provider's refund it records.
+        idempotency_key=f"refund:{p.id}:{request_id}",
+        created_at=now,
+        updated_at=now,
+        provider_refund_id=remote.id,
+        coins=coins,
+        coins_state=CoinsState.RESERVING if coins else CoinsState.NONE,
+        # With coins to take back, the poller takes the step if the webhook's own is lost.
+        next_poll_at=now + timedelta(seconds=deps.config.lease_seconds) if coins else None,
+    )
+
+
+async def _take_coins_back(deps: Deps, ref: Refund, p: Payment) -> None:
+    """The coins a recorded refund takes back, now (the poller retries what fails)."""
+    try:
+        await advance_refund(deps, ref, p, actor="webhook")
+    except Exception:
+        log.exception("refund %s: taking its coins back failed; the poller retries", ref.id)
+
+
+def _count_booked(p: Payment, booked: list[Refund]) -> None:
+    """OPS-1: refunds and their reasons, refunded money by currency (counted once committed)."""
+    for ref in booked:
+        reason = ref.reason if ref.reason in KNOWN_REASONS else NO_REASON
+        metrics.REFUNDS.labels(reason, "succeeded").inc()
+        metrics.REFUNDED.labels(p.currency).inc(ref.amount_minor)
+        metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "booked")
+
+
+def _not_yet(event: ProviderEvent, why: str) -> errors.EventNotApplicableYet:
+    metrics.count(metrics.WEBHOOK_EVENTS, event.type, "not_applicable_yet")
+    return errors.EventNotApplicableYet(
+        f"refund event {event.id}: {why}; retry later",
+        metadata={"event_id": event.id, "object_id": event.object_id},
+    )
+
+
+def _booked_audit(ref: Refund, remote: ProviderRefund, event: ProviderEvent) -> AuditEntry:
+    """PAY-15: a refund made at the provider, recorded and booked, with who, when and why."""
+    return AuditEntry(
+        action="refund",
+        actor="provider",
+        reason=f"refund {remote.id} made at the provider: recorded as {ref.id} ({ref.reason})",
+        details={
+            "refund_id": ref.id,
+            "provider_refund_id": remote.id,
+            "amount_minor": str(ref.amount_minor),
+            "coins": str(ref.coins),
+            "status": ref.status.value,
+            "event_id": event.id,
+        },
+        payment_id=ref.payment_id,
+    )
+
+
+def _webhook_audit(event: ProviderEvent, p: Payment, booked: list[Refund]) -> AuditEntry:
+    return AuditEntry(
+        action="webhook",
+        actor="provider",
+        reason=f"{event.type}: {len(booked)} refund(s) made at the provider recorded",
+        details={
+            "event_id": event.id,
+            "event_type": event.type,
+            "object_id": event.object_id,
+            "state": p.state.value,
+            "refunded_minor": str(p.refunded_minor),
+        },
+        payment_id=p.id,
+    )
