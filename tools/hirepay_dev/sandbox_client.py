@@ -155,6 +155,25 @@ class SandboxAdmin:
         result: dict[str, Any] = self._call("POST", f"/_sandbox/payouts/{payout}/settle", body)
         return result
 
+    def dispute_payment_intent(
+        self, intent: str, reason: str = "fraudulent", inquiry: bool = False
+    ) -> dict[str, Any]:
+        """The cardholder disputes the intent's captured charge (Stripe: a chargeback with its
+        funds withdrawn, or an inquiry); the dispute as opened."""
+        result: dict[str, Any] = self._call(
+            "POST",
+            f"/_sandbox/payment_intents/{intent}/dispute",
+            {"reason": reason, "inquiry": inquiry},
+        )
+        return result
+
+    def close_dispute(self, dispute: str, outcome: str = "won") -> dict[str, Any]:
+        """The network decides a dispute: `won` (funds reinstated), `lost`, `warning_closed`."""
+        result: dict[str, Any] = self._call(
+            "POST", f"/_sandbox/disputes/{dispute}/close", {"outcome": outcome}
+        )
+        return result
+
     # -- hosted pages, as a person would use them ------------------------------------------
 
     def pay_checkout(

@@ -363,6 +363,27 @@ credit_grants = Table(
     Index("ix_credit_grants_payment", "payment_id"),
 )
 
+# Card disputes (chargebacks) of payments, one per provider dispute (migration 0019): the money
+# withdrawn and reinstated so far and the provider's fees, as its balance transactions said.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("payment_id", String(64), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("reason", String(64), nullable=False, server_default=""),
+    Column("status", String(32), nullable=False),
+    Column("withdrawn_minor", BigInteger, nullable=False, server_default="0"),
+    Column("reinstated_minor", BigInteger, nullable=False, server_default="0"),
+    Column("fee_minor", BigInteger, nullable=False, server_default="0"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("closed_at", nullable=True),
+    Index("ix_disputes_payment", "payment_id"),
+)
+
 # Payout accounts at the provider (a Stripe Connect account per user), ESC-9.
 payout_accounts = Table(
     "payout_accounts",

@@ -22,6 +22,7 @@ from payments.service_layer.handlers import (
     checkouts,
     coins,
     credits,
+    disputes,
     payout_accounts,
     payouts,
     returns,
@@ -97,8 +98,10 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetPayment(
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.PaymentResponse:
-        payment = await handlers.get_payment(request.payment_id, self._deps())
-        return pb.PaymentResponse(payment=conv.payment_msg(payment))
+        payment, found = await disputes.get_payment_with_disputes(request.payment_id, self._deps())
+        return pb.PaymentResponse(
+            payment=conv.payment_msg(payment), disputes=[conv.dispute_msg(d) for d in found]
+        )
 
     async def ListPayments(
         self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
