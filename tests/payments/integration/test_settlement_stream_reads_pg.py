@@ -7,7 +7,7 @@ auto_explain showed (the jobs consumer's reads grew with the outbox). Counted in
 transaction's own statistics: no sequential scan of the outbox for a consumer of one subsystem
 (as every consumer is: jobs reads "jobs"), nor for a read of every subsystem (its one condition,
 `ix_outbox_stream`). Since payments migration 0014 every poll runs the function's generic
-plan, fresh database or not: these polls pin that plan too. Since 0021 the events are written
+plan, fresh database or not: these polls pin that plan too. Since 0020 the events are written
 once, by writers in transactions of their own (`writer_xid`), and read in their writers' order
 (`ix_outbox_subsystem_stream`, `ix_outbox_stream`)."""
 

@@ -3,7 +3,7 @@ issue 13): `outbox_after()` runs with `plan_cache_mode = force_generic_plan`, so
 plans its read afresh; the read still goes by index on a fresh database, every poll a generic
 plan (test_settlement_stream_reads_pg.py), and returns the same events in the same order as the
 read planned each time. Migration 0014 goes down and up again cleanly (API-5: the stream's
-order and content are unchanged), and so does 0021 on the way (the events written since, in
+order and content are unchanged), and so does 0020 on the way (the events written since, in
 their writers' order, keep their cursors as positions: the same reads from the same cursors)."""
 
 from __future__ import annotations

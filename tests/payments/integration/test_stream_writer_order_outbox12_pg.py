@@ -1,4 +1,4 @@
-"""The settlement stream without a publishing step (payments 0021, issue 13): events are read in
+"""The settlement stream without a publishing step (payments 0020, issue 13): events are read in
 their writers' transaction-id order, only below the reading snapshot's xmin, so a consumer that
 resumes after the last cursor it was given never misses an event and never gets one twice,
 whatever order the writers commit in, however long an older transaction (here or in another
@@ -247,16 +247,16 @@ async def _after(connection: asyncpg.Connection, after: int, subsystem: str, n: 
     return [(r["position"], r["event_id"]) for r in rows]
 
 
-async def test_consumers_resume_across_migration_0021_without_loss_or_replay(
+async def test_consumers_resume_across_migration_0020_without_loss_or_replay(
     make_service_database,
 ) -> None:
-    """Consumers that stored positions before 0021 (some events committed and not yet published
+    """Consumers that stored positions before 0020 (some events committed and not yet published
     then) resume after it with the rest of the old events in their order, then the new ones;
     a read crosses from the old part into the new; and after a downgrade, cursors given since
-    0021 resume where they were (payments 0021 maps every old position and new cursor)."""
+    0020 resume where they were (payments 0020 maps every old position and new cursor)."""
     url = await asyncio.to_thread(make_service_database, "payments")
     config = alembic_config(SPECS["payments"].migrations, url)
-    await asyncio.to_thread(command.downgrade, config, "0018")
+    await asyncio.to_thread(command.downgrade, config, "0019")
     connection = await asyncpg.connect(_plain(url))
     try:
         await _insert(connection, range(0, 30))
@@ -294,7 +294,7 @@ async def test_consumers_resume_across_migration_0021_without_loss_or_replay(
         before_downgrade = await _after(connection, stored[""], "")
         await connection.close()
 
-        await asyncio.to_thread(command.downgrade, config, "0018")
+        await asyncio.to_thread(command.downgrade, config, "0019")
         connection = await asyncpg.connect(_plain(url))
         assert await _after(connection, stored[""], "") == before_downgrade
         await _insert(connection, range(41, 42))

@@ -271,11 +271,11 @@ outbox = Table(
     _ts("callback_next_at", nullable=True),
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     _ts("callback_delivered_at", nullable=True),
-    # The position published before migration 0021 (the stream's old part, in this order); NULL
+    # The position published before migration 0020 (the stream's old part, in this order); NULL
     # for every row written since.
     Column("position", BigInteger, nullable=True),
-    # The writing transaction (0021): the stream is the rows in (writer_xid, cursor) order below
-    # the reading snapshot's xmin (outbox_after); NULL on rows written before 0021.
+    # The writing transaction (0020): the stream is the rows in (writer_xid, cursor) order below
+    # the reading snapshot's xmin (outbox_after); NULL on rows written before 0020.
     Column("writer_xid", Xid8, nullable=True, server_default=text("pg_current_xact_id()")),
     # The callback relay's due rows in cursor order, undelivered ones only (migration 0009); its
     # one index (0013).
@@ -289,7 +289,7 @@ outbox = Table(
         "position",
         postgresql_where="position IS NOT NULL",
     ),
-    # The stream since 0021, the same two reads.
+    # The stream since 0020, the same two reads.
     Index("ix_outbox_stream", "writer_xid", "cursor", postgresql_where="position IS NULL"),
     Index(
         "ix_outbox_subsystem_stream",

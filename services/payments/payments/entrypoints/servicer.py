@@ -309,7 +309,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
                 return
             read_at = loop.time()
             # An event committed here may wait for an older writer still running (the read's
-            # horizon, payments 0021): for a while after a commit, no backing off.
+            # horizon, payments 0020): for a while after a commit, no backing off.
             waiting = read_at - woken_at < STREAM_IDLE_SECONDS
             pause = (
                 STREAM_POLL_SECONDS if events or waiting else min(STREAM_IDLE_SECONDS, pause * 2)
