@@ -16,6 +16,7 @@ import pytest
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -29,14 +30,10 @@ PAGE = 501
 INDEX = "ix_payments_not_final"
 
 
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
 @pytest.fixture(scope="module")
 async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         await connection.execute(
             """
@@ -90,7 +87,7 @@ async def _read_sql(sessions, round_trips) -> str:
 async def _explain(url: str, sql: str, *, analyze: bool = False) -> str:
     """The generic plan of `sql` (what a cached prepared statement runs), with the table's
     statistics and every scan allowed; with `analyze`, run on the first page, its buffers."""
-    connection = await asyncpg.connect(_plain(url), statement_cache_size=0)
+    connection = await asyncpg.connect(libpq_url(url), statement_cache_size=0)
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         await connection.execute(f"PREPARE measured AS {sql}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +16,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -35,17 +35,13 @@ CHECKED_BEFORE = 20_000  # rows of earlier rounds the read by primary key must n
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)  # when (before the rounds' clock, tests' Clock)
 
 
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
 @pytest.fixture(scope="module")
 async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
     """30 authorized payments, pay_00000030 the most recently changed, each with a provider id
     the fake provider does not know (so every payment a round checks names itself); and the
     records of 20,000 other payments checked long ago (a year before the rounds' clock)."""
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         await connection.execute(
             """
@@ -89,7 +85,7 @@ def _starts_allowed(n: int) -> Callable[[], float]:
 
 
 async def _updated_at(url: str) -> list[tuple[str, datetime]]:
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         rows = await connection.fetch("SELECT id, updated_at FROM payments ORDER BY id")
         return [(r["id"], r["updated_at"]) for r in rows]
@@ -226,8 +222,8 @@ async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated
     def new_deps() -> Deps:
         return Deps(SqlPaymentsUnitOfWork(sessions), ProviderRegistry([provider]), policy, clock)
 
-    holder = await asyncpg.connect(_plain(populated))
-    other = await asyncpg.connect(_plain(populated))
+    holder = await asyncpg.connect(libpq_url(populated))
+    other = await asyncpg.connect(libpq_url(populated))
     try:
         async with holder.transaction():  # another round holds pay_00000030's record
             await holder.execute(
@@ -268,7 +264,7 @@ async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated
 
 async def test_migration_0017_goes_down_and_up(populated):
     config = alembic_config(SPECS["payments"].migrations, populated)
-    connection = await asyncpg.connect(_plain(populated))
+    connection = await asyncpg.connect(libpq_url(populated))
     exists = "SELECT to_regclass('payment_reconciliations') IS NOT NULL"
     try:
         await asyncio.to_thread(command.downgrade, config, "0016")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
@@ -18,6 +17,7 @@ import asyncpg
 import pytest
 from alembic import command
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -39,10 +39,6 @@ WINDOW = 5
 NOW = Clock().now
 
 
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
 class _Agreeing(FakeProvider):
     """A provider whose every payment agrees with ours (authorized, 2500), counting reads."""
 
@@ -58,7 +54,7 @@ class _Agreeing(FakeProvider):
 @pytest.fixture(scope="module")
 async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     insert = """
         INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
                               method, provider, state, provider_payment_id, metadata,
@@ -180,7 +176,7 @@ async def test_unreadable_since_its_first_unreadable_check_and_open_records_stay
 
 async def test_migration_0018_goes_down_and_up(populated: Any) -> None:
     config = alembic_config(SPECS["payments"].migrations, populated)
-    connection = await asyncpg.connect(_plain(populated))
+    connection = await asyncpg.connect(libpq_url(populated))
     exists = "SELECT to_regclass('payment_reconciliation_sweep') IS NOT NULL"
     try:
         await asyncio.to_thread(command.downgrade, config, "0017")

@@ -12,11 +12,12 @@ plan, fresh database or not: these polls pin that plan too."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 
 import asyncpg
 import pytest
+
+from hirepay_dev.pg import libpq_url
 
 # More polls than PostgreSQL's five custom plans, so the plan it keeps is measured too.
 POLLS = 8
@@ -25,7 +26,7 @@ EVENTS = 400
 
 async def _fresh_outbox(make_service_database: Callable[[str], str]) -> asyncpg.Connection:
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
+    connection = await asyncpg.connect(libpq_url(url))
     # Published events of two subsystems, as the publisher numbers them; never analyzed.
     await connection.execute(
         "INSERT INTO outbox (event_id, type, subsystem, snapshot, occurred_at, position) "

@@ -8,21 +8,17 @@ order and content are unchanged)."""
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 
 import asyncpg
 import pytest
 from alembic import command
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 
 EVENTS = 300
-
-
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
 async def _settings(connection: asyncpg.Connection) -> list[str]:
@@ -52,7 +48,7 @@ async def _reads(connection: asyncpg.Connection) -> dict[str, list[tuple[int, st
 @pytest.fixture
 async def published(make_service_database: Callable[[str], str]):
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     # Events of two subsystems, some published (positions), some not yet (the read publishes).
     await connection.execute(
         "INSERT INTO outbox (event_id, type, subsystem, snapshot, occurred_at, position) "
@@ -80,7 +76,7 @@ async def test_migration_0014_goes_down_and_up_with_the_same_reads(published) ->
     assert len(with_generic[""]) == 40 + 40 + 40 + 3
     config = alembic_config(SPECS["payments"].migrations, url)
     await asyncio.to_thread(command.downgrade, config, "0013")
-    fresh = await asyncpg.connect(_plain(url))  # a new backend: no plan of the function cached
+    fresh = await asyncpg.connect(libpq_url(url))  # a new backend: no plan of the function cached
     try:
         assert await _settings(fresh) == []
         assert await _reads(fresh) == with_generic
