@@ -117,11 +117,6 @@ def purpose_of(metadata: dict[str, str]) -> Purpose:
     return Purpose.FEE
 
 
-def booked_by_payments(metadata: dict[str, str]) -> bool:
-    """Payments books every capture and refund except marketplace offer money (jobs books it)."""
-    return purpose_of(metadata) is not Purpose.MARKETPLACE
-
-
 def captures_at_once(metadata: dict[str, str]) -> bool:
     """Coin purchases and direct job payments are sales: their checkout captures at once."""
     return purpose_of(metadata) in (Purpose.COIN_PURCHASE, Purpose.JOB_PAYMENT)
@@ -234,15 +229,6 @@ def refund_legs(
     if purpose is Purpose.MARKETPLACE:
         return []
     return [Leg(issuance(currency), cash, refunded_minor)]
-
-
-def revenue_delta(legs: list[Leg], unit: str) -> int:
-    """What the legs add to platform revenue in one unit (negative: taken back)."""
-    account = revenue(unit)
-    return sum(
-        (leg.amount if leg.target == account else 0) - (leg.amount if leg.source == account else 0)
-        for leg in legs
-    )
 
 
 # --- the auditor's check ---------------------------------------------------------------------
