@@ -64,6 +64,10 @@ def make_run(tmp_path: Path) -> Iterator[RunningStack]:
         name: str(free_port())
         for name in (
             "SANDBOX_PORT",
+            # The other providers' sandboxes too, so a developer's own `make run` is no clash.
+            "PAYPAL_SANDBOX_PORT",
+            "RAZORPAY_SANDBOX_PORT",
+            "FATORA_SANDBOX_PORT",
             "GATEWAY_PORT",
             "WALLET_GRPC_PORT",
             "WALLET_METRICS_PORT",

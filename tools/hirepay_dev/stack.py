@@ -273,12 +273,18 @@ class Stack:
     def _service_env(self, name: str, gateway_url: str) -> dict[str, str]:
         """A service's settings pointing at the others (all on ports chosen up front)."""
         if name == "payments":
-            return {
+            # The pages of real providers send the customer back to the public gateway, so a
+            # value the environment gives (README: PAYMENTS_CHECKOUT_RETURN_URL) wins; the
+            # service addresses below are the stack's own.
+            public = {
                 "PAYMENTS_CHECKOUT_CANCEL_URL": f"{gateway_url}/api/payments/checkout/cancel?ref={{ref}}",
-                "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
                 "PAYMENTS_CHECKOUT_RETURN_URL": (
                     f"{gateway_url}/api/payments/return/{{provider}}?ref={{ref}}"
                 ),
+            }
+            return {
+                **{key: os.environ.get(key) or value for key, value in public.items()},
+                "PAYMENTS_WALLET_TARGET": f"127.0.0.1:{self.ports.wallet[0]}",
                 **self._provider_env(),
                 **(
                     {}

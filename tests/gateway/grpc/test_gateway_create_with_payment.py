@@ -407,6 +407,9 @@ async def test_failed_job_without_error_still_answers_pay_11(
             json.dumps(body(payment={"method": "checkout", "return_url": "data:text/html,hi"})),
             "payment.return_url",
         ),
+        # The hosted page sends the customer back to return_url: without one, refused here
+        # before jobs records a payment_failed draft (README "Try it" named no return_url).
+        (json.dumps(body(payment={"method": "checkout"})), "payment.return_url"),
     ],
 )
 async def test_bad_bodies_are_400_validation_failed_with_fields(

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway.adapters.ratelimit import TokenBucketLimiter
-from gateway.api.backend_errors import api_error_from_remote
+from gateway.api.backend_errors import api_error_from_reason, api_error_from_remote
 from gateway.api.errors import api_error_from_validation
 from gateway.service_layer.auth import Authenticator, InvalidToken, Principal, issue_token
 from gateway.service_layer.idempotency import scoped_request_id
@@ -393,3 +393,11 @@ def test_job_payment_fields_only_with_payment() -> None:
         "failure_reason",
     }
     assert hidden.model_dump(exclude=payment_fields) == shown.model_dump(exclude=payment_fields)
+
+
+def test_a_bad_signature_is_not_called_a_webhook_s() -> None:
+    """INVALID_SIGNATURE also answers a customer's return from Razorpay or Fatora and Checkout.js's
+    verify: its message must not send them looking for a webhook (seen against `make run`)."""
+    answer = api_error_from_reason("INVALID_SIGNATURE")
+    assert answer.status == 400
+    assert "webhook" not in str(answer).lower()

@@ -47,7 +47,8 @@ _REASONS: dict[str, tuple[int, str, str]] = {
         "IDEMPOTENCY_KEY_IN_USE",
         "A request with this Idempotency-Key is still being processed; retry shortly",
     ),
-    "INVALID_SIGNATURE": (400, "INVALID_SIGNATURE", "The webhook signature is invalid or stale"),
+    # Webhooks, Razorpay's Checkout.js verify and the providers' return pages share this refusal.
+    "INVALID_SIGNATURE": (400, "INVALID_SIGNATURE", "The signature is invalid or stale"),
     "PROVIDER_NOT_AVAILABLE": (
         400,
         "PROVIDER_NOT_AVAILABLE",

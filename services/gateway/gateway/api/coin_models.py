@@ -15,7 +15,7 @@ class CoinPurchaseIn(Strict):
     `1000` USD = $10.00); the coins it buys follow from the configured rate (PAYMENTS_COIN_RATES,
     default 100 coins per dollar) and must be whole."""
 
-    amountMinor: Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR)]
+    amountMinor: Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR, strict=True)]
     currency: CurrencyCode = "USD"
     # The provider's checkout; absent: the payments service's default (PAYMENTS_DEFAULT_PROVIDER).
     provider: Literal["STRIPE", "FATORA"] | None = None

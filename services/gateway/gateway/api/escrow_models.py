@@ -46,7 +46,7 @@ class ResolveIn(Strict):
     acceptance fee kept) or `split` (`contractorMinor` to the contractor, the rest back)."""
 
     resolution: Literal["release", "refund", "split"]
-    contractorMinor: int = Field(0, ge=0, le=MAX_AMOUNT_MINOR)
+    contractorMinor: int = Field(0, ge=0, le=MAX_AMOUNT_MINOR, strict=True)
     note: str = Field("", max_length=2000)
 
 
@@ -55,7 +55,7 @@ class CoinJobPaymentIn(Strict):
 
     jobId: str = Field(min_length=1, max_length=64)
     freelancerId: str = Field(min_length=1, max_length=128)
-    amount: int = Field(gt=0, le=MAX_AMOUNT_MINOR)
+    amount: int = Field(gt=0, le=MAX_AMOUNT_MINOR, strict=True)
 
 
 class MoneyStepOut(BaseModel):
@@ -178,7 +178,7 @@ class JobPaymentIn(Strict):
 
     jobId: str = Field(min_length=1, max_length=64)
     freelancerId: str = Field(min_length=1, max_length=128)
-    amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR)]
+    amount: Annotated[int, Field(gt=0, le=MAX_AMOUNT_MINOR, strict=True)]
     currency: CurrencyCode = "USD"
     provider: Literal["STRIPE", "FATORA"] | None = None
     email: Email | None = None

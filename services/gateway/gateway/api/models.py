@@ -79,8 +79,9 @@ RedirectUrl = Annotated[
     AfterValidator(_absolute_http_url),
 ]
 # Every integer the API takes fits a protobuf int64 / PostgreSQL bigint; money is at most
-# MAX_AMOUNT_MINOR, the bound the services check.
-AmountMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR)]
+# MAX_AMOUNT_MINOR, the bound the services check. Amounts are JSON integers only (strict): a
+# string "7000" or a float 70.5 is a field error, never coerced into an amount (PAY-11).
+AmountMinor = Annotated[int, Field(ge=0, le=MAX_AMOUNT_MINOR, strict=True)]
 CurrencyCode = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Za-z]{3}$")]
 # An ISO 4217 code or a non-cash unit such as JOB_CREDIT (hirepay_platform.money).
 MoneyUnit = Annotated[str, Field(min_length=3, max_length=16, pattern=r"^[A-Za-z_]{3,16}$")]

@@ -333,6 +333,10 @@ def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:
             raise validation_failed(
                 {"payment.payment_method": f"not used with method {pay.method}"}
             )
+        if pay.method == "checkout" and pay.return_url is None:
+            # Payments refuses it too, but only after jobs has recorded the attempt: the job
+            # would be left a payment_failed draft for a mistake caught before any money moved.
+            raise validation_failed({"payment.return_url": "required for checkout"})
         return
     # card (required) and bank_transfer (optional, e.g. pm_bank_transfer): a provider token only.
     if not token:
