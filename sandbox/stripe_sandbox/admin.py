@@ -17,7 +17,7 @@ from sandbox_kit.faults import FaultRegistry
 from sandbox_kit.webhooks import WebhookDispatcher
 from stripe_sandbox.errors import StripeAPIError
 from stripe_sandbox.faults import FAULT_SPEC
-from stripe_sandbox.resources import checkout, connect, payment_intents
+from stripe_sandbox.resources import checkout, connect, disputes, payment_intents
 from stripe_sandbox.runtime import Sandbox
 from stripe_sandbox.store import StripeObject
 
@@ -30,6 +30,15 @@ class SettleIntent(AdminBody):
 
 class AuthenticateIntent(AdminBody):
     outcome: Literal["succeeded", "failed"] = "succeeded"
+
+
+class OpenDispute(AdminBody):
+    reason: str = "fraudulent"
+    inquiry: bool = False
+
+
+class CloseDispute(AdminBody):
+    outcome: Literal["won", "lost", "warning_closed"] = "won"
 
 
 class SettlePayout(AdminBody):
@@ -83,6 +92,40 @@ async def authenticate_intent(request: Request) -> JSONResponse:
         except StripeAPIError as error:
             return problem(409, error.message)
         return JSONResponse(pi)
+
+
+async def dispute_intent(request: Request) -> JSONResponse:
+    """The cardholder disputes the intent's captured charge (as the dispute test cards do)."""
+    sb = _sandbox(request)
+    body = await parse(request, OpenDispute)
+    async with sb.store.lock:
+        pi = _find(sb, "payment_intent", request.path_params["intent"])
+        if pi is None or not pi["latest_charge"]:
+            return problem(404, "No such payment_intent with a charge.")
+        charge = _find(sb, "charge", pi["latest_charge"])
+        assert charge is not None
+        try:
+            dispute = disputes.open_dispute(
+                sb, None, charge, reason=body.reason, inquiry=body.inquiry
+            )
+        except StripeAPIError as error:
+            return problem(409, error.message)
+        return JSONResponse(dispute)
+
+
+async def close_dispute(request: Request) -> JSONResponse:
+    """The card network decides the dispute: won, lost (or an inquiry closed)."""
+    sb = _sandbox(request)
+    body = await parse(request, CloseDispute)
+    async with sb.store.lock:
+        dispute = _find(sb, "dispute", request.path_params["dispute"])
+        if dispute is None:
+            return problem(404, "No such dispute.")
+        try:
+            disputes.close(sb, None, dispute, body.outcome)
+        except StripeAPIError as error:
+            return problem(409, error.message)
+        return JSONResponse(dispute)
 
 
 async def settle_payout(request: Request) -> JSONResponse:
@@ -145,6 +188,8 @@ def routes() -> list[BaseRoute]:
             ("POST", "/_sandbox/payment_intents/{intent}/settle", settle_intent),
             ("POST", "/_sandbox/payment_intents/{intent}/authenticate", authenticate_intent),
             ("POST", "/_sandbox/payouts/{payout}/settle", settle_payout),
+            ("POST", "/_sandbox/payment_intents/{intent}/dispute", dispute_intent),
+            ("POST", "/_sandbox/disputes/{dispute}/close", close_dispute),
             ("POST", "/_sandbox/clock/advance", advance_clock),
         ]
     )

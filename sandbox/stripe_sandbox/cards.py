@@ -70,6 +70,10 @@ class TestMethod:
     outcome: Outcome
     decline: Decline | None = None
     funding: str = "credit"
+    # Disputed once captured (resources/disputes.py): the cardholder's reason, and whether it is
+    # only an inquiry ("" for a card that is never disputed).
+    dispute_reason: str = ""
+    inquiry: bool = False
 
 
 def _card(brand: str, last4: str, decline: Decline | None = None) -> TestMethod:
@@ -79,6 +83,13 @@ def _card(brand: str, last4: str, decline: Decline | None = None) -> TestMethod:
 
 
 _THREE_DS = TestMethod("card", "visa", "3220", Outcome.AUTHENTICATE)
+_DISPUTED = TestMethod("card", "visa", "0259", Outcome.SUCCEED, dispute_reason="fraudulent")
+_NOT_RECEIVED = TestMethod(
+    "card", "visa", "2685", Outcome.SUCCEED, dispute_reason="product_not_received"
+)
+_INQUIRY = TestMethod(
+    "card", "visa", "1976", Outcome.SUCCEED, dispute_reason="fraudulent", inquiry=True
+)
 _BANK = TestMethod("us_bank_account", "STRIPE TEST BANK", "6789", Outcome.SETTLE_LATER)
 
 # Stripe's test PaymentMethod tokens (https://docs.stripe.com/testing), with their outcomes.
@@ -100,6 +111,9 @@ TEST_PAYMENT_METHODS: dict[str, TestMethod] = {
     "pm_card_chargeDeclinedIncorrectCvc": _card("visa", "0127", INCORRECT_CVC),
     "pm_card_threeDSecure2Required": _THREE_DS,
     "pm_card_authenticationRequired": TestMethod("card", "visa", "3184", Outcome.AUTHENTICATE),
+    "pm_card_createDispute": _DISPUTED,
+    "pm_card_createDisputeProductNotReceived": _NOT_RECEIVED,
+    "pm_card_createDisputeInquiry": _INQUIRY,
     "pm_usBankAccount": _BANK,
     "pm_bank_transfer": _BANK,
 }
@@ -118,6 +132,9 @@ TEST_CARD_NUMBERS: dict[str, TestMethod] = {
     "4000000000000069": _card("visa", "0069", EXPIRED_CARD),
     "4000000000000127": _card("visa", "0127", INCORRECT_CVC),
     "4000000000003220": _THREE_DS,
+    "4000000000000259": _DISPUTED,
+    "4000000000002685": _NOT_RECEIVED,
+    "4000000000001976": _INQUIRY,
     "4000002760003184": TestMethod("card", "visa", "3184", Outcome.AUTHENTICATE),
     "4000002500003155": TestMethod("card", "visa", "3155", Outcome.AUTHENTICATE),
 }

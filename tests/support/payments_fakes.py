@@ -17,6 +17,7 @@ from hirepay_platform.errors import HirepayError, PreconditionFailed, StaleRow
 from hirepay_platform.reasons import FailureReason
 from hirepay_platform.tcc import TccBranch
 from payments.domain.credits import CREDIT_UNITS, CreditGrant, GrantKind, GrantStatus
+from payments.domain.disputes import Dispute, ProviderDispute
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
@@ -40,7 +41,10 @@ from payments.domain.provider import (
 from payments.domain.reconciliation import LastCheck, MismatchKind, SweepCursor
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
+from payments.service_layer.config import Policy
+from payments.service_layer.deps import Deps
 from payments.service_layer.ports import EventRecord, FirstLook
+from payments.service_layer.providers import ProviderRegistry
 from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 
 
@@ -56,6 +60,7 @@ class State:
     grants: dict[str, CreditGrant] = field(default_factory=dict)
     reconciled: dict[str, LastCheck] = field(default_factory=dict)  # payment id -> its last check
     sweep: SweepCursor | None = None  # the reconciliation sweep's cursor
+    disputes: dict[str, Dispute] = field(default_factory=dict)
 
 
 class Clock:
@@ -409,6 +414,24 @@ class FakeCreditGrants(_Repo):
         return copy.deepcopy(due)
 
 
+class FakeDisputes(_Repo):
+    async def add(self, dispute: Dispute) -> bool:
+        if dispute.id in self.st.disputes:
+            return False
+        self.st.disputes[dispute.id] = copy.deepcopy(dispute)
+        return True
+
+    async def get(self, dispute_id: str, *, for_update: bool = False) -> Dispute | None:
+        return copy.deepcopy(self.st.disputes.get(dispute_id))
+
+    async def save(self, dispute: Dispute) -> None:
+        self.st.disputes[dispute.id] = copy.deepcopy(dispute)
+
+    async def for_payment(self, payment_id: str) -> list[Dispute]:
+        found = [d for d in self.st.disputes.values() if d.payment_id == payment_id]
+        return copy.deepcopy(sorted(found, key=lambda d: (d.created_at, d.id)))
+
+
 class LedgerInsufficientFunds(PreconditionFailed):
     """The wallet's refusal of a debit below zero, as the client raises it."""
 
@@ -526,6 +549,7 @@ class FakeUnitOfWork:
         self.audit = FakeAudit(self)
         self.credit_grants = FakeCreditGrants(self)
         self.reconciliations = FakeReconciliations(self)
+        self.disputes = FakeDisputes(self)
 
     async def __aenter__(self) -> FakeUnitOfWork:
         self.working = copy.deepcopy(self.committed)
@@ -753,3 +777,30 @@ class FakeProvider:
 
     async def verify_return(self, params: Mapping[str, str]) -> CheckoutReturn:
         raise SignatureInvalid("fake provider accepts no returns")
+
+
+class DisputingProvider(FakeProvider):
+    """The fake provider with disputes: `disputes[id]` is what re-fetching answers now."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.disputes: dict[str, ProviderDispute | Exception] = {}
+
+    async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute:
+        self.calls.append(("retrieve_dispute", dispute_id))
+        found = self.disputes[dispute_id]
+        if isinstance(found, Exception):
+            raise found
+        return found
+
+
+def ledger_deps(**policy: Any) -> Deps:
+    """The handlers' deps over the fakes, with a fake wallet ledger (FakeLedger) whose bookings a
+    failed round retries after 1 s, backing off to 4 s at most; `policy` adds to that Policy."""
+    return Deps(
+        FakeUnitOfWork(),
+        ProviderRegistry([FakeProvider()]),
+        Policy(grant_retry_base=1, grant_retry_max=4, **policy),
+        clock=Clock(),
+        ledger=FakeLedger(),
+    )

@@ -144,6 +144,19 @@ def _is_manual(pi: StripeObject) -> bool:
     return bool(pi["capture_method"] == "manual")
 
 
+def _dispute_if_test_card(
+    sb: Sandbox, ctx: Context | None, pi: StripeObject, charge: StripeObject
+) -> None:
+    """A charge captured with a dispute test card is disputed at once (test mode's way)."""
+    owner = sb.store.owner.get(pi["id"])
+    pm = sb.store.get("payment_method", pi["payment_method"], owner)
+    method = payment_methods.test_method_of(sb, pm)
+    if method.dispute_reason:
+        from stripe_sandbox.resources import disputes
+
+        disputes.open_dispute(sb, ctx, charge, reason=method.dispute_reason, inquiry=method.inquiry)
+
+
 # -- state transitions -----------------------------------------------------------------------
 
 
@@ -166,6 +179,8 @@ def _succeed(sb: Sandbox, ctx: Context | None, pi: StripeObject, charge: StripeO
     from stripe_sandbox.resources import checkout  # checkout also drives payment intents
 
     checkout.payment_authorized(sb, ctx, pi)
+    if not manual:
+        _dispute_if_test_card(sb, ctx, pi, charge)
 
 
 def _fail(
@@ -494,6 +509,7 @@ def capture(sb: Sandbox, ctx: Context, p: Params, intent: str) -> StripeObject:
     pi["status"] = "succeeded"
     sb.store.emit("charge.captured", charge, ctx)
     sb.store.emit("payment_intent.succeeded", pi, ctx)
+    _dispute_if_test_card(sb, ctx, pi, charge)
     return pi
 
 

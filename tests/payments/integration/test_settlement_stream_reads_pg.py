@@ -7,18 +7,19 @@ auto_explain showed (the jobs consumer's reads grew with the outbox). Counted in
 transaction's own statistics: no sequential scan of the outbox for a consumer of one subsystem
 (as every consumer is: jobs reads "jobs"), nor for a read of every subsystem (its one condition,
 `ix_outbox_stream`). Since payments migration 0014 every poll runs the function's generic
-plan, fresh database or not: these polls pin that plan too. Since 0021 the events are written
+plan, fresh database or not: these polls pin that plan too. Since 0020 the events are written
 once, by writers in transactions of their own (`writer_xid`), and read in their writers' order
 (`ix_outbox_subsystem_stream`, `ix_outbox_stream`)."""
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 
 import asyncpg
 import pytest
+
+from hirepay_dev.pg import libpq_url
 
 # More polls than PostgreSQL's five custom plans, so the plan it keeps is measured too.
 POLLS = 8
@@ -27,7 +28,7 @@ EVENTS = 400
 
 async def _fresh_outbox(make_service_database: Callable[[str], str]) -> asyncpg.Connection:
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
+    connection = await asyncpg.connect(libpq_url(url))
     # Events of two subsystems, as writers write them (ten a transaction); never analyzed.
     for first in range(1, EVENTS + 1, 10):
         await connection.execute(

@@ -1,5 +1,5 @@
 """A following settlement stream keeps reading at its short pause for a while after this process
-commits events (payments 0021): such an event may wait for an older writer still running (the
+commits events (payments 0020): such an event may wait for an older writer still running (the
 read's horizon), and a stream that backed off at once would give it up to a second late."""
 
 from __future__ import annotations

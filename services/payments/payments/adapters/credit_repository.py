@@ -19,6 +19,7 @@ from payments.domain.credits import (
     GRANT_KIND_OF,
     GRANT_STATUS_OF,
     CreditGrant,
+    GrantKind,
     GrantStatus,
 )
 from payments.domain.ledger import ExpectedBooking, Leg
@@ -218,6 +219,7 @@ class SqlCreditGrantRepository:
                     refund=True,
                 )
             )
+        found += await self._disputed(before, since)
         purchases = await self.session.execute(
             select(x.id, x.status, x.provider, x.currency, x.amount_minor).where(
                 x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
@@ -242,4 +244,36 @@ class SqlCreditGrantRepository:
                 )
                 for transfer_id, refund in ids
             ]
+        return found
+
+    async def _disputed(self, before: datetime, since: datetime | None) -> list[ExpectedBooking]:
+        """The transfers of disputes' balance transactions: their bookings are recorded in the
+        dispute's own transaction (handlers/disputes.py), so each recorded one must be on the
+        ledger; a withdrawal takes revenue back like a refund, a reinstatement gives it back."""
+        g, p = t.credit_grants.c, t.payments.c
+        rows = await self.session.execute(
+            select(g.payment_id, g.refund_id, g.provider, g.legs, p.currency, p.metadata)
+            .join(t.payments, p.id == g.payment_id)
+            .where(
+                g.kind == GrantKind.DISPUTE.value,
+                g.created_at < before,
+                g.created_at >= since if since is not None else true(),
+            )
+        )
+        found = []
+        for row in rows:
+            legs = [Leg.from_json(leg) for leg in row.legs or []]
+            moved = ledger.revenue_delta(legs, row.currency)
+            found.append(
+                ExpectedBooking(
+                    ledger.dispute_transfer_id(row.payment_id, row.refund_id),
+                    row.payment_id,
+                    row.provider,
+                    row.currency,
+                    abs(moved),
+                    ledger.purpose_of(dict(row.metadata)),
+                    refund=moved < 0,
+                    what="dispute withdrew" if moved < 0 else "dispute reinstated",
+                )
+            )
         return found

@@ -109,7 +109,7 @@ _STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT = map(
     HotStatement, (_STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT)
 )
 
-# The stream (migration 0021): a writer's row carries its transaction id (`writer_xid`, its
+# The stream (migration 0020): a writer's row carries its transaction id (`writer_xid`, its
 # server default) and is never updated; a read returns the rows after a cursor in (writer_xid,
 # cursor) order whose writer is below its snapshot's xmin (every such writer has ended), each
 # with its cursor (writer_xid << 16 | its index in its transaction). Writers never wait.

@@ -30,6 +30,8 @@ from stripe import WebhookSignature  # a lazy attribute of the package: resolved
 
 from hirepay_platform.untrusted import loads_json
 from payments.adapters.http_pool import HTTPPool
+from payments.adapters.stripe_disputes import DISPUTE_EVENT_TYPES, dispute_from
+from payments.domain.disputes import ProviderDispute
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -99,6 +101,7 @@ REFUND_REASONS = frozenset({"duplicate", "fraudulent", "requested_by_customer"})
 _SUBJECTS = {
     "payment_intent": EventSubject.PAYMENT,
     "checkout.session": EventSubject.CHECKOUT,
+    "dispute": EventSubject.DISPUTE,
     "payout": EventSubject.PAYOUT,
 }
 # The event types a webhook endpoint must enable (README "Running against real Stripe"; the dev
@@ -118,6 +121,7 @@ WEBHOOK_EVENT_TYPES = (
     "checkout.session.expired",
     "checkout.session.async_payment_succeeded",
     "checkout.session.async_payment_failed",
+    *DISPUTE_EVENT_TYPES,
     "payout.created",
     "payout.updated",
     "payout.paid",
@@ -663,6 +667,13 @@ class StripeProvider:
     async def retrieve_payout(self, account_id: str, payout_id: str) -> ProviderPayout:
         data = await self._run("get", f"/v1/payouts/{_path_id(payout_id)}", account=account_id)
         return payout_from(data)
+
+    # --- disputes (charge.dispute.*) ---------------------------------------------------------
+
+    async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute:
+        """The dispute with its balance transactions (always embedded whole by Stripe)."""
+        data = await self._run("get", f"/v1/disputes/{_path_id(dispute_id)}")
+        return dispute_from(data)
 
     # --- webhooks -----------------------------------------------------------------------------
 

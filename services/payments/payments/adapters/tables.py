@@ -271,11 +271,11 @@ outbox = Table(
     _ts("callback_next_at", nullable=True),
     Column("callback_attempts", Integer, nullable=False, server_default="0"),
     _ts("callback_delivered_at", nullable=True),
-    # The position published before migration 0021 (the stream's old part, in this order); NULL
+    # The position published before migration 0020 (the stream's old part, in this order); NULL
     # for every row written since.
     Column("position", BigInteger, nullable=True),
-    # The writing transaction (0021): the stream is the rows in (writer_xid, cursor) order below
-    # the reading snapshot's xmin (outbox_after); NULL on rows written before 0021.
+    # The writing transaction (0020): the stream is the rows in (writer_xid, cursor) order below
+    # the reading snapshot's xmin (outbox_after); NULL on rows written before 0020.
     Column("writer_xid", Xid8, nullable=True, server_default=text("pg_current_xact_id()")),
     # The callback relay's due rows in cursor order, undelivered ones only (migration 0009); its
     # one index (0013).
@@ -289,7 +289,7 @@ outbox = Table(
         "position",
         postgresql_where="position IS NOT NULL",
     ),
-    # The stream since 0021, the same two reads.
+    # The stream since 0020, the same two reads.
     Index("ix_outbox_stream", "writer_xid", "cursor", postgresql_where="position IS NULL"),
     Index(
         "ix_outbox_subsystem_stream",
@@ -361,6 +361,27 @@ credit_grants = Table(
     Index("ix_credit_grants_due", "next_attempt_at", postgresql_where=PENDING_GRANT),
     Index("ix_credit_grants_transaction", "transaction_id", postgresql_where=OF_A_TRANSACTION),
     Index("ix_credit_grants_payment", "payment_id"),
+)
+
+# Card disputes (chargebacks) of payments, one per provider dispute (migration 0019): the money
+# withdrawn and reinstated so far and the provider's fees, as its balance transactions said.
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("provider", String(32), nullable=False),
+    Column("payment_id", String(64), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("currency", String(16), nullable=False),
+    Column("reason", String(64), nullable=False, server_default=""),
+    Column("status", String(32), nullable=False),
+    Column("withdrawn_minor", BigInteger, nullable=False, server_default="0"),
+    Column("reinstated_minor", BigInteger, nullable=False, server_default="0"),
+    Column("fee_minor", BigInteger, nullable=False, server_default="0"),
+    _ts("created_at"),
+    _ts("updated_at"),
+    _ts("closed_at", nullable=True),
+    Index("ix_disputes_payment", "payment_id"),
 )
 
 # Payout accounts at the provider (a Stripe Connect account per user), ESC-9.

@@ -12,6 +12,7 @@ from hirepay_platform.db import SqlAlchemyUnitOfWork, autocommit
 from hirepay_platform.write_batch import BatchedSession
 from payments.adapters import tables
 from payments.adapters.credit_repository import SqlCreditGrantRepository
+from payments.adapters.dispute_repository import SqlDisputeRepository
 from payments.adapters.event_repositories import SqlEventRepository, SqlOutboxRepository
 from payments.adapters.payout_repository import SqlPayoutRepository
 from payments.adapters.reconciliation_repository import SqlReconciliationRepository
@@ -41,6 +42,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
         "credit_grants": lambda uow: SqlCreditGrantRepository(uow.batched),
         "payouts": lambda uow: SqlPayoutRepository(uow.batched),
         "reconciliations": lambda uow: SqlReconciliationRepository(uow.batched),
+        "disputes": lambda uow: SqlDisputeRepository(uow.batched),
     }
 
     payments: SqlPaymentRepository
@@ -53,6 +55,7 @@ class SqlPaymentsUnitOfWork(SqlAlchemyUnitOfWork):
     credit_grants: SqlCreditGrantRepository
     payouts: SqlPayoutRepository
     reconciliations: SqlReconciliationRepository
+    disputes: SqlDisputeRepository
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from payments.domain import ledger
+from payments.domain.disputes import DisputeMoney
 from payments.domain.ledger import Account, Kind, Leg
 from payments.domain.model import Payment
 from payments.domain.refunds import Refund
@@ -36,6 +37,9 @@ class GrantKind(enum.StrEnum):
     CAPTURE = "capture"
     # A succeeded refund of such a payment: `payment:<id>:refund:<refund_id>`.
     REFUND = "refund"
+    # A balance transaction of a dispute of such a payment (money withdrawn or reinstated, and
+    # the dispute fee): `payment:<id>:dispute:<balance transaction>`; `refund_id` holds its id.
+    DISPUTE = "dispute"
 
 
 # The refund id of a purchase's one full refund (RefundTransaction), in its transfer id.
@@ -101,11 +105,13 @@ class CreditGrant:
             return ledger.refund_transfer_id(self.transaction_id, FULL_REFUND)
         if self.kind is GrantKind.CAPTURE:
             return ledger.capture_transfer_id(self.payment_id)
+        if self.kind is GrantKind.DISPUTE:
+            return ledger.dispute_transfer_id(self.payment_id, self.refund_id)
         return ledger.refund_transfer_id(self.payment_id, self.refund_id)
 
     @property
     def of_payment(self) -> bool:
-        return self.kind in (GrantKind.CAPTURE, GrantKind.REFUND)
+        return self.kind in (GrantKind.CAPTURE, GrantKind.REFUND, GrantKind.DISPUTE)
 
     def legs_for(self, amounts: dict[str, int]) -> list[Leg]:
         """The transfer's legs: a payment's as recorded; a purchase's money between the provider's
@@ -199,6 +205,28 @@ class CreditGrant:
             refunded_minor=refund.amount_minor,
         )
         return cls._of_payment(GrantKind.REFUND, payment, refund.id, refund.amount_minor, legs, now)
+
+    @classmethod
+    def dispute(
+        cls, payment: Payment, money: DisputeMoney, disputed_minor: int, now: datetime
+    ) -> CreditGrant | None:
+        """What one balance transaction of a dispute owes the ledger (None: nothing, or
+        marketplace money, jobs' to book). Booked in the payment's currency: a balance
+        transaction in another (the account settles in it) books the disputed amount
+        (`disputed_minor`, the payment's currency) and leaves the fee out (named in the dispute's audit entry)."""
+        same = money.currency == payment.currency
+        amount = money.amount_minor
+        if not same and amount:
+            amount = disputed_minor if amount > 0 else -disputed_minor
+        legs = ledger.dispute_legs(
+            ledger.purpose_of(payment.metadata),
+            provider=payment.provider,
+            currency=payment.currency,
+            amount_minor=amount,
+            fee_minor=money.fee_minor if same else 0,
+        )
+        moved = sum(leg.amount for leg in legs)
+        return cls._of_payment(GrantKind.DISPUTE, payment, money.id, moved, legs, now)
 
     @classmethod
     def _of_payment(

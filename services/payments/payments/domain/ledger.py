@@ -92,8 +92,19 @@ def refund_transfer_id(payment_id: str, refund_id: str) -> str:
     return f"payment:{payment_id}:refund:{refund_id}"
 
 
+def dispute_transfer_id(payment_id: str, balance_transaction_id: str) -> str:
+    """One transfer per balance transaction of a dispute (its withdrawal, its reinstatement)."""
+    return f"payment:{payment_id}:dispute:{balance_transaction_id}"
+
+
 def clearing(provider: str, currency: str) -> Account:
     return Account(f"provider:{provider}", currency, Kind.PROVIDER_CLEARING)
+
+
+def provider_fees(provider: str, currency: str) -> Account:
+    """What a provider charged the platform (its dispute fees): a clearing-kind account, so it
+    may go below zero (an expense: it holds minus the fees paid), never drawing on revenue."""
+    return Account(f"provider:{provider}:fees", currency, Kind.PROVIDER_CLEARING)
 
 
 def revenue(unit: str) -> Account:
@@ -115,11 +126,6 @@ def purpose_of(metadata: dict[str, str]) -> Purpose:
         if value in Purpose.__members__.values():
             return Purpose(value)
     return Purpose.FEE
-
-
-def booked_by_payments(metadata: dict[str, str]) -> bool:
-    """Payments books every capture and refund except marketplace offer money (jobs books it)."""
-    return purpose_of(metadata) is not Purpose.MARKETPLACE
 
 
 def captures_at_once(metadata: dict[str, str]) -> bool:
@@ -248,6 +254,31 @@ def refund_legs(
     return [Leg(issuance(currency), cash, refunded_minor)]
 
 
+def dispute_legs(
+    purpose: Purpose, *, provider: str, currency: str, amount_minor: int, fee_minor: int
+) -> list[Leg]:
+    """The legs of `payment:<id>:dispute:<balance transaction>`: `amount_minor` < 0 is the
+    disputed money the provider withdrew, back to clearing from where the capture put it (as a
+    refund's); > 0 is that money reinstated (a won dispute), the other way. `fee_minor` > 0 is the
+    provider's dispute fee, taken from the clearing balance into the provider's fees account (an
+    expense: revenue stays what was sold minus what was taken back); < 0 a fee given back.
+    Marketplace money is jobs' to book: none here (see README "Disputes")."""
+    if purpose is Purpose.MARKETPLACE:
+        return []
+    cash = clearing(provider, currency)
+    legs: list[Leg] = []
+    if amount_minor:
+        back = refund_legs(purpose, provider=provider, currency=currency, refunded_minor=1)[0]
+        leg = Leg(back.source, back.target, -amount_minor)
+        legs.append(leg if amount_minor < 0 else Leg(leg.target, leg.source, amount_minor))
+    fees = provider_fees(provider, currency)
+    if fee_minor > 0:
+        legs.append(Leg(fees, cash, fee_minor))
+    elif fee_minor < 0:
+        legs.append(Leg(cash, fees, -fee_minor))
+    return legs
+
+
 def revenue_delta(legs: list[Leg], unit: str) -> int:
     """What the legs add to platform revenue in one unit (negative: taken back)."""
     account = revenue(unit)
@@ -273,11 +304,13 @@ class ExpectedBooking:
     currency: str
     amount: int  # captured, or refunded
     purpose: Purpose
-    refund: bool
+    refund: bool  # money taken back (a refund, a dispute's withdrawal)
+    what: str = ""  # what moved the money, when not a capture or a refund ("dispute")
 
     @property
     def revenue(self) -> int:
-        """What it adds to platform revenue in its currency (fees: captured, minus refunds)."""
+        """What it adds to platform revenue in its currency (fees: captured, minus refunds and
+        disputes' withdrawals, plus their reinstatements)."""
         if self.purpose is not Purpose.FEE:
             return 0
         return -self.amount if self.refund else self.amount
@@ -304,7 +337,8 @@ def audit_bookings(
         Finding(
             MISSING,
             e.transfer_id,
-            f"{'refunded' if e.refund else 'captured'} {e.amount} {e.currency} at {e.provider}"
+            f"{e.what or ('refunded' if e.refund else 'captured')} {e.amount} {e.currency}"
+            f" at {e.provider}"
             f" ({e.purpose.value}, {e.subject_id}): no transfer on the ledger",
         )
         for e in expected

@@ -48,6 +48,7 @@ class EventSubject(enum.StrEnum):
     PAYMENT = "payment"
     CHECKOUT = "checkout"
     PAYOUT = "payout"  # a payout to a connected account's bank (ESC-9)
+    DISPUTE = "dispute"  # a card dispute (chargeback) of a captured payment
     # A refund of a payment, whoever made it (Hirepay, the provider's dashboard, the provider
     # itself): the payment's refunds re-fetched and each one recorded once (provider_refunds.py).
     REFUND = "refund"

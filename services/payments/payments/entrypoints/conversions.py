@@ -8,6 +8,7 @@ from hirepay_platform.tcc import TccBranch
 from hirepay_platform.wire import timestamp, to_datetime
 from payments.domain import commands
 from payments.domain.credits import CREDIT_UNITS
+from payments.domain.disputes import Dispute, DisputeStatus
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.model import Method, Payment, PaymentState
 from payments.domain.payouts import PayoutAccount, Withdrawal
@@ -95,6 +96,29 @@ def payment_msg(p: Payment) -> pb.Payment:
         created_at=timestamp(p.created_at),
         updated_at=timestamp(p.updated_at),
     )
+
+
+# Each dispute status's number in the contract (a status it lacks fails at import).
+_DISPUTE_STATUS_OUT = {
+    status: pb.PaymentDispute.Status.Value(status.name) for status in DisputeStatus
+}
+
+
+def dispute_msg(d: Dispute) -> pb.PaymentDispute:
+    message = pb.PaymentDispute(
+        dispute_id=d.id,
+        amount=common_pb2.Money(amount_minor=d.amount_minor, currency=d.currency),
+        status=_DISPUTE_STATUS_OUT[d.status],
+        reason=d.reason,
+        withdrawn_minor=d.withdrawn_minor,
+        reinstated_minor=d.reinstated_minor,
+        fee_minor=d.fee_minor,
+        created_at=timestamp(d.created_at),
+        updated_at=timestamp(d.updated_at),
+    )
+    if d.closed_at is not None:
+        message.closed_at.CopyFrom(timestamp(d.closed_at))
+    return message
 
 
 def refund_msg(r: Refund) -> pb.RefundRecord:

@@ -22,6 +22,7 @@ from payments.service_layer.handlers import (
     checkouts,
     coins,
     credits,
+    disputes,
     payout_accounts,
     payouts,
     returns,
@@ -97,8 +98,10 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetPayment(
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.PaymentResponse:
-        payment = await handlers.get_payment(request.payment_id, self._deps())
-        return pb.PaymentResponse(payment=conv.payment_msg(payment))
+        payment, found = await disputes.get_payment_with_disputes(request.payment_id, self._deps())
+        return pb.PaymentResponse(
+            payment=conv.payment_msg(payment), disputes=[conv.dispute_msg(d) for d in found]
+        )
 
     async def ListPayments(
         self, request: pb.ListPaymentsRequest, context: grpc.aio.ServicerContext
@@ -306,7 +309,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
                 return
             read_at = loop.time()
             # An event committed here may wait for an older writer still running (the read's
-            # horizon, payments 0021): for a while after a commit, no backing off.
+            # horizon, payments 0020): for a while after a commit, no backing off.
             waiting = read_at - woken_at < STREAM_IDLE_SECONDS
             pause = (
                 STREAM_POLL_SECONDS if events or waiting else min(STREAM_IDLE_SECONDS, pause * 2)

@@ -81,6 +81,23 @@ SUBSCRIPTIONS = Counter(
     "Subscription transactions by final status.",
     ["user_type", "status"],
 )
+# Card disputes (chargebacks) by provider webhook (handlers/disputes.py), each counted once when
+# its record changes (never per delivery).
+DISPUTES_OPENED = Counter(
+    "hirepay_payment_disputes_opened_total",
+    "Card disputes (chargebacks) opened at a provider, by provider and the cardholder's reason.",
+    ["provider", "reason"],
+)
+DISPUTES_CLOSED = Counter(
+    "hirepay_payment_disputes_closed_total",
+    "Card disputes closed, by provider and outcome (won, lost, warning_closed, prevented).",
+    ["provider", "outcome"],
+)
+DISPUTED = Counter(
+    "hirepay_payment_disputed_minor_total",
+    "Money disputed, in minor units, by currency (counted when the dispute opens).",
+    ["currency"],
+)
 TIME_TO_FINAL = Histogram(
     "hirepay_payment_time_to_final_seconds",
     "Time from a payment's start to its final state (promise 4), by method and final state"

@@ -16,6 +16,7 @@ from hirepay_platform.errors import HirepayError
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.tcc import BarrierRepository, TccBranch, TccOp
 from payments.domain.credits import CreditGrant
+from payments.domain.disputes import Dispute
 from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
@@ -373,6 +374,17 @@ class ReconciliationRepository(Protocol):
         """Forget at most `limit` records not renewed since `before`, oldest first."""
 
 
+class DisputeRepository(Protocol):
+    async def add(self, dispute: Dispute) -> bool:
+        """Insert-first on the provider's dispute id: False if it was recorded before."""
+
+    async def get(self, dispute_id: str, *, for_update: bool = False) -> Dispute | None: ...
+
+    async def save(self, dispute: Dispute) -> None: ...
+
+    async def for_payment(self, payment_id: str) -> list[Dispute]: ...
+
+
 class PaymentsUnitOfWork(Protocol):
     """One local transaction over the payments repositories."""
 
@@ -386,6 +398,7 @@ class PaymentsUnitOfWork(Protocol):
     credit_grants: CreditGrantRepository
     payouts: PayoutRepository
     reconciliations: ReconciliationRepository
+    disputes: DisputeRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -31,10 +31,14 @@ from payments.domain.transactions import Transaction
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.checkouts import apply_to_transaction
+from payments.service_layer.handlers.disputes import DisputeEventOutcome, apply_dispute_event
 from payments.service_layer.handlers.engine import drive
-from payments.service_layer.handlers.payouts import apply_payout_event
+from payments.service_layer.handlers.payouts import PayoutEventOutcome, apply_payout_event
 from payments.service_layer.handlers.provider_calls import CallRecord, call
-from payments.service_layer.handlers.provider_refunds import apply_refund_event
+from payments.service_layer.handlers.provider_refunds import (
+    RefundEventOutcome,
+    apply_refund_event,
+)
 from payments.service_layer.handlers.shared import publish, refund_if_voided
 from payments.service_layer.ports import EventRecord, FirstLook, PaymentsUnitOfWork
 
@@ -192,14 +196,16 @@ async def _request_answered(deps: Deps, payment: Payment) -> bool:
 async def _not_a_payment(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
 ) -> EventOutcome:
-    """A withdrawal's payout (ESC-9) is applied to it, a refund to its payment; anything else
-    is only recorded."""
-    done = None
+    """A withdrawal's payout (ESC-9) is applied to it, a refund or a dispute to its payment
+    (provider_refunds.py, disputes.py); anything else is only recorded."""
+    done: PayoutEventOutcome | RefundEventOutcome | DisputeEventOutcome | None = None
     if event.subject is EventSubject.PAYOUT:
         done = await apply_payout_event(deps, provider.name, event, payload)
     elif event.subject is EventSubject.REFUND:
         record = _record(provider, event, payload, deps.clock())
         done = await apply_refund_event(deps, provider, event, record)
+    elif event.subject is EventSubject.DISPUTE:
+        done = await apply_dispute_event(deps, provider, event, payload)
     if done is None:
         return await _store(deps, provider, event, payload, applied=False)
     outcome = "duplicate" if done.duplicate else "applied" if done.applied else "no_effect"

@@ -22,8 +22,8 @@ cursor (checked here): a consumer's stored position resumes among them and conti
 new rows without loss or replay. `ix_outbox_position` and `ix_outbox_subsystem_position` hold
 those old rows only (their predicate), the two new indexes the new rows only.
 
-Revision ID: 0021
-Revises: 0018
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-02 01:15:00
 """
 
@@ -32,8 +32,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0021"
-down_revision: str | None = "0018"
+revision: str = "0020"
+down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -69,7 +69,7 @@ DECLARE
     got integer;
 BEGIN
     IF after < legacy_last THEN
-        -- Rows published before 0021, by their positions; then the new rows from the first.
+        -- Rows published before 0020, by their positions; then the new rows from the first.
         IF only_subsystem = '' THEN
             RETURN QUERY
                 SELECT {_COLUMNS}, o.position FROM outbox o

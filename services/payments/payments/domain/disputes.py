@@ -1,0 +1,138 @@
+"""Card disputes (chargebacks) of captured payments: the provider's view of a dispute, the record
+Hirepay keeps of it, and what each of its balance transactions owes the ledger (ESC-1).
+
+A dispute does not change the payment's state: what was captured stays captured (a disputed
+charge cannot be refunded on top: the provider already took the money back). The money moves by
+the dispute's balance transactions (Stripe: zero, one or two — the withdrawal when it opens, the
+reinstatement when it is won), each booked once under its own transfer id whatever the event that
+brought it. Pure: no I/O."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+
+class DisputeStatus(enum.StrEnum):
+    """Where a dispute stands (Stripe's statuses, which other providers' map onto)."""
+
+    WARNING_NEEDS_RESPONSE = "warning_needs_response"  # an inquiry: no money moved yet
+    WARNING_UNDER_REVIEW = "warning_under_review"
+    WARNING_CLOSED = "warning_closed"  # the inquiry ended without a chargeback
+    NEEDS_RESPONSE = "needs_response"
+    UNDER_REVIEW = "under_review"
+    WON = "won"
+    LOST = "lost"
+    PREVENTED = "prevented"  # resolved before it became a chargeback (e.g. by a refund)
+
+
+STATUS_OF = {s.value: s for s in DisputeStatus}
+CLOSED = frozenset(
+    {DisputeStatus.WARNING_CLOSED, DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.PREVENTED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeMoney:
+    """One balance transaction of a dispute: money the provider withdrew (`amount_minor` < 0) or
+    reinstated (> 0), and its dispute fee (> 0 charged, < 0 given back)."""
+
+    id: str
+    amount_minor: int
+    fee_minor: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderDispute:
+    """A dispute as the provider reports it (re-fetched, never an event's copy)."""
+
+    id: str
+    payment_id: str  # the provider's payment (Stripe: the PaymentIntent)
+    amount_minor: int
+    currency: str
+    status: DisputeStatus
+    reason: str
+    money: tuple[DisputeMoney, ...] = ()
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class DisputeSource(Protocol):
+    """A provider whose disputes Hirepay follows (Stripe this round)."""
+
+    async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute: ...
+
+
+@dataclass(slots=True)
+class Dispute:
+    """Hirepay's record of one provider dispute of one payment."""
+
+    id: str  # the provider's dispute id (dp_...)
+    provider: str
+    payment_id: str
+    amount_minor: int
+    currency: str
+    reason: str
+    status: DisputeStatus
+    created_at: datetime
+    updated_at: datetime
+    withdrawn_minor: int = 0  # disputed money the provider took back so far
+    reinstated_minor: int = 0  # ... and gave back
+    fee_minor: int = 0  # the provider's dispute fees, net
+    closed_at: datetime | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status in CLOSED
+
+    @property
+    def outcome(self) -> str:
+        """ "open" while it runs, else how it closed (won, lost, warning_closed, prevented)."""
+        return self.status.value if self.closed else "open"
+
+    @classmethod
+    def opened(
+        cls, view: ProviderDispute, provider: str, payment_id: str, now: datetime
+    ) -> Dispute:
+        """The record of a dispute seen for the first time (its money observed separately)."""
+        return cls(
+            id=view.id,
+            provider=provider,
+            payment_id=payment_id,
+            amount_minor=view.amount_minor,
+            currency=view.currency,
+            reason=view.reason,
+            status=view.status,
+            created_at=now,
+            updated_at=now,
+        )
+
+    def observe(self, view: ProviderDispute, now: datetime) -> bool:
+        """Take the provider's current view (status and money); whether anything changed. A
+        closed dispute stays closed (a late, stale view never reopens it)."""
+        before = (self.status, self.withdrawn_minor, self.reinstated_minor, self.fee_minor)
+        if not self.closed:
+            self.status = view.status
+        self.amount_minor = view.amount_minor or self.amount_minor
+        self.reason = view.reason or self.reason
+        withdrawn = sum(-m.amount_minor for m in view.money if m.amount_minor < 0)
+        reinstated = sum(m.amount_minor for m in view.money if m.amount_minor > 0)
+        # Two events of one dispute may be applied out of order: an older view (fewer balance
+        # transactions) never takes back what a newer one recorded.
+        if withdrawn >= self.withdrawn_minor and reinstated >= self.reinstated_minor:
+            self.withdrawn_minor, self.reinstated_minor = withdrawn, reinstated
+            self.fee_minor = sum(m.fee_minor for m in view.money)
+        if self.closed and self.closed_at is None:
+            self.closed_at = now
+        changed = before != (
+            self.status,
+            self.withdrawn_minor,
+            self.reinstated_minor,
+            self.fee_minor,
+        )
+        if changed:
+            self.updated_at = now
+        return changed

@@ -1,0 +1,219 @@
+"""Card disputes (chargebacks) by provider webhook (`charge.dispute.*`): the dispute re-fetched
+(never the event's copy) is recorded against its payment, and every balance transaction it
+carries (money withdrawn when it opened, reinstated when won, the provider's dispute fee) is owed
+to the ledger once, under its own transfer id (ESC-1).
+
+Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
+applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
+locked, so two events of one dispute applied at once take turns; and each booking is inserted
+first on an id derived from its balance transaction, so two events that both carry it (created
+and funds_withdrawn, re-fetched alike) book it once. Everything is one local transaction: a crash
+before its commit leaves nothing, and the provider delivers the event again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from payments.domain import errors
+from payments.domain.credits import CreditGrant
+from payments.domain.disputes import Dispute, DisputeSource, ProviderDispute
+from payments.domain.events import AuditEntry
+from payments.domain.model import Payment
+from payments.domain.provider import (
+    InvalidRequest,
+    OutcomeUnknown,
+    PaymentProvider,
+    ProviderEvent,
+)
+from payments.service_layer import metrics
+from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.ports import PaymentsUnitOfWork
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Metadata keys Hirepay puts on the payments it creates at a provider (webhooks.OUR_METADATA_KEYS).
+_OURS = ("hirepay_payment_id", "transaction_id", "global_tx_id")
+
+
+@dataclass(frozen=True, slots=True)
+class DisputeEventOutcome:
+    applied: bool
+    duplicate: bool
+
+
+async def apply_dispute_event(
+    deps: Deps, provider: PaymentProvider, event: ProviderEvent, payload: dict[str, Any]
+) -> DisputeEventOutcome | None:
+    """Apply a dispute event; None when there is nothing to apply it to (a provider whose
+    disputes are not followed, a payment Hirepay never made): the caller records it only."""
+    if not isinstance(provider, DisputeSource):
+        return None
+    records: list[CallRecord] = []
+    dispute_id = event.object_id
+    view = await _refetch(
+        records, event, "retrieve_dispute", lambda: provider.retrieve_dispute(dispute_id)
+    )
+    async with deps.uow as uow:
+        payment = await uow.payments.find_by_provider(payment_intent_id=view.payment_id)
+        purchase = None
+        if payment is None and view.payment_id:
+            purchase = await uow.transactions.find_by_provider(payment_intent_id=view.payment_id)
+    if purchase is not None:
+        # A plan purchase's dispute: not followed this round (README "Card disputes"); the
+        # event is recorded unapplied, and logged, rather than retried for ever.
+        log.warning("dispute %s of plan purchase %s: recorded, not applied", view.id, purchase.id)
+        return None
+    if payment is None:
+        await _unknown_payment(provider, records, event, view)
+        return None
+    async with deps.uow as uow:
+        now = deps.clock()
+        inserted = await uow.events.add(
+            provider=provider.name,
+            event_id=event.id,
+            event_type=event.type,
+            object_id=event.object_id,
+            payload=payload,
+            applied=True,
+            provider_created_at=event.created,
+            received_at=now,
+        )
+        if not inserted:
+            return DisputeEventOutcome(applied=False, duplicate=True)
+        changed = await _apply(uow, provider.name, event, payment, view, records, now)
+        await uow.commit()
+    return DisputeEventOutcome(applied=changed, duplicate=False)
+
+
+async def get_payment_with_disputes(payment_id: str, deps: Deps) -> tuple[Payment, list[Dispute]]:
+    """A payment and its disputes, oldest first (GetPayment), read in one transaction."""
+    async with deps.uow as uow:
+        payment = await uow.payments.get(payment_id)
+        if payment is None:
+            raise errors.PaymentNotFound(payment_id)
+        return payment, await uow.disputes.for_payment(payment_id)
+
+
+async def _apply(
+    uow: PaymentsUnitOfWork,
+    provider: str,
+    event: ProviderEvent,
+    payment: Payment,
+    view: ProviderDispute,
+    records: list[CallRecord],
+    now: datetime,
+) -> bool:
+    """Record the dispute's current view and owe the ledger its new money (the caller's
+    transaction); whether the dispute changed."""
+    fresh = Dispute.opened(view, provider, payment.id, now)
+    opened = await uow.disputes.add(fresh)  # inserted (and so locked) by this transaction
+    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
+    assert dispute is not None
+    was_status, was_closed = dispute.status, dispute.closed and not opened
+    changed = dispute.observe(view, now) or opened
+    booked: list[str] = []
+    for money in view.money:
+        grant = CreditGrant.dispute(payment, money, view.amount_minor, now)
+        if grant is not None and await uow.credit_grants.add(grant):
+            booked.append(grant.transfer_id)
+    if changed:
+        await uow.disputes.save(dispute)
+    await uow.audit.add(
+        _audit(event, dispute, "" if opened else was_status.value, booked, view, payment),
+        *(record.audit("webhook", payment_id=payment.id) for record in records),
+    )
+    closed_now = dispute.closed and not was_closed
+    uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
+    return changed or bool(booked)
+
+
+def _count(dispute: Dispute, *, opened: bool, closed: bool) -> None:
+    """Metrics of what the committed transaction recorded (once per dispute and step)."""
+    if opened:
+        metrics.DISPUTES_OPENED.labels(dispute.provider, dispute.reason or "unknown").inc()
+        metrics.DISPUTED.labels(dispute.currency).inc(dispute.amount_minor)
+    if closed:
+        metrics.DISPUTES_CLOSED.labels(dispute.provider, dispute.outcome).inc()
+
+
+def _audit(
+    event: ProviderEvent,
+    dispute: Dispute,
+    before: str,
+    booked: list[str],
+    view: ProviderDispute,
+    payment: Payment,
+) -> AuditEntry:
+    """The webhook's audit entry (PAY-15): the dispute's step and the bookings it owed."""
+    details = {
+        "event_id": event.id,
+        "event_type": event.type,
+        "object_id": dispute.id,
+        "from": before,
+        "to": dispute.status.value,
+        "amount_minor": str(dispute.amount_minor),
+        "currency": dispute.currency,
+        "withdrawn_minor": str(dispute.withdrawn_minor),
+        "reinstated_minor": str(dispute.reinstated_minor),
+        "fee_minor": str(dispute.fee_minor),
+    }
+    if booked:
+        details["transfer_ids"] = ",".join(booked)
+    other = sorted({m.currency for m in view.money if m.currency != payment.currency})
+    if other:  # booked in the payment's currency; the fee in another one is not on the ledger
+        details["settled_in"] = ",".join(other)
+    return AuditEntry(
+        action="webhook",
+        actor="provider",
+        reason=f"{event.type}: dispute {before or 'new'} -> {dispute.status.value}",
+        details=details,
+        payment_id=payment.id,
+    )
+
+
+async def _refetch(
+    records: list[CallRecord],
+    event: ProviderEvent,
+    operation: str,
+    fetch: Callable[[], Awaitable[T]],
+) -> T:
+    """The provider's answer, or PROVIDER_UNAVAILABLE (the provider delivers the event again)."""
+    try:
+        return await call(records, operation, "", fetch)
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "provider_error")
+        raise errors.ProviderUnavailable(
+            f"could not re-fetch {event.object_id} from the provider: {exc.message}",
+            metadata={"event_id": event.id},
+        ) from None
+
+
+async def _unknown_payment(
+    provider: PaymentProvider,
+    records: list[CallRecord],
+    event: ProviderEvent,
+    view: ProviderDispute,
+) -> None:
+    """A dispute of a payment with no local record: refused (retried) if the payment is ours and
+    its record not committed yet (the sandbox's dispute card disputes within the capture's
+    answer), else left to the caller to record (another integration's payment)."""
+    if not view.payment_id:
+        return
+    pi = view.payment_id
+    intent = await _refetch(
+        records, event, "retrieve_payment", lambda: provider.retrieve_payment(pi)
+    )
+    if any(intent.metadata.get(key) for key in _OURS):
+        metrics.count(metrics.WEBHOOK_EVENTS, event.type, "not_applicable_yet")
+        raise errors.EventNotApplicableYet(
+            f"the payment of dispute {view.id} is not known yet; retry later",
+            metadata={"event_id": event.id, "object_id": event.object_id},
+        )
+    log.info("dispute %s of %s: not a payment of ours, ignored", view.id, view.payment_id)
