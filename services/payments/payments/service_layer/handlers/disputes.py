@@ -1,7 +1,8 @@
 """Card disputes (chargebacks) by provider webhook (`charge.dispute.*`): the dispute re-fetched
 (never the event's copy) is recorded against its payment, and every balance transaction it
 carries (money withdrawn when it opened, reinstated when won, the provider's dispute fee) is owed
-to the ledger once, under its own transfer id (ESC-1).
+to the ledger once, under its own transfer id (ESC-1). A posting fee's dispute closed as lost in
+full is told to jobs (`payment.charged_back` on the settlement outbox), which ends the posting.
 
 Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
 applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
