@@ -23,26 +23,13 @@ DEFAULT_POOL_SIZE = 48
 DEFAULT_MAX_OVERFLOW = 0
 
 
-class ServiceSettings(BaseSettings):
-    """Settings every gRPC service has. Subclass with `env_prefix` (e.g. WALLET_) and add fields."""
+class ProcessSettings(BaseSettings):
+    """Settings every Hirepay process has, the gateway's as the services': its log level, where
+    its spans go and the secret its gRPC calls are signed with. Subclass with `env_prefix`."""
 
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    grpc_host: str = "127.0.0.1"
-    grpc_port: int
-    metrics_port: int
-    # Loopback by default (a developer's machine); a pod sets 0.0.0.0 so Prometheus can scrape it.
-    metrics_host: str = "127.0.0.1"
-    # Required: a service without its database refuses to start.
-    database_url: SecretStr
-    db_pool_size: int = DEFAULT_POOL_SIZE
-    db_max_overflow: int = DEFAULT_MAX_OVERFLOW
     log_level: str = "INFO"
-    shutdown_grace_seconds: float = 10.0
-    # Readiness is re-checked over time, not only at start-up: each dependency (the database)
-    # every interval, each check given the timeout; a failure turns gRPC health NOT_SERVING.
-    readiness_interval_seconds: float = Field(default=5.0, gt=0)
-    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
     # Where spans go: "none", "console", or "file:/path/spans.jsonl" (shared by all services).
     traces: str = Field(
         default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")
@@ -56,6 +43,25 @@ class ServiceSettings(BaseSettings):
     def _long_enough(cls, value: SecretStr) -> SecretStr:
         check_secret(value.get_secret_value())
         return value
+
+
+class ServiceSettings(ProcessSettings):
+    """Settings every gRPC service has. Subclass with `env_prefix` (e.g. WALLET_) and add fields."""
+
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int
+    metrics_port: int
+    # Loopback by default (a developer's machine); a pod sets 0.0.0.0 so Prometheus can scrape it.
+    metrics_host: str = "127.0.0.1"
+    # Required: a service without its database refuses to start.
+    database_url: SecretStr
+    db_pool_size: int = DEFAULT_POOL_SIZE
+    db_max_overflow: int = DEFAULT_MAX_OVERFLOW
+    shutdown_grace_seconds: float = 10.0
+    # Readiness is re-checked over time, not only at start-up: each dependency (the database)
+    # every interval, each check given the timeout; a failure turns gRPC health NOT_SERVING.
+    readiness_interval_seconds: float = Field(default=5.0, gt=0)
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
 
 
 S = TypeVar("S", bound=BaseSettings)

@@ -4,14 +4,16 @@ test card or cancels, then is redirected to the merchant's `success_url` or `fai
 
 from __future__ import annotations
 
+import functools
 from html import escape
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from fatora_sandbox.state import EXPIRY_OUTCOMES, TEST_CARDS, FatoraState, Payment, to_major
+from sandbox_kit.pages import page
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; background: #f4f6f9; color: #1c2b4a; margin: 0; }
@@ -30,13 +32,8 @@ button.secondary { background: #e6e9ee; color: #1c2b4a; }
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    html = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body><main>"
-        f"<span class='badge'>TEST MODE &middot; Fatora sandbox</span>{body}</main></body></html>"
-    )
-    return HTMLResponse(html, status_code=status)
+# Every page of this sandbox: the kit's frame in its style.
+_page = functools.partial(page, style=_STYLE, sandbox="Fatora sandbox")
 
 
 def _state(request: Request) -> FatoraState:

@@ -4,16 +4,18 @@ tests can drive it with an HTTP client."""
 
 from __future__ import annotations
 
+import functools
 from html import escape
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from paypal_sandbox import orders
 from paypal_sandbox.errors import PayPalError
 from paypal_sandbox.state import PayPalObject, PayPalState
+from sandbox_kit.pages import page
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; background: #f5f7fa; color: #001435; margin: 0; }
@@ -30,13 +32,8 @@ button.secondary { background: #e6e9ee; color: #001435; }
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    html = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-        f"<body><main><span class='badge'>TEST MODE &middot; PayPal sandbox</span>{body}</main></body></html>"
-    )
-    return HTMLResponse(html, status_code=status)
+# Every page of this sandbox: the kit's frame in its style.
+_page = functools.partial(page, style=_STYLE, sandbox="PayPal sandbox")
 
 
 def _state(request: Request) -> PayPalState:

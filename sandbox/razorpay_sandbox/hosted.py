@@ -5,6 +5,7 @@ and `razorpay_signature` (or `error[...]` fields); without a callback the same f
 
 from __future__ import annotations
 
+import functools
 import json
 from html import escape
 
@@ -15,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 from razorpay_sandbox import resources
 from razorpay_sandbox.errors import RazorpayError
 from razorpay_sandbox.state import Entity, RazorpayState, payment_signature
+from sandbox_kit.pages import page
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; background: #f2f4f8; color: #0d2366; margin: 0; }
@@ -34,13 +36,8 @@ button.fail { background: #e74c3c; }
 """
 
 
-def _page(title: str, body: str, status: int = 200) -> HTMLResponse:
-    html = (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body><main>"
-        f"<span class='badge'>TEST MODE &middot; Razorpay sandbox</span>{body}</main></body></html>"
-    )
-    return HTMLResponse(html, status_code=status)
+# Every page of this sandbox: the kit's frame in its style.
+_page = functools.partial(page, style=_STYLE, sandbox="Razorpay sandbox")
 
 
 def _state(request: Request) -> RazorpayState:

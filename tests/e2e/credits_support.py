@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 import httpx
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, DEV_WEBHOOK_SECRET
 from tests.e2e.conftest import System, job_fields
@@ -107,7 +108,7 @@ def bookings_posted(system: System, timeout: float = 60) -> None:
 
     async def waiting() -> int:
         url = system.stack.services["payments"].database_url
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(libpq_url(url))
         try:
             return int(
                 await conn.fetchval(

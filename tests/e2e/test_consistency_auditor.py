@@ -19,6 +19,7 @@ from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY
 from tests.e2e.conftest import System, job_fields, new_company
@@ -64,7 +65,7 @@ def _sql(url: str, statement: str, *params: object, past_triggers: bool = False)
     bypasses the database's own guards (the wallet's zero-sum trigger) as replication does."""
 
     async def run() -> None:
-        conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+        conn = await asyncpg.connect(libpq_url(url))
         try:
             async with conn.transaction():
                 if past_triggers:

@@ -19,7 +19,7 @@ from tests.e2e.credits_support import (
     verify,
     wait_credits,
 )
-from tests.support.provider_harnesses import hidden_fields
+from tests.support.razorpay_support import pay_by_card
 
 
 def order(system: System, company: str) -> httpx.Response:
@@ -63,19 +63,7 @@ def test_razorpay_order_pay_verify_issues_the_plans_credits_once(system: System)
     admin = KitAdmin(razorpay)
     admin.add_fault("webhook_reorder")
     try:
-        paying = httpx.post(
-            f"{razorpay}/checkout/{order_id}/pay",
-            data={
-                "method": "card",
-                "card_number": "4111 1111 1111 1111",
-                "expiry": "12/34",
-                "cvv": "123",
-                "callback_url": callback,
-            },
-        )
-        assert paying.status_code == 303, paying.text
-        bank = httpx.post(f"{razorpay}{paying.headers['location']}", data={"action": "success"})
-        signed = hidden_fields(bank.text)
+        signed = pay_by_card(razorpay, order_id, callback_url=callback)
         tampered = {**signed, "razorpay_signature": "0" * 64}
         refused = system.http.post("/api/payments/razorpay/verify", json=tampered)
         assert refused.status_code == 400

@@ -12,7 +12,7 @@ import httpx
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from tests.e2e.conftest import System, new_company
-from tests.support.provider_harnesses import hidden_fields
+from tests.support.razorpay_support import pay_by_card
 from tests.support.service_auth import signed_aio_channel
 from tests.support.waiting import eventually
 
@@ -82,19 +82,7 @@ def test_razorpay_order_paid_verified_by_signature_forgery_refused(system: Syste
     assert refused.status_code == 400 and refused.json()["error"] == "INVALID_SIGNATURE"
     status_is(system, user, body["transactionId"], "PENDING")
     assert httpx.get(page_url).status_code == 200
-    started = httpx.post(
-        f"{razorpay}/checkout/{order}/pay",
-        data={
-            "method": "card",
-            "card_number": "4111 1111 1111 1111",
-            "expiry": "12/34",
-            "cvv": "123",
-            "callback_url": callback,
-        },
-    )
-    assert started.status_code == 303, started.text
-    bank = httpx.post(f"{razorpay}{started.headers['location']}", data={"action": "success"})
-    signed = hidden_fields(bank.text)
+    signed = pay_by_card(razorpay, order, callback_url=callback)
     assert signed["razorpay_order_id"] == order and signed["razorpay_signature"]
 
     tampered = {**signed, "razorpay_signature": "f" * 64}

@@ -41,7 +41,10 @@ from payments.domain.provider import (
 from payments.domain.reconciliation import LastCheck, MismatchKind, SweepCursor
 from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
+from payments.service_layer.config import Policy
+from payments.service_layer.deps import Deps
 from payments.service_layer.ports import EventRecord, FirstLook
+from payments.service_layer.providers import ProviderRegistry
 from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 
 
@@ -789,3 +792,15 @@ class DisputingProvider(FakeProvider):
         if isinstance(found, Exception):
             raise found
         return found
+
+
+def ledger_deps(**policy: Any) -> Deps:
+    """The handlers' deps over the fakes, with a fake wallet ledger (FakeLedger) whose bookings a
+    failed round retries after 1 s, backing off to 4 s at most; `policy` adds to that Policy."""
+    return Deps(
+        FakeUnitOfWork(),
+        ProviderRegistry([FakeProvider()]),
+        Policy(grant_retry_base=1, grant_retry_max=4, **policy),
+        clock=Clock(),
+        ledger=FakeLedger(),
+    )

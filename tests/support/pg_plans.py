@@ -10,6 +10,8 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from hirepay_dev.pg import libpq_url
+
 
 @contextlib.asynccontextmanager
 async def planning(database_url: str) -> AsyncIterator[asyncpg.Connection]:
@@ -17,9 +19,7 @@ async def planning(database_url: str) -> AsyncIterator[asyncpg.Connection]:
     scans off so that a plan that cannot use an index still shows its sequential scan."""
     # No statement cache: generic_plan deallocates every prepared statement of the connection,
     # so a cached one (the EXPLAIN of an earlier statement with as many parameters) is gone.
-    connection = await asyncpg.connect(
-        re.sub(r"^postgresql\+\w+://", "postgresql://", database_url), statement_cache_size=0
-    )
+    connection = await asyncpg.connect(libpq_url(database_url), statement_cache_size=0)
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         await connection.execute("SET enable_seqscan = off")

@@ -7,13 +7,11 @@ A fifth provider is proven by adding one harness here: the suite runs every test
 
 from __future__ import annotations
 
-import re
 import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from html import unescape
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -36,6 +34,7 @@ from payments.adapters.paypal_provider import PayPalProvider
 from payments.adapters.razorpay_provider import RazorpayProvider
 from payments.adapters.stripe_provider import StripeProvider
 from payments.domain.provider import PaymentProvider, ProviderCheckout
+from tests.support.razorpay_support import pay_by_card
 
 WEBHOOK_SECRET = "contract-webhook-secret"
 STRIPE_WEBHOOK_SECRET = "whsec_contract_suite"
@@ -89,11 +88,6 @@ class Running:
 
 def _query(location: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
-
-
-def hidden_fields(html: str) -> dict[str, str]:
-    pattern = r"<input type='hidden' name='([^']*)' value='([^']*)'>"
-    return {unescape(k): unescape(v) for k, v in re.findall(pattern, html)}
 
 
 @dataclass(frozen=True)
@@ -194,24 +188,9 @@ def _start_razorpay(webhook_url: str) -> Running:
 
 
 def _pay_razorpay(run: Running, checkout: ProviderCheckout, succeed: bool) -> dict[str, str]:
-    page = run.http.get(checkout.url)
-    assert page.status_code == 200, page.text
     callback = _query(checkout.url)["callback_url"]
-    started = run.http.post(
-        f"{run.base_url}/checkout/{checkout.id}/pay",
-        data={
-            "method": "card",
-            "card_number": "4111 1111 1111 1111",
-            "expiry": "12/34",
-            "cvv": "123",
-            "callback_url": callback,
-        },
-    )
-    assert started.status_code == 303, started.text
-    bank = f"{run.base_url}{started.headers['location']}"
-    answer = run.http.post(bank, data={"action": "success" if succeed else "failure", "otp": ""})
-    assert answer.status_code == 200, answer.text
-    return hidden_fields(answer.text)
+    action = "success" if succeed else "failure"
+    return pay_by_card(run.base_url, checkout.id, action, callback_url=callback)
 
 
 # --- Fatora ------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from html import unescape
+from html import escape, unescape
 from typing import Any
 
 import httpx
@@ -41,9 +41,11 @@ def hidden_fields(html: str) -> dict[str, str]:
     }
 
 
-def start_card_payment(base_url: str, order_id: str, card: str = VISA) -> httpx.Response:
+def start_card_payment(
+    base_url: str, order_id: str, card: str = VISA, callback_url: str = CALLBACK_URL
+) -> httpx.Response:
     """Fill in the card form; a test card is sent on to the mock bank page (303)."""
-    page = httpx.get(f"{base_url}/checkout/{order_id}", params={"callback_url": CALLBACK_URL})
+    page = httpx.get(f"{base_url}/checkout/{order_id}", params={"callback_url": callback_url})
     assert page.status_code == 200, page.text
     return httpx.post(
         f"{base_url}/checkout/{order_id}/pay",
@@ -52,29 +54,38 @@ def start_card_payment(base_url: str, order_id: str, card: str = VISA) -> httpx.
             "card_number": card,
             "expiry": "12/34",
             "cvv": "123",
-            "callback_url": CALLBACK_URL,
+            "callback_url": callback_url,
         },
     )
 
 
 def bank_answer(
-    base_url: str, bank_path: str, action: str = "success", otp: str = ""
+    base_url: str,
+    bank_path: str,
+    action: str = "success",
+    otp: str = "",
+    callback_url: str = CALLBACK_URL,
 ) -> dict[str, str]:
     page = httpx.get(f"{base_url}{bank_path}")
     assert page.status_code == 200 and "Mock bank" in page.text
     result = httpx.post(f"{base_url}{bank_path}", data={"action": action, "otp": otp})
     assert result.status_code == 200, result.text
-    assert f"action='{CALLBACK_URL}'" in result.text
+    assert f"action='{escape(callback_url)}'" in result.text
     return hidden_fields(result.text)
 
 
 def pay_by_card(
-    base_url: str, order_id: str, action: str = "success", card: str = VISA
+    base_url: str,
+    order_id: str,
+    action: str = "success",
+    card: str = VISA,
+    callback_url: str = CALLBACK_URL,
 ) -> dict[str, str]:
-    """Pay an order on the pages; returns what Checkout posts to the callback URL."""
-    started = start_card_payment(base_url, order_id, card)
+    """Pay an order on the pages as a buyer's browser does; returns what Checkout posts to the
+    callback URL (the signed hand-back, or the failure)."""
+    started = start_card_payment(base_url, order_id, card, callback_url)
     assert started.status_code == 303, started.text
-    return bank_answer(base_url, started.headers["location"], action)
+    return bank_answer(base_url, started.headers["location"], action, callback_url=callback_url)
 
 
 def pay_by_upi(base_url: str, order_id: str, vpa: str) -> dict[str, str]:

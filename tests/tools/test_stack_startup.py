@@ -1,19 +1,31 @@
 """The system stack (`make run`, the e2e tests, the benchmarks) starts its parts side by side, and a
 failed start stops the others: nothing is left running, and a start still waiting for readiness is
-abandoned at once rather than after its own timeout."""
+abandoned at once rather than after its own timeout. Payments starts beside the wallet, not after
+it, and what it owes the wallet meanwhile is booked once the wallet is up."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
+import grpc
 import pytest
 
+from hirepay.payments.v1 import payments_service_pb2 as pb
+from hirepay.wallet.v1 import wallet_service_pb2 as wpb
+from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.procs import Process
+from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.stack import Ports, Stack, start_in_order
+from tests.support import gated_wallet
+from tests.support.payments_helpers import authorize_request, branch
+from tests.support.service_auth import signed_aio_channel
+from tests.support.stripe_stack import payments_stub_as_jobs
+from tests.support.waiting import eventually, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -81,3 +93,69 @@ def test_a_service_that_fails_to_start_leaves_nothing_of_the_stack_running(
     assert "jobs" not in stack.services and stack.gateway is None
     assert not any(p.running for p in stack.processes().values())
     assert children() <= before
+
+
+async def test_payments_starts_before_the_wallet_and_books_on_it_once_it_is_up(
+    pg_server_url: str, tmp_path: Path
+) -> None:
+    """Payments does not wait for the wallet: it is serving while the wallet is still held at its
+    gate, a payment captured then owes the wallet its booking, and once the wallet is up the
+    booking is on it (payments' wallet channel opens on first use; its booking worker retries)."""
+    gate = tmp_path / "wallet-may-start"
+    stack = Stack(
+        server_url=pg_server_url,
+        ports=Ports.free(),
+        db_suffix=f"_late_{uuid.uuid4().hex[:6]}",
+        fresh=True,
+        modules={"wallet": gated_wallet.MODULE},
+        extra_env={"wallet": {gated_wallet.GATE: str(gate)}},
+        start_timeout=120.0,
+    )
+    failures: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            stack.start()
+        except BaseException as exc:
+            failures.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        await asyncio.to_thread(
+            eventually, lambda: "payments" in stack.services or failures, 120.0, "payments ready"
+        )
+        assert not failures
+        assert "wallet" not in stack.services  # still held at its gate
+        admin = SandboxAdmin(stack.sandbox_url)
+        try:
+            await asyncio.to_thread(eventually, admin.healthy, 60.0, "the sandbox")
+        finally:
+            admin.close()
+        async with payments_stub_as_jobs(stack.services["payments"]) as payments:
+            gtx = f"gtx-{uuid.uuid4().hex[:12]}"
+            payment = (await payments.Authorize(authorize_request(gtx))).payment
+            await payments.Capture(pb.CaptureRequest(request_id=f"c-{gtx}", branch=branch(gtx)))
+        gate.touch()
+        await asyncio.to_thread(starting.join)
+        assert not failures
+        wallet = stack.services["wallet"]
+        async with signed_aio_channel(wallet.target, caller="payments", service="wallet") as ch:
+            stub = wpb_grpc.WalletServiceStub(ch)
+            transfer_id = f"payment:{payment.payment_id}:capture"
+
+            async def booked() -> wpb.TransferRecord | None:
+                try:
+                    request = wpb.GetTransferRequest(transfer_id=transfer_id)
+                    return (await stub.GetTransfer(request)).transfer
+                except grpc.aio.AioRpcError as exc:
+                    assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+                    return None
+
+            transfer = await wait_for(booked, timeout=60.0)
+            # The card's capture, once: provider clearing -> platform revenue.
+            assert sorted(e.amount.amount_minor for e in transfer.entries) == [-2500, 2500]
+    finally:
+        gate.touch()
+        await asyncio.to_thread(starting.join)
+        stack.stop()

@@ -105,11 +105,6 @@ def with_database(url: str, database: str) -> str:
     return urlunsplit(parts._replace(path="/" + database))
 
 
-def async_url(url: str) -> str:
-    """SQLAlchemy asyncpg URL for a libpq-style URL."""
-    return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", url)
-
-
 def libpq_url(url: str) -> str:
     """libpq-style URL (for psql/pgbench) for any SQLAlchemy URL."""
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql://", url)

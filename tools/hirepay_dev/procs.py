@@ -43,19 +43,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def tcp_ready(port: int, host: str = "127.0.0.1") -> Callable[[], bool]:
-    """A readiness probe: the port accepts TCP connections."""
-
-    def probe() -> bool:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            return False
-
-    return probe
-
-
 def http_ready(url: str) -> Callable[[], bool]:
     """A readiness probe: GET url answers 2xx."""
     import httpx

@@ -7,9 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from hirepay_dev.procs import Process, free_port, http_ready, python_module
+from hirepay_dev.sandbox_admin import AdminApi
 
 if TYPE_CHECKING:
     import razorpay
@@ -109,50 +108,9 @@ def razorpay_client(
     return razorpay.Client(auth=(key_id, key_secret), base_url=base_url.rstrip("/"))
 
 
-class KitAdmin:
-    """The `/_sandbox/` admin API every provider sandbox shares, plus plain HTTP to its pages."""
-
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def call(self, method: str, path: str, json: Any = None) -> Any:
-        response = self.http.request(method, path, json=json)
-        response.raise_for_status()
-        return response.json()
-
-    def healthy(self) -> bool:
-        return bool(self.call("GET", "/_sandbox/health")["status"] == "ok")
-
-    def reset(self) -> None:
-        self.call("POST", "/_sandbox/reset")
-
-    def advance_clock(self, seconds: float) -> int:
-        return int(self.call("POST", "/_sandbox/clock/advance", {"seconds": seconds})["now"])
-
-    def add_fault(self, kind: str, **spec: Any) -> dict[str, Any]:
-        """Arm a fault, e.g. `add_fault("error", status=503, count=1, path_prefix="/v1/orders")`."""
-        fault: dict[str, Any] = self.call("POST", "/_sandbox/faults", {"kind": kind, **spec})
-        return fault
-
-    def faults(self) -> list[dict[str, Any]]:
-        faults: list[dict[str, Any]] = self.call("GET", "/_sandbox/faults")["faults"]
-        return faults
-
-    def clear_faults(self) -> None:
-        self.call("DELETE", "/_sandbox/faults")
-
-    def deliveries(
-        self, event_id: str | None = None, event_type: str | None = None
-    ) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"event_id": event_id, "type": event_type}.items() if v}
-        response = self.http.get("/_sandbox/webhooks/deliveries", params=params)
-        response.raise_for_status()
-        deliveries: list[dict[str, Any]] = response.json()["deliveries"]
-        return deliveries
+class KitAdmin(AdminApi):
+    """The kit's admin API (AdminApi), with its webhook endpoints added and its deliveries
+    awaited."""
 
     def wait_for_deliveries(
         self, event_id: str, status: str = "succeeded", timeout: float = 5.0
@@ -167,15 +125,6 @@ class KitAdmin:
             if time.monotonic() > deadline:
                 raise AssertionError(f"deliveries of {event_id} not all {status}: {found}")
             time.sleep(0.02)
-
-    def flush_webhooks(self) -> int:
-        return int(self.call("POST", "/_sandbox/webhooks/flush")["released"])
-
-    def webhook_endpoints(self) -> list[dict[str, Any]]:
-        endpoints: list[dict[str, Any]] = self.call("GET", "/_sandbox/webhooks/endpoints")[
-            "endpoints"
-        ]
-        return endpoints
 
     def add_webhook_endpoint(
         self, url: str, events: list[str] | None = None, secret: str | None = None

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from hirepay_dev.procs import Process, free_port, http_ready, python_module
+from hirepay_dev.sandbox_admin import AdminApi
 
 if TYPE_CHECKING:
     import stripe
@@ -57,75 +58,13 @@ def stripe_client(
     )
 
 
-class SandboxAdmin:
-    """The sandbox's `/_sandbox/` admin API and its hosted pages, over plain HTTP."""
-
-    def __init__(self, base_url: str, timeout: float = 10.0) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
-
-    def close(self) -> None:
-        self.http.close()
-
-    def _call(self, method: str, path: str, json: Any = None) -> Any:
-        response = self.http.request(method, path, json=json)
-        response.raise_for_status()
-        return response.json()
-
-    # -- state -----------------------------------------------------------------------------
-
-    def healthy(self) -> bool:
-        return bool(self._call("GET", "/_sandbox/health")["status"] == "ok")
-
-    def reset(self) -> None:
-        """Forget every object, event, idempotency key, delivery and fault."""
-        self._call("POST", "/_sandbox/reset")
-
-    def advance_clock(self, seconds: float) -> int:
-        """Move the sandbox clock forward (expires Checkout Sessions that are due)."""
-        return int(self._call("POST", "/_sandbox/clock/advance", {"seconds": seconds})["now"])
-
-    # -- faults ----------------------------------------------------------------------------
-
-    def add_fault(self, kind: str, **spec: Any) -> dict[str, Any]:
-        """Arm a fault, e.g. `add_fault("error", status=503, count=2)`,
-        `add_fault("timeout_after_commit", seconds=5, path_prefix="/v1/payment_intents")`."""
-        fault: dict[str, Any] = self._call("POST", "/_sandbox/faults", {"kind": kind, **spec})
-        return fault
-
-    def faults(self) -> list[dict[str, Any]]:
-        faults: list[dict[str, Any]] = self._call("GET", "/_sandbox/faults")["faults"]
-        return faults
-
-    def clear_faults(self) -> None:
-        self._call("DELETE", "/_sandbox/faults")
-
-    # -- webhooks --------------------------------------------------------------------------
-
-    def deliveries(
-        self, event_id: str | None = None, event_type: str | None = None
-    ) -> list[dict[str, Any]]:
-        params = {k: v for k, v in {"event_id": event_id, "type": event_type}.items() if v}
-        response = self.http.get("/_sandbox/webhooks/deliveries", params=params)
-        response.raise_for_status()
-        deliveries: list[dict[str, Any]] = response.json()["deliveries"]
-        return deliveries
+class SandboxAdmin(AdminApi):
+    """The Stripe sandbox's admin API (AdminApi, and its own calls below) and its hosted pages."""
 
     def webhook_backlog(self) -> dict[str, int]:
         """Deliveries by status (pending, succeeded, failed...) and `scheduled`: waiting to go."""
-        backlog: dict[str, int] = self._call("GET", "/_sandbox/webhooks/backlog")
+        backlog: dict[str, int] = self.call("GET", "/_sandbox/webhooks/backlog")
         return backlog
-
-    def flush_webhooks(self) -> int:
-        """Release webhooks held by a `webhook_reorder` fault (newest first)."""
-        return int(self._call("POST", "/_sandbox/webhooks/flush")["released"])
-
-    def webhook_endpoints(self) -> list[dict[str, Any]]:
-        """Every endpoint, with its signing secret."""
-        endpoints: list[dict[str, Any]] = self._call("GET", "/_sandbox/webhooks/endpoints")[
-            "endpoints"
-        ]
-        return endpoints
 
     # -- completing payments ---------------------------------------------------------------
 
@@ -134,7 +73,7 @@ class SandboxAdmin:
     ) -> dict[str, Any]:
         """Clear (`succeeded`) or bounce (`failed`) a bank debit that is `processing`."""
         body = {"outcome": outcome, **({"failure_code": failure_code} if failure_code else {})}
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call(
             "POST", f"/_sandbox/payment_intents/{intent}/settle", body
         )
         return result
@@ -143,7 +82,7 @@ class SandboxAdmin:
         self, intent: str, outcome: str = "succeeded"
     ) -> dict[str, Any]:
         """Complete (`succeeded`) or fail a 3-D Secure challenge without the page."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call(
             "POST", f"/_sandbox/payment_intents/{intent}/authenticate", {"outcome": outcome}
         )
         return result
@@ -152,7 +91,7 @@ class SandboxAdmin:
         self, payout: str, outcome: str = "paid", failure_code: str | None = None
     ) -> dict[str, Any]:
         body = {"outcome": outcome, **({"failure_code": failure_code} if failure_code else {})}
-        result: dict[str, Any] = self._call("POST", f"/_sandbox/payouts/{payout}/settle", body)
+        result: dict[str, Any] = self.call("POST", f"/_sandbox/payouts/{payout}/settle", body)
         return result
 
     def dispute_payment_intent(

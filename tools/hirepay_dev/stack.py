@@ -62,11 +62,14 @@ PROVIDER_SANDBOXES = {
     "fatora": ("fatora_sandbox", "PAYMENTS_FATORA_API_KEY"),
 }
 
-# The services each service calls while it starts (and so must be ready first); payments also
-# waits for the provider sandboxes. Conservative: the order the stack always started them in.
+# The services each service calls as soon as it starts (and so must be ready first). Payments
+# calls the wallet and the providers only when it has work for them: its channels and HTTP pools
+# open on first use and its workers retry a failed round, so it starts beside them (a booking owed
+# while the wallet is still starting is booked once it is up: tests/tools/test_stack_startup.py).
+# Jobs opens payments' settlement stream at once and its recovery calls both, so it waits.
 STARTUP_NEEDS: dict[str, tuple[str, ...]] = {
     "wallet": (),
-    "payments": ("wallet",),
+    "payments": (),
     "jobs": ("wallet", "payments"),
 }
 
@@ -208,9 +211,9 @@ class Stack:
 
         Every port is chosen up front, so nothing waits for another's address: the sandboxes
         start at once, the migrations run meanwhile (one after another: Alembic's `context`/`op`
-        are module globals, so two upgrades in one process must not overlap), and a service starts
+        are module globals, so two upgrades in one process must not overlap), a service starts
         once its database is migrated and the services it calls at start-up are ready
-        (STARTUP_NEEDS). Whatever did start is on self as soon as it is spawned, so start()'s
+        (STARTUP_NEEDS), and the gateway once every service is. Whatever did start is on self as soon as it is spawned, so start()'s
         stop() stops it after a failure."""
         specs = [spec for spec in (WALLET, PAYMENTS, JOBS) if service_exists(spec)]
         migrated: dict[str, str] = {}
@@ -220,15 +223,12 @@ class Stack:
         for provider in PROVIDER_SANDBOXES:
             if provider not in self.real_providers:
                 tasks[f"{provider}-sandbox"] = (partial(self._start_provider, provider), ())
-        sandboxes = tuple(tasks)
         previous: tuple[str, ...] = ()
         for spec in specs:
             # The migrations form one chain (see above); each service waits for its own.
             tasks[f"migrate-{spec.name}"] = (partial(self._migrate, spec, migrated), previous)
             previous = (f"migrate-{spec.name}",)
             needs = tuple(n for n in STARTUP_NEEDS[spec.name] if service_exists(SPECS[n]))
-            if spec.name == "payments":
-                needs += sandboxes
             tasks[spec.name] = (partial(self._start_service, spec, migrated), (*previous, *needs))
         if (REPO_ROOT / "services" / "gateway" / "gateway" / "__main__.py").exists():
             tasks["gateway"] = (self._start_gateway, tuple(spec.name for spec in specs))

@@ -8,32 +8,15 @@ import asyncio
 
 import pytest
 
-from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.applications import ViewState
 from jobs.domain.errors import AlreadyApplied, InsufficientCredits
-from jobs.domain.model import JobFields, JobStatus
+from jobs.domain.model import JobStatus
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import applications, pay_to_post
 from tests.support.jobs_fakes import FakeCandidateCredits, FakeParticipants, make_config
-
-COMPANY = commands.Actor("co_1", "company")
-FIELDS = JobFields(
-    title="Senior Payments Engineer",
-    description="Build the payment backbone of a job marketplace.",
-    location="Remote",
-    employment_type="full_time",
-    category="engineering",
-)
-
-
-@pytest.fixture
-async def sessions(make_service_database):
-    url = await asyncio.to_thread(make_service_database, "jobs")
-    engine = create_engine(url, pool_size=30, max_overflow=10)
-    yield make_session_factory(engine)
-    await engine.dispose()
+from tests.support.jobs_world import COMPANY, FIELDS
 
 
 def deps_of(sessions, wallet: FakeCandidateCredits) -> Deps:

@@ -13,10 +13,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from hirepay_platform.clock import utc_now
-from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
-from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
+from jobs.domain.model import Job, JobStatus, PaymentStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, SagaState
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import cancellation, pay_to_post, settlement
@@ -24,23 +23,7 @@ from jobs.service_layer.handlers import drafts as draft_handlers
 from jobs.service_layer.ports import Participants
 from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_faults import CrashingParticipants
-
-COMPANY = commands.Actor("co_1", "company")
-FIELDS = JobFields(
-    title="Senior Payments Engineer",
-    description="Build the payment backbone of a job marketplace.",
-    location="Remote",
-    employment_type="full_time",
-    category="engineering",
-)
-
-
-@pytest.fixture
-async def sessions(make_service_database):
-    url = await asyncio.to_thread(make_service_database, "jobs")
-    engine = create_engine(url, pool_size=30, max_overflow=10)
-    yield make_session_factory(engine)
-    await engine.dispose()
+from tests.support.jobs_world import COMPANY, FIELDS
 
 
 def deps_of(sessions, config=None, participants: Participants | None = None) -> Deps:

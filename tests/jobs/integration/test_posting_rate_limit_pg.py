@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import text
 
-from hirepay_platform.db import create_engine, make_session_factory
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.errors import PostingBlocked, PostingRateLimited
@@ -25,14 +24,6 @@ from tests.support.jobs_fakes import FakeParticipants, make_config
 from tests.support.jobs_world import FIELDS, declined_saga
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def sessions(make_service_database):
-    url = await asyncio.to_thread(make_service_database, "jobs")
-    engine = create_engine(url, pool_size=30, max_overflow=10)
-    yield make_session_factory(engine)
-    await engine.dispose()
 
 
 def _deps(sessions, now: list[datetime]) -> Deps:

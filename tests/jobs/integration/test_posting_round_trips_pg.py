@@ -5,14 +5,12 @@ posting's first step (one statement) inserts nothing for a blocked company or a 
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from sqlalchemy import text
 
-from hirepay_platform.db import create_engine, make_session_factory
 from hirepay_platform.errors import HirepayError
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
@@ -26,12 +24,9 @@ from tests.support.jobs_world import FIELDS, declined_saga
 
 
 @pytest.fixture
-async def sessions(make_service_database):
-    url = await asyncio.to_thread(make_service_database, "jobs")
+def connections() -> tuple[int, int]:
     # One connection: the measured posting runs on the connection the warm-up prepared.
-    engine = create_engine(url, pool_size=1, max_overflow=0)
-    yield make_session_factory(engine)
-    await engine.dispose()
+    return 1, 0
 
 
 def _deps(sessions, **config: Any) -> Deps:

@@ -20,6 +20,7 @@ from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.services import PAYMENTS, start_service
 from tests.support.payments_helpers import reason, rpc_error
@@ -205,7 +206,7 @@ async def test_a_payout_returned_after_it_was_paid_is_credited_back_once(
     await asyncio.sleep(1.5)  # the recovery worker's rounds too: still credited once
     assert await user_balance(wallet, user) == (6_000, 0, 6_000)
     assert await payout_events(stack, started.withdrawal_id) == ["payout.paid", "payout.failed"]
-    url = stack.payments.database_url.replace("postgresql+asyncpg://", "postgresql://")
+    url = libpq_url(stack.payments.database_url)
     conn = await asyncpg.connect(url)
     try:
         reasons = await conn.fetch(

@@ -10,7 +10,7 @@ found. Now a round begins with the payments never checked, then the longest unch
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -44,14 +44,6 @@ def reconciling_service(
     )
     yield service
     service.stop()
-
-
-@pytest.fixture
-async def jobs_stub(
-    reconciling_service: RunningService,
-) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    async with payments_stub_as_jobs(reconciling_service) as stub:
-        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -40,14 +40,6 @@ def reconciling_service(
     )
     yield service
     service.stop()
-
-
-@pytest.fixture
-async def jobs_stub(
-    reconciling_service: RunningService,
-) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    async with payments_stub_as_jobs(reconciling_service) as stub:
-        yield stub
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -29,7 +29,7 @@ WINDOW = 2  # the auditor's `limit`, small: the refunded payment is long out of 
 
 
 @pytest.fixture(scope="module")
-def sweeping_service(
+def reconciling_service(
     make_service_database: Callable[[str], str], sandbox_url: str
 ) -> Iterator[RunningService]:
     service = start_reconciling_payments(
@@ -44,18 +44,10 @@ def sweeping_service(
     service.stop()
 
 
-@pytest.fixture
-async def jobs_stub(
-    sweeping_service: RunningService,
-) -> AsyncIterator[pb_grpc.PaymentsServiceStub]:
-    async with payments_stub_as_jobs(sweeping_service) as stub:
-        yield stub
-
-
 @pytest.fixture(scope="module")
-async def captured(sweeping_service: RunningService) -> list[pb.Payment]:
+async def captured(reconciling_service: RunningService) -> list[pb.Payment]:
     """12 payments captured the ordinary way, oldest first."""
-    async with payments_stub_as_jobs(sweeping_service) as stub:
+    async with payments_stub_as_jobs(reconciling_service) as stub:
         payments = []
         for _ in range(PAYMENTS):
             gtx = f"gtx-{uuid.uuid4().hex[:12]}"

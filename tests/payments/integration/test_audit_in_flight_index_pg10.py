@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Callable
 
 import asyncpg
-import pytest
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -29,42 +28,26 @@ PAGE = 501
 INDEX = "ix_payments_not_final"
 
 
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
-@pytest.fixture(scope="module")
-async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
-    url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
-    try:
-        await connection.execute(
-            """
-            INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
-                                  method, provider, state, metadata, created_at, updated_at)
-            SELECT 'pay_' || lpad(n::text, 8, '0'), 'gtx_' || n, 'payment', 'company-' || n % 50,
-                   2500, 'USD', 'CARD', 'stripe',
-                   CASE WHEN n % $2 = 0 THEN (ARRAY['PROCESSING', 'AUTHORIZED', 'REQUIRES_ACTION',
-                                                    'UNKNOWN'])[1 + n / $2 % 4]
-                        ELSE (ARRAY['CAPTURED', 'CAPTURED', 'VOIDED', 'FAILED'])[1 + n % 4] END,
-                   jsonb_build_object('subsystem', CASE WHEN n % 7 = 0 THEN 'marketplace'
-                                                        ELSE 'jobs' END),
-                   now() - interval '1 day' + n * interval '1 second', now()
-            FROM generate_series(1, $1) AS n
-            """,
-            PAYMENTS,
-            IN_FLIGHT_EVERY,
-        )
-        await connection.execute("ANALYZE payments")
-        yield url
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def database_url(populated: str) -> str:
-    """The conftest's engine and sessions, on this module's filled database."""
-    return populated
+async def fill_database(connection: asyncpg.Connection) -> None:
+    """20,000 payments, every 100th still in flight, the rest final; then ANALYZE."""
+    await connection.execute(
+        """
+        INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
+                              method, provider, state, metadata, created_at, updated_at)
+        SELECT 'pay_' || lpad(n::text, 8, '0'), 'gtx_' || n, 'payment', 'company-' || n % 50,
+               2500, 'USD', 'CARD', 'stripe',
+               CASE WHEN n % $2 = 0 THEN (ARRAY['PROCESSING', 'AUTHORIZED', 'REQUIRES_ACTION',
+                                                'UNKNOWN'])[1 + n / $2 % 4]
+                    ELSE (ARRAY['CAPTURED', 'CAPTURED', 'VOIDED', 'FAILED'])[1 + n % 4] END,
+               jsonb_build_object('subsystem', CASE WHEN n % 7 = 0 THEN 'marketplace'
+                                                    ELSE 'jobs' END),
+               now() - interval '1 day' + n * interval '1 second', now()
+        FROM generate_series(1, $1) AS n
+        """,
+        PAYMENTS,
+        IN_FLIGHT_EVERY,
+    )
+    await connection.execute("ANALYZE payments")
 
 
 async def _in_flight_ids(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
@@ -90,7 +73,7 @@ async def _read_sql(sessions, round_trips) -> str:
 async def _explain(url: str, sql: str, *, analyze: bool = False) -> str:
     """The generic plan of `sql` (what a cached prepared statement runs), with the table's
     statistics and every scan allowed; with `analyze`, run on the first page, its buffers."""
-    connection = await asyncpg.connect(_plain(url), statement_cache_size=0)
+    connection = await asyncpg.connect(libpq_url(url), statement_cache_size=0)
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         await connection.execute(f"PREPARE measured AS {sql}")
@@ -114,31 +97,33 @@ def _pages_read(plan: str) -> int:
 
 
 async def test_the_in_flight_read_goes_through_the_not_final_index(
-    populated, sessions, round_trips
+    database_url, sessions, round_trips
 ):
     sql = await _read_sql(sessions, round_trips)
 
-    plan = await _explain(populated, sql)
+    plan = await _explain(database_url, sql)
     assert f"using {INDEX}" in plan and "Seq Scan" not in plan, plan
-    measured = await _explain(populated, sql, analyze=True)
+    measured = await _explain(database_url, sql, analyze=True)
     # 172 payments of jobs in flight, each on its own heap page at most, and the index's few
     # pages; without the index the read walks all 20,000 payments (test below).
     assert _pages_read(measured) < 250, measured
 
 
-async def test_migration_0016_goes_down_and_up_with_the_same_read(populated, sessions, round_trips):
+async def test_migration_0016_goes_down_and_up_with_the_same_read(
+    database_url, sessions, round_trips
+):
     expected = [
         f"pay_{n:08d}" for n in range(IN_FLIGHT_EVERY, PAYMENTS + 1, IN_FLIGHT_EVERY) if n % 7
     ]
     assert await _in_flight_ids(sessions) == expected
     with_index = _pages_read(
-        await _explain(populated, await _read_sql(sessions, round_trips), analyze=True)
+        await _explain(database_url, await _read_sql(sessions, round_trips), analyze=True)
     )
-    config = alembic_config(SPECS["payments"].migrations, populated)
+    config = alembic_config(SPECS["payments"].migrations, database_url)
     await asyncio.to_thread(command.downgrade, config, "0015")
     try:
         sql = await _read_sql(sessions, round_trips)
-        plan = await _explain(populated, sql, analyze=True)
+        plan = await _explain(database_url, sql, analyze=True)
         assert INDEX not in plan, plan
         # Without the index the read filters its way through every payment.
         removed = re.search(r"Rows Removed by Filter: (\d+)", plan)
@@ -148,5 +133,5 @@ async def test_migration_0016_goes_down_and_up_with_the_same_read(populated, ses
     finally:
         await asyncio.to_thread(command.upgrade, config, "head")
     sql = await _read_sql(sessions, round_trips)
-    assert f"using {INDEX}" in await _explain(populated, sql)
+    assert f"using {INDEX}" in await _explain(database_url, sql)
     assert await _in_flight_ids(sessions) == expected

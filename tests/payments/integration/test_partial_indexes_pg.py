@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import itertools
 import random
-import re
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
+from hirepay_dev.pg import libpq_url
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.credits import CreditGrant, GrantKind, GrantStatus
 from payments.domain.events import AuditEntry
@@ -26,12 +26,8 @@ _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
 _EMPTY_INDEX_BYTES = 8192
 
 
-def _libpq(database_url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", database_url)
-
-
 async def _index_bytes(database_url: str, *names: str) -> dict[str, int]:
-    connection = await asyncpg.connect(_libpq(database_url))
+    connection = await asyncpg.connect(libpq_url(database_url))
     try:
         return {
             name: await connection.fetchval("SELECT pg_relation_size($1)", name) for name in names

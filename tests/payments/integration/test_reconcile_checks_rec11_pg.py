@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from alembic import command
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -35,50 +34,33 @@ CHECKED_BEFORE = 20_000  # rows of earlier rounds the read by primary key must n
 LONG_AGO = datetime(2025, 1, 1, tzinfo=UTC)  # when (before the rounds' clock, tests' Clock)
 
 
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
-@pytest.fixture(scope="module")
-async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
+async def fill_database(connection: asyncpg.Connection) -> None:
     """30 authorized payments, pay_00000030 the most recently changed, each with a provider id
     the fake provider does not know (so every payment a round checks names itself); and the
     records of 20,000 other payments checked long ago (a year before the rounds' clock)."""
-    url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
-    try:
-        await connection.execute(
-            """
-            INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
-                                  method, provider, state, provider_payment_id, metadata,
-                                  created_at, updated_at)
-            SELECT 'pay_' || lpad(n::text, 8, '0'), 'gtx_' || n, 'payment', 'company-1', 2500,
-                   'USD', 'CARD', 'stripe', 'AUTHORIZED', 'pi_' || n, '{}',
-                   now() - interval '1 day' + n * interval '1 second',
-                   now() - interval '1 day' + n * interval '1 second'
-            FROM generate_series(1, $1) AS n
-            """,
-            PAYMENTS,
-        )
-        await connection.execute(
-            """
-            INSERT INTO payment_reconciliations (payment_id, checked_at)
-            SELECT 'old_' || lpad(n::text, 8, '0'), $2::timestamptz + n * interval '1 second'
-            FROM generate_series(1, $1) AS n
-            """,
-            CHECKED_BEFORE,
-            LONG_AGO,
-        )
-        await connection.execute("ANALYZE payment_reconciliations")
-        yield url
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def database_url(populated: str) -> str:
-    """The conftest's engine and sessions, on this module's filled database."""
-    return populated
+    await connection.execute(
+        """
+        INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
+                              method, provider, state, provider_payment_id, metadata,
+                              created_at, updated_at)
+        SELECT 'pay_' || lpad(n::text, 8, '0'), 'gtx_' || n, 'payment', 'company-1', 2500,
+               'USD', 'CARD', 'stripe', 'AUTHORIZED', 'pi_' || n, '{}',
+               now() - interval '1 day' + n * interval '1 second',
+               now() - interval '1 day' + n * interval '1 second'
+        FROM generate_series(1, $1) AS n
+        """,
+        PAYMENTS,
+    )
+    await connection.execute(
+        """
+        INSERT INTO payment_reconciliations (payment_id, checked_at)
+        SELECT 'old_' || lpad(n::text, 8, '0'), $2::timestamptz + n * interval '1 second'
+        FROM generate_series(1, $1) AS n
+        """,
+        CHECKED_BEFORE,
+        LONG_AGO,
+    )
+    await connection.execute("ANALYZE payment_reconciliations")
 
 
 def _starts_allowed(n: int) -> Callable[[], float]:
@@ -89,7 +71,7 @@ def _starts_allowed(n: int) -> Callable[[], float]:
 
 
 async def _updated_at(url: str) -> list[tuple[str, datetime]]:
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         rows = await connection.fetch("SELECT id, updated_at FROM payments ORDER BY id")
         return [(r["id"], r["updated_at"]) for r in rows]
@@ -98,7 +80,7 @@ async def _updated_at(url: str) -> list[tuple[str, datetime]]:
 
 
 async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone(
-    populated, sessions, round_trips
+    database_url, sessions, round_trips
 ):
     clock, provider = Clock(), FakeProvider()
     policy = Policy(provider_timeout=1, reconcile_concurrency=1)
@@ -106,7 +88,7 @@ async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone
     def new_deps() -> Deps:
         return Deps(SqlPaymentsUnitOfWork(sessions), ProviderRegistry([provider]), policy, clock)
 
-    before = await _updated_at(populated)
+    before = await _updated_at(database_url)
     rounds: list[list[str]] = []
     for _ in range(4):  # 30 payments, 8 a round: 4 rounds
         clock.advance(60)
@@ -124,7 +106,7 @@ async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone
     assert rounds[0] == newest_first[:8]  # never checked: the newest first
     assert [p for r in rounds[:3] for p in r] == newest_first[:24]
     assert rounds[3] == sorted(newest_first[24:] + newest_first[:2], reverse=True)
-    assert await _updated_at(populated) == before  # the payments' rows untouched
+    assert await _updated_at(database_url) == before  # the payments' rows untouched
 
     async with SqlPaymentsUnitOfWork(sessions) as uow:
         last = await uow.reconciliations.last_checks(newest_first)
@@ -138,7 +120,7 @@ async def test_rounds_cut_short_reach_every_payment_and_leave_the_payments_alone
 
 
 async def test_a_record_is_replaced_by_a_later_check_and_read_by_primary_key(
-    populated, sessions, round_trips
+    database_url, sessions, round_trips
 ):
     at = datetime(2026, 1, 1, tzinfo=UTC)
     charge = (MismatchKind.CHARGE, "provider captured 2500, local state AUTHORIZED")
@@ -166,20 +148,20 @@ async def test_a_record_is_replaced_by_a_later_check_and_read_by_primary_key(
         "pay_x4": LastCheck(at, (), at),
     }
     (read,) = [s for s in round_trips.statements if "payment_reconciliations" in s]
-    async with planning(populated) as connection:
+    async with planning(database_url) as connection:
         plan = await generic_plan(connection, read)
     assert "payment_reconciliations_pkey" in plan and "Seq Scan" not in plan, plan
 
 
 async def test_records_not_renewed_for_a_day_are_forgotten_a_bounded_batch_at_a_time(
-    populated, sessions, round_trips
+    database_url, sessions, round_trips
 ):
     before = LONG_AGO + timedelta(days=180)
     oldest = (
         "SELECT payment_id FROM payment_reconciliations WHERE checked_at < $1"
         " ORDER BY checked_at LIMIT 1000"
     )
-    async with planning(populated) as connection:
+    async with planning(database_url) as connection:
         total = await connection.fetchval("SELECT count(*) FROM payment_reconciliations")
         going = {r[0] for r in await connection.fetch(oldest, before)}
     assert len(going) == 1000
@@ -189,7 +171,7 @@ async def test_records_not_renewed_for_a_day_are_forgotten_a_bounded_batch_at_a_
             forgotten = await uow.reconciliations.forget_before(before, 1000)
     assert forgotten == 1000
     (statement,) = [s for s in round_trips.statements if "payment_reconciliations" in s]
-    async with planning(populated) as connection:
+    async with planning(database_url) as connection:
         assert await connection.fetchval("SELECT count(*) FROM payment_reconciliations") == (
             total - 1000
         )
@@ -214,7 +196,7 @@ class _UnreadableFor(FakeProvider):
         return await super().retrieve_payment(intent_id)
 
 
-async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated, sessions):
+async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(database_url, sessions):
     """Two rounds at once (the auditor's and a report on demand) may record the same payments,
     one as read and one as unreadable: each statement commits by itself, so a round waiting for
     a row another holds holds none of its own (no deadlock between the two)."""
@@ -226,8 +208,8 @@ async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated
     def new_deps() -> Deps:
         return Deps(SqlPaymentsUnitOfWork(sessions), ProviderRegistry([provider]), policy, clock)
 
-    holder = await asyncpg.connect(_plain(populated))
-    other = await asyncpg.connect(_plain(populated))
+    holder = await asyncpg.connect(libpq_url(database_url))
+    other = await asyncpg.connect(libpq_url(database_url))
     try:
         async with holder.transaction():  # another round holds pay_00000030's record
             await holder.execute(
@@ -258,7 +240,7 @@ async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated
         await other.close()
     # The window's pay_00000029 read, pay_00000030 not; the others checked are the earlier
     # tests' open records (their findings), checked again every round (payments 0018).
-    async with planning(populated) as connection:
+    async with planning(database_url) as connection:
         reopened = await connection.fetchval(
             "SELECT count(*) FROM payment_reconciliations WHERE mismatches <> '[]'"
             " AND payment_id LIKE 'pay_000%' AND payment_id NOT IN ('pay_00000029', 'pay_00000030')"
@@ -266,9 +248,9 @@ async def test_a_rounds_record_holds_no_rows_while_it_waits_for_others(populated
     assert (result.checked, result.left, result.unreadable) == (1 + reopened, 0, 1)
 
 
-async def test_migration_0017_goes_down_and_up(populated):
-    config = alembic_config(SPECS["payments"].migrations, populated)
-    connection = await asyncpg.connect(_plain(populated))
+async def test_migration_0017_goes_down_and_up(database_url):
+    config = alembic_config(SPECS["payments"].migrations, database_url)
+    connection = await asyncpg.connect(libpq_url(database_url))
     exists = "SELECT to_regclass('payment_reconciliations') IS NOT NULL"
     try:
         await asyncio.to_thread(command.downgrade, config, "0016")

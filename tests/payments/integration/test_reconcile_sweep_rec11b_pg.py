@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import re
-from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
-import pytest
 from alembic import command
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -39,10 +37,6 @@ WINDOW = 5
 NOW = Clock().now
 
 
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
-
-
 class _Agreeing(FakeProvider):
     """A provider whose every payment agrees with ours (authorized, 2500), counting reads."""
 
@@ -55,10 +49,8 @@ class _Agreeing(FakeProvider):
         return ProviderPayment(intent_id, ProviderStatus.AUTHORIZED, 2500, "USD", 2500)
 
 
-@pytest.fixture(scope="module")
-async def populated(make_service_database: Callable[[str], str]) -> AsyncIterator[str]:
-    url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
+async def fill_database(connection: asyncpg.Connection) -> None:
+    """Payments changed within the horizon, older ones, and some with no provider id."""
     insert = """
         INSERT INTO payments (id, global_tx_id, branch_id, owner_id, amount_minor, currency,
                               method, provider, state, provider_payment_id, metadata,
@@ -68,24 +60,14 @@ async def populated(make_service_database: Callable[[str], str]) -> AsyncIterato
                $3::timestamptz + n * interval '1 minute', $3::timestamptz + n * interval '1 minute'
         FROM generate_series(1, $2) AS n
     """
-    try:
-        await connection.execute(insert, "new_", IN_HORIZON, NOW - timedelta(days=100), True)
-        await connection.execute(insert, "old_", OLD, NOW - timedelta(days=200), True)
-        await connection.execute(insert, "nop_", NO_PROVIDER_ID, NOW - timedelta(days=99), False)
-        await connection.execute("ANALYZE payments")
-        yield url
-    finally:
-        await connection.close()
-
-
-@pytest.fixture(scope="module")
-def database_url(populated: str) -> str:
-    """The conftest's engine and sessions, on this module's filled database."""
-    return populated
+    await connection.execute(insert, "new_", IN_HORIZON, NOW - timedelta(days=100), True)
+    await connection.execute(insert, "old_", OLD, NOW - timedelta(days=200), True)
+    await connection.execute(insert, "nop_", NO_PROVIDER_ID, NOW - timedelta(days=99), False)
+    await connection.execute("ANALYZE payments")
 
 
 async def test_rounds_pass_through_every_payment_within_the_horizon_a_batch_at_a_time(
-    populated, sessions, round_trips
+    database_url, sessions, round_trips
 ):
     clock, provider = Clock(), _Agreeing()
     policy = Policy(
@@ -109,7 +91,7 @@ async def test_rounds_pass_through_every_payment_within_the_horizon_a_batch_at_a
         assert len(provider.read) - before <= PER_ROUND + WINDOW  # its share, never all
     read = set(provider.read)
     assert read == {f"pi_new_{n}" for n in range(1, IN_HORIZON + 1)}
-    async with planning(populated) as connection:
+    async with planning(database_url) as connection:
         cursor = await connection.fetchrow("SELECT * FROM payment_reconciliation_sweep")
         # The pass is over: the next one began with the last round.
         assert cursor["after_id"] is None and cursor["pass_started_at"] == clock.now
@@ -141,7 +123,7 @@ async def test_the_cursor_is_one_row_written_and_read_back(sessions):
 
 
 async def test_unreadable_since_its_first_unreadable_check_and_open_records_stay(
-    populated, sessions, round_trips
+    database_url, sessions, round_trips
 ):
     t0 = NOW + timedelta(days=1)
     charge = (MismatchKind.CHARGE, "provider captured 2500, local state AUTHORIZED")
@@ -166,7 +148,7 @@ async def test_unreadable_since_its_first_unreadable_check_and_open_records_stay
             both = await uow.reconciliations.last_and_open_checks(["new_000001"], 50)
     assert {"u1", "u2"} <= set(both) and "u3" not in both
     (statement,) = [s for s in round_trips.statements if "payment_reconciliations" in s]
-    async with planning(populated) as connection:
+    async with planning(database_url) as connection:
         plan = await generic_plan(connection, statement)
     assert "ix_payment_reconciliations_open" in plan and "Seq Scan" not in plan, plan
     assert "payment_reconciliations_pkey" in plan, plan
@@ -178,9 +160,9 @@ async def test_unreadable_since_its_first_unreadable_check_and_open_records_stay
     assert check.unreadable_since is None and not check.open
 
 
-async def test_migration_0018_goes_down_and_up(populated: Any) -> None:
-    config = alembic_config(SPECS["payments"].migrations, populated)
-    connection = await asyncpg.connect(_plain(populated))
+async def test_migration_0018_goes_down_and_up(database_url: Any) -> None:
+    config = alembic_config(SPECS["payments"].migrations, database_url)
+    connection = await asyncpg.connect(libpq_url(database_url))
     exists = "SELECT to_regclass('payment_reconciliation_sweep') IS NOT NULL"
     try:
         await asyncio.to_thread(command.downgrade, config, "0017")

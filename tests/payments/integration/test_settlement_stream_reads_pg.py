@@ -14,11 +14,12 @@ once, by writers in transactions of their own (`writer_xid`), and read in their 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 
 import asyncpg
 import pytest
+
+from hirepay_dev.pg import libpq_url
 
 # More polls than PostgreSQL's five custom plans, so the plan it keeps is measured too.
 POLLS = 8
@@ -27,7 +28,7 @@ EVENTS = 400
 
 async def _fresh_outbox(make_service_database: Callable[[str], str]) -> asyncpg.Connection:
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(re.sub(r"^postgresql\+\w+://", "postgresql://", url))
+    connection = await asyncpg.connect(libpq_url(url))
     # Events of two subsystems, as writers write them (ten a transaction); never analyzed.
     for first in range(1, EVENTS + 1, 10):
         await connection.execute(

@@ -9,21 +9,17 @@ their writers' order, keep their cursors as positions: the same reads from the s
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Callable
 
 import asyncpg
 import pytest
 from alembic import command
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 
 EVENTS = 300
-
-
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
 async def _settings(connection: asyncpg.Connection) -> list[str]:
@@ -55,7 +51,7 @@ async def _reads(
 @pytest.fixture
 async def published(make_service_database: Callable[[str], str]):
     url = await asyncio.to_thread(make_service_database, "payments")
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     # Events of two subsystems, as writers write them (a few a transaction).
     for first in range(1, EVENTS + 1, 6):
         await connection.execute(
@@ -88,7 +84,7 @@ async def test_migration_0014_goes_down_and_up_with_the_same_reads(published) ->
     assert len(with_generic[""]) == 40 + 40 + 40 + 3
     config = alembic_config(SPECS["payments"].migrations, url)
     await asyncio.to_thread(command.downgrade, config, "0013")
-    fresh = await asyncpg.connect(_plain(url))  # a new backend: no plan of the function cached
+    fresh = await asyncpg.connect(libpq_url(url))  # a new backend: no plan of the function cached
     try:
         assert await _settings(fresh) == []
         assert await _reads(fresh, froms) == with_generic
@@ -96,7 +92,7 @@ async def test_migration_0014_goes_down_and_up_with_the_same_reads(published) ->
         await fresh.close()
     await asyncio.to_thread(command.upgrade, config, "head")
     assert "plan_cache_mode=force_generic_plan" in await _settings(connection)
-    again = await asyncpg.connect(_plain(url))
+    again = await asyncpg.connect(libpq_url(url))
     try:
         assert await _reads(again, froms) == with_generic
     finally:

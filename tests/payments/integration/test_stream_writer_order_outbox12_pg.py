@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 
 import asyncpg
 from alembic import command
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
@@ -23,10 +23,6 @@ from tests.support.waiting import wait_for
 
 # How long a read must keep finding nothing while an older writer runs.
 HELD_SECONDS = 0.6
-
-
-def _plain(url: str) -> str:
-    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
 
 
 async def _write(uow: SqlPaymentsUnitOfWork, name: str) -> None:
@@ -103,7 +99,7 @@ async def test_an_aborted_or_killed_writer_holds_the_stream_only_while_it_runs(
     their events never appear, and the events committed behind them are given once they end."""
     start = await _end(sessions)
     rolled = SqlPaymentsUnitOfWork(sessions)
-    dying = await asyncpg.connect(_plain(database_url))
+    dying = await asyncpg.connect(libpq_url(database_url))
     async with rolled:
         await _write(rolled, "rolled")
         # A writer in another process: its event sent, then its backend gone (kill -9 of the
@@ -119,7 +115,7 @@ async def test_an_aborted_or_killed_writer_holds_the_stream_only_while_it_runs(
             await _write(behind, "behind")
             await behind.commit()
         await _none_of(sessions, start, {"evt_behind"})
-        killer = await asyncpg.connect(_plain(database_url))
+        killer = await asyncpg.connect(libpq_url(database_url))
         try:
             assert await killer.fetchval("SELECT pg_terminate_backend($1, 5000)", pid)
         finally:
@@ -139,7 +135,7 @@ async def test_a_long_transaction_in_another_database_holds_the_horizon(
     the stream back until it ends (then nothing is skipped); one without (reads only, idle in
     its transaction) does not."""
     other_url = await asyncio.to_thread(make_service_database, "payments")
-    other = await asyncpg.connect(_plain(other_url))
+    other = await asyncpg.connect(libpq_url(other_url))
     start = await _end(sessions)
     try:
         idle = other.transaction()
@@ -216,7 +212,7 @@ async def test_an_event_is_written_once_and_a_read_writes_nothing(sessions, data
         await _write(uow, "once")
         await uow.commit()
     await _mine(sessions, start, {"evt_once"})
-    connection = await asyncpg.connect(_plain(database_url))
+    connection = await asyncpg.connect(libpq_url(database_url))
     try:
         row = await connection.fetchrow(
             "SELECT xmin::text::bigint AS xmin, writer_xid::text::bigint AS writer "
@@ -257,7 +253,7 @@ async def test_consumers_resume_across_migration_0020_without_loss_or_replay(
     url = await asyncio.to_thread(make_service_database, "payments")
     config = alembic_config(SPECS["payments"].migrations, url)
     await asyncio.to_thread(command.downgrade, config, "0019")
-    connection = await asyncpg.connect(_plain(url))
+    connection = await asyncpg.connect(libpq_url(url))
     try:
         await _insert(connection, range(0, 30))
         stored = {}
@@ -271,7 +267,7 @@ async def test_consumers_resume_across_migration_0020_without_loss_or_replay(
         await connection.close()
 
         await asyncio.to_thread(command.upgrade, config, "head")
-        connection = await asyncpg.connect(_plain(url))
+        connection = await asyncpg.connect(libpq_url(url))
         await _insert(connection, range(35, 41))
         for subsystem, first in given.items():
             rest = await _after(connection, stored[subsystem], subsystem)
@@ -295,7 +291,7 @@ async def test_consumers_resume_across_migration_0020_without_loss_or_replay(
         await connection.close()
 
         await asyncio.to_thread(command.downgrade, config, "0019")
-        connection = await asyncpg.connect(_plain(url))
+        connection = await asyncpg.connect(libpq_url(url))
         assert await _after(connection, stored[""], "") == before_downgrade
         await _insert(connection, range(41, 42))
         assert [e for _, e in await _after(connection, last_new, "")] == ["evt_m41"]

@@ -17,6 +17,7 @@ from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
+from hirepay_dev.pg import libpq_url
 from tests.payments.ledger.conftest import LedgerStack
 from tests.support import fatora_support, wallet_reads
 from tests.support.payments_helpers import authorize_request, branch, reason, rpc_error
@@ -383,7 +384,7 @@ async def _findings(stub) -> dict[str, set[str]]:
 
 
 async def _sql(url: str, *statements: tuple[str, tuple[object, ...]]) -> None:
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    conn = await asyncpg.connect(libpq_url(url))
     try:
         async with conn.transaction():
             for statement, params in statements:

@@ -14,12 +14,15 @@ from payments.domain import commands, errors
 from payments.domain.model import Method
 from payments.domain.provider import InvalidRequest
 from payments.domain.refunds import CoinsState, RefundStatus
-from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import authorize, capture, credits, refund
 from payments.service_layer.handlers.poller import poll_due
-from payments.service_layer.providers import ProviderRegistry
-from tests.support.payments_fakes import Clock, FakeLedger, FakeProvider, FakeUnitOfWork
+from tests.support.payments_fakes import (
+    Clock,
+    FakeLedger,
+    FakeProvider,
+    ledger_deps,
+)
 
 BUYER = "co-1"
 PAID = 14_900  # $149.00 for 14,900 coins
@@ -27,13 +30,7 @@ PAID = 14_900  # $149.00 for 14,900 coins
 
 @pytest.fixture
 def deps() -> Deps:
-    return Deps(
-        FakeUnitOfWork(),
-        ProviderRegistry([FakeProvider()]),
-        Policy(grant_retry_base=1, grant_retry_max=4),
-        clock=Clock(),
-        ledger=FakeLedger(),
-    )
+    return ledger_deps()
 
 
 def _wallet(deps: Deps) -> FakeLedger:

@@ -12,6 +12,7 @@ from payments.domain.model import Payment, PaymentState
 from payments.service_layer import in_flight as in_flight_module
 from payments.service_layer.in_flight import InFlight
 from tests.support.payments_helpers import card_payment
+from tests.support.tasks import tasks_made
 
 
 async def test_a_waiter_is_released_when_the_outermost_work_ends() -> None:
@@ -86,16 +87,6 @@ async def test_a_raced_event_waits_in_its_own_task() -> None:
     """settled() waits in the caller's task: asyncio.wait_for ran the wait in a task of its own,
     one more task and its scheduling per raced webhook (issue 13)."""
     in_flight = InFlight()
-    loop = asyncio.get_running_loop()
-    made: list[object] = []
-    default_factory = loop.get_task_factory()
-
-    def counting(loop: asyncio.AbstractEventLoop, coro, **kw):  # type: ignore[no-untyped-def]
-        made.append(coro)
-        if default_factory is not None:
-            return default_factory(loop, coro, **kw)
-        return asyncio.Task(coro, loop=loop, **kw)
-
     release = asyncio.Event()
 
     async def work() -> None:
@@ -104,14 +95,11 @@ async def test_a_raced_event_waits_in_its_own_task() -> None:
 
     worker = asyncio.ensure_future(work())
     await asyncio.sleep(0)
-    loop.set_task_factory(counting)
-    try:
-        loop.call_later(0.01, release.set)
+    with tasks_made() as made:
+        asyncio.get_running_loop().call_later(0.01, release.set)
         assert await in_flight.settled("pay_own", 5.0)
         assert not await in_flight.settled("pay_gone", 5.0)
         with in_flight.working_on("pay_slow"):
             assert not await in_flight.settled("pay_slow", 0.01)  # timed out: still going
-    finally:
-        loop.set_task_factory(default_factory)
     await worker
     assert made == []

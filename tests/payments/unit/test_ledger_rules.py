@@ -25,11 +25,12 @@ from payments.domain.ledger import (
     refund_legs,
 )
 from payments.domain.model import Method
-from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import authorize, capture, credits, refund
-from payments.service_layer.providers import ProviderRegistry
-from tests.support.payments_fakes import Clock, FakeLedger, FakeProvider, FakeUnitOfWork
+from tests.support.payments_fakes import (
+    FakeLedger,
+    ledger_deps,
+)
 
 CLEARING = Account("provider:stripe", "USD", Kind.PROVIDER_CLEARING)
 REVENUE = Account("platform", "USD", Kind.PLATFORM_REVENUE)
@@ -127,13 +128,7 @@ def test_the_audit_names_missing_transfers_and_revenue_that_differs() -> None:
 
 @pytest.fixture
 def deps() -> Deps:
-    return Deps(
-        FakeUnitOfWork(),
-        ProviderRegistry([FakeProvider()]),
-        Policy(grant_retry_base=1, grant_retry_max=4),
-        clock=Clock(),
-        ledger=FakeLedger(),
-    )
+    return ledger_deps()
 
 
 async def _captured(deps: Deps, gtx: str, metadata: dict[str, str]) -> str:

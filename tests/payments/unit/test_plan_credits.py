@@ -20,24 +20,20 @@ from payments.domain.provider import (
     ProviderStatus,
 )
 from payments.domain.transactions import TxnStatus, UserType
-from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import checkouts, credits, subscriptions
-from payments.service_layer.providers import ProviderRegistry
-from tests.support.payments_fakes import Clock, FakeLedger, FakeProvider, FakeUnitOfWork
+from tests.support.payments_fakes import (
+    FakeLedger,
+    FakeProvider,
+    ledger_deps,
+)
 
 COMPANY = "co-1"
 
 
 @pytest.fixture
 def deps() -> Deps:
-    return Deps(
-        FakeUnitOfWork(),
-        ProviderRegistry([FakeProvider()]),
-        Policy(plans=DEFAULT_PLANS, grant_retry_base=1, grant_retry_max=4),
-        clock=Clock(),
-        ledger=FakeLedger(),
-    )
+    return ledger_deps(plans=DEFAULT_PLANS)
 
 
 def provider(deps: Deps) -> FakeProvider:

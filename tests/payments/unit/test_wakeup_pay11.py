@@ -7,29 +7,17 @@ from __future__ import annotations
 import asyncio
 
 from payments.service_layer.wakeup import Wakeup
+from tests.support.tasks import tasks_made
 
 
 async def test_a_wait_ends_at_a_notification_or_its_timeout_in_its_own_task() -> None:
     wakeup = Wakeup()
-    loop = asyncio.get_running_loop()
-    made: list[object] = []
-    default_factory = loop.get_task_factory()
-
-    def counting(loop: asyncio.AbstractEventLoop, coro, **kw):  # type: ignore[no-untyped-def]
-        made.append(coro)
-        if default_factory is not None:
-            return default_factory(loop, coro, **kw)
-        return asyncio.Task(coro, loop=loop, **kw)
-
-    loop.set_task_factory(counting)
-    try:
-        loop.call_later(0.01, wakeup.notify)
+    with tasks_made() as made:
+        asyncio.get_running_loop().call_later(0.01, wakeup.notify)
         assert await wakeup.wait(5.0)  # notified
         assert not await wakeup.wait(0.01)  # nothing came: timed out
         early = wakeup.listen()
         wakeup.notify()  # before the wait: a wait started after it waits for the next one
         assert early.is_set()
         assert not await wakeup.wait(0.01)
-    finally:
-        loop.set_task_factory(default_factory)
     assert made == []

@@ -9,8 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from hirepay_dev.provider_sandboxes import KitAdmin, start_provider_sandbox
+from hirepay_dev.provider_sandboxes import KitAdmin
 from tests.support.fatora_support import WEBHOOK_SECRET, api
+from tests.support.kit_sandbox import sandbox_for_tests
 from tests.support.webhook_receiver import ProviderReceiver
 
 
@@ -27,19 +28,8 @@ def fatora_receiver() -> Iterator[ProviderReceiver]:
 
 @pytest.fixture(scope="session")
 def fatora_url(fatora_receiver: ProviderReceiver) -> Iterator[str]:
-    process, url = start_provider_sandbox(
-        "fatora_sandbox",
-        name="fatora-sandbox-tests",
-        env={
-            "FATORA_SANDBOX_WEBHOOK_URL": fatora_receiver.url,
-            "FATORA_SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "FATORA_SANDBOX_WEBHOOK_RETRY_BASE": "0.05",
-            "FATORA_SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "0.2",
-            "FATORA_SANDBOX_WEBHOOK_MAX_ATTEMPTS": "4",
-        },
-    )
-    yield url
-    process.stop()
+    with sandbox_for_tests("fatora_sandbox", fatora_receiver, WEBHOOK_SECRET, 4) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

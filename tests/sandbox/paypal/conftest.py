@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
-from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client, start_provider_sandbox
+from hirepay_dev.provider_sandboxes import KitAdmin, paypal_client
+from tests.support.kit_sandbox import sandbox_for_tests
 from tests.support.paypal_support import MAX_ATTEMPTS, WEBHOOK_ID, WEBHOOK_SECRET
 from tests.support.webhook_receiver import ProviderReceiver
 
@@ -27,20 +28,10 @@ def paypal_receiver() -> Iterator[ProviderReceiver]:
 
 @pytest.fixture(scope="session")
 def paypal_url(paypal_receiver: ProviderReceiver) -> Iterator[str]:
-    process, url = start_provider_sandbox(
-        "paypal_sandbox",
-        name="paypal-sandbox-tests",
-        env={
-            "PAYPAL_SANDBOX_WEBHOOK_URL": paypal_receiver.url,
-            "PAYPAL_SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PAYPAL_SANDBOX_WEBHOOK_ID": WEBHOOK_ID,
-            "PAYPAL_SANDBOX_WEBHOOK_RETRY_BASE": "0.05",
-            "PAYPAL_SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "0.2",
-            "PAYPAL_SANDBOX_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-        },
-    )
-    yield url
-    process.stop()
+    with sandbox_for_tests(
+        "paypal_sandbox", paypal_receiver, WEBHOOK_SECRET, MAX_ATTEMPTS, WEBHOOK_ID=WEBHOOK_ID
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 import razorpay
 
-from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client, start_provider_sandbox
+from hirepay_dev.provider_sandboxes import KitAdmin, razorpay_client
+from tests.support.kit_sandbox import sandbox_for_tests
 from tests.support.razorpay_support import MAX_ATTEMPTS, WEBHOOK_SECRET
 from tests.support.webhook_receiver import ProviderReceiver
 
@@ -28,19 +29,10 @@ def razorpay_receiver() -> Iterator[ProviderReceiver]:
 
 @pytest.fixture(scope="session")
 def razorpay_url(razorpay_receiver: ProviderReceiver) -> Iterator[str]:
-    process, url = start_provider_sandbox(
-        "razorpay_sandbox",
-        name="razorpay-sandbox-tests",
-        env={
-            "RAZORPAY_SANDBOX_WEBHOOK_URL": razorpay_receiver.url,
-            "RAZORPAY_SANDBOX_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "RAZORPAY_SANDBOX_WEBHOOK_RETRY_BASE": "0.05",
-            "RAZORPAY_SANDBOX_WEBHOOK_RETRY_MAX_DELAY": "0.2",
-            "RAZORPAY_SANDBOX_WEBHOOK_MAX_ATTEMPTS": str(MAX_ATTEMPTS),
-        },
-    )
-    yield url
-    process.stop()
+    with sandbox_for_tests(
+        "razorpay_sandbox", razorpay_receiver, WEBHOOK_SECRET, MAX_ATTEMPTS
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -25,11 +25,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import text
 
-from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg import (
-    _blocked_by,
-    _counted,
-)
-from tests.wallet.integration.test_wallet_twin_confirms_lock_order_wal10c_pg import _deadlocks
+from tests.wallet.integration.lock_races import blocked_by, counting_uow, deadlocks
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
 from wallet.domain.model import AccountKind, shard_for
@@ -104,7 +100,7 @@ async def test_a_later_run_takes_no_claim_or_shard_after_an_earlier_runs_shards(
     other = c.Transfer(f"{prefix}-4", (Leg(low, high, 4000, "USD"),))
     batch_a = c.CreateTransfers((one, one, zero, two))
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
     async with sessions() as holder:
         held = await holder.execute(
             text(
@@ -115,10 +111,10 @@ async def test_a_later_run_takes_no_claim_or_shard_after_an_earlier_runs_shards(
         )
         blocker = held.scalar_one()
         first = asyncio.create_task(
-            h.create_transfers(batch_a, Deps(uow=_counted(uow, attempts, "A"), clock=clock))
+            h.create_transfers(batch_a, Deps(uow=counting_uow(uow, attempts, "A"), clock=clock))
         )
-        waiting = await _blocked_by(sessions, {blocker}, set())  # A, for t0
-        rival_deps = Deps(uow=_counted(uow, attempts, "rival"), clock=clock)
+        waiting = await blocked_by(sessions, {blocker}, set())  # A, for t0
+        rival_deps = Deps(uow=counting_uow(uow, attempts, "rival"), clock=clock)
         if rival == "twin":
             second = asyncio.create_task(h.transfer(two, rival_deps))
         else:
@@ -128,7 +124,7 @@ async def test_a_later_run_takes_no_claim_or_shard_after_an_earlier_runs_shards(
         await _waiting_for(sessions, waiting, second)
         await holder.rollback()
         outcomes_a, answer = await asyncio.gather(first, second)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"A": 1, "rival": 1}  # neither ran twice
     assert [o.error for o in outcomes_a] == [None] * 4
     replayed = [o.result.replayed for o in outcomes_a]

@@ -18,11 +18,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import text
 
-from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg import (
-    _blocked_by,
-    _counted,
-)
-from tests.wallet.integration.test_wallet_twin_confirms_lock_order_wal10c_pg import _deadlocks
+from tests.wallet.integration.lock_races import blocked_by, counting_uow, deadlocks
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
 from wallet.domain.model import AccountKind
@@ -53,10 +49,10 @@ async def test_two_batches_claiming_the_same_ids_in_other_orders_do_not_deadlock
         return c.Transfer(transfer_id, (Leg(clearing, revenue, amounts[transfer_id], "USD"),))
 
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     batch1 = c.CreateTransfers((transfer(x), transfer(y)))
     repeat = (transfer(y),) if path == "checked" else ()
@@ -71,12 +67,12 @@ async def test_two_batches_claiming_the_same_ids_in_other_orders_do_not_deadlock
         )
         blocker = held.scalar_one()
         second = asyncio.create_task(h.create_transfers(batch2, deps_of("2")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # batch 2, for z
+        waiting = await blocked_by(sessions, {blocker}, set())  # batch 2, for z
         first = asyncio.create_task(h.create_transfers(batch1, deps_of("1")))
-        await _blocked_by(sessions, {waiting}, {waiting})  # batch 1, for an id batch 2 claimed
+        await blocked_by(sessions, {waiting}, {waiting})  # batch 1, for an id batch 2 claimed
         await holder.rollback()
         outcomes2, outcomes1 = await asyncio.gather(second, first)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"1": 1, "2": 1}  # neither batch ran twice
     assert [o.error for o in outcomes2] == [None] * (3 + len(repeat))
     assert [o.result.replayed for o in outcomes2] == [False] * 3 + [True] * len(repeat)

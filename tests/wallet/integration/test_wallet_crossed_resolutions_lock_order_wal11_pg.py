@@ -32,11 +32,14 @@ from sqlalchemy import text
 
 from hirepay_platform.tcc import TccBranch
 from tests.wallet.integration.conftest import barrier_rows
-from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg import (
-    _blocked_by,
-    _counted,
+from tests.wallet.integration.lock_races import (
+    blocked_by,
+    counting_uow,
+    deadlocks,
+    hold_account,
+    hold_states,
+    reasons,
 )
-from tests.wallet.integration.test_wallet_twin_confirms_lock_order_wal10c_pg import _deadlocks
 from wallet.domain import commands as c
 from wallet.service_layer import handlers as h
 from wallet.service_layer.deps import Deps
@@ -48,23 +51,6 @@ FUNDS = 1_000_000
 
 def _branch(tag: str) -> TccBranch:
     return TccBranch(f"x-{tag}-{uuid.uuid4().hex[:10]}", "payment")
-
-
-def _reasons(outcomes) -> list[str]:
-    return [o.error.reason if o.error else "ok" for o in outcomes]
-
-
-async def _states(sessions, *branches: TccBranch) -> list[str | None]:
-    """Each branch's hold state (None: no hold)."""
-    found = []
-    async with sessions() as session:
-        for b in branches:
-            row = await session.execute(
-                text("SELECT state FROM holds WHERE global_tx_id = :g AND branch_id = :b"),
-                {"g": b.global_tx_id, "b": b.branch_id},
-            )
-            found.append(row.scalar_one_or_none())
-    return found
 
 
 async def test_two_batches_resolving_two_holds_the_opposite_ways_do_not_deadlock(
@@ -89,12 +75,12 @@ async def test_two_batches_resolving_two_holds_the_opposite_ways_do_not_deadlock
         ],
         deps,
     )
-    assert _reasons(reserved) == ["ok", "ok"]
+    assert reasons(reserved) == ["ok", "ok"]
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     batch_x = c.ResolveHolds((c.ConfirmHold(on_a), c.CancelHold(on_b, "x")))
     batch_y = c.ResolveHolds((c.CancelHold(on_a, "y"), c.ConfirmHold(on_b)))
@@ -108,17 +94,17 @@ async def test_two_batches_resolving_two_holds_the_opposite_ways_do_not_deadlock
         )
         blocker = held.scalar_one()
         first = asyncio.create_task(h.resolve_holds(batch_x, deps_of("X")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # X, holding B, for its row
+        waiting = await blocked_by(sessions, {blocker}, set())  # X, holding B, for its row
         second = asyncio.create_task(h.resolve_holds(batch_y, deps_of("Y")))
-        await _blocked_by(sessions, {waiting}, {waiting})  # Y, for a hold X holds
+        await blocked_by(sessions, {waiting}, {waiting})  # Y, for a hold X holds
         await holder.rollback()  # the row given back: X goes on
         outcomes_x, outcomes_y = await asyncio.gather(first, second)
-    assert _reasons(outcomes_x) == ["ok", "ok"]
+    assert reasons(outcomes_x) == ["ok", "ok"]
     assert not any(o.result.replayed for o in outcomes_x)
-    assert _reasons(outcomes_y) == ["HOLD_ALREADY_RESOLVED", "HOLD_ALREADY_RESOLVED"]
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert reasons(outcomes_y) == ["HOLD_ALREADY_RESOLVED", "HOLD_ALREADY_RESOLVED"]
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 1, "Y": 1}  # neither batch ran twice
-    assert await _states(sessions, on_a, on_b) == ["confirmed", "cancelled"]
+    assert await hold_states(sessions, on_a, on_b) == ["confirmed", "cancelled"]
     assert await ledger.balances(payer_a, payer_b, payee) == [
         (FUNDS - 100, 0),
         (FUNDS, 0),
@@ -146,32 +132,28 @@ async def test_a_later_round_cancel_and_its_try_in_flight_elsewhere_do_not_deadl
         await ledger.fund(account, FUNDS)
     t, u, q = _branch("t"), _branch("u"), _branch("q")
     reserved = await h.reserve_holds([c.ReserveHold(q, high, payee, 10, "USD")], deps)
-    assert _reasons(reserved) == ["ok"]
+    assert reasons(reserved) == ["ok"]
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     group_y = [c.ReserveHold(t, high, payee, 100, "USD"), c.ReserveHold(u, low, payee, 5, "USD")]
     batch_x = c.ResolveHolds((c.ConfirmHold(t), c.ConfirmHold(q), c.CancelHold(t, "x")))
     async with sessions() as holder:
-        held = await holder.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": low},
-        )
-        blocker = held.scalar_one()
+        blocker = await hold_account(holder, low)
         first = asyncio.create_task(h.reserve_holds(group_y, deps_of("Y")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # Y, T's row written, for `low`
+        waiting = await blocked_by(sessions, {blocker}, set())  # Y, T's row written, for `low`
         second = asyncio.create_task(h.resolve_holds(batch_x, deps_of("X")))
-        await _blocked_by(sessions, {waiting}, {waiting})  # X, for T's Try row
+        await blocked_by(sessions, {waiting}, {waiting})  # X, for T's Try row
         await holder.commit()
         outcomes_y, outcomes_x = await asyncio.gather(first, second)
-    assert _reasons(outcomes_y) == ["ok", "ok"]
-    assert _reasons(outcomes_x) == ["ok", "ok", "HOLD_ALREADY_RESOLVED"]
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert reasons(outcomes_y) == ["ok", "ok"]
+    assert reasons(outcomes_x) == ["ok", "ok", "HOLD_ALREADY_RESOLVED"]
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 1, "Y": 1}  # neither ran twice
-    assert await _states(sessions, t, u, q) == ["confirmed", "pending", "confirmed"]
+    assert await hold_states(sessions, t, u, q) == ["confirmed", "pending", "confirmed"]
     assert await ledger.balances(low, high, payee) == [
         (FUNDS, 5),
         (FUNDS - 110, 0),
@@ -203,7 +185,7 @@ async def test_a_cancel_after_a_refused_confirm_of_an_untried_branch_keeps_its_a
         )
     )
     outcomes = await h.resolve_holds(batch, deps)
-    assert _reasons(outcomes) == [
+    assert reasons(outcomes) == [
         "HOLD_NOT_FOUND",
         "ok",
         "HOLD_NOT_FOUND",
@@ -214,8 +196,8 @@ async def test_a_cancel_after_a_refused_confirm_of_an_untried_branch_keeps_its_a
     assert outcomes[3].result.null_compensation and not outcomes[3].result.replayed
     assert outcomes[5].result.null_compensation and outcomes[5].result.replayed
     late = await h.reserve_holds([c.ReserveHold(t, payer, payee, 1, "USD")], deps)
-    assert _reasons(late) == ["HOLD_CANCELLED"]
-    assert await _states(sessions, t, q) == [None, "confirmed"]
+    assert reasons(late) == ["HOLD_CANCELLED"]
+    assert await hold_states(sessions, t, q) == [None, "confirmed"]
     assert await barrier_rows(sessions, t) == ["cancel", "try"]
     assert await ledger.balances(payer, payee) == [(FUNDS - 10, 0), (10, 0)]
 
@@ -233,8 +215,8 @@ async def test_crossed_groups_on_every_path_never_deadlock(ledger, uow, clock, s
     for payer in (low, high):
         await ledger.fund(payer, FUNDS)
     attempts: Counter[str] = Counter()
-    deps = Deps(uow=_counted(uow, attempts, "group"), clock=clock)
-    before = await _deadlocks(sessions)
+    deps = Deps(uow=counting_uow(uow, attempts, "group"), clock=clock)
+    before = await deadlocks(sessions)
     confirmed = 0
     for n in range(ITERATIONS):
         a, b, s, t = (_branch(f"{tag}{n}") for tag in "abst")
@@ -253,16 +235,16 @@ async def test_crossed_groups_on_every_path_never_deadlock(ledger, uow, clock, s
         )
         # Each hold resolved once: by one batch's call, the other's refused.
         for i in range(2):
-            assert sorted([_reasons(x)[i], _reasons(y)[i]]) == ["HOLD_ALREADY_RESOLVED", "ok"]
-        states = await _states(sessions, a, b, s, t)
+            assert sorted([reasons(x)[i], reasons(y)[i]]) == ["HOLD_ALREADY_RESOLVED", "ok"]
+        states = await hold_states(sessions, a, b, s, t)
         assert states[0] in ("confirmed", "cancelled") and states[1] in ("confirmed", "cancelled")
         confirmed += (states[0] == "confirmed") + (states[1] == "confirmed")
         # Try and Cancel of s and t: either order, per branch, but each branch ends cancelled or
         # never reserved (the Cancel first: the Try refused as hanging).
-        assert _reasons(cancelled) == ["ok", "ok"]
+        assert reasons(cancelled) == ["ok", "ok"]
         for k, state in ((0, states[2]), (1, states[3])):
-            assert _reasons(tried)[k] == ("ok" if state == "cancelled" else "HOLD_CANCELLED")
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+            assert reasons(tried)[k] == ("ok" if state == "cancelled" else "HOLD_CANCELLED")
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts["group"] == ITERATIONS * 5  # no group ran twice
     on_low, on_high, on_payee = [await ledger.balance(a) for a in (low, high, payee)]
     assert (on_low.pending, on_high.pending) == (0, 0)
@@ -286,8 +268,8 @@ async def test_trys_and_cancels_of_the_same_branches_in_opposite_orders_never_de
     payee = await ledger.open("payee")
     await ledger.fund(payer, FUNDS)
     attempts: Counter[str] = Counter()
-    deps = Deps(uow=_counted(uow, attempts, "group"), clock=clock)
-    before = await _deadlocks(sessions)
+    deps = Deps(uow=counting_uow(uow, attempts, "group"), clock=clock)
+    before = await deadlocks(sessions)
     for n in range(ITERATIONS // 3):
         branches = [_branch(f"{n}-{k}") for k in range(BRANCHES)]
         reserves = [c.ReserveHold(b, payer, payee, 1, "USD") for b in branches]
@@ -295,14 +277,14 @@ async def test_trys_and_cancels_of_the_same_branches_in_opposite_orders_never_de
         tried, cancelled = await asyncio.gather(
             h.create_holds(c.CreateHolds(tuple(reserves)), deps), h.resolve_holds(cancels, deps)
         )
-        assert _reasons(cancelled) == ["ok"] * BRANCHES
-        states = await _states(sessions, *branches)
+        assert reasons(cancelled) == ["ok"] * BRANCHES
+        states = await hold_states(sessions, *branches)
         for k, state in enumerate(states):
             assert state in ("cancelled", None)
-            assert _reasons(tried)[k] == ("ok" if state == "cancelled" else "HOLD_CANCELLED")
+            assert reasons(tried)[k] == ("ok" if state == "cancelled" else "HOLD_CANCELLED")
             null = cancelled[BRANCHES - 1 - k].result.null_compensation
             assert null == (state is None)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts["group"] == 2 * (ITERATIONS // 3)  # no group ran twice
     assert await ledger.balances(payer, payee) == [(FUNDS, 0), (0, 0)]
 
@@ -322,10 +304,10 @@ async def test_a_try_and_a_cancel_inserting_rows_in_opposite_orders_do_not_deadl
     tx = f"x-{uuid.uuid4().hex[:10]}"
     s, t, u = (TccBranch(f"{tx}-{k}", "payment") for k in ("1s", "2t", "3u"))
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     group_y = [
         c.ReserveHold(s, payer, payee, 1, "USD"),
@@ -343,15 +325,15 @@ async def test_a_try_and_a_cancel_inserting_rows_in_opposite_orders_do_not_deadl
         )
         blocker = held.scalar_one()
         first = asyncio.create_task(h.reserve_holds(group_y, deps_of("Y")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # Y, for u's row
+        waiting = await blocked_by(sessions, {blocker}, set())  # Y, for u's row
         second = asyncio.create_task(h.resolve_holds(batch_x, deps_of("X")))
-        await _blocked_by(sessions, {waiting}, {waiting})  # X, for s's row (Y's)
+        await blocked_by(sessions, {waiting}, {waiting})  # X, for s's row (Y's)
         await holder.rollback()
         outcomes_y, outcomes_x = await asyncio.gather(first, second)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 1, "Y": 1}  # neither ran twice
-    assert _reasons(outcomes_y) == ["ok", "ok", "ok"]
-    assert _reasons(outcomes_x) == ["ok", "ok"]
+    assert reasons(outcomes_y) == ["ok", "ok", "ok"]
+    assert reasons(outcomes_x) == ["ok", "ok"]
     assert not any(o.result.null_compensation or o.result.replayed for o in outcomes_x)
-    assert await _states(sessions, s, t, u) == ["cancelled", "cancelled", "pending"]
+    assert await hold_states(sessions, s, t, u) == ["cancelled", "cancelled", "pending"]
     assert await ledger.balances(payer, payee) == [(FUNDS, 2), (0, 0)]

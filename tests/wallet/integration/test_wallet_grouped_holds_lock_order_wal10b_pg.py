@@ -13,13 +13,11 @@ import asyncio
 import random
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from contextlib import asynccontextmanager
 
 import pytest
-from sqlalchemy import text
 
 from hirepay_platform.tcc import TccBranch
+from tests.wallet.integration.lock_races import blocked_by, counting_uow, hold_account
 from wallet.domain import commands as c
 from wallet.service_layer import handlers as h
 from wallet.service_layer.deps import Deps
@@ -27,39 +25,6 @@ from wallet.service_layer.deps import Deps
 pytestmark = pytest.mark.usefixtures("sound")
 
 FUNDS = 1_000_000
-
-
-def _counted(make: Callable, attempts: Counter[str], name: str) -> Callable:
-    """A unit-of-work factory that counts the transactions a group opens (a group whose
-    transaction lost a race, a deadlock, is run again in a new one)."""
-
-    def factory():
-        @asynccontextmanager
-        async def counted():
-            attempts[name] += 1
-            async with make() as uow:
-                yield uow
-
-        return counted()
-
-    return factory
-
-
-async def _blocked_by(sessions, blockers: set[int], seen: set[int]) -> int:
-    """Once a backend (not in `seen`) waits for a lock one of `blockers` holds: its pid."""
-    for _ in range(1000):
-        async with sessions() as session:
-            waiting = await session.execute(
-                text(
-                    "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-            for pid, blocked_by in waiting:
-                if pid not in seen and blockers & set(blocked_by):
-                    return pid
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"no transaction waiting for one of {blockers}")
 
 
 def _branch(tag: str) -> TccBranch:
@@ -113,7 +78,7 @@ async def test_concurrent_groups_of_holds_with_repeated_reserves_never_deadlock(
     for payer in payers:
         await ledger.fund(payer, FUNDS)
     attempts: Counter[str] = Counter()
-    deps = Deps(uow=_counted(uow, attempts, "group"), clock=clock)
+    deps = Deps(uow=counting_uow(uow, attempts, "group"), clock=clock)
     moved: Counter[str] = Counter()
     groups = 0
 
@@ -171,22 +136,18 @@ async def _race_with_a_group_on_low_and_high(
     attempts: Counter[str] = Counter()
 
     def deps(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     group2 = [
         c.ReserveHold(_branch("a"), low, payee, 1, "USD"),
         c.ReserveHold(_branch("b"), high, payee, 1, "USD"),
     ]
     async with sessions() as holder:
-        held = await holder.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": high},
-        )
-        blocker = held.scalar_one()
+        blocker = await hold_account(holder, high)
         first = asyncio.create_task(group1(deps("group1")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # group 1, for `high`
+        waiting = await blocked_by(sessions, {blocker}, set())  # group 1, for `high`
         second = asyncio.create_task(h.reserve_holds(group2, deps("group2")))
-        await _blocked_by(sessions, {blocker, waiting}, {waiting})  # group 2, after it
+        await blocked_by(sessions, {blocker, waiting}, {waiting})  # group 2, after it
         await holder.commit()
         outcomes1, outcomes2 = await asyncio.gather(first, second)
     assert [o.error for o in outcomes2] == [None, None]

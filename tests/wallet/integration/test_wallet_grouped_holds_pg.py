@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 from sqlalchemy import text
 
+from hirepay_dev.pg import libpq_url
 from hirepay_platform.errors import HirepayError
 from hirepay_platform.tcc import TccBranch
 from tests.support.pg_plans import generic_plan
@@ -509,9 +510,7 @@ async def test_a_confirm_group_finds_each_hold_and_barrier_row_by_its_key(
     assert _summary(outcomes) == ["new", "new"]
     statement = round_trips.statements[0]
     assert statement.startswith("WITH expected")
-    connection = await asyncpg.connect(
-        re.sub(r"^postgresql\+\w+://", "postgresql://", fresh_wallet_db_url)
-    )
+    connection = await asyncpg.connect(libpq_url(fresh_wallet_db_url))
     try:
         await connection.execute("SET plan_cache_mode = force_generic_plan")
         plan = await generic_plan(connection, statement)

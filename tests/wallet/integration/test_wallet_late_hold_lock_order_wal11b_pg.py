@@ -38,15 +38,14 @@ from sqlalchemy import text
 
 from hirepay_platform.tcc import TccBranch
 from tests.wallet.integration.conftest import barrier_rows, warm_refs
-from tests.wallet.integration.test_wallet_crossed_resolutions_lock_order_wal11_pg import (
-    _reasons,
-    _states,
+from tests.wallet.integration.lock_races import (
+    blocked_by,
+    counting_uow,
+    deadlocks,
+    hold_account,
+    hold_states,
+    reasons,
 )
-from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg import (
-    _blocked_by,
-    _counted,
-)
-from tests.wallet.integration.test_wallet_twin_confirms_lock_order_wal10c_pg import _deadlocks
 from wallet.domain import commands as c
 from wallet.domain.holds import confirm_transfer_id
 from wallet.domain.ledger import Leg
@@ -86,12 +85,12 @@ async def test_a_hold_tried_between_a_groups_rounds_takes_no_lock_out_of_order(
         await ledger.fund(account, FUNDS)
     q, t = _branch("q"), _branch("t")
     reserved = await h.reserve_holds([c.ReserveHold(q, high, payee, 10, "USD")], deps)
-    assert _reasons(reserved) == ["ok"]
+    assert reasons(reserved) == ["ok"]
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     confirms = (c.ConfirmHold(q), c.ConfirmHold(t), c.ConfirmHold(t))
     if group_shape == "batch":
@@ -111,29 +110,25 @@ async def test_a_hold_tried_between_a_groups_rounds_takes_no_lock_out_of_order(
             return [BatchOutcome(result=await h.confirm_hold(c.ConfirmHold(t), d))]
 
     async with sessions() as holder:
-        held = await holder.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": high},
-        )
-        blocker = held.scalar_one()
+        blocker = await hold_account(holder, high)
         first = asyncio.create_task(group_x(deps_of("X")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # X, round 1, for `high`
+        waiting = await blocked_by(sessions, {blocker}, set())  # X, round 1, for `high`
         # T's Try, sent before the Confirms but slower: it commits now (`low` is free).
         tried = await h.reserve_holds([c.ReserveHold(t, low, payee, 100, "USD")], deps)
-        assert _reasons(tried) == ["ok"]
+        assert reasons(tried) == ["ok"]
         second = asyncio.create_task(rival_call(deps_of("Y")))
         # The rival, for `high` (behind X) or for T's Confirm barrier row (X's).
-        await _blocked_by(sessions, {blocker, waiting}, {waiting})
+        await blocked_by(sessions, {blocker, waiting}, {waiting})
         await holder.commit()
         outcomes_x, outcomes_y = await asyncio.gather(first, second)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 2, "Y": 1}  # X gave its first run up at once; the rival ran once
-    assert _reasons(outcomes_y) == ["ok"]
+    assert reasons(outcomes_y) == ["ok"]
     assert not outcomes_y[0].result.replayed
-    assert _reasons(outcomes_x) == ["ok", "ok", "ok"]
+    assert reasons(outcomes_x) == ["ok", "ok", "ok"]
     # T confirmed once: by X's first Confirm of it, or by the twin (X's both replayed).
     assert [o.result.replayed for o in outcomes_x] == [False, rival == "twin_confirm", True]
-    assert await _states(sessions, q, t) == ["confirmed", "confirmed"]
+    assert await hold_states(sessions, q, t) == ["confirmed", "confirmed"]
     assert await barrier_rows(sessions, t) == ["confirm", "try"]
     moved = MOVED if rival == "transfer" else 0
     assert await ledger.balances(low, high, payee) == [
@@ -155,19 +150,19 @@ async def test_a_repeated_confirm_whose_hold_is_still_missing_keeps_its_answers(
     q, t = _branch("q"), _branch("t")
     await h.reserve_holds([c.ReserveHold(q, payer, payee, 10, "USD")], deps)
     attempts: Counter[str] = Counter()
-    counted = Deps(uow=_counted(uow, attempts, "X"), clock=clock)
+    counted = Deps(uow=counting_uow(uow, attempts, "X"), clock=clock)
     batch = c.ResolveHolds((c.ConfirmHold(t), c.ConfirmHold(q), c.ConfirmHold(t)))
     outcomes = await h.resolve_holds(batch, counted)
-    assert _reasons(outcomes) == ["HOLD_NOT_FOUND", "ok", "HOLD_NOT_FOUND"]
+    assert reasons(outcomes) == ["HOLD_NOT_FOUND", "ok", "HOLD_NOT_FOUND"]
     grouped = await h.confirm_holds([c.ConfirmHold(t), c.ConfirmHold(t)], counted)
-    assert _reasons(grouped) == ["HOLD_NOT_FOUND", "HOLD_NOT_FOUND"]
+    assert reasons(grouped) == ["HOLD_NOT_FOUND", "HOLD_NOT_FOUND"]
     assert attempts == {"X": 2}  # one run each
     assert await barrier_rows(sessions, t) == []
     tried = await h.reserve_holds([c.ReserveHold(t, payer, payee, 100, "USD")], deps)
-    assert _reasons(tried) == ["ok"]
+    assert reasons(tried) == ["ok"]
     cancelled = await h.resolve_holds(c.ResolveHolds((c.CancelHold(t, "gave up"),)), deps)
-    assert _reasons(cancelled) == ["ok"]
-    assert await _states(sessions, q, t) == ["confirmed", "cancelled"]
+    assert reasons(cancelled) == ["ok"]
+    assert await hold_states(sessions, q, t) == ["confirmed", "cancelled"]
     assert await ledger.balances(payer, payee) == [(FUNDS - 10, 0), (10, 0)]
 
 
@@ -186,7 +181,7 @@ async def test_trys_racing_groups_that_confirm_them_twice_never_deadlock(
     for account in (low, high):
         await ledger.fund(account, FUNDS)
     deps = Deps(uow=uow, clock=clock)
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
     confirmed = 0
     for n in range(ITERATIONS):
         q, t = _branch(f"q{n}"), _branch(f"t{n}")
@@ -200,18 +195,18 @@ async def test_trys_racing_groups_that_confirm_them_twice_never_deadlock(
             h.confirm_hold(c.ConfirmHold(t), deps),
             return_exceptions=True,
         )
-        assert _reasons(tried) == ["ok"]
+        assert reasons(tried) == ["ok"]
         assert not isinstance(moved, Exception), moved
-        assert _reasons(resolved)[0] == "ok"
-        t_answers = [*_reasons(resolved)[1:], getattr(single, "reason", "ok")]
+        assert reasons(resolved)[0] == "ok"
+        t_answers = [*reasons(resolved)[1:], getattr(single, "reason", "ok")]
         assert set(t_answers) <= {"ok", "HOLD_NOT_FOUND"}, t_answers
-        state = (await _states(sessions, t))[0]
+        state = (await hold_states(sessions, t))[0]
         applied = [not o.result.replayed for o in resolved[1:] if o.error is None]
         if not isinstance(single, Exception):
             applied.append(not single.replayed)
         assert sum(applied) == (state == "confirmed")
         confirmed += state == "confirmed"
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     pending = 100 * (ITERATIONS - confirmed)
     assert await ledger.balances(low, high, payee) == [
         (FUNDS - 100 * confirmed - MOVED * ITERATIONS, pending),
@@ -238,10 +233,10 @@ async def test_a_single_call_whose_try_commits_behind_its_gate_locks_no_hold_lat
     tx = f"lh-{uuid.uuid4().hex[:10]}"
     u, t = TccBranch(f"{tx}-1u", "payment"), TccBranch(f"{tx}-2t", "payment")
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     if op == "confirm":
         single = lambda d: h.confirm_hold(c.ConfirmHold(t), d)  # noqa: E731
@@ -261,42 +256,38 @@ async def test_a_single_call_whose_try_commits_behind_its_gate_locks_no_hold_lat
         return inserted.scalar_one()
 
     async with sessions() as on_payer, sessions() as on_t, sessions() as on_u:
-        held = await on_payer.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": payer},
-        )
-        payer_blocker = held.scalar_one()
+        payer_blocker = await hold_account(on_payer, payer)
         t_blocker, u_blocker = await insert_row(on_t, t), await insert_row(on_u, u)
         try_task = asyncio.create_task(
             h.reserve_holds([c.ReserveHold(t, payer, payee, 100, "USD")], deps)
         )
-        trying = await _blocked_by(sessions, {payer_blocker}, set())  # the Try, for the payer
+        trying = await blocked_by(sessions, {payer_blocker}, set())  # the Try, for the payer
         single_task = asyncio.create_task(single(deps_of("single")))
         # The single call at its barrier rows (a Cancel first at the Try's row, the Try's).
-        await _blocked_by(sessions, {t_blocker, trying}, {trying})
+        await blocked_by(sessions, {t_blocker, trying}, {trying})
         await on_payer.commit()
-        assert _reasons(await try_task) == ["ok"]
-        waiting = await _blocked_by(sessions, {t_blocker}, {trying})  # (now at T's row)
+        assert reasons(await try_task) == ["ok"]
+        waiting = await blocked_by(sessions, {t_blocker}, {trying})  # (now at T's row)
         batch_task = asyncio.create_task(h.resolve_holds(batch, deps_of("batch")))
-        batching = await _blocked_by(sessions, {u_blocker}, {trying, waiting})  # holding T
+        batching = await blocked_by(sessions, {u_blocker}, {trying, waiting})  # holding T
         await on_t.rollback()
-        await _blocked_by(sessions, {batching}, {trying})  # the single call, for T's hold
+        await blocked_by(sessions, {batching}, {trying})  # the single call, for T's hold
         await on_u.rollback()
         single_result, batched = await asyncio.gather(single_task, batch_task)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"single": 2, "batch": 1}  # the single call ran again, at once
     resolved = "confirmed" if op == "confirm" else "cancelled"
     if op == "confirm":
-        assert _reasons(batched) == ["HOLD_NOT_FOUND", "ok"]
+        assert reasons(batched) == ["HOLD_NOT_FOUND", "ok"]
         assert await barrier_rows(sessions, u) == []
     else:
-        assert _reasons(batched) == ["ok", "ok"]
+        assert reasons(batched) == ["ok", "ok"]
         assert batched[0].result.null_compensation
         assert await barrier_rows(sessions, u) == ["cancel", "try"]
     assert not batched[1].result.replayed
     assert single_result.replayed and not single_result.null_compensation
     assert single_result.hold.state.value == resolved
-    assert await _states(sessions, u, t) == [None, resolved]
+    assert await hold_states(sessions, u, t) == [None, resolved]
     assert await barrier_rows(sessions, t) == sorted([op, "try"])
     paid = 100 if op == "confirm" else 0
     assert await ledger.balances(payer, payee) == [(FUNDS - paid, 0), (paid, 0)]
@@ -343,16 +334,16 @@ async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
         ],
         deps,
     )
-    assert _reasons(reserved) == ["ok"] * 4
+    assert reasons(reserved) == ["ok"] * 4
 
     def with_fee(branch: TccBranch, payee: str, amount: int = 0) -> c.ConfirmHold:
         return c.ConfirmHold(branch, amount, (Share(payee, 9_000), Share(revenue, 1_000)), payee)
 
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     group_a = c.ResolveHolds(
         (with_fee(b1, payee_a), with_fee(b2, payee_a, 101), with_fee(b2, payee_a))
@@ -368,16 +359,16 @@ async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
         )
         blocker = held.scalar_one()
         first = asyncio.create_task(h.resolve_holds(group_a, deps_of("A")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # A, round 1, for `high`
+        waiting = await blocked_by(sessions, {blocker}, set())  # A, round 1, for `high`
         second = asyncio.create_task(h.resolve_holds(group_b, deps_of("B")))
-        await _blocked_by(sessions, {blocker, waiting}, {waiting})  # B, `low` held, for `high`
+        await blocked_by(sessions, {blocker, waiting}, {waiting})  # B, `low` held, for `high`
         await holder.commit()
         outcomes_a, outcomes_b = await asyncio.gather(first, second)
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"A": 1, "B": 1}  # neither ran twice
-    assert _reasons(outcomes_a) == ["ok", "VALIDATION_FAILED", "ok"]
-    assert _reasons(outcomes_b) == ["ok", "ok"]
-    assert await _states(sessions, b1, b2, c1, c2) == ["confirmed"] * 4
+    assert reasons(outcomes_a) == ["ok", "VALIDATION_FAILED", "ok"]
+    assert reasons(outcomes_b) == ["ok", "ok"]
+    assert await hold_states(sessions, b1, b2, c1, c2) == ["confirmed"] * 4
     assert await ledger.balances(*payers, payee_a, payee_b, revenue) == [
         *[(FUNDS - 100, 0)] * 4,
         (180, 0),

@@ -20,13 +20,9 @@ import uuid
 from collections import Counter
 
 import pytest
-from sqlalchemy import text
 
 from hirepay_platform.tcc import TccBranch
-from tests.wallet.integration.test_wallet_grouped_holds_lock_order_wal10b_pg import (
-    _blocked_by,
-    _counted,
-)
+from tests.wallet.integration.lock_races import blocked_by, counting_uow, deadlocks, hold_account
 from wallet.domain import commands as c
 from wallet.service_layer import handlers as h
 from wallet.service_layer.deps import Deps
@@ -35,14 +31,6 @@ from wallet.service_layer.handlers.batches import BatchOutcome
 pytestmark = pytest.mark.usefixtures("sound")
 
 FUNDS = 1_000_000
-
-
-async def _deadlocks(sessions) -> int:
-    async with sessions() as session:
-        found = await session.execute(
-            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
-        )
-        return int(found.scalar_one())
 
 
 @pytest.mark.parametrize("twin_shape", ["repeated", "resolve_with_cancel", "single"])
@@ -69,10 +57,10 @@ async def test_twin_confirms_one_statement_and_checked_do_not_deadlock(
     )
     assert [o.error for o in reserved] == [None, None]
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     if twin_shape == "repeated":
         group_b = lambda d: h.confirm_holds([c.ConfirmHold(twin), c.ConfirmHold(twin)], d)  # noqa: E731
@@ -85,22 +73,18 @@ async def test_twin_confirms_one_statement_and_checked_do_not_deadlock(
         batch = c.ResolveHolds((c.ConfirmHold(twin), c.CancelHold(other)))
         group_b = lambda d: h.resolve_holds(batch, d)  # noqa: E731
     async with sessions() as holder:
-        held = await holder.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": payer},
-        )
-        blocker = held.scalar_one()
+        blocker = await hold_account(holder, payer)
         first = asyncio.create_task(h.confirm_holds([c.ConfirmHold(twin)], deps_of("A")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # A, holding H, for the payer
+        waiting = await blocked_by(sessions, {blocker}, set())  # A, holding H, for the payer
         second = asyncio.create_task(group_b(deps_of("B")))
-        await _blocked_by(sessions, {waiting}, {waiting})  # B, for H (or its barrier row)
+        await blocked_by(sessions, {waiting}, {waiting})  # B, for H (or its barrier row)
         await holder.commit()
         outcomes_a, outcomes_b = await asyncio.gather(first, second)
     assert [o.error for o in outcomes_a] == [None]
     assert not outcomes_a[0].result.replayed
     assert all(o.error is None for o in outcomes_b), [o.error for o in outcomes_b]
     assert outcomes_b[0].result.replayed
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"A": 1, "B": 1}  # no group ran twice
     cancelled = 5 if twin_shape == "resolve_with_cancel" else 0
     assert await ledger.balances(payer, payee) == [(FUNDS - 100, 5 - cancelled), (100, 0)]
@@ -131,10 +115,10 @@ async def test_a_later_round_cancel_and_its_twin_elsewhere_do_not_deadlock(
     )
     assert [o.error for o in reserved] == [None, None]
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     group_x = c.ResolveHolds(
         (c.ConfirmHold(on_h, 101), c.ConfirmHold(on_h2), c.CancelHold(on_h, "twice"))
@@ -147,15 +131,11 @@ async def test_a_later_round_cancel_and_its_twin_elsewhere_do_not_deadlock(
             return [BatchOutcome(result=await h.cancel_hold(c.CancelHold(on_h, "twin"), d))]
 
     async with sessions() as holder:
-        held = await holder.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": payer2},
-        )
-        blocker = held.scalar_one()
+        blocker = await hold_account(holder, payer2)
         first = asyncio.create_task(h.resolve_holds(group_x, deps_of("X")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # X, holding H, for payer2
+        waiting = await blocked_by(sessions, {blocker}, set())  # X, holding H, for payer2
         second = asyncio.create_task(twin(deps_of("Y")))
-        await _blocked_by(sessions, {waiting}, {waiting})  # the twin, for H (or its row)
+        await blocked_by(sessions, {waiting}, {waiting})  # the twin, for H (or its row)
         await holder.commit()
         outcomes_x, outcomes_y = await asyncio.gather(first, second)
     assert [o.error.reason if o.error else "ok" for o in outcomes_x] == [
@@ -166,7 +146,7 @@ async def test_a_later_round_cancel_and_its_twin_elsewhere_do_not_deadlock(
     assert not outcomes_x[2].result.replayed
     assert [o.error for o in outcomes_y] == [None]
     assert outcomes_y[0].result.replayed
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 1, "Y": 1}  # neither ran twice
     assert await ledger.balances(payer, payer2, payee) == [
         (FUNDS, 0),
@@ -192,10 +172,10 @@ async def test_a_repeated_reserve_after_an_account_refusal_and_its_twin_do_not_d
     t = TccBranch(f"t-{uuid.uuid4().hex[:10]}", "payment")
     o = TccBranch(f"o-{uuid.uuid4().hex[:10]}", "payment")
     attempts: Counter[str] = Counter()
-    before = await _deadlocks(sessions)
+    before = await deadlocks(sessions)
 
     def deps_of(name: str) -> Deps:
-        return Deps(uow=_counted(uow, attempts, name), clock=clock)
+        return Deps(uow=counting_uow(uow, attempts, name), clock=clock)
 
     group_x = [
         c.ReserveHold(t, payer, payee, 100, "EUR"),  # refused: the accounts are in USD
@@ -203,16 +183,12 @@ async def test_a_repeated_reserve_after_an_account_refusal_and_its_twin_do_not_d
         c.ReserveHold(t, payer, payee, 100, "USD"),
     ]
     async with sessions() as holder:
-        held = await holder.execute(
-            text("SELECT pg_backend_pid() FROM accounts WHERE id = :id FOR NO KEY UPDATE"),
-            {"id": payer},
-        )
-        blocker = held.scalar_one()
+        blocker = await hold_account(holder, payer)
         first = asyncio.create_task(h.reserve_holds(group_x, deps_of("X")))
-        waiting = await _blocked_by(sessions, {blocker}, set())  # X, for the payer
+        waiting = await blocked_by(sessions, {blocker}, set())  # X, for the payer
         twin = [c.ReserveHold(t, payer, payee, 100, "USD")]
         second = asyncio.create_task(h.reserve_holds(twin, deps_of("Y")))
-        await _blocked_by(sessions, {blocker, waiting}, {waiting})  # the twin, after X
+        await blocked_by(sessions, {blocker, waiting}, {waiting})  # the twin, after X
         await holder.commit()
         outcomes_x, outcomes_y = await asyncio.gather(first, second)
     assert outcomes_x[0].error is not None
@@ -220,7 +196,7 @@ async def test_a_repeated_reserve_after_an_account_refusal_and_its_twin_do_not_d
     assert not outcomes_x[2].result.replayed
     assert [o.error for o in outcomes_y] == [None]
     assert outcomes_y[0].result.replayed
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"X": 1, "Y": 1}  # neither ran twice
     assert await ledger.balances(payer, payee) == [(FUNDS, 101), (0, 0)]
 
@@ -239,8 +215,8 @@ async def test_twins_on_every_path_at_once_never_deadlock(ledger, uow, clock, se
     for payer in (low, high):
         await ledger.fund(payer, FUNDS)
     attempts: Counter[str] = Counter()
-    deps = Deps(uow=_counted(uow, attempts, "group"), clock=clock)
-    before = await _deadlocks(sessions)
+    deps = Deps(uow=counting_uow(uow, attempts, "group"), clock=clock)
+    before = await deadlocks(sessions)
     for n in range(ITERATIONS):
         confirmed, cancelled, tried, other = (
             TccBranch(f"{tag}{n}-{uuid.uuid4().hex[:8]}", "payment") for tag in "xyto"
@@ -274,7 +250,7 @@ async def test_twins_on_every_path_at_once_never_deadlock(ledger, uow, clock, se
         assert group[0].error is not None
         assert all(o.error is None for o in [*group[1:], *twin])
         assert [group[2].result.replayed, twin[0].result.replayed].count(False) == 1
-    assert await _deadlocks(sessions) == before  # PostgreSQL detected no deadlock
+    assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts["group"] == ITERATIONS * 7  # no group ran twice
     assert await ledger.balances(low, high, payee) == [
         (FUNDS - 10 * ITERATIONS, ITERATIONS),  # the holds confirmed; each tried one (1) pending

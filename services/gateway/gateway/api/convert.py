@@ -313,7 +313,3 @@ def verify_to_http(txn: pay_pb.Transaction) -> models.VerifyOut:
         jobCredits=int(txn.metadata.get("job_credits") or 0),
         candidateCredits=int(txn.metadata.get("candidate_credits") or 0),
     )
-
-
-def transaction_user_type(txn: pay_pb.Transaction) -> str:
-    return pay_pb.UserType.Name(txn.user_type).removeprefix("USER_TYPE_")

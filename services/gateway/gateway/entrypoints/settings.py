@@ -6,19 +6,20 @@ import functools
 import json
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from gateway.api.redirects import normalize_origin
 from gateway.service_layer.auth import DEFAULT_AUDIENCE, DEFAULT_ISSUER, DEV_JWT_KID, DEV_JWT_SECRET
-from hirepay_platform.identity import SECRET_ENV, check_secret
+from hirepay_platform.settings import ProcessSettings
 
 # HS256 keys shorter than the hash output are brute-forceable (RFC 7518 section 3.2).
 MIN_KEY_BYTES = 32
 
 
-class GatewaySettings(BaseSettings):
-    """Everything the HTTP edge needs; a bad or missing value stops start-up with its name."""
+class GatewaySettings(ProcessSettings):
+    """Everything the HTTP edge needs (with what every process has, ProcessSettings); a bad or
+    missing value stops start-up with its name."""
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore", frozen=True)
 
@@ -43,7 +44,6 @@ class GatewaySettings(BaseSettings):
     saga_timeout_seconds: float = Field(default=30.0, gt=0)
     readiness_timeout_seconds: float = Field(default=1.0, gt=0)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    log_level: str = "INFO"
     # Origins (scheme://host[:port], comma-separated) that returnUrl / cancelUrl may point to: the
     # customer is sent there after paying, so any other target would be an open redirect.
     allowed_redirect_origins: str = (
@@ -53,20 +53,6 @@ class GatewaySettings(BaseSettings):
     docs_enabled: bool | None = None
     # The gateway is reached over TLS (directly or behind a TLS-terminating proxy): send HSTS.
     behind_tls: bool = False
-    # Where spans go: "none", "console", or "file:/path/spans.jsonl" (shared by all services).
-    traces: str = Field(
-        default="none", validation_alias=AliasChoices("HIREPAY_TRACES", "OTEL_TRACES_EXPORTER")
-    )
-
-    # Signs the gateway's service tokens and the actor assertions of its users (identity.py);
-    # required in every mode: `make run` and the tests generate one per run.
-    service_token_secret: SecretStr = Field(validation_alias=SECRET_ENV)
-
-    @field_validator("service_token_secret")
-    @classmethod
-    def _long_enough(cls, value: SecretStr) -> SecretStr:
-        check_secret(value.get_secret_value())
-        return value
 
     @field_validator("jobs_target", "payments_target", "wallet_target", mode="before")
     @classmethod

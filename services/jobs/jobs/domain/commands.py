@@ -386,10 +386,3 @@ class StartJobPayment:
     cancel_url: str = ""
     email: str = ""
     provider: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class RecoverMoneySteps:
-    """Drive money steps left pending (a crash, a lost answer, a participant down)."""
-
-    limit: int = 50

@@ -422,14 +422,6 @@ ABUSE_REASONS: frozenset[str] = PAYMENT_METHOD_FAILURES
 
 # The reasons the client sees (PAY-11), from what a participant answered.
 _WALLET_REASONS = {FailureReason.INSUFFICIENT_FUNDS: FailureReason.INSUFFICIENT_CREDITS}
-_DEFINITE_FAILURES = frozenset(
-    {
-        *PAYMENT_METHOD_FAILURES,
-        FailureReason.VALIDATION_FAILED,
-        FailureReason.PAYMENT_VOIDED,
-        FailureReason.HOLD_CANCELLED,
-    }
-)
 
 
 def client_error(error: HirepayError, method: PaymentMethod, saga_id: str) -> HirepayError:
@@ -456,17 +448,6 @@ def client_error(error: HirepayError, method: PaymentMethod, saga_id: str) -> Hi
         reason, kind = FailureReason.PAYMENT_PROVIDER_UNAVAILABLE, ErrorKind.UNAVAILABLE
         metadata["retry"] = "true"
     return HirepayError(message, reason=reason, kind=kind, metadata=metadata)
-
-
-def try_is_definitely_absent(error: HirepayError) -> bool:
-    """True when a failed Try certainly reserved nothing (a refusal, not a timeout or a fault).
-
-    The saga cancels the branch in every case anyway; this only tells metrics and logs apart.
-    """
-    return error.reason in _DEFINITE_FAILURES or error.kind in (
-        ErrorKind.INVALID_ARGUMENT,
-        ErrorKind.FAILED_PRECONDITION,
-    )
 
 
 def is_permanent_confirm_error(error: HirepayError) -> bool:

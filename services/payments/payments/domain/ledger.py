@@ -128,11 +128,6 @@ def purpose_of(metadata: dict[str, str]) -> Purpose:
     return Purpose.FEE
 
 
-def booked_by_payments(metadata: dict[str, str]) -> bool:
-    """Payments books every capture and refund except marketplace offer money (jobs books it)."""
-    return purpose_of(metadata) is not Purpose.MARKETPLACE
-
-
 def captures_at_once(metadata: dict[str, str]) -> bool:
     """Coin purchases and direct job payments are sales: their checkout captures at once."""
     return purpose_of(metadata) in (Purpose.COIN_PURCHASE, Purpose.JOB_PAYMENT)
