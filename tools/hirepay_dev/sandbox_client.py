@@ -99,7 +99,7 @@ class SandboxAdmin(AdminApi):
     ) -> dict[str, Any]:
         """The cardholder disputes the intent's captured charge (Stripe: a chargeback with its
         funds withdrawn, or an inquiry); the dispute as opened."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call(
             "POST",
             f"/_sandbox/payment_intents/{intent}/dispute",
             {"reason": reason, "inquiry": inquiry},
@@ -108,7 +108,7 @@ class SandboxAdmin(AdminApi):
 
     def close_dispute(self, dispute: str, outcome: str = "won") -> dict[str, Any]:
         """The network decides a dispute: `won` (funds reinstated), `lost`, `warning_closed`."""
-        result: dict[str, Any] = self._call(
+        result: dict[str, Any] = self.call(
             "POST", f"/_sandbox/disputes/{dispute}/close", {"outcome": outcome}
         )
         return result

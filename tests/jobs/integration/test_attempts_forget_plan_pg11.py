@@ -105,11 +105,17 @@ def _forget_scan(plan: str) -> str:
     (after the delete's InitPlan, the EXISTS on what the attempt charged)."""
     lines = plan.splitlines()
     at = next(i for i, line in enumerate(lines) if "Delete on posting_rate_attempts" in line)
-    return next(
-        line.strip()
-        for line in lines[at + 1 :]
-        if re.search(r"Scan.* on posting_rate_attempts", line)
+    i = next(
+        i
+        for i in range(at + 1, len(lines))
+        if re.search(r"Scan.* on posting_rate_attempts", lines[i])
     )
+    scan = lines[i].strip()
+    if "Bitmap Heap Scan" in scan:
+        # A bitmap heap scan reads the rows its Bitmap Index Scan (the next scan line) found:
+        # the two together are the read (the planner picks it on some statistics).
+        scan += " <- " + next(line.strip() for line in lines[i + 1 :] if "Index Scan" in line)
+    return scan
 
 
 async def test_the_forgetting_reads_the_index_after_a_one_user_analyze(

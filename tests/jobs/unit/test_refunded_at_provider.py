@@ -6,9 +6,12 @@ payment's event or the saga's own refund (PAY-13) change nothing here."""
 
 from __future__ import annotations
 
+from hirepay.common.v1 import common_pb2
+from hirepay.payments.v1 import payments_service_pb2 as ppb
 from jobs.domain import commands
 from jobs.domain.model import JobStatus, PaymentStatus
 from jobs.domain.posting_saga import SagaState, SettlementEvent, TryResult, TryState
+from jobs.entrypoints import conversions
 from jobs.service_layer.handlers import cancellation, settlement
 from jobs.service_layer.posting import driver
 from tests.support.jobs_world import COMPANY, World
@@ -96,3 +99,50 @@ async def test_the_sagas_own_refund_is_not_taken_for_one_at_the_provider() -> No
     saga = w.only_saga()
     assert saga.state is SagaState.REFUNDED and saga.refund_reason == "requested_by_customer"
     assert w.job(job.id).payment_status is PaymentStatus.REFUNDED
+
+
+def _charged_back(saga_id: str, cursor: int, payment_id: str = "pay_1") -> SettlementEvent:
+    """payments' `payment.charged_back` as jobs reads it off the stream: the payment CAPTURED."""
+    payment = ppb.Payment(
+        payment_id=payment_id,
+        branch=common_pb2.TccBranch(global_tx_id=saga_id, branch_id="payment"),
+        state=ppb.Payment.CAPTURED,
+    )
+    return conversions.settlement_event_from_proto(
+        ppb.SettlementEvent(
+            event_id=f"cb{cursor}", cursor=cursor, type="payment.charged_back", payment=payment
+        )
+    )
+
+
+async def test_a_chargeback_lost_in_full_takes_the_live_posting_down_once() -> None:
+    w = World()
+    answer = await w.post()
+    assert await _apply(w, _charged_back(answer.saga_id, 1))
+    job = w.job(answer.job.id)
+    assert (job.status, job.payment_status) == (JobStatus.CANCELLED, PaymentStatus.REFUNDED)
+    saga = w.only_saga()
+    assert saga.state is SagaState.REFUNDED and saga.refund_reason.endswith("(dispute lost)")
+    assert w.store.transitions[-1].to_status is JobStatus.CANCELLED
+    transitions = len(w.store.transitions)
+    # Redelivered, alone and in a burst with its twin: nothing more.
+    assert not await _apply(w, _charged_back(answer.saga_id, 2))
+    burst = commands.ApplySettlementEvents(
+        (_charged_back(answer.saga_id, 3), _charged_back(answer.saga_id, 4))
+    )
+    assert [a async for _, a in settlement.apply_settlement_events(burst, w.deps)] == [False, False]
+    assert len(w.store.transitions) == transitions
+    assert "refund" not in [c for c, _ in w.payments.calls]  # the issuer returned the money
+
+
+async def test_a_burst_ends_it_too_and_another_payments_chargeback_does_not() -> None:
+    w = World()
+    answer = await w.post()
+    burst = commands.ApplySettlementEvents(
+        (
+            _charged_back(answer.saga_id, 1, payment_id="pay_other"),
+            _charged_back(answer.saga_id, 2),
+        )
+    )
+    assert [a async for _, a in settlement.apply_settlement_events(burst, w.deps)] == [False, True]
+    assert w.job(answer.job.id).status is JobStatus.CANCELLED

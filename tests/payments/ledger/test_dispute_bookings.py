@@ -12,7 +12,7 @@ import uuid
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from tests.payments.ledger.conftest import LedgerStack
-from tests.payments.ledger.test_ledger_bookings import STRIPE, Ledger
+from tests.payments.ledger.test_ledger_bookings import STRIPE, Ledger, _events
 from tests.support.payments_helpers import authorize_request, branch
 from tests.support.waiting import wait_for
 
@@ -75,6 +75,9 @@ async def test_the_dispute_card_withdraws_money_and_fee_once_and_a_lost_dispute_
     assert ledger.changes() == _booked(FEE, 0, -FEE)
     got = await jobs_stub.GetPayment(pb.GetPaymentRequest(payment_id=payment.payment_id))
     assert got.payment.state == pb.Payment.State.CAPTURED
+    # Lost in full: jobs is told once on the settlement stream, whatever the deliveries (PAY-4).
+    told = [e.type for e in await _events(jobs_stub, payment.payment_id)]
+    assert told.count("payment.charged_back") == 1 and "payment.refunded" not in told
 
 
 async def test_a_won_dispute_reinstates_the_money_and_stripe_keeps_the_fee(
@@ -95,3 +98,6 @@ async def test_a_won_dispute_reinstates_the_money_and_stripe_keeps_the_fee(
     await ledger.settles_at(_booked(-14_900 + FEE, 14_900, -FEE))
     await asyncio.sleep(0.5)
     assert ledger.changes() == _booked(-14_900 + FEE, 14_900, -FEE)
+    assert "payment.charged_back" not in [
+        e.type for e in await _events(jobs_stub, payment.payment_id)
+    ]

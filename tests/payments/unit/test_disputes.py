@@ -352,3 +352,62 @@ async def test_a_dispute_of_a_plan_purchase_is_left_to_be_recorded_not_retried(
     provider.disputes["dp_1"] = _view("pi_plan", DisputeStatus.NEEDS_RESPONSE, WITHDRAWAL)
     assert await _deliver(deps, provider, "evt_1", "created") is None
     assert deps.uow.committed.disputes == {}  # type: ignore[attr-defined]
+
+
+def _charged_back(deps: Deps) -> list[str]:
+    outbox = deps.uow.committed.outbox  # type: ignore[attr-defined]
+    return [e.payment.id for e in outbox if e.type == "payment.charged_back"]
+
+
+async def test_a_posting_fee_lost_in_full_is_told_to_jobs_once(
+    deps: Deps, provider: DisputingProvider
+) -> None:
+    payment_id, pi = await _captured(deps)
+    provider.disputes["dp_1"] = _view(pi, DisputeStatus.NEEDS_RESPONSE, WITHDRAWAL)
+    await _deliver(deps, provider, "evt_1", "created")
+    assert _charged_back(deps) == []  # open: the money is only held while the issuer decides
+    provider.disputes["dp_1"] = _view(pi, DisputeStatus.LOST, WITHDRAWAL)
+    # The closed event redelivered, and its twin (updated, re-fetched alike): told once.
+    for event_id, kind in (("evt_2", "closed"), ("evt_2", "closed"), ("evt_3", "updated")):
+        await _deliver(deps, provider, event_id, kind)
+    assert _charged_back(deps) == [payment_id]
+    [event] = [e for e in deps.uow.committed.outbox if e.type == "payment.charged_back"]  # type: ignore[attr-defined]
+    assert event.subsystem == "jobs" and event.payment.state is PaymentState.CAPTURED
+
+
+async def test_a_won_a_partial_or_an_offer_dispute_tells_jobs_nothing(
+    deps: Deps, provider: DisputingProvider
+) -> None:
+    _, pi = await _captured(deps)
+    provider.disputes["dp_1"] = _view(pi, DisputeStatus.WON, WITHDRAWAL, REINSTATEMENT)
+    await _deliver(deps, provider, "evt_1", "closed")
+    partial = replace(_view(pi, DisputeStatus.LOST, WITHDRAWAL), id="dp_2", amount_minor=4_900)
+    provider.disputes["dp_2"] = partial
+    await apply_dispute_event(
+        deps, provider, replace(_event("evt_2", "closed"), object_id="dp_2"), {}
+    )
+    assert _charged_back(deps) == []  # won: nothing moved for good; partial: the rest is paid
+    offer = TccBranch("g-offer", "payment")
+    await authorize(
+        commands.Authorize(
+            "a-2",
+            offer,
+            "co-1",
+            14_900,
+            "USD",
+            Method.CARD,
+            "pm_card_visa",
+            metadata={"subsystem": "jobs", "purpose": "marketplace"},
+        ),
+        deps,
+    )
+    captured = await capture(commands.Capture("c-2", offer), deps)
+    assert captured.payment is not None
+    lost = replace(
+        _view(captured.payment.provider_payment_id, DisputeStatus.LOST, WITHDRAWAL), id="dp_3"
+    )
+    provider.disputes["dp_3"] = lost
+    await apply_dispute_event(
+        deps, provider, replace(_event("evt_3", "closed"), object_id="dp_3"), {}
+    )
+    assert _charged_back(deps) == []  # offer money: jobs' escrow, not a posting

@@ -526,18 +526,22 @@ def drives_after_settlement(saga: Saga | None, event: SettlementEvent, now: date
 
 # The payment state (payments' Payment.State) of money returned in full.
 FULLY_REFUNDED = "REFUNDED"
+# The settlement event of a posting fee's chargeback lost in full (payments publishes it only
+# then; the payment stays CAPTURED there: the dispute, not a refund, took the money back).
+CHARGED_BACK = "payment.charged_back"
 
 
 def refunded_at_provider(saga: Saga, event: SettlementEvent) -> bool:
     """Whether the event says the payment of a completed posting (its job went live; no refund
-    of the saga's own under way) is refunded in full: returned outside the saga, by a refund
-    made at the provider (payments books it, ESC-1). A partial refund leaves the posting paid."""
+    of the saga's own under way) is returned in full outside the saga: by a refund made at the
+    provider (payments books it, ESC-1), or by a chargeback lost in full. A partial refund (or
+    a partial chargeback, never published) leaves the posting paid."""
     result = event.result
     return (
         saga.kind is SagaKind.POSTING
         and saga.state is SagaState.COMPLETED
         and result.state is TryState.REFUNDED
-        and result.provider_state == FULLY_REFUNDED
+        and (result.provider_state == FULLY_REFUNDED or event.type == CHARGED_BACK)
         and bool(saga.payment_id)
         and result.payment_id == saga.payment_id
     )

@@ -15,7 +15,7 @@ from jobs.domain import commands
 from jobs.domain.applications import ApplicationStatus
 from jobs.domain.audit import AuditReport
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
-from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
+from jobs.domain.posting_saga import CHARGED_BACK, SettlementEvent, TryResult, TryState
 from jobs.service_layer.answers import SagaAnswer
 from jobs.service_layer.handlers.applications import ApplicationView
 from jobs.service_layer.handlers.drafts import JobPage, Preview
@@ -50,6 +50,9 @@ _EVENT_STATES = {
     "payment.failed": TryState.FAILED,
     "payment.voided": TryState.CANCELLED,
     "payment.refunded": TryState.REFUNDED,
+    # A chargeback lost in full: the money is the customer's again, as after a full refund (the
+    # payment itself stays CAPTURED at payments; refunded_at_provider reads the event's type).
+    CHARGED_BACK: TryState.REFUNDED,
 }
 
 

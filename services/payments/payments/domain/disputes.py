@@ -110,6 +110,16 @@ class Dispute:
             updated_at=now,
         )
 
+    def charges_back_in_full(self, captured_minor: int, refunded_minor: int) -> bool:
+        """Whether the dispute, lost, took back all the money the payment still held (with the
+        refunds made before it): the customer has it all again, as after a full refund. A lost
+        dispute of less leaves the rest paid (like a partial refund)."""
+        return (
+            self.status is DisputeStatus.LOST
+            and captured_minor > 0
+            and self.amount_minor + refunded_minor >= captured_minor
+        )
+
     def observe(self, view: ProviderDispute, now: datetime) -> bool:
         """Take the provider's current view (status and money); whether anything changed. A
         closed dispute stays closed (a late, stale view never reopens it)."""

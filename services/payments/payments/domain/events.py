@@ -22,6 +22,9 @@ class EventType(enum.StrEnum):
     PAYMENT_FAILED = "payment.failed"
     PAYMENT_VOIDED = "payment.voided"
     PAYMENT_REFUNDED = "payment.refunded"
+    # A chargeback lost in full: the card's issuer returned the money to the customer (the
+    # payment stays CAPTURED; what was captured was taken back by the dispute, not refunded).
+    PAYMENT_CHARGED_BACK = "payment.charged_back"
     TRANSACTION_SUCCEEDED = "transaction.succeeded"
     TRANSACTION_FAILED = "transaction.failed"
     TRANSACTION_CANCELLED = "transaction.cancelled"

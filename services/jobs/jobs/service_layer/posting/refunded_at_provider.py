@@ -1,6 +1,8 @@
 """A live posting whose fee was refunded in full at the provider, outside Hirepay (a refund from
 the provider's dashboard, or the provider refunding on its own): payments books the refund and
-publishes `payment.refunded` with the payment REFUNDED; the posting ends here.
+publishes `payment.refunded` with the payment REFUNDED; the posting ends here. So it does when
+the fee's chargeback is lost in full (`payment.charged_back`: the issuer gave the customer the
+money back; payments booked the withdrawal).
 
 Promise 1 (PAY-4): a job is active only while its money is taken, so an active job is taken down
 (`cancelled`, by the system, "payment refunded at the provider"); an expired or filled one keeps
@@ -13,7 +15,12 @@ from __future__ import annotations
 import logging
 
 from jobs.domain.model import JobStatus, PaymentStatus, Transition
-from jobs.domain.posting_saga import SagaState, SettlementEvent, refunded_at_provider
+from jobs.domain.posting_saga import (
+    CHARGED_BACK,
+    SagaState,
+    SettlementEvent,
+    refunded_at_provider,
+)
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.posting.records import finish
@@ -22,6 +29,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "system"
 REASON = "payment refunded at the provider"
+CHARGED_BACK_REASON = "payment charged back (dispute lost)"
 
 
 async def end_refunded_posting(saga_id: str, event: SettlementEvent, deps: Deps) -> bool:
@@ -35,20 +43,21 @@ async def end_refunded_posting(saga_id: str, event: SettlementEvent, deps: Deps)
         saga, job = await uow.sagas.lock_with_job(saga_id)
         if saga is None or not refunded_at_provider(saga, event):
             return False
+        reason = CHARGED_BACK_REASON if event.type == CHARGED_BACK else REASON
         saga.note_provider_state(event.result.provider_state)
-        saga.start_refunding(now, reason=REASON)
+        saga.start_refunding(now, reason=reason)
         saga.refund_amount_minor = saga.amount_minor
         finish(saga, SagaState.REFUNDED, now)
         if job is not None and job.saga_id == saga.id:
             if job.status is JobStatus.ACTIVE:
-                job.transition(JobStatus.CANCELLED, actor=ACTOR, reason=REASON, now=now)
+                job.transition(JobStatus.CANCELLED, actor=ACTOR, reason=reason, now=now)
                 transitions = list(job.pending)
             job.payment_status = PaymentStatus.REFUNDED
             job.updated_at = now
             await uow.jobs.save(job)
         await uow.sagas.save(saga)
-        await uow.sagas.log(saga.id, "refunded", f"{REASON} ({event.type})", now)
+        await uow.sagas.log(saga.id, "refunded", f"{reason} ({event.type})", now)
         await uow.commit()
     metrics.record_transitions(transitions)
-    log.info("saga %s: %s; its posting ended", saga_id, REASON)
+    log.info("saga %s: %s; its posting ended", saga_id, reason)
     return True

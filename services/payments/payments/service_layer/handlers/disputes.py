@@ -1,7 +1,8 @@
 """Card disputes (chargebacks) by provider webhook (`charge.dispute.*`): the dispute re-fetched
 (never the event's copy) is recorded against its payment, and every balance transaction it
 carries (money withdrawn when it opened, reinstated when won, the provider's dispute fee) is owed
-to the ledger once, under its own transfer id (ESC-1).
+to the ledger once, under its own transfer id (ESC-1). A posting fee's dispute closed as lost in
+full is told to jobs (`payment.charged_back` on the settlement outbox), which ends the posting.
 
 Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
 applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
@@ -19,10 +20,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from payments.domain import errors
+from payments.domain import errors, ledger
 from payments.domain.credits import CreditGrant
 from payments.domain.disputes import Dispute, DisputeSource, ProviderDispute
-from payments.domain.events import AuditEntry
+from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
 from payments.domain.provider import (
     InvalidRequest,
@@ -33,6 +34,7 @@ from payments.domain.provider import (
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.shared import emit
 from payments.service_layer.ports import PaymentsUnitOfWork
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ T = TypeVar("T")
 
 # Metadata keys Hirepay puts on the payments it creates at a provider (webhooks.OUR_METADATA_KEYS).
 _OURS = ("hirepay_payment_id", "transaction_id", "global_tx_id")
+# The subsystem whose posting fees end their posting when charged back (the jobs service).
+POSTING_SUBSYSTEM = "jobs"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +91,7 @@ async def apply_dispute_event(
         )
         if not inserted:
             return DisputeEventOutcome(applied=False, duplicate=True)
-        changed = await _apply(uow, provider.name, event, payment, view, records, now)
+        changed = await _apply(uow, deps, provider.name, event, payment, view, records, now)
         await uow.commit()
     return DisputeEventOutcome(applied=changed, duplicate=False)
 
@@ -103,6 +107,7 @@ async def get_payment_with_disputes(payment_id: str, deps: Deps) -> tuple[Paymen
 
 async def _apply(
     uow: PaymentsUnitOfWork,
+    deps: Deps,
     provider: str,
     event: ProviderEvent,
     payment: Payment,
@@ -130,8 +135,29 @@ async def _apply(
         *(record.audit("webhook", payment_id=payment.id) for record in records),
     )
     closed_now = dispute.closed and not was_closed
+    if closed_now:
+        await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
     uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
     return changed or bool(booked)
+
+
+async def _tell_if_charged_back(
+    uow: PaymentsUnitOfWork, deps: Deps, dispute: Dispute, payment_id: str, now: datetime
+) -> None:
+    """A posting fee's dispute closed as lost in full: the customer has the money back, so the
+    jobs service is told (`payment.charged_back`) and ends the posting as after a full refund at
+    the provider (PAY-4). Called once per dispute: only the transaction that closes it (the
+    dispute's row is locked) gets here. Offer money, direct job payments and coin purchases are
+    not postings: recorded and booked only, as before."""
+    payment = await uow.payments.get(payment_id)  # as of now (refunds since it was read)
+    if (
+        payment is None
+        or payment.subsystem != POSTING_SUBSYSTEM
+        or ledger.purpose_of(payment.metadata) is not ledger.Purpose.FEE
+        or not dispute.charges_back_in_full(payment.captured_minor, payment.refunded_minor)
+    ):
+        return
+    await emit(uow, deps.config, [EventType.PAYMENT_CHARGED_BACK], now, payment=payment)
 
 
 def _count(dispute: Dispute, *, opened: bool, closed: bool) -> None:
