@@ -62,6 +62,29 @@ def provider_mismatch(payment: Payment, intent: ProviderPayment, now: datetime) 
     return ""
 
 
+def mismatch_across(
+    before: Payment, intent: ProviderPayment, after: Payment, now: datetime
+) -> str | None:
+    """What differs between our record and the provider's, given two local reads of the payment:
+    `before` made before the provider's read, `after` made after it ("" when they agree; None
+    when it cannot be told now: `after` has a provider call in flight, the next round judges).
+
+    A provider call's local record (pending_op) is written before the call, its outcome after the
+    answer. So money the provider took that we did not is judged by `after`: a capture the
+    provider's read shows was begun before that read, so any later local read shows it (in
+    flight, or captured), whereas `before` may predate it (a round reads its payments first and
+    each provider later: a capture begun and done in between is no mismatch). Every other
+    disagreement (money we took that the provider did not, an amount, an authorization we
+    released that it holds) is judged by `before`: our record of those follows the provider's
+    answer, so a read before the provider's shows only what the provider had done by then,
+    whereas `after` may show a capture made after the provider's read."""
+    if in_flight(after):
+        return None
+    if intent.status is ProviderStatus.CAPTURED and before.state not in TAKEN:
+        return provider_mismatch(after, intent, now)
+    return provider_mismatch(before, intent, now)
+
+
 def releasing(intent: ProviderPayment, now: datetime) -> bool:
     """The provider releases this authorization by itself (it has no void) and its time has not
     passed yet: a cancelled payment may read as held until then, never after."""

@@ -5,6 +5,7 @@ its checks (payment_reconciliations: when each payment was last compared and wha
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from payments.domain.reconciliation import (
     SweepCursor,
     check_order,
     in_flight,
+    mismatch_across,
     provider_mismatch,
     refund_mismatches,
     refunds_in_flight,
@@ -54,6 +56,16 @@ FORGET_PER_ROUND = 1000
 # Open records (a finding, or provider unreadable) checked again a round, longest unchecked
 # first: few, and each is a violation the auditor reports until a check clears it.
 OPEN_PER_ROUND = 50
+
+
+class Moving(enum.Enum):
+    """A check that could not judge its payment: a provider call on it was under way (begun since
+    the round read it). Nothing is recorded of it; the next round checks it first."""
+
+    MOVING = "moving"
+
+
+MOVING = Moving.MOVING
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +169,13 @@ async def reconcile_provider(
         due, order, new_deps, config.reconcile_concurrency, time_left, pacer
     )
     now = deps.clock()
-    # The batch's payments done: checked (their provider read or not), or not due this pass.
+    # The batch's payments done: checked (their provider read or not, or found moving: done for
+    # the sweep as one in flight at the round's start is, see `sweep_due`), or not due this pass.
     done = {due[i].id for i in outcomes} | not_due
+    judged = _judged(outcomes)
     advanced = sweep_advanced(cursor, batch, done, len(batch) == per_round, now)
     found = {
-        due[i].id: None if o is None else [(m.kind, m.detail) for m in o]
-        for i, o in outcomes.items()
+        due[i].id: None if o is None else [(m.kind, m.detail) for m in o] for i, o in judged.items()
     }
     await _record(deps, found, advanced if per_round and advanced != cursor else None, now)
     if advanced.pass_started_at != cursor.pass_started_at:
@@ -175,7 +188,7 @@ async def reconcile_provider(
             len(due),
             left,
         )
-    unreadable = sum(1 for o in outcomes.values() if o is None)
+    unreadable = sum(1 for o in judged.values() if o is None)
     if unreadable:
         # Not a mismatch, but payments nobody compares while it lasts (a provider down, or
         # one no longer configured here: then for good), so said in the answer too.
@@ -187,15 +200,18 @@ async def reconcile_provider(
     blind: list[Mismatch] = []
     for i, payment in enumerate(due):
         before = last.get(payment.id)
-        if i in outcomes and outcomes[i] is not None:
+        outcome = judged.get(i)
+        if outcome is not None:
             checked += 1
-            mismatches += outcomes[i] or []
+            mismatches += outcome
             continue
         if before is not None:
             earlier += [
                 Mismatch(payment.id, payment.provider_payment_id, detail, kind)
                 for kind, detail in before.found
             ]
+        if i in outcomes and i not in judged:
+            continue  # moving: its provider was read now, so not unreadable
         # Unreadable since its first check that could not read it (this one, if so).
         since = before.unreadable_since if before is not None else None
         if since is None and i in outcomes:
@@ -206,6 +222,23 @@ async def reconcile_provider(
                 Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.UNREADABLE)
             )
     return Reconciliation(checked, mismatches, left, earlier, unreadable, blind)
+
+
+def _judged(
+    outcomes: dict[int, list[Mismatch] | Moving | None],
+) -> dict[int, list[Mismatch] | None]:
+    """The checks that judged their payment (provider read or not). One found moving is neither
+    recorded (no finding, nor an agreement clearing an earlier one) nor counted: it is answered
+    as one not reached (what its last check found) and, its last check unchanged, is among the
+    next round's first."""
+    judged = {i: o for i, o in outcomes.items() if not isinstance(o, Moving)}
+    if len(judged) < len(outcomes):
+        log.info(
+            "reconcile: %d payments had a provider call begun since the round read them;"
+            " left for the next round",
+            len(outcomes) - len(judged),
+        )
+    return judged
 
 
 async def _round(
@@ -303,12 +336,12 @@ async def _check_within(
     concurrency: int,
     time_left: Callable[[], float | None],
     pacer: _Pacer,
-) -> dict[int, list[Mismatch] | None]:
+) -> dict[int, list[Mismatch] | Moving | None]:
     """The payments of `due` checked in `order` (indexes into it) by at most `concurrency`
     workers, their provider reads paced by `pacer`, within the deadline: its index -> its
-    mismatches, or None when its provider could not be read now; a payment not reached (or
-    dropped at the deadline) has no entry."""
-    outcomes: dict[int, list[Mismatch] | None] = {}
+    mismatches, None when its provider could not be read now, or MOVING; a payment not reached
+    (or dropped at the deadline) has no entry."""
+    outcomes: dict[int, list[Mismatch] | Moving | None] = {}
     if not due:
         return outcomes
     at_start = time_left()
@@ -345,8 +378,9 @@ async def _check_within(
     return outcomes
 
 
-async def _check(payment: Payment, deps: Deps, pacer: _Pacer) -> list[Mismatch] | None:
-    """One payment against its provider; None when the provider cannot be read now."""
+async def _check(payment: Payment, deps: Deps, pacer: _Pacer) -> list[Mismatch] | Moving | None:
+    """One payment against its provider; None when the provider cannot be read now, MOVING when
+    a provider call on it was begun since the round read it."""
     try:
         return await _reconcile_one(payment, deps, pacer)
     except InvalidRequest as exc:
@@ -418,13 +452,29 @@ async def _stuck_withdrawals(deps: Deps, limit: int = 200) -> list[ledger.Findin
     return found
 
 
-async def _reconcile_one(payment: Payment, deps: Deps, pacer: _Pacer) -> list[Mismatch]:
+async def _reconcile_one(payment: Payment, deps: Deps, pacer: _Pacer) -> list[Mismatch] | Moving:
+    """One payment against its provider: the charge, and the refunds of money taken.
+
+    `payment` is the round's read, made before the provider's (a round reads its payments first
+    and each from its provider later: pacing, concurrency, a loaded machine), and a capture may
+    have been begun and done in between. So a finding is judged again with the payment read
+    anew, after the provider's read (`mismatch_across`: which read judges which disagreement):
+    money the provider took and we did not is named only if that read, no provider call in
+    flight, still shows it not taken; a payment whose call is still under way then (our record
+    of its outcome not written yet) cannot be told and is left to the next round (MOVING) rather
+    than judged by either read. The re-read is one read by primary key, on a finding only: a
+    payment that agrees (the usual case) costs nothing more."""
     # Always the provider that made the payment, never the default (issue 8).
     provider = deps.providers.of_existing(payment.provider)
     await pacer.take()
     intent = await provider.retrieve_payment(payment.provider_payment_id)
     found: list[Mismatch] = []
-    detail = provider_mismatch(payment, intent, deps.clock())
+    now = deps.clock()
+    detail = provider_mismatch(payment, intent, now)
+    if detail:
+        detail = mismatch_across(payment, intent, await _payment_now(payment, deps), now)
+        if detail is None:
+            return MOVING
     if detail:
         found.append(Mismatch(payment.id, payment.provider_payment_id, detail))
     if payment.state in TAKEN or intent.status is ProviderStatus.CAPTURED:
@@ -456,6 +506,12 @@ async def _reconcile_refunds(
         Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.REFUND)
         for detail in refund_mismatches(local, remote)
     ]
+
+
+async def _payment_now(payment: Payment, deps: Deps) -> Payment:
+    """The payment as stored now (a payment is never deleted: `payment` should it be gone)."""
+    async with deps.uow as uow:
+        return await uow.payments.get(payment.id) or payment
 
 
 async def _local_refunds(payment_id: str, deps: Deps) -> list[Refund]:
