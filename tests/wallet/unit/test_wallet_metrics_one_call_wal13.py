@@ -1,8 +1,8 @@
 """The wallet's business metrics count through the platform's one-call counting (issue 13): a
 ConfirmHold or ReserveHold answered counts its transfer and its hold's transition, and a grouped
 batch its size, without prometheus_client's public `inc`/`observe` (their observability checks,
-four Python calls per count), and each counts exactly what those would have (OPS metrics in
-docs/requirements.md: the wallet's transfers by outcome, hold transitions, batch sizes)."""
+four Python calls per count), and each counts exactly what those would have (OPS-1: the
+wallet's transfers by outcome, hold transitions, batch sizes)."""
 
 from __future__ import annotations
 
