@@ -1,7 +1,7 @@
 """The wallet's business metrics count through the platform's one-call counting (issue 13): a
 ConfirmHold or ReserveHold answered counts its transfer and its hold's transition, and a grouped
 batch its size, without prometheus_client's public `inc`/`observe` (their observability checks,
-four Python calls per count), and each counts exactly what those would have (OPS-1: the
+four Python calls per count) or the hold state's enum `value` property (two), and each counts exactly what those would have (OPS-1: the
 wallet's transfers by outcome, hold transitions, batch sizes)."""
 
 from __future__ import annotations
@@ -73,6 +73,24 @@ async def test_a_confirm_counts_its_transfer_and_transition_once_without_the_pub
         before[1] + 1,
     )
     assert _prometheus_calls(profile) == []  # Counter.inc and its checks: none
+    stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    assert not [name for (path, _, name) in stats if path.endswith("enum.py")]  # state labels
+
+
+def test_each_transition_is_counted_under_its_states_values():
+    for result, from_state, to_state in (
+        (HoldResult(_hold(HoldState.PENDING)), "none", "pending"),
+        (HoldResult(_hold(HoldState.CANCELLED)), "pending", "cancelled"),
+        (HoldResult(None, null_compensation=True), "none", "cancelled"),
+    ):
+        labels = {"from_state": from_state, "to_state": to_state}
+        before = _value("hirepay_wallet_hold_transitions_total", **labels)
+        _count_hold_transition(result, from_state)
+        assert _value("hirepay_wallet_hold_transitions_total", **labels) == before + 1
+    expired = {"from_state": "pending", "to_state": "expired"}
+    before = _value("hirepay_wallet_hold_transitions_total", **expired)
+    _count_hold_transition(HoldResult(_hold(HoldState.EXPIRED)), "pending")  # the worker's count
+    assert _value("hirepay_wallet_hold_transitions_total", **expired) == before
 
 
 def test_a_replayed_reserve_counts_no_transition():

@@ -56,15 +56,19 @@ def _outcome_label(outcome: BatchOutcome[R]) -> str:
     return outcome.error.reason.lower() if outcome.error else "internal"
 
 
+_CANCELLED = HoldState.CANCELLED.value
+
+
 def _count_hold_transition(result: HoldResult, from_state: str) -> None:
     """Count the transition a TCC call made (repeats and a Cancel of an expired hold make none)."""
     if result.replayed:
         return
     if result.null_compensation:
-        count_hold_transition("none", HoldState.CANCELLED.value)
+        count_hold_transition("none", _CANCELLED)
     elif result.hold is not None and result.hold.state is not HoldState.EXPIRED:
         # A Cancel that found the hold expired changed nothing; the worker counted the expiry.
-        count_hold_transition(from_state, result.hold.state.value)
+        # str() of a StrEnum is its value without the enum's property (two Python calls each).
+        count_hold_transition(from_state, str(result.hold.state))
 
 
 class WalletServicer(pb_grpc.WalletServiceServicer):
