@@ -9,6 +9,7 @@ engagement's own cancellation refund (never booked twice) and a wallet outage.""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -17,7 +18,7 @@ from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_dev.services import WALLET, RunningService, start_service
 from hirepay_platform import identity
 from hirepay_platform.db import create_engine, make_session_factory
-from hirepay_platform.errors import HirepayError
+from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.adapters.escrow_ledger import WalletEscrowLedger
 from jobs.adapters.offer_funds import WalletAccounts
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
@@ -25,12 +26,22 @@ from jobs.domain import commands
 from jobs.domain.audit import Check
 from jobs.domain.escrow import AtProviderOutcome, DisputeState, StepState, receivable
 from jobs.domain.events import EventType
-from jobs.domain.marketplace import EngagementState, MarketJobStatus
+from jobs.domain.marketplace import (
+    EngagementState,
+    FundingSource,
+    MarketJobStatus,
+    Offer,
+    OfferState,
+    engagement_id_for,
+)
 from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit, settlement
 from jobs.service_layer.marketplace import escrow
-from jobs.service_layer.marketplace.refunds_at_provider import apply_refund_event
+from jobs.service_layer.marketplace.refunds_at_provider import (
+    EngagementNotBookedYet,
+    apply_refund_event,
+)
 from tests.support.escrow_support import (
     FakeCardRefunds,
     FakeJobPayments,
@@ -40,6 +51,7 @@ from tests.support.escrow_support import (
     balances,
     card_funded_engagement,
     new_parties,
+    post_job,
 )
 from tests.support.jobs_fakes import FakeParticipants, make_config
 
@@ -318,3 +330,41 @@ async def test_the_marketplace_stream_applies_only_offer_refunds(deps, ledger, r
     applied = [a async for _, a in settlement.apply_marketplace_events(burst, deps)]
     assert applied == [False, True]
     assert (await everything(ledger, p))["escrow"] == 0
+
+
+async def test_a_refund_before_the_acceptance_booked_its_engagement_waits(deps, ledger):
+    # Captured, the engagement not yet booked (the offer `accepting`): the event is refused as
+    # transient, so the consumer applies it again; an offer that ended without an engagement
+    # holds nothing to unwind.
+    p = await new_parties(ledger, "USD")
+    now = deps.clock()
+    offer = Offer(
+        id=f"offer_{uuid.uuid4().hex}",
+        job_id=await post_job(deps, p.customer),
+        customer_id=p.customer,
+        contractor_id=p.contractor,
+        amount_minor=100_000,
+        unit="USD",
+        funding=FundingSource.CARD,
+        state=OfferState.ACCEPTING,
+        saga_id=f"saga_{uuid.uuid4().hex}",
+        request_id=uuid.uuid4().hex,
+        expires_at=now,
+        created_at=now,
+        updated_at=now,
+        payment_id="pay_accepting",
+    )
+    async with deps.uow as uow:
+        await uow.offers.add(offer)
+        await uow.commit()
+    p.engagement_id = engagement_id_for(offer.id)
+    with pytest.raises(EngagementNotBookedYet) as waiting:
+        await apply_refund_event(refunded_event(p, "pay_accepting"), deps)
+    assert waiting.value.kind is ErrorKind.UNAVAILABLE
+    async with deps.uow as uow:
+        ended = await uow.offers.get(offer.id, for_update=True)
+        assert ended is not None
+        ended.close(OfferState.EXPIRED, "capture_failed", now)
+        await uow.offers.save(ended)
+        await uow.commit()
+    assert await apply_refund_event(refunded_event(p, "pay_accepting"), deps) is False

@@ -54,6 +54,7 @@ from jobs.domain.marketplace import (
 from jobs.domain.posting_saga import SettlementEvent
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.marketplace.escrow import engagement_event_data
 from jobs.service_layer.notifications import record_event
 from jobs.service_layer.ports import JobsUnitOfWork
 
@@ -187,19 +188,13 @@ async def _apply(
         EventType.ENGAGEMENT_REFUNDED_AT_PROVIDER,
         booking.refund_id,
         now,
-        {
-            "engagementId": engagement.id,
-            "jobId": engagement.job_id,
-            "customerId": engagement.customer_id,
-            "contractorId": engagement.contractor_id,
-            "amountMinor": engagement.amount_minor,
-            "unit": engagement.unit,
-            "state": engagement.state.value,
-            "refundId": booking.refund_id,
-            "refundedMinor": booking.amount_minor,
-            "outcome": booking.outcome.value,
-            "owedMinor": max(booking.owed_minor, 0),
-        },
+        engagement_event_data(
+            engagement,
+            refundId=booking.refund_id,
+            refundedMinor=booking.amount_minor,
+            outcome=booking.outcome.value,
+            owedMinor=max(booking.owed_minor, 0),
+        ),
     )
 
 
