@@ -132,6 +132,7 @@ def refund_msg(r: Refund) -> pb.RefundRecord:
         provider_refund_id=r.provider_refund_id,
         status=r.status.value,
         created_at=timestamp(r.created_at),
+        request_id=r.request_id,
     )
 
 

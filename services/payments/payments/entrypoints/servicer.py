@@ -98,9 +98,13 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetPayment(
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.PaymentResponse:
-        payment, found = await disputes.get_payment_with_disputes(request.payment_id, self._deps())
+        payment, found, refunds = await disputes.get_payment_with_disputes(
+            request.payment_id, self._deps()
+        )
         return pb.PaymentResponse(
-            payment=conv.payment_msg(payment), disputes=[conv.dispute_msg(d) for d in found]
+            payment=conv.payment_msg(payment),
+            disputes=[conv.dispute_msg(d) for d in found],
+            refunds=[conv.refund_msg(r) for r in refunds],
         )
 
     async def ListPayments(
