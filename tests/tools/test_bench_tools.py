@@ -105,12 +105,17 @@ def test_process_cpu_reads_proc():
     assert process_cpu(2**22 + 12345) is None  # no such process
 
 
-async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url):
+def _meter_of_a_test_database(pg_server_url: str) -> tuple[str, CpuMeter]:
+    """A fresh database (its libpq URL) and a meter of this process and of its backends ("test")."""
     name = pg.create_database(pg_server_url, "hirepay_benchcpu_test", drop_existing=True)
     database = urlparse(name).path.lstrip("/")
-    connection = await asyncpg.connect(pg.libpq_url(name))
+    return pg.libpq_url(name), CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
+
+
+async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url):
+    url, meter = _meter_of_a_test_database(pg_server_url)
+    connection = await asyncpg.connect(url)
     try:
-        meter = CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
         await meter.start()
         await connection.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
         used = await meter.stop()
@@ -125,13 +130,11 @@ async def test_the_server_time_outside_the_live_backends_is_shown_apart(pg_serve
     """A backend that works and exits within the interval is no live backend at its end: its time
     is the server's, outside the database's live backends (`pg:outside`, issue 13), and not part
     of Hirepay's total twice."""
-    name = pg.create_database(pg_server_url, "hirepay_benchcpu_test", drop_existing=True)
-    database = urlparse(name).path.lstrip("/")
-    kept = await asyncpg.connect(pg.libpq_url(name))
+    url, meter = _meter_of_a_test_database(pg_server_url)
+    kept = await asyncpg.connect(url)
     try:
-        meter = CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
         await meter.start()
-        gone = await asyncpg.connect(pg.libpq_url(name))
+        gone = await asyncpg.connect(url)
         pid = await gone.fetchval("SELECT pg_backend_pid()")
         await gone.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
         await gone.close()
