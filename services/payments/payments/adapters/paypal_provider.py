@@ -394,7 +394,14 @@ class PayPalProvider:
     ) -> ProviderRefund:
         order = await self._order(payment_id)
         _, captures = _payments(order)
-        done = [c for c in captures if c.get("status") in ("COMPLETED", "PARTIALLY_REFUNDED")]
+        # A REFUNDED capture too: the replay of a refund whose answer was lost (the poller's,
+        # same PayPal-Request-Id) finds the capture refunded by that very refund, and PayPal
+        # answers the replay with it; a new refund of it is refused by PayPal itself.
+        done = [
+            c
+            for c in captures
+            if c.get("status") in ("COMPLETED", "PARTIALLY_REFUNDED", "REFUNDED")
+        ]
         if not done:
             raise InvalidRequest("the order has no capture to refund", code="not_captured")
         currency = str(done[0]["amount"]["currency_code"])
