@@ -399,3 +399,21 @@ async def test_a_wallet_outage_while_taking_the_coins_back_is_finished_by_the_po
     assert ref.coins_state is CoinsState.TAKEN
     await credits.settle_due_grants(deps)
     assert _moved(deps) == {}  # every cent and every coin back, once
+
+
+async def test_a_delivery_the_provider_cannot_verify_now_is_refused_to_be_sent_again(
+    deps: Deps,
+) -> None:
+    """PayPal verifies a delivery (and names a refund's payment, through its capture) by calling
+    back: a provider that does not answer then makes the delivery PROVIDER_UNAVAILABLE (503 at
+    the gateway: the provider sends it again), nothing stored, never an internal error."""
+
+    async def unanswered(payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        raise OutcomeUnknown("provider unreachable", timeout=False)
+
+    provider = _provider(deps)
+    provider.verify_event = unanswered  # type: ignore[method-assign]
+    with pytest.raises(errors.ProviderUnavailable):
+        await _deliver(deps, "evt_1", "pi_any")
+    assert isinstance(deps.uow, FakeUnitOfWork)
+    assert deps.uow.committed.events == {}
