@@ -33,7 +33,8 @@ from hirepay_dev.provider_sandboxes import (
     start_provider_sandbox,
 )
 from hirepay_dev.services import PAYMENTS, WALLET, RunningService, start_service
-from tests.support import wallet_reads
+from tests.payments.ledger.test_ledger_bookings import Ledger, _findings
+from tests.payments.ledger.test_provider_refunds_ledger import _refunds
 from tests.support.payments_helpers import authorize_request, branch
 from tests.support.provider_harnesses import Receiver
 from tests.support.razorpay_support import pay_by_card
@@ -56,6 +57,8 @@ REFUND_EVENTS = {
 
 @dataclass
 class ProviderStack:
+    """What the ledger tests' helpers read too (Ledger: the wallet; _refunds: the database)."""
+
     payments: RunningService
     payments_db: str
     wallet: RunningService
@@ -143,31 +146,6 @@ def provider(request: pytest.FixtureRequest) -> str:
 
 def _id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-class Ledger:
-    """Readings of the wallet: owners' balances by (kind, unit), and their changes."""
-
-    def __init__(self, stack: ProviderStack, *owners: str) -> None:
-        self.target = stack.wallet.target
-        self.owners = owners
-        self.before = {o: wallet_reads.balances(self.target, o) for o in owners}
-
-    def changes(self) -> dict[str, dict[tuple[str, str], int]]:
-        found = {
-            o: wallet_reads.delta(self.before[o], wallet_reads.balances(self.target, o))
-            for o in self.owners
-        }
-        return {o: d for o, d in found.items() if d}
-
-    async def settles_at(self, wanted: dict[str, dict[tuple[str, str], int]]) -> None:
-        async def reached() -> bool:
-            return await asyncio.to_thread(self.changes) == wanted
-
-        try:
-            await wait_for(reached, timeout=20)
-        except AssertionError:
-            assert await asyncio.to_thread(self.changes) == wanted
 
 
 async def _pay_on_the_page(
@@ -282,28 +260,6 @@ async def _deliver_at_once(
             )
         )
     )
-
-
-async def _refunds(stack: ProviderStack, payment_id: str) -> list[tuple[str, str, int, str]]:
-    """The payment's refund records: (request id, status, amount, provider refund id)."""
-    conn = await asyncpg.connect(libpq_url(stack.payments_db))
-    try:
-        rows = await conn.fetch(
-            "SELECT request_id, status, amount_minor, provider_refund_id FROM refunds"
-            " WHERE payment_id = $1 ORDER BY created_at, id",
-            payment_id,
-        )
-    finally:
-        await conn.close()
-    return [(r[0], r[1], r[2], r[3] or "") for r in rows]
-
-
-async def _findings(stub: pb_grpc.PaymentsServiceStub) -> dict[str, set[str]]:
-    reply = await stub.AuditLedgerBookings(pb.AuditLedgerBookingsRequest(grace_seconds=1))
-    found: dict[str, set[str]] = {}
-    for f in reply.findings:
-        found.setdefault(f.kind, set()).add(f.subject_id)
-    return found
 
 
 async def test_a_dashboard_refund_is_booked_once_whatever_the_deliveries(
