@@ -425,3 +425,47 @@ def _provider_refund_ids(stack: ProviderStack, provider: str, payment: pb.Paymen
         return [r.id for r in order.purchase_units[0].payments.refunds or []]
     listed = razorpay_client(base).payment.fetch_multiple_refund(payment.provider_payment_id)
     return [str(r["id"]) for r in listed["items"]]
+
+
+async def test_razorpays_auto_refund_of_a_voided_authorization_is_recorded_only(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
+) -> None:
+    """Razorpay has no void: an authorization Hirepay let go is refunded by Razorpay itself
+    once the capture window has passed (`refund.created`, `refund.processed`). Nothing was
+    taken, so nothing is booked, and the events are recorded, never refused as "not captured
+    yet" (which would have Razorpay send them for days)."""
+    currency, fee = FEES["razorpay"]
+    ledger = Ledger(provider_stack, "provider:razorpay", "platform")
+    gtx = _id("gtx")
+    started = await jobs_stub.Authorize(
+        authorize_request(
+            gtx,
+            amount=fee,
+            currency=currency,
+            method=CHECKOUT,
+            token="",
+            return_url=RETURN_URL,
+            provider="razorpay",
+        )
+    )
+    await _pay_on_the_page(provider_stack, jobs_stub, "razorpay", started.payment.next_action_url)
+    voided = await jobs_stub.Void(pb.VoidRequest(request_id=f"v-{gtx}", branch=branch(gtx)))
+    assert voided.payment.state == State.VOIDED, voided.payment
+    base = provider_stack.urls["razorpay"]
+    async with httpx.AsyncClient() as http:  # the capture window (5 days) passes
+        advanced = await http.post(f"{base}/_sandbox/clock/advance", json={"seconds": 6 * 86400})
+        assert advanced.status_code < 300, advanced.text
+    listed = await asyncio.to_thread(
+        _provider_refund_ids, provider_stack, "razorpay", voided.payment
+    )
+    [refund_id] = listed
+    replies = await _deliver_at_once(
+        jobs_stub, "razorpay", await _deliveries(provider_stack, "razorpay", refund_id), 3
+    )
+    assert sum(r.applied for r in replies) == 0
+    assert sum(not r.duplicate for r in replies) == 2  # each event recorded once, unapplied
+    got = await jobs_stub.GetPayment(pb.GetPaymentRequest(payment_id=voided.payment.payment_id))
+    assert (got.payment.state, got.payment.refunded_minor) == (State.VOIDED, 0)
+    assert await _refunds(provider_stack, voided.payment.payment_id) == []
+    await asyncio.sleep(0.5)
+    assert ledger.changes() == {}
