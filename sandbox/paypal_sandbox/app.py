@@ -4,13 +4,14 @@ middleware."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from paypal_sandbox import api, hosted, orders, payments
+from paypal_sandbox import api, hosted, money, orders, payments
 from paypal_sandbox.config import PayPalConfig
 from paypal_sandbox.errors import PayPalError
 from paypal_sandbox.state import PayPalState
@@ -24,6 +25,11 @@ class ApproveOrder(AdminBody):
 
 class SettleCapture(AdminBody):
     outcome: Literal["COMPLETED", "DECLINED"] = "COMPLETED"
+
+
+class DashboardRefund(AdminBody):
+    amount_minor: int | None = Field(default=None, gt=0)  # None: what is left of the capture
+    note_to_payer: str | None = Field(default=None, max_length=255)
 
 
 async def approve_order(request: Request) -> JSONResponse:
@@ -56,6 +62,29 @@ async def settle_capture(request: Request) -> JSONResponse:
         return JSONResponse(capture)
 
 
+async def dashboard_refund(request: Request) -> JSONResponse:
+    """A refund made in PayPal's dashboard (the merchant's Activity page), not through the API:
+    the same refund, refusals and `PAYMENT.CAPTURE.REFUNDED` webhook as the API's, with no
+    `custom_id` and no PayPal-Request-Id."""
+    st: PayPalState = request.app.state.sandbox
+    body = await parse(request, DashboardRefund)
+    capture_id = request.path_params["capture_id"]
+    async with st.kit.lock:
+        if capture_id not in st.objects.get("capture", {}):
+            return problem(404, "No such capture.")
+        st.base_url = st.kit.base_url(request)
+        asked: dict[str, Any] = {}
+        if body.amount_minor is not None:
+            asked["amount"] = money.amount(body.amount_minor, st.facts(capture_id)["currency"])
+        if body.note_to_payer:
+            asked["note_to_payer"] = body.note_to_payer
+        try:
+            refund = payments.refund_capture(st, capture_id, orders.Call(st.base_url, asked))
+        except PayPalError as error:
+            return problem(409, str(error))
+        return JSONResponse(refund)
+
+
 def create_app(config: PayPalConfig) -> ASGIApp:
     """Build the application for `config`; state lives in `app.state.sandbox`."""
     st = PayPalState.create(config)
@@ -66,6 +95,7 @@ def create_app(config: PayPalConfig) -> ASGIApp:
         admin_routes=[
             ("POST", "/_sandbox/orders/{order_id}/approve", approve_order),
             ("POST", "/_sandbox/captures/{capture_id}/settle", settle_capture),
+            ("POST", "/_sandbox/captures/{capture_id}/refund", dashboard_refund),
         ],
         api_prefixes=("/v1/", "/v2/"),
     )

@@ -176,7 +176,8 @@ def refund_payment(
 def get_payment_refunds(
     st: RazorpayState, body: dict[str, Any], path: dict[str, str], query: dict[str, str]
 ) -> Entity:
-    return resources.payment_refunds(st, path["payment_id"])
+    # Paged like every Razorpay list (`count` 10 by default, at most 100, after `skip`).
+    return _page(resources.payment_refunds(st, path["payment_id"])["items"], query)
 
 
 def list_refunds(

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
 from razorpay_sandbox import api, hosted, resources
 from razorpay_sandbox.config import RazorpayConfig
+from razorpay_sandbox.errors import RazorpayError
 from razorpay_sandbox.state import RazorpayState
 from sandbox_kit.admin import AdminBody, parse, problem
 from sandbox_kit.app import build_app
@@ -21,6 +23,11 @@ AUTO_REFUND_SWEEP_SECONDS = 1.0
 
 class DecidePayment(AdminBody):
     outcome: Literal["success", "failure"] = "success"
+
+
+class DashboardRefund(AdminBody):
+    amount: int | None = Field(default=None, gt=0)  # the smallest unit; None: what is left
+    notes: dict[str, str] = Field(default_factory=dict)
 
 
 async def decide_payment(request: Request) -> JSONResponse:
@@ -37,6 +44,25 @@ async def decide_payment(request: Request) -> JSONResponse:
         return JSONResponse(payment)
 
 
+async def dashboard_refund(request: Request) -> JSONResponse:
+    """A refund made on Razorpay's dashboard, not through the API: the same refund, refusals
+    and webhooks (`refund.created`, `refund.processed`) as the API's, with no notes of the
+    merchant's integration (unless given) and no idempotency key."""
+    st: RazorpayState = request.app.state.sandbox
+    body = await parse(request, DashboardRefund)
+    async with st.kit.lock:
+        if request.path_params["payment_id"] not in st.entities.get("payment", {}):
+            return problem(404, "No such payment.")
+        asked: dict[str, object] = {"notes": body.notes}
+        if body.amount is not None:
+            asked["amount"] = body.amount
+        try:
+            made = resources.refund(st, request.path_params["payment_id"], asked)
+        except RazorpayError as error:
+            return problem(409, error.description)
+        return JSONResponse(made)
+
+
 def create_app(config: RazorpayConfig) -> ASGIApp:
     """Build the application for `config`; state lives in `app.state.sandbox`."""
     st = RazorpayState.create(config)
@@ -45,7 +71,10 @@ def create_app(config: RazorpayConfig) -> ASGIApp:
         st.kit,
         st,
         [*api.routes(), *hosted.routes()],
-        admin_routes=[("POST", "/_sandbox/payments/{payment_id}/decide", decide_payment)],
+        admin_routes=[
+            ("POST", "/_sandbox/payments/{payment_id}/decide", decide_payment),
+            ("POST", "/_sandbox/payments/{payment_id}/refund", dashboard_refund),
+        ],
         api_prefixes=("/v1/",),
         sweeps=[(AUTO_REFUND_SWEEP_SECONDS, lambda: resources.refund_uncaptured(st))],
     )

@@ -25,14 +25,16 @@ from payments.domain.provider import (
     OutcomeUnknown,
     ProviderEvent,
     ProviderPayment,
+    ProviderRefund,
     ProviderStatus,
+    RefundState,
 )
 from payments.domain.refunds import CoinsState, RefundStatus
 from payments.domain.transactions import TxnStatus
 from payments.service_layer import metrics
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import authorize, capture, credits, refund
+from payments.service_layer.handlers import authorize, capture, credits, refund, void
 from payments.service_layer.handlers.poller import poll_due
 from payments.service_layer.handlers.webhooks import handle_provider_event
 from payments.service_layer.providers import ProviderRegistry
@@ -254,6 +256,33 @@ async def test_an_event_about_a_capture_not_recorded_yet_is_retried(deps: Deps) 
     assert "evt_1" not in deps.uow.committed.events  # not stored: delivered again later
 
 
+async def test_a_refund_of_a_voided_payment_is_recorded_never_retried_nor_booked(
+    deps: Deps,
+) -> None:
+    """A provider without a void refunds the authorization Hirepay let go by itself (Razorpay's
+    auto-refund, refund.processed): nothing was taken, so nothing is booked, and the event is
+    recorded rather than refused for ever as "not captured yet"."""
+    branch = TccBranch("g6v", "payment")
+    await authorize(
+        commands.Authorize("a-g6v", branch, OWNER, FEE, "USD", Method.CARD, "pm_card_visa"), deps
+    )
+    voided = await void(commands.Void("v-g6v", branch), deps)
+    assert voided.payment is not None and voided.payment.state is PaymentState.VOIDED
+    pid, pi = voided.payment.id, voided.payment.provider_payment_id
+    _provider(deps).refunds[pi] = [ProviderRefund("re_auto", RefundState.SUCCEEDED, FEE)]
+    before = metrics.PROVIDER_REFUNDS.labels("stripe", "not_captured")._value.get()
+    outcome = await _deliver(deps, "evt_1", pi, "refund.processed")
+    assert not outcome.applied and not outcome.duplicate
+    assert metrics.PROVIDER_REFUNDS.labels("stripe", "not_captured")._value.get() == before + 1
+    p, refunds, _ = await _state(deps, pid)
+    assert (p.state, p.refunded_minor, refunds) == (PaymentState.VOIDED, 0, [])
+    assert isinstance(deps.uow, FakeUnitOfWork)
+    assert deps.uow.committed.events == {"evt_1": False}  # recorded: never delivered again
+    assert (await _deliver(deps, "evt_1", pi, "refund.processed")).duplicate
+    await credits.settle_due_grants(deps)
+    assert _moved(deps) == {}
+
+
 async def test_an_event_about_a_payment_hirepay_never_made_is_only_recorded(deps: Deps) -> None:
     outcome = await _deliver(deps, "evt_1", "pi_elsewhere")
     assert not outcome.applied and not outcome.duplicate
@@ -370,3 +399,21 @@ async def test_a_wallet_outage_while_taking_the_coins_back_is_finished_by_the_po
     assert ref.coins_state is CoinsState.TAKEN
     await credits.settle_due_grants(deps)
     assert _moved(deps) == {}  # every cent and every coin back, once
+
+
+async def test_a_delivery_the_provider_cannot_verify_now_is_refused_to_be_sent_again(
+    deps: Deps,
+) -> None:
+    """PayPal verifies a delivery (and names a refund's payment, through its capture) by calling
+    back: a provider that does not answer then makes the delivery PROVIDER_UNAVAILABLE (503 at
+    the gateway: the provider sends it again), nothing stored, never an internal error."""
+
+    async def unanswered(payload: bytes, headers: Mapping[str, str]) -> ProviderEvent:
+        raise OutcomeUnknown("provider unreachable", timeout=False)
+
+    provider = _provider(deps)
+    provider.verify_event = unanswered  # type: ignore[method-assign]
+    with pytest.raises(errors.ProviderUnavailable):
+        await _deliver(deps, "evt_1", "pi_any")
+    assert isinstance(deps.uow, FakeUnitOfWork)
+    assert deps.uow.committed.events == {}

@@ -218,3 +218,36 @@ def test_webhook_reorder_fault_delivers_newest_first(
     paypal_receiver.wait_about(auth.id, "PAYMENT.AUTHORIZATION.CREATED")
     types = [d.event_type for d in paypal_receiver.about(auth.id)]
     assert types == ["PAYMENT.AUTHORIZATION.VOIDED", "PAYMENT.AUTHORIZATION.CREATED"]
+
+
+def test_a_dashboard_refund_sends_the_apis_refund_event(
+    paypal_url: str, paypal: PaypalServersdkClient, paypal_receiver: ProviderReceiver
+) -> None:
+    """A refund made in PayPal's dashboard (the admin route) is the API's refund: the same
+    signed PAYMENT.CAPTURE.REFUNDED whose resource is the refund, its `up` link the capture,
+    with no `custom_id`; the order lists it, and GET /v2/payments/refunds/{id} reads it."""
+    order = approved_order(paypal, "30.00")
+    capture = (
+        paypal.orders.capture_order({"id": order.id}).body.purchase_units[0].payments.captures[0]
+    )
+    refund_url = f"{paypal_url}/_sandbox/captures/{capture.id}/refund"
+    answer = httpx.post(refund_url, json={"amount_minor": 1_250})
+    assert answer.status_code == 200, answer.text
+    made = answer.json()
+    assert (made["status"], made["amount"]["value"]) == ("COMPLETED", "12.50")
+    assert "custom_id" not in made
+    refunded = paypal_receiver.wait_about(made["id"], "PAYMENT.CAPTURE.REFUNDED")[0]
+    assert _verify(paypal_url, refunded) == "SUCCESS"
+    resource = refunded.event["resource"]
+    assert refunded.event["resource_type"] == "refund"
+    up = next(link["href"] for link in resource["links"] if link["rel"] == "up")
+    assert up.endswith(f"/v2/payments/captures/{capture.id}")
+    listed = paypal.orders.get_order({"id": order.id}).body.purchase_units[0].payments.refunds
+    assert [r.id for r in listed] == [made["id"]]
+    assert paypal.payments.get_refund({"refund_id": made["id"]}).body.amount.value == "12.50"
+    related = paypal.payments.get_captured_payment({"capture_id": capture.id}).body
+    assert related.supplementary_data.related_ids.order_id == order.id
+    # The rest, then nothing more: refused as the API refuses it.
+    assert httpx.post(refund_url, json={}).status_code == 200
+    again = httpx.post(refund_url, json={"amount_minor": 1})
+    assert again.status_code == 409 and "CAPTURE_FULLY_REFUNDED" in again.text

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 import razorpay
 import requests
@@ -171,3 +172,36 @@ def test_timeout_fault_client_gives_up_and_no_order_is_made(
     assert time.monotonic() - started < 3
     time.sleep(0.2)
     assert [o for o in rzp.order.all({"count": 100})["items"] if o["receipt"] == receipt] == []
+
+
+def test_a_dashboard_refund_sends_the_apis_refund_events_and_is_listed_in_pages(
+    razorpay_url: str, rzp: razorpay.Client, razorpay_receiver: ProviderReceiver
+) -> None:
+    """A refund made on the dashboard (the admin route) is the API's refund: the same signed
+    `refund.created` and `refund.processed` (refund and payment), no notes of the merchant's;
+    the payment's refunds are listed in pages as Razorpay's API lists them (`count`, `skip`)."""
+    order = create_order(rzp, 50_000)
+    payment_id = pay_by_card(razorpay_url, order["id"])["razorpay_payment_id"]
+    made = [
+        httpx.post(f"{razorpay_url}/_sandbox/payments/{payment_id}/refund", json={"amount": 1_000})
+        for _ in range(12)
+    ]
+    assert {m.status_code for m in made} == {200}
+    first = made[0].json()
+    assert (first["status"], first["amount"], first["notes"]) == ("processed", 1_000, [])
+    processed = razorpay_receiver.wait_about(first["id"], "refund.processed")[0]
+    rzp.utility.verify_webhook_signature(
+        processed.body.decode(), processed.header("X-Razorpay-Signature"), WEBHOOK_SECRET
+    )
+    assert processed.event["payload"]["refund"]["entity"]["payment_id"] == payment_id
+    razorpay_receiver.wait_about(first["id"], "refund.created")
+    assert rzp.payment.fetch(payment_id)["amount_refunded"] == 12_000
+    page = rzp.payment.fetch_multiple_refund(payment_id)  # Razorpay's default count: 10
+    rest = rzp.payment.fetch_multiple_refund(payment_id, {"count": 10, "skip": 10})
+    assert (page["count"], rest["count"]) == (10, 2)
+    ids = {r["id"] for r in page["items"] + rest["items"]}
+    assert ids == {m.json()["id"] for m in made}
+    too_much = httpx.post(
+        f"{razorpay_url}/_sandbox/payments/{payment_id}/refund", json={"amount": 40_000}
+    )
+    assert too_much.status_code == 409 and "greater than amount captured" in too_much.text

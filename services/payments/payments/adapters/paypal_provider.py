@@ -11,6 +11,7 @@ and event types stop here.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -59,6 +60,15 @@ _DECLINES = frozenset({"INSTRUMENT_DECLINED", "PAYER_ACTION_REQUIRED", "TRANSACT
 # Issues that mean "a twin with this PayPal-Request-Id is still running": no usable answer yet.
 _IN_FLIGHT = frozenset({"PREVIOUS_REQUEST_IN_PROGRESS"})
 _CHECKOUT_EVENTS = frozenset({"checkout-order", "capture", "authorization"})
+# Refunds, whoever made them (Hirepay, the PayPal dashboard, PayPal reversing a capture): the
+# resource of both is the refund, its `up` link the capture it refunds (the capture's
+# `supplementary_data` names the order, which is the domain's payment). Each event re-fetches
+# every refund of the order (provider_refunds.py), so either one brings the payment up to date.
+REFUND_EVENT_TYPES = frozenset({"PAYMENT.CAPTURE.REFUNDED", "PAYMENT.CAPTURE.REVERSED"})
+# Refund metadata Hirepay keeps in a refund's `custom_id` (PayPal has no metadata map): the key
+# and its value joined by ":" (`hirepay_refund_id:rfd_...`, `transaction_id:txn_...`), so a
+# refund read back tells Hirepay's own (and which record it is) from one made at PayPal.
+_REFUND_MARKS = ("hirepay_refund_id", "transaction_id")
 MAX_REMEMBERED_DECLINES = 10_000
 
 
@@ -121,6 +131,27 @@ def _refund_state(refund: Mapping[str, Any]) -> RefundState:
     status = str(refund.get("status") or "COMPLETED")
     return {"COMPLETED": RefundState.SUCCEEDED, "PENDING": RefundState.PENDING}.get(
         status, RefundState.FAILED
+    )
+
+
+def refund_mark(metadata: Mapping[str, str]) -> str | None:
+    """The `custom_id` a refund of Hirepay's carries (None: no mark to give)."""
+    for key in _REFUND_MARKS:
+        if metadata.get(key):
+            return f"{key}:{metadata[key]}"[:127]
+    return None
+
+
+def refund_from(refund: Mapping[str, Any]) -> ProviderRefund:
+    """A PayPal refund in the domain's words; its `custom_id` read back as the metadata Hirepay
+    gave it (a dashboard refund has none, or the merchant's own text: no metadata)."""
+    key, _, value = str(refund.get("custom_id") or "").partition(":")
+    amount = refund.get("amount") or {}
+    return ProviderRefund(
+        id=str(refund["id"]),
+        state=_refund_state(refund),
+        amount_minor=_minor(str(amount.get("value") or "0"), str(amount.get("currency_code"))),
+        metadata={key: value} if key in _REFUND_MARKS and value else {},
     )
 
 
@@ -363,14 +394,21 @@ class PayPalProvider:
     ) -> ProviderRefund:
         order = await self._order(payment_id)
         _, captures = _payments(order)
-        done = [c for c in captures if c.get("status") in ("COMPLETED", "PARTIALLY_REFUNDED")]
+        # A REFUNDED capture too: the replay of a refund whose answer was lost (the poller's,
+        # same PayPal-Request-Id) finds the capture refunded by that very refund, and PayPal
+        # answers the replay with it; a new refund of it is refused by PayPal itself.
+        done = [
+            c
+            for c in captures
+            if c.get("status") in ("COMPLETED", "PARTIALLY_REFUNDED", "REFUNDED")
+        ]
         if not done:
             raise InvalidRequest("the order has no capture to refund", code="not_captured")
         currency = str(done[0]["amount"]["currency_code"])
         body = RefundRequest(
             amount=Money(currency_code=currency, value=_major(amount_minor, currency)),
             note_to_payer=reason[:255] or None,
-            custom_id=metadata.get("hirepay_refund_id") or None,
+            custom_id=refund_mark(metadata),
         )
         capture_id = done[0]["id"]
         data = await self._run(
@@ -390,19 +428,41 @@ class PayPalProvider:
 
     async def list_refunds(self, payment_id: str) -> list[ProviderRefund]:
         """The order's refunds, as its purchase unit lists them (`payments.refunds`); read
-        without completing an approved order (reconciliation changes nothing)."""
+        without completing an approved order (reconciliation changes nothing). A listed refund
+        without its `custom_id` is read whole (GET /v2/payments/refunds/{id}): the order's copy
+        need not carry every field, and the mark is what tells Hirepay's own refund from one
+        made at PayPal."""
         order = await self._run(
             lambda: self.client.orders.get_order({"id": payment_id}), payment_id
         )
         found = (_units(order).get("payments") or {}).get("refunds") or []
-        return [
-            ProviderRefund(
-                id=str(r["id"]),
-                state=_refund_state(r),
-                amount_minor=_minor(str(r["amount"]["value"]), str(r["amount"]["currency_code"])),
+        refunds = []
+        for listed in found:
+            whole = listed
+            if not listed.get("custom_id"):
+                rid = str(listed["id"])
+                whole = await self._run(
+                    lambda rid=rid: self.client.payments.get_refund(  # type: ignore[misc]
+                        {"refund_id": rid}
+                    ),
+                    payment_id,
+                )
+            refunds.append(refund_from(whole))
+        return refunds
+
+    async def _order_of_capture(self, capture_id: str) -> str:
+        """The order a capture belongs to (`supplementary_data.related_ids.order_id`); "" for a
+        capture PayPal does not know."""
+        try:
+            capture = await self._run(
+                lambda: self.client.payments.get_captured_payment({"capture_id": capture_id})
             )
-            for r in found
-        ]
+        except InvalidRequest as exc:
+            if exc.status == 404:
+                return ""
+            raise
+        related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
+        return str(related.get("order_id") or "")
 
     # --- checkout -------------------------------------------------------------------------------
 
@@ -517,30 +577,55 @@ class PayPalProvider:
             raise OutcomeUnknown(f"provider error (HTTP {response.status_code})", timeout=False)
         if response.status_code != 200 or response.json().get("verification_status") != "SUCCESS":
             raise SignatureInvalid("PayPal did not verify the transmission")
-        return event_from(event)
+        found = event_from(event)
+        if found.subject is EventSubject.REFUND and not found.payment_id:
+            # A refund names its capture, not the order the domain knows as the payment.
+            capture_id = capture_of(event)
+            order_id = await self._order_of_capture(capture_id) if capture_id else ""
+            found = dataclasses.replace(found, payment_id=order_id)
+        return found
+
+
+def capture_of(event: Mapping[str, Any]) -> str:
+    """The capture a refund event is about: the refund's `up` link (a reversal may carry the
+    capture itself)."""
+    resource = event.get("resource") or {}
+    if event.get("resource_type") == "capture":
+        return str(resource.get("id") or "")
+    up = _link(resource, "up")
+    if "/captures/" not in up:
+        return ""
+    return up.rsplit("/captures/", 1)[1].split("/")[0].split("?")[0]
 
 
 def event_from(event: dict[str, Any]) -> ProviderEvent:
-    """A verified PayPal event: orders and their captures/authorizations are about the order.
-    The parsed delivery goes with it (stored as the event's payload: parsed once, issue 13)."""
+    """A verified PayPal event: orders and their captures/authorizations are about the order;
+    refunds (REFUND_EVENT_TYPES) about the refund, their order named when the event carries it
+    (else found by verify_event through the capture). The parsed delivery goes with it (stored
+    as the event's payload: parsed once, issue 13)."""
     resource = event.get("resource") or {}
     kind = str(event.get("resource_type") or "")
+    event_type = str(event.get("event_type") or "")
     subject, object_id = EventSubject.OTHER, str(resource.get("id") or "")
-    if kind == "checkout-order":
+    payment_id = ""
+    related = (resource.get("supplementary_data") or {}).get("related_ids") or {}
+    if event_type in REFUND_EVENT_TYPES:
+        subject, payment_id = EventSubject.REFUND, str(related.get("order_id") or "")
+    elif kind == "checkout-order":
         subject = EventSubject.CHECKOUT
-    elif kind in _CHECKOUT_EVENTS:
-        related = (resource.get("supplementary_data") or {}).get("related_ids") or {}
-        if related.get("order_id"):
-            subject, object_id = EventSubject.CHECKOUT, str(related["order_id"])
+    elif kind in _CHECKOUT_EVENTS and related.get("order_id"):
+        subject, object_id = EventSubject.CHECKOUT, str(related["order_id"])
+    if subject is EventSubject.CHECKOUT:
+        payment_id = object_id
     created = datetime.now(UTC)
     if event.get("create_time"):
         created = datetime.fromisoformat(str(event["create_time"]).replace("Z", "+00:00"))
     return ProviderEvent(
         id=str(event["id"]),
-        type=str(event.get("event_type") or ""),
+        type=event_type,
         created=created,
         subject=subject,
         object_id=object_id,
-        payment_id=object_id if subject is EventSubject.CHECKOUT else "",
+        payment_id=payment_id,
         body=event,
     )

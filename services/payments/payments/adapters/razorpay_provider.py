@@ -56,6 +56,11 @@ DEFAULT_AUTO_REFUND_AFTER = timedelta(days=5)
 # Refund lists are read 100 at a time (Razorpay's largest `count`), 10 pages at most.
 REFUND_PAGE = 100
 MAX_REFUND_PAGES = 10
+# Refunds, whoever made them (Hirepay, the Razorpay dashboard, Razorpay's own auto-refund of an
+# authorization never captured): each event carries the refund and its payment, and each
+# re-fetches every refund of the payment (provider_refunds.py), so any one of them brings the
+# payment up to date (`refund.created` and `refund.processed` come together in test mode).
+REFUND_EVENT_TYPES = frozenset({"refund.created", "refund.processed", "refund.failed"})
 
 
 def map_error(exc: BaseException) -> BaseException:
@@ -136,7 +141,12 @@ def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefun
         status, RefundState.FAILED
     )
     return ProviderRefund(
-        id=str(data["id"]), state=state, amount_minor=int(data.get("amount") or amount_minor)
+        id=str(data["id"]),
+        state=state,
+        amount_minor=int(data.get("amount") or amount_minor),
+        # Hirepay's own refunds carry their record in the notes (`hirepay_refund_id`, or a
+        # plan purchase's `transaction_id`); a dashboard refund has none of ours.
+        metadata=_notes(data.get("notes")),
     )
 
 
@@ -391,24 +401,30 @@ class RazorpayProvider:
 
 
 def event_from(event_id: str, body: dict[str, Any]) -> ProviderEvent:
-    """Payment and order events are about the order (the checkout), whose payment is re-read.
-    The parsed delivery goes with it (stored as the event's payload: parsed once, issue 13)."""
+    """Payment and order events are about the order (the checkout), whose payment is re-read;
+    refund events (REFUND_EVENT_TYPES) about the refund of their payment, whose refunds are
+    re-fetched. The parsed delivery goes with it (stored as the event's payload: parsed once,
+    issue 13)."""
     payload = body.get("payload") or {}
     payment = (payload.get("payment") or {}).get("entity") or {}
     order = (payload.get("order") or {}).get("entity") or {}
+    refund = (payload.get("refund") or {}).get("entity") or {}
     order_id = str(order.get("id") or payment.get("order_id") or "")
     kind = str(body.get("event") or "")
     subject = EventSubject.OTHER
-    if order_id and kind.split(".")[0] in ("payment", "order"):
-        subject = EventSubject.CHECKOUT
+    object_id = str(payment.get("id") or "")
+    if kind in REFUND_EVENT_TYPES:
+        subject, object_id = EventSubject.REFUND, str(refund.get("id") or "")
+    elif order_id and kind.split(".")[0] in ("payment", "order"):
+        subject, object_id = EventSubject.CHECKOUT, order_id
     created = body.get("created_at")
     return ProviderEvent(
         id=event_id,
         type=kind,
         created=datetime.fromtimestamp(int(created), UTC) if created else datetime.now(UTC),
         subject=subject,
-        object_id=order_id if subject is EventSubject.CHECKOUT else str(payment.get("id") or ""),
+        object_id=object_id,
         metadata=_notes(order.get("notes") or payment.get("notes")),
-        payment_id=str(payment.get("id") or ""),
+        payment_id=str(payment.get("id") or refund.get("payment_id") or ""),
         body=body,
     )

@@ -41,7 +41,9 @@ PROVIDER_REFUNDS = Counter(
     "Refunds found at the provider by webhook, by provider and result: booked (made outside"
     " Hirepay, e.g. from the provider's dashboard, and booked now), own (made by Hirepay: its"
     " request records it), pending (not succeeded yet), failed_after_success (a succeeded refund"
-    " the provider reports failed since: left to the reconciliation); of subscription purchases:"
+    " the provider reports failed since: left to the reconciliation), not_captured (a refund of a"
+    " payment that took nothing, e.g. Razorpay's auto-refund of an authorization let go:"
+    " recorded only); of subscription purchases:"
     " purchase_booked (refunded in full: credits revoked), purchase_partial (not booked).",
     ["provider", "result"],
 )

@@ -89,6 +89,12 @@ async def apply_refund_event(
         return await _apply_to_purchase(deps, provider, event, record, intent_id)
     if payment is None or payment.provider != provider.name:
         return None  # not a payment of this provider: recorded only
+    if payment.final and payment.state not in TAKEN:
+        # Nothing was taken, so no refund is Hirepay's to book: a provider without a void
+        # refunds the authorization Hirepay let go by itself (Razorpay's auto-refund of a
+        # payment never captured, refund.processed). Recorded only; no retry could apply it.
+        metrics.count(metrics.PROVIDER_REFUNDS, provider.name, "not_captured")
+        return None
     if payment.state not in TAKEN:
         # Refunded, so captured at the provider, but the capture's answer is not recorded yet
         # (the poller is resolving it): refused, so the provider delivers it again.

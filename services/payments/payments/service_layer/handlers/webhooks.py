@@ -262,13 +262,20 @@ async def _verified(
     cmd: commands.ProviderEventDelivery, provider: PaymentProvider
 ) -> ProviderEvent:
     """The event a delivery carries, verified the provider's way, or INVALID_SIGNATURE (nothing
-    stored)."""
+    stored). A provider that verifies (or names the event's payment) by calling back, PayPal's
+    verify API and a refund's capture, may not answer: PROVIDER_UNAVAILABLE, so the delivery is
+    answered 503 and sent again (nothing stored)."""
     try:
         return await provider.verify_event(cmd.payload, cmd.signing_headers())
     except SignatureInvalid as exc:
         metrics.count(metrics.WEBHOOK_EVENTS, "unknown", "invalid_signature")
         log.warning("webhook refused: %s", exc.message)
         raise errors.InvalidSignature(f"webhook signature refused: {exc.message}") from None
+    except (OutcomeUnknown, InvalidRequest) as exc:
+        metrics.count(metrics.WEBHOOK_EVENTS, "unknown", "provider_error")
+        raise errors.ProviderUnavailable(
+            f"could not verify the delivery with the provider: {exc.message}"
+        ) from None
 
 
 async def _apply_to_payment(
