@@ -17,6 +17,7 @@ from jobs.domain.escrow import (
     JobPaymentCheckout,
     JobPaymentSession,
     Leg,
+    PaymentRefund,
     RefundOutcome,
 )
 from jobs.domain.marketplace import (
@@ -35,19 +36,35 @@ from jobs.service_layer.deps import Deps
 
 @dataclass
 class FakeCardRefunds:
-    """Payments' Refund as jobs sees it: one refund per request id, always accepted."""
+    """Payments' Refund as jobs sees it: one refund per request id, always accepted; and the
+    payment's refunds as GetPayment lists them, with those made at the provider (`at_provider`)."""
 
     provider: str = "stripe"
     refunds: dict[str, tuple[str, int]] = field(default_factory=dict)  # request -> (payment, n)
+    recorded: dict[str, list[PaymentRefund]] = field(default_factory=dict)  # payment -> refunds
 
     async def refund(
         self, payment_id: str, amount_minor: int, request_id: str, reason: str
     ) -> RefundOutcome:
-        self.refunds.setdefault(request_id, (payment_id, amount_minor))
-        return RefundOutcome(f"rfd_{uuid.uuid5(uuid.NAMESPACE_URL, request_id).hex}", "SUCCEEDED")
+        refund_id = f"rfd_{uuid.uuid5(uuid.NAMESPACE_URL, request_id).hex}"
+        if request_id not in self.refunds:
+            self.refunds[request_id] = (payment_id, amount_minor)
+            own = PaymentRefund(refund_id, request_id, amount_minor, "SUCCEEDED")
+            self.recorded.setdefault(payment_id, []).append(own)
+        return RefundOutcome(refund_id, "SUCCEEDED")
 
     async def provider_of(self, payment_id: str) -> str:
         return self.provider
+
+    def at_provider(self, payment_id: str, amount_minor: int) -> str:
+        """A refund made at the provider (its dashboard), as payments records it: its id."""
+        tag = uuid.uuid4().hex
+        refund = PaymentRefund(f"rfd_{tag}", f"provider:re_{tag}", amount_minor, "SUCCEEDED")
+        self.recorded.setdefault(payment_id, []).append(refund)
+        return refund.refund_id
+
+    async def refunds_of(self, payment_id: str) -> tuple[str, list[PaymentRefund]]:
+        return self.provider, list(self.recorded.get(payment_id, []))
 
 
 @dataclass

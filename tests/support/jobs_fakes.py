@@ -407,6 +407,16 @@ class FakeMoneySteps:
         return sorted(pending, key=lambda s: s.created_at)[:limit]
 
 
+class FakeEscrowRefunds:
+    """No refunds of offer money made at the provider (the posting fakes have no marketplace)."""
+
+    def __init__(self, tx: Store) -> None:
+        self.tx = tx
+
+    async def unsettled(self, limit: int) -> list[object]:
+        return []
+
+
 class FakeUnitOfWork:
     """Each `async with` works on a copy of the store; commit publishes it, exit drops it."""
 
@@ -424,6 +434,7 @@ class FakeUnitOfWork:
         self.rate_limits = FakePostingRates(self._tx)
         self.outbox = FakeOutbox(self._tx)
         self.money_steps = FakeMoneySteps(self._tx)
+        self.escrow_refunds = FakeEscrowRefunds(self._tx)
         self._committed = False
         return self
 

@@ -15,7 +15,15 @@ import pytest
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay_dev import pg
 from hirepay_dev.bench_wallet import Fixture
-from hirepay_dev.benchcpu import LOADGEN, PG_TOTAL, CpuMeter, hirepay_total, process_cpu
+from hirepay_dev.benchcpu import (
+    LOADGEN,
+    PG_OUTSIDE,
+    PG_TOTAL,
+    CpuMeter,
+    hirepay_total,
+    per_op_line,
+    process_cpu,
+)
 from hirepay_dev.benchlib import closed_loop, pgbench_tpcb
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
@@ -97,12 +105,17 @@ def test_process_cpu_reads_proc():
     assert process_cpu(2**22 + 12345) is None  # no such process
 
 
-async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url):
+def _meter_of_a_test_database(pg_server_url: str) -> tuple[str, CpuMeter]:
+    """A fresh database (its libpq URL) and a meter of this process and of its backends ("test")."""
     name = pg.create_database(pg_server_url, "hirepay_benchcpu_test", drop_existing=True)
     database = urlparse(name).path.lstrip("/")
-    connection = await asyncpg.connect(pg.libpq_url(name))
+    return pg.libpq_url(name), CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
+
+
+async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url):
+    url, meter = _meter_of_a_test_database(pg_server_url)
+    connection = await asyncpg.connect(url)
     try:
-        meter = CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
         await meter.start()
         await connection.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
         used = await meter.stop()
@@ -111,6 +124,33 @@ async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_ur
     assert used[PG_TOTAL] >= used["pg:test"] > 0
     assert LOADGEN in used and "me" in used
     assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
+
+
+async def test_the_server_time_outside_the_live_backends_is_shown_apart(pg_server_url):
+    """A backend that works and exits within the interval is no live backend at its end: its time
+    is the server's, outside the database's live backends (`pg:outside`, issue 13), and not part
+    of Hirepay's total twice."""
+    url, meter = _meter_of_a_test_database(pg_server_url)
+    kept = await asyncpg.connect(url)
+    try:
+        await meter.start()
+        gone = await asyncpg.connect(url)
+        pid = await gone.fetchval("SELECT pg_backend_pid()")
+        await gone.fetchval("SELECT count(*) FROM generate_series(1, 3000000)")
+        await gone.close()
+        for _ in range(200):  # the backend exits (and is reaped) after the connection closes
+            if process_cpu(pid) is None:
+                break
+            await asyncio.sleep(0.01)
+        await kept.fetchval("SELECT 1")
+        used = await meter.stop()
+    finally:
+        await kept.close()
+    assert used[PG_OUTSIDE] > 0.05  # the exited backend's count, at least
+    assert used[PG_OUTSIDE] > used["pg:test"]
+    assert used[PG_OUTSIDE] + used["pg:test"] == pytest.approx(used[PG_TOTAL], abs=1e-9)
+    assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
+    assert "pg:outside" in per_op_line(used, 1)
 
 
 async def test_pgbench_leaves_the_server_checkpointed(pg_server_url):

@@ -93,3 +93,20 @@ async def test_refund_with_provider_down_stays_reserved_then_completes(stub, adm
         pb.RefundRequest(request_id="rd", payment_id=p.payment_id, amount_minor=800)
     )
     assert replay.replayed and replay.refund.status == "SUCCEEDED"
+
+
+async def test_get_payment_lists_its_refunds_with_their_request_ids(stub, unique) -> None:
+    # Jobs reads them to book the refunds of offer money made at the provider (request id
+    # `provider:<re_...>`) and to leave its own (`engagement:<id>:<step>`) to their money step.
+    p = await _captured(stub, unique("gtx"), 5000)
+    first = await stub.Refund(
+        pb.RefundRequest(
+            request_id="engagement:eng_1:cancel", payment_id=p.payment_id, amount_minor=2000
+        )
+    )
+    rest = await stub.Refund(pb.RefundRequest(request_id="r2", payment_id=p.payment_id))
+    got = await stub.GetPayment(pb.GetPaymentRequest(payment_id=p.payment_id))
+    assert [(r.refund_id, r.request_id, r.amount.amount_minor, r.status) for r in got.refunds] == [
+        (first.refund.refund_id, "engagement:eng_1:cancel", 2000, "SUCCEEDED"),
+        (rest.refund.refund_id, "r2", 3000, "SUCCEEDED"),
+    ]

@@ -17,6 +17,7 @@ from jobs.domain.escrow import (
     JobPaymentCheckout,
     JobPaymentSession,
     Leg,
+    PaymentRefund,
     RefundOutcome,
 )
 
@@ -110,6 +111,15 @@ class PaymentsCardRefunds(LazyServiceClient[ppb_grpc.PaymentsServiceStub]):
         request = ppb.GetPaymentRequest(payment_id=payment_id)
         reply = await self.client.call(self.stub.GetPayment, request, timeout=self.timeout)
         return str(reply.payment.provider) or "stripe"
+
+    async def refunds_of(self, payment_id: str) -> tuple[str, list[PaymentRefund]]:
+        request = ppb.GetPaymentRequest(payment_id=payment_id)
+        reply = await self.client.call(self.stub.GetPayment, request, timeout=self.timeout)
+        refunds = [
+            PaymentRefund(r.refund_id, r.request_id, r.amount.amount_minor, r.status)
+            for r in reply.refunds
+        ]
+        return str(reply.payment.provider) or "stripe", refunds
 
 
 class PaymentsJobPayments(LazyServiceClient[ppb_grpc.PaymentsServiceStub]):

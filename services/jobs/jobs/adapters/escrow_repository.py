@@ -14,8 +14,10 @@ from jobs.adapters import tables as t
 from jobs.domain.escrow import (
     AccountKind,
     AccountRef,
+    AtProviderOutcome,
     Dispute,
     DisputeState,
+    EscrowRefund,
     Leg,
     MoneyStep,
     Resolution,
@@ -240,3 +242,86 @@ class SqlDisputeRepository:
             stmt = stmt.where(tuple_(D.opened_at, D.id) > tuple_(*after))
         stmt = stmt.order_by(D.opened_at, D.id).limit(limit)
         return [_dispute(r) for r in (await self.s.execute(stmt)).all()]
+
+
+R = t.escrow_refunds.c
+
+
+def _escrow_refund(row: Any) -> EscrowRefund:
+    m = row._mapping
+    return EscrowRefund(
+        refund_id=m["refund_id"],
+        engagement_id=m["engagement_id"],
+        payment_id=m["payment_id"],
+        unit=m["unit"],
+        amount_minor=m["amount_minor"],
+        outcome=AtProviderOutcome(m["outcome"]),
+        legs=legs_from_json(m["legs"]),
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        state=StepState(m["state"]),
+        attempts=m["attempts"],
+        failure=m["failure"],
+    )
+
+
+class SqlEscrowRefundRepository:
+    """Refunds of engagements' money made at the provider (one row per payments refund id)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.s = session
+
+    async def add(self, refund: EscrowRefund) -> bool:
+        stmt = (
+            insert(t.escrow_refunds)
+            .values(
+                refund_id=refund.refund_id,
+                engagement_id=refund.engagement_id,
+                payment_id=refund.payment_id,
+                unit=refund.unit,
+                amount_minor=refund.amount_minor,
+                outcome=refund.outcome.value,
+                legs=legs_to_json(refund.legs),
+                state=refund.state.value,
+                attempts=refund.attempts,
+                failure=refund.failure,
+                created_at=refund.created_at,
+                updated_at=refund.updated_at,
+            )
+            .on_conflict_do_nothing()
+            .returning(R.refund_id)
+        )
+        return (await self.s.execute(stmt)).first() is not None
+
+    async def for_engagement(self, engagement_id: str) -> list[EscrowRefund]:
+        stmt = (
+            select(t.escrow_refunds)
+            .where(R.engagement_id == engagement_id)
+            .order_by(R.created_at, R.refund_id)
+        )
+        return [_escrow_refund(r) for r in (await self.s.execute(stmt)).all()]
+
+    async def save(self, refund: EscrowRefund) -> None:
+        await self.s.execute(
+            update(t.escrow_refunds)
+            .where(R.refund_id == refund.refund_id)
+            .values(
+                state=refund.state.value,
+                attempts=refund.attempts,
+                failure=refund.failure,
+                updated_at=refund.updated_at,
+            )
+        )
+
+    async def unsettled(self, limit: int) -> list[EscrowRefund]:
+        """The auditor's read: refunds not yet posted, or that left money owed (oldest first)."""
+        stmt = (
+            select(t.escrow_refunds)
+            .where(
+                (R.state == StepState.PENDING.value)
+                | (R.outcome != AtProviderOutcome.UNWOUND.value)
+            )
+            .order_by(R.created_at, R.refund_id)
+            .limit(limit)
+        )
+        return [_escrow_refund(r) for r in (await self.s.execute(stmt)).all()]

@@ -414,6 +414,27 @@ engagement_steps = Table(
     ),
 )
 
+# A refund of an engagement's card money made at the provider, outside the escrow (migration
+# 0015): recorded once per payments refund id under the engagement's lock, with the legs that book
+# it under `payment:<pid>:refund:<refund_id>` (unwound from the escrow, or owed), then posted.
+escrow_refunds = Table(
+    "escrow_refunds",
+    metadata,
+    Column("refund_id", String(128), primary_key=True),
+    Column("engagement_id", String(64), ForeignKey("engagements.id"), nullable=False),
+    Column("payment_id", String(128), nullable=False),
+    Column("unit", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("legs", JSONB, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("failure", Text, nullable=False, default=""),
+    _at("created_at", nullable=False),
+    _at("updated_at", nullable=False),
+    Index("ix_escrow_refunds_engagement", "engagement_id", "created_at"),
+)
+
 # A dispute on an engagement (ESC-8): at most one per engagement, resolved once by an admin.
 disputes = Table(
     "disputes",

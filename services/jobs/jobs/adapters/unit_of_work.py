@@ -10,7 +10,11 @@ from jobs.adapters.application_repository import (
     SqlApplicationRepository,
     SqlCandidateViewRepository,
 )
-from jobs.adapters.escrow_repository import SqlDisputeRepository, SqlMoneyStepRepository
+from jobs.adapters.escrow_repository import (
+    SqlDisputeRepository,
+    SqlEscrowRefundRepository,
+    SqlMoneyStepRepository,
+)
 from jobs.adapters.event_repository import NotifyingOfferRepository, SqlMarketplaceOutbox
 from jobs.adapters.marketplace_repository import (
     SqlEngagementRepository,
@@ -46,6 +50,7 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
         "offers": lambda uow: NotifyingOfferRepository(uow.batched, uow.outbox),
         "money_steps": lambda uow: SqlMoneyStepRepository(uow.batched),
         "disputes": lambda uow: SqlDisputeRepository(uow.batched),
+        "escrow_refunds": lambda uow: SqlEscrowRefundRepository(uow.batched),
     }
 
     jobs: SqlJobRepository
@@ -61,6 +66,7 @@ class SqlJobsUnitOfWork(SqlAlchemyUnitOfWork):
     offers: NotifyingOfferRepository
     money_steps: SqlMoneyStepRepository
     disputes: SqlDisputeRepository
+    escrow_refunds: SqlEscrowRefundRepository
 
     def _attach(self, session: Any) -> None:
         # Repositories see the session through the batch of writes (sent as one statement).

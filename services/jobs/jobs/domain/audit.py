@@ -39,6 +39,10 @@ class Check(enum.StrEnum):
     # An engagement's money step (escrow) decided but still not on the ledger past the grace:
     # the escrow worker keeps failing to post it (ESC-7, ESC-8).
     ESCROW_STEP_STUCK = "escrow_step_stuck"
+    # Offer money refunded at the provider after the escrow could no longer give it back (in
+    # part while held, or after it was released): booked from the engagement's receivable and
+    # owed to the platform. A known state for operators to settle, not a missing booking.
+    ESCROW_REFUND_OWED = "escrow_refund_owed"
     # A withdrawal whose money stays held (or, returned by the bank, owed back) past its grace:
     # a step payments keeps failing, or a payout in transit the bank has not answered (ESC-9).
     WITHDRAWAL_STUCK = "withdrawal_stuck"

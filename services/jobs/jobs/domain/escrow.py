@@ -24,6 +24,7 @@ from jobs.domain.marketplace import (
     completion_split,
     engagement_transfer_id,
     escrow_owner,
+    refund_transfer_id,
 )
 
 PLATFORM_OWNER = "platform"
@@ -460,3 +461,142 @@ class JobPaymentSession:
     coins: int = 0
     fee_coins: int = 0
     escrow_coins: int = 0
+
+
+# --------------------------------------------------------------------------- refunds at the provider
+#
+# Offer money refunded at the provider, outside the escrow (a refund from the provider's
+# dashboard, or the provider refunding on its own): payments records and publishes it, and jobs
+# books it under payments' id for it, `payment:<pid>:refund:<refund_id>`, from wherever the money
+# now is (README "Refunds of offer money made at the provider"). The customer has the money back
+# from the provider, so it leaves towards provider clearing, never to the customer's wallet.
+
+# Where an engagement's escrow still holds its money (nothing decided to move it out yet).
+HELD = frozenset({EngagementState.ASSIGNED, EngagementState.IN_PROGRESS, EngagementState.DISPUTED})
+# Refunds jobs asked for itself (a money step's request id, `engagement:<id>:<step>`).
+OWN_REFUND_PREFIX = "engagement:"
+SYSTEM_ACTOR = "system"
+REFUNDED_AT_PROVIDER = "payment refunded at the provider"
+
+
+class AtProviderOutcome(enum.StrEnum):
+    """What a refund made at the provider did to its engagement's money."""
+
+    # In full while the escrow held it: the escrow and the acceptance fee go to provider clearing
+    # (what the provider paid back), the engagement is cancelled: nothing is owed.
+    UNWOUND = "unwound"
+    # In part while the escrow holds it: the refund is owed (booked from the engagement's
+    # receivable) and the escrow is frozen by a dispute for an admin to decide (ESC-8).
+    FROZEN = "frozen"
+    # After the escrow was released (completed, cancelled, resolved): owed, from the receivable.
+    OWED = "owed"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRefund:
+    """A refund payments recorded of an engagement's card payment, as jobs reads it."""
+
+    refund_id: str
+    request_id: str
+    amount_minor: int
+    status: str
+
+    @property
+    def outside_escrow(self) -> bool:
+        """Succeeded and not asked for by a money step of jobs (those book themselves)."""
+        return self.status == "SUCCEEDED" and not self.request_id.startswith(OWN_REFUND_PREFIX)
+
+
+def receivable(engagement_id: str, unit: str) -> AccountRef:
+    """What is owed to the platform for an engagement's money refunded at the provider after it
+    could no longer come out of the escrow: a clearing-kind account, so it may go below zero
+    (minus what is owed), one per engagement so that each debt is traceable."""
+    return AccountRef(
+        f"{escrow_owner(engagement_id)}:receivable", unit, AccountKind.PROVIDER_CLEARING
+    )
+
+
+@dataclass(slots=True)
+class EscrowRefund:
+    """One refund made at the provider of an engagement's money, recorded once (insert-first on
+    the refund id, under the engagement's lock) with the legs that book it, then posted."""
+
+    refund_id: str
+    engagement_id: str
+    payment_id: str
+    unit: str
+    amount_minor: int
+    outcome: AtProviderOutcome
+    legs: tuple[Leg, ...]
+    created_at: datetime
+    updated_at: datetime
+    state: StepState = StepState.PENDING
+    attempts: int = 0
+    failure: str = ""
+
+    @property
+    def transfer_id(self) -> str:
+        """payments' id of the refund's booking: the ledger auditor expects it on clearing."""
+        return refund_transfer_id(self.payment_id, self.refund_id)
+
+    @property
+    def owed_minor(self) -> int:
+        """What the refund left owed to the platform (negative: an earlier debt it settled)."""
+        owed = receivable(self.engagement_id, self.unit)
+        return sum(leg.amount_minor for leg in self.legs if leg.source == owed) - sum(
+            leg.amount_minor for leg in self.legs if leg.target == owed
+        )
+
+    def done(self, now: datetime) -> None:
+        self.state = StepState.DONE
+        self.failure = ""
+        self.updated_at = now
+
+    def failed(self, why: str, now: datetime) -> None:
+        self.attempts += 1
+        self.failure = why[:200]
+        self.updated_at = now
+
+
+def refund_at_provider(
+    engagement: Engagement,
+    refund: PaymentRefund,
+    provider: str,
+    earlier: list[EscrowRefund],
+    now: datetime,
+) -> EscrowRefund:
+    """How a refund made at the provider is booked, given the engagement as it is now (locked)
+    and the refunds at the provider booked before it. Every transfer balances and provider
+    clearing receives exactly the refunded amount:
+
+    - held, and the refunds reach the amount paid: UNWOUND, escrow -> clearing (the escrow),
+      revenue -> clearing (the acceptance fee), and clearing -> receivable what earlier partial
+      refunds left owed (they were taken from the receivable: settled now);
+    - held, in part: FROZEN, receivable -> clearing (owed until an admin decides);
+    - released: OWED, receivable -> clearing."""
+    unit = engagement.unit
+    clearing = AccountRef.clearing(provider, unit)
+    owed = receivable(engagement.id, unit)
+    before = sum(r.amount_minor for r in earlier)
+    if engagement.state in HELD and before + refund.amount_minor >= engagement.amount_minor:
+        outcome = AtProviderOutcome.UNWOUND
+        legs: tuple[Leg, ...] = (
+            Leg(AccountRef.escrow(engagement.id, unit), clearing, engagement.escrow_minor),
+            Leg(AccountRef.revenue(unit), clearing, engagement.fee1_minor),
+            Leg(clearing, owed, sum(r.owed_minor for r in earlier)),
+        )
+    else:
+        held = engagement.state in HELD
+        outcome = AtProviderOutcome.FROZEN if held else AtProviderOutcome.OWED
+        legs = (Leg(owed, clearing, refund.amount_minor),)
+    return EscrowRefund(
+        refund_id=refund.refund_id,
+        engagement_id=engagement.id,
+        payment_id=engagement.payment_id,
+        unit=unit,
+        amount_minor=refund.amount_minor,
+        outcome=outcome,
+        legs=tuple(leg for leg in legs if leg.amount_minor > 0),
+        created_at=now,
+        updated_at=now,
+    )

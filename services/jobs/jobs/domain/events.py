@@ -24,6 +24,8 @@ class EventType(enum.StrEnum):
     ENGAGEMENT_CANCELLED = "engagement.cancelled"
     DISPUTE_OPENED = "dispute.opened"
     DISPUTE_RESOLVED = "dispute.resolved"
+    # Offer money refunded at the provider, outside the escrow (subject: payments' refund id).
+    ENGAGEMENT_REFUNDED_AT_PROVIDER = "engagement.refunded_at_provider"
 
 
 def event_id_for(event_type: EventType, subject_id: str) -> str:

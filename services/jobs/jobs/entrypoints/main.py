@@ -158,6 +158,11 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds
         )
     )
+    app.add_worker(
+        workers.marketplace_settlement_worker(
+            adapters.engine, make_deps, adapters.payments, settings.settlement_reconnect_seconds
+        )
+    )
 
     async def started() -> None:
         log.info("jobs settings: %s", describe(settings))

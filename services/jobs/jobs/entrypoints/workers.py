@@ -7,6 +7,9 @@
 - settlement: consumes the payments settlement stream from a cursor kept in the jobs database;
   one replica at a time holds a PostgreSQL advisory lock on a dedicated connection (released by
   the server if the process dies), and handlers are idempotent, so redelivery is harmless;
+- marketplace settlement: the same for the marketplace's own stream (offer payments, subsystem
+  `marketplace`), of which only refunds made at the provider ask anything of jobs (they unwind
+  the escrow: marketplace.refunds_at_provider);
 - notifier: delivers marketplace events from the outbox as signed callbacks (the platform
   notifier leases rows FOR UPDATE SKIP LOCKED with a lease time, so replicas never send one row
   at the same time; receivers deduplicate the rare resend after a crash by the event id);
@@ -20,7 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 from sqlalchemy import text
@@ -28,11 +31,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay_platform import workloop
+from hirepay_platform.errors import HirepayError
 from hirepay_platform.grpc_status import from_rpc_error
 from hirepay_platform.notifier import CallbackSender, deliver_due, relay_loop
 from jobs.adapters.participants import PaymentsParticipant
 from jobs.domain import commands
 from jobs.domain.events import MarketplaceEvent
+from jobs.domain.posting_saga import SettlementEvent
 from jobs.entrypoints.conversions import settlement_event_from_proto
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
@@ -41,9 +46,19 @@ from jobs.service_layer.marketplace import money_steps
 
 log = logging.getLogger(__name__)
 
+# How a consumer applies a burst: each event yielded once its effect is durable.
+Apply = Callable[
+    [commands.ApplySettlementEvents, Deps], AsyncIterator[tuple[SettlementEvent, bool]]
+]
+
 CONSUMER = "jobs-settlement"
 # Key of the advisory lock that elects the one settlement consumer (any constant unique in the DB).
 SETTLEMENT_LOCK_KEY = 0x4A4F4253  # "JOBS"
+# The marketplace stream's consumer, cursor and lock: its own, so that a refund waiting for its
+# engagement (EngagementNotBookedYet) never holds up the postings' stream.
+MARKETPLACE_CONSUMER = "jobs-marketplace-settlement"
+MARKETPLACE_SUBSYSTEM = "marketplace"
+MARKETPLACE_LOCK_KEY = 0x4D4B5453  # "MKTS"
 AUDITOR_LOCK_KEY = 0x41554454  # "AUDT"
 # The settlement cursor is recorded once per run of events (issue 13): when the stream has been
 # quiet this long, after this many events, and when the consumer stops. A crash replays at most
@@ -111,8 +126,11 @@ def expiry_worker(
 class _SettlementCursor:
     """How far the settlement consumer has applied the stream, recorded once per run of events."""
 
-    def __init__(self, make_deps: Callable[[], Deps], recorded: int) -> None:
+    def __init__(
+        self, make_deps: Callable[[], Deps], recorded: int, consumer: str = CONSUMER
+    ) -> None:
         self._make_deps = make_deps
+        self._consumer = consumer
         self._recorded = self._applied = recorded
         self._unrecorded = 0
 
@@ -128,7 +146,7 @@ class _SettlementCursor:
 
     async def record(self) -> None:
         if self.behind:
-            cmd = commands.RecordSettlementCursor(CONSUMER, self._applied)
+            cmd = commands.RecordSettlementCursor(self._consumer, self._applied)
             await settlement.record_cursor(cmd, self._make_deps())
             self._recorded, self._unrecorded = self._applied, 0
 
@@ -218,13 +236,15 @@ async def consume_stream(
     stop: asyncio.Event,
     make_deps: Callable[[], Deps],
     cursor: int,
+    consumer: str = CONSUMER,
+    apply: Apply = settlement.apply_settlement_events,
 ) -> None:
     """Apply the settlement stream's events (opened after `cursor`) burst by burst until it ends
     or `stop` is set, recording how far they were applied: never past an event whose effect is
     not durable (a crash replays the events since the recorded position; each is applied
     idempotently, PAY-9)."""
     stopper = asyncio.create_task(stop.wait())
-    position = _SettlementCursor(make_deps, cursor)
+    position = _SettlementCursor(make_deps, cursor, consumer)
     stream = _ReadAhead(call)
     try:
         while not stop.is_set():
@@ -232,9 +252,7 @@ async def consume_stream(
             if not burst:
                 break
             events = tuple(settlement_event_from_proto(m) for m in burst)
-            applying = settlement.apply_settlement_events(
-                commands.ApplySettlementEvents(events), make_deps()
-            )
+            applying = apply(commands.ApplySettlementEvents(events), make_deps())
             # Each event is yielded once its effect is durable: only then is the position moved
             # past it.
             async with contextlib.aclosing(applying):
@@ -253,26 +271,34 @@ def settlement_worker(
     make_deps: Callable[[], Deps],
     payments: PaymentsParticipant,
     reconnect: float,
+    *,
+    consumer: str = CONSUMER,
+    subsystem: str = "jobs",
+    lock_key: int = SETTLEMENT_LOCK_KEY,
+    apply: Apply = settlement.apply_settlement_events,
 ) -> Callable[[asyncio.Event], object]:
-    """Consume payments' settlement events (PAY-9) while holding the consumer lock."""
+    """Consume payments' settlement events (PAY-9) of one subsystem while holding its consumer
+    lock (the postings' stream by default; marketplace_settlement_worker: the offers')."""
 
     async def consume(stop: asyncio.Event) -> None:
         stub = payments.stub
         async with make_deps().uow as uow:
-            cursor = await uow.settlements.cursor(CONSUMER)
+            cursor = await uow.settlements.cursor(consumer)
         call = stub.StreamSettlementEvents(
-            ppb.StreamSettlementEventsRequest(after_cursor=cursor, follow=True, subsystem="jobs"),
+            ppb.StreamSettlementEventsRequest(
+                after_cursor=cursor, follow=True, subsystem=subsystem
+            ),
             # Signed like every call (checked once, when the stream opens).
             metadata=payments.client.metadata(),
         )
-        await consume_stream(call, stop, make_deps, cursor)
+        await consume_stream(call, stop, make_deps, cursor, consumer, apply)
 
     async def run(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 async with engine.connect() as conn:
                     locked = await conn.scalar(
-                        text("SELECT pg_try_advisory_lock(:k)"), {"k": SETTLEMENT_LOCK_KEY}
+                        text("SELECT pg_try_advisory_lock(:k)"), {"k": lock_key}
                     )
                     await conn.commit()
                     if locked:
@@ -281,17 +307,40 @@ def settlement_worker(
                         finally:
                             with contextlib.suppress(Exception):
                                 await conn.execute(
-                                    text("SELECT pg_advisory_unlock(:k)"),
-                                    {"k": SETTLEMENT_LOCK_KEY},
+                                    text("SELECT pg_advisory_unlock(:k)"), {"k": lock_key}
                                 )
                                 await conn.commit()
             except grpc.aio.AioRpcError as exc:
                 log.info("settlement stream interrupted: %r", from_rpc_error(exc, "payments"))
+            except HirepayError as exc:
+                # An event that cannot be applied yet (a wallet outage, an acceptance still
+                # booking): the stream is opened again after it and the event applied again.
+                log.info("%s: applied again after %.1fs: %r", consumer, reconnect, exc)
             except Exception:
                 log.exception("settlement consumer failed")
             await _sleep(stop, reconnect)
 
     return run
+
+
+def marketplace_settlement_worker(
+    engine: AsyncEngine,
+    make_deps: Callable[[], Deps],
+    payments: PaymentsParticipant,
+    reconnect: float,
+) -> Callable[[asyncio.Event], object]:
+    """Consume the offers' settlement events (subsystem `marketplace`): refunds made at the
+    provider unwind the escrow (ESC-1, ESC-8); every other event asks nothing of jobs."""
+    return settlement_worker(
+        engine,
+        make_deps,
+        payments,
+        reconnect,
+        consumer=MARKETPLACE_CONSUMER,
+        subsystem=MARKETPLACE_SUBSYSTEM,
+        lock_key=MARKETPLACE_LOCK_KEY,
+        apply=settlement.apply_marketplace_events,
+    )
 
 
 def notifier_worker(

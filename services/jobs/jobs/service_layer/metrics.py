@@ -58,6 +58,13 @@ AUDIT_RUNS = Counter(
     "Consistency audit rounds by outcome (ok, or the source that could not be read).",
     ["outcome"],
 )
+ESCROW_REFUNDS_AT_PROVIDER = Counter(
+    "hirepay_escrow_refunds_at_provider_total",
+    "Refunds of offer money made at the provider, outside the escrow, by what they did: unwound"
+    " (the escrow emptied to provider clearing), frozen (in part: owed, a dispute opened) or owed"
+    " (after the escrow was released).",
+    ["outcome"],
+)
 EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")
 
 

@@ -15,10 +15,12 @@ from jobs.domain.escrow import (
     AccountRef,
     Dispute,
     DisputeState,
+    EscrowRefund,
     JobPaymentCheckout,
     JobPaymentSession,
     Leg,
     MoneyStep,
+    PaymentRefund,
     RefundOutcome,
     StepKind,
 )
@@ -302,6 +304,21 @@ class DisputeRepository(Protocol):
     ) -> list[Dispute]: ...
 
 
+class EscrowRefundRepository(Protocol):
+    """Refunds of engagements' money made at the provider, one per payments refund id."""
+
+    async def add(self, refund: EscrowRefund) -> bool:
+        """Insert-first on the refund id: False if it was recorded before."""
+
+    async def for_engagement(self, engagement_id: str) -> list[EscrowRefund]:
+        """The engagement's refunds at the provider, oldest first."""
+
+    async def save(self, refund: EscrowRefund) -> None: ...
+
+    async def unsettled(self, limit: int) -> list[EscrowRefund]:
+        """Refunds not yet posted or that left money owed, oldest first (the auditor)."""
+
+
 class EscrowLedger(Protocol):
     """The wallet as the escrow's ledger: accounts by what they are, transfers by their id."""
 
@@ -326,6 +343,10 @@ class CardRefunds(Protocol):
 
     async def provider_of(self, payment_id: str) -> str:
         """The provider that took the payment (its clearing account books the refund)."""
+
+    async def refunds_of(self, payment_id: str) -> tuple[str, list[PaymentRefund]]:
+        """The payment's provider and every refund payments recorded of it, oldest first (read
+        again on each refund event: the event itself is never trusted)."""
 
 
 class JobPayments(Protocol):
@@ -355,6 +376,7 @@ class JobsUnitOfWork(Protocol):
     outbox: MarketplaceOutbox
     money_steps: MoneyStepRepository
     disputes: DisputeRepository
+    escrow_refunds: EscrowRefundRepository
 
     async def __aenter__(self) -> Self: ...
 

@@ -98,9 +98,13 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
     async def GetPayment(
         self, request: pb.GetPaymentRequest, context: grpc.aio.ServicerContext
     ) -> pb.PaymentResponse:
-        payment, found = await disputes.get_payment_with_disputes(request.payment_id, self._deps())
+        payment, found, refunds = await disputes.get_payment_with_disputes(
+            request.payment_id, self._deps()
+        )
         return pb.PaymentResponse(
-            payment=conv.payment_msg(payment), disputes=[conv.dispute_msg(d) for d in found]
+            payment=conv.payment_msg(payment),
+            disputes=[conv.dispute_msg(d) for d in found],
+            refunds=[conv.refund_msg(r) for r in refunds],
         )
 
     async def ListPayments(
@@ -279,7 +283,10 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.HandleProviderEventResponse:
         cmd = commands.ProviderEventDelivery(
-            request.provider, request.payload, request.signature, dict(request.headers)
+            request.provider,
+            request.payload,
+            request.signature,
+            {name: request.headers[name] for name in request.headers},  # (as authorize_command)
         )
         outcome = await webhooks.handle_provider_event(cmd, self._deps())
         return pb.HandleProviderEventResponse(

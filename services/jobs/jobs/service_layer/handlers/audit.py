@@ -27,6 +27,7 @@ from jobs.domain.audit import (
     payment_deadline_violation,
 )
 from jobs.domain.errors import NotAllowed
+from jobs.domain.escrow import AtProviderOutcome, StepState
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
@@ -73,6 +74,7 @@ async def run_audit(
         violations += await _jobs_by_id(deps, job_ids)
         rechecked = frozenset((Check.ACTIVE_JOB_WITHOUT_PAYMENT, j) for j in job_ids)
     violations += await _escrow_steps(deps, now, cmd.page_size)
+    violations += await _escrow_refunds(deps, now, cmd.page_size)
     sources = deps.sources
     if sources is not None:
         in_flight = await sources.payments(_NON_FINAL)  # every round: state, not history
@@ -221,6 +223,31 @@ async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation
         )
         for step in steps
     ]
+
+
+async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violation]:
+    """Refunds of offer money made at the provider (marketplace.refunds_at_provider): each that
+    left money owed is reported as such (a known state: booked from the engagement's receivable,
+    so no longer a missing booking), and one still not posted past the grace as a stuck step."""
+    before = now - timedelta(seconds=deps.config.audit_grace_seconds)
+    async with deps.new_uow() as uow:
+        refunds = await uow.escrow_refunds.unsettled(limit)
+    found: list[Violation] = []
+    for r in refunds:
+        if r.state is StepState.PENDING and r.created_at < before:
+            detail = f"refund at the provider pending since {r.created_at.isoformat()}"
+            found.append(Violation(Check.ESCROW_STEP_STUCK, r.transfer_id, detail))
+        if r.outcome is not AtProviderOutcome.UNWOUND:
+            found.append(
+                Violation(
+                    Check.ESCROW_REFUND_OWED,
+                    r.transfer_id,
+                    f"engagement {r.engagement_id}: {r.amount_minor} {r.unit} refunded at the"
+                    f" provider ({r.outcome.value}), owed from engagement:{r.engagement_id}"
+                    ":receivable",
+                )
+            )
+    return found
 
 
 async def _payments(

@@ -119,7 +119,7 @@ async def _view(engagement_id: str, deps: Deps) -> EngagementView:
         )
 
 
-def _event_data(engagement: Engagement, **extra: object) -> dict[str, object]:
+def engagement_event_data(engagement: Engagement, **extra: object) -> dict[str, object]:
     return {
         "engagementId": engagement.id,
         "jobId": engagement.job_id,
@@ -214,7 +214,7 @@ async def complete(cmd: commands.EngagementCommand, deps: Deps) -> EngagementVie
             EventType.ENGAGEMENT_COMPLETED,
             engagement.id,
             now,
-            _event_data(engagement, **_payout_data(payout)),
+            engagement_event_data(engagement, **_payout_data(payout)),
         )
         await uow.commit()
     await money_steps.drive(engagement.id, StepKind.COMPLETE, deps)
@@ -280,7 +280,7 @@ async def cancel(cmd: commands.EngagementCommand, deps: Deps) -> EngagementView:
             EventType.ENGAGEMENT_CANCELLED,
             engagement.id,
             now,
-            _event_data(engagement, **_payout_data(payout)),
+            engagement_event_data(engagement, **_payout_data(payout)),
         )
         await uow.commit()
     await money_steps.drive(engagement.id, StepKind.CANCEL, deps)
@@ -338,7 +338,7 @@ async def open_dispute(cmd: commands.OpenDispute, deps: Deps) -> EngagementView:
             EventType.DISPUTE_OPENED,
             dispute.id,
             now,
-            _event_data(engagement, disputeId=dispute.id, openedBy=dispute.opened_by),
+            engagement_event_data(engagement, disputeId=dispute.id, openedBy=dispute.opened_by),
         )
         await uow.commit()
     return await _view(engagement.id, deps)
@@ -390,7 +390,7 @@ async def resolve_dispute(cmd: commands.ResolveDispute, deps: Deps) -> Engagemen
             EventType.DISPUTE_RESOLVED,
             dispute.id,
             now,
-            _event_data(
+            engagement_event_data(
                 engagement,
                 disputeId=dispute.id,
                 resolution=resolution.value,

@@ -31,6 +31,7 @@ from payments.domain.provider import (
     PaymentProvider,
     ProviderEvent,
 )
+from payments.domain.refunds import Refund
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.provider_calls import CallRecord, call
@@ -96,13 +97,17 @@ async def apply_dispute_event(
     return DisputeEventOutcome(applied=changed, duplicate=False)
 
 
-async def get_payment_with_disputes(payment_id: str, deps: Deps) -> tuple[Payment, list[Dispute]]:
-    """A payment and its disputes, oldest first (GetPayment), read in one transaction."""
+async def get_payment_with_disputes(
+    payment_id: str, deps: Deps
+) -> tuple[Payment, list[Dispute], list[Refund]]:
+    """A payment, its disputes and its refunds, oldest first (GetPayment), read in one
+    transaction (jobs books the refunds of offer money made at the provider from them)."""
     async with deps.uow as uow:
         payment = await uow.payments.get(payment_id)
         if payment is None:
             raise errors.PaymentNotFound(payment_id)
-        return payment, await uow.disputes.for_payment(payment_id)
+        found = await uow.disputes.for_payment(payment_id)
+        return payment, found, await uow.refunds.list_for_payment(payment_id)
 
 
 async def _apply(

@@ -1,0 +1,92 @@
+"""Offer money refunded at Stripe's dashboard, outside Hirepay, with every process real (sandbox,
+wallet, payments, jobs, gateway; ESC-1, ESC-8): the sandbox's `charge.refunded` webhook reaches
+payments, which records the refund and publishes `payment.refunded` on the marketplace's stream;
+jobs' marketplace consumer unwinds the escrow while it holds the money (the engagement cancelled,
+the escrow and the fee back to provider clearing, the customer's wallet untouched) and, once the
+escrow was released to the contractor, books the refund as owed from the engagement's receivable;
+the ledger auditor finds every refund booked, the consistency report names what is owed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hirepay_dev.sandbox_client import stripe_client
+from hirepay_dev.stack import DEV_STRIPE_KEY
+from tests.e2e.conftest import System
+from tests.e2e.credits_support import ledger, platform_delta
+from tests.e2e.marketplace_support import (
+    CLEARING,
+    act,
+    card_engagement,
+    new_user,
+    ok,
+    payment,
+)
+from tests.support.waiting import eventually
+
+
+def _dashboard_refund(system: System, payment_id: str) -> None:
+    """A full refund made with the secret key at Stripe itself, as its dashboard does."""
+    intent = payment(system, payment_id).provider_payment_id
+    client = stripe_client(system.stack.sandbox_url, DEV_STRIPE_KEY, allow_sync=True)
+    client.v1.refunds.create(params={"payment_intent": intent})
+
+
+def _engagement(system: System, engagement_id: str, user: str, role: str) -> dict[str, Any]:
+    return ok(
+        system.http.get(f"/api/engagements/{engagement_id}", headers=system.headers(user, role))
+    )
+
+
+def test_an_offer_refunded_at_the_dashboard_while_in_escrow_is_unwound(system: System) -> None:
+    system.admin.clear_faults()
+    customer, contractor = new_user("customer"), new_user("contractor")
+    platform_before = ledger(system, "platform")
+    clearing_before = ledger(system, "provider:stripe")
+    engagement_id = card_engagement(system, customer, contractor, 100_000)
+    ok(act(system, engagement_id, "start", contractor, "contractor"))
+    payment_id = _engagement(system, engagement_id, customer, "customer")["paymentId"]
+    _dashboard_refund(system, payment_id)
+
+    def cancelled() -> dict[str, Any] | None:
+        got = _engagement(system, engagement_id, contractor, "contractor")
+        return got if got["state"] == "cancelled" else None
+
+    eventually(cancelled, timeout=60)
+    # Every wallet to the cent: the escrow and the fee back to the provider's clearing (square
+    # again: the provider paid the customer back), nothing to the customer's wallet, nothing owed.
+    assert eventually(
+        lambda: dict(ledger(system, f"engagement:{engagement_id}")) == {("ESCROW", "USD"): 0},
+        timeout=30,
+    )
+    assert platform_delta(platform_before, ledger(system, "platform")) == {}
+    assert platform_delta(clearing_before, ledger(system, "provider:stripe")) == {}
+    assert dict(ledger(system, customer)) == {}
+    assert dict(ledger(system, contractor)) == {}
+    assert dict(ledger(system, f"engagement:{engagement_id}:receivable")) == {}
+    # Complete after that: nothing left to pay out.
+    late = act(system, engagement_id, "complete", customer, "customer")
+    assert late.status_code == 409 and late.json()["error"] == "INVALID_TRANSITION"
+
+
+def test_an_offer_refunded_at_the_dashboard_after_completion_is_owed(system: System) -> None:
+    system.admin.clear_faults()
+    customer, contractor = new_user("customer"), new_user("contractor")
+    platform_before = ledger(system, "platform")
+    clearing_before = ledger(system, "provider:stripe")
+    engagement_id = card_engagement(system, customer, contractor, 100_000)
+    ok(act(system, engagement_id, "start", contractor, "contractor"))
+    ok(act(system, engagement_id, "complete", customer, "customer"))
+    payment_id = _engagement(system, engagement_id, customer, "customer")["paymentId"]
+    _dashboard_refund(system, payment_id)
+    owed = {("PROVIDER_CLEARING", "USD"): -100_000}
+    receivable = f"engagement:{engagement_id}:receivable"
+    assert eventually(lambda: dict(ledger(system, receivable)) == owed, timeout=60)
+    # No money created or lost: the contractor keeps the pay, revenue its fees, the provider's
+    # clearing is square (the refund booked under payments' id for it), the debt is recorded.
+    assert dict(ledger(system, contractor)) == {("USER", "USD"): 70_000}
+    assert platform_delta(platform_before, ledger(system, "platform")) == {
+        ("PLATFORM_REVENUE", "USD"): 30_000
+    }
+    assert CLEARING not in platform_delta(clearing_before, ledger(system, "provider:stripe"))
+    assert _engagement(system, engagement_id, customer, "customer")["state"] == "completed"

@@ -1,0 +1,370 @@
+"""Offer money refunded at the provider, outside the escrow (ESC-1, ESC-8), on real PostgreSQL and
+the real wallet process: every balance asserted to the cent — customer, contractor, revenue,
+escrow, provider clearing and the engagement's receivable — for a full refund while the escrow
+holds the money (unwound, the engagement cancelled), a partial one (owed, the escrow frozen by a
+dispute) followed by the rest (unwound, the debt settled), one after completion (owed, reported
+by the auditor as such), twin events applied concurrently, a refund racing the completion, the
+engagement's own cancellation refund (never booked twice) and a wallet outage."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from hirepay_dev.procs import ensure_service_token_secret
+from hirepay_dev.services import WALLET, RunningService, start_service
+from hirepay_platform import identity
+from hirepay_platform.db import create_engine, make_session_factory
+from hirepay_platform.errors import ErrorKind, HirepayError
+from jobs.adapters.escrow_ledger import WalletEscrowLedger
+from jobs.adapters.offer_funds import WalletAccounts
+from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
+from jobs.domain import commands
+from jobs.domain.audit import Check
+from jobs.domain.escrow import AtProviderOutcome, DisputeState, StepState, receivable
+from jobs.domain.events import EventType
+from jobs.domain.marketplace import (
+    EngagementState,
+    FundingSource,
+    MarketJobStatus,
+    Offer,
+    OfferState,
+    engagement_id_for,
+)
+from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
+from jobs.service_layer.deps import Deps
+from jobs.service_layer.handlers import audit, settlement
+from jobs.service_layer.marketplace import escrow
+from jobs.service_layer.marketplace.refunds_at_provider import (
+    EngagementNotBookedYet,
+    apply_refund_event,
+)
+from tests.support.escrow_support import (
+    FakeCardRefunds,
+    FakeJobPayments,
+    FlakyLedger,
+    Parties,
+    balance,
+    balances,
+    card_funded_engagement,
+    new_parties,
+    post_job,
+)
+from tests.support.jobs_fakes import FakeParticipants, make_config
+
+
+@pytest.fixture(scope="module")
+def wallet(make_service_database) -> Iterator[RunningService]:
+    identity.configure("jobs", ensure_service_token_secret())
+    service = start_service(WALLET, make_service_database("wallet"), log_name="escrow-ref-wallet")
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+async def ledger(wallet: RunningService) -> AsyncIterator[WalletEscrowLedger]:
+    ledger = WalletEscrowLedger(WalletAccounts(wallet.target, 5.0))
+    yield ledger
+    await ledger.accounts.close()
+
+
+@pytest.fixture(scope="module")
+async def sessions(make_service_database):
+    url = await asyncio.to_thread(make_service_database, "jobs")
+    engine = create_engine(url, pool_size=20, max_overflow=10)
+    yield make_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def refunds() -> FakeCardRefunds:
+    return FakeCardRefunds()
+
+
+def build(sessions, ledger, refunds) -> Deps:
+    return Deps.build(
+        lambda: SqlJobsUnitOfWork(sessions),
+        make_config(retry_base_seconds=0.0, lease_seconds=0.0, audit_grace_seconds=0),
+        FakeParticipants(),
+        escrow=ledger,
+        card_refunds=refunds,
+        job_payments=FakeJobPayments(),
+    )
+
+
+@pytest.fixture
+def deps(sessions, ledger, refunds) -> Deps:
+    return build(sessions, ledger, refunds)
+
+
+async def funded(deps: Deps, ledger: WalletEscrowLedger, amount: int = 100_000) -> Parties:
+    """A card offer's engagement ($1,000.00: $100 fee to revenue, $900 in escrow)."""
+    p = await new_parties(ledger, "USD")
+    p.baseline["receivable"] = 0
+    await card_funded_engagement(deps, ledger, p, amount)
+    return p
+
+
+async def everything(ledger: WalletEscrowLedger, p: Parties) -> dict[str, int]:
+    """The engagement's balances with its receivable (what is owed for it)."""
+    found = await balances(ledger, p)
+    found["receivable"] = await balance(ledger, receivable(p.engagement_id, p.unit))
+    return found
+
+
+async def payment_of(deps: Deps, p: Parties) -> str:
+    async with deps.uow as uow:
+        engagement = await uow.engagements.get(p.engagement_id)
+    assert engagement is not None
+    return engagement.payment_id
+
+
+def refunded_event(p: Parties, payment_id: str, tag: str = "1") -> SettlementEvent:
+    """payments' `payment.refunded` on the marketplace stream (its content is never trusted)."""
+    offer_id = f"offer_{p.engagement_id.removeprefix('eng_')}"
+    return SettlementEvent(
+        f"evt_{tag}_{payment_id}",
+        1,
+        "payment.refunded",
+        f"saga_{offer_id}",
+        "payments",
+        TryResult(TryState.REFUNDED, payment_id, "REFUNDED"),
+        {"type": "marketplace_offer", "offer_id": offer_id, "subsystem": "marketplace"},
+    )
+
+
+async def engagement_state(deps: Deps, p: Parties) -> EngagementState:
+    async with deps.uow as uow:
+        engagement = await uow.engagements.get(p.engagement_id)
+    assert engagement is not None
+    return engagement.state
+
+
+async def test_a_full_refund_while_held_unwinds_the_escrow_to_clearing(deps, ledger, refunds):
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    refund_id = refunds.at_provider(pid, 100_000)
+    assert await apply_refund_event(refunded_event(p, pid), deps) is True
+    # The provider paid the customer back: the escrow and the fee return to clearing, nothing
+    # to the customer's wallet, nothing owed.
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
+        "receivable": 0,
+    }  # fmt: skip
+    credits = await ledger.credits_of(f"payment:{pid}:refund:{refund_id}")
+    assert sum(credits.values()) == 100_000  # under payments' id: the ledger auditor finds it
+    view = await escrow.get_engagement(
+        commands.EngagementCommand(commands.Actor(p.contractor, "contractor"), p.engagement_id),
+        deps,
+    )
+    assert view.engagement.state is EngagementState.CANCELLED
+    async with deps.uow as uow:
+        job = await uow.market_jobs.get(p.job_id)
+        (booked,) = await uow.escrow_refunds.for_engagement(p.engagement_id)
+        events = await uow.outbox.for_subject(refund_id)
+    assert job is not None and job.status is MarketJobStatus.OPEN
+    assert (booked.outcome, booked.state) == (AtProviderOutcome.UNWOUND, StepState.DONE)
+    assert [e.type for e in events] == [EventType.ENGAGEMENT_REFUNDED_AT_PROVIDER]
+    assert events[0].data["contractorId"] == p.contractor
+    # The event again (a redelivery) changes nothing.
+    assert await apply_refund_event(refunded_event(p, pid, "again"), deps) is False
+    assert (await everything(ledger, p))["clearing"] == 0
+
+
+async def test_twin_events_applied_concurrently_book_the_refund_once(deps, ledger, refunds):
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    refunds.at_provider(pid, 100_000)
+    results = await asyncio.gather(
+        *(apply_refund_event(refunded_event(p, pid, str(n)), deps.fresh()) for n in range(4))
+    )
+    assert sorted(results) == [False, False, False, True]
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
+        "receivable": 0,
+    }  # fmt: skip
+
+
+async def test_a_partial_refund_is_owed_and_freezes_the_escrow_until_the_rest(
+    deps, ledger, refunds
+):
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    refunds.at_provider(pid, 30_000)
+    assert await apply_refund_event(refunded_event(p, pid), deps) is True
+    # The escrow still holds the money: what the provider gave back is owed, and an admin
+    # decides (the escrow frozen by a dispute the system opened).
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 10_000, "escrow": 90_000, "clearing": -70_000,
+        "receivable": -30_000,
+    }  # fmt: skip
+    assert await engagement_state(deps, p) is EngagementState.DISPUTED
+    async with deps.uow as uow:
+        dispute = await uow.disputes.for_engagement(p.engagement_id)
+    assert dispute is not None and dispute.opened_by == "system"
+    with pytest.raises(HirepayError) as frozen:
+        await escrow.complete(
+            commands.EngagementCommand(commands.Actor(p.customer, "customer"), p.engagement_id),
+            deps,
+        )
+    assert frozen.value.reason == "ESCROW_FROZEN"
+    # The rest refunded at the provider too: unwound, and the debt settled.
+    refunds.at_provider(pid, 70_000)
+    assert await apply_refund_event(refunded_event(p, pid, "2"), deps) is True
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
+        "receivable": 0,
+    }  # fmt: skip
+    assert await engagement_state(deps, p) is EngagementState.CANCELLED
+    async with deps.uow as uow:
+        dispute = await uow.disputes.for_engagement(p.engagement_id)
+    assert dispute is not None and dispute.state is DisputeState.RESOLVED
+
+
+async def test_a_refund_after_completion_is_owed_and_audited_as_such(deps, ledger, refunds):
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    contractor = commands.Actor(p.contractor, "contractor")
+    await escrow.start_work(commands.EngagementCommand(contractor, p.engagement_id), deps)
+    await escrow.complete(
+        commands.EngagementCommand(commands.Actor(p.customer, "customer"), p.engagement_id), deps
+    )
+    refund_id = refunds.at_provider(pid, 100_000)
+    assert await apply_refund_event(refunded_event(p, pid), deps) is True
+    # The contractor was paid: no money created or lost, the refund is owed for the engagement.
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 70_000, "revenue": 30_000, "escrow": 0, "clearing": 0,
+        "receivable": -100_000,
+    }  # fmt: skip
+    assert await engagement_state(deps, p) is EngagementState.COMPLETED
+    report = await audit.run_audit(commands.RunAudit(), deps)
+    owed = [v for v in report.violations if v.check is Check.ESCROW_REFUND_OWED]
+    assert [v.subject_id for v in owed if p.engagement_id in v.detail] == [
+        f"payment:{pid}:refund:{refund_id}"
+    ]
+
+
+async def test_a_refund_racing_the_completion_balances_either_way(deps, ledger, refunds):
+    for _ in range(3):
+        p = await funded(deps, ledger)
+        pid = await payment_of(deps, p)
+        contractor = commands.Actor(p.contractor, "contractor")
+        await escrow.start_work(commands.EngagementCommand(contractor, p.engagement_id), deps)
+        refunds.at_provider(pid, 100_000)
+        customer = commands.Actor(p.customer, "customer")
+        completed, applied = await asyncio.gather(
+            escrow.complete(commands.EngagementCommand(customer, p.engagement_id), deps.fresh()),
+            apply_refund_event(refunded_event(p, pid), deps.fresh()),
+            return_exceptions=True,
+        )
+        assert applied is True
+        found = await everything(ledger, p)
+        assert sum(found.values()) == 0 and found["clearing"] == 0  # nothing created or lost
+        if isinstance(completed, HirepayError):  # the refund came first: nothing to complete
+            assert completed.reason == "INVALID_TRANSITION"
+            assert found == {
+                "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
+                "receivable": 0,
+            }  # fmt: skip
+        else:  # the completion came first: the contractor keeps the pay, the refund is owed
+            assert found == {
+                "customer": 0, "contractor": 70_000, "revenue": 30_000, "escrow": 0,
+                "clearing": 0, "receivable": -100_000,
+            }  # fmt: skip
+
+
+async def test_the_engagements_own_cancellation_refund_is_not_booked_again(deps, ledger, refunds):
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    await escrow.cancel(
+        commands.EngagementCommand(commands.Actor(p.customer, "customer"), p.engagement_id), deps
+    )
+    # payments publishes `payment.refunded` for jobs' own refund too: nothing more moves.
+    assert await apply_refund_event(refunded_event(p, pid), deps) is False
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
+        "receivable": 0,
+    }  # fmt: skip
+
+
+async def test_a_wallet_outage_leaves_the_booking_pending_and_the_event_applies_it(
+    sessions, ledger, refunds
+):
+    flaky = FlakyLedger(ledger, failures=1)
+    deps = build(sessions, flaky, refunds)
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    refunds.at_provider(pid, 100_000)
+    with pytest.raises(HirepayError):
+        await apply_refund_event(refunded_event(p, pid), deps)
+    async with deps.uow as uow:
+        (pending,) = await uow.escrow_refunds.for_engagement(p.engagement_id)
+    assert pending.state is StepState.PENDING and pending.attempts == 1
+    assert (await everything(ledger, p))["escrow"] == 90_000  # decided, not yet posted
+    # The consumer applies the event again (its cursor did not pass it): posted once.
+    assert await apply_refund_event(refunded_event(p, pid), deps) is False
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
+        "receivable": 0,
+    }  # fmt: skip
+
+
+async def test_the_marketplace_stream_applies_only_offer_refunds(deps, ledger, refunds):
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    refunds.at_provider(pid, 100_000)
+    captured = refunded_event(p, pid, "cap")
+    captured = SettlementEvent(
+        captured.event_id,
+        captured.cursor,
+        "payment.captured",
+        captured.global_tx_id,
+        captured.branch_id,
+        TryResult(TryState.CAPTURED, pid, "CAPTURED"),
+        captured.metadata,
+    )
+    burst = commands.ApplySettlementEvents((captured, refunded_event(p, pid)))
+    applied = [a async for _, a in settlement.apply_marketplace_events(burst, deps)]
+    assert applied == [False, True]
+    assert (await everything(ledger, p))["escrow"] == 0
+
+
+async def test_a_refund_before_the_acceptance_booked_its_engagement_waits(deps, ledger):
+    # Captured, the engagement not yet booked (the offer `accepting`): the event is refused as
+    # transient, so the consumer applies it again; an offer that ended without an engagement
+    # holds nothing to unwind.
+    p = await new_parties(ledger, "USD")
+    now = deps.clock()
+    offer = Offer(
+        id=f"offer_{uuid.uuid4().hex}",
+        job_id=await post_job(deps, p.customer),
+        customer_id=p.customer,
+        contractor_id=p.contractor,
+        amount_minor=100_000,
+        unit="USD",
+        funding=FundingSource.CARD,
+        state=OfferState.ACCEPTING,
+        saga_id=f"saga_{uuid.uuid4().hex}",
+        request_id=uuid.uuid4().hex,
+        expires_at=now,
+        created_at=now,
+        updated_at=now,
+        payment_id="pay_accepting",
+    )
+    async with deps.uow as uow:
+        await uow.offers.add(offer)
+        await uow.commit()
+    p.engagement_id = engagement_id_for(offer.id)
+    with pytest.raises(EngagementNotBookedYet) as waiting:
+        await apply_refund_event(refunded_event(p, "pay_accepting"), deps)
+    assert waiting.value.kind is ErrorKind.UNAVAILABLE
+    async with deps.uow as uow:
+        ended = await uow.offers.get(offer.id, for_update=True)
+        assert ended is not None
+        ended.close(OfferState.EXPIRED, "capture_failed", now)
+        await uow.offers.save(ended)
+        await uow.commit()
+    assert await apply_refund_event(refunded_event(p, "pay_accepting"), deps) is False
