@@ -43,7 +43,7 @@ from payments.domain.refunds import Refund, RefundStatus
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
-from payments.service_layer.ports import EventRecord, FirstLook
+from payments.service_layer.ports import EventRecord, FirstLook, HorizonSample
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.barrier_fakes import BarrierRows, MemoryBarriers
 
@@ -346,6 +346,10 @@ class FakeOutbox(_Repo):
 
     async def backlog(self) -> int:
         return 0
+
+    async def horizon(self) -> HorizonSample:
+        # One unit of work at a time here: no transaction ever holds the stream back.
+        return HorizonSample(datetime.now(UTC), None, frozenset(), None)
 
 
 class FakeAudit(_Repo):

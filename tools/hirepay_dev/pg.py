@@ -7,10 +7,14 @@ under `.data/`, so `make run` and `make test` work on a machine with no PostgreS
 from __future__ import annotations
 
 import atexit
+import fcntl
+import json
 import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -18,7 +22,8 @@ from hirepay_dev.procs import REPO_ROOT
 
 # Services, tests and the benchmark open many pooled connections at once.
 MAX_CONNECTIONS = 400
-_EMBEDDED_URL: str | None = None
+# The embedded server's URL by data directory, once this process has joined its users.
+_EMBEDDED_URLS: dict[Path, str] = {}
 
 
 def _pgdata_dir() -> Path:
@@ -36,11 +41,18 @@ def bin_dir() -> Path:
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
 
-def embedded_server_url() -> str:
-    """Start (or reuse) the embedded PostgreSQL and return its superuser URL."""
-    global _EMBEDDED_URL
-    if _EMBEDDED_URL is not None:
-        return _EMBEDDED_URL
+def embedded_server_url(pgdata: Path | None = None) -> str:
+    """Start (or reuse) the embedded PostgreSQL and return its superuser URL.
+
+    `pgdata`: its data directory (default: the checkout's `.data/pg`). Every process that uses
+    the server (a test run, `make run`, a benchmark) counts itself among its users until it exits
+    (`_Users`); the last one out stops the server if one of them started it, unless
+    HIREPAY_KEEP_PG=1: two test runs in one checkout share it, and neither stops it under the
+    other. A server found running with no user (kept, or started by hand) is left running."""
+    pgdata = pgdata or _pgdata_dir()
+    known = _EMBEDDED_URLS.get(pgdata)
+    if known is not None:
+        return known
     import warnings
 
     # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
@@ -48,17 +60,19 @@ def embedded_server_url() -> str:
     import pgserver
     from pgserver._commands import pg_ctl
 
-    pgdata = _pgdata_dir()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
-    # Another process (make run, a parallel test run) may own a running server: leave it running.
-    started_here = not _running(pgdata)
-    server = pgserver.get_server(pgdata, cleanup_mode=None)
-    uri = server.get_uri()
-    current = int(server.psql("SHOW max_connections;").split("\n")[2].strip())
-    if current < MAX_CONNECTIONS:
-        server.psql(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS};")
-        # restart keeps the original command-line options (the socket directory).
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user)
+    users = _Users(pgdata)
+    with users.locked():
+        # Under the users' lock: no other process decides to stop the server meanwhile.
+        started_here = not _running(pgdata)
+        server = pgserver.get_server(pgdata, cleanup_mode=None)
+        uri = server.get_uri()
+        current = int(server.psql("SHOW max_connections;").split("\n")[2].strip())
+        if current < MAX_CONNECTIONS:
+            server.psql(f"ALTER SYSTEM SET max_connections = {MAX_CONNECTIONS};")
+            # restart keeps the original command-line options (the socket directory).
+            pg_ctl(["-w", "-m", "fast", "restart"], pgdata=pgdata, user=server.system_user)
+        users.join(started_here=started_here, keep=os.environ.get("HIREPAY_KEEP_PG") == "1")
 
     def stop() -> None:
         subprocess.run(
@@ -68,10 +82,70 @@ def embedded_server_url() -> str:
             **_as_user(server.system_user),
         )
 
-    if started_here and os.environ.get("HIREPAY_KEEP_PG") != "1":
-        atexit.register(stop)
-    _EMBEDDED_URL = uri
+    atexit.register(users.leave, stop)
+    _EMBEDDED_URLS[pgdata] = uri
     return uri
+
+
+class _Users:
+    """The processes using one embedded server, in `<pgdata>.users.json` beside its data
+    directory, changed only under an exclusive lock of `<pgdata>.users.lock` (flock: released by
+    the kernel when its holder dies): {"pids": [...], "stop": bool}. A process that died without
+    leaving (kill -9) is dropped when next read (its pid no longer runs). `stop`: the server was
+    started by a user without HIREPAY_KEEP_PG=1 while none ran, so the last user out stops it."""
+
+    def __init__(self, pgdata: Path) -> None:
+        self.path = pgdata.with_name(pgdata.name + ".users.json")
+        self.lock_path = pgdata.with_name(pgdata.name + ".users.lock")
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        with open(self.lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> tuple[list[int], bool]:
+        try:
+            state = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return [], False
+        return [pid for pid in state.get("pids", []) if _alive(pid)], bool(state.get("stop"))
+
+    def _write(self, pids: list[int], stop: bool) -> None:
+        partial = self.path.with_suffix(".tmp")
+        partial.write_text(json.dumps({"pids": pids, "stop": stop}))
+        partial.replace(self.path)  # whole or not at all, should this process die midway
+
+    def join(self, *, started_here: bool, keep: bool) -> None:
+        """Count this process in (under `locked`)."""
+        pids, stop = self._read()
+        if not pids:
+            # The first user decides: a server it started stops with the last user; one found
+            # running (kept, started by hand) stays.
+            stop = started_here
+        self._write([*pids, os.getpid()], stop and not keep)
+
+    def leave(self, stop_server: Callable[[], None]) -> None:
+        """Count this process out; stop the server if it was the last user and `stop` holds."""
+        with self.locked():
+            pids, stop = self._read()
+            rest = [pid for pid in pids if pid != os.getpid()]
+            self._write(rest, stop)
+            if not rest and stop:
+                stop_server()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _running(pgdata: Path) -> bool:

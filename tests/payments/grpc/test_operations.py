@@ -3,14 +3,18 @@ settlement callbacks to a subsystem's URL (API-5) from a second, independently c
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Iterator
 
+import asyncpg
 import httpx
 import pytest
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
+from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import PAYMENTS, RunningService, start_service
 from tests.support.callback_receiver import CallbackReceiver
 from tests.support.payments_helpers import (
@@ -49,6 +53,44 @@ async def test_business_metrics_are_exported(stub, payments_service, unique) -> 
         "hirepay_payment_refunds_total",
     ):
         assert name in text
+
+
+def _gauge(text: str, name: str) -> float:
+    """A label-less gauge's value in a /metrics page."""
+    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+async def test_the_running_service_samples_the_settlement_horizon(
+    payments_service, make_database
+) -> None:
+    """The poller samples the stream's horizon (payments 0020): a transaction holding an xid in
+    another database of the server shows in the gauge while it runs, and leaves it once ended."""
+    name = "hirepay_payment_settlement_horizon_age_seconds"
+    url = f"http://127.0.0.1:{payments_service.metrics_port}/metrics"
+    other = await asyncpg.connect(libpq_url(await asyncio.to_thread(make_database, "horizon")))
+    try:
+        async with httpx.AsyncClient() as http:
+
+            async def age() -> float:
+                return _gauge((await http.get(url)).text, name)
+
+            await other.execute("BEGIN")
+            await other.fetchval("SELECT pg_current_xact_id()")
+            await wait_for(lambda: _above(age, 2.0), timeout=60)
+            await other.execute("COMMIT")
+            await wait_for(lambda: _below(age, 2.0), timeout=60)
+    finally:
+        await other.close()
+
+
+async def _above(value, bound: float) -> bool:
+    return await value() > bound
+
+
+async def _below(value, bound: float) -> bool:
+    return await value() < bound
 
 
 def test_no_secret_reaches_the_logs(payments_service) -> None:

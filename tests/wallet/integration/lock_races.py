@@ -44,7 +44,10 @@ async def hold_account(holder: AsyncSession, account_id: str) -> int:
 
 
 async def blocked_by(sessions, blockers: set[int], seen: set[int]) -> int:
-    """Once a backend (not in `seen`) waits for a lock one of `blockers` holds: its pid."""
+    """Once a backend (not in `seen`) waits for a lock one of `blockers` holds: its pid.
+
+    `seen` names transactions still running: once a transaction ends, its pooled connection,
+    and so its backend's pid, serves whichever transaction checks out next."""
     for _ in range(1000):
         async with sessions() as session:
             waiting = await session.execute(
@@ -57,7 +60,17 @@ async def blocked_by(sessions, blockers: set[int], seen: set[int]) -> int:
                 if pid not in seen and blockers & set(blocked):
                     return int(pid)
         await asyncio.sleep(0.01)
-    raise AssertionError(f"no transaction waiting for one of {blockers}")
+    async with sessions() as session:
+        activity = await session.execute(
+            text(
+                "SELECT pid, state, wait_event_type, pg_blocking_pids(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database()"
+            )
+        )
+        backends = [tuple(row) for row in activity]
+    raise AssertionError(
+        f"no transaction (but {seen}) waiting for one of {blockers}; backends: {backends}"
+    )
 
 
 async def deadlocks(sessions) -> int:

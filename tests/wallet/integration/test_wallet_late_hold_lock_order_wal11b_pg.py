@@ -267,11 +267,14 @@ async def test_a_single_call_whose_try_commits_behind_its_gate_locks_no_hold_lat
         await blocked_by(sessions, {t_blocker, trying}, {trying})
         await on_payer.commit()
         assert reasons(await try_task) == ["ok"]
-        waiting = await blocked_by(sessions, {t_blocker}, {trying})  # (now at T's row)
+        # The Try has ended: its backend is back in the pool and may serve the batch or the
+        # single call's second run (under load it did, and a waiter with its pid went unseen).
+        # From here on only transactions still running are told apart by their pids.
+        waiting = await blocked_by(sessions, {t_blocker}, set())  # (now at T's row)
         batch_task = asyncio.create_task(h.resolve_holds(batch, deps_of("batch")))
-        batching = await blocked_by(sessions, {u_blocker}, {trying, waiting})  # holding T
+        batching = await blocked_by(sessions, {u_blocker}, {waiting})  # holding T
         await on_t.rollback()
-        await blocked_by(sessions, {batching}, {trying})  # the single call, for T's hold
+        await blocked_by(sessions, {batching}, set())  # the single call, for T's hold
         await on_u.rollback()
         single_result, batched = await asyncio.gather(single_task, batch_task)
     assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock

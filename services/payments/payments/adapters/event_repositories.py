@@ -27,7 +27,7 @@ from payments.adapters import tables as t
 from payments.adapters.repositories import payment_from_row
 from payments.adapters.tables import JsonText
 from payments.domain.events import EVENT_TYPE_OF, OutboxEvent
-from payments.service_layer.ports import EventRecord, FirstLook
+from payments.service_layer.ports import EventRecord, FirstLook, HorizonSample
 
 # The statements of the hot path, built once (issue 13: no per-call statement building).
 _EVENT_SEEN = select(t.provider_events.c.id).where(
@@ -114,6 +114,44 @@ _STORE_FIRST_BY_INTENT, _STORE_FIRST_BY_CHECKOUT = map(
 # cursor) order whose writer is below its snapshot's xmin (every such writer has ended), each
 # with its cursor (writer_xid << 16 | its index in its transaction). Writers never wait.
 _LIST_AFTER = HotStatement(text("SELECT * FROM outbox_after(:after, :limit, :subsystem)"))
+
+# At most this many of the events held back are looked at for the oldest (they come in their
+# writers' order, nearly that of their times): the sample stays bounded however long the horizon
+# is held, and past this many its age is still the oldest of the stream's first ones.
+HELD_SCAN_LIMIT = 1000
+
+# The stream's horizon (payments 0020), every part of it in one statement, reading only: the
+# running transactions with an xid on the whole server (pg_stat_activity, one row per backend,
+# bounded by max_connections; prepared transactions from pg_prepared_xacts), and the committed
+# events above the reading snapshot's xmin, the ones outbox_after() holds back (through
+# ix_outbox_stream: the range above the horizon, in stream order). A backend's xact_start is
+# hidden from a role that is neither its own nor pg_read_all_stats, its backend_xid is not:
+# those come back as (pid, xid) for the caller to age by when it first saw them.
+_HORIZON = text(
+    f"""
+    WITH running AS MATERIALIZED (
+        SELECT pid, backend_xid, xact_start FROM pg_stat_activity
+        WHERE backend_xid IS NOT NULL
+    )
+    SELECT
+        statement_timestamp() AS at,
+        least(
+            (SELECT min(xact_start) FROM running),
+            (SELECT min(prepared) FROM pg_prepared_xacts)
+        ) AS oldest_start,
+        (SELECT coalesce(array_agg(pid), '{{}}') FROM running WHERE xact_start IS NULL)
+            AS unseen_pids,
+        (SELECT coalesce(array_agg(backend_xid::text::bigint), '{{}}') FROM running
+            WHERE xact_start IS NULL) AS unseen_xids,
+        (SELECT min(h.occurred_at) FROM (
+            SELECT o.occurred_at FROM outbox o
+            WHERE o.position IS NULL
+                AND o.writer_xid >= pg_snapshot_xmin(pg_current_snapshot())
+            ORDER BY o.writer_xid, o.cursor
+            LIMIT {HELD_SCAN_LIMIT}
+        ) h) AS oldest_held
+    """
+)
 
 
 # --- provider events, outbox -----------------------------------------------------------
@@ -220,6 +258,15 @@ class SqlOutboxRepository:
 
     async def backlog(self) -> int:
         return await self._callbacks.backlog()
+
+    async def horizon(self) -> HorizonSample:
+        row = (await self.s.execute(_HORIZON)).one()
+        return HorizonSample(
+            at=row.at,
+            oldest_start=row.oldest_start,
+            unseen=frozenset(zip(row.unseen_pids, row.unseen_xids, strict=True)),
+            oldest_held=row.oldest_held,
+        )
 
     async def lease_callbacks(
         self, now: datetime, limit: int, lease_seconds: float

@@ -18,7 +18,7 @@ from payments.domain.events import OutboxEvent
 from payments.entrypoints import conversions as conv
 from payments.service_layer import handlers, metrics
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import checkouts, credits, payouts
+from payments.service_layer.handlers import checkouts, credits, horizon, payouts
 from payments.service_layer.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,29 @@ log = logging.getLogger(__name__)
 # 30 s after its expiry and at most once a minute (list_stale_pending): looking every round (a
 # second under load) was an idle round's dearest statement, and finds it no sooner (issue 13).
 STALE_CHECK_SECONDS = 15.0
+# How often the poller samples the settlement stream's horizon (handlers/horizon.py): one read
+# of pg_stat_activity and of the outbox's held-back range, never on an RPC's path. Prometheus
+# scrapes every 15-30 s and the alerts wait minutes; an idle poller's round comes at most
+# workloop.IDLE_MAX_SECONDS later still.
+HORIZON_SAMPLE_SECONDS = 5.0
 
 
 async def run_poller(deps: Callable[[], Deps], stop: asyncio.Event, *, interval: float) -> None:
-    """Resolve UNKNOWN payments, pending refunds and expired checkouts until stopped."""
+    """Resolve UNKNOWN payments, pending refunds and expired checkouts until stopped; sample the
+    settlement stream's horizon on the way."""
     stale_check_at = 0.0  # the first round looks
+    horizon_at = 0.0  # the first round samples
+    watch = horizon.HorizonWatch()
 
     async def round_() -> int:
-        nonlocal stale_check_at
+        nonlocal stale_check_at, horizon_at
         worked = await handlers.poll_due(deps())
         if time.monotonic() >= stale_check_at:
             stale_check_at = time.monotonic() + STALE_CHECK_SECONDS
             await checkouts.sync_stale_transactions(deps())
+        if time.monotonic() >= horizon_at:
+            horizon_at = time.monotonic() + HORIZON_SAMPLE_SECONDS
+            await horizon.sample_horizon(deps(), watch)
         return worked
 
     await workloop.run_worker(round_, stop, name="poller", interval=interval)

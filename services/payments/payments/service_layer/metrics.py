@@ -67,6 +67,19 @@ OUTBOX_BACKLOG = Gauge(
     "hirepay_payments_outbox_backlog",
     "Settlement callbacks written to the outbox and not yet delivered.",
 )
+# The settlement stream's horizon (payments 0020), sampled by the poller every few seconds
+# (handlers/horizon.py): every replica reports the same server, alerts take the max.
+SETTLEMENT_HORIZON_AGE = Gauge(
+    "hirepay_payment_settlement_horizon_age_seconds",
+    "Age of the oldest running transaction holding a transaction id on the payments database's"
+    " PostgreSQL server, any database or role (0: none): the settlement stream gives no event"
+    " written after it began until it ends.",
+)
+SETTLEMENT_HELD_AGE = Gauge(
+    "hirepay_payment_settlement_held_event_age_seconds",
+    "Age of the oldest committed settlement event the stream holds back behind its horizon"
+    " (0: none held): how late consumers get it, so far.",
+)
 PROVIDER_LATENCY = Histogram(
     "hirepay_provider_call_duration_seconds",
     "Latency of provider calls by operation and outcome.",

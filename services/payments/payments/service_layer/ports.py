@@ -182,6 +182,27 @@ class EventRepository(Protocol):
         """Insert-first on the event id: False if it was stored before."""
 
 
+@dataclass(frozen=True, slots=True)
+class HorizonSample:
+    """What holds the settlement stream back (payments 0020), read once from the server.
+
+    The stream gives an event only once every transaction that took a transaction id (xid)
+    before its writer has ended, on the whole server: the oldest such transaction still running
+    is the stream's horizon (OutboxRepository.horizon)."""
+
+    at: datetime  # the server's clock when read
+    # The earliest start of a running transaction holding an xid, among those whose start this
+    # role may read (its own role's; every role's with pg_read_all_stats), and of a prepared
+    # transaction (when prepared); None: none.
+    oldest_start: datetime | None
+    # (backend pid, xid) of each running transaction holding an xid whose start is hidden from
+    # this role (another role's, without pg_read_all_stats): present, but of unknown age.
+    unseen: frozenset[tuple[int, int]]
+    # When the oldest committed event the stream holds back behind the horizon happened
+    # (its occurred_at); None: the stream holds back nothing committed.
+    oldest_held: datetime | None
+
+
 class OutboxRepository(Protocol):
     async def add(self, event: OutboxEvent, *, callback: bool) -> None:
         """Append an event (writers never wait for each other)."""
@@ -192,6 +213,10 @@ class OutboxRepository(Protocol):
 
     async def backlog(self) -> int:
         """Callbacks not delivered yet."""
+
+    async def horizon(self) -> HorizonSample:
+        """The stream's horizon now: the running transactions with an xid, server-wide, and the
+        committed events waiting behind them. Reads only (no xid, no lock), a bounded amount."""
 
     async def lease_callbacks(
         self, now: datetime, limit: int, lease_seconds: float
