@@ -4,7 +4,10 @@ escrow, provider clearing and the engagement's receivable — for a full refund 
 holds the money (unwound, the engagement cancelled), a partial one (owed, the escrow frozen by a
 dispute) followed by the rest (unwound, the debt settled), one after completion (owed, reported
 by the auditor as such), twin events applied concurrently, a refund racing the completion, the
-engagement's own cancellation refund (never booked twice) and a wallet outage."""
+engagement's own cancellation refund (never booked twice) and a wallet outage; and the
+engagement's own refund meeting one made at the provider (netted, never stuck, never refunded
+twice): an admin's resolution after a partial refund, a refusal before the refund's event is
+booked, a cancellation just before a full refund, and the cancellation racing the event."""
 
 from __future__ import annotations
 
