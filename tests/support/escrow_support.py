@@ -40,8 +40,8 @@ class FakeCardRefunds:
     """Payments' Refund as jobs sees it: one refund per request id; and the payment's refunds as
     GetPayment lists them, with those made at the provider (`at_provider`). A payment whose
     capture is known (`captured`) is refused as payments refuses it (PAY-11): more than is left
-    to refund REFUND_EXCEEDS_CAPTURED, nothing left PAYMENT_NOT_REFUNDABLE (nothing recorded);
-    the others are always accepted."""
+    to refund (nothing left too) REFUND_EXCEEDS_CAPTURED, nothing recorded; the others are always
+    accepted."""
 
     provider: str = "stripe"
     refunds: dict[str, tuple[str, int]] = field(default_factory=dict)  # request -> (payment, n)
@@ -62,12 +62,6 @@ class FakeCardRefunds:
         left = self.refundable(payment_id)
         if request_id not in self.refunds and payment_id in self.captured and amount_minor > left:
             self.refused.append(request_id)
-            if left <= 0:
-                raise HirepayError(
-                    f"payment {payment_id} cannot be refunded in state REFUNDED",
-                    reason="PAYMENT_NOT_REFUNDABLE",
-                    kind=ErrorKind.FAILED_PRECONDITION,
-                )
             raise HirepayError(
                 f"refund of {amount_minor} exceeds the {left} still refundable on {payment_id}",
                 reason="REFUND_EXCEEDS_CAPTURED",

@@ -7,7 +7,8 @@ by the auditor as such), twin events applied concurrently, a refund racing the c
 engagement's own cancellation refund (never booked twice) and a wallet outage; and the
 engagement's own refund meeting one made at the provider (netted, never stuck, never refunded
 twice): an admin's resolution after a partial refund, a refusal before the refund's event is
-booked, a cancellation just before a full refund, and the cancellation racing the event."""
+booked (a resolution, a cancellation just before a full refund), and the cancellation racing the
+event."""
 
 from __future__ import annotations
 
@@ -399,6 +400,19 @@ async def own_steps(deps: Deps, p: Parties) -> list[MoneyStep]:
         return await uow.money_steps.for_engagement(p.engagement_id)
 
 
+async def settled_step(deps: Deps, p: Parties, netted: int, refunded: int) -> None:
+    """The engagement's one step is done: `netted` settled the receivable, `refunded` asked."""
+    (step,) = await own_steps(deps, p)
+    assert step.state is StepState.DONE
+    assert (step.netted_minor, step.refund_minor) == (netted, refunded)
+
+
+async def waiting_step(deps: Deps, p: Parties, refusal: str) -> None:
+    """The engagement's one step is still pending, payments having refused its refund."""
+    (step,) = await own_steps(deps, p)
+    assert step.state is StepState.PENDING and refusal in step.failure
+
+
 async def audit_of(deps: Deps, p: Parties, pid: str) -> list[Check]:
     """The auditor's findings about the engagement (its steps, its refunds, what is owed)."""
     report = await audit.run_audit(commands.RunAudit(), deps)
@@ -442,9 +456,7 @@ async def test_a_resolution_after_a_partial_refund_at_the_provider_refunds_only_
     refunds.at_provider(pid, 30_000)
     assert await apply_refund_event(refunded_event(p, pid), deps) is True
     await resolve(deps, p, how, contractor_minor)
-    (step,) = await own_steps(deps, p)
-    assert step.state is StepState.DONE
-    assert (step.netted_minor, step.refund_minor) == (30_000, asked)
+    await settled_step(deps, p, 30_000, asked)
     assert refunds.refused == []  # netted when decided: payments never refused it
     assert [n for pay, n in refunds.refunds.values() if pay == pid] == [asked]
     assert await everything(ledger, p) == {
@@ -453,63 +465,61 @@ async def test_a_resolution_after_a_partial_refund_at_the_provider_refunds_only_
     assert await audit_of(deps, p, pid) == []
 
 
-async def test_a_refusal_before_the_refund_event_is_booked_is_netted_when_it_is(
-    deps, ledger, refunds
+async def end_by_refund(deps: Deps, p: Parties) -> StepKind:
+    """The customer disputes and the admin resolves `refund` (the escrow back, the fee kept)."""
+    customer = commands.Actor(p.customer, "customer")
+    await escrow.open_dispute(commands.OpenDispute(customer, p.engagement_id, "no show"), deps)
+    await resolve(deps, p, "refund")
+    return StepKind.RESOLVE
+
+
+async def end_by_cancel(deps: Deps, p: Parties) -> StepKind:
+    """The customer cancels before the work started (the escrow and the fee back)."""
+    await escrow.cancel(cancel_of(p), deps)
+    return StepKind.CANCEL
+
+
+@pytest.mark.parametrize(
+    ("end", "at_provider", "asked", "fee_kept"),
+    [
+        # $300 refunded at the provider; the admin's `refund` ($900) refused, $700 left: then
+        # netted, $600 refunded under a new request id.
+        (end_by_refund, 30_000, 60_000, True),
+        # A cancellation just before a full refund at the provider: nothing left to refund;
+        # then netted in full, no provider refund made by jobs.
+        (end_by_cancel, 100_000, 0, False),
+    ],
+)
+async def test_a_refusal_before_the_refund_at_the_provider_is_booked_is_netted_once_it_is(
+    deps, ledger, refunds, end, at_provider, asked, fee_kept
 ):
-    # The customer disputes; $300 is refunded at the provider (payments knows, jobs not yet) and
-    # the admin resolves `refund` ($900): payments refuses it (REFUND_EXCEEDS_CAPTURED, $700
-    # left) and the step waits; the refund's event books it owed (the engagement ended) and
-    # drives the step again: netted, $600 refunded under a new request id.
+    # The engagement ends while a refund made at the provider is known to payments and not yet
+    # to jobs (its event not applied): payments refuses the step's refund as more than is left
+    # (REFUND_EXCEEDS_CAPTURED, nothing refunded) and the step waits; the event books the refund
+    # owed (the engagement ended) and drives the step again: netted, the debt settled.
     p = await captured(deps, ledger, refunds)
     pid = await payment_of(deps, p)
-    await escrow.open_dispute(
-        commands.OpenDispute(commands.Actor(p.customer, "customer"), p.engagement_id, "no show"),
-        deps,
-    )
-    refunds.at_provider(pid, 30_000)
-    await resolve(deps, p, "refund")
-    (step,) = await own_steps(deps, p)
-    assert step.state is StepState.PENDING and "REFUND_EXCEEDS_CAPTURED" in step.failure
+    refunds.at_provider(pid, at_provider)
+    kind = await end(deps, p)
+    await waiting_step(deps, p, "REFUND_EXCEEDS_CAPTURED")
     assert Check.ESCROW_STEP_STUCK in await audit_of(deps, p, pid)
     assert await apply_refund_event(refunded_event(p, pid), deps) is True
-    (step,) = await own_steps(deps, p)
-    assert step.state is StepState.DONE
-    assert (step.netted_minor, step.refund_minor) == (30_000, 60_000)
-    assert refunds.refused == [f"engagement:{p.engagement_id}:resolve"]
-    assert f"engagement:{p.engagement_id}:resolve:net:30000" in refunds.refunds
-    assert refunds.refundable(pid) == 10_000  # $900 back in all: the fee kept
+    await settled_step(deps, p, at_provider, asked)
+    request = f"engagement:{p.engagement_id}:{kind.value}"
+    assert refunds.refused == [request]
+    assert [n for pay, n in refunds.refunds.values() if pay == pid] == ([asked] if asked else [])
+    if asked:
+        assert f"{request}:net:{at_provider}" in refunds.refunds
+    assert refunds.refundable(pid) == (10_000 if fee_kept else 0)  # refunded once, in all
     assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 10_000, "escrow": 0, "clearing": -10_000,
-        "receivable": 0,
+        "customer": 0, "contractor": 0, "revenue": 10_000 if fee_kept else 0, "escrow": 0,
+        "clearing": -10_000 if fee_kept else 0, "receivable": 0,
     }  # fmt: skip
     assert await audit_of(deps, p, pid) == []
-
-
-async def test_a_cancel_just_before_a_full_refund_at_the_provider_ends_settled(
-    deps, ledger, refunds
-):
-    # The cancellation commits, then its refund finds the payment refunded at the provider
-    # (PAYMENT_NOT_REFUNDABLE): nothing left to refund. The refund's event books it owed and
-    # the step nets it all: done with no provider refund, the debt settled, nothing owed.
-    p = await captured(deps, ledger, refunds)
-    pid = await payment_of(deps, p)
-    refunds.at_provider(pid, 100_000)
-    await escrow.cancel(cancel_of(p), deps)
-    (step,) = await own_steps(deps, p)
-    assert step.state is StepState.PENDING and "PAYMENT_NOT_REFUNDABLE" in step.failure
-    assert await apply_refund_event(refunded_event(p, pid), deps) is True
-    (step,) = await own_steps(deps, p)
-    assert step.state is StepState.DONE
-    assert (step.netted_minor, step.refund_minor) == (100_000, 0)
-    assert [r for r in refunds.refunds if p.engagement_id in r] == []  # none made by jobs
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": 0,
-        "receivable": 0,
-    }  # fmt: skip
-    assert await audit_of(deps, p, pid) == []
-    # Redelivered, and recovered again: nothing more moves.
+    # Redelivered, and driven again: nothing more moves.
     assert await apply_refund_event(refunded_event(p, pid, "again"), deps) is False
-    await money_steps.drive(p.engagement_id, StepKind.CANCEL, deps)
+    await money_steps.drive(p.engagement_id, kind, deps)
+    assert refunds.refused == [request]
     assert sum((await everything(ledger, p)).values()) == 0
 
 

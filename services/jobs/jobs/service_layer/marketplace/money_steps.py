@@ -9,9 +9,9 @@ booking `payment:<pid>:refund:<refund_id>` (escrow / revenue -> provider clearin
 
 What the provider already gave back (a refund made at the provider, booked as owed on the
 engagement's receivable) is not refunded again: the step is netted against it (MoneyStep.net)
-when decided, and again when payments refuses its refund as more than is left to refund
-(REFUND_EXCEEDS_CAPTURED, or PAYMENT_NOT_REFUNDABLE once it is all refunded: PAY-11's typed
-refusals, nothing refunded by them) - the netted part settles the debt on the ledger, and the
+when decided, and again when payments refuses its refund (PAY-11's typed refusals, nothing
+refunded by them: REFUND_EXCEEDS_CAPTURED, more than is left to refund, nothing left included;
+PAYMENT_NOT_REFUNDABLE, the provider refusing it otherwise, e.g. refunded there already) - the netted part settles the debt on the ledger, and the
 provider is asked only for the rest, under a new request id. A refusal that no booked refund
 explains stays a retried step (the refund's event may not be applied yet; the auditor's
 `escrow_step_stuck` if it never is)."""
@@ -30,7 +30,7 @@ from jobs.service_layer.deps import Deps
 log = logging.getLogger(__name__)
 
 REFUND_FAILED = "FAILED"
-# payments' refusals of a refund asking more than the payment has left to refund (PAY-11).
+# payments' refusals of a refund the payment has no longer left to give (PAY-11).
 REFUSED_AS_REFUNDED = frozenset({"REFUND_EXCEEDS_CAPTURED", "PAYMENT_NOT_REFUNDABLE"})
 
 # What happens once a step is done or refused (the funding of a coin job payment assigns or
