@@ -17,7 +17,7 @@ from sandbox_kit.faults import FaultRegistry
 from sandbox_kit.webhooks import WebhookDispatcher
 from stripe_sandbox.errors import StripeAPIError
 from stripe_sandbox.faults import FAULT_SPEC
-from stripe_sandbox.resources import checkout, connect, disputes, payment_intents
+from stripe_sandbox.resources import checkout, connect, disputes, payment_intents, refunds
 from stripe_sandbox.runtime import Sandbox
 from stripe_sandbox.store import StripeObject
 
@@ -35,6 +35,18 @@ class AuthenticateIntent(AdminBody):
 class OpenDispute(AdminBody):
     reason: str = "fraudulent"
     inquiry: bool = False
+
+
+class FailRefund(AdminBody):
+    failure_reason: Literal[
+        "charge_for_pending_refund_disputed",
+        "declined",
+        "expired_or_canceled_card",
+        "insufficient_funds",
+        "lost_or_stolen_card",
+        "merchant_request",
+        "unknown",
+    ] = "expired_or_canceled_card"
 
 
 class CloseDispute(AdminBody):
@@ -128,6 +140,21 @@ async def close_dispute(request: Request) -> JSONResponse:
         return JSONResponse(dispute)
 
 
+async def fail_refund(request: Request) -> JSONResponse:
+    """A succeeded refund fails since (the card closed: Stripe's succeeded -> failed)."""
+    sb = _sandbox(request)
+    body = await parse(request, FailRefund)
+    async with sb.store.lock:
+        refund = _find(sb, "refund", request.path_params["refund"])
+        if refund is None:
+            return problem(404, "No such refund.")
+        try:
+            refunds.fail(sb, None, refund, body.failure_reason)
+        except StripeAPIError as error:
+            return problem(409, error.message)
+        return JSONResponse(refund)
+
+
 async def settle_payout(request: Request) -> JSONResponse:
     sb = _sandbox(request)
     body = await parse(request, SettlePayout)
@@ -190,6 +217,7 @@ def routes() -> list[BaseRoute]:
             ("POST", "/_sandbox/payouts/{payout}/settle", settle_payout),
             ("POST", "/_sandbox/payment_intents/{intent}/dispute", dispute_intent),
             ("POST", "/_sandbox/disputes/{dispute}/close", close_dispute),
+            ("POST", "/_sandbox/refunds/{refund}/fail", fail_refund),
             ("POST", "/_sandbox/clock/advance", advance_clock),
         ]
     )

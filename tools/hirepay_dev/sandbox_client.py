@@ -113,6 +113,15 @@ class SandboxAdmin(AdminApi):
         )
         return result
 
+    def fail_refund(
+        self, refund: str, failure_reason: str = "expired_or_canceled_card"
+    ) -> dict[str, Any]:
+        """A succeeded refund fails since (Stripe: succeeded -> failed, the card closed)."""
+        result: dict[str, Any] = self.call(
+            "POST", f"/_sandbox/refunds/{refund}/fail", {"failure_reason": failure_reason}
+        )
+        return result
+
     # -- hosted pages, as a person would use them ------------------------------------------
 
     def pay_checkout(

@@ -220,6 +220,7 @@ class SqlCreditGrantRepository:
                 )
             )
         found += await self._disputed(before, since)
+        found += await self._refund_failures(before, since)
         purchases = await self.session.execute(
             select(x.id, x.status, x.provider, x.currency, x.amount_minor).where(
                 x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
@@ -244,6 +245,45 @@ class SqlCreditGrantRepository:
                 )
                 for transfer_id, refund in ids
             ]
+        return found
+
+    async def _refund_failures(
+        self, before: datetime, since: datetime | None
+    ) -> list[ExpectedBooking]:
+        """The two transfers of a refund that succeeded and failed since (refund_failures.py):
+        its refund's booking, and that booking's reversal, recorded with the refund FAILED (so
+        the refunds' query above no longer names it): both must be on the ledger, and together
+        they leave revenue as if it had never been refunded."""
+        g, p = t.credit_grants.c, t.payments.c
+        rows = await self.session.execute(
+            select(g.payment_id, g.refund_id, g.provider, g.granted, p.currency, p.metadata)
+            .join(t.payments, p.id == g.payment_id)
+            .where(
+                g.kind == GrantKind.REFUND_FAILED.value,
+                g.created_at < before,
+                g.created_at >= since if since is not None else true(),
+            )
+        )
+        found = []
+        for row in rows:
+            amount = int((row.granted or {}).get(row.currency, 0))
+            purpose = ledger.purpose_of(dict(row.metadata))
+            for transfer_id, refund in (
+                (ledger.refund_transfer_id(row.payment_id, row.refund_id), True),
+                (ledger.refund_failure_transfer_id(row.payment_id, row.refund_id), False),
+            ):
+                found.append(
+                    ExpectedBooking(
+                        transfer_id,
+                        row.payment_id,
+                        row.provider,
+                        row.currency,
+                        amount,
+                        purpose,
+                        refund=refund,
+                        what="" if refund else "refund failed after success, reversed",
+                    )
+                )
         return found
 
     async def _disputed(self, before: datetime, since: datetime | None) -> list[ExpectedBooking]:

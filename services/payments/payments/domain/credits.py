@@ -37,6 +37,10 @@ class GrantKind(enum.StrEnum):
     CAPTURE = "capture"
     # A succeeded refund of such a payment: `payment:<id>:refund:<refund_id>`.
     REFUND = "refund"
+    # The reversal of a REFUND whose refund failed at the provider after it succeeded:
+    # `payment:<id>:refund:<refund_id>:failed` (its legs the refund's, reversed, and the coins
+    # the refund took back given back).
+    REFUND_FAILED = "refund_failed"
     # A balance transaction of a dispute of such a payment (money withdrawn or reinstated, and
     # the dispute fee): `payment:<id>:dispute:<balance transaction>`; `refund_id` holds its id.
     DISPUTE = "dispute"
@@ -107,11 +111,18 @@ class CreditGrant:
             return ledger.capture_transfer_id(self.payment_id)
         if self.kind is GrantKind.DISPUTE:
             return ledger.dispute_transfer_id(self.payment_id, self.refund_id)
+        if self.kind is GrantKind.REFUND_FAILED:
+            return ledger.refund_failure_transfer_id(self.payment_id, self.refund_id)
         return ledger.refund_transfer_id(self.payment_id, self.refund_id)
 
     @property
     def of_payment(self) -> bool:
-        return self.kind in (GrantKind.CAPTURE, GrantKind.REFUND, GrantKind.DISPUTE)
+        return self.kind in (
+            GrantKind.CAPTURE,
+            GrantKind.REFUND,
+            GrantKind.REFUND_FAILED,
+            GrantKind.DISPUTE,
+        )
 
     def legs_for(self, amounts: dict[str, int]) -> list[Leg]:
         """The transfer's legs: a payment's as recorded; a purchase's money between the provider's
@@ -205,6 +216,24 @@ class CreditGrant:
             refunded_minor=refund.amount_minor,
         )
         return cls._of_payment(GrantKind.REFUND, payment, refund.id, refund.amount_minor, legs, now)
+
+    @classmethod
+    def refund_failed(
+        cls, payment: Payment, refund: Refund, coins: int, now: datetime
+    ) -> CreditGrant | None:
+        """What a refund that failed after it succeeded owes the ledger: its booking reversed,
+        with the `coins` it had taken back (None: marketplace money, jobs' to book)."""
+        legs = ledger.refund_failure_legs(
+            ledger.purpose_of(payment.metadata),
+            provider=payment.provider,
+            currency=payment.currency,
+            refunded_minor=refund.amount_minor,
+            coins=coins,
+            owner_id=payment.owner_id,
+        )
+        return cls._of_payment(
+            GrantKind.REFUND_FAILED, payment, refund.id, refund.amount_minor, legs, now
+        )
 
     @classmethod
     def dispute(

@@ -92,6 +92,11 @@ def refund_transfer_id(payment_id: str, refund_id: str) -> str:
     return f"payment:{payment_id}:refund:{refund_id}"
 
 
+def refund_failure_transfer_id(payment_id: str, refund_id: str) -> str:
+    """The reversal of a refund's booking, for a refund that failed after it succeeded."""
+    return f"{refund_transfer_id(payment_id, refund_id)}:failed"
+
+
 def dispute_transfer_id(payment_id: str, balance_transaction_id: str) -> str:
     """One transfer per balance transaction of a dispute (its withdrawal, its reinstatement)."""
     return f"payment:{payment_id}:dispute:{balance_transaction_id}"
@@ -252,6 +257,31 @@ def refund_legs(
     if purpose is Purpose.MARKETPLACE:
         return []
     return [Leg(issuance(currency), cash, refunded_minor)]
+
+
+def refund_failure_legs(
+    purpose: Purpose,
+    *,
+    provider: str,
+    currency: str,
+    refunded_minor: int,
+    coins: int,
+    owner_id: str,
+) -> list[Leg]:
+    """The legs of `payment:<id>:refund:<refund_id>:failed`, for a refund that succeeded and then
+    failed at the provider (the money never reached the customer): the refund's booking
+    reversed by a balanced entry of its own (never deleted): the cash out of clearing again to
+    where the capture put it, and the `coins` the refund had taken back given back to the buyer
+    from issuance, in the same transfer (all or nothing)."""
+    legs = [
+        Leg(leg.target, leg.source, leg.amount)
+        for leg in refund_legs(
+            purpose, provider=provider, currency=currency, refunded_minor=refunded_minor
+        )
+    ]
+    if legs and coins > 0:
+        legs.append(Leg(issuance(COIN), Account(owner_id, COIN, Kind.USER), coins))
+    return legs
 
 
 def dispute_legs(

@@ -13,6 +13,11 @@ metadata (and, once answered, its provider refund id on its record): its request
 poller, records it; the event changes nothing. Twins and redeliveries find every refund recorded
 (the event id is stored once, and the payment's lock serializes events about one payment).
 
+A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
+reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
+transaction: its record FAILED, the payment's refunded amount and state given back, its booking
+reversed by one of its own, the coins it took given back (refund_failures.py).
+
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
 below zero. A subscription purchase refunded in full is REFUNDED with its unused credits revoked,
@@ -50,6 +55,7 @@ from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.credits import mark_refunded, settle_grant
 from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.refund_failures import reverse_failed_refund
 from payments.service_layer.handlers.refunds import advance_refund
 from payments.service_layer.handlers.shared import emit, owe_booking
 from payments.service_layer.ports import EventRecord, PaymentsUnitOfWork
@@ -101,16 +107,16 @@ async def apply_refund_event(
             return RefundEventOutcome(applied=False, duplicate=True)
         p = await uow.payments.get(payment.id, for_update=True)
         assert p is not None
-        booked = await _record_new_refunds(uow, deps, p, found, event, now)
+        booked, reversed_ = await _record_new_refunds(uow, deps, p, found, event, now)
         await uow.audit.add(
-            _webhook_audit(event, p, booked),
+            _webhook_audit(event, p, booked, reversed_),
             *(record.audit("webhook", payment_id=p.id) for record in records),
         )
         await uow.commit()
-    for ref in booked:
-        if ref.coins_owed:
+    for ref in (*booked, *reversed_):
+        if ref.coins_owed:  # taken back; or, for a reversed one, a hold still owed released
             await _take_coins_back(deps, ref, p)
-    return RefundEventOutcome(applied=bool(booked), duplicate=False)
+    return RefundEventOutcome(applied=bool(booked or reversed_), duplicate=False)
 
 
 async def _apply_to_purchase(
@@ -214,17 +220,21 @@ async def _record_new_refunds(
     found: list[ProviderRefund],
     event: ProviderEvent,
     now: datetime,
-) -> list[Refund]:
+) -> tuple[list[Refund], list[Refund]]:
     """Record the provider's succeeded refunds Hirepay has no record of (caller holds the
-    payment's lock): each booked, the payment's state following; returns them."""
+    payment's lock): each booked, the payment's state following; and reverse the succeeded
+    ones it reports failed since. Returns those booked and those reversed."""
     known = await uow.refunds.list_for_payment(p.id)
     by_provider_id = {r.provider_refund_id: r for r in known if r.provider_refund_id}
     by_id = {r.id: r for r in known}
     booked: list[Refund] = []
+    reversed_: list[Refund] = []
     for remote in found:
         ours = by_provider_id.get(remote.id) or by_id.get(remote.metadata.get(OUR_REFUND_KEY, ""))
         if ours is not None:
-            _judge_known(p, ours, remote, event)
+            if _judge_known(p, ours, remote):
+                done = await reverse_failed_refund(uow, p, ours, remote, event, now)
+                reversed_ += [done] if done is not None else []
             continue
         if remote.state is not RefundState.SUCCEEDED:
             # Pending: booked when it succeeds (its refund.updated); failed: nothing moved.
@@ -243,26 +253,20 @@ async def _record_new_refunds(
         await uow.payments.save(p)
         await emit(uow, deps.config, events, now, payment=p)
         uow.after_commit(functools.partial(_count_booked, p, booked))
-    return booked
+    elif reversed_:
+        await uow.payments.save(p)
+    return booked, reversed_
 
 
-def _judge_known(p: Payment, ours: Refund, remote: ProviderRefund, event: ProviderEvent) -> None:
+def _judge_known(p: Payment, ours: Refund, remote: ProviderRefund) -> bool:
     """A refund Hirepay has a record of: its own request (or the poller) records what the
-    provider answered, so the event moves nothing. One it recorded succeeded that the provider
-    now reports failed (a card closed since, say) is named for the reconciliation."""
+    provider answered, so the event moves nothing; unless it recorded it succeeded and the
+    provider now reports it failed (a card closed since, say): True, to be reversed."""
     if ours.status is RefundStatus.SUCCEEDED and remote.state is RefundState.FAILED:
         metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "failed_after_success")
-        log.warning(
-            "refund %s (%s) of payment %s succeeded, and %s now says it failed (event %s):"
-            " not reversed here; the provider reconciliation reports it",
-            ours.id,
-            remote.id,
-            p.id,
-            p.provider,
-            event.id,
-        )
-        return
+        return True
     metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "own")
+    return False
 
 
 def _provider_refund(p: Payment, remote: ProviderRefund, now: datetime, deps: Deps) -> Refund:
@@ -335,11 +339,14 @@ def _booked_audit(ref: Refund, remote: ProviderRefund, event: ProviderEvent) -> 
     )
 
 
-def _webhook_audit(event: ProviderEvent, p: Payment, booked: list[Refund]) -> AuditEntry:
+def _webhook_audit(
+    event: ProviderEvent, p: Payment, booked: list[Refund], reversed_: list[Refund]
+) -> AuditEntry:
+    failed = f", {len(reversed_)} failed after success reversed" if reversed_ else ""
     return AuditEntry(
         action="webhook",
         actor="provider",
-        reason=f"{event.type}: {len(booked)} refund(s) made at the provider recorded",
+        reason=f"{event.type}: {len(booked)} refund(s) made at the provider recorded{failed}",
         details={
             "event_id": event.id,
             "event_type": event.type,
