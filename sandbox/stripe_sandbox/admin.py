@@ -35,6 +35,10 @@ class AuthenticateIntent(AdminBody):
 class OpenDispute(AdminBody):
     reason: str = "fraudulent"
     inquiry: bool = False
+    # The account settles in another currency (e.g. "eur"): the dispute's balance transactions
+    # are in it, the amount converted at `exchange_rate`, the fee charged in it.
+    settlement_currency: str | None = None
+    exchange_rate: float | None = None
 
 
 class FailRefund(AdminBody):
@@ -117,8 +121,11 @@ async def dispute_intent(request: Request) -> JSONResponse:
         charge = _find(sb, "charge", pi["latest_charge"])
         assert charge is not None
         try:
+            settlement = None
+            if body.settlement_currency:
+                settlement = (body.settlement_currency, body.exchange_rate or 1.0)
             dispute = disputes.open_dispute(
-                sb, None, charge, reason=body.reason, inquiry=body.inquiry
+                sb, None, charge, reason=body.reason, inquiry=body.inquiry, settlement=settlement
             )
         except StripeAPIError as error:
             return problem(409, error.message)

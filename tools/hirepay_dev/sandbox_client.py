@@ -95,14 +95,20 @@ class SandboxAdmin(AdminApi):
         return result
 
     def dispute_payment_intent(
-        self, intent: str, reason: str = "fraudulent", inquiry: bool = False
+        self,
+        intent: str,
+        reason: str = "fraudulent",
+        inquiry: bool = False,
+        settlement: tuple[str, float] | None = None,
     ) -> dict[str, Any]:
         """The cardholder disputes the intent's captured charge (Stripe: a chargeback with its
-        funds withdrawn, or an inquiry); the dispute as opened."""
+        funds withdrawn, or an inquiry); the dispute as opened. `settlement` (currency, rate):
+        the account settles in another currency, where the dispute's money is booked."""
+        body: dict[str, Any] = {"reason": reason, "inquiry": inquiry}
+        if settlement is not None:
+            body |= {"settlement_currency": settlement[0], "exchange_rate": settlement[1]}
         result: dict[str, Any] = self.call(
-            "POST",
-            f"/_sandbox/payment_intents/{intent}/dispute",
-            {"reason": reason, "inquiry": inquiry},
+            "POST", f"/_sandbox/payment_intents/{intent}/dispute", body
         )
         return result
 

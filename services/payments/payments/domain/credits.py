@@ -240,10 +240,13 @@ class CreditGrant:
         cls, payment: Payment, money: DisputeMoney, disputed_minor: int, now: datetime
     ) -> CreditGrant | None:
         """What one balance transaction of a dispute owes the ledger (None: nothing, or
-        marketplace money, jobs' to book). Booked in the payment's currency: a balance
-        transaction in another (the account settles in it) books the disputed amount
-        (`disputed_minor`, the payment's currency) and leaves the fee out (named in the dispute's audit entry)."""
-        same = money.currency == payment.currency
+        marketplace money, jobs' to book). A balance transaction in another currency than the
+        payment's (the account settles in it: Stripe converted it, `exchange_rate`) is never
+        converted here, each amount staying exact in its own unit: the disputed money moves in
+        the payment's currency, where the capture booked it (`disputed_minor`, the dispute's
+        amount), and the dispute fee in the currency Stripe charged it in, between the
+        provider's clearing and fees accounts of that currency."""
+        same = money.currency == payment.currency or not money.currency
         amount = money.amount_minor
         if not same and amount:
             amount = disputed_minor if amount > 0 else -disputed_minor
@@ -252,10 +255,18 @@ class CreditGrant:
             provider=payment.provider,
             currency=payment.currency,
             amount_minor=amount,
-            fee_minor=money.fee_minor if same else 0,
+            fee_minor=money.fee_minor,
+            fee_currency=payment.currency if same else money.currency,
         )
-        moved = sum(leg.amount for leg in legs)
-        return cls._of_payment(GrantKind.DISPUTE, payment, money.id, moved, legs, now)
+        grant = cls._of_payment(
+            GrantKind.DISPUTE, payment, money.id, sum(leg.amount for leg in legs), legs, now
+        )
+        if grant is not None:
+            moved: dict[str, int] = {}
+            for leg in legs:
+                moved[leg.source.unit] = moved.get(leg.source.unit, 0) + leg.amount
+            grant.granted, grant.amounts = moved, dict(moved)  # per unit, never summed across
+        return grant
 
     @classmethod
     def _of_payment(
