@@ -18,6 +18,7 @@ from payments.domain.credits import (
     FULL_REFUND,
     GRANT_KIND_OF,
     GRANT_STATUS_OF,
+    REFUNDED_KEY,
     CreditGrant,
     GrantKind,
     GrantStatus,
@@ -222,7 +223,7 @@ class SqlCreditGrantRepository:
         found += await self._disputed(before, since)
         found += await self._refund_failures(before, since)
         purchases = await self.session.execute(
-            select(x.id, x.status, x.provider, x.currency, x.amount_minor).where(
+            select(x.id, x.status, x.provider, x.currency, x.amount_minor, x.metadata).where(
                 x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
                 x.amount_minor > 0,
                 x.updated_at < before,
@@ -230,21 +231,55 @@ class SqlCreditGrantRepository:
             )
         )
         for row in purchases:
-            ids = [(ledger.capture_transfer_id(row.id), False)]
-            if row.status == TxnStatus.REFUNDED.value:
-                ids.append((ledger.refund_transfer_id(row.id, FULL_REFUND), True))
+            amount = int(row.amount_minor)
+            ids = [(ledger.capture_transfer_id(row.id), False, amount)]
+            # The full refund books what the refunds in part before it had not (if anything).
+            rest = amount - int(dict(row.metadata or {}).get(REFUNDED_KEY, "0") or 0)
+            if row.status == TxnStatus.REFUNDED.value and rest > 0:
+                ids.append((ledger.refund_transfer_id(row.id, FULL_REFUND), True, rest))
             found += [
                 ExpectedBooking(
                     transfer_id,
                     row.id,
                     row.provider,
                     row.currency,
-                    int(row.amount_minor),
+                    moved,
                     ledger.Purpose.FEE,
                     refund=refund,
                 )
-                for transfer_id, refund in ids
+                for transfer_id, refund, moved in ids
             ]
+        found += await self._purchase_refunds(before, since)
+        return found
+
+    async def _purchase_refunds(
+        self, before: datetime, since: datetime | None
+    ) -> list[ExpectedBooking]:
+        """The transfers of purchases' refunds in part made at the provider, each recorded as
+        its booking (provider_refunds._book_purchase_refunds): revenue taken back."""
+        g = t.credit_grants.c
+        rows = await self.session.execute(
+            select(g.transaction_id, g.refund_id, g.provider, g.granted).where(
+                g.kind == GrantKind.PURCHASE_REFUND.value,
+                g.created_at < before,
+                g.created_at >= since if since is not None else true(),
+            )
+        )
+        found = []
+        for row in rows:
+            [(currency, amount)] = dict(row.granted).items()
+            found.append(
+                ExpectedBooking(
+                    ledger.refund_transfer_id(row.transaction_id, row.refund_id),
+                    row.transaction_id,
+                    row.provider,
+                    currency,
+                    int(amount),
+                    ledger.Purpose.FEE,
+                    refund=True,
+                    what="refunded in part",
+                )
+            )
         return found
 
     async def _refund_failures(

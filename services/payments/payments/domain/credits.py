@@ -25,6 +25,9 @@ CREDIT_UNITS = (JOB_CREDIT, CANDIDATE_CREDIT)
 # so changing the catalogue later never changes what an earlier purchase issues or revokes).
 JOB_CREDITS_KEY = "job_credits"
 CANDIDATE_CREDITS_KEY = "candidate_credits"
+# The money of a purchase refunded in part at its provider and booked so far (each refund by its
+# own PURCHASE_REFUND booking): a later refund of the rest, or the admin's, books only the rest.
+REFUNDED_KEY = "refunded_minor"
 
 
 class GrantKind(enum.StrEnum):
@@ -33,6 +36,10 @@ class GrantKind(enum.StrEnum):
     ISSUE = "issue"
     # The purchase was refunded: the money back to clearing, its unused credits back to ISSUANCE.
     REVOKE = "revoke"
+    # A refund of part of a purchase's money made at its provider: the money only, back to
+    # clearing out of revenue; the credits stay (README "Refunds made at the provider"):
+    # `payment:<transaction id>:refund:<provider refund id>`; `refund_id` holds the latter.
+    PURCHASE_REFUND = "purchase_refund"
     # A captured payment (not marketplace money): `payment:<id>:capture`.
     CAPTURE = "capture"
     # A succeeded refund of such a payment: `payment:<id>:refund:<refund_id>`.
@@ -69,10 +76,14 @@ def credits_of(txn: Transaction) -> dict[str, int]:
     return {unit: amount for unit, amount in granted.items() if amount > 0}
 
 
-def _booked(txn: Transaction) -> dict[str, int]:
-    return (
-        {txn.currency: txn.amount_minor, **credits_of(txn)} if txn.amount_minor else credits_of(txn)
-    )
+def refunded_in_part(txn: Transaction) -> int:
+    """The purchase's money refunded in part at its provider and booked so far."""
+    return int(txn.metadata.get(REFUNDED_KEY, "0") or 0)
+
+
+def _booked(txn: Transaction, refunded_before: int = 0) -> dict[str, int]:
+    money = txn.amount_minor - refunded_before
+    return {txn.currency: money, **credits_of(txn)} if money > 0 else credits_of(txn)
 
 
 @dataclass(slots=True)
@@ -107,6 +118,8 @@ class CreditGrant:
             return ledger.capture_transfer_id(self.transaction_id)
         if self.kind is GrantKind.REVOKE:
             return ledger.refund_transfer_id(self.transaction_id, FULL_REFUND)
+        if self.kind is GrantKind.PURCHASE_REFUND:
+            return ledger.refund_transfer_id(self.transaction_id, self.refund_id)
         if self.kind is GrantKind.CAPTURE:
             return ledger.capture_transfer_id(self.payment_id)
         if self.kind is GrantKind.DISPUTE:
@@ -174,8 +187,8 @@ class CreditGrant:
     @classmethod
     def revoke(cls, txn: Transaction, now: datetime) -> CreditGrant:
         """What a refunded purchase owes the ledger; its credits are planned later from what is
-        still unused."""
-        granted = _booked(txn)
+        still unused. Its money: what is left after the refunds in part booked before it."""
+        granted = _booked(txn, refunded_in_part(txn))
         return cls(
             id=f"{GrantKind.REVOKE.value}:{txn.id}",
             kind=GrantKind.REVOKE,
@@ -189,6 +202,37 @@ class CreditGrant:
             next_attempt_at=now,
             created_at=now,
             provider=txn.provider,
+        )
+
+    @classmethod
+    def purchase_refund(
+        cls, txn: Transaction, refund_id: str, amount_minor: int, now: datetime
+    ) -> CreditGrant:
+        """What a refund of part of a purchase's money made at its provider owes the ledger:
+        that money back to the provider's clearing out of revenue (the credits stay)."""
+        booked = {txn.currency: amount_minor}
+        legs = [
+            Leg(
+                ledger.revenue(txn.currency),
+                ledger.clearing(txn.provider, txn.currency),
+                amount_minor,
+            )
+        ]
+        return cls(
+            id=f"{GrantKind.PURCHASE_REFUND.value}:{refund_id}",
+            kind=GrantKind.PURCHASE_REFUND,
+            transaction_id=txn.id,
+            user_type=txn.user_type,
+            user_id=txn.user_id,
+            granted=booked,
+            amounts=dict(booked),
+            status=GrantStatus.PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            provider=txn.provider,
+            refund_id=refund_id,
+            legs=legs,
         )
 
     @classmethod

@@ -42,7 +42,8 @@ PROVIDER_REFUNDS = Counter(
     " Hirepay, e.g. from the provider's dashboard, and booked now), own (made by Hirepay: its"
     " request records it), pending (not succeeded yet), failed_after_success (a succeeded refund"
     " the provider reports failed since: reversed on the ledger); of subscription purchases:"
-    " purchase_booked (refunded in full: credits revoked), purchase_partial (not booked).",
+    " purchase_booked (refunded in full: credits revoked), purchase_partial (refunded in part: the"
+    " money booked, the credits kept).",
     ["provider", "result"],
 )
 REFUND_COINS_SHORT = Counter(

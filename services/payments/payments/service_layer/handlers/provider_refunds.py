@@ -21,7 +21,8 @@ reversed by one of its own, the coins it took given back (refund_failures.py).
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
 below zero. A subscription purchase refunded in full is REFUNDED with its unused credits revoked,
-as by the admin's refund (credits.mark_refunded).
+as by the admin's refund (credits.mark_refunded); one refunded in part has that money booked
+and keeps its credits (_apply_to_purchase).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.ids import new_id
 from payments.domain import errors, ledger
-from payments.domain.credits import GrantKind
+from payments.domain.credits import REFUNDED_KEY, CreditGrant, GrantKind, refunded_in_part
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
@@ -122,12 +123,14 @@ async def apply_refund_event(
 async def _apply_to_purchase(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, record: EventRecord, intent: str
 ) -> RefundEventOutcome | None:
-    """A refund of a subscription purchase (a plan transaction, API-4) made at the provider: once
-    its payment is refunded in full, the purchase is REFUNDED and its unused credits revoked, as
-    by the admin's refund (credits.mark_refunded). The admin's own refund (its `transaction_id`
-    in the refund's metadata) is left to its request; a partial refund is only counted and
-    logged (a purchase is refunded whole: README "Still to find"). None: not a purchase of this
-    provider (recorded only)."""
+    """A refund of a subscription purchase (a plan transaction, API-4) made at the provider.
+    Refunded in full (its refunds reach its amount): REFUNDED with its unused credits revoked,
+    as by the admin's refund (credits.mark_refunded), booking the money not booked yet. Refunded
+    in part: each such refund's money is booked once (`payment:<txn>:refund:<re_...>`, back to
+    clearing out of revenue), the purchase stays SUCCESS and keeps its credits (a plan's
+    credits are sold together: a refund of part of its price does not say which to take back;
+    README "Refunds made at the provider"). The admin's own refund (its `transaction_id` in the
+    refund's metadata) is left to its request. None: not a purchase of this provider."""
     async with deps.uow as uow:
         txn = await uow.transactions.find_by_provider(payment_intent_id=intent)
     if txn is None or txn.provider != provider.name:
@@ -150,6 +153,7 @@ async def _apply_to_purchase(
         if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
             ids = ",".join(r.id for r in refunded)
             if total >= stored.amount_minor:
+                rest = stored.amount_minor - refunded_in_part(stored)
                 await mark_refunded(
                     uow,
                     deps,
@@ -161,12 +165,17 @@ async def _apply_to_purchase(
                 )
                 changed = True
                 uow.after_commit(
-                    functools.partial(_count_purchase, stored.provider, "booked", total, stored)
+                    functools.partial(_count_purchase, stored.provider, "booked", rest, stored)
                 )
             else:
-                uow.after_commit(
-                    functools.partial(_count_purchase, stored.provider, "partial", total, stored)
-                )
+                added = await _book_purchase_refunds(uow, stored, refunded, now)
+                changed = added > 0
+                if changed:
+                    uow.after_commit(
+                        functools.partial(
+                            _count_purchase, stored.provider, "partial", added, stored
+                        )
+                    )
         await uow.audit.add(
             AuditEntry(
                 action="webhook",
@@ -178,24 +187,61 @@ async def _apply_to_purchase(
             *(r.audit("webhook", transaction_id=stored.id) for r in records),
         )
         await uow.commit()
-    if changed:
+    if changed and stored.status is TxnStatus.REFUNDED:
         await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+    elif changed:
+        for remote in refunded:
+            await settle_grant(f"{GrantKind.PURCHASE_REFUND.value}:{remote.id}", deps)
     return RefundEventOutcome(applied=changed, duplicate=False)
 
 
-def _count_purchase(provider: str, result: str, total: int, txn: Transaction) -> None:
+async def _book_purchase_refunds(
+    uow: PaymentsUnitOfWork, stored: Transaction, refunded: list[ProviderRefund], now: datetime
+) -> int:
+    """Book each refund of part of a purchase not booked yet (insert-first on its booking's id,
+    under the purchase's row lock), adding its money to the purchase's `refunded_minor`; the
+    money booked now. The credits stay with the buyer."""
+    added = 0
+    for remote in refunded:
+        grant = CreditGrant.purchase_refund(stored, remote.id, remote.amount_minor, now)
+        if await uow.credit_grants.add(grant):
+            added += remote.amount_minor
+            await uow.audit.add(
+                AuditEntry(
+                    action="refund",
+                    actor="provider",
+                    reason=(
+                        f"refund {remote.id} of part of the purchase made at the provider:"
+                        f" {remote.amount_minor} {stored.currency} booked, credits kept"
+                    ),
+                    details={
+                        "provider_refund_id": remote.id,
+                        "amount_minor": str(remote.amount_minor),
+                        "transfer_id": grant.transfer_id,
+                    },
+                    transaction_id=stored.id,
+                )
+            )
+    if added:
+        stored.metadata = {**stored.metadata, REFUNDED_KEY: str(refunded_in_part(stored) + added)}
+        stored.updated_at = now
+        await uow.transactions.save(stored)
+    return added
+
+
+def _count_purchase(provider: str, result: str, booked: int, txn: Transaction) -> None:
+    """OPS-1, once committed: `booked` is the money this event booked (for a full refund, what
+    the refunds in part before it had not)."""
     metrics.count(metrics.PROVIDER_REFUNDS, provider, f"purchase_{result}")
-    if result == "booked":
-        metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
-        metrics.REFUNDED.labels(txn.currency).inc(total)
-    else:
-        log.warning(
-            "purchase %s: %d of %d %s refunded at the provider; a purchase is refunded whole:"
-            " not booked (the reconciliation reports it)",
+    metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
+    metrics.REFUNDED.labels(txn.currency).inc(booked)
+    if result == "partial":
+        log.info(
+            "purchase %s: %d %s of %d refunded at the provider: booked, the credits kept",
             txn.id,
-            total,
-            txn.amount_minor,
+            booked,
             txn.currency,
+            txn.amount_minor,
         )
 
 
