@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from payments.adapters.stripe_provider import refund_from
 from payments.domain import commands
 from payments.domain.events import EventType
 from payments.domain.model import PaymentState
+from payments.domain.provider import RefundState
 from payments.domain.refunds import CoinsState, RefundStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
@@ -172,3 +174,21 @@ async def test_coins_recorded_short_are_not_given_back(deps: Deps) -> None:
         (OWNER, "COIN"): 4_900,
         ("platform", "COIN"): -FEE,
     }
+
+
+def test_stripes_failed_refund_is_read_with_its_failure_reason() -> None:
+    got = refund_from(
+        {
+            "id": "re_1",
+            "status": "failed",
+            "amount": 900,
+            "failure_reason": "expired_or_canceled_card",
+            "metadata": {"hirepay_refund_id": "rfd_1"},
+        }
+    )
+    assert (got.state, got.failure_reason, got.metadata) == (
+        RefundState.FAILED,
+        "expired_or_canceled_card",
+        {"hirepay_refund_id": "rfd_1"},
+    )
+    assert refund_from({"id": "re_2", "status": "succeeded", "amount": 1}).failure_reason == ""
