@@ -10,14 +10,15 @@ from __future__ import annotations
 import pytest
 
 from payments.adapters.stripe_provider import refund_from
-from payments.domain import commands
+from payments.domain import commands, errors
 from payments.domain.events import EventType
 from payments.domain.model import PaymentState
-from payments.domain.provider import RefundState
+from payments.domain.provider import OutcomeUnknown, RefundState
 from payments.domain.refunds import CoinsState, RefundStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import credits, refund
+from payments.service_layer.handlers.poller import poll_due
 from tests.payments.unit.test_provider_refunds import (
     CLEARING,
     COIN_PURCHASE,
@@ -33,6 +34,7 @@ from tests.payments.unit.test_provider_refunds import (
     _wallet,
 )
 from tests.payments.unit.test_provider_refunds import deps as provider_deps
+from tests.support.payments_fakes import Clock
 
 
 @pytest.fixture
@@ -192,3 +194,36 @@ def test_stripes_failed_refund_is_read_with_its_failure_reason() -> None:
         {"hirepay_refund_id": "rfd_1"},
     )
     assert refund_from({"id": "re_2", "status": "succeeded", "amount": 1}).failure_reason == ""
+
+
+async def test_a_failure_before_hirepays_refund_answer_is_recorded_waits_for_it(
+    deps: Deps,
+) -> None:
+    """The refund's answer was lost (PENDING) and Stripe reports it failed before the poller
+    recorded it: the event is refused (delivered again), the poller's replay records what Stripe
+    first answered (succeeded), and the redelivered failure then reverses it."""
+    pid = await _captured(deps, "f5")
+    pi = await _intent(deps, pid)
+    _provider(deps).script = [("after", OutcomeUnknown("lost", timeout=True))]
+    with pytest.raises(errors.PaymentTimeout):
+        await refund(commands.Refund("r-1", pid, 0), deps)
+    [made] = _provider(deps).refunds[pi]
+    _provider(deps).fail_refund(pi, made.id, REASON)
+    with pytest.raises(errors.EventNotApplicableYet):
+        await _deliver(deps, "evt_f", pi, "refund.failed")
+    assert "evt_f" not in deps.uow.committed.events  # type: ignore[attr-defined]
+    clock = deps.clock
+    assert isinstance(clock, Clock)
+    clock.advance(120)
+    await poll_due(deps)
+    _, [ref], _ = await _state(deps, pid)
+    assert ref.status is RefundStatus.SUCCEEDED  # the replay's answer
+    assert (await _deliver(deps, "evt_f", pi, "refund.failed")).applied  # Stripe's retry
+    p, [ref], _ = await _state(deps, pid)
+    assert (p.state, p.refunded_minor, ref.status) == (
+        PaymentState.CAPTURED,
+        0,
+        RefundStatus.FAILED,
+    )
+    await credits.settle_due_grants(deps)
+    assert _moved(deps) == {CLEARING: -FEE, PLATFORM: FEE}

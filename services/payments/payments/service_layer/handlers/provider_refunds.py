@@ -278,6 +278,11 @@ async def _record_new_refunds(
     for remote in found:
         ours = by_provider_id.get(remote.id) or by_id.get(remote.metadata.get(OUR_REFUND_KEY, ""))
         if ours is not None:
+            if ours.status is RefundStatus.PENDING and remote.state is RefundState.FAILED:
+                # Ours, its answer not recorded yet (lost: the poller replays it, and the replay
+                # answers what Stripe said first, succeeded): refused, so that the provider
+                # delivers the failure again once the record says what it reverses.
+                raise _not_yet(event, f"refund {ours.id} is not recorded yet")
             if _judge_known(p, ours, remote):
                 done = await reverse_failed_refund(uow, p, ours, remote, event, now)
                 reversed_ += [done] if done is not None else []
