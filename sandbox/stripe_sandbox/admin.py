@@ -42,15 +42,7 @@ class OpenDispute(AdminBody):
 
 
 class FailRefund(AdminBody):
-    failure_reason: Literal[
-        "charge_for_pending_refund_disputed",
-        "declined",
-        "expired_or_canceled_card",
-        "insufficient_funds",
-        "lost_or_stolen_card",
-        "merchant_request",
-        "unknown",
-    ] = "expired_or_canceled_card"
+    failure_reason: str = "expired_or_canceled_card"  # one of refunds.FAILURE_REASONS
 
 
 class CloseDispute(AdminBody):

@@ -137,6 +137,10 @@ def _fail_later_if_test_card(sb: Sandbox, charge: StripeObject, refund_id: str) 
 def fail(sb: Sandbox, ctx: Context | None, refund: StripeObject, reason: str) -> None:
     """A succeeded refund fails (the money never reached the customer): its amount goes back
     to the charge, to be refunded again."""
+    if reason not in FAILURE_REASONS:
+        raise invalid_request(
+            f"Invalid failure_reason: must be one of {', '.join(FAILURE_REASONS)}"
+        )
     if refund["status"] != "succeeded":
         raise invalid_request(f"Refund {refund['id']} is {refund['status']}: it cannot fail.")
     charge = sb.store.objects["charge"][refund["charge"]]

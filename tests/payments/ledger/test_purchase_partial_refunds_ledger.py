@@ -7,8 +7,6 @@ ten times at once; the refund of the rest then makes it REFUNDED and books only 
 
 from __future__ import annotations
 
-import asyncio
-
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_dev.sandbox_client import stripe_client
 from tests.payments.ledger.conftest import LedgerStack
@@ -21,9 +19,9 @@ from tests.payments.ledger.test_ledger_bookings import (
 )
 from tests.payments.ledger.test_provider_refunds_ledger import (
     API_KEY,
-    AUTH,
     _dashboard_refund,
-    _signed,
+    deliver_at_once,
+    stripe_events,
 )
 from tests.support.waiting import wait_for
 
@@ -51,25 +49,11 @@ async def test_a_partial_dashboard_refund_of_a_purchase_is_booked_once_and_the_r
         re_id = await _dashboard_refund(ledger_stack, pi, 1_000)
     finally:
         ledger_stack.admin.clear_faults()
-    events = ledger_stack.admin.http.get("/v1/events", params={"limit": 100}, headers=AUTH).json()[
-        "data"
-    ]
-    about = [
-        e
-        for e in events
-        if e["type"] in ("charge.refunded", "refund.created")
-        and e["data"]["object"].get("payment_intent") == pi
-    ]
-    assert {e["type"] for e in about} == {"charge.refunded", "refund.created"}
-    bodies = [_signed(e) for e in about for _ in range(10)]
-    replies = await asyncio.gather(
-        *(
-            jobs_stub.HandleProviderEvent(
-                pb.HandleProviderEventRequest(provider="stripe", payload=body, signature=sig)
-            )
-            for body, sig in bodies
-        )
+    about = stripe_events(
+        ledger_stack, ("charge.refunded", "refund.created"), lambda o: o.get("payment_intent") == pi
     )
+    assert {e["type"] for e in about} == {"charge.refunded", "refund.created"}
+    replies = await deliver_at_once(jobs_stub, about, 10)
     assert sum(r.applied for r in replies) == 1
     assert sum(r.duplicate for r in replies) == 18
     await ledger.settles_at(

@@ -9,10 +9,7 @@ a coin purchase's refund made at the dashboard that fails gives its coins back."
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
-
-import stripe
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from tests.payments.ledger.conftest import LedgerStack
@@ -24,8 +21,13 @@ from tests.payments.ledger.test_ledger_bookings import (
     _payment,
     _transfer,
 )
-from tests.payments.ledger.test_provider_refunds_ledger import AUTH, _dashboard_refund, _refunds
-from tests.support.payments_helpers import WEBHOOK_SECRET, authorize_request, branch
+from tests.payments.ledger.test_provider_refunds_ledger import (
+    _dashboard_refund,
+    _refunds,
+    deliver_at_once,
+    stripe_events,
+)
+from tests.support.payments_helpers import authorize_request, branch
 from tests.support.waiting import wait_for
 
 State = pb.Payment.State
@@ -93,33 +95,15 @@ async def test_the_failures_events_ten_times_at_once_reverse_it_once(
         await asyncio.to_thread(ledger_stack.admin.fail_refund, re_id, "lost_or_stolen_card")
     finally:
         ledger_stack.admin.clear_faults()
-    events = ledger_stack.admin.http.get("/v1/events", params={"limit": 100}, headers=AUTH).json()[
-        "data"
-    ]
-    about = [
-        e for e in events if e["type"] in FAILURE_EVENTS and e["data"]["object"]["id"] == re_id
-    ]
+    about = stripe_events(ledger_stack, FAILURE_EVENTS, lambda o: o["id"] == re_id)
     assert sorted(e["type"] for e in about) == sorted(FAILURE_EVENTS)
-    bodies = [_signed(e) for e in about for _ in range(10)]
-    replies = await asyncio.gather(
-        *(
-            jobs_stub.HandleProviderEvent(
-                pb.HandleProviderEventRequest(provider="stripe", payload=body, signature=sig)
-            )
-            for body, sig in bodies
-        )
-    )
+    replies = await deliver_at_once(jobs_stub, about, 10)
     assert sum(r.applied for r in replies) == 1
     assert sum(r.duplicate for r in replies) == 27  # nine repeats of each of the three events
     assert await _refunds(ledger_stack, pid) == [(f"provider:{re_id}", "FAILED", 4_900, re_id)]
     got = await _payment(jobs_stub, pid, State.CAPTURED)
     assert got is not None and got.refunded_minor == 0
     await ledger.settles_at(CAPTURED_FEE)
-
-
-def _signed(event: dict) -> tuple[bytes, str]:
-    body = json.dumps(event).encode()
-    return body, stripe.WebhookSignature.generate_signature_header(body.decode(), WEBHOOK_SECRET)
 
 
 async def test_a_dashboard_refund_of_a_coin_purchase_that_fails_gives_the_coins_back(
