@@ -169,40 +169,14 @@ class CreditGrant:
     def issue(cls, txn: Transaction, now: datetime) -> CreditGrant:
         """What a paid purchase owes the ledger: its money booked and its credits issued."""
         granted = _booked(txn)
-        return cls(
-            id=f"{GrantKind.ISSUE.value}:{txn.id}",
-            kind=GrantKind.ISSUE,
-            transaction_id=txn.id,
-            user_type=txn.user_type,
-            user_id=txn.user_id,
-            granted=granted,
-            amounts=dict(granted),
-            status=GrantStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            provider=txn.provider,
-        )
+        return cls._of_transaction(GrantKind.ISSUE, txn, txn.id, granted, dict(granted), now)
 
     @classmethod
     def revoke(cls, txn: Transaction, now: datetime) -> CreditGrant:
         """What a refunded purchase owes the ledger; its credits are planned later from what is
         still unused. Its money: what is left after the refunds in part booked before it."""
         granted = _booked(txn, refunded_in_part(txn))
-        return cls(
-            id=f"{GrantKind.REVOKE.value}:{txn.id}",
-            kind=GrantKind.REVOKE,
-            transaction_id=txn.id,
-            user_type=txn.user_type,
-            user_id=txn.user_id,
-            granted=granted,
-            amounts=None,
-            status=GrantStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            provider=txn.provider,
-        )
+        return cls._of_transaction(GrantKind.REVOKE, txn, txn.id, granted, None, now)
 
     @classmethod
     def purchase_refund(
@@ -211,28 +185,37 @@ class CreditGrant:
         """What a refund of part of a purchase's money made at its provider owes the ledger:
         that money back to the provider's clearing out of revenue (the credits stay)."""
         booked = {txn.currency: amount_minor}
-        legs = [
-            Leg(
-                ledger.revenue(txn.currency),
-                ledger.clearing(txn.provider, txn.currency),
-                amount_minor,
-            )
-        ]
+        grant = cls._of_transaction(
+            GrantKind.PURCHASE_REFUND, txn, refund_id, booked, dict(booked), now
+        )
+        grant.refund_id = refund_id
+        cash = ledger.clearing(txn.provider, txn.currency)
+        grant.legs = [Leg(ledger.revenue(txn.currency), cash, amount_minor)]
+        return grant
+
+    @classmethod
+    def _of_transaction(
+        cls,
+        kind: GrantKind,
+        txn: Transaction,
+        our_id: str,
+        granted: dict[str, int],
+        amounts: dict[str, int] | None,
+        now: datetime,
+    ) -> CreditGrant:
         return cls(
-            id=f"{GrantKind.PURCHASE_REFUND.value}:{refund_id}",
-            kind=GrantKind.PURCHASE_REFUND,
+            id=f"{kind.value}:{our_id}",
+            kind=kind,
             transaction_id=txn.id,
             user_type=txn.user_type,
             user_id=txn.user_id,
-            granted=booked,
-            amounts=dict(booked),
+            granted=granted,
+            amounts=amounts,
             status=GrantStatus.PENDING,
             attempts=0,
             next_attempt_at=now,
             created_at=now,
             provider=txn.provider,
-            refund_id=refund_id,
-            legs=legs,
         )
 
     @classmethod
