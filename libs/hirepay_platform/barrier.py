@@ -4,7 +4,6 @@ repository that writes it insert-first (see hirepay_platform.tcc for the rules).
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from hirepay_platform import jsonb
 from hirepay_platform.fingerprint import Fingerprint
 from hirepay_platform.sql_lists import joined_checked, listed
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
@@ -105,7 +105,7 @@ def insert_many_params(
         "barrier_origin": str(origin),
         "barrier_global_tx_ids": joined_checked([b.global_tx_id for b in branches]),
         "barrier_branch_ids": joined_checked([b.branch_id for b in branches]),
-        "barrier_fingerprints": [json.dumps(dict(f)) for f in fingerprints],
+        "barrier_fingerprints": [jsonb.dumps(dict(f)) for f in fingerprints],
     }
 
 
@@ -170,7 +170,7 @@ class SqlBarrierRepository:
                 "branch_id": branch.branch_id,
                 "op": str(op),
                 "origin": str(origin),
-                "fingerprint": json.dumps(dict(fingerprint)),
+                "fingerprint": jsonb.dumps(dict(fingerprint)),
             },
         )
         return result.scalar_one_or_none() is not None

@@ -14,7 +14,7 @@ import enum
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar
+from typing import NamedTuple, Protocol, TypeVar
 
 from hirepay_platform.errors import AlreadyExists, Conflict, HirepayError, ValidationError
 from hirepay_platform.fingerprint import Fingerprint, first_mismatch
@@ -31,9 +31,13 @@ class TccOp(enum.StrEnum):
     CANCEL = "cancel"
 
 
-@dataclass(frozen=True, slots=True)
-class TccBranch:
-    """One participant branch of a global (saga) transaction."""
+class TccBranch(NamedTuple):
+    """One participant branch of a global (saga) transaction.
+
+    A named tuple, so that it is hashed and compared in C: branches key the sets and dicts of
+    every grouped TCC call (barrier rows entered, holds planned and remembered), and a frozen
+    dataclass's generated `__hash__` and `__eq__` were a Python call each, about 16 per wallet
+    Reserve + Confirm pair (issue 13). Immutable, equal by value, ordered by its two ids."""
 
     global_tx_id: str
     branch_id: str

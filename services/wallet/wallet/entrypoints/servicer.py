@@ -28,7 +28,7 @@ from wallet.service_layer.handlers import (
     audit,
     reports,
 )
-from wallet.service_layer.metrics import hold_transition_count, transfer_count
+from wallet.service_layer.metrics import count_hold_transition, count_transfer
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["WalletService"].full_name
 
@@ -40,12 +40,12 @@ async def _counted(operation: str, call: Awaitable[R]) -> R:
     try:
         result = await call
     except HirepayError as exc:
-        transfer_count(operation, exc.reason.lower()).inc()
+        count_transfer(operation, exc.reason.lower())
         raise
     except Exception:
-        transfer_count(operation, "internal").inc()
+        count_transfer(operation, "internal")
         raise
-    transfer_count(operation, "replayed" if result.replayed else "posted").inc()
+    count_transfer(operation, "replayed" if result.replayed else "posted")
     return result
 
 
@@ -56,15 +56,19 @@ def _outcome_label(outcome: BatchOutcome[R]) -> str:
     return outcome.error.reason.lower() if outcome.error else "internal"
 
 
+_CANCELLED = HoldState.CANCELLED.value
+
+
 def _count_hold_transition(result: HoldResult, from_state: str) -> None:
     """Count the transition a TCC call made (repeats and a Cancel of an expired hold make none)."""
     if result.replayed:
         return
     if result.null_compensation:
-        hold_transition_count("none", HoldState.CANCELLED.value).inc()
+        count_hold_transition("none", _CANCELLED)
     elif result.hold is not None and result.hold.state is not HoldState.EXPIRED:
         # A Cancel that found the hold expired changed nothing; the worker counted the expiry.
-        hold_transition_count(from_state, result.hold.state.value).inc()
+        # str() of a StrEnum is its value without the enum's property (two Python calls each).
+        count_hold_transition(from_state, str(result.hold.state))
 
 
 class WalletServicer(pb_grpc.WalletServiceServicer):
@@ -127,7 +131,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         cmd = conv.create_transfers_from_pb(request)
         outcomes = await handlers.create_transfers(cmd, self._deps)
         for outcome in outcomes:
-            transfer_count("CreateTransfers", _outcome_label(outcome)).inc()
+            count_transfer("CreateTransfers", _outcome_label(outcome))
         return conv.create_transfers_to_pb(outcomes)
 
     async def SplitTransfer(
@@ -203,7 +207,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
         for item, outcome in zip(cmd.resolutions, outcomes, strict=True):
             # Counted as ConfirmHold and CancelHold count (a Confirm posts a transfer).
             if isinstance(item, commands.ConfirmHold):
-                transfer_count("ResolveHolds", _outcome_label(outcome)).inc()
+                count_transfer("ResolveHolds", _outcome_label(outcome))
             if outcome.result is not None:
                 _count_hold_transition(outcome.result, "pending")
         return pb.ResolveHoldsResponse(results=conv.hold_batch_results_to_pb(outcomes))

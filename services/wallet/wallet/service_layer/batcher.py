@@ -15,7 +15,7 @@ from wallet.service_layer.handlers.batches import BatchOutcome, create_transfers
 from wallet.service_layer.handlers.grouped_holds import confirm_holds, reserve_holds
 from wallet.service_layer.handlers.holds import HoldResult
 from wallet.service_layer.handlers.transfers import TransferResult
-from wallet.service_layer.metrics import GROUPED_BATCH_SIZE
+from wallet.service_layer.metrics import batch_size_observer
 
 C = TypeVar("C")
 R = TypeVar("R")
@@ -57,7 +57,7 @@ class GroupBatcher(Generic[C, R]):
         self._window = window_seconds
         self._max_in_flight = max_in_flight
         self._run = run
-        self._batch_size = GROUPED_BATCH_SIZE.labels(name)
+        self._batch_size = batch_size_observer(name)
         self._queue: list[tuple[C, asyncio.Future[R]]] = []
         self._in_flight = 0
         # When the first call now waiting arrived (the event loop's clock), and the running mean
@@ -107,7 +107,7 @@ class GroupBatcher(Generic[C, R]):
             return
         batch, self._queue = self._queue[: self._max_items], self._queue[self._max_items :]
         self._in_flight += 1
-        self._batch_size.observe(len(batch))
+        self._batch_size(len(batch))
         loop = asyncio.get_running_loop()
         self._gather_start = loop.time()  # of the calls left waiting, if any (max_items)
         task = loop.create_task(self._post(batch, self._gather_start))
