@@ -220,8 +220,7 @@ class SqlCreditGrantRepository:
                     refund=True,
                 )
             )
-        found += await self._disputed(before, since)
-        found += await self._refund_failures(before, since)
+        found += await self._by_audited_kind(before, since)
         purchases = await self.session.execute(
             select(x.id, x.status, x.provider, x.currency, x.amount_minor, x.metadata).where(
                 x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
@@ -249,106 +248,99 @@ class SqlCreditGrantRepository:
                 )
                 for transfer_id, refund, moved in ids
             ]
-        found += await self._purchase_refunds(before, since)
         return found
 
-    async def _purchase_refunds(
+    async def _by_audited_kind(
         self, before: datetime, since: datetime | None
     ) -> list[ExpectedBooking]:
-        """The transfers of purchases' refunds in part made at the provider, each recorded as
-        its booking (provider_refunds._book_purchase_refunds): revenue taken back."""
-        g = t.credit_grants.c
-        rows = await self.session.execute(
-            select(g.transaction_id, g.refund_id, g.provider, g.granted).where(
-                g.kind == GrantKind.PURCHASE_REFUND.value,
-                g.created_at < before,
-                g.created_at >= since if since is not None else true(),
-            )
-        )
-        found = []
-        for row in rows:
-            [(currency, amount)] = dict(row.granted).items()
-            found.append(
-                ExpectedBooking(
-                    ledger.refund_transfer_id(row.transaction_id, row.refund_id),
-                    row.transaction_id,
-                    row.provider,
-                    currency,
-                    int(amount),
-                    ledger.Purpose.FEE,
-                    refund=True,
-                    what="refunded in part",
-                )
-            )
-        return found
-
-    async def _refund_failures(
-        self, before: datetime, since: datetime | None
-    ) -> list[ExpectedBooking]:
-        """The two transfers of a refund that succeeded and failed since (refund_failures.py):
-        its refund's booking, and that booking's reversal, recorded with the refund FAILED (so
-        the refunds' query above no longer names it): both must be on the ledger, and together
-        they leave revenue as if it had never been refunded."""
+        """The bookings expected by their kind, read in one statement through their partial
+        index (migration 0021): disputes' balance transactions, refunds that failed after they
+        succeeded, purchases' refunds in part."""
         g, p = t.credit_grants.c, t.payments.c
         rows = await self.session.execute(
-            select(g.payment_id, g.refund_id, g.provider, g.granted, p.currency, p.metadata)
-            .join(t.payments, p.id == g.payment_id)
+            select(
+                g.kind,
+                g.transaction_id,
+                g.payment_id,
+                g.refund_id,
+                g.provider,
+                g.granted,
+                g.legs,
+                p.currency,
+                p.metadata,
+            )
+            .outerjoin(t.payments, p.id == g.payment_id)
             .where(
-                g.kind == GrantKind.REFUND_FAILED.value,
+                t.OF_AN_AUDITED_KIND,
                 g.created_at < before,
                 g.created_at >= since if since is not None else true(),
             )
         )
-        found = []
+        found: list[ExpectedBooking] = []
         for row in rows:
-            amount = int((row.granted or {}).get(row.currency, 0))
-            purpose = ledger.purpose_of(dict(row.metadata))
-            for transfer_id, refund in (
-                (ledger.refund_transfer_id(row.payment_id, row.refund_id), True),
-                (ledger.refund_failure_transfer_id(row.payment_id, row.refund_id), False),
-            ):
-                found.append(
-                    ExpectedBooking(
-                        transfer_id,
-                        row.payment_id,
-                        row.provider,
-                        row.currency,
-                        amount,
-                        purpose,
-                        refund=refund,
-                        what="" if refund else "refund failed after success, reversed",
-                    )
-                )
+            if row.kind == GrantKind.DISPUTE.value and row.currency is not None:
+                found.append(_disputed(row))
+            elif row.kind == GrantKind.REFUND_FAILED.value and row.currency is not None:
+                found += _refund_failed(row)
+            elif row.kind == GrantKind.PURCHASE_REFUND.value:
+                found.append(_purchase_refund(row))
         return found
 
-    async def _disputed(self, before: datetime, since: datetime | None) -> list[ExpectedBooking]:
-        """The transfers of disputes' balance transactions: their bookings are recorded in the
-        dispute's own transaction (handlers/disputes.py), so each recorded one must be on the
-        ledger; a withdrawal takes revenue back like a refund, a reinstatement gives it back."""
-        g, p = t.credit_grants.c, t.payments.c
-        rows = await self.session.execute(
-            select(g.payment_id, g.refund_id, g.provider, g.legs, p.currency, p.metadata)
-            .join(t.payments, p.id == g.payment_id)
-            .where(
-                g.kind == GrantKind.DISPUTE.value,
-                g.created_at < before,
-                g.created_at >= since if since is not None else true(),
-            )
+
+def _disputed(row: Any) -> ExpectedBooking:
+    """A dispute's balance transaction: its booking is recorded in the dispute's own transaction
+    (handlers/disputes.py), so each recorded one must be on the ledger; a withdrawal takes
+    revenue back like a refund, a reinstatement gives it back."""
+    legs = [Leg.from_json(leg) for leg in row.legs or []]
+    moved = ledger.revenue_delta(legs, row.currency)
+    return ExpectedBooking(
+        ledger.dispute_transfer_id(row.payment_id, row.refund_id),
+        row.payment_id,
+        row.provider,
+        row.currency,
+        abs(moved),
+        ledger.purpose_of(dict(row.metadata)),
+        refund=moved < 0,
+        what="dispute withdrew" if moved < 0 else "dispute reinstated",
+    )
+
+
+def _refund_failed(row: Any) -> list[ExpectedBooking]:
+    """The two transfers of a refund that succeeded and failed since (refund_failures.py): its
+    refund's booking and that booking's reversal, recorded with the refund FAILED (so the
+    refunds' read no longer names it): both must be on the ledger, and together they leave
+    revenue as if it had never been refunded."""
+    amount = int(dict(row.granted or {}).get(row.currency, 0))
+    purpose = ledger.purpose_of(dict(row.metadata))
+    return [
+        ExpectedBooking(
+            transfer_id,
+            row.payment_id,
+            row.provider,
+            row.currency,
+            amount,
+            purpose,
+            refund=refund,
+            what="" if refund else "refund failed after success, reversed",
         )
-        found = []
-        for row in rows:
-            legs = [Leg.from_json(leg) for leg in row.legs or []]
-            moved = ledger.revenue_delta(legs, row.currency)
-            found.append(
-                ExpectedBooking(
-                    ledger.dispute_transfer_id(row.payment_id, row.refund_id),
-                    row.payment_id,
-                    row.provider,
-                    row.currency,
-                    abs(moved),
-                    ledger.purpose_of(dict(row.metadata)),
-                    refund=moved < 0,
-                    what="dispute withdrew" if moved < 0 else "dispute reinstated",
-                )
-            )
-        return found
+        for transfer_id, refund in (
+            (ledger.refund_transfer_id(row.payment_id, row.refund_id), True),
+            (ledger.refund_failure_transfer_id(row.payment_id, row.refund_id), False),
+        )
+    ]
+
+
+def _purchase_refund(row: Any) -> ExpectedBooking:
+    """A purchase's refund in part made at the provider (provider_refunds._book_purchase_refunds):
+    revenue taken back."""
+    [(currency, amount)] = dict(row.granted).items()
+    return ExpectedBooking(
+        ledger.refund_transfer_id(row.transaction_id, row.refund_id),
+        row.transaction_id,
+        row.provider,
+        currency,
+        int(amount),
+        ledger.Purpose.FEE,
+        refund=True,
+        what="refunded in part",
+    )
