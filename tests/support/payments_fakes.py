@@ -394,13 +394,14 @@ class FakeCreditGrants(_Repo):
     async def save(self, grant: CreditGrant) -> None:
         self.st.grants[grant.id] = copy.deepcopy(grant)
 
-    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+    async def mark_done(self, grants: list[CreditGrant], now: datetime) -> list[CreditGrant]:
         done = []
-        for grant_id in grant_ids:
-            grant = self.st.grants.get(grant_id)
+        for given in grants:
+            grant = self.st.grants.get(given.id)
             if grant is not None and grant.status is GrantStatus.PENDING:
                 grant.done(now)
-                done.append(copy.deepcopy(grant))
+                given.done(now)
+                done.append(given)
         return done
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[CreditGrant]:

@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy.engine import Connection
 
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
+from payments.domain.credits import CreditGrant
 from payments.domain.refunds import CoinsState, Refund, RefundStatus
-from tests.support.payments_helpers import card_payment
+from tests.support.payments_helpers import card_payment, paid_plan_transaction
 
 
 @pytest.fixture
@@ -51,7 +52,8 @@ async def _round(sessions, now: datetime) -> tuple[list[str], list[str]]:
         await uow.payouts.lease_due(now, 10, 30, now - timedelta(days=10))
         await uow.commit()
     async with SqlPaymentsUnitOfWork(sessions) as uow:
-        await uow.credit_grants.mark_done(["capture:pay_nobody"], now)
+        nobody = CreditGrant.issue(paid_plan_transaction("txn_nobody"), now)
+        await uow.credit_grants.mark_done([nobody], now)
         await uow.commit()
     return [p.id for p in payments], [r.id for r in refunds]
 

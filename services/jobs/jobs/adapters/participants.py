@@ -48,6 +48,9 @@ _PAYMENT_STATES = {
     ppb.Payment.UNKNOWN: TryState.UNKNOWN,
 }
 
+# Each payment state's name in the contract (State.Name), by number.
+_PAYMENT_STATE_NAMES = {number: name for name, number in ppb.Payment.State.items()}
+
 _HOLD_STATES = {
     wpb.Hold.PENDING: TryState.RESERVED,
     wpb.Hold.CONFIRMED: TryState.CAPTURED,
@@ -66,7 +69,10 @@ def try_result_from_payment(payment: ppb.Payment) -> TryResult:
     return TryResult(
         state=_PAYMENT_STATES.get(payment.state, TryState.UNKNOWN),
         payment_id=payment.payment_id,
-        provider_state=ppb.Payment.State.Name(payment.state),
+        # The state's name looked up, not State.Name's Python call per answer and event (issue
+        # 13); a number the contract lacks goes to Name, which refuses it as before.
+        provider_state=_PAYMENT_STATE_NAMES.get(payment.state)
+        or ppb.Payment.State.Name(payment.state),
         next_action_url=payment.next_action_url,
         failure_reason=payment.failure_reason,
         failure_code=payment.failure_code or payment.decline_code,

@@ -244,6 +244,7 @@ def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:
             failure_code=seen.failure_code,
         )
         branch = event.payment.branch
+        metadata = event.payment.metadata
         return SettlementEvent(
             event.event_id,
             event.cursor,
@@ -251,7 +252,9 @@ def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:
             branch.global_tx_id,
             branch.branch_id,
             result,
-            dict(event.payment.metadata),
+            # Copied by its keys in one comprehension: dict() of a protobuf map goes through
+            # the Mapping ABC's keys view, a Python generator step per key (issue 13).
+            {key: metadata[key] for key in metadata},
         )
     return SettlementEvent(
         event.event_id, event.cursor, event.type, "", "", TryResult(state=TryState.ABSENT)

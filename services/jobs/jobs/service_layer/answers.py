@@ -82,17 +82,38 @@ def job_from_snapshot(data: dict[str, Any]) -> Job:
     )
 
 
+class _Snapshot(dict[str, Any]):
+    """A snapshot made by this process (answer_to_snapshot), with the answer it was made of:
+    stored, it is the plain JSON object it holds (the answer is not), and read back it is a
+    plain dict."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, values: dict[str, Any], answer: SagaAnswer) -> None:
+        super().__init__(values)
+        self.answer = answer
+
+
 def answer_to_snapshot(answer: SagaAnswer) -> dict[str, Any]:
-    return {
-        "job": job_to_snapshot(answer.job),
-        "saga_id": answer.saga_id,
-        "payment_id": answer.payment_id,
-        "payment_state": answer.payment_state,
-        "next_action_url": answer.next_action_url,
-    }
+    return _Snapshot(
+        {
+            "job": job_to_snapshot(answer.job),
+            "saga_id": answer.saga_id,
+            "payment_id": answer.payment_id,
+            "payment_state": answer.payment_state,
+            "next_action_url": answer.next_action_url,
+        },
+        answer,
+    )
 
 
 def answer_from_snapshot(data: dict[str, Any], *, replayed: bool) -> SagaAnswer:
+    """The answer a snapshot holds. One this process made for the request it is answering (the
+    request that drove its saga: `replayed` False) is the answer it was made of, not decoded
+    again from its JSON values: the same values (tests/jobs/unit/test_answer_snapshot_pay13.py),
+    about 17 Python calls per posting fewer (issue 13). Any other is decoded."""
+    if not replayed and type(data) is _Snapshot:
+        return data.answer
     return SagaAnswer(
         job=job_from_snapshot(data["job"]),
         saga_id=data["saga_id"],

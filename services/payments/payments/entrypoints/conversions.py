@@ -51,7 +51,9 @@ def authorize_command(req: pb.AuthorizeRequest) -> commands.Authorize:
         method=_METHODS.get(req.method),  # type: ignore[call-overload]
         payment_method_token=req.payment_method_token,
         description=req.description,
-        metadata=dict(req.metadata),
+        # By its keys in one comprehension: dict() of a protobuf map goes through the Mapping
+        # ABC's keys view, a Python generator step per key (issue 13).
+        metadata={key: req.metadata[key] for key in req.metadata},
         return_url=req.return_url,
         cancel_url=req.cancel_url,
         email=req.email,

@@ -279,7 +279,10 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         self, request: pb.HandleProviderEventRequest, context: grpc.aio.ServicerContext
     ) -> pb.HandleProviderEventResponse:
         cmd = commands.ProviderEventDelivery(
-            request.provider, request.payload, request.signature, dict(request.headers)
+            request.provider,
+            request.payload,
+            request.signature,
+            {name: request.headers[name] for name in request.headers},  # (as authorize_command)
         )
         outcome = await webhooks.handle_provider_event(cmd, self._deps())
         return pb.HandleProviderEventResponse(

@@ -227,9 +227,10 @@ class CreditGrantRepository(Protocol):
 
     async def save(self, grant: CreditGrant) -> None: ...
 
-    async def mark_done(self, grant_ids: list[str], now: datetime) -> list[CreditGrant]:
+    async def mark_done(self, grants: list[CreditGrant], now: datetime) -> list[CreditGrant]:
         """CreditGrant.done(now) of those of the grants still pending (locked until commit);
-        returns them as they are now, in the order given."""
+        returns those, marked done, in the order given (the objects given: a grant's other
+        values are the caller's, as leased)."""
 
     async def lease_due(
         self, now: datetime, limit: int, lease_seconds: float

@@ -198,7 +198,7 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
     async with deps.uow as uow:
         now = deps.clock()
         # One statement marks every booking still pending done (issue 13), one their audits.
-        done = await uow.credit_grants.mark_done([g.id for g in grants], now)
+        done = await uow.credit_grants.mark_done(grants, now)
         await uow.audit.add(
             *(
                 AuditEntry(
