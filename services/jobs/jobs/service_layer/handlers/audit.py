@@ -230,18 +230,23 @@ async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violati
     left money owed (and its engagement still owes: not settled since) is reported as such (a known state: booked from the engagement's receivable,
     so no longer a missing booking), and one still not posted past the grace as a stuck step."""
     before = now - timedelta(seconds=deps.config.audit_grace_seconds)
-    owed: dict[str, int] = {}
     async with deps.new_uow() as uow:
         refunds = await uow.escrow_refunds.unsettled(limit)
         # What each engagement still owes once its own refund netted the debt (an unwound
-        # refund, or the engagement's cancel or resolve refund, settles it: nothing owed then).
-        for engagement_id in sorted(
+        # refund, or the engagement's cancel or resolve refund, settles it: nothing owed then):
+        # their refunds and steps in one read each.
+        owing = sorted(
             {r.engagement_id for r in refunds if r.outcome is not AtProviderOutcome.UNWOUND}
-        ):
-            owed[engagement_id] = still_owed(
-                await uow.escrow_refunds.for_engagement(engagement_id),
-                await uow.money_steps.for_engagement(engagement_id),
-            )
+        )
+        all_refunds = await uow.escrow_refunds.for_engagements(owing) if owing else []
+        steps = await uow.money_steps.for_engagements(owing) if owing else []
+    owed = {
+        e: still_owed(
+            [r for r in all_refunds if r.engagement_id == e],
+            [s for s in steps if s.engagement_id == e],
+        )
+        for e in owing
+    }
     found: list[Violation] = []
     for r in refunds:
         if r.state is StepState.PENDING and r.created_at < before:
