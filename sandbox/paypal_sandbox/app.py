@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from paypal_sandbox import api, hosted, money, orders, payments
+from paypal_sandbox import api, disputes, hosted, money, orders, payments
 from paypal_sandbox.config import PayPalConfig
 from paypal_sandbox.errors import PayPalError
 from paypal_sandbox.state import PayPalState
@@ -30,6 +30,31 @@ class SettleCapture(AdminBody):
 class DashboardRefund(AdminBody):
     amount_minor: int | None = Field(default=None, gt=0)  # None: what is left of the capture
     note_to_payer: str | None = Field(default=None, max_length=255)
+
+
+class OpenDispute(AdminBody):
+    amount_minor: int | None = Field(default=None, gt=0)  # None: the whole capture
+    reason: str = Field(default="MERCHANDISE_OR_SERVICE_NOT_RECEIVED", max_length=64)
+    stage: Literal["INQUIRY", "CHARGEBACK", "PRE_ARBITRATION", "ARBITRATION"] = "CHARGEBACK"
+    fee_minor: int = Field(default=0, ge=0)  # a chargeback fee PayPal debits the seller
+
+
+class UpdateDispute(AdminBody):
+    status: Literal[
+        "OPEN", "WAITING_FOR_SELLER_RESPONSE", "WAITING_FOR_BUYER_RESPONSE", "UNDER_REVIEW"
+    ] = "UNDER_REVIEW"
+
+
+class ResolveDispute(AdminBody):
+    outcome: Literal[
+        "RESOLVED_BUYER_FAVOUR",
+        "RESOLVED_SELLER_FAVOUR",
+        "RESOLVED_WITH_PAYOUT",
+        "CANCELED_BY_BUYER",
+        "ACCEPTED",
+        "DENIED",
+    ] = "RESOLVED_BUYER_FAVOUR"
+    amount_refunded_minor: int | None = Field(default=None, gt=0)  # None: all of it
 
 
 async def approve_order(request: Request) -> JSONResponse:
@@ -85,6 +110,61 @@ async def dashboard_refund(request: Request) -> JSONResponse:
         return JSONResponse(refund)
 
 
+async def open_dispute(request: Request) -> JSONResponse:
+    """A buyer disputes a capture (with PayPal, or a chargeback at their card issuer): the
+    dispute and its `CUSTOMER.DISPUTE.CREATED` webhook."""
+    st: PayPalState = request.app.state.sandbox
+    body = await parse(request, OpenDispute)
+    async with st.kit.lock:
+        if request.path_params["capture_id"] not in st.objects.get("capture", {}):
+            return problem(404, "No such capture.")
+        st.base_url = st.kit.base_url(request)
+        try:
+            made = disputes.open_dispute(
+                st,
+                request.path_params["capture_id"],
+                body.amount_minor,
+                body.reason,
+                body.stage,
+                body.fee_minor,
+            )
+        except PayPalError as error:
+            return problem(409, str(error))
+        return JSONResponse(made)
+
+
+async def update_dispute(request: Request) -> JSONResponse:
+    """A dispute moves on undecided (`CUSTOMER.DISPUTE.UPDATED`)."""
+    st: PayPalState = request.app.state.sandbox
+    body = await parse(request, UpdateDispute)
+    async with st.kit.lock:
+        if request.path_params["dispute_id"] not in st.objects.get("dispute", {}):
+            return problem(404, "No such dispute.")
+        st.base_url = st.kit.base_url(request)
+        try:
+            found = disputes.update_dispute(st, request.path_params["dispute_id"], body.status)
+        except PayPalError as error:
+            return problem(409, str(error))
+        return JSONResponse(found)
+
+
+async def resolve_dispute(request: Request) -> JSONResponse:
+    """PayPal decides a dispute (`CUSTOMER.DISPUTE.RESOLVED`)."""
+    st: PayPalState = request.app.state.sandbox
+    body = await parse(request, ResolveDispute)
+    async with st.kit.lock:
+        if request.path_params["dispute_id"] not in st.objects.get("dispute", {}):
+            return problem(404, "No such dispute.")
+        st.base_url = st.kit.base_url(request)
+        try:
+            found = disputes.resolve_dispute(
+                st, request.path_params["dispute_id"], body.outcome, body.amount_refunded_minor
+            )
+        except PayPalError as error:
+            return problem(409, str(error))
+        return JSONResponse(found)
+
+
 def create_app(config: PayPalConfig) -> ASGIApp:
     """Build the application for `config`; state lives in `app.state.sandbox`."""
     st = PayPalState.create(config)
@@ -96,6 +176,9 @@ def create_app(config: PayPalConfig) -> ASGIApp:
             ("POST", "/_sandbox/orders/{order_id}/approve", approve_order),
             ("POST", "/_sandbox/captures/{capture_id}/settle", settle_capture),
             ("POST", "/_sandbox/captures/{capture_id}/refund", dashboard_refund),
+            ("POST", "/_sandbox/captures/{capture_id}/dispute", open_dispute),
+            ("POST", "/_sandbox/disputes/{dispute_id}/update", update_dispute),
+            ("POST", "/_sandbox/disputes/{dispute_id}/resolve", resolve_dispute),
         ],
         api_prefixes=("/v1/", "/v2/"),
     )

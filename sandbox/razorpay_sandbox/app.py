@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp
 
-from razorpay_sandbox import api, hosted, resources
+from razorpay_sandbox import api, disputes, hosted, resources
 from razorpay_sandbox.config import RazorpayConfig
 from razorpay_sandbox.errors import RazorpayError
 from razorpay_sandbox.state import RazorpayState
@@ -28,6 +28,18 @@ class DecidePayment(AdminBody):
 class DashboardRefund(AdminBody):
     amount: int | None = Field(default=None, gt=0)  # the smallest unit; None: what is left
     notes: dict[str, str] = Field(default_factory=dict)
+
+
+class OpenDispute(AdminBody):
+    amount: int | None = Field(default=None, gt=0)  # the smallest unit; None: the whole payment
+    reason_code: str = Field(default="chargeback", max_length=64)
+    phase: Literal["chargeback", "pre_arbitration", "arbitration", "retrieval", "fraud"] = (
+        "chargeback"
+    )
+
+
+class StepDispute(AdminBody):
+    to: Literal["under_review", "action_required", "won", "lost", "closed"]
 
 
 async def decide_payment(request: Request) -> JSONResponse:
@@ -63,6 +75,38 @@ async def dashboard_refund(request: Request) -> JSONResponse:
         return JSONResponse(made)
 
 
+async def open_dispute(request: Request) -> JSONResponse:
+    """The customer's bank disputes a captured payment: the dispute and its
+    `payment.dispute.created` webhook."""
+    st: RazorpayState = request.app.state.sandbox
+    body = await parse(request, OpenDispute)
+    async with st.kit.lock:
+        if request.path_params["payment_id"] not in st.entities.get("payment", {}):
+            return problem(404, "No such payment.")
+        try:
+            made = disputes.open_dispute(
+                st, request.path_params["payment_id"], body.amount, body.reason_code, body.phase
+            )
+        except RazorpayError as error:
+            return problem(409, error.description)
+        return JSONResponse(made)
+
+
+async def step_dispute(request: Request) -> JSONResponse:
+    """A dispute moves on (contested, evidence asked again, won, lost, closed), with its
+    `payment.dispute.*` webhook."""
+    st: RazorpayState = request.app.state.sandbox
+    body = await parse(request, StepDispute)
+    async with st.kit.lock:
+        if request.path_params["dispute_id"] not in st.entities.get("dispute", {}):
+            return problem(404, "No such dispute.")
+        try:
+            found = disputes.step(st, request.path_params["dispute_id"], body.to)
+        except RazorpayError as error:
+            return problem(409, error.description)
+        return JSONResponse(found)
+
+
 def create_app(config: RazorpayConfig) -> ASGIApp:
     """Build the application for `config`; state lives in `app.state.sandbox`."""
     st = RazorpayState.create(config)
@@ -74,6 +118,8 @@ def create_app(config: RazorpayConfig) -> ASGIApp:
         admin_routes=[
             ("POST", "/_sandbox/payments/{payment_id}/decide", decide_payment),
             ("POST", "/_sandbox/payments/{payment_id}/refund", dashboard_refund),
+            ("POST", "/_sandbox/payments/{payment_id}/dispute", open_dispute),
+            ("POST", "/_sandbox/disputes/{dispute_id}/step", step_dispute),
         ],
         api_prefixes=("/v1/",),
         sweeps=[(AUTO_REFUND_SWEEP_SECONDS, lambda: resources.refund_uncaptured(st))],
