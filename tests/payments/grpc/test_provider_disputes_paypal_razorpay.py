@@ -8,6 +8,7 @@ tells nothing; balances asserted to the cent and the ledger auditor clean."""
 
 from __future__ import annotations
 
+import grpc
 import httpx
 import pytest
 
@@ -166,3 +167,35 @@ async def test_a_dispute_at_the_provider_is_recorded_and_booked_once_whatever_th
         return await _findings(jobs_stub) == {}
 
     await wait_for(clean, timeout=20)
+
+
+# Where each provider's dispute is re-fetched from.
+DISPUTE_PATHS = {"paypal": "/v1/customer/disputes/", "razorpay": "/v1/disputes/"}
+
+
+async def test_a_dispute_the_provider_cannot_show_stores_nothing_and_is_applied_when_sent_again(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub, provider: str
+) -> None:
+    """The re-fetch answered 503: the delivery is answered UNAVAILABLE (the provider sends it
+    again), nothing is stored; sent again once the provider answers, it is applied once."""
+    payment = await _captured_fee(provider_stack, jobs_stub, provider)
+    dispute_id = _open_dispute(provider_stack, provider, payment)
+    opened = await _delivery(provider_stack, dispute_id, OPENED_EVENT[provider])
+    base = provider_stack.urls[provider]
+    fault = {"kind": "error", "status": 503, "method": "GET"}
+    async with httpx.AsyncClient() as http:
+        armed = await http.post(
+            f"{base}/_sandbox/faults", json={**fault, "path_prefix": DISPUTE_PATHS[provider]}
+        )
+        assert armed.status_code < 300, armed.text
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await _deliver_at_once(jobs_stub, provider, opened, 1)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert await _disputes(jobs_stub, payment.payment_id) == []
+        finally:
+            await http.delete(f"{base}/_sandbox/faults")
+    replies = await _deliver_at_once(jobs_stub, provider, opened, 3)
+    assert sum(not r.duplicate for r in replies) == 1
+    [(found, status, *_)] = await _disputes(jobs_stub, payment.payment_id)
+    assert (found, status) == (dispute_id, Status.NEEDS_RESPONSE)
