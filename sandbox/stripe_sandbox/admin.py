@@ -17,7 +17,7 @@ from sandbox_kit.faults import FaultRegistry
 from sandbox_kit.webhooks import WebhookDispatcher
 from stripe_sandbox.errors import StripeAPIError
 from stripe_sandbox.faults import FAULT_SPEC
-from stripe_sandbox.resources import checkout, connect, disputes, payment_intents
+from stripe_sandbox.resources import checkout, connect, disputes, payment_intents, refunds
 from stripe_sandbox.runtime import Sandbox
 from stripe_sandbox.store import StripeObject
 
@@ -35,6 +35,14 @@ class AuthenticateIntent(AdminBody):
 class OpenDispute(AdminBody):
     reason: str = "fraudulent"
     inquiry: bool = False
+    # The account settles in another currency (e.g. "eur"): the dispute's balance transactions
+    # are in it, the amount converted at `exchange_rate`, the fee charged in it.
+    settlement_currency: str | None = None
+    exchange_rate: float | None = None
+
+
+class FailRefund(AdminBody):
+    failure_reason: str = "expired_or_canceled_card"  # one of refunds.FAILURE_REASONS
 
 
 class CloseDispute(AdminBody):
@@ -105,8 +113,11 @@ async def dispute_intent(request: Request) -> JSONResponse:
         charge = _find(sb, "charge", pi["latest_charge"])
         assert charge is not None
         try:
+            settlement = None
+            if body.settlement_currency:
+                settlement = (body.settlement_currency, body.exchange_rate or 1.0)
             dispute = disputes.open_dispute(
-                sb, None, charge, reason=body.reason, inquiry=body.inquiry
+                sb, None, charge, reason=body.reason, inquiry=body.inquiry, settlement=settlement
             )
         except StripeAPIError as error:
             return problem(409, error.message)
@@ -126,6 +137,21 @@ async def close_dispute(request: Request) -> JSONResponse:
         except StripeAPIError as error:
             return problem(409, error.message)
         return JSONResponse(dispute)
+
+
+async def fail_refund(request: Request) -> JSONResponse:
+    """A succeeded refund fails since (the card closed: Stripe's succeeded -> failed)."""
+    sb = _sandbox(request)
+    body = await parse(request, FailRefund)
+    async with sb.store.lock:
+        refund = _find(sb, "refund", request.path_params["refund"])
+        if refund is None:
+            return problem(404, "No such refund.")
+        try:
+            refunds.fail(sb, None, refund, body.failure_reason)
+        except StripeAPIError as error:
+            return problem(409, error.message)
+        return JSONResponse(refund)
 
 
 async def settle_payout(request: Request) -> JSONResponse:
@@ -190,6 +216,7 @@ def routes() -> list[BaseRoute]:
             ("POST", "/_sandbox/payouts/{payout}/settle", settle_payout),
             ("POST", "/_sandbox/payment_intents/{intent}/dispute", dispute_intent),
             ("POST", "/_sandbox/disputes/{dispute}/close", close_dispute),
+            ("POST", "/_sandbox/refunds/{refund}/fail", fail_refund),
             ("POST", "/_sandbox/clock/advance", advance_clock),
         ]
     )

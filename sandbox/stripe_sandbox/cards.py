@@ -74,6 +74,9 @@ class TestMethod:
     # only an inquiry ("" for a card that is never disputed).
     dispute_reason: str = ""
     inquiry: bool = False
+    # Its refunds succeed, then fail asynchronously (resources/refunds.py), as test mode's
+    # 4000 0000 0000 5126 (`pm_card_refundFail`).
+    refund_fails: bool = False
 
 
 def _card(brand: str, last4: str, decline: Decline | None = None) -> TestMethod:
@@ -90,6 +93,7 @@ _NOT_RECEIVED = TestMethod(
 _INQUIRY = TestMethod(
     "card", "visa", "1976", Outcome.SUCCEED, dispute_reason="fraudulent", inquiry=True
 )
+_REFUND_FAILS = TestMethod("card", "visa", "5126", Outcome.SUCCEED, refund_fails=True)
 _BANK = TestMethod("us_bank_account", "STRIPE TEST BANK", "6789", Outcome.SETTLE_LATER)
 
 # Stripe's test PaymentMethod tokens (https://docs.stripe.com/testing), with their outcomes.
@@ -114,6 +118,7 @@ TEST_PAYMENT_METHODS: dict[str, TestMethod] = {
     "pm_card_createDispute": _DISPUTED,
     "pm_card_createDisputeProductNotReceived": _NOT_RECEIVED,
     "pm_card_createDisputeInquiry": _INQUIRY,
+    "pm_card_refundFail": _REFUND_FAILS,
     "pm_usBankAccount": _BANK,
     "pm_bank_transfer": _BANK,
 }
@@ -135,6 +140,7 @@ TEST_CARD_NUMBERS: dict[str, TestMethod] = {
     "4000000000000259": _DISPUTED,
     "4000000000002685": _NOT_RECEIVED,
     "4000000000001976": _INQUIRY,
+    "4000000000005126": _REFUND_FAILS,
     "4000002760003184": TestMethod("card", "visa", "3184", Outcome.AUTHENTICATE),
     "4000002500003155": TestMethod("card", "visa", "3155", Outcome.AUTHENTICATE),
 }

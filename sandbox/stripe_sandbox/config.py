@@ -29,6 +29,9 @@ class SandboxConfig:
     webhook_concurrency: int = 8
     settle_after: float | None = None  # auto-settle bank debits after N seconds; None: admin only
     payout_settle_after: float | None = 0.5  # pay out after N seconds; None: admin only
+    # A refund of a charge paid with the refund-failure test card (4000 0000 0000 5126,
+    # pm_card_refundFail) succeeds, then fails after N seconds; None: only by the admin API.
+    refund_fail_after: float | None = 1.0
     # Connect accounts: "instant" (usable at once) or "hosted" (express/standard accounts need
     # their account link's page first, as at Stripe).
     connect_onboarding: str = "instant"
@@ -80,6 +83,7 @@ def load_config(
     )
     parser.add_argument("--settle-after", default=env.get("SANDBOX_SETTLE_AFTER"))
     parser.add_argument("--payout-settle-after", default=env.get("SANDBOX_PAYOUT_SETTLE_AFTER"))
+    parser.add_argument("--refund-fail-after", default=env.get("SANDBOX_REFUND_FAIL_AFTER"))
     parser.add_argument(
         "--connect-onboarding",
         choices=("instant", "hosted"),
@@ -114,6 +118,7 @@ def load_config(
         webhook_concurrency=max(1, int(args.webhook_concurrency or defaults.webhook_concurrency)),
         settle_after=_float(args.settle_after, None),
         payout_settle_after=_float(args.payout_settle_after, defaults.payout_settle_after),
+        refund_fail_after=_float(args.refund_fail_after, defaults.refund_fail_after),
         connect_onboarding=args.connect_onboarding,
         log_level=args.log_level,
         state_file=args.state_file or None,

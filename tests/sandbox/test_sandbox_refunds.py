@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 import stripe
 
+from hirepay_dev.sandbox_client import SandboxAdmin
 from tests.support.webhook_receiver import WebhookReceiver
 
 
@@ -142,3 +144,41 @@ async def test_concurrent_refunds_never_exceed_the_capture(client: stripe.Stripe
     assert (charge.amount_refunded, charge.refunded) == (10_000, True)
     listed = await client.v1.refunds.list_async(params={"payment_intent": pi.id, "limit": 100})
     assert sum(r.amount for r in listed.data) == 10_000
+
+
+async def test_a_refund_of_the_refund_failure_card_succeeds_then_fails(
+    client: stripe.StripeClient, receiver: WebhookReceiver
+) -> None:
+    """Test mode's 4000 0000 0000 5126 (`pm_card_refundFail`): the refund is created
+    succeeded and fails a moment later, its amount the charge's to refund again."""
+    pi = await _paid(client, 5_000, payment_method="pm_card_refundFail")
+    made = await client.v1.refunds.create_async(params={"payment_intent": pi.id})
+    assert (made.status, made.failure_reason) == ("succeeded", None)
+    [failed] = await receiver.wait_about_async(made.id, "refund.failed", timeout=10)
+    assert failed.event["data"]["object"]["failure_reason"] == "expired_or_canceled_card"
+    assert failed.event["data"]["previous_attributes"]["status"] == "succeeded"
+    await receiver.wait_about_async(made.id, "refund.updated")
+    await receiver.wait_about_async(made.id, "charge.refund.updated")
+    got = await client.v1.refunds.retrieve_async(made.id)
+    assert (got.status, got.failure_reason) == ("failed", "expired_or_canceled_card")
+    assert got.failure_balance_transaction
+    charge = await client.v1.charges.retrieve_async(pi.latest_charge)
+    assert (charge.amount_refunded, charge.refunded) == (0, False)
+    again = await client.v1.refunds.create_async(params={"payment_intent": pi.id, "amount": 1})
+    assert again.amount == 1
+
+
+async def test_the_admin_api_fails_a_succeeded_refund_once(
+    client: stripe.StripeClient, admin: SandboxAdmin, receiver: WebhookReceiver
+) -> None:
+    pi = await _paid(client, 3_000)
+    made = await client.v1.refunds.create_async(params={"payment_intent": pi.id, "amount": 1_000})
+    got = await asyncio.to_thread(admin.fail_refund, made.id, "lost_or_stolen_card")
+    assert (got["status"], got["failure_reason"]) == ("failed", "lost_or_stolen_card")
+    [event] = await receiver.wait_about_async(made.id, "refund.updated")
+    assert event.event["data"]["object"]["status"] == "failed"
+    charge = await client.v1.charges.retrieve_async(pi.latest_charge)
+    assert charge.amount_refunded == 0
+    with pytest.raises(httpx.HTTPStatusError) as again:  # failed already: 409
+        await asyncio.to_thread(admin.fail_refund, made.id)
+    assert again.value.response.status_code == 409

@@ -748,6 +748,16 @@ class FakeProvider:
         self.refunds.setdefault(intent_id, []).append(made)
         return made.id
 
+    def fail_refund(self, intent_id: str, refund_id: str, reason: str) -> None:
+        """A refund that succeeded fails at the provider since (Stripe: succeeded -> failed,
+        the card closed): its money is the merchant's again."""
+        found = self.refunds[intent_id]
+        [index] = [i for i, r in enumerate(found) if r.id == refund_id]
+        made = found[index]
+        assert made.state is RefundState.SUCCEEDED
+        found[index] = replace(made, state=RefundState.FAILED, failure_reason=reason)
+        self.refunded[intent_id] -= made.amount_minor
+
     async def retrieve_payment(self, intent_id: str) -> ProviderPayment:
         return await self._idempotent("retrieve", "", lambda: self._intent(intent_id))
 

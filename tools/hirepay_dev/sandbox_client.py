@@ -95,14 +95,20 @@ class SandboxAdmin(AdminApi):
         return result
 
     def dispute_payment_intent(
-        self, intent: str, reason: str = "fraudulent", inquiry: bool = False
+        self,
+        intent: str,
+        reason: str = "fraudulent",
+        inquiry: bool = False,
+        settlement: tuple[str, float] | None = None,
     ) -> dict[str, Any]:
         """The cardholder disputes the intent's captured charge (Stripe: a chargeback with its
-        funds withdrawn, or an inquiry); the dispute as opened."""
+        funds withdrawn, or an inquiry); the dispute as opened. `settlement` (currency, rate):
+        the account settles in another currency, where the dispute's money is booked."""
+        body: dict[str, Any] = {"reason": reason, "inquiry": inquiry}
+        if settlement is not None:
+            body |= {"settlement_currency": settlement[0], "exchange_rate": settlement[1]}
         result: dict[str, Any] = self.call(
-            "POST",
-            f"/_sandbox/payment_intents/{intent}/dispute",
-            {"reason": reason, "inquiry": inquiry},
+            "POST", f"/_sandbox/payment_intents/{intent}/dispute", body
         )
         return result
 
@@ -110,6 +116,15 @@ class SandboxAdmin(AdminApi):
         """The network decides a dispute: `won` (funds reinstated), `lost`, `warning_closed`."""
         result: dict[str, Any] = self.call(
             "POST", f"/_sandbox/disputes/{dispute}/close", {"outcome": outcome}
+        )
+        return result
+
+    def fail_refund(
+        self, refund: str, failure_reason: str = "expired_or_canceled_card"
+    ) -> dict[str, Any]:
+        """A succeeded refund fails since (Stripe: succeeded -> failed, the card closed)."""
+        result: dict[str, Any] = self.call(
+            "POST", f"/_sandbox/refunds/{refund}/fail", {"failure_reason": failure_reason}
         )
         return result
 

@@ -13,6 +13,7 @@ dispute with an outcome (admin.py)."""
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Literal
 
 from stripe_sandbox import ids
@@ -50,8 +51,14 @@ _OPEN = ("warning_needs_response", "warning_under_review", "needs_response", "un
 def _balance_transaction(
     sb: Sandbox, dispute: StripeObject, amount: int, fee: int, description: str
 ) -> StripeObject:
-    """A balance transaction of the dispute (type `adjustment`, as Stripe's)."""
-    currency = dispute["currency"]
+    """A balance transaction of the dispute (type `adjustment`, as Stripe's): in the dispute's
+    currency, or in the account's settlement currency when the dispute was opened with one (the
+    amount converted at its `exchange_rate`, rounded half up, as Stripe reports it)."""
+    settlement = sb.store.meta(dispute["id"]).get("settlement")
+    currency, rate = dispute["currency"], None
+    if settlement is not None:
+        currency, rate = settlement
+        amount = _converted(amount, rate)
     fee_details = (
         [
             {
@@ -73,7 +80,7 @@ def _balance_transaction(
         "created": sb.store.now(),
         "currency": currency,
         "description": description,
-        "exchange_rate": None,
+        "exchange_rate": rate,
         "fee": fee,
         "fee_details": fee_details,
         "net": amount - fee,
@@ -84,6 +91,13 @@ def _balance_transaction(
     }
 
 
+def _converted(amount: int, rate: float) -> int:
+    """An amount in minor units converted at `rate`, rounded half away from zero."""
+    scaled = abs(amount) * Decimal(str(rate))
+    whole = int(scaled.quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return whole if amount >= 0 else -whole
+
+
 def open_dispute(
     sb: Sandbox,
     ctx: Context | None,
@@ -91,9 +105,12 @@ def open_dispute(
     *,
     reason: str = "fraudulent",
     inquiry: bool = False,
+    settlement: tuple[str, float] | None = None,
 ) -> StripeObject:
     """Dispute a captured charge in full: a chargeback (funds withdrawn, with the fee) or an
-    inquiry (nothing withdrawn)."""
+    inquiry (nothing withdrawn). `settlement` (currency, exchange rate): the account settles in
+    another currency than the charge's, so the dispute's balance transactions are in it (the
+    amount converted, the dispute fee charged in it)."""
     if not charge.get("captured") or charge.get("status") != "succeeded":
         raise invalid_request(f"Charge {charge['id']} has not been captured: nothing to dispute.")
     if charge.get("dispute"):
@@ -124,6 +141,8 @@ def open_dispute(
         "status": "warning_needs_response" if inquiry else "needs_response",
     }
     sb.store.add("dispute", dispute, sb.store.owner.get(charge["id"]))
+    if settlement is not None:
+        sb.store.meta(dispute["id"])["settlement"] = (settlement[0].lower(), settlement[1])
     charge["disputed"] = True
     charge["dispute"] = dispute["id"]
     sb.store.emit("charge.dispute.created", dispute, ctx)

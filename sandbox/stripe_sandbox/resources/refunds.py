@@ -1,4 +1,11 @@
-"""Refunds of captured payments: partial and repeated, never beyond what was captured."""
+"""Refunds of captured payments: partial and repeated, never beyond what was captured.
+
+A refund can fail after it succeeded, as at Stripe (the card closed since): a charge paid with
+the refund-failure test card (4000 0000 0000 5126, `pm_card_refundFail`) has every refund
+created `succeeded` and turned `failed` (`failure_reason` expired_or_canceled_card) after
+`refund_fail_after` seconds; the admin API fails any succeeded refund (admin.py). The failed
+refund's amount is the charge's to refund again (`amount_refunded` goes down), and
+`refund.failed`, `refund.updated` and `charge.refund.updated` are sent."""
 
 from __future__ import annotations
 
@@ -7,12 +14,23 @@ from typing import TYPE_CHECKING
 from stripe_sandbox import ids
 from stripe_sandbox.errors import StripeAPIError, invalid_request
 from stripe_sandbox.params import Params, merge_metadata
+from stripe_sandbox.resources import payment_methods
 from stripe_sandbox.store import Context, StripeObject
 
 if TYPE_CHECKING:
     from stripe_sandbox.runtime import Sandbox
 
 REASONS = ("duplicate", "fraudulent", "requested_by_customer")
+# Stripe's refund failure reasons (https://docs.stripe.com/api/refunds/object).
+FAILURE_REASONS = (
+    "charge_for_pending_refund_disputed",
+    "declined",
+    "expired_or_canceled_card",
+    "insufficient_funds",
+    "lost_or_stolen_card",
+    "merchant_request",
+    "unknown",
+)
 
 
 def _not_refundable(message: str) -> StripeAPIError:
@@ -79,6 +97,8 @@ def create(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
         "created": sb.store.now(),
         "currency": charge["currency"],
         "destination_details": None,
+        "failure_balance_transaction": None,
+        "failure_reason": None,
         "metadata": metadata,
         "payment_intent": charge["payment_intent"],
         "reason": reason,
@@ -93,7 +113,46 @@ def create(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
     sb.store.emit("refund.created", refund, ctx)
     sb.store.emit("charge.refunded", charge, ctx, previous)
+    _fail_later_if_test_card(sb, charge, refund["id"])
     return refund
+
+
+def _fail_later_if_test_card(sb: Sandbox, charge: StripeObject, refund_id: str) -> None:
+    """A refund of a charge paid with the refund-failure test card fails a moment later."""
+    owner = sb.store.owner.get(charge["id"])
+    pm = sb.store.get("payment_method", charge["payment_method"], owner)
+    if not payment_methods.test_method_of(sb, pm).refund_fails:
+        return
+    if sb.config.refund_fail_after is None:
+        return
+
+    def change() -> None:
+        refund = sb.store.objects.get("refund", {}).get(refund_id)
+        if refund is not None and refund["status"] == "succeeded":
+            fail(sb, None, refund, "expired_or_canceled_card")
+
+    sb.background.call_later(sb.config.refund_fail_after, change, name=f"fail {refund_id}")
+
+
+def fail(sb: Sandbox, ctx: Context | None, refund: StripeObject, reason: str) -> None:
+    """A succeeded refund fails (the money never reached the customer): its amount goes back
+    to the charge, to be refunded again."""
+    if reason not in FAILURE_REASONS:
+        raise invalid_request(
+            f"Invalid failure_reason: must be one of {', '.join(FAILURE_REASONS)}"
+        )
+    if refund["status"] != "succeeded":
+        raise invalid_request(f"Refund {refund['id']} is {refund['status']}: it cannot fail.")
+    charge = sb.store.objects["charge"][refund["charge"]]
+    previous = {"status": refund["status"], "failure_reason": None}
+    refund["status"] = "failed"
+    refund["failure_reason"] = reason
+    refund["failure_balance_transaction"] = ids.new_id("txn")
+    charge["amount_refunded"] -= refund["amount"]
+    charge["refunded"] = charge["amount_refunded"] >= charge["amount_captured"]
+    sb.store.emit("refund.failed", refund, ctx, previous)
+    sb.store.emit("refund.updated", refund, ctx, previous)
+    sb.store.emit("charge.refund.updated", refund, ctx, previous)
 
 
 def retrieve(sb: Sandbox, ctx: Context, p: Params, refund: str) -> StripeObject:

@@ -9,11 +9,12 @@ from datetime import datetime, timedelta
 import pytest
 
 from hirepay_platform.errors import ErrorKind, HirepayError
+from jobs.domain import audit as audit_domain
 from jobs.domain import commands
 from jobs.domain.audit import Check, PaymentFact, Violation
 from jobs.domain.escrow import AccountKind, AccountRef, Leg, MoneyStep, StepKind, StepState
 from jobs.domain.model import JobStatus, PaymentStatus
-from jobs.domain.posting_saga import TryState
+from jobs.domain.posting_saga import TryResult, TryState
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit
@@ -94,6 +95,17 @@ async def test_an_active_job_without_captured_money_is_reported():
     report = await audit.run_audit(commands.RunAudit(), _deps(w, FakeSources()))
     assert [v.check for v in report.violations] == [Check.ACTIVE_JOB_WITHOUT_PAYMENT]
     assert _gauge(Check.ACTIVE_JOB_WITHOUT_PAYMENT) == 1
+
+
+async def test_a_posting_refunded_in_part_is_live_with_its_money_and_one_refunded_in_full_is_not():
+    w = World()
+    job = (await w.post()).job
+    partial = TryResult(TryState.REFUNDED, provider_state="PARTIALLY_REFUNDED")
+    full = TryResult(TryState.REFUNDED, provider_state="REFUNDED")
+    assert audit_domain.active_job_violation(job, partial) is None
+    violation = audit_domain.active_job_violation(job, full)
+    assert violation is not None and violation.check is Check.ACTIVE_JOB_WITHOUT_PAYMENT
+    assert "REFUNDED" in violation.detail
 
 
 async def test_captured_money_without_its_job_is_reported_after_the_grace():

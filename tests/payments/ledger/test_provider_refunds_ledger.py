@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Callable
 
 import asyncpg
 import grpc
@@ -141,25 +142,11 @@ async def test_the_same_event_ten_times_at_once_and_its_twin_book_once(
         re_id = await _dashboard_refund(ledger_stack, pi, 900)
     finally:
         ledger_stack.admin.clear_faults()
-    events = ledger_stack.admin.http.get("/v1/events", params={"limit": 100}, headers=AUTH).json()[
-        "data"
-    ]
-    about = [
-        e
-        for e in events
-        if e["type"] in ("charge.refunded", "refund.created")
-        and e["data"]["object"].get("payment_intent") == pi
-    ]
-    assert {e["type"] for e in about} == {"charge.refunded", "refund.created"}
-    bodies = [_signed(e) for e in about for _ in range(10)]
-    replies = await asyncio.gather(
-        *(
-            jobs_stub.HandleProviderEvent(
-                pb.HandleProviderEventRequest(provider="stripe", payload=body, signature=sig)
-            )
-            for body, sig in bodies
-        )
+    about = stripe_events(
+        ledger_stack, ("charge.refunded", "refund.created"), lambda o: o.get("payment_intent") == pi
     )
+    assert {e["type"] for e in about} == {"charge.refunded", "refund.created"}
+    replies = await deliver_at_once(jobs_stub, about, 10)
     assert sum(r.applied for r in replies) == 1
     assert sum(r.duplicate for r in replies) == 18  # nine repeats of each of the two events
     assert await _refunds(ledger_stack, payment.payment_id) == [
@@ -176,6 +163,27 @@ async def test_the_same_event_ten_times_at_once_and_its_twin_book_once(
 def _signed(event: dict) -> tuple[bytes, str]:
     body = json.dumps(event).encode()
     return body, stripe.WebhookSignature.generate_signature_header(body.decode(), WEBHOOK_SECRET)
+
+
+def stripe_events(
+    stack: LedgerStack, types: tuple[str, ...], about: Callable[[dict], bool]
+) -> list[dict]:
+    """The sandbox's latest events of `types` whose object `about` accepts."""
+    events = stack.admin.http.get("/v1/events", params={"limit": 100}, headers=AUTH).json()
+    return [e for e in events["data"] if e["type"] in types and about(e["data"]["object"])]
+
+
+async def deliver_at_once(jobs_stub, events: list[dict], times: int) -> list:
+    """Each event signed and delivered `times` times, every delivery at once."""
+    bodies = [_signed(e) for e in events for _ in range(times)]
+    return await asyncio.gather(
+        *(
+            jobs_stub.HandleProviderEvent(
+                pb.HandleProviderEventRequest(provider="stripe", payload=body, signature=sig)
+            )
+            for body, sig in bodies
+        )
+    )
 
 
 async def test_hirepays_own_refunds_racing_their_events_are_booked_once(

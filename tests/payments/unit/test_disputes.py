@@ -411,3 +411,71 @@ async def test_a_won_a_partial_or_an_offer_dispute_tells_jobs_nothing(
         deps, provider, replace(_event("evt_3", "closed"), object_id="dp_3"), {}
     )
     assert _charged_back(deps) == []  # offer money: jobs' escrow, not a posting
+
+
+# --- balance transactions settled in another currency ---------------------------------------
+
+# A USD charge on an account that settles in EUR: Stripe converts the disputed money (exchange
+# rate 0.92: 14,900 cents -> 13,708 euro cents) and charges its dispute fee in EUR.
+WITHDRAWAL_EUR = DisputeMoney("txn_we", -13_708, 1_500, "EUR", exchange_rate="0.92")
+REINSTATEMENT_EUR = DisputeMoney("txn_re", 13_708, 0, "EUR", exchange_rate="0.92")
+CLEARING_EUR = ("provider:stripe", "EUR")
+FEES_EUR = ("provider:stripe:fees", "EUR")
+
+
+def test_a_fee_settled_in_another_currency_is_booked_in_it_and_the_amount_in_the_payments() -> None:
+    legs = ledger.dispute_legs(
+        Purpose.FEE,
+        provider="stripe",
+        currency="USD",
+        amount_minor=-14_900,
+        fee_minor=1_500,
+        fee_currency="EUR",
+    )
+    assert legs == [
+        Leg(ledger.revenue("USD"), ledger.clearing("stripe", "USD"), 14_900),
+        Leg(ledger.provider_fees("stripe", "EUR"), ledger.clearing("stripe", "EUR"), 1_500),
+    ]
+    assert all(leg.source.unit == leg.target.unit for leg in legs)  # one unit per account
+
+
+async def test_a_dispute_settled_in_another_currency_books_each_amount_exactly_in_its_unit(
+    deps: Deps, provider: DisputingProvider
+) -> None:
+    payment_id, pi = await _captured(deps)
+    await credits.settle_due_grants(deps)
+    wallet = deps.ledger
+    assert isinstance(wallet, FakeLedger)
+    provider.disputes["dp_1"] = _view(pi, DisputeStatus.NEEDS_RESPONSE, WITHDRAWAL_EUR)
+    await _deliver(deps, provider, "evt_1", "created")
+    await _deliver(deps, provider, "evt_2", "funds_withdrawn")  # same money: booked once
+    await credits.settle_due_grants(deps)
+    # The disputed 14,900 USD cents out of revenue, where the capture booked them; Stripe's fee
+    # 1,500 EUR cents out of the EUR clearing into its EUR fees account: nothing converted.
+    assert {k: v for k, v in wallet.balances.items() if v} == {
+        CLEARING_EUR: 1_500,
+        FEES_EUR: -1_500,
+    }
+    provider.disputes["dp_1"] = _view(pi, DisputeStatus.WON, WITHDRAWAL_EUR, REINSTATEMENT_EUR)
+    await _deliver(deps, provider, "evt_3", "closed")
+    await credits.settle_due_grants(deps)
+    assert {k: v for k, v in wallet.balances.items() if v} == {
+        CLEARING: -14_900,
+        REVENUE: 14_900,
+        CLEARING_EUR: 1_500,
+        FEES_EUR: -1_500,
+    }
+    async with deps.uow as uow:
+        [dispute] = await uow.disputes.for_payment(payment_id)
+        grants = {g.refund_id: g.granted for g in await uow.credit_grants.for_payment(payment_id)}
+    # The record, in the dispute's currency: the amounts as the dispute's, the EUR fee left out.
+    assert (dispute.withdrawn_minor, dispute.reinstated_minor, dispute.fee_minor) == (
+        14_900,
+        14_900,
+        0,
+    )
+    assert grants["txn_we"] == {"USD": 14_900, "EUR": 1_500}  # per unit, never summed
+    assert grants["txn_re"] == {"USD": 14_900}
+    audit = [a for a in deps.uow.committed.audit if a.details.get("object_id") == "dp_1"]  # type: ignore[attr-defined]
+    assert audit[0].details["settled_in"] == "EUR"
+    assert audit[0].details["settled"] == "txn_we:-13708 EUR fee 1500 rate 0.92"

@@ -368,17 +368,58 @@ async def test_a_dashboard_refund_of_a_purchase_revokes_its_credits(deps: Deps) 
     assert not (await _deliver(deps, "evt_2", pi)).applied  # a twin revokes nothing twice
 
 
-async def test_a_partial_dashboard_refund_of_a_purchase_is_not_booked(deps: Deps) -> None:
+async def test_a_partial_dashboard_refund_of_a_purchase_books_its_money_and_keeps_credits(
+    deps: Deps,
+) -> None:
+    """Refunded in part at the provider: that money is booked once (out of revenue back to
+    clearing), the purchase stays SUCCESS with its credits; the refund of the rest makes it
+    REFUNDED, books only the rest and revokes the unused credits."""
     pi = await _paid_purchase(deps)
-    _provider(deps).refund_outside(pi, 1_000)
+    re_id = _provider(deps).refund_outside(pi, 1_000)
     partial = metrics.PROVIDER_REFUNDS.labels("stripe", "purchase_partial")._value.get()
-    assert not (await _deliver(deps, "evt_1", pi)).applied
+    assert (await _deliver(deps, "evt_1", pi)).applied
+    assert not (await _deliver(deps, "evt_2", pi, "refund.updated")).applied  # its twin
     async with deps.uow as uow:
         txn = await uow.transactions.get("txn_1")
+        grants = {g.id: g for g in await uow.credit_grants.for_transaction("txn_1")}
+        audit = await uow.audit.list_for_transaction("txn_1")
     assert txn is not None and txn.status is TxnStatus.SUCCESS
+    assert txn.metadata["refunded_minor"] == "1000"
+    assert grants[f"purchase_refund:{re_id}"].transfer_id == f"payment:txn_1:refund:{re_id}"
+    assert any("credits kept" in e.reason for e in audit)
     assert metrics.PROVIDER_REFUNDS.labels("stripe", "purchase_partial")._value.get() == (
         partial + 1
     )
+    await credits.settle_due_grants(deps)
+    # (The fake wallet keeps a purchase's money on revenue alone; the legs through clearing
+    # are the ledger tests'.)
+    assert _moved(deps) == {
+        PLATFORM: 3_900,
+        (OWNER, "JOB_CREDIT"): 2_500,  # kept
+        (OWNER, "CANDIDATE_CREDIT"): 50,
+    }
+    _provider(deps).refund_outside(pi, 3_900)  # the rest
+    assert (await _deliver(deps, "evt_3", pi)).applied
+    async with deps.uow as uow:
+        txn = await uow.transactions.get("txn_1")
+    assert txn is not None and txn.status is TxnStatus.REFUNDED
+    await credits.settle_due_grants(deps)
+    assert _moved(deps) == {}  # every cent once: 1,000 + 3,900; the unused credits revoked
+
+
+async def test_the_admins_refund_after_a_partial_one_refunds_and_books_the_rest(
+    deps: Deps,
+) -> None:
+    pi = await _paid_purchase(deps)
+    _provider(deps).refund_outside(pi, 1_000)
+    await _deliver(deps, "evt_1", pi)
+    await credits.refund_transaction(
+        commands.RefundTransaction("rt-1", "txn_1", reason="customer asked"), deps
+    )
+    assert _provider(deps).refunded[pi] == 4_900  # asked for the 3,900 left, not the whole
+    await _deliver(deps, "evt_2", pi)  # its own event books nothing more
+    await credits.settle_due_grants(deps)
+    assert _moved(deps) == {}
 
 
 async def test_a_wallet_outage_while_taking_the_coins_back_is_finished_by_the_poller(

@@ -98,6 +98,17 @@ class AuditReport:
         return {check: found.get(check, 0) for check in Check}
 
 
+# A payment refunded in part still paid for its posting: a partial refund (the admin's, or one made
+# at the provider) leaves the posting live by design (posting/refunded_at_provider.py ends it only
+# when refunded in full), so its branch reads REFUNDED with the provider state PARTIALLY_REFUNDED
+# and is not a job live without its money.
+_KEPT_LIVE_PROVIDER_STATES = frozenset({"PARTIALLY_REFUNDED"})
+
+
+def _kept_live(branch: TryResult) -> bool:
+    return branch.state is TryState.REFUNDED and branch.provider_state in _KEPT_LIVE_PROVIDER_STATES
+
+
 def active_job_violation(job: Job, branch: TryResult | None) -> Violation | None:
     """An active job must satisfy `may_be_live`, and its branch must show the money taken
     (`branch` is the participant's view; None when it could not be read this round)."""
@@ -109,7 +120,7 @@ def active_job_violation(job: Job, branch: TryResult | None) -> Violation | None
             job.id,
             f"payment_status={job.payment_status} payment_id={job.payment_id or '-'}",
         )
-    if branch is not None and branch.state is not TryState.CAPTURED:
+    if branch is not None and branch.state is not TryState.CAPTURED and not _kept_live(branch):
         return Violation(
             Check.ACTIVE_JOB_WITHOUT_PAYMENT,
             job.id,

@@ -18,6 +18,7 @@ from payments.domain.credits import (
     FULL_REFUND,
     GRANT_KIND_OF,
     GRANT_STATUS_OF,
+    REFUNDED_KEY,
     CreditGrant,
     GrantKind,
     GrantStatus,
@@ -225,9 +226,9 @@ class SqlCreditGrantRepository:
                     refund=True,
                 )
             )
-        found += await self._disputed(before, since)
+        found += await self._by_audited_kind(before, since)
         purchases = await self.session.execute(
-            select(x.id, x.status, x.provider, x.currency, x.amount_minor).where(
+            select(x.id, x.status, x.provider, x.currency, x.amount_minor, x.metadata).where(
                 x.status.in_([TxnStatus.SUCCESS.value, TxnStatus.REFUNDED.value]),
                 x.amount_minor > 0,
                 x.updated_at < before,
@@ -235,51 +236,117 @@ class SqlCreditGrantRepository:
             )
         )
         for row in purchases:
-            ids = [(ledger.capture_transfer_id(row.id), False)]
-            if row.status == TxnStatus.REFUNDED.value:
-                ids.append((ledger.refund_transfer_id(row.id, FULL_REFUND), True))
+            amount = int(row.amount_minor)
+            ids = [(ledger.capture_transfer_id(row.id), False, amount)]
+            # The full refund books what the refunds in part before it had not (if anything).
+            rest = amount - int(dict(row.metadata or {}).get(REFUNDED_KEY, "0") or 0)
+            if row.status == TxnStatus.REFUNDED.value and rest > 0:
+                ids.append((ledger.refund_transfer_id(row.id, FULL_REFUND), True, rest))
             found += [
                 ExpectedBooking(
                     transfer_id,
                     row.id,
                     row.provider,
                     row.currency,
-                    int(row.amount_minor),
+                    moved,
                     ledger.Purpose.FEE,
                     refund=refund,
                 )
-                for transfer_id, refund in ids
+                for transfer_id, refund, moved in ids
             ]
         return found
 
-    async def _disputed(self, before: datetime, since: datetime | None) -> list[ExpectedBooking]:
-        """The transfers of disputes' balance transactions: their bookings are recorded in the
-        dispute's own transaction (handlers/disputes.py), so each recorded one must be on the
-        ledger; a withdrawal takes revenue back like a refund, a reinstatement gives it back."""
+    async def _by_audited_kind(
+        self, before: datetime, since: datetime | None
+    ) -> list[ExpectedBooking]:
+        """The bookings expected by their kind, read in one statement through their partial
+        index (migration 0021): disputes' balance transactions, refunds that failed after they
+        succeeded, purchases' refunds in part."""
         g, p = t.credit_grants.c, t.payments.c
         rows = await self.session.execute(
-            select(g.payment_id, g.refund_id, g.provider, g.legs, p.currency, p.metadata)
-            .join(t.payments, p.id == g.payment_id)
+            select(
+                g.kind,
+                g.transaction_id,
+                g.payment_id,
+                g.refund_id,
+                g.provider,
+                g.granted,
+                g.legs,
+                p.currency,
+                p.metadata,
+            )
+            .outerjoin(t.payments, p.id == g.payment_id)
             .where(
-                g.kind == GrantKind.DISPUTE.value,
+                t.OF_AN_AUDITED_KIND,
                 g.created_at < before,
                 g.created_at >= since if since is not None else true(),
             )
         )
-        found = []
+        found: list[ExpectedBooking] = []
         for row in rows:
-            legs = [Leg.from_json(leg) for leg in row.legs or []]
-            moved = ledger.revenue_delta(legs, row.currency)
-            found.append(
-                ExpectedBooking(
-                    ledger.dispute_transfer_id(row.payment_id, row.refund_id),
-                    row.payment_id,
-                    row.provider,
-                    row.currency,
-                    abs(moved),
-                    ledger.purpose_of(dict(row.metadata)),
-                    refund=moved < 0,
-                    what="dispute withdrew" if moved < 0 else "dispute reinstated",
-                )
-            )
+            if row.kind == GrantKind.DISPUTE.value and row.currency is not None:
+                found.append(_disputed(row))
+            elif row.kind == GrantKind.REFUND_FAILED.value and row.currency is not None:
+                found += _refund_failed(row)
+            elif row.kind == GrantKind.PURCHASE_REFUND.value:
+                found.append(_purchase_refund(row))
         return found
+
+
+def _disputed(row: Any) -> ExpectedBooking:
+    """A dispute's balance transaction: its booking is recorded in the dispute's own transaction
+    (handlers/disputes.py), so each recorded one must be on the ledger; a withdrawal takes
+    revenue back like a refund, a reinstatement gives it back."""
+    legs = [Leg.from_json(leg) for leg in row.legs or []]
+    moved = ledger.revenue_delta(legs, row.currency)
+    return ExpectedBooking(
+        ledger.dispute_transfer_id(row.payment_id, row.refund_id),
+        row.payment_id,
+        row.provider,
+        row.currency,
+        abs(moved),
+        ledger.purpose_of(dict(row.metadata)),
+        refund=moved < 0,
+        what="dispute withdrew" if moved < 0 else "dispute reinstated",
+    )
+
+
+def _refund_failed(row: Any) -> list[ExpectedBooking]:
+    """The two transfers of a refund that succeeded and failed since (refund_failures.py): its
+    refund's booking and that booking's reversal, recorded with the refund FAILED (so the
+    refunds' read no longer names it): both must be on the ledger, and together they leave
+    revenue as if it had never been refunded."""
+    amount = int(dict(row.granted or {}).get(row.currency, 0))
+    purpose = ledger.purpose_of(dict(row.metadata))
+    return [
+        ExpectedBooking(
+            transfer_id,
+            row.payment_id,
+            row.provider,
+            row.currency,
+            amount,
+            purpose,
+            refund=refund,
+            what="" if refund else "refund failed after success, reversed",
+        )
+        for transfer_id, refund in (
+            (ledger.refund_transfer_id(row.payment_id, row.refund_id), True),
+            (ledger.refund_failure_transfer_id(row.payment_id, row.refund_id), False),
+        )
+    ]
+
+
+def _purchase_refund(row: Any) -> ExpectedBooking:
+    """A purchase's refund in part made at the provider (provider_refunds._book_purchase_refunds):
+    revenue taken back."""
+    [(currency, amount)] = dict(row.granted).items()
+    return ExpectedBooking(
+        ledger.refund_transfer_id(row.transaction_id, row.refund_id),
+        row.transaction_id,
+        row.provider,
+        currency,
+        int(amount),
+        ledger.Purpose.FEE,
+        refund=True,
+        what="refunded in part",
+    )

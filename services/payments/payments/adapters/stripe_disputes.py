@@ -28,6 +28,7 @@ def _money(bt: Mapping[str, Any]) -> DisputeMoney:
         amount_minor=int(bt.get("amount") or 0),
         fee_minor=int(bt.get("fee") or 0),
         currency=str(bt.get("currency") or "").upper(),
+        exchange_rate=str(bt.get("exchange_rate") or ""),
     )
 
 

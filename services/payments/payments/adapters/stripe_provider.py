@@ -321,6 +321,7 @@ def refund_from(data: Mapping[str, Any], amount_minor: int = 0) -> ProviderRefun
         amount_minor=int(data.get("amount") or amount_minor),
         reason=str(data.get("reason") or ""),
         metadata=_str_map(data.get("metadata")),
+        failure_reason=str(data.get("failure_reason") or ""),
     )
 
 

@@ -333,6 +333,14 @@ PENDING_GRANT = text("status = 'pending'")
 # index and of its one read, in the same words (migration 0012; a bound value implies nothing to
 # a generic plan).
 OF_A_TRANSACTION = text("transaction_id <> ''")
+# The bookings the ledger auditor reads by kind, each rare (a dispute's money, a refund that failed
+# after it succeeded, a purchase's refund in part): their own partial index by `created_at`
+# (migration 0021), so an audit round reads them without scanning every posting's booking; the
+# read says it in the same words (a literal: a generic plan proves it too).
+AUDITED_GRANT_KINDS = ("dispute", "purchase_refund", "refund_failed")
+OF_AN_AUDITED_KIND = text(
+    "credit_grants.kind IN (" + ", ".join(f"'{k}'" for k in AUDITED_GRANT_KINDS) + ")"
+)
 
 # Credits a settled plan purchase owes on the wallet's ledger (issue on payment, revoke on refund),
 # written in the same transaction as the settlement and retried until the wallet acknowledges.
@@ -361,6 +369,7 @@ credit_grants = Table(
     Index("ix_credit_grants_due", "next_attempt_at", postgresql_where=PENDING_GRANT),
     Index("ix_credit_grants_transaction", "transaction_id", postgresql_where=OF_A_TRANSACTION),
     Index("ix_credit_grants_payment", "payment_id"),
+    Index("ix_credit_grants_audited", "created_at", postgresql_where=OF_AN_AUDITED_KIND),
 )
 
 # Card disputes (chargebacks) of payments, one per provider dispute (migration 0019): the money

@@ -25,6 +25,9 @@ CREDIT_UNITS = (JOB_CREDIT, CANDIDATE_CREDIT)
 # so changing the catalogue later never changes what an earlier purchase issues or revokes).
 JOB_CREDITS_KEY = "job_credits"
 CANDIDATE_CREDITS_KEY = "candidate_credits"
+# The money of a purchase refunded in part at its provider and booked so far (each refund by its
+# own PURCHASE_REFUND booking): a later refund of the rest, or the admin's, books only the rest.
+REFUNDED_KEY = "refunded_minor"
 
 
 class GrantKind(enum.StrEnum):
@@ -33,10 +36,18 @@ class GrantKind(enum.StrEnum):
     ISSUE = "issue"
     # The purchase was refunded: the money back to clearing, its unused credits back to ISSUANCE.
     REVOKE = "revoke"
+    # A refund of part of a purchase's money made at its provider: the money only, back to
+    # clearing out of revenue; the credits stay (README "Refunds made at the provider"):
+    # `payment:<transaction id>:refund:<provider refund id>`; `refund_id` holds the latter.
+    PURCHASE_REFUND = "purchase_refund"
     # A captured payment (not marketplace money): `payment:<id>:capture`.
     CAPTURE = "capture"
     # A succeeded refund of such a payment: `payment:<id>:refund:<refund_id>`.
     REFUND = "refund"
+    # The reversal of a REFUND whose refund failed at the provider after it succeeded:
+    # `payment:<id>:refund:<refund_id>:failed` (its legs the refund's, reversed, and the coins
+    # the refund took back given back).
+    REFUND_FAILED = "refund_failed"
     # A balance transaction of a dispute of such a payment (money withdrawn or reinstated, and
     # the dispute fee): `payment:<id>:dispute:<balance transaction>`; `refund_id` holds its id.
     DISPUTE = "dispute"
@@ -65,10 +76,14 @@ def credits_of(txn: Transaction) -> dict[str, int]:
     return {unit: amount for unit, amount in granted.items() if amount > 0}
 
 
-def _booked(txn: Transaction) -> dict[str, int]:
-    return (
-        {txn.currency: txn.amount_minor, **credits_of(txn)} if txn.amount_minor else credits_of(txn)
-    )
+def refunded_in_part(txn: Transaction) -> int:
+    """The purchase's money refunded in part at its provider and booked so far."""
+    return int(txn.metadata.get(REFUNDED_KEY, "0") or 0)
+
+
+def _booked(txn: Transaction, refunded_before: int = 0) -> dict[str, int]:
+    money = txn.amount_minor - refunded_before
+    return {txn.currency: money, **credits_of(txn)} if money > 0 else credits_of(txn)
 
 
 @dataclass(slots=True)
@@ -103,15 +118,24 @@ class CreditGrant:
             return ledger.capture_transfer_id(self.transaction_id)
         if self.kind is GrantKind.REVOKE:
             return ledger.refund_transfer_id(self.transaction_id, FULL_REFUND)
+        if self.kind is GrantKind.PURCHASE_REFUND:
+            return ledger.refund_transfer_id(self.transaction_id, self.refund_id)
         if self.kind is GrantKind.CAPTURE:
             return ledger.capture_transfer_id(self.payment_id)
         if self.kind is GrantKind.DISPUTE:
             return ledger.dispute_transfer_id(self.payment_id, self.refund_id)
+        if self.kind is GrantKind.REFUND_FAILED:
+            return ledger.refund_failure_transfer_id(self.payment_id, self.refund_id)
         return ledger.refund_transfer_id(self.payment_id, self.refund_id)
 
     @property
     def of_payment(self) -> bool:
-        return self.kind in (GrantKind.CAPTURE, GrantKind.REFUND, GrantKind.DISPUTE)
+        return self.kind in (
+            GrantKind.CAPTURE,
+            GrantKind.REFUND,
+            GrantKind.REFUND_FAILED,
+            GrantKind.DISPUTE,
+        )
 
     def legs_for(self, amounts: dict[str, int]) -> list[Leg]:
         """The transfer's legs: a payment's as recorded; a purchase's money between the provider's
@@ -145,34 +169,48 @@ class CreditGrant:
     def issue(cls, txn: Transaction, now: datetime) -> CreditGrant:
         """What a paid purchase owes the ledger: its money booked and its credits issued."""
         granted = _booked(txn)
-        return cls(
-            id=f"{GrantKind.ISSUE.value}:{txn.id}",
-            kind=GrantKind.ISSUE,
-            transaction_id=txn.id,
-            user_type=txn.user_type,
-            user_id=txn.user_id,
-            granted=granted,
-            amounts=dict(granted),
-            status=GrantStatus.PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            created_at=now,
-            provider=txn.provider,
-        )
+        return cls._of_transaction(GrantKind.ISSUE, txn, txn.id, granted, dict(granted), now)
 
     @classmethod
     def revoke(cls, txn: Transaction, now: datetime) -> CreditGrant:
         """What a refunded purchase owes the ledger; its credits are planned later from what is
-        still unused."""
-        granted = _booked(txn)
+        still unused. Its money: what is left after the refunds in part booked before it."""
+        granted = _booked(txn, refunded_in_part(txn))
+        return cls._of_transaction(GrantKind.REVOKE, txn, txn.id, granted, None, now)
+
+    @classmethod
+    def purchase_refund(
+        cls, txn: Transaction, refund_id: str, amount_minor: int, now: datetime
+    ) -> CreditGrant:
+        """What a refund of part of a purchase's money made at its provider owes the ledger:
+        that money back to the provider's clearing out of revenue (the credits stay)."""
+        booked = {txn.currency: amount_minor}
+        grant = cls._of_transaction(
+            GrantKind.PURCHASE_REFUND, txn, refund_id, booked, dict(booked), now
+        )
+        grant.refund_id = refund_id
+        cash = ledger.clearing(txn.provider, txn.currency)
+        grant.legs = [Leg(ledger.revenue(txn.currency), cash, amount_minor)]
+        return grant
+
+    @classmethod
+    def _of_transaction(
+        cls,
+        kind: GrantKind,
+        txn: Transaction,
+        our_id: str,
+        granted: dict[str, int],
+        amounts: dict[str, int] | None,
+        now: datetime,
+    ) -> CreditGrant:
         return cls(
-            id=f"{GrantKind.REVOKE.value}:{txn.id}",
-            kind=GrantKind.REVOKE,
+            id=f"{kind.value}:{our_id}",
+            kind=kind,
             transaction_id=txn.id,
             user_type=txn.user_type,
             user_id=txn.user_id,
             granted=granted,
-            amounts=None,
+            amounts=amounts,
             status=GrantStatus.PENDING,
             attempts=0,
             next_attempt_at=now,
@@ -207,14 +245,35 @@ class CreditGrant:
         return cls._of_payment(GrantKind.REFUND, payment, refund.id, refund.amount_minor, legs, now)
 
     @classmethod
+    def refund_failed(
+        cls, payment: Payment, refund: Refund, coins: int, now: datetime
+    ) -> CreditGrant | None:
+        """What a refund that failed after it succeeded owes the ledger: its booking reversed,
+        with the `coins` it had taken back (None: marketplace money, jobs' to book)."""
+        legs = ledger.refund_failure_legs(
+            ledger.purpose_of(payment.metadata),
+            provider=payment.provider,
+            currency=payment.currency,
+            refunded_minor=refund.amount_minor,
+            coins=coins,
+            owner_id=payment.owner_id,
+        )
+        return cls._of_payment(
+            GrantKind.REFUND_FAILED, payment, refund.id, refund.amount_minor, legs, now
+        )
+
+    @classmethod
     def dispute(
         cls, payment: Payment, money: DisputeMoney, disputed_minor: int, now: datetime
     ) -> CreditGrant | None:
         """What one balance transaction of a dispute owes the ledger (None: nothing, or
-        marketplace money, jobs' to book). Booked in the payment's currency: a balance
-        transaction in another (the account settles in it) books the disputed amount
-        (`disputed_minor`, the payment's currency) and leaves the fee out (named in the dispute's audit entry)."""
-        same = money.currency == payment.currency
+        marketplace money, jobs' to book). A balance transaction in another currency than the
+        payment's (the account settles in it: Stripe converted it, `exchange_rate`) is never
+        converted here, each amount staying exact in its own unit: the disputed money moves in
+        the payment's currency, where the capture booked it (`disputed_minor`, the dispute's
+        amount), and the dispute fee in the currency Stripe charged it in, between the
+        provider's clearing and fees accounts of that currency."""
+        same = money.currency == payment.currency or not money.currency
         amount = money.amount_minor
         if not same and amount:
             amount = disputed_minor if amount > 0 else -disputed_minor
@@ -223,10 +282,18 @@ class CreditGrant:
             provider=payment.provider,
             currency=payment.currency,
             amount_minor=amount,
-            fee_minor=money.fee_minor if same else 0,
+            fee_minor=money.fee_minor,
+            fee_currency=payment.currency if same else money.currency,
         )
-        moved = sum(leg.amount for leg in legs)
-        return cls._of_payment(GrantKind.DISPUTE, payment, money.id, moved, legs, now)
+        grant = cls._of_payment(
+            GrantKind.DISPUTE, payment, money.id, sum(leg.amount for leg in legs), legs, now
+        )
+        if grant is not None:
+            moved: dict[str, int] = {}
+            for leg in legs:
+                moved[leg.source.unit] = moved.get(leg.source.unit, 0) + leg.amount
+            grant.granted, grant.amounts = moved, dict(moved)  # per unit, never summed across
+        return grant
 
     @classmethod
     def _of_payment(

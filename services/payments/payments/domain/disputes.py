@@ -46,6 +46,9 @@ class DisputeMoney:
     amount_minor: int
     fee_minor: int
     currency: str
+    # The provider's rate when it converted the money into `currency` (Stripe's
+    # `exchange_rate`, kept as its text for the audit trail only: nothing is converted by it).
+    exchange_rate: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,18 @@ class ProviderDispute:
     reason: str
     money: tuple[DisputeMoney, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+
+    def same_currency(self, money: DisputeMoney) -> bool:
+        """Whether a balance transaction is in the dispute's currency (or names none)."""
+        return not money.currency or money.currency == self.currency
+
+    def in_dispute_currency(self, money: DisputeMoney) -> int:
+        """A balance transaction's amount in the dispute's currency: as it is, or, settled in
+        another currency (converted by the provider), the dispute's amount with its sign —
+        exact, never converted back at a rate."""
+        if self.same_currency(money) or not money.amount_minor:
+            return money.amount_minor
+        return self.amount_minor if money.amount_minor > 0 else -self.amount_minor
 
 
 @runtime_checkable
@@ -132,13 +147,17 @@ class Dispute:
             self.status = view.status
         self.amount_minor = view.amount_minor or self.amount_minor
         self.reason = view.reason or self.reason
-        withdrawn = sum(-m.amount_minor for m in view.money if m.amount_minor < 0)
-        reinstated = sum(m.amount_minor for m in view.money if m.amount_minor > 0)
+        # In the dispute's currency: a balance transaction settled in another (converted by the
+        # provider) counts as the dispute's amount, as its booking does (CreditGrant.dispute).
+        withdrawn = sum(-view.in_dispute_currency(m) for m in view.money if m.amount_minor < 0)
+        reinstated = sum(view.in_dispute_currency(m) for m in view.money if m.amount_minor > 0)
         # Two events of one dispute may be applied out of order: an older view (fewer balance
         # transactions) never takes back what a newer one recorded.
         if withdrawn >= self.withdrawn_minor and reinstated >= self.reinstated_minor:
             self.withdrawn_minor, self.reinstated_minor = withdrawn, reinstated
-            self.fee_minor = sum(m.fee_minor for m in view.money)
+            # The fees charged in the dispute's currency; one in another is on the ledger in
+            # its own unit and named in the dispute's audit entry.
+            self.fee_minor = sum(m.fee_minor for m in view.money if view.same_currency(m))
         if self.closed and self.closed_at is None:
             self.closed_at = now
         changed = before != (

@@ -92,6 +92,11 @@ def refund_transfer_id(payment_id: str, refund_id: str) -> str:
     return f"payment:{payment_id}:refund:{refund_id}"
 
 
+def refund_failure_transfer_id(payment_id: str, refund_id: str) -> str:
+    """The reversal of a refund's booking, for a refund that failed after it succeeded."""
+    return f"{refund_transfer_id(payment_id, refund_id)}:failed"
+
+
 def dispute_transfer_id(payment_id: str, balance_transaction_id: str) -> str:
     """One transfer per balance transaction of a dispute (its withdrawal, its reinstatement)."""
     return f"payment:{payment_id}:dispute:{balance_transaction_id}"
@@ -254,28 +259,64 @@ def refund_legs(
     return [Leg(issuance(currency), cash, refunded_minor)]
 
 
+def refund_failure_legs(
+    purpose: Purpose,
+    *,
+    provider: str,
+    currency: str,
+    refunded_minor: int,
+    coins: int,
+    owner_id: str,
+) -> list[Leg]:
+    """The legs of `payment:<id>:refund:<refund_id>:failed`, for a refund that succeeded and then
+    failed at the provider (the money never reached the customer): the refund's booking
+    reversed by a balanced entry of its own (never deleted): the cash out of clearing again to
+    where the capture put it, and the `coins` the refund had taken back given back to the buyer
+    from issuance, in the same transfer (all or nothing)."""
+    legs = [
+        Leg(leg.target, leg.source, leg.amount)
+        for leg in refund_legs(
+            purpose, provider=provider, currency=currency, refunded_minor=refunded_minor
+        )
+    ]
+    if legs and coins > 0:
+        legs.append(Leg(issuance(COIN), Account(owner_id, COIN, Kind.USER), coins))
+    return legs
+
+
 def dispute_legs(
-    purpose: Purpose, *, provider: str, currency: str, amount_minor: int, fee_minor: int
+    purpose: Purpose,
+    *,
+    provider: str,
+    currency: str,
+    amount_minor: int,
+    fee_minor: int,
+    fee_currency: str = "",
 ) -> list[Leg]:
     """The legs of `payment:<id>:dispute:<balance transaction>`: `amount_minor` < 0 is the
     disputed money the provider withdrew, back to clearing from where the capture put it (as a
     refund's); > 0 is that money reinstated (a won dispute), the other way. `fee_minor` > 0 is the
     provider's dispute fee, taken from the clearing balance into the provider's fees account (an
     expense: revenue stays what was sold minus what was taken back); < 0 a fee given back.
-    Marketplace money is jobs' to book: none here (see README "Disputes")."""
+    Marketplace money is jobs' to book: none here (see README "Disputes").
+
+    Every account holds one unit, so nothing is converted: the amount is in the payment's
+    `currency` (where the capture booked it), the fee in `fee_currency` (the currency Stripe
+    settled it in, its balance transaction's; the payment's when empty), between the provider's
+    clearing and fees accounts in that currency, as Stripe's balance does."""
     if purpose is Purpose.MARKETPLACE:
         return []
-    cash = clearing(provider, currency)
     legs: list[Leg] = []
     if amount_minor:
         back = refund_legs(purpose, provider=provider, currency=currency, refunded_minor=1)[0]
         leg = Leg(back.source, back.target, -amount_minor)
         legs.append(leg if amount_minor < 0 else Leg(leg.target, leg.source, amount_minor))
-    fees = provider_fees(provider, currency)
+    unit = fee_currency or currency
+    fees, fee_cash = provider_fees(provider, unit), clearing(provider, unit)
     if fee_minor > 0:
-        legs.append(Leg(fees, cash, fee_minor))
+        legs.append(Leg(fees, fee_cash, fee_minor))
     elif fee_minor < 0:
-        legs.append(Leg(cash, fees, -fee_minor))
+        legs.append(Leg(fee_cash, fees, -fee_minor))
     return legs
 
 

@@ -440,6 +440,20 @@ class Payment:
         self.refunded_minor -= amount_minor
         self.updated_at = now
 
+    def reverse_refund(self, amount_minor: int, settled_refunded_minor: int, now: datetime) -> None:
+        """A refund that had succeeded failed at the provider afterwards (Stripe: a refund's
+        status can go succeeded -> failed, the card closed since): its amount is refundable
+        again and the state follows the succeeded refunds left (`settled_refunded_minor`, their
+        total without it): REFUNDED, PARTIALLY_REFUNDED or CAPTURED again."""
+        self.refunded_minor -= amount_minor
+        if settled_refunded_minor >= self.captured_minor:
+            self.state = PaymentState.REFUNDED
+        elif settled_refunded_minor > 0:
+            self.state = PaymentState.PARTIALLY_REFUNDED
+        else:
+            self.state = PaymentState.CAPTURED
+        self.updated_at = now
+
     def settle_refund(self, settled_refunded_minor: int, now: datetime) -> list[EventType]:
         """A refund succeeded; `settled_refunded_minor` is the total of succeeded refunds."""
         if settled_refunded_minor >= self.captured_minor:

@@ -124,6 +124,9 @@ class ProviderRefund:
     reason: str = ""  # the provider's reason ("" when it gives none, e.g. a dashboard refund)
     # The refund's metadata: Hirepay's own refunds carry `hirepay_refund_id` (their record).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Why a refund failed, as the provider says (Stripe's `failure_reason`, e.g. a refund that
+    # succeeded and failed since: expired_or_canceled_card); "" when it did not fail or gives none.
+    failure_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

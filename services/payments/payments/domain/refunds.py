@@ -14,6 +14,10 @@ from datetime import datetime
 PROVIDER_REQUEST_PREFIX = "provider:"
 
 
+# The failure message of a refund that succeeded and failed at the provider afterwards.
+FAILED_AFTER_SUCCESS = "failed_after_success"
+
+
 class RefundStatus(enum.StrEnum):
     PENDING = "PENDING"
     SUCCEEDED = "SUCCEEDED"
@@ -27,7 +31,9 @@ class CoinsState(enum.StrEnum):
     RESERVING = "reserving"  # recorded; the hold on the buyer's coins is being reserved
     HELD = "held"  # held: the provider may be asked; then posted or released
     TAKEN = "taken"  # the refund succeeded: the hold is posted back to coin issuance
-    RETURNED = "returned"  # the refund failed (or the coins were not there): the hold released
+    # The refund failed (or the coins were not there): the hold released; or, for a refund that
+    # failed after it succeeded, the coins it had taken back given back by its reversal booking.
+    RETURNED = "returned"
     # A refund made at the provider (the cash is gone already) whose coins were no longer there
     # (spent, or held by an offer or a withdrawal): they stay with the buyer, never taken below
     # zero; the shortfall is recorded (metric, audit trail) for the platform to recover.
@@ -63,3 +69,17 @@ class Refund:
     def coins_owed(self) -> bool:
         """Whether the wallet still has to follow the refund's outcome with the coin hold."""
         return self.coins_state in (CoinsState.RESERVING, CoinsState.HELD)
+
+    def fail_after_success(self, reason: str, now: datetime) -> int:
+        """The provider reports this succeeded refund failed (the money never reached the
+        customer): FAILED, with the provider's reason. Returns the coins its reversal booking
+        gives back to the buyer: those it had taken (TAKEN). Coins recorded short were never
+        taken (nothing to give back, no shortfall left); a hold still owed (RESERVING, HELD) is
+        released by the refund's own coin step (advance_refund), as for any failed refund."""
+        given_back = self.coins if self.coins_state is CoinsState.TAKEN else 0
+        if self.coins_state in (CoinsState.TAKEN, CoinsState.SHORT):
+            self.coins_state = CoinsState.RETURNED
+        self.status = RefundStatus.FAILED
+        self.failure_message = f"{FAILED_AFTER_SUCCESS}: {reason or 'unknown'}"[:500]
+        self.updated_at = now
+        return given_back

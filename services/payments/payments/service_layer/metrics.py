@@ -41,16 +41,24 @@ PROVIDER_REFUNDS = Counter(
     "Refunds found at the provider by webhook, by provider and result: booked (made outside"
     " Hirepay, e.g. from the provider's dashboard, and booked now), own (made by Hirepay: its"
     " request records it), pending (not succeeded yet), failed_after_success (a succeeded refund"
-    " the provider reports failed since: left to the reconciliation), not_captured (a refund of a"
+    " the provider reports failed since: reversed on the ledger), not_captured (a refund of a"
     " payment that took nothing, e.g. Razorpay's auto-refund of an authorization let go:"
     " recorded only); of subscription purchases:"
-    " purchase_booked (refunded in full: credits revoked), purchase_partial (not booked).",
+    " purchase_booked (refunded in full: credits revoked), purchase_partial (refunded in part: the"
+    " money booked, the credits kept).",
     ["provider", "result"],
 )
 REFUND_COINS_SHORT = Counter(
     "hirepay_payment_refund_coins_short_total",
     "Coins a refund made at the provider could not take back (spent or held): left with the"
     " buyer, their cash refunded; to be recovered.",
+)
+REFUNDS_FAILED_AFTER_SUCCESS = Counter(
+    "hirepay_payment_refunds_failed_after_success_total",
+    "Refunds that succeeded and then failed at the provider (the money never reached the"
+    " customer), reversed on the ledger, by provider and the subsystem the payment was for: the"
+    " customer has neither the refund nor what was refunded (a posting ended by it stays ended).",
+    ["provider", "subsystem"],
 )
 WEBHOOK_EVENTS = Counter(
     "hirepay_webhook_events_total",

@@ -19,6 +19,7 @@ from payments.domain.credits import (
     CreditGrant,
     GrantKind,
     GrantStatus,
+    refunded_in_part,
 )
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.ledger import ESCROW_ACCOUNT_KEY, Kind
@@ -317,7 +318,8 @@ async def _refund_at_provider(
             key,
             lambda: provider.refund(
                 intent_id,
-                txn.amount_minor,
+                # What its refunds in part at the provider left (the whole, without any).
+                txn.amount_minor - refunded_in_part(txn),
                 cmd.reason,
                 {"transaction_id": txn.id, "type": "subscription_refund"},
                 key,

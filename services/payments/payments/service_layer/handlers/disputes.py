@@ -199,9 +199,13 @@ def _audit(
     }
     if booked:
         details["transfer_ids"] = ",".join(booked)
-    other = sorted({m.currency for m in view.money if m.currency != payment.currency})
-    if other:  # booked in the payment's currency; the fee in another one is not on the ledger
-        details["settled_in"] = ",".join(other)
+    other = [m for m in view.money if m.currency and m.currency != payment.currency]
+    if other:  # settled in another currency: the amount booked in the payment's, the fee in its
+        details["settled_in"] = ",".join(sorted({m.currency for m in other}))
+        details["settled"] = ",".join(
+            f"{m.id}:{m.amount_minor} {m.currency} fee {m.fee_minor} rate {m.exchange_rate or '-'}"
+            for m in other
+        )
     return AuditEntry(
         action="webhook",
         actor="provider",

@@ -13,10 +13,16 @@ metadata (and, once answered, its provider refund id on its record): its request
 poller, records it; the event changes nothing. Twins and redeliveries find every refund recorded
 (the event id is stored once, and the payment's lock serializes events about one payment).
 
+A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
+reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
+transaction: its record FAILED, the payment's refunded amount and state given back, its booking
+reversed by one of its own, the coins it took given back (refund_failures.py).
+
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
 below zero. A subscription purchase refunded in full is REFUNDED with its unused credits revoked,
-as by the admin's refund (credits.mark_refunded).
+as by the admin's refund (credits.mark_refunded); one refunded in part has that money booked
+and keeps its credits (_apply_to_purchase).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.ids import new_id
 from payments.domain import errors, ledger
-from payments.domain.credits import GrantKind
+from payments.domain.credits import REFUNDED_KEY, CreditGrant, GrantKind, refunded_in_part
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
@@ -50,6 +56,7 @@ from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers.credits import mark_refunded, settle_grant
 from payments.service_layer.handlers.provider_calls import CallRecord, call
+from payments.service_layer.handlers.refund_failures import reverse_failed_refund
 from payments.service_layer.handlers.refunds import advance_refund
 from payments.service_layer.handlers.shared import emit, owe_booking
 from payments.service_layer.ports import EventRecord, PaymentsUnitOfWork
@@ -107,27 +114,29 @@ async def apply_refund_event(
             return RefundEventOutcome(applied=False, duplicate=True)
         p = await uow.payments.get(payment.id, for_update=True)
         assert p is not None
-        booked = await _record_new_refunds(uow, deps, p, found, event, now)
+        booked, reversed_ = await _record_new_refunds(uow, deps, p, found, event, now)
         await uow.audit.add(
-            _webhook_audit(event, p, booked),
+            _webhook_audit(event, p, booked, reversed_),
             *(record.audit("webhook", payment_id=p.id) for record in records),
         )
         await uow.commit()
-    for ref in booked:
-        if ref.coins_owed:
+    for ref in (*booked, *reversed_):
+        if ref.coins_owed:  # taken back; or, for a reversed one, a hold still owed released
             await _take_coins_back(deps, ref, p)
-    return RefundEventOutcome(applied=bool(booked), duplicate=False)
+    return RefundEventOutcome(applied=bool(booked or reversed_), duplicate=False)
 
 
 async def _apply_to_purchase(
     deps: Deps, provider: PaymentProvider, event: ProviderEvent, record: EventRecord, intent: str
 ) -> RefundEventOutcome | None:
-    """A refund of a subscription purchase (a plan transaction, API-4) made at the provider: once
-    its payment is refunded in full, the purchase is REFUNDED and its unused credits revoked, as
-    by the admin's refund (credits.mark_refunded). The admin's own refund (its `transaction_id`
-    in the refund's metadata) is left to its request; a partial refund is only counted and
-    logged (a purchase is refunded whole: README "Still to find"). None: not a purchase of this
-    provider (recorded only)."""
+    """A refund of a subscription purchase (a plan transaction, API-4) made at the provider.
+    Refunded in full (its refunds reach its amount): REFUNDED with its unused credits revoked,
+    as by the admin's refund (credits.mark_refunded), booking the money not booked yet. Refunded
+    in part: each such refund's money is booked once (`payment:<txn>:refund:<re_...>`, back to
+    clearing out of revenue), the purchase stays SUCCESS and keeps its credits (a plan's
+    credits are sold together: a refund of part of its price does not say which to take back;
+    README "Refunds made at the provider"). The admin's own refund (its `transaction_id` in the
+    refund's metadata) is left to its request. None: not a purchase of this provider."""
     async with deps.uow as uow:
         txn = await uow.transactions.find_by_provider(payment_intent_id=intent)
     if txn is None or txn.provider != provider.name:
@@ -150,6 +159,7 @@ async def _apply_to_purchase(
         if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
             ids = ",".join(r.id for r in refunded)
             if total >= stored.amount_minor:
+                rest = stored.amount_minor - refunded_in_part(stored)
                 await mark_refunded(
                     uow,
                     deps,
@@ -161,12 +171,17 @@ async def _apply_to_purchase(
                 )
                 changed = True
                 uow.after_commit(
-                    functools.partial(_count_purchase, stored.provider, "booked", total, stored)
+                    functools.partial(_count_purchase, stored.provider, "booked", rest, stored)
                 )
             else:
-                uow.after_commit(
-                    functools.partial(_count_purchase, stored.provider, "partial", total, stored)
-                )
+                added = await _book_purchase_refunds(uow, stored, refunded, now)
+                changed = added > 0
+                if changed:
+                    uow.after_commit(
+                        functools.partial(
+                            _count_purchase, stored.provider, "partial", added, stored
+                        )
+                    )
         await uow.audit.add(
             AuditEntry(
                 action="webhook",
@@ -178,24 +193,61 @@ async def _apply_to_purchase(
             *(r.audit("webhook", transaction_id=stored.id) for r in records),
         )
         await uow.commit()
-    if changed:
+    if changed and stored.status is TxnStatus.REFUNDED:
         await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+    elif changed:
+        for remote in refunded:
+            await settle_grant(f"{GrantKind.PURCHASE_REFUND.value}:{remote.id}", deps)
     return RefundEventOutcome(applied=changed, duplicate=False)
 
 
-def _count_purchase(provider: str, result: str, total: int, txn: Transaction) -> None:
+async def _book_purchase_refunds(
+    uow: PaymentsUnitOfWork, stored: Transaction, refunded: list[ProviderRefund], now: datetime
+) -> int:
+    """Book each refund of part of a purchase not booked yet (insert-first on its booking's id,
+    under the purchase's row lock), adding its money to the purchase's `refunded_minor`; the
+    money booked now. The credits stay with the buyer."""
+    added = 0
+    for remote in refunded:
+        grant = CreditGrant.purchase_refund(stored, remote.id, remote.amount_minor, now)
+        if await uow.credit_grants.add(grant):
+            added += remote.amount_minor
+            await uow.audit.add(
+                AuditEntry(
+                    action="refund",
+                    actor="provider",
+                    reason=(
+                        f"refund {remote.id} of part of the purchase made at the provider:"
+                        f" {remote.amount_minor} {stored.currency} booked, credits kept"
+                    ),
+                    details={
+                        "provider_refund_id": remote.id,
+                        "amount_minor": str(remote.amount_minor),
+                        "transfer_id": grant.transfer_id,
+                    },
+                    transaction_id=stored.id,
+                )
+            )
+    if added:
+        stored.metadata = {**stored.metadata, REFUNDED_KEY: str(refunded_in_part(stored) + added)}
+        stored.updated_at = now
+        await uow.transactions.save(stored)
+    return added
+
+
+def _count_purchase(provider: str, result: str, booked: int, txn: Transaction) -> None:
+    """OPS-1, once committed: `booked` is the money this event booked (for a full refund, what
+    the refunds in part before it had not)."""
     metrics.count(metrics.PROVIDER_REFUNDS, provider, f"purchase_{result}")
-    if result == "booked":
-        metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
-        metrics.REFUNDED.labels(txn.currency).inc(total)
-    else:
-        log.warning(
-            "purchase %s: %d of %d %s refunded at the provider; a purchase is refunded whole:"
-            " not booked (the reconciliation reports it)",
+    metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
+    metrics.REFUNDED.labels(txn.currency).inc(booked)
+    if result == "partial":
+        log.info(
+            "purchase %s: %d %s of %d refunded at the provider: booked, the credits kept",
             txn.id,
-            total,
-            txn.amount_minor,
+            booked,
             txn.currency,
+            txn.amount_minor,
         )
 
 
@@ -220,17 +272,26 @@ async def _record_new_refunds(
     found: list[ProviderRefund],
     event: ProviderEvent,
     now: datetime,
-) -> list[Refund]:
+) -> tuple[list[Refund], list[Refund]]:
     """Record the provider's succeeded refunds Hirepay has no record of (caller holds the
-    payment's lock): each booked, the payment's state following; returns them."""
+    payment's lock): each booked, the payment's state following; and reverse the succeeded
+    ones it reports failed since. Returns those booked and those reversed."""
     known = await uow.refunds.list_for_payment(p.id)
     by_provider_id = {r.provider_refund_id: r for r in known if r.provider_refund_id}
     by_id = {r.id: r for r in known}
     booked: list[Refund] = []
+    reversed_: list[Refund] = []
     for remote in found:
         ours = by_provider_id.get(remote.id) or by_id.get(remote.metadata.get(OUR_REFUND_KEY, ""))
         if ours is not None:
-            _judge_known(p, ours, remote, event)
+            if ours.status is RefundStatus.PENDING and remote.state is RefundState.FAILED:
+                # Ours, its answer not recorded yet (lost: the poller replays it, and the replay
+                # answers what Stripe said first, succeeded): refused, so that the provider
+                # delivers the failure again once the record says what it reverses.
+                raise _not_yet(event, f"refund {ours.id} is not recorded yet")
+            if _judge_known(p, ours, remote):
+                done = await reverse_failed_refund(uow, p, ours, remote, event, now)
+                reversed_ += [done] if done is not None else []
             continue
         if remote.state is not RefundState.SUCCEEDED:
             # Pending: booked when it succeeds (its refund.updated); failed: nothing moved.
@@ -249,26 +310,20 @@ async def _record_new_refunds(
         await uow.payments.save(p)
         await emit(uow, deps.config, events, now, payment=p)
         uow.after_commit(functools.partial(_count_booked, p, booked))
-    return booked
+    elif reversed_:
+        await uow.payments.save(p)
+    return booked, reversed_
 
 
-def _judge_known(p: Payment, ours: Refund, remote: ProviderRefund, event: ProviderEvent) -> None:
+def _judge_known(p: Payment, ours: Refund, remote: ProviderRefund) -> bool:
     """A refund Hirepay has a record of: its own request (or the poller) records what the
-    provider answered, so the event moves nothing. One it recorded succeeded that the provider
-    now reports failed (a card closed since, say) is named for the reconciliation."""
+    provider answered, so the event moves nothing; unless it recorded it succeeded and the
+    provider now reports it failed (a card closed since, say): True, to be reversed."""
     if ours.status is RefundStatus.SUCCEEDED and remote.state is RefundState.FAILED:
         metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "failed_after_success")
-        log.warning(
-            "refund %s (%s) of payment %s succeeded, and %s now says it failed (event %s):"
-            " not reversed here; the provider reconciliation reports it",
-            ours.id,
-            remote.id,
-            p.id,
-            p.provider,
-            event.id,
-        )
-        return
+        return True
     metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "own")
+    return False
 
 
 def _provider_refund(p: Payment, remote: ProviderRefund, now: datetime, deps: Deps) -> Refund:
@@ -341,11 +396,14 @@ def _booked_audit(ref: Refund, remote: ProviderRefund, event: ProviderEvent) -> 
     )
 
 
-def _webhook_audit(event: ProviderEvent, p: Payment, booked: list[Refund]) -> AuditEntry:
+def _webhook_audit(
+    event: ProviderEvent, p: Payment, booked: list[Refund], reversed_: list[Refund]
+) -> AuditEntry:
+    failed = f", {len(reversed_)} failed after success reversed" if reversed_ else ""
     return AuditEntry(
         action="webhook",
         actor="provider",
-        reason=f"{event.type}: {len(booked)} refund(s) made at the provider recorded",
+        reason=f"{event.type}: {len(booked)} refund(s) made at the provider recorded{failed}",
         details={
             "event_id": event.id,
             "event_type": event.type,
