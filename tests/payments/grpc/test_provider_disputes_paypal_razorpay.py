@@ -43,6 +43,8 @@ DECIDED_EVENT = {
     ("razorpay", "lost"): "payment.dispute.lost",
     ("razorpay", "won"): "payment.dispute.won",
 }
+MOVE = {"paypal": ("update", {}), "razorpay": ("step", {"to": "under_review"})}
+MOVED_EVENT = {"paypal": "CUSTOMER.DISPUTE.UPDATED", "razorpay": "payment.dispute.under_review"}
 OPENED_EVENT = {"paypal": "CUSTOMER.DISPUTE.CREATED", "razorpay": "payment.dispute.created"}
 
 
@@ -63,6 +65,12 @@ def _open_dispute(stack: ProviderStack, provider: str, payment: pb.Payment) -> s
         key = "id"
     assert answer.status_code == 200, answer.text
     return str(answer.json()[key])
+
+
+def _move(stack: ProviderStack, provider: str, dispute_id: str) -> None:
+    route, body = MOVE[provider]
+    answer = httpx.post(f"{stack.urls[provider]}/_sandbox/disputes/{dispute_id}/{route}", json=body)
+    assert answer.status_code == 200, answer.text
 
 
 def _decide(stack: ProviderStack, provider: str, dispute_id: str, outcome: str) -> None:
@@ -138,11 +146,15 @@ async def test_a_dispute_at_the_provider_is_recorded_and_booked_once_whatever_th
     assert await _disputes(jobs_stub, pid) == [(dispute_id, Status.NEEDS_RESPONSE, fee, held, 0)]
     await ledger.settles_at(_opened_money(provider, currency, fee))
 
+    # Contested (under review), then decided; the two events ten times each, all at once, and
+    # the opening one again: each re-fetches the decided dispute, the two new events take
+    # turns on its row, and its money is booked once.
+    _move(provider_stack, provider, dispute_id)
+    review = await _delivery(provider_stack, dispute_id, MOVED_EVENT[provider])
     _decide(provider_stack, provider, dispute_id, outcome)
     decided = await _delivery(provider_stack, dispute_id, DECIDED_EVENT[(provider, outcome)])
-    # The decision ten times at once, and the opening event again (re-fetched: the decision).
-    replies = await _deliver_at_once(jobs_stub, provider, decided + opened, 10)
-    assert sum(not r.duplicate for r in replies) == 1
+    replies = await _deliver_at_once(jobs_stub, provider, review + decided + opened, 10)
+    assert sum(not r.duplicate for r in replies) == 2
     got = (await jobs_stub.GetPayment(pb.GetPaymentRequest(payment_id=pid))).payment
     assert got.state == pb.Payment.State.CAPTURED  # a dispute moves money, not the state
     # PayPal's fee: an expense (its account goes below zero), paid from the clearing balance.
