@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from paypal_sandbox import orders, payments
+from paypal_sandbox import disputes, orders, payments
 from paypal_sandbox.errors import PayPalError, debug_id, invalid, missing, not_found
 from paypal_sandbox.orders import Call
 from paypal_sandbox.state import PayPalObject, PayPalState
@@ -254,6 +254,10 @@ def get_refund(st: PayPalState, call: Call, path: dict[str, str]) -> tuple[int, 
     return 200, payments.get_refund(st, path["refund_id"])
 
 
+def get_dispute(st: PayPalState, call: Call, path: dict[str, str]) -> tuple[int, PayPalObject]:
+    return 200, disputes.get_dispute(st, path["dispute_id"])
+
+
 def verify_webhook_signature(
     st: PayPalState, call: Call, path: dict[str, str]
 ) -> tuple[int, PayPalObject]:
@@ -299,6 +303,7 @@ def routes() -> list[BaseRoute]:
         ("GET", "/v2/payments/captures/{capture_id}", get_capture, True),
         ("POST", "/v2/payments/captures/{capture_id}/refund", refund_capture, True),
         ("GET", "/v2/payments/refunds/{refund_id}", get_refund, True),
+        ("GET", "/v1/customer/disputes/{dispute_id}", get_dispute, True),
         ("POST", "/v1/notifications/verify-webhook-signature", verify_webhook_signature, False),
         ("GET", "/v1/notifications/webhooks-events/{event_id}", get_event, True),
     ]

@@ -32,6 +32,7 @@ RESOURCE_TYPES = {
     "authorization": "authorization",
     "capture": "capture",
     "refund": "refund",
+    "dispute": "dispute",
 }
 
 
@@ -104,7 +105,7 @@ class PayPalState:
     # -- objects ---------------------------------------------------------------------------
 
     def add(self, kind: str, obj: PayPalObject) -> PayPalObject:
-        self.objects.setdefault(kind, {})[obj["id"]] = obj
+        self.objects.setdefault(kind, {})[obj.get("id") or obj["dispute_id"]] = obj
         return obj
 
     def get(self, kind: str, object_id: str, field_name: str) -> PayPalObject:
@@ -155,7 +156,8 @@ class PayPalState:
         payload = json.dumps(event)
         self.events[event_id] = event
         self.payloads[event_id] = payload
-        self.kit.webhooks.publish(WebhookEvent(event_id, event_type, payload, resource["id"]))
+        subject = str(resource.get("id") or resource.get("dispute_id"))  # a dispute's own id
+        self.kit.webhooks.publish(WebhookEvent(event_id, event_type, payload, subject))
         return event
 
     def sign(self, delivery: Delivery, attempt: int) -> dict[str, str]:

@@ -192,6 +192,12 @@ def get_refund(
     return st.get("refund", path["refund_id"])
 
 
+def get_dispute(
+    st: RazorpayState, body: dict[str, Any], path: dict[str, str], query: dict[str, str]
+) -> Entity:
+    return st.get("dispute", path["dispute_id"])
+
+
 async def unknown_url(request: Request) -> Response:
     return _error_response(
         RazorpayError("The requested URL was not found on the server.", status=404)
@@ -211,6 +217,7 @@ def routes() -> list[BaseRoute]:
         ("GET", "/v1/payments/{payment_id}/refunds", get_payment_refunds, None),
         ("GET", "/v1/refunds", list_refunds, None),
         ("GET", "/v1/refunds/{refund_id}", get_refund, None),
+        ("GET", "/v1/disputes/{dispute_id}", get_dispute, None),
     ]
     result: list[BaseRoute] = [
         Route(path, endpoint(op, idempotency_header=header), methods=[method])

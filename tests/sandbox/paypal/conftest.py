@@ -16,7 +16,8 @@ from tests.support.webhook_receiver import ProviderReceiver
 
 
 def _describe(event: dict[str, Any]) -> tuple[str, str]:
-    return str(event["event_type"]), str(event["resource"]["id"])
+    resource = event["resource"]  # a dispute is named by its `dispute_id`
+    return str(event["event_type"]), str(resource.get("id") or resource.get("dispute_id"))
 
 
 @pytest.fixture(scope="session")

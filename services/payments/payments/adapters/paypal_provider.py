@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import requests
@@ -35,7 +36,9 @@ from paypalserversdk.paypal_serversdk_client import PaypalServersdkClient
 
 from hirepay_platform import money
 from hirepay_platform.untrusted import loads_json
+from payments.adapters import paypal_disputes
 from payments.adapters.blocking import BlockingCalls
+from payments.domain.disputes import ProviderDispute
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -464,6 +467,41 @@ class PayPalProvider:
         related = (capture.get("supplementary_data") or {}).get("related_ids") or {}
         return str(related.get("order_id") or "")
 
+    # --- disputes (CUSTOMER.DISPUTE.*) -------------------------------------------------------
+
+    async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute:
+        """The dispute (`GET /v1/customer/disputes/{id}`), its payment the order of its capture.
+        The official SDK has no Disputes API: it is called over the adapter's own HTTP client
+        with the OAuth token, as the webhook verification is."""
+        data = await self._get(f"/v1/customer/disputes/{quote(dispute_id, safe='')}")
+        capture_id = paypal_disputes.capture_of(data)
+        order_id = await self._order_of_capture(capture_id) if capture_id else ""
+        return paypal_disputes.dispute_from(data, order_id)
+
+    async def _get(self, path: str) -> dict[str, Any]:
+        """A GET of PayPal's REST API the SDK does not offer, its failures the port's."""
+        try:
+            response = await self._http.get(
+                f"{self._base}{path}",
+                headers={"Authorization": f"Bearer {await self._access_token()}"},
+            )
+        except httpx.TimeoutException:
+            raise OutcomeUnknown("provider timed out", timeout=True) from None
+        except httpx.HTTPError:
+            raise OutcomeUnknown("provider unreachable", timeout=False) from None
+        status = response.status_code
+        if status >= 500 or status in (401, 429):
+            raise OutcomeUnknown(f"provider error (HTTP {status})", timeout=False)
+        try:
+            body = loads_json(response.text or "{}")
+        except ValueError:
+            raise OutcomeUnknown("provider answered no JSON", timeout=False) from None
+        if status != 200:
+            issue = str(body.get("name") or "") if isinstance(body, dict) else ""
+            message = str(body.get("message") or "") if isinstance(body, dict) else ""
+            raise InvalidRequest(message or f"HTTP {status}", code=issue.lower(), status=status)
+        return dict(body)
+
     # --- checkout -------------------------------------------------------------------------------
 
     async def create_checkout(
@@ -601,7 +639,8 @@ def capture_of(event: Mapping[str, Any]) -> str:
 def event_from(event: dict[str, Any]) -> ProviderEvent:
     """A verified PayPal event: orders and their captures/authorizations are about the order;
     refunds (REFUND_EVENT_TYPES) about the refund, their order named when the event carries it
-    (else found by verify_event through the capture). The parsed delivery goes with it (stored
+    (else found by verify_event through the capture); disputes (paypal_disputes) about the
+    dispute. The parsed delivery goes with it (stored
     as the event's payload: parsed once, issue 13)."""
     resource = event.get("resource") or {}
     kind = str(event.get("resource_type") or "")
@@ -611,6 +650,9 @@ def event_from(event: dict[str, Any]) -> ProviderEvent:
     related = (resource.get("supplementary_data") or {}).get("related_ids") or {}
     if event_type in REFUND_EVENT_TYPES:
         subject, payment_id = EventSubject.REFUND, str(related.get("order_id") or "")
+    elif event_type in paypal_disputes.DISPUTE_EVENT_TYPES:
+        # The resource is the dispute (`dispute_id`), re-fetched with its capture's order.
+        subject, object_id = EventSubject.DISPUTE, str(resource.get("dispute_id") or "")
     elif kind == "checkout-order":
         subject = EventSubject.CHECKOUT
     elif kind in _CHECKOUT_EVENTS and related.get("order_id"):

@@ -21,7 +21,9 @@ import requests
 from razorpay.errors import BadRequestError, GatewayError, ServerError, SignatureVerificationError
 
 from hirepay_platform.untrusted import loads_json
+from payments.adapters import razorpay_disputes
 from payments.adapters.blocking import BlockingCalls
+from payments.domain.disputes import ProviderDispute
 from payments.domain.provider import (
     AuthorizeRequest,
     CheckoutRequest,
@@ -281,6 +283,15 @@ class RazorpayProvider:
                 return found
         raise OutcomeUnknown("too many refunds to list", timeout=False)
 
+    # --- disputes (payment.dispute.*) --------------------------------------------------------
+
+    async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute:
+        """The dispute (`GET /v1/disputes/:id`, the SDK's Disputes API)."""
+        data = await self._run(
+            lambda: self.client.dispute.fetch(dispute_id, timeout=self._timeout())
+        )
+        return razorpay_disputes.dispute_from(data)
+
     # --- checkout -------------------------------------------------------------------------------
 
     async def _order_by_receipt(self, receipt: str) -> dict[str, Any] | None:
@@ -403,18 +414,22 @@ class RazorpayProvider:
 def event_from(event_id: str, body: dict[str, Any]) -> ProviderEvent:
     """Payment and order events are about the order (the checkout), whose payment is re-read;
     refund events (REFUND_EVENT_TYPES) about the refund of their payment, whose refunds are
-    re-fetched. The parsed delivery goes with it (stored as the event's payload: parsed once,
+    re-fetched; dispute events (razorpay_disputes) about the dispute, re-fetched. The parsed delivery goes with it (stored as the event's payload: parsed once,
     issue 13)."""
     payload = body.get("payload") or {}
     payment = (payload.get("payment") or {}).get("entity") or {}
     order = (payload.get("order") or {}).get("entity") or {}
     refund = (payload.get("refund") or {}).get("entity") or {}
+    dispute = (payload.get("dispute") or {}).get("entity") or {}
     order_id = str(order.get("id") or payment.get("order_id") or "")
     kind = str(body.get("event") or "")
     subject = EventSubject.OTHER
     object_id = str(payment.get("id") or "")
     if kind in REFUND_EVENT_TYPES:
         subject, object_id = EventSubject.REFUND, str(refund.get("id") or "")
+    elif kind in razorpay_disputes.DISPUTE_EVENT_TYPES:
+        # Before the payment events: a dispute event carries its payment (and its order) too.
+        subject, object_id = EventSubject.DISPUTE, str(dispute.get("id") or "")
     elif order_id and kind.split(".")[0] in ("payment", "order"):
         subject, object_id = EventSubject.CHECKOUT, order_id
     created = body.get("created_at")

@@ -3,8 +3,9 @@ Hirepay keeps of it, and what each of its balance transactions owes the ledger (
 
 A dispute does not change the payment's state: what was captured stays captured (a disputed
 charge cannot be refunded on top: the provider already took the money back). The money moves by
-the dispute's balance transactions (Stripe: zero, one or two — the withdrawal when it opens, the
-reinstatement when it is won), each booked once under its own transfer id whatever the event that
+the dispute's money movements (Stripe's balance transactions: zero, one or two — the withdrawal
+when it opens, the reinstatement when it is won; PayPal's hold, release and fees; Razorpay's
+deduction when lost), each booked once under its own transfer id whatever the event that
 brought it. Pure: no I/O."""
 
 from __future__ import annotations
@@ -36,8 +37,10 @@ CLOSED = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class DisputeMoney:
-    """One balance transaction of a dispute: money the provider withdrew (`amount_minor` < 0) or
-    reinstated (> 0), and its dispute fee (> 0 charged, < 0 given back)."""
+    """One money movement of a dispute (Stripe: a balance transaction; PayPal, Razorpay: one the
+    adapter derives, its id from the dispute's): money the provider withdrew or held
+    (`amount_minor` < 0) or reinstated or released (> 0), and its dispute fee (> 0 charged, < 0
+    given back)."""
 
     id: str
     amount_minor: int
@@ -76,7 +79,8 @@ class ProviderDispute:
 
 @runtime_checkable
 class DisputeSource(Protocol):
-    """A provider whose disputes Hirepay follows (Stripe this round)."""
+    """A provider whose disputes Hirepay follows (Stripe, PayPal, Razorpay): its adapter reads
+    the provider's dispute, `payment_id` the provider id Hirepay's payment record holds."""
 
     async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute: ...
 
@@ -85,7 +89,7 @@ class DisputeSource(Protocol):
 class Dispute:
     """Hirepay's record of one provider dispute of one payment."""
 
-    id: str  # the provider's dispute id (dp_...)
+    id: str  # the provider's dispute id (Stripe dp_..., PayPal PP-D-..., Razorpay disp_...)
     provider: str
     payment_id: str
     amount_minor: int

@@ -1,13 +1,15 @@
-"""Card disputes (chargebacks) by provider webhook (`charge.dispute.*`): the dispute re-fetched
-(never the event's copy) is recorded against its payment, and every balance transaction it
-carries (money withdrawn when it opened, reinstated when won, the provider's dispute fee) is owed
-to the ledger once, under its own transfer id (ESC-1). A posting fee's dispute closed as lost in
+"""Card disputes (chargebacks) by provider webhook (Stripe `charge.dispute.*`, PayPal
+`CUSTOMER.DISPUTE.*`, Razorpay `payment.dispute.*`), one flow for every provider: the dispute
+re-fetched through the port (`DisputeSource.retrieve_dispute`, never the event's copy; each
+adapter reads its provider's dispute) is recorded against its payment, and every money movement
+it carries (money withdrawn or held when it opened, reinstated or released when won, the
+provider's dispute fee) is owed to the ledger once, under its own transfer id (ESC-1). A posting fee's dispute closed as lost in
 full is told to jobs (`payment.charged_back` on the settlement outbox), which ends the posting.
 
 Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
 applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
 locked, so two events of one dispute applied at once take turns; and each booking is inserted
-first on an id derived from its balance transaction, so two events that both carry it (created
+first on an id derived from its money movement, so two events that both carry it (created
 and funds_withdrawn, re-fetched alike) book it once. Everything is one local transaction: a crash
 before its commit leaves nothing, and the provider delivers the event again.
 """
