@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 
 from hirepay.common.v1 import common_pb2
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
-from hirepay_platform.errors import Unavailable
+from hirepay_platform.errors import ErrorKind, HirepayError, Unavailable
+from hirepay_platform.tcc import IdempotencyMismatch
 from jobs.adapters.escrow_ledger import WalletEscrowLedger
 from jobs.domain.escrow import (
     AccountRef,
@@ -36,17 +37,37 @@ from jobs.service_layer.deps import Deps
 
 @dataclass
 class FakeCardRefunds:
-    """Payments' Refund as jobs sees it: one refund per request id, always accepted; and the
-    payment's refunds as GetPayment lists them, with those made at the provider (`at_provider`)."""
+    """Payments' Refund as jobs sees it: one refund per request id; and the payment's refunds as
+    GetPayment lists them, with those made at the provider (`at_provider`). A payment whose
+    capture is known (`captured`) is refused as payments refuses it (PAY-11): more than is left
+    to refund (nothing left too) REFUND_EXCEEDS_CAPTURED, nothing recorded; the others are always
+    accepted."""
 
     provider: str = "stripe"
     refunds: dict[str, tuple[str, int]] = field(default_factory=dict)  # request -> (payment, n)
     recorded: dict[str, list[PaymentRefund]] = field(default_factory=dict)  # payment -> refunds
+    captured: dict[str, int] = field(default_factory=dict)  # payment -> amount captured
+    refused: list[str] = field(default_factory=list)  # the request ids refused, in order
+
+    def refundable(self, payment_id: str) -> int:
+        taken = sum(r.amount_minor for r in self.recorded.get(payment_id, []))
+        return self.captured.get(payment_id, 0) - taken
 
     async def refund(
         self, payment_id: str, amount_minor: int, request_id: str, reason: str
     ) -> RefundOutcome:
         refund_id = f"rfd_{uuid.uuid5(uuid.NAMESPACE_URL, request_id).hex}"
+        if request_id in self.refunds and self.refunds[request_id][1] != amount_minor:
+            raise IdempotencyMismatch(f"refund {request_id}", "amount_minor")
+        left = self.refundable(payment_id)
+        if request_id not in self.refunds and payment_id in self.captured and amount_minor > left:
+            self.refused.append(request_id)
+            raise HirepayError(
+                f"refund of {amount_minor} exceeds the {left} still refundable on {payment_id}",
+                reason="REFUND_EXCEEDS_CAPTURED",
+                kind=ErrorKind.FAILED_PRECONDITION,
+                metadata={"requested_minor": str(amount_minor), "refundable_minor": str(left)},
+            )
         if request_id not in self.refunds:
             self.refunds[request_id] = (payment_id, amount_minor)
             own = PaymentRefund(refund_id, request_id, amount_minor, "SUCCEEDED")

@@ -4,7 +4,11 @@ escrow, provider clearing and the engagement's receivable — for a full refund 
 holds the money (unwound, the engagement cancelled), a partial one (owed, the escrow frozen by a
 dispute) followed by the rest (unwound, the debt settled), one after completion (owed, reported
 by the auditor as such), twin events applied concurrently, a refund racing the completion, the
-engagement's own cancellation refund (never booked twice) and a wallet outage."""
+engagement's own cancellation refund (never booked twice) and a wallet outage; and the
+engagement's own refund meeting one made at the provider (netted, never stuck, never refunded
+twice): an admin's resolution after a partial refund, a refusal before the refund's event is
+booked (a resolution, a cancellation just before a full refund), and the cancellation racing the
+event."""
 
 from __future__ import annotations
 
@@ -24,7 +28,14 @@ from jobs.adapters.offer_funds import WalletAccounts
 from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain import commands
 from jobs.domain.audit import Check
-from jobs.domain.escrow import AtProviderOutcome, DisputeState, StepState, receivable
+from jobs.domain.escrow import (
+    AtProviderOutcome,
+    DisputeState,
+    MoneyStep,
+    StepKind,
+    StepState,
+    receivable,
+)
 from jobs.domain.events import EventType
 from jobs.domain.marketplace import (
     EngagementState,
@@ -37,7 +48,7 @@ from jobs.domain.marketplace import (
 from jobs.domain.posting_saga import SettlementEvent, TryResult, TryState
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit, settlement
-from jobs.service_layer.marketplace import escrow
+from jobs.service_layer.marketplace import escrow, money_steps
 from jobs.service_layer.marketplace.refunds_at_provider import (
     EngagementNotBookedYet,
     apply_refund_event,
@@ -368,3 +379,188 @@ async def test_a_refund_before_the_acceptance_booked_its_engagement_waits(deps, 
         await uow.offers.save(ended)
         await uow.commit()
     assert await apply_refund_event(refunded_event(p, "pay_accepting"), deps) is False
+
+
+# --------------------------------------------------------------------------- the engagement's own
+# refund after a refund made at the provider: netted, never stuck, never refunded twice.
+
+ADMIN = commands.Actor("admin_escrowfix", "admin")
+
+
+async def captured(deps: Deps, ledger: WalletEscrowLedger, refunds: FakeCardRefunds) -> Parties:
+    """A funded engagement whose payment the fake payments knows as captured ($1,000.00), so it
+    refuses a refund of more than is left as payments does (PAY-11)."""
+    p = await funded(deps, ledger)
+    refunds.captured[await payment_of(deps, p)] = 100_000
+    return p
+
+
+async def own_steps(deps: Deps, p: Parties) -> list[MoneyStep]:
+    async with deps.uow as uow:
+        return await uow.money_steps.for_engagement(p.engagement_id)
+
+
+async def settled_step(deps: Deps, p: Parties, netted: int, refunded: int) -> None:
+    """The engagement's one step is done: `netted` settled the receivable, `refunded` asked."""
+    (step,) = await own_steps(deps, p)
+    assert step.state is StepState.DONE
+    assert (step.netted_minor, step.refund_minor) == (netted, refunded)
+
+
+async def waiting_step(deps: Deps, p: Parties, refusal: str) -> None:
+    """The engagement's one step is still pending, payments having refused its refund."""
+    (step,) = await own_steps(deps, p)
+    assert step.state is StepState.PENDING and refusal in step.failure
+
+
+async def audit_of(deps: Deps, p: Parties, pid: str) -> list[Check]:
+    """The auditor's findings about the engagement (its steps, its refunds, what is owed)."""
+    report = await audit.run_audit(commands.RunAudit(), deps)
+    return [
+        v.check
+        for v in report.violations
+        if p.engagement_id in v.subject_id or p.engagement_id in v.detail or pid in v.subject_id
+    ]
+
+
+def cancel_of(p: Parties) -> commands.EngagementCommand:
+    return commands.EngagementCommand(commands.Actor(p.customer, "customer"), p.engagement_id)
+
+
+async def resolve(deps: Deps, p: Parties, how: str, contractor_minor: int = 0) -> None:
+    async with deps.uow as uow:
+        dispute = await uow.disputes.for_engagement(p.engagement_id)
+    assert dispute is not None
+    await escrow.resolve_dispute(
+        commands.ResolveDispute(ADMIN, dispute.id, how, contractor_minor, "decided"), deps
+    )
+
+
+@pytest.mark.parametrize(
+    ("how", "contractor_minor", "asked", "expected"),
+    [
+        # The escrow back ($900, the fee kept): $300 already back at the provider, $600 refunded.
+        ("refund", 0, 60_000, {"contractor": 0, "clearing": -10_000}),
+        # $500 to the contractor, $400 back: $300 already, $100 refunded.
+        ("split", 50_000, 10_000, {"contractor": 50_000, "clearing": -60_000}),
+    ],
+)
+async def test_a_resolution_after_a_partial_refund_at_the_provider_refunds_only_the_rest(
+    deps, ledger, refunds, how, contractor_minor, asked, expected
+):
+    # ESC-1, ESC-8: $300 refunded at the provider while held (owed, a dispute opened by the
+    # system); the admin's resolution gives the customer back what it decides, $300 of which
+    # they have already: that part settles the debt, only the rest goes to the provider.
+    p = await captured(deps, ledger, refunds)
+    pid = await payment_of(deps, p)
+    refunds.at_provider(pid, 30_000)
+    assert await apply_refund_event(refunded_event(p, pid), deps) is True
+    await resolve(deps, p, how, contractor_minor)
+    await settled_step(deps, p, 30_000, asked)
+    assert refunds.refused == []  # netted when decided: payments never refused it
+    assert [n for pay, n in refunds.refunds.values() if pay == pid] == [asked]
+    assert await everything(ledger, p) == {
+        "customer": 0, "revenue": 10_000, "escrow": 0, "receivable": 0, **expected,
+    }  # fmt: skip
+    assert await audit_of(deps, p, pid) == []
+
+
+async def end_by_refund(deps: Deps, p: Parties) -> StepKind:
+    """The customer disputes and the admin resolves `refund` (the escrow back, the fee kept)."""
+    customer = commands.Actor(p.customer, "customer")
+    await escrow.open_dispute(commands.OpenDispute(customer, p.engagement_id, "no show"), deps)
+    await resolve(deps, p, "refund")
+    return StepKind.RESOLVE
+
+
+async def end_by_cancel(deps: Deps, p: Parties) -> StepKind:
+    """The customer cancels before the work started (the escrow and the fee back)."""
+    await escrow.cancel(cancel_of(p), deps)
+    return StepKind.CANCEL
+
+
+@pytest.mark.parametrize(
+    ("end", "at_provider", "asked", "fee_kept"),
+    [
+        # $300 refunded at the provider; the admin's `refund` ($900) refused, $700 left: then
+        # netted, $600 refunded under a new request id.
+        (end_by_refund, 30_000, 60_000, True),
+        # A cancellation just before a full refund at the provider: nothing left to refund;
+        # then netted in full, no provider refund made by jobs.
+        (end_by_cancel, 100_000, 0, False),
+    ],
+)
+async def test_a_refusal_before_the_refund_at_the_provider_is_booked_is_netted_once_it_is(
+    deps, ledger, refunds, end, at_provider, asked, fee_kept
+):
+    # The engagement ends while a refund made at the provider is known to payments and not yet
+    # to jobs (its event not applied): payments refuses the step's refund as more than is left
+    # (REFUND_EXCEEDS_CAPTURED, nothing refunded) and the step waits; the event books the refund
+    # owed (the engagement ended) and drives the step again: netted, the debt settled.
+    p = await captured(deps, ledger, refunds)
+    pid = await payment_of(deps, p)
+    refunds.at_provider(pid, at_provider)
+    kind = await end(deps, p)
+    await waiting_step(deps, p, "REFUND_EXCEEDS_CAPTURED")
+    assert Check.ESCROW_STEP_STUCK in await audit_of(deps, p, pid)
+    assert await apply_refund_event(refunded_event(p, pid), deps) is True
+    await settled_step(deps, p, at_provider, asked)
+    request = f"engagement:{p.engagement_id}:{kind.value}"
+    assert refunds.refused == [request]
+    assert [n for pay, n in refunds.refunds.values() if pay == pid] == ([asked] if asked else [])
+    if asked:
+        assert f"{request}:net:{at_provider}" in refunds.refunds
+    assert refunds.refundable(pid) == (10_000 if fee_kept else 0)  # refunded once, in all
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 10_000 if fee_kept else 0, "escrow": 0,
+        "clearing": -10_000 if fee_kept else 0, "receivable": 0,
+    }  # fmt: skip
+    assert await audit_of(deps, p, pid) == []
+    # Redelivered, and driven again: nothing more moves.
+    assert await apply_refund_event(refunded_event(p, pid, "again"), deps) is False
+    await money_steps.drive(p.engagement_id, kind, deps)
+    assert refunds.refused == [request]
+    assert sum((await everything(ledger, p)).values()) == 0
+
+
+@pytest.mark.parametrize("at_provider", [100_000, 30_000])
+async def test_a_cancel_racing_a_refund_at_the_provider_settles_either_way(
+    deps, ledger, refunds, at_provider
+):
+    # The customer's cancellation and the refund's event run concurrently, the provider having
+    # refunded (in full, or $300) meanwhile: whichever takes the engagement first, every step
+    # ends final, the ledger balances to the cent, the customer gets back no more than paid.
+    for _ in range(6):
+        p = await captured(deps, ledger, refunds)
+        pid = await payment_of(deps, p)
+        refunds.at_provider(pid, at_provider)
+        cancelled, applied = await asyncio.gather(
+            escrow.cancel(cancel_of(p), deps.fresh()),
+            apply_refund_event(refunded_event(p, pid), deps.fresh()),
+            return_exceptions=True,
+        )
+        assert applied is True
+        if isinstance(cancelled, HirepayError):
+            # The refund came first: unwound (in full), or the escrow frozen (in part).
+            assert cancelled.reason == (
+                "INVALID_TRANSITION" if at_provider == 100_000 else "ESCROW_FROZEN"
+            )
+            if at_provider < 100_000:
+                await resolve(deps, p, "refund")  # the admin gives the escrow back
+        else:
+            assert not isinstance(cancelled, BaseException)
+        # Driven to the end (the request, the event's kick, or the recovery's next round).
+        for step in await own_steps(deps, p):
+            await money_steps.drive(p.engagement_id, step.kind, deps)
+        steps = await own_steps(deps, p)
+        assert all(s.state is StepState.DONE for s in steps)
+        found = await everything(ledger, p)
+        assert sum(found.values()) == 0  # nothing created or lost
+        fee_kept = isinstance(cancelled, HirepayError) and at_provider < 100_000
+        assert found == {
+            "customer": 0, "contractor": 0, "revenue": 10_000 if fee_kept else 0, "escrow": 0,
+            "clearing": -10_000 if fee_kept else 0, "receivable": 0,
+        }  # fmt: skip
+        # Refunded at the provider in all: everything paid, less the fee a resolution keeps.
+        assert refunds.refundable(pid) == (10_000 if fee_kept else 0)
+        assert await audit_of(deps, p, pid) == []

@@ -1,17 +1,24 @@
 """The pure rules of offer money refunded at the provider (ESC-1, ESC-8): which refunds are jobs'
 own, and the legs that book one — every transfer sums to what the provider paid back into
-provider clearing, unwinding the escrow while it holds the money, owed otherwise."""
+provider clearing, unwinding the escrow while it holds the money, owed otherwise; and the
+engagement's own card refund netted against what they left owed (never refunded twice)."""
 
 from __future__ import annotations
 
 from jobs.domain.escrow import (
     AccountRef,
     AtProviderOutcome,
+    CancelPolicy,
     EscrowRefund,
     Leg,
+    MoneyStep,
     PaymentRefund,
+    StepKind,
+    cancel_payout,
+    plan_step,
     receivable,
     refund_at_provider,
+    still_owed,
 )
 from jobs.domain.marketplace import EngagementState, FundingSource
 from tests.support.escrow_support import UNIT_NOW, unit_engagement
@@ -80,3 +87,65 @@ def test_no_zero_legs_when_the_fee_rounds_to_nothing() -> None:
     one_cent = unit_engagement(1, EngagementState.ASSIGNED, FundingSource.CARD, "USD")
     booking = refund_at_provider(one_cent, at_provider(1), "stripe", [], UNIT_NOW)
     assert booking.legs == (Leg(AccountRef.escrow("eng_1", "USD"), CLEARING, 1),)
+
+
+# --------------------------------------------------------------------------- the engagement's own
+# refund netted against what refunds made at the provider left owed
+
+
+def cancel_step(state: EngagementState = EngagementState.ASSIGNED) -> MoneyStep:
+    """A card cancellation before work started: escrow $900 and the fee $100 back."""
+    engagement = card(state)
+    return plan_step(
+        engagement,
+        StepKind.CANCEL,
+        cancel_payout(engagement, CancelPolicy()),
+        UNIT_NOW,
+        "stripe",
+    )
+
+
+def owed(amount: int, refund_id: str = "rfd_1") -> EscrowRefund:
+    return refund_at_provider(
+        card(EngagementState.CANCELLED), at_provider(amount, refund_id), "stripe", [], UNIT_NOW
+    )
+
+
+def test_a_step_nets_what_is_owed_escrow_first_and_asks_only_the_rest() -> None:
+    step = cancel_step()
+    assert step.request_id == "engagement:eng_1:cancel" and step.refund_minor == 100_000
+    assert step.net([owed(30_000)], UNIT_NOW) is True
+    escrow, revenue = AccountRef.escrow("eng_1", "USD"), AccountRef.revenue("USD")
+    debt = receivable("eng_1", "USD")
+    assert step.legs == (
+        Leg(escrow, debt, 30_000),
+        Leg(escrow, CLEARING, 60_000),
+        Leg(revenue, CLEARING, 10_000),
+    )
+    assert (step.netted_minor, step.refund_minor) == (30_000, 70_000)
+    # The netted part is the step's own transfer; the rest the refund's booking, to clearing.
+    assert step.ledger_legs == (Leg(escrow, debt, 30_000),)
+    assert sum(leg.amount_minor for leg in step.refund_legs) == step.refund_minor
+    # Another amount, another request id: payments refuses one key with two amounts.
+    assert step.request_id == "engagement:eng_1:cancel:net:30000"
+    # Netted again with the same refunds: nothing more; a later one is netted on top.
+    assert step.net([owed(30_000)], UNIT_NOW) is False
+    assert step.net([owed(30_000), owed(70_000, "rfd_2")], UNIT_NOW) is True
+    assert (step.netted_minor, step.refund_minor, step.refund_legs) == (100_000, 0, ())
+    assert step.legs == (Leg(escrow, debt, 90_000), Leg(revenue, debt, 10_000))
+    assert not step.needs_refund
+
+
+def test_a_step_nets_no_more_than_it_refunds_nor_once_its_refund_exists() -> None:
+    step = cancel_step(EngagementState.IN_PROGRESS)  # after the start: the fee kept
+    assert step.refund_minor == 90_000
+    assert step.net([owed(100_000)], UNIT_NOW) is True
+    assert (step.netted_minor, step.refund_minor) == (90_000, 0)
+    # What stays owed once the step is posted: $100 (the fee the customer got back as well).
+    assert still_owed([owed(100_000)], [step]) == 100_000  # not posted yet
+    step.done(UNIT_NOW)
+    assert still_owed([owed(100_000)], [step]) == 10_000
+    refunded = cancel_step()
+    refunded.refunded("rfd_own", UNIT_NOW)
+    assert refunded.net([owed(30_000)], UNIT_NOW) is False  # the provider refunded it already
+    assert cancel_step().net([], UNIT_NOW) is False

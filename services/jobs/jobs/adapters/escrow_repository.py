@@ -126,9 +126,12 @@ class SqlMoneyStepRepository:
         return _step(row) if row else None
 
     async def for_engagement(self, engagement_id: str) -> list[MoneyStep]:
+        return await self.for_engagements([engagement_id])
+
+    async def for_engagements(self, engagement_ids: list[str]) -> list[MoneyStep]:
         stmt = (
             select(t.engagement_steps)
-            .where(S.engagement_id == engagement_id)
+            .where(S.engagement_id.in_(engagement_ids))
             .order_by(S.created_at)
         )
         return [_step(r) for r in (await self.s.execute(stmt)).all()]
@@ -294,9 +297,12 @@ class SqlEscrowRefundRepository:
         return (await self.s.execute(stmt)).first() is not None
 
     async def for_engagement(self, engagement_id: str) -> list[EscrowRefund]:
+        return await self.for_engagements([engagement_id])
+
+    async def for_engagements(self, engagement_ids: list[str]) -> list[EscrowRefund]:
         stmt = (
             select(t.escrow_refunds)
-            .where(R.engagement_id == engagement_id)
+            .where(R.engagement_id.in_(engagement_ids))
             .order_by(R.created_at, R.refund_id)
         )
         return [_escrow_refund(r) for r in (await self.s.execute(stmt)).all()]

@@ -282,24 +282,59 @@ class MoneyStep:
 
     @property
     def request_id(self) -> str:
-        """The idempotency key of the step's calls (the provider refund, the transfer)."""
-        return engagement_transfer_id(self.engagement_id, self.kind.value)
+        """The idempotency key of the step's provider refund. A step netted against refunds made
+        at the provider asks for less, so under another key (`...:net:<netted>`): payments'
+        Refund refuses one key with two amounts, and a refused refund moved no money."""
+        base = engagement_transfer_id(self.engagement_id, self.kind.value)
+        netted = self.netted_minor
+        return f"{base}:net:{netted}" if netted else base
 
     @property
     def needs_refund(self) -> bool:
         return self.refund_minor > 0 and not self.refund_id
 
     @property
+    def netted_minor(self) -> int:
+        """What the step settles on the engagement's receivable instead of refunding it: money
+        the provider already gave the customer back (refunds made at the provider, owed)."""
+        return sum(leg.amount_minor for leg in self.legs if is_receivable(leg.target))
+
+    @property
     def ledger_legs(self) -> tuple[Leg, ...]:
-        """The legs booked under `transfer_id` (all but a card refund's)."""
-        return tuple(
-            leg for leg in self.legs if leg.target.kind is not AccountKind.PROVIDER_CLEARING
-        )
+        """The legs booked under `transfer_id` (all but a card refund's: the netted part too)."""
+        return tuple(leg for leg in self.legs if not _to_provider(leg))
 
     @property
     def refund_legs(self) -> tuple[Leg, ...]:
         """A card refund's legs, to provider clearing, booked under `refund_transfer_id`."""
-        return tuple(leg for leg in self.legs if leg.target.kind is AccountKind.PROVIDER_CLEARING)
+        return tuple(leg for leg in self.legs if _to_provider(leg))
+
+    def net(self, refunds: list[EscrowRefund], now: datetime) -> bool:
+        """Take what refunds made at the provider left owed on the engagement's receivable (and
+        not netted yet) out of the step's card refund: that much of the customer's money is back
+        with them already, so it settles the debt (escrow / revenue -> receivable) instead of
+        being refunded twice, and the provider is asked only for the rest (ESC-1, ESC-8).
+        Only before the step's refund exists; whether the step changed."""
+        if self.state is not StepState.PENDING or not self.needs_refund:
+            return False
+        extra = min(sum(r.owed_minor for r in refunds) - self.netted_minor, self.refund_minor)
+        if extra <= 0:
+            return False
+        left = extra
+        moved: dict[tuple[AccountRef, AccountRef], int] = {}
+        for leg in self.legs:  # the escrow's legs first, then the fee given back
+            take = min(left, leg.amount_minor) if _to_provider(leg) else 0
+            left -= take
+            owed = receivable(self.engagement_id, leg.source.unit)
+            for key, amount in (
+                ((leg.source, owed), take),
+                ((leg.source, leg.target), leg.amount_minor - take),
+            ):
+                moved[key] = moved.get(key, 0) + amount
+        self.legs = tuple(Leg(s, t, n) for (s, t), n in moved.items() if n > 0)
+        self.refund_minor -= extra
+        self.updated_at = now
+        return True
 
     @property
     def refund_transfer_id(self) -> str:
@@ -327,6 +362,11 @@ class MoneyStep:
         self.failure = why[:200]
         self.next_attempt_at = at
         self.updated_at = now
+
+
+def _to_provider(leg: Leg) -> bool:
+    """A leg back to the provider's clearing account (a card refund's, not a receivable's)."""
+    return leg.target.kind is AccountKind.PROVIDER_CLEARING and not is_receivable(leg.target)
 
 
 def plan_step(
@@ -477,6 +517,7 @@ HELD = frozenset({EngagementState.ASSIGNED, EngagementState.IN_PROGRESS, Engagem
 OWN_REFUND_PREFIX = "engagement:"
 SYSTEM_ACTOR = "system"
 REFUNDED_AT_PROVIDER = "payment refunded at the provider"
+RECEIVABLE_SUFFIX = ":receivable"
 
 
 class AtProviderOutcome(enum.StrEnum):
@@ -512,8 +553,20 @@ def receivable(engagement_id: str, unit: str) -> AccountRef:
     could no longer come out of the escrow: a clearing-kind account, so it may go below zero
     (minus what is owed), one per engagement so that each debt is traceable."""
     return AccountRef(
-        f"{escrow_owner(engagement_id)}:receivable", unit, AccountKind.PROVIDER_CLEARING
+        f"{escrow_owner(engagement_id)}{RECEIVABLE_SUFFIX}", unit, AccountKind.PROVIDER_CLEARING
     )
+
+
+def is_receivable(ref: AccountRef) -> bool:
+    """Whether the account is an engagement's receivable (what is owed for it)."""
+    return ref.kind is AccountKind.PROVIDER_CLEARING and ref.owner.endswith(RECEIVABLE_SUFFIX)
+
+
+def still_owed(refunds: list[EscrowRefund], steps: list[MoneyStep]) -> int:
+    """What an engagement's refunds made at the provider leave owed once its posted money
+    steps netted them (MoneyStep.net): the auditor reports the refunds while this is positive."""
+    netted = sum(s.netted_minor for s in steps if s.state is StepState.DONE)
+    return sum(r.owed_minor for r in refunds) - netted
 
 
 @dataclass(slots=True)

@@ -280,6 +280,9 @@ class MoneyStepRepository(Protocol):
 
     async def for_engagement(self, engagement_id: str) -> list[MoneyStep]: ...
 
+    async def for_engagements(self, engagement_ids: list[str]) -> list[MoneyStep]:
+        """The steps of several engagements in one read (the auditor)."""
+
     async def save(self, step: MoneyStep) -> None: ...
 
     async def claim_due(self, now: datetime, lease_until: datetime, limit: int) -> list[MoneyStep]:
@@ -312,6 +315,9 @@ class EscrowRefundRepository(Protocol):
 
     async def for_engagement(self, engagement_id: str) -> list[EscrowRefund]:
         """The engagement's refunds at the provider, oldest first."""
+
+    async def for_engagements(self, engagement_ids: list[str]) -> list[EscrowRefund]:
+        """The refunds at the provider of several engagements in one read, oldest first."""
 
     async def save(self, refund: EscrowRefund) -> None: ...
 

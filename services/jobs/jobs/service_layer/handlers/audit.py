@@ -27,7 +27,7 @@ from jobs.domain.audit import (
     payment_deadline_violation,
 )
 from jobs.domain.errors import NotAllowed
-from jobs.domain.escrow import AtProviderOutcome, StepState
+from jobs.domain.escrow import AtProviderOutcome, StepState, still_owed
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
@@ -227,17 +227,32 @@ async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation
 
 async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violation]:
     """Refunds of offer money made at the provider (marketplace.refunds_at_provider): each that
-    left money owed is reported as such (a known state: booked from the engagement's receivable,
+    left money owed (and its engagement still owes: not settled since) is reported as such (a known state: booked from the engagement's receivable,
     so no longer a missing booking), and one still not posted past the grace as a stuck step."""
     before = now - timedelta(seconds=deps.config.audit_grace_seconds)
     async with deps.new_uow() as uow:
         refunds = await uow.escrow_refunds.unsettled(limit)
+        # What each engagement still owes once its own refund netted the debt (an unwound
+        # refund, or the engagement's cancel or resolve refund, settles it: nothing owed then):
+        # their refunds and steps in one read each.
+        owing = sorted(
+            {r.engagement_id for r in refunds if r.outcome is not AtProviderOutcome.UNWOUND}
+        )
+        all_refunds = await uow.escrow_refunds.for_engagements(owing) if owing else []
+        steps = await uow.money_steps.for_engagements(owing) if owing else []
+    owed = {
+        e: still_owed(
+            [r for r in all_refunds if r.engagement_id == e],
+            [s for s in steps if s.engagement_id == e],
+        )
+        for e in owing
+    }
     found: list[Violation] = []
     for r in refunds:
         if r.state is StepState.PENDING and r.created_at < before:
             detail = f"refund at the provider pending since {r.created_at.isoformat()}"
             found.append(Violation(Check.ESCROW_STEP_STUCK, r.transfer_id, detail))
-        if r.outcome is not AtProviderOutcome.UNWOUND:
+        if r.outcome is not AtProviderOutcome.UNWOUND and owed[r.engagement_id] > 0:
             found.append(
                 Violation(
                     Check.ESCROW_REFUND_OWED,

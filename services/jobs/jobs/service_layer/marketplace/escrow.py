@@ -225,8 +225,11 @@ async def _end(
     uow: JobsUnitOfWork, job: MarketJob | None, engagement: Engagement, step: MoneyStep
 ) -> None:
     """Persist an ended engagement with its money step; a completed job closes, a cancelled one
-    takes offers again."""
+    takes offers again. A card refund is netted against what refunds made at the provider left
+    owed (the customer has that much back already: it settles the debt, not refunded twice)."""
     await uow.engagements.save(engagement)
+    if step.needs_refund:
+        step.net(await uow.escrow_refunds.for_engagement(engagement.id), engagement.updated_at)
     await uow.money_steps.add(step)
     if job is None or job.engagement_id != engagement.id:
         return

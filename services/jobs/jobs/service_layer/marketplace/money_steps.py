@@ -5,7 +5,16 @@ idempotent, so the request that decided it, a twin request and the recovery work
 the same step: the ledger applies it once.
 
 A card refund goes first to payments (Refund, idempotent on the step's request id), then its
-booking `payment:<pid>:refund:<refund_id>` (escrow / revenue -> provider clearing)."""
+booking `payment:<pid>:refund:<refund_id>` (escrow / revenue -> provider clearing).
+
+What the provider already gave back (a refund made at the provider, booked as owed on the
+engagement's receivable) is not refunded again: the step is netted against it (MoneyStep.net)
+when decided, and again when payments refuses its refund (PAY-11's typed refusals, nothing
+refunded by them: REFUND_EXCEEDS_CAPTURED, more than is left to refund, nothing left included;
+PAYMENT_NOT_REFUNDABLE, the provider refusing it otherwise, e.g. refunded there already) - the netted part settles the debt on the ledger, and the
+provider is asked only for the rest, under a new request id. A refusal that no booked refund
+explains stays a retried step (the refund's event may not be applied yet; the auditor's
+`escrow_step_stuck` if it never is)."""
 
 from __future__ import annotations
 
@@ -21,6 +30,8 @@ from jobs.service_layer.deps import Deps
 log = logging.getLogger(__name__)
 
 REFUND_FAILED = "FAILED"
+# payments' refusals of a refund the payment has no longer left to give (PAY-11).
+REFUSED_AS_REFUNDED = frozenset({"REFUND_EXCEEDS_CAPTURED", "PAYMENT_NOT_REFUNDABLE"})
 
 # What happens once a step is done or refused (the funding of a coin job payment assigns or
 # cancels its engagement); registered by the module that owns the step's kind.
@@ -66,10 +77,41 @@ async def _refund_card(step: MoneyStep, deps: Deps) -> MoneyStep:
         return current
 
 
+async def _net(step: MoneyStep, deps: Deps) -> MoneyStep | None:
+    """payments refused the step's refund as more than is left: net it against the refunds made
+    at the provider booked since (under the step's lock; one netting at a time). The step to
+    post now, or None when nothing explains the refusal (and no other driver changed the step)."""
+    async with deps.uow as uow:
+        current = await uow.money_steps.get(step.engagement_id, step.kind, for_update=True)
+        if current is None:
+            return None
+        if current.net(await uow.escrow_refunds.for_engagement(step.engagement_id), deps.clock()):
+            await uow.money_steps.save(current)
+            await uow.commit()
+            log.info(
+                "money step %s/%s: %d netted against refunds made at the provider, %d to refund",
+                step.engagement_id,
+                step.kind.value,
+                current.netted_minor,
+                current.refund_minor,
+            )
+            return current
+    changed = (current.legs, current.refund_id) != (step.legs, step.refund_id)
+    return current if changed else None
+
+
 async def _post(step: MoneyStep, deps: Deps) -> None:
     assert deps.escrow is not None, "money steps need the wallet (Deps.escrow)"
     if step.needs_refund:
-        step = await _refund_card(step, deps)
+        try:
+            step = await _refund_card(step, deps)
+        except HirepayError as exc:
+            if exc.reason not in REFUSED_AS_REFUNDED:
+                raise
+            netted = await _net(step, deps)
+            if netted is None:
+                raise
+            step = await _refund_card(netted, deps) if netted.needs_refund else netted
     await deps.escrow.post(step.transfer_id, step.ledger_legs, _metadata(step))
     if step.refund_legs:
         metadata = {**_metadata(step), "payment_id": step.payment_id, "refund_id": step.refund_id}
@@ -116,6 +158,18 @@ async def drive(engagement_id: str, kind: StepKind, deps: Deps) -> MoneyStep | N
     if hook is not None and step.state is not StepState.PENDING:
         await hook(step, deps)
     return step
+
+
+async def drive_card_refunds(engagement_id: str, deps: Deps) -> None:
+    """Net an engagement's pending card refund steps against the refunds made at the provider
+    and drive them now (one was just booked owed: payments would refuse the step's refund for
+    want of money left until it nets it, or refund the customer twice)."""
+    async with deps.uow as uow:
+        steps = await uow.money_steps.for_engagement(engagement_id)
+    for step in steps:
+        if step.state is StepState.PENDING and step.needs_refund:
+            await _net(step, deps)
+            await drive(engagement_id, step.kind, deps)
 
 
 async def recover_due(deps: Deps, limit: int = 50) -> int:

@@ -15,7 +15,9 @@ recorded). What is decided (domain.escrow.refund_at_provider):
   is `cancelled` by the system, an open dispute resolved (`refund`), the job takes offers again;
 - in part while the escrow holds it: owed (receivable -> clearing) and the escrow frozen by a
   dispute the system opens, for an admin to decide (ESC-8);
-- after the escrow was released (completed, cancelled, resolved): owed.
+- after the escrow was released (completed, cancelled, resolved): owed; an engagement's own
+  refund still pending then (a cancellation or resolution that committed just before) is driven
+  again at once, and nets it (money_steps: the customer is not refunded twice).
 
 Each is an `engagement.refunded_at_provider` event to the parties (the notifier's callbacks), a
 count of `hirepay_escrow_refunds_at_provider_total{outcome}` and, while owed, the auditor's
@@ -54,6 +56,7 @@ from jobs.domain.marketplace import (
 from jobs.domain.posting_saga import SettlementEvent
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
+from jobs.service_layer.marketplace import money_steps
 from jobs.service_layer.marketplace.escrow import engagement_event_data
 from jobs.service_layer.notifications import record_event
 from jobs.service_layer.ports import JobsUnitOfWork
@@ -142,6 +145,10 @@ async def apply_refund_event(event: SettlementEvent, deps: Deps) -> bool:
     # Those recorded before and not posted yet too (a wallet outage, a crash in between).
     for booking in (r for r in earlier if r.state is StepState.PENDING):
         await post(booking, deps)
+    if any(r.outcome is AtProviderOutcome.OWED for r in earlier):
+        # The engagement ended before the refund: its own refund, if still pending, may be
+        # refused for want of money left to refund until it nets this one (money_steps).
+        await money_steps.drive_card_refunds(engagement.id, deps)
     return bool(decided)
 
 
