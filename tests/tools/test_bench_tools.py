@@ -24,7 +24,7 @@ from hirepay_dev.benchcpu import (
     per_op_line,
     process_cpu,
 )
-from hirepay_dev.benchlib import closed_loop, pgbench_tpcb
+from hirepay_dev.benchlib import closed_loop, is_other_database, other_databases, pgbench_tpcb
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
 
@@ -171,6 +171,37 @@ async def test_pgbench_leaves_the_server_checkpointed(pg_server_url):
         await connection.close()
     assert tps > 0 and last_xid is not None
     assert checkpoint_next_xid > last_xid, (checkpoint_next_xid, last_xid)
+
+
+def test_the_benchs_own_databases_are_told_from_others():
+    for own in (
+        "hirepay_pgbench",
+        "hirepay_bench_wallet",
+        "hirepay_payments_bench",
+        "hirepay_jobs_bench",
+        "hirepay_wallet_bench",
+        "postgres",
+        "template0",
+    ):
+        assert not is_other_database(own), own
+    for other in (
+        "hirepay_payments_e2e_341880",
+        "t_wallet_0984d7b78b",
+        "readiness_kept_1",
+        "hirepay_payments_bench_old",
+        "app",
+    ):
+        assert is_other_database(other), other
+
+
+def test_the_servers_other_databases_are_listed(make_database):
+    """The bench prints how many databases it did not make share its server (round 13: those a
+    checkout's test runs left cost autovacuum work outside the bench's backends)."""
+    url = make_database("bench_other")
+    name = url.split("?", 1)[0].rsplit("/", 1)[1]
+    found = other_databases(url)
+    assert name in found
+    assert not {"postgres", "template0", "template1"} & set(found)
 
 
 def case(name, concurrency, per_second, p50, p99, *, errors=0, cpu=None, ops=100):

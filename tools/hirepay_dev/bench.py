@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from hirepay_dev import bench_posting, bench_wallet, benchtargets, pg
-from hirepay_dev.benchlib import pgbench_tpcb
+from hirepay_dev.benchlib import other_databases, pgbench_tpcb
 
 
 async def main(only: str, out_file: str | None, quick: bool = False) -> None:
@@ -21,13 +21,19 @@ async def main(only: str, out_file: str | None, quick: bool = False) -> None:
         f"{os.cpu_count()} CPUs",
         flush=True,
     )
+    others = await asyncio.to_thread(other_databases, server)
+    print(
+        f"other databases on the server: {len(others)} (autovacuum visits each in turn: compare "
+        "runs on servers holding the same databases)",
+        flush=True,
+    )
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     seconds = 3 if quick else 10
     print(f"pgbench TPC-B baseline (8 clients, {seconds} s) ...", flush=True)
     baseline = await asyncio.to_thread(pgbench_tpcb, server, clients=8, seconds=seconds)
     print(f"{'pgbench TPC-B':<34} c=8   {baseline:8.1f} tps", flush=True)
-    report: dict[str, object] = {"pgbench_tps": baseline}
+    report: dict[str, object] = {"pgbench_tps": baseline, "other_databases": len(others)}
 
     def out(line: str) -> None:
         print(line, flush=True)

@@ -152,6 +152,33 @@ async def closed_loop(
     )
 
 
+# The databases the bench itself makes on its server: pgbench's, the wallet cases', and those of
+# the posting stack (`<service>_bench`, hirepay_dev.stack's names with the bench's suffix).
+_BENCH_DATABASE = re.compile(r"hirepay_(pgbench|bench_wallet|[a-z]+_bench)")
+_SERVER_DATABASES = frozenset({"postgres", "template0", "template1"})
+
+
+def is_other_database(name: str) -> bool:
+    """Whether `name` is a database the bench does not make (nor PostgreSQL's own)."""
+    return name not in _SERVER_DATABASES and not _BENCH_DATABASE.fullmatch(name)
+
+
+def other_databases(server_url: str) -> list[str]:
+    """The server's databases besides the bench's own, e.g. those left by test runs in the same
+    checkout (its embedded server is theirs too). They cost CPU outside the bench's backends
+    whatever the load: autovacuum's launcher visits every database in turn, a worker forked and
+    exited for each (with 31 such databases `pg:outside` was 0.37-0.73 CPU-ms per posting at
+    c=32 instead of 0.05-0.10, round 13), so runs compare only on servers holding the same."""
+    admin = pg.libpq_url(pg.with_database(server_url, "postgres"))
+    names = subprocess.run(
+        [str(pg.bin_dir() / "psql"), admin, "-At", "-c", "SELECT datname FROM pg_database"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return sorted(name for name in names if is_other_database(name))
+
+
 def pgbench_tpcb(server_url: str, *, clients: int = 8, seconds: int = 10, scale: int = 8) -> float:
     """TPC-B-like tps of pgbench (shipped with PostgreSQL) against the same server."""
     url = pg.libpq_url(pg.create_database(server_url, "hirepay_pgbench", drop_existing=True))
