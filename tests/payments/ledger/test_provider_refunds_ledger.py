@@ -136,16 +136,7 @@ async def test_the_same_event_ten_times_at_once_and_its_twin_book_once(
     ledger = Ledger(ledger_stack, STRIPE, "platform")
     payment = await _captured_fee(jobs_stub)
     pi = payment.provider_payment_id
-    # The refund's events are not delivered by the sandbox: their deliveries are ours alone.
-    ledger_stack.admin.add_fault("webhook_drop", event_type="*refund*", count=2)
-    try:
-        re_id = await _dashboard_refund(ledger_stack, pi, 900)
-    finally:
-        ledger_stack.admin.clear_faults()
-    about = stripe_events(
-        ledger_stack, ("charge.refunded", "refund.created"), lambda o: o.get("payment_intent") == pi
-    )
-    assert {e["type"] for e in about} == {"charge.refunded", "refund.created"}
+    re_id, about = await dashboard_refund_undelivered(ledger_stack, pi, 900)
     replies = await deliver_at_once(jobs_stub, about, 10)
     assert sum(r.applied for r in replies) == 1
     assert sum(r.duplicate for r in replies) == 18  # nine repeats of each of the two events
@@ -163,6 +154,25 @@ async def test_the_same_event_ten_times_at_once_and_its_twin_book_once(
 def _signed(event: dict) -> tuple[bytes, str]:
     body = json.dumps(event).encode()
     return body, stripe.WebhookSignature.generate_signature_header(body.decode(), WEBHOOK_SECRET)
+
+
+async def dashboard_refund_undelivered(
+    stack: LedgerStack, intent_id: str, amount: int
+) -> tuple[str, list[dict]]:
+    """A dashboard refund of `amount` whose two events (charge.refunded, refund.created) the
+    sandbox does not deliver, so that their deliveries are the test's alone: its id and events."""
+    stack.admin.add_fault("webhook_drop", event_type="*refund*", count=2)
+    try:
+        re_id = await _dashboard_refund(stack, intent_id, amount)
+    finally:
+        stack.admin.clear_faults()
+    about = stripe_events(
+        stack,
+        ("charge.refunded", "refund.created"),
+        lambda o: o.get("payment_intent") == intent_id,
+    )
+    assert {e["type"] for e in about} == {"charge.refunded", "refund.created"}
+    return re_id, about
 
 
 def stripe_events(
