@@ -83,19 +83,7 @@ async def _delivery(
     stack: ProviderStack, dispute_id: str, kind: str
 ) -> list[tuple[dict[str, str], bytes]]:
     """The signed webhook delivery of the dispute's `kind` event, as the sandbox sent it."""
-
-    def found() -> list[tuple[dict[str, str], bytes]]:
-        return [
-            (headers, body)
-            for headers, body in list(stack.receiver.received)
-            if dispute_id.encode() in body and f'"{kind}"'.encode() in body
-        ][:1]
-
-    async def there() -> bool:
-        return bool(found())
-
-    await wait_for(there, timeout=20)
-    return found()
+    return await _nth_delivery(stack, dispute_id, kind, 1)
 
 
 async def _disputes(stub: pb_grpc.PaymentsServiceStub, payment_id: str) -> list[tuple]:  # type: ignore[type-arg]

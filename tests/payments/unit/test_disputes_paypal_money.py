@@ -13,16 +13,20 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from hirepay_platform.tcc import TccBranch
 from payments.adapters import paypal_disputes
-from payments.domain import commands
 from payments.domain.disputes import DisputeMoney, DisputeStatus
-from payments.domain.model import Method, PaymentState
 from payments.domain.provider import EventSubject, ProviderEvent
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import authorize, capture, credits
+from payments.service_layer.handlers import credits
 from payments.service_layer.handlers.disputes import apply_dispute_event
-from tests.payments.unit.test_disputes import CLEARING, REVENUE, _metric, deps, provider
+from tests.payments.unit.test_disputes import (
+    CLEARING,
+    REVENUE,
+    _captured,
+    _metric,
+    deps,
+    provider,
+)
 from tests.payments.unit.test_disputes_paypal_razorpay import PAYPAL_DISPUTE
 from tests.support.payments_fakes import DisputingProvider, FakeLedger
 
@@ -46,27 +50,6 @@ def _fee_movement(kind: str, value: str, at: str) -> dict[str, Any]:
         "type": kind,
         "reason": "CHARGEBACK_FEE",
     }
-
-
-async def _captured(deps: Deps, key: str = "1") -> tuple[str, str]:
-    """A captured 149.00 USD posting fee: its id and its provider payment id."""
-    branch = TccBranch(f"g-paypal-dispute-{key}", "payment")
-    await authorize(
-        commands.Authorize(
-            f"a-{key}",
-            branch,
-            f"co-{key}",
-            14_900,
-            "USD",
-            Method.CARD,
-            "pm_card_visa",
-            metadata={"subsystem": "jobs"},
-        ),
-        deps,
-    )
-    result = await capture(commands.Capture(f"c-{key}", branch), deps)
-    assert result.payment is not None and result.payment.state is PaymentState.CAPTURED
-    return result.payment.id, result.payment.provider_payment_id
 
 
 async def _deliver(deps: Deps, provider: DisputingProvider, event_id: str, kind: str):  # type: ignore[no-untyped-def]

@@ -89,21 +89,33 @@ async def apply_dispute_event(
         return None
     async with deps.uow as uow:
         now = deps.clock()
-        inserted = await uow.events.add(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=True,
-            provider_created_at=event.created,
-            received_at=now,
-        )
-        if not inserted:
+        if not await _stored_first(uow, provider.name, event, payload, now, applied=True):
             return DisputeEventOutcome(applied=False, duplicate=True)
         changed = await _apply(uow, deps, provider.name, event, payment, view, records, now)
         await uow.commit()
     return DisputeEventOutcome(applied=changed, duplicate=False)
+
+
+async def _stored_first(
+    uow: PaymentsUnitOfWork,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    now: datetime,
+    *,
+    applied: bool,
+) -> bool:
+    """The event stored insert-first in the caller's transaction; False: received before."""
+    return await uow.events.add(
+        provider=provider,
+        event_id=event.id,
+        event_type=event.type,
+        object_id=event.object_id,
+        payload=payload,
+        applied=applied,
+        provider_created_at=event.created,
+        received_at=now,
+    )
 
 
 async def get_payment_with_disputes(
@@ -185,17 +197,7 @@ async def _several_payments(
     of Hirepay's payments it names gets an audit entry, and it is logged and counted once."""
     async with deps.uow as uow:
         now = deps.clock()
-        inserted = await uow.events.add(
-            provider=provider,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=False,
-            provider_created_at=event.created,
-            received_at=now,
-        )
-        if not inserted:
+        if not await _stored_first(uow, provider, event, payload, now, applied=False):
             return DisputeEventOutcome(applied=False, duplicate=True)
         ours: list[str] = []
         for provider_payment_id in view.payment_ids:
