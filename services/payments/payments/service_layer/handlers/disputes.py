@@ -194,7 +194,8 @@ async def _several_payments(
     gives one disputed amount and one list of money movements for them all, so no payment's
     share is known and nothing is booked (one payment's money is never booked against
     another's). The event is stored unapplied, insert-first (a redelivery is a duplicate); each
-    of Hirepay's payments it names gets an audit entry, and it is logged and counted once."""
+    of Hirepay's payments it names gets an audit entry (with the provider calls made), and it
+    is logged and counted once per event stored."""
     async with deps.uow as uow:
         now = deps.clock()
         if not await _stored_first(uow, provider, event, payload, now, applied=False):
@@ -230,7 +231,7 @@ async def _several_payments(
                 )
                 for payment_id in ours
             ),
-            *(record.audit("webhook", payment_id=pid) for record in records for pid in ours[:1]),
+            *(record.audit("webhook", payment_id=pid) for pid in ours for record in records),
         )
         uow.after_commit(
             lambda: _unbooked(
@@ -242,8 +243,8 @@ async def _several_payments(
 
 
 def _unbooked(provider: str, view: ProviderDispute, why: str, payment_ids: str) -> None:
-    """Money of a dispute that is not booked because it cannot be exactly: logged and counted
-    (after the commit that recorded it, once)."""
+    """Money of a dispute that is not booked because it cannot be exactly: logged and counted,
+    after the commit that recorded it."""
     metrics.DISPUTE_MONEY_UNBOOKED.labels(provider, why).inc()
     log.warning(
         "dispute %s (payments %s): %s", view.id, payment_ids or "-", "; ".join(view.unbooked)
