@@ -17,8 +17,9 @@ compared with it. One in another currency leaves the release to what PayPal's se
 movements say in the held amount's currency (`DISPUTE_SETTLEMENT` credits), and with none the
 release is not booked but named (ProviderDispute.unbooked). A dispute's `disputed_transactions`
 may be several captures; PayPal gives one `dispute_amount` and one list of money movements for
-them all (per transaction only its gross amount), so the dispute is booked against a payment only
-when every disputed capture is of that one order."""
+them all (per transaction its gross amount, and optionally its items' disputed amounts, which are
+not read: no split of the held money by them is built), so the dispute is booked against a
+payment only when every disputed capture is of that one order."""
 
 from __future__ import annotations
 
