@@ -506,7 +506,7 @@ async def _reconcile_refunds(
     core as a webhook's (provider_refunds.book_provider_refunds: a succeeded refund Hirepay has
     no record of recorded once under the payment's lock and booked, its settlement event
     published), and judged again against the records as they are then, so that what was booked
-    is no longer named (what could not be booked still is, till a later round)."""
+    (by this round or one at once) is no longer named; what could not be booked yet still is."""
     before = await _local_refunds(payment.id, deps)
     if refunds_in_flight(before):
         return []
@@ -517,9 +517,10 @@ async def _reconcile_refunds(
     local = before
     found = refund_mismatches(local, remote)
     if found and not provider.refunds_by_event:
-        outcome = await book_provider_refunds(deps, payment.id, remote, RECONCILIATION)
-        if outcome.applied:
-            found = refund_mismatches(await _local_refunds(payment.id, deps), remote)
+        # Judged again whatever this booked: a round at once (the auditor's and a report on
+        # demand) may have booked it first, under the payment's lock.
+        await book_provider_refunds(deps, payment.id, remote, RECONCILIATION)
+        found = refund_mismatches(await _local_refunds(payment.id, deps), remote)
     return [
         Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.REFUND)
         for detail in found
