@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from hirepay_platform.db import create_engine, make_session_factory
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands, errors
 from payments.domain.model import PaymentState
@@ -36,16 +34,6 @@ from tests.support.payments_helpers import authorize_command
 
 ROUNDS = 12
 AMOUNT = 2500  # authorize_command's
-
-
-@pytest.fixture
-async def sessions(
-    make_service_database: Callable[[str], str],
-) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
-    url = await asyncio.to_thread(make_service_database, "payments")
-    engine = create_engine(url)
-    yield make_session_factory(engine)
-    await engine.dispose()
 
 
 class JitteryProvider(OneRefundProvider):

@@ -45,7 +45,8 @@ async def _refund_ids(stack: LedgerStack, payment_id: str) -> list[str]:
 
 
 async def _published(jobs_stub, payment_id: str) -> list[str]:
-    """The payment's settlement events, as any subscriber reads them."""
+    """The payment's settlement events, as any subscriber reads them (a coin purchase's are no
+    subsystem's: `_events` reads jobs' only)."""
     found = []
     async for event in jobs_stub.StreamSettlementEvents(
         pb.StreamSettlementEventsRequest(after_cursor=0)

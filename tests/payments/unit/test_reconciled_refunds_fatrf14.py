@@ -12,27 +12,31 @@ from collections.abc import Mapping
 
 import pytest
 
-from hirepay_platform.tcc import TccBranch
 from payments.domain import commands, errors
-from payments.domain.events import EventType
-from payments.domain.model import Method, PaymentState
+from payments.domain.model import PaymentState
 from payments.domain.provider import InvalidRequest, OutcomeUnknown, ProviderRefund, RefundState
 from payments.domain.reconciliation import MismatchKind
 from payments.domain.refunds import RefundStatus
 from payments.service_layer import metrics
 from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers import audit, authorize, capture, credits, refund
+from payments.service_layer.handlers import audit, credits, refund
 from payments.service_layer.handlers.poller import poll_due
 from payments.service_layer.handlers.provider_refunds import (
     RECONCILIATION,
     book_provider_refunds,
 )
 from payments.service_layer.providers import ProviderRegistry
+from tests.payments.unit.test_provider_refunds import (
+    FEE,
+    _intent,
+    _moved,
+    _refunded_events,
+    _state,
+)
+from tests.payments.unit.test_provider_refunds import _captured as _captured_fee
 from tests.support.payments_fakes import Clock, FakeLedger, FakeProvider, FakeUnitOfWork
 
-OWNER = "co-1"
-FEE = 14_900
 CLEARING, PLATFORM = ("provider:fatora", "USD"), ("platform", "USD")
 
 
@@ -98,55 +102,16 @@ def _provider(deps: Deps) -> FakeProvider:
     return provider
 
 
-def _moved(deps: Deps) -> dict[tuple[str, str], int]:
-    assert isinstance(deps.ledger, FakeLedger)
-    return {k: v for k, v in deps.ledger.balances.items() if v}
-
-
 async def _captured(deps: Deps, gtx: str) -> tuple[str, str]:
     """A posting fee captured (its booking posted): (payment id, provider payment id)."""
-    branch = TccBranch(gtx, "payment")
-    await authorize(
-        commands.Authorize(
-            f"a-{gtx}",
-            branch,
-            OWNER,
-            FEE,
-            "USD",
-            Method.CARD,
-            "pm_card_visa",
-            metadata={"subsystem": "jobs"},
-        ),
-        deps,
-    )
-    result = await capture(commands.Capture(f"c-{gtx}", branch), deps)
-    assert result.payment is not None and result.payment.state is PaymentState.CAPTURED
-    await credits.settle_due_grants(deps)
-    return result.payment.id, result.payment.provider_payment_id
+    payment_id = await _captured_fee(deps, gtx)
+    return payment_id, await _intent(deps, payment_id)
 
 
 async def _round(deps: Deps) -> audit.Reconciliation:
     assert isinstance(deps.clock, Clock)
     deps.clock.advance(60)
     return await audit.reconcile_provider(commands.ReconcileProvider(), lambda: deps)
-
-
-async def _state(deps: Deps, payment_id: str):
-    async with deps.uow as uow:
-        p = await uow.payments.get(payment_id)
-        refunds = await uow.refunds.list_for_payment(payment_id)
-        trail = await uow.audit.list_for_payment(payment_id)
-    assert p is not None
-    return p, refunds, trail
-
-
-def _refunded_events(deps: Deps, payment_id: str) -> list[str]:
-    assert isinstance(deps.uow, FakeUnitOfWork)
-    return [
-        e.payment.state.value
-        for e in deps.uow.committed.outbox
-        if e.type is EventType.PAYMENT_REFUNDED and e.payment and e.payment.id == payment_id
-    ]
 
 
 def _count(provider: str, result: str) -> float:
