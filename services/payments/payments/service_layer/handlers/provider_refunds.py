@@ -13,6 +13,14 @@ metadata (and, once answered, its provider refund id on its record): its request
 poller, records it; the event changes nothing. Twins and redeliveries find every refund recorded
 (the event id is stored once, and the payment's lock serializes events about one payment).
 
+A provider that sends no refund event (Fatora: its port's `refunds_by_event` is False) has its
+refunds made at its dashboard found by the provider reconciliation (OPS-3, audit.py), which
+hands the refunds it listed to the same core (book_provider_refunds, origin RECONCILIATION):
+recorded, booked and published alike, on the audit trail as found by the reconciliation and
+counted `reconciled`. Its refunds carry no metadata of ours, so the core books nothing for the
+reconciliation while a refund of Hirepay's own is asked and not answered (the one listed may be
+that very one): that refund's answer records it, and a later round finds nothing more.
+
 A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
 reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
 transaction: its record FAILED, the payment's refunded amount and state given back, its booking
