@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform import jsonb
 from hirepay_platform.db import HotStatement, execute_alone
-from hirepay_platform.sql_lists import joined
+from hirepay_platform.sql_lists import joined, quoted_list
 from wallet.adapters.repositories import ledger_sql as sql
 from wallet.adapters.tables import entries as E
 from wallet.adapters.tables import transfers as T
@@ -63,13 +63,14 @@ def _metadata_json(metadata: Mapping[str, str]) -> str:
 
 def _headers(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any]:
     """The transfer rows a run claims, as the array parameters of its claim (ids and kinds
-    `joined`: a transfer id has no comma, see validate_client_id and confirm_transfer_id)."""
+    `joined`: a transfer id has no comma, see validate_client_id and confirm_transfer_id; the
+    descriptions and JSON documents, which may hold one, `quoted_list`)."""
     return {
         "ids": joined([h.id for h, _ in items]),
         "kinds": joined([h.kind for h, _ in items]),
-        "descriptions": [h.description for h, _ in items],
-        "metadata": [_metadata_json(h.metadata) for h, _ in items],
-        "fingerprints": [jsonb.dumps(dict(h.fingerprint)) for h, _ in items],
+        "descriptions": quoted_list([h.description for h, _ in items]),
+        "metadata": quoted_list([_metadata_json(h.metadata) for h, _ in items]),
+        "fingerprints": quoted_list([jsonb.dumps(dict(h.fingerprint)) for h, _ in items]),
     }
 
 
