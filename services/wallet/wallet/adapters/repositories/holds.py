@@ -451,15 +451,30 @@ def _in_key_order(
 
 def _new_hold_params(holds: Sequence[Hold], *, keys: bool = True) -> dict[str, Any]:
     """_new_holds' parameters: what differs between new holds (made at one `now`); without
-    `keys` for the statement that binds the barrier's."""
+    `keys` for the statement that binds the barrier's. Built in one loop (a comprehension and a
+    `joined` per list were 12 Python calls per statement; issue 13), joined as `joined` joins."""
+    account_ids: list[str] = []
+    destinations: list[str] = []
+    units: list[str] = []
+    amounts: list[int] = []
+    expires_at: list[datetime] = []
+    descriptions: list[str] = []
+    for hold in holds:
+        account_ids.append(hold.account_id)
+        destinations.append(hold.destination_account_id)
+        units.append(hold.unit)
+        amounts.append(hold.amount)
+        expires_at.append(hold.expires_at)
+        descriptions.append(hold.description)
+    join = ",".join
     return {
         **(_branch_params([h.branch for h in holds]) if keys else {}),
-        "account_ids": joined([h.account_id for h in holds]),
-        "destination_account_ids": joined([h.destination_account_id for h in holds]),
-        "units": joined([h.unit for h in holds]),
-        "amounts": joined([h.amount for h in holds]),
-        "expires_at": [h.expires_at for h in holds],
-        "descriptions": quoted_list([h.description for h in holds]),  # free text: may hold commas
+        "account_ids": join(map(str, account_ids)),
+        "destination_account_ids": join(map(str, destinations)),
+        "units": join(map(str, units)),
+        "amounts": join(map(str, amounts)),
+        "expires_at": expires_at,
+        "descriptions": quoted_list(descriptions),  # free text: may hold commas
         "created_at": holds[0].created_at,
     }
 
