@@ -19,7 +19,7 @@ from payments.domain.credits import (
     CreditGrant,
     GrantKind,
     GrantStatus,
-    refunded_in_part,
+    taken_back,
 )
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.ledger import ESCROW_ACCOUNT_KEY, Kind
@@ -207,6 +207,8 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
                     reason=f"{fresh.kind} booked on the wallet",
                     details={"transfer_id": fresh.transfer_id, "provider": fresh.provider},
                     payment_id=fresh.payment_id,
+                    # A plan purchase's dispute booking: on the purchase's audit trail.
+                    transaction_id=fresh.transaction_id,
                 )
                 for fresh in done
             )
@@ -318,8 +320,9 @@ async def _refund_at_provider(
             key,
             lambda: provider.refund(
                 intent_id,
-                # What its refunds in part at the provider left (the whole, without any).
-                txn.amount_minor - refunded_in_part(txn),
+                # What its refunds in part at the provider and its disputes' withdrawals left
+                # (the whole, without any).
+                txn.amount_minor - taken_back(txn),
                 cmd.reason,
                 {"transaction_id": txn.id, "type": "subscription_refund"},
                 key,

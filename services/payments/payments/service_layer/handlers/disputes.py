@@ -6,6 +6,13 @@ it carries (money withdrawn or held when it opened, reinstated or released when 
 provider's dispute fee) is owed to the ledger once, under its own transfer id (ESC-1). A posting fee's dispute closed as lost in
 full is told to jobs (`payment.charged_back` on the settlement outbox), which ends the posting.
 
+A plan purchase's (subscription transaction's) dispute goes the same way against the purchase:
+its money between revenue (where the purchase's capture put it) and the provider's clearing, its
+net withdrawals summed on the purchase (`disputed_minor`); closed lost for all the money the
+purchase still held, the purchase is refunded as by a full refund at the provider
+(credits.mark_refunded: REFUNDED, its unused credits revoked, the subsystem told); lost in part
+it stays SUCCESS with its credits, as after a refund in part.
+
 Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
 applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
 locked, so two events of one dispute applied at once take turns; and each booking is inserted
@@ -23,8 +30,15 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from payments.domain import errors, ledger
-from payments.domain.credits import CreditGrant
-from payments.domain.disputes import Dispute, DisputeSource, ProviderDispute
+from payments.domain.credits import (
+    DISPUTED_KEY,
+    CreditGrant,
+    GrantKind,
+    dispute_net,
+    disputed,
+    taken_back,
+)
+from payments.domain.disputes import Dispute, DisputeSource, DisputeStatus, ProviderDispute
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
 from payments.domain.provider import (
@@ -34,8 +48,10 @@ from payments.domain.provider import (
     ProviderEvent,
 )
 from payments.domain.refunds import Refund
+from payments.domain.transactions import Transaction, TxnStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.credits import mark_refunded, settle_grant
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import emit
 from payments.service_layer.ports import PaymentsUnitOfWork
@@ -73,10 +89,11 @@ async def apply_dispute_event(
         if payment is None and view.payment_id:
             purchase = await uow.transactions.find_by_provider(payment_intent_id=view.payment_id)
     if purchase is not None:
-        # A plan purchase's dispute: not followed this round (README "Card disputes"); the
-        # event is recorded unapplied, and logged, rather than retried for ever.
-        log.warning("dispute %s of plan purchase %s: recorded, not applied", view.id, purchase.id)
-        return None
+        if purchase.provider != provider.name:
+            return None  # another provider's purchase: recorded only
+        return await _apply_to_purchase(
+            deps, provider.name, event, payload, purchase, view, records
+        )
     if payment is None:
         await _unknown_payment(provider, records, event, view)
         return None
@@ -99,6 +116,44 @@ async def apply_dispute_event(
     return DisputeEventOutcome(applied=changed, duplicate=False)
 
 
+async def _apply_to_purchase(
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    purchase: Transaction,
+    view: ProviderDispute,
+    records: list[CallRecord],
+) -> DisputeEventOutcome:
+    """A plan purchase's dispute, in one local transaction: the event stored insert-first, the
+    purchase's row locked (its `disputed_minor` and status change under it: two events of its
+    disputes take turns), then recorded and booked as a payment's dispute. Refunded by it, the
+    revocation of its unused credits is booked at once, as after a refund (else the worker)."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        inserted = await uow.events.add(
+            provider=provider,
+            event_id=event.id,
+            event_type=event.type,
+            object_id=event.object_id,
+            payload=payload,
+            applied=True,
+            provider_created_at=event.created,
+            received_at=now,
+        )
+        if not inserted:
+            return DisputeEventOutcome(applied=False, duplicate=True)
+        txn = await uow.transactions.get(purchase.id, for_update=True)
+        assert txn is not None
+        changed, refunded = await _apply_purchase(
+            uow, deps, provider, event, txn, view, records, now
+        )
+        await uow.commit()
+    if refunded:
+        await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+    return DisputeEventOutcome(applied=changed, duplicate=False)
+
+
 async def get_payment_with_disputes(
     payment_id: str, deps: Deps
 ) -> tuple[Payment, list[Dispute], list[Refund]]:
@@ -110,6 +165,13 @@ async def get_payment_with_disputes(
             raise errors.PaymentNotFound(payment_id)
         found = await uow.disputes.for_payment(payment_id)
         return payment, found, await uow.refunds.list_for_payment(payment_id)
+
+
+async def disputes_of_purchase(transaction_id: str, deps: Deps) -> list[Dispute]:
+    """A plan purchase's disputes, oldest first (GetTransaction); its record holds the
+    purchase's id where a payment's holds the payment's."""
+    async with deps.uow as uow:
+        return await uow.disputes.for_payment(transaction_id)
 
 
 async def _apply(
@@ -137,8 +199,9 @@ async def _apply(
             booked.append(grant.transfer_id)
     if changed:
         await uow.disputes.save(dispute)
+    before = "" if opened else was_status.value
     await uow.audit.add(
-        _audit(event, dispute, "" if opened else was_status.value, booked, view, payment),
+        _audit(event, dispute, before, booked, view, payment.currency, payment_id=payment.id),
         *(record.audit("webhook", payment_id=payment.id) for record in records),
     )
     closed_now = dispute.closed and not was_closed
@@ -146,6 +209,71 @@ async def _apply(
         await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
     uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
     return changed or bool(booked)
+
+
+async def _apply_purchase(
+    uow: PaymentsUnitOfWork,
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    txn: Transaction,
+    view: ProviderDispute,
+    records: list[CallRecord],
+    now: datetime,
+) -> tuple[bool, bool]:
+    """Record a purchase's dispute and owe the ledger its new money (the caller's transaction,
+    holding the purchase's row lock); (whether it changed, whether it refunded the purchase).
+
+    Each movement booked now adds what it took back to the purchase's `disputed_minor`, so a
+    later full refund or revocation books only the rest. Lost, with the purchase's money all
+    back with the buyer (its disputes' net withdrawals and refunds in part reach its price),
+    the purchase is refunded in full as by a refund at the provider (credits.mark_refunded:
+    REFUNDED, the revocation of its unused credits owed, `transaction.refunded` published); its
+    money is booked already (by the withdrawals), so the revocation moves credits only. Lost in
+    part, it stays SUCCESS with its credits (as after a refund in part)."""
+    fresh = Dispute.opened(view, provider, txn.id, now)
+    opened = await uow.disputes.add(fresh)  # inserted (and so locked) by this transaction
+    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
+    assert dispute is not None
+    was_status, was_closed = dispute.status, dispute.closed and not opened
+    changed = dispute.observe(view, now) or opened
+    booked: list[str] = []
+    net = 0
+    for money in view.money:
+        grant = CreditGrant.purchase_dispute(txn, money, view.amount_minor, now)
+        if grant is not None and await uow.credit_grants.add(grant):
+            booked.append(grant.transfer_id)
+            net += dispute_net(money, txn.currency, view.amount_minor)
+    if net:
+        txn.metadata = {**txn.metadata, DISPUTED_KEY: str(disputed(txn) + net)}
+        txn.updated_at = now
+        await uow.transactions.save(txn)
+    if changed:
+        await uow.disputes.save(dispute)
+    before = "" if opened else was_status.value
+    await uow.audit.add(
+        _audit(event, dispute, before, booked, view, txn.currency, transaction_id=txn.id),
+        *(record.audit("webhook", transaction_id=txn.id) for record in records),
+    )
+    closed_now = dispute.closed and not was_closed
+    refunded = (
+        dispute.status is DisputeStatus.LOST
+        and (closed_now or bool(booked))
+        and txn.status is TxnStatus.SUCCESS
+        and taken_back(txn) >= txn.amount_minor
+    )
+    if refunded:
+        await mark_refunded(
+            uow,
+            deps,
+            txn,
+            actor="provider",
+            reason=f"dispute {dispute.id} lost: charged back",
+            key=f"dispute:{dispute.id}",
+            now=now,
+        )
+    uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
+    return changed or bool(booked), refunded
 
 
 async def _tell_if_charged_back(
@@ -182,9 +310,13 @@ def _audit(
     before: str,
     booked: list[str],
     view: ProviderDispute,
-    payment: Payment,
+    currency: str,
+    *,
+    payment_id: str = "",
+    transaction_id: str = "",
 ) -> AuditEntry:
-    """The webhook's audit entry (PAY-15): the dispute's step and the bookings it owed."""
+    """The webhook's audit entry (PAY-15): the dispute's step and the bookings it owed, on the
+    payment's (or the plan purchase's) audit trail."""
     details = {
         "event_id": event.id,
         "event_type": event.type,
@@ -199,7 +331,7 @@ def _audit(
     }
     if booked:
         details["transfer_ids"] = ",".join(booked)
-    other = [m for m in view.money if m.currency and m.currency != payment.currency]
+    other = [m for m in view.money if m.currency and m.currency != currency]
     if other:  # settled in another currency: the amount booked in the payment's, the fee in its
         details["settled_in"] = ",".join(sorted({m.currency for m in other}))
         details["settled"] = ",".join(
@@ -211,7 +343,8 @@ def _audit(
         actor="provider",
         reason=f"{event.type}: dispute {before or 'new'} -> {dispute.status.value}",
         details=details,
-        payment_id=payment.id,
+        payment_id=payment_id,
+        transaction_id=transaction_id,
     )
 
 
