@@ -321,13 +321,10 @@ def _purchase_disputed(row: Any) -> ExpectedBooking:
     taken back or given back, in the unit its revenue leg moves (the purchase's currency; a fee
     alone, settled in another, moves no revenue)."""
     legs = [Leg.from_json(leg) for leg in row.legs or []]
-    units = [
-        leg.source.unit
-        for leg in legs
-        if ledger.revenue(leg.source.unit) in (leg.source, leg.target)
+    on_revenue = [
+        g.source.unit for g in legs if ledger.revenue(g.source.unit) in (g.source, g.target)
     ]
-    units += [leg.source.unit for leg in legs]
-    currency = units[0] if units else ""
+    currency = (on_revenue or [g.source.unit for g in legs] or [""])[0]
     moved = ledger.revenue_delta(legs, currency)
     return ExpectedBooking(
         ledger.dispute_transfer_id(row.transaction_id, row.refund_id),

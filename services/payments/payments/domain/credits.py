@@ -400,13 +400,3 @@ def _per_unit(grant: CreditGrant | None, legs: list[Leg]) -> CreditGrant | None:
             moved[leg.source.unit] = moved.get(leg.source.unit, 0) + leg.amount
         grant.granted, grant.amounts = moved, dict(moved)
     return grant
-
-
-def dispute_net(money: DisputeMoney, currency: str, disputed_minor: int) -> int:
-    """What one dispute money movement takes back from the buyer's payment, in its `currency`
-    (withdrawn or held > 0, reinstated or released < 0; the fee is the provider's, not the
-    buyer's): as its booking moves it."""
-    same = money.currency == currency or not money.currency
-    if same or not money.amount_minor:
-        return -money.amount_minor
-    return disputed_minor if money.amount_minor < 0 else -disputed_minor

@@ -34,7 +34,6 @@ from payments.domain.credits import (
     DISPUTED_KEY,
     CreditGrant,
     GrantKind,
-    dispute_net,
     disputed,
     taken_back,
 )
@@ -243,7 +242,8 @@ async def _apply_purchase(
         grant = CreditGrant.purchase_dispute(txn, money, view.amount_minor, now)
         if grant is not None and await uow.credit_grants.add(grant):
             booked.append(grant.transfer_id)
-            net += dispute_net(money, txn.currency, view.amount_minor)
+            # What it takes back from the buyer's payment: what its legs take out of revenue.
+            net -= ledger.revenue_delta(grant.legs or [], txn.currency)
     if net:
         txn.metadata = {**txn.metadata, DISPUTED_KEY: str(disputed(txn) + net)}
         txn.updated_at = now
