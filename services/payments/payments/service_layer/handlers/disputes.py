@@ -98,17 +98,7 @@ async def apply_dispute_event(
         return None
     async with deps.uow as uow:
         now = deps.clock()
-        inserted = await uow.events.add(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=True,
-            provider_created_at=event.created,
-            received_at=now,
-        )
-        if not inserted:
+        if not await _stored_first(uow, provider.name, event, payload, now):
             return DisputeEventOutcome(applied=False, duplicate=True)
         changed = await _apply(uow, deps, provider.name, event, payment, view, records, now)
         await uow.commit()
@@ -130,17 +120,7 @@ async def _apply_to_purchase(
     revocation of its unused credits is booked at once, as after a refund (else the worker)."""
     async with deps.uow as uow:
         now = deps.clock()
-        inserted = await uow.events.add(
-            provider=provider,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=True,
-            provider_created_at=event.created,
-            received_at=now,
-        )
-        if not inserted:
+        if not await _stored_first(uow, provider, event, payload, now):
             return DisputeEventOutcome(applied=False, duplicate=True)
         txn = await uow.transactions.get(purchase.id, for_update=True)
         assert txn is not None
@@ -166,6 +146,58 @@ async def get_payment_with_disputes(
         return payment, found, await uow.refunds.list_for_payment(payment_id)
 
 
+async def _stored_first(
+    uow: PaymentsUnitOfWork,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    now: datetime,
+) -> bool:
+    """Store the event, applied, in the caller's transaction (insert-first): False if it was
+    stored before (a redelivery, or its twin delivery committed first: a duplicate)."""
+    return await uow.events.add(
+        provider=provider,
+        event_id=event.id,
+        event_type=event.type,
+        object_id=event.object_id,
+        payload=payload,
+        applied=True,
+        provider_created_at=event.created,
+        received_at=now,
+    )
+
+
+@dataclass(slots=True)
+class _Step:
+    """A dispute's record in this transaction (inserted, or locked) and what this view did."""
+
+    dispute: Dispute
+    opened: bool  # first seen now
+    was_status: str  # its status before ("" when opened now)
+    was_closed: bool
+    changed: bool  # status or money changed (or opened)
+
+    @property
+    def closed_now(self) -> bool:
+        return self.dispute.closed and not self.was_closed
+
+
+async def _observe(
+    uow: PaymentsUnitOfWork, view: ProviderDispute, provider: str, subject_id: str, now: datetime
+) -> _Step:
+    """Record the provider's view of a dispute of `subject_id` (a payment, or a plan purchase):
+    its row inserted first (and so locked by this transaction) or locked `FOR UPDATE`, so two
+    events of one dispute take turns."""
+    fresh = Dispute.opened(view, provider, subject_id, now)
+    opened = await uow.disputes.add(fresh)
+    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
+    assert dispute is not None
+    was_status = "" if opened else dispute.status.value
+    was_closed = dispute.closed and not opened
+    changed = dispute.observe(view, now) or opened
+    return _Step(dispute, opened, was_status, was_closed, changed)
+
+
 async def disputes_of_purchase(transaction_id: str, deps: Deps) -> list[Dispute]:
     """A plan purchase's disputes, oldest first (GetTransaction); its record holds the
     purchase's id where a payment's holds the payment's."""
@@ -185,29 +217,23 @@ async def _apply(
 ) -> bool:
     """Record the dispute's current view and owe the ledger its new money (the caller's
     transaction); whether the dispute changed."""
-    fresh = Dispute.opened(view, provider, payment.id, now)
-    opened = await uow.disputes.add(fresh)  # inserted (and so locked) by this transaction
-    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
-    assert dispute is not None
-    was_status, was_closed = dispute.status, dispute.closed and not opened
-    changed = dispute.observe(view, now) or opened
+    step = await _observe(uow, view, provider, payment.id, now)
+    dispute = step.dispute
     booked: list[str] = []
     for money in view.money:
         grant = CreditGrant.dispute(payment, money, view.amount_minor, now)
         if grant is not None and await uow.credit_grants.add(grant):
             booked.append(grant.transfer_id)
-    if changed:
+    if step.changed:
         await uow.disputes.save(dispute)
-    before = "" if opened else was_status.value
     await uow.audit.add(
-        _audit(event, dispute, before, booked, view, payment.currency, payment_id=payment.id),
+        _audit(event, step, booked, view, payment.currency, payment_id=payment.id),
         *(record.audit("webhook", payment_id=payment.id) for record in records),
     )
-    closed_now = dispute.closed and not was_closed
-    if closed_now:
+    if step.closed_now:
         await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
-    uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
-    return changed or bool(booked)
+    uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
+    return step.changed or bool(booked)
 
 
 async def _apply_purchase(
@@ -230,12 +256,8 @@ async def _apply_purchase(
     REFUNDED, the revocation of its unused credits owed, `transaction.refunded` published); its
     money is booked already (by the withdrawals), so the revocation moves credits only. Lost in
     part, it stays SUCCESS with its credits (as after a refund in part)."""
-    fresh = Dispute.opened(view, provider, txn.id, now)
-    opened = await uow.disputes.add(fresh)  # inserted (and so locked) by this transaction
-    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
-    assert dispute is not None
-    was_status, was_closed = dispute.status, dispute.closed and not opened
-    changed = dispute.observe(view, now) or opened
+    step = await _observe(uow, view, provider, txn.id, now)
+    dispute = step.dispute
     booked: list[str] = []
     net = 0
     for money in view.money:
@@ -248,17 +270,15 @@ async def _apply_purchase(
         txn.metadata = {**txn.metadata, DISPUTED_KEY: str(disputed(txn) + net)}
         txn.updated_at = now
         await uow.transactions.save(txn)
-    if changed:
+    if step.changed:
         await uow.disputes.save(dispute)
-    before = "" if opened else was_status.value
     await uow.audit.add(
-        _audit(event, dispute, before, booked, view, txn.currency, transaction_id=txn.id),
+        _audit(event, step, booked, view, txn.currency, transaction_id=txn.id),
         *(record.audit("webhook", transaction_id=txn.id) for record in records),
     )
-    closed_now = dispute.closed and not was_closed
     refunded = (
         dispute.status is DisputeStatus.LOST
-        and (closed_now or bool(booked))
+        and (step.closed_now or bool(booked))
         and txn.status is TxnStatus.SUCCESS
         and taken_back(txn) >= txn.amount_minor
     )
@@ -272,8 +292,8 @@ async def _apply_purchase(
             key=f"dispute:{dispute.id}",
             now=now,
         )
-    uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
-    return changed or bool(booked), refunded
+    uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
+    return step.changed or bool(booked), refunded
 
 
 async def _tell_if_charged_back(
@@ -306,8 +326,7 @@ def _count(dispute: Dispute, *, opened: bool, closed: bool) -> None:
 
 def _audit(
     event: ProviderEvent,
-    dispute: Dispute,
-    before: str,
+    step: _Step,
     booked: list[str],
     view: ProviderDispute,
     currency: str,
@@ -317,6 +336,7 @@ def _audit(
 ) -> AuditEntry:
     """The webhook's audit entry (PAY-15): the dispute's step and the bookings it owed, on the
     payment's (or the plan purchase's) audit trail."""
+    dispute, before = step.dispute, step.was_status
     details = {
         "event_id": event.id,
         "event_type": event.type,
