@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from prometheus_client import REGISTRY
 
-from payments.domain import commands
+from payments.domain import commands, errors
 from payments.domain.credits import CANDIDATE_CREDIT, JOB_CREDIT, GrantKind
 from payments.domain.disputes import DisputeMoney, DisputeStatus, ProviderDispute
 from payments.domain.provider import EventSubject, ProviderEvent, ProviderPayment, ProviderStatus
@@ -254,6 +254,20 @@ async def test_a_purchase_dispute_lost_in_part_keeps_it_paid_and_a_refund_books_
         CANDIDATE: 0,
     }
     assert (await _txn(deps, txn_id)).status is TxnStatus.REFUNDED
+
+
+async def test_a_purchase_whose_money_a_dispute_withdrew_is_not_refunded_again(
+    deps: Deps, provider: DisputingProvider
+) -> None:
+    txn_id = await _paid(deps)
+    provider.disputes["dp_p"] = _view(DisputeStatus.NEEDS_RESPONSE, WITHDRAWAL)
+    await _deliver(deps, provider, "evt_1", "created")
+    # Open, its whole price withdrawn: the admin's refund has nothing left to ask the provider
+    # for (the dispute decides), and is refused before any provider call.
+    with pytest.raises(errors.PaymentNotRefundable):
+        await credits.refund_transaction(commands.RefundTransaction("r-1", txn_id), deps)
+    assert "pi_plan" not in provider.refunded
+    assert (await _txn(deps, txn_id)).status is TxnStatus.SUCCESS
 
 
 async def test_another_providers_purchase_is_left_to_be_recorded(

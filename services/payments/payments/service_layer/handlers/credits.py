@@ -257,6 +257,14 @@ async def refund_transaction(cmd: commands.RefundTransaction, deps: Deps) -> Ref
             txn.status.value,
             f"transaction {txn.id} is {txn.status.value}: nothing to refund",
         )
+    if txn.amount_minor - taken_back(txn) <= 0:
+        # Its money is back with the buyer already (a card dispute withdrew it, with any refunds
+        # in part): nothing is left to refund at the provider; the dispute decides the rest.
+        raise errors.PaymentNotRefundable(
+            txn.id,
+            txn.status.value,
+            f"transaction {txn.id}: its money is back with the buyer already (disputed)",
+        )
     key = f"txn-refund:{txn.id}"
     records = await _refund_at_provider(txn, cmd, key, deps)
     async with deps.uow as uow:
