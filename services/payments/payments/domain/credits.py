@@ -317,6 +317,22 @@ class CreditGrant:
         grant.refund_id, grant.legs = money.id, legs
         return _per_unit(grant, legs)
 
+    def dispute_fee_booked(self, of: DisputeMoney) -> int | None:
+        """The provider fee this grant booked for the running fee `of` (its first booking
+        `dispute:<id>`, or an adjustment `dispute:<id>:<n>`; > 0 charged, < 0 given back),
+        None if the grant is not one of its bookings."""
+        # A payment's dispute booking, or a plan purchase's (transaction_id, no payment_id).
+        if self.kind is not GrantKind.DISPUTE or not (self.payment_id or self.transaction_id):
+            return None
+        rest = self.refund_id.removeprefix(of.id)
+        if rest == self.refund_id or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+        fees = ledger.provider_fees(self.provider, of.currency)
+        return sum(
+            (leg.amount if leg.source == fees else 0) - (leg.amount if leg.target == fees else 0)
+            for leg in self.legs or []
+        )
+
     @classmethod
     def _of_payment(
         cls,

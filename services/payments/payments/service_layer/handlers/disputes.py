@@ -6,26 +6,31 @@ it carries (money withdrawn or held when it opened, reinstated or released when 
 provider's dispute fee) is owed to the ledger once, under its own transfer id (ESC-1). A posting fee's dispute closed as lost in
 full is told to jobs (`payment.charged_back` on the settlement outbox), which ends the posting.
 
+Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
+applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
+locked, so two events of one dispute applied at once take turns; and each booking is inserted
+first on an id derived from its money movement, so two events that both carry it (created
+and funds_withdrawn, re-fetched alike) book it once. A running fee (PayPal's, whose amount may
+change after it was first seen) books each change as the difference under an id of its own,
+read under the dispute's row lock, and a view older than one already applied changes no fee.
+Everything is one local transaction: a crash before its commit leaves nothing, and the provider
+delivers the event again. Money that cannot be booked exactly (a refund in another currency, a
+dispute of several payments) is never guessed: it is named in the audit entry, logged and
+counted (`hirepay_payment_dispute_money_unbooked_total`).
+
 A plan purchase's (subscription transaction's) dispute goes the same way against the purchase:
 its money between revenue (where the purchase's capture put it) and the provider's clearing, its
 net withdrawals summed on the purchase (`disputed_minor`); closed lost for all the money the
 purchase still held, the purchase is refunded as by a full refund at the provider
 (credits.mark_refunded: REFUNDED, its unused credits revoked, the subsystem told); lost in part
 it stays SUCCESS with its credits, as after a refund in part.
-
-Exactly once, whatever the deliveries: the event is stored insert-first in the transaction that
-applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
-locked, so two events of one dispute applied at once take turns; and each booking is inserted
-first on an id derived from its money movement, so two events that both carry it (created
-and funds_withdrawn, re-fetched alike) book it once. Everything is one local transaction: a crash
-before its commit leaves nothing, and the provider delivers the event again.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -37,7 +42,13 @@ from payments.domain.credits import (
     disputed,
     taken_back,
 )
-from payments.domain.disputes import Dispute, DisputeSource, DisputeStatus, ProviderDispute
+from payments.domain.disputes import (
+    Dispute,
+    DisputeMoney,
+    DisputeSource,
+    DisputeStatus,
+    ProviderDispute,
+)
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
 from payments.domain.provider import (
@@ -82,6 +93,8 @@ async def apply_dispute_event(
     view = await _refetch(
         records, event, "retrieve_dispute", lambda: provider.retrieve_dispute(dispute_id)
     )
+    if not view.payment_id and len(view.payment_ids) > 1:
+        return await _several_payments(deps, provider.name, event, payload, view, records)
     async with deps.uow as uow:
         payment = await uow.payments.find_by_provider(payment_intent_id=view.payment_id)
         purchase = None
@@ -98,7 +111,7 @@ async def apply_dispute_event(
         return None
     async with deps.uow as uow:
         now = deps.clock()
-        if not await _stored_first(uow, provider.name, event, payload, now):
+        if not await _stored_first(uow, provider.name, event, payload, now, applied=True):
             return DisputeEventOutcome(applied=False, duplicate=True)
         changed = await _apply(uow, deps, provider.name, event, payment, view, records, now)
         await uow.commit()
@@ -120,7 +133,7 @@ async def _apply_to_purchase(
     revocation of its unused credits is booked at once, as after a refund (else the worker)."""
     async with deps.uow as uow:
         now = deps.clock()
-        if not await _stored_first(uow, provider, event, payload, now):
+        if not await _stored_first(uow, provider, event, payload, now, applied=True):
             return DisputeEventOutcome(applied=False, duplicate=True)
         txn = await uow.transactions.get(purchase.id, for_update=True)
         assert txn is not None
@@ -133,35 +146,23 @@ async def _apply_to_purchase(
     return DisputeEventOutcome(applied=changed, duplicate=False)
 
 
-async def get_payment_with_disputes(
-    payment_id: str, deps: Deps
-) -> tuple[Payment, list[Dispute], list[Refund]]:
-    """A payment, its disputes and its refunds, oldest first (GetPayment), read in one
-    transaction (jobs books the refunds of offer money made at the provider from them)."""
-    async with deps.uow as uow:
-        payment = await uow.payments.get(payment_id)
-        if payment is None:
-            raise errors.PaymentNotFound(payment_id)
-        found = await uow.disputes.for_payment(payment_id)
-        return payment, found, await uow.refunds.list_for_payment(payment_id)
-
-
 async def _stored_first(
     uow: PaymentsUnitOfWork,
     provider: str,
     event: ProviderEvent,
     payload: dict[str, Any],
     now: datetime,
+    *,
+    applied: bool,
 ) -> bool:
-    """Store the event, applied, in the caller's transaction (insert-first): False if it was
-    stored before (a redelivery, or its twin delivery committed first: a duplicate)."""
+    """The event stored insert-first in the caller's transaction; False: received before."""
     return await uow.events.add(
         provider=provider,
         event_id=event.id,
         event_type=event.type,
         object_id=event.object_id,
         payload=payload,
-        applied=True,
+        applied=applied,
         provider_created_at=event.created,
         received_at=now,
     )
@@ -175,6 +176,7 @@ class _Step:
     opened: bool  # first seen now
     was_status: str  # its status before ("" when opened now)
     was_closed: bool
+    stale: bool  # older than a view applied before: it changes no running fee
     changed: bool  # status or money changed (or opened)
 
     @property
@@ -194,8 +196,40 @@ async def _observe(
     assert dispute is not None
     was_status = "" if opened else dispute.status.value
     was_closed = dispute.closed and not opened
+    stale = dispute.stale(view)  # before observe() takes the view's time as the newest
     changed = dispute.observe(view, now) or opened
-    return _Step(dispute, opened, was_status, was_closed, changed)
+    return _Step(dispute, opened, was_status, was_closed, stale, changed)
+
+
+async def _book(
+    uow: PaymentsUnitOfWork,
+    view: ProviderDispute,
+    step: _Step,
+    earlier_of: Callable[[], Awaitable[list[CreditGrant]]],
+    grant_of: Callable[[DisputeMoney], CreditGrant | None],
+) -> list[CreditGrant]:
+    """Owe the ledger each money movement of the view not booked yet (insert-first on its id),
+    a payment's or a purchase's (`grant_of`); a running fee (PayPal's) books the difference from
+    what its subject's bookings (`earlier_of`, read once if needed) already hold, and nothing
+    from a stale view. The bookings made now."""
+    booked: list[CreditGrant] = []
+    earlier: list[CreditGrant] | None = None
+    for money in view.money:
+        owed: DisputeMoney | None = money
+        if money.running:
+            if step.stale:  # an older view: the newer one already booked the fee it showed
+                continue
+            if earlier is None:
+                earlier = await earlier_of()
+            owed = money.adjustment(
+                [f for g in earlier if (f := g.dispute_fee_booked(money)) is not None]
+            )
+            if owed is None:
+                continue
+        grant = grant_of(owed)
+        if grant is not None and await uow.credit_grants.add(grant):
+            booked.append(grant)
+    return booked
 
 
 async def disputes_of_purchase(transaction_id: str, deps: Deps) -> list[Dispute]:
@@ -203,6 +237,19 @@ async def disputes_of_purchase(transaction_id: str, deps: Deps) -> list[Dispute]
     purchase's id where a payment's holds the payment's."""
     async with deps.uow as uow:
         return await uow.disputes.for_payment(transaction_id)
+
+
+async def get_payment_with_disputes(
+    payment_id: str, deps: Deps
+) -> tuple[Payment, list[Dispute], list[Refund]]:
+    """A payment, its disputes and its refunds, oldest first (GetPayment), read in one
+    transaction (jobs books the refunds of offer money made at the provider from them)."""
+    async with deps.uow as uow:
+        payment = await uow.payments.get(payment_id)
+        if payment is None:
+            raise errors.PaymentNotFound(payment_id)
+        found = await uow.disputes.for_payment(payment_id)
+        return payment, found, await uow.refunds.list_for_payment(payment_id)
 
 
 async def _apply(
@@ -219,11 +266,16 @@ async def _apply(
     transaction); whether the dispute changed."""
     step = await _observe(uow, view, provider, payment.id, now)
     dispute = step.dispute
-    booked: list[str] = []
-    for money in view.money:
-        grant = CreditGrant.dispute(payment, money, view.amount_minor, now)
-        if grant is not None and await uow.credit_grants.add(grant):
-            booked.append(grant.transfer_id)
+    booked = [
+        g.transfer_id
+        for g in await _book(
+            uow,
+            view,
+            step,
+            lambda: uow.credit_grants.for_payment(payment.id),
+            lambda owed: CreditGrant.dispute(payment, owed, view.amount_minor, now),
+        )
+    ]
     if step.changed:
         await uow.disputes.save(dispute)
     await uow.audit.add(
@@ -233,6 +285,8 @@ async def _apply(
     if step.closed_now:
         await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
     uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
+    if view.unbooked and step.closed_now:  # named in every audit entry; counted once, as it closes
+        uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", payment.id))
     return step.changed or bool(booked)
 
 
@@ -258,14 +312,16 @@ async def _apply_purchase(
     part, it stays SUCCESS with its credits (as after a refund in part)."""
     step = await _observe(uow, view, provider, txn.id, now)
     dispute = step.dispute
-    booked: list[str] = []
-    net = 0
-    for money in view.money:
-        grant = CreditGrant.purchase_dispute(txn, money, view.amount_minor, now)
-        if grant is not None and await uow.credit_grants.add(grant):
-            booked.append(grant.transfer_id)
-            # What it takes back from the buyer's payment: what its legs take out of revenue.
-            net -= ledger.revenue_delta(grant.legs or [], txn.currency)
+    grants = await _book(
+        uow,
+        view,
+        step,
+        lambda: uow.credit_grants.for_transaction(txn.id),
+        lambda owed: CreditGrant.purchase_dispute(txn, owed, view.amount_minor, now),
+    )
+    booked = [g.transfer_id for g in grants]
+    # What they take back from the buyer's payment: what their legs take out of revenue.
+    net = -sum(ledger.revenue_delta(g.legs or [], txn.currency) for g in grants)
     if net:
         txn.metadata = {**txn.metadata, DISPUTED_KEY: str(disputed(txn) + net)}
         txn.updated_at = now
@@ -293,7 +349,78 @@ async def _apply_purchase(
             now=now,
         )
     uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
+    if view.unbooked and step.closed_now:  # named in every audit entry; counted once, as it closes
+        uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", txn.id))
     return step.changed or bool(booked), refunded
+
+
+async def _several_payments(
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    view: ProviderDispute,
+    records: list[CallRecord],
+) -> DisputeEventOutcome:
+    """A dispute of several payments (PayPal's disputed captures of several orders): PayPal
+    gives one disputed amount and one list of money movements for them all, so no payment's
+    share is known and nothing is booked (one payment's money is never booked against
+    another's). The event is stored unapplied, insert-first (a redelivery is a duplicate); each
+    of Hirepay's payments it names gets an audit entry (with the provider calls made), and it
+    is logged and counted once per event stored."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await _stored_first(uow, provider, event, payload, now, applied=False):
+            return DisputeEventOutcome(applied=False, duplicate=True)
+        ours: list[str] = []
+        for provider_payment_id in view.payment_ids:
+            found = None
+            if provider_payment_id:
+                found = await uow.payments.find_by_provider(payment_intent_id=provider_payment_id)
+            if found is not None and found.id not in ours:
+                ours.append(found.id)
+        note = (
+            f"dispute of {len(view.payment_ids)} payments"
+            f" ({', '.join(p or 'unknown' for p in view.payment_ids)}): the share of each is"
+            " not known, nothing booked"
+        )
+        await uow.audit.add(
+            *(
+                AuditEntry(
+                    action="webhook",
+                    actor="provider",
+                    reason=f"{event.type}: dispute of several payments, recorded, not applied",
+                    details={
+                        "event_id": event.id,
+                        "event_type": event.type,
+                        "object_id": view.id,
+                        "status": view.status.value,
+                        "amount_minor": str(view.amount_minor),
+                        "currency": view.currency,
+                        "unbooked": note,
+                    },
+                    payment_id=payment_id,
+                )
+                for payment_id in ours
+            ),
+            *(record.audit("webhook", payment_id=pid) for pid in ours for record in records),
+        )
+        uow.after_commit(
+            lambda: _unbooked(
+                provider, replace(view, unbooked=(note,)), "several_payments", ",".join(ours)
+            )
+        )
+        await uow.commit()
+    return DisputeEventOutcome(applied=False, duplicate=False)
+
+
+def _unbooked(provider: str, view: ProviderDispute, why: str, payment_ids: str) -> None:
+    """Money of a dispute that is not booked because it cannot be exactly: logged and counted,
+    after the commit that recorded it."""
+    metrics.DISPUTE_MONEY_UNBOOKED.labels(provider, why).inc()
+    log.warning(
+        "dispute %s (payments %s): %s", view.id, payment_ids or "-", "; ".join(view.unbooked)
+    )
 
 
 async def _tell_if_charged_back(
@@ -351,6 +478,8 @@ def _audit(
     }
     if booked:
         details["transfer_ids"] = ",".join(booked)
+    if view.unbooked:
+        details["unbooked"] = "; ".join(view.unbooked)
     other = [m for m in view.money if m.currency and m.currency != currency]
     if other:  # settled in another currency: the amount booked in the payment's, the fee in its
         details["settled_in"] = ",".join(sorted({m.currency for m in other}))
