@@ -270,6 +270,37 @@ async def test_a_purchase_whose_money_a_dispute_withdrew_is_not_refunded_again(
     assert (await _txn(deps, txn_id)).status is TxnStatus.SUCCESS
 
 
+async def test_a_running_fee_of_a_purchase_dispute_books_each_change_once(
+    deps: Deps, provider: DisputingProvider
+) -> None:
+    """A fee the provider changes after it was booked (PayPal's running fee): the difference is
+    booked once, read from the purchase's own bookings, so the ledger ends at the final fee."""
+    txn_id = await _paid(deps)
+    wallet = _wallet(deps)
+    hold = DisputeMoney("dp_p:held", -PRICE, 0, "USD")
+    fee = DisputeMoney("dp_p:fee:CHARGEBACK_FEE", 0, 2_000, "USD", running=True)
+    provider.disputes["dp_p"] = _view(DisputeStatus.NEEDS_RESPONSE, hold, fee)
+    await _deliver(deps, provider, "evt_1", "created")
+    provider.disputes["dp_p"] = _view(
+        DisputeStatus.UNDER_REVIEW, hold, replace(fee, fee_minor=2_500)
+    )
+    for event_id in ("evt_2", "evt_2", "evt_3"):
+        await _deliver(deps, provider, event_id, "updated")
+    await credits.settle_due_grants(deps)
+    assert wallet.balances == {
+        REVENUE: 0,
+        CLEARING: PRICE + 2_500,
+        FEES: -2_500,
+        JOB: 1_500,
+        CANDIDATE: 50,
+    }
+    assert sorted(t for t in wallet.transfers if ":dispute:" in t) == [
+        f"payment:{txn_id}:dispute:dp_p:fee:CHARGEBACK_FEE",
+        f"payment:{txn_id}:dispute:dp_p:fee:CHARGEBACK_FEE:2",
+        f"payment:{txn_id}:dispute:dp_p:held",
+    ]
+
+
 async def test_another_providers_purchase_is_left_to_be_recorded(
     deps: Deps, provider: DisputingProvider
 ) -> None:
