@@ -194,10 +194,13 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     providers = build_providers(settings)
     published = Wakeup()
     owed = Wakeup()  # a commit recorded a ledger booking: the booking worker runs
+    # The pay-to-post path's units of work plan each statement once, generically; the other RPCs
+    # and the workers' rounds keep PostgreSQL's default plans (db.Database, issue 13).
     database = Database.from_settings(
         settings,
         functools.partial(SqlPaymentsUnitOfWork, published=published, owed=owed),
         probe_table="payments",
+        generic_plan_requests=True,
     )
 
     ledger = _ledger(settings)
@@ -213,13 +216,24 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
             in_flight=in_flight,
         )
 
+    def posting_deps() -> Deps:
+        """Authorize's, Capture's, Void's and the webhooks': on the request path's engine."""
+        return Deps(
+            database.request_uow(),
+            providers,
+            config,
+            ledger=ledger,
+            payout_ledger=ledger,
+            in_flight=in_flight,
+        )
+
     app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
     app.on_startup(database.start)
     app.add_readiness_check("database", database.readiness_check())
     app.add_service(
         pb_grpc.add_PaymentsServiceServicer_to_server,
-        PaymentsServicer(deps, stopping, published),
+        PaymentsServicer(deps, stopping, published, posting_deps=posting_deps),
         SERVICE_NAME,
     )
 
