@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, Text, bindparam, select, text
 
 from hirepay_platform.db import Database, HotStatement, SqlAlchemyUnitOfWork
+from tests.support.plan_cache import plan_cache_mode
 
 metadata = MetaData()
 items = Table(
@@ -48,11 +49,6 @@ async def generic(make_database) -> AsyncIterator[Database[CoreUnitOfWork]]:
     await database.stop()
 
 
-async def _plan_cache_mode(uow: CoreUnitOfWork) -> str:
-    async with uow:
-        return str(await uow.session.scalar(text("SHOW plan_cache_mode")))
-
-
 async def _plans_after_six_runs(make_uow: Any) -> tuple[int, int]:
     """How many of the probe's six runs on the unit of work's connection took its generic plan
     (made once and kept) and how many a custom plan (planned for that run's values)."""
@@ -72,8 +68,8 @@ async def _plans_after_six_runs(make_uow: Any) -> tuple[int, int]:
 
 
 async def test_request_units_of_work_plan_generically_the_others_do_not(generic) -> None:
-    assert await _plan_cache_mode(generic.request_uow()) == "force_generic_plan"
-    assert await _plan_cache_mode(generic.uow()) == "auto"
+    assert await plan_cache_mode(generic.request_uow()) == "force_generic_plan"
+    assert await plan_cache_mode(generic.uow()) == "auto"
     assert generic.request_engine is not generic.engine
 
 
@@ -88,6 +84,6 @@ async def test_without_the_flag_requests_use_the_default_engine(make_database) -
     database = await _database(make_database("plans_default"))
     try:
         assert database.request_engine is database.engine
-        assert await _plan_cache_mode(database.request_uow()) == "auto"
+        assert await plan_cache_mode(database.request_uow()) == "auto"
     finally:
         await database.stop()

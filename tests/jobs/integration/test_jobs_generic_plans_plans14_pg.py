@@ -6,17 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
-
-from sqlalchemy import text
 
 from jobs.entrypoints.main import build_adapters, build_app
 from jobs.entrypoints.settings import JobsSettings
-
-
-async def _plan_cache_mode(deps: Any) -> str:
-    async with deps.uow as uow:
-        return str(await uow.session.scalar(text("SHOW plan_cache_mode")))
+from tests.support.plan_cache import plan_cache_mode
 
 
 async def test_posting_plans_generically_the_rest_does_not(
@@ -30,12 +23,11 @@ async def test_posting_plans_generically_the_rest_does_not(
         [(_, servicer, _)] = app._services
         # CreateJobWithPayment's units of work, those it takes for concurrent work too.
         posting = servicer._posting_deps()
-        assert await _plan_cache_mode(posting) == "force_generic_plan"
-        assert await _plan_cache_mode(posting.fresh()) == "force_generic_plan"
+        assert await plan_cache_mode(posting.uow) == "force_generic_plan"
+        assert await plan_cache_mode(posting.fresh().uow) == "force_generic_plan"
         # Every other RPC (listings over ranges among them) and the workers' rounds.
-        assert await _plan_cache_mode(servicer._deps()) == "auto"
-        async with adapters.uow_factory() as uow:
-            assert str(await uow.session.scalar(text("SHOW plan_cache_mode"))) == "auto"
+        assert await plan_cache_mode(servicer._deps().uow) == "auto"
+        assert await plan_cache_mode(adapters.uow_factory()) == "auto"
     finally:
         for hook in app._shutdown:
             await hook()

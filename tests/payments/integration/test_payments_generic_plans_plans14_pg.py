@@ -7,17 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
-
-from sqlalchemy import text
 
 from payments.entrypoints.main import build_app
 from payments.entrypoints.settings import PaymentsSettings
-
-
-async def _plan_cache_mode(deps: Any) -> str:
-    async with deps.uow as uow:
-        return str(await uow.session.scalar(text("SHOW plan_cache_mode")))
+from tests.support.plan_cache import plan_cache_mode
 
 
 async def test_posting_calls_plan_generically_the_rest_does_not(
@@ -31,14 +24,14 @@ async def test_posting_calls_plan_generically_the_rest_does_not(
     try:
         [(_, servicer, _)] = app._services
         # Authorize, Capture, Void, the providers' webhooks: the pay-to-post path.
-        assert await _plan_cache_mode(servicer._posting_deps()) == "force_generic_plan"
+        assert await plan_cache_mode(servicer._posting_deps().uow) == "force_generic_plan"
         # The other RPCs: listings, the auditor's reads (ListPayments, ReconcileProvider, ...).
-        assert await _plan_cache_mode(servicer._deps()) == "auto"
+        assert await plan_cache_mode(servicer._deps().uow) == "auto"
         # The workers' rounds (credit grants and withdrawals take the factory as first argument).
         worker_deps = [w.args[0] for w in app._workers if hasattr(w, "args")]
         assert len(worker_deps) == 2
         for deps in worker_deps:
-            assert await _plan_cache_mode(deps()) == "auto"
+            assert await plan_cache_mode(deps().uow) == "auto"
     finally:
         for hook in app._shutdown:
             await hook()

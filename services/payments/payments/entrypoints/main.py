@@ -206,26 +206,17 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     ledger = _ledger(settings)
     in_flight = InFlight()
 
-    def deps() -> Deps:
+    def deps_on(uow: SqlPaymentsUnitOfWork) -> Deps:
         return Deps(
-            database.uow(),
-            providers,
-            config,
-            ledger=ledger,
-            payout_ledger=ledger,
-            in_flight=in_flight,
+            uow, providers, config, ledger=ledger, payout_ledger=ledger, in_flight=in_flight
         )
+
+    def deps() -> Deps:
+        return deps_on(database.uow())
 
     def posting_deps() -> Deps:
         """Authorize's, Capture's, Void's and the webhooks': on the request path's engine."""
-        return Deps(
-            database.request_uow(),
-            providers,
-            config,
-            ledger=ledger,
-            payout_ledger=ledger,
-            in_flight=in_flight,
-        )
+        return deps_on(database.request_uow())
 
     app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
