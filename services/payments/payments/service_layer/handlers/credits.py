@@ -300,7 +300,8 @@ async def mark_refunded(
     stored.metadata = {**stored.metadata, "refund_reason": reason[:200]}
     await uow.transactions.save(stored)
     await uow.credit_grants.add(CreditGrant.revoke(stored, now))
-    metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc()
+    # Counted once the refund is committed: a rolled-back transaction refunded nothing.
+    uow.after_commit(metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc)
     await uow.audit.add(
         AuditEntry(
             action="refund",
