@@ -34,6 +34,7 @@ from datetime import datetime
 from hirepay_platform.errors import HirepayError, Unavailable
 from hirepay_platform.ids import new_id
 from jobs.domain.escrow import (
+    FAILED_SUFFIX,
     HELD,
     REFUNDED_AT_PROVIDER,
     SYSTEM_ACTOR,
@@ -83,8 +84,8 @@ class EngagementNotBookedYet(Unavailable):
     (the stream's cursor does not pass the event)."""
 
 
-async def _engagement_of(event: SettlementEvent, deps: Deps) -> Engagement | None:
-    """The card engagement the refunded offer payment funds (None: nothing held to unwind)."""
+async def engagement_of(event: SettlementEvent, deps: Deps) -> Engagement | None:
+    """The card engagement the event's offer payment funds (None: nothing held to unwind)."""
     offer_id = event.metadata["offer_id"]
     async with deps.uow as uow:
         engagement = await uow.engagements.get(engagement_id_for(offer_id))
@@ -108,7 +109,7 @@ async def apply_refund_event(event: SettlementEvent, deps: Deps) -> bool:
     """Book the refunds made at the provider of the event's offer payment; whether any was new."""
     if not is_offer_refund(event):
         return False
-    engagement = await _engagement_of(event, deps)
+    engagement = await engagement_of(event, deps)
     if engagement is None:
         return False
     assert deps.card_refunds is not None, "refund events need payments (Deps.card_refunds)"
@@ -206,11 +207,16 @@ async def _apply(
 
 
 async def post(booking: EscrowRefund, deps: Deps) -> None:
-    """Post a recorded refund's booking (idempotent on its transfer id) and mark it done; a
-    failure is recorded and raised, so that the event is applied again."""
+    """Post a recorded refund's booking, or its reversal's (idempotent on its transfer id), and
+    mark it done; a failure is recorded and raised, so that the event is applied again."""
     assert deps.escrow is not None, "refund bookings need the wallet (Deps.escrow)"
+    what = (
+        f"refund {booking.refund_id.removesuffix(FAILED_SUFFIX)} failed after it succeeded"
+        if booking.outcome is AtProviderOutcome.REVERSED
+        else REFUNDED_AT_PROVIDER
+    )
     metadata = {
-        "description": f"Engagement {booking.engagement_id}: {REFUNDED_AT_PROVIDER}",
+        "description": f"Engagement {booking.engagement_id}: {what}",
         "engagement_id": booking.engagement_id,
         "payment_id": booking.payment_id,
         "refund_id": booking.refund_id,
