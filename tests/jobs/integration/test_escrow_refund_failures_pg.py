@@ -308,6 +308,30 @@ async def test_a_wallet_outage_leaves_the_reversal_pending_and_the_event_posts_i
     }  # fmt: skip
 
 
+async def test_a_refund_left_unposted_by_a_wallet_outage_is_posted_with_its_reversal(
+    sessions, ledger, refunds
+):
+    # The refund at the provider was recorded but the wallet was down (its event to be applied
+    # again), and it failed meanwhile: the failure's event posts both, the ledger whole.
+    deps = build(sessions, ledger, refunds)
+    p = await captured(deps, ledger, refunds)
+    pid = await payment_of(deps, p)
+    refund_id = refunds.at_provider(pid, 100_000)
+    with pytest.raises(HirepayError):
+        await apply_refund_event(
+            refunded_event(p, pid), build(sessions, FlakyLedger(ledger, failures=1), refunds)
+        )
+    refunds.fail(pid, refund_id)
+    assert await apply_refund_failed_event(failed_event(p, pid), deps) is True
+    async with deps.uow as uow:
+        rows = await uow.escrow_refunds.for_engagement(p.engagement_id)
+    assert [r.state for r in rows] == [StepState.DONE, StepState.DONE]
+    assert await everything(ledger, p) == {
+        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
+        "receivable": 100_000,
+    }  # fmt: skip
+
+
 async def test_the_marketplace_stream_applies_refund_failures(deps, ledger, refunds):
     p = await captured(deps, ledger, refunds)
     pid = await payment_of(deps, p)

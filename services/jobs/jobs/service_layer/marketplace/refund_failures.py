@@ -37,7 +37,6 @@ from datetime import datetime
 
 from jobs.domain.escrow import (
     FAILED_SUFFIX,
-    AtProviderOutcome,
     EscrowRefund,
     MoneyStep,
     PaymentRefund,
@@ -122,9 +121,10 @@ async def apply_refund_failed_event(event: SettlementEvent, deps: Deps) -> bool:
             payable,
             reversal.unit,
         )
-    # Those recorded before and not posted yet too (a wallet outage, a crash in between).
+    # Those recorded before and not posted yet too (a wallet outage, a crash in between), the
+    # refunds they reverse as well: both transfers stand on the ledger.
     for booking in booked:
-        if booking.outcome is AtProviderOutcome.REVERSED and booking.state is StepState.PENDING:
+        if booking.state is StepState.PENDING:
             await post(booking, deps)
     return bool(decided)
 
@@ -140,7 +140,7 @@ async def _reverse(
 ) -> tuple[list[Decided], list[StepKind]]:
     """Record the reversal of each failed refund not reversed yet (the caller holds the job's
     and the engagement's locks; `booked` grows with them): those decided, and the steps whose
-    refund id was recorded here (to drive once committed)."""
+    refund is reversed and that are still to post it (to drive once committed)."""
     decided: list[Decided] = []
     late: list[StepKind] = []
     for refund, step in failed_bookings(refunds, booked, steps):
@@ -151,7 +151,8 @@ async def _reverse(
             if current is not None and not current.refund_id:
                 current.refunded(refund.refund_id, now)
                 await uow.money_steps.save(current)
-                late.append(current.kind)
+        if step is not None and step.state is StepState.PENDING:
+            late.append(step.kind)
         reversal = refund_reversal(engagement, refund, provider, now)
         if not await uow.escrow_refunds.add(reversal):
             continue
