@@ -35,6 +35,17 @@ def _refunds(system: System, payment_id: str) -> list[ppb.RefundRecord]:
         return list(stub.GetPayment(request, timeout=5).refunds)
 
 
+def _funded(system: System) -> tuple[str, str, str, Any]:
+    """A $1,000 card offer accepted: its customer, engagement, payment, and the platform's
+    balances before it."""
+    system.admin.clear_faults()
+    customer, contractor = new_user("customer"), new_user("contractor")
+    before = ledger(system, "platform"), ledger(system, "provider:stripe")
+    engagement_id = card_engagement(system, customer, contractor, 100_000)
+    payment_id = _engagement(system, engagement_id, customer)["paymentId"]
+    return customer, engagement_id, payment_id, before
+
+
 def _owed_to_the_customer(system: System, engagement_id: str, customer: str, before) -> None:
     """The refund reversed: clearing has the money again, the receivable holds it for the
     customer; the escrow, revenue and every wallet as the refund had left them."""
@@ -53,11 +64,7 @@ def _owed_to_the_customer(system: System, engagement_id: str, customer: str, bef
 def test_a_dashboard_refund_that_unwound_the_escrow_failing_is_owed_to_the_customer(
     system: System,
 ) -> None:
-    system.admin.clear_faults()
-    customer, contractor = new_user("customer"), new_user("contractor")
-    before = ledger(system, "platform"), ledger(system, "provider:stripe")
-    engagement_id = card_engagement(system, customer, contractor, 100_000)
-    payment_id = _engagement(system, engagement_id, customer)["paymentId"]
+    customer, engagement_id, payment_id, before = _funded(system)
     intent = payment(system, payment_id).provider_payment_id
     client = stripe_client(system.stack.sandbox_url, DEV_STRIPE_KEY, allow_sync=True)
     refund = client.v1.refunds.create(params={"payment_intent": intent})
@@ -76,11 +83,7 @@ def test_a_dashboard_refund_that_unwound_the_escrow_failing_is_owed_to_the_custo
 def test_the_engagements_own_cancellation_refund_failing_is_owed_to_the_customer(
     system: System,
 ) -> None:
-    system.admin.clear_faults()
-    customer, contractor = new_user("customer"), new_user("contractor")
-    before = ledger(system, "platform"), ledger(system, "provider:stripe")
-    engagement_id = card_engagement(system, customer, contractor, 100_000)
-    payment_id = _engagement(system, engagement_id, customer)["paymentId"]
+    customer, engagement_id, payment_id, before = _funded(system)
     ok(act(system, engagement_id, "cancel", customer, "customer"))  # before the start: all back
     (made,) = eventually(
         lambda: [r for r in _refunds(system, payment_id) if r.status == "SUCCEEDED"] or None,

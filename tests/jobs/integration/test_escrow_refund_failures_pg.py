@@ -51,6 +51,14 @@ wallet, sessions, ledger, refunds, deps = (
 )
 
 
+# A $1,000 refund reversed after the escrow and the fee had given it back: clearing has the money
+# again, the engagement's receivable holds it for the customer, nothing else moved.
+OWED_TO_CUSTOMER = {
+    "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
+    "receivable": 100_000,
+}  # fmt: skip
+
+
 def failed_event(p: Parties, payment_id: str, tag: str = "1") -> SettlementEvent:
     """payments' `payment.refund_failed` on the marketplace stream (never trusted either)."""
     refunded = refunded_event(p, payment_id, f"failed_{tag}")
@@ -86,10 +94,7 @@ async def test_a_full_refund_at_the_provider_failing_is_owed_to_the_customer(dep
     assert await apply_refund_failed_event(failed_event(p, pid), deps) is True
     # The money is back at the provider, the customer does not have it: the engagement ended
     # (cancelled, the job reopened), so the receivable holds it for the customer.
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
-        "receivable": 100_000,
-    }  # fmt: skip
+    assert await everything(ledger, p) == OWED_TO_CUSTOMER
     credits = await ledger.credits_of(f"payment:{pid}:refund:{refund_id}:failed")
     assert sum(credits.values()) == 100_000  # under payments' name for a reversal
     assert await engagement_state(deps, p) is EngagementState.CANCELLED
@@ -178,10 +183,7 @@ async def test_the_engagements_own_cancellation_refund_failing_is_owed_to_the_cu
     refunds.fail(pid, step.refund_id)
 
     assert await apply_refund_failed_event(failed_event(p, pid), deps) is True
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
-        "receivable": 100_000,
-    }  # fmt: skip
+    assert await everything(ledger, p) == OWED_TO_CUSTOMER
     credits = await ledger.credits_of(f"payment:{pid}:refund:{step.refund_id}:failed")
     assert sum(credits.values()) == 100_000
     assert counted("own") == seen + 1
@@ -224,10 +226,7 @@ async def test_a_steps_refund_failing_before_the_step_recorded_it_is_booked_and_
     # books it back: the customer is owed everything.
     assert (step.state, step.refund_id) == (StepState.DONE, refund.refund_id)
     assert len(lost.refunds) == 1
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
-        "receivable": 100_000,
-    }  # fmt: skip
+    assert await everything(ledger, p) == OWED_TO_CUSTOMER
     await money_steps.drive(p.engagement_id, StepKind.CANCEL, deps)
     assert len(lost.refunds) == 1 and (await everything(ledger, p))["receivable"] == 100_000
 
@@ -243,10 +242,7 @@ async def test_twin_failure_events_applied_concurrently_reverse_once(deps, ledge
     )
     assert sorted(results) == [False, False, False, True]
     assert len(await reversals(deps, p)) == 1
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
-        "receivable": 100_000,
-    }  # fmt: skip
+    assert await everything(ledger, p) == OWED_TO_CUSTOMER
 
 
 async def test_the_reversal_racing_the_admins_resolution_balances_either_way(deps, ledger, refunds):
@@ -302,10 +298,7 @@ async def test_a_wallet_outage_leaves_the_reversal_pending_and_the_event_posts_i
     assert await apply_refund_failed_event(failed_event(p, pid), flaky) is False
     (done,) = await reversals(deps, p)
     assert done.state is StepState.DONE
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
-        "receivable": 100_000,
-    }  # fmt: skip
+    assert await everything(ledger, p) == OWED_TO_CUSTOMER
 
 
 async def test_a_refund_left_unposted_by_a_wallet_outage_is_posted_with_its_reversal(
@@ -326,10 +319,7 @@ async def test_a_refund_left_unposted_by_a_wallet_outage_is_posted_with_its_reve
     async with deps.uow as uow:
         rows = await uow.escrow_refunds.for_engagement(p.engagement_id)
     assert [r.state for r in rows] == [StepState.DONE, StepState.DONE]
-    assert await everything(ledger, p) == {
-        "customer": 0, "contractor": 0, "revenue": 0, "escrow": 0, "clearing": -100_000,
-        "receivable": 100_000,
-    }  # fmt: skip
+    assert await everything(ledger, p) == OWED_TO_CUSTOMER
 
 
 async def test_the_marketplace_stream_applies_refund_failures(deps, ledger, refunds):

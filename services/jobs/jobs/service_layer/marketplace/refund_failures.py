@@ -57,9 +57,9 @@ from jobs.service_layer.deps import Deps
 from jobs.service_layer.marketplace import money_steps
 from jobs.service_layer.marketplace.escrow import engagement_event_data
 from jobs.service_layer.marketplace.refunds_at_provider import (
-    OFFER_PAYMENT,
-    engagement_of,
+    is_offer_event,
     post,
+    refunds_of_offer,
 )
 from jobs.service_layer.notifications import record_event
 from jobs.service_layer.ports import JobsUnitOfWork
@@ -71,12 +71,7 @@ REFUND_FAILED = "payment.refund_failed"
 
 def is_offer_refund_failure(event: SettlementEvent) -> bool:
     """Whether the event is a refund of an offer's card payment failed after it succeeded."""
-    return (
-        event.type == REFUND_FAILED
-        and event.metadata.get("type") == OFFER_PAYMENT
-        and bool(event.metadata.get("offer_id"))
-        and bool(event.result.payment_id)
-    )
+    return is_offer_event(event, REFUND_FAILED)
 
 
 # One reversal decided: its row, which refund it reverses (at_provider, own) and what the
@@ -89,11 +84,10 @@ async def apply_refund_failed_event(event: SettlementEvent, deps: Deps) -> bool:
     whether any was new."""
     if not is_offer_refund_failure(event):
         return False
-    engagement = await engagement_of(event, deps)
-    if engagement is None:
+    found = await refunds_of_offer(event, deps)
+    if found is None:
         return False
-    assert deps.card_refunds is not None, "refund events need payments (Deps.card_refunds)"
-    provider, refunds = await deps.card_refunds.refunds_of(engagement.payment_id)
+    engagement, provider, refunds = found
     if not any(r.status == REFUND_FAILED_STATUS for r in refunds):
         return False
     async with deps.uow as uow:

@@ -42,6 +42,7 @@ from jobs.domain.escrow import (
     Dispute,
     DisputeState,
     EscrowRefund,
+    PaymentRefund,
     Resolution,
     StepState,
     refund_at_provider,
@@ -69,14 +70,19 @@ REFUNDED = "payment.refunded"
 OFFER_PAYMENT = "marketplace_offer"
 
 
-def is_offer_refund(event: SettlementEvent) -> bool:
-    """Whether the event is a refund of an offer's card payment (the others ask nothing here)."""
+def is_offer_event(event: SettlementEvent, event_type: str) -> bool:
+    """Whether the event is of this type and about an offer's card payment."""
     return (
-        event.type == REFUNDED
+        event.type == event_type
         and event.metadata.get("type") == OFFER_PAYMENT
         and bool(event.metadata.get("offer_id"))
         and bool(event.result.payment_id)
     )
+
+
+def is_offer_refund(event: SettlementEvent) -> bool:
+    """Whether the event is a refund of an offer's card payment (the others ask nothing here)."""
+    return is_offer_event(event, REFUNDED)
 
 
 class EngagementNotBookedYet(Unavailable):
@@ -84,8 +90,8 @@ class EngagementNotBookedYet(Unavailable):
     (the stream's cursor does not pass the event)."""
 
 
-async def engagement_of(event: SettlementEvent, deps: Deps) -> Engagement | None:
-    """The card engagement the event's offer payment funds (None: nothing held to unwind)."""
+async def _engagement_of(event: SettlementEvent, deps: Deps) -> Engagement | None:
+    """The card engagement the refunded offer payment funds (None: nothing held to unwind)."""
     offer_id = event.metadata["offer_id"]
     async with deps.uow as uow:
         engagement = await uow.engagements.get(engagement_id_for(offer_id))
@@ -105,15 +111,27 @@ async def engagement_of(event: SettlementEvent, deps: Deps) -> Engagement | None
     return engagement if engagement.payment_id == event.result.payment_id else None
 
 
+async def refunds_of_offer(
+    event: SettlementEvent, deps: Deps
+) -> tuple[Engagement, str, list[PaymentRefund]] | None:
+    """The card engagement the event's offer payment funds, with the payment's provider and its
+    refunds as payments lists them now (the event is never trusted); None: no such engagement."""
+    engagement = await _engagement_of(event, deps)
+    if engagement is None:
+        return None
+    assert deps.card_refunds is not None, "refund events need payments (Deps.card_refunds)"
+    provider, refunds = await deps.card_refunds.refunds_of(engagement.payment_id)
+    return engagement, provider, refunds
+
+
 async def apply_refund_event(event: SettlementEvent, deps: Deps) -> bool:
     """Book the refunds made at the provider of the event's offer payment; whether any was new."""
     if not is_offer_refund(event):
         return False
-    engagement = await engagement_of(event, deps)
-    if engagement is None:
+    found = await refunds_of_offer(event, deps)
+    if found is None:
         return False
-    assert deps.card_refunds is not None, "refund events need payments (Deps.card_refunds)"
-    provider, refunds = await deps.card_refunds.refunds_of(engagement.payment_id)
+    engagement, provider, refunds = found
     outside = [r for r in refunds if r.outside_escrow]
     if not outside:
         return False
