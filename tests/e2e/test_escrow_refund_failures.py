@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
+
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.payments.v1 import payments_service_pb2_grpc as ppb_grpc
 from hirepay_dev.sandbox_client import stripe_client
@@ -17,6 +19,7 @@ from hirepay_dev.stack import DEV_STRIPE_KEY
 from tests.e2e.conftest import System
 from tests.e2e.credits_support import ledger, platform_delta
 from tests.e2e.marketplace_support import CLEARING, act, card_engagement, new_user, ok, payment
+from tests.e2e.test_consistency_auditor import report
 from tests.support.service_auth import signed_channel
 from tests.support.waiting import eventually
 
@@ -61,6 +64,21 @@ def _owed_to_the_customer(system: System, engagement_id: str, customer: str, bef
     assert _engagement(system, engagement_id, customer)["state"] == "cancelled"
 
 
+def _reported_payable(system: System, transfer_id: str, refund: str) -> None:
+    """The auditor names the reversal as money owed to the customer (a known state), and the
+    reversal is counted for the alert."""
+
+    def named() -> bool:
+        found = {(v.check, v.subject_id) for v in report(system).violations}
+        return ("escrow_refund_payable", transfer_id) in found
+
+    assert eventually(named, timeout=60)
+    jobs = system.stack.services["jobs"]
+    text = httpx.get(f"http://127.0.0.1:{jobs.metrics_port}/metrics", timeout=10).text
+    line = f'hirepay_escrow_refunds_failed_after_success_total{{refund="{refund}"}} '
+    assert next(float(row[len(line) :]) for row in text.splitlines() if row.startswith(line)) >= 1
+
+
 def test_a_dashboard_refund_that_unwound_the_escrow_failing_is_owed_to_the_customer(
     system: System,
 ) -> None:
@@ -77,7 +95,11 @@ def test_a_dashboard_refund_that_unwound_the_escrow_failing_is_owed_to_the_custo
     _owed_to_the_customer(system, engagement_id, customer, before)
     # payments: the refund FAILED, the payment refundable again.
     assert eventually(lambda: payment(system, payment_id).refunded_minor == 0, timeout=30)
-    assert [r.status for r in _refunds(system, payment_id)] == ["FAILED"]
+    (failed,) = _refunds(system, payment_id)
+    assert failed.status == "FAILED"
+    _reported_payable(
+        system, f"payment:{payment_id}:refund:{failed.refund_id}:failed", "at_provider"
+    )
 
 
 def test_the_engagements_own_cancellation_refund_failing_is_owed_to_the_customer(
@@ -100,3 +122,4 @@ def test_the_engagements_own_cancellation_refund_failing_is_owed_to_the_customer
 
     _owed_to_the_customer(system, engagement_id, customer, before)
     assert eventually(lambda: payment(system, payment_id).refunded_minor == 0, timeout=30)
+    _reported_payable(system, f"payment:{payment_id}:refund:{made.refund_id}:failed", "own")
