@@ -556,7 +556,8 @@ class PaymentRefund:
 # The suffix of a reversal's id (and so of its transfer): payments' name for the booking that
 # reverses a refund failed after success, `payment:<pid>:refund:<refund_id>:failed`.
 FAILED_SUFFIX = ":failed"
-REFUND_FAILED = "FAILED"
+# payments' status of a refund that failed (before or, here, after it succeeded).
+REFUND_STATUS_FAILED = "FAILED"
 
 
 def refunded_at_provider_minor(refunds: list[EscrowRefund]) -> int:
@@ -580,7 +581,7 @@ def failed_bookings(
     rows = {r.refund_id: r for r in booked}
     found: list[tuple[PaymentRefund, MoneyStep | None]] = []
     for refund in refunds:
-        if refund.status != REFUND_FAILED or f"{refund.refund_id}{FAILED_SUFFIX}" in rows:
+        if refund.status != REFUND_STATUS_FAILED or f"{refund.refund_id}{FAILED_SUFFIX}" in rows:
             continue
         row = rows.get(refund.refund_id)
         if row is not None and row.outcome is not AtProviderOutcome.REVERSED:

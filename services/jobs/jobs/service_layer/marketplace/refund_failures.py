@@ -37,6 +37,7 @@ from datetime import datetime
 
 from jobs.domain.escrow import (
     FAILED_SUFFIX,
+    REFUND_STATUS_FAILED,
     EscrowRefund,
     MoneyStep,
     PaymentRefund,
@@ -45,9 +46,6 @@ from jobs.domain.escrow import (
     failed_bookings,
     refund_reversal,
     still_owed,
-)
-from jobs.domain.escrow import (
-    REFUND_FAILED as REFUND_FAILED_STATUS,
 )
 from jobs.domain.events import EventType
 from jobs.domain.marketplace import Engagement
@@ -88,7 +86,7 @@ async def apply_refund_failed_event(event: SettlementEvent, deps: Deps) -> bool:
     if found is None:
         return False
     engagement, provider, refunds = found
-    if not any(r.status == REFUND_FAILED_STATUS for r in refunds):
+    if not any(r.status == REFUND_STATUS_FAILED for r in refunds):
         return False
     async with deps.uow as uow:
         now = deps.clock()
