@@ -35,7 +35,14 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.ids import new_id
 from payments.domain import errors, ledger
-from payments.domain.credits import REFUNDED_KEY, CreditGrant, GrantKind, refunded_in_part
+from payments.domain.credits import (
+    REFUNDED_KEY,
+    CreditGrant,
+    GrantKind,
+    disputed,
+    refunded_in_part,
+    taken_back,
+)
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
@@ -159,8 +166,9 @@ async def _apply_to_purchase(
         assert stored is not None
         if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
             ids = ",".join(r.id for r in refunded)
-            if total >= stored.amount_minor:
-                rest = stored.amount_minor - refunded_in_part(stored)
+            # Its disputes' net withdrawals are back with the buyer too (disputes.py).
+            if total + disputed(stored) >= stored.amount_minor:
+                rest = stored.amount_minor - taken_back(stored)
                 await mark_refunded(
                     uow,
                     deps,
