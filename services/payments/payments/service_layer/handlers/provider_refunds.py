@@ -16,7 +16,8 @@ poller, records it; the event changes nothing. Twins and redeliveries find every
 A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
 reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
 transaction: its record FAILED, the payment's refunded amount and state given back, its booking
-reversed by one of its own, the coins it took given back (refund_failures.py).
+reversed by one of its own, the coins it took given back (refund_failures.py); marketplace offer
+money's booking is jobs', so a `payment.refund_failed` settlement event tells jobs instead.
 
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
@@ -320,6 +321,11 @@ async def _record_new_refunds(
         uow.after_commit(functools.partial(_count_booked, p, booked))
     elif reversed_:
         await uow.payments.save(p)
+    if reversed_ and ledger.purpose_of(p.metadata) is ledger.Purpose.MARKETPLACE:
+        # Offer money: jobs booked the refund (payments books none of it), so jobs books its
+        # reversal; told on the marketplace stream in this transaction (README "Refunds of offer
+        # money made at the provider").
+        await emit(uow, deps.config, [EventType.PAYMENT_REFUND_FAILED], now, payment=p)
     return booked, reversed_
 
 
