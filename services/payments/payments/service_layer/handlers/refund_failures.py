@@ -48,11 +48,12 @@ async def reverse_failed_refund(
     p: Payment,
     ours: Refund,
     remote: ProviderRefund,
-    event: ProviderEvent,
+    event: ProviderEvent | None,
     now: datetime,
 ) -> Refund | None:
     """Reverse a succeeded refund the provider now reports failed (the caller holds the
-    payment's row lock and saves `p`); the refund as recorded now, or None when it was not
+    payment's row lock and saves `p`; `event` None: found by the reconciliation, for a provider
+    whose refunds arrive by no event); the refund as recorded now, or None when it was not
     SUCCEEDED (reversed already by a twin event, or never succeeded)."""
     stored = await uow.refunds.get(ours.id, for_update=True)
     if stored is None or stored.status is not RefundStatus.SUCCEEDED:
@@ -82,7 +83,7 @@ async def reverse_failed_refund(
                 "from": before.value,
                 "to": p.state.value,
                 "transfer_id": grant.transfer_id if grant is not None else "",
-                "event_id": event.id,
+                "event_id": event.id if event is not None else "",
             },
             payment_id=p.id,
         )
