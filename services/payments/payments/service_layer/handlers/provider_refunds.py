@@ -16,7 +16,8 @@ poller, records it; the event changes nothing. Twins and redeliveries find every
 A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
 reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
 transaction: its record FAILED, the payment's refunded amount and state given back, its booking
-reversed by one of its own, the coins it took given back (refund_failures.py).
+reversed by one of its own, the coins it took given back (refund_failures.py); marketplace offer
+money's booking is jobs', so a `payment.refund_failed` settlement event tells jobs instead.
 
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
@@ -34,7 +35,14 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.ids import new_id
 from payments.domain import errors, ledger
-from payments.domain.credits import REFUNDED_KEY, CreditGrant, GrantKind, refunded_in_part
+from payments.domain.credits import (
+    REFUNDED_KEY,
+    CreditGrant,
+    GrantKind,
+    disputed,
+    refunded_in_part,
+    taken_back,
+)
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
@@ -158,8 +166,9 @@ async def _apply_to_purchase(
         assert stored is not None
         if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
             ids = ",".join(r.id for r in refunded)
-            if total >= stored.amount_minor:
-                rest = stored.amount_minor - refunded_in_part(stored)
+            # Its disputes' net withdrawals are back with the buyer too (disputes.py).
+            if total + disputed(stored) >= stored.amount_minor:
+                rest = stored.amount_minor - taken_back(stored)
                 await mark_refunded(
                     uow,
                     deps,
@@ -312,6 +321,11 @@ async def _record_new_refunds(
         uow.after_commit(functools.partial(_count_booked, p, booked))
     elif reversed_:
         await uow.payments.save(p)
+    if reversed_ and ledger.purpose_of(p.metadata) is ledger.Purpose.MARKETPLACE:
+        # Offer money: jobs booked the refund (payments books none of it), so jobs books its
+        # reversal; told on the marketplace stream in this transaction (README "Refunds of offer
+        # money made at the provider").
+        await emit(uow, deps.config, [EventType.PAYMENT_REFUND_FAILED], now, payment=p)
     return booked, reversed_
 
 

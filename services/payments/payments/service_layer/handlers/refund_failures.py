@@ -19,10 +19,12 @@ the same, in the transaction that applies the event, under the payment's row loc
 - an audit entry (PAY-15), a warning and `hirepay_payment_refunds_failed_after_success_total`
   (alert HirepayRefundFailedAfterSuccess).
 
-No settlement event: the stream has no word for it and nothing is re-done by itself. A posting
-that a full refund ended stays ended in jobs (its fee is the platform's again); operators,
-alerted, reach the customer: refund again by other means, or re-post (README "Refunds made at
-the provider").
+No settlement event for a posting's money, and nothing is re-done by itself: a posting that a
+full refund ended stays ended in jobs (its fee is the platform's again); operators, alerted,
+reach the customer: refund again by other means, or re-post (README "Refunds made at the
+provider"). Marketplace offer money is booked by jobs, not here (no booking to reverse): the
+caller publishes `payment.refund_failed` on the marketplace stream in this transaction, and jobs
+books the reversal (README "Refunds of offer money made at the provider").
 """
 
 from __future__ import annotations
