@@ -90,6 +90,9 @@ _STATUS: dict[IntentStatus, ProviderStatus] = {
     IntentStatus.CANCELED: ProviderStatus.CANCELED,
     IntentStatus.SUCCEEDED: ProviderStatus.CAPTURED,
 }
+# The same by Stripe's string: a dict look-up per answer and event, not the enum's call (three
+# Python calls: EnumType.__call__, Enum.__new__; issue 13).
+_STATUS_OF: dict[str, ProviderStatus] = {status.value: mapped for status, mapped in _STATUS.items()}
 _CHECKOUT_STATE: dict[CheckoutStatus, CheckoutState] = {
     CheckoutStatus.OPEN: CheckoutState.OPEN,
     CheckoutStatus.COMPLETE: CheckoutState.COMPLETE,
@@ -189,7 +192,10 @@ def intent_from(data: Mapping[str, Any]) -> ProviderPayment:
         if not url:
             sdk = next_action.get("use_stripe_sdk") or {}
             url = sdk.get("stripe_js") or sdk.get("url") or ""
-    status = _STATUS[IntentStatus(data["status"])]
+    try:
+        status = _STATUS_OF[data["status"]]
+    except (KeyError, TypeError):  # none, or not one of Stripe's: the enum's own error
+        status = _STATUS[IntentStatus(data["status"])]
     if status is ProviderStatus.AWAITING_PAYMENT and error:
         status = ProviderStatus.FAILED
     return ProviderPayment(

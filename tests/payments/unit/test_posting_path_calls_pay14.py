@@ -1,0 +1,121 @@
+"""Payments' per-posting Python on the request path without the enum's, the Mapping ABC's and
+contextlib's helpers (issue 13, pay14): a payment's purpose and a PaymentIntent's status looked
+up in dicts by their strings, a Payment message's metadata copied key by key, the settlement
+stream's wake-up wait timed out by try. Each keeps its answers (checked here case by case) and
+is checked to call none of those helpers (cProfile, the call counts of round 14's measurement)."""
+
+from __future__ import annotations
+
+import asyncio
+import cProfile
+import pstats
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from payments.adapters.stripe_provider import IntentStatus, intent_from
+from payments.domain import ledger
+from payments.domain.ledger import Purpose, purpose_of
+from payments.domain.model import PaymentState
+from payments.domain.provider import ProviderStatus
+from payments.entrypoints.conversions import payment_msg
+from payments.service_layer.wakeup import Wakeup
+from tests.support.payments_helpers import card_payment
+
+
+def _files_called(call: Callable[[], Any]) -> set[str]:
+    """The source files of every Python function (and module of every builtin) `call` ran."""
+    call()  # (anything cached on a first call is not what is measured)
+    profile = cProfile.Profile()
+    profile.enable()
+    call()
+    profile.disable()
+    return {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "expected"),
+    [
+        ({}, Purpose.FEE),
+        ({"subsystem": "jobs", "type": "job_posting"}, Purpose.FEE),
+        ({"type": "coin_purchase"}, Purpose.COIN_PURCHASE),
+        ({"purpose": "marketplace", "type": "coin_purchase"}, Purpose.MARKETPLACE),
+        ({"purpose": "nonsense", "type": "job_payment"}, Purpose.JOB_PAYMENT),
+        ({"purpose": "", "type": "fee"}, Purpose.FEE),
+        ({"purpose": "FEE", "type": "Marketplace"}, Purpose.FEE),  # values are case-sensitive
+    ],
+)
+def test_a_payments_purpose_is_its_metadatas(metadata: dict[str, str], expected: Purpose) -> None:
+    found = purpose_of(metadata)
+    assert found is expected
+    assert ledger.captures_at_once(metadata) is (
+        expected in (Purpose.COIN_PURCHASE, Purpose.JOB_PAYMENT)
+    )
+
+
+def test_the_purpose_is_looked_up_without_the_enums_machinery() -> None:
+    metadata = {"subsystem": "jobs", "type": "job_posting", "job_id": "job_1"}
+    called = _files_called(lambda: purpose_of(metadata))
+    assert not {f for f in called if f.endswith("enum.py")}, called
+
+
+def _intent(status: str, **more: Any) -> dict[str, Any]:
+    return {"id": "pi_1", "object": "payment_intent", "status": status, "amount": 14900, **more}
+
+
+def test_every_stripe_status_maps_as_the_enum_did() -> None:
+    expected = {
+        IntentStatus.REQUIRES_PAYMENT_METHOD: ProviderStatus.AWAITING_PAYMENT,
+        IntentStatus.REQUIRES_CONFIRMATION: ProviderStatus.ACTION_REQUIRED,
+        IntentStatus.REQUIRES_ACTION: ProviderStatus.ACTION_REQUIRED,
+        IntentStatus.PROCESSING: ProviderStatus.PROCESSING,
+        IntentStatus.REQUIRES_CAPTURE: ProviderStatus.AUTHORIZED,
+        IntentStatus.CANCELED: ProviderStatus.CANCELED,
+        IntentStatus.SUCCEEDED: ProviderStatus.CAPTURED,
+    }
+    assert set(expected) == set(IntentStatus)
+    for status, mapped in expected.items():
+        assert intent_from(_intent(status.value)).status is mapped
+    failed = _intent("requires_payment_method", last_payment_error={"code": "card_declined"})
+    assert intent_from(failed).status is ProviderStatus.FAILED
+
+
+@pytest.mark.parametrize("status", ["bogus", "SUCCEEDED", None, ["succeeded"]])
+def test_a_status_stripe_does_not_have_is_refused_as_before(status: Any) -> None:
+    with pytest.raises(ValueError):
+        intent_from(_intent(status))
+    with pytest.raises(KeyError):
+        intent_from({"id": "pi_1", "amount": 100})
+
+
+def test_an_intent_is_read_without_the_enums_machinery() -> None:
+    data = _intent("requires_capture", currency="usd", amount_capturable=14900, metadata={"a": "b"})
+    called = _files_called(lambda: intent_from(data))
+    assert not {f for f in called if f.endswith("enum.py")}, called
+
+
+def test_a_payment_message_carries_its_metadata_without_the_abc() -> None:
+    metadata = {"subsystem": "jobs", "type": "job_posting", "job_id": "job_1", "saga_id": "s_1"}
+    payment = card_payment("pay_1", "gtx_1", state=PaymentState.CAPTURED, metadata=metadata)
+    message = payment_msg(payment)
+    assert dict(message.metadata) == metadata
+    assert message.payment_id == "pay_1" and message.amount.amount_minor == 100
+    assert dict(payment_msg(card_payment("pay_2", "gtx_2", metadata={})).metadata) == {}
+    called = _files_called(lambda: payment_msg(payment))
+    assert not {f for f in called if "_collections_abc" in f or f == "<frozen abc>"}, called
+
+
+async def test_the_wakeup_wait_answers_as_before_without_contextlib() -> None:
+    wakeup = Wakeup()
+    assert await wakeup.wait(0.01) is False  # timed out: no notification
+    waiting = asyncio.ensure_future(wakeup.wait(5.0))
+    await asyncio.sleep(0)
+    wakeup.notify()
+    assert await waiting is True
+    profile = cProfile.Profile()
+    profile.enable()
+    await wakeup.wait(0.001)
+    profile.disable()
+    called = {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
+    assert not {f for f in called if f.endswith("contextlib.py")}, called
