@@ -119,3 +119,38 @@ async def test_the_wakeup_wait_answers_as_before_without_contextlib() -> None:
     profile.disable()
     called = {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert not {f for f in called if f.endswith("contextlib.py")}, called
+
+
+async def test_a_notification_nobody_listens_for_makes_no_event() -> None:
+    wakeup = Wakeup()
+    first = wakeup.listen()
+    assert wakeup.listen() is first  # one event until the next notification
+    wakeup.notify()
+    assert first.is_set()
+    fresh = wakeup.listen()
+    assert fresh is not first and not fresh.is_set()  # a later listener waits for the next one
+    wakeup.notify()
+    assert fresh.is_set()
+    profile = cProfile.Profile()
+    profile.enable()
+    for _ in range(100):  # commits that notify with nobody listening
+        wakeup.notify()
+    profile.disable()
+    called = {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
+    assert not {name for name in called if "Event" in name or name == "__init__"}, called
+    waiting = asyncio.ensure_future(wakeup.wait(5.0))  # a wait after them waits for the next
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    wakeup.notify()
+    assert await waiting is True
+
+
+def test_an_id_in_a_path_is_quoted_as_quote_plus_did_and_a_stripe_id_not_at_all() -> None:
+    from urllib.parse import quote_plus
+
+    from payments.adapters.stripe_provider import _path_id
+
+    for value in ("pi_3NxAbC09", "a~b.c-d_e", "", "pi 1", "a/b", "pi_1%2F", "ü", "x\n", "a+b"):
+        assert _path_id(value) == quote_plus(value), value
+    called = _files_called(lambda: _path_id("pi_3NxAbC09zyXW"))
+    assert not {f for f in called if f.endswith("urllib/parse.py")}, called

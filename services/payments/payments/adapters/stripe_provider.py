@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 import ssl
 import urllib.request
 from collections.abc import Mapping
@@ -152,9 +153,15 @@ REFUND_EVENT_TYPES = frozenset(
 _PAYOUT_STATUS = {status.value: status for status in PayoutStatus}
 
 
+# The characters quote_plus never escapes (urllib's always-safe set): an id made only of them
+# (every Stripe id) is its own path segment, with no quoting to run (issue 13: quote_plus,
+# quote, quote_from_bytes and their helpers were 12 calls per capture).
+_UNQUOTED = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
+
+
 def _path_id(value: str) -> str:
     """An id as a path segment (as the SDK's services quote it)."""
-    return quote_plus(value)
+    return value if _UNQUOTED(value) else quote_plus(value)
 
 
 def _str_map(value: Any) -> dict[str, str]:
