@@ -154,3 +154,34 @@ def test_an_id_in_a_path_is_quoted_as_quote_plus_did_and_a_stripe_id_not_at_all(
         assert _path_id(value) == quote_plus(value), value
     called = _files_called(lambda: _path_id("pi_3NxAbC09zyXW"))
     assert not {f for f in called if f.endswith("urllib/parse.py")}, called
+
+
+def test_provider_work_nobody_waits_for_costs_no_event_nor_contextlib() -> None:
+    from payments.service_layer.in_flight import InFlight
+
+    in_flight = InFlight()
+
+    def work() -> None:
+        with in_flight.working_on("pay_1"):
+            with in_flight.working_on("pay_1"):  # nested: the outermost mark ends it
+                pass
+
+    called = _files_called(work)
+    assert not {f for f in called if f.endswith(("contextlib.py", "asyncio/locks.py"))}, called
+    with pytest.raises(RuntimeError):  # an error in the block goes on, the mark still ends
+        with in_flight.working_on("pay_1"):
+            raise RuntimeError("provider call blew up")
+    assert in_flight._done == {}
+
+
+async def test_a_waiter_that_came_during_the_work_is_released_by_its_end() -> None:
+    from payments.service_layer.in_flight import InFlight
+
+    in_flight = InFlight()
+    with in_flight.working_on("pay_1"):
+        waiter = asyncio.ensure_future(in_flight.settled("pay_1", 5.0))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        assert not await in_flight.settled("pay_1", 0.01)  # still going: timed out
+    assert await waiter is True
+    assert not await in_flight.settled("pay_1", 1.0)  # nothing under way any more
