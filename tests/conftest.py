@@ -12,6 +12,7 @@ import pytest
 from hirepay_dev import pg
 from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_dev.services import SPECS, prepare_database
+from tests.support.databases import SessionDatabases
 
 # One service-token secret per test run, shared by every process the tests start (and by the
 # settings objects tests build in this process): generated, never a fixed value.
@@ -25,11 +26,21 @@ def pg_server_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def make_database(pg_server_url: str) -> Callable[[str], str]:
+def test_databases(pg_server_url: str) -> Iterator[SessionDatabases]:
+    """Every database the session's factories and stacks create; dropped at the session's end."""
+    created = SessionDatabases()
+    yield created
+    pg.drop_databases(pg_server_url, created.names())
+
+
+@pytest.fixture(scope="session")
+def make_database(pg_server_url: str, test_databases: SessionDatabases) -> Callable[[str], str]:
     """Factory: a new empty database named after `prefix`; returns its URL."""
 
     def make(prefix: str) -> str:
-        return pg.create_database(pg_server_url, f"{prefix}_{uuid.uuid4().hex[:10]}")
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        test_databases.add(name)
+        return pg.create_database(pg_server_url, name)
 
     return make
 
@@ -45,7 +56,9 @@ def _psql(server_url: str, sql: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def make_service_database(pg_server_url: str) -> Iterator[Callable[[str], str]]:
+def make_service_database(
+    pg_server_url: str, test_databases: SessionDatabases
+) -> Iterator[Callable[[str], str]]:
     """Factory: a new database for service `name`, migrated to head with its Alembic scripts.
 
     The service's Alembic scripts run once per session, into a template database nothing else
@@ -61,6 +74,7 @@ def make_service_database(pg_server_url: str) -> Iterator[Callable[[str], str]]:
         with lock:
             if name not in templates:
                 database = f"t_tpl_{name}_{uuid.uuid4().hex[:10]}"
+                test_databases.add(database)
                 prepare_database(SPECS[name], pg_server_url, name=database, fresh=True)
                 templates[name] = database
             return templates[name]
@@ -68,9 +82,8 @@ def make_service_database(pg_server_url: str) -> Iterator[Callable[[str], str]]:
     def make(name: str) -> str:
         source = template(name)
         database = f"t_{name}_{uuid.uuid4().hex[:10]}"
+        test_databases.add(database)
         _psql(pg_server_url, f'CREATE DATABASE "{database}" TEMPLATE "{source}"')
         return pg.with_database(pg_server_url, database)
 
     yield make
-    for database in templates.values():
-        _psql(pg_server_url, f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

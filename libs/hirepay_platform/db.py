@@ -221,10 +221,34 @@ def async_url(url: str) -> str:
     return re.sub(r"^postgres(ql)?(\+\w+)?://", "postgresql+asyncpg://", url)
 
 
+# PostgreSQL's setting, sent in each new connection's start-up packet (no round trip), by which a
+# prepared statement gets its generic plan at its first run instead of after five custom plans.
+GENERIC_PLANS: Mapping[str, str] = {"plan_cache_mode": "force_generic_plan"}
+
+
 def create_engine(
-    url: str, *, pool_size: int = DEFAULT_POOL_SIZE, max_overflow: int = DEFAULT_MAX_OVERFLOW
+    url: str,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    generic_plans: bool = False,
 ) -> AsyncEngine:
-    """An asyncpg engine with a bounded pool (its statements traced when spans are exported)."""
+    """An asyncpg engine with a bounded pool (its statements traced when spans are exported).
+
+    `generic_plans`: every connection of the pool plans each prepared statement once, generically
+    (GENERIC_PLANS), for the request path's engine (see Database.request_uow). PostgreSQL's default
+    plans a statement's first five runs on a connection for their values (custom plans) before it
+    may settle on the generic plan: a pool's connections opened or first used at a peak of load
+    planned the request path's statements again and again (issue 13, round 14: 0.29 plans per
+    posting in jobs and 0.73 in payments at c=32, 10% of the hot statements' runs). Only for
+    statements whose generic plan is as good as their custom ones (their rows found through the
+    same indexes whatever the values: the request path's key probes and guarded writes); a
+    periodic read over a range of values may plan far worse without its values (round 10: the
+    recovery's stuck-saga count read 133 buffers a call instead of 30), so the default engine
+    keeps PostgreSQL's default."""
+    server_settings = {"application_name": "hirepay"}
+    if generic_plans:
+        server_settings.update(GENERIC_PLANS)
     engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
@@ -240,7 +264,7 @@ def create_engine(
         # message and log line; the SQL text alone says which statement failed.
         hide_parameters=True,
         # Statements are short; a stuck one should fail rather than hold a pooled connection forever.
-        connect_args={"command_timeout": 30, "server_settings": {"application_name": "hirepay"}},
+        connect_args={"command_timeout": 30, "server_settings": server_settings},
         # Plain reads go before BEGIN (one round trip less per transaction, two per read-only one).
         module=_LazyBeginDbapi(__import__("asyncpg")),
         # JSONB values written and read as json.dumps and json.loads do, in fewer Python calls.
@@ -971,7 +995,14 @@ U = TypeVar("U", bound=SqlAlchemyUnitOfWork)
 
 class Database(Generic[U]):
     """A service's engine and session factory: built at start-up (never at import), checked before
-    the service reports SERVING, disposed at shutdown. `uow()` makes a unit of work."""
+    the service reports SERVING, disposed at shutdown. `uow()` makes a unit of work.
+
+    With `generic_plan_requests`, the request path's units of work (`request_uow()`: a service
+    gives it to the RPCs whose statements it checked, e.g. payments' Authorize and Capture) go
+    through an engine of their own whose connections plan each prepared statement once,
+    generically (create_engine's `generic_plans`), while `uow()` (other RPCs, the workers'
+    periodic rounds and reads) keeps PostgreSQL's default plans. Each engine has a pool of
+    `pool_size` connections, opened as they are first needed. Without it both are the one engine."""
 
     def __init__(
         self,
@@ -981,13 +1012,17 @@ class Database(Generic[U]):
         probe_table: str,
         pool_size: int = DEFAULT_POOL_SIZE,
         max_overflow: int = DEFAULT_MAX_OVERFLOW,
+        generic_plan_requests: bool = False,
     ) -> None:
         self._url = url
         self._make_uow = make_uow
         self._probe_table = probe_table
         self._pool = (pool_size, max_overflow)
+        self._generic_plan_requests = generic_plan_requests
         self.engine: AsyncEngine | None = None
+        self.request_engine: AsyncEngine | None = None
         self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._request_sessions: async_sessionmaker[AsyncSession] | None = None
 
     @classmethod
     def from_settings(
@@ -996,6 +1031,7 @@ class Database(Generic[U]):
         make_uow: Callable[[async_sessionmaker[AsyncSession]], U],
         *,
         probe_table: str,
+        generic_plan_requests: bool = False,
     ) -> Database[U]:
         """The database named by a service's settings (URL and pool sizes)."""
         return cls(
@@ -1004,16 +1040,27 @@ class Database(Generic[U]):
             probe_table=probe_table,
             pool_size=settings.db_pool_size,
             max_overflow=settings.db_max_overflow,
+            generic_plan_requests=generic_plan_requests,
         )
 
     async def start(self) -> None:
-        self.engine = create_engine(self._url, pool_size=self._pool[0], max_overflow=self._pool[1])
+        size, overflow = self._pool
+        self.engine = create_engine(self._url, pool_size=size, max_overflow=overflow)
         self._sessions = make_session_factory(self.engine)
+        if self._generic_plan_requests:
+            self.request_engine = create_engine(
+                self._url, pool_size=size, max_overflow=overflow, generic_plans=True
+            )
+            self._request_sessions = make_session_factory(self.request_engine)
+        else:
+            self.request_engine, self._request_sessions = self.engine, self._sessions
         # Fail fast: a service that cannot reach its migrated database must not report SERVING.
         async with self.engine.connect() as connection:
             await connection.execute(text(f"SELECT 1 FROM {self._probe_table} LIMIT 1"))
 
     async def stop(self) -> None:
+        if self.request_engine is not None and self.request_engine is not self.engine:
+            await self.request_engine.dispose()
         if self.engine is not None:
             await self.engine.dispose()
 
@@ -1022,6 +1069,14 @@ class Database(Generic[U]):
         return database_check(self._url)
 
     def uow(self) -> U:
+        """A unit of work on the default engine (PostgreSQL's default plans): workers' rounds."""
         if self._sessions is None:
             raise RuntimeError("database not started")
         return self._make_uow(self._sessions)
+
+    def request_uow(self) -> U:
+        """A unit of work of the request path: on the engine of generic plans when the database
+        has one (`generic_plan_requests`), else the same as uow()."""
+        if self._request_sessions is None:
+            raise RuntimeError("database not started")
+        return self._make_uow(self._request_sessions)

@@ -38,12 +38,16 @@ class OpenDispute(AdminBody):
     reason: str = Field(default="MERCHANDISE_OR_SERVICE_NOT_RECEIVED", max_length=64)
     stage: Literal["INQUIRY", "CHARGEBACK", "PRE_ARBITRATION", "ARBITRATION"] = "CHARGEBACK"
     fee_minor: int = Field(default=0, ge=0)  # a chargeback fee PayPal debits the seller
+    # More captures the same dispute is about (PayPal's several disputed transactions).
+    also_captures: list[str] = Field(default_factory=list, max_length=10)
 
 
 class UpdateDispute(AdminBody):
     status: Literal[
         "OPEN", "WAITING_FOR_SELLER_RESPONSE", "WAITING_FOR_BUYER_RESPONSE", "UNDER_REVIEW"
     ] = "UNDER_REVIEW"
+    # The chargeback fee's new total (None: unchanged): the difference is debited or credited.
+    fee_minor: int | None = Field(default=None, ge=0)
 
 
 class ResolveDispute(AdminBody):
@@ -56,6 +60,8 @@ class ResolveDispute(AdminBody):
         "DENIED",
     ] = "RESOLVED_BUYER_FAVOUR"
     amount_refunded_minor: int | None = Field(default=None, gt=0)  # None: all of it
+    # The refund's currency (None: the dispute's); in another one nothing is released.
+    amount_refunded_currency: str | None = Field(default=None, min_length=3, max_length=3)
 
 
 async def approve_order(request: Request) -> JSONResponse:
@@ -131,7 +137,13 @@ async def open_dispute(request: Request) -> JSONResponse:
         OpenDispute,
         "capture",
         lambda st, capture_id, body: disputes.open_dispute(
-            st, capture_id, body.amount_minor, body.reason, body.stage, body.fee_minor
+            st,
+            capture_id,
+            body.amount_minor,
+            body.reason,
+            body.stage,
+            body.fee_minor,
+            body.also_captures,
         ),
     )
 
@@ -142,7 +154,9 @@ async def update_dispute(request: Request) -> JSONResponse:
         request,
         UpdateDispute,
         "dispute",
-        lambda st, dispute_id, body: disputes.update_dispute(st, dispute_id, body.status),
+        lambda st, dispute_id, body: disputes.update_dispute(
+            st, dispute_id, body.status, body.fee_minor
+        ),
     )
 
 
@@ -153,7 +167,11 @@ async def resolve_dispute(request: Request) -> JSONResponse:
         ResolveDispute,
         "dispute",
         lambda st, dispute_id, body: disputes.resolve_dispute(
-            st, dispute_id, body.outcome, body.amount_refunded_minor
+            st,
+            dispute_id,
+            body.outcome,
+            body.amount_refunded_minor,
+            body.amount_refunded_currency,
         ),
     )
 

@@ -35,14 +35,20 @@ def open_dispute(
     reason: str,
     stage: str,
     fee_minor: int,
+    also_captures: list[str] | None = None,
 ) -> PayPalObject:
-    """The buyer disputes a completed capture (all of it unless `amount_minor`)."""
-    capture = st.get("capture", capture_id, "capture_id")
-    if capture["status"] not in ("COMPLETED", "PARTIALLY_REFUNDED"):
-        raise unprocessable("TRANSACTION_NOT_DISPUTABLE", "The capture cannot be disputed.")
+    """The buyer disputes a completed capture (all of it unless `amount_minor`), with
+    `also_captures` several (all of them: one disputed amount, one transaction each)."""
+    captures = [st.get("capture", c, "capture_id") for c in [capture_id, *(also_captures or [])]]
+    capture = captures[0]
+    for each in captures:
+        if each["status"] not in ("COMPLETED", "PARTIALLY_REFUNDED"):
+            raise unprocessable("TRANSACTION_NOT_DISPUTABLE", "The capture cannot be disputed.")
+        if each["amount"]["currency_code"] != capture["amount"]["currency_code"]:
+            raise unprocessable("TRANSACTION_NOT_DISPUTABLE", "Captures of several currencies.")
     facts = st.facts(capture_id)
     currency = str(capture["amount"]["currency_code"])
-    captured, _ = money.parse_amount(capture["amount"], "/amount")
+    captured = sum(money.parse_amount(c["amount"], "/amount")[0] for c in captures)
     minor = captured if amount_minor is None else amount_minor
     if minor > captured:
         raise unprocessable("INVALID_DISPUTE_AMOUNT", "More than the capture.")
@@ -58,13 +64,14 @@ def open_dispute(
         "disputed_transactions": [
             {
                 "buyer_transaction_id": paypal_id(),
-                "seller_transaction_id": capture_id,
-                "create_time": capture["create_time"],
+                "seller_transaction_id": each["id"],
+                "create_time": each["create_time"],
                 "transaction_status": "COMPLETED",
-                "gross_amount": capture["amount"],
-                "custom": capture.get("custom_id"),
+                "gross_amount": each["amount"],
+                "custom": each.get("custom_id"),
                 "seller": {"merchant_id": st.config.client_id[:13].upper()},
             }
+            for each in captures
         ],
         "reason": reason,
         "status": "WAITING_FOR_SELLER_RESPONSE",
@@ -91,22 +98,49 @@ def open_dispute(
     return dispute
 
 
-def update_dispute(st: PayPalState, dispute_id: str, status: str) -> PayPalObject:
-    """The dispute moves on (the seller answered, PayPal reviews, ...) without a decision."""
+def _fee(dispute: PayPalObject) -> int:
+    """The chargeback fee debited from the seller so far, net of credits."""
+    total = 0
+    for movement in dispute["money_movements"]:
+        if movement["reason"] == "CHARGEBACK_FEE":
+            value, _ = money.parse_amount(movement["amount"], "/amount")
+            total += value if movement["type"] == "DEBIT" else -value
+    return total
+
+
+def update_dispute(
+    st: PayPalState, dispute_id: str, status: str, fee_minor: int | None = None
+) -> PayPalObject:
+    """The dispute moves on (the seller answered, PayPal reviews, ...) without a decision;
+    with `fee_minor`, PayPal changed its chargeback fee to that total (the difference debited
+    or credited to the seller as a money movement of its own)."""
     dispute = get_dispute(st, dispute_id)
     if dispute["status"] == "RESOLVED":
         raise unprocessable("DISPUTE_RESOLVED", "The dispute is resolved.")
+    now = st.kit.clock.iso()
+    if fee_minor is not None and fee_minor != _fee(dispute):
+        change = fee_minor - _fee(dispute)
+        _, currency = money.parse_amount(dispute["dispute_amount"], "/dispute_amount")
+        kind = "DEBIT" if change > 0 else "CREDIT"
+        dispute["money_movements"].append(
+            _movement(kind, "CHARGEBACK_FEE", abs(change), currency, now)
+        )
     dispute["status"] = status
-    dispute["update_time"] = st.kit.clock.iso()
+    dispute["update_time"] = now
     st.emit("CUSTOMER.DISPUTE.UPDATED", "dispute", dispute, f"Dispute {dispute_id} updated")
     return dispute
 
 
 def resolve_dispute(
-    st: PayPalState, dispute_id: str, outcome: str, refunded_minor: int | None
+    st: PayPalState,
+    dispute_id: str,
+    outcome: str,
+    refunded_minor: int | None,
+    refunded_currency: str | None = None,
 ) -> PayPalObject:
     """PayPal decides: the held money released to the seller unless the buyer keeps it (all of
-    it, or `refunded_minor` of it)."""
+    it, or `refunded_minor` of it). A refund in `refunded_currency`, another currency than the
+    dispute's, is shown as such and releases nothing (the sandbox converts nothing)."""
     dispute = get_dispute(st, dispute_id)
     if dispute["status"] == "RESOLVED":
         raise unprocessable("DISPUTE_RESOLVED", "The dispute is resolved.")
@@ -115,11 +149,15 @@ def resolve_dispute(
     buyer_keeps = outcome in BUYER_KEEPS
     refunded = (min(refunded_minor, minor) if refunded_minor else minor) if buyer_keeps else 0
     released = minor - refunded
+    refund_currency = currency
+    if buyer_keeps and refunded_currency and refunded_currency.upper() != currency:
+        refund_currency, refunded = refunded_currency.upper(), refunded_minor or minor
+        released = 0
     dispute["status"] = "RESOLVED"
     dispute["update_time"] = now
     dispute["dispute_outcome"] = {"outcome_code": outcome}
     if refunded:
-        dispute["dispute_outcome"]["amount_refunded"] = money.amount(refunded, currency)
+        dispute["dispute_outcome"]["amount_refunded"] = money.amount(refunded, refund_currency)
     if released:
         dispute["money_movements"].append(
             _movement("CREDIT", "DISPUTE_SETTLEMENT", released, currency, now)

@@ -15,6 +15,7 @@ from gateway.service_layer.auth import issue_token
 from hirepay_dev.sandbox_client import SandboxAdmin, stripe_client
 from hirepay_dev.stack import DEV_STRIPE_KEY, Ports, Stack
 from tests.support import jobs_process
+from tests.support.databases import SessionDatabases
 
 # Jobs whose title contains this cannot be activated (PAY-7; injected by tests.support.jobs_faults).
 REFUSE_ACTIVATION_MARKER = "[activation-fails]"
@@ -131,7 +132,9 @@ def new_company() -> str:
 
 
 @pytest.fixture(scope="session")
-def system(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(
+    pg_server_url: str, tmp_path_factory: pytest.TempPathFactory, test_databases: SessionDatabases
+) -> Iterator[System]:
     traces = tmp_path_factory.mktemp("traces") / "spans.jsonl"
     env = {name: {**values, "HIREPAY_TRACES": f"file:{traces}"} for name, values in E2E_ENV.items()}
     for name in ("wallet",):
@@ -144,7 +147,9 @@ def system(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         extra_env=env,
         # The real jobs service, with faults injected from tests by wrapping its ports.
         modules={"jobs": jobs_process.MODULE},
-    ).start()
+    )
+    test_databases.add(*stack.database_names())
+    stack.start()
     assert stack.gateway is not None and set(stack.services) == {"wallet", "payments", "jobs"}
     http = httpx.Client(base_url=stack.gateway_url, timeout=60.0)
     admin = SandboxAdmin(stack.sandbox_url)

@@ -9,11 +9,13 @@ The service is built exactly as `python -m jobs` builds it; only its ports are w
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 from hirepay_platform.settings import load_settings
 from jobs.entrypoints.main import build_adapters, build_app
 from jobs.entrypoints.settings import JobsSettings
+from jobs.service_layer.ports import JobsUnitOfWork
 from tests.support.jobs_faults import (
     CRASH_STEPS,
     CrashingOfferFundsByMethod,
@@ -37,16 +39,20 @@ def main() -> None:
     marker = os.environ.get(REFUSE_ACTIVATION_MARKER, "")
     settings = load_settings(JobsSettings)
     adapters = build_adapters(settings)
-    real_uow = adapters.uow_factory
 
-    def uow_factory() -> FaultyUnitOfWork:
-        return FaultyUnitOfWork(
-            real_uow(), crash_after=step, crash=_crash, refuse_activation_marker=marker
-        )
+    def faulty(real_uow: Callable[[], JobsUnitOfWork]) -> Callable[[], FaultyUnitOfWork]:
+        def uow_factory() -> FaultyUnitOfWork:
+            return FaultyUnitOfWork(
+                real_uow(), crash_after=step, crash=_crash, refuse_activation_marker=marker
+            )
 
+        return uow_factory
+
+    posting_uows = adapters.posting_uow_factory
     adapters = replace(
         adapters,
-        uow_factory=uow_factory,
+        uow_factory=faulty(adapters.uow_factory),
+        posting_uow_factory=faulty(posting_uows) if posting_uows else None,
         participants=CrashingParticipants(adapters.participants, step, _crash),
         offer_funds=CrashingOfferFundsByMethod(adapters.offer_funds, step, _crash),
     )

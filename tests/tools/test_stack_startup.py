@@ -22,6 +22,7 @@ from hirepay_dev.procs import Process
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.stack import Ports, Stack, start_in_order
 from tests.support import gated_wallet
+from tests.support.databases import SessionDatabases
 from tests.support.payments_helpers import authorize_request, branch
 from tests.support.service_auth import signed_aio_channel
 from tests.support.stripe_stack import payments_stub_as_jobs
@@ -75,7 +76,7 @@ def test_a_failed_start_abandons_a_start_still_waiting_and_kills_its_process() -
 
 
 def test_a_service_that_fails_to_start_leaves_nothing_of_the_stack_running(
-    pg_server_url: str,
+    pg_server_url: str, test_databases: SessionDatabases
 ) -> None:
     before = children()
     stack = Stack(
@@ -88,6 +89,7 @@ def test_a_service_that_fails_to_start_leaves_nothing_of_the_stack_running(
         modules={"payments": "hirepay_no_such_module"},
         start_timeout=120.0,
     )
+    test_databases.add(*stack.database_names())
     with pytest.raises(RuntimeError, match="payments"):
         stack.start()
     assert "jobs" not in stack.services and stack.gateway is None
@@ -96,7 +98,7 @@ def test_a_service_that_fails_to_start_leaves_nothing_of_the_stack_running(
 
 
 async def test_payments_starts_before_the_wallet_and_books_on_it_once_it_is_up(
-    pg_server_url: str, tmp_path: Path
+    pg_server_url: str, tmp_path: Path, test_databases: SessionDatabases
 ) -> None:
     """Payments does not wait for the wallet: it is serving while the wallet is still held at its
     gate, a payment captured then owes the wallet its booking, and once the wallet is up the
@@ -111,6 +113,7 @@ async def test_payments_starts_before_the_wallet_and_books_on_it_once_it_is_up(
         extra_env={"wallet": {gated_wallet.GATE: str(gate)}},
         start_timeout=120.0,
     )
+    test_databases.add(*stack.database_names())
     failures: list[BaseException] = []
 
     def start() -> None:

@@ -411,6 +411,11 @@ class Stack:
         for process in self.provider_sandboxes.values():
             process.stop()
 
+    def database_names(self) -> list[str]:
+        """The databases this stack's services use, or would, on its server (with the suffix):
+        also those a start that failed part-way had already migrated."""
+        return [spec.database + self.db_suffix for spec in SPECS.values() if service_exists(spec)]
+
     def processes(self) -> dict[str, Process]:
         """Every started process by name, in start order."""
         found: dict[str, Process] = {}

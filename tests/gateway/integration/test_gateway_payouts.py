@@ -22,6 +22,7 @@ from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as wpb_grpc
 from hirepay_dev.sandbox_client import stripe_client
 from hirepay_dev.stack import JOBS, PAYMENTS, WALLET, Ports, Stack, service_exists
+from tests.support.databases import SessionDatabases
 from tests.support.service_auth import signed_channel
 
 pytestmark = [
@@ -34,14 +35,16 @@ pytestmark = [
 
 
 @pytest.fixture(scope="module")
-def stack(pg_server_url: str) -> Iterator[Stack]:
+def stack(pg_server_url: str, test_databases: SessionDatabases) -> Iterator[Stack]:
     running = Stack(
         server_url=pg_server_url,
         ports=Ports.free(),
         db_suffix=f"_po{uuid.uuid4().hex[:6]}",
         fresh=True,
         extra_env={"payments": {"PAYMENTS_PAYOUT_WATCH_SECONDS": "1"}},
-    ).start()
+    )
+    test_databases.add(*running.database_names())
+    running.start()
     try:
         yield running
     finally:

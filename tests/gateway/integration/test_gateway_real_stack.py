@@ -18,6 +18,7 @@ import pytest
 from gateway.service_layer.auth import issue_token
 from hirepay_dev.sandbox_client import SandboxAdmin
 from hirepay_dev.stack import JOBS, PAYMENTS, WALLET, Ports, Stack, service_exists
+from tests.support.databases import SessionDatabases
 
 pytestmark = [
     pytest.mark.slow,
@@ -49,7 +50,9 @@ class Real:
 
 
 @pytest.fixture(scope="module")
-def real(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Real]:
+def real(
+    pg_server_url: str, tmp_path_factory: pytest.TempPathFactory, test_databases: SessionDatabases
+) -> Iterator[Real]:
     spans = tmp_path_factory.mktemp("real-traces") / "spans.jsonl"
     traced = {"HIREPAY_TRACES": f"file:{spans}"}
     stack = Stack(
@@ -63,7 +66,9 @@ def real(pg_server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             # A short provider deadline so the timeout scenario stays quick.
             "payments": {**traced, "PAYMENTS_PROVIDER_TIMEOUT_SECONDS": "1"},
         },
-    ).start()
+    )
+    test_databases.add(*stack.database_names())
+    stack.start()
     try:
         yield Real(stack, spans)
     finally:

@@ -83,19 +83,7 @@ async def _delivery(
     stack: ProviderStack, dispute_id: str, kind: str
 ) -> list[tuple[dict[str, str], bytes]]:
     """The signed webhook delivery of the dispute's `kind` event, as the sandbox sent it."""
-
-    def found() -> list[tuple[dict[str, str], bytes]]:
-        return [
-            (headers, body)
-            for headers, body in list(stack.receiver.received)
-            if dispute_id.encode() in body and f'"{kind}"'.encode() in body
-        ][:1]
-
-    async def there() -> bool:
-        return bool(found())
-
-    await wait_for(there, timeout=20)
-    return found()
+    return await _nth_delivery(stack, dispute_id, kind, 1)
 
 
 async def _disputes(stub: pb_grpc.PaymentsServiceStub, payment_id: str) -> list[tuple]:  # type: ignore[type-arg]
@@ -211,3 +199,131 @@ async def test_a_dispute_the_provider_cannot_show_stores_nothing_and_is_applied_
     assert sum(not r.duplicate for r in replies) == 1
     [(found, status, *_)] = await _disputes(jobs_stub, payment.payment_id)
     assert (found, status) == (dispute_id, Status.NEEDS_RESPONSE)
+
+
+# --- PayPal's money booked exactly: a fee changed, a refund in another currency, two payments --
+
+
+def _paypal_admin(stack: ProviderStack, path: str, body: dict[str, object]) -> dict[str, object]:
+    answer = httpx.post(f"{stack.urls['paypal']}/_sandbox{path}", json=body)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
+
+
+def _capture_of(stack: ProviderStack, payment: pb.Payment) -> str:
+    order = paypal_client(stack.urls["paypal"]).orders.get_order(
+        {"id": payment.provider_payment_id}
+    )
+    return str(order.body.purchase_units[0].payments.captures[0].id)
+
+
+async def _nth_delivery(
+    stack: ProviderStack, dispute_id: str, kind: str, nth: int
+) -> list[tuple[dict[str, str], bytes]]:
+    """The `nth` (1-based) signed delivery of the dispute's `kind` event the sandbox sent."""
+
+    def found() -> list[tuple[dict[str, str], bytes]]:
+        return [
+            (headers, body)
+            for headers, body in list(stack.receiver.received)
+            if dispute_id.encode() in body and f'"{kind}"'.encode() in body
+        ]
+
+    async def there() -> bool:
+        return len(found()) >= nth
+
+    await wait_for(there, timeout=20)
+    return found()[nth - 1 : nth]
+
+
+async def test_a_paypal_fee_changed_and_a_refund_in_another_currency_are_booked_exactly(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
+) -> None:
+    """PayPal raises its chargeback fee after it was booked: the difference is booked once
+    (whatever the deliveries, the older event among them); then it resolves the dispute for
+    the buyer with a refund in EUR of a USD payment: nothing is released on a guess (the
+    release is not known in USD), the auditor stays clean."""
+    currency, fee = FEES["paypal"]
+    clearing, fees = "provider:paypal", "provider:paypal:fees"
+    ledger = Ledger(provider_stack, clearing, "platform", fees)
+    payment = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    pid = payment.payment_id
+    await ledger.settles_at(_paid("paypal", currency, fee))
+    capture = _capture_of(provider_stack, payment)
+    dispute_id = str(
+        _paypal_admin(provider_stack, f"/captures/{capture}/dispute", {"fee_minor": PAYPAL_FEE})[
+            "dispute_id"
+        ]
+    )
+    opened = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.CREATED", 1)
+    await _deliver_at_once(jobs_stub, "paypal", opened, 3)
+    await ledger.settles_at(_opened_money("paypal", currency, fee))
+
+    raised = PAYPAL_FEE + 500
+    _paypal_admin(provider_stack, f"/disputes/{dispute_id}/update", {"fee_minor": raised})
+    updated = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.UPDATED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", updated + opened, 5)
+    assert sum(not r.duplicate for r in replies) == 1  # the update, once; the opening again
+    await ledger.settles_at(
+        {
+            fees: {("PROVIDER_CLEARING", currency): -raised},
+            clearing: {("PROVIDER_CLEARING", currency): raised},
+        }
+    )
+
+    _paypal_admin(
+        provider_stack,
+        f"/disputes/{dispute_id}/resolve",
+        {
+            "outcome": "RESOLVED_BUYER_FAVOUR",
+            "amount_refunded_minor": 4_900,
+            "amount_refunded_currency": "EUR",
+        },
+    )
+    resolved = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.RESOLVED", 1)
+    await _deliver_at_once(jobs_stub, "paypal", resolved, 5)
+    assert await _disputes(jobs_stub, pid) == [(dispute_id, Status.LOST, fee, fee, 0)]
+    # The hold stays taken and the raised fee paid: no 100.00 USD released from 49.00 EUR.
+    await ledger.settles_at(
+        {
+            fees: {("PROVIDER_CLEARING", currency): -raised},
+            clearing: {("PROVIDER_CLEARING", currency): raised},
+        }
+    )
+
+    async def clean() -> bool:
+        return await _findings(jobs_stub) == {}
+
+    await wait_for(clean, timeout=20)
+
+
+async def test_a_paypal_dispute_of_two_payments_books_nothing_on_either(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
+) -> None:
+    """One PayPal dispute of the captures of two orders (two of Hirepay's payments): PayPal
+    gives one amount for both, so neither payment's share is known: nothing is recorded or
+    booked on either (stored, unapplied, once)."""
+    currency, fee = FEES["paypal"]
+    clearing, fees = "provider:paypal", "provider:paypal:fees"
+    ledger = Ledger(provider_stack, clearing, "platform", fees)
+    first = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    second = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    paid = {
+        clearing: {("PROVIDER_CLEARING", currency): -2 * fee},
+        "platform": {("PLATFORM_REVENUE", currency): 2 * fee},
+    }
+    await ledger.settles_at(paid)
+    dispute_id = str(
+        _paypal_admin(
+            provider_stack,
+            f"/captures/{_capture_of(provider_stack, first)}/dispute",
+            {"fee_minor": PAYPAL_FEE, "also_captures": [_capture_of(provider_stack, second)]},
+        )["dispute_id"]
+    )
+    opened = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.CREATED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", opened, 5)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert not any(r.applied for r in replies)
+    assert await _disputes(jobs_stub, first.payment_id) == []
+    assert await _disputes(jobs_stub, second.payment_id) == []
+    await ledger.settles_at(paid)  # neither payment's money moved by the other's dispute

@@ -205,3 +205,62 @@ async def test_a_process_that_dies_applying_leaves_nothing_and_the_redelivery_bo
     assert await world.rows("SELECT status, fee_minor FROM disputes WHERE id = :d", d=dp) == [
         ("lost", FEE)
     ]
+
+
+def _fee_view(payment: Payment, fee: int, hour: int) -> ProviderDispute:
+    """A PayPal-like dispute of the payment: its hold and a running chargeback fee, as PayPal
+    showed it at `hour` (its update time)."""
+    dp = f"dp_{payment.id}"
+    return ProviderDispute(
+        dp,
+        payment.provider_payment_id,
+        AMOUNT,
+        "USD",
+        DisputeStatus.NEEDS_RESPONSE,
+        "fraudulent",
+        (
+            DisputeMoney(f"{dp}:held", -AMOUNT, 0, "USD"),
+            DisputeMoney(f"{dp}:fee:CHARGEBACK_FEE", 0, fee, "USD", running=True),
+        ),
+        updated_at=datetime(2026, 12, 1, hour, tzinfo=UTC),
+    )
+
+
+async def test_concurrent_events_of_a_changed_fee_book_its_difference_once(world: World) -> None:
+    """A fee changed after it was booked: the events that bring the change, applied at once,
+    take turns on the dispute's row and book the difference once; a view older than the one
+    applied, applied after it, books nothing (the ledger ends at the provider's last fee)."""
+    payment = await world.captured()
+    clearing, revenue, fees = world.balances(payment)
+    dp = f"dp_{payment.id}"
+    world.provider.disputes[dp] = _fee_view(payment, FEE, 10)
+    await asyncio.gather(
+        *(world.deliver(f"evt_c_{dp}", "created", dp) for _ in range(3)),
+        *(world.deliver(f"evt_u_{dp}", "updated", dp) for _ in range(3)),
+    )
+    await credits.settle_due_grants(world.deps())
+    assert world.balances(payment) == (clearing + AMOUNT + FEE, revenue - AMOUNT, fees - FEE)
+
+    world.provider.disputes[dp] = _fee_view(payment, FEE + 700, 11)  # PayPal raised its fee
+    outcomes = await asyncio.gather(
+        *(world.deliver(f"evt_u2_{dp}", "updated", dp) for _ in range(4)),
+        *(world.deliver(f"evt_u3_{dp}", "updated", dp) for _ in range(4)),
+    )
+    assert sum(not o.duplicate for o in outcomes) == 2
+    world.provider.disputes[dp] = _fee_view(payment, FEE, 10)  # re-fetched before the change
+    late = await world.deliver(f"evt_u4_{dp}", "updated", dp)
+    assert not late.applied and not late.duplicate
+    await credits.settle_due_grants(world.deps())
+    assert world.balances(payment) == (
+        clearing + AMOUNT + FEE + 700,
+        revenue - AMOUNT,
+        fees - FEE - 700,
+    )
+    assert await world.rows(
+        "SELECT refund_id FROM credit_grants WHERE payment_id = :p AND kind = 'dispute'"
+        " ORDER BY refund_id",
+        p=payment.id,
+    ) == [(f"{dp}:fee:CHARGEBACK_FEE",), (f"{dp}:fee:CHARGEBACK_FEE:2",), (f"{dp}:held",)]
+    assert await world.rows(
+        "SELECT fee_minor, provider_updated_at FROM disputes WHERE id = :d", d=dp
+    ) == [(FEE + 700, datetime(2026, 12, 1, 11, tzinfo=UTC))]

@@ -179,13 +179,14 @@ def deps(provider: DisputingProvider) -> Deps:
     )
 
 
-async def _captured(deps: Deps) -> tuple[str, str]:
-    branch = TccBranch("g-dispute", "payment")
+async def _captured(deps: Deps, key: str = "1") -> tuple[str, str]:
+    """A captured 149.00 USD posting fee (`key` tells several apart): its id and provider id."""
+    branch = TccBranch(f"g-dispute-{key}", "payment")
     await authorize(
         commands.Authorize(
-            "a-1",
+            f"a-{key}",
             branch,
-            "co-1",
+            f"co-{key}",
             14_900,
             "USD",
             Method.CARD,
@@ -194,7 +195,7 @@ async def _captured(deps: Deps) -> tuple[str, str]:
         ),
         deps,
     )
-    result = await capture(commands.Capture("c-1", branch), deps)
+    result = await capture(commands.Capture(f"c-{key}", branch), deps)
     assert result.payment is not None and result.payment.state is PaymentState.CAPTURED
     return result.payment.id, result.payment.provider_payment_id
 

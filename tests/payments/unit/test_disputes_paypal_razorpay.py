@@ -49,7 +49,8 @@ PAYPAL_DISPUTE: dict[str, Any] = {
     ],
 }
 HELD = DisputeMoney("PP-D-27803:held", -14_900, 0, "USD")
-FEE = DisputeMoney("PP-D-27803:fee:CHARGEBACK_FEE", 0, 2_000, "USD")
+# A running total: a later view with another amount books the difference.
+FEE = DisputeMoney("PP-D-27803:fee:CHARGEBACK_FEE", 0, 2_000, "USD", running=True)
 
 RAZORPAY_DISPUTE: dict[str, Any] = {
     "id": "disp_AHfqOvkldwsbqt",

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -42,6 +41,7 @@ from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import audit
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, FakeProvider, FakeUnitOfWork
+from tests.support.virtual_time import run_in_virtual_time
 
 
 class OtherProvider(FakeProvider):
@@ -277,43 +277,53 @@ async def test_payments_are_checked_a_bounded_number_at_a_time_and_reported_in_o
     assert all(m.detail.startswith("provider captured") for m in result.mismatches)
 
 
-async def test_a_round_stops_starting_checks_the_deadline_would_not_allow(
+def test_a_round_stops_starting_checks_the_deadline_would_not_allow(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    uow, stripe = FakeUnitOfWork(), SlowProvider(lambda _: 0.1)
-    policy = Policy(provider_timeout=1, reconcile_concurrency=2)
-    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
-    ids = await _authorized_many(deps, 40)  # one at a time: 4 s; two at a time: 2 s
-    deadline = time.monotonic() + 1.5
-    caplog.set_level(logging.WARNING, logger=audit.__name__)
-    result = await audit.reconcile_provider(
-        commands.ReconcileProvider(), lambda: deps, lambda: deadline - time.monotonic()
-    )
-    assert time.monotonic() < deadline  # answered in time, not DEADLINE_EXCEEDED
-    assert 0 < result.checked < len(ids)
-    assert result.mismatches == []
-    assert stripe.in_flight == 0
-    assert f"{len(ids) - result.checked} left for the next round" in caplog.text
+    """In virtual time (asyncio's clock moves only when every task waits): the deadline is the
+    code's decision, not the machine's load."""
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        uow, stripe = FakeUnitOfWork(), SlowProvider(lambda _: 0.1)
+        policy = Policy(provider_timeout=1, reconcile_concurrency=2)
+        deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+        ids = await _authorized_many(deps, 40)  # one at a time: 4 s; two at a time: 2 s
+        deadline = loop.time() + 1.5
+        caplog.set_level(logging.WARNING, logger=audit.__name__)
+        result = await audit.reconcile_provider(
+            commands.ReconcileProvider(), lambda: deps, lambda: deadline - loop.time()
+        )
+        assert loop.time() < deadline  # answered in time, not DEADLINE_EXCEEDED
+        assert 0 < result.checked < len(ids)
+        assert result.mismatches == []
+        assert stripe.in_flight == 0
+        assert f"{len(ids) - result.checked} left for the next round" in caplog.text
+
+    run_in_virtual_time(scenario())
 
 
-async def test_a_check_still_running_at_the_deadline_is_dropped_and_the_rest_answered() -> None:
-    uow = FakeUnitOfWork()
-    stuck: set[str] = set()
-    stripe = SlowProvider(lambda intent_id: 30.0 if intent_id in stuck else 0.0)
-    policy = Policy(provider_timeout=1, reconcile_concurrency=4)
-    deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
-    ids = await _authorized_many(deps, 6)
-    stuck.add(uow.committed.payments[ids[2]].provider_payment_id)  # the provider hangs on it
-    _captured_behind_our_back(stripe)
-    began = time.monotonic()
-    deadline = began + 1.0
-    result = await audit.reconcile_provider(
-        commands.ReconcileProvider(), lambda: deps, lambda: deadline - time.monotonic()
-    )
-    assert time.monotonic() < deadline
-    assert result.checked == 5
-    assert [m.payment_id for m in result.mismatches] == [ids[5], ids[4], ids[3], ids[1], ids[0]]
-    assert stripe.in_flight == 0  # the hanging call was cancelled, not left running
+def test_a_check_still_running_at_the_deadline_is_dropped_and_the_rest_answered() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        uow = FakeUnitOfWork()
+        stuck: set[str] = set()
+        stripe = SlowProvider(lambda intent_id: 30.0 if intent_id in stuck else 0.0)
+        policy = Policy(provider_timeout=1, reconcile_concurrency=4)
+        deps = Deps(uow, ProviderRegistry([stripe]), policy, clock=Clock())
+        ids = await _authorized_many(deps, 6)
+        stuck.add(uow.committed.payments[ids[2]].provider_payment_id)  # the provider hangs on it
+        _captured_behind_our_back(stripe)
+        deadline = loop.time() + 1.0
+        result = await audit.reconcile_provider(
+            commands.ReconcileProvider(), lambda: deps, lambda: deadline - loop.time()
+        )
+        assert loop.time() < deadline
+        assert result.checked == 5
+        assert [m.payment_id for m in result.mismatches] == [ids[5], ids[4], ids[3], ids[1], ids[0]]
+        assert stripe.in_flight == 0  # the hanging call was cancelled, not left running
+
+    run_in_virtual_time(scenario())
 
 
 def test_the_reconcile_concurrency_setting_is_at_least_one(

@@ -97,3 +97,42 @@ def test_a_dispute_lost_in_part_names_what_the_buyer_got_and_refusals(
         ("DEBIT", "30.00"),
         ("CREDIT", "20.00"),  # the part the buyer did not get back, released
     ]
+
+
+def test_a_fee_changed_a_refund_in_another_currency_and_a_dispute_of_two_captures(
+    paypal_url: str, paypal: PaypalServersdkClient
+) -> None:
+    first, second = _capture(paypal, "30.00"), _capture(paypal, "12.50")
+    opened = httpx.post(
+        f"{paypal_url}/_sandbox/captures/{first}/dispute",
+        json={"fee_minor": 2_000, "also_captures": [second]},
+    ).json()
+    dispute_id = opened["dispute_id"]
+    shown = _shown(paypal_url, dispute_id)
+    assert [t["seller_transaction_id"] for t in shown["disputed_transactions"]] == [first, second]
+    assert shown["dispute_amount"] == {"currency_code": "USD", "value": "42.50"}  # both
+    # PayPal changes its fee: the difference is a money movement of its own.
+    for total in (2_500, 1_500):
+        moved = httpx.post(
+            f"{paypal_url}/_sandbox/disputes/{dispute_id}/update", json={"fee_minor": total}
+        )
+        assert moved.status_code == 200, moved.text
+    fees = [
+        (m["type"], m["amount"]["value"])
+        for m in _shown(paypal_url, dispute_id)["money_movements"]
+        if m["reason"] == "CHARGEBACK_FEE"
+    ]
+    assert fees == [("DEBIT", "20.00"), ("DEBIT", "5.00"), ("CREDIT", "10.00")]
+    # The buyer refunded in EUR: shown in EUR, nothing released to the seller.
+    lost = httpx.post(
+        f"{paypal_url}/_sandbox/disputes/{dispute_id}/resolve",
+        json={
+            "outcome": "RESOLVED_BUYER_FAVOUR",
+            "amount_refunded_minor": 1_000,
+            "amount_refunded_currency": "EUR",
+        },
+    )
+    assert lost.status_code == 200, lost.text
+    shown = _shown(paypal_url, dispute_id)
+    assert shown["dispute_outcome"]["amount_refunded"] == {"currency_code": "EUR", "value": "10.00"}
+    assert not [m for m in shown["money_movements"] if m["reason"] == "DISPUTE_SETTLEMENT"][1:]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -67,6 +68,11 @@ class Adapters:
     escrow: WalletEscrowLedger
     card_refunds: PaymentsCardRefunds
     job_payments: PaymentsJobPayments
+    # The pay-to-post RPC's units of work, on an engine of their own whose connections plan each
+    # statement once, generically; the rest (workers' rounds, listings) keep PostgreSQL's default
+    # plans on `engine` (db.create_engine's generic_plans, issue 13). None: `uow_factory`.
+    posting_engine: AsyncEngine | None = None
+    posting_uow_factory: Callable[[], JobsUnitOfWork] | None = None
 
 
 def build_adapters(settings: JobsSettings) -> Adapters:
@@ -77,9 +83,19 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         max_overflow=settings.db_max_overflow,
     )
     sessions = make_session_factory(engine)
+    posting_engine = create_engine(
+        settings.database_url.get_secret_value(),
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        generic_plans=True,
+    )
+    posting_sessions = make_session_factory(posting_engine)
 
     def uow_factory() -> SqlJobsUnitOfWork:
         return SqlJobsUnitOfWork(sessions)
+
+    def posting_uow_factory() -> SqlJobsUnitOfWork:
+        return SqlJobsUnitOfWork(posting_sessions)
 
     timeout = settings.rpc_timeout_seconds
     payments = PaymentsParticipant(settings.payments_target, timeout)
@@ -110,6 +126,8 @@ def build_adapters(settings: JobsSettings) -> Adapters:
         escrow,
         card_refunds,
         job_payments,
+        posting_engine,
+        posting_uow_factory,
     )
 
 
@@ -125,9 +143,9 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
     # consumer judges their events by it (issue 13).
     completed = CompletedPostings()
 
-    def make_deps() -> Deps:
+    def make_deps(uow_factory: Callable[[], JobsUnitOfWork] = adapters.uow_factory) -> Deps:
         return Deps.build(
-            adapters.uow_factory,
+            uow_factory,
             config,
             adapters.participants,
             sources=adapters.sources,
@@ -139,8 +157,12 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
             completed=completed,
         )
 
+    posting_uows = adapters.posting_uow_factory
+    posting_deps = functools.partial(make_deps, posting_uows) if posting_uows else None
     app.add_service(
-        pb_grpc.add_JobsServiceServicer_to_server, JobsServicer(make_deps), SERVICE_NAME
+        pb_grpc.add_JobsServiceServicer_to_server,
+        JobsServicer(make_deps, posting_deps=posting_deps),
+        SERVICE_NAME,
     )
     app.add_worker(workers.recovery_worker(make_deps, settings.recovery_interval_seconds))
     app.add_worker(workers.escrow_worker(make_deps, settings.recovery_interval_seconds))
@@ -174,6 +196,8 @@ def build_app(settings: JobsSettings, adapters: Adapters) -> GrpcApp:
         await adapters.accounts.close()
         await adapters.card_refunds.close()
         await adapters.job_payments.close()
+        if adapters.posting_engine is not None:
+            await adapters.posting_engine.dispose()
         await adapters.engine.dispose()
 
     app.on_startup(started)

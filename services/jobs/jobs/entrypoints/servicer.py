@@ -26,9 +26,13 @@ from jobs.service_layer.marketplace import escrow, job_payments, market_jobs, of
 class JobsServicer(pb_grpc.JobsServiceServicer):
     """Thin adapter from the contract to the use cases."""
 
-    def __init__(self, make_deps: Callable[[], Deps]) -> None:
+    def __init__(
+        self, make_deps: Callable[[], Deps], *, posting_deps: Callable[[], Deps] | None = None
+    ) -> None:
         # Each call gets its own dependencies (its own unit of work).
         self._deps = make_deps
+        # CreateJobWithPayment's: units of work whose connections plan generically (issue 13).
+        self._posting_deps = posting_deps or make_deps
         self._background: set[asyncio.Task[Any]] = set()
 
     async def CreateDraft(self, request: pb.CreateDraftRequest, context: Any) -> pb.JobResponse:
@@ -85,7 +89,7 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
         self, request: pb.CreateJobWithPaymentRequest, context: Any
     ) -> pb.CreateJobWithPaymentResponse:
         cmd = conv.create_with_payment_from_proto(request)
-        answer = await pay_to_post.create_job_with_payment(cmd, self._deps())
+        answer = await pay_to_post.create_job_with_payment(cmd, self._posting_deps())
         return conv.answer_to_proto(answer)
 
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.JobResponse:

@@ -27,6 +27,7 @@ def _values(d: Dispute) -> dict[str, Any]:
         "created_at": d.created_at,
         "updated_at": d.updated_at,
         "closed_at": d.closed_at,
+        "provider_updated_at": d.provider_updated_at,
     }
 
 
@@ -46,6 +47,7 @@ def _dispute(row: Any) -> Dispute:
         reinstated_minor=int(m["reinstated_minor"]),
         fee_minor=int(m["fee_minor"]),
         closed_at=m["closed_at"],
+        provider_updated_at=m["provider_updated_at"],
     )
 
 

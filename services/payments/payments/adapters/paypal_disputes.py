@@ -7,11 +7,24 @@ buyer itself); a dispute the buyer wins keeps it taken (less any part PayPal rel
 movements are read as the domain's money under ids of their own, derived from the dispute
 (`<dispute>:held`, `<dispute>:released`), so each is booked once whatever the event that
 re-fetched it. The dispute's fees (`money_movements` debited from the seller for a dispute or
-chargeback fee) are money of their own too (`<dispute>:fee:<reason>`)."""
+chargeback fee) are money of their own too (`<dispute>:fee:<reason>`), a running total: a later
+view with another amount books the difference (DisputeMoney.adjustment).
+
+Read exactly, never converted (PayPal's Customer Disputes API, `dispute` object): the refund to
+the buyer (`dispute_outcome.amount_refunded`, "the amount that either the merchant or PayPal
+refunds the customer") carries its own currency; only one in the held amount's currency is
+compared with it. One in another currency leaves the release to what PayPal's seller money
+movements say in the held amount's currency (`DISPUTE_SETTLEMENT` credits), and with none the
+release is not booked but named (ProviderDispute.unbooked). A dispute's `disputed_transactions`
+may be several captures; PayPal gives one `dispute_amount` and one list of money movements for
+them all (per transaction its gross amount, and optionally its items' disputed amounts, which are
+not read: no split of the held money by them is built), so the dispute is booked against a
+payment only when every disputed capture is of that one order."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -42,13 +55,23 @@ def _minor(amount: Mapping[str, Any] | None) -> tuple[int, str]:
     return int(value.scaleb(money.exponent(currency))), currency
 
 
-def capture_of(data: Mapping[str, Any]) -> str:
-    """The capture the dispute is about (the first disputed transaction's id as the seller
-    sees it): PayPal's capture id, whose order is the domain's payment."""
+def captures_of(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Every capture the dispute is about (its disputed transactions' ids as the seller sees
+    them, each once, in PayPal's order): PayPal's capture ids, whose orders are the domain's
+    payments."""
+    found: list[str] = []
     for tx in data.get("disputed_transactions") or []:
         if isinstance(tx, Mapping) and tx.get("seller_transaction_id"):
-            return str(tx["seller_transaction_id"])
-    return ""
+            capture = str(tx["seller_transaction_id"])
+            if capture not in found:
+                found.append(capture)
+    return tuple(found)
+
+
+def capture_of(data: Mapping[str, Any]) -> str:
+    """The first disputed capture ("" if none)."""
+    captures = captures_of(data)
+    return captures[0] if captures else ""
 
 
 def _status(data: Mapping[str, Any], outcome: str) -> DisputeStatus:
@@ -66,23 +89,64 @@ def _status(data: Mapping[str, Any], outcome: str) -> DisputeStatus:
     return DisputeStatus.WARNING_NEEDS_RESPONSE if inquiry else DisputeStatus.NEEDS_RESPONSE
 
 
+def _released(data: Mapping[str, Any], amount: int, currency: str, outcome: str) -> tuple[int, str]:
+    """The part of the hold PayPal gave back to the seller when it resolved the dispute, in
+    the held amount's currency, and a note when it cannot be known exactly ("" if it is)."""
+    if outcome not in _BUYER_KEEPS:
+        return amount, ""  # the seller won (or the buyer cancelled): all of it released
+    refund = (data.get("dispute_outcome") or {}).get("amount_refunded")
+    refunded, refund_currency = _minor(refund)
+    if not refunded:
+        return 0, ""  # the buyer keeps it all
+    if refund_currency == currency:
+        return amount - min(refunded, amount), ""
+    # Refunded in another currency: never compared with the held amount, nor converted. What
+    # PayPal credited the seller back in the held amount's currency is exact; without it, the
+    # release is unknown and left unbooked (the hold stays taken), named for the audit.
+    credited = _seller_settlements(data, currency)
+    if credited:
+        return min(credited, amount), ""
+    value = str((refund or {}).get("value") or "")
+    return 0, (
+        f"amount_refunded {value} {refund_currency} is in another currency than the"
+        f" {Decimal(amount).scaleb(-money.exponent(currency))} {currency} held: the part released to the"
+        f" seller is not known in {currency} and not booked"
+    )
+
+
+def _seller_settlements(data: Mapping[str, Any], currency: str) -> int:
+    """The disputed money PayPal credited back to the seller (`DISPUTE_SETTLEMENT` credits),
+    in `currency` only."""
+    credited = 0
+    for movement in data.get("money_movements") or []:
+        if (
+            isinstance(movement, Mapping)
+            and movement.get("affected_party") == "SELLER"
+            and movement.get("reason") == "DISPUTE_SETTLEMENT"
+            and movement.get("type") == "CREDIT"
+        ):
+            value, moved_in = _minor(movement.get("amount"))
+            if moved_in == currency:
+                credited += value
+    return credited
+
+
 def _money(
     dispute_id: str, data: Mapping[str, Any], amount: int, currency: str, outcome: str
-) -> tuple[DisputeMoney, ...]:
-    """The hold when it opened, its release when the buyer did not keep it all, the fees."""
+) -> tuple[tuple[DisputeMoney, ...], tuple[str, ...]]:
+    """The hold when it opened, its release when the buyer did not keep it all, the fees (each
+    a running total per reason, in its own currency); and what could not be booked exactly."""
     if amount <= 0:
-        return ()
+        return (), ()
     found = [DisputeMoney(f"{dispute_id}:held", -amount, 0, currency)]
+    unbooked: list[str] = []
     if str(data.get("status") or "") == "RESOLVED":
-        kept = amount
-        if outcome in _BUYER_KEEPS:
-            refunded, _ = _minor((data.get("dispute_outcome") or {}).get("amount_refunded"))
-            kept = min(refunded, amount) if refunded else amount
-        else:
-            kept = 0
-        if amount - kept > 0:
-            found.append(DisputeMoney(f"{dispute_id}:released", amount - kept, 0, currency))
-    fees: dict[str, tuple[int, str]] = {}
+        released, note = _released(data, amount, currency, outcome)
+        if released > 0:
+            found.append(DisputeMoney(f"{dispute_id}:released", released, 0, currency))
+        if note:
+            unbooked.append(note)
+    fees: dict[tuple[str, str], int] = {}
     for movement in data.get("money_movements") or []:
         if not isinstance(movement, Mapping) or movement.get("affected_party") != "SELLER":
             continue
@@ -91,19 +155,37 @@ def _money(
             continue
         value, fee_currency = _minor(movement.get("amount"))
         sign = -1 if movement.get("type") == "CREDIT" else 1
-        before, _ = fees.get(reason, (0, fee_currency))
-        fees[reason] = (before + sign * value, fee_currency)
-    for reason, (fee, fee_currency) in sorted(fees.items()):
-        if fee:
-            found.append(DisputeMoney(f"{dispute_id}:fee:{reason}", 0, fee, fee_currency))
-    return tuple(found)
+        key = (reason, fee_currency)
+        fees[key] = fees.get(key, 0) + sign * value
+    for (reason, fee_currency), fee in sorted(fees.items()):
+        # Kept at 0 too (a fee given back in full): the ledger must follow it back to 0.
+        # One id per reason and currency; a fee in the held amount's currency keeps the id
+        # bookings made before fees in other currencies were told apart.
+        suffix = "" if fee_currency in (currency, "") else f":{fee_currency}"
+        found.append(
+            DisputeMoney(f"{dispute_id}:fee:{reason}{suffix}", 0, fee, fee_currency, running=True)
+        )
+    return tuple(found), tuple(unbooked)
 
 
-def dispute_from(data: Mapping[str, Any], payment_id: str) -> ProviderDispute:
-    """A PayPal dispute; `payment_id` is the order of its capture (capture_of), "" if none."""
+def _updated(data: Mapping[str, Any]) -> datetime | None:
+    """PayPal's `update_time` (RFC 3339), None if absent or unreadable."""
+    raw = str(data.get("update_time") or "")
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")) if raw else None
+    except ValueError:
+        return None
+
+
+def dispute_from(
+    data: Mapping[str, Any], payment_id: str, payment_ids: tuple[str, ...] = ()
+) -> ProviderDispute:
+    """A PayPal dispute; `payment_id` is the order of its captures (captures_of), "" if none or
+    if they are of several orders, then all named in `payment_ids` (its money is not booked)."""
     dispute_id = str(data["dispute_id"])
     amount, currency = _minor(data.get("dispute_amount"))
     outcome = str((data.get("dispute_outcome") or {}).get("outcome_code") or "")
+    found, unbooked = _money(dispute_id, data, amount, currency, outcome)
     return ProviderDispute(
         id=dispute_id,
         payment_id=payment_id,
@@ -111,5 +193,8 @@ def dispute_from(data: Mapping[str, Any], payment_id: str) -> ProviderDispute:
         currency=currency,
         status=_status(data, outcome),
         reason=str(data.get("reason") or "").lower(),
-        money=_money(dispute_id, data, amount, currency, outcome),
+        money=found,
+        updated_at=_updated(data),
+        unbooked=unbooked,
+        payment_ids=payment_ids,
     )

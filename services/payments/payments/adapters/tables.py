@@ -390,6 +390,8 @@ disputes = Table(
     _ts("created_at"),
     _ts("updated_at"),
     _ts("closed_at", nullable=True),
+    # The provider's update time of the newest view applied (migration 0022).
+    _ts("provider_updated_at", nullable=True),
     Index("ix_disputes_payment", "payment_id"),
 )
 

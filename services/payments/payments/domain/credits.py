@@ -295,6 +295,21 @@ class CreditGrant:
             grant.granted, grant.amounts = moved, dict(moved)  # per unit, never summed across
         return grant
 
+    def dispute_fee_booked(self, of: DisputeMoney) -> int | None:
+        """The provider fee this grant booked for the running fee `of` (its first booking
+        `dispute:<id>`, or an adjustment `dispute:<id>:<n>`; > 0 charged, < 0 given back),
+        None if the grant is not one of its bookings."""
+        if self.kind is not GrantKind.DISPUTE or self.payment_id == "":
+            return None
+        rest = self.refund_id.removeprefix(of.id)
+        if rest == self.refund_id or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+        fees = ledger.provider_fees(self.provider, of.currency)
+        return sum(
+            (leg.amount if leg.source == fees else 0) - (leg.amount if leg.target == fees else 0)
+            for leg in self.legs or []
+        )
+
     @classmethod
     def _of_payment(
         cls,

@@ -49,6 +49,23 @@ class DisputeMoney:
     # The provider's rate when it converted the money into `currency` (Stripe's
     # `exchange_rate`, kept as its text for the audit trail only: nothing is converted by it).
     exchange_rate: str = ""
+    # A running total the provider may still change (PayPal's fee of one reason: a later view
+    # may show another amount). Its first amount is booked under `id`; each later change books
+    # the difference under an id of its own (`adjustment`), so the ledger ends at the
+    # provider's final amount. A balance transaction (Stripe's) never changes: False.
+    running: bool = False
+
+    def adjustment(self, booked: list[int]) -> DisputeMoney | None:
+        """What a running fee still owes the ledger, given the fee amounts already booked for it
+        (its first booking and each adjustment, in any order): itself if nothing was booked
+        yet, else the difference under `<id>:<n>` (n: the bookings so far plus one), None if
+        the ledger already holds this amount."""
+        if not booked:
+            return self
+        rest = self.fee_minor - sum(booked)
+        if not rest:
+            return None
+        return DisputeMoney(f"{self.id}:{len(booked) + 1}", 0, rest, self.currency)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +80,18 @@ class ProviderDispute:
     reason: str
     money: tuple[DisputeMoney, ...] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    # When the provider last changed the dispute (PayPal's `update_time`), None if it does not
+    # say: a view older than one already applied changes no running fee (see Dispute.stale).
+    updated_at: datetime | None = None
+    # Money the provider reports that Hirepay cannot book exactly (e.g. a refund to the buyer
+    # in another currency than the held amount, with nothing saying what it was in that
+    # currency): never guessed by a conversion, named in the audit entry and counted instead.
+    unbooked: tuple[str, ...] = ()
+    # Every payment the dispute is about when it is about more than one (PayPal's disputed
+    # transactions of several orders; "" for a capture whose order is unknown): then
+    # `payment_id` is "" and no money is booked (one payment's money is never booked against
+    # another's).
+    payment_ids: tuple[str, ...] = ()
 
     def same_currency(self, money: DisputeMoney) -> bool:
         """Whether a balance transaction is in the dispute's currency (or names none)."""
@@ -102,6 +131,18 @@ class Dispute:
     reinstated_minor: int = 0  # ... and gave back
     fee_minor: int = 0  # the provider's dispute fees, net
     closed_at: datetime | None = None
+    # The provider's update time of the newest view applied (migration 0022); None if unknown.
+    provider_updated_at: datetime | None = None
+
+    def stale(self, view: ProviderDispute) -> bool:
+        """Whether the view is older than one already applied (two events of one dispute
+        re-fetched at different times, applied in the other order): it must not set back a
+        running fee a newer view booked."""
+        return (
+            view.updated_at is not None
+            and self.provider_updated_at is not None
+            and view.updated_at < self.provider_updated_at
+        )
 
     @property
     def closed(self) -> bool:
@@ -142,8 +183,11 @@ class Dispute:
     def observe(self, view: ProviderDispute, now: datetime) -> bool:
         """Take the provider's current view (status and money); whether anything changed. A
         closed dispute stays closed (a late, stale view never reopens it)."""
-        before = (self.status, self.withdrawn_minor, self.reinstated_minor, self.fee_minor)
-        if not self.closed:
+        before = self._seen()
+        stale = self.stale(view)
+        if view.updated_at is not None and not stale:
+            self.provider_updated_at = view.updated_at
+        if not self.closed and not stale:
             self.status = view.status
         self.amount_minor = view.amount_minor or self.amount_minor
         self.reason = view.reason or self.reason
@@ -153,19 +197,25 @@ class Dispute:
         reinstated = sum(view.in_dispute_currency(m) for m in view.money if m.amount_minor > 0)
         # Two events of one dispute may be applied out of order: an older view (fewer balance
         # transactions) never takes back what a newer one recorded.
-        if withdrawn >= self.withdrawn_minor and reinstated >= self.reinstated_minor:
+        if withdrawn >= self.withdrawn_minor and reinstated >= self.reinstated_minor and not stale:
             self.withdrawn_minor, self.reinstated_minor = withdrawn, reinstated
             # The fees charged in the dispute's currency; one in another is on the ledger in
             # its own unit and named in the dispute's audit entry.
             self.fee_minor = sum(m.fee_minor for m in view.money if view.same_currency(m))
         if self.closed and self.closed_at is None:
             self.closed_at = now
-        changed = before != (
+        changed = before != self._seen()
+        if changed:
+            self.updated_at = now
+        return changed
+
+    def _seen(self) -> tuple[object, ...]:
+        """What a view can change (the provider's update time too: saved so that an older view
+        applied later is known as older)."""
+        return (
             self.status,
             self.withdrawn_minor,
             self.reinstated_minor,
             self.fee_minor,
+            self.provider_updated_at,
         )
-        if changed:
-            self.updated_at = now
-        return changed

@@ -194,24 +194,29 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     providers = build_providers(settings)
     published = Wakeup()
     owed = Wakeup()  # a commit recorded a ledger booking: the booking worker runs
+    # The pay-to-post path's units of work plan each statement once, generically; the other RPCs
+    # and the workers' rounds keep PostgreSQL's default plans (db.Database, issue 13).
     database = Database.from_settings(
         settings,
         functools.partial(SqlPaymentsUnitOfWork, published=published, owed=owed),
         probe_table="payments",
+        generic_plan_requests=True,
     )
 
     ledger = _ledger(settings)
     in_flight = InFlight()
 
-    def deps() -> Deps:
+    def deps_on(uow: SqlPaymentsUnitOfWork) -> Deps:
         return Deps(
-            database.uow(),
-            providers,
-            config,
-            ledger=ledger,
-            payout_ledger=ledger,
-            in_flight=in_flight,
+            uow, providers, config, ledger=ledger, payout_ledger=ledger, in_flight=in_flight
         )
+
+    def deps() -> Deps:
+        return deps_on(database.uow())
+
+    def posting_deps() -> Deps:
+        """Authorize's, Capture's, Void's and the webhooks': on the request path's engine."""
+        return deps_on(database.request_uow())
 
     app = GrpcApp("payments", settings, ACCESS)
     stopping = asyncio.Event()
@@ -219,7 +224,7 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
     app.add_readiness_check("database", database.readiness_check())
     app.add_service(
         pb_grpc.add_PaymentsServiceServicer_to_server,
-        PaymentsServicer(deps, stopping, published),
+        PaymentsServicer(deps, stopping, published, posting_deps=posting_deps),
         SERVICE_NAME,
     )
 

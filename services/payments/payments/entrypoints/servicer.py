@@ -50,22 +50,28 @@ def _payment_response(result: PaymentResult) -> pb.PaymentResponse:
 
 
 class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
-    """Each call gets its own Deps (a fresh unit of work) from the factory."""
+    """Each call gets its own Deps (a fresh unit of work) from the factory; the pay-to-post path's
+    calls (Authorize, Capture, Void, the providers' webhooks) from `posting_deps` if given: their
+    units of work plan each statement once, generically, where the rest (listings, the auditor's
+    reads) keep PostgreSQL's default plans (db.Database's `generic_plan_requests`, issue 13)."""
 
     def __init__(
         self,
         deps: Callable[[], Deps],
         stopping: asyncio.Event | None = None,
         published: Wakeup | None = None,
+        *,
+        posting_deps: Callable[[], Deps] | None = None,
     ) -> None:
         self._deps = deps
+        self._posting_deps = posting_deps or deps
         self._stopping = stopping or asyncio.Event()
         self._published = published or Wakeup()
 
     async def Authorize(
         self, request: pb.AuthorizeRequest, context: grpc.aio.ServicerContext
     ) -> pb.PaymentResponse:
-        result = await handlers.authorize(conv.authorize_command(request), self._deps())
+        result = await handlers.authorize(conv.authorize_command(request), self._posting_deps())
         return _payment_response(result)
 
     async def Capture(
@@ -74,13 +80,13 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         cmd = commands.Capture(
             request.request_id, conv.branch_from(request.branch), request.amount_minor
         )
-        return _payment_response(await handlers.capture(cmd, self._deps()))
+        return _payment_response(await handlers.capture(cmd, self._posting_deps()))
 
     async def Void(
         self, request: pb.VoidRequest, context: grpc.aio.ServicerContext
     ) -> pb.PaymentResponse:
         cmd = commands.Void(request.request_id, conv.branch_from(request.branch), request.reason)
-        return _payment_response(await handlers.void(cmd, self._deps()))
+        return _payment_response(await handlers.void(cmd, self._posting_deps()))
 
     async def Refund(
         self, request: pb.RefundRequest, context: grpc.aio.ServicerContext
@@ -288,7 +294,7 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
             request.signature,
             {name: request.headers[name] for name in request.headers},  # (as authorize_command)
         )
-        outcome = await webhooks.handle_provider_event(cmd, self._deps())
+        outcome = await webhooks.handle_provider_event(cmd, self._posting_deps())
         return pb.HandleProviderEventResponse(
             event_id=outcome.event_id,
             event_type=outcome.event_type,

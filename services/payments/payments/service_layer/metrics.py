@@ -121,6 +121,14 @@ DISPUTED = Counter(
     "Money disputed, in minor units, by currency (counted when the dispute opens).",
     ["currency"],
 )
+DISPUTE_MONEY_UNBOOKED = Counter(
+    "hirepay_payment_dispute_money_unbooked_total",
+    "Disputes with money Hirepay did not book because it cannot be known exactly, by provider"
+    " and why (refund_currency: PayPal refunded the buyer in another currency than the held"
+    " amount; several_payments: one dispute of captures of several orders). Counted once per"
+    " dispute (as it closes; several_payments per event stored); the audit entry names it.",
+    ["provider", "why"],
+)
 TIME_TO_FINAL = Histogram(
     "hirepay_payment_time_to_final_seconds",
     "Time from a payment's start to its final state (promise 4), by method and final state"

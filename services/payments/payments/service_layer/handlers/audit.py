@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -318,10 +317,12 @@ class _Pacer:
     def __init__(self, rate: float) -> None:
         self._gap = 1.0 / rate
         self._tolerance = (max(rate, 1.0) - 1.0) * self._gap  # the burst's reads ahead of time
-        self._due = time.monotonic()  # when the next read would be due at the steady rate
+        # asyncio's clock, which times its sleeps: the pace and the waits agree by construction.
+        self._clock = asyncio.get_running_loop().time
+        self._due = self._clock()  # when the next read would be due at the steady rate
 
     async def take(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         due = max(self._due, now)
         self._due = due + self._gap
         wait = due - now - self._tolerance
@@ -348,6 +349,8 @@ async def _check_within(
     margin = None if at_start is None else max(REPLY_MARGIN_SECONDS, at_start * REPLY_MARGIN_SHARE)
     next_index = iter(order)  # shared: each worker takes the next payment not taken
     slowest = 0.0
+    # Checks are timed by asyncio's clock, the one `asyncio.wait` below times the deadline by.
+    clock = asyncio.get_running_loop().time
 
     def may_start() -> bool:
         left = time_left()
@@ -359,9 +362,9 @@ async def _check_within(
         for i in next_index:
             if not may_start():
                 return
-            began = time.monotonic()
+            began = clock()
             outcomes[i] = await _check(due[i], deps, pacer)
-            slowest = max(slowest, time.monotonic() - began)
+            slowest = max(slowest, clock() - began)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(due)))]
     try:

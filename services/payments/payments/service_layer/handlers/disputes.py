@@ -10,21 +10,26 @@ Exactly once, whatever the deliveries: the event is stored insert-first in the t
 applies it (a redelivery finds it and changes nothing); the dispute's row is inserted first or
 locked, so two events of one dispute applied at once take turns; and each booking is inserted
 first on an id derived from its money movement, so two events that both carry it (created
-and funds_withdrawn, re-fetched alike) book it once. Everything is one local transaction: a crash
-before its commit leaves nothing, and the provider delivers the event again.
+and funds_withdrawn, re-fetched alike) book it once. A running fee (PayPal's, whose amount may
+change after it was first seen) books each change as the difference under an id of its own,
+read under the dispute's row lock, and a view older than one already applied changes no fee.
+Everything is one local transaction: a crash before its commit leaves nothing, and the provider
+delivers the event again. Money that cannot be booked exactly (a refund in another currency, a
+dispute of several payments) is never guessed: it is named in the audit entry, logged and
+counted (`hirepay_payment_dispute_money_unbooked_total`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
 from payments.domain import errors, ledger
 from payments.domain.credits import CreditGrant
-from payments.domain.disputes import Dispute, DisputeSource, ProviderDispute
+from payments.domain.disputes import Dispute, DisputeMoney, DisputeSource, ProviderDispute
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
 from payments.domain.provider import (
@@ -67,6 +72,8 @@ async def apply_dispute_event(
     view = await _refetch(
         records, event, "retrieve_dispute", lambda: provider.retrieve_dispute(dispute_id)
     )
+    if not view.payment_id and len(view.payment_ids) > 1:
+        return await _several_payments(deps, provider.name, event, payload, view, records)
     async with deps.uow as uow:
         payment = await uow.payments.find_by_provider(payment_intent_id=view.payment_id)
         purchase = None
@@ -82,21 +89,33 @@ async def apply_dispute_event(
         return None
     async with deps.uow as uow:
         now = deps.clock()
-        inserted = await uow.events.add(
-            provider=provider.name,
-            event_id=event.id,
-            event_type=event.type,
-            object_id=event.object_id,
-            payload=payload,
-            applied=True,
-            provider_created_at=event.created,
-            received_at=now,
-        )
-        if not inserted:
+        if not await _stored_first(uow, provider.name, event, payload, now, applied=True):
             return DisputeEventOutcome(applied=False, duplicate=True)
         changed = await _apply(uow, deps, provider.name, event, payment, view, records, now)
         await uow.commit()
     return DisputeEventOutcome(applied=changed, duplicate=False)
+
+
+async def _stored_first(
+    uow: PaymentsUnitOfWork,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    now: datetime,
+    *,
+    applied: bool,
+) -> bool:
+    """The event stored insert-first in the caller's transaction; False: received before."""
+    return await uow.events.add(
+        provider=provider,
+        event_id=event.id,
+        event_type=event.type,
+        object_id=event.object_id,
+        payload=payload,
+        applied=applied,
+        provider_created_at=event.created,
+        received_at=now,
+    )
 
 
 async def get_payment_with_disputes(
@@ -129,10 +148,23 @@ async def _apply(
     dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
     assert dispute is not None
     was_status, was_closed = dispute.status, dispute.closed and not opened
+    stale = dispute.stale(view)  # before observe() takes the view's time as the newest
     changed = dispute.observe(view, now) or opened
     booked: list[str] = []
+    earlier: list[CreditGrant] | None = None  # the payment's bookings, read once if needed
     for money in view.money:
-        grant = CreditGrant.dispute(payment, money, view.amount_minor, now)
+        owed: DisputeMoney | None = money
+        if money.running:
+            if stale:  # an older view: the newer one already booked the fee it showed
+                continue
+            if earlier is None:
+                earlier = await uow.credit_grants.for_payment(payment.id)
+            owed = money.adjustment(
+                [f for g in earlier if (f := g.dispute_fee_booked(money)) is not None]
+            )
+            if owed is None:
+                continue
+        grant = CreditGrant.dispute(payment, owed, view.amount_minor, now)
         if grant is not None and await uow.credit_grants.add(grant):
             booked.append(grant.transfer_id)
     if changed:
@@ -145,7 +177,78 @@ async def _apply(
     if closed_now:
         await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
     uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
+    if view.unbooked and closed_now:  # named in every audit entry; counted once, as it closes
+        uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", payment.id))
     return changed or bool(booked)
+
+
+async def _several_payments(
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    view: ProviderDispute,
+    records: list[CallRecord],
+) -> DisputeEventOutcome:
+    """A dispute of several payments (PayPal's disputed captures of several orders): PayPal
+    gives one disputed amount and one list of money movements for them all, so no payment's
+    share is known and nothing is booked (one payment's money is never booked against
+    another's). The event is stored unapplied, insert-first (a redelivery is a duplicate); each
+    of Hirepay's payments it names gets an audit entry (with the provider calls made), and it
+    is logged and counted once per event stored."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await _stored_first(uow, provider, event, payload, now, applied=False):
+            return DisputeEventOutcome(applied=False, duplicate=True)
+        ours: list[str] = []
+        for provider_payment_id in view.payment_ids:
+            found = None
+            if provider_payment_id:
+                found = await uow.payments.find_by_provider(payment_intent_id=provider_payment_id)
+            if found is not None and found.id not in ours:
+                ours.append(found.id)
+        note = (
+            f"dispute of {len(view.payment_ids)} payments"
+            f" ({', '.join(p or 'unknown' for p in view.payment_ids)}): the share of each is"
+            " not known, nothing booked"
+        )
+        await uow.audit.add(
+            *(
+                AuditEntry(
+                    action="webhook",
+                    actor="provider",
+                    reason=f"{event.type}: dispute of several payments, recorded, not applied",
+                    details={
+                        "event_id": event.id,
+                        "event_type": event.type,
+                        "object_id": view.id,
+                        "status": view.status.value,
+                        "amount_minor": str(view.amount_minor),
+                        "currency": view.currency,
+                        "unbooked": note,
+                    },
+                    payment_id=payment_id,
+                )
+                for payment_id in ours
+            ),
+            *(record.audit("webhook", payment_id=pid) for pid in ours for record in records),
+        )
+        uow.after_commit(
+            lambda: _unbooked(
+                provider, replace(view, unbooked=(note,)), "several_payments", ",".join(ours)
+            )
+        )
+        await uow.commit()
+    return DisputeEventOutcome(applied=False, duplicate=False)
+
+
+def _unbooked(provider: str, view: ProviderDispute, why: str, payment_ids: str) -> None:
+    """Money of a dispute that is not booked because it cannot be exactly: logged and counted,
+    after the commit that recorded it."""
+    metrics.DISPUTE_MONEY_UNBOOKED.labels(provider, why).inc()
+    log.warning(
+        "dispute %s (payments %s): %s", view.id, payment_ids or "-", "; ".join(view.unbooked)
+    )
 
 
 async def _tell_if_charged_back(
@@ -199,6 +302,8 @@ def _audit(
     }
     if booked:
         details["transfer_ids"] = ",".join(booked)
+    if view.unbooked:
+        details["unbooked"] = "; ".join(view.unbooked)
     other = [m for m in view.money if m.currency and m.currency != payment.currency]
     if other:  # settled in another currency: the amount booked in the payment's, the fee in its
         details["settled_in"] = ",".join(sorted({m.currency for m in other}))
