@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from hirepay_platform import jsonb
 from hirepay_platform.fingerprint import Fingerprint
-from hirepay_platform.sql_lists import joined_checked, listed
+from hirepay_platform.sql_lists import joined_checked, listed, quoted, quoted_list
 from hirepay_platform.tcc import BarrierRecord, TccBranch, TccOp
 from hirepay_platform.write_batch import WriteBatch
 
@@ -83,7 +83,7 @@ def insert_many_sql(table_name: str, *, only_if: str | None = None) -> str:
         f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
         " SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f"
         f" FROM unnest({listed('barrier_global_tx_ids', 'text')},"
-        f" {listed('barrier_branch_ids', 'text')}, CAST(:barrier_fingerprints AS jsonb[]))"
+        f" {listed('barrier_branch_ids', 'text')}, {quoted('barrier_fingerprints', 'jsonb')})"
         f" AS t(g, b, f){where}"
         " ON CONFLICT DO NOTHING RETURNING global_tx_id, branch_id"
     )
@@ -105,7 +105,8 @@ def insert_many_params(
         "barrier_origin": str(origin),
         "barrier_global_tx_ids": joined_checked([b.global_tx_id for b in branches]),
         "barrier_branch_ids": joined_checked([b.branch_id for b in branches]),
-        "barrier_fingerprints": [jsonb.dumps(dict(f)) for f in fingerprints],
+        # JSON documents hold commas: the text of an array literal (sql_lists.quoted_list).
+        "barrier_fingerprints": quoted_list([jsonb.dumps(dict(f)) for f in fingerprints]),
     }
 
 

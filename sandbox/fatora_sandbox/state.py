@@ -167,17 +167,22 @@ class FatoraState:
     def refund(self, body: dict[str, Any]) -> dict[str, Any]:
         """Refund the whole payment (Fatora's refund API takes no amount)."""
         payment = self.find(body)
-        if payment["refund_status"] is not None:
-            raise FatoraError("This transaction is already refunded", status=409)
-        if payment["payment_status"] != "SUCCESS":
-            raise FatoraError("Only successful transactions can be refunded", status=409)
-        payment["refund_status"] = "completed"
+        self.refund_whole(payment)
         self.publish("refund.completed", payment)
         return {
             "refund_status": "completed",
             "order_id": payment["order_id"],
             "transaction_id": payment["transaction_id"],
         }
+
+    def refund_whole(self, payment: Payment) -> None:
+        """Fatora refunds a payment once, whole (the API's refund and the merchant's dashboard
+        alike); afterwards verify answers `refund_status: completed`."""
+        if payment["refund_status"] is not None:
+            raise FatoraError("This transaction is already refunded", status=409)
+        if payment["payment_status"] != "SUCCESS":
+            raise FatoraError("Only successful transactions can be refunded", status=409)
+        payment["refund_status"] = "completed"
 
     def result(self, payment: Payment) -> dict[str, Any]:
         """The `result` object of verify, as Fatora documents it."""

@@ -5,7 +5,7 @@ from the wallet by what each account is (customer, contractor, revenue, escrow, 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from hirepay.common.v1 import common_pb2
@@ -50,7 +50,8 @@ class FakeCardRefunds:
     refused: list[str] = field(default_factory=list)  # the request ids refused, in order
 
     def refundable(self, payment_id: str) -> int:
-        taken = sum(r.amount_minor for r in self.recorded.get(payment_id, []))
+        recorded = self.recorded.get(payment_id, [])
+        taken = sum(r.amount_minor for r in recorded if r.status != "FAILED")
         return self.captured.get(payment_id, 0) - taken
 
     async def refund(
@@ -83,6 +84,14 @@ class FakeCardRefunds:
         refund = PaymentRefund(f"rfd_{tag}", f"provider:re_{tag}", amount_minor, "SUCCEEDED")
         self.recorded.setdefault(payment_id, []).append(refund)
         return refund.refund_id
+
+    def fail(self, payment_id: str, refund_id: str) -> None:
+        """The refund failed at the provider after it succeeded (Stripe: the card closed since):
+        payments records it FAILED, the payment refundable again."""
+        self.recorded[payment_id] = [
+            replace(r, status="FAILED") if r.refund_id == refund_id else r
+            for r in self.recorded[payment_id]
+        ]
 
     async def refunds_of(self, payment_id: str) -> tuple[str, list[PaymentRefund]]:
         return self.provider, list(self.recorded.get(payment_id, []))

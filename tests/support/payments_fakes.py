@@ -600,6 +600,8 @@ class FakeProvider:
     to die before the call, or ("after", exc) to perform the call and then raise `exc`."""
 
     name = "stripe"
+    # Stripe-like: refunds made at it arrive by event (a subclass sets False for Fatora-like).
+    refunds_by_event = True
 
     def accepts_payment_method(self, token: str) -> bool:
         return token.startswith("pm_")

@@ -10,11 +10,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import asyncpg
+import grpc
 import pytest
 
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay_dev import pg
-from hirepay_dev.bench_wallet import Fixture
+from hirepay_dev.bench_wallet import Fixture, Signer
 from hirepay_dev.benchcpu import (
     LOADGEN,
     PG_OUTSIDE,
@@ -27,6 +28,12 @@ from hirepay_dev.benchcpu import (
 from hirepay_dev.benchlib import closed_loop, is_other_database, other_databases, pgbench_tpcb
 from hirepay_dev.benchtargets import POSTING, POSTING_LATENCY, verdicts
 from hirepay_dev.benchtrace import budget, own_time_by_hop
+from hirepay_platform.identity import (
+    SERVICE_TOKEN_HEADER,
+    AccessPolicy,
+    ServiceAuthenticator,
+    TokenMinter,
+)
 
 MS = 1_000_000
 
@@ -375,13 +382,13 @@ async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
     refused: list[str] = []
 
     class Stub:
-        async def CreateHolds(self, request: Any, timeout: float) -> Any:
+        async def CreateHolds(self, request: Any, timeout: float, metadata: Any) -> Any:
             calls.append(("CreateHolds", request))
             return wpb.CreateHoldsResponse(
                 results=[wpb.HoldBatchResult(index=i) for i in range(len(request.holds))]
             )
 
-        async def ResolveHolds(self, request: Any, timeout: float) -> Any:
+        async def ResolveHolds(self, request: Any, timeout: float, metadata: Any) -> Any:
             calls.append(("ResolveHolds", request))
             results = [wpb.HoldBatchResult(index=i) for i in range(len(request.resolutions))]
             for i in range(len(refused)):
@@ -390,7 +397,7 @@ async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
                 )
             return wpb.ResolveHoldsResponse(results=results)
 
-    fixture = Fixture(Stub(), pairs=2)  # type: ignore[arg-type]
+    fixture = Fixture(Stub(), pairs=2, sign=Signer("wallet", _MINTER))  # type: ignore[arg-type]
     fixture.payers, fixture.payees = ["p0", "p1"], ["q0", "q1"]
     await fixture.hold_batch(5)(1, 0)
     (name, create), (then, resolve) = calls
@@ -408,3 +415,68 @@ async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
     refused.append("HOLD_EXPIRED")
     with pytest.raises(RuntimeError, match="1 confirms refused: HOLD_EXPIRED"):
         await fixture.hold_batch(5)(0, 2)
+
+
+_SECRET = "bench-tools-secret-0123456789abcdef0123456789"
+_MINTER = TokenMinter("jobs", _SECRET)
+
+
+async def test_the_wallet_cases_sign_each_call_themselves_one_unary_call_with_its_own_ids():
+    """The wallet bench's load generator calls a stub on a channel without interceptors and passes
+    each call its metadata (issue 13, round 14: grpc.aio's interceptor machinery cost the load
+    generator several times a plain call on the two cores it shares with the wallet): each
+    operation is still one unary call per RPC with ids of its own, and every call carries jobs'
+    service token for the wallet, which the wallet's authenticator accepts."""
+    calls: list[tuple[str, Any, Any]] = []
+
+    class Stub:
+        async def Transfer(self, request: Any, timeout: float, metadata: Any) -> Any:
+            calls.append(("Transfer", request, metadata))
+            return wpb.TransferResponse()
+
+        async def ReserveHold(self, request: Any, timeout: float, metadata: Any) -> Any:
+            calls.append(("ReserveHold", request, metadata))
+            return wpb.HoldResponse()
+
+        async def ConfirmHold(self, request: Any, timeout: float, metadata: Any) -> Any:
+            calls.append(("ConfirmHold", request, metadata))
+            return wpb.HoldResponse()
+
+    fixture = Fixture(Stub(), pairs=1, sign=Signer("wallet", _MINTER))  # type: ignore[arg-type]
+    fixture.payers, fixture.payees, fixture.revenue = ["p0"], ["q0"], "rev"
+    for i in range(2):
+        await fixture.transfer(None)(0, i)
+        await fixture.transfer("rev")(0, i)
+        await fixture.reserve_confirm(False)(0, i)
+    assert [name for name, *_ in calls] == [
+        "Transfer",
+        "Transfer",
+        "ReserveHold",
+        "ConfirmHold",
+    ] * 2
+    transfers = [request for name, request, _ in calls if name == "Transfer"]
+    assert len({t.request_id for t in transfers}) == len({t.transfer_id for t in transfers}) == 4
+    assert [len(t.legs) for t in transfers] == [1, 2, 1, 2]
+    assert transfers[1].legs[1].to_account_id == "rev"
+    branches = [r.branch.global_tx_id for name, r, _ in calls if name == "ReserveHold"]
+    assert len(set(branches)) == 2
+    authenticator = ServiceAuthenticator("wallet", _SECRET, AccessPolicy.of({"jobs"}))
+    for name, _, metadata in calls:
+        assert isinstance(metadata, grpc.aio.Metadata)
+        assert authenticator.authenticate(tuple(metadata), name).service == "jobs"
+
+
+def test_the_bench_signer_makes_its_metadata_again_only_when_the_token_changes():
+    """The metadata object is reused while the minter reuses its token (half the token's life),
+    and made again, with the new token, once the minter mints one."""
+    now = [1_000_000.0]
+    minter = TokenMinter("jobs", _SECRET, clock=lambda: now[0])
+    sign = Signer("wallet", minter)
+    first = sign()
+    assert sign() is first
+    assert dict(first)[SERVICE_TOKEN_HEADER] == minter.service_token("wallet")
+    now[0] += minter.ttl  # past half its life: a new token
+    second = sign()
+    assert second is not first
+    assert dict(second)[SERVICE_TOKEN_HEADER] == minter.service_token("wallet")
+    assert dict(second)[SERVICE_TOKEN_HEADER] != dict(first)[SERVICE_TOKEN_HEADER]

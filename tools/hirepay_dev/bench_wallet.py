@@ -21,7 +21,7 @@ Run: `make bench` (the lead's runner calls run()), or `python -m hirepay_dev.ben
 from __future__ import annotations
 
 import asyncio
-import uuid
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -37,7 +37,6 @@ from hirepay_dev.benchcpu import CpuMeter
 from hirepay_dev.benchlib import Result, closed_loop, pgbench_tpcb
 from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_dev.services import WALLET, RunningService, prepare_database, start_service
-from hirepay_platform.client import SigningInterceptor
 from hirepay_platform.identity import TokenMinter
 
 CONCURRENCY = (1, 8, 32)
@@ -55,14 +54,41 @@ def _money(amount: int) -> common_pb2.Money:
 
 
 def _id() -> str:
-    return uuid.uuid4().hex
+    """32 random hex digits, an id of its own for every call (os.urandom's in C: uuid4().hex
+    was three Python calls, and each call of a case makes two or three ids)."""
+    return os.urandom(16).hex()
+
+
+class Signer:
+    """The metadata every call of the benchmark carries: jobs' signed service token for the
+    wallet, as jobs sends it (`TokenMinter.metadata`, the token reused for half its life), passed
+    with each call as one `grpc.aio.Metadata` made again only when the token changes. The calls
+    used to be signed by a client interceptor on the channel (`SigningInterceptor`): grpc.aio
+    runs an intercepted unary call through its interceptor machinery (a task, call details and
+    an intercepted call object per call), several times a plain call's cost in the load
+    generator, which shares the two cores with the wallet (issue 13, round 14). Every call is
+    still one unary call with its own ids and the same request."""
+
+    def __init__(self, audience: str, minter: TokenMinter) -> None:
+        self._audience = audience
+        self._minter = minter
+        self._token = ""
+        self._metadata = grpc.aio.Metadata()
+
+    def __call__(self) -> grpc.aio.Metadata:
+        token = self._minter.service_token(self._audience)
+        if token != self._token:
+            self._metadata = grpc.aio.Metadata(*self._minter.metadata(self._audience))
+            self._token = token
+        return self._metadata
 
 
 class Fixture:
     """Accounts of the benchmark: a funding source, the revenue account, payer/payee pairs."""
 
-    def __init__(self, stub: pb_grpc.WalletServiceStub, pairs: int) -> None:
+    def __init__(self, stub: pb_grpc.WalletServiceStub, pairs: int, sign: Signer) -> None:
         self.stub = stub
+        self.sign = sign
         self.pairs = pairs
         self.tag = _id()[:8]
         self.payers: list[str] = []
@@ -80,6 +106,7 @@ class Fixture:
                 allow_negative=allow_negative,
             ),
             timeout=TIMEOUT,
+            metadata=self.sign(),
         )
         return reply.account.account_id
 
@@ -106,6 +133,7 @@ class Fixture:
                         ],
                     ),
                     timeout=TIMEOUT,
+                    metadata=self.sign(),
                 )
                 for payer in self.payers
             )
@@ -130,6 +158,7 @@ class Fixture:
             await call(
                 pb.TransferRequest(request_id=_id(), transfer_id=f"b-{_id()}", legs=legs),
                 timeout=TIMEOUT,
+                metadata=self.sign(),
             )
 
         return op
@@ -149,6 +178,7 @@ class Fixture:
                     ],
                 ),
                 timeout=TIMEOUT,
+                metadata=self.sign(),
             )
             _check_batch(reply.results, "transfers")
 
@@ -179,6 +209,7 @@ class Fixture:
                     ],
                 ),
                 timeout=TIMEOUT,
+                metadata=self.sign(),
             )
             _check_batch(held.results, "holds")
             confirmed = await self.stub.ResolveHolds(
@@ -190,6 +221,7 @@ class Fixture:
                     ],
                 ),
                 timeout=TIMEOUT,
+                metadata=self.sign(),
             )
             _check_batch(confirmed.results, "confirms")
 
@@ -212,6 +244,7 @@ class Fixture:
                     amount=_money(AMOUNT),
                 ),
                 timeout=TIMEOUT,
+                metadata=self.sign(),
             )
             shares = []
             if with_fee:  # a 10% platform fee, the rest to the payee
@@ -227,6 +260,7 @@ class Fixture:
                     remainder_account_id=payee if with_fee else "",
                 ),
                 timeout=TIMEOUT,
+                metadata=self.sign(),
             )
 
         return op
@@ -310,12 +344,12 @@ async def run(
             return CpuMeter(pg_url, {"wallet": service.process.popen.pid}, {database: "wallet"})
 
         # The benchmark calls the wallet as jobs does (a signed service token on every call).
-        signer = SigningInterceptor("wallet", TokenMinter("jobs", ensure_service_token_secret()))
+        sign = Signer("wallet", TokenMinter("jobs", ensure_service_token_secret()))
         async with (
-            grpc.aio.insecure_channel(grouped.target, interceptors=[signer]) as channel,
-            grpc.aio.insecure_channel(ungrouped.target, interceptors=[signer]) as channel_ungrouped,
+            grpc.aio.insecure_channel(grouped.target) as channel,
+            grpc.aio.insecure_channel(ungrouped.target) as channel_ungrouped,
         ):
-            fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(levels))
+            fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(levels), sign=sign)
             await fixture.setup()
             single = pb_grpc.WalletServiceStub(channel_ungrouped)
             Case = tuple[

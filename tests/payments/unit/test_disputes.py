@@ -28,7 +28,6 @@ from payments.service_layer.handlers import authorize, capture, credits
 from payments.service_layer.handlers.disputes import apply_dispute_event
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import Clock, DisputingProvider, FakeLedger, FakeUnitOfWork
-from tests.support.payments_helpers import paid_plan_transaction
 
 WITHDRAWAL = DisputeMoney("txn_w", -14_900, 1_500, "USD")
 REINSTATEMENT = DisputeMoney("txn_r", 14_900, 0, "USD")
@@ -341,18 +340,6 @@ def _fields(obj: object) -> dict[str, object]:
     from dataclasses import fields
 
     return {f.name: getattr(obj, f.name) for f in fields(obj)}  # type: ignore[arg-type]
-
-
-async def test_a_dispute_of_a_plan_purchase_is_left_to_be_recorded_not_retried(
-    deps: Deps, provider: DisputingProvider
-) -> None:
-    txn = replace(paid_plan_transaction("txn_plan"), provider_payment_intent_id="pi_plan")
-    async with deps.uow as uow:
-        await uow.transactions.add(txn)
-        await uow.commit()
-    provider.disputes["dp_1"] = _view("pi_plan", DisputeStatus.NEEDS_RESPONSE, WITHDRAWAL)
-    assert await _deliver(deps, provider, "evt_1", "created") is None
-    assert deps.uow.committed.disputes == {}  # type: ignore[attr-defined]
 
 
 def _charged_back(deps: Deps) -> list[str]:

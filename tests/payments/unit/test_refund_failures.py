@@ -227,3 +227,52 @@ async def test_a_failure_before_hirepays_refund_answer_is_recorded_waits_for_it(
     )
     await credits.settle_due_grants(deps)
     assert _moved(deps) == {CLEARING: -FEE, PLATFORM: FEE}
+
+
+# An accepted card offer's payment as jobs authorizes it (jobs.adapters.offer_funds).
+OFFER = {
+    "subsystem": "marketplace",
+    "purpose": "marketplace",
+    "type": "marketplace_offer",
+    "offer_id": "offer_1",
+}
+
+
+@pytest.mark.parametrize("made_by", ["hirepay", "provider"])
+async def test_offer_moneys_refund_failing_is_told_to_jobs_once(deps: Deps, made_by: str) -> None:
+    """Offer money is jobs' to book (payments books neither the refund nor its reversal): its
+    refund failing after success is published once, `payment.refund_failed` on the marketplace
+    stream, in the transaction that reverses it; twins and redeliveries publish nothing more."""
+    pid = await _captured(deps, f"o-{made_by}", dict(OFFER))
+    pi = await _intent(deps, pid)
+    if made_by == "hirepay":  # an engagement's own refund (a cancellation)
+        done = await refund(commands.Refund("engagement:eng_1:cancel", pid, 0), deps)
+        re_id = done.refund.provider_refund_id
+    else:  # made at Stripe's dashboard
+        re_id = _provider(deps).refund_outside(pi, FEE)
+        await _deliver(deps, "evt_1", pi)
+    before = _outbox(deps, pid)
+    _provider(deps).fail_refund(pi, re_id, REASON)
+
+    assert (await _deliver(deps, "evt_f1", pi, "refund.failed")).applied
+    await _deliver(deps, "evt_f2", pi, "refund.updated")  # its twin
+    await _deliver(deps, "evt_f1", pi, "refund.failed")  # a redelivery
+
+    p, [ref], _ = await _state(deps, pid)
+    assert (p.state, p.refundable_minor, ref.status) == (
+        PaymentState.CAPTURED,
+        FEE,
+        RefundStatus.FAILED,
+    )
+    assert _outbox(deps, pid) == [*before, EventType.PAYMENT_REFUND_FAILED]
+    [told] = [
+        e
+        for e in deps.uow.committed.outbox  # type: ignore[attr-defined]
+        if e.type is EventType.PAYMENT_REFUND_FAILED
+    ]
+    assert told.subsystem == "marketplace" and told.payment.metadata["offer_id"] == "offer_1"
+    await credits.settle_due_grants(deps)
+    assert _moved(deps) == {}  # nothing booked by payments: jobs books offer money
+    async with deps.uow as uow:
+        kinds = sorted(str(g.kind) for g in await uow.credit_grants.for_payment(pid))
+    assert kinds == []

@@ -170,6 +170,28 @@ def test_refund_once(fatora: httpx.Client, fatora_receiver: ProviderReceiver) ->
     fatora_receiver.wait_about(order_id, "refund.completed")
 
 
+def test_a_refund_at_the_dashboard_shows_on_verify_and_sends_no_webhook(
+    fatora: httpx.Client, fatora_admin: KitAdmin, fatora_receiver: ProviderReceiver
+) -> None:
+    """The merchant's dashboard refunds the whole payment once, like the API; Fatora documents
+    no refund notification, so verify's `refund_status` is the only word of it."""
+    order_id, url = checkout(fatora, 52)
+    redirect(pay(url))
+    fatora_receiver.wait_about(order_id, "payment.success")
+    refunded = fatora_admin.call("POST", f"/_sandbox/orders/{order_id}/refund")
+    assert (refunded["order_id"], refunded["refund_status"]) == (order_id, "completed")
+    assert _verify(fatora, order_id)["refund_status"] == "completed"
+    again = fatora_admin.http.post(f"/_sandbox/orders/{order_id}/refund")
+    assert again.status_code == 409 and "already refunded" in again.json()["error"]["message"]
+    by_api = fatora.post("/v1/payments/refund", json={"order_id": order_id})
+    assert by_api.status_code == 409 and "already refunded" in by_api.json()["error"]
+    unpaid, _ = checkout(fatora, 53)
+    assert fatora_admin.http.post(f"/_sandbox/orders/{unpaid}/refund").status_code == 409
+    assert fatora_admin.http.post("/_sandbox/orders/no-such-order/refund").status_code == 404
+    time.sleep(0.3)  # a webhook, were one sent, would be delivered by now
+    assert fatora_receiver.about(order_id, "refund.completed") == []
+
+
 def test_unpaid_order_cannot_be_refunded(fatora: httpx.Client) -> None:
     order_id, _ = checkout(fatora, 51)
     response = fatora.post("/v1/payments/refund", json={"order_id": order_id})

@@ -43,6 +43,10 @@ class Check(enum.StrEnum):
     # part while held, or after it was released): booked from the engagement's receivable and
     # owed to the platform. A known state for operators to settle, not a missing booking.
     ESCROW_REFUND_OWED = "escrow_refund_owed"
+    # A refund of offer money that failed at the provider after it succeeded, reversed to the
+    # engagement's receivable, which now holds money owed to the customer (the refund never
+    # reached them). A known state for operators to pay back, not a missing booking.
+    ESCROW_REFUND_PAYABLE = "escrow_refund_payable"
     # A withdrawal whose money stays held (or, returned by the bank, owed back) past its grace:
     # a step payments keeps failing, or a payout in transit the bank has not answered (ESC-9).
     WITHDRAWAL_STUCK = "withdrawal_stuck"

@@ -531,6 +531,11 @@ class AtProviderOutcome(enum.StrEnum):
     FROZEN = "frozen"
     # After the escrow was released (completed, cancelled, resolved): owed, from the receivable.
     OWED = "owed"
+    # Not a refund: the reversal of one jobs booked (made at the provider, or the engagement's
+    # own) that the provider reports failed since (Stripe: the card closed). The money never
+    # reached the customer and is back with the provider: clearing -> receivable, which settles
+    # what the refund left owed or, beyond it, holds what is owed to the customer.
+    REVERSED = "reversed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -546,6 +551,81 @@ class PaymentRefund:
     def outside_escrow(self) -> bool:
         """Succeeded and not asked for by a money step of jobs (those book themselves)."""
         return self.status == "SUCCEEDED" and not self.request_id.startswith(OWN_REFUND_PREFIX)
+
+
+# The suffix of a reversal's id (and so of its transfer): payments' name for the booking that
+# reverses a refund failed after success, `payment:<pid>:refund:<refund_id>:failed`.
+FAILED_SUFFIX = ":failed"
+# payments' status of a refund that failed (before or, here, after it succeeded).
+REFUND_STATUS_FAILED = "FAILED"
+
+
+def refunded_at_provider_minor(refunds: list[EscrowRefund]) -> int:
+    """What the refunds made at the provider gave back and kept (those reversed since left out)."""
+    reversed_ = {r.refund_id for r in refunds if r.outcome is AtProviderOutcome.REVERSED}
+    return sum(
+        r.amount_minor
+        for r in refunds
+        if r.outcome is not AtProviderOutcome.REVERSED
+        and f"{r.refund_id}{FAILED_SUFFIX}" not in reversed_
+    )
+
+
+def failed_bookings(
+    refunds: list[PaymentRefund], booked: list[EscrowRefund], steps: list[MoneyStep]
+) -> list[tuple[PaymentRefund, MoneyStep | None]]:
+    """The refunds jobs booked as made that payments now reports FAILED and that are not
+    reversed yet: one made at the provider (its escrow refund row), or a money step's own card
+    refund (by its refund id, or by its request id when the step has not recorded the refund's
+    id yet), with that step. A refund that failed before jobs booked it moved nothing here."""
+    rows = {r.refund_id: r for r in booked}
+    found: list[tuple[PaymentRefund, MoneyStep | None]] = []
+    for refund in refunds:
+        if refund.status != REFUND_STATUS_FAILED or f"{refund.refund_id}{FAILED_SUFFIX}" in rows:
+            continue
+        row = rows.get(refund.refund_id)
+        if row is not None and row.outcome is not AtProviderOutcome.REVERSED:
+            found.append((refund, None))
+            continue
+        for step in steps:
+            if not step.payment_id or step.refund_minor <= 0:
+                continue
+            if step.refund_id == refund.refund_id or (
+                not step.refund_id and step.request_id == refund.request_id
+            ):
+                found.append((refund, step))
+                break
+    return found
+
+
+def refund_reversal(
+    engagement: Engagement, refund: PaymentRefund, provider: str, now: datetime
+) -> EscrowRefund:
+    """The booking that reverses a refund jobs booked and the provider reports failed since:
+    what provider clearing received for it goes to the engagement's receivable. The customer
+    still has not the money: where the refund had left money owed to the platform (in part
+    while held, after the release), that debt is gone; where it came out of the escrow and the
+    fee (unwound, or the engagement's own refund), the receivable holds it, owed to the
+    customer (above zero), for operators to pay back. Never back into the escrow: by then the
+    engagement ended (cancelled, completed, resolved), or (frozen) the escrow still holds it."""
+    unit = engagement.unit
+    return EscrowRefund(
+        refund_id=f"{refund.refund_id}{FAILED_SUFFIX}",
+        engagement_id=engagement.id,
+        payment_id=engagement.payment_id,
+        unit=unit,
+        amount_minor=refund.amount_minor,
+        outcome=AtProviderOutcome.REVERSED,
+        legs=(
+            Leg(
+                AccountRef.clearing(provider, unit),
+                receivable(engagement.id, unit),
+                refund.amount_minor,
+            ),
+        ),
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def receivable(engagement_id: str, unit: str) -> AccountRef:
@@ -564,7 +644,9 @@ def is_receivable(ref: AccountRef) -> bool:
 
 def still_owed(refunds: list[EscrowRefund], steps: list[MoneyStep]) -> int:
     """What an engagement's refunds made at the provider leave owed once its posted money
-    steps netted them (MoneyStep.net): the auditor reports the refunds while this is positive."""
+    steps netted them (MoneyStep.net): the auditor reports the refunds while this is positive;
+    below zero, refunds that failed after success (reversed) left that much owed to the
+    customer (the receivable holds it)."""
     netted = sum(s.netted_minor for s in steps if s.state is StepState.DONE)
     return sum(r.owed_minor for r in refunds) - netted
 
@@ -630,7 +712,7 @@ def refund_at_provider(
     unit = engagement.unit
     clearing = AccountRef.clearing(provider, unit)
     owed = receivable(engagement.id, unit)
-    before = sum(r.amount_minor for r in earlier)
+    before = refunded_at_provider_minor(earlier)
     if engagement.state in HELD and before + refund.amount_minor >= engagement.amount_minor:
         outcome = AtProviderOutcome.UNWOUND
         legs: tuple[Leg, ...] = (

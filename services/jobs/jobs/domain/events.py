@@ -26,6 +26,8 @@ class EventType(enum.StrEnum):
     DISPUTE_RESOLVED = "dispute.resolved"
     # Offer money refunded at the provider, outside the escrow (subject: payments' refund id).
     ENGAGEMENT_REFUNDED_AT_PROVIDER = "engagement.refunded_at_provider"
+    # A refund of offer money jobs booked failed after it succeeded (subject: its reversal's id).
+    ENGAGEMENT_REFUND_FAILED = "engagement.refund_failed"
 
 
 def event_id_for(event_type: EventType, subject_id: str) -> str:

@@ -65,6 +65,13 @@ ESCROW_REFUNDS_AT_PROVIDER = Counter(
     " (after the escrow was released).",
     ["outcome"],
 )
+ESCROW_REFUNDS_FAILED_AFTER_SUCCESS = Counter(
+    "hirepay_escrow_refunds_failed_after_success_total",
+    "Refunds of offer money that failed at the provider after they succeeded, reversed on the"
+    " ledger (clearing -> the engagement's receivable), by which refund: at_provider (one made at"
+    " the provider) or own (the engagement's cancellation or resolution).",
+    ["refund"],
+)
 EXPIRED_JOBS = Counter("hirepay_jobs_expired_total", "Active postings expired by the worker.")
 
 

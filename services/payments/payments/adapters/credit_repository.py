@@ -15,6 +15,7 @@ from hirepay_platform.sql_lists import joined_checked, listed
 from payments.adapters import tables as t
 from payments.domain import ledger
 from payments.domain.credits import (
+    DISPUTED_KEY,
     FULL_REFUND,
     GRANT_KIND_OF,
     GRANT_STATUS_OF,
@@ -238,8 +239,10 @@ class SqlCreditGrantRepository:
         for row in purchases:
             amount = int(row.amount_minor)
             ids = [(ledger.capture_transfer_id(row.id), False, amount)]
-            # The full refund books what the refunds in part before it had not (if anything).
-            rest = amount - int(dict(row.metadata or {}).get(REFUNDED_KEY, "0") or 0)
+            # The full refund books what the refunds in part and the disputes' withdrawals
+            # before it had not (if anything: none after a dispute lost in full).
+            meta = dict(row.metadata or {})
+            rest = amount - sum(int(meta.get(k, "0") or 0) for k in (REFUNDED_KEY, DISPUTED_KEY))
             if row.status == TxnStatus.REFUNDED.value and rest > 0:
                 ids.append((ledger.refund_transfer_id(row.id, FULL_REFUND), True, rest))
             found += [
@@ -286,6 +289,8 @@ class SqlCreditGrantRepository:
         for row in rows:
             if row.kind == GrantKind.DISPUTE.value and row.currency is not None:
                 found.append(_disputed(row))
+            elif row.kind == GrantKind.DISPUTE.value and row.transaction_id:
+                found.append(_purchase_disputed(row))
             elif row.kind == GrantKind.REFUND_FAILED.value and row.currency is not None:
                 found += _refund_failed(row)
             elif row.kind == GrantKind.PURCHASE_REFUND.value:
@@ -306,6 +311,28 @@ def _disputed(row: Any) -> ExpectedBooking:
         row.currency,
         abs(moved),
         ledger.purpose_of(dict(row.metadata)),
+        refund=moved < 0,
+        what="dispute withdrew" if moved < 0 else "dispute reinstated",
+    )
+
+
+def _purchase_disputed(row: Any) -> ExpectedBooking:
+    """A plan purchase's dispute movement (disputes._apply_purchase): as a fee payment's, revenue
+    taken back or given back, in the unit its revenue leg moves (the purchase's currency; a fee
+    alone, settled in another, moves no revenue)."""
+    legs = [Leg.from_json(leg) for leg in row.legs or []]
+    on_revenue = [
+        g.source.unit for g in legs if ledger.revenue(g.source.unit) in (g.source, g.target)
+    ]
+    currency = (on_revenue or [g.source.unit for g in legs] or [""])[0]
+    moved = ledger.revenue_delta(legs, currency)
+    return ExpectedBooking(
+        ledger.dispute_transfer_id(row.transaction_id, row.refund_id),
+        row.transaction_id,
+        row.provider,
+        currency,
+        abs(moved),
+        ledger.Purpose.FEE,
         refund=moved < 0,
         what="dispute withdrew" if moved < 0 else "dispute reinstated",
     )

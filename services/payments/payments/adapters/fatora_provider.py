@@ -90,6 +90,9 @@ class FatoraProvider:
     """PaymentProvider backed by Fatora (or the Fatora-compatible sandbox)."""
 
     name = "fatora"
+    # Fatora documents a refund endpoint and verify's `refund_status`, no refund event: a
+    # refund made at its dashboard is found, and booked, by the reconciliation only.
+    refunds_by_event = False
 
     def __init__(
         self,

@@ -241,6 +241,7 @@ class PayPalProvider:
     """PaymentProvider backed by PayPal (or the PayPal-compatible sandbox)."""
 
     name = "paypal"
+    refunds_by_event = True  # PAYMENT.CAPTURE.REFUNDED, PAYMENT.CAPTURE.REVERSED
 
     def __init__(
         self,

@@ -156,6 +156,7 @@ class RazorpayProvider:
     """PaymentProvider backed by Razorpay (or the Razorpay-compatible sandbox)."""
 
     name = "razorpay"
+    refunds_by_event = True  # refund.created, refund.processed, refund.failed
 
     def __init__(
         self,

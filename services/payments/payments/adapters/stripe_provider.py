@@ -390,6 +390,7 @@ class StripeProvider:
     """PaymentProvider backed by Stripe (or the Stripe-compatible sandbox)."""
 
     name = "stripe"
+    refunds_by_event = True  # charge.refunded, refund.updated
 
     def accepts_payment_method(self, token: str) -> bool:
         """Stripe PaymentMethod ids (`pm_...`); the SDK refuses unknown ones itself."""

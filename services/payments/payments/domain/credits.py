@@ -28,6 +28,10 @@ CANDIDATE_CREDITS_KEY = "candidate_credits"
 # The money of a purchase refunded in part at its provider and booked so far (each refund by its
 # own PURCHASE_REFUND booking): a later refund of the rest, or the admin's, books only the rest.
 REFUNDED_KEY = "refunded_minor"
+# The money of a purchase its card disputes took back and booked so far, net (withdrawn or held,
+# minus reinstated or released; each movement by its own DISPUTE booking): a full refund or
+# revocation afterwards books only what neither they nor refunds in part took back.
+DISPUTED_KEY = "disputed_minor"
 
 
 class GrantKind(enum.StrEnum):
@@ -48,8 +52,10 @@ class GrantKind(enum.StrEnum):
     # `payment:<id>:refund:<refund_id>:failed` (its legs the refund's, reversed, and the coins
     # the refund took back given back).
     REFUND_FAILED = "refund_failed"
-    # A balance transaction of a dispute of such a payment (money withdrawn or reinstated, and
-    # the dispute fee): `payment:<id>:dispute:<balance transaction>`; `refund_id` holds its id.
+    # A balance transaction of a dispute of such a payment, or of a plan purchase (money
+    # withdrawn or reinstated, and the dispute fee): `payment:<id>:dispute:<balance
+    # transaction>`, `<id>` the payment's or the purchase's (`transaction_id` set, no
+    # `payment_id`); `refund_id` holds the balance transaction's id.
     DISPUTE = "dispute"
 
 
@@ -79,6 +85,18 @@ def credits_of(txn: Transaction) -> dict[str, int]:
 def refunded_in_part(txn: Transaction) -> int:
     """The purchase's money refunded in part at its provider and booked so far."""
     return int(txn.metadata.get(REFUNDED_KEY, "0") or 0)
+
+
+def disputed(txn: Transaction) -> int:
+    """The purchase's money its disputes took back and booked so far, net."""
+    return int(txn.metadata.get(DISPUTED_KEY, "0") or 0)
+
+
+def taken_back(txn: Transaction) -> int:
+    """The purchase's money already back with the buyer and booked: its refunds in part at the
+    provider and its disputes' net withdrawals. A full refund (the admin's, or the rest refunded
+    at the provider) refunds and books only the price minus this."""
+    return refunded_in_part(txn) + disputed(txn)
 
 
 def _booked(txn: Transaction, refunded_before: int = 0) -> dict[str, int]:
@@ -123,7 +141,8 @@ class CreditGrant:
         if self.kind is GrantKind.CAPTURE:
             return ledger.capture_transfer_id(self.payment_id)
         if self.kind is GrantKind.DISPUTE:
-            return ledger.dispute_transfer_id(self.payment_id, self.refund_id)
+            subject = self.payment_id or self.transaction_id  # a payment's, or a purchase's
+            return ledger.dispute_transfer_id(subject, self.refund_id)
         if self.kind is GrantKind.REFUND_FAILED:
             return ledger.refund_failure_transfer_id(self.payment_id, self.refund_id)
         return ledger.refund_transfer_id(self.payment_id, self.refund_id)
@@ -174,8 +193,9 @@ class CreditGrant:
     @classmethod
     def revoke(cls, txn: Transaction, now: datetime) -> CreditGrant:
         """What a refunded purchase owes the ledger; its credits are planned later from what is
-        still unused. Its money: what is left after the refunds in part booked before it."""
-        granted = _booked(txn, refunded_in_part(txn))
+        still unused. Its money: what is left after the refunds in part and the disputes'
+        withdrawals booked before it (none after a dispute lost in full: credits only)."""
+        granted = _booked(txn, taken_back(txn))
         return cls._of_transaction(GrantKind.REVOKE, txn, txn.id, granted, None, now)
 
     @classmethod
@@ -273,33 +293,36 @@ class CreditGrant:
         the payment's currency, where the capture booked it (`disputed_minor`, the dispute's
         amount), and the dispute fee in the currency Stripe charged it in, between the
         provider's clearing and fees accounts of that currency."""
-        same = money.currency == payment.currency or not money.currency
-        amount = money.amount_minor
-        if not same and amount:
-            amount = disputed_minor if amount > 0 else -disputed_minor
-        legs = ledger.dispute_legs(
-            ledger.purpose_of(payment.metadata),
-            provider=payment.provider,
-            currency=payment.currency,
-            amount_minor=amount,
-            fee_minor=money.fee_minor,
-            fee_currency=payment.currency if same else money.currency,
-        )
+        purpose = ledger.purpose_of(payment.metadata)
+        legs = _dispute_legs(purpose, payment.provider, payment.currency, money, disputed_minor)
         grant = cls._of_payment(
             GrantKind.DISPUTE, payment, money.id, sum(leg.amount for leg in legs), legs, now
         )
-        if grant is not None:
-            moved: dict[str, int] = {}
-            for leg in legs:
-                moved[leg.source.unit] = moved.get(leg.source.unit, 0) + leg.amount
-            grant.granted, grant.amounts = moved, dict(moved)  # per unit, never summed across
-        return grant
+        return _per_unit(grant, legs)
+
+    @classmethod
+    def purchase_dispute(
+        cls, txn: Transaction, money: DisputeMoney, disputed_minor: int, now: datetime
+    ) -> CreditGrant | None:
+        """What one money movement of a dispute of a plan purchase owes the ledger: as a fee
+        payment's (the purchase's capture put its money in revenue, ISSUE), the disputed money
+        between revenue and the provider's clearing, the fee into the provider's fees account;
+        `payment:<transaction id>:dispute:<movement>`. The credits move only if the purchase
+        becomes REFUNDED (its REVOKE), never by this booking. None: nothing moves."""
+        legs = _dispute_legs(ledger.Purpose.FEE, txn.provider, txn.currency, money, disputed_minor)
+        if not legs:
+            return None
+        # Its id the movement's, as a payment's dispute booking: one booking per movement.
+        grant = cls._of_transaction(GrantKind.DISPUTE, txn, money.id, {}, {}, now)
+        grant.refund_id, grant.legs = money.id, legs
+        return _per_unit(grant, legs)
 
     def dispute_fee_booked(self, of: DisputeMoney) -> int | None:
         """The provider fee this grant booked for the running fee `of` (its first booking
         `dispute:<id>`, or an adjustment `dispute:<id>:<n>`; > 0 charged, < 0 given back),
         None if the grant is not one of its bookings."""
-        if self.kind is not GrantKind.DISPUTE or self.payment_id == "":
+        # A payment's dispute booking, or a plan purchase's (transaction_id, no payment_id).
+        if self.kind is not GrantKind.DISPUTE or not (self.payment_id or self.transaction_id):
             return None
         rest = self.refund_id.removeprefix(of.id)
         if rest == self.refund_id or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
@@ -359,3 +382,37 @@ class CreditGrant:
         self.attempts += 1
         self.next_attempt_at = now + timedelta(seconds=delay_seconds)
         self.last_error = error[:500]
+
+
+def _dispute_legs(
+    purpose: ledger.Purpose,
+    provider: str,
+    currency: str,
+    money: DisputeMoney,
+    disputed_minor: int,
+) -> list[Leg]:
+    """The legs of one dispute money movement of a payment or purchase in `currency`: the amount
+    in that currency (one settled in another counts as the dispute's amount, exact, never
+    converted), the fee in the currency the provider charged it in."""
+    same = money.currency == currency or not money.currency
+    amount = money.amount_minor
+    if not same and amount:
+        amount = disputed_minor if amount > 0 else -disputed_minor
+    return ledger.dispute_legs(
+        purpose,
+        provider=provider,
+        currency=currency,
+        amount_minor=amount,
+        fee_minor=money.fee_minor,
+        fee_currency=currency if same else money.currency,
+    )
+
+
+def _per_unit(grant: CreditGrant | None, legs: list[Leg]) -> CreditGrant | None:
+    """A dispute booking's amounts per unit, never summed across units."""
+    if grant is not None:
+        moved: dict[str, int] = {}
+        for leg in legs:
+            moved[leg.source.unit] = moved.get(leg.source.unit, 0) + leg.amount
+        grant.granted, grant.amounts = moved, dict(moved)
+    return grant

@@ -25,6 +25,9 @@ class EventType(enum.StrEnum):
     # A chargeback lost in full: the card's issuer returned the money to the customer (the
     # payment stays CAPTURED; what was captured was taken back by the dispute, not refunded).
     PAYMENT_CHARGED_BACK = "payment.charged_back"
+    # A refund of marketplace offer money that succeeded and then failed at the provider (the
+    # card closed since): reversed here, and jobs books its reversal (it booked the refund).
+    PAYMENT_REFUND_FAILED = "payment.refund_failed"
     TRANSACTION_SUCCEEDED = "transaction.succeeded"
     TRANSACTION_FAILED = "transaction.failed"
     TRANSACTION_CANCELLED = "transaction.cancelled"

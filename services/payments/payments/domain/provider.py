@@ -320,6 +320,11 @@ class PaymentProvider(Protocol):
     operation; replaying it returns the first result (or performs the operation now)."""
 
     name: str
+    # Whether the provider sends an event for a refund made at it, outside Hirepay (its
+    # dashboard, or by itself). True: the event books it (provider_refunds.apply_refund_event).
+    # False (Fatora documents no refund event): nothing tells Hirepay but the reconciliation's
+    # read of the payment's refunds (OPS-3), which then books it through the same core.
+    refunds_by_event: bool
 
     def accepts_payment_method(self, token: str) -> bool:
         """Whether `token` is one of this provider's payment method tokens (format only)."""

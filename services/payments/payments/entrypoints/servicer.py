@@ -156,7 +156,11 @@ class PaymentsServicer(pb_grpc.PaymentsServiceServicer):
         txn = await access.verify_transaction(
             current_caller(), request.transaction_id, self._deps()
         )
-        return pb.TransactionResponse(transaction=conv.transaction_msg(txn))
+        found = await disputes.disputes_of_purchase(txn.id, self._deps())
+        return pb.TransactionResponse(
+            transaction=conv.transaction_msg(txn),
+            disputes=[conv.dispute_msg(d) for d in found],
+        )
 
     async def ConfirmCheckoutReturn(
         self, request: pb.ConfirmCheckoutReturnRequest, context: grpc.aio.ServicerContext

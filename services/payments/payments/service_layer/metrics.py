@@ -39,7 +39,9 @@ REFUNDED = Counter(
 PROVIDER_REFUNDS = Counter(
     "hirepay_payment_provider_refunds_total",
     "Refunds found at the provider by webhook, by provider and result: booked (made outside"
-    " Hirepay, e.g. from the provider's dashboard, and booked now), own (made by Hirepay: its"
+    " Hirepay, e.g. from the provider's dashboard, and booked now), reconciled (the same, at a"
+    " provider that sends no refund event, e.g. Fatora: found and booked by the reconciliation),"
+    " own (made by Hirepay: its"
     " request records it), pending (not succeeded yet), failed_after_success (a succeeded refund"
     " the provider reports failed since: reversed on the ledger), not_captured (a refund of a"
     " payment that took nothing, e.g. Razorpay's auto-refund of an authorization let go:"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import TypeVar
 
@@ -111,7 +111,14 @@ def open_account_from_pb(request: pb.OpenAccountRequest) -> commands.OpenAccount
     )
 
 
+def _map_of(value: Mapping[str, str]) -> dict[str, str]:
+    """A protobuf map as a dict in one comprehension (callers skip the call for an empty one)."""
+    return {key: value[key] for key in value}
+
+
 def transfer_from_pb(request: pb.TransferRequest) -> commands.Transfer:
+    # dict() of a upb map walks the Mapping ABC's key view (3 Python calls); an empty map, the
+    # usual case, is no call at all, another one comprehension (issue 13).
     return commands.Transfer(
         transfer_id=request.transfer_id,
         legs=tuple(
@@ -121,7 +128,7 @@ def transfer_from_pb(request: pb.TransferRequest) -> commands.Transfer:
             for leg in request.legs
         ),
         description=request.description,
-        metadata=dict(request.metadata),
+        metadata=_map_of(request.metadata) if request.metadata else {},
     )
 
 
@@ -138,7 +145,7 @@ def split_transfer_from_pb(request: pb.SplitTransferRequest) -> commands.SplitTr
         shares=shares_from_pb(list(request.shares)),
         remainder_account_id=request.remainder_account_id,
         description=request.description,
-        metadata=dict(request.metadata),
+        metadata=_map_of(request.metadata) if request.metadata else {},
     )
 
 
@@ -277,16 +284,22 @@ def entry_to_pb(entry: Entry, created_at: Timestamp | None = None) -> pb.Entry:
 def transfer_record_to_pb(record: TransferRecord) -> pb.TransferRecord:
     # Every entry of a transfer is posted at its time: one conversion (a slow one) for all.
     created_at = timestamp(record.created_at)
-    return pb.TransferRecord(
+    message = pb.TransferRecord(
         transfer_id=record.id,
         entries=[
             entry_to_pb(e, created_at if e.created_at == record.created_at else None)
             for e in record.entries
         ],
         description=record.description,
-        metadata=record.metadata,
         created_at=created_at,
     )
+    # A dict given for a map field is copied by the Mapping ABC's update (2 Python calls); set
+    # item by item here (in C), none for a transfer without metadata (issue 13).
+    if record.metadata:
+        target = message.metadata
+        for key, value in record.metadata.items():
+            target[key] = value
+    return message
 
 
 def transfer_result_to_pb(result: TransferResult) -> pb.TransferResponse:

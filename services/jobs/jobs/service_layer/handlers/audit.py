@@ -27,7 +27,7 @@ from jobs.domain.audit import (
     payment_deadline_violation,
 )
 from jobs.domain.errors import NotAllowed
-from jobs.domain.escrow import AtProviderOutcome, StepState, still_owed
+from jobs.domain.escrow import FAILED_SUFFIX, AtProviderOutcome, StepState, still_owed
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
@@ -228,7 +228,9 @@ async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation
 async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violation]:
     """Refunds of offer money made at the provider (marketplace.refunds_at_provider): each that
     left money owed (and its engagement still owes: not settled since) is reported as such (a known state: booked from the engagement's receivable,
-    so no longer a missing booking), and one still not posted past the grace as a stuck step."""
+    so no longer a missing booking), and one still not posted past the grace as a stuck step.
+    A refund's reversal (failed after success, marketplace.refund_failures) whose engagement's
+    receivable holds money for the customer is reported as owed to them (payable)."""
     before = now - timedelta(seconds=deps.config.audit_grace_seconds)
     async with deps.new_uow() as uow:
         refunds = await uow.escrow_refunds.unsettled(limit)
@@ -252,7 +254,19 @@ async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violati
         if r.state is StepState.PENDING and r.created_at < before:
             detail = f"refund at the provider pending since {r.created_at.isoformat()}"
             found.append(Violation(Check.ESCROW_STEP_STUCK, r.transfer_id, detail))
-        if r.outcome is not AtProviderOutcome.UNWOUND and owed[r.engagement_id] > 0:
+        if r.outcome is AtProviderOutcome.REVERSED:
+            if owed[r.engagement_id] < 0:
+                found.append(
+                    Violation(
+                        Check.ESCROW_REFUND_PAYABLE,
+                        r.transfer_id,
+                        f"engagement {r.engagement_id}: refund"
+                        f" {r.refund_id.removesuffix(FAILED_SUFFIX)} ({r.amount_minor} {r.unit})"
+                        f" failed after it succeeded; {-owed[r.engagement_id]} {r.unit} owed to"
+                        f" the customer on engagement:{r.engagement_id}:receivable",
+                    )
+                )
+        elif r.outcome is not AtProviderOutcome.UNWOUND and owed[r.engagement_id] > 0:
             found.append(
                 Violation(
                     Check.ESCROW_REFUND_OWED,

@@ -18,7 +18,7 @@ from jobs.domain.posting_saga import (
 )
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
-from jobs.service_layer.marketplace import job_payments, refunds_at_provider
+from jobs.service_layer.marketplace import job_payments, refund_failures, refunds_at_provider
 from jobs.service_layer.posting.activation import observe
 from jobs.service_layer.posting.driver import drive
 from jobs.service_layer.posting.leases import release
@@ -46,12 +46,15 @@ async def apply_marketplace_events(
 ) -> AsyncIterator[tuple[SettlementEvent, bool]]:
     """Apply a burst of the marketplace stream's events (offer payments) in their order, yielding
     each once its effect is durable: a refund made at the provider unwinds its engagement's
-    escrow (refunds_at_provider); the others (authorized, captured, voided: the offer's own
+    escrow (refunds_at_provider), a refund of it failed after success is reversed
+    (refund_failures); the others (authorized, captured, voided: the offer's own
     calls, answered already) ask nothing and cost no statement."""
     for event in cmd.events:
         applied = False
         if refunds_at_provider.is_offer_refund(event):
             applied = await refunds_at_provider.apply_refund_event(event, deps.fresh())
+        elif refund_failures.is_offer_refund_failure(event):
+            applied = await refund_failures.apply_refund_failed_event(event, deps.fresh())
         metrics.count(metrics.SETTLEMENT_EVENTS, event.type, str(applied).lower())
         yield event, applied
 

@@ -34,6 +34,7 @@ from datetime import datetime
 from hirepay_platform.errors import HirepayError, Unavailable
 from hirepay_platform.ids import new_id
 from jobs.domain.escrow import (
+    FAILED_SUFFIX,
     HELD,
     REFUNDED_AT_PROVIDER,
     SYSTEM_ACTOR,
@@ -41,6 +42,7 @@ from jobs.domain.escrow import (
     Dispute,
     DisputeState,
     EscrowRefund,
+    PaymentRefund,
     Resolution,
     StepState,
     refund_at_provider,
@@ -68,14 +70,19 @@ REFUNDED = "payment.refunded"
 OFFER_PAYMENT = "marketplace_offer"
 
 
-def is_offer_refund(event: SettlementEvent) -> bool:
-    """Whether the event is a refund of an offer's card payment (the others ask nothing here)."""
+def is_offer_event(event: SettlementEvent, event_type: str) -> bool:
+    """Whether the event is of this type and about an offer's card payment."""
     return (
-        event.type == REFUNDED
+        event.type == event_type
         and event.metadata.get("type") == OFFER_PAYMENT
         and bool(event.metadata.get("offer_id"))
         and bool(event.result.payment_id)
     )
+
+
+def is_offer_refund(event: SettlementEvent) -> bool:
+    """Whether the event is a refund of an offer's card payment (the others ask nothing here)."""
+    return is_offer_event(event, REFUNDED)
 
 
 class EngagementNotBookedYet(Unavailable):
@@ -104,15 +111,27 @@ async def _engagement_of(event: SettlementEvent, deps: Deps) -> Engagement | Non
     return engagement if engagement.payment_id == event.result.payment_id else None
 
 
+async def refunds_of_offer(
+    event: SettlementEvent, deps: Deps
+) -> tuple[Engagement, str, list[PaymentRefund]] | None:
+    """The card engagement the event's offer payment funds, with the payment's provider and its
+    refunds as payments lists them now (the event is never trusted); None: no such engagement."""
+    engagement = await _engagement_of(event, deps)
+    if engagement is None:
+        return None
+    assert deps.card_refunds is not None, "refund events need payments (Deps.card_refunds)"
+    provider, refunds = await deps.card_refunds.refunds_of(engagement.payment_id)
+    return engagement, provider, refunds
+
+
 async def apply_refund_event(event: SettlementEvent, deps: Deps) -> bool:
     """Book the refunds made at the provider of the event's offer payment; whether any was new."""
     if not is_offer_refund(event):
         return False
-    engagement = await _engagement_of(event, deps)
-    if engagement is None:
+    found = await refunds_of_offer(event, deps)
+    if found is None:
         return False
-    assert deps.card_refunds is not None, "refund events need payments (Deps.card_refunds)"
-    provider, refunds = await deps.card_refunds.refunds_of(engagement.payment_id)
+    engagement, provider, refunds = found
     outside = [r for r in refunds if r.outside_escrow]
     if not outside:
         return False
@@ -206,11 +225,16 @@ async def _apply(
 
 
 async def post(booking: EscrowRefund, deps: Deps) -> None:
-    """Post a recorded refund's booking (idempotent on its transfer id) and mark it done; a
-    failure is recorded and raised, so that the event is applied again."""
+    """Post a recorded refund's booking, or its reversal's (idempotent on its transfer id), and
+    mark it done; a failure is recorded and raised, so that the event is applied again."""
     assert deps.escrow is not None, "refund bookings need the wallet (Deps.escrow)"
+    what = (
+        f"refund {booking.refund_id.removesuffix(FAILED_SUFFIX)} failed after it succeeded"
+        if booking.outcome is AtProviderOutcome.REVERSED
+        else REFUNDED_AT_PROVIDER
+    )
     metadata = {
-        "description": f"Engagement {booking.engagement_id}: {REFUNDED_AT_PROVIDER}",
+        "description": f"Engagement {booking.engagement_id}: {what}",
         "engagement_id": booking.engagement_id,
         "payment_id": booking.payment_id,
         "refund_id": booking.refund_id,

@@ -1,6 +1,8 @@
 """Queries for the consistency auditor (OPS-3): payments by state, and the provider's records
 compared with ours through the provider port. Read-only but for the reconciliation's own record of
-its checks (payment_reconciliations: when each payment was last compared and what that found)."""
+its checks (payment_reconciliations: when each payment was last compared and what that found) and,
+for a provider whose refunds made at it arrive by no event (Fatora), the booking of such a refund
+it finds (provider_refunds.book_provider_refunds, the webhook's core)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ from payments.domain.reconciliation import (
 )
 from payments.domain.refunds import Refund
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.provider_refunds import RECONCILIATION, book_provider_refunds
 
 log = logging.getLogger(__name__)
 
@@ -496,7 +499,14 @@ async def _reconcile_refunds(
 
     Our records are read before and after the provider's list: a refund begins with its local
     record, so records unchanged across the list (none in flight) saw every refund of ours
-    that the list can show; a round where they changed is skipped."""
+    that the list can show; a round where they changed is skipped.
+
+    A provider whose refunds made at it arrive by no event (Fatora: `refunds_by_event` False)
+    has this read as the only word of them: a refund finding is then applied through the same
+    core as a webhook's (provider_refunds.book_provider_refunds: a succeeded refund Hirepay has
+    no record of recorded once under the payment's lock and booked, its settlement event
+    published), and judged again against the records as they are then, so that what was booked
+    (by this round or one at once) is no longer named; what could not be booked yet still is."""
     before = await _local_refunds(payment.id, deps)
     if refunds_in_flight(before):
         return []
@@ -505,9 +515,15 @@ async def _reconcile_refunds(
     if await _local_refunds(payment.id, deps) != before:
         return []
     local = before
+    found = refund_mismatches(local, remote)
+    if found and not provider.refunds_by_event:
+        # Judged again whatever this booked: a round at once (the auditor's and a report on
+        # demand) may have booked it first, under the payment's lock.
+        await book_provider_refunds(deps, payment.id, remote, RECONCILIATION)
+        found = refund_mismatches(await _local_refunds(payment.id, deps), remote)
     return [
         Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.REFUND)
-        for detail in refund_mismatches(local, remote)
+        for detail in found
     ]
 
 

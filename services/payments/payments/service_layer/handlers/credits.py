@@ -19,7 +19,7 @@ from payments.domain.credits import (
     CreditGrant,
     GrantKind,
     GrantStatus,
-    refunded_in_part,
+    taken_back,
 )
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.ledger import ESCROW_ACCOUNT_KEY, Kind
@@ -207,6 +207,8 @@ async def _payments_booked(grants: list[CreditGrant], escrows: dict[str, str], d
                     reason=f"{fresh.kind} booked on the wallet",
                     details={"transfer_id": fresh.transfer_id, "provider": fresh.provider},
                     payment_id=fresh.payment_id,
+                    # A plan purchase's dispute booking: on the purchase's audit trail.
+                    transaction_id=fresh.transaction_id,
                 )
                 for fresh in done
             )
@@ -255,6 +257,14 @@ async def refund_transaction(cmd: commands.RefundTransaction, deps: Deps) -> Ref
             txn.status.value,
             f"transaction {txn.id} is {txn.status.value}: nothing to refund",
         )
+    if txn.amount_minor - taken_back(txn) <= 0:
+        # Its money is back with the buyer already (a card dispute withdrew it, with any refunds
+        # in part): nothing is left to refund at the provider; the dispute decides the rest.
+        raise errors.PaymentNotRefundable(
+            txn.id,
+            txn.status.value,
+            f"transaction {txn.id}: its money is back with the buyer already (disputed)",
+        )
     key = f"txn-refund:{txn.id}"
     records = await _refund_at_provider(txn, cmd, key, deps)
     async with deps.uow as uow:
@@ -290,7 +300,8 @@ async def mark_refunded(
     stored.metadata = {**stored.metadata, "refund_reason": reason[:200]}
     await uow.transactions.save(stored)
     await uow.credit_grants.add(CreditGrant.revoke(stored, now))
-    metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc()
+    # Counted once the refund is committed: a rolled-back transaction refunded nothing.
+    uow.after_commit(metrics.SUBSCRIPTIONS.labels(stored.user_type.value, stored.status.value).inc)
     await uow.audit.add(
         AuditEntry(
             action="refund",
@@ -318,8 +329,9 @@ async def _refund_at_provider(
             key,
             lambda: provider.refund(
                 intent_id,
-                # What its refunds in part at the provider left (the whole, without any).
-                txn.amount_minor - refunded_in_part(txn),
+                # What its refunds in part at the provider and its disputes' withdrawals left
+                # (the whole, without any).
+                txn.amount_minor - taken_back(txn),
                 cmd.reason,
                 {"transaction_id": txn.id, "type": "subscription_refund"},
                 key,

@@ -17,6 +17,13 @@ Everything is one local transaction: a crash before its commit leaves nothing, a
 delivers the event again. Money that cannot be booked exactly (a refund in another currency, a
 dispute of several payments) is never guessed: it is named in the audit entry, logged and
 counted (`hirepay_payment_dispute_money_unbooked_total`).
+
+A plan purchase's (subscription transaction's) dispute goes the same way against the purchase:
+its money between revenue (where the purchase's capture put it) and the provider's clearing, its
+net withdrawals summed on the purchase (`disputed_minor`); closed lost for all the money the
+purchase still held, the purchase is refunded as by a full refund at the provider
+(credits.mark_refunded: REFUNDED, its unused credits revoked, the subsystem told); lost in part
+it stays SUCCESS with its credits, as after a refund in part.
 """
 
 from __future__ import annotations
@@ -28,8 +35,20 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from payments.domain import errors, ledger
-from payments.domain.credits import CreditGrant
-from payments.domain.disputes import Dispute, DisputeMoney, DisputeSource, ProviderDispute
+from payments.domain.credits import (
+    DISPUTED_KEY,
+    CreditGrant,
+    GrantKind,
+    disputed,
+    taken_back,
+)
+from payments.domain.disputes import (
+    Dispute,
+    DisputeMoney,
+    DisputeSource,
+    DisputeStatus,
+    ProviderDispute,
+)
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import Payment
 from payments.domain.provider import (
@@ -39,8 +58,10 @@ from payments.domain.provider import (
     ProviderEvent,
 )
 from payments.domain.refunds import Refund
+from payments.domain.transactions import Transaction, TxnStatus
 from payments.service_layer import metrics
 from payments.service_layer.deps import Deps
+from payments.service_layer.handlers.credits import mark_refunded, settle_grant
 from payments.service_layer.handlers.provider_calls import CallRecord, call
 from payments.service_layer.handlers.shared import emit
 from payments.service_layer.ports import PaymentsUnitOfWork
@@ -80,10 +101,11 @@ async def apply_dispute_event(
         if payment is None and view.payment_id:
             purchase = await uow.transactions.find_by_provider(payment_intent_id=view.payment_id)
     if purchase is not None:
-        # A plan purchase's dispute: not followed this round (README "Card disputes"); the
-        # event is recorded unapplied, and logged, rather than retried for ever.
-        log.warning("dispute %s of plan purchase %s: recorded, not applied", view.id, purchase.id)
-        return None
+        if purchase.provider != provider.name:
+            return None  # another provider's purchase: recorded only
+        return await _apply_to_purchase(
+            deps, provider.name, event, payload, purchase, view, records
+        )
     if payment is None:
         await _unknown_payment(provider, records, event, view)
         return None
@@ -93,6 +115,34 @@ async def apply_dispute_event(
             return DisputeEventOutcome(applied=False, duplicate=True)
         changed = await _apply(uow, deps, provider.name, event, payment, view, records, now)
         await uow.commit()
+    return DisputeEventOutcome(applied=changed, duplicate=False)
+
+
+async def _apply_to_purchase(
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    purchase: Transaction,
+    view: ProviderDispute,
+    records: list[CallRecord],
+) -> DisputeEventOutcome:
+    """A plan purchase's dispute, in one local transaction: the event stored insert-first, the
+    purchase's row locked (its `disputed_minor` and status change under it: two events of its
+    disputes take turns), then recorded and booked as a payment's dispute. Refunded by it, the
+    revocation of its unused credits is booked at once, as after a refund (else the worker)."""
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await _stored_first(uow, provider, event, payload, now, applied=True):
+            return DisputeEventOutcome(applied=False, duplicate=True)
+        txn = await uow.transactions.get(purchase.id, for_update=True)
+        assert txn is not None
+        changed, refunded = await _apply_purchase(
+            uow, deps, provider, event, txn, view, records, now
+        )
+        await uow.commit()
+    if refunded:
+        await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
     return DisputeEventOutcome(applied=changed, duplicate=False)
 
 
@@ -116,6 +166,77 @@ async def _stored_first(
         provider_created_at=event.created,
         received_at=now,
     )
+
+
+@dataclass(slots=True)
+class _Step:
+    """A dispute's record in this transaction (inserted, or locked) and what this view did."""
+
+    dispute: Dispute
+    opened: bool  # first seen now
+    was_status: str  # its status before ("" when opened now)
+    was_closed: bool
+    stale: bool  # older than a view applied before: it changes no running fee
+    changed: bool  # status or money changed (or opened)
+
+    @property
+    def closed_now(self) -> bool:
+        return self.dispute.closed and not self.was_closed
+
+
+async def _observe(
+    uow: PaymentsUnitOfWork, view: ProviderDispute, provider: str, subject_id: str, now: datetime
+) -> _Step:
+    """Record the provider's view of a dispute of `subject_id` (a payment, or a plan purchase):
+    its row inserted first (and so locked by this transaction) or locked `FOR UPDATE`, so two
+    events of one dispute take turns."""
+    fresh = Dispute.opened(view, provider, subject_id, now)
+    opened = await uow.disputes.add(fresh)
+    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
+    assert dispute is not None
+    was_status = "" if opened else dispute.status.value
+    was_closed = dispute.closed and not opened
+    stale = dispute.stale(view)  # before observe() takes the view's time as the newest
+    changed = dispute.observe(view, now) or opened
+    return _Step(dispute, opened, was_status, was_closed, stale, changed)
+
+
+async def _book(
+    uow: PaymentsUnitOfWork,
+    view: ProviderDispute,
+    step: _Step,
+    earlier_of: Callable[[], Awaitable[list[CreditGrant]]],
+    grant_of: Callable[[DisputeMoney], CreditGrant | None],
+) -> list[CreditGrant]:
+    """Owe the ledger each money movement of the view not booked yet (insert-first on its id),
+    a payment's or a purchase's (`grant_of`); a running fee (PayPal's) books the difference from
+    what its subject's bookings (`earlier_of`, read once if needed) already hold, and nothing
+    from a stale view. The bookings made now."""
+    booked: list[CreditGrant] = []
+    earlier: list[CreditGrant] | None = None
+    for money in view.money:
+        owed: DisputeMoney | None = money
+        if money.running:
+            if step.stale:  # an older view: the newer one already booked the fee it showed
+                continue
+            if earlier is None:
+                earlier = await earlier_of()
+            owed = money.adjustment(
+                [f for g in earlier if (f := g.dispute_fee_booked(money)) is not None]
+            )
+            if owed is None:
+                continue
+        grant = grant_of(owed)
+        if grant is not None and await uow.credit_grants.add(grant):
+            booked.append(grant)
+    return booked
+
+
+async def disputes_of_purchase(transaction_id: str, deps: Deps) -> list[Dispute]:
+    """A plan purchase's disputes, oldest first (GetTransaction); its record holds the
+    purchase's id where a payment's holds the payment's."""
+    async with deps.uow as uow:
+        return await uow.disputes.for_payment(transaction_id)
 
 
 async def get_payment_with_disputes(
@@ -143,43 +264,94 @@ async def _apply(
 ) -> bool:
     """Record the dispute's current view and owe the ledger its new money (the caller's
     transaction); whether the dispute changed."""
-    fresh = Dispute.opened(view, provider, payment.id, now)
-    opened = await uow.disputes.add(fresh)  # inserted (and so locked) by this transaction
-    dispute = fresh if opened else await uow.disputes.get(view.id, for_update=True)
-    assert dispute is not None
-    was_status, was_closed = dispute.status, dispute.closed and not opened
-    stale = dispute.stale(view)  # before observe() takes the view's time as the newest
-    changed = dispute.observe(view, now) or opened
-    booked: list[str] = []
-    earlier: list[CreditGrant] | None = None  # the payment's bookings, read once if needed
-    for money in view.money:
-        owed: DisputeMoney | None = money
-        if money.running:
-            if stale:  # an older view: the newer one already booked the fee it showed
-                continue
-            if earlier is None:
-                earlier = await uow.credit_grants.for_payment(payment.id)
-            owed = money.adjustment(
-                [f for g in earlier if (f := g.dispute_fee_booked(money)) is not None]
-            )
-            if owed is None:
-                continue
-        grant = CreditGrant.dispute(payment, owed, view.amount_minor, now)
-        if grant is not None and await uow.credit_grants.add(grant):
-            booked.append(grant.transfer_id)
-    if changed:
+    step = await _observe(uow, view, provider, payment.id, now)
+    dispute = step.dispute
+    booked = [
+        g.transfer_id
+        for g in await _book(
+            uow,
+            view,
+            step,
+            lambda: uow.credit_grants.for_payment(payment.id),
+            lambda owed: CreditGrant.dispute(payment, owed, view.amount_minor, now),
+        )
+    ]
+    if step.changed:
         await uow.disputes.save(dispute)
     await uow.audit.add(
-        _audit(event, dispute, "" if opened else was_status.value, booked, view, payment),
+        _audit(event, step, booked, view, payment.currency, payment_id=payment.id),
         *(record.audit("webhook", payment_id=payment.id) for record in records),
     )
-    closed_now = dispute.closed and not was_closed
-    if closed_now:
+    if step.closed_now:
         await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
-    uow.after_commit(lambda: _count(dispute, opened=opened, closed=closed_now))
-    if view.unbooked and closed_now:  # named in every audit entry; counted once, as it closes
+    uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
+    if view.unbooked and step.closed_now:  # named in every audit entry; counted once, as it closes
         uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", payment.id))
-    return changed or bool(booked)
+    return step.changed or bool(booked)
+
+
+async def _apply_purchase(
+    uow: PaymentsUnitOfWork,
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    txn: Transaction,
+    view: ProviderDispute,
+    records: list[CallRecord],
+    now: datetime,
+) -> tuple[bool, bool]:
+    """Record a purchase's dispute and owe the ledger its new money (the caller's transaction,
+    holding the purchase's row lock); (whether it changed, whether it refunded the purchase).
+
+    Each movement booked now adds what it took back to the purchase's `disputed_minor`, so a
+    later full refund or revocation books only the rest. Lost, with the purchase's money all
+    back with the buyer (its disputes' net withdrawals and refunds in part reach its price),
+    the purchase is refunded in full as by a refund at the provider (credits.mark_refunded:
+    REFUNDED, the revocation of its unused credits owed, `transaction.refunded` published); its
+    money is booked already (by the withdrawals), so the revocation moves credits only. Lost in
+    part, it stays SUCCESS with its credits (as after a refund in part)."""
+    step = await _observe(uow, view, provider, txn.id, now)
+    dispute = step.dispute
+    grants = await _book(
+        uow,
+        view,
+        step,
+        lambda: uow.credit_grants.for_transaction(txn.id),
+        lambda owed: CreditGrant.purchase_dispute(txn, owed, view.amount_minor, now),
+    )
+    booked = [g.transfer_id for g in grants]
+    # What they take back from the buyer's payment: what their legs take out of revenue.
+    net = -sum(ledger.revenue_delta(g.legs or [], txn.currency) for g in grants)
+    if net:
+        txn.metadata = {**txn.metadata, DISPUTED_KEY: str(disputed(txn) + net)}
+        txn.updated_at = now
+        await uow.transactions.save(txn)
+    if step.changed:
+        await uow.disputes.save(dispute)
+    await uow.audit.add(
+        _audit(event, step, booked, view, txn.currency, transaction_id=txn.id),
+        *(record.audit("webhook", transaction_id=txn.id) for record in records),
+    )
+    refunded = (
+        dispute.status is DisputeStatus.LOST
+        and (step.closed_now or bool(booked))
+        and txn.status is TxnStatus.SUCCESS
+        and taken_back(txn) >= txn.amount_minor
+    )
+    if refunded:
+        await mark_refunded(
+            uow,
+            deps,
+            txn,
+            actor="provider",
+            reason=f"dispute {dispute.id} lost: charged back",
+            key=f"dispute:{dispute.id}",
+            now=now,
+        )
+    uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
+    if view.unbooked and step.closed_now:  # named in every audit entry; counted once, as it closes
+        uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", txn.id))
+    return step.changed or bool(booked), refunded
 
 
 async def _several_payments(
@@ -281,13 +453,17 @@ def _count(dispute: Dispute, *, opened: bool, closed: bool) -> None:
 
 def _audit(
     event: ProviderEvent,
-    dispute: Dispute,
-    before: str,
+    step: _Step,
     booked: list[str],
     view: ProviderDispute,
-    payment: Payment,
+    currency: str,
+    *,
+    payment_id: str = "",
+    transaction_id: str = "",
 ) -> AuditEntry:
-    """The webhook's audit entry (PAY-15): the dispute's step and the bookings it owed."""
+    """The webhook's audit entry (PAY-15): the dispute's step and the bookings it owed, on the
+    payment's (or the plan purchase's) audit trail."""
+    dispute, before = step.dispute, step.was_status
     details = {
         "event_id": event.id,
         "event_type": event.type,
@@ -304,7 +480,7 @@ def _audit(
         details["transfer_ids"] = ",".join(booked)
     if view.unbooked:
         details["unbooked"] = "; ".join(view.unbooked)
-    other = [m for m in view.money if m.currency and m.currency != payment.currency]
+    other = [m for m in view.money if m.currency and m.currency != currency]
     if other:  # settled in another currency: the amount booked in the payment's, the fee in its
         details["settled_in"] = ",".join(sorted({m.currency for m in other}))
         details["settled"] = ",".join(
@@ -316,7 +492,8 @@ def _audit(
         actor="provider",
         reason=f"{event.type}: dispute {before or 'new'} -> {dispute.status.value}",
         details=details,
-        payment_id=payment.id,
+        payment_id=payment_id,
+        transaction_id=transaction_id,
     )
 
 

@@ -13,10 +13,19 @@ metadata (and, once answered, its provider refund id on its record): its request
 poller, records it; the event changes nothing. Twins and redeliveries find every refund recorded
 (the event id is stored once, and the payment's lock serializes events about one payment).
 
+A provider that sends no refund event (Fatora: its port's `refunds_by_event` is False) has its
+refunds made at its dashboard found by the provider reconciliation (OPS-3, audit.py), which
+hands the refunds it listed to the same core (book_provider_refunds, origin RECONCILIATION):
+recorded, booked and published alike, on the audit trail as found by the reconciliation and
+counted `reconciled`. Its refunds carry no metadata of ours, so the core books nothing for the
+reconciliation while a refund of Hirepay's own is asked and not answered (the one listed may be
+that very one): that refund's answer records it, and a later round finds nothing more.
+
 A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
 reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
 transaction: its record FAILED, the payment's refunded amount and state given back, its booking
-reversed by one of its own, the coins it took given back (refund_failures.py).
+reversed by one of its own, the coins it took given back (refund_failures.py); marketplace offer
+money's booking is jobs', so a `payment.refund_failed` settlement event tells jobs instead.
 
 The coins a coin purchase or a direct job payment issued are taken back by the same hold as a
 Hirepay refund's (refunds.advance_refund); coins no longer there are recorded short, never taken
@@ -34,7 +43,14 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.ids import new_id
 from payments.domain import errors, ledger
-from payments.domain.credits import REFUNDED_KEY, CreditGrant, GrantKind, refunded_in_part
+from payments.domain.credits import (
+    REFUNDED_KEY,
+    CreditGrant,
+    GrantKind,
+    disputed,
+    refunded_in_part,
+    taken_back,
+)
 from payments.domain.events import AuditEntry, EventType
 from payments.domain.model import TAKEN, Payment
 from payments.domain.provider import (
@@ -45,6 +61,7 @@ from payments.domain.provider import (
     ProviderRefund,
     RefundState,
 )
+from payments.domain.reconciliation import refunds_in_flight
 from payments.domain.refunds import (
     PROVIDER_REQUEST_PREFIX,
     CoinsState,
@@ -105,24 +122,89 @@ async def apply_refund_event(
     if payment.state not in TAKEN:
         # Refunded, so captured at the provider, but the capture's answer is not recorded yet
         # (the poller is resolving it): refused, so the provider delivers it again.
-        raise _not_yet(event, f"payment {payment.id} is {payment.state.value}, not captured yet")
+        raise _not_yet(
+            Origin(event), f"payment {payment.id} is {payment.state.value}, not captured yet"
+        )
     records: list[CallRecord] = []
     found = await _refunds_of(provider, records, event, intent_id)
+    return await book_provider_refunds(deps, payment.id, found, Origin(event, record), records)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """What told Hirepay of a payment's refunds at the provider: a webhook event (`event`, its
+    row `record` claimed in the transaction that books), or the reconciliation (both None) for a
+    provider whose refunds arrive by no event (PaymentProvider.refunds_by_event False)."""
+
+    event: ProviderEvent | None = None
+    record: EventRecord | None = None
+
+    @property
+    def by_reconciliation(self) -> bool:
+        return self.event is None
+
+    @property
+    def actor(self) -> str:
+        """Who is on the audit trail: the provider's event, or the reconciliation's read."""
+        return "reconciliation" if self.event is None else "provider"
+
+    @property
+    def action(self) -> str:
+        return "reconcile" if self.event is None else "webhook"
+
+    def details(self) -> dict[str, str]:
+        if self.event is None:
+            return {"found_by": "reconciliation"}
+        return {"event_id": self.event.id}
+
+
+RECONCILIATION = Origin()
+
+
+async def book_provider_refunds(
+    deps: Deps,
+    payment_id: str,
+    found: list[ProviderRefund],
+    origin: Origin,
+    records: list[CallRecord] | None = None,
+) -> RefundEventOutcome:
+    """The one core that books refunds made at the provider, whoever found them (a webhook
+    event, or the reconciliation): `found` is the payment's refunds as the provider listed them
+    (re-fetched, never an event's copy). Under the payment's row lock each succeeded one Hirepay
+    has no record of is recorded once and booked, the payment's state following and its
+    `payment.refunded` settlement event published; a succeeded one now failed is reversed; the
+    coins they take are taken back (or given back) after the commit. An event is claimed in the
+    same transaction (a twin finds it claimed: `duplicate`).
+
+    The reconciliation books only what its read still judges: a refund of Hirepay's own asked
+    and not answered (it may be the very refund listed: Fatora's refunds carry no metadata of
+    ours) or a payment not captured here leaves it to a later round, which reads again; so does
+    a refund the records cannot judge yet (EventNotApplicableYet, raised to an event's caller)."""
     async with deps.uow as uow:
         now = deps.clock()
-        if not await uow.events.claim(record):
+        if origin.record is not None and not await uow.events.claim(origin.record):
             return RefundEventOutcome(applied=False, duplicate=True)
-        p = await uow.payments.get(payment.id, for_update=True)
+        p = await uow.payments.get(payment_id, for_update=True)
         assert p is not None
-        booked, reversed_ = await _record_new_refunds(uow, deps, p, found, event, now)
+        known = await uow.refunds.list_for_payment(p.id)
+        if origin.by_reconciliation and (p.state not in TAKEN or refunds_in_flight(known)):
+            return RefundEventOutcome(applied=False, duplicate=False)  # nothing written
+        try:
+            booked, reversed_ = await _record_new_refunds(uow, deps, p, known, found, origin, now)
+        except errors.EventNotApplicableYet:
+            if not origin.by_reconciliation:
+                raise
+            return RefundEventOutcome(applied=False, duplicate=False)
+        if origin.by_reconciliation and not (booked or reversed_):
+            return RefundEventOutcome(applied=False, duplicate=False)
         await uow.audit.add(
-            _webhook_audit(event, p, booked, reversed_),
-            *(record.audit("webhook", payment_id=p.id) for record in records),
+            _found_audit(origin, p, booked, reversed_),
+            *(record.audit(origin.action, payment_id=p.id) for record in records or ()),
         )
         await uow.commit()
     for ref in (*booked, *reversed_):
         if ref.coins_owed:  # taken back; or, for a reversed one, a hold still owed released
-            await _take_coins_back(deps, ref, p)
+            await _take_coins_back(deps, ref, p, origin.action)
     return RefundEventOutcome(applied=bool(booked or reversed_), duplicate=False)
 
 
@@ -142,7 +224,7 @@ async def _apply_to_purchase(
     if txn is None or txn.provider != provider.name:
         if event.metadata.get("hirepay_payment_id") or event.metadata.get("transaction_id"):
             # Ours, its capture not recorded yet: refused so that the provider delivers it again.
-            raise _not_yet(event, "its payment is not known yet")
+            raise _not_yet(Origin(event), "its payment is not known yet")
         return None
     records: list[CallRecord] = []
     found = await _refunds_of(provider, records, event, intent)
@@ -158,8 +240,9 @@ async def _apply_to_purchase(
         assert stored is not None
         if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
             ids = ",".join(r.id for r in refunded)
-            if total >= stored.amount_minor:
-                rest = stored.amount_minor - refunded_in_part(stored)
+            # Its disputes' net withdrawals are back with the buyer too (disputes.py).
+            if total + disputed(stored) >= stored.amount_minor:
+                rest = stored.amount_minor - taken_back(stored)
                 await mark_refunded(
                     uow,
                     deps,
@@ -269,14 +352,15 @@ async def _record_new_refunds(
     uow: PaymentsUnitOfWork,
     deps: Deps,
     p: Payment,
+    known: list[Refund],
     found: list[ProviderRefund],
-    event: ProviderEvent,
+    origin: Origin,
     now: datetime,
 ) -> tuple[list[Refund], list[Refund]]:
-    """Record the provider's succeeded refunds Hirepay has no record of (caller holds the
-    payment's lock): each booked, the payment's state following; and reverse the succeeded
-    ones it reports failed since. Returns those booked and those reversed."""
-    known = await uow.refunds.list_for_payment(p.id)
+    """Record the provider's succeeded refunds Hirepay has no record of (`known`, read under
+    the payment's lock the caller holds): each booked, the payment's state following; and
+    reverse the succeeded ones it reports failed since. Returns those booked and those
+    reversed."""
     by_provider_id = {r.provider_refund_id: r for r in known if r.provider_refund_id}
     by_id = {r.id: r for r in known}
     booked: list[Refund] = []
@@ -288,9 +372,9 @@ async def _record_new_refunds(
                 # Ours, its answer not recorded yet (lost: the poller replays it, and the replay
                 # answers what Stripe said first, succeeded): refused, so that the provider
                 # delivers the failure again once the record says what it reverses.
-                raise _not_yet(event, f"refund {ours.id} is not recorded yet")
+                raise _not_yet(origin, f"refund {ours.id} is not recorded yet")
             if _judge_known(p, ours, remote):
-                done = await reverse_failed_refund(uow, p, ours, remote, event, now)
+                done = await reverse_failed_refund(uow, p, ours, remote, origin.event, now)
                 reversed_ += [done] if done is not None else []
             continue
         if remote.state is not RefundState.SUCCEEDED:
@@ -301,7 +385,7 @@ async def _record_new_refunds(
         p.record_provider_refund(ref.amount_minor, now)
         await uow.refunds.add(ref)
         await owe_booking(uow, [EventType.PAYMENT_REFUNDED], now, p, ref)
-        await uow.audit.add(_booked_audit(ref, remote, event))
+        await uow.audit.add(_booked_audit(ref, remote, origin))
         booked.append(ref)
         by_provider_id[remote.id] = ref
     if booked:
@@ -309,9 +393,14 @@ async def _record_new_refunds(
         events = p.settle_refund(total, now)
         await uow.payments.save(p)
         await emit(uow, deps.config, events, now, payment=p)
-        uow.after_commit(functools.partial(_count_booked, p, booked))
+        uow.after_commit(functools.partial(_count_booked, p, booked, origin))
     elif reversed_:
         await uow.payments.save(p)
+    if reversed_ and ledger.purpose_of(p.metadata) is ledger.Purpose.MARKETPLACE:
+        # Offer money: jobs booked the refund (payments books none of it), so jobs books its
+        # reversal; told on the marketplace stream in this transaction (README "Refunds of offer
+        # money made at the provider").
+        await emit(uow, deps.config, [EventType.PAYMENT_REFUND_FAILED], now, payment=p)
     return booked, reversed_
 
 
@@ -353,24 +442,40 @@ def _provider_refund(p: Payment, remote: ProviderRefund, now: datetime, deps: De
     )
 
 
-async def _take_coins_back(deps: Deps, ref: Refund, p: Payment) -> None:
+async def _take_coins_back(deps: Deps, ref: Refund, p: Payment, actor: str) -> None:
     """The coins a recorded refund takes back, now (the poller retries what fails)."""
     try:
-        await advance_refund(deps, ref, p, actor="webhook")
+        await advance_refund(deps, ref, p, actor=actor)
     except Exception:
         log.exception("refund %s: taking its coins back failed; the poller retries", ref.id)
 
 
-def _count_booked(p: Payment, booked: list[Refund]) -> None:
-    """OPS-1: refunds and their reasons, refunded money by currency (counted once committed)."""
+def _count_booked(p: Payment, booked: list[Refund], origin: Origin) -> None:
+    """OPS-1: refunds and their reasons, refunded money by currency (counted once committed);
+    one booked by the reconciliation is counted `reconciled` (its provider sent no event)."""
+    result = "reconciled" if origin.by_reconciliation else "booked"
     for ref in booked:
         reason = ref.reason if ref.reason in KNOWN_REASONS else NO_REASON
         metrics.REFUNDS.labels(reason, "succeeded").inc()
         metrics.REFUNDED.labels(p.currency).inc(ref.amount_minor)
-        metrics.count(metrics.PROVIDER_REFUNDS, p.provider, "booked")
+        metrics.count(metrics.PROVIDER_REFUNDS, p.provider, result)
+        if origin.by_reconciliation:
+            log.warning(
+                "payment %s: refund %s of %d %s made at %s, which sends no refund event, found"
+                " by the reconciliation: recorded as %s and booked",
+                p.id,
+                ref.provider_refund_id,
+                ref.amount_minor,
+                p.currency,
+                p.provider,
+                ref.id,
+            )
 
 
-def _not_yet(event: ProviderEvent, why: str) -> errors.EventNotApplicableYet:
+def _not_yet(origin: Origin, why: str) -> errors.EventNotApplicableYet:
+    event = origin.event
+    if event is None:  # the reconciliation's: it leaves the payment to a later round
+        return errors.EventNotApplicableYet(f"refunds found by the reconciliation: {why}")
     metrics.count(metrics.WEBHOOK_EVENTS, event.type, "not_applicable_yet")
     return errors.EventNotApplicableYet(
         f"refund event {event.id}: {why}; retry later",
@@ -378,38 +483,55 @@ def _not_yet(event: ProviderEvent, why: str) -> errors.EventNotApplicableYet:
     )
 
 
-def _booked_audit(ref: Refund, remote: ProviderRefund, event: ProviderEvent) -> AuditEntry:
-    """PAY-15: a refund made at the provider, recorded and booked, with who, when and why."""
+def _booked_audit(ref: Refund, remote: ProviderRefund, origin: Origin) -> AuditEntry:
+    """PAY-15: a refund made at the provider, recorded and booked, with who, when and why (and
+    what found it: an event, or the reconciliation)."""
+    found_by = " (found by the reconciliation)" if origin.by_reconciliation else ""
     return AuditEntry(
         action="refund",
-        actor="provider",
-        reason=f"refund {remote.id} made at the provider: recorded as {ref.id} ({ref.reason})",
+        actor=origin.actor,
+        reason=(
+            f"refund {remote.id} made at the provider{found_by}: recorded as {ref.id}"
+            f" ({ref.reason})"
+        ),
         details={
             "refund_id": ref.id,
             "provider_refund_id": remote.id,
             "amount_minor": str(ref.amount_minor),
             "coins": str(ref.coins),
             "status": ref.status.value,
-            "event_id": event.id,
+            **origin.details(),
         },
         payment_id=ref.payment_id,
     )
 
 
-def _webhook_audit(
-    event: ProviderEvent, p: Payment, booked: list[Refund], reversed_: list[Refund]
+def _found_audit(
+    origin: Origin, p: Payment, booked: list[Refund], reversed_: list[Refund]
 ) -> AuditEntry:
     failed = f", {len(reversed_)} failed after success reversed" if reversed_ else ""
+    state = {"state": p.state.value, "refunded_minor": str(p.refunded_minor)}
+    event = origin.event
+    if event is None:
+        return AuditEntry(
+            action=origin.action,
+            actor=origin.actor,
+            reason=(
+                f"found by the reconciliation ({p.provider} sends no refund event):"
+                f" {len(booked)} refund(s) made at the provider recorded{failed}"
+            ),
+            details={**origin.details(), "object_id": p.provider_payment_id, **state},
+            payment_id=p.id,
+        )
     return AuditEntry(
-        action="webhook",
-        actor="provider",
+        action=origin.action,
+        actor=origin.actor,
         reason=f"{event.type}: {len(booked)} refund(s) made at the provider recorded{failed}",
         details={
             "event_id": event.id,
             "event_type": event.type,
             "object_id": event.object_id,
-            "state": p.state.value,
-            "refunded_minor": str(p.refunded_minor),
+            **state,
         },
         payment_id=p.id,
     )

@@ -19,10 +19,12 @@ the same, in the transaction that applies the event, under the payment's row loc
 - an audit entry (PAY-15), a warning and `hirepay_payment_refunds_failed_after_success_total`
   (alert HirepayRefundFailedAfterSuccess).
 
-No settlement event: the stream has no word for it and nothing is re-done by itself. A posting
-that a full refund ended stays ended in jobs (its fee is the platform's again); operators,
-alerted, reach the customer: refund again by other means, or re-post (README "Refunds made at
-the provider").
+No settlement event for a posting's money, and nothing is re-done by itself: a posting that a
+full refund ended stays ended in jobs (its fee is the platform's again); operators, alerted,
+reach the customer: refund again by other means, or re-post (README "Refunds made at the
+provider"). Marketplace offer money is booked by jobs, not here (no booking to reverse): the
+caller publishes `payment.refund_failed` on the marketplace stream in this transaction, and jobs
+books the reversal (README "Refunds of offer money made at the provider").
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ async def reverse_failed_refund(
     p: Payment,
     ours: Refund,
     remote: ProviderRefund,
-    event: ProviderEvent,
+    event: ProviderEvent | None,
     now: datetime,
 ) -> Refund | None:
     """Reverse a succeeded refund the provider now reports failed (the caller holds the
-    payment's row lock and saves `p`); the refund as recorded now, or None when it was not
+    payment's row lock and saves `p`; `event` None: found by the reconciliation, for a provider
+    whose refunds arrive by no event); the refund as recorded now, or None when it was not
     SUCCEEDED (reversed already by a twin event, or never succeeded)."""
     stored = await uow.refunds.get(ours.id, for_update=True)
     if stored is None or stored.status is not RefundStatus.SUCCEEDED:
@@ -80,7 +83,7 @@ async def reverse_failed_refund(
                 "from": before.value,
                 "to": p.state.value,
                 "transfer_id": grant.transfer_id if grant is not None else "",
-                "event_id": event.id,
+                "event_id": event.id if event is not None else "",
             },
             payment_id=p.id,
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import TextClause, text
 
-from hirepay_platform.sql_lists import listed
+from hirepay_platform.sql_lists import listed, quoted
 
 
 def _change_shards(after: str) -> str:
@@ -127,8 +127,8 @@ CLAIM_AND_LOCK = text(
     WITH claimed AS (
         INSERT INTO transfers (id, kind, description, metadata, fingerprint)
         SELECT * FROM unnest(
-            {listed("ids", "text")}, {listed("kinds", "text")}, CAST(:descriptions AS text[]),
-            CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[]))
+            {listed("ids", "text")}, {listed("kinds", "text")}, {quoted("descriptions", "text")},
+            {quoted("metadata", "jsonb")}, {quoted("fingerprints", "jsonb")})
             AS i(id, kind, description, metadata, fingerprint)
          ORDER BY id
         ON CONFLICT (id) DO NOTHING
@@ -166,8 +166,8 @@ CLAIM_AHEAD = text(
     ), claimed AS (
         INSERT INTO transfers (id, kind, description, metadata, fingerprint)
         SELECT * FROM unnest(
-            {listed("ids", "text")}, {listed("kinds", "text")}, CAST(:descriptions AS text[]),
-            CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[]))
+            {listed("ids", "text")}, {listed("kinds", "text")}, {quoted("descriptions", "text")},
+            {quoted("metadata", "jsonb")}, {quoted("fingerprints", "jsonb")})
             AS i(id, kind, description, metadata, fingerprint)
          WHERE (SELECT count(*) FROM locked) >= 0
          ORDER BY id
@@ -310,8 +310,8 @@ def post_run_ctes(*, after: str = "true", gate: str = "true", shards: bool = Tru
         f"""
     item AS (
         SELECT * FROM unnest(
-            {listed("ids", "text")}, {listed("kinds", "text")}, CAST(:descriptions AS text[]),
-            CAST(:metadata AS jsonb[]), CAST(:fingerprints AS jsonb[])
+            {listed("ids", "text")}, {listed("kinds", "text")}, {quoted("descriptions", "text")},
+            {quoted("metadata", "jsonb")}, {quoted("fingerprints", "jsonb")}
         ) WITH ORDINALITY AS i(id, kind, description, metadata, fingerprint, n)
     ), row_change AS (
         SELECT * FROM unnest(
