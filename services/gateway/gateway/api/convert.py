@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from google.protobuf import field_mask_pb2, timestamp_pb2
@@ -24,11 +24,27 @@ _EMPLOYMENT_TO_PROTO = {
 _EMPLOYMENT_FROM_PROTO = {v: k for k, v in _EMPLOYMENT_TO_PROTO.items()}
 
 
+# A Timestamp's instant is the epoch plus its seconds and nanos (as Timestamp.ToDatetime makes it),
+# within the range protobuf accepts.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_SECONDS_MIN = -62135596800
+_SECONDS_MAX = 253402300799
+_NANOS_PER_SECOND = 1_000_000_000
+
+
 def timestamp_to_iso(ts: timestamp_pb2.Timestamp, present: bool = True) -> str | None:
     """RFC 3339 UTC with a Z, or None for an unset timestamp."""
     if not present or (ts.seconds == 0 and ts.nanos == 0):
         return None
-    return ts.ToDatetime(tzinfo=UTC).isoformat().replace("+00:00", "Z")
+    seconds, nanos = ts.seconds, ts.nanos
+    if _SECONDS_MIN <= seconds <= _SECONDS_MAX and 0 <= nanos < _NANOS_PER_SECOND:
+        # ToDatetime(tzinfo=UTC)'s datetime for a valid timestamp, made without its range
+        # check, rounding and astimezone calls: 7 -> 3 Python calls per timestamp, four per job
+        # answered (issue 13).
+        instant = _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
+    else:
+        instant = ts.ToDatetime(tzinfo=UTC)  # (refused with protobuf's own error)
+    return instant.isoformat().replace("+00:00", "Z")
 
 
 def actor_to_proto(principal: Principal | None) -> common_pb2.Actor:

@@ -118,20 +118,18 @@ def job_to_proto(job: Job) -> pb.Job:
         payment_method=job.payment_method,
         terms_version=job.terms_version,
         failure_reason=job.failure_reason,
-    )
-    if job.payment_currency:
-        message.payment_amount.CopyFrom(
-            common_pb2.Money(amount_minor=job.payment_amount_minor, currency=job.payment_currency)
+        # Sub-messages given to the constructor (None: left unset), not copied in one by one
+        # after it: a getattr and a CopyFrom less for each (issue 13).
+        payment_amount=common_pb2.Money(
+            amount_minor=job.payment_amount_minor, currency=job.payment_currency
         )
-    for name, value in (
-        ("posted_at", job.posted_at),
-        ("expires_at", job.expires_at),
-        ("created_at", job.created_at),
-        ("updated_at", job.updated_at),
-    ):
-        ts = timestamp(value)
-        if ts is not None:
-            getattr(message, name).CopyFrom(ts)
+        if job.payment_currency
+        else None,
+        posted_at=timestamp(job.posted_at),
+        expires_at=timestamp(job.expires_at),
+        created_at=timestamp(job.created_at),
+        updated_at=timestamp(job.updated_at),
+    )
     return message
 
 
@@ -208,26 +206,25 @@ def create_with_payment_from_proto(
 
 
 def answer_to_proto(answer: SagaAnswer) -> pb.CreateJobWithPaymentResponse:
-    response = pb.CreateJobWithPaymentResponse(
+    decision = answer.rate_limit
+    return pb.CreateJobWithPaymentResponse(
         job=job_to_proto(answer.job),
         payment_id=answer.payment_id,
         payment_state=answer.payment_state,
         next_action_url=answer.next_action_url,
         replayed=answer.replayed,
         saga_id=answer.saga_id,
-    )
-    decision = answer.rate_limit
-    if decision is not None:
-        response.rate_limit.CopyFrom(
-            pb.PostingRateDecision(
-                allowed=decision.allowed,
-                limit=decision.limit,
-                remaining=decision.remaining,
-                reset_seconds=decision.reset_seconds,
-                retry_after_seconds=decision.retry_after_seconds,
-            )
+        # (None: unset; given here, not copied in after: issue 13)
+        rate_limit=pb.PostingRateDecision(
+            allowed=decision.allowed,
+            limit=decision.limit,
+            remaining=decision.remaining,
+            reset_seconds=decision.reset_seconds,
+            retry_after_seconds=decision.retry_after_seconds,
         )
-    return response
+        if decision is not None
+        else None,
+    )
 
 
 def settlement_event_from_proto(event: ppb.SettlementEvent) -> SettlementEvent:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import replace
 from datetime import datetime, timedelta
 
 from hirepay_platform.errors import Conflict, HirepayError, ValidationError
@@ -124,7 +123,7 @@ async def create_job_with_payment(cmd: commands.CreateJobWithPayment, deps: Deps
         if decision is not None:
             exc.metadata.update(decision.as_metadata())
         raise
-    return answer if decision is None else replace(answer, rate_limit=decision)
+    return answer if decision is None else answer.with_rate_limit(decision)
 
 
 # What starting a saga gives: the saga already holding the key (None: ours was inserted, with
