@@ -34,6 +34,11 @@ class Purpose(enum.StrEnum):
     JOB_PAYMENT = "job_payment"
 
 
+# Each purpose by its value: a dict look-up, where `Purpose.__members__.values()` built a view
+# through the enum's property for every key looked at (issue 13: three looks per posting).
+PURPOSE_OF = {p.value: p for p in Purpose}
+
+
 class Kind(enum.StrEnum):
     """Wallet account kinds, by the names of the wallet's AccountKind (without the prefix)."""
 
@@ -126,11 +131,10 @@ def escrow(engagement_id: str) -> Account:
 
 def purpose_of(metadata: dict[str, str]) -> Purpose:
     """A payment's purpose: `purpose`, else `type`; anything else is a fee the platform earns."""
-    for key in (PURPOSE_KEY, TYPE_KEY):
-        value = metadata.get(key, "")
-        if value in Purpose.__members__.values():
-            return Purpose(value)
-    return Purpose.FEE
+    found = PURPOSE_OF.get(metadata.get(PURPOSE_KEY, "")) or PURPOSE_OF.get(
+        metadata.get(TYPE_KEY, "")
+    )
+    return found or Purpose.FEE
 
 
 def captures_at_once(metadata: dict[str, str]) -> bool:

@@ -20,8 +20,6 @@ the Capture the locked way as a race always did; a Capture on another replica re
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 
 from hirepay_platform.tcc import TccBranch
 from payments.domain.model import Payment
@@ -36,7 +34,9 @@ class InFlight:
     that work's outcome is recorded (or abandoned)."""
 
     def __init__(self) -> None:
-        self._done: dict[str, asyncio.Event] = {}
+        # Each payment with work under way, with the event its waiters hold: made by the first
+        # settled() that waits (a posting's provider calls are rarely raced), None till then.
+        self._done: dict[str, asyncio.Event | None] = {}
         self._recorded: dict[TccBranch, Payment] = {}
 
     def recorded(self, payment: Payment) -> None:
@@ -53,29 +53,49 @@ class InFlight:
         may have changed since: whoever writes on it must guard that the row still holds it."""
         return self._recorded.pop(branch, None)
 
-    @contextlib.contextmanager
-    def working_on(self, payment_id: str) -> Iterator[None]:
-        """Mark the payment's provider work as under way for the block (nested marks: the
-        outermost one ends it)."""
-        if payment_id in self._done:
-            yield
-            return
-        done = self._done[payment_id] = asyncio.Event()
-        try:
-            yield
-        finally:
-            del self._done[payment_id]
-            done.set()
+    def working_on(self, payment_id: str) -> _Working:
+        """Mark the payment's provider work as under way for the `with` block (nested marks:
+        the outermost one ends it)."""
+        return _Working(self._done, payment_id)
 
     async def settled(self, payment_id: str, timeout: float) -> bool:
         """Wait (at most `timeout` s) until the payment's provider work under way here is over;
         whether there was any and it ended (False: none here, or still going: act as usual)."""
-        done = self._done.get(payment_id)
-        if done is None:
+        working = self._done
+        if payment_id not in working:
             return False
+        done = working[payment_id]
+        if done is None:
+            done = working[payment_id] = asyncio.Event()
         # The wait in the caller's own task: asyncio.wait_for (Python 3.11) runs the awaited
         # coroutine in a task of its own, a task and its scheduling per raced event (issue 13).
-        with contextlib.suppress(TimeoutError):
+        try:
             async with asyncio.timeout(timeout):
                 await done.wait()
+        except TimeoutError:
+            pass
         return done.is_set()
+
+
+class _Working:
+    """The block of InFlight.working_on: a class, not a generator context manager, and no event
+    unless a waiter asks for one (issue 13: contextlib's helper, __enter__ and __exit__ with the
+    generator's two steps, and an asyncio.Event made and set, per provider call of a posting)."""
+
+    __slots__ = ("_done", "_outermost", "_payment_id")
+
+    def __init__(self, done: dict[str, asyncio.Event | None], payment_id: str) -> None:
+        self._done = done
+        self._payment_id = payment_id
+        self._outermost = False
+
+    def __enter__(self) -> None:
+        if self._payment_id not in self._done:
+            self._done[self._payment_id] = None
+            self._outermost = True
+
+    def __exit__(self, *_: object) -> None:
+        if self._outermost:
+            done = self._done.pop(self._payment_id)
+            if done is not None:
+                done.set()
