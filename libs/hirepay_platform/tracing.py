@@ -39,6 +39,8 @@ _configured = False
 # True once spans go anywhere: only then are outgoing HTTP calls (and, when enabled, SQL
 # statements) instrumented; a process that exports nothing pays nothing for them.
 _exporting = False
+# The engines whose statements get spans (instrument_engine), for instrumenting them all at once.
+_SQL_ENGINES: list[Any] = []
 # True when outgoing HTTP calls get CLIENT spans (spans exported and HIREPAY_TRACE_HTTP on): the
 # httpx instrumentation's, and those of transports it does not see (payments' http_pool).
 _http_spans = False
@@ -135,10 +137,18 @@ def instrument_engine(engine: Any) -> None:
         return
     from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
+    instrumentor = SQLAlchemyInstrumentor()
+    # The instrumentor is one per process and ignores a second instrument() (it only logs that
+    # it is instrumented already): a process with two engines (jobs' and payments' posting path
+    # on an engine of its own) had the second one's statements untraced. So every engine of the
+    # process is instrumented again in one call, after the earlier ones' listeners are removed.
+    if instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.uninstrument()
+    _SQL_ENGINES.append(engine.sync_engine)
     # No SQL commenter: statement text stays exactly what the code wrote (and parameters, which
     # may carry customer data, are never recorded by the instrumentation).
-    SQLAlchemyInstrumentor().instrument(
-        engine=engine.sync_engine,
+    instrumentor.instrument(
+        engines=list(_SQL_ENGINES),
         enable_commenter=False,
         # The package declares sqlalchemy < 2.1; the engine events it hooks are unchanged in 2.1
         # (tests/platform/test_otlp_export.py checks the SQL spans arrive).
