@@ -250,10 +250,14 @@ async def _reconcile_purchases(
     (`refunds_by_event` False: Fatora) read at their provider within the round's deadline and
     pace, and a refund found booked through the webhook's own core
     (provider_refunds.book_purchase_refunds: refunded in full, REFUNDED with its unused credits
-    revoked; in part, that money booked once). A round's purchases: the `limit` most recently
-    changed (a purchase paid and refunded lately is found at the next round), then the pass's
-    next `reconcile_sweep_per_round` (purchase_sweep.py: every paid purchase changed within
-    `reconcile_sweep_horizon_days` is read once a pass). None such configured: nothing read."""
+    revoked; in part, that money booked once). A round's purchases: the most recently changed
+    (`limit`, at most `reconcile_sweep_per_round`: a purchase paid and refunded lately is found
+    at the next round), then the pass's next `reconcile_sweep_per_round` (purchase_sweep.py:
+    every paid purchase changed within `reconcile_sweep_horizon_days` is read once a pass),
+    after the round's payments and within its deadline and pace. None such configured: nothing
+    read. Only what could be booked is: a refund of the purchase the provider lists and the
+    core cannot book (none such today) is read again next pass, logged, not reported as a
+    payment's mismatch (the answer names payments)."""
     silent = [n for n in deps.providers.names if not deps.providers.get(n).refunds_by_event]
     if not silent:
         return
@@ -262,7 +266,9 @@ async def _reconcile_purchases(
     sweep = deps.purchase_sweep
     since = deps.clock() - timedelta(days=config.reconcile_sweep_horizon_days)
     async with deps.uow as uow:
-        window = await uow.transactions.paid_since(silent, since, limit, newest=True)
+        # At most a batch's worth of the newest too: a round reads at most two batches of them.
+        recent = min(limit, per_round) if per_round else limit
+        window = await uow.transactions.paid_since(silent, since, recent, newest=True)
         batch = await uow.transactions.paid_since(silent, since, per_round, after=sweep.after)
     due = {t.id: t for t in (*window, *batch)}
     purchases = list(due.values())
@@ -275,7 +281,9 @@ async def _reconcile_purchases(
         pacer,
         _check_purchase,
     )
-    checked = {purchases[i].id for i in outcomes}
+    # The pass moves past what was read: one not reached, or whose provider could not be read
+    # now, is the next round's first.
+    checked = {purchases[i].id for i, o in outcomes.items() if o is not None}
     done = next((i for i, t in enumerate(batch) if t.id not in checked), len(batch))
     if per_round:
         sweep.advance(batch, done, per_round)
