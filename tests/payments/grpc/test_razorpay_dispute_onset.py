@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pb_grpc
@@ -77,6 +78,38 @@ async def _dispute_bookings(stack: ProviderStack, owner_id: str) -> list[str]:
     return [r[0] for r in rows]
 
 
+async def _booked_by_audit(stack: ProviderStack, dispute_id: str) -> list[str]:
+    """The transfer ids the dispute's audit entries say each applied event owed (PAY-15)."""
+    conn = await asyncpg.connect(libpq_url(stack.payments_db))
+    try:
+        rows = await conn.fetch(
+            "SELECT details->>'transfer_ids' FROM audit_log WHERE action = 'webhook'"
+            " AND details->>'object_id' = $1 AND details ? 'transfer_ids' ORDER BY id",
+            dispute_id,
+        )
+    finally:
+        await conn.close()
+    return [i for r in rows for i in r[0].split(",")]
+
+
+def _metrics(stack: ProviderStack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The payments process's dispute counters, as Prometheus scrapes them (OPS-1)."""
+    text = httpx.get(f"http://127.0.0.1:{stack.payments.metrics_port}/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name.startswith("hirepay_payment_disput") and s.name.endswith("_total")
+    }
+
+
+def _counted(
+    before: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+    after: dict[tuple[str, tuple[tuple[str, str], ...]], float],
+) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+
+
 async def _decided_out_of_order(
     stack: ProviderStack,
     stub: pb_grpc.PaymentsServiceStub,
@@ -118,6 +151,7 @@ async def test_a_posting_fee_deducted_at_onset_is_booked_once_then_reversed_if_w
     }
     await ledger.settles_at(paid)
 
+    counters = _metrics(provider_stack)
     dispute_id = _open_at_onset(provider_stack, payment.provider_payment_id)
     opened = await _delivery(provider_stack, dispute_id, "payment.dispute.created")
     replies = await _deliver_at_once(jobs_stub, "razorpay", opened, 10)
@@ -147,6 +181,20 @@ async def test_a_posting_fee_deducted_at_onset_is_booked_once_then_reversed_if_w
         assert await _transfer(provider_stack, reversed_) is None
         assert len(await _dispute_bookings(provider_stack, pid)) == 1
         assert "payment.charged_back" in await _settlement_types(provider_stack, pid)
+    # Audited and counted once per step, never per delivery.
+    owed = [deducted, reversed_] if outcome == "won" else [deducted]
+    assert await _booked_by_audit(provider_stack, dispute_id) == owed
+    assert _counted(counters, _metrics(provider_stack)) == {
+        (
+            "hirepay_payment_disputes_opened_total",
+            (("provider", "razorpay"), ("reason", "chargeback")),
+        ): 1.0,
+        (
+            "hirepay_payment_disputes_closed_total",
+            (("outcome", outcome), ("provider", "razorpay")),
+        ): 1.0,
+        ("hirepay_payment_disputed_minor_total", (("currency", currency),)): float(fee),
+    }
     await _clean(jobs_stub)
 
 
