@@ -64,32 +64,34 @@ def _step(stack: ProviderStack, dispute_id: str, to: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
-async def _dispute_bookings(stack: ProviderStack, owner_id: str) -> list[str]:
-    """The dispute bookings recorded for a payment (or a purchase's transaction)."""
+async def _column(stack: ProviderStack, sql: str, arg: str) -> list[str]:
+    """The first column of a query of the payments database."""
     conn = await asyncpg.connect(libpq_url(stack.payments_db))
     try:
-        rows = await conn.fetch(
-            "SELECT id FROM credit_grants WHERE kind = 'dispute'"
-            " AND (payment_id = $1 OR transaction_id = $1) ORDER BY id",
-            owner_id,
-        )
+        return [r[0] for r in await conn.fetch(sql, arg)]
     finally:
         await conn.close()
-    return [r[0] for r in rows]
+
+
+async def _dispute_bookings(stack: ProviderStack, owner_id: str) -> list[str]:
+    """The dispute bookings recorded for a payment (or a purchase's transaction)."""
+    return await _column(
+        stack,
+        "SELECT id FROM credit_grants WHERE kind = 'dispute'"
+        " AND (payment_id = $1 OR transaction_id = $1) ORDER BY id",
+        owner_id,
+    )
 
 
 async def _booked_by_audit(stack: ProviderStack, dispute_id: str) -> list[str]:
     """The transfer ids the dispute's audit entries say each applied event owed (PAY-15)."""
-    conn = await asyncpg.connect(libpq_url(stack.payments_db))
-    try:
-        rows = await conn.fetch(
-            "SELECT details->>'transfer_ids' FROM audit_log WHERE action = 'webhook'"
-            " AND details->>'object_id' = $1 AND details ? 'transfer_ids' ORDER BY id",
-            dispute_id,
-        )
-    finally:
-        await conn.close()
-    return [i for r in rows for i in r[0].split(",")]
+    owed = await _column(
+        stack,
+        "SELECT details->>'transfer_ids' FROM audit_log WHERE action = 'webhook'"
+        " AND details->>'object_id' = $1 AND details ? 'transfer_ids' ORDER BY id",
+        dispute_id,
+    )
+    return [i for ids in owed for i in ids.split(",")]
 
 
 def _metrics(stack: ProviderStack) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -252,4 +254,9 @@ async def test_a_plan_purchase_deducted_at_onset_keeps_its_credits_if_won_and_is
         assert got.transaction.status == pb.Transaction.REFUNDED
         await ledger.settles_at({})  # the price with the buyer once, the credits revoked
         assert len(await _dispute_bookings(provider_stack, txn_id)) == 1
+    # On the purchase's audit trail: each movement owed once.
+    moved = [f"payment:{txn_id}:dispute:{dispute_id}:{m}" for m in ("deducted", "reversed")]
+    assert await _booked_by_audit(provider_stack, dispute_id) == (
+        moved if outcome == "won" else moved[:1]
+    )
     await _clean(jobs_stub)
