@@ -2,7 +2,7 @@
 events read as disputes (never as a checkout or a payment), and a dispute as its status, its
 payment and the money it moved — PayPal's hold when it opens, released when won, kept (less
 what PayPal released) when lost, its chargeback fee; Razorpay's deduction when lost (at onset:
-test_razorpay_dispute_onset.py) — under
+test_razorpay_onset_views.py) — under
 ids derived from the dispute, so each is booked once whatever the event that brought it."""
 
 from __future__ import annotations
