@@ -2,7 +2,8 @@
 compared with ours through the provider port. Read-only but for the reconciliation's own record of
 its checks (payment_reconciliations: when each payment was last compared and what that found) and,
 for a provider whose refunds made at it arrive by no event (Fatora), the booking of such a refund
-it finds (provider_refunds.book_provider_refunds, the webhook's core)."""
+it finds, of a payment or of a paid plan purchase (provider_refunds.book_provider_refunds and
+book_purchase_refunds, the webhooks' cores)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,9 @@ hands the refunds it listed to the same core (book_provider_refunds, origin RECO
 recorded, booked and published alike, on the audit trail as found by the reconciliation and
 counted `reconciled`. Its refunds carry no metadata of ours, so the core books nothing for the
 reconciliation while a refund of Hirepay's own is asked and not answered (the one listed may be
-that very one): that refund's answer records it, and a later round finds nothing more.
+that very one): that refund's answer records it, and a later round finds nothing more. A plan
+purchase paid through such a provider is read by the reconciliation too, and its refunds handed
+to the purchase's core (book_purchase_refunds), the webhook's own.
 
 A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
 reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
