@@ -600,6 +600,10 @@ async def _execute_hot(
     if metadata is None:
         return HotResult(None, status)
     processors, key_to_index = hot_plan.processors, hot_plan.key_to_index
+    if len(records) < 2:  # (most: a key's row or none, with no list comprehension's frame)
+        return HotResult(
+            [Row(metadata, processors, key_to_index, records[0])] if records else [], status
+        )
     return HotResult([Row(metadata, processors, key_to_index, r) for r in records], status)
 
 
