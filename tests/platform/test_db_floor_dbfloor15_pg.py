@@ -11,12 +11,7 @@ wait for each other on that lock."""
 from __future__ import annotations
 
 import asyncio
-import sys
-from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from types import FrameType
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import MetaData
@@ -25,6 +20,7 @@ from hirepay_platform.db import Database
 from tests.platform.counters import PID, CoreUnitOfWork, counters, start_database
 from tests.support.pg_round_trips import RoundTrips
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import entered
 
 metadata = MetaData()
 rows, _PUT, _BUMP = counters(metadata, "floor_rows")
@@ -45,24 +41,6 @@ async def db(db_url: str) -> AsyncIterator[Database[CoreUnitOfWork]]:
         await uow.commit()
     yield database
     await database.stop()
-
-
-@contextmanager
-def _entered() -> Iterator[Counter[tuple[str, str]]]:
-    """The Python functions entered (or resumed) meanwhile, by (file's last part, name)."""
-    seen: Counter[tuple[str, str]] = Counter()
-
-    def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call":
-            code = frame.f_code
-            where = code.co_filename.rsplit("/", 2)  # (its folder: "<string>" has none)
-            seen[(where[-2] if len(where) > 1 else where[0], code.co_name)] += 1
-
-    sys.setprofile(profile)
-    try:
-        yield seen
-    finally:
-        sys.setprofile(None)
 
 
 async def _write(db: Database[CoreUnitOfWork], statements: int = 1) -> None:
@@ -96,7 +74,7 @@ async def test_a_hot_statements_own_python_is_its_run_and_the_locks_acquire_and_
     db,
 ) -> None:
     await _write(db, 3)
-    with _entered() as seen:
+    with entered() as seen:
         for _ in range(10):
             await _write(db, 3)
     per_uow = {key: n / 10 for key, n in seen.items()}

@@ -8,11 +8,9 @@ life left, its own actor's assertion and its own trace context."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from types import FrameType
 from typing import Any
 
 import grpc
@@ -24,6 +22,7 @@ from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_platform import identity, tracing
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.identity import ACTOR_HEADER, SERVICE_TOKEN_HEADER, AccessPolicy, Actor
+from tests.support.python_calls import entered, of_package
 
 _PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -39,17 +38,10 @@ class _Clock:
 @contextmanager
 def _platform_calls() -> Iterator[list[str]]:
     """The Python functions of hirepay_platform entered (or resumed) meanwhile, by name."""
-    entered: list[str] = []
-
-    def profile(frame: FrameType, event: str, arg: Any) -> None:
-        if event == "call" and "hirepay_platform" in frame.f_code.co_filename:
-            entered.append(frame.f_code.co_name)
-
-    sys.setprofile(profile)
-    try:
-        yield entered
-    finally:
-        sys.setprofile(None)
+    names: list[str] = []
+    with entered() as seen:
+        yield names
+    names.extend(of_package(seen, "hirepay_platform"))
 
 
 def _client(minter: identity.TokenMinter) -> tuple[ServiceClient, list[grpc.aio.Metadata], Any]:
