@@ -55,7 +55,7 @@ EXPECTED_ROWS = {
     },
     "payments": {
         "audit_log": (7, 0, 0, 0),
-        # The booking: leased (HOT since 0024: lease_until is in no index), then marked done.
+        # The booking: leased (HOT since 0023: lease_until is in no index), then marked done.
         "credit_grants": (1, 2, 1, 0),
         "outbox": (2, 0, 0, 0),
         "payments": (1, 3, 3, 0),  # updated_at, next_poll_at and state are indexed

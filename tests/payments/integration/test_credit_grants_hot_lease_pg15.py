@@ -1,4 +1,4 @@
-"""The booking worker's lease is a HOT update (issue 13, payments 0024): every posting's booking
+"""The booking worker's lease is a HOT update (issue 13, payments 0023): every posting's booking
 is leased once, and a lease that moved `next_attempt_at` (the due index's key) was a new entry in
 three indexes each time. The lease is now `lease_until` (no index); what it means is unchanged: a
 leased booking is not due again until the lease ends, a retry is due at its own time."""

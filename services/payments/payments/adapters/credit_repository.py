@@ -32,7 +32,7 @@ from payments.domain.transactions import TxnStatus, UserType
 # Due pending grants, locked SKIP LOCKED and leased in one statement (issue 13: an idle round of
 # the booking worker is one round trip). Hot (db.HotStatement): in the worker's autocommit unit
 # of work it then needs no SQLAlchemy Connection either. The lease is `lease_until`, a column no
-# index holds, so that it is a HOT update (migration 0024): moving `next_attempt_at` (the due
+# index holds, so that it is a HOT update (migration 0023): moving `next_attempt_at` (the due
 # index's key) put a new entry in three indexes per posting's booking. A row leased until later
 # is still in the due index's range and skipped by the condition: only bookings in flight.
 _LEASE_GRANTS = HotStatement(
@@ -155,7 +155,7 @@ class SqlCreditGrantRepository:
         values = _values(grant)
         if release_lease:
             # Retried later: its next attempt is `next_attempt_at` alone, not held back until the
-            # lease taken for this attempt would have ended (it was the lease, before 0024).
+            # lease taken for this attempt would have ended (it was the lease, before 0023).
             values["lease_until"] = None
         await self.session.execute(
             update(t.credit_grants).where(t.credit_grants.c.id == grant.id).values(**values)

@@ -9,7 +9,7 @@ HOT whenever the row's page has room, which `fillfactor` 80 keeps for it (a book
 twice after its insert, never again). A nullable column without a default: no table rewrite; the
 fillfactor applies to the pages written from now on.
 
-Revision ID: 0024
+Revision ID: 0023
 Revises: 0022
 Create Date: 2026-12-02 09:40:00
 """
@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0024"
+revision: str = "0023"
 down_revision: str | None = "0022"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
