@@ -184,7 +184,8 @@ class EdgeMiddleware:
         elapsed = time.perf_counter() - started
         count(HTTP_REQUESTS, method, route, str(status))
         observe(HTTP_LATENCY, elapsed, method, route)
-        if route not in ("/healthz", "/metrics"):
+        # The access log's arguments only when it is written (issue 13: not at WARNING).
+        if route not in ("/healthz", "/metrics") and log.isEnabledFor(logging.INFO):
             log.info(
                 "%s %s %s",
                 method,
