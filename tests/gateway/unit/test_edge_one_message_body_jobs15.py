@@ -4,7 +4,8 @@
   is, not put in a list and joined; a body in several messages is still joined, and either is
   refused over the limit (413, PAY-11);
 - the edge middleware makes its access log's arguments only when the access log is written (the
-  gateway logs at WARNING under load): at INFO the line is the same."""
+  gateway logs at WARNING under load): at INFO the line is the same;
+- the trace id header is written as bytes at once: the same 32 hex digits."""
 
 from __future__ import annotations
 
@@ -108,13 +109,16 @@ async def test_a_disconnect_before_the_body_is_an_empty_body() -> None:
     assert await guard._read_body(_scope(5), _receiver({"type": "http.disconnect"})) == b""
 
 
-async def _answered(level: int, caplog: pytest.LogCaptureFixture) -> tuple[set[str], list[str]]:
+async def _answered(
+    level: int, caplog: pytest.LogCaptureFixture, sent: list[Any] | None = None
+) -> tuple[set[str], list[str]]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 201, "headers": []})
         await send({"type": "http.response.body", "body": b"{}"})
 
     async def send(message: Any) -> None:
-        pass
+        if sent is not None:
+            sent.append(message)
 
     edge = EdgeMiddleware(app)
     scope = {
@@ -144,3 +148,27 @@ async def test_the_access_log_costs_nothing_when_it_is_not_written(
     assert lines == ["POST unmatched 201"]
     assert caplog.records[0].fields["duration_ms"] >= 0  # type: ignore[attr-defined]
     assert "info" in written
+
+
+async def test_the_trace_id_header_is_the_current_traces_in_hex_without_format(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    span = NonRecordingSpan(
+        SpanContext(0x00AB << 64 | 0x1, 0x2, is_remote=True, trace_flags=TraceFlags(1))
+    )
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        sent: list[Any] = []
+        called, _ = await _answered(logging.WARNING, caplog, sent)
+    finally:
+        context.detach(token)
+    start = [m for m in sent if m["type"] == "http.response.start"][-1]  # the profiled one
+    assert dict(start["headers"])[b"x-trace-id"] == b"00000000000000ab0000000000000001"
+    assert (
+        dict(start["headers"])[b"x-trace-id"]
+        == format(span.get_span_context().trace_id, "032x").encode()
+    )
+    assert "<built-in method builtins.format>" not in called
