@@ -67,7 +67,7 @@ async def _calls_per_wait(behind: bool) -> float:
 
 
 async def test_a_wait_for_the_next_event_costs_few_calls() -> None:
-    # (measured: 106 and 118 per wait with a task reading a queue and asyncio.wait; 51 and 66
+    # (measured: 106 and 118 per wait with a task reading a queue and asyncio.wait; 50 and 64
     # with the one future)
     assert await _calls_per_wait(behind=False) <= 65
     assert await _calls_per_wait(behind=True) <= 80

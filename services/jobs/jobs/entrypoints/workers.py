@@ -197,7 +197,9 @@ class _ReadAhead:
             finally:
                 self._room = None
         self._items.append(item)
-        _wake(self._arrived)
+        arrived = self._arrived  # (the wake written out: once per event)
+        if arrived is not None and not arrived.done():
+            arrived.set_result(None)
 
     def _next(self) -> object:
         """The oldest event kept (there is one), making room for the pump."""
@@ -246,7 +248,9 @@ class _ReadAhead:
                 await self._wait(stopper, CURSOR_IDLE_SECONDS)
                 if not self._items and not stopper.done():  # quiet: record how far it went
                     await position.record()
-            await self._wait(stopper, None)
+                    await self._wait(stopper, None)
+            else:
+                await self._wait(stopper, None)
         if not self._items:
             return []  # stopped
         # Events waiting are taken even when the stop came too (as they were when both were
