@@ -12,6 +12,7 @@ same request posts it (the auditor's `escrow_step_stuck` past the grace otherwis
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from hirepay_platform.errors import ValidationError
@@ -64,6 +65,11 @@ def _validate(cmd: commands.SettleReceivable) -> tuple[str, str]:
     return request_id, reference
 
 
+def _event_subject(engagement_id: str, request_id: str) -> str:
+    """The settlement's event subject: the outbox's subject ids are short (64 characters)."""
+    return f"{engagement_id}:{hashlib.sha256(request_id.encode()).hexdigest()[:16]}"
+
+
 async def settle_receivable(cmd: commands.SettleReceivable, deps: Deps) -> EngagementView:
     """Record money owed to the customer as paid back outside (admins), once per request id."""
     _require_admin(cmd.actor)
@@ -100,7 +106,7 @@ async def settle_receivable(cmd: commands.SettleReceivable, deps: Deps) -> Engag
             await record_event(
                 uow,
                 EventType.ENGAGEMENT_RECEIVABLE_SETTLED,
-                row_id,
+                _event_subject(engagement.id, request_id),
                 now,
                 engagement_event_data(
                     engagement,
