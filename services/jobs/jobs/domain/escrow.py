@@ -12,6 +12,7 @@ the transaction that decides the change and driven until done (idempotent by its
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -820,7 +821,10 @@ def owed_to_customer(refunds: list[EscrowRefund], steps: list[MoneyStep]) -> int
 
 
 def settlement_id(engagement_id: str, request_id: str) -> str:
-    return f"{escrow_owner(engagement_id)}{SETTLED_INFIX}{request_id}"
+    """The settlement's record and transfer id; a long request id by its digest (the id fits
+    the record's 128 characters)."""
+    key = request_id if len(request_id) <= 64 else hashlib.sha256(request_id.encode()).hexdigest()
+    return f"{escrow_owner(engagement_id)}{SETTLED_INFIX}{key}"
 
 
 def receivable_settlement(

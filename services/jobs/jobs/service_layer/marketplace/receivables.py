@@ -41,7 +41,7 @@ from jobs.service_layer.notifications import record_event
 
 log = logging.getLogger(__name__)
 
-REQUEST_ID_MAX = 64
+REQUEST_ID_MAX = 255  # the gateway's Idempotency-Key
 REFERENCE_MAX = 200
 
 
