@@ -340,3 +340,23 @@ async def test_nothing_owed_nothing_to_settle(deps, ledger, refunds):
     with pytest.raises(HirepayError) as refused:
         await receivables.settle_receivable(settle_of(p, 1), deps)
     assert refused.value.reason == "SETTLEMENT_EXCEEDS_OWED"
+
+
+async def test_a_refusal_explained_by_the_steps_own_earlier_refund_is_not_owed(
+    deps, ledger, refunds
+):
+    # payments lists a refund of the step's own that succeeded (its answer lost before the step
+    # recorded it, the step netted since under another request id): the refusal is explained,
+    # the money is with the customer already; nothing is booked as owed to them (left to the
+    # retries and the auditor's escrow_step_stuck).
+    p = await funded(deps, ledger)
+    pid = await payment_of(deps, p)
+    refunds.outright.add(pid)
+    own = PaymentRefund("rfd_lost", f"engagement:{p.engagement_id}:cancel", 100_000, "SUCCEEDED")
+    refunds.recorded[pid] = [own]
+    before = await everything(ledger, p)
+    await escrow.cancel(cancel_of(p), deps)
+    (step,) = await own_steps(deps, p)
+    assert (step.state, step.refused_minor) == (StepState.PENDING, 0)
+    assert "PAYMENT_NOT_REFUNDABLE" in step.failure
+    assert await everything(ledger, p) == before

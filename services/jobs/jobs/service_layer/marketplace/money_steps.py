@@ -13,8 +13,10 @@ when decided, and again when payments refuses its refund (PAY-11's typed refusal
 refunded by them: REFUND_EXCEEDS_CAPTURED, more than is left to refund, nothing left included;
 PAYMENT_NOT_REFUNDABLE, the provider refusing it otherwise, e.g. refunded there already) - the netted part settles the debt on the ledger, and the
 provider is asked only for the rest, under a new request id. A refusal explained by a refund
-made at the provider that payments lists and jobs has not booked yet stays a retried step (the
-refund's event nets it once applied; the auditor's `escrow_step_stuck` if it never is).
+made at the provider that payments lists and jobs has not booked yet, or by a refund of the
+step's own that succeeded under an earlier request id (the customer has the money), stays a
+retried step (the refund's event nets it once applied; the auditor's `escrow_step_stuck` if it
+never is).
 
 Any other such refusal is the provider refusing the refund outright (Stripe's
 charge_already_refunded, amount_too_large, a payment method that cannot be refunded; payments
@@ -38,6 +40,7 @@ from hirepay_platform.errors import HirepayError
 from hirepay_platform.reasons import FailureReason
 from jobs.domain.escrow import MoneyStep, StepKind, StepState
 from jobs.domain.events import EventType
+from jobs.domain.marketplace import engagement_transfer_id
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.notifications import record_event
@@ -45,6 +48,7 @@ from jobs.service_layer.notifications import record_event
 log = logging.getLogger(__name__)
 
 REFUND_FAILED = "FAILED"
+REFUND_SUCCEEDED = "SUCCEEDED"
 # payments' refusals of a refund the payment has no longer left to give (PAY-11).
 REFUSED_AS_REFUNDED = frozenset({"REFUND_EXCEEDS_CAPTURED", "PAYMENT_NOT_REFUNDABLE"})
 # payments' answer that the provider declined the refund (a FAILED refund answered as such).
@@ -118,11 +122,16 @@ async def _net(step: MoneyStep, deps: Deps) -> MoneyStep | None:
     return current if changed else None
 
 
-async def _unbooked_refund_at_provider(step: MoneyStep, deps: Deps) -> bool:
-    """Whether payments lists a refund made at the provider of the step's payment that jobs has
-    not booked yet (its event not applied): it may explain the refusal, and nets it once booked."""
+async def _refusal_explained(step: MoneyStep, deps: Deps) -> bool:
+    """Whether payments lists a refund that may explain the refusal: one of the step's own that
+    succeeded under an earlier request id (its answer lost before the step recorded it: the
+    customer has the money), or one made at the provider that jobs has not booked yet (its event
+    not applied: it nets the step once booked)."""
     assert deps.card_refunds is not None, "card refunds need payments (Deps.card_refunds)"
     _, refunds = await deps.card_refunds.refunds_of(step.payment_id)
+    own = engagement_transfer_id(step.engagement_id, step.kind.value)
+    if any(r.status == REFUND_SUCCEEDED and r.request_id.startswith(own) for r in refunds):
+        return True
     outside = {r.refund_id for r in refunds if r.outside_escrow}
     if not outside:
         return False
@@ -135,7 +144,7 @@ async def _refuse(step: MoneyStep, error: HirepayError, deps: Deps) -> MoneyStep
     """The provider refused the step's refund outright: its legs to provider clearing go to the
     engagement's receivable (under the step's lock, once); the step to post now, or None when a
     refund at the provider not booked yet may explain the refusal (retried, netted later)."""
-    if await _unbooked_refund_at_provider(step, deps):
+    if await _refusal_explained(step, deps):
         return None
     async with deps.uow as uow:
         current = await uow.money_steps.get(step.engagement_id, step.kind, for_update=True)
