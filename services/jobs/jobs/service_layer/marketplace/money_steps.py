@@ -152,8 +152,14 @@ async def _refuse(step: MoneyStep, error: HirepayError, deps: Deps) -> MoneyStep
             return None
         if (current.legs, current.refund_id) != (step.legs, step.refund_id):
             return current  # another driver changed it meanwhile (netted, refunded, refused)
-        refused = current.refund_minor
         now = deps.clock()
+        # A refund at the provider booked since the step was netted (its event applied
+        # meanwhile) explains the refusal: netted, not refused.
+        if current.net(await uow.escrow_refunds.for_engagement(step.engagement_id), now):
+            await uow.money_steps.save(current)
+            await uow.commit()
+            return current
+        refused = current.refund_minor
         if not current.refuse_refund(f"{error.reason}: {error}", now):
             return current
         await uow.money_steps.save(current)
