@@ -1,5 +1,6 @@
 """Stripe's faults: the kit's (slow, failing, hanging or dropped API calls; lost, duplicated or
-reordered webhooks) plus payouts that fail, and the 5xx body Stripe answers for them."""
+reordered webhooks) plus payouts that fail and refunds refused outright, and the 5xx body Stripe
+answers for them."""
 
 from __future__ import annotations
 
@@ -23,7 +24,19 @@ class PayoutFailureFault(Fault):
     after_paid: bool = False
 
 
-FAULT_SPEC: TypeAdapter[Any] = fault_adapter(PayoutFailureFault)
+class RefundRefusalFault(Fault):
+    """The next refunds (of `payment_intent` only, when given) are refused as Stripe refuses a
+    refund it will not make: a 400 `invalid_request_error` with `code` (charge_not_refundable: a
+    payment method that cannot be refunded; charge_already_refunded; amount_too_large), nothing
+    refunded, no event."""
+
+    kind: Literal["refund_refusal"]
+    code: str = "charge_not_refundable"
+    message: str = "This charge cannot be refunded: its payment method does not support refunds."
+    payment_intent: str | None = None
+
+
+FAULT_SPEC: TypeAdapter[Any] = fault_adapter(PayoutFailureFault, RefundRefusalFault)
 
 
 class StripeFaults(FaultRegistry):
@@ -32,6 +45,13 @@ class StripeFaults(FaultRegistry):
     def take_payout_failure(self) -> PayoutFailureFault | None:
         failure: PayoutFailureFault | None = self.take(PayoutFailureFault)
         return failure
+
+    def take_refund_refusal(self, payment_intent: str) -> RefundRefusalFault | None:
+        refusal: RefundRefusalFault | None = self.take(
+            RefundRefusalFault,
+            lambda spec: spec.payment_intent in (None, payment_intent),
+        )
+        return refusal
 
 
 def render_error(status: int, message: str | None) -> ErrorReply:

@@ -182,3 +182,25 @@ async def test_the_admin_api_fails_a_succeeded_refund_once(
     with pytest.raises(httpx.HTTPStatusError) as again:  # failed already: 409
         await asyncio.to_thread(admin.fail_refund, made.id)
     assert again.value.response.status_code == 409
+
+
+async def test_a_refund_refusal_fault_refuses_the_payments_refunds_outright(
+    client: stripe.StripeClient, admin: SandboxAdmin
+) -> None:
+    # As Stripe refuses a refund it will not make (a payment method that cannot be refunded):
+    # 400 invalid_request_error with its code, nothing refunded; other payments unaffected.
+    pi, other = await _paid(client, 3_000), await _paid(client, 2_000)
+    await asyncio.to_thread(admin.add_fault, "refund_refusal", payment_intent=pi.id, count=2)
+    for _ in range(2):
+        with pytest.raises(stripe.InvalidRequestError) as refused:
+            await client.v1.refunds.create_async(params={"payment_intent": pi.id})
+        assert refused.value.code == "charge_not_refundable"
+    assert (
+        await client.v1.refunds.create_async(params={"payment_intent": other.id})
+    ).amount == 2_000
+    charge = await client.v1.charges.retrieve_async(pi.latest_charge)
+    assert charge.amount_refunded == 0
+    listed = await client.v1.refunds.list_async(params={"payment_intent": pi.id})
+    assert listed.data == []
+    # Used up: the next refund is made.
+    assert (await client.v1.refunds.create_async(params={"payment_intent": pi.id})).amount == 3_000

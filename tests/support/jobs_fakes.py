@@ -406,6 +406,9 @@ class FakeMoneySteps:
         ]
         return sorted(pending, key=lambda s: s.created_at)[:limit]
 
+    async def refund_refused(self, limit: int) -> list[MoneyStep]:
+        return []
+
 
 class FakeEscrowRefunds:
     """No refunds of offer money made at the provider (the posting fakes have no marketplace)."""

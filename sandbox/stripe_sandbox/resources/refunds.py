@@ -74,6 +74,9 @@ def create(sb: Sandbox, ctx: Context, p: Params) -> StripeObject:
     reason = p.enum("reason", REASONS)
     metadata = p.metadata() or {}
     charge = _charge_to_refund(sb, ctx, p)
+    refusal = sb.faults.take_refund_refusal(charge["payment_intent"] or "")
+    if refusal is not None:  # armed by a test (faults.RefundRefusalFault): nothing refunded
+        raise invalid_request(refusal.message, code=refusal.code)
     remaining = charge["amount_captured"] - charge["amount_refunded"]
     if remaining <= 0:
         raise invalid_request(

@@ -88,6 +88,11 @@ _REASONS: dict[str, tuple[int, str, str]] = {
         "DISPUTE_ALREADY_RESOLVED",
         "This dispute has already been resolved",
     ),
+    "SETTLEMENT_EXCEEDS_OWED": (
+        409,
+        "SETTLEMENT_EXCEEDS_OWED",
+        "More than the engagement's receivable holds for the customer; nothing was recorded",
+    ),
     "PLAN_NOT_FOUND": (400, R.VALIDATION_FAILED, "The plan does not exist"),
     R.PAYMENT_CANCELLED: (
         402,

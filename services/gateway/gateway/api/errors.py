@@ -161,7 +161,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "FORBIDDEN (the role may not do this)",
         404: "NOT_FOUND (also for objects of other users)",
         409: "ALREADY_SUBSCRIBED (with `expiresAt`), IDEMPOTENCY_KEY_IN_USE, INVALID_TRANSITION,"
-        " JOB_ALREADY_TAKEN, ESCROW_FROZEN, DISPUTE_ALREADY_RESOLVED",
+        " JOB_ALREADY_TAKEN, ESCROW_FROZEN, DISPUTE_ALREADY_RESOLVED, SETTLEMENT_EXCEEDS_OWED",
         422: "IDEMPOTENCY_KEY_REUSED (same key, other body)",
         413: "PAYLOAD_TOO_LARGE (the body is above GATEWAY_MAX_BODY_BYTES)",
         429: "RATE_LIMITED, POSTING_BLOCKED (see Retry-After)",

@@ -50,6 +50,16 @@ class ResolveIn(Strict):
     note: str = Field("", max_length=2000)
 
 
+class SettlementIn(Strict):
+    """Money owed to the customer paid back outside Hirepay (e.g. a bank transfer): how much,
+    in the engagement's currency, and the operator's reference of that payment."""
+
+    amountMinor: int = Field(gt=0, le=MAX_AMOUNT_MINOR, strict=True)
+    currency: str = Field(pattern="^[A-Z]{3}$")
+    reference: str = Field(min_length=1, max_length=200)
+    note: str = Field("", max_length=2000)
+
+
 class CoinJobPaymentIn(Strict):
     """ESC-4: pay a freelancer for a job from the caller's coins (`amount` in coins)."""
 
@@ -62,12 +72,14 @@ class MoneyStepOut(BaseModel):
     """One ledger movement of the engagement."""
 
     kind: str  # fund | complete | cancel | resolve
-    state: str  # pending | done | refused
+    state: str  # pending | done | refused | refund_refused (the provider refused its refund)
     transferId: str
     refundTransferId: str | None
     toRevenueMinor: int
     toContractorMinor: int
     toCustomerMinor: int
+    # refund_refused: the card refund the provider refused, owed to the customer instead.
+    refusedMinor: int = 0
 
 
 class DisputeOut(BaseModel):
@@ -103,6 +115,10 @@ class EngagementOut(BaseModel):
     createdAt: str
     dispute: DisputeOut | None = None
     steps: list[MoneyStepOut] = []
+    # On its receivable for the customer (a refund refused or failed), not yet paid back.
+    owedToCustomerMinor: int = 0
+    # What admins recorded as paid back to the customer outside Hirepay.
+    settledOutsideMinor: int = 0
 
 
 class DisputesOut(BaseModel):
@@ -159,9 +175,12 @@ def engagement_to_http(reply: pb.EngagementResponse) -> EngagementOut:
                 toRevenueMinor=s.to_revenue_minor,
                 toContractorMinor=s.to_contractor_minor,
                 toCustomerMinor=s.to_customer_minor,
+                refusedMinor=s.refused_minor,
             )
             for s in reply.steps
         ],
+        owedToCustomerMinor=reply.owed_to_customer_minor,
+        settledOutsideMinor=reply.settled_outside_minor,
     )
 
 

@@ -13,7 +13,7 @@ from gateway.api import escrow_models as m
 from gateway.api.errors import error_responses
 from gateway.entrypoints.deps import BackendsDep, check_redirects, require_roles
 from gateway.service_layer.auth import Principal
-from gateway.service_layer.idempotency import optional_key
+from gateway.service_layer.idempotency import optional_key, require_key
 from hirepay.common.v1 import common_pb2
 from hirepay.jobs.v1 import jobs_service_pb2 as pb
 
@@ -152,6 +152,34 @@ async def resolve(
         note=body.note,
     )
     reply = await _call(backends, backends.jobs.stub.ResolveDispute, request, True)
+    return m.engagement_to_http(reply)
+
+
+@router.post(
+    "/api/admin/engagements/{engagement_id}/receivable/settlements",
+    response_model=m.EngagementOut,
+    summary="Record money owed to the customer as paid back outside Hirepay, once (admins)",
+    responses=error_responses(400, 401, 403, 404, 409, 422, 503),
+)
+async def settle_receivable(
+    engagement_id: EngagementId,
+    body: m.SettlementIn,
+    principal: Admin,
+    backends: BackendsDep,
+    idempotency_key: IdempotencyHeader = None,
+) -> m.EngagementOut:
+    """What the engagement's receivable holds for the customer (a refund the provider refused or
+    that failed) paid back by other means: receivable -> outside, once per `Idempotency-Key`
+    (required). More than is owed: `409 SETTLEMENT_EXCEEDS_OWED`; another currency than the
+    engagement's: `400 VALIDATION_FAILED`; nothing changed by either."""
+    request = pb.SettleEngagementReceivableRequest(
+        request_id=require_key(idempotency_key),
+        engagement_id=engagement_id,
+        amount=common_pb2.Money(amount_minor=body.amountMinor, currency=body.currency),
+        reference=body.reference,
+        note=body.note,
+    )
+    reply = await _call(backends, backends.jobs.stub.SettleEngagementReceivable, request, True)
     return m.engagement_to_http(reply)
 
 

@@ -78,6 +78,7 @@ def _step(row: Any) -> MoneyStep:
         attempts=m["attempts"],
         next_attempt_at=m["next_attempt_at"],
         failure=m["failure"],
+        refused_minor=m["refused_minor"],
     )
 
 
@@ -93,6 +94,7 @@ def _step_values(step: MoneyStep) -> dict[str, Any]:
         "next_attempt_at": step.next_attempt_at,
         "failure": step.failure,
         "updated_at": step.updated_at,
+        "refused_minor": step.refused_minor,
     }
 
 
@@ -142,6 +144,16 @@ class SqlMoneyStepRepository:
             .where(S.engagement_id == step.engagement_id, S.kind == step.kind.value)
             .values(**_step_values(step))
         )
+
+    async def refund_refused(self, limit: int) -> list[MoneyStep]:
+        """The auditor's read: steps whose card refund the provider refused (oldest first)."""
+        stmt = (
+            select(t.engagement_steps)
+            .where(S.state == StepState.REFUND_REFUSED.value)
+            .order_by(S.created_at)
+            .limit(limit)
+        )
+        return [_step(r) for r in (await self.s.execute(stmt)).all()]
 
     async def pending_since(self, before: datetime, limit: int) -> list[MoneyStep]:
         # Pending steps are few (the worker posts them within seconds): the partial index on
@@ -265,6 +277,8 @@ def _escrow_refund(row: Any) -> EscrowRefund:
         state=StepState(m["state"]),
         attempts=m["attempts"],
         failure=m["failure"],
+        reference=m["reference"],
+        actor=m["actor"],
     )
 
 
@@ -290,6 +304,8 @@ class SqlEscrowRefundRepository:
                 failure=refund.failure,
                 created_at=refund.created_at,
                 updated_at=refund.updated_at,
+                reference=refund.reference,
+                actor=refund.actor,
             )
             .on_conflict_do_nothing()
             .returning(R.refund_id)

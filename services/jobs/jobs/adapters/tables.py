@@ -407,6 +407,8 @@ engagement_steps = Table(
     Column("failure", Text, nullable=False, default=""),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
+    # The card refund the provider refused outright, booked to the receivable (migration 0016).
+    Column("refused_minor", BigInteger, nullable=False, default=0, server_default="0"),
     Index(
         "ix_engagement_steps_due",
         "next_attempt_at",
@@ -432,6 +434,10 @@ escrow_refunds = Table(
     Column("failure", Text, nullable=False, default=""),
     _at("created_at", nullable=False),
     _at("updated_at", nullable=False),
+    # An operator's settlement of the receivable (outcome `settled`, migration 0016): the
+    # operator's reference (e.g. the bank transfer's) and who recorded it.
+    Column("reference", Text, nullable=False, default="", server_default=""),
+    Column("actor", String(128), nullable=False, default="", server_default=""),
     Index("ix_escrow_refunds_engagement", "engagement_id", "created_at"),
 )
 

@@ -354,6 +354,20 @@ class ResolveDispute:
 
 
 @dataclass(frozen=True, slots=True)
+class SettleReceivable:
+    """An operator records that money owed to an engagement's customer (on its receivable) was
+    paid back outside Hirepay, e.g. by bank transfer; once per request id."""
+
+    actor: Actor
+    engagement_id: str
+    request_id: str
+    amount_minor: int
+    currency: str
+    reference: str  # the operator's reference, e.g. the bank transfer's
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class ListDisputes:
     actor: Actor
     state: str = ""  # open | resolved | "" (all)

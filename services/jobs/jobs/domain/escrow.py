@@ -12,6 +12,7 @@ the transaction that decides the change and driven until done (idempotent by its
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -255,6 +256,13 @@ class StepState(enum.StrEnum):
     PENDING = "pending"  # decided; the transfer (and a card refund) not yet confirmed
     DONE = "done"  # posted on the ledger
     REFUSED = "refused"  # the ledger refused it for good (a coin payment short of coins)
+    # Posted, but its card refund was refused outright by the provider (PAY-11: nothing
+    # refunded): what it gave back went to the engagement's receivable, owed to the customer.
+    REFUND_REFUSED = "refund_refused"
+
+
+# The states of a step whose legs stand on the ledger.
+POSTED = frozenset({StepState.DONE, StepState.REFUND_REFUSED})
 
 
 @dataclass(slots=True)
@@ -279,6 +287,8 @@ class MoneyStep:
     next_attempt_at: datetime | None = None
     failure: str = ""
     payout: Payout | None = field(default=None, compare=False)
+    # card: the refund the provider refused outright, booked to the receivable instead.
+    refused_minor: int = 0
 
     @property
     def request_id(self) -> str:
@@ -345,9 +355,33 @@ class MoneyStep:
         self.refund_id = refund_id
         self.updated_at = now
 
+    def refuse_refund(self, why: str, now: datetime) -> bool:
+        """The provider refused the step's card refund outright (a definitive refusal, nothing
+        refunded, no booked refund at the provider explaining it): the customer did not get the
+        money back, so what the step gave back (escrow / revenue -> provider clearing) goes to
+        the engagement's receivable instead, owed to the customer (above zero) for operators to
+        pay back (ESC-1, ESC-8). The step then ends (no more retries): posted, REFUND_REFUSED.
+        Only before the step's refund exists; whether the step changed."""
+        if self.state is not StepState.PENDING or not self.needs_refund:
+            return False
+        moved: dict[tuple[AccountRef, AccountRef], int] = {}
+        for leg in self.legs:
+            target = (
+                receivable(self.engagement_id, leg.source.unit) if _to_provider(leg) else leg.target
+            )
+            moved[(leg.source, target)] = moved.get((leg.source, target), 0) + leg.amount_minor
+        self.legs = tuple(Leg(s, t, n) for (s, t), n in moved.items() if n > 0)
+        self.refused_minor += self.refund_minor
+        self.refund_minor = 0
+        self.failure = f"refund refused by the provider: {why}"[:200]
+        self.updated_at = now
+        return True
+
     def done(self, now: datetime) -> None:
-        self.state = StepState.DONE
-        self.failure = ""
+        """Posted: DONE, or REFUND_REFUSED when its refund was refused (the failure kept)."""
+        self.state = StepState.REFUND_REFUSED if self.refused_minor else StepState.DONE
+        if not self.refused_minor:
+            self.failure = ""
         self.next_attempt_at = None
         self.updated_at = now
 
@@ -536,6 +570,9 @@ class AtProviderOutcome(enum.StrEnum):
     # reached the customer and is back with the provider: clearing -> receivable, which settles
     # what the refund left owed or, beyond it, holds what is owed to the customer.
     REVERSED = "reversed"
+    # Not a refund either: an operator recorded that money owed to the customer on the
+    # receivable was paid back outside Hirepay (a bank transfer): receivable -> outside.
+    SETTLED = "settled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -566,7 +603,7 @@ def refunded_at_provider_minor(refunds: list[EscrowRefund]) -> int:
     return sum(
         r.amount_minor
         for r in refunds
-        if r.outcome is not AtProviderOutcome.REVERSED
+        if r.outcome not in (AtProviderOutcome.REVERSED, AtProviderOutcome.SETTLED)
         and f"{r.refund_id}{FAILED_SUFFIX}" not in reversed_
     )
 
@@ -647,7 +684,7 @@ def still_owed(refunds: list[EscrowRefund], steps: list[MoneyStep]) -> int:
     steps netted them (MoneyStep.net): the auditor reports the refunds while this is positive;
     below zero, refunds that failed after success (reversed) left that much owed to the
     customer (the receivable holds it)."""
-    netted = sum(s.netted_minor for s in steps if s.state is StepState.DONE)
+    netted = sum(s.netted_minor for s in steps if s.state in POSTED)
     return sum(r.owed_minor for r in refunds) - netted
 
 
@@ -669,9 +706,16 @@ class EscrowRefund:
     attempts: int = 0
     failure: str = ""
 
+    # An operator's settlement: the record's own id (`engagement:<id>:settled:<request id>`).
+    reference: str = ""
+    actor: str = ""
+
     @property
     def transfer_id(self) -> str:
-        """payments' id of the refund's booking: the ledger auditor expects it on clearing."""
+        """payments' id of the refund's booking: the ledger auditor expects it on clearing (an
+        operator's settlement: its own id, never on clearing)."""
+        if self.outcome is AtProviderOutcome.SETTLED:
+            return self.refund_id
         return refund_transfer_id(self.payment_id, self.refund_id)
 
     @property
@@ -734,4 +778,76 @@ def refund_at_provider(
         legs=tuple(leg for leg in legs if leg.amount_minor > 0),
         created_at=now,
         updated_at=now,
+    )
+
+
+# --------------------------------------------------------------------------- receivables settled
+#
+# Money owed to the customer on an engagement's receivable (a refund refused outright by the
+# provider, or one that failed after it succeeded) paid back outside Hirepay (a bank transfer):
+# an operator records it once, and it leaves the receivable for the `outside` account.
+
+OUTSIDE = "outside"
+SETTLED_INFIX = ":settled:"
+
+
+class SettlementExceedsOwed(HirepayError):
+    """More than the engagement's receivable holds for the customer (PAY-11; nothing changed)."""
+
+    kind = ErrorKind.FAILED_PRECONDITION
+    reason = "SETTLEMENT_EXCEEDS_OWED"
+
+    def __init__(self, engagement_id: str, requested: int, owed: int, unit: str) -> None:
+        super().__init__(
+            f"{requested} {unit} is more than the {owed} {unit} owed to the customer of"
+            f" engagement {engagement_id}",
+            metadata={
+                "engagement_id": engagement_id,
+                "requested_minor": str(requested),
+                "owed_minor": str(owed),
+                "currency": unit,
+            },
+        )
+
+
+def outside(unit: str) -> AccountRef:
+    """Where money paid back outside Hirepay goes (a clearing-kind account, as a provider's)."""
+    return AccountRef.clearing(OUTSIDE, unit)
+
+
+def owed_to_customer(refunds: list[EscrowRefund], steps: list[MoneyStep]) -> int:
+    """What the engagement's receivable holds for the customer (0 when it owes nothing)."""
+    return max(-still_owed(refunds, steps), 0)
+
+
+def settlement_id(engagement_id: str, request_id: str) -> str:
+    """The settlement's record and transfer id; a long request id by its digest (the id fits
+    the record's 128 characters)."""
+    key = request_id if len(request_id) <= 64 else hashlib.sha256(request_id.encode()).hexdigest()
+    return f"{escrow_owner(engagement_id)}{SETTLED_INFIX}{key}"
+
+
+def receivable_settlement(
+    engagement: Engagement,
+    amount_minor: int,
+    request_id: str,
+    reference: str,
+    actor: str,
+    now: datetime,
+) -> EscrowRefund:
+    """The record and the booking of money owed to the customer paid back outside: receivable ->
+    outside (its owed_minor is +amount: the receivable holds that much less for the customer)."""
+    unit = engagement.unit
+    return EscrowRefund(
+        refund_id=settlement_id(engagement.id, request_id),
+        engagement_id=engagement.id,
+        payment_id=engagement.payment_id,
+        unit=unit,
+        amount_minor=amount_minor,
+        outcome=AtProviderOutcome.SETTLED,
+        legs=(Leg(receivable(engagement.id, unit), outside(unit), amount_minor),),
+        created_at=now,
+        updated_at=now,
+        reference=reference,
+        actor=actor,
     )

@@ -28,6 +28,10 @@ class EventType(enum.StrEnum):
     ENGAGEMENT_REFUNDED_AT_PROVIDER = "engagement.refunded_at_provider"
     # A refund of offer money jobs booked failed after it succeeded (subject: its reversal's id).
     ENGAGEMENT_REFUND_FAILED = "engagement.refund_failed"
+    # The provider refused an engagement's own refund outright (subject: the step's transfer).
+    ENGAGEMENT_REFUND_REFUSED = "engagement.refund_refused"
+    # An operator settled money owed to the customer outside Hirepay (subject: its record's id).
+    ENGAGEMENT_RECEIVABLE_SETTLED = "engagement.receivable_settled"
 
 
 def event_id_for(event_type: EventType, subject_id: str) -> str:

@@ -62,6 +62,7 @@ def step_to_proto(step: MoneyStep, customer_id: str, contractor_id: str) -> pb.M
         to_contractor_minor=to_owner(contractor_id),
         to_customer_minor=back,
         failure=step.failure,
+        refused_minor=step.refused_minor,
     )
 
 
@@ -70,6 +71,8 @@ def engagement_response(view: EngagementView) -> pb.EngagementResponse:
     response = pb.EngagementResponse(
         engagement=engagement_to_proto(e),
         steps=[step_to_proto(s, e.customer_id, e.contractor_id) for s in view.steps],
+        owed_to_customer_minor=view.owed_to_customer_minor,
+        settled_outside_minor=view.settled_outside_minor,
     )
     if view.dispute is not None:
         response.dispute.CopyFrom(dispute_to_proto(view.dispute))
@@ -91,6 +94,20 @@ def resolve_from_proto(
         dispute_id=r.dispute_id,
         resolution=_RESOLUTION_NAME.get(r.resolution, ""),
         contractor_minor=r.contractor_minor,
+        note=r.note,
+    )
+
+
+def settle_receivable_from_proto(
+    actor: commands.Actor, r: pb.SettleEngagementReceivableRequest
+) -> commands.SettleReceivable:
+    return commands.SettleReceivable(
+        actor=actor,
+        engagement_id=r.engagement_id,
+        request_id=r.request_id,
+        amount_minor=r.amount.amount_minor,
+        currency=r.amount.currency,
+        reference=r.reference,
         note=r.note,
     )
 

@@ -20,7 +20,13 @@ from jobs.service_layer.handlers import (
     drafts,
     pay_to_post,
 )
-from jobs.service_layer.marketplace import escrow, job_payments, market_jobs, offers
+from jobs.service_layer.marketplace import (
+    escrow,
+    job_payments,
+    market_jobs,
+    offers,
+    receivables,
+)
 
 
 class JobsServicer(pb_grpc.JobsServiceServicer):
@@ -307,6 +313,12 @@ class JobsServicer(pb_grpc.JobsServiceServicer):
     ) -> pb.EngagementResponse:
         cmd = econv.resolve_from_proto(conv.caller_actor(), request)
         return econv.engagement_response(await escrow.resolve_dispute(cmd, self._deps()))
+
+    async def SettleEngagementReceivable(
+        self, request: pb.SettleEngagementReceivableRequest, context: Any
+    ) -> pb.EngagementResponse:
+        cmd = econv.settle_receivable_from_proto(conv.caller_actor(), request)
+        return econv.engagement_response(await receivables.settle_receivable(cmd, self._deps()))
 
     async def ListDisputes(
         self, request: pb.ListDisputesRequest, context: Any

@@ -65,6 +65,19 @@ ESCROW_REFUNDS_AT_PROVIDER = Counter(
     " (after the escrow was released).",
     ["outcome"],
 )
+ESCROW_REFUNDS_REFUSED = Counter(
+    "hirepay_escrow_refunds_refused_total",
+    "Card refunds of offer money (an engagement's cancellation or resolution) the provider"
+    " refused outright: the money step ended, what it gave back booked to the engagement's"
+    " receivable, owed to the customer; by step (cancel, resolve).",
+    ["step"],
+)
+RECEIVABLES_SETTLED = Counter(
+    "hirepay_escrow_receivables_settled_total",
+    "Money owed to a customer on an engagement's receivable that an operator recorded as paid"
+    " back outside Hirepay (receivable -> outside): settlements recorded, by currency.",
+    ["currency"],
+)
 ESCROW_REFUNDS_FAILED_AFTER_SUCCESS = Counter(
     "hirepay_escrow_refunds_failed_after_success_total",
     "Refunds of offer money that failed at the provider after they succeeded, reversed on the"

@@ -292,6 +292,9 @@ class MoneyStepRepository(Protocol):
     async def pending_since(self, before: datetime, limit: int) -> list[MoneyStep]:
         """Steps still pending that were decided before `before`, oldest first (the auditor)."""
 
+    async def refund_refused(self, limit: int) -> list[MoneyStep]:
+        """Steps whose card refund the provider refused outright, oldest first (the auditor)."""
+
 
 class DisputeRepository(Protocol):
     async def add(self, dispute: Dispute) -> None: ...

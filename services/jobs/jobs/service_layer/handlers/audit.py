@@ -27,7 +27,13 @@ from jobs.domain.audit import (
     payment_deadline_violation,
 )
 from jobs.domain.errors import NotAllowed
-from jobs.domain.escrow import FAILED_SUFFIX, AtProviderOutcome, StepState, still_owed
+from jobs.domain.escrow import (
+    FAILED_SUFFIX,
+    AtProviderOutcome,
+    StepState,
+    owed_to_customer,
+    still_owed,
+)
 from jobs.domain.model import Job, JobStatus
 from jobs.domain.posting_saga import PaymentMethod, Saga, TryResult
 from jobs.service_layer import metrics
@@ -75,6 +81,7 @@ async def run_audit(
         rechecked = frozenset((Check.ACTIVE_JOB_WITHOUT_PAYMENT, j) for j in job_ids)
     violations += await _escrow_steps(deps, now, cmd.page_size)
     violations += await _escrow_refunds(deps, now, cmd.page_size)
+    violations += await _refused_refunds(deps, cmd.page_size)
     sources = deps.sources
     if sources is not None:
         in_flight = await sources.payments(_NON_FINAL)  # every round: state, not history
@@ -225,6 +232,41 @@ async def _escrow_steps(deps: Deps, now: datetime, limit: int) -> list[Violation
     ]
 
 
+# The refunds at the provider that leave money owed to the platform (an operator's settlement
+# and a reversal do not).
+_OWING = frozenset({AtProviderOutcome.FROZEN, AtProviderOutcome.OWED})
+
+
+async def _refused_refunds(deps: Deps, limit: int) -> list[Violation]:
+    """Money steps whose card refund the provider refused outright (marketplace.money_steps):
+    what they gave back sits on the engagement's receivable, owed to the customer; reported as
+    payable (a known state for operators to pay back) while the receivable still holds money
+    for the customer, not once an operator settled it (marketplace.receivables)."""
+    async with deps.new_uow() as uow:
+        refused = await uow.money_steps.refund_refused(limit)
+        ids = sorted({s.engagement_id for s in refused})
+        refunds = await uow.escrow_refunds.for_engagements(ids) if ids else []
+        steps = await uow.money_steps.for_engagements(ids) if ids else []
+    found: list[Violation] = []
+    for step in refused:
+        payable = owed_to_customer(
+            [r for r in refunds if r.engagement_id == step.engagement_id],
+            [s for s in steps if s.engagement_id == step.engagement_id],
+        )
+        if payable > 0:
+            unit = step.legs[0].source.unit if step.legs else ""
+            found.append(
+                Violation(
+                    Check.ESCROW_REFUND_PAYABLE,
+                    step.transfer_id,
+                    f"engagement {step.engagement_id}: its {step.kind.value} refund of"
+                    f" {step.refused_minor} {unit} was refused by the provider; {payable} {unit}"
+                    f" owed to the customer on engagement:{step.engagement_id}:receivable",
+                )
+            )
+    return found
+
+
 async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violation]:
     """Refunds of offer money made at the provider (marketplace.refunds_at_provider): each that
     left money owed (and its engagement still owes: not settled since) is reported as such (a known state: booked from the engagement's receivable,
@@ -266,7 +308,7 @@ async def _escrow_refunds(deps: Deps, now: datetime, limit: int) -> list[Violati
                         f" the customer on engagement:{r.engagement_id}:receivable",
                     )
                 )
-        elif r.outcome is not AtProviderOutcome.UNWOUND and owed[r.engagement_id] > 0:
+        elif r.outcome in _OWING and owed[r.engagement_id] > 0:
             found.append(
                 Violation(
                     Check.ESCROW_REFUND_OWED,

@@ -18,6 +18,7 @@ from jobs.domain import commands
 from jobs.domain.errors import NotAllowed
 from jobs.domain.escrow import (
     DISPUTABLE,
+    AtProviderOutcome,
     CancelPolicy,
     Dispute,
     DisputeNotFound,
@@ -30,6 +31,7 @@ from jobs.domain.escrow import (
     StepKind,
     cancel_payout,
     completion_payout,
+    owed_to_customer,
     plan_step,
     resolution_payout,
     validate_reason,
@@ -56,6 +58,10 @@ class EngagementView:
     engagement: Engagement
     dispute: Dispute | None = None
     steps: list[MoneyStep] = field(default_factory=list)
+    # What its receivable holds for the customer (a refund refused or failed, not yet paid
+    # back), and what operators recorded as paid back outside (marketplace.receivables).
+    owed_to_customer_minor: int = 0
+    settled_outside_minor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +118,14 @@ async def _view(engagement_id: str, deps: Deps) -> EngagementView:
         engagement = await uow.engagements.get(engagement_id)
         if engagement is None:
             raise EngagementNotFound(engagement_id)
+        steps = await uow.money_steps.for_engagement(engagement_id)
+        refunds = await uow.escrow_refunds.for_engagement(engagement_id)
         return EngagementView(
             engagement,
             await uow.disputes.for_engagement(engagement_id),
-            await uow.money_steps.for_engagement(engagement_id),
+            steps,
+            owed_to_customer(refunds, steps),
+            sum(r.amount_minor for r in refunds if r.outcome is AtProviderOutcome.SETTLED),
         )
 
 

@@ -231,6 +231,8 @@ async def post(booking: EscrowRefund, deps: Deps) -> None:
     what = (
         f"refund {booking.refund_id.removesuffix(FAILED_SUFFIX)} failed after it succeeded"
         if booking.outcome is AtProviderOutcome.REVERSED
+        else f"owed to the customer, paid back outside ({booking.reference})"
+        if booking.outcome is AtProviderOutcome.SETTLED
         else REFUNDED_AT_PROVIDER
     )
     metadata = {
