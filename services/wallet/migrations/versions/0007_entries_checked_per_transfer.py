@@ -68,9 +68,8 @@ BEGIN
       INTO covered, known, bad_entry, bad_unit, bad_sum
       FROM (SELECT e.unit, sum(e.amount) AS total,
                    string_agg(CAST(e.id AS text), ',') AS ids,
-                   min(e.id) FILTER (WHERE e.unit IS DISTINCT FROM (
-                       SELECT a.unit FROM accounts a WHERE a.id = e.account_id)) AS bad_entry
-              FROM entries e
+                   min(e.id) FILTER (WHERE a.unit IS DISTINCT FROM e.unit) AS bad_entry
+              FROM entries e LEFT JOIN accounts a ON a.id = e.account_id
              WHERE e.transfer_id = NEW.transfer_id
              GROUP BY e.unit) u;
     IF NOT known THEN
