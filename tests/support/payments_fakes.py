@@ -395,7 +395,8 @@ class FakeCreditGrants(_Repo):
     ) -> list[ExpectedBooking]:
         raise NotImplementedError("the auditor's read runs against PostgreSQL")
 
-    async def save(self, grant: CreditGrant) -> None:
+    async def save(self, grant: CreditGrant, *, release_lease: bool = False) -> None:
+        # The fake's lease is next_attempt_at itself (lease_due): a retry's save replaces it.
         self.st.grants[grant.id] = copy.deepcopy(grant)
 
     async def mark_done(self, grants: list[CreditGrant], now: datetime) -> list[CreditGrant]:

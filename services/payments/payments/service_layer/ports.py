@@ -250,7 +250,8 @@ class CreditGrantRepository(Protocol):
 
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]: ...
 
-    async def save(self, grant: CreditGrant) -> None: ...
+    async def save(self, grant: CreditGrant, *, release_lease: bool = False) -> None:
+        """Write the grant's values; `release_lease`: its lease ends too (a retry planned)."""
 
     async def mark_done(self, grants: list[CreditGrant], now: datetime) -> list[CreditGrant]:
         """CreditGrant.done(now) of those of the grants still pending (locked until commit);
