@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from hirepay_platform.tcc import TccBranch
+from tests.wallet.integration.conftest import warm_refs
 from wallet.adapters.repositories import ledger_sql as sql
 from wallet.adapters.repositories.ledger import run_params
 from wallet.domain import commands as c
@@ -212,3 +213,46 @@ async def test_concurrent_fee_paying_reserve_confirm_pairs_leave_every_balance_e
             text("SELECT sum(amount), count(*) FROM entries WHERE account_id = :a"), {"a": revenue}
         )
         assert tuple(credited.one()) == (10 * pairs, pairs)
+
+
+async def test_a_group_of_fee_paying_confirms_changes_one_revenue_shard(
+    ledger, deps, sessions, round_trips
+):
+    """A group of ConfirmHold calls each splitting a fee into the sharded revenue account is one
+    statement committing itself, and its fees change ONE shard row of the revenue account (picked
+    for the group, as a group of Transfer calls picks one), not one per Confirm's transfer id:
+    one shard row locked and updated per group. Every balance exact to the cent."""
+    revenue = await ledger.open("platform", AccountKind.PLATFORM_REVENUE)
+    payers = [await ledger.open(f"payer{i}") for i in range(ROUND)]
+    payees = [await ledger.open(f"payee{i}") for i in range(ROUND)]
+    for payer in payers:
+        await ledger.fund(payer, 1000)
+    branches = [TccBranch(f"one-shard-{ledger.tag}-{n}", "payment") for n in range(ROUND)]
+    reserved = await h.reserve_holds(
+        [
+            c.ReserveHold(b, payer, payee, 101, "USD")
+            for b, payer, payee in zip(branches, payers, payees, strict=True)
+        ],
+        deps,
+    )
+    assert [o.error for o in reserved] == [None] * ROUND
+    await warm_refs(deps, revenue, *payers, *payees)  # as on a running wallet
+    cmds = [
+        c.ConfirmHold(b, 0, (Share(revenue, 1_000), Share(payee, 9_000)), payee)
+        for b, payee in zip(branches, payees, strict=True)
+    ]
+    with round_trips:
+        confirmed = await h.confirm_holds(cmds, deps)
+    assert [o.error for o in confirmed] == [None] * ROUND
+    assert len(round_trips.statements) == 1 and round_trips.transaction_control == []
+    async with sessions() as session:
+        shards = await session.execute(
+            text("SELECT posted FROM account_shards WHERE account_id = :a AND posted <> 0"),
+            {"a": revenue},
+        )
+        assert list(shards.scalars()) == [10 * ROUND]  # one shard changed, every fee in it
+    assert await ledger.balances(revenue, payers[0], payees[0]) == [
+        (10 * ROUND, 0),
+        (1000 - 101, 0),
+        (91, 0),
+    ]
