@@ -293,6 +293,30 @@ class FakeTransactions(_Repo):
     async def list_stale_pending(self, now: datetime, limit: int) -> list[Transaction]:
         return []
 
+    async def paid_since(
+        self,
+        providers: Sequence[str],
+        since: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest: bool = False,
+    ) -> list[Transaction]:
+        paid = sorted(
+            (
+                x
+                for x in self.st.transactions.values()
+                if x.status is TxnStatus.SUCCESS
+                and x.provider in providers
+                and x.provider_payment_intent_id
+                and x.updated_at >= since
+                and (after is None or (x.updated_at, x.id) > after)
+            ),
+            key=lambda x: (x.updated_at, x.id),
+            reverse=newest,
+        )
+        return [copy.deepcopy(x) for x in paid[: max(limit, 0)]]
+
 
 class FakeEvents(_Repo):
     async def exists(self, event_id: str) -> bool:

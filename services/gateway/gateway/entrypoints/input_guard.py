@@ -64,10 +64,17 @@ class InputGuardMiddleware:
             return None
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise _Refused(_TOO_LARGE)
+        message = await receive()
+        if message["type"] != "http.disconnect" and not message.get("more_body", False):
+            # The whole body in one message (every posting and webhook delivery): taken as it
+            # is, not put in a list to be joined (issue 13).
+            body: bytes = message.get("body", b"")
+            if len(body) > self.max_body_bytes:
+                raise _Refused(_TOO_LARGE)
+            return body
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
@@ -77,6 +84,7 @@ class InputGuardMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+            message = await receive()
         return b"".join(chunks)
 
 

@@ -153,14 +153,15 @@ class EdgeMiddleware:
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500, "started": False}
         span = trace.get_current_span()
-        trace_id = format(span.get_span_context().trace_id, "032x")
+        # Written as the header's bytes at once (an operator, not format() and encode()).
+        trace_id = b"%032x" % span.get_span_context().trace_id
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
                 headers = list(message.get("headers", []))
-                headers.append((b"x-trace-id", trace_id.encode()))
+                headers.append((b"x-trace-id", trace_id))
                 message["headers"] = security_headers(headers, is_api=is_api, tls=tls)
             await send(message)
 
@@ -184,7 +185,8 @@ class EdgeMiddleware:
         elapsed = time.perf_counter() - started
         count(HTTP_REQUESTS, method, route, str(status))
         observe(HTTP_LATENCY, elapsed, method, route)
-        if route not in ("/healthz", "/metrics"):
+        # The access log's arguments only when it is written (issue 13: not at WARNING).
+        if route not in ("/healthz", "/metrics") and log.isEnabledFor(logging.INFO):
             log.info(
                 "%s %s %s",
                 method,

@@ -116,6 +116,18 @@ class TransactionRepository(Protocol):
     async def list_stale_pending(self, now: datetime, limit: int) -> list[Transaction]:
         """PENDING transactions whose checkout has expired (missed webhooks), locked SKIP LOCKED."""
 
+    async def paid_since(
+        self,
+        providers: Sequence[str],
+        since: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest: bool = False,
+    ) -> list[Transaction]:
+        """Paid purchases of `providers` changed since `since`: the `limit` after `after` in
+        (updated_at, id) order, or with `newest` the `limit` most recently changed."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
