@@ -217,7 +217,7 @@ class SqlLedgerRepository:
 
     async def release_claim(self, transfer_id: str) -> None:
         # Only a transfer this transaction claimed and never posted: it has no entries (an entry
-        # would make the DELETE fail on their foreign key, which is what we want).
+        # would make the DELETE fail on the transfers_keep_entries trigger, which is what we want).
         await self._session.execute(delete(T).where(T.c.id == transfer_id))
 
     async def get_transfer(self, transfer_id: str) -> StoredTransfer | None:

@@ -207,16 +207,22 @@ def confirm_accounts(req: ConfirmRequest, hold: Hold) -> set[str]:
 
 
 def plan_confirm(
-    req: ConfirmRequest, hold: Hold, refs: dict[str, AccountRef], now: datetime
+    req: ConfirmRequest,
+    hold: Hold,
+    refs: dict[str, AccountRef],
+    now: datetime,
+    shard_key: str | None = None,
 ) -> tuple[TransferHeader, Posting]:
-    """Resolve the (locked, pending) hold as confirmed and plan the transfer that posts it."""
+    """Resolve the (locked, pending) hold as confirmed and plan the transfer that posts it.
+    `shard_key` picks the shard of a sharded account it credits (a fee into the revenue account):
+    by default its transfer id's; a group's own key puts every credit of the group in one."""
     posted = hold.confirm(req.amount, now)
     credits = [Part(hold.destination_account_id, posted)]
     if req.shares:
         credits = split_amount(posted, req.shares, req.remainder_id)
     lines = _confirm_lines(hold, posted, credits, refs, bool(req.shares))
     header = _confirm_header(hold, req.fingerprint)
-    return header, plan_posting(header.id, lines, refs, [hold.release()])
+    return header, plan_posting(shard_key or header.id, lines, refs, [hold.release()])
 
 
 async def confirm_hold(cmd: commands.ConfirmHold, deps: Deps) -> HoldResult:
