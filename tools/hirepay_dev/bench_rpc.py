@@ -26,7 +26,6 @@ import contextlib
 import multiprocessing
 import os
 import resource
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -38,6 +37,7 @@ import grpc
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay_dev.benchcpu import process_cpu
+from hirepay_dev.procs import free_port
 from hirepay_platform.grpccore import GRPC_CORE_ENV
 
 SECRET = "bench-rpc-secret-0123456789abcdef0123456789"
@@ -48,12 +48,6 @@ TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 class _Jobs(jobs_grpc.JobsServiceServicer):
     async def GetJob(self, request: Any, context: Any) -> Any:
         return jobs_pb.JobResponse()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _serve(kind: str, port: int, loop_kind: str, ready: Any) -> None:
@@ -195,7 +189,7 @@ def run_case(
     """One server kind against one client kind; CPU microseconds per call on each side."""
     from hirepay_platform import eventloop
 
-    port = _free_port()
+    port = free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     child = ctx.Process(target=_serve, args=(server, port, loop_kind, ready), daemon=True)
@@ -254,7 +248,7 @@ def same_process(
 
     async def main() -> None:
         ready = asyncio.Event()
-        port = _free_port()
+        port = free_port()
         task = asyncio.create_task(_server(server, port, ready))
         await ready.wait()
         await _client_case(client, port, 200, concurrency, traced=traced)  # warm-up

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -36,11 +37,56 @@ def ensure_service_token_secret() -> str:
     return secret
 
 
-def free_port() -> int:
-    """Ask the kernel for a free TCP port on loopback."""
+# Ports handed to servers started later come from below the kernel's ephemeral range: a port the
+# kernel picks for bind(0) is one it also picks as the source port of an outgoing connection (the
+# many connections to PostgreSQL, say), so between this check and the server's own bind such a
+# connection could take it. grpc binds with SO_REUSEPORT, so a port handed out twice would not even
+# fail: two servers would share it. Hence a process hands out each port of the range once before
+# it hands out any again.
+_PORT_SPAN = 12_000
+_FALLBACK_RANGE = (32768, 60999)
+_ports_lock = threading.Lock()
+_port_candidates: list[int] = []
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return _FALLBACK_RANGE
+
+
+def _listen_range() -> range:
+    """Ports below the ephemeral range (above it when too little lies below)."""
+    low, high = _ephemeral_range()
+    if low - _PORT_SPAN >= 1024:
+        return range(low - _PORT_SPAN, low)
+    return range(high + 1, min(high + 1 + _PORT_SPAN, 65536))
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing is bound to, outside the kernel's range for outgoing
+    connections, and not handed out by this process since it last went through the range."""
+    with _ports_lock:
+        if not _port_candidates:
+            candidates = list(_listen_range())
+            random.SystemRandom().shuffle(candidates)
+            _port_candidates.extend(candidates)
+        while _port_candidates:
+            port = _port_candidates.pop()
+            if _bindable(port):
+                return port
+    raise OSError("no free TCP port left outside the ephemeral range")
 
 
 def http_ready(url: str) -> Callable[[], bool]:
