@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 
 from hirepay_platform import identity, metrics, tracing
 from hirepay_platform.errors import ErrorKind, RemoteError
@@ -47,20 +49,26 @@ class _CallCounts:
     """hirepay_rpc_client_requests_total of one target and method, a series per status code
     looked up once (metrics.child) and counted through metrics.incrementer."""
 
-    __slots__ = ("_by_code", "_method", "_target")
+    __slots__ = ("_by_code", "_method", "_target", "ok")
 
     def __init__(self, target: str, method: str) -> None:
         self._target = target
         self._method = method
         self._by_code: dict[str, Callable[[], None]] = {}
+        # The count of a call answered OK (most calls), called as it is: no Python call of
+        # this class's per call (issue 13).
+        self.ok = self._of("OK")
 
     def count(self, code: str) -> None:
+        self._of(code)()
+
+    def _of(self, code: str) -> Callable[[], None]:
         increment = self._by_code.get(code)
         if increment is None:
             increment = self._by_code[code] = metrics.incrementer(
                 metrics.child(metrics.CLIENT_REQUESTS, self._target, self._method, code)
             )
-        increment()
+        return increment
 
 
 class ServiceClient:
@@ -91,6 +99,9 @@ class ServiceClient:
         self._counts: dict[object, _CallCounts] = {}
         # What calls were sent with, by its items (tokens, trace context): see _metadata_of.
         self._sent: dict[tuple[tuple[str, str], ...], grpc.aio.Metadata] = {}
+        # What a call made by a minter for an actor in a trace context is sent with, and until
+        # when: see _call_metadata.
+        self._ready: dict[tuple[object, ...], _Ready] = {}
 
     async def call(
         self,
@@ -121,12 +132,9 @@ class ServiceClient:
             try:
                 # The token is minted per attempt: a retry late in a long budget is not refused as
                 # expired.
-                signed = self._signer().metadata(self.name)
-                metadata = self._metadata_of(
-                    (*signed, *tracing.outgoing_context()) if self._carry_context else (*signed,)
-                )
+                metadata = self._call_metadata()
                 response = await method(request, timeout=remaining, metadata=metadata)
-                counts.count("OK")
+                counts.ok()
                 return response
             except grpc.aio.AioRpcError as exc:
                 counts.count(exc.code().name)
@@ -145,6 +153,46 @@ class ServiceClient:
             method_name = name.decode().rsplit("/", 1)[-1] if isinstance(name, bytes) else "call"
             counts = self._counts[name] = _CallCounts(self.name, method_name)
         return counts
+
+    def _call_metadata(self) -> grpc.aio.Metadata:
+        """What a call made now is sent with: the signed tokens of this client's minter for the
+        context's outgoing actor, and the trace context it is made in (when the channel does not
+        inject it), as `_metadata_of` made it for them. Kept per (minter, actor, context,
+        propagator) until the first of its tokens is no longer handed out (TokenMinter.signed:
+        half its life), so the calls of one request or trace (jobs calls payments twice per
+        posting, payments calls wallet per step) look it up once instead of asking the minter
+        for each token and the propagator for the context: about 10 Python calls per call
+        fewer (issue 13). A call made later, for another actor, in another context, under
+        another propagator or by another minter gets its own, as before."""
+        minter = self._minter or identity.process_minter()
+        actor = identity.outgoing_actor()
+        now = minter.clock()
+        if self._carry_context:
+            ctx: object = otel_context.get_current()
+            textmap: object = propagate.get_global_textmap()
+        else:
+            ctx = textmap = None
+        # An actor by its fields (hashed by str, not by the dataclass's Python __hash__).
+        who = None if actor is None else (actor.user_id, actor.role)
+        key = (id(minter), who, id(ctx))
+        ready = self._ready.get(key)
+        if (
+            ready is not None
+            and ready.minter is minter
+            and ready.ctx is ctx
+            and ready.textmap is textmap
+            and now < ready.until
+        ):
+            return ready.metadata
+        signed, until = minter.signed(self.name, actor, now)
+        metadata = self._metadata_of(
+            (*signed, *tracing.outgoing_context()) if ctx is not None else signed
+        )
+        if len(self._ready) >= _SENT_MAX:
+            self._ready.clear()
+        # (The minter and context are kept with it: their ids are no others' while kept.)
+        self._ready[key] = _Ready(metadata, minter, ctx, textmap, until)
+        return metadata
 
     def _metadata_of(self, items: tuple[tuple[str, str], ...]) -> grpc.aio.Metadata:
         """`items` as the grpc.aio.Metadata a call is handed (a list would be checked against
@@ -173,6 +221,26 @@ class ServiceClient:
 
     async def close(self) -> None:
         await self.channel.close()
+
+
+class _Ready:
+    """What ServiceClient._call_metadata keeps for one (minter, actor, context, propagator)."""
+
+    __slots__ = ("ctx", "metadata", "minter", "textmap", "until")
+
+    def __init__(
+        self,
+        metadata: grpc.aio.Metadata,
+        minter: identity.TokenMinter,
+        ctx: object,
+        textmap: object,
+        until: float,
+    ) -> None:
+        self.metadata = metadata
+        self.minter = minter
+        self.ctx = ctx
+        self.textmap = textmap
+        self.until = until
 
 
 class _SentMetadata(grpc.aio.Metadata):

@@ -34,6 +34,17 @@ class ExpiringCache(Generic[K, V]):
         del self._entries[key]
         return None
 
+    def entry(self, key: K, now: float) -> tuple[V, float] | None:
+        """The value and its expiry while `now` is before it; None (and the entry dropped)
+        after: for a caller that keeps something derived from the value no longer than it."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        if now < entry[1]:
+            return entry
+        del self._entries[key]
+        return None
+
     def put(self, key: K, value: V, expires: float, now: float) -> None:
         if len(self._entries) >= self.max_entries and key not in self._entries:
             for stale in [k for k, (_, at) in self._entries.items() if at <= now]:

@@ -121,13 +121,11 @@ def current_caller() -> Caller:
     return caller
 
 
-def set_current_caller(caller: Caller | None) -> contextvars.Token[Caller | None]:
-    """Bind the verified caller for the current task (the interceptor's job)."""
-    return _CALLER.set(caller)
-
-
-def reset_current_caller(token: contextvars.Token[Caller | None]) -> None:
-    _CALLER.reset(token)
+# Bind the verified caller for the current task (the interceptor's job), and undo that with the
+# token it returned: the context variable's own methods, not functions calling them (two Python
+# calls fewer per RPC, issue 13).
+set_current_caller: Callable[[Caller | None], contextvars.Token[Caller | None]] = _CALLER.set
+reset_current_caller: Callable[[contextvars.Token[Caller | None]], None] = _CALLER.reset
 
 
 def act_for(actor: Actor | None) -> None:
@@ -184,9 +182,54 @@ class TokenMinter:
 
     def service_token(self, audience: str, *, now: float | None = None) -> str:
         """A service token for calls to `audience` (`now`: mint one dated then, uncached)."""
-        at = self.clock() if now is None else now
-        if now is None and (token := self._cache.get(audience, at)) is not None:
-            return token
+        if now is not None:
+            return self._mint_service(audience, now)
+        return self._service_token(audience, self.clock())[0]
+
+    def actor_assertion(self, audience: str, actor: Actor, *, now: float | None = None) -> str:
+        """The assertion that calls to `audience` act for `actor` (`now`: dated then, uncached)."""
+        if now is not None:
+            return self._mint_actor(audience, actor, now)
+        return self._actor_assertion(audience, actor, self.clock())[0]
+
+    def signed(
+        self, audience: str, actor: Actor | None, at: float
+    ) -> tuple[tuple[tuple[str, str], ...], float]:
+        """The metadata of a call to `audience` made at `at` (this minter's clock) for `actor`
+        (None: none), as `metadata` gives it, and until when it may be sent again: the moment
+        the first of its tokens is no longer handed out (half its life, see the class). A
+        client keeps it that long instead of asking for each token on every call (issue 13)."""
+        token, until = self._service_token(audience, at)
+        if actor is None:
+            return ((SERVICE_TOKEN_HEADER, token),), until
+        assertion, actor_until = self._actor_assertion(audience, actor, at)
+        return (
+            ((SERVICE_TOKEN_HEADER, token), (ACTOR_HEADER, assertion)),
+            min(until, actor_until),
+        )
+
+    def _service_token(self, audience: str, at: float) -> tuple[str, float]:
+        """The service token for `audience` handed out at `at`, and until when it is."""
+        found = self._cache.entry(audience, at)
+        if found is not None:
+            return found
+        token = self._mint_service(audience, at)
+        until = self._reuse_until(at)
+        self._cache.put(audience, token, until, at)
+        return token, until
+
+    def _actor_assertion(self, audience: str, actor: Actor, at: float) -> tuple[str, float]:
+        """The actor assertion for `audience` and `actor` handed out at `at`, and until when."""
+        key = (audience, actor.user_id, actor.role)
+        found = self._actor_cache.entry(key, at)
+        if found is not None:
+            return found
+        token = self._mint_actor(audience, actor, at)
+        until = self._reuse_until(at)
+        self._actor_cache.put(key, token, until, at)
+        return token, until
+
+    def _mint_service(self, audience: str, at: float) -> str:
         claims = {
             "iss": self.service,
             "aud": audience,
@@ -194,17 +237,9 @@ class TokenMinter:
             "exp": int(at) + self.ttl,
             "typ": "service",
         }
-        token = jwt.encode(claims, self._service_key, algorithm=_ALGORITHM)
-        if now is None:
-            self._cache.put(audience, token, self._reuse_until(at), at)
-        return token
+        return jwt.encode(claims, self._service_key, algorithm=_ALGORITHM)
 
-    def actor_assertion(self, audience: str, actor: Actor, *, now: float | None = None) -> str:
-        """The assertion that calls to `audience` act for `actor` (`now`: dated then, uncached)."""
-        at = self.clock() if now is None else now
-        key = (audience, actor.user_id, actor.role)
-        if now is None and (token := self._actor_cache.get(key, at)) is not None:
-            return token
+    def _mint_actor(self, audience: str, actor: Actor, at: float) -> str:
         claims = {
             "iss": self.service,
             "aud": audience,
@@ -214,10 +249,7 @@ class TokenMinter:
             "exp": int(at) + self.ttl,
             "typ": "actor",
         }
-        token = jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
-        if now is None:
-            self._actor_cache.put(key, token, self._reuse_until(at), at)
-        return token
+        return jwt.encode(claims, self._actor_key, algorithm=_ALGORITHM)
 
     def _reuse_until(self, at: float) -> float:
         """A token dated `at` is handed out again only while more than half its life is left."""
@@ -302,6 +334,10 @@ class ServiceAuthenticator:
         # dataclass (two for an actor) was half of authenticate's cost on every call (issue 13).
         # Bounded as _verified is: emptied when full (they are cheap to remake).
         self._callers: dict[tuple[str, str, str] | str, Caller] = {}
+        # (service token, actor assertion or None) of a verified call -> its Caller, and when
+        # the first of the two expires (`exp` plus the leeway): see authenticate. Bounded as
+        # _callers is.
+        self._authenticated: dict[tuple[str, str | None], tuple[Caller, float]] = {}
 
     def _decode(
         self, token: str, key: bytes, typ: str, required: Sequence[str]
@@ -337,18 +373,38 @@ class ServiceAuthenticator:
     def authenticate(
         self, metadata: Sequence[tuple[str, str | bytes]] | None, method: str
     ) -> Caller:
-        """The verified caller of `method`; Unauthenticated or CallerNotAllowed otherwise."""
+        """The verified caller of `method`; Unauthenticated or CallerNotAllowed otherwise.
+
+        A call carrying the very tokens of a call authenticated before (callers reuse theirs for
+        half their life) is the same Caller until the first of them expires: one look-up
+        instead of one per token (issue 13); the access policy is still checked on every call,
+        and anything else (a token differing in any byte, a second token, an expired one) goes
+        the whole way below."""
         tokens, assertions = _call_tokens(metadata)
+        if len(tokens) == 1 and len(assertions) < 2:
+            known = self._authenticated.get((tokens[0], assertions[0] if assertions else None))
+            if known is not None and self.clock() < known[1]:
+                caller = known[0]
+                if self.policy is not None and not self.policy.allows(caller.service, method):
+                    raise CallerNotAllowed(f"{caller.service} may not call {self.service}.{method}")
+                return caller
+        return self._verify(tokens, assertions, method)
+
+    def _verify(self, tokens: list[str], assertions: list[str], method: str) -> Caller:
+        """authenticate's whole way: each token verified (or found verified), the caller
+        checked against the policy, and remembered with its tokens."""
         if len(tokens) != 1:
             raise Unauthenticated("a service token is required")
         claims = self._decode(tokens[0], self._service_key, "service", ())
         service = str(claims["iss"])
         if self.policy is not None and not self.policy.allows(service, method):
             raise CallerNotAllowed(f"{service} may not call {self.service}.{method}")
+        expires = int(claims["exp"]) + LEEWAY_SECONDS  # (as _decode judges it)
         if not assertions:
             caller = self._callers.get(service)
             if caller is None:
                 caller = self._remember(service, Caller(service))
+            self._known(tokens[0], None, caller, expires)
             return caller
         if len(assertions) > 1 or service != EDGE:
             raise Unauthenticated("only the gateway vouches for an end user")
@@ -362,7 +418,16 @@ class ServiceAuthenticator:
         caller = self._callers.get(key)
         if caller is None:
             caller = self._remember(key, Caller(service, Actor(sub, role)))
+        self._known(
+            tokens[0], assertions[0], caller, min(expires, int(actor["exp"]) + LEEWAY_SECONDS)
+        )
         return caller
+
+    def _known(self, token: str, assertion: str | None, caller: Caller, expires: float) -> None:
+        """Remember the caller a call's tokens were verified as, until the first expires."""
+        if len(self._authenticated) >= DEFAULT_MAX_ENTRIES:
+            self._authenticated.clear()
+        self._authenticated[(token, assertion)] = (caller, expires)
 
     def _remember(self, key: tuple[str, str, str] | str, caller: Caller) -> Caller:
         if len(self._callers) >= DEFAULT_MAX_ENTRIES:

@@ -120,6 +120,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_unary(self, inner: Any, method: str, *, screened: bool) -> Any:
         observe = _Observer(self._service, method)
+        # A call answered OK counted and timed by the series' own one-call updates (no call of
+        # _Observer's around them, issue 13); any other code through the observer.
+        ok, latency = observe.ok, observe.latency
         authenticate = self._auth.authenticate
         carry_context = self._carry_context
 
@@ -151,7 +154,11 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             finally:
                 if caller_token is not None:
                     identity.reset_current_caller(caller_token)
-                observe(code, started)
+                if code == "OK":
+                    ok()
+                    latency(time.perf_counter() - started)
+                else:
+                    observe(code, started)
                 # Answered (and committed): the workers may have work again (workloop.py).
                 workloop.note_activity()
                 if trace_token is not None:
@@ -202,22 +209,26 @@ class _Observer:
     looked up once (metrics.child) and counted through metrics.incrementer/observer, not per
     call."""
 
-    __slots__ = ("_counts", "_latency", "_method", "_service")
+    __slots__ = ("_counts", "_method", "_service", "latency", "ok")
 
     def __init__(self, service: str, method: str) -> None:
         self._service = service
         self._method = method
-        self._latency = metrics.observer(metrics.child(metrics.RPC_LATENCY, service, method))
+        self.latency = metrics.observer(metrics.child(metrics.RPC_LATENCY, service, method))
         self._counts: dict[str, Callable[[], None]] = {}
+        self.ok = self._count_of("OK")  # (most calls: see _wrap_unary)
 
     def __call__(self, code: str, started: float) -> None:
+        self._count_of(code)()
+        self.latency(time.perf_counter() - started)
+
+    def _count_of(self, code: str) -> Callable[[], None]:
         count = self._counts.get(code)
         if count is None:
             count = self._counts[code] = metrics.incrementer(
                 metrics.child(metrics.RPC_REQUESTS, self._service, self._method, code)
             )
-        count()
-        self._latency(time.perf_counter() - started)
+        return count
 
 
 class _WrappingServer:

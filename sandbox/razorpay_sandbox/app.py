@@ -37,6 +37,9 @@ class OpenDispute(AdminBody):
     phase: Literal["chargeback", "pre_arbitration", "arbitration", "retrieval", "fraud"] = (
         "chargeback"
     )
+    # Razorpay's deduct at onset (DAO): the disputed amount is taken from the balance when the
+    # dispute opens, given back if it is won.
+    deduct_at_onset: bool = False
 
 
 class StepDispute(AdminBody):
@@ -95,14 +98,14 @@ async def dashboard_refund(request: Request) -> JSONResponse:
 
 
 async def open_dispute(request: Request) -> JSONResponse:
-    """The customer's bank disputes a captured payment: the dispute and its
-    `payment.dispute.created` webhook."""
+    """The customer's bank disputes a captured payment (deducted at onset if asked): the
+    dispute and its `payment.dispute.created` webhook."""
     return await _admin_step(
         request,
         OpenDispute,
         "payment",
         lambda st, payment_id, body: disputes.open_dispute(
-            st, payment_id, body.amount, body.reason_code, body.phase
+            st, payment_id, body.amount, body.reason_code, body.phase, body.deduct_at_onset
         ),
     )
 

@@ -1,8 +1,14 @@
 """Disputes (`GET /v1/disputes/:id`): a captured payment disputed by the customer's bank, moved
 through Razorpay's statuses (open, under_review, action_required's evidence asked again, won,
 lost, closed), each step sent as Razorpay's `payment.dispute.*` webhook with the dispute and its
-payment. A lost dispute deducts the disputed amount from the balance (`amount_deducted`, 0 until
-then). The caller holds the kit lock."""
+payment. The caller holds the kit lock.
+
+The disputed amount leaves the merchant's balance once (`amount_deducted`): when the dispute is
+lost, or, with deduct at onset (`deduct_at_onset`, Razorpay's DAO: the amount taken when the
+dispute is raised, before it is decided), when it opens. A dispute deducted at onset and then
+won (or closed) is given its deduction back by a credit adjustment, shown as `amount_reversed`
+(`amount_deducted` stays what was taken, as Razorpay's own dispute API shows it); one lost keeps
+its deduction and takes nothing more."""
 
 from __future__ import annotations
 
@@ -18,12 +24,20 @@ STEPS = {
     "closed": ("closed", "payment.dispute.closed"),
 }
 FINAL = frozenset({"won", "lost", "closed"})
+# The outcomes that give an onset deduction back (the merchant keeps the money).
+GIVEN_BACK = frozenset({"won", "closed"})
 
 
 def open_dispute(
-    st: RazorpayState, payment_id: str, amount: int | None, reason_code: str, phase: str
+    st: RazorpayState,
+    payment_id: str,
+    amount: int | None,
+    reason_code: str,
+    phase: str,
+    deduct_at_onset: bool = False,
 ) -> Entity:
-    """The customer's bank disputes a captured payment (all of it unless `amount`)."""
+    """The customer's bank disputes a captured payment (all of it unless `amount`); with
+    `deduct_at_onset` the disputed amount is deducted from the balance at once."""
     payment = st.get("payment", payment_id)
     if not payment["captured"]:
         raise refused("Only captured payments can be disputed")
@@ -37,7 +51,9 @@ def open_dispute(
         "payment_id": payment_id,
         "amount": minor,
         "currency": payment["currency"],
-        "amount_deducted": 0,
+        "amount_deducted": minor if deduct_at_onset else 0,
+        "amount_reversed": 0,
+        "deduct_at_onset": deduct_at_onset,
         "reason_code": reason_code,
         "reason_description": "The customer disputes the payment with their bank.",
         "respond_by": now + 7 * 86_400,
@@ -54,14 +70,17 @@ def open_dispute(
 
 
 def step(st: RazorpayState, dispute_id: str, to: str) -> Entity:
-    """The dispute moves on (`STEPS`); a lost one deducts its amount from the balance."""
+    """The dispute moves on (`STEPS`): lost, its amount is deducted unless it was at onset;
+    won or closed after a deduction at onset, the deduction is reversed."""
     dispute = st.get("dispute", dispute_id)
     if dispute["status"] in FINAL:
         raise refused(f"The dispute is already {dispute['status']}")
     status, event = STEPS[to]
     dispute["status"] = status
-    if status == "lost":
+    if status == "lost" and not dispute["amount_deducted"]:
         dispute["amount_deducted"] = dispute["amount"]
+    elif status in GIVEN_BACK:
+        dispute["amount_reversed"] = dispute["amount_deducted"]
     payment = st.get("payment", dispute["payment_id"])
     st.emit(event, payment=payment, dispute=dispute)
     return dispute

@@ -293,6 +293,30 @@ class FakeTransactions(_Repo):
     async def list_stale_pending(self, now: datetime, limit: int) -> list[Transaction]:
         return []
 
+    async def paid_since(
+        self,
+        providers: Sequence[str],
+        since: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest: bool = False,
+    ) -> list[Transaction]:
+        paid = sorted(
+            (
+                x
+                for x in self.st.transactions.values()
+                if x.status is TxnStatus.SUCCESS
+                and x.provider in providers
+                and x.provider_payment_intent_id
+                and x.updated_at >= since
+                and (after is None or (x.updated_at, x.id) > after)
+            ),
+            key=lambda x: (x.updated_at, x.id),
+            reverse=newest,
+        )
+        return [copy.deepcopy(x) for x in paid[: max(limit, 0)]]
+
 
 class FakeEvents(_Repo):
     async def exists(self, event_id: str) -> bool:
@@ -395,7 +419,8 @@ class FakeCreditGrants(_Repo):
     ) -> list[ExpectedBooking]:
         raise NotImplementedError("the auditor's read runs against PostgreSQL")
 
-    async def save(self, grant: CreditGrant) -> None:
+    async def save(self, grant: CreditGrant, *, release_lease: bool = False) -> None:
+        # The fake's lease is next_attempt_at itself (lease_due): a retry's save replaces it.
         self.st.grants[grant.id] = copy.deepcopy(grant)
 
     async def mark_done(self, grants: list[CreditGrant], now: datetime) -> list[CreditGrant]:

@@ -245,6 +245,7 @@ async def test_verify_for_the_owner_in_the_seed_shape(
         "paymentStatus": "paid",
         "jobCredits": 0,
         "candidateCredits": 0,
+        "disputes": [],
     }
 
 

@@ -1,7 +1,8 @@
 """PayPal's and Razorpay's disputes in the domain's words (ESC-1, API-3): their dispute webhook
 events read as disputes (never as a checkout or a payment), and a dispute as its status, its
 payment and the money it moved — PayPal's hold when it opens, released when won, kept (less
-what PayPal released) when lost, its chargeback fee; Razorpay's deduction when lost — under
+what PayPal released) when lost, its chargeback fee; Razorpay's deduction when lost (at onset:
+test_razorpay_onset_views.py) — under
 ids derived from the dispute, so each is booked once whatever the event that brought it."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Razorpay disputes in the sandbox: the admin routes open a dispute of a captured payment and
 move it (under_review, action_required, won, lost, closed), each step a signed
 `payment.dispute.*` webhook carrying the payment and the dispute (verifiable with the SDK); the
-SDK's Disputes API (`client.dispute.fetch`) shows it, `amount_deducted` 0 until it is lost."""
+SDK's Disputes API (`client.dispute.fetch`) shows it, `amount_deducted` 0 until it is lost —
+or, deducted at onset, from its opening, reversed (`amount_reversed`) if it is won."""
 
 from __future__ import annotations
 
@@ -67,3 +68,60 @@ def test_a_won_dispute_deducts_nothing_and_only_captured_payments_are_disputed(
         httpx.post(f"{razorpay_url}/_sandbox/disputes/disp_x/step", json={"to": "won"}).status_code
         == 404
     )
+
+
+def test_a_dispute_deducted_at_onset_shows_the_deduction_from_creation_and_gives_it_back_if_won(
+    razorpay_url: str, rzp: razorpay.Client, razorpay_receiver: ProviderReceiver
+) -> None:
+    """Razorpay's deduct at onset: `amount_deducted` is the disputed amount as the dispute
+    opens; won, the deduction is reversed (`amount_reversed`, the deduction still shown);
+    lost, it stays deducted and nothing more is taken."""
+    order = create_order(rzp, 30_000)
+    payment_id = pay_by_card(razorpay_url, order["id"])["razorpay_payment_id"]
+    opened = httpx.post(
+        f"{razorpay_url}/_sandbox/payments/{payment_id}/dispute",
+        json={"amount": 25_000, "deduct_at_onset": True},
+    )
+    assert opened.status_code == 200, opened.text
+    made = opened.json()
+    created = razorpay_receiver.wait_about(payment_id, "payment.dispute.created")[0]
+    sent = created.event["payload"]["dispute"]["entity"]
+    assert (sent["amount_deducted"], sent["amount_reversed"], sent["deduct_at_onset"]) == (
+        25_000,
+        0,
+        True,
+    )
+    shown = rzp.dispute.fetch(made["id"])
+    assert (shown["status"], shown["amount_deducted"], shown["amount_reversed"]) == (
+        "open",
+        25_000,
+        0,
+    )
+    assert _step(razorpay_url, made["id"], "won").status_code == 200
+    won = razorpay_receiver.wait_about(payment_id, "payment.dispute.won")[0]
+    assert won.event["payload"]["dispute"]["entity"]["amount_reversed"] == 25_000
+    shown = rzp.dispute.fetch(made["id"])
+    assert (shown["status"], shown["amount_deducted"], shown["amount_reversed"]) == (
+        "won",
+        25_000,
+        25_000,
+    )
+
+    lost = _dispute_at_onset(razorpay_url, rzp, 18_000)
+    assert _step(razorpay_url, lost["id"], "lost").status_code == 200
+    shown = rzp.dispute.fetch(lost["id"])
+    assert (shown["status"], shown["amount_deducted"], shown["amount_reversed"]) == (
+        "lost",
+        18_000,
+        0,
+    )
+
+
+def _dispute_at_onset(razorpay_url: str, rzp: razorpay.Client, amount: int) -> dict:  # type: ignore[type-arg]
+    order = create_order(rzp, amount)
+    payment_id = pay_by_card(razorpay_url, order["id"])["razorpay_payment_id"]
+    answer = httpx.post(
+        f"{razorpay_url}/_sandbox/payments/{payment_id}/dispute", json={"deduct_at_onset": True}
+    )
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -308,8 +309,11 @@ def subscription_state(txn: pay_pb.Transaction) -> tuple[str, str]:
     return "Active", "paid"
 
 
-def verify_to_http(txn: pay_pb.Transaction) -> models.VerifyOut:
-    """API-2: the amount as a decimal string with the currency's exponent (3000 USD -> "30.00")."""
+def verify_to_http(
+    txn: pay_pb.Transaction, disputes: Sequence[pay_pb.PaymentDispute] = ()
+) -> models.VerifyOut:
+    """API-2: the amount as a decimal string with the currency's exponent (3000 USD -> "30.00");
+    the purchase's card disputes (GetTransaction's; a checkout's return has none yet)."""
     amount = Money(txn.amount.amount_minor, txn.amount.currency or "USD")
     when = txn.updated_at if txn.HasField("updated_at") else txn.created_at
     subscription_status, payment_status = subscription_state(txn)
@@ -328,4 +332,21 @@ def verify_to_http(txn: pay_pb.Transaction) -> models.VerifyOut:
         paymentStatus=payment_status,
         jobCredits=int(txn.metadata.get("job_credits") or 0),
         candidateCredits=int(txn.metadata.get("candidate_credits") or 0),
+        disputes=[_dispute_to_http(d) for d in disputes],
+    )
+
+
+def _dispute_to_http(dispute: pay_pb.PaymentDispute) -> models.PurchaseDisputeOut:
+    """A purchase's dispute for its buyer: status, reason and money; the provider's dispute id
+    and fees stay inside (the merchant's, not the buyer's)."""
+    status = pay_pb.PaymentDispute.Status.Name(dispute.status).lower()
+    return models.PurchaseDisputeOut(
+        status="unknown" if status == "status_unspecified" else status,
+        reason=dispute.reason,
+        amountMinor=dispute.amount.amount_minor,
+        currency=dispute.amount.currency,
+        withdrawnMinor=dispute.withdrawn_minor,
+        reinstatedMinor=dispute.reinstated_minor,
+        openedAt=timestamp_to_iso(dispute.created_at, dispute.HasField("created_at")),
+        closedAt=timestamp_to_iso(dispute.closed_at, dispute.HasField("closed_at")),
     )

@@ -285,6 +285,23 @@ class SubscribeOut(BaseModel):
     paymentStatus: str | None = None
 
 
+class PurchaseDisputeOut(BaseModel):
+    """A card dispute (chargeback) of a purchase as its buyer or an admin sees it: amounts in the
+    currency's minor units, never the provider's ids or its fees (the merchant's own cost)."""
+
+    status: str = Field(
+        description="warning_needs_response, warning_under_review, warning_closed, needs_response,"
+        " under_review, won, lost, prevented (the provider's status, Stripe's words)"
+    )
+    reason: str = Field(description="the cardholder's reason as the provider gives it")
+    amountMinor: int = Field(description="the money disputed")
+    currency: str
+    withdrawnMinor: int = Field(description="what the provider withdrew so far")
+    reinstatedMinor: int = Field(description="what it gave back (a dispute won)")
+    openedAt: str | None = Field(description="when Hirepay first heard of it")
+    closedAt: str | None = Field(default=None, description="when it closed; null while open")
+
+
 class VerifyOut(BaseModel):
     """`GET /api/payments/verify/{transactionId}` (API-2). `amount` is a decimal string, never a float."""
 
@@ -304,6 +321,8 @@ class VerifyOut(BaseModel):
     paymentStatus: str | None = None
     jobCredits: int = 0  # credits the purchase issues once paid (CR-2)
     candidateCredits: int = 0
+    # The purchase's card disputes (chargebacks), oldest first (API-4); none: an empty list.
+    disputes: list[PurchaseDisputeOut] = Field(default_factory=list)
 
 
 class WebhookAck(BaseModel):

@@ -77,7 +77,8 @@ async def verify(
     principal: AnyUser,
     backends: BackendsDep,
 ) -> models.VerifyOut:
-    """Status, amount and subscription dates; only for the transaction's owner or an admin."""
+    """Status, amount, subscription dates and the purchase's card disputes; only for the
+    transaction's owner or an admin."""
     try:
         response = await backends.payments.get_transaction(
             pay_pb.GetTransactionRequest(transaction_id=transaction_id)
@@ -90,7 +91,7 @@ async def verify(
     # Someone else's transaction is answered exactly like a missing one (SEC-2).
     if not principal.owns(txn.user_id):
         raise not_found("transaction")
-    return convert.verify_to_http(txn)
+    return convert.verify_to_http(txn, response.disputes)
 
 
 CheckoutRef = Annotated[

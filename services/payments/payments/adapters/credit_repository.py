@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, select, text, true, update
+from sqlalchemy import bindparam, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,13 +31,20 @@ from payments.domain.transactions import TxnStatus, UserType
 
 # Due pending grants, locked SKIP LOCKED and leased in one statement (issue 13: an idle round of
 # the booking worker is one round trip). Hot (db.HotStatement): in the worker's autocommit unit
-# of work it then needs no SQLAlchemy Connection either.
+# of work it then needs no SQLAlchemy Connection either. The lease is `lease_until`, a column no
+# index holds, so that it is a HOT update (migration 0023): moving `next_attempt_at` (the due
+# index's key) put a new entry in three indexes per posting's booking. A row leased until later
+# is still in the due index's range and skipped by the condition: only bookings in flight.
 _LEASE_GRANTS = HotStatement(
     lease_due(
         t.credit_grants,
         t.credit_grants.c.next_attempt_at,
-        "next_attempt_at",
+        "lease_until",
         t.PENDING_GRANT,  # literal: its partial index serves generic plans too
+        or_(
+            t.credit_grants.c.lease_until.is_(None),
+            t.credit_grants.c.lease_until <= bindparam("now"),
+        ),
     )
 )
 
@@ -144,8 +151,12 @@ class SqlCreditGrantRepository:
         )
         return [_grant(row) for row in rows]
 
-    async def save(self, grant: CreditGrant) -> None:
+    async def save(self, grant: CreditGrant, *, release_lease: bool = False) -> None:
         values = _values(grant)
+        if release_lease:
+            # Retried later: its next attempt is `next_attempt_at` alone, not held back until the
+            # lease taken for this attempt would have ended (it was the lease, before 0023).
+            values["lease_until"] = None
         await self.session.execute(
             update(t.credit_grants).where(t.credit_grants.c.id == grant.id).values(**values)
         )
@@ -161,8 +172,8 @@ class SqlCreditGrantRepository:
         return done
 
     async def lease_due(self, now: datetime, limit: int, lease_seconds: float) -> list[CreditGrant]:
-        """Pending grants whose attempt is due, locked SKIP LOCKED and leased (next attempt moved
-        past the lease) in one statement, so several workers share them without doing one twice
+        """Pending grants whose attempt is due and not leased, locked SKIP LOCKED and leased
+        (`lease_until`) in one statement, so several workers share them without doing one twice
         at once; oldest first."""
         params = {"now": now, "limit": limit, "until": now + timedelta(seconds=lease_seconds)}
         rows = (await self.session.execute(_LEASE_GRANTS, params)).all()

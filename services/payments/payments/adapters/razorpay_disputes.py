@@ -2,11 +2,15 @@
 and a dispute (`GET /v1/disputes/:id`, the SDK's `client.dispute.fetch`) read as a
 ProviderDispute.
 
-Razorpay deducts the disputed amount from the merchant's balance when the dispute is lost
-(`amount_deducted`, 0 until then): that deduction is the dispute's one money movement, under an
-id of its own derived from the dispute (`<dispute>:deducted`), booked once whatever the event
-that re-fetched it. Razorpay's "deduct at onset" (a deduction when the dispute opens, given back
-if won) is not modelled: a won dispute's entity shows no deduction."""
+Razorpay takes the disputed amount from the merchant's balance once (`amount_deducted`): when
+the dispute is lost, or, with deduct at onset (`deduct_at_onset`, Razorpay's DAO), when it is
+raised. A dispute deducted at onset and then won (or closed) is given the deduction back by a
+credit adjustment (`amount_reversed`). Each is a money movement under an id of its own derived
+from the dispute — `<dispute>:deducted` (whenever it was taken: a lost dispute deducted at onset
+moves nothing more), `<dispute>:reversed` — booked once whatever the event that re-fetched it.
+A view that shows a won or closed onset dispute with `amount_deducted` back at 0 and no
+`amount_reversed` (the deduction undone rather than reversed) reads as both movements, the
+disputed amount taken and given back: the ledger ends the same whichever views it saw."""
 
 from __future__ import annotations
 
@@ -34,6 +38,8 @@ _CLOSED = {
     "lost": DisputeStatus.LOST,
     "closed": DisputeStatus.WARNING_CLOSED,
 }
+# The outcomes that give a deduction at onset back (the merchant keeps the money).
+_GIVEN_BACK = frozenset({"won", "closed"})
 
 
 def _status(data: Mapping[str, Any]) -> DisputeStatus:
@@ -48,12 +54,31 @@ def _status(data: Mapping[str, Any]) -> DisputeStatus:
     return DisputeStatus.WARNING_NEEDS_RESPONSE if inquiry else DisputeStatus.NEEDS_RESPONSE
 
 
+def _money(data: Mapping[str, Any], dispute_id: str, currency: str) -> tuple[DisputeMoney, ...]:
+    """The dispute's deduction and its reversal, each once, never more given back than taken."""
+    deducted = int(data.get("amount_deducted") or 0)
+    given_back = int(data.get("amount_reversed") or 0)
+    if (
+        not deducted
+        and data.get("deduct_at_onset") is True
+        and str(data.get("status") or "") in _GIVEN_BACK
+        and "amount_reversed" not in data
+    ):
+        # Deducted at onset, and the deduction undone with the outcome rather than shown as
+        # reversed: the amount was taken and given back (booked as both, net zero).
+        deducted = given_back = int(data.get("amount") or 0)
+    money = []
+    if deducted:
+        money.append(DisputeMoney(f"{dispute_id}:deducted", -deducted, 0, currency))
+    if given_back := min(given_back, deducted):
+        money.append(DisputeMoney(f"{dispute_id}:reversed", given_back, 0, currency))
+    return tuple(money)
+
+
 def dispute_from(data: Mapping[str, Any]) -> ProviderDispute:
     """A Razorpay dispute entity (`disp_...`); its payment (`pay_...`) is the domain's."""
     dispute_id = str(data["id"])
     currency = str(data.get("currency") or "").upper()
-    deducted = int(data.get("amount_deducted") or 0)
-    found = (DisputeMoney(f"{dispute_id}:deducted", -deducted, 0, currency),) if deducted else ()
     return ProviderDispute(
         id=dispute_id,
         payment_id=str(data.get("payment_id") or ""),
@@ -61,5 +86,5 @@ def dispute_from(data: Mapping[str, Any]) -> ProviderDispute:
         currency=currency,
         status=_status(data),
         reason=str(data.get("reason_code") or ""),
-        money=found,
+        money=_money(data, dispute_id, currency),
     )

@@ -366,6 +366,8 @@ credit_grants = Table(
     Column("payment_id", String(64), nullable=False, server_default=""),
     Column("refund_id", String(64), nullable=False, server_default=""),
     Column("legs", JSONB, nullable=True),
+    # The booking worker's lease (0023): in no index, so that taking it is a HOT update.
+    _ts("lease_until", nullable=True),
     Index("ix_credit_grants_due", "next_attempt_at", postgresql_where=PENDING_GRANT),
     Index("ix_credit_grants_transaction", "transaction_id", postgresql_where=OF_A_TRANSACTION),
     Index("ix_credit_grants_payment", "payment_id"),

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, update
+from sqlalchemy import bindparam, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -84,6 +85,20 @@ def _txn(row: Any) -> Transaction:
         failure_message=m["failure_message"],
         metadata=dict(m["metadata"] or {}),
     )
+
+
+_T = t.transactions
+
+# Paid purchases of the given providers changed since `since`, with a provider payment: the
+# reconciliation's reads of them (ix_transactions_updated_at: the `updated_at >=` bound is where
+# the index scan starts).
+_PAID = select(_T).where(
+    _T.c.status == TxnStatus.SUCCESS.value,
+    _T.c.provider.in_(bindparam("providers", expanding=True)),
+    _T.c.provider_payment_intent_id.is_not(None),
+    _T.c.updated_at >= bindparam("since"),
+)
+_PASS_ORDER = (_T.c.updated_at, _T.c.id)
 
 
 class SqlTransactionRepository:
@@ -171,3 +186,29 @@ class SqlTransactionRepository:
             .with_for_update(skip_locked=True)
         )
         return [_txn(r) for r in (await self.s.execute(stmt)).all()]
+
+    async def paid_since(
+        self,
+        providers: Sequence[str],
+        since: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest: bool = False,
+    ) -> list[Transaction]:
+        """Paid purchases of `providers` changed since `since`: the `limit` after `after` in
+        (updated_at, id) order, or with `newest` the `limit` most recently changed."""
+        if not providers or limit <= 0:
+            return []
+        params: dict[str, Any] = {"providers": list(providers), "since": since}
+        if newest:
+            stmt = _PAID.order_by(*(c.desc() for c in _PASS_ORDER))
+        else:
+            stmt = _PAID.order_by(*_PASS_ORDER)
+            if after is not None:
+                stmt = stmt.where(
+                    tuple_(*_PASS_ORDER) > tuple_(bindparam("after_at"), bindparam("after_id"))
+                )
+                params.update(after_at=after[0], after_id=after[1])
+        rows = (await self.s.execute(stmt.limit(limit), params)).all()
+        return [_txn(r) for r in rows]

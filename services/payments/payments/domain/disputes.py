@@ -5,7 +5,7 @@ A dispute does not change the payment's state: what was captured stays captured 
 charge cannot be refunded on top: the provider already took the money back). The money moves by
 the dispute's money movements (Stripe's balance transactions: zero, one or two — the withdrawal
 when it opens, the reinstatement when it is won; PayPal's hold, release and fees; Razorpay's
-deduction when lost), each booked once under its own transfer id whatever the event that
+deduction, when lost or at onset, and its reversal when won), each booked once under its own transfer id whatever the event that
 brought it. Pure: no I/O."""
 
 from __future__ import annotations

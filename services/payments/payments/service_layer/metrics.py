@@ -47,7 +47,8 @@ PROVIDER_REFUNDS = Counter(
     " payment that took nothing, e.g. Razorpay's auto-refund of an authorization let go:"
     " recorded only); of subscription purchases:"
     " purchase_booked (refunded in full: credits revoked), purchase_partial (refunded in part: the"
-    " money booked, the credits kept).",
+    " money booked, the credits kept), purchase_reconciled (refunded in full at a provider that"
+    " sends no refund event, found by the reconciliation: credits revoked).",
     ["provider", "result"],
 )
 REFUND_COINS_SHORT = Counter(

@@ -116,6 +116,18 @@ class TransactionRepository(Protocol):
     async def list_stale_pending(self, now: datetime, limit: int) -> list[Transaction]:
         """PENDING transactions whose checkout has expired (missed webhooks), locked SKIP LOCKED."""
 
+    async def paid_since(
+        self,
+        providers: Sequence[str],
+        since: datetime,
+        limit: int,
+        *,
+        after: tuple[datetime, str] | None = None,
+        newest: bool = False,
+    ) -> list[Transaction]:
+        """Paid purchases of `providers` changed since `since`: the `limit` after `after` in
+        (updated_at, id) order, or with `newest` the `limit` most recently changed."""
+
 
 @dataclass(frozen=True, slots=True)
 class EventRecord:
@@ -250,7 +262,8 @@ class CreditGrantRepository(Protocol):
 
     async def for_transaction(self, transaction_id: str) -> list[CreditGrant]: ...
 
-    async def save(self, grant: CreditGrant) -> None: ...
+    async def save(self, grant: CreditGrant, *, release_lease: bool = False) -> None:
+        """Write the grant's values; `release_lease`: its lease ends too (a retry planned)."""
 
     async def mark_done(self, grants: list[CreditGrant], now: datetime) -> list[CreditGrant]:
         """CreditGrant.done(now) of those of the grants still pending (locked until commit);

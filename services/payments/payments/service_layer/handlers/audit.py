@@ -2,16 +2,18 @@
 compared with ours through the provider port. Read-only but for the reconciliation's own record of
 its checks (payment_reconciliations: when each payment was last compared and what that found) and,
 for a provider whose refunds made at it arrive by no event (Fatora), the booking of such a refund
-it finds (provider_refunds.book_provider_refunds, the webhook's core)."""
+it finds, of a payment or of a paid plan purchase (provider_refunds.book_provider_refunds and
+book_purchase_refunds, the webhooks' cores)."""
 
 from __future__ import annotations
 
 import asyncio
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from hirepay_platform.errors import Unavailable
 from payments.domain import commands, errors, ledger
@@ -23,6 +25,7 @@ from payments.domain.provider import (
     PaymentProvider,
     ProviderPayment,
     ProviderStatus,
+    RefundState,
 )
 from payments.domain.reconciliation import (
     LastCheck,
@@ -38,8 +41,13 @@ from payments.domain.reconciliation import (
     sweep_due,
 )
 from payments.domain.refunds import Refund
+from payments.domain.transactions import Transaction
 from payments.service_layer.deps import Deps
-from payments.service_layer.handlers.provider_refunds import RECONCILIATION, book_provider_refunds
+from payments.service_layer.handlers.provider_refunds import (
+    RECONCILIATION,
+    book_provider_refunds,
+    book_purchase_refunds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +76,9 @@ class Moving(enum.Enum):
 
 
 MOVING = Moving.MOVING
+
+_Item = TypeVar("_Item")
+_Outcome = TypeVar("_Outcome")
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +179,7 @@ async def reconcile_provider(
     )
     pacer = _Pacer(config.reconcile_reads_per_second)
     outcomes = await _check_within(
-        due, order, new_deps, config.reconcile_concurrency, time_left, pacer
+        due, order, new_deps, config.reconcile_concurrency, time_left, pacer, _check
     )
     now = deps.clock()
     # The batch's payments done: checked (their provider read or not, or found moving: done for
@@ -180,6 +191,9 @@ async def reconcile_provider(
         due[i].id: None if o is None else [(m.kind, m.detail) for m in o] for i, o in judged.items()
     }
     await _record(deps, found, advanced if per_round and advanced != cursor else None, now)
+    await _reconcile_purchases(
+        deps, new_deps, min(max(cmd.limit, 1), MAX_RECONCILE), time_left, pacer
+    )
     if advanced.pass_started_at != cursor.pass_started_at:
         log.info("reconcile: the sweep's pass begun %s is done", cursor.pass_started_at)
     left = len(due) - len(outcomes)
@@ -224,6 +238,81 @@ async def reconcile_provider(
                 Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.UNREADABLE)
             )
     return Reconciliation(checked, mismatches, left, earlier, unreadable, blind)
+
+
+async def _reconcile_purchases(
+    deps: Deps,
+    new_deps: Callable[[], Deps],
+    limit: int,
+    time_left: Callable[[], float | None],
+    pacer: _Pacer,
+) -> None:
+    """Paid plan purchases of the providers whose refunds made at them arrive by no event
+    (`refunds_by_event` False: Fatora) read at their provider within the round's deadline and
+    pace, and a refund found booked through the webhook's own core
+    (provider_refunds.book_purchase_refunds: refunded in full, REFUNDED with its unused credits
+    revoked; in part, that money booked once). A round's purchases: the most recently changed
+    (`limit`, at most `reconcile_sweep_per_round`: a purchase paid and refunded lately is found
+    at the next round), then the pass's next `reconcile_sweep_per_round` (purchase_sweep.py:
+    every paid purchase changed within `reconcile_sweep_horizon_days` is read once a pass),
+    after the round's payments and within its deadline and pace. None such configured: nothing
+    read. Only what could be booked is: a refund of the purchase the provider lists and the
+    core cannot book (none such today) is read again next pass, logged, not reported as a
+    payment's mismatch (the answer names payments)."""
+    silent = [n for n in deps.providers.names if not deps.providers.get(n).refunds_by_event]
+    if not silent:
+        return
+    config = deps.config
+    per_round = config.reconcile_sweep_per_round
+    sweep = deps.purchase_sweep
+    since = deps.clock() - timedelta(days=config.reconcile_sweep_horizon_days)
+    async with deps.uow as uow:
+        # At most a batch's worth of the newest too: a round reads at most two batches of them.
+        recent = min(limit, per_round) if per_round else limit
+        window = await uow.transactions.paid_since(silent, since, recent, newest=True)
+        batch = await uow.transactions.paid_since(silent, since, per_round, after=sweep.after)
+    due = {t.id: t for t in (*window, *batch)}
+    purchases = list(due.values())
+    outcomes = await _check_within(
+        purchases,
+        list(range(len(purchases))),
+        new_deps,
+        config.reconcile_concurrency,
+        time_left,
+        pacer,
+        _check_purchase,
+    )
+    # The pass moves past what was read: one not reached, or whose provider could not be read
+    # now, is the next round's first.
+    checked = {purchases[i].id for i, o in outcomes.items() if o is not None}
+    done = next((i for i, t in enumerate(batch) if t.id not in checked), len(batch))
+    if per_round:
+        sweep.advance(batch, done, per_round)
+    booked = sum(1 for o in outcomes.values() if o)
+    if booked:
+        log.warning(
+            "reconcile: %d plan purchases refunded at a provider that sends no refund event"
+            " found and booked",
+            booked,
+        )
+
+
+async def _check_purchase(txn: Transaction, deps: Deps, pacer: _Pacer) -> bool | None:
+    """One paid purchase's refunds at its provider, any succeeded one booked (True: booked now);
+    None when its provider cannot be read now (read again in its turn)."""
+    try:
+        provider = deps.providers.of_existing(txn.provider)
+        await pacer.take()
+        found = await provider.list_refunds(txn.provider_payment_intent_id)
+    except InvalidRequest as exc:
+        log.warning("reconcile: purchase %s unreadable at its provider: %s", txn.id, exc.message)
+        return None
+    except OutcomeUnknown as exc:
+        log.info("reconcile: purchase %s unreadable now: %s", txn.id, exc.message)
+        return None
+    if not any(r.state is RefundState.SUCCEEDED for r in found):
+        return False
+    return (await book_purchase_refunds(deps, txn.id, found, RECONCILIATION)).applied
 
 
 def _judged(
@@ -334,18 +423,20 @@ class _Pacer:
 
 
 async def _check_within(
-    due: list[Payment],
+    due: Sequence[_Item],
     order: list[int],
     new_deps: Callable[[], Deps],
     concurrency: int,
     time_left: Callable[[], float | None],
     pacer: _Pacer,
-) -> dict[int, list[Mismatch] | Moving | None]:
-    """The payments of `due` checked in `order` (indexes into it) by at most `concurrency`
-    workers, their provider reads paced by `pacer`, within the deadline: its index -> its
-    mismatches, None when its provider could not be read now, or MOVING; a payment not reached
-    (or dropped at the deadline) has no entry."""
-    outcomes: dict[int, list[Mismatch] | Moving | None] = {}
+    check: Callable[[_Item, Deps, _Pacer], Awaitable[_Outcome]],
+) -> dict[int, _Outcome]:
+    """The records of `due` (payments, or paid purchases) checked by `check` in `order` (indexes
+    into it) by at most `concurrency` workers, their provider reads paced by `pacer`, within the
+    deadline: its index -> what its check found (for a payment its mismatches, None when its
+    provider could not be read now, or MOVING); one not reached (or dropped at the deadline) has
+    no entry."""
+    outcomes: dict[int, _Outcome] = {}
     if not due:
         return outcomes
     at_start = time_left()
@@ -366,7 +457,7 @@ async def _check_within(
             if not may_start():
                 return
             began = clock()
-            outcomes[i] = await _check(due[i], deps, pacer)
+            outcomes[i] = await check(due[i], deps, pacer)
             slowest = max(slowest, clock() - began)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(concurrency, len(due)))]

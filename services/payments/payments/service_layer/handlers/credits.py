@@ -137,7 +137,7 @@ async def _retry_later(grant: CreditGrant, deps: Deps, exc: HirepayError) -> Non
         cfg = deps.config
         delay = min(cfg.grant_retry_max, cfg.grant_retry_base * 2 ** min(fresh.attempts, 16))
         fresh.retry_later(deps.clock(), delay, f"{exc.reason}: {exc}")
-        await uow.credit_grants.save(fresh)
+        await uow.credit_grants.save(fresh, release_lease=True)
         await uow.commit()
     metrics.count(metrics.CREDIT_GRANTS, str(grant.kind), "retry")
     log.warning(

@@ -19,7 +19,9 @@ hands the refunds it listed to the same core (book_provider_refunds, origin RECO
 recorded, booked and published alike, on the audit trail as found by the reconciliation and
 counted `reconciled`. Its refunds carry no metadata of ours, so the core books nothing for the
 reconciliation while a refund of Hirepay's own is asked and not answered (the one listed may be
-that very one): that refund's answer records it, and a later round finds nothing more.
+that very one): that refund's answer records it, and a later round finds nothing more. A plan
+purchase paid through such a provider is read by the reconciliation too, and its refunds handed
+to the purchase's core (book_purchase_refunds), the webhook's own.
 
 A refund recorded SUCCEEDED (Hirepay's own or one made at the provider) that the provider now
 reports failed (Stripe: succeeded -> failed, the card closed since) is reversed in the same
@@ -228,64 +230,114 @@ async def _apply_to_purchase(
         return None
     records: list[CallRecord] = []
     found = await _refunds_of(provider, records, event, intent)
+    return await book_purchase_refunds(deps, txn.id, found, Origin(event, record), records)
+
+
+async def book_purchase_refunds(
+    deps: Deps,
+    transaction_id: str,
+    found: list[ProviderRefund],
+    origin: Origin,
+    records: list[CallRecord] | None = None,
+) -> RefundEventOutcome:
+    """The one core that books refunds of a plan purchase made at the provider, whoever found
+    them (a webhook event, or the reconciliation for a provider whose refunds arrive by no event,
+    Fatora): `found` is the purchase payment's refunds as the provider listed them (re-fetched,
+    never an event's copy). Under the purchase's row lock: refunded in full, REFUNDED with its
+    unused credits revoked (credits.mark_refunded); in part, each refund's money booked once. An
+    event is claimed in the same transaction (a twin finds it claimed: `duplicate`).
+
+    A refund carrying the admin's `transaction_id` is left to the admin's request. Fatora's
+    refunds carry no metadata of ours, so the reconciliation cannot tell the admin's refund from
+    one made at the dashboard: racing the admin's request, whichever takes the row lock first
+    marks the purchase REFUNDED, the other finds it so and books nothing (the revocation is
+    keyed by the purchase: booked once). The reconciliation writes nothing when nothing moved."""
     refunded = [r for r in found if r.state is RefundState.SUCCEEDED]
     total = sum(r.amount_minor for r in refunded)
-    by_admin = any(r.metadata.get("transaction_id") == txn.id for r in found)
+    by_admin = any(r.metadata.get("transaction_id") == transaction_id for r in found)
     changed = False
     async with deps.uow as uow:
         now = deps.clock()
-        if not await uow.events.claim(record):
+        if origin.record is not None and not await uow.events.claim(origin.record):
             return RefundEventOutcome(applied=False, duplicate=True)
-        stored = await uow.transactions.get(txn.id, for_update=True)
+        stored = await uow.transactions.get(transaction_id, for_update=True)
         assert stored is not None
         if stored.status is TxnStatus.SUCCESS and refunded and not by_admin:
             ids = ",".join(r.id for r in refunded)
             # Its disputes' net withdrawals are back with the buyer too (disputes.py).
             if total + disputed(stored) >= stored.amount_minor:
                 rest = stored.amount_minor - taken_back(stored)
+                found_by = " (found by the reconciliation)" if origin.by_reconciliation else ""
                 await mark_refunded(
                     uow,
                     deps,
                     stored,
-                    actor="provider",
-                    reason=f"refunded at the provider ({ids})",
+                    actor=origin.actor,
+                    reason=f"refunded at the provider ({ids}){found_by}",
                     key=f"{PROVIDER_REQUEST_PREFIX}{ids}",
                     now=now,
                 )
                 changed = True
                 uow.after_commit(
-                    functools.partial(_count_purchase, stored.provider, "booked", rest, stored)
+                    functools.partial(
+                        _count_purchase, stored.provider, "booked", rest, stored, origin
+                    )
                 )
             else:
-                added = await _book_purchase_refunds(uow, stored, refunded, now)
+                added = await _book_purchase_refunds(uow, stored, refunded, now, origin)
                 changed = added > 0
                 if changed:
                     uow.after_commit(
                         functools.partial(
-                            _count_purchase, stored.provider, "partial", added, stored
+                            _count_purchase, stored.provider, "partial", added, stored, origin
                         )
                     )
+        if origin.by_reconciliation and not changed:
+            return RefundEventOutcome(applied=False, duplicate=False)  # nothing written
         await uow.audit.add(
-            AuditEntry(
-                action="webhook",
-                actor="provider",
-                reason=f"{event.type}: purchase {stored.status.value}, {total} refunded",
-                details={"event_id": event.id, "event_type": event.type, "object_id": intent},
-                transaction_id=stored.id,
-            ),
-            *(r.audit("webhook", transaction_id=stored.id) for r in records),
+            _purchase_audit(origin, stored, total),
+            *(r.audit(origin.action, transaction_id=stored.id) for r in records or ()),
         )
         await uow.commit()
     if changed and stored.status is TxnStatus.REFUNDED:
-        await settle_grant(f"{GrantKind.REVOKE.value}:{txn.id}", deps)
+        await settle_grant(f"{GrantKind.REVOKE.value}:{transaction_id}", deps)
     elif changed:
         for remote in refunded:
             await settle_grant(f"{GrantKind.PURCHASE_REFUND.value}:{remote.id}", deps)
     return RefundEventOutcome(applied=changed, duplicate=False)
 
 
+def _purchase_audit(origin: Origin, stored: Transaction, total: int) -> AuditEntry:
+    """PAY-15: what the provider's refunds of a purchase did, and what told Hirepay of them."""
+    state = f"purchase {stored.status.value}, {total} refunded"
+    event = origin.event
+    if event is None:
+        return AuditEntry(
+            action=origin.action,
+            actor=origin.actor,
+            reason=f"found by the reconciliation ({stored.provider} sends no refund event): {state}",
+            details={**origin.details(), "object_id": stored.provider_payment_intent_id},
+            transaction_id=stored.id,
+        )
+    return AuditEntry(
+        action="webhook",
+        actor="provider",
+        reason=f"{event.type}: {state}",
+        details={
+            "event_id": event.id,
+            "event_type": event.type,
+            "object_id": stored.provider_payment_intent_id,
+        },
+        transaction_id=stored.id,
+    )
+
+
 async def _book_purchase_refunds(
-    uow: PaymentsUnitOfWork, stored: Transaction, refunded: list[ProviderRefund], now: datetime
+    uow: PaymentsUnitOfWork,
+    stored: Transaction,
+    refunded: list[ProviderRefund],
+    now: datetime,
+    origin: Origin,
 ) -> int:
     """Book each refund of part of a purchase not booked yet (insert-first on its booking's id,
     under the purchase's row lock), adding its money to the purchase's `refunded_minor`; the
@@ -298,7 +350,7 @@ async def _book_purchase_refunds(
             await uow.audit.add(
                 AuditEntry(
                     action="refund",
-                    actor="provider",
+                    actor=origin.actor,
                     reason=(
                         f"refund {remote.id} of part of the purchase made at the provider:"
                         f" {remote.amount_minor} {stored.currency} booked, credits kept"
@@ -318,10 +370,14 @@ async def _book_purchase_refunds(
     return added
 
 
-def _count_purchase(provider: str, result: str, booked: int, txn: Transaction) -> None:
-    """OPS-1, once committed: `booked` is the money this event booked (for a full refund, what
-    the refunds in part before it had not)."""
-    metrics.count(metrics.PROVIDER_REFUNDS, provider, f"purchase_{result}")
+def _count_purchase(
+    provider: str, result: str, booked: int, txn: Transaction, origin: Origin
+) -> None:
+    """OPS-1, once committed: `booked` is the money this event (or reconciliation) booked (for a
+    full refund, what the refunds in part before it had not); one found by the reconciliation is
+    counted `purchase_reconciled` (its provider sent no event)."""
+    found = "reconciled" if origin.by_reconciliation and result == "booked" else result
+    metrics.count(metrics.PROVIDER_REFUNDS, provider, f"purchase_{found}")
     metrics.REFUNDS.labels(NO_REASON, "succeeded").inc()
     metrics.REFUNDED.labels(txn.currency).inc(booked)
     if result == "partial":
