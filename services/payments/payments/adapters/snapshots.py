@@ -98,6 +98,9 @@ def load(snapshot: dict[str, Any]) -> tuple[Payment | None, Transaction | None]:
     if "payment" in snapshot:
         p = dict(snapshot["payment"])
         g, b = p.pop("branch")
+        # The dates parsed in line, as _dt parses them: every settlement event the stream sends
+        # and every callback decodes a payment's three (three Python calls per event, issue 13).
+        created, updated, poll = p["created_at"], p["updated_at"], p.get("next_poll_at")
         payment = Payment(
             **{
                 **p,
@@ -105,9 +108,9 @@ def load(snapshot: dict[str, Any]) -> tuple[Payment | None, Transaction | None]:
                 "method": METHOD_OF[p["method"]],
                 "state": STATE_OF[p["state"]],
                 "pending_op": PENDING_OP_OF[p["pending_op"]] if p.get("pending_op") else None,
-                "created_at": _dt(p["created_at"]),
-                "updated_at": _dt(p["updated_at"]),
-                "next_poll_at": _dt(p.get("next_poll_at")),
+                "created_at": datetime.fromisoformat(created) if created else None,
+                "updated_at": datetime.fromisoformat(updated) if updated else None,
+                "next_poll_at": datetime.fromisoformat(poll) if poll else None,
             }
         )
     if "transaction" in snapshot:

@@ -404,9 +404,17 @@ class StripeProvider:
         webhook_secrets: list[str] | None = None,
         timeout: float = 8.0,
         max_connections: int = 256,
+        telemetry: bool = False,
     ) -> None:
         """`max_connections`: calls to Stripe that may be in flight at once (see
-        PooledHTTPXClient)."""
+        PooledHTTPXClient). `telemetry`: the SDK's request telemetry (`stripe.enable_telemetry`,
+        its documented switch, process-wide: the SDK reads only the module's flag)."""
+        # Off by default (issue 13): with it on, every request reads the SDK's telemetry id (its
+        # first one writes ~/.config/stripe/telemetry_id), asks `platform` for the OS and sends
+        # the previous request's id and duration as a second JSON header, built and recorded per
+        # request: ~15 Python calls per request, two requests per posting. Stripe's API answers
+        # the same without it.
+        stripe.enable_telemetry = telemetry
         self._timeout = timeout
         self._webhook_secrets = list(webhook_secrets or [])
         self.client = stripe.StripeClient(
