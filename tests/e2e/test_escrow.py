@@ -62,6 +62,7 @@ def test_the_1000_dollar_offer_pays_100_200_and_700_to_the_cent(system: System) 
         "toRevenueMinor": 20_000,
         "toContractorMinor": 70_000,
         "toCustomerMinor": 0,
+        "refusedMinor": 0,  # nothing refused by the provider (round 15's field)
     }
     # Every wallet to the cent: $100 + $200 to the platform, $700 to the contractor, the escrow
     # empty, the provider's clearing -$1,000 (the card's money), the customer's wallets untouched.
