@@ -26,7 +26,7 @@ from gateway.entrypoints.deps import (
     json_model_body,
     roles_allowed,
 )
-from gateway.entrypoints.direct_routes import DirectRoute
+from gateway.entrypoints.direct_routes import DirectRoute, JsonAnswer
 from gateway.entrypoints.observability import (
     CWP_FAILED,
     CWP_STARTED,
@@ -298,11 +298,11 @@ async def _post_with_payment(
         count(CWP_FAILED, mapped.error)
         count(FUNNEL, "failed")
         raise mapped from None
-    request.state.response_headers = decision.headers()
     count(CWP_STARTED)
     count(FUNNEL, "payment_started")
     if response.job.status == jobs_pb.Job.PAYMENT_FAILED:
         # A saga that ended failed without an error (e.g. a replayed failed twin): same contract.
+        request.state.response_headers = decision.headers()
         mapped = api_error_from_reason(
             response.job.failure_reason or FailureReason.PAYMENT_DECLINED
         )
@@ -313,13 +313,14 @@ async def _post_with_payment(
     step = "active" if status == 201 else "pending_payment"
     count(FUNNEL, step)
     count(CWP_SUCCEEDED, step, str(response.replayed).lower())
-    headers = dict(decision.headers())
+    headers = decision.raw_headers()
     if response.replayed:
-        headers["Idempotent-Replayed"] = "true"
+        headers.append(_REPLAYED)
     # pydantic writes the JSON itself (one pass in its core), not a dict for json.dumps to walk.
-    return Response(
-        out.model_dump_json(), status_code=status, headers=headers, media_type="application/json"
-    )
+    return JsonAnswer(out.model_dump_json().encode(), status, headers)
+
+
+_REPLAYED = (b"idempotent-replayed", b"true")
 
 
 def _check_subject_and_payment(body: models.CreateWithPaymentIn) -> None:

@@ -18,7 +18,7 @@ from gateway.api.backend_errors import api_error_from_remote
 from gateway.api.errors import ApiError, error_responses, forbidden, not_found, validation_failed
 from gateway.api.redirects import Origin, is_allowed_redirect
 from gateway.entrypoints.deps import AnyUser, BackendsDep, check_redirects, read_raw_body
-from gateway.entrypoints.direct_routes import DirectRoute
+from gateway.entrypoints.direct_routes import DirectRoute, JsonAnswer
 from gateway.entrypoints.observability import WEBHOOKS
 from gateway.service_layer.idempotency import optional_key, scoped_request_id
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
@@ -289,7 +289,7 @@ async def provider_webhook(provider: Provider, request: Request, backends: Backe
         raise
     count(WEBHOOKS, provider, "200")
     # The bytes FastAPI's response_model would write, made once for each answer (_ACKS).
-    return Response(_ACKS[duplicate], media_type="application/json")
+    return JsonAnswer(_ACKS[duplicate])
 
 
 # The two answers a relayed delivery gets, as WebhookAck writes them: made once, not a model
