@@ -30,6 +30,7 @@ from gateway.adapters.ratelimit import Decision, SharedPostingLimiter
 from gateway.entrypoints.app import GatewayApp, create_app
 from gateway.entrypoints.direct_routes import JsonAnswer
 from gateway.entrypoints.http_protocol import GatewayHttpProtocol
+from gateway.entrypoints.observability import CWP_STARTED, CWP_SUCCEEDED, FUNNEL, WEBHOOKS
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import issue_token
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
@@ -160,11 +161,11 @@ async def _connection(app: Any) -> AsyncIterator[tuple[GatewayHttpProtocol, Fake
         protocol.connection_lost(None)
 
 
-def _posting_calls() -> tuple[int, set[str], set[str], list[bytes]]:
+def _posting_calls() -> tuple[int, set[str], dict[str, int], list[bytes]]:
     """cProfile's calls for the third posting (with its deliveries) on one connection, the files
-    and the functions (`file:name`) it entered, and its answers."""
+    it entered and how often it entered each function (by `file:name`), and its answers."""
 
-    async def main() -> tuple[int, set[str], set[str], list[bytes]]:
+    async def main() -> tuple[int, set[str], dict[str, int], list[bytes]]:
         app = create_app(_settings(), backends=_Backends())  # type: ignore[arg-type]
         token = issue_token(user_id="company-gw16", role="company")
         async with _connection(app) as (protocol, transport):
@@ -181,14 +182,47 @@ def _posting_calls() -> tuple[int, set[str], set[str], list[bytes]]:
             stats = pstats.Stats(profile)
             entered = stats.stats  # type: ignore[attr-defined]
             files = {file for (file, _, _) in entered}
-            functions = {f"{file}:{name}" for (file, _, name) in entered}
+            functions = {f"{file}:{name}": n for (file, _, name), (_, n, *_) in entered.items()}
             return stats.total_calls, files, functions, answers  # type: ignore[attr-defined]
 
     return uvloop.run(main())
 
 
+def _entered(functions: dict[str, int], where: str) -> int:
+    return sum(n for function, n in functions.items() if function.endswith(where))
+
+
+def _counted() -> dict[str, float]:
+    """The posting's series of the gateway's counters, by name and labels."""
+    return {
+        f"{sample.name}{sorted(sample.labels.items())}": sample.value
+        for metric in (CWP_STARTED, CWP_SUCCEEDED, FUNNEL, WEBHOOKS)
+        for sample in metric.collect()[0].samples
+        if sample.name.endswith("_total")
+    }
+
+
 def test_a_posting_and_its_deliveries_cost_the_gateway_at_most_the_pinned_calls() -> None:
+    before = _counted()
     calls, files, functions, answers = _posting_calls()
+    after = _counted()
+    # Three postings with their deliveries were answered (two to warm up): each counted.
+    assert {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if after[name] != before.get(name, 0)
+    } == {
+        "hirepay_gateway_create_with_payment_started_total[]": 3,
+        "hirepay_gateway_funnel_total[('step', 'payment_started')]": 3,
+        "hirepay_gateway_funnel_total[('step', 'active')]": 3,
+        "hirepay_gateway_create_with_payment_succeeded_total[('replayed', 'false'), ('status', 'active')]": 3,
+        "hirepay_gateway_webhooks_total[('provider', 'stripe'), ('status', '200')]": 6,
+    }
+    # Counted in one call each: count() only for the edge's request count (its labels vary).
+    assert _entered(functions, "hirepay_platform/metrics.py:count") == 3
+    # The edge's method and route labels are made in line.
+    assert not _entered(functions, "observability.py:method_label")
+    assert not _entered(functions, "observability.py:_route_template")
     posting, *deliveries = answers
     assert posting.startswith(b"HTTP/1.1 201 "), posting
     assert b'"status":"active"' in posting

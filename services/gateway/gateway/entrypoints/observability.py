@@ -86,21 +86,11 @@ HTML_CSP = (
 HSTS = b"max-age=31536000; includeSubDomains"
 
 
-def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
-
-
-def method_label(method: str) -> str:
-    """The metric and span label of an HTTP method: unknown names collapse to OTHER."""
-    return method if method in KNOWN_METHODS else OTHER_METHOD
-
-
 def security_headers(
     headers: list[tuple[bytes, bytes]], *, is_api: bool, tls: bool
 ) -> list[tuple[bytes, bytes]]:
-    """The response headers with the security headers every answer carries (kept when a route
-    set its own, e.g. a page's stricter CSP)."""
+    """`headers` (a list of the answer's own) with the security headers every answer carries
+    (kept when a route set its own, e.g. a page's stricter CSP)."""
     # Each name lowered once, the first value of a repeated one kept (reversed: the first one is
     # written last): one pass, not a set of the names and then a search for the content type
     # (issue 13).
@@ -147,7 +137,11 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        method = method_label(scope["method"])
+        # The metric and log label of the method: any name but the known ones is OTHER (a client
+        # cannot mint series). (In line, as the route template below: a call each per request.)
+        method = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         is_api = scope.get("path", "").startswith("/api/")
         tls = self.behind_tls or scope.get("scheme") == "https"
         started = time.perf_counter()
@@ -160,9 +154,9 @@ class EdgeMiddleware:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
-                headers = list(message.get("headers", []))
-                headers.append((b"x-trace-id", trace_id))
-                message["headers"] = security_headers(headers, is_api=is_api, tls=tls)
+                message["headers"] = security_headers(
+                    [*message.get("headers", ()), (b"x-trace-id", trace_id)], is_api=is_api, tls=tls
+                )
             await send(message)
 
         try:
@@ -180,7 +174,8 @@ class EdgeMiddleware:
                     }
                 )
                 await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
-        route = _route_template(scope)
+        # The route template FastAPI's routing (or a direct answer) put in the scope.
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
         status = status_holder["status"]
         elapsed = time.perf_counter() - started
         count(HTTP_REQUESTS, method, route, str(status))
