@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 import uvloop
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from starlette.requests import Request
 from starlette.responses import Response
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from gateway.adapters.ratelimit import Decision, SharedPostingLimiter
 from gateway.entrypoints.app import GatewayApp, create_app
+from gateway.entrypoints.deps import first_headers, header_text
 from gateway.entrypoints.direct_routes import JsonAnswer
 from gateway.entrypoints.http_protocol import GatewayHttpProtocol
 from gateway.entrypoints.observability import CWP_STARTED, CWP_SUCCEEDED, FUNNEL, WEBHOOKS
@@ -220,6 +222,10 @@ def test_a_posting_and_its_deliveries_cost_the_gateway_at_most_the_pinned_calls(
     }
     # Counted in one call each: count() only for the edge's request count (its labels vary).
     assert _entered(functions, "hirepay_platform/metrics.py:count") == 3
+    # The posting's headers read in one pass (not through Request.headers), a delivery's signing
+    # headers put into the relayed request one by one (not by MutableMapping.update).
+    assert not _entered(functions, "starlette/datastructures.py:__getitem__")
+    assert not _entered(functions, "_collections_abc>:update")
     # The edge's method and route labels are made in line.
     assert not _entered(functions, "observability.py:method_label")
     assert not _entered(functions, "observability.py:_route_template")
@@ -385,3 +391,21 @@ def test_a_json_answer_is_the_response_starlette_would_make(
     )
     plain = Response(b"{}", media_type="application/json")
     assert JsonAnswer(b"{}").raw_headers == plain.raw_headers
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        [(b"content-type", b"application/json")],
+        [(b"authorization", b"Bearer a"), (b"authorization", b"Bearer b")],
+        [(b"idempotency-key", b"k\xe9y"), (b"x-other", b"1"), (b"content-type", b"text/plain")],
+    ],
+)
+def test_headers_read_in_one_pass_are_what_request_headers_gives(
+    headers: list[tuple[bytes, bytes]],
+) -> None:
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+    first = first_headers(request)
+    for name in ("content-type", "authorization", "idempotency-key", "x-missing"):
+        assert header_text(first, name.encode()) == request.headers.get(name)

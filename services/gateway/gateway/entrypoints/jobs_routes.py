@@ -22,6 +22,8 @@ from gateway.entrypoints.deps import (
     OptionalUser,
     accepted_caller,
     check_redirects,
+    first_headers,
+    header_text,
     json_body,
     json_model_body,
     roles_allowed,
@@ -228,19 +230,20 @@ async def create_with_payment_directly(request: Request) -> Response | None:
     """create_with_payment for a request that FastAPI would hand to it (JSON of the model, a
     company's or an admin's good token), without FastAPI's per-request machinery; None for any
     other request, which FastAPI's route then answers (direct_routes.py)."""
-    parsed = json_model_body(request)
+    headers = first_headers(request)
+    parsed = json_model_body(request, header_text(headers, b"content-type"))
     if parsed is NO_JSON_BODY:
         return None
-    principal = accepted_caller(request, _POSTERS)
+    principal = accepted_caller(request, _POSTERS, header_text(headers, b"authorization"))
     if principal is None:
         return None
     try:
         body = models.CreateWithPaymentIn.model_validate(parsed)
     except ValidationError:
         return None
-    limiter: SharedPostingLimiter = request.app.state.limiter
+    limiter: SharedPostingLimiter = request.scope["app"].state.limiter
     return await _post_with_payment(
-        request, body, parsed, principal, limiter, request.headers.get(IDEMPOTENCY_KEY)
+        request, body, parsed, principal, limiter, header_text(headers, b"idempotency-key")
     )
 
 
