@@ -32,11 +32,18 @@ from gateway.entrypoints.app import GatewayApp, create_app
 from gateway.entrypoints.deps import first_headers, header_text
 from gateway.entrypoints.direct_routes import JsonAnswer
 from gateway.entrypoints.http_protocol import GatewayHttpProtocol
-from gateway.entrypoints.observability import CWP_STARTED, CWP_SUCCEEDED, FUNNEL, WEBHOOKS
+from gateway.entrypoints.observability import (
+    CWP_STARTED,
+    CWP_SUCCEEDED,
+    FUNNEL,
+    WEBHOOKS,
+    EdgeMiddleware,
+)
 from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import issue_token
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
+from hirepay_platform import tracing
 from tests.gateway.unit.test_http_protocol_jobs9 import FakeTransport
 
 SECRET = "gw16-service-token-secret-0123456789abcdef"
@@ -226,6 +233,9 @@ def test_a_posting_and_its_deliveries_cost_the_gateway_at_most_the_pinned_calls(
     # headers put into the relayed request one by one (not by MutableMapping.update).
     assert not _entered(functions, "starlette/datastructures.py:__getitem__")
     assert not _entered(functions, "_collections_abc>:update")
+    # The trace id header is the id TraceContextMiddleware began the trace with, not the current
+    # span's asked for again.
+    assert not _entered(functions, "propagation/__init__.py:get_current_span")
     # The edge's method and route labels are made in line.
     assert not _entered(functions, "observability.py:method_label")
     assert not _entered(functions, "observability.py:_route_template")
@@ -409,3 +419,43 @@ def test_headers_read_in_one_pass_are_what_request_headers_gives(
     first = first_headers(request)
     for name in ("content-type", "authorization", "idempotency-key", "x-missing"):
         assert header_text(first, name.encode()) == request.headers.get(name)
+
+
+@pytest.mark.parametrize(
+    "traceparent", [None, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"]
+)
+async def test_the_trace_id_header_names_the_trace_the_requests_calls_carry(
+    traceparent: str | None,
+) -> None:
+    """Behind TraceContextMiddleware (no spans exported): X-Trace-Id is the trace the request's
+    backend calls carry on, the caller's when it sent one, else the new one begun for it."""
+    carried: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        carried.append(dict(tracing.outgoing_context())["traceparent"].split("-")[1])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    headers = [] if traceparent is None else [(b"traceparent", traceparent.encode())]
+    edge = tracing.TraceContextMiddleware(EdgeMiddleware(app))
+    for _ in range(2):
+        await edge(
+            {"type": "http", "method": "GET", "path": "/api/x", "headers": list(headers)},
+            _no_body,
+            send,
+        )
+    ids = [dict(m["headers"])[b"x-trace-id"].decode() for m in sent if "headers" in m]
+    assert ids == carried
+    if traceparent is None:
+        assert ids[0] != ids[1]  # a new trace each
+    else:
+        assert ids == ["4bf92f3577b34da6a3ce929d0e0e4736"] * 2
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hirepay_platform.metrics import count, observe
+from hirepay_platform.tracing import TRACE_ID_KEY
 
 log = logging.getLogger("gateway.access")
 
@@ -146,9 +147,12 @@ class EdgeMiddleware:
         tls = self.behind_tls or scope.get("scheme") == "https"
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500, "started": False}
-        span = trace.get_current_span()
-        # Written as the header's bytes at once (an operator, not format() and encode()).
-        trace_id = b"%032x" % span.get_span_context().trace_id
+        # The trace's id as the header's bytes: as TraceContextMiddleware (around this) found it,
+        # else the current span's (inside the OpenTelemetry instrumentation's span), written at
+        # once (an operator, not format() and encode()).
+        trace_id = scope.get(TRACE_ID_KEY)
+        if trace_id is None:
+            trace_id = b"%032x" % trace.get_current_span().get_span_context().trace_id
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -164,7 +168,7 @@ class EdgeMiddleware:
         except Exception:
             # Anything not mapped by the error handlers: log (masked), answer generically.
             log.exception("unhandled error", extra={"fields": {"method": method}})
-            span.set_status(trace.StatusCode.ERROR)
+            trace.get_current_span().set_status(trace.StatusCode.ERROR)
             if not status_holder["started"]:
                 await send_wrapper(
                     {
