@@ -248,8 +248,11 @@ def test_a_posting_and_its_deliveries_cost_the_gateway_at_most_the_pinned_calls(
     assert not [f for f in files if f.endswith(PASSED_THROUGH)]
     # The answers' heads are bytes at once (JsonAnswer), not rendered by Response.
     assert not [f for f in functions if f.endswith(("responses.py:init_headers", ":render"))]
-    # (measured: 795 before; 762 past FastAPI's pass-through layers)
-    assert calls <= 960, calls
+    # (measured: 937 before; 916 past FastAPI's pass-through layers; 874 with the answers' heads
+    # as bytes; 852 counted in one call each, labels in line; 826 headers read in one pass, the
+    # relayed map filled in C; 796 with the trace id as TraceContextMiddleware found it. The
+    # gateway process with real gRPC calls to stand-ins: 1,250 -> 1,093 per posting.)
+    assert calls <= 875, calls
 
 
 def _recording_app(**kwargs: Any) -> tuple[GatewayApp, list[dict[str, Any]]]:
