@@ -43,6 +43,7 @@ from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import issue_token
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
+from hirepay_dev.bench_posting import _BODY as BENCH_POSTING
 from hirepay_platform import tracing
 from tests.gateway.unit.test_http_protocol_jobs9 import FakeTransport
 
@@ -57,17 +58,8 @@ PASSED_THROUGH = (
     "fastapi/_body_limit.py",
 )
 
-POSTING = {
-    "job": {
-        "title": "Benchmark engineer",
-        "description": "Measures how fast a paid job goes live, end to end.",
-        "location": "Remote",
-        "employment_type": "full_time",
-        "category": "engineering",
-    },
-    "payment": {"method": "card", "payment_method": "pm_card_visa"},
-    "accept_terms": True,
-}
+# The posting the bench sends.
+POSTING = BENCH_POSTING
 EVENT = json.dumps(
     {
         "id": "evt_1",
