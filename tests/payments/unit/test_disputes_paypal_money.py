@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from payments.adapters import paypal_disputes
-from payments.domain.disputes import DisputeMoney, DisputeStatus
+from payments.domain.disputes import Dispute, DisputeMoney, DisputeStatus
 from payments.domain.provider import EventSubject, ProviderEvent
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import credits
@@ -349,3 +349,16 @@ async def test_a_dispute_of_several_payments_books_each_its_share_once(
         if a.details.get("object_id", "").startswith("dp_1/")
     }
     assert splits == {first: "pro_rata_gross", second: "pro_rata_gross"}
+
+
+def test_a_lost_dispute_whose_money_came_back_in_part_is_no_full_charge_back() -> None:
+    """Lost, with part of the held money released (the buyer got less): the customer does not
+    have it all back, so the posting is not ended as after a full refund."""
+    at = datetime(2026, 12, 1, tzinfo=UTC)
+    lost = Dispute(
+        "dp_1", "paypal", "p1", 14_900, "USD", "", DisputeStatus.LOST, at, at, 14_900, 9_900
+    )
+    assert not lost.charges_back_in_full(14_900, 0)
+    assert lost.charges_back_in_full(14_900, 9_900)  # refunded the rest before
+    assert replace(lost, reinstated_minor=0).charges_back_in_full(14_900, 0)
+    assert replace(lost, withdrawn_minor=0, reinstated_minor=0).charges_back_in_full(14_900, 0)

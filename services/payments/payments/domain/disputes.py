@@ -60,8 +60,9 @@ class DisputeMoney:
     # own (`adjustment`), so the ledger ends at the provider's final amount. A balance
     # transaction (Stripe's) never changes: False.
     running: bool = False
-    # A running total that only grows (Razorpay's): a view showing less than was booked is an
-    # older one applied late (Razorpay gives no update time) and books nothing.
+    # A running total that only grows (Razorpay's; its amount and fee each away from zero): a
+    # view showing less than was booked is an older one applied late (Razorpay gives no update
+    # time) and books nothing.
     growing: bool = False
 
     def adjustment(self, booked: list[tuple[int, int]]) -> DisputeMoney | None:
@@ -73,11 +74,9 @@ class DisputeMoney:
             return self
         amount = self.amount_minor - sum(a for a, _ in booked)
         fee = self.fee_minor - sum(f for _, f in booked)
-        if self.growing:
-            # Only more of it taken (amount away from zero, fee up) is owed.
-            if amount and (amount > 0) != (self.amount_minor > 0):
-                amount = 0
-            fee = max(fee, 0)
+        if self.growing:  # only more of it (away from zero, its own sign) is owed
+            amount = amount if amount * self.amount_minor > 0 else 0
+            fee = fee if fee * self.fee_minor > 0 else 0
         if not amount and not fee:
             return None
         return DisputeMoney(f"{self.id}:{len(booked) + 1}", amount, fee, self.currency)
@@ -219,11 +218,17 @@ class Dispute:
     def charges_back_in_full(self, captured_minor: int, refunded_minor: int) -> bool:
         """Whether the dispute, lost, took back all the money the payment still held (with the
         refunds made before it): the customer has it all again, as after a full refund. A lost
-        dispute of less leaves the rest paid (like a partial refund)."""
+        dispute of less leaves the rest paid (like a partial refund), and so does one whose
+        provider gave part of the money back (PayPal's release when the buyer got less): what
+        it took is what it withdrew less what it reinstated, at most its amount (its amount if
+        it shows no money)."""
+        taken = self.amount_minor
+        if self.withdrawn_minor:
+            taken = min(taken, self.withdrawn_minor - self.reinstated_minor)
         return (
             self.status is DisputeStatus.LOST
             and captured_minor > 0
-            and self.amount_minor + refunded_minor >= captured_minor
+            and taken + refunded_minor >= captured_minor
         )
 
     def observe(self, view: ProviderDispute, now: datetime) -> bool:
