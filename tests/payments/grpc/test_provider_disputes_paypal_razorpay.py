@@ -4,7 +4,8 @@ wallet and both offline sandboxes (their admin routes open and decide the disput
 real signed `CUSTOMER.DISPUTE.*` / `payment.dispute.*` webhooks): each delivery ten times at
 once records the dispute once and books each of its money movements once; a posting fee's
 dispute lost in full tells jobs (`payment.charged_back`), a won one gives the money back and
-tells nothing; balances asserted to the cent and the ledger auditor clean."""
+tells nothing; a PayPal dispute of two payments books each its exact share (pro rata, or by the
+items PayPal names). Balances asserted to the cent and the ledger auditor clean."""
 
 from __future__ import annotations
 
@@ -374,6 +375,62 @@ async def test_a_paypal_dispute_of_two_payments_books_each_its_exact_share_once(
         assert "payment.charged_back" not in await _settlement_types(
             provider_stack, payment.payment_id
         )
+
+    async def clean() -> bool:
+        return await _findings(jobs_stub) == {}
+
+    await wait_for(clean, timeout=20)
+
+
+async def test_a_paypal_dispute_of_two_payments_naming_its_items_is_split_as_paypal_says(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
+) -> None:
+    """The disputed transactions name their items' disputed amounts (30.00 of the first, 100.00
+    of the second): each payment's share is its items' (not pro rata, which would be 65.00
+    each); won, each share is released whole. Every delivery five times at once."""
+    currency, fee = FEES["paypal"]
+    clearing, fees = "provider:paypal", "provider:paypal:fees"
+    ledger = Ledger(provider_stack, clearing, "platform", fees)
+    first = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    second = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    paid = {
+        clearing: {("PROVIDER_CLEARING", currency): -2 * fee},
+        "platform": {("PLATFORM_REVENUE", currency): 2 * fee},
+    }
+    await ledger.settles_at(paid)
+    dispute_id = str(
+        _paypal_admin(
+            provider_stack,
+            f"/captures/{_capture_of(provider_stack, first)}/dispute",
+            {
+                "items_minor": [3_000, 10_000],
+                "also_captures": [_capture_of(provider_stack, second)],
+            },
+        )["dispute_id"]
+    )
+    opened = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.CREATED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", opened, 5)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert await _disputes(jobs_stub, first.payment_id) == [
+        (dispute_id, Status.NEEDS_RESPONSE, 3_000, 3_000, 0)
+    ]
+    assert await _disputes(jobs_stub, second.payment_id) == [
+        (dispute_id, Status.NEEDS_RESPONSE, 10_000, 10_000, 0)
+    ]
+    await ledger.settles_at(
+        {
+            clearing: {("PROVIDER_CLEARING", currency): -2 * fee + 13_000},
+            "platform": {("PLATFORM_REVENUE", currency): 2 * fee - 13_000},
+        }
+    )
+    _decide(provider_stack, "paypal", dispute_id, "won")
+    resolved = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.RESOLVED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", resolved, 5)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert await _disputes(jobs_stub, second.payment_id) == [
+        (dispute_id, Status.WON, 10_000, 10_000, 10_000)
+    ]
+    await ledger.settles_at(paid)
 
     async def clean() -> bool:
         return await _findings(jobs_stub) == {}
