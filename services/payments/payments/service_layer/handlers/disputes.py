@@ -409,10 +409,10 @@ async def _several_payments(
     records: list[CallRecord],
 ) -> DisputeEventOutcome:
     """A dispute of several payments whose shares are not known (a capture's gross amount in
-    another currency than the dispute's: paypal_disputes): nothing is booked (one payment's money is never booked against
-    another's). The event is stored unapplied, insert-first (a redelivery is a duplicate); each
-    of Hirepay's payments it names gets an audit entry (with the provider calls made), and it
-    is logged and counted once per event stored."""
+    another currency than the dispute's: paypal_disputes): nothing is booked (one payment's
+    money is never booked against another's). The event is stored unapplied, insert-first (a
+    redelivery is a duplicate); each of Hirepay's payments it names gets an audit entry (with
+    the provider calls made), and it is logged and counted once per event stored."""
     async with deps.uow as uow:
         now = deps.clock()
         if not await _stored_first(uow, provider, event, payload, now, applied=False):
