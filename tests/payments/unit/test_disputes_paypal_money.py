@@ -362,3 +362,37 @@ def test_a_lost_dispute_whose_money_came_back_in_part_is_no_full_charge_back() -
     assert lost.charges_back_in_full(14_900, 9_900)  # refunded the rest before
     assert replace(lost, reinstated_minor=0).charges_back_in_full(14_900, 0)
     assert replace(lost, withdrawn_minor=0, reinstated_minor=0).charges_back_in_full(14_900, 0)
+
+
+async def test_a_dispute_of_several_payments_with_no_share_known_books_nothing_and_says_so(
+    deps: Deps, provider: DisputingProvider
+) -> None:
+    """A capture's gross amount in another currency than the dispute's: no share is known, so
+    nothing is recorded or booked on either payment; stored unapplied once, an audit entry on
+    each, counted once."""
+    first, first_pi = await _captured(deps, "1")
+    second, second_pi = await _captured(deps, "2")
+    await credits.settle_due_grants(deps)
+    before = _balances(deps)
+    why = {"provider": "stripe", "why": "several_payments"}
+    counted = _metric("hirepay_payment_dispute_money_unbooked_total", **why)
+    data = _of_two()
+    data["disputed_transactions"][1]["gross_amount"] = {"currency_code": "EUR", "value": "9.00"}
+    provider.disputes["dp_1"] = paypal_disputes.dispute_from(data, "", (first_pi, second_pi))
+    done = await _deliver(deps, provider, "WH-1", "CREATED")
+    assert done is not None and not done.applied and not done.duplicate
+    assert (await _deliver(deps, provider, "WH-1", "CREATED")).duplicate
+    await credits.settle_due_grants(deps)
+    assert _balances(deps) == before
+    async with deps.uow as uow:
+        for payment_id in (first, second):
+            assert await uow.disputes.for_payment(payment_id) == []
+    noted = {
+        a.payment_id: a.details["unbooked"]
+        for a in deps.uow.committed.audit  # type: ignore[attr-defined]
+        if a.details.get("object_id") == "dp_1"
+    }
+    assert set(noted) == {first, second}
+    assert all("2 payments" in n and "EUR" in n for n in noted.values())
+    assert deps.uow.committed.events == {"WH-1": False}  # type: ignore[attr-defined]
+    assert _metric("hirepay_payment_dispute_money_unbooked_total", **why) == counted + 1
