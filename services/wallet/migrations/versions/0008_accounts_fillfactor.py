@@ -10,9 +10,9 @@ page is visited with no other pin on it. A group of 32 transfers (64 account row
 wrote 24 of its 64 row versions to another page, each with four index entries: 96 B-tree inserts
 of the group's 386, 21 WAL records per transfer, 57 buffer hits per transfer (PostgreSQL 15,
 pg_stat_statements, pg_waldump). With half of each page free, every one was HOT: 17 WAL records,
-1,827 WAL bytes (was 2,158) and 47 buffer hits per transfer. Fewer rows per page (about 27 instead of
-55) is a table twice the size, the accounts' being the ledger's smallest; entries, transfers and
-holds are append-mostly and keep the default.
+1,827 WAL bytes (was 2,158) and 47 buffer hits per transfer. Half as many rows per page is a
+table twice the size, the accounts' being the ledger's smallest; entries, transfers and holds are
+append-mostly and keep the default.
 
 The setting applies to pages filled from now on: rows of an existing database move to pages with
 room as they are updated, or at once by a table rewrite (VACUUM FULL accounts, off-peak).
