@@ -6,7 +6,9 @@ Every count is taken with the garbage collector held off (`collector_held_off`):
 started inside the window would run the finalizers (`__del__`, weakref callbacks) of garbage
 other tests left (sockets, transports, processes...), and the profiler would count their calls as
 the measured code's. `profiled()` (cProfile), `hooked()` (a profile function of one's own) and
-`entered()` (the functions entered, by folder and name) are the ways to count."""
+`entered()` (the functions entered, by folder and name) are the ways to count Python calls, and
+`greenlet_switches()` the way to count greenlet switches (a collected greenlet left suspended is
+thrown into and switched out of)."""
 
 from __future__ import annotations
 
@@ -19,6 +21,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
+
+import greenlet
 
 ProfileHook = Callable[[FrameType, str, Any], object]
 
@@ -130,6 +134,24 @@ def entered() -> Iterator[Counter[tuple[str, str]]]:
             yield seen
         finally:
             sys.setprofile(None)
+
+
+@contextmanager
+def greenlet_switches() -> Iterator[list[str]]:
+    """Every greenlet switch in this thread meanwhile, by event ("switch", "throw"), with the
+    garbage collector held off (SQLAlchemy's bridge switches into a new greenlet and back for
+    each sync call it runs: its Connection's statements, the pool's checkout and checkin)."""
+    seen: list[str] = []
+
+    def trace(event: str, args: Any) -> None:
+        seen.append(event)
+
+    with collector_held_off():
+        previous = greenlet.settrace(trace)
+        try:
+            yield seen
+        finally:
+            greenlet.settrace(previous)
 
 
 def of_package(seen: Counter[tuple[str, str]], folder: str) -> list[str]:

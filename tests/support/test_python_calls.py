@@ -12,19 +12,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import greenlet
 import pytest
 
-from tests.support.python_calls import calls_made, entered, hooked, profiled
+from tests.support.python_calls import calls_made, entered, greenlet_switches, hooked, profiled
 
 GARBAGE = 50
 ALLOCATED = 200
 
 
 class _Cyclic:
-    """Garbage only the collector frees (it refers to itself), whose finalizer makes calls."""
+    """Garbage only the collector frees (it refers to itself), whose finalizer makes calls, and
+    which holds a greenlet left suspended (collected: thrown into, and switched out of)."""
 
     def __init__(self) -> None:
         self.me = self
+        self.suspended = greenlet.greenlet(lambda: greenlet.getcurrent().parent.switch())
+        self.suspended.switch()
 
     def __del__(self) -> None:
         len(str(abs(-1)))
@@ -84,6 +88,12 @@ def test_entered_and_a_hook_see_no_finalizer() -> None:
     assert "__del__" not in called, called
 
 
+def test_greenlet_switches_see_none_of_a_collected_greenlet() -> None:
+    with _garbage_queued(), greenlet_switches() as switches:
+        _small()
+    assert switches == []
+
+
 def test_the_window_is_that_of_enable_and_disable() -> None:
     """No frame of the window's own is counted: only the code's and the profiler's disable()."""
     with profiled() as profile:
@@ -109,6 +119,10 @@ def test_the_collectors_state_is_restored_even_on_an_error(enabled: bool) -> Non
             1 / 0  # noqa: B018
         assert gc.isenabled() is enabled
         with pytest.raises(ZeroDivisionError), hooked(lambda *_: None):
+            assert not gc.isenabled()
+            1 / 0  # noqa: B018
+        assert gc.isenabled() is enabled
+        with pytest.raises(ZeroDivisionError), greenlet_switches():
             assert not gc.isenabled()
             1 / 0  # noqa: B018
         assert gc.isenabled() is enabled
