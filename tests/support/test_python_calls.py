@@ -8,8 +8,8 @@ from __future__ import annotations
 import gc
 import pstats
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import greenlet
@@ -106,23 +106,18 @@ def test_the_window_is_that_of_enable_and_disable() -> None:
 
 
 @pytest.mark.parametrize("enabled", [True, False])
-def test_the_collectors_state_is_restored_even_on_an_error(enabled: bool) -> None:
+@pytest.mark.parametrize(
+    "window",
+    [profiled, entered, lambda: hooked(lambda *_: None), greenlet_switches],
+    ids=["profiled", "entered", "hooked", "greenlet_switches"],
+)
+def test_the_collectors_state_is_restored_even_on_an_error(
+    enabled: bool, window: Callable[[], AbstractContextManager[object]]
+) -> None:
     was = gc.isenabled()
     (gc.enable if enabled else gc.disable)()
     try:
-        with pytest.raises(ZeroDivisionError), profiled():
-            assert not gc.isenabled()
-            1 / 0  # noqa: B018
-        assert gc.isenabled() is enabled
-        with pytest.raises(ZeroDivisionError), entered():
-            assert not gc.isenabled()
-            1 / 0  # noqa: B018
-        assert gc.isenabled() is enabled
-        with pytest.raises(ZeroDivisionError), hooked(lambda *_: None):
-            assert not gc.isenabled()
-            1 / 0  # noqa: B018
-        assert gc.isenabled() is enabled
-        with pytest.raises(ZeroDivisionError), greenlet_switches():
+        with pytest.raises(ZeroDivisionError), window():
             assert not gc.isenabled()
             1 / 0  # noqa: B018
         assert gc.isenabled() is enabled
