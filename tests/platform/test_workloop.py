@@ -5,36 +5,13 @@ virtual time: the intervals and pauses are the loop's decisions, whatever the ma
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
-from types import SimpleNamespace
 from typing import Any
 
 from hirepay_platform import workloop
-from tests.support.virtual_time import run_in_virtual_time
+from tests.support.virtual_time import in_virtual_time
 
-
-def _virtual(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
-    """`test` run on a virtual-time loop (tests/support/virtual_time.py), the worker loop's clock
-    (its time.monotonic) read from that loop's: the rounds and pauses are what the worker loop
-    decides, not how busy the machine is (on the real clock, a 50 ms stall of the process failed
-    5 of these tests)."""
-
-    def run() -> None:
-        saved = workloop.time, workloop._last_activity
-
-        async def scenario() -> None:
-            clock = asyncio.get_running_loop().time
-            workloop.time = SimpleNamespace(monotonic=clock)  # type: ignore[assignment]
-            workloop._last_activity = float("-inf")  # (no activity since this loop began)
-            await test()
-
-        try:
-            run_in_virtual_time(scenario())
-        finally:
-            workloop.time, workloop._last_activity = saved
-
-    run.__name__, run.__doc__ = test.__name__, test.__doc__
-    return run
+# (on the real clock, a thread holding the GIL in 50 ms slices failed 5 of these tests)
+_virtual = in_virtual_time(workloop)
 
 
 class Rounds:
