@@ -114,7 +114,8 @@ class _LazyBeginCursor(sa_asyncpg.AsyncAdapt_asyncpg_cursor):
 
 
 class _LazyBeginConnection(sa_asyncpg.AsyncAdapt_asyncpg_connection):
-    __slots__ = ()
+    # `_begun`: the connection's _Begun, made once when it opens (see _execute_hot).
+    __slots__ = ("_begun",)
     _cursor_cls = _LazyBeginCursor
 
 
@@ -125,7 +126,7 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
         creator_fn = kw.pop("async_creator_fn", self.asyncpg.connect)
         cache_size = kw.pop("prepared_statement_cache_size", 100)
         name_func = kw.pop("prepared_statement_name_func", None)
-        return await_(
+        adapted = await_(
             _LazyBeginConnection.create(
                 self,
                 creator_fn(*arg, **kw),  # type: ignore[operator]
@@ -133,6 +134,8 @@ class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
                 prepared_statement_name_func=name_func,
             )
         )
+        adapted._begun = _Begun(adapted._connection)
+        return adapted  # type: ignore[no-any-return]
 
 
 async def execute_alone(
@@ -556,19 +559,31 @@ def _raise_as_sqlalchemy(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def _execute_through_sqlalchemy(
+    session: CoreSession,
+    hot: HotStatement,
+    params: Mapping[str, Any],
+    names: tuple[str, ...],
+    plan: _HotPlan | None,
+) -> Result[Any]:
+    """A hot statement run SQLAlchemy's way; its first run (or its first on another engine)
+    makes its plan."""
+    connection = session._connection or await session.connection()
+    result = await connection.execute(hot.statement, params)
+    sync = connection.sync_connection
+    if plan is None or sync is None or plan.dialect is not sync.dialect:  # (another engine's)
+        hot._plans[names] = _HotPlan.make(hot.statement, result, names)  # type: ignore[arg-type]
+    return result
+
+
 async def _execute_hot(
     session: CoreSession, hot: HotStatement, params: Mapping[str, Any]
 ) -> Result[Any] | HotResult:
     names = tuple(params)
     plan = hot._plans.get(names)
     adapted = await session._hot_connection(plan) if plan is not None else None
-    if adapted is None:  # SQLAlchemy's way (its first run makes the plan)
-        connection = session._connection or await session.connection()
-        result = await connection.execute(hot.statement, params)
-        sync = connection.sync_connection
-        if plan is None or sync is None or plan.dialect is not sync.dialect:  # (another engine's)
-            hot._plans[names] = _HotPlan.make(hot.statement, result, names)  # type: ignore[arg-type]
-        return result
+    if adapted is None:
+        return await _execute_through_sqlalchemy(session, hot, params, names, plan)
     hot_plan: _HotPlan = plan  # type: ignore[assignment]  # (a plan: else no adapted)
     dialect: Any = hot_plan.dialect
     arguments: list[Any] | None = None
@@ -583,15 +598,57 @@ async def _execute_hot(
         mutex = adapted._execute_mutex
         await mutex.acquire()
         try:
-            if adapted._transaction is None and not (
+            connection = adapted._connection
+            begins = adapted._transaction is None and not (
                 hot_plan.plain and adapted.isolation_level in _READ_COMMITTED
-            ):
-                await adapted._start_transaction()  # nothing sent under autocommit
-            prepared, _ = await adapted._prepare(
-                hot_plan.sql, dialect._invalidate_schema_cache_asof
             )
-            records = await prepared.fetch(*arguments)
-            status = prepared.get_statusmsg()
+            if begins and _begins_plainly(adapted, connection):
+                await connection._protocol.query("BEGIN;", None)
+                adapted._transaction = adapted._begun
+            elif begins:
+                await adapted._start_transaction()  # nothing sent under autocommit
+            # The adapter's prepared statement, looked up in its cache as its _prepare() does
+            # (an LRU entry: statement, attributes, when prepared) when nothing is stale: seven
+            # Python calls fewer per statement (issue 13, round 16); else by _prepare() itself.
+            asof = dialect._invalidate_schema_cache_asof
+            cache = adapted._prepared_statement_cache
+            entry = cache._data.get(hot_plan.sql) if cache is not None else None
+            if (
+                entry is not None
+                and asof <= adapted._invalidate_schema_cache_asof
+                and entry[1][2] > asof
+            ):
+                prepared = entry[1][0]
+                cache._counter += 1  # (LRUCache's use mark, as its __getitem__ sets it)
+                entry[2][0] = cache._counter
+            else:
+                prepared, _ = await adapted._prepare(hot_plan.sql, asof)
+            state = prepared._state
+            protocol = connection._protocol
+            if (
+                state.closed
+                or connection._query_loggers
+                or connection._aborted  # (asyncpg's is_closed(), inline)
+                or not protocol.is_connected()
+            ):
+                # asyncpg's own way: its errors for a closed statement or connection, loggers.
+                records = await prepared.fetch(*arguments)
+                status = prepared.get_statusmsg()
+            else:
+                # What PreparedStatement.fetch() runs, without its layers (a guard, its
+                # validity checks and three coroutines, each entered and resumed: 18 Python
+                # calls per statement, issue 13, round 16).
+                try:
+                    records, raw, _ = await protocol.bind_execute(
+                        state, arguments, "", 0, True, None
+                    )
+                except asyncpg.exceptions.OutdatedSchemaCacheError:
+                    # As asyncpg does: its types reloaded, the statement prepared again next time.
+                    await connection.reload_schema_state()
+                    state.mark_closed()
+                    raise
+                prepared._last_status = raw
+                status = raw.decode() if raw is not None else None
         finally:
             mutex.release()
     except BaseException as error:
@@ -605,6 +662,58 @@ async def _execute_hot(
             [Row(metadata, processors, key_to_index, records[0])] if records else [], status
         )
     return HotResult([Row(metadata, processors, key_to_index, r) for r in records], status)
+
+
+def _begins_plainly(adapted: Any, connection: Any) -> bool:
+    """Whether a hot statement's BEGIN may go straight to asyncpg's protocol (see _Begun) on the
+    adapter `adapted` of asyncpg's `connection`: the adapter would send a plain "BEGIN;" too (no
+    isolation level, read-only or deferrable to spell out); no asyncpg transaction of its own is
+    on the connection, none is open on the server (asyncpg refuses to begin inside one: a
+    connection left in a transaction is never joined as if clean); the connection is open
+    (asyncpg's is_closed(), inline) and has no query loggers. Else the adapter's way, with its
+    checks and errors."""
+    protocol = connection._protocol
+    return (
+        type(adapted) is _LazyBeginConnection
+        and adapted.isolation_level is None
+        and not adapted.readonly
+        and not adapted.deferrable
+        and connection._top_xact is None
+        and not connection._query_loggers
+        and not connection._aborted
+        and protocol.is_connected()
+        and not protocol.is_in_transaction()
+    )
+
+
+class _Begun:
+    """A transaction a hot statement began by asyncpg's protocol ("BEGIN;", see _execute_hot), in
+    the adapter's `_transaction` as asyncpg's Transaction would be: its commit() and rollback()
+    send "COMMIT;" and "ROLLBACK;" the same way, whoever ends it (CoreSession's commit, rollback
+    or close; SQLAlchemy's Connection once it wraps the connection). asyncpg's Transaction costs
+    about 13 Python calls for each of its BEGIN and COMMIT (its object, a guard, validity and
+    state checks, three coroutines entered and resumed), issue 13, round 16. A closed connection
+    or one with query loggers goes asyncpg's Connection.execute() way, its errors as before.
+    Holds nothing but its connection: one per connection, made when it opens."""
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Any) -> None:
+        self._connection = connection
+
+    def commit(self) -> Awaitable[Any]:
+        connection = self._connection
+        protocol = connection._protocol
+        if connection._query_loggers or connection._aborted or not protocol.is_connected():
+            return connection.execute("COMMIT;")  # type: ignore[no-any-return]
+        return protocol.query("COMMIT;", None)  # type: ignore[no-any-return]
+
+    def rollback(self) -> Awaitable[Any]:
+        connection = self._connection
+        protocol = connection._protocol
+        if connection._query_loggers or connection._aborted or not protocol.is_connected():
+            return connection.execute("ROLLBACK;")  # type: ignore[no-any-return]
+        return protocol.query("ROLLBACK;", None)  # type: ignore[no-any-return]
 
 
 # The queues an AsyncAdaptedQueuePool keeps its idle connections in, and which end of each hands
@@ -806,7 +915,10 @@ class CoreSession:
         the pooled connection, as SQLAlchemy's Connection does (its dialect's do_commit or
         do_rollback, errors raised through its handling)."""
         try:
-            await adapted._call_and_discard(end)
+            try:
+                await end()
+            finally:  # ended either way, as the adapter's _call_and_discard() (two calls) does
+                adapted._transaction = None
         except BaseException as error:
             await self._raise_as_sqlalchemy(adapted, error, None, None)
 
@@ -870,23 +982,29 @@ class CoreSession:
         connection = self._connection or await self.connection()
         return await connection.scalars(statement, params, **kw)  # type: ignore[arg-type]
 
-    async def commit(self) -> None:
+    def commit(self) -> Awaitable[None]:
+        """Commit (awaited as an AsyncSession's commit is). What ends the transaction is handed
+        back to be awaited itself, not awaited in a coroutine of this method's: one Python frame
+        less to resume per unit of work (issue 13, round 16)."""
         if self._connection is not None:
-            await self._connection.commit()
-        elif self._pooled is not None:
+            return self._connection.commit()
+        if self._pooled is not None:
             self._began = False  # SQLAlchemy's Connection ends its transaction, failed or not
             adapted: Any = self._pooled.dbapi_connection
             if adapted._transaction is not None:  # (none if only plain reads ran, before BEGIN)
-                await self._end(adapted, adapted._transaction.commit)
+                return self._end(adapted, adapted._transaction.commit)
+        return _DONE
 
-    async def rollback(self) -> None:
+    def rollback(self) -> Awaitable[None]:
+        """Roll back (awaited as an AsyncSession's rollback is; see commit)."""
         if self._connection is not None:
-            await self._connection.rollback()
-        elif self._pooled is not None:
+            return self._connection.rollback()
+        if self._pooled is not None:
             self._began = False
             adapted: Any = self._pooled.dbapi_connection
             if adapted._transaction is not None:
-                await self._end(adapted, adapted._transaction.rollback)
+                return self._end(adapted, adapted._transaction.rollback)
+        return _DONE
 
     async def close(self) -> None:
         """Roll back what was not committed and give the connection back to the pool."""
@@ -906,6 +1024,18 @@ class CoreSession:
                 await greenlet_spawn(pooled.close)
             elif connection is not None:
                 await connection.close()
+
+
+class _Done:
+    """Awaited, done at once with None, entering no Python frame (its __await__ a builtin: an
+    empty tuple's iterator): CoreSession's commit or rollback with no transaction to end, where a
+    coroutine of its own would cost a Python call per unit of work (issue 13, round 16)."""
+
+    __slots__ = ()
+    __await__ = ().__iter__
+
+
+_DONE: Awaitable[None] = _Done()  # type: ignore[assignment]
 
 
 class SqlAlchemyUnitOfWork:
