@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, Self, TypeVar
@@ -24,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.pool import AsyncAdaptedQueuePool, PoolProxiedConnection
+from sqlalchemy.pool.base import _NOOP_WEAKREF_CALLBACK, _ConnectionFairy
 from sqlalchemy.util.concurrency import await_, greenlet_spawn
 
 from hirepay_platform import jsonb, tracing
@@ -722,8 +725,8 @@ _NEXT_OUT = {asyncio.LifoQueue: -1, asyncio.Queue: 0}
 
 
 def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
-    """The pool's next connection, checked out by the pool's own code (`Pool.connect()`) in the
-    caller's context, when that checkout provably does nothing to await: an idle connection is
+    """The pool's next connection, checked out as the pool's own code (`Pool.connect()`) does it,
+    in the caller's context, when that checkout provably does nothing to await: an idle connection is
     waiting in the queue and is usable as it is (not invalidated, by itself or with the whole
     pool, nor closed), no recycle age, no pre-ping, no checkout listener. Else None: the caller
     goes SQLAlchemy's way (`AsyncEngine.raw_connection()`, the pool's code in a new greenlet that
@@ -733,10 +736,21 @@ def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
     (`QueuePool._do_get`, `_ConnectionRecord.get_connection`, `_ConnectionFairy._checkout`), on
     the very connection it will hand out; nothing else runs between the check and the checkout.
     A greenlet made per checkout and per checkin (a 16 KiB stack mapped and unmapped on Python
-    3.11, two switches) was the rest of SQLAlchemy's cost per unit of work (issue 13)."""
+    3.11, two switches) was the rest of SQLAlchemy's cost per unit of work (issue 13).
+
+    Whether a pool event has a listener is read as the event's bool() reads it (listeners on
+    this pool, or on the pool's class: both kinds of SQLAlchemy's per-pool event collection,
+    _EmptyListener and _ListenerCollection, have both attributes), in no call: the events'
+    __bool__ cost three Python calls per unit of work (round 16)."""
     if type(engine_pool) is not AsyncAdaptedQueuePool:
         return None
-    if engine_pool._pre_ping or engine_pool.dispatch.checkout or engine_pool._recycle > -1:
+    checkout = engine_pool.dispatch.checkout
+    if (
+        engine_pool._pre_ping
+        or checkout.listeners  # (the event's bool(), inline: see the docstring)
+        or checkout.parent_listeners
+        or engine_pool._recycle > -1
+    ):
         return None
     idle = engine_pool._pool._queue  # type: ignore[attr-defined]
     end = _NEXT_OUT.get(type(idle))
@@ -752,15 +766,27 @@ def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
         or record._soft_invalidate_time > started
     ):
         return None
-    return engine_pool.connect()
+    if engine_pool.logger.isEnabledFor(logging.DEBUG):  # (the pool's _should_log_debug())
+        return engine_pool.connect()  # the pool logs its checkouts: its own way
+    # The pool's checkout, as _ConnectionRecord.checkout and _ConnectionFairy._checkout run it
+    # when they have nothing to wait for, check, tell or log (all checked above): the record
+    # taken from the queue, a fairy for it (whose finalizer gives the record back should the
+    # fairy be lost), the record pointed at the fairy, checked out once. SQLAlchemy's layers
+    # around it cost 11 Python calls per unit of work (issue 13, round 16).
+    record = idle.get_nowait()  # (the record checked above: nothing ran since)
+    fairy = _ConnectionFairy(engine_pool, record.dbapi_connection, record, False)
+    record.fairy_ref = weakref.ref(fairy, _NOOP_WEAKREF_CALLBACK)
+    fairy._counter = 1
+    return fairy
 
 
 def _checkin_now(pooled: PoolProxiedConnection) -> bool:
-    """Give `pooled` back by the pool's own checkin (`_close_special()`, as `close()` without the
-    rollback-on-return) in the caller's context when that checkin provably does nothing to await:
-    no transaction left for the pool's reset to roll back, room in the pool's queue (a surplus connection would be closed), no reset or checkin
-    listener and nothing registered to run at checkin. Else False, nothing done: the caller
-    gives it back in SQLAlchemy's greenlet (see _checkout_now)."""
+    """Give `pooled` back as the pool's own checkin does (`_close_special()`, as `close()`
+    without the rollback-on-return) in the caller's context when that checkin provably does
+    nothing to await: no transaction left for the pool's reset to roll back, room in the pool's
+    queue (a surplus connection would be closed), no reset or checkin listener and nothing
+    registered to run at checkin. Else False, nothing done: the caller gives it back in
+    SQLAlchemy's greenlet (see _checkout_now)."""
     fairy: Any = pooled
     record = fairy._connection_record
     engine_pool = fairy._pool
@@ -772,18 +798,29 @@ def _checkin_now(pooled: PoolProxiedConnection) -> bool:
         or adapted._transaction is not None  # (the reset's ROLLBACK)
         or type(engine_pool) is not AsyncAdaptedQueuePool
         or record.finalize_callback
-        or engine_pool.dispatch.reset
-        or engine_pool.dispatch.checkin
+        or (dispatch := engine_pool.dispatch).reset.listeners  # (see _checkout_now)
+        or dispatch.reset.parent_listeners
+        or dispatch.checkin.listeners
+        or dispatch.checkin.parent_listeners
     ):
         return False
     idle = engine_pool._pool._queue
     if 0 < idle._maxsize <= len(idle._queue):  # (full: asyncio's full(), in no call)
         return False
+    if fairy._echo:  # the pool logs its checkins: its own way
+        fairy._close_special(transaction_reset=True)
+        return True
     # The pool's checkin as SQLAlchemy's Connection.close() runs it for a connection whose
-    # transaction it ended itself: no rollback-on-return, which here provably has nothing to roll
-    # back (no transaction, checked above) and cost a dialect do_rollback, the fairy's attribute
-    # look-up and the adapter's no-op rollback per unit of work (issue 13).
-    fairy._close_special(transaction_reset=True)
+    # transaction it ended itself (_close_special, _finalize_fairy): no rollback-on-return, which
+    # here provably has nothing to roll back (no transaction, checked above) and cost a dialect
+    # do_rollback, the fairy's attribute look-up and the adapter's no-op rollback per unit of
+    # work (issue 13); no listener to tell, nothing to log: the record given back to the queue
+    # (room checked above) and no longer pointed at the fairy, whose finalizer is cancelled.
+    # SQLAlchemy's layers around it cost 12 Python calls per unit of work (round 16).
+    fairy._counter = 0
+    record.fairy_ref = None
+    idle.put_nowait(record)
+    fairy._finalizer.detach()
     return True
 
 
@@ -1104,7 +1141,12 @@ class SqlAlchemyUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         if exc is None:  # (the usual way out: nothing to map, ~8 Python calls fewer)
-            await self._release()
+            session = self.session  # (_release inline: one coroutine's call fewer, round 16)
+            try:
+                if not self._committed:
+                    await session.rollback()
+            finally:
+                await session.close()
             return
         down = database_down(exc)
         # When the server is gone the rollback fails too; the original error is what matters.
