@@ -697,26 +697,24 @@ class _Begun:
     about 13 Python calls for each of its BEGIN and COMMIT (its object, a guard, validity and
     state checks, three coroutines entered and resumed), issue 13, round 16. A closed connection
     or one with query loggers goes asyncpg's Connection.execute() way, its errors as before.
-    Holds nothing but its connection: one per connection, made when it opens."""
+    Holds nothing but what it sends: one per connection, made when it opens."""
 
-    __slots__ = ("_connection",)
+    __slots__ = ("commit", "rollback")
 
     def __init__(self, connection: Any) -> None:
-        self._connection = connection
+        # (partials: called, they enter no Python frame of their own before _send's)
+        self.commit = functools.partial(_send, connection, "COMMIT;")
+        self.rollback = functools.partial(_send, connection, "ROLLBACK;")
 
-    def commit(self) -> Awaitable[Any]:
-        connection = self._connection
-        protocol = connection._protocol
-        if connection._query_loggers or connection._aborted or not protocol.is_connected():
-            return connection.execute("COMMIT;")  # type: ignore[no-any-return]
-        return protocol.query("COMMIT;", None)  # type: ignore[no-any-return]
 
-    def rollback(self) -> Awaitable[Any]:
-        connection = self._connection
-        protocol = connection._protocol
-        if connection._query_loggers or connection._aborted or not protocol.is_connected():
-            return connection.execute("ROLLBACK;")  # type: ignore[no-any-return]
-        return protocol.query("ROLLBACK;", None)  # type: ignore[no-any-return]
+def _send(connection: Any, sql: str) -> Awaitable[Any]:
+    """`sql` (a COMMIT or ROLLBACK of _Begun) sent on asyncpg's `connection` by its protocol, as
+    its execute() does with no arguments; by execute() itself when the connection is closed
+    (asyncpg's is_closed(), inline: its own error) or has query loggers."""
+    protocol = connection._protocol
+    if connection._query_loggers or connection._aborted or not protocol.is_connected():
+        return connection.execute(sql)  # type: ignore[no-any-return]
+    return protocol.query(sql, None)  # type: ignore[no-any-return]
 
 
 # The queues an AsyncAdaptedQueuePool keeps its idle connections in, and which end of each hands
