@@ -16,12 +16,15 @@ def asyncpg_abstract_checks(profile: cProfile.Profile) -> int:
         for (_, _, name), stats in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
         if name == "__instancecheck__"
         for (caller, _, caller_name), (n, *_) in stats[4].items()
-        if _driver(caller.replace("\\", "/"), caller_name)
+        if runs_the_driver(caller, caller_name)
     )
 
 
-def _driver(file: str, function: str) -> bool:
-    """Whether Python code in `file`, function `function`, runs asyncpg's execution."""
+def runs_the_driver(file: str, function: str) -> bool:
+    """Whether Python code in `file`, function `function`, runs asyncpg's execution: asyncpg's
+    own, or the platform's hot statement run (db._execute_hot), which calls asyncpg's protocol
+    itself (round 16). The Python caller of what asyncpg's Cython code asks."""
+    file = file.replace("\\", "/")
     if "asyncpg" in file.split("/"):
         return True
     return file.endswith("hirepay_platform/db.py") and function == "_execute_hot"
