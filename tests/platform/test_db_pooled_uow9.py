@@ -7,7 +7,6 @@ OPS-2), and SQLAlchemy's way as soon as anything needs it."""
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import pstats
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +32,7 @@ from tests.platform.counters import PID, CoreUnitOfWork, counters, start_databas
 from tests.support.pg_proxy import PostgresProxy
 from tests.support.pg_round_trips import RoundTrips
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import profiled
 
 metadata = MetaData()
 items, _PUT, _BUMP = counters(metadata, "pooled_items")
@@ -116,13 +116,11 @@ def test_a_pooled_unit_of_work_costs_no_sqlalchemy_connection_machinery(db_url: 
         db = await _database(db_url)
         key = f"c-{uuid.uuid4()}"
         await _warm(db, key)
-        profile = cProfile.Profile()
-        profile.enable()
-        async with db.uow() as uow:
-            await uow.session.execute(_GET, {"id": key})
-            await uow.session.execute(_BUMP, {"key": key})
-            await uow.commit()
-        profile.disable()
+        with profiled() as profile:
+            async with db.uow() as uow:
+                await uow.session.execute(_GET, {"id": key})
+                await uow.session.execute(_BUMP, {"key": key})
+                await uow.commit()
         await db.stop()
         return pstats.Stats(profile)
 

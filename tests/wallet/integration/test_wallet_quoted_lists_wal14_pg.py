@@ -9,7 +9,6 @@ ones, and a changed repeat is still refused on its stored fingerprint (ESC-1, ES
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from hirepay_platform.sql_lists import quoted, quoted_list
 from hirepay_platform.tcc import TccBranch
 from tests.support.asyncpg_checks import runs_the_driver
+from tests.support.python_calls import hooked
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
 from wallet.service_layer.batcher import _transfers
@@ -63,11 +63,8 @@ async def _driver_questions(call: Awaitable[T]) -> tuple[T, list[str]]:
         elif name == "_jsonb_encoder":
             asked.append("jsonb encoder")
 
-    sys.setprofile(profile)
-    try:
+    with hooked(profile):
         result = await call
-    finally:
-        sys.setprofile(None)
     return result, asked
 
 

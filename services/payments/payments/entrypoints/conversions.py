@@ -114,7 +114,7 @@ _DISPUTE_STATUS_OUT = {
 
 def dispute_msg(d: Dispute) -> pb.PaymentDispute:
     message = pb.PaymentDispute(
-        dispute_id=d.id,
+        dispute_id=d.provider_dispute_id,
         amount=common_pb2.Money(amount_minor=d.amount_minor, currency=d.currency),
         status=_DISPUTE_STATUS_OUT[d.status],
         reason=d.reason,
