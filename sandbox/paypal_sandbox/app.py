@@ -40,6 +40,9 @@ class OpenDispute(AdminBody):
     fee_minor: int = Field(default=0, ge=0)  # a chargeback fee PayPal debits the seller
     # More captures the same dispute is about (PayPal's several disputed transactions).
     also_captures: list[str] = Field(default_factory=list, max_length=10)
+    # Each disputed capture's item's disputed amount (the capture, then `also_captures`):
+    # PayPal's `disputed_transactions[].items[].dispute_amount`, the dispute's amount their sum.
+    items_minor: list[int] | None = Field(default=None, max_length=11)
 
 
 class UpdateDispute(AdminBody):
@@ -144,6 +147,7 @@ async def open_dispute(request: Request) -> JSONResponse:
             body.stage,
             body.fee_minor,
             body.also_captures,
+            body.items_minor,
         ),
     )
 

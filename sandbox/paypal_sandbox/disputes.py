@@ -36,9 +36,12 @@ def open_dispute(
     stage: str,
     fee_minor: int,
     also_captures: list[str] | None = None,
+    items_minor: list[int] | None = None,
 ) -> PayPalObject:
     """The buyer disputes a completed capture (all of it unless `amount_minor`), with
-    `also_captures` several (all of them: one disputed amount, one transaction each)."""
+    `also_captures` several (all of them: one disputed amount, one transaction each); with
+    `items_minor`, each transaction names its item's disputed amount (at most its capture), the
+    dispute's amount their sum."""
     captures = [st.get("capture", c, "capture_id") for c in [capture_id, *(also_captures or [])]]
     capture = captures[0]
     for each in captures:
@@ -50,6 +53,13 @@ def open_dispute(
     currency = str(capture["amount"]["currency_code"])
     captured = sum(money.parse_amount(c["amount"], "/amount")[0] for c in captures)
     minor = captured if amount_minor is None else amount_minor
+    if items_minor is not None:
+        grosses = [money.parse_amount(c["amount"], "/amount")[0] for c in captures]
+        if len(items_minor) != len(captures) or any(map(int.__gt__, items_minor, grosses)):
+            raise unprocessable("INVALID_DISPUTE_AMOUNT", "An item's amount is not its capture's.")
+        if amount_minor is not None and amount_minor != sum(items_minor):
+            raise unprocessable("INVALID_DISPUTE_AMOUNT", "The items do not sum to the amount.")
+        minor = sum(items_minor)
     if minor > captured:
         raise unprocessable("INVALID_DISPUTE_AMOUNT", "More than the capture.")
     now = st.kit.clock.iso()
@@ -70,8 +80,21 @@ def open_dispute(
                 "gross_amount": each["amount"],
                 "custom": each.get("custom_id"),
                 "seller": {"merchant_id": st.config.client_id[:13].upper()},
+                **(
+                    {
+                        "items": [
+                            {
+                                "item_id": "1",
+                                "item_quantity": "1",
+                                "dispute_amount": money.amount(items_minor[n], currency),
+                            }
+                        ]
+                    }
+                    if items_minor is not None
+                    else {}
+                ),
             }
-            for each in captures
+            for n, each in enumerate(captures)
         ],
         "reason": reason,
         "status": "WAITING_FOR_SELLER_RESPONSE",

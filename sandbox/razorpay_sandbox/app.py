@@ -40,10 +40,16 @@ class OpenDispute(AdminBody):
     # Razorpay's deduct at onset (DAO): the disputed amount is taken from the balance when the
     # dispute opens, given back if it is won.
     deduct_at_onset: bool = False
+    # The dispute's fee (smallest unit), deducted with the disputed amount (at onset with DAO,
+    # else when lost) and kept whatever the outcome.
+    fee: int = Field(default=0, ge=0)
 
 
 class StepDispute(AdminBody):
     to: Literal["under_review", "action_required", "won", "lost", "closed"]
+    # Won or closed after a deduction: what the credit adjustment gives back (smallest unit;
+    # None: the disputed amount deducted, the fee kept), less for a partial reversal.
+    reversed_amount: int | None = Field(default=None, gt=0)
 
 
 async def decide_payment(request: Request) -> JSONResponse:
@@ -105,7 +111,13 @@ async def open_dispute(request: Request) -> JSONResponse:
         OpenDispute,
         "payment",
         lambda st, payment_id, body: disputes.open_dispute(
-            st, payment_id, body.amount, body.reason_code, body.phase, body.deduct_at_onset
+            st,
+            payment_id,
+            body.amount,
+            body.reason_code,
+            body.phase,
+            body.deduct_at_onset,
+            body.fee,
         ),
     )
 
@@ -117,7 +129,7 @@ async def step_dispute(request: Request) -> JSONResponse:
         request,
         StepDispute,
         "dispute",
-        lambda st, dispute_id, body: disputes.step(st, dispute_id, body.to),
+        lambda st, dispute_id, body: disputes.step(st, dispute_id, body.to, body.reversed_amount),
     )
 
 

@@ -8,7 +8,13 @@ lost, or, with deduct at onset (`deduct_at_onset`, Razorpay's DAO: the amount ta
 dispute is raised, before it is decided), when it opens. A dispute deducted at onset and then
 won (or closed) is given its deduction back by a credit adjustment, shown as `amount_reversed`
 (`amount_deducted` stays what was taken, as Razorpay's own dispute API shows it); one lost keeps
-its deduction and takes nothing more."""
+its deduction and takes nothing more.
+
+Razorpay deducts "the disputed amount, along with any applicable fees" (its Chargeback Fees &
+Penalties page, Deduct at Onset): a dispute opened with a `fee` deducts it with the amount (at
+onset, or when lost), so `amount_deducted` is the amount plus the fee; the fee is kept whatever
+the outcome. A reversal gives back the disputed amount deducted unless told less
+(`reversed_amount`: a partial reversal, the merchant's contest of part of the amount)."""
 
 from __future__ import annotations
 
@@ -35,9 +41,10 @@ def open_dispute(
     reason_code: str,
     phase: str,
     deduct_at_onset: bool = False,
+    fee: int = 0,
 ) -> Entity:
     """The customer's bank disputes a captured payment (all of it unless `amount`); with
-    `deduct_at_onset` the disputed amount is deducted from the balance at once."""
+    `deduct_at_onset` the disputed amount (and `fee`) is deducted from the balance at once."""
     payment = st.get("payment", payment_id)
     if not payment["captured"]:
         raise refused("Only captured payments can be disputed")
@@ -51,7 +58,7 @@ def open_dispute(
         "payment_id": payment_id,
         "amount": minor,
         "currency": payment["currency"],
-        "amount_deducted": minor if deduct_at_onset else 0,
+        "amount_deducted": minor + fee if deduct_at_onset else 0,
         "amount_reversed": 0,
         "deduct_at_onset": deduct_at_onset,
         "reason_code": reason_code,
@@ -64,23 +71,31 @@ def open_dispute(
         "evidence": {"amount": minor, "summary": None, "submitted_at": None},
     }
     st.add("dispute", dispute)
+    st.facts(dispute["id"])["fee"] = fee  # not a field of Razorpay's dispute entity
     payment["dispute"] = True
     st.emit("payment.dispute.created", payment=payment, dispute=dispute)
     return dispute
 
 
-def step(st: RazorpayState, dispute_id: str, to: str) -> Entity:
-    """The dispute moves on (`STEPS`): lost, its amount is deducted unless it was at onset;
-    won or closed after a deduction at onset, the deduction is reversed."""
+def step(st: RazorpayState, dispute_id: str, to: str, reversed_amount: int | None = None) -> Entity:
+    """The dispute moves on (`STEPS`): lost, its amount (and fee) is deducted unless it was at
+    onset; won or closed after a deduction at onset, the deduction is reversed (the disputed
+    amount, or `reversed_amount` of it: a partial reversal; the fee kept)."""
     dispute = st.get("dispute", dispute_id)
     if dispute["status"] in FINAL:
         raise refused(f"The dispute is already {dispute['status']}")
     status, event = STEPS[to]
+    if reversed_amount is not None and (
+        status not in GIVEN_BACK
+        or reversed_amount > min(dispute["amount_deducted"], dispute["amount"])
+    ):
+        raise refused("The reversal is more than the disputed amount deducted", "reversed_amount")
     dispute["status"] = status
     if status == "lost" and not dispute["amount_deducted"]:
-        dispute["amount_deducted"] = dispute["amount"]
+        dispute["amount_deducted"] = dispute["amount"] + st.facts(dispute_id).get("fee", 0)
     elif status in GIVEN_BACK:
-        dispute["amount_reversed"] = dispute["amount_deducted"]
+        taken = min(dispute["amount_deducted"], dispute["amount"])
+        dispute["amount_reversed"] = taken if reversed_amount is None else reversed_amount
     payment = st.get("payment", dispute["payment_id"])
     st.emit(event, payment=payment, dispute=dispute)
     return dispute

@@ -9,7 +9,6 @@ value, a Python call or two each). Columns of other types (a timestamp) still go
 
 from __future__ import annotations
 
-import cProfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from hirepay_platform import write_batch
 from hirepay_platform.db import Database, execute_alone
 from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import profiled
 from tests.support.write_batch_units import UNITS, started
 
 META = MetaData()
@@ -270,9 +270,7 @@ async def test_many_rows_send_no_array_for_asyncpg_to_check(db) -> None:
             await uow.commit()
 
     await flush()  # the statement compiled and prepared
-    profile = cProfile.Profile()
-    profile.enable()
-    await flush()
-    profile.disable()
+    with profiled() as profile:
+        await flush()
     assert asyncpg_abstract_checks(profile) == 0
     assert len(await _lines(db, key)) == 2 * _MANY

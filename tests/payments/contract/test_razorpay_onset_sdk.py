@@ -69,7 +69,9 @@ async def test_a_dispute_deducted_at_onset_and_won_reads_as_the_deduction_and_it
     run: Running, receiver: Receiver
 ) -> None:
     dispute_id, amount = await _disputed_at_onset(run)
-    deducted = DisputeMoney(f"{dispute_id}:deducted", -amount, 0, HARNESS.currency)
+    deducted = DisputeMoney(
+        f"{dispute_id}:deducted", -amount, 0, HARNESS.currency, running=True, growing=True
+    )
     await _event(run, receiver, dispute_id, "payment.dispute.created")
     opened = await run.provider.retrieve_dispute(dispute_id)
     assert (opened.status, opened.amount_minor, opened.money) == (
@@ -83,7 +85,9 @@ async def test_a_dispute_deducted_at_onset_and_won_reads_as_the_deduction_and_it
     _step(run, dispute_id, "won")
     await _event(run, receiver, dispute_id, "payment.dispute.won")
     won = await run.provider.retrieve_dispute(dispute_id)
-    reversed_ = DisputeMoney(f"{dispute_id}:reversed", amount, 0, HARNESS.currency)
+    reversed_ = DisputeMoney(
+        f"{dispute_id}:reversed", amount, 0, HARNESS.currency, running=True, growing=True
+    )
     assert (won.status, won.money) == (DisputeStatus.WON, (deducted, reversed_))
 
 
@@ -91,7 +95,9 @@ async def test_a_dispute_deducted_at_onset_and_lost_reads_as_the_one_deduction(
     run: Running, receiver: Receiver
 ) -> None:
     dispute_id, amount = await _disputed_at_onset(run)
-    deducted = DisputeMoney(f"{dispute_id}:deducted", -amount, 0, HARNESS.currency)
+    deducted = DisputeMoney(
+        f"{dispute_id}:deducted", -amount, 0, HARNESS.currency, running=True, growing=True
+    )
     assert (await run.provider.retrieve_dispute(dispute_id)).money == (deducted,)
     _step(run, dispute_id, "lost")
     await _event(run, receiver, dispute_id, "payment.dispute.lost")

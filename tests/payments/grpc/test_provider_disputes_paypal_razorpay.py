@@ -4,7 +4,8 @@ wallet and both offline sandboxes (their admin routes open and decide the disput
 real signed `CUSTOMER.DISPUTE.*` / `payment.dispute.*` webhooks): each delivery ten times at
 once records the dispute once and books each of its money movements once; a posting fee's
 dispute lost in full tells jobs (`payment.charged_back`), a won one gives the money back and
-tells nothing; balances asserted to the cent and the ledger auditor clean."""
+tells nothing; a PayPal dispute of two payments books each its exact share (pro rata, or by the
+items PayPal names). Balances asserted to the cent and the ledger auditor clean."""
 
 from __future__ import annotations
 
@@ -297,12 +298,96 @@ async def test_a_paypal_fee_changed_and_a_refund_in_another_currency_are_booked_
     await wait_for(clean, timeout=20)
 
 
-async def test_a_paypal_dispute_of_two_payments_books_nothing_on_either(
+async def test_a_paypal_dispute_of_two_payments_books_each_its_exact_share_once(
     provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
 ) -> None:
-    """One PayPal dispute of the captures of two orders (two of Hirepay's payments): PayPal
-    gives one amount for both, so neither payment's share is known: nothing is recorded or
-    booked on either (stored, unapplied, once)."""
+    """One PayPal dispute of the captures of two orders (two of Hirepay's payments), of all but
+    one cent of them: each payment is recorded and booked its share, pro rata to the captures'
+    gross amounts by largest remainder (149.00 and 148.99; the 20.01 fee 10.01 and 10.00), once
+    whatever the deliveries (each ten times at once); resolved for the buyer with 100.00
+    refunded, the 197.99 released is split by the shares (99.00 and 98.99). Balances to the
+    cent, the auditor clean."""
+    currency, fee = FEES["paypal"]
+    clearing, fees = "provider:paypal", "provider:paypal:fees"
+    ledger = Ledger(provider_stack, clearing, "platform", fees)
+    first = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    second = await _captured_fee(provider_stack, jobs_stub, "paypal")
+    await ledger.settles_at(
+        {
+            clearing: {("PROVIDER_CLEARING", currency): -2 * fee},
+            "platform": {("PLATFORM_REVENUE", currency): 2 * fee},
+        }
+    )
+    disputed, dispute_fee = 2 * fee - 1, 2_001
+    dispute_id = str(
+        _paypal_admin(
+            provider_stack,
+            f"/captures/{_capture_of(provider_stack, first)}/dispute",
+            {
+                "amount_minor": disputed,
+                "fee_minor": dispute_fee,
+                "also_captures": [_capture_of(provider_stack, second)],
+            },
+        )["dispute_id"]
+    )
+    opened = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.CREATED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", opened, 10)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert sum(r.applied for r in replies) == 1
+    assert await _disputes(jobs_stub, first.payment_id) == [
+        (dispute_id, Status.NEEDS_RESPONSE, fee, fee, 0)
+    ]
+    assert await _disputes(jobs_stub, second.payment_id) == [
+        (dispute_id, Status.NEEDS_RESPONSE, fee - 1, fee - 1, 0)
+    ]
+    await ledger.settles_at(
+        {
+            clearing: {("PROVIDER_CLEARING", currency): -1 + dispute_fee},
+            "platform": {("PLATFORM_REVENUE", currency): 1},
+            fees: {("PROVIDER_CLEARING", currency): -dispute_fee},
+        }
+    )
+
+    _paypal_admin(
+        provider_stack,
+        f"/disputes/{dispute_id}/resolve",
+        {"outcome": "RESOLVED_BUYER_FAVOUR", "amount_refunded_minor": 10_000},
+    )
+    resolved = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.RESOLVED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", resolved + opened, 10)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert await _disputes(jobs_stub, first.payment_id) == [
+        (dispute_id, Status.LOST, fee, fee, 9_900)
+    ]
+    assert await _disputes(jobs_stub, second.payment_id) == [
+        (dispute_id, Status.LOST, fee - 1, fee - 1, 9_899)
+    ]
+    released = disputed - 10_000
+    await ledger.settles_at(
+        {
+            clearing: {("PROVIDER_CLEARING", currency): -1 - released + dispute_fee},
+            "platform": {("PLATFORM_REVENUE", currency): 1 + released},
+            fees: {("PROVIDER_CLEARING", currency): -dispute_fee},
+        }
+    )
+    # Lost in part for each payment: no posting is ended by it.
+    for payment in (first, second):
+        assert "payment.charged_back" not in await _settlement_types(
+            provider_stack, payment.payment_id
+        )
+
+    async def clean() -> bool:
+        return await _findings(jobs_stub) == {}
+
+    await wait_for(clean, timeout=20)
+
+
+async def test_a_paypal_dispute_of_two_payments_naming_its_items_is_split_as_paypal_says(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
+) -> None:
+    """The disputed transactions name their items' disputed amounts (30.00 of the first, 100.00
+    of the second): each payment's share is its items' (not pro rata, which would be 65.00
+    each); won, each share is released whole. Every delivery five times at once."""
     currency, fee = FEES["paypal"]
     clearing, fees = "provider:paypal", "provider:paypal:fees"
     ledger = Ledger(provider_stack, clearing, "platform", fees)
@@ -317,13 +402,37 @@ async def test_a_paypal_dispute_of_two_payments_books_nothing_on_either(
         _paypal_admin(
             provider_stack,
             f"/captures/{_capture_of(provider_stack, first)}/dispute",
-            {"fee_minor": PAYPAL_FEE, "also_captures": [_capture_of(provider_stack, second)]},
+            {
+                "items_minor": [3_000, 10_000],
+                "also_captures": [_capture_of(provider_stack, second)],
+            },
         )["dispute_id"]
     )
     opened = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.CREATED", 1)
     replies = await _deliver_at_once(jobs_stub, "paypal", opened, 5)
     assert sum(not r.duplicate for r in replies) == 1
-    assert not any(r.applied for r in replies)
-    assert await _disputes(jobs_stub, first.payment_id) == []
-    assert await _disputes(jobs_stub, second.payment_id) == []
-    await ledger.settles_at(paid)  # neither payment's money moved by the other's dispute
+    assert await _disputes(jobs_stub, first.payment_id) == [
+        (dispute_id, Status.NEEDS_RESPONSE, 3_000, 3_000, 0)
+    ]
+    assert await _disputes(jobs_stub, second.payment_id) == [
+        (dispute_id, Status.NEEDS_RESPONSE, 10_000, 10_000, 0)
+    ]
+    await ledger.settles_at(
+        {
+            clearing: {("PROVIDER_CLEARING", currency): -2 * fee + 13_000},
+            "platform": {("PLATFORM_REVENUE", currency): 2 * fee - 13_000},
+        }
+    )
+    _decide(provider_stack, "paypal", dispute_id, "won")
+    resolved = await _nth_delivery(provider_stack, dispute_id, "CUSTOMER.DISPUTE.RESOLVED", 1)
+    replies = await _deliver_at_once(jobs_stub, "paypal", resolved, 5)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert await _disputes(jobs_stub, second.payment_id) == [
+        (dispute_id, Status.WON, 10_000, 10_000, 10_000)
+    ]
+    await ledger.settles_at(paid)
+
+    async def clean() -> bool:
+        return await _findings(jobs_stub) == {}
+
+    await wait_for(clean, timeout=20)

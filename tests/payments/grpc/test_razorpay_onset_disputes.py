@@ -64,6 +64,11 @@ def _step(stack: ProviderStack, dispute_id: str, to: str) -> None:
     assert answer.status_code == 200, answer.text
 
 
+def _admin(stack: ProviderStack, path: str, body: dict[str, object]) -> httpx.Response:
+    """A Razorpay sandbox admin route's answer."""
+    return httpx.post(f"{stack.urls['razorpay']}/_sandbox{path}", json=body)
+
+
 async def _column(stack: ProviderStack, sql: str, arg: str) -> list[str]:
     """The first column of a query of the payments database."""
     conn = await asyncpg.connect(libpq_url(stack.payments_db))
@@ -259,4 +264,81 @@ async def test_a_plan_purchase_deducted_at_onset_keeps_its_credits_if_won_and_is
     assert await _booked_by_audit(provider_stack, dispute_id) == (
         moved if outcome == "won" else moved[:1]
     )
+    await _clean(jobs_stub)
+
+
+async def test_a_fee_deducted_at_onset_and_a_partial_reversal_are_booked_exactly_once(
+    provider_stack: ProviderStack, jobs_stub: pb_grpc.PaymentsServiceStub
+) -> None:
+    """Razorpay deducts the disputed amount with its fee at onset (`amount_deducted` is both)
+    in a pre-arbitration; won in part, it reverses 300.00 of the 500.00: the fee is booked into
+    the fees account (never taken from the customer's payment), the partial reversal back to
+    revenue, each once whatever the deliveries (ten at once, the decision first, the opening
+    again after it); the network's escalation fee Razorpay does not show is named and counted
+    once. Balances to the paisa, the auditor clean."""
+    currency, fee = FEES["razorpay"]
+    ledger = Ledger(provider_stack, CLEARING, "platform", FEES_ACCOUNT)
+    payment = await _captured_fee(provider_stack, jobs_stub, "razorpay")
+    pid = payment.payment_id
+    await ledger.settles_at(
+        {
+            CLEARING: {("PROVIDER_CLEARING", currency): -fee},
+            "platform": {("PLATFORM_REVENUE", currency): fee},
+        }
+    )
+    counters = _metrics(provider_stack)
+    dispute_fee, back = 1_180, 30_000
+    answer = _admin(
+        provider_stack,
+        f"/payments/{payment.provider_payment_id}/dispute",
+        {"deduct_at_onset": True, "fee": dispute_fee, "phase": "pre_arbitration"},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["amount_deducted"] == fee + dispute_fee
+    dispute_id = str(answer.json()["id"])
+    opened = await _delivery(provider_stack, dispute_id, "payment.dispute.created")
+    replies = await _deliver_at_once(jobs_stub, "razorpay", opened, 10)
+    assert sum(not r.duplicate for r in replies) == 1
+    assert await _disputes(jobs_stub, pid) == [(dispute_id, Status.NEEDS_RESPONSE, fee, fee, 0)]
+    # The fee paid from clearing into the fees account; the disputed money back to clearing.
+    await ledger.settles_at(
+        {
+            CLEARING: {("PROVIDER_CLEARING", currency): dispute_fee},
+            FEES_ACCOUNT: {("PROVIDER_CLEARING", currency): -dispute_fee},
+        }
+    )
+
+    step = f"/disputes/{dispute_id}/step"
+    too_much = _admin(provider_stack, step, {"to": "won", "reversed_amount": fee + 1})
+    assert too_much.status_code == 409, too_much.text  # the admin route: refused
+    won = _admin(provider_stack, step, {"to": "won", "reversed_amount": back})
+    assert won.status_code == 200, won.text
+    assert (won.json()["amount_deducted"], won.json()["amount_reversed"]) == (
+        fee + dispute_fee,
+        back,
+    )
+    decided = await _delivery(provider_stack, dispute_id, "payment.dispute.won")
+    first = await _deliver_at_once(jobs_stub, "razorpay", decided, 10)
+    again = await _deliver_at_once(jobs_stub, "razorpay", opened, 10)
+    assert sum(not r.duplicate for r in first) == 1 and not any(not r.duplicate for r in again)
+    assert await _disputes(jobs_stub, pid) == [(dispute_id, Status.WON, fee, fee, back)]
+    await ledger.settles_at(
+        {
+            CLEARING: {("PROVIDER_CLEARING", currency): dispute_fee - back},
+            "platform": {("PLATFORM_REVENUE", currency): back},
+            FEES_ACCOUNT: {("PROVIDER_CLEARING", currency): -dispute_fee},
+        }
+    )
+    moved = [f"payment:{pid}:dispute:{dispute_id}:{m}" for m in ("deducted", "reversed")]
+    assert await _booked_by_audit(provider_stack, dispute_id) == moved
+    assert sorted(await _dispute_bookings(provider_stack, pid)) == sorted(
+        f"dispute:{dispute_id}:{m}" for m in ("deducted", "reversed")
+    )
+    assert "payment.charged_back" not in await _settlement_types(provider_stack, pid)
+    counted = _counted(counters, _metrics(provider_stack))
+    unbooked = (
+        "hirepay_payment_dispute_money_unbooked_total",
+        (("provider", "razorpay"), ("why", "network_fee")),
+    )
+    assert counted[unbooked] == 1.0
     await _clean(jobs_stub)

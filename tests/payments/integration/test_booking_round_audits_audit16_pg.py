@@ -8,7 +8,6 @@ transaction that marks the bookings done."""
 
 from __future__ import annotations
 
-import cProfile
 import itertools
 import random
 
@@ -24,7 +23,7 @@ from payments.service_layer.providers import ProviderRegistry
 from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.payments_fakes import FakeLedger, FakeProvider
 from tests.support.payments_helpers import owe_card_bookings
-from tests.support.python_calls import entered
+from tests.support.python_calls import entered, profiled
 
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
 BUSY = 41  # a round at c=32 takes ~65 (one 0.5 s interval); more than write_batch._FEW_ROWS
@@ -57,10 +56,8 @@ async def test_a_busy_rounds_audit_lines_are_as_before_at_fewer_calls(
         assert await credits.settle_due_grants(_deps(sessions, ledger)) == n
 
     grants = await owe_card_bookings(sessions, "au", _IDS, BUSY)
-    profile = cProfile.Profile()
-    profile.enable()
-    took = await credits.settle_due_grants(_deps(sessions, ledger))
-    profile.disable()
+    with profiled() as profile:
+        took = await credits.settle_due_grants(_deps(sessions, ledger))
     assert took == BUSY
     assert asyncpg_abstract_checks(profile) == 0  # 11 per line as arrays
 

@@ -148,7 +148,7 @@ def test_a_razorpay_dispute_moves_money_only_when_lost() -> None:
     )
     assert (lost.status, lost.money) == (
         DisputeStatus.LOST,
-        (DisputeMoney("disp_AHfqOvkldwsbqt:deducted", -10_000, 0, "INR"),),
+        (_growing("disp_AHfqOvkldwsbqt:deducted", -10_000, 0),),
     )
     statuses = {
         ("under_review", "chargeback"): DisputeStatus.UNDER_REVIEW,
@@ -160,6 +160,46 @@ def test_a_razorpay_dispute_moves_money_only_when_lost() -> None:
     for (status, phase), wanted in statuses.items():
         data = dict(RAZORPAY_DISPUTE, status=status, phase=phase)
         assert razorpay_disputes.dispute_from(data).status is wanted, (status, phase)
+
+
+def _growing(money_id: str, amount: int, fee: int) -> DisputeMoney:
+    return DisputeMoney(money_id, amount, fee, "INR", running=True, growing=True)
+
+
+def test_a_razorpay_fee_deducted_with_the_amount_and_a_partial_reversal_read_exactly() -> None:
+    """What `amount_deducted` holds beyond the disputed amount is the fee (deducted at onset with
+    it); a reversal gives back disputed money, less than the deduction in part; an escalated
+    phase names the network's fee it does not show."""
+    onset = dict(RAZORPAY_DISPUTE, deduct_at_onset=True, amount_deducted=10_500)
+    assert razorpay_disputes.dispute_from(onset).money == (
+        _growing("disp_AHfqOvkldwsbqt:deducted", -10_000, 500),
+    )
+    won_in_part = dict(onset, status="won", amount_reversed=6_000)
+    assert razorpay_disputes.dispute_from(won_in_part).money == (
+        _growing("disp_AHfqOvkldwsbqt:deducted", -10_000, 500),
+        _growing("disp_AHfqOvkldwsbqt:reversed", 6_000, 0),
+    )
+    all_back = dict(onset, status="won", amount_reversed=10_500)  # the fee given back too
+    assert razorpay_disputes.dispute_from(all_back).money[1] == _growing(
+        "disp_AHfqOvkldwsbqt:reversed", 10_000, -500
+    )
+    assert razorpay_disputes.dispute_from(onset).unbooked == ()
+    escalated = razorpay_disputes.dispute_from(dict(onset, phase="pre_arbitration"))
+    assert (escalated.unbooked_why, len(escalated.unbooked)) == ("network_fee", 1)
+    assert "pre_arbitration fee" in escalated.unbooked[0]
+
+
+def test_a_growing_total_books_only_more_of_itself() -> None:
+    """A later view with more deducted or reversed owes the difference; an older one applied
+    late (less than booked) owes nothing, never a booking back."""
+    reversed_ = _growing("d:reversed", 6_000, 0)
+    assert reversed_.adjustment([]) is reversed_
+    assert reversed_.adjustment([(6_000, 0)]) is None
+    assert reversed_.adjustment([(8_000, 0)]) is None  # an older view after a newer one
+    more = _growing("d:reversed", 10_000, -500)
+    assert more.adjustment([(6_000, 0)]) == DisputeMoney("d:reversed:2", 4_000, -500, "INR")
+    fee_later = _growing("d:deducted", -10_000, 700)
+    assert fee_later.adjustment([(-10_000, 500)]) == DisputeMoney("d:deducted:2", 0, 200, "INR")
 
 
 def test_dispute_webhooks_read_as_disputes_not_as_checkouts() -> None:

@@ -22,7 +22,8 @@ before it started; a Confirm whose hold is still missing is answered HOLD_NOT_FO
 
 The same holds for a single ConfirmHold or CancelHold that found no hold and then, behind its
 barrier row, finds one (it runs again), and for the revenue shard a later round's fee credits
-(picked by its Confirm's transfer id; now locked up front with the group's account rows).
+(picked by its Confirm's transfer id in round 11, locked up front with the group's account rows;
+now the group's one shard, which its first round took).
 
 Each test checks PostgreSQL's own deadlock count, how often each group ran, every call's outcome,
 and the balances, hold states and barrier rows."""
@@ -47,12 +48,12 @@ from tests.wallet.integration.lock_races import (
     reasons,
 )
 from wallet.domain import commands as c
-from wallet.domain.holds import confirm_transfer_id
 from wallet.domain.ledger import Leg
 from wallet.domain.model import AccountKind, shard_for
 from wallet.domain.splits import Share
 from wallet.service_layer import handlers as h
 from wallet.service_layer.deps import Deps
+from wallet.service_layer.handlers import grouped_holds
 from wallet.service_layer.handlers.batches import BatchOutcome
 
 pytestmark = pytest.mark.usefixtures("sound")
@@ -296,27 +297,28 @@ async def test_a_single_call_whose_try_commits_behind_its_gate_locks_no_hold_lat
     assert await ledger.balances(payer, payee) == [(FUNDS - paid, 0), (paid, 0)]
 
 
-def _branch_on_shard(tag: str, shard: int, shards: int) -> TccBranch:
-    """A branch whose Confirm's transfer credits `shard` of a sharded account (the shard is
-    picked by the transfer id, which the branch names)."""
+def _key_on_shard(tag: str, shard: int, shards: int) -> str:
+    """A group's shard key (`grouped_holds._group_shard`) that picks `shard` of a sharded
+    account for every fee of the group."""
     for n in range(10_000):
-        branch = TccBranch(f"lh-{tag}-{n}-{uuid.uuid4().hex[:6]}", "payment")
-        if shard_for(confirm_transfer_id(branch), shards) == shard:
-            return branch
-    raise AssertionError("no branch found")
+        key = f"lh-{tag}-{n}-{uuid.uuid4().hex[:6]}"
+        if shard_for(key, shards) == shard:
+            return key
+    raise AssertionError("no key found")
 
 
 async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
-    ledger, uow, clock, sessions, deps
+    ledger, uow, clock, sessions, deps, monkeypatch
 ):
-    """Fees of Confirms go to one shard of the sharded revenue account, picked by each Confirm's
-    transfer id. Group A confirms b1 (a fee to the revenue's shard `high`), b2 with more than it
-    holds (refused), then b2 again (a later round, a fee to shard `low` < `high`). A is made to
-    wait for shard `high` (a test transaction holds it) in its first round; group B, confirming
-    c1 (fee to `low`) and c2 (fee to `high`) of other payers to another payee, locks `low` and waits for `high`
-    after A. `high` freed, A posted b1 and, before the fix, took `low` in its later round: a
-    deadlock. Now A's first round locks the revenue shards of its later rounds' fees too, after
-    its account rows, in (account, shard) order: B waits for A, and each runs once."""
+    """Fees of a group's Confirms go to one shard of the sharded revenue account, picked for the
+    group (`_group_shard`). Group A confirms b1 (a fee), b2 with more than it holds (refused),
+    then b2 again (a later round, another fee). A is made to wait for its shard `high` (a test
+    transaction holds it) in its first round. Round 11 picked each fee's shard by its Confirm's
+    transfer id, b2's `low` < `high`, and a group B confirming c1 (fee to `low`) and c2 (fee to
+    `high`) locked `low` and waited for `high` after A; A, given `high`, took `low` in its later
+    round: a deadlock, fixed by locking the later rounds' shards up front. Now A's later round
+    credits the shard its first round took, and B, whose fees go to its own shard `low`, never
+    waits for A: B commits while A still waits, then A runs once, every fee of it in `high`."""
     payers = sorted([await ledger.open(f"payer{i}") for i in range(4)])
     payee_a, payee_b = await ledger.open("payee-a"), await ledger.open("payee-b")
     revenue = await ledger.open("revenue", AccountKind.PLATFORM_REVENUE)
@@ -326,8 +328,16 @@ async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
     async with uow() as u:
         shards = (await u.accounts.refs([revenue]))[revenue].shards
     low, high = 3, 11
-    b1, b2 = _branch_on_shard("b1", high, shards), _branch_on_shard("b2", low, shards)
-    c1, c2 = _branch_on_shard("c1", low, shards), _branch_on_shard("c2", high, shards)
+    keys = iter([_key_on_shard("a", high, shards), _key_on_shard("b", low, shards)])
+    monkeypatch.setattr(grouped_holds, "_group_shard", lambda: next(keys))
+    b1, b2 = (
+        TccBranch(f"lh-b1-{uuid.uuid4().hex}", "payment"),
+        TccBranch(f"lh-b2-{uuid.uuid4().hex}", "payment"),
+    )
+    c1, c2 = (
+        TccBranch(f"lh-c1-{uuid.uuid4().hex}", "payment"),
+        TccBranch(f"lh-c2-{uuid.uuid4().hex}", "payment"),
+    )
     reserved = await h.reserve_holds(
         [
             c.ReserveHold(b1, payers[0], payee_a, 100, "USD"),
@@ -362,11 +372,11 @@ async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
         )
         blocker = held.scalar_one()
         first = asyncio.create_task(h.resolve_holds(group_a, deps_of("A")))
-        waiting = await blocked_by(sessions, {blocker}, set())  # A, round 1, for `high`
-        second = asyncio.create_task(h.resolve_holds(group_b, deps_of("B")))
-        await blocked_by(sessions, {blocker, waiting}, {waiting})  # B, `low` held, for `high`
+        await blocked_by(sessions, {blocker}, set())  # A, round 1, for `high`
+        outcomes_b = await h.resolve_holds(group_b, deps_of("B"))  # not behind A
+        assert not first.done()
         await holder.commit()
-        outcomes_a, outcomes_b = await asyncio.gather(first, second)
+        outcomes_a = await first
     assert await deadlocks(sessions) == before  # PostgreSQL detected no deadlock
     assert attempts == {"A": 1, "B": 1}  # neither ran twice
     assert reasons(outcomes_a) == ["ok", "VALIDATION_FAILED", "ok"]
@@ -378,3 +388,12 @@ async def test_a_later_rounds_fee_takes_no_revenue_shard_out_of_order(
         (180, 0),
         (40, 0),
     ]
+    async with sessions() as session:
+        fees = await session.execute(
+            text(
+                "SELECT shard, posted FROM account_shards"
+                " WHERE account_id = :id AND posted <> 0 ORDER BY shard"
+            ),
+            {"id": revenue},
+        )
+        assert [tuple(row) for row in fees] == [(low, 20), (high, 20)]  # each group's one shard

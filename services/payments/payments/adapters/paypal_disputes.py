@@ -15,21 +15,47 @@ the buyer (`dispute_outcome.amount_refunded`, "the amount that either the mercha
 refunds the customer") carries its own currency; only one in the held amount's currency is
 compared with it. One in another currency leaves the release to what PayPal's seller money
 movements say in the held amount's currency (`DISPUTE_SETTLEMENT` credits), and with none the
-release is not booked but named (ProviderDispute.unbooked). A dispute's `disputed_transactions`
-may be several captures; PayPal gives one `dispute_amount` and one list of money movements for
-them all (per transaction its gross amount, and optionally its items' disputed amounts, which are
-not read: no split of the held money by them is built), so the dispute is booked against a
-payment only when every disputed capture is of that one order."""
+release is not booked but named (ProviderDispute.unbooked).
+
+A dispute's `disputed_transactions` may be captures of several orders (several of Hirepay's
+payments). PayPal gives one `dispute_amount` and one list of money movements for them all; per
+transaction its `gross_amount` (what was captured) and, optionally, its items' `dispute_amount`.
+Each payment is booked its share (ProviderDispute.shares, recorded as `<dispute>/<order>`, its
+money under `<dispute>:<order>:held|released|fee:<reason>`), split in integer minor units by the
+first rule that applies, all amounts in the dispute's currency (a transaction's gross amount in
+another: no split, nothing booked, named):
+  1. `items`: every disputed transaction names its items' disputed amounts, they sum to the
+     dispute's amount and none exceeds its transaction's gross amount: each capture's share is
+     its items' sum (exact, PayPal's own split);
+  2. `gross`: the dispute's amount is the transactions' gross amounts summed: each capture is
+     disputed in full (exact);
+  3. `pro_rata_gross`: less than that: the dispute's amount split in proportion to the gross
+     amounts by largest remainder (split_exactly: the parts sum to the dispute's amount, none
+     more than its capture; PayPal does not say which capture the part it did not dispute is
+     of, so this is Hirepay's rule, named in each share's audit entry as `split`);
+  4. more than that (PayPal never disputes more than was captured): each capture in full, the
+     rest not booked and named.
+A payment's share is the sum of its captures'. The release and each fee are split in proportion
+to the shares by the same largest-remainder rule (exact sums, a release never more than a
+share). A capture whose order PayPal does not know has its share named, never booked on
+another payment."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from hirepay_platform import money
-from payments.domain.disputes import DisputeMoney, DisputeStatus, ProviderDispute
+from payments.domain.disputes import (
+    SHARE_SEPARATOR,
+    DisputeMoney,
+    DisputeStatus,
+    ProviderDispute,
+    split_exactly,
+)
 
 # Every change of a dispute PayPal reports: opened, updated (a message, a stage, evidence),
 # resolved. Each is applied from the dispute re-fetched, so any of them settles it.
@@ -181,12 +207,14 @@ def dispute_from(
     data: Mapping[str, Any], payment_id: str, payment_ids: tuple[str, ...] = ()
 ) -> ProviderDispute:
     """A PayPal dispute; `payment_id` is the order of its captures (captures_of), "" if none or
-    if they are of several orders, then all named in `payment_ids` (its money is not booked)."""
+    if they are of several orders, then `payment_ids` holds each capture's order (in
+    captures_of's order, "" for one PayPal does not know) and each order's share is a view of
+    its own (`shares`)."""
     dispute_id = str(data["dispute_id"])
     amount, currency = _minor(data.get("dispute_amount"))
     outcome = str((data.get("dispute_outcome") or {}).get("outcome_code") or "")
     found, unbooked = _money(dispute_id, data, amount, currency, outcome)
-    return ProviderDispute(
+    view = ProviderDispute(
         id=dispute_id,
         payment_id=payment_id,
         amount_minor=amount,
@@ -198,3 +226,123 @@ def dispute_from(
         unbooked=unbooked,
         payment_ids=payment_ids,
     )
+    if payment_id or len(set(payment_ids)) < 2 or amount <= 0:
+        return view
+    return _shared(view, data)
+
+
+def _capture_amounts(
+    data: Mapping[str, Any], currency: str
+) -> tuple[list[int], list[int] | None, str]:
+    """Each disputed capture's gross amount (captures_of's order), its items' disputed amounts
+    summed (None unless every capture names them, all in `currency`), and a note if a gross
+    amount is not in `currency` ("" if all are)."""
+    seen: dict[str, int] = {}
+    items: dict[str, int | None] = {}
+    for tx in data.get("disputed_transactions") or []:
+        if not isinstance(tx, Mapping) or not tx.get("seller_transaction_id"):
+            continue
+        capture = str(tx["seller_transaction_id"])
+        if capture in seen:
+            continue
+        gross, gross_currency = _minor(tx.get("gross_amount"))
+        if gross_currency != currency:
+            return (
+                [],
+                None,
+                (
+                    f"capture {capture}'s gross amount is in {gross_currency or 'no currency'}, not"
+                    f" the dispute's {currency}: no share is known, nothing booked"
+                ),
+            )
+        seen[capture] = gross
+        listed = [i for i in tx.get("items") or [] if isinstance(i, Mapping)]
+        amounts = [_minor(i.get("dispute_amount")) for i in listed]
+        known = bool(amounts) and all(c == currency for _, c in amounts)
+        items[capture] = sum(a for a, _ in amounts) if known else None
+    per_item = list(items.values())
+    if any(v is None for v in per_item):
+        return list(seen.values()), None, ""
+    return list(seen.values()), [int(v or 0) for v in per_item], ""
+
+
+def _split(amount: int, gross: list[int], items: list[int] | None) -> tuple[list[int], str, int]:
+    """Each capture's share of the disputed amount, the rule's name, and what no capture can
+    take (> 0 only if PayPal disputes more than the captures' gross amounts)."""
+    if items is not None and sum(items) == amount and all(map(int.__le__, items, gross)):
+        return items, "items", 0
+    whole = sum(gross)
+    if whole == amount:
+        return list(gross), "gross", 0
+    if 0 < amount < whole:
+        return split_exactly(amount, gross), "pro_rata_gross", 0
+    return list(gross), "gross", amount - whole
+
+
+def _shared(view: ProviderDispute, data: Mapping[str, Any]) -> ProviderDispute:
+    """A dispute of several orders with each order's share (module doc): its money split, each
+    share's under ids of its own; what cannot be split exactly named in `unbooked`."""
+    amount, currency = view.amount_minor, view.currency
+    gross, items, note = _capture_amounts(data, currency)
+    if note or len(gross) != len(view.payment_ids):
+        return replace(view, unbooked=(*view.unbooked, note or "the disputed captures are unclear"))
+    parts, rule, over = _split(amount, gross, items)
+    orders: dict[str, int] = {}
+    for order, part in zip(view.payment_ids, parts, strict=True):
+        orders[order] = orders.get(order, 0) + part
+    notes = list(view.unbooked)
+    if over:
+        notes.append(
+            f"{_decimal(over, currency)} {currency} disputed beyond the captures' gross amounts:"
+            " not booked"
+        )
+    if orders.get("", 0):
+        notes.append(
+            f"{_decimal(orders[''], currency)} {currency} of captures whose order PayPal does"
+            " not know: not booked"
+        )
+    names, weights = list(orders), list(orders.values())
+    # Each movement split by the shares (a fee given back in part may be below 0).
+    split = {
+        m.id: _signed_split(m.amount_minor, weights) if m.amount_minor > 0 else None
+        for m in view.money
+    }
+    fees = {m.id: _signed_split(m.fee_minor, weights) for m in view.money}
+    shares = []
+    for n, (order, share) in enumerate(zip(names, weights, strict=True)):
+        if not order or share <= 0:
+            continue
+        money = []
+        for m in view.money:
+            released = split[m.id]
+            moved = -share if m.amount_minor < 0 else (released[n] if released else 0)
+            fee = fees[m.id][n]
+            if not moved and not fee and not m.running:
+                continue
+            suffix = m.id.removeprefix(view.id)
+            money.append(
+                replace(m, id=f"{view.id}:{order}{suffix}", amount_minor=moved, fee_minor=fee)
+            )
+        shares.append(
+            replace(
+                view,
+                id=f"{view.id}{SHARE_SEPARATOR}{order}",
+                payment_id=order,
+                amount_minor=share,
+                money=tuple(money),
+                unbooked=tuple(notes),
+                payment_ids=(),
+                split=rule,
+            )
+        )
+    return replace(view, unbooked=tuple(notes), shares=tuple(shares), split=rule)
+
+
+def _signed_split(total: int, weights: list[int]) -> list[int]:
+    """split_exactly of a total of either sign."""
+    parts = split_exactly(abs(total), weights)
+    return parts if total >= 0 else [-p for p in parts]
+
+
+def _decimal(minor: int, currency: str) -> Decimal:
+    return Decimal(minor).scaleb(-money.exponent(currency))

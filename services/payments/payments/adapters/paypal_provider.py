@@ -472,12 +472,12 @@ class PayPalProvider:
 
     async def retrieve_dispute(self, dispute_id: str) -> ProviderDispute:
         """The dispute (`GET /v1/customer/disputes/{id}`), its payment the order of its captures
-        (of several orders: none, all named, see paypal_disputes). The official SDK has no
+        (of several orders: each order's share, see paypal_disputes). The official SDK has no
         Disputes API: it is called over the adapter's own HTTP client with the OAuth token, as
         the webhook verification is; the captures are read through the SDK."""
         data = await self._get(f"/v1/customer/disputes/{quote(dispute_id, safe='')}")
         orders = [await self._order_of_capture(c) for c in paypal_disputes.captures_of(data)]
-        if len(set(orders)) > 1:  # several orders (or one unknown): no one payment to book on
+        if len(set(orders)) > 1:  # several orders (or one unknown): each booked its share
             return paypal_disputes.dispute_from(data, "", tuple(orders))
         return paypal_disputes.dispute_from(data, orders[0] if orders else "")
 

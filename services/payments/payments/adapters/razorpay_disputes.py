@@ -10,7 +10,20 @@ from the dispute — `<dispute>:deducted` (whenever it was taken: a lost dispute
 moves nothing more), `<dispute>:reversed` — booked once whatever the event that re-fetched it.
 A view that shows a won or closed onset dispute with `amount_deducted` back at 0 and no
 `amount_reversed` (the deduction undone rather than reversed) reads as both movements, the
-disputed amount taken and given back: the ledger ends the same whichever views it saw."""
+disputed amount taken and given back: the ledger ends the same whichever views it saw.
+
+Fees and partial reversals, read exactly from the dispute (Razorpay's dispute entity has no fee
+field): Razorpay deducts "the disputed amount, along with any applicable fees" (its Chargeback
+Fees & Penalties page, Deduct at Onset), so what `amount_deducted` holds beyond the disputed
+`amount` is the dispute's fee (never disputed money: no more than the amount is taken back from
+the customer's payment), booked into the provider's fees account. A reversal (`amount_reversed`)
+gives back the disputed money first, and only what it holds beyond the amount deducted is a fee
+given back; one less than the deduction (a partial reversal, the merchant having contested part
+of the amount) leaves the rest with the customer. Both are running totals that only grow
+(DisputeMoney.growing): a later view with more deducted or reversed books the difference under
+an id of its own, an older view applied late books nothing. The fees card networks levy when a
+dispute escalates (pre-arbitration, arbitration), which Razorpay passes on but its dispute does
+not show, are not booked: named (ProviderDispute.unbooked) and counted once when it closes."""
 
 from __future__ import annotations
 
@@ -54,8 +67,14 @@ def _status(data: Mapping[str, Any]) -> DisputeStatus:
     return DisputeStatus.WARNING_NEEDS_RESPONSE if inquiry else DisputeStatus.NEEDS_RESPONSE
 
 
+# Phases in which the card network levies a fee of its own that the dispute does not show.
+_NETWORK_FEE_PHASES = frozenset({"pre_arbitration", "arbitration"})
+
+
 def _money(data: Mapping[str, Any], dispute_id: str, currency: str) -> tuple[DisputeMoney, ...]:
-    """The dispute's deduction and its reversal, each once, never more given back than taken."""
+    """The dispute's deduction and its reversal, each a growing total: the disputed money (never
+    more than `amount`, never more given back than taken) and, beyond it, the fee."""
+    amount = int(data.get("amount") or 0)
     deducted = int(data.get("amount_deducted") or 0)
     given_back = int(data.get("amount_reversed") or 0)
     if (
@@ -66,13 +85,41 @@ def _money(data: Mapping[str, Any], dispute_id: str, currency: str) -> tuple[Dis
     ):
         # Deducted at onset, and the deduction undone with the outcome rather than shown as
         # reversed: the amount was taken and given back (booked as both, net zero).
-        deducted = given_back = int(data.get("amount") or 0)
+        deducted = given_back = amount
+    taken = min(deducted, amount)
     money = []
     if deducted:
-        money.append(DisputeMoney(f"{dispute_id}:deducted", -deducted, 0, currency))
+        money.append(
+            DisputeMoney(
+                f"{dispute_id}:deducted",
+                -taken,
+                deducted - taken,
+                currency,
+                running=True,
+                growing=True,
+            )
+        )
     if given_back := min(given_back, deducted):
-        money.append(DisputeMoney(f"{dispute_id}:reversed", given_back, 0, currency))
+        back = min(given_back, taken)
+        money.append(
+            DisputeMoney(
+                f"{dispute_id}:reversed",
+                back,
+                -(given_back - back),
+                currency,
+                running=True,
+                growing=True,
+            )
+        )
     return tuple(money)
+
+
+def _unbooked(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """The network's escalation fee, passed on by Razorpay but not on its dispute."""
+    phase = str(data.get("phase") or "")
+    if phase not in _NETWORK_FEE_PHASES:
+        return ()
+    return (f"the card network's {phase} fee Razorpay passes on is not on the dispute: not booked",)
 
 
 def dispute_from(data: Mapping[str, Any]) -> ProviderDispute:
@@ -87,4 +134,6 @@ def dispute_from(data: Mapping[str, Any]) -> ProviderDispute:
         status=_status(data),
         reason=str(data.get("reason_code") or ""),
         money=_money(data, dispute_id, currency),
+        unbooked=_unbooked(data),
+        unbooked_why="network_fee",
     )

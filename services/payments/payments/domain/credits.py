@@ -317,10 +317,11 @@ class CreditGrant:
         grant.refund_id, grant.legs = money.id, legs
         return _per_unit(grant, legs)
 
-    def dispute_fee_booked(self, of: DisputeMoney) -> int | None:
-        """The provider fee this grant booked for the running fee `of` (its first booking
-        `dispute:<id>`, or an adjustment `dispute:<id>:<n>`; > 0 charged, < 0 given back),
-        None if the grant is not one of its bookings."""
+    def dispute_booked(self, of: DisputeMoney) -> tuple[int, int] | None:
+        """The (amount, fee) this grant booked for the running total `of` (its first booking
+        `dispute:<id>`, or an adjustment `dispute:<id>:<n>`): the amount < 0 taken back, > 0
+        given back, as the movement's; the fee > 0 charged, < 0 given back. None if the grant
+        is not one of its bookings."""
         # A payment's dispute booking, or a plan purchase's (transaction_id, no payment_id).
         if self.kind is not GrantKind.DISPUTE or not (self.payment_id or self.transaction_id):
             return None
@@ -328,10 +329,14 @@ class CreditGrant:
         if rest == self.refund_id or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
             return None
         fees = ledger.provider_fees(self.provider, of.currency)
-        return sum(
-            (leg.amount if leg.source == fees else 0) - (leg.amount if leg.target == fees else 0)
-            for leg in self.legs or []
-        )
+        amount = fee = 0
+        for leg in self.legs or []:
+            if fees in (leg.source, leg.target):
+                fee += leg.amount if leg.source == fees else -leg.amount
+            else:  # the disputed money: to clearing when taken back, from it when given back
+                clearing = leg.target.kind is ledger.Kind.PROVIDER_CLEARING
+                amount += -leg.amount if clearing else leg.amount
+        return amount, fee
 
     @classmethod
     def _of_payment(

@@ -6,7 +6,9 @@ charge cannot be refunded on top: the provider already took the money back). The
 the dispute's money movements (Stripe's balance transactions: zero, one or two — the withdrawal
 when it opens, the reinstatement when it is won; PayPal's hold, release and fees; Razorpay's
 deduction, when lost or at onset, and its reversal when won), each booked once under its own transfer id whatever the event that
-brought it. Pure: no I/O."""
+brought it. A dispute of several payments (PayPal's disputed captures of several orders) is
+recorded and booked per payment, each its share (`ProviderDispute.shares`, split_exactly).
+Pure: no I/O."""
 
 from __future__ import annotations
 
@@ -30,6 +32,9 @@ class DisputeStatus(enum.StrEnum):
 
 
 STATUS_OF = {s.value: s for s in DisputeStatus}
+# Between a provider's dispute id and the payment a share of it is recorded against (the record
+# of a dispute of several payments, `<dispute>/<payment>`): no provider's id holds it.
+SHARE_SEPARATOR = "/"
 CLOSED = frozenset(
     {DisputeStatus.WARNING_CLOSED, DisputeStatus.WON, DisputeStatus.LOST, DisputeStatus.PREVENTED}
 )
@@ -50,22 +55,47 @@ class DisputeMoney:
     # `exchange_rate`, kept as its text for the audit trail only: nothing is converted by it).
     exchange_rate: str = ""
     # A running total the provider may still change (PayPal's fee of one reason: a later view
-    # may show another amount). Its first amount is booked under `id`; each later change books
-    # the difference under an id of its own (`adjustment`), so the ledger ends at the
-    # provider's final amount. A balance transaction (Stripe's) never changes: False.
+    # may show another amount; Razorpay's deduction and reversal, which only grow). Its first
+    # amount is booked under `id`; each later change books the difference under an id of its
+    # own (`adjustment`), so the ledger ends at the provider's final amount. A balance
+    # transaction (Stripe's) never changes: False.
     running: bool = False
+    # A running total that only grows (Razorpay's; its amount and fee each away from zero): a
+    # view showing less than was booked is an older one applied late (Razorpay gives no update
+    # time) and books nothing.
+    growing: bool = False
 
-    def adjustment(self, booked: list[int]) -> DisputeMoney | None:
-        """What a running fee still owes the ledger, given the fee amounts already booked for it
-        (its first booking and each adjustment, in any order): itself if nothing was booked
-        yet, else the difference under `<id>:<n>` (n: the bookings so far plus one), None if
-        the ledger already holds this amount."""
+    def adjustment(self, booked: list[tuple[int, int]]) -> DisputeMoney | None:
+        """What a running total still owes the ledger, given the (amount, fee) pairs already
+        booked for it (its first booking and each adjustment, in any order): itself if nothing
+        was booked yet, else the difference under `<id>:<n>` (n: the bookings so far plus one),
+        None if the ledger already holds this much (for a growing total: at least this much)."""
         if not booked:
             return self
-        rest = self.fee_minor - sum(booked)
-        if not rest:
+        amount = self.amount_minor - sum(a for a, _ in booked)
+        fee = self.fee_minor - sum(f for _, f in booked)
+        if self.growing:  # only more of it (away from zero, its own sign) is owed
+            amount = amount if amount * self.amount_minor > 0 else 0
+            fee = fee if fee * self.fee_minor > 0 else 0
+        if not amount and not fee:
             return None
-        return DisputeMoney(f"{self.id}:{len(booked) + 1}", 0, rest, self.currency)
+        return DisputeMoney(f"{self.id}:{len(booked) + 1}", amount, fee, self.currency)
+
+
+def split_exactly(total: int, weights: list[int]) -> list[int]:
+    """`total` (minor units, >= 0) split in proportion to `weights` (>= 0, not all 0) by largest
+    remainder: each part floor(total * w / sum), then one unit more to the parts with the
+    largest remainders (ties: the earlier part) until the parts sum to `total` exactly. A part
+    never exceeds its weight when `total` <= the weights' sum."""
+    whole = sum(weights)
+    if whole <= 0:
+        raise ValueError("weights must not all be zero")
+    parts = [total * w // whole for w in weights]
+    left = total - sum(parts)
+    order = sorted(range(len(weights)), key=lambda i: (-(total * weights[i] % whole), i))
+    for i in order[:left]:
+        parts[i] += 1
+    return parts
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,9 +119,18 @@ class ProviderDispute:
     unbooked: tuple[str, ...] = ()
     # Every payment the dispute is about when it is about more than one (PayPal's disputed
     # transactions of several orders; "" for a capture whose order is unknown): then
-    # `payment_id` is "" and no money is booked (one payment's money is never booked against
-    # another's).
+    # `payment_id` is "" and the dispute's own money is not booked: each payment's share is
+    # (`shares`; one payment's money is never booked against another's).
     payment_ids: tuple[str, ...] = ()
+    # A dispute of several payments: one view per payment whose share is exact (its
+    # `payment_id`, its share of the amount and of each money movement under ids of its own,
+    # its record `<dispute>/<payment>`); a payment whose share is not known has none (named in
+    # `unbooked`).
+    shares: tuple[ProviderDispute, ...] = ()
+    # How the shares were split (the rule's name, for the audit entry; "" for one payment).
+    split: str = ""
+    # Why `unbooked` money is not booked (the metric's label).
+    unbooked_why: str = "refund_currency"
 
     def same_currency(self, money: DisputeMoney) -> bool:
         """Whether a balance transaction is in the dispute's currency (or names none)."""
@@ -134,6 +173,12 @@ class Dispute:
     # The provider's update time of the newest view applied (migration 0022); None if unknown.
     provider_updated_at: datetime | None = None
 
+    @property
+    def provider_dispute_id(self) -> str:
+        """The provider's id of the dispute (a share's record `<dispute>/<payment>`: its first
+        part)."""
+        return self.id.partition(SHARE_SEPARATOR)[0]
+
     def stale(self, view: ProviderDispute) -> bool:
         """Whether the view is older than one already applied (two events of one dispute
         re-fetched at different times, applied in the other order): it must not set back a
@@ -173,11 +218,17 @@ class Dispute:
     def charges_back_in_full(self, captured_minor: int, refunded_minor: int) -> bool:
         """Whether the dispute, lost, took back all the money the payment still held (with the
         refunds made before it): the customer has it all again, as after a full refund. A lost
-        dispute of less leaves the rest paid (like a partial refund)."""
+        dispute of less leaves the rest paid (like a partial refund), and so does one whose
+        provider gave part of the money back (PayPal's release when the buyer got less): what
+        it took is what it withdrew less what it reinstated, at most its amount (its amount if
+        it shows no money)."""
+        taken = self.amount_minor
+        if self.withdrawn_minor:
+            taken = min(taken, self.withdrawn_minor - self.reinstated_minor)
         return (
             self.status is DisputeStatus.LOST
             and captured_minor > 0
-            and self.amount_minor + refunded_minor >= captured_minor
+            and taken + refunded_minor >= captured_minor
         )
 
     def observe(self, view: ProviderDispute, now: datetime) -> bool:

@@ -183,7 +183,7 @@ def plan_posting(
     guarded: list[str] = []
     for change in _net_changes(entries, pending):
         account = accounts[change.account_id]
-        if not account.sharded:
+        if not account.shards:  # (`sharded`, less a property call per account)
             if change.posted or change.pending:
                 rows.append(change)
             continue

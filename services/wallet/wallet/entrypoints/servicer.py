@@ -119,7 +119,7 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
     ) -> pb.TransferResponse:
         cmd = conv.transfer_from_pb(request)
         if self._batcher is not None:
-            call = self._batcher.transfer(cmd)
+            call = self._batcher.call(cmd)  # (its `transfer`, less a coroutine per call)
         else:
             call = transfer_alone(cmd, self._deps)
         result = await _counted("Transfer", call)

@@ -76,7 +76,7 @@ class GroupBatcher(Generic[C, R]):
         self._queue.append((cmd, future))
         if len(self._queue) >= self._max_items and self._in_flight < self._max_in_flight:
             self._flush()
-        else:
+        elif self._timer is None:  # (`_schedule`'s first test: no call while one is set)
             self._schedule()
         return await future
 

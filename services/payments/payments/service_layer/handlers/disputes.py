@@ -14,9 +14,12 @@ and funds_withdrawn, re-fetched alike) book it once. A running fee (PayPal's, wh
 change after it was first seen) books each change as the difference under an id of its own,
 read under the dispute's row lock, and a view older than one already applied changes no fee.
 Everything is one local transaction: a crash before its commit leaves nothing, and the provider
-delivers the event again. Money that cannot be booked exactly (a refund in another currency, a
-dispute of several payments) is never guessed: it is named in the audit entry, logged and
-counted (`hirepay_payment_dispute_money_unbooked_total`).
+delivers the event again. A dispute of several payments (PayPal's captures of several orders) is recorded and
+booked against each payment, its share (ProviderDispute.shares, split exactly by the adapter's
+rule: paypal_disputes), all in the event's one transaction, the shares' rows inserted or locked
+in the payments' order (two events of it take turns, never deadlock). Money that cannot be
+booked exactly (a refund in another currency, a share that cannot be known) is never guessed: it
+is named in the audit entry, logged and counted (`hirepay_payment_dispute_money_unbooked_total`).
 
 A plan purchase's (subscription transaction's) dispute goes the same way against the purchase:
 its money between revenue (where the purchase's capture put it) and the provider's clearing, its
@@ -94,6 +97,8 @@ async def apply_dispute_event(
         records, event, "retrieve_dispute", lambda: provider.retrieve_dispute(dispute_id)
     )
     if not view.payment_id and len(view.payment_ids) > 1:
+        if view.shares:
+            return await _apply_shares(deps, provider.name, event, payload, view, records)
         return await _several_payments(deps, provider.name, event, payload, view, records)
     async with deps.uow as uow:
         payment = await uow.payments.find_by_provider(payment_intent_id=view.payment_id)
@@ -222,7 +227,7 @@ async def _book(
             if earlier is None:
                 earlier = await earlier_of()
             owed = money.adjustment(
-                [f for g in earlier if (f := g.dispute_fee_booked(money)) is not None]
+                [f for g in earlier if (f := g.dispute_booked(money)) is not None]
             )
             if owed is None:
                 continue
@@ -286,7 +291,7 @@ async def _apply(
         await _tell_if_charged_back(uow, deps, dispute, payment.id, now)
     uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
     if view.unbooked and step.closed_now:  # named in every audit entry; counted once, as it closes
-        uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", payment.id))
+        uow.after_commit(lambda: _unbooked(provider, view, view.unbooked_why, payment.id))
     return step.changed or bool(booked)
 
 
@@ -350,8 +355,49 @@ async def _apply_purchase(
         )
     uow.after_commit(lambda: _count(dispute, opened=step.opened, closed=step.closed_now))
     if view.unbooked and step.closed_now:  # named in every audit entry; counted once, as it closes
-        uow.after_commit(lambda: _unbooked(provider, view, "refund_currency", txn.id))
+        uow.after_commit(lambda: _unbooked(provider, view, view.unbooked_why, txn.id))
     return step.changed or bool(booked), refunded
+
+
+async def _apply_shares(
+    deps: Deps,
+    provider: str,
+    event: ProviderEvent,
+    payload: dict[str, Any],
+    view: ProviderDispute,
+    records: list[CallRecord],
+) -> DisputeEventOutcome:
+    """A dispute of several payments, each its share (`view.shares`), in one local transaction:
+    the event stored insert-first, then each share recorded (`<dispute>/<payment>`) and booked
+    as a dispute of that payment (or plan purchase) alone, in the payments' order. A share of a
+    payment Hirepay does not know is logged only (another integration's order). A purchase
+    refunded by its share has its unused credits' revocation booked after the commit."""
+    refunded: list[str] = []
+    async with deps.uow as uow:
+        now = deps.clock()
+        if not await _stored_first(uow, provider, event, payload, now, applied=True):
+            return DisputeEventOutcome(applied=False, duplicate=True)
+        changed = False
+        for share in sorted(view.shares, key=lambda s: s.payment_id):
+            pi = share.payment_id
+            payment = await uow.payments.find_by_provider(payment_intent_id=pi)
+            if payment is not None:
+                changed |= await _apply(uow, deps, provider, event, payment, share, records, now)
+                continue
+            purchase = await uow.transactions.find_by_provider(payment_intent_id=pi)
+            if purchase is None or purchase.provider != provider:
+                log.info("dispute %s of %s: not a payment of ours, its share ignored", view.id, pi)
+                continue
+            txn = await uow.transactions.get(purchase.id, for_update=True)
+            assert txn is not None
+            did, gone = await _apply_purchase(uow, deps, provider, event, txn, share, records, now)
+            changed |= did
+            if gone:
+                refunded.append(txn.id)
+        await uow.commit()
+    for txn_id in refunded:
+        await settle_grant(f"{GrantKind.REVOKE.value}:{txn_id}", deps)
+    return DisputeEventOutcome(applied=changed, duplicate=False)
 
 
 async def _several_payments(
@@ -362,12 +408,11 @@ async def _several_payments(
     view: ProviderDispute,
     records: list[CallRecord],
 ) -> DisputeEventOutcome:
-    """A dispute of several payments (PayPal's disputed captures of several orders): PayPal
-    gives one disputed amount and one list of money movements for them all, so no payment's
-    share is known and nothing is booked (one payment's money is never booked against
-    another's). The event is stored unapplied, insert-first (a redelivery is a duplicate); each
-    of Hirepay's payments it names gets an audit entry (with the provider calls made), and it
-    is logged and counted once per event stored."""
+    """A dispute of several payments whose shares are not known (a capture's gross amount in
+    another currency than the dispute's: paypal_disputes): nothing is booked (one payment's
+    money is never booked against another's). The event is stored unapplied, insert-first (a
+    redelivery is a duplicate); each of Hirepay's payments it names gets an audit entry (with
+    the provider calls made), and it is logged and counted once per event stored."""
     async with deps.uow as uow:
         now = deps.clock()
         if not await _stored_first(uow, provider, event, payload, now, applied=False):
@@ -382,7 +427,7 @@ async def _several_payments(
         note = (
             f"dispute of {len(view.payment_ids)} payments"
             f" ({', '.join(p or 'unknown' for p in view.payment_ids)}): the share of each is"
-            " not known, nothing booked"
+            " not known, nothing booked" + "".join(f" ({n})" for n in view.unbooked)
         )
         await uow.audit.add(
             *(
@@ -480,6 +525,8 @@ def _audit(
         details["transfer_ids"] = ",".join(booked)
     if view.unbooked:
         details["unbooked"] = "; ".join(view.unbooked)
+    if view.split:  # a share of a dispute of several payments: by which rule
+        details["split"] = view.split
     other = [m for m in view.money if m.currency and m.currency != currency]
     if other:  # settled in another currency: the amount booked in the payment's, the fee in its
         details["settled_in"] = ",".join(sorted({m.currency for m in other}))

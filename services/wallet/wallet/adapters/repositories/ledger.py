@@ -90,7 +90,8 @@ def _headers(items: Sequence[tuple[TransferHeader, Posting]]) -> dict[str, Any]:
 
 def _check_run(items: Sequence[tuple[TransferHeader, Posting]]) -> None:
     """A run posted set-based: distinct ids, no guarded debit of a sharded account."""
-    if any(posting.guarded_sharded for _, posting in items):
+    # (A list: one Python call, where a generator was one per posting.)
+    if any([posting.guarded_sharded for _, posting in items]):
         raise ValueError("a guarded debit of a sharded account needs the checked slow path")
     if len({header.id for header, _ in items}) != len(items):
         raise ValueError("a transfer id may appear once per call")

@@ -30,7 +30,6 @@ from wallet.service_layer.deps import Deps
 from wallet.service_layer.handlers.common import apply_posting, transfer_record
 from wallet.service_layer.handlers.transfers import (
     TransferResult,
-    legs_accounts,
     replay_transfer,
     transfer_header,
 )
@@ -93,10 +92,15 @@ async def _post_batch(prepared: list[_Prepared], deps: Deps) -> list[BatchOutcom
     shard_key = uuid.uuid4().hex
     outcomes: list[BatchOutcome[TransferResult] | None] = [None] * len(prepared)
     async with deps.uow() as uow:
-        wanted: set[str] = set()
-        for item in prepared:
-            if not isinstance(item, HirepayError):
-                wanted |= legs_accounts(item[1])
+        # Every account the batch's legs name, in one comprehension (`legs_accounts` per
+        # transfer was two Python calls each; issue 13).
+        wanted = {
+            account
+            for item in prepared
+            if not isinstance(item, HirepayError)
+            for leg in item[1]
+            for account in (leg.from_account_id, leg.to_account_id)
+        }
         refs = await uow.accounts.refs(wanted)
         now = deps.clock()
         planned: list[tuple[int, TransferHeader, Posting]] = []
@@ -139,7 +143,8 @@ async def _post_alone(
     sharded account, none of whose postings can be refused, is one statement that commits itself
     (post_run_alone); taken ids are then replayed from the committed rows. False when the batch
     needs the checked path (nothing was written)."""
-    if not planned or any(p.guarded_sharded for _, _, p in planned):
+    # (A list: one Python call, where a generator was one per transfer.)
+    if not planned or any([p.guarded_sharded for _, _, p in planned]):
         return False
     if len({header.id for _, header, _ in planned}) != len(planned):
         return False

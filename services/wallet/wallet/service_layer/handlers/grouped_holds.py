@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TypeVar
 
 from hirepay_platform.errors import Conflict, HirepayError
@@ -107,9 +108,15 @@ async def reserve_holds(
 async def confirm_holds(
     cmds: Sequence[commands.ConfirmHold], deps: Deps
 ) -> list[BatchOutcome[HoldResult]]:
-    """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT."""
+    """Run Confirm calls together in one transaction; outcomes in the same order, after COMMIT.
+    Every fee of the group into a sharded account goes to one shard (`_group_shard`)."""
+    key = _group_shard()
     return await _run_group(
-        cmds, confirm_request, _resolve_rounds, deps, alone=_confirm_group_alone
+        cmds,
+        confirm_request,
+        partial(_resolve_rounds, shard_key=key),
+        deps,
+        alone=partial(_confirm_alone, shard_key=key),
     )
 
 
@@ -122,11 +129,28 @@ async def create_holds(cmd: commands.CreateHolds, deps: Deps) -> list[BatchOutco
 
 async def resolve_holds(cmd: commands.ResolveHolds, deps: Deps) -> list[BatchOutcome[HoldResult]]:
     """ResolveHolds: every Confirm and Cancel of the batch in one transaction (items of one branch
-    in rounds, in order); outcomes in the same order, after COMMIT."""
+    in rounds, in order); outcomes in the same order, after COMMIT. Every fee of the batch into a
+    sharded account goes to one shard (`_group_shard`)."""
     check_batch_size(cmd.resolutions, "resolutions")
+    key = _group_shard()
     return await _run_group(
-        cmd.resolutions, _resolution, _resolve_rounds, deps, alone=_resolve_alone
+        cmd.resolutions,
+        _resolution,
+        partial(_resolve_rounds, shard_key=key),
+        deps,
+        alone=partial(_resolve_alone, shard_key=key),
     )
+
+
+def _group_shard() -> str:
+    """The key that picks the one shard a group of Confirms (ConfirmHold calls, or a ResolveHolds
+    batch) credits on each sharded account (the fees into the revenue account), as a group of
+    transfers picks one (batches._post_batch): one shard row locked and changed per group and
+    account, in its one statement or in its checked rounds (which lock it ahead, `_rows_ahead`,
+    with the same key), instead of one per Confirm's transfer id (up to 16 rows of the revenue
+    account for a batch of 32; issue 13). Each shard is locked after the account rows, in
+    (account, shard) order, as before."""
+    return uuid.uuid4().hex
 
 
 def _resolution(cmd: commands.ConfirmHold | commands.CancelHold | None) -> Resolution:
@@ -394,22 +418,6 @@ def _reserve_fits(ref: AccountRef, balances: dict[str, Balance], req: ReserveReq
 _Planned = tuple[int, Hold, TransferHeader, Posting]
 
 
-async def _confirm_group_alone(
-    uow: WalletUnitOfWork,
-    items: list[tuple[int, ConfirmRequest]],
-    now: datetime,
-    outcomes: Outcomes,
-) -> bool:
-    """`_confirm_alone` for a group of ConfirmHold calls: every fee of the group into a sharded
-    account (the revenue account) goes to one shard, picked for the group, as a group of Transfer
-    calls picks one (batches._post_batch): one shard row locked and changed per group instead of
-    one per Confirm's transfer id (up to 12 of 16 in a group of 12; issue 13). The one statement
-    locks its shard rows after its account rows, in (account, shard) order, as before. A
-    ResolveHolds batch keeps each Confirm's own shard, the one its checked rounds lock ahead
-    (`_rows_ahead`), and so does a group that runs checked."""
-    return await _confirm_alone(uow, items, now, outcomes, shard_key=uuid.uuid4().hex)
-
-
 async def _confirm_alone(
     uow: WalletUnitOfWork,
     items: list[tuple[int, ConfirmRequest]],
@@ -422,7 +430,8 @@ async def _confirm_alone(
     (no BEGIN, no COMMIT) checks every hold under its lock and posts them all, or writes nothing.
     False, with nothing written and nobody answered, when the group needs the checked rounds: a
     branch twice, a hold not remembered, not pending or expired (and so any refusal, replay or
-    repeat: its hold is resolved), or a debit of a sharded account (its slow path)."""
+    repeat: its hold is resolved), or a debit of a sharded account (its slow path). `shard_key`:
+    the group's (`_group_shard`), which picks the shard of every credit to a sharded account."""
     if len({r.branch for _, r in items}) != len(items):
         return False
     recalled = [(i, req, uow.holds.recall(req.branch)) for i, req in items]
@@ -503,6 +512,7 @@ async def _plan_confirms(
     outcomes: Outcomes,
     give_back: list[TccBranch],
     untried: Collection[TccBranch] = (),
+    shard_key: str | None = None,
 ) -> list[_Planned]:
     """Plan each Confirm's transfer on its hold (locked with the barrier insert, so a racing
     Cancel or expiry resolves it before or after us, never both); a refused one is answered and
@@ -522,7 +532,7 @@ async def _plan_confirms(
                 raise HoldNotFound(req.branch.global_tx_id, req.branch.branch_id)
             if hold is None:
                 raise await missing_hold(uow, req.branch)
-            header, posting = plan_confirm(req, hold, refs, now)
+            header, posting = plan_confirm(req, hold, refs, now, shard_key)
         except HirepayError as exc:
             outcomes[i] = BatchOutcome(error=exc)
             give_back.append(req.branch)
@@ -585,6 +595,7 @@ async def _resolve_alone(
     items: list[tuple[int, Resolution]],
     now: datetime,
     outcomes: Outcomes,
+    shard_key: str | None = None,
 ) -> bool:
     """Confirms only: the one statement of a Confirm group (`_confirm_alone`). A batch with a
     Cancel runs checked."""
@@ -593,7 +604,7 @@ async def _resolve_alone(
     confirms = [(i, r) for i, r in items if isinstance(r, ConfirmRequest)]
     if len(confirms) != len(items):
         return False
-    return await _confirm_alone(uow, confirms, now, outcomes)
+    return await _confirm_alone(uow, confirms, now, outcomes, shard_key)
 
 
 async def _resolve_rounds(
@@ -601,6 +612,7 @@ async def _resolve_rounds(
     rounds: list[list[tuple[int, Resolution]]],
     now: datetime,
     outcomes: Outcomes,
+    shard_key: str | None = None,
 ) -> None:
     """A group's rounds of Confirms and Cancels (a group of ConfirmHold calls is one of Confirms
     only), one after the other. A round's postings may lock account rows in several statements
@@ -621,7 +633,17 @@ async def _resolve_rounds(
         if n:
             await _unseen_holds(uow, items, missing)
         locked = await _resolve_round(
-            uow, items, now, outcomes, known, rounds[n + 1 :], locked, untried, missing, n == 0
+            uow,
+            items,
+            now,
+            outcomes,
+            known,
+            rounds[n + 1 :],
+            locked,
+            untried,
+            missing,
+            n == 0,
+            shard_key,
         )
 
 
@@ -682,6 +704,7 @@ async def _resolve_round(
     untried: set[TccBranch],
     missing: set[TccBranch],
     first_round: bool,
+    shard_key: str | None = None,
 ) -> bool:
     """A round of distinct branches: every gate first - the Cancels' (the Trys' barrier rows
     written up front, then the hold locks, the Confirms' with them, and their own rows), then the
@@ -706,13 +729,13 @@ async def _resolve_round(
     known.update(holds)
     known.update((branch, hold) for _, branch, hold in cancelling if hold is not None)
     give_back: list[TccBranch] = []
-    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back, untried)
+    planned = await _plan_confirms(uow, first, holds, now, outcomes, give_back, untried, shard_key)
     if not locked:
         steps = _posting_steps(planned)
         releases = {hold.account_id for _, _, hold in cancelling if hold is not None}
         steps.append((releases, set()))
         if later:
-            steps.append(await _rows_ahead(uow, later, known))
+            steps.append(await _rows_ahead(uow, later, known, shard_key))
         if _new_rows_later(steps):
             await uow.ledger.lock_balances(set().union(*[a for a, _ in steps]))
             await uow.ledger.lock_shards(set().union(*[s for _, s in steps]))
@@ -766,15 +789,18 @@ def _rows_of(postings: list[Posting]) -> _Step:
 
 
 async def _rows_ahead(
-    uow: WalletUnitOfWork, later: list[list[tuple[int, Resolution]]], known: dict[TccBranch, Hold]
+    uow: WalletUnitOfWork,
+    later: list[list[tuple[int, Resolution]]],
+    known: dict[TccBranch, Hold],
+    shard_key: str | None = None,
 ) -> _Step:
     """Every account and shard row the later rounds' Confirms and Cancels may lock: of those
     whose hold an earlier round locked (any other posts nothing: its branch's gate, passed or
     refused in this transaction, is a replay or a refusal), the hold's account (its pending
     changes), the accounts a Confirm may credit but a sharded one (credited in its shards: a
     credit never locks its row, the hot revenue account's), and the shard a Confirm may change
-    on each sharded account it names (picked by its transfer id: a fee into the revenue
-    account). Locked in a later round's statement only, the fee's shard was taken after the
+    on each sharded account it names (picked by the group's `shard_key`, else by its transfer
+    id: a fee into the revenue account). Locked in a later round's statement only, the fee's shard was taken after the
     earlier rounds' shards, which it may sort before: against a group changing both in one
     statement, in order, a deadlock (issue 13)."""
     accounts: set[str] = set()
@@ -797,7 +823,7 @@ async def _rows_ahead(
             if ref is None:
                 continue  # (refused in planning: it posts nothing)
             if ref.sharded:
-                shards.add((a, shard_for(transfer_id, ref.shards)))
+                shards.add((a, shard_for(shard_key or transfer_id, ref.shards)))
             else:
                 accounts.add(a)
     return accounts, shards

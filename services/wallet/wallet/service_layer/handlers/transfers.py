@@ -80,15 +80,7 @@ async def replay_transfer(uow: WalletUnitOfWork, header: TransferHeader) -> Tran
 def transfer_header(cmd: commands.Transfer) -> tuple[TransferHeader, tuple[Leg, ...]]:
     """A Transfer's validated header (id, description, metadata, fingerprint) and legs."""
     transfer_id = validate_client_id(cmd.transfer_id, "transfer_id")
-    legs = tuple(
-        Leg(
-            validate_account_id(leg.from_account_id, f"legs[{i}].from_account_id"),
-            validate_account_id(leg.to_account_id, f"legs[{i}].to_account_id"),
-            leg.amount,
-            leg.unit,
-        )
-        for i, leg in enumerate(cmd.legs)
-    )
+    legs = tuple([_validated_leg(leg, i) for i, leg in enumerate(cmd.legs)])
     header = TransferHeader(
         id=transfer_id,
         kind="transfer",
@@ -104,6 +96,16 @@ def transfer_header(cmd: commands.Transfer) -> tuple[TransferHeader, tuple[Leg, 
         ),
     )
     return header, legs
+
+
+def _validated_leg(leg: Leg, i: int) -> Leg:
+    """The leg with its account ids in canonical form: the leg itself when they are (as the
+    wallet writes them, the usual case; a new Leg per leg was a Python call; issue 13)."""
+    from_id = validate_account_id(leg.from_account_id, f"legs[{i}].from_account_id")
+    to_id = validate_account_id(leg.to_account_id, f"legs[{i}].to_account_id")
+    if from_id is leg.from_account_id and to_id is leg.to_account_id:
+        return leg
+    return Leg(from_id, to_id, leg.amount, leg.unit)
 
 
 def legs_accounts(legs: Iterable[Leg]) -> set[str]:
