@@ -32,8 +32,9 @@ from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
 from hirepay_dev.bench_posting import _BODY
-from hirepay_dev.bench_rpc import SECRET, _free_port
+from hirepay_dev.bench_rpc import SECRET
 from hirepay_dev.benchcpu import process_cpu
+from hirepay_dev.procs import free_port
 from hirepay_platform.grpccore import with_grpc_core_env
 
 
@@ -175,7 +176,7 @@ def main() -> None:
     # The gateway and the stand-in run with gRPC's core settings as services do (grpccore.py):
     # both start from this environment and import grpc afresh.
     os.environ.update(with_grpc_core_env(dict(os.environ)))
-    stand_in_port, gw_port = _free_port(), _free_port()
+    stand_in_port, gw_port = free_port(), free_port()
     ctx = multiprocessing.get_context("spawn")
     ready = ctx.Event()
     # The stand-in the measured requests reach: jobs for postings, payments for webhooks.

@@ -48,6 +48,17 @@ class Decision:
             out["Retry-After"] = str(self.retry_after_seconds)
         return out
 
+    def raw_headers(self) -> list[tuple[bytes, bytes]]:
+        """headers() as an answer's head carries them (names lowered, bytes), written at once."""
+        policy = self.policy.encode("latin-1")
+        out = [
+            (b"ratelimit-policy", b'"%s";q=%d;w=%d' % (policy, self.limit, self.window_seconds)),
+            (b"ratelimit", b'"%s";r=%d;t=%d' % (policy, self.remaining, self.reset_seconds)),
+        ]
+        if not self.allowed:
+            out.append((b"retry-after", b"%d" % self.retry_after_seconds))
+        return out
+
 
 class TokenBucketLimiter:
     """`per_minute` tokens per key, refilled continuously; the bucket starts full (burst = quota)."""

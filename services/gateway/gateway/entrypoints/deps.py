@@ -74,17 +74,33 @@ def require_roles(*roles: str) -> Callable[..., Any]:
     return dependency
 
 
-def accepted_caller(request: Request, allowed: frozenset[str]) -> Principal | None:
-    """The caller when the request carries a bearer token that the dependencies above accept
-    (HTTPBearer's reading of the header, the same Authenticator) and a role in `allowed`; None
-    for any other request, whose refusal (401, 403) those dependencies then answer. Like
-    optional_principal, it makes the caller the actor of the request's backend calls.
+def first_headers(request: Request) -> dict[bytes, bytes]:
+    """The request's headers by name (ASGI's, lowercase), each name's first value as
+    `request.headers.get` finds it, in one pass: a few headers read this way instead of through
+    `request.headers` cost about 15 Python calls fewer (issue 13)."""
+    return dict(reversed(request.scope["headers"]))
+
+
+def header_text(headers: dict[bytes, bytes], name: bytes) -> str | None:
+    """A header of `first_headers` as `request.headers.get` gives it (latin-1), or None."""
+    value = headers.get(name)
+    return None if value is None else value.decode("latin-1")
+
+
+def accepted_caller(
+    request: Request, allowed: frozenset[str], authorization: str | None
+) -> Principal | None:
+    """The caller when the request carries a bearer token (`authorization`: its Authorization
+    header) that the dependencies above accept (HTTPBearer's reading of the header, the same
+    Authenticator) and a role in `allowed`; None for any other request, whose refusal (401, 403)
+    those dependencies then answer. Like optional_principal, it makes the caller the actor of the
+    request's backend calls.
 
     For the operations answered directly (direct_routes.py), without FastAPI's dependency solving."""
-    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    scheme, token = get_authorization_scheme_param(authorization)
     if not token or scheme.lower() != "bearer":
         return None
-    authenticator: Authenticator = request.app.state.authenticator
+    authenticator: Authenticator = request.scope["app"].state.authenticator
     try:
         principal = authenticator.verify(token)
     except InvalidToken:
@@ -155,13 +171,13 @@ NO_JSON_BODY: Any = object()
 """json_model_body's answer for a request whose body FastAPI would not parse as JSON."""
 
 
-def json_model_body(request: Request) -> Any:
+def json_model_body(request: Request, content_type: str | None) -> Any:
     """The body FastAPI would validate against an operation's body model, when it is JSON the input
-    guard already parsed: a non-empty body sent as `application/json` (FastAPI also parses
-    `application/*+json`, and what it refuses it words itself). NO_JSON_BODY for any other.
+    guard already parsed: a non-empty body sent as `application/json` (`content_type`: its
+    Content-Type header; FastAPI also parses `application/*+json`, and what it refuses it words
+    itself). NO_JSON_BODY for any other.
 
     For the operations answered directly (direct_routes.py), without FastAPI's body reading."""
-    content_type = request.headers.get("content-type")
     # As FastAPI reads the media type (email.message: the part before any parameter, lowercased).
     if content_type is None or content_type.partition(";")[0].strip().lower() != "application/json":
         return NO_JSON_BODY

@@ -27,6 +27,25 @@ from gateway.entrypoints.error_handlers import HANDLERS
 
 DirectAnswer = Callable[..., Awaitable[Response | None]]
 
+_JSON = (b"content-type", b"application/json")
+
+
+class JsonAnswer(Response):
+    """A JSON answer whose body and headers are bytes already: the answer, byte for byte, of
+    `Response(body, status_code, headers, media_type="application/json")` with `raw_headers` its
+    `headers` lowered and encoded, made without Response's rendering and header encoding (about
+    15 Python calls per answer; issue 13). For a status with a body (not 1xx, 204 or 304)."""
+
+    media_type = "application/json"
+
+    def __init__(
+        self, body: bytes, status_code: int = 200, raw_headers: Iterable[tuple[bytes, bytes]] = ()
+    ) -> None:
+        self.status_code = status_code
+        self.background = None
+        self.body = body
+        self.raw_headers = [*raw_headers, (b"content-length", b"%d" % len(body)), _JSON]
+
 
 @dataclass(frozen=True, slots=True)
 class DirectRoute:

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from hirepay_platform.metrics import count, observe
+from hirepay_platform.tracing import TRACE_ID_KEY
 
 log = logging.getLogger("gateway.access")
 
@@ -86,21 +87,11 @@ HTML_CSP = (
 HSTS = b"max-age=31536000; includeSubDomains"
 
 
-def _route_template(scope: Scope) -> str:
-    route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
-
-
-def method_label(method: str) -> str:
-    """The metric and span label of an HTTP method: unknown names collapse to OTHER."""
-    return method if method in KNOWN_METHODS else OTHER_METHOD
-
-
 def security_headers(
     headers: list[tuple[bytes, bytes]], *, is_api: bool, tls: bool
 ) -> list[tuple[bytes, bytes]]:
-    """The response headers with the security headers every answer carries (kept when a route
-    set its own, e.g. a page's stricter CSP)."""
+    """`headers` (a list of the answer's own) with the security headers every answer carries
+    (kept when a route set its own, e.g. a page's stricter CSP)."""
     # Each name lowered once, the first value of a repeated one kept (reversed: the first one is
     # written last): one pass, not a set of the names and then a search for the content type
     # (issue 13).
@@ -147,22 +138,29 @@ class EdgeMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        method = method_label(scope["method"])
+        # The metric and log label of the method: any name but the known ones is OTHER (a client
+        # cannot mint series). (In line, as the route template below: a call each per request.)
+        method = scope["method"]
+        if method not in KNOWN_METHODS:
+            method = OTHER_METHOD
         is_api = scope.get("path", "").startswith("/api/")
         tls = self.behind_tls or scope.get("scheme") == "https"
         started = time.perf_counter()
         status_holder: dict[str, Any] = {"status": 500, "started": False}
-        span = trace.get_current_span()
-        # Written as the header's bytes at once (an operator, not format() and encode()).
-        trace_id = b"%032x" % span.get_span_context().trace_id
+        # The trace's id as the header's bytes: as TraceContextMiddleware (around this) found it,
+        # else the current span's (inside the OpenTelemetry instrumentation's span), written at
+        # once (an operator, not format() and encode()).
+        trace_id = scope.get(TRACE_ID_KEY)
+        if trace_id is None:
+            trace_id = b"%032x" % trace.get_current_span().get_span_context().trace_id
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
                 status_holder["started"] = True
-                headers = list(message.get("headers", []))
-                headers.append((b"x-trace-id", trace_id))
-                message["headers"] = security_headers(headers, is_api=is_api, tls=tls)
+                message["headers"] = security_headers(
+                    [*message.get("headers", ()), (b"x-trace-id", trace_id)], is_api=is_api, tls=tls
+                )
             await send(message)
 
         try:
@@ -170,7 +168,7 @@ class EdgeMiddleware:
         except Exception:
             # Anything not mapped by the error handlers: log (masked), answer generically.
             log.exception("unhandled error", extra={"fields": {"method": method}})
-            span.set_status(trace.StatusCode.ERROR)
+            trace.get_current_span().set_status(trace.StatusCode.ERROR)
             if not status_holder["started"]:
                 await send_wrapper(
                     {
@@ -180,7 +178,8 @@ class EdgeMiddleware:
                     }
                 )
                 await send({"type": "http.response.body", "body": _INTERNAL_ERROR})
-        route = _route_template(scope)
+        # The route template FastAPI's routing (or a direct answer) put in the scope.
+        route = getattr(scope.get("route"), "path", None) or "unmatched"
         status = status_holder["status"]
         elapsed = time.perf_counter() - started
         count(HTTP_REQUESTS, method, route, str(status))
