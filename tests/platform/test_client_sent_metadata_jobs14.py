@@ -5,7 +5,6 @@ request is a new trace, so every call makes its metadata)."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 from grpc.aio._channel import UnaryUnaryMultiCallable
 
 from hirepay_platform.client import ServiceClient
+from tests.support.python_calls import profiled
 
 TOKEN = ("x-hirepay-service-token", "eyJ.service.token")
 ACTOR = ("x-hirepay-actor", "eyJ.actor.token")
@@ -92,10 +92,8 @@ async def test_a_call_handles_its_metadata_in_a_few_python_calls() -> None:
 
     try:
         one_call(1)  # (isinstance's first look at the class fills its cache)
-        profile = cProfile.Profile()
-        profile.enable()
-        copied = one_call(2)
-        profile.disable()
+        with profiled() as profile:
+            copied = one_call(2)
         calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
         assert copied[:2] == (TOKEN, ACTOR)
         assert calls <= 24, calls

@@ -7,7 +7,6 @@ SQLAlchemy's Connection gets it in AUTOCOMMIT, as the isolation level set on the
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import pstats
 import uuid
 from collections.abc import AsyncIterator
@@ -41,6 +40,7 @@ from hirepay_platform.write_batch import BatchedSession
 from tests.platform.counters import IN_TRANSACTION, PID, CoreUnitOfWork, counters, start_database
 from tests.support.pg_round_trips import RoundTrips
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import profiled
 
 metadata = MetaData()
 rows, _PUT, _BUMP = counters(metadata, "autocommit_rows")
@@ -234,13 +234,11 @@ def test_an_autocommit_unit_of_work_costs_no_connection_machinery(db_url: str) -
     async def run() -> pstats.Stats:
         db = await _database(db_url)
         await _warm(db, "p")
-        profile = cProfile.Profile()
-        profile.enable()
-        async with db.uow() as uow:
-            await autocommit(uow.session)
-            await uow.session.execute(_PUT, {"id": f"p-{uuid.uuid4()}", "n": 1})
-            await uow.commit()
-        profile.disable()
+        with profiled() as profile:
+            async with db.uow() as uow:
+                await autocommit(uow.session)
+                await uow.session.execute(_PUT, {"id": f"p-{uuid.uuid4()}", "n": 1})
+                await uow.commit()
         await db.stop()
         return pstats.Stats(profile)
 

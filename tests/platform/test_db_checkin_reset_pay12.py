@@ -7,7 +7,6 @@ and a pool with a reset listener still runs it, told the transaction was not res
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +18,7 @@ from sqlalchemy import MetaData, event, select
 from hirepay_platform.db import Database
 from tests.platform.counters import PID, counters, start_database
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import profiled
 
 metadata = MetaData()
 rows, _PUT, _BUMP = counters(metadata, "checkin_reset_rows")
@@ -58,16 +58,14 @@ async def test_a_unit_of_work_goes_back_without_the_pools_rollback_and_nothing_l
         await uow.session.execute(_BUMP, {"key": "nobody"})
         await uow.session.execute(PID, {})
         await uow.commit()
-    profile = cProfile.Profile()
-    profile.enable()
-    async with db.uow() as uow:  # committed
-        await uow.session.execute(_BUMP, {"key": key})
-        await uow.commit()
-    async with db.uow() as uow:  # not committed: the session rolls it back itself
-        await uow.session.execute(_BUMP, {"key": key})
-    async with db.uow() as uow:  # read only (before BEGIN)
-        await uow.session.execute(PID, {})
-    profile.disable()
+    with profiled() as profile:
+        async with db.uow() as uow:  # committed
+            await uow.session.execute(_BUMP, {"key": key})
+            await uow.commit()
+        async with db.uow() as uow:  # not committed: the session rolls it back itself
+            await uow.session.execute(_BUMP, {"key": key})
+        async with db.uow() as uow:  # read only (before BEGIN)
+            await uow.session.execute(PID, {})
     called = {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert "do_rollback" not in called, called
     assert not _idle_in_transaction(db)

@@ -8,13 +8,11 @@ as before. A broken connection is never handed out again, a transaction is never
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import greenlet
 import pytest
 from sqlalchemy import MetaData, event, select, text
 from sqlalchemy import exc as sa_exc
@@ -29,6 +27,7 @@ from hirepay_platform.db import (
 from hirepay_platform.errors import Unavailable
 from tests.platform.counters import IN_TRANSACTION, PID, counters, start_database
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import greenlet_switches
 
 metadata = MetaData()
 rows, _PUT, _BUMP = counters(metadata, "greenlet_rows")
@@ -48,22 +47,6 @@ async def db(db_url: str) -> AsyncIterator[Database[Any]]:
     database = await _database(db_url)
     yield database
     await database.stop()
-
-
-@contextlib.contextmanager
-def greenlet_switches() -> Iterator[list[str]]:
-    """Every greenlet switch in this thread meanwhile (SQLAlchemy's bridge switches into a new
-    greenlet and back for each sync call it runs: the pool's checkout and checkin included)."""
-    seen: list[str] = []
-
-    def trace(event_name: str, args: Any) -> None:
-        seen.append(event_name)
-
-    previous = greenlet.settrace(trace)
-    try:
-        yield seen
-    finally:
-        greenlet.settrace(previous)
 
 
 async def _warm(db: Database[Any], key: str) -> None:

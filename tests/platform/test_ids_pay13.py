@@ -3,12 +3,12 @@ UUID object (issue 13, pay13: 9 -> 3 Python calls per id, a few ids per posting)
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 import re
 import uuid
 
 from hirepay_platform.ids import new_id
+from tests.support.python_calls import profiled
 
 
 def test_the_random_part_is_a_version_4_uuid_in_hex() -> None:
@@ -38,10 +38,8 @@ def test_every_random_bit_varies() -> None:
 
 def test_no_uuid_object_is_made() -> None:
     new_id("warm")
-    profile = cProfile.Profile()
-    profile.enable()
-    new_id("job")
-    profile.disable()
+    with profiled() as profile:
+        new_id("job")
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     called = {name for (_, _, name) in stats}
     assert not called & {"uuid4", "__init__", "hex"}, called

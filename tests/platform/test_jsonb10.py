@@ -5,7 +5,6 @@ exact: PAY-6)."""
 
 from __future__ import annotations
 
-import cProfile
 import decimal
 import enum
 import json
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from hirepay_platform import jsonb
 from hirepay_platform.db import async_url, create_engine
+from tests.support.python_calls import profiled
 
 
 class Colour(enum.StrEnum):
@@ -143,11 +143,9 @@ def test_loads_reads_or_refuses_the_rest_as_json_loads_does(text_: str) -> None:
 def test_dumps_and_loads_cost_one_python_call_each() -> None:
     value = {"amount_minor": 4900, "metadata": {"job_id": "j-1"}, "ids": [1, 2, 3]}
     written = json.dumps(value)
-    profile = cProfile.Profile()
-    profile.enable()
-    jsonb.dumps(value)
-    jsonb.loads(written)
-    profile.disable()
+    with profiled() as profile:
+        jsonb.dumps(value)
+        jsonb.loads(written)
     python = [
         name
         for (file, _, name) in pstats.Stats(profile).stats  # type: ignore[attr-defined]
@@ -204,11 +202,9 @@ async def test_postgresql_stores_and_returns_what_it_did_with_json_dumps_and_loa
         # The platform's engine writes and reads through jsonb, not json's three-frame path.
         async with ours.begin() as conn:
             await conn.execute(insert, {"id": 5000, "doc": {"a": [1]}})  # (compiled, prepared)
-            profile = cProfile.Profile()
-            profile.enable()
-            await conn.execute(insert, {"id": 5001, "doc": {"a": [1]}})
-            await conn.scalar(select(docs.c.doc).where(docs.c.id == 5001))
-            profile.disable()
+            with profiled() as profile:
+                await conn.execute(insert, {"id": 5001, "doc": {"a": [1]}})
+                await conn.scalar(select(docs.c.doc).where(docs.c.id == 5001))
         called = {
             ("/".join(file.replace("\\", "/").rsplit("/", 2)[-2:]), name)
             for (file, _, name) in pstats.Stats(profile).stats  # type: ignore[attr-defined]

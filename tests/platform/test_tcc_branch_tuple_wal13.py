@@ -6,25 +6,23 @@ branch and operation rests on it: PAY-8, ESC-2)."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 
 import pytest
 
 from hirepay_platform.errors import ValidationError
 from hirepay_platform.tcc import TccBranch
+from tests.support.python_calls import profiled
 
 
 def test_hashing_and_comparing_branches_make_no_python_call():
     branches = [TccBranch(f"g-{i}", "payment") for i in range(50)]
     twins = [TccBranch(b.global_tx_id, b.branch_id) for b in branches]
-    profile = cProfile.Profile()
-    profile.enable()
-    seen = set(branches)
-    found = [t in seen for t in twins]
-    keyed = {b: i for i, b in enumerate(branches)}
-    looked_up = [keyed[t] for t in twins]
-    profile.disable()
+    with profiled() as profile:
+        seen = set(branches)
+        found = [t in seen for t in twins]
+        keyed = {b: i for i, b in enumerate(branches)}
+        looked_up = [keyed[t] for t in twins]
     assert all(found) and looked_up == list(range(50))
     stats = pstats.Stats(profile).stats  # type: ignore[attr-defined]
     # Python frames other than this test's own comprehensions ("~": built-ins)

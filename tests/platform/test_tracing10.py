@@ -19,6 +19,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hirepay_platform import tracing
+from tests.support.python_calls import profiled
 
 
 def _injected(ctx: Any) -> tuple[tuple[str, str], ...]:
@@ -70,14 +71,13 @@ def test_a_request_without_context_costs_no_extract_and_no_inject(textmap: None)
         CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
     )
     asyncio.run(_request([]))  # the propagator checked once
-    profile = cProfile.Profile()
 
-    async def measured() -> None:
-        profile.enable()
-        await _request([(b"accept", b"*/*")])
-        profile.disable()
+    async def measured() -> cProfile.Profile:
+        with profiled() as profile:
+            await _request([(b"accept", b"*/*")])
+        return profile
 
-    asyncio.run(measured())
+    profile = asyncio.run(measured())
     called = {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert not called & {"extract", "inject"}, called
 

@@ -6,7 +6,6 @@ through inject as before."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 import secrets
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hirepay_platform import tracing
+from tests.support.python_calls import profiled
 
 
 @pytest.fixture
@@ -48,11 +48,9 @@ def _continued(metadata: list[tuple[str, str | bytes]]) -> tuple[Any, list[Any],
     of the functions called for those two calls (cProfile)."""
     ctx = tracing.incoming_context(metadata)
     token = otel_context.attach(ctx)
-    profile = cProfile.Profile()
     try:
-        profile.enable()
-        sent = [tracing.outgoing_context(), tracing.outgoing_context()]
-        profile.disable()
+        with profiled() as profile:
+            sent = [tracing.outgoing_context(), tracing.outgoing_context()]
     finally:
         otel_context.detach(token)
     called = {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]

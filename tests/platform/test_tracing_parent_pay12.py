@@ -6,8 +6,6 @@ the propagator as before (OPS-2: trace ids join a posting's logs across services
 
 from __future__ import annotations
 
-import cProfile
-import pstats
 import secrets
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +18,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from hirepay_platform import tracing
+from tests.support.python_calls import names_called
 
 
 @pytest.fixture
@@ -54,14 +53,6 @@ def _span(ctx: Any) -> Any:
     return trace.get_current_span(ctx).get_span_context()
 
 
-def _calls(fn: Any) -> set[str]:
-    profile = cProfile.Profile()
-    profile.enable()
-    fn()
-    profile.disable()
-    return {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
-
-
 @pytest.mark.parametrize("flags", ["01", "00"])
 @pytest.mark.parametrize("make", [_w3c, TraceContextTextMapPropagator])
 def test_a_canonical_traceparent_is_continued_without_the_propagators_extract(
@@ -73,7 +64,9 @@ def test_a_canonical_traceparent_is_continued_without_the_propagators_extract(
     tracing.incoming_context(_metadata(traceparent=f"00-{_ids()[0]}-{span_id}-01"))  # checked once
     header = f"00-{trace_id}-{span_id}-{flags}"
     found: list[Any] = []
-    called = _calls(lambda: found.append(tracing.incoming_context(_metadata(traceparent=header))))
+    called = names_called(
+        lambda: found.append(tracing.incoming_context(_metadata(traceparent=header)))
+    )
     assert "extract" not in called, called
     ctx = found[0]
     theirs = propagator.extract({"traceparent": header})
@@ -131,7 +124,7 @@ def test_a_tracestate_or_baggage_beside_it_goes_through_the_propagator(textmap: 
     for more in ({"tracestate": "vendor=1"}, {"baggage": "tenant=acme"}):
         trace_id, span_id = _ids()
         header = f"00-{trace_id}-{span_id}-01"
-        called = _calls(lambda: _same_as_the_propagators(header, **more))  # noqa: B023
+        called = names_called(lambda: _same_as_the_propagators(header, **more))  # noqa: B023
         assert "extract" in called
     ctx = tracing.incoming_context(_metadata(traceparent=header, baggage="tenant=acme"))
     assert baggage.get_baggage("tenant", ctx) == "acme"
@@ -161,7 +154,9 @@ def test_another_propagator_extracts_as_before(textmap: None, propagator: type) 
     trace_id, span_id = _ids()
     header = f"00-{trace_id}-{span_id}-01"
     found: list[Any] = []
-    called = _calls(lambda: found.append(tracing.incoming_context(_metadata(traceparent=header))))
+    called = names_called(
+        lambda: found.append(tracing.incoming_context(_metadata(traceparent=header)))
+    )
     assert "extract" in called
     assert _span(found[0]).trace_id == int(trace_id, 16)
     if propagator is _MarkingPropagator:

@@ -4,7 +4,6 @@ JSON without detect_encoding's calls (issue 13: every request body and webhook p
 from __future__ import annotations
 
 import codecs
-import cProfile
 import json
 import pstats
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import pytest
 
 from hirepay_platform.untrusted import loads_json
+from tests.support.python_calls import profiled
 
 DOC = {"id": "evt_1", "type": "payment_intent.succeeded", "data": {"note": "café ✓ 💳"}}
 TEXT = json.dumps(DOC, ensure_ascii=False)
@@ -65,10 +65,8 @@ def test_bytes_decode_as_json_loads_decodes_them(raw: bytes) -> None:
 def test_utf8_json_is_read_without_detect_encoding() -> None:
     raw = TEXT.encode("utf-8")
     loads_json(raw)  # (warm: first-use caches)
-    profile = cProfile.Profile()
-    profile.enable()
-    value = loads_json(raw)
-    profile.disable()
+    with profiled() as profile:
+        value = loads_json(raw)
     assert value == DOC
     names = {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert "detect_encoding" not in names

@@ -6,7 +6,6 @@ parameter is sent, so asyncpg checks no element of one against abstract classes.
 
 from __future__ import annotations
 
-import cProfile
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -36,6 +35,7 @@ from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, execute_alone
 from hirepay_platform.write_batch import BatchedSession
 from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.pg_schema import database_with
+from tests.support.python_calls import profiled
 
 META = MetaData()
 THINGS = Table(
@@ -227,10 +227,8 @@ async def test_a_few_rows_send_no_array_for_asyncpg_to_check(db) -> None:
             await uow.commit()
 
     await flush(0)  # the statement compiled and prepared
-    profile = cProfile.Profile()
-    profile.enable()
-    await flush(1)
-    profile.disable()
+    with profiled() as profile:
+        await flush(1)
     checks = asyncpg_abstract_checks(profile)
     assert checks == 0, checks
     assert [r.line for r in await _lines(db, key)] == ["0.0", "0.1", "1.0", "1.1"]

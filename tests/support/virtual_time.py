@@ -9,11 +9,17 @@ a thread's work takes no virtual time: a timer due while it runs fires first."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import selectors
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import time
+from collections.abc import Callable, Coroutine
+from types import ModuleType, SimpleNamespace
+from typing import Any, ParamSpec, TypeVar
+
+from hirepay_platform import workloop
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class _JumpingSelector(selectors.DefaultSelector):
@@ -51,3 +57,37 @@ def run_in_virtual_time(coro: Coroutine[Any, Any, T]) -> T:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+def in_virtual_time(
+    *clocked: ModuleType,
+) -> Callable[[Callable[P, Coroutine[Any, Any, None]]], Callable[P, None]]:
+    """A decorator: the async test (its fixtures as they are) run on a virtual-time loop, with
+    `clocked` (modules that time what they wait for by `time.monotonic()`, e.g. the platform's
+    worker loop) reading the loop's clock instead: the rounds and pauses are what the code
+    decides, not how busy the machine is. The worker loop clocked so has noted no activity yet
+    (its last, on the real clock, would be in the virtual future)."""
+
+    def decorate(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+        @functools.wraps(test)
+        def run(*args: P.args, **kwargs: P.kwargs) -> None:
+            saved = [module.time for module in clocked], workloop._last_activity
+
+            async def scenario() -> None:
+                clock = {"monotonic": asyncio.get_running_loop().time}
+                for module in clocked:
+                    module.time = SimpleNamespace(**{**vars(time), **clock})
+                if workloop in clocked:
+                    workloop._last_activity = float("-inf")
+                await test(*args, **kwargs)
+
+            try:
+                run_in_virtual_time(scenario())
+            finally:
+                for module, real in zip(clocked, saved[0], strict=True):
+                    module.time = real
+                workloop._last_activity = saved[1]
+
+        return run
+
+    return decorate

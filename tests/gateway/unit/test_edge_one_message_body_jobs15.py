@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import cProfile
 import logging
 import pstats
 from typing import Any
@@ -18,6 +17,7 @@ import pytest
 
 from gateway.entrypoints.input_guard import InputGuardMiddleware, _Refused
 from gateway.entrypoints.observability import EdgeMiddleware
+from tests.support.python_calls import profiled
 
 BODY = b'{"job": {"title": "A job"}, "accept_terms": true}'
 
@@ -40,14 +40,11 @@ def _receiver(*messages: dict[str, Any]) -> Any:
 
 def _profiled(coro: Any) -> tuple[pstats.Stats, Any]:
     """The profile of running `coro` to its end (it never suspends), and its result."""
-    profile = cProfile.Profile()
-    profile.enable()
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        result = done.value
-    finally:
-        profile.disable()
+    with profiled() as profile:
+        try:
+            coro.send(None)
+        except StopIteration as done:
+            result = done.value
     return pstats.Stats(profile), result
 
 

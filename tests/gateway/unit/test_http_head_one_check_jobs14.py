@@ -6,7 +6,6 @@ the same connection handling, and a head uvicorn refuses is refused the same way
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import pstats
 from typing import Any
 
@@ -17,6 +16,7 @@ from uvicorn.server import ServerState
 
 from gateway.entrypoints.http_protocol import GatewayHttpProtocol
 from tests.gateway.unit.test_http_protocol_jobs9 import FakeTransport
+from tests.support.python_calls import profiled
 
 DEFAULT_HEADERS = [(b"date", b"Wed, 02 Dec 2026 07:00:00 GMT"), (b"server", b"uvicorn")]
 
@@ -178,10 +178,8 @@ async def test_the_head_of_a_postings_answer_is_checked_in_a_few_calls() -> None
     cycle = protocol.cycle
     assert cycle is not None
     start = {"type": "http.response.start", "status": 201, "headers": POSTING_HEADERS}
-    profile = cProfile.Profile()
-    profile.enable()
-    await cycle.send(start)
-    profile.disable()
+    with profiled() as profile:
+        await cycle.send(start)
     calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
 
     assert calls <= 20, calls

@@ -4,13 +4,13 @@ request. A query string is still parsed and refused as before (PAY-11)."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 from typing import Any
 
 import pytest
 
 from gateway.entrypoints.input_guard import _check_request_line, _Refused
+from tests.support.python_calls import profiled
 
 
 def _scope(query: bytes, path: str = "/api/jobs/create-with-payment") -> dict[str, Any]:
@@ -24,10 +24,8 @@ def _scope(query: bytes, path: str = "/api/jobs/create-with-payment") -> dict[st
 
 def test_a_request_line_without_a_query_string_is_checked_in_a_few_calls() -> None:
     scope = _scope(b"")
-    profile = cProfile.Profile()
-    profile.enable()
-    _check_request_line(scope)
-    profile.disable()
+    with profiled() as profile:
+        _check_request_line(scope)
     calls = pstats.Stats(profile).total_calls  # type: ignore[attr-defined]
     # The path's text check and the scope look-ups; parse_qsl was about 7 more.
     assert calls <= 7, calls

@@ -4,7 +4,6 @@ Python calls instead of 7 (four per job answered; issue 13)."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 import random
 from datetime import UTC
@@ -13,6 +12,7 @@ import pytest
 from google.protobuf import timestamp_pb2
 
 from gateway.api.convert import timestamp_to_iso
+from tests.support.python_calls import profiled
 
 _MIN, _MAX = -62135596800, 253402300799
 
@@ -69,10 +69,8 @@ def test_unset_is_none() -> None:
 
 def test_a_timestamp_is_written_in_three_python_calls() -> None:
     ts = timestamp_pb2.Timestamp(seconds=1_764_658_800, nanos=123_456_789)
-    profile = cProfile.Profile()
-    profile.enable()
-    timestamp_to_iso(ts)
-    profile.disable()
+    with profiled() as profile:
+        timestamp_to_iso(ts)
     # (the profiler's own disable() is one of its calls)
     calls = pstats.Stats(profile).total_calls - 1  # type: ignore[attr-defined]
     assert calls <= 3, calls

@@ -6,7 +6,6 @@ whose every element asyncpg checks in Python (issue 13); an id holding a comma, 
 from __future__ import annotations
 
 import asyncio
-import cProfile
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -17,6 +16,7 @@ from jobs.adapters.unit_of_work import SqlJobsUnitOfWork
 from jobs.domain.posting_saga import Saga, SagaState
 from tests.jobs.integration.test_jobs_postgres import _saga
 from tests.support.asyncpg_checks import asyncpg_abstract_checks
+from tests.support.python_calls import profiled
 
 
 @pytest.fixture
@@ -45,10 +45,8 @@ async def test_a_page_of_ids_is_read_with_no_element_checked_in_python(sessions)
     await _insert(sessions, ids)
     for _ in range(2):  # the statement's first run is SQLAlchemy's (its plan kept)
         await _get_many(sessions, ids[:3])
-    profile = cProfile.Profile()
-    profile.enable()
-    found = await _get_many(sessions, [*ids, "saga_missing", ids[0]])
-    profile.disable()
+    with profiled() as profile:
+        found = await _get_many(sessions, [*ids, "saga_missing", ids[0]])
     assert sorted(found) == ids
     assert all(found[i].id == i and found[i].state is SagaState.CONFIRMING for i in ids)
     assert asyncpg_abstract_checks(profile) == 0  # as an array: 121 elements, each checked

@@ -5,7 +5,6 @@ failed payments, and asyncpg checks no element of an array parameter in Python."
 
 from __future__ import annotations
 
-import cProfile
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -20,6 +19,7 @@ from jobs.domain.model import Job, JobStatus, Transition
 from jobs.domain.posting_saga import ABUSE_REASONS, PaymentMethod, Saga, SagaError, SagaState
 from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.jobs_world import FIELDS
+from tests.support.python_calls import profiled
 
 _NOW = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=UTC)
 _OFFSET = timezone(timedelta(hours=5, minutes=30))
@@ -182,9 +182,7 @@ async def test_a_postings_statement_sends_no_array_for_asyncpg_to_check(sessions
     saga, job = _posting("warm", 2)
     await _insert(sessions, saga, job, **kw)  # compiled and prepared
     saga, job = _posting("measured", 2)
-    profile = cProfile.Profile()
-    profile.enable()
-    inserted = await _insert(sessions, saga, job, **kw)
-    profile.disable()
+    with profiled() as profile:
+        inserted = await _insert(sessions, saga, job, **kw)
     assert inserted == (True, 0)
     assert asyncpg_abstract_checks(profile) == 0

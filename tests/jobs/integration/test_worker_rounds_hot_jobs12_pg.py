@@ -7,12 +7,9 @@ test_jobs_postgres.py and test_escrow_pg.py run these statements hot too)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import greenlet
 import pytest
 
 from hirepay_platform.db import create_engine, make_session_factory
@@ -23,6 +20,7 @@ from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import settlement
 from jobs.service_layer.marketplace import money_steps
 from tests.support.jobs_fakes import FakeParticipants, make_config
+from tests.support.python_calls import greenlet_switches
 
 
 @pytest.fixture
@@ -37,18 +35,6 @@ def _deps(sessions: Any) -> Deps:
     return Deps.build(lambda: SqlJobsUnitOfWork(sessions), make_config(), FakeParticipants())
 
 
-@contextlib.contextmanager
-def _greenlet_switches() -> Iterator[list[str]]:
-    """Every greenlet switch in this thread meanwhile (SQLAlchemy's bridge switches into a new
-    greenlet and back for each sync call it runs: its Connection's statements, checkout, close)."""
-    seen: list[str] = []
-    previous = greenlet.settrace(lambda event, args: seen.append(event))
-    try:
-        yield seen
-    finally:
-        greenlet.settrace(previous)
-
-
 async def _rounds(deps: Deps) -> tuple[int, int]:
     recovered = await settlement.recover_due(commands.RecoverSagas(), deps.fresh())
     stepped = await money_steps.recover_due(deps.fresh())
@@ -59,7 +45,7 @@ async def test_a_round_with_nothing_due_makes_no_greenlet(sessions):
     deps = _deps(sessions)
     for _ in range(2):  # each statement's first run is SQLAlchemy's (its plan kept)
         assert await _rounds(deps) == (0, 0)
-    with _greenlet_switches() as switches:
+    with greenlet_switches() as switches:
         for _ in range(3):
             assert await _rounds(deps) == (0, 0)
     assert switches == []

@@ -4,10 +4,7 @@ getattr and a CopyFrom, in fewer Python calls."""
 
 from __future__ import annotations
 
-import cProfile
-import pstats
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
@@ -18,6 +15,7 @@ from jobs.domain.model import Job, JobFields, JobStatus, PaymentStatus
 from jobs.domain.rate_limits import RateDecision
 from jobs.entrypoints import conversions as conv
 from jobs.service_layer.answers import SagaAnswer
+from tests.support.python_calls import calls_made
 
 NOW = datetime(2026, 12, 2, 7, 40, 1, 123456, tzinfo=UTC)
 FIELDS = JobFields("Engineer", "x" * 30, "Remote", "contract", "engineering", 1, 2, "USD")
@@ -105,14 +103,6 @@ def test_a_posting_answer_is_the_same_as_before(decision: RateDecision | None) -
     assert ours.HasField("rate_limit") == (decision is not None)
 
 
-def _calls(make: Any) -> int:
-    profile = cProfile.Profile()
-    profile.enable()
-    make()
-    profile.disable()
-    return pstats.Stats(profile).total_calls - 1  # type: ignore[attr-defined]  # (disable())
-
-
 def test_a_posting_answer_takes_fewer_python_calls() -> None:
     job = _jobs()[1]
     answer = SagaAnswer(
@@ -120,4 +110,4 @@ def test_a_posting_answer_takes_fewer_python_calls() -> None:
     )
     # Before: 20 (a getattr and a CopyFrom for each of 4 timestamps, a CopyFrom for the price
     # and for the limit); now 10.
-    assert _calls(lambda: conv.answer_to_proto(answer)) <= 12
+    assert calls_made(lambda: conv.answer_to_proto(answer)) <= 12

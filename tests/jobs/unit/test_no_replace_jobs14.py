@@ -5,8 +5,6 @@ own field lists), and each is cheaper than replace."""
 
 from __future__ import annotations
 
-import cProfile
-import pstats
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +12,7 @@ from typing import Any
 from jobs.domain.model import Job, JobFields, JobStatus
 from jobs.domain.rate_limits import RateDecision
 from jobs.service_layer.answers import SagaAnswer
+from tests.support.python_calls import calls_made
 
 NOW = datetime(2026, 12, 2, 7, 45, tzinfo=UTC)
 
@@ -36,14 +35,6 @@ def _fields() -> JobFields:
     return JobFields(**{f.name: _sample(JobFields, f.name, f.type) for f in fields(JobFields)})
 
 
-def _calls(make: Any) -> int:
-    profile = cProfile.Profile()
-    profile.enable()
-    make()
-    profile.disable()
-    return pstats.Stats(profile).total_calls - 1  # type: ignore[attr-defined]  # (disable())
-
-
 def test_normalized_fields_carry_every_field() -> None:
     given = _fields()
     expected = replace(
@@ -57,7 +48,7 @@ def test_normalized_fields_carry_every_field() -> None:
     )
     assert given.normalized() == expected
     # (the method, its constructor and its 9 strips and casings: 11; with replace 18)
-    assert _calls(given.normalized) <= 11
+    assert calls_made(given.normalized) <= 11
 
 
 def test_an_answer_with_its_rate_limit_carries_every_field() -> None:
@@ -71,4 +62,4 @@ def test_an_answer_with_its_rate_limit_carries_every_field() -> None:
     decision = RateDecision(False, 10, 0, 60, 42)
     assert answer.with_rate_limit(decision) == replace(answer, rate_limit=decision)
     # (the lambda, the method and its constructor: 3; with replace 13)
-    assert _calls(lambda: answer.with_rate_limit(decision)) <= 3
+    assert calls_made(lambda: answer.with_rate_limit(decision)) <= 3

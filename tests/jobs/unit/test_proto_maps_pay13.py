@@ -5,7 +5,6 @@ Name's call; a state the contract lacks is refused by Name as before."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 
 import pytest
@@ -14,6 +13,7 @@ from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from jobs.adapters.participants import try_result_from_payment
 from jobs.entrypoints.conversions import settlement_event_from_proto
+from tests.support.python_calls import profiled
 
 METADATA = {"subsystem": "jobs", "type": "job_posting", "job_id": "job_1", "saga_id": "saga_1"}
 
@@ -34,10 +34,8 @@ def _event(state: int = ppb.Payment.CAPTURED) -> ppb.SettlementEvent:
 
 def _called(fn) -> set[str]:
     fn()
-    profile = cProfile.Profile()
-    profile.enable()
-    fn()
-    profile.disable()
+    with profiled() as profile:
+        fn()
     return {f"{file}:{name}" for (file, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
 
 

@@ -7,12 +7,12 @@ ahead."""
 from __future__ import annotations
 
 import asyncio
-import sys
 from typing import Any
 
 from jobs.entrypoints import workers
 from tests.jobs.unit.test_settlement_cursor import _Stream
 from tests.support.jobs_world import World
+from tests.support.python_calls import hooked
 
 ROUNDS = 20
 
@@ -50,16 +50,14 @@ async def _calls_per_wait(behind: bool) -> float:
     workers.BURST_LINGER_SECONDS = 0
     try:
         for cursor in range(2, 2 + ROUNDS):
-            sys.setprofile(count)
-            consumer = asyncio.create_task(ahead.next_burst(stopper, position))
-            await _settle()  # the consumer waits
-            stream.send(cursor)
-            await _settle()
-            sys.setprofile(None)
+            with hooked(count):
+                consumer = asyncio.create_task(ahead.next_burst(stopper, position))
+                await _settle()  # the consumer waits
+                stream.send(cursor)
+                await _settle()
             burst = await consumer
             assert [m.cursor for m in burst] == [cursor]
     finally:
-        sys.setprofile(None)
         workers.BURST_LINGER_SECONDS = original
         stopper.cancel()
         ahead.close()

@@ -4,12 +4,12 @@ step per key)."""
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from payments.entrypoints.conversions import authorize_command
+from tests.support.python_calls import profiled
 
 METADATA = {"subsystem": "jobs", "type": "job_posting", "job_id": "job_1", "saga_id": "saga_1"}
 
@@ -27,9 +27,7 @@ def test_the_metadata_is_the_requests_without_the_abc() -> None:
     assert command.metadata == dict(request.metadata) == METADATA
     assert type(command.metadata) is dict
     authorize_command(request)
-    profile = cProfile.Profile()
-    profile.enable()
-    authorize_command(request)
-    profile.disable()
+    with profiled() as profile:
+        authorize_command(request)
     called = {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert not {f for f in called if "_collections_abc" in f}, called

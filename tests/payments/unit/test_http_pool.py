@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import cProfile
 import gzip
 import json
 import pstats
@@ -29,6 +28,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from payments.adapters import http_pool
 from payments.adapters.http_pool import Headers, HTTPPool
+from tests.support.python_calls import profiled
 
 TIMEOUTS = httpx.Timeout(5.0).as_dict()
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -123,11 +123,9 @@ async def _burst(pool: HTTPPool, server: SlowServer, n: int) -> None:
 
 async def _python_calls(pool: HTTPPool, url: str, n: int) -> int:
     """Python function calls (cProfile's count) made by `n` calls one after the other."""
-    profile = cProfile.Profile()
-    profile.enable()
-    for _ in range(n):
-        await get(pool, url)
-    profile.disable()
+    with profiled() as profile:
+        for _ in range(n):
+            await get(pool, url)
     return sum(entry[1] for entry in pstats.Stats(profile).stats.values())  # type: ignore[attr-defined]
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from payments.entrypoints import workers
+from tests.support.virtual_time import in_virtual_time
 
 
 async def _rounds(monkeypatch: pytest.MonkeyPatch, **periods: float) -> dict[str, list[Any]]:
@@ -43,6 +44,7 @@ async def _rounds(monkeypatch: pytest.MonkeyPatch, **periods: float) -> dict[str
     return calls
 
 
+@in_virtual_time(workers.workloop, workers)
 async def test_the_poller_looks_for_stale_checkouts_once_per_its_period(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -51,6 +53,7 @@ async def test_the_poller_looks_for_stale_checkouts_once_per_its_period(
     assert len(calls["stale"]) == 2  # at its first round, then once 0.3 s later
 
 
+@in_virtual_time(workers.workloop, workers)
 async def test_the_poller_samples_the_settlement_horizon_once_per_its_period(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

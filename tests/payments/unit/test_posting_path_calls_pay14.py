@@ -7,7 +7,6 @@ is checked to call none of those helpers (cProfile, the call counts of round 14'
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import pstats
 from collections.abc import Callable
 from typing import Any
@@ -22,15 +21,14 @@ from payments.domain.provider import ProviderStatus
 from payments.entrypoints.conversions import payment_msg
 from payments.service_layer.wakeup import Wakeup
 from tests.support.payments_helpers import card_payment
+from tests.support.python_calls import profiled
 
 
 def _files_called(call: Callable[[], Any]) -> set[str]:
     """The source files of every Python function (and module of every builtin) `call` ran."""
     call()  # (anything cached on a first call is not what is measured)
-    profile = cProfile.Profile()
-    profile.enable()
-    call()
-    profile.disable()
+    with profiled() as profile:
+        call()
     return {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
 
 
@@ -105,10 +103,8 @@ async def test_the_wakeup_wait_answers_as_before_without_contextlib() -> None:
     await asyncio.sleep(0)
     wakeup.notify()
     assert await waiting is True
-    profile = cProfile.Profile()
-    profile.enable()
-    await wakeup.wait(0.001)
-    profile.disable()
+    with profiled() as profile:
+        await wakeup.wait(0.001)
     called = {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert not {f for f in called if f.endswith("contextlib.py")}, called
 
@@ -123,11 +119,9 @@ async def test_a_notification_nobody_listens_for_makes_no_event() -> None:
     assert fresh is not first and not fresh.is_set()  # a later listener waits for the next one
     wakeup.notify()
     assert fresh.is_set()
-    profile = cProfile.Profile()
-    profile.enable()
-    for _ in range(100):  # commits that notify with nobody listening
-        wakeup.notify()
-    profile.disable()
+    with profiled() as profile:
+        for _ in range(100):  # commits that notify with nobody listening
+            wakeup.notify()
     called = {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
     assert not {name for name in called if "Event" in name or name == "__init__"}, called
     waiting = asyncio.ensure_future(wakeup.wait(5.0))  # a wait after them waits for the next

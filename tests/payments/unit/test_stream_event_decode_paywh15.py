@@ -5,7 +5,6 @@ message (was 28, the same measurement). The event decoded is unchanged, field by
 
 from __future__ import annotations
 
-import cProfile
 import pstats
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -14,6 +13,7 @@ from payments.adapters import event_repositories, snapshots
 from payments.domain.events import EventType
 from payments.domain.model import PaymentState
 from tests.support.payments_helpers import card_payment
+from tests.support.python_calls import profiled
 
 
 class _Row:
@@ -57,10 +57,8 @@ def _row(**snapshot_changes: Any) -> _Row:
 
 def _called(row: _Row, position: bool) -> set[str]:
     event_repositories._outbox(_row(), position=position)  # (warm)
-    profile = cProfile.Profile()
-    profile.enable()
-    event_repositories._outbox(row, position=position)
-    profile.disable()
+    with profiled() as profile:
+        event_repositories._outbox(row, position=position)
     return {name for (_, _, name) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
 
 

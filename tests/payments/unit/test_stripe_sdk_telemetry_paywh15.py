@@ -7,7 +7,6 @@ back on (`stripe.enable_telemetry`, the SDK's documented switch)."""
 
 from __future__ import annotations
 
-import cProfile
 import json
 import pstats
 from collections.abc import Iterator, Mapping
@@ -17,6 +16,7 @@ import pytest
 import stripe
 
 from payments.adapters.stripe_provider import StripeProvider
+from tests.support.python_calls import profiled
 
 _INTENT = {
     "id": "pi_1", "object": "payment_intent", "status": "requires_capture", "amount": 14900,
@@ -81,10 +81,8 @@ async def test_requests_carry_no_telemetry() -> None:
 async def test_a_request_runs_none_of_the_sdks_telemetry() -> None:
     provider = _provider(_Recorder())
     await _captures(provider, 1)  # (a previous request's metrics would be sent with the next)
-    profile = cProfile.Profile()
-    profile.enable()
-    await _captures(provider, 1)
-    profile.disable()
+    with profiled() as profile:
+        await _captures(provider, 1)
     called = {
         (file.rsplit("/", 1)[-1], name)
         for (file, _, name) in pstats.Stats(profile).stats  # type: ignore[attr-defined]

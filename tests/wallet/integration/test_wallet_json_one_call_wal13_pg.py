@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import text
 
 from hirepay_platform.tcc import TccBranch
+from tests.support.python_calls import profiled
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
 from wallet.service_layer.batcher import _transfers
@@ -45,12 +46,10 @@ async def test_a_grouped_pair_and_transfer_encode_their_json_in_one_call_each(
     transfer = c.Transfer(
         transfer_id, (Leg(alice, bob, 50, "USD"),), metadata={"order": "o-1", "note": "ü"}
     )
-    profile = cProfile.Profile()
-    profile.enable()
-    reserved = await reserve_holds(reserves, deps)
-    confirmed = await confirm_holds([c.ConfirmHold(b) for b in branches], deps)
-    posted = await _transfers([transfer], deps)
-    profile.disable()
+    with profiled() as profile:
+        reserved = await reserve_holds(reserves, deps)
+        confirmed = await confirm_holds([c.ConfirmHold(b) for b in branches], deps)
+        posted = await _transfers([transfer], deps)
     assert [o.error for o in reserved + confirmed + posted] == [None] * 7
     # Only the request digests' canonical JSON (sorted keys, hashed: fingerprint.py) is left.
     assert _json_dumps_callers(profile) == ["fingerprint.py:canonical_json"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from tests.support.virtual_time import in_virtual_time
 from wallet.service_layer.batcher import GroupBatcher
 from wallet.service_layer.handlers import BatchOutcome
 
@@ -46,6 +47,7 @@ def _batcher(runner: SlowRunner, max_in_flight: int) -> GroupBatcher[int, int]:
     )
 
 
+@in_virtual_time()
 async def test_calls_gather_for_half_a_batch_time_beside_a_running_batch():
     runner = SlowRunner()
     batcher = _batcher(runner, max_in_flight=2)
@@ -67,6 +69,7 @@ async def test_calls_gather_for_half_a_batch_time_beside_a_running_batch():
     assert runner.most_running == 2
 
 
+@in_virtual_time()
 async def test_with_one_batch_in_flight_calls_wait_for_the_running_batch():
     runner = SlowRunner()
     batcher = _batcher(runner, max_in_flight=1)
@@ -82,6 +85,7 @@ async def test_with_one_batch_in_flight_calls_wait_for_the_running_batch():
     assert runner.most_running == 1
 
 
+@in_virtual_time()
 async def test_a_full_group_goes_at_once_beside_a_running_batch():
     runner = SlowRunner()
     batcher: GroupBatcher[int, int] = GroupBatcher(

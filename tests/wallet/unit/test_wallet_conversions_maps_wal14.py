@@ -11,6 +11,7 @@ import pstats
 from datetime import UTC, datetime
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
+from tests.support.python_calls import profiled
 from wallet.domain.ledger import Entry, TransferRecord
 from wallet.entrypoints import conversions as conv
 
@@ -33,11 +34,9 @@ def test_a_transfer_requests_metadata_is_copied_without_the_mapping_abc():
     for metadata in ({}, {"order": "o-1", "note": 'ü, "x"'}):
         request = _request(metadata)
         split = pb.SplitTransferRequest(transfer_id="s-1", metadata=metadata)
-        profile = cProfile.Profile()
-        profile.enable()
-        cmd = conv.transfer_from_pb(request)
-        split_cmd = conv.split_transfer_from_pb(split)
-        profile.disable()
+        with profiled() as profile:
+            cmd = conv.transfer_from_pb(request)
+            split_cmd = conv.split_transfer_from_pb(split)
         assert cmd.metadata == split_cmd.metadata == metadata
         assert type(cmd.metadata) is dict and type(split_cmd.metadata) is dict
         assert _abc_calls(profile) == []
@@ -50,10 +49,8 @@ def test_a_transfer_records_metadata_is_set_without_the_mapping_abc():
     )
     for metadata in ({}, {"global_tx_id": "g-1", "branch_id": "payment"}):
         record = TransferRecord("t-1", "a description", metadata, _AT, entries)
-        profile = cProfile.Profile()
-        profile.enable()
-        message = conv.transfer_record_to_pb(record)
-        profile.disable()
+        with profiled() as profile:
+            message = conv.transfer_record_to_pb(record)
         assert dict(message.metadata) == metadata
         assert (message.transfer_id, message.description) == ("t-1", "a description")
         assert [(e.entry_id, e.amount.amount_minor) for e in message.entries] == [

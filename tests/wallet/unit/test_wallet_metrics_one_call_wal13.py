@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import REGISTRY
 
 from hirepay_platform.tcc import TccBranch
+from tests.support.python_calls import profiled
 from wallet.domain.holds import Hold, HoldState
 from wallet.entrypoints.servicer import _count_hold_transition, _counted
 from wallet.service_layer.handlers import HoldResult
@@ -63,11 +64,9 @@ async def test_a_confirm_counts_its_transfer_and_transition_once_without_the_pub
     await _counted("ConfirmHold", done())  # the label sets' series made once
     _count_hold_transition(confirmed, "pending")
     before = _value(posted[0], **posted[1]), _value(moved[0], **moved[1])
-    profile = cProfile.Profile()
-    profile.enable()
-    await _counted("ConfirmHold", done())
-    _count_hold_transition(confirmed, "pending")
-    profile.disable()
+    with profiled() as profile:
+        await _counted("ConfirmHold", done())
+        _count_hold_transition(confirmed, "pending")
     assert (_value(posted[0], **posted[1]), _value(moved[0], **moved[1])) == (
         before[0] + 1,
         before[1] + 1,
@@ -105,11 +104,9 @@ def test_a_batch_size_is_observed_as_histogram_observe_would_without_it():
     observe = batch_size_observer("TestWal13")
     name = "hirepay_wallet_grouped_calls_per_batch"
     labels = {"operation": "TestWal13"}
-    profile = cProfile.Profile()
-    profile.enable()
-    for size in (1, 3, 3, 64, 200):
-        observe(size)
-    profile.disable()
+    with profiled() as profile:
+        for size in (1, 3, 3, 64, 200):
+            observe(size)
     assert _value(f"{name}_count", **labels) == 5
     assert _value(f"{name}_sum", **labels) == 271
     buckets = {

@@ -16,6 +16,7 @@ from typing import Any
 from hirepay_platform import jsonb
 from hirepay_platform.sql_lists import joined, quoted_list
 from hirepay_platform.tcc import TccBranch
+from tests.support.python_calls import profiled
 from wallet.adapters.repositories.holds import _new_hold_params
 from wallet.adapters.repositories.ledger import run_params
 from wallet.domain.holds import Hold
@@ -88,10 +89,8 @@ def _items() -> list[tuple[TransferHeader, Posting]]:
 def test_a_runs_parameters_are_those_of_the_per_list_comprehensions_in_one_loop():
     items = _items()
     expected = _reference_run_params(items)
-    profile = cProfile.Profile()
-    profile.enable()
-    params = run_params(items)
-    profile.disable()
+    with profiled() as profile:
+        params = run_params(items)
     assert params == expected
     assert params["shard_ids"] == "rev" and params["account_ids"] == "a-acct,b-acct,c-acct"
     calls = _python_calls(profile)
@@ -117,10 +116,8 @@ def test_a_groups_new_hold_parameters_are_those_of_the_per_list_comprehensions()
         )
         for i in range(3)
     ]
-    profile = cProfile.Profile()
-    profile.enable()
-    params = _new_hold_params(holds, keys=False)
-    profile.disable()
+    with profiled() as profile:
+        params = _new_hold_params(holds, keys=False)
     assert params == {
         "account_ids": "acct-0,acct-1,acct-2",
         "destination_account_ids": "dest-0,dest-1,dest-2",
