@@ -101,25 +101,86 @@ class _LazyBeginCursor(sa_asyncpg.AsyncAdapt_asyncpg_cursor):
 
     async def _prepare_and_execute(self, operation: str, parameters: object) -> None:
         connection = self._adapt_connection
-        if (
-            connection._transaction is not None
-            or connection.isolation_level not in _READ_COMMITTED
-            or not plain_read(operation)
-        ):
-            await super()._prepare_and_execute(operation, parameters)
-            return
-        level = connection.isolation_level
-        connection.isolation_level = "autocommit"  # the adapter then sends no BEGIN
         try:
-            await super()._prepare_and_execute(operation, parameters)
-        finally:
-            connection.isolation_level = level
+            if (
+                connection._transaction is not None
+                or connection.isolation_level not in _READ_COMMITTED
+                or not plain_read(operation)
+            ):
+                await super()._prepare_and_execute(operation, parameters)
+                return
+            level = connection.isolation_level
+            connection.isolation_level = "autocommit"  # the adapter then sends no BEGIN
+            try:
+                await super()._prepare_and_execute(operation, parameters)
+            finally:
+                connection.isolation_level = level
+        except Exception as error:
+            if isinstance(error.__cause__, asyncpg.exceptions.OutdatedSchemaCacheError):
+                _forget_statement(connection, operation)
+            raise
+
+
+def _forget_statement(adapted: Any, sql: str) -> None:
+    """Drop `sql`'s prepared statement from the adapter's cache after asyncpg found its type
+    cache stale (OutdatedSchemaCacheError: its types reloaded, the statement closed), so the next
+    run prepares it again, as asyncpg's own statement cache does. SQLAlchemy's adapter keeps the
+    closed statement, and every later run of the statement on that connection failed ("the
+    prepared statement is closed") until the dialect's schema cache was invalidated."""
+    cache = adapted._prepared_statement_cache
+    if cache is not None:
+        cache.pop(sql, None)
 
 
 class _LazyBeginConnection(sa_asyncpg.AsyncAdapt_asyncpg_connection):
+    """SQLAlchemy's asyncpg adapter whose plain reads go before BEGIN (_LazyBeginCursor), and
+    whose commit and rollback never leave a server transaction it did not begin open (a BEGIN
+    sent past it, a unit of work cancelled mid-statement): rolled back as asyncpg's own pool
+    resets a connection it gets back, so no later unit of work on the pooled connection runs its
+    plain reads or execute_alone writes inside it. A commit then fails: what ran in that
+    transaction was never committed."""
+
     # `_begun`: the connection's _Begun, made once when it opens (see _execute_hot).
     __slots__ = ("_begun",)
     _cursor_cls = _LazyBeginCursor
+
+    def rollback(self) -> None:
+        super().rollback()
+        protocol = self._connection._protocol  # (no helper's call: each costs per unit of work)
+        if (
+            protocol is not None
+            and protocol.is_connected()
+            and (protocol.is_in_transaction() or protocol._is_cancelling())
+        ):
+            self._roll_back_left_open()
+
+    def commit(self) -> None:
+        super().commit()
+        protocol = self._connection._protocol  # (as in rollback)
+        if (
+            protocol is not None
+            and protocol.is_connected()
+            and (protocol.is_in_transaction() or protocol._is_cancelling())
+        ):
+            self._roll_back_left_open()
+            self._handle_exception(
+                asyncpg.exceptions.InterfaceError(
+                    "a transaction the adapter did not begin was open on the server: it was "
+                    "rolled back, not committed"
+                )
+            )
+
+    def _roll_back_left_open(self) -> None:
+        """Roll back a server transaction the adapter did not begin (or, a cancelled statement
+        not answered yet, may be open: the status asyncpg knows is stale until its end), as
+        asyncpg's pool resets a connection (Connection._reset): its own Transaction forgotten,
+        `ROLLBACK` sent once the cancelled statement has ended."""
+        connection = self._connection
+        connection._top_xact = None
+        try:
+            await_(connection.execute("ROLLBACK"))
+        except Exception as error:
+            self._handle_exception(error)
 
 
 class _LazyBeginDbapi(sa_asyncpg.AsyncAdapt_asyncpg_dbapi):
@@ -781,7 +842,8 @@ def _checkout_now(engine_pool: pool.Pool) -> PoolProxiedConnection | None:
 def _checkin_now(pooled: PoolProxiedConnection) -> bool:
     """Give `pooled` back as the pool's own checkin does (`_close_special()`, as `close()`
     without the rollback-on-return) in the caller's context when that checkin provably does
-    nothing to await: no transaction left for the pool's reset to roll back, room in the pool's
+    nothing to await: no transaction left for the pool's reset to roll back (the adapter's, or
+    one open on the server it did not begin: see _LazyBeginConnection), room in the pool's
     queue (a surplus connection would be closed), no reset or checkin listener and nothing
     registered to run at checkin. Else False, nothing done: the caller gives it back in
     SQLAlchemy's greenlet (see _checkout_now)."""
@@ -794,6 +856,11 @@ def _checkin_now(pooled: PoolProxiedConnection) -> bool:
         or record is None  # (detached: closed for real)
         or type(adapted) is not _LazyBeginConnection  # (create_engine's: no isinstance call)
         or adapted._transaction is not None  # (the reset's ROLLBACK)
+        # A server transaction the adapter did not begin (as _LazyBeginConnection.rollback checks):
+        # the reset's rollback ends it (_LazyBeginConnection.rollback), never handed out open.
+        or (protocol := adapted._connection._protocol) is None
+        or protocol.is_in_transaction()
+        or protocol._is_cancelling()
         or type(engine_pool) is not AsyncAdaptedQueuePool
         or record.finalize_callback
         or (dispatch := engine_pool.dispatch).reset.listeners  # (see _checkout_now)
@@ -930,6 +997,8 @@ class CoreSession:
     ) -> NoReturn:
         """Raise `error` of a hot statement (or of the COMMIT or ROLLBACK: `sql` None) on the
         DBAPI connection `adapted` as SQLAlchemy raises it (see _raise_as_sqlalchemy)."""
+        if sql is not None and isinstance(error, asyncpg.exceptions.OutdatedSchemaCacheError):
+            _forget_statement(adapted, sql)
         if isinstance(error, Exception):
             try:
                 adapted._handle_exception(error)  # the adapter's DBAPI error for asyncpg's
