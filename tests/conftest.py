@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -11,8 +9,7 @@ import pytest
 
 from hirepay_dev import pg
 from hirepay_dev.procs import ensure_service_token_secret
-from hirepay_dev.services import SPECS, prepare_database
-from tests.support.databases import SessionDatabases
+from tests.support.databases import ServiceDatabases, SessionDatabases
 
 # One service-token secret per test run, shared by every process the tests start (and by the
 # settings objects tests build in this process): generated, never a fixed value.
@@ -45,45 +42,14 @@ def make_database(pg_server_url: str, test_databases: SessionDatabases) -> Calla
     return make
 
 
-def _psql(server_url: str, sql: str) -> None:
-    """Run one statement on the server's `postgres` database."""
-    admin = pg.libpq_url(pg.with_database(server_url, "postgres"))
-    subprocess.run(
-        [str(pg.bin_dir() / "psql"), admin, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql],
-        check=True,
-        capture_output=True,
-    )
-
-
 @pytest.fixture(scope="session")
 def make_service_database(
     pg_server_url: str, test_databases: SessionDatabases
-) -> Iterator[Callable[[str], str]]:
-    """Factory: a new database for service `name`, migrated to head with its Alembic scripts.
-
-    The service's Alembic scripts run once per session, into a template database nothing else
-    connects to; each database handed out is a `CREATE DATABASE ... TEMPLATE` copy of it (the
-    same schema and alembic_version, its own rows). The suite asks for about a hundred of these
-    databases, and copying one takes a fraction of the time of running every migration again.
-    Migrations themselves stay tested: the template is built by the real `alembic upgrade head`."""
-    templates: dict[str, str] = {}
-    # Tests call the factory from worker threads too (asyncio.to_thread); build a template once.
-    lock = threading.Lock()
-
-    def template(name: str) -> str:
-        with lock:
-            if name not in templates:
-                database = f"t_tpl_{name}_{uuid.uuid4().hex[:10]}"
-                test_databases.add(database)
-                prepare_database(SPECS[name], pg_server_url, name=database, fresh=True)
-                templates[name] = database
-            return templates[name]
-
-    def make(name: str) -> str:
-        source = template(name)
-        database = f"t_{name}_{uuid.uuid4().hex[:10]}"
-        test_databases.add(database)
-        _psql(pg_server_url, f'CREATE DATABASE "{database}" TEMPLATE "{source}"')
-        return pg.with_database(pg_server_url, database)
-
-    yield make
+) -> Iterator[ServiceDatabases]:
+    """Factory: a new database for service `name`, migrated to head with its Alembic scripts (a copy
+    of a template migrated once per session; tests.support.databases.ServiceDatabases)."""
+    factory = ServiceDatabases(pg_server_url, test_databases)
+    try:
+        yield factory
+    finally:
+        factory.close()

@@ -134,8 +134,9 @@ def act_for(actor: Actor | None) -> None:
     _OUTGOING_ACTOR.set(actor)
 
 
-def outgoing_actor() -> Actor | None:
-    return _OUTGOING_ACTOR.get()
+# The end user calls made now act for (None: none): the context variable's own method, not a
+# function calling it (a Python call fewer per client call, issue 13).
+outgoing_actor: Callable[[], Actor | None] = _OUTGOING_ACTOR.get
 
 
 def _derive(secret: str, purpose: str) -> bytes:

@@ -288,12 +288,16 @@ _INJECTED_MAX = 1024
 _injected: dict[int, tuple[Context, object, tuple[tuple[str, str], ...]]] = {}
 
 
-def outgoing_context() -> tuple[tuple[str, str], ...]:
+def outgoing_context(ctx: Any = None, textmap: Any = None) -> tuple[tuple[str, str], ...]:
     """The current trace context as gRPC metadata (OpenTelemetry's configured propagator, the
     same `traceparent`/`tracestate` the client interceptor injects), for a process that makes
-    no CLIENT spans; empty outside any trace."""
-    ctx = otel_context.get_current()
-    textmap = propagate.get_global_textmap()
+    no CLIENT spans; empty outside any trace. `ctx` and `textmap`: the current context and
+    the configured propagator, when the caller has just looked them up (ServiceClient: two
+    Python calls per call fewer, issue 13)."""
+    if ctx is None:
+        ctx = otel_context.get_current()
+    if textmap is None:
+        textmap = propagate.get_global_textmap()
     found = _injected.get(id(ctx))
     if found is not None and found[0] is ctx and found[1] is textmap:
         return found[2]

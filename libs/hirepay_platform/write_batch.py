@@ -14,7 +14,10 @@ SELECTs joined by UNION ALL (a statement per number of rows, each value bound th
 rows as `INSERT ... SELECT FROM unnest(<one typed array per column>) WITH ORDINALITY`, not as a
 multi-row VALUES (which SQLAlchemy cannot cache, and which would make the whole statement compile
 again on every call). The arrays are typed by the columns (JSONB, timestamptz, ...), so each value
-is bound exactly as a one-row INSERT binds it.
+is bound exactly as a one-row INSERT binds it. Many rows whose columns are all text, JSONB,
+integers or booleans (an audit trail's lines) go instead as one JSON document of the rows, a text
+parameter encoded by one C call and taken apart by PostgreSQL (`jsonb_array_elements ... WITH
+ORDINALITY`): asyncpg checks each element of an array in Python (issue 13, audit16).
 
 A batch may go only if a guard finds its row (`flush_if`), all of it or nothing, in one statement
 that may be a transaction of its own: a unit of work that assumed rows without reading them
@@ -28,12 +31,20 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
+    Column,
     ColumnElement,
+    Enum,
     Executable,
+    Integer,
     Select,
+    String,
     Table,
+    Text,
     UpdateBase,
     bindparam,
+    cast,
+    column,
     exists,
     func,
     literal_column,
@@ -41,10 +52,12 @@ from sqlalchemy import (
     union_all,
 )
 from sqlalchemy import update as sql_update
-from sqlalchemy.dialects.postgresql import ARRAY, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 from sqlalchemy.engine import Result
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import TypeEngine
 
+from hirepay_platform import jsonb
 from hirepay_platform.db import CoreSession, HotResult, HotStatement, execute_alone
 from hirepay_platform.db import autocommit as session_autocommit
 from hirepay_platform.db import dbapi_connection as session_dbapi_connection
@@ -128,6 +141,45 @@ def _constants_key(constants: Mapping[str, ColumnElement[Any]]) -> Hashable:
     return key[1]
 
 
+# Whether the many rows of an INSERT of these columns go as one JSON document (_documented).
+_DOCUMENTED: dict[tuple[Table, tuple[str, ...]], bool] = {}
+
+
+def _documentable(type_: TypeEngine[Any]) -> bool:
+    """Whether JSON carries a value of the column type exactly, as PostgreSQL reads it back:
+    text (no bind conversion of its own: not an Enum), JSONB (a Python None is JSON null, as
+    the column binds it: not none_as_null), integers, booleans. Anything else (timestamps,
+    numerics, a TypeDecorator) goes as arrays."""
+    if isinstance(type_, String):
+        return not isinstance(type_, Enum)
+    if isinstance(type_, JSONB):
+        return not type_.none_as_null
+    return isinstance(type_, Integer | Boolean)
+
+
+def _documented(table: Table, columns: tuple[str, ...]) -> bool:
+    """Whether many rows of `columns` go as one JSON document rather than an array per column:
+    every column's type is _documentable (issue 13: asyncpg asks one to three abstract-class
+    questions in Python of each element of an array, and SQLAlchemy encodes each JSONB element
+    apart; a booking round's audit lines took ~30 Python calls per line that way)."""
+    known = _DOCUMENTED.get((table, columns))
+    if known is None:
+        known = _DOCUMENTED[(table, columns)] = all(_documentable(table.c[c].type) for c in columns)
+    return known
+
+
+def _document_value(row: ColumnElement[Any], column: Column[Any]) -> ColumnElement[Any]:
+    """The value of `column` in a row of a JSON document (`row`, jsonb): a JSONB column's value
+    as it is (`->`: JSON null stays JSON null, as the column binds None), a string's text, an
+    integer's or a boolean's text cast to the column's type (`->>`: JSON null is SQL NULL).
+    Text is not cast to a length: a value too long for its column is refused, as one row's."""
+    key = literal_column("'" + column.name.replace("'", "''") + "'")
+    if isinstance(column.type, JSONB):
+        return row.op("->", return_type=JSONB)(key)
+    text_value = row.op("->>", return_type=Text)(key)
+    return text_value if isinstance(column.type, String) else cast(text_value, column.type)
+
+
 def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = None) -> UpdateBase:
     """The statement of the `n`th write of a flush; its parameters are named `w<n>_<column>`.
     `held`: it writes only where this holds (see WriteBatch.flush_if)."""
@@ -163,6 +215,18 @@ def _write_statement(write: _Write, n: int, held: ColumnElement[bool] | None = N
         source = select(*(each.c[c] for c in columns), *write.constants.values()).order_by(
             each.c[_ORDINAL]
         )
+    elif _documented(table, columns):
+        # Many rows of JSON's own values: one JSON document of the rows (one text parameter,
+        # `_parameters`), taken apart by PostgreSQL in their order (see _document_value).
+        elements = (
+            func.jsonb_array_elements(cast(bindparam(f"w{n}_rows", type_=Text), JSONB))
+            .table_valued(column("r", JSONB), with_ordinality=_ORDINAL)
+            .render_derived(name=f"w{n}_doc")
+        )
+        source = select(
+            *(_document_value(elements.c.r, table.c[c]).label(c) for c in columns),
+            *write.constants.values(),
+        ).order_by(elements.c[_ORDINAL])
     else:
         # dimensions=1: a JSON value that is itself a list is one element, not a nested array.
         arrays = [
@@ -200,7 +264,9 @@ def _build(writes: Sequence[_Write], guard: Guard | None = None) -> Executable:
 
 def _statement(writes: Sequence[_Write], guard: Guard | None = None) -> HotStatement:
     # A guard is built once by its caller: the object itself is part of the shape.
-    shape = (tuple(w.shape() for w in writes), guard)
+    # By map, not a generator expression: its frame is entered once per write and once more at
+    # the end (issue 13: three Python calls of a one-write flush, ~17 per posting).
+    shape = (tuple(map(_Write.shape, writes)), guard)
     statement = _STATEMENTS.get(shape)
     if statement is None:
         if len(_STATEMENTS) >= _MAX_STATEMENTS:
@@ -223,9 +289,18 @@ def _parameters(writes: Sequence[_Write]) -> dict[str, Any]:
                 for column in w.columns:
                     params[f"w{n}r{i}_{column}"] = row[column]
         else:
-            for column in w.columns:
-                params[f"w{n}_{column}"] = [row[column] for row in w.rows]
+            _many_parameters(params, n, w)
     return params
+
+
+def _many_parameters(params: dict[str, Any], n: int, w: _Write) -> None:
+    """The parameters of the `n`th write, of many rows: one JSON document or an array each."""
+    if _documented(w.table, w.columns):
+        # The rows as they are (each holds exactly the write's columns): one C encoding.
+        params[f"w{n}_rows"] = jsonb.dumps(w.rows)
+    else:
+        for column in w.columns:
+            params[f"w{n}_{column}"] = [row[column] for row in w.rows]
 
 
 class WriteBatch:
@@ -287,8 +362,10 @@ class WriteBatch:
         """INSERT `rows` plus `constants` (SQL expressions, e.g. `func.now()`) in every row;
         `first`: insert-first, a row whose primary key exists already stays as it is."""
         kind = INSERT_FIRST if first else INSERT
-        constants = constants or {}
-        constants_key = _constants_key(constants)
+        if constants:
+            constants_key = _constants_key(constants)
+        else:  # (most inserts: no call to find that no constant has a key)
+            constants, constants_key = {}, ()
         for given in rows:
             row = dict(given)
             key = (table, row["id"]) if "id" in row else None

@@ -31,11 +31,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from hirepay_platform import write_batch
-from hirepay_platform.db import Database, SqlAlchemyUnitOfWork, execute_alone
-from hirepay_platform.write_batch import BatchedSession
+from hirepay_platform.db import Database, execute_alone
 from tests.support.asyncpg_checks import asyncpg_abstract_checks
 from tests.support.pg_schema import database_with
 from tests.support.python_calls import profiled
+from tests.support.write_batch_units import UNITS, started
 
 META = MetaData()
 THINGS = Table(
@@ -71,38 +71,15 @@ _VALUES = [
 ]
 
 
-class CoreUnitOfWork(SqlAlchemyUnitOfWork):
-    """Hot statements on a CoreSession, as the services' units of work."""
-
-    core_only = True
-
-    def _attach(self, session: Any) -> None:
-        self.batched = BatchedSession(session)
-        self.batch = self.batched.batch
-
-    async def commit(self) -> None:
-        await self.batch.flush()
-        await super().commit()
-
-
-class OrmUnitOfWork(CoreUnitOfWork):
-    """The same through an ORM session: SQLAlchemy runs every statement."""
-
-    core_only = False
-
-
 @pytest.fixture(scope="module")
 async def db_url(make_database) -> str:
     return await database_with(make_database, "platform_few_rows", META)
 
 
-@pytest.fixture(params=["hot", "sqlalchemy"])
+@pytest.fixture(params=sorted(UNITS))
 async def db(request, db_url: str) -> AsyncIterator[Database[Any]]:
-    make = CoreUnitOfWork if request.param == "hot" else OrmUnitOfWork
-    database = Database(db_url, make, probe_table="few_things", pool_size=2)
-    await database.start()
-    yield database
-    await database.stop()
+    async with started(db_url, request.param, "few_things") as database:
+        yield database
 
 
 def _thing(key: str, i: int) -> dict[str, Any]:

@@ -10,11 +10,22 @@ import pstats
 
 def asyncpg_abstract_checks(profile: cProfile.Profile) -> int:
     """Abstract-class checks made from asyncpg's execution (its Cython code has no frame of its
-    own: the caller shown is asyncpg's Python around it); others are not the parameters'."""
+    own: the caller shown is the Python around it, asyncpg's, or the platform's hot statement run
+    that calls asyncpg's protocol itself, db._execute_hot); others are not the parameters'."""
     return sum(
         n
         for (_, _, name), stats in pstats.Stats(profile).stats.items()  # type: ignore[attr-defined]
         if name == "__instancecheck__"
-        for (caller, _, _), (n, *_) in stats[4].items()
-        if "asyncpg" in caller.replace("\\", "/").split("/")
+        for (caller, _, caller_name), (n, *_) in stats[4].items()
+        if runs_the_driver(caller, caller_name)
     )
+
+
+def runs_the_driver(file: str, function: str) -> bool:
+    """Whether Python code in `file`, function `function`, runs asyncpg's execution: asyncpg's
+    own, or the platform's hot statement run (db._execute_hot), which calls asyncpg's protocol
+    itself (round 16). The Python caller of what asyncpg's Cython code asks."""
+    file = file.replace("\\", "/")
+    if "asyncpg" in file.split("/"):
+        return True
+    return file.endswith("hirepay_platform/db.py") and function == "_execute_hot"

@@ -60,6 +60,8 @@ class State:
     grants: dict[str, CreditGrant] = field(default_factory=dict)
     reconciled: dict[str, LastCheck] = field(default_factory=dict)  # payment id -> its last check
     sweep: SweepCursor | None = None  # the reconciliation sweep's cursor
+    # The passes through paid purchases, by provider (purchase_reconciliation_sweeps).
+    purchase_sweeps: dict[str, SweepCursor] = field(default_factory=dict)
     disputes: dict[str, Dispute] = field(default_factory=dict)
 
 
@@ -205,6 +207,20 @@ class FakeReconciliations(_Repo):
     async def save_sweep(self, cursor: SweepCursor) -> None:
         self.st.sweep = cursor
 
+    async def purchase_sweeps(self, providers: Sequence[str]) -> dict[str, SweepCursor]:
+        return {p: c for p, c in self.st.purchase_sweeps.items() if p in providers}
+
+    async def save_purchase_sweep(self, provider: str, cursor: SweepCursor) -> bool:
+        def place(c: SweepCursor) -> tuple[datetime, datetime, str]:
+            after_at, after_id = c.after or (datetime.min.replace(tzinfo=UTC), "")
+            return c.pass_started_at, after_at, after_id
+
+        stored = self.st.purchase_sweeps.get(provider)
+        if stored is not None and place(stored) >= place(cursor):
+            return False
+        self.st.purchase_sweeps[provider] = cursor
+        return True
+
 
 class FakeRefunds(_Repo):
     async def add(self, refund: Refund) -> None:
@@ -300,6 +316,7 @@ class FakeTransactions(_Repo):
         limit: int,
         *,
         after: tuple[datetime, str] | None = None,
+        before: datetime | None = None,
         newest: bool = False,
     ) -> list[Transaction]:
         paid = sorted(
@@ -310,6 +327,7 @@ class FakeTransactions(_Repo):
                 and x.provider in providers
                 and x.provider_payment_intent_id
                 and x.updated_at >= since
+                and (before is None or x.updated_at < before)
                 and (after is None or (x.updated_at, x.id) > after)
             ),
             key=lambda x: (x.updated_at, x.id),

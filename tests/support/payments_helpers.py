@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hirepay.common.v1 import common_pb2
 from hirepay.payments.v1 import payments_service_pb2 as pb
 from hirepay_platform.grpc_status import error_info
 from hirepay_platform.tcc import TccBranch
+from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain import commands
+from payments.domain.credits import CreditGrant
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
 from payments.domain.transactions import Transaction, TxnStatus, UserType
 
@@ -112,6 +115,32 @@ def card_payment(
         "metadata": {"subsystem": "jobs"},
     }
     return Payment(**{**fields, **changes})
+
+
+async def owe_card_bookings(
+    sessions: async_sessionmaker[AsyncSession], prefix: str, ids: Iterator[int], n: int
+) -> list[CreditGrant]:
+    """The bookings `n` captured card payments owe the ledger (ids `pay_<prefix><i>` from
+    `ids`), recorded in one unit of work, due now."""
+    now = datetime.now(UTC)
+    grants = []
+    for _ in range(n):
+        i = next(ids)
+        payment = card_payment(
+            f"pay_{prefix}{i}",
+            f"gtx_{prefix}{i}",
+            state=PaymentState.CAPTURED,
+            pending_op=None,
+            captured_minor=100,
+        )
+        grant = CreditGrant.capture(payment, now)
+        assert grant is not None
+        grants.append(grant)
+    async with SqlPaymentsUnitOfWork(sessions) as uow:
+        for grant in grants:
+            await uow.credit_grants.owe(grant)
+        await uow.commit()
+    return grants
 
 
 def paid_plan_transaction(txn_id: str) -> Transaction:

@@ -4,6 +4,7 @@ database, pinned by tests on the wire's side of the driver. One counter for ever
 from __future__ import annotations
 
 import collections
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -63,9 +64,70 @@ class RoundTrips:
         self.recording = False
 
 
+class _CountedProtocol:
+    """A connection's asyncpg protocol, as code outside asyncpg reaches it (`Connection._protocol`):
+    the platform's hot statements send their BEGIN, statement and COMMIT by the protocol itself
+    (db._execute_hot, db._Begun), past asyncpg's Python methods that the fixture counts; those
+    round trips are noted here. What asyncpg's own Python asks of its protocol is left to the
+    counted methods (noted there once, as before)."""
+
+    __slots__ = ("_protocol", "_trips")
+
+    def __init__(self, protocol: Any, trips: RoundTrips) -> None:
+        self._protocol = protocol
+        self._trips = trips
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._protocol, name)
+
+    def query(self, query: str, timeout: Any) -> Any:
+        if _from_outside_asyncpg():
+            self._trips.note("simple", query)
+        return self._protocol.query(query, timeout)
+
+    def bind_execute(self, state: Any, *args: Any, **kw: Any) -> Any:
+        if _from_outside_asyncpg():
+            self._trips.note("statement", state.query)
+        return self._protocol.bind_execute(state, *args, **kw)
+
+    def bind_execute_many(self, state: Any, *args: Any, **kw: Any) -> Any:
+        if _from_outside_asyncpg():
+            self._trips.note("statement", state.query)
+        return self._protocol.bind_execute_many(state, *args, **kw)
+
+    def prepare(self, stmt_name: Any, query: str, *args: Any, **kw: Any) -> Any:
+        if _from_outside_asyncpg():
+            self._trips.note("prepare", query)
+        return self._protocol.prepare(stmt_name, query, *args, **kw)
+
+
+def _from_outside_asyncpg() -> bool:
+    """Whether the protocol's caller (two frames up: past _CountedProtocol's method) is code
+    outside asyncpg's own modules."""
+    module = sys._getframe(2).f_globals.get("__name__", "")
+    return not (module == "asyncpg" or module.startswith("asyncpg."))
+
+
+def _count_protocol_calls(monkeypatch: pytest.MonkeyPatch, trips: RoundTrips) -> None:
+    """Every connection's `_protocol` (those opened before the fixture too) read through a
+    _CountedProtocol while the fixture lasts."""
+    connection_class = asyncpg.connection.Connection
+    slot = connection_class.__dict__["_protocol"]  # the __slots__ member's descriptor
+
+    def get(connection: Any) -> Any:
+        protocol = slot.__get__(connection, connection_class)
+        return None if protocol is None else _CountedProtocol(protocol, trips)
+
+    def set_(connection: Any, protocol: Any) -> None:
+        slot.__set__(connection, protocol)
+
+    monkeypatch.setattr(connection_class, "_protocol", property(get, set_))
+
+
 @pytest.fixture
 def round_trips(monkeypatch: pytest.MonkeyPatch) -> Iterator[RoundTrips]:
     trips = RoundTrips()
+    _count_protocol_calls(monkeypatch, trips)
     execute = asyncpg.connection.Connection.execute
     executemany = asyncpg.connection.Connection.executemany
     prepare = asyncpg.connection.Connection.prepare

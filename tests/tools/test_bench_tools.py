@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -113,15 +114,19 @@ def test_process_cpu_reads_proc():
     assert process_cpu(2**22 + 12345) is None  # no such process
 
 
-def _meter_of_a_test_database(pg_server_url: str) -> tuple[str, CpuMeter]:
-    """A fresh database (its libpq URL) and a meter of this process and of its backends ("test")."""
-    name = pg.create_database(pg_server_url, "hirepay_benchcpu_test", drop_existing=True)
+def _meter_of_a_test_database(
+    pg_server_url: str, make_database: Callable[[str], str]
+) -> tuple[str, CpuMeter]:
+    """A fresh database (its libpq URL; dropped with the session's others, so no later bench finds
+    it among the server's other databases) and a meter of this process and of its backends
+    ("test")."""
+    name = make_database("hirepay_benchcpu_test")
     database = urlparse(name).path.lstrip("/")
     return pg.libpq_url(name), CpuMeter(pg_server_url, {"me": os.getpid()}, {database: "test"})
 
 
-async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url):
-    url, meter = _meter_of_a_test_database(pg_server_url)
+async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_url, make_database):
+    url, meter = _meter_of_a_test_database(pg_server_url, make_database)
     connection = await asyncpg.connect(url)
     try:
         await meter.start()
@@ -134,11 +139,13 @@ async def test_meter_sees_the_server_and_the_backends_of_a_database(pg_server_ur
     assert hirepay_total(used) == used["me"] + used[PG_TOTAL]
 
 
-async def test_the_server_time_outside_the_live_backends_is_shown_apart(pg_server_url):
+async def test_the_server_time_outside_the_live_backends_is_shown_apart(
+    pg_server_url, make_database
+):
     """A backend that works and exits within the interval is no live backend at its end: its time
     is the server's, outside the database's live backends (`pg:outside`, issue 13), and not part
     of Hirepay's total twice."""
-    url, meter = _meter_of_a_test_database(pg_server_url)
+    url, meter = _meter_of_a_test_database(pg_server_url, make_database)
     kept = await asyncpg.connect(url)
     try:
         await meter.start()
@@ -202,7 +209,7 @@ def test_the_benchs_own_databases_are_told_from_others():
         assert is_other_database(other), other
 
 
-def test_the_servers_other_databases_are_listed(make_database):
+def test_the_servers_other_databases_are_listed(pg_server_url, make_database):
     """The bench prints how many databases it did not make share its server (round 13: those a
     checkout's test runs left cost autovacuum work outside the bench's backends)."""
     url = make_database("bench_other")

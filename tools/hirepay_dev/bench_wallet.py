@@ -47,6 +47,8 @@ BATCH = 100
 AMOUNT = 100
 FEE = 10
 TIMEOUT = 10.0
+# The wallet cases' database.
+DATABASE = "hirepay_bench_wallet"
 
 
 def _money(amount: int) -> common_pb2.Money:
@@ -323,7 +325,7 @@ async def run(
         )
         out(f"pgbench TPC-B                      c=8   {baseline:8.1f} tps")
 
-    database = "hirepay_bench_wallet"
+    database = DATABASE
     db_url = await asyncio.to_thread(prepare_database, WALLET, pg_url, name=database, fresh=True)
     grouped = await asyncio.to_thread(_start_wallet, db_url, "wallet-bench", {})
     results: list[Result] = []

@@ -8,8 +8,10 @@ import re
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+
+import asyncpg
 
 from hirepay_dev import pg
 from hirepay_dev.benchcpu import CpuMeter, per_op_line
@@ -179,9 +181,128 @@ def other_databases(server_url: str) -> list[str]:
     return sorted(name for name in names if is_other_database(name))
 
 
+# pgbench's database (pgbench_tpcb makes it afresh on every run).
+PGBENCH_DATABASE = "hirepay_pgbench"
+# How long quiet_server waits at most for the server's background work to end.
+QUIET_MAX_SECONDS = 120.0
+_QUIET_POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Quieted:
+    """What quiet_server found, waited for and did."""
+
+    # Client backends still open on the named databases when it began (database -> count).
+    backends: dict[str, int]
+    # The autovacuum workers it waited for ("<database>: <what each did>"), in the order seen.
+    autovacuum: tuple[str, ...]
+    vacuumed: tuple[str, ...]
+    # WAL written since the last checkpoint, and the buffers the CHECKPOINT wrote out.
+    wal_bytes: int
+    checkpoint_buffers: int
+    seconds: float
+    # The wait ended at QUIET_MAX_SECONDS with backends or autovacuum workers still at work.
+    gave_up: bool = False
+
+    def line(self) -> str:
+        open_backends = ", ".join(f"{n} on {db}" for db, n in sorted(self.backends.items()))
+        workers = "; ".join(self.autovacuum)
+        return (
+            f"    quieted in {self.seconds:.1f} s: client backends waited for: "
+            f"{open_backends or 'none'}; autovacuum workers waited for: {workers or 'none'}; "
+            f"VACUUM (ANALYZE) {', '.join(self.vacuumed) or 'nothing'}; CHECKPOINT wrote "
+            f"{self.checkpoint_buffers} buffers ({self.wal_bytes / 1e6:.1f} MB of WAL since "
+            f"the last one)" + ("; GAVE UP waiting, not quiet" if self.gave_up else "")
+        )
+
+
+async def quiet_server(
+    server_url: str, databases: Sequence[str], *, max_seconds: float = QUIET_MAX_SECONDS
+) -> Quieted:
+    """Bring the server to the state a case run alone starts in, after earlier cases on the
+    named `databases` (those that exist): their client backends gone (the stacks that used them
+    stopped), no autovacuum worker at work anywhere on the server, each of them vacuumed and
+    analyzed (no table left due, so that autovacuum's next visit finds nothing to do), then a
+    CHECKPOINT (their dirty pages written out). Otherwise the next case pays for the earlier
+    cases' leftovers inside its window: the wallet cases leave their tables due for autovacuum
+    (a few CPU-seconds of work, landing within a naptime of their end) and shared buffers full
+    of dirty pages that the next case's backends must write out themselves before reusing
+    them, or that a checkpoint then writes while the case waits on its own WAL flushes."""
+    began = time.perf_counter()
+    deadline = began + max_seconds
+    admin = await asyncpg.connect(pg.libpq_url(pg.with_database(server_url, "postgres")))
+    try:
+        present = await admin.fetch(
+            "SELECT datname FROM pg_database WHERE datname = any($1::text[])", list(databases)
+        )
+        names = [r["datname"] for r in present]
+        seen_workers: dict[str, None] = {}
+        backends, gave_up = await _wait_for_quiet(admin, names, seen_workers, deadline)
+        for name in names:
+            connection = await asyncpg.connect(pg.libpq_url(pg.with_database(server_url, name)))
+            try:
+                await connection.execute("VACUUM (ANALYZE)")
+            finally:
+                await connection.close()
+        # A worker the launcher started meanwhile (another database's turn).
+        _, gave_up_again = await _wait_for_quiet(admin, names, seen_workers, deadline)
+        wal_bytes = await admin.fetchval(
+            "SELECT pg_current_wal_lsn() - redo_lsn FROM pg_control_checkpoint()"
+        )
+        before = await _checkpoint_buffers(admin)
+        await admin.execute("CHECKPOINT")
+        written = await _checkpoint_buffers(admin) - before
+    finally:
+        await admin.close()
+    return Quieted(
+        backends,
+        tuple(seen_workers),
+        tuple(names),
+        int(wal_bytes),
+        written,
+        time.perf_counter() - began,
+        gave_up or gave_up_again,
+    )
+
+
+async def _wait_for_quiet(
+    admin: asyncpg.Connection, names: list[str], workers: dict[str, None], deadline: float
+) -> tuple[dict[str, int], bool]:
+    """Wait until no client backend is open on `names` and no autovacuum worker runs (or until
+    `deadline`); the backends found at first, and whether it gave up. Adds what each autovacuum
+    worker seen did to `workers`."""
+    first: dict[str, int] | None = None
+    while True:
+        rows = await admin.fetch(
+            "SELECT backend_type, datname, query FROM pg_stat_activity "
+            "WHERE pid <> pg_backend_pid() AND (backend_type = 'autovacuum worker' "
+            "OR (backend_type = 'client backend' AND datname = any($1::text[])))",
+            names,
+        )
+        clients = Counter(r["datname"] for r in rows if r["backend_type"] == "client backend")
+        for row in rows:
+            if row["backend_type"] == "autovacuum worker":
+                workers[f"{row['datname']}: {row['query'] or 'starting'}"] = None
+        if first is None:
+            first = dict(clients)
+        if not rows:
+            return first, False
+        if time.perf_counter() >= deadline:
+            return first, True
+        await asyncio.sleep(_QUIET_POLL_SECONDS)
+
+
+async def _checkpoint_buffers(admin: asyncpg.Connection) -> int:
+    """Buffers written by checkpoints since the statistics were reset (PostgreSQL 17 moved them
+    from pg_stat_bgwriter to pg_stat_checkpointer)."""
+    if admin.get_server_version().major >= 17:
+        return int(await admin.fetchval("SELECT buffers_written FROM pg_stat_checkpointer"))
+    return int(await admin.fetchval("SELECT buffers_checkpoint FROM pg_stat_bgwriter"))
+
+
 def pgbench_tpcb(server_url: str, *, clients: int = 8, seconds: int = 10, scale: int = 8) -> float:
     """TPC-B-like tps of pgbench (shipped with PostgreSQL) against the same server."""
-    url = pg.libpq_url(pg.create_database(server_url, "hirepay_pgbench", drop_existing=True))
+    url = pg.libpq_url(pg.create_database(server_url, PGBENCH_DATABASE, drop_existing=True))
     pgbench = str(pg.bin_dir() / "pgbench")
     subprocess.run([pgbench, "-i", "-q", "-s", str(scale), url], check=True, capture_output=True)
     out = subprocess.run(

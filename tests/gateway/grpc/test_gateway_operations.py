@@ -263,12 +263,56 @@ async def test_the_consistency_report_is_for_admins(
     assert report.json()["violations"] == [
         {"check": "active_job_without_payment", "subjectId": "job_1", "detail": "pending"}
     ]
+    assert report.json()["purchaseRefunds"] is None  # the round did not reconcile
     (call,) = backends.jobs.calls_to("GetConsistencyReport")
     assert (call.request.actor.user_id, call.request.actor.role) == ("ops-1", "admin")
     company = await client.get("/api/admin/consistency", headers=bearer("company", "co-1"))
     assert company.status_code == 403
     assert (await client.get("/api/admin/consistency")).status_code == 401
     assert len(backends.jobs.calls_to("GetConsistencyReport")) == 1
+
+
+async def test_the_consistency_report_shows_the_purchases_refunds_the_reconciliation_booked(
+    client: httpx.AsyncClient, backends: Backends
+) -> None:
+    """OPS-3: plan purchases refunded at Fatora's dashboard (no refund event) that the round's
+    reconciliation found and booked are in the admin's report, with what it read."""
+    backends.jobs.on(
+        "GetConsistencyReport",
+        jobs_pb.ConsistencyReport(
+            counts={"provider_mismatch": 0},
+            purchase_refunds=jobs_pb.PurchaseRefundReconciliation(
+                purchases_checked=12,
+                refunds_found=2,
+                refunds_booked=[
+                    jobs_pb.BookedPurchaseRefund(
+                        transaction_id="txn_1",
+                        provider="fatora",
+                        amount_minor=4_900,
+                        currency="USD",
+                        refunded_in_full=True,
+                    )
+                ],
+                purchases_unreadable=1,
+            ),
+        ),
+    )
+    report = await client.get("/api/admin/consistency", headers=bearer("admin", "ops-1"))
+    assert report.status_code == 200, report.text
+    assert report.json()["purchaseRefunds"] == {
+        "purchasesChecked": 12,
+        "found": 2,
+        "booked": [
+            {
+                "transactionId": "txn_1",
+                "provider": "fatora",
+                "amountMinor": 4_900,
+                "currency": "USD",
+                "refundedInFull": True,
+            }
+        ],
+        "purchasesUnreadable": 1,
+    }
 
 
 @pytest.fixture(scope="module")

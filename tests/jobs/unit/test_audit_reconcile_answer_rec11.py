@@ -13,7 +13,7 @@ import pytest
 
 from hirepay.payments.v1 import payments_service_pb2 as ppb
 from jobs.adapters.consistency import GrpcConsistencySources
-from jobs.domain.audit import Check, Violation
+from jobs.domain.audit import BookedPurchaseRefund, Check, PurchaseRefunds, Violation
 
 
 class _Client:
@@ -64,7 +64,7 @@ async def test_a_partial_answer_reports_the_earlier_findings_of_the_payments_lef
     )
     sources, client = _sources(reply)
     caplog.set_level(logging.INFO, logger="jobs.adapters.consistency")
-    assert await sources.provider() == [
+    assert (await sources.provider()).violations == [
         Violation(Check.PROVIDER_MISMATCH, "pay-new", "d"),
         Violation(Check.PROVIDER_MISMATCH, "pay-old", "d"),
         Violation(Check.PROVIDER_REFUND_MISMATCH, "pay-ref", "d"),
@@ -75,4 +75,35 @@ async def test_a_partial_answer_reports_the_earlier_findings_of_the_payments_lef
 
 async def test_a_whole_answer_is_reported_as_before() -> None:
     sources, _ = _sources(ppb.ReconcileProviderResponse(checked=3, mismatches=[_mismatch("p")]))
-    assert await sources.provider() == [Violation(Check.PROVIDER_MISMATCH, "p", "d")]
+    got = await sources.provider()
+    assert got.violations == [Violation(Check.PROVIDER_MISMATCH, "p", "d")]
+    assert got.purchase_refunds == PurchaseRefunds()
+
+
+async def test_the_purchases_refunds_found_and_booked_are_read_from_the_answer() -> None:
+    """Purchases refunded at Fatora's dashboard that the reconciliation found and booked are in
+    the auditor's round (and so in the admin's report), not violations: they are booked."""
+    reply = ppb.ReconcileProviderResponse(
+        checked=3,
+        purchases_checked=7,
+        purchase_refunds_found=2,
+        purchase_refunds_booked=[
+            ppb.PurchaseRefundBooked(
+                transaction_id="txn_1",
+                provider="fatora",
+                amount_minor=4_900,
+                currency="USD",
+                refunded_in_full=True,
+            )
+        ],
+        purchases_unreadable=1,
+    )
+    sources, _ = _sources(reply)
+    got = await sources.provider()
+    assert got.violations == []
+    assert got.purchase_refunds == PurchaseRefunds(
+        checked=7,
+        found=2,
+        booked=(BookedPurchaseRefund("txn_1", "fatora", 4_900, "USD", True),),
+        unreadable=1,
+    )

@@ -22,7 +22,7 @@ async def test_payments_unreadable_past_the_grace_are_provider_unreadable_violat
         checked=2, unreadable=1, mismatches=[_mismatch("pay-new")], unreadable_payments=[blind]
     )
     sources, _ = _sources(reply)
-    assert await sources.provider() == [
+    assert (await sources.provider()).violations == [
         Violation(Check.PROVIDER_MISMATCH, "pay-new", "d"),
         Violation(Check.PROVIDER_UNREADABLE, "pay-blind", blind.detail),
     ]
@@ -30,4 +30,4 @@ async def test_payments_unreadable_past_the_grace_are_provider_unreadable_violat
 
 async def test_payments_unreadable_within_the_grace_are_no_violation() -> None:
     sources, _ = _sources(ppb.ReconcileProviderResponse(checked=2, unreadable=3))
-    assert await sources.provider() == []
+    assert (await sources.provider()).violations == []

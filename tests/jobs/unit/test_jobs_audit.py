@@ -11,10 +11,18 @@ import pytest
 from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain import audit as audit_domain
 from jobs.domain import commands
-from jobs.domain.audit import Check, PaymentFact, Violation
+from jobs.domain.audit import (
+    BookedPurchaseRefund,
+    Check,
+    PaymentFact,
+    ProviderRound,
+    PurchaseRefunds,
+    Violation,
+)
 from jobs.domain.escrow import AccountKind, AccountRef, Leg, MoneyStep, StepKind, StepState
 from jobs.domain.model import JobStatus, PaymentStatus
 from jobs.domain.posting_saga import TryResult, TryState
+from jobs.entrypoints.conversions import audit_report_to_proto
 from jobs.service_layer import metrics
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.handlers import audit
@@ -29,6 +37,7 @@ class FakeSources:
     facts: list[PaymentFact] = field(default_factory=list)
     ledger_violations: list[Violation] = field(default_factory=list)
     provider_violations: list[Violation] = field(default_factory=list)
+    purchase_refunds: PurchaseRefunds = field(default_factory=PurchaseRefunds)
 
     async def payments(
         self, states: frozenset[str], updated_since: datetime | None = None
@@ -38,8 +47,8 @@ class FakeSources:
     async def ledger(self, now: datetime, since: datetime | None = None) -> list[Violation]:
         return list(self.ledger_violations)
 
-    async def provider(self) -> list[Violation]:
-        return list(self.provider_violations)
+    async def provider(self) -> ProviderRound:
+        return ProviderRound(list(self.provider_violations), self.purchase_refunds)
 
 
 def _deps(w: World, sources: FakeSources) -> Deps:
@@ -223,6 +232,32 @@ async def test_ledger_and_provider_findings_are_reported_by_check():
     assert counts[Check.BALANCE_LIMIT_BREACH] == 0
     assert _gauge(Check.PROVIDER_MISMATCH) == 1
     assert _gauge(Check.LEDGER_BOOKING_MISSING) == 1
+
+
+async def test_the_reconciliations_purchase_refunds_are_in_the_report_and_on_the_wire():
+    """OPS-3: what the round's reconciliation found and booked of purchases refunded at a
+    provider that sends no refund event (Fatora's dashboard) is in its report, not a violation."""
+    w = World()
+    booked = BookedPurchaseRefund("txn_1", "fatora", 4_900, "USD", True)
+    found = PurchaseRefunds(checked=5, found=1, booked=(booked,), unreadable=0)
+    report = await audit.run_audit(
+        commands.RunAudit(), _deps(w, FakeSources(purchase_refunds=found))
+    )
+    assert report.purchase_refunds == found
+    assert report.violations == ()
+    wire = audit_report_to_proto(report).purchase_refunds
+    assert (wire.purchases_checked, wire.refunds_found, wire.purchases_unreadable) == (5, 1, 0)
+    [got] = wire.refunds_booked
+    assert (got.transaction_id, got.provider, got.amount_minor, got.currency) == (
+        "txn_1",
+        "fatora",
+        4_900,
+        "USD",
+    )
+    assert got.refunded_in_full
+    # Without payments wired the round did not reconcile: the field is unset.
+    unwired = await audit.run_audit(commands.RunAudit(), replace(w.deps, sources=None))
+    assert not audit_report_to_proto(unwired).HasField("purchase_refunds")
 
 
 async def test_a_withdrawal_stuck_in_transit_is_a_violation_of_its_own():

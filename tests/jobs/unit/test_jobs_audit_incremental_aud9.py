@@ -13,7 +13,7 @@ import pytest
 
 from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain import commands
-from jobs.domain.audit import AuditCursor, Check, PaymentFact, Violation
+from jobs.domain.audit import AuditCursor, Check, PaymentFact, ProviderRound, Violation
 from jobs.domain.posting_saga import TryState
 from jobs.service_layer import metrics
 from jobs.service_layer.handlers import audit
@@ -51,8 +51,8 @@ class WindowedSources:
     async def ledger(self, now: datetime, since: datetime | None = None) -> list[Violation]:
         return [v for at, v in self.ledger_rows if since is None or at >= since]
 
-    async def provider(self) -> list[Violation]:
-        return []
+    async def provider(self) -> ProviderRound:
+        return ProviderRound()
 
 
 def _fact(payment_id: str, saga_id: str, at: datetime, **kw) -> PaymentFact:

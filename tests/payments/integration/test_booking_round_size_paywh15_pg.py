@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from payments.adapters.unit_of_work import SqlPaymentsUnitOfWork
 from payments.domain.credits import CreditGrant, GrantStatus
-from payments.domain.model import PaymentState
 from payments.service_layer.deps import Deps
 from payments.service_layer.handlers import credits
 from payments.service_layer.providers import ProviderRegistry
 from tests.support.payments_fakes import FakeLedger, FakeProvider
-from tests.support.payments_helpers import card_payment
+from tests.support.payments_helpers import owe_card_bookings
 
 _IDS = itertools.count(random.randrange(10**6, 10**9, 10**4))
 READY = 130
@@ -37,28 +35,6 @@ class CountingLedger(FakeLedger):
         return await super().move_many(grants)
 
 
-async def _owe(sessions: async_sessionmaker[AsyncSession], n: int) -> list[CreditGrant]:
-    now = datetime.now(UTC)
-    grants = []
-    for _ in range(n):
-        i = next(_IDS)
-        payment = card_payment(
-            f"pay_rs{i}",
-            f"gtx_rs{i}",
-            state=PaymentState.CAPTURED,
-            pending_op=None,
-            captured_minor=100,
-        )
-        grant = CreditGrant.capture(payment, now)
-        assert grant is not None
-        grants.append(grant)
-    async with SqlPaymentsUnitOfWork(sessions) as uow:
-        for grant in grants:
-            await uow.credit_grants.owe(grant)
-        await uow.commit()
-    return grants
-
-
 async def test_the_bookings_of_a_busy_interval_are_booked_in_one_round(
     sessions: async_sessionmaker[AsyncSession], round_trips
 ) -> None:
@@ -68,7 +44,7 @@ async def test_the_bookings_of_a_busy_interval_are_booked_in_one_round(
         Deps(SqlPaymentsUnitOfWork(sessions), ProviderRegistry([FakeProvider()]), ledger=ledger)
     ):
         pass
-    grants = await _owe(sessions, READY)
+    grants = await owe_card_bookings(sessions, "rs", _IDS, READY)
     ledger = CountingLedger()
     with round_trips:
         took = await credits.settle_due_grants(

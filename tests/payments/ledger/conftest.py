@@ -36,6 +36,14 @@ class LedgerStack:
 
 @pytest.fixture(scope="module")
 def ledger_stack(make_service_database: Callable[[str], str]) -> Iterator[LedgerStack]:
+    yield from ledger_stack_with(make_service_database)
+
+
+def ledger_stack_with(
+    make_service_database: Callable[[str], str], **payments_env: str
+) -> Iterator[LedgerStack]:
+    """The stack, its payments process with `payments_env` besides the stack's own settings (a
+    test module's `ledger_stack` of its own)."""
     relay = WebhookRelay().start()
     sandbox, sandbox_url = start_stripe_sandbox("ledger-sandbox", relay.url, WEBHOOK_SECRET)
     fatora: Process
@@ -62,6 +70,7 @@ def ledger_stack(make_service_database: Callable[[str], str]) -> Iterator[Ledger
         PAYMENTS_FATORA_API_KEY=FATORA_API_KEY,
         PAYMENTS_FATORA_API_BASE=fatora_url,
         PAYMENTS_FATORA_WEBHOOK_SECRET=FATORA_WEBHOOK_SECRET,
+        **payments_env,
     )
     relay.target = payments.target
     admin = SandboxAdmin(sandbox_url)

@@ -18,6 +18,7 @@ from sqlalchemy import text
 
 from hirepay_platform.sql_lists import quoted, quoted_list
 from hirepay_platform.tcc import TccBranch
+from tests.support.asyncpg_checks import runs_the_driver
 from tests.support.python_calls import hooked
 from wallet.domain import commands as c
 from wallet.domain.ledger import Leg
@@ -52,8 +53,12 @@ async def _driver_questions(call: Awaitable[T]) -> tuple[T, list[str]]:
         if event != "call":
             return
         name = frame.f_code.co_name
-        caller = frame.f_back.f_code.co_filename if frame.f_back else ""
-        if name == "__instancecheck__" and "asyncpg" in caller:
+        back = frame.f_back
+        if (
+            name == "__instancecheck__"
+            and back
+            and runs_the_driver(back.f_code.co_filename, back.f_code.co_name)
+        ):
             asked.append(type(frame.f_locals.get("instance")).__name__)
         elif name == "_jsonb_encoder":
             asked.append("jsonb encoder")

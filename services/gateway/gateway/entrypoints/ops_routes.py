@@ -74,6 +74,15 @@ Admin = Annotated[Principal, Depends(require_roles("admin"))]
 @router.get(
     "/api/admin/consistency",
     summary="The consistency auditor's report now (OPS-3): violations by check, offending ids",
+    description=(
+        "`{checkedAt, counts, violations: [{check, subjectId, detail}], purchaseRefunds}`."
+        " `purchaseRefunds` is what the round's reconciliation with the providers read, found"
+        " and booked of plan purchases refunded at a provider that sends no refund event"
+        " (Fatora's dashboard): `{purchasesChecked, found, booked: [{transactionId, provider,"
+        " amountMinor, currency, refundedInFull}], purchasesUnreadable}`; `found` counts those"
+        " with refunds not booked when read (booked by this round, or by one at once), `booked`"
+        " lists this round's bookings; null when the round did not reconcile."
+    ),
     responses=error_responses(401, 403, 502, 503, 504),
 )
 async def consistency_report(principal: Admin, backends: BackendsDep) -> dict[str, Any]:
@@ -87,4 +96,28 @@ async def consistency_report(principal: Admin, backends: BackendsDep) -> dict[st
             {"check": v.check, "subjectId": v.subject_id, "detail": v.detail}
             for v in report.violations
         ],
+        "purchaseRefunds": _purchase_refunds(report),
+    }
+
+
+def _purchase_refunds(report: jobs_pb.ConsistencyReport) -> dict[str, Any] | None:
+    """What the round's reconciliation read, found and booked of plan purchases refunded at a
+    provider that sends no refund event (Fatora's dashboard); None: it did not reconcile."""
+    if not report.HasField("purchase_refunds"):
+        return None
+    found = report.purchase_refunds
+    return {
+        "purchasesChecked": found.purchases_checked,
+        "found": found.refunds_found,
+        "booked": [
+            {
+                "transactionId": b.transaction_id,
+                "provider": b.provider,
+                "amountMinor": b.amount_minor,
+                "currency": b.currency,
+                "refundedInFull": b.refunded_in_full,
+            }
+            for b in found.refunds_booked
+        ],
+        "purchasesUnreadable": found.purchases_unreadable,
     }

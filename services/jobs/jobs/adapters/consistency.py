@@ -12,7 +12,14 @@ from hirepay.payments.v1 import payments_service_pb2 as ppb
 from hirepay.wallet.v1 import wallet_service_pb2 as wpb
 from hirepay_platform.wire import timestamp, to_datetime
 from jobs.adapters.participants import CreditsParticipant, PaymentsParticipant
-from jobs.domain.audit import Check, PaymentFact, Violation
+from jobs.domain.audit import (
+    BookedPurchaseRefund,
+    Check,
+    PaymentFact,
+    ProviderRound,
+    PurchaseRefunds,
+    Violation,
+)
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +83,7 @@ class GrpcConsistencySources:
         )
         return found + [Violation(Check(f.kind), f.subject_id, f.detail) for f in bookings.findings]
 
-    async def provider(self) -> list[Violation]:
+    async def provider(self) -> ProviderRound:
         request = ppb.ReconcileProviderRequest(limit=self._reconcile_limit)
         reply = await self._payments.client.call(self._payments.stub.ReconcileProvider, request)
         if reply.left or reply.unreadable:
@@ -98,7 +105,22 @@ class GrpcConsistencySources:
             Violation(Check.PROVIDER_UNREADABLE, m.payment_id, m.detail)
             for m in reply.unreadable_payments
         ]
-        return [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in found] + blind
+        violations = [Violation(_mismatch_check(m), m.payment_id, m.detail) for m in found]
+        return ProviderRound(violations + blind, _purchase_refunds(reply))
+
+
+def _purchase_refunds(reply: ppb.ReconcileProviderResponse) -> PurchaseRefunds:
+    """The paid plan purchases the reconciliation read for refunds made at a provider that sends
+    no refund event (Fatora's dashboard), what it found and booked of them."""
+    booked = tuple(
+        BookedPurchaseRefund(
+            b.transaction_id, b.provider, b.amount_minor, b.currency, b.refunded_in_full
+        )
+        for b in reply.purchase_refunds_booked
+    )
+    return PurchaseRefunds(
+        reply.purchases_checked, reply.purchase_refunds_found, booked, reply.purchases_unreadable
+    )
 
 
 def _mismatch_check(m: ppb.ProviderMismatch) -> Check:

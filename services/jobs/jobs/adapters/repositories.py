@@ -811,25 +811,20 @@ class SqlSagaRepository:
         rows = self._rows.get(saga_id)
         if rows is None:
             return None
-        return _Stored(
-            dict(rows.saga),
-            dict(rows.job),
-            self._version_now(rows.saga, rows.saga_was, rows.saga_version),
-            self._version_now(rows.job, rows.job_was, rows.job_version),
-        )
-
-    def _version_now(
-        self, values: dict[str, Any], was: dict[str, Any], version: int | None
-    ) -> int | None:
-        """A row's version after this unit of work: as it was if the row was not updated; one
-        more if it was, by this unit of work's commit, with the row locked from the read (or
-        the assumption) on, so no one else's update came between (one UPDATE a row: the batch
-        merges a row's changes; were there two, the version guessed is below the row's and
-        never matches, and the next step reads the rows under lock, as for any changed row);
-        unknown (None) if it was updated but not committed."""
-        if values == was or version is None:
-            return version
-        return version + 1 if self.committed else None
+        # Each row's version after this unit of work: as it was if the row was not updated; one
+        # more if it was, by this unit of work's commit, with the row locked from the read (or
+        # the assumption) on, so no one else's update came between (one UPDATE a row: the batch
+        # merges a row's changes; were there two, the version guessed is below the row's and
+        # never matches, and the next step reads the rows under lock, as for any changed row);
+        # unknown (None) if it was updated but not committed. (Worked out here, not by a method
+        # per row: two Python calls per step fewer, issue 13.)
+        committed = self.committed
+        saga_version, job_version = rows.saga_version, rows.job_version
+        if saga_version is not None and rows.saga != rows.saga_was:
+            saga_version = saga_version + 1 if committed else None
+        if job_version is not None and rows.job != rows.job_was:
+            job_version = job_version + 1 if committed else None
+        return _Stored(dict(rows.saga), dict(rows.job), saga_version, job_version)
 
     async def insert(self, saga: Saga) -> bool:
         values = saga_to_values(saga)

@@ -90,11 +90,45 @@ _WAS_LIVE = frozenset({JobStatus.ACTIVE, JobStatus.EXPIRED, JobStatus.FILLED})
 
 
 @dataclass(frozen=True, slots=True)
+class BookedPurchaseRefund:
+    """A plan purchase's refund made at its provider (one that sends no refund event: Fatora's
+    dashboard) that payments' reconciliation found and booked."""
+
+    transaction_id: str
+    provider: str
+    amount_minor: int
+    currency: str
+    refunded_in_full: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseRefunds:
+    """A reconciliation's paid plan purchases read for refunds made at a provider that sends no
+    refund event: how many were read, how many had refunds not booked (found), those it booked,
+    and how many could not be read now."""
+
+    checked: int = 0
+    found: int = 0
+    booked: tuple[BookedPurchaseRefund, ...] = ()
+    unreadable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRound:
+    """Payments' reconciliation with the providers: what disagrees, and its purchases' refunds."""
+
+    violations: list[Violation] = field(default_factory=list)
+    purchase_refunds: PurchaseRefunds = field(default_factory=PurchaseRefunds)
+
+
+@dataclass(frozen=True, slots=True)
 class AuditReport:
-    """One audit round: every violation found, and when."""
+    """One audit round: every violation found, and when; what its reconciliation found and
+    booked of purchases refunded at a provider that sends no refund event (None: not read)."""
 
     checked_at: datetime
     violations: tuple[Violation, ...] = field(default_factory=tuple)
+    purchase_refunds: PurchaseRefunds | None = None
 
     def counts(self) -> dict[Check, int]:
         """Violations per check, every check present (0 when it holds)."""

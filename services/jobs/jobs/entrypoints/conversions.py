@@ -13,7 +13,7 @@ from hirepay_platform.wire import timestamp
 from jobs.adapters.participants import try_result_from_payment
 from jobs.domain import commands
 from jobs.domain.applications import ApplicationStatus
-from jobs.domain.audit import AuditReport
+from jobs.domain.audit import AuditReport, PurchaseRefunds
 from jobs.domain.model import EmploymentType, Job, JobFields, JobStatus, PaymentStatus, Transition
 from jobs.domain.posting_saga import CHARGED_BACK, SettlementEvent, TryResult, TryState
 from jobs.service_layer.answers import SagaAnswer
@@ -267,6 +267,27 @@ def audit_report_to_proto(report: AuditReport) -> pb.ConsistencyReport:
             pb.ConsistencyViolation(check=v.check.value, subject_id=v.subject_id, detail=v.detail)
             for v in report.violations
         ],
+        purchase_refunds=_purchase_refunds_msg(report.purchase_refunds),
+    )
+
+
+def _purchase_refunds_msg(found: PurchaseRefunds | None) -> pb.PurchaseRefundReconciliation | None:
+    if found is None:
+        return None
+    return pb.PurchaseRefundReconciliation(
+        purchases_checked=found.checked,
+        refunds_found=found.found,
+        refunds_booked=[
+            pb.BookedPurchaseRefund(
+                transaction_id=b.transaction_id,
+                provider=b.provider,
+                amount_minor=b.amount_minor,
+                currency=b.currency,
+                refunded_in_full=b.refunded_in_full,
+            )
+            for b in found.booked
+        ],
+        purchases_unreadable=found.unreadable,
     )
 
 

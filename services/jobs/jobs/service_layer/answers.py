@@ -39,10 +39,6 @@ class SagaAnswer:
         )
 
 
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
@@ -54,15 +50,16 @@ def job_to_snapshot(job: Job) -> dict[str, Any]:
         "company_id": job.company_id,
         "fields": job.fields.values(),
         "status": str(job.status),  # a StrEnum: its value, without the property's calls
-        "created_at": _ts(job.created_at),
-        "updated_at": _ts(job.updated_at),
+        # (Each timestamp written here, not by _ts: four Python calls per answer fewer.)
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "updated_at": job.updated_at.isoformat() if job.updated_at else None,
         "payment_id": job.payment_id,
         "payment_status": str(job.payment_status) if job.payment_status else None,
         "payment_amount_minor": job.payment_amount_minor,
         "payment_currency": job.payment_currency,
         "payment_method": job.payment_method,
-        "posted_at": _ts(job.posted_at),
-        "expires_at": _ts(job.expires_at),
+        "posted_at": job.posted_at.isoformat() if job.posted_at else None,
+        "expires_at": job.expires_at.isoformat() if job.expires_at else None,
         "terms_version": job.terms_version,
         "failure_reason": job.failure_reason,
         "saga_id": job.saga_id,

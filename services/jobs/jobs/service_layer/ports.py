@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Protocol, Self
 
 from jobs.domain.applications import Application, ViewState
-from jobs.domain.audit import PaymentFact, Violation
+from jobs.domain.audit import PaymentFact, ProviderRound, Violation
 from jobs.domain.escrow import (
     AccountRef,
     Dispute,
@@ -472,5 +472,7 @@ class ConsistencySources(Protocol):
         (AuditLedgerBookings). With `since` (an incremental round) the history checks read only
         what changed since then (the bookings: what came due since then, after their grace)."""
 
-    async def provider(self) -> list[Violation]:
-        """Payments' reconciliation of its records with the provider's (ReconcileProvider)."""
+    async def provider(self) -> ProviderRound:
+        """Payments' reconciliation of its records with the provider's (ReconcileProvider): what
+        disagrees, and what it found and booked of purchases refunded at a provider that sends
+        no refund event."""

@@ -1,7 +1,8 @@
 """PostgreSQL record of the provider reconciliation's checks (OPS-3, migrations 0017, 0018): when
 each payment was last compared with its provider, what that found and since when its provider
 could not be read; the open records (findings, or unreadable); the sweep's cursor and its batch of
-older payments. Never commits."""
+older payments; the pass through paid plan purchases' cursor, one per provider (0024). Never
+commits."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from payments.domain.reconciliation import LastCheck, MismatchKind, SweepCursor
 _R = t.payment_reconciliations
 _P = t.payments
 _S = t.payment_reconciliation_sweep
+_PS = t.purchase_reconciliation_sweeps
 
 _LAST_CHECKS = select(
     _R.c.payment_id, _R.c.checked_at, _R.c.mismatches, _R.c.unreadable_since
@@ -67,6 +69,21 @@ _SWEEP = select(_P).where(
 _SWEEP_CURSOR = select(_S.c.pass_started_at, _S.c.after_updated_at, _S.c.after_id).where(
     _S.c.id == 1
 )
+
+_PURCHASE_SWEEPS = select(
+    _PS.c.provider, _PS.c.pass_started_at, _PS.c.after_updated_at, _PS.c.after_id
+).where(_PS.c.provider.in_(bindparam("providers", expanding=True)))
+
+
+def _sweep_position(columns: Any) -> Any:
+    """A cursor's place in the order passes go: by pass, then past which (updated_at, id) (none
+    yet: before every one)."""
+    return tuple_(
+        columns.pass_started_at,
+        func.coalesce(columns.after_updated_at, text("'-infinity'::timestamptz")),
+        func.coalesce(columns.after_id, ""),
+    )
+
 
 Found = Sequence[tuple[MismatchKind, str]]
 
@@ -185,6 +202,34 @@ class SqlReconciliationRepository:
         }
         upsert = insert(_S).values(id=1, **values)
         await self.s.execute(upsert.on_conflict_do_update(index_elements=[_S.c.id], set_=values))
+
+    async def purchase_sweeps(self, providers: Sequence[str]) -> dict[str, SweepCursor]:
+        """Where each provider's pass through its paid purchases is (absent: it never ran)."""
+        if not providers:
+            return {}
+        rows = (await self.s.execute(_PURCHASE_SWEEPS, {"providers": list(providers)})).all()
+        return {
+            provider: SweepCursor(started, None if after_at is None else (after_at, after_id))
+            for provider, started, after_at, after_id in rows
+        }
+
+    async def save_purchase_sweep(self, provider: str, cursor: SweepCursor) -> bool:
+        """The provider's pass through paid purchases is at `cursor`, unless it is further on
+        already (a round at once went further, or began a later pass): one statement that never
+        moves the row back; whether it moved."""
+        after_at, after_id = cursor.after if cursor.after is not None else (None, None)
+        values = {
+            "pass_started_at": cursor.pass_started_at,
+            "after_updated_at": after_at,
+            "after_id": after_id,
+        }
+        upsert = insert(_PS).values(provider=provider, **values)
+        stmt = upsert.on_conflict_do_update(
+            index_elements=[_PS.c.provider],
+            set_=values,
+            where=_sweep_position(_PS.c) < _sweep_position(upsert.excluded),
+        )
+        return int((await self.s.execute(stmt)).rowcount) > 0
 
 
 def _last_check(

@@ -170,6 +170,18 @@ payment_reconciliation_sweep = Table(
     CheckConstraint("id = 1", name="ck_payment_reconciliation_sweep_one_row"),
 )
 
+# The reconciliation's pass through paid plan purchases of a provider that sends no refund event
+# (Fatora), one row per provider (migration 0024): the (updated_at, id) of the last purchase its
+# pass went past, and when the pass began.
+purchase_reconciliation_sweeps = Table(
+    "purchase_reconciliation_sweeps",
+    metadata,
+    Column("provider", String(32), primary_key=True),
+    _ts("after_updated_at", nullable=True),
+    Column("after_id", String(64), nullable=True),
+    _ts("pass_started_at"),
+)
+
 # The platform's TCC barrier (insert-first; a "try" row written by a Cancel = null compensation).
 tcc_barriers = barrier_table(metadata)
 

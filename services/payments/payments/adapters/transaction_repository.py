@@ -194,10 +194,12 @@ class SqlTransactionRepository:
         limit: int,
         *,
         after: tuple[datetime, str] | None = None,
+        before: datetime | None = None,
         newest: bool = False,
     ) -> list[Transaction]:
-        """Paid purchases of `providers` changed since `since`: the `limit` after `after` in
-        (updated_at, id) order, or with `newest` the `limit` most recently changed."""
+        """Paid purchases of `providers` changed since `since` (and before `before`): the
+        `limit` after `after` in (updated_at, id) order, or with `newest` the `limit` most
+        recently changed."""
         if not providers or limit <= 0:
             return []
         params: dict[str, Any] = {"providers": list(providers), "since": since}
@@ -209,6 +211,10 @@ class SqlTransactionRepository:
                 stmt = stmt.where(
                     tuple_(*_PASS_ORDER) > tuple_(bindparam("after_at"), bindparam("after_id"))
                 )
-                params.update(after_at=after[0], after_id=after[1])
+                # The index scan starts at the cursor's updated_at, not the horizon's.
+                params.update(since=max(since, after[0]), after_at=after[0], after_id=after[1])
+        if before is not None:
+            stmt = stmt.where(_T.c.updated_at < bindparam("before"))
+            params["before"] = before
         rows = (await self.s.execute(stmt.limit(limit), params)).all()
         return [_txn(r) for r in rows]

@@ -10,6 +10,7 @@ import enum
 from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from payments.domain.model import TAKEN, Payment, PaymentState
 from payments.domain.provider import ProviderPayment, ProviderRefund, ProviderStatus, RefundState
@@ -120,9 +121,10 @@ class LastCheck:
 
 @dataclass(frozen=True, slots=True)
 class SweepCursor:
-    """Where the reconciliation's sweep is (payment_reconciliation_sweep): the pass that began
-    `pass_started_at` goes through the payments changed within the horizon before then, in
-    (updated_at, id) order, and has gone past `after` (None: none yet)."""
+    """Where the reconciliation's sweep is (payment_reconciliation_sweep; a provider's pass
+    through paid purchases: purchase_reconciliation_sweeps): the pass that began
+    `pass_started_at` goes through the payments (purchases) changed within the horizon before
+    then, in (updated_at, id) order, and has gone past `after` (None: none yet)."""
 
     pass_started_at: datetime
     after: tuple[datetime, str] | None = None
@@ -141,9 +143,20 @@ def sweep_due(
     ]
 
 
+class Swept(Protocol):
+    """What a sweep's pass goes through in (updated_at, id) order: payments, or paid plan
+    purchases (the pass of a provider that sends no refund event)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
+
+
 def sweep_advanced(
     cursor: SweepCursor,
-    batch: Sequence[Payment],
+    batch: Sequence[Swept],
     done: Set[str],
     full: bool,
     now: datetime,

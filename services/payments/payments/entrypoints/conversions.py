@@ -16,7 +16,12 @@ from payments.domain.plans import Plan
 from payments.domain.reconciliation import MismatchKind
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
-from payments.service_layer.handlers.audit import Mismatch, PaymentPage, Reconciliation
+from payments.service_layer.handlers.audit import (
+    Mismatch,
+    PaymentPage,
+    PurchaseRefundBooked,
+    Reconciliation,
+)
 from payments.service_layer.handlers.coins import CoinCheckoutResult
 from payments.service_layer.handlers.credits import RefundedPurchase, SubscriptionStatus
 
@@ -266,6 +271,20 @@ def reconciliation_msg(result: Reconciliation) -> pb.ReconcileProviderResponse:
         earlier_mismatches=[_mismatch_msg(m) for m in result.earlier],
         unreadable=result.unreadable,
         unreadable_payments=[_mismatch_msg(m) for m in result.unreadable_past_grace],
+        purchases_checked=result.purchases.checked,
+        purchase_refunds_found=result.purchases.found,
+        purchase_refunds_booked=[_purchase_refund_msg(b) for b in result.purchases.booked],
+        purchases_unreadable=result.purchases.unreadable,
+    )
+
+
+def _purchase_refund_msg(b: PurchaseRefundBooked) -> pb.PurchaseRefundBooked:
+    return pb.PurchaseRefundBooked(
+        transaction_id=b.transaction_id,
+        provider=b.provider,
+        amount_minor=b.amount_minor,
+        currency=b.currency,
+        refunded_in_full=b.in_full,
     )
 
 

@@ -36,7 +36,6 @@ from payments.service_layer.config import Policy
 from payments.service_layer.deps import Deps
 from payments.service_layer.in_flight import InFlight
 from payments.service_layer.providers import ProviderRegistry
-from payments.service_layer.purchase_sweep import PurchaseSweep
 from payments.service_layer.wakeup import Wakeup
 
 
@@ -206,17 +205,10 @@ def build_app(settings: PaymentsSettings) -> GrpcApp:
 
     ledger = _ledger(settings)
     in_flight = InFlight()
-    purchase_sweep = PurchaseSweep()
 
     def deps_on(uow: SqlPaymentsUnitOfWork) -> Deps:
         return Deps(
-            uow,
-            providers,
-            config,
-            ledger=ledger,
-            payout_ledger=ledger,
-            in_flight=in_flight,
-            purchase_sweep=purchase_sweep,
+            uow, providers, config, ledger=ledger, payout_ledger=ledger, in_flight=in_flight
         )
 
     def deps() -> Deps:

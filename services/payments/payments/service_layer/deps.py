@@ -12,7 +12,6 @@ from payments.service_layer.config import Policy
 from payments.service_layer.in_flight import InFlight
 from payments.service_layer.ports import CreditsLedger, PaymentsUnitOfWork, PayoutLedger
 from payments.service_layer.providers import ProviderRegistry
-from payments.service_layer.purchase_sweep import PurchaseSweep
 
 
 @dataclass
@@ -29,5 +28,3 @@ class Deps:
     payout_ledger: PayoutLedger | None = None
     # Shared by every Deps of the process (one per request): the provider work under way here.
     in_flight: InFlight = field(default_factory=InFlight)
-    # Shared too: the reconciliation's pass through paid purchases (purchase_sweep.py).
-    purchase_sweep: PurchaseSweep = field(default_factory=PurchaseSweep)

@@ -21,7 +21,7 @@ from payments.domain.events import AuditEntry, OutboxEvent
 from payments.domain.ledger import Account, ExpectedBooking
 from payments.domain.model import Payment
 from payments.domain.payouts import PayoutAccount, Withdrawal
-from payments.domain.reconciliation import LastCheck, MismatchKind
+from payments.domain.reconciliation import LastCheck, MismatchKind, SweepCursor
 from payments.domain.refunds import Refund
 from payments.domain.transactions import Transaction, UserType
 
@@ -123,10 +123,12 @@ class TransactionRepository(Protocol):
         limit: int,
         *,
         after: tuple[datetime, str] | None = None,
+        before: datetime | None = None,
         newest: bool = False,
     ) -> list[Transaction]:
-        """Paid purchases of `providers` changed since `since`: the `limit` after `after` in
-        (updated_at, id) order, or with `newest` the `limit` most recently changed."""
+        """Paid purchases of `providers` changed since `since` (and before `before`): the
+        `limit` after `after` in (updated_at, id) order, or with `newest` the `limit` most
+        recently changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,6 +413,13 @@ class ReconciliationRepository(Protocol):
 
     async def forget_before(self, before: datetime, limit: int) -> int:
         """Forget at most `limit` records not renewed since `before`, oldest first."""
+
+    async def purchase_sweeps(self, providers: Sequence[str]) -> dict[str, SweepCursor]:
+        """Where each provider's pass through its paid purchases is (never ran: absent)."""
+
+    async def save_purchase_sweep(self, provider: str, cursor: SweepCursor) -> bool:
+        """The provider's pass through paid purchases is at `cursor` unless further on already
+        (never moved back); whether it moved."""
 
 
 class DisputeRepository(Protocol):

@@ -142,6 +142,8 @@ def unbalanced_units(entries: Iterable[EntryLine]) -> dict[str, int]:
     totals: dict[str, int] = defaultdict(int)
     for entry in entries:
         totals[entry.unit] += entry.amount
+    if not any(totals.values()):  # (balanced, every posting: no comprehension run; issue 13)
+        return {}
     return {unit: total for unit, total in totals.items() if total != 0}
 
 

@@ -171,7 +171,8 @@ def confirm_hold_from_pb(request: pb.ConfirmHoldRequest) -> commands.ConfirmHold
     return commands.ConfirmHold(
         branch=branch_from_pb(request.branch),
         amount=request.amount_minor,
-        shares=shares_from_pb(list(request.shares)),
+        # (No list, call and generator for no shares, the common case; issue 13.)
+        shares=shares_from_pb(list(request.shares)) if request.shares else (),
         remainder_account_id=request.remainder_account_id,
     )
 
@@ -369,7 +370,8 @@ def hold_to_pb(hold: Hold) -> pb.Hold:
         expires_at=timestamp(hold.expires_at),
         transfer_id=hold.transfer_id or "",
         created_at=timestamp(hold.created_at),
-        resolved_at=timestamp(hold.resolved_at),
+        # (A pending hold's: no call; issue 13.)
+        resolved_at=timestamp(hold.resolved_at) if hold.resolved_at is not None else None,
     )
 
 

@@ -179,7 +179,16 @@ class WalletServicer(pb_grpc.WalletServiceServicer):
             call = self._holds.confirm.call(cmd)
         else:
             call = run_alone(handlers.confirm_holds, cmd, self._deps)
-        result = await _counted("ConfirmHold", call)
+        # Counted as `_counted` counts, without its coroutine (two frames per call; issue 13).
+        try:
+            result = await call
+        except HirepayError as exc:
+            count_transfer("ConfirmHold", exc.reason.lower())
+            raise
+        except Exception:
+            count_transfer("ConfirmHold", "internal")
+            raise
+        count_transfer("ConfirmHold", "replayed" if result.replayed else "posted")
         _count_hold_transition(result, "pending")
         return conv.hold_result_to_pb(result)
 

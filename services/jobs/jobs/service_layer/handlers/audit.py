@@ -20,6 +20,7 @@ from jobs.domain.audit import (
     AuditReport,
     Check,
     PaymentFact,
+    PurchaseRefunds,
     Violation,
     active_job_violation,
     captured_payment_violation,
@@ -83,20 +84,23 @@ async def run_audit(
     violations += await _escrow_refunds(deps, now, cmd.page_size)
     violations += await _refused_refunds(deps, cmd.page_size)
     sources = deps.sources
+    purchase_refunds: PurchaseRefunds | None = None
     if sources is not None:
         in_flight = await sources.payments(_NON_FINAL)  # every round: state, not history
         if since is not None:
             violations += await _jobs_of_changed_payments(deps, since, in_flight)
         violations += await _payments(deps, now, since, in_flight)
         violations += await sources.ledger(now, since)
-        violations += await sources.provider()
+        reconciled = await sources.provider()
+        violations += reconciled.violations
+        purchase_refunds = reconciled.purchase_refunds
     for v in violations:
         log.warning("consistency violation %s: %s (%s)", v.check.value, v.subject_id, v.detail)
     if cursor is not None:
         reported = cursor.advance(now, since, violations, rechecked)
     else:
         reported = tuple(violations)
-    report = AuditReport(checked_at=now, violations=reported)
+    report = AuditReport(now, reported, purchase_refunds)
     for check, count in report.counts().items():
         metrics.CONSISTENCY_VIOLATIONS.labels(check.value).set(count)
     metrics.count(metrics.AUDIT_RUNS, "ok")

@@ -12,6 +12,7 @@ from hirepay_platform.errors import ErrorKind, HirepayError
 from jobs.domain.errors import PaymentExpired
 from jobs.domain.model import Job, PaymentStatus, Transition
 from jobs.domain.posting_saga import (
+    FINAL_STATES,
     Saga,
     SagaError,
     SagaState,
@@ -177,7 +178,7 @@ async def _confirmed_on(
             transitions = list(job.pending)
             await uow.jobs.save(job)
             current.complete(now)
-            if current.state.final and not current.answered:
+            if current.state in FINAL_STATES and not current.answered:
                 # The request's answer is stored by the step that ends the saga, with the
                 # job as it went live: no transaction of its own (issue 13).
                 current.response = answer_to_snapshot(answer_for(current, job))
@@ -188,7 +189,7 @@ async def _confirmed_on(
         await uow.commit()
         if stored is not None:
             stored.rows = uow.sagas.stored(saga_id)
-    if current.state.final:
+    if current.state in FINAL_STATES:
         record_outcome(current, now)  # counted once committed
     if activated and deps.completed is not None and current.state is SagaState.COMPLETED:
         # Its settlement events are judged by this, not by reading it again (issue 13).

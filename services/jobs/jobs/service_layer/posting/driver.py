@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from hirepay_platform.errors import HirepayError
 from jobs.domain.errors import PaymentExpired, PaymentTimedOut
-from jobs.domain.posting_saga import Saga, SagaKind, SagaState, client_error
+from jobs.domain.posting_saga import FINAL_STATES, Saga, SagaKind, SagaState, client_error
 from jobs.service_layer.answers import answer_for, answer_to_snapshot
 from jobs.service_layer.deps import Deps
 from jobs.service_layer.marketplace.offer_saga import offer_step
@@ -53,7 +53,7 @@ async def drive(
             async with uow:
                 current = await uow.sagas.get(saga_id)
             seen = current
-        if current is None or current.state.final:
+        if current is None or current.state in FINAL_STATES:
             break
         # Each step re-reads the row under lock: a step taken from a stale copy is a no-op.
         moved = await _step(current, deps.clock(), deps, poll=poll, stored=stored)

@@ -17,6 +17,7 @@ from typing import TypeVar
 
 from hirepay_platform.errors import Unavailable
 from payments.domain import commands, errors, ledger
+from payments.domain.credits import refunded_in_part
 from payments.domain.model import TAKEN, Payment
 from payments.domain.payouts import WITHDRAWAL_STUCK, stuck_detail
 from payments.domain.provider import (
@@ -96,6 +97,40 @@ class Mismatch:
 
 
 @dataclass(frozen=True, slots=True)
+class PurchaseRefundBooked:
+    """A paid plan purchase's refund made at its provider (one that sends no refund event:
+    Fatora's dashboard) that a round found and booked."""
+
+    transaction_id: str
+    provider: str
+    amount_minor: int  # the money this round booked as refunded
+    currency: str
+    in_full: bool  # REFUNDED, its unused credits revoked (else a part booked, credits kept)
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseCheck:
+    """One paid purchase read at its provider: refunds there beyond what the round's read of it
+    had booked (`found`), and what this check booked of them (None: nothing; a round at once
+    may have)."""
+
+    found: bool
+    booked: PurchaseRefundBooked | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PurchaseRound:
+    """A round's paid plan purchases of the providers that send no refund event: how many were
+    read at their provider, how many had refunds there not booked here (found), those this round
+    booked, and how many could not be read now (read again in their turn)."""
+
+    checked: int = 0
+    found: int = 0
+    booked: list[PurchaseRefundBooked] = field(default_factory=list)
+    unreadable: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Reconciliation:
     checked: int
     mismatches: list[Mismatch]
@@ -110,6 +145,9 @@ class Reconciliation:
     # Payments of the round whose provider has not been readable for longer than
     # `reconcile_unreadable_grace_seconds` (kind UNREADABLE): nobody has compared them since.
     unreadable_past_grace: list[Mismatch] = field(default_factory=list)
+    # The round's paid plan purchases read for refunds made at a provider that sends no refund
+    # event (Fatora), and what it found and booked of them.
+    purchases: PurchaseRound = field(default_factory=PurchaseRound)
 
 
 async def list_payments(cmd: commands.ListPayments, deps: Deps) -> PaymentPage:
@@ -191,7 +229,7 @@ async def reconcile_provider(
         due[i].id: None if o is None else [(m.kind, m.detail) for m in o] for i, o in judged.items()
     }
     await _record(deps, found, advanced if per_round and advanced != cursor else None, now)
-    await _reconcile_purchases(
+    purchases = await _reconcile_purchases(
         deps, new_deps, min(max(cmd.limit, 1), MAX_RECONCILE), time_left, pacer
     )
     if advanced.pass_started_at != cursor.pass_started_at:
@@ -237,7 +275,7 @@ async def reconcile_provider(
             blind.append(
                 Mismatch(payment.id, payment.provider_payment_id, detail, MismatchKind.UNREADABLE)
             )
-    return Reconciliation(checked, mismatches, left, earlier, unreadable, blind)
+    return Reconciliation(checked, mismatches, left, earlier, unreadable, blind, purchases)
 
 
 async def _reconcile_purchases(
@@ -246,32 +284,48 @@ async def _reconcile_purchases(
     limit: int,
     time_left: Callable[[], float | None],
     pacer: _Pacer,
-) -> None:
+) -> PurchaseRound:
     """Paid plan purchases of the providers whose refunds made at them arrive by no event
     (`refunds_by_event` False: Fatora) read at their provider within the round's deadline and
     pace, and a refund found booked through the webhook's own core
     (provider_refunds.book_purchase_refunds: refunded in full, REFUNDED with its unused credits
     revoked; in part, that money booked once). A round's purchases: the most recently changed
     (`limit`, at most `reconcile_sweep_per_round`: a purchase paid and refunded lately is found
-    at the next round), then the pass's next `reconcile_sweep_per_round` (purchase_sweep.py:
-    every paid purchase changed within `reconcile_sweep_horizon_days` is read once a pass),
-    after the round's payments and within its deadline and pace. None such configured: nothing
-    read. Only what could be booked is: a refund of the purchase the provider lists and the
-    core cannot book (none such today) is read again next pass, logged, not reported as a
-    payment's mismatch (the answer names payments)."""
+    at the next round), then each such provider's pass's next `reconcile_sweep_per_round`
+    (every paid purchase changed within `reconcile_sweep_horizon_days` before the pass began is
+    read once a pass), after the round's payments and within its deadline and pace. None such
+    configured: nothing read. Only what could be booked is: a refund of the purchase the
+    provider lists and the core cannot book (none such today) is read again next pass, logged.
+
+    A pass's place is durable (purchase_reconciliation_sweeps, one row per provider): written
+    after the round's checks, past the purchases it read, never moved back (a round at once
+    further on wins), so a restart continues the pass; what the round booked was booked before,
+    idempotently, so one killed in between reads those again and books nothing twice."""
     silent = [n for n in deps.providers.names if not deps.providers.get(n).refunds_by_event]
     if not silent:
-        return
+        return PurchaseRound()
     config = deps.config
     per_round = config.reconcile_sweep_per_round
-    sweep = deps.purchase_sweep
-    since = deps.clock() - timedelta(days=config.reconcile_sweep_horizon_days)
+    now = deps.clock()
+    horizon = timedelta(days=config.reconcile_sweep_horizon_days)
+    cursors: dict[str, SweepCursor] = {}
+    batches: dict[str, list[Transaction]] = {}
     async with deps.uow as uow:
         # At most a batch's worth of the newest too: a round reads at most two batches of them.
         recent = min(limit, per_round) if per_round else limit
-        window = await uow.transactions.paid_since(silent, since, recent, newest=True)
-        batch = await uow.transactions.paid_since(silent, since, per_round, after=sweep.after)
-    due = {t.id: t for t in (*window, *batch)}
+        window = await uow.transactions.paid_since(silent, now - horizon, recent, newest=True)
+        if per_round:
+            stored = await uow.reconciliations.purchase_sweeps(silent)
+            for provider in silent:
+                cursor = cursors[provider] = stored.get(provider) or SweepCursor(now)
+                batches[provider] = await uow.transactions.paid_since(
+                    [provider],
+                    cursor.pass_started_at - horizon,
+                    per_round,
+                    after=cursor.after,
+                    before=cursor.pass_started_at,
+                )
+    due = {t.id: t for t in (*window, *(t for b in batches.values() for t in b))}
     purchases = list(due.values())
     outcomes = await _check_within(
         purchases,
@@ -282,24 +336,39 @@ async def _reconcile_purchases(
         pacer,
         _check_purchase,
     )
-    # The pass moves past what was read: one not reached, or whose provider could not be read
+    # Each pass moves past what was read: one not reached, or whose provider could not be read
     # now, is the next round's first.
+    read = [o for o in outcomes.values() if o is not None]
     checked = {purchases[i].id for i, o in outcomes.items() if o is not None}
-    done = next((i for i, t in enumerate(batch) if t.id not in checked), len(batch))
-    if per_round:
-        sweep.advance(batch, done, per_round)
-    booked = sum(1 for o in outcomes.values() if o)
+    advanced = {
+        provider: sweep_advanced(cursors[provider], batch, checked, len(batch) == per_round, now)
+        for provider, batch in batches.items()
+    }
+    moved = {p: c for p, c in advanced.items() if c != cursors[p]}
+    if moved:
+        async with deps.uow as uow:
+            for provider, cursor in moved.items():
+                await uow.reconciliations.save_purchase_sweep(provider, cursor)
+            await uow.commit()
+    booked = [o.booked for o in read if o.booked is not None]
     if booked:
         log.warning(
             "reconcile: %d plan purchases refunded at a provider that sends no refund event"
             " found and booked",
-            booked,
+            len(booked),
         )
+    return PurchaseRound(
+        checked=len(read),
+        found=sum(1 for o in read if o.found),
+        booked=booked,
+        unreadable=len(outcomes) - len(read),
+    )
 
 
-async def _check_purchase(txn: Transaction, deps: Deps, pacer: _Pacer) -> bool | None:
-    """One paid purchase's refunds at its provider, any succeeded one booked (True: booked now);
-    None when its provider cannot be read now (read again in its turn)."""
+async def _check_purchase(txn: Transaction, deps: Deps, pacer: _Pacer) -> PurchaseCheck | None:
+    """One paid purchase's refunds at its provider, any succeeded one beyond what the round read
+    booked of them found and booked (unless a round at once booked it first); None when its
+    provider cannot be read now (read again in its turn)."""
     try:
         provider = deps.providers.of_existing(txn.provider)
         await pacer.take()
@@ -310,9 +379,16 @@ async def _check_purchase(txn: Transaction, deps: Deps, pacer: _Pacer) -> bool |
     except OutcomeUnknown as exc:
         log.info("reconcile: purchase %s unreadable now: %s", txn.id, exc.message)
         return None
-    if not any(r.state is RefundState.SUCCEEDED for r in found):
-        return False
-    return (await book_purchase_refunds(deps, txn.id, found, RECONCILIATION)).applied
+    refunded = sum(r.amount_minor for r in found if r.state is RefundState.SUCCEEDED)
+    if refunded <= refunded_in_part(txn):
+        return PurchaseCheck(found=False)
+    outcome = await book_purchase_refunds(deps, txn.id, found, RECONCILIATION)
+    if not outcome.applied:
+        return PurchaseCheck(found=True)
+    booked = PurchaseRefundBooked(
+        txn.id, txn.provider, outcome.booked_minor, txn.currency, outcome.in_full
+    )
+    return PurchaseCheck(found=True, booked=booked)
 
 
 def _judged(

@@ -98,6 +98,10 @@ class RefundEventOutcome:
 
     applied: bool
     duplicate: bool
+    # A purchase's: the money it booked as refunded (0: none), and whether it booked the
+    # purchase refunded in full (REFUNDED, its unused credits revoked).
+    booked_minor: int = 0
+    in_full: bool = False
 
 
 async def apply_refund_event(
@@ -255,7 +259,8 @@ async def book_purchase_refunds(
     refunded = [r for r in found if r.state is RefundState.SUCCEEDED]
     total = sum(r.amount_minor for r in refunded)
     by_admin = any(r.metadata.get("transaction_id") == transaction_id for r in found)
-    changed = False
+    changed = in_full = False
+    booked = 0
     async with deps.uow as uow:
         now = deps.clock()
         if origin.record is not None and not await uow.events.claim(origin.record):
@@ -277,7 +282,7 @@ async def book_purchase_refunds(
                     key=f"{PROVIDER_REQUEST_PREFIX}{ids}",
                     now=now,
                 )
-                changed = True
+                changed, booked, in_full = True, rest, True
                 uow.after_commit(
                     functools.partial(
                         _count_purchase, stored.provider, "booked", rest, stored, origin
@@ -285,7 +290,7 @@ async def book_purchase_refunds(
                 )
             else:
                 added = await _book_purchase_refunds(uow, stored, refunded, now, origin)
-                changed = added > 0
+                changed, booked = added > 0, added
                 if changed:
                     uow.after_commit(
                         functools.partial(
@@ -304,7 +309,7 @@ async def book_purchase_refunds(
     elif changed:
         for remote in refunded:
             await settle_grant(f"{GrantKind.PURCHASE_REFUND.value}:{remote.id}", deps)
-    return RefundEventOutcome(applied=changed, duplicate=False)
+    return RefundEventOutcome(changed, False, booked, in_full)
 
 
 def _purchase_audit(origin: Origin, stored: Transaction, total: int) -> AuditEntry:

@@ -253,7 +253,7 @@ async def _reserve_alone(
         except HirepayError as exc:
             refused.append((i, exc))
             continue
-        if refs[req.account_id].sharded:
+        if refs[req.account_id].shards:  # (`sharded`, less a property call per Reserve)
             return False
         live.append((i, req))
     if live:

@@ -100,8 +100,10 @@ def check_reserve_accounts(req: ReserveRequest, refs: dict[str, AccountRef]) -> 
     require_accounts(
         refs, [(req.account_id, "account_id"), (req.destination_id, "destination_account_id")]
     )
-    check_unit(refs[req.account_id], req.unit, "amount.currency")
-    check_unit(refs[req.destination_id], req.unit, "amount.currency")
+    # check_unit called only to refuse (two calls less per Reserve; issue 13).
+    for account_id in (req.account_id, req.destination_id):
+        if refs[account_id].unit != req.unit:
+            check_unit(refs[account_id], req.unit, "amount.currency")
 
 
 def new_hold(req: ReserveRequest, now: datetime) -> Hold:
@@ -146,7 +148,7 @@ def _confirm_split(cmd: commands.ConfirmHold) -> tuple[tuple[Share, ...], str]:
     """The Confirm's validated shares and remainder account (both empty: all to the destination)."""
     if cmd.amount < 0:
         raise invalid("amount_minor", "must not be negative")
-    shares = validated_shares(cmd.shares)
+    shares = validated_shares(cmd.shares) if cmd.shares else ()  # (no call for none; issue 13)
     if shares:
         remainder_id = validate_account_id(cmd.remainder_account_id, "remainder_account_id")
         validate_shares(shares, remainder_id)
@@ -157,11 +159,23 @@ def _confirm_split(cmd: commands.ConfirmHold) -> tuple[tuple[Share, ...], str]:
 
 
 def _confirm_lines(
-    hold: Hold, posted: int, credits: list[Part], refs: dict[str, AccountRef], split: bool
+    hold: Hold, posted: int, credits: list[Part] | None, refs: dict[str, AccountRef]
 ) -> list[EntryLine]:
-    """The debit of the hold's account and one credit per non-zero part, each part checked."""
+    """The debit of the hold's account and one credit per non-zero part of a split, each part
+    checked; without a split (None), the one credit of the destination, checked the same way
+    (no Part made, no list of credits run; issue 13)."""
+    if credits is None:
+        where = "destination_account_id"
+        to = hold.destination_account_id
+        require_accounts(refs, [(to, where)])
+        if refs[to].unit != hold.unit:  # (check_unit called only to refuse)
+            check_unit(refs[to], hold.unit, where)
+        if to == hold.account_id:
+            raise invalid(where, "must differ from the hold's account")
+        # (posted > 0: hold.confirm validated it.)
+        return [EntryLine(hold.account_id, hold.unit, -posted), EntryLine(to, hold.unit, posted)]
     for i, part in enumerate(credits):
-        where = f"shares[{i}].to_account_id" if split else "destination_account_id"
+        where = f"shares[{i}].to_account_id"
         require_accounts(refs, [(part.account_id, where)])
         check_unit(refs[part.account_id], hold.unit, where)
         if part.account_id == hold.account_id:
@@ -189,7 +203,7 @@ def confirm_request(cmd: commands.ConfirmHold) -> ConfirmRequest:
     print_ = fingerprint(
         {
             "amount_minor": cmd.amount,
-            "shares": share_fields(shares),
+            "shares": share_fields(shares) if shares else [],  # (no call for none; issue 13)
             "remainder_account_id": remainder_id,
         }
     )
@@ -198,6 +212,8 @@ def confirm_request(cmd: commands.ConfirmHold) -> ConfirmRequest:
 
 def confirm_accounts(req: ConfirmRequest, hold: Hold) -> set[str]:
     """Every account a Confirm of `hold` may name."""
+    if not req.shares:  # (the common case: no generator made and run; issue 13)
+        return {hold.account_id, hold.destination_account_id}
     return {
         hold.account_id,
         hold.destination_account_id,
@@ -217,10 +233,8 @@ def plan_confirm(
     `shard_key` picks the shard of a sharded account it credits (a fee into the revenue account):
     by default its transfer id's; a group's own key puts every credit of the group in one."""
     posted = hold.confirm(req.amount, now)
-    credits = [Part(hold.destination_account_id, posted)]
-    if req.shares:
-        credits = split_amount(posted, req.shares, req.remainder_id)
-    lines = _confirm_lines(hold, posted, credits, refs, bool(req.shares))
+    credits = split_amount(posted, req.shares, req.remainder_id) if req.shares else None
+    lines = _confirm_lines(hold, posted, credits, refs)
     header = _confirm_header(hold, req.fingerprint)
     return header, plan_posting(shard_key or header.id, lines, refs, [hold.release()])
 
@@ -273,10 +287,12 @@ async def _confirm_once(req: ConfirmRequest, deps: Deps) -> HoldResult | None:
 
 
 def _confirm_header(hold: Hold, print_: Fingerprint) -> TransferHeader:
-    """The transfer a Confirm posts: its id is derived from the branch (never a client's id)."""
+    """The transfer a Confirm posts: its id is derived from the branch (never a client's id), by
+    `hold.confirm` just before (confirm_transfer_id), not derived a second time (issue 13)."""
     branch = hold.branch
+    assert hold.transfer_id is not None  # (set by hold.confirm)
     return TransferHeader(
-        id=confirm_transfer_id(branch),
+        id=hold.transfer_id,
         kind="hold",
         description=hold.description,
         metadata={"global_tx_id": branch.global_tx_id, "branch_id": branch.branch_id},
