@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.support.virtual_time import run_in_virtual_time
+from hirepay_dev import benchlib
+from tests.support.virtual_time import in_virtual_time, run_in_virtual_time
 
 
 def test_sleeps_and_timeouts_take_virtual_time_only() -> None:
@@ -40,3 +41,17 @@ def test_real_io_from_a_thread_still_wakes_the_loop() -> None:
         return await asyncio.to_thread(lambda: (time.sleep(0.05), "done")[1])
 
     assert run_in_virtual_time(scenario()) == "done"
+
+
+def test_a_clocked_module_reads_the_loops_clock_by_monotonic_and_perf_counter() -> None:
+    seen: list[tuple[float, float, float]] = []
+
+    @in_virtual_time(benchlib)
+    async def scenario() -> None:
+        await asyncio.sleep(30.0)
+        clock = benchlib.time
+        seen.append((clock.monotonic(), clock.perf_counter(), asyncio.get_running_loop().time()))
+
+    scenario()
+    assert seen == [(30.0, 30.0, 30.0)]
+    assert benchlib.time is time  # the real clock back afterwards

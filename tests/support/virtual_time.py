@@ -63,10 +63,11 @@ def in_virtual_time(
     *clocked: ModuleType,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, None]]], Callable[P, None]]:
     """A decorator: the async test (its fixtures as they are) run on a virtual-time loop, with
-    `clocked` (modules that time what they wait for by `time.monotonic()`, e.g. the platform's
-    worker loop) reading the loop's clock instead: the rounds and pauses are what the code
-    decides, not how busy the machine is. The worker loop clocked so has noted no activity yet
-    (its last, on the real clock, would be in the virtual future)."""
+    `clocked` (modules that time what they wait for by `time.monotonic()` or
+    `time.perf_counter()`, e.g. the platform's worker loop, the bench's closed loop) reading the
+    loop's clock instead: the rounds and pauses are what the code decides, not how busy the
+    machine is. The worker loop clocked so has noted no activity yet (its last, on the real
+    clock, would be in the virtual future)."""
 
     def decorate(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
         @functools.wraps(test)
@@ -74,7 +75,8 @@ def in_virtual_time(
             saved = [module.time for module in clocked], workloop._last_activity
 
             async def scenario() -> None:
-                clock = {"monotonic": asyncio.get_running_loop().time}
+                now = asyncio.get_running_loop().time
+                clock = {"monotonic": now, "perf_counter": now}
                 for module in clocked:
                     module.time = SimpleNamespace(**{**vars(time), **clock})
                 if workloop in clocked:
