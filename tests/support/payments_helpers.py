@@ -18,6 +18,7 @@ from payments.domain import commands
 from payments.domain.credits import CreditGrant
 from payments.domain.model import Method, Payment, PaymentState, PendingOp
 from payments.domain.transactions import Transaction, TxnStatus, UserType
+from tests.support.waiting import wait_for
 
 # Webhook signing secrets: the sandbox signs with the current one; both are accepted (rotation).
 WEBHOOK_SECRET = "whsec_paymentstestcurrent000000000000"
@@ -165,3 +166,18 @@ def paid_plan_transaction(txn_id: str) -> Transaction:
         updated_at=now,
         metadata={"job_credits": "2500", "candidate_credits": "50"},
     )
+
+
+async def until_streamed(connection: Any, events: int) -> None:
+    """Wait until the settlement stream shows all `events` written on `connection` (asyncpg).
+
+    The stream shows an event once every transaction begun before its writer's has ended, and
+    transaction ids are the whole server's: another session's transaction still running (the
+    next test database being copied from its template, say) holds the events back for a while.
+    Tests that count a read's work wait for this first, outside the transaction they count."""
+
+    async def all_shown() -> bool:
+        shown = await connection.fetchval("SELECT count(*) FROM outbox_after(0, $1, '')", events)
+        return bool(shown == events)
+
+    await wait_for(all_shown)

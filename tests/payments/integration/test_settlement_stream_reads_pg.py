@@ -20,7 +20,7 @@ import asyncpg
 import pytest
 
 from hirepay_dev.pg import libpq_url
-from tests.support.waiting import wait_for
+from tests.support.payments_helpers import until_streamed
 
 # More polls than PostgreSQL's five custom plans, so the plan it keeps is measured too.
 POLLS = 8
@@ -39,16 +39,7 @@ async def _fresh_outbox(make_service_database: Callable[[str], str]) -> asyncpg.
             first,
         )
 
-    # The stream shows an event once every transaction that began before its writer's has ended
-    # (0006: no reader skips an event committed late), and transaction ids are the whole
-    # server's: another session's transaction still running (the next test database being
-    # copied from its template, say) holds them back. Wait until all are in the stream, outside
-    # the reading transaction whose statistics are counted.
-    async def all_shown() -> bool:
-        shown = await connection.fetchval("SELECT count(*) FROM outbox_after(0, $1, '')", EVENTS)
-        return bool(shown == EVENTS)
-
-    await wait_for(all_shown)
+    await until_streamed(connection, EVENTS)
     return connection
 
 

@@ -18,6 +18,7 @@ from alembic import command
 from hirepay_dev.pg import libpq_url
 from hirepay_dev.services import SPECS
 from hirepay_platform.migrations import alembic_config
+from tests.support.payments_helpers import until_streamed
 
 EVENTS = 300
 
@@ -61,6 +62,8 @@ async def published(make_service_database: Callable[[str], str]):
             first,
             EVENTS,
         )
+
+    await until_streamed(connection, EVENTS)
     try:
         yield url, connection
     finally:
