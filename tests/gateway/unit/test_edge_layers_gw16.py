@@ -12,7 +12,6 @@ injection) are not in the count.
 from __future__ import annotations
 
 import asyncio
-import cProfile
 import json
 import pstats
 from collections.abc import AsyncIterator
@@ -46,6 +45,7 @@ from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay_dev.bench_posting import _BODY as BENCH_POSTING
 from hirepay_platform import tracing
 from tests.gateway.unit.test_http_protocol_jobs9 import FakeTransport
+from tests.support.python_calls import profiled
 
 SECRET = "gw16-service-token-secret-0123456789abcdef"
 
@@ -175,11 +175,11 @@ def _posting_calls() -> tuple[int, set[str], dict[str, int], list[bytes]]:
                     await _answer(protocol, transport, raw)
             measured = _requests("measured", token)
             answers = []
-            profile = cProfile.Profile()
-            profile.enable()
-            for raw in measured:
-                answers.append(await _answer(protocol, transport, raw))
-            profile.disable()
+            # (the collector held off: earlier tests' garbage finalized inside the window, an
+            # unclosed transport's ResourceWarning say, would be counted as the gateway's)
+            with profiled() as profile:
+                for raw in measured:
+                    answers.append(await _answer(protocol, transport, raw))
             stats = pstats.Stats(profile)
             entered = stats.stats  # type: ignore[attr-defined]
             files = {file for (file, _, _) in entered}
@@ -280,10 +280,8 @@ async def _call(app: Any) -> tuple[list[dict[str, Any]], set[str]]:
         sent.append(message)
 
     scope = {"type": "http", "method": "GET", "path": "/x", "headers": [], "query_string": b""}
-    profile = cProfile.Profile()
-    profile.enable()
-    await app(scope, receive, send)
-    profile.disable()
+    with profiled() as profile:
+        await app(scope, receive, send)
     return sent, {file for (file, _, _) in pstats.Stats(profile).stats}  # type: ignore[attr-defined]
 
 
