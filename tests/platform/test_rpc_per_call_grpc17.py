@@ -28,7 +28,7 @@ from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
 from hirepay_dev.procs import ensure_service_token_secret, free_port
 from hirepay_platform import tracing
 from hirepay_platform.client import ServiceClient
-from hirepay_platform.identity import TokenMinter
+from hirepay_platform.identity import Actor, ServiceAuthenticator, TokenMinter, Unauthenticated
 from hirepay_platform.server import GrpcApp
 from hirepay_platform.settings import ServiceSettings
 from tests.support.python_calls import hooked
@@ -215,3 +215,29 @@ def test_the_context_functions_are_opentelemetrys_own_context() -> None:
         tracing.detach_context(token)
     assert otel_context.get_current() is outer
     assert tracing.current_context() is outer
+
+
+def test_authenticate_picks_the_tokens_it_picked_before() -> None:
+    """authenticate's inline pick (it was _call_tokens) reads what it read: text values under
+    either header in any key case, binary values never, every other item skipped; a second
+    service token or assertion, remembered or not, is still refused."""
+    secret = ensure_service_token_secret()
+    server = ServiceAuthenticator("wallet", secret)
+    edge = TokenMinter("gateway", secret)
+    token, assertion = edge.metadata("wallet", Actor("acme-1", "company"))
+    shouted = [
+        (token[0].upper(), token[1]),
+        ("Traceparent", _PARENT),
+        (assertion[0].title(), assertion[1]),
+    ]
+    for _ in range(2):  # (verified, then remembered)
+        caller = server.authenticate(shouted, "GetAccount")
+        assert (caller.service, caller.user) == ("gateway", Actor("acme-1", "company"))
+    alone = server.authenticate([token, (assertion[0], assertion[1].encode())], "Get")
+    assert alone.actor is None
+    with pytest.raises(Unauthenticated, match="service token is required"):
+        server.authenticate([(token[0], token[1].encode()), ("user-agent", "grpc")], "Get")
+    with pytest.raises(Unauthenticated):
+        server.authenticate([token, token], "GetAccount")
+    with pytest.raises(Unauthenticated):
+        server.authenticate([token, assertion, assertion], "GetAccount")
