@@ -10,7 +10,6 @@ it, and the public OpenTelemetry API sees what the ContextVar holds."""
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -25,12 +24,12 @@ from opentelemetry import trace
 
 from hirepay.wallet.v1 import wallet_service_pb2 as pb
 from hirepay.wallet.v1 import wallet_service_pb2_grpc as pb_grpc
-from hirepay_dev.procs import ensure_service_token_secret, free_port
+from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_platform import tracing
 from hirepay_platform.client import ServiceClient
 from hirepay_platform.identity import Actor, ServiceAuthenticator, TokenMinter, Unauthenticated
 from hirepay_platform.server import GrpcApp
-from hirepay_platform.settings import ServiceSettings
+from tests.support.grpc_app import app_settings, serving
 from tests.support.python_calls import hooked
 
 _TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
@@ -59,27 +58,13 @@ class _Wallet(pb_grpc.WalletServiceServicer):
 async def served() -> AsyncIterator[tuple[str, _Wallet]]:
     """(target, servicer) of a GrpcApp serving the wallet stand-in, as a service serves (no
     spans exported: the wrapper carries the caller's context)."""
-    settings = ServiceSettings(
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        database_url="postgresql://unused",
-        shutdown_grace_seconds=1,
-        HIREPAY_SERVICE_TOKEN_SECRET=ensure_service_token_secret(),
-    )
     servicer = _Wallet()
-    app = GrpcApp("percall", settings)
+    app = GrpcApp("percall", app_settings())
     app.add_service(
         pb_grpc.add_WalletServiceServicer_to_server, servicer, "hirepay.wallet.v1.WalletService"
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.serve(stop))
-    for _ in range(250):
-        if app.port:
-            break
-        await asyncio.sleep(0.02)
-    yield f"127.0.0.1:{settings.grpc_port}", servicer
-    stop.set()
-    await task
+    async with serving(app) as target:
+        yield target, servicer
 
 
 @contextmanager
