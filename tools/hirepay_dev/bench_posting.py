@@ -71,7 +71,7 @@ def _meter(pg_url: str, stack: Stack) -> CpuMeter:
     return CpuMeter(pg_url, processes, databases)
 
 
-_BODY = {
+BODY = {
     "job": {
         "title": "Benchmark engineer",
         "description": "Measures how fast a paid job goes live, end to end.",
@@ -85,10 +85,10 @@ _BODY = {
 
 
 _PATH = "/api/jobs/create-with-payment"
-_BODY_BYTES = json.dumps(_BODY, separators=(",", ":")).encode()
+BODY_BYTES = json.dumps(BODY, separators=(",", ":")).encode()
 
 
-def _posters(
+def posters(
     clients: list[PostingClient],
 ) -> Callable[[], Callable[[int, int], Awaitable[None]]]:
     """`new_case()` -> `op(worker, i)`: one paid posting by card of the worker's company, sent
@@ -112,7 +112,7 @@ def _posters(
                     "Content-Type": "application/json",
                     "Idempotency-Key": f"{run_id}-{case}-{w}-",
                 },
-                _BODY_BYTES,
+                BODY_BYTES,
             )
             for w, client in enumerate(clients)
         ]
@@ -134,7 +134,7 @@ def _posters(
 
 
 @contextlib.contextmanager
-def _clients(url: str, workers: int) -> Iterator[list[PostingClient]]:
+def posting_clients(url: str, workers: int) -> Iterator[list[PostingClient]]:
     """The load generator's HTTP clients of the gateway at `url`: one per worker, each with its
     one keep-alive connection, so that it never queues the postings it measures itself, and its
     own cost stays flat with the concurrency (with one shared httpx pool of 128 connections the
@@ -173,8 +173,8 @@ async def run(
     stack = await asyncio.to_thread(lambda: _stack(pg_url).start())
     results: list[Result] = []
     try:
-        with _clients(stack.gateway_url, max(*levels, LATENCY_CONCURRENCY)) as clients:
-            new_case = _posters(clients)
+        with posting_clients(stack.gateway_url, max(*levels, LATENCY_CONCURRENCY)) as clients:
+            new_case = posters(clients)
             for concurrency in levels:
                 result = await closed_loop(
                     POSTING,
@@ -251,8 +251,8 @@ async def latency_budget(pg_url: str, *, postings: int) -> dict[str, float]:
         traces = Path(folder) / "spans.jsonl"
         stack = await asyncio.to_thread(lambda: _stack(pg_url, traces).start())
         try:
-            with _clients(stack.gateway_url, 1) as clients:
-                post_job = _posters(clients)()
+            with posting_clients(stack.gateway_url, 1) as clients:
+                post_job = posters(clients)()
                 for i in range(postings):
                     await post_job(0, i)
         finally:
