@@ -289,15 +289,16 @@ def _calls_per_op(op: Callable[[int, int], Awaitable[None]], n: int) -> float:
 
 
 def test_the_posting_load_generator_makes_few_python_calls_per_posting():
-    """A posting costs the load generator ~35 Python calls on uvloop: the key formatted into the
-    worker's request bytes, one write, one `data_received` reading the answer's head with bytes
-    methods, the JSON check (with httpx, one AsyncClient per worker: ~3,070; the generator's CPU
-    per posting at c=32 1.50 -> 0.14 ms)."""
+    """A posting costs the load generator 33 Python calls on uvloop (the count's own loop
+    included): the key formatted into the worker's request bytes, one write, one
+    `data_received` reading the answer's head with bytes methods, the JSON check. With httpx
+    (one AsyncClient per worker) it was ~3,070 against the gateway, and the generator's CPU per
+    posting at c=32 1.50 ms (0.14 with this client)."""
     gateway = _ThreadGateway()
     gateway.thread.start()
     with bench_posting.posting_clients(f"http://127.0.0.1:{gateway.port}", 1) as clients:
         per_posting = _calls_per_op(bench_posting.posters(clients)(), 100)
-    assert per_posting <= 36, per_posting
+    assert per_posting <= 34, per_posting  # an answer read in two pieces costs 3 more
 
 
 class _Wallet(wpb_grpc.WalletServiceServicer):
