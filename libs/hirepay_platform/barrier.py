@@ -68,7 +68,11 @@ class _Statements:
 
 
 def insert_many_sql(
-    table_name: str, *, only_if: str | None = None, skip_conflicts: bool = True
+    table_name: str,
+    *,
+    only_if: str | None = None,
+    skip_conflicts: bool = True,
+    read_first: bool = False,
 ) -> str:
     """The barrier's insert-first for a group of distinct branches, as SQL a participant may also
     put in a CTE in front of its own statement (one round trip for the barrier and its next step;
@@ -86,15 +90,31 @@ def insert_many_sql(
     ON CONFLICT does), for a participant whose statement then falls back to a path that answers
     such a branch. A speculative insertion (ON CONFLICT) probes the key's index before its insert
     and writes a third WAL record per row to confirm it: about 3 of a row's 6 buffer hits and 1
-    of its 3 WAL records (issue 13)."""
-    where = f" WHERE {only_if}" if only_if is not None else ""
+    of its 3 WAL records (issue 13).
+
+    `read_first` (with `skip_conflicts=False`): each branch's row is looked for first (by its key,
+    one index probe per branch whatever the table's statistics) and only the branches without one
+    are inserted, plainly: a row committed before the statement began is skipped as ON CONFLICT
+    skips it, while a twin still in flight then fails the statement on the key (the participant
+    falls back). The probe reads what the speculative insertion's did, without its third WAL
+    record per row."""
+    conditions = [only_if] if only_if is not None else []
+    taken = ""
+    if read_first:
+        taken = (
+            " LEFT JOIN LATERAL (SELECT true AS taken FROM"
+            f" {table_name} x WHERE x.global_tx_id = t.g AND x.branch_id = t.b"
+            " AND x.op = CAST(:barrier_op AS text) LIMIT 1) x ON true"
+        )
+        conditions.append("x.taken IS NULL")
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
     conflicts = " ON CONFLICT DO NOTHING" if skip_conflicts else ""
     return (
         f"INSERT INTO {table_name} (global_tx_id, branch_id, op, origin, fingerprint)"
         " SELECT g, b, CAST(:barrier_op AS text), CAST(:barrier_origin AS text), f"
         f" FROM unnest({listed('barrier_global_tx_ids', 'text')},"
         f" {listed('barrier_branch_ids', 'text')}, {quoted('barrier_fingerprints', 'jsonb')})"
-        f" AS t(g, b, f){where}{conflicts}"
+        f" AS t(g, b, f){taken}{where}{conflicts}"
         " RETURNING global_tx_id, branch_id"
     )
 

@@ -185,11 +185,15 @@ _LOCK_ALSO_AND_ENTER = _lock_and_enter_statement("lock_")
 # pending >= 0 unless the account may go negative or is sharded), evaluated on the newest row
 # under the lock: a hold only raises pending, so the group's holds on an account fit in any order
 # exactly when all of them fit together. If one does not, the statement fails and writes nothing,
-# and the caller runs the group checked (each Try judged in order, the refused ones alone).
+# and the caller runs the group checked (each Try judged in order, the refused ones alone). The
+# barrier rows are read first (by key) and the branches without one inserted plainly
+# (`read_first`): a speculative insertion's third WAL record per row was one of a Reserve's 8; a
+# twin still in flight, which ON CONFLICT waited for and skipped, now fails the statement on the
+# barrier's key after waiting for it, and the group runs checked (issue 13).
 _RESERVE_ALONE = HotStatement(
     text(
         f"""
-    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    WITH entered AS ({insert_many_sql(tcc_barriers.name, skip_conflicts=False, read_first=True)}),
     locked AS MATERIALIZED (
         SELECT id FROM accounts
          WHERE id = ANY({listed("lock_ids", "uuid")})
@@ -217,9 +221,11 @@ _RESERVE_ALONE = HotStatement(
     )
 )
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
-# The keys a one-statement Confirm group (_CONFIRM_ALONE) may fail on, writing nothing, and then
-# run checked: a branch with its Confirm barrier row already, a Confirm's transfer id taken.
-_CONFIRM_KEYS = ("pk_tcc_barriers", "pk_transfers")
+# The keys a one-statement group may fail on, writing nothing, and then run checked: a branch
+# whose barrier row a twin in flight inserted (a Reserve) or that has its Confirm row already, a
+# Confirm's transfer id taken (_RESERVE_ALONE, _CONFIRM_ALONE).
+_BARRIER_KEY = "pk_tcc_barriers"
+_CONFIRM_KEYS = (_BARRIER_KEY, "pk_transfers")
 
 
 # A group of Confirms as ONE statement that is its own transaction (the common case: distinct
@@ -543,7 +549,7 @@ class SqlHoldRepository:
             **_new_hold_params(holds, keys=False),
             "lock_ids": joined(sorted({h.account_id for h in holds})),
         }
-        row = await self._alone(_RESERVE_ALONE, params, (_NO_OVERDRAFT,))
+        row = await self._alone(_RESERVE_ALONE, params, (_NO_OVERDRAFT, _BARRIER_KEY))
         if row is None:
             return None
         entered = {
