@@ -1,15 +1,17 @@
-"""What a group of Confirms costs PostgreSQL in its one statement, and that it inserts its barrier
-rows and claims its transfer ids plainly (issue 13, walhold17).
+"""What a group of Reserves and a group of Confirms cost PostgreSQL in their one statement, and that
+they insert their barrier rows (and claim the Confirms' transfer ids) without speculative
+insertion (issue 13, walhold17).
 
-The one-statement Confirm (`holds._CONFIRM_ALONE`) probed each branch's Confirm barrier row
-before anything else (a LATERAL read), then inserted the barrier rows and claimed the transfer
-ids with ON CONFLICT DO NOTHING: a speculative insertion, which probes the key's index before its
-insert and writes a third WAL record per row to confirm it. A pending hold's branch has no Confirm
-barrier row and its Confirm's transfer id is untaken (a refused Confirm deletes its row; "/" keeps
-the id apart from every client's), so both go in plainly and the barrier's or the transfers' key
-refuses the impossible twin: the statement then writes nothing and the group runs checked. A
-group of 32 (EXPLAIN ANALYZE of its statement, PostgreSQL 16): 1,854 -> 1,613 buffer hits,
-772 -> 709 WAL records (57.9 -> 50.4 and 24.1 -> 22.2 per Confirm)."""
+The one-statement groups inserted with ON CONFLICT DO NOTHING: a speculative insertion probes the
+key's index before its insert and writes a third WAL record per row to confirm it; the Confirm
+group also read each branch's Confirm barrier row first (a LATERAL read). A pending hold's branch
+has no Confirm barrier row and its Confirm's transfer id is untaken (a refused Confirm deletes its
+row; "/" keeps the id apart from every client's), so the Confirm group reads neither and inserts
+both plainly, the barrier's or the transfers' key refusing the impossible twin: the statement then
+writes nothing and the group runs checked. The Reserve group reads each barrier row by its key and
+inserts the others plainly (a replay is still answered from its row in the one statement). Per call
+in groups of 32 (EXPLAIN ANALYZE of the group's statement, PostgreSQL 16): Reserve 17.3 -> 16.3
+buffer hits and 8.06 -> 7.06 WAL records, Confirm 57.9 -> 50.3 and 24.1 -> 22.1."""
 
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ async def test_groups_of_reserves_and_confirms_insert_plainly_within_their_count
     inserts = [n for n in nodes if n.get("Operation") == "Insert"]
     assert {n["Relation Name"] for n in inserts} == {"transfers", "entries", "tcc_barriers"}
     assert [n for n in inserts if "Conflict Resolution" in n] == []
-    # 57.9 buffer hits and 24.1 WAL records per Confirm before; ~50.4 and ~22.2 now.
+    # 57.9 buffer hits and 24.1 WAL records per Confirm before; ~50.3 and ~22.1 now.
     assert group["Shared Hit Blocks"] <= 52 * calls, group["Shared Hit Blocks"] / calls
     assert group["WAL Records"] <= 22.6 * calls, group["WAL Records"] / calls
     assert await ledger.balances(payers[1], payees[1]) == [(9_900, 0), (100, 0)]
