@@ -166,7 +166,8 @@ class HoldRepository(Protocol):
         and compared with its row, which must be the same pending hold, unexpired at `now`; then
         the transfers (`items`, the same order; none a guarded debit of a sharded account) are
         posted, the barrier rows inserted and the holds saved. Each transfer's outcome; None,
-        with nothing written, when a hold is not as planned (then run the group checked)."""
+        with nothing written, when a hold is not as planned or a branch has its Confirm barrier
+        row already (then run the group checked)."""
 
     async def get(self, branch: TccBranch, *, for_update: bool = False) -> Hold | None:
         """The hold of a branch; `for_update` locks it until the transaction ends."""

@@ -185,11 +185,15 @@ _LOCK_ALSO_AND_ENTER = _lock_and_enter_statement("lock_")
 # pending >= 0 unless the account may go negative or is sharded), evaluated on the newest row
 # under the lock: a hold only raises pending, so the group's holds on an account fit in any order
 # exactly when all of them fit together. If one does not, the statement fails and writes nothing,
-# and the caller runs the group checked (each Try judged in order, the refused ones alone).
+# and the caller runs the group checked (each Try judged in order, the refused ones alone). The
+# barrier rows are read first (by key) and the branches without one inserted plainly
+# (`read_first`): a speculative insertion's third WAL record per row was one of a Reserve's 8; a
+# twin still in flight, which ON CONFLICT waited for and skipped, now fails the statement on the
+# barrier's key after waiting for it, and the group runs checked (issue 13).
 _RESERVE_ALONE = HotStatement(
     text(
         f"""
-    WITH entered AS ({insert_many_sql(tcc_barriers.name)}),
+    WITH entered AS ({insert_many_sql(tcc_barriers.name, skip_conflicts=False, read_first=True)}),
     locked AS MATERIALIZED (
         SELECT id FROM accounts
          WHERE id = ANY({listed("lock_ids", "uuid")})
@@ -217,6 +221,11 @@ _RESERVE_ALONE = HotStatement(
     )
 )
 _NO_OVERDRAFT = "ck_accounts_no_overdraft"
+# The keys a one-statement group may fail on, writing nothing, and then run checked: a branch
+# whose barrier row a twin in flight inserted (a Reserve) or that has its Confirm row already, a
+# Confirm's transfer id taken (_RESERVE_ALONE, _CONFIRM_ALONE).
+_BARRIER_KEY = "pk_tcc_barriers"
+_CONFIRM_KEYS = (_BARRIER_KEY, "pk_transfers")
 
 
 # A group of Confirms as ONE statement that is its own transaction (the common case: distinct
@@ -227,23 +236,34 @@ _NO_OVERDRAFT = "ck_accounts_no_overdraft"
 #     wrote: every change of a hold (resolved, expired, a Try rolled back and the branch reserved
 #     again, by any replica) writes a new row version, with the xid of another transaction
 #     (freezing keeps the raw xmin; only an xid reused after 2^32 transactions could match, and
-#     state and expiry are compared too); and find no Confirm barrier row of its branch. Each hold
-#     and barrier row is looked up by its key (LATERAL, one index probe per Confirm) whatever the
-#     tables' statistics: as joins, the generic plan a connection made while the tables looked
-#     tiny (and then kept) hashed the group against every hold and every Confirm barrier row
-#     ever written, on each call (issue 13);
+#     state and expiry are compared too). Each hold is looked up by its key (LATERAL, one index
+#     probe per Confirm) whatever the table's statistics: as joins, the generic plan a
+#     connection made while the tables looked tiny (and then kept) hashed the group against
+#     every hold and every Confirm barrier row ever written, on each call (issue 13);
 #  2. then the run of transfers (post_run_ctes: lock the account rows in id order, judge, claim
 #     the transfer ids, apply each account's and shard's net change, write the entries), gated by
 #     step 1; a Confirm never lowers its account's availability, so its posting is never refused;
+#     its transfer id claimed without ON CONFLICT (a pending hold's Confirm id is untaken: if it
+#     were, by a Transfer naming it, the statement fails on the key and writes nothing - with ON
+#     CONFLICT it had saved the hold with no transfer of its own and raised);
 #  3. only if everything applies: the Confirms' barrier rows (the platform's insert-first with its
 #     `only_if`, here after the hold locks so that it can be conditional) and the holds saved as
-#     confirmed.
+#     confirmed. The rows go in without ON CONFLICT: a pending hold's branch has no Confirm row
+#     (a refused Confirm deletes its own), and if one had, the statement fails on the barrier's
+#     key and writes nothing. Probed for first (a LATERAL read per Confirm) and inserted, as the
+#     transfer, by speculative insertion (the key probed again, a WAL record to confirm it),
+#     they cost ~8 of a Confirm's ~58 buffer hits and 2 of its 24 WAL records (issue 13).
 # Otherwise nothing at all is written and the caller runs the group checked (barrier rows, locks,
 # each Confirm answered on its own). Locks: holds, then account rows, then shards, then barrier
 # rows; a twin Confirm in flight on the checked path locks the hold before its barrier row too
 # (_LOCK_AND_ENTER), so the later of the two waits for the hold, then finds the first one's row.
 # Each hold's key is its barrier row's and its transfer id its Confirm's (the same order), so
 # the statement binds those arrays once (a name bound twice is one parameter).
+_CONFIRMS_ENTERED = insert_many_sql(
+    tcc_barriers.name, only_if="(SELECT ok FROM verdict)", skip_conflicts=False
+)
+
+
 def _confirm_alone_statement(*, shards: bool) -> HotStatement:
     return HotStatement(
         text(
@@ -256,17 +276,12 @@ def _confirm_alone_statement(*, shards: bool) -> HotStatement:
             AS x(global_tx_id, branch_id, version, confirmed_amount, transfer_id)
     ), held AS MATERIALIZED (
         SELECT h.xmin = x.version AND h.state = 'pending'
-               AND h.expires_at > CAST(:now AS timestamptz) AND c.taken IS NULL AS fine
+               AND h.expires_at > CAST(:now AS timestamptz) AS fine
           FROM (SELECT * FROM expected ORDER BY global_tx_id, branch_id OFFSET 0) x
          CROSS JOIN LATERAL (
                SELECT h.xmin, h.state, h.expires_at FROM holds h
                 WHERE h.global_tx_id = x.global_tx_id AND h.branch_id = x.branch_id
                   FOR UPDATE) h
-          LEFT JOIN LATERAL (
-               SELECT true AS taken FROM {tcc_barriers.name} b
-                WHERE b.global_tx_id = x.global_tx_id AND b.branch_id = x.branch_id
-                  AND b.op = CAST(:barrier_op AS text)
-                LIMIT 1) c ON true
     ), holds_ok AS (
         SELECT count(*) FILTER (WHERE fine) = cardinality({listed("barrier_global_tx_ids", "text")})
                AS ok
@@ -276,9 +291,10 @@ def _confirm_alone_statement(*, shards: bool) -> HotStatement:
                 after="(SELECT count(*) FROM held) >= 0",
                 gate="(SELECT ok FROM holds_ok)",
                 shards=shards,
+                skip_taken=False,
             )
             + f""",
-    entered AS ({insert_many_sql(tcc_barriers.name, only_if="(SELECT ok FROM verdict)")}),
+    entered AS ({_CONFIRMS_ENTERED}),
     saved AS (
         UPDATE holds h
            SET state = 'confirmed', confirmed_amount = x.confirmed_amount,
@@ -533,13 +549,8 @@ class SqlHoldRepository:
             **_new_hold_params(holds, keys=False),
             "lock_ids": joined(sorted({h.account_id for h in holds})),
         }
-        try:
-            row = (await execute_alone(self._session, _RESERVE_ALONE, params)).one()
-        except IntegrityError as exc:
-            if _constraint(exc) != _NO_OVERDRAFT:
-                raise
-            # The statement was its own transaction: it rolled back whole, nothing was written.
-            await self._session.rollback()
+        row = await self._alone(_RESERVE_ALONE, params, (_NO_OVERDRAFT, _BARRIER_KEY))
+        if row is None:
             return None
         entered = {
             TccBranch(g, b)
@@ -552,6 +563,20 @@ class SqlHoldRepository:
         if wanted:
             self._pending.remember(wanted, row.version)
         return entered
+
+    async def _alone(
+        self, statement: HotStatement, params: dict[str, Any], fallbacks: Collection[str]
+    ) -> Any:
+        """The one row of a statement that is its own transaction (execute_alone); None if it
+        failed on one of the constraints `fallbacks` names: it rolled back whole, nothing was
+        written, and the caller runs its group checked."""
+        try:
+            return (await execute_alone(self._session, statement, params)).one()
+        except IntegrityError as exc:
+            if _constraint(exc) not in fallbacks:
+                raise
+            await self._session.rollback()
+            return None
 
     def recall(self, branch: TccBranch) -> Hold | None:
         known = self._pending.recall(branch)
@@ -580,8 +605,8 @@ class SqlHoldRepository:
             "now": now,
         }
         statement = _CONFIRM_ALONE if changes_shards(items) else _CONFIRM_ALONE_NO_SHARDS
-        row = (await execute_alone(self._session, statement, params)).one()
-        if not row.ok:
+        row = await self._alone(statement, params, _CONFIRM_KEYS)
+        if row is None or not row.ok:
             return None
         outcomes = run_outcomes(items, row)
         if (

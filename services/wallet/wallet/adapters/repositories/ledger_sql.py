@@ -301,11 +301,17 @@ _NO_SHARDS = """
 # Locks are taken in one order (rows by id, claims, shards by key); a twin in flight on another
 # path (claim first, then rows) can deadlock with it: PostgreSQL aborts one, whose batch is run
 # again (nothing of it was written).
-def post_run_ctes(*, after: str = "true", gate: str = "true", shards: bool = True) -> str:
+def post_run_ctes(
+    *, after: str = "true", gate: str = "true", shards: bool = True, skip_taken: bool = True
+) -> str:
     """POST_RUN's common table expressions (item ... written, see POST_RUN), for a statement of
     which the run is one part: its account rows are locked only once `after` (an SQL condition)
     was evaluated, and it applies only if `gate` (another) holds too. Without `shards`, for a run
-    whose `shard_*` parameters are empty: the same statement less its shard changes."""
+    whose `shard_*` parameters are empty: the same statement less its shard changes. Without
+    `skip_taken`, an id taken already fails the statement (pk_transfers) instead of leaving its
+    transfer out, for a statement whose caller then takes another path: no speculative
+    insertion (its key probed before the insert, a WAL record to confirm it; issue 13)."""
+    conflicts = "ON CONFLICT (id) DO NOTHING" if skip_taken else ""
     return (
         f"""
     item AS (
@@ -337,7 +343,7 @@ def post_run_ctes(*, after: str = "true", gate: str = "true", shards: bool = Tru
         SELECT id, kind, description, metadata, fingerprint FROM item
          WHERE (SELECT ok FROM verdict)
          ORDER BY id
-        ON CONFLICT (id) DO NOTHING
+        {conflicts}
         RETURNING id, created_at
     ), live AS (
         SELECT item.n FROM item JOIN claimed ON claimed.id = item.id
