@@ -21,6 +21,7 @@ import pstats
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,7 +48,7 @@ COUNTED = 5
 # Python calls (cProfile's count, built-ins included) of one posting in the sandbox's thread.
 # Before this round's cuts: 4,447 (the JSON written a node at a time in Python, the form parsed
 # twice, Starlette's request and header objects, h11 for every delivery...).
-MAX_CALLS_PER_POSTING = 4_460
+MAX_CALLS_PER_POSTING = 3_460
 
 
 @dataclass
@@ -178,12 +179,13 @@ def test_a_postings_two_calls_and_two_deliveries_cost_the_sandbox_at_most_the_pi
     served: _Served, receiver_keep_alive: WebhookReceiver
 ) -> None:
     counts = _counted_postings(served)
-    # The postings were answered and their events delivered, signed, as before.
+    # The postings were answered and their events delivered, signed, as before (a posting's
+    # two deliveries may overtake each other: the sender has several connections).
     received = receiver_keep_alive.received
-    assert [r.type for r in received] == [
-        "payment_intent.amount_capturable_updated",
-        "payment_intent.succeeded",
-    ] * (WARM_UP + COUNTED)
+    assert Counter(r.type for r in received) == {
+        "payment_intent.amount_capturable_updated": WARM_UP + COUNTED,
+        "payment_intent.succeeded": WARM_UP + COUNTED,
+    }
     for delivery in received:
         event = stripe.Webhook.construct_event(
             delivery.body.decode(), delivery.header("Stripe-Signature"), SECRET
