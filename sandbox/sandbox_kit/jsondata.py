@@ -74,45 +74,49 @@ def _text(value: Any, newline: str) -> str:
     """A dict or list as json.dumps(indent=2) writes it where a line starts with `newline`."""
     kind = value.__class__
     if kind is dict:
-        if not value:
-            return "{}"
-        inner = newline + "  "
-        encode = _encoder(inner)
-        if not [None for item in value.values() if item.__class__ not in _ATOMIC]:
-            return "{" + inner + "".join(encode(value, 0))[1:-1] + newline + "}"
-        parts: list[str] = []
-        run: dict[Any, Any] = {}
-        for key, item in value.items():
-            if item.__class__ in _ATOMIC:
-                run[key] = item
-                continue
-            if key.__class__ is not str:
-                raise _Unusual
-            if run:
-                parts.append("".join(encode(run, 0))[1:-1])
-                run = {}
-            parts.append(encode_basestring_ascii(key) + ": " + _text(item, inner))
+        return _dict_text(value, newline) if value else "{}"
+    if kind is list:
+        return _list_text(value, newline) if value else "[]"
+    raise _Unusual
+
+
+def _dict_text(value: dict[Any, Any], newline: str) -> str:
+    inner = newline + "  "
+    encode = _encoder(inner)
+    if not [None for item in value.values() if item.__class__ not in _ATOMIC]:
+        return "{" + inner + "".join(encode(value, 0))[1:-1] + newline + "}"
+    parts: list[str] = []
+    run: dict[Any, Any] = {}
+    for key, item in value.items():
+        if item.__class__ in _ATOMIC:
+            run[key] = item
+            continue
+        if key.__class__ is not str:
+            raise _Unusual
         if run:
             parts.append("".join(encode(run, 0))[1:-1])
-        return "{" + inner + ("," + inner).join(parts) + newline + "}"
-    if kind is list:
-        if not value:
-            return "[]"
-        inner = newline + "  "
-        encode = _encoder(inner)
-        if not [None for item in value if item.__class__ not in _ATOMIC]:
-            return "[" + inner + "".join(encode(value, 0))[1:-1] + newline + "]"
-        parts = []
-        atoms: list[Any] = []
-        for item in value:
-            if item.__class__ in _ATOMIC:
-                atoms.append(item)
-                continue
-            if atoms:
-                parts.append("".join(encode(atoms, 0))[1:-1])
-                atoms = []
-            parts.append(_text(item, inner))
-        if atoms:
-            parts.append("".join(encode(atoms, 0))[1:-1])
-        return "[" + inner + ("," + inner).join(parts) + newline + "]"
-    raise _Unusual
+            run = {}
+        parts.append(encode_basestring_ascii(key) + ": " + _text(item, inner))
+    if run:
+        parts.append("".join(encode(run, 0))[1:-1])
+    return "{" + inner + ("," + inner).join(parts) + newline + "}"
+
+
+def _list_text(value: list[Any], newline: str) -> str:
+    inner = newline + "  "
+    encode = _encoder(inner)
+    if not [None for item in value if item.__class__ not in _ATOMIC]:
+        return "[" + inner + "".join(encode(value, 0))[1:-1] + newline + "]"
+    parts: list[str] = []
+    run: list[Any] = []
+    for item in value:
+        if item.__class__ in _ATOMIC:
+            run.append(item)
+            continue
+        if run:
+            parts.append("".join(encode(run, 0))[1:-1])
+            run = []
+        parts.append(_text(item, inner))
+    if run:
+        parts.append("".join(encode(run, 0))[1:-1])
+    return "[" + inner + ("," + inner).join(parts) + newline + "]"

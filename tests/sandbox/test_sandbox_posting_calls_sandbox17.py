@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import pstats
 import threading
@@ -166,7 +167,7 @@ def _counted_postings(served: _Served) -> list[int]:
             window = profiled()
             served.run(window.__enter__)
             await _posting(provider)
-            _wait(lambda: served.settled(2 * (n + 1)))
+            _wait(functools.partial(served.settled, 2 * (n + 1)))
             served.run(window.__exit__, None, None, None)
             if n >= WARM_UP:
                 counts.append(pstats.Stats(window.profile).total_calls)  # type: ignore[attr-defined]
