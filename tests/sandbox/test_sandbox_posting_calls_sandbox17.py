@@ -4,10 +4,10 @@ its capture), sent by payments' own Stripe adapter through the official SDK, and
 webhook deliveries they cause (the events payments acts on, as the dev stack enables them).
 
 The sandbox runs in this process as `python -m stripe_sandbox` serves it (the same uvicorn
-configuration: httptools, its proxy-headers layer, the access log; uvloop; INFO logging) in a
-thread of its own, and only that thread is counted (cProfile is per thread): the SDK, payments'
-adapter and the webhook receiver (a keep-alive HTTP/1.1 server, as the gateway is) are not in
-the count. The server is started without uvicorn's once-a-tenth-of-a-second tick and the
+configuration: httptools, its proxy-headers layer, the access log; uvloop; INFO logging, its
+records gathering only what is printed) in a thread of its own, and only that thread is counted
+(cProfile is per thread): the SDK, payments' adapter and the webhook receiver (a keep-alive
+HTTP/1.1 server, as the gateway is) are not in the count. The server is started without uvicorn's once-a-tenth-of-a-second tick and the
 sandbox without its session-expiry sweep, which run whatever the load; each posting is counted
 from before its first request until its deliveries are settled and the sender is idle again,
 and the least of a few postings is taken (a posting's window may also hold a stray wake-up)."""
@@ -36,7 +36,7 @@ from hirepay_dev.procs import free_port
 from payments.adapters.stripe_provider import WEBHOOK_EVENT_TYPES, StripeProvider
 from payments.domain.provider import AuthorizeRequest, ProviderStatus
 from sandbox_kit.webhooks import WebhookDispatcher
-from stripe_sandbox.__main__ import server_config
+from stripe_sandbox.__main__ import gather_only_printed_log_facts, server_config
 from stripe_sandbox.config import SandboxConfig
 from tests.support.python_calls import profiled
 from tests.support.webhook_receiver import WebhookReceiver
@@ -50,6 +50,10 @@ COUNTED = 5
 # Before this round's cuts: 4,447 (the JSON written a node at a time in Python, the form parsed
 # twice, Starlette's request and header objects, h11 for every delivery...).
 MAX_CALLS_PER_POSTING = 3_460
+
+
+# What gather_only_printed_log_facts switches off, put back after the test.
+_LOG_SWITCHES = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
 
 
 @dataclass
@@ -101,11 +105,15 @@ def served(receiver_keep_alive: WebhookReceiver) -> Iterator[_Served]:
     sandbox = uv.loaded_app.app.app.state.sandbox  # (proxy headers → faults → Starlette)
     root = logging.getLogger()
     level = root.level
+    switches = {name: getattr(logging, name) for name in _LOG_SWITCHES}
     root.setLevel(logging.INFO)  # as `python -m stripe_sandbox` logs
+    gather_only_printed_log_facts()
     try:
         yield _Served(loop, f"http://{config.host}:{config.port}", sandbox.webhooks)
     finally:
         root.setLevel(level)
+        for name, value in switches.items():
+            setattr(logging, name, value)
 
         async def close() -> None:
             server.close()
