@@ -5,7 +5,6 @@ endpoints get connected accounts' events, deliveries carry `Stripe-Signature`, a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import time
@@ -113,7 +112,10 @@ class StripeWebhooks:
         if not targets:
             return
         event["pending_webhooks"] = len(targets)
-        dispatcher.publish(dataclasses.replace(view, payload=dumps_indented(event)))
+        sent = WebhookEvent(
+            view.id, view.type, dumps_indented(event), view.object_id, context=view.context
+        )
+        dispatcher.publish(sent, targets)
 
 
 def create_dispatcher(
