@@ -106,8 +106,9 @@ entries = Table(
     _created_at(),
     PrimaryKeyConstraint("id", name="pk_entries"),
     # No foreign keys (0007): the commit-time guard checks each transfer's row and its entries'
-    # accounts once per transfer, and triggers keep a transfer with entries and every account from
-    # being deleted; two referential checks per entry were a fee's largest database cost.
+    # accounts once per transfer (0010: a statement's transfers all in one query, with the
+    # statement), and triggers keep a transfer with entries and every account from being
+    # deleted; two referential checks per entry were a fee's largest database cost.
     CheckConstraint("amount <> 0", name="ck_entries_amount_not_zero"),
     # An account's history, newest first (keyset pagination on id).
     Index("ix_entries_account_history", "account_id", text("id DESC")),
