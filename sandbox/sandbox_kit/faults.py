@@ -189,6 +189,8 @@ class FaultRegistry:
         self, kinds: type | tuple[type, ...], where: Callable[[Any], bool] | None = None
     ) -> Any:
         """Fire the first armed fault of one of `kinds` (that `where` accepts), or None."""
+        if not self._faults:  # (none armed, as nearly always: nothing to look at)
+            return None
         for fault in list(self._faults):
             if isinstance(fault.spec, kinds) and (where is None or where(fault.spec)):
                 return self._fire(fault)
@@ -196,6 +198,8 @@ class FaultRegistry:
 
     def take_api(self, kinds: tuple[type, ...], method: str, path: str) -> Any | None:
         """Fire the first armed API fault of one of `kinds` that matches the request."""
+        if not self._faults:
+            return None
         return self.take(kinds, lambda spec: api_matches(spec, method, path))
 
     def take_slowness(self, method: str, path: str) -> tuple[float, float | None]:
@@ -203,6 +207,8 @@ class FaultRegistry:
 
         Every matching latency fault fires and their delays add up; one timeout fault fires.
         """
+        if not self._faults:
+            return 0.0, None
         latency = 0.0
         for fault in list(self._faults):
             if isinstance(fault.spec, LatencyFault) and api_matches(fault.spec, method, path):
@@ -211,6 +217,8 @@ class FaultRegistry:
         return latency, timeout.seconds if timeout is not None else None
 
     def take_webhook(self, kind: type, event_type: str) -> Any | None:
+        if not self._faults:
+            return None
         return self.take(kind, lambda spec: _event_matches(spec, event_type))
 
     def reorder(self, event_type: str | None = None) -> ActiveFault | None:

@@ -4,6 +4,7 @@ in its own words."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -37,17 +38,32 @@ class _Entry:
     created: float = field(default_factory=time.monotonic)
 
 
-def fingerprint(method: str, path: str, body: bytes | str) -> str:
+# What a JSON text can start with (after JSON's whitespace): a body starting otherwise is not
+# JSON, and is not worth json.loads raising its error for (a form body, every Stripe call).
+_JSON_STARTS = frozenset('{["-0123456789tfnNI')
+
+
+def fingerprint(
+    method: str, path: str, body: bytes | str, pairs: list[tuple[str, str]] | None = None
+) -> str:
     """What makes two requests "the same": endpoint and parameters, not their order or spacing.
 
     JSON bodies compare as data; form bodies as sorted pairs; anything else byte for byte.
+    `pairs`: the body's pairs as `parse_qsl(body, keep_blank_values=True)` gives them, when the
+    caller has them already.
     """
     text = body.decode() if isinstance(body, bytes) else body
-    canonical: object
-    try:
-        canonical = json.dumps(json.loads(text), sort_keys=True) if text.strip() else ""
-    except ValueError:
-        canonical = sorted(parse_qsl(text, keep_blank_values=True)) if "=" in text else text
+    canonical: object = None
+    if not text.strip():
+        canonical = ""
+    elif text.lstrip(" \t\n\r")[:1] in _JSON_STARTS:
+        with contextlib.suppress(ValueError):
+            canonical = json.dumps(json.loads(text), sort_keys=True)
+    if canonical is None:
+        if "=" in text:
+            canonical = sorted(parse_qsl(text, keep_blank_values=True) if pairs is None else pairs)
+        else:
+            canonical = text
     return hashlib.sha256(repr((method.upper(), path, canonical)).encode()).hexdigest()
 
 

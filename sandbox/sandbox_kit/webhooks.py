@@ -250,9 +250,11 @@ class WebhookDispatcher:
             if endpoint.wants(event.type) and (self.router is None or self.router(endpoint, event))
         ]
 
-    def publish(self, event: WebhookEvent) -> list[Delivery]:
-        """Queue `event` for every endpoint that wants it, applying the webhook faults."""
-        targets = self.targets(event)
+    def publish(self, event: WebhookEvent, targets: list[Endpoint] | None = None) -> list[Delivery]:
+        """Queue `event` for every endpoint that wants it (`targets`, when the provider has
+        looked them up already), applying the webhook faults."""
+        if targets is None:
+            targets = self.targets(event)
         if not targets:
             return []
         if self.faults.take_webhook(WebhookDropFault, event.type) is not None:

@@ -11,9 +11,9 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+from starlette.requests import ClientDisconnect, Request
 from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
 
 from sandbox_kit.faults import wait_for_disconnect
 from sandbox_kit.idempotency import IdempotencyConflict, SavedResponse, fingerprint
@@ -27,7 +27,7 @@ from stripe_sandbox.errors import (
     idempotency_mismatch,
     invalid_param,
 )
-from stripe_sandbox.params import Params, parse_form
+from stripe_sandbox.params import Params, decode_pairs, form_pairs
 from stripe_sandbox.resources import (
     checkout,
     connect,
@@ -114,9 +114,8 @@ def _mask(key: str) -> str:
     return key[:8] + "*" * max(len(key) - 12, 0) + key[-4:] if len(key) > 12 else "****"
 
 
-def authenticate(request: Request) -> str:
+def authenticate(header: str) -> str:
     """The secret key from `Authorization: Bearer sk_test_...` or HTTP basic auth (`key:`)."""
-    header = request.headers.get("authorization", "")
     if not header.strip():
         raise authentication_error(
             "You did not provide an API key. You need to provide your API key in the "
@@ -139,17 +138,33 @@ def authenticate(request: Request) -> str:
 
 def base_url(request: Request, sb: Sandbox) -> str:
     """Where links to the sandbox's own pages point."""
+    return _base_url(sb, request.url.scheme, request.headers.get("host"))
+
+
+def _base_url(sb: Sandbox, scheme: str, host: str | None) -> str:
     if sb.config.public_url:
         return sb.config.public_url
-    host = request.headers.get("host") or f"{sb.config.host}:{sb.config.port}"
-    return f"{request.url.scheme}://{host}"
+    return f"{scheme}://{host or f'{sb.config.host}:{sb.config.port}'}"
 
 
-def _response(
-    status: int, body: bytes, request_id: str, extra: dict[str, str] | None = None
-) -> Response:
-    headers = {"Request-Id": request_id, **(extra or {})}
-    return Response(body, status_code=status, media_type="application/json", headers=headers)
+Reply = tuple[int, bytes, dict[str, str]]
+"""An answer: status, JSON body and headers beyond the body's own (Request-Id first)."""
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    """The answer as Starlette's Response(media_type="application/json") sends it."""
+    status, body, headers = reply
+    raw = [
+        (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()
+    ]
+    raw.append((b"content-length", str(len(body)).encode()))
+    raw.append((b"content-type", b"application/json"))
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _reply(status: int, body: bytes, request_id: str, extra: dict[str, str] | None = None) -> Reply:
+    return status, body, {"Request-Id": request_id, **(extra or {})}
 
 
 def _dump(obj: Any) -> bytes:
@@ -172,65 +187,90 @@ def _begin(sb: Sandbox, api_key: str, key: str, print_: str) -> SavedResponse | 
         raise idempotency_in_flight() from None
 
 
-async def handle(request: Request, operation: Operation) -> Response:
-    """Run one API operation as Stripe would answer it."""
-    sb: Sandbox = request.app.state.sandbox
-    request_id = ids.new_id("req")
-    method = request.method
-    try:
-        api_key = authenticate(request)
-    except StripeAPIError as error:
-        return _response(error.status, _dump(error.body()), request_id, error.headers)
+async def _body(receive: Receive) -> bytes:
+    """The request's body, read as Starlette's Request.body() reads it."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
-    raw = (await request.body()).decode() if method == "POST" else request.url.query
-    idempotency_key = request.headers.get("idempotency-key") if method == "POST" else None
-    version = request.headers.get("stripe-version") or DEFAULT_API_VERSION
+
+async def handle(scope: Scope, receive: Receive, operation: Operation) -> Reply:
+    """Run one API operation as Stripe would answer it.
+
+    Read from the ASGI scope itself (issue 13): Starlette's Request looked each header up by
+    walking every header the client sent, and its URL parsed the whole URL again; the few headers
+    read here come from one dict of them."""
+    sb: Sandbox = scope["app"].state.sandbox
+    request_id = ids.new_id("req")
+    method: str = scope["method"]
+    path: str = scope["path"]
+    headers = {name: value for name, value in reversed(scope["headers"])}  # the first one wins
+    try:
+        api_key = authenticate(headers.get(b"authorization", b"").decode("latin-1"))
+    except StripeAPIError as error:
+        return _reply(error.status, _dump(error.body()), request_id, error.headers)
+
+    posted = method == "POST"
+    raw = (await _body(receive)).decode() if posted else scope["query_string"].decode()
+    pairs = form_pairs(raw)
+    found = headers.get(b"idempotency-key") if posted else None
+    idempotency_key = found.decode("latin-1") if found is not None else None
+    version = headers.get(b"stripe-version", b"").decode("latin-1") or DEFAULT_API_VERSION
     echo = {"Stripe-Version": version}
     if idempotency_key:
         echo["Idempotency-Key"] = idempotency_key
     if idempotency_key:
         try:
-            saved = _begin(sb, api_key, idempotency_key, fingerprint(method, request.url.path, raw))
+            saved = _begin(sb, api_key, idempotency_key, fingerprint(method, path, raw, pairs))
         except StripeAPIError as error:
-            return _response(error.status, _dump(error.body()), request_id, echo)
+            return _reply(error.status, _dump(error.body()), request_id, echo)
         if saved is not None:
             original = saved.headers.get("Request-Id", "")
             replay = {**echo, "Idempotent-Replayed": "true", "Original-Request": original}
-            return _response(saved.status, saved.body, request_id, replay)
+            return _reply(saved.status, saved.body, request_id, replay)
 
     kept: SavedResponse | None = None
     try:
-        latency, hang = sb.faults.take_slowness(method, request.url.path)
+        latency, hang = sb.faults.take_slowness(method, path)
         if latency:
             await asyncio.sleep(latency)
-        if hang is not None and await wait_for_disconnect(request.receive, hang):
-            log.info(
-                "timeout fault: client gave up on %s %s; nothing done", method, request.url.path
-            )
-            return _response(499, b"", request_id)  # nobody is listening any more
+        if hang is not None and await wait_for_disconnect(receive, hang):
+            log.info("timeout fault: client gave up on %s %s; nothing done", method, path)
+            return _reply(499, b"", request_id)  # nobody is listening any more
+        account = headers.get(b"stripe-account")
+        host = headers.get(b"host")
         ctx = Context(
-            account=request.headers.get("stripe-account"),
+            account=account.decode("latin-1") if account is not None else None,
             request_id=request_id,
             idempotency_key=idempotency_key,
             api_version=version,
-            base_url=base_url(request, sb),
+            base_url=_base_url(sb, scope["scheme"], host.decode("latin-1") if host else None),
         )
-        status, body, cacheable = await _execute(sb, ctx, operation, raw, request.path_params)
+        status, body, cacheable = await _execute(sb, ctx, operation, pairs, scope["path_params"])
         if cacheable:
             kept = SavedResponse(status, body, {"Request-Id": request_id})
     finally:
         if idempotency_key:
             sb.idempotency.finish(api_key, idempotency_key, kept)
-    return _response(status, body, request_id, echo)
+    return _reply(status, body, request_id, echo)
 
 
 async def _execute(
-    sb: Sandbox, ctx: Context, operation: Operation, raw: str, path_params: dict[str, str]
+    sb: Sandbox,
+    ctx: Context,
+    operation: Operation,
+    pairs: list[tuple[str, str]],
+    path_params: dict[str, str],
 ) -> tuple[int, bytes, bool]:
     """(status, body, keep-for-idempotency) of running `operation` under the store lock."""
     async with sb.store.lock:
         try:
-            params = Params(parse_form(raw))
+            params = Params(decode_pairs(pairs))
             expand = params.strings("expand")
             connect.require_account(sb, ctx.account)
             result = operation(sb, ctx, params, **path_params)
@@ -242,27 +282,34 @@ async def _execute(
             return 500, _dump(api_error(500, "Unexpected sandbox error.").body()), False
 
 
-def _endpoint(operation: Operation) -> Callable[[Request], Any]:
-    async def endpoint(request: Request) -> Response:
-        return await handle(request, operation)
+class _Endpoint:
+    """One operation as an ASGI app: Starlette's router hands it the request as it is, without
+    the Request object and exception wrapper it builds around a function endpoint."""
 
-    endpoint.__name__ = operation.__name__
-    return endpoint
+    def __init__(self, operation: Operation) -> None:
+        self.operation = operation
+        self.__name__ = operation.__name__
 
-
-async def unknown_url(request: Request) -> Response:
-    error = StripeAPIError(
-        f"Unrecognized request URL ({request.method}: {request.url.path}). Please see "
-        "https://stripe.com/docs or we can help at https://support.stripe.com/.",
-        status=404,
-    )
-    return _response(404, _dump(error.body()), ids.new_id("req"))
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _send(send, await handle(scope, receive, self.operation))
 
 
 def routes() -> list[BaseRoute]:
     table: list[BaseRoute] = [
-        Route(path, _endpoint(operation), methods=[method])
+        Route(path, _Endpoint(operation), methods=[method])
         for method, path, operation in OPERATIONS
     ]
-    table.append(Route("/v1/{rest:path}", unknown_url, methods=["GET", "POST", "DELETE"]))
+    table.append(Route("/v1/{rest:path}", _UnknownUrl(), methods=["GET", "POST", "DELETE"]))
     return table
+
+
+class _UnknownUrl:
+    """Stripe's 404 for a URL under /v1/ it does not know (an ASGI app, as the operations)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        error = StripeAPIError(
+            f"Unrecognized request URL ({scope['method']}: {scope['path']}). Please see "
+            "https://stripe.com/docs or we can help at https://support.stripe.com/.",
+            status=404,
+        )
+        await _send(send, _reply(404, _dump(error.body()), ids.new_id("req")))

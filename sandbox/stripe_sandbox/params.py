@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from stripe_sandbox.errors import StripeAPIError, invalid_param, missing_param
 
@@ -17,35 +17,78 @@ _FREE_KEY_CONTAINERS = frozenset({"metadata"})
 
 def parse_form(body: str) -> dict[str, Any]:
     """Turn a form-encoded body or query string into nested dicts and lists."""
-    return decode_pairs(parse_qsl(body, keep_blank_values=True))
+    return decode_pairs(form_pairs(body))
+
+
+# Field names as decoded and as split into their parts, by their encoded text: a client sends
+# the same few names in every request (`metadata%5Bjob_id%5D`), never worth decoding twice.
+_NAMES: dict[str, str] = {}
+_PARTS: dict[str, tuple[str, ...]] = {}
+_KEPT_NAMES = 4096  # (a bound on what strangers' names can make the caches hold)
+
+
+def _unquote_plus(text: str) -> str:
+    return unquote(text.replace("+", " ")) if "%" in text or "+" in text else text
+
+
+def form_pairs(body: str) -> list[tuple[str, str]]:
+    """The (name, value) pairs of a form body, decoded as `parse_qsl(body,
+    keep_blank_values=True)` decodes them (the same list), with each distinct name decoded once
+    per process and values with nothing to decode left as they are."""
+    pairs = []
+    for field in body.split("&"):
+        if not field:
+            continue
+        raw, _, value = field.partition("=")
+        name = _NAMES.get(raw)
+        if name is None:
+            name = _unquote_plus(raw)
+            if len(_NAMES) < _KEPT_NAMES:
+                _NAMES[raw] = name
+        pairs.append((name, _unquote_plus(value) if "%" in value or "+" in value else value))
+    return pairs
+
+
+def _parts(name: str) -> tuple[str, ...]:
+    """`a[b][0]` as ("a", "b", "0"); `a[]` ends in "" (append)."""
+    parts = _PARTS.get(name)
+    if parts is None:
+        head, _, rest = name.partition("[")
+        parts = (head, *_KEY_PART.findall("[" + rest)) if rest else (head,)
+        if len(_PARTS) < _KEPT_NAMES:
+            _PARTS[name] = parts
+    return parts
 
 
 def decode_pairs(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     """Nest `a[b][0][c]=v` pairs; `a[]=v` appends; digit-keyed dicts become lists."""
     root: dict[str, Any] = {}
-    for raw_key, value in pairs:
-        head, _, rest = raw_key.partition("[")
-        parts = [head, *_KEY_PART.findall("[" + rest)] if rest else [head]
+    nested = False
+    for name, value in pairs:
+        parts = _parts(name)
         node: dict[str, Any] = root
-        for index, part in enumerate(parts):
-            last = index == len(parts) - 1
+        for part in parts[:-1]:
+            nested = True
             if part == "":
                 part = str(sum(1 for k in node if k.isdigit()))
-            if last:
-                node[part] = value
-            else:
-                child = node.get(part)
-                if not isinstance(child, dict):
-                    child = {}
-                    node[part] = child
-                node = child
-    return _listify(root, parent="")
+            child = node.get(part)
+            if child.__class__ is not dict:
+                child = node[part] = {}
+            node = child
+        last = parts[-1]
+        if last == "":
+            last = str(sum(1 for k in node if k.isdigit()))
+        node[last] = value
+    if not nested and not any(key.isdigit() for key in root):
+        return root  # (nothing to turn into a list)
+    return _listify(root, parent="")  # type: ignore[no-any-return]
 
 
-def _listify(node: Any, parent: str) -> Any:
-    if not isinstance(node, dict):
-        return node
-    converted = {key: _listify(value, key) for key, value in node.items()}
+def _listify(node: dict[str, Any], parent: str) -> Any:
+    converted = {
+        key: _listify(value, key) if value.__class__ is dict else value
+        for key, value in node.items()
+    }
     if converted and parent not in _FREE_KEY_CONTAINERS and all(key.isdigit() for key in converted):
         return [converted[key] for key in sorted(converted, key=int)]
     return converted

@@ -5,7 +5,6 @@ endpoints get connected accounts' events, deliveries carry `Stripe-Signature`, a
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import hmac
 import time
@@ -48,9 +47,18 @@ class StripeWebhooks:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._views: tuple[int, list[Endpoint]] | None = None  # (the lock's turn, the views)
 
     def endpoints(self) -> list[Endpoint]:
-        """The store's webhook endpoints as the dispatcher sees them."""
+        """The store's webhook endpoints as the dispatcher sees them.
+
+        Built once per turn of the store's lock (its count of releases) and kept for the turn:
+        endpoints change only while the lock is held, in operations that emit no event after the
+        change, and an operation emits several events (a posting five, each asking for the
+        endpoints: issue 13)."""
+        turn = getattr(self.store.lock, "releases", None)
+        if turn is not None and self._views is not None and self._views[0] == turn:
+            return self._views[1]
         views = []
         for endpoint in self.store.all("webhook_endpoint"):
             meta = self.store.meta(endpoint["id"])
@@ -65,6 +73,8 @@ class StripeWebhooks:
                     extra={"connect": bool(meta.get("connect"))},
                 )
             )
+        if turn is not None:
+            self._views = (turn, views)
         return views
 
     @staticmethod
@@ -102,7 +112,10 @@ class StripeWebhooks:
         if not targets:
             return
         event["pending_webhooks"] = len(targets)
-        dispatcher.publish(dataclasses.replace(view, payload=dumps_indented(event)))
+        sent = WebhookEvent(
+            view.id, view.type, dumps_indented(event), view.object_id, context=view.context
+        )
+        dispatcher.publish(sent, targets)
 
 
 def create_dispatcher(

@@ -59,7 +59,13 @@ class WebhookReceiver:
     A body `describe` cannot read is answered 400 when `refuse_unreadable` (Stripe's tests),
     else recorded as about "?"."""
 
-    def __init__(self, describe: Describe = describe_stripe, *, refuse_unreadable: bool = False):
+    def __init__(
+        self,
+        describe: Describe = describe_stripe,
+        *,
+        refuse_unreadable: bool = False,
+        keep_alive: bool = False,
+    ):
         self.describe = describe
         self.refuse_unreadable = refuse_unreadable or describe is describe_stripe
         self.port = free_port()
@@ -71,6 +77,10 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # HTTP/1.1 keeps a sender's connection open between deliveries, as the gateway does
+            # (`keep_alive`); HTTP/1.0 closes it after each answer.
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 status = 0
