@@ -14,7 +14,6 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from opentelemetry import context as otel_context
 from opentelemetry import trace
 
 from hirepay_platform import eventloop, grpc_status, identity, metrics, tracing, workloop
@@ -125,14 +124,19 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
         ok, latency = observe.ok, observe.latency
         authenticate = self._auth.authenticate
         carry_context = self._carry_context
+        # The caller's context made current and restored by the ContextVar's own methods
+        # (tracing.attach_context: 4 Python calls per RPC fewer than OpenTelemetry's functions).
+        attach, detach, incoming = (
+            tracing.attach_context,
+            tracing.detach_context,
+            tracing.incoming_context,
+        )
 
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
             metadata = context.invocation_metadata()
-            trace_token = (
-                otel_context.attach(tracing.incoming_context(metadata)) if carry_context else None
-            )
+            trace_token = attach(incoming(metadata)) if carry_context else None
             caller_token = None
             try:
                 caller_token = identity.set_current_caller(authenticate(metadata, method))
@@ -162,7 +166,7 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                 # Answered (and committed): the workers may have work again (workloop.py).
                 workloop.note_activity()
                 if trace_token is not None:
-                    otel_context.detach(trace_token)
+                    detach(trace_token)
 
         return wrapper
 
@@ -176,7 +180,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             metadata = context.invocation_metadata()
             trace_token = (
-                otel_context.attach(tracing.incoming_context(metadata)) if carry_context else None
+                tracing.attach_context(tracing.incoming_context(metadata))
+                if carry_context
+                else None
             )
             caller_token = None
             try:
@@ -199,7 +205,9 @@ class PlatformInterceptor(grpc.aio.ServerInterceptor):
                         identity.reset_current_caller(caller_token)
                 observe(code, started)
                 if trace_token is not None:
-                    otel_context.detach(trace_token)
+                    # (As the caller's: a stream may be finished in another context.)
+                    with contextlib.suppress(ValueError):
+                        tracing.detach_context(trace_token)
 
         return wrapper
 
