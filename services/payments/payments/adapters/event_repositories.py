@@ -11,11 +11,10 @@ from sqlalchemy import (
     bindparam,
     exists,
     false,
-    literal_column,
+    func,
     select,
     text,
     true,
-    union_all,
 )
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -70,13 +69,14 @@ def _store_first(match: Column[Any]) -> Executable:
     The parts share one snapshot: `_applied_before` is NULL for a row committed after it (a
     concurrent delivery's); the applying transaction's claim (_CLAIM_EVENT) decides then."""
     pays = t.payments
+    # The provider's id first, else ours: the payment found by `match` (a unique index: at most
+    # one) or the one named `_ours`, read once by its key. As a UNION ALL of both ordered by rank
+    # it read the payment twice and sorted both rows on every delivery (issue 13).
+    found = pays.alias("found")
+    matched = select(found.c.id).where(found.c[match.name] == bindparam("_key")).scalar_subquery()
     subject = (
-        union_all(
-            select(pays, literal_column("0").label("_rank")).where(match == bindparam("_key")),
-            select(pays, literal_column("1").label("_rank")).where(pays.c.id == bindparam("_ours")),
-        )
-        .order_by(literal_column("_rank"))
-        .limit(1)
+        select(pays)
+        .where(pays.c.id == func.coalesce(matched, bindparam("_ours", type_=pays.c.id.type)))
         .cte("subject")
     )
     events = t.provider_events

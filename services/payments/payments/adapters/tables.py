@@ -312,10 +312,12 @@ outbox = Table(
     ),
 )
 
+# No index by `id` (migration 0025): lines are read by payment or by transaction only; every id
+# comes from the column's sequence (GENERATED ALWAYS), so ids stay distinct and in order.
 audit_log = Table(
     "audit_log",
     metadata,
-    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("id", BigInteger, Identity(always=True), nullable=False),
     Column("payment_id", String(64), nullable=True),
     Column("transaction_id", String(64), nullable=True),
     Column("action", String(32), nullable=False),
