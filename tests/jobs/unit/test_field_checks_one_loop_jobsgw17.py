@@ -9,19 +9,12 @@ import pytest
 
 from jobs.domain.errors import ValidationError
 from jobs.domain.model import JobFields, validate_fields
+from tests.jobs.unit.test_jobs_domain import CATEGORIES
+from tests.jobs.unit.test_jobs_domain import GOOD as DOMAIN_GOOD
 from tests.support.python_calls import calls_made
 
-CATEGORIES = frozenset({"engineering"})
-GOOD = JobFields(
-    title="Senior Payments Engineer",
-    description="Build the payment backbone of a job marketplace.",
-    location="Remote",
-    employment_type="full_time",
-    category="engineering",
-    salary_min_minor=100,
-    salary_max_minor=200,
-    salary_currency="EUR",
-)
+# The domain tests' good fields, with a salary range checked too.
+GOOD = replace(DOMAIN_GOOD, salary_min_minor=100, salary_max_minor=200, salary_currency="EUR")
 
 
 def _problems(fields: JobFields) -> dict[str, str]:
