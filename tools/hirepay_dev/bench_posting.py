@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import httpx
-
 from gateway.service_layer.auth import issue_token
 from hirepay_dev import bench_wallet
 from hirepay_dev.benchcpu import CpuMeter
+from hirepay_dev.benchhttp import PostingClient
 from hirepay_dev.benchlib import PGBENCH_DATABASE, Result, closed_loop, quiet_server
 from hirepay_dev.benchtargets import LATENCY_SHARE_OF_C32, POSTING, POSTING_LATENCY
 from hirepay_dev.benchtrace import budget, budget_line, read_spans
@@ -71,7 +71,7 @@ def _meter(pg_url: str, stack: Stack) -> CpuMeter:
     return CpuMeter(pg_url, processes, databases)
 
 
-_BODY = {
+BODY = {
     "job": {
         "title": "Benchmark engineer",
         "description": "Measures how fast a paid job goes live, end to end.",
@@ -84,31 +84,48 @@ _BODY = {
 }
 
 
-def _posters(
-    clients: list[httpx.AsyncClient],
+_PATH = "/api/jobs/create-with-payment"
+BODY_BYTES = json.dumps(BODY, separators=(",", ":")).encode()
+
+
+def posters(
+    clients: list[PostingClient],
 ) -> Callable[[], Callable[[int, int], Awaitable[None]]]:
     """`new_case()` -> `op(worker, i)`: one paid posting by card of the worker's company, sent
-    with the worker's own client and checked to be active and NEW. Each case gets keys of its
-    own: `i` starts at 0 in every case, and a key used by an earlier case would be answered as
-    an idempotent replay (no saga, no provider call) and flatter the case."""
+    on the worker's own connection and checked to be answered 201, active and NEW. Each case
+    gets keys of its own: `i` starts at 0 in every case, and a key used by an earlier case would
+    be answered as an idempotent replay (no saga, no provider call) and flatter the case. The
+    request's bytes are the worker's template of the case with `i` formatted in (its key)."""
     run_id = uuid.uuid4().hex[:6]
-    headers = {
-        w: {"Authorization": f"Bearer {issue_token(user_id=f'bench-{run_id}-{w}', role='company')}"}
-        for w in range(len(clients))
-    }
+    tokens = [
+        issue_token(user_id=f"bench-{run_id}-{w}", role="company") for w in range(len(clients))
+    ]
 
     def new_case() -> Callable[[int, int], Awaitable[None]]:
         case = uuid.uuid4().hex[:6]
+        requests = [
+            client.numbered(
+                "POST",
+                _PATH,
+                {
+                    "Authorization": f"Bearer {tokens[w]}",
+                    "Content-Type": "application/json",
+                    "Idempotency-Key": f"{run_id}-{case}-{w}-",
+                },
+                BODY_BYTES,
+            )
+            for w, client in enumerate(clients)
+        ]
+        sends = [client.send for client in clients]
 
         async def post_job(worker: int, i: int) -> None:
-            response = await clients[worker].post(
-                "/api/jobs/create-with-payment",
-                json=_BODY,
-                headers={**headers[worker], "Idempotency-Key": f"{run_id}-{case}-{worker}-{i}"},
-            )
-            if response.status_code != 201 or response.json()["job"]["status"] != "active":
-                raise RuntimeError(f"posting failed: {response.status_code} {response.text[:200]}")
-            if response.headers.get("Idempotent-Replayed"):
+            answer = await sends[worker](requests[worker] % i)
+            if (
+                answer.status != 201
+                or json.loads(answer.body.decode())["job"]["status"] != "active"
+            ):
+                raise RuntimeError(f"posting failed: {answer.status} {answer.body[:200]!r}")
+            if answer.replayed:
                 raise RuntimeError("a replayed answer, not a posting: keys must be new")
 
         return post_job
@@ -116,24 +133,20 @@ def _posters(
     return new_case
 
 
-@contextlib.asynccontextmanager
-async def _clients(stack: Stack, workers: int) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """The load generator's HTTP clients: one per worker, each with its one keep-alive
-    connection, so that it never queues the postings it measures itself, and its own cost stays
-    flat with the concurrency (with one shared pool of 128 connections the generator cost 7.4
-    CPU-ms per posting at c=128 against 1.3 at c=32: httpcore looks through its pool on every
-    request, and the generator shares the two cores with what it measures)."""
-    async with contextlib.AsyncExitStack() as clients:
-        yield [
-            await clients.enter_async_context(
-                httpx.AsyncClient(
-                    base_url=stack.gateway_url,
-                    timeout=60,
-                    limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-                )
-            )
-            for _ in range(workers)
-        ]
+@contextlib.contextmanager
+def posting_clients(url: str, workers: int) -> Iterator[list[PostingClient]]:
+    """The load generator's HTTP clients of the gateway at `url`: one per worker, each with its
+    one keep-alive connection, so that it never queues the postings it measures itself, and its
+    own cost stays flat with the concurrency (with one shared httpx pool of 128 connections the
+    generator cost 7.4 CPU-ms per posting at c=128 against 1.3 at c=32: httpcore looks through
+    its pool on every request, and the generator shares the two cores with what it measures).
+    The client is the bench's own (benchhttp): httpx's cost ~3,070 Python calls per posting."""
+    clients = [PostingClient(url) for _ in range(workers)]
+    try:
+        yield clients
+    finally:
+        for client in clients:
+            client.close()
 
 
 async def run(
@@ -160,8 +173,8 @@ async def run(
     stack = await asyncio.to_thread(lambda: _stack(pg_url).start())
     results: list[Result] = []
     try:
-        async with _clients(stack, max(*levels, LATENCY_CONCURRENCY)) as clients:
-            new_case = _posters(clients)
+        with posting_clients(stack.gateway_url, max(*levels, LATENCY_CONCURRENCY)) as clients:
+            new_case = posters(clients)
             for concurrency in levels:
                 result = await closed_loop(
                     POSTING,
@@ -238,8 +251,8 @@ async def latency_budget(pg_url: str, *, postings: int) -> dict[str, float]:
         traces = Path(folder) / "spans.jsonl"
         stack = await asyncio.to_thread(lambda: _stack(pg_url, traces).start())
         try:
-            async with _clients(stack, 1) as clients:
-                post_job = _posters(clients)()
+            with posting_clients(stack.gateway_url, 1) as clients:
+                post_job = posters(clients)()
                 for i in range(postings):
                     await post_job(0, i)
         finally:
