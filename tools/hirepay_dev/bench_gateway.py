@@ -31,7 +31,7 @@ from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
 from hirepay.payments.v1 import payments_service_pb2_grpc as pay_grpc
-from hirepay_dev.bench_posting import _BODY
+from hirepay_dev.bench_posting import BODY
 from hirepay_dev.bench_rpc import SECRET
 from hirepay_dev.benchcpu import process_cpu
 from hirepay_dev.procs import free_port
@@ -151,7 +151,7 @@ async def _load(url: str, postings: int, concurrency: int, tag: str, webhooks: b
                 else:
                     response = await client.post(
                         "/api/jobs/create-with-payment",
-                        json=_BODY,
+                        json=BODY,
                         headers={
                             "Authorization": f"Bearer {token}",
                             "Idempotency-Key": f"{tag}-{w}-{i}",

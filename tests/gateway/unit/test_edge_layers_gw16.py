@@ -42,7 +42,7 @@ from gateway.entrypoints.settings import GatewaySettings
 from gateway.service_layer.auth import issue_token
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.payments.v1 import payments_service_pb2 as pay_pb
-from hirepay_dev.bench_posting import _BODY as BENCH_POSTING
+from hirepay_dev.bench_posting import BODY as BENCH_POSTING
 from hirepay_platform import tracing
 from tests.gateway.unit.test_http_protocol_jobs9 import FakeTransport
 from tests.support.python_calls import profiled
