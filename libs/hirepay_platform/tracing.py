@@ -282,10 +282,10 @@ class TraceContextMiddleware:
         }
         textmap = propagate.get_global_textmap()
         if not carrier and _plain(textmap):
-            # A request from outside (_continued's new trace at once): its trace id is its root's.
-            root = _root()
-            ctx = _new_trace(Context(), textmap, root)
-            trace_id = root.trace_id
+            # A request from outside (_continued's new trace at once): its trace id is its root's,
+            # made here and handed on (not read back from the root: issue 13).
+            trace_id = _ids.generate_trace_id()
+            ctx = _new_trace(Context(), textmap, trace_id)
         else:
             ctx = _continued(carrier)
             trace_id = trace.get_current_span(ctx).get_span_context().trace_id
@@ -437,7 +437,8 @@ def _echoes(textmap: Any) -> bool:
     if echoes is None:
         echoes = _plain(textmap)
         for _ in range(2):
-            sent = _traceparent(_root())
+            root = _root()
+            sent = _traceparent(root.trace_id, root.span_id)
             carrier: dict[str, str] = {}
             textmap.inject(carrier, textmap.extract(dict(sent)))
             echoes = echoes and tuple(carrier.items()) == sent
@@ -528,18 +529,22 @@ def _continued(carrier: dict[str, str]) -> Context:
     return _new_trace(ctx)
 
 
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+
+
 def _root() -> SpanContext:
     return SpanContext(
         trace_id=_ids.generate_trace_id(),
         span_id=_ids.generate_span_id(),
         is_remote=False,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_flags=_SAMPLED,
     )
 
 
-def _traceparent(root: SpanContext) -> tuple[tuple[str, str], ...]:
-    """A new trace's root as W3C trace context metadata (its traceparent; no tracestate)."""
-    return (("traceparent", f"00-{root.trace_id:032x}-{root.span_id:016x}-01"),)
+def _traceparent(trace_id: int, span_id: int) -> tuple[tuple[str, str], ...]:
+    """A new trace's root (its ids) as W3C trace context metadata (its traceparent; no
+    tracestate)."""
+    return (("traceparent", f"00-{trace_id:032x}-{span_id:016x}-01"),)
 
 
 # By propagator: whether it finds nothing in an empty carrier (an empty context, as W3C trace
@@ -556,20 +561,25 @@ def _plain(textmap: Any) -> bool:
             root = _root()
             carrier: dict[str, str] = {}
             textmap.inject(carrier, trace.set_span_in_context(NonRecordingSpan(root), Context()))
-            plain = plain and tuple(carrier.items()) == _traceparent(root)
+            plain = plain and tuple(carrier.items()) == _traceparent(root.trace_id, root.span_id)
         _plain_propagators[textmap] = plain
     return plain
 
 
-def _new_trace(ctx: Context, plain: object = None, root: SpanContext | None = None) -> Context:
-    """`ctx` in a new sampled trace (for a call or request that continues none), rooted at `root`
-    (a new _root() when None). `plain`: the propagator, a plain one (_plain), and `ctx` empty: what
-    outgoing_context would inject in the new context is known, and remembered as if injected."""
-    if root is None:
-        root = _root()
+def _new_trace(ctx: Context, plain: object = None, trace_id: int | None = None) -> Context:
+    """`ctx` in a new sampled trace (for a call or request that continues none) with the id
+    `trace_id` (a new one when None), rooted at a new span id, as _root() roots one. `plain`: the
+    propagator, a plain one (_plain), and `ctx` empty: what outgoing_context would inject in the
+    new context is known, and remembered as if injected."""
+    if trace_id is None:
+        trace_id = _ids.generate_trace_id()
+    span_id = _ids.generate_span_id()
+    # (The ids as made, not read back through the root's properties: three Python calls per
+    # request at the edge; issue 13.)
+    root = SpanContext(trace_id=trace_id, span_id=span_id, is_remote=False, trace_flags=_SAMPLED)
     new = trace.set_span_in_context(NonRecordingSpan(root), ctx)
     if plain is not None:
         if len(_injected) >= _INJECTED_MAX:
             _injected.clear()
-        _injected[id(new)] = (new, plain, _traceparent(root))
+        _injected[id(new)] = (new, plain, _traceparent(trace_id, span_id))
     return new

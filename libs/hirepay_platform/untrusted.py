@@ -31,6 +31,12 @@ _DEPTH_STEP = [1 if b in b"[{" else -1 for b in range(256)]
 # Where a parsed JSON string can get a NUL or a lone surrogate from: its escape (a raw NUL is
 # refused by json.loads; raw surrogates are matched by _FORBIDDEN on the text itself).
 _FORBIDDEN_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+# json.loads of a text, as its default decoder parses one (JSONDecoder.decode): its C scanner
+# called here, not through loads, decode and raw_decode, three Python calls per document (issue
+# 13: every JSON body at the gateway's edge, three per posting with its webhook deliveries). The
+# same value, and the same JSONDecodeError (message and position) for what it refuses.
+_SCAN = json.JSONDecoder().scan_once
+_SPACE = json.decoder.WHITESPACE.match
 # The ASCII characters visible_length does not count (controls, whitespace, the space), as a
 # str.translate table that deletes them.
 _ASCII_INVISIBLE = dict.fromkeys([*range(0x21), 0x7F])
@@ -100,7 +106,15 @@ def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         decoded = raw.decode("utf-8", "surrogatepass")
     else:
         decoded = raw.decode(json.detect_encoding(raw), "surrogatepass")
-    value = json.loads(decoded)
+    if decoded.startswith("\ufeff"):
+        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", decoded, 0)
+    try:
+        value, end = _SCAN(decoded, _SPACE(decoded, 0).end())
+    except StopIteration as err:
+        raise json.JSONDecodeError("Expecting value", decoded, err.value) from None
+    end = _SPACE(decoded, end).end()
+    if end != len(decoded):
+        raise json.JSONDecodeError("Extra data", decoded, end)
     if not _FORBIDDEN.search(decoded) and not _FORBIDDEN_ESCAPE.search(decoded):
         return value  # no string in it can hold a NUL or a lone surrogate: no walk needed
     for path, text in iter_json_strings(value):

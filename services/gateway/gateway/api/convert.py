@@ -99,16 +99,28 @@ def update_mask_for(fields: models.JobFieldsIn) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=paths)
 
 
+# A job's and its payment's status by number, as HTTP names them (the enum's name, lowered): looked
+# up, not asked of the enum's Python wrapper and lowered per answer (issue 13). Unspecified: None.
+_JOB_STATUS_TO_HTTP: dict[int, str | None] = {
+    number: name.lower() for name, number in jobs_pb.Job.Status.items()
+} | {jobs_pb.Job.STATUS_UNSPECIFIED: None}
+_PAYMENT_STATUS_TO_HTTP: dict[int, str | None] = {
+    number: name.lower() for name, number in jobs_pb.Job.PaymentStatus.items()
+} | {jobs_pb.Job.PAYMENT_STATUS_UNSPECIFIED: None}
+
+
 def job_status_to_http(status: int) -> Any:
-    if status == jobs_pb.Job.STATUS_UNSPECIFIED:
-        return None
-    return jobs_pb.Job.Status.Name(status).lower()
+    try:
+        return _JOB_STATUS_TO_HTTP[status]
+    except KeyError:  # (a number the enum does not name: its own ValueError)
+        return jobs_pb.Job.Status.Name(status).lower()
 
 
 def _payment_status_to_http(status: int) -> Any:
-    if status == jobs_pb.Job.PAYMENT_STATUS_UNSPECIFIED:
-        return None
-    return jobs_pb.Job.PaymentStatus.Name(status).lower()
+    try:
+        return _PAYMENT_STATUS_TO_HTTP[status]
+    except KeyError:
+        return jobs_pb.Job.PaymentStatus.Name(status).lower()
 
 
 def _salary_to_http(fields: jobs_pb.JobFields) -> models.SalaryRangeOut | None:

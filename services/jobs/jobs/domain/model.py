@@ -154,26 +154,23 @@ def validate_fields(fields: JobFields, categories: Collection[str]) -> JobFields
     return f
 
 
-def _length_problem(value: str, low: int, high: int) -> str:
-    """What is wrong with the length of a required text ("" if nothing)."""
-    # Invisible characters (zero-width spaces, joiners, BOMs) do not count toward the minimum.
-    if visible_length(value) < low:
-        # A lower bound of one character is plain "required".
-        return "is required" if low == 1 else f"must be at least {low} characters"
-    if len(value) > high:
-        return f"must be at most {high} characters"
-    return ""
-
-
 def _text_problems(f: JobFields) -> dict[str, str]:
-    """Problems of the free-text fields (title, description, location)."""
-    limits = {
-        "title": (TITLE_MIN, TITLE_MAX),
-        "description": (DESCRIPTION_MIN, DESCRIPTION_MAX),
-        "location": (1, LOCATION_MAX),
-    }
-    problems = {name: _length_problem(getattr(f, name), *limits[name]) for name in limits}
-    return {name: problem for name, problem in problems.items() if problem}
+    """Problems of the free-text fields (title, description, location). One loop with each
+    length checked in it, not a helper per field and two comprehensions around them: 9 Python
+    calls per posting fewer (issue 13)."""
+    problems: dict[str, str] = {}
+    for name, value, low, high in (
+        ("title", f.title, TITLE_MIN, TITLE_MAX),
+        ("description", f.description, DESCRIPTION_MIN, DESCRIPTION_MAX),
+        ("location", f.location, 1, LOCATION_MAX),
+    ):
+        # Invisible characters (zero-width spaces, joiners, BOMs) do not count toward the minimum.
+        if visible_length(value) < low:
+            # A lower bound of one character is plain "required".
+            problems[name] = "is required" if low == 1 else f"must be at least {low} characters"
+        elif len(value) > high:
+            problems[name] = f"must be at most {high} characters"
+    return problems
 
 
 # Made once, not per validation (issue 13).
@@ -197,8 +194,10 @@ def _choice_problems(f: JobFields, categories: Collection[str]) -> dict[str, str
 def _salary_problems(f: JobFields) -> dict[str, str]:
     """Problems of the optional salary range (minor units, min <= max, currency with a bound)."""
     problems: dict[str, str] = {}
-    for name in ("salary_min_minor", "salary_max_minor"):
-        value = getattr(f, name)
+    for name, value in (
+        ("salary_min_minor", f.salary_min_minor),
+        ("salary_max_minor", f.salary_max_minor),
+    ):
         if value < 0:
             problems[name] = "must not be negative"
         elif value > money.MAX_AMOUNT_MINOR:
