@@ -40,20 +40,28 @@ class _Origin:
 
 
 class _Answer:
-    """The parser's callbacks for one answer: its end, and whether the connection is kept."""
+    """The parser's callbacks for one answer: its end, its status and whether the connection is
+    kept."""
 
-    __slots__ = ("done", "keep_alive", "parser")
+    __slots__ = ("done", "keep_alive", "parser", "status")
 
     def __init__(self) -> None:
         self.done = False
         self.keep_alive = False
+        self.status = 0
         self.parser = httptools.HttpResponseParser(self)
 
     def on_message_complete(self) -> None:
-        if self.parser.get_status_code() < 200:
+        status = self.parser.get_status_code()
+        if status < 200:
             return  # an informational answer (100 Continue): the real one follows
+        if self.done:  # a second answer in the same read, to nothing asked: not the status
+            self.keep_alive = False
+            return
         self.done = True
-        # (read here: the parser forgets it once the message is over)
+        # (both read here: bytes after the answer in the same read start another message, whose
+        # status the parser would give, and the parser forgets keep-alive once a message is over)
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
 
 
@@ -214,22 +222,34 @@ class WebhookHttpClient:
                 head += chunk
             try:
                 parser.feed_data(chunk)
-            except httptools.HttpParserError as exc:
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                # (HttpParserUpgrade is no HttpParserError, and its text only an offset: a 101
+                # switch nobody asked for, which h11 refused as a protocol error too)
                 if not answer.done:
-                    raise httpx.RemoteProtocolError(str(exc)) from None
+                    upgrade = isinstance(exc, httptools.HttpParserUpgrade)
+                    raise httpx.RemoteProtocolError(
+                        "switched protocols unasked" if upgrade else str(exc)
+                    ) from None
                 answer.keep_alive = False  # answered, then bytes that start no answer
-        return parser.get_status_code()
+        return answer.status
 
 
 def _answered_until_closed(received: bytes, parser: httptools.HttpResponseParser) -> int:
     """The status of an answer the server ended by closing the connection: a body without a
-    length or chunks ends so (as h11 reads it); anything else was cut short."""
-    head, complete, _ = received.partition(b"\r\n\r\n")
+    length or chunks ends so (as h11 reads it); anything else was cut short. Informational
+    answers before it (no body: one head after the other) are passed over, and one that is all
+    the server sent before closing is no answer."""
+    head, complete, rest = received.lstrip(b"\r\n").partition(b"\r\n\r\n")
+    while complete and head[9:10] == b"1":  # ("HTTP/1.1 1xx": the parser has read the line)
+        head, complete, rest = rest.partition(b"\r\n\r\n")
     lines = head.lower().split(b"\r\n")[1:]
-    if complete and not any(
-        line.startswith((b"content-length:", b"transfer-encoding:")) for line in lines
+    status = parser.get_status_code()
+    if (
+        complete
+        and status >= 200
+        and not any(line.startswith((b"content-length:", b"transfer-encoding:")) for line in lines)
     ):
-        return parser.get_status_code()
+        return status
     raise httpx.RemoteProtocolError("server disconnected before the end of its answer")
 
 
