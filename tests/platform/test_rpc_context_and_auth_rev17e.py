@@ -21,7 +21,7 @@ from opentelemetry import trace
 from hirepay_dev.procs import ensure_service_token_secret
 from hirepay_platform import identity
 from hirepay_platform.errors import HirepayError
-from hirepay_platform.identity import ACTOR_HEADER, SERVICE_TOKEN_HEADER, Actor
+from hirepay_platform.identity import Actor
 from hirepay_platform.server import PlatformInterceptor
 
 
@@ -133,7 +133,9 @@ async def test_concurrent_calls_each_run_in_their_own_trace_and_leave_none(wrapp
     rng = random.Random(17)
     requests = [rng.choice(["ok", "ok", "domain error", "crash", "cancelled"]) for _ in range(60)]
     contexts = [_Context(_metadata(1000 + n, f"u{n}")) for n in range(len(requests))]
-    await asyncio.gather(*(_outcome(wrapper, r, c) for r, c in zip(requests, contexts)))
+    await asyncio.gather(
+        *(_outcome(wrapper, r, c) for r, c in zip(requests, contexts, strict=True))
+    )
     for n, context in enumerate(contexts):
         assert context.seen == (1000 + n, Actor(f"u{n}", "company"))  # type: ignore[attr-defined]
     assert otel_context.get_current() is outer
