@@ -5,9 +5,12 @@ tries to change under it what the check relied on."""
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from hirepay_dev.pg import libpq_url
 
 pytestmark = pytest.mark.usefixtures("sound")
 
@@ -65,3 +68,72 @@ async def test_the_ledgers_rows_are_never_truncated(ledger, sessions, table):
         with pytest.raises(DBAPIError, match="is never truncated") as refused:
             await session.execute(text(f"TRUNCATE {table} CASCADE"))
         assert refused.value.orig.pgcode == "23001"
+
+
+async def test_a_later_statement_unbalancing_a_checked_transfer_fails_the_commit(ledger, sessions):
+    """The memory is the last statement's: a second statement adding an entry to the checked
+    transfer (with a sound transfer of its own, which it remembers) leaves the first transfer's
+    entries to COMMIT's full check, which refuses it; nothing commits."""
+    async with sessions() as session:
+        transfer_id, payer, payee = await _checked_transfer(session, ledger, "later")
+        other = f"other-{ledger.tag}"
+        await session.execute(
+            text("INSERT INTO transfers (id, kind, fingerprint) VALUES (:t, 'transfer', '{}')"),
+            {"t": other},
+        )
+        await session.execute(
+            text(
+                "INSERT INTO entries (transfer_id, account_id, unit, amount)"
+                " VALUES (:t, :b, 'USD', 1), (:o, :a, 'USD', -3), (:o, :b, 'USD', 3)"
+            ),
+            {"t": transfer_id, "o": other, "a": payer, "b": payee},
+        )
+        with pytest.raises(IntegrityError, match=f"transfer {transfer_id} does not balance"):
+            await session.commit()
+    async with sessions() as session:
+        found = await session.execute(
+            text("SELECT count(*) FROM transfers WHERE id IN (:t, :o)"),
+            {"t": transfer_id, "o": other},
+        )
+        assert found.scalar_one() == 0
+
+
+async def test_entries_copied_in_are_checked_as_inserted_ones(ledger, wallet_db_url):
+    """COPY fires the statement's check as an INSERT does: copied entries that balance are
+    remembered (COMMIT reads nothing for them), copied ones that do not are refused at COMMIT."""
+    payer, payee = await ledger.open("copy-payer", neg=True), await ledger.open("copy-payee")
+    connection = await asyncpg.connect(libpq_url(wallet_db_url))
+    try:
+        for name, amounts in (("sound", (-4, 4)), ("unsound", (-4, 3))):
+            transfer_id = f"copy-{name}-{ledger.tag}"
+            transaction = connection.transaction()
+            await transaction.start()
+            await connection.execute(
+                "INSERT INTO transfers (id, kind, fingerprint) VALUES ($1, 'transfer', '{}')",
+                transfer_id,
+            )
+            rows = [
+                (transfer_id, payer, "USD", amounts[0]),
+                (transfer_id, payee, "USD", amounts[1]),
+            ]
+            await connection.copy_records_to_table(
+                "entries", records=rows, columns=["transfer_id", "account_id", "unit", "amount"]
+            )
+            memory = await connection.fetchval(
+                "SELECT current_setting('wallet.checked_entries', true)"
+            )
+            if name == "sound":
+                assert memory.count(",") == 3
+                # Balances follow their entries, as the ledger audit requires.
+                for account, amount in ((payer, amounts[0]), (payee, amounts[1])):
+                    await connection.execute(
+                        "UPDATE accounts SET posted = posted + $2 WHERE id = $1", account, amount
+                    )
+                await transaction.commit()
+            else:
+                assert memory == ""
+                with pytest.raises(asyncpg.CheckViolationError, match="does not balance"):
+                    await transaction.commit()
+    finally:
+        await connection.close()
+    assert await ledger.balances(payer, payee) == [(-4, 0), (4, 0)]
