@@ -70,6 +70,16 @@ async def test_the_ledgers_rows_are_never_truncated(ledger, sessions, table):
         assert refused.value.orig.pgcode == "23001"
 
 
+async def test_entries_are_never_truncated(ledger, sessions):
+    """Append-only (0001) was a row trigger, which a TRUNCATE never fires."""
+    payer, payee = await ledger.open("wipe-payer"), await ledger.open("wipe-payee")
+    await ledger.fund(payer, 10)
+    async with sessions() as session:
+        with pytest.raises(DBAPIError, match="entries is never truncated"):
+            await session.execute(text("TRUNCATE entries"))
+    assert await ledger.balances(payer, payee) == [(10, 0), (0, 0)]
+
+
 async def test_a_later_statement_unbalancing_a_checked_transfer_fails_the_commit(ledger, sessions):
     """The memory is the last statement's: a second statement adding an entry to the checked
     transfer (with a sound transfer of its own, which it remembers) leaves the first transfer's

@@ -1,5 +1,6 @@
 """What the commit guard's memory relies on is enforced, not assumed: an account's unit never
-changes, and neither accounts nor transfers are ever truncated (round 17 review, rev17w).
+changes, and no ledger table (accounts, transfers, entries) is ever truncated (round 17 review,
+rev17w).
 
 Since 0010 the guard checks a statement's transfers right after the statement and COMMIT skips the
 entries it remembered; the skip is sound only if nothing the check read can change before COMMIT.
@@ -14,7 +15,8 @@ entries is refused (0007), but two changes were still allowed and were no longer
     today only because account_shards' foreign key names it (and `... CASCADE` would pass).
 
 Both are refused now, as the ledger promises (0001: entries carry their account's unit; 0007:
-accounts and transfers with entries are never removed). The triggers fire only on an UPDATE
+accounts and transfers with entries are never removed), and so is `TRUNCATE entries`, which the
+append-only rule (0001, a row trigger) never saw. The triggers fire only on an UPDATE
 naming `unit` or on a TRUNCATE, which no code path makes: the hot path pays nothing.
 
 Revision ID: 0011
@@ -65,6 +67,11 @@ _GUARDS = [
         BEFORE TRUNCATE ON transfers
         FOR EACH STATEMENT EXECUTE FUNCTION wallet_ledger_never_truncated()
     """,
+    """
+    CREATE TRIGGER entries_never_truncated
+        BEFORE TRUNCATE ON entries
+        FOR EACH STATEMENT EXECUTE FUNCTION wallet_ledger_never_truncated()
+    """,
 ]
 
 
@@ -74,6 +81,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.execute("DROP TRIGGER IF EXISTS entries_never_truncated ON entries")
     op.execute("DROP TRIGGER IF EXISTS transfers_never_truncated ON transfers")
     op.execute("DROP TRIGGER IF EXISTS accounts_never_truncated ON accounts")
     op.execute("DROP FUNCTION IF EXISTS wallet_ledger_never_truncated()")
