@@ -14,16 +14,15 @@ from hirepay_dev.pg import libpq_url
 
 pytestmark = pytest.mark.usefixtures("sound")
 
+_TRANSFER = text("INSERT INTO transfers (id, kind, fingerprint) VALUES (:t, 'transfer', '{}')")
+
 
 async def _checked_transfer(session, ledger, name: str) -> tuple[str, str, str]:
     """A transfer of 5 USD between two new accounts, its two entries written by one statement and
     so remembered as checked: (transfer, payer, payee)."""
     payer, payee = await ledger.open(f"{name}-payer", neg=True), await ledger.open(f"{name}-payee")
     transfer_id = f"{name}-{ledger.tag}"
-    await session.execute(
-        text("INSERT INTO transfers (id, kind, fingerprint) VALUES (:t, 'transfer', '{}')"),
-        {"t": transfer_id},
-    )
+    await session.execute(_TRANSFER, {"t": transfer_id})
     await session.execute(
         text(
             "INSERT INTO entries (transfer_id, account_id, unit, amount)"
@@ -87,10 +86,7 @@ async def test_a_later_statement_unbalancing_a_checked_transfer_fails_the_commit
     async with sessions() as session:
         transfer_id, payer, payee = await _checked_transfer(session, ledger, "later")
         other = f"other-{ledger.tag}"
-        await session.execute(
-            text("INSERT INTO transfers (id, kind, fingerprint) VALUES (:t, 'transfer', '{}')"),
-            {"t": other},
-        )
+        await session.execute(_TRANSFER, {"t": other})
         await session.execute(
             text(
                 "INSERT INTO entries (transfer_id, account_id, unit, amount)"
