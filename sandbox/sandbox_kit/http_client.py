@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httptools
 import httpx
@@ -32,11 +31,6 @@ class _Origin:
     scheme: str
     host: str
     port: int
-
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
 
 
 class _Answer:
@@ -125,15 +119,22 @@ class WebhookHttpClient:
         """The origin of `url` and the start of a POST to it (request line and Host)."""
         found = self._targets.get(url)
         if found is None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Read as httpx read it (once per URL, so its cost does not matter): the path and
+            # query percent-encoded, dot segments resolved, the host IDNA-encoded (and bracketed
+            # when IPv6 in Host), the default port left out; a URL it refuses (a bad port, a
+            # control character) is a failed attempt, not an error the dispatcher never sees.
+            try:
+                parsed = httpx.URL(url)
+            except httpx.InvalidURL as exc:
+                raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}: {exc}") from None
+            if parsed.scheme not in ("http", "https") or not parsed.raw_host:
                 raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            origin = _Origin(parts.scheme, parts.hostname, port)
-            if not (target + origin.host_header).isprintable() or " " in target:
-                raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}")
-            found = (origin, f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n")
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            if port > 65535:  # (httpx.URL takes any number; connecting raised OverflowError)
+                raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}: invalid port")
+            origin = _Origin(parsed.scheme, parsed.raw_host.decode("ascii"), port)
+            target = parsed.raw_path.decode("ascii")
+            found = (origin, f"POST {target} HTTP/1.1\r\nHost: {parsed.netloc.decode('ascii')}\r\n")
             if len(self._targets) < 1024:  # endpoints are few; never grow without bound
                 self._targets[url] = found
         return found

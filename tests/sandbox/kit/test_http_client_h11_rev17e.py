@@ -3,6 +3,8 @@ by answer (rev17e): for each way an endpoint may answer, well or badly, the same
 same error class, computed from httpx itself. Found so: a 101 switch nobody asked for escaped as
 httptools' own exception (the delivery then stayed pending, never retried), a 100 Continue and
 then closing was taken as status 100, and a second answer in the same read gave its status.
+And the request line and Host a URL gives are httpx's (a non-ASCII path was refused, an IPv6
+Host sent unbracketed), a URL it cannot deliver to a failed attempt.
 
 Known and left: llhttp is stricter than h11 on framing no server here sends (bare LF line ends,
 a Content-Length given twice, Content-Length beside chunked): a RemoteProtocolError, retried."""
@@ -127,3 +129,47 @@ async def test_after_a_second_answer_in_one_read_the_connection_is_not_reused() 
     finally:
         await client.aclose()
         server.close()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+async def test_a_delivery_targets_its_url_as_httpx_did(host: str) -> None:
+    """The request line and Host of a delivery are httpx's for the same URL: the path and query
+    percent-encoded, dot segments resolved, an IPv6 host bracketed (were sent raw: refused as
+    not ASCII, or a Host of `::1:port`)."""
+    heads: list[list[bytes]] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head.split(b"\r\n")[:2])
+        await reader.readexactly(2)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    try:
+        server = await asyncio.start_server(serve, host, 0)
+    except OSError:
+        pytest.skip(f"cannot listen on {host}")
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        for path in ["/hooks", "/hooks/é x?a=b c&d=[]|", "/a/./b/../c?q=%zz"]:
+            url = f"http://{netloc}:{server.sockets[0].getsockname()[1]}{path}"
+            client = WebhookHttpClient(max_idle=1)
+            assert await client.post(url, b"{}", {}, 2) == 200
+            await client.aclose()
+            async with httpx.AsyncClient() as reference:
+                assert (await reference.post(url, content=b"{}")).status_code == 200
+            assert heads[-2] == heads[-1], path
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:99999/", "http://h:abc/", "http://h/\x01", "ftp://h/", "http:///x"]
+)
+async def test_a_url_that_cannot_be_delivered_to_is_a_failed_attempt(url: str) -> None:
+    """An HTTPError (the attempt recorded, retried, given up), never another exception that
+    escapes the dispatcher's handling and leaves the delivery pending."""
+    client = WebhookHttpClient(max_idle=1)
+    with pytest.raises(httpx.UnsupportedProtocol):
+        await client.post(url, b"{}", {}, 1)
