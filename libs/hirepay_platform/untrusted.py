@@ -101,18 +101,22 @@ def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     # be half of another character, and a stray quote hid real brackets from the count (a deep
     # body then overflowed the parser: RecursionError, not this refusal).
     counted: bytes | str
+    utf8: bytes | None = None  # (decoded once the depth passed: too deep is refused even if
+    # the bytes are not UTF-8 either, as before)
     if isinstance(raw, str):
         if raw.startswith("\ufeff"):  # as json.loads: refused in a text, dropped from bytes
             raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
         decoded = counted = raw
     elif raw[:1] not in _NOT_SURELY_UTF8 and raw[1:2] != b"\x00":
-        counted = raw
-        decoded = raw.decode("utf-8", "surrogatepass")
+        utf8 = counted = raw
+        decoded = ""
     else:
         decoded = counted = raw.decode(json.detect_encoding(raw), "surrogatepass")
     problem = json_depth_problem(counted, max_depth)
     if problem is not None:
         raise UntrustedInputError(problem)
+    if utf8 is not None:
+        decoded = utf8.decode("utf-8", "surrogatepass")
     try:
         value, end = _SCAN(decoded, _SPACE(decoded, 0).end())
     except StopIteration as err:
@@ -122,11 +126,17 @@ def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise json.JSONDecodeError("Extra data", decoded, end)
     if not _FORBIDDEN.search(decoded) and not _FORBIDDEN_ESCAPE.search(decoded):
         return value  # no string in it can hold a NUL or a lone surrogate: no walk needed
+    _refuse_forbidden_strings(value)
+    return value
+
+
+def _refuse_forbidden_strings(value: Any) -> None:
+    """UntrustedInputError naming the first string (key or value) of `value` holding a NUL or
+    a lone surrogate."""
     for path, text in iter_json_strings(value):
         problem = text_problem(text)
         if problem is not None:
             raise UntrustedInputError(problem, (path or "body").replace("\x00", ""))
-    return value
 
 
 def iter_json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

@@ -170,3 +170,13 @@ def test_a_shallow_body_of_bracket_like_characters_in_utf16_is_read(encoding: st
     # 160 bracket bytes in strings, depth 1; the first string's quote byte shifted the old count
     text = json.dumps(["\u4e22", "\u5b5b\u7b7b" * 40], ensure_ascii=False)
     assert loads_json(text.encode(encoding)) == json.loads(text.encode(encoding))
+
+
+def test_too_deep_is_refused_before_a_utf8_body_is_decoded() -> None:
+    """As before: a deep body is refused as too deep even when it is not UTF-8 either (the
+    gateway answers that refusal itself, a 400 naming the body)."""
+    raw = b'{"a": "\xff", "b": ' + b"[" * 100 + b"]" * 100 + b"}"
+    with pytest.raises(UntrustedInputError, match="nested deeper"):
+        loads_json(raw)
+    with pytest.raises(UnicodeDecodeError):
+        loads_json(b'{"a": "\xff"}')
