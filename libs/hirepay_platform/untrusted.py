@@ -94,20 +94,29 @@ _NOT_SURELY_UTF8 = (b"\x00", b"\xef", b"\xfe", b"\xff")
 def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """`json.loads` for untrusted input: too deep, NUL or lone surrogates anywhere (keys included)
     raise UntrustedInputError; malformed JSON raises ValueError as json does."""
-    problem = json_depth_problem(raw, max_depth)
-    if problem is not None:
-        raise UntrustedInputError(problem)
     # As json.loads decodes bytes; one text to parse and to search. JSON that starts as UTF-8
     # does (every request body and webhook payload here) is UTF-8 to json.detect_encoding too,
-    # found without its five calls (issue 13).
+    # found without its five calls (issue 13). The depth is counted on UTF-8, the bytes as they
+    # came when they are UTF-8: in UTF-16 or UTF-32 a byte that reads as a quote or a bracket may
+    # be half of another character, and a stray quote hid real brackets from the count (a deep
+    # body then overflowed the parser: RecursionError, not this refusal).
+    counted: bytes | str
+    utf8: bytes | None = None  # (decoded once the depth passed: too deep is refused even if
+    # the bytes are not UTF-8 either, as before)
     if isinstance(raw, str):
-        decoded = raw
+        if raw.startswith("\ufeff"):  # as json.loads: refused in a text, dropped from bytes
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", raw, 0)
+        decoded = counted = raw
     elif raw[:1] not in _NOT_SURELY_UTF8 and raw[1:2] != b"\x00":
-        decoded = raw.decode("utf-8", "surrogatepass")
+        utf8 = counted = raw
+        decoded = ""
     else:
-        decoded = raw.decode(json.detect_encoding(raw), "surrogatepass")
-    if decoded.startswith("\ufeff"):
-        raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", decoded, 0)
+        decoded = counted = raw.decode(json.detect_encoding(raw), "surrogatepass")
+    problem = json_depth_problem(counted, max_depth)
+    if problem is not None:
+        raise UntrustedInputError(problem)
+    if utf8 is not None:
+        decoded = utf8.decode("utf-8", "surrogatepass")
     try:
         value, end = _SCAN(decoded, _SPACE(decoded, 0).end())
     except StopIteration as err:
@@ -117,11 +126,17 @@ def loads_json(raw: bytes | str, max_depth: int = MAX_JSON_DEPTH) -> Any:
         raise json.JSONDecodeError("Extra data", decoded, end)
     if not _FORBIDDEN.search(decoded) and not _FORBIDDEN_ESCAPE.search(decoded):
         return value  # no string in it can hold a NUL or a lone surrogate: no walk needed
+    _refuse_forbidden_strings(value)
+    return value
+
+
+def _refuse_forbidden_strings(value: Any) -> None:
+    """UntrustedInputError naming the first string (key or value) of `value` holding a NUL or
+    a lone surrogate."""
     for path, text in iter_json_strings(value):
         problem = text_problem(text)
         if problem is not None:
             raise UntrustedInputError(problem, (path or "body").replace("\x00", ""))
-    return value
 
 
 def iter_json_strings(value: Any, path: str = "") -> Iterator[tuple[str, str]]:

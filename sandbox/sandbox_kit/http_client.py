@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httptools
 import httpx
@@ -33,27 +32,30 @@ class _Origin:
     host: str
     port: int
 
-    @property
-    def host_header(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        return self.host if self.port == default else f"{self.host}:{self.port}"
-
 
 class _Answer:
-    """The parser's callbacks for one answer: its end, and whether the connection is kept."""
+    """The parser's callbacks for one answer: its end, its status and whether the connection is
+    kept."""
 
-    __slots__ = ("done", "keep_alive", "parser")
+    __slots__ = ("done", "keep_alive", "parser", "status")
 
     def __init__(self) -> None:
         self.done = False
         self.keep_alive = False
+        self.status = 0
         self.parser = httptools.HttpResponseParser(self)
 
     def on_message_complete(self) -> None:
-        if self.parser.get_status_code() < 200:
+        status = self.parser.get_status_code()
+        if status < 200:
             return  # an informational answer (100 Continue): the real one follows
+        if self.done:  # a second answer in the same read, to nothing asked: not the status
+            self.keep_alive = False
+            return
         self.done = True
-        # (read here: the parser forgets it once the message is over)
+        # (both read here: bytes after the answer in the same read start another message, whose
+        # status the parser would give, and the parser forgets keep-alive once a message is over)
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
 
 
@@ -117,15 +119,22 @@ class WebhookHttpClient:
         """The origin of `url` and the start of a POST to it (request line and Host)."""
         found = self._targets.get(url)
         if found is None:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
+            # Read as httpx read it (once per URL, so its cost does not matter): the path and
+            # query percent-encoded, dot segments resolved, the host IDNA-encoded (and bracketed
+            # when IPv6 in Host), the default port left out; a URL it refuses (a bad port, a
+            # control character) is a failed attempt, not an error the dispatcher never sees.
+            try:
+                parsed = httpx.URL(url)
+            except httpx.InvalidURL as exc:
+                raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}: {exc}") from None
+            if parsed.scheme not in ("http", "https") or not parsed.raw_host:
                 raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            origin = _Origin(parts.scheme, parts.hostname, port)
-            if not (target + origin.host_header).isprintable() or " " in target:
-                raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}")
-            found = (origin, f"POST {target} HTTP/1.1\r\nHost: {origin.host_header}\r\n")
+            port = parsed.port or (443 if parsed.scheme == "https" else 80)
+            if port > 65535:  # (httpx.URL takes any number; connecting raised OverflowError)
+                raise httpx.UnsupportedProtocol(f"cannot deliver to {url!r}: invalid port")
+            origin = _Origin(parsed.scheme, parsed.raw_host.decode("ascii"), port)
+            target = parsed.raw_path.decode("ascii")
+            found = (origin, f"POST {target} HTTP/1.1\r\nHost: {parsed.netloc.decode('ascii')}\r\n")
             if len(self._targets) < 1024:  # endpoints are few; never grow without bound
                 self._targets[url] = found
         return found
@@ -214,22 +223,34 @@ class WebhookHttpClient:
                 head += chunk
             try:
                 parser.feed_data(chunk)
-            except httptools.HttpParserError as exc:
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                # (HttpParserUpgrade is no HttpParserError, and its text only an offset: a 101
+                # switch nobody asked for, which h11 refused as a protocol error too)
                 if not answer.done:
-                    raise httpx.RemoteProtocolError(str(exc)) from None
+                    upgrade = isinstance(exc, httptools.HttpParserUpgrade)
+                    raise httpx.RemoteProtocolError(
+                        "switched protocols unasked" if upgrade else str(exc)
+                    ) from None
                 answer.keep_alive = False  # answered, then bytes that start no answer
-        return parser.get_status_code()
+        return answer.status
 
 
 def _answered_until_closed(received: bytes, parser: httptools.HttpResponseParser) -> int:
     """The status of an answer the server ended by closing the connection: a body without a
-    length or chunks ends so (as h11 reads it); anything else was cut short."""
-    head, complete, _ = received.partition(b"\r\n\r\n")
+    length or chunks ends so (as h11 reads it); anything else was cut short. Informational
+    answers before it (no body: one head after the other) are passed over, and one that is all
+    the server sent before closing is no answer."""
+    head, complete, rest = received.lstrip(b"\r\n").partition(b"\r\n\r\n")
+    while complete and head[9:10] == b"1":  # ("HTTP/1.1 1xx": the parser has read the line)
+        head, complete, rest = rest.partition(b"\r\n\r\n")
     lines = head.lower().split(b"\r\n")[1:]
-    if complete and not any(
-        line.startswith((b"content-length:", b"transfer-encoding:")) for line in lines
+    status = parser.get_status_code()
+    if (
+        complete
+        and status >= 200
+        and not any(line.startswith((b"content-length:", b"transfer-encoding:")) for line in lines)
     ):
-        return parser.get_status_code()
+        return status
     raise httpx.RemoteProtocolError("server disconnected before the end of its answer")
 
 
