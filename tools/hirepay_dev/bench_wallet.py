@@ -24,7 +24,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -317,6 +317,104 @@ async def _vacuum(db_url: str) -> None:
         await connection.close()
 
 
+Case = tuple[str, Callable[[int, int], Awaitable[None]], tuple[int, ...], RunningService, int]
+
+
+def case_groups(
+    fixture: Fixture,
+    single: pb_grpc.WalletServiceStub,
+    grouped: RunningService,
+    ungrouped: RunningService,
+    levels: tuple[int, ...],
+) -> list[list[Case]]:
+    """The wallet cases, in groups that `schedule` runs side by side (name, operation, levels,
+    the wallet process measured, operations per call)."""
+    # Each case with a fee runs right beside the case without it, level by level
+    # (`schedule`): what the fee costs is judged from the two, and the ledger grows by
+    # every case (the batch cases add ~500,000 rows), so the two must run on the same
+    # tables. Run apart (the fee cases after the batches) the same code had shown a
+    # Reserve+Confirm fee costing 26%; side by side 1% and 6% in two pairs at c=32 (round 18).
+    return [
+        [
+            ("reserve+confirm", fixture.reserve_confirm(False), levels, grouped, 1),
+            (
+                "reserve+confirm, fee to revenue",
+                fixture.reserve_confirm(True),
+                levels,
+                grouped,
+                1,
+            ),
+        ],
+        [
+            (
+                "reserve+confirm (one txn per call)",
+                fixture.reserve_confirm(False, single),
+                levels,
+                ungrouped,
+                1,
+            )
+        ],
+        [
+            ("transfer (grouped)", fixture.transfer(None), levels, grouped, 1),
+            (
+                "transfer, fee to revenue",
+                fixture.transfer(fixture.revenue),
+                levels,
+                grouped,
+                1,
+            ),
+            (
+                "transfer, fee to unsharded acct",
+                fixture.transfer(fixture.hot_unsharded),
+                tuple(c for c in levels if c > 1),
+                grouped,
+                1,
+            ),
+        ],
+        [
+            (
+                "transfer (one txn per call)",
+                fixture.transfer(None, single),
+                levels,
+                ungrouped,
+                1,
+            )
+        ],
+        [(f"transfers, batch of {BATCH}", fixture.batch(BATCH), levels, grouped, BATCH)],
+        [
+            (
+                f"reserve+confirm, batch of {BATCH}",
+                fixture.hold_batch(BATCH),
+                levels,
+                grouped,
+                BATCH,
+            )
+        ],
+    ]
+
+
+_Op = TypeVar("_Op")
+_S = TypeVar("_S")
+
+
+def schedule(
+    groups: Sequence[Sequence[tuple[str, _Op, tuple[int, ...], _S, int]]],
+) -> list[tuple[str, _Op, int, _S, int]]:
+    """The order the cases run in: group by group, and within a group level by level, each
+    level of every case of the group in turn, so that cases compared with each other (a fee
+    and none) run side by side on the same tables (a case only at some levels is left out of
+    the others)."""
+    order: list[tuple[str, _Op, int, _S, int]] = []
+    for group in groups:
+        for level in sorted({c for case in group for c in case[2]}):
+            order += [
+                (name, op, level, service, per_call)
+                for name, op, case_levels, service, per_call in group
+                if level in case_levels
+            ]
+    return order
+
+
 def _start_wallet(db_url: str, name: str, env: dict[str, str]) -> RunningService:
     return start_service(
         WALLET,
@@ -381,63 +479,19 @@ async def run(
             fixture = Fixture(pb_grpc.WalletServiceStub(channel), pairs=max(levels), sign=sign)
             await fixture.setup()
             single = pb_grpc.WalletServiceStub(channel_ungrouped)
-            Case = tuple[
-                str, Callable[[int, int], Awaitable[None]], tuple[int, ...], RunningService, int
-            ]
-            cases: list[Case] = [
-                ("reserve+confirm", fixture.reserve_confirm(False), levels, grouped, 1),
-                (
-                    "reserve+confirm (one txn per call)",
-                    fixture.reserve_confirm(False, single),
-                    levels,
-                    ungrouped,
-                    1,
-                ),
-                ("transfer (grouped)", fixture.transfer(None), levels, grouped, 1),
-                (
-                    "transfer (one txn per call)",
-                    fixture.transfer(None, single),
-                    levels,
-                    ungrouped,
-                    1,
-                ),
-                (f"transfers, batch of {BATCH}", fixture.batch(BATCH), levels, grouped, BATCH),
-                (
-                    f"reserve+confirm, batch of {BATCH}",
-                    fixture.hold_batch(BATCH),
-                    levels,
-                    grouped,
-                    BATCH,
-                ),
-                (
-                    "reserve+confirm, fee to revenue",
-                    fixture.reserve_confirm(True),
-                    levels,
-                    grouped,
-                    1,
-                ),
-                ("transfer, fee to revenue", fixture.transfer(fixture.revenue), levels, grouped, 1),
-                (
-                    "transfer, fee to unsharded acct",
-                    fixture.transfer(fixture.hot_unsharded),
-                    tuple(c for c in levels if c > 1),
-                    grouped,
-                    1,
-                ),
-            ]
-            for name, op, case_levels, service, per_call in cases:
-                for concurrency in case_levels:
-                    await _vacuum(db_url)
-                    result = await closed_loop(
-                        name,
-                        op,
-                        concurrency=concurrency,
-                        seconds=seconds,
-                        meter=meter(service),
-                        per_call=per_call,
-                    )
-                    results.append(result)
-                    out(result.line(baseline))
+            groups = case_groups(fixture, single, grouped, ungrouped, levels)
+            for name, op, concurrency, service, per_call in schedule(groups):
+                await _vacuum(db_url)
+                result = await closed_loop(
+                    name,
+                    op,
+                    concurrency=concurrency,
+                    seconds=seconds,
+                    meter=meter(service),
+                    per_call=per_call,
+                )
+                results.append(result)
+                out(result.line(baseline))
     finally:
         await asyncio.to_thread(grouped.stop)
         if ungrouped is not None:
