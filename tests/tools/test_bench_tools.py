@@ -385,6 +385,77 @@ async def test_a_case_with_errors_says_what_they_were():
     assert quiet.errors == 0 and quiet.error_kinds == {} and "error x" not in quiet.line()
 
 
+@in_virtual_time(benchlib)
+async def test_a_case_waits_for_what_its_calls_left_behind_and_counts_it():
+    """With a `drain` (a posting's webhooks, delivered after it was answered), the case is
+    measured from an empty backlog (what the settling calls left is drained before the meter
+    starts) to an empty one (its own calls' leftovers drained before the meter stops), and the
+    drain's time is part of the case's: its throughput and CPU include the work its calls
+    caused. In virtual time: each leftover takes 10 ms to deliver, one at a time."""
+    left: list[tuple[int, int]] = []  # what the calls made so far still owe
+    events: list[str] = []
+
+    async def op(worker: int, i: int) -> None:
+        await asyncio.sleep(0.005)
+        left.append((worker, i))
+
+    async def drain() -> None:
+        events.append(f"drain from {len(left)}")
+        while left:
+            await asyncio.sleep(0.01)
+            left.pop()
+
+    class Meter:
+        async def start(self) -> None:
+            events.append(f"start with {len(left)} left")
+
+        async def stop(self) -> dict[str, float]:
+            events.append(f"stop with {len(left)} left")
+            return {}
+
+    result = await closed_loop(
+        "case", op, concurrency=2, seconds=0.1, settle_seconds=0.01, meter=Meter(), drain=drain
+    )
+
+    owed = result.ops  # each measured call left one item behind
+    assert events[1:] == ["start with 0 left", f"drain from {owed}", "stop with 0 left"], events
+    assert events[0].startswith("drain from ") and events[0] != "drain from 0"
+    # The case's time is its calls' 0.1 s and the 10 ms per item of their leftovers after them.
+    assert result.drained_seconds == pytest.approx(0.01 * owed, abs=0.006)
+    assert result.seconds == pytest.approx(0.1 + result.drained_seconds, abs=0.011)
+    assert result.per_second == pytest.approx(owed / result.seconds)
+    assert "after its last call delivering what its calls left behind" in result.line()
+    plain = await closed_loop("plain", op, concurrency=1, seconds=0.02, settle_seconds=0.01)
+    assert plain.drained_seconds == 0.0 and "left behind" not in plain.line()
+
+
+async def test_the_posting_cases_drain_waits_until_no_webhook_is_pending():
+    """Pay-to-post's drain asks the Stripe sandbox for its webhook backlog until nothing is
+    pending (in flight or waiting for a retry); a backlog that never empties fails the run,
+    saying how many are left, instead of waiting forever."""
+    from hirepay_dev.bench_posting import webhooks_delivered
+
+    class Admin:
+        def __init__(self, pending: list[int]) -> None:
+            self.pending, self.asked = pending, 0
+
+        def webhook_backlog(self) -> dict[str, int]:
+            self.asked += 1
+            left = self.pending.pop(0) if len(self.pending) > 1 else self.pending[0]
+            return {"succeeded": 40, "pending": left, "scheduled": 0}
+
+    draining = Admin([5, 3, 0])
+    await webhooks_delivered(draining, poll_seconds=0.001)()  # type: ignore[arg-type]
+    assert draining.asked == 3
+    stuck = Admin([2])
+    with pytest.raises(RuntimeError, match="2 webhooks still undelivered"):
+        await webhooks_delivered(stuck, poll_seconds=0.001, max_seconds=0.02)()  # type: ignore[arg-type]
+    assert stuck.asked > 1
+    none = Admin([0])
+    await webhooks_delivered(none, poll_seconds=0.001)()  # type: ignore[arg-type]
+    assert none.asked == 1
+
+
 async def test_the_hold_batch_case_reserves_then_confirms_the_same_branches():
     """One operation of "reserve+confirm, batch of N": a CreateHolds call of N Trys from the
     worker's payer to its payee, then a ResolveHolds call confirming exactly those branches; an

@@ -39,6 +39,10 @@ PROVIDER_LATENCY_MS = 300
 LATENCY_CONCURRENCY = 128
 LATENCY_SECONDS = 20.0
 QUICK_LATENCY_SECONDS = 8.0
+# How often a case's drain looks at the sandbox's webhook backlog, and how long it waits at most
+# for the backlog to empty (a webhook the stack keeps refusing is a failed run, not a slow one).
+DRAIN_POLL_SECONDS = 0.05
+DRAIN_MAX_SECONDS = 120.0
 
 
 def _stack(pg_url: str, traces: Path | None = None) -> Stack:
@@ -172,9 +176,12 @@ async def run(
     out(f"before pay-to-post, the earlier cases' databases:\n{quieted.line()}")
     stack = await asyncio.to_thread(lambda: _stack(pg_url).start())
     results: list[Result] = []
+    admin = SandboxAdmin(stack.sandbox_url)
     try:
         with posting_clients(stack.gateway_url, max(*levels, LATENCY_CONCURRENCY)) as clients:
             new_case = posters(clients)
+            # Every case waits for its postings' webhooks: their time and CPU are the case's.
+            drain = webhooks_delivered(admin)
             for concurrency in levels:
                 result = await closed_loop(
                     POSTING,
@@ -182,6 +189,7 @@ async def run(
                     concurrency=concurrency,
                     seconds=seconds,
                     meter=_meter(pg_url, stack),
+                    drain=drain,
                 )
                 results.append(result)
                 out(result.line(baseline))
@@ -194,11 +202,13 @@ async def run(
                     seconds=QUICK_LATENCY_SECONDS if quick else LATENCY_SECONDS,
                     warmup=2,
                     meter=_meter(pg_url, stack),
+                    drain=drain,
                 ),
             )
             out(slow.line(baseline))
             out(_latency_line(slow, results[-1]))
     finally:
+        admin.close()
         await asyncio.to_thread(stack.stop)
     report: dict[str, Any] = {
         "quieted": asdict(quieted),
@@ -229,6 +239,32 @@ async def _with_provider_latency(stack: Stack, case: Awaitable[Result]) -> Resul
             await asyncio.to_thread(admin.clear_faults)
     finally:
         admin.close()
+
+
+def webhooks_delivered(
+    admin: SandboxAdmin,
+    *,
+    poll_seconds: float = DRAIN_POLL_SECONDS,
+    max_seconds: float = DRAIN_MAX_SECONDS,
+) -> Callable[[], Awaitable[None]]:
+    """A pay-to-post case's drain (closed_loop): wait until the Stripe sandbox has no webhook
+    left to deliver (none `pending`: in flight or waiting for a retry). Each posting makes two
+    events (payment_intent.amount_capturable_updated, .succeeded) that the sandbox delivers after
+    the posting was answered, at most 8 at a time as its dispatcher does; at c=32 they lagged
+    (0.78 of each delivered in the case's 12 s, the rest in the next case), so a case's
+    postings are charged with their webhooks only when it waits for them."""
+
+    async def drain() -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + max_seconds
+        while (pending := (await asyncio.to_thread(admin.webhook_backlog)).get("pending", 0)) > 0:
+            if loop.time() >= give_up:
+                raise RuntimeError(
+                    f"{pending} webhooks still undelivered after {max_seconds:.0f} s of waiting"
+                )
+            await asyncio.sleep(poll_seconds)
+
+    return drain
 
 
 def _ratio(slow: Result, fast: Result) -> float:

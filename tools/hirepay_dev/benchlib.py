@@ -50,6 +50,9 @@ class Result:
     # Why calls failed: each distinct error (its type and the start of its message) and how many
     # times, so that a run with errors says what they were.
     error_kinds: dict[str, int] = field(default_factory=dict)
+    # Of `seconds`, how long the case waited after its last call for the work its calls left
+    # behind (closed_loop's `drain`: a posting's webhooks), counted in its time and its CPU.
+    drained_seconds: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -63,6 +66,9 @@ class Result:
             f"p50 {self.p50_ms:7.2f} ms  p99 {self.p99_ms:7.2f} ms  "
             f"(n={self.ops}, errors={self.errors}){ratio}"
         )
+        if self.drained_seconds:
+            text += f"\n    of its {self.seconds:.1f} s, {self.drained_seconds:.1f} s after its last call"
+            text += " delivering what its calls left behind"
         if self.error_kinds:
             kinds = sorted(self.error_kinds.items(), key=lambda kind: -kind[1])
             text += "\n" + "\n".join(f"    error x{n}: {kind}" for kind, n in kinds[:ERROR_KINDS])
@@ -91,6 +97,7 @@ async def closed_loop(
     settle_max_seconds: float = SETTLE_MAX_SECONDS,
     meter: CpuMeter | None = None,
     per_call: int = 1,
+    drain: Callable[[], Awaitable[None]] | None = None,
 ) -> Result:
     """Run `op(worker, i)` from `concurrency` workers back to back for `seconds`; time each call.
     With `meter`, the CPU of each process over the measured interval is recorded too; a call
@@ -102,7 +109,15 @@ async def closed_loop(
     services' connection pools have grown to what it needs and their connections have settled
     their plans (each new PostgreSQL connection pays a backend start, asyncpg's type
     introspection and five custom plans of each statement: at c=32, after c=8, that had put
-    one-off cost into the measured interval)."""
+    one-off cost into the measured interval).
+
+    `drain` waits until the work the calls left behind is done (a posting's webhooks, which the
+    provider delivers after the posting was answered): awaited once before the measured interval
+    (what the settling calls left is not the case's) and once after its last call, inside it, so
+    that the case's time and CPU include all the work its own calls caused. Without it a case
+    whose webhooks lag had its throughput and CPU per posting flattered and the next case paid
+    for them (round 19: at c=32 a fifth of the case's webhooks were delivered in the next case,
+    the 300 ms latency case)."""
     for i in range(warmup):
         await op(0, -1 - i)
     began = time.perf_counter()
@@ -118,6 +133,7 @@ async def closed_loop(
             calls += 1
 
     await asyncio.gather(*(settle(w) for w in range(concurrency)))
+    await _drained(drain)
     latencies: list[float] = []
     errors: Counter[str] = Counter()
     # The loop's own cost per call is one clock reading and one append (it shares the cores with
@@ -144,6 +160,7 @@ async def closed_loop(
     deadline = time.perf_counter() + seconds
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    drained = await _drained(drain)
     elapsed = time.perf_counter() - started
     cpu = await meter.stop() if meter is not None else {}
     latencies.sort()
@@ -158,7 +175,17 @@ async def closed_loop(
         cpu,
         per_call,
         dict(errors),
+        drained,
     )
+
+
+async def _drained(drain: Callable[[], Awaitable[None]] | None) -> float:
+    """Seconds `drain` took to return (closed_loop's), 0 without one."""
+    if drain is None:
+        return 0.0
+    began = time.perf_counter()
+    await drain()
+    return time.perf_counter() - began
 
 
 # The databases the bench itself makes on its server: pgbench's, the wallet cases', and those of
