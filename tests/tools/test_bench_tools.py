@@ -273,6 +273,50 @@ def test_the_targets_are_judged_from_the_runs_own_figures():
     assert verdicts({"pgbench_tps": 1000.0}) == []  # nothing measured, nothing judged
 
 
+def test_the_single_call_verdicts_name_the_runs_do_nothing_grpc_call_rate():
+    """A run that measured the bare gRPC call (bench.grpc_floor) says beside each single-call
+    case how many calls an operation makes and how fast a call that does nothing goes: the
+    ceiling those cases are judged under. The batch cases, one call per hundred operations,
+    and a run without the figure say nothing of it; the verdicts themselves do not change."""
+    wallet = {
+        "cases": [
+            case("transfer (grouped)", 32, 1200.0, 20.0, 30.0),
+            case("reserve+confirm", 32, 400.0, 60.0, 90.0),
+            case("transfers, batch of 100", 32, 9000.0, 200.0, 300.0),
+        ]
+    }
+    floor = {"case": "bare", "concurrency": 32, "calls_per_s": 4850.4, "client_us": 118.0}
+    with_floor = {
+        v.target: v
+        for v in verdicts({"pgbench_tps": 1000.0, "wallet": wallet, "grpc_floor": floor})
+    }
+    without = {v.target: v for v in verdicts({"pgbench_tps": 1000.0, "wallet": wallet})}
+    transfers = with_floor["transfers, grouped single calls at c=32 >= 100% of pgbench"]
+    assert transfers.basis.endswith(
+        "1 gRPC call each, and a do-nothing gRPC call runs at 4850/s here"
+    )
+    pairs = with_floor["Reserve+Confirm at c=32 >= 50% of pgbench"]
+    assert "2 gRPC calls each, and a do-nothing gRPC call runs at 4850/s" in pairs.basis
+    batches = with_floor["transfers, CreateTransfers batches at c=32 >= 100% of pgbench"]
+    assert "gRPC call" not in batches.basis
+    assert all("gRPC call" not in v.basis for v in without.values())
+    assert [(v.target, v.measured, v.met) for v in with_floor.values()] == [
+        (v.target, v.measured, v.met) for v in without.values()
+    ]
+
+
+async def test_the_bench_measures_a_do_nothing_grpc_call_in_processes_of_its_own():
+    """bench.grpc_floor runs bench_rpc's bare case (a grpc.aio server answering an empty reply,
+    a bare client, each its own process) and returns its rate and CPU per call on each side."""
+    from hirepay_dev.bench import floor_line, grpc_floor
+
+    floor = await grpc_floor(calls=640)
+    assert floor["case"] == "bare" and floor["concurrency"] == 32
+    assert floor["calls_per_s"] > 0 and floor["client_us"] > 0 and floor["server_us"] > 0
+    line = floor_line(floor)
+    assert "gRPC unary call, does nothing" in line and f"{floor['calls_per_s']:.1f} calls/s" in line
+
+
 def test_a_failed_batch_of_holds_is_not_throughput():
     """A Reserve+Confirm batch case with a failed operation (an item refused, a call timed out)
     misses its target whatever its rate."""

@@ -8,11 +8,55 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 from pathlib import Path
+from typing import Any
 
 from hirepay_dev import bench_posting, bench_wallet, benchtargets, pg
 from hirepay_dev.benchlib import other_databases, pgbench_tpcb
 from hirepay_platform import eventloop
+
+# The do-nothing gRPC call measured beside the wallet cases: at their highest concurrency.
+FLOOR_CONCURRENCY = 32
+FLOOR_CALLS = 20_000
+QUICK_FLOOR_CALLS = 5_000
+
+
+async def grpc_floor(calls: int = FLOOR_CALLS) -> dict[str, Any]:
+    """The rate and CPU per call of a do-nothing unary call between a bare grpc.aio server and
+    client on this machine (`bench_rpc`'s "bare" case, in processes of their own): what the
+    wallet's single calls are up against. Every single Transfer, ReserveHold or ConfirmHold is
+    one such call before the wallet does anything, with its client on the same two cores, so
+    its rate bounds the single-call cases whatever the wallet does (issue 13's targets for them
+    ask as many calls per second as pgbench's transactions)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "hirepay_dev.bench_rpc",
+        "--only",
+        "bare",
+        "--concurrency",
+        str(FLOOR_CONCURRENCY),
+        "--calls",
+        str(calls),
+        "--json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    if process.returncode:
+        raise RuntimeError(f"bench_rpc failed ({process.returncode}): {err.decode()[-500:]}")
+    floor: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return floor
+
+
+def floor_line(floor: dict[str, Any]) -> str:
+    return (
+        f"{'gRPC unary call, does nothing':<34} c={floor['concurrency']:<3} "
+        f"{floor['calls_per_s']:8.1f} calls/s  CPU per call: client {floor['client_us']:.0f} us"
+        f" + server {floor['server_us']:.0f} us  (bare grpc.aio, both on these cores: the"
+        " ceiling of the wallet's single calls)"
+    )
 
 
 async def main(only: str, out_file: str | None, quick: bool = False) -> None:
@@ -41,6 +85,9 @@ async def main(only: str, out_file: str | None, quick: bool = False) -> None:
         print(line, flush=True)
 
     if only in ("all", "wallet"):
+        floor = await grpc_floor(QUICK_FLOOR_CALLS if quick else FLOOR_CALLS)
+        out(floor_line(floor))
+        report["grpc_floor"] = floor
         report["wallet"] = await bench_wallet.run(server, out, baseline, quick=quick)
     if only in ("all", "posting", "latency"):
         report["posting"] = await bench_posting.run(

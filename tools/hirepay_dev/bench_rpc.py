@@ -3,12 +3,13 @@
 context, deadline, metrics) and the event loop add to each call, on each side.
 
     .venv/bin/python -m hirepay_dev.bench_rpc [--calls 20000] [--concurrency 16] [--only NAME]
-        [--traced] [--same-process] [--grpc-core platform|grpc]
+        [--traced] [--same-process] [--grpc-core platform|grpc] [--json]
 
 The server runs in a child process (GrpcApp.serve, as a service runs it, or a bare grpc.aio server)
 and answers GetJob with an empty JobResponse; the client is this process. CPU is utime+stime of
 each process over the measured calls (/proc), so the figures are per-call CPU, not latency; the
-machine is shared, so repeat a run and compare cases of the same run. Beside it, the voluntary
+machine is shared, so repeat a run and compare cases of the same run. `--json` prints each case as
+one JSON object per line instead of the table (`make bench` runs the bare case so). Beside it, the voluntary
 context switches per call of each process (`wakeups`, all its threads: a thread that waited and
 was woken), a count that moves far less with the machine's load. `--traced` makes every call
 inside one W3C trace, as a service's calls are while it serves a request (the client sends the
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import multiprocessing
 import os
 import resource
@@ -296,6 +298,7 @@ def main() -> None:
     parser.add_argument(
         "--traced", action="store_true", help="every call inside one caller's W3C trace"
     )
+    parser.add_argument("--json", action="store_true", help="one JSON object per case")
     parser.add_argument(
         "--grpc-core",
         choices=("platform", "grpc"),
@@ -316,6 +319,11 @@ def main() -> None:
                 *CASES[name], args.loop, args.calls, args.concurrency, args.traced
             )
             print(f"{name:<22}{cpu:>12.1f}{count:>12.1f}")
+        return
+    if args.json:
+        for name in args.only or CASES:
+            result = run_case(*CASES[name], args.loop, args.calls, args.concurrency, args.traced)
+            print(json.dumps({"case": name, "concurrency": args.concurrency, **result}))
         return
     print(f"gRPC core settings: {args.grpc_core}")
     print(

@@ -169,23 +169,36 @@ def posting_verdicts(posting: Mapping[str, Any], pgbench_tps: float | None) -> l
     return verdicts
 
 
-def wallet_verdicts(wallet: Mapping[str, Any], pgbench_tps: float | None) -> list[Verdict]:
-    """The ledger targets from bench_wallet.run()'s figures, at its highest concurrency."""
+def wallet_verdicts(
+    wallet: Mapping[str, Any],
+    pgbench_tps: float | None,
+    floor_calls_per_s: float | None = None,
+) -> list[Verdict]:
+    """The ledger targets from bench_wallet.run()'s figures, at its highest concurrency.
+    `floor_calls_per_s`: the run's do-nothing gRPC call rate (bench.grpc_floor), named beside
+    the single-call cases' figures (each of their operations is one or two such calls)."""
     cases: list[Case] = list(wallet.get("cases", []))
     verdicts: list[Verdict] = []
     if pgbench_tps:
-        for name, share, target in (
-            (TRANSFER, TRANSFERS_SHARE_OF_PGBENCH, "transfers, grouped single calls"),
-            (BATCH_PREFIX, TRANSFERS_SHARE_OF_PGBENCH, "transfers, CreateTransfers batches"),
-            (RESERVE_CONFIRM, RESERVE_CONFIRM_SHARE_OF_PGBENCH, "Reserve+Confirm"),
+        for name, share, target, calls in (
+            (TRANSFER, TRANSFERS_SHARE_OF_PGBENCH, "transfers, grouped single calls", 1),
+            (BATCH_PREFIX, TRANSFERS_SHARE_OF_PGBENCH, "transfers, CreateTransfers batches", 0),
+            (RESERVE_CONFIRM, RESERVE_CONFIRM_SHARE_OF_PGBENCH, "Reserve+Confirm", 2),
             (
                 RESERVE_CONFIRM_BATCH_PREFIX,
                 RESERVE_CONFIRM_SHARE_OF_PGBENCH,
                 "Reserve+Confirm, CreateHolds + ResolveHolds batches",
+                0,
             ),
         ):
             case = _find(cases, name)
             if case is not None:
+                basis = f"{case['per_second']:.1f}/s vs pgbench {pgbench_tps:.0f} tps"
+                if calls and floor_calls_per_s:
+                    basis += (
+                        f"; {calls} gRPC call{'s' if calls > 1 else ''} each, and a do-nothing"
+                        f" gRPC call runs at {floor_calls_per_s:.0f}/s here"
+                    )
                 verdicts.append(
                     _verdict(
                         f"{target} at c={case['concurrency']} >= {share:.0%} of pgbench",
@@ -193,7 +206,7 @@ def wallet_verdicts(wallet: Mapping[str, Any], pgbench_tps: float | None) -> lis
                         share,
                         "x pgbench",
                         _AT_LEAST,
-                        f"{case['per_second']:.1f}/s vs pgbench {pgbench_tps:.0f} tps",
+                        basis,
                         case,
                     )
                 )
@@ -225,7 +238,8 @@ def verdicts(report: Mapping[str, Any]) -> list[Verdict]:
     if "posting" in report:
         found += posting_verdicts(report["posting"], pgbench)
     if "wallet" in report:
-        found += wallet_verdicts(report["wallet"], pgbench)
+        floor = report.get("grpc_floor") or {}
+        found += wallet_verdicts(report["wallet"], pgbench, floor.get("calls_per_s"))
     return found
 
 
