@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import pstats
 import socket
+import sys
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from concurrent import futures
@@ -24,6 +26,7 @@ from hirepay_dev.bench_wallet import Fixture, Signer
 from hirepay_dev.benchhttp import AnswerError, PostingClient
 from hirepay_dev.benchlib import closed_loop, other_databases
 from hirepay_platform import eventloop
+from hirepay_platform.grpccore import GRPC_CORE_ENV
 from hirepay_platform.identity import TokenMinter
 from tests.support.python_calls import profiled
 
@@ -65,6 +68,53 @@ def test_the_bench_runs_on_the_platforms_event_loop(monkeypatch, pg_server_url):
     assert seen["uvloop"] is True
     assert seen["args"] == ("posting", None, True)
     assert isinstance(seen["databases"], list)
+
+
+class Restarted(Exception):
+    """os.execve, called: the process would have started again."""
+
+
+def _no_grpc_core_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in GRPC_CORE_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_bench_starts_again_with_the_platforms_grpc_core_settings(monkeypatch):
+    """`python -m hirepay_dev.bench` in an environment without the platform's gRPC core settings
+    starts itself again with them (grpc reads them at import), its arguments and the rest of its
+    environment as they were: the wallet cases' load generator calls the wallet as jobs does."""
+    _no_grpc_core_env(monkeypatch)
+    monkeypatch.setenv("HIREPAY_BENCH_TEST_MARK", "kept")
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--only", "wallet", "--quick"])
+    started: list[tuple[str, list[str], dict[str, str]]] = []
+
+    def execve(path: str, argv: list[str], env: dict[str, str]) -> None:
+        started.append((path, argv, env))
+        raise Restarted
+
+    monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setattr(bench, "cli", lambda argv=None: pytest.fail("ran without the settings"))
+    with pytest.raises(Restarted):
+        bench.run()
+    ((path, argv, env),) = started
+    assert path == sys.executable
+    assert argv == [sys.executable, "-m", "hirepay_dev.bench", "--only", "wallet", "--quick"]
+    assert {name: env[name] for name in GRPC_CORE_ENV} == dict(GRPC_CORE_ENV)
+    assert env["HIREPAY_BENCH_TEST_MARK"] == "kept"
+
+
+@pytest.mark.parametrize("own_value", [False, True])
+def test_the_bench_runs_at_once_with_the_settings_or_an_operators_own(monkeypatch, own_value):
+    """With the settings in its environment (started again, or by an operator who set a value of
+    their own, which wins) the bench runs its command line in this process."""
+    for name, value in GRPC_CORE_ENV.items():
+        monkeypatch.setenv(name, "operator-choice" if own_value else value)
+    monkeypatch.setattr(sys, "argv", ["bench.py", "--only", "posting"])
+    monkeypatch.setattr(os, "execve", lambda *args: pytest.fail("started again"))
+    ran: list[object] = []
+    monkeypatch.setattr(bench, "cli", lambda argv=None: ran.append(argv))
+    bench.run()
+    assert ran == [None]
 
 
 # --- the posting cases' HTTP client -------------------------------------------------------------

@@ -14,7 +14,9 @@ from typing import Any
 
 from hirepay_dev import bench_posting, bench_wallet, benchtargets, pg
 from hirepay_dev.benchlib import other_databases, pgbench_tpcb
+from hirepay_dev.procs import restart_with_environment
 from hirepay_platform import eventloop
+from hirepay_platform.grpccore import GRPC_CORE_ENV, with_grpc_core_env
 
 # The do-nothing gRPC call measured beside the wallet cases: at their highest concurrency.
 FLOOR_CONCURRENCY = 32
@@ -73,6 +75,8 @@ async def main(only: str, out_file: str | None, quick: bool = False) -> None:
         flush=True,
     )
     print(f"load generator's event loop: {type(asyncio.get_running_loop()).__module__}", flush=True)
+    settings = " ".join(f"{name}={os.environ.get(name, '')}" for name in GRPC_CORE_ENV)
+    print(f"load generator's gRPC core settings: {settings}", flush=True)
     load = os.getloadavg()
     print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
     seconds = 3 if quick else 10
@@ -124,5 +128,17 @@ def cli(argv: list[str] | None = None) -> None:
     eventloop.run(main(args.only, args.json, args.quick))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """`python -m hirepay_dev.bench`: the command line in a process with the platform's gRPC core
+    settings (grpccore.py), started again with them when its environment lacks them. The wallet
+    cases' load generator is a gRPC client of the wallet, as jobs and payments are, and they run
+    with those settings; so does the do-nothing call the single-call cases are judged against
+    (grpc_floor, bench_rpc's default). With grpc's own defaults the generator ran gRPC's
+    EventEngine threads beside its event loop: four more threads handing each call's events on,
+    on the two cores it shares with the wallet and PostgreSQL (issue 13)."""
+    restart_with_environment("hirepay_dev.bench", sys.argv[1:], with_grpc_core_env(os.environ))
     cli()
+
+
+if __name__ == "__main__":
+    run()

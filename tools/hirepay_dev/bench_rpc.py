@@ -39,7 +39,7 @@ import grpc
 from hirepay.jobs.v1 import jobs_service_pb2 as jobs_pb
 from hirepay.jobs.v1 import jobs_service_pb2_grpc as jobs_grpc
 from hirepay_dev.benchcpu import process_cpu
-from hirepay_dev.procs import free_port
+from hirepay_dev.procs import free_port, restart_with_environment
 from hirepay_platform.grpccore import GRPC_CORE_ENV
 
 SECRET = "bench-rpc-secret-0123456789abcdef0123456789"
@@ -306,11 +306,10 @@ def main() -> None:
         help="gRPC core settings: the platform's (as services run) or grpc's defaults",
     )
     args = parser.parse_args()
-    env = _core_environment(args.grpc_core)
-    if env != dict(os.environ):
-        # grpc has read its settings at import: start again with them, server child included.
-        argv = [sys.executable, "-m", "hirepay_dev.bench_rpc", *sys.argv[1:]]
-        os.execve(sys.executable, argv, env)
+    # grpc has read its settings at import: start again with them, server child included.
+    restart_with_environment(
+        "hirepay_dev.bench_rpc", sys.argv[1:], _core_environment(args.grpc_core)
+    )
     os.environ.setdefault("HIREPAY_SERVICE_TOKEN_SECRET", SECRET)
     if args.same_process:
         print(f"{'case (one process)':<22}{'CPU us/RPC':>12}{'calls/RPC':>12}")

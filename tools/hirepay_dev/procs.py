@@ -211,3 +211,12 @@ class Process:
 def python_module(module: str, *args: str) -> list[str]:
     """argv that runs `python -m module args` with this interpreter."""
     return [sys.executable, "-m", module, *args]
+
+
+def restart_with_environment(module: str, argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Start this process again as `python -m module argv` with `env` as its environment, unless
+    that is its environment already (then return). grpc reads its core settings (grpccore.py)
+    once, when it is imported: a process that has imported it takes other ones only as a new
+    process."""
+    if dict(env) != dict(os.environ):
+        os.execve(sys.executable, python_module(module, *argv), dict(env))
