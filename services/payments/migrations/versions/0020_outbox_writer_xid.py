@@ -11,7 +11,7 @@ aborted, so its rows are all visible to that snapshot or never will be, and no t
 write a row below it later (a new transaction id is above every running one): what a reader is
 given is always a prefix of the stream, and a reader resuming after the last event it was given
 misses nothing. Events committed above the horizon wait until every older writer has ended (see
-README, Benchmarks, "Still to find": what holds the horizon back).
+docs/performance.md, "Still to find": what holds the horizon back).
 
 The cursor stays one int64 in the protocol and keeps its order: an event's cursor is
 `writer_xid << 16 | k`, k its index among its transaction's events (computed when read: the

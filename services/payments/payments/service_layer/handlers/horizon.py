@@ -1,4 +1,4 @@
-"""The settlement stream's horizon, measured (payments 0020; README "Still to find", OPS-1).
+"""The settlement stream's horizon, measured (payments 0020; docs/performance.md, "Still to find", OPS-1).
 
 The stream gives an event only once every transaction that took a transaction id (xid) before its
 writer has ended, on the whole PostgreSQL server. One transaction left open after a write (a
